@@ -1,0 +1,61 @@
+"""llmguard: composable async concurrency control for LLM calls."""
+
+from typing import Any
+
+from ._classify import Failure, FailureKind, classify
+from ._core import Call, Handler, Layer, compose
+from ._errors import (
+    AdmissionError,
+    AdmissionTimeout,
+    BackendUnavailable,
+    CircuitOpenError,
+    FallbackExhausted,
+    JobNotFound,
+    LLMGuardError,
+    QueueFull,
+    RequestTooLarge,
+    TimeoutExceeded,
+)
+from ._pipeline import Guarded, Pipeline, guard, wrap_client
+from ._tokens import Usage, estimate_tokens, extract_usage
+
+
+
+def __getattr__(name: str) -> Any:
+    # __version__ is read lazily: importlib.metadata alone costs ~25 ms of import time.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("llmguard")
+        except PackageNotFoundError:  # a source tree that was not installed
+            return "0.0.0"
+    raise AttributeError(f"module 'llmguard' has no attribute {name!r}")
+
+
+__all__ = [
+    "AdmissionError",
+    "AdmissionTimeout",
+    "BackendUnavailable",
+    "Call",
+    "CircuitOpenError",
+    "Failure",
+    "FailureKind",
+    "FallbackExhausted",
+    "Guarded",
+    "Handler",
+    "JobNotFound",
+    "LLMGuardError",
+    "Layer",
+    "Pipeline",
+    "QueueFull",
+    "RequestTooLarge",
+    "TimeoutExceeded",
+    "Usage",
+    "classify",
+    "compose",
+    "estimate_tokens",
+    "extract_usage",
+    "guard",
+    "wrap_client",
+]

@@ -1,0 +1,75 @@
+"""Errors raised by llmguard itself.
+
+Every message says what happened and what to change. Errors that mean "llmguard refused to send
+the call" derive from :class:`AdmissionError`: Retry does not retry them by default (retrying a
+local refusal only queues the same call again) and Fallback moves on at once.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdmissionError",
+    "AdmissionTimeout",
+    "BackendUnavailable",
+    "CircuitOpenError",
+    "FallbackExhausted",
+    "JobNotFound",
+    "LLMGuardError",
+    "QueueFull",
+    "RequestTooLarge",
+    "TimeoutExceeded",
+]
+
+
+class LLMGuardError(Exception):
+    """Base class of every error llmguard raises on its own account."""
+
+
+class AdmissionError(LLMGuardError):
+    """An admission layer refused the call before it reached the provider."""
+
+
+class QueueFull(AdmissionError):
+    """The limiter's waiting queue is at ``max_queue``: the call was rejected at once."""
+
+
+class AdmissionTimeout(AdmissionError, TimeoutError):
+    """The call waited ``max_wait`` seconds for admission and gave up."""
+
+
+class RequestTooLarge(AdmissionError, ValueError):
+    """The call alone needs more than a limit can ever grant (e.g. more tokens than ``tpm``)."""
+
+
+class CircuitOpenError(AdmissionError):
+    """The circuit is open: the provider was failing, so the call failed fast.
+
+    ``retry_after`` is the number of seconds until the circuit lets a probe through.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TimeoutExceeded(LLMGuardError, TimeoutError):
+    """A Timeout layer's limit ran out (never raised for the caller's own cancellation)."""
+
+    def __init__(self, message: str, *, seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+class FallbackExhausted(ExceptionGroup, LLMGuardError):  # type: ignore[misc]
+    """The primary and every alternate failed; ``exceptions`` holds each error in order."""
+
+
+class BackendUnavailable(LLMGuardError):
+    """A shared-state backend (Redis) could not be reached and the layer fails closed."""
+
+
+class JobNotFound(LLMGuardError, KeyError):
+    """No job with that id exists (it never did, or it expired after its TTL)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,1 @@
+"""Shared-state backends for scaling out across processes."""

@@ -1,0 +1,114 @@
+"""FakeLLM: an offline, scriptable stand-in for a chat model."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from .._tokens import estimate_tokens
+
+__all__ = ["FakeLLM"]
+
+
+class FakeLLM:
+    """A deterministic offline chat model for tests, examples and benchmarks.
+
+    Each call consumes the next entry of ``script`` (when one is left): an exception instance or
+    class is raised, a string becomes the reply text, any other value is returned as is. Without
+    a script entry it answers ``"<reply_prefix><last user message>"``. ``latency`` is awaited
+    with ``asyncio.sleep`` (virtual under looptime), plus ``seconds_per_token`` per output token.
+
+    It speaks both common shapes: ``await fake.send_message("hi")`` returns the reply text, and
+    ``await fake.acompletion(model=..., messages=[...])`` returns an OpenAI-style
+    ``chat.completion`` dict with ``usage``. It records every call for assertions.
+    """
+
+    def __init__(
+        self,
+        script: Iterable[Any] = (),
+        *,
+        latency: float = 0.0,
+        seconds_per_token: float = 0.0,
+        reply_prefix: str = "echo: ",
+        model: str = "fake",
+    ) -> None:
+        if latency < 0 or seconds_per_token < 0:
+            raise ValueError("latency and seconds_per_token must be >= 0 seconds")
+        self.script: deque[Any] = deque(script)
+        self.latency = latency
+        self.seconds_per_token = seconds_per_token
+        self.reply_prefix = reply_prefix
+        self.model = model
+        #: (args, kwargs) of every call, in arrival order.
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._ids = itertools.count(1)
+
+    @property
+    def call_count(self) -> int:
+        return len(self.calls)
+
+    async def _answer(self, prompt: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self.calls.append((args, kwargs))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            entry = self.script.popleft() if self.script else None
+            reply = entry if isinstance(entry, str) or entry is None else None
+            text = self.reply_prefix + prompt if reply is None else reply
+            delay = self.latency + self.seconds_per_token * max(1, len(text) // 4)
+            if delay:
+                await asyncio.sleep(delay)
+            if isinstance(entry, BaseException) or (
+                isinstance(entry, type) and issubclass(entry, BaseException)
+            ):
+                raise entry
+            return text if entry is None or isinstance(entry, str) else entry
+        finally:
+            self.in_flight -= 1
+
+    async def send_message(self, message: str, *args: Any, **kwargs: Any) -> str:
+        """Agent-style call: returns the reply text."""
+        return await self._answer(str(message), (message, *args), kwargs)
+
+    __call__ = send_message
+
+    async def acompletion(self, **kwargs: Any) -> Any:
+        """OpenAI/litellm-style chat completion: returns a ``chat.completion`` dict."""
+        messages = kwargs.get("messages") or []
+        prompt = next(
+            (str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"),
+            "",
+        )
+        result = await self._answer(prompt, (), kwargs)
+        if not isinstance(result, str):
+            return result
+        prompt_tokens = estimate_tokens(messages=messages, max_tokens=0)
+        completion_tokens = max(1, len(result) // 4)
+        return {
+            "id": f"chatcmpl-fake-{next(self._ids)}",
+            "object": "chat.completion",
+            "model": kwargs.get("model", self.model),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<FakeLLM calls={self.call_count} in_flight={self.in_flight} "
+            f"script_left={len(self.script)} latency={self.latency}>"
+        )
