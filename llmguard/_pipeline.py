@@ -227,7 +227,9 @@ def _make_guarded(pipeline: Pipeline, fn: Any) -> Any:
 
     functools.update_wrapper(guarded, fn)
     if not hasattr(fn, "__name__"):  # partials and callable objects
-        guarded.__name__ = guarded.__qualname__ = _describe(getattr(fn, "func", fn))
+        target = getattr(fn, "func", fn)
+        named = target if hasattr(target, "__name__") else type(target)
+        guarded.__name__, guarded.__qualname__ = named.__name__, named.__qualname__
     guarded.pipeline = pipeline  # type: ignore[attr-defined]
     guarded.stats = pipeline.stats  # type: ignore[attr-defined]
     return guarded
