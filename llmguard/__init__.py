@@ -17,6 +17,9 @@ from ._errors import (
     RequestTooLarge,
     TimeoutExceeded,
 )
+from ._latency import MetricsStats
+from ._metrics import Metrics
+from ._prometheus import MetricsServer, serve_metrics
 from ._pipeline import Guarded, Pipeline, guard, wrap_client
 from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
 from ._tokens import Usage, estimate_tokens, extract_usage
@@ -53,6 +56,9 @@ __all__ = [
     "LLMGuardError",
     "Layer",
     "MemoryBackend",
+    "Metrics",
+    "MetricsServer",
+    "MetricsStats",
     "Pipeline",
     "QueueFull",
     "Quota",
@@ -67,5 +73,6 @@ __all__ = [
     "estimate_tokens",
     "extract_usage",
     "guard",
+    "serve_metrics",
     "wrap_client",
 ]

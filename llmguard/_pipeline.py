@@ -218,6 +218,12 @@ class Pipeline:
 
 
 def _make_guarded(pipeline: Pipeline, fn: Any) -> Any:
+    # Layers that observe their neighbours (Metrics reads every layer's statistics() at
+    # collection time) define ``bind(pipeline)``; it is called once per wrap, never per call.
+    for layer in pipeline.layers:
+        bind = getattr(layer, "bind", None)
+        if bind is not None and callable(bind):
+            bind(pipeline)
     handler = compose(pipeline.layers)
     name = pipeline.name
     if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(getattr(fn, "__call__", None)):
