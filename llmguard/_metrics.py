@@ -68,7 +68,7 @@ class Metrics:
     __slots__ = ("name", "operation", "provider", "model", "_base", "_series", "_latency",
                  "_in_flight", "_input", "_output", "_retries", "_fallbacks", "_cache",
                  "_errors", "_neighbours", "_duration", "_tokens", "_wait", "_tracer",
-                 "_callbacks")
+                 "_callbacks", "_recording")
 
     def __init__(self, *, name: str | None = None, meter_provider: Any = None,
                  tracer_provider: Any = None, provider: str | None = None,
@@ -112,6 +112,9 @@ class Metrics:
         from opentelemetry import metrics  # ~30 ms: deferred so `import llmguard` stays fast
 
         meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
+        # An explicit no-op provider records nothing, so skip the calls. (The global proxy must
+        # still be called: an SDK installed later turns its instruments real.)
+        self._recording = not isinstance(meter, metrics.NoOpMeter)
         self._duration = meter.create_histogram(
             "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
@@ -178,15 +181,18 @@ class Metrics:
             series = self._series_for(model, error, outcome)
         series.calls += 1
         self._latency.add(seconds)
-        self._duration.record(seconds, series.duration_attrs)
-        usage = call.usage if call.usage is not None else (
-            extract_usage(result) if exc is None else None)
+        recording = self._recording
+        if recording:
+            self._duration.record(seconds, series.duration_attrs)
+        usage = call.usage
+        if usage is None and exc is None:
+            usage = call.usage = extract_usage(result)
         if usage is not None:
-            call.usage = usage
             self._input += usage.input_tokens
             self._output += usage.output_tokens
-            self._tokens.record(usage.input_tokens, series.input_attrs)
-            self._tokens.record(usage.output_tokens, series.output_attrs)
+            if recording:
+                self._tokens.record(usage.input_tokens, series.input_attrs)
+                self._tokens.record(usage.output_tokens, series.output_attrs)
         notes = call.notes
         if notes is not None:
             self._read_notes(notes, series)
@@ -201,7 +207,7 @@ class Metrics:
         if cache in self._cache:
             self._cache[cache] += 1
         wait = notes.get("wait")
-        if wait is not None:
+        if wait is not None and self._recording:
             self._wait.record(wait, series.duration_attrs)
 
     def statistics(self) -> MetricsStats:
