@@ -81,7 +81,8 @@ def test_real_prometheus_scrapes_and_answers_a_histogram_quantile(
 ) -> None:
     """A real Prometheus server scrapes a pipeline's endpoint and histogram_quantile over the
     duration buckets lands in the convention bucket holding the calls' median latency (50 ms
-    of fake latency plus this machine's load, so the bucket is read from the in-process p50).
+    of fake latency plus this machine's load, so the bucket is read from the in-process p50),
+    and every query of the Grafana dashboard is accepted by that server.
 
     This is the one test that waits on real time: Prometheus is an external process, so it polls
     the query API until the first scrape is in (failing, not hanging, after 60 s)."""
@@ -112,6 +113,10 @@ def test_real_prometheus_scrapes_and_answers_a_histogram_quantile(
              "(gen_ai_client_operation_duration_seconds_bucket{llmguard_pipeline=\"chat\"}))")
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
     result: list = []
+    dashboard = json.loads((Path(__file__).parent.parent / "examples" / "dashboard"
+                            / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"].replace("$pipeline", ".*").replace("$__rate_interval", "1m")
+             for panel in dashboard["panels"] for target in panel["targets"]]
     try:
         deadline = time.monotonic() + 60
         while not result and time.monotonic() < deadline:
@@ -124,6 +129,11 @@ def test_real_prometheus_scrapes_and_answers_a_histogram_quantile(
                 pass
             if not result:
                 time.sleep(0.25)
+        # Every dashboard query is valid PromQL for this Prometheus.
+        for expr in exprs:
+            query_url = (f"http://127.0.0.1:{port}/api/v1/query?"
+                         + urllib.parse.urlencode({"query": expr}))
+            assert json.load(urllib.request.urlopen(query_url, timeout=5))["status"] == "success"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
