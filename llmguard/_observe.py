@@ -157,9 +157,27 @@ def start_span(metrics: Metrics, call: Call) -> tuple[Any, Any]:
     model = call.model or metrics.model
     name = f"{metrics.operation} {model}" if model else metrics.operation
     attrs = metrics._series_for(model, None, "success").duration_attrs
-    span = metrics._tracer.start_span(  # type: ignore[union-attr]
-        name, kind=trace.SpanKind.CLIENT, attributes=attrs)
+    tracer = metrics._tracer
+    span = tracer.start_span(name, kind=trace.SpanKind.CLIENT, attributes=attrs)  # type: ignore[union-attr]
+    # One child span per attempt: every attempt (Retry's included) invokes call.fn, so wrapping
+    # it here needs no layer of its own. Streams keep only the call span.
+    fn = call.fn
+
+    def attempt(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        if hasattr(type(result), "__anext__"):
+            return result
+        return _attempt_span(tracer, name, {**attrs, "llmguard.attempt": call.attempt}, result)
+
+    call.fn = attempt
     return span, context.attach(trace.set_span_in_context(span))
+
+
+async def _attempt_span(tracer: Any, name: str, attrs: dict[str, Any], result: Any) -> Any:
+    from opentelemetry import trace
+
+    with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attrs):
+        return await result
 
 
 def end_span(started: tuple[Any, Any], call: Call, exc: BaseException | None) -> None:

@@ -186,7 +186,8 @@ async def test_duck_typed_headroom_and_circuit_state(reader, provider) -> None:
 
 async def test_spans_follow_genai_names_and_carry_retries() -> None:
     """With a tracer provider each call gets a CLIENT span ``chat {model}`` with GenAI attributes,
-    the retry count and, for local refusals, the layer that rejected it."""
+    the retry count and, for local refusals, the layer that rejected it; each attempt gets a
+    child span carrying its attempt number."""
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -201,7 +202,10 @@ async def test_spans_follow_genai_names_and_carry_retries() -> None:
     await guarded("hi")
     with pytest.raises(QueueFull):
         await guarded("hi")
-    ok, rejected = exporter.get_finished_spans()
+    spans = exporter.get_finished_spans()
+    attempts = [span for span in spans if "llmguard.attempt" in span.attributes]
+    ok, rejected = [span for span in spans if "llmguard.attempt" not in span.attributes]
+    assert [a.parent.span_id for a in attempts] == [ok.context.span_id, rejected.context.span_id]
     assert ok.name == "chat m1" and ok.attributes["gen_ai.request.model"] == "m1"
     assert ok.attributes["llmguard.retries"] == 2
     assert rejected.attributes["llmguard.rejected_by"] == "QueueFull"
