@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from ._cache import Cache, CacheStatistics, CacheStore, MemoryStore
 from ._classify import Failure, FailureKind, classify
 from ._core import Call, Handler, Layer, compose
 from ._errors import (
@@ -37,6 +38,9 @@ __all__ = [
     "AdmissionError",
     "AdmissionTimeout",
     "BackendUnavailable",
+    "Cache",
+    "CacheStatistics",
+    "CacheStore",
     "Call",
     "CircuitOpenError",
     "Failure",
@@ -47,6 +51,7 @@ __all__ = [
     "JobNotFound",
     "LLMGuardError",
     "Layer",
+    "MemoryStore",
     "Pipeline",
     "QueueFull",
     "RequestTooLarge",
