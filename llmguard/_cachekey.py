@@ -54,19 +54,19 @@ def _canonical(obj: Any) -> Any:
         except _NoCanonicalForm as exc:
             exc.path = next(f"[{i}]" for i, v in enumerate(obj) if _fails(v)) + exc.path
             raise
+    if isinstance(obj, type):  # e.g. response_format=MyPydanticModel
+        schema = getattr(obj, "model_json_schema", None)
+        return {"__type__": f"{obj.__module__}.{obj.__qualname__}",
+                "schema": schema() if callable(schema) else None}
     dump = getattr(obj, "model_dump", None)  # pydantic v2 models (openai types, response_format)
     if callable(dump):
         return _canonical(dump(mode="json"))
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    if dataclasses.is_dataclass(obj):
         return _canonical(dataclasses.asdict(obj))
     if isinstance(obj, (set, frozenset)):
         return sorted((_canonical(v) for v in obj), key=_dumps)
     if isinstance(obj, bytes):
         return {"__bytes__": obj.hex()}
-    if isinstance(obj, type):  # e.g. response_format=MyPydanticModel
-        schema = getattr(obj, "model_json_schema", None)
-        return {"__type__": f"{obj.__module__}.{obj.__qualname__}",
-                "schema": schema() if callable(schema) else None}
     raise _NoCanonicalForm(obj)
 
 
