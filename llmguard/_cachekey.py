@@ -38,8 +38,26 @@ class _NoCanonicalForm(TypeError):
         self.path = ""  # filled in on the way out, so the fast path builds no strings
 
 
+def _object_form(obj: Any) -> Any:
+    """The JSON-able form of a non-JSON object (the encoder's ``default`` hook)."""
+    if isinstance(obj, type):  # e.g. response_format=MyPydanticModel
+        schema = getattr(obj, "model_json_schema", None)
+        return {"__type__": f"{obj.__module__}.{obj.__qualname__}",
+                "schema": schema() if callable(schema) else None}
+    dump = getattr(obj, "model_dump", None)  # pydantic v2 models (openai types, response_format)
+    if callable(dump):
+        return dump(mode="json")
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted((_canonical(v) for v in obj), key=_dumps)
+    if isinstance(obj, bytes):
+        return {"__bytes__": obj.hex()}
+    raise _NoCanonicalForm(obj)
+
+
 def _canonical(obj: Any) -> Any:
-    # Fast path for the shapes LLM calls are made of; the fallbacks below run only for objects.
+    # The slow, explicit walk: used when the C encoder gave up, to find and name the culprit.
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     if isinstance(obj, dict):
@@ -54,20 +72,7 @@ def _canonical(obj: Any) -> Any:
         except _NoCanonicalForm as exc:
             exc.path = next(f"[{i}]" for i, v in enumerate(obj) if _fails(v)) + exc.path
             raise
-    if isinstance(obj, type):  # e.g. response_format=MyPydanticModel
-        schema = getattr(obj, "model_json_schema", None)
-        return {"__type__": f"{obj.__module__}.{obj.__qualname__}",
-                "schema": schema() if callable(schema) else None}
-    dump = getattr(obj, "model_dump", None)  # pydantic v2 models (openai types, response_format)
-    if callable(dump):
-        return _canonical(dump(mode="json"))
-    if dataclasses.is_dataclass(obj):
-        return _canonical(dataclasses.asdict(obj))
-    if isinstance(obj, (set, frozenset)):
-        return sorted((_canonical(v) for v in obj), key=_dumps)
-    if isinstance(obj, bytes):
-        return {"__bytes__": obj.hex()}
-    raise _NoCanonicalForm(obj)
+    return _canonical(_object_form(obj))
 
 
 def _fails(value: Any) -> bool:
@@ -78,13 +83,24 @@ def _fails(value: Any) -> bool:
     return False
 
 
+_encode = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_object_form
+).encode
+
+
 def stable_digest(value: Any, where: str = "key") -> str:
     """sha256 hex digest of ``value``'s canonical JSON: equal in every process, dict order free.
 
     Raises ``TypeError`` naming the offending element when part of ``value`` has no stable form.
     """
+    try:  # fast path: the C encoder, with a hook for pydantic models, dataclasses, sets, bytes
+        text = _encode(value)
+    except TypeError:  # no stable form somewhere, or dict keys of mixed types: walk it slowly
+        text = None
     try:
-        return hashlib.sha256(_dumps(_canonical(value)).encode()).hexdigest()
+        if text is None:
+            text = _dumps(_canonical(value))
+        return hashlib.sha256(text.encode()).hexdigest()
     except _NoCanonicalForm as exc:
         raise TypeError(
             f"cannot build a cache key: {where}{exc.path} is a {type(exc.obj).__qualname__}, "
