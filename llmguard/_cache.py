@@ -260,7 +260,8 @@ class Cache:
             self._bypassed += 1
         flight = self._flights.get(key)
         if flight is None:
-            self._misses += 1
+            if mode is None:  # a refresh is counted as bypassed, above
+                self._misses += 1
             call.note("cache", "miss" if mode is None else "bypass")
             task = asyncio.ensure_future(self._fill(key, call, call_next))
             flight = self._flights[key] = _Flight(task)
