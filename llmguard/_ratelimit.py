@@ -57,8 +57,8 @@ class RateLimitBackend(Protocol):
     ) -> tuple[float, Any]:
         """Atomically admit one request of ``tokens`` if every quota has room now.
 
-        Returns ``(0.0, ticket)`` when admitted (the ticket identifies the reservation for
-        ``reconcile``/``refund``), else ``(wait, None)`` with nothing recorded: ``wait`` is the
+        Returns ``(0.0, ticket)`` when admitted (the ticket, any value but None, identifies the
+        reservation for ``reconcile``/``refund``), else ``(wait, None)`` with nothing recorded: ``wait`` is the
         earliest number of seconds after which it could fit (including any pause and cap). The
         layer keeps callers in FIFO order and calls again after ``wait``.
         """
@@ -276,7 +276,8 @@ class RateLimit:
             wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
         if ticket is None:
             ticket = await self._wait_in_line(key, tokens, wait)
-        call.tokens = tokens
+        if self._max_tokens is not None:
+            call.tokens = tokens
         self._admitted += 1
         self._in_flight += 1
         self._reserved += tokens
@@ -296,7 +297,7 @@ class RateLimit:
         except BaseException:
             self._finish(key, ticket, tokens, tokens)  # cancelled in flight: assume it was counted
             raise
-        if isinstance(result, Stream):
+        if isinstance(result, Stream):  # usage comes (if at all) in the last chunk: keep the estimate
             result.defer(lambda _error: self._finish(key, ticket, tokens, tokens))
         else:
             self._finish(key, ticket, tokens, self._actual(call, result, tokens))
