@@ -325,3 +325,13 @@ def test_admitted_within_any_window_never_exceed_the_quota(rpm, tpm, calls) -> N
         loop.run_until_complete(scenario())
     finally:
         loop.close()
+
+
+async def test_rps_and_rpm_apply_together() -> None:
+    """rps=2 with rpm=3: two calls in the first second, the third a second later, the fourth
+    only after a minute."""
+    rec = Recorder(latency=0)
+    guarded = lg.guard(lg.RateLimit(rpm=3, rps=2))(rec)
+    await asyncio.gather(*(guarded(1) for _ in range(4)))
+    times = [round(t) for t, *_ in rec.log]
+    assert times == [0, 0, 1, 60]
