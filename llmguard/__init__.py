@@ -1,9 +1,10 @@
 """llmguard: composable async concurrency control for LLM calls."""
 
-from typing import Any
+from typing import Any as _Any
 
 from ._cache import Cache, CacheStatistics, CacheStore, MemoryStore
 from ._classify import Failure, FailureKind, classify
+from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
 from ._core import Call, Handler, Layer, compose
 from ._errors import (
     AdmissionError,
@@ -18,11 +19,12 @@ from ._errors import (
     TimeoutExceeded,
 )
 from ._pipeline import Guarded, Pipeline, guard, wrap_client
+from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
 from ._tokens import Usage, estimate_tokens, extract_usage
 
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     # __version__ is read lazily: importlib.metadata alone costs ~25 ms of import time.
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
@@ -43,6 +45,9 @@ __all__ = [
     "CacheStore",
     "Call",
     "CircuitOpenError",
+    "ConcurrencyLimit",
+    "ConcurrencyLimiter",
+    "ConcurrencyStats",
     "Failure",
     "FailureKind",
     "FallbackExhausted",
@@ -51,9 +56,14 @@ __all__ = [
     "JobNotFound",
     "LLMGuardError",
     "Layer",
+    "MemoryBackend",
     "MemoryStore",
     "Pipeline",
     "QueueFull",
+    "Quota",
+    "RateLimit",
+    "RateLimitBackend",
+    "RateLimitStats",
     "RequestTooLarge",
     "TimeoutExceeded",
     "Usage",
