@@ -130,7 +130,7 @@ def default_key(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         args = args[1:]
     name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
     kept = {k: v for k, v in kwargs.items() if k not in IGNORED_KWARGS}
-    return stable_digest([name, args, kept], "argument")
+    return stable_digest({"fn": name, "args": args, "kwargs": kept}, "call")
 
 
 def custom_key(key: Callable[..., Hashable], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

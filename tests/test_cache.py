@@ -4,12 +4,13 @@ import asyncio
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard._cache import MISSING, MemoryStore, cache_if_complete
 from llmguard.testing import FakeLLM
 
-BASELINE = dict(in_flight=0)
 
 
 def guarded(cache, fake):
@@ -215,3 +216,82 @@ async def test_pipeline_builder_and_repr():
     await ask("a"), await ask("a")
     (cache,) = ask.pipeline.layers
     assert "hits=1 misses=1" in repr(cache)
+
+
+class DictStore:
+    """A minimal CacheStore without expiry, to exercise the async (non-memory) store path."""
+
+    def __init__(self):
+        self.data, self.ttls = {}, []
+
+    async def get(self, key):
+        await asyncio.sleep(0)
+        return self.data.get(key, MISSING)
+
+    async def set(self, key, value, ttl):
+        self.ttls.append(ttl)
+        self.data[key] = value
+
+    async def delete(self, key):
+        self.data.pop(key, None)
+
+    async def clear(self):
+        self.data.clear()
+
+    def statistics(self):
+        return None
+
+
+async def test_custom_store_receives_string_keys_and_ttl():
+    """Any CacheStore plugs in: it gets str keys, the ttl, and serves hits through async get."""
+    store, fake = DictStore(), FakeLLM()
+    ask = guarded(lg.Cache(ttl=42, store=store), fake)
+    await ask("a"), await ask("a")
+    assert fake.call_count == 1
+    assert all(isinstance(k, str) and len(k) == 64 for k in store.data) and store.ttls == [42.0]
+
+
+async def test_decorated_method_shares_entries_across_instances():
+    """A guarded method keys on its arguments, not on which instance was called."""
+    calls = []
+
+    class Bot:
+        @lg.guard(lg.Cache(ttl=60))
+        async def ask(self, prompt):
+            calls.append(prompt)
+            return prompt.upper()
+
+    assert await Bot().ask("hi") == await Bot().ask("hi") == "HI"
+    assert calls == ["hi"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=1, max_size=12))
+def test_single_flight_property(plan):
+    """For any mix of concurrent calls and cancellations: each surviving caller gets its own key's
+    answer, keys with a surviving caller run at most once, and no flight is left behind."""
+
+    async def scenario():
+        runs = []
+
+        async def provider(prompt):
+            runs.append(prompt)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return prompt * 2
+
+        cache = lg.Cache(ttl=60)
+        ask = lg.guard(cache)(provider)
+        tasks = [asyncio.create_task(ask(p)) for p, _ in plan]
+        await asyncio.sleep(0)
+        for task, (_, cancel) in zip(tasks, plan):
+            if cancel:
+                task.cancel()
+        out = await asyncio.gather(*tasks, return_exceptions=True)
+        for (prompt, cancel), result in zip(plan, out):
+            assert isinstance(result, asyncio.CancelledError) if cancel else result == prompt * 2
+        survivors = {p for p, cancel in plan if not cancel}
+        assert all(runs.count(p) == 1 for p in survivors)
+        assert cache.statistics().in_flight == 0
+
+    asyncio.run(scenario())
