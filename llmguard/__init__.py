@@ -2,7 +2,8 @@
 
 from typing import Any as _Any
 
-from ._cache import Cache, CacheStatistics, CacheStore, MemoryStore
+from ._cache import Cache, CacheStatistics
+from ._cachestore import CacheStore, MemoryStore
 from ._classify import Failure, FailureKind, classify
 from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
 from ._core import Call, Handler, Layer, compose

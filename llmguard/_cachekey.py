@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["IGNORED_KWARGS", "default_key", "stable_digest"]
+__all__ = ["IGNORED_KWARGS", "custom_key", "default_key", "stable_digest"]
 
 #: Keyword arguments that change how a request is sent, not what the model answers; they are
 #: left out of the default key. Anything else (model, messages, temperature, tools, seed,
@@ -100,7 +100,7 @@ def stable_digest(value: Any, where: str = "key") -> str:
     try:
         if text is None:
             text = _dumps(_canonical(value))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     except _NoCanonicalForm as exc:
         raise TypeError(
             f"cannot build a cache key: {where}{exc.path} is a {type(exc.obj).__qualname__}, "

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
-from llmguard._cache import MISSING, MemoryStore, cache_if_complete
+from llmguard._cache import cache_if_complete
+from llmguard._cachestore import MISSING, MemoryStore
 from llmguard.testing import FakeLLM
 
 
