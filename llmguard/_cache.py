@@ -61,6 +61,8 @@ class CacheStatistics:
     size: int
     #: Single-flight entries running now (0 when idle: nothing leaks).
     in_flight: int
+    #: Store get/set calls that raised (each handled as a miss / not cached).
+    store_errors: int
 
 
 class _Flight:
@@ -84,7 +86,7 @@ class Cache:
     """
 
     __slots__ = ("ttl", "store", "_key", "_cache_if", "_lookup", "_flights",
-                 "_hits", "_misses", "_coalesced", "_bypassed")
+                 "_hits", "_misses", "_coalesced", "_bypassed", "_store_errors")
 
     def __init__(
         self,
@@ -113,7 +115,7 @@ class Cache:
         # The in-memory store is read synchronously: a hit then costs no coroutine.
         self._lookup = self.store.lookup if isinstance(self.store, MemoryStore) else None
         self._flights: dict[str, _Flight] = {}
-        self._hits = self._misses = self._coalesced = self._bypassed = 0
+        self._hits = self._misses = self._coalesced = self._bypassed = self._store_errors = 0
 
     def key_for(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The store key of ``fn(*args, **kwargs)`` (raises ``TypeError`` if none can be built)."""
@@ -129,7 +131,7 @@ class Cache:
             return await call_next(call)
         key = self.key_for(call.fn, call.args, call.kwargs)
         if mode is None:
-            value = self._lookup(key) if self._lookup else await self.store.get(key)
+            value = self._lookup(key) if self._lookup else await self._get(key)
             if value is not MISSING:
                 self._hits += 1
                 call.note("cache", "hit")
@@ -163,13 +165,23 @@ class Cache:
         try:
             result = await call_next(call)
             if self._cache_if(result):
-                await self.store.set(key, result, self.ttl)
+                try:
+                    await self.store.set(key, result, self.ttl)
+                except Exception:  # the answer matters more than caching it: see CacheStore
+                    self._store_errors += 1
             return result
         finally:
             # Synchronous with the task's end, so a later call starts a fresh flight.
             flight = self._flights.get(key)
             if flight is not None and flight.task is asyncio.current_task():
                 del self._flights[key]
+
+    async def _get(self, key: str) -> Any:
+        try:
+            return await self.store.get(key)
+        except Exception:  # a shared store being down must not fail the LLM call
+            self._store_errors += 1
+            return MISSING
 
     @staticmethod
     @contextmanager
@@ -200,6 +212,7 @@ class Cache:
             hits=self._hits, misses=self._misses, coalesced=self._coalesced,
             bypassed=self._bypassed, evictions=getattr(store, "evictions", 0),
             size=getattr(store, "size", 0), in_flight=len(self._flights),
+            store_errors=self._store_errors,
         )
 
     def __repr__(self) -> str:

@@ -27,11 +27,13 @@ MISSING: Any = _Missing()
 class CacheStore(Protocol):
     """Where a :class:`Cache` keeps results. Implement it to share a cache (e.g. Redis).
 
-    Keys are ``str`` (a sha256 hex digest unless a custom ``key`` returned a str), stable across
-    processes. Values are whatever the guarded function returned; a store that crosses process
-    boundaries must serialise them (and may refuse values it cannot serialise by raising).
-    Methods must be safe to call concurrently from one event loop; none is called per-process
-    only, so a shared store needs no local state beyond a connection.
+    Keys are ``str`` (a sha256 hex digest unless a custom ``key`` returned a str), the same in
+    every process. Values are whatever the guarded function returned (a completion object, a
+    dict, a str); a store that crosses process boundaries serialises them and may raise for a
+    value it cannot serialise. Methods are called concurrently from one event loop. A method that
+    raises ``Exception`` does not fail the LLM call: :class:`Cache` counts it (``store_errors``)
+    and treats a failed ``get`` as a miss and a failed ``set`` as not cached, so an outage of a
+    shared store degrades to no caching. Expiry is the store's job (``ttl`` per entry).
     """
 
     async def get(self, key: str) -> Any:

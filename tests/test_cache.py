@@ -296,3 +296,22 @@ def test_single_flight_property(plan):
         assert cache.statistics().in_flight == 0
 
     asyncio.run(scenario())
+
+
+class BrokenStore(DictStore):
+    """A shared store that is down: every get and set raises."""
+
+    async def get(self, key):
+        raise ConnectionError("store down")
+
+    async def set(self, key, value, ttl):
+        raise ConnectionError("store down")
+
+
+async def test_store_outage_degrades_to_no_caching():
+    """A store whose get/set raise does not fail calls: they run uncached and are counted."""
+    fake = FakeLLM()
+    cache = lg.Cache(ttl=60, store=BrokenStore())
+    ask = guarded(cache, fake)
+    assert await ask("a") == await ask("a") == "echo: a"
+    assert fake.call_count == 2 and cache.statistics().store_errors == 4
