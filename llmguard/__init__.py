@@ -2,6 +2,8 @@
 
 from typing import Any as _Any
 
+from ._cache import Cache, CacheStatistics
+from ._cachestore import CacheStore, MemoryStore
 from ._classify import Failure, FailureKind, classify
 from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
 from ._core import Call, Handler, Layer, compose
@@ -42,6 +44,9 @@ __all__ = [
     "AdmissionError",
     "AdmissionTimeout",
     "BackendUnavailable",
+    "Cache",
+    "CacheStatistics",
+    "CacheStore",
     "Call",
     "CircuitOpenError",
     "ConcurrencyLimit",
@@ -56,6 +61,7 @@ __all__ = [
     "LLMGuardError",
     "Layer",
     "MemoryBackend",
+    "MemoryStore",
     "Metrics",
     "MetricsServer",
     "MetricsStats",
