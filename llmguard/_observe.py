@@ -114,8 +114,18 @@ def callbacks(metrics: Metrics, meter: Any) -> list[Any]:
         return read
 
     def cache() -> Iterator[tuple[float, dict[str, str]]]:
-        for result, count in metrics._cache.items():
-            yield count, {**base, "llmguard.cache.result": result}
+        found = False
+        for attrs, stats in _layer_stats(metrics):
+            counts = {result: _field(stats, name) for result, name in
+                      (("hit", "hits"), ("miss", "misses"), ("coalesced", "coalesced"))}
+            if isinstance(counts["hit"], int) and isinstance(counts["miss"], int):
+                found = True
+                for result, count in counts.items():
+                    if isinstance(count, int):
+                        yield count, {**attrs, "llmguard.cache.result": result}
+        if not found:  # no cache layer in sight: what the calls' notes said
+            for result, count in metrics._cache.items():
+                yield count, {**base, "llmguard.layer": "metrics", "llmguard.cache.result": result}
 
     def rejected() -> Iterator[tuple[float, dict[str, str]]]:
         for attrs, stats in _layer_stats(metrics):

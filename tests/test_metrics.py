@@ -229,3 +229,18 @@ def test_import_llmguard_does_not_load_the_sdk() -> None:
             "print([m for m in sys.modules if m.startswith(('opentelemetry', 'prometheus'))])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_cache_lookups_come_from_the_cache_layer(reader, provider) -> None:
+    """With a real Cache layer in the pipeline, ``llmguard.cache.lookups`` reads the cache's own
+    hit/miss counters and ``stats()`` reports the hit ratio from the calls' notes."""
+    from llmguard import Cache
+
+    guarded = lg.Pipeline(Metrics(meter_provider=provider), Cache(ttl=60)).wrap(
+        FakeLLM().send_message)
+    for prompt in ("a", "a", "a", "b"):
+        await guarded(prompt)
+    lookups = {(p.attributes["llmguard.layer"], p.attributes["llmguard.cache.result"]): p.value
+               for p in collect(reader)["llmguard.cache.lookups"].data.data_points}
+    assert lookups[("cache", "hit")] == 2 and lookups[("cache", "miss")] == 2
+    assert guarded.stats()["metrics"].cache_hit_ratio == pytest.approx(0.5)
