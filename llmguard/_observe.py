@@ -8,11 +8,11 @@ ones llmguard's layers use, with a few tolerated aliases, so a custom layer expo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._core import Call, Handler
+from ._core import Call
+from ._pipeline import _label
 
 if TYPE_CHECKING:
     from ._metrics import Metrics
@@ -21,10 +21,6 @@ __all__ = ["callbacks", "end_span", "start_span"]
 
 #: Circuit states as numbers for a gauge (0 closed, 1 half-open, 2 open).
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
-
-
-def _label(layer: Any) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
 
 
 def _field(stats: Any, *names: str) -> Any:

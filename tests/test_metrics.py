@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -244,3 +247,20 @@ async def test_cache_lookups_come_from_the_cache_layer(reader, provider) -> None
                for p in collect(reader)["llmguard.cache.lookups"].data.data_points}
     assert lookups[("cache", "hit")] == 2 and lookups[("cache", "miss")] == 2
     assert guarded.stats()["metrics"].cache_hit_ratio == pytest.approx(0.5)
+
+
+@given(st.lists(st.floats(min_value=1e-4, max_value=1e3), min_size=1, max_size=300),
+       st.sampled_from([0.5, 0.95, 0.99]))
+def test_latency_quantiles_are_within_one_bucket(samples: list[float], q: float) -> None:
+    """The bounded histogram's quantile is never below the exact one and at most one 4 % bucket
+    above it (clamped to the observed max), whatever the samples; memory is a fixed list."""
+    from llmguard._latency import LatencyHistogram
+
+    histogram = LatencyHistogram()
+    size = len(histogram.counts)
+    for sample in samples:
+        histogram.add(sample)
+    exact = sorted(samples)[max(1, math.ceil(q * len(samples))) - 1]
+    estimate = histogram.quantile(q)
+    assert estimate is not None and exact * (1 - 1e-9) <= estimate <= exact * 1.04 + 1e-12
+    assert len(histogram.counts) == size
