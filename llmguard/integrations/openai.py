@@ -83,14 +83,23 @@ def _client_without_retries(client: Any, pipeline: Pipeline, what: str) -> Any:
     return client.with_options(max_retries=0)
 
 
+def _coroutine_function(method: Callable[..., Any], like: Callable[..., Any]) -> Callable[..., Any]:
+    # The SDK's methods are sync wrappers (``@required_args``) that return a coroutine, which
+    # ``inspect`` cannot tell from a blocking function: present them as the ``async def`` they are.
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        return await method(*args, **kwargs)
+
+    return functools.update_wrapper(call, like)
+
+
 def _guard_resource(resource: Any, name: str, pipeline: Pipeline) -> Guarded[..., Any]:
+    method = getattr(resource, name)
     observers = header_observers(pipeline)
     if not observers:
-        return pipeline.wrap(getattr(resource, name))
-    raw: Callable[..., Any] = getattr(resource.with_raw_response, name)
-    guarded = pipeline.then(_RateLimitHeaders(observers)).wrap(raw)
-    # It calls ``with_raw_response.create`` but returns what ``create`` returns: present it as that.
-    return functools.update_wrapper(guarded, getattr(resource, name), updated=())
+        return pipeline.wrap(_coroutine_function(method, method))
+    # Call ``with_raw_response.create`` to see the headers, but look and return like ``create``.
+    raw = _coroutine_function(getattr(resource.with_raw_response, name), method)
+    return pipeline.then(_RateLimitHeaders(observers)).wrap(raw)
 
 
 def wrap(client: Any, pipeline: Pipeline, *, methods: tuple[str, ...] = METHODS) -> Any:
