@@ -206,3 +206,12 @@ def test_import_llmguard_imports_no_client_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_streamed_completion_passes_through() -> None:
+    """stream=True returns a stream of litellm chunks that spell the mock response."""
+    chat = lg_litellm.completion(lg.Pipeline(lg.ConcurrencyLimit(1)))
+    stream = await chat(model="gpt-4o-mini", messages=MESSAGES, mock_response="Hello there", stream=True)
+    text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+    assert text == "Hello there"
+    assert chat.stats()["concurrency_limit"].in_flight == 0

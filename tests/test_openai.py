@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import warnings
 from collections.abc import Callable
@@ -202,3 +203,35 @@ async def test_without_a_rate_limit_no_raw_response_is_requested() -> None:
         result = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert result.choices[0].message.content == "Hello!"
     assert client.max_retries == 2
+
+
+async def test_cancelled_request_leaves_the_rate_limit_at_baseline() -> None:
+    """Cancelling a call while the SDK awaits the provider releases everything: RateLimit has
+    nothing in flight and the next call proceeds."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+    calls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            started.set()
+            await release.wait()  # hangs until cancelled
+        return ok(**ratelimit_headers(requests=9, tokens=9000))
+
+    client = openai.AsyncOpenAI(
+        api_key="test", base_url="http://openai.test/v1", max_retries=0,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+    limit = lg.RateLimit(rpm=500)
+    client = lg_openai.wrap(client, lg.Pipeline(limit))
+    task = asyncio.create_task(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert limit.statistics().in_flight == 0
+    result = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert result.choices[0].message.content == "Hello!"
+    assert limit.statistics().in_flight == 0

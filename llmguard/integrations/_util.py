@@ -1,7 +1,8 @@
-"""What the integrations need to know about a pipeline's layers (by duck typing, no imports)."""
+"""What the integrations need to know about a pipeline's layers (without importing layer modules)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from .._pipeline import Pipeline
@@ -10,8 +11,10 @@ __all__ = ["has_retry", "header_observers"]
 
 
 def has_retry(pipeline: Pipeline) -> bool:
-    """True when some layer retries (a ``Retry``), so the client library must not retry too."""
-    return any(type(layer).__name__ == "Retry" for layer in pipeline.layers)
+    """True when some layer is a ``Retry``, so the client library must not retry too."""
+    module = sys.modules.get("llmguard._retry")  # a Retry instance exists only once it is loaded
+    retry = getattr(module, "Retry", None)
+    return retry is not None and any(isinstance(layer, retry) for layer in pipeline.layers)
 
 
 def header_observers(pipeline: Pipeline) -> tuple[Any, ...]:
