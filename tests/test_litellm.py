@@ -38,9 +38,9 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     log: list[dict[str, Any]] = []
     original = litellm.main.mock_completion
 
-    def recording(*args: Any, **kwargs: Any) -> Any:
-        log.append(kwargs)
-        return original(*args, **kwargs)
+    def recording(model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+        log.append({"model": model, **kwargs})
+        return original(model, messages, *args, **kwargs)
 
     monkeypatch.setattr(litellm.main, "mock_completion", recording)
     return log
