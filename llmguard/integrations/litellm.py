@@ -17,6 +17,8 @@ litellm is imported on the first call, never by ``import llmguard``. What this a
 - usage and cost (litellm's cost map) are read from every response, annotated on the call
   (``call.usage``, ``call.note("cost", usd)``) for metrics, and summed in ``stats()``;
 - ``count_tokens`` estimates with litellm's per-model tokenizer, for ``RateLimit(estimate=...)``;
+- the provider's ``x-ratelimit-*`` headers that litellm passes on (answers and 429s) feed
+  ``RateLimit.observe_headers``, as in :mod:`llmguard.integrations.openai`;
 - ``check_context=True`` refuses a prompt that cannot fit the model's context window before it
   is sent, as ``litellm.ContextWindowExceededError``, so a ``Fallback({"model": ...})`` to a
   bigger model takes over without a round trip (LiteLLM's Router calls these pre-call checks).
@@ -33,7 +35,7 @@ from typing import Any
 from .._core import Call, Handler
 from .._pipeline import Guarded, Pipeline
 from .._tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens, extract_usage
-from ._util import has_retry
+from ._util import has_retry, header_observers
 
 __all__ = ["LiteLLMStats", "completion", "count_tokens", "embedding"]
 
@@ -94,8 +96,7 @@ class LiteLLMStats:
     context_refusals: int = 0
 
 
-def _response_cost(litellm: Any, result: Any) -> float | None:
-    hidden = getattr(result, "_hidden_params", None)
+def _response_cost(litellm: Any, result: Any, hidden: Any) -> float | None:
     cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
     if isinstance(cost, (int, float)):  # litellm already priced it while logging the call
         return float(cost)
@@ -112,13 +113,16 @@ class _LiteLLM:
     ``{"model": ...}`` override) and counts every attempt's spend, the failed ones included.
     """
 
-    __slots__ = ("_overrides", "_check_context", "_max_input", "_calls", "_failures",
+    __slots__ = ("_overrides", "_check_context", "_observers", "_max_input", "_calls", "_failures",
                  "_input", "_output", "_cost", "_uncosted", "_by_model", "_refusals")
     __name__ = "litellm"  # its key in Guarded.stats()
 
-    def __init__(self, *, no_retries: bool, check_context: bool) -> None:
+    def __init__(
+        self, *, no_retries: bool, check_context: bool, observers: tuple[Any, ...]
+    ) -> None:
         self._overrides = _NO_RETRIES if no_retries else None
         self._check_context = check_context
+        self._observers = observers
         self._max_input: dict[str, int | None] = {}
         self._calls = self._failures = self._input = self._output = 0
         self._uncosted = self._refusals = 0
@@ -136,15 +140,20 @@ class _LiteLLM:
         self._calls += 1
         try:
             result = await call_next(call)
-        except Exception:
+        except Exception as exc:
             self._failures += 1
+            if self._observers:  # a 429 says the most about the quota
+                self._observe(getattr(exc, "litellm_response_headers", None), call)
             raise
+        hidden = getattr(result, "_hidden_params", None)
+        if self._observers and isinstance(hidden, dict):
+            self._observe(hidden.get("additional_headers"), call)
         usage = extract_usage(result)
         if usage is not None:
             call.usage = usage
             self._input += usage.input_tokens
             self._output += usage.output_tokens
-        cost = _response_cost(litellm, result) if usage is not None else None
+        cost = _response_cost(litellm, result, hidden) if usage is not None else None
         if cost is None:
             self._uncosted += usage is not None
             return result
@@ -153,6 +162,18 @@ class _LiteLLM:
         self._cost += cost
         self._by_model[model] = self._by_model.get(model, 0.0) + cost
         return result
+
+    def _observe(self, headers: Any, call: Call) -> None:
+        # litellm passes the provider's headers on with an ``llm_provider-`` prefix (only some
+        # also without it): give RateLimit the provider's own names.
+        if not headers:
+            return
+        rate_headers = {
+            key.removeprefix("llm_provider-"): value
+            for key, value in headers.items() if "x-ratelimit-" in key
+        }
+        for observer in self._observers:
+            observer.observe_headers(rate_headers, partition=call.partition)
 
     def _refuse_oversized(self, litellm: Any, call: Call) -> None:
         model = call.kwargs.get("model")
@@ -211,7 +232,10 @@ def _guarded(
     pipeline: Pipeline | None, fn: Callable[..., Any], *, check_context: bool
 ) -> Guarded[..., Any]:
     pipeline = Pipeline() if pipeline is None else pipeline
-    layer = _LiteLLM(no_retries=has_retry(pipeline), check_context=check_context)
+    layer = _LiteLLM(
+        no_retries=has_retry(pipeline), check_context=check_context,
+        observers=header_observers(pipeline),
+    )
     return pipeline.then(layer).wrap(fn)
 
 
