@@ -35,7 +35,7 @@ from ._util import has_retry, header_observers
 
 __all__ = ["METHODS", "guard", "wrap"]
 
-#: The methods :func:`wrap` guards by default (those that exist on the client are guarded).
+#: The methods :func:`wrap` guards by default (dotted paths from the client).
 METHODS = ("chat.completions.create", "responses.create")
 
 
