@@ -273,7 +273,12 @@ def wrap_client(obj: Any, method: str, pipeline: Pipeline | Iterable[Layer]) -> 
 
     ``method`` may be dotted to reach a nested resource, e.g.
     ``wrap_client(client, "chat.completions.create", pipeline)`` for an ``AsyncOpenAI`` client.
+    An object that refuses attribute assignment (an extension type such as a PyO3 agent, or a
+    class with ``__slots__``) is not changed: a :class:`~llmguard._proxy.GuardedProxy` that
+    forwards everything else to it is returned instead, so always use the return value.
     """
+    from ._proxy import GuardedProxy, awaiting
+
     if not isinstance(pipeline, Pipeline):
         pipeline = Pipeline(*pipeline)
     *path, attr = method.split(".")
@@ -283,11 +288,14 @@ def wrap_client(obj: Any, method: str, pipeline: Pipeline | Iterable[Layer]) -> 
     original = getattr(owner, attr, None)
     if original is None:
         raise AttributeError(f"{type(owner).__qualname__} has no method {attr!r} to guard")
+    guarded = pipeline.wrap(awaiting(original))
     try:
-        setattr(owner, attr, pipeline.wrap(original))
+        setattr(owner, attr, guarded)
     except (AttributeError, TypeError) as exc:
-        if isinstance(exc, TypeError) and "async" in str(exc):
-            raise
+        if not path:
+            proxy = GuardedProxy(obj)
+            setattr(proxy, attr, guarded)
+            return proxy
         raise TypeError(
             f"cannot replace {type(owner).__qualname__}.{attr} on this object ({exc}); "
             f"guard the bound method instead: guarded = pipeline.wrap(obj.{method})"
