@@ -34,6 +34,13 @@ def _is_async_callable(obj: Any) -> bool:
     and objects whose ``__call__`` is either."""
     if inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj):
         return True
+    # Decorated with functools.wraps around an async def (the openai SDK's `create` methods):
+    # the decorator returns the coroutine unchanged, so the wrapped function tells the truth.
+    wrapped = getattr(obj, "__wrapped__", None)
+    if wrapped is not None and not inspect.isclass(obj) and inspect.iscoroutinefunction(
+        inspect.unwrap(wrapped)
+    ):
+        return True
     call = getattr(type(obj), "__call__", None)
     return not inspect.isclass(obj) and (
         inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)

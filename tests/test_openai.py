@@ -310,3 +310,11 @@ async def test_fallback_by_model_on_the_openai_sdk() -> None:
     result = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert (result.model, result.choices[0].message.content) == ("gpt-4o", "from the fallback")
     assert [json.loads(r.content)["model"] for r in server.requests] == ["gpt-4o-mini"] * 2 + ["gpt-4o"]
+
+
+async def test_wrap_client_accepts_the_sdks_decorated_create() -> None:
+    """`wrap_client(AsyncOpenAI(), "chat.completions.create", ...)` works on the real SDK,
+    whose `create` is a functools.wraps decorator around an async def."""
+    client = openai.AsyncOpenAI(api_key="test", base_url="http://127.0.0.1:9/v1")
+    lg.wrap_client(client, "chat.completions.create", lg.Pipeline(name="chat"))
+    assert client.chat.completions.create.pipeline.name == "chat"
