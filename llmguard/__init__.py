@@ -5,6 +5,7 @@ from typing import Any as _Any
 
 from ._cache import Cache, CacheStatistics
 from ._cachestore import CacheStore, MemoryStore
+from ._circuit import CircuitBreaker, CircuitStats
 from ._classify import Failure, FailureKind, classify
 from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
 from ._core import Call, Handler, Layer, compose
@@ -20,11 +21,12 @@ from ._errors import (
     RequestTooLarge,
     TimeoutExceeded,
 )
+from ._fallback import Fallback, FallbackStats
 from ._pipeline import Guarded, Pipeline, guard, wrap_client
 from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
+from ._retry import Retry, RetryBudget, RetryStats
+from ._timeout import Timeout, TimeoutStats
 from ._tokens import Usage, estimate_tokens, extract_usage
-
-
 
 if _TYPE_CHECKING:
     from ._latency import MetricsStats
@@ -66,13 +68,17 @@ __all__ = [
     "CacheStatistics",
     "CacheStore",
     "Call",
+    "CircuitBreaker",
     "CircuitOpenError",
+    "CircuitStats",
     "ConcurrencyLimit",
     "ConcurrencyLimiter",
     "ConcurrencyStats",
     "Failure",
     "FailureKind",
+    "Fallback",
     "FallbackExhausted",
+    "FallbackStats",
     "Guarded",
     "Handler",
     "JobNotFound",
@@ -90,7 +96,12 @@ __all__ = [
     "RateLimitBackend",
     "RateLimitStats",
     "RequestTooLarge",
+    "Retry",
+    "RetryBudget",
+    "RetryStats",
+    "Timeout",
     "TimeoutExceeded",
+    "TimeoutStats",
     "Usage",
     "classify",
     "compose",

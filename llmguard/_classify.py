@@ -116,10 +116,16 @@ def _status(exc: BaseException) -> int | None:
 
 
 def _headers(exc: BaseException) -> Any:
-    headers = getattr(exc, "headers", None)
-    if headers is None:
-        headers = getattr(getattr(exc, "response", None), "headers", None)
-    return headers
+    # litellm keeps the provider's headers in litellm_response_headers; its exc.response is a
+    # synthetic response without them.
+    for headers in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(exc, "headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+    ):
+        if headers:
+            return headers
+    return None
 
 
 _QUOTA = ("insufficient_quota", "exceeded your current quota", "billing", "quota exceeded")

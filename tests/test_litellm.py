@@ -274,11 +274,6 @@ async def test_a_429_through_litellm_pauses_the_rate_limit() -> None:
     assert (stats.requests_available, stats.rate_limited) == (0, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "classify() reads exc.headers / exc.response.headers, but litellm keeps the provider's "
-    "headers in exc.litellm_response_headers (exc.response is a synthetic, header-less "
-    "response): the Retry-After of a real 429 through litellm is lost"
-))
 async def test_retry_after_of_a_real_429_through_litellm_is_classified() -> None:
     """The provider's Retry-After on a 429 that came through litellm's HTTP path is read."""
     client, _ = _openai_behind_litellm(RATE_LIMITED)
@@ -288,18 +283,11 @@ async def test_retry_after_of_a_real_429_through_litellm_is_classified() -> None
     assert classify(info.value).retry_after == 9.0
 
 
-#: Retry and Fallback land from the resilience branch; until then these tests are reported skipped.
-needs_resilience = pytest.mark.skipif(
-    importlib.util.find_spec("llmguard._retry") is None
-    or importlib.util.find_spec("llmguard._fallback") is None,
-    reason="needs llmguard.Retry and llmguard.Fallback (resilience branch not merged yet)",
-)
 
 
 # Full pipelines: Retry and Fallback around the real litellm.
 
 
-@needs_resilience
 async def test_litellm_alone_multiplies_attempts_when_it_retries(sent: list) -> None:
     """The problem being solved: with litellm.num_retries=2 set globally, one bare acompletion is
     3 requests."""
@@ -309,7 +297,6 @@ async def test_litellm_alone_multiplies_attempts_when_it_retries(sent: list) -> 
     assert len(sent) == 3
 
 
-@needs_resilience
 async def test_no_double_retries_under_a_retry_layer(sent: list) -> None:
     """Under Retry(attempts=3), litellm's own retries are off even when litellm.num_retries is
     set globally: 3 attempts are exactly 3 requests (not 9)."""
@@ -321,7 +308,6 @@ async def test_no_double_retries_under_a_retry_layer(sent: list) -> None:
     assert chat.stats()["litellm"].failures == 3
 
 
-@needs_resilience
 async def test_explicit_litellm_retries_under_retry_warn(sent: list) -> None:
     """Passing num_retries=2 under a Retry layer is honoured but warns that attempts multiply."""
     chat = lg_litellm.completion(lg.Pipeline().retry(attempts=2))
@@ -332,7 +318,6 @@ async def test_explicit_litellm_retries_under_retry_warn(sent: list) -> None:
     assert len(sent) == 6
 
 
-@needs_resilience
 async def test_retry_recovers_from_transient_litellm_errors(sent: list, monkeypatch: pytest.MonkeyPatch) -> None:
     """A RateLimitError then a success: Retry sends the call again and returns the answer."""
     answers = iter(["litellm.RateLimitError", "recovered"])
@@ -349,7 +334,6 @@ async def test_retry_recovers_from_transient_litellm_errors(sent: list, monkeypa
     assert chat.stats()["litellm"].calls == 2
 
 
-@needs_resilience
 async def test_fallback_by_model_name(sent: list) -> None:
     """Fallback({"model": ...}) overrides the model: after the primary's retries fail with a
     server error, the call goes to the fallback model, and the spend is booked to it."""
@@ -361,7 +345,6 @@ async def test_fallback_by_model_name(sent: list) -> None:
     assert list(chat.stats()["litellm"].cost_by_model) == ["gpt-4o"]
 
 
-@needs_resilience
 async def test_context_window_routes_to_a_bigger_model_without_retrying(sent: list) -> None:
     """A ContextWindowExceededError from the provider is not retried: Fallback routes the same
     messages to the larger-context model at once."""
@@ -373,7 +356,6 @@ async def test_context_window_routes_to_a_bigger_model_without_retrying(sent: li
     assert [s["model"] for s in sent] == ["gpt-3.5-turbo", "gpt-4o"]
 
 
-@needs_resilience
 async def test_context_check_routes_before_sending(sent: list) -> None:
     """With check_context=True, an oversized prompt never reaches the small model: the local
     refusal sends Fallback straight to the larger one."""

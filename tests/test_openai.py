@@ -238,18 +238,11 @@ async def test_cancelled_request_leaves_the_rate_limit_at_baseline() -> None:
     assert limit.statistics().in_flight == 0
 
 
-#: Retry and Fallback land from the resilience branch; until then these tests are reported skipped.
-needs_resilience = pytest.mark.skipif(
-    importlib.util.find_spec("llmguard._retry") is None
-    or importlib.util.find_spec("llmguard._fallback") is None,
-    reason="needs llmguard.Retry and llmguard.Fallback (resilience branch not merged yet)",
-)
 
 
 # Full pipelines: Retry and Fallback around the real SDK.
 
 
-@needs_resilience
 async def test_no_double_retries_and_a_warning_when_the_client_retries() -> None:
     """A client with the SDK's default max_retries=2 under Retry(attempts=3): a warning says the
     SDK's retries are turned off, and an always-500 provider sees exactly 3 requests (not 9)."""
@@ -262,7 +255,6 @@ async def test_no_double_retries_and_a_warning_when_the_client_retries() -> None
     assert client.max_retries == 0
 
 
-@needs_resilience
 async def test_guard_one_method_turns_sdk_retries_off_under_retry() -> None:
     """guard(method) under Retry rebinds the method to a retry-free copy of its client."""
     server = Server(error(503, "The engine is currently overloaded"))
@@ -275,7 +267,6 @@ async def test_guard_one_method_turns_sdk_retries_off_under_retry() -> None:
     assert original.max_retries == 2
 
 
-@needs_resilience
 async def test_429_retry_after_is_honoured_then_succeeds() -> None:
     """A 429 with retry-after: 2 and x-ratelimit headers, then a 200: Retry waits the provider's
     2 s (virtual time), RateLimit saw both the pause and the headers, the caller gets the answer."""
@@ -293,7 +284,6 @@ async def test_429_retry_after_is_honoured_then_succeeds() -> None:
     assert limit.statistics().rate_limited == 1
 
 
-@needs_resilience
 async def test_fallback_by_model_on_the_openai_sdk() -> None:
     """Fallback({"model": "gpt-4o"}): while gpt-4o-mini is overloaded (503), the same request
     is sent with model gpt-4o."""
