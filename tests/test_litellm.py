@@ -6,7 +6,6 @@ import os
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # never fetch the cost map from the network
 
-import importlib.util
 import subprocess
 import sys
 from typing import Any
