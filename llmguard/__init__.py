@@ -5,6 +5,15 @@ from typing import Any as _Any
 from ._cache import Cache, CacheStatistics
 from ._cachestore import CacheStore, MemoryStore
 from ._classify import Failure, FailureKind, classify
+from ._adaptive import (
+    AIMD,
+    AdaptiveConcurrency,
+    AdaptiveStats,
+    Gradient,
+    Gradient2,
+    LimitAlgorithm,
+    Vegas,
+)
 from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
 from ._core import Call, Handler, Layer, compose
 from ._errors import (
@@ -38,6 +47,9 @@ def __getattr__(name: str) -> _Any:
 
 
 __all__ = [
+    "AIMD",
+    "AdaptiveConcurrency",
+    "AdaptiveStats",
     "AdmissionError",
     "AdmissionTimeout",
     "BackendUnavailable",
@@ -52,11 +64,14 @@ __all__ = [
     "Failure",
     "FailureKind",
     "FallbackExhausted",
+    "Gradient",
+    "Gradient2",
     "Guarded",
     "Handler",
     "JobNotFound",
     "LLMGuardError",
     "Layer",
+    "LimitAlgorithm",
     "MemoryBackend",
     "MemoryStore",
     "Pipeline",
@@ -68,6 +83,7 @@ __all__ = [
     "RequestTooLarge",
     "TimeoutExceeded",
     "Usage",
+    "Vegas",
     "classify",
     "compose",
     "estimate_tokens",
