@@ -170,7 +170,7 @@ class Gradient(LimitAlgorithm):
     """Envoy's adaptive concurrency gradient: latency against the provider's unloaded latency.
 
     ``gradient = clamp(tolerance * rtt_min / rtt, 0.5, 2)``, ``new = limit * gradient +
-    headroom`` (``sqrt(limit)`` while latency is at its floor, else 0), smoothed; a drop shrinks the limit by ``backoff``. Unlike Gradient2's moving baseline,
+    headroom`` (``min(sqrt(limit), limit / 4)`` while latency is at its floor, else 0), smoothed; a drop shrinks the limit by ``backoff``. Unlike Gradient2's moving baseline,
     ``rtt_min`` does not drift up with a standing queue, so the limit settles just above the
     provider's capacity, with latency within ``tolerance`` of unloaded. Every ``probe_every``
     samples it re-measures ``rtt_min`` as Envoy does: it halves the limit for two samples (the
@@ -233,7 +233,7 @@ class Gradient(LimitAlgorithm):
         gradient = max(0.5, min(2.0, self.tolerance * self.rtt_min / rtt))
         # Headroom only while latency is at its floor: it climbs fast towards capacity, and the
         # fixed point under load stays at limit = tolerance * capacity (latency x tolerance).
-        headroom = math.sqrt(limit) if gradient >= 1 + (self.tolerance - 1) / 2 else 0.0
+        headroom = min(math.sqrt(limit), limit / 4) if gradient >= 1 + (self.tolerance - 1) / 2 else 0.0
         target = limit * gradient + headroom
         return self._clamp(limit * (1 - self.smoothing) + target * self.smoothing)
 
@@ -255,6 +255,45 @@ class _EWMA:
         else:
             self.value += (sample - self.value) * 2 / (self.n + 1)
         return self.value
+
+
+class _TokenModel:
+    """Removes the output length from latency, so long answers do not look like congestion.
+
+    Latency grows with output tokens as ``k * (a + b * tokens)``, where ``k >= 1`` is the
+    congestion the algorithms must see. A decaying least-squares fit of latency on tokens gives
+    ``a / b`` (the ratio does not depend on ``k``, which is uncorrelated with answer length), and
+    ``rtt * (a/b + mean_tokens) / (a/b + tokens)`` is the latency the call would have had at the
+    mean length: ``k`` times a constant. Dividing by tokens alone (``a = 0``) would make short
+    answers look slow whenever the provider has a fixed base latency.
+    """
+
+    __slots__ = ("n", "t", "r", "tt", "tr")
+
+    DECAY = 0.999  # ~1000 samples of memory: follows a provider that changes, ignores noise
+
+    def __init__(self) -> None:
+        self.n = self.t = self.r = self.tt = self.tr = 0.0
+
+    def normalise(self, rtt: float, tokens: int) -> float | None:
+        """The length-normalised rtt, or None while the fit has too few samples to trust."""
+        d = self.DECAY
+        self.n = self.n * d + 1
+        self.t = self.t * d + tokens
+        self.r = self.r * d + rtt
+        self.tt = self.tt * d + tokens * tokens
+        self.tr = self.tr * d + tokens * rtt
+        mean_t = self.t / self.n
+        var_t = self.tt / self.n - mean_t * mean_t
+        if self.n < 20:
+            return None  # a raw rtt now would set a floor that normalised ones never reach
+        if var_t <= 1e-9 * mean_t * mean_t:
+            return rtt  # lengths do not vary: nothing to remove
+        slope = (self.tr / self.n - mean_t * self.r / self.n) / var_t
+        if slope <= 0:
+            return rtt  # latency does not grow with length here
+        base = max(0.0, (self.r / self.n - slope * mean_t) / slope)  # a / b, in tokens
+        return rtt * (base + mean_t) / (base + tokens)
 
 
 class _Window:
@@ -311,13 +350,13 @@ class AdaptiveConcurrency(ConcurrencyLimit):
 
     ``algorithm`` is ``"gradient"`` (default), ``"gradient2"``, ``"aimd"``, ``"vegas"`` or a
     :class:`LimitAlgorithm` instance. Drops are RATE_LIMITED, OVERLOADED and TIMEOUT failures; a
-    cancelled call or one refused by an inner admission layer is no sample at all. When the
-    result reports output tokens, latency is normalised per output token, so long answers do not
-    look like congestion. Place it innermost so it measures the provider, not local queueing.
+    cancelled call or one refused by an inner admission layer is no sample at all. When results
+    report output tokens, latency is normalised for answer length (a running fit of latency on
+    tokens), so long answers do not look like congestion. Place it innermost so it measures the provider, not local queueing.
     ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
     """
 
-    __slots__ = ("algorithm", "_samples", "_drops", "_window")
+    __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens")
 
     def __init__(
         self,
@@ -354,6 +393,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self.algorithm = algorithm
         self._samples = self._drops = 0
         self._window = _Window()
+        self._tokens = _TokenModel()
 
     def _sample(self, rtt: float, inflight: int, dropped: bool) -> None:
         self._samples += 1
@@ -399,7 +439,9 @@ class AdaptiveConcurrency(ConcurrencyLimit):
             limiter.release()
             usage = extract_usage(result)
             if usage is not None and usage.output_tokens > 0:
-                rtt /= usage.output_tokens
+                rtt = self._tokens.normalise(rtt, usage.output_tokens)
+                if rtt is None:
+                    return result
         self._sample(rtt, inflight, False)
         return result
 
