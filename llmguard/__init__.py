@@ -3,6 +3,15 @@
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
+from ._adaptive import (
+    AIMD,
+    AdaptiveConcurrency,
+    AdaptiveStats,
+    Gradient,
+    Gradient2,
+    LimitAlgorithm,
+    Vegas,
+)
 from ._cache import Cache, CacheStatistics
 from ._cachestore import CacheStore, MemoryStore
 from ._circuit import CircuitBreaker, CircuitStats
@@ -61,6 +70,9 @@ def __getattr__(name: str) -> _Any:
 
 
 __all__ = [
+    "AIMD",
+    "AdaptiveConcurrency",
+    "AdaptiveStats",
     "AdmissionError",
     "AdmissionTimeout",
     "BackendUnavailable",
@@ -79,11 +91,14 @@ __all__ = [
     "Fallback",
     "FallbackExhausted",
     "FallbackStats",
+    "Gradient",
+    "Gradient2",
     "Guarded",
     "Handler",
     "JobNotFound",
     "LLMGuardError",
     "Layer",
+    "LimitAlgorithm",
     "MemoryBackend",
     "MemoryStore",
     "Metrics",
@@ -103,6 +118,7 @@ __all__ = [
     "TimeoutExceeded",
     "TimeoutStats",
     "Usage",
+    "Vegas",
     "classify",
     "compose",
     "estimate_tokens",

@@ -239,7 +239,8 @@ class ConcurrencyLimit:
         self._priority = priority
         self._key = key
 
-    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+    def _admission(self, call: Call) -> tuple[int, Hashable]:
+        """The call's (priority, partition): from the callables if given, else from the call."""
         if self._priority is not None:
             priority = self._priority(*call.args, **call.kwargs)
         else:
@@ -248,6 +249,10 @@ class ConcurrencyLimit:
             partition = self._key(*call.args, **call.kwargs)
         else:
             partition = call.partition
+        return priority, partition
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+        priority, partition = self._admission(call)
         limiter = self.limiter
         await limiter.acquire(priority=priority, partition=partition)
         try:

@@ -1,0 +1,219 @@
+"""Adaptive concurrency: pure limit algorithms, and the layer that resizes a fair limiter."""
+
+import asyncio
+import logging
+
+import pytest
+
+import llmguard as lg
+from llmguard import AIMD, AdaptiveConcurrency, Gradient, Gradient2, Vegas
+from llmguard.testing import FakeLLM, SimulatedProvider, make_error
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+# --- algorithms, as pure functions of their samples -------------------------------------------
+
+
+def test_aimd_adds_one_when_used_and_backs_off_on_drop() -> None:
+    """AIMD grows by one per sample while in use, ignores app-limited samples, shrinks by 0.9."""
+    aimd = AIMD(10)
+    assert aimd.on_sample(1.0, inflight=10, dropped=False) == 11
+    assert aimd.on_sample(1.0, inflight=2, dropped=False) == 11  # app-limited: unchanged
+    assert aimd.on_sample(1.0, inflight=11, dropped=True) == pytest.approx(9.9)
+
+
+def test_vegas_grows_without_queue_and_shrinks_with_one() -> None:
+    """Vegas grows while rtt stays at its floor and shrinks once the queue estimate is large."""
+    vegas = Vegas(10)
+    vegas.on_sample(1.0, inflight=10, dropped=False)  # floor 1.0, no queue: grows
+    assert vegas.limit > 10
+    before = vegas.limit
+    vegas.on_sample(3.0, inflight=int(before), dropped=False)  # queue = L * 2/3 > beta
+    assert vegas.limit < before
+
+
+def test_gradient_settles_near_capacity() -> None:
+    """Against a provider whose latency is limit/capacity beyond capacity, Gradient settles
+    just above capacity, with latency within its tolerance band."""
+    gradient = Gradient(4)
+    capacity = 16
+    limits = []
+    for _ in range(300):
+        limit = gradient.limit
+        rtt = max(1.0, limit / capacity)
+        limits.append(gradient.on_sample(rtt, inflight=int(limit), dropped=False))
+    settled = sorted(limits[-100:])[50]  # the median: probes halve it briefly
+    assert capacity <= settled <= capacity * 1.3
+    assert min(limits[-100:]) >= capacity / 2  # a probe halves it, no further
+
+
+def test_gradient_relearns_its_floor_after_a_probe_period() -> None:
+    """rtt_min is re-learned every probe period, so a lasting slowdown is not congestion forever."""
+    gradient = Gradient(8, probe_every=10)
+    gradient.on_sample(1.0, inflight=8, dropped=False)
+    for _ in range(12):
+        gradient.on_sample(2.0, inflight=int(gradient.limit), dropped=False)
+    assert gradient.rtt_min == 2.0
+
+
+def test_gradient2_shrinks_when_short_term_latency_rises() -> None:
+    """Gradient2 lowers the limit when recent latency rises well above its long-term average."""
+    g2 = Gradient2(20)
+    for _ in range(50):
+        g2.on_sample(1.0, inflight=20, dropped=False)
+    high = g2.limit
+    for _ in range(10):
+        g2.on_sample(4.0, inflight=int(g2.limit), dropped=False)
+    assert g2.limit < high
+
+
+@pytest.mark.parametrize("algorithm", [AIMD, Vegas, Gradient, Gradient2])
+def test_limits_stay_within_bounds(algorithm) -> None:
+    """Every algorithm clamps its limit to [min_limit, max_limit]."""
+    algo = algorithm(4, min_limit=2, max_limit=8)
+    for _ in range(100):
+        algo.on_sample(1.0, inflight=100, dropped=False)
+    assert algo.limit <= 8
+    for _ in range(100):
+        algo.on_sample(1.0, inflight=100, dropped=True)
+    assert algo.limit >= 2
+
+
+# --- the layer -----------------------------------------------------------------------------------
+
+
+async def _drive(layer: AdaptiveConcurrency, provider: SimulatedProvider, seconds: float,
+                 clients: int = 128) -> int:
+    guarded = lg.guard(layer)(provider.acompletion)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    errors = 0
+
+    async def client() -> None:
+        nonlocal errors
+        while loop.time() < end:
+            try:
+                await guarded(messages=MSG)
+            except Exception:
+                errors += 1
+                await asyncio.sleep(1)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return errors
+
+
+async def test_layer_finds_capacity_and_never_overloads() -> None:
+    """Starting at 4, the default algorithm climbs to the provider's capacity of 16 without
+    running it into overload errors, and never exceeds its own limit."""
+    provider = SimulatedProvider(capacity=16, latency=1.0)
+    layer = AdaptiveConcurrency()
+    errors = await _drive(layer, provider, 120)
+    stats = layer.statistics()
+    assert 16 <= stats.limit <= 21
+    assert errors == 0 and provider.statistics().overloaded == 0
+    assert stats.in_flight == 0 and stats.waiting == 0 and stats.samples > 0
+
+
+async def test_layer_follows_a_capacity_drop() -> None:
+    """When the provider's capacity falls from 32 to 8, the limit follows it down."""
+    provider = SimulatedProvider(capacity=32, latency=1.0)
+    layer = AdaptiveConcurrency()
+    await _drive(layer, provider, 90)
+    assert layer.statistics().limit >= 32
+    provider.capacity = 8
+    await _drive(layer, provider, 60)
+    assert 8 <= layer.statistics().limit <= 12
+
+
+async def test_rate_limit_errors_are_drops() -> None:
+    """429s shrink the limit (a drop); the error still reaches the caller."""
+    llm = FakeLLM([make_error(lg.FailureKind.RATE_LIMITED)] * 8)
+    layer = AdaptiveConcurrency(initial=8, algorithm="aimd")
+    guarded = lg.guard(layer)(llm.acompletion)
+    results = await asyncio.gather(*(guarded(messages=MSG) for _ in range(8)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, Exception) for r in results)
+    stats = layer.statistics()
+    assert stats.drops == 8 and stats.limit < 8
+
+
+async def test_non_capacity_errors_and_cancellations_are_not_drops() -> None:
+    """A bad request says nothing about capacity, and a cancelled call is no sample at all."""
+    llm = FakeLLM([make_error(lg.FailureKind.BAD_REQUEST)], latency=5)
+    layer = AdaptiveConcurrency(initial=2)
+    guarded = lg.guard(layer)(llm.acompletion)
+    with pytest.raises(Exception):
+        await guarded(messages=MSG)
+    task = asyncio.create_task(guarded(messages=MSG))
+    await asyncio.sleep(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stats = layer.statistics()
+    assert stats.drops == 0 and stats.samples == 0 and stats.in_flight == 0
+    assert await guarded(messages=MSG)  # the next call proceeds
+
+
+async def test_cancelled_waiter_leaves_baseline() -> None:
+    """A caller cancelled while waiting for a permit leaves no waiter and no permit behind."""
+    llm = FakeLLM(latency=10)
+    layer = AdaptiveConcurrency(initial=1, min=1, max=1)
+    guarded = lg.guard(layer)(llm.send_message)
+    first = asyncio.create_task(guarded("a"))
+    second = asyncio.create_task(guarded("b"))
+    await asyncio.sleep(1)
+    assert layer.statistics().waiting == 1
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert await first == "echo: a"
+    stats = layer.statistics()
+    assert (stats.in_flight, stats.waiting) == (0, 0)
+
+
+async def test_streams_hold_the_permit_until_the_end() -> None:
+    """A streamed answer keeps its permit until the consumer is done with it."""
+    layer = AdaptiveConcurrency(initial=2)
+
+    async def stream(prompt):
+        for i in range(3):
+            await asyncio.sleep(1)
+            yield i
+
+    guarded = lg.guard(layer)(stream)
+    async for _ in guarded("x"):
+        assert layer.statistics().in_flight == 1
+    assert layer.statistics().in_flight == 0
+
+
+async def test_limit_changes_are_logged_at_debug(caplog) -> None:
+    """Each limit change is logged on the llmguard.adaptive logger at debug level."""
+    caplog.set_level(logging.DEBUG, logger="llmguard.adaptive")
+    llm = FakeLLM([make_error(lg.FailureKind.OVERLOADED)] * 4)
+    layer = AdaptiveConcurrency(initial=4, algorithm="aimd")
+    guarded = lg.guard(layer)(llm.acompletion)
+    await asyncio.gather(*(guarded(messages=MSG) for _ in range(4)), return_exceptions=True)
+    assert any("concurrency limit 4 -> 3" in r.getMessage() for r in caplog.records)
+
+
+def test_bad_configuration() -> None:
+    """Bounds out of order, non-positive values and unknown algorithms are clear errors."""
+    with pytest.raises(ValueError, match="min <= initial <= max"):
+        AdaptiveConcurrency(initial=10, max=5)
+    with pytest.raises(ValueError, match="min must be a positive integer"):
+        AdaptiveConcurrency(min=0)
+    with pytest.raises(ValueError, match="unknown algorithm 'tcp'"):
+        AdaptiveConcurrency(algorithm="tcp")
+    with pytest.raises(TypeError, match="LimitAlgorithm"):
+        AdaptiveConcurrency(algorithm=object())
+    with pytest.raises(ValueError, match="tolerance"):
+        Gradient(tolerance=0.5)
+
+
+def test_builder_method_and_repr() -> None:
+    """Pipeline.adaptive_concurrency builds the layer; its repr shows the live limit."""
+    pipeline = lg.Pipeline().adaptive_concurrency(initial=3, algorithm="vegas")
+    (layer,) = pipeline.layers
+    assert isinstance(layer, AdaptiveConcurrency)
+    assert "Vegas(limit=3.00)" in repr(layer)
