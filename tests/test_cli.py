@@ -1,0 +1,211 @@
+"""`llmguard run` end to end: the real command in a subprocess, on small files, with the offline
+fake models (`fake`, `fake-fail`, `fake-429`, `fake-hang`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A safety net against a hung child, never an assertion about speed.
+HANG_GUARD = 120
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": ""}
+
+
+def llmguard(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmguard", *args], cwd=cwd, env=_env(), capture_output=True,
+        text=True, timeout=HANG_GUARD,
+    )
+
+
+def spawn(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmguard", *args], cwd=cwd, env=_env(), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def chat(text: str, **extra: object) -> dict[str, object]:
+    return {"messages": [{"role": "user", "content": text}], **extra}
+
+
+def write_jsonl(path: Path, lines: list[object]) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def wait_for_records(proc: subprocess.Popen[str], count: int) -> None:
+    """Block on the child's --verbose log (no sleeping) until ``count`` records are written."""
+    seen = 0
+    assert proc.stderr is not None
+    while seen < count:
+        line = proc.stderr.readline()
+        assert line, f"child exited early: {proc.wait()}"
+        seen += line.startswith("line ")
+
+
+def test_help_is_complete(tmp_path: Path) -> None:
+    """`llmguard run --help` documents every option, the record fields and the exit codes."""
+    proc = llmguard(tmp_path, "run", "--help")
+    assert proc.returncode == 0
+    for option in ("--output", "--model", "--rpm", "--tpm", "--concurrency", "--adaptive",
+                   "--retries", "--timeout", "--fallback-model", "--cache-ttl",
+                   "--priority-field", "--unordered", "--resume", "--overwrite",
+                   "--metrics-port", "--grace", "exit codes", "130", "fake-fail"):
+        assert option in proc.stdout, option
+
+
+def test_ordered_output_and_record_shape(tmp_path: Path) -> None:
+    """Records come out in input order even though later lines finish first, and carry the id,
+    response, usage, latency, attempts and the model that answered; the summary counts them."""
+    lines = [chat("x" * (400 - 40 * i), metadata={"row": i}) for i in range(10)]
+    lines[3] = {"custom_id": "req-3", "body": chat("batch form")}
+    src = write_jsonl(tmp_path / "in.jsonl", lines)
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--concurrency", "10")
+    assert proc.returncode == 0, proc.stderr
+    out = records(tmp_path / "out.jsonl")
+    assert [r["line"] for r in out] == list(range(1, 11))
+    assert out[3]["id"] == "req-3" and out[0]["id"] == "line-1"
+    first = out[0]
+    assert first["ok"] and first["model"] == "fake" and first["attempts"] == 1
+    assert first["metadata"] == {"row": 0}
+    assert first["usage"]["input_tokens"] > 0 and first["latency"] > 0
+    assert first["response"]["choices"][0]["message"]["content"].startswith("echo: xxx")
+    assert "10 done: 10 ok, 0 failed" in proc.stdout
+
+
+def test_unordered_writes_as_lines_finish(tmp_path: Path) -> None:
+    """With --unordered a slow first line is written after the quick ones; each line once."""
+    lines = [chat("slow " * 400)] + [chat(f"quick {i}") for i in range(5)]
+    src = write_jsonl(tmp_path / "in.jsonl", lines)
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--unordered")
+    assert proc.returncode == 0, proc.stderr
+    order = [r["line"] for r in records(tmp_path / "out.jsonl")]
+    assert sorted(order) == list(range(1, 7))
+    assert order[-1] == 1
+
+
+def test_malformed_lines_become_error_records(tmp_path: Path) -> None:
+    """Bad lines become error records naming their line number; the other lines still run and
+    the exit code says some lines failed."""
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        chat("fine"), "{not json", [1, 2], {"model": "fake"}, "", chat("also fine"),
+    ])
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl")
+    assert proc.returncode == 1, proc.stderr
+    out = {r["line"]: r for r in records(tmp_path / "out.jsonl")}
+    assert sorted(out) == [1, 2, 3, 4, 6]  # the blank line 5 is skipped
+    assert out[1]["ok"] and out[6]["ok"]
+    for line in (2, 3, 4):
+        assert out[line]["error"]["kind"] == "invalid_input"
+        assert f"line {line}" in out[line]["error"]["message"]
+    assert "invalid_input 3" in proc.stdout
+
+
+def test_fallback_to_a_second_model(tmp_path: Path) -> None:
+    """A line whose model keeps failing is retried, then answered by --fallback-model; the
+    record says which model answered and the summary counts the fallback and the retry."""
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("hi", model="fake-fail")])
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--retries", "1",
+                    "--fallback-model", "fake")
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = records(tmp_path / "out.jsonl")
+    assert rec["ok"] and rec["model"] == "fake" and rec["fallback"]
+    assert rec["attempts"] == 3 and rec["retries"] == 1
+    assert "1 retries, 1 fallbacks" in proc.stdout
+
+
+def test_failed_lines_exit_1_with_the_error_kind(tmp_path: Path) -> None:
+    """When every model fails, the record carries the classified error and the exit code is 1."""
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("a"), chat("b", model="fake-429")])
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--retries", "0")
+    assert proc.returncode == 1, proc.stderr
+    ok, failed = records(tmp_path / "out.jsonl")
+    assert ok["ok"] and not failed["ok"]
+    assert failed["error"]["kind"] == "rate_limited" and "429" in failed["error"]["message"]
+
+
+def test_usage_errors_exit_2_naming_the_problem(tmp_path: Path) -> None:
+    """Bad options and inputs exit 2 with a message naming the option or file, before any call."""
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("a")])
+    cases = [
+        (["missing.jsonl", "-o", "o.jsonl"], "missing.jsonl"),
+        ([str(src), "-o", "o.jsonl", "--rpm", "0"], "--rpm: must be > 0"),
+        ([str(src), "-o", "o.jsonl", "--concurrency", "-3"], "--concurrency: must be > 0"),
+        ([str(src), "-o", "o.jsonl", "--timeout", "nan"], "--timeout: must be > 0"),
+        ([str(src), "-o", "o.jsonl", "--retries", "two"], "--retries: expected an integer"),
+        ([str(src)], "--output"),
+    ]
+    for args, message in cases:
+        proc = llmguard(tmp_path, "run", *args)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+    (tmp_path / "o.jsonl").write_text('{"id": "line-1", "line": 1}\n')
+    proc = llmguard(tmp_path, "run", str(src), "-o", "o.jsonl")
+    assert proc.returncode == 2 and "--resume" in proc.stderr and "--overwrite" in proc.stderr
+
+
+def test_resume_after_kill_does_no_line_twice(tmp_path: Path) -> None:
+    """Killed (SIGKILL) mid-run, a --resume run skips the recorded lines, does the rest once,
+    keeps the first run's records untouched and leaves the file in input order."""
+    lines = [chat(f"q{i}") for i in range(10)]
+    lines[5]["model"] = "fake-hang"  # the first run never gets past line 6
+    src = write_jsonl(tmp_path / "in.jsonl", lines)
+    proc = spawn(tmp_path, "run", str(src), "-o", "out.jsonl", "--concurrency", "1", "-v")
+    wait_for_records(proc, 5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = (tmp_path / "out.jsonl").read_text()
+    assert [r["line"] for r in records(tmp_path / "out.jsonl")] == [1, 2, 3, 4, 5]
+
+    again = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--resume", "--model", "fake")
+    assert again.returncode == 0, again.stderr
+    assert "5 done: 5 ok" in again.stdout and "5 already done" in again.stdout
+    assert (tmp_path / "out.jsonl").read_text().startswith(before)
+    out = records(tmp_path / "out.jsonl")
+    assert [r["line"] for r in out] == list(range(1, 11))
+    assert len({r["id"] for r in out}) == 10
+
+
+def test_resume_cuts_a_torn_last_line(tmp_path: Path) -> None:
+    """A record torn by a kill mid-write is dropped on --resume and its line is done again."""
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("a"), chat("b")])
+    assert llmguard(tmp_path, "run", str(src), "-o", "out.jsonl").returncode == 0
+    first = (tmp_path / "out.jsonl").read_text().splitlines(keepends=True)[0]
+    (tmp_path / "out.jsonl").write_text(first + '{"id": "line-2", "li')
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["id"] for r in records(tmp_path / "out.jsonl")] == ["line-1", "line-2"]
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
+    """Ctrl-C writes every finished line (even those held for ordering), exits 130 and prints a
+    resume command; running it finishes the file in input order with each line once."""
+    lines = [chat(f"q{i}") for i in range(6)]
+    lines[1]["model"] = "fake-hang"
+    src = write_jsonl(tmp_path / "in.jsonl", lines)
+    proc = spawn(tmp_path, "run", str(src), "-o", "out.jsonl", "--concurrency", "2",
+                 "--grace", "0", "-v")
+    wait_for_records(proc, 5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=HANG_GUARD)
+    assert proc.returncode == 130, stderr
+    assert sorted(r["line"] for r in records(tmp_path / "out.jsonl")) == [1, 3, 4, 5, 6]
+    command = stderr.split("Resume with:")[1].strip().splitlines()[0]
+    assert command.startswith("llmguard run ") and command.endswith("--resume")
+
+    again = llmguard(tmp_path, *shlex.split(command)[1:], "--model", "fake")
+    assert again.returncode == 0, again.stderr
+    assert [r["line"] for r in records(tmp_path / "out.jsonl")] == [1, 2, 3, 4, 5, 6]
