@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from typing import Any
 
 from ._classify import classify
 from ._cli_io import Job, OutputWriter, read_jobs
-from ._cli_provider import Trace, complete, cost_of, to_json, trace
+from ._cli_provider import Provider, Trace, cost_of, to_json, trace
 from ._cli_report import Progress, Tally, format_summary
 from ._core import Call, Handler, compose
 from ._pipeline import Pipeline
@@ -31,6 +32,7 @@ class Settings:
     input: str
     output: str
     model: str | None = None
+    api_base: str | None = None
     rpm: float | None = None
     tpm: float | None = None
     concurrency: int = 16
@@ -95,7 +97,8 @@ def _record(job: Job, **fields: Any) -> dict[str, Any]:
     return record
 
 
-def make_worker(handler: Handler, *, model: str | None, cache: bool) -> Callable[[Job], Any]:
+def make_worker(handler: Handler, provider: Provider, *, model: str | None,
+                cache: bool) -> Callable[[Job], Any]:
     """The per-line coroutine function: never raises (except cancellation), returns a record."""
 
     async def run_one(job: Job) -> dict[str, Any]:
@@ -111,7 +114,7 @@ def make_worker(handler: Handler, *, model: str | None, cache: bool) -> Callable
         token = trace.set(current)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        call = Call(complete, (), request, "llmguard-run")
+        call = Call(provider, (), request, "llmguard-run")
         call.priority = job.priority
         response = error = None
         try:
@@ -216,7 +219,9 @@ async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) 
                 yield job
         exhausted = True
 
-    worker = make_worker(compose(pipeline.layers), model=s.model, cache=s.cache_ttl is not None)
+    provider = Provider(s.api_base, os.environ.get("OPENAI_API_KEY"))
+    worker = make_worker(compose(pipeline.layers), provider, model=s.model,
+                         cache=s.cache_ttl is not None)
 
     async def consume() -> None:
         try:
@@ -250,6 +255,7 @@ async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) 
             loop.remove_signal_handler(sig)
         progress.close()
         writer.close(complete=complete)
+        await provider.aclose()
         if server is not None and hasattr(server, "close"):
             server.close()
     print(format_summary(tally, loop.time() - start, source=s.input, output=s.output))

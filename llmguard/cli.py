@@ -30,7 +30,8 @@ error record with its line number; the run goes on.
 
 Models: "fake" (the default when neither --model nor the line names one) answers offline. Test
 models: "fake-fail" (always HTTP 500), "fake-429" (always HTTP 429), "fake-hang" (never answers).
-Any other model goes through litellm (pip install 'llmguard[litellm]'), with its usual API keys.
+Any other model goes to --api-base (an OpenAI-compatible server) when given, else through
+litellm (pip install 'llmguard[litellm]') with its usual API keys.
 """
 
 _EPILOG = """\
@@ -86,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="JSONL file to write one record per input line to")
     run.add_argument("--model", help='override every line\'s model (default: the line\'s, '
                                      'else "fake")')
+    run.add_argument("--api-base", metavar="URL",
+                     help="send every non-fake model to this OpenAI-compatible server (e.g. "
+                          "http://localhost:8000/v1; OPENAI_API_KEY is the bearer key) instead "
+                          "of through litellm")
     group = run.add_argument_group("layers")
     group.add_argument("--rpm", type=_number(float), help="requests per minute quota")
     group.add_argument("--tpm", type=_number(float),
@@ -152,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(parser, f"output {args.output!r} exists: pass --resume to continue that "
                              "run or --overwrite to start again")
     settings = Settings(
-        input=args.input, output=args.output, model=args.model, rpm=args.rpm, tpm=args.tpm,
+        input=args.input, output=args.output, model=args.model, api_base=args.api_base,
+        rpm=args.rpm, tpm=args.tpm,
         concurrency=args.concurrency, adaptive=args.adaptive, retries=args.retries,
         timeout=args.timeout, fallback_models=tuple(args.fallback_model),
         cache_ttl=args.cache_ttl, priority_field=args.priority_field,

@@ -1,0 +1,278 @@
+"""`llmguard run` against the OpenAI cookbook's api_request_parallel_processor approach.
+
+One 10,000-request JSONL file, one loopback OpenAI-compatible HTTP server (127.0.0.1 only) that
+enforces RPM and TPM over a sliding window the way providers do (``llmguard.testing.
+SimulatedProvider`` behind aiohttp: 429 with ``retry-after`` when a request would exceed either).
+Three clients, each given the server's quota as its rpm/tpm:
+
+* ``llmguard run`` (through litellm, ``--api-base`` pointing at the server);
+* the cookbook approach at 100% of the quota: capacity tracked by estimate (requests and
+  tiktoken-counted tokens refilled continuously, starting full), no backoff, and after any 429
+  every request waits a fixed pause (15 s in the cookbook) before the next is sent;
+* the same at the cookbook's recommended 50% of the quota (its own advice to avoid 429s).
+
+Time is scaled down 10x so the run takes about two minutes: the server's window is 6 s instead
+of 60 s (its per-window limits are the per-minute quota / 10), so "rpm" below means requests per
+6 s x 10, and the cookbook's 15 s pause becomes 1.5 s. Wall time is measured on the server, from
+the first request to the last answer. Quota utilisation is requests (tokens) served divided by
+what the quota allowed in that time.
+
+    python benchmarks/bench_cli.py [--requests 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCALE = 10  #: time compression: a 60 s quota window becomes 6 s
+WINDOW = 60 / SCALE
+RPM = 12_000  #: per (scaled) minute: 1,200 requests per 6 s window, 200 requests/s
+TPM = 1_500_000  #: per (scaled) minute: 150,000 tokens per 6 s window
+LATENCY = 0.05  #: server latency per request (s), plus 0.5 ms per output token
+PAUSE = 15 / SCALE  #: the cookbook's fixed pause after a 429, scaled like the window
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def serve(port: int) -> None:
+    """The simulated provider over HTTP. POST /reset starts a fresh quota; GET /stats reports."""
+    from aiohttp import web
+
+    from llmguard import estimate_tokens
+    from llmguard.testing import ProviderError, SimulatedProvider
+
+    def fresh() -> dict:
+        sim = SimulatedProvider(capacity=4096, latency=LATENCY, seconds_per_output_token=0.0005,
+                                rpm=RPM // SCALE, tpm=TPM // SCALE, window=WINDOW,
+                                output_tokens=lambda rng, kw: rng.randint(10, 120))
+        return {"sim": sim, "first": None, "last": None, "charged": 0, "n": 0}
+
+    state = fresh()
+
+    async def completions(request: web.Request) -> web.Response:
+        body = await request.json()
+        now = asyncio.get_running_loop().time()
+        if state["first"] is None:
+            state["first"] = now
+        try:
+            result = await state["sim"].acompletion(**body)
+        except ProviderError as exc:
+            kind = "rate_limit_error" if exc.status_code == 429 else "server_error"
+            return web.json_response({"error": {"message": str(exc), "type": kind, "code": None}},
+                                     status=exc.status_code, headers=exc.headers)
+        state["last"] = asyncio.get_running_loop().time()
+        state["charged"] += estimate_tokens(messages=body["messages"],
+                                            max_tokens=body.get("max_tokens", 0))
+        state["n"] += 1
+        result.update(id=f"chatcmpl-{state['n']}", created=int(time.time()))
+        return web.json_response(result)
+
+    async def stats(request: web.Request) -> web.Response:
+        s = state["sim"].statistics()
+        return web.json_response({"served": s.served, "rate_limited": s.rate_limited,
+                                  "calls": s.calls, "charged": state["charged"],
+                                  "wall": (state["last"] or 0) - (state["first"] or 0)})
+
+    async def reset(request: web.Request) -> web.Response:
+        state.update(fresh())
+        return web.json_response({})
+
+    app = web.Application()
+    app.add_routes([web.post("/v1/chat/completions", completions), web.get("/stats", stats),
+                    web.post("/reset", reset)])
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# --------------------------------------------------------------------------- the cookbook
+
+
+def cookbook(path: str, out: str, url: str, rpm: float, tpm: float) -> None:
+    """The cookbook's api_request_parallel_processor logic, re-implemented (not copied).
+
+    Its minute is scaled like the server's window: capacity refills at ``rpm`` per WINDOW
+    seconds and is capped at one (scaled) minute's worth, ``rpm / SCALE``.
+    """
+    rpm, tpm = rpm / SCALE, tpm / SCALE
+    litellm_dir = Path(importlib.util.find_spec("litellm").origin).parent  # type: ignore[union-attr]
+    # tiktoken's cl100k_base, offline: litellm ships the cached encoding file.
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR",
+                          str(litellm_dir / "litellm_core_utils" / "tokenizers"))
+    import aiohttp
+    import tiktoken
+
+    encoding = tiktoken.get_encoding("cl100k_base")
+
+    def tokens_of(request: dict) -> int:  # the cookbook's chat-completions estimate
+        n = 2
+        for message in request["messages"]:
+            n += 4 + sum(len(encoding.encode(str(v))) for v in message.values())
+        return n + request.get("max_tokens", 15) * request.get("n", 1)
+
+    async def main() -> None:
+        retry_queue: asyncio.Queue = asyncio.Queue()
+        state = {"in_progress": 0, "last_429": 0.0, "rate_limited": 0}
+        requests_left, tokens_left = rpm, tpm
+        last_update = time.time()
+        pending = None
+        lines = open(path)
+        exhausted = False
+        results = open(out, "w")
+
+        async def call(session: aiohttp.ClientSession, task: dict) -> None:
+            error = None
+            try:
+                async with session.post(url, json=task["request"],
+                                        headers={"Authorization": "Bearer sk-bench"}) as resp:
+                    body = await resp.json()
+                if "error" in body:
+                    error = body
+                    if "rate limit" in body["error"].get("message", "").lower():
+                        state["last_429"] = time.time()
+                        state["rate_limited"] += 1
+            except Exception as exc:  # the cookbook catches everything and retries
+                error = {"error": str(exc)}
+            if error is not None and task["attempts_left"]:
+                retry_queue.put_nowait(task)
+            else:
+                results.write(json.dumps([task["request"], error or body]) + "\n")
+                state["in_progress"] -= 1
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            while True:
+                if pending is None:
+                    if not retry_queue.empty():
+                        pending = retry_queue.get_nowait()
+                    elif not exhausted:
+                        line = lines.readline()
+                        if line:
+                            request = json.loads(line)
+                            pending = {"request": request, "tokens": tokens_of(request),
+                                       "attempts_left": 5}
+                            state["in_progress"] += 1
+                        else:
+                            exhausted = True
+                now = time.time()
+                elapsed, last_update = now - last_update, now
+                requests_left = min(requests_left + rpm * elapsed / WINDOW, rpm)
+                tokens_left = min(tokens_left + tpm * elapsed / WINDOW, tpm)
+                if pending is not None and requests_left >= 1 and tokens_left >= pending["tokens"]:
+                    requests_left -= 1
+                    tokens_left -= pending["tokens"]
+                    pending["attempts_left"] -= 1
+                    asyncio.create_task(call(session, pending))
+                    pending = None
+                if exhausted and state["in_progress"] == 0:
+                    break
+                await asyncio.sleep(0.001)
+                cooldown = PAUSE - (time.time() - state["last_429"])
+                if cooldown > 0:  # every request waits out the fixed pause after any 429
+                    await asyncio.sleep(cooldown)
+        results.close()
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- the comparison
+
+
+def make_requests(path: Path, n: int) -> None:
+    rng = random.Random(42)
+    words = "the quick brown fox jumps over a lazy dog while llms answer politely".split()
+    with path.open("w") as f:
+        for i in range(n):
+            text = " ".join(rng.choice(words) for _ in range(rng.randint(5, 120)))
+            f.write(json.dumps({"model": "sim", "max_tokens": rng.randint(20, 120),
+                                "messages": [{"role": "user", "content": text}]}) + "\n")
+
+
+def http(port: int, method: str, path: str) -> dict:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=b"" if
+                                 method == "POST" else None)
+    with urllib.request.urlopen(req) as resp:
+        return json.loads(resp.read())
+
+
+def run_client(name: str, cmd: list[str], port: int) -> dict:
+    http(port, "POST", "/reset")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-bench",
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    stats = http(port, "GET", "/stats")
+    stats["name"] = name
+    return stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cookbook", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(args.serve)
+    if args.cookbook:
+        path, out, url, rpm, tpm = args.cookbook
+        return cookbook(path, out, url, float(rpm), float(tpm))
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        for _ in range(200):
+            try:
+                http(port, "GET", "/stats")
+                break
+            except OSError:
+                time.sleep(0.05)
+        tmp = Path(tempfile.mkdtemp(prefix="bench_cli_"))
+        src = tmp / "requests.jsonl"
+        make_requests(src, args.requests)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        me = [sys.executable, __file__, "--cookbook", str(src), str(tmp / "cookbook.jsonl"), url]
+        rows = [
+            run_client("llmguard run", [
+                sys.executable, "-m", "llmguard", "run", str(src), "-o", str(tmp / "lg.jsonl"),
+                "--overwrite", "--no-progress", "--model", "openai/sim",
+                "--api-base", f"http://127.0.0.1:{port}/v1", "--rpm", str(RPM), "--tpm", str(TPM),
+                "--concurrency", "64", "--retries", "5"], port),
+            run_client("cookbook, 100% quota", [*me, str(RPM), str(TPM)], port),
+            run_client("cookbook, 50% quota", [*me, str(RPM * 0.5), str(TPM * 0.5)], port),
+        ]
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"\n{args.requests:,} requests; quota {RPM:,} rpm / {TPM:,} tpm per scaled minute "
+          f"(sliding {WINDOW:g} s window, time scaled 1/{SCALE}); cookbook pause {PAUSE:g} s\n")
+    head = f"{'client':<22} {'wall s':>7} {'served':>7} {'429s':>6} {'req util':>9} {'tok util':>9}"
+    print(head)
+    print("-" * len(head))
+    base = rows[0]["wall"]
+    for r in rows:
+        minutes = r["wall"] / WINDOW  # scaled minutes
+        req_util = r["served"] / (RPM / SCALE * minutes) if minutes else 0
+        tok_util = r["charged"] / (TPM / SCALE * minutes) if minutes else 0
+        print(f"{r['name']:<22} {r['wall']:>7.1f} {r['served']:>7,} {r['rate_limited']:>6,} "
+              f"{req_util:>8.0%} {tok_util:>9.0%}   ({r['wall'] / base:.2f}x llmguard's time)")
+
+
+if __name__ == "__main__":
+    main()
