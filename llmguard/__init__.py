@@ -1,6 +1,6 @@
 """llmguard: composable async concurrency control for LLM calls."""
 
-from typing import Any
+from typing import Any as _Any
 
 from ._classify import Failure, FailureKind, classify
 from ._core import Call, Handler, Layer, compose
@@ -21,7 +21,7 @@ from ._tokens import Usage, estimate_tokens, extract_usage
 
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     # __version__ is read lazily: importlib.metadata alone costs ~25 ms of import time.
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ._stream import Stream
+
 __all__ = ["Call", "Handler", "Layer", "compose", "invoke"]
 
 #: The next step of a pipeline: takes the call, returns (an awaitable of) the result.
@@ -98,9 +100,19 @@ class Call:
         )
 
 
-def invoke(call: Call) -> Awaitable[Any]:
-    """The innermost handler: call the guarded function with the call's arguments."""
-    return call.fn(*call.args, **call.kwargs)
+async def invoke(call: Call) -> Any:
+    """The innermost handler: call the guarded function with the call's arguments.
+
+    A streamed answer (an async generator, or an async iterator the coroutine returns) comes back
+    as a :class:`~llmguard._stream.Stream` whose first chunk has been read, so failures before
+    the first chunk happen inside the pipeline where Retry and Fallback can act.
+    """
+    result = call.fn(*call.args, **call.kwargs)
+    if not hasattr(type(result), "__anext__"):
+        result = await result
+        if not hasattr(type(result), "__anext__"):
+            return result
+    return await Stream.start(result)
 
 
 def compose(layers: Sequence[Layer], terminal: Handler = invoke) -> Handler:

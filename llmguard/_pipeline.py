@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from ._core import Call, Layer, compose
+from ._stream import Stream
 
 __all__ = ["Guarded", "Pipeline", "guard", "wrap_client"]
 
@@ -29,10 +30,14 @@ class Guarded(Protocol[P, R_co]):
 
 
 def _is_async_callable(obj: Any) -> bool:
-    if inspect.iscoroutinefunction(obj):  # functions, methods, partials of them
+    """Coroutine functions, async generator functions (streams), methods and partials of them,
+    and objects whose ``__call__`` is either."""
+    if inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj):
         return True
     call = getattr(type(obj), "__call__", None)
-    return not inspect.isclass(obj) and inspect.iscoroutinefunction(call)
+    return not inspect.isclass(obj) and (
+        inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+    )
 
 
 def _describe(obj: Any) -> str:
@@ -215,7 +220,18 @@ class Pipeline:
 def _make_guarded(pipeline: Pipeline, fn: Any) -> Any:
     handler = compose(pipeline.layers)
     name = pipeline.name
-    if not pipeline.layers:
+    if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(getattr(fn, "__call__", None)):
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:  # an async generator, like fn
+            result = await handler(Call(fn, args, kwargs, name))
+            if not isinstance(result, Stream):  # e.g. a Fallback default: one chunk
+                yield result
+                return
+            async with result:
+                async for chunk in result:
+                    yield chunk
+
+    elif not pipeline.layers:
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             return await fn(*args, **kwargs)
@@ -227,7 +243,9 @@ def _make_guarded(pipeline: Pipeline, fn: Any) -> Any:
 
     functools.update_wrapper(guarded, fn)
     if not hasattr(fn, "__name__"):  # partials and callable objects
-        guarded.__name__ = guarded.__qualname__ = _describe(getattr(fn, "func", fn))
+        target = getattr(fn, "func", fn)
+        named = target if hasattr(target, "__name__") else type(target)
+        guarded.__name__, guarded.__qualname__ = named.__name__, named.__qualname__
     guarded.pipeline = pipeline  # type: ignore[attr-defined]
     guarded.stats = pipeline.stats  # type: ignore[attr-defined]
     return guarded
