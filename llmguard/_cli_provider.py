@@ -57,11 +57,13 @@ FAKE_MODELS = {"fake": _echo, "fake-fail": _fail, "fake-429": _rate_limited, "fa
 class Trace:
     """What the provider saw of one input line, across retries and fallbacks."""
 
-    __slots__ = ("attempts", "models")
+    __slots__ = ("attempts", "latency", "models")
 
     def __init__(self) -> None:
         #: Calls that reached the provider (0 for a cache hit).
         self.attempts = 0
+        #: Seconds the last attempt took at the provider (None before the first).
+        self.latency: float | None = None
         #: Models tried, in order, consecutive repeats collapsed (a retry is not a new model).
         self.models: list[str] = []
 
@@ -101,11 +103,20 @@ class Provider:
     async def __call__(self, **request: Any) -> Any:
         model = request.get("model")
         current = trace.get(None)
-        if current is not None:
-            current.attempts += 1
-            if not current.models or current.models[-1] != model:
-                current.models.append(model)
-        fake = FAKE_MODELS.get(model)  # type: ignore[arg-type]
+        if current is None:
+            return await self._send(model, request)
+        current.attempts += 1
+        if not current.models or current.models[-1] != model:
+            current.models.append(model)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            return await self._send(model, request)
+        finally:
+            current.latency = loop.time() - start
+
+    async def _send(self, model: Any, request: dict[str, Any]) -> Any:
+        fake = FAKE_MODELS.get(model)
         if fake is not None:
             return await fake(request)
         if self.api_base is not None:

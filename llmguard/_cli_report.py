@@ -16,6 +16,7 @@ class Tally:
         "cached",
         "cost",
         "cost_unknown",
+        "elapsed",
         "fallbacks",
         "input_tokens",
         "latencies",
@@ -28,8 +29,10 @@ class Tally:
     def __init__(self, skipped: int = 0) -> None:
         #: Records by outcome: ``ok`` or the error kind (``rate_limited``, ``invalid_input``...).
         self.outcomes: Counter[str] = Counter()
-        #: Latency of every line that reached the pipeline, for the percentiles.
+        #: Provider latency of every line's last attempt, and each line's total time in the
+        #: pipeline (queueing, quota waits, retries and backoff included), for percentiles.
         self.latencies: list[float] = []
+        self.elapsed: list[float] = []
         self.input_tokens = self.output_tokens = 0
         self.cost = 0.0
         #: Successful provider answers whose cost is unknown (fake model, unpriced model).
@@ -52,9 +55,11 @@ class Tally:
 
     def add(self, record: dict[str, Any]) -> None:
         self.outcomes["ok" if record["ok"] else record["error"]["kind"]] += 1
-        if record["latency"] is None:  # an invalid line never reached the pipeline
+        if record["elapsed"] is None:  # an invalid line never reached the pipeline
             return
-        self.latencies.append(record["latency"])
+        self.elapsed.append(record["elapsed"])
+        if record["latency"] is not None:
+            self.latencies.append(record["latency"])
         self.retries += record["retries"]
         self.fallbacks += record["fallback"]
         if record.get("cached"):
@@ -81,7 +86,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 def format_summary(tally: Tally, wall: float, *, source: str, output: str) -> str:
     """The closing table: counts by outcome, tokens, cost, latency percentiles, resilience."""
-    lat = sorted(tally.latencies)
+    lat, elapsed = sorted(tally.latencies), sorted(tally.elapsed)
     tokens = tally.input_tokens + tally.output_tokens
     per_min = tokens / wall * 60 if wall > 0 else 0.0
     outcomes = ", ".join(f"{kind} {n}" for kind, n in tally.outcomes.most_common()) or "none"
@@ -98,7 +103,10 @@ def format_summary(tally: Tally, wall: float, *, source: str, output: str) -> st
         ("tokens", f"{tally.input_tokens:,} in + {tally.output_tokens:,} out"
                    f" = {tokens:,} ({per_min:,.0f}/min)"),
         ("cost", cost),
-        ("latency", f"p50 {percentile(lat, 50):.3f} s, p99 {percentile(lat, 99):.3f} s"),
+        ("latency", f"p50 {percentile(lat, 50):.3f} s, p99 {percentile(lat, 99):.3f} s "
+                    "(provider, last attempt)"),
+        ("per line", f"p50 {percentile(elapsed, 50):.3f} s, p99 {percentile(elapsed, 99):.3f} s "
+                     "(with queueing, quota waits and retries)"),
         ("resilience", f"{tally.retries} retries, {tally.fallbacks} fallbacks, "
                        f"{tally.cached} cache hits"),
         ("wall time", f"{wall:.2f} s ({tally.done / wall if wall > 0 else 0:,.1f} lines/s)"),

@@ -91,7 +91,8 @@ def _describe(exc: Exception) -> dict[str, str]:
 
 def _record(job: Job, **fields: Any) -> dict[str, Any]:
     record = {"id": job.id, "line": job.line, "ok": False, "model": None, "response": None,
-              "error": None, "usage": None, "cost": None, "latency": None, "attempts": 0,
+              "error": None, "usage": None, "cost": None, "latency": None, "elapsed": None,
+              "attempts": 0,
               "retries": 0, "fallback": False, "cached": False, "metadata": job.metadata}
     record.update(fields)
     return record
@@ -123,11 +124,12 @@ def make_worker(handler: Handler, provider: Provider, *, model: str | None,
             error = _describe(exc)
         finally:
             trace.reset(token)
-        latency = loop.time() - start
+        elapsed = loop.time() - start
         answered = current.models[-1] if current.models else requested
         usage = extract_usage(response) if error is None else None
         return _record(
-            job, ok=error is None, model=answered, error=error, latency=round(latency, 6),
+            job, ok=error is None, model=answered, error=error, elapsed=round(elapsed, 6),
+            latency=None if current.latency is None else round(current.latency, 6),
             response=to_json(response), cost=cost_of(response),
             usage=None if usage is None else {"input_tokens": usage.input_tokens,
                                               "output_tokens": usage.output_tokens},
