@@ -137,23 +137,26 @@ class OutputWriter:
     def write(self, index: int, record: dict[str, Any]) -> None:
         """Write (or hold) the record of the ``index``-th line this run sends."""
         text = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        if not self._ordered or index == self._next:
-            self._file.write(text)
-            self._next += index == self._next
+        if self._ordered and index > self._next:
+            self._held[index] = text
+            if len(self._held) > MAX_HELD:
+                self.spill()
+            return
+        self._file.write(text)  # the next in order, or late after a spill, or unordered
+        if index == self._next:
+            self._next += 1
             while self._next in self._held:
                 self._file.write(self._held.pop(self._next))
                 self._next += 1
-            self._file.flush()
-            return
-        self._held[index] = text
-        if len(self._held) > MAX_HELD:
-            self.spill()
+        self._file.flush()
 
     def spill(self) -> None:
         """Write every held record now (out of order): on overflow and when the run stops."""
         if self._held:
             self.out_of_order = True
             self._file.writelines(self._held.values())
+            # Lines before the spilled ones are written as they come from now on.
+            self._next = max(self._next, max(self._held) + 1)
             self._held.clear()
             self._file.flush()
 

@@ -209,3 +209,72 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
     again = llmguard(tmp_path, *shlex.split(command)[1:], "--model", "fake")
     assert again.returncode == 0, again.stderr
     assert [r["line"] for r in records(tmp_path / "out.jsonl")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_api_base_sends_to_an_openai_compatible_server(tmp_path: Path) -> None:
+    """--api-base posts each request to {base}/chat/completions with the bearer key; a 429 with
+    Retry-After is retried and the record counts the attempts."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[tuple[str, str, dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers["Authorization"], body))
+            first = sum(b == body for _, _, b in seen) == 1
+            status, reply = (429, {"error": {"message": "Rate limit reached"}}) if first else (
+                200, {"id": "c1", "object": "chat.completion", "model": body["model"],
+                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                   "finish_reason": "stop"}],
+                      "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if first:
+                self.send_header("retry-after", "0")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        src = write_jsonl(tmp_path / "in.jsonl", [chat("a"), chat("b")])
+        base = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        proc = subprocess.run(
+            [sys.executable, "-m", "llmguard", "run", str(src), "-o", "out.jsonl",
+             "--model", "local-model", "--api-base", base],
+            cwd=tmp_path, env={**_env(), "OPENAI_API_KEY": "sk-test"}, capture_output=True,
+            text=True, timeout=HANG_GUARD,
+        )
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    out = records(tmp_path / "out.jsonl")
+    assert [(r["ok"], r["attempts"], r["retries"]) for r in out] == [(True, 2, 1)] * 2
+    assert out[0]["response"]["choices"][0]["message"]["content"] == "hi"
+    assert {(path, auth) for path, auth, _ in seen} == {("/v1/chat/completions", "Bearer sk-test")}
+    assert all(body["model"] == "local-model" for _, _, body in seen)
+
+
+def test_writer_spills_held_records_and_restores_order(tmp_path: Path, monkeypatch) -> None:
+    """When more records are held for ordering than the cap, they are written out of order to
+    bound memory, and closing a complete run puts the file back in input order."""
+    from llmguard import _cli_io
+
+    monkeypatch.setattr(_cli_io, "MAX_HELD", 2)
+    path = tmp_path / "out.jsonl"
+    writer = _cli_io.OutputWriter(str(path), ordered=True, append=False)
+    for index in (3, 2, 1):
+        writer.write(index, {"id": f"r{index}", "line": index + 1})
+    assert [r["line"] for r in records(path)] == [4, 3, 2]  # the third held record spilled
+    for index in (0, 4):
+        writer.write(index, {"id": f"r{index}", "line": index + 1})
+    assert [r["line"] for r in records(path)] == [4, 3, 2, 1, 5]
+    writer.close(complete=True)
+    assert [r["line"] for r in records(path)] == [1, 2, 3, 4, 5]
