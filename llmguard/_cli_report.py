@@ -149,8 +149,8 @@ class Progress:
         tally = self._tally
         elapsed = bar.format_dict["elapsed"] or 1e-9
         tokens = tally.input_tokens + tally.output_tokens
-        bar.set_postfix(ok=tally.ok, failed=tally.failed,
-                        tok_min=f"{tokens / elapsed * 60:,.0f}", refresh=False)
+        bar.set_postfix_str(f"ok={tally.ok} failed={tally.failed} "
+                            f"tokens/min={tokens / elapsed * 60:,.0f}", refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -278,3 +278,24 @@ def test_writer_spills_held_records_and_restores_order(tmp_path: Path, monkeypat
     assert [r["line"] for r in records(path)] == [4, 3, 2, 1, 5]
     writer.close(complete=True)
     assert [r["line"] for r in records(path)] == [1, 2, 3, 4, 5]
+
+
+def test_priority_field_serves_higher_first(tmp_path: Path) -> None:
+    """With one slot, lines waiting for it are served highest --priority-field first."""
+    lines = [chat(f"q{i}", prio=i) for i in range(4)]
+    src = write_jsonl(tmp_path / "in.jsonl", lines)
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--concurrency", "1",
+                    "--unordered", "--priority-field", "prio")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["line"] for r in records(tmp_path / "out.jsonl")] == [1, 4, 3, 2]
+
+
+def test_cache_answers_repeated_requests(tmp_path: Path) -> None:
+    """With --cache-ttl an identical request is answered without reaching the model again."""
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("same"), chat("same"), chat("other")])
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--cache-ttl", "60")
+    assert proc.returncode == 0, proc.stderr
+    out = records(tmp_path / "out.jsonl")
+    assert [r["cached"] for r in out] == [False, True, False]
+    assert out[1]["attempts"] == 0 and out[1]["response"] == out[0]["response"]
+    assert "1 cache hits" in proc.stdout
