@@ -92,8 +92,8 @@ def _describe(exc: Exception) -> dict[str, str]:
 def _record(job: Job, **fields: Any) -> dict[str, Any]:
     record = {"id": job.id, "line": job.line, "ok": False, "model": None, "response": None,
               "error": None, "usage": None, "cost": None, "latency": None, "elapsed": None,
-              "attempts": 0,
-              "retries": 0, "fallback": False, "cached": False, "metadata": job.metadata}
+              "attempts": 0, "retries": 0, "fallback": False, "cached": False,
+              "metadata": job.metadata}
     record.update(fields)
     return record
 
@@ -178,22 +178,28 @@ class _Stopper:
     """Ctrl-C (or SIGTERM): stop admitting lines, give in-flight ones ``grace`` seconds, then
     cancel them. A second Ctrl-C cancels at once."""
 
-    __slots__ = ("grace", "requested", "task")
+    __slots__ = ("_timer", "grace", "requested", "task")
 
-    def __init__(self, grace: float) -> None:
+    def __init__(self, grace: float, task: asyncio.Task[Any]) -> None:
         self.grace = grace
+        #: True once a stop was asked for: no further line is admitted.
         self.requested = False
-        self.task: asyncio.Task[Any] | None = None
+        #: The task running the file, cancelled when the grace period is over.
+        self.task = task
+        self._timer: asyncio.TimerHandle | None = None
 
     def __call__(self) -> None:
-        assert self.task is not None
         if self.requested:
             self.task.cancel()
             return
         self.requested = True
         print(f"\nllmguard: stopping; waiting up to {self.grace:g} s for lines in flight "
               "(Ctrl-C again to abandon them)", file=sys.stderr, flush=True)
-        asyncio.get_running_loop().call_later(self.grace, self.task.cancel)
+        self._timer = asyncio.get_running_loop().call_later(self.grace, self.task.cancel)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) -> int:
@@ -207,7 +213,7 @@ async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) 
     progress = Progress(tally, total=_count_lines(s.input) - len(skip), enabled=s.progress,
                         verbose=s.verbose)
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume)
-    stopper = _Stopper(s.grace)
+    stopper = _Stopper(s.grace, asyncio.current_task())  # type: ignore[arg-type]
     exhausted = False
 
     def jobs() -> Iterator[Job]:
@@ -235,13 +241,15 @@ async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) 
         async with contextlib.aclosing(outcomes):
             async for outcome in outcomes:
                 job = outcome.item
-                record = outcome.value if outcome.ok else _record(job, error=_describe(outcome.error))
+                if outcome.ok:
+                    record = outcome.value
+                else:  # the worker records every error itself; this is a bug's last resort
+                    record = _record(job, error=_describe(outcome.error))
                 writer.write(job.index, record)
                 tally.add(record)
                 progress.update(record)
 
     loop = asyncio.get_running_loop()
-    stopper.task = asyncio.current_task()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopper)
     start = loop.time()
@@ -252,7 +260,9 @@ async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) 
     except asyncio.CancelledError:
         if not stopper.requested:
             raise
+        stopper.task.uncancel()  # our own stop, handled: the run ends normally below
     finally:
+        stopper.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         progress.close()

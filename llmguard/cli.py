@@ -17,6 +17,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._cli_io import done_ids
+from ._cli_run import EXIT_USAGE, Settings, build_pipeline, run
+
 __all__ = ["main"]
 
 _DESCRIPTION = """\
@@ -137,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
 def _fail(parser: argparse.ArgumentParser, message: str) -> int:
     parser.print_usage(sys.stderr)
     print(f"llmguard run: error: {message}", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,8 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args = parser.parse_args(argv)  # exits 2 with a message naming the option on bad input
-    from ._cli_io import done_ids
-    from ._cli_run import Settings, build_pipeline, run
 
     if not os.path.isfile(args.input):
         return _fail(parser, f"input file {args.input!r} does not exist (or is not a file)")
