@@ -15,6 +15,7 @@ llama.cpp, a proxy, OpenAI itself), else to ``litellm.acompletion`` (imported on
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -93,39 +94,46 @@ class Provider:
     server needs no translation, only the HTTP call.
     """
 
-    __slots__ = ("_session", "api_base", "api_key")
+    __slots__ = ("_litellm", "_session", "api_base", "api_key")
 
     def __init__(self, api_base: str | None = None, api_key: str | None = None) -> None:
         self.api_base = api_base.rstrip("/") if api_base else None
         self.api_key = api_key
         self._session: Any = None
+        self._litellm: Any = None
 
     async def __call__(self, **request: Any) -> Any:
         model = request.get("model")
+        send = self._backend(model)
         current = trace.get(None)
         if current is None:
-            return await self._send(model, request)
+            return await send(request)
         current.attempts += 1
         if not current.models or current.models[-1] != model:
             current.models.append(model)
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:
-            return await self._send(model, request)
+            return await send(request)
         finally:
             current.latency = loop.time() - start
 
-    async def _send(self, model: Any, request: dict[str, Any]) -> Any:
+    def _backend(self, model: Any) -> Callable[[dict[str, Any]], Awaitable[Any]]:
         fake = FAKE_MODELS.get(model)
         if fake is not None:
-            return await fake(request)
+            return fake
         if self.api_base is not None:
-            return await self._post(request)
-        import litellm
+            return self._post
+        if self._litellm is None:  # imported once, before any attempt's clock starts
+            import litellm
 
+            self._litellm = litellm
+        return self._via_litellm
+
+    async def _via_litellm(self, request: dict[str, Any]) -> Any:
         # The pipeline's Retry layer retries; litellm and the OpenAI client it drives must not
         # also retry, or attempts multiply (3 x 3) and every backoff hides from our accounting.
-        return await litellm.acompletion(**{"num_retries": 0, "max_retries": 0, **request})
+        return await self._litellm.acompletion(**{"num_retries": 0, "max_retries": 0, **request})
 
     async def _post(self, request: dict[str, Any]) -> Any:
         if self._session is None:

@@ -93,7 +93,7 @@ def format_summary(tally: Tally, wall: float, *, source: str, output: str) -> st
     if tally.cost_unknown == tally.ok:
         cost = "unknown (no priced model answered)"
     else:
-        cost = f"${tally.cost:.4f}" + (
+        cost = f"${tally.cost:.6f}" + (
             f" (+ {tally.cost_unknown} answers of unknown price)" if tally.cost_unknown else ""
         )
     rows = [

@@ -299,3 +299,20 @@ def test_cache_answers_repeated_requests(tmp_path: Path) -> None:
     assert [r["cached"] for r in out] == [False, True, False]
     assert out[1]["attempts"] == 0 and out[1]["response"] == out[0]["response"]
     assert "1 cache hits" in proc.stdout
+
+
+def test_other_models_go_through_litellm_with_cost(tmp_path: Path) -> None:
+    """A model that is not a fake goes through litellm (here its offline `mock_response`), and
+    the record carries the cost litellm prices it at."""
+    line = chat("hi", model="gpt-4o-mini", mock_response="hello there")
+    src = write_jsonl(tmp_path / "in.jsonl", [line])
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmguard", "run", str(src), "-o", "out.jsonl"], cwd=tmp_path,
+        env={**_env(), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}, capture_output=True, text=True,
+        timeout=HANG_GUARD,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = records(tmp_path / "out.jsonl")
+    assert rec["model"] == "gpt-4o-mini"
+    assert rec["response"]["choices"][0]["message"]["content"] == "hello there"
+    assert rec["cost"] > 0 and "cost        $0.0000" in proc.stdout
