@@ -38,8 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCALE = 10  #: time compression: a 60 s quota window becomes 6 s
 WINDOW = 60 / SCALE
-RPM = 12_000  #: per (scaled) minute: 1,200 requests per 6 s window, 200 requests/s
-TPM = 1_500_000  #: per (scaled) minute: 150,000 tokens per 6 s window
+RPM = 24_000  #: 2,400 requests per 6 s window: 400 requests/s
+TPM = 3_000_000  #: 300,000 tokens per 6 s window: 50,000 tokens/s
 LATENCY = 0.05  #: server latency per request (s), plus 0.5 ms per output token
 PAUSE = 15 / SCALE  #: the cookbook's fixed pause after a 429, scaled like the window
 

@@ -93,25 +93,40 @@ def read_jobs(path: str, priority_field: str | None = None) -> Iterator[Job]:
                 yield parse_line(line_no, text, priority_field)
 
 
-def done_ids(path: str) -> set[str]:
-    """Ids already recorded in an output file; cuts off a torn last line so appends stay valid."""
+def done_ids(path: str, *, redo_failed: bool = False) -> set[str]:
+    """Ids already recorded in an output file, for ``--resume``.
+
+    A torn last line (a kill mid-write) is cut off so appends stay valid JSONL; its line was
+    never finished and is done again. With ``redo_failed`` the error records are removed from
+    the file too, so those lines run again.
+    """
     ids: set[str] = set()
     if not os.path.exists(path):
         return ids
-    with open(path, "rb+") as f:
-        good_end = 0
-        for raw in f:
+    kept: list[bytes] = []
+    dropped = False
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
             try:
-                ids.add(str(json.loads(raw)["id"]))
+                record = json.loads(raw)
+                record_id, ok = str(record["id"]), record["ok"]
             except (ValueError, KeyError, TypeError):
                 if raw.endswith(b"\n"):
                     raise ValueError(
-                        f"{path} line {len(ids) + 1} is not an llmguard output record; "
+                        f"{path} line {line_no} is not an llmguard output record; "
                         "--resume needs the output file of an earlier `llmguard run`"
                     ) from None
-                break  # torn by a kill mid-write: it was never finished, so it is redone
-            good_end += len(raw)
-        f.truncate(good_end)
+                dropped = True  # torn by a kill mid-write
+                break
+            if ok or not redo_failed:
+                ids.add(record_id)
+                kept.append(raw)
+            else:
+                dropped = True
+    if dropped:
+        with open(f"{path}.resuming", "wb") as out:
+            out.writelines(kept)
+        os.replace(f"{path}.resuming", path)
     return ids
 
 

@@ -123,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--resume", action="store_true",
                         help="continue an interrupted run: skip lines whose id is in OUTPUT")
     resume.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    runs.add_argument("--retry-failed", action="store_true",
+                      help="with --resume, also run again the lines whose record is an error "
+                           "(their error records are removed)")
     runs.add_argument("--grace", type=_number(float, strict=False, unit=" seconds"), default=5.0,
                       help="on Ctrl-C, seconds to let lines in flight finish (default: 5)")
     runs.add_argument("--metrics-port", type=_number(int), metavar="PORT",
@@ -153,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(parser, f"input file {args.input!r} does not exist (or is not a file)")
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         return _fail(parser, "OUTPUT must differ from INPUT")
+    if args.retry_failed and not args.resume:
+        return _fail(parser, "--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
     exists = os.path.exists(args.output) and os.path.getsize(args.output) > 0
     if exists and not (args.resume or args.overwrite):
         return _fail(parser, f"output {args.output!r} exists: pass --resume to continue that "
@@ -168,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         pipeline = build_pipeline(settings)
-        skip = done_ids(args.output) if args.resume else set()
+        skip = done_ids(args.output, redo_failed=args.retry_failed) if args.resume else set()
     except ValueError as exc:  # a layer rejecting an option, or an unusable --resume file
         return _fail(parser, str(exc))
     return asyncio.run(run(settings, pipeline, skip, argv[1:]))

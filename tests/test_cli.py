@@ -316,3 +316,17 @@ def test_other_models_go_through_litellm_with_cost(tmp_path: Path) -> None:
     assert rec["model"] == "gpt-4o-mini"
     assert rec["response"]["choices"][0]["message"]["content"] == "hello there"
     assert rec["cost"] > 0 and "cost        $0.0000" in proc.stdout
+
+
+def test_resume_retry_failed_redoes_only_the_failed_lines(tmp_path: Path) -> None:
+    """--resume --retry-failed drops the error records and runs those lines again; successful
+    lines are kept as they were."""
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("a"), chat("b", model="fake-fail"), chat("c")])
+    assert llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--retries", "0").returncode == 1
+    first = records(tmp_path / "out.jsonl")
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--resume", "--retry-failed",
+                    "--fallback-model", "fake", "--retries", "0")
+    assert proc.returncode == 0, proc.stderr
+    out = records(tmp_path / "out.jsonl")
+    assert [r["ok"] for r in out] == [True, True, True]
+    assert out[0] == first[0] and out[2] == first[2] and out[1]["fallback"]
