@@ -5,17 +5,20 @@ enforces RPM and TPM over a sliding window the way providers do (``llmguard.test
 SimulatedProvider`` behind aiohttp: 429 with ``retry-after`` when a request would exceed either).
 Three clients, each given the server's quota as its rpm/tpm:
 
-* ``llmguard run`` (through litellm, ``--api-base`` pointing at the server);
+* ``llmguard run`` with ``--api-base`` pointing at the server (an OpenAI-compatible endpoint);
 * the cookbook approach at 100% of the quota: capacity tracked by estimate (requests and
   tiktoken-counted tokens refilled continuously, starting full), no backoff, and after any 429
   every request waits a fixed pause (15 s in the cookbook) before the next is sent;
 * the same at the cookbook's recommended 50% of the quota (its own advice to avoid 429s).
 
-Time is scaled down 10x so the run takes about two minutes: the server's window is 6 s instead
-of 60 s (its per-window limits are the per-minute quota / 10), so "rpm" below means requests per
-6 s x 10, and the cookbook's 15 s pause becomes 1.5 s. Wall time is measured on the server, from
-the first request to the last answer. Quota utilisation is requests (tokens) served divided by
-what the quota allowed in that time.
+Time is compressed 10x so the whole comparison takes about two minutes: the server enforces the
+quota over a sliding 6 s window (a tenth of the per-minute quota per window) instead of 60 s, and
+the cookbook's minute and its 15 s pause are compressed alike (6 s, 1.5 s). llmguard gets the
+same quota as plain per-minute rates (``--rpm``/``--tpm``). The server counts a request's tokens
+as prompt (4 characters a token) plus ``max_tokens``; the cookbook estimates with tiktoken, as it
+does against OpenAI, so like any client its estimate differs from the provider's count. Wall time
+is measured on the server, from the first request to the last answer; quota utilisation is what
+was served divided by what the quota allowed in that time.
 
     python benchmarks/bench_cli.py [--requests 10000]
 """
