@@ -156,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(parser, f"input file {args.input!r} does not exist (or is not a file)")
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         return _fail(parser, "OUTPUT must differ from INPUT")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        return _fail(parser, f"the directory of output {args.output!r} does not exist; create it")
     if args.retry_failed and not args.resume:
         return _fail(parser, "--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
     exists = os.path.exists(args.output) and os.path.getsize(args.output) > 0

@@ -148,6 +148,8 @@ def test_usage_errors_exit_2_naming_the_problem(tmp_path: Path) -> None:
         ([str(src), "-o", "o.jsonl", "--timeout", "nan"], "--timeout: must be > 0"),
         ([str(src), "-o", "o.jsonl", "--retries", "two"], "--retries: expected an integer"),
         ([str(src)], "--output"),
+        ([str(src), "-o", "no/such/dir/o.jsonl"], "does not exist"),
+        ([str(src), "-o", "o.jsonl", "--retry-failed"], "--retry-failed needs --resume"),
     ]
     for args, message in cases:
         proc = llmguard(tmp_path, "run", *args)
