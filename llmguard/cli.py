@@ -140,44 +140,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(parser: argparse.ArgumentParser, message: str) -> int:
-    parser.print_usage(sys.stderr)
-    print(f"llmguard run: error: {message}", file=sys.stderr)
+def _fail(message: str) -> int:
+    print(f"llmguard run: error: {message} (see llmguard run --help)", file=sys.stderr)
     return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmguard`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    args = parser.parse_args(argv)  # exits 2 with a message naming the option on bad input
+    args = _parser().parse_args(argv)  # exits 2 with a message naming the option on bad input
 
     if not os.path.isfile(args.input):
-        return _fail(parser, f"input file {args.input!r} does not exist (or is not a file)")
+        return _fail(f"input file {args.input!r} does not exist (or is not a file)")
     if os.path.abspath(args.input) == os.path.abspath(args.output):
-        return _fail(parser, "OUTPUT must differ from INPUT")
+        return _fail("OUTPUT must differ from INPUT")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        return _fail(parser, f"the directory of output {args.output!r} does not exist; create it")
+        return _fail(f"the directory of output {args.output!r} does not exist; create it")
     if args.retry_failed and not args.resume:
-        return _fail(parser, "--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
+        return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
     exists = os.path.exists(args.output) and os.path.getsize(args.output) > 0
     if exists and not (args.resume or args.overwrite):
-        return _fail(parser, f"output {args.output!r} exists: pass --resume to continue that "
+        return _fail(f"output {args.output!r} exists: pass --resume to continue that "
                              "run or --overwrite to start again")
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
-        rpm=args.rpm, tpm=args.tpm,
-        concurrency=args.concurrency, adaptive=args.adaptive, retries=args.retries,
-        timeout=args.timeout, fallback_models=tuple(args.fallback_model),
-        cache_ttl=args.cache_ttl, priority_field=args.priority_field,
-        ordered=not args.unordered, resume=args.resume, grace=args.grace, metrics_port=args.metrics_port, progress=args.progress,
-        verbose=args.verbose,
+        rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency, adaptive=args.adaptive,
+        retries=args.retries, timeout=args.timeout, fallback_models=tuple(args.fallback_model),
+        cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
+        resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
+        progress=args.progress, verbose=args.verbose,
     )
     try:
         pipeline = build_pipeline(settings)
         skip = done_ids(args.output, redo_failed=args.retry_failed) if args.resume else set()
     except ValueError as exc:  # a layer rejecting an option, or an unusable --resume file
-        return _fail(parser, str(exc))
+        return _fail(str(exc))
     return asyncio.run(run(settings, pipeline, skip, argv[1:]))
 
 
