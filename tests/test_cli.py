@@ -332,3 +332,45 @@ def test_resume_retry_failed_redoes_only_the_failed_lines(tmp_path: Path) -> Non
     out = records(tmp_path / "out.jsonl")
     assert [r["ok"] for r in out] == [True, True, True]
     assert out[0] == first[0] and out[2] == first[2] and out[1]["fallback"]
+
+
+def test_parse_line_reads_both_request_forms() -> None:
+    """A plain line keeps its parameters minus metadata; a Batch API line sends its body under
+    its custom_id; the priority field is read and removed from what is sent."""
+    from llmguard._cli_io import parse_line
+
+    plain = parse_line(3, json.dumps(chat("a", model="m", temperature=0, metadata={"k": 1},
+                                          prio=7)), "prio")
+    assert (plain.id, plain.line, plain.priority, plain.metadata) == ("line-3", 3, 7, {"k": 1})
+    assert plain.request == {"messages": [{"role": "user", "content": "a"}], "model": "m",
+                             "temperature": 0}
+    batch = parse_line(4, json.dumps({"custom_id": "x", "method": "POST", "prio": 2,
+                                      "url": "/v1/chat/completions", "body": chat("b")}), "prio")
+    assert (batch.id, batch.priority, batch.request) == ("x", 2, chat("b"))
+    bad = parse_line(5, json.dumps(chat("c", prio="high")), "prio")
+    assert bad.request is None and "priority field 'prio' must be a number" in bad.problem
+
+
+def test_summary_counts_percentiles_and_cost() -> None:
+    """The summary adds up outcomes, tokens and cost (cache hits spend none) and reports
+    nearest-rank percentiles of the provider latency."""
+    from llmguard._cli_report import Tally, format_summary, percentile
+
+    assert percentile([], 50) == 0.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0 and percentile([1.0, 2.0], 99) == 2.0
+    tally = Tally(skipped=2)
+    base = {"ok": True, "error": None, "latency": 0.5, "elapsed": 1.0, "retries": 1,
+            "fallback": False, "cached": False, "cost": 0.25,
+            "usage": {"input_tokens": 10, "output_tokens": 5}}
+    tally.add(base)
+    tally.add({**base, "cached": True, "retries": 0})
+    tally.add({**base, "ok": False, "error": {"kind": "timeout"}, "fallback": True, "cost": None,
+               "usage": None})
+    tally.add({**base, "ok": False, "error": {"kind": "invalid_input"}, "latency": None,
+               "elapsed": None})
+    assert (tally.done, tally.ok, tally.failed) == (4, 2, 2)
+    assert (tally.retries, tally.fallbacks, tally.cached) == (2, 1, 1)
+    assert (tally.input_tokens, tally.output_tokens, tally.cost) == (10, 5, 0.25)
+    text = format_summary(tally, 2.0, source="in", output="out")
+    assert "4 done: 2 ok, 2 failed; 2 already done (resumed)" in text
+    assert "$0.250000" in text and "2 retries, 1 fallbacks, 1 cache hits" in text
