@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -51,19 +52,47 @@ PAUSE = 15 / SCALE  #: the cookbook's fixed pause after a 429, scaled like the w
 
 
 def serve(port: int) -> None:
-    """The simulated provider over HTTP. POST /reset starts a fresh quota; GET /stats reports."""
+    """The simulated provider over HTTP.
+
+    ``POST /reset?share=F`` starts a fresh quota, with another consumer (not counted in the
+    stats) using the fraction F of it at a steady rate; ``GET /stats`` reports the client's
+    requests only.
+    """
     from aiohttp import web
 
     from llmguard import estimate_tokens
     from llmguard.testing import ProviderError, SimulatedProvider
 
-    def fresh() -> dict:
+    state: dict = {}
+
+    async def other_consumer(sim: SimulatedProvider, share: float) -> None:
+        # Requests of the average charged size, at `share` of the request rate.
+        request = {"messages": [{"role": "user", "content": "x"}], "max_tokens": TPM // RPM - 8}
+        interval = 60 / (RPM * share)
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        tasks: set[asyncio.Task] = set()
+
+        async def one() -> None:
+            with contextlib.suppress(ProviderError):  # it is refused like anyone else
+                await sim.acompletion(**request)
+
+        while True:
+            next_at += interval
+            task = asyncio.ensure_future(one())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    def fresh(share: float) -> None:
+        if state.get("background"):
+            state["background"].cancel()
         sim = SimulatedProvider(capacity=4096, latency=LATENCY, seconds_per_output_token=0.0005,
                                 rpm=RPM // SCALE, tpm=TPM // SCALE, window=WINDOW,
                                 output_tokens=lambda rng, kw: rng.randint(10, 120))
-        return {"sim": sim, "first": None, "last": None, "charged": 0, "n": 0}
-
-    state = fresh()
+        background = asyncio.ensure_future(other_consumer(sim, share)) if share else None
+        state.update(sim=sim, background=background, first=None, last=None, charged=0,
+                     served=0, rate_limited=0)
 
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
@@ -73,27 +102,30 @@ def serve(port: int) -> None:
         try:
             result = await state["sim"].acompletion(**body)
         except ProviderError as exc:
+            state["rate_limited"] += exc.status_code == 429
             kind = "rate_limit_error" if exc.status_code == 429 else "server_error"
             return web.json_response({"error": {"message": str(exc), "type": kind, "code": None}},
                                      status=exc.status_code, headers=exc.headers)
         state["last"] = asyncio.get_running_loop().time()
         state["charged"] += estimate_tokens(messages=body["messages"],
                                             max_tokens=body.get("max_tokens", 0))
-        state["n"] += 1
-        result.update(id=f"chatcmpl-{state['n']}", created=int(time.time()))
+        state["served"] += 1
+        result.update(id=f"chatcmpl-{state['served']}", created=int(time.time()))
         return web.json_response(result)
 
     async def stats(request: web.Request) -> web.Response:
-        s = state["sim"].statistics()
-        return web.json_response({"served": s.served, "rate_limited": s.rate_limited,
-                                  "calls": s.calls, "charged": state["charged"],
-                                  "wall": (state["last"] or 0) - (state["first"] or 0)})
+        return web.json_response({k: state[k] for k in ("served", "rate_limited", "charged")}
+                                 | {"wall": (state["last"] or 0) - (state["first"] or 0)})
 
     async def reset(request: web.Request) -> web.Response:
-        state.update(fresh())
+        fresh(float(request.query.get("share", 0)))
         return web.json_response({})
 
+    async def start(app: web.Application) -> None:
+        fresh(0.0)
+
     app = web.Application()
+    app.on_startup.append(start)
     app.add_routes([web.post("/v1/chat/completions", completions), web.get("/stats", stats),
                     web.post("/reset", reset)])
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
@@ -210,21 +242,31 @@ def http(port: int, method: str, path: str) -> dict:
         return json.loads(resp.read())
 
 
-def run_client(name: str, cmd: list[str], port: int) -> dict:
-    http(port, "POST", "/reset")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-bench",
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+def failed_lines(path: Path) -> int:
+    """Lines that ended as an error: llmguard records, or the cookbook's [request, error]."""
+    failed = 0
+    with path.open() as f:
+        for line in f:
+            record = json.loads(line)
+            failed += not record["ok"] if isinstance(record, dict) else "error" in record[1]
+    return failed
+
+
+def run_client(name: str, cmd: list[str], out: Path, port: int, share: float) -> dict:
+    http(port, "POST", f"/reset?share={share}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-bench"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode not in (0, 1):
+    if proc.returncode not in (0, 1) or not out.exists():
         raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     stats = http(port, "GET", "/stats")
-    stats["name"] = name
-    return stats
+    return {**stats, "name": name, "failed": failed_lines(out)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--share", type=float, default=0.0,
+                        help="fraction of the quota another consumer uses meanwhile (0 to 0.9)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cookbook", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -233,6 +275,8 @@ def main() -> None:
     if args.cookbook:
         path, out, url, rpm, tpm = args.cookbook
         return cookbook(path, out, url, float(rpm), float(tpm))
+    if not 0 <= args.share <= 0.9:
+        raise SystemExit(f"--share must be between 0 and 0.9, got {args.share}")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -251,30 +295,34 @@ def main() -> None:
         make_requests(src, args.requests)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         me = [sys.executable, __file__, "--cookbook", str(src), str(tmp / "cookbook.jsonl"), url]
-        rows = [
-            run_client("llmguard run", [
-                sys.executable, "-m", "llmguard", "run", str(src), "-o", str(tmp / "lg.jsonl"),
-                "--overwrite", "--no-progress", "--model", "openai/sim",
-                "--api-base", f"http://127.0.0.1:{port}/v1", "--rpm", str(RPM), "--tpm", str(TPM),
-                "--concurrency", "64", "--retries", "5"], port),
-            run_client("cookbook, 100% quota", [*me, str(RPM), str(TPM)], port),
-            run_client("cookbook, 50% quota", [*me, str(RPM * 0.5), str(TPM * 0.5)], port),
-        ]
+        lg = [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(tmp / "lg.jsonl"),
+              "--overwrite", "--no-progress", "--model", "sim", "--api-base",
+              f"http://127.0.0.1:{port}/v1", "--rpm", str(RPM), "--tpm", str(TPM),
+              "--concurrency", "64", "--retries", "5"]
+        clients = [("llmguard run", lg, tmp / "lg.jsonl"),
+                   ("cookbook, 100% quota", [*me, str(RPM), str(TPM)], tmp / "cookbook.jsonl"),
+                   ("cookbook, 50% quota", [*me, str(RPM / 2), str(TPM / 2)],
+                    tmp / "cookbook.jsonl")]
+        rows = [run_client(name, cmd, out, port, args.share) for name, cmd, out in clients]
     finally:
         server.terminate()
         server.wait()
-    print(f"\n{args.requests:,} requests; quota {RPM:,} rpm / {TPM:,} tpm per scaled minute "
-          f"(sliding {WINDOW:g} s window, time scaled 1/{SCALE}); cookbook pause {PAUSE:g} s\n")
-    head = f"{'client':<22} {'wall s':>7} {'served':>7} {'429s':>6} {'req util':>9} {'tok util':>9}"
+    left = 1 - args.share
+    print(f"\n{args.requests:,} requests; quota {RPM:,} rpm / {TPM:,} tpm over a sliding "
+          f"{WINDOW:g} s window (time compressed {SCALE}x; cookbook pause {PAUSE:g} s)"
+          + (f"; another consumer uses {args.share:.0%} of it" if args.share else ""))
+    print("utilisation: served / what the quota left to the client allowed in the wall time\n")
+    head = (f"{'client':<22} {'wall s':>7} {'vs llmguard':>11} {'429s':>6} {'failed':>6} "
+            f"{'req util':>8} {'tok util':>8}")
     print(head)
     print("-" * len(head))
     base = rows[0]["wall"]
     for r in rows:
-        minutes = r["wall"] / WINDOW  # scaled minutes
-        req_util = r["served"] / (RPM / SCALE * minutes) if minutes else 0
-        tok_util = r["charged"] / (TPM / SCALE * minutes) if minutes else 0
-        print(f"{r['name']:<22} {r['wall']:>7.1f} {r['served']:>7,} {r['rate_limited']:>6,} "
-              f"{req_util:>8.0%} {tok_util:>9.0%}   ({r['wall'] / base:.2f}x llmguard's time)")
+        windows = r["wall"] / WINDOW
+        req_util = r["served"] / (RPM / SCALE * left * windows) if windows else 0
+        tok_util = r["charged"] / (TPM / SCALE * left * windows) if windows else 0
+        print(f"{r['name']:<22} {r['wall']:>7.1f} {r['wall'] / base:>10.2f}x "
+              f"{r['rate_limited']:>6,} {r['failed']:>6,} {req_util:>8.0%} {tok_util:>8.0%}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from ._tokens import extract_usage
 __all__ = ["Settings", "build_pipeline", "run"]
 
 #: Exit codes (documented in ``llmguard run --help``).
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 @dataclass(frozen=True, slots=True)

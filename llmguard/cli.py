@@ -14,11 +14,12 @@ import asyncio
 import math
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._cli_io import done_ids
-from ._cli_run import EXIT_USAGE, Settings, build_pipeline, run
+from ._cli_run import EXIT_CRASH, EXIT_USAGE, Settings, build_pipeline, run
 
 __all__ = ["main"]
 
@@ -47,6 +48,7 @@ exit codes:
   0    every line succeeded
   1    the run finished and some lines failed (see their error records)
   2    usage or input error (bad option, missing input file, output exists without --resume)
+  3    crashed (a bug: the traceback says where; --resume continues)
   130  interrupted (Ctrl-C or SIGTERM); the message says how to resume
 
 example:
@@ -175,7 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         skip = done_ids(args.output, redo_failed=args.retry_failed) if args.resume else set()
     except ValueError as exc:  # a layer rejecting an option, or an unusable --resume file
         return _fail(str(exc))
-    return asyncio.run(run(settings, pipeline, skip, argv[1:]))
+    try:
+        return asyncio.run(run(settings, pipeline, skip, argv[1:]))
+    except Exception:  # a bug: say so, and keep "some lines failed" (1) meaning just that
+        traceback.print_exc()
+        print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "
+              "are intact: --resume continues from them.", file=sys.stderr)
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":
