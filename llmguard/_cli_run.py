@@ -204,11 +204,6 @@ class _Stopper:
 
 async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) -> int:
     """Run the whole file, skipping the ids in ``skip``; returns the exit code."""
-    server = None
-    if s.metrics_port is not None:
-        from . import serve_metrics  # type: ignore[attr-defined]
-
-        server = serve_metrics(port=s.metrics_port)
     tally = Tally(skipped=len(skip))
     progress = Progress(tally, total=_count_lines(s.input) - len(skip), enabled=s.progress,
                         verbose=s.verbose)
@@ -268,8 +263,6 @@ async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) 
         progress.close()
         writer.close(complete=complete)
         await provider.aclose()
-        if server is not None and hasattr(server, "close"):
-            server.close()
     print(format_summary(tally, loop.time() - start, source=s.input, output=s.output))
     if not complete:
         print(f"llmguard: interrupted; {tally.done} lines recorded in {s.output}. Resume with:\n"

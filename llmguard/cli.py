@@ -172,6 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
         progress=args.progress, verbose=args.verbose,
     )
+    if args.metrics_port is not None:
+        # Before the pipeline exists, so its Metrics layer records into this exporter. The
+        # endpoint lives as long as the process.
+        from . import serve_metrics  # type: ignore[attr-defined]
+
+        serve_metrics(port=args.metrics_port)
     try:
         pipeline = build_pipeline(settings)
         skip = done_ids(args.output, redo_failed=args.retry_failed) if args.resume else set()
