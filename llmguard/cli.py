@@ -175,9 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter. The
         # endpoint lives as long as the process.
-        from . import serve_metrics  # type: ignore[attr-defined]
+        try:
+            from . import serve_metrics  # type: ignore[attr-defined]
 
-        serve_metrics(port=args.metrics_port)
+            serve_metrics(port=args.metrics_port)
+        except ImportError as exc:
+            return _fail(f"--metrics-port needs the otel extra: pip install 'llmguard[otel]' "
+                         f"({exc})")
+        except OSError as exc:
+            return _fail(f"--metrics-port {args.metrics_port}: cannot listen there ({exc}); "
+                         "pick a free port")
     try:
         pipeline = build_pipeline(settings)
         skip = done_ids(args.output, redo_failed=args.retry_failed) if args.resume else set()
