@@ -138,11 +138,14 @@ class Progress:
                              smoothing=0.1, mininterval=0.2)
 
     def update(self, record: dict[str, Any]) -> None:
+        bar = self._bar
         if self._verbose:
             status = "ok" if record["ok"] else record["error"]["kind"]
-            print(f"line {record['line']} {record['id']}: {status}", file=self._stream,
-                  flush=True)
-        bar = self._bar
+            message = f"line {record['line']} {record['id']}: {status}"
+            if bar is None:
+                print(message, file=self._stream, flush=True)
+            else:  # above the bar, not through it
+                bar.write(message, file=self._stream)
         if bar is None:
             return
         bar.update(1)
