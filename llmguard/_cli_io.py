@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 __all__ = ["Job", "OutputWriter", "done_ids", "read_jobs"]
@@ -38,7 +38,7 @@ class Job:
     #: Admission priority read from ``--priority-field`` (higher is served first).
     priority: int | None = None
     #: Set by the runner: position among the lines this run sends (for output ordering).
-    index: int = field(default=-1)
+    index: int = -1
 
 
 _SHAPE = (
