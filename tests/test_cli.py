@@ -374,3 +374,13 @@ def test_summary_counts_percentiles_and_cost() -> None:
     text = format_summary(tally, 2.0, source="in", output="out")
     assert "4 done: 2 ok, 2 failed; 2 already done (resumed)" in text
     assert "$0.250000" in text and "2 retries, 1 fallbacks, 1 cache hits" in text
+
+
+def test_timeout_ends_a_hung_call_as_a_timeout_record(tmp_path: Path) -> None:
+    """--timeout bounds each attempt: a model that never answers becomes a timeout record."""
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("a", model="fake-hang"), chat("b")])
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--timeout", "0.1",
+                    "--retries", "0")
+    assert proc.returncode == 1, proc.stderr
+    hung, ok = records(tmp_path / "out.jsonl")
+    assert hung["error"]["kind"] == "timeout" and ok["ok"]
