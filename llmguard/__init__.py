@@ -3,6 +3,7 @@
 from typing import Any as _Any
 
 from ._classify import Failure, FailureKind, classify
+from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
 from ._core import Call, Handler, Layer, compose
 from ._errors import (
     AdmissionError,
@@ -17,6 +18,7 @@ from ._errors import (
     TimeoutExceeded,
 )
 from ._pipeline import Guarded, Pipeline, guard, wrap_client
+from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
 from ._tokens import Usage, estimate_tokens, extract_usage
 
 
@@ -39,6 +41,9 @@ __all__ = [
     "BackendUnavailable",
     "Call",
     "CircuitOpenError",
+    "ConcurrencyLimit",
+    "ConcurrencyLimiter",
+    "ConcurrencyStats",
     "Failure",
     "FailureKind",
     "FallbackExhausted",
@@ -47,8 +52,13 @@ __all__ = [
     "JobNotFound",
     "LLMGuardError",
     "Layer",
+    "MemoryBackend",
     "Pipeline",
     "QueueFull",
+    "Quota",
+    "RateLimit",
+    "RateLimitBackend",
+    "RateLimitStats",
     "RequestTooLarge",
     "TimeoutExceeded",
     "Usage",

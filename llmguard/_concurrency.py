@@ -1,0 +1,266 @@
+"""A resizable, fair, cancellation-safe concurrency limiter and the ``ConcurrencyLimit`` layer.
+
+Why not ``asyncio.Semaphore`` or anyio's ``CapacityLimiter``: neither has priorities, per-tenant
+fairness, a queue bound or a wait bound, and a semaphore cannot be resized while calls wait.
+The limiter hands a released permit directly to the next waiter (no barging: a newcomer never
+takes a slot a waiter was promised), which makes FIFO within a class a guarantee, not a tendency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._core import Call, Handler
+from ._errors import AdmissionTimeout, QueueFull
+from ._stream import Stream
+
+__all__ = ["ConcurrencyLimit", "ConcurrencyLimiter", "ConcurrencyStats"]
+
+
+def _positive(name: str, value: Any, *, integer: bool) -> Any:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+        what = "a positive integer" if integer else "a positive number of seconds"
+        raise ValueError(f"{name} must be {what}, got {value!r}; pass None for no bound")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyStats:
+    """A snapshot of a :class:`ConcurrencyLimiter`."""
+
+    limit: int
+    in_flight: int
+    waiting: int
+    #: Waiting calls per priority class, highest priority first.
+    waiting_by_priority: Mapping[int, int]
+    admitted: int
+    rejected: int
+    timed_out: int
+
+
+class ConcurrencyLimiter:
+    """At most ``limit`` holders at once; waiters served by priority, then round-robin by
+    partition, then FIFO.
+
+    ``acquire()`` returns when the caller holds a permit; ``release()`` (synchronous) gives it
+    back and hands it to the next waiter. ``limit`` may be changed at any time: growing admits
+    waiters at once, shrinking lets holders finish and admits nobody until below the new limit.
+    """
+
+    __slots__ = (
+        "_limit",
+        "max_queue",
+        "max_wait",
+        "_in_flight",
+        "_classes",
+        "_waiting",
+        "_waiting_by_priority",
+        "_admitted",
+        "_rejected",
+        "_timed_out",
+    )
+
+    def __init__(
+        self, limit: int, *, max_queue: int | None = None, max_wait: float | None = None
+    ) -> None:
+        self._limit = _positive("limit", limit, integer=True)
+        #: Most calls allowed to wait; one more is rejected at once with QueueFull.
+        self.max_queue = None if max_queue is None else _positive("max_queue", max_queue, integer=True)
+        #: Seconds a call may wait before AdmissionTimeout.
+        self.max_wait = None if max_wait is None else _positive("max_wait", max_wait, integer=False)
+        self._in_flight = 0
+        # priority -> partition -> FIFO of futures. Dicts keep insertion order, so rotating a
+        # served partition to the end gives round-robin. Cancelled futures are skipped lazily.
+        self._classes: dict[int, dict[Hashable, deque[asyncio.Future[None]]]] = {}
+        self._waiting = 0
+        self._waiting_by_priority: dict[int, int] = {}
+        self._admitted = self._rejected = self._timed_out = 0
+
+    @property
+    def limit(self) -> int:
+        """The number of permits; settable at run time."""
+        return self._limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._limit = _positive("limit", value, integer=True)
+        self._grant()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    async def acquire(self, *, priority: int = 0, partition: Hashable = None) -> None:
+        """Wait for a permit (higher ``priority`` first). Raises QueueFull or AdmissionTimeout."""
+        if self._in_flight < self._limit and not self._waiting:
+            self._in_flight += 1  # happy path: no future, no await, no allocation
+            self._admitted += 1
+            return
+        if self.max_queue is not None and self._waiting >= self.max_queue:
+            self._rejected += 1
+            raise QueueFull(
+                f"{self._waiting} calls already wait for {self._limit} concurrency slots "
+                f"(max_queue={self.max_queue}); raise max_queue or limit, or send fewer calls"
+            )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        partitions = self._classes.setdefault(priority, {})
+        queue = partitions.get(partition)
+        if queue is None:
+            queue = partitions[partition] = deque()
+        queue.append(future)
+        self._waiting += 1
+        self._waiting_by_priority[priority] = self._waiting_by_priority.get(priority, 0) + 1
+        try:
+            if self.max_wait is None:
+                await future
+            else:
+                async with asyncio.timeout(self.max_wait):
+                    await future
+        except BaseException as exc:
+            if future.done() and not future.cancelled():
+                self.release()  # granted, then cancelled before we resumed: pass it on
+            else:
+                future.cancel()
+                self._unwait(priority)
+            if isinstance(exc, TimeoutError):
+                self._timed_out += 1
+                raise AdmissionTimeout(
+                    f"waited {self.max_wait:g} s for one of {self._limit} concurrency slots "
+                    f"({self._in_flight} in flight, {self._waiting} still waiting); raise "
+                    "max_wait or limit, or send fewer calls"
+                ) from None
+            raise
+
+    def release(self) -> None:
+        """Give a permit back; the next waiter (if any) gets it at once."""
+        if self._in_flight <= 0:
+            raise RuntimeError("release() called more times than acquire()")
+        self._in_flight -= 1
+        if self._waiting:
+            self._grant()
+
+    def _unwait(self, priority: int) -> None:
+        self._waiting -= 1
+        left = self._waiting_by_priority[priority] - 1
+        if left:
+            self._waiting_by_priority[priority] = left
+        else:
+            del self._waiting_by_priority[priority]
+
+    def _grant(self) -> None:
+        classes = self._classes
+        while self._in_flight < self._limit and classes:
+            priority = max(classes)
+            partitions = classes[priority]
+            partition = next(iter(partitions))
+            queue = partitions.pop(partition)
+            future = queue.popleft()
+            if queue:
+                partitions[partition] = queue  # rotate to the end: round-robin
+            if not partitions:
+                del classes[priority]
+            if future.done():  # cancelled while waiting; already uncounted
+                continue
+            future.set_result(None)
+            self._unwait(priority)
+            self._in_flight += 1
+            self._admitted += 1
+
+    def _release_at_end(self, _error: BaseException | None) -> None:
+        self.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.release()
+
+    def statistics(self) -> ConcurrencyStats:
+        return ConcurrencyStats(
+            self._limit,
+            self._in_flight,
+            self._waiting,
+            dict(sorted(self._waiting_by_priority.items(), reverse=True)),
+            self._admitted,
+            self._rejected,
+            self._timed_out,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConcurrencyLimiter limit={self._limit} in_flight={self._in_flight} "
+            f"waiting={self._waiting} admitted={self._admitted} rejected={self._rejected} "
+            f"timed_out={self._timed_out}>"
+        )
+
+
+class ConcurrencyLimit:
+    """Layer: at most ``limit`` calls in flight, with priorities and per-key fairness.
+
+    ``limit`` is a number or an existing :class:`ConcurrencyLimiter` (to share one limiter, or to
+    let an adaptive algorithm resize it). ``priority(*args, **kwargs) -> int`` (higher first) and
+    ``key(*args, **kwargs) -> Hashable`` (e.g. the tenant) are read from the guarded function's
+    arguments; without them the layer uses ``call.priority`` / ``call.partition`` as set by an
+    outer layer. Waiting keys are served round-robin, FIFO within a (priority, key).
+    """
+
+    __slots__ = ("limiter", "_priority", "_key")
+
+    def __init__(
+        self,
+        limit: int | ConcurrencyLimiter,
+        *,
+        max_queue: int | None = None,
+        max_wait: float | None = None,
+        priority: Callable[..., int] | None = None,
+        key: Callable[..., Hashable] | None = None,
+    ) -> None:
+        for name, fn in (("priority", priority), ("key", key)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be a callable on the call's arguments, got {fn!r}")
+        if isinstance(limit, ConcurrencyLimiter):
+            if max_queue is not None or max_wait is not None:
+                raise ValueError("set max_queue and max_wait on the ConcurrencyLimiter you pass")
+            #: The limiter holding the permits (shared, resizable).
+            self.limiter = limit
+        else:
+            self.limiter = ConcurrencyLimiter(limit, max_queue=max_queue, max_wait=max_wait)
+        self._priority = priority
+        self._key = key
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+        if self._priority is not None:
+            priority = self._priority(*call.args, **call.kwargs)
+        else:
+            priority = call.priority or 0
+        if self._key is not None:
+            partition = self._key(*call.args, **call.kwargs)
+        else:
+            partition = call.partition
+        limiter = self.limiter
+        await limiter.acquire(priority=priority, partition=partition)
+        try:
+            result = await call_next(call)
+        except BaseException:
+            limiter.release()
+            raise
+        if isinstance(result, Stream):
+            result.defer(limiter._release_at_end)
+        else:
+            limiter.release()
+        return result
+
+    def statistics(self) -> ConcurrencyStats:
+        return self.limiter.statistics()
+
+    def __repr__(self) -> str:
+        return f"<ConcurrencyLimit {self.limiter!r}>"

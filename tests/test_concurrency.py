@@ -1,0 +1,299 @@
+"""ConcurrencyLimiter and the ConcurrencyLimit layer: limits, order, fairness, resizing, errors,
+cancellation at every await point."""
+
+import asyncio
+
+import looptime
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import llmguard as lg
+from llmguard import ConcurrencyLimit, ConcurrencyLimiter
+
+
+def baseline(limiter: ConcurrencyLimiter) -> tuple[int, int, dict]:
+    stats = limiter.statistics()
+    return stats.in_flight, stats.waiting, dict(stats.waiting_by_priority)
+
+
+async def hold(limiter: ConcurrencyLimiter, order: list, name, seconds=1.0, **kw) -> None:
+    await limiter.acquire(**kw)
+    order.append(name)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        limiter.release()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "3", None, True])
+def test_bad_limit_is_rejected_with_a_clear_error(bad) -> None:
+    """A limit that is not a positive integer fails at construction, naming the argument."""
+    with pytest.raises(ValueError, match="limit must be a positive integer"):
+        ConcurrencyLimiter(bad)
+
+
+def test_bad_bounds_are_rejected() -> None:
+    """max_queue and max_wait must be positive; callables must be callable."""
+    with pytest.raises(ValueError, match="max_queue"):
+        ConcurrencyLimiter(1, max_queue=0)
+    with pytest.raises(ValueError, match="max_wait"):
+        ConcurrencyLimiter(1, max_wait=float("nan"))
+    with pytest.raises(TypeError, match="priority"):
+        ConcurrencyLimit(1, priority=3)
+
+
+async def test_fifo_within_a_priority_class() -> None:
+    """Waiters of one class and key are admitted in arrival order."""
+    limiter = ConcurrencyLimiter(1)
+    order: list = []
+    tasks = [asyncio.create_task(hold(limiter, order, i)) for i in range(5)]
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3, 4]
+
+
+async def test_higher_priority_first() -> None:
+    """When a slot frees, the highest waiting priority class is served first."""
+    limiter = ConcurrencyLimiter(1)
+    order: list = []
+    first = asyncio.create_task(hold(limiter, order, "first"))
+    await asyncio.sleep(0)
+    tasks = [asyncio.create_task(hold(limiter, order, p, priority=p)) for p in (0, 5, 1, 5)]
+    await asyncio.sleep(0)
+    assert limiter.statistics().waiting_by_priority == {5: 2, 1: 1, 0: 1}
+    await asyncio.gather(first, *tasks)
+    assert order == ["first", 5, 5, 1, 0]
+
+
+async def test_keys_are_served_round_robin() -> None:
+    """A key with many queued calls cannot starve another key: waiting keys alternate."""
+    limiter = ConcurrencyLimiter(1)
+    order: list = []
+    first = asyncio.create_task(hold(limiter, order, "first"))
+    await asyncio.sleep(0)
+    tasks = [asyncio.create_task(hold(limiter, order, f"a{i}", partition="a")) for i in range(4)]
+    tasks += [asyncio.create_task(hold(limiter, order, f"b{i}", partition="b")) for i in range(2)]
+    await asyncio.gather(first, *tasks)
+    assert order == ["first", "a0", "b0", "a1", "b1", "a2", "a3"]
+
+
+async def test_growing_the_limit_admits_waiters_at_once() -> None:
+    """Raising the limit wakes waiters immediately."""
+    limiter = ConcurrencyLimiter(1)
+    order: list = []
+    tasks = [asyncio.create_task(hold(limiter, order, i, seconds=10)) for i in range(4)]
+    await asyncio.sleep(0)
+    assert limiter.in_flight == 1 and limiter.waiting == 3
+    limiter.limit = 4
+    await asyncio.sleep(0)
+    assert limiter.in_flight == 4 and limiter.waiting == 0
+    await asyncio.gather(*tasks)
+
+
+async def test_shrinking_lets_in_flight_finish_and_admits_no_more() -> None:
+    """Lowering the limit keeps running holders; nobody new enters until below the new limit."""
+    limiter = ConcurrencyLimiter(3)
+    order: list = []
+    tasks = [asyncio.create_task(hold(limiter, order, i, seconds=1)) for i in range(5)]
+    await asyncio.sleep(0)
+    limiter.limit = 1
+    assert limiter.in_flight == 3
+    await asyncio.sleep(1.5)  # all three finished; only one of the two waiters may enter
+    assert limiter.in_flight == 1 and limiter.waiting == 1
+    await asyncio.gather(*tasks)
+    assert baseline(limiter) == (0, 0, {})
+
+
+async def test_queue_full_rejects_at_once_with_a_clear_error() -> None:
+    """Beyond max_queue waiters a call fails at once with QueueFull naming what to change."""
+    limiter = ConcurrencyLimiter(1, max_queue=1)
+    order: list = []
+    tasks = [asyncio.create_task(hold(limiter, order, i)) for i in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(lg.QueueFull, match="max_queue=1.*raise max_queue or limit"):
+        await limiter.acquire()
+    await asyncio.gather(*tasks)
+    assert limiter.statistics().rejected == 1
+
+
+async def test_max_wait_raises_admission_timeout_and_cleans_up() -> None:
+    """Waiting longer than max_wait raises AdmissionTimeout; the waiter leaves the queue."""
+    limiter = ConcurrencyLimiter(1, max_wait=2)
+    order: list = []
+    task = asyncio.create_task(hold(limiter, order, "holder", seconds=10))
+    await asyncio.sleep(0)
+    with pytest.raises(lg.AdmissionTimeout, match="waited 2 s.*raise max_wait or limit"):
+        await limiter.acquire()
+    assert limiter.statistics().timed_out == 1 and limiter.waiting == 0
+    await task
+    assert baseline(limiter) == (0, 0, {})
+
+
+async def test_callers_own_cancellation_stays_a_cancellation() -> None:
+    """Cancelling a waiter under max_wait raises CancelledError, not AdmissionTimeout."""
+    limiter = ConcurrencyLimiter(1, max_wait=100)
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limiter.statistics().timed_out == 0 and limiter.waiting == 0
+    limiter.release()
+
+
+async def test_cancelled_while_waiting_leaks_nothing() -> None:
+    """A waiter cancelled in the queue is removed; the next waiter still gets the slot."""
+    limiter = ConcurrencyLimiter(1)
+    await limiter.acquire()
+    doomed = asyncio.create_task(limiter.acquire(priority=3, partition="x"))
+    survivor = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    doomed.cancel()
+    await asyncio.sleep(0)
+    assert baseline(limiter) == (1, 1, {0: 1})
+    limiter.release()
+    await survivor
+    limiter.release()
+    assert baseline(limiter) == (0, 0, {})
+
+
+async def test_cancelled_after_grant_passes_the_permit_on() -> None:
+    """A waiter granted a permit but cancelled before resuming gives it to the next waiter."""
+    limiter = ConcurrencyLimiter(1)
+    await limiter.acquire()
+    granted = asyncio.create_task(limiter.acquire())
+    nxt = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    limiter.release()  # hands the permit to `granted` ...
+    granted.cancel()  # ... which is cancelled before it runs
+    await asyncio.wait_for(nxt, timeout=1)  # the next waiter got the permit
+    assert granted.cancelled() and limiter.in_flight == 1
+    limiter.release()
+    assert baseline(limiter) == (0, 0, {})
+
+
+async def test_release_without_acquire_is_an_error() -> None:
+    """Releasing more than acquired is a bug in the caller and says so."""
+    with pytest.raises(RuntimeError, match="release"):
+        ConcurrencyLimiter(1).release()
+
+
+async def test_layer_uses_callables_and_call_attributes() -> None:
+    """The layer reads priority/key from the arguments, else from call.priority/partition."""
+    seen = []
+
+    class Spy(ConcurrencyLimiter):
+        async def acquire(self, *, priority=0, partition=None):
+            seen.append((priority, partition))
+            await super().acquire(priority=priority, partition=partition)
+
+    async def fn(tenant, pri=0):
+        return tenant
+
+    shared = Spy(1)
+    by_args = ConcurrencyLimit(shared, priority=lambda t, pri=0: pri, key=lambda t, pri=0: t)
+    assert await lg.guard(by_args)(fn)("acme", pri=7) == "acme"
+    by_call = ConcurrencyLimit(shared)
+    call = lg.Call(fn, ("x",))
+    call.priority, call.partition = 2, "tenant"
+    await by_call(call, lg.compose([]))
+    assert seen == [(7, "acme"), (2, "tenant")]
+    assert by_args.limiter is by_call.limiter is shared
+    assert baseline(shared) == (0, 0, {}) and shared.statistics().admitted == 2
+    with pytest.raises(ValueError, match="set max_queue"):
+        ConcurrencyLimit(shared, max_queue=3)
+
+
+async def test_layer_limits_in_flight_and_releases_on_error() -> None:
+    """The layer keeps at most `limit` calls in the provider and releases on failure."""
+    from llmguard.testing import FakeLLM
+
+    llm = FakeLLM(latency=1.0)
+    guarded = lg.guard(ConcurrencyLimit(3))(llm.send_message)
+    await asyncio.gather(*(guarded(str(i)) for i in range(10)))
+    assert llm.max_in_flight == 3
+    failing = lg.guard(layer := ConcurrencyLimit(1))(FakeLLM([ValueError("boom")]).send_message)
+    with pytest.raises(ValueError):
+        await failing("x")
+    assert baseline(layer.limiter) == (0, 0, {})
+
+
+@pytest.mark.parametrize("point", ["waiting", "in_call"])
+async def test_layer_cancellation_at_each_await_point(point: str) -> None:
+    """Cancelling while queued or while in the provider returns statistics to baseline, and
+    the next call proceeds."""
+    from llmguard.testing import FakeLLM
+
+    layer = ConcurrencyLimit(1)
+    guarded = lg.guard(layer)(FakeLLM(latency=5).send_message)
+    blocker = asyncio.create_task(guarded("blocker"))
+    victim = asyncio.create_task(guarded("victim"))
+    await asyncio.sleep(1)
+    (victim if point == "waiting" else blocker).cancel()
+    await asyncio.gather(blocker, victim, return_exceptions=True)
+    assert baseline(layer.limiter) == (0, 0, {})
+    assert await guarded("next") == "echo: next"
+
+
+def test_repr_shows_live_state() -> None:
+    """__repr__ shows the limit and the live counters."""
+    assert "limit=4 in_flight=0 waiting=0" in repr(ConcurrencyLimit(4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    limit=st.integers(1, 5),
+    jobs=st.lists(
+        st.tuples(st.floats(0, 3), st.floats(0.1, 3), st.integers(0, 2), st.integers(0, 2),
+                  st.booleans()),
+        min_size=1, max_size=25,
+    ),
+    resizes=st.lists(st.tuples(st.floats(0, 5), st.integers(1, 5)), max_size=4),
+)
+def test_in_flight_never_exceeds_the_limit(limit, jobs, resizes) -> None:
+    """Property: whatever the arrivals, priorities, keys, cancellations and resizes, holders
+    never exceed the limit in force when they were admitted, and everything returns to baseline."""
+    async def scenario() -> None:
+        limiter = ConcurrencyLimiter(limit)
+        holders = 0
+        ceiling = limit  # the largest limit set so far
+
+        async def job(start, duration, priority, key, cancel):
+            nonlocal holders
+            await asyncio.sleep(start)
+            task = asyncio.current_task()
+            if cancel:
+                asyncio.get_running_loop().call_later(duration / 2, task.cancel)
+            try:
+                await limiter.acquire(priority=priority, partition=key)
+            except asyncio.CancelledError:
+                return
+            holders += 1
+            assert holders <= limiter.in_flight <= ceiling  # in_flight counts granted, not yet resumed
+            if not resizes:
+                assert holders <= limit
+            try:
+                await asyncio.sleep(duration)
+            except asyncio.CancelledError:
+                pass
+            finally:
+                holders -= 1
+                limiter.release()
+
+        async def resize(at, new):
+            nonlocal ceiling
+            await asyncio.sleep(at)
+            ceiling = max(ceiling, new)
+            limiter.limit = new
+
+        await asyncio.gather(*(job(*j) for j in jobs), *(resize(*r) for r in resizes))
+        assert baseline(limiter) == (0, 0, {})
+        s = limiter.statistics()
+        assert s.admitted <= len(jobs)
+
+    loop = looptime.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
