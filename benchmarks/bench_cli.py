@@ -298,6 +298,7 @@ def main() -> None:
         lg = [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(tmp / "lg.jsonl"),
               "--overwrite", "--no-progress", "--model", "sim", "--api-base",
               f"http://127.0.0.1:{port}/v1", "--rpm", str(RPM), "--tpm", str(TPM),
+              "--burst", str(1 / SCALE),
               "--concurrency", "64", "--retries", "5"]
         clients = [("llmguard run", lg, tmp / "lg.jsonl"),
                    ("cookbook, 100% quota", [*me, str(RPM), str(TPM)], tmp / "cookbook.jsonl"),

@@ -33,8 +33,9 @@ class Settings:
     output: str
     model: str | None = None
     api_base: str | None = None
-    rpm: float | None = None
-    tpm: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    burst: float | None = None
     concurrency: int = 16
     adaptive: bool = False
     retries: int = 3
@@ -71,8 +72,7 @@ def build_pipeline(s: Settings) -> Pipeline:
     if s.timeout is not None:
         p = p.timeout(s.timeout)
     if s.rpm is not None or s.tpm is not None:
-        quota = {k: v for k, v in (("rpm", s.rpm), ("tpm", s.tpm)) if v is not None}
-        p = p.rate_limit(**quota)
+        p = p.rate_limit(rpm=s.rpm, tpm=s.tpm, burst=s.burst)
     return p.adaptive_concurrency() if s.adaptive else p.concurrency_limit(s.concurrency)
 
 

@@ -97,9 +97,14 @@ def _parser() -> argparse.ArgumentParser:
                           "http://localhost:8000/v1; OPENAI_API_KEY is the bearer key) instead "
                           "of through litellm")
     group = run.add_argument_group("layers")
-    group.add_argument("--rpm", type=_number(float), help="requests per minute quota")
-    group.add_argument("--tpm", type=_number(float),
-                       help="tokens per minute quota (prompt estimate + max_tokens reserved)")
+    group.add_argument("--rpm", type=_number(int), help="requests per minute quota")
+    group.add_argument("--tpm", type=_number(int),
+                       help="tokens per minute quota (prompt estimate + max_tokens reserved, "
+                            "reconciled to the usage reported)")
+    group.add_argument("--burst", type=_number(float), metavar="FRACTION",
+                       help="also hold each quota over that fraction of its minute (0.1: a "
+                            "tenth of --rpm per 6 s), for providers that enforce quotas over "
+                            "short windows")
     limit = group.add_mutually_exclusive_group()
     limit.add_argument("--concurrency", type=_number(int), default=16,
                        help="calls in flight at once (default: 16)")
@@ -158,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("OUTPUT must differ from INPUT")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         return _fail(f"the directory of output {args.output!r} does not exist; create it")
+    if args.burst is not None and args.rpm is None and args.tpm is None:
+        return _fail("--burst shapes the --rpm/--tpm quotas: pass one of them too")
     if args.retry_failed and not args.resume:
         return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
     exists = os.path.exists(args.output) and os.path.getsize(args.output) > 0
@@ -166,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "run or --overwrite to start again")
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
-        rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency, adaptive=args.adaptive,
+        rpm=args.rpm, tpm=args.tpm, burst=args.burst, concurrency=args.concurrency, adaptive=args.adaptive,
         retries=args.retries, timeout=args.timeout, fallback_models=tuple(args.fallback_model),
         cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,

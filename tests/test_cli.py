@@ -63,7 +63,7 @@ def test_help_is_complete(tmp_path: Path) -> None:
     assert proc.returncode == 0
     for option in ("--output", "--model", "--rpm", "--tpm", "--concurrency", "--adaptive",
                    "--retries", "--timeout", "--fallback-model", "--cache-ttl",
-                   "--priority-field", "--unordered", "--resume", "--overwrite",
+                   "--priority-field", "--unordered", "--burst", "--retry-failed", "--resume", "--overwrite",
                    "--metrics-port", "--grace", "exit codes", "130", "fake-fail"):
         assert option in proc.stdout, option
 
@@ -144,6 +144,8 @@ def test_usage_errors_exit_2_naming_the_problem(tmp_path: Path) -> None:
     cases = [
         (["missing.jsonl", "-o", "o.jsonl"], "missing.jsonl"),
         ([str(src), "-o", "o.jsonl", "--rpm", "0"], "--rpm: must be > 0"),
+        ([str(src), "-o", "o.jsonl", "--tpm", "1.5"], "--tpm: expected an integer"),
+        ([str(src), "-o", "o.jsonl", "--rpm", "60", "--burst", "2"], "burst must be"),
         ([str(src), "-o", "o.jsonl", "--concurrency", "-3"], "--concurrency: must be > 0"),
         ([str(src), "-o", "o.jsonl", "--timeout", "nan"], "--timeout: must be > 0"),
         ([str(src), "-o", "o.jsonl", "--retries", "two"], "--retries: expected an integer"),
