@@ -14,7 +14,8 @@ Three clients, each given the server's quota as its rpm/tpm:
 Time is compressed 10x so the whole comparison takes about two minutes: the server enforces the
 quota over a sliding 6 s window (a tenth of the per-minute quota per window) instead of 60 s, and
 the cookbook's minute and its 15 s pause are compressed alike (6 s, 1.5 s). llmguard gets the
-same quota as plain per-minute rates (``--rpm``/``--tpm``). The server counts a request's tokens
+same quota as per-minute rates with ``--burst 0.1`` (hold a tenth of it per 6 s: the window the
+provider enforces, as OpenAI enforces per-minute quotas over shorter periods). The server counts a request's tokens
 as prompt (4 characters a token) plus ``max_tokens``; the cookbook estimates with tiktoken, as it
 does against OpenAI, so like any client its estimate differs from the provider's count. Wall time
 is measured on the server, from the first request to the last answer; quota utilisation is what
