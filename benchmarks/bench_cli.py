@@ -19,7 +19,8 @@ provider enforces, as OpenAI enforces per-minute quotas over shorter periods). T
 as prompt (4 characters a token) plus ``max_tokens``; the cookbook estimates with tiktoken, as it
 does against OpenAI, so like any client its estimate differs from the provider's count. Wall time
 is measured on the server, from the first request to the last answer; quota utilisation is what
-was served divided by what the quota allowed in that time.
+was served divided by what the quota allowed in that time (a full window at the start, then the
+rate).
 
     python benchmarks/bench_cli.py [--requests 10000]
 """
@@ -313,14 +314,15 @@ def main() -> None:
     print(f"\n{args.requests:,} requests; quota {RPM:,} rpm / {TPM:,} tpm over a sliding "
           f"{WINDOW:g} s window (time compressed {SCALE}x; cookbook pause {PAUSE:g} s)"
           + (f"; another consumer uses {args.share:.0%} of it" if args.share else ""))
-    print("utilisation: served / what the quota left to the client allowed in the wall time\n")
+    print("utilisation: served / what the quota (less the other consumer's share) allowed in the "
+          "wall time: one full window at the start, then the rate\n")
     head = (f"{'client':<22} {'wall s':>7} {'vs llmguard':>11} {'429s':>6} {'failed':>6} "
             f"{'req util':>8} {'tok util':>8}")
     print(head)
     print("-" * len(head))
     base = rows[0]["wall"]
     for r in rows:
-        windows = r["wall"] / WINDOW
+        windows = 1 + r["wall"] / WINDOW  # a full window at the start, then the rate
         req_util = r["served"] / (RPM / SCALE * left * windows) if windows else 0
         tok_util = r["charged"] / (TPM / SCALE * left * windows) if windows else 0
         print(f"{r['name']:<22} {r['wall']:>7.1f} {r['wall'] / base:>10.2f}x "
