@@ -18,6 +18,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import llmguard
+
 from ._cli_io import done_ids
 from ._cli_run import EXIT_CRASH, EXIT_USAGE, Settings, build_pipeline, run
 
@@ -81,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmguard", description="Concurrency control for LLM calls, from the command line."
     )
+    parser.add_argument("--version", action="version",
+                        version=f"llmguard {getattr(llmguard, '__version__')}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser(
         "run", help="run a JSONL file of chat requests through the full stack",
