@@ -386,3 +386,32 @@ def test_timeout_ends_a_hung_call_as_a_timeout_record(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     hung, ok = records(tmp_path / "out.jsonl")
     assert hung["error"]["kind"] == "timeout" and ok["ok"]
+
+
+def test_adaptive_concurrency_runs_the_file(tmp_path: Path) -> None:
+    """--adaptive replaces the fixed limit with adaptive concurrency; every line still succeeds."""
+    src = write_jsonl(tmp_path / "in.jsonl", [chat(f"q{i}") for i in range(20)])
+    proc = llmguard(tmp_path, "run", str(src), "-o", "out.jsonl", "--adaptive")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["line"] for r in records(tmp_path / "out.jsonl")] == list(range(1, 21))
+
+
+def test_metrics_port_serves_prometheus_while_running(tmp_path: Path) -> None:
+    """--metrics-port serves the pipeline's metrics in Prometheus format during the run."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("a"), chat("b"), chat("c", model="fake-hang")])
+    proc = spawn(tmp_path, "run", str(src), "-o", "out.jsonl", "--metrics-port", str(port),
+                 "--grace", "0", "-v")
+    try:
+        wait_for_records(proc, 2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:
+            body = resp.read().decode()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=HANG_GUARD)
+    assert "gen_ai_client_operation_duration" in body
