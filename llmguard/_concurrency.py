@@ -70,7 +70,9 @@ class ConcurrencyLimiter:
     ) -> None:
         self._limit = _positive("limit", limit, integer=True)
         #: Most calls allowed to wait; one more is rejected at once with QueueFull.
-        self.max_queue = None if max_queue is None else _positive("max_queue", max_queue, integer=True)
+        self.max_queue = (
+            None if max_queue is None else _positive("max_queue", max_queue, integer=True)
+        )
         #: Seconds a call may wait before AdmissionTimeout.
         self.max_wait = None if max_wait is None else _positive("max_wait", max_wait, integer=False)
         self._in_flight = 0

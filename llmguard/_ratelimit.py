@@ -52,11 +52,13 @@ class RateLimitBackend(Protocol):
     task it keeps a reference to) and may apply it late, which errs on the side of waiting.
     """
 
-    async def reserve(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int) -> tuple[float, Any]:
+    async def reserve(
+        self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
+    ) -> tuple[float, Any]:
         """Atomically admit one request of ``tokens`` if every quota has room now.
 
-        Returns ``(0.0, ticket)`` when admitted (the ticket identifies the reservation for
-        ``reconcile``/``refund``), else ``(wait, None)`` with nothing recorded: ``wait`` is the
+        Returns ``(0.0, ticket)`` when admitted (the ticket, any value but None, identifies the
+        reservation for ``reconcile``/``refund``), else ``(wait, None)`` with nothing recorded: ``wait`` is the
         earliest number of seconds after which it could fit (including any pause and cap). The
         layer keeps callers in FIFO order and calls again after ``wait``.
         """
@@ -107,7 +109,9 @@ class MemoryBackend:
             window = self._windows[key] = Window(quotas)
         return window
 
-    async def reserve(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int) -> tuple[float, Any]:
+    async def reserve(
+        self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
+    ) -> tuple[float, Any]:
         window = self._window(key, quotas)
         now = _now()
         wait = window.wait(now, tokens)
@@ -168,7 +172,9 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 def _count(name: str, value: Any) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}; pass None for no {name} quota")
+        raise ValueError(
+            f"{name} must be a positive integer, got {value!r}; pass None for no {name} quota"
+        )
     return value
 
 
@@ -212,16 +218,27 @@ class RateLimit:
         key: Callable[..., Hashable] | None = None,
         backend: RateLimitBackend | None = None,
     ) -> None:
-        quotas = [Quota(n, w, t) for n, w, t in ((_count("rpm", rpm), 60.0, False),
-                  (_count("rps", rps), 1.0, False), (_count("tpm", tpm), 60.0, True)) if n]
+        configured = (
+            (_count("rpm", rpm), 60.0, False),
+            (_count("rps", rps), 1.0, False),
+            (_count("tpm", tpm), 60.0, True),
+        )
+        quotas = [Quota(n, window, tokens) for n, window, tokens in configured if n]
         if not quotas:
             raise ValueError("RateLimit needs a quota: pass rpm=, rps= and/or tpm=")
         if burst is not None:
             if isinstance(burst, bool) or not isinstance(burst, (int, float)) or not 0 < burst <= 1:
                 raise ValueError(f"burst must be a fraction of each quota in (0, 1], got {burst!r}")
-            quotas += [Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens) for q in quotas]
-        if max_wait is not None and (isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or not max_wait > 0):
-            raise ValueError(f"max_wait must be a positive number of seconds, got {max_wait!r}; pass None to wait as long as it takes")
+            quotas += [
+                Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens) for q in quotas
+            ]
+        if max_wait is not None and (
+            isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or not max_wait > 0
+        ):
+            raise ValueError(
+                f"max_wait must be a positive number of seconds, got {max_wait!r}; "
+                "pass None to wait as long as it takes"
+            )
         for name, fn in (("tokens", tokens), ("usage", usage), ("key", key)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be a callable, got {fn!r}")
@@ -259,7 +276,8 @@ class RateLimit:
             wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
         if ticket is None:
             ticket = await self._wait_in_line(key, tokens, wait)
-        call.tokens = tokens
+        if self._max_tokens is not None:
+            call.tokens = tokens
         self._admitted += 1
         self._in_flight += 1
         self._reserved += tokens
@@ -273,12 +291,13 @@ class RateLimit:
             failure = classify(exc)
             if failure.kind is FailureKind.RATE_LIMITED:
                 self._rate_limited += 1
-                self.backend.pause(key, self.quotas, DEFAULT_PAUSE if failure.retry_after is None else failure.retry_after)
+                pause = DEFAULT_PAUSE if failure.retry_after is None else failure.retry_after
+                self.backend.pause(key, self.quotas, pause)
             raise
         except BaseException:
             self._finish(key, ticket, tokens, tokens)  # cancelled in flight: assume it was counted
             raise
-        if isinstance(result, Stream):
+        if isinstance(result, Stream):  # usage comes (if at all) in the last chunk: keep the estimate
             result.defer(lambda _error: self._finish(key, ticket, tokens, tokens))
         else:
             self._finish(key, ticket, tokens, self._actual(call, result, tokens))
@@ -407,7 +426,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds from an OpenAI reset header: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m"``, ``"0.5"``."""
+    """Seconds from an OpenAI reset header: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"0.5"``."""
     if value is None:
         return None
     text = str(value).strip()

@@ -297,3 +297,20 @@ def test_in_flight_never_exceeds_the_limit(limit, jobs, resizes) -> None:
         loop.run_until_complete(scenario())
     finally:
         loop.close()
+
+
+async def test_stream_holds_its_slot_until_the_end() -> None:
+    """A streamed answer keeps its concurrency slot until the consumer finishes the stream."""
+    layer = ConcurrencyLimit(1)
+
+    async def gen(n: int):
+        for i in range(n):
+            await asyncio.sleep(1)
+            yield i
+
+    guarded = lg.guard(layer)(gen)
+    stream = guarded(3)
+    assert await stream.__anext__() == 0
+    assert layer.limiter.in_flight == 1
+    assert [c async for c in stream] == [1, 2]
+    assert baseline(layer.limiter) == (0, 0, {})

@@ -1,0 +1,337 @@
+"""RateLimit: request and token quotas, FIFO waiting, reconciliation, refunds, 429 pauses,
+provider headers, keys, errors, cancellation; the sliding-window arithmetic directly."""
+
+import asyncio
+
+import looptime
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import llmguard as lg
+from llmguard._ratelimit import DEFAULT_PAUSE, parse_duration
+from llmguard._window import SLACK, Quota, Window
+from llmguard.testing import FakeLLM
+from llmguard.testing._provider import RateLimited
+
+
+def at_baseline(limit: lg.RateLimit) -> bool:
+    s = limit.statistics()
+    return s.in_flight == 0 and s.waiting == 0 and s.reserved_tokens == 0 and not limit._lines
+
+
+class Recorder:
+    """A provider stand-in that records (time, tokens) of every call it receives."""
+
+    def __init__(self, latency: float = 0.5, usage=None) -> None:
+        self.log: list[tuple[float, int]] = []
+        self.latency = latency
+        self.usage = usage
+
+    async def __call__(self, n: int, used: int | None = None):
+        total = n if used is None else used
+        self.log.append((asyncio.get_running_loop().time(), n, total))
+        await asyncio.sleep(self.latency)
+        return {"usage": {"prompt_tokens": total, "completion_tokens": 0}}
+
+
+def by_n(n: int, used: int | None = None) -> int:
+    return n
+
+
+# --- construction and errors -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "needs a quota"),
+        ({"rpm": 0}, "rpm must be a positive integer"),
+        ({"tpm": -5}, "tpm must be a positive integer"),
+        ({"rps": 1.5}, "rps must be a positive integer"),
+        ({"rpm": 10, "burst": 0}, "burst must be a fraction"),
+        ({"rpm": 10, "burst": 1.5}, "burst must be a fraction"),
+        ({"rpm": 10, "max_wait": -1}, "max_wait must be a positive number"),
+        ({"rpm": 10, "max_wait": float("nan")}, "max_wait must be a positive number"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, match) -> None:
+    """Zero, negative, fractional or NaN settings raise ValueError naming the argument."""
+    with pytest.raises(ValueError, match=match):
+        lg.RateLimit(**kwargs)
+
+
+def test_non_callable_estimator_is_a_type_error() -> None:
+    """tokens/usage/key must be callables."""
+    with pytest.raises(TypeError, match="tokens must be a callable"):
+        lg.RateLimit(tpm=10, tokens=5)
+
+
+async def test_request_larger_than_the_token_quota_fails_at_once() -> None:
+    """An estimate above the token quota can never be admitted: RequestTooLarge, no waiting."""
+    layer = lg.RateLimit(tpm=1000, tokens=by_n)
+    guarded = lg.guard(layer)(Recorder())
+    with pytest.raises(lg.RequestTooLarge, match="1500 tokens.*1000 tokens per minute.*raise"):
+        await guarded(1500)
+    assert layer.statistics().rejected == 1 and at_baseline(layer)
+
+
+async def test_burst_caps_a_shorter_window_and_the_request_size() -> None:
+    """burst=0.1 admits at most 10% of the quota in any 6 s; larger requests are too large."""
+    rec = Recorder(latency=0)
+    guarded = lg.guard(lg.RateLimit(rpm=100, tpm=10_000, burst=0.1, tokens=by_n))(rec)
+    with pytest.raises(lg.RequestTooLarge):
+        await guarded(1001)
+    await asyncio.gather(*(guarded(10) for _ in range(20)))
+    times = [t for t, *_ in rec.log]
+    assert sum(t < 6 for t in times) == 10 and max(times) < 7
+
+
+# --- quotas and order ----------------------------------------------------------------------
+
+
+async def test_rpm_admits_the_quota_then_waits_a_window() -> None:
+    """With rpm=5, five calls go at once and the sixth when the first leaves the window."""
+    rec = Recorder(latency=0)
+    guarded = lg.guard(lg.RateLimit(rpm=5))(rec)
+    await asyncio.gather(*(guarded(1) for _ in range(6)))
+    times = [t for t, *_ in rec.log]
+    assert times[:5] == [0] * 5 and 60 <= times[5] <= 60 + 2 * SLACK
+
+
+async def test_large_request_is_not_starved_by_small_ones() -> None:
+    """FIFO: a large request queued behind the first is served before later small ones."""
+    rec = Recorder(latency=0)
+    guarded = lg.guard(lg.RateLimit(tpm=1000, tokens=by_n))(rec)
+
+    async def spam() -> None:
+        for _ in range(200):
+            await guarded(50)
+            await asyncio.sleep(0.1)
+
+    first = asyncio.create_task(guarded(900))
+    await asyncio.sleep(0)
+    small = asyncio.create_task(spam())
+    await asyncio.sleep(0.05)
+    big = asyncio.create_task(guarded(800))
+    await big
+    sizes = [n for _, n, _ in rec.log]
+    assert sizes.index(800) <= 3  # only the smalls queued before it went first
+    small.cancel()
+    await asyncio.gather(first, small, return_exceptions=True)
+
+
+async def test_keys_have_independent_quotas() -> None:
+    """key= gives each key its own quota: one tenant's burst does not delay another."""
+    rec = Recorder(latency=0)
+
+    async def fn(tenant: str) -> None:
+        await rec(1)
+
+    layer = lg.RateLimit(rpm=2, key=lambda tenant: tenant)
+    guarded = lg.guard(layer)(fn)
+    await asyncio.gather(*(guarded("a") for _ in range(3)), guarded("b"), guarded("b"))
+    times = sorted(t for t, *_ in rec.log)
+    assert times[:4] == [0, 0, 0, 0] and times[4] >= 60
+
+
+# --- reconciliation and refunds ---------------------------------------------------------------
+
+
+async def test_unused_tokens_are_given_back_and_extra_charged() -> None:
+    """The reservation is reconciled to actual usage: waiters are woken when room frees."""
+    rec = Recorder(latency=1)
+    layer = lg.RateLimit(tpm=1000, tokens=by_n)
+    guarded = lg.guard(layer)(rec)
+    first = asyncio.create_task(guarded(900, used=100))  # reserves 900, uses 100
+    await asyncio.sleep(0)
+    assert layer.statistics().reserved_tokens == 900
+    await guarded(800)  # fits as soon as the first call reconciles, after 1 s
+    assert rec.log[1][0] == 1
+    await first
+    await guarded(50, used=150)  # charged extra: 100 + 800 + 150 > 1000
+    assert layer.statistics().tokens_available == 0
+    assert at_baseline(layer)
+
+
+async def test_admission_error_below_is_refunded() -> None:
+    """An inner AdmissionError means the provider never saw the call: the tokens come back."""
+    layer = lg.RateLimit(rpm=10, tpm=1000, tokens=by_n)
+    inner = lg.ConcurrencyLimit(1, max_queue=1)
+
+    guarded = lg.guard(layer, inner)(Recorder(latency=10))
+    tasks = [asyncio.create_task(guarded(100)) for _ in range(3)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[2], lg.QueueFull)
+    s = layer.statistics()
+    assert s.refunds == 1 and s.tokens_available == 800 and s.requests_available == 8
+    assert at_baseline(layer)
+
+
+# --- provider feedback ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header, pause", [("7", 7.0), (None, DEFAULT_PAUSE)])
+async def test_429_pauses_all_admissions_until_retry_after(header, pause) -> None:
+    """A rate-limit error pauses the key for Retry-After (DEFAULT_PAUSE when absent)."""
+    headers = {"retry-after": header} if header else {}
+    llm = FakeLLM([RateLimited("slow down", status_code=429, headers=headers)])
+    layer = lg.RateLimit(rpm=100)
+    guarded = lg.guard(layer)(llm.send_message)
+    with pytest.raises(RateLimited):
+        await guarded("a")
+    assert layer.statistics().paused_for == pause and layer.statistics().rate_limited == 1
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await guarded("b")
+    assert pause <= loop.time() - start < pause + 0.01
+    assert at_baseline(layer)
+
+
+async def test_observe_headers_tightens_but_never_loosens() -> None:
+    """Provider headers cap headroom until their reset; they never raise it above the quota."""
+    rec = Recorder(latency=0)
+    layer = lg.RateLimit(rpm=100, tpm=10_000, tokens=by_n)
+    guarded = lg.guard(layer)(rec)
+    layer.observe_headers({"x-ratelimit-remaining-requests": "1", "x-ratelimit-reset-requests": "6m0s",
+                           "x-ratelimit-remaining-tokens": "500", "x-ratelimit-reset-tokens": "20ms"})
+    assert layer.statistics().requests_available == 1
+    await guarded(10)
+    await guarded(10)
+    assert rec.log[1][0] >= 360
+    layer.observe_headers({"x-ratelimit-remaining-requests": "10000", "x-ratelimit-reset-requests": "1s"})
+    assert layer.statistics().requests_available == 99  # the quota, minus the call at 360 s
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5),
+     ("bogus", None), (None, None), ("5x", None)],
+)
+def test_parse_duration(text, seconds) -> None:
+    """OpenAI's reset durations parse to seconds; garbage yields None."""
+    assert parse_duration(text) == seconds
+
+
+# --- waiting bounds and cancellation -------------------------------------------------------------
+
+
+async def test_max_wait_raises_admission_timeout_naming_the_limit() -> None:
+    """Waiting past max_wait raises AdmissionTimeout saying the quota and what to change."""
+    layer = lg.RateLimit(rpm=1, max_wait=5)
+    guarded = lg.guard(layer)(Recorder(latency=0))
+    await guarded(1)
+    with pytest.raises(lg.AdmissionTimeout, match="waited 5 s.*1 requests per minute.*raise max_wait"):
+        await guarded(1)
+    assert layer.statistics().timed_out == 1 and at_baseline(layer)
+
+
+@pytest.mark.parametrize("point", ["head", "behind", "in_call"])
+async def test_cancellation_at_each_await_point_returns_to_baseline(point) -> None:
+    """Cancel at the head of the line, behind it, or in the provider: nothing leaks, the
+    line moves on and the next call proceeds."""
+    rec = Recorder(latency=5)
+    layer = lg.RateLimit(rpm=1, max_wait=1000)
+    guarded = lg.guard(layer)(rec)
+    first = asyncio.create_task(guarded(1))
+    await asyncio.sleep(0)
+    head = asyncio.create_task(guarded(1))
+    await asyncio.sleep(0)
+    behind = asyncio.create_task(guarded(1))
+    await asyncio.sleep(1)
+    victim = {"head": head, "behind": behind, "in_call": first}[point]
+    victim.cancel()
+    await asyncio.gather(first, head, behind, return_exceptions=True)
+    assert victim.cancelled()
+    assert at_baseline(layer)
+    assert layer.statistics().timed_out == 0
+    assert len(rec.log) == (3 if point == "in_call" else 2)  # every survivor got through
+    await guarded(1)
+
+
+async def test_stream_holds_its_reservation_until_the_end() -> None:
+    """A streamed answer keeps its reservation until the stream ends."""
+    async def gen(n: int):
+        for i in range(3):
+            await asyncio.sleep(1)
+            yield i
+
+    layer = lg.RateLimit(tpm=100, tokens=by_n)
+    chunks = [c async for c in lg.guard(layer)(gen)(40)]
+    assert chunks == [0, 1, 2] and at_baseline(layer)
+
+
+def test_statistics_and_repr_outside_a_loop() -> None:
+    """statistics() and repr work without a running loop (for metrics exporters)."""
+    layer = lg.RateLimit(rpm=10, tpm=500)
+    s = layer.statistics()
+    assert (s.requests_available, s.tokens_available, s.paused_for) == (10, 500, 0.0)
+    assert "10 requests per minute, 500 tokens per minute" in repr(layer)
+
+
+# --- the window arithmetic, directly ---------------------------------------------------------
+
+
+def test_window_wait_adjust_and_expiry() -> None:
+    """Pure: the wait is until enough old entries leave; reconcile and refund open room."""
+    window = Window((Quota(2, 60.0, False), Quota(100, 60.0, True)))
+    assert window.wait(0, 60) == 0
+    a = window.add(0, 60)
+    assert window.wait(10, 50) == pytest.approx(50 + SLACK)
+    window.adjust(10, a, 20)  # reconciled down
+    assert window.wait(10, 50) == 0
+    b = window.add(10, 50)
+    assert window.wait(20, 1) == pytest.approx(40 + SLACK)  # rpm=2 is full
+    window.adjust(20, b, 0, live=0)  # refunded
+    assert window.wait(20, 80) == 0 and window.available(20, True) == 80
+    assert window.wait(61, 100) == 0 and window.available(61, False) == 2
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    rpm=st.integers(1, 20),
+    tpm=st.integers(100, 2000),
+    calls=st.lists(st.tuples(st.floats(0, 200), st.integers(1, 100), st.integers(0, 100),
+                             st.booleans()), min_size=1, max_size=60),
+)
+def test_admitted_within_any_window_never_exceed_the_quota(rpm, tpm, calls) -> None:
+    """Property: for any arrivals, sizes, usage and cancellations, the requests and the tokens
+    (as actually used) that reached the provider in any 60 s window stay within rpm and tpm."""
+    async def scenario() -> None:
+        rec = Recorder(latency=0.5)
+        layer = lg.RateLimit(rpm=rpm, tpm=tpm, tokens=by_n)
+        guarded = lg.guard(layer)(rec)
+
+        async def one(i, start, n, used, cancel):
+            await asyncio.sleep(start)
+            task = asyncio.current_task()
+            if cancel:
+                asyncio.get_running_loop().call_later(30, task.cancel)
+            used = min(used, n)  # usage never above the estimate (see the extra-charge test)
+            try:
+                await guarded(n, used=used)
+            except asyncio.CancelledError:
+                pass
+
+        await asyncio.gather(*(one(i, *c) for i, c in enumerate(calls)))
+        assert at_baseline(layer)
+        for t, *_ in rec.log:
+            inside = [used for s, _, used in rec.log if t - 60 < s <= t]
+            assert len(inside) <= rpm
+            assert sum(inside) <= tpm
+
+    loop = looptime.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+
+
+async def test_rps_and_rpm_apply_together() -> None:
+    """rps=2 with rpm=3: two calls in the first second, the third a second later, the fourth
+    only after a minute."""
+    rec = Recorder(latency=0)
+    guarded = lg.guard(lg.RateLimit(rpm=3, rps=2))(rec)
+    await asyncio.gather(*(guarded(1) for _ in range(4)))
+    times = [round(t) for t, *_ in rec.log]
+    assert times == [0, 0, 1, 60]
