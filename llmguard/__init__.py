@@ -2,6 +2,8 @@
 
 from typing import Any as _Any
 
+from ._cache import Cache, CacheStatistics
+from ._cachestore import CacheStore, MemoryStore
 from ._classify import Failure, FailureKind, classify
 from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
 from ._core import Call, Handler, Layer, compose
@@ -39,6 +41,9 @@ __all__ = [
     "AdmissionError",
     "AdmissionTimeout",
     "BackendUnavailable",
+    "Cache",
+    "CacheStatistics",
+    "CacheStore",
     "Call",
     "CircuitOpenError",
     "ConcurrencyLimit",
@@ -53,6 +58,7 @@ __all__ = [
     "LLMGuardError",
     "Layer",
     "MemoryBackend",
+    "MemoryStore",
     "Pipeline",
     "QueueFull",
     "Quota",

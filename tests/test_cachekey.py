@@ -1,0 +1,107 @@
+"""Default cache keys: stable, order-free, complete, and loud when they cannot be built."""
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmguard._cachekey import IGNORED_KWARGS, custom_key, default_key, stable_digest
+
+
+async def chat(**kwargs):
+    return kwargs
+
+
+class Agent:
+    async def ask(self, prompt):
+        return prompt
+
+
+MSGS = [{"role": "user", "content": "hi"}]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=6))
+def test_key_ignores_dict_order(kwargs):
+    """Two calls whose kwargs differ only in insertion order (at any depth) share a key."""
+    reordered = dict(reversed(list(kwargs.items())))
+    assert default_key(chat, (), kwargs) == default_key(chat, (), reordered)
+
+
+def test_key_is_a_stable_hex_digest():
+    """The key is a sha256 hex string that does not depend on the process (no salted hash)."""
+    key = default_key(chat, (), {"model": "m", "messages": MSGS})
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert key == default_key(chat, (), {"messages": MSGS, "model": "m"})
+    assert stable_digest({"b": 1, "a": [1, 2]}) == stable_digest({"a": (1, 2), "b": 1})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"model": "other"}, {"temperature": 0.7}, {"seed": 2}, {"tools": [{"type": "function"}]},
+     {"response_format": {"type": "json_object"}}, {"max_tokens": 5},
+     {"messages": [{"role": "user", "content": "ho"}]}],
+)
+def test_every_output_affecting_argument_changes_the_key(change):
+    """Changing any argument that affects the answer gives a different key."""
+    base = {"model": "m", "messages": MSGS, "temperature": 0.0, "seed": 1}
+    assert default_key(chat, (), base) != default_key(chat, (), {**base, **change})
+
+
+@pytest.mark.parametrize("name", sorted(IGNORED_KWARGS))
+def test_transport_arguments_do_not_change_the_key(name):
+    """timeout, api_key, metadata, user, ... do not affect the answer, so they share the entry."""
+    base = {"model": "m", "messages": MSGS}
+    assert default_key(chat, (), base) == default_key(chat, (), {**base, name: "x"})
+
+
+def test_function_identity_is_part_of_the_key():
+    """The same arguments to two different functions never share an entry."""
+
+    async def other(**kwargs):
+        return kwargs
+
+    assert default_key(chat, (), {"a": 1}) != default_key(other, (), {"a": 1})
+
+
+def test_method_receiver_counts_by_class_not_identity():
+    """Two instances of one class share entries; the same prompt to another method does not."""
+    assert default_key(Agent.ask, (Agent(), "p"), {}) == default_key(Agent.ask, (Agent(), "p"), {})
+    assert default_key(Agent.ask, (Agent(), "p"), {}) != default_key(Agent.ask, (Agent(), "q"), {})
+
+
+def test_objects_with_fields_are_canonicalised():
+    """Dataclasses and pydantic models are keyed by their fields, not their identity."""
+
+    @dataclasses.dataclass
+    class Opt:
+        temperature: float
+
+    assert default_key(chat, (Opt(0.1),), {}) == default_key(chat, (Opt(0.1),), {})
+    assert default_key(chat, (Opt(0.1),), {}) != default_key(chat, (Opt(0.2),), {})
+    pydantic = pytest.importorskip("pydantic")
+
+    class Answer(pydantic.BaseModel):
+        text: str
+
+    assert default_key(chat, (), {"response_format": Answer}) == default_key(
+        chat, (), {"response_format": Answer})
+
+
+def test_unserialisable_argument_is_a_clear_error():
+    """An argument with no stable form raises TypeError naming where it is: never a wrong key."""
+    with pytest.raises(TypeError, match=r"\['messages'\]\[0\]\['content'\] is a object.*Cache\(key="):
+        default_key(chat, (), {"messages": [{"role": "user", "content": object()}]})
+
+
+def test_custom_key_results():
+    """A custom key's str is used as is, a hashable tuple is digested, an unhashable is an error."""
+    assert custom_key(lambda p: p, ("abc",), {}) == "abc"
+    assert custom_key(lambda p: ("x", p), ("abc",), {}) == stable_digest(("x", "abc"))
+    with pytest.raises(TypeError, match="unhashable list"):
+        custom_key(lambda p: [p], ("abc",), {})
