@@ -34,6 +34,13 @@ def _is_async_callable(obj: Any) -> bool:
     and objects whose ``__call__`` is either."""
     if inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj):
         return True
+    # Decorated with functools.wraps around an async def (the openai SDK's `create` methods):
+    # the decorator returns the coroutine unchanged, so the wrapped function tells the truth.
+    wrapped = getattr(obj, "__wrapped__", None)
+    if wrapped is not None and not inspect.isclass(obj) and inspect.iscoroutinefunction(
+        inspect.unwrap(wrapped)
+    ):
+        return True
     call = getattr(type(obj), "__call__", None)
     return not inspect.isclass(obj) and (
         inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
@@ -218,6 +225,12 @@ class Pipeline:
 
 
 def _make_guarded(pipeline: Pipeline, fn: Any) -> Any:
+    # Layers that observe their neighbours (Metrics reads every layer's statistics() at
+    # collection time) define ``bind(pipeline)``; it is called once per wrap, never per call.
+    for layer in pipeline.layers:
+        bind = getattr(layer, "bind", None)
+        if bind is not None and callable(bind):
+            bind(pipeline)
     handler = compose(pipeline.layers)
     name = pipeline.name
     if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(getattr(fn, "__call__", None)):
@@ -267,7 +280,12 @@ def wrap_client(obj: Any, method: str, pipeline: Pipeline | Iterable[Layer]) -> 
 
     ``method`` may be dotted to reach a nested resource, e.g.
     ``wrap_client(client, "chat.completions.create", pipeline)`` for an ``AsyncOpenAI`` client.
+    An object that refuses attribute assignment (an extension type such as a PyO3 agent, or a
+    class with ``__slots__``) is not changed: a :class:`~llmguard._proxy.GuardedProxy` that
+    forwards everything else to it is returned instead, so always use the return value.
     """
+    from ._proxy import GuardedProxy, awaiting
+
     if not isinstance(pipeline, Pipeline):
         pipeline = Pipeline(*pipeline)
     *path, attr = method.split(".")
@@ -277,11 +295,14 @@ def wrap_client(obj: Any, method: str, pipeline: Pipeline | Iterable[Layer]) -> 
     original = getattr(owner, attr, None)
     if original is None:
         raise AttributeError(f"{type(owner).__qualname__} has no method {attr!r} to guard")
+    guarded = pipeline.wrap(awaiting(original))
     try:
-        setattr(owner, attr, pipeline.wrap(original))
+        setattr(owner, attr, guarded)
     except (AttributeError, TypeError) as exc:
-        if isinstance(exc, TypeError) and "async" in str(exc):
-            raise
+        if not path:
+            proxy = GuardedProxy(obj)
+            setattr(proxy, attr, guarded)
+            return proxy
         raise TypeError(
             f"cannot replace {type(owner).__qualname__}.{attr} on this object ({exc}); "
             f"guard the bound method instead: guarded = pipeline.wrap(obj.{method})"

@@ -258,7 +258,9 @@ class RateLimit:
         self._rejected = self._timed_out = self._refunds = self._rate_limited = 0
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
-        key = None if self._key is None else self._key(*call.args, **call.kwargs)
+        key = None
+        if self._key is not None:  # publish it: inner layers (provider headers) use the same key
+            key = call.partition = self._key(*call.args, **call.kwargs)
         tokens = 0
         if self._max_tokens is not None:
             tokens = self._tokens(*call.args, **call.kwargs)

@@ -68,6 +68,8 @@ def estimate_tokens(*args: Any, **kwargs: Any) -> int:
 
 
 def _field(obj: Any, name: str) -> Any:
+    if type(obj) is dict:  # the common case, without the (slow) Mapping ABC check
+        return obj.get(name)
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)

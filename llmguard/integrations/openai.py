@@ -1,0 +1,152 @@
+"""Guard the OpenAI SDK: ``AsyncOpenAI().chat.completions.create`` and ``responses.create``.
+
+::
+
+    from llmguard.integrations import openai as lg_openai
+
+    pipeline = lg.Pipeline(name="chat").retry(attempts=4).rate_limit(rpm=500, tpm=200_000)
+    client = lg_openai.wrap(AsyncOpenAI(max_retries=0), pipeline)      # a guarded copy
+    await client.chat.completions.create(model="gpt-4o-mini", messages=[...])
+
+    create = lg_openai.guard(AsyncOpenAI().responses.create, pipeline)  # one method
+
+The openai package is never imported here: the client you pass brings it. What this adds to a
+plain ``pipeline.wrap(client.chat.completions.create)``:
+
+- under a Retry layer the SDK's own retries are turned off (a copy of the client with
+  ``max_retries=0``; a warning says so when your client had them on), so attempts never multiply;
+- when the pipeline has a layer with ``observe_headers`` (``RateLimit``), each request goes
+  through ``with_raw_response`` and the provider's ``x-ratelimit-remaining-*`` /
+  ``x-ratelimit-reset-*`` headers, from answers and from errors alike, are fed to it, so its
+  buckets follow what the provider reports. The caller still gets the parsed object.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from .._core import Call, Handler
+from .._pipeline import Guarded, Pipeline
+from .._stream import Stream, is_stream_result
+from ._util import has_retry, header_observers
+
+__all__ = ["METHODS", "guard", "wrap"]
+
+#: The methods :func:`wrap` guards by default (dotted paths from the client).
+METHODS = ("chat.completions.create", "responses.create")
+
+
+class _RateLimitHeaders:
+    """Innermost layer: read the raw response's rate-limit headers, return the parsed result."""
+
+    __slots__ = ("_observers",)
+
+    def __init__(self, observers: tuple[Any, ...]) -> None:
+        self._observers = observers
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+        try:
+            raw = await call_next(call)
+        except Exception as exc:  # a 429 says the most about the quota: read its headers too
+            headers = getattr(getattr(exc, "response", None), "headers", None)
+            if headers is not None:
+                self._observe(headers, call)
+            raise
+        self._observe(raw.headers, call)
+        result = raw.parse()
+        if is_stream_result(result):  # stream=True: the raw response wrapped an AsyncStream
+            return await Stream.start(result)
+        return result
+
+    def _observe(self, headers: Any, call: Call) -> None:
+        for observer in self._observers:
+            observer.observe_headers(headers, partition=call.partition)
+
+    def __repr__(self) -> str:
+        return f"<openai rate-limit headers -> {len(self._observers)} layer(s)>"
+
+
+def _client_without_retries(client: Any, pipeline: Pipeline, what: str) -> Any:
+    retries = getattr(client, "max_retries", 0)
+    if not has_retry(pipeline) or not retries:
+        return client
+    warnings.warn(
+        f"{what}: this AsyncOpenAI client retries on its own (max_retries={retries}), and the "
+        f"pipeline has a Retry layer, so each llmguard attempt would become up to {retries + 1} "
+        "requests. llmguard uses a copy of the client with max_retries=0; create the client with "
+        "AsyncOpenAI(max_retries=0) to silence this warning",
+        stacklevel=3,
+    )
+    return client.with_options(max_retries=0)
+
+
+def _coroutine_function(method: Callable[..., Any], like: Callable[..., Any]) -> Callable[..., Any]:
+    # The SDK's methods are sync wrappers (``@required_args``) that return a coroutine, which
+    # ``inspect`` cannot tell from a blocking function: present them as the ``async def`` they are.
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        return await method(*args, **kwargs)
+
+    return functools.update_wrapper(call, like)
+
+
+def _guard_resource(resource: Any, name: str, pipeline: Pipeline) -> Guarded[..., Any]:
+    method = getattr(resource, name)
+    observers = header_observers(pipeline)
+    if not observers:
+        return pipeline.wrap(_coroutine_function(method, method))
+    # Call ``with_raw_response.create`` to see the headers, but look and return like ``create``.
+    raw = _coroutine_function(getattr(resource.with_raw_response, name), method)
+    return pipeline.then(_RateLimitHeaders(observers)).wrap(raw)
+
+
+def wrap(client: Any, pipeline: Pipeline, *, methods: tuple[str, ...] = METHODS) -> Any:
+    """Return a copy of ``client`` (an ``AsyncOpenAI`` or ``AsyncAzureOpenAI``) whose ``methods``
+    (dotted paths, by default chat completions and responses) are guarded by ``pipeline``.
+
+    The copy shares the original's HTTP connection pool; the original is left unchanged.
+    """
+    if not isinstance(pipeline, Pipeline):
+        raise TypeError(f"pipeline must be a llmguard.Pipeline, got {type(pipeline).__qualname__}")
+    if not callable(getattr(client, "with_options", None)):
+        raise TypeError(
+            f"wrap() expects an openai.AsyncOpenAI client, got {type(client).__qualname__}; to "
+            "guard any other object's method use llmguard.wrap_client(obj, 'method', pipeline)"
+        )
+    quiet = _client_without_retries(client, pipeline, "llmguard.integrations.openai.wrap")
+    client = quiet if quiet is not client else client.with_options()  # never touch theirs
+    for path in methods:
+        *parts, name = path.split(".")
+        resource = client
+        try:
+            for part in parts:
+                resource = getattr(resource, part)
+            getattr(resource, name)
+        except AttributeError:
+            raise ValueError(
+                f"this openai client has no {path!r} (an older SDK?); pass methods= with the "
+                f"paths it has, e.g. methods=('chat.completions.create',)"
+            ) from None
+        setattr(resource, name, _guard_resource(resource, name, pipeline))
+    return client
+
+
+def guard(method: Any, pipeline: Pipeline) -> Guarded[..., Any]:
+    """Guard one SDK method, e.g. ``guard(client.chat.completions.create, pipeline)``.
+
+    Under a Retry layer the method is rebound to a copy of its client with ``max_retries=0``.
+    """
+    resource = getattr(method, "__self__", None)
+    client = getattr(resource, "_client", None)
+    if client is None or not callable(getattr(client, "with_options", None)):
+        raise TypeError(
+            f"guard() expects a method of an openai.AsyncOpenAI resource such as "
+            f"client.chat.completions.create, got {method!r}; for any other async function use "
+            "pipeline.wrap(fn)"
+        )
+    quiet = _client_without_retries(client, pipeline, "llmguard.integrations.openai.guard")
+    if quiet is not client:
+        resource = type(resource)(quiet)  # the same resource, bound to the retry-free copy
+    return _guard_resource(resource, method.__name__, pipeline)

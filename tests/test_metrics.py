@@ -1,0 +1,266 @@
+"""Metrics layer: GenAI-convention instruments, llmguard.* observables, in-process stats, spans."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import llmguard as lg
+from llmguard import ConcurrencyLimit, Metrics, QueueFull
+from llmguard._metrics import DURATION_BUCKETS, TOKEN_BUCKETS
+from llmguard.testing import FakeLLM
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def provider(reader: InMemoryMetricReader) -> MeterProvider:
+    return MeterProvider(metric_readers=[reader])
+
+
+def collect(reader: InMemoryMetricReader) -> dict[str, Any]:
+    data = reader.get_metrics_data()
+    found: dict[str, Any] = {}
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                found[metric.name] = metric
+    return found
+
+
+def points(metric: Any) -> dict[frozenset, Any]:
+    return {frozenset(p.attributes.items()): p for p in metric.data.data_points}
+
+
+async def test_duration_and_tokens_follow_genai_conventions(reader, provider) -> None:
+    """A successful call records duration (s) and input/output tokens ({token}) with the GenAI
+    attributes and the conventions' bucket boundaries; the duration is the virtual elapsed time."""
+    fake = FakeLLM(latency=0.5)
+    guarded = lg.Pipeline(Metrics(meter_provider=provider, provider="openai"), name="chat").wrap(
+        fake.acompletion)
+    await guarded(model="gpt-4o", messages=[{"role": "user", "content": "hello there"}])
+    metrics = collect(reader)
+
+    duration = metrics["gen_ai.client.operation.duration"]
+    assert duration.unit == "s"
+    (point,) = duration.data.data_points
+    assert dict(point.attributes) == {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o"}
+    assert tuple(point.explicit_bounds) == DURATION_BUCKETS
+    assert point.count == 1 and point.sum == pytest.approx(0.5)
+
+    tokens = metrics["gen_ai.client.token.usage"]
+    assert tokens.unit == "{token}"
+    by_type = {p.attributes["gen_ai.token.type"]: p for p in tokens.data.data_points}
+    assert set(by_type) == {"input", "output"}
+    assert tuple(by_type["input"].explicit_bounds) == TOKEN_BUCKETS
+    assert by_type["input"].sum > 0 and by_type["output"].sum > 0
+
+
+async def test_errors_carry_error_type_and_outcomes_are_counted(reader, provider) -> None:
+    """A failing call records its duration with ``error.type`` (the exception class) and the
+    observable ``llmguard.calls`` counts calls by outcome, including local rejections."""
+    fake = FakeLLM([ConnectionError("down"), "ok", QueueFull("full")])
+    guarded = lg.Pipeline(Metrics(meter_provider=provider, model="m")).wrap(fake.send_message)
+    for _ in range(3):
+        try:
+            await guarded("hi")
+        except Exception:
+            pass
+    metrics = collect(reader)
+    errors = {p.attributes.get("error.type") for p in
+              metrics["gen_ai.client.operation.duration"].data.data_points}
+    assert errors == {None, "ConnectionError", "llmguard._errors.QueueFull"}
+    calls = {p.attributes["llmguard.outcome"]: p.value
+             for p in metrics["llmguard.calls"].data.data_points}
+    assert calls == {"success": 1, "error": 1, "rejected": 1}
+
+
+async def test_cancelled_call_is_an_outcome_and_in_flight_returns_to_zero(reader, provider) -> None:
+    """A call cancelled by its caller counts as ``cancelled`` (no duration, no error.type) and
+    in-flight is back at zero; the next call proceeds and is recorded."""
+    layer = Metrics(meter_provider=provider)
+    guarded = lg.Pipeline(layer).wrap(FakeLLM(latency=10).send_message)
+    task = asyncio.create_task(guarded("hi"))
+    await asyncio.sleep(1)
+    assert layer.statistics().in_flight == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stats = layer.statistics()
+    assert (stats.cancelled, stats.in_flight, stats.failures, stats.errors) == (1, 0, 0, {})
+    await guarded("again")
+    assert layer.statistics().successes == 1
+    metrics = collect(reader)
+    (point,) = metrics["gen_ai.client.operation.duration"].data.data_points
+    assert point.count == 1 and "error.type" not in point.attributes
+    in_flight = {p.attributes["llmguard.layer"]: p.value
+                 for p in metrics["llmguard.in_flight"].data.data_points}
+    assert in_flight["metrics"] == 0
+
+
+async def test_in_process_stats_percentiles_tokens_and_cache_ratio() -> None:
+    """``stats()`` on the guarded function reports counts, min/max and p50/p95/p99 within the
+    4 % bucket width, tokens, and cache hit ratio from the layers' notes, with no SDK at all."""
+
+    async def cached(call: lg.Call, call_next: Any) -> Any:
+        call.note("cache", "hit" if call.args[0] % 4 == 0 else "miss")
+        call.note("retries", 1)
+        await asyncio.sleep(call.args[0] / 100)
+        return await call_next(call)
+
+    async def answer(i: int) -> dict[str, Any]:
+        return {"usage": {"prompt_tokens": 10, "completion_tokens": 2}}
+
+    guarded = lg.Pipeline(Metrics(), cached, name="p").wrap(answer)
+    for i in range(1, 101):
+        await guarded(i)
+    stats = guarded.stats()["metrics"]
+    assert (stats.calls, stats.successes, stats.failures) == (100, 100, 0)
+    assert stats.latency_min == pytest.approx(0.01) and stats.latency_max == pytest.approx(1.0)
+    assert stats.latency_p50 == pytest.approx(0.50, rel=0.05)
+    assert stats.latency_p95 == pytest.approx(0.95, rel=0.05)
+    assert stats.latency_p99 == pytest.approx(0.99, rel=0.05)
+    assert (stats.input_tokens, stats.output_tokens, stats.retries) == (1000, 200, 100)
+    assert stats.cache_hit_ratio == pytest.approx(0.25)
+
+
+async def test_neighbour_state_is_observed_at_collection_time(reader, provider) -> None:
+    """Bound through the pipeline, Metrics reports the concurrency limit, the limiter's in-flight
+    and its rejections from the limiter's own statistics() when the reader collects."""
+    limit = ConcurrencyLimit(2)
+    guarded = lg.Pipeline(Metrics(meter_provider=provider, name="p"), limit).wrap(
+        FakeLLM(latency=5).send_message)
+    tasks = [asyncio.create_task(guarded("x")) for _ in range(3)]
+    await asyncio.sleep(1)
+    metrics = collect(reader)
+    (limit_point,) = metrics["llmguard.concurrency.limit"].data.data_points
+    assert limit_point.value == 2
+    assert limit_point.attributes["llmguard.layer"] == "concurrency_limit"
+    in_flight = {p.attributes["llmguard.layer"]: p.value
+                 for p in metrics["llmguard.in_flight"].data.data_points}
+    assert in_flight == {"metrics": 3, "concurrency_limit": 2}
+    (waiting,) = metrics["llmguard.queue.waiting"].data.data_points
+    assert waiting.value == 1
+    await asyncio.gather(*tasks)
+
+
+async def test_duck_typed_headroom_and_circuit_state(reader, provider) -> None:
+    """Any layer whose statistics() has headroom or a circuit ``state`` field shows up in the
+    rate-limit headroom and circuit state gauges (0 closed, 1 half-open, 2 open)."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Snapshot:
+        state: str
+        requests_available: int
+        tokens_available: int
+        retries: int
+
+    class Custom:
+        async def __call__(self, call: lg.Call, call_next: Any) -> Any:
+            return await call_next(call)
+
+        def statistics(self) -> Snapshot:
+            return Snapshot("half_open", 7, 900, 3)
+
+    lg.Pipeline(Metrics(meter_provider=provider), Custom()).wrap(FakeLLM().send_message)
+    metrics = collect(reader)
+    headroom = {p.attributes["llmguard.quota"]: p.value
+                for p in metrics["llmguard.rate_limit.headroom"].data.data_points}
+    assert headroom == {"requests": 7, "tokens": 900}
+    assert [p.value for p in metrics["llmguard.circuit.state"].data.data_points] == [1]
+    assert [p.value for p in metrics["llmguard.retries"].data.data_points] == [3]
+
+
+async def test_spans_follow_genai_names_and_carry_retries() -> None:
+    """With a tracer provider each call gets a CLIENT span ``chat {model}`` with GenAI attributes,
+    the retry count and, for local refusals, the layer that rejected it; each attempt gets a
+    child span carrying its attempt number."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def retrying(call: lg.Call, call_next: Any) -> Any:
+        call.note("retries", 2)
+        return await call_next(call)
+
+    fake = FakeLLM(["ok", QueueFull("full")])
+    guarded = lg.Pipeline(Metrics(tracer_provider=tracer_provider, model="m1"), retrying).wrap(
+        fake.send_message)
+    await guarded("hi")
+    with pytest.raises(QueueFull):
+        await guarded("hi")
+    spans = exporter.get_finished_spans()
+    attempts = [span for span in spans if "llmguard.attempt" in span.attributes]
+    ok, rejected = [span for span in spans if "llmguard.attempt" not in span.attributes]
+    assert [a.parent.span_id for a in attempts] == [ok.context.span_id, rejected.context.span_id]
+    assert ok.name == "chat m1" and ok.attributes["gen_ai.request.model"] == "m1"
+    assert ok.attributes["llmguard.retries"] == 2
+    assert rejected.attributes["llmguard.rejected_by"] == "QueueFull"
+    assert rejected.attributes["error.type"] == "llmguard._errors.QueueFull"
+
+
+def test_bad_arguments_are_refused_early() -> None:
+    """Empty or non-string names are refused at construction, naming the argument."""
+    with pytest.raises(ValueError, match="operation"):
+        Metrics(operation="")
+    with pytest.raises(ValueError, match="model"):
+        Metrics(model=3)  # type: ignore[arg-type]
+
+
+def test_import_llmguard_does_not_load_the_sdk() -> None:
+    """``import llmguard`` loads neither the OpenTelemetry SDK nor the exporters nor the API."""
+    import subprocess
+    import sys
+
+    code = ("import sys, llmguard; "
+            "print([m for m in sys.modules if m.startswith(('opentelemetry', 'prometheus'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+async def test_cache_lookups_come_from_the_cache_layer(reader, provider) -> None:
+    """With a real Cache layer in the pipeline, ``llmguard.cache.lookups`` reads the cache's own
+    hit/miss counters and ``stats()`` reports the hit ratio from the calls' notes."""
+    from llmguard import Cache
+
+    guarded = lg.Pipeline(Metrics(meter_provider=provider), Cache(ttl=60)).wrap(
+        FakeLLM().send_message)
+    for prompt in ("a", "a", "a", "b"):
+        await guarded(prompt)
+    lookups = {(p.attributes["llmguard.layer"], p.attributes["llmguard.cache.result"]): p.value
+               for p in collect(reader)["llmguard.cache.lookups"].data.data_points}
+    assert lookups[("cache", "hit")] == 2 and lookups[("cache", "miss")] == 2
+    assert guarded.stats()["metrics"].cache_hit_ratio == pytest.approx(0.5)
+
+
+@given(st.lists(st.floats(min_value=1e-4, max_value=1e3), min_size=1, max_size=300),
+       st.sampled_from([0.5, 0.95, 0.99]))
+def test_latency_quantiles_are_within_one_bucket(samples: list[float], q: float) -> None:
+    """The bounded histogram's quantile is never below the exact one and at most one 4 % bucket
+    above it (clamped to the observed max), whatever the samples; memory is a fixed list."""
+    from llmguard._latency import LatencyHistogram
+
+    histogram = LatencyHistogram()
+    size = len(histogram.counts)
+    for sample in samples:
+        histogram.add(sample)
+    exact = sorted(samples)[max(1, math.ceil(q * len(samples))) - 1]
+    estimate = histogram.quantile(q)
+    assert estimate is not None and exact * (1 - 1e-9) <= estimate <= exact * 1.04 + 1e-12
+    assert len(histogram.counts) == size
