@@ -1,0 +1,7 @@
+"""``python -m llmguard``: the ``llmguard`` command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

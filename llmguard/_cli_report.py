@@ -1,0 +1,162 @@
+"""What ``llmguard run`` tells its user: a live progress bar and the closing summary table."""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections import Counter
+from typing import Any, TextIO
+
+__all__ = ["Progress", "Tally", "format_summary"]
+
+
+class Tally:
+    """Running totals over the records of one run (the summary table's numbers)."""
+
+    __slots__ = (
+        "cached",
+        "cost",
+        "cost_unknown",
+        "elapsed",
+        "fallbacks",
+        "input_tokens",
+        "latencies",
+        "outcomes",
+        "output_tokens",
+        "retries",
+        "skipped",
+    )
+
+    def __init__(self, skipped: int = 0) -> None:
+        #: Records by outcome: ``ok`` or the error kind (``rate_limited``, ``invalid_input``...).
+        self.outcomes: Counter[str] = Counter()
+        #: Provider latency of every line's last attempt, and each line's total time in the
+        #: pipeline (queueing, quota waits, retries and backoff included), for percentiles;
+        #: packed doubles, 8 bytes a line.
+        self.latencies = array("d")
+        self.elapsed = array("d")
+        self.input_tokens = self.output_tokens = 0
+        self.cost = 0.0
+        #: Successful provider answers whose cost is unknown (fake model, unpriced model).
+        self.cost_unknown = 0
+        self.retries = self.fallbacks = self.cached = 0
+        #: Lines skipped because an earlier run (``--resume``) already recorded them.
+        self.skipped = skipped
+
+    @property
+    def done(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def ok(self) -> int:
+        return self.outcomes["ok"]
+
+    @property
+    def failed(self) -> int:
+        return self.done - self.ok
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.outcomes["ok" if record["ok"] else record["error"]["kind"]] += 1
+        if record["elapsed"] is None:  # an invalid line never reached the pipeline
+            return
+        self.elapsed.append(record["elapsed"])
+        if record["latency"] is not None:
+            self.latencies.append(record["latency"])
+        self.retries += record["retries"]
+        self.fallbacks += record["fallback"]
+        if record.get("cached"):
+            self.cached += 1
+            return  # a cache hit spent no tokens and no money
+        usage = record.get("usage")
+        if usage:
+            self.input_tokens += usage["input_tokens"]
+            self.output_tokens += usage["output_tokens"]
+        if record["ok"]:
+            if record.get("cost") is None:
+                self.cost_unknown += 1
+            else:
+                self.cost += record["cost"]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def format_summary(tally: Tally, wall: float, *, source: str, output: str) -> str:
+    """The closing table: counts by outcome, tokens, cost, latency percentiles, resilience."""
+    lat, elapsed = sorted(tally.latencies), sorted(tally.elapsed)
+    tokens = tally.input_tokens + tally.output_tokens
+    per_min = tokens / wall * 60 if wall > 0 else 0.0
+    outcomes = ", ".join(f"{kind} {n}" for kind, n in tally.outcomes.most_common()) or "none"
+    if tally.cost_unknown == tally.ok:
+        cost = "unknown (no priced model answered)"
+    else:
+        cost = f"${tally.cost:.6f}" + (
+            f" (+ {tally.cost_unknown} answers of unknown price)" if tally.cost_unknown else ""
+        )
+    rows = [
+        ("lines", f"{tally.done} done: {tally.ok} ok, {tally.failed} failed"
+                  + (f"; {tally.skipped} already done (resumed)" if tally.skipped else "")),
+        ("outcomes", outcomes),
+        ("tokens", f"{tally.input_tokens:,} in + {tally.output_tokens:,} out"
+                   f" = {tokens:,} ({per_min:,.0f}/min)"),
+        ("cost", cost),
+        ("latency", f"p50 {percentile(lat, 50):.3f} s, p99 {percentile(lat, 99):.3f} s "
+                    "(provider, last attempt)"),
+        ("per line", f"p50 {percentile(elapsed, 50):.3f} s, p99 {percentile(elapsed, 99):.3f} s "
+                     "(with queueing, quota waits and retries)"),
+        ("resilience", f"{tally.retries} retries, {tally.fallbacks} fallbacks, "
+                       f"{tally.cached} cache hits"),
+        ("wall time", f"{wall:.2f} s ({tally.done / wall if wall > 0 else 0:,.1f} lines/s)"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"llmguard run: {source} -> {output}"]
+    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+class Progress:
+    """A tqdm bar on stderr (rate, ETA, ok, failed, tokens/min); silent when not a terminal.
+
+    With ``verbose`` it also logs one line per finished record, for logs and pipes.
+    """
+
+    __slots__ = ("_bar", "_stream", "_tally", "_verbose")
+
+    def __init__(self, tally: Tally, *, total: int | None, enabled: bool | None,
+                 verbose: bool, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._tally = tally
+        self._verbose = verbose
+        self._bar: Any = None
+        if enabled is not False and (enabled or self._stream.isatty()):
+            from tqdm import tqdm  # imported lazily: a progress bar is a CLI concern
+
+            self._bar = tqdm(total=total, unit="line", file=self._stream, dynamic_ncols=True,
+                             smoothing=0.1, mininterval=0.2)
+
+    def update(self, record: dict[str, Any]) -> None:
+        bar = self._bar
+        if self._verbose:
+            status = "ok" if record["ok"] else record["error"]["kind"]
+            message = f"line {record['line']} {record['id']}: {status}"
+            if bar is None:
+                print(message, file=self._stream, flush=True)
+            else:  # above the bar, not through it
+                bar.write(message, file=self._stream)
+        if bar is None:
+            return
+        bar.update(1)
+        tally = self._tally
+        elapsed = bar.format_dict["elapsed"] or 1e-9
+        tokens = tally.input_tokens + tally.output_tokens
+        bar.set_postfix_str(f"ok={tally.ok} failed={tally.failed} "
+                            f"tokens/min={tokens / elapsed * 60:,.0f}", refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,214 @@
+"""``llmguard run``: push a JSONL file of chat requests through the full llmguard stack.
+
+    llmguard run examples/prompts.jsonl -o out.jsonl --rpm 500 --tpm 200000 --retries 4
+
+The options parse and validate here; the run itself is in ``_cli_run`` (pipeline, resume,
+signals), input and output in ``_cli_io``, the provider in ``_cli_provider``, the progress bar
+and summary in ``_cli_report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import llmguard
+
+from ._cli_io import done_ids
+from ._cli_run import EXIT_CRASH, EXIT_USAGE, Settings, build_pipeline, run
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+Send every line of INPUT (JSON Lines) as a chat completion through llmguard's layers
+(cache, fallback, retry, timeout, rate limit, concurrency) and write one JSON record per line to
+OUTPUT, in input order.
+
+Input lines are OpenAI-style chat requests {"model": ..., "messages": [...], ...} or Batch API
+lines {"custom_id": ..., "body": {...}}. A line that is not JSON or has no messages becomes an
+error record with its line number; the run goes on.
+
+Models: "fake" (the default when neither --model nor the line names one) answers offline. Test
+models: "fake-fail" (always HTTP 500), "fake-429" (always HTTP 429), "fake-hang" (never answers).
+Any other model goes to --api-base (an OpenAI-compatible server) when given, else through
+litellm (pip install 'llmguard[litellm]') with its usual API keys.
+"""
+
+_EPILOG = """\
+output record (one JSON object per line):
+  id, line, ok, model (the one that answered), response | error {kind, type, message},
+  usage {input_tokens, output_tokens}, cost (USD, when litellm knows the price), latency (s),
+  attempts, retries, fallback, cached, metadata (echoed from the input line)
+
+exit codes:
+  0    every line succeeded
+  1    the run finished and some lines failed (see their error records)
+  2    usage or input error (bad option, missing input file, output exists without --resume)
+  3    crashed (a bug: the traceback says where; --resume continues)
+  130  interrupted (Ctrl-C or SIGTERM); the message says how to resume
+
+example:
+  llmguard run examples/prompts.jsonl -o out.jsonl --rpm 500 --tpm 200000 \\
+      --fallback-model fake --retries 4
+"""
+
+
+def _number(kind: Callable[[str], Any], *, minimum: float = 0, strict: bool = True,
+            unit: str = "") -> Callable[[str], Any]:
+    """An argparse type that names what is wrong (argparse prefixes the option's name)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}{unit}, got {text!r}"
+            ) from None
+        bad = not math.isfinite(value) or (value <= minimum if strict else value < minimum)
+        if bad:
+            op = ">" if strict else ">="
+            raise argparse.ArgumentTypeError(f"must be {op} {minimum:g}{unit}, got {text}")
+        return value
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmguard", description="Concurrency control for LLM calls, from the command line."
+    )
+    parser.add_argument("--version", action="version",
+                        version=f"llmguard {getattr(llmguard, '__version__')}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = commands.add_parser(
+        "run", help="run a JSONL file of chat requests through the full stack",
+        description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("input", metavar="INPUT", help="JSONL file of chat requests")
+    run.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                     help="JSONL file to write one record per input line to")
+    run.add_argument("--model", help='override every line\'s model (default: the line\'s, '
+                                     'else "fake")')
+    run.add_argument("--api-base", metavar="URL",
+                     help="send every non-fake model to this OpenAI-compatible server (e.g. "
+                          "http://localhost:8000/v1; OPENAI_API_KEY is the bearer key) instead "
+                          "of through litellm")
+    group = run.add_argument_group("layers")
+    group.add_argument("--rpm", type=_number(int), help="requests per minute quota")
+    group.add_argument("--tpm", type=_number(int),
+                       help="tokens per minute quota (prompt estimate + max_tokens reserved, "
+                            "reconciled to the usage reported)")
+    group.add_argument("--burst", type=_number(float), metavar="FRACTION",
+                       help="also hold each quota over that fraction of its minute (0.1: a "
+                            "tenth of --rpm per 6 s), for providers that enforce quotas over "
+                            "short windows")
+    limit = group.add_mutually_exclusive_group()
+    limit.add_argument("--concurrency", type=_number(int), default=16,
+                       help="calls in flight at once (default: 16)")
+    limit.add_argument("--adaptive", action="store_true",
+                       help="find the provider's concurrency limit from latency and errors")
+    group.add_argument("--retries", type=_number(int, strict=False), default=3,
+                       help="retries per line after the first attempt, with backoff that "
+                            "honours Retry-After; 0 disables (default: 3)")
+    group.add_argument("--timeout", type=_number(float, unit=" seconds"), default=60.0,
+                       help="seconds per attempt (default: 60)")
+    group.add_argument("--fallback-model", action="append", default=[], metavar="MODEL",
+                       help="model to try when a line's model fails after its retries "
+                            "(repeatable, tried in order)")
+    group.add_argument("--cache-ttl", type=_number(float, unit=" seconds"), metavar="SECONDS",
+                       help="answer identical requests from a cache for this long")
+    group.add_argument("--priority-field", metavar="FIELD",
+                       help="top-level field of each line holding its priority (higher first); "
+                            "removed from the request")
+    runs = run.add_argument_group("run")
+    runs.add_argument("--unordered", action="store_true",
+                       help="write records as they finish instead of in input order")
+    resume = runs.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run: skip lines whose id is in OUTPUT")
+    resume.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    runs.add_argument("--retry-failed", action="store_true",
+                      help="with --resume, also run again the lines whose record is an error "
+                           "(their error records are removed)")
+    runs.add_argument("--grace", type=_number(float, strict=False, unit=" seconds"), default=5.0,
+                      help="on Ctrl-C, seconds to let lines in flight finish (default: 5)")
+    runs.add_argument("--metrics-port", type=_number(int), metavar="PORT",
+                      help="serve Prometheus metrics on 127.0.0.1:PORT while running")
+    bar = runs.add_mutually_exclusive_group()
+    bar.add_argument("--progress", action="store_true", default=None,
+                     help="force the progress bar (default: only on a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false",
+                     help="no progress bar")
+    runs.add_argument("-v", "--verbose", action="store_true",
+                      help="log one line per finished record to stderr")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"llmguard run: error: {message} (see llmguard run --help)", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``llmguard`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)  # exits 2 with a message naming the option on bad input
+
+    if not os.path.isfile(args.input):
+        return _fail(f"input file {args.input!r} does not exist (or is not a file)")
+    if os.path.abspath(args.input) == os.path.abspath(args.output):
+        return _fail("OUTPUT must differ from INPUT")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        return _fail(f"the directory of output {args.output!r} does not exist; create it")
+    if args.burst is not None and args.rpm is None and args.tpm is None:
+        return _fail("--burst shapes the --rpm/--tpm quotas: pass one of them too")
+    if args.retry_failed and not args.resume:
+        return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
+    exists = os.path.exists(args.output) and os.path.getsize(args.output) > 0
+    if exists and not (args.resume or args.overwrite):
+        return _fail(f"output {args.output!r} exists: pass --resume to continue that "
+                             "run or --overwrite to start again")
+    settings = Settings(
+        input=args.input, output=args.output, model=args.model, api_base=args.api_base,
+        rpm=args.rpm, tpm=args.tpm, burst=args.burst, concurrency=args.concurrency, adaptive=args.adaptive,
+        retries=args.retries, timeout=args.timeout, fallback_models=tuple(args.fallback_model),
+        cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
+        resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
+        progress=args.progress, verbose=args.verbose,
+    )
+    if args.metrics_port is not None:
+        # Before the pipeline exists, so its Metrics layer records into this exporter. The
+        # endpoint lives as long as the process.
+        try:
+            from . import serve_metrics  # type: ignore[attr-defined]
+
+            serve_metrics(port=args.metrics_port)
+        except ImportError as exc:
+            return _fail(f"--metrics-port needs the otel extra: pip install 'llmguard[otel]' "
+                         f"({exc})")
+        except OSError as exc:
+            return _fail(f"--metrics-port {args.metrics_port}: cannot listen there ({exc}); "
+                         "pick a free port")
+    try:
+        pipeline = build_pipeline(settings)
+        skip = done_ids(args.output, redo_failed=args.retry_failed) if args.resume else set()
+    except ValueError as exc:  # a layer rejecting an option, or an unusable --resume file
+        return _fail(str(exc))
+    try:
+        return asyncio.run(run(settings, pipeline, skip, argv[1:]))
+    except Exception:  # a bug: say so, and keep "some lines failed" (1) meaning just that
+        traceback.print_exc()
+        print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "
+              "are intact: --resume continues from them.", file=sys.stderr)
+        return EXIT_CRASH
+
+
+if __name__ == "__main__":
+    sys.exit(main())
