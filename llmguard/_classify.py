@@ -63,10 +63,12 @@ class Failure:
     retry_after: float | None = None
     #: The HTTP status code, when the exception carried one.
     status: int | None = None
+    #: The server's own verdict (``x-should-retry`` header), overriding the kind's.
+    should_retry: bool | None = None
 
     @property
     def retryable(self) -> bool:
-        return self.kind.retryable
+        return self.kind.retryable if self.should_retry is None else self.should_retry
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -218,7 +220,6 @@ def classify(exc: BaseException) -> Failure:
         else:
             kind = FailureKind.UNKNOWN
     kind = _refine(kind, str(exc).lower())
-    should_retry = _header(headers, "x-should-retry")
-    if should_retry == "false" and kind.retryable:
-        kind = FailureKind.BAD_REQUEST if status is None or status < 500 else kind
-    return Failure(kind, retry_after, status)
+    verdict = _header(headers, "x-should-retry")
+    should_retry = {"true": True, "false": False}.get((verdict or "").lower())
+    return Failure(kind, retry_after, status, should_retry)

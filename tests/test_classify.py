@@ -1,0 +1,65 @@
+"""classify(): real SDK exceptions, status codes, headers and messages to a FailureKind."""
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+
+from llmguard import FailureKind, classify
+from llmguard._classify import retry_after_from_headers
+
+REQUEST = httpx.Request("POST", "https://api.openai.com/v1/chat/completions")
+
+
+def openai_error(cls, status: int, message: str, headers=None, body=None):
+    response = httpx.Response(status, headers=headers or {}, request=REQUEST)
+    return cls(message, response=response, body=body)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (openai_error(openai.RateLimitError, 429, "Rate limit reached"), FailureKind.RATE_LIMITED),
+        (openai_error(openai.RateLimitError, 429, "You exceeded your current quota",
+                      body={"code": "insufficient_quota"}), FailureKind.QUOTA_EXHAUSTED),
+        (openai_error(openai.BadRequestError, 400,
+                      "This model's maximum context length is 8192 tokens"),
+         FailureKind.CONTEXT_WINDOW),
+        (openai_error(openai.BadRequestError, 400, "Invalid 'temperature'"),
+         FailureKind.BAD_REQUEST),
+        (openai_error(openai.AuthenticationError, 401, "Incorrect API key"), FailureKind.AUTH),
+        (openai_error(openai.InternalServerError, 500, "oops"), FailureKind.SERVER_ERROR),
+        (openai_error(openai.InternalServerError, 503, "The engine is currently overloaded"),
+         FailureKind.OVERLOADED),
+        (openai.APITimeoutError(request=REQUEST), FailureKind.TIMEOUT),
+        (openai.APIConnectionError(request=REQUEST), FailureKind.CONNECTION),
+        (httpx.ConnectError("refused"), FailureKind.CONNECTION),
+        (httpx.ReadTimeout("slow"), FailureKind.TIMEOUT),
+        (asyncio.TimeoutError(), FailureKind.TIMEOUT),
+        (ValueError("mine"), FailureKind.UNKNOWN),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else v.value,
+)
+def test_real_exceptions_classify(error: BaseException, kind: FailureKind) -> None:
+    """Exceptions built the way the openai SDK and httpx build them map to their kind."""
+    assert classify(error).kind is kind
+
+
+def test_retry_after_from_every_header_form() -> None:
+    """retry-after-ms, retry-after in seconds and as an HTTP date are all understood."""
+    assert retry_after_from_headers({"retry-after-ms": "1500"}) == 1.5
+    assert retry_after_from_headers({"Retry-After": "3"}) == 3.0
+    assert retry_after_from_headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"},
+                                    now=1445412470.0) == pytest.approx(10.0)
+    assert retry_after_from_headers({"retry-after": "soon"}) is None
+    error = openai_error(openai.RateLimitError, 429, "slow down", headers={"retry-after": "2"})
+    failure = classify(error)
+    assert (failure.retry_after, failure.status, failure.retryable) == (2.0, 429, True)
+
+
+def test_x_should_retry_false_makes_it_final() -> None:
+    """The server's x-should-retry: false overrides a retryable status."""
+    error = openai_error(openai.InternalServerError, 500, "oops",
+                         headers={"x-should-retry": "false"})
+    assert not classify(error).retryable

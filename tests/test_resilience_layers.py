@@ -1,0 +1,215 @@
+"""Timeout, Fallback and CircuitBreaker: what each promises under failures and cancellation."""
+
+import asyncio
+
+import pytest
+
+import llmguard as lg
+from llmguard import CircuitBreaker, FailureKind, Fallback, Retry, Timeout
+from llmguard._circuit import CircuitState, State
+from llmguard.testing import FakeLLM, make_error
+
+# --- Timeout -----------------------------------------------------------------------------------
+
+
+async def test_timeout_raises_timeout_exceeded_naming_the_limit() -> None:
+    """An attempt slower than the limit raises TimeoutExceeded, classified as TIMEOUT."""
+    llm = FakeLLM(latency=10)
+    timeout = Timeout(3)
+    with pytest.raises(lg.TimeoutExceeded, match="longer than 3 s") as info:
+        await lg.guard(timeout)(llm.send_message)("x")
+    assert lg.classify(info.value).kind is FailureKind.TIMEOUT
+    assert timeout.statistics().timed_out == 1 and llm.in_flight == 0
+
+
+async def test_callers_cancellation_stays_a_cancellation() -> None:
+    """Cancelling the caller inside a Timeout raises CancelledError, not a timeout."""
+    llm = FakeLLM(latency=10)
+    task = asyncio.create_task(lg.guard(Timeout(30))(llm.send_message)("x"))
+    await asyncio.sleep(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_clients_own_timeout_error_passes_through() -> None:
+    """A TimeoutError raised by the client (not our timer) is not renamed."""
+    error = TimeoutError("socket")
+    with pytest.raises(TimeoutError) as info:
+        await lg.guard(Timeout(30))(FakeLLM([error]).send_message)("x")
+    assert info.value is error
+
+
+async def test_timeout_is_per_attempt_and_honours_the_retry_deadline() -> None:
+    """Retry + Timeout: each attempt gets the limit, but none runs past the deadline."""
+    llm = FakeLLM(latency=10)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(lg.TimeoutExceeded):
+        await lg.guard(Retry(attempts=10, deadline=12, backoff=0.01), Timeout(5))(
+            llm.send_message)("x")
+    assert loop.time() - start <= 12.01
+
+
+def test_timeout_rejects_bad_values() -> None:
+    """Zero, negative, NaN or infinite timeouts are ValueErrors."""
+    for bad in (0, -1, float("nan"), float("inf"), "5"):
+        with pytest.raises(ValueError, match="seconds"):
+            Timeout(bad)
+
+
+# --- Fallback ----------------------------------------------------------------------------------
+
+
+async def test_fallback_to_a_secondary_agent() -> None:
+    """The seed's FallbackAgent in one line: primary fails, secondary answers."""
+    primary = FakeLLM([make_error(FailureKind.SERVER_ERROR)])
+    secondary = FakeLLM(reply_prefix="secondary: ")
+    fallback = Fallback(secondary.send_message)
+    guarded = lg.guard(fallback)(primary.send_message)
+    assert await guarded("hi") == "secondary: hi"
+    assert fallback.statistics().fallbacks == {"FakeLLM.send_message": 1}
+
+
+async def test_keyword_override_alternates_rerun_the_inner_pipeline() -> None:
+    """{"model": ...} re-runs the inner layers with the model replaced, then restores it."""
+    models = []
+    llm = FakeLLM([make_error(FailureKind.OVERLOADED)])
+
+    async def spy(call, call_next):
+        models.append(call.kwargs["model"])
+        return await call_next(call)
+
+    guarded = lg.guard(Fallback({"model": "small"}), spy)(llm.acompletion)
+    result = await guarded(model="big", messages=[{"role": "user", "content": "x"}])
+    assert models == ["big", "small"] and result["model"] == "small"
+
+
+async def test_routes_send_a_kind_to_its_alternate() -> None:
+    """A context-window error goes straight to the long-context model."""
+    llm = FakeLLM([make_error(FailureKind.CONTEXT_WINDOW)])
+    fallback = Fallback({"model": "other"},
+                        routes={FailureKind.CONTEXT_WINDOW: {"model": "long"}})
+    result = await lg.guard(fallback)(llm.acompletion)(model="short", messages=[])
+    assert result["model"] == "long"
+
+
+async def test_default_degrades_gracefully() -> None:
+    """When everything fails, the default (a value or a callable) answers."""
+    failing = FakeLLM([make_error(FailureKind.SERVER_ERROR)] * 3)
+    guarded = lg.guard(Fallback(default="Sorry, try later."))(failing.send_message)
+    assert await guarded("x") == "Sorry, try later."
+    guarded = lg.guard(Fallback(default=lambda m: f"offline: {m}"))(failing.send_message)
+    assert await guarded("x") == "offline: x"
+
+
+async def test_everything_failing_raises_every_error_in_order() -> None:
+    """FallbackExhausted is an ExceptionGroup with the primary's and each alternate's error."""
+    errors = [make_error(FailureKind.SERVER_ERROR), make_error(FailureKind.OVERLOADED)]
+    primary, secondary = FakeLLM([errors[0]]), FakeLLM([errors[1]])
+    with pytest.raises(lg.FallbackExhausted) as info:
+        await lg.guard(Fallback(secondary.send_message))(primary.send_message)("x")
+    assert list(info.value.exceptions) == errors
+    assert "primary" in str(info.value)
+
+
+async def test_cancellation_is_never_a_fallback_trigger() -> None:
+    """A cancelled primary does not start the alternate."""
+    primary, secondary = FakeLLM(latency=10), FakeLLM()
+    task = asyncio.create_task(lg.guard(Fallback(secondary.send_message))(primary.send_message)("x"))
+    await asyncio.sleep(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert secondary.call_count == 0
+
+
+async def test_circuit_open_moves_to_the_alternate_at_once() -> None:
+    """With the primary's circuit open, Fallback answers from the alternate without waiting."""
+    breaker = CircuitBreaker()
+    breaker.force_open()
+    primary, secondary = FakeLLM(), FakeLLM(reply_prefix="2: ")
+    guarded = lg.guard(Fallback(secondary.send_message), breaker)(primary.send_message)
+    assert await guarded("x") == "2: x" and primary.call_count == 0
+
+
+def test_fallback_rejects_bad_alternates() -> None:
+    """Sync callables, empty dicts and a Fallback with nothing to fall back to are errors."""
+    with pytest.raises(TypeError, match="async callable"):
+        Fallback(lambda: 1)
+    with pytest.raises(ValueError, match="non-empty dict"):
+        Fallback({})
+    with pytest.raises(ValueError, match="at least one"):
+        Fallback()
+
+
+# --- CircuitBreaker ----------------------------------------------------------------------------
+
+
+def test_circuit_state_machine() -> None:
+    """Closed -> open at the failure ratio -> half-open after open_for -> closed after probes."""
+    state = CircuitState(failure_ratio=0.5, min_calls=4, window=10, open_for=5, half_open_calls=2)
+    for ok in (True, False, True, False):
+        assert state.allow(0)
+        state.record(0, failed=not ok)
+    assert state.state is State.OPEN and not state.allow(1)
+    assert state.allow(6) and state.state is State.HALF_OPEN
+    assert state.allow(6) and not state.allow(6)  # two probes at most
+    state.record(6, failed=False)
+    state.record(6, failed=False)
+    assert state.state is State.CLOSED
+
+
+def test_half_open_failure_reopens() -> None:
+    """A failed probe opens the circuit again for another open_for."""
+    state = CircuitState(failure_ratio=0.5, min_calls=1, window=10, open_for=5, half_open_calls=1)
+    state.record(0, failed=True)
+    assert state.allow(5)
+    state.record(5, failed=True)
+    assert state.state is State.OPEN and not state.allow(9) and state.allow(10)
+
+
+async def test_breaker_opens_on_unhealthy_failures_and_fails_fast() -> None:
+    """Enough 503s open the circuit; then calls fail fast with CircuitOpenError."""
+    llm = FakeLLM([make_error(FailureKind.OVERLOADED)] * 20)
+    breaker = CircuitBreaker(min_calls=5, failure_ratio=0.5)
+    guarded = lg.guard(breaker)(llm.send_message)
+    for _ in range(5):
+        with pytest.raises(Exception):
+            await guarded("x")
+    with pytest.raises(lg.CircuitOpenError) as info:
+        await guarded("x")
+    assert info.value.retry_after == pytest.approx(15)
+    assert llm.call_count == 5 and breaker.statistics().state == "open"
+    await asyncio.sleep(15)
+    llm.script.clear()
+    for _ in range(3):
+        assert await guarded("x") == "echo: x"
+    assert breaker.statistics().state == "closed"
+
+
+async def test_bad_requests_and_cancellations_do_not_count() -> None:
+    """Request errors and cancelled calls never open the circuit."""
+    llm = FakeLLM([make_error(FailureKind.BAD_REQUEST)] * 10)
+    breaker = CircuitBreaker(min_calls=2)
+    guarded = lg.guard(breaker)(llm.send_message)
+    for _ in range(10):
+        with pytest.raises(Exception):
+            await guarded("x")
+    slow = lg.guard(breaker)(FakeLLM(latency=10).send_message)
+    task = asyncio.create_task(slow("x"))
+    await asyncio.sleep(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert breaker.statistics().state == "closed" and breaker.statistics().failures == 0
+
+
+def test_breaker_rejects_bad_values() -> None:
+    """Ratios outside (0, 1], non-positive counts and durations are ValueErrors."""
+    with pytest.raises(ValueError, match="failure_ratio"):
+        CircuitBreaker(failure_ratio=0)
+    with pytest.raises(ValueError, match="min_calls"):
+        CircuitBreaker(min_calls=0)
+    with pytest.raises(ValueError, match="open_for"):
+        CircuitBreaker(open_for=-1)
