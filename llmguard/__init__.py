@@ -12,6 +12,7 @@ from ._adaptive import (
     LimitAlgorithm,
     Vegas,
 )
+from ._batch import Outcome, batch, batch_iter
 from ._cache import Cache, CacheStatistics
 from ._cachestore import CacheStore, MemoryStore
 from ._circuit import CircuitBreaker, CircuitStats
@@ -104,6 +105,7 @@ __all__ = [
     "Metrics",
     "MetricsServer",
     "MetricsStats",
+    "Outcome",
     "Pipeline",
     "QueueFull",
     "Quota",
@@ -119,6 +121,8 @@ __all__ = [
     "TimeoutStats",
     "Usage",
     "Vegas",
+    "batch",
+    "batch_iter",
     "classify",
     "compose",
     "estimate_tokens",
