@@ -32,7 +32,9 @@ from ._errors import (
     TimeoutExceeded,
 )
 from ._fallback import Fallback, FallbackStats
+from ._jobs import Job, JobManager, JobStatus
 from ._pipeline import Guarded, Pipeline, guard, wrap_client
+from ._pool import AgentPool, PoolStats
 from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
 from ._retry import Retry, RetryBudget, RetryStats
 from ._timeout import Timeout, TimeoutStats
@@ -76,6 +78,7 @@ __all__ = [
     "AdaptiveStats",
     "AdmissionError",
     "AdmissionTimeout",
+    "AgentPool",
     "BackendUnavailable",
     "Cache",
     "CacheStatistics",
@@ -96,7 +99,10 @@ __all__ = [
     "Gradient2",
     "Guarded",
     "Handler",
+    "Job",
+    "JobManager",
     "JobNotFound",
+    "JobStatus",
     "LLMGuardError",
     "Layer",
     "LimitAlgorithm",
@@ -107,6 +113,7 @@ __all__ = [
     "MetricsStats",
     "Outcome",
     "Pipeline",
+    "PoolStats",
     "QueueFull",
     "Quota",
     "RateLimit",
