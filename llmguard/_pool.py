@@ -37,13 +37,14 @@ class _Member:
     __slots__ = ("obj", "fn", "name", "weight", "busy", "calls", "failures", "streak",
                  "cooled_until")
 
-    def __init__(self, obj: Any, method: str, weight: float) -> None:
+    def __init__(self, obj: Any, method: str, weight: float, index: int) -> None:
         fn = obj if inspect.iscoroutinefunction(obj) else getattr(obj, method, None)
         if fn is None or not callable(fn):
             raise TypeError(f"pool member {obj!r} has no async method {method!r}; pass objects "
                             f"with `async def {method}(...)` or async functions")
         self.obj, self.fn, self.weight = obj, fn, weight
-        self.name = getattr(obj, "name", None) or getattr(fn, "__qualname__", repr(obj))
+        label = getattr(obj, "name", None) or getattr(obj, "__qualname__", type(obj).__name__)
+        self.name = f"{index}:{label}"
         self.busy = self.calls = self.failures = self.streak = 0
         self.cooled_until = 0.0
 
@@ -84,8 +85,8 @@ class AgentPool:
             raise ValueError("weights must give one positive number per member")
         if not method.isidentifier():
             raise ValueError(f"method must be a method name, got {method!r}")
-        self._members = [_Member(m, method, w) for m, w in
-                         zip(members, weights or [1.0] * len(members))]
+        self._members = [_Member(m, method, w, i) for i, (m, w) in
+                         enumerate(zip(members, weights or [1.0] * len(members)))]
         self.per_member, self.strategy = per_member, strategy
         self.cooldown_after, self.cooldown = cooldown_after, cooldown
         self._limiter = ConcurrencyLimiter(per_member * len(members))
