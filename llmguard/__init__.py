@@ -12,6 +12,7 @@ from ._adaptive import (
     LimitAlgorithm,
     Vegas,
 )
+from ._batch import Outcome, batch, batch_iter
 from ._cache import Cache, CacheStatistics
 from ._cachestore import CacheStore, MemoryStore
 from ._circuit import CircuitBreaker, CircuitStats
@@ -22,6 +23,7 @@ from ._errors import (
     AdmissionError,
     AdmissionTimeout,
     BackendUnavailable,
+    BatchInterrupted,
     CircuitOpenError,
     FallbackExhausted,
     JobNotFound,
@@ -76,6 +78,7 @@ __all__ = [
     "AdmissionError",
     "AdmissionTimeout",
     "BackendUnavailable",
+    "BatchInterrupted",
     "Cache",
     "CacheStatistics",
     "CacheStore",
@@ -104,6 +107,7 @@ __all__ = [
     "Metrics",
     "MetricsServer",
     "MetricsStats",
+    "Outcome",
     "Pipeline",
     "QueueFull",
     "Quota",
@@ -119,6 +123,8 @@ __all__ = [
     "TimeoutStats",
     "Usage",
     "Vegas",
+    "batch",
+    "batch_iter",
     "classify",
     "compose",
     "estimate_tokens",
