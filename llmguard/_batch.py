@@ -242,6 +242,14 @@ async def batch_iter(
                 await run.wake.wait()
     except asyncio.CancelledError:
         await _drain(run, workers, grace)
+        while (outcome := run.pop()) is not None or run.ready:  # hand drained outcomes over too
+            if outcome is None:  # ordered: skip the gap a never-finished index leaves
+                run.emitted = min(run.ready)
+                continue
+            run.emitted += 1
+            _report(run, outcome)
+            if on_result is not None and inspect.isawaitable(r := on_result(outcome)):
+                await r
         raise
     finally:
         for task in workers:
