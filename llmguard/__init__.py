@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._fallback import Fallback, FallbackStats
 from ._pipeline import Guarded, Pipeline, guard, wrap_client
+from ._pool import AgentPool, MemberStats, PoolStats
 from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
 from ._retry import Retry, RetryBudget, RetryStats
 from ._timeout import Timeout, TimeoutStats
@@ -77,6 +78,7 @@ __all__ = [
     "AdaptiveStats",
     "AdmissionError",
     "AdmissionTimeout",
+    "AgentPool",
     "BackendUnavailable",
     "BatchInterrupted",
     "Cache",
@@ -102,6 +104,7 @@ __all__ = [
     "LLMGuardError",
     "Layer",
     "LimitAlgorithm",
+    "MemberStats",
     "MemoryBackend",
     "MemoryStore",
     "Metrics",
@@ -109,6 +112,7 @@ __all__ = [
     "MetricsStats",
     "Outcome",
     "Pipeline",
+    "PoolStats",
     "QueueFull",
     "Quota",
     "RateLimit",
