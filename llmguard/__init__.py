@@ -33,6 +33,7 @@ from ._errors import (
     TimeoutExceeded,
 )
 from ._fallback import Fallback, FallbackStats
+from ._jobs import Job, JobManager, JobStatus
 from ._pipeline import Guarded, Pipeline, guard, wrap_client
 from ._pool import AgentPool, MemberStats, PoolStats
 from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
@@ -100,7 +101,10 @@ __all__ = [
     "Gradient2",
     "Guarded",
     "Handler",
+    "Job",
+    "JobManager",
     "JobNotFound",
+    "JobStatus",
     "LLMGuardError",
     "Layer",
     "LimitAlgorithm",
