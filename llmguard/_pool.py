@@ -74,7 +74,7 @@ class _Member:
 class AgentPool:
     """A pool of members (objects with an async ``method``, or coroutine functions).
 
-    ``strategy``: ``"least_busy"`` (fewest calls in progress, then fewest calls so far),
+    ``strategy``: ``"least_busy"`` (fewest calls in progress, then fewest failures, then fewest calls),
     ``"round_robin"``, or ``"weighted"`` (smooth weighted round robin over ``weights``).
     ``pool.<method>(...)`` and ``pool(...)`` call a member; both are guardable async callables
     (``Pipeline.wrap(pool.send_message)``). ``async with pool`` closes members having
@@ -184,7 +184,7 @@ class AgentPool:
         if not free:
             return None
         if self._strategy == "least_busy":
-            member = min(free, key=lambda m: (m.busy, m.calls))
+            member = min(free, key=lambda m: (m.busy, m.failures, m.calls))
         elif self._strategy == "round_robin":
             n = len(self._members)
             order = [self._members[(self._rr + k) % n] for k in range(n)]
