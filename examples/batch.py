@@ -1,4 +1,4 @@
-"""A batch with a checkpoint: interrupted half-way, resumed without paying twice (offline)."""
+"""Batch with a checkpoint: a run interrupted midway resumes without paying for finished items."""
 
 import asyncio
 import os
@@ -9,25 +9,26 @@ from llmguard.testing import FakeLLM
 
 
 async def main() -> None:
-    llm = FakeLLM(latency=0.001)
-    send = lg.Pipeline(name="batch").retry(attempts=3, backoff=0.01).concurrency_limit(8).wrap(
-        llm.send_message)
-    prompts = [f"question {i}" for i in range(100)]
-    checkpoint = os.path.join(tempfile.mkdtemp(), "run.jsonl")
+    agent = FakeLLM(latency=0.01)
+    send = lg.Pipeline(name="chat").retry(attempts=3).wrap(agent.send_message)
+    prompts = [f"summarise document {i}" for i in range(200)]
+    path = os.path.join(tempfile.mkdtemp(), "run.jsonl")
 
-    # First run: stop after 40 results, as a crash or Ctrl-C would.
-    seen = 0
-    async for _outcome in lg.batch_iter(send, prompts, concurrency=8, checkpoint=checkpoint):
-        seen += 1
-        if seen == 40:
-            break
-    first_calls = llm.call_count
+    # First run: stop it after ~0.05 s, as a crash or Ctrl-C would.
+    first = asyncio.ensure_future(lg.batch(send, prompts, concurrency=16, checkpoint=path, progress=False))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    try:
+        await first
+    except asyncio.CancelledError:
+        pass
+    calls_before = agent.call_count
+    print(f"interrupted after {calls_before} calls; checkpoint has {sum(1 for _ in open(path))} lines")
 
-    # Second run: the same command resumes; finished items are not sent again.
-    outcomes = await lg.batch(send, prompts, concurrency=8, checkpoint=checkpoint)
-    print(f"first run: {first_calls} calls; resumed run: {llm.call_count - first_calls} calls; "
-          f"{sum(o.ok for o in outcomes)}/{len(outcomes)} ok")
-    print(outcomes[0].value, "| attempts:", outcomes[-1].attempts)
+    # Second run: same checkpoint, finished prompts are restored, not called again.
+    outcomes = await lg.batch(send, prompts, concurrency=16, checkpoint=path, progress=False)
+    print(f"resumed: {agent.call_count - calls_before} more calls, {sum(o.ok for o in outcomes)}/{len(outcomes)} ok")
+    print("first outcome:", outcomes[0].value, f"(attempts={outcomes[0].attempts})")
 
 
 if __name__ == "__main__":

@@ -1,89 +1,90 @@
-"""Checkpoints for the batch runner: a JSONL file of finished items, so a rerun resumes."""
+"""JSONL checkpoint of a batch: one line per finished item, so a rerun skips what is done.
+
+Durability policy: each line is written and flushed as its item finishes (it survives a crash of
+the process); the file is fsynced when the batch ends, not per line (an fsync per item would cap
+a batch at a few hundred items/s on most disks). A power loss can therefore lose the tail; the
+worst case is that those items run again on resume.
+
+A value that is not JSON-serialisable is stored as ``repr(value)`` with ``"repr": true``; on
+resume the Outcome's value is that string. Return JSON-friendly values (or a dict) if you need
+the real value back.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import IO, Any
+from typing import Any
 
-from ._cachekey import stable_digest
-
-__all__ = ["Checkpoint", "CheckpointedError"]
-
-
-class CheckpointedError(Exception):
-    """An item's error restored from a checkpoint (the original exception is not kept)."""
+__all__ = ["Checkpoint"]
 
 
 class Checkpoint:
-    """Appends one JSON line per finished item and knows which items a rerun may skip.
+    """Records read from, and appended to, one JSONL file (see the module docstring)."""
 
-    Each line is flushed as it is written (a crash loses at most the line being written, which
-    the next run ignores); it is not fsynced per line, so a power cut may lose the last few
-    seconds, which are then simply redone. Values that JSON cannot encode are recorded by their
-    ``repr`` (``"value_repr": true``), restored as that string.
-    """
+    __slots__ = ("path", "records", "_file", "_dead")
 
-    __slots__ = ("path", "retry_failed", "_done", "_file")
-
-    def __init__(self, path: str | os.PathLike[str], *, retry_failed: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], dead_letter: str | os.PathLike[str] | None = None) -> None:
+        #: The checkpoint file.
         self.path = os.fspath(path)
-        self.retry_failed = retry_failed
-        self._done: dict[str, dict[str, Any]] = {}
+        #: key -> the last record written for it (later lines win: a failure then a retry's success).
+        self.records: dict[str, dict[str, Any]] = {}
         if os.path.exists(self.path):
             self._load()
-        self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._dead = None if dead_letter is None else open(os.fspath(dead_letter), "a", encoding="utf-8")
 
     def _load(self) -> None:
-        with open(self.path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        with open(self.path, "rb") as f:
+            data = f.read()
+        good = 0  # byte offset after the last well-formed line
+        lines = data.split(b"\n")
         for number, line in enumerate(lines, 1):
+            end = good + len(line) + 1
             if not line.strip():
+                good = min(end, len(data))
                 continue
             try:
                 record = json.loads(line)
-                record_key = record["key"]
+                key = record["key"]
             except (ValueError, KeyError, TypeError) as exc:
-                if number == len(lines) or (number == len(lines) - 1 and not lines[-1]):
-                    continue  # torn last line from a crash mid-write: that item is redone
+                if number == len(lines):  # a crash mid-write truncated the last line: drop it
+                    with open(self.path, "r+b") as f:
+                        f.truncate(good)
+                    return
                 raise ValueError(
-                    f"checkpoint {self.path}, line {number} is not a checkpoint record ({exc}); "
-                    "pass another checkpoint path or remove the damaged line"
+                    f"{self.path}:{number}: not a checkpoint record ({exc}); the file is corrupt. "
+                    "Fix or delete that line, or move the file away to start the batch over."
                 ) from None
-            if record.get("ok") or not self.retry_failed:
-                self._done[record_key] = record
+            self.records[str(key)] = record
+            good = min(end, len(data))
 
-    @staticmethod
-    def default_key(index: int, item: Any) -> str:
-        """Position plus a stable hash of the item, so an edited input is not mistaken."""
-        try:
-            return f"{index}:{stable_digest(item, 'item')[:16]}"
-        except TypeError:
-            return str(index)  # an item JSON cannot describe: its position alone
-
-    def restore(self, index: int, key: str, item: Any) -> Any:
-        """The recorded outcome of an item done in an earlier run, or None."""
-        record = self._done.get(key)
-        if record is None:
-            return None
-        from ._batch import Outcome
-
-        error = None if record.get("ok") else CheckpointedError(record.get("error") or "failed")
-        return Outcome(index, key, item, record.get("value"), error, 0, 0.0)
-
-    def write(self, outcome: Any) -> None:
-        record: dict[str, Any] = {"key": outcome.key, "index": outcome.index, "ok": outcome.ok}
-        if outcome.ok:
-            record["value"] = outcome.value
-        else:
-            record["error"] = f"{type(outcome.error).__name__}: {outcome.error}"
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record and flush it (crash-safe for the process, see the fsync policy)."""
         try:
             line = json.dumps(record, ensure_ascii=False)
         except (TypeError, ValueError):
-            record["value"], record["value_repr"] = repr(outcome.value), True
-            line = json.dumps(record, ensure_ascii=False)
+            record = {**record, "value": repr(record.get("value")), "repr": True}
+            line = json.dumps(record, ensure_ascii=False, default=repr)
         self._file.write(line + "\n")
         self._file.flush()
+        self.records[record["key"]] = record
+        if self._dead is not None and not record["ok"]:
+            self.dead_letter(record)
+
+    def dead_letter(self, record: dict[str, Any]) -> None:
+        """Append a failed item's record to the dead-letter file, if one was given."""
+        if self._dead is not None:
+            self._dead.write(json.dumps(record, ensure_ascii=False, default=repr) + "\n")
+            self._dead.flush()
 
     def close(self) -> None:
-        self._file.close()
+        """Flush, fsync and close the files."""
+        for f in (self._file, self._dead):
+            if f is not None and not f.closed:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+
+    def __repr__(self) -> str:
+        return f"<Checkpoint {self.path!r} records={len(self.records)}>"

@@ -1,16 +1,16 @@
-"""Background jobs: submit a call or a batch, poll its status and progress, wait, cancel."""
+"""Background jobs: one call or one batch run as an asyncio task, with an id to poll and cancel."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
-from ._batch import batch
-from ._errors import JobNotFound
+from ._batch import batch_iter
+from ._errors import JobNotFound, QueueFull
 
 __all__ = ["Job", "JobManager", "JobStatus"]
 
@@ -23,128 +23,156 @@ class JobStatus(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-_FINISHED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
-
-
 class Job:
-    """One background job. Timestamps are wall-clock (``time.time()``) for display."""
+    """One background call or batch. Read its fields; ``await job.wait()``; ``job.cancel()``."""
 
-    __slots__ = ("id", "name", "status", "done", "total", "result", "error", "created_at",
-                 "started_at", "finished_at", "_task", "_ended")
+    __slots__ = ("id", "status", "done", "total", "result", "error", "created", "started",
+                 "finished", "_task", "_ended")
 
-    def __init__(self, job_id: str, name: str, total: int | None) -> None:
-        self.id, self.name = job_id, name
+    def __init__(self) -> None:
+        #: Opaque id for ``JobManager.get``.
+        self.id = uuid.uuid4().hex[:16]
         self.status = JobStatus.PENDING
-        #: Progress: items finished, and the total when known (a single call is 0/1 then 1/1).
-        self.done, self.total = 0, total
+        #: Progress: items finished and items in total (1 for a single call; None if unknown).
+        self.done, self.total = 0, None
+        #: The call's return value, or the batch's list of Outcomes; the exception on failure.
         self.result: Any = None
         self.error: BaseException | None = None
-        self.created_at = time.time()
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._ended: float | None = None  # loop time, for expiry (virtual in tests)
+        #: Wall-clock timestamps (``time.time()``) for display; None until reached.
+        self.created: float = time.time()
+        self.started: float | None = None
+        self.finished: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ended = 0.0  # loop time of the end, for expiry
 
     @property
-    def finished(self) -> bool:
-        return self.status in _FINISHED
+    def progress(self) -> tuple[int, int | None]:
+        """``(done, total)``."""
+        return self.done, self.total
 
-    async def wait(self, timeout: float | None = None) -> Any:
-        """Wait for the job; return its result or raise its error (or TimeoutError)."""
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    async def wait(self, timeout: float | None = None) -> Job:
+        """Wait until the job ends (``TimeoutError`` after ``timeout`` s; the job keeps running)."""
         assert self._task is not None
-        await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        if self.error is not None:
-            raise self.error
-        return self.result
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            raise TimeoutError(f"job {self.id} still {self.status.value} after {timeout} s; "
+                               "wait longer, or cancel() it")
+        return self
 
     def cancel(self) -> bool:
-        """Cancel the job: nothing more starts, calls in flight are cancelled."""
-        if self.finished or self._task is None:
+        """Stop the job: a batch admits nothing more and its in-flight items are cancelled after
+        the batch's ``grace``; a single call is cancelled. False if it had already finished."""
+        if self.is_finished or self._task is None:
             return False
+        if self.status is JobStatus.PENDING:  # its task never ran, so it cannot record this itself
+            self.status, self.finished = JobStatus.CANCELLED, time.time()
+            self._ended = asyncio.get_running_loop().time()
         return self._task.cancel()
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe snapshot for an API response or a log line."""
-        return {
-            "id": self.id, "name": self.name, "status": self.status.value,
-            "progress": {"done": self.done, "total": self.total},
-            "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}",
-            "created_at": self.created_at, "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
+        """JSON-safe view (the result is summarised for batches, repr'd when not JSON-friendly)."""
+        result = self.result
+        if isinstance(result, list) and result and hasattr(result[0], "ok"):
+            ok = sum(o.ok for o in result)
+            result = {"ok": ok, "failed": len(result) - ok}
+        elif not isinstance(result, (str, int, float, bool, type(None), list, dict)):
+            result = repr(result)
+        return {"id": self.id, "status": self.status.value, "done": self.done, "total": self.total,
+                "result": result, "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}",
+                "created": self.created, "started": self.started, "finished": self.finished}
 
     def __repr__(self) -> str:
-        total = "?" if self.total is None else self.total
-        return f"<Job {self.id} {self.status.value} {self.done}/{total}>"
+        return f"<Job {self.id} {self.status.value} {self.done}/{self.total}>"
 
 
 class JobManager:
-    """Runs jobs in the background of the running event loop and keeps them for ``ttl`` seconds
-    after they finish. ``max_running`` bounds jobs running at once (others wait as pending).
-    ``async with JobManager() as jobs:`` cancels what is still running on exit.
+    """Runs jobs in the background and keeps them ``ttl`` seconds after they finish.
+
+    At most ``max_jobs`` jobs are kept; when full, the oldest finished job is forgotten, and
+    ``submit`` raises :class:`llmguard.QueueFull` when all of them are still running.
+    ``async with JobManager()`` cancels running jobs on exit.
     """
 
-    def __init__(self, *, ttl: float = 3600.0, max_running: int | None = None) -> None:
-        if not ttl > 0:
+    __slots__ = ("ttl", "max_jobs", "_jobs")
+
+    def __init__(self, *, ttl: float = 3600.0, max_jobs: int = 10_000) -> None:
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
-        if max_running is not None and (not isinstance(max_running, int) or max_running < 1):
-            raise ValueError(f"max_running must be an integer >= 1 or None, got {max_running!r}")
-        self.ttl = ttl
-        self._slots = None if max_running is None else asyncio.Semaphore(max_running)
+        if isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1:
+            raise ValueError(f"max_jobs must be an integer >= 1, got {max_jobs!r}")
+        self.ttl, self.max_jobs = float(ttl), max_jobs
         self._jobs: dict[str, Job] = {}
-        self._ids = itertools.count(1)
-
-    def _start(self, job: Job, work: Callable[[], Any]) -> Job:
-        async def run() -> None:
-            try:
-                if self._slots is not None:
-                    async with self._slots:
-                        await self._run(job, work)
-                else:
-                    await self._run(job, work)
-            except asyncio.CancelledError:
-                job.status = JobStatus.CANCELLED
-                job.finished_at, job._ended = time.time(), asyncio.get_running_loop().time()
-                raise
-
-        self._expire()
-        self._jobs[job.id] = job
-        job._task = asyncio.get_running_loop().create_task(run(), name=f"llmguard-job-{job.id}")
-        return job
-
-    @staticmethod
-    async def _run(job: Job, work: Callable[[], Any]) -> None:
-        job.status, job.started_at = JobStatus.RUNNING, time.time()
-        try:
-            job.result = await work()
-            job.status = JobStatus.COMPLETED
-            if job.total == 1:
-                job.done = 1
-        except Exception as exc:
-            job.error, job.status = exc, JobStatus.FAILED
-        job.finished_at, job._ended = time.time(), asyncio.get_running_loop().time()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
         """Start ``await fn(*args, **kwargs)`` in the background."""
         if not callable(fn):
             raise TypeError(f"fn must be an async callable, got {fn!r}")
-        job = Job(f"job-{next(self._ids)}", getattr(fn, "__qualname__", "call"), 1)
-        return self._start(job, lambda: fn(*args, **kwargs))
+        job = self._new()
+        job.total = 1
 
-    def submit_batch(self, fn: Callable[[Any], Any], items: Iterable[Any],
-                     **batch_options: Any) -> Job:
-        """Start :func:`llmguard.batch` in the background; progress counts finished items.
+        async def run() -> Any:
+            result = await fn(*args, **kwargs)
+            job.done = 1
+            return result
 
-        The job's result is the list of outcomes (a failed item does not fail the job).
-        """
-        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-        job = Job(f"job-{next(self._ids)}", getattr(fn, "__qualname__", "batch"), total)
+        return self._start(job, run)
 
-        def count(_outcome: Any) -> None:
-            job.done += 1
+    def submit_batch(self, fn: Callable[[Any], Any], items: Iterable[Any] | AsyncIterable[Any],
+                     **options: Any) -> Job:
+        """Start :func:`llmguard.batch` in the background; the job's progress counts finished items
+        and its result is the list of Outcomes (item failures do not fail the job)."""
+        if not callable(fn):
+            raise TypeError(f"fn must be an async callable taking one item, got {fn!r}")
+        job = self._new()
+        job.total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
 
-        batch_options.setdefault("progress", False)
-        return self._start(job, lambda: batch(fn, items, on_result=count, **batch_options))
+        async def run() -> Any:
+            outcomes = []
+            async for outcome in batch_iter(fn, items, **options):
+                outcomes.append(outcome)
+                job.done += 1
+            return outcomes
+
+        return self._start(job, run)
+
+    def _new(self) -> Job:
+        self._expire()
+        if len(self._jobs) >= self.max_jobs:
+            finished = [j for j in self._jobs.values() if j.is_finished]
+            if not finished:
+                raise QueueFull(f"{self.max_jobs} jobs are running (max_jobs={self.max_jobs}); "
+                                "wait for some to finish or raise max_jobs")
+            del self._jobs[min(finished, key=lambda j: j._ended).id]
+        job = Job()
+        self._jobs[job.id] = job
+        return job
+
+    def _start(self, job: Job, run: Callable[[], Any]) -> Job:
+        loop = asyncio.get_running_loop()
+
+        async def main() -> None:
+            job.status, job.started = JobStatus.RUNNING, time.time()
+            try:
+                job.result = await run()
+                job.status = JobStatus.COMPLETED
+            except asyncio.CancelledError:
+                job.status = JobStatus.CANCELLED  # swallowed: the job owns this task
+            except Exception as exc:
+                job.error, job.status = exc, JobStatus.FAILED
+            finally:
+                job.finished, job._ended = time.time(), loop.time()
+
+        job._task = loop.create_task(main(), name=f"llmguard-job-{job.id}")
+        return job
+
+    def _expire(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for job in [j for j in self._jobs.values() if j.is_finished and now - j._ended >= self.ttl]:
+            del self._jobs[job.id]
 
     def get(self, job_id: str) -> Job:
         """The job with that id; :class:`llmguard.JobNotFound` if unknown or expired."""
@@ -152,34 +180,26 @@ class JobManager:
         try:
             return self._jobs[job_id]
         except KeyError:
-            raise JobNotFound(
-                f"no job {job_id!r}: it never existed or finished more than {self.ttl:g} s ago "
-                f"(known: {', '.join(list(self._jobs)[:5]) or 'none'})"
-            ) from None
+            raise JobNotFound(f"no job with id {job_id!r}: it never existed or finished more than "
+                              f"ttl={self.ttl:g} s ago and expired; use an id returned by submit()") from None
 
     def list(self, status: JobStatus | str | None = None) -> list[Job]:
+        """Jobs kept now, oldest first, optionally only those with ``status``."""
         self._expire()
         wanted = None if status is None else JobStatus(status)
         return [j for j in self._jobs.values() if wanted is None or j.status is wanted]
 
-    def _expire(self) -> None:
-        try:
-            cutoff = asyncio.get_running_loop().time() - self.ttl
-        except RuntimeError:
-            cutoff = time.monotonic() - self.ttl  # asyncio's default clock
-        for job_id in [i for i, j in self._jobs.items()
-                       if j._ended is not None and j._ended < cutoff]:
-            del self._jobs[job_id]
-
     async def aclose(self) -> None:
-        """Cancel every job still pending or running and wait for them to stop."""
-        tasks = [j._task for j in self._jobs.values() if j._task is not None and not j.finished]
-        for task in tasks:
-            task.cancel()
+        """Cancel running jobs and wait for them to end."""
+        tasks = [j._task for j in self._jobs.values() if j._task is not None and j.cancel()]
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aenter__(self) -> JobManager:
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def __repr__(self) -> str:
+        running = sum(j.status is JobStatus.RUNNING for j in self._jobs.values())
+        return f"<JobManager jobs={len(self._jobs)} running={running} ttl={self.ttl:g}>"

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from ._core import Call, Layer, compose
+from ._core import WANT_CALL, Call, Layer, call_sink, compose
 from ._stream import Stream
 
 __all__ = ["Guarded", "Pipeline", "guard", "wrap_client"]
@@ -255,13 +255,9 @@ def _make_guarded(pipeline: Pipeline, fn: Any) -> Any:
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             call = Call(fn, args, kwargs, name)
-            try:
-                return await handler(call)
-            finally:
-                if call.notes is not None:
-                    sink = _notes_sink.get()
-                    if sink is not None:
-                        sink.update(call.notes)
+            if call_sink.get() is WANT_CALL:  # a batch runner reads call.attempt afterwards
+                call_sink.set(call)
+            return await handler(call)
 
     functools.update_wrapper(guarded, fn)
     if not hasattr(fn, "__name__"):  # partials and callable objects

@@ -1,8 +1,10 @@
-"""The batch runner: one outcome per item, bounded memory, order, checkpoints and resume."""
+"""batch / batch_iter: exactly one Outcome per item, bounded memory, order, shutdown."""
+
+from __future__ import annotations
 
 import asyncio
-import json
-import random
+import os
+import signal
 
 import looptime
 import pytest
@@ -10,168 +12,231 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
-from llmguard import FailureKind, Retry, batch, batch_iter
-from llmguard.testing import FakeLLM, make_error
 
 
 async def double(x: int) -> int:
-    await asyncio.sleep((x * 7) % 5)
+    await asyncio.sleep(0.01 * (x % 5))
+    if x % 7 == 3:
+        raise ValueError(f"bad {x}")
     return 2 * x
 
 
-async def test_every_item_ends_as_one_outcome_in_order() -> None:
-    """Outcomes come back in input order, failures recorded, the batch never stopped by one."""
-
-    async def fn(x: int) -> int:
-        if x % 4 == 0:
-            raise ValueError(f"bad {x}")
-        return await double(x)
-
-    outcomes = await batch(fn, range(50), concurrency=8)
+async def test_one_outcome_per_item_in_order() -> None:
+    """Every item ends as exactly one Outcome, in input order; failures do not stop the batch."""
+    outcomes = await lg.batch(double, range(50), concurrency=4)
     assert [o.index for o in outcomes] == list(range(50))
-    assert all((o.error is not None) == (o.index % 4 == 0) for o in outcomes)
-    assert all(o.value == 2 * o.index for o in outcomes if o.ok)
+    for o in outcomes:
+        assert o.ok == (o.index % 7 != 3)
+        assert (o.value == 2 * o.index) if o.ok else isinstance(o.error, ValueError)
+        assert o.attempts == 1 and o.key == str(o.index)
 
 
 async def test_unordered_yields_as_completed() -> None:
-    """ordered=False yields fast items before slow ones."""
-    outcomes = [o async for o in batch_iter(double, [4, 0], concurrency=2, ordered=False)]
-    assert [o.item for o in outcomes] == [0, 4]
+    """ordered=False yields fast items before a slow one that started earlier."""
+
+    async def fn(x: int) -> int:
+        await asyncio.sleep(10 if x == 0 else 1)
+        return x
+
+    seen = [o.index async for o in lg.batch_iter(fn, range(4), concurrency=4, ordered=False)]
+    assert seen[-1] == 0 and sorted(seen) == [0, 1, 2, 3]
 
 
-async def test_concurrency_and_window_bound_the_work_in_flight() -> None:
-    """At most `concurrency` calls run; the input is pulled lazily, never all at once."""
-    llm = FakeLLM(latency=1)
-    pulled = []
+async def test_at_most_concurrency_in_flight_and_streamed_input() -> None:
+    """No more than `concurrency` calls run at once, and the input is pulled lazily."""
+    inflight = peak = pulled = 0
 
-    def items():
+    def source():
+        nonlocal pulled
         for i in range(1000):
-            pulled.append(i)
-            yield str(i)
+            pulled += 1
+            yield i
 
-    consumed = 0
-    async for _ in batch_iter(llm.send_message, items(), concurrency=5, window=10):
-        consumed += 1
-        if consumed == 20:
-            break
-    assert llm.max_in_flight == 5
-    assert len(pulled) <= 20 + 10 + 5  # consumed + window + one per worker
+    async def fn(x: int) -> int:
+        nonlocal inflight, peak
+        inflight += 1
+        peak = max(peak, inflight)
+        await asyncio.sleep(1)
+        inflight -= 1
+        return x
+
+    it = lg.batch_iter(fn, source(), concurrency=8)
+    first = await anext(it)
+    assert first.index == 0 and pulled <= 4 * 8 + 1
+    await it.aclose()
+    assert peak <= 8
 
 
-async def test_async_iterable_input() -> None:
-    """An async generator is streamed as the input."""
+async def test_reorder_buffer_is_bounded_by_a_slow_head() -> None:
+    """A slow first item pauses admission after 4*concurrency items instead of buffering all."""
+    started = 0
 
-    async def items():
+    async def fn(x: int) -> int:
+        nonlocal started
+        started += 1
+        await asyncio.sleep(100 if x == 0 else 0.1)
+        return x
+
+    it = lg.batch_iter(fn, range(10_000), concurrency=2)
+    task = asyncio.ensure_future(anext(it))
+    await asyncio.sleep(50)
+    assert started <= 4 * 2
+    assert (await task).index == 0
+    await it.aclose()
+
+
+async def test_async_iterable_input_and_async_on_result() -> None:
+    """Async iterables are accepted; an async on_result is awaited once per outcome."""
+
+    async def source():
         for i in range(10):
             yield i
 
-    outcomes = await batch(double, items(), concurrency=3)
-    assert [o.value for o in outcomes] == [2 * i for i in range(10)]
+    seen: list[int] = []
+
+    async def on_result(o: lg.Outcome) -> None:
+        seen.append(o.index)
+
+    outcomes = await lg.batch(double, source(), concurrency=3, on_result=on_result)
+    assert len(outcomes) == 10 and seen == list(range(10))
 
 
-async def test_attempts_come_from_the_retry_layer() -> None:
-    """A guarded function's retries show up as the outcome's attempts."""
-    llm = FakeLLM([make_error(FailureKind.OVERLOADED), make_error(FailureKind.OVERLOADED)])
-    guarded = lg.guard(Retry(attempts=3))(llm.send_message)
-    (outcome,) = await batch(guarded, ["x"])
-    assert outcome.ok and outcome.attempts == 3
+async def test_attempts_read_from_guarded_retry() -> None:
+    """Outcome.attempts is the number of attempts the guarded function's Retry layer made."""
+    failures = {1: 2, 2: 0}
 
-
-async def test_checkpoint_resume_skips_done_items_and_retries_failed(tmp_path) -> None:
-    """A rerun with the same checkpoint does not call the function again for finished items."""
-    path = tmp_path / "run.jsonl"
-    calls = []
-    failed_once = set()
-
+    @lg.guard(lg.Retry(attempts=4, backoff=0.01))
     async def flaky(x: int) -> int:
-        calls.append(x)
-        if x == 3 and x not in failed_once:
-            failed_once.add(x)
-            raise ValueError("first time")
-        return x * 10
+        if failures[x] > 0:
+            failures[x] -= 1
+            raise ConnectionError("reset")
+        return x
 
-    first = await batch(flaky, range(6), checkpoint=str(path))
-    assert [o.ok for o in first] == [True, True, True, False, True, True]
-    calls.clear()
-    second = await batch(flaky, range(6), checkpoint=str(path))
-    assert calls == [3]  # only the failed item ran again
-    assert [o.value for o in second] == [0, 10, 20, 30, 40, 50]
-    assert [o.attempts for o in second] == [0, 0, 0, 1, 0, 0]
+    outcomes = await lg.batch(flaky, [1, 2], concurrency=2)
+    assert [o.attempts for o in outcomes] == [3, 1] and all(o.ok for o in outcomes)
 
 
-async def test_checkpoint_keeps_failures_when_asked_and_tolerates_a_torn_line(tmp_path) -> None:
-    """retry_failed=False restores failures; a half-written last line is redone, not fatal."""
-    path = tmp_path / "run.jsonl"
+async def test_cancellation_drains_in_flight_within_grace() -> None:
+    """Cancelling a batch stops admission, lets in-flight items finish within grace, re-raises."""
+    finished: list[int] = []
 
-    async def fail(x):
-        raise RuntimeError("nope")
+    async def fn(x: int) -> int:
+        await asyncio.sleep(5)
+        finished.append(x)
+        return x
 
-    await batch(fail, range(2), checkpoint=str(path))
-    with open(path, "a") as f:
-        f.write('{"key": "2:')  # a crash mid-write
-    again = await batch(double, range(3), checkpoint=str(path), retry_failed=False)
-    assert [o.ok for o in again] == [False, False, True]
-    assert "nope" in str(again[0].error)
-
-
-async def test_damaged_checkpoint_line_is_a_clear_error(tmp_path) -> None:
-    """A corrupt line in the middle of a checkpoint names the file and line."""
-    path = tmp_path / "run.jsonl"
-    path.write_text('not json\n{"key": "0:x", "ok": true}\n')
-    with pytest.raises(ValueError, match="line 1"):
-        await batch(double, range(2), checkpoint=str(path))
-
-
-async def test_stopping_early_cancels_in_flight_items_and_records_them(tmp_path) -> None:
-    """Leaving the loop cancels the workers; in-flight items are recorded as cancelled."""
-    path = tmp_path / "run.jsonl"
-    llm = FakeLLM(latency=10)
-    agen = batch_iter(llm.send_message, [str(i) for i in range(10)], concurrency=3,
-                      checkpoint=str(path))
-    task = asyncio.create_task(agen.__anext__())
+    task = asyncio.ensure_future(lg.batch(fn, range(100), concurrency=4, grace=10))
     await asyncio.sleep(1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await agen.aclose()
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(records) == 3 and not any(r["ok"] for r in records)
-    assert llm.in_flight == 0
+    assert sorted(finished) == [0, 1, 2, 3]
 
 
-def test_bad_arguments() -> None:
-    """concurrency < 1, a window below it and a non-callable fn are clear errors."""
+async def test_signal_stops_admission_and_raises_summary(tmp_path) -> None:
+    """With handle_signals, SIGINT drains in-flight items, cancels stragglers after grace and raises
+    BatchInterrupted carrying every finished outcome (stragglers as CancelledError outcomes)."""
 
-    async def consume(**kw):
-        return await batch(kw.pop("fn", double), [1], **kw)
+    async def fn(x: int) -> int:
+        await asyncio.sleep(100 if x == 1 else 2)
+        return x
 
-    for kw, error, match in ((dict(concurrency=0), ValueError, "concurrency"),
-                             (dict(concurrency=4, window=2), ValueError, "window"),
-                             (dict(fn=42), TypeError, "fn")):
-        with pytest.raises(error, match=match):
-            asyncio.run(consume(**kw))
+    async def interrupt() -> None:
+        await asyncio.sleep(1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    asyncio.ensure_future(interrupt())
+    with pytest.raises(lg.BatchInterrupted, match="SIGINT") as info:
+        await lg.batch(fn, range(100), concurrency=2, grace=10, handle_signals=True,
+                       checkpoint=tmp_path / "c.jsonl")
+    outcomes = info.value.outcomes
+    assert [o.index for o in outcomes] == [0, 1]
+    assert outcomes[0].ok and isinstance(outcomes[1].error, asyncio.CancelledError)
+    assert (tmp_path / "c.jsonl").read_text().count("\n") == 1  # the cancelled item is not "done"
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.lists(st.sampled_from(["ok", "fail", "slow"]), max_size=40),
-       st.integers(1, 8), st.booleans(), st.integers(0, 10_000))
-def test_exactly_one_outcome_per_item(plan, concurrency, ordered, seed) -> None:
-    """Whatever fails and however work interleaves, each item ends as exactly one outcome."""
-    rng = random.Random(seed)
+async def test_input_error_propagates_after_draining() -> None:
+    """An exception from the input iterator stops the batch and is raised to the caller."""
 
-    async def fn(i: int):
-        await asyncio.sleep(rng.random() * (5 if plan[i] == "slow" else 0.1))
-        if plan[i] == "fail":
-            raise ValueError(i)
-        return i
+    def source():
+        yield 1
+        raise RuntimeError("source broke")
 
-    async def run():
-        return await batch(fn, range(len(plan)), concurrency=concurrency, ordered=ordered)
+    with pytest.raises(RuntimeError, match="source broke"):
+        await lg.batch(double, source())
 
-    loop = looptime.new_event_loop(start=0, noop_cycles=1000)  # virtual time: no real sleeps
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"concurrency": 0}, "concurrency must be"),
+        ({"concurrency": -1}, "concurrency must be"),
+        ({"concurrency": 2.5}, "concurrency must be"),
+        ({"grace": -1}, "grace must be"),
+        ({"dead_letter": "x.jsonl"}, "dead_letter needs a checkpoint"),
+    ],
+)
+async def test_bad_arguments_are_named(kwargs, match) -> None:
+    """Bad options raise a ValueError naming the argument."""
+    with pytest.raises(ValueError, match=match):
+        await lg.batch(double, [1], **kwargs)
+
+
+async def test_non_callable_fn() -> None:
+    """A non-callable fn raises TypeError naming fn."""
+    with pytest.raises(TypeError, match="fn must be"):
+        await lg.batch(42, [1])  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 60),
+    concurrency=st.integers(1, 8),
+    ordered=st.booleans(),
+    plan=st.lists(st.sampled_from(["ok", "fail", "slow", "selfcancel"]), min_size=1, max_size=60),
+    cancel_at=st.one_of(st.none(), st.floats(0.0, 5.0)),
+)
+def test_exactly_one_outcome_per_admitted_item(n, concurrency, ordered, plan, cancel_at) -> None:
+    """Under random failures, an item's own CancelledError and a cancellation of the whole batch,
+    each item that fn was called for ends as exactly one Outcome (seen by on_result, also while
+    shutting down); nothing is duplicated, and without cancellation every input item is there."""
+    called: list[int] = []
+    seen: list[lg.Outcome] = []
+
+    async def fn(x: int) -> int:
+        called.append(x)
+        action = plan[x % len(plan)]
+        await asyncio.sleep(3 if action == "slow" else 0.5)
+        if action == "fail":
+            raise ValueError(x)
+        if action == "selfcancel":
+            raise asyncio.CancelledError()
+        return x
+
+    async def main() -> None:
+        async def run() -> None:
+            async for o in lg.batch_iter(fn, range(n), concurrency=concurrency, ordered=ordered,
+                                         on_result=seen.append, grace=1):
+                pass
+
+        task = asyncio.ensure_future(run())
+        if cancel_at is not None:
+            await asyncio.sleep(cancel_at)
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    loop = looptime.new_event_loop()
     try:
-        outcomes = loop.run_until_complete(run())
+        loop.run_until_complete(main())
     finally:
         loop.close()
-    assert sorted(o.index for o in outcomes) == list(range(len(plan)))
-    assert all(o.ok == (plan[o.index] != "fail") for o in outcomes)
+    indices = [o.index for o in seen]
+    assert len(indices) == len(set(indices))
+    assert set(indices) == set(called)  # drained and cancelled items reach on_result too
+    if cancel_at is None:
+        assert sorted(indices) == list(range(n)) and sorted(called) == list(range(n))
+        if ordered:
+            assert indices == list(range(n))
