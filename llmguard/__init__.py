@@ -22,31 +22,58 @@ from ._pipeline import Guarded, Pipeline, guard, wrap_client
 from ._tokens import Usage, estimate_tokens, extract_usage
 
 if _TYPE_CHECKING:
+    from ._adaptive import (
+        AIMD,
+        AdaptiveConcurrency,
+        AdaptiveStats,
+        Gradient,
+        Gradient2,
+        LimitAlgorithm,
+        Vegas,
+    )
     from ._batch import Outcome, batch, batch_iter
+    from ._cache import Cache, CacheStatistics
+    from ._cachestore import CacheStore, MemoryStore
+    from ._circuit import CircuitBreaker, CircuitStats
+    from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
+    from ._fallback import Fallback, FallbackStats
     from ._jobs import Job, JobManager, JobStatus
-    from ._pool import AgentPool, MemberStats, PoolStats
     from ._latency import MetricsStats
     from ._metrics import Metrics
-    from ._pool import AgentPool, PoolStats
+    from ._pool import AgentPool, MemberStats, PoolStats
     from ._prometheus import MetricsServer, serve_metrics
     from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
     from ._retry import Retry, RetryBudget, RetryStats
     from ._timeout import Timeout, TimeoutStats
 
-#: Public names loaded on first use (observability is optional: ~6 ms of import time saved;
-#: batches, pools and jobs pull in signal/logging/uuid only when used).
+#: Public names loaded on first use: `import llmguard` stays light (no asyncio, no layer
+#: module) until a layer is used; each module loads once, on its first name.
 _LAZY = {
+    "AIMD": "._adaptive",
+    "AdaptiveConcurrency": "._adaptive",
+    "AdaptiveStats": "._adaptive",
     "AgentPool": "._pool",
+    "Cache": "._cache",
+    "CacheStatistics": "._cache",
+    "CacheStore": "._cachestore",
+    "CircuitBreaker": "._circuit",
+    "CircuitStats": "._circuit",
+    "ConcurrencyLimit": "._concurrency",
+    "ConcurrencyLimiter": "._concurrency",
+    "ConcurrencyStats": "._concurrency",
+    "Fallback": "._fallback",
+    "FallbackStats": "._fallback",
+    "Gradient": "._adaptive",
+    "Gradient2": "._adaptive",
     "Job": "._jobs",
     "JobManager": "._jobs",
     "JobStatus": "._jobs",
-    "MemberStats": "._pool",
-    "Outcome": "._batch",
-    "PoolStats": "._pool",
-    "batch": "._batch",
-    "batch_iter": "._batch",
+    "LimitAlgorithm": "._adaptive",
+    "MemoryBackend": "._ratelimit",
+    "MemoryStore": "._cachestore",
     "Metrics": "._metrics",
     "MetricsServer": "._prometheus",
+    "MemberStats": "._pool",
     "MetricsStats": "._latency",
     "Outcome": "._batch",
     "PoolStats": "._pool",

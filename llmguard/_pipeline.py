@@ -5,9 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from ._core import WANT_CALL, Call, Layer, call_sink, compose
@@ -267,23 +265,6 @@ def _make_guarded(pipeline: Pipeline, fn: Any) -> Any:
     guarded.pipeline = pipeline  # type: ignore[attr-defined]
     guarded.stats = pipeline.stats  # type: ignore[attr-defined]
     return guarded
-
-
-#: Where the guarded functions called inside ``collect_notes`` copy their calls' notes.
-_notes_sink: ContextVar[dict[str, Any] | None] = ContextVar("llmguard_notes_sink", default=None)
-
-
-@contextmanager
-def collect_notes(sink: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Collect the notes (``retries``, ``cache``, ``fallback``...) of guarded calls made inside.
-
-    The batch runner uses it to report attempts per item without knowing the pipeline.
-    """
-    token = _notes_sink.set(sink)
-    try:
-        yield sink
-    finally:
-        _notes_sink.reset(token)
 
 
 def guard(*layers: Layer, name: str | None = None) -> Pipeline:
