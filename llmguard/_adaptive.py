@@ -416,7 +416,13 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     async def __call__(self, call: Any, call_next: Any, /) -> Any:
         limiter = self.limiter
         priority, partition = self._admission(call)
-        await limiter.acquire(priority=priority, partition=partition)
+        if limiter.in_flight < limiter.limit and not limiter.waiting:
+            await limiter.acquire(priority=priority, partition=partition)  # admitted at once
+        else:
+            clock = asyncio.get_running_loop().time
+            started = clock()
+            await limiter.acquire(priority=priority, partition=partition)
+            call.waited(clock() - started, "adaptive_concurrency")
         inflight = limiter.in_flight
         loop_time = asyncio.get_running_loop().time
         start = loop_time()

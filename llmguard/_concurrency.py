@@ -254,7 +254,13 @@ class ConcurrencyLimit:
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         priority, partition = self._admission(call)
         limiter = self.limiter
-        await limiter.acquire(priority=priority, partition=partition)
+        if limiter.in_flight < limiter.limit and not limiter.waiting:
+            await limiter.acquire(priority=priority, partition=partition)  # admitted at once
+        else:
+            clock = asyncio.get_running_loop().time
+            started = clock()
+            await limiter.acquire(priority=priority, partition=partition)
+            call.waited(clock() - started, "concurrency_limit")
         try:
             result = await call_next(call)
         except BaseException:

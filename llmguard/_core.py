@@ -99,6 +99,13 @@ class Call:
             self.notes = {}
         self.notes[key] = value
 
+    def waited(self, seconds: float, by: str) -> None:
+        """Record time spent waiting for admission (metrics' admission-wait histogram)."""
+        if self.notes is None:
+            self.notes = {}
+        self.notes["wait"] = self.notes.get("wait", 0.0) + seconds
+        self.notes["delayed_by"] = by
+
     def __repr__(self) -> str:
         return (
             f"<Call {self.name or getattr(self.fn, '__qualname__', self.fn)!s} "

@@ -277,7 +277,10 @@ class RateLimit:
         if line is None:  # nobody waiting: try at once (the happy path allocates nothing)
             wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
         if ticket is None:
+            clock = asyncio.get_running_loop().time
+            started = clock()
             ticket = await self._wait_in_line(key, tokens, wait)
+            call.waited(clock() - started, "rate_limit")
         if self._max_tokens is not None:
             call.tokens = tokens
         self._admitted += 1

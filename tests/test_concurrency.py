@@ -314,3 +314,20 @@ async def test_stream_holds_its_slot_until_the_end() -> None:
     assert layer.limiter.in_flight == 1
     assert [c async for c in stream] == [1, 2]
     assert baseline(layer.limiter) == (0, 0, {})
+
+
+async def test_admission_wait_is_noted_for_metrics() -> None:
+    """A call that queued records how long it waited (call.notes["wait"]), one admitted at once
+    records nothing."""
+    from llmguard.testing import FakeLLM
+
+    seen = []
+
+    async def spy(call, call_next):
+        seen.append(call)
+        return await call_next(call)
+
+    guarded = lg.guard(spy, lg.ConcurrencyLimit(1))(FakeLLM(latency=3).send_message)
+    await asyncio.gather(guarded("a"), guarded("b"))
+    assert seen[0].notes is None
+    assert seen[1].notes == {"wait": 3.0, "delayed_by": "concurrency_limit"}
