@@ -73,13 +73,14 @@ for key, name in pairs({[0] = 'r', [1] = 't'}) do
     if free[key] == nil or remaining < free[key] then free[key] = remaining end
   end
 end
-local fr, ft = tostring(math.max(free[0] or 0, 0)), tostring(math.max(free[1] or 0, 0))
-if wait > 0 then return {0, tostring(wait), fr, ft, tostring(pause_left)} end
+local fr, ft = math.max(free[0] or 0, 0), math.max(free[1] or 0, 0)
+if wait > 0 then return {0, tostring(wait), tostring(fr), tostring(ft), tostring(pause_left)} end
 redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
 redis.call('PEXPIRE', log, math.ceil(horizon * 1000) + 1000)
 if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end
 if capped.t then redis.call('HINCRBY', state, 'cap_t', -need) end
-return {1, '0', fr, ft, tostring(pause_left)}
+-- headroom after this admission, like the in-memory backend's
+return {1, '0', tostring(math.max(fr - 1, 0)), tostring(math.max(ft - need, 0)), tostring(pause_left)}
 """
 
 #: KEYS: log. ARGV: old member, new member. Keeps the admission time; no-op once expired.
