@@ -31,7 +31,7 @@ class Connection:
     """
 
     __slots__ = ("url", "prefix", "on_error", "timeout", "id", "_redis", "_scripts", "_tasks",
-                 "_down_until", "_outage", "errors")
+                 "_down_until", "_outage", "errors", "loops")
 
     def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
         if not isinstance(url, str) or "://" not in url:
@@ -55,6 +55,8 @@ class Connection:
         self._outage = False
         #: Commands that failed (timeouts and errors).
         self.errors = 0
+        #: Background loops (circuit followers) that run until aclose() cancels them.
+        self.loops: set[asyncio.Task[Any]] = set()
 
     @property
     def redis(self) -> Any:
@@ -122,7 +124,10 @@ class Connection:
             pass  # a background write has no caller to fail; failed() counted it
 
     async def aclose(self) -> None:
-        """Wait for pending background writes, then close the connections."""
+        """Stop background loops, wait for pending writes, then close the connections."""
+        for task in self.loops:
+            task.cancel()
+        self.loops.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._redis is not None:

@@ -31,7 +31,8 @@ class RedisBackend:
     leaves the reservation as estimated, which errs on the side of waiting.
 
     The same object builds the other shared pieces: :class:`RedisConcurrencyLimiter` and
-    :class:`RedisStore` take it as their first argument. ``await backend.aclose()`` at shutdown.
+    :class:`RedisStore` take it as their first argument, and ``CircuitBreaker(name=...,
+    backend=backend)`` shares circuit openings. ``await backend.aclose()`` at shutdown.
     """
 
     __slots__ = ("connection", "_local", "_seq", "_keys", "_args", "_headroom")
@@ -134,6 +135,12 @@ class RedisBackend:
         except RuntimeError:
             return last[0], last[1], 0.0
         return last[0], last[1], max(0.0, last[2] - now)
+
+    def circuit_state(self, name: str, **params: Any) -> Any:
+        """The shared state behind ``CircuitBreaker(name=..., backend=self)``."""
+        from ._circuit import RedisCircuitState
+
+        return RedisCircuitState(self.connection, name, **params)
 
     async def aclose(self) -> None:
         """Wait for background writes and close the connection pool."""
