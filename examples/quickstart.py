@@ -1,4 +1,4 @@
-"""Quickstart: guard an agent's send_message and run a small batch, offline on the fake model."""
+"""Quickstart: guard a model call with the full stack and run a batch, offline on the fake model."""
 
 import asyncio
 
@@ -7,13 +7,29 @@ from llmguard.testing import FakeLLM
 
 
 async def main() -> None:
-    agent = FakeLLM(latency=0.01)
-    pipeline = lg.Pipeline(name="chat")
-    send_message = pipeline.wrap(agent.send_message)
-    replies = await asyncio.gather(*(send_message(f"question {i}") for i in range(10)))
-    for reply in replies[:3]:
-        print(reply)
-    print(f"{len(replies)} replies; stats: {send_message.stats()}")
+    llm = FakeLLM(latency=0.01)
+    chat = (
+        lg.Pipeline(name="chat")
+        .cache(ttl=300)
+        .fallback({"model": "fake-small"})
+        .retry(attempts=4, backoff=0.05)
+        .circuit_breaker()
+        .timeout(5)
+        .rate_limit(rpm=6000, tpm=2_000_000)
+        .adaptive_concurrency(max=32)
+        .wrap(llm.acompletion)
+    )
+    prompts = [f"question {i % 40}" for i in range(100)]  # 60 repeats: served by the cache
+
+    async def ask(prompt: str) -> str:
+        reply = await chat(model="fake", messages=[{"role": "user", "content": prompt}])
+        return reply["choices"][0]["message"]["content"]
+
+    outcomes = await lg.batch(ask, prompts, concurrency=16)
+    print(outcomes[0].value)
+    print(f"{sum(o.ok for o in outcomes)}/{len(outcomes)} ok, {llm.call_count} provider calls")
+    for layer, stats in chat.stats().items():
+        print(f"  {layer}: {stats}")
 
 
 if __name__ == "__main__":

@@ -3,25 +3,13 @@
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._adaptive import (
-    AIMD,
-    AdaptiveConcurrency,
-    AdaptiveStats,
-    Gradient,
-    Gradient2,
-    LimitAlgorithm,
-    Vegas,
-)
-from ._cache import Cache, CacheStatistics
-from ._cachestore import CacheStore, MemoryStore
-from ._circuit import CircuitBreaker, CircuitStats
 from ._classify import Failure, FailureKind, classify
-from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
 from ._core import Call, Handler, Layer, compose
 from ._errors import (
     AdmissionError,
     AdmissionTimeout,
     BackendUnavailable,
+    BatchInterrupted,
     CircuitOpenError,
     FallbackExhausted,
     JobNotFound,
@@ -30,23 +18,77 @@ from ._errors import (
     RequestTooLarge,
     TimeoutExceeded,
 )
-from ._fallback import Fallback, FallbackStats
 from ._pipeline import Guarded, Pipeline, guard, wrap_client
-from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
-from ._retry import Retry, RetryBudget, RetryStats
-from ._timeout import Timeout, TimeoutStats
 from ._tokens import Usage, estimate_tokens, extract_usage
 
 if _TYPE_CHECKING:
+    from ._adaptive import (
+        AIMD,
+        AdaptiveConcurrency,
+        AdaptiveStats,
+        Gradient,
+        Gradient2,
+        LimitAlgorithm,
+        Vegas,
+    )
+    from ._batch import Outcome, batch, batch_iter
+    from ._cache import Cache, CacheStatistics
+    from ._cachestore import CacheStore, MemoryStore
+    from ._circuit import CircuitBreaker, CircuitStats
+    from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
+    from ._fallback import Fallback, FallbackStats
+    from ._jobs import Job, JobManager, JobStatus
     from ._latency import MetricsStats
     from ._metrics import Metrics
+    from ._pool import AgentPool, MemberStats, PoolStats
     from ._prometheus import MetricsServer, serve_metrics
+    from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
+    from ._retry import Retry, RetryBudget, RetryStats
+    from ._timeout import Timeout, TimeoutStats
 
-#: Public names loaded on first use (observability is optional: ~6 ms of import time saved).
+#: Public names loaded on first use: `import llmguard` stays light (no asyncio, no layer
+#: module) until a layer is used; each module loads once, on its first name.
 _LAZY = {
+    "AIMD": "._adaptive",
+    "AdaptiveConcurrency": "._adaptive",
+    "AdaptiveStats": "._adaptive",
+    "AgentPool": "._pool",
+    "Cache": "._cache",
+    "CacheStatistics": "._cache",
+    "CacheStore": "._cachestore",
+    "CircuitBreaker": "._circuit",
+    "CircuitStats": "._circuit",
+    "ConcurrencyLimit": "._concurrency",
+    "ConcurrencyLimiter": "._concurrency",
+    "ConcurrencyStats": "._concurrency",
+    "Fallback": "._fallback",
+    "FallbackStats": "._fallback",
+    "Gradient": "._adaptive",
+    "Gradient2": "._adaptive",
+    "Job": "._jobs",
+    "JobManager": "._jobs",
+    "JobStatus": "._jobs",
+    "LimitAlgorithm": "._adaptive",
+    "MemoryBackend": "._ratelimit",
+    "MemoryStore": "._cachestore",
     "Metrics": "._metrics",
     "MetricsServer": "._prometheus",
+    "MemberStats": "._pool",
     "MetricsStats": "._latency",
+    "Outcome": "._batch",
+    "PoolStats": "._pool",
+    "Quota": "._ratelimit",
+    "RateLimit": "._ratelimit",
+    "RateLimitBackend": "._ratelimit",
+    "RateLimitStats": "._ratelimit",
+    "Retry": "._retry",
+    "RetryBudget": "._retry",
+    "RetryStats": "._retry",
+    "Timeout": "._timeout",
+    "TimeoutStats": "._timeout",
+    "Vegas": "._adaptive",
+    "batch": "._batch",
+    "batch_iter": "._batch",
     "serve_metrics": "._prometheus",
 }
 
@@ -75,7 +117,9 @@ __all__ = [
     "AdaptiveStats",
     "AdmissionError",
     "AdmissionTimeout",
+    "AgentPool",
     "BackendUnavailable",
+    "BatchInterrupted",
     "Cache",
     "CacheStatistics",
     "CacheStore",
@@ -95,16 +139,22 @@ __all__ = [
     "Gradient2",
     "Guarded",
     "Handler",
+    "Job",
+    "JobManager",
     "JobNotFound",
+    "JobStatus",
     "LLMGuardError",
     "Layer",
     "LimitAlgorithm",
+    "MemberStats",
     "MemoryBackend",
     "MemoryStore",
     "Metrics",
     "MetricsServer",
     "MetricsStats",
+    "Outcome",
     "Pipeline",
+    "PoolStats",
     "QueueFull",
     "Quota",
     "RateLimit",
@@ -119,6 +169,8 @@ __all__ = [
     "TimeoutStats",
     "Usage",
     "Vegas",
+    "batch",
+    "batch_iter",
     "classify",
     "compose",
     "estimate_tokens",

@@ -6,11 +6,9 @@ openai SDK, litellm and httpx are never imported here.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 __all__ = ["Failure", "FailureKind", "classify", "retry_after_from_headers"]
@@ -99,6 +97,8 @@ def retry_after_from_headers(headers: Any, *, now: float | None = None) -> float
         return max(0.0, float(value))
     except ValueError:
         pass
+    from email.utils import parsedate_to_datetime  # rare: keeps `import llmguard` light
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -213,7 +213,7 @@ def classify(exc: BaseException) -> Failure:
     if kind is None:
         if status is not None:
             kind = _kind_from_status(status)
-        elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        elif isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError since 3.11
             kind = FailureKind.TIMEOUT
         elif isinstance(exc, ConnectionError):
             kind = FailureKind.CONNECTION

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ._batch import batch_iter
 from ._classify import classify
 from ._cli_io import Job, OutputWriter, read_jobs
 from ._cli_provider import Provider, Trace, cost_of, to_json, trace
@@ -149,34 +150,6 @@ def make_worker(handler: Handler, provider: Provider, *, model: str | None,
     return run_one
 
 
-@dataclass(slots=True)
-class _Outcome:
-    item: Any
-    value: Any
-    ok: bool = True
-    error: Any = None
-
-
-async def _local_batch_iter(fn: Any, items: Any, *, concurrency: int, **_: Any) -> Any:
-    """Stand-in for ``llmguard.batch_iter`` (unordered) until the batch runner lands."""
-    pending: dict[asyncio.Future[Any], Any] = {}
-    it = iter(items)
-    try:
-        while True:
-            for item in it:
-                pending[asyncio.ensure_future(fn(item))] = item
-                if len(pending) >= concurrency:
-                    break
-            if not pending:
-                return
-            finished, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in finished:
-                yield _Outcome(pending.pop(task), task.result())
-    finally:
-        for task in pending:
-            task.cancel()
-
-
 def _count_lines(path: str) -> int:
     with open(path, "rb") as f:
         return sum(1 for raw in f if raw.strip())
@@ -235,10 +208,6 @@ async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) 
                          cache=s.cache_ttl is not None)
 
     async def consume() -> None:
-        try:
-            from . import batch_iter  # type: ignore[attr-defined]
-        except ImportError:
-            batch_iter = _local_batch_iter
         outcomes = batch_iter(worker, jobs(), concurrency=s.window, ordered=False,
                               progress=False)
         async with contextlib.aclosing(outcomes):

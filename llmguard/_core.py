@@ -7,11 +7,18 @@ so one layer instance and its state (a quota, a cache, a circuit) can guard many
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
 from ._stream import Stream
 
 __all__ = ["Call", "Handler", "Layer", "compose", "invoke"]
+
+#: A runner that wants to read the Call of the guarded function it awaits (the batch runner reads
+#: ``call.attempt`` for ``Outcome.attempts``) sets this to :data:`WANT_CALL`; the guarded wrapper
+#: then stores its Call here. Outside such a runner it stays None: one ``get`` per call, no set.
+call_sink: ContextVar[Any] = ContextVar("llmguard_call_sink", default=None)
+WANT_CALL: Any = object()
 
 #: The next step of a pipeline: takes the call, returns (an awaitable of) the result.
 Handler = Callable[["Call"], Awaitable[Any]]

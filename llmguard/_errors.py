@@ -73,3 +73,16 @@ class JobNotFound(LLMGuardError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class BatchInterrupted(LLMGuardError):
+    """A batch stopped early on SIGINT/SIGTERM (``handle_signals=True``) after draining in-flight items.
+
+    ``outcomes`` holds what finished (``batch``) or is empty (``batch_iter`` already yielded them);
+    the message is a summary. Rerun with the same ``checkpoint`` to resume.
+    """
+
+    def __init__(self, message: str, outcomes: list | None = None) -> None:
+        super().__init__(message)
+        #: The outcomes collected before the interruption (``batch`` only).
+        self.outcomes = outcomes or []

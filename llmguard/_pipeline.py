@@ -8,7 +8,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from ._core import Call, Layer, compose
+from ._core import WANT_CALL, Call, Layer, call_sink, compose
 from ._stream import Stream
 
 __all__ = ["Guarded", "Pipeline", "guard", "wrap_client"]
@@ -252,7 +252,10 @@ def _make_guarded(pipeline: Pipeline, fn: Any) -> Any:
     else:
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
-            return await handler(Call(fn, args, kwargs, name))
+            call = Call(fn, args, kwargs, name)
+            if call_sink.get() is WANT_CALL:  # a batch runner reads call.attempt afterwards
+                call_sink.set(call)
+            return await handler(call)
 
     functools.update_wrapper(guarded, fn)
     if not hasattr(fn, "__name__"):  # partials and callable objects

@@ -130,8 +130,8 @@ class Retry:
       connection, server error), never llmguard's own admission refusals.
     * ``retry_if_result``: ``result -> bool`` to retry results (an empty answer, say).
     * ``backoff`` / ``max_delay``: delay ceiling ``backoff * 2**(n-1)`` capped at ``max_delay``,
-      full jitter. A Retry-After from the provider replaces it (bounded by ``max_delay`` and the
-      deadline).
+      full jitter. A Retry-After from the provider is waited first, plus that jitter so callers
+      told the same instant do not collide again (bounded by ``max_delay`` and the deadline).
     * ``deadline``: seconds for all attempts together; sets ``call.deadline`` for inner layers.
     * ``budget``: a :class:`RetryBudget` (or a ratio) shared by every call through this layer.
 
@@ -189,7 +189,9 @@ class Retry:
         if exc is not None:
             retry_after = classify(exc).retry_after
             if retry_after is not None:
-                delay = min(retry_after, self.max_delay)
+                # Wait what the provider asked, plus the jittered backoff: every caller that got
+                # the same Retry-After would otherwise come back at the same instant and collide.
+                delay = min(retry_after + delay, self.max_delay)
         if end is not None and now + delay >= end:
             return None
         if self.budget is not None and not self.budget.try_spend(now):

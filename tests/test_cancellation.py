@@ -1,0 +1,60 @@
+"""Cancellation, table-driven over every layer: cancel a caller at each await point, then the
+layer's statistics are back to baseline and the next call proceeds."""
+
+import asyncio
+
+import pytest
+
+import llmguard as lg
+from llmguard import FailureKind
+from llmguard.testing import FakeLLM, make_error
+
+#: Statistics fields that are state (must return to baseline), not cumulative counters.
+GAUGES = ("in_flight", "waiting", "reserved_tokens", "size", "requests_available",
+          "tokens_available", "state")
+
+LAYERS = {
+    "ConcurrencyLimit": lambda: lg.ConcurrencyLimit(1),
+    "AdaptiveConcurrency": lambda: lg.AdaptiveConcurrency(initial=1, min=1, max=1),
+    "RateLimit": lambda: lg.RateLimit(rpm=1, tpm=100_000),
+    "Cache": lambda: lg.Cache(ttl=60),
+    "Retry": lambda: lg.Retry(attempts=3, backoff=4),
+    "Timeout": lambda: lg.Timeout(30),
+    "Fallback": lambda: lg.Fallback(FakeLLM(latency=10).send_message),
+    "CircuitBreaker": lambda: lg.CircuitBreaker(min_calls=5),
+    "Metrics": lambda: lg.Metrics(name="cancel"),
+}
+
+
+def gauges(layer) -> dict:
+    stats = layer.statistics()
+    return {name: getattr(stats, name) for name in GAUGES if hasattr(stats, name)}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("cancel_at", [0.0, 1.0, 5.0, 12.0])
+async def test_cancel_at_every_await_point(name: str, cancel_at: float) -> None:
+    """Cancel while admitted-and-waiting (0 s), inside the provider (1 s), during a backoff or
+    a second attempt (5 s) and while queued behind a slow first call (12 s): no permit, token,
+    single-flight entry or in-flight count leaks, and a later call succeeds."""
+    layer = LAYERS[name]()
+    # The first call keeps the provider busy (or fails once, so Retry/Fallback act), the second
+    # is the one we cancel; both share the layer.
+    llm = FakeLLM([make_error(FailureKind.OVERLOADED)], latency=10)
+    guarded = lg.guard(layer)(llm.send_message)
+    baseline = gauges(layer)
+    first = asyncio.create_task(guarded("first"))
+    await asyncio.sleep(0.5)
+    victim = asyncio.create_task(guarded("victim"))
+    await asyncio.sleep(cancel_at)
+    if victim.done():  # this layer let it finish before that await point: nothing to cancel
+        await asyncio.gather(victim, return_exceptions=True)
+    else:
+        victim.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await victim
+    await asyncio.gather(first, return_exceptions=True)
+    await asyncio.sleep(120)  # quota windows, backoffs and timers run out
+    assert gauges(layer) == baseline
+    assert await guarded("after") == "echo: after"
+    assert llm.in_flight == 0
