@@ -138,12 +138,15 @@ class CircuitBreaker:
     Only failures that say the provider is unhealthy count (rate limited, overloaded, timeout,
     connection, server error); a bad request or a content-policy refusal is the caller's problem,
     a cancellation is nothing. ``force_open()`` / ``force_close()`` set it by hand.
+    ``backend=RedisBackend(url)`` shares openings: one process opening the circuit (named
+    ``name``) opens it in every process within half a second.
     """
 
     __slots__ = ("_state", "_name")
 
     def __init__(self, *, failure_ratio: float = 0.5, min_calls: int = 20, window: float = 30,
-                 open_for: float = 15, half_open_calls: int = 3, name: str | None = None) -> None:
+                 open_for: float = 15, half_open_calls: int = 3, name: str | None = None,
+                 backend: Any = None) -> None:
         if not (isinstance(failure_ratio, (int, float)) and 0 < failure_ratio <= 1):
             raise ValueError(f"failure_ratio must be in (0, 1], got {failure_ratio!r}")
         for arg, value in (("min_calls", min_calls), ("half_open_calls", half_open_calls)):
@@ -152,9 +155,11 @@ class CircuitBreaker:
         for arg, value in (("window", window), ("open_for", open_for)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{arg} must be > 0 seconds, got {value!r}")
-        self._state = CircuitState(failure_ratio=failure_ratio, min_calls=min_calls,
-                                   window=window, open_for=open_for,
-                                   half_open_calls=half_open_calls)
+        params = dict(failure_ratio=failure_ratio, min_calls=min_calls, window=window,
+                      open_for=open_for, half_open_calls=half_open_calls)
+        # A backend (llmguard.backends.redis.RedisBackend) shares openings across processes.
+        self._state = (CircuitState(**params) if backend is None
+                       else backend.circuit_state(name or "default", **params))
         self._name = name
 
     @property

@@ -209,7 +209,8 @@ class ConcurrencyLimit:
     """Layer: at most ``limit`` calls in flight, with priorities and per-key fairness.
 
     ``limit`` is a number or an existing :class:`ConcurrencyLimiter` (to share one limiter, or to
-    let an adaptive algorithm resize it). ``priority(*args, **kwargs) -> int`` (higher first) and
+    let an adaptive algorithm resize it), or any object with its ``acquire``/``release``/
+    ``statistics`` surface, such as ``llmguard.backends.redis.RedisConcurrencyLimiter``. ``priority(*args, **kwargs) -> int`` (higher first) and
     ``key(*args, **kwargs) -> Hashable`` (e.g. the tenant) are read from the guarded function's
     arguments; without them the layer uses ``call.priority`` / ``call.partition`` as set by an
     outer layer. Waiting keys are served round-robin, FIFO within a (priority, key).
@@ -229,7 +230,7 @@ class ConcurrencyLimit:
         for name, fn in (("priority", priority), ("key", key)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be a callable on the call's arguments, got {fn!r}")
-        if isinstance(limit, ConcurrencyLimiter):
+        if hasattr(limit, "acquire") and hasattr(limit, "release"):  # a (possibly shared) limiter
             if max_queue is not None or max_wait is not None:
                 raise ValueError("set max_queue and max_wait on the ConcurrencyLimiter you pass")
             #: The limiter holding the permits (shared, resizable).

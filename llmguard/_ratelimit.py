@@ -202,7 +202,7 @@ class RateLimit:
     __slots__ = (
         "quotas", "backend", "max_wait", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
         "_reserved", "_in_flight", "_waiting", "_admitted", "_rejected", "_timed_out",
-        "_refunds", "_rate_limited",
+        "_refunds", "_rate_limited", "_instant",
     )
 
     def __init__(
@@ -246,6 +246,10 @@ class RateLimit:
         self.quotas = tuple(quotas)
         #: Where the quota state lives.
         self.backend: RateLimitBackend = MemoryBackend() if backend is None else backend
+        # The in-memory reserve never suspends, so nobody can overtake a call between its reserve
+        # and joining the line: it may skip the line. A remote reserve suspends (a round trip),
+        # so with one every call goes through the line, which keeps FIFO within the process.
+        self._instant = isinstance(self.backend, MemoryBackend)
         #: Seconds a call may wait before AdmissionTimeout (None: no bound).
         self.max_wait = max_wait
         token_limits = [q.limit for q in self.quotas if q.tokens]
@@ -274,7 +278,7 @@ class RateLimit:
         line = self._lines.get(key)
         ticket = None
         wait = None
-        if line is None:  # nobody waiting: try at once (the happy path allocates nothing)
+        if line is None and self._instant:  # nobody waiting: try at once (allocates nothing)
             wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
         if ticket is None:
             clock = asyncio.get_running_loop().time

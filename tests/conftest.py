@@ -1,1 +1,41 @@
 """Shared fixtures. Async tests run under looptime's virtual clock (see pyproject addopts)."""
+
+import os
+import uuid
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis the redis backend tests run against (``REDIS_URL``, default the local one).
+
+    Skips when nothing answers, unless ``LLMGUARD_REQUIRE_REDIS=1`` (CI), where it fails.
+    """
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        reason = f"no Redis answers at REDIS_URL={url} ({type(exc).__name__}: {exc})"
+        if os.environ.get("LLMGUARD_REQUIRE_REDIS") == "1":
+            pytest.fail(f"{reason}; LLMGUARD_REQUIRE_REDIS=1 requires it")
+        pytest.skip(f"{reason}; start redis-server or set REDIS_URL to run these tests")
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str):
+    """A key prefix unique to this test; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"llmguard-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    names = list(client.scan_iter(match=prefix + "*"))
+    if names:
+        client.delete(*names)
+    client.close()

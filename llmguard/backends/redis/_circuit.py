@@ -1,0 +1,64 @@
+"""Shared circuit state: one process seeing the provider down opens the circuit for all.
+
+Each process keeps its own :class:`CircuitState` (the breaker's decisions stay synchronous and
+local: no Redis round trip per call). What is shared is the verdict: when a process opens its
+circuit it writes ``<prefix>:circuit:{name}`` with a TTL of ``open_for`` (server clock), and a
+background task per state polls that key; a closed process that finds it opens too, for the
+time left. Probes stay per process (each probes once its own open period ends), so a recovering
+provider sees at most ``half_open_calls`` probes per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..._circuit import CircuitState, State
+from ._client import Connection
+
+__all__ = ["RedisCircuitState"]
+
+
+class RedisCircuitState(CircuitState):
+    """A :class:`CircuitState` whose openings are shared through Redis (see the module doc)."""
+
+    __slots__ = ("connection", "key", "poll", "_poller")
+
+    def __init__(self, connection: Connection, name: str, **params: Any) -> None:
+        super().__init__(**params)
+        self.connection = connection
+        self.key = f"{connection.prefix}:circuit:{{{name}}}"
+        #: Seconds between reads of the shared verdict (how late another process follows).
+        self.poll = min(0.5, self.open_for / 4)
+        self._poller: asyncio.Task[None] | None = None
+
+    def allow(self, now: float) -> bool:
+        if self._poller is None:  # first call, inside the loop: start following the others
+            self._poller = asyncio.get_running_loop().create_task(self._follow())
+            self.connection.loops.add(self._poller)
+        return super().allow(now)
+
+    def _open(self, now: float) -> None:
+        super()._open(now)
+        self.connection.spawn(self._publish())
+
+    async def _publish(self) -> None:
+        redis = self.connection.redis
+        ms = max(1, int(self.open_for * 1000))
+        await self.connection.run(lambda: redis.set(self.key, "open", px=ms), "opening the circuit")
+
+    async def _follow(self) -> None:
+        connection, loop = self.connection, asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.poll)
+            if self.state is not State.CLOSED or (connection.on_error == "local" and
+                                                  connection.down()):
+                continue
+            try:
+                left = await connection.run(lambda: connection.redis.pttl(self.key),
+                                            "reading the shared circuit")
+            except Exception:  # on_error="fail": a closed circuit stays local, never crashes
+                continue
+            if left is not None and left > 0 and self.state is State.CLOSED:
+                # Open for the time the opener has left, without re-publishing it.
+                CircuitState._open(self, loop.time() - self.open_for + left / 1000)

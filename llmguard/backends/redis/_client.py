@@ -1,0 +1,136 @@
+"""The connection, the timeout on every command and the on_error policy shared by every object."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from ..._errors import BackendUnavailable
+
+__all__ = ["Connection", "logger"]
+
+logger = logging.getLogger("llmguard.redis")
+
+#: Seconds to stay on local limits after a failed command before trying Redis again, so an
+#: outage costs one timeout per interval, not one per call.
+RETRY_INTERVAL = 1.0
+
+
+class Connection:
+    """A lazily created ``redis.asyncio.Redis`` client plus the failure policy.
+
+    ``call(script, keys, args)`` runs a Lua script (EVALSHA, loading it on NOSCRIPT) under
+    ``timeout``. On a Redis error or timeout it raises :class:`BackendUnavailable` when
+    ``on_error="fail"``; with ``"local"`` it logs one warning per outage and returns None, and
+    the caller uses its local fallback. ``spawn`` runs a write in the background (for the
+    non-blocking methods that run on cleanup paths) and keeps a reference until it ends.
+    """
+
+    __slots__ = ("url", "prefix", "on_error", "timeout", "id", "_redis", "_scripts", "_tasks",
+                 "_down_until", "_outage", "errors", "loops")
+
+    def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
+        if not isinstance(url, str) or "://" not in url:
+            raise ValueError(f"url must be a Redis URL like 'redis://127.0.0.1:6379/0', got {url!r}")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"prefix must be a non-empty str (a key namespace), got {prefix!r}")
+        if on_error not in ("local", "fail"):
+            raise ValueError(
+                f"on_error must be 'local' (fall back to per-process limits) or 'fail' (raise "
+                f"BackendUnavailable), got {on_error!r}"
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.url, self.prefix, self.on_error, self.timeout = url, prefix, on_error, float(timeout)
+        #: Unique per process and object: lease ids and tickets never collide across processes.
+        self.id = f"{os.getpid()}.{secrets.token_hex(4)}"
+        self._redis: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._down_until = 0.0
+        self._outage = False
+        #: Commands that failed (timeouts and errors).
+        self.errors = 0
+        #: Background loops (circuit followers) that run until aclose() cancels them.
+        self.loops: set[asyncio.Task[Any]] = set()
+
+    @property
+    def redis(self) -> Any:
+        """The redis-py asyncio client (imported here: ``import llmguard`` never imports redis)."""
+        if self._redis is None:
+            import redis.asyncio
+
+            self._redis = redis.asyncio.Redis.from_url(
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+            )
+        return self._redis
+
+    def down(self) -> bool:
+        """True while a recent failure sends ``on_error='local'`` calls to local limits."""
+        return self._down_until > asyncio.get_running_loop().time()
+
+    async def call(self, script: str, keys: list[str], args: list[Any], what: str) -> Any:
+        """Run a Lua script (EVALSHA; redis-py loads it on NOSCRIPT, e.g. after a restart)."""
+        registered = self._scripts.get(script)
+        if registered is None:
+            registered = self._scripts[script] = self.redis.register_script(script)
+        return await self.run(lambda: registered(keys=keys, args=args), what)
+
+    async def run(self, command: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """``await command()`` under the timeout and the on_error policy (None: failed, local)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await command()
+        except Exception as exc:  # redis errors, OSError, our TimeoutError: never CancelledError
+            return self.failed(exc, what)
+        if self._outage:
+            self._outage = False
+            logger.warning("llmguard: Redis at %s answers again; shared limits resume", self.url)
+        return result
+
+    def failed(self, exc: BaseException, what: str) -> None:
+        self.errors += 1
+        message = (
+            f"Redis at {self.url} failed while {what} ({type(exc).__name__}: {exc or 'timed out'}, "
+            f"timeout={self.timeout:g} s)"
+        )
+        if self.on_error == "fail":
+            raise BackendUnavailable(
+                f"{message}; on_error='fail' refuses calls while Redis is unavailable: check "
+                "the server and url, raise timeout, or pass on_error='local' to fall back to "
+                "per-process limits"
+            ) from exc
+        self._down_until = asyncio.get_running_loop().time() + RETRY_INTERVAL
+        if not self._outage:  # once per outage, not once per call
+            self._outage = True
+            logger.warning("llmguard: %s; falling back to local limits in this process until "
+                           "it answers (on_error='local')", message)
+        return None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a write in the background: the caller (a cleanup path) must not await."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def write(self, script: str, keys: list[str], args: list[Any], what: str) -> None:
+        try:
+            await self.call(script, keys, args, what)
+        except BackendUnavailable:
+            pass  # a background write has no caller to fail; failed() counted it
+
+    async def aclose(self) -> None:
+        """Stop background loops, wait for pending writes, then close the connections."""
+        for task in self.loops:
+            task.cancel()
+        self.loops.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+            self._scripts.clear()

@@ -1,0 +1,186 @@
+"""RedisConcurrencyLimiter: at most ``limit`` calls in flight across every process.
+
+Each permit is a lease: a member of a Redis ZSET scored by its expiry on the server clock. While
+this process holds permits, ONE renewal task per limiter extends all of them every third of the
+lease; a process that dies stops renewing, and its permits come back when the lease runs out
+(``lease`` seconds at most). Waiting is a local fair :class:`ConcurrencyLimiter` (priorities,
+round-robin by partition, FIFO) in front, then polling Redis with jittered exponential backoff
+capped by the server's hint of when the earliest lease expires. Pub/sub wake-ups would cut the
+latency of a release in another process; polling was kept because it needs no extra connection
+per limiter and survives a Redis restart without resubscribing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Hashable
+from typing import Any
+
+from ..._concurrency import ConcurrencyLimiter, ConcurrencyStats
+from ..._errors import AdmissionTimeout
+from . import _scripts
+from ._ratelimit import RedisBackend
+
+__all__ = ["RedisConcurrencyLimiter", "backoff"]
+
+#: Polling delays: first, ceiling (seconds). Jitter spreads processes polling the same ZSET.
+FIRST_POLL, MAX_POLL = 0.005, 0.1
+
+
+def backoff(attempt: int, hint: float, *, rand: float) -> float:
+    """Seconds before poll ``attempt`` (0-based): exponential from FIRST_POLL to MAX_POLL with
+    "equal jitter" (half fixed, half random with ``rand`` in [0, 1)), never past ``hint`` (when
+    the earliest lease expires) if that is sooner."""
+    delay = min(MAX_POLL, FIRST_POLL * 2**attempt)
+    return min(delay / 2 + delay / 2 * rand, max(hint, 0.0) + 0.001)
+
+
+class RedisConcurrencyLimiter:
+    """A distributed :class:`ConcurrencyLimiter`: use as ``ConcurrencyLimit(limiter)``.
+
+    ``name`` identifies the shared limit (processes using the same backend prefix and name share
+    it). ``lease`` seconds is how long a dead process's permits stay taken. ``max_queue`` and
+    ``max_wait`` bound the local wait (QueueFull, AdmissionTimeout) like the local limiter.
+    With ``on_error="local"`` a Redis outage leaves the local limiter alone in charge (``limit``
+    per process); with ``"fail"`` acquire raises :class:`llmguard.BackendUnavailable`.
+    """
+
+    __slots__ = ("backend", "name", "lease", "max_wait", "_local", "_key", "_held", "_renewer",
+                 "_seq")
+
+    def __init__(
+        self,
+        backend: RedisBackend,
+        limit: int,
+        *,
+        name: str = "default",
+        lease: float = 10.0,
+        max_queue: int | None = None,
+        max_wait: float | None = None,
+    ) -> None:
+        if not isinstance(backend, RedisBackend):
+            raise TypeError(f"backend must be a RedisBackend, got {backend!r}")
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
+            raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
+        #: Where the leases live.
+        self.backend = backend
+        #: The shared limit's name (part of the Redis key).
+        self.name = name
+        #: Seconds a lease lasts without renewal (how long a crashed worker's permits stay taken).
+        self.lease = float(lease)
+        #: Local bound on waiting (the local limiter enforces it; kept here for error messages).
+        self.max_wait = max_wait
+        # The local fair queue: limit per process, priorities, partitions, cancellation safety.
+        self._local = ConcurrencyLimiter(limit, max_queue=max_queue)
+        self._key = [f"{backend.connection.prefix}:cc:{{{name}}}"]
+        #: Lease ids held by this process (None: held locally during an outage).
+        self._held: list[str | None] = []
+        self._renewer: asyncio.Task[None] | None = None
+        self._seq = 0
+
+    @property
+    def limit(self) -> int:
+        """Permits across all processes; settable (every process should use the same value)."""
+        return self._local.limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._local.limit = value
+
+    @property
+    def in_flight(self) -> int:
+        """Permits held by this process."""
+        return len(self._held)
+
+    @property
+    def waiting(self) -> int:
+        return self._local.waiting
+
+    async def acquire(self, *, priority: int = 0, partition: Hashable = None) -> None:
+        """Wait for a permit, locally (fairly) then in Redis. Cancellation-safe."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.max_wait is None else loop.time() + self.max_wait
+        timeout = asyncio.timeout_at(deadline)
+        try:
+            async with timeout:
+                await self._local.acquire(priority=priority, partition=partition)
+                try:
+                    lease = await self._acquire_shared()
+                except BaseException:
+                    self._local.release()
+                    raise
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise AdmissionTimeout(
+                f"waited {self.max_wait:g} s for one of {self.limit} shared concurrency slots "
+                f"{self.name!r} ({len(self._held)} held here); raise max_wait or limit, or check "
+                "for workers holding leases"
+            ) from None
+        self._held.append(lease)
+        if self._renewer is None and lease is not None:
+            self._renewer = loop.create_task(self._renew())
+
+    async def _acquire_shared(self) -> str | None:
+        connection = self.backend.connection
+        self._seq += 1
+        lease = f"{connection.id}.{self._seq}"
+        attempt = 0
+        while True:
+            if connection.on_error == "local" and connection.down():
+                return None
+            result = await connection.call(
+                _scripts.ACQUIRE, self._key, [lease, self.limit, self.lease],
+                "acquiring a concurrency lease",
+            )
+            if result is None:
+                return None  # on_error="local": the local limiter alone decides
+            if result[0] == 1:
+                return lease
+            await asyncio.sleep(backoff(attempt, float(result[1]), rand=random.random()))
+            attempt += 1
+
+    def release(self) -> None:
+        """Give a permit back (synchronous; the Redis ZREM is written in the background)."""
+        if not self._held:
+            raise RuntimeError("release() called more times than acquire()")
+        lease = self._held.pop()
+        self._local.release()
+        if lease is not None:
+            connection = self.backend.connection
+            connection.spawn(connection.write(
+                _scripts.RECONCILE, self._key, [lease, ""], "releasing a concurrency lease",
+            ))
+
+    def _release_at_end(self, _error: BaseException | None) -> None:
+        self.release()
+
+    async def _renew(self) -> None:
+        """One task per limiter: extend every held lease together until none is held."""
+        connection = self.backend.connection
+        try:
+            while True:
+                await asyncio.sleep(self.lease / 3)
+                leases = [lease for lease in self._held if lease is not None]
+                if not leases:
+                    return
+                await connection.write(_scripts.RENEW, self._key, [self.lease, *leases],
+                                       "renewing concurrency leases")
+        finally:
+            if self._renewer is asyncio.current_task():
+                self._renewer = None
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.release()
+
+    def statistics(self) -> ConcurrencyStats:
+        """This process's view (in_flight counts the permits held here)."""
+        return self._local.statistics()
+
+    def __repr__(self) -> str:
+        return (f"<RedisConcurrencyLimiter {self.name!r} limit={self.limit} held={len(self._held)} "
+                f"waiting={self.waiting} lease={self.lease:g}s>")

@@ -1,0 +1,153 @@
+"""RedisBackend: RateLimit's quota state in Redis, shared by every process using the same prefix."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from typing import Any
+
+from ..._ratelimit import MemoryBackend
+from ..._window import SLACK, Entry, Quota
+from . import _scripts
+from ._client import Connection
+
+__all__ = ["RedisBackend"]
+
+
+class RedisBackend:
+    """Shared state in Redis: pass it as ``RateLimit(..., backend=RedisBackend(url))``.
+
+    Same semantics as the in-memory backend (an exact sliding-window log of requests and tokens,
+    reservation then reconciliation or refund, provider caps, and the Retry-After pause), applied
+    atomically by Lua scripts on the server's clock, so every process with the same ``prefix``
+    and key shares one quota. FIFO holds within a process (the layer's line); across processes
+    admission is first come at the server, not a global queue.
+
+    ``on_error``: ``"local"`` (default) falls back to this process's own in-memory limits while
+    Redis is down or slower than ``timeout`` seconds (one warning per outage on the
+    ``llmguard.redis`` logger, Redis retried every second); ``"fail"`` raises
+    :class:`llmguard.BackendUnavailable`. Reconciliations, refunds and pauses are written in the
+    background (they run on cleanup paths that must not block); one lost while Redis is down
+    leaves the reservation as estimated, which errs on the side of waiting.
+
+    The same object builds the other shared pieces: :class:`RedisConcurrencyLimiter` and
+    :class:`RedisStore` take it as their first argument, and ``CircuitBreaker(name=...,
+    backend=backend)`` shares circuit openings. ``await backend.aclose()`` at shutdown.
+    """
+
+    __slots__ = ("connection", "_local", "_seq", "_keys", "_args", "_headroom")
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "llmguard",
+        on_error: str = "local",
+        timeout: float = 0.5,
+    ) -> None:
+        #: The client, the timeout and the on_error policy (shared with limiters and stores).
+        self.connection = Connection(url, prefix, on_error, timeout)
+        #: Used while Redis is unavailable with on_error="local"; also mirrors pauses and caps.
+        self._local = MemoryBackend()
+        self._seq = 0
+        self._keys: dict[Hashable, list[str]] = {}
+        self._args: dict[tuple[Quota, ...], list[Any]] = {}
+        #: key -> (requests, tokens, pause end in loop time) from the last reservation.
+        self._headroom: dict[Hashable, tuple[int, int, float]] = {}
+
+    def _key(self, key: Hashable) -> list[str]:
+        names = self._keys.get(key)
+        if names is None:
+            # {hash tag}: the log and the state land in one slot on Redis Cluster.
+            tag = f"{self.connection.prefix}:rl:{{{'' if key is None else key}}}"
+            names = self._keys[key] = [f"{tag}:log", f"{tag}:state"]
+        return names
+
+    def _quota_args(self, quotas: tuple[Quota, ...]) -> list[Any]:
+        args = self._args.get(quotas)
+        if args is None:
+            args = [max(q.window for q in quotas), SLACK]
+            for q in quotas:
+                args += [q.limit, q.window, int(q.tokens)]
+            self._args[quotas] = args
+        return args
+
+    async def reserve(
+        self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
+    ) -> tuple[float, Any]:
+        connection = self.connection
+        if connection.on_error == "local" and connection.down():
+            return await self._local.reserve(key, quotas, tokens)
+        self._seq += 1
+        member = f"{connection.id}.{self._seq}"
+        result = await connection.call(
+            _scripts.RESERVE, self._key(key), [member, tokens, *self._quota_args(quotas)],
+            "reserving rate-limit room",
+        )
+        if result is None:  # on_error="local": this process's own limits for now
+            return await self._local.reserve(key, quotas, tokens)
+        admitted, wait, requests, free_tokens, paused = result
+        now = asyncio.get_running_loop().time()
+        self._headroom[key] = (int(float(requests)), int(float(free_tokens)), now + float(paused))
+        if admitted == 1:
+            return 0.0, f"{member}:{tokens}"
+        return float(wait), None
+
+    def reconcile(self, key: Hashable, ticket: Any, tokens: int) -> None:
+        if isinstance(ticket, Entry):  # admitted locally during an outage
+            self._local.reconcile(key, ticket, tokens)
+            return
+        member = ticket.rpartition(":")[0]
+        self.connection.spawn(self.connection.write(
+            _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling",
+        ))
+
+    def refund(self, key: Hashable, ticket: Any) -> None:
+        if isinstance(ticket, Entry):
+            self._local.refund(key, ticket)
+            return
+        self.connection.spawn(self.connection.write(
+            _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding",
+        ))
+
+    def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
+        self._local.pause(key, quotas, seconds)
+        self.connection.spawn(self.connection.write(
+            _scripts.PAUSE, self._key(key)[1:], [seconds], "pausing after a 429",
+        ))
+
+    def cap(
+        self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
+    ) -> None:
+        self._local.cap(key, quotas, tokens, remaining, reset)
+        self.connection.spawn(self.connection.write(
+            _scripts.CAP, self._key(key)[1:], ["t" if tokens else "r", remaining, reset],
+            "recording provider headers",
+        ))
+
+    def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
+        """As of this process's last reservation for ``key`` (reading Redis here would block)."""
+        last = self._headroom.get(key)
+        if last is None:
+            return self._local.headroom(key, quotas)
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:
+            return last[0], last[1], 0.0
+        return last[0], last[1], max(0.0, last[2] - now)
+
+    def circuit_state(self, name: str, **params: Any) -> Any:
+        """The shared state behind ``CircuitBreaker(name=..., backend=self)``."""
+        from ._circuit import RedisCircuitState
+
+        return RedisCircuitState(self.connection, name, **params)
+
+    async def aclose(self) -> None:
+        """Wait for background writes and close the connection pool."""
+        await self.connection.aclose()
+
+    def __repr__(self) -> str:
+        c = self.connection
+        state = "down" if c._outage else "up"
+        return (f"<RedisBackend {c.url} prefix={c.prefix!r} on_error={c.on_error!r} "
+                f"timeout={c.timeout:g} {state} errors={c.errors}>")

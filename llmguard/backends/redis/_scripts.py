@@ -1,0 +1,136 @@
+"""Server-side Lua scripts: every read-modify-write of shared state is one atomic script.
+
+Redis runs a script without interleaving other commands, so the check "is there room?" and the
+write "record the admission" cannot race between processes. Every script reads the clock with
+``redis.call('TIME')`` (Redis >= 5 replicates script effects, so this is allowed before writes):
+one clock for all processes, whatever their own clocks say. Floats are returned as strings
+because Redis truncates Lua numbers to integers.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACQUIRE", "CAP", "PAUSE", "RECONCILE", "RENEW", "RESERVE"]
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+#: KEYS: log (ZSET member "ticket:tokens" scored by admission time), state (HASH: pause, caps).
+#: ARGV: member prefix, tokens, horizon (longest window), slack, then limit/window/is_tokens
+#: triples. Returns {admitted, wait, requests available, tokens available, pause left}.
+RESERVE = _NOW + """
+local log, state = KEYS[1], KEYS[2]
+local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', log, '-inf', now - horizon)
+local wait = tonumber(redis.call('HGET', state, 'pause') or '0') - now
+local pause_left = math.max(wait, 0)
+local free = {[0] = nil, [1] = nil}
+local entries = nil
+for i = 5, #ARGV, 3 do
+  local limit, window, tok = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
+  local start = now - window
+  local used, unit_need = 0, 1
+  if tok then
+    unit_need = need
+    if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
+    for j = 1, #entries, 2 do
+      if tonumber(entries[j + 1]) > start then
+        used = used + tonumber(string.match(entries[j], ':(%d+)$'))
+      end
+    end
+  else
+    used = redis.call('ZCOUNT', log, '(' .. start, '+inf')
+  end
+  local key = tok and 1 or 0
+  if free[key] == nil or limit - used < free[key] then free[key] = limit - used end
+  local excess = used + unit_need - limit
+  if excess > 0 then
+    local until_ = nil
+    if tok then
+      for j = 1, #entries, 2 do
+        local at = tonumber(entries[j + 1])
+        if at > start then
+          excess = excess - tonumber(string.match(entries[j], ':(%d+)$'))
+          if excess <= 0 then until_ = at; break end
+        end
+      end
+    else
+      local e = redis.call('ZRANGEBYSCORE', log, '(' .. start, '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
+      if #e > 0 then until_ = tonumber(e[2]) end
+    end
+    if until_ then wait = math.max(wait, until_ + window - now + slack)
+    else wait = math.max(wait, window) end
+  end
+end
+local capped = {}
+for key, name in pairs({[0] = 'r', [1] = 't'}) do
+  local until_ = tonumber(redis.call('HGET', state, 'until_' .. name) or '0')
+  if until_ > now then
+    capped[name] = true
+    local remaining = tonumber(redis.call('HGET', state, 'cap_' .. name))
+    if remaining < (key == 1 and need or 1) then wait = math.max(wait, until_ - now + slack) end
+    if free[key] == nil or remaining < free[key] then free[key] = remaining end
+  end
+end
+local fr, ft = math.max(free[0] or 0, 0), math.max(free[1] or 0, 0)
+if wait > 0 then return {0, tostring(wait), tostring(fr), tostring(ft), tostring(pause_left)} end
+redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
+redis.call('PEXPIRE', log, math.ceil(horizon * 1000) + 1000)
+if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end
+if capped.t then redis.call('HINCRBY', state, 'cap_t', -need) end
+-- headroom after this admission, like the in-memory backend's
+return {1, '0', tostring(math.max(fr - 1, 0)), tostring(math.max(ft - need, 0)), tostring(pause_left)}
+"""
+
+#: KEYS: log. ARGV: old member, new member. Keeps the admission time; no-op once expired.
+RECONCILE = """
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not at then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[1], at, ARGV[2]) end
+return 1
+"""
+
+#: KEYS: state. ARGV: seconds. Never shortens a pause already set by any process.
+PAUSE = _NOW + """
+local until_ = now + tonumber(ARGV[1])
+if until_ > tonumber(redis.call('HGET', KEYS[1], 'pause') or '0') then
+  redis.call('HSET', KEYS[1], 'pause', tostring(until_))
+end
+local ttl = math.ceil(tonumber(ARGV[1]) * 1000) + 1000
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
+#: KEYS: state. ARGV: unit ('r' or 't'), remaining, reset seconds.
+CAP = _NOW + """
+redis.call('HSET', KEYS[1], 'cap_' .. ARGV[1], ARGV[2], 'until_' .. ARGV[1], tostring(now + tonumber(ARGV[3])))
+local ttl = math.ceil(tonumber(ARGV[3]) * 1000) + 1000
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
+#: KEYS: leases (ZSET lease id scored by expiry). ARGV: lease id, limit, lease seconds.
+#: Returns {acquired, seconds until the earliest lease expires (a hint for polling)}.
+ACQUIRE = _NOW + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local held = redis.call('ZCARD', KEYS[1])
+local lease = tonumber(ARGV[3])
+if held < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000) + 1000)
+  return {1, '0'}
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(first[2]) - now)}
+"""
+
+#: KEYS: leases. ARGV: lease seconds, then lease ids to extend (only those still held: XX).
+RENEW = _NOW + """
+local lease = tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000) + 1000)
+return 1
+"""
+

@@ -1,0 +1,203 @@
+"""RedisStore: a Cache store in Redis, with single-flight across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import random
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from ..._cachestore import MISSING
+from ._client import Connection
+from ._concurrency import backoff
+from ._ratelimit import RedisBackend
+
+__all__ = ["RedisStore", "RedisStoreStats", "ValueTooLarge"]
+
+#: Deletes the fill lock only if this process still owns it (its lease may have expired and
+#: another process taken it).
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class ValueTooLarge(ValueError):
+    """A value serialised to more than ``max_bytes``: not stored (the call itself succeeds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStoreStats:
+    #: Entries written by this process (Redis expires them on its own; not a live count).
+    size: int
+    hits: int
+    misses: int
+    #: Lookups that waited for another process filling the same key, then found its value.
+    coalesced: int
+    #: Values refused for exceeding max_bytes (ValueTooLarge).
+    too_large: int
+    #: Commands that failed or timed out (the Cache layer treats them as misses).
+    errors: int
+
+
+class _Codec:
+    __slots__ = ("dumps", "loads")
+
+    def __init__(self, serializer: Any) -> None:
+        if serializer == "json":
+            self.dumps = lambda value: json.dumps(value, separators=(",", ":")).encode()
+            self.loads = json.loads
+        elif serializer == "pickle":  # only on request: unpickling runs code from the store
+            self.dumps, self.loads = pickle.dumps, pickle.loads
+        elif callable(getattr(serializer, "dumps", None)) and callable(
+                getattr(serializer, "loads", None)):
+            self.dumps, self.loads = serializer.dumps, serializer.loads
+        else:
+            raise ValueError(
+                f"serializer must be 'json' (default), 'pickle' (only for a Redis you trust: "
+                f"unpickling runs code) or an object with dumps/loads, got {serializer!r}"
+            )
+
+
+class RedisStore:
+    """A :class:`llmguard.CacheStore` in Redis: ``Cache(ttl=300, store=RedisStore(backend))``.
+
+    * Values are serialised with JSON by default (dicts, lists, str, numbers); a value JSON
+      cannot encode is not cached (the Cache layer counts a store error, the call succeeds).
+      ``serializer="pickle"`` stores any picklable object (SDK response objects) but only use it
+      on a Redis nobody untrusted can write to; or pass an object with ``dumps``/``loads``.
+    * ``max_bytes`` (default 1 MiB): a larger serialised value raises :class:`ValueTooLarge`,
+      which the Cache layer counts as a store error: the result is returned, not cached.
+    * TTL is Redis's (``SET ... PX``); keys live under ``<prefix>:cache:<namespace>:``.
+    * Single-flight across processes: on a miss, one process takes a short lock
+      (``SET NX PX lock_ttl``) and calls the provider; the others poll for its value for up to
+      ``lock_ttl`` seconds instead of calling the provider too. If the filler fails or dies, the
+      lock lapses and the next process fills (a duplicate call, never a hang).
+    """
+
+    __slots__ = ("connection", "namespace", "max_bytes", "lock_ttl", "_codec", "_prefix",
+                 "_locks", "_size", "_hits", "_misses", "_coalesced", "_too_large")
+
+    def __init__(
+        self,
+        backend: RedisBackend,
+        *,
+        namespace: str = "default",
+        serializer: Any = "json",
+        max_bytes: int = 1 << 20,
+        lock_ttl: float = 10.0,
+    ) -> None:
+        if not isinstance(backend, RedisBackend):
+            raise TypeError(f"backend must be a RedisBackend, got {backend!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ValueError(f"max_bytes must be a positive int (bytes), got {max_bytes!r}")
+        if isinstance(lock_ttl, bool) or not isinstance(lock_ttl, (int, float)) or lock_ttl < 0:
+            raise ValueError(
+                f"lock_ttl must be >= 0 seconds (0 turns cross-process single-flight off), "
+                f"got {lock_ttl!r}"
+            )
+        self.connection: Connection = backend.connection
+        self.namespace = namespace
+        self.max_bytes = max_bytes
+        self.lock_ttl = float(lock_ttl)
+        self._codec = _Codec(serializer)
+        self._prefix = f"{self.connection.prefix}:cache:{namespace}:"
+        self._locks: dict[str, str] = {}  # key -> our lock token while this process fills it
+        self._size = self._hits = self._misses = self._coalesced = self._too_large = 0
+
+    async def _get(self, key: str) -> bytes | None:
+        return await self.connection.run(lambda: self.connection.redis.get(self._prefix + key),
+                                         "reading the cache")
+
+    async def get(self, key: str) -> Any:
+        raw = await self._get(key)
+        if raw is None and self.lock_ttl and key not in self._locks:
+            raw = await self._wait_or_lead(key)
+        if raw is None:
+            self._misses += 1
+            return MISSING
+        self._hits += 1
+        return self._codec.loads(raw)
+
+    async def _wait_or_lead(self, key: str) -> bytes | None:
+        """Take the fill lock (return None: we call the provider) or wait for the filler."""
+        redis, lock = self.connection.redis, f"{self._prefix}{key}:lock"
+        token = secrets.token_hex(8)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lock_ttl
+        attempt = 0
+        while loop.time() < deadline:
+            taken = await self.connection.run(
+                lambda: redis.set(lock, token, nx=True, px=max(1, int(self.lock_ttl * 1000))),
+                "taking the cache fill lock",
+            )
+            if taken:
+                self._locks[key] = token
+                return None
+            if taken is None and self.connection.down():
+                return None
+            await asyncio.sleep(backoff(attempt, self.lock_ttl, rand=random.random()))
+            attempt += 1
+            raw = await self._get(key)
+            if raw is not None:
+                self._coalesced += 1
+                return raw
+        return None
+
+    async def set(self, key: str, value: Any, ttl: float) -> None:
+        try:
+            data = self._codec.dumps(value)
+            if len(data) > self.max_bytes:
+                self._too_large += 1
+                raise ValueTooLarge(
+                    f"the value for cache key {key[:16]}... serialises to {len(data)} bytes, over "
+                    f"max_bytes={self.max_bytes}; it was not cached: raise max_bytes or cache "
+                    "smaller results (cache_if=)"
+                )
+            if await self.connection.run(
+                lambda: self.connection.redis.set(self._prefix + key, data,
+                                                  px=max(1, int(ttl * 1000))),
+                "writing the cache",
+            ):
+                self._size += 1
+        finally:
+            self._unlock(key)
+
+    def _unlock(self, key: str) -> None:
+        token = self._locks.pop(key, None)
+        if token is not None:
+            self.connection.spawn(self.connection.write(
+                _UNLOCK, [f"{self._prefix}{key}:lock"], [token], "releasing the cache fill lock",
+            ))
+
+    async def delete(self, key: str) -> None:
+        await self.connection.run(lambda: self.connection.redis.delete(self._prefix + key),
+                                  "deleting from the cache")
+
+    async def clear(self) -> None:
+        """Delete this namespace's keys (SCAN + UNLINK; other namespaces are untouched)."""
+        redis = self.connection.redis
+
+        async def clear() -> None:
+            batch = []
+            async for name in redis.scan_iter(match=self._prefix + "*", count=500):
+                batch.append(name)
+                if len(batch) >= 500:
+                    await redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await redis.unlink(*batch)
+
+        await self.connection.run(clear, "clearing the cache")
+        self._size = 0
+
+    def statistics(self) -> RedisStoreStats:
+        return RedisStoreStats(self._size, self._hits, self._misses, self._coalesced,
+                               self._too_large, self.connection.errors)
+
+    def __repr__(self) -> str:
+        return (f"<RedisStore {self._prefix!r} hits={self._hits} misses={self._misses} "
+                f"coalesced={self._coalesced}>")

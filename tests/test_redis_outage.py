@@ -1,0 +1,109 @@
+"""Redis down mid-run: on_error="fail" raises BackendUnavailable, on_error="local" falls back to
+local limits with one warning, and both resume on Redis once it is back.
+
+Each test runs its own throwaway redis-server on a free port (never the shared one), kills it and
+restarts it. Real time: looptime is off; every wait is bounded by the backend's timeout.
+"""
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+import llmguard as lg
+from llmguard._window import Quota
+from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter, _client
+
+pytestmark = [
+    pytest.mark.looptime(False),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed"),
+]
+
+QUOTAS = (Quota(100, 1.0, False),)
+
+
+class Server:
+    """A redis-server of our own on a free port, without persistence."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        for _ in range(100):  # bounded: about 2 s
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        client.close()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def server(redis_url, monkeypatch):
+    monkeypatch.setattr(_client, "RETRY_INTERVAL", 0.05)  # retry Redis soon after a failure
+    server = Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_fail_closed_raises_backend_unavailable_then_recovers(server):
+    """With on_error="fail" a reservation while Redis is down raises BackendUnavailable saying
+    what failed and what to change; after a restart it is admitted by Redis again (the scripts
+    are loaded again on NOSCRIPT)."""
+    backend = RedisBackend(server.url, on_error="fail", timeout=0.2)
+    assert (await backend.reserve(None, QUOTAS, 0))[1] is not None
+    server.stop()
+    with pytest.raises(lg.BackendUnavailable, match="on_error='local'"):
+        await backend.reserve(None, QUOTAS, 0)
+    limiter = RedisConcurrencyLimiter(backend, 2)
+    with pytest.raises(lg.BackendUnavailable):
+        await limiter.acquire()
+    assert limiter.in_flight == 0 and limiter.statistics().in_flight == 0
+    server.start()
+    wait, ticket = await backend.reserve(None, QUOTAS, 0)
+    assert isinstance(ticket, str)  # a Redis ticket, not a local one
+    await backend.aclose()
+
+
+async def test_fall_back_to_local_limits_with_one_warning(server, caplog):
+    """With on_error="local" calls keep being admitted under this process's limits while Redis
+    is down, with a single warning for the outage, and go back to Redis once it answers."""
+    backend = RedisBackend(server.url, on_error="local", timeout=0.2)
+    limit = lg.RateLimit(rps=50, backend=backend)
+    guarded = lg.guard(limit)(_value)
+    assert await guarded() == 1
+    server.stop()
+    with caplog.at_level(logging.WARNING, logger="llmguard.redis"):
+        for _ in range(10):
+            assert await guarded() == 1
+        assert sum("falling back to local limits" in r.getMessage() for r in caplog.records) == 1
+        server.start()
+        await asyncio.sleep(0.06)  # past the patched RETRY_INTERVAL
+        wait, ticket = await backend.reserve(None, limit.quotas, 0)
+    assert isinstance(ticket, str)
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+    assert limit.statistics().admitted == 11
+    await backend.aclose()
+
+
+async def _value():
+    return 1

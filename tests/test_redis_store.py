@@ -1,0 +1,95 @@
+"""RedisStore against the real Redis: safe serialisation, size limit, TTL, cross-process
+single-flight. Real time (Redis expires keys on its clock): looptime off, sub-second TTLs."""
+
+import asyncio
+
+import pytest
+
+import llmguard as lg
+from llmguard._cachestore import MISSING
+from llmguard.backends.redis import RedisBackend, RedisStore, ValueTooLarge
+
+pytestmark = pytest.mark.looptime(False)
+
+
+@pytest.fixture
+async def backend(redis_url, redis_prefix):
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    yield backend
+    await backend.aclose()
+
+
+async def test_json_round_trip_and_ttl(backend):
+    """A JSON value comes back equal; after its TTL Redis has dropped it."""
+    store = RedisStore(backend, lock_ttl=0)
+    await store.set("k", {"text": "hi", "n": [1, 2]}, 0.2)
+    assert await store.get("k") == {"text": "hi", "n": [1, 2]}
+    await asyncio.sleep(0.3)
+    assert await store.get("k") is MISSING
+
+
+async def test_unserialisable_and_oversized_values_are_not_stored(backend):
+    """JSON refuses an arbitrary object (TypeError) and a value over max_bytes raises
+    ValueTooLarge naming the limit; neither is stored, and the fill lock is released."""
+    store = RedisStore(backend, max_bytes=64)
+    assert await store.get("a") is MISSING  # takes the fill lock
+    with pytest.raises(TypeError):
+        await store.set("a", object(), 5)
+    with pytest.raises(ValueTooLarge, match="max_bytes=64"):
+        await store.set("b", "x" * 100, 5)
+    assert store.statistics().too_large == 1
+    await backend.connection.aclose()  # the background unlock has run
+    assert await RedisStore(backend, lock_ttl=0).get("a") is MISSING
+    assert not store._locks
+
+
+async def test_pickle_only_on_request(backend):
+    """serializer='pickle' stores any picklable object; a bad serializer is refused early."""
+    store = RedisStore(backend, serializer="pickle", lock_ttl=0)
+    await store.set("k", {1, 2}, 5)
+    assert await store.get("k") == {1, 2}
+    with pytest.raises(ValueError, match="serializer"):
+        RedisStore(backend, serializer="yaml")
+
+
+async def test_single_flight_across_processes(redis_url, redis_prefix, backend):
+    """Two caches on separate backends (two processes) asked the same thing at once call the
+    provider once: the second waits for the first's value instead."""
+    other = RedisBackend(redis_url, prefix=redis_prefix)
+    calls = 0
+
+    async def provider(prompt):
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.1)
+        return {"answer": prompt}
+
+    a_store, b_store = RedisStore(backend), RedisStore(other)
+    a = lg.guard(lg.Cache(ttl=5, store=a_store))(provider)
+    b = lg.guard(lg.Cache(ttl=5, store=b_store))(provider)
+    assert await asyncio.gather(a("q"), b("q")) == [{"answer": "q"}] * 2
+    assert calls == 1
+    # whichever took the fill lock first, the other waited for its value
+    assert a_store.statistics().coalesced + b_store.statistics().coalesced == 1
+    await other.aclose()
+
+
+async def test_clear_removes_only_its_namespace(backend):
+    """clear() deletes this namespace's entries and leaves another namespace's alone."""
+    mine, theirs = RedisStore(backend, namespace="a", lock_ttl=0), RedisStore(
+        backend, namespace="b", lock_ttl=0)
+    await mine.set("k", 1, 5)
+    await theirs.set("k", 2, 5)
+    await mine.clear()
+    assert await mine.get("k") is MISSING
+    assert await theirs.get("k") == 2
+
+
+def test_construction_errors():
+    """Bad arguments fail at construction with the argument's name."""
+    with pytest.raises(TypeError, match="backend"):
+        RedisStore("redis://x")
+    with pytest.raises(ValueError, match="max_bytes"):
+        RedisStore(RedisBackend(), max_bytes=0)
+    with pytest.raises(ValueError, match="lock_ttl"):
+        RedisStore(RedisBackend(), lock_ttl=-1)
