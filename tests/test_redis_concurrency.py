@@ -78,7 +78,7 @@ import asyncio, sys
 from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter
 
 async def main(url, prefix):
-    limiter = RedisConcurrencyLimiter(RedisBackend(url, prefix=prefix), 2, name="w", lease=0.3)
+    limiter = RedisConcurrencyLimiter(RedisBackend(url, prefix=prefix), 2, name="w", lease=1.0)
     await limiter.acquire()
     await limiter.acquire()
     print("held", flush=True)
@@ -99,13 +99,13 @@ async def test_killed_worker_permits_come_back_after_the_lease(redis_url, redis_
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
         assert line.strip() == "held"
         backend = RedisBackend(redis_url, prefix=redis_prefix)
-        blocked = RedisConcurrencyLimiter(backend, 2, name="w", lease=0.3, max_wait=0.6)
+        blocked = RedisConcurrencyLimiter(backend, 2, name="w", lease=1.0, max_wait=2.0)
         with pytest.raises(lg.AdmissionTimeout, match="shared concurrency slots"):
-            await blocked.acquire()  # 0.6 s: twice the lease, so only renewal kept them held
+            await blocked.acquire()  # 2 s: twice the lease, so only renewal kept them held
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    waiter = RedisConcurrencyLimiter(backend, 2, name="w", lease=0.3, max_wait=5)
+    waiter = RedisConcurrencyLimiter(backend, 2, name="w", lease=1.0, max_wait=10)
     await waiter.acquire()
     await waiter.acquire()
     assert waiter.in_flight == 2
