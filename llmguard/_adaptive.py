@@ -357,6 +357,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     """
 
     __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens")
+    _wait_label = "adaptive_concurrency"
 
     def __init__(
         self,
@@ -415,14 +416,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
 
     async def __call__(self, call: Any, call_next: Any, /) -> Any:
         limiter = self.limiter
-        priority, partition = self._admission(call)
-        if limiter.in_flight < limiter.limit and not limiter.waiting:
-            await limiter.acquire(priority=priority, partition=partition)  # admitted at once
-        else:
-            clock = asyncio.get_running_loop().time
-            started = clock()
-            await limiter.acquire(priority=priority, partition=partition)
-            call.waited(clock() - started, "adaptive_concurrency")
+        await self._acquire(call)
         inflight = limiter.in_flight
         loop_time = asyncio.get_running_loop().time
         start = loop_time()

@@ -252,16 +252,24 @@ class ConcurrencyLimit:
             partition = call.partition
         return priority, partition
 
-    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+    #: How this layer names itself in ``call.notes["delayed_by"]``.
+    _wait_label = "concurrency_limit"
+
+    async def _acquire(self, call: Call) -> None:
+        """Take a permit for the call (its priority and partition), noting any admission wait."""
         priority, partition = self._admission(call)
         limiter = self.limiter
         if limiter.in_flight < limiter.limit and not limiter.waiting:
             await limiter.acquire(priority=priority, partition=partition)  # admitted at once
-        else:
-            clock = asyncio.get_running_loop().time
-            started = clock()
-            await limiter.acquire(priority=priority, partition=partition)
-            call.waited(clock() - started, "concurrency_limit")
+            return
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        await limiter.acquire(priority=priority, partition=partition)
+        call.waited(clock() - started, self._wait_label)
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+        limiter = self.limiter
+        await self._acquire(call)
         try:
             result = await call_next(call)
         except BaseException:
