@@ -302,7 +302,12 @@ class _Window:
     __slots__ = ("count", "rtt_sum", "ok", "inflight", "dropped")
 
     def __init__(self) -> None:
-        self.flush()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.count = self.ok = self.inflight = 0
+        self.rtt_sum = 0.0
+        self.dropped = False
 
     def add(self, rtt: float, inflight: int, dropped: bool) -> None:
         self.count += 1
@@ -314,11 +319,9 @@ class _Window:
             self.rtt_sum += rtt
 
     def flush(self) -> tuple[float, int, bool]:
-        sample = (self.rtt_sum / self.ok if getattr(self, "ok", 0) else 0.0,
-                  getattr(self, "inflight", 0), getattr(self, "dropped", False))
-        self.count = self.ok = self.inflight = 0
-        self.rtt_sum = 0.0
-        self.dropped = False
+        """The window as one sample (mean RTT, peak in-flight, dropped), and start a new one."""
+        sample = (self.rtt_sum / self.ok if self.ok else 0.0, self.inflight, self.dropped)
+        self._reset()
         return sample
 
 
