@@ -12,13 +12,17 @@ from ._errors import (
     BatchInterrupted,
     CircuitOpenError,
     FallbackExhausted,
+    FirstChunkTimeout,
     JobNotFound,
     LLMGuardError,
     QueueFull,
     RequestTooLarge,
+    StreamIdleTimeout,
+    StreamTotalTimeout,
     TimeoutExceeded,
 )
 from ._pipeline import Guarded, Pipeline, guard, wrap_client
+from ._stream import Stream
 from ._tokens import Usage, estimate_tokens, extract_usage
 
 if _TYPE_CHECKING:
@@ -135,6 +139,7 @@ __all__ = [
     "Fallback",
     "FallbackExhausted",
     "FallbackStats",
+    "FirstChunkTimeout",
     "Gradient",
     "Gradient2",
     "Guarded",
@@ -164,6 +169,9 @@ __all__ = [
     "Retry",
     "RetryBudget",
     "RetryStats",
+    "Stream",
+    "StreamIdleTimeout",
+    "StreamTotalTimeout",
     "Timeout",
     "TimeoutExceeded",
     "TimeoutStats",

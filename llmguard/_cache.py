@@ -18,18 +18,21 @@ from typing import Any
 
 from ._cachekey import custom_key, default_key
 from ._cachestore import MISSING, CacheStore, MemoryStore
+from ._cachestream import STREAM_KEY, Tee, is_recording, replay
 from ._core import Call, Handler
+from ._stream import Stream
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]
 
 
 def cache_if_complete(result: Any) -> bool:
-    """Default ``cache_if``: skip truncated answers (``finish_reason == "length"``) and streams.
+    """Default ``cache_if``: skip truncated answers (``finish_reason == "length"``).
 
-    Reads OpenAI-style results in dict or object form; anything else is cached.
+    Reads OpenAI-style results and stream chunks in dict or object form (a completed stream is
+    judged by its chunks); anything else is cached.
     """
-    if hasattr(result, "__aiter__"):  # a stream can be consumed once; caching it breaks the hit
-        return False
+    if is_recording(result):
+        return all(cache_if_complete(chunk) for chunk in result[STREAM_KEY])
     choices = result.get("choices") if isinstance(result, dict) else getattr(result, "choices", None)
     if not isinstance(choices, (list, tuple)):
         return True
@@ -137,7 +140,7 @@ class Cache:
             if value is not MISSING:
                 self._hits += 1
                 call.note("cache", "hit")
-                return value
+                return await replay(value) if is_recording(value) else value
         else:
             self._bypassed += 1
         flight = self._flights.get(key)
@@ -152,31 +155,42 @@ class Cache:
             call.note("cache", "coalesced")
         flight.waiters += 1
         try:
-            return await asyncio.shield(flight.task)
+            result = await asyncio.shield(flight.task)
         except asyncio.CancelledError:
-            if not flight.task.done() and flight.waiters == 1:
+            task = flight.task
+            if not task.done() and flight.waiters == 1:
                 # Last waiter out: nobody wants the answer any more.
-                flight.task.cancel()
+                task.cancel()
                 if self._flights.get(key) is flight:
                     del self._flights[key]
+            elif task.done() and not task.cancelled() and task.exception() is None and \
+                    isinstance(task.result(), Tee):
+                task.result().forfeit()  # counted as a reader when the stream started
             raise
         finally:
             flight.waiters -= 1
+        return await result.open() if isinstance(result, Tee) else result
 
     async def _fill(self, key: str, call: Call, call_next: Handler) -> Any:
         try:
             result = await call_next(call)
-            if self._cache_if(result):
-                try:
-                    await self.store.set(key, result, self.ttl)
-                except Exception:  # the answer matters more than caching it: see CacheStore
-                    self._store_errors += 1
+            if isinstance(result, Stream):  # stored once read to its end, if ever
+                return Tee(result, self._flights[key].waiters,
+                           lambda recording: self._store(key, recording))
+            await self._store(key, result)
             return result
         finally:
             # Synchronous with the task's end, so a later call starts a fresh flight.
             flight = self._flights.get(key)
             if flight is not None and flight.task is asyncio.current_task():
                 del self._flights[key]
+
+    async def _store(self, key: str, result: Any) -> None:
+        if self._cache_if(result):
+            try:
+                await self.store.set(key, result, self.ttl)
+            except Exception:  # the answer matters more than caching it: see CacheStore
+                self._store_errors += 1
 
     async def _get(self, key: str) -> Any:
         try:

@@ -13,10 +13,13 @@ __all__ = [
     "BackendUnavailable",
     "CircuitOpenError",
     "FallbackExhausted",
+    "FirstChunkTimeout",
     "JobNotFound",
     "LLMGuardError",
     "QueueFull",
     "RequestTooLarge",
+    "StreamIdleTimeout",
+    "StreamTotalTimeout",
     "TimeoutExceeded",
 ]
 
@@ -58,6 +61,24 @@ class TimeoutExceeded(LLMGuardError, TimeoutError):
     def __init__(self, message: str, *, seconds: float | None = None) -> None:
         super().__init__(message)
         self.seconds = seconds
+
+
+class FirstChunkTimeout(TimeoutExceeded):
+    """A streamed answer's first chunk did not arrive within ``Timeout(first_chunk=...)``.
+
+    Raised inside the pipeline, before anything reached the consumer, so Retry and Fallback act.
+    """
+
+
+class StreamIdleTimeout(TimeoutExceeded):
+    """A stream went silent for longer than ``Timeout(idle=...)`` between two chunks.
+
+    Raised to the consumer mid-stream (after the first chunk nothing is retried).
+    """
+
+
+class StreamTotalTimeout(TimeoutExceeded):
+    """A stream ran longer than ``Timeout(total=...)`` from the start of its attempt."""
 
 
 class FallbackExhausted(ExceptionGroup, LLMGuardError):  # type: ignore[misc]

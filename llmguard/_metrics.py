@@ -16,10 +16,11 @@ from typing import Any
 from ._core import Call, Handler
 from ._errors import AdmissionError
 from ._latency import LatencyHistogram, MetricsStats
-from ._observe import callbacks, end_span, start_span
+from ._observe import callbacks, detach_span, end_span, start_span
+from ._stream import Stream
 from ._tokens import extract_usage
 
-__all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "Metrics"]
+__all__ = ["CHUNK_BUCKETS", "DURATION_BUCKETS", "FIRST_CHUNK_BUCKETS", "TOKEN_BUCKETS", "Metrics"]
 
 #: GenAI semantic conventions' advisory boundaries for ``gen_ai.client.operation.duration`` (s).
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
@@ -27,6 +28,12 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 #: GenAI semantic conventions' advisory boundaries for ``gen_ai.client.token.usage``.
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                  16777216, 67108864)
+
+#: Boundaries for stream timings: those the conventions advise for the server-side
+#: time_to_first_token and time_per_output_token, which measure the same intervals.
+FIRST_CHUNK_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+                       2.5, 5.0, 7.5, 10.0)
+CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
 _SCOPE = "llmguard"
 
@@ -67,7 +74,8 @@ class Metrics:
 
     __slots__ = ("name", "operation", "provider", "model", "_base", "_series", "_latency",
                  "_in_flight", "_input", "_output", "_retries", "_fallbacks", "_cache",
-                 "_errors", "_neighbours", "_duration", "_tokens", "_wait", "_tracer",
+                 "_errors", "_neighbours", "_duration", "_tokens", "_first_chunk", "_per_chunk",
+                 "_wait", "_tracer",
                  "_callbacks", "_recording")
 
     def __init__(self, *, name: str | None = None, meter_provider: Any = None,
@@ -122,6 +130,14 @@ class Metrics:
             "gen_ai.client.token.usage", unit="{token}",
             description="Number of input and output tokens used",
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS)
+        self._first_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk", unit="s",
+            description="Time to receive the first chunk of a streamed answer",
+            explicit_bucket_boundaries_advisory=FIRST_CHUNK_BUCKETS)
+        self._per_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_per_output_chunk", unit="s",
+            description="Time between consecutive chunks of a streamed answer",
+            explicit_bucket_boundaries_advisory=CHUNK_BUCKETS)
         self._wait = meter.create_histogram(
             "llmguard.admission.wait", unit="s",
             description="Time a call waited for admission (rate limit, concurrency slot)",
@@ -158,11 +174,51 @@ class Metrics:
             if span is not None:
                 end_span(span, call, exc)
             raise
+        if isinstance(result, Stream):
+            self._follow(call, result, start, span)
+            return result
         self._in_flight -= 1
         self._finish(call, loop_time() - start, result, None)
         if span is not None:
             end_span(span, call, None)
         return result
+
+    def _follow(self, call: Call, stream: Stream, start: float, span: Any) -> None:
+        """A streamed answer: time to first chunk now, time per chunk as they arrive, the call's
+        duration, usage and outcome when the stream ends."""
+        loop_time = asyncio.get_running_loop().time
+        first = previous = loop_time()
+        model = call.model or self.model
+        attrs = self._series_for(model, None, "success").duration_attrs
+        if self._recording:
+            self._first_chunk.record(first - start, attrs)
+
+            def chunk(_chunk: Any) -> None:
+                nonlocal previous
+                if stream.chunks > 1:  # the first chunk's time is time_to_first_chunk
+                    now = loop_time()
+                    self._per_chunk.record(now - previous, attrs)
+                    previous = now
+
+            stream.on_chunk(chunk)
+        if span is not None:
+            span = detach_span(span)  # the stream ends in the consumer's context, not this one
+
+        def end(error: BaseException | None) -> None:
+            self._in_flight -= 1
+            seconds = loop_time() - start
+            if error is None or not isinstance(error, Exception):  # exhausted, or closed early
+                call.usage = stream.usage
+                if error is None:
+                    self._finish(call, seconds, None, None)
+                else:
+                    self._series_for(model, "cancelled", "cancelled").calls += 1
+            else:
+                self._finish(call, seconds, None, error)
+            if span is not None:
+                end_span(span, call, error)
+
+        stream.defer(end)
 
     def _series_for(self, model: str | None, error: str | None, outcome: str) -> _Series:
         series = self._series.get((model, error))

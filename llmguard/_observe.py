@@ -17,7 +17,7 @@ from ._pipeline import _label
 if TYPE_CHECKING:
     from ._metrics import Metrics
 
-__all__ = ["callbacks", "end_span", "start_span"]
+__all__ = ["callbacks", "detach_span", "end_span", "start_span"]
 
 #: Circuit states as numbers for a gauge (0 closed, 1 half-open, 2 open).
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
@@ -186,16 +186,25 @@ async def _attempt_span(tracer: Any, name: str, attrs: dict[str, Any], result: A
         return await result
 
 
+def detach_span(started: tuple[Any, Any]) -> tuple[Any, None]:
+    """Stop the span being current here (it is ended later, when its stream ends)."""
+    from opentelemetry import context
+
+    span, token = started
+    context.detach(token)
+    return span, None
+
+
 def end_span(started: tuple[Any, Any], call: Call, exc: BaseException | None) -> None:
     """Annotate the span with what the layers learned (retries, cache, rejection) and end it."""
-    from opentelemetry import context
     from opentelemetry.trace import Status, StatusCode
 
     from ._errors import AdmissionError
     from ._metrics import _error_type
 
     span, token = started
-    context.detach(token)
+    if token is not None:
+        detach_span(started)
     notes = call.notes or {}
     span.set_attribute("llmguard.retries", int(notes.get("retries") or 0))
     for key in ("cache", "fallback", "rejected_by", "delayed_by"):

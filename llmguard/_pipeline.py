@@ -152,7 +152,7 @@ class Pipeline:
 
         return self.then(CircuitBreaker(**options))
 
-    def timeout(self, seconds: float, **options: Any) -> Pipeline:
+    def timeout(self, seconds: float | None = None, **options: Any) -> Pipeline:
         """Add a :class:`llmguard.Timeout` layer."""
         from ._timeout import Timeout
 

@@ -4,8 +4,8 @@ A call borrows a free member, waits first-in first-out when none is free, and gi
 back on success, error or cancellation. A member that keeps failing (unhealthy failures in the
 sense of :func:`llmguard.classify`) gets its own circuit (``llmguard._circuit.CircuitState``):
 it is skipped for ``cooldown`` seconds, then one probe call decides whether it comes back.
-A streamed answer (:class:`llmguard._stream.Stream`) holds the member only until the call
-returns, not until the stream ends: wrap the consumption in your own function if it must.
+A streamed answer (a member method that is an async generator, or returns an async iterator)
+holds its member until the stream ends: exhausted, closed, failed or abandoned.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from ._circuit import CircuitState, State
 from ._classify import classify
 from ._errors import CircuitOpenError
+from ._stream import Stream
 
 __all__ = ["AgentPool", "MemberStats", "PoolStats"]
 
@@ -135,22 +136,33 @@ class AgentPool:
         member = await self._acquire(loop)
         start = loop.time()
         try:
-            result = await member.fn(*args, **kwargs)
-        except Exception as exc:
-            member.failures += 1
-            member.circuit.record(loop.time(), classify(exc).kind.unhealthy)
+            result = member.fn(*args, **kwargs)
+            if not hasattr(type(result), "__anext__"):
+                result = await result
+            if hasattr(type(result), "__anext__"):  # a stream: the member serves it to the end
+                if not isinstance(result, Stream):
+                    result = await Stream.start(result)
+                result.defer(lambda error: self._give_back(member, loop, start, error))
+                return result
+        except BaseException as exc:
+            self._give_back(member, loop, start, exc)
             raise
-        except BaseException:
-            member.circuit.cancel()  # a cancellation says nothing about the member
-            raise
-        else:
+        self._give_back(member, loop, start, None)
+        return result
+
+    def _give_back(self, member: _Member, loop: asyncio.AbstractEventLoop, start: float,
+                   error: BaseException | None) -> None:
+        if error is None:
             member.circuit.record(loop.time(), False)
-            return result
-        finally:
-            member.calls += 1
-            member.latency += loop.time() - start
-            member.busy -= 1
-            self._wake(loop)
+        elif isinstance(error, Exception):
+            member.failures += 1
+            member.circuit.record(loop.time(), classify(error).kind.unhealthy)
+        else:  # a cancellation (or a consumer closing a stream) says nothing about the member
+            member.circuit.cancel()
+        member.calls += 1
+        member.latency += loop.time() - start
+        member.busy -= 1
+        self._wake(loop)
 
     async def _acquire(self, loop: asyncio.AbstractEventLoop) -> _Member:
         if not self._waiters and (member := self._pick(loop.time())) is not None:

@@ -186,7 +186,9 @@ class RateLimit:
     * ``tokens(*args, **kwargs) -> int`` estimates a call's tokens (default
       :func:`llmguard.estimate_tokens`: messages plus ``max_tokens``); the estimate is reserved
       (``call.tokens``) and after the call reconciled to ``usage(result)`` (default: the result's
-      ``usage.total_tokens``): unused tokens are given back, extra ones charged. A call that fails
+      ``usage.total_tokens``): unused tokens are given back, extra ones charged. A streamed
+      answer holds its reservation until the stream ends and is reconciled to the usage in its
+      final chunk (``stream_options={"include_usage": True}`` with OpenAI). A call that fails
       before reaching the provider (an inner layer's :class:`AdmissionError`) is refunded.
     * Waiting is FIFO per key: a large request is never overtaken by small ones.
     * A 429 from the provider (:func:`llmguard.classify` says ``RATE_LIMITED``) pauses every
@@ -306,14 +308,16 @@ class RateLimit:
         except BaseException:
             self._finish(key, ticket, tokens, tokens)  # cancelled in flight: assume it was counted
             raise
-        if isinstance(result, Stream):  # usage comes (if at all) in the last chunk: keep the estimate
-            result.defer(lambda _error: self._finish(key, ticket, tokens, tokens))
+        if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
+            result.defer(lambda _error: self._finish(
+                key, ticket, tokens, self._actual(call, result.usage_chunk, tokens)))
         else:
             self._finish(key, ticket, tokens, self._actual(call, result, tokens))
         return result
 
     def _actual(self, call: Call, result: Any, tokens: int) -> int:
-        if self._max_tokens is None:
+        """Tokens the call used, read from a result or a stream's final chunk (or None)."""
+        if self._max_tokens is None or result is None:
             return tokens
         if self._usage is not None:
             actual = self._usage(result)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ._tokens import Usage, extract_usage
+
 __all__ = ["Stream", "is_stream_result"]
 
 #: Called once when the stream ends: with None when it was exhausted, else with the exception
@@ -36,7 +38,8 @@ class Stream:
     ``async with stream:``). ``chunks`` counts chunks delivered so far.
     """
 
-    __slots__ = ("_iterator", "_pending", "_callbacks", "_on_chunk", "_done", "chunks", "__weakref__")
+    __slots__ = ("_iterator", "_pending", "_callbacks", "_on_chunk", "_done", "_idle",
+                 "_deadline", "chunks", "usage_chunk", "__weakref__")
 
     def __init__(self, iterator: AsyncIterator[Any]) -> None:
         self._iterator = iterator
@@ -44,8 +47,14 @@ class Stream:
         self._callbacks: list[EndCallback] = []
         self._on_chunk: list[Callable[[Any], Any]] = []
         self._done = False
+        # Time limits set by a Timeout layer: (seconds, make_error) and (loop time, make_error).
+        self._idle: tuple[float, Callable[[], BaseException]] | None = None
+        self._deadline: tuple[float, Callable[[], BaseException]] | None = None
         #: Chunks delivered to the consumer so far.
         self.chunks = 0
+        #: The last chunk that carried a ``usage`` field (OpenAI and litellm send usage in the
+        #: final chunk), or None.
+        self.usage_chunk: Any = None
 
     @classmethod
     async def start(cls, iterator: AsyncIterator[Any]) -> Stream:
@@ -77,6 +86,24 @@ class Stream:
         """Call ``callback(chunk)`` for every chunk as it is delivered to the consumer."""
         self._on_chunk.append(callback)
 
+    @property
+    def usage(self) -> Usage | None:
+        """Token usage reported by the stream (in its final chunk), once that chunk arrived."""
+        return None if self.usage_chunk is None else extract_usage(self.usage_chunk)
+
+    def limit(self, *, idle: float | None = None, deadline: float | None = None,
+              idle_error: Callable[[], BaseException] | None = None,
+              deadline_error: Callable[[], BaseException] | None = None) -> None:
+        """Bound the wait for each next chunk to ``idle`` seconds and the whole stream to the
+        loop time ``deadline``; on expiry the source is closed and ``*_error()`` is raised to
+        the consumer. The tightest limit wins when several layers set one."""
+        if idle is not None and idle_error is not None and (
+                self._idle is None or idle < self._idle[0]):
+            self._idle = (idle, idle_error)
+        if deadline is not None and deadline_error is not None and (
+                self._deadline is None or deadline < self._deadline[0]):
+            self._deadline = (deadline, deadline_error)
+
     def _finish(self, error: BaseException | None) -> None:
         if self._done:
             return
@@ -100,7 +127,10 @@ class Stream:
             raise StopAsyncIteration
         else:
             try:
-                chunk = await self._iterator.__anext__()
+                if self._idle is None and self._deadline is None:
+                    chunk = await self._iterator.__anext__()
+                else:
+                    chunk = await self._next_in_time()
             except StopAsyncIteration:
                 self._finish(None)
                 raise
@@ -108,9 +138,31 @@ class Stream:
                 self._finish(exc)
                 raise
         self.chunks += 1
+        if _usage_of(chunk) is not None:
+            self.usage_chunk = chunk
         for callback in self._on_chunk:
             callback(chunk)
         return chunk
+
+    async def _next_in_time(self) -> Any:
+        import asyncio  # here, not at the top: `import llmguard` does not load asyncio
+
+        now = asyncio.get_running_loop().time()
+        limits = []
+        if self._idle is not None:
+            limits.append((now + self._idle[0], self._idle[1]))
+        if self._deadline is not None:
+            limits.append(self._deadline)
+        when, make_error = min(limits, key=lambda limit: limit[0])
+        scope = asyncio.timeout_at(when)
+        try:
+            async with scope:
+                return await self._iterator.__anext__()
+        except TimeoutError as exc:
+            if not scope.expired():  # the source's own TimeoutError
+                raise
+            await self._close_iterator()
+            raise make_error() from exc
 
     async def aclose(self) -> None:
         """Stop the stream early: close the source and run the end callbacks."""
@@ -128,12 +180,23 @@ class Stream:
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.aclose()
 
+    def release(self) -> None:
+        """Run the end callbacks now without closing the source (for code that cannot await:
+        the source generator is then finalised by the event loop's asyncgen hooks)."""
+        self._pending.clear()
+        self._finish(GeneratorExit())
+
     def __del__(self) -> None:
-        # Abandoned without being exhausted or closed: give back what the layers hold. The
-        # source generator itself is finalised by the event loop's asyncgen hooks.
+        # Abandoned without being exhausted or closed: give back what the layers hold.
         if not self._done:
-            self._finish(GeneratorExit())
+            self.release()
 
     def __repr__(self) -> str:
         state = "done" if self._done else "open"
         return f"<Stream {state} chunks={self.chunks} deferred={len(self._callbacks)}>"
+
+
+def _usage_of(chunk: Any) -> Any:
+    if isinstance(chunk, dict):
+        return chunk.get("usage")
+    return getattr(chunk, "usage", None)
