@@ -1,25 +1,42 @@
-"""Streaming through a pipeline: the concurrency slot is held until the stream ends (offline)."""
+"""Streaming through a full pipeline with the offline fake model: the concurrency slot and the
+token reservation are held until the stream ends, a failure before the first chunk falls back,
+a completed stream is cached and replayed, and Metrics times the first chunk (offline)."""
 
 import asyncio
 
 import llmguard as lg
-
-
-async def stream_answer(prompt: str):
-    """A fake streaming model: yields the answer word by word."""
-    for word in f"Here is an answer to {prompt!r}".split():
-        await asyncio.sleep(0.005)
-        yield word + " "
+from llmguard.testing import FakeLLM
 
 
 async def main() -> None:
+    # The primary fails before its first chunk once; the backup streams word by word.
+    primary = FakeLLM([ConnectionError("connection reset")], latency=0.05, seconds_per_token=0.01)
+    backup = FakeLLM(latency=0.05, seconds_per_token=0.01, reply_prefix="(backup) ")
+    metrics = lg.Metrics(name="chat")
     limit = lg.ConcurrencyLimit(2)
-    chat = lg.guard(lg.Retry(attempts=3), limit)(stream_answer)
-    async for chunk in chat("streams"):
-        print(chunk, end="", flush=True)
-        assert limit.statistics().in_flight == 1  # held while the consumer reads
-    print()
-    print("in flight after the stream:", limit.statistics().in_flight)
+    rate = lg.RateLimit(tpm=100_000)
+    chat = lg.guard(
+        metrics,
+        lg.Cache(ttl=300),
+        lg.Fallback(backup.stream_message),
+        lg.Timeout(first_chunk=5, idle=2, total=60),
+        rate,
+        limit,
+    )(primary.stream_message)
+
+    for attempt in ("first", "second (from the cache)"):
+        print(f"{attempt}: ", end="")
+        async for chunk in chat("tell me a short story about rate limits"):
+            print(chunk, end="", flush=True)
+            assert limit.statistics().in_flight <= 1  # held while the consumer reads
+        print()
+
+    stats = metrics.statistics()
+    print(f"in flight after the streams: {limit.statistics().in_flight}, "
+          f"tokens reserved: {rate.statistics().reserved_tokens}")
+    print(f"calls: {stats.calls}, fallbacks: {stats.fallbacks}, cache hits: {stats.cache_hits}")
+    assert limit.statistics().in_flight == 0 and rate.statistics().reserved_tokens == 0
+    assert stats.fallbacks == 1 and stats.cache_hits == 1
 
 
 if __name__ == "__main__":

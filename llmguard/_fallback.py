@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._classify import FailureKind, classify
-from ._core import Call, Handler
+from ._core import Call, Handler, invoke
 from ._errors import FallbackExhausted
 from ._pipeline import _is_async_callable
 
@@ -97,8 +97,8 @@ class Fallback:
         return FallbackStats(self._calls, dict(self._used), self._defaulted, self._exhausted)
 
     async def _try(self, alternate: Any, call: Call, call_next: Handler) -> Any:
-        if not isinstance(alternate, dict):
-            return await alternate(*call.args, **call.kwargs)
+        if not isinstance(alternate, dict):  # invoke: a streaming alternate starts its stream
+            return await invoke(Call(alternate, call.args, call.kwargs, call.name))
         saved = call.kwargs
         call.kwargs = {**saved, **alternate}
         try:

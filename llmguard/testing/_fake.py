@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from .._tokens import estimate_tokens
@@ -23,7 +24,13 @@ class FakeLLM:
 
     It speaks both common shapes: ``await fake.send_message("hi")`` returns the reply text, and
     ``await fake.acompletion(model=..., messages=[...])`` returns an OpenAI-style
-    ``chat.completion`` dict with ``usage``. It records every call for assertions.
+    ``chat.completion`` dict with ``usage``. Both stream too: ``fake.stream_message("hi")`` is an
+    async generator of words, and ``acompletion(..., stream=True)`` returns an async iterator of
+    ``chat.completion.chunk`` dicts (the last with ``usage`` when
+    ``stream_options={"include_usage": True}``, as OpenAI does). A stream waits ``latency`` before
+    its first chunk and ``seconds_per_token`` per token between chunks; it counts as in flight
+    until it ends. A script entry that is an exception is raised before the first chunk.
+    It records every call for assertions.
     """
 
     def __init__(
@@ -52,15 +59,17 @@ class FakeLLM:
     def call_count(self) -> int:
         return len(self.calls)
 
-    async def _answer(self, prompt: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _answer(self, prompt: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      streaming: bool = False) -> Any:
         self.calls.append((args, kwargs))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self._enter()
         try:
             entry = self.script.popleft() if self.script else None
             reply = entry if isinstance(entry, str) or entry is None else None
             text = self.reply_prefix + prompt if reply is None else reply
-            delay = self.latency + self.seconds_per_token * max(1, len(text) // 4)
+            delay = self.latency
+            if not streaming:  # a stream spends its per-token time between chunks
+                delay += self.seconds_per_token * max(1, len(text) // 4)
             if delay:
                 await asyncio.sleep(delay)
             if isinstance(entry, BaseException) or (
@@ -71,11 +80,35 @@ class FakeLLM:
         finally:
             self.in_flight -= 1
 
+    def _enter(self) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    async def _pieces(self, text: str) -> AsyncIterator[str]:
+        """The reply word by word (with its trailing space), ``seconds_per_token`` apart."""
+        self._enter()  # in flight until the stream ends
+        try:
+            for i, piece in enumerate(re.findall(r"\S+\s*|\s+", text)):
+                if i and self.seconds_per_token:
+                    await asyncio.sleep(self.seconds_per_token * max(1, len(piece) // 4))
+                yield piece
+        finally:
+            self.in_flight -= 1
+
     async def send_message(self, message: str, *args: Any, **kwargs: Any) -> str:
         """Agent-style call: returns the reply text."""
         return await self._answer(str(message), (message, *args), kwargs)
 
     __call__ = send_message
+
+    async def stream_message(self, message: str, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """Agent-style streaming call: yields the reply text word by word."""
+        reply = await self._answer(str(message), (message, *args), kwargs, streaming=True)
+        if not isinstance(reply, str):
+            yield reply
+            return
+        async for piece in self._pieces(reply):
+            yield piece
 
     async def acompletion(self, **kwargs: Any) -> Any:
         """OpenAI/litellm-style chat completion: returns a ``chat.completion`` dict."""
@@ -84,15 +117,24 @@ class FakeLLM:
             (str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"),
             "",
         )
-        result = await self._answer(prompt, (), kwargs)
+        streaming = kwargs.get("stream") is True
+        result = await self._answer(prompt, (), kwargs, streaming)
         if not isinstance(result, str):
             return result
         prompt_tokens = estimate_tokens(messages=messages, max_tokens=0)
         completion_tokens = max(1, len(result) // 4)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        head = {"id": f"chatcmpl-fake-{next(self._ids)}", "model": kwargs.get("model", self.model)}
+        if streaming:
+            options = kwargs.get("stream_options") or {}
+            return self._chunks(head, result, usage if options.get("include_usage") else None)
         return {
-            "id": f"chatcmpl-fake-{next(self._ids)}",
+            **head,
             "object": "chat.completion",
-            "model": kwargs.get("model", self.model),
             "choices": [
                 {
                     "index": 0,
@@ -100,12 +142,19 @@ class FakeLLM:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
         }
+
+    async def _chunks(self, head: dict[str, Any], text: str,
+                      usage: dict[str, int] | None) -> AsyncIterator[dict[str, Any]]:
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+            return {**head, "object": "chat.completion.chunk", "choices": choices, **extra}
+
+        async for piece in self._pieces(text):
+            yield chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+        yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        if usage is not None:
+            yield chunk([], usage=usage)
 
     def __repr__(self) -> str:
         return (
