@@ -1,0 +1,27 @@
+"""The README's Guarantees section names only tests that exist."""
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def named_tests() -> list[tuple[str, str]]:
+    section = ROOT.joinpath("README.md").read_text().split("## Guarantees", 1)[1]
+    found, current = [], None
+    for path, name in re.findall(r"`(?:tests/)?(test_\w+\.py)?::(test_\w+)`", section):
+        current = path or current  # "`::name`" continues the file named before it
+        found.append((current, name))
+    return found
+
+
+def test_every_named_test_exists() -> None:
+    """Each ``file::test`` in the Guarantees section is a test function in that file."""
+    names = named_tests()
+    assert len(names) >= 20
+    for path, name in names:
+        tree = ast.parse(ROOT.joinpath("tests", path).read_text())
+        defined = {node.name for node in ast.walk(tree)
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        assert name in defined, f"README Guarantees names {path}::{name}, which does not exist"
