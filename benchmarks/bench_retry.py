@@ -4,7 +4,7 @@
    (median over repeats, one run, side by side).
 2. The issue's scenario: a provider failing 30% of calls with 429 + ``Retry-After: 2``, which it
    enforces (a retry of that request sooner gets another 429, as a real rate limiter would).
-   1,000 calls, 8 attempts each, in virtual time: llmguard Retry (honours Retry-After) vs
+   1,000 calls, 10 attempts each (enough for all to succeed), in virtual time: llmguard Retry (honours Retry-After) vs
    tenacity's exponential backoff (0.5 s doubling) and tenacity with random exponential jitter:
    successes, total attempts, 429s, makespan.
 3. A strict 600 RPM quota receiving 1,000 calls at 130% of it: every caller told the same
@@ -98,20 +98,21 @@ class FlakyProvider:
         return prompt
 
 
-def retrying(kind: str, call, **rate_limit: int):
+def retrying(kind: str, call, tries: int, **rate_limit: int):
     if kind.startswith("llmguard"):
-        layers = [lg.Retry(attempts=8, backoff=0.5, max_delay=60)]
+        layers = [lg.Retry(attempts=tries, backoff=0.5, max_delay=60)]
         if rate_limit:
             layers.append(lg.RateLimit(**rate_limit))
         return lg.guard(*layers)(call)
     wait = (tenacity.wait_random_exponential(multiplier=0.5, max=60) if "random" in kind
             else tenacity.wait_exponential(multiplier=0.5, max=60))
-    return tenacity.retry(stop=tenacity.stop_after_attempt(8), wait=wait,
+    return tenacity.retry(stop=tenacity.stop_after_attempt(tries), wait=wait,
                           retry=tenacity.retry_if_exception_type(ProviderError),
                           reraise=True)(call)
 
 
-def run(kind: str, send, arrivals_per_second: float, **rate_limit: int) -> tuple[int, int, float]:
+def run(kind: str, send, arrivals_per_second: float, tries: int,
+        **rate_limit: int) -> tuple[int, int, float]:
     """1,000 calls arriving at ``arrivals_per_second``: (successes, attempts, makespan)."""
     attempts = 0
 
@@ -120,7 +121,7 @@ def run(kind: str, send, arrivals_per_second: float, **rate_limit: int) -> tuple
         attempts += 1
         return await send(f"prompt {i}")
 
-    fn = retrying(kind, call, **rate_limit)
+    fn = retrying(kind, call, tries, **rate_limit)
 
     async def main() -> tuple[int, float]:
         loop = asyncio.get_running_loop()
@@ -155,9 +156,9 @@ def flaky() -> None:
     rows = {}
     for kind in ("llmguard Retry", "tenacity exponential", "tenacity random exponential"):
         provider = FlakyProvider()
-        ok, attempts, makespan = run(kind, provider.send_message, 20)
+        ok, attempts, makespan = run(kind, provider.send_message, 20, tries=10)
         rows[kind] = (ok, attempts, provider.rejected, makespan)
-    table("30% 429 + Retry-After 2 s, 8 att.", rows)
+    table("30% 429 + Retry-After 2 s, 10 att.", rows)
 
 
 def quota() -> None:
@@ -165,7 +166,7 @@ def quota() -> None:
     for kind, limits in (("llmguard Retry", {}), ("tenacity exponential", {}),
                          ("llmguard Retry + RateLimit", {"rpm": 600})):
         sim = SimulatedProvider(rpm=600, latency=0.5)
-        ok, attempts, makespan = run(kind, sim.send_message, 13, **limits)  # 780/min vs 600
+        ok, attempts, makespan = run(kind, sim.send_message, 13, 8, **limits)  # 780/min vs 600
         rows[kind] = (ok, attempts, sim.statistics().rate_limited, makespan)
     table("130% of a 600 RPM quota, 8 att.", rows)
 
