@@ -217,6 +217,20 @@ async def test_streamed_completion_passes_through() -> None:
     assert chat.stats()["concurrency_limit"].in_flight == 0
 
 
+async def test_streamed_usage_reconciles_the_token_reservation() -> None:
+    """With ``include_usage`` litellm's final chunk carries usage: RateLimit holds the estimate
+    while the stream runs, then settles to the tokens the stream reported."""
+    limit = lg.RateLimit(tpm=100_000)
+    chat = lg_litellm.completion(lg.Pipeline(limit))
+    stream = await chat(model="gpt-4o-mini", messages=MESSAGES, mock_response="Hello there",
+                        stream=True, stream_options={"include_usage": True}, max_tokens=1000)
+    assert limit.statistics().reserved_tokens > 1000
+    chunks = [chunk async for chunk in stream]
+    used = chunks[-1].usage.total_tokens
+    stats = limit.statistics()
+    assert stats.reserved_tokens == 0 and stats.tokens_available == 100_000 - used
+
+
 def _openai_behind_litellm(*responses: httpx.Response) -> tuple[Any, list[httpx.Request]]:
     """An AsyncOpenAI client answered by MockTransport, for litellm's ``client=`` argument, so
     the real litellm -> openai SDK -> HTTP path runs offline."""
