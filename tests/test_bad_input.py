@@ -387,3 +387,126 @@ PIPELINE_CASES = [
 def test_pipeline_forms_reject_bad_arguments(build, args, kwargs, error, arg) -> None:
     """Pipeline, guard, every builder method and wrap_client fail when built, not when called."""
     _raises(build, args, kwargs, error, arg)
+
+
+# --- AgentPool, batch / batch_iter, JobManager, serve_metrics --------------------------------
+
+
+async def _agent(prompt: str) -> str:
+    return prompt
+
+
+POOL_CASES = [
+    case("AgentPool-members-empty", ValueError, "members", _lazy("AgentPool"), []),
+    case("AgentPool-members-int", TypeError, "members", _lazy("AgentPool"), 3),
+    case("AgentPool-members-str", TypeError, "members", _lazy("AgentPool"), "agents"),
+    case("AgentPool-members-none", TypeError, "members", _lazy("AgentPool"), None),
+    case("AgentPool-member-none", TypeError, "members", _lazy("AgentPool"), [None]),
+    case("AgentPool-per_member-zero", ValueError, "per_member", _lazy("AgentPool"), [_agent],
+         per_member=0),
+    case("AgentPool-per_member-nan", ValueError, "per_member", _lazy("AgentPool"), [_agent],
+         per_member=NAN),
+    case("AgentPool-per_member-bool", TypeError, "per_member", _lazy("AgentPool"), [_agent],
+         per_member=True),
+    case("AgentPool-strategy-unknown", ValueError, "strategy", _lazy("AgentPool"), [_agent],
+         strategy="random"),
+    case("AgentPool-method-int", TypeError, "method", _lazy("AgentPool"), [_agent], method=1),
+    case("AgentPool-method-empty", ValueError, "method", _lazy("AgentPool"), [_agent],
+         method=""),
+    case("AgentPool-weights-without-weighted", ValueError, "weights", _lazy("AgentPool"),
+         [_agent], weights=[1]),
+    case("AgentPool-weights-length", ValueError, "weights", _lazy("AgentPool"), [_agent],
+         strategy="weighted", weights=[1, 2]),
+    case("AgentPool-weights-inf", ValueError, "weights", _lazy("AgentPool"), [_agent],
+         strategy="weighted", weights=[INF]),
+    case("AgentPool-weights-nan", ValueError, "weights", _lazy("AgentPool"), [_agent],
+         strategy="weighted", weights=[NAN]),
+    case("AgentPool-weights-str", TypeError, "weights", _lazy("AgentPool"), [_agent],
+         strategy="weighted", weights=["1"]),
+    case("AgentPool-cooldown-zero", ValueError, "cooldown", _lazy("AgentPool"), [_agent],
+         cooldown=0),
+    case("AgentPool-cooldown-inf", ValueError, "cooldown", _lazy("AgentPool"), [_agent],
+         cooldown=INF),
+    case("AgentPool-cooldown-bool", TypeError, "cooldown", _lazy("AgentPool"), [_agent],
+         cooldown=True),
+    case("JobManager-ttl-zero", ValueError, "ttl", _lazy("JobManager"), ttl=0),
+    case("JobManager-ttl-inf", ValueError, "ttl", _lazy("JobManager"), ttl=INF),
+    case("JobManager-ttl-str", TypeError, "ttl", _lazy("JobManager"), ttl="1h"),
+    case("JobManager-max_jobs-zero", ValueError, "max_jobs", _lazy("JobManager"), max_jobs=0),
+    case("JobManager-max_jobs-fraction", ValueError, "max_jobs", _lazy("JobManager"),
+         max_jobs=2.5),
+    case("JobManager-max_jobs-bool", TypeError, "max_jobs", _lazy("JobManager"),
+         max_jobs=True),
+    case("serve_metrics-port-negative", ValueError, "port", _lazy("serve_metrics"), -1),
+    case("serve_metrics-port-too-big", ValueError, "port", _lazy("serve_metrics"), 70_000),
+    case("serve_metrics-port-nan", ValueError, "port", _lazy("serve_metrics"), NAN),
+    case("serve_metrics-port-str", TypeError, "port", _lazy("serve_metrics"), "9464"),
+    case("serve_metrics-port-bool", TypeError, "port", _lazy("serve_metrics"), True),
+    case("serve_metrics-addr-int", TypeError, "addr", _lazy("serve_metrics"), 0, 127),
+    case("serve_metrics-addr-empty", ValueError, "addr", _lazy("serve_metrics"), 0, ""),
+]
+
+
+@pytest.mark.parametrize("build, args, kwargs, error, arg", POOL_CASES)
+def test_pool_jobs_and_exporter_reject_bad_arguments(build, args, kwargs, error, arg) -> None:
+    """AgentPool, JobManager and serve_metrics refuse a bad argument before doing anything."""
+    _raises(build, args, kwargs, error, arg)
+
+
+def _batch_cases(tmp: str) -> list[Any]:
+    return [
+        ("concurrency-zero", ValueError, "concurrency", [1], {"concurrency": 0}),
+        ("concurrency-negative", ValueError, "concurrency", [1], {"concurrency": -1}),
+        ("concurrency-nan", ValueError, "concurrency", [1], {"concurrency": NAN}),
+        ("concurrency-inf", ValueError, "concurrency", [1], {"concurrency": INF}),
+        ("concurrency-str", TypeError, "concurrency", [1], {"concurrency": "4"}),
+        ("concurrency-bool", TypeError, "concurrency", [1], {"concurrency": True}),
+        ("concurrency-misspelt", TypeError, "concurency", [1], {"concurency": 4}),
+        ("grace-negative", ValueError, "grace", [1], {"grace": -1}),
+        ("grace-nan", ValueError, "grace", [1], {"grace": NAN}),
+        ("grace-inf", ValueError, "grace", [1], {"grace": INF}),
+        ("grace-bool", TypeError, "grace", [1], {"grace": True}),
+        ("items-int", TypeError, "items", 5, {}),
+        ("items-none", TypeError, "items", None, {}),
+        ("key-not-callable", TypeError, "key", [1], {"key": "id"}),
+        ("on_result-not-callable", TypeError, "on_result", [1], {"on_result": 1}),
+        ("checkpoint-int", TypeError, "checkpoint", [1], {"checkpoint": 5}),
+        ("checkpoint-empty", ValueError, "checkpoint", [1], {"checkpoint": ""}),
+        ("checkpoint-directory", ValueError, "checkpoint", [1], {"checkpoint": tmp}),
+        ("checkpoint-missing-directory", ValueError, "checkpoint", [1],
+         {"checkpoint": f"{tmp}/no/such/dir/run.jsonl"}),
+        ("dead_letter-without-checkpoint", ValueError, "dead_letter", [1],
+         {"dead_letter": f"{tmp}/dead.jsonl"}),
+        ("dead_letter-directory", ValueError, "dead_letter", [1],
+         {"checkpoint": f"{tmp}/run.jsonl", "dead_letter": tmp}),
+    ]
+
+
+BATCH_IDS = [row[0] for row in _batch_cases("/tmp")]
+
+
+@pytest.mark.parametrize("index", range(len(BATCH_IDS)), ids=BATCH_IDS)
+async def test_batch_rejects_bad_arguments_before_running_any_item(index, tmp_path) -> None:
+    """batch(), batch_iter() (on its first step) and JobManager.submit_batch() (at submission,
+    not inside the background job) refuse bad options before calling fn once."""
+    _, error, arg, items, options = _batch_cases(str(tmp_path))[index]
+    calls: list[Any] = []
+
+    async def fn(item: Any) -> Any:
+        calls.append(item)
+        return item
+
+    pattern = rf"(?<![\w.]){re.escape(arg)}\b"
+    with pytest.raises(error, match=pattern):
+        await lg.batch(fn, items, progress=False, **options)
+    with pytest.raises(error, match=pattern):
+        await anext(lg.batch_iter(fn, items, progress=False, **options))
+    with pytest.raises(error, match=pattern):
+        lg.JobManager().submit_batch(fn, items, progress=False, **options)
+    assert calls == []
+    assert not (tmp_path / "run.jsonl").exists()  # no checkpoint file left behind
+
+
+async def test_batch_of_nothing_is_an_empty_result() -> None:
+    """An empty items list is valid input: no outcomes, no error."""
+    assert await lg.batch(_agent, [], progress=False) == []
