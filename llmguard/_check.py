@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["callable_or_none", "number", "text"]
+__all__ = ["callable_or_none", "number", "seed", "text"]
 
 
 def _describe(integer: bool, unit: str, low: float, low_open: bool, high: float | None,
@@ -67,6 +67,14 @@ def text(name: str, value: Any, *, hint: str = "") -> str:
         raise TypeError(f"{name} must be a non-empty string, got {type(value).__name__} {value!r}{hint}")
     if not value:
         raise ValueError(f"{name} must be a non-empty string, got ''{hint}")
+    return value
+
+
+def seed(value: Any) -> int | None:
+    """Return a random seed if it is an int or None (random.Random also takes str and float, but
+    a seed that is not an int is almost always a mistake, e.g. a rate passed by position)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"seed must be an int (or None for a different run each time), got {value!r}")
     return value
 
 

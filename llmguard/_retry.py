@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._check import number
+from ._check import seed as check_seed
 from ._classify import FailureKind, classify
 from ._core import Call, Handler
 from ._errors import AdmissionError
@@ -166,7 +167,7 @@ class Retry:
             raise TypeError(f"retry_if_result must be a callable result -> bool, got {retry_if_result!r}")
         self._should = _predicate(on)
         self._retry_result = retry_if_result
-        self._rng = random.Random(seed)
+        self._rng = random.Random(check_seed(seed))
         self._calls = self._retries = self._gave_up = self._exhausted = 0
         self._by_kind: Counter[str] = Counter()
 

@@ -510,3 +510,175 @@ async def test_batch_rejects_bad_arguments_before_running_any_item(index, tmp_pa
 async def test_batch_of_nothing_is_an_empty_result() -> None:
     """An empty items list is valid input: no outcomes, no error."""
     assert await lg.batch(_agent, [], progress=False) == []
+
+
+# --- test doubles, Redis backends (no server needed to validate), integrations ---------------
+
+
+def _testing(name: str) -> Any:
+    def build(*args: Any, **kwargs: Any) -> Any:
+        from llmguard import testing
+
+        return getattr(testing, name)(*args, **kwargs)
+
+    return build
+
+
+def _redis(name: str) -> Any:
+    """Build ``llmguard.backends.redis.<name>``; a ``backend`` argument of "ok" becomes a
+    RedisBackend at a port nothing listens on: construction must not connect."""
+    def build(*args: Any, **kwargs: Any) -> Any:
+        from llmguard.backends import redis
+
+        if args and args[0] == "ok":
+            args = (redis.RedisBackend("redis://127.0.0.1:1/0"), *args[1:])
+        return getattr(redis, name)(*args, **kwargs)
+
+    return build
+
+
+def _integration(module: str, name: str) -> Any:
+    def build(*args: Any, **kwargs: Any) -> Any:
+        from importlib import import_module
+
+        return getattr(import_module(f"llmguard.integrations.{module}"), name)(*args, **kwargs)
+
+    return build
+
+
+DOUBLE_CASES = [
+    case("FakeLLM-latency-negative", ValueError, "latency", _testing("FakeLLM"), latency=-1),
+    case("FakeLLM-latency-nan", ValueError, "latency", _testing("FakeLLM"), latency=NAN),
+    case("FakeLLM-latency-inf", ValueError, "latency", _testing("FakeLLM"), latency=INF),
+    case("FakeLLM-latency-str", TypeError, "latency", _testing("FakeLLM"), latency="1"),
+    case("FakeLLM-seconds_per_token-nan", ValueError, "seconds_per_token", _testing("FakeLLM"),
+         seconds_per_token=NAN),
+    case("FakeLLM-script-str", TypeError, "script", _testing("FakeLLM"), "hello"),
+    case("FakeLLM-script-int", TypeError, "script", _testing("FakeLLM"), 3),
+    case("FakeLLM-model-empty", ValueError, "model", _testing("FakeLLM"), model=""),
+    case("FakeLLM-reply_prefix-none", TypeError, "reply_prefix", _testing("FakeLLM"),
+         reply_prefix=None),
+    case("SimulatedProvider-capacity-zero", ValueError, "capacity",
+         _testing("SimulatedProvider"), capacity=0),
+    case("SimulatedProvider-capacity-bool", TypeError, "capacity",
+         _testing("SimulatedProvider"), capacity=True),
+    case("SimulatedProvider-capacity-inf", ValueError, "capacity",
+         _testing("SimulatedProvider"), capacity=INF),
+    case("SimulatedProvider-latency-nan", ValueError, "latency",
+         _testing("SimulatedProvider"), latency=NAN),
+    case("SimulatedProvider-latency-negative", ValueError, "latency",
+         _testing("SimulatedProvider"), latency=-0.1),
+    case("SimulatedProvider-rpm-zero", ValueError, "rpm", _testing("SimulatedProvider"), rpm=0),
+    case("SimulatedProvider-tpm-bool", TypeError, "tpm", _testing("SimulatedProvider"),
+         tpm=True),
+    case("SimulatedProvider-window-inf", ValueError, "window", _testing("SimulatedProvider"),
+         window=INF),
+    case("SimulatedProvider-overload_at-zero", ValueError, "overload_at",
+         _testing("SimulatedProvider"), overload_at=0),
+    case("SimulatedProvider-output_tokens-negative", ValueError, "output_tokens",
+         _testing("SimulatedProvider"), output_tokens=-1),
+    case("SimulatedProvider-output_tokens-str", TypeError, "output_tokens",
+         _testing("SimulatedProvider"), output_tokens="64"),
+    case("SimulatedProvider-seed-str", TypeError, "seed", _testing("SimulatedProvider"),
+         seed="x"),
+    case("Faults-error_rate-above-one", ValueError, "error_rate", _testing("Faults"),
+         error_rate=1.5),
+    case("Faults-error_rate-negative", ValueError, "error_rate", _testing("Faults"),
+         error_rate=-0.1),
+    case("Faults-error_rate-nan", ValueError, "error_rate", _testing("Faults"),
+         error_rate=NAN),
+    case("Faults-error_rate-bool", TypeError, "error_rate", _testing("Faults"),
+         error_rate=True),
+    case("Faults-spike_rate-str", TypeError, "spike_rate", _testing("Faults"),
+         spike_rate="10%"),
+    case("Faults-hang_rate-inf", ValueError, "hang_rate", _testing("Faults"), hang_rate=INF),
+    case("Faults-truncate_rate-above-one", ValueError, "truncate_rate", _testing("Faults"),
+         truncate_rate=2),
+    case("Faults-retry_after-nan", ValueError, "retry_after", _testing("Faults"),
+         retry_after=NAN),
+    case("Faults-spike-negative", ValueError, "spike", _testing("Faults"), spike=-1),
+    case("Faults-storm_for-zero", ValueError, "storm_for", _testing("Faults"), storm_for=0),
+    case("Faults-storm_every-nan", ValueError, "storm_every", _testing("Faults"),
+         storm_every=NAN),
+    case("Faults-storm_every-not-above-storm_for", ValueError, "storm_every",
+         _testing("Faults"), storm_every=5, storm_for=5),
+    case("Faults-kinds-empty", ValueError, "kinds", _testing("Faults"), kinds={}),
+    case("Faults-kinds-not-a-dict", TypeError, "kinds", _testing("Faults"),
+         kinds=["rate_limited"]),
+    case("Faults-kinds-str-key", TypeError, "kinds", _testing("Faults"),
+         kinds={"rate_limited": 1}),
+    case("Faults-kinds-nan-weight", ValueError, "kinds", _testing("Faults"),
+         kinds={lg.FailureKind.RATE_LIMITED: NAN}),
+    case("Faults-seed-float", TypeError, "seed", _testing("Faults"), seed=1.5),
+    case("Faults-seed-list", TypeError, "seed", _testing("Faults"), seed=[1]),
+    case("Retry-seed-str", TypeError, "seed", _lazy("Retry"), seed="abc"),
+    case("RedisBackend-url-int", TypeError, "url", _redis("RedisBackend"), 6379),
+    case("RedisBackend-url-none", TypeError, "url", _redis("RedisBackend"), None),
+    case("RedisBackend-url-no-scheme", ValueError, "url", _redis("RedisBackend"),
+         "localhost:6379"),
+    case("RedisBackend-url-empty", ValueError, "url", _redis("RedisBackend"), ""),
+    case("RedisBackend-prefix-empty", ValueError, "prefix", _redis("RedisBackend"), prefix=""),
+    case("RedisBackend-prefix-int", TypeError, "prefix", _redis("RedisBackend"), prefix=1),
+    case("RedisBackend-on_error-unknown", ValueError, "on_error", _redis("RedisBackend"),
+         on_error="ignore"),
+    case("RedisBackend-timeout-zero", ValueError, "timeout", _redis("RedisBackend"), timeout=0),
+    case("RedisBackend-timeout-nan", ValueError, "timeout", _redis("RedisBackend"),
+         timeout=NAN),
+    case("RedisBackend-timeout-inf", ValueError, "timeout", _redis("RedisBackend"),
+         timeout=INF),
+    case("RedisBackend-timeout-str", TypeError, "timeout", _redis("RedisBackend"),
+         timeout="0.5"),
+    case("RedisConcurrencyLimiter-backend-url", TypeError, "backend",
+         _redis("RedisConcurrencyLimiter"), "redis://127.0.0.1:6379/0", 8),
+    case("RedisConcurrencyLimiter-limit-zero", ValueError, "limit",
+         _redis("RedisConcurrencyLimiter"), "ok", 0),
+    case("RedisConcurrencyLimiter-limit-str", TypeError, "limit",
+         _redis("RedisConcurrencyLimiter"), "ok", "8"),
+    case("RedisConcurrencyLimiter-lease-nan", ValueError, "lease",
+         _redis("RedisConcurrencyLimiter"), "ok", 8, lease=NAN),
+    case("RedisConcurrencyLimiter-lease-inf", ValueError, "lease",
+         _redis("RedisConcurrencyLimiter"), "ok", 8, lease=INF),
+    case("RedisConcurrencyLimiter-max_wait-negative", ValueError, "max_wait",
+         _redis("RedisConcurrencyLimiter"), "ok", 8, max_wait=-1),
+    case("RedisConcurrencyLimiter-max_wait-str", TypeError, "max_wait",
+         _redis("RedisConcurrencyLimiter"), "ok", 8, max_wait="5"),
+    case("RedisConcurrencyLimiter-max_queue-zero", ValueError, "max_queue",
+         _redis("RedisConcurrencyLimiter"), "ok", 8, max_queue=0),
+    case("RedisConcurrencyLimiter-name-empty", ValueError, "name",
+         _redis("RedisConcurrencyLimiter"), "ok", 8, name=""),
+    case("RedisStore-backend-none", TypeError, "backend", _redis("RedisStore"), None),
+    case("RedisStore-max_bytes-zero", ValueError, "max_bytes", _redis("RedisStore"), "ok",
+         max_bytes=0),
+    case("RedisStore-max_bytes-float", ValueError, "max_bytes", _redis("RedisStore"), "ok",
+         max_bytes=1e6),
+    case("RedisStore-lock_ttl-negative", ValueError, "lock_ttl", _redis("RedisStore"), "ok",
+         lock_ttl=-1),
+    case("RedisStore-lock_ttl-nan", ValueError, "lock_ttl", _redis("RedisStore"), "ok",
+         lock_ttl=NAN),
+    case("RedisStore-serializer-unknown", ValueError, "serializer", _redis("RedisStore"), "ok",
+         serializer="xml"),
+    case("RedisStore-serializer-wrong-type", TypeError, "serializer", _redis("RedisStore"),
+         "ok", serializer=5),
+    case("RedisStore-namespace-empty", ValueError, "namespace", _redis("RedisStore"), "ok",
+         namespace=""),
+    case("litellm-completion-pipeline-wrong-type", TypeError, "pipeline",
+         _integration("litellm", "completion"), [lg.Retry()]),
+    case("litellm-embedding-pipeline-wrong-type", TypeError, "pipeline",
+         _integration("litellm", "embedding"), "retry"),
+    case("openai-wrap-pipeline-wrong-type", TypeError, "pipeline",
+         _integration("openai", "wrap"), object(), None),
+    case("openai-wrap-client-wrong-type", TypeError, "client", _integration("openai", "wrap"),
+         object(), lg.Pipeline()),
+    case("openai-guard-pipeline-wrong-type", TypeError, "pipeline",
+         _integration("openai", "guard"), _agent, "retry"),
+    case("openai-guard-method-wrong-type", TypeError, "method",
+         _integration("openai", "guard"), _agent, lg.Pipeline()),
+]
+
+
+@pytest.mark.parametrize("build, args, kwargs, error, arg", DOUBLE_CASES)
+def test_doubles_backends_and_integrations_reject_bad_arguments(
+        build, args, kwargs, error, arg) -> None:
+    """Test doubles, Redis objects and integration entry points refuse a bad argument at
+    construction; the Redis ones without contacting a server."""
+    _raises(build, args, kwargs, error, arg)
