@@ -64,6 +64,11 @@ def _default_key(index: int, item: Any) -> str:
     return f"{index}:{stable_digest(item, 'item')[:16]}"
 
 
+#: Most items in flight in one batch: each is a worker task created up front, so a typo such as
+#: concurrency=10**10 would otherwise exhaust memory instead of failing.
+MAX_CONCURRENCY = 100_000
+
+
 class _Run:
     __slots__ = (
         "fn", "concurrency", "ordered", "key", "store", "retry_failed", "limit", "source",
@@ -329,7 +334,8 @@ def _validate(fn: Any, items: Any, concurrency: Any, grace: Any, key: Any, on_re
         raise TypeError(f"fn must be an async callable taking one item, got {fn!r}")
     if not isinstance(items, (Iterable, AsyncIterable)):
         raise TypeError(f"items must be an iterable or async iterable of items, got {items!r}")
-    number("concurrency", concurrency, integer=True)
+    number("concurrency", concurrency, integer=True, high=MAX_CONCURRENCY,
+           hint=" (each slot is a worker task: a limit of the provider belongs in the pipeline)")
     number("grace", grace, low_open=False, unit=" of seconds")
     for name, value in (("key", key), ("on_result", on_result)):
         callable_or_none(name, value)

@@ -682,3 +682,102 @@ def test_doubles_backends_and_integrations_reject_bad_arguments(
     """Test doubles, Redis objects and integration entry points refuse a bad argument at
     construction; the Redis ones without contacting a server."""
     _raises(build, args, kwargs, error, arg)
+
+
+# --- llmguard run ----------------------------------------------------------------------------
+
+
+def _run_cli(tmp_path: Any, capsys: Any, *args: str) -> tuple[int, str]:
+    """``llmguard run ARGS`` in this process: (exit code, stderr)."""
+    from llmguard.cli import main
+
+    try:
+        code = main(["run", *args])
+    except SystemExit as exc:  # argparse refuses an option
+        code = exc.code  # type: ignore[assignment]
+    return code, capsys.readouterr().err
+
+
+CLI_CASES = [
+    # (id, extra arguments, text the error must contain)
+    ("concurrency-zero", ["--concurrency", "0"], "--concurrency: must be > 0"),
+    ("concurrency-negative", ["--concurrency", "-1"], "--concurrency: must be > 0"),
+    ("concurrency-nan", ["--concurrency", "nan"], "--concurrency: expected an integer"),
+    ("concurrency-abc", ["--concurrency", "abc"], "--concurrency: expected an integer"),
+    ("concurrency-fraction", ["--concurrency", "2.5"], "--concurrency: expected an integer"),
+    ("concurrency-huge", ["--concurrency", "10000000000"], "--concurrency: must be at most"),
+    ("rpm-zero", ["--rpm", "0"], "--rpm: must be > 0"),
+    ("rpm-negative", ["--rpm", "-1"], "--rpm: must be > 0"),
+    ("rpm-nan", ["--rpm", "nan"], "--rpm: expected an integer"),
+    ("rpm-inf", ["--rpm", "inf"], "--rpm: expected an integer"),
+    ("rpm-abc", ["--rpm", "abc"], "--rpm: expected an integer"),
+    ("tpm-empty", ["--tpm", ""], "--tpm: expected an integer"),
+    ("burst-above-one", ["--rpm", "60", "--burst", "2"], "burst must be"),
+    ("burst-without-quota", ["--burst", "0.5"], "--burst"),
+    ("burst-nan", ["--rpm", "60", "--burst", "nan"], "--burst: must be > 0"),
+    ("timeout-zero", ["--timeout", "0"], "--timeout: must be > 0"),
+    ("timeout-inf", ["--timeout", "inf"], "--timeout: must be > 0"),
+    ("retries-negative", ["--retries", "-1"], "--retries: must be >= 0"),
+    ("cache-ttl-nan", ["--cache-ttl", "nan"], "--cache-ttl: must be > 0"),
+    ("grace-negative", ["--grace", "-1"], "--grace: must be >= 0"),
+    ("metrics-port-zero", ["--metrics-port", "0"], "--metrics-port: must be > 0"),
+    ("metrics-port-too-big", ["--metrics-port", "70000"], "--metrics-port: must be at most"),
+    ("retry-failed-without-resume", ["--retry-failed"], "--retry-failed needs --resume"),
+]
+
+
+@pytest.mark.parametrize("extra, message", [row[1:] for row in CLI_CASES],
+                         ids=[row[0] for row in CLI_CASES])
+def test_cli_rejects_bad_options_before_running(extra, message, tmp_path, capsys) -> None:
+    """A bad option exits 2 naming the option, before any line runs or OUTPUT is created."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    code, err = _run_cli(tmp_path, capsys, str(src), "-o", str(tmp_path / "out.jsonl"), *extra)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"], ids=["empty", "blank-lines"])
+def test_cli_refuses_an_input_file_without_requests(content, tmp_path, capsys) -> None:
+    """An empty (or all-blank) INPUT is a usage error naming the file, not a silent success."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(content)
+    code, err = _run_cli(tmp_path, capsys, str(src), "-o", str(tmp_path / "out.jsonl"))
+    assert code == 2 and "in.jsonl" in err and "no requests" in err, err
+
+
+@pytest.mark.parametrize("name", ["missing.jsonl", "."], ids=["missing", "directory"])
+def test_cli_refuses_a_missing_input_file(name, tmp_path, capsys) -> None:
+    """A missing INPUT (or a directory) exits 2 naming it."""
+    code, err = _run_cli(tmp_path, capsys, str(tmp_path / name), "-o", str(tmp_path / "o.jsonl"))
+    assert code == 2 and "input file" in err and str(tmp_path / name) in err, err
+
+
+def test_cli_malformed_jsonl_lines_are_recorded_and_nothing_is_lost(tmp_path, capsys) -> None:
+    """Every non-blank input line ends as exactly one record: malformed ones (bad JSON, not an
+    object, no messages, truncated last line, invalid UTF-8) as error records naming their line
+    number, while the good lines around them still run; the exit code is 1."""
+    import json
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(
+        b'{"messages": [{"role": "user", "content": "one"}]}\n'
+        b"{not json\n"
+        b"[1, 2]\n"
+        b'{"messages": []}\n'
+        b"\n"
+        b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}\n'
+        b'"just a string"\n'
+        b'{"messages": [{"role": "user", "content": "seven"}]}\n'
+        b'{"messages": [{"role": "user", "content": "truncated"'
+    )
+    out = tmp_path / "out.jsonl"
+    code, err = _run_cli(tmp_path, capsys, str(src), "-o", str(out), "--no-progress")
+    assert code == 1, err
+    by_line = {r["line"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(by_line) == [1, 2, 3, 4, 6, 7, 8, 9]  # the blank line 5 is no request
+    assert by_line[1]["ok"] and by_line[8]["ok"]
+    assert by_line[6]["ok"]  # undecodable bytes are replaced, the request still runs
+    for line in (2, 3, 4, 7, 9):
+        assert by_line[line]["error"]["kind"] == "invalid_input"
+        assert f"line {line}" in by_line[line]["error"]["message"]
