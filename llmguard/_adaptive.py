@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from ._check import number
 from ._classify import FailureKind, classify
 from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter
 from ._errors import AdmissionError
@@ -37,14 +38,28 @@ log = logging.getLogger("llmguard.adaptive")
 DROP_KINDS = frozenset({FailureKind.RATE_LIMITED, FailureKind.OVERLOADED, FailureKind.TIMEOUT})
 
 
+def _fraction(name: str, value: Any, *, high_open: bool = False) -> float:
+    what = f"a fraction in (0, 1{')' if high_open else ']'}"
+    return float(number(name, value, high=1, high_open=high_open, what=what))
+
+
+def _tolerance(value: Any) -> float:
+    return float(number("tolerance", value, low=1, low_open=False,
+                        hint="; 1.1 allows 10% queueing"))
+
+
 class LimitAlgorithm:
     """Base of the limit algorithms: ``limit`` is a float clamped to ``[min_limit, max_limit]``."""
 
     __slots__ = ("limit", "min_limit", "max_limit")
 
     def __init__(self, initial: float = 4, *, min_limit: float = 1, max_limit: float = 256) -> None:
-        self.min_limit = min_limit
-        self.max_limit = max_limit
+        number("initial", initial)
+        # The layer floors the limit into permits, so below 1 it would ask for 0 permits.
+        self.min_limit = number("min_limit", min_limit, low=1, low_open=False)
+        self.max_limit = number("max_limit", max_limit, low=1, low_open=False)
+        if max_limit < min_limit:
+            raise ValueError(f"need min_limit <= max_limit, got {min_limit} > {max_limit}")
         #: The current (fractional) limit; the layer rounds it to whole permits.
         self.limit = float(min(max(initial, min_limit), max_limit))
 
@@ -72,9 +87,7 @@ class AIMD(LimitAlgorithm):
 
     def __init__(self, initial: float = 4, *, backoff: float = 0.9, **bounds: float) -> None:
         super().__init__(initial, **bounds)
-        if not 0 < backoff < 1:
-            raise ValueError(f"backoff must be between 0 and 1, got {backoff!r}")
-        self.backoff = backoff
+        self.backoff = _fraction("backoff", backoff, high_open=True)
 
     def on_sample(self, rtt: float, inflight: int, dropped: bool) -> float:
         if dropped:
@@ -98,7 +111,7 @@ class Vegas(LimitAlgorithm):
         super().__init__(initial, **bounds)
         self.rtt_min = math.inf
         self._samples = 0
-        self.probe_every = probe_every
+        self.probe_every = number("probe_every", probe_every, integer=True)
 
     def on_sample(self, rtt: float, inflight: int, dropped: bool) -> float:
         limit = self.limit
@@ -143,11 +156,14 @@ class Gradient2(LimitAlgorithm):
         **bounds: float,
     ) -> None:
         super().__init__(initial, **bounds)
-        self.tolerance = tolerance
-        self.smoothing = smoothing
-        self.backoff = backoff
+        self.tolerance = _tolerance(tolerance)
+        self.smoothing = _fraction("smoothing", smoothing)
+        self.backoff = _fraction("backoff", backoff, high_open=True)
+        if not callable(queue_size):
+            raise TypeError(f"queue_size must be a callable limit -> extra permits, e.g. math.sqrt, "
+                            f"got {queue_size!r}")
         self.queue_size = queue_size
-        self._long = _EWMA(long_window)
+        self._long = _EWMA(number("long_window", long_window, integer=True))
         self._short = _EWMA(10)
         self._n = 0
 
@@ -192,12 +208,10 @@ class Gradient(LimitAlgorithm):
         **bounds: float,
     ) -> None:
         super().__init__(initial, **bounds)
-        if not tolerance >= 1:
-            raise ValueError(f"tolerance must be >= 1 (1.1 allows 10% queueing), got {tolerance!r}")
-        self.tolerance = tolerance
-        self.smoothing = smoothing
-        self.backoff = backoff
-        self.probe_every = probe_every
+        self.tolerance = _tolerance(tolerance)
+        self.smoothing = _fraction("smoothing", smoothing)
+        self.backoff = _fraction("backoff", backoff, high_open=True)
+        self.probe_every = number("probe_every", probe_every, integer=True)
         #: The provider's unloaded latency, as last measured.
         self.rtt_min = math.inf
         self._samples = 0
@@ -375,8 +389,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         key: Callable[..., Hashable] | None = None,
     ) -> None:
         for name, value in (("initial", initial), ("min", min), ("max", max)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            number(name, value, integer=True)
         if not min <= initial <= max:
             raise ValueError(f"need min <= initial <= max, got {min} <= {initial} <= {max}")
         if isinstance(algorithm, str):

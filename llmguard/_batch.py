@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import signal
 import sys
 from collections import deque
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass
 from typing import Any
 
+from ._check import callable_or_none, number, text
 from ._checkpoint import Checkpoint
 from ._core import WANT_CALL, call_sink
 from ._errors import BatchInterrupted
@@ -60,6 +62,11 @@ def _default_key(index: int, item: Any) -> str:
     from ._cachekey import stable_digest
 
     return f"{index}:{stable_digest(item, 'item')[:16]}"
+
+
+#: Most items in flight in one batch: each is a worker task created up front, so a typo such as
+#: concurrency=10**10 would otherwise exhaust memory instead of failing.
+MAX_CONCURRENCY = 100_000
 
 
 class _Run:
@@ -211,9 +218,7 @@ async def batch_iter(
     seconds, stragglers end as ``CancelledError`` outcomes, and the checkpoint is flushed;
     a signal then raises :class:`BatchInterrupted` with a summary.
     """
-    _validate(fn, concurrency, grace)
-    if checkpoint is None and dead_letter is not None:
-        raise ValueError("dead_letter needs a checkpoint: pass checkpoint=path as well")
+    _validate(fn, items, concurrency, grace, key, on_result, checkpoint, dead_letter)
     keyed = None if key is None else (lambda index, item: str(key(item)))
     if checkpoint is not None and key is None:
         keyed = _default_key
@@ -313,13 +318,47 @@ def _progress_bar(progress: bool | None, items: Any) -> Any:
     return tqdm(total=total, unit="item", dynamic_ncols=True)
 
 
-def _validate(fn: Any, concurrency: Any, grace: Any) -> None:
+def check_options(fn: Any, items: Any, options: dict[str, Any]) -> None:
+    """Raise now what :func:`batch_iter` would raise on its first step for these arguments
+    (``JobManager.submit_batch`` runs the batch in the background, where it would be late)."""
+    bound = inspect.signature(batch_iter).bind(fn, items, **options)
+    bound.apply_defaults()
+    a = bound.arguments
+    _validate(fn, items, a["concurrency"], a["grace"], a["key"], a["on_result"], a["checkpoint"],
+              a["dead_letter"])
+
+
+def _validate(fn: Any, items: Any, concurrency: Any, grace: Any, key: Any, on_result: Any,
+              checkpoint: Any, dead_letter: Any) -> None:
     if not callable(fn):
         raise TypeError(f"fn must be an async callable taking one item, got {fn!r}")
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency <= 0:
-        raise ValueError(f"concurrency must be an integer > 0, got {concurrency!r}")
-    if not isinstance(grace, (int, float)) or not grace >= 0:
-        raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
+    if not isinstance(items, (Iterable, AsyncIterable)):
+        raise TypeError(f"items must be an iterable or async iterable of items, got {items!r}")
+    number("concurrency", concurrency, integer=True, high=MAX_CONCURRENCY,
+           hint=" (each slot is a worker task: a limit of the provider belongs in the pipeline)")
+    number("grace", grace, low_open=False, unit=" of seconds")
+    for name, value in (("key", key), ("on_result", on_result)):
+        callable_or_none(name, value)
+    if checkpoint is None and dead_letter is not None:
+        raise ValueError("dead_letter needs a checkpoint: pass checkpoint=path as well")
+    for name, value in (("checkpoint", checkpoint), ("dead_letter", dead_letter)):
+        _check_path(name, value)
+
+
+def _check_path(name: str, path: Any) -> None:
+    """A checkpoint or dead-letter file must be openable for appending: say so before the run."""
+    if path is None:
+        return
+    try:
+        text(name, os.fspath(path))
+    except TypeError:
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {path!r}") from None
+    if os.path.isdir(path):
+        raise ValueError(f"{name} {os.fspath(path)!r} is a directory; pass a file path inside it, "
+                         "e.g. 'run.jsonl'")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"the directory of {name} {os.fspath(path)!r} does not exist; create it")
 
 
 async def batch(fn: Callable[[Any], Awaitable[Any]], items: Iterable[Any] | AsyncIterable[Any],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._cachekey import custom_key, default_key
+from ._check import number
 from ._cachestore import MISSING, CacheStore, MemoryStore
 from ._cachestream import STREAM_KEY, Tee, is_recording, replay
 from ._core import Call, Handler
@@ -104,8 +105,7 @@ class Cache:
             raise TypeError(f"ttl must be a number of seconds, got {type(ttl).__qualname__}")
         if not ttl > 0 or math.isinf(ttl):  # `not >` also rejects NaN
             raise ValueError(f"ttl must be > 0 and finite (seconds), got {ttl!r}; e.g. ttl=300")
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize <= 0:
-            raise ValueError(f"maxsize must be a positive int (entries), got {maxsize!r}")
+        number("maxsize", maxsize, integer=True, hint="; e.g. maxsize=10_000 entries")
         for name, fn in (("key", key), ("cache_if", cache_if)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be a callable or None, got {fn!r}")

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from ._check import number, text
 from ._classify import classify
 from ._core import Call, Handler
 from ._errors import AdmissionError, CircuitOpenError
@@ -147,14 +148,16 @@ class CircuitBreaker:
     def __init__(self, *, failure_ratio: float = 0.5, min_calls: int = 20, window: float = 30,
                  open_for: float = 15, half_open_calls: int = 3, name: str | None = None,
                  backend: Any = None) -> None:
-        if not (isinstance(failure_ratio, (int, float)) and 0 < failure_ratio <= 1):
-            raise ValueError(f"failure_ratio must be in (0, 1], got {failure_ratio!r}")
+        number("failure_ratio", failure_ratio, high=1, hint="; e.g. 0.5 opens at half failing")
         for arg, value in (("min_calls", min_calls), ("half_open_calls", half_open_calls)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{arg} must be an integer >= 1, got {value!r}")
+            number(arg, value, integer=True, low=1, low_open=False)
         for arg, value in (("window", window), ("open_for", open_for)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{arg} must be > 0 seconds, got {value!r}")
+            number(arg, value, unit=" of seconds")
+        if name is not None:
+            text("name", name, hint="; or None")
+        if backend is not None and not callable(getattr(backend, "circuit_state", None)):
+            raise TypeError(f"backend must be a llmguard.backends.redis.RedisBackend or None, "
+                            f"got {backend!r}")
         params = dict(failure_ratio=failure_ratio, min_calls=min_calls, window=window,
                       open_for=open_for, half_open_calls=half_open_calls)
         # A backend (llmguard.backends.redis.RedisBackend) shares openings across processes.

@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._check import number
 from ._core import Call, Handler
 from ._errors import AdmissionTimeout, QueueFull
 from ._stream import Stream
@@ -21,12 +22,8 @@ from ._stream import Stream
 __all__ = ["ConcurrencyLimit", "ConcurrencyLimiter", "ConcurrencyStats"]
 
 
-def _positive(name: str, value: Any, *, integer: bool) -> Any:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        what = "a positive integer" if integer else "a positive number of seconds"
-        raise ValueError(f"{name} must be {what}, got {value!r}; pass None for no bound")
-    return value
+#: How a bound that accepts None says so.
+_NO_BOUND = "; pass None for no bound"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +65,12 @@ class ConcurrencyLimiter:
     def __init__(
         self, limit: int, *, max_queue: int | None = None, max_wait: float | None = None
     ) -> None:
-        self._limit = _positive("limit", limit, integer=True)
+        self._limit = number("limit", limit, integer=True)
         #: Most calls allowed to wait; one more is rejected at once with QueueFull.
-        self.max_queue = (
-            None if max_queue is None else _positive("max_queue", max_queue, integer=True)
-        )
+        self.max_queue = number("max_queue", max_queue, integer=True, optional=True, hint=_NO_BOUND)
         #: Seconds a call may wait before AdmissionTimeout.
-        self.max_wait = None if max_wait is None else _positive("max_wait", max_wait, integer=False)
+        self.max_wait = number("max_wait", max_wait, optional=True, unit=" of seconds",
+                               hint=_NO_BOUND)
         self._in_flight = 0
         # priority -> partition -> FIFO of futures. Dicts keep insertion order, so rotating a
         # served partition to the end gives round-robin. Cancelled futures are skipped lazily.
@@ -90,7 +86,7 @@ class ConcurrencyLimiter:
 
     @limit.setter
     def limit(self, value: int) -> None:
-        self._limit = _positive("limit", value, integer=True)
+        self._limit = number("limit", value, integer=True)
         self._grant()
 
     @property

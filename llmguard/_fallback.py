@@ -81,6 +81,8 @@ class Fallback:
         if not alternates and not routes and default is _UNSET:
             raise ValueError("Fallback needs at least one alternate, a route or a default")
         self.alternates = tuple(_check(a) for a in alternates)
+        if routes is not None and not isinstance(routes, Mapping):
+            raise TypeError(f"routes must be a dict {{FailureKind: alternate}}, got {routes!r}")
         routes = dict(routes or {})
         for kind in routes:
             if not isinstance(kind, FailureKind):

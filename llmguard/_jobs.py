@@ -9,7 +9,8 @@ import uuid
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
-from ._batch import batch_iter
+from ._batch import batch_iter, check_options
+from ._check import number
 from ._errors import JobNotFound, QueueFull
 
 __all__ = ["Job", "JobManager", "JobStatus"]
@@ -100,10 +101,8 @@ class JobManager:
     __slots__ = ("ttl", "max_jobs", "_jobs")
 
     def __init__(self, *, ttl: float = 3600.0, max_jobs: int = 10_000) -> None:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
-        if isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1:
-            raise ValueError(f"max_jobs must be an integer >= 1, got {max_jobs!r}")
+        number("ttl", ttl, unit=" of seconds", hint="; finished jobs are kept that long")
+        number("max_jobs", max_jobs, integer=True, low=1, low_open=False)
         self.ttl, self.max_jobs = float(ttl), max_jobs
         self._jobs: dict[str, Job] = {}
 
@@ -125,8 +124,7 @@ class JobManager:
                      **options: Any) -> Job:
         """Start :func:`llmguard.batch` in the background; the job's progress counts finished items
         and its result is the list of Outcomes (item failures do not fail the job)."""
-        if not callable(fn):
-            raise TypeError(f"fn must be an async callable taking one item, got {fn!r}")
+        check_options(fn, items, options)  # bad options fail here, not later inside the job
         job = self._new()
         job.total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
 

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from ._check import text
 from ._core import Call, Handler
 from ._errors import AdmissionError
 from ._latency import LatencyHistogram, MetricsStats
@@ -82,11 +83,14 @@ class Metrics:
                  tracer_provider: Any = None, provider: str | None = None,
                  model: str | None = None, operation: str = "chat") -> None:
         for arg, value in (("name", name), ("provider", provider), ("model", model)):
-            if value is not None and not (isinstance(value, str) and value):
-                raise ValueError(f"{arg} must be a non-empty string or None, got {value!r}")
-        if not (isinstance(operation, str) and operation):
-            raise ValueError(f"operation must be a non-empty string such as 'chat', got "
-                             f"{operation!r}")
+            if value is not None:
+                text(arg, value, hint="; or None")
+        text("operation", operation, hint="; e.g. 'chat'")
+        for arg, value, method in (("meter_provider", meter_provider, "get_meter"),
+                                   ("tracer_provider", tracer_provider, "get_tracer")):
+            if value is not None and not callable(getattr(value, method, None)):
+                raise TypeError(f"{arg} must be an OpenTelemetry provider (with .{method}()) "
+                                f"or None for the global one, got {value!r}")
         #: Pipeline name, exported as ``llmguard.pipeline``.
         self.name = name
         #: ``gen_ai.operation.name``.

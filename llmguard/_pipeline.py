@@ -8,6 +8,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from ._check import text
 from ._core import WANT_CALL, Call, Layer, call_sink, compose
 from ._stream import Stream
 
@@ -100,8 +101,8 @@ class Pipeline:
                     "instance if you really want two"
                 )
             seen.add(id(layer))
-        if name is not None and not (isinstance(name, str) and name):
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if name is not None:
+            text("name", name, hint="; or None")
         self._layers = checked
         self._name = name
 
@@ -289,15 +290,21 @@ def wrap_client(obj: Any, method: str, pipeline: Pipeline | Iterable[Layer]) -> 
     """
     from ._proxy import GuardedProxy, awaiting
 
+    text("method", method, hint="; the name of obj's async method, e.g. 'send_message'")
     if not isinstance(pipeline, Pipeline):
+        if not isinstance(pipeline, Iterable):
+            raise TypeError(f"pipeline must be a Pipeline or a list of layers, got {pipeline!r}")
         pipeline = Pipeline(*pipeline)
     *path, attr = method.split(".")
     owner = obj
     for part in path:
-        owner = getattr(owner, part)
-    original = getattr(owner, attr, None)
+        owner = getattr(owner, part, None)
+    original = None if owner is None else getattr(owner, attr, None)
     if original is None:
-        raise AttributeError(f"{type(owner).__qualname__} has no method {attr!r} to guard")
+        raise AttributeError(
+            f"{type(obj).__qualname__} has no method {method!r} to guard; check the method "
+            "argument (a dotted path such as 'chat.completions.create' reaches nested ones)"
+        )
     guarded = pipeline.wrap(awaiting(original))
     try:
         setattr(owner, attr, guarded)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._check import number, text
 from ._circuit import CircuitState, State
 from ._classify import classify
 from ._errors import CircuitOpenError
@@ -88,21 +89,24 @@ class AgentPool:
     def __init__(self, members: Sequence[Any], *, per_member: int = 1, strategy: str = "least_busy",
                  method: str = "send_message", weights: Sequence[float] | None = None,
                  cooldown: float = 30.0) -> None:
+        if isinstance(members, (str, bytes)) or not isinstance(members, Iterable):
+            raise TypeError(f"members must be a list of agents, clients or coroutine functions, "
+                            f"got {members!r}")
         members = list(members)
         if not members:
             raise ValueError("members must not be empty: pass at least one agent, client or coroutine function")
-        if isinstance(per_member, bool) or not isinstance(per_member, int) or per_member < 1:
-            raise ValueError(f"per_member must be an integer >= 1, got {per_member!r}")
+        number("per_member", per_member, integer=True, low=1, low_open=False)
+        text("method", method, hint="; the members' async method name, e.g. 'send_message'")
         if strategy not in _STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(_STRATEGIES)}; got {strategy!r}")
         if weights is not None and strategy != "weighted":
             raise ValueError(f"weights only apply to strategy='weighted', got strategy={strategy!r}")
         weights = list(weights) if weights is not None else [1.0] * len(members)
-        if len(weights) != len(members) or not all(
-                isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights):
+        if len(weights) != len(members):
             raise ValueError(f"weights must be one number > 0 per member ({len(members)}), got {weights!r}")
-        if not isinstance(cooldown, (int, float)) or not cooldown > 0:
-            raise ValueError(f"cooldown must be > 0 seconds, got {cooldown!r}")
+        for i, w in enumerate(weights):
+            number("weights", w, hint=f" for members[{i}]")
+        number("cooldown", cooldown, unit=" of seconds")
         self._members = [self._member(m, i, method, w, cooldown) for i, (m, w) in enumerate(zip(members, weights))]
         self._per_member, self._strategy, self._method = per_member, strategy, method
         self._waiters: deque[asyncio.Future[_Member]] = deque()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._check import number, text
+
 __all__ = ["MetricsServer", "serve_metrics"]
 
 
@@ -36,8 +38,8 @@ def serve_metrics(port: int = 9464, addr: str = "127.0.0.1", *, set_global: bool
     ``meter_provider=`` reports there. ``port=0`` picks a free port (see ``.port``). Needs the
     ``otel`` extra: ``pip install 'llmguard[otel]'``.
     """
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be an int in 0..65535 (0 picks a free one), got {port!r}")
+    number("port", port, integer=True, low_open=False, high=65535, hint=" (0 picks a free one)")
+    text("addr", addr, hint="; e.g. '127.0.0.1', or '0.0.0.0' for every interface")
     try:
         from opentelemetry import metrics
         from opentelemetry.exporter.prometheus import PrometheusMetricReader

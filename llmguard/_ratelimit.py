@@ -20,6 +20,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ._check import callable_or_none, number
 from ._classify import FailureKind, classify
 from ._core import Call, Handler
 from ._errors import AdmissionError, AdmissionTimeout, RequestTooLarge
@@ -165,17 +166,13 @@ class RateLimitStats:
     paused_for: float
 
 
+#: What a quota's error message suggests instead.
+_NO_QUOTA = "; pass None for no such quota"
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _count(name: str, value: Any) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        raise ValueError(
-            f"{name} must be a positive integer, got {value!r}; pass None for no {name} quota"
-        )
-    return value
 
 
 class RateLimit:
@@ -221,29 +218,27 @@ class RateLimit:
         backend: RateLimitBackend | None = None,
     ) -> None:
         configured = (
-            (_count("rpm", rpm), 60.0, False),
-            (_count("rps", rps), 1.0, False),
-            (_count("tpm", tpm), 60.0, True),
+            (number("rpm", rpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, False),
+            (number("rps", rps, integer=True, optional=True, hint=_NO_QUOTA), 1.0, False),
+            (number("tpm", tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, True),
         )
         quotas = [Quota(n, window, tokens) for n, window, tokens in configured if n]
         if not quotas:
             raise ValueError("RateLimit needs a quota: pass rpm=, rps= and/or tpm=")
         if burst is not None:
-            if isinstance(burst, bool) or not isinstance(burst, (int, float)) or not 0 < burst <= 1:
-                raise ValueError(f"burst must be a fraction of each quota in (0, 1], got {burst!r}")
+            number("burst", burst, high=1, what="a fraction of each quota in (0, 1]")
             quotas += [
                 Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens) for q in quotas
             ]
-        if max_wait is not None and (
-            isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or not max_wait > 0
-        ):
-            raise ValueError(
-                f"max_wait must be a positive number of seconds, got {max_wait!r}; "
-                "pass None to wait as long as it takes"
-            )
+        number("max_wait", max_wait, optional=True, unit=" of seconds",
+               hint="; pass None to wait as long as it takes")
         for name, fn in (("tokens", tokens), ("usage", usage), ("key", key)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be a callable, got {fn!r}")
+            callable_or_none(name, fn)
+        if backend is not None and not callable(getattr(backend, "reserve", None)):
+            raise TypeError(
+                f"backend must implement RateLimitBackend (reserve/reconcile/refund/...), e.g. "
+                f"llmguard.backends.redis.RedisBackend, got {backend!r}; or None for in-memory"
+            )
         #: The quotas enforced together (a call needs room in all of them).
         self.quotas = tuple(quotas)
         #: Where the quota state lives.

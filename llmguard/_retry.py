@@ -8,13 +8,14 @@ retry budget across calls. The delay arithmetic is a pure function, tested direc
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._check import number
+from ._check import seed as check_seed
 from ._classify import FailureKind, classify
 from ._core import Call, Handler
 from ._errors import AdmissionError
@@ -45,12 +46,10 @@ class RetryBudget:
     __slots__ = ("ratio", "window", "min_retries", "_calls", "_retries")
 
     def __init__(self, ratio: float = 0.2, *, window: float = 60.0, min_retries: int = 10) -> None:
-        if not (isinstance(ratio, (int, float)) and 0 <= ratio <= 10):
-            raise ValueError(f"ratio must be a number of retries per call in [0, 10], got {ratio!r}")
-        if not (isinstance(window, (int, float)) and window > 0):
-            raise ValueError(f"window must be > 0 seconds, got {window!r}")
-        if not (isinstance(min_retries, int) and min_retries >= 0):
-            raise ValueError(f"min_retries must be an integer >= 0, got {min_retries!r}")
+        number("ratio", ratio, low_open=False, high=10,
+               what="a number of retries per call in [0, 10]")
+        number("window", window, unit=" of seconds")
+        number("min_retries", min_retries, integer=True, low_open=False)
         self.ratio, self.window, self.min_retries = float(ratio), float(window), min_retries
         self._calls: deque[float] = deque()
         self._retries: deque[float] = deque()
@@ -111,14 +110,8 @@ def _predicate(on: Any) -> Callable[[BaseException], bool]:
     )
 
 
-def _seconds(name: str, value: Any, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        value >= 0 and math.isfinite(value)
-    ):
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
+def _seconds(name: str, value: Any) -> float:
+    return float(number(name, value, low_open=False, unit=" of seconds"))
 
 
 class Retry:
@@ -157,16 +150,16 @@ class Retry:
         budget: RetryBudget | float | None = None,
         seed: int | None = None,
     ) -> None:
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-            raise ValueError(f"attempts must be an integer >= 1 (1 = no retry), got {attempts!r}")
-        self.attempts = attempts
+        self.attempts = number("attempts", attempts, integer=True, low=1, low_open=False,
+                               hint=" (1 = no retry)")
         self.backoff = _seconds("backoff", backoff)
         self.max_delay = _seconds("max_delay", max_delay)
-        self.deadline = _seconds("deadline", deadline, allow_none=True)
-        if self.deadline == 0:
-            raise ValueError("deadline must be > 0 seconds, or None for no deadline")
+        deadline = number("deadline", deadline, optional=True, unit=" of seconds",
+                          hint="; pass None for no deadline")
+        self.deadline = None if deadline is None else float(deadline)
         if isinstance(budget, (int, float)) and not isinstance(budget, bool):
-            budget = RetryBudget(budget)
+            budget = RetryBudget(number("budget", budget, low_open=False, high=10,
+                                        what="a RetryBudget or a ratio of retries per call in [0, 10]"))
         if budget is not None and not isinstance(budget, RetryBudget):
             raise TypeError(f"budget must be a RetryBudget or a ratio, got {budget!r}")
         self.budget = budget
@@ -174,7 +167,7 @@ class Retry:
             raise TypeError(f"retry_if_result must be a callable result -> bool, got {retry_if_result!r}")
         self._should = _predicate(on)
         self._retry_result = retry_if_result
-        self._rng = random.Random(seed)
+        self._rng = random.Random(check_seed(seed))
         self._calls = self._retries = self._gave_up = self._exhausted = 0
         self._by_kind: Counter[str] = Counter()
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import llmguard
 
+from ._batch import MAX_CONCURRENCY
 from ._cli_io import done_ids
 from ._cli_run import EXIT_CRASH, EXIT_USAGE, Settings, build_pipeline, run
 
@@ -60,7 +61,7 @@ example:
 
 
 def _number(kind: Callable[[str], Any], *, minimum: float = 0, strict: bool = True,
-            unit: str = "") -> Callable[[str], Any]:
+            maximum: float | None = None, unit: str = "") -> Callable[[str], Any]:
     """An argparse type that names what is wrong (argparse prefixes the option's name)."""
 
     def parse(text: str) -> Any:
@@ -74,6 +75,8 @@ def _number(kind: Callable[[str], Any], *, minimum: float = 0, strict: bool = Tr
         if bad:
             op = ">" if strict else ">="
             raise argparse.ArgumentTypeError(f"must be {op} {minimum:g}{unit}, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}{unit}, got {text}")
         return value
 
     return parse
@@ -110,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
                             "tenth of --rpm per 6 s), for providers that enforce quotas over "
                             "short windows")
     limit = group.add_mutually_exclusive_group()
-    limit.add_argument("--concurrency", type=_number(int), default=16,
+    limit.add_argument("--concurrency", type=_number(int, maximum=MAX_CONCURRENCY), default=16,
                        help="calls in flight at once (default: 16)")
     limit.add_argument("--adaptive", action="store_true",
                        help="find the provider's concurrency limit from latency and errors")
@@ -139,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
                            "(their error records are removed)")
     runs.add_argument("--grace", type=_number(float, strict=False, unit=" seconds"), default=5.0,
                       help="on Ctrl-C, seconds to let lines in flight finish (default: 5)")
-    runs.add_argument("--metrics-port", type=_number(int), metavar="PORT",
+    runs.add_argument("--metrics-port", type=_number(int, maximum=65535), metavar="PORT",
                       help="serve Prometheus metrics on 127.0.0.1:PORT while running")
     bar = runs.add_mutually_exclusive_group()
     bar.add_argument("--progress", action="store_true", default=None,
@@ -163,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not os.path.isfile(args.input):
         return _fail(f"input file {args.input!r} does not exist (or is not a file)")
+    with open(args.input, "rb") as f:  # stops at the first line with content
+        if not any(line.strip() for line in f):
+            return _fail(f"input file {args.input!r} has no requests (it is empty or blank); "
+                         "pass a JSONL file with one chat request per line")
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         return _fail("OUTPUT must differ from INPUT")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):

@@ -26,10 +26,12 @@ async def hold(limiter: ConcurrencyLimiter, order: list, name, seconds=1.0, **kw
         limiter.release()
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "3", None, True])
-def test_bad_limit_is_rejected_with_a_clear_error(bad) -> None:
-    """A limit that is not a positive integer fails at construction, naming the argument."""
-    with pytest.raises(ValueError, match="limit must be a positive integer"):
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), (1.5, ValueError),
+                                        ("3", TypeError), (None, TypeError), (True, TypeError)])
+def test_bad_limit_is_rejected_with_a_clear_error(bad, error) -> None:
+    """A limit that is not a positive integer fails at construction, naming the argument: a
+    number that does not fit is a ValueError, anything else (bool included) a TypeError."""
+    with pytest.raises(error, match="limit must be a positive integer"):
         ConcurrencyLimiter(bad)
 
 

@@ -216,10 +216,11 @@ async def test_spans_follow_genai_names_and_carry_retries() -> None:
 
 
 def test_bad_arguments_are_refused_early() -> None:
-    """Empty or non-string names are refused at construction, naming the argument."""
+    """Empty (ValueError) or non-string (TypeError) names are refused at construction, naming
+    the argument."""
     with pytest.raises(ValueError, match="operation"):
         Metrics(operation="")
-    with pytest.raises(ValueError, match="model"):
+    with pytest.raises(TypeError, match="model"):
         Metrics(model=3)  # type: ignore[arg-type]
 
 

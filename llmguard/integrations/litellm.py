@@ -232,6 +232,9 @@ def _guarded(
     pipeline: Pipeline | None, fn: Callable[..., Any], *, check_context: bool
 ) -> Guarded[..., Any]:
     pipeline = Pipeline() if pipeline is None else pipeline
+    if not isinstance(pipeline, Pipeline):
+        raise TypeError(f"pipeline must be a llmguard.Pipeline or None, got {pipeline!r}; "
+                        "build one with llmguard.Pipeline(...) or llmguard.guard(...)")
     layer = _LiteLLM(
         no_retries=has_retry(pipeline), check_context=check_context,
         observers=header_observers(pipeline),

@@ -138,6 +138,8 @@ def guard(method: Any, pipeline: Pipeline) -> Guarded[..., Any]:
 
     Under a Retry layer the method is rebound to a copy of its client with ``max_retries=0``.
     """
+    if not isinstance(pipeline, Pipeline):
+        raise TypeError(f"pipeline must be a llmguard.Pipeline, got {type(pipeline).__qualname__}")
     resource = getattr(method, "__self__", None)
     client = getattr(resource, "_client", None)
     if client is None or not callable(getattr(client, "with_options", None)):

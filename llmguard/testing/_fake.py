@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from .._check import number, text
 from .._tokens import estimate_tokens
 
 __all__ = ["FakeLLM"]
@@ -42,8 +43,14 @@ class FakeLLM:
         reply_prefix: str = "echo: ",
         model: str = "fake",
     ) -> None:
-        if latency < 0 or seconds_per_token < 0:
-            raise ValueError("latency and seconds_per_token must be >= 0 seconds")
+        for name, value in (("latency", latency), ("seconds_per_token", seconds_per_token)):
+            number(name, value, low_open=False, unit=" of seconds")
+        if isinstance(script, (str, bytes)) or not isinstance(script, Iterable):
+            raise TypeError(f"script must be a list of replies (str), exceptions or results, got "
+                            f"{script!r}; wrap a single reply in a list")
+        if not isinstance(reply_prefix, str):
+            raise TypeError(f"reply_prefix must be a str, got {reply_prefix!r}")
+        text("model", model)
         self.script: deque[Any] = deque(script)
         self.latency = latency
         self.seconds_per_token = seconds_per_token

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._check import number
+from .._check import seed as check_seed
 from .._classify import FailureKind
 from .._stream import Stream
 from ._provider import ProviderError
@@ -65,9 +67,8 @@ class FaultStats:
 
 
 def _check_rate(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
-    return float(value)
+    return float(number(name, value, low_open=False, high=1,
+                        what="a probability between 0 and 1"))
 
 
 class Faults:
@@ -102,13 +103,23 @@ class Faults:
         self.spike_rate = _check_rate("spike_rate", spike_rate)
         self.hang_rate = _check_rate("hang_rate", hang_rate)
         self.truncate_rate = _check_rate("truncate_rate", truncate_rate)
+        if kinds is not None and not isinstance(kinds, Mapping):
+            raise TypeError(f"kinds must map FailureKind to a weight, got {kinds!r}")
         weights = dict(DEFAULT_KINDS if kinds is None else kinds)
-        if not weights or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        for kind, weight in weights.items():
+            if not isinstance(kind, FailureKind):
+                raise TypeError(f"kinds keys must be FailureKind members, got {kind!r}")
+            number("kinds", weight, low_open=False, hint=f" for {kind}")
+        if not sum(weights.values()) > 0:
             raise ValueError("kinds must map FailureKind to non-negative weights, some positive")
         self._kinds = list(weights)
         self._weights = list(weights.values())
-        if retry_after < 0 or spike < 0 or storm_for <= 0:
-            raise ValueError("retry_after and spike must be >= 0 seconds, storm_for > 0")
+        for name, value in (("retry_after", retry_after), ("spike", spike)):
+            number(name, value, low_open=False, unit=" of seconds")
+        number("storm_for", storm_for, unit=" of seconds")
+        number("storm_every", storm_every, optional=True, unit=" of seconds",
+               hint="; or None for no storms")
+        check_seed(seed)
         if storm_every is not None and storm_every <= storm_for:
             raise ValueError(f"storm_every must exceed storm_for ({storm_for}), got {storm_every}")
         self.retry_after = retry_after

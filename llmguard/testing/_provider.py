@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._check import number
+from .._check import seed as check_seed
 from .._tokens import estimate_tokens
 
 __all__ = ["Overloaded", "ProviderError", "ProviderStats", "RateLimited", "SimulatedProvider"]
@@ -82,11 +84,17 @@ class SimulatedProvider:
         output_tokens: int | Callable[[random.Random, dict[str, Any]], int] = 64,
         seed: int = 0,
     ) -> None:
-        for name, value in (("capacity", capacity), ("rpm", rpm), ("tpm", tpm)):
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if latency < 0 or seconds_per_output_token < 0 or not window > 0:
-            raise ValueError("latency and seconds_per_output_token must be >= 0, window > 0")
+        number("capacity", capacity, integer=True)
+        for name, value in (("overload_at", overload_at), ("rpm", rpm), ("tpm", tpm)):
+            number(name, value, integer=True, optional=True, hint="; or None")
+        for name, value in (("latency", latency),
+                            ("seconds_per_output_token", seconds_per_output_token)):
+            number(name, value, low_open=False, unit=" of seconds")
+        number("window", window, unit=" of seconds")
+        if not callable(output_tokens):
+            number("output_tokens", output_tokens, integer=True, low_open=False,
+                   hint="; or a callable (rng, kwargs) -> int")
+        check_seed(seed)
         self.capacity = capacity
         self.latency = latency
         self.seconds_per_output_token = seconds_per_output_token

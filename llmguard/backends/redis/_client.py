@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from ..._check import number, text
 from ..._errors import BackendUnavailable
 
 __all__ = ["Connection", "logger"]
@@ -34,17 +35,16 @@ class Connection:
                  "_down_until", "_outage", "errors", "loops")
 
     def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
-        if not isinstance(url, str) or "://" not in url:
-            raise ValueError(f"url must be a Redis URL like 'redis://127.0.0.1:6379/0', got {url!r}")
-        if not isinstance(prefix, str) or not prefix:
-            raise ValueError(f"prefix must be a non-empty str (a key namespace), got {prefix!r}")
+        example = "; e.g. 'redis://127.0.0.1:6379/0'"
+        if "://" not in text("url", url, hint=example):
+            raise ValueError(f"url must be a Redis URL{example}, got {url!r}")
+        text("prefix", prefix, hint=" (a key namespace)")
         if on_error not in ("local", "fail"):
             raise ValueError(
                 f"on_error must be 'local' (fall back to per-process limits) or 'fail' (raise "
                 f"BackendUnavailable), got {on_error!r}"
             )
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        number("timeout", timeout, unit=" of seconds")
         self.url, self.prefix, self.on_error, self.timeout = url, prefix, on_error, float(timeout)
         #: Unique per process and object: lease ids and tickets never collide across processes.
         self.id = f"{os.getpid()}.{secrets.token_hex(4)}"

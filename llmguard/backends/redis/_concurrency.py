@@ -17,6 +17,7 @@ import random
 from collections.abc import Hashable
 from typing import Any
 
+from ..._check import number, text
 from ..._concurrency import ConcurrencyLimiter, ConcurrencyStats
 from ..._errors import AdmissionTimeout
 from . import _scripts
@@ -61,8 +62,10 @@ class RedisConcurrencyLimiter:
     ) -> None:
         if not isinstance(backend, RedisBackend):
             raise TypeError(f"backend must be a RedisBackend, got {backend!r}")
-        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
-            raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
+        number("lease", lease, unit=" of seconds")
+        number("max_wait", max_wait, optional=True, unit=" of seconds",
+               hint="; pass None for no bound")
+        text("name", name, hint=" (the shared limit's key)")
         #: Where the leases live.
         self.backend = backend
         #: The shared limit's name (part of the Redis key).

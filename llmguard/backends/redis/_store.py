@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._cachestore import MISSING
+from ..._check import number, text
 from ._client import Connection
 from ._concurrency import backoff
 from ._ratelimit import RedisBackend
@@ -56,7 +57,8 @@ class _Codec:
                 getattr(serializer, "loads", None)):
             self.dumps, self.loads = serializer.dumps, serializer.loads
         else:
-            raise ValueError(
+            error = ValueError if isinstance(serializer, str) else TypeError
+            raise error(
                 f"serializer must be 'json' (default), 'pickle' (only for a Redis you trust: "
                 f"unpickling runs code) or an object with dumps/loads, got {serializer!r}"
             )
@@ -92,13 +94,10 @@ class RedisStore:
     ) -> None:
         if not isinstance(backend, RedisBackend):
             raise TypeError(f"backend must be a RedisBackend, got {backend!r}")
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise ValueError(f"max_bytes must be a positive int (bytes), got {max_bytes!r}")
-        if isinstance(lock_ttl, bool) or not isinstance(lock_ttl, (int, float)) or lock_ttl < 0:
-            raise ValueError(
-                f"lock_ttl must be >= 0 seconds (0 turns cross-process single-flight off), "
-                f"got {lock_ttl!r}"
-            )
+        number("max_bytes", max_bytes, integer=True, hint=" (bytes)")
+        number("lock_ttl", lock_ttl, low_open=False, unit=" of seconds",
+               hint=" (0 turns cross-process single-flight off)")
+        text("namespace", namespace)
         self.connection: Connection = backend.connection
         self.namespace = namespace
         self.max_bytes = max_bytes
