@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from ._check import number
 from ._core import Call, Handler
 from ._errors import FirstChunkTimeout, StreamIdleTimeout, StreamTotalTimeout, TimeoutExceeded
 from ._stream import Stream
@@ -24,16 +24,6 @@ __all__ = ["Timeout", "TimeoutStats"]
 class TimeoutStats:
     calls: int
     timed_out: int
-
-
-def _seconds(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        value > 0 and math.isfinite(value)
-    ):
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    return float(value)
 
 
 def _is_streaming(call: Call) -> bool:
@@ -63,13 +53,14 @@ class Timeout:
 
     def __init__(self, seconds: float | None = None, *, first_chunk: float | None = None,
                  idle: float | None = None, total: float | None = None) -> None:
-        self.seconds = _seconds("seconds", seconds)
-        self.first_chunk = _seconds("first_chunk", first_chunk)
-        self.idle = _seconds("idle", idle)
-        self.total = _seconds("total", total)
         if seconds is None and first_chunk is None and idle is None and total is None:
-            raise ValueError("Timeout needs a limit: Timeout(30), or for streams e.g. "
-                             "Timeout(first_chunk=10, idle=30, total=300)")
+            raise ValueError("Timeout needs a limit: seconds (Timeout(30)), or for streams "
+                             "first_chunk, idle and/or total (Timeout(first_chunk=10, idle=30))")
+        limits = {name: number(name, value, optional=True, unit=" of seconds")
+                  for name, value in (("seconds", seconds), ("first_chunk", first_chunk),
+                                      ("idle", idle), ("total", total))}
+        self.seconds, self.first_chunk, self.idle, self.total = (
+            None if value is None else float(value) for value in limits.values())
         self._calls = self._timed_out = 0
 
     def statistics(self) -> TimeoutStats:

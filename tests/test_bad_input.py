@@ -297,16 +297,17 @@ def test_layer_constructors_reject_bad_arguments(build, args, kwargs, error, arg
     _raises(build, args, kwargs, error, arg)
 
 
-@pytest.mark.parametrize("seconds", [0, -1, NAN, INF, "30", True, None],
-                         ids=["zero", "negative", "nan", "inf", "str", "bool", "none"])
-def test_timeout_rejects_bad_seconds(seconds) -> None:
-    """Timeout(seconds) refuses anything but a finite number > 0, naming ``seconds``.
-
-    (Timeout is being rewritten separately; today it raises ValueError for every bad value,
-    wrong types included, so either type is accepted here.)
-    """
-    with pytest.raises((TypeError, ValueError), match=r"\bseconds\b"):
-        lg.Timeout(seconds)
+@pytest.mark.parametrize("arg", ["seconds", "first_chunk", "idle", "total"])
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-1, ValueError), (NAN, ValueError),
+                                          (INF, ValueError), ("30", TypeError), (True, TypeError)],
+                         ids=["zero", "negative", "nan", "inf", "str", "bool"])
+def test_timeout_rejects_bad_limits(arg, value, error) -> None:
+    """Each of Timeout's limits refuses anything but a finite number > 0, naming itself; a
+    Timeout with no limit at all says which arguments it takes."""
+    with pytest.raises(error, match=rf"\b{arg}\b"):
+        lg.Timeout(**{arg: value})
+    with pytest.raises(ValueError, match="seconds.*first_chunk"):
+        lg.Timeout()
 
 
 def test_huge_finite_settings_are_accepted() -> None:

@@ -51,13 +51,6 @@ async def test_timeout_is_per_attempt_and_honours_the_retry_deadline() -> None:
     assert loop.time() - start <= 12.01
 
 
-def test_timeout_rejects_bad_values() -> None:
-    """Zero, negative, NaN or infinite timeouts are ValueErrors."""
-    for bad in (0, -1, float("nan"), float("inf"), "5"):
-        with pytest.raises(ValueError, match="seconds"):
-            Timeout(bad)
-
-
 # --- Fallback ----------------------------------------------------------------------------------
 
 
