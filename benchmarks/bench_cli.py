@@ -15,7 +15,8 @@ Time is compressed 10x so the whole comparison takes about two minutes: the serv
 quota over a sliding 6 s window (a tenth of the per-minute quota per window) instead of 60 s, and
 the cookbook's minute and its 15 s pause are compressed alike (6 s, 1.5 s). llmguard gets the
 same quota as per-minute rates with ``--burst 0.1`` (hold a tenth of it per 6 s: the window the
-provider enforces, as OpenAI enforces per-minute quotas over shorter periods). The server counts a request's tokens
+provider enforces, as OpenAI enforces per-minute quotas over shorter periods) and its default
+0.5 s ``--margin`` compressed alike (0.05 s). The server counts a request's tokens
 as prompt (4 characters a token) plus ``max_tokens``; the cookbook estimates with tiktoken, as it
 does against OpenAI, so like any client its estimate differs from the provider's count. Wall time
 is measured on the server, from the first request to the last answer; quota utilisation is what
@@ -300,7 +301,7 @@ def main() -> None:
         lg = [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(tmp / "lg.jsonl"),
               "--overwrite", "--no-progress", "--model", "sim", "--api-base",
               f"http://127.0.0.1:{port}/v1", "--rpm", str(RPM), "--tpm", str(TPM),
-              "--burst", str(1 / SCALE),
+              "--burst", str(1 / SCALE), "--margin", str(0.5 / SCALE),
               "--concurrency", "64", "--retries", "5"]
         clients = [("llmguard run", lg, tmp / "lg.jsonl"),
                    ("cookbook, 100% quota", [*me, str(RPM), str(TPM)], tmp / "cookbook.jsonl"),

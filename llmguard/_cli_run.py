@@ -37,6 +37,7 @@ class Settings:
     rpm: int | None = None
     tpm: int | None = None
     burst: float | None = None
+    margin: float = 0.5
     concurrency: int = 16
     adaptive: bool = False
     retries: int = 3
@@ -59,14 +60,6 @@ class Settings:
         return 512 if self.adaptive else 4 * self.concurrency
 
 
-def _charged_at_admission(result: Any) -> None:
-    """Keep each TPM reservation as made (prompt estimate + ``max_tokens``), never reconciled
-    down to the usage reported: OpenAI-style providers charge a request's rate-limit tokens at
-    admission from ``max_tokens`` and give nothing back, so refunding the unused output would
-    admit more than the provider counts and earn 429s."""
-    return None
-
-
 def build_pipeline(s: Settings) -> Pipeline:
     """The recommended layer order (see the README's "Layer order"), from the options given."""
     p = Pipeline(name="llmguard-run")
@@ -81,7 +74,8 @@ def build_pipeline(s: Settings) -> Pipeline:
     if s.timeout is not None:
         p = p.timeout(s.timeout)
     if s.rpm is not None or s.tpm is not None:
-        p = p.rate_limit(rpm=s.rpm, tpm=s.tpm, burst=s.burst, usage=_charged_at_admission)
+        # OpenAI-style providers charge max_tokens at admission: keep reservations as made.
+        p = p.rate_limit(rpm=s.rpm, tpm=s.tpm, burst=s.burst, margin=s.margin, charge="reserved")
     return p.adaptive_concurrency() if s.adaptive else p.concurrency_limit(s.concurrency)
 
 

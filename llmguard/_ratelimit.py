@@ -187,6 +187,12 @@ class RateLimit:
       answer holds its reservation until the stream ends and is reconciled to the usage in its
       final chunk (``stream_options={"include_usage": True}`` with OpenAI). A call that fails
       before reaching the provider (an inner layer's :class:`AdmissionError`) is refunded.
+      ``charge="reserved"`` keeps every reservation as made instead: OpenAI-style providers
+      charge a request's rate-limit tokens at admission from ``max_tokens`` and give nothing
+      back, so reconciling down would admit more than they count.
+    * ``margin`` seconds are added to every window: an admission keeps counting that much longer
+      than the provider's window, which absorbs the gap between when llmguard admits a call and
+      when the provider counts it (network latency, a busy event loop).
     * Waiting is FIFO per key: a large request is never overtaken by small ones.
     * A 429 from the provider (:func:`llmguard.classify` says ``RATE_LIMITED``) pauses every
       admission of that key until its Retry-After (``DEFAULT_PAUSE`` = 1 s when absent).
@@ -201,7 +207,7 @@ class RateLimit:
     __slots__ = (
         "quotas", "backend", "max_wait", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
         "_reserved", "_in_flight", "_waiting", "_admitted", "_rejected", "_timed_out",
-        "_refunds", "_rate_limited", "_instant",
+        "_refunds", "_rate_limited", "_instant", "_reconcile",
     )
 
     def __init__(
@@ -214,6 +220,8 @@ class RateLimit:
         usage: Callable[[Any], int | None] | None = None,
         max_wait: float | None = None,
         burst: float | None = None,
+        margin: float = 0.0,
+        charge: str = "actual",
         key: Callable[..., Hashable] | None = None,
         backend: RateLimitBackend | None = None,
     ) -> None:
@@ -230,6 +238,14 @@ class RateLimit:
             quotas += [
                 Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens) for q in quotas
             ]
+        number("margin", margin, low_open=False, unit=" of seconds",
+               hint="; e.g. margin=0.5 for a per-minute quota over the network")
+        if margin:  # each admission counts that much longer than the provider's window
+            quotas = [Quota(q.limit, q.window + margin, q.tokens) for q in quotas]
+        if charge not in ("actual", "reserved"):
+            raise ValueError(f"charge must be 'actual' (reconcile to the usage reported) or "
+                             f"'reserved' (keep the estimate, as OpenAI charges max_tokens), "
+                             f"got {charge!r}")
         number("max_wait", max_wait, optional=True, unit=" of seconds",
                hint="; pass None to wait as long as it takes")
         for name, fn in (("tokens", tokens), ("usage", usage), ("key", key)):
@@ -253,6 +269,7 @@ class RateLimit:
         self._max_tokens = min(token_limits) if token_limits else None  # None: no token quota
         self._tokens = estimate_tokens if tokens is None else tokens
         self._usage = usage
+        self._reconcile = charge == "actual"
         self._key = key
         self._lines: dict[Hashable, deque[list[asyncio.Future[None]]]] = {}
         self._reserved = self._in_flight = self._waiting = self._admitted = 0
@@ -312,7 +329,7 @@ class RateLimit:
 
     def _actual(self, call: Call, result: Any, tokens: int) -> int:
         """Tokens the call used, read from a result or a stream's final chunk (or None)."""
-        if self._max_tokens is None or result is None:
+        if self._max_tokens is None or result is None or not self._reconcile:
             return tokens
         if self._usage is not None:
             actual = self._usage(result)

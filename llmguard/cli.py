@@ -106,12 +106,17 @@ def _parser() -> argparse.ArgumentParser:
     group = run.add_argument_group("layers")
     group.add_argument("--rpm", type=_number(int), help="requests per minute quota")
     group.add_argument("--tpm", type=_number(int),
-                       help="tokens per minute quota (prompt estimate + max_tokens reserved, "
-                            "reconciled to the usage reported)")
+                       help="tokens per minute quota (prompt estimate + max_tokens, charged at "
+                            "admission and never given back, as OpenAI counts them)")
     group.add_argument("--burst", type=_number(float), metavar="FRACTION",
                        help="also hold each quota over that fraction of its minute (0.1: a "
                             "tenth of --rpm per 6 s), for providers that enforce quotas over "
                             "short windows")
+    group.add_argument("--margin", type=_number(float, strict=False, unit=" seconds"),
+                       default=0.5, metavar="SECONDS",
+                       help="count each request against the quotas this much longer than the "
+                            "provider's window, so admission and the provider's clock never "
+                            "disagree at the window's edge (default: 0.5)")
     limit = group.add_mutually_exclusive_group()
     limit.add_argument("--concurrency", type=_number(int, maximum=MAX_CONCURRENCY), default=16,
                        help="calls in flight at once (default: 16)")
@@ -184,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "run or --overwrite to start again")
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
-        rpm=args.rpm, tpm=args.tpm, burst=args.burst, concurrency=args.concurrency, adaptive=args.adaptive,
+        rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin,
+        concurrency=args.concurrency, adaptive=args.adaptive,
         retries=args.retries, timeout=args.timeout, fallback_models=tuple(args.fallback_model),
         cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,

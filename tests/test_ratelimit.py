@@ -154,6 +154,24 @@ async def test_unused_tokens_are_given_back_and_extra_charged() -> None:
     assert at_baseline(layer)
 
 
+async def test_charge_reserved_keeps_the_estimate() -> None:
+    """charge="reserved" never reconciles: what was reserved at admission stays charged, as
+    OpenAI-style providers count max_tokens."""
+    layer = lg.RateLimit(tpm=1000, tokens=by_n, charge="reserved")
+    await lg.guard(layer)(Recorder())(900, used=100)
+    assert layer.statistics().tokens_available == 100
+
+
+async def test_margin_keeps_each_admission_counted_past_the_window() -> None:
+    """With margin=2 the next request of a full rpm quota waits 62 s, not 60 s: the provider,
+    counting a little later than llmguard admitted, has surely let the old one go by then."""
+    rec = Recorder()
+    guarded = lg.guard(lg.RateLimit(rpm=2, margin=2))(rec)
+    for n in range(3):
+        await guarded(n)
+    assert [when for when, *_ in rec.log] == [0, 0.5, pytest.approx(62, abs=0.01)]
+
+
 async def test_admission_error_below_is_refunded() -> None:
     """An inner AdmissionError means the provider never saw the call: the tokens come back."""
     layer = lg.RateLimit(rpm=10, tpm=1000, tokens=by_n)
