@@ -102,8 +102,8 @@ def build(seed: int) -> tuple[Callable[..., Any], dict[str, Any]]:
 
 def snapshot(parts: dict[str, Any]) -> tuple[int, int, int]:
     """Sizes of the structures that grow with distinct inputs: cache entries, rate-limiter keys
-    (both limiters), Metrics series. Reads private fields: this is a leak hunt."""
-    keys = sum(len(parts[name].backend._windows) for name in ("global_limit", "user_limit"))
+    (both limiters), Metrics series (a private field: this is a leak hunt)."""
+    keys = sum(parts[name].backend.tracked_keys for name in ("global_limit", "user_limit"))
     return parts["cache"].statistics().size, keys, len(parts["metrics"]._series)
 
 
