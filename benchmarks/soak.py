@@ -2,7 +2,8 @@
 
 The pipeline is the recommended stack, outermost first: Metrics, Cache, Fallback (to a smaller
 model), Retry (with a budget), CircuitBreaker, Timeout, a global RateLimit (rpm + tpm), a
-per-user RateLimit (``key=`` the ``user`` argument), AdaptiveConcurrency, then ``Faults``
+per-user RateLimit (``key=`` the ``user`` argument), ConcurrencyLimit(96) (``--adaptive``:
+AdaptiveConcurrency, whose limit collapses after each 429 storm), then ``Faults``
 (errors, latency spikes, hangs, a 10 s 429 storm every 5 minutes) around a
 ``SimulatedProvider`` (capacity, queueing latency, its own rpm quota).
 
@@ -18,7 +19,7 @@ compares the heap at minute 10 and minute 60 and gives the throughput's coeffici
 Time is virtual (looptime), so the hour runs in a minute or two of real time:
 
     python benchmarks/soak.py                 # 60 virtual minutes at 30 calls/s
-    python benchmarks/soak.py --minutes 20 --rate 10
+    python benchmarks/soak.py --minutes 20 --rate 10 --adaptive
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def rss_mb() -> float:
     return 0.0
 
 
-def build(seed: int) -> tuple[Callable[..., Any], dict[str, Any]]:
+def build(seed: int, adaptive: bool = False) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The guarded call and the layers whose state the table reports."""
     provider = SimulatedProvider(
         capacity=128, latency=0.5, seconds_per_output_token=0.005, rpm=3000, seed=seed,
@@ -87,14 +88,15 @@ def build(seed: int) -> tuple[Callable[..., Any], dict[str, Any]]:
         "retry": lg.Retry(attempts=4, backoff=0.5, max_delay=20, budget=0.3, seed=seed),
         "global_limit": lg.RateLimit(rpm=2_700, tpm=2_000_000),
         "user_limit": lg.RateLimit(rpm=30, key=lambda **kw: kw["user"]),
-        "adaptive": lg.AdaptiveConcurrency(initial=32, max=256),
+        "concurrency": (lg.AdaptiveConcurrency(initial=32, max=256) if adaptive
+                        else lg.ConcurrencyLimit(96)),
         "faults": Faults(error_rate=0.03, spike_rate=0.01, spike=8.0, hang_rate=0.001,
                          storm_every=REPORT_EVERY, storm_for=10.0, seed=seed),
     }
     pipeline = lg.Pipeline(
         parts["metrics"], parts["cache"], lg.Fallback({"model": "small"}), parts["retry"],
         lg.CircuitBreaker(min_calls=50, window=30, open_for=10), lg.Timeout(15),
-        parts["global_limit"], parts["user_limit"], parts["adaptive"], parts["faults"],
+        parts["global_limit"], parts["user_limit"], parts["concurrency"], parts["faults"],
         name="soak",
     )
     return pipeline.wrap(provider.acompletion), parts
@@ -108,11 +110,11 @@ def snapshot(parts: dict[str, Any]) -> tuple[int, int, int]:
 
 
 async def soak(*, minutes: int = 60, rate: float = 30.0, max_outstanding: int = 3_000,
-               seed: int = 0, report_every: float = REPORT_EVERY,
+               seed: int = 0, report_every: float = REPORT_EVERY, adaptive: bool = False,
                out: Callable[[Row], None] | None = None) -> list[Row]:
     """Run the scenario for ``minutes`` of loop time; return (and pass to ``out``) one row per
     ``report_every`` seconds. Must run on a looptime loop to finish in reasonable real time."""
-    guarded, parts = build(seed)
+    guarded, parts = build(seed, adaptive)
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
     outstanding: set[asyncio.Task[Any]] = set()
@@ -204,7 +206,8 @@ def verdict(rows: list[Row]) -> str:
 
 
 def run(*, minutes: int = 60, rate: float = 30.0, seed: int = 0,
-        report_every: float = REPORT_EVERY, quiet: bool = False) -> list[Row]:
+        report_every: float = REPORT_EVERY, adaptive: bool = False,
+        quiet: bool = False) -> list[Row]:
     """Run :func:`soak` on a fresh looptime loop with tracemalloc on; print the table."""
     tracing = tracemalloc.is_tracing()
     if not tracing:
@@ -218,7 +221,8 @@ def run(*, minutes: int = 60, rate: float = 30.0, seed: int = 0,
         print(HEADER, flush=True)
     try:
         return loop.run_until_complete(
-            soak(minutes=minutes, rate=rate, seed=seed, report_every=report_every, out=show))
+            soak(minutes=minutes, rate=rate, seed=seed, report_every=report_every,
+                 adaptive=adaptive, out=show))
     finally:
         loop.close()
         if not tracing:
@@ -230,11 +234,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=int, default=60)
     parser.add_argument("--rate", type=float, default=30.0, help="calls per virtual second")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adaptive", action="store_true",
+                        help="AdaptiveConcurrency (gradient) instead of ConcurrencyLimit(96)")
     args = parser.parse_args(argv)
     print(f"soak: {args.minutes} virtual minutes at {args.rate:g} calls/s "
           f"({args.minutes * 60 * args.rate:,.0f} calls)")
     started = time.perf_counter()
-    rows = run(minutes=args.minutes, rate=args.rate, seed=args.seed)
+    rows = run(minutes=args.minutes, rate=args.rate, seed=args.seed, adaptive=args.adaptive)
     print(verdict(rows))
     print(f"real time {time.perf_counter() - started:.0f} s")
 
