@@ -167,7 +167,7 @@ async def soak(*, minutes: int = 60, rate: float = 30.0, max_outstanding: int = 
                 heap_mb=tracemalloc.get_traced_memory()[0] / 2**20 if tracemalloc.is_tracing()
                 else 0.0,
                 rss_mb=rss_mb(), cache_size=cache_size, limiter_keys=keys, series=series,
-                tasks=len(asyncio.all_tasks()) - 3,  # minus this reporter, producer, main
+                tasks=len(asyncio.all_tasks()) - 2,  # calls in flight: all but the producer and us
             )
             rows.append(row)
             if out is not None:
