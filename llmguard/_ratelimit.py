@@ -96,19 +96,45 @@ def _now() -> float:
         return time.monotonic()
 
 
-class MemoryBackend:
-    """The default backend: one sliding-window log per key in this process, loop time."""
+#: Fewest keys before the in-memory backend looks for idle ones to forget.
+SWEEP_AT = 64
 
-    __slots__ = ("_windows",)
+
+class MemoryBackend:
+    """The default backend: one sliding-window log per key in this process, loop time.
+
+    Keys come and go (a ``key=`` per user or tenant), so a key whose window holds nothing any
+    more is forgotten: whenever the number of keys has doubled since the last sweep, every idle
+    window is dropped. A sweep costs one pass over the keys and happens after as many new keys,
+    so it adds O(1) per new key, and memory stays within about twice the keys active in the
+    last window (a soak with 20 new users a minute grew by one window per user, forever).
+    """
+
+    __slots__ = ("_windows", "_sweep_at")
 
     def __init__(self) -> None:
         self._windows: dict[Hashable, Window] = {}
+        self._sweep_at = SWEEP_AT
+
+    @property
+    def tracked_keys(self) -> int:
+        """Keys with state held now (idle ones not swept yet included)."""
+        return len(self._windows)
 
     def _window(self, key: Hashable, quotas: tuple[Quota, ...]) -> Window:
         window = self._windows.get(key)
         if window is None:
+            if len(self._windows) >= self._sweep_at:
+                self._sweep(_now())
             window = self._windows[key] = Window(quotas)
         return window
+
+    def _sweep(self, now: float) -> None:
+        # An idle window is exactly what a fresh one would be, so dropping it changes no answer.
+        windows = self._windows
+        for key in [key for key, window in windows.items() if window.idle(now)]:
+            del windows[key]
+        self._sweep_at = max(SWEEP_AT, 2 * len(windows))
 
     async def reserve(
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
@@ -118,11 +144,18 @@ class MemoryBackend:
         wait = window.wait(now, tokens)
         return (wait, None) if wait > 0.0 else (0.0, window.add(now, tokens))
 
+    # A window is swept only once all its entries have left every quota's window, so a ticket
+    # whose window is gone (a call longer than an rps window) no longer counts anywhere.
+
     def reconcile(self, key: Hashable, ticket: Entry, tokens: int) -> None:
-        self._windows[key].adjust(_now(), ticket, tokens)
+        window = self._windows.get(key)
+        if window is not None:
+            window.adjust(_now(), ticket, tokens)
 
     def refund(self, key: Hashable, ticket: Entry) -> None:
-        self._windows[key].adjust(_now(), ticket, 0, live=0)
+        window = self._windows.get(key)
+        if window is not None:
+            window.adjust(_now(), ticket, 0, live=0)
 
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         window = self._window(key, quotas)

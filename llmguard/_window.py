@@ -103,6 +103,14 @@ class Window:
                 wait = max(wait, until - now + SLACK)
         return max(wait, 0.0)
 
+    def idle(self, now: float) -> bool:
+        """True when nothing is in any window, no pause or cap applies: a fresh window's state."""
+        for track in self.tracks:
+            track.expire(now)
+            if track.entries:
+                return False
+        return self.paused_until <= now and all(until <= now for _, until in self.caps.values())
+
     def add(self, now: float, tokens: int) -> Entry:
         """Record an admission at ``now`` (after ``wait(now, tokens)`` returned 0)."""
         entry = Entry(now, tokens)

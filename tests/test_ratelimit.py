@@ -353,3 +353,70 @@ async def test_rps_and_rpm_apply_together() -> None:
     await asyncio.gather(*(guarded(1) for _ in range(4)))
     times = [round(t) for t, *_ in rec.log]
     assert times == [0, 0, 1, 60]
+
+
+# --- bounded memory ---------------------------------------------------------------------------
+
+
+async def test_idle_keys_are_forgotten_so_state_stays_bounded() -> None:
+    """With a key per user and users coming and going (10 new ones a second for 10 minutes,
+    6,000 keys in all), the in-memory backend keeps only about twice the keys active in the
+    last window, never one window per key ever seen."""
+    layer = lg.RateLimit(rpm=5, key=lambda user: user)
+    guarded = lg.guard(layer)(Recorder(latency=0.5))
+    most = 0
+    for second in range(600):
+        await asyncio.gather(*(guarded(f"user{second * 10 + i}") for i in range(10)))
+        most = max(most, layer.backend.tracked_keys)
+        await asyncio.sleep(0.5)
+    active = 60 * 10  # keys with an admission inside the last 60 s window
+    assert most <= 2 * active + 10
+    assert layer.backend.tracked_keys <= 2 * active + 10
+
+
+async def test_a_key_keeps_its_quota_and_pause_while_others_are_swept() -> None:
+    """Sweeping never forgets state that still matters: a key at its quota stays at its quota,
+    and a paused key stays paused, while hundreds of idle keys around it are dropped."""
+    backend = lg.MemoryBackend()
+    quotas = (Quota(2, 60.0, False),)
+    for _ in range(2):
+        await backend.reserve("busy", quotas, 0)
+    backend.pause("paused", quotas, 300)
+    for i in range(500):  # each is idle a minute later; new keys trigger the sweeps
+        await backend.reserve(f"once{i}", quotas, 0)
+    await asyncio.sleep(61)
+    for i in range(500):
+        await backend.reserve(f"later{i}", quotas, 0)
+    assert backend.tracked_keys < 700
+    wait, ticket = await backend.reserve("busy", quotas, 0)
+    assert ticket is not None  # its two entries expired with the window: room again
+    assert (await backend.reserve("paused", quotas, 0))[1] is None
+    assert backend.headroom("paused", quotas)[2] > 200
+
+
+def test_window_idle_only_when_nothing_applies() -> None:
+    """Window.idle: entries inside the window, a pause or a live cap keep it; none of them left
+    means it equals a fresh window."""
+    window = Window((Quota(10, 60.0, False),))
+    assert window.idle(0.0)
+    window.add(0.0, 1)
+    assert not window.idle(59.0) and window.idle(60.0)
+    window.paused_until = 100.0
+    assert not window.idle(99.0) and window.idle(100.0)
+    window.cap(100.0, False, 3, 5.0)
+    assert not window.idle(104.0) and window.idle(105.0)
+
+
+async def test_reconcile_after_the_window_was_swept_is_harmless() -> None:
+    """A call that outlives a 1 s (rps) window may find its key swept when it settles: the
+    reconciliation and refund are no-ops instead of a KeyError."""
+    backend = lg.MemoryBackend()
+    quotas = (Quota(1, 1.0, False),)
+    _, ticket = await backend.reserve("slow", quotas, 5)
+    await asyncio.sleep(2)
+    for i in range(200):  # enough new keys to sweep the idle "slow" window
+        await backend.reserve(f"k{i}", quotas, 0)
+    assert backend.tracked_keys == 200  # the 200 new keys: "slow" was forgotten
+    backend.reconcile("slow", ticket, 7)
+    backend.refund("slow", ticket)
+    assert (await backend.reserve("slow", quotas, 0))[1] is not None
