@@ -64,16 +64,11 @@ def _default_key(index: int, item: Any) -> str:
     return f"{index}:{stable_digest(item, 'item')[:16]}"
 
 
-#: Most items in flight in one batch: each is a worker task created up front, so a typo such as
-#: concurrency=10**10 would otherwise exhaust memory instead of failing.
-MAX_CONCURRENCY = 100_000
-
-
 class _Run:
     __slots__ = (
         "fn", "concurrency", "ordered", "key", "store", "retry_failed", "limit", "source",
         "is_async", "lock", "admitted", "emitted", "ready", "space", "wake", "stopping",
-        "live", "failure", "ok", "failed", "bar", "signal",
+        "live", "failure", "ok", "failed", "bar", "signal", "workers",
     )
 
     def __init__(self, fn, items, concurrency, ordered, key, store, retry_failed, bar) -> None:
@@ -89,6 +84,14 @@ class _Run:
         self.stopping = False
         self.failure: BaseException | None = None
         self.signal: str | None = None
+        #: Worker tasks, started one at a time as items arrive (see ``spawn``).
+        self.workers: list[asyncio.Task[None]] = []
+
+    def spawn(self) -> None:
+        """Start one more worker. Workers are started as items come in, never more than there
+        are items: a huge ``concurrency`` costs nothing until the input can fill it."""
+        self.workers.append(asyncio.get_running_loop().create_task(self.work()))
+        self.live += 1
 
     async def _next(self) -> tuple[int, Any] | None:
         while self.admitted - self.emitted >= self.limit and not self.stopping:
@@ -119,6 +122,8 @@ class _Run:
         try:
             while (nxt := await self._next()) is not None:
                 index, item = nxt
+                if self.live < self.concurrency:  # this worker is busy: another takes the next
+                    self.spawn()
                 key = str(index) if self.key is None else self.key(index, item)
                 if store is not None and (done := self._restore(index, key, item)) is not None:
                     self._deliver(done)
@@ -226,8 +231,8 @@ async def batch_iter(
     bar = _progress_bar(progress, items)
     run = _Run(fn, items, concurrency, ordered, keyed, store, retry_failed, bar)
     loop = asyncio.get_running_loop()
-    workers = [loop.create_task(run.work()) for _ in range(concurrency)]
-    run.live = concurrency
+    run.spawn()
+    workers = run.workers  # grows as items arrive; everything below reads it when it acts
     if handle_signals:
         _install(loop, run, workers, grace)
     try:
@@ -334,8 +339,7 @@ def _validate(fn: Any, items: Any, concurrency: Any, grace: Any, key: Any, on_re
         raise TypeError(f"fn must be an async callable taking one item, got {fn!r}")
     if not isinstance(items, (Iterable, AsyncIterable)):
         raise TypeError(f"items must be an iterable or async iterable of items, got {items!r}")
-    number("concurrency", concurrency, integer=True, high=MAX_CONCURRENCY,
-           hint=" (each slot is a worker task: a limit of the provider belongs in the pipeline)")
+    number("concurrency", concurrency, integer=True)
     number("grace", grace, low_open=False, unit=" of seconds")
     for name, value in (("key", key), ("on_result", on_result)):
         callable_or_none(name, value)

@@ -20,7 +20,6 @@ from typing import Any
 
 import llmguard
 
-from ._batch import MAX_CONCURRENCY
 from ._cli_io import done_ids
 from ._cli_run import EXIT_CRASH, EXIT_USAGE, Settings, build_pipeline, run
 
@@ -118,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
                             "provider's window, so admission and the provider's clock never "
                             "disagree at the window's edge (default: 0.5)")
     limit = group.add_mutually_exclusive_group()
-    limit.add_argument("--concurrency", type=_number(int, maximum=MAX_CONCURRENCY), default=16,
+    limit.add_argument("--concurrency", type=_number(int), default=16,
                        help="calls in flight at once (default: 16)")
     limit.add_argument("--adaptive", action="store_true",
                        help="find the provider's concurrency limit from latency and errors")

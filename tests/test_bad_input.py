@@ -712,7 +712,6 @@ CLI_CASES = [
     ("concurrency-nan", ["--concurrency", "nan"], "--concurrency: expected an integer"),
     ("concurrency-abc", ["--concurrency", "abc"], "--concurrency: expected an integer"),
     ("concurrency-fraction", ["--concurrency", "2.5"], "--concurrency: expected an integer"),
-    ("concurrency-huge", ["--concurrency", "10000000000"], "--concurrency: must be at most"),
     ("rpm-zero", ["--rpm", "0"], "--rpm: must be > 0"),
     ("rpm-negative", ["--rpm", "-1"], "--rpm: must be > 0"),
     ("rpm-nan", ["--rpm", "nan"], "--rpm: expected an integer"),

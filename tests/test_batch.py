@@ -67,6 +67,23 @@ async def test_at_most_concurrency_in_flight_and_streamed_input() -> None:
     assert peak <= 8
 
 
+async def test_huge_concurrency_starts_no_more_workers_than_items() -> None:
+    """Workers start as items arrive: concurrency=10**10 over 10 items runs them all at once
+    with at most 11 tasks, instead of creating 10**10 tasks up front."""
+    started = len(asyncio.all_tasks())
+    peak = 0
+
+    async def fn(x: int) -> int:
+        nonlocal peak
+        peak = max(peak, len(asyncio.all_tasks()) - started)
+        await asyncio.sleep(1)
+        return x
+
+    outcomes = await lg.batch(fn, range(10), concurrency=10**10)
+    assert [o.value for o in outcomes] == list(range(10))
+    assert peak <= 11 and asyncio.get_running_loop().time() == pytest.approx(1, abs=0.01)
+
+
 async def test_reorder_buffer_is_bounded_by_a_slow_head() -> None:
     """A slow first item pauses admission after 4*concurrency items instead of buffering all."""
     started = 0
