@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
-from llmguard._ratelimit import DEFAULT_PAUSE, parse_duration
+from llmguard._ratelimit import DEFAULT_PAUSE, MemoryBackend, parse_duration
 from llmguard._window import SLACK, Quota, Window
 from llmguard.testing import FakeLLM
 from llmguard.testing._provider import RateLimited
@@ -186,6 +186,35 @@ async def test_429_pauses_all_admissions_until_retry_after(header, pause) -> Non
     await guarded("b")
     assert pause <= loop.time() - start < pause + 0.01
     assert at_baseline(layer)
+
+
+class CountingBackend(MemoryBackend):
+    """The in-memory backend, failing the call if the line re-checks without end."""
+
+    reserves = 0
+
+    async def reserve(self, key, quotas, tokens):
+        self.reserves += 1
+        assert self.reserves < 50, "the line re-checks a pause without the clock moving on"
+        return await super().reserve(key, quotas, tokens)
+
+
+async def test_pause_ending_between_clock_ticks_admits_after_it() -> None:
+    """Regression (found by test_chaos): a Retry-After whose end is a float sliver past a tick
+    of the loop clock (5.2 + 0.799559 = 5.9995590000000005 on a microsecond clock) waited 1e-16 s
+    and re-checked at the same clock reading forever, a busy loop. The wait now carries SLACK."""
+    await asyncio.sleep(5.2)
+    llm = FakeLLM([RateLimited("slow down", status_code=429, headers={"retry-after": "0.799559"})])
+    backend = CountingBackend()
+    layer = lg.RateLimit(rpm=100, backend=backend)
+    guarded = lg.guard(layer)(llm.send_message)
+    with pytest.raises(RateLimited):
+        await guarded("a")
+    assert await guarded("b") == "echo: b"
+    assert backend.reserves < 5 and at_baseline(layer)
+    window = Window((Quota(10, 60.0, False),))
+    window.paused_until = 5.2 + 0.799559
+    assert window.wait(5.999559, 1) >= SLACK
 
 
 async def test_observe_headers_tightens_but_never_loosens() -> None:
