@@ -364,3 +364,24 @@ async def test_rps_and_rpm_apply_together() -> None:
     await asyncio.gather(*(guarded(1) for _ in range(4)))
     times = [round(t) for t, *_ in rec.log]
     assert times == [0, 0, 1, 60]
+
+
+@pytest.mark.xfail(strict=True, reason="RateLimit counts a request when it admits it, not when "
+                   "an inner ConcurrencyLimit lets it reach the provider (found by test_chaos)")
+async def test_queueing_inside_the_limiter_keeps_provider_windows_within_the_quota() -> None:
+    """In the recommended order (RateLimit outside ConcurrencyLimit) a call admitted at t=0 may
+    wait for a slot and reach the provider at t=50; its quota entry still expires at t=60, so
+    calls admitted then reach the provider in the same 60 s as it: rpm=3 lets the provider see
+    five requests within (2, 62]."""
+    arrivals: list[float] = []
+
+    async def provider(latency: float) -> None:
+        arrivals.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(latency)
+
+    guarded = lg.guard(lg.RateLimit(rpm=3), lg.ConcurrencyLimit(1))(provider)
+    first = [asyncio.create_task(guarded(latency)) for latency in (50, 1, 1)]
+    await asyncio.sleep(60)
+    await asyncio.gather(*first, *(guarded(1) for _ in range(3)))
+    assert arrivals == [0, 50, 51, 60, 61, 62]
+    assert max(sum(t - 60 < s <= t for s in arrivals) for t in arrivals) <= 3
