@@ -22,16 +22,15 @@ from llmguard._tokens import estimate_tokens, extract_usage
 from llmguard.testing import Faults
 from test_cancellation import gauges
 
-import os
-CALLS = int(os.environ.get("CHAOS_CALLS", 10_000))
+CALLS = 10_000
 RPM = 900
-#: Below RPM times the average estimate (~44 tokens), above it times the average actual usage
-#: (~26): both quotas bind at times, and reconciliation hands tokens back.
+#: Below RPM times the average estimate (~41 tokens), above RPM times the average actual usage
+#: (~24): both quotas bind at times, and reconciliation hands tokens back.
 TPM = 30_000
 CONCURRENCY = 24
 ADAPTIVE_MAX = 48
-#: Mean seconds between arrivals: 16/s against RPM's 20/s; retries, fallbacks and 429 storms
-#: push the load over the quota at times, so the limiter's line grows and drains.
+#: Mean seconds between arrivals: 16/s against RPM's 15/s, plus retries and fallbacks: the
+#: limiter's line grows, Timeout(10) bounds the wait in it, 429 storms and outages drain it.
 ARRIVAL_GAP = 1 / 16
 #: The injected error mix. A 429 pauses every admission for its Retry-After, so random ones
 #: are rare (the storms bring them in force).
@@ -39,7 +38,7 @@ KINDS = {FailureKind.RATE_LIMITED: 1, FailureKind.OVERLOADED: 2, FailureKind.SER
          FailureKind.TIMEOUT: 1, FailureKind.CONNECTION: 2, FailureKind.CONTEXT_WINDOW: 0.5,
          FailureKind.CONTENT_POLICY: 0.5}
 CANCEL_RATE = 0.12
-#: (start, seconds) of provider outages: most calls fail as overloaded, the circuit opens.
+#: (start, seconds) of provider outages (85 % of calls fail): the circuit opens.
 OUTAGES = ((150.0, 20.0), (420.0, 30.0))
 OPEN_FOR = 5.0
 
