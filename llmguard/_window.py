@@ -93,6 +93,11 @@ class Window:
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted; 0.0 means now."""
         wait = self.paused_until - now
+        if wait > 0.0:
+            # Plus SLACK like every other wait: a pause ending a float sliver past a tick of the
+            # loop clock (5.2 + 0.799559 on a microsecond virtual clock) would otherwise ask for a
+            # 1e-16 s wait and be re-checked at the same clock reading forever (a busy loop).
+            wait += SLACK
         for track in self.tracks:
             track.expire(now)
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
