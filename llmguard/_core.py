@@ -55,6 +55,7 @@ class Call:
         "tokens",
         "usage",
         "notes",
+        "on_wait",
     )
 
     def __init__(
@@ -86,6 +87,9 @@ class Call:
         self.usage: Any = None
         #: Free-form annotations by layers (``{"cache": "hit", "retries": 2, ...}``), or None.
         self.notes: dict[str, Any] | None = None
+        #: Called by :meth:`waited` when an inner limiter let the call go after a wait: an outer
+        #: rate limit then counts the request from now, when the provider will see it.
+        self.on_wait: Callable[[], None] | None = None
 
     @property
     def model(self) -> str | None:
@@ -100,11 +104,14 @@ class Call:
         self.notes[key] = value
 
     def waited(self, seconds: float, by: str) -> None:
-        """Record time spent waiting for admission (metrics' admission-wait histogram)."""
+        """Record time spent waiting for admission (metrics' admission-wait histogram); a
+        limiter calls it as it lets the call go after waiting."""
         if self.notes is None:
             self.notes = {}
         self.notes["wait"] = self.notes.get("wait", 0.0) + seconds
         self.notes["delayed_by"] = by
+        if self.on_wait is not None:
+            self.on_wait()
 
     def __repr__(self) -> str:
         return (

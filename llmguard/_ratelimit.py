@@ -73,6 +73,11 @@ class RateLimitBackend(Protocol):
         """Remove the reservation entirely (the call never reached the provider)."""
         ...
 
+    def restamp(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Any) -> Any:
+        """The admitted request reaches the provider only now (it waited in an inner queue):
+        count it from now instead of from its admission. Returns the ticket to use from here."""
+        ...
+
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         """Admit nothing for ``key`` for ``seconds`` (never shortens an existing pause)."""
         ...
@@ -157,6 +162,13 @@ class MemoryBackend:
         if window is not None:
             window.adjust(_now(), ticket, 0, live=0)
 
+    def restamp(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Entry) -> Entry:
+        window = self._window(key, quotas)
+        now = _now()
+        tokens = ticket.tokens
+        window.adjust(now, ticket, 0, live=0)  # it stays in the log, counting nothing
+        return window.add(now, tokens)
+
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         window = self._window(key, quotas)
         until = _now() + seconds
@@ -227,6 +239,9 @@ class RateLimit:
       than the provider's window, which absorbs the gap between when llmguard admits a call and
       when the provider counts it (network latency, a busy event loop).
     * Waiting is FIFO per key: a large request is never overtaken by small ones.
+    * A call that then waits in an inner queue (a ConcurrencyLimit below) is counted from when
+      it leaves that queue, when the provider sees it, not from its admission: otherwise calls
+      released from the queue late share the provider's window with the next ones admitted.
     * A 429 from the provider (:func:`llmguard.classify` says ``RATE_LIMITED``) pauses every
       admission of that key until its Retry-After (``DEFAULT_PAUSE`` = 1 s when absent).
     * ``burst`` (a fraction in (0, 1]) also caps each quota over a proportionally shorter
@@ -337,8 +352,20 @@ class RateLimit:
         self._admitted += 1
         self._in_flight += 1
         self._reserved += tokens
+        outer = call.on_wait
+
+        def restamp() -> None:  # an inner limiter queued the call: the provider sees it now
+            nonlocal ticket
+            ticket = self.backend.restamp(key, self.quotas, ticket)
+            if outer is not None:
+                outer()
+
+        call.on_wait = restamp
         try:
-            result = await call_next(call)
+            try:
+                result = await call_next(call)
+            finally:
+                call.on_wait = outer
         except AdmissionError:
             self._finish(key, ticket, tokens, None)  # refused below us: never reached the provider
             raise

@@ -9,7 +9,7 @@ because Redis truncates Lua numbers to integers.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "CAP", "PAUSE", "RECONCILE", "RENEW", "RESERVE"]
+__all__ = ["ACQUIRE", "CAP", "PAUSE", "RECONCILE", "RENEW", "RESERVE", "RESTAMP"]
 
 _NOW = """
 local t = redis.call('TIME')
@@ -89,6 +89,14 @@ local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not at then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 if ARGV[2] ~= '' then redis.call('ZADD', KEYS[1], at, ARGV[2]) end
+return 1
+"""
+
+#: KEYS: log. ARGV: member, key lifetime (ms). The request reaches the provider only now: score
+#: it now (added back if its admission already left the window).
+RESTAMP = _NOW + """
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
