@@ -56,6 +56,7 @@ class Call:
         "usage",
         "notes",
         "on_wait",
+        "sent",
     )
 
     def __init__(
@@ -90,6 +91,9 @@ class Call:
         #: Called by :meth:`waited` when an inner limiter let the call go after a wait: an outer
         #: rate limit then counts the request from now, when the provider will see it.
         self.on_wait: Callable[[], None] | None = None
+        #: True once this attempt reached the provider (the innermost handler called it); a
+        #: Timeout resets it per attempt to tell local queueing from a slow provider.
+        self.sent = False
 
     @property
     def model(self) -> str | None:
@@ -128,6 +132,7 @@ async def invoke(call: Call) -> Any:
     as a :class:`~llmguard._stream.Stream` whose first chunk has been read, so failures before
     the first chunk happen inside the pipeline where Retry and Fallback can act.
     """
+    call.sent = True
     result = call.fn(*call.args, **call.kwargs)
     if not hasattr(type(result), "__anext__"):
         result = await result

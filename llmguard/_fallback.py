@@ -100,6 +100,7 @@ class Fallback:
 
     async def _try(self, alternate: Any, call: Call, call_next: Handler) -> Any:
         if not isinstance(alternate, dict):  # invoke: a streaming alternate starts its stream
+            call.sent = True  # an alternate client is a provider too (for an outer Timeout)
             return await invoke(Call(alternate, call.args, call.kwargs, call.name))
         saved = call.kwargs
         call.kwargs = {**saved, **alternate}

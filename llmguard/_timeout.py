@@ -14,7 +14,13 @@ from typing import Any
 
 from ._check import number
 from ._core import Call, Handler
-from ._errors import FirstChunkTimeout, StreamIdleTimeout, StreamTotalTimeout, TimeoutExceeded
+from ._errors import (
+    AdmissionTimeout,
+    FirstChunkTimeout,
+    StreamIdleTimeout,
+    StreamTotalTimeout,
+    TimeoutExceeded,
+)
 from ._stream import Stream
 
 __all__ = ["Timeout", "TimeoutStats"]
@@ -42,6 +48,10 @@ class Timeout:
     - ``idle``: at most this long between two chunks (:class:`llmguard.StreamIdleTimeout`).
     - ``total``: the whole attempt, stream included (a plain answer: TimeoutExceeded; a stream:
       :class:`llmguard.StreamTotalTimeout`).
+
+    An attempt whose limit ran out while it was still queued in an inner limiter (it never
+    reached the provider) raises :class:`llmguard.AdmissionTimeout` instead: local congestion is
+    not a slow provider, so CircuitBreaker does not count it and Retry does not retry it.
 
     Every error is a ``TimeoutError`` naming its limit; Retry treats it as a TIMEOUT failure
     (only before the first chunk: after it, the error reaches the consumer unchanged). A
@@ -88,6 +98,7 @@ class Timeout:
                 seconds=self.seconds,
             )
         scope = asyncio.timeout(limit)
+        call.sent = False
         try:
             async with scope:
                 result = await call_next(call)
@@ -95,6 +106,13 @@ class Timeout:
             if not scope.expired():  # the client's own TimeoutError: not ours to rename
                 raise
             self._timed_out += 1
+            if not call.sent:  # local congestion, not a slow provider: breakers must not count it
+                raise AdmissionTimeout(
+                    f"attempt {call.attempt} of {call.name or 'the call'} spent its {limit:g} s "
+                    f"({self._setting(because)}) queued for admission (a rate limit or "
+                    "concurrency slot) and never reached the provider; lower the load, raise "
+                    "the limits or the timeout"
+                ) from exc
             what = "the first chunk of" if error is FirstChunkTimeout else "attempt"
             raise error(
                 f"{what} {call.attempt} of {call.name or 'the call'} took longer than "

@@ -51,6 +51,25 @@ async def test_timeout_is_per_attempt_and_honours_the_retry_deadline() -> None:
     assert loop.time() - start <= 12.01
 
 
+async def test_time_spent_queued_locally_is_an_admission_timeout_the_breaker_ignores() -> None:
+    """A Timeout that runs out while the attempt still waits for a concurrency slot raises
+    AdmissionTimeout (local congestion, which CircuitBreaker does not count and Retry does not
+    retry); one that runs out at the provider stays a TimeoutExceeded, which opens it."""
+    breaker = lg.CircuitBreaker(min_calls=1, failure_ratio=0.5)
+    limit = lg.ConcurrencyLimit(1)
+    llm = FakeLLM(latency=10)
+    hog = asyncio.create_task(lg.guard(limit)(llm.send_message)("holds the slot for 10 s"))
+    guarded = lg.guard(breaker, Timeout(5), limit)(llm.send_message)
+    await asyncio.sleep(0.5)
+    with pytest.raises(lg.AdmissionTimeout, match="never reached the provider"):
+        await guarded("queued")
+    assert llm.call_count == 1 and breaker.statistics().state == "closed"
+    await hog
+    with pytest.raises(lg.TimeoutExceeded):
+        await guarded("slow at the provider")
+    assert breaker.statistics().state == "open"
+
+
 # --- Fallback ----------------------------------------------------------------------------------
 
 
