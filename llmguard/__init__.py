@@ -46,7 +46,9 @@ if _TYPE_CHECKING:
     from ._metrics import Metrics
     from ._pool import AgentPool, MemberStats, PoolStats
     from ._prometheus import MetricsServer, serve_metrics
-    from ._ratelimit import MemoryBackend, Quota, RateLimit, RateLimitBackend, RateLimitStats
+    from ._ratebackend import MemoryBackend, RateLimitBackend
+    from ._ratelimit import RateLimit, RateLimitStats
+    from ._window import Quota
     from ._retry import Retry, RetryBudget, RetryStats
     from ._timeout import Timeout, TimeoutStats
 
@@ -73,7 +75,7 @@ _LAZY = {
     "JobManager": "._jobs",
     "JobStatus": "._jobs",
     "LimitAlgorithm": "._adaptive",
-    "MemoryBackend": "._ratelimit",
+    "MemoryBackend": "._ratebackend",
     "MemoryStore": "._cachestore",
     "Metrics": "._metrics",
     "MetricsServer": "._prometheus",
@@ -81,9 +83,9 @@ _LAZY = {
     "MetricsStats": "._latency",
     "Outcome": "._batch",
     "PoolStats": "._pool",
-    "Quota": "._ratelimit",
+    "Quota": "._window",
     "RateLimit": "._ratelimit",
-    "RateLimitBackend": "._ratelimit",
+    "RateLimitBackend": "._ratebackend",
     "RateLimitStats": "._ratelimit",
     "Retry": "._retry",
     "RetryBudget": "._retry",

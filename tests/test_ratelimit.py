@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
-from llmguard._ratelimit import DEFAULT_PAUSE, MemoryBackend, parse_duration
+from llmguard._ratebackend import MemoryBackend
+from llmguard._ratelimit import DEFAULT_PAUSE, parse_duration
 from llmguard._window import SLACK, Quota, Window
 from llmguard.testing import FakeLLM
 from llmguard.testing._provider import RateLimited

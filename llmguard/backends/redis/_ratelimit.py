@@ -7,7 +7,7 @@ import math
 from collections.abc import Hashable
 from typing import Any
 
-from ..._ratelimit import MemoryBackend
+from ..._ratebackend import MemoryBackend
 from ..._window import SLACK, Entry, Quota
 from . import _scripts
 from ._client import Connection
