@@ -122,7 +122,7 @@ class MemoryBackend:
         window = self._windows.get(key)
         if window is None:
             if len(self._windows) >= self._sweep_at:
-                # An idle window is exactly what a fresh one would be: dropping it changes no answer.
+                # An idle window is exactly what a fresh one would be: dropping it changes nothing.
                 now = _now()
                 self._sweep_at = sweep(self._windows, lambda window: window.idle(now))
             window = self._windows[key] = Window(quotas)

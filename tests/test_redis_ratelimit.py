@@ -191,7 +191,8 @@ async def test_swept_keys_keep_their_quota_pause_and_provider_caps(redis_url, re
     key paused or capped by another process stays paused or capped (in admissions and in the
     headroom statistics report), and a key whose entry was dropped is written to the same Redis
     keys (a pause set after the sweep holds)."""
-    a, b = RedisBackend(redis_url, prefix=redis_prefix), RedisBackend(redis_url, prefix=redis_prefix)
+    a = RedisBackend(redis_url, prefix=redis_prefix)
+    b = RedisBackend(redis_url, prefix=redis_prefix)  # another process
     long = (Quota(2, 30.0, False),)
     for _ in range(2):
         assert (await a.reserve("busy", long, 0))[1] is not None

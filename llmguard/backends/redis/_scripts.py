@@ -84,8 +84,8 @@ redis.call('PEXPIRE', log, math.ceil(horizon * 1000) + 1000)
 if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end
 if capped.t then redis.call('HINCRBY', state, 'cap_t', -need) end
 -- headroom after this admission, like the in-memory backend's
-return {1, '0', tostring(math.max(fr - 1, 0)), tostring(math.max(ft - need, 0)), tostring(pause_left),
-        tostring(cap_left)}
+return {1, '0', tostring(math.max(fr - 1, 0)), tostring(math.max(ft - need, 0)),
+        tostring(pause_left), tostring(cap_left)}
 """
 
 #: KEYS: log. ARGV: old member, new member. Keeps the admission time; no-op once expired.
