@@ -129,6 +129,7 @@ class ConcurrencyLimiter:
             else:
                 future.cancel()
                 self._unwait(priority)
+                self._forget(priority, partition, future)
             if isinstance(exc, TimeoutError):
                 self._timed_out += 1
                 raise AdmissionTimeout(
@@ -153,6 +154,24 @@ class ConcurrencyLimiter:
             self._waiting_by_priority[priority] = left
         else:
             del self._waiting_by_priority[priority]
+
+    def _forget(self, priority: int, partition: Hashable, future: asyncio.Future[None]) -> None:
+        """Take a waiter that gave up out of its queue now. Left for ``_grant`` to skip, the
+        queues of partitions nobody waits in any more piled up whenever no permit was handed on
+        meanwhile (one per timed-out tenant, forever). Waiters give up near the front of their
+        queue (timeouts in FIFO order), which is where ``remove`` starts looking."""
+        partitions = self._classes.get(priority)
+        queue = None if partitions is None else partitions.get(partition)
+        if queue is None:
+            return
+        try:
+            queue.remove(future)
+        except ValueError:  # already popped by _grant (it skips cancelled waiters)
+            return
+        if not queue:
+            del partitions[partition]
+            if not partitions:
+                del self._classes[priority]
 
     def _grant(self) -> None:
         classes = self._classes

@@ -11,6 +11,7 @@ import time
 from collections.abc import Hashable
 from typing import Any, Protocol
 
+from ._sweep import SWEEP_AT, sweep
 from ._window import Entry, Quota, Window
 
 __all__ = ["MemoryBackend", "RateLimitBackend"]
@@ -74,10 +75,6 @@ def _now() -> float:
         return time.monotonic()
 
 
-#: Fewest keys before the in-memory backend looks for idle ones to forget.
-SWEEP_AT = 64
-
-
 class MemoryBackend:
     """The default backend: one sliding-window log per key in this process, loop time.
 
@@ -103,16 +100,11 @@ class MemoryBackend:
         window = self._windows.get(key)
         if window is None:
             if len(self._windows) >= self._sweep_at:
-                self._sweep(_now())
+                # An idle window is exactly what a fresh one would be: dropping it changes nothing.
+                now = _now()
+                self._sweep_at = sweep(self._windows, lambda window: window.idle(now))
             window = self._windows[key] = Window(quotas)
         return window
-
-    def _sweep(self, now: float) -> None:
-        # An idle window is exactly what a fresh one would be, so dropping it changes no answer.
-        windows = self._windows
-        for key in [key for key, window in windows.items() if window.idle(now)]:
-            del windows[key]
-        self._sweep_at = max(SWEEP_AT, 2 * len(windows))
 
     async def reserve(
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: int

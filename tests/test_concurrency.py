@@ -160,6 +160,30 @@ async def test_cancelled_while_waiting_leaks_nothing() -> None:
     assert baseline(limiter) == (0, 0, {})
 
 
+async def test_waiters_that_give_up_leave_no_queue_behind() -> None:
+    """Thousands of waiters, each of its own partition (tenant), time out or are cancelled
+    while the slot is held and nobody else waits: no queue per partition is kept for them, and
+    the next waiters are served in order as before."""
+    limiter = ConcurrencyLimiter(1, max_wait=1.0)
+    await limiter.acquire()
+    for i in range(2000):
+        if i % 2:
+            with pytest.raises(lg.AdmissionTimeout):
+                await limiter.acquire(priority=i % 3, partition=f"tenant{i}")
+        else:
+            waiter = asyncio.create_task(limiter.acquire(partition=f"tenant{i}"))
+            await asyncio.sleep(0)
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+    assert limiter._classes == {} and baseline(limiter) == (1, 0, {})
+    order: list = []
+    tasks = [asyncio.create_task(hold(limiter, order, name, 0.1, partition=name)) for name in "ab"]
+    await asyncio.sleep(0)
+    limiter.release()
+    await asyncio.gather(*tasks)
+    assert order == ["a", "b"] and baseline(limiter) == (0, 0, {})
+
+
 async def test_cancelled_after_grant_passes_the_permit_on() -> None:
     """A waiter granted a permit but cancelled before resuming gives it to the next waiter."""
     limiter = ConcurrencyLimiter(1)

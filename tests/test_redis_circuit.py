@@ -40,3 +40,26 @@ async def test_one_process_opening_the_circuit_opens_it_for_the_other(redis_url,
     assert 0 < b.statistics().retry_after <= 1.0
     for backend in backends:
         await backend.aclose()
+
+
+async def test_a_dropped_breaker_stops_polling(redis_url, redis_prefix):
+    """Breakers created per model or tenant and then dropped do not pile up: each one's poller
+    ends once its owner lets go of it, while a breaker still in use keeps following."""
+    import gc
+
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+
+    async def up():
+        return "ok"
+
+    kept = lg.CircuitBreaker(open_for=0.2, name="kept", backend=backend)
+    assert await lg.guard(kept)(up)() == "ok"
+    for i in range(50):
+        breaker = lg.CircuitBreaker(open_for=0.2, name=f"tenant{i}", backend=backend)
+        assert await lg.guard(breaker)(up)() == "ok"  # starts its poller
+    assert len(backend.connection.loops) == 51
+    del breaker
+    gc.collect()
+    await asyncio.sleep(0.12)  # two polls (every 0.05 s)
+    assert len(backend.connection.loops) == 1
+    await backend.aclose()

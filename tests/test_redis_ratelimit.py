@@ -46,6 +46,21 @@ async def test_two_backends_share_one_quota(redis_url, redis_prefix):
     await b.aclose()
 
 
+async def test_restamp_counts_a_request_from_when_it_reached_the_provider(redis_url, redis_prefix):
+    """A request admitted at 0 that reached the provider only at 0.3 s (it queued below the
+    rate limit) is restamped: at 0.45 s it still counts in a 0.4 s window, so only one more fits."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    quotas = (Quota(2, 0.4, False),)
+    _, first = await backend.reserve(None, quotas, 0)
+    await asyncio.sleep(0.3)
+    assert backend.restamp(None, quotas, first) == first
+    await asyncio.sleep(0.15)
+    assert (await backend.reserve(None, quotas, 0))[1] is not None
+    wait, ticket = await backend.reserve(None, quotas, 0)
+    assert ticket is None and 0.1 < wait <= 0.26
+    await backend.aclose()
+
+
 async def test_reconcile_and_refund_give_tokens_back(redis_url, redis_prefix):
     """A reservation reconciled down frees the difference; a refund frees it all (also the
     request); both are applied in the background and visible to the next reservation."""
@@ -155,3 +170,82 @@ def test_construction_errors_name_the_argument():
         RedisBackend("localhost")
     with pytest.raises(ValueError, match="prefix"):
         RedisBackend(prefix="")
+
+
+# --- bounded memory ---------------------------------------------------------------------------
+
+SHORT = (Quota(5, 0.1, False),)
+
+
+async def test_per_key_state_stays_bounded_with_thousands_of_keys(redis_url, redis_prefix):
+    """3,000 keys pass through (100 new ones every 25 ms against a 0.1 s window): the backend
+    caches state for at most about twice the keys active in the last window, never one entry
+    per key ever seen, and every key's first call is still admitted."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    loop = asyncio.get_running_loop()
+    started: list[float] = []  # when each batch went out
+    most = peak = 0
+    for batch in range(30):
+        started.append(loop.time())
+        results = await asyncio.gather(
+            *(backend.reserve(f"user{batch}.{i}", SHORT, 0) for i in range(100)))
+        assert all(ticket is not None for _, ticket in results)
+        most = max(most, backend.tracked_keys)
+        # Keys whose reservation can still be inside the window (generously: since the batch
+        # before the window's start, replies arrive after their batch went out).
+        horizon = loop.time() - 0.1
+        peak = max(peak, 100 * sum(1 for t in started if t >= horizon - 0.05))
+        await asyncio.sleep(0.025)
+    assert most <= 2 * peak + 1 and most < 1_000
+    assert backend._local.tracked_keys == 0  # the outage fallback saw nothing
+    await backend.aclose()
+
+
+async def test_swept_keys_keep_their_quota_pause_and_provider_caps(redis_url, redis_prefix):
+    """Sweeping forgets only what is stale or can be rebuilt: a key at its quota stays at it, a
+    key paused or capped by another process stays paused or capped (in admissions and in the
+    headroom statistics report), and a key whose entry was dropped is written to the same Redis
+    keys (a pause set after the sweep holds)."""
+    a = RedisBackend(redis_url, prefix=redis_prefix)
+    b = RedisBackend(redis_url, prefix=redis_prefix)  # another process
+    long = (Quota(2, 30.0, False),)
+    for _ in range(2):
+        assert (await a.reserve("busy", long, 0))[1] is not None
+    b.pause("paused", SHORT, 30.0)
+    b.cap(None, SHORT, False, 1, 30.0)  # the provider says: 1 request left for 30 s
+    await b.aclose()
+    assert (await a.reserve("paused", SHORT, 0))[1] is None
+    assert (await a.reserve(None, SHORT, 0))[1] is not None  # takes the last capped request
+    assert a.headroom(None, SHORT)[0] == 0
+    for i in range(300):
+        await a.reserve(f"once{i}", SHORT, 0)
+    await asyncio.sleep(0.15)  # every "once" key is stale now
+    for i in range(300):  # new keys trigger sweeps
+        await a.reserve(f"later{i}", SHORT, 0)
+    assert a.tracked_keys < 450
+    # Read before any new reservation of these keys: what was learnt then still applies.
+    assert a.headroom(None, SHORT)[0] == 0  # the cap, not the quota's 5
+    assert a.headroom("paused", SHORT)[2] > 25
+    assert "once0" not in a._seen  # dropped...
+    a.pause("once0", SHORT, 30.0)  # ...yet its key names are rebuilt
+    await a.connection.aclose()  # waits for the background write
+    assert (await a.reserve("once0", SHORT, 0))[1] is None
+    wait, ticket = await a.reserve("busy", long, 0)
+    assert ticket is None and wait > 25
+    wait, ticket = await a.reserve("paused", SHORT, 0)
+    assert ticket is None and wait > 25
+    wait, ticket = await a.reserve(None, SHORT, 0)
+    assert ticket is None and wait > 25
+    await a.aclose()
+
+
+async def test_headroom_reverts_to_the_full_quota_once_stale(redis_url, redis_prefix):
+    """The headroom reported after a key's last reservation holds while that reservation is in
+    the window; afterwards (nothing admitted since) it is the full quota, not the old figure."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    for _ in range(5):
+        await backend.reserve("k", SHORT, 0)
+    assert backend.headroom("k", SHORT) == (0, 0, 0.0)
+    await asyncio.sleep(0.12)
+    assert backend.headroom("k", SHORT) == (5, 0, 0.0)
+    await backend.aclose()

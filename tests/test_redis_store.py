@@ -74,6 +74,33 @@ async def test_single_flight_across_processes(redis_url, redis_prefix, backend):
     await other.aclose()
 
 
+async def test_failed_fills_leave_a_bounded_lock_record(backend):
+    """Each miss takes a fill lock that a failing call never releases (nothing is stored): with
+    1,000 distinct prompts failing, this process keeps a record only of the locks not lapsed
+    yet, and a key whose lock lapsed is filled by the next call as usual."""
+    store = RedisStore(backend, lock_ttl=0.005)
+    cache = lg.Cache(ttl=60, store=store)
+    fail = True
+
+    @lg.guard(cache)
+    async def ask(prompt: int) -> str:
+        if fail:
+            raise ConnectionError("provider down")
+        return f"answer {prompt}"
+
+    most = 0
+    for prompt in range(1000):
+        with pytest.raises(ConnectionError):
+            await ask(prompt)
+        most = max(most, len(store._locks))
+    assert most < 300  # about twice the locks taken in the last 5 ms
+    await asyncio.sleep(0.01)  # the last locks lapse
+    fail = False
+    assert await ask(0) == "answer 0"  # its old lock lapsed: this call leads and stores
+    assert store.statistics().size == 1 and await ask(0) == "answer 0"
+    assert store.statistics().hits == 1
+
+
 async def test_clear_removes_only_its_namespace(backend):
     """clear() deletes this namespace's entries and leaves another namespace's alone."""
     mine, theirs = RedisStore(backend, namespace="a", lock_ttl=0), RedisStore(

@@ -5,12 +5,15 @@ local: no Redis round trip per call). What is shared is the verdict: when a proc
 circuit it writes ``<prefix>:circuit:{name}`` with a TTL of ``open_for`` (server clock), and a
 background task per state polls that key; a closed process that finds it opens too, for the
 time left. Probes stay per process (each probes once its own open period ends), so a recovering
-provider sees at most ``half_open_calls`` probes per process.
+provider sees at most ``half_open_calls`` probes per process. The poller holds the state only
+weakly, so a breaker its owner drops (one per model or tenant, say) stops polling and is freed
+instead of piling up tasks until ``aclose()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from ..._circuit import CircuitState, State
@@ -22,7 +25,7 @@ __all__ = ["RedisCircuitState"]
 class RedisCircuitState(CircuitState):
     """A :class:`CircuitState` whose openings are shared through Redis (see the module doc)."""
 
-    __slots__ = ("connection", "key", "poll", "_poller")
+    __slots__ = ("connection", "key", "poll", "_poller", "__weakref__")
 
     def __init__(self, connection: Connection, name: str, **params: Any) -> None:
         super().__init__(**params)
@@ -34,8 +37,11 @@ class RedisCircuitState(CircuitState):
 
     def allow(self, now: float) -> bool:
         if self._poller is None:  # first call, inside the loop: start following the others
-            self._poller = asyncio.get_running_loop().create_task(self._follow())
-            self.connection.loops.add(self._poller)
+            loops = self.connection.loops
+            poller = self._poller = asyncio.get_running_loop().create_task(
+                _follow(weakref.ref(self), self.poll))
+            loops.add(poller)
+            poller.add_done_callback(loops.discard)
         return super().allow(now)
 
     def _open(self, now: float) -> None:
@@ -47,18 +53,30 @@ class RedisCircuitState(CircuitState):
         ms = max(1, int(self.open_for * 1000))
         await self.connection.run(lambda: redis.set(self.key, "open", px=ms), "opening the circuit")
 
-    async def _follow(self) -> None:
-        connection, loop = self.connection, asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.poll)
-            if self.state is not State.CLOSED or (connection.on_error == "local" and
-                                                  connection.down()):
-                continue
-            try:
-                left = await connection.run(lambda: connection.redis.pttl(self.key),
-                                            "reading the shared circuit")
-            except Exception:  # on_error="fail": a closed circuit stays local, never crashes
-                continue
-            if left is not None and left > 0 and self.state is State.CLOSED:
-                # Open for the time the opener has left, without re-publishing it.
-                CircuitState._open(self, loop.time() - self.open_for + left / 1000)
+    async def _check(self) -> None:
+        """Open if closed here and another process has opened the shared circuit."""
+        connection = self.connection
+        if self.state is not State.CLOSED or (connection.on_error == "local" and
+                                              connection.down()):
+            return
+        try:
+            left = await connection.run(lambda: connection.redis.pttl(self.key),
+                                        "reading the shared circuit")
+        except Exception:  # on_error="fail": a closed circuit stays local, never crashes
+            return
+        if left is not None and left > 0 and self.state is State.CLOSED:
+            # Open for the time the opener has left, without re-publishing it.
+            now = asyncio.get_running_loop().time()
+            CircuitState._open(self, now - self.open_for + left / 1000)
+
+
+async def _follow(ref: weakref.ref[RedisCircuitState], poll: float) -> None:
+    """Check the shared verdict every ``poll`` seconds while the state is alive (held strongly
+    only during a check)."""
+    while True:
+        await asyncio.sleep(poll)
+        state = ref()
+        if state is None:
+            return
+        await state._check()
+        del state

@@ -7,12 +7,27 @@ import math
 from collections.abc import Hashable
 from typing import Any
 
-from ..._ratebackend import MemoryBackend
+from ..._ratebackend import MemoryBackend, _now
+from ..._sweep import SWEEP_AT, sweep
 from ..._window import SLACK, Entry, Quota
 from . import _scripts
 from ._client import Connection
 
 __all__ = ["RedisBackend"]
+
+
+class _Seen:
+    """What this process learnt about one key at its last reservation: the Redis key names
+    (rebuilt from prefix and key when dropped) and the headroom for ``statistics()``, which
+    holds until ``stale_at`` (loop time): the longest window, the pause and any provider cap
+    have all run out by then, and a missing entry means the same (this process's own view)."""
+
+    __slots__ = ("names", "requests", "tokens", "paused_until", "stale_at")
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.requests = self.tokens = 0
+        self.paused_until = self.stale_at = 0.0
 
 
 class RedisBackend:
@@ -34,9 +49,13 @@ class RedisBackend:
     The same object builds the other shared pieces: :class:`RedisConcurrencyLimiter` and
     :class:`RedisStore` take it as their first argument, and ``CircuitBreaker(name=...,
     backend=backend)`` shares circuit openings. ``await backend.aclose()`` at shutdown.
+
+    Memory in this process stays bounded with a key per user or tenant: what it caches per key
+    is forgotten once stale (swept whenever the number of keys has doubled, like
+    :class:`llmguard.MemoryBackend`), and every key it writes in Redis expires.
     """
 
-    __slots__ = ("connection", "_local", "_seq", "_keys", "_args", "_headroom")
+    __slots__ = ("connection", "_local", "_seq", "_args", "_seen", "_sweep_at")
 
     def __init__(
         self,
@@ -51,18 +70,23 @@ class RedisBackend:
         #: Used while Redis is unavailable with on_error="local"; also mirrors pauses and caps.
         self._local = MemoryBackend()
         self._seq = 0
-        self._keys: dict[Hashable, list[str]] = {}
+        # One entry per quota tuple, i.e. per RateLimit layer: bounded by the code, not the keys.
         self._args: dict[tuple[Quota, ...], list[Any]] = {}
-        #: key -> (requests, tokens, pause end in loop time) from the last reservation.
-        self._headroom: dict[Hashable, tuple[int, int, float]] = {}
+        self._seen: dict[Hashable, _Seen] = {}
+        self._sweep_at = SWEEP_AT
+
+    @property
+    def tracked_keys(self) -> int:
+        """Keys with cached state in this process now (stale ones not swept yet included)."""
+        return len(self._seen)
 
     def _key(self, key: Hashable) -> list[str]:
-        names = self._keys.get(key)
-        if names is None:
-            # {hash tag}: the log and the state land in one slot on Redis Cluster.
-            tag = f"{self.connection.prefix}:rl:{{{'' if key is None else key}}}"
-            names = self._keys[key] = [f"{tag}:log", f"{tag}:state"]
-        return names
+        seen = self._seen.get(key)
+        if seen is not None:
+            return seen.names
+        # {hash tag}: the log and the state land in one slot on Redis Cluster.
+        tag = f"{self.connection.prefix}:rl:{{{'' if key is None else key}}}"
+        return [f"{tag}:log", f"{tag}:state"]
 
     def _quota_args(self, quotas: tuple[Quota, ...]) -> list[Any]:
         args = self._args.get(quotas)
@@ -87,12 +111,23 @@ class RedisBackend:
         )
         if result is None:  # on_error="local": this process's own limits for now
             return await self._local.reserve(key, quotas, tokens)
-        admitted, wait, requests, free_tokens, paused = result
-        now = asyncio.get_running_loop().time()
-        self._headroom[key] = (int(float(requests)), int(float(free_tokens)), now + float(paused))
+        admitted, wait, requests, free_tokens, paused, capped = result
+        self._remember(key, quotas, int(float(requests)), int(float(free_tokens)),
+                       float(paused), float(capped))
         if admitted == 1:
             return 0.0, f"{member}:{tokens}"
         return float(wait), None
+
+    def _remember(self, key: Hashable, quotas: tuple[Quota, ...], requests: int, tokens: int,
+                  paused: float, capped: float) -> None:
+        now = asyncio.get_running_loop().time()
+        seen = self._seen.get(key)
+        if seen is None:
+            if len(self._seen) >= self._sweep_at:
+                self._sweep_at = sweep(self._seen, lambda seen: seen.stale_at <= now)
+            seen = self._seen[key] = _Seen(self._key(key))
+        seen.requests, seen.tokens, seen.paused_until = requests, tokens, now + paused
+        seen.stale_at = now + max(self._quota_args(quotas)[0], paused, capped)
 
     def reconcile(self, key: Hashable, ticket: Any, tokens: int) -> None:
         if isinstance(ticket, Entry):  # admitted locally during an outage
@@ -136,15 +171,13 @@ class RedisBackend:
         ))
 
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
-        """As of this process's last reservation for ``key`` (reading Redis here would block)."""
-        last = self._headroom.get(key)
-        if last is None:
+        """As of this process's last reservation for ``key`` (reading Redis here would block);
+        once that is stale, or before any, this process's own view (its pauses and caps)."""
+        seen = self._seen.get(key)
+        now = _now()
+        if seen is None or seen.stale_at <= now:
             return self._local.headroom(key, quotas)
-        try:
-            now = asyncio.get_running_loop().time()
-        except RuntimeError:
-            return last[0], last[1], 0.0
-        return last[0], last[1], max(0.0, last[2] - now)
+        return seen.requests, seen.tokens, max(0.0, seen.paused_until - now)
 
     def circuit_state(self, name: str, **params: Any) -> Any:
         """The shared state behind ``CircuitBreaker(name=..., backend=self)``."""

@@ -18,7 +18,8 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 
 #: KEYS: log (ZSET member "ticket:tokens" scored by admission time), state (HASH: pause, caps).
 #: ARGV: member prefix, tokens, horizon (longest window), slack, then limit/window/is_tokens
-#: triples. Returns {admitted, wait, requests available, tokens available, pause left}.
+#: triples. Returns {admitted, wait, requests available, tokens available, pause left, seconds
+#: until the last provider cap ends} (the caller's cached headroom holds until then at least).
 RESERVE = _NOW + """
 local log, state = KEYS[1], KEYS[2]
 local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -63,24 +64,28 @@ for i = 5, #ARGV, 3 do
     else wait = math.max(wait, window) end
   end
 end
-local capped = {}
+local capped, cap_left = {}, 0
 for key, name in pairs({[0] = 'r', [1] = 't'}) do
   local until_ = tonumber(redis.call('HGET', state, 'until_' .. name) or '0')
   if until_ > now then
     capped[name] = true
+    cap_left = math.max(cap_left, until_ - now)
     local remaining = tonumber(redis.call('HGET', state, 'cap_' .. name))
     if remaining < (key == 1 and need or 1) then wait = math.max(wait, until_ - now + slack) end
     if free[key] == nil or remaining < free[key] then free[key] = remaining end
   end
 end
 local fr, ft = math.max(free[0] or 0, 0), math.max(free[1] or 0, 0)
-if wait > 0 then return {0, tostring(wait), tostring(fr), tostring(ft), tostring(pause_left)} end
+if wait > 0 then
+  return {0, tostring(wait), tostring(fr), tostring(ft), tostring(pause_left), tostring(cap_left)}
+end
 redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
 redis.call('PEXPIRE', log, math.ceil(horizon * 1000) + 1000)
 if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end
 if capped.t then redis.call('HINCRBY', state, 'cap_t', -need) end
 -- headroom after this admission, like the in-memory backend's
-return {1, '0', tostring(math.max(fr - 1, 0)), tostring(math.max(ft - need, 0)), tostring(pause_left)}
+return {1, '0', tostring(math.max(fr - 1, 0)), tostring(math.max(ft - need, 0)),
+        tostring(pause_left), tostring(cap_left)}
 """
 
 #: KEYS: log. ARGV: old member, new member. Keeps the admission time; no-op once expired.

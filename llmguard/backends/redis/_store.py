@@ -12,6 +12,7 @@ from typing import Any
 
 from ..._cachestore import MISSING
 from ..._check import number, text
+from ..._sweep import SWEEP_AT, sweep
 from ._client import Connection
 from ._concurrency import backoff
 from ._ratelimit import RedisBackend
@@ -77,11 +78,13 @@ class RedisStore:
     * Single-flight across processes: on a miss, one process takes a short lock
       (``SET NX PX lock_ttl``) and calls the provider; the others poll for its value for up to
       ``lock_ttl`` seconds instead of calling the provider too. If the filler fails or dies, the
-      lock lapses and the next process fills (a duplicate call, never a hang).
+      lock lapses and the next process fills (a duplicate call, never a hang). This process
+      forgets a lock that lapsed unreleased (a failed fill stores nothing), so its record of
+      held locks stays bounded however many distinct calls fail.
     """
 
     __slots__ = ("connection", "namespace", "max_bytes", "lock_ttl", "_codec", "_prefix",
-                 "_locks", "_size", "_hits", "_misses", "_coalesced", "_too_large")
+                 "_locks", "_sweep_at", "_size", "_hits", "_misses", "_coalesced", "_too_large")
 
     def __init__(
         self,
@@ -104,7 +107,9 @@ class RedisStore:
         self.lock_ttl = float(lock_ttl)
         self._codec = _Codec(serializer)
         self._prefix = f"{self.connection.prefix}:cache:{namespace}:"
-        self._locks: dict[str, str] = {}  # key -> our lock token while this process fills it
+        # key -> (our lock token, loop time it lapses) while this process fills the key.
+        self._locks: dict[str, tuple[str, float]] = {}
+        self._sweep_at = SWEEP_AT
         self._size = self._hits = self._misses = self._coalesced = self._too_large = 0
 
     async def _get(self, key: str) -> bytes | None:
@@ -113,13 +118,27 @@ class RedisStore:
 
     async def get(self, key: str) -> Any:
         raw = await self._get(key)
-        if raw is None and self.lock_ttl and key not in self._locks:
+        if raw is None and self.lock_ttl and not self._filling(key):
             raw = await self._wait_or_lead(key)
         if raw is None:
             self._misses += 1
             return MISSING
         self._hits += 1
         return self._codec.loads(raw)
+
+    def _filling(self, key: str) -> bool:
+        """True while this process holds the key's fill lock (not lapsed)."""
+        held = self._locks.get(key)
+        return held is not None and held[1] > asyncio.get_running_loop().time()
+
+    def _hold(self, key: str, token: str, lapses: float) -> None:
+        # A fill that failed never calls set(), so its lock is never released here: forget the
+        # lapsed ones (Redis has already expired them) once the record has doubled.
+        locks = self._locks
+        if key not in locks and len(locks) >= self._sweep_at:
+            now = asyncio.get_running_loop().time()
+            self._sweep_at = sweep(locks, lambda held: held[1] <= now)
+        locks[key] = (token, lapses)
 
     async def _wait_or_lead(self, key: str) -> bytes | None:
         """Take the fill lock (return None: we call the provider) or wait for the filler."""
@@ -134,7 +153,7 @@ class RedisStore:
                 "taking the cache fill lock",
             )
             if taken:
-                self._locks[key] = token
+                self._hold(key, token, loop.time() + self.lock_ttl)
                 return None
             if taken is None and self.connection.down():
                 return None
@@ -166,10 +185,10 @@ class RedisStore:
             self._unlock(key)
 
     def _unlock(self, key: str) -> None:
-        token = self._locks.pop(key, None)
-        if token is not None:
+        held = self._locks.pop(key, None)
+        if held is not None:
             self.connection.spawn(self.connection.write(
-                _UNLOCK, [f"{self._prefix}{key}:lock"], [token], "releasing the cache fill lock",
+                _UNLOCK, [f"{self._prefix}{key}:lock"], [held[0]], "releasing the cache fill lock",
             ))
 
     async def delete(self, key: str) -> None:
