@@ -53,4 +53,6 @@ async def test_every_key_written_expires(redis_url, redis_prefix):
     await backend.aclose()
     kinds = {name.split(":")[1] for name in ttls}
     assert kinds == {"rl", "cc", "cache", "circuit"}, ttls  # the workload wrote each kind
-    assert all(ttl > 0 for ttl in ttls.values()), ttls
+    # -1 is a key without a TTL (the bug this guards against); -2 one that expired between the
+    # scan and the PTTL on a slow machine, which is the point.
+    assert all(ttl > 0 or ttl == -2 for ttl in ttls.values()), ttls

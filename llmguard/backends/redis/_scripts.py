@@ -92,8 +92,13 @@ return {1, '0', tostring(math.max(fr - 1, 0)), tostring(math.max(ft - need, 0)),
 RECONCILE = """
 local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not at then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
-if ARGV[2] ~= '' then redis.call('ZADD', KEYS[1], at, ARGV[2]) end
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[1], at, ARGV[2])
+  -- removing the last member deleted the key and its TTL: give the recreated key its TTL back
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
 return 1
 """
 
