@@ -84,8 +84,15 @@ class RedisBackend:
         seen = self._seen.get(key)
         if seen is not None:
             return seen.names
-        # {hash tag}: the log and the state land in one slot on Redis Cluster.
-        tag = f"{self.connection.prefix}:rl:{{{'' if key is None else key}}}"
+        # {hash tag}: the log and the state land in one slot on Redis Cluster. No key (None) is
+        # "{}", a str its own name, anything else typed: None and "", 1 and "1" never share.
+        if key is None:
+            name = ""
+        elif isinstance(key, str) and key:
+            name = key
+        else:
+            name = f"{type(key).__name__}={key!r}"
+        tag = f"{self.connection.prefix}:rl:{{{name}}}"
         return [f"{tag}:log", f"{tag}:state"]
 
     def _quota_args(self, quotas: tuple[Quota, ...]) -> list[Any]:
