@@ -45,6 +45,10 @@ def cache_if_complete(result: Any) -> bool:
     return True
 
 
+def _no_op(key: str) -> None:
+    """A store without fill locks has nothing to release."""
+
+
 #: Read-through mode for the current context: None (normal), "bypass" or "refresh".
 _MODE: ContextVar[str | None] = ContextVar("llmguard_cache_mode", default=None)
 
@@ -89,7 +93,7 @@ class Cache:
     Each call is noted ``call.notes["cache"]`` = "hit" | "miss" | "coalesced" | "bypass".
     """
 
-    __slots__ = ("ttl", "store", "_key", "_cache_if", "_lookup", "_flights",
+    __slots__ = ("ttl", "store", "_key", "_cache_if", "_lookup", "_abandon", "_flights",
                  "_hits", "_misses", "_coalesced", "_bypassed", "_store_errors")
 
     def __init__(
@@ -119,6 +123,8 @@ class Cache:
         self._cache_if = cache_if_complete if cache_if is None else cache_if
         # The in-memory store is read synchronously: a hit then costs no coroutine.
         self._lookup = self.store.lookup if isinstance(self.store, MemoryStore) else None
+        #: The store's optional hook to release a fill lock when a miss will not be filled.
+        self._abandon: Callable[[str], Any] = getattr(self.store, "abandon", None) or _no_op
         self._flights: dict[str, _Flight] = {}
         self._hits = self._misses = self._coalesced = self._bypassed = self._store_errors = 0
 
@@ -173,8 +179,13 @@ class Cache:
 
     async def _fill(self, key: str, call: Call, call_next: Handler) -> Any:
         try:
-            result = await call_next(call)
+            try:
+                result = await call_next(call)
+            except BaseException:
+                self._abandon(key)
+                raise
             if isinstance(result, Stream):  # stored once read to its end, if ever
+                result.defer(lambda error: error is not None and self._abandon(key))
                 return Tee(result, self._flights[key].waiters,
                            lambda recording: self._store(key, recording))
             await self._store(key, result)
@@ -186,11 +197,13 @@ class Cache:
                 del self._flights[key]
 
     async def _store(self, key: str, result: Any) -> None:
-        if self._cache_if(result):
-            try:
-                await self.store.set(key, result, self.ttl)
-            except Exception:  # the answer matters more than caching it: see CacheStore
-                self._store_errors += 1
+        if not self._cache_if(result):
+            self._abandon(key)
+            return
+        try:
+            await self.store.set(key, result, self.ttl)
+        except Exception:  # the answer matters more than caching it: see CacheStore
+            self._store_errors += 1
 
     async def _get(self, key: str) -> Any:
         try:

@@ -34,6 +34,11 @@ class CacheStore(Protocol):
     raises ``Exception`` does not fail the LLM call: :class:`Cache` counts it (``store_errors``)
     and treats a failed ``get`` as a miss and a failed ``set`` as not cached, so an outage of a
     shared store degrades to no caching. Expiry is the store's job (``ttl`` per entry).
+
+    A store whose ``get`` takes a fill lock on a miss (single-flight across processes) may also
+    define ``abandon(key)`` (synchronous, non-blocking): the Cache calls it when a miss ends
+    without a ``set`` (the call failed or was cancelled, ``cache_if`` refused the result, a
+    stream ended incomplete) so the lock is released at once.
     """
 
     async def get(self, key: str) -> Any:

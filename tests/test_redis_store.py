@@ -101,6 +101,25 @@ async def test_failed_fills_leave_a_bounded_lock_record(backend):
     assert store.statistics().hits == 1
 
 
+async def test_a_failed_fill_releases_its_lock_at_once(redis_url, redis_prefix, backend):
+    """When the filling process's call fails, its Cache abandons the fill: the lock is released
+    at once, so another process leads the next fill instead of waiting out ``lock_ttl``."""
+    other = RedisBackend(redis_url, prefix=redis_prefix)
+    a_store, b_store = RedisStore(backend, lock_ttl=3), RedisStore(other, lock_ttl=3)
+
+    async def failing(prompt):
+        raise ConnectionError("provider down")
+
+    with pytest.raises(ConnectionError):
+        await lg.guard(lg.Cache(ttl=5, store=a_store))(failing)("q")
+    await backend.connection.aclose()  # waits for the background unlock
+    key = lg.Cache(ttl=5).key_for(failing, ("q",), {})
+    assert await b_store.get(key) is MISSING
+    assert b_store._filling(key)  # b took the lock: a's was released, not left to lapse
+    assert b_store.statistics().coalesced == 0
+    await other.aclose()
+
+
 async def test_clear_removes_only_its_namespace(backend):
     """clear() deletes this namespace's entries and leaves another namespace's alone."""
     mine, theirs = RedisStore(backend, namespace="a", lock_ttl=0), RedisStore(

@@ -77,10 +77,10 @@ class RedisStore:
     * TTL is Redis's (``SET ... PX``); keys live under ``<prefix>:cache:<namespace>:``.
     * Single-flight across processes: on a miss, one process takes a short lock
       (``SET NX PX lock_ttl``) and calls the provider; the others poll for its value for up to
-      ``lock_ttl`` seconds instead of calling the provider too. If the filler fails or dies, the
-      lock lapses and the next process fills (a duplicate call, never a hang). This process
-      forgets a lock that lapsed unreleased (a failed fill stores nothing), so its record of
-      held locks stays bounded however many distinct calls fail.
+      ``lock_ttl`` seconds instead of calling the provider too. If the filler fails, the Cache
+      calls :meth:`abandon` and the lock is released at once; if the filler dies, the lock
+      lapses and the next process fills (a duplicate call, never a hang). This process forgets
+      a lock that lapsed unreleased, so its record of held locks stays bounded.
     """
 
     __slots__ = ("connection", "namespace", "max_bytes", "lock_ttl", "_codec", "_prefix",
@@ -183,6 +183,11 @@ class RedisStore:
                 self._size += 1
         finally:
             self._unlock(key)
+
+    def abandon(self, key: str) -> None:
+        """This miss will not be filled (the call failed, or ``cache_if`` refused the result):
+        release its fill lock now, so other processes stop waiting and fill it themselves."""
+        self._unlock(key)
 
     def _unlock(self, key: str) -> None:
         held = self._locks.pop(key, None)
