@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import statistics
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -311,30 +312,39 @@ class _TokenModel:
 
 
 class _Window:
-    """Samples of one round trip: mean RTT of successes, peak in-flight, any drop."""
+    """Samples of one round trip: median RTT of successes, peak in-flight, share of drops."""
 
-    __slots__ = ("count", "rtt_sum", "ok", "inflight", "dropped")
+    __slots__ = ("count", "rtts", "inflight", "drops")
+
+    #: A window counts as dropped only when more than this share of its samples are drops. A
+    #: steady trickle of errors (a few percent of 429s from a shared quota) says nothing about
+    #: concurrency, yet "any drop in the window" fires in nearly every window once the limit
+    #: (the window size) exceeds 1 / error rate, pinning the limit there whatever the capacity.
+    DROP_SHARE = 0.1
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self.count = self.ok = self.inflight = 0
-        self.rtt_sum = 0.0
-        self.dropped = False
+        self.count = self.inflight = self.drops = 0
+        self.rtts: list[float] = []
 
     def add(self, rtt: float, inflight: int, dropped: bool) -> None:
         self.count += 1
         self.inflight = max(self.inflight, inflight)
         if dropped:
-            self.dropped = True
+            self.drops += 1
         else:
-            self.ok += 1
-            self.rtt_sum += rtt
+            self.rtts.append(rtt)
 
     def flush(self) -> tuple[float, int, bool]:
-        """The window as one sample (mean RTT, peak in-flight, dropped), and start a new one."""
-        sample = (self.rtt_sum / self.ok if self.ok else 0.0, self.inflight, self.dropped)
+        """The window as one sample (median RTT, peak in-flight, dropped), and start a new one.
+
+        The median, as Envoy's filter aggregates a window (p50): one 8 s latency spike in a
+        window of 30 one-second calls would move the mean by 25% and shrink the limit.
+        """
+        sample = (statistics.median(self.rtts) if self.rtts else 0.0, self.inflight,
+                  self.drops > self.DROP_SHARE * self.count)
         self._reset()
         return sample
 
@@ -373,7 +383,8 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
     """
 
-    __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens")
+    __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens", "_closed_at",
+                 "_round_trip")
     _wait_label = "adaptive_concurrency"
 
     def __init__(
@@ -411,17 +422,26 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self._samples = self._drops = 0
         self._window = _Window()
         self._tokens = _TokenModel()
+        self._closed_at = -math.inf  # loop time the last window closed
+        self._round_trip = 0.0  # the last window's median rtt: a window lasts at least this
 
-    def _sample(self, rtt: float, inflight: int, dropped: bool) -> None:
+    def _sample(self, now: float, rtt: float, inflight: int, dropped: bool) -> None:
         self._samples += 1
         self._drops += dropped
         window = self._window
         window.add(rtt, inflight, dropped)
         # One update per round trip (Netflix's WindowedLimit): per-call updates react to their
-        # own effect before it could be measured (feedback lags one RTT) and oscillate.
-        if window.count < self.limiter.limit:
+        # own effect before it could be measured (feedback lags one RTT) and oscillate. A round
+        # trip is ``limit`` samples *and* one rtt of time: failures that come back at once (a
+        # 429 storm) would otherwise close a window every ``limit`` instant drops and back off
+        # again and again within one round trip (TCP cuts its window once per RTT too), taking
+        # the limit from 30 to 1 in a blink while a queue drains into the storm.
+        if window.count < self.limiter.limit or now - self._closed_at < self._round_trip:
             return
+        self._closed_at = now
         rtt, inflight, dropped = window.flush()
+        if rtt > 0:
+            self._round_trip = rtt
         new = math.floor(self.algorithm.on_sample(rtt, inflight, dropped))
         limiter = self.limiter
         if new != limiter.limit:
@@ -443,12 +463,14 @@ class AdaptiveConcurrency(ConcurrencyLimit):
             if not isinstance(exc, AdmissionError):
                 failure = classify(exc)
                 if failure.kind in DROP_KINDS:
-                    self._sample(loop_time() - start, inflight, True)
+                    now = loop_time()
+                    self._sample(now, now - start, inflight, True)
             raise
         except BaseException:  # cancelled: give the permit back, learn nothing
             limiter.release()
             raise
-        rtt = loop_time() - start
+        now = loop_time()
+        rtt = now - start
         if isinstance(result, Stream):  # rtt is the time to the first chunk
             result.defer(limiter._release_at_end)
         else:
@@ -458,7 +480,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
                 rtt = self._tokens.normalise(rtt, usage.output_tokens)
                 if rtt is None:
                     return result
-        self._sample(rtt, inflight, False)
+        self._sample(now, rtt, inflight, False)
         return result
 
     def statistics(self) -> AdaptiveStats:  # type: ignore[override]
