@@ -377,7 +377,9 @@ class AdaptiveConcurrency(ConcurrencyLimit):
 
     ``algorithm`` is ``"gradient"`` (default), ``"gradient2"``, ``"aimd"``, ``"vegas"`` or a
     :class:`LimitAlgorithm` instance. Drops are RATE_LIMITED, OVERLOADED and TIMEOUT failures; a
-    cancelled call or one refused by an inner admission layer is no sample at all. When results
+    cancelled call or one refused by an inner admission layer is no sample at all. The algorithm
+    sees one sample per round trip (``limit`` calls and at least one rtt of time): the median
+    latency, and "dropped" when more than 10% of the calls were drops. When results
     report output tokens, latency is normalised for answer length (a running fit of latency on
     tokens), so long answers do not look like congestion. Place it innermost so it measures the provider, not local queueing.
     ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
