@@ -378,14 +378,14 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     ``algorithm`` is ``"gradient"`` (default), ``"gradient2"``, ``"aimd"``, ``"vegas"`` or a
     :class:`LimitAlgorithm` instance. Drops are RATE_LIMITED, OVERLOADED and TIMEOUT failures; a
     cancelled call or one refused by an inner admission layer is no sample at all. The algorithm
-    sees one sample per round trip (``limit`` calls and at least one rtt of time): the median
-    latency, and "dropped" when more than 10% of the calls were drops. When results
+    sees one sample per round trip (``limit`` calls): their median latency, and "dropped" when
+    more than 10% of them were drops; it backs off on drops at most once per rtt. When results
     report output tokens, latency is normalised for answer length (a running fit of latency on
     tokens), so long answers do not look like congestion. Place it innermost so it measures the provider, not local queueing.
     ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
     """
 
-    __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens", "_closed_at",
+    __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens", "_backoff_at",
                  "_round_trip")
     _wait_label = "adaptive_concurrency"
 
@@ -424,8 +424,8 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self._samples = self._drops = 0
         self._window = _Window()
         self._tokens = _TokenModel()
-        self._closed_at = -math.inf  # loop time the last window closed
-        self._round_trip = 0.0  # the last window's median rtt: a window lasts at least this
+        self._backoff_at = -math.inf  # loop time of the last backoff on drops
+        self._round_trip = 0.0  # the last window's median rtt
 
     def _sample(self, now: float, rtt: float, inflight: int, dropped: bool) -> None:
         self._samples += 1
@@ -433,17 +433,21 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         window = self._window
         window.add(rtt, inflight, dropped)
         # One update per round trip (Netflix's WindowedLimit): per-call updates react to their
-        # own effect before it could be measured (feedback lags one RTT) and oscillate. A round
-        # trip is ``limit`` samples *and* one rtt of time: failures that come back at once (a
-        # 429 storm) would otherwise close a window every ``limit`` instant drops and back off
-        # again and again within one round trip (TCP cuts its window once per RTT too), taking
-        # the limit from 30 to 1 in a blink while a queue drains into the storm.
-        if window.count < self.limiter.limit or now - self._closed_at < self._round_trip:
+        # own effect before it could be measured (feedback lags one RTT) and oscillate.
+        if window.count < self.limiter.limit:
             return
-        self._closed_at = now
         rtt, inflight, dropped = window.flush()
         if rtt > 0:
             self._round_trip = rtt
+        # At most one backoff per round trip (TCP's fast recovery): for one rtt after a backoff
+        # the windows still measure calls admitted under the old limit, so they are discarded.
+        # Drops that come back at once (a 429 storm, an overloaded provider's instant 503s)
+        # fill a window of ``limit`` samples in a blink; backing off for each such window took
+        # the limit from 30 to 1 within one round trip, while a queue drained into the storm.
+        if now - self._backoff_at < self._round_trip:
+            return
+        if dropped:
+            self._backoff_at = now
         new = math.floor(self.algorithm.on_sample(rtt, inflight, dropped))
         limiter = self.limiter
         if new != limiter.limit:
