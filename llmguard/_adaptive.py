@@ -314,7 +314,7 @@ class _TokenModel:
 class _Window:
     """Samples of one round trip: median RTT of successes, peak in-flight, share of drops."""
 
-    __slots__ = ("count", "rtts", "inflight", "drops")
+    __slots__ = ("count", "rtts", "inflight", "drops", "overloads")
 
     #: A window counts as dropped only when more than this share of its samples are drops. A
     #: steady trickle of errors (a few percent of 429s from a shared quota) says nothing about
@@ -326,25 +326,27 @@ class _Window:
         self._reset()
 
     def _reset(self) -> None:
-        self.count = self.inflight = self.drops = 0
+        self.count = self.inflight = self.drops = self.overloads = 0
         self.rtts: list[float] = []
 
-    def add(self, rtt: float, inflight: int, dropped: bool) -> None:
+    def add(self, rtt: float, inflight: int, dropped: bool, overload: bool = False) -> None:
         self.count += 1
         self.inflight = max(self.inflight, inflight)
         if dropped:
             self.drops += 1
+            self.overloads += overload
         else:
             self.rtts.append(rtt)
 
-    def flush(self) -> tuple[float, int, bool]:
-        """The window as one sample (median RTT, peak in-flight, dropped), and start a new one.
+    def flush(self) -> tuple[float, int, bool, bool]:
+        """The window as one sample (median RTT, peak in-flight, dropped, only by 429s), and
+        start a new one.
 
         The median, as Envoy's filter aggregates a window (p50): one 8 s latency spike in a
         window of 30 one-second calls would move the mean by 25% and shrink the limit.
         """
         sample = (statistics.median(self.rtts) if self.rtts else 0.0, self.inflight,
-                  self.drops > self.DROP_SHARE * self.count)
+                  self.drops > self.DROP_SHARE * self.count, not self.overloads)
         self._reset()
         return sample
 
@@ -379,7 +381,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     :class:`LimitAlgorithm` instance. Drops are RATE_LIMITED, OVERLOADED and TIMEOUT failures; a
     cancelled call or one refused by an inner admission layer is no sample at all. The algorithm
     sees one sample per round trip (``limit`` calls): their median latency, and "dropped" when
-    more than 10% of them were drops; it backs off on drops at most once per rtt. When results
+    more than 10% of them were drops; it backs off on 429s at most once per rtt. When results
     report output tokens, latency is normalised for answer length (a running fit of latency on
     tokens), so long answers do not look like congestion. Place it innermost so it measures the provider, not local queueing.
     ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
@@ -427,26 +429,28 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self._backoff_at = -math.inf  # loop time of the last backoff on drops
         self._round_trip = 0.0  # the last window's median rtt
 
-    def _sample(self, now: float, rtt: float, inflight: int, dropped: bool) -> None:
+    def _sample(self, now: float, rtt: float, inflight: int, dropped: bool,
+                overload: bool = False) -> None:
         self._samples += 1
         self._drops += dropped
         window = self._window
-        window.add(rtt, inflight, dropped)
+        window.add(rtt, inflight, dropped, overload)
         # One update per round trip (Netflix's WindowedLimit): per-call updates react to their
         # own effect before it could be measured (feedback lags one RTT) and oscillate.
         if window.count < self.limiter.limit:
             return
-        rtt, inflight, dropped = window.flush()
+        rtt, inflight, dropped, throttled = window.flush()
         if rtt > 0:
             self._round_trip = rtt
-        # At most one backoff per round trip (TCP's fast recovery): for one rtt after a backoff
-        # the windows still measure calls admitted under the old limit, so they are discarded.
-        # Drops that come back at once (a 429 storm, an overloaded provider's instant 503s)
-        # fill a window of ``limit`` samples in a blink; backing off for each such window took
-        # the limit from 30 to 1 within one round trip, while a queue drained into the storm.
+        # 429s back the limit off at most once per round trip (TCP's fast recovery): a 429
+        # storm answers every call at once, so windows of ``limit`` instant 429s close in a
+        # blink, and backing off for each took the limit from 30 to 1 within one round trip
+        # while a queue drained into the storm; those windows, and the others of the rtt after
+        # the backoff (calls admitted under the old limit), are discarded. An overloaded
+        # provider's instant 503s still back off per window: each is one call too many.
         if now - self._backoff_at < self._round_trip:
             return
-        if dropped:
+        if dropped and throttled:
             self._backoff_at = now
         new = math.floor(self.algorithm.on_sample(rtt, inflight, dropped))
         limiter = self.limiter
@@ -470,7 +474,8 @@ class AdaptiveConcurrency(ConcurrencyLimit):
                 failure = classify(exc)
                 if failure.kind in DROP_KINDS:
                     now = loop_time()
-                    self._sample(now, now - start, inflight, True)
+                    self._sample(now, now - start, inflight, True,
+                                 failure.kind is not FailureKind.RATE_LIMITED)
             raise
         except BaseException:  # cancelled: give the permit back, learn nothing
             limiter.release()
