@@ -3,7 +3,7 @@
 The pipeline is the recommended stack, outermost first: Metrics, Cache, Fallback (to a smaller
 model), Retry (with a budget), CircuitBreaker, Timeout, a global RateLimit (rpm + tpm), a
 per-user RateLimit (``key=`` the ``user`` argument), ConcurrencyLimit(96) (``--adaptive``:
-AdaptiveConcurrency, whose limit collapses after each 429 storm), then ``Faults``
+AdaptiveConcurrency, which must ride out the storms and sporadic errors), then ``Faults``
 (errors, latency spikes, hangs, a 10 s 429 storm every 5 minutes) around a
 ``SimulatedProvider`` (capacity, queueing latency, its own rpm quota).
 

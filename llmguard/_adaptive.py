@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import statistics
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -311,30 +312,41 @@ class _TokenModel:
 
 
 class _Window:
-    """Samples of one round trip: mean RTT of successes, peak in-flight, any drop."""
+    """Samples of one round trip: median RTT of successes, peak in-flight, share of drops."""
 
-    __slots__ = ("count", "rtt_sum", "ok", "inflight", "dropped")
+    __slots__ = ("count", "rtts", "inflight", "drops", "overloads")
+
+    #: A window counts as dropped only when more than this share of its samples are drops. A
+    #: steady trickle of errors (a few percent of 429s from a shared quota) says nothing about
+    #: concurrency, yet "any drop in the window" fires in nearly every window once the limit
+    #: (the window size) exceeds 1 / error rate, pinning the limit there whatever the capacity.
+    DROP_SHARE = 0.1
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self.count = self.ok = self.inflight = 0
-        self.rtt_sum = 0.0
-        self.dropped = False
+        self.count = self.inflight = self.drops = self.overloads = 0
+        self.rtts: list[float] = []
 
-    def add(self, rtt: float, inflight: int, dropped: bool) -> None:
+    def add(self, rtt: float, inflight: int, dropped: bool, overload: bool = False) -> None:
         self.count += 1
         self.inflight = max(self.inflight, inflight)
         if dropped:
-            self.dropped = True
+            self.drops += 1
+            self.overloads += overload
         else:
-            self.ok += 1
-            self.rtt_sum += rtt
+            self.rtts.append(rtt)
 
-    def flush(self) -> tuple[float, int, bool]:
-        """The window as one sample (mean RTT, peak in-flight, dropped), and start a new one."""
-        sample = (self.rtt_sum / self.ok if self.ok else 0.0, self.inflight, self.dropped)
+    def flush(self) -> tuple[float, int, bool, bool]:
+        """The window as one sample (median RTT, peak in-flight, dropped, only by 429s), and
+        start a new one.
+
+        The median, as Envoy's filter aggregates a window (p50): one 8 s latency spike in a
+        window of 30 one-second calls would move the mean by 25% and shrink the limit.
+        """
+        sample = (statistics.median(self.rtts) if self.rtts else 0.0, self.inflight,
+                  self.drops > self.DROP_SHARE * self.count, not self.overloads)
         self._reset()
         return sample
 
@@ -367,13 +379,16 @@ class AdaptiveConcurrency(ConcurrencyLimit):
 
     ``algorithm`` is ``"gradient"`` (default), ``"gradient2"``, ``"aimd"``, ``"vegas"`` or a
     :class:`LimitAlgorithm` instance. Drops are RATE_LIMITED, OVERLOADED and TIMEOUT failures; a
-    cancelled call or one refused by an inner admission layer is no sample at all. When results
+    cancelled call or one refused by an inner admission layer is no sample at all. The algorithm
+    sees one sample per round trip (``limit`` calls): their median latency, and "dropped" when
+    more than 10% of them were drops; it backs off on 429s at most once per rtt. When results
     report output tokens, latency is normalised for answer length (a running fit of latency on
     tokens), so long answers do not look like congestion. Place it innermost so it measures the provider, not local queueing.
     ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
     """
 
-    __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens")
+    __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens", "_backoff_at",
+                 "_round_trip")
     _wait_label = "adaptive_concurrency"
 
     def __init__(
@@ -411,17 +426,32 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self._samples = self._drops = 0
         self._window = _Window()
         self._tokens = _TokenModel()
+        self._backoff_at = -math.inf  # loop time of the last backoff on drops
+        self._round_trip = 0.0  # the last window's median rtt
 
-    def _sample(self, rtt: float, inflight: int, dropped: bool) -> None:
+    def _sample(self, now: float, rtt: float, inflight: int, dropped: bool,
+                overload: bool = False) -> None:
         self._samples += 1
         self._drops += dropped
         window = self._window
-        window.add(rtt, inflight, dropped)
+        window.add(rtt, inflight, dropped, overload)
         # One update per round trip (Netflix's WindowedLimit): per-call updates react to their
         # own effect before it could be measured (feedback lags one RTT) and oscillate.
         if window.count < self.limiter.limit:
             return
-        rtt, inflight, dropped = window.flush()
+        rtt, inflight, dropped, throttled = window.flush()
+        if rtt > 0:
+            self._round_trip = rtt
+        # 429s back the limit off at most once per round trip (TCP's fast recovery): a 429
+        # storm answers every call at once, so windows of ``limit`` instant 429s close in a
+        # blink, and backing off for each took the limit from 30 to 1 within one round trip
+        # while a queue drained into the storm; those windows, and the others of the rtt after
+        # the backoff (calls admitted under the old limit), are discarded. An overloaded
+        # provider's instant 503s still back off per window: each is one call too many.
+        if now - self._backoff_at < self._round_trip:
+            return
+        if dropped and throttled:
+            self._backoff_at = now
         new = math.floor(self.algorithm.on_sample(rtt, inflight, dropped))
         limiter = self.limiter
         if new != limiter.limit:
@@ -443,12 +473,15 @@ class AdaptiveConcurrency(ConcurrencyLimit):
             if not isinstance(exc, AdmissionError):
                 failure = classify(exc)
                 if failure.kind in DROP_KINDS:
-                    self._sample(loop_time() - start, inflight, True)
+                    now = loop_time()
+                    self._sample(now, now - start, inflight, True,
+                                 failure.kind is not FailureKind.RATE_LIMITED)
             raise
         except BaseException:  # cancelled: give the permit back, learn nothing
             limiter.release()
             raise
-        rtt = loop_time() - start
+        now = loop_time()
+        rtt = now - start
         if isinstance(result, Stream):  # rtt is the time to the first chunk
             result.defer(limiter._release_at_end)
         else:
@@ -458,7 +491,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
                 rtt = self._tokens.normalise(rtt, usage.output_tokens)
                 if rtt is None:
                     return result
-        self._sample(rtt, inflight, False)
+        self._sample(now, rtt, inflight, False)
         return result
 
     def statistics(self) -> AdaptiveStats:  # type: ignore[override]

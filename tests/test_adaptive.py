@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import random
 
 import pytest
 
@@ -83,9 +84,10 @@ def test_limits_stay_within_bounds(algorithm) -> None:
 # --- the layer -----------------------------------------------------------------------------------
 
 
-async def _drive(layer: AdaptiveConcurrency, provider: SimulatedProvider, seconds: float,
-                 clients: int = 128) -> int:
-    guarded = lg.guard(layer)(provider.acompletion)
+async def _drive(layer: AdaptiveConcurrency, send, seconds: float, clients: int = 128,
+                 pause: float = 1.0) -> int:
+    """``clients`` closed-loop clients call ``send`` through ``layer``, pausing after errors."""
+    guarded = lg.guard(layer)(send)
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     errors = 0
@@ -97,7 +99,7 @@ async def _drive(layer: AdaptiveConcurrency, provider: SimulatedProvider, second
                 await guarded(messages=MSG)
             except Exception:
                 errors += 1
-                await asyncio.sleep(1)
+                await asyncio.sleep(pause)
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return errors
@@ -108,7 +110,7 @@ async def test_layer_finds_capacity_and_never_overloads() -> None:
     running it into overload errors, and never exceeds its own limit."""
     provider = SimulatedProvider(capacity=16, latency=1.0)
     layer = AdaptiveConcurrency()
-    errors = await _drive(layer, provider, 120)
+    errors = await _drive(layer, provider.acompletion, 120)
     stats = layer.statistics()
     assert 16 <= stats.limit <= 21
     assert errors == 0 and provider.statistics().overloaded == 0
@@ -119,10 +121,10 @@ async def test_layer_follows_a_capacity_drop() -> None:
     """When the provider's capacity falls from 32 to 8, the limit follows it down."""
     provider = SimulatedProvider(capacity=32, latency=1.0)
     layer = AdaptiveConcurrency()
-    await _drive(layer, provider, 90)
+    await _drive(layer, provider.acompletion, 90)
     assert layer.statistics().limit >= 32
     provider.capacity = 8
-    await _drive(layer, provider, 60)
+    await _drive(layer, provider.acompletion, 60)
     assert 8 <= layer.statistics().limit <= 12
 
 
@@ -217,3 +219,55 @@ def test_builder_method_and_repr() -> None:
     (layer,) = pipeline.layers
     assert isinstance(layer, AdaptiveConcurrency)
     assert "Vegas(limit=3.00)" in repr(layer)
+
+
+async def test_limit_recovers_after_a_429_storm() -> None:
+    """A 10 s storm of instant 429s backs the limit off about once per round trip, not once
+    per ``limit`` drops (which took it to 1 in a blink), and once the storm ends the limit is
+    back near its pre-storm value within seconds."""
+    provider = SimulatedProvider(capacity=16, latency=1.0)
+    layer = AdaptiveConcurrency()
+    storming = False
+
+    async def send(**kwargs):
+        if storming:
+            raise make_error(lg.FailureKind.RATE_LIMITED, retry_after=0.1)
+        return await provider.acompletion(**kwargs)
+
+    limits: dict[int, int] = {}  # the limit at each whole second
+
+    async def storm_and_watch() -> None:
+        nonlocal storming
+        for second in range(120):
+            storming = 60 <= second < 70
+            limits[second] = layer.statistics().limit
+            await asyncio.sleep(1)
+
+    # 64 clients hammer the provider through the storm (0.1 s pause after an error).
+    await asyncio.gather(storm_and_watch(), _drive(layer, send, 120, clients=64, pause=0.1))
+    before = limits[59]
+    assert before >= 16
+    assert min(limits[s] for s in range(60, 80)) >= before / 4  # backed off, no collapse
+    assert limits[70 + 15] >= 0.8 * before  # recovered within 15 s of the storm's end
+    assert provider.statistics().overloaded == 0
+
+
+async def test_sporadic_drops_and_latency_spikes_do_not_pin_the_limit() -> None:
+    """A steady 3% of 429s and 1% of calls 8 s slower say nothing about capacity: the limit
+    still climbs to the provider's capacity of 64 (any drop in a window, or a window's mean
+    rtt, held it near 1 / error rate, whatever the capacity)."""
+    provider = SimulatedProvider(capacity=64, latency=1.0)
+    rng = random.Random(0)
+
+    async def send(**kwargs):
+        draw = rng.random()
+        if draw < 0.03:
+            raise make_error(lg.FailureKind.RATE_LIMITED, retry_after=1)
+        if draw < 0.04:
+            await asyncio.sleep(8)
+        return await provider.acompletion(**kwargs)
+
+    layer = AdaptiveConcurrency()
+    await _drive(layer, send, 120, clients=256)
+    assert layer.statistics().limit >= 64
+    assert provider.statistics().overloaded == 0
