@@ -191,11 +191,11 @@ class Metrics:
         """A streamed answer: time to first chunk now, time per chunk as they arrive, the call's
         duration, usage and outcome when the stream ends."""
         loop_time = asyncio.get_running_loop().time
-        first = previous = loop_time()
+        previous = loop_time()
         model = call.model or self.model
         attrs = self._series_for(model, None, "success").duration_attrs
         if self._recording:
-            self._first_chunk.record(first - start, attrs)
+            self._first_chunk.record(previous - start, attrs)
 
             def chunk(_chunk: Any) -> None:
                 nonlocal previous
@@ -210,15 +210,13 @@ class Metrics:
 
         def end(error: BaseException | None) -> None:
             self._in_flight -= 1
-            seconds = loop_time() - start
-            if error is None or not isinstance(error, Exception):  # exhausted, or closed early
+            if error is None:
                 call.usage = stream.usage
-                if error is None:
-                    self._finish(call, seconds, None, None)
-                else:
-                    self._series_for(model, "cancelled", "cancelled").calls += 1
-            else:
-                self._finish(call, seconds, None, error)
+                self._finish(call, loop_time() - start, None, None)
+            elif isinstance(error, Exception):
+                self._finish(call, loop_time() - start, None, error)
+            else:  # the consumer closed, dropped or was cancelled: like a cancelled call
+                self._series_for(model, "cancelled", "cancelled").calls += 1
             if span is not None:
                 end_span(span, call, error)
 
