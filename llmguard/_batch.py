@@ -198,7 +198,7 @@ class _Run:
                 f"{self.ok + self.failed} items finished ({self.ok} ok, {self.failed} failed)")
 
 
-async def batch_iter(
+def batch_iter(
     fn: Callable[[Any], Awaitable[Any]],
     items: Iterable[Any] | AsyncIterable[Any],
     *,
@@ -221,9 +221,19 @@ async def batch_iter(
     ``retry_failed=False`` (then they are written to ``dead_letter``). On cancellation, or on
     SIGINT/SIGTERM with ``handle_signals=True``, admission stops, in-flight items get ``grace``
     seconds, stragglers end as ``CancelledError`` outcomes, and the checkpoint is flushed;
-    a signal then raises :class:`BatchInterrupted` with a summary.
+    a signal then raises :class:`BatchInterrupted` with a summary. Bad arguments raise here, at
+    the call, before anything runs.
     """
     _validate(fn, items, concurrency, grace, key, on_result, checkpoint, dead_letter)
+    return _outcomes(fn, items, concurrency, ordered, progress, checkpoint, key, on_result,
+                     retry_failed, dead_letter, grace, handle_signals)
+
+
+async def _outcomes(fn: Any, items: Any, concurrency: int, ordered: bool, progress: bool | None,
+                    checkpoint: str | None, key: Any, on_result: Any, retry_failed: bool,
+                    dead_letter: str | None, grace: float,
+                    handle_signals: bool) -> AsyncIterator[Outcome]:
+    """The body of :func:`batch_iter`, as an async generator (validated arguments)."""
     keyed = None if key is None else (lambda index, item: str(key(item)))
     if checkpoint is not None and key is None:
         keyed = _default_key

@@ -494,8 +494,8 @@ BATCH_IDS = [row[0] for row in _batch_cases("/tmp")]
 
 @pytest.mark.parametrize("index", range(len(BATCH_IDS)), ids=BATCH_IDS)
 async def test_batch_rejects_bad_arguments_before_running_any_item(index, tmp_path) -> None:
-    """batch(), batch_iter() (on its first step) and JobManager.submit_batch() (at submission,
-    not inside the background job) refuse bad options before calling fn once."""
+    """batch(), batch_iter() (at the call) and JobManager.submit_batch() (at submission, not
+    inside the background job) refuse bad options before calling fn once."""
     _, error, arg, items, options = _batch_cases(str(tmp_path))[index]
     calls: list[Any] = []
 
@@ -507,7 +507,7 @@ async def test_batch_rejects_bad_arguments_before_running_any_item(index, tmp_pa
     with pytest.raises(error, match=pattern):
         await lg.batch(fn, items, progress=False, **options)
     with pytest.raises(error, match=pattern):
-        await anext(lg.batch_iter(fn, items, progress=False, **options))
+        lg.batch_iter(fn, items, progress=False, **options)
     with pytest.raises(error, match=pattern):
         lg.JobManager().submit_batch(fn, items, progress=False, **options)
     assert calls == []
