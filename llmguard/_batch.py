@@ -333,16 +333,6 @@ def _progress_bar(progress: bool | None, items: Any) -> Any:
     return tqdm(total=total, unit="item", dynamic_ncols=True)
 
 
-def check_options(fn: Any, items: Any, options: dict[str, Any]) -> None:
-    """Raise now what :func:`batch_iter` would raise on its first step for these arguments
-    (``JobManager.submit_batch`` runs the batch in the background, where it would be late)."""
-    bound = inspect.signature(batch_iter).bind(fn, items, **options)
-    bound.apply_defaults()
-    a = bound.arguments
-    _validate(fn, items, a["concurrency"], a["grace"], a["key"], a["on_result"], a["checkpoint"],
-              a["dead_letter"])
-
-
 def _validate(fn: Any, items: Any, concurrency: Any, grace: Any, key: Any, on_result: Any,
               checkpoint: Any, dead_letter: Any) -> None:
     if not callable(fn):

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
-from ._batch import batch_iter, check_options
+from ._batch import batch_iter
 from ._check import number
 from ._errors import JobNotFound, QueueFull
 
@@ -124,13 +124,13 @@ class JobManager:
                      **options: Any) -> Job:
         """Start :func:`llmguard.batch` in the background; the job's progress counts finished items
         and its result is the list of Outcomes (item failures do not fail the job)."""
-        check_options(fn, items, options)  # bad options fail here, not later inside the job
+        stream = batch_iter(fn, items, **options)  # bad options fail here, not inside the job
         job = self._new()
         job.total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
 
         async def run() -> Any:
             outcomes = []
-            async for outcome in batch_iter(fn, items, **options):
+            async for outcome in stream:
                 outcomes.append(outcome)
                 job.done += 1
             return outcomes
