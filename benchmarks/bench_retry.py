@@ -7,9 +7,10 @@
    1,000 calls, 10 attempts each (enough for all to succeed), in virtual time: llmguard Retry (honours Retry-After) vs
    tenacity's exponential backoff (0.5 s doubling) and tenacity with random exponential jitter:
    successes, total attempts, 429s, makespan.
-3. A strict 600 RPM quota receiving 1,000 calls at 130% of it: every caller told the same
-   Retry-After retries at about the same moment, so Retry alone is no better than tenacity
-   there; the stack llmguard recommends, Retry over RateLimit(rpm=600), never sends the 429s.
+3. A strict 600 RPM quota receiving 1,000 calls at 130% of it: every caller is told about the
+   same Retry-After, so any client-side retry sends 429s there (Retry spreads them with equal
+   jitter and comes out about even with tenacity); the stack llmguard recommends, Retry over
+   RateLimit(rpm=600), never sends them.
 
     python benchmarks/bench_retry.py
 """
