@@ -138,7 +138,7 @@ async def invoke(call: Call) -> Any:
         result = await result
         if not hasattr(type(result), "__anext__"):
             return result
-    return await Stream.start(result)
+    return result if isinstance(result, Stream) else await Stream.start(result)
 
 
 def compose(layers: Sequence[Layer], terminal: Handler = invoke) -> Handler:

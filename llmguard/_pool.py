@@ -20,6 +20,7 @@ from typing import Any
 from ._check import number, text
 from ._circuit import CircuitState, State
 from ._classify import classify
+from ._core import Call, invoke
 from ._errors import CircuitOpenError
 from ._stream import Stream
 
@@ -140,12 +141,8 @@ class AgentPool:
         member = await self._acquire(loop)
         start = loop.time()
         try:
-            result = member.fn(*args, **kwargs)
-            if not hasattr(type(result), "__anext__"):
-                result = await result
-            if hasattr(type(result), "__anext__"):  # a stream: the member serves it to the end
-                if not isinstance(result, Stream):
-                    result = await Stream.start(result)
+            result = await invoke(Call(member.fn, args, kwargs))
+            if isinstance(result, Stream):  # the member serves the stream to its end
                 result.defer(lambda error: self._give_back(member, loop, start, error))
                 return result
         except BaseException as exc:

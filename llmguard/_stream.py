@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ._tokens import Usage, extract_usage
+from ._tokens import Usage, _field, extract_usage
 
 __all__ = ["Stream", "is_stream_result"]
 
@@ -138,7 +138,7 @@ class Stream:
                 self._finish(exc)
                 raise
         self.chunks += 1
-        if _usage_of(chunk) is not None:
+        if _field(chunk, "usage") is not None:
             self.usage_chunk = chunk
         for callback in self._on_chunk:
             callback(chunk)
@@ -194,9 +194,3 @@ class Stream:
     def __repr__(self) -> str:
         state = "done" if self._done else "open"
         return f"<Stream {state} chunks={self.chunks} deferred={len(self._callbacks)}>"
-
-
-def _usage_of(chunk: Any) -> Any:
-    if isinstance(chunk, dict):
-        return chunk.get("usage")
-    return getattr(chunk, "usage", None)
