@@ -28,7 +28,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree, not an install
 
 from llmguard import Call, Metrics
-from llmguard._metrics import DURATION_BUCKETS, TOKEN_BUCKETS
+from llmguard._observability.metrics import DURATION_BUCKETS, TOKEN_BUCKETS
 
 N = 20_000
 REPEATS = 9

@@ -3,9 +3,9 @@
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._classify import Failure, FailureKind, classify
-from ._core import Call, Handler, Layer, compose
-from ._errors import (
+from ._core.call import Call, Handler, Layer, compose
+from ._core.classify import Failure, FailureKind, classify
+from ._core.errors import (
     AdmissionError,
     AdmissionTimeout,
     BackendUnavailable,
@@ -21,89 +21,58 @@ from ._errors import (
     StreamTotalTimeout,
     TimeoutExceeded,
 )
-from ._pipeline import Guarded, Pipeline, guard, wrap_client
-from ._stream import Stream
-from ._tokens import Usage, estimate_tokens, extract_usage
+from ._core.stream import Stream
+from ._core.tokens import Usage, estimate_tokens, extract_usage
+from ._pipeline.pipeline import Guarded, Pipeline, guard, wrap_client
 
+# The names below load on first use, so `import llmguard` stays light (no asyncio, no layer
+# module). This block is their only listing: type checkers read it, and `__getattr__` reads the
+# same lines (once, on the first lazy name) to learn which module holds which name.
 if _TYPE_CHECKING:
-    from ._adaptive import (
-        AIMD,
-        AdaptiveConcurrency,
-        AdaptiveStats,
-        Gradient,
-        Gradient2,
-        LimitAlgorithm,
-        Vegas,
-    )
-    from ._batch import Outcome, batch, batch_iter
-    from ._cache import Cache, CacheStatistics
-    from ._cachestore import CacheStore, MemoryStore
-    from ._circuit import CircuitBreaker, CircuitStats
-    from ._concurrency import ConcurrencyLimit, ConcurrencyLimiter, ConcurrencyStats
-    from ._fallback import Fallback, FallbackStats
-    from ._jobs import Job, JobManager, JobStatus
-    from ._latency import MetricsStats
-    from ._metrics import Metrics
-    from ._pool import AgentPool, MemberStats, PoolStats
-    from ._prometheus import MetricsServer, serve_metrics
-    from ._ratebackend import MemoryBackend, RateLimitBackend
-    from ._ratelimit import RateLimit, RateLimitStats
-    from ._window import Quota
-    from ._retry import Retry, RetryBudget, RetryStats
-    from ._timeout import Timeout, TimeoutStats
+    from ._admission.adaptive import AdaptiveConcurrency, AdaptiveStats
+    from ._admission.algorithms import AIMD, Gradient, Gradient2, LimitAlgorithm, Vegas
+    from ._admission.backend import MemoryBackend, RateLimitBackend
+    from ._admission.concurrency import ConcurrencyLimit
+    from ._admission.limiter import ConcurrencyLimiter, ConcurrencyStats, Limiter
+    from ._admission.ratelimit import RateLimit, RateLimitStats
+    from ._admission.window import Quota
+    from ._cache.layer import Cache, CacheStatistics
+    from ._cache.store import CacheStore, MemoryStore
+    from ._observability.histogram import MetricsStats
+    from ._observability.metrics import Metrics
+    from ._observability.prometheus import MetricsServer, serve_metrics
+    from ._resilience.circuit import CircuitBreaker, CircuitStats
+    from ._resilience.fallback import Fallback, FallbackStats
+    from ._resilience.retry import Retry, RetryBudget, RetryStats
+    from ._resilience.timeout import Timeout, TimeoutStats
+    from ._runners.batch import Outcome, batch, batch_iter
+    from ._runners.jobs import Job, JobManager, JobStatus
+    from ._runners.pool import AgentPool, MemberStats, PoolStats
 
-#: Public names loaded on first use: `import llmguard` stays light (no asyncio, no layer
-#: module) until a layer is used; each module loads once, on its first name.
-_LAZY = {
-    "AIMD": "._adaptive",
-    "AdaptiveConcurrency": "._adaptive",
-    "AdaptiveStats": "._adaptive",
-    "AgentPool": "._pool",
-    "Cache": "._cache",
-    "CacheStatistics": "._cache",
-    "CacheStore": "._cachestore",
-    "CircuitBreaker": "._circuit",
-    "CircuitStats": "._circuit",
-    "ConcurrencyLimit": "._concurrency",
-    "ConcurrencyLimiter": "._concurrency",
-    "ConcurrencyStats": "._concurrency",
-    "Fallback": "._fallback",
-    "FallbackStats": "._fallback",
-    "Gradient": "._adaptive",
-    "Gradient2": "._adaptive",
-    "Job": "._jobs",
-    "JobManager": "._jobs",
-    "JobStatus": "._jobs",
-    "LimitAlgorithm": "._adaptive",
-    "MemoryBackend": "._ratebackend",
-    "MemoryStore": "._cachestore",
-    "Metrics": "._metrics",
-    "MetricsServer": "._prometheus",
-    "MemberStats": "._pool",
-    "MetricsStats": "._latency",
-    "Outcome": "._batch",
-    "PoolStats": "._pool",
-    "Quota": "._window",
-    "RateLimit": "._ratelimit",
-    "RateLimitBackend": "._ratebackend",
-    "RateLimitStats": "._ratelimit",
-    "Retry": "._retry",
-    "RetryBudget": "._retry",
-    "RetryStats": "._retry",
-    "Timeout": "._timeout",
-    "TimeoutStats": "._timeout",
-    "Vegas": "._adaptive",
-    "batch": "._batch",
-    "batch_iter": "._batch",
-    "serve_metrics": "._prometheus",
-}
+_lazy: dict[str, str] = {}
+
+
+def _lazy_map() -> dict[str, str]:
+    """Name -> module, read from the ``if _TYPE_CHECKING:`` block above (parsed once)."""
+    if not _lazy:
+        import ast
+
+        with open(__file__, encoding="utf-8") as source:
+            tree = ast.parse(source.read())
+        block = next(node for node in tree.body if isinstance(node, ast.If)
+                     and getattr(node.test, "id", None) == "_TYPE_CHECKING")
+        for node in block.body:
+            assert isinstance(node, ast.ImportFrom)
+            _lazy.update({alias.name: "." * node.level + (node.module or "") for alias in node.names})
+    return _lazy
 
 
 def __getattr__(name: str) -> _Any:
-    if name in _LAZY:
+    module = _lazy_map().get(name) if not name.startswith("__") else None
+    if module is not None:
         from importlib import import_module
 
-        value = getattr(import_module(_LAZY[name], __name__), name)
+        value = getattr(import_module(module, __name__), name)
         globals()[name] = value
         return value
     # __version__ is read lazily: importlib.metadata alone costs ~25 ms of import time.
@@ -115,6 +84,10 @@ def __getattr__(name: str) -> _Any:
         except PackageNotFoundError:  # a source tree that was not installed
             return "0.0.0"
     raise AttributeError(f"module 'llmguard' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [
@@ -153,6 +126,7 @@ __all__ = [
     "LLMGuardError",
     "Layer",
     "LimitAlgorithm",
+    "Limiter",
     "MemberStats",
     "MemoryBackend",
     "MemoryStore",

@@ -20,8 +20,8 @@ from typing import Any
 
 import llmguard
 
-from ._cli_io import done_ids
-from ._cli_run import EXIT_CRASH, EXIT_USAGE, Settings, build_pipeline, run
+from ._cli.io import done_ids
+from ._cli.run import EXIT_CRASH, EXIT_USAGE, Settings, build_pipeline, run
 
 __all__ = ["main"]
 

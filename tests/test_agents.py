@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import llmguard as lg
-from llmguard._proxy import GuardedProxy
+from llmguard._pipeline.proxy import GuardedProxy
 
 
 class Agent:

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
-from llmguard._cache import cache_if_complete
-from llmguard._cachestore import MISSING, MemoryStore
+from llmguard._cache.layer import cache_if_complete
+from llmguard._cache.store import MISSING, MemoryStore
 from llmguard.testing import FakeLLM
 
 

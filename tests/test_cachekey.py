@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmguard._cachekey import IGNORED_KWARGS, custom_key, default_key, stable_digest
+from llmguard._cache.key import IGNORED_KWARGS, custom_key, default_key, stable_digest
 
 
 async def chat(**kwargs):

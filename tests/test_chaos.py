@@ -17,8 +17,8 @@ import pytest
 
 import llmguard as lg
 from llmguard import FailureKind
-from llmguard._stream import Stream
-from llmguard._tokens import estimate_tokens, extract_usage
+from llmguard._core.stream import Stream
+from llmguard._core.tokens import estimate_tokens, extract_usage
 from llmguard.testing import Faults
 from test_cancellation import gauges
 

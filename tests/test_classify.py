@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from llmguard import FailureKind, classify
-from llmguard._classify import retry_after_from_headers
+from llmguard._core.classify import retry_after_from_headers
 
 REQUEST = httpx.Request("POST", "https://api.openai.com/v1/chat/completions")
 

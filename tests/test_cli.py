@@ -269,7 +269,7 @@ def test_api_base_sends_to_an_openai_compatible_server(tmp_path: Path) -> None:
 def test_writer_spills_held_records_and_restores_order(tmp_path: Path, monkeypatch) -> None:
     """When more records are held for ordering than the cap, they are written out of order to
     bound memory, and closing a complete run puts the file back in input order."""
-    from llmguard import _cli_io
+    from llmguard._cli import io as _cli_io
 
     monkeypatch.setattr(_cli_io, "MAX_HELD", 2)
     path = tmp_path / "out.jsonl"
@@ -339,7 +339,7 @@ def test_resume_retry_failed_redoes_only_the_failed_lines(tmp_path: Path) -> Non
 def test_parse_line_reads_both_request_forms() -> None:
     """A plain line keeps its parameters minus metadata; a Batch API line sends its body under
     its custom_id; the priority field is read and removed from what is sent."""
-    from llmguard._cli_io import parse_line
+    from llmguard._cli.io import parse_line
 
     plain = parse_line(3, json.dumps(chat("a", model="m", temperature=0, metadata={"k": 1},
                                           prio=7)), "prio")
@@ -356,7 +356,7 @@ def test_parse_line_reads_both_request_forms() -> None:
 def test_summary_counts_percentiles_and_cost() -> None:
     """The summary adds up outcomes, tokens and cost (cache hits spend none) and reports
     nearest-rank percentiles of the provider latency."""
-    from llmguard._cli_report import Tally, format_summary, percentile
+    from llmguard._cli.report import Tally, format_summary, percentile
 
     assert percentile([], 50) == 0.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0 and percentile([1.0, 2.0], 99) == 2.0

@@ -18,6 +18,7 @@ import pytest
 import llmguard as lg
 from llmguard import FailureKind, classify
 from llmguard.integrations import litellm as lg_litellm
+from llmguard._core.tokens import DEFAULT_OUTPUT_RESERVE
 from llmguard.integrations.litellm import count_tokens
 
 MESSAGES = [{"role": "user", "content": "Say hello in one word."}]
@@ -108,7 +109,7 @@ def test_count_tokens_uses_the_model_tokenizer_and_reserves_output() -> None:
     prompt = litellm.token_counter(model="gpt-4o-mini", messages=MESSAGES)
     assert count_tokens(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50) == prompt + 50
     assert count_tokens(model="gpt-4o-mini", messages=MESSAGES) == (
-        prompt + lg._tokens.DEFAULT_OUTPUT_RESERVE
+        prompt + DEFAULT_OUTPUT_RESERVE
     )
     assert count_tokens("a bare prompt") == lg.estimate_tokens("a bare prompt")
     assert count_tokens(model="text-embedding-3-small", input="hello world") == (

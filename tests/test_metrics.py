@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import llmguard as lg
 from llmguard import ConcurrencyLimit, Metrics, QueueFull
-from llmguard._metrics import DURATION_BUCKETS, TOKEN_BUCKETS
+from llmguard._observability.metrics import DURATION_BUCKETS, TOKEN_BUCKETS
 from llmguard.testing import FakeLLM
 
 
@@ -84,7 +84,7 @@ async def test_errors_carry_error_type_and_outcomes_are_counted(reader, provider
     metrics = collect(reader)
     errors = {p.attributes.get("error.type") for p in
               metrics["gen_ai.client.operation.duration"].data.data_points}
-    assert errors == {None, "ConnectionError", "llmguard._errors.QueueFull"}
+    assert errors == {None, "ConnectionError", "llmguard.QueueFull"}
     calls = {p.attributes["llmguard.outcome"]: p.value
              for p in metrics["llmguard.calls"].data.data_points}
     assert calls == {"success": 1, "error": 1, "rejected": 1}
@@ -212,7 +212,7 @@ async def test_spans_follow_genai_names_and_carry_retries() -> None:
     assert ok.name == "chat m1" and ok.attributes["gen_ai.request.model"] == "m1"
     assert ok.attributes["llmguard.retries"] == 2
     assert rejected.attributes["llmguard.rejected_by"] == "QueueFull"
-    assert rejected.attributes["error.type"] == "llmguard._errors.QueueFull"
+    assert rejected.attributes["error.type"] == "llmguard.QueueFull"
 
 
 def test_bad_arguments_are_refused_early() -> None:
@@ -255,7 +255,7 @@ async def test_cache_lookups_come_from_the_cache_layer(reader, provider) -> None
 def test_latency_quantiles_are_within_one_bucket(samples: list[float], q: float) -> None:
     """The bounded histogram's quantile is never below the exact one and at most one 4 % bucket
     above it (clamped to the observed max), whatever the samples; memory is a fixed list."""
-    from llmguard._latency import LatencyHistogram
+    from llmguard._observability.histogram import LatencyHistogram
 
     histogram = LatencyHistogram()
     size = len(histogram.counts)

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import llmguard as lg
-from llmguard._metrics import DURATION_BUCKETS
+from llmguard._observability.metrics import DURATION_BUCKETS
 from llmguard.testing import FakeLLM
 
 

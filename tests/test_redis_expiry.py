@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 import llmguard as lg
-from llmguard._cachestore import MISSING
-from llmguard._window import Quota
+from llmguard._cache.store import MISSING
+from llmguard._admission.window import Quota
 from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter, RedisStore
 
 pytestmark = pytest.mark.looptime(False)

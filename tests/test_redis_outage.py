@@ -15,7 +15,7 @@ import time
 import pytest
 
 import llmguard as lg
-from llmguard._window import Quota
+from llmguard._admission.window import Quota
 from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter, _client
 
 pytestmark = [

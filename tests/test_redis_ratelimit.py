@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import llmguard as lg
-from llmguard._window import Quota
+from llmguard._admission.window import Quota
 from llmguard.backends.redis import RedisBackend
 
 pytestmark = pytest.mark.looptime(False)

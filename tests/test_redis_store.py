@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 import llmguard as lg
-from llmguard._cachestore import MISSING
+from llmguard._cache.store import MISSING
 from llmguard.backends.redis import RedisBackend, RedisStore, ValueTooLarge
 
 pytestmark = pytest.mark.looptime(False)

@@ -6,7 +6,7 @@ import pytest
 
 import llmguard as lg
 from llmguard import CircuitBreaker, FailureKind, Fallback, Retry, Timeout
-from llmguard._circuit import CircuitState, State
+from llmguard._resilience.circuit import CircuitState, State
 from llmguard.testing import FakeLLM, make_error
 
 # --- Timeout -----------------------------------------------------------------------------------

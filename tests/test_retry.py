@@ -7,7 +7,7 @@ import pytest
 
 import llmguard as lg
 from llmguard import FailureKind, Retry, RetryBudget
-from llmguard._retry import backoff_delay
+from llmguard._resilience.retry import backoff_delay
 from llmguard.testing import FakeLLM, make_error
 
 

@@ -6,7 +6,7 @@ import gc
 import pytest
 
 import llmguard as lg
-from llmguard._stream import Stream
+from llmguard._core.stream import Stream
 
 
 class Holder:

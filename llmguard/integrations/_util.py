@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .._pipeline import Pipeline
+from .._pipeline.pipeline import Pipeline
 
 __all__ = ["has_retry", "header_observers"]
 
 
 def has_retry(pipeline: Pipeline) -> bool:
     """True when some layer is a ``Retry``, so the client library must not retry too."""
-    module = sys.modules.get("llmguard._retry")  # a Retry instance exists only once it is loaded
+    module = sys.modules.get("llmguard._resilience.retry")  # a Retry instance exists only once it is loaded
     retry = getattr(module, "Retry", None)
     return retry is not None and any(isinstance(layer, retry) for layer in pipeline.layers)
 

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .._core import Call, Handler
-from .._pipeline import Guarded, Pipeline
-from .._tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens, extract_usage
+from .._core.call import Call, Handler
+from .._pipeline.pipeline import Guarded, Pipeline
+from .._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens, extract_usage
 from ._util import has_retry, header_observers
 
 __all__ = ["LiteLLMStats", "completion", "count_tokens", "embedding"]
@@ -53,7 +53,7 @@ def count_tokens(*args: Any, **kwargs: Any) -> int:
 
     The prompt is counted by ``litellm.token_counter`` with the model's own tokenizer; the output
     reservation is ``max_tokens`` (or ``max_completion_tokens``), else
-    ``llmguard._tokens.DEFAULT_OUTPUT_RESERVE``. Falls back to ``llmguard.estimate_tokens`` for
+    ``llmguard._core.tokens.DEFAULT_OUTPUT_RESERVE``. Falls back to ``llmguard.estimate_tokens`` for
     calls litellm cannot count (no messages, an unknown content shape).
     """
     messages = kwargs.get("messages")

@@ -28,9 +28,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .._core import Call, Handler
-from .._pipeline import Guarded, Pipeline
-from .._stream import Stream, is_stream_result
+from .._core.call import Call, Handler
+from .._pipeline.pipeline import Guarded, Pipeline
+from .._core.stream import Stream, is_stream_result
 from ._util import has_retry, header_observers
 
 __all__ = ["METHODS", "guard", "wrap"]

@@ -9,8 +9,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from .._check import number, text
-from .._tokens import estimate_tokens
+from .._core.check import number, text
+from .._core.tokens import estimate_tokens
 
 __all__ = ["FakeLLM"]
 

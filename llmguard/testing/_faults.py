@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._check import number
-from .._check import seed as check_seed
-from .._classify import FailureKind
-from .._stream import Stream
+from .._core.check import number
+from .._core.check import seed as check_seed
+from .._core.classify import FailureKind
+from .._core.stream import Stream
 from ._provider import ProviderError
 
 __all__ = ["FaultStats", "Faults", "make_error"]

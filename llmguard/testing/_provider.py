@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._check import number
-from .._check import seed as check_seed
-from .._tokens import estimate_tokens
+from .._core.check import number
+from .._core.check import seed as check_seed
+from .._core.tokens import estimate_tokens
 
 __all__ = ["Overloaded", "ProviderError", "ProviderStats", "RateLimited", "SimulatedProvider"]
 

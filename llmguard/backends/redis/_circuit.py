@@ -16,7 +16,7 @@ import asyncio
 import weakref
 from typing import Any
 
-from ..._circuit import CircuitState, State
+from ..._resilience.circuit import CircuitState, State
 from ._client import Connection
 
 __all__ = ["RedisCircuitState"]

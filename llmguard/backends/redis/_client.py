@@ -9,8 +9,8 @@ import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from ..._check import number, text
-from ..._errors import BackendUnavailable
+from ..._core.check import number, text
+from ..._core.errors import BackendUnavailable
 
 __all__ = ["Connection", "logger"]
 

@@ -17,9 +17,9 @@ import random
 from collections.abc import Hashable
 from typing import Any
 
-from ..._check import number, text
-from ..._concurrency import ConcurrencyLimiter, ConcurrencyStats
-from ..._errors import AdmissionTimeout
+from ..._core.check import number, text
+from ..._admission.limiter import ConcurrencyLimiter, ConcurrencyStats
+from ..._core.errors import AdmissionTimeout
 from . import _scripts
 from ._ratelimit import RedisBackend
 
@@ -155,9 +155,6 @@ class RedisConcurrencyLimiter:
             connection.spawn(connection.write(
                 _scripts.RECONCILE, self._key, [lease, ""], "releasing a concurrency lease",
             ))
-
-    def _release_at_end(self, _error: BaseException | None) -> None:
-        self.release()
 
     async def _renew(self) -> None:
         """One task per limiter: extend every held lease together until none is held."""

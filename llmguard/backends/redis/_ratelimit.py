@@ -7,9 +7,9 @@ import math
 from collections.abc import Hashable
 from typing import Any
 
-from ..._ratebackend import MemoryBackend, _now
-from ..._sweep import SWEEP_AT, sweep
-from ..._window import SLACK, Entry, Quota
+from ..._admission.backend import MemoryBackend, _now
+from ..._core.sweep import SWEEP_AT, sweep
+from ..._admission.window import SLACK, Entry, Quota
 from . import _scripts
 from ._client import Connection
 

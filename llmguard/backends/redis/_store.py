@@ -10,9 +10,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from ..._cachestore import MISSING
-from ..._check import number, text
-from ..._sweep import SWEEP_AT, sweep
+from ..._cache.store import MISSING
+from ..._core.check import number, text
+from ..._core.sweep import SWEEP_AT, sweep
 from ._client import Connection
 from ._concurrency import backoff
 from ._ratelimit import RedisBackend

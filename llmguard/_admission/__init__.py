@@ -1,0 +1,1 @@
+"""_admission: private; import public names from ``llmguard``."""

@@ -1,0 +1,269 @@
+"""Adaptive concurrency: find a provider's capacity from latency and drops, without configuration.
+
+The limit algorithms are plain objects with one method, ``on_sample(rtt, inflight, dropped) ->
+new_limit`` (Netflix concurrency-limits' ``Limit.onSample``): pure functions of their inputs and
+their own state, tested directly. The layer holds a :class:`~llmguard._admission.concurrency.
+ConcurrencyLimiter` (fair, resizable, cancellation-safe) and resizes it from the samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import statistics
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from .._core.check import number
+from .._core.classify import FailureKind, classify
+from .concurrency import ConcurrencyLimit
+from .limiter import ConcurrencyLimiter
+from .._core.errors import AdmissionError
+from .._core.stream import Stream
+from .._core.tokens import extract_usage
+from .algorithms import AIMD, Gradient, Gradient2, LimitAlgorithm, Vegas
+from .._core.public import public
+
+__all__ = ["AdaptiveConcurrency", "AdaptiveStats"]
+
+log = logging.getLogger("llmguard.adaptive")
+
+#: Failures that mean "too much concurrency": the provider pushed back or could not keep up.
+DROP_KINDS = frozenset({FailureKind.RATE_LIMITED, FailureKind.OVERLOADED, FailureKind.TIMEOUT})
+
+
+class _TokenModel:
+    """Removes the output length from latency, so long answers do not look like congestion.
+
+    Latency grows with output tokens as ``k * (a + b * tokens)``, where ``k >= 1`` is the
+    congestion the algorithms must see. A decaying least-squares fit of latency on tokens gives
+    ``a / b`` (the ratio does not depend on ``k``, which is uncorrelated with answer length), and
+    ``rtt * (a/b + mean_tokens) / (a/b + tokens)`` is the latency the call would have had at the
+    mean length: ``k`` times a constant. Dividing by tokens alone (``a = 0``) would make short
+    answers look slow whenever the provider has a fixed base latency.
+    """
+
+    __slots__ = ("n", "t", "r", "tt", "tr")
+
+    DECAY = 0.999  # ~1000 samples of memory: follows a provider that changes, ignores noise
+
+    def __init__(self) -> None:
+        self.n = self.t = self.r = self.tt = self.tr = 0.0
+
+    def normalise(self, rtt: float, tokens: int) -> float | None:
+        """The length-normalised rtt, or None while the fit has too few samples to trust."""
+        d = self.DECAY
+        self.n = self.n * d + 1
+        self.t = self.t * d + tokens
+        self.r = self.r * d + rtt
+        self.tt = self.tt * d + tokens * tokens
+        self.tr = self.tr * d + tokens * rtt
+        mean_t = self.t / self.n
+        var_t = self.tt / self.n - mean_t * mean_t
+        if self.n < 20:
+            return None  # a raw rtt now would set a floor that normalised ones never reach
+        if var_t <= 1e-9 * mean_t * mean_t:
+            return rtt  # lengths do not vary: nothing to remove
+        slope = (self.tr / self.n - mean_t * self.r / self.n) / var_t
+        if slope <= 0:
+            return rtt  # latency does not grow with length here
+        base = max(0.0, (self.r / self.n - slope * mean_t) / slope)  # a / b, in tokens
+        return rtt * (base + mean_t) / (base + tokens)
+
+
+class _Window:
+    """Samples of one round trip: median RTT of successes, peak in-flight, share of drops."""
+
+    __slots__ = ("count", "rtts", "inflight", "drops", "overloads")
+
+    #: A window counts as dropped only when more than this share of its samples are drops. A
+    #: steady trickle of errors (a few percent of 429s from a shared quota) says nothing about
+    #: concurrency, yet "any drop in the window" fires in nearly every window once the limit
+    #: (the window size) exceeds 1 / error rate, pinning the limit there whatever the capacity.
+    DROP_SHARE = 0.1
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.count = self.inflight = self.drops = self.overloads = 0
+        self.rtts: list[float] = []
+
+    def add(self, rtt: float, inflight: int, dropped: bool, overload: bool = False) -> None:
+        self.count += 1
+        self.inflight = max(self.inflight, inflight)
+        if dropped:
+            self.drops += 1
+            self.overloads += overload
+        else:
+            self.rtts.append(rtt)
+
+    def flush(self) -> tuple[float, int, bool, bool]:
+        """The window as one sample (median RTT, peak in-flight, dropped, only by 429s), and
+        start a new one.
+
+        The median, as Envoy's filter aggregates a window (p50): one 8 s latency spike in a
+        window of 30 one-second calls would move the mean by 25% and shrink the limit.
+        """
+        sample = (statistics.median(self.rtts) if self.rtts else 0.0, self.inflight,
+                  self.drops > self.DROP_SHARE * self.count, not self.overloads)
+        self._reset()
+        return sample
+
+
+ALGORITHMS: dict[str, type[LimitAlgorithm]] = {
+    "aimd": AIMD,
+    "gradient": Gradient,
+    "gradient2": Gradient2,
+    "vegas": Vegas,
+}
+
+
+@public
+@dataclass(frozen=True, slots=True)
+class AdaptiveStats:
+    """A snapshot of an :class:`AdaptiveConcurrency` layer."""
+
+    limit: int
+    in_flight: int
+    waiting: int
+    algorithm: str
+    samples: int
+    drops: int
+    admitted: int
+    rejected: int
+    timed_out: int
+
+
+@public
+class AdaptiveConcurrency(ConcurrencyLimit):
+    """Layer: a concurrency limit that an algorithm resizes from every call's latency and drops.
+
+    ``algorithm`` is ``"gradient"`` (default), ``"gradient2"``, ``"aimd"``, ``"vegas"`` or a
+    :class:`LimitAlgorithm` instance. Drops are RATE_LIMITED, OVERLOADED and TIMEOUT failures; a
+    cancelled call or one refused by an inner admission layer is no sample at all. The algorithm
+    sees one sample per round trip (``limit`` calls): their median latency, and "dropped" when
+    more than 10% of them were drops; it backs off on 429s at most once per rtt. When results
+    report output tokens, latency is normalised for answer length (a running fit of latency on
+    tokens), so long answers do not look like congestion. Place it innermost so it measures the provider, not local queueing.
+    ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
+    """
+
+    __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens", "_backoff_at",
+                 "_round_trip")
+    _wait_label = "adaptive_concurrency"
+
+    def __init__(
+        self,
+        *,
+        initial: int = 4,
+        min: int = 1,  # noqa: A002 - the documented option name
+        max: int = 256,  # noqa: A002
+        algorithm: str | LimitAlgorithm = "gradient",
+        max_queue: int | None = None,
+        max_wait: float | None = None,
+        priority: Callable[..., int] | None = None,
+        key: Callable[..., Hashable] | None = None,
+    ) -> None:
+        for name, value in (("initial", initial), ("min", min), ("max", max)):
+            number(name, value, integer=True)
+        if not min <= initial <= max:
+            raise ValueError(f"need min <= initial <= max, got {min} <= {initial} <= {max}")
+        if isinstance(algorithm, str):
+            if algorithm not in ALGORITHMS:
+                raise ValueError(
+                    f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)} "
+                    "or pass a LimitAlgorithm instance"
+                )
+            algorithm = ALGORITHMS[algorithm](initial, min_limit=min, max_limit=max)
+        elif not isinstance(algorithm, LimitAlgorithm):
+            raise TypeError(f"algorithm must be a name or a LimitAlgorithm, got {algorithm!r}")
+        super().__init__(
+            ConcurrencyLimiter(initial, max_queue=max_queue, max_wait=max_wait),
+            priority=priority,
+            key=key,
+        )
+        #: The limit algorithm (its state is the fractional limit).
+        self.algorithm = algorithm
+        self._samples = self._drops = 0
+        self._window = _Window()
+        self._tokens = _TokenModel()
+        self._backoff_at = -math.inf  # loop time of the last backoff on drops
+        self._round_trip = 0.0  # the last window's median rtt
+
+    def _sample(self, now: float, rtt: float, inflight: int, dropped: bool,
+                overload: bool = False) -> None:
+        self._samples += 1
+        self._drops += dropped
+        window = self._window
+        window.add(rtt, inflight, dropped, overload)
+        # One update per round trip (Netflix's WindowedLimit): per-call updates react to their
+        # own effect before it could be measured (feedback lags one RTT) and oscillate.
+        if window.count < self.limiter.limit:
+            return
+        rtt, inflight, dropped, throttled = window.flush()
+        if rtt > 0:
+            self._round_trip = rtt
+        # 429s back the limit off at most once per round trip (TCP's fast recovery): a 429
+        # storm answers every call at once, so windows of ``limit`` instant 429s close in a
+        # blink, and backing off for each took the limit from 30 to 1 within one round trip
+        # while a queue drained into the storm; those windows, and the others of the rtt after
+        # the backoff (calls admitted under the old limit), are discarded. An overloaded
+        # provider's instant 503s still back off per window: each is one call too many.
+        if now - self._backoff_at < self._round_trip:
+            return
+        if dropped and throttled:
+            self._backoff_at = now
+        new = math.floor(self.algorithm.on_sample(rtt, inflight, dropped))
+        limiter = self.limiter
+        if new != limiter.limit:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("concurrency limit %d -> %d (rtt=%.3fs, inflight=%d, dropped=%s)",
+                          limiter.limit, new, rtt, inflight, dropped)
+            limiter.limit = new
+
+    async def __call__(self, call: Any, call_next: Any, /) -> Any:
+        limiter = self.limiter
+        await self._acquire(call)
+        inflight = limiter.in_flight
+        loop_time = asyncio.get_running_loop().time
+        start = loop_time()
+        try:
+            result = await call_next(call)
+        except Exception as exc:
+            limiter.release()
+            if not isinstance(exc, AdmissionError):
+                failure = classify(exc)
+                if failure.kind in DROP_KINDS:
+                    now = loop_time()
+                    self._sample(now, now - start, inflight, True,
+                                 failure.kind is not FailureKind.RATE_LIMITED)
+            raise
+        except BaseException:  # cancelled: give the permit back, learn nothing
+            limiter.release()
+            raise
+        now = loop_time()
+        rtt = now - start
+        if isinstance(result, Stream):  # rtt is the time to the first chunk
+            result.defer(lambda _error: limiter.release())
+        else:
+            limiter.release()
+            usage = extract_usage(result)
+            if usage is not None and usage.output_tokens > 0:
+                rtt = self._tokens.normalise(rtt, usage.output_tokens)
+                if rtt is None:
+                    return result
+        self._sample(now, rtt, inflight, False)
+        return result
+
+    def statistics(self) -> AdaptiveStats:  # type: ignore[override]
+        s = self.limiter.statistics()
+        return AdaptiveStats(
+            s.limit, s.in_flight, s.waiting, type(self.algorithm).__name__, self._samples,
+            self._drops, s.admitted, s.rejected, s.timed_out,
+        )
+
+    def __repr__(self) -> str:
+        return f"<AdaptiveConcurrency {self.algorithm!r} {self.limiter!r}>"

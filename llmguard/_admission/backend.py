@@ -1,0 +1,157 @@
+"""Where RateLimit's quota state lives: the backend protocol and the in-memory backend.
+
+:class:`RateLimitBackend` is what a shared store implements (``llmguard.backends.redis``);
+:class:`MemoryBackend` keeps one sliding-window log (``_window.Window``) per key in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Hashable
+from typing import Any, Protocol
+
+from .._core.sweep import SWEEP_AT, sweep
+from .window import Entry, Quota, Window
+from .._core.public import public
+
+__all__ = ["MemoryBackend", "RateLimitBackend"]
+
+
+@public
+class RateLimitBackend(Protocol):
+    """Where quota state lives. ``key`` is the partition (None without ``key=``); ``quotas`` is
+    the layer's tuple of :class:`Quota` (pass them to the store, e.g. as Lua script arguments).
+    Durations are relative seconds so a remote backend can use its own (server) clock.
+
+    Only ``reserve`` is async. The other methods must not block: they run on cleanup paths,
+    including cancellation, where awaiting is unsafe; a remote backend schedules the write (a
+    task it keeps a reference to) and may apply it late, which errs on the side of waiting.
+    """
+
+    async def reserve(
+        self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
+    ) -> tuple[float, Any]:
+        """Atomically admit one request of ``tokens`` if every quota has room now.
+
+        Returns ``(0.0, ticket)`` when admitted (the ticket, any value but None, identifies the
+        reservation for ``reconcile``/``refund``), else ``(wait, None)`` with nothing recorded: ``wait`` is the
+        earliest number of seconds after which it could fit (including any pause and cap). The
+        layer keeps callers in FIFO order and calls again after ``wait``.
+        """
+        ...
+
+    def reconcile(self, key: Hashable, ticket: Any, tokens: int) -> None:
+        """Replace the reservation's token count with ``tokens`` (the actual usage)."""
+        ...
+
+    def refund(self, key: Hashable, ticket: Any) -> None:
+        """Remove the reservation entirely (the call never reached the provider)."""
+        ...
+
+    def restamp(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Any) -> Any:
+        """The admitted request reaches the provider only now (it waited in an inner queue):
+        count it from now instead of from its admission. Returns the ticket to use from here."""
+        ...
+
+    def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
+        """Admit nothing for ``key`` for ``seconds`` (never shortens an existing pause)."""
+        ...
+
+    def cap(
+        self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
+    ) -> None:
+        """The provider reports ``remaining`` requests (or tokens) until ``reset`` seconds from
+        now: admit no more than that until then (the quotas still apply)."""
+        ...
+
+    def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
+        """``(requests available, tokens available, seconds of pause left)`` now."""
+        ...
+
+
+def _now() -> float:
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:  # statistics() read outside the loop: the default loop's clock
+        return time.monotonic()
+
+
+@public
+class MemoryBackend:
+    """The default backend: one sliding-window log per key in this process, loop time.
+
+    Keys come and go (a ``key=`` per user or tenant), so a key whose window holds nothing any
+    more is forgotten: whenever the number of keys has doubled since the last sweep, every idle
+    window is dropped. A sweep costs one pass over the keys and happens after as many new keys,
+    so it adds O(1) per new key, and memory stays within about twice the keys active in the
+    last window (a soak with 20 new users a minute grew by one window per user, forever).
+    """
+
+    __slots__ = ("_windows", "_sweep_at")
+
+    def __init__(self) -> None:
+        self._windows: dict[Hashable, Window] = {}
+        self._sweep_at = SWEEP_AT
+
+    @property
+    def tracked_keys(self) -> int:
+        """Keys with state held now (idle ones not swept yet included)."""
+        return len(self._windows)
+
+    def _window(self, key: Hashable, quotas: tuple[Quota, ...]) -> Window:
+        window = self._windows.get(key)
+        if window is None:
+            if len(self._windows) >= self._sweep_at:
+                # An idle window is exactly what a fresh one would be: dropping it changes nothing.
+                now = _now()
+                self._sweep_at = sweep(self._windows, lambda window: window.idle(now))
+            window = self._windows[key] = Window(quotas)
+        return window
+
+    async def reserve(
+        self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
+    ) -> tuple[float, Any]:
+        window = self._window(key, quotas)
+        now = _now()
+        wait = window.wait(now, tokens)
+        return (wait, None) if wait > 0.0 else (0.0, window.add(now, tokens))
+
+    # A window is swept only once all its entries have left every quota's window, so a ticket
+    # whose window is gone (a call longer than an rps window) no longer counts anywhere.
+
+    def reconcile(self, key: Hashable, ticket: Entry, tokens: int) -> None:
+        window = self._windows.get(key)
+        if window is not None:
+            window.adjust(_now(), ticket, tokens)
+
+    def refund(self, key: Hashable, ticket: Entry) -> None:
+        window = self._windows.get(key)
+        if window is not None:
+            window.adjust(_now(), ticket, 0, live=0)
+
+    def restamp(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Entry) -> Entry:
+        window = self._window(key, quotas)
+        now = _now()
+        tokens = ticket.tokens
+        window.adjust(now, ticket, 0, live=0)  # it stays in the log, counting nothing
+        return window.add(now, tokens)
+
+    def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
+        window = self._window(key, quotas)
+        until = _now() + seconds
+        window.paused_until = max(window.paused_until, until)
+
+    def cap(
+        self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
+    ) -> None:
+        self._window(key, quotas).cap(_now(), tokens, remaining, reset)
+
+    def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
+        window = self._window(key, quotas)
+        now = _now()
+        return (window.available(now, False), window.available(now, True),
+                max(0.0, window.paused_until - now))
+
+    def __repr__(self) -> str:
+        return f"<MemoryBackend keys={len(self._windows)}>"

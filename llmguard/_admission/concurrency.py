@@ -1,0 +1,100 @@
+"""The ``ConcurrencyLimit`` layer: at most ``limit`` calls in flight, around any :class:`Limiter`.
+
+Why not ``asyncio.Semaphore`` or anyio's ``CapacityLimiter``: see ``limiter.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from .._core.call import Call, Handler
+from .._core.stream import Stream
+from .limiter import ConcurrencyLimiter, Limiter
+from .._core.public import public
+
+__all__ = ["ConcurrencyLimit"]
+
+
+@public
+class ConcurrencyLimit:
+    """Layer: at most ``limit`` calls in flight, with priorities and per-key fairness.
+
+    ``limit`` is a number or an existing :class:`Limiter` (to share one limiter, or to let an
+    adaptive algorithm resize it): a :class:`ConcurrencyLimiter`, a
+    ``llmguard.backends.redis.RedisConcurrencyLimiter``, or your own (see :class:`Limiter` for
+    the contract). ``priority(*args, **kwargs) -> int`` (higher first) and
+    ``key(*args, **kwargs) -> Hashable`` (e.g. the tenant) are read from the guarded function's
+    arguments; without them the layer uses ``call.priority`` / ``call.partition`` as set by an
+    outer layer. Waiting keys are served round-robin, FIFO within a (priority, key).
+    """
+
+    __slots__ = ("limiter", "_priority", "_key")
+
+    def __init__(
+        self,
+        limit: int | Limiter,
+        *,
+        max_queue: int | None = None,
+        max_wait: float | None = None,
+        priority: Callable[..., int] | None = None,
+        key: Callable[..., Hashable] | None = None,
+    ) -> None:
+        for name, fn in (("priority", priority), ("key", key)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be a callable on the call's arguments, got {fn!r}")
+        if hasattr(limit, "acquire") and hasattr(limit, "release"):  # a (possibly shared) limiter
+            if max_queue is not None or max_wait is not None:
+                raise ValueError("set max_queue and max_wait on the ConcurrencyLimiter you pass")
+            #: The limiter holding the permits (shared, resizable).
+            self.limiter = limit
+        else:
+            self.limiter = ConcurrencyLimiter(limit, max_queue=max_queue, max_wait=max_wait)
+        self._priority = priority
+        self._key = key
+
+    def _admission(self, call: Call) -> tuple[int, Hashable]:
+        """The call's (priority, partition): from the callables if given, else from the call."""
+        if self._priority is not None:
+            priority = self._priority(*call.args, **call.kwargs)
+        else:
+            priority = call.priority or 0
+        if self._key is not None:
+            partition = self._key(*call.args, **call.kwargs)
+        else:
+            partition = call.partition
+        return priority, partition
+
+    #: How this layer names itself in ``call.notes["delayed_by"]``.
+    _wait_label = "concurrency_limit"
+
+    async def _acquire(self, call: Call) -> None:
+        """Take a permit for the call (its priority and partition), noting any admission wait."""
+        priority, partition = self._admission(call)
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        await self.limiter.acquire(priority=priority, partition=partition)
+        waited = clock() - started
+        if waited > 0:
+            call.waited(waited, self._wait_label)
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+        limiter = self.limiter
+        await self._acquire(call)
+        try:
+            result = await call_next(call)
+        except BaseException:
+            limiter.release()
+            raise
+        if isinstance(result, Stream):
+            result.defer(lambda _error: limiter.release())
+        else:
+            limiter.release()
+        return result
+
+    def statistics(self) -> Any:
+        return self.limiter.statistics()
+
+    def __repr__(self) -> str:
+        return f"<ConcurrencyLimit {self.limiter!r}>"

@@ -1,0 +1,250 @@
+"""Permit holders: the ``Limiter`` protocol a ``ConcurrencyLimit`` drives, and the in-process one.
+
+Why not ``asyncio.Semaphore`` or anyio's ``CapacityLimiter``: neither has priorities, per-tenant
+fairness, a queue bound or a wait bound, and a semaphore cannot be resized while calls wait.
+The limiter hands a released permit directly to the next waiter (no barging: a newcomer never
+takes a slot a waiter was promised), which makes FIFO within a class a guarantee, not a tendency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from .._core.check import number
+from .._core.errors import AdmissionTimeout, QueueFull
+from .._core.public import public
+
+__all__ = ["ConcurrencyLimiter", "ConcurrencyStats", "Limiter"]
+
+
+#: How a bound that accepts None says so.
+_NO_BOUND = "; pass None for no bound"
+
+
+@public
+@dataclass(frozen=True, slots=True)
+class ConcurrencyStats:
+    """A snapshot of a :class:`ConcurrencyLimiter`."""
+
+    limit: int
+    in_flight: int
+    waiting: int
+    #: Waiting calls per priority class, highest priority first.
+    waiting_by_priority: Mapping[int, int]
+    admitted: int
+    rejected: int
+    timed_out: int
+
+
+@public
+@runtime_checkable
+class Limiter(Protocol):
+    """What a :class:`~llmguard.ConcurrencyLimit` layer drives: permits, taken and given back.
+
+    Implement it to hold permits elsewhere (``llmguard.backends.redis.RedisConcurrencyLimiter``
+    holds them in Redis). The contract:
+
+    * ``await acquire(priority=, partition=)`` returns once the caller holds one permit. Higher
+      ``priority`` is served first; ``partition`` (a hashable, e.g. a tenant) is a fairness class.
+      It may raise an :class:`~llmguard.AdmissionError` (``QueueFull``, ``AdmissionTimeout``) and
+      then holds nothing. If the caller is cancelled while waiting it holds nothing either: a
+      permit granted in the meantime is passed on, never lost.
+    * ``release()`` is synchronous (it runs on cancellation paths, which must not block) and gives
+      back one permit taken by ``acquire``.
+    * ``statistics()`` returns a snapshot (any object; ``Guarded.stats()`` shows it).
+    * ``in_flight`` and ``limit`` (ints) are read by metrics gauges and adaptive concurrency.
+    """
+
+    @property
+    def limit(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    async def acquire(self, *, priority: int = 0, partition: Hashable = None) -> None: ...
+
+    def release(self) -> None: ...
+
+    def statistics(self) -> Any: ...
+
+
+@public
+class ConcurrencyLimiter:
+    """At most ``limit`` holders at once; waiters served by priority, then round-robin by
+    partition, then FIFO.
+
+    ``acquire()`` returns when the caller holds a permit; ``release()`` (synchronous) gives it
+    back and hands it to the next waiter. ``limit`` may be changed at any time: growing admits
+    waiters at once, shrinking lets holders finish and admits nobody until below the new limit.
+    """
+
+    __slots__ = (
+        "_limit",
+        "max_queue",
+        "max_wait",
+        "_in_flight",
+        "_classes",
+        "_waiting",
+        "_waiting_by_priority",
+        "_admitted",
+        "_rejected",
+        "_timed_out",
+    )
+
+    def __init__(
+        self, limit: int, *, max_queue: int | None = None, max_wait: float | None = None
+    ) -> None:
+        self._limit = number("limit", limit, integer=True)
+        #: Most calls allowed to wait; one more is rejected at once with QueueFull.
+        self.max_queue = number("max_queue", max_queue, integer=True, optional=True, hint=_NO_BOUND)
+        #: Seconds a call may wait before AdmissionTimeout.
+        self.max_wait = number("max_wait", max_wait, optional=True, unit=" of seconds",
+                               hint=_NO_BOUND)
+        self._in_flight = 0
+        # priority -> partition -> FIFO of futures. Dicts keep insertion order, so rotating a
+        # served partition to the end gives round-robin. Cancelled futures are skipped lazily.
+        self._classes: dict[int, dict[Hashable, deque[asyncio.Future[None]]]] = {}
+        self._waiting = 0
+        self._waiting_by_priority: dict[int, int] = {}
+        self._admitted = self._rejected = self._timed_out = 0
+
+    @property
+    def limit(self) -> int:
+        """The number of permits; settable at run time."""
+        return self._limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._limit = number("limit", value, integer=True)
+        self._grant()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    async def acquire(self, *, priority: int = 0, partition: Hashable = None) -> None:
+        """Wait for a permit (higher ``priority`` first). Raises QueueFull or AdmissionTimeout."""
+        if self._in_flight < self._limit and not self._waiting:
+            self._in_flight += 1  # happy path: no future, no await, no allocation
+            self._admitted += 1
+            return
+        if self.max_queue is not None and self._waiting >= self.max_queue:
+            self._rejected += 1
+            raise QueueFull(
+                f"{self._waiting} calls already wait for {self._limit} concurrency slots "
+                f"(max_queue={self.max_queue}); raise max_queue or limit, or send fewer calls"
+            )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        partitions = self._classes.setdefault(priority, {})
+        queue = partitions.get(partition)
+        if queue is None:
+            queue = partitions[partition] = deque()
+        queue.append(future)
+        self._waiting += 1
+        self._waiting_by_priority[priority] = self._waiting_by_priority.get(priority, 0) + 1
+        try:
+            if self.max_wait is None:
+                await future
+            else:
+                async with asyncio.timeout(self.max_wait):
+                    await future
+        except BaseException as exc:
+            if future.done() and not future.cancelled():
+                self.release()  # granted, then cancelled before we resumed: pass it on
+            else:
+                future.cancel()
+                self._unwait(priority)
+                self._forget(priority, partition, future)
+            if isinstance(exc, TimeoutError):
+                self._timed_out += 1
+                raise AdmissionTimeout(
+                    f"waited {self.max_wait:g} s for one of {self._limit} concurrency slots "
+                    f"({self._in_flight} in flight, {self._waiting} still waiting); raise "
+                    "max_wait or limit, or send fewer calls"
+                ) from None
+            raise
+
+    def release(self) -> None:
+        """Give a permit back; the next waiter (if any) gets it at once."""
+        if self._in_flight <= 0:
+            raise RuntimeError("release() called more times than acquire()")
+        self._in_flight -= 1
+        if self._waiting:
+            self._grant()
+
+    def _unwait(self, priority: int) -> None:
+        self._waiting -= 1
+        left = self._waiting_by_priority[priority] - 1
+        if left:
+            self._waiting_by_priority[priority] = left
+        else:
+            del self._waiting_by_priority[priority]
+
+    def _forget(self, priority: int, partition: Hashable, future: asyncio.Future[None]) -> None:
+        """Take a waiter that gave up out of its queue now. Left for ``_grant`` to skip, the
+        queues of partitions nobody waits in any more piled up whenever no permit was handed on
+        meanwhile (one per timed-out tenant, forever). Waiters give up near the front of their
+        queue (timeouts in FIFO order), which is where ``remove`` starts looking."""
+        partitions = self._classes.get(priority)
+        queue = None if partitions is None else partitions.get(partition)
+        if queue is None:
+            return
+        try:
+            queue.remove(future)
+        except ValueError:  # already popped by _grant (it skips cancelled waiters)
+            return
+        if not queue:
+            del partitions[partition]
+            if not partitions:
+                del self._classes[priority]
+
+    def _grant(self) -> None:
+        classes = self._classes
+        while self._in_flight < self._limit and classes:
+            priority = max(classes)
+            partitions = classes[priority]
+            partition = next(iter(partitions))
+            queue = partitions.pop(partition)
+            future = queue.popleft()
+            if queue:
+                partitions[partition] = queue  # rotate to the end: round-robin
+            if not partitions:
+                del classes[priority]
+            if future.done():  # cancelled while waiting; already uncounted
+                continue
+            future.set_result(None)
+            self._unwait(priority)
+            self._in_flight += 1
+            self._admitted += 1
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.release()
+
+    def statistics(self) -> ConcurrencyStats:
+        return ConcurrencyStats(
+            self._limit,
+            self._in_flight,
+            self._waiting,
+            dict(sorted(self._waiting_by_priority.items(), reverse=True)),
+            self._admitted,
+            self._rejected,
+            self._timed_out,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConcurrencyLimiter limit={self._limit} in_flight={self._in_flight} "
+            f"waiting={self._waiting} admitted={self._admitted} rejected={self._rejected} "
+            f"timed_out={self._timed_out}>"
+        )

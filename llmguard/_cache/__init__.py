@@ -1,0 +1,1 @@
+"""_cache: private; import public names from ``llmguard``."""

@@ -1,0 +1,110 @@
+"""Caching streamed answers: record a stream while it is read, replay it as a stream.
+
+A stream can be read once, so the callers of one single-flight share it through a :class:`Tee`:
+each caller reads its own cursor over the chunks fetched so far, and whichever caller is ahead
+fetches the next chunk from the source. The source is closed (and the layers below it release
+what they hold) when it is exhausted, or when every caller that received the tee has stopped
+reading. Only a stream read to its end is stored, as ``{STREAM_KEY: [chunk, ...]}``: plain data,
+so the Redis store's default JSON serializer stores it as well as the in-memory store does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from .._core.errors import LLMGuardError
+from .._core.stream import Stream
+
+__all__ = ["STREAM_KEY", "Tee", "is_recording", "replay"]
+
+#: The one key of a stored stream's dict.
+STREAM_KEY = "llmguard.stream"
+
+
+def is_recording(value: Any) -> bool:
+    """True for a stored stream (what :class:`Tee` stores when its source completes)."""
+    return type(value) is dict and STREAM_KEY in value
+
+
+async def replay(recording: dict[str, list[Any]]) -> Stream:
+    """A new Stream over a stored stream's chunks."""
+    return await Stream.start(_iterate(recording[STREAM_KEY]))
+
+
+async def _iterate(chunks: list[Any]) -> AsyncIterator[Any]:
+    for chunk in chunks:
+        yield chunk
+
+
+class Tee:
+    """Share one source stream between the callers of a single flight.
+
+    ``expected`` is the number of callers that will either :meth:`open` a reader or
+    :meth:`forfeit`; ``on_complete(recording)`` is awaited once if the source is read to its end.
+    """
+
+    __slots__ = ("_source", "_chunks", "_expected", "_readers", "_ended", "_error", "_fetching",
+                 "_on_complete")
+
+    def __init__(self, source: Stream, expected: int,
+                 on_complete: Callable[[dict[str, list[Any]]], Awaitable[None]]) -> None:
+        self._source = source
+        self._chunks: list[Any] = []
+        self._expected = expected
+        self._readers = 0
+        self._ended = False
+        self._error: BaseException | None = None
+        self._fetching = asyncio.Lock()
+        self._on_complete = on_complete
+
+    async def open(self) -> Stream:
+        """A stream for one caller, starting at the first chunk."""
+        self._expected -= 1
+        self._readers += 1
+        return await Stream.start(self._read())
+
+    def forfeit(self) -> None:
+        """A caller that received the tee but will not read it (it was cancelled)."""
+        self._expected -= 1
+        if self._unread():
+            self._source.release()  # synchronous: this caller is unwinding a cancellation
+
+    async def _read(self) -> AsyncIterator[Any]:
+        position = 0
+        try:
+            while True:
+                if position < len(self._chunks):
+                    position += 1
+                    yield self._chunks[position - 1]
+                elif self._ended:
+                    return
+                elif self._error is not None:
+                    raise self._error
+                else:
+                    async with self._fetching:  # one caller fetches; the others then read it
+                        if position == len(self._chunks) and not self._ended and not self._error:
+                            await self._fetch()
+        finally:
+            self._readers -= 1
+            if self._unread():  # nobody reads on: close the source so its permits return now
+                await self._source.aclose()
+
+    async def _fetch(self) -> None:
+        try:
+            self._chunks.append(await self._source.__anext__())
+        except StopAsyncIteration:
+            self._ended = True
+            await self._on_complete({STREAM_KEY: self._chunks})
+        except Exception as exc:
+            self._error = exc
+            raise
+        except BaseException:  # this reader was cancelled mid-fetch: the source is broken
+            self._error = LLMGuardError(
+                "the shared stream ended early: the caller reading it for this single flight "
+                "was cancelled mid-chunk; call again")
+            raise
+
+    def _unread(self) -> bool:
+        return self._readers == 0 and self._expected <= 0 and not self._source.done

@@ -1,0 +1,1 @@
+"""_cli: private; import public names from ``llmguard``."""

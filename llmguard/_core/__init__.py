@@ -1,0 +1,1 @@
+"""_core: private; import public names from ``llmguard``."""

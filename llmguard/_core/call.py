@@ -1,0 +1,163 @@
+"""The one abstraction: a layer around an async callable.
+
+A layer receives the per-call context and the next handler on every call (Polly v8, starlette),
+so one layer instance and its state (a quota, a cache, a circuit) can guard many call sites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from contextvars import ContextVar
+from typing import Any, Protocol, runtime_checkable
+
+from .stream import Stream
+from .public import public
+
+__all__ = ["Call", "Handler", "Layer", "compose", "invoke"]
+
+#: A runner that wants to read the Call of the guarded function it awaits (the batch runner reads
+#: ``call.attempt`` for ``Outcome.attempts``) sets this to :data:`WANT_CALL`; the guarded wrapper
+#: then stores its Call here. Outside such a runner it stays None: one ``get`` per call, no set.
+call_sink: ContextVar[Any] = ContextVar("llmguard_call_sink", default=None)
+WANT_CALL: Any = object()
+
+#: The next step of a pipeline: takes the call, returns (an awaitable of) the result.
+Handler = Callable[["Call"], Awaitable[Any]]
+
+
+@public
+@runtime_checkable
+class Layer(Protocol):
+    """Anything with ``async def __call__(self, call, call_next, /)``.
+
+    A layer reads and annotates ``call``, awaits ``call_next(call)`` (zero or more times) and
+    returns the result. It keeps its state on ``self`` so one instance can guard many functions,
+    and may expose ``statistics()`` returning a frozen dataclass (shown by ``Guarded.stats()``).
+    """
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any: ...
+
+
+@public
+class Call:
+    """Per-call context that flows through every layer.
+
+    Layers never rebuild it: they read what they need and annotate what they learn. Every
+    attribute has a default so a layer can read any of them without ``getattr`` guards.
+    """
+
+    __slots__ = (
+        "fn",
+        "args",
+        "kwargs",
+        "name",
+        "attempt",
+        "deadline",
+        "priority",
+        "partition",
+        "tokens",
+        "usage",
+        "notes",
+        "on_wait",
+        "sent",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        #: The guarded callable the innermost handler invokes (a Fallback or pool may swap it).
+        self.fn = fn
+        #: Positional arguments of the call (``self`` included for methods).
+        self.args = args
+        #: Keyword arguments of the call; layers that override arguments replace this dict.
+        self.kwargs: dict[str, Any] = {} if kwargs is None else kwargs
+        #: The pipeline's name (metric attribute, error messages).
+        self.name = name
+        #: 1 for the first attempt; Retry increments it.
+        self.attempt = 1
+        #: Absolute loop time (``loop.time()``) after which no new attempt should start, or None.
+        self.deadline: float | None = None
+        #: Admission priority: higher is served first. None means the default class (0).
+        self.priority: int | None = None
+        #: Fairness partition (tenant, API key) chosen by a layer's ``key`` callable.
+        self.partition: Hashable | None = None
+        #: Token estimate reserved by a rate limiter for this attempt, if any.
+        self.tokens: int | None = None
+        #: Actual usage learned from the result (see ``llmguard._core.tokens.Usage``).
+        self.usage: Any = None
+        #: Free-form annotations by layers (``{"cache": "hit", "retries": 2, ...}``), or None.
+        self.notes: dict[str, Any] | None = None
+        #: Called by :meth:`waited` when an inner limiter let the call go after a wait: an outer
+        #: rate limit then counts the request from now, when the provider will see it.
+        self.on_wait: Callable[[], None] | None = None
+        #: True once this attempt reached the provider (the innermost handler called it); a
+        #: Timeout resets it per attempt to tell local queueing from a slow provider.
+        self.sent = False
+
+    @property
+    def model(self) -> str | None:
+        """The ``model`` keyword argument, when the call has one."""
+        model = self.kwargs.get("model")
+        return model if isinstance(model, str) else None
+
+    def note(self, key: str, value: Any) -> None:
+        """Record an annotation for outer layers (metrics, batch outcomes) to read."""
+        if self.notes is None:
+            self.notes = {}
+        self.notes[key] = value
+
+    def waited(self, seconds: float, by: str) -> None:
+        """Record time spent waiting for admission (metrics' admission-wait histogram); a
+        limiter calls it as it lets the call go after waiting."""
+        if self.notes is None:
+            self.notes = {}
+        self.notes["wait"] = self.notes.get("wait", 0.0) + seconds
+        self.notes["delayed_by"] = by
+        if self.on_wait is not None:
+            self.on_wait()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Call {self.name or getattr(self.fn, '__qualname__', self.fn)!s} "
+            f"attempt={self.attempt} priority={self.priority} partition={self.partition!r} "
+            f"tokens={self.tokens} notes={self.notes}>"
+        )
+
+
+async def invoke(call: Call) -> Any:
+    """The innermost handler: call the guarded function with the call's arguments.
+
+    A streamed answer (an async generator, or an async iterator the coroutine returns) comes back
+    as a :class:`~llmguard._core.stream.Stream` whose first chunk has been read, so failures before
+    the first chunk happen inside the pipeline where Retry and Fallback can act.
+    """
+    call.sent = True
+    result = call.fn(*call.args, **call.kwargs)
+    if not hasattr(type(result), "__anext__"):
+        result = await result
+        if not hasattr(type(result), "__anext__"):
+            return result
+    return result if isinstance(result, Stream) else await Stream.start(result)
+
+
+def compose(layers: Sequence[Layer], terminal: Handler = invoke) -> Handler:
+    """Fold ``layers`` around ``terminal``; the first layer listed is the outermost.
+
+    Each step is a plain function returning the layer's coroutine, so composition adds no
+    coroutine frame of its own: the only per-layer cost is the layer itself.
+    """
+    handler = terminal
+    for layer in reversed(layers):
+        handler = _bind(layer, handler)
+    return handler
+
+
+def _bind(layer: Layer, call_next: Handler) -> Handler:
+    def handler(call: Call) -> Awaitable[Any]:
+        return layer(call, call_next)
+
+    return handler

@@ -1,0 +1,1 @@
+"""_observability: private; import public names from ``llmguard``."""

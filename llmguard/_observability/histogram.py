@@ -1,0 +1,91 @@
+"""In-process call statistics in constant memory: fixed log-scale latency buckets.
+
+A reservoir would need random numbers and a sort per snapshot; HdrHistogram-style fixed buckets
+cost one bisect per call, use ~2 KB forever, and bound the quantile error to the bucket
+width (4 %), which is plenty for p50/p95/p99 of LLM latencies.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+from .._core.public import public
+
+__all__ = ["LatencyHistogram", "MetricsStats"]
+
+_GROWTH = 1.04  # each bucket is 4 % wider than the previous one
+_LOWEST = 1e-5  # 10 µs: faster calls share the first bucket
+_LOG_GROWTH = math.log(_GROWTH)
+_BUCKETS = int(math.log(1e4 / _LOWEST) / _LOG_GROWTH) + 2  # up to ~3 hours, then the last bucket
+#: Upper edge of each bucket but the last (which is unbounded); bisect beats a log per call.
+_EDGES = [_LOWEST * _GROWTH**i for i in range(_BUCKETS - 1)]
+
+
+class LatencyHistogram:
+    """Counts of durations in fixed log-scale buckets, plus exact min, max and sum."""
+
+    __slots__ = ("counts", "count", "total", "min", "max")
+
+    def __init__(self) -> None:
+        #: Calls per bucket; bucket ``i`` holds durations up to ``_EDGES[i]``.
+        self.counts = [0] * _BUCKETS
+        self.count = 0
+        self.total = 0.0
+        self.min = math.inf
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[bisect_left(_EDGES, seconds)] += 1
+        self.count += 1
+        self.total += seconds
+        if seconds < self.min:
+            self.min = seconds
+        if seconds > self.max:
+            self.max = seconds
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile (0..1), the upper edge of its bucket clamped to [min, max]."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for index, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank:
+                edge = _EDGES[index] if index < len(_EDGES) else self.max
+                return min(max(edge, self.min), self.max)
+        return self.max  # pragma: no cover - rank <= count always stops the loop
+
+
+@public
+@dataclass(frozen=True, slots=True)
+class MetricsStats:
+    """A snapshot of a :class:`llmguard.Metrics` layer (latencies in seconds, None before data).
+
+    Latencies cover completed calls (successes and errors), not cancelled ones.
+    """
+
+    calls: int
+    successes: int
+    failures: int
+    #: Calls refused locally (``AdmissionError``: queue full, circuit open, too large).
+    rejected: int
+    cancelled: int
+    in_flight: int
+    latency_mean: float | None
+    latency_min: float | None
+    latency_max: float | None
+    latency_p50: float | None
+    latency_p95: float | None
+    latency_p99: float | None
+    input_tokens: int
+    output_tokens: int
+    retries: int
+    fallbacks: int
+    cache_hits: int
+    cache_misses: int
+    #: ``cache_hits / (hits + misses)`` (coalesced waiters count as hits), None without lookups.
+    cache_hit_ratio: float | None
+    #: Failures by ``error.type`` (exception class name).
+    errors: dict[str, int]

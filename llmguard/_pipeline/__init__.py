@@ -1,0 +1,1 @@
+"""_pipeline: private; import public names from ``llmguard``."""

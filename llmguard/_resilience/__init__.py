@@ -1,0 +1,1 @@
+"""_resilience: private; import public names from ``llmguard``."""

@@ -1,0 +1,156 @@
+"""Fallback chains: primary, then alternates in order, then an optional graceful default."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._core.classify import FailureKind, classify
+from .._core.call import Call, Handler, invoke
+from .._core.errors import FallbackExhausted
+from .._pipeline.pipeline import _is_async_callable
+from .._core.public import public
+
+__all__ = ["Fallback", "FallbackStats"]
+
+_UNSET: Any = object()
+
+
+@public
+@dataclass(frozen=True, slots=True)
+class FallbackStats:
+    calls: int
+    #: Answers served by each alternate, by its label (``"model=gpt-4o"``, a function name).
+    fallbacks: dict[str, int]
+    #: Calls answered by the ``default``.
+    defaulted: int
+    #: Calls where everything failed.
+    exhausted: int
+
+
+def _label(alternate: Any) -> str:
+    if isinstance(alternate, Mapping):
+        return ",".join(f"{k}={v}" for k, v in alternate.items())
+    return getattr(alternate, "__qualname__", None) or type(alternate).__qualname__
+
+
+def _check(alternate: Any) -> Any:
+    if isinstance(alternate, Mapping):
+        if not alternate or not all(isinstance(k, str) for k in alternate):
+            raise ValueError(
+                f"a keyword-override alternate must be a non-empty dict of argument names, "
+                f"got {alternate!r}; e.g. {{'model': 'gpt-4o-mini'}}"
+            )
+        return dict(alternate)
+    if not _is_async_callable(alternate):
+        raise TypeError(
+            f"alternate {alternate!r} is neither an async callable nor a dict of keyword "
+            "overrides such as {'model': 'gpt-4o-mini'}"
+        )
+    return alternate
+
+
+@public
+class Fallback:
+    """Layer: when the rest of the pipeline fails, try each alternate in order.
+
+    An alternate is:
+
+    * a dict of keyword overrides, e.g. ``{"model": "gpt-4o-mini"}``: the rest of the pipeline
+      runs again with those arguments replaced (model fallbacks for litellm and the OpenAI SDK);
+    * an async callable (another client, or another guarded pipeline) called with the same
+      arguments.
+
+    ``routes`` sends specific failure kinds to a specific alternate first, e.g.
+    ``{FailureKind.CONTEXT_WINDOW: {"model": "long-context-model"}}``. ``on`` (a predicate
+    ``exc -> bool``) restricts which errors fall back (default: every ``Exception``; never a
+    cancellation). ``default`` is returned (or called with the arguments, if callable) when all
+    failed: graceful degradation. Otherwise :class:`llmguard.FallbackExhausted` holds every error
+    in order. A streamed answer falls back only before its first chunk.
+    """
+
+    __slots__ = ("alternates", "routes", "default", "_on", "_calls", "_used", "_defaulted",
+                 "_exhausted")
+
+    def __init__(
+        self,
+        *alternates: Any,
+        routes: Mapping[FailureKind, Any] | None = None,
+        on: Callable[[BaseException], bool] | None = None,
+        default: Any = _UNSET,
+    ) -> None:
+        if not alternates and not routes and default is _UNSET:
+            raise ValueError("Fallback needs at least one alternate, a route or a default")
+        self.alternates = tuple(_check(a) for a in alternates)
+        if routes is not None and not isinstance(routes, Mapping):
+            raise TypeError(f"routes must be a dict {{FailureKind: alternate}}, got {routes!r}")
+        routes = dict(routes or {})
+        for kind in routes:
+            if not isinstance(kind, FailureKind):
+                raise TypeError(f"routes keys must be FailureKind members, got {kind!r}")
+        self.routes = {kind: _check(alt) for kind, alt in routes.items()}
+        if on is not None and not callable(on):
+            raise TypeError(f"on must be a predicate exc -> bool, got {on!r}")
+        self._on = on
+        self.default = default
+        self._calls = self._defaulted = self._exhausted = 0
+        self._used: Counter[str] = Counter()
+
+    def statistics(self) -> FallbackStats:
+        return FallbackStats(self._calls, dict(self._used), self._defaulted, self._exhausted)
+
+    async def _try(self, alternate: Any, call: Call, call_next: Handler) -> Any:
+        if not isinstance(alternate, dict):  # invoke: a streaming alternate starts its stream
+            call.sent = True  # an alternate client is a provider too (for an outer Timeout)
+            return await invoke(Call(alternate, call.args, call.kwargs, call.name))
+        saved = call.kwargs
+        call.kwargs = {**saved, **alternate}
+        try:
+            return await call_next(call)
+        finally:
+            call.kwargs = saved
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+        self._calls += 1
+        try:
+            return await call_next(call)
+        except Exception as exc:
+            if self._on is not None and not self._on(exc):
+                raise
+            errors: list[Exception] = [exc]
+        route = self.routes.get(classify(errors[0]).kind)
+        chain = ((route,) if route is not None else ()) + self.alternates
+        for alternate in chain:
+            try:
+                result = await self._try(alternate, call, call_next)
+            except Exception as exc:
+                if self._on is not None and not self._on(exc):
+                    raise
+                errors.append(exc)
+                continue
+            label = _label(alternate)
+            self._used[label] += 1
+            call.note("fallback", label)
+            if isinstance(alternate, dict) and "model" in alternate:
+                call.note("model", alternate["model"])
+            return result
+        if self.default is not _UNSET:
+            self._defaulted += 1
+            call.note("fallback", "default")
+            if callable(self.default):
+                return self.default(*call.args, **call.kwargs)
+            return self.default
+        self._exhausted += 1
+        names = ["primary", *(_label(a) for a in chain)]
+        summary = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in zip(names, errors))
+        raise FallbackExhausted(
+            f"the primary and {len(chain)} alternate(s) all failed ({summary}); add an "
+            "alternate or a default=, or fix the cause of the first error",
+            errors,
+        )
+
+    def __repr__(self) -> str:
+        chain = ", ".join(_label(a) for a in self.alternates)
+        return f"Fallback({chain}, calls={self._calls}, used={dict(self._used)})"

@@ -1,0 +1,152 @@
+"""Per-attempt timeouts that never turn the caller's own cancellation into a timeout.
+
+A plain answer has one limit. A streamed answer has three, each with its own error: time to the
+first chunk (inside the pipeline, so Retry and Fallback still act), idle time between chunks and
+total time (both after the answer started, raised to the consumer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from .._core.check import number
+from .._core.call import Call, Handler
+from .._core.errors import (
+    AdmissionTimeout,
+    FirstChunkTimeout,
+    StreamIdleTimeout,
+    StreamTotalTimeout,
+    TimeoutExceeded,
+)
+from .._core.stream import Stream
+from .._core.public import public
+
+__all__ = ["Timeout", "TimeoutStats"]
+
+
+@public
+@dataclass(frozen=True, slots=True)
+class TimeoutStats:
+    calls: int
+    timed_out: int
+
+
+def _is_streaming(call: Call) -> bool:
+    """A call that will stream: ``stream=True`` (litellm, openai) or an async generator."""
+    return call.kwargs.get("stream") is True or inspect.isasyncgenfunction(call.fn)
+
+
+@public
+class Timeout:
+    """Layer: time limits per attempt (never running past ``call.deadline``).
+
+    - ``seconds``: a plain answer must arrive within it (:class:`llmguard.TimeoutExceeded`); for
+      a streamed answer it bounds the time to the first chunk unless ``first_chunk`` is given.
+    - ``first_chunk``: a stream's first chunk must arrive within it
+      (:class:`llmguard.FirstChunkTimeout`). A call is known to stream from ``stream=True`` or
+      an async generator function; any other call is treated as plain until its first chunk.
+    - ``idle``: at most this long between two chunks (:class:`llmguard.StreamIdleTimeout`).
+    - ``total``: the whole attempt, stream included (a plain answer: TimeoutExceeded; a stream:
+      :class:`llmguard.StreamTotalTimeout`).
+
+    An attempt whose limit ran out while it was still queued in an inner limiter (it never
+    reached the provider) raises :class:`llmguard.AdmissionTimeout` instead: local congestion is
+    not a slow provider, so CircuitBreaker does not count it and Retry does not retry it.
+
+    Every error is a ``TimeoutError`` naming its limit; Retry treats it as a TIMEOUT failure
+    (only before the first chunk: after it, the error reaches the consumer unchanged). A
+    cancellation that comes from the caller stays a ``CancelledError``, and a ``TimeoutError``
+    raised by the wrapped client itself passes through unchanged.
+    """
+
+    __slots__ = ("seconds", "first_chunk", "idle", "total", "_calls", "_timed_out")
+
+    def __init__(self, seconds: float | None = None, *, first_chunk: float | None = None,
+                 idle: float | None = None, total: float | None = None) -> None:
+        if seconds is None and first_chunk is None and idle is None and total is None:
+            raise ValueError("Timeout needs a limit: seconds (Timeout(30)), or for streams "
+                             "first_chunk, idle and/or total (Timeout(first_chunk=10, idle=30))")
+        limits = {name: number(name, value, optional=True, unit=" of seconds")
+                  for name, value in (("seconds", seconds), ("first_chunk", first_chunk),
+                                      ("idle", idle), ("total", total))}
+        self.seconds, self.first_chunk, self.idle, self.total = (
+            None if value is None else float(value) for value in limits.values())
+        self._calls = self._timed_out = 0
+
+    def statistics(self) -> TimeoutStats:
+        return TimeoutStats(self._calls, self._timed_out)
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+        self._calls += 1
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        error: type[TimeoutExceeded] = TimeoutExceeded
+        limit, because = self.seconds, "seconds"
+        if self.first_chunk is not None and _is_streaming(call):
+            error, limit, because = FirstChunkTimeout, self.first_chunk, "first_chunk"
+        if self.total is not None and (limit is None or self.total < limit):
+            limit, because = self.total, "total"
+            if error is FirstChunkTimeout:
+                error = StreamTotalTimeout
+        if call.deadline is not None and (limit is None or call.deadline - start < limit):
+            limit, because = call.deadline - start, "the retry deadline"
+        if limit is not None and limit <= 0:
+            self._timed_out += 1
+            raise TimeoutExceeded(
+                f"no time left for attempt {call.attempt}: the retry deadline has passed; "
+                "raise the Retry deadline or lower the number of attempts",
+                seconds=self.seconds,
+            )
+        scope = asyncio.timeout(limit)
+        call.sent = False
+        try:
+            async with scope:
+                result = await call_next(call)
+        except TimeoutError as exc:
+            if not scope.expired():  # the client's own TimeoutError: not ours to rename
+                raise
+            self._timed_out += 1
+            if not call.sent:  # local congestion, not a slow provider: breakers must not count it
+                raise AdmissionTimeout(
+                    f"attempt {call.attempt} of {call.name or 'the call'} spent its {limit:g} s "
+                    f"({self._setting(because)}) queued for admission (a rate limit or "
+                    "concurrency slot) and never reached the provider; lower the load, raise "
+                    "the limits or the timeout"
+                ) from exc
+            what = "the first chunk of" if error is FirstChunkTimeout else "attempt"
+            raise error(
+                f"{what} {call.attempt} of {call.name or 'the call'} took longer than "
+                f"{limit:g} s ({self._setting(because)}); raise it if the provider is just slow",
+                seconds=limit,
+            ) from exc
+        if isinstance(result, Stream) and (self.idle is not None or self.total is not None):
+            self._limit_stream(result, start)
+        return result
+
+    def _setting(self, name: str) -> str:
+        return name if name == "the retry deadline" else f"Timeout({name}={getattr(self, name):g})"
+
+    def _limit_stream(self, stream: Stream, start: float) -> None:
+        def expired(error: type[TimeoutExceeded], name: str, seconds: float):  # noqa: ANN202
+            def make() -> BaseException:
+                self._timed_out += 1
+                return error(f"the stream ran past {self._setting(name)} after "
+                             f"{stream.chunks} chunks; raise it if the provider is just slow",
+                             seconds=seconds)
+
+            return make
+
+        stream.limit(
+            idle=self.idle, deadline=None if self.total is None else start + self.total,
+            idle_error=None if self.idle is None else expired(StreamIdleTimeout, "idle", self.idle),
+            deadline_error=None if self.total is None else expired(
+                StreamTotalTimeout, "total", self.total),
+        )
+
+    def __repr__(self) -> str:
+        limits = ", ".join(f"{name}={getattr(self, name):g}" for name in self.__slots__[:4]
+                           if getattr(self, name) is not None)
+        return f"Timeout({limits}, calls={self._calls}, timed_out={self._timed_out})"

@@ -1,0 +1,1 @@
+"""_runners: private; import public names from ``llmguard``."""

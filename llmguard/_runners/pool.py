@@ -1,0 +1,264 @@
+"""AgentPool: spread calls over agents or clients, at most ``per_member`` calls on each at once.
+
+A call borrows a free member, waits first-in first-out when none is free, and gives the member
+back on success, error or cancellation. A member that keeps failing (unhealthy failures in the
+sense of :func:`llmguard.classify`) gets its own circuit (``llmguard._resilience.circuit.CircuitState``):
+it is skipped for ``cooldown`` seconds, then one probe call decides whether it comes back.
+A streamed answer (a member method that is an async generator, or returns an async iterator)
+holds its member until the stream ends: exhausted, closed, failed or abandoned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._core.check import number, text
+from .._resilience.circuit import CircuitState, State
+from .._core.classify import classify
+from .._core.call import Call, invoke
+from .._core.errors import CircuitOpenError
+from .._core.stream import Stream
+from .._core.public import public
+
+__all__ = ["AgentPool", "MemberStats", "PoolStats"]
+
+_STRATEGIES = ("least_busy", "round_robin", "weighted")
+
+
+@public
+@dataclass(frozen=True, slots=True)
+class MemberStats:
+    name: str
+    #: Calls in progress, calls finished, of which failed.
+    busy: int
+    calls: int
+    failures: int
+    #: "closed" (in service), "open" (cooling down) or "half_open" (probing).
+    state: str
+    #: Mean latency of finished calls, seconds (0 before the first).
+    mean_latency: float
+
+
+@public
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    members: tuple[MemberStats, ...]
+    #: Callers waiting for a free member.
+    waiting: int
+
+
+class _Member:
+    __slots__ = ("target", "fn", "name", "weight", "busy", "calls", "failures", "latency",
+                 "circuit", "current")
+
+    def __init__(self, target: Any, fn: Callable[..., Any], name: str, weight: float,
+                 cooldown: float) -> None:
+        self.target, self.fn, self.name, self.weight = target, fn, name, weight
+        self.busy = self.calls = self.failures = 0
+        self.latency = 0.0
+        self.current = 0.0  # smooth weighted round robin credit
+        # 3 unhealthy failures in 5+ calls within 60 s open it; one successful probe closes it.
+        self.circuit = CircuitState(failure_ratio=0.5, min_calls=3, window=60, open_for=cooldown,
+                                    half_open_calls=1)
+
+    def usable(self, now: float, per_member: int) -> bool:
+        c = self.circuit
+        if self.busy >= per_member:
+            return False
+        if c.state is State.OPEN:
+            return now >= c.opened_at + c.open_for
+        if c.state is State.HALF_OPEN:
+            return c.probes + c.probe_ok < c.half_open_calls
+        return True
+
+
+@public
+class AgentPool:
+    """A pool of members (objects with an async ``method``, or coroutine functions).
+
+    ``strategy``: ``"least_busy"`` (fewest calls in progress, then fewest failures, then fewest calls),
+    ``"round_robin"``, or ``"weighted"`` (smooth weighted round robin over ``weights``).
+    ``pool.<method>(...)`` and ``pool(...)`` call a member; both are guardable async callables
+    (``Pipeline.wrap(pool.send_message)``). ``async with pool`` closes members having
+    ``aclose()``/``close()``. Give a member its own quota by passing ``pipeline.wrap(fn)``.
+    """
+
+    __slots__ = ("_members", "_per_member", "_strategy", "_method", "_waiters", "_rr", "_bound",
+                 "_timer")
+
+    def __init__(self, members: Sequence[Any], *, per_member: int = 1, strategy: str = "least_busy",
+                 method: str = "send_message", weights: Sequence[float] | None = None,
+                 cooldown: float = 30.0) -> None:
+        if isinstance(members, (str, bytes)) or not isinstance(members, Iterable):
+            raise TypeError(f"members must be a list of agents, clients or coroutine functions, "
+                            f"got {members!r}")
+        members = list(members)
+        if not members:
+            raise ValueError("members must not be empty: pass at least one agent, client or coroutine function")
+        number("per_member", per_member, integer=True, low=1, low_open=False)
+        text("method", method, hint="; the members' async method name, e.g. 'send_message'")
+        if strategy not in _STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(_STRATEGIES)}; got {strategy!r}")
+        if weights is not None and strategy != "weighted":
+            raise ValueError(f"weights only apply to strategy='weighted', got strategy={strategy!r}")
+        weights = list(weights) if weights is not None else [1.0] * len(members)
+        if len(weights) != len(members):
+            raise ValueError(f"weights must be one number > 0 per member ({len(members)}), got {weights!r}")
+        for i, w in enumerate(weights):
+            number("weights", w, hint=f" for members[{i}]")
+        number("cooldown", cooldown, unit=" of seconds")
+        self._members = [self._member(m, i, method, w, cooldown) for i, (m, w) in enumerate(zip(members, weights))]
+        self._per_member, self._strategy, self._method = per_member, strategy, method
+        self._waiters: deque[asyncio.Future[_Member]] = deque()
+        self._rr = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+        async def bound(*args: Any, **kwargs: Any) -> Any:
+            return await self(*args, **kwargs)
+
+        bound.__name__ = bound.__qualname__ = method
+        self._bound = bound
+
+    @staticmethod
+    def _member(m: Any, i: int, method: str, weight: float, cooldown: float) -> _Member:
+        fn = getattr(m, method, None)
+        if fn is None:
+            if not callable(m):
+                raise TypeError(f"members[{i}] has no async method {method!r} and is not callable: {m!r}")
+            fn = m
+        name = getattr(m, "name", None) or getattr(fn, "__qualname__", None) or f"member{i}"
+        return _Member(m, fn, f"{i}:{name}", float(weight), cooldown)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == self._method:
+            return self._bound
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Borrow a member, await its method with these arguments, give it back."""
+        loop = asyncio.get_running_loop()
+        member = await self._acquire(loop)
+        start = loop.time()
+        try:
+            result = await invoke(Call(member.fn, args, kwargs))
+            if isinstance(result, Stream):  # the member serves the stream to its end
+                result.defer(lambda error: self._give_back(member, loop, start, error))
+                return result
+        except BaseException as exc:
+            self._give_back(member, loop, start, exc)
+            raise
+        self._give_back(member, loop, start, None)
+        return result
+
+    def _give_back(self, member: _Member, loop: asyncio.AbstractEventLoop, start: float,
+                   error: BaseException | None) -> None:
+        if error is None:
+            member.circuit.record(loop.time(), False)
+        elif isinstance(error, Exception):
+            member.failures += 1
+            member.circuit.record(loop.time(), classify(error).kind.unhealthy)
+        else:  # a cancellation (or a consumer closing a stream) says nothing about the member
+            member.circuit.cancel()
+        member.calls += 1
+        member.latency += loop.time() - start
+        member.busy -= 1
+        self._wake(loop)
+
+    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> _Member:
+        if not self._waiters and (member := self._pick(loop.time())) is not None:
+            return member
+        now = loop.time()
+        if all(m.circuit.state is State.OPEN and not m.usable(now, self._per_member) and not m.busy
+               for m in self._members):
+            wait = min(m.circuit.retry_after(now) for m in self._members)
+            raise CircuitOpenError(
+                f"all {len(self._members)} pool members are cooling down after repeated failures; "
+                f"next probe in {wait:.1f} s (lower the load, add members or raise cooldown)",
+                retry_after=wait)
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        self._wake(loop)  # cooling members may be due for a probe
+        try:
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():  # granted, then cancelled: give it back
+                member = waiter.result()
+                member.busy -= 1
+                member.circuit.cancel()
+                self._wake(loop)
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def _pick(self, now: float) -> _Member | None:
+        """Choose a usable member by strategy and take a slot on it (busy += 1)."""
+        free = [m for m in self._members if m.usable(now, self._per_member)]
+        if not free:
+            return None
+        if self._strategy == "least_busy":
+            member = min(free, key=lambda m: (m.busy, m.failures, m.calls))
+        elif self._strategy == "round_robin":
+            n = len(self._members)
+            order = [self._members[(self._rr + k) % n] for k in range(n)]
+            member = next(m for m in order if m in free)
+            self._rr = (self._members.index(member) + 1) % n
+        else:  # smooth weighted round robin (nginx): even spread in proportion to weight
+            for m in free:
+                m.current += m.weight
+            member = max(free, key=lambda m: m.current)
+            member.current -= sum(m.weight for m in free)
+        member.circuit.allow(now)  # takes the probe slot when half-open
+        member.busy += 1
+        return member
+
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand free members to waiters in arrival order; retry when a cooldown ends."""
+        while self._waiters:
+            if self._waiters[0].done():  # cancelled while queued
+                self._waiters.popleft()
+                continue
+            member = self._pick(loop.time())
+            if member is None:
+                break
+            self._waiters.popleft().set_result(member)
+        if self._waiters and self._timer is None:
+            now = loop.time()
+            due = [m.circuit.retry_after(now) for m in self._members if m.circuit.state is State.OPEN]
+            if due:
+                def fire() -> None:
+                    self._timer = None
+                    self._wake(loop)
+
+                self._timer = loop.call_later(max(min(due), 0.0), fire)
+
+    def statistics(self) -> PoolStats:
+        return PoolStats(tuple(
+            MemberStats(m.name, m.busy, m.calls, m.failures, m.circuit.state.value,
+                        m.latency / m.calls if m.calls else 0.0)
+            for m in self._members), sum(not w.done() for w in self._waiters))
+
+    async def aclose(self) -> None:
+        """Close every member that has ``aclose()`` or ``close()`` (awaited when async)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for m in self._members:
+            close = getattr(m.target, "aclose", None) or getattr(m.target, "close", None)
+            if callable(close):
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
+
+    async def __aenter__(self) -> AgentPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        busy = ", ".join(f"{m.name}={m.busy}/{self._per_member}" for m in self._members)
+        return f"<AgentPool {self._strategy} [{busy}] waiting={len(self._waiters)}>"
