@@ -23,7 +23,8 @@ from ._core.errors import (
 )
 from ._core.stream import Stream
 from ._core.tokens import Usage, estimate_tokens, extract_usage
-from ._pipeline.pipeline import Guarded, Pipeline, guard, wrap_client
+from ._pipeline.guarded import Guarded
+from ._pipeline.pipeline import Pipeline, guard
 
 # The names below load on first use, so `import llmguard` stays light (no asyncio, no layer
 # module). This block is their only listing: type checkers read it, and `__getattr__` reads the
@@ -41,6 +42,7 @@ if _TYPE_CHECKING:
     from ._observability.histogram import MetricsStats
     from ._observability.metrics import Metrics
     from ._observability.prometheus import MetricsServer, serve_metrics
+    from ._pipeline.client import wrap_client
     from ._resilience.circuit import CircuitBreaker, CircuitStats
     from ._resilience.fallback import Fallback, FallbackStats
     from ._resilience.retry import Retry, RetryBudget, RetryStats

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import llmguard as lg
-from llmguard._pipeline.proxy import GuardedProxy
+from llmguard._pipeline.client import GuardedProxy
 
 
 class Agent:
@@ -71,7 +71,7 @@ async def test_agent_refusing_assignment_is_guarded_through_a_proxy() -> None:
     guarded on the proxy."""
     agent, layer = SlottedAgent("bot"), Counting()
     proxy = lg.wrap_client(agent, "send_message", lg.Pipeline(layer))
-    assert type(proxy) is GuardedProxy
+    assert isinstance(proxy, GuardedProxy)
     assert isinstance(proxy, SlottedAgent)
     assert proxy.__wrapped__ is agent
     assert await proxy.send_message("hi") == "bot: hi"
@@ -83,6 +83,67 @@ async def test_agent_refusing_assignment_is_guarded_through_a_proxy() -> None:
     assert await proxy.send_message_async("yo") == "renamed (async): yo"
     assert (layer.calls, second.calls) == (1, 1)
     assert "send_message" in repr(proxy)
+
+
+class Roster:
+    """An agent whose class has special methods and refuses attribute assignment."""
+
+    __slots__ = ("members",)
+
+    def __init__(self, members: list[str]) -> None:
+        self.members = members
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __iter__(self) -> Any:
+        return iter(self.members)
+
+    def __contains__(self, item: str) -> bool:
+        return item in self.members
+
+    def __getitem__(self, index: int) -> str:
+        return self.members[index]
+
+    def __call__(self, greeting: str) -> str:
+        return f"{greeting}, {len(self.members)}"
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.members))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Roster) and other.members == self.members
+
+    async def __aenter__(self) -> Roster:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+    async def send_message(self, message: str) -> str:
+        return f"{self.members[0]}: {message}"
+
+
+async def test_proxy_forwards_every_special_method_copy_and_pickle() -> None:
+    """The proxy behaves like the agent for len, iteration, in, [], calling, async with, hash;
+    a copy is a proxy over a copy of the agent, still guarded; pickling pickles the agent."""
+    import copy
+    import pickle
+
+    layer = Counting()
+    proxy = lg.wrap_client(Roster(["ann", "bob"]), "send_message", lg.Pipeline(layer))
+    assert isinstance(proxy, GuardedProxy)
+    assert len(proxy) == 2 and list(proxy) == ["ann", "bob"] and "bob" in proxy
+    assert proxy[1] == "bob" and proxy("hi") == "hi, 2"
+    assert hash(proxy) == hash(Roster(["ann", "bob"])) and proxy == Roster(["ann", "bob"])
+    async with proxy as entered:
+        assert entered.members == ["ann", "bob"]
+    for duplicate in (copy.copy(proxy), copy.deepcopy(proxy)):
+        assert isinstance(duplicate, GuardedProxy) and duplicate.__wrapped__ is not proxy.__wrapped__
+        assert await duplicate.send_message("yo") == "ann: yo"
+    assert layer.calls == 2
+    restored = pickle.loads(pickle.dumps(proxy))
+    assert type(restored) is Roster and restored.members == ["ann", "bob"]
 
 
 class Replies(dict):

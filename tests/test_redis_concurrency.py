@@ -15,7 +15,7 @@ import pytest
 
 import llmguard as lg
 from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter
-from llmguard.backends.redis._concurrency import FIRST_POLL, MAX_POLL, backoff
+from llmguard.backends.redis._concurrency import FIRST_POLL, MAX_POLL, poll_delay
 
 ROOT = Path(__file__).parent.parent
 
@@ -23,10 +23,10 @@ ROOT = Path(__file__).parent.parent
 def test_backoff_grows_to_the_ceiling_and_respects_the_hint():
     """Polling delays double from FIRST_POLL up to MAX_POLL, jittered within [d/2, d], and never
     exceed the server's hint of when the earliest lease expires."""
-    assert backoff(0, 10, rand=0.0) == FIRST_POLL / 2
-    assert backoff(0, 10, rand=0.999) < FIRST_POLL
-    assert backoff(20, 10, rand=0.999) <= MAX_POLL
-    assert backoff(20, 0.0, rand=0.999) == pytest.approx(0.001)
+    assert poll_delay(0, 10, rand=0.0) == FIRST_POLL / 2
+    assert poll_delay(0, 10, rand=0.999) < FIRST_POLL
+    assert poll_delay(20, 10, rand=0.999) <= MAX_POLL
+    assert poll_delay(20, 0.0, rand=0.999) == pytest.approx(0.001)
 
 
 @pytest.mark.looptime(False)

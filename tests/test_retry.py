@@ -7,15 +7,15 @@ import pytest
 
 import llmguard as lg
 from llmguard import FailureKind, Retry, RetryBudget
-from llmguard._resilience.retry import backoff_delay
+from llmguard._core.clock import backoff
 from llmguard.testing import FakeLLM, make_error
 
 
 def test_backoff_delay_is_capped_exponential_with_full_jitter() -> None:
     """The ceiling doubles per attempt up to the cap; jitter stays within [0, ceiling)."""
-    assert [backoff_delay(n, 0.5, 4.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert [backoff(n, 0.5, 4.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
     rng = random.Random(1)
-    assert all(0 <= backoff_delay(3, 0.5, 4.0, rng) < 2.0 for _ in range(100))
+    assert all(0 <= backoff(3, 0.5, 4.0, rng.random()) < 2.0 for _ in range(100))
 
 
 async def test_retries_transient_errors_until_success() -> None:

@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Hashable
 from typing import Any, Protocol
 
+from .._core import clock
 from .._core.sweep import SWEEP_AT, sweep
 from .window import Entry, Quota, Window
 from .._core.public import public
@@ -70,13 +69,6 @@ class RateLimitBackend(Protocol):
         ...
 
 
-def _now() -> float:
-    try:
-        return asyncio.get_running_loop().time()
-    except RuntimeError:  # statistics() read outside the loop: the default loop's clock
-        return time.monotonic()
-
-
 @public
 class MemoryBackend:
     """The default backend: one sliding-window log per key in this process, loop time.
@@ -104,7 +96,7 @@ class MemoryBackend:
         if window is None:
             if len(self._windows) >= self._sweep_at:
                 # An idle window is exactly what a fresh one would be: dropping it changes nothing.
-                now = _now()
+                now = clock.now()
                 self._sweep_at = sweep(self._windows, lambda window: window.idle(now))
             window = self._windows[key] = Window(quotas)
         return window
@@ -113,7 +105,7 @@ class MemoryBackend:
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
     ) -> tuple[float, Any]:
         window = self._window(key, quotas)
-        now = _now()
+        now = clock.now()
         wait = window.wait(now, tokens)
         return (wait, None) if wait > 0.0 else (0.0, window.add(now, tokens))
 
@@ -123,33 +115,33 @@ class MemoryBackend:
     def reconcile(self, key: Hashable, ticket: Entry, tokens: int) -> None:
         window = self._windows.get(key)
         if window is not None:
-            window.adjust(_now(), ticket, tokens)
+            window.adjust(clock.now(), ticket, tokens)
 
     def refund(self, key: Hashable, ticket: Entry) -> None:
         window = self._windows.get(key)
         if window is not None:
-            window.adjust(_now(), ticket, 0, live=0)
+            window.adjust(clock.now(), ticket, 0, live=0)
 
     def restamp(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Entry) -> Entry:
         window = self._window(key, quotas)
-        now = _now()
+        now = clock.now()
         tokens = ticket.tokens
         window.adjust(now, ticket, 0, live=0)  # it stays in the log, counting nothing
         return window.add(now, tokens)
 
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         window = self._window(key, quotas)
-        until = _now() + seconds
+        until = clock.now() + seconds
         window.paused_until = max(window.paused_until, until)
 
     def cap(
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
     ) -> None:
-        self._window(key, quotas).cap(_now(), tokens, remaining, reset)
+        self._window(key, quotas).cap(clock.now(), tokens, remaining, reset)
 
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         window = self._window(key, quotas)
-        now = _now()
+        now = clock.now()
         return (window.available(now, False), window.available(now, True),
                 max(0.0, window.paused_until - now))
 

@@ -16,7 +16,7 @@ from .._core.classify import classify
 from .io import Job, OutputWriter, read_jobs
 from .provider import Provider, Trace, cost_of, to_json, trace
 from .report import Progress, Tally, format_summary
-from .._core.call import Call, Handler, compose
+from .._core.call import Call, Handler
 from .._pipeline.pipeline import Pipeline
 from .._core.tokens import extract_usage
 
@@ -198,7 +198,7 @@ async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) 
         exhausted = True
 
     provider = Provider(s.api_base, os.environ.get("OPENAI_API_KEY"))
-    worker = make_worker(compose(pipeline.layers), provider, model=s.model,
+    worker = make_worker(pipeline.build(), provider, model=s.model,
                          cache=s.cache_ttl is not None)
 
     async def consume() -> None:

@@ -6,6 +6,8 @@ so one layer instance and its state (a quota, a cache, a circuit) can guard many
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
@@ -13,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 from .stream import Stream
 from .public import public
 
-__all__ = ["Call", "Handler", "Layer", "compose", "invoke"]
+__all__ = ["Call", "Handler", "Layer", "compose", "invoke", "is_async_callable", "label"]
 
 #: A runner that wants to read the Call of the guarded function it awaits (the batch runner reads
 #: ``call.attempt`` for ``Outcome.attempts``) sets this to :data:`WANT_CALL`; the guarded wrapper
@@ -161,3 +163,27 @@ def _bind(layer: Layer, call_next: Handler) -> Handler:
         return layer(call, call_next)
 
     return handler
+
+
+def is_async_callable(obj: Any) -> bool:
+    """Coroutine functions, async generator functions (streams), methods and partials of them,
+    and objects whose ``__call__`` is either."""
+    if inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj):
+        return True
+    # Decorated with functools.wraps around an async def (the openai SDK's `create` methods):
+    # the decorator returns the coroutine unchanged, so the wrapped function tells the truth.
+    wrapped = getattr(obj, "__wrapped__", None)
+    if wrapped is not None and not inspect.isclass(obj) and inspect.iscoroutinefunction(
+        inspect.unwrap(wrapped)
+    ):
+        return True
+    call = getattr(type(obj), "__call__", None)
+    return not inspect.isclass(obj) and (
+        inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+    )
+
+
+def label(layer: Any) -> str:
+    """A layer's kind in snake case (``RateLimit`` -> ``rate_limit``): stats keys, metric labels."""
+    name = getattr(layer, "__name__", None) or type(layer).__name__
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

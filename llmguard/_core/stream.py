@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .tokens import Usage, _field, extract_usage
+from .tokens import Usage, extract_usage, field
 from .public import public
 
 __all__ = ["Stream", "is_stream_result"]
@@ -140,7 +140,7 @@ class Stream:
                 self._finish(exc)
                 raise
         self.chunks += 1
-        if _field(chunk, "usage") is not None:
+        if field(chunk, "usage") is not None:
             self.usage_chunk = chunk
         for callback in self._on_chunk:
             callback(chunk)

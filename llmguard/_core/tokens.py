@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from .public import public
 
-__all__ = ["Usage", "estimate_tokens", "extract_usage"]
+__all__ = ["Usage", "estimate_tokens", "extract_usage", "field"]
 
 #: Rough characters per token of English text for BPE tokenizers (OpenAI's rule of thumb).
 CHARS_PER_TOKEN = 4
@@ -69,7 +69,8 @@ def estimate_tokens(*args: Any, **kwargs: Any) -> int:
     return prompt + DEFAULT_OUTPUT_RESERVE
 
 
-def _field(obj: Any, name: str) -> Any:
+def field(obj: Any, name: str) -> Any:
+    """``obj[name]`` for mappings, ``obj.name`` otherwise; None when absent (SDK objects and dicts alike)."""
     if type(obj) is dict:  # the common case, without the (slow) Mapping ABC check
         return obj.get(name)
     if isinstance(obj, Mapping):
@@ -82,16 +83,16 @@ def extract_usage(result: Any) -> Usage | None:
 
     Returns None when the result carries no usage (a plain string from an agent, say).
     """
-    usage = _field(result, "usage")
+    usage = field(result, "usage")
     if usage is None:
         return None
-    input_tokens = _field(usage, "prompt_tokens")
+    input_tokens = field(usage, "prompt_tokens")
     if input_tokens is None:
-        input_tokens = _field(usage, "input_tokens")
-    output_tokens = _field(usage, "completion_tokens")
+        input_tokens = field(usage, "input_tokens")
+    output_tokens = field(usage, "completion_tokens")
     if output_tokens is None:
-        output_tokens = _field(usage, "output_tokens")
+        output_tokens = field(usage, "output_tokens")
     if input_tokens is None and output_tokens is None:
-        total = _field(usage, "total_tokens")
+        total = field(usage, "total_tokens")
         return Usage(int(total), 0) if isinstance(total, int) else None
     return Usage(int(input_tokens or 0), int(output_tokens or 0))

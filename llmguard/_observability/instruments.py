@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._core.call import Call
-from .._pipeline.pipeline import _label
+from .._core.call import label
 
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-__all__ = ["callbacks", "detach_span", "end_span", "start_span"]
+__all__ = ["callbacks", "detach_span", "end_span", "error_type", "start_span"]
 
 #: Circuit states as numbers for a gauge (0 closed, 1 half-open, 2 open).
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
@@ -41,7 +41,7 @@ def _layer_stats(metrics: Metrics) -> Iterator[tuple[dict[str, str], Any]]:
             stats = statistics()
         except Exception:  # a broken custom layer must not break the whole scrape
             continue
-        yield {**base, "llmguard.layer": _label(layer)}, stats
+        yield {**base, "llmguard.layer": label(layer)}, stats
 
 
 def callbacks(metrics: Metrics, meter: Any) -> list[Any]:
@@ -200,7 +200,6 @@ def end_span(started: tuple[Any, Any], call: Call, exc: BaseException | None) ->
     from opentelemetry.trace import Status, StatusCode
 
     from .._core.errors import AdmissionError
-    from .metrics import _error_type
 
     span, token = started
     if token is not None:
@@ -215,10 +214,17 @@ def end_span(started: tuple[Any, Any], call: Call, exc: BaseException | None) ->
         span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
     if isinstance(exc, Exception):
-        span.set_attribute("error.type", _error_type(exc))
+        span.set_attribute("error.type", error_type(exc))
         span.set_status(Status(StatusCode.ERROR, str(exc)))
         if isinstance(exc, AdmissionError) and "rejected_by" not in notes:
             span.set_attribute("llmguard.rejected_by", type(exc).__name__)
     elif exc is not None:
         span.set_attribute("llmguard.outcome", "cancelled")
     span.end()
+
+
+def error_type(exc: BaseException) -> str:
+    """The ``error.type`` attribute: the exception's qualified class name (``llmguard.QueueFull``)."""
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"

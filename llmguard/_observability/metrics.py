@@ -17,7 +17,7 @@ from .._core.check import text
 from .._core.call import Call, Handler
 from .._core.errors import AdmissionError
 from .histogram import LatencyHistogram, MetricsStats
-from .instruments import callbacks, detach_span, end_span, start_span
+from .instruments import callbacks, detach_span, end_span, error_type, start_span
 from .._core.stream import Stream
 from .._core.tokens import extract_usage
 from .._core.public import public
@@ -57,12 +57,6 @@ class _Series:
         self.duration_attrs = attrs
         self.input_attrs = {**attrs, "gen_ai.token.type": "input"}
         self.output_attrs = {**attrs, "gen_ai.token.type": "output"}
-
-
-def _error_type(exc: BaseException) -> str:
-    cls = type(exc)
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
 @public
@@ -235,7 +229,7 @@ class Metrics:
         if exc is None:
             series = self._series_for(model, None, "success")
         else:
-            error = _error_type(exc)
+            error = error_type(exc)
             self._errors[error] = self._errors.get(error, 0) + 1
             outcome = "rejected" if isinstance(exc, AdmissionError) else "error"
             series = self._series_for(model, error, outcome)

@@ -1,53 +1,23 @@
-"""The two user-facing forms over one composition: ``guard(...)`` and the ``Pipeline`` builder."""
+"""The ``Pipeline`` builder: an immutable stack of layers, and ``build()``, the one place they are
+composed into a handler and wired to each other."""
 
 from __future__ import annotations
 
-import functools
 import inspect
-import re
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from .._core.call import Handler, Layer, compose, invoke, is_async_callable, label
 from .._core.check import text
-from .._core.call import WANT_CALL, Call, Layer, call_sink, compose
-from .._core.stream import Stream
 from .._core.public import public
 
-__all__ = ["Guarded", "Pipeline", "guard", "wrap_client"]
+if TYPE_CHECKING:
+    from .guarded import Guarded
+
+__all__ = ["Pipeline", "guard"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
-
-
-@public
-class Guarded(Protocol[P, R_co]):
-    """A guarded async callable: same signature as the original, plus ``pipeline`` and ``stats``."""
-
-    pipeline: Pipeline
-    __wrapped__: Callable[P, Awaitable[R_co]]
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R_co]: ...
-
-    def stats(self) -> dict[str, Any]: ...
-
-
-def _is_async_callable(obj: Any) -> bool:
-    """Coroutine functions, async generator functions (streams), methods and partials of them,
-    and objects whose ``__call__`` is either."""
-    if inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj):
-        return True
-    # Decorated with functools.wraps around an async def (the openai SDK's `create` methods):
-    # the decorator returns the coroutine unchanged, so the wrapped function tells the truth.
-    wrapped = getattr(obj, "__wrapped__", None)
-    if wrapped is not None and not inspect.isclass(obj) and inspect.iscoroutinefunction(
-        inspect.unwrap(wrapped)
-    ):
-        return True
-    call = getattr(type(obj), "__call__", None)
-    return not inspect.isclass(obj) and (
-        inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
-    )
 
 
 def _describe(obj: Any) -> str:
@@ -65,17 +35,12 @@ def _check_layer(layer: Any) -> Layer:
             "a Pipeline is not a layer: add its layers instead, e.g. "
             "Pipeline(*base.layers, ...) or base.then(...)"
         )
-    if not _is_async_callable(layer):
+    if not is_async_callable(layer):
         raise TypeError(
             f"{_describe(layer)!s} is not a layer: a layer is an object with "
             "`async def __call__(self, call, call_next)` (or an `async def f(call, call_next)`)"
         )
     return layer
-
-
-def _label(layer: Any) -> str:
-    name = getattr(layer, "__name__", None) or type(layer).__name__
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 @public
@@ -187,11 +152,11 @@ class Pipeline:
             statistics = getattr(layer, "statistics", None)
             if statistics is None:
                 continue
-            label = base = _label(layer)
+            key = base = label(layer)
             n = 2
-            while label in snapshot:
-                label, n = f"{base}_{n}", n + 1
-            snapshot[label] = statistics()
+            while key in snapshot:
+                key, n = f"{base}_{n}", n + 1
+            snapshot[key] = statistics()
         return snapshot
 
     @overload
@@ -201,7 +166,7 @@ class Pipeline:
 
     def wrap(self, fn: Any) -> Guarded[..., Any]:
         """Guard ``fn`` (an async function, method, bound method, partial or async callable)."""
-        if not _is_async_callable(fn):
+        if not is_async_callable(fn):
             raise TypeError(
                 f"llmguard guards async callables, and {_describe(fn)!s} is not one. Make it "
                 "`async def`, or wrap a blocking client: `async def call(*a, **kw): "
@@ -217,58 +182,36 @@ class Pipeline:
                     "the pipeline instead (pipeline.then(...)) or wrap the original "
                     "function (its __wrapped__)"
                 )
-        return _make_guarded(self, fn)
+        from .guarded import make_guarded
+
+        return make_guarded(self, fn)
 
     def __call__(self, fn: Callable[P, Awaitable[R]]) -> Guarded[P, R]:
         """Use the pipeline as a decorator: ``@pipeline``."""
         return self.wrap(fn)
 
+    def build(self, terminal: Handler = invoke) -> Handler:
+        """Compose the layers around ``terminal`` into one handler (``await handler(call)``).
+
+        The only place a pipeline becomes a handler: ``wrap``, ``guard``, the CLI and the
+        integrations all come here. Layers that observe their neighbours (Metrics reads every
+        layer's ``statistics()`` at collection time) define ``bind(pipeline)``; layers that
+        observe each attempt at the provider (Metrics' attempt spans) define
+        ``around_terminal(handler) -> handler``. Both run once per build, never per call.
+        """
+        for layer in self._layers:
+            bind = getattr(layer, "bind", None)
+            if callable(bind):
+                bind(self)
+        for layer in reversed(self._layers):
+            around = getattr(layer, "around_terminal", None)
+            if callable(around):
+                terminal = around(terminal)
+        return compose(self._layers, terminal)
+
     def __repr__(self) -> str:
         layers = ", ".join(repr(layer) for layer in self._layers)
         return f"Pipeline({layers}{', ' if layers else ''}name={self._name!r})"
-
-
-def _make_guarded(pipeline: Pipeline, fn: Any) -> Any:
-    # Layers that observe their neighbours (Metrics reads every layer's statistics() at
-    # collection time) define ``bind(pipeline)``; it is called once per wrap, never per call.
-    for layer in pipeline.layers:
-        bind = getattr(layer, "bind", None)
-        if bind is not None and callable(bind):
-            bind(pipeline)
-    handler = compose(pipeline.layers)
-    name = pipeline.name
-    if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(getattr(fn, "__call__", None)):
-
-        async def guarded(*args: Any, **kwargs: Any) -> Any:  # an async generator, like fn
-            result = await handler(Call(fn, args, kwargs, name))
-            if not isinstance(result, Stream):  # e.g. a Fallback default: one chunk
-                yield result
-                return
-            async with result:
-                async for chunk in result:
-                    yield chunk
-
-    elif not pipeline.layers:
-
-        async def guarded(*args: Any, **kwargs: Any) -> Any:
-            return await fn(*args, **kwargs)
-
-    else:
-
-        async def guarded(*args: Any, **kwargs: Any) -> Any:
-            call = Call(fn, args, kwargs, name)
-            if call_sink.get() is WANT_CALL:  # a batch runner reads call.attempt afterwards
-                call_sink.set(call)
-            return await handler(call)
-
-    functools.update_wrapper(guarded, fn)
-    if not hasattr(fn, "__name__"):  # partials and callable objects
-        target = getattr(fn, "func", fn)
-        named = target if hasattr(target, "__name__") else type(target)
-        guarded.__name__, guarded.__qualname__ = named.__name__, named.__qualname__
-    guarded.pipeline = pipeline  # type: ignore[attr-defined]
-    guarded.stats = pipeline.stats  # type: ignore[attr-defined]
-    return guarded
 
 
 def guard(*layers: Layer, name: str | None = None) -> Pipeline:
@@ -280,44 +223,3 @@ def guard(*layers: Layer, name: str | None = None) -> Pipeline:
     Equivalent to ``Pipeline(*layers, name=name)``, which is what it returns.
     """
     return Pipeline(*layers, name=name)
-
-
-def wrap_client(obj: Any, method: str, pipeline: Pipeline | Iterable[Layer]) -> Any:
-    """Guard ``obj.<method>`` in place, without subclassing; returns ``obj``.
-
-    ``method`` may be dotted to reach a nested resource, e.g.
-    ``wrap_client(client, "chat.completions.create", pipeline)`` for an ``AsyncOpenAI`` client.
-    An object that refuses attribute assignment (an extension type such as a PyO3 agent, or a
-    class with ``__slots__``) is not changed: a :class:`~llmguard._pipeline.proxy.GuardedProxy` that
-    forwards everything else to it is returned instead, so always use the return value.
-    """
-    from .proxy import GuardedProxy, awaiting
-
-    text("method", method, hint="; the name of obj's async method, e.g. 'send_message'")
-    if not isinstance(pipeline, Pipeline):
-        if not isinstance(pipeline, Iterable):
-            raise TypeError(f"pipeline must be a Pipeline or a list of layers, got {pipeline!r}")
-        pipeline = Pipeline(*pipeline)
-    *path, attr = method.split(".")
-    owner = obj
-    for part in path:
-        owner = getattr(owner, part, None)
-    original = None if owner is None else getattr(owner, attr, None)
-    if original is None:
-        raise AttributeError(
-            f"{type(obj).__qualname__} has no method {method!r} to guard; check the method "
-            "argument (a dotted path such as 'chat.completions.create' reaches nested ones)"
-        )
-    guarded = pipeline.wrap(awaiting(original))
-    try:
-        setattr(owner, attr, guarded)
-    except (AttributeError, TypeError) as exc:
-        if not path:
-            proxy = GuardedProxy(obj)
-            setattr(proxy, attr, guarded)
-            return proxy
-        raise TypeError(
-            f"cannot replace {type(owner).__qualname__}.{attr} on this object ({exc}); "
-            f"guard the bound method instead: guarded = pipeline.wrap(obj.{method})"
-        ) from exc
-    return obj

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from .._core.check import number, text
+from .._core import clock
 from .._core.classify import classify
 from .._core.call import Call, Handler
 from .._core.errors import AdmissionError, CircuitOpenError
@@ -124,14 +124,6 @@ class CircuitState:
         self._buckets.clear()
 
 
-def _now() -> float:
-    """Loop time inside a loop; the same monotonic clock (asyncio's default) outside one."""
-    try:
-        return asyncio.get_running_loop().time()
-    except RuntimeError:
-        return time.monotonic()
-
-
 @public
 class CircuitBreaker:
     """Layer: fail fast with :class:`llmguard.CircuitOpenError` while the provider is failing.
@@ -174,7 +166,7 @@ class CircuitBreaker:
 
     def force_open(self) -> None:
         """Open the circuit now (e.g. during a known outage)."""
-        self._state.force_open(_now())
+        self._state.force_open(clock.now())
 
     def force_close(self) -> None:
         """Close the circuit now and forget its failures."""
@@ -182,7 +174,7 @@ class CircuitBreaker:
 
     def statistics(self) -> CircuitStats:
         s = self._state
-        now = _now()
+        now = clock.now()
         calls, failures = s._counts(now)
         return CircuitStats(s.state.value, calls, failures, s.opened, s.rejected,
                             s.retry_after(now))

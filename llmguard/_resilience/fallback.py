@@ -10,7 +10,7 @@ from typing import Any
 from .._core.classify import FailureKind, classify
 from .._core.call import Call, Handler, invoke
 from .._core.errors import FallbackExhausted
-from .._pipeline.pipeline import _is_async_callable
+from .._core.call import is_async_callable
 from .._core.public import public
 
 __all__ = ["Fallback", "FallbackStats"]
@@ -44,7 +44,7 @@ def _check(alternate: Any) -> Any:
                 f"got {alternate!r}; e.g. {{'model': 'gpt-4o-mini'}}"
             )
         return dict(alternate)
-    if not _is_async_callable(alternate):
+    if not is_async_callable(alternate):
         raise TypeError(
             f"alternate {alternate!r} is neither an async callable nor a dict of keyword "
             "overrides such as {'model': 'gpt-4o-mini'}"

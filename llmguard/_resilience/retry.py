@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .._core import clock
 from .._core.check import number
 from .._core.check import seed as check_seed
 from .._core.classify import FailureKind, classify
@@ -22,17 +23,7 @@ from .._core.errors import AdmissionError
 from .._core.stream import Stream
 from .._core.public import public
 
-__all__ = ["Retry", "RetryBudget", "RetryStats", "backoff_delay"]
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(cap, base*2^n)).
-
-    ``attempt`` is the attempt that just failed (1 for the first). Without ``rng`` it returns
-    the ceiling (no jitter).
-    """
-    ceiling = min(cap, base * 2 ** (attempt - 1))
-    return ceiling if rng is None else rng.uniform(0, ceiling)
+__all__ = ["Retry", "RetryBudget", "RetryStats"]
 
 
 @public
@@ -185,13 +176,13 @@ class Retry:
         """Seconds to wait before the next attempt, or None when it must not happen."""
         retry_after = None if exc is None else classify(exc).retry_after
         if retry_after is None:
-            delay = backoff_delay(attempt, self.backoff, self.max_delay, self._rng)
+            delay = clock.backoff(attempt, self.backoff, self.max_delay, self._rng.random())
         else:
             # What the provider asked, plus "equal jitter" (half to all of the backoff ceiling):
             # callers told the same Retry-After must not return at the same instant, and with
             # full jitter too many still do (against a saturated 600 RPM quota: 2,470 attempts
             # and 1.5% of calls lost, against 2,315 and none; benchmarks/bench_retry.py).
-            ceiling = backoff_delay(attempt, self.backoff, self.max_delay)
+            ceiling = clock.backoff(attempt, self.backoff, self.max_delay)
             delay = min(retry_after + ceiling * self._rng.uniform(0.5, 1.0), self.max_delay)
         if end is not None and now + delay >= end:
             return None

@@ -33,7 +33,8 @@ from types import MappingProxyType
 from typing import Any
 
 from .._core.call import Call, Handler
-from .._pipeline.pipeline import Guarded, Pipeline
+from .._pipeline.guarded import Guarded
+from .._pipeline.pipeline import Pipeline
 from .._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens, extract_usage
 from ._util import has_retry, header_observers
 

@@ -29,7 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.call import Call, Handler
-from .._pipeline.pipeline import Guarded, Pipeline
+from .._pipeline.guarded import Guarded
+from .._pipeline.pipeline import Pipeline
 from .._core.stream import Stream, is_stream_result
 from ._util import has_retry, header_observers
 

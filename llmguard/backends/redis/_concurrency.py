@@ -18,23 +18,23 @@ from collections.abc import Hashable
 from typing import Any
 
 from ..._core.check import number, text
+from ..._core import clock
 from ..._admission.limiter import ConcurrencyLimiter, ConcurrencyStats
 from ..._core.errors import AdmissionTimeout
 from . import _scripts
 from ._ratelimit import RedisBackend
 
-__all__ = ["RedisConcurrencyLimiter", "backoff"]
+__all__ = ["RedisConcurrencyLimiter", "poll_delay"]
 
 #: Polling delays: first, ceiling (seconds). Jitter spreads processes polling the same ZSET.
 FIRST_POLL, MAX_POLL = 0.005, 0.1
 
 
-def backoff(attempt: int, hint: float, *, rand: float) -> float:
+def poll_delay(attempt: int, hint: float, *, rand: float) -> float:
     """Seconds before poll ``attempt`` (0-based): exponential from FIRST_POLL to MAX_POLL with
-    "equal jitter" (half fixed, half random with ``rand`` in [0, 1)), never past ``hint`` (when
-    the earliest lease expires) if that is sooner."""
-    delay = min(MAX_POLL, FIRST_POLL * 2**attempt)
-    return min(delay / 2 + delay / 2 * rand, max(hint, 0.0) + 0.001)
+    equal jitter (``rand`` in [0, 1)), never past ``hint`` (when the earliest lease expires)."""
+    return min(clock.backoff(attempt + 1, FIRST_POLL, MAX_POLL, rand, equal=True),
+               max(hint, 0.0) + 0.001)
 
 
 class RedisConcurrencyLimiter:
@@ -141,7 +141,7 @@ class RedisConcurrencyLimiter:
                 return None  # on_error="local": the local limiter alone decides
             if result[0] == 1:
                 return lease
-            await asyncio.sleep(backoff(attempt, float(result[1]), rand=random.random()))
+            await asyncio.sleep(poll_delay(attempt, float(result[1]), rand=random.random()))
             attempt += 1
 
     def release(self) -> None:

@@ -7,7 +7,8 @@ import math
 from collections.abc import Hashable
 from typing import Any
 
-from ..._admission.backend import MemoryBackend, _now
+from ..._admission.backend import MemoryBackend
+from ..._core import clock
 from ..._core.sweep import SWEEP_AT, sweep
 from ..._admission.window import SLACK, Entry, Quota
 from . import _scripts
@@ -181,7 +182,7 @@ class RedisBackend:
         """As of this process's last reservation for ``key`` (reading Redis here would block);
         once that is stale, or before any, this process's own view (its pauses and caps)."""
         seen = self._seen.get(key)
-        now = _now()
+        now = clock.now()
         if seen is None or seen.stale_at <= now:
             return self._local.headroom(key, quotas)
         return seen.requests, seen.tokens, max(0.0, seen.paused_until - now)

@@ -14,7 +14,7 @@ from ..._cache.store import MISSING
 from ..._core.check import number, text
 from ..._core.sweep import SWEEP_AT, sweep
 from ._client import Connection
-from ._concurrency import backoff
+from ._concurrency import poll_delay
 from ._ratelimit import RedisBackend
 
 __all__ = ["RedisStore", "RedisStoreStats", "ValueTooLarge"]
@@ -157,7 +157,7 @@ class RedisStore:
                 return None
             if taken is None and self.connection.down():
                 return None
-            await asyncio.sleep(backoff(attempt, self.lock_ttl, rand=random.random()))
+            await asyncio.sleep(poll_delay(attempt, self.lock_ttl, rand=random.random()))
             attempt += 1
             raw = await self._get(key)
             if raw is not None:
