@@ -95,6 +95,16 @@ class LitellmUpstream:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         self._litellm: Any = None
+        # base_url / api_key_env route a litellm model string to a given server (a proxy, vLLM).
+        self._extra: dict[str, Any] = {}
+        if config.base_url:
+            self._extra["api_base"] = config.base_url
+        if config.api_key_env and os.environ.get(config.api_key_env):
+            self._extra["api_key"] = os.environ[config.api_key_env]
+
+    def secrets(self) -> list[str]:
+        key = self._extra.get("api_key")
+        return [key] if key else []
 
     def _lib(self) -> Any:
         if self._litellm is None:
@@ -105,7 +115,8 @@ class LitellmUpstream:
 
     async def chat(self, **request: Any) -> Any:
         # The gateway's Retry layer retries; litellm must not also retry (attempts would multiply).
-        result = await self._lib().acompletion(**request, num_retries=0, max_retries=0)
+        result = await self._lib().acompletion(**request, **self._extra, num_retries=0,
+                                               max_retries=0)
         if request.get("stream"):
             return self._chunks(result)
         return _dump(result)
@@ -115,7 +126,7 @@ class LitellmUpstream:
             yield _dump(chunk)
 
     async def embed(self, **request: Any) -> Any:
-        return _dump(await self._lib().aembedding(**request, num_retries=0))
+        return _dump(await self._lib().aembedding(**request, **self._extra, num_retries=0))
 
     async def aclose(self) -> None:
         pass
