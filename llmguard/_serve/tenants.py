@@ -218,7 +218,8 @@ class TenantGate:
 
     def _refused(self, tenant: Tenant, wait: float, tokens: int) -> QuotaExceeded:
         requests, available, _paused = self.tenants.backend.headroom(tenant.name, tenant.quotas)
-        unit = "requests" if requests < 1 else "tokens"
+        counts_requests = any(not q.tokens for q in tenant.quotas)
+        unit = "requests" if counts_requests and requests < 1 or tokens <= available else "tokens"
         headers = self.tenants.headers(tenant, wait)
         headers["retry-after"] = str(max(1, int(wait + 0.999)))  # whole seconds, rounded up
         headers["retry-after-ms"] = str(max(1, int(wait * 1000 + 0.999)))

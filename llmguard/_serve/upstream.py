@@ -108,6 +108,8 @@ class LitellmUpstream:
 
     def _lib(self) -> Any:
         if self._litellm is None:
+            # Its bundled price map: at import litellm otherwise fetches one over the network.
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             import litellm
 
             self._litellm = litellm
