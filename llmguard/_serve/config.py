@@ -196,7 +196,7 @@ class _Reader:
             header = re.match(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$", line)
             if header:
                 table = tuple(p.strip().strip("\"'") for p in header.group(1).split("."))
-                if table == path:
+                if table[:len(path)] == path:  # the table itself, or its first sub-table
                     return number
                 continue
             key = re.match(r"\s*[\"']?([A-Za-z0-9_-]+)[\"']?\s*=", line)
