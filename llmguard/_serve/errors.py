@@ -14,6 +14,7 @@ from typing import Any
 
 import llmguard as lg
 
+from .gateway import ShuttingDown
 from .tenants import QuotaExceeded, TenantBusy
 
 __all__ = ["HTTPProblem", "Redactor", "error_json", "from_exception"]
@@ -77,6 +78,9 @@ def from_exception(exc: BaseException, redact: Redactor) -> tuple[int, bytes, di
         return exc.status, error_json(exc.status, str(exc), exc.code, exc.param), exc.headers
     if isinstance(exc, QuotaExceeded):
         return 429, error_json(429, str(exc), "rate_limit_exceeded", type_=exc.unit), exc.headers
+    if isinstance(exc, ShuttingDown):
+        return 503, error_json(503, str(exc), "server_shutting_down"), {
+            **_retry_after(1.0), "connection": "close"}
     if isinstance(exc, TenantBusy):
         return 429, error_json(429, str(exc), "concurrency_limit_exceeded"), _retry_after(1.0)
     if isinstance(exc, lg.RequestTooLarge):
