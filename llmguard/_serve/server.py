@@ -49,14 +49,35 @@ def create_app() -> Any:
     if settings["grace"] is not None:
         config = ServeConfig(config.models, config.tenants, settings["grace"],
                              config.max_body_bytes, config.source)
-    return make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"])
+    app = make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"])
+    _chain_signals()
+    return app
+
+
+def _chain_signals() -> None:
+    """In a worker: drain on SIGTERM/SIGINT, then let uvicorn's own handler shut down.
+
+    A worker runs uvicorn's stock ``Server`` (the supervisor builds it in the child), whose
+    handlers are installed before the app is loaded; wrapping them here is the one place to
+    learn of the signal in time to drain."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(number: int, frame: Any, previous: Any = previous) -> None:
+            for gateway in _LIVE:
+                loop.call_soon_threadsafe(gateway.drain)
+            if callable(previous):
+                previous(number, frame)
+
+        signal.signal(sig, handler)
 
 
 class Server(uvicorn.Server):
     """uvicorn's server, draining the gateway as soon as a shutdown signal arrives.
 
-    At module level (not built in a function) so ``--workers`` can send it to the worker
-    processes, which uvicorn starts with the ``spawn`` method.
+    Used for a single process; with ``--workers`` each worker runs uvicorn's own server and
+    ``create_app`` hooks the signals instead.
     """
 
     async def startup(self, sockets: Any = None) -> None:
@@ -135,5 +156,5 @@ def main(args: Any) -> int:
           flush=True)
     from uvicorn.supervisors import Multiprocess
 
-    Multiprocess(config_, target=Server(config_).run, sockets=[sock]).run()
+    Multiprocess(config_, sockets=[sock]).run()
     return EXIT_OK
