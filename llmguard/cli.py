@@ -155,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="no progress bar")
     runs.add_argument("-v", "--verbose", action="store_true",
                       help="log one line per finished record to stderr")
+    from ._serve import options as serve_options  # argparse only: no server is imported
+
+    serve_options.add_parser(commands)
     return parser
 
 
@@ -167,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmguard`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)  # exits 2 with a message naming the option on bad input
+    if args.command == "serve":
+        from ._serve import options as serve_options
+
+        return serve_options.run(args)
 
     if not os.path.isfile(args.input):
         return _fail(f"input file {args.input!r} does not exist (or is not a file)")

@@ -1,0 +1,50 @@
+"""Server-sent events in OpenAI's streaming format: ``data: {chunk}\\n\\n`` ... ``data: [DONE]``.
+
+A stream always ends with ``data: [DONE]`` and a complete HTTP body, even when it ends early:
+an error after the first chunk (nothing can be retried once text reached the client) or the
+gateway's drain deadline becomes one last ``data: {"error": {...}}`` event first, which the
+openai SDK raises as an ``APIError``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import llmguard as lg
+
+__all__ = ["DONE", "event", "relay"]
+
+DONE = b"data: [DONE]\n\n"
+
+
+def event(obj: Any) -> bytes:
+    """One SSE event carrying ``obj`` as compact JSON."""
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _usage_only(chunk: Any) -> bool:
+    return isinstance(chunk, dict) and chunk.get("usage") is not None and not chunk.get("choices")
+
+
+async def relay(stream: lg.Stream, *, bounded: Callable[[Any], Any], include_usage: bool,
+                on_error: Callable[[BaseException], bytes]) -> AsyncIterator[bytes]:
+    """The SSE body of ``stream``. ``bounded`` awaits each next chunk within the gateway's
+    drain deadline; ``include_usage`` False drops the usage chunk the gateway asked upstream for
+    (for its own accounting) but the client did not; ``on_error`` renders a final error."""
+    try:
+        while True:
+            try:
+                chunk = await bounded(stream.__anext__())
+            except StopAsyncIteration:
+                break
+            except Exception as exc:  # mid-stream: report it in the stream, then end it well
+                yield on_error(exc)
+                break
+            if not include_usage and _usage_only(chunk):
+                continue
+            yield event(chunk)
+        yield DONE
+    finally:  # exhausted, failed or the client went away: settle what the layers hold
+        await stream.aclose()

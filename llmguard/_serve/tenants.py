@@ -1,0 +1,231 @@
+"""Tenants: who is calling (API key, kept only as its sha256), what they may use, and their limits.
+
+Each tenant's request and token quota is a provider-style admission: a request that does not fit
+is refused at once with :class:`QuotaExceeded` (the app answers 429 with ``retry-after`` and
+``x-ratelimit-*`` headers), never queued. That is what a client library pacing against the
+gateway expects from a provider, and why this is not an ``lg.RateLimit`` (which queues callers
+FIFO until there is room, the right thing for the gateway's own upstream quotas). It uses the
+same public quota machinery: ``lg.Quota`` windows kept in an ``lg.RateLimitBackend``
+(in memory, or ``RedisBackend`` so every replica shares one quota, atomically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import llmguard as lg
+
+from .config import PRIORITIES, ConfigError, TenantConfig
+
+__all__ = ["QuotaExceeded", "Tenant", "TenantBusy", "Tenants", "hash_key"]
+
+#: The tenant of a gateway without configured tenants (anyone who can reach it).
+ANONYMOUS = "anonymous"
+
+
+def hash_key(key: str) -> str:
+    """The sha256 hex digest under which an API key is kept (the key itself never is)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class QuotaExceeded(lg.AdmissionError):
+    """The tenant's request or token quota has no room now; ``headers`` say when it will."""
+
+    def __init__(self, message: str, *, unit: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        #: "requests" or "tokens": which quota ran out (OpenAI's error ``type``).
+        self.unit = unit
+        #: ``retry-after`` and ``x-ratelimit-*`` headers for the 429 answer.
+        self.headers = headers
+
+
+class TenantBusy(lg.AdmissionError):
+    """The tenant already has its cap of concurrent calls and waited too long for a slot."""
+
+
+@dataclass(slots=True)
+class Usage:
+    """What one tenant consumed in this process (``GET /v1/usage`` adds the shared store)."""
+
+    requests: int = 0
+    errors: int = 0
+    rejected: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Tenant:
+    """A configured tenant at run time: quotas, concurrency cap, priorities, usage."""
+
+    __slots__ = ("name", "config", "quotas", "limiter", "default_priority", "max_priority",
+                 "models", "usage")
+
+    def __init__(self, config: TenantConfig, limiter: Any = None) -> None:
+        self.name = config.name
+        self.config = config
+        quotas = []
+        if config.rpm:
+            quotas.append(lg.Quota(config.rpm, 60.0, False))
+        if config.tpm:
+            quotas.append(lg.Quota(config.tpm, 60.0, True))
+        #: The tenant's quotas, enforced together (empty: unlimited).
+        self.quotas = tuple(quotas)
+        #: Caps this tenant's concurrent calls (None: no cap). ConcurrencyLimiter-shaped.
+        self.limiter = limiter
+        self.default_priority = PRIORITIES[config.priority]
+        self.max_priority = PRIORITIES[config.max_priority or config.priority]
+        #: Models this tenant may call (None: every configured model).
+        self.models = None if config.models is None else frozenset(config.models)
+        self.usage = Usage()
+
+    def priority(self, header: str | None) -> int:
+        """The priority class of a request: its ``X-Priority`` header, capped at the tenant's
+        ``max_priority`` (asking for more than allowed gets the most allowed, not an error)."""
+        if not header:
+            return self.default_priority
+        value = PRIORITIES.get(header.strip().lower())
+        if value is None:
+            raise ValueError(f"X-Priority must be one of {', '.join(PRIORITIES)}, got {header!r}")
+        return min(value, self.max_priority)
+
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def __repr__(self) -> str:
+        return f"<Tenant {self.name} quotas={len(self.quotas)} usage={self.usage}>"
+
+
+class Tenants:
+    """The tenant registry: key hash -> tenant, plus the shared quota backend."""
+
+    def __init__(self, configs: dict[str, TenantConfig], *, backend: Any = None,
+                 limiter_factory: Any = None) -> None:
+        #: Where every tenant's quota windows live (key = tenant name).
+        self.backend = backend if backend is not None else lg.MemoryBackend()
+        self.by_name: dict[str, Tenant] = {}
+        self._by_hash: dict[str, Tenant] = {}
+        make = limiter_factory or (lambda name, n: lg.ConcurrencyLimiter(n, max_wait=60.0))
+        for name, config in configs.items():
+            limiter = make(name, config.concurrency) if config.concurrency else None
+            tenant = self.by_name[name] = Tenant(config, limiter)
+            hashes = list(config.key_hashes)
+            if config.api_key_env:
+                key = os.environ.get(config.api_key_env)
+                if not key:
+                    raise ConfigError(f"tenants.{name}.api_key_env: the environment variable "
+                                      f"{config.api_key_env} is not set (or empty)")
+                hashes.append(hash_key(key))  # the key itself goes out of scope here
+            for digest in hashes:
+                other = self._by_hash.get(digest)
+                if other is not None:
+                    raise ConfigError(f"tenants.{name}: the same API key is also tenant "
+                                      f"{other.name}'s; give each tenant its own key")
+                self._by_hash[digest] = tenant
+        #: True when requests need a key (some tenant is configured).
+        self.required = bool(self.by_name)
+        if not self.required:
+            self.by_name[ANONYMOUS] = Tenant(TenantConfig(ANONYMOUS, max_priority="high"))
+
+    def authenticate(self, key: str | None) -> Tenant | None:
+        """The tenant of ``key`` (the anonymous one when no tenant is configured), or None."""
+        if not self.required:
+            return self.by_name[ANONYMOUS]
+        if not key:
+            return None
+        return self._by_hash.get(hash_key(key))
+
+    def headers(self, tenant: Tenant, wait: float | None = None) -> dict[str, str]:
+        """``x-ratelimit-*`` headers of the tenant's quotas now (a provider's, for pacing)."""
+        if not tenant.quotas:
+            return {}
+        requests, tokens, paused = self.backend.headroom(tenant.name, tenant.quotas)
+        out: dict[str, str] = {}
+        for quota in tenant.quotas:
+            unit = "tokens" if quota.tokens else "requests"
+            out[f"x-ratelimit-limit-{unit}"] = str(quota.limit)
+            out[f"x-ratelimit-remaining-{unit}"] = str(max(0, tokens if quota.tokens else requests))
+            if wait is not None:
+                out[f"x-ratelimit-reset-{unit}"] = f"{max(wait, paused):.3f}s"
+        return out
+
+
+class TenantGate:
+    """Layer: the tenant's quota (refuse at once) then its concurrency cap (wait, by priority).
+
+    Sits outermost, before the model's pipeline: a tenant over its quota costs the model nothing.
+    Reserves the request's token estimate and reconciles it to the usage reported (a stream's
+    final chunk: the gateway always asks upstream for it); a call refused further in (an
+    ``lg.AdmissionError`` such as the model's own queue) is refunded.
+    """
+
+    __slots__ = ("tenants",)
+
+    def __init__(self, tenants: Tenants) -> None:
+        self.tenants = tenants
+
+    async def __call__(self, call: lg.Call, call_next: lg.Handler, /) -> Any:
+        tenant = self.tenants.by_name.get(call.partition)  # type: ignore[arg-type]
+        backend, ticket, tokens = self.tenants.backend, None, 0
+        if tenant is not None and tenant.quotas:
+            if any(q.tokens for q in tenant.quotas):
+                tokens = lg.estimate_tokens(**call.kwargs)
+                limit = min(q.limit for q in tenant.quotas if q.tokens)
+                if tokens > limit:
+                    raise lg.RequestTooLarge(
+                        f"this request needs an estimated {tokens} tokens but tenant "
+                        f"{tenant.name!r} may use {limit} per minute; shorten the messages or "
+                        "max_tokens")
+            wait, ticket = await backend.reserve(tenant.name, tenant.quotas, tokens)
+            if ticket is None:
+                raise self._refused(tenant, wait, tokens)
+        limiter = None if tenant is None else tenant.limiter
+        try:
+            if limiter is not None:
+                try:
+                    await limiter.acquire(priority=call.priority or 0, partition=tenant.name)
+                except lg.AdmissionError as exc:
+                    raise TenantBusy(f"tenant {tenant.name!r} has {tenant.config.concurrency} "
+                                     f"calls in flight, its cap ({exc})") from None
+            try:
+                result = await call_next(call)
+            except BaseException:
+                if limiter is not None:
+                    limiter.release()
+                raise
+        except lg.AdmissionError:
+            if ticket is not None:
+                backend.refund(tenant.name, ticket)  # never reached a provider
+            raise
+        if isinstance(result, lg.Stream):
+            def end(_error: BaseException | None) -> None:
+                if limiter is not None:
+                    limiter.release()
+                self._settle(tenant, ticket, tokens, result.usage)
+            result.defer(end)
+        else:
+            if limiter is not None:
+                limiter.release()
+            self._settle(tenant, ticket, tokens, lg.extract_usage(result))
+        return result
+
+    def _settle(self, tenant: Tenant | None, ticket: Any, tokens: int, usage: Any) -> None:
+        if ticket is not None and usage is not None and usage.total_tokens != tokens:
+            self.tenants.backend.reconcile(tenant.name, ticket, usage.total_tokens)
+
+    def _refused(self, tenant: Tenant, wait: float, tokens: int) -> QuotaExceeded:
+        requests, available, _paused = self.tenants.backend.headroom(tenant.name, tenant.quotas)
+        counts_requests = any(not q.tokens for q in tenant.quotas)
+        unit = "requests" if counts_requests and requests < 1 or tokens <= available else "tokens"
+        headers = self.tenants.headers(tenant, wait)
+        headers["retry-after"] = str(max(1, int(wait + 0.999)))  # whole seconds, rounded up
+        headers["retry-after-ms"] = str(max(1, int(wait * 1000 + 0.999)))
+        quota = next((q for q in tenant.quotas if q.tokens == (unit == "tokens")),
+                     tenant.quotas[0])
+        need = "1 request" if unit == "requests" else f"{tokens} tokens ({available} left)"
+        return QuotaExceeded(
+            f"Rate limit reached for tenant {tenant.name!r}: {quota.describe()}; this request "
+            f"needs {need}. Try again in {wait:.3f}s.", unit=unit, headers=headers)

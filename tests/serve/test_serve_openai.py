@@ -1,0 +1,121 @@
+"""The real openai SDK against the real gateway (uvicorn on a loopback port): chat, streaming
+with the usage chunk, embeddings, models, and upstreams that are themselves OpenAI-compatible."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from serve_helpers import MESSAGES, chat, served, write_config
+
+pytestmark = pytest.mark.looptime(False)  # real sockets: real time
+
+
+def client(server, key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+
+
+def test_default_gateway_serves_the_fake_model_to_the_sdk() -> None:
+    """With no config, a chat completion from the offline fake comes back as the SDK expects."""
+    with served() as server:
+        answer = client(server).chat.completions.create(model="fake", messages=MESSAGES)
+    assert answer.choices[0].message.content == "echo: hello there"
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+def test_streaming_through_the_sdk_with_usage_chunk() -> None:
+    """stream=True arrives as OpenAI chunks; include_usage adds the final usage-only chunk."""
+    with served() as server:
+        chunks = list(client(server).chat.completions.create(
+            model="fake", messages=MESSAGES, stream=True,
+            stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: hello there"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finish[-1] == "stop"
+
+
+def test_stream_without_include_usage_has_no_usage_chunk_but_is_accounted() -> None:
+    """The gateway asks upstream for usage anyway (tenant accounting) but does not forward it."""
+    with served() as server:
+        chunks = list(client(server).chat.completions.create(
+            model="fake", messages=MESSAGES, stream=True))
+        usage = httpx.get(server.url + "/v1/usage").json()
+    assert all(c.usage is None for c in chunks)
+    assert usage["output_tokens"] > 0 and usage["requests"] == 1
+
+
+def test_raw_sse_ends_with_done() -> None:
+    """The raw body is `data: {...}` events and a final `data: [DONE]`."""
+    with served() as server:
+        r = httpx.post(server.url + "/v1/chat/completions", json=chat(stream=True))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [e for e in r.text.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+
+
+def test_embeddings_and_models() -> None:
+    """Embeddings are deterministic vectors of the asked dimensions; /v1/models lists models."""
+    with served() as server:
+        sdk = client(server)
+        one = sdk.embeddings.create(model="fake", input=["a", "b"], dimensions=16)
+        two = sdk.embeddings.create(model="fake", input="a", dimensions=16)
+        models = [m.id for m in sdk.models.list()]
+        card = sdk.models.retrieve("fake")
+    assert len(one.data) == 2 and len(one.data[0].embedding) == 16
+    assert one.data[0].embedding == two.data[0].embedding
+    assert one.data[0].embedding != one.data[1].embedding
+    assert "fake" in models and card.id == "fake"
+
+
+def test_health_readiness_and_metrics() -> None:
+    """/healthz and /readyz answer 200; /metrics is Prometheus text with per-tenant counters."""
+    with served() as server:
+        client(server).chat.completions.create(model="fake", messages=MESSAGES)
+        assert httpx.get(server.url + "/healthz").status_code == 200
+        assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
+        text = httpx.get(server.url + "/metrics").text
+    assert "gen_ai_client_operation_duration_seconds" in text
+    assert 'llmguard_tenant="anonymous"' in text
+    assert "llmguard_gateway_tokens" in text
+
+
+def test_openai_compatible_upstream_and_litellm_upstream(tmp_path) -> None:
+    """A model routed to an OpenAI-compatible base URL (here: a second gateway) works for JSON
+    and streams, through aiohttp (provider "openai") and through litellm."""
+    with served() as upstream:
+        config = write_config(tmp_path, f"""
+[models.remote]
+provider = "openai"
+base_url = "{upstream.url}/v1"
+api_key_env = "SERVE_TEST_UPSTREAM_KEY"
+model = "fake"
+
+[models.via-litellm]
+provider = "litellm"
+model = "openai/fake"
+base_url = "{upstream.url}/v1"
+api_key_env = "SERVE_TEST_UPSTREAM_KEY"
+""")
+        import os
+
+        os.environ["SERVE_TEST_UPSTREAM_KEY"] = "sk-upstream-secret-123456"
+        try:
+            with served(config) as server:
+                sdk = client(server)
+                for model in ("remote", "via-litellm"):
+                    answer = sdk.chat.completions.create(model=model, messages=MESSAGES)
+                    assert answer.choices[0].message.content == "echo: hello there"
+                    chunks = list(sdk.chat.completions.create(
+                        model=model, messages=MESSAGES, stream=True,
+                        stream_options={"include_usage": True}))
+                    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                    assert text == "echo: hello there"
+                    assert any(c.usage is not None for c in chunks)
+                emb = sdk.embeddings.create(model="remote", input="x")
+                assert len(emb.data[0].embedding) == 8
+        finally:
+            del os.environ["SERVE_TEST_UPSTREAM_KEY"]
