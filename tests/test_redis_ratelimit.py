@@ -46,18 +46,23 @@ async def test_two_backends_share_one_quota(redis_url, redis_prefix):
     await b.aclose()
 
 
-async def test_restamp_counts_a_request_from_when_it_reached_the_provider(redis_url, redis_prefix):
-    """A request admitted at 0 that reached the provider only at 0.3 s (it queued below the
-    rate limit) is restamped: at 0.45 s it still counts in a 0.4 s window, so only one more fits."""
+async def test_a_call_queued_below_is_counted_again_when_it_reaches_the_provider(redis_url, redis_prefix):
+    """Regression (issue 18 finding 5, Redis): RateLimit(rps=2) over ConcurrencyLimit(1), calls
+    of 0.6 s: calls admitted by the quota but queued for the slot are counted again when they
+    leave the queue, waiting for room: the provider never sees more than 2 requests in any
+    1 s window."""
     backend = RedisBackend(redis_url, prefix=redis_prefix)
-    quotas = (Quota(2, 0.4, False),)
-    _, first = await backend.reserve(None, quotas, 0)
-    await asyncio.sleep(0.3)
-    assert backend.restamp(None, quotas, first) == first
-    await asyncio.sleep(0.15)
-    assert (await backend.reserve(None, quotas, 0))[1] is not None
-    wait, ticket = await backend.reserve(None, quotas, 0)
-    assert ticket is None and 0.1 < wait <= 0.26
+    arrivals: list[float] = []
+
+    async def provider() -> str:
+        arrivals.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.6)
+        return "ok"
+
+    guarded = lg.Pipeline(lg.RateLimit(rps=2, backend=backend), lg.ConcurrencyLimit(1)).wrap(provider)
+    assert await asyncio.gather(*(guarded() for _ in range(6))) == ["ok"] * 6
+    for i, at in enumerate(arrivals):
+        assert sum(at - 1.0 < other <= at for other in arrivals) <= 2, (i, arrivals)
     await backend.aclose()
 
 

@@ -41,29 +41,37 @@ async def test_clients_own_timeout_error_passes_through() -> None:
 
 
 async def test_timeout_is_per_attempt_and_honours_the_retry_deadline() -> None:
-    """Retry + Timeout: each attempt gets the limit, but none runs past the deadline."""
+    """Retry + Timeout: each attempt gets the limit from when it is sent; no attempt starts
+    after the deadline, and an attempt already sent is not cut short by it (it is paid for)."""
     llm = FakeLLM(latency=10)
     loop = asyncio.get_running_loop()
     start = loop.time()
     with pytest.raises(lg.TimeoutExceeded):
         await lg.guard(Retry(attempts=10, deadline=12, backoff=0.01), Timeout(5))(
             llm.send_message)("x")
-    assert loop.time() - start <= 12.01
+    assert llm.call_count == 3  # sent at 0, ~5 and ~10 s; the deadline stops a fourth
+    assert 15 <= loop.time() - start <= 15.1
 
 
 async def test_time_spent_queued_locally_is_an_admission_timeout_the_breaker_ignores() -> None:
-    """A Timeout that runs out while the attempt still waits for a concurrency slot raises
-    AdmissionTimeout (local congestion, which CircuitBreaker does not count and Retry does not
-    retry); one that runs out at the provider stays a TimeoutExceeded, which opens it."""
+    """Time queued for a concurrency slot does not count against Timeout: the queued call is
+    sent when the slot frees and gets its full limit at the provider. Only the overall
+    deadline ends a queued call, as an AdmissionTimeout (local congestion, which CircuitBreaker
+    does not count and Retry does not retry); a timeout at the provider is a TimeoutExceeded,
+    which opens the circuit."""
     breaker = lg.CircuitBreaker(min_calls=1, failure_ratio=0.5)
     limit = lg.ConcurrencyLimit(1)
     llm = FakeLLM(latency=10)
     hog = asyncio.create_task(lg.guard(limit)(llm.send_message)("holds the slot for 10 s"))
-    guarded = lg.guard(breaker, Timeout(5), limit)(llm.send_message)
     await asyncio.sleep(0.5)
+    patient = lg.guard(Timeout(12), limit)(llm.send_message)
+    assert await patient("queued 9.5 s, then 10 s at the provider") == "echo: queued 9.5 s, then 10 s at the provider"
+    hog = asyncio.create_task(lg.guard(limit)(llm.send_message)("holds the slot again"))
+    await asyncio.sleep(0.5)
+    guarded = lg.guard(breaker, Retry(attempts=1, deadline=5), Timeout(5), limit)(llm.send_message)
     with pytest.raises(lg.AdmissionTimeout, match="never reached the provider"):
-        await guarded("queued")
-    assert llm.call_count == 1 and breaker.statistics().state == "closed"
+        await guarded("queued past the deadline")
+    assert llm.call_count == 3 and breaker.statistics().state == "closed"
     await hog
     with pytest.raises(lg.TimeoutExceeded):
         await guarded("slow at the provider")

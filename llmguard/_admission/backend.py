@@ -48,11 +48,6 @@ class RateLimitBackend(Protocol):
         """Remove the reservation entirely (the call never reached the provider)."""
         ...
 
-    def restamp(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Any) -> Any:
-        """The admitted request reaches the provider only now (it waited in an inner queue):
-        count it from now instead of from its admission. Returns the ticket to use from here."""
-        ...
-
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         """Admit nothing for ``key`` for ``seconds`` (never shortens an existing pause)."""
         ...
@@ -121,13 +116,6 @@ class MemoryBackend:
         window = self._windows.get(key)
         if window is not None:
             window.adjust(clock.now(), ticket, 0, live=0)
-
-    def restamp(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Entry) -> Entry:
-        window = self._window(key, quotas)
-        now = clock.now()
-        tokens = ticket.tokens
-        window.adjust(now, ticket, 0, live=0)  # it stays in the log, counting nothing
-        return window.add(now, tokens)
 
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         window = self._window(key, quotas)

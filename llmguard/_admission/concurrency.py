@@ -74,10 +74,15 @@ class ConcurrencyLimit:
         priority, partition = self._admission(call)
         clock = asyncio.get_running_loop().time
         started = clock()
-        await self.limiter.acquire(priority=priority, partition=partition)
+        limiter = self.limiter
+        await limiter.acquire(priority=priority, partition=partition)
         waited = clock() - started
         if waited > 0:
-            call.waited(waited, self._wait_label)
+            try:  # an outer rate limit counts the call again now; it may wait or refuse
+                await call.waited(waited, self._wait_label)
+            except BaseException:
+                limiter.release()
+                raise
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         limiter = self.limiter

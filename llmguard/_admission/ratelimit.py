@@ -187,16 +187,7 @@ class RateLimit:
                     f"are ever available ({self._describe()}); shorten the prompt or max_tokens, "
                     "or raise the token quota"
                 )
-        line = self._lines.get(key)
-        ticket = None
-        wait = None
-        if line is None and self._instant:  # nobody waiting: try at once (allocates nothing)
-            wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
-        if ticket is None:
-            clock = asyncio.get_running_loop().time
-            started = clock()
-            ticket = await self._wait_in_line(key, tokens, wait)
-            call.waited(clock() - started, "rate_limit")
+        ticket = await self._admit(call, key, tokens)
         if self._max_tokens is not None:
             call.tokens = tokens
         self._admitted += 1
@@ -204,31 +195,33 @@ class RateLimit:
         self._reserved += tokens
         outer = call.on_wait
 
-        def restamp() -> None:  # an inner limiter queued the call: the provider sees it now
+        async def recount() -> None:
+            # An inner limiter queued the call after we admitted it: the provider sees it only
+            # now. Give the reservation back and take one at this instant, waiting for room if
+            # the window has none, so the provider's window never holds more than the quota.
             nonlocal ticket
-            ticket = self.backend.restamp(key, self.quotas, ticket)
+            self.backend.refund(key, ticket)
+            ticket = None
+            ticket = await self._admit(call, key, tokens, note=False)
             if outer is not None:
-                outer()
+                await outer()
 
-        call.on_wait = restamp
+        call.on_wait = recount
         try:
             try:
                 result = await call_next(call)
             finally:
                 call.on_wait = outer
-        except AdmissionError:
-            self._finish(key, ticket, tokens, None)  # refused below us: never reached the provider
-            raise
-        except Exception as exc:
-            self._finish(key, ticket, tokens, tokens)
-            failure = classify(exc)
-            if failure.kind is FailureKind.RATE_LIMITED:
-                self._rate_limited += 1
-                pause = DEFAULT_PAUSE if failure.retry_after is None else failure.retry_after
-                self.backend.pause(key, self.quotas, pause)
-            raise
-        except BaseException:
-            self._finish(key, ticket, tokens, tokens)  # cancelled in flight: assume it was counted
+        except BaseException as exc:
+            # Never sent (refused or queued below us, cancelled or timed out before sending):
+            # the provider never saw it, so the reservation goes back. Sent: assume it counted.
+            self._finish(key, ticket, tokens, tokens if call.sent else None)
+            if isinstance(exc, Exception) and not isinstance(exc, AdmissionError):
+                failure = classify(exc)
+                if failure.kind is FailureKind.RATE_LIMITED:
+                    self._rate_limited += 1
+                    pause = DEFAULT_PAUSE if failure.retry_after is None else failure.retry_after
+                    self.backend.pause(key, self.quotas, pause)
             raise
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
             result.defer(lambda _error: self._finish(
@@ -236,6 +229,25 @@ class RateLimit:
         else:
             self._finish(key, ticket, tokens, self._actual(call, result, tokens))
         return result
+
+    async def _admit(self, call: Call, key: Hashable, tokens: int, *, note: bool = True) -> Any:
+        """A reservation for ``tokens`` now: at once when nobody waits and there is room, else
+        in line (recording the wait on the call for an outer limiter and for metrics)."""
+        wait = None
+        if self._lines.get(key) is None and self._instant:  # nobody waiting: allocates nothing
+            wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
+            if ticket is not None:
+                return ticket
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        ticket = await self._wait_in_line(key, tokens, wait)
+        if note:
+            try:
+                await call.waited(clock() - started, "rate_limit")
+            except BaseException:
+                self.backend.refund(key, ticket)
+                raise
+        return ticket
 
     def _actual(self, call: Call, result: Any, tokens: int) -> int:
         """Tokens the call used, read from a result or a stream's final chunk (or None)."""
@@ -256,6 +268,8 @@ class RateLimit:
         """Settle a reservation: ``actual`` tokens were used, or None for a refund."""
         self._in_flight -= 1
         self._reserved -= reserved
+        if ticket is None:  # given back when an inner limiter queued it, not taken again
+            return
         if actual is None:
             self._refunds += 1
             self.backend.refund(key, ticket)

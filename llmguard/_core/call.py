@@ -53,6 +53,7 @@ class Call:
         "args",
         "kwargs",
         "name",
+        "identity",
         "attempt",
         "deadline",
         "priority",
@@ -61,6 +62,7 @@ class Call:
         "usage",
         "notes",
         "on_wait",
+        "on_send",
         "sent",
     )
 
@@ -71,7 +73,8 @@ class Call:
         kwargs: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
-        #: The guarded callable the innermost handler invokes (a Fallback or pool may swap it).
+        #: The callable the innermost handler invokes. A Fallback (for an alternate client) or a
+        #: pool (for a member) swaps it for its inner call and restores it.
         self.fn = fn
         #: Positional arguments of the call (``self`` included for methods).
         self.args = args
@@ -79,6 +82,9 @@ class Call:
         self.kwargs: dict[str, Any] = {} if kwargs is None else kwargs
         #: The pipeline's name (metric attribute, error messages).
         self.name = name
+        #: Who is being called, fixed when the pipeline wrapped the function (see
+        #: ``llmguard._core.identity``): what Cache keys on. No layer writes it.
+        self.identity: Any = None
         #: 1 for the first attempt; Retry increments it.
         self.attempt = 1
         #: Absolute loop time (``loop.time()``) after which no new attempt should start, or None.
@@ -93,11 +99,15 @@ class Call:
         self.usage: Any = None
         #: Free-form annotations by layers (``{"cache": "hit", "retries": 2, ...}``), or None.
         self.notes: dict[str, Any] | None = None
-        #: Called by :meth:`waited` when an inner limiter let the call go after a wait: an outer
-        #: rate limit then counts the request from now, when the provider will see it.
-        self.on_wait: Callable[[], None] | None = None
-        #: True once this attempt reached the provider (the innermost handler called it); a
-        #: Timeout resets it per attempt to tell local queueing from a slow provider.
+        #: Awaited by :meth:`waited` when an inner limiter let the call go after a wait: an outer
+        #: rate limit then counts the request again from now, when the provider will see it
+        #: (waiting for room again if the window has none). Owner: RateLimit, restored on exit.
+        self.on_wait: Callable[[], Awaitable[None]] | None = None
+        #: Called by the innermost handler just before it calls the provider: Timeout starts
+        #: its clock there. Owner: Timeout, restored on exit.
+        self.on_send: Callable[[], None] | None = None
+        #: True once this attempt reached the provider (the innermost handler called it).
+        #: Reset by the layer that starts an attempt (Retry, Fallback, Timeout).
         self.sent = False
 
     @property
@@ -112,15 +122,25 @@ class Call:
             self.notes = {}
         self.notes[key] = value
 
-    def waited(self, seconds: float, by: str) -> None:
+    async def waited(self, seconds: float, by: str) -> None:
         """Record time spent waiting for admission (metrics' admission-wait histogram); a
-        limiter calls it as it lets the call go after waiting."""
+        limiter awaits it as it lets the call go after waiting, then holds what it granted only
+        if this returns (it may raise: an outer rate limit found no room and gave up)."""
         if self.notes is None:
             self.notes = {}
         self.notes["wait"] = self.notes.get("wait", 0.0) + seconds
         self.notes["delayed_by"] = by
         if self.on_wait is not None:
-            self.on_wait()
+            await self.on_wait()
+
+    def save(self) -> tuple[Any, ...]:
+        """The per-attempt facts, for the layer that starts attempts (Retry, Fallback) to give
+        each attempt the same start and to leave nothing of them behind (:meth:`restore`)."""
+        return (self.fn, self.kwargs, self.deadline, self.tokens, self.partition, self.sent)
+
+    def restore(self, saved: tuple[Any, ...]) -> None:
+        """Put back what :meth:`save` returned."""
+        self.fn, self.kwargs, self.deadline, self.tokens, self.partition, self.sent = saved
 
     def __repr__(self) -> str:
         return (
@@ -138,6 +158,8 @@ async def invoke(call: Call) -> Any:
     the first chunk happen inside the pipeline where Retry and Fallback can act.
     """
     call.sent = True
+    if call.on_send is not None:
+        call.on_send()
     result = call.fn(*call.args, **call.kwargs)
     if not hasattr(type(result), "__anext__"):
         result = await result

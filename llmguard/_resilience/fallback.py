@@ -101,19 +101,25 @@ class Fallback:
     def statistics(self) -> FallbackStats:
         return FallbackStats(self._calls, dict(self._used), self._defaulted, self._exhausted)
 
-    async def _try(self, alternate: Any, call: Call, call_next: Handler) -> Any:
-        if not isinstance(alternate, dict):  # invoke: a streaming alternate starts its stream
-            call.sent = True  # an alternate client is a provider too (for an outer Timeout)
-            return await invoke(Call(alternate, call.args, call.kwargs, call.name))
-        saved = call.kwargs
-        call.kwargs = {**saved, **alternate}
-        try:
-            return await call_next(call)
-        finally:
-            call.kwargs = saved
+    async def _try(self, alternate: Any, call: Call, call_next: Handler,
+                   saved: tuple[Any, ...]) -> Any:
+        call.restore(saved)  # each alternate starts from what the caller set, not the primary's
+        call.attempt = 1
+        if not isinstance(alternate, dict):  # another client: called directly (invoke starts
+            call.fn = alternate              # a streaming alternate's stream)
+            return await invoke(call)
+        call.kwargs = {**call.kwargs, **alternate}  # for the layers below us only
+        return await call_next(call)
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         self._calls += 1
+        saved = call.save()
+        try:
+            return await self._chain(call, call_next, saved)
+        finally:
+            call.restore(saved)
+
+    async def _chain(self, call: Call, call_next: Handler, saved: tuple[Any, ...]) -> Any:
         try:
             return await call_next(call)
         except Exception as exc:
@@ -124,7 +130,7 @@ class Fallback:
         chain = ((route,) if route is not None else ()) + self.alternates
         for alternate in chain:
             try:
-                result = await self._try(alternate, call, call_next)
+                result = await self._try(alternate, call, call_next, saved)
             except Exception as exc:
                 if self._on is not None and not self._on(exc):
                     raise
@@ -137,6 +143,7 @@ class Fallback:
                 call.note("model", alternate["model"])
             return result
         if self.default is not _UNSET:
+            call.restore(saved)
             self._defaulted += 1
             call.note("fallback", "default")
             if callable(self.default):

@@ -198,13 +198,24 @@ class Retry:
         if self.budget is not None:
             self.budget.record_call(now)
         end = None if self.deadline is None else now + self.deadline
-        if end is not None and (call.deadline is None or end < call.deadline):
-            call.deadline = end
-        end = call.deadline
+        if end is None or (call.deadline is not None and call.deadline < end):
+            end = call.deadline
+        # Every attempt starts from what the caller set (plus our deadline) and nothing of an
+        # attempt outlives the call: a Fallback above us gets back its own deadline.
+        saved = call.save()
+        try:
+            return await self._attempts(call, call_next, saved, end, now)
+        finally:
+            call.restore(saved)
+
+    async def _attempts(self, call: Call, call_next: Handler, saved: tuple[Any, ...],
+                        end: float | None, now: float) -> Any:
+        loop = asyncio.get_running_loop()
         history: list[str] = []
         attempt = 1
         while True:
-            call.attempt = attempt
+            call.restore(saved)
+            call.deadline, call.sent, call.attempt = end, False, attempt
             try:
                 result = await call_next(call)
             except Exception as exc:

@@ -41,7 +41,7 @@ def _is_streaming(call: Call) -> bool:
 
 @public
 class Timeout:
-    """Layer: time limits per attempt (never running past ``call.deadline``).
+    """Layer: how long the provider may take, per attempt, counted from when it is sent.
 
     - ``seconds``: a plain answer must arrive within it (:class:`llmguard.TimeoutExceeded`); for
       a streamed answer it bounds the time to the first chunk unless ``first_chunk`` is given.
@@ -52,9 +52,12 @@ class Timeout:
     - ``total``: the whole attempt, stream included (a plain answer: TimeoutExceeded; a stream:
       :class:`llmguard.StreamTotalTimeout`).
 
-    An attempt whose limit ran out while it was still queued in an inner limiter (it never
-    reached the provider) raises :class:`llmguard.AdmissionTimeout` instead: local congestion is
-    not a slow provider, so CircuitBreaker does not count it and Retry does not retry it.
+    Time spent queued in an inner RateLimit or ConcurrencyLimit does not count: those limiters
+    bound it with their own ``max_wait``. The overall deadline (``Retry(deadline=...)``) bounds
+    an attempt until it is sent: one still queued then ends with :class:`llmguard.AdmissionTimeout`
+    (it never reached the provider, so CircuitBreaker does not count it and Retry does not retry
+    it). Once sent, only these limits apply: a request the provider is already charging for is
+    never cancelled because of time spent in a local queue.
 
     Every error is a ``TimeoutError`` naming its limit; Retry treats it as a TIMEOUT failure
     (only before the first chunk: after it, the error reaches the consumer unchanged). A
@@ -82,7 +85,6 @@ class Timeout:
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         self._calls += 1
         loop = asyncio.get_running_loop()
-        start = loop.time()
         error: type[TimeoutExceeded] = TimeoutExceeded
         limit, because = self.seconds, "seconds"
         if self.first_chunk is not None and _is_streaming(call):
@@ -91,17 +93,28 @@ class Timeout:
             limit, because = self.total, "total"
             if error is FirstChunkTimeout:
                 error = StreamTotalTimeout
-        if call.deadline is not None and (limit is None or call.deadline - start < limit):
-            limit, because = call.deadline - start, "the retry deadline"
-        if limit is not None and limit <= 0:
+        deadline = call.deadline
+        if deadline is not None and deadline <= loop.time():
             self._timed_out += 1
-            raise TimeoutExceeded(
-                f"no time left for attempt {call.attempt}: the retry deadline has passed; "
-                "raise the Retry deadline or lower the number of attempts",
-                seconds=self.seconds,
+            raise AdmissionTimeout(
+                f"no time left for attempt {call.attempt} of {call.name or 'the call'}: the "
+                "overall deadline (Retry(deadline=...)) has passed; raise it or lower attempts"
             )
-        scope = asyncio.timeout(limit)
-        call.sent = False
+        # Until the attempt is sent, only the overall deadline bounds it (waiting for a slot or
+        # for quota is bounded by the limiters' own max_wait). Once sent, the provider gets
+        # `limit` seconds from that moment, whatever the deadline: a sent request is paid for,
+        # so time it spent queued here must never be what cancels it.
+        scope = asyncio.timeout_at(deadline)
+        outer_send, sent_at = call.on_send, None
+
+        def on_send() -> None:
+            nonlocal sent_at
+            sent_at = loop.time()
+            scope.reschedule(None if limit is None else sent_at + limit)
+            if outer_send is not None:
+                outer_send()
+
+        call.on_send = on_send
         try:
             async with scope:
                 result = await call_next(call)
@@ -109,25 +122,28 @@ class Timeout:
             if not scope.expired():  # the client's own TimeoutError: not ours to rename
                 raise
             self._timed_out += 1
-            if not call.sent:  # local congestion, not a slow provider: breakers must not count it
+            if sent_at is None:  # local congestion, not a slow provider: breakers must not count it
                 raise AdmissionTimeout(
-                    f"attempt {call.attempt} of {call.name or 'the call'} spent its {limit:g} s "
-                    f"({self._setting(because)}) queued for admission (a rate limit or "
-                    "concurrency slot) and never reached the provider; lower the load, raise "
-                    "the limits or the timeout"
+                    f"attempt {call.attempt} of {call.name or 'the call'} was still queued for "
+                    "admission (a rate limit or concurrency slot) when the overall deadline "
+                    "(Retry(deadline=...)) passed, and never reached the provider; lower the "
+                    "load, raise the limits or the deadline"
                 ) from exc
             what = "the first chunk of" if error is FirstChunkTimeout else "attempt"
             raise error(
                 f"{what} {call.attempt} of {call.name or 'the call'} took longer than "
-                f"{limit:g} s ({self._setting(because)}); raise it if the provider is just slow",
+                f"{limit:g} s after it was sent ({self._setting(because)}); raise it if the "
+                "provider is just slow",
                 seconds=limit,
             ) from exc
+        finally:
+            call.on_send = outer_send
         if isinstance(result, Stream) and (self.idle is not None or self.total is not None):
-            self._limit_stream(result, start)
+            self._limit_stream(result, loop.time() if sent_at is None else sent_at)
         return result
 
     def _setting(self, name: str) -> str:
-        return name if name == "the retry deadline" else f"Timeout({name}={getattr(self, name):g})"
+        return f"Timeout({name}={getattr(self, name):g})"
 
     def _limit_stream(self, stream: Stream, start: float) -> None:
         def expired(error: type[TimeoutExceeded], name: str, seconds: float):  # noqa: ANN202

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Hashable
 from typing import Any
 
@@ -153,15 +152,6 @@ class RedisBackend:
         self.connection.spawn(self.connection.write(
             _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding",
         ))
-
-    def restamp(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Any) -> Any:
-        if isinstance(ticket, Entry):
-            return self._local.restamp(key, quotas, ticket)
-        lifetime = math.ceil(max(q.window for q in quotas) * 1000) + 1000
-        self.connection.spawn(self.connection.write(
-            _scripts.RESTAMP, self._key(key)[:1], [ticket, lifetime], "restamping",
-        ))
-        return ticket
 
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         self._local.pause(key, quotas, seconds)

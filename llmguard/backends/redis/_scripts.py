@@ -9,7 +9,7 @@ because Redis truncates Lua numbers to integers.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "CAP", "PAUSE", "RECONCILE", "RENEW", "RESERVE", "RESTAMP"]
+__all__ = ["ACQUIRE", "CAP", "PAUSE", "RECONCILE", "RENEW", "RESERVE"]
 
 _NOW = """
 local t = redis.call('TIME')
@@ -99,14 +99,6 @@ if ARGV[2] ~= '' then
   -- removing the last member deleted the key and its TTL: give the recreated key its TTL back
   if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 end
-return 1
-"""
-
-#: KEYS: log. ARGV: member, key lifetime (ms). The request reaches the provider only now: score
-#: it now (added back if its admission already left the window).
-RESTAMP = _NOW + """
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
