@@ -1,22 +1,36 @@
 """Public test doubles: run pipelines offline, under virtual time, against realistic providers.
 
 ``FakeLLM`` is a scriptable chat model; ``SimulatedProvider`` models a provider's capacity,
-queueing latency and strict RPM/TPM quotas;
+queueing latency and strict RPM/TPM quotas; ``FixedWindowServer`` and ``TokenBucketServer`` are
+providers shaped like real rate limiters (clock-minute windows counted at arrival; continuously
+refilling buckets charging ``max_tokens`` up front) that record every arrival and cancellation;
+``LoopbackServer`` serves any of them over HTTP as an OpenAI-compatible endpoint;
 ``Faults`` is a layer that injects every kind of provider failure, seeded.
 """
 
 from ._fake import FakeLLM
 from ._faults import Faults, FaultStats, make_error
+from ._http import LoopbackServer
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider
+from ._quota import FixedWindow, TokenBucket
+from ._servers import Arrival, FixedWindowServer, QuotaServer, ServerStats, TokenBucketServer
 
 __all__ = [
+    "Arrival",
     "FakeLLM",
     "FaultStats",
     "Faults",
+    "FixedWindow",
+    "FixedWindowServer",
+    "LoopbackServer",
     "Overloaded",
     "ProviderError",
     "ProviderStats",
+    "QuotaServer",
     "RateLimited",
+    "ServerStats",
     "SimulatedProvider",
+    "TokenBucket",
+    "TokenBucketServer",
     "make_error",
 ]

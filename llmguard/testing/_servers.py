@@ -1,0 +1,223 @@
+"""Simulated servers shaped like real providers' rate limits, recording what they saw.
+
+* :class:`FixedWindowServer`: requests and tokens counted at **arrival** in fixed clock windows
+  (a per-minute counter keyed by the clock minute, as many providers and gateways do).
+* :class:`TokenBucketServer`: RPM and TPM buckets refilling continuously, charging a request's
+  prompt estimate plus ``max_tokens`` **up front** at admission and giving nothing back (OpenAI).
+
+Both answer 429 (:class:`RateLimited`) with ``retry-after`` (unless ``retry_after=False``) and
+OpenAI's ``x-ratelimit-limit/remaining/reset-requests`` and ``-tokens`` headers (unless
+``rate_limit_headers=False``), and record every arrival and every request cancelled after it
+arrived (the caller gave up on a request the server had already charged). They are
+:class:`SimulatedProvider` s with a different admission: ``acompletion(**kwargs)`` and
+``send_message`` as there, in-process under virtual time, or over HTTP with :class:`LoopbackServer`.
+Concurrency is effectively unbounded by default (``capacity=10_000``): the quota is what binds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from .._check import number
+from .._tokens import estimate_tokens
+from ._provider import Overloaded, RateLimited, SimulatedProvider
+from ._quota import FixedWindow, TokenBucket, format_reset
+
+__all__ = ["Arrival", "FixedWindowServer", "QuotaServer", "ServerStats", "TokenBucketServer"]
+
+#: The rate-limit headers of the request being admitted, for a transport to send back.
+admission_headers: ContextVar[dict[str, str] | None] = ContextVar("admission_headers",
+                                                                   default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One request as the server saw it: when, what it was charged, what it answered."""
+
+    at: float
+    tokens: int
+    status: int  #: 200 admitted, 429 rate limited, 503 overloaded
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    arrivals: int
+    served: int
+    rate_limited: int
+    overloaded: int
+    #: Requests that arrived (were charged) and were then cancelled or disconnected.
+    cancelled_after_arrival: int
+    in_flight: int
+    max_in_flight: int
+    #: Most requests / tokens that ARRIVED (admitted or not) within one of the server's windows.
+    peak_window_requests: int
+    peak_window_tokens: int
+    first_arrival: float | None
+    last_completion: float | None
+
+
+class QuotaServer(SimulatedProvider):
+    """Base: a :class:`SimulatedProvider` whose admission is a set of quota policies.
+
+    Subclasses set ``self.quotas``: ``{"requests": policy or None, "tokens": policy or None}``.
+    A request is charged 1 request and ``charge(**kwargs)`` tokens (the prompt estimate plus
+    ``max_tokens``, else the answer's length) at arrival; it is refused with 429 when any quota
+    lacks room, and Retry-After says when the tightest one has room again.
+    """
+
+    kind = "quota"
+
+    def __init__(self, *, retry_after: bool = True, rate_limit_headers: bool = True,
+                 capacity: int = 10_000, latency: float = 1.0, **options: Any) -> None:
+        super().__init__(capacity=capacity, latency=latency, **options)  # its rpm/tpm stay None
+        self.retry_after = retry_after
+        self.rate_limit_headers = rate_limit_headers
+        self.quotas: dict[str, Any] = {}
+        #: Every request that reached the server, in order.
+        self.arrivals: list[Arrival] = []
+        #: ``(arrived at, cancelled at)`` of every request cancelled after it arrived.
+        self.cancelled: list[tuple[float, float]] = []
+        self._last_completion: float | None = None
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def charge(self, **kwargs: Any) -> int:
+        """Tokens this server charges a request at admission (prompt estimate + max_tokens)."""
+        reserve = kwargs.get("max_tokens")
+        prompt = estimate_tokens(messages=kwargs.get("messages") or [], max_tokens=0)
+        return prompt + (reserve if isinstance(reserve, int) else self._output_for(kwargs))
+
+    def _amounts(self, tokens: int) -> dict[str, int]:
+        return {"requests": 1, "tokens": tokens}
+
+    def headers(self, now: float) -> dict[str, str]:
+        """The ``x-ratelimit-*`` headers describing the quotas at ``now``."""
+        if not self.rate_limit_headers:
+            return {}
+        out = {}
+        for unit, quota in self.quotas.items():
+            if quota is not None:
+                limit = getattr(quota, "limit", None) or quota.capacity
+                out[f"x-ratelimit-limit-{unit}"] = str(limit)
+                out[f"x-ratelimit-remaining-{unit}"] = str(quota.remaining(now))
+                out[f"x-ratelimit-reset-{unit}"] = format_reset(quota.reset(now))
+        return out
+
+    def _admit(self, tokens: int) -> None:  # SimulatedProvider's admission, replaced
+        now = self._now()
+        self._calls += 1
+        amounts = self._amounts(tokens)
+        waits = {unit: quota.wait(now, amounts[unit])
+                 for unit, quota in self.quotas.items() if quota is not None}
+        blocked = {unit: wait for unit, wait in waits.items() if wait > 0}
+        if blocked:
+            self._rate_limited += 1
+            self.arrivals.append(Arrival(now, tokens, 429))
+            wait = max(blocked.values())
+            headers = self.headers(now)
+            if self.retry_after and math.isfinite(wait):
+                headers["retry-after"] = f"{math.ceil(wait * 1000) / 1000:g}"
+            which = ", ".join(blocked)
+            raise RateLimited(
+                f"Rate limit reached for {which} ({self.kind}). "
+                + (f"Please try again in {wait:.3f}s." if math.isfinite(wait)
+                   else "Request too large for the quota."),
+                status_code=429, headers=headers)
+        if self._in_flight >= self.overload_at:
+            self._overloaded += 1
+            self.arrivals.append(Arrival(now, tokens, 503))
+            raise Overloaded("The server is overloaded. Please retry.", status_code=503,
+                             headers={"retry-after": "1"})
+        for unit, quota in self.quotas.items():
+            if quota is not None:
+                quota.take(now, amounts[unit])
+        self.arrivals.append(Arrival(now, tokens, 200))
+        admission_headers.set(self.headers(now))
+
+    async def _serve(self, input_tokens: int, output: int, charged: int) -> None:
+        arrived = self._now()
+        try:
+            await super()._serve(input_tokens, output, charged)
+        except asyncio.CancelledError:  # _admit ran (it never suspends): charged, then dropped
+            self.cancelled.append((arrived, self._now()))
+            raise
+        self._last_completion = self._now()
+
+    def ideal_time(self, n: int, *, tokens: int = 0, start: float = 0.0,
+                   service: float | None = None) -> float:
+        """Seconds from ``start`` until the last of ``n`` equal requests (``tokens`` each, as
+        :meth:`charge` counts them) completes at the soonest these quotas allow, each taking
+        ``service`` seconds (default ``latency`` plus the output time of an int
+        ``output_tokens``). The yardstick for a client's wall time against this server."""
+        if service is None:
+            output = self.output_tokens if isinstance(self.output_tokens, int) else 0
+            service = self.latency + self.seconds_per_output_token * output
+        amounts = self._amounts(tokens)
+        admit = max((quota.earliest(n, amounts[unit], start)
+                     for unit, quota in self.quotas.items() if quota is not None), default=start)
+        return admit - start + service
+
+    def statistics(self) -> ServerStats:  # type: ignore[override]
+        peaks = {}
+        for unit, quota in self.quotas.items():
+            amounts = [(a.at, 1 if unit == "requests" else a.tokens) for a in self.arrivals]
+            peaks[unit] = quota.peak(amounts) if quota is not None else 0
+        return ServerStats(
+            len(self.arrivals), self._served, self._rate_limited, self._overloaded,
+            len(self.cancelled), self._in_flight, self._max_in_flight,
+            peaks.get("requests", 0), peaks.get("tokens", 0),
+            self.arrivals[0].at if self.arrivals else None, self._last_completion)
+
+    def __repr__(self) -> str:
+        quotas = " ".join(f"{unit}={quota!r}" for unit, quota in self.quotas.items() if quota)
+        return (f"<{type(self).__name__} {quotas} arrivals={len(self.arrivals)} "
+                f"429s={self._rate_limited} cancelled={len(self.cancelled)}>")
+
+
+def _check_quotas(rpm: Any, tpm: Any) -> None:
+    for name, value in (("rpm", rpm), ("tpm", tpm)):
+        number(name, value, integer=True, optional=True, hint="; or None for no such quota")
+    if rpm is None and tpm is None:
+        raise ValueError("a quota server needs rpm= and/or tpm= (per window=)")
+
+
+class FixedWindowServer(QuotaServer):
+    """At most ``rpm`` requests and ``tpm`` tokens per fixed window of ``window`` seconds
+    (boundaries at ``epoch + i * window`` of loop time), counted when a request arrives.
+
+    A 429's Retry-After is the time to the next boundary; ``x-ratelimit-reset-*`` likewise.
+    """
+
+    kind = "fixed window"
+
+    def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
+                 epoch: float = 0.0, **options: Any) -> None:
+        super().__init__(window=window, **options)
+        _check_quotas(rpm, tpm)
+        self.quotas = {"requests": rpm and FixedWindow(rpm, window, epoch),
+                       "tokens": tpm and FixedWindow(tpm, window, epoch)}
+
+
+class TokenBucketServer(QuotaServer):
+    """RPM and TPM buckets of ``rpm`` / ``tpm`` refilling continuously over ``window`` seconds,
+    full at the start; each request takes 1 request and its prompt estimate plus ``max_tokens``
+    at admission, whatever it then uses (OpenAI's accounting).
+
+    A 429's Retry-After is when the emptiest bucket holds the request again;
+    ``x-ratelimit-reset-*`` is the time until a bucket is full again (as OpenAI reports it).
+    """
+
+    kind = "token bucket"
+
+    def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
+                 **options: Any) -> None:
+        super().__init__(window=window, **options)
+        _check_quotas(rpm, tpm)
+        self.quotas = {"requests": rpm and TokenBucket(rpm, window),
+                       "tokens": tpm and TokenBucket(tpm, window)}

@@ -1,0 +1,107 @@
+"""The real-shaped simulated servers of llmguard.testing: what they count, when, and what they
+answer (the composition suite relies on these contracts)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llmguard.testing import FixedWindowServer, LoopbackServer, RateLimited, TokenBucketServer
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+async def test_fixed_window_counts_at_arrival_and_resets_at_the_clock_boundary() -> None:
+    """rpm=2 per clock minute: two requests at t=50 fill the window, a third is answered 429
+    with Retry-After to the boundary (10 s) and x-ratelimit headers; at t=60 the count is zero
+    again, though the first two arrived only 10 s earlier."""
+    server = FixedWindowServer(rpm=2, latency=1.0)
+    await asyncio.sleep(50)
+    await asyncio.gather(*(server.acompletion(messages=MESSAGES) for _ in range(2)))
+    with pytest.raises(RateLimited) as info:
+        await server.acompletion(messages=MESSAGES)
+    headers = info.value.headers
+    assert info.value.status_code == 429 and float(headers["retry-after"]) == pytest.approx(9.0)
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"] == "9s"
+    await asyncio.sleep(9)
+    await asyncio.gather(*(server.acompletion(messages=MESSAGES) for _ in range(2)))
+    stats = server.statistics()
+    assert (stats.arrivals, stats.served, stats.rate_limited) == (5, 4, 1)
+    assert stats.peak_window_requests == 3  # by arrival: the refused one counts
+
+
+async def test_fixed_window_without_retry_after() -> None:
+    """``retry_after=False``: the 429 carries no Retry-After (the x-ratelimit headers stay)."""
+    server = FixedWindowServer(rpm=1, retry_after=False)
+    await server.acompletion(messages=MESSAGES)
+    with pytest.raises(RateLimited) as info:
+        await server.acompletion(messages=MESSAGES)
+    assert "retry-after" not in info.value.headers
+    assert "x-ratelimit-reset-requests" in info.value.headers
+
+
+async def test_token_bucket_charges_max_tokens_up_front_and_refills_continuously() -> None:
+    """tpm=1000: a request of max_tokens=400 takes its prompt plus 400 at admission, whatever it
+    outputs; after two, a third waits (Retry-After) until the bucket refilled its shortfall, at
+    1000/60 tokens per second, and then fits."""
+    server = TokenBucketServer(tpm=1000, latency=0.0, output_tokens=5)
+    charge = server.charge(messages=MESSAGES, max_tokens=400)
+    assert charge > 400
+    for _ in range(2):
+        await server.acompletion(messages=MESSAGES, max_tokens=400)
+    with pytest.raises(RateLimited) as info:
+        await server.acompletion(messages=MESSAGES, max_tokens=400)
+    wait = float(info.value.headers["retry-after"])
+    assert wait == pytest.approx((3 * charge - 1000) / (1000 / 60), abs=0.01)
+    await asyncio.sleep(wait)
+    await server.acompletion(messages=MESSAGES, max_tokens=400)
+    assert server.statistics().rate_limited == 1
+
+
+async def test_a_request_cancelled_after_arrival_is_recorded() -> None:
+    """A caller that gives up on a request the server already admitted (charged) shows up in
+    ``cancelled`` and ``cancelled_after_arrival``; one refused with 429 does not."""
+    server = FixedWindowServer(rpm=1, latency=10.0)
+    task = asyncio.ensure_future(server.acompletion(messages=MESSAGES))
+    await asyncio.sleep(3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(RateLimited):
+        await server.acompletion(messages=MESSAGES)
+    assert server.cancelled == [(0.0, 3.0)]
+    assert server.statistics().cancelled_after_arrival == 1
+
+
+def test_ideal_time_is_the_quota_bound_schedule() -> None:
+    """The ideal for N equal requests: fixed windows admit a window's worth at each boundary;
+    buckets admit their capacity at once, then at the refill rate; plus one service time."""
+    fixed = FixedWindowServer(rpm=60, latency=2.0)
+    assert fixed.ideal_time(60) == 2.0
+    assert fixed.ideal_time(150) == 122.0
+    assert fixed.ideal_time(60, start=30.0) == 2.0  # seconds from start: all in the first window
+    assert fixed.ideal_time(61, start=30.0) == 32.0  # the 61st waits for the boundary at 60
+    bucket = TokenBucketServer(rpm=60, tpm=6000, latency=1.0)
+    assert bucket.ideal_time(120, tokens=100) == 61.0
+    assert bucket.ideal_time(60, tokens=200) == pytest.approx(1.0 + (12_000 - 6000) / 100)
+
+
+@pytest.mark.looptime(False)
+async def test_loopback_server_speaks_openai_to_the_sdk() -> None:
+    """Over a real socket the openai SDK gets a chat.completion with usage and the x-ratelimit
+    headers of its admission, and a 429 as ``openai.RateLimitError`` with Retry-After."""
+    openai = pytest.importorskip("openai")
+    server = FixedWindowServer(rpm=1, window=30.0, latency=0.01)
+    async with LoopbackServer(server) as http:
+        client = openai.AsyncOpenAI(base_url=http.base_url, api_key="test", max_retries=0)
+        raw = await client.chat.completions.with_raw_response.create(
+            model="m", messages=MESSAGES, max_tokens=8)
+        assert raw.headers["x-ratelimit-remaining-requests"] == "0"
+        assert raw.parse().usage.completion_tokens == 8
+        with pytest.raises(openai.RateLimitError) as info:
+            await client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=8)
+        assert float(info.value.response.headers["retry-after"]) > 0
+        await client.close()
+    assert http.requests == 2 and server.statistics().arrivals == 2
