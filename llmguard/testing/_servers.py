@@ -22,8 +22,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from .._check import number
-from .._tokens import estimate_tokens
+from .._core.check import number
+from .._core.tokens import estimate_tokens
 from ._provider import Overloaded, RateLimited, SimulatedProvider
 from ._quota import FixedWindow, TokenBucket, format_reset
 

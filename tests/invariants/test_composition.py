@@ -121,11 +121,7 @@ def stack_id(stack: tuple[tuple[str, ...], str | None]) -> str:
 
 
 def stack_param(stack: tuple[tuple[str, ...], str | None], kind: str) -> Any:
-    layers, _inner = stack
-    marks = []
-    if "timeout" in layers:  # queueing 60+ s for quota under Timeout(30)
-        marks.append(pytest.mark.xfail(strict=True, reason="issue 18 finding 1"))
-    return pytest.param(stack, kind, marks=marks, id=f"{kind}:{stack_id(stack)}")
+    return pytest.param(stack, kind, id=f"{kind}:{stack_id(stack)}")
 
 
 README_STACK = (ORDER[:-1], "concurrency_limit")
@@ -153,7 +149,6 @@ async def test_random_substacks_in_recommended_order(stack: Any, kind: str) -> N
 
 
 @pytest.mark.looptime(False)
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 1")
 @pytest.mark.parametrize("kind", ["fixed", "bucket"])
 async def test_readme_stack_over_http_with_the_openai_sdk(kind: str) -> None:
     """The real ``openai`` SDK through ``lg_openai.wrap(AsyncOpenAI(max_retries=0), pipeline)``
@@ -190,7 +185,6 @@ async def test_readme_stack_over_http_with_the_openai_sdk(kind: str) -> None:
 # --- issue 18: the seven findings, one regression test each ---------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 1")
 async def test_finding1_timeout_does_not_count_admission_wait() -> None:
     """Timeout(30) bounds the provider, not the local queue: 120 calls at once through
     Timeout(30) -> RateLimit(rpm=60) -> ConcurrencyLimit(4) against a fixed-window server
@@ -206,7 +200,6 @@ async def test_finding1_timeout_does_not_count_admission_wait() -> None:
         f"{len(server.cancelled)} cancelled after being sent")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 2")
 async def test_finding2_fallback_alternate_gets_its_own_retry_deadline() -> None:
     """A deadline is a per-attempt fact owned by Retry and restored when it returns: with
     Fallback({"model": "backup"}) over Retry(deadline=10) over Timeout(5) (the README order),
@@ -300,7 +293,6 @@ async def test_finding4_cache_key_is_the_function_identity_and_bound_arguments(s
     assert calls == ["a", "b"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 5")
 async def test_finding5_restamped_call_waits_for_room() -> None:
     """RateLimit(rpm=2) above ConcurrencyLimit(1): a call that waited for a slot longer than
     the window is counted when it leaves the queue, and waits for room if counting it then
@@ -350,7 +342,6 @@ async def test_finding6_metrics_per_pipeline_on_one_meter_provider() -> None:
         assert {"chat", "embed"} <= seen.get(name, set()), f"{name}: {seen.get(name)}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 7")
 @pytest.mark.parametrize("stopper", ["timeout", "caller-cancels"])
 async def test_finding7_queued_attempt_that_gives_up_is_refunded(stopper: str) -> None:
     """A call admitted by RateLimit that gives up while still queued for a concurrency slot
