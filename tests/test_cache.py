@@ -252,8 +252,9 @@ async def test_custom_store_receives_string_keys_and_ttl():
     assert all(isinstance(k, str) and len(k) == 64 for k in store.data) and store.ttls == [42.0]
 
 
-async def test_decorated_method_shares_entries_across_instances():
-    """A guarded method keys on its arguments, not on which instance was called."""
+async def test_decorated_method_keeps_instances_apart_unless_they_share_a_namespace():
+    """A guarded method keys on its instance too (two agents may answer differently, e.g.
+    with their own system prompt); ``namespace=`` says instances share their answers."""
     calls = []
 
     class Bot:
@@ -262,8 +263,16 @@ async def test_decorated_method_shares_entries_across_instances():
             calls.append(prompt)
             return prompt.upper()
 
-    assert await Bot().ask("hi") == await Bot().ask("hi") == "HI"
-    assert calls == ["hi"]
+        @lg.guard(lg.Cache(ttl=60, namespace="bots"))
+        async def shared(self, prompt):
+            calls.append(prompt)
+            return prompt.upper()
+
+    one, two = Bot(), Bot()
+    assert await one.ask("hi") == await two.ask("hi") == await one.ask("hi") == "HI"
+    assert calls == ["hi", "hi"]
+    assert await one.shared("yo") == await two.shared("yo") == "YO"
+    assert calls == ["hi", "hi", "yo"]
 
 
 @settings(max_examples=40, deadline=None)

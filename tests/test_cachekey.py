@@ -69,10 +69,34 @@ def test_function_identity_is_part_of_the_key():
     assert default_key(chat, (), {"a": 1}) != default_key(other, (), {"a": 1})
 
 
-def test_method_receiver_counts_by_class_not_identity():
-    """Two instances of one class share entries; the same prompt to another method does not."""
-    assert default_key(Agent.ask, (Agent(), "p"), {}) == default_key(Agent.ask, (Agent(), "p"), {})
-    assert default_key(Agent.ask, (Agent(), "p"), {}) != default_key(Agent.ask, (Agent(), "q"), {})
+def test_method_receiver_is_part_of_the_identity_unless_a_namespace_is_given():
+    """Two instances keep their own entries; under one namespace they share them (and the key
+    no longer depends on this process); a different prompt is always a different key."""
+    a, b = Agent(), Agent()
+    assert default_key(Agent.ask, (a, "p"), {}) == default_key(Agent.ask, (a, "p"), {})
+    assert default_key(Agent.ask, (a, "p"), {}) != default_key(Agent.ask, (b, "p"), {})
+    assert default_key(Agent.ask, (a, "p"), {}, "ns") == default_key(Agent.ask, (b, "p"), {}, "ns")
+    assert default_key(Agent.ask, (a, "p"), {}, "ns") != default_key(Agent.ask, (a, "q"), {}, "ns")
+
+
+def test_positional_keyword_and_default_forms_are_one_key():
+    """Arguments are bound to the signature: ``f("hi")``, ``f(prompt="hi")``, ``f("hi", 0.0)``
+    and ``f("hi", temperature=0.0)`` are one call; sentinel defaults (the openai SDK's ``omit``)
+    never reach the key."""
+
+    class Omit:
+        pass
+
+    omit = Omit()
+
+    async def ask(prompt, temperature=0.0, audio=omit, **extra):
+        return prompt
+
+    forms = [(("hi",), {}), ((), {"prompt": "hi"}), (("hi", 0.0), {}),
+             (("hi",), {"temperature": 0.0, "audio": omit})]
+    assert len({default_key(ask, args, kwargs) for args, kwargs in forms}) == 1
+    assert default_key(ask, ("hi",), {"seed": 1}) == default_key(ask, (), {"seed": 1, "prompt": "hi"})
+    assert default_key(ask, ("hi", 0.5), {}) != default_key(ask, ("hi",), {})
 
 
 def test_objects_with_fields_are_canonicalised():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .key import custom_key, default_key
-from .._core.check import number
+from .._core.check import number, text
 from .store import MISSING, CacheStore, MemoryStore
 from .stream import STREAM_KEY, Tee, is_recording, replay
 from .._core.call import Call, Handler
@@ -88,15 +88,21 @@ class _Flight:
 class Cache:
     """Cache successful results for ``ttl`` seconds; identical concurrent calls run once.
 
-    ``key(*args, **kwargs)`` replaces the default key (a sha256 over the function's qualname and
-    every argument that affects the output, see ``llmguard._cache.key``); it must return a str or a
-    hashable value with a JSON form (a tuple of str/int/float). ``store`` replaces the in-memory
+    The default key is a sha256 over the guarded function's identity and its arguments bound to
+    its signature (positional, keyword and default forms of one call are one entry), leaving out
+    arguments that do not change the answer (``timeout``, ``api_key``, ...). Each guarded
+    function has its own entries: two closures from one factory, two agents' bound methods, or
+    one decorated method on two instances never share an answer. ``namespace="..."`` makes them
+    share (and makes keys of closures and methods stable across processes, for a shared Redis
+    store; module-level functions are stable without it). ``key(*args, **kwargs)`` replaces the
+    default key; it must return a str or a hashable value with a JSON form (a tuple of
+    str/int/float). ``store`` replaces the in-memory
     store (``maxsize`` entries, LRU) with any :class:`CacheStore`. ``cache_if(result)`` decides
     per result (default :func:`cache_if_complete`). Errors and cancellations are never cached.
     Each call is noted ``call.notes["cache"]`` = "hit" | "miss" | "coalesced" | "bypass".
     """
 
-    __slots__ = ("ttl", "store", "_key", "_cache_if", "_lookup", "_abandon", "_flights",
+    __slots__ = ("ttl", "store", "namespace", "_key", "_cache_if", "_lookup", "_abandon", "_flights",
                  "_hits", "_misses", "_coalesced", "_bypassed", "_store_errors")
 
     def __init__(
@@ -107,6 +113,7 @@ class Cache:
         key: Callable[..., Hashable] | None = None,
         store: CacheStore | None = None,
         cache_if: Callable[[Any], bool] | None = None,
+        namespace: str | None = None,
     ) -> None:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
             raise TypeError(f"ttl must be a number of seconds, got {type(ttl).__qualname__}")
@@ -122,6 +129,13 @@ class Cache:
         self.ttl = float(ttl)
         #: Where results live (shared with anything else holding this store).
         self.store: CacheStore = MemoryStore(maxsize) if store is None else store
+        if namespace is not None:
+            text("namespace", namespace, hint="; e.g. namespace='summaries-v2', or None")
+        if namespace is not None and key is not None:
+            raise ValueError("pass key= or namespace=, not both: a custom key names entries itself")
+        #: Functions (closures, agents' methods) under one namespace share entries, in every
+        #: process; None keeps each guarded function's entries its own.
+        self.namespace = namespace
         self._key = key
         self._cache_if = cache_if_complete if cache_if is None else cache_if
         # The in-memory store is read synchronously: a hit then costs no coroutine.
@@ -134,7 +148,7 @@ class Cache:
     def key_for(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The store key of ``fn(*args, **kwargs)`` (raises ``TypeError`` if none can be built)."""
         if self._key is None:
-            return default_key(fn, args, kwargs)
+            return default_key(fn, args, kwargs, self.namespace)
         return custom_key(self._key, args, kwargs)
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:

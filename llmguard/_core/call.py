@@ -53,7 +53,6 @@ class Call:
         "args",
         "kwargs",
         "name",
-        "identity",
         "attempt",
         "deadline",
         "priority",
@@ -73,8 +72,9 @@ class Call:
         kwargs: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
-        #: The callable the innermost handler invokes. A Fallback (for an alternate client) or a
-        #: pool (for a member) swaps it for its inner call and restores it.
+        #: The guarded function, fixed when the pipeline wrapped it: what Cache keys on and what
+        #: metrics name. Only a Fallback (for an alternate client, below it) swaps it for its
+        #: inner call, and restores it; tracing hooks the terminal handler instead.
         self.fn = fn
         #: Positional arguments of the call (``self`` included for methods).
         self.args = args
@@ -82,9 +82,6 @@ class Call:
         self.kwargs: dict[str, Any] = {} if kwargs is None else kwargs
         #: The pipeline's name (metric attribute, error messages).
         self.name = name
-        #: Who is being called, fixed when the pipeline wrapped the function (see
-        #: ``llmguard._core.identity``): what Cache keys on. No layer writes it.
-        self.identity: Any = None
         #: 1 for the first attempt; Retry increments it.
         self.attempt = 1
         #: Absolute loop time (``loop.time()``) after which no new attempt should start, or None.

@@ -220,7 +220,6 @@ async def test_finding2_fallback_alternate_gets_its_own_retry_deadline() -> None
     assert "backup" in models
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 3")
 async def test_finding3_tracing_does_not_change_what_the_cache_keys_on() -> None:
     """The guarded function's identity is fixed when the pipeline wraps it: with tracing on
     (Metrics(tracer_provider=...)), two functions sharing one pipeline with a Cache never get
@@ -264,9 +263,9 @@ def _agents(pipeline: lg.Pipeline, calls: list[str]) -> list[Any]:
 
 
 @pytest.mark.parametrize("shape", [
-    pytest.param("closures", marks=pytest.mark.xfail(strict=True, reason="issue 18 finding 4")),
-    pytest.param("agents", marks=pytest.mark.xfail(strict=True, reason="issue 18 finding 4")),
-    pytest.param("call-forms", marks=pytest.mark.xfail(strict=True, reason="issue 18 finding 4")),
+    "closures",
+    "agents",
+    "call-forms",
 ])
 async def test_finding4_cache_key_is_the_function_identity_and_bound_arguments(shape: str) -> None:
     """The cache keys on the guarded function's identity and on the arguments bound to its
