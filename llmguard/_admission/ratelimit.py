@@ -199,10 +199,13 @@ class RateLimit:
             # An inner limiter queued the call after we admitted it: the provider sees it only
             # now. Give the reservation back and take one at this instant, waiting for room if
             # the window has none, so the provider's window never holds more than the quota.
+            # It was admitted already, so it checks again ahead of the line.
             nonlocal ticket
             self.backend.refund(key, ticket)
             ticket = None
-            ticket = await self._admit(call, key, tokens, note=False)
+            wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
+            if ticket is None:
+                ticket = await self._wait_in_line(key, tokens, wait)
             if outer is not None:
                 await outer()
 
@@ -230,7 +233,7 @@ class RateLimit:
             self._finish(key, ticket, tokens, self._actual(call, result, tokens))
         return result
 
-    async def _admit(self, call: Call, key: Hashable, tokens: int, *, note: bool = True) -> Any:
+    async def _admit(self, call: Call, key: Hashable, tokens: int) -> Any:
         """A reservation for ``tokens`` now: at once when nobody waits and there is room, else
         in line (recording the wait on the call for an outer limiter and for metrics)."""
         wait = None
@@ -241,12 +244,11 @@ class RateLimit:
         clock = asyncio.get_running_loop().time
         started = clock()
         ticket = await self._wait_in_line(key, tokens, wait)
-        if note:
-            try:
-                await call.waited(clock() - started, "rate_limit")
-            except BaseException:
-                self.backend.refund(key, ticket)
-                raise
+        try:
+            await call.waited(clock() - started, "rate_limit")
+        except BaseException:
+            self.backend.refund(key, ticket)
+            raise
         return ticket
 
     def _actual(self, call: Call, result: Any, tokens: int) -> int:
