@@ -30,7 +30,8 @@ TPM = 30_000
 CONCURRENCY = 24
 ADAPTIVE_MAX = 48
 #: Mean seconds between arrivals: 16/s against RPM's 15/s, plus retries and fallbacks: the
-#: limiter's line grows, Timeout(10) bounds the wait in it, 429 storms and outages drain it.
+#: limiters' lines grow, their max_wait bounds the wait in them (Timeout bounds the provider
+#: only), 429 storms and outages drain them.
 ARRIVAL_GAP = 1 / 16
 #: The injected error mix. A 429 pauses every admission for its Retry-After, so random ones
 #: are rare (the storms bring them in force).
@@ -75,9 +76,22 @@ class Provider:
 
 
 async def stamp_admission(call: lg.Call, call_next: Any, /) -> Any:
-    """Right inside RateLimit: note when it admitted this attempt (for the probe to record)."""
-    call.note("admitted_at", asyncio.get_running_loop().time())
-    return await call_next(call)
+    """Right inside RateLimit: note when it admitted this attempt (for the probe to record),
+    and again when RateLimit counts it anew because it queued in the concurrency limit."""
+    loop = asyncio.get_running_loop()
+    call.note("admitted_at", loop.time())
+    recount = call.on_wait
+
+    async def counted_again() -> None:
+        await recount()
+        call.note("admitted_at", loop.time())
+
+    if recount is not None:
+        call.on_wait = counted_again
+    try:
+        return await call_next(call)
+    finally:
+        call.on_wait = recount
 
 
 class Probe:
@@ -140,9 +154,9 @@ def build(variant: str, seed: int) -> dict[str, Any]:
         limit: Any = lg.ConcurrencyLimit(CONCURRENCY, max_queue=64, max_wait=4)
     else:
         # Injected latency spikes and random 503s look like congestion to the algorithm, which
-        # then sits at its minimum; with min=4 the local queue outlasts Timeout(10) and the
+        # then sits at its minimum; with min=4 the local queue outlasts max_wait and the
         # circuit stays open most of the run, so the floor keeps the rest of the chaos going.
-        limit = lg.AdaptiveConcurrency(initial=16, min=12, max=ADAPTIVE_MAX)
+        limit = lg.AdaptiveConcurrency(initial=16, min=12, max=ADAPTIVE_MAX, max_wait=10)
     layers = {
         "metrics": lg.Metrics(name=f"chaos-{variant}"),
         "cache": lg.Cache(ttl=30),
@@ -155,7 +169,7 @@ def build(variant: str, seed: int) -> dict[str, Any]:
         "retry": lg.Retry(attempts=3, backoff=0.5, max_delay=10, seed=seed),
         "circuit": lg.CircuitBreaker(min_calls=20, window=10, open_for=OPEN_FOR),
         "timeout": lg.Timeout(10),
-        "rate_limit": lg.RateLimit(rpm=RPM, tpm=TPM),
+        "rate_limit": lg.RateLimit(rpm=RPM, tpm=TPM, max_wait=10),
         "stamp": stamp_admission,
         "limit": limit,
     }
@@ -345,7 +359,7 @@ async def test_full_pipeline_under_chaos(variant: str, seed: int) -> None:
                     peak_window(probe.admissions, probe.charges))
         assert admitted[0] <= RPM and admitted[1] <= TPM
         # And by arrival at the provider: a call RateLimit admitted that then queued in the
-        # concurrency limit is counted from when it left the queue (RateLimit.restamp).
+        # concurrency limit is counted again when it leaves the queue, waiting for room.
         arrived = (peak_window(probe.arrivals, requests),
                    peak_window(probe.arrivals, probe.charges))
         print(f"peak requests, tokens in a 60 s window: by admission {admitted}, by arrival "

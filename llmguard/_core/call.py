@@ -130,6 +130,13 @@ class Call:
         if self.on_wait is not None:
             await self.on_wait()
 
+    def mark_sent(self) -> None:
+        """The attempt reaches the provider now. The innermost handler calls it; so does a
+        layer that stands in for the provider (a test double such as ``testing.Faults``)."""
+        self.sent = True
+        if self.on_send is not None:
+            self.on_send()
+
     def save(self) -> tuple[Any, ...]:
         """The per-attempt facts, for the layer that starts attempts (Retry, Fallback) to give
         each attempt the same start and to leave nothing of them behind (:meth:`restore`)."""
@@ -154,9 +161,7 @@ async def invoke(call: Call) -> Any:
     as a :class:`~llmguard._core.stream.Stream` whose first chunk has been read, so failures before
     the first chunk happen inside the pipeline where Retry and Fallback can act.
     """
-    call.sent = True
-    if call.on_send is not None:
-        call.on_send()
+    call.mark_sent()
     result = call.fn(*call.args, **call.kwargs)
     if not hasattr(type(result), "__anext__"):
         result = await result

@@ -102,24 +102,39 @@ class Timeout:
             )
         # Until the attempt is sent, only the overall deadline bounds it (waiting for a slot or
         # for quota is bounded by the limiters' own max_wait). Once sent, the provider gets
-        # `limit` seconds from that moment, whatever the deadline: a sent request is paid for,
-        # so time it spent queued here must never be what cancels it.
-        scope = asyncio.timeout_at(deadline)
-        outer_send, sent_at = call.on_send, None
+        # `limit` seconds from that moment even past the deadline: a sent request is paid for,
+        # so time it spent queued here must never be what cancels it. (With no limit of its own
+        # a sent attempt keeps the deadline, so a hung provider still ends.) One timer handle,
+        # moved once at the send: cheaper than a timeout context manager per attempt.
+        task = asyncio.current_task()
+        assert task is not None
+        fired = False
+        sent_at: float | None = None
+
+        def expire() -> None:
+            nonlocal fired
+            fired = True
+            task.cancel()
+
+        timer = None if deadline is None else loop.call_at(deadline, expire)
+        outer_send = call.on_send
 
         def on_send() -> None:
-            nonlocal sent_at
-            sent_at = loop.time()
-            scope.reschedule(None if limit is None else sent_at + limit)
+            nonlocal sent_at, timer
+            if sent_at is None and not fired:  # armed once per attempt
+                sent_at = loop.time()
+                if limit is not None:
+                    if timer is not None:
+                        timer.cancel()
+                    timer = loop.call_at(sent_at + limit, expire)
             if outer_send is not None:
                 outer_send()
 
         call.on_send = on_send
         try:
-            async with scope:
-                result = await call_next(call)
-        except TimeoutError as exc:
-            if not scope.expired():  # the client's own TimeoutError: not ours to rename
+            result = await call_next(call)
+        except asyncio.CancelledError as exc:
+            if not fired or task.uncancel() > 0:  # the caller's own cancellation (too)
                 raise
             self._timed_out += 1
             if sent_at is None:  # local congestion, not a slow provider: breakers must not count it
@@ -128,6 +143,12 @@ class Timeout:
                     "admission (a rate limit or concurrency slot) when the overall deadline "
                     "(Retry(deadline=...)) passed, and never reached the provider; lower the "
                     "load, raise the limits or the deadline"
+                ) from None
+            if limit is None or loop.time() < sent_at + limit:
+                raise TimeoutExceeded(
+                    f"attempt {call.attempt} of {call.name or 'the call'} was still running at "
+                    "the overall deadline (Retry(deadline=...)); give the Timeout a limit of its "
+                    "own or raise the deadline", seconds=None,
                 ) from exc
             what = "the first chunk of" if error is FirstChunkTimeout else "attempt"
             raise error(
@@ -135,9 +156,11 @@ class Timeout:
                 f"{limit:g} s after it was sent ({self._setting(because)}); raise it if the "
                 "provider is just slow",
                 seconds=limit,
-            ) from exc
+            ) from None
         finally:
             call.on_send = outer_send
+            if timer is not None:
+                timer.cancel()
         if isinstance(result, Stream) and (self.idle is not None or self.total is not None):
             self._limit_stream(result, loop.time() if sent_at is None else sent_at)
         return result

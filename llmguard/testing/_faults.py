@@ -141,6 +141,7 @@ class Faults:
 
     async def __call__(self, call: Any, call_next: Any, /) -> Any:
         self._calls += 1
+        call.mark_sent()  # it plays the provider: its hangs and errors happen after sending
         rng = self._rng
         storm = self._storm_left()
         if storm > 0:
