@@ -200,8 +200,8 @@ class Metrics:
         recording = instruments.recording
         if known is not NO_FACTS:
             self._tally(known, series)
-        if not known.billable:  # answered by the cache: no operation at the provider, no tokens
-            return
+            if not known.billable:  # answered by the cache: no provider operation, no tokens
+                return
         if recording:
             instruments.duration.record(seconds, series.attrs)
         usage = call.usage
