@@ -24,13 +24,10 @@ from .conventions import (CHUNK_BUCKETS, DURATION_BUCKETS, FIRST_CHUNK_BUCKETS, 
 from .facts import NO_FACTS, Facts, facts
 from .histogram import LatencyHistogram, MetricsSnapshot, MetricsStats
 from .registry import instruments_for
-from .series import COUNTS, Series, attributes, snapshot_of
+from .series import COUNTS, Series, attributes, snapshot_of, stats_of
 from .spans import attempt_spans, detach_span, end_span, start_span
 
 __all__ = ["CHUNK_BUCKETS", "DURATION_BUCKETS", "FIRST_CHUNK_BUCKETS", "TOKEN_BUCKETS", "Metrics"]
-
-_OUTCOMES = ("success", "error", "rejected", "cancelled")
-
 
 @public
 class Metrics:
@@ -233,35 +230,8 @@ class Metrics:
 
     def statistics(self) -> MetricsStats:
         """Counts, latency percentiles, tokens and cache hit ratio since construction."""
-        by_outcome = dict.fromkeys(_OUTCOMES, 0)
-        for series in list(self._series.values()):
-            by_outcome[series.outcome] += series.calls
-        latency = self._latency
-        counts = self._counts
-        hits = counts["hit"] + counts["coalesced"]
-        lookups = hits + counts["miss"]
-        return MetricsStats(
-            calls=sum(by_outcome.values()),
-            successes=by_outcome["success"],
-            failures=by_outcome["error"] + by_outcome["rejected"],
-            rejected=by_outcome["rejected"],
-            cancelled=by_outcome["cancelled"],
-            in_flight=self._in_flight,
-            latency_mean=latency.total / latency.count if latency.count else None,
-            latency_min=latency.min if latency.count else None,
-            latency_max=latency.max if latency.count else None,
-            latency_p50=latency.quantile(0.50),
-            latency_p95=latency.quantile(0.95),
-            latency_p99=latency.quantile(0.99),
-            input_tokens=self._input,
-            output_tokens=self._output,
-            retries=counts["retries"],
-            fallbacks=counts["fallbacks"],
-            cache_hits=hits,
-            cache_misses=counts["miss"],
-            cache_hit_ratio=hits / lookups if lookups else None,
-            errors=dict(self._errors),
-        )
+        return stats_of(self._series.values(), self._latency, self._counts, self._in_flight,
+                        self._input, self._output, self._errors)
 
     def __repr__(self) -> str:
         done = sum(series.calls for series in self._series.values())

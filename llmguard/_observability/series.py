@@ -8,9 +8,9 @@ from types import MappingProxyType
 from typing import Any
 
 from .facts import Facts
-from .histogram import MetricsSnapshot
+from .histogram import LatencyHistogram, MetricsSnapshot, MetricsStats
 
-__all__ = ["Retired", "Series", "attributes", "snapshot_of"]
+__all__ = ["Retired", "Series", "attributes", "snapshot_of", "stats_of"]
 
 #: Counts kept per layer besides the series (cache outcomes, retries, fallbacks).
 COUNTS = ("hit", "miss", "coalesced", "retries", "fallbacks")
@@ -91,3 +91,36 @@ class Retired:
 
     def snapshot(self) -> MetricsSnapshot:
         return snapshot_of(self.name, self._series.values(), self._counts, 0)
+
+
+def stats_of(series: Iterable[Series], latency: LatencyHistogram, counts: Mapping[str, int],
+             in_flight: int, input_tokens: int, output_tokens: int,
+             errors: Mapping[str, int]) -> MetricsStats:
+    """The in-process :class:`MetricsStats` of one layer."""
+    by_outcome = dict.fromkeys(("success", "error", "rejected", "cancelled"), 0)
+    for one in list(series):
+        by_outcome[one.outcome] += one.calls
+    hits = counts["hit"] + counts["coalesced"]
+    lookups = hits + counts["miss"]
+    return MetricsStats(
+        calls=sum(by_outcome.values()),
+        successes=by_outcome["success"],
+        failures=by_outcome["error"] + by_outcome["rejected"],
+        rejected=by_outcome["rejected"],
+        cancelled=by_outcome["cancelled"],
+        in_flight=in_flight,
+        latency_mean=latency.total / latency.count if latency.count else None,
+        latency_min=latency.min if latency.count else None,
+        latency_max=latency.max if latency.count else None,
+        latency_p50=latency.quantile(0.50),
+        latency_p95=latency.quantile(0.95),
+        latency_p99=latency.quantile(0.99),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        retries=counts["retries"],
+        fallbacks=counts["fallbacks"],
+        cache_hits=hits,
+        cache_misses=counts["miss"],
+        cache_hit_ratio=hits / lookups if lookups else None,
+        errors=dict(errors),
+    )

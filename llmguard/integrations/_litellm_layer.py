@@ -4,6 +4,7 @@ rate-limit headers out (for plain answers and streams alike)."""
 from __future__ import annotations
 
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,7 +13,7 @@ from .._core.call import Call, Handler
 from .._core.stream import Stream
 from .._core.tokens import extract_usage
 
-__all__ = ["NO_RETRIES", "LiteLLMLayer", "litellm_module", "raw_result"]
+__all__ = ["NO_RETRIES", "LiteLLMLayer", "LiteLLMStats", "litellm_module", "raw_result"]
 
 NO_RETRIES = {"num_retries": 0, "max_retries": 0}
 
@@ -46,6 +47,26 @@ def _server(api_base: Any) -> tuple[str, int | None] | None:
         return None
     port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
     return parts.hostname, port
+
+
+@dataclass(frozen=True, slots=True)
+class LiteLLMStats:
+    """Calls, tokens and spend seen by a guarded litellm function (every attempt counts)."""
+
+    calls: int
+    failures: int
+    input_tokens: int
+    output_tokens: int
+    #: Total cost in USD from litellm's cost map.
+    cost_usd: float
+    #: Successful calls whose model litellm's cost map does not price (cost counted as 0).
+    uncosted: int
+    #: USD per model name as litellm reported it.
+    cost_by_model: MappingProxyType[str, float] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    #: Calls refused before sending because the prompt exceeds the model's context window.
+    context_refusals: int = 0
 
 
 class LiteLLMLayer:
@@ -155,9 +176,7 @@ class LiteLLMLayer:
         for observer in self._observers:
             observer.observe_headers(rate_headers, partition=call.partition)
 
-    def statistics(self) -> Any:
-        from .litellm import LiteLLMStats
-
+    def statistics(self) -> LiteLLMStats:
         return LiteLLMStats(self._calls, self._failures, self._input, self._output, self._cost,
                             self._uncosted, MappingProxyType(dict(self._by_model)),
                             self.refusals)

@@ -32,15 +32,13 @@ litellm is imported on the first call, never by ``import llmguard``. What this a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from .._core.call import Call
 from .._pipeline.guarded import Guarded
 from .._pipeline.pipeline import Pipeline
 from .._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens
-from ._litellm_layer import LiteLLMLayer, raw_result
+from ._litellm_layer import LiteLLMLayer, LiteLLMStats, raw_result
 from ._litellm_layer import litellm_module as _litellm
 from ._util import has_retry, header_observers
 
@@ -75,26 +73,6 @@ def count_tokens(*args: Any, **kwargs: Any) -> int:
         if isinstance(limit, int):
             return prompt + limit
     return prompt + DEFAULT_OUTPUT_RESERVE
-
-
-@dataclass(frozen=True, slots=True)
-class LiteLLMStats:
-    """Calls, tokens and spend seen by a guarded litellm function (every attempt counts)."""
-
-    calls: int
-    failures: int
-    input_tokens: int
-    output_tokens: int
-    #: Total cost in USD from litellm's cost map.
-    cost_usd: float
-    #: Successful calls whose model litellm's cost map does not price (cost counted as 0).
-    uncosted: int
-    #: USD per model name as litellm reported it.
-    cost_by_model: MappingProxyType[str, float] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
-    #: Calls refused before sending because the prompt exceeds the model's context window.
-    context_refusals: int = 0
 
 
 def _refuse_oversized(layer: LiteLLMLayer, litellm: Any, call: Call) -> None:
