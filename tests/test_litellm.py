@@ -322,14 +322,14 @@ async def test_no_double_retries_under_a_retry_layer(sent: list) -> None:
     assert chat.stats()["litellm"].failures == 3
 
 
-async def test_explicit_litellm_retries_under_retry_warn(sent: list) -> None:
-    """Passing num_retries=2 under a Retry layer is honoured but warns that attempts multiply."""
+async def test_explicit_litellm_retries_under_retry_are_refused(sent: list) -> None:
+    """#20 item 11: passing num_retries=2 under a Retry layer would multiply attempts by more
+    than any warning could say (litellm's retries times the SDK's): it is refused, unsent."""
     chat = lg_litellm.completion(lg.Pipeline().retry(attempts=2))
-    with pytest.warns(UserWarning, match="attempts multiply"):
-        with pytest.raises(litellm.RateLimitError):
-            await chat(model="gpt-4o-mini", messages=MESSAGES, num_retries=2,
-                       mock_response="litellm.RateLimitError")
-    assert len(sent) == 6
+    with pytest.raises(ValueError, match="num_retries=2 would make litellm retry"):
+        await chat(model="gpt-4o-mini", messages=MESSAGES, num_retries=2,
+                   mock_response="litellm.RateLimitError")
+    assert len(sent) == 0
 
 
 async def test_retry_recovers_from_transient_litellm_errors(sent: list, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -380,3 +380,69 @@ async def test_context_check_routes_before_sending(sent: list) -> None:
     assert response.choices[0].message.content == "fits in 128k"
     assert [s["model"] for s in sent] == ["gpt-4o"]
     assert chat.stats()["litellm"].context_refusals == 1
+
+
+def _sse(*chunks: dict[str, Any]) -> bytes:
+    import json
+
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+def _chunk(content: str | None, usage: dict[str, int] | None = None,
+           finish: str | None = None) -> dict[str, Any]:
+    choices = [] if content is None else [{"index": 0, "delta": {"content": content},
+                                           "finish_reason": finish}]
+    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+            "choices": choices, "usage": usage}
+
+
+async def test_streams_report_usage_cost_and_rate_limit_headers() -> None:
+    """#20 item 10: a streamed call through litellm shows its tokens and cost in
+    stats()["litellm"] and on the Metrics layer (llmguard.cost), and the stream's x-ratelimit-*
+    headers reach RateLimit."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    body = _sse(_chunk("Hello"), _chunk(" there"), _chunk("", finish="stop"),
+                _chunk(None, {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}))
+    client, _ = _openai_behind_litellm(httpx.Response(
+        200, content=body, headers={**HEADERS, "content-type": "text/event-stream"}))
+    reader = InMemoryMetricReader()
+    limit = lg.RateLimit(rpm=500, tpm=100_000)
+    chat = lg_litellm.completion(lg.Pipeline(
+        lg.Metrics(meter_provider=MeterProvider(metric_readers=[reader]), name="s"), limit))
+    stream = await chat(model="openai/gpt-4o-mini", messages=MESSAGES, client=client,
+                        stream=True, stream_options={"include_usage": True})
+    assert limit.statistics().requests_available <= 4  # headers arrive before the chunks
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "Hello there"
+    stats = chat.stats()["litellm"]
+    assert (stats.input_tokens, stats.output_tokens) == (5, 2)
+    assert stats.cost_usd > 0
+    data = reader.get_metrics_data()
+    found = {m.name: m for r in data.resource_metrics for sc in r.scope_metrics for m in sc.metrics}
+    (cost,) = found["llmguard.cost"].data.data_points
+    assert cost.value == pytest.approx(stats.cost_usd)
+
+
+async def test_provider_and_operation_are_set_from_litellm(sent: list) -> None:
+    """#20 items 5 and 6: the integration sets ``gen_ai.provider.name`` from litellm's routing
+    (in the conventions' spelling) and records embeddings as ``embeddings``."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GA
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    chat = lg_litellm.completion(lg.Pipeline(lg.Metrics(meter_provider=provider)))
+    await chat(model="anthropic/claude-3-5-haiku-20241022", messages=MESSAGES,
+               mock_response="hi")
+    embed = lg_litellm.embedding(lg.Pipeline(lg.Metrics(meter_provider=provider)))
+    await embed(model="text-embedding-3-small", input=["hi"], mock_response=[0.1, 0.2])
+    data = reader.get_metrics_data()
+    points = [p for r in data.resource_metrics for sc in r.scope_metrics for m in sc.metrics
+              if m.name == "gen_ai.client.operation.duration" for p in m.data.data_points]
+    seen = {(p.attributes[GA.GEN_AI_OPERATION_NAME], p.attributes[GA.GEN_AI_PROVIDER_NAME])
+            for p in points}
+    assert seen == {("chat", GA.GenAiProviderNameValues.ANTHROPIC.value),
+                    ("embeddings", GA.GenAiProviderNameValues.OPENAI.value)}

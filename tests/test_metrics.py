@@ -59,7 +59,7 @@ async def test_duration_and_tokens_follow_genai_conventions(reader, provider) ->
     (point,) = duration.data.data_points
     assert dict(point.attributes) == {
         "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4o"}
+        "gen_ai.request.model": "gpt-4o", "gen_ai.response.model": "gpt-4o"}
     assert tuple(point.explicit_bounds) == DURATION_BUCKETS
     assert point.count == 1 and point.sum == pytest.approx(0.5)
 
@@ -115,7 +115,8 @@ async def test_cancelled_call_is_an_outcome_and_in_flight_returns_to_zero(reader
 
 async def test_in_process_stats_percentiles_tokens_and_cache_ratio() -> None:
     """``stats()`` on the guarded function reports counts, min/max and p50/p95/p99 within the
-    4 % bucket width, tokens, and cache hit ratio from the layers' notes, with no SDK at all."""
+    4 % bucket width, billable tokens (cache hits cost none), and cache hit ratio from the
+    layers' notes, with no SDK at all."""
 
     async def cached(call: lg.Call, call_next: Any) -> Any:
         call.note("cache", "hit" if call.args[0] % 4 == 0 else "miss")
@@ -135,7 +136,7 @@ async def test_in_process_stats_percentiles_tokens_and_cache_ratio() -> None:
     assert stats.latency_p50 == pytest.approx(0.50, rel=0.05)
     assert stats.latency_p95 == pytest.approx(0.95, rel=0.05)
     assert stats.latency_p99 == pytest.approx(0.99, rel=0.05)
-    assert (stats.input_tokens, stats.output_tokens, stats.retries) == (1000, 200, 100)
+    assert (stats.input_tokens, stats.output_tokens, stats.retries) == (750, 150, 100)
     assert stats.cache_hit_ratio == pytest.approx(0.25)
 
 
@@ -178,19 +179,24 @@ async def test_duck_typed_headroom_and_circuit_state(reader, provider) -> None:
         def statistics(self) -> Snapshot:
             return Snapshot("half_open", 7, 900, 3)
 
-    lg.Pipeline(Metrics(meter_provider=provider), Custom()).wrap(FakeLLM().send_message)
+    guarded = lg.Pipeline(Metrics(meter_provider=provider), Custom()).wrap(FakeLLM().send_message)
     metrics = collect(reader)
-    headroom = {p.attributes["llmguard.quota"]: p.value
-                for p in metrics["llmguard.rate_limit.headroom"].data.data_points}
-    assert headroom == {"requests": 7, "tokens": 900}
+    requests = metrics["llmguard.rate_limit.requests_headroom"]
+    tokens = metrics["llmguard.rate_limit.tokens_headroom"]
+    assert (requests.unit, tokens.unit) == ("{request}", "{token}")  # one unit per metric
+    assert [p.value for p in requests.data.data_points] == [7]
+    assert [p.value for p in tokens.data.data_points] == [900]
     assert [p.value for p in metrics["llmguard.circuit.state"].data.data_points] == [1]
     assert [p.value for p in metrics["llmguard.retries"].data.data_points] == [3]
+    del guarded
 
 
 async def test_spans_follow_genai_names_and_carry_retries() -> None:
-    """With a tracer provider each call gets a CLIENT span ``chat {model}`` with GenAI attributes,
-    the retry count and, for local refusals, the layer that rejected it; each attempt gets a
-    child span carrying its attempt number."""
+    """With a tracer provider each call gets an INTERNAL span ``llmguard {pipeline}`` with the
+    retry count and, for local refusals, the layer that rejected it; each attempt at the provider
+    gets a CLIENT child span ``chat {model}`` (the conventions' name) carrying its attempt number."""
+    from opentelemetry.trace import SpanKind
+
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -200,16 +206,18 @@ async def test_spans_follow_genai_names_and_carry_retries() -> None:
         return await call_next(call)
 
     fake = FakeLLM(["ok", QueueFull("full")])
-    guarded = lg.Pipeline(Metrics(tracer_provider=tracer_provider, model="m1"), retrying).wrap(
-        fake.send_message)
+    guarded = lg.Pipeline(Metrics(tracer_provider=tracer_provider, model="m1", name="p"),
+                          retrying).wrap(fake.send_message)
     await guarded("hi")
     with pytest.raises(QueueFull):
         await guarded("hi")
     spans = exporter.get_finished_spans()
-    attempts = [span for span in spans if "llmguard.attempt" in span.attributes]
-    ok, rejected = [span for span in spans if "llmguard.attempt" not in span.attributes]
+    attempts = [span for span in spans if span.kind is SpanKind.CLIENT]
+    ok, rejected = [span for span in spans if span.kind is SpanKind.INTERNAL]
     assert [a.parent.span_id for a in attempts] == [ok.context.span_id, rejected.context.span_id]
-    assert ok.name == "chat m1" and ok.attributes["gen_ai.request.model"] == "m1"
+    assert {a.name for a in attempts} == {"chat m1"} and ok.name == "llmguard p"
+    assert [a.attributes["llmguard.attempt"] for a in attempts] == [1, 1]
+    assert ok.attributes["gen_ai.request.model"] == "m1"
     assert ok.attributes["llmguard.retries"] == 2
     assert rejected.attributes["llmguard.rejected_by"] == "QueueFull"
     assert rejected.attributes["error.type"] == "llmguard.QueueFull"

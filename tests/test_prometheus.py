@@ -12,6 +12,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def server() -> Iterator[lg.MetricsServer]:
     server.close()
 
 
-def run_calls(server: lg.MetricsServer, n: int, latency: float) -> lg.MetricsStats:
+def run_calls(server: lg.MetricsServer, n: int, latency: float) -> Any:
     guarded = lg.Pipeline(lg.Metrics(meter_provider=server.meter_provider, name="chat"),
                           lg.ConcurrencyLimit(8)).wrap(FakeLLM(latency=latency).acompletion)
 
@@ -38,7 +39,7 @@ def run_calls(server: lg.MetricsServer, n: int, latency: float) -> lg.MetricsSta
         await asyncio.gather(*(guarded(model="m", messages=message) for _ in range(n)))
 
     asyncio.run(main())
-    return guarded.stats()["metrics"]
+    return guarded  # alive while scraped: its limiter's gauges go with it
 
 
 def scrape(server: lg.MetricsServer) -> dict[str, list]:
@@ -50,7 +51,7 @@ def scrape(server: lg.MetricsServer) -> dict[str, list]:
 def test_endpoint_serves_genai_and_llmguard_metrics(server: lg.MetricsServer) -> None:
     """The /metrics endpoint parses as Prometheus text and holds the duration histogram with its
     convention buckets, token usage by type, calls by outcome and the limiter's limit."""
-    run_calls(server, 5, 0.0)
+    guarded = run_calls(server, 5, 0.0)
     families = scrape(server)
     buckets = [s for s in families["gen_ai_client_operation_duration_seconds"]
                if s.name.endswith("_bucket")]
@@ -62,6 +63,7 @@ def test_endpoint_serves_genai_and_llmguard_metrics(server: lg.MetricsServer) ->
     assert calls.labels["llmguard_outcome"] == "success" and calls.value == 5
     (limit,) = families["llmguard_concurrency_limit"]
     assert limit.value == 8
+    del guarded
 
 
 def test_bad_port_is_refused() -> None:
@@ -93,7 +95,7 @@ def test_real_prometheus_scrapes_and_answers_a_histogram_quantile(
                         "apt-get install -y prometheus")
         pytest.skip("no `prometheus` binary (Debian: apt-get install -y prometheus); "
                     "set LLMGUARD_REQUIRE_PROMETHEUS=1 to make this a failure")
-    stats = run_calls(server, 20, 0.05)
+    stats = run_calls(server, 20, 0.05).stats()["metrics"]
     assert stats.latency_p50 is not None
     upper = min(b for b in DURATION_BUCKETS if b >= stats.latency_p50)
     lower = upper / 4  # one bucket of slack: the in-process p50 is a 4 %-wide bucket's edge

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Mapping
 from dataclasses import dataclass
 from .._core.public import public
 
-__all__ = ["LatencyHistogram", "MetricsStats"]
+__all__ = ["LatencyHistogram", "MetricsSnapshot", "MetricsStats"]
 
 _GROWTH = 1.04  # each bucket is 4 % wider than the previous one
 _LOWEST = 1e-5  # 10 µs: faster calls share the first bucket
@@ -89,3 +90,21 @@ class MetricsStats:
     cache_hit_ratio: float | None
     #: Failures by ``error.type`` (exception class name).
     errors: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """The counts a :class:`llmguard.Metrics` layer's observable instruments export, read at
+    collection time (``Metrics.snapshot()``)."""
+
+    #: The layer's pipeline name (``llmguard.pipeline``), or None.
+    pipeline: str | None
+    #: Calls by ``(outcome, gen_ai.request.model)``.
+    calls: Mapping[tuple[str, str | None], int]
+    in_flight: int
+    retries: int
+    fallbacks: int
+    #: Cache outcomes the calls reported (``hit``, ``miss``, ``coalesced``).
+    cache: Mapping[str, int]
+    #: Spend in USD by ``gen_ai.request.model``.
+    cost: Mapping[str | None, float]

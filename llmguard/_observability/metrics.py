@@ -1,10 +1,10 @@
 """Metrics layer: OpenTelemetry GenAI metrics, llmguard resilience metrics, in-process stats.
 
 Per call it does only what histograms need: up to three SDK records (duration, input and output
-tokens) with attribute dicts built once per (model, error type) and reused. Everything countable
-(calls by outcome, in-flight, retries, cache lookups, limits, headroom, circuit state) is an
-observable instrument read at collection time from this layer's counters and from the
-``statistics()`` of the other layers of its pipeline (found through ``bind``).
+tokens) with attribute dicts built once per series and reused. Everything countable (calls by
+outcome, in-flight, retries, cache lookups, cost, limits, headroom, circuit state) is an
+observable instrument of the provider's shared set (``registry``), read at collection time from
+``snapshot()`` and from the ``statistics()`` of the other layers of the pipeline.
 """
 
 from __future__ import annotations
@@ -13,67 +13,37 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from .._core.check import text
 from .._core.call import Call, Handler
+from .._core.check import text
 from .._core.errors import AdmissionError
-from .histogram import LatencyHistogram, MetricsStats
-from .instruments import callbacks, detach_span, end_span, error_type, start_span
-from .._core.stream import Stream
-from .._core.tokens import extract_usage
 from .._core.public import public
+from .._core.stream import Stream
+from .._core.tokens import extract_usage, field
+from .conventions import (CHUNK_BUCKETS, DURATION_BUCKETS, FIRST_CHUNK_BUCKETS, SCOPE,
+                          TOKEN_BUCKETS, error_leaf, error_type)
+from .facts import NO_FACTS, Facts, facts
+from .histogram import LatencyHistogram, MetricsSnapshot, MetricsStats
+from .registry import instruments_for
+from .series import COUNTS, Series, attributes, snapshot_of, stats_of
+from .spans import attempt_spans, detach_span, end_span, start_span
 
 __all__ = ["CHUNK_BUCKETS", "DURATION_BUCKETS", "FIRST_CHUNK_BUCKETS", "TOKEN_BUCKETS", "Metrics"]
-
-#: GenAI semantic conventions' advisory boundaries for ``gen_ai.client.operation.duration`` (s).
-DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
-                    40.96, 81.92)
-#: GenAI semantic conventions' advisory boundaries for ``gen_ai.client.token.usage``.
-TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
-                 16777216, 67108864)
-
-#: Boundaries for stream timings: those the conventions advise for the server-side
-#: time_to_first_token and time_per_output_token, which measure the same intervals.
-FIRST_CHUNK_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
-                       2.5, 5.0, 7.5, 10.0)
-CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
-
-_SCOPE = "llmguard"
-
-
-class _Series:
-    """Counters and pre-built attribute dicts for one (model, error type) pair."""
-
-    __slots__ = ("model", "error", "outcome", "calls", "duration_attrs", "input_attrs",
-                 "output_attrs")
-
-    def __init__(self, base: dict[str, str], model: str | None, error: str | None,
-                 outcome: str) -> None:
-        self.model, self.error, self.outcome, self.calls = model, error, outcome, 0
-        attrs = dict(base)
-        if model is not None:
-            attrs["gen_ai.request.model"] = model
-        if error is not None:
-            attrs["error.type"] = error
-        self.duration_attrs = attrs
-        self.input_attrs = {**attrs, "gen_ai.token.type": "input"}
-        self.output_attrs = {**attrs, "gen_ai.token.type": "output"}
-
 
 @public
 class Metrics:
     """Record GenAI-convention metrics and llmguard resilience metrics; keep in-process stats.
 
     ``meter_provider`` defaults to the global one (a no-op until an SDK is configured, so the
-    layer then costs about a microsecond); ``tracer_provider`` enables one span per call.
-    ``model`` names the model when calls carry no ``model=`` keyword; ``provider`` sets
-    ``gen_ai.provider.name``. Put it outermost so it sees the whole call (cache, retries).
+    layer then costs about a microsecond); ``tracer_provider`` enables one span per call and one
+    per attempt. ``model`` names the model when calls carry no ``model=`` keyword; ``provider``
+    sets ``gen_ai.provider.name`` (the integrations set it per call). Any number of Metrics
+    layers may share a provider: each exports its own series, ``llmguard.pipeline`` tells them
+    apart. Put it outermost so it sees the whole call (cache, retries).
     """
 
-    __slots__ = ("name", "operation", "provider", "model", "_base", "_series", "_latency",
-                 "_in_flight", "_input", "_output", "_retries", "_fallbacks", "_cache",
-                 "_errors", "_neighbours", "_duration", "_tokens", "_first_chunk", "_per_chunk",
-                 "_wait", "_tracer",
-                 "_callbacks", "_recording")
+    __slots__ = ("name", "operation", "provider", "model", "_series", "_latency", "_in_flight",
+                 "_input", "_output", "_counts", "_errors", "_neighbours", "_instruments",
+                 "_tracer", "__weakref__")
 
     def __init__(self, *, name: str | None = None, meter_provider: Any = None,
                  tracer_provider: Any = None, provider: str | None = None,
@@ -89,66 +59,42 @@ class Metrics:
                                 f"or None for the global one, got {value!r}")
         #: Pipeline name, exported as ``llmguard.pipeline``.
         self.name = name
-        #: ``gen_ai.operation.name``.
+        #: ``gen_ai.operation.name`` unless the call says otherwise.
         self.operation = operation
-        #: ``gen_ai.provider.name``, or None.
+        #: ``gen_ai.provider.name`` unless the call says otherwise, or None.
         self.provider = provider
         #: Model used when a call has no ``model=`` keyword.
         self.model = model
-        base = {"gen_ai.operation.name": operation}
-        if provider is not None:
-            base["gen_ai.provider.name"] = provider
-        if name is not None:
-            base["llmguard.pipeline"] = name
-        self._base = base
-        self._series: dict[tuple[str | None, str | None], _Series] = {}
+        self._series: dict[tuple[Any, ...], Series] = {}
         self._latency = LatencyHistogram()
-        self._in_flight = 0
-        self._input = self._output = self._retries = self._fallbacks = 0
-        self._cache = {"hit": 0, "miss": 0, "coalesced": 0}
+        self._in_flight = self._input = self._output = 0
+        #: Cache outcomes (hit, miss, coalesced), retries and fallbacks the calls reported.
+        self._counts = dict.fromkeys(COUNTS, 0)
         self._errors: dict[str, int] = {}
         #: The other layers of every pipeline this layer was bound into, by id.
         self._neighbours: dict[int, Any] = {}
-        self._instruments(meter_provider)
+        self._instruments = instruments_for(meter_provider)  # ~30 ms on first use: the API
+        self._instruments.add(self, self._series.values(), self._counts)
         self._tracer = None
         if tracer_provider is not None:
             from opentelemetry import trace
 
-            self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+            self._tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
 
-    def _instruments(self, meter_provider: Any) -> None:
-        from opentelemetry import metrics  # ~30 ms: deferred so `import llmguard` stays fast
-
-        meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
-        # An explicit no-op provider records nothing, so skip the calls. (The global proxy must
-        # still be called: an SDK installed later turns its instruments real.)
-        self._recording = not isinstance(meter, metrics.NoOpMeter)
-        self._duration = meter.create_histogram(
-            "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-        self._tokens = meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}",
-            description="Number of input and output tokens used",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS)
-        self._first_chunk = meter.create_histogram(
-            "gen_ai.client.operation.time_to_first_chunk", unit="s",
-            description="Time to receive the first chunk of a streamed answer",
-            explicit_bucket_boundaries_advisory=FIRST_CHUNK_BUCKETS)
-        self._per_chunk = meter.create_histogram(
-            "gen_ai.client.operation.time_per_output_chunk", unit="s",
-            description="Time between consecutive chunks of a streamed answer",
-            explicit_bucket_boundaries_advisory=CHUNK_BUCKETS)
-        self._wait = meter.create_histogram(
-            "llmguard.admission.wait", unit="s",
-            description="Time a call waited for admission (rate limit, concurrency slot)",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-        self._callbacks = callbacks(self, meter)
+    @property
+    def tracer(self) -> Any:
+        """The OpenTelemetry tracer of this layer's spans, or None without a tracer provider."""
+        return self._tracer
 
     def bind(self, pipeline: Any) -> None:
-        """Called by ``Pipeline.wrap``: remember the pipeline's layers to observe their state."""
+        """Called by ``Pipeline.build``: remember the pipeline's layers to observe their state."""
         for layer in pipeline.layers:
             if layer is not self:
                 self._neighbours[id(layer)] = layer
+
+    def around_terminal(self, handler: Handler) -> Handler:
+        """Called by ``Pipeline.build``: with tracing, one CLIENT span per provider attempt."""
+        return handler if self._tracer is None else attempt_spans(self, handler)
 
     @property
     def neighbours(self) -> Iterable[Any]:
@@ -170,7 +116,7 @@ class Metrics:
             raise
         except BaseException as exc:  # cancelled: an outcome of its own, not a provider error
             self._in_flight -= 1
-            self._series_for(call.model or self.model, "cancelled", "cancelled").calls += 1
+            self._cancelled(call)
             if span is not None:
                 end_span(span, call, exc)
             raise
@@ -188,16 +134,18 @@ class Metrics:
         duration, usage and outcome when the stream ends."""
         loop_time = asyncio.get_running_loop().time
         previous = loop_time()
-        model = call.model or self.model
-        attrs = self._series_for(model, None, "success").duration_attrs
-        if self._recording:
-            self._first_chunk.record(previous - start, attrs)
+        known = facts(call)
+        instruments = self._instruments
+        if instruments.recording and known.billable:
+            attrs = self._series_for(call, known, None, None, "success").attrs
+            instruments.first_chunk.record(previous - start, attrs)
+            per_chunk = instruments.per_chunk
 
             def chunk(_chunk: Any) -> None:
                 nonlocal previous
                 if stream.chunks > 1:  # the first chunk's time is time_to_first_chunk
                     now = loop_time()
-                    self._per_chunk.record(now - previous, attrs)
+                    per_chunk.record(now - previous, attrs)
                     previous = now
 
             stream.on_chunk(chunk)
@@ -208,36 +156,51 @@ class Metrics:
             self._in_flight -= 1
             if error is None:
                 call.usage = stream.usage
-                self._finish(call, loop_time() - start, None, None)
+                self._finish(call, loop_time() - start, stream.usage_chunk, None)
             elif isinstance(error, Exception):
                 self._finish(call, loop_time() - start, None, error)
             else:  # the consumer closed, dropped or was cancelled: like a cancelled call
-                self._series_for(model, "cancelled", "cancelled").calls += 1
+                self._cancelled(call)
             if span is not None:
                 end_span(span, call, error)
 
         stream.defer(end)
 
-    def _series_for(self, model: str | None, error: str | None, outcome: str) -> _Series:
-        series = self._series.get((model, error))
+    def _series_for(self, call: Call, known: Facts, response: Any, error: str | None,
+                    outcome: str) -> Series:
+        model = call.model or self.model
+        key = (model, response, error, known.provider, known.operation, known.server)
+        series = self._series.get(key)
         if series is None:
-            series = self._series[(model, error)] = _Series(self._base, model, error, outcome)
+            series = self._series[key] = Series(
+                attributes(self, known, model, response, error), model, outcome)
         return series
 
+    def _cancelled(self, call: Call) -> None:
+        self._series_for(call, facts(call), None, "cancelled", "cancelled").calls += 1
+
     def _finish(self, call: Call, seconds: float, result: Any, exc: Exception | None) -> None:
-        model = call.model or self.model
+        known = facts(call)
         if exc is None:
-            series = self._series_for(model, None, "success")
+            response = field(result, "model") if result is not None else None
+            series = self._series_for(call, known, response if isinstance(response, str)
+                                      else None, None, "success")
         else:
-            error = error_type(exc)
+            leaf = error_leaf(exc)  # under a Fallback: the error that ended the call
+            error = error_type(leaf)
             self._errors[error] = self._errors.get(error, 0) + 1
-            outcome = "rejected" if isinstance(exc, AdmissionError) else "error"
-            series = self._series_for(model, error, outcome)
+            outcome = "rejected" if isinstance(leaf, AdmissionError) else "error"
+            series = self._series_for(call, known, None, error, outcome)
         series.calls += 1
         self._latency.add(seconds)
-        recording = self._recording
+        instruments = self._instruments
+        recording = instruments.recording
+        if known is not NO_FACTS:
+            self._tally(known, series)
+            if not known.billable:  # answered by the cache: no provider operation, no tokens
+                return
         if recording:
-            self._duration.record(seconds, series.duration_attrs)
+            instruments.duration.record(seconds, series.attrs)
         usage = call.usage
         if usage is None and exc is None:
             usage = call.usage = extract_usage(result)
@@ -245,55 +208,30 @@ class Metrics:
             self._input += usage.input_tokens
             self._output += usage.output_tokens
             if recording:
-                self._tokens.record(usage.input_tokens, series.input_attrs)
-                self._tokens.record(usage.output_tokens, series.output_attrs)
-        notes = call.notes
-        if notes is not None:
-            self._read_notes(notes, series)
+                instruments.tokens.record(usage.input_tokens, series.input_attrs)
+                if series.output_attrs is not None:
+                    instruments.tokens.record(usage.output_tokens, series.output_attrs)
 
-    def _read_notes(self, notes: dict[str, Any], series: _Series) -> None:
-        retries = notes.get("retries")
-        if retries:
-            self._retries += retries
-        if notes.get("fallback") is not None:
-            self._fallbacks += 1
-        cache = notes.get("cache")
-        if cache in self._cache:
-            self._cache[cache] += 1
-        wait = notes.get("wait")
-        if wait is not None and self._recording:
-            self._wait.record(wait, series.duration_attrs)
+    def _tally(self, known: Facts, series: Series) -> None:
+        counts = self._counts
+        counts["retries"] += known.retries
+        if known.fallback is not None:
+            counts["fallbacks"] += 1
+        if known.cache in counts:
+            counts[known.cache] += 1
+        if known.cost is not None:
+            series.cost += known.cost
+        if known.wait is not None and self._instruments.recording:
+            self._instruments.wait.record(known.wait, series.attrs)
+
+    def snapshot(self) -> MetricsSnapshot:
+        """The counts the observable instruments export (calls, in-flight, retries, cost)."""
+        return snapshot_of(self.name, self._series.values(), self._counts, self._in_flight)
 
     def statistics(self) -> MetricsStats:
         """Counts, latency percentiles, tokens and cache hit ratio since construction."""
-        by_outcome = {"success": 0, "error": 0, "rejected": 0, "cancelled": 0}
-        for series in self._series.values():
-            by_outcome[series.outcome] += series.calls
-        latency = self._latency
-        hits = self._cache["hit"] + self._cache["coalesced"]
-        lookups = hits + self._cache["miss"]
-        return MetricsStats(
-            calls=sum(by_outcome.values()),
-            successes=by_outcome["success"],
-            failures=by_outcome["error"] + by_outcome["rejected"],
-            rejected=by_outcome["rejected"],
-            cancelled=by_outcome["cancelled"],
-            in_flight=self._in_flight,
-            latency_mean=latency.total / latency.count if latency.count else None,
-            latency_min=latency.min if latency.count else None,
-            latency_max=latency.max if latency.count else None,
-            latency_p50=latency.quantile(0.50),
-            latency_p95=latency.quantile(0.95),
-            latency_p99=latency.quantile(0.99),
-            input_tokens=self._input,
-            output_tokens=self._output,
-            retries=self._retries,
-            fallbacks=self._fallbacks,
-            cache_hits=hits,
-            cache_misses=self._cache["miss"],
-            cache_hit_ratio=hits / lookups if lookups else None,
-            errors=dict(self._errors),
-        )
+        return stats_of(self._series.values(), self._latency, self._counts, self._in_flight,
+                        self._input, self._output, self._errors)
 
     def __repr__(self) -> str:
         done = sum(series.calls for series in self._series.values())

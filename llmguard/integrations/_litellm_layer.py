@@ -1,0 +1,213 @@
+"""The innermost layer of a guarded litellm function: arguments in, usage, cost, provider and
+rate-limit headers out (for plain answers and streams alike)."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._core.call import Call, Handler
+from .._core.stream import Stream
+from .._core.tokens import extract_usage
+
+__all__ = ["NO_RETRIES", "LiteLLMLayer", "LiteLLMStats", "litellm_module", "raw_result"]
+
+NO_RETRIES = {"num_retries": 0, "max_retries": 0}
+
+#: What litellm itself returned to the guarded function (before llmguard wrapped a stream), so
+#: the layer can read a stream's ``_hidden_params`` (its response headers). Set by the guarded
+#: function inside the layer's own ``await call_next(call)``, in the same context.
+raw_result: ContextVar[Any] = ContextVar("llmguard_litellm_raw", default=None)
+
+#: litellm's provider names -> the GenAI conventions' ``gen_ai.provider.name`` values.
+PROVIDERS = {
+    "openai": "openai", "text-completion-openai": "openai", "anthropic": "anthropic",
+    "bedrock": "aws.bedrock", "azure": "azure.ai.openai", "azure_ai": "azure.ai.inference",
+    "vertex_ai": "gcp.vertex_ai", "vertex_ai_beta": "gcp.vertex_ai", "gemini": "gcp.gemini",
+    "cohere": "cohere", "cohere_chat": "cohere", "mistral": "mistral_ai", "groq": "groq",
+    "deepseek": "deepseek", "xai": "x_ai", "perplexity": "perplexity",
+    "watsonx": "ibm.watsonx.ai", "moonshot": "moonshot_ai",
+}
+
+
+def litellm_module() -> Any:
+    import litellm
+
+    return litellm
+
+
+def _server(api_base: Any) -> tuple[str, int | None] | None:
+    if not isinstance(api_base, str) or not api_base:
+        return None
+    parts = urlsplit(api_base if "//" in api_base else f"//{api_base}")
+    if not parts.hostname:
+        return None
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.hostname, port
+
+
+@dataclass(frozen=True, slots=True)
+class LiteLLMStats:
+    """Calls, tokens and spend seen by a guarded litellm function (every attempt counts)."""
+
+    calls: int
+    failures: int
+    input_tokens: int
+    output_tokens: int
+    #: Total cost in USD from litellm's cost map.
+    cost_usd: float
+    #: Successful calls whose model litellm's cost map does not price (cost counted as 0).
+    uncosted: int
+    #: USD per model name as litellm reported it.
+    cost_by_model: MappingProxyType[str, float] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    #: Calls refused before sending because the prompt exceeds the model's context window.
+    context_refusals: int = 0
+
+
+class LiteLLMLayer:
+    """Innermost layer: litellm arguments in, usage and cost out.
+
+    Innermost so that it sees the arguments each attempt really sends (after a Fallback's
+    ``{"model": ...}`` override) and counts every attempt's spend, the failed ones included.
+    """
+
+    __slots__ = ("_overrides", "_check", "_observers", "_operation", "_providers", "_calls",
+                 "_failures", "_input", "_output", "_cost", "_uncosted", "_by_model",
+                 "refusals")
+    __name__ = "litellm"  # its key in Guarded.stats()
+
+    def __init__(self, *, no_retries: bool, check: Any, observers: tuple[Any, ...],
+                 operation: str) -> None:
+        self._overrides = NO_RETRIES if no_retries else None
+        self._check = check  # refuses an oversized prompt before sending, or None
+        self._observers = observers
+        self._operation = operation
+        self._providers: dict[str, str | None] = {}
+        self._calls = self._failures = self._input = self._output = self._uncosted = 0
+        #: Calls refused before sending because the prompt exceeds the context window.
+        self.refusals = 0
+        self._cost = 0.0
+        self._by_model: dict[str, float] = {}
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+        litellm = litellm_module()
+        kwargs = call.kwargs
+        if self._overrides is not None and not NO_RETRIES.keys() <= kwargs.keys():
+            _refuse_explicit_retries(kwargs)
+            call.kwargs = kwargs = {**self._overrides, **kwargs}
+        if self._check is not None:
+            self._check(self, litellm, call)
+        self._note_provider(litellm, call)
+        self._calls += 1
+        token = raw_result.set(None)
+        try:
+            result = await call_next(call)
+        except Exception as exc:
+            self._failures += 1
+            if self._observers:  # a 429 says the most about the quota
+                self._observe(getattr(exc, "litellm_response_headers", None), call)
+            raise
+        finally:
+            raw = raw_result.get()
+            raw_result.reset(token)
+        hidden = getattr(raw if raw is not None else result, "_hidden_params", None)
+        if isinstance(hidden, dict):
+            if self._observers:
+                self._observe(hidden.get("additional_headers"), call)
+            server = _server(hidden.get("api_base"))
+            if server is not None:
+                call.note("server", server)
+        if isinstance(result, Stream):  # usage and cost arrive with the last chunk
+            result.defer(lambda error: self._account(litellm, call, result.usage_chunk, None,
+                                                     streamed=True))
+            return result
+        self._account(litellm, call, result, hidden)
+        return result
+
+    def _note_provider(self, litellm: Any, call: Call) -> None:
+        call.note("operation", self._operation)
+        model = call.kwargs.get("model")
+        if not isinstance(model, str):
+            return
+        try:
+            provider = self._providers[model]
+        except KeyError:
+            try:
+                name = litellm.get_llm_provider(model)[1]
+            except Exception:  # a model string litellm cannot route
+                name = None
+            provider = self._providers[model] = (PROVIDERS.get(name, name)
+                                                 if isinstance(name, str) else None)
+        if provider is not None:
+            call.note("provider", provider)
+
+    def _account(self, litellm: Any, call: Call, result: Any, hidden: Any, *,
+                 streamed: bool = False) -> None:
+        """Count usage and cost of one attempt; note them on the call for Metrics."""
+        usage = None if result is None else extract_usage(result)
+        if usage is None:
+            return
+        call.usage = usage
+        self._input += usage.input_tokens
+        self._output += usage.output_tokens
+        model = call.kwargs.get("model")
+        cost = _cost(litellm, result, hidden, model, usage, streamed)
+        if cost is None:
+            self._uncosted += 1
+            return
+        previous = (call.notes or {}).get("cost") or 0.0  # earlier attempts of this call
+        call.note("cost", previous + cost)
+        name = getattr(result, "model", None) or model or "?"
+        self._cost += cost
+        self._by_model[name] = self._by_model.get(name, 0.0) + cost
+
+    def _observe(self, headers: Any, call: Call) -> None:
+        # litellm passes the provider's headers on with an ``llm_provider-`` prefix (only some
+        # also without it): give RateLimit the provider's own names.
+        if not headers:
+            return
+        rate_headers = {key.removeprefix("llm_provider-"): value
+                        for key, value in headers.items() if "x-ratelimit-" in key}
+        for observer in self._observers:
+            observer.observe_headers(rate_headers, partition=call.partition)
+
+    def statistics(self) -> LiteLLMStats:
+        return LiteLLMStats(self._calls, self._failures, self._input, self._output, self._cost,
+                            self._uncosted, MappingProxyType(dict(self._by_model)),
+                            self.refusals)
+
+    def __repr__(self) -> str:
+        return (f"<litellm calls={self._calls} failures={self._failures} "
+                f"cost_usd={self._cost:.6f}>")
+
+
+def _cost(litellm: Any, result: Any, hidden: Any, model: Any, usage: Any,
+          streamed: bool) -> float | None:
+    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+    if isinstance(cost, (int, float)):  # litellm already priced it while logging the call
+        return float(cost)
+    try:
+        if streamed:  # a chunk is no response litellm can price: price the usage it reported
+            prompt, completion = litellm.cost_per_token(
+                model=model or "", prompt_tokens=usage.input_tokens,
+                completion_tokens=usage.output_tokens)
+            return float(prompt + completion)
+        return float(litellm.completion_cost(completion_response=result))
+    except Exception:  # not in the cost map (a custom or local model)
+        return None
+
+
+def _refuse_explicit_retries(kwargs: dict[str, Any]) -> None:
+    for name in NO_RETRIES:
+        value = kwargs.get(name)
+        if isinstance(value, int) and value > 0:
+            raise ValueError(
+                f"{name}={value} would make litellm retry inside llmguard's Retry layer, so "
+                f"every llmguard attempt would become several requests (litellm's retries "
+                f"and the OpenAI SDK's multiply); the call was not sent. Drop {name} and set "
+                f"Retry(attempts=...), or remove the Retry layer to let litellm retry")
