@@ -266,22 +266,18 @@ def test_api_base_sends_to_an_openai_compatible_server(tmp_path: Path) -> None:
     assert all(body["model"] == "local-model" for _, _, body in seen)
 
 
-def test_writer_spills_held_records_and_restores_order(tmp_path: Path, monkeypatch) -> None:
-    """When more records are held for ordering than the cap, they are written out of order to
-    bound memory, and closing a complete run puts the file back in input order."""
-    from llmguard._cli import io as _cli_io
+def test_writer_writes_at_once_and_restores_order_on_completion(tmp_path: Path) -> None:
+    """Every record is on disk the moment it is written (nothing held behind a slow line); a
+    completed run's close puts the file in input order."""
+    from llmguard._cli.io import OutputWriter
 
-    monkeypatch.setattr(_cli_io, "MAX_HELD", 2)
     path = tmp_path / "out.jsonl"
-    writer = _cli_io.OutputWriter(str(path), ordered=True, append=False)
-    for index in (3, 2, 1):
-        writer.write(index, {"id": f"r{index}", "line": index + 1})
-    assert [r["line"] for r in records(path)] == [4, 3, 2]  # the third held record spilled
-    for index in (0, 4):
-        writer.write(index, {"id": f"r{index}", "line": index + 1})
-    assert [r["line"] for r in records(path)] == [4, 3, 2, 1, 5]
+    writer = OutputWriter(str(path), ordered=True, append=False)
+    for index in (2, 0, 1):
+        writer.write(index, {"id": f"x{index}", "line": index + 1})
+        assert len(path.read_text().splitlines()) == [2, 0, 1].index(index) + 1
     writer.close(complete=True)
-    assert [r["line"] for r in records(path)] == [1, 2, 3, 4, 5]
+    assert [r["line"] for r in records(path)] == [1, 2, 3]
 
 
 def test_priority_field_serves_higher_first(tmp_path: Path) -> None:
