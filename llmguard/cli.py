@@ -20,8 +20,10 @@ from typing import Any
 
 import llmguard
 
-from ._cli.io import done_ids
-from ._cli.run import EXIT_CRASH, EXIT_USAGE, Settings, build_pipeline, run
+from ._core.redact import redact_url
+
+from ._cli.io import done_ids, scan_input
+from ._cli.run import EXIT_CRASH, EXIT_USAGE, Settings, make_limits, run
 
 __all__ = ["main"]
 
@@ -49,9 +51,17 @@ output record (one JSON object per line):
 exit codes:
   0    every line succeeded
   1    the run finished and some lines failed (see their error records)
-  2    usage or input error (bad option, missing input file, output exists without --resume)
+  1    also: --resume left failed records of an earlier run (add --retry-failed)
+  2    usage or input error (bad option, missing input file, output exists without --resume,
+       duplicate ids, unwritable output or a full disk)
   3    crashed (a bug: the traceback says where; --resume continues)
   130  interrupted (Ctrl-C or SIGTERM); the message says how to resume
+
+durability:
+  each record is written and flushed the moment its line finishes (a kill -9 loses no
+  answered line; fsynced within 1 s); a completed run leaves OUTPUT in input order.
+  Ctrl-C/SIGTERM sends nothing more, gives lines at the provider --grace seconds; a second
+  Ctrl-C abandons them. --resume then re-sends only the lines that were in flight.
 
 example:
   llmguard run examples/prompts.jsonl -o out.jsonl --rpm 500 --tpm 200000 \\
@@ -95,15 +105,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("input", metavar="INPUT", help="JSONL file of chat requests")
     run.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                     help="JSONL file to write one record per input line to")
+                     help="JSONL file to write one record per input line to ('-': stdout, "
+                          "with the summary on stderr)")
     run.add_argument("--model", help='override every line\'s model (default: the line\'s, '
                                      'else "fake")')
     run.add_argument("--api-base", metavar="URL",
                      help="send every non-fake model to this OpenAI-compatible server (e.g. "
-                          "http://localhost:8000/v1; OPENAI_API_KEY is the bearer key) instead "
-                          "of through litellm")
+                          "http://localhost:8000/v1; needs --model) instead of through litellm")
+    key = run.add_mutually_exclusive_group()
+    key.add_argument("--api-key", metavar="KEY",
+                     help="API key (bearer token for --api-base, api_key for litellm); prefer "
+                          "--api-key-env, which keeps it out of shell history and ps")
+    key.add_argument("--api-key-env", metavar="NAME", default="OPENAI_API_KEY",
+                     help="environment variable holding the API key (default: OPENAI_API_KEY; "
+                          "litellm also reads each provider's own, e.g. ANTHROPIC_API_KEY)")
     group = run.add_argument_group("layers")
-    group.add_argument("--rpm", type=_number(int), help="requests per minute quota")
+    group.add_argument("--rpm", type=_number(int),
+                       help="requests per minute quota (default: learned from the provider's "
+                            "x-ratelimit-limit-* headers; waiting for quota never fails a line)")
     group.add_argument("--tpm", type=_number(int),
                        help="tokens per minute quota (prompt estimate + max_tokens, charged at "
                             "admission and never given back, as OpenAI counts them)")
@@ -125,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="retries per line after the first attempt, with backoff that "
                             "honours Retry-After; 0 disables (default: 3)")
     group.add_argument("--timeout", type=_number(float, unit=" seconds"), default=60.0,
-                       help="seconds per attempt (default: 60)")
+                       help="seconds per attempt at the provider, from when it is sent (time "
+                            "waiting for quota or a slot does not count; default: 60)")
     group.add_argument("--fallback-model", action="append", default=[], metavar="MODEL",
                        help="model to try when a line's model fails after its retries "
                             "(repeatable, tried in order)")
@@ -166,6 +186,41 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _same_file(a: str, b: str) -> bool:
+    """True when both paths name one file (symlinks and hard links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # b does not exist yet: compare where it would be created
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_output(path: str, *, append: bool) -> str | None:
+    """Why OUTPUT cannot be written, or None."""
+    if os.path.isdir(path):
+        return f"output {path!r} is a directory; pass a file path, e.g. {path.rstrip('/')}/out.jsonl"
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return f"the directory of output {path!r} does not exist; create it"
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return f"cannot write output {path!r} ({exc.strerror}); pick a writable path"
+    if not existed and not append:
+        os.remove(path)
+    return None
+
+
+def _api_base_problem(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return (f"--api-base must be an http(s) URL such as http://localhost:8000/v1, got "
+                f"{redact_url(url)!r}")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmguard`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -177,22 +232,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not os.path.isfile(args.input):
         return _fail(f"input file {args.input!r} does not exist (or is not a file)")
-    with open(args.input, "rb") as f:  # stops at the first line with content
-        if not any(line.strip() for line in f):
-            return _fail(f"input file {args.input!r} has no requests (it is empty or blank); "
-                         "pass a JSONL file with one chat request per line")
-    if os.path.abspath(args.input) == os.path.abspath(args.output):
-        return _fail("OUTPUT must differ from INPUT")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        return _fail(f"the directory of output {args.output!r} does not exist; create it")
+    total, duplicates = scan_input(args.input)
+    if not total:
+        return _fail(f"input file {args.input!r} has no requests (it is empty or blank); "
+                     "pass a JSONL file with one chat request per line")
+    if duplicates:
+        shown = "; ".join(f"{i!r} on lines {', '.join(map(str, lines))}"
+                          for i, lines in list(duplicates.items())[:5])
+        return _fail(f"{len(duplicates)} ids are used by more than one line ({shown}); each "
+                     "custom_id must be unique, or --resume would skip the later lines")
+    stdout = args.output == "-"
+    if stdout and args.resume:
+        return _fail("--resume needs an output file to read (not -o -)")
+    if not stdout and _same_file(args.input, args.output):
+        return _fail("OUTPUT must differ from INPUT (they are the same file)")
+    if args.api_base is not None:
+        if (problem := _api_base_problem(args.api_base)) is not None:
+            return _fail(problem)
+        if args.model is None:
+            return _fail("--api-base needs --model: the model name the server serves (lines "
+                         "without one would otherwise go to the offline fake)")
     if args.burst is not None and args.rpm is None and args.tpm is None:
         return _fail("--burst shapes the --rpm/--tpm quotas: pass one of them too")
     if args.retry_failed and not args.resume:
         return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
-    exists = os.path.exists(args.output) and os.path.getsize(args.output) > 0
-    if exists and not (args.resume or args.overwrite):
-        return _fail(f"output {args.output!r} exists: pass --resume to continue that "
-                             "run or --overwrite to start again")
+    if not stdout:
+        if (problem := _check_output(args.output, append=True)) is not None:
+            return _fail(problem)
+        exists = os.path.getsize(args.output) > 0
+        if exists and not (args.resume or args.overwrite):
+            return _fail(f"output {args.output!r} exists: pass --resume to continue that "
+                         "run or --overwrite to start again")
+    api_key = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
         rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin,
@@ -200,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         retries=args.retries, timeout=args.timeout, fallback_models=tuple(args.fallback_model),
         cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
-        progress=args.progress, verbose=args.verbose,
+        progress=args.progress, verbose=args.verbose, api_key=api_key or None,
     )
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter. The
@@ -216,12 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"--metrics-port {args.metrics_port}: cannot listen there ({exc}); "
                          "pick a free port")
     try:
-        pipeline = build_pipeline(settings)
-        skip = done_ids(args.output, redo_failed=args.retry_failed) if args.resume else set()
+        make_limits(settings)  # a layer rejecting an option says so here, before anything runs
+        skip, failed_before = (done_ids(args.output, redo_failed=args.retry_failed)
+                               if args.resume else (set(), 0))
     except ValueError as exc:  # a layer rejecting an option, or an unusable --resume file
         return _fail(str(exc))
     try:
-        return asyncio.run(run(settings, pipeline, skip, argv[1:]))
+        return asyncio.run(run(settings, skip, argv[1:], total=total,
+                               failed_before=failed_before))
     except Exception:  # a bug: say so, and keep "some lines failed" (1) meaning just that
         traceback.print_exc()
         print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "

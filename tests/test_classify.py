@@ -63,3 +63,32 @@ def test_x_should_retry_false_makes_it_final() -> None:
     error = openai_error(openai.InternalServerError, 500, "oops",
                          headers={"x-should-retry": "false"})
     assert not classify(error).retryable
+
+
+def test_structured_codes_are_read_not_only_messages() -> None:
+    """`exc.code` and `body["code"]` / `body["error"]["code"]` decide the kind even when the
+    message says nothing about it (a 429 insufficient_quota is final, not a slow-down)."""
+    from llmguard import FailureKind, classify
+
+    class APIError(Exception):
+        def __init__(self, message: str, status_code: int, code=None, body=None) -> None:
+            super().__init__(message)
+            self.status_code, self.code, self.body = status_code, code, body
+
+    assert classify(APIError("429", 429, code="insufficient_quota")).kind is FailureKind.QUOTA_EXHAUSTED
+    assert classify(APIError("429", 429, body={"code": "insufficient_quota"})).kind is FailureKind.QUOTA_EXHAUSTED
+    nested = APIError("bad", 400, body={"error": {"code": "context_length_exceeded"}})
+    assert classify(nested).kind is FailureKind.CONTEXT_WINDOW
+    assert classify(APIError("429", 429, code="rate_limit_exceeded")).kind is FailureKind.RATE_LIMITED
+
+
+def test_transport_errors_of_the_cli_provider_are_classified_and_retryable() -> None:
+    """Connection failures, provider timeouts and a non-JSON 502 keep a retryable kind."""
+    from llmguard import FailureKind, classify
+    from llmguard._cli.provider import HTTPError, ProviderTimeout, TransportError
+
+    assert classify(TransportError("refused")).kind is FailureKind.CONNECTION
+    assert classify(ProviderTimeout("slow")).kind is FailureKind.TIMEOUT
+    html = HTTPError("HTTP 502 from x: <html>Bad Gateway</html>", status_code=502, headers={})
+    failure = classify(html)
+    assert failure.kind is FailureKind.SERVER_ERROR and failure.status == 502 and failure.retryable

@@ -266,22 +266,18 @@ def test_api_base_sends_to_an_openai_compatible_server(tmp_path: Path) -> None:
     assert all(body["model"] == "local-model" for _, _, body in seen)
 
 
-def test_writer_spills_held_records_and_restores_order(tmp_path: Path, monkeypatch) -> None:
-    """When more records are held for ordering than the cap, they are written out of order to
-    bound memory, and closing a complete run puts the file back in input order."""
-    from llmguard._cli import io as _cli_io
+def test_writer_writes_at_once_and_restores_order_on_completion(tmp_path: Path) -> None:
+    """Every record is on disk the moment it is written (nothing held behind a slow line); a
+    completed run's close puts the file in input order."""
+    from llmguard._cli.io import OutputWriter
 
-    monkeypatch.setattr(_cli_io, "MAX_HELD", 2)
     path = tmp_path / "out.jsonl"
-    writer = _cli_io.OutputWriter(str(path), ordered=True, append=False)
-    for index in (3, 2, 1):
-        writer.write(index, {"id": f"r{index}", "line": index + 1})
-    assert [r["line"] for r in records(path)] == [4, 3, 2]  # the third held record spilled
-    for index in (0, 4):
-        writer.write(index, {"id": f"r{index}", "line": index + 1})
-    assert [r["line"] for r in records(path)] == [4, 3, 2, 1, 5]
+    writer = OutputWriter(str(path), ordered=True, append=False)
+    for index in (2, 0, 1):
+        writer.write(index, {"id": f"x{index}", "line": index + 1})
+        assert len(path.read_text().splitlines()) == [2, 0, 1].index(index) + 1
     writer.close(complete=True)
-    assert [r["line"] for r in records(path)] == [1, 2, 3, 4, 5]
+    assert [r["line"] for r in records(path)] == [1, 2, 3]
 
 
 def test_priority_field_serves_higher_first(tmp_path: Path) -> None:
@@ -415,3 +411,64 @@ def test_metrics_port_serves_prometheus_while_running(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=HANG_GUARD)
     assert "gen_ai_client_operation_duration" in body
+
+
+def test_input_and_output_checks_exit_2_with_a_clear_message(tmp_path: Path) -> None:
+    """-o DIR, an unwritable output, --api-base not a URL or without --model, duplicate ids
+    (naming the lines) and an output that is the input through a symlink are usage errors."""
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("a"), {"custom_id": "x", "body": chat("b")},
+                                              {"custom_id": "x", "body": chat("c")}])
+    ok_src = write_jsonl(tmp_path / "ok.jsonl", [chat("a")])
+    (tmp_path / "d").mkdir()
+    (tmp_path / "ro").mkdir()
+    os.symlink(ok_src, tmp_path / "link.jsonl")
+    cases = [
+        ([str(src), "-o", "o.jsonl"], "'x' on lines 2, 3"),
+        ([str(ok_src), "-o", "d"], "is a directory"),
+        ([str(ok_src), "-o", "o.jsonl", "--api-base", "not-a-url", "--model", "m"],
+         "--api-base must be an http(s) URL"),
+        ([str(ok_src), "-o", "o.jsonl", "--api-base", "http://127.0.0.1:9/v1"],
+         "--api-base needs --model"),
+        ([str(ok_src), "-o", "link.jsonl", "--overwrite"], "OUTPUT must differ from INPUT"),
+        ([str(ok_src), "-o", "-", "--resume"], "--resume needs an output file"),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        os.chmod(tmp_path / "ro", 0o500)
+        cases.append(([str(ok_src), "-o", "ro/o.jsonl"], "cannot write output"))
+    for args, message in cases:
+        proc = llmguard(tmp_path, "run", *args)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert ok_src.read_text().strip()  # the input survived
+
+
+def test_bom_crlf_input_and_stdout_output(tmp_path: Path) -> None:
+    """A UTF-8 BOM and CRLF line ends are accepted; -o - writes the records (in order) to
+    stdout and the summary to stderr, creating no file named '-'."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(chat(f"q{i}")).encode() + b"\r\n"
+                                                for i in range(3)))
+    proc = llmguard(tmp_path, "run", str(src), "-o", "-")
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["line"] for r in out] == [1, 2, 3] and all(r["ok"] for r in out)
+    assert "lines" in proc.stderr and not (tmp_path / "-").exists()
+
+
+def test_resume_with_failed_records_left_exits_1_naming_retry_failed(tmp_path: Path) -> None:
+    """--resume that leaves an earlier run's error records in OUTPUT exits 1 and says
+    --retry-failed."""
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("a"), chat("b", model="fake-fail")])
+    assert llmguard(tmp_path, "run", str(src), "-o", "o.jsonl", "--retries", "0").returncode == 1
+    proc = llmguard(tmp_path, "run", str(src), "-o", "o.jsonl", "--resume")
+    assert proc.returncode == 1 and "--retry-failed" in proc.stderr, proc.stderr
+
+
+def test_api_key_flags_are_used_and_never_printed(tmp_path: Path) -> None:
+    """--api-key-env NAME reads the key from NAME; the resume hint never shows a --api-key."""
+    from llmguard._cli.run import resume_args
+
+    assert "sk-live" not in resume_args(["in", "-o", "o", "--api-key", "sk-live"])
+    assert "sk-live" not in resume_args(["in", "-o", "o", "--api-key=sk-live"])
+    proc = llmguard(tmp_path, "run", "--help")
+    assert "--api-key-env" in proc.stdout and "OPENAI_API_KEY" in proc.stdout

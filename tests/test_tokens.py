@@ -26,3 +26,23 @@ def test_extract_usage_from_dicts_and_objects() -> None:
     assert extract_usage(obj).total_tokens == 11
     assert extract_usage({"usage": {"total_tokens": 9}}) == Usage(9, 0)
     assert extract_usage("plain text") is None
+
+
+def test_cjk_text_counts_about_one_token_per_character() -> None:
+    """The fallback counts CJK characters ~1 token each (chars/4 undercounts them ~3x); ASCII
+    keeps chars/4."""
+    from llmguard._core.tokens import count_text
+
+    assert count_text("你好世界") == 4 and count_text("こんにちは") == 5
+    assert count_text("x" * 40) == 10
+
+
+def test_request_tokens_adds_framing_and_uses_tiktoken_offline_when_present() -> None:
+    """request_tokens = messages (tokenizer or fallback) + framing + output reserve; tiktoken is
+    used only when its encoding file is already on disk (never downloaded)."""
+    from llmguard._core.tokens import REQUEST_OVERHEAD, count_text, request_tokens, tokenizer
+
+    messages = [{"role": "user", "content": "hello there"}]
+    count = tokenizer("gpt-4o") or count_text
+    assert request_tokens(messages=messages, max_tokens=7, model="gpt-4o") == (
+        count("hello there") + 4 + 3 + REQUEST_OVERHEAD + 7)

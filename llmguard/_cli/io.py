@@ -1,24 +1,29 @@
 """Input lines to requests, and finished records to an output file that a later run can resume.
 
 The output file is the checkpoint: every finished line is one JSON record carrying the input line
-number and id, flushed as soon as it may be written, so ``--resume`` reads the ids already there
-and skips them. A line is never written twice, and a torn last line (a kill mid-write) is cut off
-before appending.
+number and id, written and flushed the moment the line finishes, so ``--resume`` reads the ids
+already there and skips them. A line is never written twice, and a torn last line (a kill
+mid-write) is cut off before appending (the shared reader in ``_runners.jsonl``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-__all__ = ["Job", "OutputWriter", "done_ids", "read_jobs"]
+from .._runners.jsonl import read_records
+from .._runners.reorder import Reorder
 
-#: Lines finished out of order are held back at most this many before they are written anyway
-#: (out of order) to bound memory; the file is put back in input order when the run completes.
-MAX_HELD = 10_000
+__all__ = ["Job", "OutputWriter", "done_ids", "read_jobs", "scan_input", "sort_by_line"]
+
+#: Seconds between fsyncs of the output while records are being written (the power-loss bound;
+#: a process kill loses nothing that was written).
+FSYNC_INTERVAL = 1.0
 
 
 @dataclass(slots=True)
@@ -86,99 +91,134 @@ def parse_line(line_no: int, text: str, priority_field: str | None = None) -> Jo
 
 
 def read_jobs(path: str, priority_field: str | None = None) -> Iterator[Job]:
-    """Stream the input file's non-blank lines as jobs, one at a time (constant memory)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    """Stream the input file's non-blank lines as jobs, one at a time (constant memory).
+
+    A UTF-8 byte-order mark is skipped and CRLF line ends are read as line ends.
+    """
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for line_no, text in enumerate(f, 1):
             if text.strip():
                 yield parse_line(line_no, text, priority_field)
 
 
-def done_ids(path: str, *, redo_failed: bool = False) -> set[str]:
-    """Ids already recorded in an output file, for ``--resume``.
+def scan_input(path: str) -> tuple[int, dict[str, list[int]]]:
+    """Lines with content, and the ids used by more than one line (id -> line numbers).
+
+    Duplicate ids are refused before the run: ``--resume`` skips by id, so the second line of a
+    pair would silently never run.
+    """
+    seen: dict[str, int] = {}
+    duplicates: dict[str, list[int]] = {}
+    count = 0
+    for job in read_jobs(path):
+        count += 1
+        first = seen.setdefault(job.id, job.line)
+        if first != job.line:
+            duplicates.setdefault(job.id, [first]).append(job.line)
+    return count, duplicates
+
+
+def done_ids(path: str, *, redo_failed: bool = False) -> tuple[set[str], int]:
+    """Ids already recorded in an output file, and how many of them failed, for ``--resume``.
 
     A torn last line (a kill mid-write) is cut off so appends stay valid JSONL; its line was
     never finished and is done again. With ``redo_failed`` the error records are removed from
     the file too, so those lines run again.
     """
+    def parse(record: dict[str, Any]) -> tuple[str, bool]:
+        return str(record["id"]), bool(record["ok"])
+
+    def corrupt(line_no: int, exc: Exception) -> str:
+        return (f"{path} line {line_no} is not an llmguard output record; --resume needs the "
+                "output file of an earlier `llmguard run`")
+
     ids: set[str] = set()
-    if not os.path.exists(path):
-        return ids
-    kept: list[bytes] = []
-    dropped = False
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            try:
-                record = json.loads(raw)
-                record_id, ok = str(record["id"]), record["ok"]
-            except (ValueError, KeyError, TypeError):
-                if raw.endswith(b"\n"):
-                    raise ValueError(
-                        f"{path} line {line_no} is not an llmguard output record; "
-                        "--resume needs the output file of an earlier `llmguard run`"
-                    ) from None
-                dropped = True  # torn by a kill mid-write
-                break
-            if ok or not redo_failed:
-                ids.add(record_id)
-                kept.append(raw)
-            else:
-                dropped = True
-    if dropped:
-        with open(f"{path}.resuming", "wb") as out:
-            out.writelines(kept)
-        os.replace(f"{path}.resuming", path)
-    return ids
+    failed: list[int] = []
+    for line_no, (record_id, ok) in read_records(path, parse, corrupt=corrupt):
+        if ok or not redo_failed:
+            ids.add(record_id)
+            failed += [] if ok else [line_no]
+        else:
+            failed.append(-line_no)  # to remove
+    drop = {-n for n in failed if n < 0}
+    if drop:
+        tmp = f"{path}.resuming"
+        with open(path, "rb") as f, open(tmp, "wb") as out:
+            out.writelines(raw for n, raw in enumerate(f, 1) if n not in drop)
+        os.replace(tmp, path)
+    return ids, sum(1 for n in failed if n > 0)
 
 
 class OutputWriter:
-    """Writes records in input order (or as they finish), one flushed line each.
+    """Writes each record the moment its line finishes, then restores input order at the end.
 
-    Records that finish early are held until the lines before them are written. When more than
-    :data:`MAX_HELD` are held, or the run stops early, they are written out of order, and
-    :meth:`close` restores input order once every line is done.
+    Durability (documented in the README): every record is written and flushed to the operating
+    system as soon as its line finishes, so it survives ``kill -9`` at once; the file is fsynced
+    at most :data:`FSYNC_INTERVAL` seconds after a write (a power loss loses at most that much).
+    Nothing is held in memory behind a slow line: after a kill, ``--resume`` re-sends only the
+    lines that were in flight. When the run completes (and ``ordered``), the file is rewritten in
+    input order, atomically. ``-o -`` writes to stdout: there the records are ordered in memory
+    (a pipe cannot be sorted afterwards) with the shared reorder buffer.
     """
 
-    __slots__ = ("_file", "_held", "_next", "_ordered", "_path", "out_of_order")
+    __slots__ = ("_dirty", "_file", "_last_line", "_ordered", "_path", "_reorder", "_synced",
+                 "out_of_order")
 
     def __init__(self, path: str, *, ordered: bool, append: bool) -> None:
         self._path = path
-        self._file: IO[str] = open(path, "a" if append else "w", encoding="utf-8")
         self._ordered = ordered
-        self._held: dict[int, str] = {}
-        self._next = 0
-        #: True once the file's records are not in input order (resume appends, spills).
-        self.out_of_order = append and os.path.getsize(path) > 0
+        if path == "-":
+            self._file: IO[str] = sys.stdout
+            self._reorder: Reorder[str] | None = Reorder() if ordered else None
+        else:
+            self._file = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+            self._reorder = None
+        #: True once the file's records are not in input order (resume appends, fast lines).
+        self.out_of_order = append and path != "-" and os.path.getsize(path) > 0
+        self._last_line = 0
+        self._dirty = False
+        self._synced = time.monotonic()
 
     def write(self, index: int, record: dict[str, Any]) -> None:
-        """Write (or hold) the record of the ``index``-th line this run sends."""
+        """Write the record of the ``index``-th line this run sends (raises OSError on a full
+        or unwritable disk)."""
         text = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        if self._ordered and index > self._next:
-            self._held[index] = text
-            if len(self._held) > MAX_HELD:
-                self.spill()
-            return
-        self._file.write(text)  # the next in order, or late after a spill, or unordered
-        if index == self._next:
-            self._next += 1
-            while self._next in self._held:
-                self._file.write(self._held.pop(self._next))
-                self._next += 1
-        self._file.flush()
-
-    def spill(self) -> None:
-        """Write every held record now (out of order): on overflow and when the run stops."""
-        if self._held:
-            self.out_of_order = True
-            self._file.writelines(self._held.values())
-            # Lines before the spilled ones are written as they come from now on.
-            self._next = max(self._next, max(self._held) + 1)
-            self._held.clear()
+        if self._reorder is not None:
+            self._reorder.put(index, text)
+            while (ready := self._reorder.pop()) is not None:
+                self._file.write(ready)
             self._file.flush()
+            return
+        if record["line"] < self._last_line:
+            self.out_of_order = True
+        self._last_line = max(self._last_line, record["line"])
+        self._file.write(text)
+        self._file.flush()
+        self._dirty = True
+        now = time.monotonic()
+        if now - self._synced >= FSYNC_INTERVAL:
+            self.sync(now)
+
+    def sync(self, now: float | None = None) -> None:
+        """fsync the output if anything was written since the last one (also on a timer)."""
+        if self._dirty and self._file is not sys.stdout:
+            os.fsync(self._file.fileno())
+        self._dirty = False
+        self._synced = time.monotonic() if now is None else now
 
     def close(self, *, complete: bool) -> None:
-        """Flush and close; once every line is done, put the file back in input order."""
-        self.spill()
-        self._file.close()
+        """Flush, fsync and close; once every line is done, put the file in input order."""
+        if self._file is sys.stdout:
+            if self._reorder is not None:  # stopped early: what finished, in order
+                while self._reorder.skip_gap():
+                    while (ready := self._reorder.pop()) is not None:
+                        self._file.write(ready)
+            self._file.flush()
+            return
+        if not self._file.closed:
+            self._file.flush()
+            self.sync()
+            self._file.close()
         if complete and self._ordered and self.out_of_order:
             sort_by_line(self._path)
 
@@ -197,4 +237,6 @@ def sort_by_line(path: str) -> None:
             for _, offset in offsets:
                 f.seek(offset)
                 out.write(f.readline())
+            out.flush()
+            os.fsync(out.fileno())
     os.replace(tmp, path)

@@ -15,13 +15,16 @@ llama.cpp, a proxy, OpenAI itself), else to ``litellm.acompletion`` (imported on
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
+from .._core.redact import redact, redact_url
 from ..testing import FakeLLM, ProviderError, RateLimited
 
-__all__ = ["FAKE_MODELS", "HTTPError", "Provider", "Trace", "trace"]
+__all__ = ["FAKE_MODELS", "HTTPError", "Provider", "ProviderTimeout", "Stopped", "Trace",
+           "TransportError", "trace"]
 
 #: Simulated latency of the ``fake`` model: a base plus a little per output token.
 _FAKE = FakeLLM(latency=0.01, seconds_per_token=0.0005)
@@ -76,12 +79,32 @@ trace: ContextVar[Trace] = ContextVar("llmguard_run_trace")
 
 
 class HTTPError(Exception):
-    """An error answer from an OpenAI-compatible server, shaped for :func:`llmguard.classify`."""
+    """An error answer from an OpenAI-compatible server, shaped for :func:`llmguard.classify`.
 
-    def __init__(self, message: str, *, status_code: int, headers: Any) -> None:
+    ``code`` and ``body`` carry the server's structured error (``{"error": {"code": ...}}``), so
+    ``insufficient_quota`` is told apart from a plain 429 without reading the message.
+    """
+
+    def __init__(self, message: str, *, status_code: int, headers: Any,
+                 code: str | None = None, body: Any = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.headers = headers
+        self.code = code
+        self.body = body
+
+
+class TransportError(ConnectionError):
+    """The connection to ``--api-base`` failed or dropped (classified CONNECTION, retried)."""
+
+
+class ProviderTimeout(TimeoutError):
+    """The provider did not answer within ``--timeout`` (classified TIMEOUT, retried)."""
+
+
+class Stopped(asyncio.CancelledError):
+    """Raised instead of sending once the run is stopping (Ctrl-C): nothing more is sent, and
+    the line is left unrecorded so ``--resume`` does it."""
 
 
 class Provider:
@@ -92,31 +115,66 @@ class Provider:
     costs 7 to 12 ms of CPU per call on a loopback server against 0.35 ms for aiohttp, so a batch
     would top out near 100 calls/s per core, below many accounts' quotas. An OpenAI-compatible
     server needs no translation, only the HTTP call.
+
+    The provider is also where the run knows what was *sent*: ``timeout`` bounds each attempt
+    from when it is sent (never time queued for quota), :attr:`sending` holds the tasks whose
+    request is at the provider (they get ``--grace`` on Ctrl-C, the others are cancelled at
+    once), and :meth:`close` makes every later attempt raise :class:`Stopped` before it is sent.
+    ``on_headers(headers)`` sees every HTTP answer's headers (rate-limit headers are learned
+    from them).
     """
 
-    __slots__ = ("_litellm", "_session", "api_base", "api_key")
+    __slots__ = ("_litellm", "_session", "api_base", "api_key", "closed", "on_headers",
+                 "sending", "sent", "timeout")
 
-    def __init__(self, api_base: str | None = None, api_key: str | None = None) -> None:
+    def __init__(self, api_base: str | None = None, api_key: str | None = None, *,
+                 timeout: float | None = None,
+                 on_headers: Callable[[Any], None] | None = None) -> None:
         self.api_base = api_base.rstrip("/") if api_base else None
         self.api_key = api_key
+        self.timeout = timeout
+        self.on_headers = on_headers
+        #: Tasks whose attempt is at the provider right now.
+        self.sending: set[asyncio.Task[Any]] = set()
+        #: Attempts sent so far (the quota used).
+        self.sent = 0
+        #: True once the run is stopping: nothing more is sent.
+        self.closed = False
         self._session: Any = None
         self._litellm: Any = None
 
+    def close(self) -> None:
+        """Send nothing more (Ctrl-C); attempts already sent carry on."""
+        self.closed = True
+
     async def __call__(self, **request: Any) -> Any:
+        if self.closed:
+            raise Stopped("llmguard run is stopping: not sent")
         model = request.get("model")
         send = self._backend(model)
         current = trace.get(None)
-        if current is None:
-            return await send(request)
-        current.attempts += 1
-        if not current.models or current.models[-1] != model:
-            current.models.append(model)
+        if current is not None:
+            current.attempts += 1
+            if not current.models or current.models[-1] != model:
+                current.models.append(model)
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.sending.add(task)
+        self.sent += 1
         start = loop.time()
         try:
-            return await send(request)
+            async with asyncio.timeout(self.timeout) as limit:
+                return await send(request)
+        except TimeoutError:
+            if limit.expired():  # ours, not the caller's or an inner library's own timeout
+                raise ProviderTimeout(f"{model} did not answer within --timeout "
+                                      f"{self.timeout:g} s") from None
+            raise
         finally:
-            current.latency = loop.time() - start
+            self.sending.discard(task)
+            if current is not None:
+                current.latency = loop.time() - start
 
     def _backend(self, model: Any) -> Callable[[dict[str, Any]], Awaitable[Any]]:
         fake = FAKE_MODELS.get(model)
@@ -133,24 +191,47 @@ class Provider:
     async def _via_litellm(self, request: dict[str, Any]) -> Any:
         # The pipeline's Retry layer retries; litellm and the OpenAI client it drives must not
         # also retry, or attempts multiply (3 x 3) and every backoff hides from our accounting.
-        return await self._litellm.acompletion(**{"num_retries": 0, "max_retries": 0, **request})
+        extra: dict[str, Any] = {"num_retries": 0, "max_retries": 0}
+        if self.api_key:
+            extra["api_key"] = self.api_key
+        return await self._litellm.acompletion(**{**extra, **request})
 
     async def _post(self, request: dict[str, Any]) -> Any:
-        if self._session is None:
-            import aiohttp
+        import aiohttp
 
+        if self._session is None:
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
             self._session = aiohttp.ClientSession(
                 headers=headers, connector=aiohttp.TCPConnector(limit=0)
             )
-        async with self._session.post(f"{self.api_base}/chat/completions", json=request) as r:
-            body = await r.json(content_type=None)
-            if r.status >= 400:
-                error = body.get("error") if isinstance(body, dict) else None
-                message = error.get("message") if isinstance(error, dict) else str(body)
-                raise HTTPError(f"HTTP {r.status} from {self.api_base}: {message}",
-                                status_code=r.status, headers=r.headers)
-            return body
+        url = f"{self.api_base}/chat/completions"
+        where = redact_url(self.api_base or "")
+        try:
+            async with self._session.post(url, json=request) as r:
+                if self.on_headers is not None:
+                    self.on_headers(r.headers)
+                raw = await r.read()
+                status, headers = r.status, r.headers
+        except aiohttp.ClientConnectionError as exc:  # refused, reset, dropped mid-answer
+            raise TransportError(f"connection to {where} failed: "
+                                 f"{type(exc).__name__}: {redact(str(exc))}") from None
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if status >= 400:
+            error = body.get("error") if isinstance(body, dict) else None
+            if isinstance(error, dict):
+                message, code = error.get("message"), error.get("code") or error.get("type")
+            else:  # an HTML 502 from a proxy: keep the status, show the start of the body
+                message, code = raw[:200].decode("utf-8", "replace").strip(), None
+            raise HTTPError(f"HTTP {status} from {where}: {redact(str(message))}",
+                            status_code=status, headers=headers,
+                            code=code if isinstance(code, str) else None, body=body)
+        if body is None:
+            raise HTTPError(f"HTTP {status} from {where}: the answer is not JSON "
+                            f"({raw[:80]!r})", status_code=502, headers=headers)
+        return body
 
     async def aclose(self) -> None:
         if self._session is not None:

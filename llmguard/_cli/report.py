@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections import deque
+from collections.abc import Callable
 from array import array
 from collections import Counter
 from typing import Any, TextIO
@@ -86,7 +89,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[int(rank) - 1]
 
 
-def format_summary(tally: Tally, wall: float, *, source: str, output: str) -> str:
+def format_summary(tally: Tally, wall: float, *, source: str, output: str,
+                   quota: str | None = None, abandoned: int = 0) -> str:
     """The closing table: counts by outcome, tokens, cost, latency percentiles, resilience."""
     lat, elapsed = sorted(tally.latencies), sorted(tally.elapsed)
     tokens = tally.input_tokens + tally.output_tokens
@@ -113,6 +117,11 @@ def format_summary(tally: Tally, wall: float, *, source: str, output: str) -> st
                        f"{tally.cached} cache hits"),
         ("wall time", f"{wall:.2f} s ({tally.done / wall if wall > 0 else 0:,.1f} lines/s)"),
     ]
+    if quota is not None:
+        rows.append(("quota used", quota))
+    if abandoned:
+        rows.append(("abandoned", f"{abandoned} lines in flight at the provider when stopped "
+                                  "(not recorded: --resume sends them again)"))
     width = max(len(name) for name, _ in rows)
     lines = [f"llmguard run: {source} -> {output}"]
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
@@ -120,24 +129,47 @@ def format_summary(tally: Tally, wall: float, *, source: str, output: str) -> st
 
 
 class Progress:
-    """A tqdm bar on stderr (rate, ETA, ok, failed, tokens/min); silent when not a terminal.
+    """A tqdm bar on stderr: lines recorded (the bar counts exactly the records written), ok,
+    failed, tokens/min over the last :data:`WINDOW` seconds, lines at the provider vs waiting
+    (for quota, a slot or a backoff). Silent when not a terminal or without tqdm.
 
     With ``verbose`` it also logs one line per finished record, for logs and pipes.
     """
 
-    __slots__ = ("_bar", "_stream", "_tally", "_verbose")
+    __slots__ = ("_bar", "_in_flight", "_queued", "_recent", "_stream", "_tally", "_verbose")
+
+    #: Seconds of history behind the tokens/min figure.
+    WINDOW = 60.0
 
     def __init__(self, tally: Tally, *, total: int | None, enabled: bool | None,
-                 verbose: bool, stream: TextIO | None = None) -> None:
+                 verbose: bool, stream: TextIO | None = None,
+                 in_flight: Callable[[], int] = lambda: 0,
+                 queued: Callable[[], int] = lambda: 0) -> None:
         self._stream = stream or sys.stderr
         self._tally = tally
         self._verbose = verbose
+        self._in_flight, self._queued = in_flight, queued
+        #: (time, tokens) of recent records, for the sliding tokens/min.
+        self._recent: deque[tuple[float, int]] = deque()
         self._bar: Any = None
         if enabled is not False and (enabled or self._stream.isatty()):
-            from tqdm import tqdm  # imported lazily: a progress bar is a CLI concern
-
+            try:
+                from tqdm import tqdm  # imported lazily: a progress bar is a CLI concern
+            except ImportError:  # optional: the run goes on without a bar
+                return
             self._bar = tqdm(total=total, unit="line", file=self._stream, dynamic_ncols=True,
                              smoothing=0.1, mininterval=0.2)
+
+    def tokens_per_minute(self, now: float) -> float:
+        """Tokens of the records of the last WINDOW seconds, per minute (over the time covered,
+        at least 1 s, so the first records do not read as a huge rate)."""
+        recent = self._recent
+        while recent and recent[0][0] < now - self.WINDOW:
+            recent.popleft()
+        if not recent:
+            return 0.0
+        span = max(1.0, min(self.WINDOW, now - recent[0][0]))
+        return sum(n for _, n in recent) / span * 60
 
     def update(self, record: dict[str, Any]) -> None:
         bar = self._bar
@@ -150,12 +182,14 @@ class Progress:
                 bar.write(message, file=self._stream)
         if bar is None:
             return
-        bar.update(1)
+        now = time.monotonic()
+        usage = record.get("usage") or {}
+        self._recent.append((now, usage.get("input_tokens", 0) + usage.get("output_tokens", 0)))
         tally = self._tally
-        elapsed = bar.format_dict["elapsed"] or 1e-9
-        tokens = tally.input_tokens + tally.output_tokens
         bar.set_postfix_str(f"ok={tally.ok} failed={tally.failed} "
-                            f"tokens/min={tokens / elapsed * 60:,.0f}", refresh=False)
+                            f"at-provider={self._in_flight()} waiting={max(0, self._queued())} "
+                            f"tokens/min={self.tokens_per_minute(now):,.0f}", refresh=False)
+        bar.update(1)  # after the postfix, so the refresh shows both
 
     def close(self) -> None:
         if self._bar is not None:

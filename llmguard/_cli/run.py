@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from .._runners.batch import batch_iter
-from .._core.classify import classify
-from .io import Job, OutputWriter, read_jobs
-from .provider import Provider, Trace, cost_of, to_json, trace
-from .report import Progress, Tally, format_summary
-from .._core.call import Call, Handler
+from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
-from .._core.tokens import extract_usage
+from .._runners.stopper import Stopper
+from .io import FSYNC_INTERVAL, Job, OutputWriter, read_jobs
+from .limits import Limits, announce
+from .provider import Provider
+from .report import Progress, Tally, format_summary
+from .worker import make_worker
 
 __all__ = ["Settings", "build_pipeline", "run"]
 
@@ -42,6 +37,7 @@ class Settings:
     adaptive: bool = False
     retries: int = 3
     timeout: float | None = 60.0
+    api_key: str | None = None
     fallback_models: tuple[str, ...] = ()
     cache_ttl: float | None = None
     priority_field: str | None = None
@@ -60,8 +56,13 @@ class Settings:
         return 512 if self.adaptive else 4 * self.concurrency
 
 
-def build_pipeline(s: Settings) -> Pipeline:
-    """The recommended layer order (see the README's "Layer order"), from the options given."""
+def build_pipeline(s: Settings, limits: Limits | None = None) -> Pipeline:
+    """The recommended layer order (see the README's "Layer order"), from the options given.
+
+    No Timeout layer: ``--timeout`` is enforced by the provider from when an attempt is sent,
+    so time spent waiting for quota or a slot is never a timeout. The rate limit waits as long
+    as it takes (``max_wait=None``): a quota-bound run paces, it does not fail lines.
+    """
     p = Pipeline(name="llmguard-run")
     if s.metrics_port is not None:
         p = p.metrics()
@@ -71,180 +72,167 @@ def build_pipeline(s: Settings) -> Pipeline:
         p = p.fallback(*({"model": m} for m in s.fallback_models))
     if s.retries:
         p = p.retry(attempts=s.retries + 1)
-    if s.timeout is not None:
-        p = p.timeout(s.timeout)
-    if s.rpm is not None or s.tpm is not None:
-        # OpenAI-style providers charge max_tokens at admission: keep reservations as made.
-        p = p.rate_limit(rpm=s.rpm, tpm=s.tpm, burst=s.burst, margin=s.margin, charge="reserved")
+    if limits is None:
+        limits = make_limits(s)
+    p = p.then(limits)
     return p.adaptive_concurrency() if s.adaptive else p.concurrency_limit(s.concurrency)
 
 
-def _error(kind: str, exc_type: str, message: str) -> dict[str, str]:
-    return {"kind": kind, "type": exc_type, "message": message}
+def make_limits(s: Settings) -> Limits:
+    """The run's quotas: --rpm/--tpm, else learned from a real provider's headers."""
+    # OpenAI-style providers charge max_tokens at admission: keep reservations as made.
+    # Learned from --api-base answers (the headers are read there; litellm hides them).
+    return Limits(rpm=s.rpm, tpm=s.tpm, learn=s.api_base is not None,
+                  announce=announce, burst=s.burst, margin=s.margin, charge="reserved",
+                  tokens=request_tokens)
 
 
-def _describe(exc: Exception) -> dict[str, str]:
-    if isinstance(exc, BaseExceptionGroup):  # FallbackExhausted: every model failed
-        last = exc.exceptions[-1]
-        detail = "; ".join(f"{type(e).__name__}: {e}" for e in exc.exceptions)
-        kind = classify(last).kind.value if isinstance(last, Exception) else "unknown"
-        return _error(kind, type(exc).__name__, f"{exc.message}: {detail}")
-    return _error(classify(exc).kind.value, type(exc).__name__, str(exc))
+async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
+              failed_before: int = 0) -> int:
+    """Run the whole file, skipping the ids in ``skip``; returns the exit code.
 
-
-def _record(job: Job, **fields: Any) -> dict[str, Any]:
-    record = {"id": job.id, "line": job.line, "ok": False, "model": None, "response": None,
-              "error": None, "usage": None, "cost": None, "latency": None, "elapsed": None,
-              "attempts": 0, "retries": 0, "fallback": False, "cached": False,
-              "metadata": job.metadata}
-    record.update(fields)
-    return record
-
-
-def make_worker(handler: Handler, provider: Provider, *, model: str | None,
-                cache: bool) -> Callable[[Job], Any]:
-    """The per-line coroutine function: never raises (except cancellation), returns a record."""
-
-    async def run_one(job: Job) -> dict[str, Any]:
-        if job.request is None:
-            return _record(job, error=_error("invalid_input", "InvalidInput", job.problem or ""))
-        request = job.request
-        if model is not None:
-            request["model"] = model
-        else:
-            request.setdefault("model", "fake")
-        requested = request["model"]
-        current = Trace()
-        token = trace.set(current)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        call = Call(provider, (), request, "llmguard-run")
-        call.priority = job.priority
-        response = error = None
-        try:
-            response = await handler(call)
-        except Exception as exc:  # recorded, never raised: one line's failure never stops a run
-            error = _describe(exc)
-        finally:
-            trace.reset(token)
-        elapsed = loop.time() - start
-        answered = current.models[-1] if current.models else requested
-        usage = extract_usage(response) if error is None else None
-        return _record(
-            job, ok=error is None, model=answered, error=error, elapsed=round(elapsed, 6),
-            latency=None if current.latency is None else round(current.latency, 6),
-            response=to_json(response), cost=cost_of(response),
-            usage=None if usage is None else {"input_tokens": usage.input_tokens,
-                                              "output_tokens": usage.output_tokens},
-            attempts=current.attempts, retries=current.attempts - len(current.models),
-            fallback=any(m != requested for m in current.models),
-            cached=cache and error is None and current.attempts == 0,
-        )
-
-    return run_one
-
-
-def _count_lines(path: str) -> int:
-    with open(path, "rb") as f:
-        return sum(1 for raw in f if raw.strip())
-
-
-class _Stopper:
-    """Ctrl-C (or SIGTERM): stop admitting lines, give in-flight ones ``grace`` seconds, then
-    cancel them. A second Ctrl-C cancels at once."""
-
-    __slots__ = ("_timer", "grace", "requested", "task")
-
-    def __init__(self, grace: float, task: asyncio.Task[Any]) -> None:
-        self.grace = grace
-        #: True once a stop was asked for: no further line is admitted.
-        self.requested = False
-        #: The task running the file, cancelled when the grace period is over.
-        self.task = task
-        self._timer: asyncio.TimerHandle | None = None
-
-    def __call__(self) -> None:
-        if self.requested:
-            self.task.cancel()
-            return
-        self.requested = True
-        print(f"\nllmguard: stopping; waiting up to {self.grace:g} s for lines in flight "
-              "(Ctrl-C again to abandon them)", file=sys.stderr, flush=True)
-        self._timer = asyncio.get_running_loop().call_later(self.grace, self.task.cancel)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-async def run(s: Settings, pipeline: Pipeline, skip: set[str], argv: list[str]) -> int:
-    """Run the whole file, skipping the ids in ``skip``; returns the exit code."""
+    One task per line in a window of :attr:`Settings.window` lines; each task writes its record
+    the moment it finishes. On the first Ctrl-C/SIGTERM the provider sends nothing more, lines
+    not yet sent are cancelled at once (never recorded: ``--resume`` does them), and lines at
+    the provider get ``--grace`` seconds; the second signal abandons them.
+    """
+    out = sys.stderr if s.output == "-" else sys.stdout  # records own stdout with -o -
+    limits = make_limits(s)
+    provider = Provider(s.api_base, s.api_key, timeout=s.timeout, on_headers=limits.observe)
     tally = Tally(skipped=len(skip))
-    progress = Progress(tally, total=_count_lines(s.input) - len(skip), enabled=s.progress,
-                        verbose=s.verbose)
+    progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
+                        in_flight=lambda: len(provider.sending),
+                        queued=lambda: len(pending) - len(provider.sending))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume)
-    stopper = _Stopper(s.grace, asyncio.current_task())  # type: ignore[arg-type]
-    exhausted = False
-
-    def jobs() -> Iterator[Job]:
-        nonlocal exhausted
-        index = 0
-        for job in read_jobs(s.input, s.priority_field):
-            if stopper.requested:
-                return
-            if job.id not in skip:
-                job.index, index = index, index + 1
-                yield job
-        exhausted = True
-
-    provider = Provider(s.api_base, os.environ.get("OPENAI_API_KEY"))
-    worker = make_worker(pipeline.build(), provider, model=s.model,
+    worker = make_worker(build_pipeline(s, limits).build(), provider, model=s.model,
                          cache=s.cache_ttl is not None)
-
-    async def consume() -> None:
-        outcomes = batch_iter(worker, jobs(), concurrency=s.window, ordered=False,
-                              progress=False)
-        async with contextlib.aclosing(outcomes):
-            async for outcome in outcomes:
-                job = outcome.item
-                if outcome.ok:
-                    record = outcome.value
-                else:  # the worker records every error itself; this is a bug's last resort
-                    record = _record(job, error=_describe(outcome.error))
-                writer.write(job.index, record)
-                tally.add(record)
-                progress.update(record)
-
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopper)
+    pending: set[asyncio.Task[None]] = set()
+    room = asyncio.Event()  # a line finished, or a stop: the reader looks again
+    abandoned: list[int] = []
+    write_error: list[OSError] = []
+
+    def stop(_name: str) -> None:
+        provider.close()
+        waiting = [t for t in pending if t not in provider.sending]
+        for task in waiting:  # not sent yet: nothing to wait for
+            task.cancel()
+        if provider.sending:
+            print(f"\nllmguard run: stopping: nothing more is sent; waiting up to {s.grace:g} s "
+                  f"for {len(provider.sending)} lines at the provider (Ctrl-C again to abandon "
+                  "them)", file=sys.stderr, flush=True)
+        room.set()
+
+    def abandon() -> None:
+        abandoned.append(len(provider.sending))
+        for task in list(pending):
+            task.cancel()
+
+    async def one(job: Job) -> None:
+        try:
+            record = await worker(job)
+        except asyncio.CancelledError:
+            return  # stopped before its answer: unrecorded, so --resume does it
+        try:
+            writer.write(job.index, record)
+        except OSError as exc:
+            if not write_error:
+                write_error.append(exc)
+                stopper("SIGTERM")  # cannot record answers: stop paying for them
+            return
+        tally.add(record)
+        progress.update(record)
+
+    def finished(task: asyncio.Task[None]) -> None:
+        pending.discard(task)
+        room.set()
+
+    def fsync_tick() -> None:  # the power-loss bound even when no line finishes for a while
+        writer.sync()
+        ticker[0] = loop.call_later(FSYNC_INTERVAL, fsync_tick)
+
+    stopper = Stopper(s.grace, stop=stop, abandon=abandon)
+    print(f"llmguard run: limits in use: {limits.describe()}; concurrency "
+          f"{'adaptive' if s.adaptive else s.concurrency}", file=sys.stderr, flush=True)
     start = loop.time()
+    ticker = [loop.call_later(FSYNC_INTERVAL, fsync_tick)]
     complete = False
     try:
-        await consume()
-        complete = exhausted
-    except asyncio.CancelledError:
-        if not stopper.requested:
-            raise
-        stopper.task.uncancel()  # our own stop, handled: the run ends normally below
+        with stopper:
+            index = 0
+            for job in read_jobs(s.input, s.priority_field):
+                if job.id in skip:
+                    continue
+                while len(pending) >= s.window and stopper.signal is None:
+                    room.clear()
+                    await room.wait()
+                if stopper.signal is not None:
+                    break
+                job.index, index = index, index + 1
+                task = loop.create_task(one(job))
+                pending.add(task)
+                task.add_done_callback(finished)
+            else:
+                complete = True
+            while pending:
+                await asyncio.wait(set(pending))
+            complete = complete and stopper.signal is None
     finally:
-        stopper.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        ticker[0].cancel()
         progress.close()
-        writer.close(complete=complete)
         await provider.aclose()
-    print(format_summary(tally, loop.time() - start, source=s.input, output=s.output))
+        try:
+            writer.close(complete=complete)
+        except OSError as exc:
+            write_error.append(exc)
+    wall = loop.time() - start
+    print(format_summary(tally, wall, source=s.input, output=s.output,
+                         quota=quota_used(limits, provider.sent, tally, wall),
+                         abandoned=abandoned[0] if abandoned else 0), file=out)
+    if write_error:
+        print(f"llmguard run: error: cannot write output {s.output!r}: {write_error[0]}; free "
+              f"space or fix permissions, then resume with:\n  llmguard run {resume_args(argv)}",
+              file=sys.stderr)
+        return EXIT_USAGE
     if not complete:
-        print(f"llmguard: interrupted; {tally.done} lines recorded in {s.output}. Resume with:\n"
-              f"  llmguard run {resume_args(argv)}", file=sys.stderr)
+        print(f"llmguard run: interrupted; {tally.done} lines recorded in {s.output}. Resume "
+              f"with:\n  llmguard run {resume_args(argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if tally.failed else EXIT_OK
+    if failed_before:
+        print(f"llmguard run: {failed_before} lines of {s.output} failed in an earlier run and "
+              "were not redone; rerun with --resume --retry-failed to try them again",
+              file=sys.stderr)
+    return EXIT_FAILED if tally.failed or failed_before else EXIT_OK
+
+
+def quota_used(limits: Limits, sent: int, tally: Tally, wall: float) -> str | None:
+    """How much of the quota the run used, per minute on average (None without quotas)."""
+    if limits.inner is None or wall <= 0:
+        return None
+    parts = []
+    if limits.rpm:
+        rate = sent / wall * 60
+        parts.append(f"{rate:,.0f} requests/min of rpm {limits.rpm:,} ({rate / limits.rpm:.0%})")
+    if limits.tpm:
+        rate = (tally.input_tokens + tally.output_tokens) / wall * 60
+        parts.append(f"{rate:,.0f} tokens/min of tpm {limits.tpm:,} ({rate / limits.tpm:.0%})")
+    return "; ".join(parts) + f" [{limits.source}]"
 
 
 def resume_args(argv: list[str]) -> str:
     """The command line that resumes this run."""
     import shlex
 
-    args = [a for a in argv if a not in ("--overwrite", "--resume")]
+    args: list[str] = []
+    hide = False
+    for a in argv:
+        if a in ("--overwrite", "--resume"):
+            continue
+        if hide:  # a key never goes to the terminal: the user passes it again
+            args.append("KEY")
+        elif a.startswith("--api-key="):
+            args.append("--api-key=KEY")
+        else:
+            args.append(a)
+        hide = a == "--api-key"
     return shlex.join([*args, "--resume"])

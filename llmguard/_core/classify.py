@@ -94,6 +94,8 @@ def retry_after_from_headers(headers: Any, *, now: float | None = None) -> float
         except ValueError:
             pass
     value = _header(headers, "retry-after")
+    if value is None:  # litellm's proxy forwards the provider's as llm_provider-retry-after
+        value = _header(headers, "llm_provider-retry-after")
     if value is None:
         return None
     try:
@@ -199,6 +201,25 @@ def _refine(kind: FailureKind, message: str) -> FailureKind:
     return kind
 
 
+def _codes(exc: BaseException) -> str:
+    """The structured error codes an exception carries (``exc.code``, ``exc.type``,
+    ``body["code"]``, ``body["error"]["code"]``): what the openai SDK and OpenAI-compatible
+    servers set, e.g. ``insufficient_quota`` or ``context_length_exceeded``."""
+    found: list[str] = []
+    body = getattr(exc, "body", None)
+    sources: list[Any] = [exc]
+    if isinstance(body, Mapping):
+        sources.append(body)
+        if isinstance(body.get("error"), Mapping):
+            sources.append(body["error"])
+    for source in sources:
+        for name in ("code", "type"):
+            value = source.get(name) if isinstance(source, Mapping) else getattr(source, name, None)
+            if isinstance(value, str):
+                found.append(value)
+    return " ".join(found)
+
+
 def classify(exc: BaseException) -> Failure:
     """Classify an exception from any LLM client into a :class:`Failure`."""
     status = _status(exc)
@@ -222,7 +243,7 @@ def classify(exc: BaseException) -> Failure:
             kind = FailureKind.CONNECTION
         else:
             kind = FailureKind.UNKNOWN
-    kind = _refine(kind, str(exc).lower())
+    kind = _refine(kind, f"{exc} {_codes(exc)}".lower())
     verdict = _header(headers, "x-should-retry")
     should_retry = {"true": True, "false": False}.get((verdict or "").lower())
     return Failure(kind, retry_after, status, should_retry)

@@ -6,12 +6,15 @@ command line, so every part of llmguard counts tokens the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
 from .public import public
 
-__all__ = ["Usage", "estimate_tokens", "extract_usage", "field"]
+__all__ = ["Usage", "count_text", "estimate_tokens", "extract_usage", "field", "request_tokens",
+           "tokenizer"]
 
 #: Rough characters per token of English text for BPE tokenizers (OpenAI's rule of thumb).
 CHARS_PER_TOKEN = 4
@@ -19,6 +22,19 @@ CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 4
 #: Output tokens reserved when the call sets no ``max_tokens``.
 DEFAULT_OUTPUT_RESERVE = 256
+#: Tokens a request's JSON framing adds beyond its messages (measured against OpenAI's
+#: reported prompt_tokens: ~12 for a one-message chat request); see ``request_tokens``.
+REQUEST_OVERHEAD = 12
+
+# Han, kana, Hangul and full-width forms: BPE tokenizers spend about one token per character
+# on them (chars/4 undercounts Chinese and Japanese about 3x).
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+
+def count_text(text: str) -> int:
+    """Heuristic tokens of ``text``: one per CJK character, one per 4 other characters."""
+    cjk = len(_CJK.findall(text)) if not text.isascii() else 0
+    return cjk + -(-(len(text) - cjk) // CHARS_PER_TOKEN)
 
 
 @public
@@ -34,17 +50,18 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
-def _text_tokens(value: Any) -> int:
+def _text_tokens(value: Any, count: Callable[[str], int] = count_text) -> int:
     if value is None:
         return 0
     if isinstance(value, str):
-        return -(-len(value) // CHARS_PER_TOKEN)
+        return count(value)
     if isinstance(value, Mapping):
         # A message or content part: count its text-bearing fields.
-        return sum(_text_tokens(value.get(k)) for k in ("content", "text", "name", "tool_calls"))
+        return sum(_text_tokens(value.get(k), count)
+                   for k in ("content", "text", "name", "tool_calls"))
     if isinstance(value, (list, tuple)):
-        return sum(_text_tokens(v) for v in value)
-    return _text_tokens(str(value))
+        return sum(_text_tokens(v, count) for v in value)
+    return _text_tokens(str(value), count)
 
 
 def estimate_tokens(*args: Any, **kwargs: Any) -> int:
@@ -67,6 +84,83 @@ def estimate_tokens(*args: Any, **kwargs: Any) -> int:
         if isinstance(limit, int):
             return prompt + limit
     return prompt + DEFAULT_OUTPUT_RESERVE
+
+
+_ENCODERS: dict[str, Any] = {}
+
+
+def _encoding_name(model: Any) -> str:
+    name = str(model or "").lower()
+    if name.startswith(("gpt-3.5", "gpt-4-", "gpt-4", "text-embedding")) and not name.startswith(
+            ("gpt-4o", "gpt-4.1", "gpt-4.5")):
+        return "cl100k_base"
+    return "o200k_base"  # gpt-4o, gpt-4.1, o-series, gpt-5, and the default for unknown models
+
+
+def tokenizer(model: Any = None) -> Callable[[str], int] | None:
+    """A ``text -> token count`` function with the model's tiktoken encoding, or None.
+
+    Never downloads: tiktoken fetches encodings from the network on first use, so this looks
+    for the encoding file in ``TIKTOKEN_CACHE_DIR`` or in the copy litellm bundles (o200k_base,
+    cl100k_base), and returns None when tiktoken or the file is missing (callers then use the
+    CJK-aware heuristic :func:`count_text`).
+    """
+    name = _encoding_name(model)
+    if name in _ENCODERS:
+        return _ENCODERS[name]
+    _ENCODERS[name] = None
+    import hashlib
+    import importlib.util
+    import os
+
+    try:
+        if importlib.util.find_spec("tiktoken") is None:
+            return None
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+        if cache is None:
+            spec = importlib.util.find_spec("litellm")
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            cache = os.path.join(list(spec.submodule_search_locations)[0],
+                                 "litellm_core_utils", "tokenizers")
+        url = f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+        if not os.path.exists(os.path.join(cache, hashlib.sha1(url.encode()).hexdigest())):
+            return None
+        os.environ.setdefault("TIKTOKEN_CACHE_DIR", cache)  # where tiktoken reads it from
+        import tiktoken
+
+        encoding = tiktoken.get_encoding(name)
+    except Exception:  # a broken install must not break a run: the heuristic is the fallback
+        return None
+
+    def count(text: str) -> int:
+        return len(encoding.encode(text, disallowed_special=()))
+
+    _ENCODERS[name] = count
+    return count
+
+
+def request_tokens(*args: Any, **kwargs: Any) -> int:
+    """Tokens a chat request is charged against a TPM quota: its messages counted with the
+    model's tokenizer when one is installed (:func:`tokenizer`), else :func:`count_text`,
+    plus per-message and request framing (:data:`REQUEST_OVERHEAD`) and the output reserved
+    (``max_tokens``, else :data:`DEFAULT_OUTPUT_RESERVE`). Same signature as
+    :func:`estimate_tokens`, so it plugs into ``RateLimit(tokens=...)``.
+    """
+    count = tokenizer(kwargs.get("model")) or count_text
+    messages = kwargs.get("messages")
+    if messages is not None:
+        prompt = sum(_text_tokens(m, count) + MESSAGE_OVERHEAD for m in messages) + 3
+    else:
+        text = kwargs.get("prompt", kwargs.get("input"))
+        if text is None:
+            text = next((a for a in args if isinstance(a, (str, list))), None)
+        prompt = _text_tokens(text, count)
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        limit = kwargs.get(name)
+        if isinstance(limit, int):
+            return prompt + REQUEST_OVERHEAD + limit
+    return prompt + REQUEST_OVERHEAD + DEFAULT_OUTPUT_RESERVE
 
 
 def field(obj: Any, name: str) -> Any:

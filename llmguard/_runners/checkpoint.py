@@ -16,13 +16,15 @@ import json
 import os
 from typing import Any
 
+from .jsonl import read_records
+
 __all__ = ["Checkpoint"]
 
 
 class Checkpoint:
     """Records read from, and appended to, one JSONL file (see the module docstring)."""
 
-    __slots__ = ("path", "records", "_file", "_dead")
+    __slots__ = ("path", "records", "_file", "_dead", "_dead_keys")
 
     def __init__(self, path: str | os.PathLike[str], dead_letter: str | os.PathLike[str] | None = None) -> None:
         #: The checkpoint file.
@@ -32,32 +34,29 @@ class Checkpoint:
         if os.path.exists(self.path):
             self._load()
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        self._dead = None if dead_letter is None else open(os.fspath(dead_letter), "a", encoding="utf-8")
+        #: Keys already in the dead-letter file: a rerun with ``retry_failed=False`` meets the
+        #: same failures again and must not append them once more.
+        self._dead_keys: set[str] = set()
+        self._dead = None
+        if dead_letter is not None:
+            dead_path = os.fspath(dead_letter)
+            for _, key in read_records(dead_path, lambda r: str(r["key"]),
+                                       corrupt=lambda n, e: f"{dead_path}:{n}: not a dead-letter "
+                                                            f"record ({e!r})"):
+                self._dead_keys.add(key)
+            self._dead = open(dead_path, "a", encoding="utf-8")  # noqa: SIM115
 
     def _load(self) -> None:
-        with open(self.path, "rb") as f:
-            data = f.read()
-        good = 0  # byte offset after the last well-formed line
-        lines = data.split(b"\n")
-        for number, line in enumerate(lines, 1):
-            end = good + len(line) + 1
-            if not line.strip():
-                good = min(end, len(data))
-                continue
-            try:
-                record = json.loads(line)
-                key = record["key"]
-            except (ValueError, KeyError, TypeError) as exc:
-                if number == len(lines):  # a crash mid-write truncated the last line: drop it
-                    with open(self.path, "r+b") as f:
-                        f.truncate(good)
-                    return
-                raise ValueError(
-                    f"{self.path}:{number}: not a checkpoint record ({exc}); the file is corrupt. "
-                    "Fix or delete that line, or move the file away to start the batch over."
-                ) from None
-            self.records[str(key)] = record
-            good = min(end, len(data))
+        def parse(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+            return str(record["key"]), record
+
+        def corrupt(number: int, exc: Exception) -> str:
+            return (f"{self.path}:{number}: not a checkpoint record ({exc!r}); the file is "
+                    "corrupt. Fix or delete that line, or move the file away to start the batch "
+                    "over.")
+
+        for _, (key, record) in read_records(self.path, parse, corrupt=corrupt):
+            self.records[key] = record
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record and flush it (crash-safe for the process, see the fsync policy)."""
@@ -74,7 +73,8 @@ class Checkpoint:
 
     def dead_letter(self, record: dict[str, Any]) -> None:
         """Append a failed item's record to the dead-letter file, if one was given."""
-        if self._dead is not None:
+        if self._dead is not None and str(record["key"]) not in self._dead_keys:
+            self._dead_keys.add(str(record["key"]))
             self._dead.write(json.dumps(record, ensure_ascii=False, default=repr) + "\n")
             self._dead.flush()
 
