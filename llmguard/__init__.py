@@ -49,7 +49,8 @@ if _TYPE_CHECKING:
     from ._resilience.timeout import Timeout, TimeoutStats
     from ._runners.batch import Outcome, batch, batch_iter
     from ._runners.jobs import Job, JobManager, JobStatus
-    from ._runners.pool import AgentPool, MemberStats, PoolStats
+    from ._runners.member import MemberStats, PoolStats
+    from ._runners.pool import AgentPool
 
 _lazy: dict[str, str] = {}
 

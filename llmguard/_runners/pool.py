@@ -12,69 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .._core.check import number, text
-from .._resilience.circuit import CircuitState, State
+from .._resilience.circuit import State
 from .._core.classify import classify
 from .._core.call import Call, invoke
 from .._core.errors import CircuitOpenError
 from .._core.stream import Stream
 from .._core.public import public
+from .member import Member, MemberStats, PoolStats
 
-__all__ = ["AgentPool", "MemberStats", "PoolStats"]
+__all__ = ["AgentPool"]
 
 _STRATEGIES = ("least_busy", "round_robin", "weighted")
-
-
-@public
-@dataclass(frozen=True, slots=True)
-class MemberStats:
-    name: str
-    #: Calls in progress, calls finished, of which failed.
-    busy: int
-    calls: int
-    failures: int
-    #: "closed" (in service), "open" (cooling down) or "half_open" (probing).
-    state: str
-    #: Mean latency of finished calls, seconds (0 before the first).
-    mean_latency: float
-
-
-@public
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    members: tuple[MemberStats, ...]
-    #: Callers waiting for a free member.
-    waiting: int
-
-
-class _Member:
-    __slots__ = ("target", "fn", "name", "weight", "busy", "calls", "failures", "latency",
-                 "circuit", "current")
-
-    def __init__(self, target: Any, fn: Callable[..., Any], name: str, weight: float,
-                 cooldown: float) -> None:
-        self.target, self.fn, self.name, self.weight = target, fn, name, weight
-        self.busy = self.calls = self.failures = 0
-        self.latency = 0.0
-        self.current = 0.0  # smooth weighted round robin credit
-        # 3 unhealthy failures in 5+ calls within 60 s open it; one successful probe closes it.
-        self.circuit = CircuitState(failure_ratio=0.5, min_calls=3, window=60, open_for=cooldown,
-                                    half_open_calls=1)
-
-    def usable(self, now: float, per_member: int) -> bool:
-        c = self.circuit
-        if self.busy >= per_member:
-            return False
-        if c.state is State.OPEN:
-            return now >= c.opened_at + c.open_for
-        if c.state is State.HALF_OPEN:
-            return c.probes + c.probe_ok < c.half_open_calls
-        return True
 
 
 @public
@@ -114,7 +67,9 @@ class AgentPool:
         number("cooldown", cooldown, unit=" of seconds")
         self._members = [self._member(m, i, method, w, cooldown) for i, (m, w) in enumerate(zip(members, weights))]
         self._per_member, self._strategy, self._method = per_member, strategy, method
-        self._waiters: deque[asyncio.Future[_Member]] = deque()
+        # FIFO of waiting callers; an OrderedDict so a cancelled one leaves in O(1), whether or
+        # not _wake already dropped it (deque.remove raised ValueError when it had)
+        self._waiters: OrderedDict[asyncio.Future[Member], None] = OrderedDict()
         self._rr = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -125,14 +80,14 @@ class AgentPool:
         self._bound = bound
 
     @staticmethod
-    def _member(m: Any, i: int, method: str, weight: float, cooldown: float) -> _Member:
+    def _member(m: Any, i: int, method: str, weight: float, cooldown: float) -> Member:
         fn = getattr(m, method, None)
         if fn is None:
             if not callable(m):
                 raise TypeError(f"members[{i}] has no async method {method!r} and is not callable: {m!r}")
             fn = m
         name = getattr(m, "name", None) or getattr(fn, "__qualname__", None) or f"member{i}"
-        return _Member(m, fn, f"{i}:{name}", float(weight), cooldown)
+        return Member(m, fn, f"{i}:{name}", float(weight), cooldown)
 
     def __getattr__(self, name: str) -> Any:
         if name == self._method:
@@ -155,7 +110,7 @@ class AgentPool:
         self._give_back(member, loop, start, None)
         return result
 
-    def _give_back(self, member: _Member, loop: asyncio.AbstractEventLoop, start: float,
+    def _give_back(self, member: Member, loop: asyncio.AbstractEventLoop, start: float,
                    error: BaseException | None) -> None:
         if error is None:
             member.circuit.record(loop.time(), False)
@@ -169,7 +124,7 @@ class AgentPool:
         member.busy -= 1
         self._wake(loop)
 
-    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> _Member:
+    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> Member:
         if not self._waiters and (member := self._pick(loop.time())) is not None:
             return member
         now = loop.time()
@@ -181,7 +136,7 @@ class AgentPool:
                 f"next probe in {wait:.1f} s (lower the load, add members or raise cooldown)",
                 retry_after=wait)
         waiter = loop.create_future()
-        self._waiters.append(waiter)
+        self._waiters[waiter] = None
         self._wake(loop)  # cooling members may be due for a probe
         try:
             return await waiter
@@ -192,10 +147,10 @@ class AgentPool:
                 member.circuit.cancel()
                 self._wake(loop)
             else:
-                self._waiters.remove(waiter)
+                self._waiters.pop(waiter, None)
             raise
 
-    def _pick(self, now: float) -> _Member | None:
+    def _pick(self, now: float) -> Member | None:
         """Choose a usable member by strategy and take a slot on it (busy += 1)."""
         free = [m for m in self._members if m.usable(now, self._per_member)]
         if not free:
@@ -218,14 +173,17 @@ class AgentPool:
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hand free members to waiters in arrival order; retry when a cooldown ends."""
-        while self._waiters:
-            if self._waiters[0].done():  # cancelled while queued
-                self._waiters.popleft()
+        waiters = self._waiters
+        while waiters:
+            waiter = next(iter(waiters))
+            if waiter.done():  # cancelled while queued; its caller has not resumed yet
+                del waiters[waiter]
                 continue
             member = self._pick(loop.time())
             if member is None:
                 break
-            self._waiters.popleft().set_result(member)
+            del waiters[waiter]
+            waiter.set_result(member)
         if self._waiters and self._timer is None:
             now = loop.time()
             due = [m.circuit.retry_after(now) for m in self._members if m.circuit.state is State.OPEN]
