@@ -492,3 +492,72 @@ async def test_a_release_reentered_from_the_grant_never_exceeds_the_limit(monkey
         await asyncio.sleep(0)
     await asyncio.gather(*tasks)
     assert baseline(limiter) == (0, 0, {})
+
+
+class MinimalLimiter:
+    """A Limiter written from the protocol's docstring alone: one FIFO, priorities ignored
+    (allowed: the contract says higher is served first only among what the limiter orders)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_flight, self._queue = limit, 0, []
+
+    async def acquire(self, *, priority: int = 0, partition=None) -> None:
+        if self.in_flight < self.limit and not self._queue:
+            self.in_flight += 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(future)
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self.release()  # granted meanwhile: pass it on, never lose it
+            elif future in self._queue:
+                self._queue.remove(future)
+            raise
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        while self._queue and self.in_flight < self.limit:
+            future = self._queue.pop(0)
+            if not future.done():
+                self.in_flight += 1
+                future.set_result(None)
+
+    def statistics(self):
+        return {"in_flight": self.in_flight, "waiting": len(self._queue)}
+
+
+async def test_concurrency_limit_drives_a_limiter_written_from_its_docstring() -> None:
+    """The ``Limiter`` seam: a minimal limiter written from the protocol's docstring alone
+    passes ``isinstance(x, Limiter)``, and ``ConcurrencyLimit`` keeps within its limit, gives
+    permits back on error and cancellation, and shows its statistics."""
+    limiter = MinimalLimiter(2)
+    assert isinstance(limiter, lg.Limiter)
+    layer = ConcurrencyLimit(limiter, priority=lambda x: 0)
+    peak = active = 0
+
+    async def provider(x):
+        nonlocal peak, active
+        active += 1
+        peak = max(peak, active)
+        try:
+            await asyncio.sleep(1)
+            if x == "fail":
+                raise ConnectionError("down")
+            return x
+        finally:
+            active -= 1
+
+    guarded = lg.guard(layer)(provider)
+    doomed = asyncio.create_task(guarded("cancelled"))
+    results = asyncio.gather(*(guarded(x) for x in ["a", "fail", "b", "c", "d"]),
+                             return_exceptions=True)
+    await asyncio.sleep(0.5)
+    doomed.cancel()
+    out = await results
+    assert out[0] == "a" and isinstance(out[1], ConnectionError) and out[2:] == ["b", "c", "d"]
+    assert peak <= 2 and layer.statistics() == {"in_flight": 0, "waiting": 0}
+    with pytest.raises(TypeError, match="priority"):
+        await lg.guard(ConcurrencyLimit(limiter, priority=lambda x: None))(provider)("x")
+    assert limiter.in_flight == 0

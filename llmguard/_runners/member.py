@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core.public import public
-from .._resilience.circuit import CircuitState, State
+from .._resilience.circuit_state import CircuitState
 
 __all__ = ["Member", "MemberStats", "PoolStats"]
 
@@ -51,11 +51,4 @@ class Member:
                                     half_open_calls=1)
 
     def usable(self, now: float, per_member: int) -> bool:
-        c = self.circuit
-        if self.busy >= per_member:
-            return False
-        if c.state is State.OPEN:
-            return now >= c.opened_at + c.open_for
-        if c.state is State.HALF_OPEN:
-            return c.probes + c.probe_ok < c.half_open_calls
-        return True
+        return self.busy < per_member and self.circuit.would_allow(now)

@@ -2,7 +2,7 @@
 
 A call borrows a free member, waits first-in first-out when none is free, and gives the member
 back on success, error or cancellation. A member that keeps failing (unhealthy failures in the
-sense of :func:`llmguard.classify`) gets its own circuit (``llmguard._resilience.circuit.CircuitState``):
+sense of :func:`llmguard.classify`) gets its own circuit (``llmguard._resilience.circuit_state.CircuitState``):
 it is skipped for ``cooldown`` seconds, then one probe call decides whether it comes back.
 A streamed answer (a member method that is an async generator, or returns an async iterator)
 holds its member until the stream ends: exhausted, closed, failed or abandoned.
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .._core.check import number, text
-from .._resilience.circuit import State
+from .._resilience.circuit_state import State
 from .._core.classify import classify
 from .._core.call import Call, invoke
 from .._core.errors import CircuitOpenError
@@ -69,7 +69,7 @@ class AgentPool:
         self._per_member, self._strategy, self._method = per_member, strategy, method
         # FIFO of waiting callers; an OrderedDict so a cancelled one leaves in O(1), whether or
         # not _wake already dropped it (deque.remove raised ValueError when it had)
-        self._waiters: OrderedDict[asyncio.Future[Member], None] = OrderedDict()
+        self._waiters: OrderedDict[asyncio.Future[tuple[Member, object]], None] = OrderedDict()
         self._rr = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -97,36 +97,36 @@ class AgentPool:
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Borrow a member, await its method with these arguments, give it back."""
         loop = asyncio.get_running_loop()
-        member = await self._acquire(loop)
+        member, ticket = await self._acquire(loop)
         start = loop.time()
         try:
             result = await invoke(Call(member.fn, args, kwargs))
             if isinstance(result, Stream):  # the member serves the stream to its end
-                result.defer(lambda error: self._give_back(member, loop, start, error))
+                result.defer(lambda error: self._give_back(member, ticket, loop, start, error))
                 return result
         except BaseException as exc:
-            self._give_back(member, loop, start, exc)
+            self._give_back(member, ticket, loop, start, exc)
             raise
-        self._give_back(member, loop, start, None)
+        self._give_back(member, ticket, loop, start, None)
         return result
 
-    def _give_back(self, member: Member, loop: asyncio.AbstractEventLoop, start: float,
-                   error: BaseException | None) -> None:
+    def _give_back(self, member: Member, ticket: object, loop: asyncio.AbstractEventLoop,
+                   start: float, error: BaseException | None) -> None:
         if error is None:
-            member.circuit.record(loop.time(), False)
+            member.circuit.record(loop.time(), False, ticket)
         elif isinstance(error, Exception):
             member.failures += 1
-            member.circuit.record(loop.time(), classify(error).kind.unhealthy)
+            member.circuit.record(loop.time(), classify(error).kind.unhealthy, ticket)
         else:  # a cancellation (or a consumer closing a stream) says nothing about the member
-            member.circuit.cancel()
+            member.circuit.cancel(ticket)
         member.calls += 1
         member.latency += loop.time() - start
         member.busy -= 1
         self._wake(loop)
 
-    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> Member:
-        if not self._waiters and (member := self._pick(loop.time())) is not None:
-            return member
+    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> tuple[Member, object]:
+        if not self._waiters and (picked := self._pick(loop.time())) is not None:
+            return picked
         now = loop.time()
         if all(m.circuit.state is State.OPEN and not m.usable(now, self._per_member) and not m.busy
                for m in self._members):
@@ -142,16 +142,17 @@ class AgentPool:
             return await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled():  # granted, then cancelled: give it back
-                member = waiter.result()
+                member, ticket = waiter.result()
                 member.busy -= 1
-                member.circuit.cancel()
+                member.circuit.cancel(ticket)
                 self._wake(loop)
             else:
                 self._waiters.pop(waiter, None)
             raise
 
-    def _pick(self, now: float) -> Member | None:
-        """Choose a usable member by strategy and take a slot on it (busy += 1)."""
+    def _pick(self, now: float) -> tuple[Member, object] | None:
+        """Choose a usable member by strategy and take a slot on it (busy += 1); with the
+        ticket its circuit admitted the call under."""
         free = [m for m in self._members if m.usable(now, self._per_member)]
         if not free:
             return None
@@ -167,9 +168,9 @@ class AgentPool:
                 m.current += m.weight
             member = max(free, key=lambda m: m.current)
             member.current -= sum(m.weight for m in free)
-        member.circuit.allow(now)  # takes the probe slot when half-open
+        ticket = member.circuit.allow(now)  # takes the probe slot when half-open
         member.busy += 1
-        return member
+        return member, ticket
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hand free members to waiters in arrival order; retry when a cooldown ends."""
@@ -179,11 +180,11 @@ class AgentPool:
             if waiter.done():  # cancelled while queued; its caller has not resumed yet
                 del waiters[waiter]
                 continue
-            member = self._pick(loop.time())
-            if member is None:
+            picked = self._pick(loop.time())
+            if picked is None:
                 break
             del waiters[waiter]
-            waiter.set_result(member)
+            waiter.set_result(picked)
         if self._waiters and self._timer is None:
             now = loop.time()
             due = [m.circuit.retry_after(now) for m in self._members if m.circuit.state is State.OPEN]
