@@ -11,13 +11,14 @@ so the Redis store's default JSON serializer stores it as well as the in-memory 
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .._core.errors import LLMGuardError
 from .._core.stream import Stream
 
-__all__ = ["STREAM_KEY", "Tee", "is_recording", "replay"]
+__all__ = ["STREAM_KEY", "Tee", "fresh", "is_recording", "replay"]
 
 #: The one key of a stored stream's dict.
 STREAM_KEY = "llmguard.stream"
@@ -28,9 +29,25 @@ def is_recording(value: Any) -> bool:
     return type(value) is dict and STREAM_KEY in value
 
 
+#: Results of these types are immutable: shared as they are.
+_IMMUTABLE = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def fresh(value: Any) -> Any:
+    """The caller's own copy of a cached value (``copy.deepcopy``; immutable ones as they are),
+    so one caller editing its answer never changes what later hits get. A value deepcopy cannot
+    copy is shared as it is."""
+    if type(value) in _IMMUTABLE:
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
+
+
 async def replay(recording: dict[str, list[Any]]) -> Stream:
-    """A new Stream over a stored stream's chunks."""
-    return await Stream.start(_iterate(recording[STREAM_KEY]))
+    """A new Stream over (a copy of) a stored stream's chunks."""
+    return await Stream.start(_iterate(fresh(recording[STREAM_KEY])))
 
 
 async def _iterate(chunks: list[Any]) -> AsyncIterator[Any]:
