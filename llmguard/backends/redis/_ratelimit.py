@@ -200,5 +200,5 @@ class RedisBackend:
     def __repr__(self) -> str:
         c = self.connection
         state = "down" if c._outage else "up"
-        return (f"<RedisBackend {c.url} prefix={c.prefix!r} on_error={c.on_error!r} "
+        return (f"<RedisBackend {c.shown_url} prefix={c.prefix!r} on_error={c.on_error!r} "
                 f"timeout={c.timeout:g} {state} errors={c.errors}>")
