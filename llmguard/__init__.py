@@ -44,12 +44,14 @@ if _TYPE_CHECKING:
     from ._observability.prometheus import MetricsServer, serve_metrics
     from ._pipeline.client import wrap_client
     from ._resilience.circuit import CircuitBreaker, CircuitStats
+    from ._resilience.circuit_state import CircuitStore
     from ._resilience.fallback import Fallback, FallbackStats
     from ._resilience.retry import Retry, RetryBudget, RetryStats
     from ._resilience.timeout import Timeout, TimeoutStats
     from ._runners.batch import Outcome, batch, batch_iter
     from ._runners.jobs import Job, JobManager, JobStatus
-    from ._runners.pool import AgentPool, MemberStats, PoolStats
+    from ._runners.member import MemberStats, PoolStats
+    from ._runners.pool import AgentPool
 
 _lazy: dict[str, str] = {}
 
@@ -108,6 +110,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitStats",
+    "CircuitStore",
     "ConcurrencyLimit",
     "ConcurrencyLimiter",
     "ConcurrencyStats",

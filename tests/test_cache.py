@@ -324,3 +324,34 @@ async def test_store_outage_degrades_to_no_caching():
     ask = guarded(cache, fake)
     assert await ask("a") == await ask("a") == "echo: a"
     assert fake.call_count == 2 and cache.statistics().store_errors == 4
+
+
+async def test_each_caller_gets_its_own_copy_of_a_cached_answer():
+    """Issue 21 #14 (decided: copy): a cache hit, and each caller coalesced on one flight, gets
+    its own deep copy of a dict, list or object answer, so one caller editing it never changes
+    what later callers get; immutable answers (str, numbers) are returned as they are."""
+    class Reply:
+        def __init__(self):
+            self.choices = [{"message": {"content": "hi"}}]
+
+    async def provider(kind: str):
+        await asyncio.sleep(1)
+        return {"dict": lambda: {"content": "hi", "tags": ["a"]}, "list": lambda: [1, [2]],
+                "object": Reply, "str": lambda: "hi"}[kind]()
+
+    guarded = lg.guard(lg.Cache(ttl=60))(provider)
+    for kind in ("dict", "list", "object"):
+        first, second = await asyncio.gather(guarded(kind), guarded(kind))  # coalesced
+        third = await guarded(kind)  # a hit
+        assert first is not second and second is not third
+        if kind == "dict":
+            first["tags"].append("edited")
+            second["content"] = "edited"
+            assert (await guarded(kind)) == {"content": "hi", "tags": ["a"]}
+        elif kind == "list":
+            first[1].append("edited")
+            assert (await guarded(kind)) == [1, [2]]
+        else:
+            first.choices[0]["message"]["content"] = "edited"
+            assert (await guarded(kind)).choices[0]["message"]["content"] == "hi"
+    assert (await guarded("str")) == "hi"

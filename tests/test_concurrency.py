@@ -357,3 +357,207 @@ async def test_admission_wait_is_noted_for_metrics() -> None:
     await asyncio.gather(guarded("a"), guarded("b"))
     assert seen[0].notes is None
     assert seen[1].notes == {"wait": 3.0, "delayed_by": "concurrency_limit"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(calls=st.lists(st.tuples(st.sampled_from([0, 1, 2, None, "high", 1.5]),
+                                st.sampled_from(["a", "b", None, 7, ["list"], {"d": 1}]),
+                                st.floats(0, 2)),
+                      min_size=1, max_size=20),
+       limit=st.integers(1, 3))
+def test_bad_priority_or_key_fails_that_call_alone(calls, limit) -> None:
+    """Property (issue 21 #1): a ``priority`` callable returning a non-int or a ``key``
+    returning something unhashable is a ``TypeError`` for that call, raised before a permit is
+    taken; every other call completes and the limiter ends at baseline (it used to leave an
+    empty class behind, raise inside the grant and hang every later caller)."""
+    async def scenario() -> None:
+        layer = ConcurrencyLimit(limit, priority=lambda p, k, d: p, key=lambda p, k, d: k)
+        limiter = layer.limiter
+
+        async def provider(p, k, d):
+            assert limiter.in_flight <= limit
+            await asyncio.sleep(d)
+            return p
+
+        guarded = lg.guard(layer)(provider)
+        results = await asyncio.gather(*(guarded(*c) for c in calls), return_exceptions=True)
+        for (p, k, _), result in zip(calls, results):
+            bad = not isinstance(p, int) or isinstance(k, (list, dict))
+            if bad:
+                assert isinstance(result, TypeError) and ("priority" in str(result)
+                                                          or "hashable" in str(result))
+            else:
+                assert result == p
+        assert baseline(limiter) == (0, 0, {}) and limiter._classes == {}
+        # the limiter itself refuses the same values directly, holding nothing afterwards
+        for bad in ({"priority": None}, {"partition": []}):
+            with pytest.raises(TypeError):
+                await limiter.acquire(**bad)
+        assert baseline(limiter) == (0, 0, {})
+
+    loop = looptime.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+
+
+class CountingFuture(asyncio.Future):
+    """A future that counts equality comparisons: a scan of a waiter queue compares each
+    element it passes, so the count measures the work of removing waiters (deterministically)."""
+
+    compares = 0
+
+    def __eq__(self, other):
+        CountingFuture.compares += 1
+        return self is other
+
+    __hash__ = asyncio.Future.__hash__
+
+
+@pytest.mark.parametrize("order", ["lifo", "random", "fifo_timeouts"])
+async def test_cancelling_waiters_in_any_order_is_linear(order, monkeypatch) -> None:
+    """Issue 21 #7: taking a waiter out of the queue does not scan it. Cancelling N waiters
+    newest-first, in random order, or by timeout compares no waiter with another (a
+    ``deque.remove`` made it N²/2 comparisons: 10k waiters blocked the loop for a second),
+    and the survivors are still served in FIFO order."""
+    import random
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "create_future", lambda: CountingFuture(loop=loop))
+    CountingFuture.compares = 0
+    n = 3000
+    limiter = ConcurrencyLimiter(1, max_wait=10.0 if order == "fifo_timeouts" else None)
+    await limiter.acquire()
+    tasks = [asyncio.create_task(limiter.acquire(partition=i % 3)) for i in range(n)]
+    await asyncio.sleep(0)
+    assert limiter.waiting == n
+    if order == "fifo_timeouts":
+        await asyncio.gather(*tasks, return_exceptions=True)
+    else:
+        doomed = tasks[1:] if order == "lifo" else random.Random(1).sample(tasks[1:], n - 1)
+        if order == "lifo":
+            doomed.reverse()
+        for task in doomed:
+            task.cancel()
+            await asyncio.sleep(0)
+        await asyncio.gather(*doomed, return_exceptions=True)
+        assert limiter.waiting == 1
+        limiter.release()
+        await tasks[0]
+    assert CountingFuture.compares <= n // 10
+    limiter.release()
+    assert baseline(limiter) == (0, 0, {}) and limiter._classes == {}
+
+
+async def test_a_release_reentered_from_the_grant_never_exceeds_the_limit(monkeypatch) -> None:
+    """Issue 21 #10: the cyclic GC may run a finalizer inside ``release()`` (a stream freed
+    there gives its permit back, re-entering the grant). Here each wake-up runs ``gc.collect()``
+    over a garbage cycle whose finalizer releases a permit: in-flight never exceeds the limit,
+    every waiter is served once, and the counts return to baseline."""
+    import gc
+
+    limiter = ConcurrencyLimiter(2)
+    loop = asyncio.get_running_loop()
+    peak = 0
+
+    class Holder:  # a permit holder that is garbage in a cycle; its finalizer releases
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            limiter.release()
+
+    class Reentrant(asyncio.Future):
+        def set_result(self, value):
+            nonlocal peak
+            peak = max(peak, limiter.in_flight)
+            if pending:
+                pending.pop()  # drop the last reference: only the cyclic GC can free it
+                gc.collect()
+            peak = max(peak, limiter.in_flight)
+            super().set_result(value)
+
+    monkeypatch.setattr(loop, "create_future", lambda: Reentrant(loop=loop))
+    await limiter.acquire()
+    await limiter.acquire()
+    pending = [Holder()]  # holds the second permit; freed by the GC during the first grant
+    tasks = [asyncio.create_task(limiter.acquire()) for _ in range(4)]
+    await asyncio.sleep(0)
+    limiter.release()
+    await asyncio.sleep(0)
+    assert peak <= 2 and limiter.in_flight == 2 and limiter.waiting == 2
+    for _ in range(4):
+        limiter.release()
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert baseline(limiter) == (0, 0, {})
+
+
+class MinimalLimiter:
+    """A Limiter written from the protocol's docstring alone: one FIFO, priorities ignored
+    (allowed: the contract says higher is served first only among what the limiter orders)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_flight, self._queue = limit, 0, []
+
+    async def acquire(self, *, priority: int = 0, partition=None) -> None:
+        if self.in_flight < self.limit and not self._queue:
+            self.in_flight += 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(future)
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self.release()  # granted meanwhile: pass it on, never lose it
+            elif future in self._queue:
+                self._queue.remove(future)
+            raise
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        while self._queue and self.in_flight < self.limit:
+            future = self._queue.pop(0)
+            if not future.done():
+                self.in_flight += 1
+                future.set_result(None)
+
+    def statistics(self):
+        return {"in_flight": self.in_flight, "waiting": len(self._queue)}
+
+
+async def test_concurrency_limit_drives_a_limiter_written_from_its_docstring() -> None:
+    """The ``Limiter`` seam: a minimal limiter written from the protocol's docstring alone
+    passes ``isinstance(x, Limiter)``, and ``ConcurrencyLimit`` keeps within its limit, gives
+    permits back on error and cancellation, and shows its statistics."""
+    limiter = MinimalLimiter(2)
+    assert isinstance(limiter, lg.Limiter)
+    layer = ConcurrencyLimit(limiter, priority=lambda x: 0)
+    peak = active = 0
+
+    async def provider(x):
+        nonlocal peak, active
+        active += 1
+        peak = max(peak, active)
+        try:
+            await asyncio.sleep(1)
+            if x == "fail":
+                raise ConnectionError("down")
+            return x
+        finally:
+            active -= 1
+
+    guarded = lg.guard(layer)(provider)
+    doomed = asyncio.create_task(guarded("cancelled"))
+    results = asyncio.gather(*(guarded(x) for x in ["a", "fail", "b", "c", "d"]),
+                             return_exceptions=True)
+    await asyncio.sleep(0.5)
+    doomed.cancel()
+    out = await results
+    assert out[0] == "a" and isinstance(out[1], ConnectionError) and out[2:] == ["b", "c", "d"]
+    assert peak <= 2 and layer.statistics() == {"in_flight": 0, "waiting": 0}
+    with pytest.raises(TypeError, match="priority"):
+        await lg.guard(ConcurrencyLimit(limiter, priority=lambda x: None))(provider)("x")
+    assert limiter.in_flight == 0

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+import looptime
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard import JobStatus
@@ -117,3 +120,41 @@ def test_bad_arguments(kwargs, match) -> None:
     """Bad options raise ValueError naming the argument."""
     with pytest.raises(ValueError, match=match):
         lg.JobManager(**kwargs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(delays=st.lists(st.floats(0.1, 5), min_size=1, max_size=40),
+       cancel_at=st.floats(0, 20), concurrency=st.integers(1, 4), grace=st.floats(0, 3))
+def test_cancelled_batch_job_keeps_every_finished_outcome(delays, cancel_at, concurrency,
+                                                          grace) -> None:
+    """Property (issue 21 #11): a batch job cancelled at any instant keeps as its result one
+    Outcome per admitted item (finished ones with their values, stragglers past ``grace`` as
+    ``CancelledError``), ``done`` equals that count, and a user ``on_result`` still sees each."""
+    async def scenario() -> None:
+        async def fn(x: float) -> float:
+            await asyncio.sleep(x)
+            return x
+
+        seen: list = []
+        manager = lg.JobManager()
+        job = manager.submit_batch(fn, delays, concurrency=concurrency, grace=grace,
+                                   on_result=seen.append)
+        await asyncio.sleep(cancel_at)
+        job.cancel()
+        await job.wait()
+        outcomes = job.result
+        assert isinstance(outcomes, list) and job.done == len(outcomes) == len(seen)
+        assert sorted(o.index for o in outcomes) == sorted({o.index for o in outcomes})
+        for o in outcomes:
+            assert (o.ok and o.value == delays[o.index]) or isinstance(o.error, asyncio.CancelledError)
+        if job.status is JobStatus.COMPLETED:
+            assert len(outcomes) == len(delays)
+        else:
+            assert job.status is JobStatus.CANCELLED
+        assert job.to_dict()["result"] is not None or not outcomes
+
+    loop = looptime.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()

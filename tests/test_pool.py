@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import looptime
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import llmguard as lg
 
@@ -159,3 +162,56 @@ def test_bad_arguments(args, kwargs, match) -> None:
     """Bad construction arguments raise an error naming the argument."""
     with pytest.raises((ValueError, TypeError), match=match):
         lg.AgentPool(args, **kwargs)
+
+
+async def test_queued_caller_cancelled_just_before_a_new_caller_ends_cancelled() -> None:
+    """Issue 21 #8: a queued caller cancelled just before another caller arrives ends with
+    ``CancelledError`` (it ended with ``ValueError: <Future cancelled> is not in deque``), and
+    the newcomer is served once the member is free."""
+    agent = Agent("a")
+    pool = lg.AgentPool([agent])
+    holder = asyncio.create_task(pool.send_message("first"))
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(pool.send_message("queued"))
+    await asyncio.sleep(0)
+    newcomer = asyncio.create_task(pool.send_message("new"))  # runs before `queued` resumes
+    queued.cancel()
+    await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert await holder and await newcomer
+    stats = pool.statistics()
+    assert stats.waiting == 0 and all(m.busy == 0 for m in stats.members) and not pool._waiters
+
+
+@settings(max_examples=40, deadline=None)
+@given(calls=st.lists(st.tuples(st.floats(0, 3), st.one_of(st.none(), st.floats(0, 3))),
+                      min_size=1, max_size=12),
+       per_member=st.integers(1, 2))
+def test_any_cancellation_pattern_ends_each_caller_cleanly(calls, per_member) -> None:
+    """Property: callers arriving and being cancelled at any instants each end with their answer
+    or ``CancelledError`` (never another error), no member serves more than ``per_member`` at
+    once, and the pool ends with nobody waiting and every member free."""
+    async def scenario() -> None:
+        agents = [Agent("a"), Agent("b")]
+        pool = lg.AgentPool(agents, per_member=per_member)
+
+        async def caller(arrive, cancel_after):
+            await asyncio.sleep(arrive)
+            task = asyncio.ensure_future(pool.send_message("x"))
+            if cancel_after is not None:
+                asyncio.get_running_loop().call_later(cancel_after, task.cancel)
+            return await task
+
+        results = await asyncio.gather(*(caller(*c) for c in calls), return_exceptions=True)
+        for result in results:
+            assert isinstance(result, (str, asyncio.CancelledError)), result
+        stats = pool.statistics()
+        assert stats.waiting == 0 and all(m.busy == 0 for m in stats.members)
+        assert all(a.peak <= per_member for a in agents)
+
+    loop = looptime.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()

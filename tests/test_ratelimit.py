@@ -469,3 +469,38 @@ async def test_queueing_inside_the_limiter_keeps_provider_windows_within_the_quo
     await asyncio.gather(*first, *(guarded(1) for _ in range(3)))
     assert arrivals == pytest.approx([0, 50, 51, 60, 110, 111], abs=0.01)
     assert max(sum(t - 60 < s <= t for s in arrivals) for t in arrivals) <= 3
+
+
+@pytest.mark.parametrize("order", ["lifo", "random"])
+async def test_cancelling_waiters_out_of_order_does_not_scan_the_line(order, monkeypatch) -> None:
+    """Issue 21 #7: a waiter that leaves the line (cancelled newest-first or at random) is
+    taken out without comparing it to the others (``deque.remove`` made N waiters cost N²/2
+    comparisons); the survivor is still admitted and the layer returns to baseline."""
+    import random
+
+    class CountingFuture(asyncio.Future):
+        compares = 0
+
+        def __eq__(self, other):
+            CountingFuture.compares += 1
+            return self is other
+
+        __hash__ = asyncio.Future.__hash__
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "create_future", lambda: CountingFuture(loop=loop))
+    layer = lg.RateLimit(rpm=1)
+    guarded = lg.guard(layer)(FakeLLM(latency=0))
+    await guarded("first")
+    n = 2000
+    tasks = [asyncio.create_task(guarded(f"q{i}")) for i in range(n)]
+    await asyncio.sleep(0)
+    assert layer.statistics().waiting == n
+    doomed = tasks[1:][::-1] if order == "lifo" else random.Random(2).sample(tasks[1:], n - 1)
+    for task in doomed:
+        task.cancel()
+        await asyncio.sleep(0)
+    await asyncio.gather(*doomed, return_exceptions=True)
+    assert CountingFuture.compares <= n // 10
+    await tasks[0]
+    assert at_baseline(layer)

@@ -29,11 +29,13 @@ QUOTAS = (Quota(100, 1.0, False),)
 class Server:
     """A redis-server of our own on a free port, without persistence."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
+        self.password = password
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.proc = None
 
     def start(self) -> None:
@@ -41,13 +43,14 @@ class Server:
 
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+             "--appendonly", "no", *(["--requirepass", self.password] if self.password else [])],
+            stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, password=self.password)
         for _ in range(100):  # bounded: about 2 s
             try:
                 client.ping()
                 break
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.AuthenticationError):
                 time.sleep(0.02)
         client.close()
 
@@ -107,3 +110,36 @@ async def test_fall_back_to_local_limits_with_one_warning(server, caplog):
 
 async def _value():
     return 1
+
+
+async def test_the_redis_password_is_never_printed(redis_url, monkeypatch, caplog):
+    """Issue 21 #5: a URL's password (``redis://:PASSWORD@host``) appears in no repr, no
+    BackendUnavailable and no warning logged during an outage and its recovery."""
+    monkeypatch.setattr(_client, "RETRY_INTERVAL", 0.05)
+    password = "s3cr3t-hunter2"
+    server = Server(password)
+    server.start()
+    try:
+        failing = RedisBackend(server.url, on_error="fail", timeout=0.2)
+        local = RedisBackend(server.url, on_error="local", timeout=0.2)
+        limit = lg.RateLimit(rps=50, backend=local)
+        guarded = lg.guard(limit)(_value)
+        assert await guarded() == 1 and (await failing.reserve(None, QUOTAS, 0))[1] is not None
+        shown = [repr(failing), repr(local), repr(RedisConcurrencyLimiter(failing, 2))]
+        server.stop()
+        with pytest.raises(lg.BackendUnavailable) as info:
+            await failing.reserve(None, QUOTAS, 0)
+        shown += [str(info.value), repr(info.value)]
+        with caplog.at_level(logging.WARNING, logger="llmguard.redis"):
+            assert await guarded() == 1
+            server.start()
+            await asyncio.sleep(0.06)
+            await local.reserve(None, limit.quotas, 0)
+        shown += [r.getMessage() for r in caplog.records]
+        assert any("falling back" in m for m in shown) and any("answers again" in m for m in shown)
+        assert any("127.0.0.1" in m for m in shown)
+        assert not [m for m in shown if password in m]
+        await failing.aclose()
+        await local.aclose()
+    finally:
+        server.stop()

@@ -263,3 +263,17 @@ async def test_headroom_reverts_to_the_full_quota_once_stale(redis_url, redis_pr
     await asyncio.sleep(0.12)
     assert backend.headroom("k", SHORT) == (5, 0, 0.0)
     await backend.aclose()
+
+
+async def test_keys_of_different_types_never_share_a_quota(redis_url, redis_prefix):
+    """Issue 21 #6: the string ``"int=7"`` and the int ``7`` (and ``None`` and ``""``, ``1`` and
+    ``"1"``) are different keys, each with its own quota in Redis."""
+    from llmguard._admission.window import Quota
+    from llmguard.backends.redis import RedisBackend
+
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    quotas = (Quota(1, 60.0, False),)
+    for key in (7, "int=7", None, "", 1, "1", "r:int=7", "s:x", ("s", "x")):
+        wait, ticket = await backend.reserve(key, quotas, 0)
+        assert ticket is not None, f"key {key!r} found its quota already used by another key"
+    await backend.aclose()

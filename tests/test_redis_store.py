@@ -139,3 +139,23 @@ def test_construction_errors():
         RedisStore(RedisBackend(), max_bytes=0)
     with pytest.raises(ValueError, match="lock_ttl"):
         RedisStore(RedisBackend(), lock_ttl=-1)
+
+
+async def test_namespaces_never_read_or_clear_each_other(redis_url, redis_prefix):
+    """Issue 21 #6: tenants' namespaces are disjoint: clearing ``"a"`` keeps ``"a:b"``,
+    clearing ``"t[12]"`` keeps ``"t1"`` (no glob), and key ``"b:x"`` in ``"a"`` is not key
+    ``"x"`` of ``"a:b"``; a key named like a lock is an ordinary entry."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    stores = {ns: RedisStore(backend, namespace=ns, lock_ttl=0) for ns in ("a", "a:b", "t[12]", "t1")}
+    await stores["a"].set("b:x", "from a", 60)
+    await stores["a"].set("x:lock", "a lock-like key", 60)
+    await stores["a:b"].set("x", "from a:b", 60)
+    await stores["t[12]"].set("k", "from t[12]", 60)
+    await stores["t1"].set("k", "from t1", 60)
+    assert await stores["a:b"].get("x") == "from a:b" and await stores["a"].get("b:x") == "from a"
+    assert await stores["a"].get("x:lock") == "a lock-like key"
+    await stores["a"].clear()
+    await stores["t[12]"].clear()
+    assert await stores["a:b"].get("x") == "from a:b" and await stores["t1"].get("k") == "from t1"
+    assert await stores["a"].get("b:x") is MISSING and await stores["t[12]"].get("k") is MISSING
+    await backend.aclose()

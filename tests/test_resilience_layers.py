@@ -2,7 +2,10 @@
 
 import asyncio
 
+import looptime
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard import CircuitBreaker, FailureKind, Fallback, Retry, Timeout
@@ -233,3 +236,180 @@ def test_breaker_rejects_bad_values() -> None:
         CircuitBreaker(min_calls=0)
     with pytest.raises(ValueError, match="open_for"):
         CircuitBreaker(open_for=-1)
+
+
+async def test_stragglers_ending_while_half_open_are_not_probes() -> None:
+    """Issue 21 #9: calls admitted while closed that end after the circuit opened (stragglers)
+    are not probe results: their successes do not close the circuit while the one real probe
+    still runs, and no more than ``half_open_calls`` probes are ever in flight."""
+    breaker = CircuitBreaker(failure_ratio=0.5, min_calls=2, window=30, open_for=5,
+                             half_open_calls=1)
+    probes_in_flight = peak = 0
+
+    async def provider(kind: str, seconds: float) -> str:
+        nonlocal probes_in_flight, peak
+        probe = breaker.state is State.HALF_OPEN
+        probes_in_flight += probe
+        peak = max(peak, probes_in_flight)
+        try:
+            await asyncio.sleep(seconds)
+            if kind == "fail":
+                raise make_error(FailureKind.OVERLOADED)
+            return kind
+        finally:
+            probes_in_flight -= probe
+
+    guarded = lg.guard(breaker)(provider)
+    stragglers = [asyncio.create_task(guarded("ok", 7)) for _ in range(4)]  # end half-open
+    for _ in range(2):
+        with pytest.raises(Exception):
+            await guarded("fail", 0)
+    assert breaker.state is State.OPEN
+    await asyncio.sleep(5)
+    probe = asyncio.create_task(guarded("fail", 3))  # the one real probe, failing at t=8
+    await asyncio.sleep(0)
+    assert breaker.state is State.HALF_OPEN
+    assert await asyncio.gather(*stragglers) == ["ok"] * 4  # end at t=7, mid-probe
+    assert breaker.state is State.HALF_OPEN  # not closed by them
+    with pytest.raises(lg.CircuitOpenError):
+        await guarded("ok", 0)  # the probe slot is still taken
+    with pytest.raises(Exception):
+        await probe
+    assert breaker.state is State.OPEN and peak <= 1
+
+
+@settings(max_examples=50, deadline=None)
+@given(calls=st.lists(st.tuples(st.floats(0, 30), st.floats(0, 8), st.booleans()),
+                      min_size=1, max_size=30),
+       half_open_calls=st.integers(1, 3))
+def test_probes_in_flight_never_exceed_half_open_calls(calls, half_open_calls) -> None:
+    """Property: whatever calls arrive, last and fail, the calls let through while half-open
+    (probes) are never more than ``half_open_calls`` at once, and the breaker's counters stay
+    consistent (no probe slot left taken once everything ended)."""
+    async def scenario() -> None:
+        breaker = CircuitBreaker(failure_ratio=0.5, min_calls=2, window=10, open_for=3,
+                                 half_open_calls=half_open_calls)
+        probes = peak = 0
+
+        async def provider(seconds: float, fail: bool) -> None:
+            nonlocal probes, peak
+            probe = breaker.state is State.HALF_OPEN
+            probes += probe
+            peak = max(peak, probes)
+            try:
+                await asyncio.sleep(seconds)
+                if fail:
+                    raise make_error(FailureKind.SERVER_ERROR)
+            finally:
+                probes -= probe
+
+        guarded = lg.guard(breaker)(provider)
+
+        async def one(start, seconds, fail):
+            await asyncio.sleep(start)
+            try:
+                await guarded(seconds, fail)
+            except Exception:
+                pass
+
+        await asyncio.gather(*(one(*c) for c in calls))
+        assert peak <= half_open_calls
+        assert breaker._state.probes == 0
+
+    loop = looptime.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+
+
+class MinimalCircuit:
+    """A CircuitStore written from its docstring alone: a counter of consecutive failures
+    stands in for the window (allowed: the breaker relies only on the contract's shape)."""
+
+    def __init__(self, *, failure_ratio, min_calls, window, open_for, half_open_calls):
+        self.failure_ratio, self.min_calls, self.open_for = failure_ratio, min_calls, open_for
+        self.half_open_calls = half_open_calls
+        self.state, self.opened, self.rejected = State.CLOSED, 0, 0
+        self.phase, self.calls, self.failures, self.opened_at = 0, 0, 0, 0.0
+        self.probing = self.probed_ok = 0
+
+    def _enter(self, state):
+        self.state, self.phase = state, self.phase + 1
+        self.calls = self.failures = self.probing = self.probed_ok = 0
+
+    def allow(self, now):
+        if self.state is State.OPEN:
+            if now < self.opened_at + self.open_for:
+                self.rejected += 1
+                return None
+            self._enter(State.HALF_OPEN)
+        if self.state is State.HALF_OPEN:
+            if self.probing + self.probed_ok >= self.half_open_calls:
+                self.rejected += 1
+                return None
+            self.probing += 1
+        return ("phase", self.phase)
+
+    def record(self, now, failed, ticket=None):
+        if ticket != ("phase", self.phase):
+            return
+        if self.state is State.HALF_OPEN:
+            self.probing -= 1
+            if failed:
+                self.force_open(now)
+            else:
+                self.probed_ok += 1
+                if self.probed_ok >= self.half_open_calls:
+                    self.force_close()
+        elif self.state is State.CLOSED:
+            self.calls += 1
+            self.failures += failed
+            if self.calls >= self.min_calls and self.failures >= self.failure_ratio * self.calls:
+                self.force_open(now)
+
+    def cancel(self, ticket=None):
+        if self.state is State.HALF_OPEN and ticket == ("phase", self.phase):
+            self.probing -= 1
+
+    def retry_after(self, now):
+        return max(0.0, self.opened_at + self.open_for - now) if self.state is State.OPEN else 0.0
+
+    def counts(self, now):
+        return self.calls, self.failures
+
+    def force_open(self, now):
+        self._enter(State.OPEN)
+        self.opened_at, self.opened = now, self.opened + 1
+
+    def force_close(self):
+        self._enter(State.CLOSED)
+
+
+async def test_circuit_breaker_drives_a_circuit_store_written_from_its_docstring() -> None:
+    """The ``CircuitStore`` seam (issue 17): a minimal store written from the protocol's
+    docstring alone, handed in through ``backend.circuit_state``, opens, fails fast, probes and
+    closes under the breaker; the breaker reads nothing else of it (no private method)."""
+    made = []
+
+    class Backend:
+        def circuit_state(self, name, **params):
+            made.append(MinimalCircuit(**params))
+            return made[-1]
+
+    llm = FakeLLM([make_error(FailureKind.OVERLOADED)] * 4)
+    breaker = CircuitBreaker(min_calls=4, failure_ratio=0.5, open_for=10, half_open_calls=2,
+                             backend=Backend())
+    assert isinstance(made[0], lg.CircuitStore)
+    guarded = lg.guard(breaker)(llm.send_message)
+    for _ in range(4):
+        with pytest.raises(Exception):
+            await guarded("x")
+    with pytest.raises(lg.CircuitOpenError) as info:
+        await guarded("x")
+    assert info.value.retry_after == pytest.approx(10)
+    assert breaker.statistics().state == "open" and breaker.statistics().opened == 1
+    await asyncio.sleep(10)
+    assert await guarded("x") == "echo: x" and breaker.statistics().state == "half_open"
+    assert await guarded("x") == "echo: x" and breaker.statistics().state == "closed"
+    assert "state=closed" in repr(breaker)

@@ -65,7 +65,7 @@ def test_redact_hides_credentials_but_keeps_counts() -> None:
     out = redact(value)
     assert out["api_key"] == REDACTED and out["headers"]["Authorization"] == REDACTED
     assert out["client_secret"] == REDACTED and out["max_tokens"] == 5
-    assert out["url"] == f"https://{REDACTED}@host/v1" and "sk-" not in out["note"]
+    assert out["url"] == f"https://user:{REDACTED}@host/v1" and "sk-" not in out["note"]
     assert out["messages"] == value["messages"]
     assert redact_url("http://localhost:8000/v1") == "http://localhost:8000/v1"
 

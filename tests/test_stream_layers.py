@@ -4,7 +4,10 @@ only before the first chunk; the three stream timeouts; cache replay; stream met
 import asyncio
 import gc
 
+import looptime
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from test_cancellation import gauges
@@ -276,3 +279,39 @@ async def test_agent_pool_holds_a_member_until_its_stream_ends() -> None:
     assert sum(m.busy for m in pool.statistics().members) == 1
     assert "".join([c async for c in stream]) == "echo: a b c"
     assert sum(m.busy for m in pool.statistics().members) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(cancels=st.lists(st.one_of(st.none(), st.floats(0, 5)), min_size=2, max_size=4))
+def test_cancelling_any_reader_of_a_shared_stream_leaves_the_others_their_answer(cancels) -> None:
+    """Property (issue 21 #4): identical concurrent streams share one provider stream; whichever
+    readers are cancelled, at whatever instant (including the one fetching a chunk), every
+    other reader gets the whole answer, the provider stream is opened once and closed at the
+    end, and a complete answer is cached."""
+    async def scenario() -> None:
+        cache = lg.Cache(ttl=60)
+        speaker = Speaker()
+        guarded = lg.guard(cache)(speaker.speak)
+
+        async def read_all():
+            return [c async for c in guarded("p")]
+
+        tasks = [asyncio.create_task(read_all()) for _ in cancels]
+        loop = asyncio.get_running_loop()
+        for task, at in zip(tasks, cancels):
+            if at is not None:
+                loop.call_later(at, task.cancel)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        answer = [f"p-{i} " for i in range(4)]
+        for result in results:
+            assert result == answer or isinstance(result, asyncio.CancelledError), result
+        if any(r == answer for r in results):
+            assert speaker.started == 1 and cache.statistics().size == 1
+        await settle()
+        assert speaker.open == 0
+
+    loop = looptime.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 from .._core.call import Call, Handler
 from .._core.stream import Stream
+from .._core.check import admission as check_admission
 from .limiter import ConcurrencyLimiter, Limiter
 from .._core.public import public
 
@@ -55,7 +56,10 @@ class ConcurrencyLimit:
         self._key = key
 
     def _admission(self, call: Call) -> tuple[int, Hashable]:
-        """The call's (priority, partition): from the callables if given, else from the call."""
+        """The call's (priority, partition): from the callables if given, else from the call.
+
+        A value of the wrong type is a ``TypeError`` for this call alone, raised before any
+        permit is taken (a limiter handed ``None`` or a list would fail inside its queue)."""
         if self._priority is not None:
             priority = self._priority(*call.args, **call.kwargs)
         else:
@@ -64,6 +68,9 @@ class ConcurrencyLimit:
             partition = self._key(*call.args, **call.kwargs)
         else:
             partition = call.partition
+        source = "" if self._priority is None and self._key is None else (
+            f" (from ConcurrencyLimit(priority={self._priority!r}, key={self._key!r}))")
+        check_admission(priority, partition, source)
         return priority, partition
 
     #: How this layer names itself in ``call.notes["delayed_by"]``.

@@ -9,12 +9,12 @@ takes a slot a waiter was promised), which makes FIFO within a class a guarantee
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .._core.check import number
+from .._core.check import admission as check_admission, number
 from .._core.errors import AdmissionTimeout, QueueFull
 from .._core.public import public
 
@@ -23,6 +23,7 @@ __all__ = ["ConcurrencyLimiter", "ConcurrencyStats", "Limiter"]
 
 #: How a bound that accepts None says so.
 _NO_BOUND = "; pass None for no bound"
+_ABSENT = object()
 
 
 @public
@@ -82,18 +83,9 @@ class ConcurrencyLimiter:
     waiters at once, shrinking lets holders finish and admits nobody until below the new limit.
     """
 
-    __slots__ = (
-        "_limit",
-        "max_queue",
-        "max_wait",
-        "_in_flight",
-        "_classes",
-        "_waiting",
-        "_waiting_by_priority",
-        "_admitted",
-        "_rejected",
-        "_timed_out",
-    )
+    __slots__ = ("_limit", "max_queue", "max_wait", "_in_flight", "_classes", "_waiting",
+                 "_waiting_by_priority", "_admitted", "_rejected", "_timed_out", "_granting",
+                 "_regrant")
 
     def __init__(
         self, limit: int, *, max_queue: int | None = None, max_wait: float | None = None
@@ -106,11 +98,15 @@ class ConcurrencyLimiter:
                                hint=_NO_BOUND)
         self._in_flight = 0
         # priority -> partition -> FIFO of futures. Dicts keep insertion order, so rotating a
-        # served partition to the end gives round-robin. Cancelled futures are skipped lazily.
-        self._classes: dict[int, dict[Hashable, deque[asyncio.Future[None]]]] = {}
+        # served partition to the end gives round-robin. Each FIFO is an OrderedDict (a linked
+        # list with a hash index): a waiter that gives up anywhere in it leaves in O(1).
+        self._classes: dict[int, dict[Hashable, OrderedDict[asyncio.Future[None], None]]] = {}
         self._waiting = 0
         self._waiting_by_priority: dict[int, int] = {}
         self._admitted = self._rejected = self._timed_out = 0
+        # A finalizer run by the cyclic GC inside _grant (a stream freed there releases its
+        # permit) must not grant concurrently with it: it only asks the running loop to go on.
+        self._granting = self._regrant = False
 
     @property
     def limit(self) -> int:
@@ -131,7 +127,11 @@ class ConcurrencyLimiter:
         return self._waiting
 
     async def acquire(self, *, priority: int = 0, partition: Hashable = None) -> None:
-        """Wait for a permit (higher ``priority`` first). Raises QueueFull or AdmissionTimeout."""
+        """Wait for a permit (higher ``priority`` first). Raises QueueFull or AdmissionTimeout.
+
+        A ``priority`` that is not an int or a ``partition`` that is not hashable raises
+        ``TypeError`` for this call only, before anything is taken."""
+        check_admission(priority, partition)
         if self._in_flight < self._limit and not self._waiting:
             self._in_flight += 1  # happy path: no future, no await, no allocation
             self._admitted += 1
@@ -144,10 +144,7 @@ class ConcurrencyLimiter:
             )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         partitions = self._classes.setdefault(priority, {})
-        queue = partitions.get(partition)
-        if queue is None:
-            queue = partitions[partition] = deque()
-        queue.append(future)
+        partitions.setdefault(partition, OrderedDict())[future] = None
         self._waiting += 1
         self._waiting_by_priority[priority] = self._waiting_by_priority.get(priority, 0) + 1
         try:
@@ -189,17 +186,11 @@ class ConcurrencyLimiter:
             del self._waiting_by_priority[priority]
 
     def _forget(self, priority: int, partition: Hashable, future: asyncio.Future[None]) -> None:
-        """Take a waiter that gave up out of its queue now. Left for ``_grant`` to skip, the
-        queues of partitions nobody waits in any more piled up whenever no permit was handed on
-        meanwhile (one per timed-out tenant, forever). Waiters give up near the front of their
-        queue (timeouts in FIFO order), which is where ``remove`` starts looking."""
+        """Take a waiter that gave up out of its queue now, in O(1) wherever it stands, and drop
+        the queue once empty (else one per timed-out tenant would pile up forever)."""
         partitions = self._classes.get(priority)
         queue = None if partitions is None else partitions.get(partition)
-        if queue is None:
-            return
-        try:
-            queue.remove(future)
-        except ValueError:  # already popped by _grant (it skips cancelled waiters)
+        if queue is None or queue.pop(future, _ABSENT) is _ABSENT:
             return
         if not queue:
             del partitions[partition]
@@ -207,23 +198,37 @@ class ConcurrencyLimiter:
                 del self._classes[priority]
 
     def _grant(self) -> None:
+        if self._granting:  # re-entered from inside the loop below (a GC finalizer released)
+            self._regrant = True
+            return
+        self._granting = True
+        try:
+            self._regrant = True
+            while self._regrant:
+                self._regrant = False
+                self._grant_loop()
+        finally:
+            self._granting = False
+
+    def _grant_loop(self) -> None:
         classes = self._classes
         while self._in_flight < self._limit and classes:
             priority = max(classes)
             partitions = classes[priority]
             partition = next(iter(partitions))
             queue = partitions.pop(partition)
-            future = queue.popleft()
+            future, _ = queue.popitem(last=False)
             if queue:
                 partitions[partition] = queue  # rotate to the end: round-robin
             if not partitions:
                 del classes[priority]
-            if future.done():  # cancelled while waiting; already uncounted
+            if future.done():  # its task was cancelled; acquire() uncounts it when it resumes
                 continue
-            future.set_result(None)
+            # Count first, then wake: set_result may allocate, run the GC and re-enter.
             self._unwait(priority)
             self._in_flight += 1
             self._admitted += 1
+            future.set_result(None)
 
     async def __aenter__(self) -> None:
         await self.acquire()

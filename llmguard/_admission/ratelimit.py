@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +62,10 @@ class RateLimitStats:
 
 #: What a quota's error message suggests instead.
 _NO_QUOTA = "; pass None for no such quota"
+
+
+def _head(line: OrderedDict[int, list[asyncio.Future[None]]]) -> list[asyncio.Future[None]]:
+    return next(iter(line.values()))
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -169,7 +173,9 @@ class RateLimit:
         self._usage = usage
         self._reconcile = charge == "actual"
         self._key = key
-        self._lines: dict[Hashable, deque[list[asyncio.Future[None]]]] = {}
+        # key -> waiters in arrival order, by id: one that gives up leaves in O(1) (a deque's
+        # remove() made cancelling 10k waiters newest-first take seconds)
+        self._lines: dict[Hashable, OrderedDict[int, list[asyncio.Future[None]]]] = {}
         self._reserved = self._in_flight = self._waiting = self._admitted = 0
         self._rejected = self._timed_out = self._refunds = self._rate_limited = 0
 
@@ -281,21 +287,21 @@ class RateLimit:
             return
         line = self._lines.get(key)
         if line:  # room may have opened: let the head of the line look again
-            _wake(line[0][0])
+            _wake(_head(line)[0])
 
     async def _wait_in_line(self, key: Hashable, tokens: int, wait: float | None) -> Any:
         loop = asyncio.get_running_loop()
         line = self._lines.get(key)
         if line is None:
-            line = self._lines[key] = deque()
+            line = self._lines[key] = OrderedDict()
         waiter = [loop.create_future()]  # the current wake-up future of this waiter
-        line.append(waiter)
+        line[id(waiter)] = waiter
         self._waiting += 1
         timeout = asyncio.timeout(self.max_wait)
         try:
             async with timeout:
                 while True:
-                    if line[0] is not waiter:
+                    if _head(line) is not waiter:
                         await waiter[0]  # set when the waiter ahead of us leaves the line
                         wait = None
                         continue
@@ -322,12 +328,10 @@ class RateLimit:
             ) from None
         finally:
             self._waiting -= 1
-            if line[0] is waiter:
-                line.popleft()
-                if line:
-                    _wake(line[0][0])
-            else:
-                line.remove(waiter)
+            was_head = _head(line) is waiter
+            del line[id(waiter)]
+            if was_head and line:
+                _wake(_head(line)[0])
             if not line:
                 del self._lines[key]
 
@@ -355,7 +359,7 @@ class RateLimit:
             self.backend.cap(partition, self.quotas, tokens, left, reset)
         line = self._lines.get(partition)
         if line:
-            _wake(line[0][0])
+            _wake(_head(line)[0])
 
     def statistics(self, key: Hashable = None) -> RateLimitStats:
         """Counters for the whole layer; headroom and pause for ``key`` (default None)."""

@@ -19,7 +19,7 @@ from typing import Any
 from .key import custom_key, default_key
 from .._core.check import number, text
 from .store import MISSING, CacheStore, MemoryStore
-from .stream import STREAM_KEY, Tee, is_recording, replay
+from .stream import STREAM_KEY, Tee, fresh, is_recording, replay
 from .._core.call import Call, Handler
 from .._core.stream import Stream
 from .._core.public import public
@@ -163,7 +163,7 @@ class Cache:
             if value is not MISSING:
                 self._hits += 1
                 call.note("cache", "hit")
-                return await replay(value) if is_recording(value) else value
+                return await replay(value) if is_recording(value) else fresh(value)
         else:
             self._bypassed += 1
         flight = self._flights.get(key)
@@ -192,7 +192,7 @@ class Cache:
             raise
         finally:
             flight.waiters -= 1
-        return await result.open() if isinstance(result, Tee) else result
+        return await result.open() if isinstance(result, Tee) else fresh(result)
 
     async def _fill(self, key: str, call: Call, call_next: Handler) -> Any:
         try:

@@ -11,13 +11,14 @@ so the Redis store's default JSON serializer stores it as well as the in-memory 
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .._core.errors import LLMGuardError
 from .._core.stream import Stream
 
-__all__ = ["STREAM_KEY", "Tee", "is_recording", "replay"]
+__all__ = ["STREAM_KEY", "Tee", "fresh", "is_recording", "replay"]
 
 #: The one key of a stored stream's dict.
 STREAM_KEY = "llmguard.stream"
@@ -28,9 +29,25 @@ def is_recording(value: Any) -> bool:
     return type(value) is dict and STREAM_KEY in value
 
 
+#: Results of these types are immutable: shared as they are.
+_IMMUTABLE = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def fresh(value: Any) -> Any:
+    """The caller's own copy of a cached value (``copy.deepcopy``; immutable ones as they are),
+    so one caller editing its answer never changes what later hits get. A value deepcopy cannot
+    copy is shared as it is."""
+    if type(value) in _IMMUTABLE:
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
+
+
 async def replay(recording: dict[str, list[Any]]) -> Stream:
-    """A new Stream over a stored stream's chunks."""
-    return await Stream.start(_iterate(recording[STREAM_KEY]))
+    """A new Stream over (a copy of) a stored stream's chunks."""
+    return await Stream.start(_iterate(fresh(recording[STREAM_KEY])))
 
 
 async def _iterate(chunks: list[Any]) -> AsyncIterator[Any]:
@@ -48,6 +65,10 @@ class Tee:
     __slots__ = ("_source", "_chunks", "_expected", "_readers", "_ended", "_error", "_fetching",
                  "_on_complete")
 
+    # The next chunk is fetched by a task of its own, which readers await through a shield: a
+    # reader cancelled mid-fetch leaves it running for the others (fetched in the reader's own
+    # task, the cancellation broke the source and every other reader lost its answer).
+
     def __init__(self, source: Stream, expected: int,
                  on_complete: Callable[[dict[str, list[Any]]], Awaitable[None]]) -> None:
         self._source = source
@@ -56,7 +77,7 @@ class Tee:
         self._readers = 0
         self._ended = False
         self._error: BaseException | None = None
-        self._fetching = asyncio.Lock()
+        self._fetching: asyncio.Task[None] | None = None
         self._on_complete = on_complete
 
     async def open(self) -> Stream:
@@ -82,13 +103,19 @@ class Tee:
                     return
                 elif self._error is not None:
                     raise self._error
-                else:
-                    async with self._fetching:  # one caller fetches; the others then read it
-                        if position == len(self._chunks) and not self._ended and not self._error:
-                            await self._fetch()
+                else:  # one task fetches; every reader waits for it, none can break it
+                    fetching = self._fetching
+                    if fetching is None or fetching.done():
+                        fetching = self._fetching = asyncio.ensure_future(self._fetch())
+                        fetching.add_done_callback(_retrieve)
+                    await asyncio.shield(fetching)
         finally:
             self._readers -= 1
             if self._unread():  # nobody reads on: close the source so its permits return now
+                fetching = self._fetching
+                if fetching is not None and not fetching.done():
+                    fetching.cancel()
+                    await asyncio.wait([fetching])
                 await self._source.aclose()
 
     async def _fetch(self) -> None:
@@ -100,11 +127,17 @@ class Tee:
         except Exception as exc:
             self._error = exc
             raise
-        except BaseException:  # this reader was cancelled mid-fetch: the source is broken
+        except BaseException:  # every reader left mid-fetch: the source is closed after this
             self._error = LLMGuardError(
-                "the shared stream ended early: the caller reading it for this single flight "
-                "was cancelled mid-chunk; call again")
+                "the shared stream ended early: every caller reading it for this single flight "
+                "stopped mid-chunk; call again")
             raise
 
     def _unread(self) -> bool:
         return self._readers == 0 and self._expected <= 0 and not self._source.done
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a fetch's error as seen (the readers that wanted it may all have left)."""
+    if not task.cancelled():
+        task.exception()

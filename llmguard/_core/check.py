@@ -83,3 +83,16 @@ def callable_or_none(name: str, value: Any, what: str = "a callable") -> Any:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be {what} or None, got {value!r}")
     return value
+
+
+def admission(priority: Any, partition: Any, source: str = "") -> None:
+    """Raise ``TypeError`` unless ``priority`` is an int and ``partition`` hashable."""
+    if not isinstance(priority, int):
+        raise TypeError(f"priority{source} must be an int (higher first), got {priority!r}")
+    try:
+        hash(partition)
+    except TypeError:
+        raise TypeError(
+            f"partition{source} must be hashable (a str, int or tuple naming e.g. the tenant), "
+            f"got {type(partition).__name__} {partition!r}"
+        ) from None

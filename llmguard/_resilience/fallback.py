@@ -12,6 +12,7 @@ from .._core.call import Call, Handler, invoke
 from .._core.errors import FallbackExhausted
 from .._core.call import is_async_callable
 from .._core.public import public
+from .._core.redact import redact
 
 __all__ = ["Fallback", "FallbackStats"]
 
@@ -32,7 +33,7 @@ class FallbackStats:
 
 def _label(alternate: Any) -> str:
     if isinstance(alternate, Mapping):
-        return ",".join(f"{k}={v}" for k, v in alternate.items())
+        return ",".join(f"{k}={v}" for k, v in redact(dict(alternate)).items())
     return getattr(alternate, "__qualname__", None) or type(alternate).__qualname__
 
 
@@ -41,12 +42,12 @@ def _check(alternate: Any) -> Any:
         if not alternate or not all(isinstance(k, str) for k in alternate):
             raise ValueError(
                 f"a keyword-override alternate must be a non-empty dict of argument names, "
-                f"got {alternate!r}; e.g. {{'model': 'gpt-4o-mini'}}"
+                f"got {redact(alternate)!r}; e.g. {{'model': 'gpt-4o-mini'}}"
             )
         return dict(alternate)
     if not is_async_callable(alternate):
         raise TypeError(
-            f"alternate {alternate!r} is neither an async callable nor a dict of keyword "
+            f"alternate {redact(alternate)!r} is neither an async callable nor a dict of keyword "
             "overrides such as {'model': 'gpt-4o-mini'}"
         )
     return alternate

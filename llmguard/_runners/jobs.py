@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
 from .batch import batch_iter
-from .._core.check import number
+from .._core.check import callable_or_none, number
 from .._core.errors import JobNotFound, QueueFull
 from .._core.public import public
 
@@ -127,16 +127,28 @@ class JobManager:
     def submit_batch(self, fn: Callable[[Any], Any], items: Iterable[Any] | AsyncIterable[Any],
                      **options: Any) -> Job:
         """Start :func:`llmguard.batch` in the background; the job's progress counts finished items
-        and its result is the list of Outcomes (item failures do not fail the job)."""
-        stream = batch_iter(fn, items, **options)  # bad options fail here, not inside the job
+        and its result is the list of Outcomes (item failures do not fail the job). A cancelled
+        or failed batch job keeps, as its result, every outcome that finished (the items drained
+        within ``grace`` included)."""
+        outcomes: list[Any] = []
+        hook = callable_or_none("on_result", options.pop("on_result", None))
+
+        def collect(outcome: Any) -> Any:  # batch reports drained outcomes here, not by yield
+            outcomes.append(outcome)
+            job.done += 1
+            return None if hook is None else hook(outcome)
+
+        # bad options fail here, not inside the job
+        stream = batch_iter(fn, items, on_result=collect, **options)
         job = self._new()
         job.total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
 
         async def run() -> Any:
-            outcomes = []
-            async for outcome in stream:
-                outcomes.append(outcome)
-                job.done += 1
+            try:
+                async for _ in stream:
+                    pass
+            finally:
+                job.result = outcomes  # kept when the job is cancelled or fails
             return outcomes
 
         return self._start(job, run)

@@ -2,7 +2,7 @@
 
 A call borrows a free member, waits first-in first-out when none is free, and gives the member
 back on success, error or cancellation. A member that keeps failing (unhealthy failures in the
-sense of :func:`llmguard.classify`) gets its own circuit (``llmguard._resilience.circuit.CircuitState``):
+sense of :func:`llmguard.classify`) gets its own circuit (``llmguard._resilience.circuit_state.CircuitState``):
 it is skipped for ``cooldown`` seconds, then one probe call decides whether it comes back.
 A streamed answer (a member method that is an async generator, or returns an async iterator)
 holds its member until the stream ends: exhausted, closed, failed or abandoned.
@@ -12,69 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .._core.check import number, text
-from .._resilience.circuit import CircuitState, State
+from .._resilience.circuit_state import State
 from .._core.classify import classify
 from .._core.call import Call, invoke
 from .._core.errors import CircuitOpenError
 from .._core.stream import Stream
 from .._core.public import public
+from .member import Member, MemberStats, PoolStats
 
-__all__ = ["AgentPool", "MemberStats", "PoolStats"]
+__all__ = ["AgentPool"]
 
 _STRATEGIES = ("least_busy", "round_robin", "weighted")
-
-
-@public
-@dataclass(frozen=True, slots=True)
-class MemberStats:
-    name: str
-    #: Calls in progress, calls finished, of which failed.
-    busy: int
-    calls: int
-    failures: int
-    #: "closed" (in service), "open" (cooling down) or "half_open" (probing).
-    state: str
-    #: Mean latency of finished calls, seconds (0 before the first).
-    mean_latency: float
-
-
-@public
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    members: tuple[MemberStats, ...]
-    #: Callers waiting for a free member.
-    waiting: int
-
-
-class _Member:
-    __slots__ = ("target", "fn", "name", "weight", "busy", "calls", "failures", "latency",
-                 "circuit", "current")
-
-    def __init__(self, target: Any, fn: Callable[..., Any], name: str, weight: float,
-                 cooldown: float) -> None:
-        self.target, self.fn, self.name, self.weight = target, fn, name, weight
-        self.busy = self.calls = self.failures = 0
-        self.latency = 0.0
-        self.current = 0.0  # smooth weighted round robin credit
-        # 3 unhealthy failures in 5+ calls within 60 s open it; one successful probe closes it.
-        self.circuit = CircuitState(failure_ratio=0.5, min_calls=3, window=60, open_for=cooldown,
-                                    half_open_calls=1)
-
-    def usable(self, now: float, per_member: int) -> bool:
-        c = self.circuit
-        if self.busy >= per_member:
-            return False
-        if c.state is State.OPEN:
-            return now >= c.opened_at + c.open_for
-        if c.state is State.HALF_OPEN:
-            return c.probes + c.probe_ok < c.half_open_calls
-        return True
 
 
 @public
@@ -114,7 +67,9 @@ class AgentPool:
         number("cooldown", cooldown, unit=" of seconds")
         self._members = [self._member(m, i, method, w, cooldown) for i, (m, w) in enumerate(zip(members, weights))]
         self._per_member, self._strategy, self._method = per_member, strategy, method
-        self._waiters: deque[asyncio.Future[_Member]] = deque()
+        # FIFO of waiting callers; an OrderedDict so a cancelled one leaves in O(1), whether or
+        # not _wake already dropped it (deque.remove raised ValueError when it had)
+        self._waiters: OrderedDict[asyncio.Future[tuple[Member, object]], None] = OrderedDict()
         self._rr = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -125,14 +80,14 @@ class AgentPool:
         self._bound = bound
 
     @staticmethod
-    def _member(m: Any, i: int, method: str, weight: float, cooldown: float) -> _Member:
+    def _member(m: Any, i: int, method: str, weight: float, cooldown: float) -> Member:
         fn = getattr(m, method, None)
         if fn is None:
             if not callable(m):
                 raise TypeError(f"members[{i}] has no async method {method!r} and is not callable: {m!r}")
             fn = m
         name = getattr(m, "name", None) or getattr(fn, "__qualname__", None) or f"member{i}"
-        return _Member(m, fn, f"{i}:{name}", float(weight), cooldown)
+        return Member(m, fn, f"{i}:{name}", float(weight), cooldown)
 
     def __getattr__(self, name: str) -> Any:
         if name == self._method:
@@ -142,36 +97,36 @@ class AgentPool:
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Borrow a member, await its method with these arguments, give it back."""
         loop = asyncio.get_running_loop()
-        member = await self._acquire(loop)
+        member, ticket = await self._acquire(loop)
         start = loop.time()
         try:
             result = await invoke(Call(member.fn, args, kwargs))
             if isinstance(result, Stream):  # the member serves the stream to its end
-                result.defer(lambda error: self._give_back(member, loop, start, error))
+                result.defer(lambda error: self._give_back(member, ticket, loop, start, error))
                 return result
         except BaseException as exc:
-            self._give_back(member, loop, start, exc)
+            self._give_back(member, ticket, loop, start, exc)
             raise
-        self._give_back(member, loop, start, None)
+        self._give_back(member, ticket, loop, start, None)
         return result
 
-    def _give_back(self, member: _Member, loop: asyncio.AbstractEventLoop, start: float,
-                   error: BaseException | None) -> None:
+    def _give_back(self, member: Member, ticket: object, loop: asyncio.AbstractEventLoop,
+                   start: float, error: BaseException | None) -> None:
         if error is None:
-            member.circuit.record(loop.time(), False)
+            member.circuit.record(loop.time(), False, ticket)
         elif isinstance(error, Exception):
             member.failures += 1
-            member.circuit.record(loop.time(), classify(error).kind.unhealthy)
+            member.circuit.record(loop.time(), classify(error).kind.unhealthy, ticket)
         else:  # a cancellation (or a consumer closing a stream) says nothing about the member
-            member.circuit.cancel()
+            member.circuit.cancel(ticket)
         member.calls += 1
         member.latency += loop.time() - start
         member.busy -= 1
         self._wake(loop)
 
-    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> _Member:
-        if not self._waiters and (member := self._pick(loop.time())) is not None:
-            return member
+    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> tuple[Member, object]:
+        if not self._waiters and (picked := self._pick(loop.time())) is not None:
+            return picked
         now = loop.time()
         if all(m.circuit.state is State.OPEN and not m.usable(now, self._per_member) and not m.busy
                for m in self._members):
@@ -181,22 +136,23 @@ class AgentPool:
                 f"next probe in {wait:.1f} s (lower the load, add members or raise cooldown)",
                 retry_after=wait)
         waiter = loop.create_future()
-        self._waiters.append(waiter)
+        self._waiters[waiter] = None
         self._wake(loop)  # cooling members may be due for a probe
         try:
             return await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled():  # granted, then cancelled: give it back
-                member = waiter.result()
+                member, ticket = waiter.result()
                 member.busy -= 1
-                member.circuit.cancel()
+                member.circuit.cancel(ticket)
                 self._wake(loop)
             else:
-                self._waiters.remove(waiter)
+                self._waiters.pop(waiter, None)
             raise
 
-    def _pick(self, now: float) -> _Member | None:
-        """Choose a usable member by strategy and take a slot on it (busy += 1)."""
+    def _pick(self, now: float) -> tuple[Member, object] | None:
+        """Choose a usable member by strategy and take a slot on it (busy += 1); with the
+        ticket its circuit admitted the call under."""
         free = [m for m in self._members if m.usable(now, self._per_member)]
         if not free:
             return None
@@ -212,20 +168,23 @@ class AgentPool:
                 m.current += m.weight
             member = max(free, key=lambda m: m.current)
             member.current -= sum(m.weight for m in free)
-        member.circuit.allow(now)  # takes the probe slot when half-open
+        ticket = member.circuit.allow(now)  # takes the probe slot when half-open
         member.busy += 1
-        return member
+        return member, ticket
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hand free members to waiters in arrival order; retry when a cooldown ends."""
-        while self._waiters:
-            if self._waiters[0].done():  # cancelled while queued
-                self._waiters.popleft()
+        waiters = self._waiters
+        while waiters:
+            waiter = next(iter(waiters))
+            if waiter.done():  # cancelled while queued; its caller has not resumed yet
+                del waiters[waiter]
                 continue
-            member = self._pick(loop.time())
-            if member is None:
+            picked = self._pick(loop.time())
+            if picked is None:
                 break
-            self._waiters.popleft().set_result(member)
+            del waiters[waiter]
+            waiter.set_result(picked)
         if self._waiters and self._timer is None:
             now = loop.time()
             due = [m.circuit.retry_after(now) for m in self._members if m.circuit.state is State.OPEN]

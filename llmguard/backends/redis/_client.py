@@ -11,6 +11,7 @@ from typing import Any
 
 from ..._core.check import number, text
 from ..._core.errors import BackendUnavailable
+from ..._core.redact import redact_url
 
 __all__ = ["Connection", "logger"]
 
@@ -31,13 +32,14 @@ class Connection:
     non-blocking methods that run on cleanup paths) and keeps a reference until it ends.
     """
 
-    __slots__ = ("url", "prefix", "on_error", "timeout", "id", "_redis", "_scripts", "_tasks",
+    __slots__ = ("url", "shown_url", "prefix", "on_error", "timeout", "id", "_redis", "_scripts",
+                 "_tasks",
                  "_down_until", "_outage", "errors", "loops")
 
     def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
         example = "; e.g. 'redis://127.0.0.1:6379/0'"
         if "://" not in text("url", url, hint=example):
-            raise ValueError(f"url must be a Redis URL{example}, got {url!r}")
+            raise ValueError(f"url must be a Redis URL{example}, got {redact_url(url)!r}")
         text("prefix", prefix, hint=" (a key namespace)")
         if on_error not in ("local", "fail"):
             raise ValueError(
@@ -46,6 +48,8 @@ class Connection:
             )
         number("timeout", timeout, unit=" of seconds")
         self.url, self.prefix, self.on_error, self.timeout = url, prefix, on_error, float(timeout)
+        #: The url as printed (logs, errors, repr): its password hidden.
+        self.shown_url = redact_url(url)
         #: Unique per process and object: lease ids and tickets never collide across processes.
         self.id = f"{os.getpid()}.{secrets.token_hex(4)}"
         self._redis: Any = None
@@ -89,13 +93,13 @@ class Connection:
             return self.failed(exc, what)
         if self._outage:
             self._outage = False
-            logger.warning("llmguard: Redis at %s answers again; shared limits resume", self.url)
+            logger.warning("llmguard: Redis at %s answers again; shared limits resume", self.shown_url)
         return result
 
     def failed(self, exc: BaseException, what: str) -> None:
         self.errors += 1
         message = (
-            f"Redis at {self.url} failed while {what} ({type(exc).__name__}: {exc or 'timed out'}, "
+            f"Redis at {self.shown_url} failed while {what} ({type(exc).__name__}: {redact_url(str(exc)) or 'timed out'}, "
             f"timeout={self.timeout:g} s)"
         )
         if self.on_error == "fail":

@@ -85,13 +85,14 @@ class RedisBackend:
         if seen is not None:
             return seen.names
         # {hash tag}: the log and the state land in one slot on Redis Cluster. No key (None) is
-        # "{}", a str its own name, anything else typed: None and "", 1 and "1" never share.
+        # "{}", a str "s:" and itself, anything else "r:" and its type and repr: None and "",
+        # 1 and "1", 7 and "int=7" never share.
         if key is None:
             name = ""
-        elif isinstance(key, str) and key:
-            name = key
+        elif isinstance(key, str):
+            name = f"s:{key}"
         else:
-            name = f"{type(key).__name__}={key!r}"
+            name = f"r:{type(key).__name__}={key!r}"
         tag = f"{self.connection.prefix}:rl:{{{name}}}"
         return [f"{tag}:log", f"{tag}:state"]
 
@@ -190,5 +191,5 @@ class RedisBackend:
     def __repr__(self) -> str:
         c = self.connection
         state = "down" if c._outage else "up"
-        return (f"<RedisBackend {c.url} prefix={c.prefix!r} on_error={c.on_error!r} "
+        return (f"<RedisBackend {c.shown_url} prefix={c.prefix!r} on_error={c.on_error!r} "
                 f"timeout={c.timeout:g} {state} errors={c.errors}>")

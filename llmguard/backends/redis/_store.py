@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import json
 import pickle
 import random
@@ -74,7 +75,7 @@ class RedisStore:
       on a Redis nobody untrusted can write to; or pass an object with ``dumps``/``loads``.
     * ``max_bytes`` (default 1 MiB): a larger serialised value raises :class:`ValueTooLarge`,
       which the Cache layer counts as a store error: the result is returned, not cached.
-    * TTL is Redis's (``SET ... PX``); keys live under ``<prefix>:cache:<namespace>:``.
+    * TTL is Redis's (``SET ... PX``); keys live under ``<prefix>:cache:<len(namespace)>:<namespace>:`` (``entry:<key>``, ``lock:<key>``).
     * Single-flight across processes: on a miss, one process takes a short lock
       (``SET NX PX lock_ttl``) and calls the provider; the others poll for its value for up to
       ``lock_ttl`` seconds instead of calling the provider too. If the filler fails, the Cache
@@ -106,14 +107,16 @@ class RedisStore:
         self.max_bytes = max_bytes
         self.lock_ttl = float(lock_ttl)
         self._codec = _Codec(serializer)
-        self._prefix = f"{self.connection.prefix}:cache:{namespace}:"
+        # The namespace is length-prefixed, so no namespace is a prefix of another ("a" is
+        # "1:a:", "a:b" is "3:a:b:") and no key of one ("b:x" in "a") names a key of another.
+        self._prefix = f"{self.connection.prefix}:cache:{len(namespace)}:{namespace}:"
         # key -> (our lock token, loop time it lapses) while this process fills the key.
         self._locks: dict[str, tuple[str, float]] = {}
         self._sweep_at = SWEEP_AT
         self._size = self._hits = self._misses = self._coalesced = self._too_large = 0
 
     async def _get(self, key: str) -> bytes | None:
-        return await self.connection.run(lambda: self.connection.redis.get(self._prefix + key),
+        return await self.connection.run(lambda: self.connection.redis.get(self._prefix + 'entry:' + key),
                                          "reading the cache")
 
     async def get(self, key: str) -> Any:
@@ -142,7 +145,7 @@ class RedisStore:
 
     async def _wait_or_lead(self, key: str) -> bytes | None:
         """Take the fill lock (return None: we call the provider) or wait for the filler."""
-        redis, lock = self.connection.redis, f"{self._prefix}{key}:lock"
+        redis, lock = self.connection.redis, f"{self._prefix}lock:{key}"
         token = secrets.token_hex(8)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lock_ttl
@@ -176,7 +179,7 @@ class RedisStore:
                     "smaller results (cache_if=)"
                 )
             if await self.connection.run(
-                lambda: self.connection.redis.set(self._prefix + key, data,
+                lambda: self.connection.redis.set(self._prefix + 'entry:' + key, data,
                                                   px=max(1, int(ttl * 1000))),
                 "writing the cache",
             ):
@@ -193,11 +196,11 @@ class RedisStore:
         held = self._locks.pop(key, None)
         if held is not None:
             self.connection.spawn(self.connection.write(
-                _UNLOCK, [f"{self._prefix}{key}:lock"], [held[0]], "releasing the cache fill lock",
+                _UNLOCK, [f"{self._prefix}lock:{key}"], [held[0]], "releasing the cache fill lock",
             ))
 
     async def delete(self, key: str) -> None:
-        await self.connection.run(lambda: self.connection.redis.delete(self._prefix + key),
+        await self.connection.run(lambda: self.connection.redis.delete(self._prefix + 'entry:' + key),
                                   "deleting from the cache")
 
     async def clear(self) -> None:
@@ -206,7 +209,9 @@ class RedisStore:
 
         async def clear() -> None:
             batch = []
-            async for name in redis.scan_iter(match=self._prefix + "*", count=500):
+            # glob characters in the prefix ("t[12]") are escaped: they match only themselves
+            pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._prefix) + "*"
+            async for name in redis.scan_iter(match=pattern, count=500):
                 batch.append(name)
                 if len(batch) >= 500:
                     await redis.unlink(*batch)

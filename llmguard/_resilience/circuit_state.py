@@ -1,0 +1,169 @@
+"""Circuit state: the ``CircuitStore`` seam a :class:`~llmguard.CircuitBreaker` drives, and the
+in-process state machine.
+
+The state machine is a plain object whose methods take ``now``, so it is tested without a loop
+and its storage can be shared (the Redis backend wraps one and shares its openings).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Protocol, runtime_checkable
+
+from .._core.public import public
+
+__all__ = ["CircuitState", "CircuitStore", "State"]
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@public
+@runtime_checkable
+class CircuitStore(Protocol):
+    """What a :class:`~llmguard.CircuitBreaker` drives: one circuit's state. ``now`` is the
+    caller's loop time in seconds; every method is synchronous (no I/O on the call path).
+
+    Returned by ``backend.circuit_state(name, failure_ratio=, min_calls=, window=, open_for=,
+    half_open_calls=)`` for ``CircuitBreaker(backend=...)``. The contract:
+
+    * ``state`` is a :class:`State`; ``failure_ratio`` the configured ratio; ``opened`` (times
+      it opened) and ``rejected`` (calls refused) are counters.
+    * ``allow(now)`` returns ``None`` to refuse the call, else a **ticket** (any object, never
+      None) naming the phase it was admitted in. Open refuses until ``open_for`` has passed
+      since opening, then turns half-open; half-open admits at most ``half_open_calls`` probes
+      (in flight plus succeeded); closed admits every call.
+    * ``record(now, failed, ticket)`` reports how an admitted call ended (``failed``: an
+      unhealthy failure). Only a call admitted in the current phase counts: a straggler (admitted
+      while closed, ending after the circuit opened or while it probes) changes nothing. Closed:
+      counted in a sliding ``window`` of seconds; it opens once at least ``min_calls`` were made
+      and at least ``failure_ratio`` of them failed. Half-open: a failed probe reopens it, and
+      ``half_open_calls`` successful probes close it (forgetting the window).
+    * ``cancel(ticket)`` reports that an admitted call ended with no verdict (cancelled, or
+      refused further in): a probe's slot is given back, nothing is counted.
+    * ``retry_after(now)``: seconds until an open circuit admits a probe (0 when not open).
+    * ``counts(now)``: ``(calls, failures)`` in the current window.
+    * ``force_open(now)`` opens it as if it had opened at ``now``; ``force_close()`` closes it
+      and forgets the window.
+    """
+
+    state: State
+    failure_ratio: float
+    opened: int
+    rejected: int
+
+    def allow(self, now: float) -> object | None: ...
+
+    def record(self, now: float, failed: bool, ticket: object = None) -> None: ...
+
+    def cancel(self, ticket: object = None) -> None: ...
+
+    def retry_after(self, now: float) -> float: ...
+
+    def counts(self, now: float) -> tuple[int, int]: ...
+
+    def force_open(self, now: float) -> None: ...
+
+    def force_close(self) -> None: ...
+
+
+class CircuitState:
+    """Closed, open, half-open over a sliding window of per-second outcome counts: the
+    in-process :class:`CircuitStore`. Its tickets are phase numbers (the ``phase`` attribute
+    counts state changes), so a straggler's outcome is told from a probe's."""
+
+    __slots__ = ("failure_ratio", "min_calls", "window", "open_for", "half_open_calls",
+                 "state", "opened_at", "probes", "probe_ok", "_buckets", "opened", "rejected",
+                 "phase")
+
+    def __init__(self, *, failure_ratio: float, min_calls: int, window: float, open_for: float,
+                 half_open_calls: int) -> None:
+        self.failure_ratio, self.min_calls, self.window = failure_ratio, min_calls, window
+        self.open_for, self.half_open_calls = open_for, half_open_calls
+        self.state = State.CLOSED
+        self.opened_at = 0.0
+        self.probes = self.probe_ok = 0  # half-open probes in flight / succeeded
+        self._buckets: deque[list[float]] = deque()  # [second, calls, failures]
+        self.opened = self.rejected = 0
+        #: Number of the current phase (1 at first; +1 at every change of state).
+        self.phase = 1
+
+    def counts(self, now: float) -> tuple[int, int]:
+        while self._buckets and self._buckets[0][0] <= now - self.window:
+            self._buckets.popleft()
+        return (int(sum(b[1] for b in self._buckets)), int(sum(b[2] for b in self._buckets)))
+
+    def retry_after(self, now: float) -> float:
+        if self.state is not State.OPEN:
+            return 0.0
+        return max(0.0, self.opened_at + self.open_for - now)
+
+    def would_allow(self, now: float) -> bool:
+        """Whether ``allow(now)`` would admit a call (nothing is taken)."""
+        if self.state is State.OPEN:
+            return now >= self.opened_at + self.open_for
+        if self.state is State.HALF_OPEN:
+            return self.probes + self.probe_ok < self.half_open_calls
+        return True
+
+    def allow(self, now: float) -> int | None:
+        if self.state is State.OPEN:
+            if now < self.opened_at + self.open_for:
+                self.rejected += 1
+                return None
+            self._enter(State.HALF_OPEN)
+        if self.state is State.HALF_OPEN:
+            if self.probes + self.probe_ok >= self.half_open_calls:
+                self.rejected += 1
+                return None
+            self.probes += 1
+        return self.phase
+
+    def cancel(self, ticket: object = None) -> None:
+        if self.state is State.HALF_OPEN and self.probes and ticket in (None, self.phase):
+            self.probes -= 1
+
+    def record(self, now: float, failed: bool, ticket: object = None) -> None:
+        """``ticket`` None counts the outcome in the current phase (direct use, tests)."""
+        if ticket is not None and ticket != self.phase:
+            return  # a straggler from an earlier phase: neither a probe nor in this window
+        if self.state is State.HALF_OPEN:
+            self.probes = max(0, self.probes - 1)
+            if failed:
+                self.force_open(now)
+            else:
+                self.probe_ok += 1
+                if self.probe_ok >= self.half_open_calls:
+                    self.force_close()
+            return
+        if self.state is State.OPEN:
+            return
+        second = float(int(now))
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._buckets.append([second, 0, 0])
+        self._buckets[-1][1] += 1
+        self._buckets[-1][2] += failed
+        calls, failures = self.counts(now)
+        if calls >= self.min_calls and failures >= self.failure_ratio * calls:
+            self.force_open(now)
+
+    def _enter(self, state: State) -> None:
+        self.state, self.probes, self.probe_ok = state, 0, 0
+        self.phase += 1
+        self._buckets.clear()
+
+    def force_open(self, now: float) -> None:
+        self._enter(State.OPEN)
+        self.opened_at = now
+        self.opened += 1
+
+    def force_close(self) -> None:
+        self._enter(State.CLOSED)
+
+    def __repr__(self) -> str:
+        return (f"<CircuitState {self.state.value} phase={self.phase} probes={self.probes} "
+                f"opened={self.opened} rejected={self.rejected}>")
