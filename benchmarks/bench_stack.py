@@ -330,7 +330,15 @@ async def run_hits(fn: Fn, prompts: list[str]) -> float:
     return (time.perf_counter() - start) / len(prompts) * 1e6
 
 
+#: ``--gc-off``: no collection while timing. By default the collector runs as in production,
+#: so what a contender allocates per call is charged (10k live tasks make collections dear).
+GC_OFF = False
+
 PATHS = {"seq": run_sequential, "gather": run_gather, "hit": run_hits}
+
+
+def progress(what: str) -> None:
+    print(f"  ... {what}", file=sys.stderr, flush=True)
 
 
 async def sample(build: Callable[[], Fn | None], path: str, prompts: list[str]) -> float | None:
@@ -341,7 +349,12 @@ async def sample(build: Callable[[], Fn | None], path: str, prompts: list[str]) 
     for i in range(20):
         await fn(f"warm-up {i}")
     gc.collect()
-    return await PATHS[path](fn, prompts)
+    if GC_OFF:
+        gc.disable()
+    try:
+        return await PATHS[path](fn, prompts)
+    finally:
+        gc.enable()
 
 
 def prompts_for(n: int) -> list[str]:
@@ -355,7 +368,8 @@ async def measure(contenders: dict[str, Callable[[], Fn | None]], sizes: dict[st
     reduced = reduced or {}
     samples: dict[str, dict[str, list[float]]] = {n: {p: [] for p in sizes} for n in contenders}
     skipped: set[str] = set()
-    for _ in range(repeats):  # interleaved: drifting load hits every contender alike
+    for repeat in range(repeats):  # interleaved: drifting load hits every contender alike
+        progress(f"repeat {repeat + 1}/{repeats}")
         for path, n in sizes.items():
             for name, build in contenders.items():
                 if name in skipped:
@@ -574,6 +588,8 @@ def print_memory(memory: dict[str, float], n: int) -> dict[str, float]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    global GC_OFF
+    GC_OFF = args.gc_off
     sizes = {"seq": args.calls, "gather": args.concurrent, "hit": args.hits}
     litellm_sizes = {p: min(n, args.litellm_calls) for p, n in sizes.items()}
     litellm_sizes["hit"] = 0  # Router without a cache (see litellm_router)
@@ -588,10 +604,14 @@ async def main(args: argparse.Namespace) -> None:
     # litellm's modules; otherwise its cost grows with what happens to be imported.
     gc.collect()
     gc.freeze()
+    progress("stacks")
     results = await measure(stacks, sizes, args.repeats, {LITELLM: litellm_sizes})
     layer_sizes = {"seq": args.calls, "gather": args.concurrent}
+    progress("per-layer table")
     layers = await measure(LAYERS, layer_sizes, args.repeats)
+    progress(f"memory: {args.waiters} waiters")
     memory = await memory_table(args.waiters, args.memory_repeats)
+    progress("import time")
     import_time = import_ms(args.import_runs)
 
     ratios = print_stacks(results, sizes, litellm_sizes)
@@ -616,7 +636,8 @@ async def main(args: argparse.Namespace) -> None:
     worst = max(beyond.values())
     print(f"- waiter memory < 1 KB beyond own task: worst {worst:.0f} B {verdict(worst < 1024)}")
     print(f"- import llmguard < 50 ms:     {import_time:.1f} ms {verdict(import_time < 50)}")
-    print(f"\n({args.repeats} repeats, {time.perf_counter() - started:.0f} s)")
+    print(f"\n({args.repeats} repeats, garbage collector {'off' if GC_OFF else 'on'} while "
+          f"timing, {time.perf_counter() - started:.0f} s)")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -627,16 +648,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hits", type=int, help="repeated hits per sample (default 20000)")
     parser.add_argument("--repeats", type=int, help="samples per contender (default 7)")
     parser.add_argument("--waiters", type=int, help="queued callers (default 100000)")
-    parser.add_argument("--memory-repeats", type=int, help="samples of the memory table (3)")
+    parser.add_argument("--memory-repeats", type=int, help="samples of the memory table (1: it hardly varies)")
     parser.add_argument("--litellm-calls", type=int, help="cap on LiteLLM's sizes (default 300: ~5 ms a call)")
     parser.add_argument("--import-runs", type=int, help="fresh interpreters (default 7)")
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--gc-off", action="store_true",
+                        help="disable the garbage collector while timing (steadier attribution; "
+                             "hides the collections a contender's allocations cause)")
     args = parser.parse_args(argv)
     defaults = ({"calls": 1000, "concurrent": 5000, "hits": 5000, "repeats": 3,
                  "waiters": 10_000, "memory_repeats": 1, "litellm_calls": 30, "import_runs": 3}
                 if args.quick else
                 {"calls": 5000, "concurrent": 10_000, "hits": 20_000, "repeats": 7,
-                 "waiters": 100_000, "memory_repeats": 3, "litellm_calls": 300,
+                 "waiters": 100_000, "memory_repeats": 1, "litellm_calls": 300,
                  "import_runs": 7})
     for name, value in defaults.items():
         if getattr(args, name) is None:
