@@ -23,12 +23,16 @@ under ``asyncio.gather`` (the concurrency limit is 100, so most of them queue), 
 of one prompt. "over bare" is the per-call cost minus the bare await's in the same path; ratios
 of overheads are what the targets of #22 speak of.
 
-Also: each llmguard layer alone over the bare await; bytes per waiting call with ``--waiters``
+Also: each llmguard layer alone over the bare await (and the composition itself: an empty
+pipeline, pass-through custom layers; this covers bench_overhead.py); bytes per waiting call with ``--waiters``
 callers queued on one limiter (tracemalloc, beyond a task that awaits a future itself); and the
 time of ``import llmguard`` (fresh interpreters, median).
 
     python benchmarks/bench_stack.py            # a few minutes
     python benchmarks/bench_stack.py --quick    # under a minute, rougher
+
+The garbage collector runs while timing (``--gc-off`` to stop it): what a contender allocates
+per call costs collections, and with 10k live tasks under ``gather`` they are not cheap.
 """
 
 from __future__ import annotations
@@ -287,10 +291,20 @@ def hand_decorator() -> Fn:
     return wrapper
 
 
+class PassThrough:
+    """A custom layer that does nothing: the cost of composition itself."""
+
+    async def __call__(self, call: lg.Call, call_next: lg.Handler) -> Any:
+        return await call_next(call)
+
+
 LAYERS: dict[str, Callable[[], Fn]] = {
     BARE: bare,
     "hand-written pass-through decorator": hand_decorator,
     "empty Pipeline().wrap()": lambda: lg.Pipeline().wrap(send_message),
+    "1 pass-through custom layer": layer_alone(PassThrough),
+    "3 pass-through custom layers": lambda: lg.guard(PassThrough(), PassThrough(),
+                                                     PassThrough())(send_message),
     "Metrics (global API, no SDK)": layer_alone(lambda: lg.Metrics(provider="openai", model=MODEL)),
     "Metrics (SDK MeterProvider)": layer_alone(
         lambda: lg.Metrics(provider="openai", model=MODEL, meter_provider=sdk_provider())),
@@ -556,7 +570,7 @@ def print_layers(results: dict[str, dict[str, float | None]], sizes: dict[str, i
     for name, paths in results.items():
         seq_over = paths["seq"] - base["seq"]
         gather_over = paths["gather"] - base["gather"]
-        if name == BARE or "hand-written" in name:
+        if name == BARE or "hand-written" in name or "pass-through" in name:
             target = ""
         elif name.startswith("empty"):
             target = f"< 1 us {verdict(seq_over < 1)}"
