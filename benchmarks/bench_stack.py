@@ -32,7 +32,9 @@ time of ``import llmguard`` (fresh interpreters, median).
     python benchmarks/bench_stack.py --quick    # under a minute, rougher
 
 The garbage collector runs while timing (``--gc-off`` to stop it): what a contender allocates
-per call costs collections, and with 10k live tasks under ``gather`` they are not cheap.
+per call costs collections, and with 10k live tasks under ``gather`` they are not cheap. What
+exists before a sample is frozen out of the collector (``gc.freeze``), so the heap left by
+imports and earlier samples does not make later samples dearer.
 """
 
 from __future__ import annotations
@@ -362,7 +364,12 @@ async def sample(build: Callable[[], Fn | None], path: str, prompts: list[str]) 
         return None
     for i in range(20):
         await fn(f"warm-up {i}")
+    # What exists now (this contender's state, and whatever earlier samples left alive: the
+    # global OTel API keeps every Metrics and, through its callbacks, its whole pipeline) is
+    # moved out of the collector's sight, so collections while timing walk only what the calls
+    # allocate, and every sample starts from the same collector state.
     gc.collect()
+    gc.freeze()
     if GC_OFF:
         gc.disable()
     try:
