@@ -1,0 +1,79 @@
+"""The stack and fan-out benchmarks run end to end at the tiniest sizes and print every row.
+
+No wall-clock assertion: only that each script finishes and its tables have the rows the team
+reads (a contender, layer or limiter that fails or vanishes breaks this test, not a figure).
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def row(out: str, label: str) -> list[str]:
+    """The cells of the first table row whose first cell starts with ``label``."""
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].startswith(label):
+            return cells[1:]
+    raise AssertionError(f"no row {label!r} in:\n{out}")
+
+
+def number(cell: str) -> float:
+    assert re.fullmatch(r"-?\d+(\.\d+)?", cell), f"not a number: {cell!r}"
+    return float(cell)
+
+
+def test_bench_stack_prints_every_contender_layer_and_target() -> None:
+    """Every contender has seq and gather figures (hits too, except LiteLLM's Router, which
+    runs without a cache), every layer its row, both limiters a bytes-per-waiter row, and each
+    target of #22 a pass/MISS verdict."""
+    out = run("bench_stack.py", "--calls", "20", "--concurrent", "20", "--hits", "20",
+              "--repeats", "1", "--waiters", "50", "--import-runs", "1", "--litellm-calls", "2")
+    for label in ("bare await", "hand-written (seed documents)",
+                  "tenacity+aiolimiter+Semaphore+TTLCache", "+ 3 OTel SDK instruments",
+                  "llmguard 8-layer stack", "+ OTel SDK MeterProvider", "LiteLLM Router"):
+        cells = row(out, label)
+        number(cells[0]), number(cells[3])  # seq us, gather us
+        if not label.startswith(("bare", "LiteLLM")):
+            number(cells[6])  # hit us
+    for label in ("empty Pipeline", "Metrics (global API", "Metrics (SDK", "Cache (miss)",
+                  "Fallback", "Retry", "CircuitBreaker", "Timeout", "RateLimit(rpm",
+                  "ConcurrencyLimit(100)", "AdaptiveConcurrency"):
+        cells = row(out, label)
+        number(cells[1]), number(cells[3])  # over bare, seq and gather
+    for label in ("ConcurrencyLimit(1) layer", "RateLimit(rpm=1) layer"):
+        assert number(row(out, label)[0]) > 0
+    targets = out[out.index("Targets of #22"):]
+    for target in ("no SDK, seq", "no SDK, gather", "+ SDK, seq", "+ SDK, gather", "hit path",
+                   "every layer", "waiter memory", "import llmguard"):
+        line = next(line for line in targets.splitlines() if target in line)
+        assert re.search(r"\b(pass|MISS)\b", line), line
+
+
+def test_bench_fanout_prints_every_limiter_and_cancellation_order() -> None:
+    """Each limiter has enqueue, drain and memory figures, and a row per cancellation order in
+    which every waiter was cancelled; each llmguard limiter gets a verdict."""
+    out = run("bench_fanout.py", "--waiters", "20", "--repeats", "1", "--budget", "30")
+    limiters = ("lg.ConcurrencyLimiter(1)", "ConcurrencyLimit(1) layer", "RateLimit layer",
+                "asyncio.Semaphore(1)")
+    for label in limiters:
+        cells = row(out, label)
+        assert number(cells[0]) > 0 and number(cells[1]) > 0 and number(cells[2]) > 0
+    cancellation = out[out.index("Cancelling all"):]
+    for label in limiters:
+        orders = [line for line in cancellation.splitlines() if line.startswith(f"| {label}")]
+        assert [row(line, label)[0] for line in orders] == ["FIFO", "LIFO", "random"]
+        assert all(row(line, label)[1] == "20" for line in orders)
+    verdicts = out[out.index("Target of #21"):]
+    for label in limiters[:3]:
+        assert re.search(rf"{re.escape(label)}.*\b(pass|MISS)\b", verdicts), verdicts
