@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -15,6 +16,8 @@ import llmguard as lg
 from .rows import Row, Trace, describe, make_record, parse_row, trace, traced
 
 __all__ = ["GuardedRows", "RowFailed", "check_options", "guard_rows", "redact", "to_rows"]
+
+logger = logging.getLogger("llmguard.ray")
 
 #: Columns of the table a batch turns into (``record`` is the full record as a JSON line).
 COLUMNS = ("id", "line", "ok", "model", "error_kind", "attempts", "cached", "record")
@@ -43,7 +46,7 @@ def _is_async_callable(obj: Any) -> bool:
 def check_options(*, pipeline: Any, send: Any, make_send: Any, redis_url: Any, prefix: Any,
                   on_error: Any, remember: Any, remember_ttl: Any, row_concurrency: Any,
                   model: Any, default_model: Any, text_column: Any, priority_field: Any,
-                  name: Any) -> None:
+                  name: Any, redis_timeout: Any = 2.0) -> None:
     """Raise ``TypeError``/``ValueError`` naming the first bad option (cheap, no I/O)."""
     if isinstance(pipeline, lg.Pipeline):
         raise TypeError("pipeline must be a function (backend) -> Pipeline that each actor calls "
@@ -77,6 +80,9 @@ def check_options(*, pipeline: Any, send: Any, make_send: Any, redis_url: Any, p
     if isinstance(remember_ttl, bool) or not isinstance(remember_ttl, (int, float)) \
             or not remember_ttl > 0:
         raise ValueError(f"remember_ttl must be a number of seconds > 0, got {remember_ttl!r}")
+    if isinstance(redis_timeout, bool) or not isinstance(redis_timeout, (int, float)) \
+            or not redis_timeout > 0:
+        raise ValueError(f"redis_timeout must be a number of seconds > 0, got {redis_timeout!r}")
     if isinstance(row_concurrency, bool) or not isinstance(row_concurrency, int) \
             or row_concurrency < 1:
         raise ValueError(f"row_concurrency must be an integer >= 1, got {row_concurrency!r}")
@@ -152,12 +158,12 @@ class GuardedRows:
                  remember_ttl: float = 86_400.0, row_concurrency: int = 16,
                  model: str | None = None, default_model: str | None = None,
                  text_column: str | None = None, priority_field: str | None = None,
-                 name: str = "ray") -> None:
+                 name: str = "ray", redis_timeout: float = 2.0) -> None:
         check_options(pipeline=pipeline, send=send, make_send=make_send, redis_url=redis_url,
                       prefix=prefix, on_error=on_error, remember=remember,
                       remember_ttl=remember_ttl, row_concurrency=row_concurrency, model=model,
                       default_model=default_model, text_column=text_column,
-                      priority_field=priority_field, name=name)
+                      priority_field=priority_field, name=name, redis_timeout=redis_timeout)
         self.on_error, self.remember_ttl = on_error, float(remember_ttl)
         self.model, self.default_model = model, default_model
         self.text_column, self.priority_field, self.name = text_column, priority_field, name
@@ -166,20 +172,26 @@ class GuardedRows:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="llmguard-ray-loop")
         self._thread.start()
-        self._run(self._setup(pipeline, send, make_send, redis_url, prefix, remember))
+        self._run(self._setup(pipeline, send, make_send, redis_url, prefix, remember,
+                              float(redis_timeout)))
 
     def _run(self, coro: Awaitable[Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
 
     async def _setup(self, pipeline: Any, send: Any, make_send: Any, redis_url: str | None,
-                     prefix: str, remember: str | None) -> None:
-        self.backend = self.done = None
+                     prefix: str, remember: str | None, redis_timeout: float) -> None:
+        self.backend = self.done = self._done_backend = None
         if redis_url is not None:
             from llmguard.backends.redis import RedisBackend, RedisStore
 
-            self.backend = RedisBackend(redis_url, prefix=prefix)
-            if remember is not None:  # no fill lock: a row is answered by one actor at a time
-                self.done = RedisStore(self.backend, namespace=f"ray-done:{remember}",
+            self.backend = RedisBackend(redis_url, prefix=prefix, timeout=redis_timeout)
+            if remember is not None:
+                # Its own connection, failing loudly and patient: a done-set read that timed out
+                # on a busy node would send an answered row again. No fill lock: one actor
+                # answers a row at a time.
+                self._done_backend = RedisBackend(redis_url, prefix=prefix, on_error="fail",
+                                                  timeout=max(5.0, redis_timeout))
+                self.done = RedisStore(self._done_backend, namespace=f"ray-done:{remember}",
                                        lock_ttl=0, max_bytes=16 << 20)
         built = lg.Pipeline(name=self.name) if pipeline is None else pipeline(self.backend)
         if not isinstance(built, lg.Pipeline):
@@ -212,7 +224,12 @@ class GuardedRows:
             return make_record(row, error={"kind": "invalid_input", "type": "InvalidInput",
                                            "message": row.problem or ""})
         if self.done is not None:
-            kept = await self.done.get(row.id)
+            try:
+                kept = await self.done.get(row.id)
+            except Exception as exc:  # Redis down: the row is sent (it may be paid twice)
+                logger.warning("llmguard: could not read answered rows from Redis (%s: %s); "
+                               "sending row %s", type(exc).__name__, exc, row.id)
+                kept = None
             if isinstance(kept, dict):
                 return kept
         request = dict(row.request)
@@ -239,16 +256,19 @@ class GuardedRows:
         if self.done is not None and record["ok"]:
             try:  # awaited: once the next row starts, this one is safe from a crash
                 await self.done.set(row.id, record, self.remember_ttl)
-            except Exception:  # too large, or Redis down: the record is still returned
-                pass
+            except Exception as exc:  # too large, or Redis down: the record is still returned
+                logger.warning("llmguard: could not keep the answer of row %s in Redis (%s: %s); "
+                               "a retry of this batch would send it again",
+                               row.id, type(exc).__name__, exc)
         return record
 
     def close(self) -> None:
         """Close the Redis connection and stop this actor's loop (optional: Ray ends actors)."""
         if self._loop.is_closed():
             return
-        if self.backend is not None:
-            self._run(self.backend.aclose())
+        for backend in (self.backend, self._done_backend):
+            if backend is not None:
+                self._run(backend.aclose())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()

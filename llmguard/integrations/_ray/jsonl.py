@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -36,8 +37,10 @@ def guard_dataset(dataset: Any, *, concurrency: int = 2, batch_size: int = 16,
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0:
         raise ValueError(f"num_cpus (per actor) must be a number >= 0, got {num_cpus!r}")
-    return dataset.map_batches(GuardedRows, concurrency=concurrency, batch_size=batch_size,
-                               batch_format="pyarrow", num_cpus=num_cpus,
+    import ray.data
+
+    return dataset.map_batches(GuardedRows, compute=ray.data.ActorPoolStrategy(size=concurrency),
+                               batch_size=batch_size, batch_format="pyarrow", num_cpus=num_cpus,
                                fn_constructor_kwargs=options, **(ray_remote_args or {}))
 
 
@@ -45,7 +48,7 @@ _DEFAULTS: dict[str, Any] = {
     "pipeline": None, "send": None, "make_send": None, "redis_url": None, "prefix": "llmguard",
     "on_error": "record", "remember": None, "remember_ttl": 86_400.0, "row_concurrency": 16,
     "model": None, "default_model": None, "text_column": None, "priority_field": None,
-    "name": "ray",
+    "name": "ray", "redis_timeout": 2.0,
 }
 
 
@@ -135,7 +138,7 @@ def run_jsonl(input_path: str, output_path: str, *, address: str | None = None,
               row_concurrency: int | None = None, num_cpus: float = 0.25,
               model: str | None = None, default_model: str | None = None,
               priority_field: str | None = None, progress: bool = False,
-              quiet: bool = False) -> RunSummary:
+              verbose: bool = False, quiet: bool = False) -> RunSummary:
     """Run a JSONL file of chat requests on Ray and write ``llmguard run``'s records.
 
     The input is read on the driver (one item per non-blank line, lines already in the output
@@ -149,7 +152,8 @@ def run_jsonl(input_path: str, output_path: str, *, address: str | None = None,
     ``1/actors`` of the quotas of the default :class:`Stack`.
 
     ``pipeline`` defaults to ``Stack()``; ``row_concurrency`` (rows in flight per actor)
-    defaults to the stack's concurrency. Raises ``ValueError``/``TypeError`` naming a bad
+    defaults to the stack's concurrency. ``progress`` shows Ray Data's progress bars,
+    ``verbose`` Ray's logs; ``quiet`` prints no summary. Raises ``ValueError``/``TypeError`` naming a bad
     option or file, before Ray starts.
     """
     if not isinstance(input_path, (str, os.PathLike)) or not os.path.isfile(input_path):
@@ -196,12 +200,15 @@ def run_jsonl(input_path: str, output_path: str, *, address: str | None = None,
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=verbose,
+                 logging_level=logging.INFO if verbose else logging.WARNING,
                  **({"num_cpus": max(2, math.ceil(actors * num_cpus) + 1)}
                     if address is None else {}))
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = ordered
     context.enable_progress_bars = progress
+    if not verbose:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     start = time.monotonic()
     ok = failed = 0
     complete = False
