@@ -36,10 +36,11 @@ by the functions that need it.
 
 from __future__ import annotations
 
-from ._ray.actor import GuardedRows, RowFailed, guard_rows
+from ._ray.actor import GuardedRows, guard_rows
 from ._ray.jsonl import RunSummary, guard_dataset, run_jsonl
 from ._ray.rows import parse_row
 from ._ray.stack import Stack
+from ._ray.tables import RowFailed
 
 __all__ = ["GuardedRows", "RowFailed", "RunSummary", "Stack", "guard_dataset", "guard_rows",
            "parse_row", "run_jsonl"]

@@ -23,7 +23,6 @@ aiohttp = pytest.importorskip("aiohttp")
 import llmguard as lg  # noqa: E402
 from llmguard.integrations.ray import (  # noqa: E402
     GuardedRows,
-    RowFailed,
     Stack,
     guard_dataset,
     guard_rows,

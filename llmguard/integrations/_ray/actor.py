@@ -3,133 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import llmguard as lg
 
+from .options import check_options
 from .rows import Row, Trace, describe, make_record, parse_row, trace, traced
+from .tables import raise_failures, to_rows, to_table
 
-__all__ = ["GuardedRows", "RowFailed", "check_options", "guard_rows", "redact", "to_rows"]
+__all__ = ["GuardedRows", "guard_rows"]
 
 logger = logging.getLogger("llmguard.ray")
-
-#: Columns of the table a batch turns into (``record`` is the full record as a JSON line).
-COLUMNS = ("id", "line", "ok", "model", "error_kind", "attempts", "cached", "record")
-
-
-class RowFailed(lg.LLMGuardError):
-    """A row's call failed and ``on_error="raise"`` asked for a failed Ray task instead of an
-    error record."""
-
-
-def redact(url: str) -> str:
-    """A URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        auth, _, host = rest.rpartition("@")
-        user = auth.split(":", 1)[0]
-        return f"{scheme}://{user + ':' if user else ':'}***@{host}"
-    return url
-
-
-def _is_async_callable(obj: Any) -> bool:
-    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
-        getattr(obj, "__call__", None))
-
-
-def check_options(*, pipeline: Any, send: Any, make_send: Any, redis_url: Any, prefix: Any,
-                  on_error: Any, remember: Any, remember_ttl: Any, row_concurrency: Any,
-                  model: Any, default_model: Any, text_column: Any, priority_field: Any,
-                  name: Any, redis_timeout: Any = 2.0) -> None:
-    """Raise ``TypeError``/``ValueError`` naming the first bad option (cheap, no I/O)."""
-    if isinstance(pipeline, lg.Pipeline):
-        raise TypeError("pipeline must be a function (backend) -> Pipeline that each actor calls "
-                        "once, not a Pipeline: layers hold per-process state (queues, locks); "
-                        "write def make_pipeline(backend): return lg.Pipeline()...")
-    if pipeline is not None and not callable(pipeline):
-        raise TypeError(f"pipeline must be a function (backend) -> Pipeline, got {pipeline!r}")
-    if (send is None) == (make_send is None):
-        raise TypeError("pass exactly one of send= (an async callable send(**request)) or "
-                        "make_send= (a zero-argument factory each actor calls once to get it)")
-    if send is not None and not _is_async_callable(send):
-        raise TypeError(f"send must be an async callable send(**request), got {send!r}; a "
-                        "factory that builds a client goes in make_send=")
-    if make_send is not None and not callable(make_send):
-        raise TypeError(f"make_send must be a zero-argument callable, got {make_send!r}")
-    if redis_url is not None and (not isinstance(redis_url, str) or "://" not in redis_url):
-        raise ValueError(f"redis_url must be a Redis URL such as 'redis://127.0.0.1:6379/0', "
-                         f"got {redis_url!r}")
-    for label, value in (("prefix", prefix), ("name", name)):
-        if not isinstance(value, str) or not value:
-            raise TypeError(f"{label} must be a non-empty string, got {value!r}")
-    if on_error not in ("record", "raise"):
-        raise ValueError(f"on_error must be 'record' (an error becomes the row's record) or "
-                         f"'raise' (the Ray task fails), got {on_error!r}")
-    if remember is not None:
-        if not isinstance(remember, str) or not remember:
-            raise TypeError(f"remember must be a non-empty job name (str) or None, got "
-                            f"{remember!r}")
-        if redis_url is None:
-            raise ValueError("remember= keeps answered rows in Redis: pass redis_url= too")
-    if isinstance(remember_ttl, bool) or not isinstance(remember_ttl, (int, float)) \
-            or not remember_ttl > 0:
-        raise ValueError(f"remember_ttl must be a number of seconds > 0, got {remember_ttl!r}")
-    if isinstance(redis_timeout, bool) or not isinstance(redis_timeout, (int, float)) \
-            or not redis_timeout > 0:
-        raise ValueError(f"redis_timeout must be a number of seconds > 0, got {redis_timeout!r}")
-    if isinstance(row_concurrency, bool) or not isinstance(row_concurrency, int) \
-            or row_concurrency < 1:
-        raise ValueError(f"row_concurrency must be an integer >= 1, got {row_concurrency!r}")
-    for label, value in (("model", model), ("default_model", default_model),
-                         ("text_column", text_column), ("priority_field", priority_field)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise TypeError(f"{label} must be a non-empty string or None, got {value!r}")
-
-
-def to_rows(batch: Any) -> list[dict[str, Any]]:
-    """A Ray Data batch (pyarrow Table, pandas DataFrame, dict of arrays, list) as row dicts."""
-    if hasattr(batch, "to_pylist"):  # pyarrow.Table: plain Python values, the best form
-        return batch.to_pylist()
-    if hasattr(batch, "to_dict") and hasattr(batch, "columns"):  # pandas.DataFrame
-        return batch.to_dict("records")
-    if isinstance(batch, Mapping):  # "numpy" / "default": column -> array
-        columns = {k: list(v) for k, v in batch.items()}
-        n = len(next(iter(columns.values()), []))
-        return [{k: v[i] for k, v in columns.items()} for i in range(n)]
-    if isinstance(batch, Iterable):
-        return [dict(row) for row in batch]
-    raise TypeError(f"cannot read rows from a batch of type {type(batch).__name__}")
-
-
-def _raise_failures(records: list[dict[str, Any]]) -> None:
-    failed = [r for r in records if not r["ok"]]
-    if failed:
-        error = failed[0]["error"]
-        raise RowFailed(f"{len(failed)} of {len(records)} rows failed; first: row "
-                        f"{failed[0]['id']}: {error['type']}: {error['message']} "
-                        "(on_error='record' turns failures into records instead)")
-
-
-def _table(records: list[dict[str, Any]]) -> Any:
-    import pyarrow as pa
-
-    schema = pa.schema([("id", pa.string()), ("line", pa.int64()), ("ok", pa.bool_()),
-                        ("model", pa.string()), ("error_kind", pa.string()),
-                        ("attempts", pa.int64()), ("cached", pa.bool_()),
-                        ("record", pa.string())])
-    rows = [{"id": r["id"], "line": r["line"], "ok": r["ok"],
-             "model": None if r["model"] is None else str(r["model"]),
-             "error_kind": (r["error"] or {}).get("kind"), "attempts": r["attempts"],
-             "cached": r["cached"],
-             "record": json.dumps(r, ensure_ascii=False, default=str)} for r in records]
-    return pa.Table.from_pylist(rows, schema=schema)
-
 
 class GuardedRows:
     """A callable class for ``ray.data.Dataset.map_batches(GuardedRows, concurrency=N, ...)``.
@@ -205,8 +93,8 @@ class GuardedRows:
         """Guard every row of ``batch``; returns a pyarrow Table of records, in input order."""
         records = self._run(self.arun(to_rows(batch)))
         if self.on_error == "raise":
-            _raise_failures(records)
-        return _table(records)
+            raise_failures(records)
+        return to_table(records)
 
     async def arun(self, rows: list[Any]) -> list[dict[str, Any]]:
         """The records of ``rows`` (dicts as read from the dataset), in order, on this loop."""
@@ -302,5 +190,5 @@ def guard_rows(rows: Iterable[Any], **options: Any) -> list[dict[str, Any]]:
         _GUARDS.move_to_end(key)
     records = guard._run(guard.arun(list(rows)))
     if guard.on_error == "raise":
-        _raise_failures(records)
+        raise_failures(records)
     return records

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .actor import GuardedRows, check_options, redact
+from .actor import GuardedRows
+from .options import check_options, redact
 from .rows import parse_row
 from .stack import Stack
 
