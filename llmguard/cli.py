@@ -249,6 +249,9 @@ def _ray_send(api_base: str | None) -> Any:
     """The provider of ``llmguard run``, built in each Ray actor (the API key is read there)."""
     from ._cli.provider import Provider
 
+    if api_base:  # imported now, not on the first call, which the rate limit has admitted
+        import aiohttp  # noqa: F401
+
     return Provider(api_base, os.environ.get("OPENAI_API_KEY"))
 
 
