@@ -85,9 +85,9 @@ class GuardedRows:
         if not isinstance(built, lg.Pipeline):
             raise TypeError(f"pipeline(backend) must return an llmguard.Pipeline, got {built!r}")
         self.pipeline = built
-        self._handler = lg.compose(built.layers)
+        self._handler = built.build()  # the one composition path (binds Metrics and the like)
         self._send = traced(send if send is not None else make_send())
-        self._cache = any(type(layer).__name__ == "Cache" for layer in built.layers)
+        self._cache = any(isinstance(layer, lg.Cache) for layer in built.layers)
 
     def __call__(self, batch: Any) -> Any:
         """Guard every row of ``batch``; returns a pyarrow Table of records, in input order."""

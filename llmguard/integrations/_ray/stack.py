@@ -56,12 +56,13 @@ class Stack:
         split = 1 if backend is not None else self.share
         p = lg.Pipeline(name=self.name)
         if self.cache_ttl is not None:
-            store = None
-            if backend is not None:
+            if backend is None:
+                p = p.cache(ttl=self.cache_ttl)
+            else:  # one namespace: every actor reads what any other stored
                 from llmguard.backends.redis import RedisStore
 
-                store = RedisStore(backend, namespace=f"{self.name}-cache")
-            p = p.cache(ttl=self.cache_ttl, store=store)
+                p = p.cache(ttl=self.cache_ttl, namespace=self.name,
+                            store=RedisStore(backend, namespace=f"{self.name}-cache"))
         if self.fallback_models:
             p = p.fallback(*({"model": m} for m in self.fallback_models))
         if self.retries:
