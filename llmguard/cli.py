@@ -20,10 +20,9 @@ from typing import Any
 
 import llmguard
 
-from ._core.redact import redact_url
-
 from ._cli.io import done_ids, scan_input
-from ._cli.run import EXIT_CRASH, EXIT_USAGE, Settings, make_limits, run
+from ._cli.run import EXIT_CRASH, EXIT_USAGE, Settings, make_limits, resume_args, run
+from ._core.redact import redact_url
 
 __all__ = ["main"]
 
@@ -175,6 +174,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="no progress bar")
     runs.add_argument("-v", "--verbose", action="store_true",
                       help="log one line per finished record to stderr")
+    ray = run.add_argument_group("ray (pip install 'llmguard[ray]')")
+    ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="run the lines on Ray actors: on the cluster at ADDRESS (e.g. "
+                          "ray://head:10001 or auto), else on a local Ray; same records, "
+                          "same --resume")
+    ray.add_argument("--actors", type=_number(int), default=2,
+                     help="with --ray, the number of actors (default: 2)")
+    ray.add_argument("--redis", metavar="URL",
+                     help="with --ray, share the quotas, the concurrency limit and the cache "
+                          "of every actor through this Redis, and keep answered lines there "
+                          "so a dead actor's batch is not paid twice (without it each actor "
+                          "gets 1/--actors of --rpm, --tpm and --concurrency)")
     from ._serve import options as serve_options  # argparse only: no server is imported
 
     serve_options.add_parser(commands)
@@ -263,6 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exists and not (args.resume or args.overwrite):
             return _fail(f"output {args.output!r} exists: pass --resume to continue that "
                          "run or --overwrite to start again")
+    if args.ray is not None:
+        if stdout:
+            return _fail("-o - does not go with --ray: give an output file")
+        return _run_on_ray(args, argv)
+    if args.redis is not None or args.actors != 2:
+        return _fail("--redis and --actors go with --ray")
     api_key = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
@@ -300,6 +317,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "
               "are intact: --resume continues from them.", file=sys.stderr)
         return EXIT_CRASH
+
+
+def _ray_send(api_base: str | None) -> Any:
+    """The provider of ``llmguard run``, built in each Ray actor (the API key is read there)."""
+    from ._cli.provider import Provider
+
+    if api_base:  # imported now, not on the first call, which the rate limit has admitted
+        import aiohttp  # noqa: F401
+
+    return Provider(api_base, os.environ.get("OPENAI_API_KEY"))
+
+
+def _run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
+    """``llmguard run --ray``: the same job through :func:`llmguard.integrations.ray.run_jsonl`."""
+    for option, used in (("--metrics-port", args.metrics_port is not None),
+                         ("--grace", args.grace != 5.0)):
+        if used:
+            return _fail(f"{option} is not supported with --ray")
+    try:
+        import functools
+
+        from .integrations.ray import Stack, run_jsonl
+
+        stack = Stack(rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin,
+                      concurrency=args.concurrency, adaptive=args.adaptive,
+                      retries=args.retries, timeout=args.timeout,
+                      fallback_models=tuple(args.fallback_model), cache_ttl=args.cache_ttl,
+                      share=1 if args.redis else args.actors)
+        summary = run_jsonl(
+            args.input, args.output, address=args.ray or None, actors=args.actors,
+            pipeline=stack, make_send=functools.partial(_ray_send, args.api_base),
+            redis_url=args.redis, resume=args.resume, retry_failed=args.retry_failed,
+            overwrite=args.overwrite, ordered=not args.unordered, model=args.model,
+            default_model="fake", priority_field=args.priority_field,
+            progress=bool(args.progress), verbose=args.verbose,
+        )
+    except ImportError as exc:
+        return _fail(f"--ray needs the ray extra: pip install 'llmguard[ray]' ({exc})")
+    except (TypeError, ValueError) as exc:
+        return _fail(str(exc))
+    if not summary.complete:
+        print(f"Resume with:\n  llmguard run {resume_args(argv[1:])}", file=sys.stderr)
+    return summary.exit_code
 
 
 if __name__ == "__main__":

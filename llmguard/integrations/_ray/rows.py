@@ -1,0 +1,198 @@
+"""Rows in, ``llmguard run`` records out: the same input shapes and the same record fields.
+
+A row is one input line of ``llmguard run``: an OpenAI-style chat request ``{"model": ...,
+"messages": [...], ...}`` or a Batch API line ``{"custom_id": ..., "body": {...}}``, with an
+optional ``metadata`` object echoed into the record. Rows read by Ray Data may also carry a
+``line`` number, or hold the raw JSON text of the line in one column (``text_column``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import llmguard as lg
+
+__all__ = ["Row", "Trace", "describe", "make_record", "parse_row", "traced"]
+
+_SHAPE = ('each row must be a chat request {"model": ..., "messages": [...]} or a Batch API '
+          'line {"custom_id": ..., "body": {"messages": [...]}}')
+
+
+@dataclass(slots=True)
+class Row:
+    """One input row: the request to send, or why it cannot be sent."""
+
+    #: The record id: ``custom_id``, else ``line-<n>``, else ``row-<hash of the row>``.
+    id: str
+    #: 1-based input line number when known (``llmguard run --ray`` always knows it).
+    line: int | None = None
+    #: Keyword arguments of the chat call (None when the row is invalid).
+    request: dict[str, Any] | None = None
+    #: Why the row cannot be sent (None when it is valid).
+    problem: str | None = None
+    metadata: Any = None
+    priority: int | None = None
+
+
+def plain(value: Any) -> Any:
+    """Arrow/numpy/pandas values as plain Python (lists, dicts, str, numbers, None)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if tolist is not None and not isinstance(value, (str, bytes)):
+        return plain(tolist())
+    return value
+
+
+def _row_id(obj: dict[str, Any], line: int | None) -> str:
+    if obj.get("custom_id") is not None:
+        return str(obj["custom_id"])
+    if line is not None:
+        return f"line-{line}"
+    canonical = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False)
+    return "row-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def parse_row(raw: Any, *, text_column: str | None = None,
+              priority_field: str | None = None) -> Row:
+    """Turn one row (a dict of columns) into a :class:`Row`; a bad row gets a ``problem``."""
+    raw = plain(raw)
+    line = raw.get("line") if isinstance(raw, dict) else None
+    line = line if isinstance(line, int) and not isinstance(line, bool) else None
+    where = f"line {line}" if line is not None else "row"
+    obj: Any = raw
+    if text_column is not None:
+        text = raw.get(text_column) if isinstance(raw, dict) else None
+        try:
+            obj = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            row = Row(f"line-{line}" if line is not None else _row_id({"text": text}, None), line)
+            row.problem = f"{where} is not valid JSON ({exc}); {_SHAPE}"
+            return row
+    if not isinstance(obj, dict):
+        row = Row(f"line-{line}" if line is not None else _row_id({"row": obj}, None), line)
+        row.problem = f"{where} is a JSON {type(obj).__name__}, not an object; {_SHAPE}"
+        return row
+    if text_column is None:  # Arrow fills columns a row lacks with None: not request fields
+        obj = {k: v for k, v in obj.items() if v is not None and k != "line"}
+    row = Row(_row_id(obj, line), line, metadata=obj.get("metadata"))
+    if isinstance(obj.get("body"), dict):
+        request = dict(obj["body"])
+    else:
+        request = {k: v for k, v in obj.items() if k not in ("custom_id", "metadata")}
+    if priority_field is not None:
+        value = obj.get(priority_field, request.get(priority_field))
+        request.pop(priority_field, None)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                row.problem = (f"{where}: priority field {priority_field!r} must be a number, "
+                               f"got {value!r}")
+                return row
+            row.priority = int(value)
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        row.problem = f"{where} has no non-empty 'messages' list; {_SHAPE}"
+        return row
+    row.request = request
+    return row
+
+
+class Trace:
+    """What the provider saw of one row, across retries and fallbacks."""
+
+    __slots__ = ("attempts", "latency", "models")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.latency: float | None = None
+        self.models: list[str] = []
+
+
+#: The trace of the row the current task works on (survives Fallback's argument overrides).
+trace: ContextVar[Trace] = ContextVar("llmguard_ray_trace")
+
+
+def traced(send: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``send`` counting attempts, the models tried and the last attempt's latency per row.
+
+    Keeps ``send``'s name and qualname, which the Cache layer keys on."""
+
+    @functools.wraps(send)
+    async def call(*args: Any, **request: Any) -> Any:
+        current = trace.get(None)
+        if current is None:
+            return await send(*args, **request)
+        model = request.get("model")
+        current.attempts += 1
+        if not current.models or current.models[-1] != model:
+            current.models.append(model)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            return await send(*args, **request)
+        finally:
+            current.latency = loop.time() - start
+
+    return call
+
+
+def _error(kind: str, exc_type: str, message: str) -> dict[str, str]:
+    return {"kind": kind, "type": exc_type, "message": message}
+
+
+def describe(exc: BaseException) -> dict[str, str]:
+    """An error as ``llmguard run`` records it: ``{kind, type, message}``."""
+    if isinstance(exc, BaseExceptionGroup):  # FallbackExhausted: every alternate failed
+        last = exc.exceptions[-1]
+        detail = "; ".join(f"{type(e).__name__}: {e}" for e in exc.exceptions)
+        kind = lg.classify(last).kind.value if isinstance(last, Exception) else "unknown"
+        return _error(kind, type(exc).__name__, f"{exc.message}: {detail}")
+    if not isinstance(exc, Exception):
+        return _error("unknown", type(exc).__name__, str(exc))
+    return _error(lg.classify(exc).kind.value, type(exc).__name__, str(exc))
+
+
+def _to_json(response: Any) -> Any:
+    if isinstance(response, (dict, list, str, int, float, bool)) or response is None:
+        return response
+    dump = getattr(response, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json", exclude_none=True)
+    return str(response)
+
+
+def _cost(response: Any) -> float | None:
+    hidden = getattr(response, "_hidden_params", None)
+    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+    return float(cost) if isinstance(cost, (int, float)) else None
+
+
+def make_record(row: Row, *, response: Any = None, error: dict[str, str] | None = None,
+                current: Trace | None = None, elapsed: float | None = None,
+                requested: str | None = None, cache: bool = False) -> dict[str, Any]:
+    """The record of one row, field for field as ``llmguard run`` writes it."""
+    current = current or Trace()
+    usage = lg.extract_usage(response) if error is None and response is not None else None
+    answered = current.models[-1] if current.models else requested
+    return {
+        "id": row.id, "line": row.line, "ok": error is None, "model": answered,
+        "response": _to_json(response) if error is None else None, "error": error,
+        "usage": None if usage is None else {"input_tokens": usage.input_tokens,
+                                             "output_tokens": usage.output_tokens},
+        "cost": _cost(response) if error is None else None,
+        "latency": None if current.latency is None else round(current.latency, 6),
+        "elapsed": None if elapsed is None else round(elapsed, 6),
+        "attempts": current.attempts, "retries": current.attempts - len(current.models),
+        "fallback": any(m != requested for m in current.models),
+        "cached": cache and error is None and current.attempts == 0,
+        "metadata": row.metadata,
+    }
