@@ -122,7 +122,7 @@ def default_config() -> ServeConfig:
         "fake": ModelConfig("fake"),
         "fake-fail": ModelConfig("fake-fail", fail_status=500, retries=0),
         "fake-429": ModelConfig("fake-429", fail_status=429, retries=0),
-    })
+    }, jobs=JobsConfig(default_model="fake"))
 
 
 # key -> (check, default-taking dataclass field); check returns the converted value or raises
