@@ -36,7 +36,7 @@ class Socket:
     def __init__(self, routes: Any, service: Any) -> None:
         self.routes, self.service = routes, service
 
-    async def __call__(self, ws: WebSocket) -> None:
+    async def serve(self, ws: WebSocket) -> None:
         try:
             tenant = self.routes.tenant_of(ws)
         except HTTPProblem as exc:
@@ -125,4 +125,4 @@ class Socket:
 
 
 def ws_routes(routes: Any, service: Any) -> list[WebSocketRoute]:
-    return [WebSocketRoute("/v1/ws", Socket(routes, service))]
+    return [WebSocketRoute("/v1/ws", Socket(routes, service).serve)]
