@@ -1,5 +1,8 @@
 """The /jobs status page in real headless Chromium (driven over the DevTools protocol): it
-loads, follows a running job's progress live over SSE, and shows the finished job's counts."""
+loads, follows a running job's progress live over SSE, and shows the finished job's counts.
+
+The provider answers one line each time the test releases it, so the page is seen at each step
+of the job whatever the machine's speed."""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ import json
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -17,6 +22,45 @@ from serve_helpers import HANG_GUARD, served, write_config
 
 pytestmark = pytest.mark.looptime(False)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class GatedProvider:
+    """An OpenAI-compatible upstream answering a request only when ``release()`` lets one go."""
+
+    def __init__(self) -> None:
+        gate = self.gate = threading.Semaphore(0)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                gate.acquire(timeout=HANG_GUARD)
+                answer = json.dumps({"id": "c", "object": "chat.completion",
+                                     "model": body["model"], "choices": [{
+                                         "index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": "ok"}}],
+                                     "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                               "total_tokens": 2}}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        for _ in range(100):
+            self.gate.release()
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Browser:
@@ -76,27 +120,40 @@ class Browser:
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install chromium)")
 def test_status_page_follows_a_job_live(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("JOBS_TEST_SECRET", SECRET)
-    with served(write_config(tmp_path, config(latency=0.3, concurrency=1))) as server:
-        with httpx.Client(base_url=server.url, headers=AUTH_A, timeout=HANG_GUARD) as http:
-            job = http.post("/v1/jobs", json={"requests": requests(6)}).json()
-            browser = Browser(f"{server.url}/jobs#key={KEY_A}")
-            try:
-                browser.until("document.body.dataset.loaded === 'yes'")
-                row = f"document.getElementById('job-{job['id']}')"
-                browser.until(f"{row} !== null")
-                # the key left the address bar once read
-                assert KEY_A not in browser.eval("location.href")
-                status = browser.until(f"{row}.dataset.status === 'completed' && "
-                                       f"{row}.dataset.seen")
-                cells = browser.eval(
-                    f"[...{row}.querySelectorAll('td')].map(td => td.textContent)")
-                bar = browser.eval(f"[{row}.querySelector('progress').value, "
-                                   f"{row}.querySelector('progress').max]")
-            finally:
-                browser.close()
-    seen = [int(x) for x in status.split(",")]
-    assert seen == sorted(seen) and seen[-1] == 6
-    assert len(seen) >= 3  # the page showed progress moving, not just a start and an end
+    provider = GatedProvider()
+    text = config(concurrency=1).replace(
+        "[models.fake]\nlatency = 0.0\nseconds_per_token = 0.0",
+        f'[models.fake]\nprovider = "openai"\nbase_url = "{provider.url}"\nretries = 0')
+    lines = 4
+    try:
+        with served(write_config(tmp_path, text)) as server:
+            with httpx.Client(base_url=server.url, headers=AUTH_A, timeout=HANG_GUARD) as http:
+                job = http.post("/v1/jobs", json={"requests": requests(lines)}).json()
+                browser = Browser(f"{server.url}/jobs#key={KEY_A}")
+                try:
+                    browser.until("document.body.dataset.loaded === 'yes'")
+                    row = f"document.getElementById('job-{job['id']}')"
+                    browser.until(f"{row} !== null")
+                    assert KEY_A not in browser.eval("location.href")  # the key left the URL
+                    shown = []
+                    for step in range(1, lines + 1):  # one line answered at a time
+                        provider.gate.release()
+                        shown.append(browser.until(
+                            f"{row}.querySelector('.col-done').textContent === '{step}' && "
+                            f"{row}.querySelector('.col-status').textContent"))
+                    browser.until(f"{row}.dataset.status === 'completed'")
+                    cells = browser.eval(
+                        f"[...{row}.querySelectorAll('td')].map(td => td.textContent)")
+                    bar = browser.eval(f"[{row}.querySelector('progress').value, "
+                                       f"{row}.querySelector('progress').max]")
+                    seen = browser.eval(f"{row}.dataset.seen")
+                finally:
+                    browser.close()
+    finally:
+        provider.close()
+    assert shown[:-1] == ["running"] * (lines - 1)  # progress moved while the job ran
     assert cells[0] == job["id"] and cells[1] == "completed"
-    assert cells[3:] == ["6", "6", "0", "6"]  # done, succeeded, failed, total
-    assert bar == [6, 6]
+    assert cells[3:] == ["4", "4", "0", "4"]  # done, succeeded, failed, total
+    assert bar == [4, 4]
+    done_values = [int(x) for x in seen.split(",")]
+    assert done_values == sorted(done_values) and done_values[-1] == lines

@@ -48,6 +48,7 @@ class JobService:
                                       f"{env} is not set (or empty)")
                 self.secrets[name] = value
         self.runner = JobRunner(gateway, self.store, cfg.concurrency, self.notify)
+        self.runner.redact.secrets += list(self.secrets.values())  # never in a log line
         self._webhooks: set[asyncio.Task[Any]] = set()
 
     def new_meta(self, tenant: str, priority: int, callback_url: str | None,
@@ -96,4 +97,5 @@ class JobService:
         await self.store.aclose()
 
 
+#: A job's public JSON (its internal ``_`` fields dropped).
 public = _public
