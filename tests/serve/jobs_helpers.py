@@ -57,12 +57,14 @@ def finished(job: dict[str, Any]) -> bool:
     return job["status"] in ("completed", "failed", "cancelled")
 
 
-def sse(http: httpx.Client, job_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+def sse(http: httpx.Client, job_id: str, last_event_id: str | None = None) -> list[
+        tuple[str, str, dict[str, Any]]]:
     """Every event of the job's SSE stream: (id, event, data)."""
     import json
 
     events, current = [], {}
-    with http.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+    headers = {"last-event-id": last_event_id} if last_event_id else {}
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():

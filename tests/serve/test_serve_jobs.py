@@ -84,6 +84,8 @@ def test_sse_progress_in_order_then_one_terminal_event(tmp_path) -> None:
         with httpx.Client(base_url=server.url, headers=AUTH_A, timeout=HANG_GUARD) as http:
             job = http.post("/v1/jobs", json={"requests": requests(8)}).json()
             events = sse(http, job["id"])
+            resumed = sse(http, job["id"], last_event_id=events[2][0])
+    assert resumed == events[3:]  # a reconnect with Last-Event-ID continues after that event
     names = [name for _id, name, _data in events]
     assert names[-1] == "completed" and names.count("completed") == 1
     assert set(names[:-1]) == {"progress"}

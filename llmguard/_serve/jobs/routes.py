@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -123,6 +124,8 @@ class JobRoutes:
         except Exception as exc:  # noqa: BLE001
             return self.routes.error(exc)
         cursor = request.headers.get("last-event-id") or "0"
+        if not re.fullmatch(r"\d{1,20}(-\d{1,20})?", cursor):  # not one of ours: from the start
+            cursor = "0"
         return StreamingResponse(self._stream(job["id"], cursor), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache",
                                           "x-accel-buffering": "no"})

@@ -159,7 +159,7 @@ class MemoryJobStore:
         job = self._jobs.get(job_id)
         if job is None:
             return []
-        seen = int(after)
+        seen = int(after.split("-")[0])
         async with job.changed:
             if len(job.events) <= seen and block > 0:
                 try:
