@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -13,17 +12,9 @@ from .batch import batch_iter
 from .._core.check import callable_or_none, number
 from .._core.errors import JobNotFound, QueueFull
 from .._core.public import public
+from .jobstate import TERMINAL, JobStatus
 
 __all__ = ["Job", "JobManager", "JobStatus"]
-
-
-@public
-class JobStatus(str, enum.Enum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 @public
@@ -56,7 +47,7 @@ class Job:
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self.status in TERMINAL
 
     async def wait(self, timeout: float | None = None) -> Job:
         """Wait until the job ends (``TimeoutError`` after ``timeout`` s; the job keeps running)."""

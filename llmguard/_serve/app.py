@@ -57,14 +57,14 @@ class Routes:
         self.registry = metrics_registry
         self.redact = Redactor(gateway.secrets())
 
-    def _error(self, exc: BaseException, tenant: Tenant | None = None, model: str = "",
+    def error(self, exc: BaseException, tenant: Tenant | None = None, model: str = "",
                extra: dict[str, str] | None = None) -> Response:
         status, body, headers = from_exception(exc, self.redact)
         if tenant is not None:
             self.gateway.usage.record(tenant, model, status)
         return Response(body, status, {**(extra or {}), **headers}, _JSON)
 
-    def _tenant(self, request: Request) -> Tenant:
+    def tenant_of(self, request: Request) -> Tenant:
         if self.gateway.draining:
             raise HTTPProblem(503, "the gateway is shutting down; retry on another replica",
                               "server_shutting_down", headers={"connection": "close",
@@ -82,7 +82,7 @@ class Routes:
         tenant: Tenant | None = None
         name = ""
         try:
-            tenant = self._tenant(request)
+            tenant = self.tenant_of(request)
             body = validate_chat(await read_json(request, self.gateway.config.max_body_bytes))
             name = body["model"]
             model = self.gateway.model_for(tenant, name)
@@ -98,7 +98,7 @@ class Routes:
                 body["stream_options"] = {**options, "include_usage": True}
             result = await self.gateway.call(model, tenant, body, priority)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-style answer
-            return self._error(exc, tenant, name)
+            return self.error(exc, tenant, name)
         headers = self.gateway.tenants.headers(tenant)
         price = (model.config.price_input, model.config.price_output)
         book = self.gateway.usage
@@ -129,7 +129,7 @@ class Routes:
         tenant: Tenant | None = None
         name = ""
         try:
-            tenant = self._tenant(request)
+            tenant = self.tenant_of(request)
             body = validate_embeddings(
                 await read_json(request, self.gateway.config.max_body_bytes))
             name = body["model"]
@@ -140,7 +140,7 @@ class Routes:
             priority = _priority(tenant, request)
             result = await self.gateway.call(model, tenant, body, priority, embed=True)
         except Exception as exc:  # noqa: BLE001
-            return self._error(exc, tenant, name)
+            return self.error(exc, tenant, name)
         price = (model.config.price_input, 0.0)
         self.gateway.usage.record(tenant, name, 200, lg.extract_usage(result), price)
         return _json(result, 200, self.gateway.tenants.headers(tenant))
@@ -150,37 +150,37 @@ class Routes:
 
     async def models(self, request: Request) -> Response:
         try:
-            tenant = self._tenant(request)
+            tenant = self.tenant_of(request)
         except HTTPProblem as exc:
-            return self._error(exc)
+            return self.error(exc)
         names = [n for n in self.gateway.models if tenant.may_use(n)]
         return _json({"object": "list", "data": [self._model_card(n) for n in names]})
 
     async def model(self, request: Request) -> Response:
         try:
-            tenant = self._tenant(request)
+            tenant = self.tenant_of(request)
             name = request.path_params["model"]
             if self.gateway.model_for(tenant, name) is None:
                 raise HTTPProblem(404, f"The model {name!r} does not exist or you do not have "
                                   "access to it.", "model_not_found", param="model")
         except HTTPProblem as exc:
-            return self._error(exc)
+            return self.error(exc)
         return _json(self._model_card(name))
 
     async def usage(self, request: Request) -> Response:
         try:
-            tenant = self._tenant(request)
+            tenant = self.tenant_of(request)
             asked = request.path_params.get("tenant", tenant.name)
             if asked != tenant.name:  # another tenant's usage: as if it did not exist
                 raise HTTPProblem(404, f"No tenant {asked!r} is visible with this API key.",
                                   "not_found")
         except HTTPProblem as exc:
-            return self._error(exc)
+            return self.error(exc)
         return _json(await self.gateway.usage.report(tenant))
 
     async def metrics(self, request: Request) -> Response:
         if self.registry is None:
-            return self._error(HTTPProblem(
+            return self.error(HTTPProblem(
                 404, "metrics need the otel extra: pip install 'llmguard[otel]'", "not_found"))
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -219,11 +219,20 @@ def metrics_provider() -> tuple[Any, Any]:
 
 def build_app(gateway: Gateway, registry: Any = None) -> Starlette:
     """The Starlette application serving ``gateway``."""
+    from .jobs.page import page_routes
+    from .jobs.routes import job_routes
+    from .jobs.service import JobService
+    from .jobs.ws import ws_routes
+
     routes = Routes(gateway, registry)
+    jobs = JobService(gateway)
+    routes.redact.secrets += list(jobs.secrets.values())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        jobs.start()
         yield
+        await jobs.aclose()
         await gateway.aclose()
         if gateway.meter_provider is not None:
             gateway.meter_provider.shutdown()
@@ -238,6 +247,8 @@ def build_app(gateway: Gateway, registry: Any = None) -> Starlette:
         Route("/metrics", routes.metrics, methods=["GET"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
+        *job_routes(routes, jobs), *ws_routes(routes, jobs), *page_routes(),
     ], exception_handlers={HTTPException: _not_found}, lifespan=lifespan)
     app.state.gateway = gateway
+    app.state.jobs = jobs
     return app

@@ -34,7 +34,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PRIORITIES", "ConfigError", "ModelConfig", "ServeConfig", "TenantConfig", "load"]
+__all__ = ["PRIORITIES", "ConfigError", "JobsConfig", "ModelConfig", "ServeConfig", "TenantConfig", "load"]
 
 #: X-Priority values and the ConcurrencyLimiter class each maps to (higher is served first).
 PRIORITIES = {"low": -1, "normal": 0, "high": 1}
@@ -84,6 +84,24 @@ class TenantConfig:
     priority: str = "normal"
     max_priority: str | None = None
     models: tuple[str, ...] | None = None
+    #: The variable holding the secret its job webhooks are signed with (HMAC-SHA256).
+    webhook_secret_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobsConfig:
+    """``[jobs]``: background jobs over HTTP (``/v1/jobs``)."""
+
+    max_lines: int = 100_000
+    max_body_bytes: int = 64 << 20
+    concurrency: int = 16
+    ttl: float = 86_400.0
+    reclaim_after: float = 30.0
+    default_model: str | None = None
+    webhook_secret_env: str | None = None
+    webhook_timeout: float = 10.0
+    webhook_retry_for: float = 600.0
+    allow_private_callbacks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +113,7 @@ class ServeConfig:
     grace: float = 10.0
     max_body_bytes: int = 1 << 20
     source: str | None = None
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
 
 def default_config() -> ServeConfig:
@@ -103,7 +122,7 @@ def default_config() -> ServeConfig:
         "fake": ModelConfig("fake"),
         "fake-fail": ModelConfig("fake-fail", fail_status=500, retries=0),
         "fake-429": ModelConfig("fake-429", fail_status=429, retries=0),
-    })
+    }, jobs=JobsConfig(default_model="fake"))
 
 
 # key -> (check, default-taking dataclass field); check returns the converted value or raises
@@ -177,9 +196,15 @@ _MODEL_KEYS = {
 _TENANT_KEYS = {
     "api_key_sha256": _hashes, "api_key_env": _str, "rpm": _int(), "tpm": _int(),
     "concurrency": _int(), "priority": _one_of(*PRIORITIES), "max_priority": _one_of(*PRIORITIES),
-    "models": _strs,
+    "models": _strs, "webhook_secret_env": _str,
 }
 _SERVER_KEYS = {"grace": _num(False), "max_body_bytes": _int(1024)}
+_JOBS_KEYS = {
+    "max_lines": _int(), "max_body_bytes": _int(1024), "concurrency": _int(), "ttl": _num(),
+    "reclaim_after": _num(), "default_model": _str, "webhook_secret_env": _str,
+    "webhook_timeout": _num(), "webhook_retry_for": _num(False),
+    "allow_private_callbacks": _bool,
+}
 _RENAMES = {"api_key_sha256": "key_hashes"}
 
 
@@ -243,10 +268,12 @@ def load(path: str) -> ServeConfig:
 
 def parse(data: dict[str, Any], reader: _Reader) -> ServeConfig:
     """Validate a parsed TOML document (see the module doc for the schema)."""
-    unknown = set(data) - {"server", "models", "tenants"}
+    unknown = set(data) - {"server", "models", "tenants", "jobs"}
     if unknown:
-        raise reader.fail((sorted(unknown)[0],), "unknown table; known: server, models, tenants")
+        raise reader.fail((sorted(unknown)[0],),
+                          "unknown table; known: server, models, tenants, jobs")
     server = reader.section(("server",), data.get("server", {}), _SERVER_KEYS)
+    jobs = JobsConfig(**reader.section(("jobs",), data.get("jobs", {}), _JOBS_KEYS))
     models_table = data.get("models")
     if models_table is None:
         models = dict(default_config().models)
@@ -282,7 +309,9 @@ def parse(data: dict[str, Any], reader: _Reader) -> ServeConfig:
         if t.max_priority and PRIORITIES[t.max_priority] < PRIORITIES[t.priority]:
             raise reader.fail(("tenants", name, "max_priority"), "is below its priority")
         tenants[name] = t
-    return ServeConfig(models, tenants, source=reader.source, **server)
+    if jobs.default_model is not None and jobs.default_model not in models:
+        raise reader.fail(("jobs", "default_model"), f"no model named {jobs.default_model!r}")
+    return ServeConfig(models, tenants, source=reader.source, jobs=jobs, **server)
 
 
 def _no_cycle(models: dict[str, ModelConfig], reader: _Reader) -> None:

@@ -70,6 +70,8 @@ class Gateway:
     def __init__(self, config: ServeConfig, *, redis_url: str | None = None,
                  redis_prefix: str = "llmguard-serve", meter_provider: Any = None) -> None:
         self.config = config
+        #: Where shared state lives (None: this process only); the jobs store uses them too.
+        self.redis_url, self.redis_prefix = redis_url, redis_prefix
         self.backend: Any = None
         limiter_factory = None
         if redis_url is not None:

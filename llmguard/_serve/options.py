@@ -10,9 +10,10 @@ __all__ = ["add_parser", "run"]
 
 _DESCRIPTION = """\
 Serve an OpenAI-compatible API (POST /v1/chat/completions with streaming, POST /v1/embeddings,
-GET /v1/models, GET /v1/usage, GET /metrics, /healthz, /readyz) that runs every request through
-llmguard's layers: per-tenant quotas and priorities, then each model's cache, fallbacks,
-retries, circuit breaker, timeout, rate limit and concurrency limit.
+GET /v1/models, GET /v1/usage, background jobs under /v1/jobs with SSE progress and signed
+webhooks, the /v1/ws WebSocket, the /jobs status page, GET /metrics, /healthz, /readyz) that
+runs every request through llmguard's layers: per-tenant quotas and priorities, then each
+model's cache, fallbacks, retries, circuit breaker, timeout, rate limit and concurrency limit.
 
 With no --config it serves the offline fake models (fake, fake-fail, fake-429) to anyone on
 127.0.0.1, so `llmguard serve` works the moment it is installed:
@@ -26,7 +27,9 @@ config (TOML): [server] grace, max_body_bytes; [models.NAME] provider = "fake" |
 "openai" with model, base_url, api_key_env, and layers rpm, tpm, concurrency | adaptive,
 retries, timeout, fallbacks, cache_ttl, circuit_breaker, max_wait, price_input/price_output
 (USD per 1M tokens); [tenants.NAME] api_key_sha256 (see --hash-key) or api_key_env, rpm, tpm,
-concurrency, priority, max_priority, models.
+concurrency, priority, max_priority, models, webhook_secret_env; [jobs] concurrency, max_lines,
+max_body_bytes, ttl, reclaim_after, default_model, webhook_secret_env, webhook_timeout,
+webhook_retry_for, allow_private_callbacks.
 
 exit codes: 0 stopped (SIGTERM or Ctrl-C, after the grace period); 2 bad option or config
 (the message names the key and its line).

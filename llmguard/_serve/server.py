@@ -10,6 +10,7 @@ uvicorn's own hard limit is set a little later, as the last resort. The process 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -47,8 +48,7 @@ def create_app() -> Any:
     settings = json.loads(os.environ[_ENV])
     config = load(settings["config"]) if settings["config"] else default_config()
     if settings["grace"] is not None:
-        config = ServeConfig(config.models, config.tenants, settings["grace"],
-                             config.max_body_bytes, config.source)
+        config = dataclasses.replace(config, grace=settings["grace"])
     app = make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"])
     _chain_signals()
     return app
@@ -126,8 +126,7 @@ def main(args: Any) -> int:
     try:
         config = load(args.config) if args.config else default_config()
         if args.grace is not None:
-            config = ServeConfig(config.models, config.tenants, args.grace,
-                                 config.max_body_bytes, config.source)
+            config = dataclasses.replace(config, grace=args.grace)
         # Built once here so a bad tenant key variable fails now, with exit 2, not in a worker.
         app = make_app(config, redis_url=args.redis, redis_prefix=args.redis_prefix)
     except ConfigError as exc:

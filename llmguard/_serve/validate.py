@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from .errors import HTTPProblem
 
-__all__ = ["read_json", "validate_chat", "validate_embeddings"]
+__all__ = ["parse_json", "read_bytes", "read_json", "validate_chat", "validate_embeddings"]
 
 
 def _bad(message: str, param: str | None = None, code: str = "invalid_request") -> HTTPProblem:
@@ -24,6 +24,15 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_request") 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object; 413 past ``limit`` bytes (checked before and while reading,
     so a large body is refused without being held in memory), 400 if it is not JSON."""
+    body = parse_json(await read_bytes(request, limit))
+    if not isinstance(body, dict):
+        raise _bad(f"The request body must be a JSON object, got {type(body).__name__}",
+                   code="invalid_json")
+    return body
+
+
+async def read_bytes(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 past ``limit`` bytes (before and while reading)."""
     too_large = HTTPProblem(413, f"Request body too large: the limit is {limit} bytes",
                             "request_too_large")
     declared = request.headers.get("content-length")
@@ -35,16 +44,17 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise too_large
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as JSON (any value); 400 if empty or not JSON."""
     if not raw.strip():
         raise _bad("The request body is empty; send a JSON object", code="invalid_json")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(f"The request body is not valid JSON ({exc})", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise _bad(f"The request body must be a JSON object, got {type(body).__name__}",
-                   code="invalid_json")
     return body
 
 

@@ -1,0 +1,125 @@
+"""A job's body to its lines, and one line's outcome to a record in ``llmguard run``'s format.
+
+The body is either JSON (``{"requests": [...], "model", "callback_url", "priority",
+"metadata"}``, or a bare list of requests) or JSONL (``application/jsonl`` /
+``application/x-ndjson``): one request per line, each a chat request ``{"model", "messages"}``
+or a Batch API line ``{"custom_id", "body": {...}}``, optionally with ``metadata`` -- the input
+of ``llmguard run``. A bad line is recorded as that line's error (as ``llmguard run`` does); a
+body that is not one of these shapes is a 400.
+
+Written here rather than imported from ``llmguard._cli`` (whose internals are not an API); the
+record fields are ``llmguard run``'s: id, line, ok, model, response, error, usage, cost,
+latency, elapsed, attempts, retries, fallback, cached, metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import HTTPProblem
+
+__all__ = ["JSONL_TYPES", "from_json", "from_jsonl", "record"]
+
+JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines",
+               "text/jsonl")
+_SHAPE = ('each line must be a chat request {"model": ..., "messages": [...]} or a Batch API '
+          'line {"custom_id": ..., "body": {"messages": [...]}}')
+
+
+def parse_line(number: int, obj: Any, default_model: str | None) -> dict[str, Any]:
+    """One input line (already JSON-decoded, or a ``str`` that was not JSON) as a stored line:
+    ``{"line", "id", "request" | "problem", "metadata"}``."""
+    line: dict[str, Any] = {"line": number, "id": f"line-{number}", "metadata": None}
+    if isinstance(obj, str):
+        line["problem"] = f"line {number} is not valid JSON ({obj}); {_SHAPE}"
+        return line
+    if not isinstance(obj, dict):
+        line["problem"] = f"line {number} is a JSON {type(obj).__name__}, not an object; {_SHAPE}"
+        return line
+    if obj.get("custom_id") is not None:
+        line["id"] = str(obj["custom_id"])
+    line["metadata"] = obj.get("metadata")
+    if isinstance(obj.get("body"), dict):
+        request = dict(obj["body"])
+    else:
+        request = {k: v for k, v in obj.items() if k not in ("custom_id", "metadata")}
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        line["problem"] = f"line {number} has no non-empty 'messages' list; {_SHAPE}"
+        return line
+    request.pop("stream", None)  # a job's line is answered whole
+    request.pop("stream_options", None)
+    if not isinstance(request.get("model"), str) or not request["model"]:
+        if default_model is None:
+            line["problem"] = (f"line {number} names no model; add \"model\" to the line or "
+                               "pass ?model= (or set [jobs] default_model)")
+            return line
+        request["model"] = default_model
+    line["request"] = request
+    return line
+
+
+def _check_count(count: int, max_lines: int) -> None:
+    if count == 0:
+        raise HTTPProblem(400, "the job has no requests; send at least one", "empty_job")
+    if count > max_lines:
+        raise HTTPProblem(413, f"the job has {count} requests; the limit is {max_lines} "
+                          "([jobs] max_lines)", "too_many_lines")
+
+
+def from_jsonl(raw: bytes, default_model: str | None, max_lines: int) -> list[dict[str, Any]]:
+    """The lines of a JSONL body (blank lines skipped; numbering counts them, as ``llmguard
+    run`` does)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPProblem(400, f"the JSONL body is not UTF-8 ({exc})", "invalid_jsonl") from None
+    lines = []
+    for number, chunk in enumerate(text.splitlines(), 1):
+        if not chunk.strip():
+            continue
+        try:
+            obj: Any = json.loads(chunk)
+        except ValueError as exc:
+            obj = str(exc)
+        lines.append(parse_line(number, obj, default_model))
+        if len(lines) > max_lines:
+            break
+    _check_count(len(lines), max_lines)
+    return lines
+
+
+def from_json(body: Any, default_model: str | None, max_lines: int) -> tuple[
+        list[dict[str, Any]], dict[str, Any]]:
+    """The lines of a JSON body and its options (``model``, ``callback_url``, ``priority``,
+    ``metadata``)."""
+    if isinstance(body, list):
+        body = {"requests": body}
+    if not isinstance(body, dict):
+        raise HTTPProblem(400, "the body must be a JSON object {\"requests\": [...]} or a list "
+                          f"of requests, got {type(body).__name__}", "invalid_json")
+    requests = body.get("requests")
+    if not isinstance(requests, list):
+        raise HTTPProblem(400, "'requests' must be an array of chat requests", "invalid_request",
+                          param="requests")
+    unknown = set(body) - {"requests", "model", "callback_url", "priority", "metadata"}
+    if unknown:
+        raise HTTPProblem(400, f"unknown field {sorted(unknown)[0]!r}; known: requests, model, "
+                          "callback_url, priority, metadata", "invalid_request")
+    model = body.get("model", default_model)
+    if model is not None and not isinstance(model, str):
+        raise HTTPProblem(400, "'model' must be a string", "invalid_request", param="model")
+    _check_count(len(requests), max_lines)
+    lines = [parse_line(i, obj, model) for i, obj in enumerate(requests, 1)]
+    return lines, {k: body[k] for k in ("callback_url", "priority", "metadata") if k in body}
+
+
+def record(line: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """``llmguard run``'s output record for ``line``."""
+    out = {"id": line["id"], "line": line["line"], "ok": False, "model": None, "response": None,
+           "error": None, "usage": None, "cost": None, "latency": None, "elapsed": None,
+           "attempts": 0, "retries": 0, "fallback": False, "cached": False,
+           "metadata": line.get("metadata")}
+    out.update(fields)
+    return out

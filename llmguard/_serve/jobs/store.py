@@ -1,0 +1,184 @@
+"""Job state in this process: the contract every job store keeps, and the in-memory store.
+
+A store holds, per job: its meta (id, tenant, priority, callback_url, metadata), its
+:class:`~llmguard._runners.jobstate.Progress`, its input lines, one record per answered line
+(written once: a second record for the same line is dropped), its webhook delivery attempts and
+an ordered log of events (``progress`` for each line, then exactly one terminal event,
+``completed`` | ``failed`` | ``cancelled``). Its work queue hands out ``(job_id, index, token)``
+tasks, highest priority first; ``ack(token)`` ends one. Finished jobs are forgotten ``ttl``
+seconds after they end. :class:`~.redis_store.RedisJobStore` keeps the same contract across
+replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..._runners.jobstate import TERMINAL, JobStatus, Progress
+
+__all__ = ["MemoryJobStore", "view"]
+
+Event = tuple[str, str, dict[str, Any]]  # (cursor, name, data)
+
+
+def view(meta: dict[str, Any], progress: Progress, deliveries: list[Any]) -> dict[str, Any]:
+    """A job's public JSON: id, status, progress, counts, timings, webhook attempts."""
+    body = {"id": meta["id"], "object": "job", **progress.to_dict(),
+            "priority": meta.get("priority", 0), "metadata": meta.get("metadata")}
+    if meta.get("callback_url"):
+        body["webhook"] = {"url": meta["callback_url"], "attempts": deliveries,
+                           "delivered": any(a.get("ok") for a in deliveries)}
+    return body
+
+
+def event_data(meta: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    return {"id": meta["id"], **progress.to_dict()}
+
+
+class _Job:
+    __slots__ = ("meta", "progress", "lines", "records", "deliveries", "events", "changed")
+
+    def __init__(self, meta: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+        self.meta, self.lines = meta, lines
+        self.progress = Progress(total=len(lines), created=meta["created"])
+        self.records: dict[int, dict[str, Any]] = {}
+        self.deliveries: list[dict[str, Any]] = []
+        self.events: list[Event] = []
+        self.changed = asyncio.Condition()
+
+
+class MemoryJobStore:
+    """Jobs of this process (see the module doc for the contract)."""
+
+    shared = False
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._jobs: dict[str, _Job] = {}
+        self._queue: asyncio.PriorityQueue[tuple[int, int, str, int]] = asyncio.PriorityQueue()
+        self._seq = itertools.count()
+
+    async def _emit(self, job: _Job, name: str) -> None:
+        async with job.changed:
+            job.events.append((str(len(job.events) + 1), name, event_data(job.meta, job.progress)))
+            job.changed.notify_all()
+
+    async def create(self, meta: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+        self._expire()
+        job = self._jobs[meta["id"]] = _Job(meta, lines)
+        for index in range(len(lines)):
+            self._queue.put_nowait((-meta.get("priority", 0), next(self._seq), meta["id"], index))
+        await self._emit(job, "progress")
+
+    def _live(self, job_id: str) -> _Job | None:
+        self._expire()
+        return self._jobs.get(job_id)
+
+    async def get(self, job_id: str) -> dict[str, Any] | None:
+        job = self._live(job_id)
+        if job is None:
+            return None
+        return {**view(job.meta, job.progress, list(job.deliveries)),
+                "_tenant": job.meta["tenant"], "_cursor": str(len(job.events)),
+                "_callback": job.meta.get("callback_url")}
+
+    async def list(self, tenant: str, limit: int, after: str | None) -> list[dict[str, Any]]:
+        """The tenant's jobs, newest first, ``limit`` of them after the job ``after``."""
+        self._expire()
+        mine = [j for j in reversed(self._jobs.values()) if j.meta["tenant"] == tenant]
+        if after is not None:
+            ids = [j.meta["id"] for j in mine]
+            mine = mine[ids.index(after) + 1:] if after in ids else []
+        return [view(j.meta, j.progress, j.deliveries) for j in mine[:limit]]
+
+    async def claim(self, consumer: str, block: float) -> list[tuple[str, int, Any]]:
+        try:
+            _p, _s, job_id, index = await asyncio.wait_for(self._queue.get(), block)
+        except TimeoutError:
+            return []
+        return [(job_id, index, None)]
+
+    async def ack(self, job_id: str, token: Any) -> None:
+        pass
+
+    async def heartbeat(self, consumer: str, tokens: list[Any]) -> None:
+        pass
+
+    async def reclaim(self, consumer: str) -> list[tuple[str, int, Any]]:
+        return []
+
+    async def line(self, job_id: str, index: int) -> dict[str, Any] | None:
+        """A task's line with its job's status, tenant and priority; None when the job is gone
+        or the line already has its record."""
+        job = self._jobs.get(job_id)
+        if job is None or index in job.records:
+            return None
+        return {"status": job.progress.status.value, "tenant": job.meta["tenant"],
+                "priority": job.meta.get("priority", 0), "line": job.lines[index]}
+
+    async def start(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.progress.move(JobStatus.RUNNING, time.time()):
+            await self._emit(job, "progress")
+
+    async def record(self, job_id: str, index: int, record: dict[str, Any]) -> str | None:
+        """Store a line's record (once); the terminal status if that finished the job."""
+        job = self._jobs.get(job_id)
+        if job is None or index in job.records:
+            return None
+        job.records[index] = record
+        cancelled = job.progress.is_finished
+        finished = job.progress.count(bool(record.get("ok")), time.time())
+        if not cancelled:
+            await self._emit(job, "progress")
+        if finished:
+            job.meta["ended"] = asyncio.get_running_loop().time()
+            await self._emit(job, job.progress.status.value)
+            return job.progress.status.value
+        return None
+
+    async def cancel(self, job_id: str) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None or not job.progress.move(JobStatus.CANCELLED, time.time()):
+            return False
+        job.meta["ended"] = asyncio.get_running_loop().time()
+        await self._emit(job, "cancelled")
+        return True
+
+    async def add_delivery(self, job_id: str, attempt: dict[str, Any]) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.deliveries.append(attempt)
+
+    async def events(self, job_id: str, after: str, block: float) -> list[Event]:
+        """Events after the cursor ``after`` ("0": from the start), waiting up to ``block`` s."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return []
+        seen = int(after.split("-")[0])
+        async with job.changed:
+            if len(job.events) <= seen and block > 0:
+                try:
+                    await asyncio.wait_for(job.changed.wait_for(
+                        lambda: len(job.events) > seen), block)
+                except TimeoutError:
+                    pass
+            return job.events[seen:]
+
+    async def results(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        job = self._jobs.get(job_id)
+        for index in sorted(job.records) if job is not None else ():
+            yield job.records[index]
+
+    def _expire(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for job_id in [i for i, j in self._jobs.items() if j.progress.status in TERMINAL
+                       and now - j.meta.get("ended", now) >= self.ttl]:
+            del self._jobs[job_id]
+
+    async def aclose(self) -> None:
+        pass
