@@ -326,7 +326,7 @@ def _ray_send(api_base: str | None) -> Any:
     if api_base:  # imported now, not on the first call, which the rate limit has admitted
         import aiohttp  # noqa: F401
 
-    return Provider(api_base, os.environ.get("OPENAI_API_KEY"))
+    return Provider(api_base, os.environ.get("OPENAI_API_KEY"))  # read on the actor: never shipped
 
 
 def _run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:

@@ -66,15 +66,6 @@ async def test_a_call_queued_below_is_counted_again_when_it_reaches_the_provider
     await backend.aclose()
 
 
-async def test_keys_of_different_types_never_share_a_quota(redis_url, redis_prefix):
-    """None and "", 1 and "1" are different partitions, each with its own quota."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
-    quotas = (Quota(1, 5.0, False),)
-    for key in (None, "", 1, "1"):
-        assert (await backend.reserve(key, quotas, 0))[1] is not None, key
-    await backend.aclose()
-
-
 async def test_reconcile_and_refund_give_tokens_back(redis_url, redis_prefix):
     """A reservation reconciled down frees the difference; a refund frees it all (also the
     request); both are applied in the background and visible to the next reservation."""

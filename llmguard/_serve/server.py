@@ -100,7 +100,7 @@ def _banner(config: ServeConfig, args: Any) -> None:
     models = ", ".join(config.models)
     print(f"llmguard serve: models {models}; "
           + (f"{len(config.tenants)} tenants" if config.tenants else "no tenants configured, so "
-             "requests need no API key") + (f"; state shared in Redis" if args.redis else ""),
+             "requests need no API key") + ("; state shared in Redis" if args.redis else ""),
           file=sys.stderr, flush=True)
     loopback = args.host in ("127.0.0.1", "localhost", "::1")
     if not config.tenants and not loopback:
