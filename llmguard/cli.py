@@ -268,9 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.retry_failed and not args.resume:
         return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
     if not stdout:
-        if (problem := _check_output(args.output, append=True)) is not None:
+        exists = os.path.isfile(args.output) and os.path.getsize(args.output) > 0
+        # Probe that it can be written, leaving no new file behind: a later usage error must
+        # not create OUTPUT.
+        if (problem := _check_output(args.output, append=False)) is not None:
             return _fail(problem)
-        exists = os.path.getsize(args.output) > 0
         if exists and not (args.resume or args.overwrite):
             return _fail(f"output {args.output!r} exists: pass --resume to continue that "
                          "run or --overwrite to start again")

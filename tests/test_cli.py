@@ -393,7 +393,9 @@ def test_adaptive_concurrency_runs_the_file(tmp_path: Path) -> None:
 
 
 def test_metrics_port_serves_prometheus_while_running(tmp_path: Path) -> None:
-    """--metrics-port serves the pipeline's metrics in Prometheus format during the run."""
+    """--metrics-port serves the pipeline's metrics in Prometheus format during the run,
+    including the gauges of the layers around Metrics (the CLI builds its handler through
+    Pipeline.build, which wires Metrics to its neighbours, like a wrapped pipeline)."""
     import socket
     import urllib.request
 
@@ -411,6 +413,7 @@ def test_metrics_port_serves_prometheus_while_running(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=HANG_GUARD)
     assert "gen_ai_client_operation_duration" in body
+    assert "llmguard_concurrency_limit" in body and 'llmguard_layer="concurrency_limit"' in body
 
 
 def test_input_and_output_checks_exit_2_with_a_clear_message(tmp_path: Path) -> None:

@@ -311,7 +311,6 @@ async def test_finding5_restamped_call_waits_for_room() -> None:
     assert worst <= 2, f"arrivals at {[round(t, 1) for t in arrivals]}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 finding 6")
 async def test_finding6_metrics_per_pipeline_on_one_meter_provider() -> None:
     """Any number of pipelines on one MeterProvider each export their own ``llmguard.*``
     series: with two Metrics layers (pipelines "chat" and "embed"), the observable

@@ -121,3 +121,23 @@ def test_modules_stay_readable() -> None:
     big = {name: n for name, path in modules().items()
            if (n := len(path.read_text().splitlines())) > 260}
     assert not big, big
+
+
+def test_every_declared_dependency_is_imported_by_the_package() -> None:
+    """A runtime dependency in pyproject.toml is one the package imports (benchmark-only
+    libraries live in the ``bench`` extra)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    imported = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                imported.add(node.module.split(".")[0])
+    declared = {re.split(r"[<>=\[ ;]", dep)[0].replace("-", "_") for dep in project["dependencies"]}
+    names = {"opentelemetry_api": "opentelemetry"}
+    missing = {dep for dep in declared if names.get(dep, dep) not in imported}
+    assert not missing, f"declared but never imported: {missing}"
