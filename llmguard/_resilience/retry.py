@@ -119,8 +119,9 @@ class Retry:
     * ``retry_if_result``: ``result -> bool`` to retry results (an empty answer, say).
     * ``backoff`` / ``max_delay``: delay ceiling ``backoff * 2**(n-1)`` capped at ``max_delay``,
       full jitter. A Retry-After from the provider is waited first, plus half to all of that
-      ceiling so callers told the same instant do not collide again (bounded by ``max_delay``
-      and the deadline).
+      ceiling so callers told the same instant do not collide again. ``max_delay`` bounds the
+      jitter, never the Retry-After itself (retrying earlier than asked is a certain 429); a
+      Retry-After beyond the deadline gives up at once.
     * ``deadline``: seconds for all attempts together; sets ``call.deadline`` for inner layers.
     * ``budget``: a :class:`RetryBudget` (or a ratio) shared by every call through this layer.
 
@@ -182,8 +183,12 @@ class Retry:
             # callers told the same Retry-After must not return at the same instant, and with
             # full jitter too many still do (against a saturated 600 RPM quota: 2,470 attempts
             # and 1.5% of calls lost, against 2,315 and none; benchmarks/bench_retry.py).
+            # The provider's word is a floor, never cut to max_delay: retrying earlier is a
+            # certain 429. The deadline (below) is what gives up on a wait that is too long.
             ceiling = clock.backoff(attempt, self.backoff, self.max_delay)
-            delay = min(retry_after + ceiling * self._rng.uniform(0.5, 1.0), self.max_delay)
+            jitter = ceiling * self._rng.uniform(0.5, 1.0)
+            delay = retry_after + jitter if retry_after >= self.max_delay else min(
+                retry_after + jitter, self.max_delay)
         if end is not None and now + delay >= end:
             return None
         if self.budget is not None and not self.budget.try_spend(now):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import llmguard
 
 PACKAGE = Path(llmguard.__file__).parent
@@ -115,12 +113,18 @@ def test_no_module_reads_another_modules_private_names() -> None:
     assert not leaks, leaks
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: the last big modules are being split")
+#: Modules still over the bound, each to be split (issue 17); listed so none grows unnoticed
+#: and the list only shrinks: a module that got under the bound must leave it.
+TOO_BIG = {"llmguard._admission.ratelimit", "llmguard.cli", "llmguard._serve.config",
+           "llmguard._admission.adaptive", "llmguard._cache.layer"}
+
+
 def test_modules_stay_readable() -> None:
-    """No module over ~250 lines: split what is too big to read."""
-    big = {name: n for name, path in modules().items()
-           if (n := len(path.read_text().splitlines())) > 260}
-    assert not big, big
+    """No module over ~250 lines (260 counted) except the listed ones still to be split."""
+    sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
+    big = {name for name, n in sizes.items() if n > 260}
+    assert big <= TOO_BIG, {name: sizes[name] for name in big - TOO_BIG}
+    assert TOO_BIG <= big, f"now small enough, take them off TOO_BIG: {TOO_BIG - big}"
 
 
 def test_every_declared_dependency_is_imported_by_the_package() -> None:

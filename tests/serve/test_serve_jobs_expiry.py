@@ -35,7 +35,7 @@ def test_finished_job_expires_in_redis(tmp_path, monkeypatch, redis_url, redis_p
     import redis
 
     monkeypatch.setenv("JOBS_TEST_SECRET", SECRET)
-    with served(write_config(tmp_path, config(extra="ttl = 1")), redis_url=redis_url,
+    with served(write_config(tmp_path, config(extra="ttl = 3")), redis_url=redis_url,
                 redis_prefix=redis_prefix) as server:
         job_id = _expires(server)
     client = redis.Redis.from_url(redis_url)

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import pytest
+from otel_helpers import collect
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
@@ -29,16 +30,6 @@ def reader() -> InMemoryMetricReader:
 @pytest.fixture
 def provider(reader: InMemoryMetricReader) -> MeterProvider:
     return MeterProvider(metric_readers=[reader])
-
-
-def collect(reader: InMemoryMetricReader) -> dict[str, Any]:
-    data = reader.get_metrics_data()
-    found: dict[str, Any] = {}
-    for resource in data.resource_metrics if data else ():
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                found[metric.name] = metric
-    return found
 
 
 def points(metric: Any) -> dict[frozenset, Any]:

@@ -62,6 +62,22 @@ async def test_retry_after_is_honoured() -> None:
     assert 7.0 <= loop.time() - start <= 7.1
 
 
+async def test_retry_after_beyond_max_delay_is_waited_never_cut_short() -> None:
+    """Regression (issue 21 #13): Retry-After: 120 with max_delay=30 waits the 120 s (a retry
+    at 30 s is a certain 429); with a deadline shorter than that it gives up at once instead."""
+    llm = FakeLLM([make_error(FailureKind.RATE_LIMITED, retry_after=120.0)])
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await lg.guard(Retry(attempts=2, backoff=0.1, max_delay=30))(llm.send_message)("x")
+    assert 120.0 <= loop.time() - start <= 120.2
+    error = make_error(FailureKind.RATE_LIMITED, retry_after=120.0)
+    llm = FakeLLM([error])
+    start = loop.time()
+    with pytest.raises(Exception) as info:
+        await lg.guard(Retry(attempts=2, max_delay=30, deadline=60))(llm.send_message)("x")
+    assert info.value is error and loop.time() - start < 1 and llm.call_count == 1
+
+
 async def test_exhausted_attempts_raise_the_last_error_with_history() -> None:
     """After the last attempt the final error is raised with a note listing every attempt."""
     errors = [make_error(FailureKind.SERVER_ERROR) for _ in range(3)]

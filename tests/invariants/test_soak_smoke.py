@@ -5,7 +5,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-SOAK = Path(__file__).parent.parent / "benchmarks" / "soak.py"
+SOAK = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
 
 
 def load_soak():

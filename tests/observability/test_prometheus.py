@@ -115,7 +115,7 @@ def test_real_prometheus_scrapes_and_answers_a_histogram_quantile(
              "(gen_ai_client_operation_duration_seconds_bucket{llmguard_pipeline=\"chat\"}))")
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
     result: list = []
-    dashboard = json.loads((Path(__file__).parent.parent / "examples" / "dashboard"
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "examples" / "dashboard"
                             / "grafana-dashboard.json").read_text())
     exprs = [target["expr"].replace("$pipeline", ".*").replace("$__rate_interval", "1m")
              for panel in dashboard["panels"] for target in panel["targets"]]

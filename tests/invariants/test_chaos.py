@@ -293,6 +293,8 @@ class Recorder:
         self.unraisable: list[str] = []
 
     def __enter__(self) -> Recorder:
+        # What earlier tests left for the collector (a socket, a loop) is theirs, not ours.
+        gc.collect()
         self.loop = asyncio.get_running_loop()
         self._handler = self.loop.get_exception_handler()
         self.loop.set_exception_handler(

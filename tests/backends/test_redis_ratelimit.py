@@ -18,7 +18,7 @@ from llmguard.backends.redis import RedisBackend
 
 pytestmark = pytest.mark.looptime(False)
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = (Quota(3, 0.3, False),)
 TOKENS = (Quota(3, 0.3, False), Quota(100, 0.3, True))
 

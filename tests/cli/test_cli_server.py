@@ -17,7 +17,7 @@ import pytest
 
 from llmguard._cli.run import Settings, run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HANG_GUARD = 120  #: a safety net against a hung child, never an assertion about speed
 
 

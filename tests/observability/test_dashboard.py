@@ -23,7 +23,7 @@ import pytest
 import llmguard as lg
 from llmguard.testing import FakeLLM
 
-DASHBOARD = Path(__file__).parent.parent / "examples" / "dashboard" / "grafana-dashboard.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "examples" / "dashboard" / "grafana-dashboard.json"
 PIPELINES = ("chat", "summarise")
 
 

@@ -17,7 +17,7 @@ import llmguard as lg
 from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter
 from llmguard.backends.redis._concurrency import FIRST_POLL, MAX_POLL, poll_delay
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_backoff_grows_to_the_ceiling_and_respects_the_hint():

@@ -4,7 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).parent.parent / "benchmarks" / "bench_composition.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_composition.py"
 
 
 def load_bench():

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from test_cancellation import gauges
-from test_metrics import collect
+from otel_helpers import collect
 
 import llmguard as lg
 from llmguard.testing import FakeLLM
