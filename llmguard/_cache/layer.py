@@ -102,6 +102,9 @@ class Cache:
     Each call is noted ``call.notes["cache"]`` = "hit" | "miss" | "coalesced" | "bypass".
     """
 
+    #: What a :class:`CacheStore`'s ``get`` returns for an absent or expired key.
+    MISSING = MISSING
+
     __slots__ = ("ttl", "store", "namespace", "_key", "_cache_if", "_lookup", "_abandon", "_flights",
                  "_hits", "_misses", "_coalesced", "_bypassed", "_store_errors")
 

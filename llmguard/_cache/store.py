@@ -44,7 +44,8 @@ class CacheStore(Protocol):
     """
 
     async def get(self, key: str) -> Any:
-        """The value stored under ``key``, or :data:`MISSING` if absent or expired."""
+        """The value stored under ``key``, or ``llmguard.Cache.MISSING`` if absent or expired
+        (``None`` is a value like any other)."""
 
     async def set(self, key: str, value: Any, ttl: float) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (> 0), replacing any previous one."""

@@ -1,0 +1,127 @@
+"""Seams a user or backend may implement, written here from their docstrings alone.
+
+``Limiter`` and ``CircuitStore`` have theirs in tests/admission/test_concurrency.py and
+tests/resilience/test_resilience_layers.py; these are the cache store and the rate-limit backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Hashable
+from typing import Any
+
+import llmguard as lg
+from llmguard.testing import FakeLLM
+
+
+class DictStore:
+    """A CacheStore from its docstring: get/set/delete/clear/statistics, expiry by ttl."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[Any, float]] = {}
+        self.fail_gets = False
+
+    async def get(self, key: str) -> Any:
+        if self.fail_gets:
+            raise ConnectionError("store down")
+        value, until = self.entries.get(key, (None, -1.0))
+        if until < asyncio.get_running_loop().time():
+            return lg.Cache.MISSING
+        return value
+
+    async def set(self, key: str, value: Any, ttl: float) -> None:
+        self.entries[key] = (value, asyncio.get_running_loop().time() + ttl)
+
+    async def delete(self, key: str) -> None:
+        self.entries.pop(key, None)
+
+    async def clear(self) -> None:
+        self.entries.clear()
+
+    def statistics(self) -> Any:
+        return {"size": len(self.entries)}
+
+
+async def test_a_cache_store_written_from_its_docstring_works() -> None:
+    """Hits come from the store, entries expire after ttl, a failing get is a miss (the call
+    still succeeds)."""
+    store, llm = DictStore(), FakeLLM()
+    cache = lg.Cache(ttl=10, store=store)
+    ask = lg.Pipeline(cache).wrap(llm.send_message)
+    assert await ask("hi") == await ask("hi") == "echo: hi"
+    assert llm.call_count == 1 and len(store.entries) == 1
+    await asyncio.sleep(11)
+    assert await ask("hi") == "echo: hi" and llm.call_count == 2
+    store.fail_gets = True
+    assert await ask("hi") == "echo: hi" and llm.call_count == 3
+    assert cache.statistics().store_errors == 1
+
+
+class LogBackend:
+    """A RateLimitBackend from its docstring: a log of (time, tokens) per key, requests only."""
+
+    def __init__(self) -> None:
+        self.logs: dict[Hashable, dict[int, tuple[float, int]]] = {}
+        self.paused: dict[Hashable, float] = {}
+        self.tickets = itertools.count(1)
+
+    async def reserve(self, key: Hashable, quotas: tuple[lg.Quota, ...], tokens: int
+                      ) -> tuple[float, Any]:
+        now = asyncio.get_running_loop().time()
+        log = self.logs.setdefault(key, {})
+        wait = max(0.0, self.paused.get(key, 0.0) - now)
+        for quota in quotas:
+            inside = sorted(t for t, _ in log.values() if t > now - quota.window)
+            if len(inside) >= quota.limit:
+                wait = max(wait, inside[len(inside) - quota.limit] + quota.window - now + 1e-3)
+        if wait > 0:
+            return wait, None
+        ticket = next(self.tickets)
+        log[ticket] = (now, tokens)
+        return 0.0, (key, ticket)
+
+    def reconcile(self, key: Hashable, ticket: Any, tokens: int) -> None:
+        at, _ = self.logs[key][ticket[1]]
+        self.logs[key][ticket[1]] = (at, tokens)
+
+    def refund(self, key: Hashable, ticket: Any) -> None:
+        self.logs[key].pop(ticket[1], None)
+
+    def pause(self, key: Hashable, quotas: tuple[lg.Quota, ...], seconds: float) -> None:
+        until = asyncio.get_running_loop().time() + seconds
+        self.paused[key] = max(self.paused.get(key, 0.0), until)
+
+    def cap(self, key: Hashable, quotas: tuple[lg.Quota, ...], tokens: bool, remaining: int,
+            reset: float) -> None:
+        pass  # optional tightening: a backend may ignore provider headers
+
+    def headroom(self, key: Hashable, quotas: tuple[lg.Quota, ...]) -> tuple[int, int, float]:
+        return 0, 0, 0.0
+
+
+async def test_a_rate_limit_backend_written_from_its_docstring_works() -> None:
+    """RateLimit(rpm=3) on a hand-written backend: every call completes, never more than 3
+    admitted in any 60 s window, and a call refused below is refunded (its entry is gone)."""
+    backend, llm, arrivals = LogBackend(), FakeLLM(latency=1), []
+
+    async def send(prompt: str) -> str:
+        arrivals.append(asyncio.get_running_loop().time())
+        return await llm.send_message(prompt)
+
+    ask = lg.Pipeline(lg.RateLimit(rpm=3, backend=backend)).wrap(send)
+    assert await asyncio.gather(*(ask(f"q{i}") for i in range(7))) == [
+        f"echo: q{i}" for i in range(7)]
+    for at in arrivals:
+        assert sum(at - 60 < other <= at for other in arrivals) <= 3
+    assert max(arrivals) >= 120  # 7 calls at 3 a minute: the third minute
+
+    async def refuse(call: lg.Call, call_next: Any) -> Any:
+        raise lg.QueueFull("refused below the rate limit")
+
+    before = sum(len(log) for log in backend.logs.values())
+    try:
+        await lg.Pipeline(lg.RateLimit(rpm=30, backend=backend), refuse).wrap(send)("x")
+    except lg.QueueFull:
+        pass
+    assert sum(len(log) for log in backend.logs.values()) == before
