@@ -183,12 +183,10 @@ class Retry:
             # callers told the same Retry-After must not return at the same instant, and with
             # full jitter too many still do (against a saturated 600 RPM quota: 2,470 attempts
             # and 1.5% of calls lost, against 2,315 and none; benchmarks/bench_retry.py).
-            # The provider's word is a floor, never cut to max_delay: retrying earlier is a
-            # certain 429. The deadline (below) is what gives up on a wait that is too long.
+            # Retry-After is a floor (earlier is a certain 429); the deadline below may give up.
             ceiling = clock.backoff(attempt, self.backoff, self.max_delay)
-            jitter = ceiling * self._rng.uniform(0.5, 1.0)
-            delay = retry_after + jitter if retry_after >= self.max_delay else min(
-                retry_after + jitter, self.max_delay)
+            delay = max(retry_after, min(retry_after + ceiling * self._rng.uniform(0.5, 1.0),
+                                         self.max_delay))
         if end is not None and now + delay >= end:
             return None
         if self.budget is not None and not self.budget.try_spend(now):
