@@ -78,7 +78,7 @@ class CircuitState:
 
     __slots__ = ("failure_ratio", "min_calls", "window", "open_for", "half_open_calls",
                  "state", "opened_at", "probes", "probe_ok", "_buckets", "opened", "rejected",
-                 "phase")
+                 "phase", "stray")
 
     def __init__(self, *, failure_ratio: float, min_calls: int, window: float, open_for: float,
                  half_open_calls: int) -> None:
@@ -89,8 +89,12 @@ class CircuitState:
         self.probes = self.probe_ok = 0  # half-open probes in flight / succeeded
         self._buckets: deque[list[float]] = deque()  # [second, calls, failures]
         self.opened = self.rejected = 0
-        #: Number of the current phase (1 at first; +1 at every change of state).
+        #: Number of the current phase (1 at first; +1 at every change of state). A call's
+        #: ticket is the phase that admitted it, negated for a half-open probe.
         self.phase = 1
+        #: Probes of earlier half-open phases still at the provider: they count against
+        #: half_open_calls until they end, though their outcome no longer counts.
+        self.stray = 0
 
     def counts(self, now: float) -> tuple[int, int]:
         while self._buckets and self._buckets[0][0] <= now - self.window:
@@ -107,7 +111,7 @@ class CircuitState:
         if self.state is State.OPEN:
             return now >= self.opened_at + self.open_for
         if self.state is State.HALF_OPEN:
-            return self.probes + self.probe_ok < self.half_open_calls
+            return self.probes + self.probe_ok + self.stray < self.half_open_calls
         return True
 
     def allow(self, now: float) -> int | None:
@@ -117,19 +121,30 @@ class CircuitState:
                 return None
             self._enter(State.HALF_OPEN)
         if self.state is State.HALF_OPEN:
-            if self.probes + self.probe_ok >= self.half_open_calls:
+            if self.probes + self.probe_ok + self.stray >= self.half_open_calls:
                 self.rejected += 1
                 return None
             self.probes += 1
+            return -self.phase
         return self.phase
 
     def cancel(self, ticket: object = None) -> None:
-        if self.state is State.HALF_OPEN and self.probes and ticket in (None, self.phase):
+        if self._stray_ended(ticket):
+            return
+        if self.state is State.HALF_OPEN and self.probes and ticket in (None, -self.phase):
             self.probes -= 1
+
+    def _stray_ended(self, ticket: object) -> bool:
+        """True (and uncounted) for a call admitted in an earlier phase."""
+        if ticket is None or ticket in (self.phase, -self.phase):
+            return False
+        if isinstance(ticket, int) and ticket < 0:
+            self.stray = max(0, self.stray - 1)
+        return True
 
     def record(self, now: float, failed: bool, ticket: object = None) -> None:
         """``ticket`` None counts the outcome in the current phase (direct use, tests)."""
-        if ticket is not None and ticket != self.phase:
+        if self._stray_ended(ticket):
             return  # a straggler from an earlier phase: neither a probe nor in this window
         if self.state is State.HALF_OPEN:
             self.probes = max(0, self.probes - 1)
@@ -152,6 +167,7 @@ class CircuitState:
             self.force_open(now)
 
     def _enter(self, state: State) -> None:
+        self.stray += self.probes  # still at the provider, now of an earlier phase
         self.state, self.probes, self.probe_ok = state, 0, 0
         self.phase += 1
         self._buckets.clear()
