@@ -45,7 +45,10 @@ class Call:
     """Per-call context that flows through every layer.
 
     Layers never rebuild it: they read what they need and annotate what they learn. Every
-    attribute has a default so a layer can read any of them without ``getattr`` guards.
+    attribute has a default so a layer can read any of them without ``getattr`` guards. Each
+    field has one owner that writes and restores it (README, "Who owns what in a call"): the
+    wrapped function's identity is fixed, per-attempt facts belong to the layer that starts the
+    attempt (:meth:`save`/:meth:`restore`), ``on_send`` to Timeout, ``on_wait`` to RateLimit.
     """
 
     __slots__ = (
