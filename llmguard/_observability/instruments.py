@@ -16,7 +16,8 @@ from .._core.call import label
 from .conventions import CIRCUIT_STATES
 
 if TYPE_CHECKING:
-    from .metrics import Metrics, MetricsSnapshot
+    from .histogram import MetricsSnapshot
+    from .view import MetricsView
 
 __all__ = ["observables"]
 
@@ -31,11 +32,11 @@ def _field(stats: Any, *names: str) -> Any:
     return None
 
 
-def _base(metrics: Metrics) -> dict[str, str]:
+def _base(metrics: MetricsView) -> dict[str, str]:
     return {"llmguard.pipeline": metrics.name} if metrics.name else {}
 
 
-def _layer_stats(metrics: Metrics) -> Iterator[tuple[dict[str, str], Any]]:
+def _layer_stats(metrics: MetricsView) -> Iterator[tuple[dict[str, str], Any]]:
     base = _base(metrics)
     for layer in list(metrics.neighbours):
         statistics = getattr(layer, "statistics", None)
@@ -48,7 +49,7 @@ def _layer_stats(metrics: Metrics) -> Iterator[tuple[dict[str, str], Any]]:
         yield {**base, "llmguard.layer": label(layer)}, stats
 
 
-def _calls(metrics: Metrics, snap: MetricsSnapshot) -> Points:
+def _calls(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
     for (outcome, model), count in snap.calls.items():
         attrs = {**_base(metrics), "llmguard.outcome": outcome}
         if model is not None:
@@ -56,7 +57,7 @@ def _calls(metrics: Metrics, snap: MetricsSnapshot) -> Points:
         yield count, attrs
 
 
-def _cost(metrics: Metrics, snap: MetricsSnapshot) -> Points:
+def _cost(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
     for model, usd in snap.cost.items():
         attrs = _base(metrics)
         if model is not None:
@@ -64,7 +65,7 @@ def _cost(metrics: Metrics, snap: MetricsSnapshot) -> Points:
         yield usd, attrs
 
 
-def _in_flight(metrics: Metrics, snap: MetricsSnapshot) -> Points:
+def _in_flight(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
     yield snap.in_flight, {**_base(metrics), "llmguard.layer": "metrics"}
     for attrs, stats in _layer_stats(metrics):
         value = _field(stats, "in_flight")
@@ -72,8 +73,8 @@ def _in_flight(metrics: Metrics, snap: MetricsSnapshot) -> Points:
             yield value, attrs
 
 
-def _gauge(*names: str) -> Callable[[Metrics, MetricsSnapshot], Points]:
-    def read(metrics: Metrics, snap: MetricsSnapshot) -> Points:
+def _gauge(*names: str) -> Callable[[MetricsView, MetricsSnapshot], Points]:
+    def read(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
         for attrs, stats in _layer_stats(metrics):
             value = _field(stats, *names)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -82,7 +83,7 @@ def _gauge(*names: str) -> Callable[[Metrics, MetricsSnapshot], Points]:
     return read
 
 
-def _circuit(metrics: Metrics, snap: MetricsSnapshot) -> Points:
+def _circuit(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
     for attrs, stats in _layer_stats(metrics):
         state = _field(stats, "state")
         if state is None:
@@ -92,9 +93,9 @@ def _circuit(metrics: Metrics, snap: MetricsSnapshot) -> Points:
             yield CIRCUIT_STATES[key], attrs
 
 
-def _own_or_layer(own: str, *names: str) -> Callable[[Metrics, MetricsSnapshot], Points]:
+def _own_or_layer(own: str, *names: str) -> Callable[[MetricsView, MetricsSnapshot], Points]:
     """A neighbour's count when a layer of that kind is in the pipeline, else the calls' own."""
-    def read(metrics: Metrics, snap: MetricsSnapshot) -> Points:
+    def read(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
         found = False
         for attrs, stats in _layer_stats(metrics):
             value = _field(stats, *names)
@@ -107,7 +108,7 @@ def _own_or_layer(own: str, *names: str) -> Callable[[Metrics, MetricsSnapshot],
     return read
 
 
-def _cache(metrics: Metrics, snap: MetricsSnapshot) -> Points:
+def _cache(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
     found = False
     for attrs, stats in _layer_stats(metrics):
         counts = {result: _field(stats, name) for result, name in
@@ -123,7 +124,7 @@ def _cache(metrics: Metrics, snap: MetricsSnapshot) -> Points:
                           "llmguard.cache.result": result}
 
 
-def _rejected(metrics: Metrics, snap: MetricsSnapshot) -> Points:
+def _rejected(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
     for attrs, stats in _layer_stats(metrics):
         for reason, name in (("rejected", "rejected"), ("timed_out", "timed_out")):
             value = _field(stats, name)
@@ -131,7 +132,7 @@ def _rejected(metrics: Metrics, snap: MetricsSnapshot) -> Points:
                 yield value, {**attrs, "llmguard.reason": reason}
 
 
-def _each(layers: Callable[[], Iterable[Metrics]], read: Callable[[Metrics, MetricsSnapshot], Points]
+def _each(layers: Callable[[], Iterable[MetricsView]], read: Callable[[MetricsView, MetricsSnapshot], Points]
           ) -> list[Callable[[Any], Any]]:
     """A callback observing ``read`` over every live layer; points with the same attributes
     (two layers of one pipeline name) are summed, as the SDK keeps one point per attribute set."""
@@ -150,7 +151,7 @@ def _each(layers: Callable[[], Iterable[Metrics]], read: Callable[[Metrics, Metr
     return [callback]
 
 
-def observables(layers: Callable[[], Iterable[Metrics]], meter: Any) -> list[Any]:
+def observables(layers: Callable[[], Iterable[MetricsView]], meter: Any) -> list[Any]:
     """Create the provider's observable instruments, reading every layer ``layers()`` lists."""
     counter = meter.create_observable_counter
     gauge = meter.create_observable_gauge

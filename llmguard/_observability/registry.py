@@ -17,7 +17,7 @@ from .series import Retired, Series
 from .conventions import CHUNK_BUCKETS, DURATION_BUCKETS, FIRST_CHUNK_BUCKETS, SCOPE, TOKEN_BUCKETS
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from .view import MetricsView
 
 __all__ = ["Instruments", "instruments_for"]
 
@@ -58,12 +58,12 @@ class Instruments:
             description="Time a call waited for admission (rate limit, concurrency slot)",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
         #: Every live Metrics layer reporting to this provider.
-        self.layers: weakref.WeakSet[Metrics] = weakref.WeakSet()
+        self.layers: weakref.WeakSet[MetricsView] = weakref.WeakSet()
         #: What dropped layers counted, by pipeline name.
         self.retired: dict[str | None, Retired] = {}
         self.observables = observables(self.sources, meter)
 
-    def add(self, layer: Metrics, series: Iterable[Series], counts: Mapping[str, int]) -> None:
+    def add(self, layer: MetricsView, series: Iterable[Series], counts: Mapping[str, int]) -> None:
         """Report ``layer``; when it is collected, keep its ``series`` and ``counts``."""
         self.layers.add(layer)
         weakref.finalize(layer, self._retire, layer.name, series, counts)

@@ -22,16 +22,16 @@ from .facts import facts
 from .series import attributes
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from .view import MetricsView
 
 __all__ = ["attempt_spans", "detach_span", "end_span", "start_span"]
 
 
-def _attributes(metrics: Metrics, call: Call) -> dict[str, Any]:
+def _attributes(metrics: MetricsView, call: Call) -> dict[str, Any]:
     return attributes(metrics, facts(call), call.model or metrics.model)
 
 
-def start_span(metrics: Metrics, call: Call) -> tuple[Any, Any]:
+def start_span(metrics: MetricsView, call: Call) -> tuple[Any, Any]:
     """Start the call's INTERNAL span and make it current for the inner layers and attempts."""
     from opentelemetry import context, trace
 
@@ -100,7 +100,7 @@ def _end_cancelled(span: Any, task: asyncio.Task[Any] | None, level: int, end: i
     span.end(end_time=end)
 
 
-def attempt_spans(metrics: Metrics, terminal: Handler) -> Handler:
+def attempt_spans(metrics: MetricsView, terminal: Handler) -> Handler:
     """Wrap the terminal handler so each attempt at the provider runs in a CLIENT span."""
     from opentelemetry import context, trace
 
