@@ -124,6 +124,7 @@ class RateLimit:
         burst: float | None = None,
         margin: float = 0.0,
         charge: str = "actual",
+        refill: str = "window",
         key: Callable[..., Hashable] | None = None,
         backend: RateLimitBackend | None = None,
     ) -> None:
@@ -132,18 +133,23 @@ class RateLimit:
             (number("rps", rps, integer=True, optional=True, hint=_NO_QUOTA), 1.0, False),
             (number("tpm", tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, True),
         )
-        quotas = [Quota(n, window, tokens) for n, window, tokens in configured if n]
+        if refill not in ("window", "continuous"):
+            raise ValueError(f"refill must be 'window' (never more than the quota in any window: "
+                             f"safe with every provider) or 'continuous' (a bucket refilling at "
+                             f"quota/window per second, as OpenAI and Anthropic enforce), got "
+                             f"{refill!r}")
+        continuous = refill == "continuous"
+        quotas = [Quota(n, window, tokens, continuous) for n, window, tokens in configured if n]
         if not quotas:
             raise ValueError("RateLimit needs a quota: pass rpm=, rps= and/or tpm=")
         if burst is not None:
             number("burst", burst, high=1, what="a fraction of each quota in (0, 1]")
-            quotas += [
-                Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens) for q in quotas
-            ]
+            quotas += [Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens, continuous)
+                       for q in quotas]
         number("margin", margin, low_open=False, unit=" of seconds",
                hint="; e.g. margin=0.5 for a per-minute quota over the network")
-        if margin:  # each admission counts that much longer than the provider's window
-            quotas = [Quota(q.limit, q.window + margin, q.tokens) for q in quotas]
+        if margin:  # each admission counts that much longer (a bucket refills that much slower)
+            quotas = [Quota(q.limit, q.window + margin, q.tokens, continuous) for q in quotas]
         if charge not in ("actual", "reserved"):
             raise ValueError(f"charge must be 'actual' (reconcile to the usage reported) or "
                              f"'reserved' (keep the estimate, as OpenAI charges max_tokens), "
