@@ -41,7 +41,11 @@ class RateLimitBackend(Protocol):
         ...
 
     def reconcile(self, key: Hashable, ticket: Any, tokens: int) -> None:
-        """Replace the reservation's token count with ``tokens`` (the actual usage)."""
+        """Replace the reservation's token count with ``tokens`` (the actual usage).
+
+        With quotas that refill continuously (``Quota.continuous``) the layer calls it for every
+        reservation it does not refund, even with ``tokens`` unchanged: a bucket settles each
+        reservation once (``llmguard._admission.bucket.settle``)."""
         ...
 
     def refund(self, key: Hashable, ticket: Any) -> None:

@@ -79,6 +79,10 @@ class RateLimit:
 
     * ``rpm`` / ``rps`` / ``tpm``: at most that many requests (tokens) in any 60 s (1 s) window.
       The window is exact (a sliding log), so the whole quota is usable and never exceeded.
+    * ``refill="continuous"`` paces each quota as a bucket refilling at quota/window per second
+      instead, as OpenAI and Anthropic enforce theirs (after the first burst, no waiting for
+      whole windows); keep the default ``"window"`` for fixed- or sliding-window servers, which
+      a bucket would exceed at a window's edge (README, "Rate limits").
     * ``tokens(*args, **kwargs) -> int`` estimates a call's tokens (default
       :func:`llmguard.estimate_tokens`: messages plus ``max_tokens``); the estimate is reserved
       (``call.tokens``) and after the call reconciled to ``usage(result)`` (default: the result's
@@ -109,7 +113,7 @@ class RateLimit:
     __slots__ = (
         "quotas", "backend", "max_wait", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
         "_reserved", "_in_flight", "_waiting", "_admitted", "_rejected", "_timed_out",
-        "_refunds", "_rate_limited", "_instant", "_reconcile",
+        "_refunds", "_rate_limited", "_instant", "_reconcile", "_settle",
     )
 
     def __init__(
@@ -178,6 +182,8 @@ class RateLimit:
         self._tokens = estimate_tokens if tokens is None else tokens
         self._usage = usage
         self._reconcile = charge == "actual"
+        # A bucket settles every reservation (it tracks those outstanding to bound refunds).
+        self._settle = continuous
         self._key = key
         # key -> waiters in arrival order, by id: one that gives up leaves in O(1) (a deque's
         # remove() made cancelling 10k waiters newest-first take seconds)
@@ -287,7 +293,7 @@ class RateLimit:
         if actual is None:
             self._refunds += 1
             self.backend.refund(key, ticket)
-        elif actual != reserved:
+        elif actual != reserved or self._settle:
             self.backend.reconcile(key, ticket, actual)
         else:
             return

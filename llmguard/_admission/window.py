@@ -47,16 +47,16 @@ class Quota:
 
 
 class Entry:
-    """One admission: when, how many tokens, whether it still counts as a request, and (with
-    buckets) what each bucket held just after it, for a refund (:meth:`Bucket.adjust`)."""
+    """One admission: when, how many tokens, and whether it still counts as a request; with
+    buckets, the window that has yet to settle it (None once settled)."""
 
-    __slots__ = ("time", "tokens", "live", "marks")
+    __slots__ = ("time", "tokens", "live", "owner")
 
-    def __init__(self, time: float, tokens: int, marks: list[Any] | None = None) -> None:
+    def __init__(self, time: float, tokens: int, owner: Any = None) -> None:
         self.time = time
         self.tokens = tokens
         self.live = 1  # 0 once refunded
-        self.marks = marks
+        self.owner = owner
 
 
 class _Track:
@@ -115,8 +115,8 @@ class Window:
 
     def __init__(self, quotas: tuple[Quota, ...]) -> None:
         self.tracks: tuple[Any, ...] = tuple(
-            Bucket(q, i) if q.continuous else _Track(q) for i, q in enumerate(quotas))
-        #: True when any quota refills continuously (entries then carry marks).
+            Bucket(q) if q.continuous else _Track(q) for q in quotas)
+        #: True when any quota refills continuously (each entry is then settled exactly once).
         self.buckets = any(q.continuous for q in quotas)
         #: Loop time before which nothing is admitted (a provider's Retry-After).
         self.paused_until = 0.0
@@ -147,7 +147,7 @@ class Window:
 
     def add(self, now: float, tokens: int) -> Entry:
         """Record an admission at ``now`` (after ``wait(now, tokens)`` returned 0)."""
-        entry = Entry(now, tokens, [None] * len(self.tracks) if self.buckets else None)
+        entry = Entry(now, tokens, self if self.buckets else None)
         for track in self.tracks:
             track.add(now, entry)
         for unit, cap in self.caps.items():
@@ -155,9 +155,13 @@ class Window:
         return entry
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1) -> None:
-        """Change an entry to ``tokens`` (reconcile) or remove it (``live=0``, refund)."""
-        if entry.marks is None and self.buckets:  # an entry of another window (swept since)
-            return
+        """Change an entry to ``tokens`` (reconcile) or remove it (``live=0``, refund). With
+        buckets this settles it (call it for every entry, even with its tokens unchanged): a
+        second call, or one for an entry of another window, changes nothing."""
+        if self.buckets:
+            if entry.owner is not self:
+                return
+            entry.owner = None
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
         entry.tokens = tokens

@@ -31,13 +31,13 @@ class _Seen:
 
 
 class _BucketTicket:
-    """A reservation in Redis buckets: what ``_bucket_scripts.ADJUST`` needs to settle it."""
+    """A reservation in Redis buckets: what ``_bucket_scripts.SETTLE`` needs to settle it."""
 
-    __slots__ = ("quotas", "made", "at", "tokens", "marks")
+    __slots__ = ("quotas", "made", "tokens")
 
-    def __init__(self, quotas: tuple[Quota, ...], made: str, at: str, tokens: int,
-                 marks: list[Any]) -> None:
-        self.quotas, self.made, self.at, self.tokens, self.marks = quotas, made, at, tokens, marks
+    def __init__(self, quotas: tuple[Quota, ...], made: Any, tokens: int) -> None:
+        #: The layer's quotas, which hash made the reservation, and the tokens it reserved.
+        self.quotas, self.made, self.tokens = quotas, made, tokens
 
 
 class RedisBackend:
@@ -130,18 +130,16 @@ class RedisBackend:
         self._remember(key, quotas, int(float(requests)), int(float(free_tokens)),
                        float(paused), float(capped))
         if admitted == 1:
-            return 0.0, _BucketTicket(quotas, result[6], result[7], tokens, result[8:])
+            return 0.0, _BucketTicket(quotas, result[6], tokens)
         return float(wait), None
 
-    def _adjust_buckets(self, key: Hashable, ticket: _BucketTicket, tokens: int, live: int,
-                        what: str) -> None:
-        args: list[Any] = [ticket.made, ticket.at, tokens - ticket.tokens, live - 1]
-        for i, q in enumerate(ticket.quotas):
-            args += [q.limit, q.window, int(q.tokens), ticket.marks[2 * i],
-                     ticket.marks[2 * i + 1]]
-        ticket.made, ticket.tokens = "", tokens  # credited once: a later change only charges
+    def _settle(self, key: Hashable, ticket: _BucketTicket, used: Any, what: str) -> None:
+        if ticket.made is None:  # settled already
+            return
+        args = [ticket.made, ticket.tokens, used, *self._quota_args(ticket.quotas)[2:]]
+        ticket.made = None
         self.connection.spawn(self.connection.write(
-            _bucket_scripts.ADJUST, self._key(key)[1:], args, what))
+            _bucket_scripts.SETTLE, self._key(key)[1:], args, what))
 
     async def reserve(
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
@@ -183,7 +181,7 @@ class RedisBackend:
             self._local.reconcile(key, ticket, tokens)
             return
         if isinstance(ticket, _BucketTicket):
-            self._adjust_buckets(key, ticket, tokens, 1, "reconciling")
+            self._settle(key, ticket, tokens, "reconciling")
             return
         member = ticket.rpartition(":")[0]
         self.connection.spawn(self.connection.write(
@@ -195,7 +193,7 @@ class RedisBackend:
             self._local.refund(key, ticket)
             return
         if isinstance(ticket, _BucketTicket):
-            self._adjust_buckets(key, ticket, 0, 0, "refunding")
+            self._settle(key, ticket, "", "refunding")
             return
         self.connection.spawn(self.connection.write(
             _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding",
