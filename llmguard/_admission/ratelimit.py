@@ -6,28 +6,29 @@ across processes); the :class:`RateLimit` layer keeps only the local FIFO line o
 Why not aiolimiter: its waiters sit in a heap keyed by amount, so a stream of 50-token calls
 overtakes a 6,000-token call forever (starvation); it cannot give back over-estimated tokens or
 charge extra ones; it has no pause for Retry-After; and its leaky bucket admits more than the
-quota within some 60 s window (see ``_window``). Here waiting is FIFO per key: only the head of
-the line waits for room, and it is woken early when a reconciliation or refund frees some.
+quota within some 60 s window (see ``window``). Here waiting is FIFO per key (``line``): only the
+head of the line waits for room, woken early when a reconciliation or refund frees some. The
+quotas are built in ``quotas``, provider headers read in ``headers``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from .._core.call import Call, Handler
 from .._core.check import callable_or_none, number
 from .._core.classify import FailureKind, classify
-from .._core.call import Call, Handler
 from .._core.errors import AdmissionError, AdmissionTimeout, RequestTooLarge
-from .._core.stream import Stream
-from .._core.tokens import estimate_tokens, extract_usage
-from .backend import MemoryBackend, RateLimitBackend
-from .window import Quota
 from .._core.public import public
+from .._core.stream import Stream
+from .._core.tokens import estimate_tokens
+from .backend import MemoryBackend, RateLimitBackend
+from .headers import parse_duration, rate_limit_headers
+from .line import WaitingLine
+from .quotas import build_quotas, check_choice, used_tokens
+from .rate_stats import RateLimitStats
 
 __all__ = ["RateLimit", "RateLimitStats", "parse_duration"]
 
@@ -35,42 +36,6 @@ __all__ = ["RateLimit", "RateLimitStats", "parse_duration"]
 #: send one almost always; when absent, one second lets a per-second quota refill without
 #: idling a per-minute one for long).
 DEFAULT_PAUSE = 1.0
-
-
-@public
-@dataclass(frozen=True, slots=True)
-class RateLimitStats:
-    """A snapshot of a :class:`RateLimit` (headroom is for one key, default None)."""
-
-    requests_available: int
-    tokens_available: int
-    #: Tokens reserved by calls still in flight (not reconciled yet).
-    reserved_tokens: int
-    in_flight: int
-    waiting: int
-    admitted: int
-    #: Calls refused: RequestTooLarge and AdmissionTimeout.
-    rejected: int
-    timed_out: int
-    #: Reservations given back (the call never reached the provider).
-    refunds: int
-    #: 429s seen from the provider (each paused the key).
-    rate_limited: int
-    #: Seconds until admissions resume after a 429 (0.0 when not paused).
-    paused_for: float
-
-
-#: What a quota's error message suggests instead.
-_NO_QUOTA = "; pass None for no such quota"
-
-
-def _head(line: OrderedDict[int, list[asyncio.Future[None]]]) -> list[asyncio.Future[None]]:
-    return next(iter(line.values()))
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 @public
@@ -112,7 +77,7 @@ class RateLimit:
 
     __slots__ = (
         "quotas", "backend", "max_wait", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
-        "_reserved", "_in_flight", "_waiting", "_admitted", "_rejected", "_timed_out",
+        "_line", "_reserved", "_in_flight", "_admitted", "_rejected", "_timed_out",
         "_refunds", "_rate_limited", "_instant", "_reconcile", "_settle",
     )
 
@@ -132,32 +97,8 @@ class RateLimit:
         key: Callable[..., Hashable] | None = None,
         backend: RateLimitBackend | None = None,
     ) -> None:
-        configured = (
-            (number("rpm", rpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, False),
-            (number("rps", rps, integer=True, optional=True, hint=_NO_QUOTA), 1.0, False),
-            (number("tpm", tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, True),
-        )
-        if refill not in ("window", "continuous"):
-            raise ValueError(f"refill must be 'window' (never more than the quota in any window: "
-                             f"safe with every provider) or 'continuous' (a bucket refilling at "
-                             f"quota/window per second, as OpenAI and Anthropic enforce), got "
-                             f"{refill!r}")
-        continuous = refill == "continuous"
-        quotas = [Quota(n, window, tokens, continuous) for n, window, tokens in configured if n]
-        if not quotas:
-            raise ValueError("RateLimit needs a quota: pass rpm=, rps= and/or tpm=")
-        if burst is not None:
-            number("burst", burst, high=1, what="a fraction of each quota in (0, 1]")
-            quotas += [Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens, continuous)
-                       for q in quotas]
-        number("margin", margin, low_open=False, unit=" of seconds",
-               hint="; e.g. margin=0.5 for a per-minute quota over the network")
-        if margin:  # each admission counts that much longer (a bucket refills that much slower)
-            quotas = [Quota(q.limit, q.window + margin, q.tokens, continuous) for q in quotas]
-        if charge not in ("actual", "reserved"):
-            raise ValueError(f"charge must be 'actual' (reconcile to the usage reported) or "
-                             f"'reserved' (keep the estimate, as OpenAI charges max_tokens), "
-                             f"got {charge!r}")
+        quotas = build_quotas(rpm, rps, tpm, burst, margin, refill)
+        check_choice("charge", charge)
         number("max_wait", max_wait, optional=True, unit=" of seconds",
                hint="; pass None to wait as long as it takes")
         for name, fn in (("tokens", tokens), ("usage", usage), ("key", key)):
@@ -168,7 +109,7 @@ class RateLimit:
                 f"llmguard.backends.redis.RedisBackend, got {backend!r}; or None for in-memory"
             )
         #: The quotas enforced together (a call needs room in all of them).
-        self.quotas = tuple(quotas)
+        self.quotas = quotas
         #: Where the quota state lives.
         self.backend: RateLimitBackend = MemoryBackend() if backend is None else backend
         # The in-memory reserve never suspends, so nobody can overtake a call between its reserve
@@ -183,12 +124,11 @@ class RateLimit:
         self._usage = usage
         self._reconcile = charge == "actual"
         # A bucket settles every reservation (it tracks those outstanding to bound refunds).
-        self._settle = continuous
+        self._settle = quotas[0].continuous
         self._key = key
-        # key -> waiters in arrival order, by id: one that gives up leaves in O(1) (a deque's
-        # remove() made cancelling 10k waiters newest-first take seconds)
-        self._lines: dict[Hashable, OrderedDict[int, list[asyncio.Future[None]]]] = {}
-        self._reserved = self._in_flight = self._waiting = self._admitted = 0
+        self._line = WaitingLine()
+        self._lines = self._line.lines  # key -> its waiters (empty when nobody waits)
+        self._reserved = self._in_flight = self._admitted = 0
         self._rejected = self._timed_out = self._refunds = self._rate_limited = 0
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
@@ -270,19 +210,10 @@ class RateLimit:
         return ticket
 
     def _actual(self, call: Call, result: Any, tokens: int) -> int:
-        """Tokens the call used, read from a result or a stream's final chunk (or None)."""
+        """Tokens the call used, read from a result or a stream's final chunk."""
         if self._max_tokens is None or result is None or not self._reconcile:
             return tokens
-        if self._usage is not None:
-            actual = self._usage(result)
-        else:
-            usage = extract_usage(result)
-            if usage is None:
-                return tokens
-            if call.usage is None:
-                call.usage = usage
-            actual = usage.total_tokens
-        return tokens if actual is None else int(actual)
+        return used_tokens(call, result, tokens, self._usage)
 
     def _finish(self, key: Hashable, ticket: Any, reserved: int, actual: int | None) -> None:
         """Settle a reservation: ``actual`` tokens were used, or None for a refund."""
@@ -297,55 +228,17 @@ class RateLimit:
             self.backend.reconcile(key, ticket, actual)
         else:
             return
-        line = self._lines.get(key)
-        if line:  # room may have opened: let the head of the line look again
-            _wake(_head(line)[0])
+        self._line.wake(key)  # room may have opened: let the head of the line look again
 
     async def _wait_in_line(self, key: Hashable, tokens: int, wait: float | None) -> Any:
-        loop = asyncio.get_running_loop()
-        line = self._lines.get(key)
-        if line is None:
-            line = self._lines[key] = OrderedDict()
-        waiter = [loop.create_future()]  # the current wake-up future of this waiter
-        line[id(waiter)] = waiter
-        self._waiting += 1
-        timeout = asyncio.timeout(self.max_wait)
         try:
-            async with timeout:
-                while True:
-                    if _head(line) is not waiter:
-                        await waiter[0]  # set when the waiter ahead of us leaves the line
-                        wait = None
-                        continue
-                    if wait is None:
-                        wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
-                        if ticket is not None:
-                            return ticket
-                    future = waiter[0] = loop.create_future()
-                    handle = loop.call_later(wait, _wake, future)
-                    try:
-                        await future  # the wait, or earlier if a refund or reconcile frees room
-                    finally:
-                        handle.cancel()
-                    wait = None
-        except TimeoutError:
-            if not timeout.expired():
-                raise
+            return await self._line.wait(self.backend, key, self.quotas, tokens, wait,
+                                         self.max_wait,
+                                         f"{self._describe()}; estimate {tokens} tokens")
+        except AdmissionTimeout:
             self._rejected += 1
             self._timed_out += 1
-            raise AdmissionTimeout(
-                f"waited {self.max_wait:g} s for rate-limit room ({self._describe()}; estimate "
-                f"{tokens} tokens, {len(line) - 1} calls waiting with it); raise max_wait or "
-                "the quota, or send fewer or smaller calls"
-            ) from None
-        finally:
-            self._waiting -= 1
-            was_head = _head(line) is waiter
-            del line[id(waiter)]
-            if was_head and line:
-                _wake(_head(line)[0])
-            if not line:
-                del self._lines[key]
+            raise
 
     def _describe(self) -> str:
         return ", ".join(q.describe() for q in self.quotas)
@@ -356,52 +249,21 @@ class RateLimit:
 
         Never loosens: the configured quotas still apply. ``partition`` is the ``key`` value.
         """
-        get = getattr(headers, "get", None)
-        if get is None:
-            return
-        for unit, tokens in (("requests", False), ("tokens", True)):
-            remaining = get(f"x-ratelimit-remaining-{unit}")
-            reset = parse_duration(get(f"x-ratelimit-reset-{unit}"))
-            if remaining is None or reset is None:
-                continue
-            try:
-                left = int(float(remaining))
-            except ValueError:
-                continue
+        for tokens, left, reset in rate_limit_headers(headers):
             self.backend.cap(partition, self.quotas, tokens, left, reset)
-        line = self._lines.get(partition)
-        if line:
-            _wake(_head(line)[0])
+        self._line.wake(partition)
 
     def statistics(self, key: Hashable = None) -> RateLimitStats:
         """Counters for the whole layer; headroom and pause for ``key`` (default None)."""
         requests, tokens, paused = self.backend.headroom(key, self.quotas)
         return RateLimitStats(
-            requests, tokens, self._reserved, self._in_flight, self._waiting, self._admitted,
+            requests, tokens, self._reserved, self._in_flight, self._line.waiting, self._admitted,
             self._rejected, self._timed_out, self._refunds, self._rate_limited, paused,
         )
 
     def __repr__(self) -> str:
         return (
-            f"<RateLimit {self._describe()} in_flight={self._in_flight} waiting={self._waiting} "
+            f"<RateLimit {self._describe()} in_flight={self._in_flight} "
+            f"waiting={self._line.waiting} "
             f"reserved_tokens={self._reserved} backend={self.backend!r}>"
         )
-
-
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def parse_duration(value: Any) -> float | None:
-    """Seconds from an OpenAI reset header: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"0.5"``."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return None
-    return sum(float(n) * _UNITS[u] for n, u in parts)
