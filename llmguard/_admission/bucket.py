@@ -105,6 +105,10 @@ class Bucket:
         """Seconds until ``need`` units are in the bucket (0.0 if they are now)."""
         return wait_for(self._refill(now), need, self.rate)
 
+    def fits(self, now: float, tokens: int) -> bool:
+        """True when one request of ``tokens`` fits now."""
+        return self._refill(now) >= (tokens if self.quota.tokens else 1)
+
     def add(self, now: float, entry: Any) -> None:
         """Take the entry's units now."""
         self._refill(now)

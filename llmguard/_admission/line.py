@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from contextlib import nullcontext
 from typing import Any
 
 from .._core.errors import AdmissionTimeout
@@ -20,6 +21,10 @@ __all__ = ["WaitingLine"]
 
 #: One waiter: a one-item list holding its current wake-up future (replaced on each sleep).
 Waiter = list
+
+#: The timeout of a line without max_wait: stateless, so one serves every waiter (no object per
+#: waiter for a bound that never fires).
+_NO_TIMEOUT = nullcontext()
 
 
 def _head(line: OrderedDict[int, Waiter]) -> Waiter:
@@ -32,15 +37,19 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 class WaitingLine:
-    """Per-key FIFO lines of waiters; ``lines`` is empty when nobody waits."""
+    """Per-key FIFO lines of waiters; ``lines`` is empty when nobody waits. ``describe()`` names
+    the quotas for the :class:`AdmissionTimeout` message."""
 
-    __slots__ = ("lines", "waiting")
+    __slots__ = ("lines", "waiting", "timed_out", "describe")
 
-    def __init__(self) -> None:
+    def __init__(self, describe: Callable[[], str]) -> None:
         #: key -> waiters in arrival order, by id (a key is removed with its last waiter).
         self.lines: dict[Hashable, OrderedDict[int, Waiter]] = {}
         #: Callers waiting now, over all keys.
         self.waiting = 0
+        #: Waiters that gave up after max_wait, so far.
+        self.timed_out = 0
+        self.describe = describe
 
     def wake(self, key: Hashable) -> None:
         """Room may have opened for ``key``: let the head of its line ask again now."""
@@ -49,44 +58,45 @@ class WaitingLine:
             _wake(_head(line)[0])
 
     async def wait(self, backend: Any, key: Hashable, quotas: Any, tokens: int,
-                   wait: float | None, max_wait: float | None, what: str) -> Any:
+                   max_wait: float | None, call: Any = None) -> Any:
         """Join ``key``'s line and return a reservation of ``tokens`` once at its head and the
-        backend has room (``wait``: what the backend last said, None to ask at the head).
+        backend has room. Raises :class:`AdmissionTimeout` after ``max_wait`` seconds.
 
-        Raises :class:`AdmissionTimeout` after ``max_wait`` seconds (``what`` describes the
-        quotas and the request for the message)."""
+        With ``call``, the wait is then recorded (``await call.waited(...)``, after leaving the
+        line: an outer rate limit may wait again there), and the reservation given back if that
+        raises. One coroutine per waiter, whatever it waits for: memory per waiter is a frame."""
         loop = asyncio.get_running_loop()
+        started = loop.time()
         line = self.lines.get(key)
         if line is None:
             line = self.lines[key] = OrderedDict()
         waiter = [loop.create_future()]  # the current wake-up future of this waiter
         line[id(waiter)] = waiter
         self.waiting += 1
-        timeout = asyncio.timeout(max_wait)
+        timeout = _NO_TIMEOUT if max_wait is None else asyncio.timeout(max_wait)
         try:
             async with timeout:
                 while True:
                     if _head(line) is not waiter:
                         await waiter[0]  # set when the waiter ahead of us leaves the line
-                        wait = None
                         continue
-                    if wait is None:
-                        wait, ticket = await backend.reserve(key, quotas, tokens)
-                        if ticket is not None:
-                            return ticket
+                    wait, ticket = await backend.reserve(key, quotas, tokens)
+                    if ticket is not None:
+                        break
                     future = waiter[0] = loop.create_future()
                     handle = loop.call_later(wait, _wake, future)
                     try:
                         await future  # the wait, or earlier if a refund or reconcile frees room
                     finally:
                         handle.cancel()
-                    wait = None
         except TimeoutError:
-            if not timeout.expired():
+            if timeout is _NO_TIMEOUT or not timeout.expired():
                 raise
+            self.timed_out += 1
             raise AdmissionTimeout(
-                f"waited {max_wait:g} s for rate-limit room ({what}, {len(line) - 1} calls "
-                "waiting with it); raise max_wait or the quota, or send fewer or smaller calls"
+                f"waited {max_wait:g} s for rate-limit room ({self.describe()}; estimate "
+                f"{tokens} tokens, {len(line) - 1} calls waiting with it); raise max_wait or "
+                "the quota, or send fewer or smaller calls"
             ) from None
         finally:
             self.waiting -= 1
@@ -96,3 +106,10 @@ class WaitingLine:
                 _wake(_head(line)[0])
             if not line:
                 del self.lines[key]
+        if call is not None:
+            try:
+                await call.waited(loop.time() - started, "rate_limit")
+            except BaseException:
+                backend.refund(key, ticket)
+                raise
+        return ticket

@@ -13,8 +13,7 @@ quotas are built in ``quotas``, provider headers read in ``headers``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
 from .._core.call import Call, Handler
@@ -77,8 +76,8 @@ class RateLimit:
 
     __slots__ = (
         "quotas", "backend", "max_wait", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
-        "_line", "_reserved", "_in_flight", "_admitted", "_rejected", "_timed_out",
-        "_refunds", "_rate_limited", "_instant", "_reconcile", "_settle",
+        "_line", "_reserved", "_in_flight", "_admitted", "_rejected",
+        "_refunds", "_rate_limited", "_take", "_reconcile", "_settle",
     )
 
     def __init__(
@@ -112,24 +111,26 @@ class RateLimit:
         self.quotas = quotas
         #: Where the quota state lives.
         self.backend: RateLimitBackend = MemoryBackend() if backend is None else backend
-        # The in-memory reserve never suspends, so nobody can overtake a call between its reserve
-        # and joining the line: it may skip the line. A remote reserve suspends (a round trip),
-        # so with one every call goes through the line, which keeps FIFO within the process.
-        self._instant = isinstance(self.backend, MemoryBackend)
+        # In memory, admission never suspends (``take``): nobody can overtake a call between its
+        # check and joining the line, so with nobody waiting it skips the line (and allocates
+        # nothing beyond its entry). A remote reserve suspends (a round trip), so then every
+        # call goes through the line, which keeps FIFO within the process.
+        self._take = self.backend.take if isinstance(self.backend, MemoryBackend) else None
         #: Seconds a call may wait before AdmissionTimeout (None: no bound).
         self.max_wait = max_wait
-        token_limits = [q.limit for q in self.quotas if q.tokens]
+        token_limits = [q.limit for q in quotas if q.tokens]
         self._max_tokens = min(token_limits) if token_limits else None  # None: no token quota
         self._tokens = estimate_tokens if tokens is None else tokens
         self._usage = usage
-        self._reconcile = charge == "actual"
+        # Read the usage after a call (only with a token quota and charge="actual").
+        self._reconcile = charge == "actual" and self._max_tokens is not None
         # A bucket settles every reservation (it tracks those outstanding to bound refunds).
         self._settle = quotas[0].continuous
         self._key = key
-        self._line = WaitingLine()
+        self._line = WaitingLine(self._describe)
         self._lines = self._line.lines  # key -> its waiters (empty when nobody waits)
         self._reserved = self._in_flight = self._admitted = 0
-        self._rejected = self._timed_out = self._refunds = self._rate_limited = 0
+        self._rejected = self._refunds = self._rate_limited = 0
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         key = None
@@ -139,106 +140,86 @@ class RateLimit:
         if self._max_tokens is not None:
             tokens = self._tokens(*call.args, **call.kwargs)
             if tokens > self._max_tokens:
-                self._rejected += 1
-                raise RequestTooLarge(
-                    f"the call needs an estimated {tokens} tokens but at most {self._max_tokens} "
-                    f"are ever available ({self._describe()}); shorten the prompt or max_tokens, "
-                    "or raise the token quota"
-                )
-        ticket = await self._admit(call, key, tokens)
+                self._too_large(tokens)
+        take = self._take
+        ticket = None
+        if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
+            ticket = take(key, self.quotas, tokens)
+        if ticket is None:  # wait in line, recording the wait on the call
+            ticket = await self._line.wait(self.backend, key, self.quotas, tokens,
+                                           self.max_wait, call)
         if self._max_tokens is not None:
             call.tokens = tokens
         self._admitted += 1
         self._in_flight += 1
         self._reserved += tokens
-        outer = call.on_wait
-
-        async def recount() -> None:
-            # An inner limiter queued the call after we admitted it: the provider sees it only
-            # now. Give the reservation back and take one at this instant, waiting for room if
-            # the window has none, so the provider's window never holds more than the quota.
-            # It was admitted already, so it checks again ahead of the line.
-            nonlocal ticket
-            self.backend.refund(key, ticket)
-            ticket = None
-            wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
-            if ticket is None:
-                ticket = await self._wait_in_line(key, tokens, wait)
-            if outer is not None:
-                await outer()
-
-        call.on_wait = recount
+        # What an inner limiter that queues the call calls back (``_Held.recount``). An object,
+        # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
+        held = _Held(self, key, ticket, tokens, call.on_wait)
+        call.on_wait = held.recount
         try:
-            try:
-                result = await call_next(call)
-            finally:
-                call.on_wait = outer
+            result = await call_next(call)
         except BaseException as exc:
-            # Never sent (refused or queued below us, cancelled or timed out before sending):
-            # the provider never saw it, so the reservation goes back. Sent: assume it counted.
-            self._finish(key, ticket, tokens, tokens if call.sent else None)
-            if isinstance(exc, Exception) and not isinstance(exc, AdmissionError):
-                failure = classify(exc)
-                if failure.kind is FailureKind.RATE_LIMITED:
-                    self._rate_limited += 1
-                    pause = DEFAULT_PAUSE if failure.retry_after is None else failure.retry_after
-                    self.backend.pause(key, self.quotas, pause)
+            call.on_wait = held.outer
+            self._failed(call, exc, key, held.ticket, tokens)
             raise
+        call.on_wait = held.outer
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
-            result.defer(lambda _error: self._finish(
-                key, ticket, tokens, self._actual(call, result.usage_chunk, tokens)))
-        else:
-            self._finish(key, ticket, tokens, self._actual(call, result, tokens))
+            self._defer(result, call, key, held.ticket, tokens)
+        elif self._reconcile or self._settle:
+            self._finish(call, key, held.ticket, tokens, result)
+        else:  # nothing to reconcile: the reservation stands as made
+            self._in_flight -= 1
+            self._reserved -= tokens
         return result
 
-    async def _admit(self, call: Call, key: Hashable, tokens: int) -> Any:
-        """A reservation for ``tokens`` now: at once when nobody waits and there is room, else
-        in line (recording the wait on the call for an outer limiter and for metrics)."""
-        wait = None
-        if self._lines.get(key) is None and self._instant:  # nobody waiting: allocates nothing
-            wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
-            if ticket is not None:
-                return ticket
-        clock = asyncio.get_running_loop().time
-        started = clock()
-        ticket = await self._wait_in_line(key, tokens, wait)
-        try:
-            await call.waited(clock() - started, "rate_limit")
-        except BaseException:
-            self.backend.refund(key, ticket)
-            raise
-        return ticket
+    def _defer(self, stream: Stream, call: Call, key: Hashable, ticket: Any, tokens: int) -> None:
+        stream.defer(lambda _error: self._finish(call, key, ticket, tokens, stream.usage_chunk))
 
-    def _actual(self, call: Call, result: Any, tokens: int) -> int:
-        """Tokens the call used, read from a result or a stream's final chunk."""
-        if self._max_tokens is None or result is None or not self._reconcile:
-            return tokens
-        return used_tokens(call, result, tokens, self._usage)
+    def _too_large(self, tokens: int) -> None:
+        self._rejected += 1
+        raise RequestTooLarge(
+            f"the call needs an estimated {tokens} tokens but at most {self._max_tokens} are "
+            f"ever available ({self._describe()}); shorten the prompt or max_tokens, or raise "
+            "the token quota"
+        )
 
-    def _finish(self, key: Hashable, ticket: Any, reserved: int, actual: int | None) -> None:
-        """Settle a reservation: ``actual`` tokens were used, or None for a refund."""
+    def _finish(self, call: Call, key: Hashable, ticket: Any, tokens: int, result: Any) -> None:
+        """Settle a reservation after the call: reconciled to the tokens ``result`` (or a
+        stream's final chunk) says were used."""
         self._in_flight -= 1
-        self._reserved -= reserved
+        self._reserved -= tokens
         if ticket is None:  # given back when an inner limiter queued it, not taken again
             return
-        if actual is None:
-            self._refunds += 1
-            self.backend.refund(key, ticket)
-        elif actual != reserved or self._settle:
+        actual = tokens
+        if self._reconcile and result is not None:
+            actual = used_tokens(call, result, tokens, self._usage)
+        if actual != tokens or self._settle:
             self.backend.reconcile(key, ticket, actual)
-        else:
-            return
-        self._line.wake(key)  # room may have opened: let the head of the line look again
+            if self._lines:  # room may have opened: let the head of the line look again
+                self._line.wake(key)
 
-    async def _wait_in_line(self, key: Hashable, tokens: int, wait: float | None) -> Any:
-        try:
-            return await self._line.wait(self.backend, key, self.quotas, tokens, wait,
-                                         self.max_wait,
-                                         f"{self._describe()}; estimate {tokens} tokens")
-        except AdmissionTimeout:
-            self._rejected += 1
-            self._timed_out += 1
-            raise
+    def _failed(self, call: Call, exc: BaseException, key: Hashable, ticket: Any,
+                tokens: int) -> None:
+        """Settle a reservation after the call failed, and pause the key after a 429."""
+        self._in_flight -= 1
+        self._reserved -= tokens
+        if ticket is not None:
+            # Never sent (refused or queued below us, cancelled or timed out before sending):
+            # the provider never saw it, so the reservation goes back. Sent: it counted.
+            if not call.sent:
+                self._refunds += 1
+                self.backend.refund(key, ticket)
+                self._line.wake(key)
+            elif self._settle:
+                self.backend.reconcile(key, ticket, tokens)
+                self._line.wake(key)
+        if isinstance(exc, Exception) and not isinstance(exc, AdmissionError):
+            failure = classify(exc)
+            if failure.kind is FailureKind.RATE_LIMITED:
+                self._rate_limited += 1
+                pause = DEFAULT_PAUSE if failure.retry_after is None else failure.retry_after
+                self.backend.pause(key, self.quotas, pause)
 
     def _describe(self) -> str:
         return ", ".join(q.describe() for q in self.quotas)
@@ -258,7 +239,8 @@ class RateLimit:
         requests, tokens, paused = self.backend.headroom(key, self.quotas)
         return RateLimitStats(
             requests, tokens, self._reserved, self._in_flight, self._line.waiting, self._admitted,
-            self._rejected, self._timed_out, self._refunds, self._rate_limited, paused,
+            self._rejected + self._line.timed_out, self._line.timed_out, self._refunds,
+            self._rate_limited, paused,
         )
 
     def __repr__(self) -> str:
@@ -267,3 +249,31 @@ class RateLimit:
             f"waiting={self._line.waiting} "
             f"reserved_tokens={self._reserved} backend={self.backend!r}>"
         )
+
+
+class _Held:
+    """A reservation while its call is inside the layer: ``recount`` is the ``call.on_wait``
+    an inner limiter calls when it let the call go after a wait."""
+
+    __slots__ = ("layer", "key", "ticket", "tokens", "outer")
+
+    def __init__(self, layer: RateLimit, key: Hashable, ticket: Any, tokens: int,
+                 outer: Callable[[], Awaitable[None]] | None) -> None:
+        self.layer, self.key, self.ticket, self.tokens, self.outer = layer, key, ticket, tokens, outer
+
+    async def recount(self) -> None:
+        # An inner limiter queued the call after we admitted it: the provider sees it only now.
+        # Give the reservation back and take one at this instant, waiting for room if there is
+        # none, so the provider never sees more than the quota. It was admitted already, so it
+        # checks again ahead of the line.
+        layer, key = self.layer, self.key
+        backend = layer.backend
+        backend.refund(key, self.ticket)
+        self.ticket = None
+        wait, ticket = await backend.reserve(key, layer.quotas, self.tokens)
+        if ticket is None:
+            ticket = await layer._line.wait(backend, key, layer.quotas, self.tokens,
+                                            layer.max_wait)
+        self.ticket = ticket
+        if self.outer is not None:
+            await self.outer()

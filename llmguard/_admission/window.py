@@ -62,21 +62,31 @@ class Entry:
 class _Track:
     """One quota's sliding log: the entries inside its window and their running total."""
 
-    __slots__ = ("quota", "entries", "used")
+    __slots__ = ("quota", "limit", "span", "tokens", "entries", "used")
 
     def __init__(self, quota: Quota) -> None:
         self.quota = quota
+        # the quota's fields, read on every admission
+        self.limit, self.span, self.tokens = quota.limit, quota.window, quota.tokens
         self.entries: deque[Entry] = deque()
         self.used = 0
 
     def weight(self, entry: Entry) -> int:
-        return entry.tokens if self.quota.tokens else entry.live
+        return entry.tokens if self.tokens else entry.live
 
     def expire(self, now: float) -> None:
-        horizon = now - self.quota.window
+        horizon = now - self.span
         entries = self.entries
         while entries and entries[0].time <= horizon:
-            self.used -= self.weight(entries.popleft())
+            entry = entries.popleft()
+            self.used -= entry.tokens if self.tokens else entry.live
+
+    def fits(self, now: float, tokens: int) -> bool:
+        """True when one request of ``tokens`` fits now."""
+        entries = self.entries
+        if entries and entries[0].time <= now - self.span:
+            self.expire(now)
+        return self.used + (tokens if self.tokens else 1) <= self.limit
 
     def wait(self, now: float, need: int) -> float:
         """Seconds until ``need`` more fits (0.0 if it fits now)."""
@@ -92,7 +102,7 @@ class _Track:
 
     def add(self, now: float, entry: Entry) -> None:
         self.entries.append(entry)
-        self.used += self.weight(entry)
+        self.used += entry.tokens if self.tokens else 1
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int) -> None:
         self.expire(now)
@@ -137,6 +147,28 @@ class Window:
             if until > now and remaining < (tokens if unit else 1):
                 wait = max(wait, until - now)
         return wait + SLACK if wait > 0.0 else 0.0
+
+    def take(self, now: float, tokens: int) -> Entry | None:
+        """Admit one request of ``tokens`` now if every quota has room (the same test as
+        ``wait(now, tokens) == 0.0``, in one pass): its entry, else None with nothing recorded.
+        The path of every admission, so it is written out rather than built from ``add``."""
+        if self.paused_until > now:
+            return None
+        tracks = self.tracks
+        for track in tracks:
+            if not track.fits(now, tokens):
+                return None
+        caps = self.caps
+        if caps:
+            for unit, (remaining, until) in caps.items():
+                if until > now and remaining < (tokens if unit else 1):
+                    return None
+            for unit, cap in caps.items():
+                cap[0] -= tokens if unit else 1
+        entry = Entry(now, tokens, self if self.buckets else None)
+        for track in tracks:
+            track.add(now, entry)
+        return entry
 
     def idle(self, now: float) -> bool:
         """True when nothing is in any window, no pause or cap applies: a fresh window's state."""
