@@ -1,50 +1,56 @@
 """The waiting line of a :class:`RateLimit`: callers waiting for quota room, FIFO per key.
 
-Only the head of a key's line asks the backend for room; the others wait for the waiter ahead to
-leave. The head sleeps for the wait the backend named, or less: a refund, a reconciliation or
-provider headers may free room earlier (:meth:`WaitingLine.wake`). Lines are dicts keyed by the
-waiter's id, so a waiter that gives up leaves in O(1) (a deque's ``remove()`` made cancelling
-10k waiters newest-first take seconds).
+A waiter is a future and nothing else: one driver task per key with waiters (not per waiter)
+asks the backend for room for the head of the line, hands the reservation to the head's future,
+and otherwise sleeps for the wait the backend named, or less: a refund, a reconciliation or
+provider headers may free room earlier (:meth:`WaitingLine.wake`). So memory per waiter is its
+future and its place in the line (100k callers queued on one RateLimit cost their own frames
+plus about 200 bytes each), and a waiter that gives up leaves in O(1): the line is a dict in
+arrival order, keyed by the waiter's future.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from contextlib import nullcontext
 from typing import Any
 
 from .._core.errors import AdmissionTimeout
 
 __all__ = ["WaitingLine"]
 
-#: One waiter: a one-item list holding its current wake-up future (replaced on each sleep).
-Waiter = list
 
-#: The timeout of a line without max_wait: stateless, so one serves every waiter (no object per
-#: waiter for a bound that never fires).
-_NO_TIMEOUT = nullcontext()
+class _Queue:
+    """One key's waiters (future -> tokens, in arrival order) and its driver."""
+
+    __slots__ = ("waiters", "driver", "wake")
+
+    def __init__(self) -> None:
+        self.waiters: dict[asyncio.Future[Any], int] = {}
+        self.driver: asyncio.Task[None] | None = None
+        #: What the driver sleeps on when the head has no room yet (None while it works).
+        self.wake: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.waiters)
 
 
-def _head(line: OrderedDict[int, Waiter]) -> Waiter:
-    return next(iter(line.values()))
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
+def _set(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
         future.set_result(None)
 
 
 class WaitingLine:
-    """Per-key FIFO lines of waiters; ``lines`` is empty when nobody waits. ``describe()`` names
-    the quotas for the :class:`AdmissionTimeout` message."""
+    """Per-key FIFO lines of waiters over a backend; ``lines`` is empty when nobody waits.
+    ``describe()`` names the quotas for the :class:`AdmissionTimeout` message."""
 
-    __slots__ = ("lines", "waiting", "timed_out", "describe")
+    __slots__ = ("backend", "quotas", "lines", "waiting", "timed_out", "describe", "_tasks")
 
-    def __init__(self, describe: Callable[[], str]) -> None:
-        #: key -> waiters in arrival order, by id (a key is removed with its last waiter).
-        self.lines: dict[Hashable, OrderedDict[int, Waiter]] = {}
+    def __init__(self, backend: Any, quotas: Any, describe: Callable[[], str]) -> None:
+        self.backend = backend
+        self.quotas = quotas
+        #: key -> its waiters (a key is removed with its last waiter).
+        self.lines: dict[Hashable, _Queue] = {}
         #: Callers waiting now, over all keys.
         self.waiting = 0
         #: Waiters that gave up after max_wait, so far.
@@ -53,63 +59,91 @@ class WaitingLine:
 
     def wake(self, key: Hashable) -> None:
         """Room may have opened for ``key``: let the head of its line ask again now."""
-        line = self.lines.get(key)
-        if line:
-            _wake(_head(line)[0])
+        queue = self.lines.get(key)
+        if queue is not None:
+            _set(queue.wake)
 
-    async def wait(self, backend: Any, key: Hashable, quotas: Any, tokens: int,
-                   max_wait: float | None, call: Any = None) -> Any:
-        """Join ``key``'s line and return a reservation of ``tokens`` once at its head and the
-        backend has room. Raises :class:`AdmissionTimeout` after ``max_wait`` seconds.
-
-        With ``call``, the wait is then recorded (``await call.waited(...)``, after leaving the
-        line: an outer rate limit may wait again there), and the reservation given back if that
-        raises. One coroutine per waiter, whatever it waits for: memory per waiter is a frame."""
+    def join(self, key: Hashable, tokens: int, max_wait: float | None) -> asyncio.Future[Any]:
+        """A place at the end of ``key``'s line: a future that gets the reservation of
+        ``tokens`` (or :class:`AdmissionTimeout` after ``max_wait`` seconds). Whoever awaits it
+        must call :meth:`leave` if it stops waiting (cancelled), which also gives back a
+        reservation granted but not taken."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        line = self.lines.get(key)
-        if line is None:
-            line = self.lines[key] = OrderedDict()
-        waiter = [loop.create_future()]  # the current wake-up future of this waiter
-        line[id(waiter)] = waiter
+        queue = self.lines.get(key)
+        if queue is None:
+            queue = self.lines[key] = _Queue()
+        future = loop.create_future()
+        queue.waiters[future] = tokens
         self.waiting += 1
-        timeout = _NO_TIMEOUT if max_wait is None else asyncio.timeout(max_wait)
-        try:
-            async with timeout:
-                while True:
-                    if _head(line) is not waiter:
-                        await waiter[0]  # set when the waiter ahead of us leaves the line
-                        continue
-                    wait, ticket = await backend.reserve(key, quotas, tokens)
-                    if ticket is not None:
-                        break
-                    future = waiter[0] = loop.create_future()
-                    handle = loop.call_later(wait, _wake, future)
-                    try:
-                        await future  # the wait, or earlier if a refund or reconcile frees room
-                    finally:
-                        handle.cancel()
-        except TimeoutError:
-            if timeout is _NO_TIMEOUT or not timeout.expired():
-                raise
-            self.timed_out += 1
-            raise AdmissionTimeout(
-                f"waited {max_wait:g} s for rate-limit room ({self.describe()}; estimate "
-                f"{tokens} tokens, {len(line) - 1} calls waiting with it); raise max_wait or "
-                "the quota, or send fewer or smaller calls"
-            ) from None
-        finally:
+        if queue.driver is None:
+            queue.driver = loop.create_task(self._drive(key, queue))
+        if max_wait is not None:
+            handle = loop.call_later(max_wait, self._expire, key, future, max_wait)
+            future.add_done_callback(lambda _: handle.cancel())
+        return future
+
+    def leave(self, key: Hashable, future: asyncio.Future[Any]) -> None:
+        """The waiter of ``future`` stops waiting: out of the line, and if a reservation was
+        granted to it already, that goes back (it never reached the provider)."""
+        queue = self.lines.get(key)
+        if queue is not None and queue.waiters.pop(future, None) is not None:
             self.waiting -= 1
-            was_head = _head(line) is waiter
-            del line[id(waiter)]
-            if was_head and line:
-                _wake(_head(line)[0])
-            if not line:
+            future.cancel()
+            _set(queue.wake)  # the next waiter may fit where this one did not
+        elif future.done() and not future.cancelled() and future.exception() is None:
+            self.backend.refund(key, future.result())  # granted, then cancelled: give it back
+            self.wake(key)
+
+    def _expire(self, key: Hashable, future: asyncio.Future[Any], max_wait: float) -> None:
+        queue = self.lines.get(key)
+        if future.done() or queue is None or future not in queue.waiters:
+            return
+        tokens = queue.waiters.pop(future)
+        self.waiting -= 1
+        self.timed_out += 1
+        _set(queue.wake)
+        future.set_exception(AdmissionTimeout(
+            f"waited {max_wait:g} s for rate-limit room ({self.describe()}; estimate {tokens} "
+            f"tokens, {len(queue.waiters)} calls waiting with it); raise max_wait or the quota, "
+            "or send fewer or smaller calls"))
+
+    async def _drive(self, key: Hashable, queue: _Queue) -> None:
+        """Admit the head of ``key``'s line whenever the backend has room for it, in order,
+        until the line is empty."""
+        loop = asyncio.get_running_loop()
+        waiters, backend, quotas = queue.waiters, self.backend, self.quotas
+        try:
+            while waiters:
+                future, tokens = next(iter(waiters.items()))
+                try:
+                    wait, ticket = await backend.reserve(key, quotas, tokens)
+                except Exception as exc:  # the backend failed (on_error="fail"): the head's error
+                    if waiters.pop(future, None) is not None:
+                        self.waiting -= 1
+                        future.set_exception(exc)
+                    continue
+                if ticket is not None:
+                    if waiters.pop(future, None) is None:  # it left during a remote round trip
+                        backend.refund(key, ticket)
+                    else:
+                        self.waiting -= 1
+                        future.set_result(ticket)
+                    continue
+                if next(iter(waiters), None) is not future:  # the head changed meanwhile
+                    continue
+                wake = queue.wake = loop.create_future()
+                handle = loop.call_later(wait, _set, wake)
+                try:
+                    await wake  # the wait, or earlier if a refund or reconcile frees room
+                finally:
+                    handle.cancel()
+                    queue.wake = None
+        finally:
+            queue.driver = None
+            if waiters:  # cancelled with callers still waiting (the loop is closing)
+                for future in list(waiters):
+                    future.cancel()
+                self.waiting -= len(waiters)
+                waiters.clear()
+            if self.lines.get(key) is queue:
                 del self.lines[key]
-        if call is not None:
-            try:
-                await call.waited(loop.time() - started, "rate_limit")
-            except BaseException:
-                backend.refund(key, ticket)
-                raise
-        return ticket

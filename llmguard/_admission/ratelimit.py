@@ -13,6 +13,7 @@ quotas are built in ``quotas``, provider headers read in ``headers``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
@@ -127,7 +128,7 @@ class RateLimit:
         # A bucket settles every reservation (it tracks those outstanding to bound refunds).
         self._settle = quotas[0].continuous
         self._key = key
-        self._line = WaitingLine(self._describe)
+        self._line = WaitingLine(self.backend, quotas, self._describe)
         self._lines = self._line.lines  # key -> its waiters (empty when nobody waits)
         self._reserved = self._in_flight = self._admitted = 0
         self._rejected = self._refunds = self._rate_limited = 0
@@ -145,9 +146,22 @@ class RateLimit:
         ticket = None
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
             ticket = take(key, self.quotas, tokens)
-        if ticket is None:  # wait in line, recording the wait on the call
-            ticket = await self._line.wait(self.backend, key, self.quotas, tokens,
-                                           self.max_wait, call)
+        if ticket is None:  # wait in line (a future, written out here: no frame per waiter)
+            line = self._line
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            future = line.join(key, tokens, self.max_wait)
+            try:
+                ticket = await future
+            except BaseException:
+                line.leave(key, future)
+                raise
+            try:  # record the wait (an outer rate limit may wait again there)
+                await call.waited(loop.time() - started, "rate_limit")
+            except BaseException:
+                self.backend.refund(key, ticket)
+                line.wake(key)
+                raise
         if self._max_tokens is not None:
             call.tokens = tokens
         self._admitted += 1
@@ -272,8 +286,13 @@ class _Held:
         self.ticket = None
         wait, ticket = await backend.reserve(key, layer.quotas, self.tokens)
         if ticket is None:
-            ticket = await layer._line.wait(backend, key, layer.quotas, self.tokens,
-                                            layer.max_wait)
+            line = layer._line
+            future = line.join(key, self.tokens, layer.max_wait)
+            try:
+                ticket = await future
+            except BaseException:
+                line.leave(key, future)
+                raise
         self.ticket = ticket
         if self.outer is not None:
             await self.outer()

@@ -78,6 +78,10 @@ class RedisBackend:
     ) -> None:
         #: The client, the timeout and the on_error policy (shared with limiters and stores).
         self.connection = Connection(url, prefix, on_error, timeout)
+        # Import redis-py and make the client now, not in the first reservation: the import
+        # takes hundreds of ms on a busy machine and would block the event loop while callers'
+        # max_wait clocks run (the first waiters of a process timed out behind it).
+        self.connection.redis  # noqa: B018
         #: Used while Redis is unavailable with on_error="local"; also mirrors pauses and caps.
         self._local = MemoryBackend()
         self._seq = 0
