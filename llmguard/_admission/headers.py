@@ -1,4 +1,5 @@
-"""Reading providers' rate-limit headers: ``x-ratelimit-remaining-*`` and ``-reset-*``."""
+"""What providers say about their rate limits: ``x-ratelimit-remaining-*`` / ``-reset-*``
+headers, and the pause a 429 asks for."""
 
 from __future__ import annotations
 
@@ -6,7 +7,27 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["parse_duration", "rate_limit_headers"]
+from .._core.classify import FailureKind, classify
+from .._core.errors import AdmissionError
+
+__all__ = ["DEFAULT_PAUSE", "parse_duration", "pause_after", "rate_limit_headers"]
+
+#: Seconds to pause admissions after a 429 that carries no Retry-After (OpenAI and Anthropic
+#: send one almost always; when absent, one second lets a per-second quota refill without
+#: idling a per-minute one for long).
+DEFAULT_PAUSE = 1.0
+
+
+def pause_after(exc: BaseException) -> float | None:
+    """Seconds to pause a key after ``exc``: its Retry-After when :func:`llmguard.classify` says
+    the provider rate-limited the call (``DEFAULT_PAUSE`` without one), else None. Never for a
+    cancellation or llmguard's own refusals."""
+    if not isinstance(exc, Exception) or isinstance(exc, AdmissionError):
+        return None
+    failure = classify(exc)
+    if failure.kind is not FailureKind.RATE_LIMITED:
+        return None
+    return DEFAULT_PAUSE if failure.retry_after is None else failure.retry_after
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")

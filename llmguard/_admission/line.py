@@ -12,12 +12,12 @@ arrival order, keyed by the waiter's future.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from .._core.errors import AdmissionTimeout
 
-__all__ = ["WaitingLine"]
+__all__ = ["Held", "WaitingLine"]
 
 
 class _Queue:
@@ -44,11 +44,14 @@ class WaitingLine:
     """Per-key FIFO lines of waiters over a backend; ``lines`` is empty when nobody waits.
     ``describe()`` names the quotas for the :class:`AdmissionTimeout` message."""
 
-    __slots__ = ("backend", "quotas", "lines", "waiting", "timed_out", "describe", "_tasks")
+    __slots__ = ("backend", "quotas", "max_wait", "lines", "waiting", "timed_out", "describe")
 
-    def __init__(self, backend: Any, quotas: Any, describe: Callable[[], str]) -> None:
+    def __init__(self, backend: Any, quotas: Any, max_wait: float | None,
+                 describe: Callable[[], str]) -> None:
         self.backend = backend
         self.quotas = quotas
+        #: Seconds a waiter may wait before AdmissionTimeout (None: no bound).
+        self.max_wait = max_wait
         #: key -> its waiters (a key is removed with its last waiter).
         self.lines: dict[Hashable, _Queue] = {}
         #: Callers waiting now, over all keys.
@@ -63,12 +66,13 @@ class WaitingLine:
         if queue is not None:
             _set(queue.wake)
 
-    def join(self, key: Hashable, tokens: int, max_wait: float | None) -> asyncio.Future[Any]:
+    def join(self, key: Hashable, tokens: int) -> asyncio.Future[Any]:
         """A place at the end of ``key``'s line: a future that gets the reservation of
         ``tokens`` (or :class:`AdmissionTimeout` after ``max_wait`` seconds). Whoever awaits it
         must call :meth:`leave` if it stops waiting (cancelled), which also gives back a
         reservation granted but not taken."""
         loop = asyncio.get_running_loop()
+        max_wait = self.max_wait
         queue = self.lines.get(key)
         if queue is None:
             queue = self.lines[key] = _Queue()
@@ -147,3 +151,34 @@ class WaitingLine:
                 waiters.clear()
             if self.lines.get(key) is queue:
                 del self.lines[key]
+
+
+class Held:
+    """A reservation while its call is inside the layer: ``recount`` is the ``call.on_wait``
+    an inner limiter calls when it let the call go after a wait (README, "Time budgets")."""
+
+    __slots__ = ("line", "key", "ticket", "tokens", "outer")
+
+    def __init__(self, line: WaitingLine, key: Hashable, ticket: Any, tokens: int,
+                 outer: Callable[[], Awaitable[None]] | None) -> None:
+        self.line, self.key, self.ticket, self.tokens, self.outer = line, key, ticket, tokens, outer
+
+    async def recount(self) -> None:
+        """The provider sees the call only now: give the reservation back and take one at this
+        instant, waiting for room if there is none, so the provider never sees more than the
+        quota. It was admitted already, so it checks again ahead of the line."""
+        line, key = self.line, self.key
+        backend = line.backend
+        backend.refund(key, self.ticket)
+        self.ticket = None
+        _, ticket = await backend.reserve(key, line.quotas, self.tokens)
+        if ticket is None:
+            future = line.join(key, self.tokens)
+            try:
+                ticket = await future
+            except BaseException:
+                line.leave(key, future)
+                raise
+        self.ticket = ticket
+        if self.outer is not None:
+            await self.outer()

@@ -10,7 +10,7 @@ from .._core.check import number
 from .._core.tokens import extract_usage
 from .window import Quota
 
-__all__ = ["build_quotas", "check_choice", "used_tokens"]
+__all__ = ["build_quotas", "check_backend", "check_choice", "used_tokens"]
 
 #: What a quota's error message suggests instead.
 _NO_QUOTA = "; pass None for no such quota"
@@ -31,6 +31,15 @@ def check_choice(name: str, value: str) -> str:
         options = " or ".join(f"{option!r} ({why})" for option, why in choices.items())
         raise ValueError(f"{name} must be {options}, got {value!r}")
     return value
+
+
+def check_backend(backend: Any) -> None:
+    """A TypeError unless ``backend`` is None or looks like a :class:`RateLimitBackend`."""
+    if backend is not None and not callable(getattr(backend, "reserve", None)):
+        raise TypeError(
+            f"backend must implement RateLimitBackend (reserve/reconcile/refund/...), e.g. "
+            f"llmguard.backends.redis.RedisBackend, got {backend!r}; or None for in-memory"
+        )
 
 
 def build_quotas(rpm: int | None, rps: int | None, tpm: int | None, burst: float | None,
