@@ -105,9 +105,12 @@ class _Track:
         self.used += entry.tokens if self.tokens else 1
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int) -> None:
-        self.expire(now)
-        if entry.time > now - self.quota.window:  # still inside this window
-            self.used += (tokens if self.quota.tokens else live) - self.weight(entry)
+        horizon = now - self.span
+        entries = self.entries
+        if entries and entries[0].time <= horizon:
+            self.expire(now)  # first, so an expiring entry leaves with the weight it counted
+        if entry.time > horizon:  # still inside this window
+            self.used += (tokens - entry.tokens) if self.tokens else (live - entry.live)
 
     def idle(self, now: float) -> bool:
         self.expire(now)

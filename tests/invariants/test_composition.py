@@ -176,6 +176,30 @@ async def test_continuous_refill_keeps_pace_with_a_token_bucket_server(inner: st
     assert wall <= 1.05 * ideal, f"{wall:.1f} s against an ideal of {ideal:.1f} s"
 
 
+async def test_continuous_refill_over_a_priority_queue_recounts_within_the_bucket() -> None:
+    """``refill="continuous"`` over ConcurrencyLimit(4) serving high ``priority`` first, against
+    the token-bucket server taking 5 s per call: calls queued for a slot after admission are
+    counted again when they leave the queue (a bucket refund, bounded, then a new reservation),
+    in priority order: every call succeeds, none is cancelled after being sent, no 429."""
+    server = make_server("bucket")
+    sent: list[int] = []
+
+    async def send(**kwargs: Any) -> Any:
+        sent.append(kwargs.pop("rank"))
+        return await server.acompletion(**kwargs)
+
+    pipeline = (lg.Pipeline(name="prio").retry(attempts=2)
+                .rate_limit(rpm=RPM, tpm=BUCKET_TPM, charge="reserved", refill="continuous")
+                .concurrency_limit(4, priority=lambda **kw: kw["rank"]))
+    guarded = pipeline.wrap(send)
+    results = await asyncio.gather(
+        *(guarded(model="primary", messages=messages(i), max_tokens=MAX_TOKENS, rank=i % 3)
+          for i in range(60)), return_exceptions=True)
+    check(results, server)
+    # the first 4 took the slots at once; the next ones left the queue highest priority first
+    assert sent[4:10] == [2] * 6, sent
+
+
 async def test_continuous_refill_against_a_fixed_window_server_exceeds_it() -> None:
     """Why ``refill="window"`` is the default: a bucket admits its full quota at the end of one
     clock window and its refill on top at the start of the next, so a fixed-window server sees
