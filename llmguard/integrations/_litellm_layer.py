@@ -121,7 +121,7 @@ class LiteLLMLayer:
                 self._observe(hidden.get("additional_headers"), call)
             server = _server(hidden.get("api_base"))
             if server is not None:
-                call.note("server", server)
+                call.record.server = server
         if isinstance(result, Stream):  # usage and cost arrive with the last chunk
             result.defer(lambda error: self._account(litellm, call, result.usage_chunk, None,
                                                      streamed=True))
@@ -130,7 +130,7 @@ class LiteLLMLayer:
         return result
 
     def _note_provider(self, litellm: Any, call: Call) -> None:
-        call.note("operation", self._operation)
+        call.record.operation = self._operation
         model = call.kwargs.get("model")
         if not isinstance(model, str):
             return
@@ -144,7 +144,7 @@ class LiteLLMLayer:
             provider = self._providers[model] = (PROVIDERS.get(name, name)
                                                  if isinstance(name, str) else None)
         if provider is not None:
-            call.note("provider", provider)
+            call.record.provider = provider
 
     def _account(self, litellm: Any, call: Call, result: Any, hidden: Any, *,
                  streamed: bool = False) -> None:
@@ -152,7 +152,8 @@ class LiteLLMLayer:
         usage = None if result is None else extract_usage(result)
         if usage is None:
             return
-        call.usage = usage
+        record = call.record
+        record.usage = usage
         self._input += usage.input_tokens
         self._output += usage.output_tokens
         model = call.kwargs.get("model")
@@ -160,8 +161,7 @@ class LiteLLMLayer:
         if cost is None:
             self._uncosted += 1
             return
-        previous = (call.notes or {}).get("cost") or 0.0  # earlier attempts of this call
-        call.note("cost", previous + cost)
+        record.cost = (record.cost or 0.0) + cost  # summed over the call's attempts
         name = getattr(result, "model", None) or model or "?"
         self._cost += cost
         self._by_model[name] = self._by_model.get(name, 0.0) + cost
