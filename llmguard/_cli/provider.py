@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._core.redact import redact, redact_url
+from ..integrations._litellm_layer import NO_RETRIES
 from ..testing import FakeLLM, ProviderError, RateLimited
 
 __all__ = ["FAKE_MODELS", "HTTPError", "Provider", "ProviderTimeout", "Stopped",
@@ -161,7 +162,7 @@ class Provider:
     async def _via_litellm(self, request: dict[str, Any]) -> Any:
         # The pipeline's Retry layer retries; litellm and the OpenAI client it drives must not
         # also retry, or attempts multiply (3 x 3) and every backoff hides from our accounting.
-        extra: dict[str, Any] = {"num_retries": 0, "max_retries": 0}
+        extra: dict[str, Any] = dict(NO_RETRIES)
         if self.api_key:
             extra["api_key"] = self.api_key
         return await self._litellm.acompletion(**{**extra, **request})
