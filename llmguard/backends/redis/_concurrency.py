@@ -50,7 +50,9 @@ class RedisConcurrencyLimiter:
     it). ``lease`` seconds is how long a dead process's permits stay taken. ``max_queue`` and
     ``max_wait`` bound the local wait (QueueFull, AdmissionTimeout) like the local limiter.
     With ``on_error="local"`` a Redis outage leaves the local limiter alone in charge (``limit``
-    per process); with ``"fail"`` acquire raises :class:`llmguard.BackendUnavailable`.
+    per process; those permits are registered in Redis once it answers); with ``"fail"``
+    acquire raises :class:`llmguard.BackendUnavailable`. For ``lease`` seconds after Redis
+    starts (or fails over) no permit is granted, so the calls still running re-register first.
     """
 
     __slots__ = ("backend", "name", "lease", "max_wait", "_local", "_leases")
