@@ -189,6 +189,76 @@ async def test_a_lease_granted_after_its_caller_gave_up_is_released(server, give
     admin.close()
 
 
+class Proxy:
+    """A TCP proxy in front of the server. ``hold()`` holds back (never drops) what the
+    connections open at that moment send, until ``let_go()``; newer connections pass at once:
+    a command sent first then reaches Redis after one sent later (a slow network path)."""
+
+    def __init__(self, target: int) -> None:
+        self.target, self.gates, self.tcp, self.port = target, [], None, 0
+
+    async def start(self) -> None:
+        self.tcp = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.tcp.sockets[0].getsockname()[1]
+
+    def hold(self) -> None:
+        for gate in self.gates:
+            gate.clear()
+
+    def let_go(self) -> None:
+        for gate in self.gates:
+            gate.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        gate = asyncio.Event()
+        gate.set()
+        self.gates.append(gate)
+
+        async def pipe(source, sink, gate=None):
+            while data := await source.read(65536):
+                if gate is not None:
+                    await gate.wait()
+                sink.write(data)
+                await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer, gate), pipe(up_reader, writer),
+                             return_exceptions=True)
+
+
+async def test_a_release_overtaking_a_renewal_is_not_undone_by_it(server):
+    """A renewal (which puts back leases Redis lost) is held up on its way to Redis; the call
+    ends and its release, sent later on another connection, reaches Redis first. The late
+    renewal does not put the released lease back (the release left a tombstone)."""
+    proxy = Proxy(server.port)
+    await proxy.start()
+    backend = RedisBackend(f"redis://127.0.0.1:{proxy.port}/0", prefix="t", on_error="fail",
+                           timeout=5.0)
+    a = RedisConcurrencyLimiter(backend, 1, name="api", lease=2.5)
+    await a.acquire()  # renewed every 0.83 s from now
+    assert len(proxy.gates) == 1  # one connection so far: the renewal will take it
+    proxy.hold()
+    await asyncio.sleep(1.2)  # the renewal went out at 0.83 s and is held back
+    a.release()  # on a new connection: Redis runs it at once
+    admin = server.client()
+    for _ in range(200):  # bounded: the release is written in the background
+        if admin.zcard(LEASES) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert admin.zcard(LEASES) == 0 and len(proxy.gates) == 2
+    proxy.let_go()
+    for _ in range(200):  # bounded: the renewal's answer
+        if admin.zcard(LEASES) or not backend.connection.loops:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert admin.zcard(LEASES) == 0  # not put back by the late renewal
+    await backend.aclose()
+    proxy.tcp.close()
+    admin.close()
+
+
 async def test_permits_granted_locally_during_an_outage_count_once_redis_is_back(server):
     """With on_error="local", two permits granted by the local limiter while Redis is down are
     registered in Redis once it answers: another process stays refused (past the restart
