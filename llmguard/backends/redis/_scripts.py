@@ -149,7 +149,7 @@ redis.call('PEXPIRE', KEYS[2], math.ceil(lease * 2000) + 1000)
 #: Returns {acquired, seconds until a retry may succeed (a hint for polling)}. An id already
 #: released (its caller gave up before this late run) is never granted.
 ACQUIRE = _NOW + "local lease = tonumber(ARGV[3])" + _FENCE + """
-if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return {0, '0'} end
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return {0, tostring(lease)} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ready > now then return {0, tostring(ready - now)} end
 local held = redis.call('ZCARD', KEYS[1])
