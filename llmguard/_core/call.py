@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from . import events
 from .events import CallRecord, Event, EventKind
 from .public import public
-from .stream import Stream
+from .stream import Stream, is_stream_result
 
 __all__ = ["Call", "Handler", "Layer", "compose", "invoke", "invoke_timed", "is_async_callable",
            "label"]
@@ -172,9 +172,9 @@ async def invoke(call: Call) -> Any:
     """
     call.mark_sent()
     result = call.fn(*call.args, **call.kwargs)
-    if not hasattr(type(result), "__anext__"):
+    if not is_stream_result(result):
         result = await result
-        if not hasattr(type(result), "__anext__"):
+        if not is_stream_result(result):
             return result
     return result if isinstance(result, Stream) else await Stream.start(result)
 
