@@ -13,7 +13,8 @@ from .._core.call import Call, Handler
 from .._core.stream import Stream
 from .._core.tokens import extract_usage
 
-__all__ = ["NO_RETRIES", "LiteLLMLayer", "LiteLLMStats", "litellm_module", "raw_result"]
+__all__ = ["NO_RETRIES", "LiteLLMLayer", "LiteLLMStats", "litellm_module", "raw_result",
+           "server_of"]
 
 NO_RETRIES = {"num_retries": 0, "max_retries": 0}
 
@@ -39,7 +40,7 @@ def litellm_module() -> Any:
     return litellm
 
 
-def _server(api_base: Any) -> tuple[str, int | None] | None:
+def server_of(api_base: Any) -> tuple[str, int | None] | None:
     if not isinstance(api_base, str) or not api_base:
         return None
     parts = urlsplit(api_base if "//" in api_base else f"//{api_base}")
@@ -119,7 +120,7 @@ class LiteLLMLayer:
         if isinstance(hidden, dict):
             if self._observers:
                 self._observe(hidden.get("additional_headers"), call)
-            server = _server(hidden.get("api_base"))
+            server = server_of(hidden.get("api_base"))
             if server is not None:
                 call.record.server = server
         if isinstance(result, Stream):  # usage and cost arrive with the last chunk
