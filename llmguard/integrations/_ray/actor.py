@@ -164,6 +164,21 @@ class GuardedRows:
                 f"remember={self.done is not None} on_error={self.on_error!r}>")
 
 
+def _options_key(options: dict[str, Any]) -> bytes:
+    from ray import cloudpickle
+
+    def where(value: Any) -> Any:
+        function = getattr(value, "__func__", value)  # a bound method: its function and class
+        code = getattr(function, "__code__", None)
+        if code is None:
+            return value
+        owner = type(value.__self__).__qualname__ if hasattr(value, "__self__") else None
+        return ("callable", function.__module__, function.__qualname__, code.co_firstlineno,
+                owner)
+
+    return cloudpickle.dumps(sorted((name, where(value)) for name, value in options.items()))
+
+
 #: Per-process guards of :func:`guard_rows`, by options (a Ray worker runs many tasks).
 _GUARDS: OrderedDict[bytes, GuardedRows] = OrderedDict()
 _GUARDS_LOCK = threading.Lock()
@@ -174,11 +189,11 @@ def guard_rows(rows: Iterable[Any], **options: Any) -> list[dict[str, Any]]:
 
     Takes :class:`GuardedRows`' options. The guard is built once per worker process for the
     same options and reused by later tasks (the last 8 sets of options are kept), so a quota
-    and a concurrency limit on Redis are shared by every task on every node.
+    and a concurrency limit on Redis are shared by every task on every node. Options match by
+    value, callables (``send``, ``pipeline``) by where they are defined: a bound method of an
+    object whose state changes between tasks (a client counting its calls) is still the same.
     """
-    from ray import cloudpickle
-
-    key = cloudpickle.dumps(sorted(options.items()))
+    key = _options_key(options)
     with _GUARDS_LOCK:
         guard = _GUARDS.get(key)
         if guard is None:
