@@ -62,10 +62,10 @@ class _TokenModel:
         self.tr = self.tr * d + tokens * rtt
         mean_t = self.t / self.n
         var_t = self.tt / self.n - mean_t * mean_t
+        if var_t <= 1e-9 * mean_t * mean_t:
+            return rtt  # lengths do not vary (yet): nothing to remove
         if self.n < 20:
             return None  # a raw rtt now would set a floor that normalised ones never reach
-        if var_t <= 1e-9 * mean_t * mean_t:
-            return rtt  # lengths do not vary: nothing to remove
         slope = (self.tr / self.n - mean_t * self.r / self.n) / var_t
         if slope <= 0:
             return rtt  # latency does not grow with length here
@@ -76,7 +76,7 @@ class _TokenModel:
 class _Window:
     """Samples of one round trip: median RTT of successes, peak in-flight, share of drops."""
 
-    __slots__ = ("count", "rtts", "inflight", "drops", "overloads")
+    __slots__ = ("count", "rtts", "inflights", "inflight", "drops", "overloads")
 
     #: A window counts as dropped only when more than this share of its samples are drops. A
     #: steady trickle of errors (a few percent of 429s from a shared quota) says nothing about
@@ -90,6 +90,7 @@ class _Window:
     def _reset(self) -> None:
         self.count = self.inflight = self.drops = self.overloads = 0
         self.rtts: list[float] = []
+        self.inflights: list[int] = []
 
     def add(self, rtt: float, inflight: int, dropped: bool, overload: bool = False) -> None:
         self.count += 1
@@ -99,6 +100,7 @@ class _Window:
             self.overloads += overload
         else:
             self.rtts.append(rtt)
+            self.inflights.append(inflight)
 
     def flush(self) -> tuple[float, int, bool, bool]:
         """The window as one sample (median RTT, peak in-flight, dropped, only by 429s), and
@@ -107,7 +109,8 @@ class _Window:
         The median, as Envoy's filter aggregates a window (p50): one 8 s latency spike in a
         window of 30 one-second calls would move the mean by 25% and shrink the limit.
         """
-        sample = (statistics.median(self.rtts) if self.rtts else 0.0, self.inflight,
+        sample = (statistics.median(self.rtts) if self.rtts else 0.0,
+                  statistics.median_low(self.inflights) if self.inflights else self.inflight,
                   self.drops > self.DROP_SHARE * self.count, not self.overloads)
         self._reset()
         return sample
