@@ -66,10 +66,11 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     ``algorithm`` is ``"gradient"`` (default), ``"gradient2"``, ``"aimd"``, ``"vegas"`` or a
     :class:`LimitAlgorithm` instance. Drops are RATE_LIMITED, OVERLOADED and TIMEOUT failures; a
     cancelled call or one refused by an inner admission layer is no sample at all. The algorithm
-    sees one sample per round trip (``limit`` calls): their median latency, and "dropped" when
-    more than 10% of them were drops; it backs off on 429s at most once per rtt. When results
-    report output tokens, latency is normalised for answer length (a running fit of latency on
-    tokens), so long answers do not look like congestion. Place it innermost so it measures the provider, not local queueing.
+    sees one sample per round trip (``limit`` calls): their latency (mean of the fastest 90%),
+    in-flight count (median), and "dropped" when more than 10% of them were drops; it backs off
+    on 429s at most once per rtt. When results report output tokens, latency is normalised for
+    answer length (a running fit of latency on tokens), so long answers do not look like
+    congestion. Place it innermost so it measures the provider, not local queueing.
     ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
     """
 
@@ -113,7 +114,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self._window = Window()
         self._tokens = TokenModel()
         self._backoff_at = -math.inf  # loop time of the last backoff on drops
-        self._round_trip = 0.0  # the last window's median rtt
+        self._round_trip = 0.0  # the last window's rtt
 
     def _sample(self, now: float, rtt: float, inflight: int, dropped: bool,
                 overload: bool = False) -> None:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import statistics
 
-__all__ = ["TokenModel", "Window"]
+__all__ = ["TokenModel", "Window", "trimmed_mean"]
+
+
+def trimmed_mean(values: list[float], cut: float = 0.1) -> float:
+    """The mean of ``values`` without their lowest and highest ``cut`` shares."""
+    ordered = sorted(values)
+    drop = int(len(ordered) * cut)
+    kept = ordered[drop: len(ordered) - drop]
+    return sum(kept) / len(kept)
 
 
 class TokenModel:
@@ -51,7 +59,7 @@ class TokenModel:
 
 
 class Window:
-    """Samples of one round trip: median RTT of successes, peak in-flight, share of drops."""
+    """Samples of one round trip: typical RTT and in-flight count of successes, share of drops."""
 
     __slots__ = ("count", "rtts", "inflights", "inflight", "drops", "overloads")
 
@@ -80,14 +88,17 @@ class Window:
             self.inflights.append(inflight)
 
     def flush(self) -> tuple[float, int, bool, bool]:
-        """The window as one sample (median RTT, peak in-flight, dropped, only by 429s), and
-        start a new one.
+        """The window as one sample (RTT, in-flight, dropped, only by 429s), and start a new one.
 
-        The median, as Envoy's filter aggregates a window (p50): one 8 s latency spike in a
-        window of 30 one-second calls would move the mean by 25% and shrink the limit.
+        The RTT is the mean without the slowest and the fastest 10%: one 8 s latency spike in
+        a window of 30 one-second calls would move the mean by 25% and shrink the limit, while
+        the median of 5 calls at capacity 4 stays at the floor when one of them queued (+25%). The in-flight
+        count is the median of the successes' (the count when each started), so it goes with
+        the RTT: right after an increase most of a window's calls started under the old limit.
         """
-        sample = (statistics.median(self.rtts) if self.rtts else 0.0,
+        sample = (trimmed_mean(self.rtts) if self.rtts else 0.0,
                   statistics.median_low(self.inflights) if self.inflights else self.inflight,
                   self.drops > self.DROP_SHARE * self.count, not self.overloads)
         self._reset()
         return sample
+
