@@ -10,6 +10,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from .._core.call import Call, Handler
+from .._core.errors import AdmissionError
 from .._core.stream import Stream
 from .._core.check import admission as check_admission
 from .limiter import ConcurrencyLimiter, Limiter
@@ -73,7 +74,7 @@ class ConcurrencyLimit:
         check_admission(priority, partition, source)
         return priority, partition
 
-    #: How this layer names itself in ``call.notes["delayed_by"]``.
+    #: How this layer names itself in ``call.record`` (``delayed_by``, ``rejected_by``).
     _wait_label = "concurrency_limit"
 
     async def _acquire(self, call: Call) -> None:
@@ -82,7 +83,10 @@ class ConcurrencyLimit:
         clock = asyncio.get_running_loop().time
         started = clock()
         limiter = self.limiter
-        await limiter.acquire(priority=priority, partition=partition)
+        try:
+            await limiter.acquire(priority=priority, partition=partition)
+        except AdmissionError as exc:  # queue full, or max_wait passed
+            raise call.rejected(self._wait_label, exc)
         waited = clock() - started
         if waited > 0:
             try:  # an outer rate limit counts the call again now; it may wait or refuse

@@ -157,11 +157,12 @@ class Held:
     """A reservation while its call is inside the layer: ``recount`` is the ``call.on_wait``
     an inner limiter calls when it let the call go after a wait (README, "Time budgets")."""
 
-    __slots__ = ("line", "key", "ticket", "tokens", "outer")
+    __slots__ = ("line", "call", "key", "ticket", "tokens", "outer")
 
-    def __init__(self, line: WaitingLine, key: Hashable, ticket: Any, tokens: int,
+    def __init__(self, line: WaitingLine, call: Any, key: Hashable, ticket: Any, tokens: int,
                  outer: Callable[[], Awaitable[None]] | None) -> None:
-        self.line, self.key, self.ticket, self.tokens, self.outer = line, key, ticket, tokens, outer
+        self.line, self.call, self.key, self.ticket = line, call, key, ticket
+        self.tokens, self.outer = tokens, outer
 
     async def recount(self) -> None:
         """The provider sees the call only now: give the reservation back and take one at this
@@ -176,6 +177,8 @@ class Held:
             future = line.join(key, self.tokens)
             try:
                 ticket = await future
+            except AdmissionTimeout as exc:
+                raise self.call.rejected("rate_limit", exc) from None
             except BaseException:
                 line.leave(key, future)
                 raise

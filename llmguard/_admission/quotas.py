@@ -70,14 +70,16 @@ def build_quotas(rpm: int | None, rps: int | None, tpm: int | None, burst: float
 def used_tokens(call: Any, result: Any, reserved: int,
                 usage: Callable[[Any], int | None] | None) -> int:
     """Tokens the call used: ``usage(result)``, else the result's ``usage.total_tokens`` (also
-    recorded as ``call.usage`` when no layer has yet), else ``reserved`` when it says none."""
+    recorded as ``call.record.usage`` when no layer has yet), else ``reserved`` when it says
+    none."""
     if usage is not None:
         actual = usage(result)
     else:
         found = extract_usage(result)
         if found is None:
             return reserved
-        if call.usage is None:
-            call.usage = found
+        record = call.record
+        if record.usage is None:
+            record.usage = found
         actual = found.total_tokens
     return reserved if actual is None else int(actual)

@@ -19,7 +19,8 @@ from typing import Any
 
 from .._core.call import Call, Handler
 from .._core.check import callable_or_none, number
-from .._core.errors import RequestTooLarge
+from .._core.errors import AdmissionTimeout, RequestTooLarge
+from .._core.events import EventKind
 from .._core.public import public
 from .._core.stream import Stream
 from .._core.tokens import estimate_tokens
@@ -117,7 +118,7 @@ class RateLimit:
         if self._max_tokens is not None:
             tokens = self._tokens(*call.args, **call.kwargs)
             if tokens > self._max_tokens:
-                self._too_large(tokens)
+                raise call.rejected("rate_limit", self._too_large(tokens))
         take = self._take
         ticket = None
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
@@ -129,6 +130,8 @@ class RateLimit:
             future = line.join(key, tokens)
             try:
                 ticket = await future
+            except AdmissionTimeout as exc:
+                raise call.rejected("rate_limit", exc) from None
             except BaseException:
                 line.leave(key, future)
                 raise
@@ -145,7 +148,7 @@ class RateLimit:
         self._reserved += tokens
         # What an inner limiter that queues the call calls back (``Held.recount``). An object,
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
-        held = Held(self._line, key, ticket, tokens, call.on_wait)
+        held = Held(self._line, call, key, ticket, tokens, call.on_wait)
         call.on_wait = held.recount
         try:
             result = await call_next(call)
@@ -175,9 +178,9 @@ class RateLimit:
     def max_wait(self, seconds: float | None) -> None:
         self._line.max_wait = number("max_wait", seconds, optional=True, unit=" of seconds")
 
-    def _too_large(self, tokens: int) -> None:
+    def _too_large(self, tokens: int) -> RequestTooLarge:
         self._rejected += 1
-        raise RequestTooLarge(
+        return RequestTooLarge(
             f"the call needs an estimated {tokens} tokens but at most {self._max_tokens} are "
             f"ever available ({self._describe()}); shorten the prompt or max_tokens, or raise "
             "the token quota"
@@ -216,6 +219,7 @@ class RateLimit:
         if pause is not None:  # a 429: nothing more for this key until its Retry-After
             self._rate_limited += 1
             self.backend.pause(key, self.quotas, pause)
+            call.emit(EventKind.RATE_LIMIT_PAUSED, "rate_limit", delay=pause, error=exc)
 
     def _describe(self) -> str:
         return ", ".join(q.describe() for q in self.quotas)

@@ -20,7 +20,9 @@ from .key import custom_key, default_key
 from .._core.check import number, text
 from .store import MISSING, CacheStore, MemoryStore
 from .stream import STREAM_KEY, Tee, fresh, is_recording, replay
+from .._core import events
 from .._core.call import Call, Handler
+from .._core.events import EventKind
 from .._core.stream import Stream
 from .._core.public import public
 
@@ -99,7 +101,7 @@ class Cache:
     str/int/float). ``store`` replaces the in-memory
     store (``maxsize`` entries, LRU) with any :class:`CacheStore`. ``cache_if(result)`` decides
     per result (default :func:`cache_if_complete`). Errors and cancellations are never cached.
-    Each call is noted ``call.notes["cache"]`` = "hit" | "miss" | "coalesced" | "bypass".
+    Each call's outcome is ``call.record.cache``: "hit" | "miss" | "coalesced" | "bypass".
     """
 
     #: What a :class:`CacheStore`'s ``get`` returns for an absent or expired key.
@@ -158,14 +160,16 @@ class Cache:
         mode = _MODE.get()
         if mode == "bypass":
             self._bypassed += 1
-            call.note("cache", "bypass")
+            call.record.cache = "bypass"
             return await call_next(call)
         key = self.key_for(call.fn, call.args, call.kwargs)
         if mode is None:
             value = self._lookup(key) if self._lookup else await self._get(key)
             if value is not MISSING:
                 self._hits += 1
-                call.note("cache", "hit")
+                call.record.cache = "hit"
+                if events.subscribers:
+                    call.emit(EventKind.CACHE_HIT, "cache", detail="hit")
                 return await replay(value) if is_recording(value) else fresh(value)
         else:
             self._bypassed += 1
@@ -173,12 +177,13 @@ class Cache:
         if flight is None:
             if mode is None:  # a refresh is counted as bypassed, above
                 self._misses += 1
-            call.note("cache", "miss" if mode is None else "bypass")
+            call.record.cache = "miss" if mode is None else "bypass"
             task = asyncio.ensure_future(self._fill(key, call, call_next))
             flight = self._flights[key] = _Flight(task)
         else:
             self._coalesced += 1
-            call.note("cache", "coalesced")
+            call.record.cache = "coalesced"
+            call.emit(EventKind.CACHE_HIT, "cache", detail="coalesced")
         flight.waiters += 1
         try:
             result = await asyncio.shield(flight.task)
