@@ -11,17 +11,41 @@ from typing import Any
 from .checks import usage_error
 from .run import resume_args
 
-__all__ = ["ray_send", "run_on_ray"]
+__all__ = ["Secret", "ray_send", "run_on_ray"]
 
 
-def ray_send(api_base: str | None) -> Any:
-    """The provider of ``llmguard run``, built in each Ray actor (the API key is read there)."""
+class Secret:
+    """An API key on its way to the actors: pickled with the provider factory, never shown
+    (its ``repr`` is what Ray prints of a failed actor's arguments)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+def ray_send(api_base: str | None, key_env: str = "OPENAI_API_KEY",
+             key: Secret | None = None) -> Any:
+    """The provider of ``llmguard run``, built in each Ray actor.
+
+    The key is the one the driver resolved as the local run does (``--api-key``, else the
+    driver's ``$key_env``); when the driver has none, the actor's own ``$key_env`` (a cluster
+    whose workers hold the key).
+    """
     from .provider import Provider
 
     if api_base:  # imported now, not on the first call, which the rate limit has admitted
         import aiohttp  # noqa: F401
 
-    return Provider(api_base, os.environ.get("OPENAI_API_KEY"))  # read on the actor: never shipped
+    return Provider(api_base, key.value if key is not None else os.environ.get(key_env) or None)
+
+
+def _key(args: argparse.Namespace) -> Secret | None:
+    value = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
+    return Secret(value) if value else None
 
 
 def run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
@@ -40,7 +64,8 @@ def run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
                       share=1 if args.redis else args.actors)
         summary = run_jsonl(
             args.input, args.output, address=args.ray or None, actors=args.actors,
-            pipeline=stack, make_send=functools.partial(ray_send, args.api_base),
+            pipeline=stack, make_send=functools.partial(ray_send, args.api_base, args.api_key_env,
+                                                       _key(args)),
             redis_url=args.redis, resume=args.resume, retry_failed=args.retry_failed,
             overwrite=args.overwrite, ordered=not args.unordered, model=args.model,
             default_model="fake", priority_field=args.priority_field,
