@@ -207,20 +207,3 @@ class Provider:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def cost_of(response: Any) -> float | None:
-    """The response's cost in USD, when litellm priced it."""
-    hidden = getattr(response, "_hidden_params", None)
-    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
-    return float(cost) if isinstance(cost, (int, float)) else None
-
-
-def to_json(response: Any) -> Any:
-    """A JSON-ready form of a response: dicts as they are, SDK objects through ``model_dump``."""
-    if isinstance(response, (dict, list, str, int, float, bool)) or response is None:
-        return response
-    dump = getattr(response, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json", exclude_none=True)
-    return str(response)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .._core.call import invoke_timed
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
+from .._runners.layers import run_layers
 from .._runners.stopper import Stopper
 from .io import FSYNC_INTERVAL, Job, OutputWriter, read_jobs
 from .limits import Limits, announce
@@ -64,19 +65,11 @@ def build_pipeline(s: Settings, limits: Limits | None = None) -> Pipeline:
     so time spent waiting for quota or a slot is never a timeout. The rate limit waits as long
     as it takes (``max_wait=None``): a quota-bound run paces, it does not fail lines.
     """
-    p = Pipeline(name="llmguard-run")
-    if s.metrics_port is not None:
-        p = p.metrics()
-    if s.cache_ttl is not None:
-        p = p.cache(ttl=s.cache_ttl)
-    if s.fallback_models:
-        p = p.fallback(*({"model": m} for m in s.fallback_models))
-    if s.retries:
-        p = p.retry(attempts=s.retries + 1)
-    if limits is None:
-        limits = make_limits(s)
-    p = p.then(limits)
-    return p.adaptive_concurrency() if s.adaptive else p.concurrency_limit(s.concurrency)
+    return run_layers(metrics=s.metrics_port is not None,
+                      cache=None if s.cache_ttl is None else {"ttl": s.cache_ttl},
+                      fallback_models=s.fallback_models, retries=s.retries,
+                      rate_limit=make_limits(s) if limits is None else limits,
+                      concurrency=s.concurrency, adaptive=s.adaptive)
 
 
 def make_limits(s: Settings) -> Limits:
