@@ -105,6 +105,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     room = asyncio.Event()  # a line finished, or a stop: the reader looks again
     abandoned: list[int] = []
     write_error: list[OSError] = []
+    unsorted: list[OSError] = []  # the records are complete, only their reordering failed
 
     def stop(_name: str) -> None:
         provider.close()
@@ -178,11 +179,19 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
         try:
             writer.close(complete=complete)
         except OSError as exc:
+            if complete and not write_error:  # every record is on disk; only the sort failed
+                unsorted.append(exc)
             write_error.append(exc)
     wall = loop.time() - start
     print(format_summary(tally, wall, source=s.input, output=s.output,
                          quota=quota_used(limits, provider.sent, tally, wall),
                          abandoned=abandoned[0] if abandoned else 0), file=out)
+    if unsorted:
+        print(f"llmguard run: error: every line is recorded in {s.output}, but it could not be "
+              f"put back in input order ({unsorted[0]}; sorting needs that much free space "
+              f"again); free space, then sort it with:\n  llmguard run {resume_args(argv)}",
+              file=sys.stderr)
+        return EXIT_USAGE
     if write_error:
         print(f"llmguard run: error: cannot write output {s.output!r}: {write_error[0]}; free "
               f"space or fix permissions, then resume with:\n  llmguard run {resume_args(argv)}",
