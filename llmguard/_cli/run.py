@@ -93,6 +93,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     out = sys.stderr if s.output == "-" else sys.stdout  # records own stdout with -o -
     limits = make_limits(s)
     provider = Provider(s.api_base, s.api_key, timeout=s.timeout, on_headers=limits.observe)
+    provider.open(s.model)  # imports and the session now, not inside the first admitted calls
     tally = Tally(skipped=len(skip))
     progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
                         in_flight=lambda: len(provider.sending),
