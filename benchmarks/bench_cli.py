@@ -440,21 +440,31 @@ def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list
                          "done": len(got), "failed": sum(not r["ok"] for r in got),
                          "arrivals": sum(codes.values()), "rate_limited": codes.get("429", 0),
                          "served": codes.get("200", 0), "wall": wall,
-                         "ideal": litellm_ideal(len(got), start), "duplicates": None})
+                         "ideal": litellm_ideal(len(got), start, spacing(got)),
+                         "duplicates": None})
     return rows
 
 
-def litellm_ideal(n: int, start: float) -> float:
+def spacing(got: list[dict]) -> float:
+    """Seconds between answers at the proxy's own pace: it serves about 32 requests (the
+    run's --concurrency) per median provider latency, whatever the quota."""
+    latencies = sorted(r["latency"] for r in got if r["latency"] is not None)
+    return latencies[len(latencies) // 2] / 32 if latencies else 0.0
+
+
+def litellm_ideal(n: int, start: float, gap: float) -> float:
     """LiteLLM counts requests per clock minute (unix time) and refuses the one that would
     reach ``rpm`` (``rpm - 1`` get through per minute, as measured here): the soonest ``n``
-    requests from ``start`` pass, plus one request's service time."""
+    requests from ``start`` pass, no closer than ``gap`` apart (the proxy's own pace)."""
     from llmguard.testing._quota import FixedWindow
 
     quota, t = FixedWindow(LITELLM_RPM - 1, 60.0), start
-    for _ in range(n):
+    for i in range(n):
+        if i:
+            t += gap
         t += quota.wait(t, 1)
         quota.take(t, 1)
-    return t - start + 0.05
+    return t - start + gap * 32
 
 
 # --------------------------------------------------------------------------- main
