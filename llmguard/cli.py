@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="also hold each quota over that fraction of its minute (0.1: a "
                             "tenth of --rpm per 6 s), for providers that enforce quotas over "
                             "short windows")
+    group.add_argument("--refill", choices=("window", "continuous"), default="window",
+                       help="how the provider refills its quota: 'window' (default: never more "
+                            "than the quota in any minute, safe for every provider) or "
+                            "'continuous' (a bucket refilling every instant, as OpenAI, Azure "
+                            "OpenAI and Anthropic do: faster after the first minute)")
     group.add_argument("--margin", type=number_type(float, strict=False, unit=" seconds"),
                        default=0.5, metavar="SECONDS",
                        help="count each request against the quotas this much longer than the "
@@ -186,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
-        rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin,
+        rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin, refill=args.refill,
         concurrency=args.concurrency, adaptive=args.adaptive,
         retries=args.retries, timeout=args.timeout, fallback_models=tuple(args.fallback_model),
         cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,

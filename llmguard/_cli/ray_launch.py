@@ -58,6 +58,7 @@ def run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
         from ..integrations.ray import Stack, run_jsonl
 
         stack = Stack(rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin,
+                      refill=args.refill,
                       concurrency=args.concurrency, adaptive=args.adaptive,
                       retries=args.retries, timeout=args.timeout,
                       fallback_models=tuple(args.fallback_model), cache_ttl=args.cache_ttl,

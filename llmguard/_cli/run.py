@@ -35,6 +35,7 @@ class Settings:
     tpm: int | None = None
     burst: float | None = None
     margin: float = 0.5
+    refill: str = "window"
     concurrency: int = 16
     adaptive: bool = False
     retries: int = 3
@@ -77,7 +78,8 @@ def make_limits(s: Settings) -> Limits:
     # OpenAI-style providers charge max_tokens at admission: keep reservations as made.
     # Learned from --api-base answers (the headers are read there; litellm hides them).
     return Limits(rpm=s.rpm, tpm=s.tpm, learn=s.api_base is not None,
-                  announce=announce, burst=s.burst, margin=s.margin, charge="reserved",
+                  announce=announce, burst=s.burst, margin=s.margin, refill=s.refill,
+                  charge="reserved",
                   tokens=request_tokens)
 
 

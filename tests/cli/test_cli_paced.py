@@ -48,11 +48,14 @@ def counting(server_class: type) -> type:
     return Counting
 
 
-@pytest.mark.parametrize("server_class", [FixedWindowServer, TokenBucketServer])
+@pytest.mark.parametrize(("server_class", "refill"), [
+    (FixedWindowServer, "window"), (TokenBucketServer, "window"),
+    (TokenBucketServer, "continuous")])
 async def test_a_1000_line_run_paced_to_the_quota_does_every_line_once(
-        tmp_path: Path, server_class: type) -> None:
+        tmp_path: Path, server_class: type, refill: str) -> None:
     """Every line done, 0 failed, 429s <= 1% of the requests received, no line answered twice
-    and no request sent for a line already answered."""
+    and no request sent for a line already answered; with ``--refill continuous`` against the
+    token bucket too (paced at its refill rate after the first burst)."""
     server = counting(server_class)(rpm=QUOTA, window=60 / SCALE, latency=0.05)
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"}],
@@ -62,7 +65,7 @@ async def test_a_1000_line_run_paced_to_the_quota_does_every_line_once(
             sys.executable, "-m", "llmguard", "run", str(src), "-o", "out.jsonl",
             "--no-progress", "--model", "m", "--api-base", http.base_url,
             "--rpm", str(QUOTA * SCALE), "--burst", str(1 / SCALE),
-            "--margin", str(0.5 / SCALE), "--concurrency", "64", cwd=tmp_path,
+            "--margin", str(0.5 / SCALE), "--concurrency", "64", "--refill", refill, cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-test"},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), HANG_GUARD)

@@ -29,6 +29,8 @@ class Stack:
     tpm: int | None = None
     burst: float | None = None
     margin: float = 0.5
+    #: How the provider refills its quota: ``"window"`` or ``"continuous"`` (RateLimit's refill).
+    refill: str = "window"
     concurrency: int = 16
     adaptive: bool = False
     retries: int = 3
@@ -69,7 +71,8 @@ class Stack:
         if self.rpm is not None or self.tpm is not None:
             rate_limit = lg.RateLimit(rpm=None if self.rpm is None else self.rpm // split,
                                       tpm=None if self.tpm is None else self.tpm // split,
-                                      burst=self.burst, margin=self.margin, charge=self.charge,
+                                      burst=self.burst, margin=self.margin, refill=self.refill,
+                                      charge=self.charge,
                                       backend=backend)
         concurrency: Any = max(1, self.concurrency // split)
         if backend is not None and not self.adaptive:
