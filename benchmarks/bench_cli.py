@@ -488,8 +488,9 @@ def main() -> None:
                         help="runs of each row; the table shows the median by wall time")
     parser.add_argument("--servers", default="sliding,bucket,fixed",
                         help="comma-separated: sliding, bucket, fixed (none: only LiteLLM)")
-    parser.add_argument("--clients", default="llmguard,cookbook,cookbook50",
-                        help="comma-separated: llmguard, cookbook (100%% quota), cookbook50")
+    parser.add_argument("--clients", default="llmguard,continuous,cookbook,cookbook50",
+                        help="comma-separated: llmguard, continuous (llmguard with --refill "
+                             "continuous), cookbook (100%% quota), cookbook50")
     parser.add_argument("--share", type=float, default=0.0,
                         help="fraction of the sliding window's quota another consumer uses "
                              "meanwhile (0 to 0.9)")
@@ -528,6 +529,8 @@ def main() -> None:
           "--burst", str(1 / SCALE), "--margin", str(0.5 / SCALE),
           "--concurrency", "64", "--retries", "5"]
     clients = {"llmguard": ("llmguard run", lg, tmp / "lg.jsonl"),
+               "continuous": ("llmguard run --refill continuous",
+                              [*lg, "--refill", "continuous"], tmp / "lg.jsonl"),
                "cookbook": ("cookbook, 100% quota", [*me, str(RPM), str(TPM)],
                             tmp / "cookbook.jsonl"),
                "cookbook50": ("cookbook, 50% quota", [*me, str(RPM / 2), str(TPM / 2)],
