@@ -1,4 +1,5 @@
-"""Permit holders: the ``Limiter`` protocol a ``ConcurrencyLimit`` drives, and the in-process one.
+"""Permit holders: the in-process ``Limiter`` a ``ConcurrencyLimit`` drives (the protocol is in
+``permits.py``).
 
 Why not ``asyncio.Semaphore`` or anyio's ``CapacityLimiter``: neither has priorities, per-tenant
 fairness, a queue bound or a wait bound, and a semaphore cannot be resized while calls wait.
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Hashable
+from typing import Any
 
 from .._core.check import admission as check_admission, number
 from .._core.errors import AdmissionTimeout, QueueFull
 from .._core.public import public
+from .permits import ConcurrencyStats, Limiter
 
 __all__ = ["ConcurrencyLimiter", "ConcurrencyStats", "Limiter"]
 
@@ -24,53 +25,6 @@ __all__ = ["ConcurrencyLimiter", "ConcurrencyStats", "Limiter"]
 #: How a bound that accepts None says so.
 _NO_BOUND = "; pass None for no bound"
 _ABSENT = object()
-
-
-@public
-@dataclass(frozen=True, slots=True)
-class ConcurrencyStats:
-    """A snapshot of a :class:`ConcurrencyLimiter`."""
-
-    limit: int
-    in_flight: int
-    waiting: int
-    #: Waiting calls per priority class, highest priority first.
-    waiting_by_priority: Mapping[int, int]
-    admitted: int
-    rejected: int
-    timed_out: int
-
-
-@public
-@runtime_checkable
-class Limiter(Protocol):
-    """What a :class:`~llmguard.ConcurrencyLimit` layer drives: permits, taken and given back.
-
-    Implement it to hold permits elsewhere (``llmguard.backends.redis.RedisConcurrencyLimiter``
-    holds them in Redis). The contract:
-
-    * ``await acquire(priority=, partition=)`` returns once the caller holds one permit. Higher
-      ``priority`` is served first; ``partition`` (a hashable, e.g. a tenant) is a fairness class.
-      It may raise an :class:`~llmguard.AdmissionError` (``QueueFull``, ``AdmissionTimeout``) and
-      then holds nothing. If the caller is cancelled while waiting it holds nothing either: a
-      permit granted in the meantime is passed on, never lost.
-    * ``release()`` is synchronous (it runs on cancellation paths, which must not block) and gives
-      back one permit taken by ``acquire``.
-    * ``statistics()`` returns a snapshot (any object; ``Guarded.stats()`` shows it).
-    * ``in_flight`` and ``limit`` (ints) are read by metrics gauges and adaptive concurrency.
-    """
-
-    @property
-    def limit(self) -> int: ...
-
-    @property
-    def in_flight(self) -> int: ...
-
-    async def acquire(self, *, priority: int = 0, partition: Hashable = None) -> None: ...
-
-    def release(self) -> None: ...
-
-    def statistics(self) -> Any: ...
 
 
 @public
@@ -126,6 +80,28 @@ class ConcurrencyLimiter:
     def waiting(self) -> int:
         return self._waiting
 
+    def try_acquire(self) -> bool:
+        """Take a permit now if one is free and nobody waits (True), else take nothing (False).
+
+        Synchronous, no future: the fast path of :class:`~llmguard.ConcurrencyLimit` (optional
+        beyond the :class:`Limiter` protocol). A True must be matched by a ``release()``."""
+        if self._in_flight < self._limit and not self._waiting:
+            self._in_flight += 1
+            self._admitted += 1
+            return True
+        return False
+
+    def try_acquire(self) -> bool:
+        """Take a permit now if one is free and nobody waits (True), else take nothing (False).
+
+        Synchronous, no future: the fast path of :class:`~llmguard.ConcurrencyLimit` (optional
+        beyond the :class:`Limiter` protocol). A True must be matched by a ``release()``."""
+        if self._in_flight < self._limit and not self._waiting:
+            self._in_flight += 1
+            self._admitted += 1
+            return True
+        return False
+
     async def acquire(self, *, priority: int = 0, partition: Hashable = None) -> None:
         """Wait for a permit (higher ``priority`` first). Raises QueueFull or AdmissionTimeout.
 
@@ -143,8 +119,13 @@ class ConcurrencyLimiter:
                 f"(max_queue={self.max_queue}); raise max_queue or limit, or send fewer calls"
             )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        partitions = self._classes.setdefault(priority, {})
-        partitions.setdefault(partition, OrderedDict())[future] = None
+        partitions = self._classes.get(priority)
+        if partitions is None:
+            partitions = self._classes[priority] = {}
+        queue = partitions.get(partition)
+        if queue is None:
+            queue = partitions[partition] = OrderedDict()
+        queue[future] = None
         self._waiting += 1
         self._waiting_by_priority[priority] = self._waiting_by_priority.get(priority, 0) + 1
         try:
