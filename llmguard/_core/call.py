@@ -10,6 +10,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextvars import ContextVar
+from types import CoroutineType
 from typing import Any, Protocol, runtime_checkable
 
 from .stream import Stream
@@ -166,11 +167,17 @@ async def invoke(call: Call) -> Any:
     """
     call.mark_sent()
     result = call.fn(*call.args, **call.kwargs)
-    if not hasattr(type(result), "__anext__"):
+    # Exact type checks first: hasattr() on a type that lacks the name costs ~0.3 us (it builds
+    # the AttributeError it then swallows), twice per call.
+    if type(result) is CoroutineType or not hasattr(type(result), "__anext__"):
         result = await result
-        if not hasattr(type(result), "__anext__"):
+        if type(result) in _PLAIN or not hasattr(type(result), "__anext__"):
             return result
     return result if isinstance(result, Stream) else await Stream.start(result)
+
+
+#: Result types that are never streams.
+_PLAIN = frozenset({dict, str, list, tuple, bytes, int, float, bool, type(None)})
 
 
 def compose(layers: Sequence[Layer], terminal: Handler = invoke) -> Handler:
