@@ -27,6 +27,8 @@ _REQUIRED = inspect.Parameter.empty
 _POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
+#: Where an argument without a canonical form is, in the error (as default_key names it).
+_WHERE = "call['args']"
 
 
 class _Plan:
@@ -86,8 +88,12 @@ class Keyer:
         form = None if plan is None else self._form(plan, args, kwargs)
         if form is None:
             form = self._general(fn, args, kwargs)
-        text = canonical_text(form, "call")
-        return digest(text) if self.hashed else text
+        if self.hashed:
+            return digest(canonical_text(form, "call"))
+        # In memory: the identity as plain text (no NUL in a qualname), then the arguments' JSON.
+        kind = "ns" if "ns" in form else "of"
+        arguments = canonical_text(form["args"], _WHERE)
+        return f"{form['fn']}\0{kind}={form[kind]}\0{arguments}"
 
     def _learn(self, fn: Any) -> _Plan | None:
         plan = _plan(fn, self.namespace)
@@ -126,8 +132,11 @@ class Keyer:
         if method:
             del bound[names[0]]
         for name, value in bound.items():
-            if name not in IGNORED_KWARGS and not is_default(value, defaults[name]):
-                arguments[name] = value
+            default = defaults[name]
+            if value is default or name in IGNORED_KWARGS or (
+                    default is not _REQUIRED and is_default(value, default)):
+                continue
+            arguments[name] = value
         kind, who = plan.who
         if method and kind == "of":
             who += f"@{serial(args[0])}"
