@@ -264,3 +264,25 @@ def test_latency_quantiles_are_within_one_bucket(samples: list[float], q: float)
     estimate = histogram.quantile(q)
     assert estimate is not None and exact * (1 - 1e-9) <= estimate <= exact * 1.04 + 1e-12
     assert len(histogram.counts) == size
+
+
+async def test_a_dropped_pipeline_on_the_global_api_is_collected() -> None:
+    """``Metrics()`` on the global OpenTelemetry API (no SDK: the API's proxy meter, whose
+    callbacks live as long as the process) does not keep its pipeline alive: the instruments
+    hold their layers weakly, so dropping the guarded function frees the layer, its neighbours
+    and the function."""
+    import gc
+    import weakref
+
+    async def send_message(prompt: str) -> str:
+        await asyncio.sleep(0)
+        return prompt
+
+    metrics, breaker = Metrics(name="dropped"), lg.CircuitBreaker()
+    guarded = lg.Pipeline(metrics, lg.Cache(ttl=60), breaker, ConcurrencyLimit(2)).wrap(
+        send_message)
+    assert await guarded("hi") == "hi" and metrics.statistics().calls == 1
+    refs = [weakref.ref(metrics), weakref.ref(guarded), weakref.ref(send_message)]
+    del metrics, breaker, guarded, send_message
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
