@@ -10,7 +10,7 @@ takes a slot a waiter was promised), which makes FIFO within a class a guarantee
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
@@ -24,7 +24,16 @@ __all__ = ["ConcurrencyLimiter", "ConcurrencyStats", "Limiter"]
 
 #: How a bound that accepts None says so.
 _NO_BOUND = "; pass None for no bound"
-_ABSENT = object()
+
+
+class _Queue(deque):  # type: ignore[type-arg]
+    """One FIFO of waiters' futures, and how many of them are live (not granted, not gone)."""
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
 
 
 @public
@@ -52,9 +61,10 @@ class ConcurrencyLimiter:
                                hint=_NO_BOUND)
         self._in_flight = 0
         # priority -> partition -> FIFO of futures. Dicts keep insertion order, so rotating a
-        # served partition to the end gives round-robin. Each FIFO is an OrderedDict (a linked
-        # list with a hash index): a waiter that gives up anywhere in it leaves in O(1).
-        self._classes: dict[int, dict[Hashable, OrderedDict[asyncio.Future[None], None]]] = {}
+        # served partition to the end gives round-robin. A waiter that gives up anywhere in a
+        # FIFO leaves it in O(1): its future is done, skipped when reached, and the FIFO goes
+        # when its last live waiter does (8 bytes a waiter, where an indexed list took ~115).
+        self._classes: dict[int, dict[Hashable, _Queue]] = {}
         self._waiting = 0
         self._waiting_by_priority: dict[int, int] = {}
         self._admitted = self._rejected = self._timed_out = 0
@@ -124,8 +134,9 @@ class ConcurrencyLimiter:
             partitions = self._classes[priority] = {}
         queue = partitions.get(partition)
         if queue is None:
-            queue = partitions[partition] = OrderedDict()
-        queue[future] = None
+            queue = partitions[partition] = _Queue()
+        queue.append(future)
+        queue.live += 1
         self._waiting += 1
         self._waiting_by_priority[priority] = self._waiting_by_priority.get(priority, 0) + 1
         try:
@@ -140,7 +151,7 @@ class ConcurrencyLimiter:
             else:
                 future.cancel()
                 self._unwait(priority)
-                self._forget(priority, partition, future)
+                self._forget(priority, partition, queue)
             if isinstance(exc, TimeoutError):
                 self._timed_out += 1
                 raise AdmissionTimeout(
@@ -166,17 +177,22 @@ class ConcurrencyLimiter:
         else:
             del self._waiting_by_priority[priority]
 
-    def _forget(self, priority: int, partition: Hashable, future: asyncio.Future[None]) -> None:
-        """Take a waiter that gave up out of its queue now, in O(1) wherever it stands, and drop
-        the queue once empty (else one per timed-out tenant would pile up forever)."""
+    def _forget(self, priority: int, partition: Hashable, queue: _Queue) -> None:
+        """A waiter of ``queue`` gave up (its future is done): O(1) wherever it stands. The
+        queue goes once no live waiter is left (else one per timed-out tenant would pile up
+        forever), and is compacted when it holds mostly dead futures."""
+        queue.live -= 1
         partitions = self._classes.get(priority)
-        queue = None if partitions is None else partitions.get(partition)
-        if queue is None or queue.pop(future, _ABSENT) is _ABSENT:
-            return
-        if not queue:
+        if partitions is None or partitions.get(partition) is not queue:
+            return  # already emptied by the grant loop
+        if queue.live <= 0:
             del partitions[partition]
             if not partitions:
                 del self._classes[priority]
+        elif len(queue) > 2 * queue.live + 16:  # amortised O(1): a rebuild per ~live leavers
+            alive = [future for future in queue if not future.done()]
+            queue.clear()
+            queue.extend(alive)
 
     def _grant(self) -> None:
         if self._granting:  # re-entered from inside the loop below (a GC finalizer released)
@@ -198,12 +214,15 @@ class ConcurrencyLimiter:
             partitions = classes[priority]
             partition = next(iter(partitions))
             queue = partitions.pop(partition)
-            future, _ = queue.popitem(last=False)
-            if queue:
+            future = queue.popleft()
+            granted = not future.done()  # else its task was cancelled: acquire() uncounts it
+            if granted:
+                queue.live -= 1
+            if queue and queue.live > 0:  # (a queue of dead futures only goes)
                 partitions[partition] = queue  # rotate to the end: round-robin
             if not partitions:
                 del classes[priority]
-            if future.done():  # its task was cancelled; acquire() uncounts it when it resumes
+            if not granted:
                 continue
             # Count first, then wake: set_result may allocate, run the GC and re-enter.
             self._unwait(priority)
