@@ -46,6 +46,7 @@ class Facts(NamedTuple):
 
 
 NO_FACTS = Facts()
+_CACHE_ONLY = {outcome: Facts(cache=outcome) for outcome in ("hit", "miss", "coalesced", "bypass")}
 
 
 def facts(call: Call) -> Facts:
@@ -53,6 +54,10 @@ def facts(call: Call) -> Facts:
     notes = call.notes
     if not notes:
         return NO_FACTS
+    if len(notes) == 1:  # the common case: the cache's outcome alone, one shared record each
+        only = _CACHE_ONLY.get(notes.get("cache"))
+        if only is not None:
+            return only
     get = notes.get
     return Facts(get("retries") or 0, get("fallback"), get("cache"), get("rejected_by"),
                  get("delayed_by"), get("wait"), get("cost"), get("provider"),
