@@ -1,12 +1,10 @@
 """The Cache layer: read-through caching with single-flight (stores live in ``store.py``).
 
-Single-flight: the first caller of a key starts one shared task (the *fill*); every caller of
-that key, the first included, waits on a future of its own that the fill resolves when it ends,
-so one waiter's cancellation never cancels the others' answer; the last waiter out cancels the
-fill; an error reaches every waiter and nothing is cached. (Running the first caller inline
-would let its cancellation cancel the provider call the others wait on: a coroutine cannot move
-to another task once started.) The fill resolves the waiters itself, with no ``asyncio.shield``
-in between: one task and one future per miss, each woken once.
+Single-flight: the first caller of a key starts one shared task (the *fill*); every caller,
+the first included, waits on a future of its own that the fill resolves as it ends (no shield:
+one task and one future per miss), so one waiter's cancellation never cancels the others'
+answer; the last waiter out cancels the fill; an error reaches every waiter, is not cached.
+(Inline, the first caller's cancellation would cancel the call the others wait on.)
 """
 
 from __future__ import annotations
@@ -172,9 +170,11 @@ class Cache:
             self._abandon(key)
             self._land(key, flight)
             cancelled = not isinstance(exc, Exception)
-            for waiter in flight.waiters:
+            waiters, flight.waiters = flight.waiters, []  # the error's traceback holds
+            for waiter in waiters:                        # this frame: no cycle through it
                 if not waiter.done():
                     waiter.cancel() if cancelled else waiter.set_exception(exc)
+            del waiters
             if cancelled:
                 raise
             return  # every waiter has the error: the task itself ends quietly
