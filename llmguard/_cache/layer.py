@@ -19,7 +19,7 @@ from .._core.call import Call, Handler
 from .._core.check import number, text
 from .._core.public import public
 from .._core.stream import Stream
-from .flight import Flight
+from .flight import Flight, start
 from .key import custom_key
 from .keyer import Keyer
 from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
@@ -129,19 +129,21 @@ class Cache:
                 return value if self._copies else fresh(value)
         else:
             self._bypassed += 1
+        loop = asyncio.get_running_loop()
         flight = self._flights.get(key)
         if flight is None:
             if mode is None:  # a refresh is counted as bypassed, above
                 self._misses += 1
             call.note("cache", "miss" if mode is None else "bypass")
-            flight = self._flights[key] = Flight()
-            flight.task = asyncio.ensure_future(self._fill(key, call, call_next, flight))
+            waiter = loop.create_future()  # before the fill starts: it may end at once
+            flight = self._flights[key] = Flight(waiter)
+            flight.task = start(loop, self._fill(key, call, call_next, flight))
         else:
             self._coalesced += 1
             call.note("cache", "coalesced")
-        waiter = asyncio.get_running_loop().create_future()
-        flight.waiters.append(waiter)
-        flight.live += 1
+            waiter = loop.create_future()
+            flight.waiters.append(waiter)
+            flight.live += 1
         try:
             result = await waiter
         except asyncio.CancelledError:
@@ -157,8 +159,7 @@ class Cache:
             raise
         return await result.open() if isinstance(result, Tee) else result
 
-    def _land(self, key: str, flight: Flight) -> None:
-        """The flight is over: a later call starts a fresh one."""
+    def _land(self, key: str, flight: Flight) -> None:  # a later call starts a fresh flight
         flight.landed = True
         if self._flights.get(key) is flight:
             del self._flights[key]
@@ -169,13 +170,8 @@ class Cache:
         except BaseException as exc:
             self._abandon(key)
             self._land(key, flight)
-            cancelled = not isinstance(exc, Exception)
-            waiters, flight.waiters = flight.waiters, []  # the error's traceback holds
-            for waiter in waiters:                        # this frame: no cycle through it
-                if not waiter.done():
-                    waiter.cancel() if cancelled else waiter.set_exception(exc)
-            del waiters
-            if cancelled:
+            flight.fail(exc)
+            if not isinstance(exc, Exception):
                 raise
             return  # every waiter has the error: the task itself ends quietly
         if isinstance(result, Stream):  # stored once read to its end, if ever
