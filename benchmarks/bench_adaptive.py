@@ -1,18 +1,27 @@
 """Adaptive concurrency against static limits and the seed's batch-based scheme, in virtual time.
 
-A closed system of 256 clients calls a ``SimulatedProvider`` (capacity C calls at full speed,
-latency stretching beyond it, 503s beyond 2C in flight) for 300 simulated seconds. Each contender
-is a concurrency policy in front of the provider. Printed per scenario: successful calls/s as %
-of the provider's ideal (C / latency), p50/p99 provider latency, error rate, and for the capacity
-change scenario the seconds until throughput is back within 10% of the new optimum.
+First table (issue #21 item 15): at capacity C = 4, 16, 64 and 256, 4C closed-loop clients call
+a ``SimulatedProvider`` that serves C calls at full speed (1 s), stretches every call's latency by
+``in_flight / C`` beyond that (processor sharing) and answers 429 past 3C in flight; a client that
+gets an error waits 1 s. Each static limit of a sweep (C/2 .. 4C) and the default
+``AdaptiveConcurrency(max=1024)`` (starting at 4) run for 300 simulated seconds; the table shows
+the best static limit (most successful calls/s, then lowest p99) and the adaptive layer's goodput
+as % of it, its p99 provider latency as a ratio of the static's, and its error rate. Target:
+>= 95%, p99 <= 1.3x, errors < 1% at every capacity.
 
-Runs on looptime's fast-forward event loop, so 300 simulated seconds take a few real seconds.
+Then the older scenarios (256 clients, 503s past 2C): every algorithm and the seed scheme per
+capacity, a capacity change (with the seconds until throughput is back within 10% of the new
+optimum), and answers of varying length.
 
-    python benchmarks/bench_adaptive.py
+Runs on looptime's fast-forward event loop: deterministic (no repeats needed), a few real
+seconds per run.
+
+    python benchmarks/bench_adaptive.py [--capacities 4,16,64,256] [--duration 300] [--quick]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import statistics
@@ -20,11 +29,13 @@ import statistics
 import looptime
 
 import llmguard as lg
-from llmguard.testing import SimulatedProvider
+from llmguard.testing import Overloaded, SimulatedProvider, make_error
 
 DURATION = 300.0
 CLIENTS = 256
 LATENCY = 1.0
+#: Static limits swept for the target table, as multiples of the capacity.
+SWEEP = (0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
 
 
 def output_tokens(rng: random.Random, kwargs: dict) -> int:
@@ -51,36 +62,55 @@ class Run:
         self.latencies.append(result["latency"])
         self.done_at.append(loop.time())
 
+    def goodput(self, duration: float) -> float:
+        """Successful calls per second (calls still running at the end do not count)."""
+        return sum(1 for t in self.done_at if t <= duration) / duration
 
-def timed(provider: SimulatedProvider):
-    """The provider call, returning its own latency (admission wait excluded)."""
+    def p(self, q: int) -> float:
+        """The ``q``-th percentile of provider latency."""
+        if len(self.latencies) < 2:
+            return 0.0
+        return statistics.quantiles(self.latencies, n=100)[q - 1]
+
+    def error_share(self) -> float:
+        return 100 * self.errors / max(len(self.latencies) + self.errors, 1)
+
+
+def timed(provider: SimulatedProvider, throttle_at: int | None = None):
+    """The provider call, returning its own latency (admission wait excluded). With
+    ``throttle_at``, the provider's refusal past that many calls in flight is a 429."""
 
     async def send(**kwargs):
         loop = asyncio.get_running_loop()
         start = loop.time()
-        result = await provider.acompletion(**kwargs)
+        try:
+            result = await provider.acompletion(**kwargs)
+        except Overloaded:
+            if throttle_at is None:
+                raise
+            raise make_error(lg.FailureKind.RATE_LIMITED, retry_after=1.0) from None
         return {**result, "latency": loop.time() - start}
 
     return send
 
 
-async def closed_loop(run: Run, send) -> None:
+async def closed_loop(run: Run, send, clients: int, duration: float) -> None:
     loop = asyncio.get_running_loop()
-    end = loop.time() + DURATION
+    end = loop.time() + duration
 
     async def client(n: int) -> None:
         i = n
         while loop.time() < end:
             await run.call(send, i)
-            i += CLIENTS
+            i += clients
 
-    await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+    await asyncio.gather(*(client(n) for n in range(clients)))
 
 
-async def seed_batches(run: Run, send) -> None:
+async def seed_batches(run: Run, send, duration: float) -> None:
     """The seed's AdaptiveConcurrency: gather fixed batches, +1 if fast, -1 if slow."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + DURATION
+    end = loop.time() + duration
     concurrency, i = 2, 0
     while loop.time() < end:
         start = loop.time()
@@ -104,30 +134,33 @@ def contenders(capacity: int) -> dict[str, object]:
     return out
 
 
-def simulate(capacity: int, make_layer, change: bool, variable_tokens: bool) -> tuple:
+def simulate(capacity: int, make_layer, change: bool = False, variable_tokens: bool = False, *,
+             clients: int = CLIENTS, duration: float = DURATION,
+             throttle_at: int | None = None) -> Run:
     provider = SimulatedProvider(
         capacity=capacity,
         latency=0.5 if variable_tokens else LATENCY,
         seconds_per_output_token=0.0025 if variable_tokens else 0.0,
         output_tokens=output_tokens if variable_tokens else 64,
+        overload_at=throttle_at,
     )
     run = Run(provider)
 
     async def main() -> None:
         if change:
             async def shift() -> None:
-                await asyncio.sleep(100)
+                await asyncio.sleep(duration / 3)
                 provider.capacity = capacity // 4
-                await asyncio.sleep(100)
+                await asyncio.sleep(duration / 3)
                 provider.capacity = capacity
             asyncio.get_running_loop().create_task(shift())
-        send = timed(provider)
+        send = timed(provider, throttle_at)
         if make_layer is None:
-            await seed_batches(run, send)
+            await seed_batches(run, send, duration)
         else:
-            await closed_loop(run, lg.guard(make_layer())(send))
+            await closed_loop(run, lg.guard(make_layer())(send), clients, duration)
 
-    loop = looptime.new_event_loop(start=0, noop_cycles=1000)
+    loop = looptime.new_event_loop(start=0, noop_cycles=1)  # pure virtual time: no I/O to wait
     try:
         loop.run_until_complete(main())
     finally:
@@ -147,29 +180,73 @@ def recovery(run: Run, at: float, optimum: float, window: float = 5.0) -> float:
     return float("inf")
 
 
-def report(title: str, capacity: int, change: bool = False, variable: bool = False) -> None:
+def target_table(capacities: list[int], duration: float) -> bool:
+    """Issue #21 item 15: the default adaptive layer against the best static limit."""
+    print(f"\nTarget of #21 item 15: 4C clients, 429 past 3C in flight, {duration:g} simulated s; "
+          "adaptive = AdaptiveConcurrency(max=1024), starting at 4")
+    print("| capacity | best static limit | static ok/s | static p99 s | adaptive ok/s "
+          "| adaptive % of static | p99 ratio | adaptive errors % | verdict |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    met = True
+    for capacity in capacities:
+        shape = {"clients": 4 * capacity, "duration": duration, "throttle_at": 3 * capacity}
+        statics = []
+        for factor in SWEEP:
+            limit = max(1, round(capacity * factor))
+            run = simulate(capacity, lambda limit=limit: lg.ConcurrencyLimit(limit), **shape)
+            statics.append((-round(run.goodput(duration), 1), run.p(99), limit, run))
+        _, _, best_limit, best = min(statics, key=lambda s: s[:3])
+        run = simulate(capacity, lambda: lg.AdaptiveConcurrency(max=1024), **shape)
+        share = 100 * run.goodput(duration) / best.goodput(duration)
+        ratio = run.p(99) / best.p(99)
+        ok = share >= 95 and ratio <= 1.3 and run.error_share() < 1
+        met = met and ok
+        print(f"| {capacity} | {best_limit} | {best.goodput(duration):.1f} | {best.p(99):.2f} "
+              f"| {run.goodput(duration):.1f} | {share:.1f} | {ratio:.2f} "
+              f"| {run.error_share():.2f} | {'pass' if ok else 'MISS'} |")
+    return met
+
+
+def report(title: str, capacity: int, change: bool = False, variable: bool = False,
+           duration: float = DURATION) -> None:
     ideal = capacity / (0.5 + 0.0025 * 210 if variable else LATENCY)
     print(f"\n{title}")
-    header = f"{'contender':28} {'ok/s %ideal':>11} {'p50 s':>7} {'p99 s':>7} {'errors %':>9}"
-    print(header + ("  recover@16 s  recover@64 s" if change else ""))
+    header = "| contender | ok/s %ideal | p50 s | p99 s | errors % |"
+    print(header + (" recover@C/4 s | recover@C s |" if change else ""))
+    print("|---" * (7 if change else 5) + "|")
     for name, make in contenders(capacity).items():
-        run = simulate(capacity, make, change, variable)
-        total = len(run.latencies) + run.errors
-        q = statistics.quantiles(run.latencies, n=100) if len(run.latencies) > 1 else [0] * 99
-        ok = sum(1 for t in run.done_at if t <= DURATION)  # calls still queued at the end: out
-        line = (f"{name:28} {100 * ok / DURATION / ideal:11.1f} "
-                f"{q[49]:7.2f} {q[98]:7.2f} {100 * run.errors / max(total, 1):9.2f}")
+        run = simulate(capacity, make, change, variable, duration=duration)
+        line = (f"| {name} | {100 * run.goodput(duration) / ideal:.1f} | {run.p(50):.2f} "
+                f"| {run.p(99):.2f} | {run.error_share():.2f} |")
         if change:
-            low = recovery(run, 100, ideal / 4)
-            high = recovery(run, 200, ideal)
-            line += f"  {low:12.0f}  {high:12.0f}"
+            low = recovery(run, duration / 3, ideal / 4)
+            high = recovery(run, 2 * duration / 3, ideal)
+            line += f" {low:.0f} | {high:.0f} |"
         print(line)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--capacities", default="4,16,64,256",
+                        help="comma-separated capacities for the target table")
+    parser.add_argument("--duration", type=float, default=DURATION, help="simulated seconds")
+    parser.add_argument("--quick", action="store_true",
+                        help="only the target table (skip the per-algorithm scenarios)")
+    args = parser.parse_args()
+    capacities = [int(c) for c in args.capacities.split(",")]
+    target_table(capacities, args.duration)
+    if args.quick:
+        return
+    for capacity in [c for c in capacities if c <= 64]:
+        report(f"capacity {capacity}, latency {LATENCY:g} s, {CLIENTS} clients, 503s past 2C",
+               capacity, duration=args.duration)
+    change = max(c for c in capacities if c <= 64) if min(capacities) <= 64 else 64
+    report(f"capacity {change} -> {change // 4} at 1/3 of the run -> {change} at 2/3 "
+           "(ok/s over the whole run)", change, change=True, duration=args.duration)
+    variable = 16 if 16 in capacities else min(capacities)
+    report(f"capacity {variable}, output 20-400 tokens at 2.5 ms/token (latency 0.55-1.5 s)",
+           variable, variable=True, duration=args.duration)
+
+
 if __name__ == "__main__":
-    for capacity in (4, 16, 64):
-        report(f"capacity {capacity}, latency {LATENCY:g} s", capacity)
-    report("capacity 64 -> 16 at t=100 s -> 64 at t=200 s (ok/s over the whole run)", 64,
-           change=True)
-    report("capacity 16, output 20-400 tokens at 2.5 ms/token (latency varies 0.55-1.5 s)", 16,
-           variable=True)
+    main()

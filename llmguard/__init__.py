@@ -21,6 +21,7 @@ from ._core.errors import (
     StreamTotalTimeout,
     TimeoutExceeded,
 )
+from ._core.events import CallRecord, Event, EventKind, Subscription, recording, subscribe
 from ._core.stream import Stream
 from ._core.tokens import Usage, estimate_tokens, extract_usage
 from ._pipeline.guarded import Guarded
@@ -46,7 +47,8 @@ if _TYPE_CHECKING:
     from ._resilience.circuit import CircuitBreaker, CircuitStats
     from ._resilience.circuit_state import CircuitStore
     from ._resilience.fallback import Fallback, FallbackStats
-    from ._resilience.retry import Retry, RetryBudget, RetryStats
+    from ._resilience.budget import RetryBudget
+    from ._resilience.retry import Retry, RetryStats
     from ._resilience.timeout import Timeout, TimeoutStats
     from ._runners.batch import Outcome, batch, batch_iter
     from ._runners.jobs import Job, JobManager, JobStatus
@@ -107,6 +109,7 @@ __all__ = [
     "CacheStatistics",
     "CacheStore",
     "Call",
+    "CallRecord",
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitStats",
@@ -114,6 +117,8 @@ __all__ = [
     "ConcurrencyLimit",
     "ConcurrencyLimiter",
     "ConcurrencyStats",
+    "Event",
+    "EventKind",
     "Failure",
     "FailureKind",
     "Fallback",
@@ -153,6 +158,7 @@ __all__ = [
     "Stream",
     "StreamIdleTimeout",
     "StreamTotalTimeout",
+    "Subscription",
     "Timeout",
     "TimeoutExceeded",
     "TimeoutStats",
@@ -165,6 +171,8 @@ __all__ = [
     "estimate_tokens",
     "extract_usage",
     "guard",
+    "recording",
     "serve_metrics",
+    "subscribe",
     "wrap_client",
 ]

@@ -3,7 +3,8 @@
 The limit algorithms are plain objects with one method, ``on_sample(rtt, inflight, dropped) ->
 new_limit`` (Netflix concurrency-limits' ``Limit.onSample``): pure functions of their inputs and
 their own state, tested directly. The layer holds a :class:`~llmguard._admission.concurrency.
-ConcurrencyLimiter` (fair, resizable, cancellation-safe) and resizes it from the samples.
+ConcurrencyLimiter` (fair, resizable, cancellation-safe) and resizes it from the samples, which
+it gathers per round trip in a :class:`~llmguard._admission.samples.Window` (``samples.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import statistics
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +24,7 @@ from .._core.errors import AdmissionError
 from .._core.stream import Stream
 from .._core.tokens import extract_usage
 from .algorithms import AIMD, Gradient, Gradient2, LimitAlgorithm, Vegas
+from .samples import TokenModel, Window
 from .._core.public import public
 
 __all__ = ["AdaptiveConcurrency", "AdaptiveStats"]
@@ -32,85 +33,6 @@ log = logging.getLogger("llmguard.adaptive")
 
 #: Failures that mean "too much concurrency": the provider pushed back or could not keep up.
 DROP_KINDS = frozenset({FailureKind.RATE_LIMITED, FailureKind.OVERLOADED, FailureKind.TIMEOUT})
-
-
-class _TokenModel:
-    """Removes the output length from latency, so long answers do not look like congestion.
-
-    Latency grows with output tokens as ``k * (a + b * tokens)``, where ``k >= 1`` is the
-    congestion the algorithms must see. A decaying least-squares fit of latency on tokens gives
-    ``a / b`` (the ratio does not depend on ``k``, which is uncorrelated with answer length), and
-    ``rtt * (a/b + mean_tokens) / (a/b + tokens)`` is the latency the call would have had at the
-    mean length: ``k`` times a constant. Dividing by tokens alone (``a = 0``) would make short
-    answers look slow whenever the provider has a fixed base latency.
-    """
-
-    __slots__ = ("n", "t", "r", "tt", "tr")
-
-    DECAY = 0.999  # ~1000 samples of memory: follows a provider that changes, ignores noise
-
-    def __init__(self) -> None:
-        self.n = self.t = self.r = self.tt = self.tr = 0.0
-
-    def normalise(self, rtt: float, tokens: int) -> float | None:
-        """The length-normalised rtt, or None while the fit has too few samples to trust."""
-        d = self.DECAY
-        self.n = self.n * d + 1
-        self.t = self.t * d + tokens
-        self.r = self.r * d + rtt
-        self.tt = self.tt * d + tokens * tokens
-        self.tr = self.tr * d + tokens * rtt
-        mean_t = self.t / self.n
-        var_t = self.tt / self.n - mean_t * mean_t
-        if self.n < 20:
-            return None  # a raw rtt now would set a floor that normalised ones never reach
-        if var_t <= 1e-9 * mean_t * mean_t:
-            return rtt  # lengths do not vary: nothing to remove
-        slope = (self.tr / self.n - mean_t * self.r / self.n) / var_t
-        if slope <= 0:
-            return rtt  # latency does not grow with length here
-        base = max(0.0, (self.r / self.n - slope * mean_t) / slope)  # a / b, in tokens
-        return rtt * (base + mean_t) / (base + tokens)
-
-
-class _Window:
-    """Samples of one round trip: median RTT of successes, peak in-flight, share of drops."""
-
-    __slots__ = ("count", "rtts", "inflight", "drops", "overloads")
-
-    #: A window counts as dropped only when more than this share of its samples are drops. A
-    #: steady trickle of errors (a few percent of 429s from a shared quota) says nothing about
-    #: concurrency, yet "any drop in the window" fires in nearly every window once the limit
-    #: (the window size) exceeds 1 / error rate, pinning the limit there whatever the capacity.
-    DROP_SHARE = 0.1
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self.count = self.inflight = self.drops = self.overloads = 0
-        self.rtts: list[float] = []
-
-    def add(self, rtt: float, inflight: int, dropped: bool, overload: bool = False) -> None:
-        self.count += 1
-        self.inflight = max(self.inflight, inflight)
-        if dropped:
-            self.drops += 1
-            self.overloads += overload
-        else:
-            self.rtts.append(rtt)
-
-    def flush(self) -> tuple[float, int, bool, bool]:
-        """The window as one sample (median RTT, peak in-flight, dropped, only by 429s), and
-        start a new one.
-
-        The median, as Envoy's filter aggregates a window (p50): one 8 s latency spike in a
-        window of 30 one-second calls would move the mean by 25% and shrink the limit.
-        """
-        sample = (statistics.median(self.rtts) if self.rtts else 0.0, self.inflight,
-                  self.drops > self.DROP_SHARE * self.count, not self.overloads)
-        self._reset()
-        return sample
 
 
 ALGORITHMS: dict[str, type[LimitAlgorithm]] = {
@@ -144,10 +66,11 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     ``algorithm`` is ``"gradient"`` (default), ``"gradient2"``, ``"aimd"``, ``"vegas"`` or a
     :class:`LimitAlgorithm` instance. Drops are RATE_LIMITED, OVERLOADED and TIMEOUT failures; a
     cancelled call or one refused by an inner admission layer is no sample at all. The algorithm
-    sees one sample per round trip (``limit`` calls): their median latency, and "dropped" when
-    more than 10% of them were drops; it backs off on 429s at most once per rtt. When results
-    report output tokens, latency is normalised for answer length (a running fit of latency on
-    tokens), so long answers do not look like congestion. Place it innermost so it measures the provider, not local queueing.
+    sees one sample per round trip (``limit`` calls): their latency (mean of the fastest 90%),
+    in-flight count (median), and "dropped" when more than 10% of them were drops; it backs off
+    on 429s at most once per rtt. When results report output tokens, latency is normalised for
+    answer length (a running fit of latency on tokens), so long answers do not look like
+    congestion. Place it innermost so it measures the provider, not local queueing.
     ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
     """
 
@@ -188,10 +111,10 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         #: The limit algorithm (its state is the fractional limit).
         self.algorithm = algorithm
         self._samples = self._drops = 0
-        self._window = _Window()
-        self._tokens = _TokenModel()
+        self._window = Window()
+        self._tokens = TokenModel()
         self._backoff_at = -math.inf  # loop time of the last backoff on drops
-        self._round_trip = 0.0  # the last window's median rtt
+        self._round_trip = 0.0  # the last window's rtt
 
     def _sample(self, now: float, rtt: float, inflight: int, dropped: bool,
                 overload: bool = False) -> None:

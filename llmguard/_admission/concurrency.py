@@ -10,6 +10,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from .._core.call import Call, Handler
+from .._core.errors import AdmissionError
 from .._core.stream import Stream
 from .._core.check import admission as check_admission
 from .limiter import ConcurrencyLimiter, Limiter
@@ -77,7 +78,7 @@ class ConcurrencyLimit:
         check_admission(priority, partition, source)
         return priority, partition
 
-    #: How this layer names itself in ``call.notes["delayed_by"]``.
+    #: How this layer names itself in ``call.record`` (``delayed_by``, ``rejected_by``).
     _wait_label = "concurrency_limit"
 
     def _taken(self, call: Call) -> bool:
@@ -95,7 +96,10 @@ class ConcurrencyLimit:
         loop = asyncio.get_running_loop()
         started = loop.time()
         limiter = self.limiter
-        await limiter.acquire(priority=priority, partition=partition)
+        try:
+            await limiter.acquire(priority=priority, partition=partition)
+        except AdmissionError as exc:  # queue full, or max_wait passed
+            raise call.rejected(self._wait_label, exc)
         waited = loop.time() - started
         if waited > 0:
             try:  # an outer rate limit counts the call again now; it may wait or refuse
@@ -111,7 +115,10 @@ class ConcurrencyLimit:
             priority, partition = self._admission(call)
             loop = asyncio.get_running_loop()
             started = loop.time()
-            await limiter.acquire(priority=priority, partition=partition)
+            try:
+                await limiter.acquire(priority=priority, partition=partition)
+            except AdmissionError as exc:  # queue full, or max_wait passed
+                raise call.rejected(self._wait_label, exc)
             waited = loop.time() - started
             if waited > 0:
                 try:  # an outer rate limit counts the call again now; it may wait or refuse

@@ -23,6 +23,7 @@ from .._core.check import callable_or_none, number
 from .._core.classify import FailureKind, classify
 from .._core.call import Call, Handler
 from .._core.errors import AdmissionError, AdmissionTimeout, RequestTooLarge
+from .._core.events import EventKind
 from .._core.stream import Stream
 from .._core.tokens import estimate_tokens, extract_usage
 from .backend import MemoryBackend, RateLimitBackend
@@ -188,11 +189,11 @@ class RateLimit:
             tokens = self._tokens(*call.args, **call.kwargs)
             if tokens > self._max_tokens:
                 self._rejected += 1
-                raise RequestTooLarge(
+                raise call.rejected("rate_limit", RequestTooLarge(
                     f"the call needs an estimated {tokens} tokens but at most {self._max_tokens} "
                     f"are ever available ({self._describe()}); shorten the prompt or max_tokens, "
                     "or raise the token quota"
-                )
+                ))
         ticket = await self._admit(call, key, tokens)
         if self._max_tokens is not None:
             call.tokens = tokens
@@ -211,7 +212,7 @@ class RateLimit:
             ticket = None
             wait, ticket = await self.backend.reserve(key, self.quotas, tokens)
             if ticket is None:
-                ticket = await self._wait_in_line(key, tokens, wait)
+                ticket = await self._wait_in_line(key, tokens, wait, call)
             if outer is not None:
                 await outer()
 
@@ -231,6 +232,7 @@ class RateLimit:
                     self._rate_limited += 1
                     pause = DEFAULT_PAUSE if failure.retry_after is None else failure.retry_after
                     self.backend.pause(key, self.quotas, pause)
+                    call.emit(EventKind.RATE_LIMIT_PAUSED, "rate_limit", delay=pause, error=exc)
             raise
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
             result.defer(lambda _error: self._finish(
@@ -249,7 +251,7 @@ class RateLimit:
                 return ticket
         clock = asyncio.get_running_loop().time
         started = clock()
-        ticket = await self._wait_in_line(key, tokens, wait)
+        ticket = await self._wait_in_line(key, tokens, wait, call)
         try:
             await call.waited(clock() - started, "rate_limit")
         except BaseException:
@@ -267,8 +269,8 @@ class RateLimit:
             usage = extract_usage(result)
             if usage is None:
                 return tokens
-            if call.usage is None:
-                call.usage = usage
+            if call.record.usage is None:
+                call.record.usage = usage
             actual = usage.total_tokens
         return tokens if actual is None else int(actual)
 
@@ -289,7 +291,8 @@ class RateLimit:
         if line:  # room may have opened: let the head of the line look again
             _wake(_head(line)[0])
 
-    async def _wait_in_line(self, key: Hashable, tokens: int, wait: float | None) -> Any:
+    async def _wait_in_line(self, key: Hashable, tokens: int, wait: float | None,
+                            call: Call) -> Any:
         loop = asyncio.get_running_loop()
         line = self._lines.get(key)
         if line is None:
@@ -321,11 +324,11 @@ class RateLimit:
                 raise
             self._rejected += 1
             self._timed_out += 1
-            raise AdmissionTimeout(
+            raise call.rejected("rate_limit", AdmissionTimeout(
                 f"waited {self.max_wait:g} s for rate-limit room ({self._describe()}; estimate "
                 f"{tokens} tokens, {len(line) - 1} calls waiting with it); raise max_wait or "
                 "the quota, or send fewer or smaller calls"
-            ) from None
+            )) from None
         finally:
             self._waiting -= 1
             was_head = _head(line) is waiter

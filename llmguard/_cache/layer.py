@@ -4,8 +4,7 @@ Single-flight: the first caller of a key starts one shared task (the *fill*); ev
 the first included, waits on a future of its own that the fill resolves as it ends (no shield:
 one task and one future per miss), so one waiter's cancellation never cancels the others'
 answer; the last waiter out cancels the fill; an error reaches every waiter, is not cached.
-(Inline, the first caller's cancellation would cancel the call the others wait on.)
-"""
+(Inline, the first caller's cancellation would cancel the call the others wait on.)"""
 
 from __future__ import annotations
 
@@ -15,8 +14,10 @@ from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from .._core import events
 from .._core.call import Call, Handler
 from .._core.check import number, text
+from .._core.events import EventKind
 from .._core.public import public
 from .._core.stream import Stream
 from .flight import Flight, start
@@ -48,7 +49,7 @@ class Cache:
     str/int/float). ``store`` replaces the in-memory
     store (``maxsize`` entries, LRU) with any :class:`CacheStore`. ``cache_if(result)`` decides
     per result (default :func:`cache_if_complete`). Errors and cancellations are never cached.
-    Each call is noted ``call.notes["cache"]`` = "hit" | "miss" | "coalesced" | "bypass".
+    Each call's outcome is ``call.record.cache``: "hit" | "miss" | "coalesced" | "bypass".
     """
 
     #: What a :class:`CacheStore`'s ``get`` returns for an absent or expired key.
@@ -115,7 +116,7 @@ class Cache:
         mode = MODE.get()
         if mode == "bypass":
             self._bypassed += 1
-            call.note("cache", "bypass")
+            call.record.cache = "bypass"
             return await call_next(call)
         key = self._keyer(call.fn, call.args, call.kwargs) if self._key is None else custom_key(
             self._key, call.args, call.kwargs)
@@ -123,7 +124,9 @@ class Cache:
             value = self._lookup(key) if self._lookup else await self._get(key)
             if value is not MISSING:
                 self._hits += 1
-                call.note("cache", "hit")
+                call.record.cache = "hit"
+                if events.subscribers:
+                    call.emit(EventKind.CACHE_HIT, "cache", detail="hit")
                 if is_recording(value):
                     return await replay(value)
                 return value if self._copies else fresh(value)
@@ -134,13 +137,14 @@ class Cache:
         if flight is None:
             if mode is None:  # a refresh is counted as bypassed, above
                 self._misses += 1
-            call.note("cache", "miss" if mode is None else "bypass")
+            call.record.cache = "miss" if mode is None else "bypass"
             waiter = loop.create_future()  # before the fill starts: it may end at once
             flight = self._flights[key] = Flight(waiter)
             flight.task = start(loop, self._fill(key, call, call_next, flight))
         else:
             self._coalesced += 1
-            call.note("cache", "coalesced")
+            call.record.cache = "coalesced"
+            call.emit(EventKind.CACHE_HIT, "cache", detail="coalesced")
             waiter = loop.create_future()
             flight.waiters.append(waiter)
             flight.live += 1

@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any
 
 from .._core.redact import redact, redact_url
+from ..integrations._litellm_layer import NO_RETRIES
 from ..testing import FakeLLM, ProviderError, RateLimited
 
-__all__ = ["FAKE_MODELS", "HTTPError", "Provider", "ProviderTimeout", "Stopped", "Trace",
-           "TransportError", "trace"]
+__all__ = ["FAKE_MODELS", "HTTPError", "Provider", "ProviderTimeout", "Stopped",
+           "TransportError"]
 
 #: Simulated latency of the ``fake`` model: a base plus a little per output token.
 _FAKE = FakeLLM(latency=0.01, seconds_per_token=0.0005)
@@ -56,26 +56,6 @@ async def _echo(request: dict[str, Any]) -> Any:
 
 
 FAKE_MODELS = {"fake": _echo, "fake-fail": _fail, "fake-429": _rate_limited, "fake-hang": _hang}
-
-
-class Trace:
-    """What the provider saw of one input line, across retries and fallbacks."""
-
-    __slots__ = ("attempts", "latency", "models")
-
-    def __init__(self) -> None:
-        #: Calls that reached the provider (0 for a cache hit).
-        self.attempts = 0
-        #: Seconds the last attempt took at the provider (None before the first).
-        self.latency: float | None = None
-        #: Models tried, in order, consecutive repeats collapsed (a retry is not a new model).
-        self.models: list[str] = []
-
-
-#: The trace of the line the current task is working on. A context variable rather than a call
-#: argument, so it survives layers that re-run the inner pipeline with new keyword arguments
-#: (Fallback by model) and never becomes part of a cache key.
-trace: ContextVar[Trace] = ContextVar("llmguard_run_trace")
 
 
 class HTTPError(Exception):
@@ -152,17 +132,10 @@ class Provider:
             raise Stopped("llmguard run is stopping: not sent")
         model = request.get("model")
         send = self._backend(model)
-        current = trace.get(None)
-        if current is not None:
-            current.attempts += 1
-            if not current.models or current.models[-1] != model:
-                current.models.append(model)
-        loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         self.sending.add(task)
         self.sent += 1
-        start = loop.time()
         try:
             async with asyncio.timeout(self.timeout) as limit:
                 return await send(request)
@@ -173,8 +146,6 @@ class Provider:
             raise
         finally:
             self.sending.discard(task)
-            if current is not None:
-                current.latency = loop.time() - start
 
     def _backend(self, model: Any) -> Callable[[dict[str, Any]], Awaitable[Any]]:
         fake = FAKE_MODELS.get(model)
@@ -191,7 +162,7 @@ class Provider:
     async def _via_litellm(self, request: dict[str, Any]) -> Any:
         # The pipeline's Retry layer retries; litellm and the OpenAI client it drives must not
         # also retry, or attempts multiply (3 x 3) and every backoff hides from our accounting.
-        extra: dict[str, Any] = {"num_retries": 0, "max_retries": 0}
+        extra: dict[str, Any] = dict(NO_RETRIES)
         if self.api_key:
             extra["api_key"] = self.api_key
         return await self._litellm.acompletion(**{**extra, **request})

@@ -6,6 +6,7 @@ import asyncio
 import sys
 from dataclasses import dataclass
 
+from .._core.call import invoke_timed
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
 from .._runners.stopper import Stopper
@@ -104,7 +105,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
                         in_flight=lambda: len(provider.sending),
                         queued=lambda: len(pending) - len(provider.sending))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume)
-    worker = make_worker(build_pipeline(s, limits).build(), provider, model=s.model,
+    worker = make_worker(build_pipeline(s, limits).build(invoke_timed), provider, model=s.model,
                          cache=s.cache_ttl is not None)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()

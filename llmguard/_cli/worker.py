@@ -11,7 +11,7 @@ from .._core.classify import classify
 from .._core.redact import redact
 from .._core.tokens import extract_usage
 from .io import Job
-from .provider import Provider, Trace, cost_of, to_json, trace
+from .provider import Provider, cost_of, to_json
 
 __all__ = ["make_worker", "record_for"]
 
@@ -52,8 +52,6 @@ def make_worker(handler: Handler, provider: Provider, *, model: str | None,
         else:
             request.setdefault("model", "fake")
         requested = request["model"]
-        current = Trace()
-        token = trace.set(current)
         loop = asyncio.get_running_loop()
         start = loop.time()
         call = Call(provider, (), request, "llmguard-run")
@@ -63,20 +61,19 @@ def make_worker(handler: Handler, provider: Provider, *, model: str | None,
             response = await handler(call)
         except Exception as exc:  # recorded, never raised: one line's failure never stops a run
             error = _describe(exc)
-        finally:
-            trace.reset(token)
         elapsed = loop.time() - start
-        answered = current.models[-1] if current.models else requested
+        done = call.record
+        answered = done.models[-1] if done.models else requested
         usage = extract_usage(response) if error is None else None
         return _record(
             job, ok=error is None, model=answered, error=error, elapsed=round(elapsed, 6),
-            latency=None if current.latency is None else round(current.latency, 6),
+            latency=None if done.latency is None else round(done.latency, 6),
             response=to_json(response), cost=cost_of(response),
             usage=None if usage is None else {"input_tokens": usage.input_tokens,
                                               "output_tokens": usage.output_tokens},
-            attempts=current.attempts, retries=current.attempts - len(current.models),
-            fallback=any(m != requested for m in current.models),
-            cached=cache and error is None and current.attempts == 0,
+            attempts=done.sent, retries=done.retries,
+            fallback=done.fallback is not None,
+            cached=cache and error is None and done.sent == 0,
         )
 
     return run_one

@@ -9,20 +9,15 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from contextvars import ContextVar
-from types import CoroutineType
 from typing import Any, Protocol, runtime_checkable
 
-from .stream import Stream
+from . import events
+from .events import CallRecord, Event, EventKind
 from .public import public
+from .stream import Stream, is_stream_result
 
-__all__ = ["Call", "Handler", "Layer", "compose", "invoke", "is_async_callable", "label"]
-
-#: A runner that wants to read the Call of the guarded function it awaits (the batch runner reads
-#: ``call.attempt`` for ``Outcome.attempts``) sets this to :data:`WANT_CALL`; the guarded wrapper
-#: then stores its Call here. Outside such a runner it stays None: one ``get`` per call, no set.
-call_sink: ContextVar[Any] = ContextVar("llmguard_call_sink", default=None)
-WANT_CALL: Any = object()
+__all__ = ["Call", "Handler", "Layer", "compose", "invoke", "invoke_timed", "is_async_callable",
+           "label"]
 
 #: The next step of a pipeline: takes the call, returns (an awaitable of) the result.
 Handler = Callable[["Call"], Awaitable[Any]]
@@ -45,11 +40,12 @@ class Layer(Protocol):
 class Call:
     """Per-call context that flows through every layer.
 
-    Layers never rebuild it: they read what they need and annotate what they learn. Every
-    attribute has a default so a layer can read any of them without ``getattr`` guards. Each
-    field has one owner that writes and restores it (README, "Who owns what in a call"): the
-    wrapped function's identity is fixed, per-attempt facts belong to the layer that starts the
-    attempt (:meth:`save`/:meth:`restore`), ``on_send`` to Timeout, ``on_wait`` to RateLimit.
+    Layers never rebuild it: they read what they need and write what they learn to
+    :attr:`record`, the typed account of the call. Every attribute has a default so a layer can
+    read any of them without ``getattr`` guards. Each field has one owner that writes and
+    restores it (README, "Who owns what in a call"): the wrapped function's identity is fixed,
+    per-attempt facts belong to the layer that starts the attempt (:meth:`save`/
+    :meth:`restore`), ``on_send`` to Timeout, ``on_wait`` to RateLimit.
     """
 
     __slots__ = (
@@ -62,8 +58,7 @@ class Call:
         "priority",
         "partition",
         "tokens",
-        "usage",
-        "notes",
+        "record",
         "on_wait",
         "on_send",
         "sent",
@@ -96,10 +91,9 @@ class Call:
         self.partition: Hashable | None = None
         #: Token estimate reserved by a rate limiter for this attempt, if any.
         self.tokens: int | None = None
-        #: Actual usage learned from the result (see ``llmguard._core.tokens.Usage``).
-        self.usage: Any = None
-        #: Free-form annotations by layers (``{"cache": "hit", "retries": 2, ...}``), or None.
-        self.notes: dict[str, Any] | None = None
+        #: What happened to the call (retries, waits, cache outcome, usage, cost, ...): each
+        #: field written by its one owner, read by metrics, runners and ``llmguard.recording``.
+        self.record = CallRecord()
         #: Awaited by :meth:`waited` when an inner limiter let the call go after a wait: an outer
         #: rate limit then counts the request again from now, when the provider will see it
         #: (waiting for room again if the window has none). Owner: RateLimit, restored on exit.
@@ -117,20 +111,13 @@ class Call:
         model = self.kwargs.get("model")
         return model if isinstance(model, str) else None
 
-    def note(self, key: str, value: Any) -> None:
-        """Record an annotation for outer layers (metrics, batch outcomes) to read."""
-        if self.notes is None:
-            self.notes = {}
-        self.notes[key] = value
-
     async def waited(self, seconds: float, by: str) -> None:
         """Record time spent waiting for admission (metrics' admission-wait histogram); a
         limiter awaits it as it lets the call go after waiting, then holds what it granted only
         if this returns (it may raise: an outer rate limit found no room and gave up)."""
-        if self.notes is None:
-            self.notes = {}
-        self.notes["wait"] = self.notes.get("wait", 0.0) + seconds
-        self.notes["delayed_by"] = by
+        record = self.record
+        record.wait += seconds
+        record.delayed_by = by
         if self.on_wait is not None:
             await self.on_wait()
 
@@ -138,8 +125,26 @@ class Call:
         """The attempt reaches the provider now. The innermost handler calls it; so does a
         layer that stands in for the provider (a test double such as ``testing.Faults``)."""
         self.sent = True
+        record = self.record
+        record.sent += 1
+        model = self.kwargs.get("model")
+        if isinstance(model, str) and (not record.models or record.models[-1] != model):
+            record.models = (*record.models, model)
         if self.on_send is not None:
             self.on_send()
+
+    def emit(self, kind: EventKind, layer: str, *, delay: float | None = None,
+             error: BaseException | None = None, detail: Any = None) -> None:
+        """Publish an :class:`~llmguard.Event` about this call to the subscribers, if any."""
+        if events.subscribers:
+            events.emit(Event(kind, layer, self.name, self.record, self.attempt, delay, error,
+                              detail))
+
+    def rejected(self, layer: str, error: BaseException) -> BaseException:
+        """Note that ``layer`` refused this call before sending it; returns ``error`` to raise."""
+        self.record.rejected_by = layer
+        self.emit(EventKind.ADMISSION_REJECTED, layer, error=error)
+        return error
 
     def save(self) -> tuple[Any, ...]:
         """The per-attempt facts, for the layer that starts attempts (Retry, Fallback) to give
@@ -154,7 +159,7 @@ class Call:
         return (
             f"<Call {self.name or getattr(self.fn, '__qualname__', self.fn)!s} "
             f"attempt={self.attempt} priority={self.priority} partition={self.partition!r} "
-            f"tokens={self.tokens} notes={self.notes}>"
+            f"tokens={self.tokens} {self.record!r}>"
         )
 
 
@@ -167,17 +172,25 @@ async def invoke(call: Call) -> Any:
     """
     call.mark_sent()
     result = call.fn(*call.args, **call.kwargs)
-    # Exact type checks first: hasattr() on a type that lacks the name costs ~0.3 us (it builds
-    # the AttributeError it then swallows), twice per call.
-    if type(result) is CoroutineType or not hasattr(type(result), "__anext__"):
+    if not is_stream_result(result):
         result = await result
-        if type(result) in _PLAIN or not hasattr(type(result), "__anext__"):
+        if not is_stream_result(result):
             return result
     return result if isinstance(result, Stream) else await Stream.start(result)
 
 
-#: Result types that are never streams.
-_PLAIN = frozenset({dict, str, list, tuple, bytes, int, float, bool, type(None)})
+async def invoke_timed(call: Call) -> Any:
+    """:func:`invoke`, also writing the attempt's time at the provider (to the answer, or to the
+    first chunk) to ``call.record.latency``: the terminal of runners that report it per line
+    (``llmguard run``, Ray). Two clock reads the default terminal does without."""
+    import asyncio  # here, not at the top: `import llmguard` does not load asyncio
+
+    clock = asyncio.get_running_loop().time
+    start = clock()
+    try:
+        return await invoke(call)
+    finally:
+        call.record.latency = clock() - start
 
 
 def compose(layers: Sequence[Layer], terminal: Handler = invoke) -> Handler:

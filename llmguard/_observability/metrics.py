@@ -22,7 +22,7 @@ from .._core.stream import Stream
 from .._core.tokens import extract_usage, field
 from .conventions import (CHUNK_BUCKETS, DURATION_BUCKETS, FIRST_CHUNK_BUCKETS, SCOPE,
                           TOKEN_BUCKETS, error_leaf, error_type)
-from .facts import NO_FACTS, Facts, facts
+from .._core.events import CallRecord
 from .histogram import LatencyHistogram, MetricsSnapshot, MetricsStats
 from .registry import instruments_for
 from .series import COUNTS, Series, attributes, snapshot_of, stats_of
@@ -135,7 +135,7 @@ class Metrics:
         duration, usage and outcome when the stream ends."""
         loop_time = asyncio.get_running_loop().time
         previous = loop_time()
-        known = facts(call)
+        known = call.record
         instruments = self._instruments
         if instruments.recording and known.billable:
             attrs = self._series_for(call, known, None, None, "success").attrs
@@ -164,7 +164,7 @@ class Metrics:
             self._in_flight -= 1
             finished = ref() if error is None else None  # read to its end: still alive
             if finished is not None:
-                call.usage = finished.usage
+                call.record.usage = finished.usage
                 self._finish(call, loop_time() - start, finished.usage_chunk, None)
             elif error is None:
                 self._finish(call, loop_time() - start, None, None)
@@ -177,7 +177,7 @@ class Metrics:
 
         stream.defer(end)
 
-    def _series_for(self, call: Call, known: Facts, response: Any, error: str | None,
+    def _series_for(self, call: Call, known: CallRecord, response: Any, error: str | None,
                     outcome: str) -> Series:
         model = call.model or self.model
         key = (model, response, error, known.provider, known.operation, known.server)
@@ -188,10 +188,10 @@ class Metrics:
         return series
 
     def _cancelled(self, call: Call) -> None:
-        self._series_for(call, facts(call), None, "cancelled", "cancelled").calls += 1
+        self._series_for(call, call.record, None, "cancelled", "cancelled").calls += 1
 
     def _finish(self, call: Call, seconds: float, result: Any, exc: Exception | None) -> None:
-        known = facts(call)
+        known = call.record
         if exc is None:
             response = field(result, "model") if result is not None else None
             series = self._series_for(call, known, response if isinstance(response, str)
@@ -206,15 +206,14 @@ class Metrics:
         self._latency.add(seconds)
         instruments = self._instruments
         recording = instruments.recording
-        if known is not NO_FACTS:
-            self._tally(known, series)
-            if not known.billable:  # answered by the cache: no provider operation, no tokens
-                return
+        self._tally(known, series)
+        if not known.billable:  # answered by the cache: no provider operation, no tokens
+            return
         if recording:
             instruments.duration.record(seconds, series.attrs)
-        usage = call.usage
+        usage = known.usage
         if usage is None and exc is None:
-            usage = call.usage = extract_usage(result)
+            usage = known.usage = extract_usage(result)
         if usage is not None:
             self._input += usage.input_tokens
             self._output += usage.output_tokens
@@ -223,7 +222,7 @@ class Metrics:
                 if series.output_attrs is not None:
                     instruments.tokens.record(usage.output_tokens, series.output_attrs)
 
-    def _tally(self, known: Facts, series: Series) -> None:
+    def _tally(self, known: CallRecord, series: Series) -> None:
         counts = self._counts
         counts["retries"] += known.retries
         if known.fallback is not None:
@@ -232,7 +231,7 @@ class Metrics:
             counts[known.cache] += 1
         if known.cost is not None:
             series.cost += known.cost
-        if known.wait is not None and self._instruments.recording:
+        if known.wait and self._instruments.recording:
             self._instruments.wait.record(known.wait, series.attrs)
 
     def snapshot(self) -> MetricsSnapshot:

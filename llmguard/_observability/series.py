@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .facts import Facts
+from .._core.events import CallRecord
 from .histogram import LatencyHistogram, MetricsSnapshot, MetricsStats
 
 __all__ = ["Retired", "Series", "attributes", "snapshot_of", "stats_of"]
@@ -30,7 +30,7 @@ class Series:
                              else {**attrs, "gen_ai.token.type": "output"})
 
 
-def attributes(layer: Any, known: Facts, model: str | None, response: str | None = None,
+def attributes(layer: Any, known: CallRecord, model: str | None, response: str | None = None,
                error: str | None = None) -> dict[str, Any]:
     """The GenAI attributes of a call of ``layer`` (a Metrics): what the call's facts say
     (provider, operation, server), else the layer's settings."""

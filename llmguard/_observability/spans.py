@@ -18,7 +18,6 @@ from .._core.call import Call, Handler
 from .._core.errors import AdmissionError
 from .._core.stream import Stream
 from .conventions import error_leaf, error_type
-from .facts import facts
 from .series import attributes
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ __all__ = ["attempt_spans", "detach_span", "end_span", "start_span"]
 
 
 def _attributes(metrics: MetricsView, call: Call) -> dict[str, Any]:
-    return attributes(metrics, facts(call), call.model or metrics.model)
+    return attributes(metrics, call.record, call.model or metrics.model)
 
 
 def start_span(metrics: MetricsView, call: Call) -> tuple[Any, Any]:
@@ -62,13 +61,13 @@ def end_span(started: tuple[Any, Any], call: Call, exc: BaseException | None) ->
     span, token = started
     if token is not None:
         detach_span(started)
-    known = facts(call)
+    known = call.record
     span.set_attribute("llmguard.retries", known.retries)
     for key in ("cache", "fallback", "rejected_by", "delayed_by"):
         value = getattr(known, key)
         if value is not None:
             span.set_attribute(f"llmguard.{key}", str(value))
-    usage = call.usage
+    usage = known.usage
     if usage is not None and known.billable:
         span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)

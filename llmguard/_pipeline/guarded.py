@@ -7,7 +7,9 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
-from .._core.call import WANT_CALL, Call, call_sink
+from .._core.call import Call
+from .._core.classify import classify
+from .._core.events import records
 from .._core.public import public
 from .._core.stream import Stream
 
@@ -35,11 +37,19 @@ class Guarded(Protocol[P, R_co]):
 def make_guarded(pipeline: Pipeline, fn: Any) -> Any:
     """The guarded function: same name, docstring and signature as ``fn``."""
     handler = pipeline.build()
-    name = pipeline.name
+    name, layers = pipeline.name, bool(pipeline.layers)
+
+    def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+        call = Call(fn, args, kwargs, name)
+        sink = records.get()
+        if sink is not None:  # inside llmguard.recording()
+            sink.append(call.record)
+        return call
+
     if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(getattr(fn, "__call__", None)):
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:  # an async generator, like fn
-            result = await handler(Call(fn, args, kwargs, name))
+            result = await handler(start(args, kwargs))
             if not isinstance(result, Stream):  # e.g. a Fallback default: one chunk
                 yield result
                 return
@@ -47,18 +57,20 @@ def make_guarded(pipeline: Pipeline, fn: Any) -> Any:
                 async for chunk in result:
                     yield chunk
 
-    elif not pipeline.layers:
-
-        async def guarded(*args: Any, **kwargs: Any) -> Any:
-            return await fn(*args, **kwargs)
-
     else:
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not layers and records.get() is None:  # nothing to do, nobody to tell
+                return await fn(*args, **kwargs)
             call = Call(fn, args, kwargs, name)
-            if call_sink.get() is WANT_CALL:  # a batch runner reads call.attempt afterwards
-                call_sink.set(call)
-            return await handler(call)
+            sink = records.get()
+            if sink is not None:  # inside llmguard.recording()
+                sink.append(call.record)
+            try:
+                return await handler(call)
+            except Exception as exc:
+                call.record.error = classify(exc).kind.value
+                raise
 
     functools.update_wrapper(guarded, fn)
     if not hasattr(fn, "__name__"):  # partials and callable objects

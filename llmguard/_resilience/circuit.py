@@ -10,16 +10,20 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.check import number, text
-from .._core import clock
-from .._core.classify import classify
+from .._core import clock, events
 from .._core.call import Call, Handler
+from .._core.check import number, text
+from .._core.classify import classify
 from .._core.errors import AdmissionError, CircuitOpenError
-from .._core.stream import Stream
+from .._core.events import EventKind
 from .._core.public import public
+from .._core.stream import Stream
 from .circuit_state import CircuitState, CircuitStore, State
 
 __all__ = ["CircuitBreaker", "CircuitState", "CircuitStats", "CircuitStore", "State"]
+
+_ENTERED = {State.OPEN: EventKind.CIRCUIT_OPENED, State.HALF_OPEN: EventKind.CIRCUIT_HALF_OPEN,
+            State.CLOSED: EventKind.CIRCUIT_CLOSED}
 
 
 @public
@@ -80,10 +84,16 @@ class CircuitBreaker:
     def force_open(self) -> None:
         """Open the circuit now (e.g. during a known outage)."""
         self._state.force_open(clock.now())
+        self._forced(EventKind.CIRCUIT_OPENED)
 
     def force_close(self) -> None:
         """Close the circuit now and forget its failures."""
         self._state.force_close()
+        self._forced(EventKind.CIRCUIT_CLOSED)
+
+    def _forced(self, kind: EventKind) -> None:
+        if events.subscribers:  # by hand: no call it happened to
+            events.emit(events.Event(kind, "circuit_breaker", detail=self._name))
 
     def statistics(self) -> CircuitStats:
         s = self._state
@@ -95,22 +105,25 @@ class CircuitBreaker:
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         loop = asyncio.get_running_loop()
         state = self._state
+        before = state.state if events.subscribers else None
         ticket = state.allow(loop.time())
+        if before is not None:
+            self._moved(call, before)
         if ticket is None:
             wait = state.retry_after(loop.time())
-            raise CircuitOpenError(
+            raise call.rejected("circuit_breaker", CircuitOpenError(
                 f"circuit {self._name or call.name or ''} is {state.state.value}: the provider "
                 f"failed {state.failure_ratio:.0%}+ of recent calls; failing fast, next probe in "
                 f"{wait:.1f} s (use a Fallback to route around it, or force_close())",
                 retry_after=wait,
-            )
+            ))
         try:
             result = await call_next(call)
         except Exception as exc:
             if isinstance(exc, AdmissionError):
                 state.cancel(ticket)
             else:
-                state.record(loop.time(), classify(exc).kind.unhealthy, ticket)
+                self._record(call, classify(exc).kind.unhealthy, ticket)
             raise
         except BaseException:
             state.cancel(ticket)
@@ -118,16 +131,29 @@ class CircuitBreaker:
         if isinstance(result, Stream):
             def end(error: BaseException | None) -> None:
                 if error is None:
-                    state.record(loop.time(), False, ticket)
+                    self._record(call, False, ticket)
                 elif isinstance(error, Exception):
-                    state.record(loop.time(), classify(error).kind.unhealthy, ticket)
+                    self._record(call, classify(error).kind.unhealthy, ticket)
                 else:  # closed early or cancelled: no verdict on the provider
                     state.cancel(ticket)
 
             result.defer(end)
         else:
-            state.record(loop.time(), False, ticket)
+            self._record(call, False, ticket)
         return result
+
+    def _record(self, call: Call, failed: bool, ticket: object) -> None:
+        state = self._state
+        before = state.state if events.subscribers else None
+        state.record(clock.now(), failed, ticket)
+        if before is not None:
+            self._moved(call, before)
+
+    def _moved(self, call: Call, before: State) -> None:
+        """Publish the state change the last allow or record made, if it made one."""
+        after = self._state.state
+        if after is not before:
+            call.emit(_ENTERED[after], "circuit_breaker", detail=self._name or call.name)
 
     def __repr__(self) -> str:
         s = self._state

@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._core.call import Call, Handler, invoke, is_async_callable
 from .._core.classify import FailureKind, classify
-from .._core.call import Call, Handler, invoke
 from .._core.errors import FallbackExhausted
-from .._core.call import is_async_callable
+from .._core.events import EventKind
 from .._core.public import public
 from .._core.redact import redact
 
@@ -112,6 +112,11 @@ class Fallback:
         call.kwargs = {**call.kwargs, **alternate}  # for the layers below us only
         return await call_next(call)
 
+    @staticmethod
+    def _taken(call: Call, label: str, error: Exception) -> None:
+        call.record.fallback = label
+        call.emit(EventKind.FALLBACK_TAKEN, "fallback", error=error, detail=label)
+
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         self._calls += 1
         saved = call.save()
@@ -142,14 +147,12 @@ class Fallback:
                 continue
             label = _label(alternate)
             self._used[label] += 1
-            call.note("fallback", label)
-            if isinstance(alternate, dict) and "model" in alternate:
-                call.note("model", alternate["model"])
+            self._taken(call, label, errors[0])
             return result
         if self.default is not _UNSET:
             call.restore(saved)
             self._defaulted += 1
-            call.note("fallback", "default")
+            self._taken(call, "default", errors[-1])
             if callable(self.default):
                 return self.default(*call.args, **call.kwargs)
             return self.default

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,53 +20,12 @@ from .._core.check import seed as check_seed
 from .._core.classify import FailureKind, classify
 from .._core.call import Call, Handler
 from .._core.errors import AdmissionError
+from .._core.events import EventKind
 from .._core.stream import Stream
 from .._core.public import public
+from .budget import RetryBudget
 
-__all__ = ["Retry", "RetryBudget", "RetryStats"]
-
-
-@public
-class RetryBudget:
-    """Retries allowed as a fraction of calls over a sliding window, shared by every call.
-
-    When a provider is down every call fails; without a budget each caller retries ``attempts``
-    times and the retries multiply the load on a provider that is already struggling. With
-    ``ratio=0.2`` at most one retry per five calls (plus ``min_retries`` per window, so a quiet
-    service can still retry) is spent in any ``window`` seconds.
-    """
-
-    __slots__ = ("ratio", "window", "min_retries", "_calls", "_retries")
-
-    def __init__(self, ratio: float = 0.2, *, window: float = 60.0, min_retries: int = 10) -> None:
-        number("ratio", ratio, low_open=False, high=10,
-               what="a number of retries per call in [0, 10]")
-        number("window", window, unit=" of seconds")
-        number("min_retries", min_retries, integer=True, low_open=False)
-        self.ratio, self.window, self.min_retries = float(ratio), float(window), min_retries
-        self._calls: deque[float] = deque()
-        self._retries: deque[float] = deque()
-
-    def _trim(self, now: float) -> None:
-        for times in (self._calls, self._retries):
-            while times and times[0] <= now - self.window:
-                times.popleft()
-
-    def record_call(self, now: float) -> None:
-        self._calls.append(now)
-        self._trim(now)
-
-    def try_spend(self, now: float) -> bool:
-        """Spend one retry if the budget allows it."""
-        self._trim(now)
-        if len(self._retries) >= max(self.min_retries, self.ratio * len(self._calls)):
-            return False
-        self._retries.append(now)
-        return True
-
-    def __repr__(self) -> str:
-        return (f"RetryBudget(ratio={self.ratio}, window={self.window}, "
-                f"calls={len(self._calls)}, retries={len(self._retries)})")
+__all__ = ["Retry", "RetryStats"]
 
 
 @public
@@ -227,7 +186,7 @@ class Retry:
                         if history:
                             exc.add_note(_history(history, attempt, exc))
                         raise
-                    kind = classify(exc).kind.value
+                    kind, error = classify(exc).kind.value, exc
                     line = f"attempt {attempt}: {type(exc).__name__}: {exc} (waited {delay:.2f} s)"
                 else:
                     if (self._retry_result is None or isinstance(result, Stream)
@@ -236,14 +195,16 @@ class Retry:
                     delay = self._delay(attempt, None, end, loop.time())
                     if delay is None:
                         return result
-                    kind = "result"
+                    kind, error = "result", None
                     line = f"attempt {attempt}: result rejected (waited {delay:.2f} s)"
                 if history is None:
                     history = []
                 history.append(line)
                 self._retries += 1
                 self._by_kind[kind] += 1
-                call.note("retries", attempt)
+                call.record.retries += 1
+                call.record.delays += (delay,)
+                call.emit(EventKind.RETRY_SCHEDULED, "retry", delay=delay, error=error)
                 await asyncio.sleep(delay)
                 attempt += 1
         finally:

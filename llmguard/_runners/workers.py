@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.call import WANT_CALL, call_sink
+from .._core.events import CallRecord, records
 from .._core.public import public
 from .._core.redact import redact
 from .reorder import Reorder
@@ -37,15 +37,23 @@ class Outcome:
     value: Any
     #: The exception (``CancelledError`` for items cancelled at shutdown), or None.
     error: BaseException | None
-    #: Attempts made (read from a guarded function's Retry layer; 1 when unknown).
+    #: Attempts made: one per guarded call the item made, plus their retries (1 when the
+    #: function is not guarded).
     attempts: int
     #: Seconds from start to end of the item (loop clock).
     latency: float
+    #: The :class:`~llmguard.CallRecord` of each guarded call the item made, in order (empty
+    #: when restored from a checkpoint or not guarded).
+    calls: tuple[CallRecord, ...] = ()
 
     @property
     def ok(self) -> bool:
         """True when the item produced a value."""
         return self.error is None
+
+
+def _attempts(calls: list[CallRecord]) -> int:
+    return sum(1 + record.retries for record in calls) or 1
 
 
 class PreviousFailure(Exception):
@@ -121,7 +129,8 @@ class Run:
                 if store is not None and (done := self._restore(index, key, item)) is not None:
                     self._deliver(done)
                     continue
-                call_sink.set(WANT_CALL)
+                calls: list[CallRecord] = []
+                records.set(calls)  # this worker task's context: the item's guarded calls
                 start = loop.time()
                 value = error = None
                 try:
@@ -130,12 +139,12 @@ class Run:
                     error = exc
                 except asyncio.CancelledError as exc:
                     if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                        self._finish(Outcome(index, key, item, None, exc, 1, loop.time() - start))
+                        self._finish(Outcome(index, key, item, None, exc, _attempts(calls),
+                                             loop.time() - start, tuple(calls)))
                         raise
                     error = exc  # fn's own cancellation (an inner timeout): a failure of this item
-                call = call_sink.get()
-                attempts = 1 if call is WANT_CALL or call is None else call.attempt
-                self._finish(Outcome(index, key, item, value, error, attempts, loop.time() - start))
+                self._finish(Outcome(index, key, item, value, error, _attempts(calls),
+                                     loop.time() - start, tuple(calls)))
         except Exception as exc:  # the input iterator or key() raised: stop the batch, report it
             self.failure = self.failure or exc
             self.stop()

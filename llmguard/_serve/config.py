@@ -22,28 +22,27 @@
     models = ["fast"]             # the models it may use (default: all)
 
 Errors raise :class:`ConfigError`, whose message names the key (``models.fast.rpm``) and, when
-the key can be found in the file, its line.
+the key can be found in the file, its line. The value checks and that reader live in
+``config_parse.py``.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
-import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config_parse import (
+    JOBS_KEYS,
+    MODEL_KEYS,
+    PRIORITIES,
+    SERVER_KEYS,
+    TENANT_KEYS,
+    ConfigError,
+    Reader,
+)
+
 __all__ = ["PRIORITIES", "ConfigError", "JobsConfig", "ModelConfig", "ServeConfig", "TenantConfig", "load"]
-
-#: X-Priority values and the ConcurrencyLimiter class each maps to (higher is served first).
-PRIORITIES = {"low": -1, "normal": 0, "high": 1}
-PROVIDERS = ("fake", "litellm", "openai")
-
-
-class ConfigError(ValueError):
-    """The config file is unusable; the message names the key and (where found) the line."""
-
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
@@ -125,132 +124,6 @@ def default_config() -> ServeConfig:
     }, jobs=JobsConfig(default_model="fake"))
 
 
-# key -> (check, default-taking dataclass field); check returns the converted value or raises
-# _Bad with what was expected.
-class _Bad(Exception):
-    pass
-
-
-def _int(low: int = 1, high: int | None = None) -> Any:
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high and v > high):
-            raise _Bad(f"an integer >= {low}" + (f" and <= {high}" if high else ""))
-        return v
-    return check
-
-
-def _num(low_open: bool = True) -> Any:
-    def check(v: Any) -> float:
-        bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-        if bad or v < 0 or (low_open and v == 0):
-            raise _Bad("a number " + ("> 0" if low_open else ">= 0") + " (seconds or USD)")
-        return float(v)
-    return check
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise _Bad("a non-empty string")
-    return v
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad("true or false")
-    return v
-
-
-def _strs(v: Any) -> tuple[str, ...]:
-    if isinstance(v, str):
-        v = [v]
-    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-        raise _Bad("a list of strings")
-    return tuple(v)
-
-
-def _one_of(*choices: str) -> Any:
-    def check(v: Any) -> str:
-        if v not in choices:
-            raise _Bad("one of " + ", ".join(repr(c) for c in choices))
-        return v
-    return check
-
-
-def _hashes(v: Any) -> tuple[str, ...]:
-    hashes = _strs(v)
-    for h in hashes:
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", h):
-            raise _Bad("the sha256 hex digest of the key (64 hex characters; "
-                       "`llmguard serve --hash-key` prints it), never the key itself")
-    return tuple(h.lower() for h in hashes)
-
-
-_MODEL_KEYS = {
-    "provider": _one_of(*PROVIDERS), "model": _str, "base_url": _str, "api_key_env": _str,
-    "latency": _num(False), "seconds_per_token": _num(False), "fail_status": _int(400, 599),
-    "rpm": _int(), "tpm": _int(), "concurrency": _int(), "adaptive": _bool,
-    "retries": _int(0), "timeout": _num(), "fallbacks": _strs, "cache_ttl": _num(),
-    "circuit_breaker": _bool, "max_wait": _num(), "price_input": _num(False),
-    "price_output": _num(False),
-}
-_TENANT_KEYS = {
-    "api_key_sha256": _hashes, "api_key_env": _str, "rpm": _int(), "tpm": _int(),
-    "concurrency": _int(), "priority": _one_of(*PRIORITIES), "max_priority": _one_of(*PRIORITIES),
-    "models": _strs, "webhook_secret_env": _str,
-}
-_SERVER_KEYS = {"grace": _num(False), "max_body_bytes": _int(1024)}
-_JOBS_KEYS = {
-    "max_lines": _int(), "max_body_bytes": _int(1024), "concurrency": _int(), "ttl": _num(),
-    "reclaim_after": _num(), "default_model": _str, "webhook_secret_env": _str,
-    "webhook_timeout": _num(), "webhook_retry_for": _num(False),
-    "allow_private_callbacks": _bool,
-}
-_RENAMES = {"api_key_sha256": "key_hashes"}
-
-
-class _Reader:
-    """Validation with line lookup: ``fail(path, problem)`` raises a ConfigError."""
-
-    def __init__(self, source: str, text: str) -> None:
-        self.source, self.lines = source, text.splitlines()
-
-    def line_of(self, path: tuple[str, ...]) -> int | None:
-        """The line of ``path`` (a table header or ``key =`` inside its table), if found."""
-        table: tuple[str, ...] = ()
-        for number, line in enumerate(self.lines, 1):
-            header = re.match(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$", line)
-            if header:
-                table = tuple(p.strip().strip("\"'") for p in header.group(1).split("."))
-                if table[:len(path)] == path:  # the table itself, or its first sub-table
-                    return number
-                continue
-            key = re.match(r"\s*[\"']?([A-Za-z0-9_-]+)[\"']?\s*=", line)
-            if key and (*table, key.group(1)) == path:
-                return number
-        return None
-
-    def fail(self, path: tuple[str, ...], problem: str) -> ConfigError:
-        line = self.line_of(path)
-        where = f"{self.source}" + (f", line {line}" if line else "")
-        return ConfigError(f"{where}: {'.'.join(path)}: {problem}")
-
-    def section(self, path: tuple[str, ...], table: Any, keys: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(table, dict):
-            raise self.fail(path, "must be a table ([" + ".".join(path) + "])")
-        out = {}
-        for key, value in table.items():
-            check = keys.get(key)
-            if check is None:
-                close = difflib.get_close_matches(key, keys, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self.fail((*path, key), f"unknown key{hint}; known: {', '.join(keys)}")
-            try:
-                out[_RENAMES.get(key, key)] = check(value)
-            except _Bad as exc:
-                raise self.fail((*path, key), f"must be {exc}, got {value!r}") from None
-        return out
-
-
 def load(path: str) -> ServeConfig:
     """Read and validate the TOML file at ``path``; raises :class:`ConfigError`."""
     try:
@@ -263,17 +136,17 @@ def load(path: str) -> ServeConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # its message already says "(at line N, column M)"
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data, _Reader(path, text))
+    return parse(data, Reader(path, text))
 
 
-def parse(data: dict[str, Any], reader: _Reader) -> ServeConfig:
+def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
     """Validate a parsed TOML document (see the module doc for the schema)."""
     unknown = set(data) - {"server", "models", "tenants", "jobs"}
     if unknown:
         raise reader.fail((sorted(unknown)[0],),
                           "unknown table; known: server, models, tenants, jobs")
-    server = reader.section(("server",), data.get("server", {}), _SERVER_KEYS)
-    jobs = JobsConfig(**reader.section(("jobs",), data.get("jobs", {}), _JOBS_KEYS))
+    server = reader.section(("server",), data.get("server", {}), SERVER_KEYS)
+    jobs = JobsConfig(**reader.section(("jobs",), data.get("jobs", {}), JOBS_KEYS))
     models_table = data.get("models")
     if models_table is None:
         models = dict(default_config().models)
@@ -282,7 +155,7 @@ def parse(data: dict[str, Any], reader: _Reader) -> ServeConfig:
             raise reader.fail(("models",), "needs at least one [models.NAME] table")
         models = {}
         for name, table in models_table.items():
-            fields = reader.section(("models", name), table, _MODEL_KEYS)
+            fields = reader.section(("models", name), table, MODEL_KEYS)
             provider = fields.setdefault("provider", "fake")
             if provider == "openai" and "base_url" not in fields:
                 raise reader.fail(("models", name), 'provider = "openai" needs base_url')
@@ -299,7 +172,7 @@ def parse(data: dict[str, Any], reader: _Reader) -> ServeConfig:
         _no_cycle(models, reader)
     tenants = {}
     for name, table in (data.get("tenants") or {}).items():
-        fields = reader.section(("tenants", name), table, _TENANT_KEYS)
+        fields = reader.section(("tenants", name), table, TENANT_KEYS)
         if not fields.get("key_hashes") and not fields.get("api_key_env"):
             raise reader.fail(("tenants", name), "needs api_key_sha256 or api_key_env")
         for model in fields.get("models", ()):
@@ -314,7 +187,7 @@ def parse(data: dict[str, Any], reader: _Reader) -> ServeConfig:
     return ServeConfig(models, tenants, source=reader.source, jobs=jobs, **server)
 
 
-def _no_cycle(models: dict[str, ModelConfig], reader: _Reader) -> None:
+def _no_cycle(models: dict[str, ModelConfig], reader: Reader) -> None:
     def visit(name: str, path: tuple[str, ...]) -> None:
         for fb in models[name].fallbacks:
             if fb in path:

@@ -18,6 +18,8 @@ from typing import Any
 
 from llmguard.testing import FakeLLM, ProviderError, RateLimited
 
+from ..integrations._litellm_layer import NO_RETRIES
+
 from .config import ModelConfig
 
 __all__ = ["UpstreamError", "make_upstream"]
@@ -117,8 +119,7 @@ class LitellmUpstream:
 
     async def chat(self, **request: Any) -> Any:
         # The gateway's Retry layer retries; litellm must not also retry (attempts would multiply).
-        result = await self._lib().acompletion(**request, **self._extra, num_retries=0,
-                                               max_retries=0)
+        result = await self._lib().acompletion(**request, **self._extra, **NO_RETRIES)
         if request.get("stream"):
             return self._chunks(result)
         return _dump(result)
@@ -128,7 +129,7 @@ class LitellmUpstream:
             yield _dump(chunk)
 
     async def embed(self, **request: Any) -> Any:
-        return _dump(await self._lib().aembedding(**request, **self._extra, num_retries=0))
+        return _dump(await self._lib().aembedding(**request, **self._extra, **NO_RETRIES))
 
     async def aclose(self) -> None:
         pass

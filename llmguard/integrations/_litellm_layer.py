@@ -13,7 +13,8 @@ from .._core.call import Call, Handler
 from .._core.stream import Stream
 from .._core.tokens import extract_usage
 
-__all__ = ["NO_RETRIES", "LiteLLMLayer", "LiteLLMStats", "litellm_module", "raw_result"]
+__all__ = ["NO_RETRIES", "LiteLLMLayer", "LiteLLMStats", "litellm_module", "raw_result",
+           "server_of"]
 
 NO_RETRIES = {"num_retries": 0, "max_retries": 0}
 
@@ -39,7 +40,7 @@ def litellm_module() -> Any:
     return litellm
 
 
-def _server(api_base: Any) -> tuple[str, int | None] | None:
+def server_of(api_base: Any) -> tuple[str, int | None] | None:
     if not isinstance(api_base, str) or not api_base:
         return None
     parts = urlsplit(api_base if "//" in api_base else f"//{api_base}")
@@ -119,9 +120,9 @@ class LiteLLMLayer:
         if isinstance(hidden, dict):
             if self._observers:
                 self._observe(hidden.get("additional_headers"), call)
-            server = _server(hidden.get("api_base"))
+            server = server_of(hidden.get("api_base"))
             if server is not None:
-                call.note("server", server)
+                call.record.server = server
         if isinstance(result, Stream):  # usage and cost arrive with the last chunk
             result.defer(lambda error: self._account(litellm, call, result.usage_chunk, None,
                                                      streamed=True))
@@ -130,7 +131,7 @@ class LiteLLMLayer:
         return result
 
     def _note_provider(self, litellm: Any, call: Call) -> None:
-        call.note("operation", self._operation)
+        call.record.operation = self._operation
         model = call.kwargs.get("model")
         if not isinstance(model, str):
             return
@@ -144,7 +145,7 @@ class LiteLLMLayer:
             provider = self._providers[model] = (PROVIDERS.get(name, name)
                                                  if isinstance(name, str) else None)
         if provider is not None:
-            call.note("provider", provider)
+            call.record.provider = provider
 
     def _account(self, litellm: Any, call: Call, result: Any, hidden: Any, *,
                  streamed: bool = False) -> None:
@@ -152,7 +153,8 @@ class LiteLLMLayer:
         usage = None if result is None else extract_usage(result)
         if usage is None:
             return
-        call.usage = usage
+        record = call.record
+        record.usage = usage
         self._input += usage.input_tokens
         self._output += usage.output_tokens
         model = call.kwargs.get("model")
@@ -160,8 +162,7 @@ class LiteLLMLayer:
         if cost is None:
             self._uncosted += 1
             return
-        previous = (call.notes or {}).get("cost") or 0.0  # earlier attempts of this call
-        call.note("cost", previous + cost)
+        record.cost = (record.cost or 0.0) + cost  # summed over the call's attempts
         name = getattr(result, "model", None) or model or "?"
         self._cost += cost
         self._by_model[name] = self._by_model.get(name, 0.0) + cost

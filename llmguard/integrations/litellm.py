@@ -18,7 +18,7 @@ litellm is imported on the first call, never by ``import llmguard``. What this a
   (``ValueError``) before anything is sent;
 - usage and cost (litellm's cost map) are read from every response, streamed ones included
   (from the final chunk, with ``stream_options={"include_usage": True}``), annotated on the
-  call (``call.usage``, ``call.note("cost", usd)``) for metrics (``llmguard.cost``), and summed
+  call (``call.record.usage``, ``call.record.cost``) for metrics (``llmguard.cost``), and summed
   in ``stats()``; so are ``gen_ai.provider.name``, the operation (``embeddings``) and the
   server address;
 - ``count_tokens`` estimates with litellm's per-model tokenizer, for ``RateLimit(tokens=...)``;

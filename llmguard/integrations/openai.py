@@ -18,7 +18,10 @@ plain ``pipeline.wrap(client.chat.completions.create)``:
 - when the pipeline has a layer with ``observe_headers`` (``RateLimit``), each request goes
   through ``with_raw_response`` and the provider's ``x-ratelimit-remaining-*`` /
   ``x-ratelimit-reset-*`` headers, from answers and from errors alike, are fed to it, so its
-  buckets follow what the provider reports. The caller still gets the parsed object.
+  buckets follow what the provider reports. The caller still gets the parsed object;
+- each call's record names the provider (``openai``, or ``azure.ai.openai`` for an Azure client),
+  the server the client talks to and the operation, so Metrics exports ``gen_ai.provider.name``,
+  ``server.address`` and ``gen_ai.operation.name`` as the GenAI conventions ask.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.call import Call, Handler
+from .._core.stream import Stream, is_stream_result
 from .._pipeline.guarded import Guarded
 from .._pipeline.pipeline import Pipeline
-from .._core.stream import Stream, is_stream_result
+from ._litellm_layer import server_of
 from ._util import has_retry, header_observers
 
 __all__ = ["METHODS", "guard", "wrap"]
@@ -70,6 +74,33 @@ class _RateLimitHeaders:
         return f"<openai rate-limit headers -> {len(self._observers)} layer(s)>"
 
 
+#: ``gen_ai.operation.name`` of the SDK methods that have one in the GenAI conventions.
+OPERATIONS = {"chat.completions.create": "chat", "completions.create": "text_completion",
+              "embeddings.create": "embeddings", "responses.create": "chat"}
+
+
+class _Describe:
+    """Innermost layer: write who answers to the call's record (provider, server, operation)."""
+
+    __slots__ = ("_operation", "_provider", "_server")
+
+    def __init__(self, client: Any, path: str) -> None:
+        azure = "azure" in type(client).__name__.lower()
+        self._provider = "azure.ai.openai" if azure else "openai"
+        self._server = server_of(str(getattr(client, "base_url", "") or ""))
+        self._operation = OPERATIONS.get(path)
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
+        record = call.record
+        record.provider, record.server = self._provider, self._server
+        if self._operation is not None:
+            record.operation = self._operation
+        return await call_next(call)
+
+    def __repr__(self) -> str:
+        return f"<openai provider {self._provider} at {self._server}>"
+
+
 def _client_without_retries(client: Any, pipeline: Pipeline, what: str) -> Any:
     retries = getattr(client, "max_retries", 0)
     if not has_retry(pipeline) or not retries:
@@ -93,8 +124,10 @@ def _coroutine_function(method: Callable[..., Any], like: Callable[..., Any]) ->
     return functools.update_wrapper(call, like)
 
 
-def _guard_resource(resource: Any, name: str, pipeline: Pipeline) -> Guarded[..., Any]:
+def _guard_resource(resource: Any, name: str, pipeline: Pipeline, client: Any,
+                    path: str) -> Guarded[..., Any]:
     method = getattr(resource, name)
+    pipeline = pipeline.then(_Describe(client, path))
     observers = header_observers(pipeline)
     if not observers:
         return pipeline.wrap(_coroutine_function(method, method))
@@ -130,7 +163,7 @@ def wrap(client: Any, pipeline: Pipeline, *, methods: tuple[str, ...] = METHODS)
                 f"this openai client has no {path!r} (an older SDK?); pass methods= with the "
                 f"paths it has, e.g. methods=('chat.completions.create',)"
             ) from None
-        setattr(resource, name, _guard_resource(resource, name, pipeline))
+        setattr(resource, name, _guard_resource(resource, name, pipeline, client, path))
     return client
 
 
@@ -152,4 +185,13 @@ def guard(method: Any, pipeline: Pipeline) -> Guarded[..., Any]:
     quiet = _client_without_retries(client, pipeline, "llmguard.integrations.openai.guard")
     if quiet is not client:
         resource = type(resource)(quiet)  # the same resource, bound to the retry-free copy
-    return _guard_resource(resource, method.__name__, pipeline)
+    path = _path_of(resource, method.__name__)
+    return _guard_resource(resource, method.__name__, pipeline, quiet, path)
+
+
+def _path_of(resource: Any, name: str) -> str:
+    """``chat.completions.create`` for ``client.chat.completions.create``: the resource's module
+    under ``openai.resources`` (``chat.completions.completions``), repeats collapsed."""
+    parts = type(resource).__module__.split(".resources.", 1)[-1].split(".")
+    dotted = [part for i, part in enumerate(parts) if i == 0 or part != parts[i - 1]]
+    return ".".join([*dotted, name])

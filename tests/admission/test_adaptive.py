@@ -271,3 +271,71 @@ async def test_sporadic_drops_and_latency_spikes_do_not_pin_the_limit() -> None:
     await _drive(layer, send, 120, clients=256)
     assert layer.statistics().limit >= 64
     assert provider.statistics().overloaded == 0
+
+
+# --- high capacity (issue 21, item 15) ---------------------------------------------------------
+
+
+def test_gradient_slow_start_grows_multiplicatively_until_latency_rises() -> None:
+    """At the latency floor and in use, the limit grows by ``growth`` per sample (4 -> 256 in
+    under 20 round trips, where sqrt(limit) per round trip took a minute); the first sample above
+    the floor ends that, and a limit above ``limit * tolerance * rtt_min / rtt`` (tolerance
+    times the capacity the sample shows) goes there at once."""
+    gradient = Gradient(4, max_limit=1024)
+    steps = 0
+    while gradient.limit < 256:
+        gradient.on_sample(1.0, inflight=int(gradient.limit), dropped=False)
+        steps += 1
+    assert steps <= 20
+    before = gradient.limit
+    gradient.on_sample(2.0, inflight=int(before), dropped=False)  # 2x latency: capacity ~ L/2
+    assert gradient.limit == pytest.approx(before * 1.1 / 2)
+
+
+def test_gradient_probe_skips_samples_of_the_old_load() -> None:
+    """A probe halves the limit and measures the floor only from samples whose calls started
+    under the halved limit (two of them): samples still showing the old in-flight count are
+    skipped."""
+    gradient = Gradient(40, probe_every=5, max_limit=1024)
+    gradient.on_sample(1.0, inflight=40, dropped=False)  # the floor
+    for _ in range(3):  # 10% above it: no growth, the limit settles towards 40 in flight
+        gradient.on_sample(1.1, inflight=40, dropped=False)
+    saved = gradient.limit
+    gradient.on_sample(1.1, inflight=40, dropped=False)  # 5th sample: the probe starts
+    assert gradient.limit == saved / 2
+    gradient.on_sample(1.1, inflight=40, dropped=False)  # admitted at 40 in flight: skipped
+    assert gradient.limit == saved / 2 and gradient.rtt_min == 1.0
+    # The first window under the probe may still hold old calls: the floor is the lower of two.
+    gradient.on_sample(1.3, inflight=int(saved / 2), dropped=False)
+    assert gradient.limit == saved / 2
+    gradient.on_sample(1.2, inflight=int(saved / 2), dropped=False)
+    assert gradient.rtt_min == 1.2 and gradient.limit == saved
+
+
+async def test_limit_converges_near_capacity_64_with_429s_past_3x() -> None:
+    """The shape of issue 21 item 15 at capacity 64: full speed up to 64 in flight, latency
+    stretching with the queue beyond, 429 past 3x; 256 closed-loop clients. Starting at 4, the
+    default algorithm is between capacity and 1.3x capacity (latency within the p99 target)
+    within 15 round trips (sqrt(limit) growth took 30), stays there, and never runs the
+    provider into its 429s."""
+    provider = SimulatedProvider(capacity=64, latency=1.0, overload_at=192)
+
+    async def send(**kwargs):
+        try:
+            return await provider.acompletion(**kwargs)
+        except lg.testing.Overloaded:
+            raise make_error(lg.FailureKind.RATE_LIMITED, retry_after=1.0) from None
+
+    layer = AdaptiveConcurrency(max=1024)
+    limits: list[int] = []
+
+    async def watch() -> None:
+        for _ in range(120):
+            await asyncio.sleep(1)
+            limits.append(layer.statistics().limit)
+
+    _, errors = await asyncio.gather(watch(), _drive(layer, send, 120, clients=256))
+    assert errors == 0 and provider.statistics().overloaded == 0
+    settled = sorted(limits[15:])  # from 15 round trips on
+    assert 64 <= settled[len(settled) // 2] <= 64 * 1.3  # the median: probes halve it briefly
+    assert sum(64 <= limit <= 64 * 1.3 for limit in settled) >= 0.9 * len(settled)

@@ -343,7 +343,7 @@ async def test_stream_holds_its_slot_until_the_end() -> None:
 
 
 async def test_admission_wait_is_noted_for_metrics() -> None:
-    """A call that queued records how long it waited (call.notes["wait"]), one admitted at once
+    """A call that queued records how long it waited (call.record.wait), one admitted at once
     records nothing."""
     from llmguard.testing import FakeLLM
 
@@ -355,8 +355,8 @@ async def test_admission_wait_is_noted_for_metrics() -> None:
 
     guarded = lg.guard(spy, lg.ConcurrencyLimit(1))(FakeLLM(latency=3).send_message)
     await asyncio.gather(guarded("a"), guarded("b"))
-    assert seen[0].notes is None
-    assert seen[1].notes == {"wait": 3.0, "delayed_by": "concurrency_limit"}
+    assert (seen[0].record.wait, seen[0].record.delayed_by) == (0.0, None)
+    assert (seen[1].record.wait, seen[1].record.delayed_by) == (3.0, "concurrency_limit")
 
 
 @settings(max_examples=40, deadline=None)

@@ -8,11 +8,9 @@ restarts it. Real time: looptime is off; every wait is bounded by the backend's 
 import asyncio
 import logging
 import shutil
-import socket
-import subprocess
-import time
 
 import pytest
+from redis_server import Server
 
 import llmguard as lg
 from llmguard._admission.window import Quota
@@ -24,39 +22,6 @@ pytestmark = [
 ]
 
 QUOTAS = (Quota(100, 1.0, False),)
-
-
-class Server:
-    """A redis-server of our own on a free port, without persistence."""
-
-    def __init__(self, password: str | None = None) -> None:
-        self.password = password
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        auth = f":{password}@" if password else ""
-        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
-        self.proc = None
-
-    def start(self) -> None:
-        import redis
-
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", *(["--requirepass", self.password] if self.password else [])],
-            stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, password=self.password)
-        for _ in range(100):  # bounded: about 2 s
-            try:
-                client.ping()
-                break
-            except (redis.ConnectionError, redis.AuthenticationError):
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

@@ -51,14 +51,14 @@ async def test_lru_eviction_is_bounded_and_counted():
 
 
 async def test_notes_mark_each_outcome():
-    """call.notes['cache'] says hit, miss, coalesced or bypass, for metrics and batch outcomes."""
+    """call.record.cache says hit, miss, coalesced or bypass, for metrics and batch outcomes."""
     seen = []
 
     async def spy(call, call_next):
         try:
             return await call_next(call)
         finally:
-            seen.append(call.notes["cache"])
+            seen.append(call.record.cache)
 
     fake = FakeLLM(latency=1)
     ask = lg.guard(spy, lg.Cache(ttl=60))(fake.send_message)

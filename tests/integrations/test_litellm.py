@@ -74,13 +74,13 @@ async def test_completion_returns_litellm_response_with_usage_and_cost() -> None
 
 
 async def test_cost_and_usage_are_annotated_for_outer_layers() -> None:
-    """Outer layers (Metrics) read the cost from call.notes["cost"] and usage from call.usage."""
+    """Outer layers (Metrics) read the cost and usage from the call's record."""
     notes = Notes()
     chat = lg_litellm.completion(lg.Pipeline(notes))
     response = await chat(model="gpt-4o-mini", messages=MESSAGES, mock_response="Hi")
     (call,) = notes.calls
-    assert call.notes["cost"] == pytest.approx(chat.stats()["litellm"].cost_usd)
-    assert call.usage == lg.Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
+    assert call.record.cost == pytest.approx(chat.stats()["litellm"].cost_usd)
+    assert call.record.usage == lg.Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
 
 
 async def test_unpriced_model_counts_tokens_but_no_cost() -> None:
@@ -127,7 +127,7 @@ async def test_rate_limit_reserves_litellm_count_and_reconciles_to_usage() -> No
     assert notes.calls[0].tokens == count_tokens(model="gpt-4o-mini", messages=MESSAGES, max_tokens=40)
     stats = limit.statistics()
     assert stats.reserved_tokens == 0
-    assert stats.tokens_available == 100_000 - notes.calls[0].usage.total_tokens
+    assert stats.tokens_available == 100_000 - notes.calls[0].record.usage.total_tokens
 
 
 async def test_context_check_refuses_oversized_prompt_before_sending(sent: list) -> None:

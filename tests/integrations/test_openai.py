@@ -307,3 +307,33 @@ async def test_wrap_client_accepts_the_sdks_decorated_create() -> None:
     client = openai.AsyncOpenAI(api_key="test", base_url="http://127.0.0.1:9/v1")
     lg.wrap_client(client, "chat.completions.create", lg.Pipeline(name="chat"))
     assert client.chat.completions.create.pipeline.name == "chat"
+
+
+async def test_metrics_name_the_provider_server_and_operation() -> None:
+    """Through wrap() and guard(), Metrics' GenAI attributes say who answered: provider openai
+    (azure.ai.openai for an Azure client), the client's server, and the operation."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from tests.otel_helpers import collect
+
+    reader = InMemoryMetricReader()
+    pipeline = lg.Pipeline(name="sdk").metrics(meter_provider=MeterProvider(metric_readers=[reader]))
+    server = Server(lambda r: ok(responses_body()) if r.url.path.endswith("/responses") else ok())
+    client = lg_openai.wrap(server.client(), pipeline)
+    with lg.recording() as calls:
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        await client.responses.create(model="gpt-4o", input="Say hello.")
+    azure = openai.AsyncAzureOpenAI(
+        api_key="test", azure_endpoint="https://example.openai.azure.com", api_version="2024-06-01",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(server)), max_retries=0)
+    with lg.recording() as more:
+        await lg_openai.guard(azure.chat.completions.create, pipeline)(
+            model="gpt-4o-mini", messages=MESSAGES)
+    assert [(r.provider, r.server, r.operation) for r in calls + more] == [
+        ("openai", ("openai.test", 80), "chat"), ("openai", ("openai.test", 80), "chat"),
+        ("azure.ai.openai", ("example.openai.azure.com", 443), "chat")]
+    duration = collect(reader)["gen_ai.client.operation.duration"]
+    seen = {(p.attributes["gen_ai.provider.name"], p.attributes["server.address"])
+            for p in duration.data.data_points}
+    assert seen == {("openai", "openai.test"), ("azure.ai.openai", "example.openai.azure.com")}

@@ -328,3 +328,16 @@ def test_cli_run_on_ray(local_ray, tmp_path, capsys):
     assert [r["line"] for r in records] == list(range(1, 7))
     assert records[0]["model"] == "fake"
     assert records[0]["response"]["choices"][0]["message"]["content"] == "echo: q0"
+
+
+async def test_guard_rows_reuses_its_guard_when_the_send_objects_state_changes() -> None:
+    """guard_rows matches a ``send`` by where it is defined, not by its object's state: a
+    FakeLLM that recorded a call between two tasks in one worker is still the same guard."""
+    from llmguard.integrations._ray.actor import _options_key
+
+    fake = FakeLLM()
+    before = _options_key({"send": fake.acompletion, "pipeline": plain_pipeline, "model": "m"})
+    await fake.acompletion(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert fake.calls
+    assert _options_key({"send": fake.acompletion, "pipeline": plain_pipeline, "model": "m"}) == before
+    assert _options_key({"send": fake.acompletion, "pipeline": plain_pipeline, "model": "n"}) != before

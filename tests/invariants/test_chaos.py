@@ -75,16 +75,20 @@ class Provider:
             self.open_streams -= 1
 
 
+#: When RateLimit last admitted each call in flight, by ``id(call)`` (a test layer's own state).
+ADMITTED_AT: dict[int, float] = {}
+
+
 async def stamp_admission(call: lg.Call, call_next: Any, /) -> Any:
     """Right inside RateLimit: note when it admitted this attempt (for the probe to record),
     and again when RateLimit counts it anew because it queued in the concurrency limit."""
     loop = asyncio.get_running_loop()
-    call.note("admitted_at", loop.time())
+    ADMITTED_AT[id(call)] = loop.time()
     recount = call.on_wait
 
     async def counted_again() -> None:
         await recount()
-        call.note("admitted_at", loop.time())
+        ADMITTED_AT[id(call)] = loop.time()
 
     if recount is not None:
         call.on_wait = counted_again
@@ -111,7 +115,7 @@ class Probe:
     async def __call__(self, call: lg.Call, call_next: Any, /) -> Any:
         index = len(self.arrivals)
         self.arrivals.append(asyncio.get_running_loop().time())
-        self.admissions.append(call.notes["admitted_at"])
+        self.admissions.append(ADMITTED_AT[id(call)])
         self.charges.append(call.tokens or 0)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -340,7 +344,10 @@ async def test_full_pipeline_under_chaos(variant: str, seed: int) -> None:
         # 1. Nothing lost, every ending clear.
         assert sum(outcomes.values()) == CALLS
         assert not [key for key in outcomes if key.startswith("UNEXPECTED")], outcomes
-        assert outcomes["cancelled"] and outcomes["cancelled mid-stream"]
+        assert outcomes["cancelled"]
+        # Under the adaptive limit nearly every cancelled stream is still queued (0 to 3 of the
+        # 10,000 calls are cancelled after a chunk, varying with GC timing): not asserted there.
+        assert outcomes["cancelled mid-stream"] or variant == "adaptive"
         assert outcomes["ok"] and outcomes["ok stream"] and outcomes["closed stream early"]
 
         # Backoffs, pauses, windows and open circuits run out; abandoned streams finalise.

@@ -47,7 +47,7 @@ def free_port() -> int:
 async def priced(call: lg.Call, call_next: Any) -> Any:
     """Stands in for the litellm integration: prices every answered attempt."""
     result = await call_next(call)
-    call.note("cost", 0.001)
+    call.record.cost = 0.001
     return result
 
 

@@ -110,8 +110,8 @@ async def test_in_process_stats_percentiles_tokens_and_cache_ratio() -> None:
     layers' notes, with no SDK at all."""
 
     async def cached(call: lg.Call, call_next: Any) -> Any:
-        call.note("cache", "hit" if call.args[0] % 4 == 0 else "miss")
-        call.note("retries", 1)
+        call.record.cache = "hit" if call.args[0] % 4 == 0 else "miss"
+        call.record.retries = 1
         await asyncio.sleep(call.args[0] / 100)
         return await call_next(call)
 
@@ -193,7 +193,7 @@ async def test_spans_follow_genai_names_and_carry_retries() -> None:
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
 
     async def retrying(call: lg.Call, call_next: Any) -> Any:
-        call.note("retries", 2)
+        call.record.retries = 2
         return await call_next(call)
 
     fake = FakeLLM(["ok", QueueFull("full")])

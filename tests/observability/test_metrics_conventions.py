@@ -230,11 +230,11 @@ async def test_cancelled_attempt_is_not_an_error(spans) -> None:
 
 
 async def test_cost_counter_in_usd_by_model_and_pipeline(reader, provider) -> None:
-    """Cost noted on the call (``call.note("cost", usd)``, as the litellm integration does) is
+    """Cost noted on the call (``call.record.cost``, as the litellm integration does) is
     exported as the ``llmguard.cost`` counter in USD with model and pipeline attributes."""
     async def priced(call: lg.Call, call_next: Any) -> Any:
         result = await call_next(call)
-        call.note("cost", 0.25)
+        call.record.cost = 0.25
         return result
 
     guarded = lg.Pipeline(Metrics(meter_provider=provider, name="chat"), priced).wrap(

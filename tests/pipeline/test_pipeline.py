@@ -120,19 +120,19 @@ async def test_cancellation_passes_through() -> None:
 
 
 async def test_call_context_is_visible_to_layers() -> None:
-    """Layers see the function, arguments, pipeline name and can annotate the call."""
+    """Layers see the function, arguments, pipeline name and the call's typed record."""
     seen: list[lg.Call] = []
 
     async def inspector(call: lg.Call, call_next: lg.Handler):
         seen.append(call)
-        call.note("seen", True)
+        assert call.record.sent == 0  # not sent yet
         return await call_next(call)
 
     guarded = lg.guard(inspector, name="chat")(echo)
     await guarded(5, suffix="?")
     (call,) = seen
     assert (call.fn, call.args, call.kwargs, call.name) == (echo, (5,), {"suffix": "?"}, "chat")
-    assert call.attempt == 1 and call.notes == {"seen": True}
+    assert call.attempt == 1 and call.record.sent == 1 and call.record.retries == 0
     assert "chat" in repr(call)
 
 

@@ -8,6 +8,12 @@ round-robin by partition, FIFO) in front, then polling Redis with jittered expon
 capped by the server's hint of when the earliest lease expires. Pub/sub wake-ups would cut the
 latency of a release in another process; polling was kept because it needs no extra connection
 per limiter and survives a Redis restart without resubscribing.
+
+A Redis restart (or failover) loses the leases of calls still running. The scripts fence it:
+a server up for less than a lease, or another instance than the one that wrote the leases,
+grants nothing new until a lease has passed, and meanwhile the holders' renewals put their
+leases back (see ``_scripts._FENCE`` and ``_leases``). So the limit holds across a restart;
+only ``on_error="local"`` trades it for availability while Redis cannot be reached.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ import random
 from collections.abc import Hashable
 from typing import Any
 
-from ..._core.check import number, text
-from ..._core import clock
 from ..._admission.limiter import ConcurrencyLimiter, ConcurrencyStats
+from ..._core import clock
+from ..._core.check import number, text
 from ..._core.errors import AdmissionTimeout
-from . import _scripts
+from ._leases import Leases
 from ._ratelimit import RedisBackend
 
 __all__ = ["RedisConcurrencyLimiter", "poll_delay"]
@@ -44,11 +50,12 @@ class RedisConcurrencyLimiter:
     it). ``lease`` seconds is how long a dead process's permits stay taken. ``max_queue`` and
     ``max_wait`` bound the local wait (QueueFull, AdmissionTimeout) like the local limiter.
     With ``on_error="local"`` a Redis outage leaves the local limiter alone in charge (``limit``
-    per process); with ``"fail"`` acquire raises :class:`llmguard.BackendUnavailable`.
+    per process; those permits are registered in Redis once it answers); with ``"fail"``
+    acquire raises :class:`llmguard.BackendUnavailable`. For ``lease`` seconds after Redis
+    starts (or fails over) no permit is granted, so the calls still running re-register first.
     """
 
-    __slots__ = ("backend", "name", "lease", "max_wait", "_local", "_key", "_held", "_renewer",
-                 "_seq")
+    __slots__ = ("backend", "name", "lease", "max_wait", "_local", "_leases")
 
     def __init__(
         self,
@@ -76,11 +83,9 @@ class RedisConcurrencyLimiter:
         self.max_wait = max_wait
         # The local fair queue: limit per process, priorities, partitions, cancellation safety.
         self._local = ConcurrencyLimiter(limit, max_queue=max_queue)
-        self._key = [f"{backend.connection.prefix}:cc:{{{name}}}"]
-        #: Lease ids held by this process (None: held locally during an outage).
-        self._held: list[str | None] = []
-        self._renewer: asyncio.Task[None] | None = None
-        self._seq = 0
+        # Held lease ids, their renewal and the releases Redis has yet to confirm.
+        self._leases = Leases(backend.connection, f"{backend.connection.prefix}:cc:{{{name}}}",
+                              self.lease)
 
     @property
     def limit(self) -> int:
@@ -94,82 +99,57 @@ class RedisConcurrencyLimiter:
     @property
     def in_flight(self) -> int:
         """Permits held by this process."""
-        return len(self._held)
+        return len(self._leases.held)
 
     @property
     def waiting(self) -> int:
         return self._local.waiting
 
     async def acquire(self, *, priority: int = 0, partition: Hashable = None) -> None:
-        """Wait for a permit, locally (fairly) then in Redis. Cancellation-safe."""
+        """Wait for a permit, locally (fairly) then in Redis. Cancellation-safe: a lease Redis
+        may still grant after the caller stopped waiting is released."""
         loop = asyncio.get_running_loop()
         deadline = None if self.max_wait is None else loop.time() + self.max_wait
         timeout = asyncio.timeout_at(deadline)
+        leases = self._leases
         try:
             async with timeout:
                 await self._local.acquire(priority=priority, partition=partition)
+                lease = leases.new_id()
                 try:
-                    lease = await self._acquire_shared()
+                    await self._acquire_shared(lease)
                 except BaseException:
                     self._local.release()
+                    leases.abandon(lease)
                     raise
         except TimeoutError:
             if not timeout.expired():
                 raise
             raise AdmissionTimeout(
                 f"waited {self.max_wait:g} s for one of {self.limit} shared concurrency slots "
-                f"{self.name!r} ({len(self._held)} held here); raise max_wait or limit, or check "
-                "for workers holding leases"
+                f"{self.name!r} ({len(leases.held)} held here); raise max_wait or limit, or check "
+                "for workers holding leases (after a Redis restart none is granted for a lease)"
             ) from None
-        self._held.append(lease)
-        if self._renewer is None and lease is not None:
-            self._renewer = loop.create_task(self._renew())
+        leases.hold(lease)
 
-    async def _acquire_shared(self) -> str | None:
+    async def _acquire_shared(self, lease: str) -> None:
         connection = self.backend.connection
-        self._seq += 1
-        lease = f"{connection.id}.{self._seq}"
         attempt = 0
         while True:
             if connection.on_error == "local" and connection.down():
-                return None
-            result = await connection.call(
-                _scripts.ACQUIRE, self._key, [lease, self.limit, self.lease],
-                "acquiring a concurrency lease",
-            )
-            if result is None:
-                return None  # on_error="local": the local limiter alone decides
-            if result[0] == 1:
-                return lease
-            await asyncio.sleep(poll_delay(attempt, float(result[1]), rand=random.random()))
+                return  # granted locally; renewal registers it once Redis answers
+            result = await self._leases.try_acquire(lease, self.limit)
+            if result is None or result[0]:
+                return  # None: on_error="local", the local limiter alone decided
+            await asyncio.sleep(poll_delay(attempt, result[1], rand=random.random()))
             attempt += 1
 
     def release(self) -> None:
         """Give a permit back (synchronous; the Redis ZREM is written in the background)."""
-        if not self._held:
+        if not self._leases.held:
             raise RuntimeError("release() called more times than acquire()")
-        lease = self._held.pop()
         self._local.release()
-        if lease is not None:
-            connection = self.backend.connection
-            connection.spawn(connection.write(
-                _scripts.RECONCILE, self._key, [lease, ""], "releasing a concurrency lease",
-            ))
-
-    async def _renew(self) -> None:
-        """One task per limiter: extend every held lease together until none is held."""
-        connection = self.backend.connection
-        try:
-            while True:
-                await asyncio.sleep(self.lease / 3)
-                leases = [lease for lease in self._held if lease is not None]
-                if not leases:
-                    return
-                await connection.write(_scripts.RENEW, self._key, [self.lease, *leases],
-                                       "renewing concurrency leases")
-        finally:
-            if self._renewer is asyncio.current_task():
-                self._renewer = None
+        self._leases.release()
 
     async def __aenter__(self) -> None:
         await self.acquire()
@@ -182,5 +162,5 @@ class RedisConcurrencyLimiter:
         return self._local.statistics()
 
     def __repr__(self) -> str:
-        return (f"<RedisConcurrencyLimiter {self.name!r} limit={self.limit} held={len(self._held)} "
+        return (f"<RedisConcurrencyLimiter {self.name!r} limit={self.limit} held={self.in_flight} "
                 f"waiting={self.waiting} lease={self.lease:g}s>")

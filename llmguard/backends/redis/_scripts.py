@@ -9,7 +9,7 @@ because Redis truncates Lua numbers to integers.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "CAP", "PAUSE", "RECONCILE", "RENEW", "RESERVE"]
+__all__ = ["ACQUIRE", "CAP", "PAUSE", "RECONCILE", "RELEASE", "RENEW", "RESERVE"]
 
 _NOW = """
 local t = redis.call('TIME')
@@ -121,12 +121,38 @@ if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) en
 return 1
 """
 
-#: KEYS: leases (ZSET lease id scored by expiry). ARGV: lease id, limit, lease seconds.
-#: Returns {acquired, seconds until the earliest lease expires (a hint for polling)}.
-ACQUIRE = _NOW + """
+#: The restart fence shared by ACQUIRE and RENEW. KEYS[2] (HASH run, ready) records which server
+#: instance (INFO run_id) wrote the leases and from when new leases may be granted. A server that
+#: started less than a lease ago, or another instance than the one that wrote the record (a
+#: restart from disk, a failover), may have lost leases of calls still running: nothing new is
+#: granted until one lease has passed, while their holders' renewals put them back. Without INFO
+#: (an ACL forbidding it) a missing record alone counts as a restart. Expects ``lease`` set.
+_FENCE = """
+local info, run, up = redis.pcall('INFO', 'server'), '', nil
+if type(info) == 'string' then
+  run = string.match(info, 'run_id:(%w+)') or ''
+  up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+end
+local seen = redis.call('HMGET', KEYS[2], 'run', 'ready')
+local ready = tonumber(seen[2]) or 0
+if not seen[1] then
+  ready = up and (now - up + lease) or (now + lease)
+elseif seen[1] ~= run then
+  ready = now + lease
+end
+if seen[1] ~= run then redis.call('HSET', KEYS[2], 'run', run, 'ready', tostring(ready)) end
+redis.call('PEXPIRE', KEYS[2], math.ceil(lease * 2000) + 1000)
+"""
+
+#: KEYS: leases (ZSET lease id scored by expiry), fence (HASH), gone (ZSET of released ids
+#: scored by when the tombstone ends). ARGV: lease id, limit, lease seconds.
+#: Returns {acquired, seconds until a retry may succeed (a hint for polling)}. An id already
+#: released (its caller gave up before this late run) is never granted.
+ACQUIRE = _NOW + "local lease = tonumber(ARGV[3])" + _FENCE + """
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return {0, tostring(lease)} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ready > now then return {0, tostring(ready - now)} end
 local held = redis.call('ZCARD', KEYS[1])
-local lease = tonumber(ARGV[3])
 if held < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
   redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000) + 1000)
@@ -136,11 +162,32 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, tostring(tonumber(first[2]) - now)}
 """
 
-#: KEYS: leases. ARGV: lease seconds, then lease ids to extend (only those still held: XX).
-RENEW = _NOW + """
-local lease = tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i]) end
+#: KEYS: leases, fence, gone. ARGV: lease seconds, then the ids this process holds. Extends each;
+#: one Redis lost (restart, expiry while this process could not reach it) is put back, the limit
+#: notwithstanding: its call is running. Released ids stay released. Returns how many came back.
+RENEW = _NOW + "local lease = tonumber(ARGV[1])" + _FENCE + """
+local back = 0
+for i = 2, #ARGV do
+  if not redis.call('ZSCORE', KEYS[3], ARGV[i]) then
+    back = back + redis.call('ZADD', KEYS[1], now + lease, ARGV[i])
+  end
+end
 redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000) + 1000)
-return 1
+return back
 """
 
+#: KEYS: leases, gone. ARGV: lease seconds, tombstone ('1' or '0'), then lease ids to release.
+#: A tombstone (for ids whose ACQUIRE or RENEW may still run late) keeps them released for a
+#: lease. Returns 1.
+RELEASE = _NOW + """
+local lease = tonumber(ARGV[1])
+for i = 3, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  if ARGV[2] == '1' then redis.call('ZADD', KEYS[2], now + lease, ARGV[i]) end
+end
+if ARGV[2] == '1' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  redis.call('PEXPIRE', KEYS[2], math.ceil(lease * 1000) + 1000)
+end
+return 1
+"""

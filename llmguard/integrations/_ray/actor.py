@@ -11,8 +11,9 @@ from typing import Any
 
 import llmguard as lg
 
+from ..._core.call import invoke_timed
 from .options import check_options
-from .rows import Row, Trace, describe, make_record, parse_row, trace, traced
+from .rows import Row, describe, make_record, parse_row
 from .tables import raise_failures, to_rows, to_table
 
 __all__ = ["GuardedRows", "guard_rows"]
@@ -85,8 +86,9 @@ class GuardedRows:
         if not isinstance(built, lg.Pipeline):
             raise TypeError(f"pipeline(backend) must return an llmguard.Pipeline, got {built!r}")
         self.pipeline = built
-        self._handler = built.build()  # the one composition path (binds Metrics and the like)
-        self._send = traced(send if send is not None else make_send())
+        # The one composition path (binds Metrics and the like); the terminal times each attempt.
+        self._handler = built.build(invoke_timed)
+        self._send = send if send is not None else make_send()
         self._cache = any(isinstance(layer, lg.Cache) for layer in built.layers)
 
     def __call__(self, batch: Any) -> Any:
@@ -126,8 +128,6 @@ class GuardedRows:
         elif self.default_model is not None:
             request.setdefault("model", self.default_model)
         requested = request.get("model")
-        current = Trace()
-        token = trace.set(current)
         loop = asyncio.get_running_loop()
         start = loop.time()
         call = lg.Call(self._send, (), request, self.name)
@@ -137,9 +137,7 @@ class GuardedRows:
             response = await self._handler(call)
         except Exception as exc:  # recorded, never raised: one row's failure stops nothing
             error = describe(exc)
-        finally:
-            trace.reset(token)
-        record = make_record(row, response=response, error=error, current=current,
+        record = make_record(row, response=response, error=error, current=call.record,
                              elapsed=loop.time() - start, requested=requested, cache=self._cache)
         if self.done is not None and record["ok"]:
             try:  # awaited: once the next row starts, this one is safe from a crash
@@ -166,6 +164,21 @@ class GuardedRows:
                 f"remember={self.done is not None} on_error={self.on_error!r}>")
 
 
+def _options_key(options: dict[str, Any]) -> bytes:
+    from ray import cloudpickle
+
+    def where(value: Any) -> Any:
+        function = getattr(value, "__func__", value)  # a bound method: its function and class
+        code = getattr(function, "__code__", None)
+        if code is None:
+            return value
+        owner = type(value.__self__).__qualname__ if hasattr(value, "__self__") else None
+        return ("callable", function.__module__, function.__qualname__, code.co_firstlineno,
+                owner)
+
+    return cloudpickle.dumps(sorted((name, where(value)) for name, value in options.items()))
+
+
 #: Per-process guards of :func:`guard_rows`, by options (a Ray worker runs many tasks).
 _GUARDS: OrderedDict[bytes, GuardedRows] = OrderedDict()
 _GUARDS_LOCK = threading.Lock()
@@ -176,11 +189,11 @@ def guard_rows(rows: Iterable[Any], **options: Any) -> list[dict[str, Any]]:
 
     Takes :class:`GuardedRows`' options. The guard is built once per worker process for the
     same options and reused by later tasks (the last 8 sets of options are kept), so a quota
-    and a concurrency limit on Redis are shared by every task on every node.
+    and a concurrency limit on Redis are shared by every task on every node. Options match by
+    value, callables (``send``, ``pipeline``) by where they are defined: a bound method of an
+    object whose state changes between tasks (a client counting its calls) is still the same.
     """
-    from ray import cloudpickle
-
-    key = cloudpickle.dumps(sorted(options.items()))
+    key = _options_key(options)
     with _GUARDS_LOCK:
         guard = _GUARDS.get(key)
         if guard is None:

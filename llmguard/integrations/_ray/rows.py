@@ -8,18 +8,14 @@ optional ``metadata`` object echoed into the record. Rows read by Ray Data may a
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import llmguard as lg
 
-__all__ = ["Row", "Trace", "describe", "make_record", "parse_row", "traced"]
+__all__ = ["Row", "describe", "make_record", "parse_row"]
 
 _SHAPE = ('each row must be a chat request {"model": ..., "messages": [...]} or a Batch API '
           'line {"custom_id": ..., "body": {"messages": [...]}}')
@@ -106,45 +102,6 @@ def parse_row(raw: Any, *, text_column: str | None = None,
     return row
 
 
-class Trace:
-    """What the provider saw of one row, across retries and fallbacks."""
-
-    __slots__ = ("attempts", "latency", "models")
-
-    def __init__(self) -> None:
-        self.attempts = 0
-        self.latency: float | None = None
-        self.models: list[str] = []
-
-
-#: The trace of the row the current task works on (survives Fallback's argument overrides).
-trace: ContextVar[Trace] = ContextVar("llmguard_ray_trace")
-
-
-def traced(send: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """``send`` counting attempts, the models tried and the last attempt's latency per row.
-
-    Keeps ``send``'s name and qualname, which the Cache layer keys on."""
-
-    @functools.wraps(send)
-    async def call(*args: Any, **request: Any) -> Any:
-        current = trace.get(None)
-        if current is None:
-            return await send(*args, **request)
-        model = request.get("model")
-        current.attempts += 1
-        if not current.models or current.models[-1] != model:
-            current.models.append(model)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        try:
-            return await send(*args, **request)
-        finally:
-            current.latency = loop.time() - start
-
-    return call
-
-
 def _error(kind: str, exc_type: str, message: str) -> dict[str, str]:
     return {"kind": kind, "type": exc_type, "message": message}
 
@@ -177,10 +134,10 @@ def _cost(response: Any) -> float | None:
 
 
 def make_record(row: Row, *, response: Any = None, error: dict[str, str] | None = None,
-                current: Trace | None = None, elapsed: float | None = None,
+                current: lg.CallRecord | None = None, elapsed: float | None = None,
                 requested: str | None = None, cache: bool = False) -> dict[str, Any]:
     """The record of one row, field for field as ``llmguard run`` writes it."""
-    current = current or Trace()
+    current = current or lg.CallRecord()
     usage = lg.extract_usage(response) if error is None and response is not None else None
     answered = current.models[-1] if current.models else requested
     return {
@@ -191,8 +148,8 @@ def make_record(row: Row, *, response: Any = None, error: dict[str, str] | None 
         "cost": _cost(response) if error is None else None,
         "latency": None if current.latency is None else round(current.latency, 6),
         "elapsed": None if elapsed is None else round(elapsed, 6),
-        "attempts": current.attempts, "retries": current.attempts - len(current.models),
-        "fallback": any(m != requested for m in current.models),
-        "cached": cache and error is None and current.attempts == 0,
+        "attempts": current.sent, "retries": current.retries,
+        "fallback": current.fallback is not None,
+        "cached": cache and error is None and current.sent == 0,
         "metadata": row.metadata,
     }

@@ -1,0 +1,157 @@
+"""Value checks and the line-aware reader behind the gateway's TOML config (``config.py``).
+
+Each key of a table has a check that converts its value or raises :class:`Bad` saying what was
+expected; :class:`Reader` turns that into a :class:`ConfigError` naming the key and its line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from typing import Any
+
+__all__ = ["JOBS_KEYS", "MODEL_KEYS", "PRIORITIES", "PROVIDERS", "RENAMES", "SERVER_KEYS",
+           "TENANT_KEYS", "Bad", "ConfigError", "Reader", "boolean", "integer", "key_hashes",
+           "number", "one_of", "string", "strings"]
+
+#: X-Priority values and the ConcurrencyLimiter class each maps to (higher is served first).
+PRIORITIES = {"low": -1, "normal": 0, "high": 1}
+PROVIDERS = ("fake", "litellm", "openai")
+
+
+class ConfigError(ValueError):
+    """The config file is unusable; the message names the key and (where found) the line."""
+
+
+class Bad(Exception):
+    """A value check failed; the message says what was expected ("an integer >= 1")."""
+
+
+def integer(low: int = 1, high: int | None = None) -> Any:
+    """Check: an integer in ``[low, high]`` (not a bool)."""
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high and v > high):
+            raise Bad(f"an integer >= {low}" + (f" and <= {high}" if high else ""))
+        return v
+    return check
+
+
+def number(low_open: bool = True) -> Any:
+    """Check: a finite number > 0 (>= 0 unless ``low_open``)."""
+    def check(v: Any) -> float:
+        bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+        if bad or v < 0 or (low_open and v == 0):
+            raise Bad("a number " + ("> 0" if low_open else ">= 0") + " (seconds or USD)")
+        return float(v)
+    return check
+
+
+def string(v: Any) -> str:
+    """Check: a non-empty string."""
+    if not isinstance(v, str) or not v.strip():
+        raise Bad("a non-empty string")
+    return v
+
+
+def boolean(v: Any) -> bool:
+    """Check: true or false."""
+    if not isinstance(v, bool):
+        raise Bad("true or false")
+    return v
+
+
+def strings(v: Any) -> tuple[str, ...]:
+    """Check: a string or a list of strings, as a tuple."""
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise Bad("a list of strings")
+    return tuple(v)
+
+
+def one_of(*choices: str) -> Any:
+    """Check: one of ``choices``."""
+    def check(v: Any) -> str:
+        if v not in choices:
+            raise Bad("one of " + ", ".join(repr(c) for c in choices))
+        return v
+    return check
+
+
+def key_hashes(v: Any) -> tuple[str, ...]:
+    """Check: sha256 hex digests of API keys (never a key itself), lower-cased."""
+    hashes = strings(v)
+    for h in hashes:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", h):
+            raise Bad("the sha256 hex digest of the key (64 hex characters; "
+                       "`llmguard serve --hash-key` prints it), never the key itself")
+    return tuple(h.lower() for h in hashes)
+
+
+#: Each table's keys and the check that converts its value (or raises :class:`Bad`).
+MODEL_KEYS = {
+    "provider": one_of(*PROVIDERS), "model": string, "base_url": string, "api_key_env": string,
+    "latency": number(False), "seconds_per_token": number(False), "fail_status": integer(400, 599),
+    "rpm": integer(), "tpm": integer(), "concurrency": integer(), "adaptive": boolean,
+    "retries": integer(0), "timeout": number(), "fallbacks": strings, "cache_ttl": number(),
+    "circuit_breaker": boolean, "max_wait": number(), "price_input": number(False),
+    "price_output": number(False),
+}
+TENANT_KEYS = {
+    "api_key_sha256": key_hashes, "api_key_env": string, "rpm": integer(), "tpm": integer(),
+    "concurrency": integer(), "priority": one_of(*PRIORITIES), "max_priority": one_of(*PRIORITIES),
+    "models": strings, "webhook_secret_env": string,
+}
+SERVER_KEYS = {"grace": number(False), "max_body_bytes": integer(1024)}
+JOBS_KEYS = {
+    "max_lines": integer(), "max_body_bytes": integer(1024), "concurrency": integer(), "ttl": number(),
+    "reclaim_after": number(), "default_model": string, "webhook_secret_env": string,
+    "webhook_timeout": number(), "webhook_retry_for": number(False),
+    "allow_private_callbacks": boolean,
+}
+#: TOML key -> dataclass field, where they differ.
+RENAMES = {"api_key_sha256": "key_hashes"}
+
+
+class Reader:
+    """Validation with line lookup: ``fail(path, problem)`` raises a ConfigError."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source, self.lines = source, text.splitlines()
+
+    def line_of(self, path: tuple[str, ...]) -> int | None:
+        """The line of ``path`` (a table header or ``key =`` inside its table), if found."""
+        table: tuple[str, ...] = ()
+        for number, line in enumerate(self.lines, 1):
+            header = re.match(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$", line)
+            if header:
+                table = tuple(p.strip().strip("\"'") for p in header.group(1).split("."))
+                if table[:len(path)] == path:  # the table itself, or its first sub-table
+                    return number
+                continue
+            key = re.match(r"\s*[\"']?([A-Za-z0-9_-]+)[\"']?\s*=", line)
+            if key and (*table, key.group(1)) == path:
+                return number
+        return None
+
+    def fail(self, path: tuple[str, ...], problem: str) -> ConfigError:
+        line = self.line_of(path)
+        where = f"{self.source}" + (f", line {line}" if line else "")
+        return ConfigError(f"{where}: {'.'.join(path)}: {problem}")
+
+    def section(self, path: tuple[str, ...], table: Any, keys: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(table, dict):
+            raise self.fail(path, "must be a table ([" + ".".join(path) + "])")
+        out = {}
+        for key, value in table.items():
+            check = keys.get(key)
+            if check is None:
+                close = difflib.get_close_matches(key, keys, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise self.fail((*path, key), f"unknown key{hint}; known: {', '.join(keys)}")
+            try:
+                out[RENAMES.get(key, key)] = check(value)
+            except Bad as exc:
+                raise self.fail((*path, key), f"must be {exc}, got {value!r}") from None
+        return out

@@ -1,0 +1,30 @@
+"""bench_adaptive.py runs end to end at a tiny size and prints its target table and scenarios.
+
+No figure is asserted (30 simulated seconds are mostly ramp-up): only that the script finishes
+and every row the team reads is there with numbers and a verdict.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def test_bench_adaptive_prints_the_target_table_and_every_contender() -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_adaptive.py"),
+                           "--capacities", "4,16", "--duration", "30"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    target = out[out.index("Target of #21 item 15"):out.index("\ncapacity 4,")]
+    for capacity in ("4", "16"):
+        line = next(line for line in target.splitlines() if line.startswith(f"| {capacity} |"))
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert all(re.fullmatch(r"\d+(\.\d+)?", cell) for cell in cells[:8]), line
+        assert cells[8] in ("pass", "MISS"), line
+    for label in ("static 8 (too low)", "static 16 (right)", "adaptive gradient",
+                  "adaptive gradient2", "adaptive vegas", "adaptive aimd", "seed batch scheme"):
+        assert out.count(f"| {label} |") >= 3, label  # capacity 16, the change, the lengths
+    assert "recover@C s" in out
