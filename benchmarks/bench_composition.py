@@ -11,8 +11,12 @@ Both answer 429 with Retry-After and take 2 s per request. Contenders, each what
 write with the quotas in hand:
 
 * ``llmguard``: the README stack, Metrics -> Cache -> Fallback -> Retry(4) -> CircuitBreaker ->
-  Timeout(30) -> RateLimit(rpm, tpm, charge="reserved") -> ConcurrencyLimit(32);
+  Timeout(30) -> RateLimit(rpm, tpm, charge="reserved", refill=...) -> ConcurrencyLimit(32),
+  with the refill the README says to pick for the server: ``"continuous"`` for the token
+  bucket, the default ``"window"`` for the fixed window;
 * ``llmguard, no Timeout``: the same without Timeout(30) (issue 18, finding 1);
+* ``llmguard, default refill="window"``: the README stack with the default refill on both
+  (safe everywhere, slower against a bucket: it waits for whole windows after the first burst);
 * ``tenacity + aiolimiter``: the OpenAI cookbook's ``@retry(wait_random_exponential(1, 60),
   stop_after_attempt(6))`` around an RPM and a TPM ``AsyncLimiter``;
 * ``semaphore + SDK retries``: ``asyncio.Semaphore(32)`` around the openai SDK's own retry loop
@@ -68,17 +72,29 @@ def tpm_of(server: QuotaServer) -> int:
     return FIXED_TPM if isinstance(server, FixedWindowServer) else BUCKET_TPM
 
 
-def llmguard_stack(server: QuotaServer, seed: int, timeout: bool = True) -> Send:
+def refill_of(server: QuotaServer) -> str:
+    """What the README tells a user to pick: ``"continuous"`` for a token-bucket provider
+    (OpenAI, Anthropic), the default ``"window"`` otherwise."""
+    return "continuous" if isinstance(server, TokenBucketServer) else "window"
+
+
+def llmguard_stack(server: QuotaServer, seed: int, timeout: bool = True,
+                   refill: str | None = None) -> Send:
     pipeline = (lg.Pipeline(name="bench").metrics().cache(ttl=300).fallback({"model": "backup"})
                 .retry(attempts=4, seed=seed).circuit_breaker())
     if timeout:
         pipeline = pipeline.timeout(30)
-    return (pipeline.rate_limit(rpm=RPM, tpm=tpm_of(server), charge="reserved")
+    return (pipeline.rate_limit(rpm=RPM, tpm=tpm_of(server), charge="reserved",
+                                refill=refill or refill_of(server))
             .concurrency_limit(SLOTS).wrap(server.acompletion))
 
 
 def llmguard_no_timeout(server: QuotaServer, seed: int) -> Send:
     return llmguard_stack(server, seed, timeout=False)
+
+
+def llmguard_default_refill(server: QuotaServer, seed: int) -> Send:
+    return llmguard_stack(server, seed, refill="window")
 
 
 def tenacity_aiolimiter(server: QuotaServer, seed: int) -> Send:
@@ -124,6 +140,7 @@ def semaphore_sdk_retries(server: QuotaServer, seed: int) -> Send:
 CONTENDERS: dict[str, Callable[[QuotaServer, int], Send]] = {
     "llmguard": llmguard_stack,
     "llmguard, no Timeout": llmguard_no_timeout,
+    "llmguard, default refill=\"window\"": llmguard_default_refill,
     "tenacity + aiolimiter": tenacity_aiolimiter,
     "semaphore + SDK retries": semaphore_sdk_retries,
 }

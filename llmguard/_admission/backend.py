@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from asyncio import get_running_loop
 from collections.abc import Hashable
 from typing import Any, Protocol
 
@@ -41,7 +42,11 @@ class RateLimitBackend(Protocol):
         ...
 
     def reconcile(self, key: Hashable, ticket: Any, tokens: int) -> None:
-        """Replace the reservation's token count with ``tokens`` (the actual usage)."""
+        """Replace the reservation's token count with ``tokens`` (the actual usage).
+
+        With quotas that refill continuously (``Quota.continuous``) the layer calls it for every
+        reservation it does not refund, even with ``tokens`` unchanged: a bucket settles each
+        reservation once (``llmguard._admission.bucket.settle``)."""
         ...
 
     def refund(self, key: Hashable, ticket: Any) -> None:
@@ -96,13 +101,21 @@ class MemoryBackend:
             window = self._windows[key] = Window(quotas)
         return window
 
+    def take(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int) -> Entry | None:
+        """``reserve`` without the coroutine (in memory nothing suspends): the ticket if every
+        quota has room now, else None with nothing recorded. RateLimit's path when nobody waits."""
+        window = self._windows.get(key)
+        if window is None:
+            window = self._window(key, quotas)
+        return window.take(get_running_loop().time(), tokens)  # in a loop: the layer's path
+
     async def reserve(
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
     ) -> tuple[float, Any]:
         window = self._window(key, quotas)
         now = clock.now()
-        wait = window.wait(now, tokens)
-        return (wait, None) if wait > 0.0 else (0.0, window.add(now, tokens))
+        ticket = window.take(now, tokens)
+        return (0.0, ticket) if ticket is not None else (window.wait(now, tokens), None)
 
     # A window is swept only once all its entries have left every quota's window, so a ticket
     # whose window is gone (a call longer than an rps window) no longer counts anywhere.

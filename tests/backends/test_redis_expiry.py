@@ -29,6 +29,14 @@ async def test_every_key_written_expires(redis_url, redis_prefix):
     backend.pause("b", quotas, 2.0)
     backend.cap("c", quotas, True, 50, 3.0)  # a key only ever capped, never reserved
     backend.cap("a", quotas, False, 1, 3.0)
+    buckets = tuple(Quota(q.limit, q.window, q.tokens, True) for q in quotas)
+    for key in ("bucket", "bucket-drained"):  # refill="continuous": reserve, settle, drain
+        _, first = await backend.reserve(key, buckets, 10)
+        _, second = await backend.reserve(key, buckets, 10)
+        backend.reconcile(key, first, 5)
+        backend.refund(key, second)
+    backend.cap("bucket-drained", buckets, True, 3, 30.0)
+    backend.cap("bucket-only-drained", buckets, False, 1, 30.0)
     await backend.connection.aclose()  # waits for the background writes (reconnects on use)
     assert (await backend.reserve("a", quotas, 1))[1] is not None  # spends the capped request
 

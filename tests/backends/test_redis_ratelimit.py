@@ -268,3 +268,87 @@ async def test_keys_of_different_types_never_share_a_quota(redis_url, redis_pref
         wait, ticket = await backend.reserve(key, quotas, 0)
         assert ticket is not None, f"key {key!r} found its quota already used by another key"
     await backend.aclose()
+
+
+# --- refill="continuous": one bucket per quota in Redis ------------------------------------
+
+BUCKETS = (Quota(3, 0.3, False, True), Quota(100, 0.3, True, True))
+
+
+async def test_buckets_are_shared_and_refill_continuously(redis_url, redis_prefix):
+    """Continuous quotas in Redis: two backends draw on one bucket per quota; once it is empty
+    the wait is the time to refill one request (0.1 s at 3 per 0.3 s), not to the end of a
+    window, and the request is admitted after it."""
+    a, b = RedisBackend(redis_url, prefix=redis_prefix), RedisBackend(redis_url, prefix=redis_prefix)
+    results = [await (a if i % 2 else b).reserve("key", BUCKETS, 10) for i in range(4)]
+    assert [ticket is not None for _, ticket in results] == [True, True, True, False]
+    wait = results[-1][0]
+    assert 0.0 < wait <= 0.1 + 0.002
+    assert a.headroom("key", BUCKETS)[0] == 0
+    await asyncio.sleep(wait)
+    assert (await b.reserve("key", BUCKETS, 10))[1] is not None
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_bucket_refunds_are_bounded_like_in_memory(redis_url, redis_prefix):
+    """A refund right after its reservation gives everything back; reconciling down gives back
+    the difference; but a refund after the provider's bucket could have filled up gives nothing
+    (the Lua script applies ``bucket.settle``): 10 tokens per second, 5 reserved, the bucket
+    full again, all 10 taken, then the first refunded: still no room."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    quotas = (Quota(100, 60.0, True, True),)
+    _, first = await backend.reserve(None, quotas, 60)
+    assert (await backend.reserve(None, quotas, 60))[1] is None
+    backend.refund(None, first)
+    await backend.connection.aclose()  # waits for the background write
+    _, second = await backend.reserve(None, quotas, 60)
+    assert second is not None
+    backend.reconcile(None, second, 20)
+    await backend.connection.aclose()
+    assert (await backend.reserve(None, quotas, 80))[1] is not None  # 100 - 20 left
+
+    slow = (Quota(10, 1.0, True, True),)
+    _, early = await backend.reserve("k", slow, 5)
+    await asyncio.sleep(0.6)  # full again
+    assert (await backend.reserve("k", slow, 10))[1] is not None
+    backend.refund("k", early)
+    await backend.connection.aclose()
+    wait, ticket = await backend.reserve("k", slow, 5)
+    assert ticket is None and wait > 0.0, "the refund put the bucket above the provider's"
+    await backend.aclose()
+
+
+async def test_headers_drain_the_shared_bucket(redis_url, redis_prefix):
+    """``x-ratelimit-remaining-requests: 1`` drains the shared request bucket to one request:
+    the next reservation is admitted, the one after waits for the refill (a tenth of a second
+    at 10 per second), not for the header's reset."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    quotas = (Quota(10, 1.0, False, True),)
+    backend.cap(None, quotas, False, 1, 30.0)
+    await backend.connection.aclose()
+    assert (await backend.reserve(None, quotas, 0))[1] is not None
+    wait, ticket = await backend.reserve(None, quotas, 0)
+    assert ticket is None and 0.0 < wait <= 0.1 + 0.002
+    await backend.aclose()
+
+
+async def test_continuous_layer_over_redis_against_a_token_bucket_server(redis_url, redis_prefix):
+    """RateLimit(rps=4, refill="continuous", backend=RedisBackend) against a token-bucket server
+    of 4 per second, 12 calls at once, FIFO within the process: all succeed, no 429, every
+    reservation settled (the buckets hold nothing outstanding afterwards). Real time: the
+    admission (Redis's clock) and the arrival (the server's) are a round trip apart, which varies
+    on a busy machine, so ``margin=0.1`` as the README advises over a network."""
+    from llmguard.testing import TokenBucketServer
+
+    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    server = TokenBucketServer(rpm=4, window=1.0, latency=0.01)
+    limit = lg.RateLimit(rps=4, refill="continuous", margin=0.1, backend=backend)
+    guarded = lg.guard(limit)(server.acompletion)
+    results = await asyncio.gather(*(guarded(messages=[{"role": "user", "content": "hi"}])
+                                     for _ in range(12)))
+    assert len(results) == 12 and server.statistics().rate_limited == 0
+    await backend.connection.aclose()
+    state = await backend.connection.redis.hgetall(f"{redis_prefix}:rl:{{}}:state")
+    await backend.aclose()
+    assert float(state[b"o1"]) == 0.0, state

@@ -45,7 +45,14 @@ def make_server(kind: str) -> QuotaServer:
     return TokenBucketServer(rpm=RPM, tpm=BUCKET_TPM, latency=LATENCY)
 
 
-SERVERS = ("fixed", "fixed-no-retry-after", "bucket")
+#: "bucket-continuous": the token-bucket server with the client set up as the README advises
+#: for such providers, ``RateLimit(..., refill="continuous")``; every other kind keeps the
+#: default ``refill="window"`` (safe against both shapes).
+SERVERS = ("fixed", "fixed-no-retry-after", "bucket", "bucket-continuous")
+
+
+def refill_of(kind: str) -> str:
+    return "continuous" if kind == "bucket-continuous" else "window"
 
 
 def tpm_of(server: QuotaServer) -> int:
@@ -54,7 +61,7 @@ def tpm_of(server: QuotaServer) -> int:
 
 
 def build(layers: tuple[str, ...], server: QuotaServer, inner: str | None,
-          scale: float = 1.0) -> lg.Pipeline:
+          scale: float = 1.0, refill: str = "window") -> lg.Pipeline:
     """The pipeline a user writes for ``server``: its quotas, its timeout (``scale`` compresses
     every duration for real-time runs)."""
     pipeline = lg.Pipeline(name="compose")
@@ -72,7 +79,7 @@ def build(layers: tuple[str, ...], server: QuotaServer, inner: str | None,
         elif name == "timeout":
             pipeline = pipeline.timeout(30 * scale)
     quotas: dict[str, Any] = {"rpm": RPM, "tpm": tpm_of(server)}
-    pipeline = pipeline.rate_limit(**quotas, charge="reserved")
+    pipeline = pipeline.rate_limit(**quotas, charge="reserved", refill=refill)
     if inner == "concurrency_limit":
         pipeline = pipeline.concurrency_limit(32)
     elif inner == "adaptive_concurrency":
@@ -136,7 +143,8 @@ async def test_readme_stack_against_real_shaped_servers(stack: Any, kind: str) -
     started at once: every call succeeds, none is cancelled after it was sent, and the server
     never sees more than its quota in a window."""
     server = make_server(kind)
-    check(await drive(build(stack[0], server, stack[1]).wrap(server.acompletion)), server)
+    pipeline = build(stack[0], server, stack[1], refill=refill_of(kind))
+    check(await drive(pipeline.wrap(server.acompletion)), server)
 
 
 @pytest.mark.parametrize(("stack", "kind"),
@@ -145,15 +153,78 @@ async def test_random_substacks_in_recommended_order(stack: Any, kind: str) -> N
     """Seeded random sub-stacks of the recommended order (RateLimit always present), each
     against each server kind with demand 2.5x the quota: the same three invariants."""
     server = make_server(kind)
-    check(await drive(build(stack[0], server, stack[1]).wrap(server.acompletion)), server)
+    pipeline = build(stack[0], server, stack[1], refill=refill_of(kind))
+    check(await drive(pipeline.wrap(server.acompletion)), server)
+
+
+@pytest.mark.parametrize("inner", INNER)
+async def test_continuous_refill_keeps_pace_with_a_token_bucket_server(inner: str | None) -> None:
+    """``refill="continuous"`` against the token-bucket server (the README stack, each inner
+    limiter): every call succeeds, none is cancelled after being sent, no 429, and the last call
+    ends within 5% of the server's own ideal (virtual time): after the first burst, admissions
+    follow the provider's refill instead of waiting for whole windows (1.37x with the default
+    sliding window, which stays safe for fixed-window servers)."""
+    server = make_server("bucket")
+    guarded = build(ORDER[:-1], server, inner, refill="continuous").wrap(server.acompletion)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    results = await drive(guarded)
+    wall = loop.time() - start
+    check(results, server)
+    charge = server.charge(messages=messages(100), max_tokens=MAX_TOKENS)
+    ideal = server.ideal_time(DEMAND, tokens=charge, start=start)
+    assert wall <= 1.05 * ideal, f"{wall:.1f} s against an ideal of {ideal:.1f} s"
+
+
+async def test_continuous_refill_over_a_priority_queue_recounts_within_the_bucket() -> None:
+    """``refill="continuous"`` over ConcurrencyLimit(4) serving high ``priority`` first, against
+    the token-bucket server taking 5 s per call: calls queued for a slot after admission are
+    counted again when they leave the queue (a bucket refund, bounded, then a new reservation),
+    in priority order: every call succeeds, none is cancelled after being sent, no 429."""
+    server = make_server("bucket")
+    sent: list[int] = []
+
+    async def send(**kwargs: Any) -> Any:
+        sent.append(kwargs.pop("rank"))
+        return await server.acompletion(**kwargs)
+
+    pipeline = (lg.Pipeline(name="prio").retry(attempts=2)
+                .rate_limit(rpm=RPM, tpm=BUCKET_TPM, charge="reserved", refill="continuous")
+                .concurrency_limit(4, priority=lambda **kw: kw["rank"]))
+    guarded = pipeline.wrap(send)
+    results = await asyncio.gather(
+        *(guarded(model="primary", messages=messages(i), max_tokens=MAX_TOKENS, rank=i % 3)
+          for i in range(60)), return_exceptions=True)
+    check(results, server)
+    # the first 4 took the slots at once; the next ones left the queue highest priority first
+    assert sent[4:10] == [2] * 6, sent
+
+
+async def test_continuous_refill_against_a_fixed_window_server_exceeds_it() -> None:
+    """Why ``refill="window"`` is the default: a bucket admits its full quota at the end of one
+    clock window and its refill on top at the start of the next, so a fixed-window server sees
+    more than its quota in a window (429s), where the sliding log never exceeds any window."""
+    arrivals = {}
+    for refill in ("continuous", "window"):
+        server = FixedWindowServer(rpm=RPM, latency=LATENCY, epoch=30.0)
+        guarded = lg.Pipeline(name="shape").rate_limit(rpm=RPM, refill=refill).wrap(
+            server.acompletion)
+        await drive(guarded, 2 * RPM)
+        arrivals[refill] = server.statistics()
+    assert arrivals["continuous"].peak_window_requests > RPM
+    assert arrivals["continuous"].rate_limited > 0
+    assert arrivals["window"].peak_window_requests <= RPM
+    assert arrivals["window"].rate_limited == 0
 
 
 @pytest.mark.looptime(False)
-@pytest.mark.parametrize("kind", ["fixed", "bucket"])
+@pytest.mark.parametrize("kind", ["fixed", "bucket", "bucket-continuous"])
 async def test_readme_stack_over_http_with_the_openai_sdk(kind: str) -> None:
     """The real ``openai`` SDK through ``lg_openai.wrap(AsyncOpenAI(max_retries=0), pipeline)``
     against a loopback server, every duration compressed 60x (1 s windows, Timeout(0.5)): 3x
-    the quota at once all succeed, none is cancelled after being sent, no 429."""
+    the quota at once all succeed, none is cancelled after being sent, no 429. With
+    ``refill="continuous"`` the provider's ``x-ratelimit-remaining-*`` headers drain the
+    client's buckets (the integration feeds them to ``observe_headers``)."""
     openai = pytest.importorskip("openai")
     per_window = 4
     server: QuotaServer
@@ -165,7 +236,8 @@ async def test_readme_stack_over_http_with_the_openai_sdk(kind: str) -> None:
     pipeline = (lg.Pipeline(name="http").metrics().cache(ttl=5).fallback({"model": "backup"})
                 .retry(attempts=4, backoff=0.5 * scale, max_delay=0.5)
                 .circuit_breaker(window=0.5, open_for=0.25).timeout(30 * scale)
-                .rate_limit(rps=per_window, margin=0.05).concurrency_limit(8))
+                .rate_limit(rps=per_window, margin=0.05, refill=refill_of(kind))
+                .concurrency_limit(8))
     async with LoopbackServer(server) as http:
         client = openai.AsyncOpenAI(base_url=http.base_url, api_key="test", max_retries=0)
         guarded = lg_openai.wrap(client, pipeline)

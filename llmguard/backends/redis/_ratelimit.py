@@ -10,7 +10,7 @@ from ..._admission.backend import MemoryBackend
 from ..._core import clock
 from ..._core.sweep import SWEEP_AT, sweep
 from ..._admission.window import SLACK, Entry, Quota
-from . import _scripts
+from . import _bucket_scripts, _scripts
 from ._client import Connection
 
 __all__ = ["RedisBackend"]
@@ -30,11 +30,22 @@ class _Seen:
         self.paused_until = self.stale_at = 0.0
 
 
+class _BucketTicket:
+    """A reservation in Redis buckets: what ``_bucket_scripts.SETTLE`` needs to settle it."""
+
+    __slots__ = ("quotas", "made", "tokens")
+
+    def __init__(self, quotas: tuple[Quota, ...], made: Any, tokens: int) -> None:
+        #: The layer's quotas, which hash made the reservation, and the tokens it reserved.
+        self.quotas, self.made, self.tokens = quotas, made, tokens
+
+
 class RedisBackend:
     """Shared state in Redis: pass it as ``RateLimit(..., backend=RedisBackend(url))``.
 
     Same semantics as the in-memory backend (an exact sliding-window log of requests and tokens,
-    reservation then reconciliation or refund, provider caps, and the Retry-After pause), applied
+    or with ``refill="continuous"`` one refilling bucket per quota; reservation then
+    reconciliation or refund, provider caps, and the Retry-After pause), applied
     atomically by Lua scripts on the server's clock, so every process with the same ``prefix``
     and key shares one quota. FIFO holds within a process (the layer's line); across processes
     admission is first come at the server, not a global queue.
@@ -67,6 +78,10 @@ class RedisBackend:
     ) -> None:
         #: The client, the timeout and the on_error policy (shared with limiters and stores).
         self.connection = Connection(url, prefix, on_error, timeout)
+        # Import redis-py and make the client now, not in the first reservation: the import
+        # takes hundreds of ms on a busy machine and would block the event loop while callers'
+        # max_wait clocks run (the first waiters of a process timed out behind it).
+        self.connection.redis  # noqa: B018
         #: Used while Redis is unavailable with on_error="local"; also mirrors pauses and caps.
         self._local = MemoryBackend()
         self._seq = 0
@@ -99,11 +114,36 @@ class RedisBackend:
     def _quota_args(self, quotas: tuple[Quota, ...]) -> list[Any]:
         args = self._args.get(quotas)
         if args is None:
+            if any(q.continuous != quotas[0].continuous for q in quotas):
+                raise ValueError("RedisBackend needs every quota of a layer to refill the same way")
             args = [max(q.window for q in quotas), SLACK]
             for q in quotas:
                 args += [q.limit, q.window, int(q.tokens)]
             self._args[quotas] = args
         return args
+
+    async def _reserve_buckets(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int,
+                               args: list[Any]) -> tuple[float, Any]:
+        result = await self.connection.call(
+            _bucket_scripts.RESERVE, self._key(key)[1:], [tokens, *args[1:]],
+            "reserving rate-limit room",
+        )
+        if result is None:  # on_error="local": this process's own limits for now
+            return await self._local.reserve(key, quotas, tokens)
+        admitted, wait, requests, free_tokens, paused, capped = result[:6]
+        self._remember(key, quotas, int(float(requests)), int(float(free_tokens)),
+                       float(paused), float(capped))
+        if admitted == 1:
+            return 0.0, _BucketTicket(quotas, result[6], tokens)
+        return float(wait), None
+
+    def _settle(self, key: Hashable, ticket: _BucketTicket, used: Any, what: str) -> None:
+        if ticket.made is None:  # settled already
+            return
+        args = [ticket.made, ticket.tokens, used, *self._quota_args(ticket.quotas)[2:]]
+        ticket.made = None
+        self.connection.spawn(self.connection.write(
+            _bucket_scripts.SETTLE, self._key(key)[1:], args, what))
 
     async def reserve(
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
@@ -111,10 +151,13 @@ class RedisBackend:
         connection = self.connection
         if connection.on_error == "local" and connection.down():
             return await self._local.reserve(key, quotas, tokens)
+        args = self._quota_args(quotas)
+        if quotas[0].continuous:
+            return await self._reserve_buckets(key, quotas, tokens, args)
         self._seq += 1
         member = f"{connection.id}.{self._seq}"
         result = await connection.call(
-            _scripts.RESERVE, self._key(key), [member, tokens, *self._quota_args(quotas)],
+            _scripts.RESERVE, self._key(key), [member, tokens, *args],
             "reserving rate-limit room",
         )
         if result is None:  # on_error="local": this process's own limits for now
@@ -141,6 +184,9 @@ class RedisBackend:
         if isinstance(ticket, Entry):  # admitted locally during an outage
             self._local.reconcile(key, ticket, tokens)
             return
+        if isinstance(ticket, _BucketTicket):
+            self._settle(key, ticket, tokens, "reconciling")
+            return
         member = ticket.rpartition(":")[0]
         self.connection.spawn(self.connection.write(
             _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling",
@@ -149,6 +195,9 @@ class RedisBackend:
     def refund(self, key: Hashable, ticket: Any) -> None:
         if isinstance(ticket, Entry):
             self._local.refund(key, ticket)
+            return
+        if isinstance(ticket, _BucketTicket):
+            self._settle(key, ticket, "", "refunding")
             return
         self.connection.spawn(self.connection.write(
             _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding",
@@ -164,6 +213,12 @@ class RedisBackend:
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
     ) -> None:
         self._local.cap(key, quotas, tokens, remaining, reset)
+        if quotas[0].continuous:  # the provider's bucket holds `remaining`: drain ours to it
+            self.connection.spawn(self.connection.write(
+                _bucket_scripts.DRAIN, self._key(key)[1:],
+                [int(tokens), remaining, *self._quota_args(quotas)[2:]],
+                "recording provider headers"))
+            return
         self.connection.spawn(self.connection.write(
             _scripts.CAP, self._key(key)[1:], ["t" if tokens else "r", remaining, reset],
             "recording provider headers",

@@ -1,0 +1,141 @@
+"""Continuously refilling quotas: the token-bucket arithmetic behind ``RateLimit(refill="continuous")``.
+
+OpenAI and Anthropic enforce their RPM/TPM limits as buckets that refill continuously: a bucket
+of ``limit`` units gains ``limit / window`` per second up to ``limit``, and a request takes its
+units at admission. A sliding log (:mod:`.window`) is exact for a fixed- or sliding-window
+server, but against a bucket it waits for whole windows once the first burst is spent, where the
+provider would already admit at its refill rate. Pacing with the same bucket as the provider's
+admits when the provider would: never earlier, and no later than it must.
+
+Against a fixed-window server a bucket is unsafe (it admits ``limit`` at the end of one clock
+window and its refill on top in the next), which is why the sliding log stays the default.
+
+**Refunds.** A call that never reached the provider gives its units back, but a bucket capped at
+``limit`` forgets: while the call was reserved, the provider's bucket (which never saw it) may
+have been full and wasted refill that ours, lower by the reservation, still gained. Giving back
+everything would then put ours above the provider's. So each bucket keeps a lower bound on how
+far it is below the provider's (``deficit``: grown by each reservation, clipped whenever the
+provider's could have reached full) and the units of the reservations not settled yet
+(``outstanding``); :func:`settle` gives back only what that bound allows, so our bucket never
+holds more than the provider's. A refund soon after its reservation, with the bucket in use,
+gives back all of it; one after the bucket had time to fill up gives back nothing.
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["Bucket", "level_at", "settle", "wait_for"]
+
+
+def level_at(level: float, since: float, now: float, capacity: float, rate: float) -> float:
+    """The level of a bucket that held ``level`` at ``since``, refilled at ``rate`` per second up
+    to ``capacity``, at ``now`` (a level below zero, over-charged, refills the same way)."""
+    if now <= since:
+        return level
+    return min(capacity, level + (now - since) * rate)
+
+
+def wait_for(level: float, need: float, rate: float) -> float:
+    """Seconds until a bucket holding ``level`` and refilling at ``rate`` holds ``need``
+    (0.0 when it already does)."""
+    if need <= level:
+        return 0.0
+    return (need - level) / rate
+
+
+def settle(level: float, deficit: float, outstanding: float, capacity: float, reserved: float,
+           actual: float | None) -> tuple[float, float, float]:
+    """Settle a reservation of ``reserved`` units: the call used ``actual`` units, or never
+    reached the provider (``actual=None``, a refund). Returns the new ``(level, deficit,
+    outstanding)``.
+
+    ``deficit`` is a lower bound on how far the provider's bucket would be above ours if none of
+    the ``outstanding`` reservations (this one included) had been made. Without this one alone,
+    the provider's is at least ``deficit - (outstanding - reserved)`` above ours: that much may
+    come back (minus what the call did use). Using more than reserved charges the difference.
+    """
+    others = outstanding - reserved
+    outstanding = others
+    if actual is not None and actual >= reserved:
+        level -= actual - reserved
+        deficit -= reserved
+    else:
+        used = actual or 0.0
+        credit = max(0.0, min(reserved - used, deficit - others - used))
+        level = min(capacity, level + credit)
+        deficit -= credit + used
+    return level, max(0.0, min(deficit, capacity - level)), outstanding
+
+
+class Bucket:
+    """One quota as a continuously refilling bucket: the track :class:`.window.Window` keeps for
+    a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
+
+    __slots__ = ("quota", "rate", "level", "at", "deficit", "outstanding")
+
+    def __init__(self, quota: Any) -> None:
+        self.quota = quota
+        #: Units per second.
+        self.rate = quota.limit / quota.window
+        #: Units held at ``at`` (full at the start, like the provider's).
+        self.level = float(quota.limit)
+        self.at = -math.inf
+        #: Lower bound on how far the provider's bucket is above ours (see :func:`settle`).
+        self.deficit = 0.0
+        #: Units of the reservations not settled yet.
+        self.outstanding = 0
+
+    def weight(self, entry: Any) -> int:
+        return entry.tokens if self.quota.tokens else entry.live
+
+    def _refill(self, now: float) -> float:
+        if now > self.at:
+            limit = self.quota.limit
+            self.level = level = min(limit, self.level + (now - self.at) * self.rate)
+            self.at = now
+            if self.deficit > limit - level:  # the provider's could have filled up meanwhile
+                self.deficit = limit - level
+        return self.level
+
+    def wait(self, now: float, need: int) -> float:
+        """Seconds until ``need`` units are in the bucket (0.0 if they are now)."""
+        return wait_for(self._refill(now), need, self.rate)
+
+    def fits(self, now: float, tokens: int) -> bool:
+        """True when one request of ``tokens`` fits now."""
+        return self._refill(now) >= (tokens if self.quota.tokens else 1)
+
+    def add(self, now: float, entry: Any) -> None:
+        """Take the entry's units now."""
+        self._refill(now)
+        units = self.weight(entry)
+        self.level -= units
+        self.deficit += units
+        self.outstanding += units
+
+    def adjust(self, now: float, entry: Any, tokens: int, live: int) -> None:
+        """Settle the entry: it used ``tokens`` (``live=1``) or was refunded (``live=0``)."""
+        self._refill(now)
+        actual = None if not live else tokens if self.quota.tokens else 1
+        self.level, self.deficit, self.outstanding = settle(
+            self.level, self.deficit, self.outstanding, self.quota.limit, self.weight(entry),
+            actual)
+
+    def drain_to(self, now: float, remaining: float) -> None:
+        """The provider reports ``remaining`` units in its bucket: hold no more than that."""
+        self.level = min(self._refill(now), float(remaining))
+
+    def idle(self, now: float) -> bool:
+        """True when full with nothing outstanding: exactly what a fresh bucket would be."""
+        return self._refill(now) >= self.quota.limit and not self.outstanding
+
+    def available(self, now: float) -> int:
+        return max(0, math.floor(self._refill(now) + 1e-9))
+
+    def __repr__(self) -> str:
+        return (f"<Bucket {self.level:.1f}/{self.quota.limit} +{self.rate:g}/s "
+                f"outstanding={self.outstanding}>")
