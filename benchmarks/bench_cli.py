@@ -1,29 +1,51 @@
-"""`llmguard run` against the OpenAI cookbook's api_request_parallel_processor approach.
+"""`llmguard run` against the OpenAI cookbook's api_request_parallel_processor approach, on three
+rate-limited servers, plus what an interrupt and a kill cost.
 
-One 10,000-request JSONL file, one loopback OpenAI-compatible HTTP server (127.0.0.1 only) that
-enforces RPM and TPM over a sliding window the way providers do (``llmguard.testing.
-SimulatedProvider`` behind aiohttp: 429 with ``retry-after`` when a request would exceed either).
+One 10,000-request JSONL file and one loopback OpenAI-compatible HTTP server (127.0.0.1 only)
+that enforces RPM and TPM the way providers do, in three shapes:
+
+* **sliding window**: ``llmguard.testing.SimulatedProvider``, requests and tokens admitted in
+  the last window (429 with ``retry-after`` when a request would exceed either);
+* **token bucket**: ``llmguard.testing.TokenBucketServer``, buckets refilling continuously,
+  charging the prompt estimate plus ``max_tokens`` up front (OpenAI's accounting), with
+  OpenAI's ``x-ratelimit-*`` headers on every answer;
+* **fixed window**: ``llmguard.testing.FixedWindowServer``, counters keyed by the clock window,
+  counted at arrival (what many gateways do).
+
 Three clients, each given the server's quota as its rpm/tpm:
 
-* ``llmguard run`` with ``--api-base`` pointing at the server (an OpenAI-compatible endpoint);
+* ``llmguard run`` with ``--api-base`` pointing at the server;
 * the cookbook approach at 100% of the quota: capacity tracked by estimate (requests and
   tiktoken-counted tokens refilled continuously, starting full), no backoff, and after any 429
   every request waits a fixed pause (15 s in the cookbook) before the next is sent;
 * the same at the cookbook's recommended 50% of the quota (its own advice to avoid 429s).
 
-Time is compressed 10x so the whole comparison takes about two minutes: the server enforces the
-quota over a sliding 6 s window (a tenth of the per-minute quota per window) instead of 60 s, and
-the cookbook's minute and its 15 s pause are compressed alike (6 s, 1.5 s). llmguard gets the
-same quota as per-minute rates with ``--burst 0.1`` (hold a tenth of it per 6 s: the window the
-provider enforces, as OpenAI enforces per-minute quotas over shorter periods) and its default
-0.5 s ``--margin`` compressed alike (0.05 s). The server counts a request's tokens
-as prompt (4 characters a token) plus ``max_tokens``; the cookbook estimates with tiktoken, as it
-does against OpenAI, so like any client its estimate differs from the provider's count. Wall time
-is measured on the server, from the first request to the last answer; quota utilisation is what
-was served divided by what the quota allowed in that time (a full window at the start, then the
-rate).
+Then an independent server from the package registries, LiteLLM's proxy with ``mock_response``
+and per-deployment ``rpm``/``tpm`` (``usage-based-routing-v2`` refuses a request over the
+deployment's limits with 429), in real time: its windows are clock minutes. It runs from a
+separate environment (``--litellm PATH``: the ``litellm`` command of a ``pip install
+'litellm[proxy]'``; its extras pin another litellm than the project's venv). Without one, the
+table says so.
 
-    python benchmarks/bench_cli.py [--requests 10000]
+Last, the interrupt and kill counts, on the token-bucket server: ``llmguard run`` stopped a
+third of the way by SIGINT (then by ``kill -9``) and resumed, counting at the server the
+requests it received and the lines it answered (paid) more than once.
+
+Time is compressed 10x so the comparison takes a few minutes: the servers enforce the quota over
+6 s windows (a tenth of the per-minute quota per window) instead of 60 s, and the cookbook's
+minute and its 15 s pause are compressed alike (6 s, 1.5 s). llmguard gets the same quota as
+per-minute rates with ``--burst 0.1`` (hold a tenth of it per 6 s: the window the provider
+enforces, as OpenAI enforces per-minute quotas over shorter periods) and its default 0.5 s
+``--margin`` compressed alike (0.05 s). The servers count a request's tokens as prompt (4
+characters a token) plus ``max_tokens``; llmguard and the cookbook estimate with tiktoken, as
+they do against OpenAI, so like any client their estimates differ from the server's count.
+
+Wall time is measured on the server, from the first request to the last answer; the ideal is
+the soonest the server's own quota policy lets the same requests through, in the order they
+came, from the first arrival (greedy admission, plus one request's service time). 429s are a
+share of the requests the server received.
+
+    python benchmarks/bench_cli.py [--requests 10000] [--repeats 3] [--litellm PATH]
 """
 
 from __future__ import annotations
@@ -35,11 +57,14 @@ import importlib.util
 import json
 import os
 import random
+import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter, deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,23 +73,69 @@ WINDOW = 60 / SCALE
 RPM = 24_000  #: 2,400 requests per 6 s window: 400 requests/s
 TPM = 3_000_000  #: 300,000 tokens per 6 s window: 50,000 tokens/s
 LATENCY = 0.05  #: server latency per request (s), plus 0.5 ms per output token
+SERVICE = LATENCY + 0.0005 * 65  #: one request's mean service time (10 to 120 output tokens)
 PAUSE = 15 / SCALE  #: the cookbook's fixed pause after a 429, scaled like the window
+KINDS = {"sliding": "sliding window", "bucket": "token bucket", "fixed": "fixed window"}
+#: LiteLLM's proxy (real time): quota per clock minute and the lines sent through it.
+LITELLM_RPM, LITELLM_TPM, LITELLM_LINES = 1200, 10_000_000, 2400
+MASTER_KEY = "sk-bench-0123456789abcdef0123456789abcdef"  # a loopback proxy's, not a secret
 
 
-# --------------------------------------------------------------------------- the server
+# --------------------------------------------------------------------------- the servers
+
+
+def ideal_time(kind: str, charges: list[int], start: float) -> float:
+    """Seconds from ``start`` until the last of these requests (their token charges, in order)
+    is answered at the soonest the ``kind`` of quota admits them (greedy)."""
+    from llmguard.testing._quota import FixedWindow, TokenBucket
+
+    rpm, tpm = RPM // SCALE, TPM // SCALE
+    t = start
+    if kind == "sliding":
+        admitted: deque[tuple[float, int]] = deque()
+        tokens = 0
+        for charge in charges:
+            while True:
+                while admitted and admitted[0][0] + WINDOW <= t:
+                    tokens -= admitted.popleft()[1]
+                if len(admitted) < rpm and tokens + charge <= tpm:
+                    break
+                t = admitted[0][0] + WINDOW
+            admitted.append((t, charge))
+            tokens += charge
+        return t - start + SERVICE
+    if kind == "bucket":
+        quotas = (TokenBucket(rpm, WINDOW), TokenBucket(tpm, WINDOW))
+    else:
+        quotas = (FixedWindow(rpm, WINDOW), FixedWindow(tpm, WINDOW))
+    for charge in charges:
+        for _ in range(3):  # a wait on one quota may need one more on the other
+            wait = max(q.wait(t, n) for q, n in zip(quotas, (1, charge)))
+            if wait <= 0:
+                break
+            t += wait + 1e-9
+        for q, n in zip(quotas, (1, charge)):
+            q.take(t, n)
+    return t - start + SERVICE
 
 
 def serve(port: int) -> None:
-    """The simulated provider over HTTP.
+    """The simulated providers over HTTP.
 
-    ``POST /reset?share=F`` starts a fresh quota, with another consumer (not counted in the
-    stats) using the fraction F of it at a steady rate; ``GET /stats`` reports the client's
-    requests only.
+    ``POST /reset?kind=K&share=F`` starts a fresh server of kind K (sliding, bucket, fixed),
+    with another consumer (not counted in the stats) using the fraction F of its quota at a
+    steady rate; ``GET /stats`` reports the client's requests only.
     """
     from aiohttp import web
 
     from llmguard import estimate_tokens
-    from llmguard.testing import ProviderError, SimulatedProvider
+    from llmguard.testing import (
+        FixedWindowServer,
+        ProviderError,
+        SimulatedProvider,
+        TokenBucketServer,
+    )
+    from llmguard.testing._servers import admission_headers
 
     state: dict = {}
 
@@ -87,21 +158,25 @@ def serve(port: int) -> None:
             task.add_done_callback(tasks.discard)
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
-    def fresh(share: float) -> None:
+    def fresh(kind: str, share: float) -> None:
         if state.get("background"):
             state["background"].cancel()
-        sim = SimulatedProvider(capacity=4096, latency=LATENCY, seconds_per_output_token=0.0005,
-                                rpm=RPM // SCALE, tpm=TPM // SCALE, window=WINDOW,
-                                output_tokens=lambda rng, kw: rng.randint(10, 120))
+        options = dict(capacity=4096, latency=LATENCY, seconds_per_output_token=0.0005,
+                       rpm=RPM // SCALE, tpm=TPM // SCALE, window=WINDOW,
+                       output_tokens=lambda rng, kw: rng.randint(10, 120))
+        sim = {"sliding": SimulatedProvider, "bucket": TokenBucketServer,
+               "fixed": FixedWindowServer}[kind](**options)
         background = asyncio.ensure_future(other_consumer(sim, share)) if share else None
-        state.update(sim=sim, background=background, first=None, last=None, charged=0,
-                     served=0, rate_limited=0)
+        state.update(kind=kind, sim=sim, background=background, first=None, last=None,
+                     charges=[], arrivals=0, rate_limited=0, answered=Counter())
 
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
         now = asyncio.get_running_loop().time()
         if state["first"] is None:
             state["first"] = now
+        state["arrivals"] += 1
+        admission_headers.set(None)
         try:
             result = await state["sim"].acompletion(**body)
         except ProviderError as exc:
@@ -110,22 +185,28 @@ def serve(port: int) -> None:
             return web.json_response({"error": {"message": str(exc), "type": kind, "code": None}},
                                      status=exc.status_code, headers=exc.headers)
         state["last"] = asyncio.get_running_loop().time()
-        state["charged"] += estimate_tokens(messages=body["messages"],
-                                            max_tokens=body.get("max_tokens", 0))
-        state["served"] += 1
-        result.update(id=f"chatcmpl-{state['served']}", created=int(time.time()))
-        return web.json_response(result)
+        state["charges"].append(estimate_tokens(messages=body["messages"],
+                                                max_tokens=body.get("max_tokens", 0)))
+        state["answered"][body["messages"][-1]["content"].split(" ", 1)[0]] += 1
+        result.update(id=f"chatcmpl-{len(state['charges'])}", created=int(time.time()))
+        return web.json_response(result, headers=admission_headers.get() or {})
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response({k: state[k] for k in ("served", "rate_limited", "charged")}
-                                 | {"wall": (state["last"] or 0) - (state["first"] or 0)})
+        served, first = len(state["charges"]), state["first"] or 0
+        ideal = (ideal_time(state["kind"], state["charges"], first)
+                 if served and not state["background"] else None)
+        return web.json_response({
+            "served": served, "arrivals": state["arrivals"], "rate_limited": state["rate_limited"],
+            "charged": sum(state["charges"]), "wall": (state["last"] or first) - first,
+            "ideal": ideal,
+            "duplicates": sum(n - 1 for n in state["answered"].values() if n > 1)})
 
     async def reset(request: web.Request) -> web.Response:
-        fresh(float(request.query.get("share", 0)))
+        fresh(request.query.get("kind", "sliding"), float(request.query.get("share", 0)))
         return web.json_response({})
 
     async def start(app: web.Application) -> None:
-        fresh(0.0)
+        fresh("sliding", 0.0)
 
     app = web.Application()
     app.on_startup.append(start)
@@ -227,13 +308,16 @@ def cookbook(path: str, out: str, url: str, rpm: float, tpm: float) -> None:
 
 
 def make_requests(path: Path, n: int) -> None:
+    """``n`` chat requests; each prompt starts with its own ``#i`` so the server can tell a
+    line answered twice."""
     rng = random.Random(42)
     words = "the quick brown fox jumps over a lazy dog while llms answer politely".split()
     with path.open("w") as f:
         for i in range(n):
             text = " ".join(rng.choice(words) for _ in range(rng.randint(5, 120)))
             f.write(json.dumps({"model": "sim", "max_tokens": rng.randint(20, 120),
-                                "messages": [{"role": "user", "content": text}]}) + "\n")
+                                "messages": [{"role": "user", "content": f"#{i} {text}"}]})
+                    + "\n")
 
 
 def http(port: int, method: str, path: str) -> dict:
@@ -245,31 +329,175 @@ def http(port: int, method: str, path: str) -> dict:
         return json.loads(resp.read())
 
 
-def failed_lines(path: Path) -> int:
-    """Lines that ended as an error: llmguard records, or the cookbook's [request, error]."""
-    failed = 0
+def records(path: Path) -> list:
+    """Whole records of an output file (a kill may leave the last line torn)."""
+    out = []
     with path.open() as f:
         for line in f:
-            record = json.loads(line)
-            failed += not record["ok"] if isinstance(record, dict) else "error" in record[1]
-    return failed
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
 
 
-def run_client(name: str, cmd: list[str], out: Path, port: int, share: float) -> dict:
-    http(port, "POST", f"/reset?share={share}")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-bench"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+def failed_lines(path: Path) -> int:
+    """Lines that ended as an error: llmguard records, or the cookbook's [request, error]."""
+    return sum(not r["ok"] if isinstance(r, dict) else "error" in r[1] for r in records(path))
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-bench"}
+
+
+def run_client(name: str, cmd: list[str], out: Path, port: int, kind: str,
+               share: float) -> dict:
+    http(port, "POST", f"/reset?kind={kind}&share={share}")
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=900)
     if proc.returncode not in (0, 1) or not out.exists():
         raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     stats = http(port, "GET", "/stats")
-    return {**stats, "name": name, "failed": failed_lines(out)}
+    return {**stats, "name": name, "server": KINDS[kind], "done": len(records(out)),
+            "failed": failed_lines(out)}
+
+
+def interrupted(how: str, cmd: list[str], out: Path, port: int, n: int) -> dict:
+    """``llmguard run`` stopped by ``how`` (SIGINT or SIGKILL) once a third of the lines are
+    answered, then resumed; counted at the token-bucket server."""
+    http(port, "POST", "/reset?kind=bucket")
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    while proc.poll() is None and http(port, "GET", "/stats")["served"] < n // 3:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT if how == "SIGINT" else signal.SIGKILL)
+    _, err = proc.communicate(timeout=900)
+    expected = 130 if how == "SIGINT" else -signal.SIGKILL
+    if proc.returncode != expected and proc.returncode != 0:
+        raise SystemExit(f"the {how}ed run ended {proc.returncode}:\n{err[-3000:]}")
+    time.sleep(0.2)  # answers of requests that reached the server before the kill
+    at_stop = http(port, "GET", "/stats")
+    written = len(records(out))
+    resume = [a for a in cmd if a != "--overwrite"] + ["--resume"]
+    again = subprocess.run(resume, env=env(), capture_output=True, text=True, timeout=900)
+    if again.returncode not in (0, 1):
+        raise SystemExit(f"resume after {how} failed ({again.returncode}):\n{again.stderr[-3000:]}")
+    stats = http(port, "GET", "/stats")
+    return {**stats, "name": f"{how} at 1/3, then --resume", "done": len(records(out)),
+            "failed": failed_lines(out), "paid_at_stop": at_stop["served"],
+            "written_at_stop": written}
+
+
+# --------------------------------------------------------------------------- LiteLLM's proxy
+
+
+def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list[str]]],
+                  repeats: int) -> list[dict]:
+    """Each of ``runs`` (name, extra ``llmguard run`` options) against a fresh LiteLLM proxy
+    serving a ``mock_response`` deployment with rpm/tpm limits, counted from its access log."""
+    config = tmp / "litellm.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: sim\n    litellm_params:\n      model: openai/sim\n"
+        "      api_key: sk-mock\n      mock_response: \"ok\"\n"
+        f"      rpm: {LITELLM_RPM}\n      tpm: {LITELLM_TPM}\n"
+        "router_settings:\n  routing_strategy: usage-based-routing-v2\n"
+        "  enable_pre_call_checks: true\nlitellm_settings:\n  num_retries: 0\n")
+    rows = []
+    for name, options in runs:
+        for _ in range(repeats):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            log = tmp / "litellm.log"
+            proxy = subprocess.Popen(
+                [litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+                 "--num_workers", "1"],
+                env={**os.environ, "LITELLM_MASTER_KEY": MASTER_KEY,
+                     "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+                stdout=log.open("w"), stderr=subprocess.STDOUT)
+            try:
+                for _ in range(600):
+                    with contextlib.suppress(OSError):
+                        http(port, "GET", "/health/liveliness")
+                        break
+                    time.sleep(0.1)
+                out = tmp / "litellm.jsonl"
+                cmd = [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(out),
+                       "--overwrite", "--no-progress", "--model", "sim", "--api-base",
+                       f"http://127.0.0.1:{port}/v1", "--api-key-env", "BENCH_PROXY_KEY",
+                       "--concurrency", "32", "--retries", "5", *options]
+                done = subprocess.run(cmd, env={**env(), "BENCH_PROXY_KEY": MASTER_KEY},
+                                      capture_output=True, text=True, timeout=1800)
+                ended = time.time()
+                if done.returncode not in (0, 1):
+                    raise SystemExit(f"llmguard run against LiteLLM failed:\n{done.stderr}")
+            finally:
+                proxy.terminate()
+                proxy.wait(timeout=60)
+            codes = Counter(re.findall(r'"POST /v1/chat/completions HTTP/1.1" (\d+)',
+                                       log.read_text()))
+            wall = float(re.search(r"wall time\s+([\d.]+) s", done.stdout).group(1))
+            start = ended - wall  # the run's first request, about (clock minutes matter)
+            got = records(out)
+            rows.append({"name": name, "server": "LiteLLM proxy (real time)",
+                         "done": len(got), "failed": sum(not r["ok"] for r in got),
+                         "arrivals": sum(codes.values()), "rate_limited": codes.get("429", 0),
+                         "served": codes.get("200", 0), "wall": wall,
+                         "ideal": litellm_ideal(len(got), start, spacing(got)),
+                         "duplicates": None})
+    return rows
+
+
+def spacing(got: list[dict]) -> float:
+    """Seconds between answers at the proxy's own pace: it serves about 32 requests (the
+    run's --concurrency) per median provider latency, whatever the quota."""
+    latencies = sorted(r["latency"] for r in got if r["latency"] is not None)
+    return latencies[len(latencies) // 2] / 32 if latencies else 0.0
+
+
+def litellm_ideal(n: int, start: float, gap: float) -> float:
+    """LiteLLM counts requests per clock minute (unix time) and refuses the one that would
+    reach ``rpm`` (``rpm - 1`` get through per minute, as measured here): the soonest ``n``
+    requests from ``start`` pass, no closer than ``gap`` apart (the proxy's own pace)."""
+    from llmguard.testing._quota import FixedWindow
+
+    quota, t = FixedWindow(LITELLM_RPM - 1, 60.0), start
+    for i in range(n):
+        if i:
+            t += gap
+        t += quota.wait(t, 1)
+        quota.take(t, 1)
+    return t - start + gap * 32
+
+
+# --------------------------------------------------------------------------- main
+
+
+def pct(part: float, whole: float) -> str:
+    return f"{part / whole:.2%}" if whole else "-"
+
+
+def median_row(rows: list[dict]) -> dict:
+    """The repeat with the median wall time (its counts kept together)."""
+    ordered = sorted(rows, key=lambda r: r["wall"])
+    return {**ordered[len(ordered) // 2], "repeats": len(rows),
+            "rate_limited_all": [r["rate_limited"] for r in rows]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each row; the table shows the median by wall time")
+    parser.add_argument("--servers", default="sliding,bucket,fixed",
+                        help="comma-separated: sliding, bucket, fixed (none: only LiteLLM)")
+    parser.add_argument("--clients", default="llmguard,cookbook,cookbook50",
+                        help="comma-separated: llmguard, cookbook (100%% quota), cookbook50")
     parser.add_argument("--share", type=float, default=0.0,
-                        help="fraction of the quota another consumer uses meanwhile (0 to 0.9)")
+                        help="fraction of the sliding window's quota another consumer uses "
+                             "meanwhile (0 to 0.9)")
+    parser.add_argument("--litellm", metavar="PATH",
+                        help="the litellm command of an environment with litellm[proxy]")
+    parser.add_argument("--litellm-lines", type=int, default=LITELLM_LINES)
+    parser.add_argument("--no-interrupts", action="store_true",
+                        help="skip the SIGINT and kill -9 runs")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cookbook", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -280,12 +508,34 @@ def main() -> None:
         return cookbook(path, out, url, float(rpm), float(tpm))
     if not 0 <= args.share <= 0.9:
         raise SystemExit(f"--share must be between 0 and 0.9, got {args.share}")
+    kinds = [k.strip() for k in args.servers.split(",") if k.strip() not in ("", "none")]
+    if any(k not in KINDS for k in kinds):
+        raise SystemExit(f"--servers takes {', '.join(KINDS)}; got {args.servers!r}")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)],
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cli_"))
+    src = tmp / "requests.jsonl"
+    make_requests(src, args.requests)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    me = [sys.executable, __file__, "--cookbook", str(src), str(tmp / "cookbook.jsonl"), url]
+    lg = [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(tmp / "lg.jsonl"),
+          "--overwrite", "--no-progress", "--model", "sim", "--api-base",
+          f"http://127.0.0.1:{port}/v1", "--rpm", str(RPM), "--tpm", str(TPM),
+          "--burst", str(1 / SCALE), "--margin", str(0.5 / SCALE),
+          "--concurrency", "64", "--retries", "5"]
+    clients = {"llmguard": ("llmguard run", lg, tmp / "lg.jsonl"),
+               "cookbook": ("cookbook, 100% quota", [*me, str(RPM), str(TPM)],
+                            tmp / "cookbook.jsonl"),
+               "cookbook50": ("cookbook, 50% quota", [*me, str(RPM / 2), str(TPM / 2)],
+                              tmp / "cookbook.jsonl")}
+    chosen = [c.strip() for c in args.clients.split(",") if c.strip()]
+    if not chosen or any(c not in clients for c in chosen):
+        raise SystemExit(f"--clients takes {', '.join(clients)}; got {args.clients!r}")
+    rows, stops = [], []
     try:
         for _ in range(200):
             try:
@@ -293,41 +543,61 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.05)
-        tmp = Path(tempfile.mkdtemp(prefix="bench_cli_"))
-        src = tmp / "requests.jsonl"
-        make_requests(src, args.requests)
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        me = [sys.executable, __file__, "--cookbook", str(src), str(tmp / "cookbook.jsonl"), url]
-        lg = [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(tmp / "lg.jsonl"),
-              "--overwrite", "--no-progress", "--model", "sim", "--api-base",
-              f"http://127.0.0.1:{port}/v1", "--rpm", str(RPM), "--tpm", str(TPM),
-              "--burst", str(1 / SCALE), "--margin", str(0.5 / SCALE),
-              "--concurrency", "64", "--retries", "5"]
-        clients = [("llmguard run", lg, tmp / "lg.jsonl"),
-                   ("cookbook, 100% quota", [*me, str(RPM), str(TPM)], tmp / "cookbook.jsonl"),
-                   ("cookbook, 50% quota", [*me, str(RPM / 2), str(TPM / 2)],
-                    tmp / "cookbook.jsonl")]
-        rows = [run_client(name, cmd, out, port, args.share) for name, cmd, out in clients]
+        for kind in kinds:
+            share = args.share if kind == "sliding" else 0.0
+            for name, cmd, out in (clients[c] for c in chosen):
+                rows.append(median_row([run_client(name, cmd, out, port, kind, share)
+                                        for _ in range(args.repeats)]))
+        if not args.no_interrupts:
+            stops = [interrupted(how, lg, tmp / "lg.jsonl", port, args.requests)
+                     for how in ("SIGINT", "SIGKILL")]
     finally:
         server.terminate()
         server.wait()
-    left = 1 - args.share
-    print(f"\n{args.requests:,} requests; quota {RPM:,} rpm / {TPM:,} tpm over a sliding "
-          f"{WINDOW:g} s window (time compressed {SCALE}x; cookbook pause {PAUSE:g} s)"
-          + (f"; another consumer uses {args.share:.0%} of it" if args.share else ""))
-    print("utilisation: served / what the quota (less the other consumer's share) allowed in the "
-          "wall time: one full window at the start, then the rate\n")
-    head = (f"{'client':<22} {'wall s':>7} {'vs llmguard':>11} {'429s':>6} {'failed':>6} "
-            f"{'req util':>8} {'tok util':>8}")
-    print(head)
-    print("-" * len(head))
-    base = rows[0]["wall"]
+    note = None
+    if args.litellm:
+        lite_src = tmp / "litellm_requests.jsonl"
+        make_requests(lite_src, args.litellm_lines)
+        rows += [median_row([r]) for r in litellm_proxy(
+            args.litellm, tmp, lite_src,
+            [("llmguard run, limits learned", []),
+             ("llmguard run --rpm", ["--rpm", str(LITELLM_RPM)])], args.repeats)]
+    else:
+        note = ("LiteLLM's proxy: not run (pass --litellm PATH: the litellm command of an "
+                "environment with 'litellm[proxy]' installed)")
+
+    print(f"\n{args.requests:,} requests; quota {RPM:,} rpm / {TPM:,} tpm over {WINDOW:g} s "
+          f"windows (time compressed {SCALE}x; cookbook pause {PAUSE:g} s)"
+          + (f"; on the sliding window another consumer uses {args.share:.0%} of it"
+             if args.share else "")
+          + (f"; median of {args.repeats} runs by wall time" if args.repeats > 1 else ""))
+    if args.litellm:
+        print(f"LiteLLM proxy: {args.litellm_lines:,} requests, rpm {LITELLM_RPM:,} per clock "
+              f"minute, real time; ideal counts {LITELLM_RPM - 1:,} a minute (what it admits)")
+    print("ideal: the soonest the server's own quota admits the same requests from the first "
+          "arrival, plus one service time; 429s: share of the requests the server received\n")
+    print("| server | client | lines done | failed | 429s (% of requests) | wall s | "
+          "wall / ideal |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        windows = 1 + r["wall"] / WINDOW  # a full window at the start, then the rate
-        req_util = r["served"] / (RPM / SCALE * left * windows) if windows else 0
-        tok_util = r["charged"] / (TPM / SCALE * left * windows) if windows else 0
-        print(f"{r['name']:<22} {r['wall']:>7.1f} {r['wall'] / base:>10.2f}x "
-              f"{r['rate_limited']:>6,} {r['failed']:>6,} {req_util:>8.0%} {tok_util:>8.0%}")
+        ratio = f"{r['wall'] / r['ideal']:.2f}x" if r.get("ideal") else "-"
+        spread = (f" [{', '.join(map(str, r['rate_limited_all']))}]"
+                  if r.get("repeats", 1) > 1 else "")
+        print(f"| {r['server']} | {r['name']} | {r['done']:,} | {r['failed']:,} | "
+              f"{r['rate_limited']:,} ({pct(r['rate_limited'], r['arrivals'])}){spread} | "
+              f"{r['wall']:.1f} | {ratio} |")
+    if note:
+        print(f"\n{note}")
+    if stops:
+        print(f"\ninterrupt and kill, token-bucket server, {args.requests:,} lines: stopped once a "
+              "third were answered, then `--resume`; counted at the server\n")
+        print("| run | lines done | failed | requests received | lines answered (paid) | "
+              "duplicates paid | in flight at the stop (paid, not on disk) |")
+        print("|---|---|---|---|---|---|---|")
+        for r in stops:
+            print(f"| {r['name']} | {r['done']:,} | {r['failed']:,} | {r['arrivals']:,} | "
+                  f"{r['served']:,} | {r['duplicates']:,} | "
+                  f"{r['paid_at_stop'] - r['written_at_stop']:,} |")
 
 
 if __name__ == "__main__":

@@ -2,92 +2,30 @@
 
     llmguard run examples/prompts.jsonl -o out.jsonl --rpm 500 --tpm 200000 --retries 4
 
-The options parse and validate here; the run itself is in ``_cli_run`` (pipeline, resume,
-signals), input and output in ``_cli_io``, the provider in ``_cli_provider``, the progress bar
-and summary in ``_cli_report``.
+The options parse and validate here; the run itself is in ``_cli/run`` (pipeline, resume,
+signals), input and output in ``_cli/io``, the provider in ``_cli/provider``, the progress bar
+and summary in ``_cli/report``, path and URL checks in ``_cli/checks``, ``--ray`` in
+``_cli/ray_launch``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import llmguard
 
+from ._cli.checks import api_base_problem, number_type, output_problem, same_file
+from ._cli.checks import usage_error as _fail
 from ._cli.io import done_ids, scan_input
-from ._cli.run import EXIT_CRASH, EXIT_USAGE, Settings, make_limits, resume_args, run
-from ._core.redact import redact_url
+from ._cli.run import EXIT_CRASH, Settings, make_limits, run
+from ._cli.usage import DESCRIPTION, EPILOG
 
 __all__ = ["main"]
-
-_DESCRIPTION = """\
-Send every line of INPUT (JSON Lines) as a chat completion through llmguard's layers
-(cache, fallback, retry, timeout, rate limit, concurrency) and write one JSON record per line to
-OUTPUT, in input order.
-
-Input lines are OpenAI-style chat requests {"model": ..., "messages": [...], ...} or Batch API
-lines {"custom_id": ..., "body": {...}}. A line that is not JSON or has no messages becomes an
-error record with its line number; the run goes on.
-
-Models: "fake" (the default when neither --model nor the line names one) answers offline. Test
-models: "fake-fail" (always HTTP 500), "fake-429" (always HTTP 429), "fake-hang" (never answers).
-Any other model goes to --api-base (an OpenAI-compatible server) when given, else through
-litellm (pip install 'llmguard[litellm]') with its usual API keys.
-"""
-
-_EPILOG = """\
-output record (one JSON object per line):
-  id, line, ok, model (the one that answered), response | error {kind, type, message},
-  usage {input_tokens, output_tokens}, cost (USD, when litellm knows the price), latency (s),
-  attempts, retries, fallback, cached, metadata (echoed from the input line)
-
-exit codes:
-  0    every line succeeded
-  1    the run finished and some lines failed (see their error records)
-  1    also: --resume left failed records of an earlier run (add --retry-failed)
-  2    usage or input error (bad option, missing input file, output exists without --resume,
-       duplicate ids, unwritable output or a full disk)
-  3    crashed (a bug: the traceback says where; --resume continues)
-  130  interrupted (Ctrl-C or SIGTERM); the message says how to resume
-
-durability:
-  each record is written and flushed the moment its line finishes (a kill -9 loses no
-  answered line; fsynced within 1 s); a completed run leaves OUTPUT in input order.
-  Ctrl-C/SIGTERM sends nothing more, gives lines at the provider --grace seconds; a second
-  Ctrl-C abandons them. --resume then re-sends only the lines that were in flight.
-
-example:
-  llmguard run examples/prompts.jsonl -o out.jsonl --rpm 500 --tpm 200000 \\
-      --fallback-model fake --retries 4
-"""
-
-
-def _number(kind: Callable[[str], Any], *, minimum: float = 0, strict: bool = True,
-            maximum: float | None = None, unit: str = "") -> Callable[[str], Any]:
-    """An argparse type that names what is wrong (argparse prefixes the option's name)."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}{unit}, got {text!r}"
-            ) from None
-        bad = not math.isfinite(value) or (value <= minimum if strict else value < minimum)
-        if bad:
-            op = ">" if strict else ">="
-            raise argparse.ArgumentTypeError(f"must be {op} {minimum:g}{unit}, got {text}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}{unit}, got {text}")
-        return value
-
-    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser(
         "run", help="run a JSONL file of chat requests through the full stack",
-        description=_DESCRIPTION, epilog=_EPILOG,
+        description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("input", metavar="INPUT", help="JSONL file of chat requests")
@@ -119,36 +57,41 @@ def _parser() -> argparse.ArgumentParser:
                      help="environment variable holding the API key (default: OPENAI_API_KEY; "
                           "litellm also reads each provider's own, e.g. ANTHROPIC_API_KEY)")
     group = run.add_argument_group("layers")
-    group.add_argument("--rpm", type=_number(int),
+    group.add_argument("--rpm", type=number_type(int),
                        help="requests per minute quota (default: learned from the provider's "
                             "x-ratelimit-limit-* headers; waiting for quota never fails a line)")
-    group.add_argument("--tpm", type=_number(int),
+    group.add_argument("--tpm", type=number_type(int),
                        help="tokens per minute quota (prompt estimate + max_tokens, charged at "
                             "admission and never given back, as OpenAI counts them)")
-    group.add_argument("--burst", type=_number(float), metavar="FRACTION",
+    group.add_argument("--burst", type=number_type(float), metavar="FRACTION",
                        help="also hold each quota over that fraction of its minute (0.1: a "
                             "tenth of --rpm per 6 s), for providers that enforce quotas over "
                             "short windows")
-    group.add_argument("--margin", type=_number(float, strict=False, unit=" seconds"),
+    group.add_argument("--refill", choices=("window", "continuous"), default="window",
+                       help="how the provider refills its quota: 'window' (default: never more "
+                            "than the quota in any minute, safe for every provider) or "
+                            "'continuous' (a bucket refilling every instant, as OpenAI, Azure "
+                            "OpenAI and Anthropic do: faster after the first minute)")
+    group.add_argument("--margin", type=number_type(float, strict=False, unit=" seconds"),
                        default=0.5, metavar="SECONDS",
                        help="count each request against the quotas this much longer than the "
                             "provider's window, so admission and the provider's clock never "
                             "disagree at the window's edge (default: 0.5)")
     limit = group.add_mutually_exclusive_group()
-    limit.add_argument("--concurrency", type=_number(int), default=16,
+    limit.add_argument("--concurrency", type=number_type(int), default=16,
                        help="calls in flight at once (default: 16)")
     limit.add_argument("--adaptive", action="store_true",
                        help="find the provider's concurrency limit from latency and errors")
-    group.add_argument("--retries", type=_number(int, strict=False), default=3,
+    group.add_argument("--retries", type=number_type(int, strict=False), default=3,
                        help="retries per line after the first attempt, with backoff that "
                             "honours Retry-After; 0 disables (default: 3)")
-    group.add_argument("--timeout", type=_number(float, unit=" seconds"), default=60.0,
+    group.add_argument("--timeout", type=number_type(float, unit=" seconds"), default=60.0,
                        help="seconds per attempt at the provider, from when it is sent (time "
                             "waiting for quota or a slot does not count; default: 60)")
     group.add_argument("--fallback-model", action="append", default=[], metavar="MODEL",
                        help="model to try when a line's model fails after its retries "
                             "(repeatable, tried in order)")
-    group.add_argument("--cache-ttl", type=_number(float, unit=" seconds"), metavar="SECONDS",
+    group.add_argument("--cache-ttl", type=number_type(float, unit=" seconds"), metavar="SECONDS",
                        help="answer identical requests from a cache for this long")
     group.add_argument("--priority-field", metavar="FIELD",
                        help="top-level field of each line holding its priority (higher first); "
@@ -163,9 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--retry-failed", action="store_true",
                       help="with --resume, also run again the lines whose record is an error "
                            "(their error records are removed)")
-    runs.add_argument("--grace", type=_number(float, strict=False, unit=" seconds"), default=5.0,
+    runs.add_argument("--grace", type=number_type(float, strict=False, unit=" seconds"),
+                      default=5.0,
                       help="on Ctrl-C, seconds to let lines in flight finish (default: 5)")
-    runs.add_argument("--metrics-port", type=_number(int, maximum=65535), metavar="PORT",
+    runs.add_argument("--metrics-port", type=number_type(int, maximum=65535), metavar="PORT",
                       help="serve Prometheus metrics on 127.0.0.1:PORT while running")
     bar = runs.add_mutually_exclusive_group()
     bar.add_argument("--progress", action="store_true", default=None,
@@ -179,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="run the lines on Ray actors: on the cluster at ADDRESS (e.g. "
                           "ray://head:10001 or auto), else on a local Ray; same records, "
                           "same --resume")
-    ray.add_argument("--actors", type=_number(int), default=2,
+    ray.add_argument("--actors", type=number_type(int), default=2,
                      help="with --ray, the number of actors (default: 2)")
     ray.add_argument("--redis", metavar="URL",
                      help="with --ray, share the quotas, the concurrency limit and the cache "
@@ -190,46 +134,6 @@ def _parser() -> argparse.ArgumentParser:
 
     serve_options.add_parser(commands)
     return parser
-
-
-def _fail(message: str) -> int:
-    print(f"llmguard run: error: {message} (see llmguard run --help)", file=sys.stderr)
-    return EXIT_USAGE
-
-
-def _same_file(a: str, b: str) -> bool:
-    """True when both paths name one file (symlinks and hard links included)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # b does not exist yet: compare where it would be created
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _check_output(path: str, *, append: bool) -> str | None:
-    """Why OUTPUT cannot be written, or None."""
-    if os.path.isdir(path):
-        return f"output {path!r} is a directory; pass a file path, e.g. {path.rstrip('/')}/out.jsonl"
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        return f"the directory of output {path!r} does not exist; create it"
-    existed = os.path.exists(path)
-    try:
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as exc:
-        return f"cannot write output {path!r} ({exc.strerror}); pick a writable path"
-    if not existed and not append:
-        os.remove(path)
-    return None
-
-
-def _api_base_problem(url: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return (f"--api-base must be an http(s) URL such as http://localhost:8000/v1, got "
-                f"{redact_url(url)!r}")
-    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,10 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout = args.output == "-"
     if stdout and args.resume:
         return _fail("--resume needs an output file to read (not -o -)")
-    if not stdout and _same_file(args.input, args.output):
+    if not stdout and same_file(args.input, args.output):
         return _fail("OUTPUT must differ from INPUT (they are the same file)")
     if args.api_base is not None:
-        if (problem := _api_base_problem(args.api_base)) is not None:
+        if (problem := api_base_problem(args.api_base)) is not None:
             return _fail(problem)
         if args.model is None:
             return _fail("--api-base needs --model: the model name the server serves (lines "
@@ -271,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exists = os.path.isfile(args.output) and os.path.getsize(args.output) > 0
         # Probe that it can be written, leaving no new file behind: a later usage error must
         # not create OUTPUT.
-        if (problem := _check_output(args.output, append=False)) is not None:
+        if (problem := output_problem(args.output, append=False)) is not None:
             return _fail(problem)
         if exists and not (args.resume or args.overwrite):
             return _fail(f"output {args.output!r} exists: pass --resume to continue that "
@@ -279,13 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ray is not None:
         if stdout:
             return _fail("-o - does not go with --ray: give an output file")
-        return _run_on_ray(args, argv)
+        from ._cli.ray_launch import run_on_ray
+
+        return run_on_ray(args, argv)
     if args.redis is not None or args.actors != 2:
         return _fail("--redis and --actors go with --ray")
     api_key = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
-        rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin,
+        rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin, refill=args.refill,
         concurrency=args.concurrency, adaptive=args.adaptive,
         retries=args.retries, timeout=args.timeout, fallback_models=tuple(args.fallback_model),
         cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
@@ -319,49 +225,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "
               "are intact: --resume continues from them.", file=sys.stderr)
         return EXIT_CRASH
-
-
-def _ray_send(api_base: str | None) -> Any:
-    """The provider of ``llmguard run``, built in each Ray actor (the API key is read there)."""
-    from ._cli.provider import Provider
-
-    if api_base:  # imported now, not on the first call, which the rate limit has admitted
-        import aiohttp  # noqa: F401
-
-    return Provider(api_base, os.environ.get("OPENAI_API_KEY"))  # read on the actor: never shipped
-
-
-def _run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
-    """``llmguard run --ray``: the same job through :func:`llmguard.integrations.ray.run_jsonl`."""
-    for option, used in (("--metrics-port", args.metrics_port is not None),
-                         ("--grace", args.grace != 5.0)):
-        if used:
-            return _fail(f"{option} is not supported with --ray")
-    try:
-        import functools
-
-        from .integrations.ray import Stack, run_jsonl
-
-        stack = Stack(rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin,
-                      concurrency=args.concurrency, adaptive=args.adaptive,
-                      retries=args.retries, timeout=args.timeout,
-                      fallback_models=tuple(args.fallback_model), cache_ttl=args.cache_ttl,
-                      share=1 if args.redis else args.actors)
-        summary = run_jsonl(
-            args.input, args.output, address=args.ray or None, actors=args.actors,
-            pipeline=stack, make_send=functools.partial(_ray_send, args.api_base),
-            redis_url=args.redis, resume=args.resume, retry_failed=args.retry_failed,
-            overwrite=args.overwrite, ordered=not args.unordered, model=args.model,
-            default_model="fake", priority_field=args.priority_field,
-            progress=bool(args.progress), verbose=args.verbose,
-        )
-    except ImportError as exc:
-        return _fail(f"--ray needs the ray extra: pip install 'llmguard[ray]' ({exc})")
-    except (TypeError, ValueError) as exc:
-        return _fail(str(exc))
-    if not summary.complete:
-        print(f"Resume with:\n  llmguard run {resume_args(argv[1:])}", file=sys.stderr)
-    return summary.exit_code
 
 
 if __name__ == "__main__":

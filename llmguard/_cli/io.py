@@ -8,6 +8,7 @@ mid-write) is cut off before appending (the shared reader in ``_runners.jsonl``)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -233,10 +234,15 @@ def sort_by_line(path: str) -> None:
             pos += len(raw)
         offsets.sort()
         tmp = f"{path}.sorting"
-        with open(tmp, "wb") as out:
-            for _, offset in offsets:
-                f.seek(offset)
-                out.write(f.readline())
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with open(tmp, "wb") as out:
+                for _, offset in offsets:
+                    f.seek(offset)
+                    out.write(f.readline())
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:  # a full disk: the unsorted file stays, the partial copy goes
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
     os.replace(tmp, path)

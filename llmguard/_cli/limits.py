@@ -8,19 +8,73 @@ come (``RateLimit.observe_headers``); when ``reset-*`` is absent (LiteLLM's prox
 ``remaining-*`` is taken as what is left for the next 60 s (used by others before us), and the
 limits alone pace the rest. 429s with ``retry-after`` / ``retry-after-ms`` /
 ``llm_provider-retry-after`` pause every admission (RateLimit and Retry read them).
+
+Under a token quota, each answer's ``usage.prompt_tokens`` (the provider's own count of the
+prompt) calibrates our estimate (:class:`TokenCount`): a provider that counts more than our
+tokenizer (another encoding, or a rate limiter that estimates from characters) would otherwise
+be sent a few percent over its quota, answered with 429s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from .._admission.ratelimit import RateLimit
 from .._core.call import Call, Handler
+from .._core.tokens import extract_usage, request_tokens
 
-__all__ = ["Limits"]
+__all__ = ["Limits", "TokenCount"]
+
+#: Prompt tokens of answers seen before the provider's count is trusted over ours.
+CALIBRATE_AFTER = 1000
+
+
+class TokenCount:
+    """Tokens a request is charged: ``count`` (default :func:`request_tokens`) with its prompt
+    part scaled by how the provider counts prompts.
+
+    The factor is the provider's ``usage.prompt_tokens`` over our prompt estimates, summed over
+    every answer so far; at least 1 (counting more than the provider only paces a little more
+    carefully, counting less sends over its quota) and at most 4.
+    """
+
+    __slots__ = ("count", "estimated", "reported")
+
+    def __init__(self, count: Callable[..., int] = request_tokens) -> None:
+        self.count = count
+        #: Our prompt estimates and the provider's counts of the answers observed.
+        self.estimated = self.reported = 0
+
+    @property
+    def factor(self) -> float:
+        if self.estimated < CALIBRATE_AFTER:
+            return 1.0
+        return min(4.0, max(1.0, self.reported / self.estimated))
+
+    def _prompt(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        return self.count(*args, **{**kwargs, "max_tokens": 0})  # what usage.prompt_tokens counts
+
+    def __call__(self, *args: Any, **kwargs: Any) -> int:
+        total = self.count(*args, **kwargs)
+        factor = self.factor
+        if factor == 1.0:
+            return total
+        return total + math.ceil(self._prompt(args, kwargs) * (factor - 1))
+
+    def observe(self, call: Call, result: Any) -> None:
+        """Compare the provider's count of this answer's prompt with ours."""
+        usage = extract_usage(result)
+        if usage is None or not isinstance(usage.input_tokens, int) or usage.input_tokens <= 0:
+            return
+        self.estimated += self._prompt(call.args, call.kwargs)
+        self.reported += usage.input_tokens
+
+    def __repr__(self) -> str:
+        return f"<TokenCount factor={self.factor:.3f} over {self.estimated} prompt tokens>"
 
 
 def _int(value: Any) -> int | None:
@@ -35,7 +89,7 @@ class Limits:
     """Layer: the run's rate limit (given, learned, or none), fed by every answer's headers."""
 
     __slots__ = ("_first", "_kwargs", "_seeded", "announce", "inner", "learn", "rpm", "source",
-                 "tpm")
+                 "tokens", "tpm")
 
     def __init__(self, *, rpm: int | None, tpm: int | None, learn: bool,
                  announce: Callable[[str], None] | None = None, **kwargs: Any) -> None:
@@ -44,7 +98,10 @@ class Limits:
         self.source = "--rpm/--tpm" if rpm or tpm else None
         #: Learn quotas from headers (only when none were given).
         self.learn = learn and not (rpm or tpm)
-        self._kwargs = {"max_wait": None, **kwargs}  # waiting for quota is never a failure
+        #: The token estimate, calibrated by the answers' usage.
+        self.tokens = TokenCount(kwargs.pop("tokens", request_tokens))
+        # Waiting for quota is never a failure.
+        self._kwargs = {"max_wait": None, **kwargs, "tokens": self.tokens}
         self.inner: RateLimit | None = (RateLimit(rpm=rpm, tpm=tpm, **self._kwargs)
                                         if rpm or tpm else None)
         self.announce = announce
@@ -73,7 +130,10 @@ class Limits:
     async def _send(self, call: Call, call_next: Handler) -> Any:
         if self.inner is None:
             return await call_next(call)
-        return await self.inner(call, call_next)
+        result = await self.inner(call, call_next)
+        if self.tpm:
+            self.tokens.observe(call, result)
+        return result
 
     def observe(self, headers: Any) -> None:
         """Read one answer's headers (called by the provider for every HTTP answer)."""

@@ -123,6 +123,25 @@ class Provider:
         self._session: Any = None
         self._litellm: Any = None
 
+    def open(self, model: str | None = None) -> None:
+        """Import what the first attempts need before any is admitted: an import inside the
+        first call (aiohttp ~0.1 s, litellm ~1 s) holds the opening burst past the time the
+        rate limit counted it, so the provider's window sees it late and overlaps the next."""
+        if self.api_base is not None:
+            self._open_session()
+        elif model is not None and model not in FAKE_MODELS:
+            self._backend(model)
+
+    def _open_session(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            self._session = aiohttp.ClientSession(
+                headers=headers, connector=aiohttp.TCPConnector(limit=0)
+            )
+        return self._session
+
     def close(self) -> None:
         """Send nothing more (Ctrl-C); attempts already sent carry on."""
         self.closed = True
@@ -170,15 +189,11 @@ class Provider:
     async def _post(self, request: dict[str, Any]) -> Any:
         import aiohttp
 
-        if self._session is None:
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            self._session = aiohttp.ClientSession(
-                headers=headers, connector=aiohttp.TCPConnector(limit=0)
-            )
+        session = self._open_session()
         url = f"{self.api_base}/chat/completions"
         where = redact_url(self.api_base or "")
         try:
-            async with self._session.post(url, json=request) as r:
+            async with session.post(url, json=request) as r:
                 if self.on_headers is not None:
                     self.on_headers(r.headers)
                 raw = await r.read()
@@ -207,20 +222,3 @@ class Provider:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def cost_of(response: Any) -> float | None:
-    """The response's cost in USD, when litellm priced it."""
-    hidden = getattr(response, "_hidden_params", None)
-    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
-    return float(cost) if isinstance(cost, (int, float)) else None
-
-
-def to_json(response: Any) -> Any:
-    """A JSON-ready form of a response: dicts as they are, SDK objects through ``model_dump``."""
-    if isinstance(response, (dict, list, str, int, float, bool)) or response is None:
-        return response
-    dump = getattr(response, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json", exclude_none=True)
-    return str(response)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .._core.call import invoke_timed
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
+from .._runners.layers import run_layers
 from .._runners.stopper import Stopper
 from .io import FSYNC_INTERVAL, Job, OutputWriter, read_jobs
 from .limits import Limits, announce
@@ -34,6 +35,7 @@ class Settings:
     tpm: int | None = None
     burst: float | None = None
     margin: float = 0.5
+    refill: str = "window"
     concurrency: int = 16
     adaptive: bool = False
     retries: int = 3
@@ -64,19 +66,11 @@ def build_pipeline(s: Settings, limits: Limits | None = None) -> Pipeline:
     so time spent waiting for quota or a slot is never a timeout. The rate limit waits as long
     as it takes (``max_wait=None``): a quota-bound run paces, it does not fail lines.
     """
-    p = Pipeline(name="llmguard-run")
-    if s.metrics_port is not None:
-        p = p.metrics()
-    if s.cache_ttl is not None:
-        p = p.cache(ttl=s.cache_ttl)
-    if s.fallback_models:
-        p = p.fallback(*({"model": m} for m in s.fallback_models))
-    if s.retries:
-        p = p.retry(attempts=s.retries + 1)
-    if limits is None:
-        limits = make_limits(s)
-    p = p.then(limits)
-    return p.adaptive_concurrency() if s.adaptive else p.concurrency_limit(s.concurrency)
+    return run_layers(metrics=s.metrics_port is not None,
+                      cache=None if s.cache_ttl is None else {"ttl": s.cache_ttl},
+                      fallback_models=s.fallback_models, retries=s.retries,
+                      rate_limit=make_limits(s) if limits is None else limits,
+                      concurrency=s.concurrency, adaptive=s.adaptive)
 
 
 def make_limits(s: Settings) -> Limits:
@@ -84,7 +78,8 @@ def make_limits(s: Settings) -> Limits:
     # OpenAI-style providers charge max_tokens at admission: keep reservations as made.
     # Learned from --api-base answers (the headers are read there; litellm hides them).
     return Limits(rpm=s.rpm, tpm=s.tpm, learn=s.api_base is not None,
-                  announce=announce, burst=s.burst, margin=s.margin, charge="reserved",
+                  announce=announce, burst=s.burst, margin=s.margin, refill=s.refill,
+                  charge="reserved",
                   tokens=request_tokens)
 
 
@@ -100,6 +95,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     out = sys.stderr if s.output == "-" else sys.stdout  # records own stdout with -o -
     limits = make_limits(s)
     provider = Provider(s.api_base, s.api_key, timeout=s.timeout, on_headers=limits.observe)
+    provider.open(s.model)  # imports and the session now, not inside the first admitted calls
     tally = Tally(skipped=len(skip))
     progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
                         in_flight=lambda: len(provider.sending),
@@ -112,6 +108,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     room = asyncio.Event()  # a line finished, or a stop: the reader looks again
     abandoned: list[int] = []
     write_error: list[OSError] = []
+    unsorted: list[OSError] = []  # the records are complete, only their reordering failed
 
     def stop(_name: str) -> None:
         provider.close()
@@ -185,11 +182,19 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
         try:
             writer.close(complete=complete)
         except OSError as exc:
+            if complete and not write_error:  # every record is on disk; only the sort failed
+                unsorted.append(exc)
             write_error.append(exc)
     wall = loop.time() - start
     print(format_summary(tally, wall, source=s.input, output=s.output,
                          quota=quota_used(limits, provider.sent, tally, wall),
                          abandoned=abandoned[0] if abandoned else 0), file=out)
+    if unsorted:
+        print(f"llmguard run: error: every line is recorded in {s.output}, but it could not be "
+              f"put back in input order ({unsorted[0]}; sorting needs that much free space "
+              f"again); free space, then sort it with:\n  llmguard run {resume_args(argv)}",
+              file=sys.stderr)
+        return EXIT_USAGE
     if write_error:
         print(f"llmguard run: error: cannot write output {s.output!r}: {write_error[0]}; free "
               f"space or fix permissions, then resume with:\n  llmguard run {resume_args(argv)}",

@@ -341,3 +341,58 @@ async def test_guard_rows_reuses_its_guard_when_the_send_objects_state_changes()
     assert fake.calls
     assert _options_key({"send": fake.acompletion, "pipeline": plain_pipeline, "model": "m"}) == before
     assert _options_key({"send": fake.acompletion, "pipeline": plain_pipeline, "model": "n"}) != before
+
+
+def test_cli_run_on_ray_sends_the_key_of_api_key_and_api_key_env(local_ray, tmp_path, capsys,
+                                                                  monkeypatch):
+    """`llmguard run --ray --api-base` authenticates as the local run does: --api-key, else
+    the driver's --api-key-env variable (set after Ray started, so only the driver has it);
+    the key is never printed or written to the records."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from llmguard._cli.ray_launch import Secret
+    from llmguard.cli import main
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(self.headers.get("Authorization", ""))
+            data = json.dumps({"id": "c", "object": "chat.completion", "model": body["model"],
+                               "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                   "role": "assistant", "content": "ok"}}],
+                               "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    src = write_jsonl(tmp_path / "in.jsonl",
+                      [{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(4)])
+    monkeypatch.setenv("LG_RAY_TEST_KEY", "sk-from-env-4242")
+    try:
+        common = ["run", str(src), "--ray", "--actors", "2", "--model", "m", "--api-base", base]
+        assert main([*common, "-o", str(tmp_path / "a.jsonl"),
+                     "--api-key-env", "LG_RAY_TEST_KEY"]) == 0
+        assert seen == ["Bearer sk-from-env-4242"] * 4
+        seen.clear()
+        assert main([*common, "-o", str(tmp_path / "b.jsonl"), "--api-key", "sk-cli-1717"]) == 0
+        assert seen == ["Bearer sk-cli-1717"] * 4
+    finally:
+        server.shutdown()
+    printed = capsys.readouterr()
+    written = (tmp_path / "a.jsonl").read_text() + (tmp_path / "b.jsonl").read_text()
+    for secret in ("sk-from-env-4242", "sk-cli-1717"):
+        assert secret not in printed.out + printed.err + written
+    assert repr(Secret("sk-x")) == "Secret('***')"  # what Ray shows of the factory's arguments

@@ -15,6 +15,8 @@ from typing import Any
 
 import llmguard as lg
 
+from ..._runners import record
+
 __all__ = ["Row", "describe", "make_record", "parse_row"]
 
 _SHAPE = ('each row must be a chat request {"model": ..., "messages": [...]} or a Batch API '
@@ -102,54 +104,15 @@ def parse_row(raw: Any, *, text_column: str | None = None,
     return row
 
 
-def _error(kind: str, exc_type: str, message: str) -> dict[str, str]:
-    return {"kind": kind, "type": exc_type, "message": message}
-
-
 def describe(exc: BaseException) -> dict[str, str]:
-    """An error as ``llmguard run`` records it: ``{kind, type, message}``."""
-    if isinstance(exc, BaseExceptionGroup):  # FallbackExhausted: every alternate failed
-        last = exc.exceptions[-1]
-        detail = "; ".join(f"{type(e).__name__}: {e}" for e in exc.exceptions)
-        kind = lg.classify(last).kind.value if isinstance(last, Exception) else "unknown"
-        return _error(kind, type(exc).__name__, f"{exc.message}: {detail}")
-    if not isinstance(exc, Exception):
-        return _error("unknown", type(exc).__name__, str(exc))
-    return _error(lg.classify(exc).kind.value, type(exc).__name__, str(exc))
-
-
-def _to_json(response: Any) -> Any:
-    if isinstance(response, (dict, list, str, int, float, bool)) or response is None:
-        return response
-    dump = getattr(response, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json", exclude_none=True)
-    return str(response)
-
-
-def _cost(response: Any) -> float | None:
-    hidden = getattr(response, "_hidden_params", None)
-    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
-    return float(cost) if isinstance(cost, (int, float)) else None
+    """An error as ``llmguard run`` records it: ``{kind, type, message}`` (redacted)."""
+    return record.describe(exc)
 
 
 def make_record(row: Row, *, response: Any = None, error: dict[str, str] | None = None,
                 current: lg.CallRecord | None = None, elapsed: float | None = None,
                 requested: str | None = None, cache: bool = False) -> dict[str, Any]:
-    """The record of one row, field for field as ``llmguard run`` writes it."""
-    current = current or lg.CallRecord()
-    usage = lg.extract_usage(response) if error is None and response is not None else None
-    answered = current.models[-1] if current.models else requested
-    return {
-        "id": row.id, "line": row.line, "ok": error is None, "model": answered,
-        "response": _to_json(response) if error is None else None, "error": error,
-        "usage": None if usage is None else {"input_tokens": usage.input_tokens,
-                                             "output_tokens": usage.output_tokens},
-        "cost": _cost(response) if error is None else None,
-        "latency": None if current.latency is None else round(current.latency, 6),
-        "elapsed": None if elapsed is None else round(elapsed, 6),
-        "attempts": current.sent, "retries": current.retries,
-        "fallback": current.fallback is not None,
-        "cached": cache and error is None and current.sent == 0,
-        "metadata": row.metadata,
-    }
+    """The record of one row, field for field as ``llmguard run`` writes it (one format:
+    :func:`llmguard._runners.record.make_record`)."""
+    return record.make_record(row.id, row.line, row.metadata, response=response, error=error,
+                              done=current, elapsed=elapsed, requested=requested, cache=cache)

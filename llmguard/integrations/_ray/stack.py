@@ -7,13 +7,16 @@ from typing import Any
 
 import llmguard as lg
 
+from ..._runners.layers import run_layers
+
 __all__ = ["Stack"]
 
 
 @dataclass(frozen=True, slots=True)
 class Stack:
     """A picklable pipeline factory for :class:`GuardedRows`: the layers of ``llmguard run``
-    in the recommended order (cache, fallback, retry, timeout, rate limit, concurrency).
+    in the recommended order (cache, fallback, retry, timeout, rate limit, concurrency), built
+    by the one function the CLI uses too.
 
     Called with a :class:`~llmguard.backends.redis.RedisBackend`, the cache, the quotas and
     the concurrency limit live in Redis, shared by every actor (``concurrency`` is then the
@@ -26,6 +29,8 @@ class Stack:
     tpm: int | None = None
     burst: float | None = None
     margin: float = 0.5
+    #: How the provider refills its quota: ``"window"`` or ``"continuous"`` (RateLimit's refill).
+    refill: str = "window"
     concurrency: int = 16
     adaptive: bool = False
     retries: int = 3
@@ -54,31 +59,27 @@ class Stack:
     def __call__(self, backend: Any) -> lg.Pipeline:
         """The pipeline of one actor (``backend``: a RedisBackend, or None)."""
         split = 1 if backend is not None else self.share
-        p = lg.Pipeline(name=self.name)
+        cache = None
         if self.cache_ttl is not None:
-            if backend is None:
-                p = p.cache(ttl=self.cache_ttl)
-            else:  # one namespace: every actor reads what any other stored
+            cache = {"ttl": self.cache_ttl}
+            if backend is not None:  # one namespace: every actor reads what any other stored
                 from llmguard.backends.redis import RedisStore
 
-                p = p.cache(ttl=self.cache_ttl, namespace=self.name,
-                            store=RedisStore(backend, namespace=f"{self.name}-cache"))
-        if self.fallback_models:
-            p = p.fallback(*({"model": m} for m in self.fallback_models))
-        if self.retries:
-            p = p.retry(attempts=self.retries + 1)
-        if self.timeout is not None:
-            p = p.timeout(self.timeout)
+                cache |= {"namespace": self.name,
+                          "store": RedisStore(backend, namespace=f"{self.name}-cache")}
+        rate_limit = None
         if self.rpm is not None or self.tpm is not None:
-            p = p.rate_limit(rpm=None if self.rpm is None else self.rpm // split,
-                             tpm=None if self.tpm is None else self.tpm // split,
-                             burst=self.burst, margin=self.margin, charge=self.charge,
-                             backend=backend)
-        if self.adaptive:
-            return p.adaptive_concurrency()
-        if backend is not None:
+            rate_limit = lg.RateLimit(rpm=None if self.rpm is None else self.rpm // split,
+                                      tpm=None if self.tpm is None else self.tpm // split,
+                                      burst=self.burst, margin=self.margin, refill=self.refill,
+                                      charge=self.charge,
+                                      backend=backend)
+        concurrency: Any = max(1, self.concurrency // split)
+        if backend is not None and not self.adaptive:
             from llmguard.backends.redis import RedisConcurrencyLimiter
 
-            return p.concurrency_limit(RedisConcurrencyLimiter(
-                backend, self.concurrency, name=f"{self.name}-concurrency"))
-        return p.concurrency_limit(max(1, self.concurrency // split))
+            concurrency = RedisConcurrencyLimiter(backend, self.concurrency,
+                                                  name=f"{self.name}-concurrency")
+        return run_layers(name=self.name, cache=cache, fallback_models=self.fallback_models,
+                          retries=self.retries, timeout=self.timeout, rate_limit=rate_limit,
+                          concurrency=concurrency, adaptive=self.adaptive)

@@ -1,0 +1,81 @@
+"""``llmguard run --ray``: the same job through :func:`llmguard.integrations.ray.run_jsonl`."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from typing import Any
+
+from .checks import usage_error
+from .run import resume_args
+
+__all__ = ["Secret", "ray_send", "run_on_ray"]
+
+
+class Secret:
+    """An API key on its way to the actors: pickled with the provider factory, never shown
+    (its ``repr`` is what Ray prints of a failed actor's arguments)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+def ray_send(api_base: str | None, key_env: str = "OPENAI_API_KEY",
+             key: Secret | None = None) -> Any:
+    """The provider of ``llmguard run``, built in each Ray actor.
+
+    The key is the one the driver resolved as the local run does (``--api-key``, else the
+    driver's ``$key_env``); when the driver has none, the actor's own ``$key_env`` (a cluster
+    whose workers hold the key).
+    """
+    from .provider import Provider
+
+    if api_base:  # imported now, not on the first call, which the rate limit has admitted
+        import aiohttp  # noqa: F401
+
+    return Provider(api_base, key.value if key is not None else os.environ.get(key_env) or None)
+
+
+def _key(args: argparse.Namespace) -> Secret | None:
+    value = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
+    return Secret(value) if value else None
+
+
+def run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the parsed ``llmguard run --ray`` command line; returns the exit code."""
+    for option, used in (("--metrics-port", args.metrics_port is not None),
+                         ("--grace", args.grace != 5.0)):
+        if used:
+            return usage_error(f"{option} is not supported with --ray")
+    try:
+        from ..integrations.ray import Stack, run_jsonl
+
+        stack = Stack(rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin,
+                      refill=args.refill,
+                      concurrency=args.concurrency, adaptive=args.adaptive,
+                      retries=args.retries, timeout=args.timeout,
+                      fallback_models=tuple(args.fallback_model), cache_ttl=args.cache_ttl,
+                      share=1 if args.redis else args.actors)
+        summary = run_jsonl(
+            args.input, args.output, address=args.ray or None, actors=args.actors,
+            pipeline=stack, make_send=functools.partial(ray_send, args.api_base, args.api_key_env,
+                                                       _key(args)),
+            redis_url=args.redis, resume=args.resume, retry_failed=args.retry_failed,
+            overwrite=args.overwrite, ordered=not args.unordered, model=args.model,
+            default_model="fake", priority_field=args.priority_field,
+            progress=bool(args.progress), verbose=args.verbose,
+        )
+    except ImportError as exc:
+        return usage_error(f"--ray needs the ray extra: pip install 'llmguard[ray]' ({exc})")
+    except (TypeError, ValueError) as exc:
+        return usage_error(str(exc))
+    if not summary.complete:
+        print(f"Resume with:\n  llmguard run {resume_args(argv[1:])}", file=sys.stderr)
+    return summary.exit_code

@@ -1,0 +1,57 @@
+"""bench_cli runs end to end at a tiny size: every server and client row, the interrupt and kill
+rows, and the note saying whether LiteLLM's proxy ran.
+
+No wall-clock assertion: only that the script finishes, every line is done on every server, and
+the counts taken at the server hold (a SIGINT pays nothing twice; a kill at most the lines in
+flight, bounded by --concurrency 64).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.looptime(False)
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def row(out: str, label: str) -> list[str]:
+    """The cells after the first of the first table row whose first cell starts with
+    ``label``."""
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].startswith(label):
+            return cells[1:]
+    raise AssertionError(f"no row {label!r} in:\n{out}")
+
+
+def number(cell: str) -> float:
+    cell = cell.replace(",", "")
+    assert re.fullmatch(r"-?\d+(\.\d+)?", cell), f"not a number: {cell!r}"
+    return float(cell)
+
+
+def test_bench_cli_prints_every_server_client_and_stop_row() -> None:
+    out = run("bench_cli.py", "--requests", "240")
+    for server in ("sliding window", "token bucket", "fixed window"):
+        for client in ("llmguard run", "cookbook, 100% quota", "cookbook, 50% quota"):
+            cells = next(line for line in out.splitlines()
+                         if line.startswith(f"| {server} | {client} |")).split("|")[3:-1]
+            assert number(cells[0].strip()) == 240, out
+    sigint = row(out, "SIGINT at 1/3")
+    assert number(sigint[0]) == 240 and number(sigint[4]) == 0, out  # done; duplicates paid
+    kill = row(out, "SIGKILL at 1/3")
+    assert number(kill[0]) == 240 and 0 <= number(kill[4]) <= 64, out
+    assert "LiteLLM's proxy: not run" in out or "LiteLLM proxy (real time)" in out

@@ -1,0 +1,69 @@
+"""`llmguard run` charges a token quota the way the provider counts: the answers' usage
+calibrates the prompt estimate; the provider's client is ready before the first admission."""
+
+from __future__ import annotations
+
+import pytest
+
+import llmguard as lg
+from llmguard._cli.limits import CALIBRATE_AFTER, Limits, TokenCount
+from llmguard._cli.provider import Provider
+from llmguard._core.tokens import request_tokens
+
+REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hello there " * 40}],
+           "max_tokens": 50}
+
+
+def _answer(prompt_tokens: int) -> dict:
+    return {"choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 5}}
+
+
+def test_the_prompt_part_scales_to_the_providers_count() -> None:
+    """A provider counting prompts 1.5x ours: once enough answers came, the prompt part of each
+    estimate is scaled by 1.5 (max_tokens stays as it is)."""
+    count = TokenCount()
+    prompt = request_tokens(**{**REQUEST, "max_tokens": 0})
+    assert count(**REQUEST) == request_tokens(**REQUEST)  # nothing learned yet
+    call = lg.Call(None, (), dict(REQUEST), "t")
+    while count.estimated < CALIBRATE_AFTER:
+        count.observe(call, _answer(prompt * 3 // 2))
+    assert count.factor == pytest.approx(1.5, rel=0.01)
+    assert count(**REQUEST) == pytest.approx(request_tokens(**REQUEST) + prompt / 2, abs=2)
+
+
+def test_a_provider_counting_less_never_loosens_the_estimate() -> None:
+    """Counting more than the provider only paces a little more carefully: the factor stays 1;
+    answers without usage are ignored."""
+    count = TokenCount()
+    call = lg.Call(None, (), dict(REQUEST), "t")
+    for _ in range(200):
+        count.observe(call, _answer(3))
+        count.observe(call, {"choices": []})
+    assert count.factor == 1.0 and count(**REQUEST) == request_tokens(**REQUEST)
+
+
+@pytest.mark.looptime
+async def test_the_runs_rate_limit_learns_from_each_answer() -> None:
+    """Under --tpm, every answer through the run's Limits layer feeds the calibration."""
+    limits = Limits(rpm=None, tpm=100_000, learn=False, tokens=request_tokens)
+    prompt = request_tokens(**{**REQUEST, "max_tokens": 0})
+
+    async def provider(**kwargs: object) -> dict:
+        return _answer(2 * prompt)
+
+    handler = lg.Pipeline(limits).build()
+    for _ in range(CALIBRATE_AFTER // prompt + 2):
+        await handler(lg.Call(provider, (), dict(REQUEST), "t"))
+    assert limits.tokens.factor == pytest.approx(2.0, rel=0.01)
+    assert "factor=2.0" in repr(limits.tokens)
+
+
+async def test_the_http_client_is_ready_before_the_first_call() -> None:
+    """With --api-base, open() imports aiohttp and makes the session up front, so no request
+    admitted by the rate limit waits for an import before it is sent."""
+    provider = Provider("http://127.0.0.1:9/v1", "sk-x")
+    provider.open("m")
+    try:
+        assert provider._session is not None
+    finally:
+        await provider.aclose()
