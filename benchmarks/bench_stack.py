@@ -364,8 +364,8 @@ async def sample(build: Callable[[], Fn | None], path: str, prompts: list[str]) 
         return None
     for i in range(20):
         await fn(f"warm-up {i}")
-    # What exists now (this contender's state, and whatever earlier samples left alive: the
-    # global OTel API keeps every Metrics and, through its callbacks, its whole pipeline) is
+    # What exists now (this contender's state; earlier samples' contenders are garbage by now:
+    # the global OTel API holds Metrics layers weakly, tests/observability/test_metrics.py) is
     # moved out of the collector's sight, so collections while timing walk only what the calls
     # allocate, and every sample starts from the same collector state.
     gc.collect()

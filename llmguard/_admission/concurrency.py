@@ -32,7 +32,7 @@ class ConcurrencyLimit:
     outer layer. Waiting keys are served round-robin, FIFO within a (priority, key).
     """
 
-    __slots__ = ("limiter", "_priority", "_key")
+    __slots__ = ("limiter", "_priority", "_key", "_try_acquire")
 
     def __init__(
         self,
@@ -55,6 +55,10 @@ class ConcurrencyLimit:
             self.limiter = ConcurrencyLimiter(limit, max_queue=max_queue, max_wait=max_wait)
         self._priority = priority
         self._key = key
+        #: The limiter's synchronous fast path (``try_acquire()``, optional beyond the Limiter
+        #: protocol), used when the call's priority and partition are the defaults.
+        fast = getattr(self.limiter, "try_acquire", None)
+        self._try_acquire = fast if callable(fast) and priority is None and key is None else None
 
     def _admission(self, call: Call) -> tuple[int, Hashable]:
         """The call's (priority, partition): from the callables if given, else from the call.
@@ -77,17 +81,26 @@ class ConcurrencyLimit:
     #: How this layer names itself in ``call.record`` (``delayed_by``, ``rejected_by``).
     _wait_label = "concurrency_limit"
 
+    def _taken(self, call: Call) -> bool:
+        """Take a free permit synchronously when nobody waits, with no clock read (default
+        class and partition only: then who is served first cannot matter)."""
+        return (self._try_acquire is not None and call.partition is None
+                and (call.priority is None or type(call.priority) is int)
+                and self._try_acquire())
+
     async def _acquire(self, call: Call) -> None:
         """Take a permit for the call (its priority and partition), noting any admission wait."""
+        if self._taken(call):
+            return
         priority, partition = self._admission(call)
-        clock = asyncio.get_running_loop().time
-        started = clock()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         limiter = self.limiter
         try:
             await limiter.acquire(priority=priority, partition=partition)
         except AdmissionError as exc:  # queue full, or max_wait passed
             raise call.rejected(self._wait_label, exc)
-        waited = clock() - started
+        waited = loop.time() - started
         if waited > 0:
             try:  # an outer rate limit counts the call again now; it may wait or refuse
                 await call.waited(waited, self._wait_label)
@@ -97,7 +110,22 @@ class ConcurrencyLimit:
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         limiter = self.limiter
-        await self._acquire(call)
+        # _acquire, inlined: a queued call then holds one coroutine frame here, not two.
+        if not self._taken(call):
+            priority, partition = self._admission(call)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                await limiter.acquire(priority=priority, partition=partition)
+            except AdmissionError as exc:  # queue full, or max_wait passed
+                raise call.rejected(self._wait_label, exc)
+            waited = loop.time() - started
+            if waited > 0:
+                try:  # an outer rate limit counts the call again now; it may wait or refuse
+                    await call.waited(waited, self._wait_label)
+                except BaseException:
+                    limiter.release()
+                    raise
         try:
             result = await call_next(call)
         except BaseException:

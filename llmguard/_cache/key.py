@@ -5,23 +5,22 @@ every process (the Redis store shares entries across workers). Python's ``hash()
 process and ``repr`` depends on dict order, so the key is a sha256 over canonical JSON: dicts with
 sorted keys, tuples as lists, pydantic models and dataclasses as their fields. A value that has no
 canonical form raises ``TypeError`` naming the argument: a silent wrong key would serve one
-user's answer to another prompt.
+user's answer to another prompt. The canonical form is ``canonical.py``, a function's identity
+``identity.py``; ``keyer.py`` builds the same keys faster, with a plan per function.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
 import inspect
-import itertools
-import json
 import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["IGNORED_KWARGS", "bound_arguments", "custom_key", "default_key", "function_identity",
-           "stable_digest"]
+from .canonical import canonical_text, digest, stable_digest
+from .identity import function_identity, serial
+
+__all__ = ["IGNORED_KWARGS", "bound_arguments", "canonical_text", "custom_key", "default_key",
+           "digest", "function_identity", "is_default", "is_method_of", "serial", "stable_digest"]
 
 #: Keyword arguments that change how a request is sent, not what the model answers; they are
 #: left out of the default key. Anything else (model, messages, temperature, tools, seed,
@@ -32,142 +31,6 @@ IGNORED_KWARGS = frozenset(
         "max_retries", "num_retries", "stream_options",
     }
 )
-
-_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-
-
-class _NoCanonicalForm(TypeError):
-    def __init__(self, obj: Any) -> None:
-        super().__init__()
-        self.obj = obj
-        self.path = ""  # filled in on the way out, so the fast path builds no strings
-
-
-def _object_form(obj: Any) -> Any:
-    """The JSON-able form of a non-JSON object (the encoder's ``default`` hook)."""
-    if isinstance(obj, type):  # e.g. response_format=MyPydanticModel
-        schema = getattr(obj, "model_json_schema", None)
-        return {"__type__": f"{obj.__module__}.{obj.__qualname__}",
-                "schema": schema() if callable(schema) else None}
-    dump = getattr(obj, "model_dump", None)  # pydantic v2 models (openai types, response_format)
-    if callable(dump):
-        return dump(mode="json")
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted((_canonical(v) for v in obj), key=_dumps)
-    if isinstance(obj, bytes):
-        return {"__bytes__": obj.hex()}
-    raise _NoCanonicalForm(obj)
-
-
-def _canonical(obj: Any) -> Any:
-    # The slow, explicit walk: used when the C encoder gave up, to find and name the culprit.
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    if isinstance(obj, dict):
-        try:
-            return {str(k): _canonical(v) for k, v in obj.items()}
-        except _NoCanonicalForm as exc:
-            exc.path = next(f"[{k!r}]" for k, v in obj.items() if _fails(v)) + exc.path
-            raise
-    if isinstance(obj, (list, tuple)):
-        try:
-            return [_canonical(v) for v in obj]
-        except _NoCanonicalForm as exc:
-            exc.path = next(f"[{i}]" for i, v in enumerate(obj) if _fails(v)) + exc.path
-            raise
-    return _canonical(_object_form(obj))
-
-
-def _fails(value: Any) -> bool:
-    try:
-        _canonical(value)
-    except _NoCanonicalForm:
-        return True
-    return False
-
-
-_encode = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_object_form
-).encode
-
-
-def stable_digest(value: Any, where: str = "key") -> str:
-    """sha256 hex digest of ``value``'s canonical JSON: equal in every process, dict order free.
-
-    Raises ``TypeError`` naming the offending element when part of ``value`` has no stable form.
-    """
-    try:  # fast path: the C encoder, with a hook for pydantic models, dataclasses, sets, bytes
-        text = _encode(value)
-    except TypeError:  # no stable form somewhere, or dict keys of mixed types: walk it slowly
-        text = None
-    try:
-        if text is None:
-            text = _dumps(_canonical(value))
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    except _NoCanonicalForm as exc:
-        raise TypeError(
-            f"cannot build a cache key: {where}{exc.path} is a {type(exc.obj).__qualname__}, "
-            "which has no stable serialised form (JSON types, pydantic models and dataclasses "
-            "do); pass Cache(key=lambda *args, **kwargs: ...) returning a str or tuple that "
-            "identifies the request"
-        ) from None
-
-
-class _Serials:
-    """Process-local names for objects that have no name valid in other processes (closures,
-    instances, partials of unserialisable arguments). A serial is never reused, unlike ``id()``,
-    so a new closure never reads a dead one's entries."""
-
-    def __init__(self) -> None:
-        self._weak: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self._strong: dict[int, tuple[Any, int]] = {}  # objects that refuse weak references
-        self._next = itertools.count(1)
-
-    def __call__(self, obj: Any) -> int:
-        try:
-            serial = self._weak.get(obj)
-            if serial is None:
-                serial = self._weak[obj] = next(self._next)
-            return serial
-        except TypeError:  # not weakly referenceable (or unhashable): keep it alive instead
-            held = self._strong.get(id(obj))
-            if held is None or held[0] is not obj:
-                held = self._strong[id(obj)] = (obj, next(self._next))
-            return held[1]
-
-
-_serial = _Serials()
-
-
-def _qualified(fn: Any) -> str:
-    return f"{getattr(fn, '__module__', None) or ''}.{getattr(fn, '__qualname__', None) or type(fn).__qualname__}"
-
-
-def function_identity(fn: Any) -> tuple[str, str]:
-    """``(name, instance)`` of a guarded callable: ``name`` is the same in every process
-    (``module.qualname``); ``instance`` tells apart what shares that name in one process (two
-    closures from one factory, bound methods of two agents, partials with different objects
-    bound), and is ``""`` when nothing does (a module-level function: then keys are stable
-    across processes, which is what lets a Redis store share entries)."""
-    if isinstance(fn, functools.partial):
-        name, instance = function_identity(fn.func)
-        try:
-            bound = stable_digest([fn.args, fn.keywords], "partial")
-        except TypeError:
-            bound = f"#{_serial(fn)}"
-        return name, f"{instance}({bound})"
-    if inspect.ismethod(fn):
-        name, instance = function_identity(fn.__func__)
-        return name, f"{instance}@{_serial(fn.__self__)}"
-    name = _qualified(fn)
-    if inspect.isfunction(fn) or inspect.isasyncgenfunction(fn):
-        return name, f"#{_serial(fn)}" if "<locals>" in fn.__qualname__ else ""
-    if inspect.isbuiltin(fn) or inspect.ismethoddescriptor(fn):
-        owner = getattr(fn, "__self__", None)
-        return name, "" if owner is None or inspect.ismodule(owner) else f"@{_serial(owner)}"
-    return name, f"#{_serial(fn)}"  # a callable object: its state may change its answers
 
 
 def _signature(fn: Any) -> inspect.Signature | None:
@@ -208,12 +71,12 @@ def bound_arguments(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         parameter = parameters[name]
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
             named.update(value)
-        elif not _is_default(value, parameter.default):
+        elif not is_default(value, parameter.default):
             named[name] = value
     return {k: v for k, v in named.items() if k not in IGNORED_KWARGS}
 
 
-def _is_default(value: Any, default: Any) -> bool:
+def is_default(value: Any, default: Any) -> bool:
     if value is default:
         return True
     return (type(value) is type(default) and type(value) in (str, int, float, bool)
@@ -230,15 +93,15 @@ def default_key(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     replaced by it: functions (or agents) under one namespace share entries, in every process.
     """
     name, instance = function_identity(fn)
-    method = bool(args) and _is_method_of(fn, args[0])
+    method = bool(args) and is_method_of(fn, args[0])
     if method:  # self is named by the instance part, not hashed as an argument
-        instance += f"@{_serial(args[0])}"
+        instance += f"@{serial(args[0])}"
     arguments = bound_arguments(fn, args, kwargs, skip_self=method)
     who = {"fn": name, "ns": namespace} if namespace is not None else {"fn": name, "of": instance}
     return stable_digest({**who, "args": arguments}, "call")
 
 
-def _is_method_of(fn: Any, receiver: Any) -> bool:
+def is_method_of(fn: Any, receiver: Any) -> bool:
     """A function decorated in a class body receives its instance first."""
     return getattr(fn, "__qualname__", "").startswith(type(receiver).__qualname__ + ".")
 

@@ -1,89 +1,37 @@
-"""The Cache layer: read-through caching with single-flight (stores live in ``_cachestore``).
+"""The Cache layer: read-through caching with single-flight (stores live in ``store.py``).
 
-Single-flight follows async-lru: the first caller of a key starts one shared task; identical
-calls that arrive while it runs await it through ``asyncio.shield``, so one waiter's cancellation
-never cancels the others' answer; the last waiter out cancels it; an error reaches every waiter
-and nothing is cached.
-"""
+Single-flight: the first caller of a key starts one shared task (the *fill*); every caller,
+the first included, waits on a future of its own that the fill resolves as it ends (no shield:
+one task and one future per miss), so one waiter's cancellation never cancels the others'
+answer; the last waiter out cancels the fill; an error reaches every waiter, is not cached.
+(Inline, the first caller's cancellation would cancel the call the others wait on.)"""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager
 from typing import Any
 
-from .key import custom_key, default_key
-from .._core.check import number, text
-from .store import MISSING, CacheStore, MemoryStore
-from .stream import STREAM_KEY, Tee, fresh, is_recording, replay
 from .._core import events
 from .._core.call import Call, Handler
+from .._core.check import number, text
 from .._core.events import EventKind
-from .._core.stream import Stream
 from .._core.public import public
+from .._core.stream import Stream
+from .flight import Flight, start
+from .key import custom_key
+from .keyer import Keyer
+from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
+from .store import MISSING, CacheStore, MemoryStore
+from .stream import Tee, fresh, is_recording, replay
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]
 
 
-def cache_if_complete(result: Any) -> bool:
-    """Default ``cache_if``: skip truncated answers (``finish_reason == "length"``).
-
-    Reads OpenAI-style results and stream chunks in dict or object form (a completed stream is
-    judged by its chunks); anything else is cached.
-    """
-    if is_recording(result):
-        return all(cache_if_complete(chunk) for chunk in result[STREAM_KEY])
-    choices = result.get("choices") if isinstance(result, dict) else getattr(result, "choices", None)
-    if not isinstance(choices, (list, tuple)):
-        return True
-    for choice in choices:
-        reason = choice.get("finish_reason") if isinstance(choice, dict) else getattr(
-            choice, "finish_reason", None)
-        if reason == "length":
-            return False
-    return True
-
-
 def _no_op(key: str) -> None:
     """A store without fill locks has nothing to release."""
-
-
-#: Read-through mode for the current context: None (normal), "bypass" or "refresh".
-_MODE: ContextVar[str | None] = ContextVar("llmguard_cache_mode", default=None)
-
-
-@public
-@dataclass(frozen=True, slots=True)
-class CacheStatistics:
-    #: Calls answered from the store.
-    hits: int
-    #: Calls that ran the wrapped function as the leader of a flight.
-    misses: int
-    #: Calls that joined a flight already running for the same key.
-    coalesced: int
-    #: Calls that skipped the lookup (``Cache.bypass()`` / ``Cache.refresh()``).
-    bypassed: int
-    #: Entries evicted to make room (from the store, when it counts them).
-    evictions: int
-    #: Entries in the store.
-    size: int
-    #: Single-flight entries running now (0 when idle: nothing leaks).
-    in_flight: int
-    #: Store get/set calls that raised (each handled as a miss / not cached).
-    store_errors: int
-
-
-class _Flight:
-    __slots__ = ("task", "waiters")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        #: Callers awaiting the task; the last to leave early cancels it.
-        self.waiters = 0
 
 
 @public
@@ -107,8 +55,9 @@ class Cache:
     #: What a :class:`CacheStore`'s ``get`` returns for an absent or expired key.
     MISSING = MISSING
 
-    __slots__ = ("ttl", "store", "namespace", "_key", "_cache_if", "_lookup", "_abandon", "_flights",
-                 "_hits", "_misses", "_coalesced", "_bypassed", "_store_errors")
+    __slots__ = ("ttl", "store", "namespace", "_key", "_keyer", "_cache_if", "_lookup", "_put",
+                 "_copies", "_abandon", "_flights", "_hits", "_misses", "_coalesced", "_bypassed",
+                 "_store_errors")
 
     def __init__(
         self,
@@ -143,26 +92,34 @@ class Cache:
         self.namespace = namespace
         self._key = key
         self._cache_if = cache_if_complete if cache_if is None else cache_if
-        # The in-memory store is read synchronously: a hit then costs no coroutine.
-        self._lookup = self.store.lookup if isinstance(self.store, MemoryStore) else None
+        # The in-memory store is read and written synchronously: a hit then costs no coroutine.
+        local = isinstance(self.store, MemoryStore)
+        self._lookup = self.store.lookup if local else None
+        self._put = self.store.put if local else None
+        #: The store keeps its own copy of what it is given and hands out new ones: the answer
+        #: itself can go to one caller, and hits need no copy here.
+        self._copies = local
+        # Only a store shared across processes needs the sha256; in memory the text will do.
+        self._keyer = Keyer(namespace, hashed=not local)
         #: The store's optional hook to release a fill lock when a miss will not be filled.
         self._abandon: Callable[[str], Any] = getattr(self.store, "abandon", None) or _no_op
-        self._flights: dict[str, _Flight] = {}
+        self._flights: dict[str, Flight] = {}
         self._hits = self._misses = self._coalesced = self._bypassed = self._store_errors = 0
 
     def key_for(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The store key of ``fn(*args, **kwargs)`` (raises ``TypeError`` if none can be built)."""
         if self._key is None:
-            return default_key(fn, args, kwargs, self.namespace)
+            return self._keyer(fn, args, kwargs)
         return custom_key(self._key, args, kwargs)
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
-        mode = _MODE.get()
+        mode = MODE.get()
         if mode == "bypass":
             self._bypassed += 1
             call.record.cache = "bypass"
             return await call_next(call)
-        key = self.key_for(call.fn, call.args, call.kwargs)
+        key = self._keyer(call.fn, call.args, call.kwargs) if self._key is None else custom_key(
+            self._key, call.args, call.kwargs)
         if mode is None:
             value = self._lookup(key) if self._lookup else await self._get(key)
             if value is not MISSING:
@@ -170,65 +127,87 @@ class Cache:
                 call.record.cache = "hit"
                 if events.subscribers:
                     call.emit(EventKind.CACHE_HIT, "cache", detail="hit")
-                return await replay(value) if is_recording(value) else fresh(value)
+                if is_recording(value):
+                    return await replay(value)
+                return value if self._copies else fresh(value)
         else:
             self._bypassed += 1
+        loop = asyncio.get_running_loop()
         flight = self._flights.get(key)
         if flight is None:
             if mode is None:  # a refresh is counted as bypassed, above
                 self._misses += 1
             call.record.cache = "miss" if mode is None else "bypass"
-            task = asyncio.ensure_future(self._fill(key, call, call_next))
-            flight = self._flights[key] = _Flight(task)
+            waiter = loop.create_future()  # before the fill starts: it may end at once
+            flight = self._flights[key] = Flight(waiter)
+            flight.task = start(loop, self._fill(key, call, call_next, flight))
         else:
             self._coalesced += 1
             call.record.cache = "coalesced"
             call.emit(EventKind.CACHE_HIT, "cache", detail="coalesced")
-        flight.waiters += 1
+            waiter = loop.create_future()
+            flight.waiters.append(waiter)
+            flight.live += 1
         try:
-            result = await asyncio.shield(flight.task)
+            result = await waiter
         except asyncio.CancelledError:
-            task = flight.task
-            if not task.done() and flight.waiters == 1:
-                # Last waiter out: nobody wants the answer any more.
-                task.cancel()
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
-            elif task.done() and not task.cancelled() and task.exception() is None and \
-                    isinstance(task.result(), Tee):
-                task.result().forfeit()  # counted as a reader when the stream started
+            if not waiter.done() or waiter.cancelled():
+                waiter.cancel()
+                if not flight.landed:
+                    flight.live -= 1
+                    if not flight.live:  # last waiter out: nobody wants the answer any more
+                        flight.task.cancel()  # type: ignore[union-attr]
+                        self._land(key, flight)
+            elif isinstance(waiter.result(), Tee):
+                waiter.result().forfeit()  # counted as a reader when the stream started
             raise
-        finally:
-            flight.waiters -= 1
-        return await result.open() if isinstance(result, Tee) else fresh(result)
+        return await result.open() if isinstance(result, Tee) else result
 
-    async def _fill(self, key: str, call: Call, call_next: Handler) -> Any:
+    def _land(self, key: str, flight: Flight) -> None:  # a later call starts a fresh flight
+        flight.landed = True
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+    async def _fill(self, key: str, call: Call, call_next: Handler, flight: Flight) -> None:
         try:
-            try:
-                result = await call_next(call)
-            except BaseException:
-                self._abandon(key)
+            result = await call_next(call)
+        except BaseException as exc:
+            self._abandon(key)
+            self._land(key, flight)
+            flight.fail(exc)
+            if not isinstance(exc, Exception):
                 raise
-            if isinstance(result, Stream):  # stored once read to its end, if ever
-                result.defer(lambda error: error is not None and self._abandon(key))
-                return Tee(result, self._flights[key].waiters,
-                           lambda recording: self._store(key, recording))
-            await self._store(key, result)
-            return result
-        finally:
-            # Synchronous with the task's end, so a later call starts a fresh flight.
-            flight = self._flights.get(key)
-            if flight is not None and flight.task is asyncio.current_task():
-                del self._flights[key]
+            return  # every waiter has the error: the task itself ends quietly
+        if isinstance(result, Stream):  # stored once read to its end, if ever
+            result.defer(lambda error: error is not None and self._abandon(key))
+            waiters = [waiter for waiter in flight.waiters if not waiter.done()]
+            tee = Tee(result, len(waiters), lambda recording: self._store(key, recording))
+            self._land(key, flight)
+            for waiter in waiters:
+                waiter.set_result(tee)
+            return
+        kept = await self._store(key, result)
+        self._land(key, flight)
+        # The answer itself goes to one caller unless the store holds it; the others get copies.
+        mine = not kept or self._copies
+        for waiter in flight.waiters:
+            if not waiter.done():
+                waiter.set_result(result if mine else fresh(result))
+                mine = False
 
-    async def _store(self, key: str, result: Any) -> None:
+    async def _store(self, key: str, result: Any) -> bool:
+        """Store ``result`` if ``cache_if`` accepts it; True if the store was given it."""
         if not self._cache_if(result):
             self._abandon(key)
-            return
+            return False
         try:
-            await self.store.set(key, result, self.ttl)
+            if self._put is not None:
+                self._put(key, result, self.ttl)
+            else:
+                await self.store.set(key, result, self.ttl)
         except Exception:  # the answer matters more than caching it: see CacheStore
             self._store_errors += 1
+        return True
 
     async def _get(self, key: str) -> Any:
         try:
@@ -238,18 +217,13 @@ class Cache:
             return MISSING
 
     @staticmethod
-    @contextmanager
-    def bypass(*, refresh: bool = False) -> Iterator[None]:
+    def bypass(*, refresh: bool = False) -> AbstractContextManager[None]:
         """Within this context every Cache skips the lookup (and coalescing) for calls made here.
 
         With ``refresh=True`` the fresh result is still stored (and concurrent identical
         refreshes share one call); otherwise the cache is neither read nor written.
         """
-        token = _MODE.set("refresh" if refresh else "bypass")
-        try:
-            yield
-        finally:
-            _MODE.reset(token)
+        return bypassing(refresh)
 
     async def invalidate(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
         """Drop the entry ``fn(*args, **kwargs)`` would hit (``fn`` is the undecorated function

@@ -10,6 +10,7 @@ observable instrument of the provider's shared set (``registry``), read at colle
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -140,10 +141,12 @@ class Metrics:
             attrs = self._series_for(call, known, None, None, "success").attrs
             instruments.first_chunk.record(previous - start, attrs)
             per_chunk = instruments.per_chunk
+            seen = 0
 
             def chunk(_chunk: Any) -> None:
-                nonlocal previous
-                if stream.chunks > 1:  # the first chunk's time is time_to_first_chunk
+                nonlocal previous, seen
+                seen += 1
+                if seen > 1:  # the first chunk's time is time_to_first_chunk
                     now = loop_time()
                     per_chunk.record(now - previous, attrs)
                     previous = now
@@ -152,11 +155,19 @@ class Metrics:
         if span is not None:
             span = detach_span(span)  # the stream ends in the consumer's context, not this one
 
+        # The callbacks hold the stream weakly: a stream holding callbacks that hold it is a
+        # cycle, and a stream dropped unread would then give back what the layers below hold
+        # (permits, reservations) only when the cyclic collector runs, not when it is dropped.
+        ref = weakref.ref(stream)
+
         def end(error: BaseException | None) -> None:
             self._in_flight -= 1
-            if error is None:
-                call.record.usage = stream.usage
-                self._finish(call, loop_time() - start, stream.usage_chunk, None)
+            finished = ref() if error is None else None  # read to its end: still alive
+            if finished is not None:
+                call.record.usage = finished.usage
+                self._finish(call, loop_time() - start, finished.usage_chunk, None)
+            elif error is None:
+                self._finish(call, loop_time() - start, None, None)
             elif isinstance(error, Exception):
                 self._finish(call, loop_time() - start, None, error)
             else:  # the consumer closed, dropped or was cancelled: like a cancelled call

@@ -80,6 +80,28 @@ class Instruments:
         return [*self.layers, *self.retired.values()]
 
 
+class _GlobalInstruments(Instruments):
+    """The global provider's instruments, through the API's proxy meter: until an SDK is set
+    globally the proxy throws records away, so the layers skip them (about a microsecond a
+    call); from the moment one is set they record again, as the proxy forwards them."""
+
+    __slots__ = ("_proxy",)
+
+    def __init__(self, meter: Any) -> None:
+        super().__init__(meter)
+        self._proxy = meter
+
+    @property  # type: ignore[override]
+    def recording(self) -> bool:
+        # The API's proxy meter holds its real meter once set_meter_provider() ran; an API
+        # without that attribute is assumed to record (the records are then merely no-ops).
+        return getattr(self._proxy, "_real_meter", self) is not None
+
+    @recording.setter
+    def recording(self, value: bool) -> None:
+        pass  # Instruments.__init__ sets it; the proxy decides
+
+
 _by_provider: weakref.WeakKeyDictionary[Any, Instruments] = weakref.WeakKeyDictionary()
 _unweakable: dict[int, tuple[Any, Instruments]] = {}
 _global: list[Instruments] = []  # the global provider's (through the API's proxy), once created
@@ -91,7 +113,7 @@ def instruments_for(meter_provider: Any) -> Instruments:
 
     if meter_provider is None:
         if not _global:
-            _global.append(Instruments(metrics.get_meter(SCOPE)))
+            _global.append(_GlobalInstruments(metrics.get_meter(SCOPE)))
         return _global[0]
     try:
         found = _by_provider.get(meter_provider)

@@ -77,8 +77,8 @@ class CircuitState:
     counts state changes), so a straggler's outcome is told from a probe's."""
 
     __slots__ = ("failure_ratio", "min_calls", "window", "open_for", "half_open_calls",
-                 "state", "opened_at", "probes", "probe_ok", "_buckets", "opened", "rejected",
-                 "phase", "stray")
+                 "state", "opened_at", "probes", "probe_ok", "_buckets", "_calls", "_failures",
+                 "opened", "rejected", "phase", "stray")
 
     def __init__(self, *, failure_ratio: float, min_calls: int, window: float, open_for: float,
                  half_open_calls: int) -> None:
@@ -88,6 +88,8 @@ class CircuitState:
         self.opened_at = 0.0
         self.probes = self.probe_ok = 0  # half-open probes in flight / succeeded
         self._buckets: deque[list[float]] = deque()  # [second, calls, failures]
+        #: Totals over the buckets, kept as they change: a call costs O(1), not O(window).
+        self._calls = self._failures = 0
         self.opened = self.rejected = 0
         #: Number of the current phase (1 at first; +1 at every change of state). A call's
         #: ticket is the phase that admitted it, negated for a half-open probe.
@@ -97,9 +99,12 @@ class CircuitState:
         self.stray = 0
 
     def counts(self, now: float) -> tuple[int, int]:
-        while self._buckets and self._buckets[0][0] <= now - self.window:
-            self._buckets.popleft()
-        return (int(sum(b[1] for b in self._buckets)), int(sum(b[2] for b in self._buckets)))
+        buckets, edge = self._buckets, now - self.window
+        while buckets and buckets[0][0] <= edge:
+            _, calls, failures = buckets.popleft()
+            self._calls -= calls
+            self._failures -= failures
+        return (int(self._calls), int(self._failures))
 
     def retry_after(self, now: float) -> float:
         if self.state is not State.OPEN:
@@ -158,10 +163,14 @@ class CircuitState:
         if self.state is State.OPEN:
             return
         second = float(int(now))
-        if not self._buckets or self._buckets[-1][0] != second:
-            self._buckets.append([second, 0, 0])
-        self._buckets[-1][1] += 1
-        self._buckets[-1][2] += failed
+        buckets = self._buckets
+        if not buckets or buckets[-1][0] != second:
+            buckets.append([second, 0, 0])
+        bucket = buckets[-1]
+        bucket[1] += 1
+        bucket[2] += failed
+        self._calls += 1
+        self._failures += failed
         calls, failures = self.counts(now)
         if calls >= self.min_calls and failures >= self.failure_ratio * calls:
             self.force_open(now)
@@ -171,6 +180,7 @@ class CircuitState:
         self.state, self.probes, self.probe_ok = state, 0, 0
         self.phase += 1
         self._buckets.clear()
+        self._calls = self._failures = 0
 
     def force_open(self, now: float) -> None:
         self._enter(State.OPEN)

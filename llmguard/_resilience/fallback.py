@@ -121,17 +121,20 @@ class Fallback:
         self._calls += 1
         saved = call.save()
         try:
-            return await self._chain(call, call_next, saved)
+            try:  # the primary, in this frame: a call that succeeds costs no second coroutine
+                return await call_next(call)
+            except Exception as exc:
+                if self._on is not None and not self._on(exc):
+                    raise
+                error = exc
+            return await self._chain(call, call_next, saved, error)
         finally:
             call.restore(saved)
 
-    async def _chain(self, call: Call, call_next: Handler, saved: tuple[Any, ...]) -> Any:
-        try:
-            return await call_next(call)
-        except Exception as exc:
-            if self._on is not None and not self._on(exc):
-                raise
-            errors: list[Exception] = [exc]
+    async def _chain(self, call: Call, call_next: Handler, saved: tuple[Any, ...],
+                     error: Exception) -> Any:
+        """The primary failed with ``error``: try the alternates, then the default."""
+        errors: list[Exception] = [error]
         route = self.routes.get(classify(errors[0]).kind)
         chain = ((route,) if route is not None else ()) + self.alternates
         for alternate in chain:

@@ -163,52 +163,52 @@ class Retry:
         if end is None or (call.deadline is not None and call.deadline < end):
             end = call.deadline
         # Every attempt starts from what the caller set (plus our deadline) and nothing of an
-        # attempt outlives the call: a Fallback above us gets back its own deadline.
+        # attempt outlives the call: a Fallback above us gets back its own deadline. The
+        # attempts run in this frame (one coroutine per call); the history of errors is built
+        # only once an attempt fails.
         saved = call.save()
+        history: list[str] | None = None
+        attempt = 1
         try:
-            return await self._attempts(call, call_next, saved, end, now)
+            while True:
+                if attempt > 1:
+                    call.restore(saved)
+                call.deadline, call.sent, call.attempt = end, False, attempt
+                try:
+                    result = await call_next(call)
+                except Exception as exc:
+                    now = loop.time()
+                    delay = None
+                    if attempt < self.attempts and self._should(exc):
+                        delay = self._delay(attempt, exc, end, now)
+                    if delay is None:
+                        self._gave_up += attempt > 1
+                        if history:
+                            exc.add_note(_history(history, attempt, exc))
+                        raise
+                    kind, error = classify(exc).kind.value, exc
+                    line = f"attempt {attempt}: {type(exc).__name__}: {exc} (waited {delay:.2f} s)"
+                else:
+                    if (self._retry_result is None or isinstance(result, Stream)
+                            or attempt >= self.attempts or not self._retry_result(result)):
+                        return result
+                    delay = self._delay(attempt, None, end, loop.time())
+                    if delay is None:
+                        return result
+                    kind, error = "result", None
+                    line = f"attempt {attempt}: result rejected (waited {delay:.2f} s)"
+                if history is None:
+                    history = []
+                history.append(line)
+                self._retries += 1
+                self._by_kind[kind] += 1
+                call.record.retries += 1
+                call.record.delays += (delay,)
+                call.emit(EventKind.RETRY_SCHEDULED, "retry", delay=delay, error=error)
+                await asyncio.sleep(delay)
+                attempt += 1
         finally:
             call.restore(saved)
-
-    async def _attempts(self, call: Call, call_next: Handler, saved: tuple[Any, ...],
-                        end: float | None, now: float) -> Any:
-        loop = asyncio.get_running_loop()
-        history: list[str] = []
-        attempt = 1
-        while True:
-            call.restore(saved)
-            call.deadline, call.sent, call.attempt = end, False, attempt
-            try:
-                result = await call_next(call)
-            except Exception as exc:
-                now = loop.time()
-                delay = None
-                if attempt < self.attempts and self._should(exc):
-                    delay = self._delay(attempt, exc, end, now)
-                if delay is None:
-                    self._gave_up += attempt > 1
-                    if history:
-                        exc.add_note(_history(history, attempt, exc))
-                    raise
-                kind, error = classify(exc).kind.value, exc
-                history.append(f"attempt {attempt}: {type(exc).__name__}: {exc} "
-                               f"(waited {delay:.2f} s)")
-            else:
-                if (self._retry_result is None or isinstance(result, Stream)
-                        or attempt >= self.attempts or not self._retry_result(result)):
-                    return result
-                delay = self._delay(attempt, None, end, loop.time())
-                if delay is None:
-                    return result
-                kind, error = "result", None
-                history.append(f"attempt {attempt}: result rejected (waited {delay:.2f} s)")
-            self._retries += 1
-            self._by_kind[kind] += 1
-            call.record.retries += 1
-            call.record.delays += (delay,)
-            call.emit(EventKind.RETRY_SCHEDULED, "retry", delay=delay, error=error)
-            await asyncio.sleep(delay)
-            attempt += 1
 
     def __repr__(self) -> str:
         return (f"Retry(attempts={self.attempts}, backoff={self.backoff}, "

@@ -23,6 +23,7 @@ from .._core.errors import (
 )
 from .._core.stream import Stream
 from .._core.public import public
+from .timer import Attempt, TimerQueue
 
 __all__ = ["Timeout", "TimeoutStats"]
 
@@ -65,7 +66,8 @@ class Timeout:
     raised by the wrapped client itself passes through unchanged.
     """
 
-    __slots__ = ("seconds", "first_chunk", "idle", "total", "_calls", "_timed_out")
+    __slots__ = ("seconds", "first_chunk", "idle", "total", "_calls", "_timed_out", "_loop",
+                 "_queues")
 
     def __init__(self, seconds: float | None = None, *, first_chunk: float | None = None,
                  idle: float | None = None, total: float | None = None) -> None:
@@ -78,6 +80,17 @@ class Timeout:
         self.seconds, self.first_chunk, self.idle, self.total = (
             None if value is None else float(value) for value in limits.values())
         self._calls = self._timed_out = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The running loop's timer queue per limit (attempts of one limit expire in order).
+        self._queues: dict[float, TimerQueue] = {}
+
+    def _queue(self, loop: asyncio.AbstractEventLoop, limit: float) -> TimerQueue:
+        if loop is not self._loop:  # a new loop (asyncio.run again): its own queues
+            self._loop, self._queues = loop, {}
+        queue = self._queues.get(limit)
+        if queue is None:
+            queue = self._queues[limit] = TimerQueue(loop, limit)
+        return queue
 
     def statistics(self) -> TimeoutStats:
         return TimeoutStats(self._calls, self._timed_out)
@@ -104,39 +117,20 @@ class Timeout:
         # for quota is bounded by the limiters' own max_wait). Once sent, the provider gets
         # `limit` seconds from that moment even past the deadline: a sent request is paid for,
         # so time it spent queued here must never be what cancels it. (With no limit of its own
-        # a sent attempt keeps the deadline, so a hung provider still ends.) One timer handle,
-        # moved once at the send: cheaper than a timeout context manager per attempt.
+        # a sent attempt keeps the deadline, so a hung provider still ends.) The limit is served
+        # by one timer per layer and limit (timer.py), not one per attempt.
         task = asyncio.current_task()
         assert task is not None
-        fired = False
-        sent_at: float | None = None
-
-        def expire() -> None:
-            nonlocal fired
-            fired = True
-            task.cancel()
-
-        timer = None if deadline is None else loop.call_at(deadline, expire)
-        outer_send = call.on_send
-
-        def on_send() -> None:
-            nonlocal sent_at, timer
-            if sent_at is None and not fired:  # armed once per attempt
-                sent_at = loop.time()
-                if limit is not None:
-                    if timer is not None:
-                        timer.cancel()
-                    timer = loop.call_at(sent_at + limit, expire)
-            if outer_send is not None:
-                outer_send()
-
-        call.on_send = on_send
+        attempt = Attempt(task, loop, None if limit is None else self._queue(loop, limit),
+                          call.on_send, deadline)
+        call.on_send = attempt.send
         try:
             result = await call_next(call)
         except asyncio.CancelledError as exc:
-            if not fired or task.uncancel() > 0:  # the caller's own cancellation (too)
+            if not attempt.fired or task.uncancel() > 0:  # the caller's own cancellation (too)
                 raise
             self._timed_out += 1
+            sent_at = attempt.sent_at
             if sent_at is None:  # local congestion, not a slow provider: breakers must not count it
                 raise AdmissionTimeout(
                     f"attempt {call.attempt} of {call.name or 'the call'} was still queued for "
@@ -158,9 +152,9 @@ class Timeout:
                 seconds=limit,
             ) from None
         finally:
-            call.on_send = outer_send
-            if timer is not None:
-                timer.cancel()
+            call.on_send = attempt.outer
+            attempt.end()
+        sent_at = attempt.sent_at
         if isinstance(result, Stream) and (self.idle is not None or self.total is not None):
             self._limit_stream(result, loop.time() if sent_at is None else sent_at)
         return result

@@ -264,3 +264,53 @@ def test_latency_quantiles_are_within_one_bucket(samples: list[float], q: float)
     estimate = histogram.quantile(q)
     assert estimate is not None and exact * (1 - 1e-9) <= estimate <= exact * 1.04 + 1e-12
     assert len(histogram.counts) == size
+
+
+async def test_a_dropped_pipeline_on_the_global_api_is_collected() -> None:
+    """``Metrics()`` on the global OpenTelemetry API (no SDK: the API's proxy meter, whose
+    callbacks live as long as the process) does not keep its pipeline alive: the instruments
+    hold their layers weakly, so dropping the guarded function frees the layer, its neighbours
+    and the function."""
+    import gc
+    import weakref
+
+    async def send_message(prompt: str) -> str:
+        await asyncio.sleep(0)
+        return prompt
+
+    metrics, breaker = Metrics(name="dropped"), lg.CircuitBreaker()
+    guarded = lg.Pipeline(metrics, lg.Cache(ttl=60), breaker, ConcurrencyLimit(2)).wrap(
+        send_message)
+    assert await guarded("hi") == "hi" and metrics.statistics().calls == 1
+    refs = [weakref.ref(metrics), weakref.ref(guarded), weakref.ref(send_message)]
+    del metrics, breaker, guarded, send_message
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
+
+
+async def test_a_stream_dropped_unread_gives_back_what_the_layers_below_hold_at_once() -> None:
+    """Metrics follows a stream through callbacks that hold it weakly: a stream dropped unread
+    is freed by its reference count, not left for the cyclic collector, so the concurrency
+    permit it holds comes back as soon as it is dropped."""
+    import gc
+
+    async def chunks(prompt: str):
+        for word in prompt.split():
+            await asyncio.sleep(0)
+            yield {"choices": [{"delta": {"content": word}}]}
+
+    async def send_message(prompt: str):
+        return chunks(prompt)
+
+    limit = ConcurrencyLimit(1)
+    guarded = lg.guard(Metrics(name="dropped-stream"), limit)(send_message)
+    gc.disable()
+    try:
+        stream = await guarded("one two three")
+        assert limit.limiter.in_flight == 1
+        del stream
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert limit.limiter.in_flight == 0
+    finally:
+        gc.enable()
