@@ -58,7 +58,7 @@ class Call:
         "priority",
         "partition",
         "tokens",
-        "record",
+        "_record",
         "on_wait",
         "on_send",
         "sent",
@@ -91,9 +91,7 @@ class Call:
         self.partition: Hashable | None = None
         #: Token estimate reserved by a rate limiter for this attempt, if any.
         self.tokens: int | None = None
-        #: What happened to the call (retries, waits, cache outcome, usage, cost, ...): each
-        #: field written by its one owner, read by metrics, runners and ``llmguard.recording``.
-        self.record = CallRecord()
+        self._record: CallRecord | None = None  # see the record property
         #: Awaited by :meth:`waited` when an inner limiter let the call go after a wait: an outer
         #: rate limit then counts the request again from now, when the provider will see it
         #: (waiting for room again if the window has none). Owner: RateLimit, restored on exit.
@@ -104,6 +102,16 @@ class Call:
         #: True once this attempt reached the provider (the innermost handler called it).
         #: Reset by the layer that starts an attempt (Retry, Fallback, Timeout).
         self.sent = False
+
+    @property
+    def record(self) -> CallRecord:
+        """What happened to the call (retries, waits, cache outcome, usage, cost, ...): each
+        field written by its one owner, read by metrics, runners and ``llmguard.recording``.
+        Made on first use, so a call still queued for admission holds none."""
+        record = self._record
+        if record is None:
+            record = self._record = CallRecord()
+        return record
 
     @property
     def model(self) -> str | None:
