@@ -14,6 +14,7 @@ quotas are built in ``quotas``, provider headers read in ``headers``.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
@@ -167,7 +168,9 @@ class RateLimit:
         return result
 
     def _defer(self, stream: Stream, call: Call, key: Hashable, ticket: Any, tokens: int) -> None:
-        stream.defer(lambda _error: self._finish(call, key, ticket, tokens, stream.usage_chunk))
+        ref = weakref.ref(stream)  # no cycle through the stream: a dropped one settles at once
+        stream.defer(lambda _error: self._finish(call, key, ticket, tokens,
+                                                 getattr(ref(), "usage_chunk", None)))
 
     @property
     def max_wait(self) -> float | None:

@@ -3,6 +3,7 @@ rate-limit headers out (for plain answers and streams alike)."""
 
 from __future__ import annotations
 
+import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -124,8 +125,9 @@ class LiteLLMLayer:
             if server is not None:
                 call.record.server = server
         if isinstance(result, Stream):  # usage and cost arrive with the last chunk
-            result.defer(lambda error: self._account(litellm, call, result.usage_chunk, None,
-                                                     streamed=True))
+            ref = weakref.ref(result)  # no cycle through the stream: a dropped one ends at once
+            result.defer(lambda error: self._account(litellm, call, getattr(
+                ref(), "usage_chunk", None), None, streamed=True))
             return result
         self._account(litellm, call, result, hidden)
         return result

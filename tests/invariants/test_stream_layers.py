@@ -315,3 +315,34 @@ def test_cancelling_any_reader_of_a_shared_stream_leaves_the_others_their_answer
         loop.run_until_complete(scenario())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("outer", ["rate_limit", "metrics"])
+async def test_a_stream_dropped_unread_is_freed_without_the_cyclic_collector(outer: str) -> None:
+    """The layers that follow a stream to its end (RateLimit reading its final usage chunk,
+    Metrics) hold it weakly: dropped unread, with the cyclic collector off, its reservation and
+    the concurrency permit below come back at once."""
+
+    async def chunks(prompt: str):
+        for word in prompt.split():
+            await asyncio.sleep(0)
+            yield {"choices": [{"delta": {"content": word}}]}
+
+    async def send_message(prompt: str):
+        return chunks(prompt)
+
+    rate = lg.RateLimit(rpm=100, tpm=10_000, tokens=lambda prompt: 50)
+    limit = lg.ConcurrencyLimit(1)
+    layers = [rate] if outer == "rate_limit" else [lg.Metrics(name="dropped"), rate]
+    guarded = lg.guard(*layers, limit)(send_message)
+    gc.disable()
+    try:
+        stream = await guarded("one two three")
+        assert limit.limiter.in_flight == 1 and rate.statistics().in_flight == 1
+        del stream
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert limit.limiter.in_flight == 0
+        assert (rate.statistics().in_flight, rate.statistics().reserved_tokens) == (0, 0)
+    finally:
+        gc.enable()
