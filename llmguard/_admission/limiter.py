@@ -101,17 +101,6 @@ class ConcurrencyLimiter:
             return True
         return False
 
-    def try_acquire(self) -> bool:
-        """Take a permit now if one is free and nobody waits (True), else take nothing (False).
-
-        Synchronous, no future: the fast path of :class:`~llmguard.ConcurrencyLimit` (optional
-        beyond the :class:`Limiter` protocol). A True must be matched by a ``release()``."""
-        if self._in_flight < self._limit and not self._waiting:
-            self._in_flight += 1
-            self._admitted += 1
-            return True
-        return False
-
     async def acquire(self, *, priority: int = 0, partition: Hashable = None) -> None:
         """Wait for a permit (higher ``priority`` first). Raises QueueFull or AdmissionTimeout.
 

@@ -5,19 +5,12 @@ and every row the team reads is there with numbers and a verdict.
 """
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from bench_tables import run
 
 
 def test_bench_adaptive_prints_the_target_table_and_every_contender() -> None:
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_adaptive.py"),
-                           "--capacities", "4,16", "--duration", "30"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
+    out = run("bench_adaptive.py", "--capacities", "4,16", "--duration", "30")
     target = out[out.index("Target of #21 item 15"):out.index("\ncapacity 4,")]
     for capacity in ("4", "16"):
         line = next(line for line in target.splitlines() if line.startswith(f"| {capacity} |"))

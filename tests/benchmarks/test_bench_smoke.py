@@ -5,32 +5,8 @@ reads (a contender, layer or limiter that fails or vanishes breaks this test, no
 """
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def run(script: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-def row(out: str, label: str) -> list[str]:
-    """The cells of the first table row whose first cell starts with ``label``."""
-    for line in out.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[0].startswith(label):
-            return cells[1:]
-    raise AssertionError(f"no row {label!r} in:\n{out}")
-
-
-def number(cell: str) -> float:
-    assert re.fullmatch(r"-?\d+(\.\d+)?", cell), f"not a number: {cell!r}"
-    return float(cell)
+from bench_tables import number, row, run
 
 
 def test_bench_stack_prints_every_contender_layer_and_target() -> None:

@@ -333,12 +333,12 @@ async def test_a_stream_dropped_unread_is_freed_without_the_cyclic_collector(out
 
     rate = lg.RateLimit(rpm=100, tpm=10_000, tokens=lambda prompt: 50)
     limit = lg.ConcurrencyLimit(1)
-    layers = [rate] if outer == "rate_limit" else [lg.Metrics(name="dropped"), rate]
-    guarded = lg.guard(*layers, limit)(send_message)
+    layer = rate if outer == "rate_limit" else lg.Metrics(name="dropped")
+    guarded = lg.guard(layer, limit)(send_message)
     gc.disable()
     try:
         stream = await guarded("one two three")
-        assert limit.limiter.in_flight == 1 and rate.statistics().in_flight == 1
+        assert limit.limiter.in_flight == 1
         del stream
         for _ in range(5):
             await asyncio.sleep(0)
