@@ -116,9 +116,11 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
         for task in waiting:  # not sent yet: nothing to wait for
             task.cancel()
         if provider.sending:
+            why = ("the output cannot be written" if write_error else
+                   "Ctrl-C again to abandon them")
             print(f"\nllmguard run: stopping: nothing more is sent; waiting up to {s.grace:g} s "
-                  f"for {len(provider.sending)} lines at the provider (Ctrl-C again to abandon "
-                  "them)", file=sys.stderr, flush=True)
+                  f"for {len(provider.sending)} lines at the provider ({why})",
+                  file=sys.stderr, flush=True)
         room.set()
 
     def abandon() -> None:

@@ -116,6 +116,7 @@ def test_full_disk_mid_run_is_a_usage_error_and_loses_nothing_on_disk(tmp_path: 
         reason = "File too large"
     _assert_clear_usage_error(two)
     assert "cannot write output" in two["err"] and reason in two["err"], two["err"]
+    assert "Ctrl-C again" not in two["err"], two["err"]  # no signal: the disk stopped the run
     assert "free space or fix permissions, then resume with" in two["err"]
     kept = _records(after)
     assert [r["line"] for r in kept[:50]] == list(range(1, 51))  # the first run's, untouched
