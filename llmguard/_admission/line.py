@@ -5,13 +5,16 @@ asks the backend for room for the head of the line, hands the reservation to the
 and otherwise sleeps for the wait the backend named, or less: a refund, a reconciliation or
 provider headers may free room earlier (:meth:`WaitingLine.wake`). So memory per waiter is its
 future and its place in the line (100k callers queued on one RateLimit cost their own frames
-plus about 200 bytes each), and a waiter that gives up leaves in O(1): the line is a dict in
-arrival order, keyed by the waiter's future.
+plus about 200 bytes each), and a waiter that gives up leaves in O(1): it leaves the dict of
+waiters at once and the arrival-order deque when it reaches the head (a dict alone would not
+do: finding its first key after many pops from the front rescans the deleted slots, which made
+draining or cancelling a long line in order quadratic).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
@@ -21,18 +24,33 @@ __all__ = ["Held", "WaitingLine"]
 
 
 class _Queue:
-    """One key's waiters (future -> tokens, in arrival order) and its driver."""
+    """One key's waiters (future -> tokens), their arrival order and its driver."""
 
-    __slots__ = ("waiters", "driver", "wake")
+    __slots__ = ("waiters", "order", "driver", "wake")
 
     def __init__(self) -> None:
         self.waiters: dict[asyncio.Future[Any], int] = {}
+        #: Futures in arrival order; ones that left are dropped when they reach the front.
+        self.order: deque[asyncio.Future[Any]] = deque()
         self.driver: asyncio.Task[None] | None = None
         #: What the driver sleeps on when the head has no room yet (None while it works).
         self.wake: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self.waiters)
+
+    def head(self) -> asyncio.Future[Any] | None:
+        """The longest-waiting future still in line (amortised O(1))."""
+        order, waiters = self.order, self.waiters
+        while order and order[0] not in waiters:
+            order.popleft()
+        return order[0] if order else None
+
+    def left(self) -> None:
+        """A waiter left the dict: rebuild the order once it holds mostly leavers, so a head
+        that waits long while others give up never holds their futures (amortised O(1))."""
+        if len(self.order) > 2 * len(self.waiters) + 32:
+            self.order = deque(f for f in self.order if f in self.waiters)
 
 
 def _set(future: asyncio.Future[None] | None) -> None:
@@ -78,6 +96,7 @@ class WaitingLine:
             queue = self.lines[key] = _Queue()
         future = loop.create_future()
         queue.waiters[future] = tokens
+        queue.order.append(future)
         self.waiting += 1
         if queue.driver is None:
             queue.driver = loop.create_task(self._drive(key, queue))
@@ -92,6 +111,7 @@ class WaitingLine:
         queue = self.lines.get(key)
         if queue is not None and queue.waiters.pop(future, None) is not None:
             self.waiting -= 1
+            queue.left()
             future.cancel()
             _set(queue.wake)  # the next waiter may fit where this one did not
         elif future.done() and not future.cancelled() and future.exception() is None:
@@ -103,6 +123,7 @@ class WaitingLine:
         if future.done() or queue is None or future not in queue.waiters:
             return
         tokens = queue.waiters.pop(future)
+        queue.left()
         self.waiting -= 1
         self.timed_out += 1
         _set(queue.wake)
@@ -117,8 +138,8 @@ class WaitingLine:
         loop = asyncio.get_running_loop()
         waiters, backend, quotas = queue.waiters, self.backend, self.quotas
         try:
-            while waiters:
-                future, tokens = next(iter(waiters.items()))
+            while (future := queue.head()) is not None:
+                tokens = waiters[future]
                 try:
                     wait, ticket = await backend.reserve(key, quotas, tokens)
                 except Exception as exc:  # the backend failed (on_error="fail"): the head's error
@@ -133,7 +154,7 @@ class WaitingLine:
                         self.waiting -= 1
                         future.set_result(ticket)
                     continue
-                if next(iter(waiters), None) is not future:  # the head changed meanwhile
+                if queue.head() is not future:  # the head changed meanwhile
                     continue
                 wake = queue.wake = loop.create_future()
                 handle = loop.call_later(wait, _set, wake)
@@ -149,6 +170,7 @@ class WaitingLine:
                     future.cancel()
                 self.waiting -= len(waiters)
                 waiters.clear()
+                queue.order.clear()
             if self.lines.get(key) is queue:
                 del self.lines[key]
 
