@@ -5,28 +5,40 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
-from .._core.call import Call
+from .._core.call import Call, Handler, Layer
 from .._core.classify import classify
 from .._core.events import records
 from .._core.public import public
 from .._core.stream import Stream
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
-
-__all__ = ["Guarded", "make_guarded"]
+__all__ = ["Guarded", "PipelineView", "make_guarded"]
 
 P = ParamSpec("P")
 R_co = TypeVar("R_co", covariant=True)
+
+
+class PipelineView(Protocol):
+    """What a guarded function needs of its :class:`~llmguard.Pipeline` (typed against this,
+    not the class, so this module does not import the one that imports it)."""
+
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def layers(self) -> tuple[Layer, ...]: ...
+
+    def build(self) -> Handler: ...
+
+    def stats(self) -> dict[str, Any]: ...
 
 
 @public
 class Guarded(Protocol[P, R_co]):
     """A guarded async callable: same signature as the original, plus ``pipeline`` and ``stats``."""
 
-    pipeline: Pipeline
+    pipeline: PipelineView
     __wrapped__: Callable[P, Awaitable[R_co]]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R_co]: ...
@@ -34,7 +46,7 @@ class Guarded(Protocol[P, R_co]):
     def stats(self) -> dict[str, Any]: ...
 
 
-def make_guarded(pipeline: Pipeline, fn: Any) -> Any:
+def make_guarded(pipeline: PipelineView, fn: Any) -> Any:
     """The guarded function: same name, docstring and signature as ``fn``."""
     handler = pipeline.build()
     name, layers = pipeline.name, bool(pipeline.layers)
