@@ -284,7 +284,12 @@ def leak_gauges(parts: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     if key not in ("size", "state")}
              for name, layer in parts.items() if hasattr(layer, "statistics")}
     state["probe"] = {"in_flight": parts["probe"].in_flight}
-    state["rate_limit"]["paused_for"] = parts["rate_limit"].statistics().paused_for
+    stats = parts["rate_limit"].statistics()
+    state["rate_limit"]["paused_for"] = stats.paused_for
+    # A limit learned from the provider's 429s (refill="auto") rightly changes the headroom:
+    # back to baseline means all of the limit in force is free again.
+    state["rate_limit"]["requests_available"] -= stats.requests_limit
+    state["rate_limit"]["tokens_available"] -= stats.tokens_limit
     state["rate_limit"]["lines"] = len(parts["rate_limit"]._lines)
     return state
 
