@@ -47,6 +47,8 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         return
     oldest = next((e.time for e in track.log.entries if e.time > ticket.time - shape.window
                    and e.live), None)
+    if shape.kind == "fixed" and shape.on_phase(ticket.time + reset):
+        return  # what the learned fixed window says too (at its boundary it looks sliding)
     reading = read_reset(server, remaining, reset, shape.window, ticket.time, oldest)
     if reading is None:
         return
@@ -58,11 +60,8 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         return
     shape.votes = 0
     if kind == "fixed":
-        if shape.kind != "fixed" or abs(
-                (boundary - shape.epoch + shape.window / 2) % shape.window  # type: ignore
-                - shape.window / 2) > 1.0:
-            shape.learn("fixed", why, boundary)
-            become_fixed(window, now)
+        shape.learn("fixed", why, boundary)
+        become_fixed(window, now)
     elif shape.kind != "sliding":
         shape.learn("sliding", why)
 

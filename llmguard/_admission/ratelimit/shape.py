@@ -92,6 +92,13 @@ class Shape:
         """The first boundary of windows at ``epoch + i * window`` after ``t``."""
         return epoch + (math.floor((t - epoch) / self.window) + 1) * self.window
 
+    def on_phase(self, boundary: float) -> bool:
+        """True when ``boundary`` is one of the learned fixed window's (within tolerance)."""
+        if self.epoch is None:
+            return False
+        off = (boundary - self.epoch) % self.window
+        return min(off, self.window - off) <= TOLERANCE
+
     def suppose(self, boundary: float, why: str) -> None:
         """A fixed window may start afresh at ``boundary``: confirm it with the first answer
         to a request sent after it (unless a hypothesis is already pending or refuted)."""
