@@ -27,7 +27,8 @@ from .._core.tokens import estimate_tokens
 from ._provider import Overloaded, RateLimited, SimulatedProvider
 from ._quota import FixedWindow, TokenBucket, format_reset
 
-__all__ = ["Arrival", "FixedWindowServer", "QuotaServer", "ServerStats", "TokenBucketServer"]
+__all__ = ["Arrival", "FixedWindowServer", "QuotaServer", "ServerStats", "TokenBucketServer",
+           "check_quotas"]
 
 #: The rate-limit headers of the request being admitted, for a transport to send back.
 admission_headers: ContextVar[dict[str, str] | None] = ContextVar("admission_headers",
@@ -196,7 +197,7 @@ class QuotaServer(SimulatedProvider):
                 f"429s={self._rate_limited} cancelled={len(self.cancelled)}>")
 
 
-def _check_quotas(rpm: Any, tpm: Any) -> None:
+def check_quotas(rpm: Any, tpm: Any) -> None:
     for name, value in (("rpm", rpm), ("tpm", tpm)):
         number(name, value, integer=True, optional=True, hint="; or None for no such quota")
     if rpm is None and tpm is None:
@@ -215,7 +216,7 @@ class FixedWindowServer(QuotaServer):
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
                  epoch: float = 0.0, **options: Any) -> None:
         super().__init__(window=window, **options)
-        _check_quotas(rpm, tpm)
+        check_quotas(rpm, tpm)
         self.quotas = {"requests": rpm and FixedWindow(rpm, window, epoch),
                        "tokens": tpm and FixedWindow(tpm, window, epoch)}
 
@@ -234,6 +235,6 @@ class TokenBucketServer(QuotaServer):
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
                  **options: Any) -> None:
         super().__init__(window=window, **options)
-        _check_quotas(rpm, tpm)
+        check_quotas(rpm, tpm)
         self.quotas = {"requests": rpm and TokenBucket(rpm, window),
                        "tokens": tpm and TokenBucket(tpm, window)}

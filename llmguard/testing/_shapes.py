@@ -17,7 +17,7 @@ from typing import Any
 
 from .._core import clock
 from ._quota import FixedWindow, SlidingWindow
-from ._servers import QuotaServer, _check_quotas
+from ._servers import QuotaServer, check_quotas
 
 __all__ = ["ProxyWindowServer", "SlidingWindowServer"]
 
@@ -31,7 +31,7 @@ class SlidingWindowServer(QuotaServer):
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
                  **options: Any) -> None:
         super().__init__(window=window, **options)
-        _check_quotas(rpm, tpm)
+        check_quotas(rpm, tpm)
         self.quotas = {"requests": rpm and SlidingWindow(rpm, window),
                        "tokens": tpm and SlidingWindow(tpm, window)}
 
@@ -46,7 +46,7 @@ class ProxyWindowServer(QuotaServer):
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
                  **options: Any) -> None:
         super().__init__(window=window, **options)
-        _check_quotas(rpm, tpm)
+        check_quotas(rpm, tpm)
         if rpm is not None and rpm < 2:
             raise ValueError(f"rpm must be at least 2 (the proxy admits rpm - 1), got {rpm}")
         #: The limits the proxy reports (it admits one request fewer).
