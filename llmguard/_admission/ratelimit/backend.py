@@ -97,6 +97,10 @@ class LearningBackend(Protocol):
         quotas'; None: no such quota)."""
         ...
 
+    def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """Count every quota of ``key`` as used up now (``RateLimit.assume_spent``)."""
+        ...
+
 
 @public
 class MemoryBackend:
@@ -180,6 +184,10 @@ class MemoryBackend:
         window = self._window(key, quotas)
         ticket = ticket if isinstance(ticket, Entry) else None
         window.refused(clock.now(), ticket, seconds, clock.wall())
+
+    def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """Count every quota as used up now (``RateLimit.assume_spent``)."""
+        self._window(key, quotas).spent(clock.now())
 
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
         window = self._windows.get(key)

@@ -11,8 +11,8 @@ from typing import Any
 from ..._core.classify import FailureKind, classify
 from ..._core.errors import AdmissionError
 
-__all__ = ["DEFAULT_PAUSE", "HELD", "parse_duration", "pause_after", "rate_limit_headers",
-           "refusal", "report"]
+__all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "pause_after",
+           "rate_limit_headers", "refusal", "report", "spend"]
 
 #: The reservation (``line.Held``) of the call being sent, for its headers to be read against.
 HELD: ContextVar[Any] = ContextVar("llmguard_rate_limit_held", default=None)
@@ -102,3 +102,21 @@ def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseE
         else:
             backend.pause(key, quotas, pause)
     return pause
+
+
+def learned(backend: Any, quotas: Any, key: Hashable) -> tuple[str, int | None, int | None]:
+    """What ``backend`` learned about the server for ``key``: the shape and why, the requests
+    and tokens limits in force (the quotas' when it learns nothing)."""
+    if callable(getattr(backend, "shape", None)):
+        return (backend.shape(key, quotas), *backend.limits(key, quotas))
+    return ("", min((q.limit for q in quotas if not q.tokens), default=None),
+            min((q.limit for q in quotas if q.tokens), default=None))
+
+
+def spend(backend: Any, quotas: Any, key: Hashable) -> None:
+    """Count every quota of ``key`` as used up now (``spent``, else a cap of nothing)."""
+    if callable(getattr(backend, "spent", None)):
+        backend.spent(key, quotas)
+        return
+    for tokens in {q.tokens for q in quotas}:
+        backend.cap(key, quotas, tokens, 0, max(q.window for q in quotas))

@@ -25,10 +25,9 @@ from ..._core.public import public
 from ..._core.stream import Stream
 from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, RateLimitBackend
-from .headers import DEFAULT_PAUSE, HELD, parse_duration, refusal, report
+from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration, refusal, report, spend
 from .line import Held, WaitingLine
-from .quotas import (build_quotas, check_backend, check_choice, configured_limits, too_large,
-                     used_tokens)
+from .quotas import build_quotas, check_backend, check_choice, too_large, used_tokens
 from .stats import RateLimitStats
 
 __all__ = ["DEFAULT_PAUSE", "RateLimit", "RateLimitStats", "parse_duration"]
@@ -105,9 +104,9 @@ class RateLimit:
         self._usage = usage
         # Read the usage after a call (only with a token quota and charge="actual").
         self._reconcile = charge == "actual" and self._max_tokens is not None
-        # A bucket settles every reservation (it tracks those outstanding to bound refunds).
+        # A bucket settles every reservation (it tracks those outstanding to bound refunds);
+        # a backend with ``observe`` reads headers against their request and learns shapes.
         self._settle = any(q.continuous or q.learn for q in quotas)
-        # A backend that reads headers against the request they describe, and learns shapes.
         self._learning = callable(getattr(self.backend, "observe", None))
         self._key = key
         self._line = WaitingLine(self.backend, quotas, max_wait, self._describe)
@@ -240,20 +239,22 @@ class RateLimit:
         report(self.backend, self.quotas, self._learning, headers, partition, ticket)
         self._line.wake(partition)
 
+    def assume_spent(self, key: Hashable = None) -> None:
+        """Count every quota of ``key`` as used up now: a run resumed right after a killed
+        one, whose requests the provider may still count (buckets refill from empty)."""
+        spend(self.backend, self.quotas, key)
+
     def statistics(self, key: Hashable = None) -> RateLimitStats:
         """Counters for the whole layer; headroom and pause for ``key`` (default None)."""
         requests, tokens, paused = self.backend.headroom(key, self.quotas)
         return RateLimitStats(
             requests, tokens, self._reserved, self._in_flight, self._line.waiting, self._admitted,
             self._rejected + self._line.timed_out, self._line.timed_out, self._refunds,
-            self._rate_limited, paused,
-            self.backend.shape(key, self.quotas) if self._learning else "",  # type: ignore
-            *(self.backend.limits(key, self.quotas) if self._learning  # type: ignore
-              else configured_limits(self.quotas)),
+            self._rate_limited, paused, *learned(self.backend, self.quotas, key),
         )
 
     def __repr__(self) -> str:
-        shape = self.backend.shape(None, self.quotas) if self._learning else ""  # type: ignore
+        shape = learned(self.backend, self.quotas, None)[0]
         return (f"<RateLimit {self._describe()} in_flight={self._in_flight} waiting="
                 f"{self._line.waiting} reserved_tokens={self._reserved} backend={self.backend!r}"
                 + (f" shape={shape}" if shape else "") + ">")

@@ -12,7 +12,7 @@ from ..._core.tokens import extract_usage
 from .window import Quota
 
 __all__ = ["DEFAULT_MARGIN", "build_quotas", "check_backend", "check_choice",
-           "configured_limits", "too_large", "used_tokens"]
+           "too_large", "used_tokens"]
 
 #: Seconds added to a per-minute window by default (``margin=None``; a shorter window gets
 #: the same share, 1/120 of it): a cold client's first requests reach the server 0.12-0.2 s
@@ -97,12 +97,6 @@ def used_tokens(call: Any, result: Any, reserved: int,
             record.usage = found
         actual = found.total_tokens
     return reserved if actual is None else int(actual)
-
-
-def configured_limits(quotas: tuple[Quota, ...]) -> tuple[int | None, int | None]:
-    """The tightest requests and tokens limits of ``quotas`` (None: no such quota)."""
-    return (min((q.limit for q in quotas if not q.tokens), default=None),
-            min((q.limit for q in quotas if q.tokens), default=None))
 
 
 def too_large(tokens: int, most: int | None, quotas: str) -> RequestTooLarge:

@@ -208,6 +208,15 @@ class Window:
         if until > now:
             self.caps[tokens] = [left, until, base]
 
+    def spent(self, now: float) -> None:
+        """Every quota used up now: buckets empty, windows capped at nothing for a window."""
+        for track in self.tracks:
+            bucket = track if isinstance(track, Bucket) else getattr(track, "bucket", None)
+            if bucket is not None:
+                bucket.drain_to(now, 0)
+            if not isinstance(track, Bucket):
+                self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued]
+
     def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0) -> None:
         """A 429 asked for ``seconds`` of pause after the request of ``ticket``: pause, and with
         a shape to learn, learn from it too (:func:`.learn.refused`)."""
