@@ -233,9 +233,8 @@ class RateLimit:
         (``6m0s``, ``20ms``) and ``-limit-*`` headers, read against the reservation of the call
         being sent (ours admitted after it were not counted there yet), and (``refill="auto"``)
         learn the server's shape. Never loosens. ``partition`` is the ``key`` value."""
-        held = HELD.get()
-        ticket = (held.ticket if held is not None and held.line is self._line
-                  and held.key == partition else None)
+        held = HELD.get()  # the call being sent, if it passed this layer
+        ticket = held.ticket if held and held.line is self._line and held.key == partition else None
         report(self.backend, self.quotas, self._learning, headers, partition, ticket)
         self._line.wake(partition)
 
