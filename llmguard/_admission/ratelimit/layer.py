@@ -237,6 +237,12 @@ class RateLimit:
             self.backend.cap(partition, self.quotas, tokens, left, reset)
         self._line.wake(partition)
 
+    def observe_response(self, call: Call) -> None:
+        """:class:`~llmguard.HeaderObserver`: learn from the attempt's response headers."""
+        if call.response_headers is not None:
+            self.observe_headers(call.response_headers,
+                                 partition=None if self._key is None else call.partition)
+
     def statistics(self, key: Hashable = None) -> RateLimitStats:
         """Counters for the whole layer; headroom and pause for ``key`` (default None)."""
         requests, tokens, paused = self.backend.headroom(key, self.quotas)
