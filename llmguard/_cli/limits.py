@@ -145,8 +145,9 @@ class Limits:
             self.tokens.observe(call, result)
         return result
 
-    def observe(self, headers: Any) -> None:
-        """Read one answer's headers (called by the provider for every HTTP answer)."""
+    def observe_response(self, call: Call) -> None:
+        """Read one answer's headers (:class:`~llmguard.HeaderObserver`: every HTTP answer)."""
+        headers = call.response_headers
         get = getattr(headers, "get", None)
         if get is None:
             return

@@ -10,7 +10,7 @@ minute, no reset header, ``llm_provider-retry-after: 60``) complete the shapes;
 ``Faults`` is a layer that injects every kind of provider failure, seeded.
 """
 
-from ._fake import FakeLLM
+from .._upstream.fake_llm import FakeLLM
 from ._faults import Faults, FaultStats, make_error
 from ._http import LoopbackServer
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider

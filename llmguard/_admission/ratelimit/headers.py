@@ -80,9 +80,12 @@ def _count(value: Any) -> int | None:
 
 
 def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str],
-           key: Hashable, ticket: Any) -> None:
+           key: Hashable, line: Any) -> None:
     """Hand what ``headers`` say to ``backend``: every reading to a learning backend
-    (``observe``, against ``ticket``), else the ones with a reset time (``cap``)."""
+    (``observe``, against the reservation of the call being sent through ``line``'s layer,
+    if it is), else the ones with a reset time (``cap``)."""
+    held = HELD.get()
+    ticket = held.ticket if held and held.line is line and held.key == key else None
     for tokens, left, reset, limit in rate_limit_headers(headers):
         if learning:
             backend.observe(key, quotas, tokens, left, reset, ticket=ticket, limit=limit)

@@ -3,11 +3,10 @@
 The state lives behind :class:`RateLimitBackend` (in memory by default, Redis to share quotas
 across processes); the :class:`RateLimit` layer keeps only the local FIFO line of waiters.
 
-Why not aiolimiter: its waiters sit in a heap keyed by amount, so a stream of 50-token calls
-overtakes a 6,000-token call forever (starvation); it cannot give back over-estimated tokens or
-charge extra ones; it has no pause for Retry-After; and its leaky bucket admits more than the
-quota within some 60 s window (see ``log``). Here waiting is FIFO per key (``line``): only the
-head of the line waits for room, woken early when a reconciliation or refund frees some.
+Why not aiolimiter: its waiters sit in a heap keyed by amount (a stream of 50-token calls
+overtakes a 6,000-token call forever); it cannot give back or charge tokens, has no pause for
+Retry-After, and its leaky bucket exceeds the quota in some 60 s window (``log``). Here waiting
+is FIFO per key (``line``), woken early when a reconciliation or refund frees room.
 """
 
 from __future__ import annotations
@@ -59,6 +58,7 @@ class RateLimit:
     * ``max_wait`` seconds of waiting raises :class:`AdmissionTimeout`; an estimate larger than
       the token quota raises :class:`RequestTooLarge` at once.
     * ``backend``: where the quota state lives (:class:`RateLimitBackend`; in memory by default).
+      ``assume_spent()`` counts every quota as used up now (a run resumed after a kill).
     """
 
     __slots__ = (
@@ -156,16 +156,15 @@ class RateLimit:
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
         held = Held(self._line, call, key, ticket, tokens, call.on_wait)
         call.on_wait = held.recount
-        reset = HELD.set(held)
+        reset = HELD.set(held)  # the provider's headers are read against this reservation
         try:
             result = await call_next(call)
         except BaseException as exc:
-            call.on_wait = held.outer
-            HELD.reset(reset)
             self._failed(call, exc, key, held.ticket, tokens)
             raise
-        call.on_wait = held.outer
-        HELD.reset(reset)
+        finally:
+            call.on_wait = held.outer
+            HELD.reset(reset)
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
             self._defer(result, call, key, held.ticket, tokens)
         elif self._reconcile or self._settle:
@@ -233,15 +232,17 @@ class RateLimit:
         (``6m0s``, ``20ms``) and ``-limit-*`` headers, read against the reservation of the call
         being sent (ours admitted after it were not counted there yet), and (``refill="auto"``)
         learn the server's shape. Never loosens. ``partition`` is the ``key`` value."""
-        held = HELD.get()  # the call being sent, if it passed this layer
-        ticket = held.ticket if held and held.line is self._line and held.key == partition else None
-        report(self.backend, self.quotas, self._learning, headers, partition, ticket)
+        report(self.backend, self.quotas, self._learning, headers, partition, self._line)
         self._line.wake(partition)
 
     def assume_spent(self, key: Hashable = None) -> None:
-        """Count every quota of ``key`` as used up now: a run resumed right after a killed
-        one, whose requests the provider may still count (buckets refill from empty)."""
+        """Count every quota of ``key`` as used up now (a run resumed after a killed one)."""
         spend(self.backend, self.quotas, key)
+
+    def observe_response(self, call: Call) -> None:
+        """:class:`~llmguard.HeaderObserver`: learn from the attempt's response headers."""
+        if call.response_headers is not None:
+            self.observe_headers(call.response_headers, partition=self._key and call.partition)
 
     def statistics(self, key: Hashable = None) -> RateLimitStats:
         """Counters for the whole layer; headroom and pause for ``key`` (default None)."""
@@ -249,8 +250,7 @@ class RateLimit:
         return RateLimitStats(
             requests, tokens, self._reserved, self._in_flight, self._line.waiting, self._admitted,
             self._rejected + self._line.timed_out, self._line.timed_out, self._refunds,
-            self._rate_limited, paused, *learned(self.backend, self.quotas, key),
-        )
+            self._rate_limited, paused, *learned(self.backend, self.quotas, key))
 
     def __repr__(self) -> str:
         shape = learned(self.backend, self.quotas, None)[0]

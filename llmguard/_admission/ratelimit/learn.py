@@ -84,6 +84,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     it (the server admits again there), else after the pause."""
     until = now + seconds
     shape = window.shape
+    if ticket is not None:
+        ticket.refused = True
     if ticket is not None and ticket is shape.probe:
         shape.confirm(False, "a probe was refused (429)")
     _learn_limit(window, now, ticket)

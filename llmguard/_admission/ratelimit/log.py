@@ -20,9 +20,10 @@ class Entry:
     """One admission: when, how many tokens, whether it still counts as a request (``live``),
     the window that has yet to settle it (None once settled), and its place among the
     admissions of its window (``seq`` requests and ``tseq`` tokens issued before it), which
-    says how many of ours a provider's header had not seen yet."""
+    says how many of ours a provider's header had not seen yet; ``refused`` once the server
+    answered it with a 429 (it reached the server, which admitted none of it)."""
 
-    __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq")
+    __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused")
 
     def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
                  tseq: int = 0) -> None:
@@ -32,6 +33,7 @@ class Entry:
         self.owner = owner
         self.seq = seq
         self.tseq = tseq
+        self.refused = False
 
 
 class Log:
@@ -87,6 +89,11 @@ class Log:
             self.expire(now)  # first, so an expiring entry leaves with the weight it counted
         if entry.time > horizon:  # still inside this window
             self.used += (tokens - entry.tokens) if self.tokens else (live - entry.live)
+
+    def admitted(self, now: float) -> int:
+        """Units in the window the server admitted (refused ones left out)."""
+        self.expire(now)
+        return self.used - sum(self.weight(e) for e in self.entries if e.refused)
 
     def idle(self, now: float) -> bool:
         self.expire(now)

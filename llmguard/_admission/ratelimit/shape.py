@@ -14,7 +14,8 @@ sliding log, which never exceeds any of them. The shape is then read from:
   wall-clock minute is the candidate boundary, confirmed or refuted by the first answer sent
   after it: a fixed window starts afresh there (``remaining`` back near the limit), a bucket
   or a sliding window does not. When the head of the line would wait past that boundary, one
-  request is sent there as a probe; a refused probe costs one 429, once per key.
+  request is sent there as a probe, if the quota as the server counts it (requests it refused
+  left out) has room; a refused probe costs one 429, once per key.
 
 The kind and the reason are in ``statistics()`` and the ``repr`` of the layer.
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.

@@ -118,6 +118,11 @@ class Window:
         due = shape.probe_at()
         if due is None or now < due:
             return None
+        for track in self.tracks:  # within the quota as the server counts it (429s left out)
+            log = track.log if isinstance(track, AutoTrack) else track
+            need = tokens if track.quota.tokens else 1
+            if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit:
+                return None
         entry = shape.probe = self.add(now, tokens)
         return entry
 
