@@ -187,3 +187,22 @@ def test_a_refund_gives_back_every_counter_its_admission_touched(
         assert after[0] <= before[0] and after[1] <= before[1] and after[2] == before[2]
     else:
         assert after == before
+
+
+@pytest.mark.parametrize("make", [lambda: TokenBucketServer(rpm=60, latency=1.0),
+                                  lambda: SlidingWindowServer(rpm=60, latency=1.0)],
+                         ids=["token bucket", "sliding window"])
+async def test_a_run_resumed_after_a_kill_starts_with_the_quota_spent(make: Any) -> None:
+    """Issue 35, item 3: a run killed after using its quota, resumed at once by a fresh
+    RateLimit that ``assume_spent()``: the provider's bucket (or window) still holds the killed
+    run's requests, and the resumed run gets no 429 (a fresh layer that does not assume it
+    bursts into the empty bucket)."""
+    server = make()
+    killed = lg.guard(lg.RateLimit(rpm=60))(server.acompletion)
+    await asyncio.gather(*(killed(**ask(i)) for i in range(60)))
+    resumed_layer = lg.RateLimit(rpm=60)
+    resumed_layer.assume_spent()
+    server.on_headers.append(resumed_layer.observe_headers)
+    resumed = lg.guard(lg.Retry(attempts=3), resumed_layer)(server.acompletion)
+    await asyncio.gather(*(resumed(**ask(i)) for i in range(60, 120)))
+    assert server.statistics().rate_limited == 0
