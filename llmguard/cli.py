@@ -118,6 +118,31 @@ def _parser() -> argparse.ArgumentParser:
                      help="no progress bar")
     runs.add_argument("-v", "--verbose", action="store_true",
                       help="log one line per finished record to stderr")
+    runs.add_argument("--format", choices=("llmguard", "openai-batch"), default="llmguard",
+                      help="output records: llmguard's (default) or the Batch API's output shape "
+                           "{id, custom_id, response, error}, written once the run completes")
+    batch = run.add_argument_group("provider batch API (half price, answers within 24 h)")
+    batch.add_argument("--batch-api", action="store_true",
+                       help="send the lines through the provider's batch API instead of one by "
+                            "one: same records, batch prices; a ledger beside OUTPUT makes "
+                            "--resume collect submitted batches instead of paying twice")
+    batch.add_argument("--provider", choices=("openai", "anthropic"), default="openai",
+                       help="with --batch-api: OpenAI's Batch API (default; any compatible "
+                            "--api-base) or Anthropic's Message Batches (key from "
+                            "ANTHROPIC_API_KEY unless --api-key-env says otherwise)")
+    batch.add_argument("--batch-fallback", choices=("batch", "online"), default="batch",
+                       help="lines that failed or expired in a batch: sent once more in a new "
+                            "batch (default) or online through the normal stack and quotas")
+    batch.add_argument("--enqueued-tokens", type=number_type(int), metavar="TOKENS",
+                       help="the provider's enqueued-token limit per model: batches beyond it "
+                            "wait for earlier ones to end instead of failing")
+    batch.add_argument("--poll", type=number_type(float, unit=" seconds"), default=5.0,
+                       metavar="SECONDS",
+                       help="first poll interval, doubling to 60 s while nothing changes "
+                            "(default: 5)")
+    batch.add_argument("--cancel-on-interrupt", action="store_true",
+                       help="on Ctrl-C, cancel the submitted batches at the provider instead of "
+                            "leaving them running for --resume to collect")
     ray = run.add_argument_group("ray (pip install 'llmguard[ray]')")
     ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                      help="run the lines on Ray actors: on the cluster at ADDRESS (e.g. "
@@ -181,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"output {args.output!r} exists: pass --resume to continue that "
                          "run or --overwrite to start again")
     if args.ray is not None:
+        if args.batch_api:
+            return _fail("--batch-api does not go with --ray: the provider runs the batch")
         if stdout:
             return _fail("-o - does not go with --ray: give an output file")
         from ._cli.ray_launch import run_on_ray
@@ -188,7 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_on_ray(args, argv)
     if args.redis is not None or args.actors != 2:
         return _fail("--redis and --actors go with --ray")
-    api_key = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
+    key_env = args.api_key_env
+    if args.provider == "anthropic" and key_env == "OPENAI_API_KEY":
+        key_env = "ANTHROPIC_API_KEY"
+    api_key = args.api_key if args.api_key is not None else os.environ.get(key_env)
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
         rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin, refill=args.refill,
@@ -197,7 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
         progress=args.progress, verbose=args.verbose, api_key=api_key or None,
+        format=args.format,
     )
+    if not args.batch_api and (args.provider != "openai" or args.batch_fallback != "batch"
+                               or args.enqueued_tokens is not None or args.cancel_on_interrupt):
+        return _fail("--provider, --batch-fallback, --enqueued-tokens and --cancel-on-interrupt "
+                     "go with --batch-api")
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter. The
         # endpoint lives as long as the process.
@@ -217,9 +252,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                                if args.resume else (set(), 0))
     except ValueError as exc:  # a layer rejecting an option, or an unusable --resume file
         return _fail(str(exc))
+    if args.batch_api:
+        from ._cli.batch_api import BatchOptions, batch_problem, run_batch_api
+
+        options = BatchOptions(provider=args.provider, fallback=args.batch_fallback,
+                               enqueued_tokens=args.enqueued_tokens, poll=args.poll,
+                               cancel_on_interrupt=args.cancel_on_interrupt)
+        if (problem := batch_problem(settings, options)) is not None:
+            return _fail(problem)
+        main_job = run_batch_api(settings, options, skip, argv[1:], total=total)
+    else:
+        main_job = run(settings, skip, argv[1:], total=total, failed_before=failed_before)
     try:
-        return asyncio.run(run(settings, skip, argv[1:], total=total,
-                               failed_before=failed_before))
+        return asyncio.run(main_job)
     except Exception:  # a bug: say so, and keep "some lines failed" (1) meaning just that
         traceback.print_exc()
         print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "

@@ -1,0 +1,1 @@
+"""Upstreams: how llmguard's applications talk to providers (transports, provider batch APIs)."""
