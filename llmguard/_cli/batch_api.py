@@ -114,7 +114,7 @@ async def run_batch_api(s: Settings, options: BatchOptions, skip: set[str], argv
             error = {k: hide(str(redact(v))) for k, v in result.error.items()}
             record = make_record(result.id, line, metadata, error=error, requested=model)
             failed += 1
-        record["attempts"] = 1
+        record["attempts"], record["retries"] = result.attempts, result.attempts - 1
         writer.write(line, record)
         if bar is not None:
             bar.update(1)

@@ -62,11 +62,15 @@ class BatchAPIServer:
     def __init__(self, *, fail_rate: float = 0.0, expire_rate: float = 0.0,
                  enqueued_token_limit: int | None = None,
                  timings: BatchTimings = BatchTimings(), answer: Answer = _echo,
-                 seed: int = 0, host: str = "127.0.0.1", port: int = 0) -> None:
+                 seed: int = 0, api_key: str | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.fail_rate, self.expire_rate = fail_rate, expire_rate
         self.enqueued_token_limit = enqueued_token_limit
         self.timings = timings
         self.answer = answer
+        #: When set, requests must carry it (bearer or x-api-key); a wrong key is answered 401
+        #: with the key echoed in the message, as some providers do.
+        self.api_key = api_key
         self.host, self.port = host, port
         self.rng = random.Random(seed)
         #: custom_id -> times answered, over every batch (OpenAI keeps the line's custom_id).
@@ -76,6 +80,8 @@ class BatchAPIServer:
         #: Batch id -> batch, in creation order.
         self.batches: dict[str, SimBatch] = {}
         self.files: dict[str, tuple[dict[str, Any], bytes]] = {}
+        #: Online chat completions answered.
+        self.online = 0
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: Any = None
@@ -98,8 +104,10 @@ class BatchAPIServer:
 
         self._loop = asyncio.get_running_loop()
         self._epoch = time.time() - self._loop.time()
-        app = web.Application(client_max_size=MAX_BYTES + 1024 * 1024)
+        app = web.Application(client_max_size=MAX_BYTES + 1024 * 1024,
+                              middlewares=[self._auth])
         app.add_routes([
+            web.post("/v1/chat/completions", self._chat),
             web.post("/v1/files", self._upload), web.get("/v1/files/{id}", self._file),
             web.get("/v1/files/{id}/content", self._content),
             web.post("/v1/batches", self._create), web.get("/v1/batches", self._list),
@@ -191,6 +199,28 @@ class BatchAPIServer:
         return file_id
 
     # -- OpenAI routes ---------------------------------------------------------------------
+
+    @property
+    def _auth(self) -> Any:
+        from aiohttp import web
+
+        @web.middleware
+        async def check(request: Any, handler: Any) -> Any:
+            given = (request.headers.get("authorization", "").removeprefix("Bearer ")
+                     or request.headers.get("x-api-key", ""))
+            if self.api_key is not None and given != self.api_key:
+                return _error(web, 401, f"Incorrect API key provided: {given}.")
+            return await handler(request)
+
+        return check
+
+    async def _chat(self, request: Any) -> Any:
+        """Online answers (a provider serves both), counted like batch lines by prompt."""
+        from aiohttp import web
+
+        body = await request.json()
+        self.online += 1
+        return web.json_response(await self._execute(f"online-{self.online}", body))
 
     async def _upload(self, request: Any) -> Any:
         from aiohttp import web

@@ -1,31 +1,46 @@
 """What a batch run costs at batch prices, and what the same answers would have cost online.
 
-Prices come from litellm's model cost map when litellm is installed (imported on first use,
-with its bundled map: never fetched from the network). It lists batch prices for many models
+Prices come from litellm's model cost map when litellm is installed: its bundled JSON file is
+read directly (importing litellm for a price table costs seconds, and may try the network). It
+lists batch prices for many models
 (``input_cost_per_token_batches``); where it lists only the online price, the batch price is
 half of it, the discount OpenAI and Anthropic document for their batch APIs.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Bill"]
 
+#: litellm's bundled cost map, beside its package.
+COST_MAP = "model_prices_and_context_window_backup.json"
 #: Batch price as a fraction of the online price where the cost map has no batch price.
 BATCH_DISCOUNT = 0.5
 
 
+@functools.cache
+def _cost_map() -> dict[str, Any]:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or spec.origin is None:
+        return {}
+    path = os.path.join(os.path.dirname(spec.origin), COST_MAP)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return dict(json.load(f))
+    except (OSError, ValueError):
+        return {}
+
+
 def _prices(model: str) -> tuple[float, float, float, float] | None:
     """(input, output) per token online, then at batch prices; None when unpriced."""
-    try:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
-    except ImportError:
-        return None
-    entry = litellm.model_cost.get(model) or litellm.model_cost.get(model.split("/")[-1])
+    costs = _cost_map()
+    entry = costs.get(model) or costs.get(model.split("/")[-1])
     if not entry or entry.get("input_cost_per_token") is None:
         return None
     online_in = float(entry["input_cost_per_token"])

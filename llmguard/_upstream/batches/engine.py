@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .ledger import Ledger, Submission
@@ -236,7 +236,7 @@ async def _collect(provider: BatchProvider, item: _Live, state: BatchState, ledg
             attempts[result.id] = attempts.get(result.id, 0) + 1
             retry.append(wanted[result.id])
         else:
-            _final(on_result, outcome, result)
+            _final(on_result, outcome, replace(result, attempts=attempts.get(result.id, 0) + 1))
     ledger.write("collected", chunk.key, at=time.time())
     return retry
 

@@ -20,6 +20,8 @@ class LineResult:
     response: dict[str, Any] | None = None
     error: dict[str, str] | None = None
     retryable: bool = False
+    #: Batches the line was sent in (set by the engine when the result is final).
+    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
