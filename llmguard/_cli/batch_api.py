@@ -116,8 +116,11 @@ async def run_batch_api(s: Settings, options: BatchOptions, skip: set[str], argv
             failed += 1
         record["attempts"], record["retries"] = result.attempts, result.attempts - 1
         writer.write(line, record)
+
+    def on_progress(finished: int) -> None:  # the batches' request_counts, polled
         if bar is not None:
-            bar.update(1)
+            bar.n = finished
+            bar.refresh()
 
     async def resend_online(retry: list[Request]) -> None:
         deferred.extend(retry)
@@ -131,7 +134,7 @@ async def run_batch_api(s: Settings, options: BatchOptions, skip: set[str], argv
     outcome = BatchRun()
     try:
         outcome = await run_batches(
-            requests, provider, ledger, on_result=on_result,
+            requests, provider, ledger, on_result=on_result, on_progress=on_progress,
             retries=1, resend_online=resend_online if options.fallback == "online" else None,
             enqueued_tokens=options.enqueued_tokens, poll=options.poll,
             max_poll=options.max_poll, stop=stop)

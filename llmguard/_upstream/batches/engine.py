@@ -115,6 +115,7 @@ async def run_batches(
     queue: deque[Chunk] = deque(split(pending.values(), limits))
     blocked: set[str] = set()  # models waiting for one of their batches to end
     delay = poll
+    progress = 0
 
     while (queue or live) and not (stop is not None and stop.is_set()):
         # 2. Submit what fits.
@@ -151,7 +152,11 @@ async def run_batches(
                     await resend_online(retry)
                 else:
                     queue.extend(split(retry, limits))
-        on_progress(outcome.answered + outcome.failed + sum(x.finished for x in live.values()))
+        # Lines finished: final results plus what live batches report (never going back when a
+        # finished-but-failed line is queued for its retry).
+        progress = max(progress, outcome.answered + outcome.failed
+                       + sum(x.finished for x in live.values()))
+        on_progress(progress)
         if not live:
             continue  # nothing to wait for: submit the queue at once
         delay = poll if changed else min(max_poll, delay * 2)
