@@ -21,6 +21,7 @@ import llmguard
 
 from ._cli.checks import api_base_problem, number_type, output_problem, same_file
 from ._cli.checks import usage_error as _fail
+from ._cli.batch_options import batch_options_without_batch_api
 from ._cli.io import done_ids, scan_input
 from ._cli.run import EXIT_CRASH, Settings, make_limits, run
 from ._cli.usage import DESCRIPTION, EPILOG
@@ -121,28 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--format", choices=("llmguard", "openai-batch"), default="llmguard",
                       help="output records: llmguard's (default) or the Batch API's output shape "
                            "{id, custom_id, response, error}, written once the run completes")
-    batch = run.add_argument_group("provider batch API (half price, answers within 24 h)")
-    batch.add_argument("--batch-api", action="store_true",
-                       help="send the lines through the provider's batch API instead of one by "
-                            "one: same records, batch prices; a ledger beside OUTPUT makes "
-                            "--resume collect submitted batches instead of paying twice")
-    batch.add_argument("--provider", choices=("openai", "anthropic"), default="openai",
-                       help="with --batch-api: OpenAI's Batch API (default; any compatible "
-                            "--api-base) or Anthropic's Message Batches (key from "
-                            "ANTHROPIC_API_KEY unless --api-key-env says otherwise)")
-    batch.add_argument("--batch-fallback", choices=("batch", "online"), default="batch",
-                       help="lines that failed or expired in a batch: sent once more in a new "
-                            "batch (default) or online through the normal stack and quotas")
-    batch.add_argument("--enqueued-tokens", type=number_type(int), metavar="TOKENS",
-                       help="the provider's enqueued-token limit per model: batches beyond it "
-                            "wait for earlier ones to end instead of failing")
-    batch.add_argument("--poll", type=number_type(float, unit=" seconds"), default=5.0,
-                       metavar="SECONDS",
-                       help="first poll interval, doubling to 60 s while nothing changes "
-                            "(default: 5)")
-    batch.add_argument("--cancel-on-interrupt", action="store_true",
-                       help="on Ctrl-C, cancel the submitted batches at the provider instead of "
-                            "leaving them running for --resume to collect")
+    from ._cli.batch_options import add_arguments as add_batch_arguments
+
+    add_batch_arguments(run)
     ray = run.add_argument_group("ray (pip install 'llmguard[ray]')")
     ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                      help="run the lines on Ray actors: on the cluster at ADDRESS (e.g. "
@@ -216,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.redis is not None or args.actors != 2:
         return _fail("--redis and --actors go with --ray")
     key_env = args.api_key_env
-    if args.provider == "anthropic" and key_env == "OPENAI_API_KEY":
+    if args.provider == "anthropic" and key_env == "OPENAI_API_KEY":  # the default: Anthropic's
         key_env = "ANTHROPIC_API_KEY"
     api_key = args.api_key if args.api_key is not None else os.environ.get(key_env)
     settings = Settings(
@@ -229,10 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=args.progress, verbose=args.verbose, api_key=api_key or None,
         format=args.format,
     )
-    if not args.batch_api and (args.provider != "openai" or args.batch_fallback != "batch"
-                               or args.enqueued_tokens is not None or args.cancel_on_interrupt):
-        return _fail("--provider, --batch-fallback, --enqueued-tokens and --cancel-on-interrupt "
-                     "go with --batch-api")
+    if not args.batch_api and (problem := batch_options_without_batch_api(args)):
+        return _fail(problem)
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter. The
         # endpoint lives as long as the process.
@@ -253,11 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # a layer rejecting an option, or an unusable --resume file
         return _fail(str(exc))
     if args.batch_api:
-        from ._cli.batch_api import BatchOptions, batch_problem, run_batch_api
+        from ._cli.batch_api import run_batch_api
+        from ._cli.batch_options import BatchOptions, batch_problem
 
-        options = BatchOptions(provider=args.provider, fallback=args.batch_fallback,
-                               enqueued_tokens=args.enqueued_tokens, poll=args.poll,
-                               cancel_on_interrupt=args.cancel_on_interrupt)
+        options = BatchOptions.from_args(args)
         if (problem := batch_problem(settings, options)) is not None:
             return _fail(problem)
         main_job = run_batch_api(settings, options, skip, argv[1:], total=total)

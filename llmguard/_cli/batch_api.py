@@ -1,4 +1,4 @@
-"""``llmguard run --batch-api``: the same records as an online run, through the provider's batch API.
+"""``llmguard run --batch-api``: the records of an online run, through the provider's batch API.
 
 Lines go to OpenAI's Batch API (``--provider openai``, the default, any OpenAI-compatible
 ``--api-base``) or Anthropic's Message Batches (``--provider anthropic``) at the batch price.
@@ -11,7 +11,6 @@ cancelled there with ``--cancel-on-interrupt``) and ``--resume`` collects them.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -25,30 +24,11 @@ from .._upstream.batches.engine import BatchRun, describe_running, run_batches
 from .._upstream.batches.ledger import Ledger
 from .._upstream.batches.plan import Request
 from .._upstream.batches.results import LineResult
+from .batch_options import BatchOptions, ledger_path
 from .io import OutputWriter, read_jobs
 from .run import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Settings, resume_args
 
-__all__ = ["BatchOptions", "ledger_path", "run_batch_api"]
-
-
-def ledger_path(output: str) -> str:
-    """Where the batch ledger of ``output`` lives."""
-    return f"{output}.batches.jsonl"
-
-
-class BatchOptions:
-    """The ``--batch-api`` options besides the run's :class:`Settings`."""
-
-    __slots__ = ("cancel_on_interrupt", "enqueued_tokens", "fallback", "max_poll", "poll",
-                 "provider")
-
-    def __init__(self, *, provider: str = "openai", fallback: str = "batch",
-                 enqueued_tokens: int | None = None, poll: float = 5.0, max_poll: float = 60.0,
-                 cancel_on_interrupt: bool = False) -> None:
-        self.provider, self.fallback = provider, fallback
-        self.enqueued_tokens = enqueued_tokens
-        self.poll, self.max_poll = poll, max_poll
-        self.cancel_on_interrupt = cancel_on_interrupt
+__all__ = ["run_batch_api"]
 
 
 def _client(s: Settings, options: BatchOptions) -> Any:
@@ -203,22 +183,3 @@ def _summary(s: Settings, run: BatchRun, *, ok: int, failed: int, invalid: int, 
     width = max(len(name) for name, _ in rows)
     head = f"llmguard run --batch-api: {s.input} -> {s.output}"
     return "\n".join([head, *(f"  {name:<{width}}  {value}" for name, value in rows)])
-
-
-def batch_problem(s: Settings, options: BatchOptions) -> str | None:
-    """Why these options cannot run through a batch API (None when they can)."""
-    if s.output == "-":
-        return "--batch-api needs an output file (-o OUT): its ledger lives beside it"
-    if s.model is None and s.api_base is None:
-        return ("--batch-api sends to a provider: pass --model (and --api-base for an "
-                "OpenAI-compatible server); the offline fake model has no batch API")
-    if not s.resume and os.path.exists(ledger_path(s.output)):
-        earlier = Ledger(ledger_path(s.output))
-        live = earlier.live()
-        earlier.close()
-        if live:
-            return (f"{ledger_path(s.output)} lists {len(live)} batch(es) of an earlier run not "
-                    "yet collected: pass --resume to collect them (nothing is submitted twice), "
-                    "or delete that file to forget them")
-        os.remove(ledger_path(s.output))
-    return None

@@ -8,7 +8,6 @@ mid-write) is cut off before appending (the shared reader in ``_runners.jsonl``)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -20,8 +19,9 @@ from typing import IO, Any
 from .._runners.jsonl import read_records
 from .._runners.record import to_openai_batch
 from .._runners.reorder import Reorder
+from .finish import rewrite, sort_by_line
 
-__all__ = ["Job", "OutputWriter", "done_ids", "read_jobs", "scan_input", "sort_by_line"]
+__all__ = ["Job", "OutputWriter", "done_ids", "read_jobs", "scan_input"]
 
 #: Seconds between fsyncs of the output while records are being written (the power-loss bound;
 #: a process kill loses nothing that was written).
@@ -199,7 +199,7 @@ class OutputWriter:
                 self._file.write(ready)
             self._file.flush()
             return
-        if record["line"] < self._last_line:  # llmguard records until the end: see __init__
+        if record["line"] < self._last_line:
             self.out_of_order = True
         self._last_line = max(self._last_line, record["line"])
         self._file.write(text)
@@ -233,41 +233,3 @@ class OutputWriter:
             sort_by_line(self._path)
         if complete and self._format == "openai-batch":
             rewrite(self._path, to_openai_batch)
-
-
-def rewrite(path: str, change: Any) -> None:
-    """Replace each record of ``path`` by ``change(record)``, atomically."""
-    tmp = f"{path}.rewriting"
-    with open(path, "rb") as f, open(tmp, "w", encoding="utf-8") as out:
-        for raw in f:
-            if raw.strip():
-                out.write(json.dumps(change(json.loads(raw)), ensure_ascii=False) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-
-
-def sort_by_line(path: str) -> None:
-    """Rewrite an output file in input-line order (atomically), holding only offsets in memory."""
-    offsets: list[tuple[int, int]] = []
-    with open(path, "rb") as f:
-        pos = 0
-        for raw in f:
-            # An openai-batch record has no line: it was put in order when converted, and
-            # stays ahead of lines a later --resume --retry-failed appends.
-            offsets.append((json.loads(raw).get("line", 0), pos))
-            pos += len(raw)
-        offsets.sort()
-        tmp = f"{path}.sorting"
-        try:
-            with open(tmp, "wb") as out:
-                for _, offset in offsets:
-                    f.seek(offset)
-                    out.write(f.readline())
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:  # a full disk: the unsorted file stays, the partial copy goes
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
-    os.replace(tmp, path)

@@ -33,7 +33,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._batch_state import MAX_BYTES, BatchTimings, SimBatch
+from ._batch_anthropic import AnthropicBatchRoutes
+from ._batch_openai import OpenAIBatchRoutes
+from ._batch_state import MAX_BYTES, BatchTimings, SimBatch, error
 
 __all__ = ["BatchAPIServer"]
 
@@ -106,19 +108,9 @@ class BatchAPIServer:
         self._epoch = time.time() - self._loop.time()
         app = web.Application(client_max_size=MAX_BYTES + 1024 * 1024,
                               middlewares=[self._auth])
-        app.add_routes([
-            web.post("/v1/chat/completions", self._chat),
-            web.post("/v1/files", self._upload), web.get("/v1/files/{id}", self._file),
-            web.get("/v1/files/{id}/content", self._content),
-            web.post("/v1/batches", self._create), web.get("/v1/batches", self._list),
-            web.get("/v1/batches/{id}", self._retrieve),
-            web.post("/v1/batches/{id}/cancel", self._cancel),
-            web.post("/v1/messages/batches", self._a_create),
-            web.get("/v1/messages/batches", self._a_list),
-            web.get("/v1/messages/batches/{id}", self._a_retrieve),
-            web.get("/v1/messages/batches/{id}/results", self._a_results),
-            web.post("/v1/messages/batches/{id}/cancel", self._a_cancel),
-        ])
+        app.add_routes([web.post("/v1/chat/completions", self._chat),
+                        *OpenAIBatchRoutes(self).routes(web),
+                        *AnthropicBatchRoutes(self).routes(web)])
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -198,7 +190,7 @@ class BatchAPIServer:
                                 "purpose": purpose, "status": "processed"}, data)
         return file_id
 
-    # -- OpenAI routes ---------------------------------------------------------------------
+    # -- auth and online chat --------------------------------------------------------------
 
     @property
     def _auth(self) -> Any:
@@ -209,7 +201,7 @@ class BatchAPIServer:
             given = (request.headers.get("authorization", "").removeprefix("Bearer ")
                      or request.headers.get("x-api-key", ""))
             if self.api_key is not None and given != self.api_key:
-                return _error(web, 401, f"Incorrect API key provided: {given}.")
+                return error(web, 401, f"Incorrect API key provided: {given}.")
             return await handler(request)
 
         return check
@@ -221,199 +213,3 @@ class BatchAPIServer:
         body = await request.json()
         self.online += 1
         return web.json_response(await self._execute(f"online-{self.online}", body))
-
-    async def _upload(self, request: Any) -> Any:
-        from aiohttp import web
-
-        form = await request.post()
-        upload, purpose = form.get("file"), form.get("purpose")
-        if upload is None or purpose != "batch":
-            return _error(web, 400, "a multipart 'file' with purpose 'batch' is required")
-        data = upload.file.read()
-        return web.json_response(self.files[self._store_file(data, upload.filename, purpose)][0])
-
-    async def _file(self, request: Any) -> Any:
-        from aiohttp import web
-
-        found = self.files.get(request.match_info["id"])
-        return web.json_response(found[0]) if found else _error(web, 404, "no such file")
-
-    async def _content(self, request: Any) -> Any:
-        from aiohttp import web
-
-        found = self.files.get(request.match_info["id"])
-        if found is None:
-            return _error(web, 404, "no such file")
-        return web.Response(body=found[1], content_type="application/octet-stream")
-
-    async def _create(self, request: Any) -> Any:
-        from aiohttp import web
-
-        args = await request.json()
-        found = self.files.get(args.get("input_file_id", ""))
-        if found is None:
-            return _error(web, 400, f"input file {args.get('input_file_id')!r} not found")
-        if args.get("endpoint") != "/v1/chat/completions" or args.get("completion_window") != "24h":
-            return _error(web, 400, "endpoint must be /v1/chat/completions, window 24h")
-        requests: list[tuple[str, dict[str, Any]]] = []
-        for line in found[1].decode("utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                requests.append((str(row.get("custom_id")), row.get("body") or {}))
-        batch = SimBatch(self._new_id("batch_"), requests, self._now(),
-                         metadata=args.get("metadata"), input_file_id=found[0]["id"])
-        self.batches[batch.id] = batch
-        self._start(batch)
-        return web.json_response(self._openai(batch))
-
-    async def _list(self, request: Any) -> Any:
-        from aiohttp import web
-
-        limit = int(request.query.get("limit", 20))
-        after = request.query.get("after")
-        newest = list(reversed(self.batches.values()))
-        if after is not None:
-            ids = [b.id for b in newest]
-            newest = newest[ids.index(after) + 1:] if after in ids else []
-        page = newest[:limit]
-        return web.json_response({
-            "object": "list", "data": [self._openai(b) for b in page],
-            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
-            "has_more": len(newest) > limit})
-
-    async def _retrieve(self, request: Any) -> Any:
-        from aiohttp import web
-
-        batch = self.batches.get(request.match_info["id"])
-        return web.json_response(self._openai(batch)) if batch else _error(web, 404, "no batch")
-
-    async def _cancel(self, request: Any) -> Any:
-        from aiohttp import web
-
-        batch = self.batches.get(request.match_info["id"])
-        if batch is None:
-            return _error(web, 404, "no such batch")
-        if batch.status in ("validating", "in_progress"):
-            batch.cancel_requested = True
-            batch.status, batch.times["cancelling_at"] = "cancelling", self._now()
-        return web.json_response(self._openai(batch))
-
-    def _openai(self, batch: SimBatch) -> dict[str, Any]:
-        times = {f"{state}_at": batch.times.get(f"{state}_at") for state in (
-            "in_progress", "finalizing", "completed", "failed", "expired", "cancelling",
-            "cancelled")}
-        return {"id": batch.id, "object": "batch", "endpoint": "/v1/chat/completions",
-                "errors": {"object": "list", "data": batch.errors} if batch.errors else None,
-                "input_file_id": batch.input_file_id, "completion_window": "24h",
-                "status": batch.status, "output_file_id": batch.output_file_id,
-                "error_file_id": batch.error_file_id, "created_at": batch.created_at,
-                "expires_at": batch.created_at + 86_400, **times,
-                "request_counts": batch.request_counts(), "metadata": batch.metadata}
-
-    # -- Anthropic routes ------------------------------------------------------------------
-
-    async def _a_create(self, request: Any) -> Any:
-        from aiohttp import web
-
-        args = await request.json()
-        rows = args.get("requests")
-        if not isinstance(rows, list) or not rows:
-            return _error(web, 400, "requests: a non-empty list is required")
-        requests = [(str(row.get("custom_id")), dict(row.get("params") or {})) for row in rows]
-        batch = SimBatch(self._new_id("msgbatch_"), requests, self._now())
-        self.batches[batch.id] = batch
-        self._start(batch)
-        return web.json_response(self._anthropic(batch))
-
-    async def _a_list(self, request: Any) -> Any:
-        from aiohttp import web
-
-        limit = int(request.query.get("limit", 20))
-        after = request.query.get("after_id")
-        newest = [b for b in reversed(self.batches.values()) if b.id.startswith("msgbatch_")]
-        if after is not None:
-            ids = [b.id for b in newest]
-            newest = newest[ids.index(after) + 1:] if after in ids else []
-        page = newest[:limit]
-        return web.json_response({
-            "data": [self._anthropic(b) for b in page], "has_more": len(newest) > limit,
-            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None})
-
-    async def _a_retrieve(self, request: Any) -> Any:
-        from aiohttp import web
-
-        batch = self.batches.get(request.match_info["id"])
-        return web.json_response(self._anthropic(batch)) if batch else _error(web, 404, "none")
-
-    async def _a_cancel(self, request: Any) -> Any:
-        from aiohttp import web
-
-        batch = self.batches.get(request.match_info["id"])
-        if batch is None:
-            return _error(web, 404, "no such batch")
-        if batch.status in ("validating", "in_progress"):
-            batch.cancel_requested = True
-            batch.status, batch.times["cancelling_at"] = "cancelling", self._now()
-        return web.json_response(self._anthropic(batch))
-
-    async def _a_results(self, request: Any) -> Any:
-        from aiohttp import web
-
-        batch = self.batches.get(request.match_info["id"])
-        if batch is None or batch.status not in ("completed", "expired", "cancelled", "failed"):
-            return _error(web, 404, "results are available once the batch has ended")
-        rows = [{"custom_id": cid, "result": _anthropic_result(status, body)}
-                for cid, (status, body) in batch.done.items()]
-        rows += [{"custom_id": cid, "result": {"type": "expired" if err["code"] == "batch_expired"
-                                               else "canceled"}}
-                 for cid, err in batch.failed.items()]
-        self.rng.shuffle(rows)
-        return web.Response(body="".join(json.dumps(r) + "\n" for r in rows).encode(),
-                            content_type="application/binary")
-
-    def _anthropic(self, batch: SimBatch) -> dict[str, Any]:
-        ended = batch.status in ("completed", "expired", "cancelled", "failed")
-        succeeded = sum(1 for status, _ in batch.done.values() if status == 200)
-        expired = sum(1 for e in batch.failed.values() if e["code"] == "batch_expired")
-        canceled = len(batch.failed) - expired
-        counts = {"processing": len(batch.requests) - len(batch.done) - len(batch.failed),
-                  "succeeded": succeeded, "errored": len(batch.done) - succeeded,
-                  "canceled": canceled, "expired": expired}
-        status = ("ended" if ended else "canceling" if batch.status == "cancelling"
-                  else "in_progress")
-        iso = _iso
-        return {"id": batch.id, "type": "message_batch", "processing_status": status,
-                "request_counts": counts, "created_at": iso(batch.created_at),
-                "expires_at": iso(batch.created_at + 86_400),
-                "ended_at": iso(max(batch.times.values())) if ended and batch.times else None,
-                "cancel_initiated_at": iso(batch.times.get("cancelling_at")),
-                "archived_at": None,
-                "results_url": (f"{self.root_url}/v1/messages/batches/{batch.id}/results"
-                                if ended else None)}
-
-
-def _anthropic_result(status: int, body: dict[str, Any]) -> dict[str, Any]:
-    if status != 200:
-        return {"type": "errored", "error": {"type": "error", "error": {
-            "type": "api_error", "message": body.get("error", {}).get("message", "error")}}}
-    text = body["choices"][0]["message"]["content"]
-    usage = body.get("usage") or {}
-    return {"type": "succeeded", "message": {
-        "id": body.get("id"), "type": "message", "role": "assistant", "model": body.get("model"),
-        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-        "stop_sequence": None, "usage": {"input_tokens": usage.get("prompt_tokens", 0),
-                                         "output_tokens": usage.get("completion_tokens", 0)}}}
-
-
-def _iso(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    import datetime
-
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat().replace(
-        "+00:00", "Z")
-
-
-def _error(web: Any, status: int, message: str) -> Any:
-    return web.json_response({"error": {"message": message, "type": "invalid_request_error",
-                                        "param": None, "code": None}}, status=status)

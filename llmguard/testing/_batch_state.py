@@ -18,7 +18,7 @@ from typing import Any
 
 from .._core.tokens import estimate_tokens
 
-__all__ = ["BatchTimings", "SimBatch", "line_tokens"]
+__all__ = ["BatchTimings", "SimBatch", "error", "line_tokens", "page"]
 
 #: OpenAI's documented per-file limits (requests per batch, bytes per input file).
 MAX_REQUESTS = 50_000
@@ -69,6 +69,12 @@ class SimBatch:
         completed = sum(1 for status, _ in self.done.values() if status == 200)
         return {"total": len(self.requests), "completed": completed,
                 "failed": len(self.done) - completed + len(self.failed)}
+
+    def cancel(self, now: int) -> None:
+        """A cancel request: a batch not yet finalizing stops at its next line."""
+        if self.status in ("validating", "in_progress"):
+            self.cancel_requested = True
+            self.status, self.times["cancelling_at"] = "cancelling", now
 
     def validate(self, enqueued: int, limit: int | None) -> None:
         """OpenAI's checks at ``validating``: ids unique, one model, size; the token limit."""
@@ -137,3 +143,17 @@ class SimBatch:
                                           "message": "The batch was cancelled."}
         write_files(self)
         self.status, self.times["cancelled_at"] = "cancelled", now()
+
+
+def page(batches: list[SimBatch], limit: int, after: str | None) -> tuple[list[SimBatch], bool]:
+    """One page of a newest-first list after the batch ``after``; and whether more follow."""
+    if after is not None:
+        ids = [b.id for b in batches]
+        batches = batches[ids.index(after) + 1:] if after in ids else []
+    return batches[:limit], len(batches) > limit
+
+
+def error(web: Any, status: int, message: str) -> Any:
+    """An OpenAI-style error answer."""
+    return web.json_response({"error": {"message": message, "type": "invalid_request_error",
+                                        "param": None, "code": None}}, status=status)

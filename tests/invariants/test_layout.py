@@ -10,7 +10,8 @@ import llmguard
 PACKAGE = Path(llmguard.__file__).parent
 #: Lower layers first: a module may import its own concern and the concerns listed before it.
 ORDER = ["_core", "_admission|_resilience|_cache|_observability", "_pipeline",
-         "_runners|_cli|integrations|backends|testing|_serve", "cli|__init__|__main__"]
+         "_upstream|_runners", "_cli|integrations|backends|testing|_serve",
+         "cli|__init__|__main__|batch_api"]
 
 
 def module_name(path: Path) -> str:

@@ -84,7 +84,8 @@ class AnthropicBatches:
             line_id = ids[int(row.custom_id[1:])]
             result = row.result
             if result.type == "succeeded":
-                out.append(LineResult(line_id, response=result.message.model_dump(mode="json", exclude_none=True)))
+                message = result.message.model_dump(mode="json", exclude_none=True)
+                out.append(LineResult(line_id, response=message))
             elif result.type == "errored":
                 detail = result.error.error
                 out.append(LineResult(line_id, error={

@@ -1,4 +1,4 @@
-"""The batch ledger: what was submitted to the provider, written before it happens (never pay twice).
+"""The batch ledger: each submission to the provider, written before it happens (never pay twice).
 
 A JSON Lines file beside the output (``OUT.batches.jsonl``), appended and fsynced one event at a
 time, in the order things happen at the provider:
