@@ -9,9 +9,9 @@ refilling buckets charging ``max_tokens`` up front) that record every arrival an
 simulates OpenAI's Batch API and Anthropic's Message Batches over HTTP.
 """
 
+from .._upstream.fake_llm import FakeLLM
 from ._batch_server import BatchAPIServer
 from ._batch_state import BatchTimings
-from ._fake import FakeLLM
 from ._faults import Faults, FaultStats, make_error
 from ._http import LoopbackServer
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider
