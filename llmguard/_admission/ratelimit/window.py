@@ -144,12 +144,10 @@ class Window:
 
     def idle(self, now: float) -> bool:
         """True when nothing is in any window, no pause or cap applies: a fresh window's state
-        (nothing learned about the server either)."""
+        but for what it learned about the server (a key idle that long learns it again)."""
         for track in self.tracks:
             if not track.idle(now):
                 return False
-        if self.shape is not None and self.shape.kind != "unknown":
-            return False
         return self.paused_until <= now and all(cap[1] <= now for cap in self.caps.values())
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1) -> None:
