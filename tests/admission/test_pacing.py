@@ -132,14 +132,16 @@ def test_a_reset_reading_tells_the_shape() -> None:
 
 
 def test_a_fixed_count_counts_per_window_and_both_near_a_boundary() -> None:
-    """Units count in their clock window, and within ``margin`` before a boundary in both
-    (the server may see them after it); a full window waits for the next boundary."""
+    """Units count in their clock window, and within ``margin`` of a boundary in both (the
+    server may see them on either side of it); a full window waits for the next boundary plus
+    the margin."""
     fixed = FixedCount(2, 60.0, 0.5, 0.0, tokens=False)
     for t in (40.0, 59.8):
         assert fixed.fits(t, 0)
         fixed.add(t, Entry(t, 0))
-    assert not fixed.fits(59.9, 0) and fixed.wait(59.9, 1) == pytest.approx(0.1)
-    assert fixed.fits(60.0, 0) and fixed.available(60.0) == 1  # 59.8 counts in both
+    assert not fixed.fits(59.9, 0) and fixed.wait(59.9, 1) == pytest.approx(0.6, abs=1e-5)
+    assert not fixed.fits(60.2, 0)  # within the margin after the boundary: the old window too
+    assert fixed.fits(60.5, 0) and fixed.available(60.5) == 1  # 59.8 counts in both
 
 
 def quotas_for(refill: str) -> tuple[Quota, ...]:
