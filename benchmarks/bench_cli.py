@@ -27,6 +27,12 @@ separate environment (``--litellm PATH``: the ``litellm`` command of a ``pip ins
 'litellm[proxy]'``; its extras pin another litellm than the project's venv). Without one, the
 table says so.
 
+``--defaults fixed,bucket,sliding,proxy`` adds ``llmguard run`` with default settings (only
+``--api-base``, ``--rpm 60``, ``--tpm 100000``) on every shape with real 60 s windows, including
+``llmguard.testing.ProxyWindowServer`` (LiteLLM's proxy: ``rpm - 1`` per wall-clock minute, no
+reset header), 180 lines (3x the quota) started about 40 s into the server's minute, in real
+time (about 3 minutes a shape); the ideal is the server's own ``ideal_time``.
+
 Last, the interrupt and kill counts, on the token-bucket server: ``llmguard run`` stopped a
 third of the way by SIGINT (then by ``kill -9``) and resumed, counting at the server the
 requests it received and the lines it answered (paid) more than once.
@@ -46,6 +52,7 @@ came, from the first arrival (greedy admission, plus one request's service time)
 share of the requests the server received.
 
     python benchmarks/bench_cli.py [--requests 10000] [--repeats 3] [--litellm PATH]
+    python benchmarks/bench_cli.py --servers none --no-interrupts --defaults fixed,bucket,sliding,proxy
 """
 
 from __future__ import annotations

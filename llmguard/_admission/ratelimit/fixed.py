@@ -5,8 +5,10 @@ gateways), a sliding log started mid-window waits a whole window after each burs
 server would admit a full quota again at its next boundary. Once the boundary is learned
 (:mod:`.shape`), this count paces to it.
 
-``margin`` covers the time from admission here to arrival there: an admission within ``margin``
-before a boundary may be counted by the server in either window, so it counts in both.
+``margin`` covers the time from admission here to arrival there, and how far the learned
+boundary may be off (read from a reset counted at arrival, rounded): an admission within
+``margin`` of a boundary, on either side, may be counted by the server in either window, so it
+counts in both (a new window's burst goes ``margin`` after the boundary).
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -42,7 +44,7 @@ class FixedCount:
         return self.epoch + index * self.window
 
     def _indices(self, t: float) -> tuple[int, ...]:
-        first, last = self.index(t), self.index(t + self.margin)
+        first, last = self.index(t - self.margin), self.index(t + self.margin)
         return (first,) if first == last else (first, last)
 
     def _weight(self, entry: Any) -> int:
@@ -78,13 +80,15 @@ class FixedCount:
         return all(self._room(index, need) for index in self._indices(now))
 
     def wait(self, now: float, need: int) -> float:
-        """Seconds until ``need`` more fits: the start of the first window with room."""
+        """Seconds until ``need`` more fits: the margin past the start of the first window with
+        room (then nothing admitted counts in a full window any more)."""
         at = now
         for _ in range(4):
             blocked = [index for index in self._indices(at) if not self._room(index, need)]
             if not blocked:
                 return at - now
-            at = self.boundary(max(blocked) + 1)
+            # a microsecond past it: float rounding must not leave it a hair inside the window
+            at = self.boundary(max(blocked) + 1) + self.margin + 1e-6
         return at - now
 
     def idle(self, now: float) -> bool:

@@ -45,11 +45,9 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         return
     if ticket is None:
         return
-    oldest = next((e.time for e in track.log.entries if e.time > ticket.time - shape.window
-                   and e.live), None)
     if shape.kind == "fixed" and shape.on_phase(ticket.time + reset):
         return  # what the learned fixed window says too (at its boundary it looks sliding)
-    reading = read_reset(server, remaining, reset, shape.window, ticket.time, oldest)
+    reading = read_reset(server, remaining, reset, shape.window, ticket.time, ticket.first)
     if reading is None:
         return
     kind, boundary, why = reading

@@ -21,9 +21,11 @@ class Entry:
     the window that has yet to settle it (None once settled), and its place among the
     admissions of its window (``seq`` requests and ``tseq`` tokens issued before it), which
     says how many of ours a provider's header had not seen yet; ``refused`` once the server
-    answered it with a 429 (it reached the server, which admitted none of it)."""
+    answered it with a 429 (it reached the server, which admitted none of it); ``first``, when
+    the oldest admission still in the window at its own admission was made (for a shape to be
+    read from its answer's headers, which come after that one may have left the log)."""
 
-    __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused")
+    __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first")
 
     def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
                  tseq: int = 0) -> None:
@@ -34,6 +36,7 @@ class Entry:
         self.seq = seq
         self.tseq = tseq
         self.refused = False
+        self.first = time
 
 
 class Log:

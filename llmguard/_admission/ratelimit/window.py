@@ -137,9 +137,13 @@ class Window:
         for unit, cap in self.caps.items():
             cap[0] -= tokens if unit else 1
         shape = self.shape
-        if shape is not None and shape.candidate is not None and shape.since is None \
-                and now >= shape.candidate + shape.margin:
-            shape.since = (entry.seq, entry.tseq)  # the first of ours in the supposed window
+        if shape is not None:
+            log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
+            if log is not None and log.entries:
+                entry.first = log.entries[0].time
+            if shape.candidate is not None and shape.since is None \
+                    and now >= shape.candidate + shape.margin:
+                shape.since = (entry.seq, entry.tseq)  # the first of ours in the supposed window
         return entry
 
     def idle(self, now: float) -> bool:
@@ -202,8 +206,8 @@ class Window:
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             until = self.shape.next_boundary(self.shape.epoch, at)
-        elif reset is not None:
-            until = now + reset
+        elif reset is not None:  # from when the server counted the request
+            until = (at if ticket is not None else now) + reset
         elif self.shape is not None:  # no reset: the safe reading, left for one window
             until = at + max(t.quota.window for t in tracks) if tracks else now
         else:
