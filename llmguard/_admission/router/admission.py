@@ -56,7 +56,8 @@ class Admission:
         deployment.release(ticket, 0, False)
         self.line.wake()
 
-    async def grant(self, call: Call, tokens: int, excluded: frozenset[Any]) -> Any:
+    async def grant(self, call: Call, tokens: int, excluded: frozenset[Any],
+                    priority: int) -> Any:
         """A grant for ``call`` at a deployment not in ``excluded``, waiting in line when none
         has room; RequestTooLarge when none could ever take ``tokens``."""
         if not any(d not in excluded and d.fits(tokens) for d in self.deployments):
@@ -71,7 +72,7 @@ class Admission:
                 return grant
         loop = asyncio.get_running_loop()
         started = loop.time()
-        future = line.join(tokens, excluded, call.priority or 0)
+        future = line.join(tokens, excluded, priority)
         try:
             grant = await future
         except AdmissionTimeout as exc:

@@ -53,13 +53,15 @@ class Router:
       seconds of that raises :class:`llmguard.AdmissionTimeout`.
     * A 429, 5xx, timeout (``Deployment(timeout=)``) or open circuit moves the attempt to
       another deployment it has not tried; a 429 cools its deployment down per Retry-After.
-    * ``tokens`` / ``usage`` estimate and read a call's tokens, as :class:`llmguard.RateLimit`.
+    * ``priority(*args, **kwargs) -> int`` ranks waiting calls (higher first; default
+      ``call.priority`` as an outer layer set it); ``tokens`` / ``usage`` estimate and read a
+      call's tokens, as :class:`llmguard.RateLimit`.
     * ``backend`` (a :class:`RateLimitBackend`, e.g. ``llmguard.backends.redis.RedisBackend``)
       shares every deployment's quotas, pauses and circuit across processes.
     """
 
     __slots__ = ("deployments", "backend", "_admission", "_tokens", "_usage", "_line",
-                 "_calls", "_failovers", "_exhausted", "_timers",
+                 "_priority", "_calls", "_failovers", "_exhausted", "_timers",
                  "__weakref__")
 
     def __init__(
@@ -67,6 +69,7 @@ class Router:
         *deployments: Deployment,
         strategy: str = "headroom",
         tokens: Callable[..., int] | None = None,
+        priority: Callable[..., int] | None = None,
         usage: Callable[[Any], int | None] | None = None,
         max_wait: float | None = None,
         backend: RateLimitBackend | None = None,
@@ -88,7 +91,7 @@ class Router:
                                  "Router; create a Deployment per router")
             names.add(deployment.name)
         order = check_strategy(strategy)
-        for name, fn in (("tokens", tokens), ("usage", usage)):
+        for name, fn in (("tokens", tokens), ("priority", priority), ("usage", usage)):
             callable_or_none(name, fn)
         number("max_wait", max_wait, optional=True, unit=" of seconds",
                hint="; pass None to wait as long as it takes")
@@ -103,6 +106,7 @@ class Router:
                 deployment.circuit = default_circuit(deployment.key, self.backend)
         self._tokens = estimate_tokens if tokens is None else tokens
         self._usage = usage
+        self._priority = priority
         self._admission = Admission(deployments, order, random.Random(check_seed(seed)),
                                     isinstance(self.backend, MemoryBackend), max_wait)
         self._line = self._admission.line
@@ -114,11 +118,14 @@ class Router:
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         self._calls += 1
         tokens = self._tokens(*call.args, **call.kwargs)
+        priority = (call.priority or 0) if self._priority is None else self._priority(
+            *call.args, **call.kwargs)
         excluded: frozenset[Any] = frozenset()
         saved = call.save()
         try:
             while True:
-                deployment, ticket = await self._admission.grant(call, tokens, excluded)
+                deployment, ticket = await self._admission.grant(call, tokens, excluded,
+                                                                     priority)
                 try:
                     return await self._attempt(call, call_next, deployment, ticket, tokens, saved)
                 except Exception as exc:
