@@ -148,6 +148,25 @@ async def test_waiting_line_keeps_priority_then_arrival_order() -> None:
     assert order == [0, 1, 3, 5, 2, 4]
 
 
+async def test_a_call_that_moved_away_does_not_hold_up_the_line() -> None:
+    """The head of the line failed at deployment b and waits for a; a later call that may go
+    anywhere is served by b at once, not held behind it."""
+    a, b = FakeLLM(), FakeLLM([make_error(FailureKind.OVERLOADED)])
+    router = Router(Deployment(a.send_message, name="a", rpm=1),
+                    Deployment(b.send_message, name="b"), strategy="ordered")
+    chat = lg.guard(router)(a.send_message)
+    await chat("first")  # a's one request this minute
+    moved = asyncio.create_task(chat("moved"))  # b fails it: it waits for a, 60 s
+    await asyncio.sleep(1)
+    assert router.statistics().waiting == 1
+    start = now()
+    with lg.recording() as records:
+        assert await chat("later") == "echo: later"
+    assert now() - start < 1 and records[0].deployment == "b"
+    await moved
+    assert now() >= 60
+
+
 async def test_strategy_ordered_sends_overflow_only() -> None:
     """``ordered``: the primary takes all it can; the overflow deployment only the rest."""
     servers, deployments = servers_and_deployments(rpms=(60, 300), refill="continuous")

@@ -190,7 +190,7 @@ class Router:
     def _failed(self, call: Call, deployment: Deployment, ticket: Any, tokens: int,
                 exc: BaseException) -> None:
         deployment.release(ticket, tokens, call.sent)
-        if isinstance(exc, Exception):
+        if isinstance(exc, Exception) and call.sent:  # (not its circuit's refusal)
             deployment.failed += 1
             headers = error_headers(exc)
             if headers is not None:

@@ -2,7 +2,10 @@
 call, it waits here, served by priority (higher first), then first come, first served.
 
 One driver task (only while someone waits) offers the head of the line to the deployments
-(``admit``, the router's reservation across them) and otherwise sleeps until the earliest room
+(``admit``, the router's reservation across them), or, when the head failed at some
+deployments already and none of the others has room, the first waiter that did not (so a
+deployment back from an outage is not left idle behind calls that moved away from it), and
+otherwise sleeps until the earliest room
 any of them named, or less: a call ending, a refund or provider headers wake it
 (:meth:`RouterLine.wake`). It never spins: with every deployment full of calls in flight it
 sleeps until one ends. A waiter is its future; one that gives up leaves in O(1).
@@ -117,6 +120,15 @@ class RouterLine:
             del queues[priority]
         return None
 
+    def _first_unexcluded(self) -> _Waiter | None:
+        """The first waiter in order (priority, then arrival) free to go to any deployment."""
+        live = self._live
+        for priority in sorted(self._queues, reverse=True):
+            for waiter in self._queues[priority]:
+                if waiter.future in live and not waiter.excluded:
+                    return waiter
+        return None
+
     def _expire(self, future: asyncio.Future[Any], max_wait: float) -> None:
         waiter = self._live.pop(future, None)
         if waiter is None or future.done():
@@ -134,21 +146,33 @@ class RouterLine:
         line is empty."""
         loop = asyncio.get_running_loop()
         try:
-            while (waiter := self._head()) is not None:
-                future = waiter.future
-                try:
-                    grant, wait = await self._admit(waiter.tokens, waiter.excluded)
-                except Exception as exc:  # the backend failed (on_error="fail"): the head's error
-                    if self._live.pop(future, None) is not None:
-                        future.set_exception(exc)
-                    continue
-                if grant is not None:
-                    if self._live.pop(future, None) is None:  # it left during a round trip
+            while (head := self._head()) is not None:
+                # The head first. When it failed at some deployments already, one of those may
+                # have room for the first waiter that did not: without asking, such a
+                # deployment back from an outage would idle behind calls that moved away.
+                asked = (head, self._first_unexcluded() if head.excluded else None)
+                grant, wait, served, failed = None, math.inf, None, False
+                for waiter in asked:
+                    if waiter is None:
+                        continue
+                    try:
+                        grant, later = await self._admit(waiter.tokens, waiter.excluded)
+                    except Exception as exc:  # the backend failed (on_error="fail")
+                        if self._live.pop(waiter.future, None) is not None:
+                            waiter.future.set_exception(exc)
+                        failed = True
+                        break
+                    wait = min(wait, later)
+                    if grant is not None:
+                        served = waiter
+                        break
+                if served is not None:
+                    if self._live.pop(served.future, None) is None:  # it left meanwhile
                         self._release(grant)
                     else:
-                        future.set_result(grant)
+                        served.future.set_result(grant)
                     continue
-                if self._head() is not waiter:  # the head changed meanwhile
+                if failed or self._head() is not head:  # the line changed while we asked
                     continue
                 wake = self._wake = loop.create_future()
                 handle = loop.call_later(wait, _set, wake) if math.isfinite(wait) else None
