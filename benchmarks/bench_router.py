@@ -31,7 +31,7 @@ a request a deployment refused for being over its quota); wall time (first call 
 answer) over the ideal (greedy admission into the deployments' buckets in arrival order, the
 soonest the same arrivals could all be answered).
 
-    python benchmarks/bench_router.py [--seconds 60]
+    python benchmarks/bench_router.py [--seconds 60] [--contenders llmguard,...] [--scenarios ...]
 """
 
 from __future__ import annotations
@@ -219,14 +219,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of demand")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = parser.parse_args()
     logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
     logging.getLogger("LiteLLM Router").setLevel(logging.CRITICAL)
     print(f"Three token-bucket deployments ({'/'.join(map(str, RPMS))} RPM, {LATENCY:g} s an "
-          f"answer), demand 3x their sum for {args.seconds:g} s, virtual time\n")
+          f"answer), demand 3x their sum for {args.seconds:g} s (llmguard in virtual time, LiteLLM in "
+          "real time over loopback HTTP)\n")
     print("| scenario | client | done | failed | 429s | wall / ideal |")
     print("|---|---|---:|---:|---:|---:|")
-    for scenario in SCENARIOS:
+    for scenario in args.scenarios.split(","):
         for contender in args.contenders.split(","):
             r = run(contender, scenario, args.seconds)
             share = 100 * r.rate_limited / r.arrivals if r.arrivals else 0.0

@@ -286,6 +286,28 @@ async def test_a_failing_deployment_opens_its_circuit_and_comes_back() -> None:
     assert "deployment_cooldown:flaky" in kinds and kinds[-1] == "deployment_recovered:flaky"
 
 
+async def test_a_circuit_due_to_probe_gets_one_call_not_a_burst() -> None:
+    """When a failing deployment's circuit is due to probe, one waiting call goes there; the
+    others are not sent to be refused by the circuit and moved (no refusal at all)."""
+    async def flaky(prompt):
+        if now() < 10:
+            raise make_error(FailureKind.OVERLOADED)
+        await asyncio.sleep(1)
+        return "flaky"
+
+    other = FakeLLM(latency=1)
+    router = Router(Deployment(flaky, name="flaky"),
+                    Deployment(other.send_message, name="ok", rpm=30, refill="continuous"))
+    chat = lg.guard(router)(other.send_message)
+    refused: list[lg.Event] = []
+    with lg.subscribe(refused.append, lg.EventKind.ADMISSION_REJECTED):
+        await asyncio.gather(*(chat("hi") for _ in range(100)))
+    assert refused == []
+    stats = router.statistics()
+    assert stats.failovers == stats.deployments["flaky"].failed == 5
+    assert stats.deployments["flaky"].succeeded > 40  # back after its probe at 10 s
+
+
 # -- what a deployment learns ---------------------------------------------------------------
 
 

@@ -59,7 +59,8 @@ class Admission:
     async def grant(self, call: Call, tokens: int, excluded: frozenset[Any],
                     priority: int) -> Any:
         """A grant for ``call`` at a deployment not in ``excluded``, waiting in line when none
-        has room; RequestTooLarge when none could ever take ``tokens``."""
+        has room (at the front of its priority when it is moving on from ``excluded``: it was
+        admitted once already); RequestTooLarge when none could ever take ``tokens``."""
         if not any(d not in excluded and d.fits(tokens) for d in self.deployments):
             self.rejected += 1
             raise call.rejected("router", RequestTooLarge(
@@ -72,7 +73,7 @@ class Admission:
                 return grant
         loop = asyncio.get_running_loop()
         started = loop.time()
-        future = line.join(tokens, excluded, priority)
+        future = line.join(tokens, excluded, priority, first=bool(excluded))
         try:
             grant = await future
         except AdmissionTimeout as exc:

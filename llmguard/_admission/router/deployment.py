@@ -123,10 +123,12 @@ class Deployment:
         if self.cool_until > now:
             return self.cool_until - now, None
         circuit = self.circuit
-        if circuit and circuit.state.value == "open":
-            wait = circuit.statistics().retry_after
+        if circuit and circuit.state.value != "closed":
+            wait = circuit.statistics().retry_after  # open: until it probes; else 0
             if wait > 0:
                 return wait, None
+            if self.in_flight:  # one probe at a time: the circuit would refuse the others
+                return math.inf, None
         if self.concurrency is not None and self.in_flight >= self.concurrency:
             return math.inf, None
         if self.quotas is None:  # not learned yet: one probe at a time

@@ -67,16 +67,21 @@ class RouterLine:
         """Room may have opened somewhere: let the head ask again now."""
         _set(self._wake)
 
-    def join(self, tokens: int, excluded: frozenset[Any], priority: int) -> asyncio.Future[Any]:
-        """A place in line: a future that gets a grant (or AdmissionTimeout after max_wait).
-        Whoever awaits it calls :meth:`leave` if it stops waiting."""
+    def join(self, tokens: int, excluded: frozenset[Any], priority: int,
+             first: bool = False) -> asyncio.Future[Any]:
+        """A place in line (at the front of its priority with ``first``: a call that was
+        admitted already and moves on): a future that gets a grant (or AdmissionTimeout after
+        max_wait). Whoever awaits it calls :meth:`leave` if it stops waiting."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         waiter = _Waiter(future, tokens, excluded)
         queue = self._queues.get(priority)
         if queue is None:
             queue = self._queues[priority] = deque()
-        queue.append(waiter)
+        if first:
+            queue.appendleft(waiter)
+        else:
+            queue.append(waiter)
         self._live[future] = waiter
         if self._driver is None:
             self._driver = loop.create_task(self._drive())
