@@ -17,8 +17,8 @@ from ..._core.call import is_async_callable
 from ..._core.check import number, text
 from ..._core.public import public
 from ..._core.redact import redact
-from ..headers import rate_limit_headers
-from ..quotas import build_quotas, check_choice
+from ..ratelimit.headers import rate_limit_headers
+from ..ratelimit.quotas import build_quotas, check_choice
 from .learn import learned_limits
 
 __all__ = ["PROBE", "Deployment"]

@@ -26,9 +26,9 @@ from ..._core.events import EventKind
 from ..._core.public import public
 from ..._core.stream import Stream
 from ..._core.tokens import estimate_tokens
-from ..backend import MemoryBackend, RateLimitBackend
-from ..headers import pause_after
-from ..quotas import check_backend, used_tokens
+from ..ratelimit.backend import MemoryBackend, RateLimitBackend
+from ..ratelimit.headers import pause_after
+from ..ratelimit.quotas import check_backend, used_tokens
 from .admission import Admission
 from .attempt import default_circuit, moves, publish_circuit, send
 from .deployment import Deployment
