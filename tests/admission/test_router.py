@@ -339,6 +339,27 @@ async def test_quota_learned_from_headers_only() -> None:
     assert now() <= 1.05 * server.ideal_time(150) + 1  # the first probe costs one latency
 
 
+async def test_response_headers_written_below_teach_the_deployment_that_answered() -> None:
+    """An upstream below the router writes ``call.response_headers`` (HeaderObserver): the
+    deployment the attempt went to learns its quota from them, the other does not."""
+    server = TokenBucketServer(rpm=60, latency=1.0)
+
+    async def upstream(call, call_next):  # what the _upstream transports do
+        result = await call_next(call)
+        call.response_headers = server.headers(now())
+        return result
+
+    router = Router(Deployment({"model": "a"}, name="a"), Deployment({"model": "b"}, name="b",
+                                                                      rpm=5),
+                    strategy="ordered")
+    chat = lg.guard(router, upstream)(server.acompletion)
+    await chat(model="m", messages=MESSAGES)
+    stats = router.statistics().deployments
+    assert stats["a"].quotas_known  # 60 a minute, and as full as the server said (60 left)
+    assert stats["a"].requests_available == 60
+    assert stats["b"].requests_available == 5
+
+
 async def test_headers_outside_an_attempt_change_nothing() -> None:
     """observe_headers with no attempt of this router in progress is ignored."""
     router = Router(Deployment(target, name="a"))

@@ -225,6 +225,12 @@ class Router:
             deployment.observe(headers)
             self._line.wake()
 
+    def observe_response(self, call: Call) -> None:
+        """:class:`~llmguard.HeaderObserver`: the attempt's response headers (written by an
+        upstream below) go to the deployment it went to."""
+        if call.response_headers is not None:
+            self.observe_headers(call.response_headers)
+
     def statistics(self) -> RouterStats:
         now = asyncio.get_running_loop().time() if _running() else 0.0
         per = {d.name: deployment_stats(d, now) for d in self.deployments}
