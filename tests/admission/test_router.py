@@ -12,7 +12,8 @@ import llmguard as lg
 from llmguard import Deployment, FailureKind, Router
 from llmguard._admission.router.learn import learned_limits
 from llmguard._admission.router.strategies import headroom, least_latency, ordered, weighted
-from llmguard.testing import FakeLLM, FixedWindowServer, TokenBucketServer, make_error
+from llmguard.testing import (FakeLLM, FixedWindowServer, SimulatedProvider, TokenBucketServer,
+                              make_error)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -40,7 +41,7 @@ def test_bad_input_is_refused_at_construction() -> None:
     routers, an unknown strategy: a clear error naming the fix."""
     with pytest.raises(ValueError, match="at least one deployment"):
         Router()
-    with pytest.raises(ValueError, match="two deployments are named 'a'"):
+    with pytest.raises(ValueError, match="two deployments have the name 'a'"):
         Router(Deployment(target, name="a"), Deployment({"model": "m"}, name="a"))
     with pytest.raises(TypeError, match="Deployment objects"):
         Router(target)
@@ -102,6 +103,34 @@ async def test_demand_three_times_the_sum_uses_every_quota_and_never_exceeds_one
     assert {name: d.sent for name, d in stats.deployments.items()} == {
         "d60": servers[0].statistics().arrivals, "d120": servers[1].statistics().arrivals,
         "d300": servers[2].statistics().arrivals}
+
+
+SHAPES = {
+    "fixed window": lambda rpm: FixedWindowServer(rpm=rpm, latency=1.0),
+    "sliding window": lambda rpm: SimulatedProvider(rpm=rpm, latency=1.0, capacity=1000),
+    "token bucket": lambda rpm: TokenBucketServer(rpm=rpm, latency=1.0),
+    "429 without headers": lambda rpm: FixedWindowServer(rpm=rpm, latency=1.0,
+                                                          retry_after=False,
+                                                          rate_limit_headers=False),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+async def test_readme_stack_with_a_router_never_sends_a_deployment_over_its_quota(shape):
+    """The README's stack with a Router in RateLimit's place, default settings (Metrics,
+    Cache, Fallback, Retry, Router), two deployments of 30 and 60 RPM and 2.5x their quota at
+    once, against each server shape: every call done, no server ever answers 429."""
+    servers = [SHAPES[shape](rpm) for rpm in (30, 60)]
+    router = Router(*(Deployment(s.acompletion, name=str(rpm), rpm=rpm)
+                      for s, rpm in zip(servers, (30, 60))))
+    chat = (lg.Pipeline(name="chat").metrics().cache(ttl=300).fallback({"model": "backup"})
+            .retry(attempts=4).then(router).wrap(servers[0].acompletion))
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(225)]
+    await asyncio.gather(*(chat(model="m", messages=m) for m in prompts))
+    assert sum(s.statistics().served for s in servers) == 225
+    assert sum(s.statistics().rate_limited for s in servers) == 0
+    stats = chat.pipeline.stats()
+    assert stats["retry"].retries == 0 and stats["router"].in_flight == 0
 
 
 async def test_concurrent_callers_never_take_the_same_last_unit() -> None:

@@ -84,8 +84,8 @@ class Router:
                 raise TypeError(f"Router takes llmguard.Deployment objects, got {deployment!r}; "
                                 "e.g. Deployment({'model': 'gpt-4o-eu'}, name='eu', rpm=500)")
             if deployment.name in names:
-                raise ValueError(f"two deployments are named {deployment.name!r}: names must be "
-                                 "unique (they name each deployment's quotas and metrics)")
+                raise ValueError(f"two deployments have the name {deployment.name!r}: each name "
+                                 "must be unique (it names the deployment's quotas and metrics)")
             if deployment.owner is not None:
                 raise ValueError(f"deployment {deployment.name!r} already belongs to another "
                                  "Router; create a Deployment per router")
