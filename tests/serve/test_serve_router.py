@@ -66,3 +66,41 @@ def test_gateway_routes_one_model_over_its_deployments(tmp_path) -> None:
     assert (stats["eu"].succeeded, stats["us"].succeeded) == (3, 5)
     assert stats["down"].succeeded == 0 and stats["down"].moved_away == stats["down"].failed
     assert 'llmguard_deployment="eu"' in metrics and 'llmguard_deployment="us"' in metrics
+
+
+ROUTED = """
+[models.gpt4o]
+retries = 0
+max_wait = 2
+[[models.gpt4o.deployments]]
+name = "eu"
+rpm = 3
+latency = 0.0
+[[models.gpt4o.deployments]]
+name = "us"
+rpm = 5
+latency = 0.0
+"""
+
+
+@pytest.mark.looptime(False)
+async def test_two_gateways_on_redis_route_against_the_same_deployment_quotas(
+        tmp_path, redis_url, redis_prefix) -> None:
+    """Two `llmguard serve --redis` processes, 16 requests spread over them, one model over
+    deployments of 3 and 5 RPM: exactly 8 answered in all (both quotas, never more), the rest
+    refused after waiting for room."""
+    import asyncio
+
+    from serve_helpers import HANG_GUARD, ChildServer
+
+    config = write_config(tmp_path, ROUTED)
+    args = ("--config", str(config), "--redis", redis_url, "--redis-prefix", redis_prefix)
+    with ChildServer(*args) as one, ChildServer(*args) as two:
+        async with httpx.AsyncClient(timeout=HANG_GUARD) as http:
+            responses = await asyncio.gather(*(
+                http.post((one, two)[i % 2].url + "/v1/chat/completions",
+                          json={"model": "gpt4o", "messages": MESSAGES})
+                for i in range(16)))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 8, statuses
+    assert all(status != 500 for status in statuses), statuses
