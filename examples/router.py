@@ -8,7 +8,7 @@ import collections
 import looptime
 
 import llmguard as lg
-from llmguard.testing import TokenBucketServer
+from llmguard.testing import Overloaded, TokenBucketServer
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -18,7 +18,7 @@ async def main() -> None:
 
     async def flaky_us(**kwargs):  # the US deployment fails its first 10 seconds
         if asyncio.get_running_loop().time() < 10:
-            raise lg.testing.Overloaded("down for maintenance", status_code=503, headers={})
+            raise Overloaded("down for maintenance", status_code=503, headers={})
         return await us.acompletion(**kwargs)
 
     router = lg.Router(
