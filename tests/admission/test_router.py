@@ -444,3 +444,60 @@ async def test_dict_targets_override_the_guarded_functions_arguments() -> None:
         await chat(model="m", messages=MESSAGES)
     assert [r.models for r in records] == [("eu",), ("us",)]
     assert [r.deployment for r in records] == ["eu", "us"]
+
+
+# -- chaos ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_faults_and_cancellations_leak_nothing_and_never_exceed_a_quota(seed) -> None:
+    """1,500 calls through Retry and a Router of three deployments (60/120/300 RPM) over a
+    provider injecting 429s, 503s, 500s, timeouts and dropped connections, a tenth of the
+    callers cancelled at random: no deployment ever admits more than its quota in any 60 s
+    window at the provider, every call ends (answer, error or cancellation), and afterwards
+    nothing is in flight, waiting or reserved."""
+    rng = random.Random(seed)
+    llm = FakeLLM(latency=0.5)
+    arrivals: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+
+    async def probe(call, call_next):  # at the provider: which deployment, when
+        arrivals[call.kwargs["model"]].append(now())
+        return await call_next(call)
+
+    faults = lg.testing.Faults(error_rate=0.15, seed=seed, kinds={
+        FailureKind.RATE_LIMITED: 1, FailureKind.OVERLOADED: 2, FailureKind.SERVER_ERROR: 2,
+        FailureKind.TIMEOUT: 1, FailureKind.CONNECTION: 1})
+    rpms = {"a": 60, "b": 120, "c": 300}
+    router = Router(*(Deployment({"model": n}, name=n, rpm=r, timeout=5)
+                      for n, r in rpms.items()), max_wait=120)
+    chat = lg.Pipeline().retry(attempts=3, backoff=0.5).then(router, probe, faults).wrap(
+        llm.acompletion)
+
+    async def one(i: int) -> str:
+        await asyncio.sleep(rng.uniform(0, 120))
+        task = asyncio.create_task(chat(model="m", messages=MESSAGES))
+        if rng.random() < 0.1:
+            await asyncio.sleep(rng.uniform(0, 3))
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        except Exception:
+            return "error"
+        return "ok"
+
+    outcomes = await asyncio.gather(*(one(i) for i in range(1500)))
+    assert len(outcomes) == 1500 and outcomes.count("ok") > 1000
+    for name, times in arrivals.items():
+        times.sort()
+        j = 0
+        for i, at in enumerate(times):
+            while times[j] <= at - 60:
+                j += 1
+            assert i - j + 1 <= rpms[name], (name, at)
+    await asyncio.sleep(120)
+    stats = router.statistics()
+    assert stats.in_flight == stats.waiting == 0
+    for one_stats in stats.deployments.values():
+        assert one_stats.in_flight == 0
