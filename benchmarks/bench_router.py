@@ -31,7 +31,8 @@ a request a deployment refused for being over its quota); wall time (first call 
 answer) over the ideal (greedy admission into the deployments' buckets in arrival order, the
 soonest the same arrivals could all be answered).
 
-    python benchmarks/bench_router.py [--seconds 60] [--contenders llmguard,...] [--scenarios ...]
+    python benchmarks/bench_router.py [--seconds 60] [--repeats 3] [--contenders llmguard,...]
+        [--scenarios ...]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -220,20 +222,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of demand")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each LiteLLM row (medians; llmguard's are deterministic)")
     args = parser.parse_args()
     logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
     logging.getLogger("LiteLLM Router").setLevel(logging.CRITICAL)
     print(f"Three token-bucket deployments ({'/'.join(map(str, RPMS))} RPM, {LATENCY:g} s an "
-          f"answer), demand 3x their sum for {args.seconds:g} s (llmguard in virtual time, LiteLLM in "
-          "real time over loopback HTTP)\n")
+          f"answer), demand 3x their sum for {args.seconds:g} s (llmguard in virtual time, "
+          f"LiteLLM in real time over loopback HTTP, median of {args.repeats})\n")
     print("| scenario | client | done | failed | 429s | wall / ideal |")
     print("|---|---|---:|---:|---:|---:|")
     for scenario in args.scenarios.split(","):
         for contender in args.contenders.split(","):
-            r = run(contender, scenario, args.seconds)
-            share = 100 * r.rate_limited / r.arrivals if r.arrivals else 0.0
-            print(f"| {scenario} | {contender} | {r.done:,} | {r.failed:,} | {share:.1f}% | "
-                  f"{r.wall / r.ideal:.3f} |", flush=True)
+            runs = [run(contender, scenario, args.seconds)
+                    for _ in range(1 if contender == "llmguard" else args.repeats)]
+            done = statistics.median(r.done for r in runs)
+            failed = statistics.median(r.failed for r in runs)
+            share = statistics.median(100 * r.rate_limited / r.arrivals if r.arrivals else 0.0
+                                      for r in runs)
+            ratio = statistics.median(r.wall / r.ideal for r in runs)
+            print(f"| {scenario} | {contender} | {done:,.0f} | {failed:,.0f} | {share:.1f}% | "
+                  f"{ratio:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
