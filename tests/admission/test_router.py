@@ -433,6 +433,27 @@ def test_strategies_order_deployments() -> None:
     assert firsts.count("heavy") / 4000 == pytest.approx(0.75, abs=0.03)
 
 
+async def test_weighted_and_least_latency_spread_calls_as_they_say() -> None:
+    """With room everywhere: ``weighted`` sends in proportion to the weights (3:1), and
+    ``least_latency`` sends almost everything to the faster deployment once both are measured."""
+    heavy, light = FakeLLM(), FakeLLM()
+    router = Router(Deployment(heavy.send_message, name="heavy", weight=3, concurrency=10_000),
+                    Deployment(light.send_message, name="light", concurrency=10_000),
+                    strategy="weighted", seed=7)
+    chat = lg.guard(router)(heavy.send_message)
+    await asyncio.gather(*(chat(str(i)) for i in range(2000)))
+    assert heavy.call_count / 2000 == pytest.approx(0.75, abs=0.03)
+
+    fast, slow = FakeLLM(latency=0.1), FakeLLM(latency=2.0)
+    router = Router(Deployment(slow.send_message, name="slow", concurrency=10_000),
+                    Deployment(fast.send_message, name="fast", concurrency=10_000),
+                    strategy="least_latency")
+    chat = lg.guard(router)(fast.send_message)
+    for i in range(50):
+        await chat(str(i))
+    assert slow.call_count == 1 and fast.call_count == 49
+
+
 async def test_dict_targets_override_the_guarded_functions_arguments() -> None:
     """A dict target runs the layers below and the guarded function with those keywords."""
     llm = FakeLLM()
