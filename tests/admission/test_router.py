@@ -196,6 +196,27 @@ async def test_a_call_that_moved_away_does_not_hold_up_the_line() -> None:
     assert now() >= 60
 
 
+async def test_waiting_for_room_never_spins() -> None:
+    """Calls waiting minutes for room ask the quota store once per wake-up (when the earliest
+    room is due), not in a loop: 6 calls over two deployments of 1 RPM, 3 minutes."""
+    class Counting(lg.MemoryBackend):
+        reserves = 0
+
+        async def reserve(self, key, quotas, tokens):
+            Counting.reserves += 1
+            return await super().reserve(key, quotas, tokens)
+
+    async def send(prompt):
+        return prompt
+
+    router = Router(Deployment(send, name="a", rpm=1), Deployment(send, name="b", rpm=1),
+                    backend=Counting())
+    chat = lg.guard(router)(send)
+    await asyncio.gather(*(chat(str(i)) for i in range(6)))
+    assert 120 <= now() < 121
+    assert Counting.reserves <= 6 * 2 + 3 * 2  # each grant, plus a look at both per wake-up
+
+
 async def test_strategy_ordered_sends_overflow_only() -> None:
     """``ordered``: the primary takes all it can; the overflow deployment only the rest."""
     servers, deployments = servers_and_deployments(rpms=(60, 300), refill="continuous")
