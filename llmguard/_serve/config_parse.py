@@ -105,7 +105,7 @@ DEPLOYMENT_KEYS = {
     "api_key_env": string, "latency": number(False), "seconds_per_token": number(False),
     "fail_status": integer(400, 599), "rpm": integer(), "tpm": integer(),
     "concurrency": integer(), "weight": number(), "timeout": number(),
-    "refill": one_of("window", "continuous"),
+    "refill": one_of("auto", "window", "continuous"),
 }
 #: Model keys that belong to each deployment once a model has ``deployments``.
 PER_DEPLOYMENT = ("provider", "model", "base_url", "api_key_env", "latency", "seconds_per_token",

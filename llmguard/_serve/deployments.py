@@ -36,8 +36,8 @@ class DeploymentConfig:
     concurrency: int | None = None
     weight: float = 1.0
     timeout: float | None = None
-    #: "continuous" for token-bucket providers (OpenAI, Azure, Anthropic), as RateLimit's.
-    refill: str = "window"
+    #: As RateLimit's: "auto" (the server's shape learned), "window" or "continuous".
+    refill: str = "auto"
 
 
 

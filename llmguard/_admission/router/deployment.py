@@ -17,7 +17,7 @@ from ..._core.call import is_async_callable
 from ..._core.check import number, text
 from ..._core.public import public
 from ..._core.redact import redact
-from ..ratelimit.headers import rate_limit_headers
+from ..ratelimit.headers import pause_after, refusal, report
 from ..ratelimit.quotas import build_quotas, check_choice
 from .learn import learned_limits
 
@@ -68,7 +68,7 @@ class Deployment:
         output_tpm: int | None = None,
         concurrency: int | None = None,
         weight: float = 1,
-        refill: str = "window",
+        refill: str = "auto",
         timeout: float | None = None,
         circuit: Any = None,
     ) -> None:
@@ -95,7 +95,7 @@ class Deployment:
         #: The deployment's CircuitBreaker (made by the router when None), or False.
         self.circuit = circuit
         #: The quotas enforced, or None while they are still to be learned from headers.
-        self.quotas = (build_quotas(rpm, None, tpm, None, 0.0, refill)
+        self.quotas = (build_quotas(rpm, None, tpm, None, None, refill)
                        if rpm is not None or tpm is not None else None)
         #: Its key in the router's backend, and that backend (set by the router).
         self.key = f"deployment:{name}"
@@ -161,26 +161,34 @@ class Deployment:
         if actual != tokens or quotas[0].continuous:
             self.backend.reconcile(self.key, ticket, actual)
 
-    def pause(self, seconds: float, now: float) -> None:
-        """A 429: nothing more here for ``seconds`` (shared through the backend)."""
-        self.rate_limited += 1
+    def refused(self, exc: BaseException, ticket: Any, now: float) -> float | None:
+        """After ``exc``: when it is a 429, nothing more here until its Retry-After (shared
+        through the backend, which learns from it as RateLimit's does); the pause, else None."""
         if self.quotas is None:
-            self.cool_until = max(self.cool_until, now + seconds)
+            seconds = pause_after(exc)
+            if seconds is not None:
+                self.cool_until = max(self.cool_until, now + seconds)
         else:
-            self.backend.pause(self.key, self.quotas, seconds)
+            seconds = refusal(self.backend, self.quotas, self._learning(), self.key, exc,
+                              None if ticket is PROBE else ticket)
+        if seconds is not None:
+            self.rate_limited += 1
+        return seconds
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Learn the quotas from the first headers that state them, then follow the
-        ``x-ratelimit-remaining-*`` / ``-reset-*`` headers as RateLimit does."""
+        """Learn the quotas from the first headers that state them, then hand the headers to
+        the quota state as RateLimit does (``x-ratelimit-remaining-*`` / ``-reset-*``; with
+        ``refill="auto"``, the server's shape)."""
         if self.quotas is None:
             limits = learned_limits(headers)
             if limits is None:
                 return
             rpm, tpm = limits
-            self.quotas = build_quotas(rpm, None, tpm, None, 0.0, self.refill)
-        for tokens, left, reset in rate_limit_headers(headers):
-            if any(q.tokens == tokens for q in self.quotas):
-                self.backend.cap(self.key, self.quotas, tokens, left, reset)
+            self.quotas = build_quotas(rpm, None, tpm, None, None, self.refill)
+        report(self.backend, self.quotas, self._learning(), headers, self.key, None)
+
+    def _learning(self) -> bool:
+        return callable(getattr(self.backend, "observe", None))
 
     def headroom(self) -> float:
         """The free fraction of its tightest quota or slot count, in [0, 1]."""

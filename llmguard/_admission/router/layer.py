@@ -27,7 +27,6 @@ from ..._core.public import public
 from ..._core.stream import Stream
 from ..._core.tokens import estimate_tokens
 from ..ratelimit.backend import MemoryBackend, RateLimitBackend
-from ..ratelimit.headers import pause_after
 from ..ratelimit.quotas import check_backend, used_tokens
 from .admission import Admission
 from .attempt import default_circuit, moves, publish_circuit, send
@@ -195,10 +194,9 @@ class Router:
             headers = error_headers(exc)
             if headers is not None:
                 deployment.observe(headers)
-        pause = pause_after(exc)
+        loop = asyncio.get_running_loop()
+        pause = deployment.refused(exc, ticket, loop.time())
         if pause is not None:  # a 429: this deployment alone cools down per its Retry-After
-            loop = asyncio.get_running_loop()
-            deployment.pause(pause, loop.time())
             if deployment.name not in self._timers:
                 call.emit(EventKind.DEPLOYMENT_COOLDOWN, "router", delay=pause, error=exc,
                           detail=deployment.name)
