@@ -38,6 +38,7 @@ if _TYPE_CHECKING:
     from ._admission.limiter import ConcurrencyLimiter, ConcurrencyStats, Limiter
     from ._admission.ratelimit.layer import RateLimit, RateLimitStats
     from ._admission.ratelimit.window import Quota
+    from ._admission.router import Deployment, DeploymentStats, Router, RouterStats
     from ._cache.layer import Cache, CacheStatistics
     from ._cache.store import CacheStore, MemoryStore
     from ._observability.histogram import MetricsStats
@@ -117,6 +118,8 @@ __all__ = [
     "ConcurrencyLimit",
     "ConcurrencyLimiter",
     "ConcurrencyStats",
+    "Deployment",
+    "DeploymentStats",
     "Event",
     "EventKind",
     "Failure",
@@ -155,6 +158,8 @@ __all__ = [
     "Retry",
     "RetryBudget",
     "RetryStats",
+    "Router",
+    "RouterStats",
     "Stream",
     "StreamIdleTimeout",
     "StreamTotalTimeout",

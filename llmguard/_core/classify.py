@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from .public import public
 
-__all__ = ["Failure", "FailureKind", "classify", "retry_after_from_headers"]
+__all__ = ["Failure", "FailureKind", "classify", "error_headers", "retry_after_from_headers"]
 
 
 @public
@@ -122,7 +122,9 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
-def _headers(exc: BaseException) -> Any:
+def error_headers(exc: BaseException) -> Any:
+    """The provider's response headers an exception carries (the SDKs', litellm's, the testing
+    servers'), or None."""
     # litellm keeps the provider's headers in litellm_response_headers; its exc.response is a
     # synthetic response without them.
     for headers in (
@@ -223,7 +225,7 @@ def _codes(exc: BaseException) -> str:
 def classify(exc: BaseException) -> Failure:
     """Classify an exception from any LLM client into a :class:`Failure`."""
     status = _status(exc)
-    headers = _headers(exc)
+    headers = error_headers(exc)
     retry_after = retry_after_from_headers(headers)
     if retry_after is None:
         value = getattr(exc, "retry_after", None)

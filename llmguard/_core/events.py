@@ -35,7 +35,7 @@ class CallRecord:
 
     __slots__ = ("sent", "models", "latency", "retries", "delays", "fallback", "cache",
                  "rejected_by", "delayed_by", "wait", "usage", "cost", "provider", "operation",
-                 "server", "error")
+                 "server", "error", "deployment")
 
     def __init__(self) -> None:
         #: Attempts that reached the provider, across retries and alternates; 0 for a cache hit
@@ -78,6 +78,9 @@ class CallRecord:
         #: Kind of the error the call ended with (``"rate_limited"``, ...), None on success
         #: [the guarded function].
         self.error: str | None = None
+        #: Name of the deployment the last attempt went to (the one that answered, when the
+        #: call succeeded), or None without a Router [Router].
+        self.deployment: str | None = None
 
     @property
     def billable(self) -> bool:
@@ -112,6 +115,11 @@ class EventKind(str, enum.Enum):
     CACHE_HIT = "cache_hit"
     #: A layer refused the call before it was sent (``event.error`` is the AdmissionError).
     ADMISSION_REJECTED = "admission_rejected"
+    #: A Router's deployment (``event.detail``, its name) is out for ``event.delay`` seconds: it
+    #: answered 429 (cooling down per its Retry-After) or its circuit opened.
+    DEPLOYMENT_COOLDOWN = "deployment_cooldown"
+    #: A Router's deployment (``event.detail``) takes calls again.
+    DEPLOYMENT_RECOVERED = "deployment_recovered"
 
 
 @public

@@ -180,7 +180,8 @@ class Metrics:
     def _series_for(self, call: Call, known: CallRecord, response: Any, error: str | None,
                     outcome: str) -> Series:
         model = call.model or self.model
-        key = (model, response, error, known.provider, known.operation, known.server)
+        key = (model, response, error, known.provider, known.operation, known.server,
+               known.deployment)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = Series(

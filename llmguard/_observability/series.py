@@ -48,6 +48,8 @@ def attributes(layer: Any, known: CallRecord, model: str | None, response: str |
             attrs["server.port"] = port
     if layer.name is not None:
         attrs["llmguard.pipeline"] = layer.name
+    if known.deployment is not None:  # the Router's deployment that answered
+        attrs["llmguard.deployment"] = known.deployment
     return attrs
 
 

@@ -133,6 +133,12 @@ class Pipeline:
 
         return self.then(RateLimit(**options))
 
+    def route(self, *deployments: Any, **options: Any) -> Pipeline:
+        """Add a :class:`llmguard.Router` over ``deployments`` (:class:`llmguard.Deployment`)."""
+        from .._admission.router import Router
+
+        return self.then(Router(*deployments, **options))
+
     def concurrency_limit(self, limit: int, **options: Any) -> Pipeline:
         """Add a :class:`llmguard.ConcurrencyLimit` layer."""
         from .._admission.concurrency import ConcurrencyLimit

@@ -14,6 +14,14 @@
     rpm = 500                     # layers: rpm, tpm, concurrency | adaptive, retries, timeout,
     fallbacks = ["backup"]        # fallbacks, cache_ttl, circuit_breaker, max_wait
 
+    [models.gpt4o]                # one model over several deployments (a Router), each with
+    strategy = "headroom"         # its own upstream and quotas: headroom|weighted|least_latency|ordered
+    [[models.gpt4o.deployments]]
+    name = "eu"                   # provider, base_url, api_key_env, model, rpm, tpm (as above),
+    provider = "openai"           # concurrency, weight, timeout (per attempt); the model's own
+    base_url = "https://eu.example/v1"  # keys then cover what is shared (retries, cache, ...)
+    rpm = 500
+
     [tenants.acme]
     api_key_sha256 = "9f86d0..."  # or api_key_env = "ACME_KEY"; keys are kept only as sha256
     rpm = 60                      # the tenant's own quotas, answered with 429 like a provider
@@ -41,8 +49,9 @@ from .config_parse import (
     ConfigError,
     Reader,
 )
+from .deployments import DeploymentConfig, parse_deployments
 
-__all__ = ["PRIORITIES", "ConfigError", "JobsConfig", "ModelConfig", "ServeConfig", "TenantConfig", "load"]
+__all__ = ["PRIORITIES", "ConfigError", "DeploymentConfig", "JobsConfig", "ModelConfig", "ServeConfig", "TenantConfig", "load"]
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
@@ -68,6 +77,9 @@ class ModelConfig:
     max_wait: float = 30.0
     price_input: float = 0.0
     price_output: float = 0.0
+    #: Several upstreams serving this model, routed by headroom (none: one upstream, above).
+    deployments: tuple[DeploymentConfig, ...] = ()
+    strategy: str = "headroom"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +167,10 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
             raise reader.fail(("models",), "needs at least one [models.NAME] table")
         models = {}
         for name, table in models_table.items():
+            deployments = parse_deployments(name, table, reader)
             fields = reader.section(("models", name), table, MODEL_KEYS)
+            if deployments:
+                fields["deployments"] = deployments
             provider = fields.setdefault("provider", "fake")
             if provider == "openai" and "base_url" not in fields:
                 raise reader.fail(("models", name), 'provider = "openai" needs base_url')

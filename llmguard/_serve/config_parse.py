@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-__all__ = ["JOBS_KEYS", "MODEL_KEYS", "PRIORITIES", "PROVIDERS", "RENAMES", "SERVER_KEYS",
+__all__ = ["DEPLOYMENT_KEYS", "JOBS_KEYS", "MODEL_KEYS", "PER_DEPLOYMENT", "PRIORITIES", "PROVIDERS", "RENAMES", "SERVER_KEYS",
            "TENANT_KEYS", "Bad", "ConfigError", "Reader", "boolean", "integer", "key_hashes",
            "number", "one_of", "string", "strings"]
 
@@ -97,7 +97,19 @@ MODEL_KEYS = {
     "retries": integer(0), "timeout": number(), "fallbacks": strings, "cache_ttl": number(),
     "circuit_breaker": boolean, "max_wait": number(), "price_input": number(False),
     "price_output": number(False),
+    "strategy": one_of("headroom", "weighted", "least_latency", "ordered"),
 }
+#: ``[[models.NAME.deployments]]``: one upstream of the model, with its own quotas (the Router).
+DEPLOYMENT_KEYS = {
+    "name": string, "provider": one_of(*PROVIDERS), "model": string, "base_url": string,
+    "api_key_env": string, "latency": number(False), "seconds_per_token": number(False),
+    "fail_status": integer(400, 599), "rpm": integer(), "tpm": integer(),
+    "concurrency": integer(), "weight": number(), "timeout": number(),
+    "refill": one_of("auto", "window", "continuous"),
+}
+#: Model keys that belong to each deployment once a model has ``deployments``.
+PER_DEPLOYMENT = ("provider", "model", "base_url", "api_key_env", "latency", "seconds_per_token",
+                  "fail_status", "rpm", "tpm")
 TENANT_KEYS = {
     "api_key_sha256": key_hashes, "api_key_env": string, "rpm": integer(), "tpm": integer(),
     "concurrency": integer(), "priority": one_of(*PRIORITIES), "max_priority": one_of(*PRIORITIES),

@@ -23,6 +23,7 @@ from .._upstream.protocol import Upstream
 from .._upstream.select import make_upstream
 
 from .config import ModelConfig, ServeConfig
+from .deployments import DEPLOYMENT, DeploymentConfig, router_of
 from .tenants import Tenant, TenantGate, Tenants
 from .usage import UsageBook
 
@@ -42,8 +43,9 @@ def _cache_key(**request: Any) -> str:
     return hashlib.sha256(f"{_tenant.get()}\0{body}".encode()).hexdigest()
 
 
-def upstream_of(cfg: ModelConfig) -> Upstream:
-    """Where a configured model's requests go (its key read from ``api_key_env``)."""
+def upstream_of(cfg: ModelConfig | DeploymentConfig) -> Upstream:
+    """Where a configured model's (or deployment's) requests go (its key read from
+    ``api_key_env``)."""
     key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     if cfg.provider == "fake":
         return make_upstream("fake", name=cfg.name, latency=cfg.latency,
@@ -53,30 +55,38 @@ def upstream_of(cfg: ModelConfig) -> Upstream:
 
 
 class Model:
-    """One configured model at run time: its upstream, layers and handlers."""
+    """One configured model at run time: its upstream(s), layers and handlers."""
 
-    __slots__ = ("config", "upstream", "name", "target", "chat", "embed", "guarded", "layers")
+    __slots__ = ("config", "upstreams", "name", "chat", "embed", "guarded", "layers")
 
-    def __init__(self, config: ModelConfig, upstream: Upstream) -> None:
-        self.config, self.upstream, self.name = config, upstream, config.name
-        #: What the upstream is asked for.
-        self.target = config.model or config.name
+    def __init__(self, config: ModelConfig) -> None:
+        self.config, self.name = config, config.name
+        #: Deployment name ("" for a model of one upstream) -> (upstream, the model it is asked
+        #: for).
+        self.upstreams: dict[str, tuple[Upstream, str]] = (
+            {d.name: (upstream_of(d), d.model or config.name) for d in config.deployments}
+            if config.deployments else {"": (upstream_of(config), config.model or config.name)})
         self.chat: Any = None  # handler: TenantGate + the model's layers
         self.embed: Any = None
         self.guarded: Any = None  # the model's pipeline around its upstream (a fallback target)
         self.layers: tuple[Any, ...] = ()
 
-    async def send(self, **request: Any) -> Any:
-        """The terminal call: to the upstream, as this model (a fallback arrives named as the
+    def _to(self, request: dict[str, Any]) -> Upstream:
+        """The upstream of the deployment the Router chose (the only one without a Router),
+        with ``request["model"]`` set to what it is asked for (a fallback arrives named as the
         primary)."""
-        request["model"] = self.target
+        upstream, request["model"] = self.upstreams[request.pop(DEPLOYMENT, "")]
+        return upstream
+
+    async def send(self, **request: Any) -> Any:
+        """The terminal call: to the upstream."""
+        upstream = self._to(request)
         if request.get("stream"):
-            return self.upstream.stream(request)
-        return await self.upstream.chat(request)
+            return upstream.stream(request)
+        return await upstream.chat(request)
 
     async def send_embed(self, **request: Any) -> Any:
-        request["model"] = self.target
-        return await self.upstream.embed(request)
+        return await self._to(request).embed(request)
 
 
 class Gateway:
@@ -127,7 +137,7 @@ class Gateway:
         return order
 
     def _build(self, cfg: ModelConfig, gate: TenantGate) -> None:
-        model = self.models[cfg.name] = Model(cfg, upstream_of(cfg))
+        model = self.models[cfg.name] = Model(cfg)
         p = lg.Pipeline(name=f"serve:{cfg.name}").metrics(
             meter_provider=self.meter_provider, provider=cfg.provider)
         if cfg.cache_ttl is not None:
@@ -146,7 +156,10 @@ class Gateway:
             tail = tail.circuit_breaker(name=f"serve:{cfg.name}", backend=self.backend)
         if cfg.timeout is not None:
             tail = tail.timeout(cfg.timeout)
-        if cfg.rpm or cfg.tpm:
+        if cfg.deployments:  # in RateLimit's place: each deployment its own quotas
+            tail = tail.then(router_of(cfg.deployments, cfg.strategy, cfg.max_wait,
+                                       self.backend))
+        elif cfg.rpm or cfg.tpm:
             tail = tail.rate_limit(rpm=cfg.rpm, tpm=cfg.tpm, max_wait=cfg.max_wait,
                                    backend=self.backend)
         if cfg.adaptive:
@@ -165,7 +178,7 @@ class Gateway:
         # Embeddings share the model's quota and slots (same RateLimit / limiter instances), with
         # their own retry and timeout; no cache or fallback (those are chat-shaped).
         shared = [layer for layer in tail.layers
-                  if isinstance(layer, (lg.RateLimit, lg.ConcurrencyLimit,
+                  if isinstance(layer, (lg.RateLimit, lg.Router, lg.ConcurrencyLimit,
                                         lg.AdaptiveConcurrency))]
         own = lg.Pipeline()
         if cfg.retries:
@@ -184,7 +197,7 @@ class Gateway:
                    *, embed: bool = False) -> Any:
         """Run one request through the tenant's and the model's layers; the result is a dict
         or, for a stream, an ``lg.Stream`` whose first chunk has arrived."""
-        request["model"] = model.target
+        request["model"] = model.config.model or model.name
         call = lg.Call(model.send_embed if embed else model.send, (), request, f"serve:{model.name}")
         call.priority = priority
         call.partition = tenant.name
@@ -228,12 +241,14 @@ class Gateway:
         """Upstream keys this process holds (never to be printed)."""
         found: list[str] = []
         for model in self.models.values():
-            found += model.upstream.secrets()
+            for upstream, _ in model.upstreams.values():
+                found += upstream.secrets()
         return found
 
     async def aclose(self) -> None:
         await self.usage.aclose()
         for model in self.models.values():
-            await model.upstream.aclose()
+            for upstream, _ in model.upstreams.values():
+                await upstream.aclose()
         if self.backend is not None:
             await self.backend.aclose()

@@ -26,7 +26,9 @@ _EPILOG = """\
 config (TOML): [server] grace, max_body_bytes; [models.NAME] provider = "fake" | "litellm" |
 "openai" with model, base_url, api_key_env, and layers rpm, tpm, concurrency | adaptive,
 retries, timeout, fallbacks, cache_ttl, circuit_breaker, max_wait, price_input/price_output
-(USD per 1M tokens); [tenants.NAME] api_key_sha256 (see --hash-key) or api_key_env, rpm, tpm,
+(USD per 1M tokens); one model over several deployments: [[models.NAME.deployments]] name,
+provider, model, base_url, api_key_env, rpm, tpm, refill, concurrency, weight, timeout (routed by
+headroom; strategy = "headroom" | "weighted" | "least_latency" | "ordered"); [tenants.NAME] api_key_sha256 (see --hash-key) or api_key_env, rpm, tpm,
 concurrency, priority, max_priority, models, webhook_secret_env; [jobs] concurrency, max_lines,
 max_body_bytes, ttl, reclaim_after, default_model, webhook_secret_env, webhook_timeout,
 webhook_retry_for, allow_private_callbacks.

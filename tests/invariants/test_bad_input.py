@@ -39,6 +39,10 @@ def _raises(build: Any, args: tuple[Any, ...], kwargs: dict[str, Any], error: ty
     return info
 
 
+async def _send(**kwargs: Any) -> Any:  # a deployment's target
+    return kwargs
+
+
 def _lazy(name: str) -> Any:
     """A public name resolved at call time (layer modules load lazily)."""
     return lambda *args, **kwargs: getattr(lg, name)(*args, **kwargs)
@@ -294,6 +298,38 @@ LAYER_CASES = [
          meter_provider="prometheus"),
     case("Metrics-tracer_provider-wrong-type", TypeError, "tracer_provider", _lazy("Metrics"),
          tracer_provider=object()),
+    case("Router-no-deployment", ValueError, "deployment", _lazy("Router")),
+    case("Router-not-a-deployment", TypeError, "Deployment", _lazy("Router"), _send),
+    case("Router-duplicate-name", ValueError, "name", lambda: lg.Router(
+        lg.Deployment(_send, name="a"), lg.Deployment({"model": "m"}, name="a"))),
+    case("Router-strategy-unknown", ValueError, "strategy", lambda: lg.Router(
+        lg.Deployment(_send, name="a"), strategy="fastest")),
+    case("Router-max_wait-zero", ValueError, "max_wait", lambda: lg.Router(
+        lg.Deployment(_send, name="a"), max_wait=0)),
+    case("Router-tokens-not-callable", TypeError, "tokens", lambda: lg.Router(
+        lg.Deployment(_send, name="a"), tokens=100)),
+    case("Router-backend-wrong-type", TypeError, "backend", lambda: lg.Router(
+        lg.Deployment(_send, name="a"), backend="redis://localhost")),
+    case("Deployment-target-sync", TypeError, "target", _lazy("Deployment"), print, name="a"),
+    case("Deployment-target-empty-dict", ValueError, "target", _lazy("Deployment"), {},
+         name="a"),
+    case("Deployment-name-missing", TypeError, "name", _lazy("Deployment"), _send, name=None),
+    case("Deployment-name-empty", ValueError, "name", _lazy("Deployment"), _send, name=""),
+    case("Deployment-rpm-zero", ValueError, "rpm", _lazy("Deployment"), _send, name="a", rpm=0),
+    case("Deployment-tpm-inf", ValueError, "tpm", _lazy("Deployment"), _send, name="a",
+         tpm=INF),
+    case("Deployment-concurrency-fraction", ValueError, "concurrency", _lazy("Deployment"),
+         _send, name="a", concurrency=1.5),
+    case("Deployment-weight-negative", ValueError, "weight", _lazy("Deployment"), _send,
+         name="a", weight=-1),
+    case("Deployment-timeout-nan", ValueError, "timeout", _lazy("Deployment"), _send,
+         name="a", timeout=NAN),
+    case("Deployment-refill-unknown", ValueError, "refill", _lazy("Deployment"), _send,
+         name="a", refill="leaky"),
+    case("Deployment-circuit-wrong-type", TypeError, "circuit", _lazy("Deployment"), _send,
+         name="a", circuit="on"),
+    case("Deployment-input_tpm-not-yet", ValueError, "input_tpm", _lazy("Deployment"), _send,
+         name="a", input_tpm=1000),
 ]
 
 

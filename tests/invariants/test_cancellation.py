@@ -23,12 +23,19 @@ LAYERS = {
     "Fallback": lambda: lg.Fallback(FakeLLM(latency=10).send_message),
     "CircuitBreaker": lambda: lg.CircuitBreaker(min_calls=5),
     "Metrics": lambda: lg.Metrics(name="cancel"),
+    # The first call fails over from "a" to "b" (its one slot), so the victim waits in line.
+    "Router": lambda: lg.Router(lg.Deployment({"deployment": "a"}, name="a", rpm=1),
+                                lg.Deployment({"deployment": "b"}, name="b", concurrency=1),
+                                strategy="ordered"),
 }
 
 
 def gauges(layer) -> dict:
     stats = layer.statistics()
-    return {name: getattr(stats, name) for name in GAUGES if hasattr(stats, name)}
+    found = {name: getattr(stats, name) for name in GAUGES if hasattr(stats, name)}
+    for name, one in getattr(stats, "deployments", {}).items():  # a Router's, each its own
+        found[name] = {field: getattr(one, field) for field in GAUGES if hasattr(one, field)}
+    return found
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))

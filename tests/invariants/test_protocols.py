@@ -125,3 +125,23 @@ async def test_a_rate_limit_backend_written_from_its_docstring_works() -> None:
     except lg.QueueFull:
         pass
     assert sum(len(log) for log in backend.logs.values()) == before
+
+
+async def test_a_router_drives_a_rate_limit_backend_written_from_its_docstring() -> None:
+    """A Router keeps its deployments' quotas in the hand-written backend: 9 calls over
+    deployments of 2 and 3 RPM all complete, neither ever over its quota in any 60 s."""
+    backend, arrivals = LogBackend(), {"a": [], "b": []}
+
+    def deployment(name: str, rpm: int) -> lg.Deployment:
+        async def send(prompt: str) -> str:
+            arrivals[name].append(asyncio.get_running_loop().time())
+            return prompt
+        return lg.Deployment(send, name=name, rpm=rpm)
+
+    router = lg.Router(deployment("a", 2), deployment("b", 3), backend=backend)
+    ask = lg.Pipeline(router).wrap(deployment("base", 1).target)
+    assert await asyncio.gather(*(ask(f"q{i}") for i in range(9))) == [f"q{i}" for i in range(9)]
+    for name, rpm in (("a", 2), ("b", 3)):
+        for at in arrivals[name]:
+            assert sum(at - 60 < other <= at for other in arrivals[name]) <= rpm
+    assert router.statistics().in_flight == 0

@@ -261,3 +261,16 @@ async def test_a_dropped_pipelines_counters_never_go_backwards(reader, provider)
     gc.collect()
     (point,) = collect(reader)["llmguard.calls"].data.data_points
     assert point.value == 1 and point.attributes["llmguard.pipeline"] == "tmp"
+
+
+async def test_the_deployment_that_answered_is_an_attribute(reader, provider) -> None:
+    """Under a Router, every call's duration carries ``llmguard.deployment``: the deployment
+    that answered."""
+    llm = FakeLLM()
+    router = lg.Router(lg.Deployment({"model": "eu"}, name="eu", rpm=1),
+                       lg.Deployment({"model": "us"}, name="us", rpm=1), strategy="ordered")
+    chat = lg.Pipeline(Metrics(meter_provider=provider), router).wrap(llm.acompletion)
+    await chat(model="m", messages=MESSAGES)
+    await chat(model="m", messages=MESSAGES)
+    points = collect(reader)[GM.GEN_AI_CLIENT_OPERATION_DURATION].data.data_points
+    assert sorted(p.attributes["llmguard.deployment"] for p in points) == ["eu", "us"]

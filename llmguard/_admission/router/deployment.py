@@ -1,0 +1,238 @@
+"""One deployment of a model: where an attempt goes (a callable or keyword overrides), its own
+quotas (given, or learned from its rate-limit headers), its own circuit and statistics.
+
+The quota state is RateLimit's: the same :class:`~llmguard.RateLimitBackend` (in memory, or
+Redis to share it across processes), the same :class:`Quota` tuple and header handling, under
+one backend key per deployment. A reservation there is the routing decision: the backend admits
+atomically, so two callers never take the same last unit of a deployment's quota.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ..._core.call import is_async_callable
+from ..._core.check import number, text
+from ..._core.public import public
+from ..._core.redact import redact
+from ..ratelimit.headers import pause_after, refusal, report
+from ..ratelimit.quotas import build_quotas, check_choice
+from .learn import learned_limits
+
+__all__ = ["PROBE", "Deployment"]
+
+#: The ticket of a call sent to a deployment whose quota is not learned yet (nothing reserved).
+PROBE: Any = "probe"
+
+#: Weight of the newest sample in a deployment's latency average (``least_latency``).
+_EWMA = 0.2
+
+
+@public
+class Deployment:
+    """One place that serves the model, for :class:`llmguard.Router`.
+
+    * ``target``: an async callable (another client's method, a client with another key) called
+      with the call's arguments, or a dict of keyword overrides (``{"model": "gpt-4o-eu"}``)
+      applied to the guarded function's call, as :class:`llmguard.Fallback`'s alternates.
+    * ``name``: unique within a router; names the deployment in ``record.deployment``, the
+      ``llmguard.deployment`` metric attribute, statistics and events, and its quotas in a
+      shared backend (every process routing to ``name`` shares them).
+    * ``rpm`` / ``tpm``: its quotas (as :class:`llmguard.RateLimit`'s, ``refill`` likewise).
+      With neither, they are learned from its ``x-ratelimit-limit-requests`` / ``-tokens``
+      headers (per minute, as OpenAI and Azure report them); until the first such headers it
+      takes one call at a time.
+    * ``concurrency``: most calls in flight at this deployment at once (in this process).
+    * ``weight``: its share under ``strategy="weighted"``; under ``"headroom"`` it scales the
+      deployment's free fraction.
+    * ``timeout``: seconds an attempt may take here before it moves to another deployment.
+    * ``circuit``: a :class:`llmguard.CircuitBreaker` for this deployment; by default each gets
+      its own (opening at half of at least 5 calls failing in 30 s, for 10 s), ``False`` for
+      none.
+    """
+
+    __slots__ = ("target", "name", "rpm", "tpm", "concurrency", "weight", "refill", "timeout",
+                 "circuit", "quotas", "key", "backend", "in_flight", "latency", "cool_until",
+                 "sent", "succeeded", "failed", "rate_limited", "moved", "owner")
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        name: str,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        input_tpm: int | None = None,
+        output_tpm: int | None = None,
+        concurrency: int | None = None,
+        weight: float = 1,
+        refill: str = "auto",
+        timeout: float | None = None,
+        circuit: Any = None,
+    ) -> None:
+        #: What an attempt here calls: an async callable, or a dict of keyword overrides.
+        self.target = _target(target, name)
+        #: The deployment's name (unique within a router).
+        self.name = text("name", name, hint="; e.g. name='eu'")
+        if input_tpm is not None or output_tpm is not None:
+            raise ValueError(
+                f"deployment {name!r}: input_tpm/output_tpm need separate input and output token "
+                "buckets, which this version's RateLimit does not have yet; pass tpm= (their "
+                "sum) for now")
+        self.rpm = number("rpm", rpm, integer=True, optional=True, hint="; or None")
+        self.tpm = number("tpm", tpm, integer=True, optional=True, hint="; or None")
+        self.concurrency = number("concurrency", concurrency, integer=True, optional=True,
+                                  hint="; pass None for no bound")
+        self.weight = number("weight", weight, hint="; e.g. weight=2 for twice the share")
+        self.refill = check_choice("refill", refill)
+        self.timeout = number("timeout", timeout, optional=True, unit=" of seconds",
+                              hint="; pass None for no bound")
+        if circuit is not None and circuit is not False and not callable(circuit):
+            raise TypeError(f"circuit must be a llmguard.CircuitBreaker, None (the default one) "
+                            f"or False (none), got {circuit!r}")
+        #: The deployment's CircuitBreaker (made by the router when None), or False.
+        self.circuit = circuit
+        #: The quotas enforced, or None while they are still to be learned from headers.
+        self.quotas = (build_quotas(rpm, None, tpm, None, None, refill)
+                       if rpm is not None or tpm is not None else None)
+        #: Its key in the router's backend, and that backend (set by the router).
+        self.key = f"deployment:{name}"
+        self.backend: Any = None
+        self.owner: Any = None  # the Router it belongs to
+        #: Calls in flight here now (this process).
+        self.in_flight = 0
+        #: Average seconds an answer took here (None before the first).
+        self.latency: float | None = None
+        #: Loop time until which a 429 without learned quotas keeps it out.
+        self.cool_until = 0.0
+        self.sent = self.succeeded = self.failed = self.rate_limited = self.moved = 0
+
+    # -- quota -----------------------------------------------------------------------------
+
+    def fits(self, tokens: int) -> bool:
+        """False when ``tokens`` exceed its token quota: it could never take the call."""
+        quotas = self.quotas
+        return quotas is None or all(q.limit >= tokens for q in quotas if q.tokens)
+
+    async def reserve(self, tokens: int, now: float) -> tuple[float, Any]:
+        """``(0.0, ticket)`` when it admits a call of ``tokens`` now (the slot and the quota
+        are taken), else ``(seconds until it may have room, None)`` (``inf``: until a call here
+        ends) with nothing taken."""
+        if self.cool_until > now:
+            return self.cool_until - now, None
+        circuit = self.circuit
+        if circuit and circuit.state.value != "closed":
+            wait = circuit.statistics().retry_after  # open: until it probes; else 0
+            if wait > 0:
+                return wait, None
+            if self.in_flight:  # one probe at a time: the circuit would refuse the others
+                return math.inf, None
+        if self.concurrency is not None and self.in_flight >= self.concurrency:
+            return math.inf, None
+        if self.quotas is None:  # not learned yet: one probe at a time
+            if self.in_flight:
+                return math.inf, None
+            self.in_flight += 1
+            return 0.0, PROBE
+        self.in_flight += 1  # the slot is held across a remote round trip
+        try:
+            wait, ticket = await self.backend.reserve(self.key, self.quotas, tokens)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        if ticket is None:
+            self.in_flight -= 1
+        return wait, ticket
+
+    def release(self, ticket: Any, tokens: int, sent: bool, used: int | None = None) -> None:
+        """The call holding ``ticket`` is done here: the slot goes back, and the reservation
+        too when the call was never ``sent``; otherwise it is reconciled to ``used`` tokens (a
+        bucket settles every reservation, changed or not)."""
+        self.in_flight -= 1
+        if ticket is PROBE or ticket is None:
+            return
+        if not sent:
+            self.backend.refund(self.key, ticket)
+            return
+        quotas = self.quotas
+        actual = tokens if used is None else used
+        if actual != tokens or quotas[0].continuous:
+            self.backend.reconcile(self.key, ticket, actual)
+
+    def refused(self, exc: BaseException, ticket: Any, now: float) -> float | None:
+        """After ``exc``: when it is a 429, nothing more here until its Retry-After (shared
+        through the backend, which learns from it as RateLimit's does); the pause, else None."""
+        if self.quotas is None:
+            seconds = pause_after(exc)
+            if seconds is not None:
+                self.cool_until = max(self.cool_until, now + seconds)
+        else:
+            seconds = refusal(self.backend, self.quotas, self._learning(), self.key, exc,
+                              None if ticket is PROBE else ticket)
+        if seconds is not None:
+            self.rate_limited += 1
+        return seconds
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Learn the quotas from the first headers that state them, then hand the headers to
+        the quota state as RateLimit does (``x-ratelimit-remaining-*`` / ``-reset-*``; with
+        ``refill="auto"``, the server's shape)."""
+        if self.quotas is None:
+            limits = learned_limits(headers)
+            if limits is None:
+                return
+            rpm, tpm = limits
+            self.quotas = build_quotas(rpm, None, tpm, None, None, self.refill)
+        report(self.backend, self.quotas, self._learning(), headers, self.key, None)
+
+    def _learning(self) -> bool:
+        return callable(getattr(self.backend, "observe", None))
+
+    def headroom(self) -> float:
+        """The free fraction of its tightest quota or slot count, in [0, 1]."""
+        free = 1.0
+        if self.concurrency is not None:
+            free = max(0.0, 1 - self.in_flight / self.concurrency)
+        if self.quotas is None:
+            return 0.0 if self.in_flight else free
+        requests, tokens, paused = self.backend.headroom(self.key, self.quotas)
+        if paused:
+            return 0.0
+        for quota in self.quotas:
+            if quota.window >= 60.0:  # the per-minute quotas (not burst shares)
+                left = tokens if quota.tokens else requests
+                free = min(free, max(0, left) / quota.limit)
+        return free
+
+    def sample(self, seconds: float) -> None:
+        """An answer took ``seconds`` here."""
+        latency = self.latency
+        self.latency = seconds if latency is None else latency + _EWMA * (seconds - latency)
+
+    def describe(self) -> str:
+        if self.quotas is None:
+            return f"{self.name} (quotas not learned yet)"
+        return f"{self.name} ({', '.join(q.describe() for q in self.quotas)})"
+
+    def __repr__(self) -> str:
+        target = (",".join(f"{k}=..." for k in self.target) if isinstance(self.target, dict)
+                  else getattr(self.target, "__qualname__", type(self.target).__qualname__))
+        return (f"<Deployment {self.describe()} target={target} in_flight={self.in_flight} "
+                f"sent={self.sent} failed={self.failed}>")
+
+
+def _target(target: Any, name: Any) -> Any:
+    """``target`` if it is an async callable or a non-empty dict of keyword overrides."""
+    if isinstance(target, Mapping):
+        if not target or not all(isinstance(k, str) for k in target):
+            raise ValueError(
+                f"deployment {name!r}: a keyword-override target must be a non-empty dict of "
+                f"argument names, got {redact(target)!r}; e.g. {{'model': 'gpt-4o-eu'}}")
+        return dict(target)
+    if not is_async_callable(target):
+        raise TypeError(
+            f"deployment {name!r}: target {redact(target)!r} is neither an async callable (a "
+            "client's method) nor a dict of keyword overrides such as {'model': 'gpt-4o-eu'}")
+    return target
