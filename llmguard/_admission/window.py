@@ -27,6 +27,10 @@ __all__ = ["Entry", "Quota", "Window"]
 #: provider still counts the expiring entry inside its window.
 SLACK = 1e-3
 
+#: The least wait reported when something has no room: strictly positive, so a caller that
+#: sleeps it lets the clock move (a wait of 0.0 with no room is a busy loop).
+MIN_WAIT = 5e-324
+
 
 @public
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,11 @@ class _Track:
         for entry in self.entries:  # oldest first: the window frees them in this order
             excess -= self.weight(entry)
             if excess <= 0:
-                return entry.time + self.quota.window - now
+                # ``fits`` expires an entry once ``time <= now - span``; ``time + span - now``
+                # can round to 0.0 a tick before that holds (98.106431 + 60 - 158.106431), and
+                # a zero wait with no room re-checks at the same instant for ever: never below
+                # the smallest positive wait (Window.wait adds SLACK on top).
+                return max(entry.time + self.quota.window - now, MIN_WAIT)
         return self.quota.window  # over-charged by reconciliation beyond the quota: a full window
 
     def add(self, now: float, entry: Entry) -> None:
