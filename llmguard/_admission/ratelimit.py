@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from .._core.call import Call, Handler
-from .._core.check import callable_or_none, number
+from .._core.check import callable_or_none, number, token_count
 from .._core.errors import AdmissionTimeout, RequestTooLarge
 from .._core.events import EventKind
 from .._core.public import public
@@ -117,7 +117,7 @@ class RateLimit:
             key = call.partition = self._key(*call.args, **call.kwargs)
         tokens = 0
         if self._max_tokens is not None:
-            tokens = self._tokens(*call.args, **call.kwargs)
+            tokens = token_count(self._tokens(*call.args, **call.kwargs), "RateLimit(tokens=...)")
             if tokens > self._max_tokens:
                 raise call.rejected("rate_limit", self._too_large(tokens))
         take = self._take

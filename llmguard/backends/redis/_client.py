@@ -21,6 +21,9 @@ logger = logging.getLogger("llmguard.redis")
 #: outage costs one timeout per interval, not one per call.
 RETRY_INTERVAL = 1.0
 
+#: The accepted range of a command's ``timeout`` seconds.
+MIN_TIMEOUT, MAX_TIMEOUT = 0.01, 3600.0
+
 
 class Connection:
     """A lazily created ``redis.asyncio.Redis`` client plus the failure policy.
@@ -46,7 +49,10 @@ class Connection:
                 f"on_error must be 'local' (fall back to per-process limits) or 'fail' (raise "
                 f"BackendUnavailable), got {on_error!r}"
             )
-        number("timeout", timeout, unit=" of seconds")
+        # A command needs a round trip: below 10 ms every command "times out" on a busy
+        # machine and the shared limits silently go local; above an hour nothing falls back.
+        number("timeout", timeout, low=MIN_TIMEOUT, low_open=False, high=MAX_TIMEOUT,
+               unit=" of seconds", hint="; e.g. timeout=0.5")
         self.url, self.prefix, self.on_error, self.timeout = url, prefix, on_error, float(timeout)
         #: The url as printed (logs, errors, repr): its password hidden.
         self.shown_url = redact_url(url)

@@ -32,6 +32,9 @@ from ._ratelimit import RedisBackend
 
 __all__ = ["RedisConcurrencyLimiter", "poll_delay"]
 
+#: The accepted range of ``lease`` seconds.
+MIN_LEASE, MAX_LEASE = 0.1, 86_400.0
+
 #: Polling delays: first, ceiling (seconds). Jitter spreads processes polling the same ZSET.
 FIRST_POLL, MAX_POLL = 0.005, 0.1
 
@@ -69,7 +72,11 @@ class RedisConcurrencyLimiter:
     ) -> None:
         if not isinstance(backend, RedisBackend):
             raise TypeError(f"backend must be a RedisBackend, got {backend!r}")
-        number("lease", lease, unit=" of seconds")
+        # Renewed every third of a lease: below 0.1 s that is a busy loop of renewals; above a
+        # day a crashed worker's permits stay taken for ever in practice (and Redis expiry
+        # times overflow long before 1e300).
+        number("lease", lease, low=MIN_LEASE, low_open=False, high=MAX_LEASE, unit=" of seconds",
+               hint="; how long a crashed worker's permits stay taken, e.g. lease=10")
         number("max_wait", max_wait, optional=True, unit=" of seconds",
                hint="; pass None for no bound")
         text("name", name, hint=" (the shared limit's key)")
