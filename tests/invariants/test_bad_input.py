@@ -162,8 +162,6 @@ LIMIT_CASES = [
     case("Gradient-smoothing-above-one", ValueError, "smoothing", _lazy("Gradient"),
          smoothing=1.5),
     case("Gradient-backoff-zero", ValueError, "backoff", _lazy("Gradient"), backoff=0),
-    case("Gradient-probe_every-fraction", ValueError, "probe_every", _lazy("Gradient"),
-         probe_every=2.5),
 ]
 
 
