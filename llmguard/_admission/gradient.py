@@ -139,7 +139,6 @@ class Gradient(LimitAlgorithm):
                 self.base = rtt
                 return self._clamp(max(before, limit))
         base = self.base
-        at_floor = rtt <= base * (1 + (self.tolerance - 1) / 4) + margin
         if rtt < base - margin:  # significantly faster: the provider sped up
             self.base = rtt
         elif rtt < base:  # the floor, as a moving average from below: it never rises here
@@ -148,7 +147,9 @@ class Gradient(LimitAlgorithm):
             return limit
         self._relearn(rtt, inflight)
         base = self.base
-        at_floor = rtt <= base * (1 + (self.tolerance - 1) / 4) + margin
+        # At the floor: within a quarter of the tolerance, give or take three standard errors
+        # (with two, one noisy window in twenty ended slow start on a provider under no load).
+        at_floor = rtt <= base * (1 + (self.tolerance - 1) / 4) + 1.5 * margin
         if not at_floor:
             self._streak = 0
         elif not self._streak:
@@ -156,6 +157,7 @@ class Gradient(LimitAlgorithm):
         else:  # in a row at the floor, with growth x more in flight than the first: capacity rose
             self._streak += 1
             self._fast = self._fast or (self._streak >= 3 and inflight >= self._base_in * self.growth)
+        ended = self._fast and not at_floor
         self._fast = self._fast and at_floor
         # The sample measured the calls in flight when it started (admitted under an earlier
         # limit, up to a round trip ago), not the current limit: unless they filled the limit's
@@ -165,7 +167,11 @@ class Gradient(LimitAlgorithm):
             self._verify = None
             return self._clamp(max(load * self.growth, limit + 1))
         ceiling = base * self.tolerance + margin
-        target = load * max(0.25, min(2.0, ceiling / rtt))
+        target = load * max(0.5, min(2.0, ceiling / rtt))
+        if ended and target < limit:
+            # Slow start ends: the limit grew once more since the calls this window measured
+            # were admitted; back to what they showed, before that growth queues a round trip.
+            return self._clamp(target)
         if rtt > ceiling:  # significantly queued: shrink at once, then check it was the load
             if target < limit:
                 # Shrinks in a row since the last growth: once they add up to far fewer
