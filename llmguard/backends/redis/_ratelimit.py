@@ -109,7 +109,7 @@ class RedisBackend:
         else:
             name = f"r:{type(key).__name__}={key!r}"
         tag = f"{self.connection.prefix}:rl:{{{name}}}"
-        return [f"{tag}:log", f"{tag}:state"]
+        return [f"{tag}:log", f"{tag}:state", f"{tag}:fence"]
 
     def _quota_args(self, quotas: tuple[Quota, ...]) -> list[Any]:
         args = self._args.get(quotas)
@@ -124,12 +124,16 @@ class RedisBackend:
 
     async def _reserve_buckets(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int,
                                args: list[Any]) -> tuple[float, Any]:
+        names = self._key(key)
+        marks = self.connection.marks
         result = await self.connection.call(
-            _bucket_scripts.RESERVE, self._key(key)[1:], [tokens, *args[1:]],
+            _bucket_scripts.RESERVE, names[1:],
+            [tokens, args[1], args[0], marks.known(names[2]), marks.proposed(), *args[2:]],
             "reserving rate-limit room",
         )
         if result is None:  # on_error="local": this process's own limits for now
             return await self._local.reserve(key, quotas, tokens)
+        marks.saw(names[2], result[7])
         admitted, wait, requests, free_tokens, paused, capped = result[:6]
         self._remember(key, quotas, int(float(requests)), int(float(free_tokens)),
                        float(paused), float(capped))
@@ -156,13 +160,17 @@ class RedisBackend:
             return await self._reserve_buckets(key, quotas, tokens, args)
         self._seq += 1
         member = f"{connection.id}.{self._seq}"
+        names = self._key(key)
+        marks = connection.marks
         result = await connection.call(
-            _scripts.RESERVE, self._key(key), [member, tokens, *args],
+            _scripts.RESERVE, names,
+            [member, tokens, args[0], args[1], marks.known(names[2]), marks.proposed(), *args[2:]],
             "reserving rate-limit room",
         )
         if result is None:  # on_error="local": this process's own limits for now
             return await self._local.reserve(key, quotas, tokens)
-        admitted, wait, requests, free_tokens, paused, capped = result
+        marks.saw(names[2], result[6])
+        admitted, wait, requests, free_tokens, paused, capped = result[:6]
         self._remember(key, quotas, int(float(requests)), int(float(free_tokens)),
                        float(paused), float(capped))
         if admitted == 1:
