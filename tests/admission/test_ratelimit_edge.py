@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
-from llmguard._admission.backend import MemoryBackend
-from llmguard._admission.window import Quota, Window
+from llmguard._admission.ratelimit.backend import MemoryBackend
+from llmguard._admission.ratelimit.window import Quota, Window
 
 #: Loop times (microsecond ticks, as looptime's clock and any float clock give them) at which
 #: ``t + 60 - (t + 60 s)`` rounds to 0.0 while the entry at ``t`` is still inside the window.
