@@ -23,6 +23,7 @@ from .limiter import ConcurrencyLimiter
 from .._core.errors import AdmissionError
 from .._core.stream import Stream
 from .._core.tokens import extract_usage
+from .cap import Cap
 from .algorithms import AIMD, Gradient, Gradient2, LimitAlgorithm, Vegas
 from .samples import TokenModel, Window
 from .._core.public import public
@@ -34,12 +35,6 @@ log = logging.getLogger("llmguard.adaptive")
 #: Failures that mean "too much concurrency": the provider pushed back or could not keep up.
 DROP_KINDS = frozenset({FailureKind.RATE_LIMITED, FailureKind.OVERLOADED, FailureKind.TIMEOUT})
 
-
-#: Round trips held at a cap learned from drops before probing one permit past it; doubled
-#: after each probe that finds the cap again, up to MAX_PROBE_EVERY.
-FIRST_PROBE_EVERY, MAX_PROBE_EVERY = 4, 256
-
-UNSEEN = 1 << 62
 
 
 ALGORITHMS: dict[str, type[LimitAlgorithm]] = {
@@ -82,8 +77,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     """
 
     __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens", "_backoff_at",
-                 "_round_trip", "_ok", "_ok_before", "_ceiling", "_probe_every", "_probe_step",
-                 "_held", "_edge_calls", "_edge_drops", "_edge_low", "_probing")
+                 "_round_trip", "_cap")
     _wait_label = "adaptive_concurrency"
 
     def __init__(
@@ -123,39 +117,23 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self._tokens = TokenModel()
         self._backoff_at = -math.inf  # loop time of the last backoff on drops
         self._round_trip = 0.0  # the last window's rtt
-        self._ok = self._ok_before = 0  # most in flight at a success, this window and the last
-        self._ceiling: int | None = None  # the provider's cap, learned from drops beyond it
-        self._probe_every = FIRST_PROBE_EVERY  # round trips at the cap between probes past it
-        self._probe_step = 1
-        self._held = 0  # round trips held at the cap since the last probe
-        self._edge_calls = self._edge_drops = 0  # started, refused at the edge this window
-        self._edge_low = UNSEEN  # the lowest in-flight count refused at the edge
-        self._probing = 0  # round trips left in a probe one step past the cap
+        self._cap = Cap()  # the provider's concurrency cap, if refusals show one
 
     def _sample(self, now: float, rtt: float, inflight: int, dropped: bool,
                 overload: bool = False) -> None:
         self._samples += 1
         self._drops += dropped
+        cap = self._cap
         if not dropped:
-            self._ok = max(self._ok, inflight)
-        elif now - self._backoff_at < self._round_trip and self._ceiling is not None:
+            cap.succeeded(inflight)
+        elif now - self._backoff_at < self._round_trip and cap.ceiling is not None:
             return  # refused within a round trip of finding the cap: started before that
-        elif 2 * max(self._ok, self._ok_before) < self.limiter.limit:
-            pass  # hardly any success lately: a storm of 429s, not a cap on concurrency
-        elif self._probing:  # a probe past the cap was refused: the cap holds
-            self._at_cap(now, min(inflight, self.limiter.limit))
-            return
-        elif inflight > max(self._ok, self._ok_before):
-            # Refused at an in-flight count no success reached lately (the edge). When most
-            # calls started at the edge are refused, the provider has a cap just below it (an
-            # instant 429 or 503 beyond a fixed concurrency; latency says nothing there): act
-            # at once, for each instant 429 frees its permit for the next waiter, and waiting
-            # for a window of them made 47% of calls 429s. Two such drops, not one: a steady
-            # trickle of 429s from a shared quota also hits the edge now and then.
-            self._edge_drops += 1
-            self._edge_low = min(self._edge_low, inflight)
-            if self._edge_drops >= 2 and 2 * self._edge_drops >= self._edge_calls:
-                self._at_cap(now, self._edge_low)
+        else:
+            # An instant 429 beyond a fixed cap frees its permit for the next waiter at once:
+            # act on the evidence now, not after a window of them (``cap.py``).
+            below = cap.refused(inflight, self.limiter.limit)
+            if below is not None:
+                self._at_cap(now, below)
                 return
         window = self._window
         window.add(rtt, inflight, dropped, overload)
@@ -164,13 +142,8 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         if window.count < self.limiter.limit:
             return
         share = window.drops / window.count
-        if self._probing:  # round trips past the cap without a drop: the probe passed
-            self._probing -= 1
         rtt, inflight, dropped, throttled, error = window.flush()
-        if self._ok > self._ok_before:  # the edge moved up: count afresh above it
-            self._edge_calls = self._edge_drops = 0
-            self._edge_low = UNSEEN
-        self._ok_before, self._ok = self._ok, 0
+        cap.round_trip()
         if rtt > 0:
             self._round_trip = rtt
         # 429s back the limit off at most once per round trip (TCP's fast recovery): a 429
@@ -183,49 +156,26 @@ class AdaptiveConcurrency(ConcurrencyLimit):
             return
         if dropped and throttled:
             self._backoff_at = now
-        if (share >= 0.25 and self._ceiling is not None and self.limiter.limit >= self._ceiling
-                and 2 * self._ok_before >= self.limiter.limit):
-            # Drops at the cap: it sits lower than the first drop showed (the count in flight
-            # when a call starts includes calls the provider has just finished).
-            self._ceiling = max(self._ceiling - 1, 1)
-            self._probe_every = min(4 * self._probe_every, MAX_PROBE_EVERY)
+        cap.crowded(share, self.limiter.limit)
         self._resize(self.algorithm.on_window(rtt, inflight, dropped, error), rtt, inflight,
                      dropped)
 
     def _at_cap(self, now: float, inflight: int) -> None:
-        """A drop beyond the in-flight counts that succeeded: remember the cap below it, back
-        off (not below the cap: it was just shown to work), and probe past it again only
-        rarely (every ``_probe_every`` round trips at the cap, twice as rarely after each probe
-        that found it unchanged)."""
+        """A refusal showed the provider's cap: back off, not below the cap (it was just shown
+        to work), and forget the window (its calls started under the old limit)."""
         self._backoff_at = now
-        self._edge_calls = self._edge_drops = 0
-        self._edge_low = UNSEEN
-        self._window = Window()  # its calls started before: no evidence about the new limit
-        if self._probing:  # the probe found the cap where it was: probe less often
-            self._probe_every = min(4 * self._probe_every, MAX_PROBE_EVERY)
-            self._probing = 0
-        # Below the refused call, and at most the most calls lately seen succeeding together
-        # (calls granted at once all see the same count, so the refused one's is an upper
-        # bound only).
-        self._ceiling = cap = max(min(inflight - 1, max(self._ok, self._ok_before)), 1)
-        self._probe_step, self._held = 1, 0
+        self._window = Window()
+        ceiling = self._cap.found(inflight)
         algorithm = self.algorithm
         algorithm.on_window(0.0, inflight, True, 0.0)
-        algorithm.limit = min(max(algorithm.limit, cap), algorithm.max_limit)
+        algorithm.limit = min(max(algorithm.limit, ceiling), algorithm.max_limit)
         self._resize(algorithm.limit, 0.0, inflight, True)
 
     def _resize(self, new: float, rtt: float, inflight: int, dropped: bool) -> None:
-        ceiling = self._ceiling
-        if ceiling is not None and new > ceiling:
-            self._held += 1  # the algorithm wants more than the cap: probe past it now and then
-            if self._held >= self._probe_every:
-                self._held = 0
-                self._ceiling = ceiling = ceiling + self._probe_step
-                self._probe_step *= 2  # each probe that passes probes further
-                self._probing = 2  # round trips (the next may end before the probe's calls)
-            new = min(new, ceiling)
-            self.algorithm.limit = min(self.algorithm.limit, ceiling)  # no wind-up above it
-        new = max(math.floor(new), 1)
+        held = self._cap.clamp(new)
+        if held < new:
+            self.algorithm.limit = min(self.algorithm.limit, held)  # no wind-up above the cap
+        new = max(math.floor(held), 1)
         limiter = self.limiter
         if new != limiter.limit:
             if log.isEnabledFor(logging.DEBUG):
@@ -237,8 +187,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         limiter = self.limiter
         await self._acquire(call)
         inflight = limiter.in_flight
-        if inflight > self._ok and inflight > self._ok_before:
-            self._edge_calls += 1  # started at an in-flight count no success reached lately
+        self._cap.started(inflight)
         loop_time = asyncio.get_running_loop().time
         start = loop_time()
         try:
