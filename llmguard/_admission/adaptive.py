@@ -70,7 +70,9 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     cancelled call or one refused by an inner admission layer is no sample at all. The algorithm
     sees one sample per round trip (``limit`` calls): their latency (mean of the fastest 90%),
     in-flight count (median), and "dropped" when more than 10% of them were drops; it backs off
-    on 429s at most once per rtt. When results report output tokens, latency is normalised for
+    on 429s at most once per rtt. Refusals beyond the most calls that lately succeeded together
+    teach the provider's cap (``cap.py``): the limit then holds just below it and probes past it
+    ever more rarely. When results report output tokens, latency is normalised for
     answer length (a running fit of latency on tokens), so long answers do not look like
     congestion. Place it innermost so it measures the provider, not local queueing.
     ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
