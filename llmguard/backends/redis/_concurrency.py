@@ -10,10 +10,11 @@ latency of a release in another process; polling was kept because it needs no ex
 per limiter and survives a Redis restart without resubscribing.
 
 A Redis restart (or failover) loses the leases of calls still running. The scripts fence it:
-a server up for less than a lease, or another instance than the one that wrote the leases,
-grants nothing new until a lease has passed, and meanwhile the holders' renewals put their
-leases back (see ``_scripts._FENCE`` and ``_leases``). So the limit holds across a restart;
-only ``on_error="local"`` trades it for availability while Redis cannot be reached.
+when the restart marker a process remembers is gone, or another server instance wrote it, no
+new lease is granted until a lease has passed, and meanwhile the holders' renewals put their
+leases back (``_fence`` and ``_leases``); a fresh deployment, which nobody remembers, is granted
+at once. So the limit holds across a restart; only ``on_error="local"`` trades it for
+availability while Redis cannot be reached.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ class RedisConcurrencyLimiter:
     ``max_wait`` bound the local wait (QueueFull, AdmissionTimeout) like the local limiter.
     With ``on_error="local"`` a Redis outage leaves the local limiter alone in charge (``limit``
     per process; those permits are registered in Redis once it answers); with ``"fail"``
-    acquire raises :class:`llmguard.BackendUnavailable`. For ``lease`` seconds after Redis
-    starts (or fails over) no permit is granted, so the calls still running re-register first.
+    acquire raises :class:`llmguard.BackendUnavailable`. For ``lease`` seconds after a process
+    sees that Redis lost the leases (a restart, a failover) no permit is granted, so the calls
+    still running re-register first; a fresh deployment is granted at once.
     """
 
     __slots__ = ("backend", "name", "lease", "max_wait", "_local", "_leases")
