@@ -46,7 +46,7 @@ async def test_a_call_at_the_window_edge_is_admitted_without_spinning() -> None:
     """rpm=1: a call arriving exactly one window after the admission it waits for (an instant
     where the rounding says 0.0) is admitted within a millisecond, after a handful of checks."""
     backend = CountingBackend()
-    limit = lg.RateLimit(rpm=1, backend=backend)
+    limit = lg.RateLimit(rpm=1, backend=backend, refill="window", margin=0)
     sent: list[float] = []
 
     async def send() -> None:

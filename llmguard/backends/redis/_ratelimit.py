@@ -123,25 +123,6 @@ class RedisBackend:
             self._args[quotas] = args
         return args
 
-    async def _reserve_buckets(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int,
-                               args: list[Any]) -> tuple[float, Any]:
-        names = self._key(key)
-        marks = self.connection.marks
-        result = await self.connection.call(
-            _bucket_scripts.RESERVE, names[1:],
-            [tokens, args[1], args[0], marks.known(names[2]), marks.proposed(), *args[2:]],
-            "reserving rate-limit room",
-        )
-        if result is None:  # on_error="local": this process's own limits for now
-            return await self._local.reserve(key, quotas, tokens)
-        marks.saw(names[2], result[7])
-        admitted, wait, requests, free_tokens, paused, capped = result[:6]
-        self._remember(key, quotas, int(float(requests)), int(float(free_tokens)),
-                       float(paused), float(capped))
-        if admitted == 1:
-            return 0.0, _BucketTicket(quotas, result[6], tokens)
-        return float(wait), None
-
     def _settle(self, key: Hashable, ticket: _BucketTicket, used: Any, what: str) -> None:
         if ticket.made is None:  # settled already
             return
@@ -156,27 +137,30 @@ class RedisBackend:
         connection = self.connection
         if connection.on_error == "local" and connection.down():
             return await self._local.reserve(key, quotas, tokens)
-        args = self._quota_args(quotas)
+        horizon, slack, *triples = self._quota_args(quotas)
+        names, marks = self._key(key), connection.marks
+        fence = [marks.known(names[2]), marks.proposed()]  # the restart marker (``_fence``)
         if quotas[0].continuous:
-            return await self._reserve_buckets(key, quotas, tokens, args)
-        self._seq += 1
-        member = f"{connection.id}.{self._seq}"
-        names = self._key(key)
-        marks = connection.marks
-        result = await connection.call(
-            _scripts.RESERVE, names,
-            [member, tokens, args[0], args[1], marks.known(names[2]), marks.proposed(), *args[2:]],
-            "reserving rate-limit room",
-        )
+            result = await connection.call(
+                _bucket_scripts.RESERVE, names[1:], [tokens, slack, horizon, *fence, *triples],
+                "reserving rate-limit room")
+        else:
+            self._seq += 1
+            member = f"{connection.id}.{self._seq}"
+            result = await connection.call(
+                _scripts.RESERVE, names, [member, tokens, horizon, slack, *fence, *triples],
+                "reserving rate-limit room")
         if result is None:  # on_error="local": this process's own limits for now
             return await self._local.reserve(key, quotas, tokens)
-        marks.saw(names[2], result[6])
+        marks.saw(names[2], result[-1])
         admitted, wait, requests, free_tokens, paused, capped = result[:6]
         self._remember(key, quotas, int(float(requests)), int(float(free_tokens)),
                        float(paused), float(capped))
-        if admitted == 1:
-            return 0.0, f"{member}:{tokens}"
-        return float(wait), None
+        if admitted != 1:
+            return float(wait), None
+        if quotas[0].continuous:
+            return 0.0, _BucketTicket(quotas, result[6], tokens)
+        return 0.0, f"{member}:{tokens}"
 
     def _remember(self, key: Hashable, quotas: tuple[Quota, ...], requests: int, tokens: int,
                   paused: float, capped: float) -> None:
