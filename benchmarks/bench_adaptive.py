@@ -134,26 +134,51 @@ def contenders(capacity: int) -> dict[str, object]:
     return out
 
 
+class NoisyProvider(SimulatedProvider):
+    """A SimulatedProvider whose unloaded latency is drawn per call from ``draw(rng)`` (seeded):
+    latency that varies without any load behind it."""
+
+    def __init__(self, draw, **options) -> None:
+        super().__init__(**options)
+        self.draw = draw
+        self._noise = random.Random(7)
+
+    async def _serve(self, input_tokens: int, output: int, charged: int) -> None:
+        self.latency = self.draw(self._noise)  # read synchronously by the service time below
+        await super()._serve(input_tokens, output, charged)
+
+
 def simulate(capacity: int, make_layer, change: bool = False, variable_tokens: bool = False, *,
              clients: int = CLIENTS, duration: float = DURATION,
-             throttle_at: int | None = None) -> Run:
-    provider = SimulatedProvider(
-        capacity=capacity,
-        latency=0.5 if variable_tokens else LATENCY,
-        seconds_per_output_token=0.0025 if variable_tokens else 0.0,
-        output_tokens=output_tokens if variable_tokens else 64,
-        overload_at=throttle_at,
-    )
+             throttle_at: int | None = None, provider: SimulatedProvider | None = None,
+             step: float | None = None) -> Run:
+    """One closed-loop run. ``provider`` replaces the default one; ``step`` multiplies its
+    latency by that factor at a third of the run (same capacity: a slower provider, not a
+    busier one)."""
+    if provider is None:
+        provider = SimulatedProvider(
+            capacity=capacity,
+            latency=0.5 if variable_tokens else LATENCY,
+            seconds_per_output_token=0.0025 if variable_tokens else 0.0,
+            output_tokens=output_tokens if variable_tokens else 64,
+            overload_at=throttle_at,
+        )
     run = Run(provider)
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         if change:
             async def shift() -> None:
                 await asyncio.sleep(duration / 3)
                 provider.capacity = capacity // 4
                 await asyncio.sleep(duration / 3)
                 provider.capacity = capacity
-            asyncio.get_running_loop().create_task(shift())
+            loop.create_task(shift())
+        if step is not None:
+            async def slower() -> None:
+                await asyncio.sleep(duration / 3)
+                provider.latency *= step
+            loop.create_task(slower())
         send = timed(provider, throttle_at)
         if make_layer is None:
             await seed_batches(run, send, duration)
@@ -168,6 +193,31 @@ def simulate(capacity: int, make_layer, change: bool = False, variable_tokens: b
     return run
 
 
+#: The provider shapes of the target table (issue #21 item 15, issue #35 item 1), each at
+#: capacity C: ``name -> (description, make(C) -> simulate() keyword arguments)``.
+SHAPES = {
+    "queueing": (
+        "4C clients; C calls at full speed (1 s), latency x in_flight/C beyond; 429 past 3C",
+        lambda c: {"clients": 4 * c, "throttle_at": 3 * c}),
+    "noise": (
+        "C clients, no load: room for 4C, latency uniform 0.75-1.25 s per call",
+        lambda c: {"clients": c, "provider": NoisyProvider(
+            lambda rng: rng.uniform(0.75, 1.25), capacity=4 * c, overload_at=12 * c)}),
+    "noise 1-3 s": (
+        "C clients, no load: room for 4C, latency uniform 1-3 s per call",
+        lambda c: {"clients": c, "provider": NoisyProvider(
+            lambda rng: rng.uniform(1.0, 3.0), capacity=4 * c, overload_at=12 * c)}),
+    "step x3": (
+        "as queueing, but at 1/3 of the run the latency triples (1 s -> 3 s), same capacity",
+        lambda c: {"clients": 4 * c, "throttle_at": 3 * c, "step": 3.0}),
+    "429 past C": (
+        "4C clients; latency 0.95-1.05 s whatever the load up to C in flight, an instant 429 "
+        "beyond (no latency signal)",
+        lambda c: {"clients": 4 * c, "throttle_at": c, "provider": NoisyProvider(
+            lambda rng: rng.uniform(0.95, 1.05), capacity=c, overload_at=c)}),
+}
+
+
 def recovery(run: Run, at: float, optimum: float, window: float = 5.0) -> float:
     """Seconds after ``at`` until a ``window``-long throughput is within 10% of ``optimum``."""
     times = sorted(t for t in run.done_at if t >= at)
@@ -180,30 +230,39 @@ def recovery(run: Run, at: float, optimum: float, window: float = 5.0) -> float:
     return float("inf")
 
 
-def target_table(capacities: list[int], duration: float) -> bool:
-    """Issue #21 item 15: the default adaptive layer against the best static limit."""
-    print(f"\nTarget of #21 item 15: 4C clients, 429 past 3C in flight, {duration:g} simulated s; "
-          "adaptive = AdaptiveConcurrency(max=1024), starting at 4")
-    print("| capacity | best static limit | static ok/s | static p99 s | adaptive ok/s "
+def target_table(capacities: list[int], duration: float,
+                 shapes: list[str] | None = None) -> bool:
+    """Issue #21 item 15 and issue #35 item 1: the default adaptive layer against the best
+    static limit, per provider shape and capacity."""
+    shapes = list(SHAPES) if shapes is None else shapes
+    print(f"\nTarget of #21 item 15 and #35 item 1: {duration:g} simulated s per run; adaptive = "
+          "AdaptiveConcurrency(max=1024), starting at 4; best static of "
+          + ", ".join(f"{f:g}C" for f in SWEEP))
+    for name in shapes:
+        print(f"- {name}: {SHAPES[name][0]}")
+    print("| shape | capacity | best static limit | static ok/s | static p99 s | adaptive ok/s "
           "| adaptive % of static | p99 ratio | adaptive errors % | verdict |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     met = True
-    for capacity in capacities:
-        shape = {"clients": 4 * capacity, "duration": duration, "throttle_at": 3 * capacity}
-        statics = []
-        for factor in SWEEP:
-            limit = max(1, round(capacity * factor))
-            run = simulate(capacity, lambda limit=limit: lg.ConcurrencyLimit(limit), **shape)
-            statics.append((-round(run.goodput(duration), 1), run.p(99), limit, run))
-        _, _, best_limit, best = min(statics, key=lambda s: s[:3])
-        run = simulate(capacity, lambda: lg.AdaptiveConcurrency(max=1024), **shape)
-        share = 100 * run.goodput(duration) / best.goodput(duration)
-        ratio = run.p(99) / best.p(99)
-        ok = share >= 95 and ratio <= 1.3 and run.error_share() < 1
-        met = met and ok
-        print(f"| {capacity} | {best_limit} | {best.goodput(duration):.1f} | {best.p(99):.2f} "
-              f"| {run.goodput(duration):.1f} | {share:.1f} | {ratio:.2f} "
-              f"| {run.error_share():.2f} | {'pass' if ok else 'MISS'} |")
+    for name in shapes:
+        for capacity in capacities:
+            options = SHAPES[name][1]
+            statics = []
+            for factor in SWEEP:
+                limit = max(1, round(capacity * factor))
+                run = simulate(capacity, lambda limit=limit: lg.ConcurrencyLimit(limit),
+                               duration=duration, **options(capacity))
+                statics.append((-round(run.goodput(duration), 1), run.p(99), limit, run))
+            _, _, best_limit, best = min(statics, key=lambda s: s[:3])
+            run = simulate(capacity, lambda: lg.AdaptiveConcurrency(max=1024),
+                           duration=duration, **options(capacity))
+            share = 100 * run.goodput(duration) / best.goodput(duration)
+            ratio = run.p(99) / best.p(99)
+            ok = share >= 95 and ratio <= 1.3 and run.error_share() < 1
+            met = met and ok
+            print(f"| {name} | {capacity} | {best_limit} | {best.goodput(duration):.1f} "
+                  f"| {best.p(99):.2f} | {run.goodput(duration):.1f} | {share:.1f} | {ratio:.2f} "
+                  f"| {run.error_share():.2f} | {'pass' if ok else 'MISS'} |")
     return met
 
 
@@ -230,11 +289,13 @@ def main() -> None:
     parser.add_argument("--capacities", default="4,16,64,256",
                         help="comma-separated capacities for the target table")
     parser.add_argument("--duration", type=float, default=DURATION, help="simulated seconds")
+    parser.add_argument("--shapes", default=",".join(SHAPES),
+                        help="comma-separated provider shapes for the target table")
     parser.add_argument("--quick", action="store_true",
                         help="only the target table (skip the per-algorithm scenarios)")
     args = parser.parse_args()
     capacities = [int(c) for c in args.capacities.split(",")]
-    target_table(capacities, args.duration)
+    target_table(capacities, args.duration, args.shapes.split(","))
     if args.quick:
         return
     for capacity in [c for c in capacities if c <= 64]:

@@ -23,6 +23,7 @@ from .limiter import ConcurrencyLimiter
 from .._core.errors import AdmissionError
 from .._core.stream import Stream
 from .._core.tokens import extract_usage
+from .cap import Cap
 from .algorithms import AIMD, Gradient, Gradient2, LimitAlgorithm, Vegas
 from .samples import TokenModel, Window
 from .._core.public import public
@@ -33,6 +34,7 @@ log = logging.getLogger("llmguard.adaptive")
 
 #: Failures that mean "too much concurrency": the provider pushed back or could not keep up.
 DROP_KINDS = frozenset({FailureKind.RATE_LIMITED, FailureKind.OVERLOADED, FailureKind.TIMEOUT})
+
 
 
 ALGORITHMS: dict[str, type[LimitAlgorithm]] = {
@@ -68,14 +70,16 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     cancelled call or one refused by an inner admission layer is no sample at all. The algorithm
     sees one sample per round trip (``limit`` calls): their latency (mean of the fastest 90%),
     in-flight count (median), and "dropped" when more than 10% of them were drops; it backs off
-    on 429s at most once per rtt. When results report output tokens, latency is normalised for
+    on 429s at most once per rtt. Refusals beyond the most calls that lately succeeded together
+    teach the provider's cap (``cap.py``): the limit then holds just below it and probes past it
+    ever more rarely. When results report output tokens, latency is normalised for
     answer length (a running fit of latency on tokens), so long answers do not look like
     congestion. Place it innermost so it measures the provider, not local queueing.
     ``priority``, ``key``, ``max_queue`` and ``max_wait`` work as in :class:`ConcurrencyLimit`.
     """
 
     __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens", "_backoff_at",
-                 "_round_trip")
+                 "_round_trip", "_cap")
     _wait_label = "adaptive_concurrency"
 
     def __init__(
@@ -115,18 +119,33 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self._tokens = TokenModel()
         self._backoff_at = -math.inf  # loop time of the last backoff on drops
         self._round_trip = 0.0  # the last window's rtt
+        self._cap = Cap()  # the provider's concurrency cap, if refusals show one
 
     def _sample(self, now: float, rtt: float, inflight: int, dropped: bool,
                 overload: bool = False) -> None:
         self._samples += 1
         self._drops += dropped
+        cap = self._cap
+        if not dropped:
+            cap.succeeded(inflight)
+        elif now - self._backoff_at < self._round_trip and cap.ceiling is not None:
+            return  # refused within a round trip of finding the cap: started before that
+        else:
+            # An instant 429 beyond a fixed cap frees its permit for the next waiter at once:
+            # act on the evidence now, not after a window of them (``cap.py``).
+            below = cap.refused(inflight, self.limiter.limit)
+            if below is not None:
+                self._at_cap(now, below)
+                return
         window = self._window
         window.add(rtt, inflight, dropped, overload)
         # One update per round trip (Netflix's WindowedLimit): per-call updates react to their
         # own effect before it could be measured (feedback lags one RTT) and oscillate.
         if window.count < self.limiter.limit:
             return
-        rtt, inflight, dropped, throttled = window.flush()
+        share = window.drops / window.count
+        rtt, inflight, dropped, throttled, error = window.flush()
+        cap.round_trip()
         if rtt > 0:
             self._round_trip = rtt
         # 429s back the limit off at most once per round trip (TCP's fast recovery): a 429
@@ -139,7 +158,26 @@ class AdaptiveConcurrency(ConcurrencyLimit):
             return
         if dropped and throttled:
             self._backoff_at = now
-        new = math.floor(self.algorithm.on_sample(rtt, inflight, dropped))
+        cap.crowded(share, self.limiter.limit)
+        self._resize(self.algorithm.on_window(rtt, inflight, dropped, error), rtt, inflight,
+                     dropped)
+
+    def _at_cap(self, now: float, inflight: int) -> None:
+        """A refusal showed the provider's cap: back off, not below the cap (it was just shown
+        to work), and forget the window (its calls started under the old limit)."""
+        self._backoff_at = now
+        self._window = Window()
+        ceiling = self._cap.found(inflight)
+        algorithm = self.algorithm
+        algorithm.on_window(0.0, inflight, True, 0.0)
+        algorithm.limit = min(max(algorithm.limit, ceiling), algorithm.max_limit)
+        self._resize(algorithm.limit, 0.0, inflight, True)
+
+    def _resize(self, new: float, rtt: float, inflight: int, dropped: bool) -> None:
+        held = self._cap.clamp(new)
+        if held < new:
+            self.algorithm.limit = min(self.algorithm.limit, held)  # no wind-up above the cap
+        new = max(math.floor(held), 1)
         limiter = self.limiter
         if new != limiter.limit:
             if log.isEnabledFor(logging.DEBUG):
@@ -151,6 +189,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         limiter = self.limiter
         await self._acquire(call)
         inflight = limiter.in_flight
+        self._cap.started(inflight)
         loop_time = asyncio.get_running_loop().time
         start = loop_time()
         try:

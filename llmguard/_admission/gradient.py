@@ -1,8 +1,10 @@
-"""The default limit algorithm: latency against the provider's unloaded latency (Envoy)."""
+"""The default limit algorithm: latency against the provider's unloaded latency, with load evidence."""
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 
 from .._core.check import number
 from .._core.public import public
@@ -10,35 +12,51 @@ from .limit_base import LimitAlgorithm, check_fraction, check_tolerance
 
 __all__ = ["Gradient"]
 
+#: A shrink for latency is confirmed when latency fell at least this elastically with the
+#: permits (``log(rtt before / after) >= ELASTIC * log(permits before / after)``).
+ELASTIC = 0.25
+
+#: Windows over which latency is regressed on load (``Gradient._relearn``).
+RECENT = 8
+
 
 @public
 class Gradient(LimitAlgorithm):
-    """Envoy's adaptive concurrency gradient: latency against the provider's unloaded latency.
+    """Envoy's adaptive concurrency gradient, made robust to latency that varies without load.
 
-    ``gradient = clamp(tolerance * rtt_min / rtt, 0.25, 2)``. A sample measures the calls that
-    were in flight when they started (``inflight``, admitted up to a round trip ago), so unless
-    they filled the limit's permits exactly, ``inflight * gradient`` (else ``limit * gradient``)
-    estimates ``tolerance`` x the provider's capacity whatever the lag: a limit above it goes
-    there at once, one below moves there smoothed. A drop shrinks the limit by ``backoff``.
-    Unlike Gradient2's moving baseline, ``rtt_min`` does not drift up with a standing queue, so
-    the limit settles at ``tolerance`` times the capacity, latency within ``tolerance`` of
-    unloaded.
+    ``gradient = (tolerance * base + margin) / rtt``, where ``base`` is the provider's unloaded
+    latency and ``margin`` twice the standard error of the window's latency (its noise: see
+    :meth:`on_window`). A sample measures the calls that were in flight when they started
+    (``inflight``), so unless they filled the limit exactly, ``inflight * gradient`` (else
+    ``limit * gradient``) estimates ``tolerance`` x the provider's capacity: a limit above it
+    goes there at once, one below moves there smoothed. A drop shrinks the limit by ``backoff``.
 
-    While latency stays at its floor (within a quarter of the tolerance) the limit grows by
-    ``growth`` per sample (TCP's slow start: the capacity may be 4 or 400, and ``sqrt(limit)``
-    per round trip took 40 s to find 256); the first sample above the floor ends that, and it
-    starts again when three samples in a row stay at the floor while ``growth`` x more calls
-    are in flight (the capacity rose). Otherwise, at the floor, it adds ``min(sqrt(limit),
-    limit / 4)`` smoothed. Every ``probe_every`` samples (and 5 samples after slow start first
-    ends, whose small windows are noisy) it re-measures ``rtt_min`` as Envoy does, so a provider
-    that became slower is not mistaken for congestion forever: it halves the limit, skips
-    samples whose calls started under the old load (``inflight`` above the halved limit), takes
-    the lower of the next two, restores the limit and skips the samples admitted meanwhile.
+    **The baseline is robust, and a shrink needs load evidence.** Envoy's ``rtt_min`` (the
+    lowest latency seen) collapsed the limit to 1 on a provider whose latency merely varies: the
+    minimum of noisy windows sits in their low tail, so every later window looked queued, each
+    shrink made the windows smaller and noisier, and the limit went 64 -> 1 with no load at all.
+    Here ``base`` follows the windows at the floor (not significantly above it) as a moving
+    average, drops at once to a window significantly below it (a faster provider), and never
+    rises from a window above the tolerance (a standing queue must not become the new normal,
+    Gradient2's drift). A window counts as queued only when its latency is significantly above
+    ``tolerance * base`` (beyond the margin). Each shrink for latency is then checked: if the
+    first window of calls admitted under the smaller limit is not faster by at least half of
+    what queueing would explain, the latency was not load (the provider became slower: a step
+    from 1 s to 3 s took the limit 70 -> 1) and the algorithm re-baselines there and restores
+    the limit.
+
+    While latency stays at its floor the limit grows by ``growth`` per sample (TCP's slow start:
+    the capacity may be 4 or 400); the first sample above the floor ends that, and it starts
+    again when three samples in a row stay at the floor while ``growth`` x more calls are in
+    flight (the capacity rose). Otherwise, at the floor, it adds ``min(sqrt(limit), limit / 4)``
+    smoothed.
     """
 
-    __slots__ = ("_after_probe", "_base", "_fast", "_measured", "_next_probe", "_probe", "_samples",
-                 "_saved", "_settled", "_skips", "_streak", "backoff", "growth", "probe_every",
-                 "rtt_min", "smoothing", "tolerance")
+    __slots__ = ("_base_in", "_fast", "_noise", "_recent", "_streak", "_verify", "backoff", "base", "growth",
+                 "smoothing", "tolerance")
+
+    #: Weight of a floor window in the baseline's moving average.
+    BASE_WEIGHT = 0.2
 
     def __init__(
         self,
@@ -48,7 +66,6 @@ class Gradient(LimitAlgorithm):
         smoothing: float = 0.5,
         backoff: float = 0.9,
         growth: float = 1.4,
-        probe_every: int = 100,
         **bounds: float,
     ) -> None:
         super().__init__(initial, **bounds)
@@ -57,90 +74,122 @@ class Gradient(LimitAlgorithm):
         self.backoff = check_fraction("backoff", backoff, high_open=True)
         self.growth = float(number("growth", growth, low=1, low_open=False,
                                    hint="; 1.4 grows the limit by 40% per round trip"))
-        self.probe_every = number("probe_every", probe_every, integer=True)
-        #: The provider's unloaded latency, as last measured.
-        self.rtt_min = math.inf
-        self._samples = 0
-        self._probe = 0  # samples the current probe may still skip, or 0
-        self._saved = self.limit
-        self._skips = 0  # samples after a probe that may still be skipped
-        self._next_probe = self.probe_every  # the sample count at which the next probe starts
-        self._settled = False  # slow start has ended once
-        self._measured: float | None = None  # the first rtt measured by the current probe
-        self._after_probe = 0.0  # the probe's limit until a sample admitted after it arrives
+        #: The provider's unloaded latency (seconds), as currently estimated (None: no sample).
+        self.base: float | None = None
+        self._verify: tuple[float, float, int, int, int] | None = None
         self._fast = True  # growing by ``growth`` per sample (slow start)
         self._streak = 0  # samples in a row in use at the latency floor
-        self._base = 0  # calls in flight at the first of them
+        self._base_in = 0  # calls in flight at the first of them
+        self._noise: float | None = None  # the windows' relative standard error, averaged
+        self._recent: deque[tuple[float, float]] = deque(maxlen=RECENT)  # log in flight, log rtt
+
+    def _relearn(self, rtt: float, inflight: int) -> None:
+        """Load evidence over the last windows: when they spread over a range of in-flight
+        counts and their latency did not grow with it (elasticity below ELASTIC: noise, or a
+        provider that became slower), latency is not queueing; the baseline is their median."""
+        recent = self._recent
+        recent.append((math.log(max(inflight, 1)), math.log(rtt)))
+        if len(recent) < recent.maxlen:  # type: ignore[operator]
+            return
+        loads = [x for x, _ in recent]
+        if max(loads) - min(loads) < math.log(1.25):  # too little spread to tell
+            return
+        mean_x = sum(loads) / len(loads)
+        mean_y = sum(y for _, y in recent) / len(recent)
+        var = sum((x - mean_x) ** 2 for x in loads)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in recent) / var
+        if slope < ELASTIC:
+            median = math.exp(statistics.median(y for _, y in recent))
+            if median > (self.base or 0.0):  # the floor was a low outlier: growth resumes
+                self.base, self._fast = median, True
+            recent.clear()
 
     def on_sample(self, rtt: float, inflight: int, dropped: bool) -> float:
+        return self.on_window(rtt, inflight, dropped, 0.0)
+
+    def on_window(self, rtt: float, inflight: int, dropped: bool, error: float) -> float:
+        """One round trip: its latency ``rtt``, in-flight count, dropped or not, and ``error``
+        (seconds), the standard error of ``rtt`` (the noise of the window's calls' latencies)."""
         limit = self.limit
         if dropped:
-            self._probe = self._streak = 0
-            self._measured = None
+            self._verify = None
+            self._streak = 0
             self._fast = False
             return self._clamp(limit * self.backoff)
         if rtt <= 0:
             return limit
-        self._samples += 1
-        if self._probe:
-            self._probe -= 1
-            if inflight > limit and self._probe > 1:  # admitted before the limit was halved
+        if self.base is None:
+            self.base = rtt
+        # Twice the window's standard error, but no more than the usual noise: a window that
+        # mixes calls admitted under two limits is spread by load, not by noise.
+        noise = error / rtt if self._noise is None else self._noise
+        self._noise = noise + (error / rtt - noise) * self.BASE_WEIGHT
+        margin = 2 * min(error, noise * rtt)
+        if self._verify is not None and self._verify[3]:
+            before, slow, busy, shrunk, wait = self._verify
+            if inflight > shrunk or wait:  # calls admitted before the shrink (the median
+                if inflight <= shrunk:  # call of a window, so one more): not the evidence yet
+                    self._verify = (before, slow, busy, shrunk, wait - 1)
                 return limit
-            if self._probe and self._measured is None:  # the first window under the probe
-                self._measured = rtt  # may still hold calls of the old load: measure one more
-                return limit
-            self._probe = self._streak = 0
-            self.rtt_min = rtt if self._measured is None else min(rtt, self._measured)
-            self._measured = None
-            if limit < self._saved:  # calls admitted under the halved limit show no load
-                self._after_probe, self._skips = limit, 2
-            return self._clamp(self._saved)
-        if self._skips and inflight <= self._after_probe:
-            self._skips -= 1
-            return limit
-        self._skips = 0
-        self.rtt_min = min(self.rtt_min, rtt)
-        if self._samples >= self._next_probe:
-            self._next_probe = self._samples + self.probe_every
-            # At a low limit the load is already light: measure as is (this also rescues a limit
-            # that collapsed because the provider itself became slower).
-            self._saved = limit
-            if limit > 2 * self.min_limit:
-                self._probe = 5
-                return self._clamp(limit / 2)
-            self._probe = 1
-            return limit
+            self._verify = None
+            # Elasticity of latency to load: about 1 while the calls queue at the provider
+            # (latency ~ in flight), about 0 when the provider itself became slower.
+            if math.log(slow / rtt) < ELASTIC * math.log(busy / shrunk):
+                # Not faster with far fewer calls in flight: re-baseline, restore the limit.
+                self.base = rtt
+                return self._clamp(max(before, limit))
+        base = self.base
+        if rtt < base - margin:  # significantly faster: the provider sped up
+            self.base = rtt
+        elif rtt < base:  # the floor, as a moving average from below: it never rises here
+            self.base = base + (rtt - base) * self.BASE_WEIGHT
         if inflight * 2 < limit:  # app-limited: no information about capacity
             return limit
-        gradient = max(0.25, min(2.0, self.tolerance * self.rtt_min / rtt))
-        at_floor = rtt <= self.rtt_min * (1 + (self.tolerance - 1) / 4)  # no queue to speak of
+        self._relearn(rtt, inflight)
+        base = self.base
+        # At the floor: within a quarter of the tolerance, give or take three standard errors
+        # (with two, one noisy window in twenty ended slow start on a provider under no load).
+        at_floor = rtt <= base * (1 + (self.tolerance - 1) / 4) + 1.5 * margin
         if not at_floor:
             self._streak = 0
         elif not self._streak:
-            self._streak, self._base = 1, inflight
+            self._streak, self._base_in = 1, inflight
         else:  # in a row at the floor, with growth x more in flight than the first: capacity rose
             self._streak += 1
-            self._fast = self._fast or (self._streak >= 3 and inflight >= self._base * self.growth)
-        if self._fast and not at_floor and not self._settled:
-            # The floor so far came from the small, noisy windows of slow start (one low outlier
-            # would make every later window look queued): re-measure it soon.
-            self._settled = True
-            self._next_probe = min(self._next_probe, self._samples + 5)
+            self._fast = self._fast or (self._streak >= 3 and inflight >= self._base_in * self.growth)
+        ended = self._fast and not at_floor
         self._fast = self._fast and at_floor
         # The sample measured the calls in flight when it started (admitted under an earlier
         # limit, up to a round trip ago), not the current limit: unless they filled the limit's
         # permits exactly, scale what was measured.
         load = limit if inflight == math.floor(limit) else inflight
         if self._fast:
+            self._verify = None
             return self._clamp(max(load * self.growth, limit + 1))
-        if not at_floor:
-            # ``load * gradient`` estimates tolerance x capacity whatever the lag, so a limit
-            # above it goes there at once (a queue is building); one below moves there smoothed.
-            target = load * gradient
+        ceiling = base * self.tolerance + margin
+        target = load * max(0.5, min(2.0, ceiling / rtt))
+        if ended and target < limit:
+            # Slow start ends: the limit grew once more since the calls this window measured
+            # were admitted; back to what they showed, before that growth queues a round trip.
+            return self._clamp(target)
+        if rtt > ceiling:  # significantly queued: shrink at once, then check it was the load
             if target < limit:
+                # Shrinks in a row since the last growth: once they add up to far fewer
+                # permits, check that latency followed the load down.
+                # (The load is the window's, not the limit: a window that closes just after
+                # the limit rose measured calls admitted under the old one.)
+                before, slow, busy = ((limit, rtt, max(inflight, 1)) if self._verify is None
+                                      else self._verify[:3])
+                shrunk = max(math.floor(target), 1)
+                armed = shrunk if shrunk <= 0.8 * busy else 0
+                self._verify = (before, slow, busy, armed, 1)
                 return self._clamp(target)
-            return self._clamp(limit + (target - limit) * self.smoothing)
-        # Headroom only while latency is at its floor: it climbs towards capacity, and the
-        # fixed point under load stays at limit = tolerance * capacity (latency x tolerance).
-        target = load * gradient + min(math.sqrt(limit), limit / 4)
-        return self._clamp(limit * (1 - self.smoothing) + target * self.smoothing)
+            return limit
+        if at_floor:
+            # Headroom only while latency is at its floor: it climbs towards capacity, and the
+            # fixed point under load stays at limit = tolerance * capacity.
+            target += min(math.sqrt(limit), limit / 4)
+        if target < limit:
+            return limit  # within the tolerance: hold
+        self._verify = None  # growing again: the shrinks so far were right
+        return self._clamp(limit + (target - limit) * self.smoothing)

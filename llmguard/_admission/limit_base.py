@@ -51,6 +51,12 @@ class LimitAlgorithm:
         """Take one sample (round-trip seconds, calls in flight when it started, dropped?)."""
         raise NotImplementedError
 
+    def on_window(self, rtt: float, inflight: int, dropped: bool, error: float) -> float:
+        """What :class:`AdaptiveConcurrency` calls once per round trip: :meth:`on_sample` plus
+        ``error``, the standard error (seconds) of ``rtt`` over the window's calls. An
+        algorithm that can tell noise from queueing with it overrides this (``Gradient``)."""
+        return self.on_sample(rtt, inflight, dropped)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(limit={self.limit:.2f})"
 

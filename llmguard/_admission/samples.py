@@ -6,6 +6,7 @@ Plain objects without a loop or a limiter, so their arithmetic is tested directl
 
 from __future__ import annotations
 
+import math
 import statistics
 
 __all__ = ["TokenModel", "Window", "trimmed_mean"]
@@ -87,8 +88,9 @@ class Window:
             self.rtts.append(rtt)
             self.inflights.append(inflight)
 
-    def flush(self) -> tuple[float, int, bool, bool]:
-        """The window as one sample (RTT, in-flight, dropped, only by 429s), and start a new one.
+    def flush(self) -> tuple[float, int, bool, bool, float]:
+        """The window as one sample (RTT, in-flight, dropped, only by 429s, the RTT's standard
+        error), and start a new one.
 
         The RTT is the mean without the slowest and the fastest 10%: one 8 s latency spike in
         a window of 30 one-second calls would move the mean by 25% and shrink the limit, while
@@ -96,9 +98,11 @@ class Window:
         count is the median of the successes' (the count when each started), so it goes with
         the RTT: right after an increase most of a window's calls started under the old limit.
         """
-        sample = (trimmed_mean(self.rtts) if self.rtts else 0.0,
+        rtts = self.rtts
+        sample = (trimmed_mean(rtts) if rtts else 0.0,
                   statistics.median_low(self.inflights) if self.inflights else self.inflight,
-                  self.drops > self.DROP_SHARE * self.count, not self.overloads)
+                  self.drops > self.DROP_SHARE * self.count, not self.overloads,
+                  statistics.stdev(rtts) / math.sqrt(len(rtts)) if len(rtts) > 1 else 0.0)
         self._reset()
         return sample
 

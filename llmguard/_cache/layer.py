@@ -79,6 +79,10 @@ class Cache:
                 raise TypeError(f"{name} must be a callable or None, got {fn!r}")
         if store is not None and not isinstance(store, CacheStore):
             raise TypeError(f"store must implement CacheStore (get/set/delete/clear), got {store!r}")
+        max_ttl = getattr(store, "max_ttl", None)  # a store's own bound (Redis: ms in 64 bits)
+        if max_ttl is not None and ttl > max_ttl:
+            raise ValueError(f"ttl must be at most {max_ttl:g} seconds with {type(store).__name__}"
+                             f", got {ttl!r}; e.g. ttl=300")
         #: Seconds a result stays fresh.
         self.ttl = float(ttl)
         #: Where results live (shared with anything else holding this store).

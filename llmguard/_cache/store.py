@@ -42,7 +42,9 @@ class CacheStore(Protocol):
     A store whose ``get`` takes a fill lock on a miss (single-flight across processes) may also
     define ``abandon(key)`` (synchronous, non-blocking): the Cache calls it when a miss ends
     without a ``set`` (the call failed or was cancelled, ``cache_if`` refused the result, a
-    stream ended incomplete) so the lock is released at once.
+    stream ended incomplete) so the lock is released at once. A store that cannot keep entries
+    beyond some ttl says so in a ``max_ttl`` attribute (seconds): the Cache refuses a longer
+    ``ttl`` when it is built, instead of every write failing later.
     """
 
     async def get(self, key: str) -> Any:

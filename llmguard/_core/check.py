@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["callable_or_none", "number", "seed", "text"]
+__all__ = ["callable_or_none", "number", "seed", "text", "token_count"]
 
 
 def _describe(integer: bool, unit: str, low: float, low_open: bool, high: float | None,
@@ -96,3 +96,24 @@ def admission(priority: Any, partition: Any, source: str = "") -> None:
             f"partition{source} must be hashable (a str, int or tuple naming e.g. the tenant), "
             f"got {type(partition).__name__} {partition!r}"
         ) from None
+
+
+def token_count(value: Any, source: str) -> int:
+    """A per-call token count (an estimate or a usage) as a whole number ``>= 0``; else raise
+    naming ``source`` (e.g. ``"RateLimit(tokens=...)"``) and what it returned.
+
+    Checked at the call, so one bad value fails that call alone: a NaN compares false with
+    everything and would wait at the head of a line for ever, a negative one would reserve
+    room the provider never gave (``max_tokens=-100000`` let 4,980 tokens through tpm=1,000)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{source} must return a number of tokens (an int >= 0), got "
+                        f"{type(value).__name__} {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{source} returned {value!r} for this call; a token count must be "
+                             "a finite number >= 0 (fix the estimate, or pass tokens=)")
+        return math.ceil(value)
+    if value < 0:
+        raise ValueError(f"{source} returned {value!r} for this call; a token count must be "
+                         ">= 0 (a negative max_tokens? fix the call's arguments or tokens=)")
+    return value

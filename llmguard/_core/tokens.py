@@ -81,7 +81,10 @@ def estimate_tokens(*args: Any, **kwargs: Any) -> int:
         prompt = _text_tokens(text)
     for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         limit = kwargs.get(name)
-        if isinstance(limit, int):
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            if limit < 0:  # a negative reservation would let that much more through the quota
+                raise ValueError(f"{name}={limit} is negative; pass {name} >= 0 (the most "
+                                 "output tokens the call may use) or leave it out")
             return prompt + limit
     return prompt + DEFAULT_OUTPUT_RESERVE
 

@@ -24,6 +24,7 @@ from .._core.events import EventKind
 from .._core.stream import Stream
 from .._core.public import public
 from .budget import RetryBudget
+from .deadline import attempt_until_sent
 
 __all__ = ["Retry", "RetryStats"]
 
@@ -82,6 +83,8 @@ class Retry:
       jitter, never the Retry-After itself (retrying earlier than asked is a certain 429); a
       Retry-After beyond the deadline gives up at once.
     * ``deadline``: seconds for all attempts together; sets ``call.deadline`` for inner layers.
+      An attempt still queued for admission when it passes ends with :class:`AdmissionTimeout`
+      (whatever the layers below); one already sent runs on (``deadline.py``).
     * ``budget``: a :class:`RetryBudget` (or a ratio) shared by every call through this layer.
 
     ``CancelledError`` is never retried. A streamed answer is retried only before its first
@@ -175,7 +178,7 @@ class Retry:
                     call.restore(saved)
                 call.deadline, call.sent, call.attempt = end, False, attempt
                 try:
-                    result = await call_next(call)
+                    result = await attempt_until_sent(call, call_next, end)
                 except Exception as exc:
                     now = loop.time()
                     delay = None

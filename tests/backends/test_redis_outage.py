@@ -36,7 +36,8 @@ def server(redis_url, monkeypatch):
 async def test_fail_closed_raises_backend_unavailable_then_recovers(server):
     """With on_error="fail" a reservation while Redis is down raises BackendUnavailable saying
     what failed and what to change; after a restart it is admitted by Redis again (the scripts
-    are loaded again on NOSCRIPT)."""
+    are loaded again on NOSCRIPT) once the restart fence has passed: the window Redis lost
+    counts as full for one window."""
     backend = RedisBackend(server.url, on_error="fail", timeout=0.2)
     assert (await backend.reserve(None, QUOTAS, 0))[1] is not None
     server.stop()
@@ -47,6 +48,9 @@ async def test_fail_closed_raises_backend_unavailable_then_recovers(server):
         await limiter.acquire()
     assert limiter.in_flight == 0 and limiter.statistics().in_flight == 0
     server.start()
+    wait, ticket = await backend.reserve(None, QUOTAS, 0)
+    assert ticket is None and 0.9 < wait <= 1.1  # the lost 1 s window counts as full
+    await asyncio.sleep(wait)
     wait, ticket = await backend.reserve(None, QUOTAS, 0)
     assert isinstance(ticket, str)  # a Redis ticket, not a local one
     await backend.aclose()
@@ -66,6 +70,9 @@ async def test_fall_back_to_local_limits_with_one_warning(server, caplog):
         assert sum("falling back to local limits" in r.getMessage() for r in caplog.records) == 1
         server.start()
         await asyncio.sleep(0.06)  # past the patched RETRY_INTERVAL
+        wait, ticket = await backend.reserve(None, limit.quotas, 0)
+        assert ticket is None and 0.9 < wait <= 1.1  # the restart fence: one 1 s window
+        await asyncio.sleep(wait)
         wait, ticket = await backend.reserve(None, limit.quotas, 0)
     assert isinstance(ticket, str)
     assert any("answers again" in r.getMessage() for r in caplog.records)

@@ -166,8 +166,6 @@ LIMIT_CASES = [
     case("Gradient-smoothing-above-one", ValueError, "smoothing", _lazy("Gradient"),
          smoothing=1.5),
     case("Gradient-backoff-zero", ValueError, "backoff", _lazy("Gradient"), backoff=0),
-    case("Gradient-probe_every-fraction", ValueError, "probe_every", _lazy("Gradient"),
-         probe_every=2.5),
 ]
 
 
@@ -698,6 +696,21 @@ DOUBLE_CASES = [
          lock_ttl=-1),
     case("RedisStore-lock_ttl-nan", ValueError, "lock_ttl", _redis("RedisStore"), "ok",
          lock_ttl=NAN),
+    case("RedisStore-lock_ttl-absurd", ValueError, "lock_ttl", _redis("RedisStore"), "ok",
+         lock_ttl=1e300),
+    # Issue #35 item 5: accepted, then broken at run time (Lua errors, busy loops, no caching).
+    case("RedisConcurrencyLimiter-lease-absurd", ValueError, "lease",
+         _redis("RedisConcurrencyLimiter"), "ok", 1, lease=1e300),
+    case("RedisConcurrencyLimiter-lease-tiny", ValueError, "lease",
+         _redis("RedisConcurrencyLimiter"), "ok", 1, lease=1e-6),
+    case("RedisConcurrencyLimiter-lease-zero", ValueError, "lease",
+         _redis("RedisConcurrencyLimiter"), "ok", 1, lease=0),
+    case("RedisBackend-timeout-tiny", ValueError, "timeout", _redis("RedisBackend"),
+         timeout=1e-9),
+    case("RedisBackend-timeout-absurd", ValueError, "timeout", _redis("RedisBackend"),
+         timeout=1e300),
+    case("Cache-ttl-absurd-with-RedisStore", ValueError, "ttl",
+         lambda **kw: lg.Cache(store=_redis("RedisStore")("ok"), **kw), ttl=1e300),
     case("RedisStore-serializer-unknown", ValueError, "serializer", _redis("RedisStore"), "ok",
          serializer="xml"),
     case("RedisStore-serializer-wrong-type", TypeError, "serializer", _redis("RedisStore"),
@@ -725,6 +738,84 @@ def test_doubles_backends_and_integrations_reject_bad_arguments(
     """Test doubles, Redis objects and integration entry points refuse a bad argument at
     construction; the Redis ones without contacting a server."""
     _raises(build, args, kwargs, error, arg)
+
+
+def test_ranges_are_named_in_the_errors() -> None:
+    """The error says the accepted range, not only that the value is wrong."""
+    from llmguard.backends import redis
+
+    backend = redis.RedisBackend("redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match=r"lease must be a number of seconds in \[0\.1, 86400\]"):
+        redis.RedisConcurrencyLimiter(backend, 1, lease=1e300)
+    with pytest.raises(ValueError, match=r"timeout must be a number of seconds in \[0\.01, 3600\]"):
+        redis.RedisBackend(timeout=1e-9)
+    with pytest.raises(ValueError, match=r"ttl must be at most 1e\+09 seconds with RedisStore"):
+        lg.Cache(ttl=1e300, store=redis.RedisStore(backend))
+    assert lg.Cache(ttl=1e12).ttl == 1e12  # in memory a huge ttl just means "for ever"
+
+
+# --- per-call values: checked at the call, failing that call alone ---------------------------
+
+
+def _nan_estimate(prompt: str, tokens: float = 0.0) -> float:
+    return tokens
+
+
+@pytest.mark.parametrize("tokens, error", [
+    (float("nan"), ValueError), (float("inf"), ValueError), (-5, ValueError),
+    (-0.5, ValueError), ("12", TypeError), (None, TypeError)],
+    ids=["nan", "inf", "negative", "negative-float", "str", "none"])
+async def test_a_bad_token_estimate_fails_that_call_and_never_blocks_the_line(
+        tokens: Any, error: type[Exception]) -> None:
+    """A ``tokens=`` callable returning NaN, inf, a negative or a non-number fails that call at
+    once with an error naming ``tokens=`` (a NaN waited at the head of the line for ever, and
+    every caller of its key behind it); the calls around it are admitted as usual."""
+    import asyncio
+
+    limit = lg.RateLimit(tpm=1000, tokens=lambda prompt, tokens=10: tokens)
+    sent: list[str] = []
+
+    async def send(prompt: str, tokens: Any = 10) -> str:
+        sent.append(prompt)
+        return prompt
+
+    guarded = lg.guard(limit)(send)
+    results = await asyncio.gather(guarded("before"), guarded("bad", tokens=tokens),
+                                   guarded("after"), return_exceptions=True)
+    assert results[0] == "before" and results[2] == "after"
+    assert type(results[1]) is error and "RateLimit(tokens=...)" in str(results[1])
+    assert sent == ["before", "after"]
+    s = limit.statistics()
+    assert s.waiting == 0 and s.in_flight == 0 and s.reserved_tokens == 0
+
+
+async def test_a_negative_max_tokens_fails_the_call_instead_of_reserving_negative_tokens() -> None:
+    """``max_tokens=-100000`` under the default estimate fails that call naming max_tokens: it
+    made a negative reservation, and 4,980 tokens reached the provider in a minute against
+    tpm=1,000."""
+    from llmguard.testing import FixedWindowServer
+
+    server = FixedWindowServer(tpm=1000, latency=0.1)
+    guarded = lg.guard(lg.RateLimit(tpm=1000))(server.acompletion)
+    with pytest.raises(ValueError, match=r"max_tokens=-100000 is negative"):
+        await guarded(messages=[{"role": "user", "content": "hi"}], max_tokens=-100000)
+    assert not server.arrivals
+    with pytest.raises(ValueError, match=r"max_tokens"):
+        lg.estimate_tokens(messages=[], max_tokens=-1)
+
+
+async def test_a_bad_usage_keeps_the_estimate_and_the_answer() -> None:
+    """A ``usage=`` callable returning NaN after the provider answered keeps the (paid) answer
+    and the reservation as estimated, instead of corrupting the window."""
+    limit = lg.RateLimit(tpm=1000, tokens=lambda prompt: 100, usage=lambda result: float("nan"))
+
+    async def send(prompt: str) -> str:
+        return prompt
+
+    assert await lg.guard(limit)(send)("kept") == "kept"
+    s = limit.statistics()
+    assert s.in_flight == 0 and s.reserved_tokens == 0
+    assert limit.backend.headroom(None, limit.quotas)[1] == 900
 
 
 # --- llmguard run ----------------------------------------------------------------------------

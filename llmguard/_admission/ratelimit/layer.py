@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from ..._core.call import Call, Handler
-from ..._core.check import callable_or_none, number
+from ..._core.check import callable_or_none, number, token_count
 from ..._core.errors import AdmissionTimeout
 from ..._core.events import EventKind
 from ..._core.public import public
@@ -120,7 +120,7 @@ class RateLimit:
             key = call.partition = self._key(*call.args, **call.kwargs)
         tokens = 0
         if self._max_tokens is not None:
-            tokens = self._tokens(*call.args, **call.kwargs)
+            tokens = token_count(self._tokens(*call.args, **call.kwargs), "RateLimit(tokens=...)")
             if tokens > self._max_tokens:
                 self._rejected += 1
                 raise call.rejected("rate_limit", too_large(tokens, self._max_tokens,

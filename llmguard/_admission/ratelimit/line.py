@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from ..._core.errors import AdmissionTimeout
+from .window import SLACK
 
 __all__ = ["Held", "WaitingLine"]
 
@@ -166,7 +167,10 @@ class WaitingLine:
                 if queue.head() is not future:  # the head changed meanwhile
                     continue
                 wake = queue.wake = loop.create_future()
-                handle = loop.call_later(wait, _set, wake)
+                # No room with a wait of 0.0 (a backend's rounding: a server clock in ms, float
+                # window arithmetic) would re-check at the same clock reading for ever: a busy
+                # loop in real time, no progress at all in virtual time. Wait at least SLACK.
+                handle = loop.call_later(max(wait, SLACK), _set, wake)
                 try:
                     await wake  # the wait, or earlier if a refund or reconcile frees room
                 finally:

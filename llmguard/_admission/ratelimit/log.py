@@ -16,6 +16,10 @@ from typing import Any
 __all__ = ["Entry", "Log"]
 
 
+#: The least wait reported when something has no room: strictly positive, so a caller that
+#: sleeps it lets the clock move (a wait of 0.0 with no room is a busy loop).
+MIN_WAIT = 5e-324
+
 class Entry:
     """One admission: when, how many tokens, whether it still counts as a request (``live``),
     the window that has yet to settle it (None once settled), and its place among the
@@ -78,7 +82,11 @@ class Log:
         for entry in self.entries:  # oldest first: the window frees them in this order
             excess -= self.weight(entry)
             if excess <= 0:
-                return entry.time + self.span - now
+                # ``fits`` expires an entry once ``time <= now - span``; ``time + span - now``
+                # can round to 0.0 a tick before that holds (98.106431 + 60 - 158.106431), and
+                # a zero wait with no room re-checks at the same instant for ever: never below
+                # the smallest positive wait (Window.wait adds SLACK on top).
+                return max(entry.time + self.span - now, MIN_WAIT)
         return self.span  # over-charged by reconciliation beyond the quota: a full window
 
     def add(self, now: float, entry: Entry) -> None:

@@ -3,10 +3,11 @@ the tokens a call used, read from its result for reconciliation."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..._core.check import number
+from ..._core.check import number, token_count
 from ..._core.errors import RequestTooLarge
 from ..._core.tokens import extract_usage
 from .window import Quota
@@ -96,7 +97,14 @@ def used_tokens(call: Any, result: Any, reserved: int,
         if record.usage is None:
             record.usage = found
         actual = found.total_tokens
-    return reserved if actual is None else int(actual)
+    if actual is None:
+        return reserved
+    try:
+        return token_count(actual, "RateLimit(usage=...)")
+    except (TypeError, ValueError) as exc:  # the answer is paid for: keep it, keep the estimate
+        logging.getLogger("llmguard.ratelimit").warning("%s; the reservation stays as estimated",
+                                                         exc)
+        return reserved
 
 
 def too_large(tokens: int, most: int | None, quotas: str) -> RequestTooLarge:

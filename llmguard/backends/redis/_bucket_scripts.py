@@ -13,6 +13,8 @@ reservations still in flight. Floats are formatted with 17 significant digits (L
 
 from __future__ import annotations
 
+from ._fence import FENCE
+
 __all__ = ["DRAIN", "RESERVE", "SETTLE"]
 
 _PRELUDE = """
@@ -43,16 +45,31 @@ local function expire()
 end
 """
 
-#: KEYS: state. ARGV: tokens, slack, then limit/window/is_tokens triples. Returns {admitted,
-#: wait, requests available, tokens available, pause left, '0' (no caps: headers drain the
-#: buckets), the hash's ``b`` (identifies the reservation's buckets for SETTLE)}.
+#: KEYS: state, fence (the marker HASH, ``_fence``). ARGV: tokens, slack, horizon (longest
+#: window), known marker, proposed marker, then limit/window/is_tokens triples. Returns
+#: {admitted, wait, requests available, tokens available, pause left, '0' (no caps: headers
+#: drain the buckets), the hash's ``b`` (identifies the reservation's buckets for SETTLE; ''
+#: when not admitted), marker}.
 RESERVE = _PRELUDE + """
 local need, slack = tonumber(ARGV[1]), tonumber(ARGV[2])
+local fence, fence_for, known, proposed = KEYS[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+""" + FENCE + """
+if step > 0 then  -- the clock stepped back: refill from the shifted times, not from the future
+  local fields, k = {'pause'}, 0
+  for i = 6, #ARGV, 3 do k = k + 1; fields[#fields + 1] = 'a' .. k end
+  for _, field in ipairs(fields) do
+    local at = tonumber(redis.call('HGET', state, field) or '')
+    if at then redis.call('HSET', state, field, fmt(at - step)) end
+  end
+end
+if ready > now then  -- a restart lost the buckets: nothing until a window has passed
+  return {0, fmt(ready - now + slack), '0', '0', fmt(ready - now), '0', '', mark}
+end
 local wait = tonumber(redis.call('HGET', state, 'pause') or '0') - now
 local pause_left = math.max(wait, 0)
 local buckets, free = {}, {}
 local n = 0
-for i = 3, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   n = n + 1
   local cap, tok = tonumber(ARGV[i]), ARGV[i + 2] == '1'
   local rate = cap / tonumber(ARGV[i + 1])
@@ -77,9 +94,10 @@ if admitted then
 end
 local function avail(x) return fmt(math.max(math.floor((x or 0) + 1e-9), 0)) end
 if not admitted then
-  return {0, fmt(wait + slack), avail(free[0]), avail(free[1]), fmt(pause_left), '0'}
+  return {0, fmt(wait + slack), avail(free[0]), avail(free[1]), fmt(pause_left), '0', '', mark}
 end
-return {1, '0', avail(free[0]), avail(free[1]), fmt(pause_left), '0', redis.call('HGET', state, 'b')}
+return {1, '0', avail(free[0]), avail(free[1]), fmt(pause_left), '0', redis.call('HGET', state, 'b'),
+        mark}
 """
 
 #: KEYS: state. ARGV: the hash's ``b`` at reservation, tokens reserved, tokens used ('' for a

@@ -12,14 +12,32 @@ from typing import Any
 from ..._core.check import number, text
 from ..._core.errors import BackendUnavailable
 from ..._core.redact import redact_url
+from ._fence import Marks
 
-__all__ = ["Connection", "logger"]
+__all__ = ["Connection", "logger", "outage"]
 
 logger = logging.getLogger("llmguard.redis")
 
 #: Seconds to stay on local limits after a failed command before trying Redis again, so an
 #: outage costs one timeout per interval, not one per call.
 RETRY_INTERVAL = 1.0
+
+#: The accepted range of a command's ``timeout`` seconds.
+MIN_TIMEOUT, MAX_TIMEOUT = 0.01, 3600.0
+
+
+def outage(exc: BaseException) -> bool:
+    """True when ``exc`` means Redis cannot be reached or cannot serve now (a connection
+    error, a timeout, a server still loading its data or failing over), not that it refused
+    the command."""
+    if isinstance(exc, (TimeoutError, OSError)):
+        return True
+    import redis.exceptions as errors
+
+    transient = tuple(getattr(errors, name) for name in (
+        "ConnectionError", "TimeoutError", "BusyLoadingError", "ReadOnlyError",
+        "ClusterDownError", "TryAgainError", "MasterDownError") if hasattr(errors, name))
+    return isinstance(exc, transient)
 
 
 class Connection:
@@ -32,8 +50,8 @@ class Connection:
     non-blocking methods that run on cleanup paths) and keeps a reference until it ends.
     """
 
-    __slots__ = ("url", "shown_url", "prefix", "on_error", "timeout", "id", "_redis", "_scripts",
-                 "_tasks",
+    __slots__ = ("url", "shown_url", "prefix", "on_error", "timeout", "id", "marks", "_redis",
+                 "_scripts", "_tasks",
                  "_down_until", "_outage", "errors", "loops")
 
     def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
@@ -46,12 +64,17 @@ class Connection:
                 f"on_error must be 'local' (fall back to per-process limits) or 'fail' (raise "
                 f"BackendUnavailable), got {on_error!r}"
             )
-        number("timeout", timeout, unit=" of seconds")
+        # A command needs a round trip: below 10 ms every command "times out" on a busy
+        # machine and the shared limits silently go local; above an hour nothing falls back.
+        number("timeout", timeout, low=MIN_TIMEOUT, low_open=False, high=MAX_TIMEOUT,
+               unit=" of seconds", hint="; e.g. timeout=0.5")
         self.url, self.prefix, self.on_error, self.timeout = url, prefix, on_error, float(timeout)
         #: The url as printed (logs, errors, repr): its password hidden.
         self.shown_url = redact_url(url)
         #: Unique per process and object: lease ids and tickets never collide across processes.
         self.id = f"{os.getpid()}.{secrets.token_hex(4)}"
+        #: The restart markers this process last saw (``_fence``).
+        self.marks = Marks(self.id)
         self._redis: Any = None
         self._scripts: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -85,11 +108,25 @@ class Connection:
         return await self.run(lambda: registered(keys=keys, args=args), what)
 
     async def run(self, command: Callable[[], Awaitable[Any]], what: str) -> Any:
-        """``await command()`` under the timeout and the on_error policy (None: failed, local)."""
+        """``await command()`` under the timeout and the on_error policy (None: failed, local).
+
+        Only an outage (no connection, a timeout, a server loading or failing over) is handed
+        to the on_error policy. A command Redis refuses (an ACL's NOPERM, a script error, a
+        write refused at maxmemory) is raised with a note: the server is up, so falling back
+        to local limits would only hide the problem, and one cache write refused used to
+        switch every shared quota of the connection to per-process limits."""
         try:
             async with asyncio.timeout(self.timeout):
                 result = await command()
         except Exception as exc:  # redis errors, OSError, our TimeoutError: never CancelledError
+            if not outage(exc):
+                self.errors += 1
+                exc.add_note(
+                    f"Redis at {self.shown_url} refused a command while {what}; this is not an "
+                    "outage, so llmguard does not fall back to local limits: check the user's "
+                    "ACL (llmguard runs Lua scripts: EVALSHA, SCRIPT LOAD), maxmemory and the "
+                    "server log")
+                raise
             return self.failed(exc, what)
         if self._outage:
             self._outage = False
@@ -126,6 +163,9 @@ class Connection:
             await self.call(script, keys, args, what)
         except BackendUnavailable:
             pass  # a background write has no caller to fail; failed() counted it
+        except Exception as exc:  # refused (counted by run): no caller to fail, so say it
+            logger.warning("llmguard: %s: %s", type(exc).__name__, "; ".join(
+                [redact_url(str(exc)), *getattr(exc, "__notes__", ())]))
 
     async def aclose(self) -> None:
         """Stop background loops, wait for pending writes, then close the connections."""

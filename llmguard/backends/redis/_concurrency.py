@@ -10,10 +10,11 @@ latency of a release in another process; polling was kept because it needs no ex
 per limiter and survives a Redis restart without resubscribing.
 
 A Redis restart (or failover) loses the leases of calls still running. The scripts fence it:
-a server up for less than a lease, or another instance than the one that wrote the leases,
-grants nothing new until a lease has passed, and meanwhile the holders' renewals put their
-leases back (see ``_scripts._FENCE`` and ``_leases``). So the limit holds across a restart;
-only ``on_error="local"`` trades it for availability while Redis cannot be reached.
+when the restart marker a process remembers is gone, or another server instance wrote it, no
+new lease is granted until a lease has passed, and meanwhile the holders' renewals put their
+leases back (``_fence`` and ``_leases``); a fresh deployment, which nobody remembers, is granted
+at once. So the limit holds across a restart; only ``on_error="local"`` trades it for
+availability while Redis cannot be reached.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from ._leases import Leases
 from ._ratelimit import RedisBackend
 
 __all__ = ["RedisConcurrencyLimiter", "poll_delay"]
+
+#: The accepted range of ``lease`` seconds.
+MIN_LEASE, MAX_LEASE = 0.1, 86_400.0
 
 #: Polling delays: first, ceiling (seconds). Jitter spreads processes polling the same ZSET.
 FIRST_POLL, MAX_POLL = 0.005, 0.1
@@ -51,8 +55,9 @@ class RedisConcurrencyLimiter:
     ``max_wait`` bound the local wait (QueueFull, AdmissionTimeout) like the local limiter.
     With ``on_error="local"`` a Redis outage leaves the local limiter alone in charge (``limit``
     per process; those permits are registered in Redis once it answers); with ``"fail"``
-    acquire raises :class:`llmguard.BackendUnavailable`. For ``lease`` seconds after Redis
-    starts (or fails over) no permit is granted, so the calls still running re-register first.
+    acquire raises :class:`llmguard.BackendUnavailable`. For ``lease`` seconds after a process
+    sees that Redis lost the leases (a restart, a failover) no permit is granted, so the calls
+    still running re-register first; a fresh deployment is granted at once.
     """
 
     __slots__ = ("backend", "name", "lease", "max_wait", "_local", "_leases")
@@ -69,7 +74,11 @@ class RedisConcurrencyLimiter:
     ) -> None:
         if not isinstance(backend, RedisBackend):
             raise TypeError(f"backend must be a RedisBackend, got {backend!r}")
-        number("lease", lease, unit=" of seconds")
+        # Renewed every third of a lease: below 0.1 s that is a busy loop of renewals; above a
+        # day a crashed worker's permits stay taken for ever in practice (and Redis expiry
+        # times overflow long before 1e300).
+        number("lease", lease, low=MIN_LEASE, low_open=False, high=MAX_LEASE, unit=" of seconds",
+               hint="; how long a crashed worker's permits stay taken, e.g. lease=10")
         number("max_wait", max_wait, optional=True, unit=" of seconds",
                hint="; pass None for no bound")
         text("name", name, hint=" (the shared limit's key)")

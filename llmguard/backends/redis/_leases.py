@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 
-from ..._core.errors import BackendUnavailable
 from . import _client, _scripts
 from ._client import Connection, logger
 
@@ -66,11 +65,15 @@ class Leases:
         ``on_error="local"`` (the id stays UNSURE). Raises what ``Connection.call`` raises; the
         caller then calls :meth:`abandon`."""
         self.state[lease] = UNSURE
+        marks = self.connection.marks
         result = await self.connection.call(
-            _scripts.ACQUIRE, self.keys, [lease, limit, self.lease], "acquiring a concurrency lease",
+            _scripts.ACQUIRE, self.keys,
+            [lease, limit, self.lease, marks.known(self.keys[1]), marks.proposed()],
+            "acquiring a concurrency lease",
         )
         if result is None:
             return None
+        marks.saw(self.keys[1], result[2])
         if result[0] == 1:
             self.state[lease] = LIVE
         else:
@@ -106,7 +109,7 @@ class Leases:
                 _scripts.RELEASE, [self.keys[0], self.keys[2]],
                 [self.lease, "1" if tombstone else "0", *ids], "releasing concurrency leases",
             ) is not None
-        except BackendUnavailable:  # on_error="fail": a background write has no caller to fail
+        except Exception:  # unavailable (on_error="fail") or refused: no caller to fail here
             done = False
         if not done:
             self.pending.update(dict.fromkeys(ids))
@@ -117,11 +120,17 @@ class Leases:
     async def _renew(self) -> None:
         ids = list(self.held)
         self._renewing.update(ids)
+        marks = self.connection.marks
         try:
-            back = await self.connection.call(
-                _scripts.RENEW, self.keys, [self.lease, *ids], "renewing concurrency leases",
+            result = await self.connection.call(
+                _scripts.RENEW, self.keys,
+                [self.lease, marks.known(self.keys[1]), marks.proposed(), *ids],
+                "renewing concurrency leases",
             )
-        except BackendUnavailable:
+            back = None if result is None else result[0]
+            if result is not None:
+                marks.saw(self.keys[1], result[1])
+        except Exception:  # unavailable (on_error="fail") or refused: retried, held as unsure
             back = None
         finally:
             self._renewing.difference_update(ids)

@@ -110,7 +110,7 @@ class RedisBackend:
         else:
             name = f"r:{type(key).__name__}={key!r}"
         tag = f"{self.connection.prefix}:rl:{{{name}}}"
-        return [f"{tag}:log", f"{tag}:state"]
+        return [f"{tag}:log", f"{tag}:state", f"{tag}:fence"]
 
     def _quota_args(self, quotas: tuple[Quota, ...]) -> list[Any]:
         args = self._args.get(quotas)
@@ -122,21 +122,6 @@ class RedisBackend:
                 args += [q.limit, q.window, int(q.tokens)]
             self._args[quotas] = args
         return args
-
-    async def _reserve_buckets(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int,
-                               args: list[Any]) -> tuple[float, Any]:
-        result = await self.connection.call(
-            _bucket_scripts.RESERVE, self._key(key)[1:], [tokens, *args[1:]],
-            "reserving rate-limit room",
-        )
-        if result is None:  # on_error="local": this process's own limits for now
-            return await self._local.reserve(key, quotas, tokens)
-        admitted, wait, requests, free_tokens, paused, capped = result[:6]
-        self._remember(key, quotas, int(float(requests)), int(float(free_tokens)),
-                       float(paused), float(capped))
-        if admitted == 1:
-            return 0.0, _BucketTicket(quotas, result[6], tokens)
-        return float(wait), None
 
     def _settle(self, key: Hashable, ticket: _BucketTicket, used: Any, what: str) -> None:
         if ticket.made is None:  # settled already
@@ -152,23 +137,30 @@ class RedisBackend:
         connection = self.connection
         if connection.on_error == "local" and connection.down():
             return await self._local.reserve(key, quotas, tokens)
-        args = self._quota_args(quotas)
+        horizon, slack, *triples = self._quota_args(quotas)
+        names, marks = self._key(key), connection.marks
+        fence = [marks.known(names[2]), marks.proposed()]  # the restart marker (``_fence``)
         if quotas[0].continuous:
-            return await self._reserve_buckets(key, quotas, tokens, args)
-        self._seq += 1
-        member = f"{connection.id}.{self._seq}"
-        result = await connection.call(
-            _scripts.RESERVE, self._key(key), [member, tokens, *args],
-            "reserving rate-limit room",
-        )
+            result = await connection.call(
+                _bucket_scripts.RESERVE, names[1:], [tokens, slack, horizon, *fence, *triples],
+                "reserving rate-limit room")
+        else:
+            self._seq += 1
+            member = f"{connection.id}.{self._seq}"
+            result = await connection.call(
+                _scripts.RESERVE, names, [member, tokens, horizon, slack, *fence, *triples],
+                "reserving rate-limit room")
         if result is None:  # on_error="local": this process's own limits for now
             return await self._local.reserve(key, quotas, tokens)
-        admitted, wait, requests, free_tokens, paused, capped = result
+        marks.saw(names[2], result[-1])
+        admitted, wait, requests, free_tokens, paused, capped = result[:6]
         self._remember(key, quotas, int(float(requests)), int(float(free_tokens)),
                        float(paused), float(capped))
-        if admitted == 1:
-            return 0.0, f"{member}:{tokens}"
-        return float(wait), None
+        if admitted != 1:
+            return float(wait), None
+        if quotas[0].continuous:
+            return 0.0, _BucketTicket(quotas, result[6], tokens)
+        return 0.0, f"{member}:{tokens}"
 
     def _remember(self, key: Hashable, quotas: tuple[Quota, ...], requests: int, tokens: int,
                   paused: float, capped: float) -> None:

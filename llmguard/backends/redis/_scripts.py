@@ -9,6 +9,8 @@ because Redis truncates Lua numbers to integers.
 
 from __future__ import annotations
 
+from ._fence import FENCE
+
 __all__ = ["ACQUIRE", "CAP", "PAUSE", "RECONCILE", "RELEASE", "RENEW", "RESERVE"]
 
 _NOW = """
@@ -16,19 +18,33 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
-#: KEYS: log (ZSET member "ticket:tokens" scored by admission time), state (HASH: pause, caps).
-#: ARGV: member prefix, tokens, horizon (longest window), slack, then limit/window/is_tokens
-#: triples. Returns {admitted, wait, requests available, tokens available, pause left, seconds
-#: until the last provider cap ends} (the caller's cached headroom holds until then at least).
+#: KEYS: log (ZSET member "ticket:tokens" scored by admission time), state (HASH: pause, caps),
+#: fence (the marker HASH, ``_fence``). ARGV: member prefix, tokens, horizon (longest window),
+#: slack, known marker, proposed marker, then limit/window/is_tokens triples. Returns {admitted,
+#: wait, requests available, tokens available, pause left, seconds until the last provider cap
+#: ends (the caller's cached headroom holds until then at least), marker}.
 RESERVE = _NOW + """
 local log, state = KEYS[1], KEYS[2]
 local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local fence, fence_for, known, proposed = KEYS[3], horizon, ARGV[5], ARGV[6]
+""" + FENCE + """
+if step > 0 then  -- the clock stepped back: old admissions must not count as future ones
+  local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
+  for j = 1, #all, 2 do redis.call('ZADD', log, tonumber(all[j + 1]) - step, all[j]) end
+  for _, field in ipairs({'pause', 'until_r', 'until_t'}) do
+    local at = tonumber(redis.call('HGET', state, field) or '')
+    if at then redis.call('HSET', state, field, tostring(at - step)) end
+  end
+end
+if ready > now then  -- a restart lost the window: it counts as full until one has passed
+  return {0, tostring(ready - now + slack), '0', '0', tostring(ready - now), '0', mark}
+end
 redis.call('ZREMRANGEBYSCORE', log, '-inf', now - horizon)
 local wait = tonumber(redis.call('HGET', state, 'pause') or '0') - now
 local pause_left = math.max(wait, 0)
 local free = {[0] = nil, [1] = nil}
 local entries = nil
-for i = 5, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local limit, window, tok = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
   local start = now - window
   local used, unit_need = 0, 1
@@ -77,7 +93,8 @@ for key, name in pairs({[0] = 'r', [1] = 't'}) do
 end
 local fr, ft = math.max(free[0] or 0, 0), math.max(free[1] or 0, 0)
 if wait > 0 then
-  return {0, tostring(wait), tostring(fr), tostring(ft), tostring(pause_left), tostring(cap_left)}
+  return {0, tostring(wait), tostring(fr), tostring(ft), tostring(pause_left), tostring(cap_left),
+          mark}
 end
 redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
 redis.call('PEXPIRE', log, math.ceil(horizon * 1000) + 1000)
@@ -85,7 +102,7 @@ if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end
 if capped.t then redis.call('HINCRBY', state, 'cap_t', -need) end
 -- headroom after this admission, like the in-memory backend's
 return {1, '0', tostring(math.max(fr - 1, 0)), tostring(math.max(ft - need, 0)),
-        tostring(pause_left), tostring(cap_left)}
+        tostring(pause_left), tostring(cap_left), mark}
 """
 
 #: KEYS: log. ARGV: old member, new member. Keeps the admission time; no-op once expired.
@@ -121,59 +138,55 @@ if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) en
 return 1
 """
 
-#: The restart fence shared by ACQUIRE and RENEW. KEYS[2] (HASH run, ready) records which server
-#: instance (INFO run_id) wrote the leases and from when new leases may be granted. A server that
-#: started less than a lease ago, or another instance than the one that wrote the record (a
-#: restart from disk, a failover), may have lost leases of calls still running: nothing new is
-#: granted until one lease has passed, while their holders' renewals put them back. Without INFO
-#: (an ACL forbidding it) a missing record alone counts as a restart. Expects ``lease`` set.
-_FENCE = """
-local info, run, up = redis.pcall('INFO', 'server'), '', nil
-if type(info) == 'string' then
-  run = string.match(info, 'run_id:(%w+)') or ''
-  up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+#: After FENCE (``_fence``): a server clock that stepped back shifts the lease expiries and
+#: tombstones by the step, so a dead worker's permits do not stay taken that much longer.
+_SHIFT_LEASES = """
+if step > 0 then
+  for _, key in ipairs({KEYS[1], KEYS[3]}) do
+    local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    for j = 1, #all, 2 do redis.call('ZADD', key, tonumber(all[j + 1]) - step, all[j]) end
+  end
 end
-local seen = redis.call('HMGET', KEYS[2], 'run', 'ready')
-local ready = tonumber(seen[2]) or 0
-if not seen[1] then
-  ready = up and (now - up + lease) or (now + lease)
-elseif seen[1] ~= run then
-  ready = now + lease
-end
-if seen[1] ~= run then redis.call('HSET', KEYS[2], 'run', run, 'ready', tostring(ready)) end
-redis.call('PEXPIRE', KEYS[2], math.ceil(lease * 2000) + 1000)
 """
 
-#: KEYS: leases (ZSET lease id scored by expiry), fence (HASH), gone (ZSET of released ids
-#: scored by when the tombstone ends). ARGV: lease id, limit, lease seconds.
-#: Returns {acquired, seconds until a retry may succeed (a hint for polling)}. An id already
-#: released (its caller gave up before this late run) is never granted.
-ACQUIRE = _NOW + "local lease = tonumber(ARGV[3])" + _FENCE + """
-if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return {0, tostring(lease)} end
+#: KEYS: leases (ZSET lease id scored by expiry), fence (the marker HASH, ``_fence``), gone
+#: (ZSET of released ids scored by when the tombstone ends). ARGV: lease id, limit, lease
+#: seconds, known marker, proposed marker. Returns {acquired, seconds until a retry may succeed
+#: (a hint for polling), marker}. An id already released (its caller gave up before this late
+#: run) is never granted; after a restart none is granted for a lease.
+ACQUIRE = _NOW + """
+local lease = tonumber(ARGV[3])
+local fence, fence_for, known, proposed = KEYS[2], lease, ARGV[4], ARGV[5]
+""" + FENCE + _SHIFT_LEASES + """
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return {0, tostring(lease), mark} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if ready > now then return {0, tostring(ready - now)} end
+if ready > now then return {0, tostring(ready - now), mark} end
 local held = redis.call('ZCARD', KEYS[1])
 if held < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
   redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000) + 1000)
-  return {1, '0'}
+  return {1, '0', mark}
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tostring(tonumber(first[2]) - now)}
+return {0, tostring(tonumber(first[2]) - now), mark}
 """
 
-#: KEYS: leases, fence, gone. ARGV: lease seconds, then the ids this process holds. Extends each;
-#: one Redis lost (restart, expiry while this process could not reach it) is put back, the limit
-#: notwithstanding: its call is running. Released ids stay released. Returns how many came back.
-RENEW = _NOW + "local lease = tonumber(ARGV[1])" + _FENCE + """
+#: KEYS: leases, fence, gone. ARGV: lease seconds, known marker, proposed marker, then the ids
+#: this process holds. Extends each; one Redis lost (restart, expiry while this process could
+#: not reach it) is put back, the limit notwithstanding: its call is running. Released ids stay
+#: released. Returns {how many came back, marker}.
+RENEW = _NOW + """
+local lease = tonumber(ARGV[1])
+local fence, fence_for, known, proposed = KEYS[2], lease, ARGV[2], ARGV[3]
+""" + FENCE + _SHIFT_LEASES + """
 local back = 0
-for i = 2, #ARGV do
+for i = 4, #ARGV do
   if not redis.call('ZSCORE', KEYS[3], ARGV[i]) then
     back = back + redis.call('ZADD', KEYS[1], now + lease, ARGV[i])
   end
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000) + 1000)
-return back
+return {back, mark}
 """
 
 #: KEYS: leases, gone. ARGV: lease seconds, tombstone ('1' or '0'), then lease ids to release.

@@ -20,6 +20,10 @@ from ._ratelimit import RedisBackend
 
 __all__ = ["RedisStore", "RedisStoreStats", "ValueTooLarge"]
 
+
+#: Seconds: about 31 years, "for ever" for a cache entry, and far inside what Redis accepts.
+MAX_TTL = 1e9
+
 #: Deletes the fill lock only if this process still owns it (its lease may have expired and
 #: another process taken it).
 _UNLOCK = """
@@ -84,6 +88,11 @@ class RedisStore:
       a lock that lapsed unreleased, so its record of held locks stays bounded.
     """
 
+    #: The longest ``ttl`` a :class:`Cache` over this store accepts (checked when the Cache is
+    #: built): Redis expiry times are milliseconds in a 64-bit integer, and a ttl beyond it was
+    #: refused by Redis on every write, so nothing was ever cached.
+    max_ttl = MAX_TTL
+
     __slots__ = ("connection", "namespace", "max_bytes", "lock_ttl", "_codec", "_prefix",
                  "_locks", "_sweep_at", "_size", "_hits", "_misses", "_coalesced", "_too_large")
 
@@ -99,7 +108,7 @@ class RedisStore:
         if not isinstance(backend, RedisBackend):
             raise TypeError(f"backend must be a RedisBackend, got {backend!r}")
         number("max_bytes", max_bytes, integer=True, hint=" (bytes)")
-        number("lock_ttl", lock_ttl, low_open=False, unit=" of seconds",
+        number("lock_ttl", lock_ttl, low_open=False, high=MAX_TTL, unit=" of seconds",
                hint=" (0 turns cross-process single-flight off)")
         text("namespace", namespace)
         self.connection: Connection = backend.connection
