@@ -139,7 +139,7 @@ class Cache:
                 self._misses += 1
             call.record.cache = "miss" if mode is None else "bypass"
             waiter = loop.create_future()  # before the fill starts: it may end at once
-            flight = self._flights[key] = Flight(waiter)
+            flight = self._flights[key] = Flight(waiter, call.record)
             flight.task = start(loop, self._fill(key, call, call_next, flight))
         else:
             self._coalesced += 1
@@ -161,6 +161,8 @@ class Cache:
             elif isinstance(waiter.result(), Tee):
                 waiter.result().forfeit()  # counted as a reader when the stream started
             raise
+        if flight.record is not call.record:  # joined another call's flight
+            flight.tell(waiter, call.record)
         return await result.open() if isinstance(result, Tee) else result
 
     def _land(self, key: str, flight: Flight) -> None:  # a later call starts a fresh flight
@@ -178,26 +180,29 @@ class Cache:
             if not isinstance(exc, Exception):
                 raise
             return  # every waiter has the error: the task itself ends quietly
+        # An alternate's or a default's answer (a Fallback below) answers this call, not the
+        # question its key asks: it is never stored, so a hit is always the call's own answer.
+        degraded = call.record.fallback is not None
         if isinstance(result, Stream):  # stored once read to its end, if ever
             result.defer(lambda error: error is not None and self._abandon(key))
-            waiters = [waiter for waiter in flight.waiters if not waiter.done()]
-            tee = Tee(result, len(waiters), lambda recording: self._store(key, recording))
+            waiters = flight.resolved()
+            tee = Tee(result, len(waiters), lambda recording: self._store(key, recording, degraded))
             self._land(key, flight)
             for waiter in waiters:
                 waiter.set_result(tee)
             return
-        kept = await self._store(key, result)
+        kept = await self._store(key, result, degraded)
         self._land(key, flight)
         # The answer itself goes to one caller unless the store holds it; the others get copies.
         mine = not kept or self._copies
-        for waiter in flight.waiters:
-            if not waiter.done():
-                waiter.set_result(result if mine else fresh(result))
-                mine = False
+        for waiter in flight.resolved():
+            waiter.set_result(result if mine else fresh(result))
+            mine = False
 
-    async def _store(self, key: str, result: Any) -> bool:
-        """Store ``result`` if ``cache_if`` accepts it; True if the store was given it."""
-        if not self._cache_if(result):
+    async def _store(self, key: str, result: Any, degraded: bool = False) -> bool:
+        """Store ``result`` if it is not ``degraded`` and ``cache_if`` accepts it; True if the
+        store was given it."""
+        if degraded or not self._cache_if(result):
             self._abandon(key)
             return False
         try:

@@ -35,7 +35,7 @@ class CallRecord:
 
     __slots__ = ("sent", "models", "latency", "retries", "delays", "fallback", "cache",
                  "rejected_by", "delayed_by", "wait", "usage", "cost", "provider", "operation",
-                 "server", "error")
+                 "server", "error", "inherited")
 
     def __init__(self) -> None:
         #: Attempts that reached the provider, across retries and alternates; 0 for a cache hit
@@ -78,12 +78,18 @@ class CallRecord:
         #: Kind of the error the call ended with (``"rate_limited"``, ...), None on success
         #: [the guarded function].
         self.error: str | None = None
+        #: True when this call waited on an identical call in flight (``cache="coalesced"``)
+        #: whose first caller was cancelled before the answer came: the provider call is then
+        #: this one's to account for (usage, cost, duration), so paid tokens are never lost
+        #: [Cache].
+        self.inherited = False
 
     @property
     def billable(self) -> bool:
         """False when the cache answered (a hit, or a waiter on an identical call in flight):
-        no provider call, so no tokens, cost or operation duration of its own."""
-        return self.cache not in ("hit", "coalesced")
+        no provider call, so no tokens, cost or operation duration of its own; True for a
+        waiter that :attr:`inherited` the call its cancelled first caller started."""
+        return self.cache not in ("hit", "coalesced") or self.inherited
 
     def __repr__(self) -> str:
         shown = (f"{name}={getattr(self, name)!r}" for name in self.__slots__
