@@ -142,9 +142,11 @@ class Event:
     detail: Any = None
 
 
-#: The callbacks subscribed now, as ``(callback, kinds or None)``. Layers test it before
-#: building an event: an empty list is the whole cost of an unobserved event.
-subscribers: list[tuple[Callable[[Event], Any], frozenset[EventKind] | None]] = []
+#: The callbacks subscribed now: subscription -> ``(callback, kinds or None)``, in the order
+#: they subscribed. Layers test it before building an event: an empty dict is the whole cost
+#: of an unobserved event. Keyed by the :class:`Subscription`, so closing one removes exactly
+#: that one, in O(1), however many there are and however often it is closed.
+subscribers: dict[Subscription, tuple[Callable[[Event], Any], frozenset[EventKind] | None]] = {}
 _tasks: set[asyncio.Task[Any]] = set()  # async callbacks in progress (held so they finish)
 
 
@@ -152,15 +154,12 @@ _tasks: set[asyncio.Task[Any]] = set()  # async callbacks in progress (held so t
 class Subscription:
     """What :func:`subscribe` returns: ``close()`` it (or leave its ``with`` block) to stop."""
 
-    __slots__ = ("_entry",)
-
-    def __init__(self, entry: tuple[Callable[[Event], Any], frozenset[EventKind] | None]) -> None:
-        self._entry = entry
+    __slots__ = ("__weakref__",)
 
     def close(self) -> None:
-        """Stop delivering events to this callback (idempotent)."""
-        if self._entry in subscribers:
-            subscribers.remove(self._entry)
+        """Stop delivering events to this callback (idempotent: a second close does nothing,
+        and never touches another subscription of the same callback)."""
+        subscribers.pop(self, None)
 
     def __enter__(self) -> Subscription:
         return self
@@ -184,15 +183,15 @@ def subscribe(callback: Callable[[Event], Any], *kinds: EventKind | str) -> Subs
     except ValueError:
         raise ValueError(f"subscribe(*kinds): unknown event kind in {kinds!r}; use one of "
                          f"{[kind.value for kind in EventKind]}") from None
-    entry = (callback, wanted)
-    subscribers.append(entry)
-    return Subscription(entry)
+    subscription = Subscription()
+    subscribers[subscription] = (callback, wanted)
+    return subscription
 
 
 def emit(event: Event) -> None:
     """Deliver ``event`` to the subscribers of its kind. Layers call it only when
     :data:`subscribers` is non-empty."""
-    for callback, wanted in tuple(subscribers):
+    for callback, wanted in tuple(subscribers.values()):
         if wanted is not None and event.kind not in wanted:
             continue
         try:

@@ -4,6 +4,8 @@ single-flight. Real time (Redis expires keys on its clock): looptime off, sub-se
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard._cache.store import MISSING
@@ -26,6 +28,53 @@ async def test_json_round_trip_and_ttl(backend):
     assert await store.get("k") == {"text": "hi", "n": [1, 2]}
     await asyncio.sleep(0.3)
     assert await store.get("k") is MISSING
+
+
+_atoms = (st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+          | st.floats(allow_nan=False) | st.binary(max_size=8))
+_keys = st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.tuples(st.integers())
+_values = st.recursive(_atoms, lambda inner: (
+    st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(_keys, inner, max_size=4)
+    | st.dictionaries(st.just("__llmguard__") | st.text(max_size=3), inner, max_size=2)
+    | st.frozensets(_keys, max_size=3) | st.sets(st.integers(), max_size=3)), max_leaves=12)
+
+
+def _typed(value):
+    """``value`` with the type of every part spelled out: equal means unchanged."""
+    if isinstance(value, dict):
+        return ("dict", [(_typed(k), _typed(v)) for k, v in value.items()])
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_typed(v) for v in value])
+    if isinstance(value, (set, frozenset)):
+        return (type(value).__name__, sorted(map(repr, value)))
+    return (type(value).__name__, value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=_values)
+def test_a_hit_returns_what_the_miss_stored_unchanged(value):
+    """#35 item 7: the default serializer keeps int keys, tuples, sets and bytes as they were
+    (plain JSON turned {1: 0.5} into {"1": 0.5} and tuples into lists), for any nesting."""
+    from llmguard.backends.redis._codec import dumps, loads
+
+    assert _typed(loads(dumps(value))) == _typed(value)
+
+
+async def test_a_cached_answer_comes_back_from_redis_with_its_types(backend):
+    """Through a Cache on a RedisStore: the hit equals the miss's answer, types included."""
+    answer = {1: 0.5, "scores": (0.1, 0.9), "ids": {3, 4}, "raw": b"\x00\xff", "n": None}
+    calls = 0
+
+    async def classify(text: str):
+        nonlocal calls
+        calls += 1
+        return dict(answer)
+
+    guarded = lg.guard(lg.Cache(ttl=60, store=RedisStore(backend, lock_ttl=0)))(classify)
+    assert await guarded("x") == answer
+    hit = await guarded("x")
+    assert calls == 1 and _typed(hit) == _typed(answer)
 
 
 async def test_unserialisable_and_oversized_values_are_not_stored(backend):
