@@ -24,6 +24,7 @@ from ._cli.checks import usage_error as _fail
 from ._cli.io import done_ids, scan_input
 from ._cli.run import EXIT_CRASH, Settings, make_limits, run
 from ._cli.usage import DESCRIPTION, EPILOG
+from ._core.redact import add_secret, redact, redact_logs
 
 __all__ = ["main"]
 
@@ -145,6 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_options.run(args)
 
+    # The exact keys this run may hold, hidden in everything it writes or prints (records,
+    # errors, the summary, logs), whatever their shape: not only the `sk-...` pattern.
+    add_secret(args.api_key)
+    add_secret(os.environ.get(args.api_key_env))
+    redact_logs()
+
     if not os.path.isfile(args.input):
         return _fail(f"input file {args.input!r} does not exist (or is not a file)")
     total, duplicates = scan_input(args.input)
@@ -221,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run(settings, skip, argv[1:], total=total,
                                failed_before=failed_before))
     except Exception:  # a bug: say so, and keep "some lines failed" (1) meaning just that
-        traceback.print_exc()
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
         print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "
               "are intact: --resume continues from them.", file=sys.stderr)
         return EXIT_CRASH

@@ -19,7 +19,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .._core.redact import redact, redact_url
+from .._core.redact import add_secret, redact, redact_url
 from ..integrations._litellm_layer import NO_RETRIES
 from ..testing import FakeLLM, ProviderError, RateLimited
 
@@ -112,6 +112,7 @@ class Provider:
                  on_headers: Callable[[Any], None] | None = None) -> None:
         self.api_base = api_base.rstrip("/") if api_base else None
         self.api_key = api_key
+        add_secret(api_key)  # hidden in what this process writes (a Ray actor's too)
         self.timeout = timeout
         self.on_headers = on_headers
         #: Tasks whose attempt is at the provider right now.
