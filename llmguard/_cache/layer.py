@@ -44,7 +44,8 @@ class Cache:
     function has its own entries: two closures from one factory, two agents' bound methods, or
     one decorated method on two instances never share an answer. ``namespace="..."`` makes them
     share (and makes keys of closures and methods stable across processes, for a shared Redis
-    store; module-level functions are stable without it). ``key(*args, **kwargs)`` replaces the
+    store; module-level functions are stable without it; without it such keys name their
+    process, so a shared store never serves one process's closure to another). ``key(*args, **kwargs)`` replaces the
     default key; it must return a str or a hashable value with a JSON form (a tuple of
     str/int/float). ``store`` replaces the in-memory
     store (``maxsize`` entries, LRU) with any :class:`CacheStore`. ``cache_if(result)`` decides
