@@ -23,8 +23,9 @@ from .._core.stream import Stream
 from .flight import Flight, start
 from .key import custom_key
 from .keyer import Keyer
+from .mapping_store import store_of
 from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
-from .store import MISSING, CacheStore, MemoryStore
+from .store import MISSING, CacheStore
 from .stream import Tee, fresh, is_recording, replay
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]
@@ -47,9 +48,10 @@ class Cache:
     store; module-level functions are stable without it; without it such keys name their
     process, so a shared store never serves one process's closure to another). ``key(*args, **kwargs)`` replaces the
     default key; it must return a str or a hashable value with a JSON form (a tuple of
-    str/int/float). ``store`` replaces the in-memory
-    store (``maxsize`` entries, LRU) with any :class:`CacheStore`. ``cache_if(result)`` decides
-    per result (default :func:`cache_if_complete`). Errors and cancellations are never cached.
+    str/int/float). ``store`` replaces the in-memory store (``maxsize`` entries, LRU) with any
+    :class:`CacheStore`, or any mutable mapping such as a ``cachetools`` cache (``LRUCache``,
+    ``TTLCache``, ...), which then holds the entries. ``cache_if(result)`` decides per result
+    (default :func:`cache_if_complete`). Errors and cancellations are never cached.
     Each call's outcome is ``call.record.cache``: "hit" | "miss" | "coalesced" | "bypass".
     """
 
@@ -78,12 +80,10 @@ class Cache:
         for name, fn in (("key", key), ("cache_if", cache_if)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be a callable or None, got {fn!r}")
-        if store is not None and not isinstance(store, CacheStore):
-            raise TypeError(f"store must implement CacheStore (get/set/delete/clear), got {store!r}")
         #: Seconds a result stays fresh.
         self.ttl = float(ttl)
         #: Where results live (shared with anything else holding this store).
-        self.store: CacheStore = MemoryStore(maxsize) if store is None else store
+        self.store: CacheStore = store_of(store, maxsize)
         if namespace is not None:
             text("namespace", namespace, hint="; e.g. namespace='summaries-v2', or None")
         if namespace is not None and key is not None:
@@ -93,13 +93,15 @@ class Cache:
         self.namespace = namespace
         self._key = key
         self._cache_if = cache_if_complete if cache_if is None else cache_if
-        # The in-memory store is read and written synchronously: a hit then costs no coroutine.
-        local = isinstance(self.store, MemoryStore)
-        self._lookup = self.store.lookup if local else None
-        self._put = self.store.put if local else None
+        # An in-process store (with synchronous lookup/put) is read and written without a
+        # coroutine: a hit then costs none.
+        lookup, put = getattr(self.store, "lookup", None), getattr(self.store, "put", None)
+        local = callable(lookup) and callable(put)
+        self._lookup = lookup if local else None
+        self._put = put if local else None
         #: The store keeps its own copy of what it is given and hands out new ones: the answer
         #: itself can go to one caller, and hits need no copy here.
-        self._copies = local
+        self._copies = local and getattr(self.store, "copies", False) is True
         # Only a store shared across processes needs the sha256; in memory the text will do.
         self._keyer = Keyer(namespace, hashed=not local)
         #: The store's optional hook to release a fill lock when a miss will not be filled.
