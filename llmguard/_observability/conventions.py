@@ -67,9 +67,9 @@ _public_names: dict[type, str] = {}
 def error_type(exc: BaseException) -> str:
     """The ``error.type`` attribute: the public name of the error that ended the call's class
     (``llmguard.QueueFull``, ``openai.RateLimitError``, ``httpx.ReadTimeout``; a builtin keeps
-    its bare name), never a private module path (``openai._exceptions``): the shortest public
-    module (no ``_``-prefixed part) that exposes the class under its name, else the bare
-    class name."""
+    its bare name), never a private module path (``openai._exceptions``): for a class defined
+    in a private module, the shortest public module of its package (no ``_``-prefixed part)
+    that exposes it under its name, else the bare class name."""
     cls = type(error_leaf(exc))
     name = _public_names.get(cls)
     if name is None:
@@ -86,14 +86,18 @@ def _public_name(cls: type) -> str:
     if module == "builtins" or "<locals>" in qualname:
         return cls.__name__
     parts = module.split(".")
-    for end in range(1, len(parts) + 1):
-        if parts[end - 1].startswith("_"):
-            break
-        namespace = sys.modules.get(".".join(parts[:end]))
-        if namespace is not None and getattr(namespace, qualname.split(".")[0], None) is not None:
-            found: object = namespace
-            for part in qualname.split("."):
-                found = getattr(found, part, None)
-            if found is cls:
-                return f"{'.'.join(parts[:end])}.{qualname}"
+    if not any(part.startswith("_") for part in parts):
+        return f"{module}.{qualname}"
+    # Defined in a private module: the shortest public module of the same package that exposes
+    # it under its name (``llmguard.testing.ProviderError``, ``openai.RateLimitError``).
+    public = sorted((name for name in list(sys.modules) if name == parts[0]
+                     or (name.startswith(parts[0] + ".")
+                         and not any(p.startswith("_") for p in name.split(".")))),
+                    key=lambda name: (name.count("."), name))
+    for name in public:
+        found: object = sys.modules.get(name)
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+        if found is cls:
+            return f"{name}.{qualname}"
     return qualname

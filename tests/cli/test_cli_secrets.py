@@ -56,6 +56,7 @@ def server():
     echoing = EchoingServer()
     yield echoing
     echoing.server.shutdown()
+    echoing.server.server_close()  # the listening socket too, not left to the collector
 
 
 @pytest.mark.looptime(False)

@@ -304,8 +304,7 @@ async def test_token_usage_always_names_a_provider(reader, provider) -> None:
 
 async def test_error_type_names_no_private_module(reader, provider) -> None:
     """#35 item 8: ``error.type`` is the public name of the error's class: the provider error
-    of ``llmguard.testing`` lives in ``llmguard.testing._provider`` but is
-    ``llmguard.testing.ProviderError``; a class no public module exposes keeps its bare name;
+    of ``llmguard.testing`` lives in a private module but is ``llmguard.testing.ProviderError``; a class no public module exposes keeps its bare name;
     builtins, llmguard's own and the SDKs' (which name themselves publicly) stay as they were."""
     import httpx
     import openai
@@ -314,7 +313,7 @@ async def test_error_type_names_no_private_module(reader, provider) -> None:
     from llmguard.testing import make_error
 
     provider_error = make_error(lg.FailureKind.OVERLOADED)
-    assert type(provider_error).__module__ == "llmguard.testing._provider"
+    assert "._" in type(provider_error).__module__  # defined in a private module
 
     class LocalError(Exception):
         pass
