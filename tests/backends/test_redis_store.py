@@ -16,7 +16,7 @@ pytestmark = pytest.mark.looptime(False)
 
 @pytest.fixture
 async def backend(redis_url, redis_prefix):
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     yield backend
     await backend.aclose()
 
@@ -104,7 +104,7 @@ async def test_pickle_only_on_request(backend):
 async def test_single_flight_across_processes(redis_url, redis_prefix, backend):
     """Two caches on separate backends (two processes) asked the same thing at once call the
     provider once: the second waits for the first's value instead."""
-    other = RedisBackend(redis_url, prefix=redis_prefix)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     calls = 0
 
     async def provider(prompt):
@@ -153,7 +153,7 @@ async def test_failed_fills_leave_a_bounded_lock_record(backend):
 async def test_a_failed_fill_releases_its_lock_at_once(redis_url, redis_prefix, backend):
     """When the filling process's call fails, its Cache abandons the fill: the lock is released
     at once, so another process leads the next fill instead of waiting out ``lock_ttl``."""
-    other = RedisBackend(redis_url, prefix=redis_prefix)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     a_store, b_store = RedisStore(backend, lock_ttl=3), RedisStore(other, lock_ttl=3)
 
     async def failing(prompt):
@@ -194,7 +194,7 @@ async def test_namespaces_never_read_or_clear_each_other(redis_url, redis_prefix
     """Issue 21 #6: tenants' namespaces are disjoint: clearing ``"a"`` keeps ``"a:b"``,
     clearing ``"t[12]"`` keeps ``"t1"`` (no glob), and key ``"b:x"`` in ``"a"`` is not key
     ``"x"`` of ``"a:b"``; a key named like a lock is an ordinary entry."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     stores = {ns: RedisStore(backend, namespace=ns, lock_ttl=0) for ns in ("a", "a:b", "t[12]", "t1")}
     await stores["a"].set("b:x", "from a", 60)
     await stores["a"].set("x:lock", "a lock-like key", 60)

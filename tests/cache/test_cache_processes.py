@@ -50,7 +50,7 @@ async def shared(prompt):  # module-level: the same key in every process
     return f"shared: {prompt}"
 
 async def main():
-    backend = RedisBackend(url, prefix=prefix)
+    backend = RedisBackend(url, prefix=prefix, timeout=30.0)
     cache = lg.Cache(ttl=300, store=RedisStore(backend))
     agent = Agent(persona)
     targets = {"partial": functools.partial(ask, agent), "closure": make_closure(persona),
