@@ -25,7 +25,7 @@ from ._cli.batch_options import batch_options_without_batch_api
 from ._cli.io import done_ids, scan_input
 from ._cli.run import EXIT_CRASH, Settings, make_limits, run
 from ._cli.usage import DESCRIPTION, EPILOG
-from ._core.redact import add_secret, redact, redact_logs
+from ._core.redact import hide_secrets, redact
 
 __all__ = ["main"]
 
@@ -153,12 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_options.run(args)
 
-    # The exact keys this run may hold, hidden in everything it writes or prints (records,
-    # errors, the summary, logs), whatever their shape: not only the `sk-...` pattern.
-    add_secret(args.api_key)
-    add_secret(os.environ.get(args.api_key_env))
-    redact_logs()
-
+    # The exact keys it may hold, whatever their shape, never in what it writes, prints or logs.
+    hide_secrets(args.api_key, os.environ.get(args.api_key_env))
     if not os.path.isfile(args.input):
         return _fail(f"input file {args.input!r} does not exist (or is not a file)")
     total, duplicates = scan_input(args.input)

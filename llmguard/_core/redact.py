@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "add_secret", "redact", "redact_logs", "redact_url", "secret_key"]
+__all__ = ["REDACTED", "add_secret", "hide_secrets", "redact", "redact_logs", "redact_url",
+           "secret_key"]
 
 #: What replaces a secret.
 REDACTED = "***"
@@ -107,3 +108,11 @@ def redact_logs() -> None:
 
     factory.llmguard_redacts = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+
+
+def hide_secrets(*values: Any) -> None:
+    """An application's call (``llmguard run``): the exact ``values`` (its API keys; None and
+    blanks skipped) are hidden from now on in everything redacted and in every log record."""
+    for value in values:
+        add_secret(value)
+    redact_logs()
