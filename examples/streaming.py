@@ -1,6 +1,7 @@
 """Streaming through a full pipeline with the offline fake model: the concurrency slot and the
-token reservation are held until the stream ends, a failure before the first chunk falls back,
-a completed stream is cached and replayed, and Metrics times the first chunk (offline)."""
+token reservation are held until the stream ends, a failure before the first chunk falls back
+(the backup's answer is not cached: it is not the primary's), the recovered primary's completed
+stream is cached and replayed, and Metrics times the first chunk (offline)."""
 
 import asyncio
 
@@ -24,7 +25,7 @@ async def main() -> None:
         limit,
     )(primary.stream_message)
 
-    for attempt in ("first", "second (from the cache)"):
+    for attempt in ("first (the backup)", "second (the primary)", "third (from the cache)"):
         print(f"{attempt}: ", end="")
         async for chunk in chat("tell me a short story about rate limits"):
             print(chunk, end="", flush=True)

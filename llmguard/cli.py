@@ -25,6 +25,7 @@ from ._cli.batch_options import batch_options_without_batch_api
 from ._cli.io import done_ids, scan_input
 from ._cli.run import EXIT_CRASH, Settings, make_limits, run
 from ._cli.usage import DESCRIPTION, EPILOG
+from ._core.redact import hide_secrets, redact
 
 __all__ = ["main"]
 
@@ -154,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_options.run(args)
 
+    # The exact keys it may hold, whatever their shape, never in what it writes, prints or logs.
+    hide_secrets(args.api_key, os.environ.get(args.api_key_env))
     if not os.path.isfile(args.input):
         return _fail(f"input file {args.input!r} does not exist (or is not a file)")
     total, duplicates = scan_input(args.input)
@@ -247,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(main_job)
     except Exception:  # a bug: say so, and keep "some lines failed" (1) meaning just that
-        traceback.print_exc()
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
         print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "
               "are intact: --resume continues from them.", file=sys.stderr)
         return EXIT_CRASH

@@ -23,8 +23,9 @@ from .._core.stream import Stream
 from .flight import Flight, start
 from .key import custom_key
 from .keyer import Keyer
+from .mapping_store import store_of
 from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
-from .store import MISSING, CacheStore, MemoryStore
+from .store import MISSING, CacheStore
 from .stream import Tee, fresh, is_recording, replay
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]
@@ -44,11 +45,13 @@ class Cache:
     function has its own entries: two closures from one factory, two agents' bound methods, or
     one decorated method on two instances never share an answer. ``namespace="..."`` makes them
     share (and makes keys of closures and methods stable across processes, for a shared Redis
-    store; module-level functions are stable without it). ``key(*args, **kwargs)`` replaces the
+    store; module-level functions are stable without it; without it such keys name their
+    process, so a shared store never serves one process's closure to another). ``key(*args, **kwargs)`` replaces the
     default key; it must return a str or a hashable value with a JSON form (a tuple of
-    str/int/float). ``store`` replaces the in-memory
-    store (``maxsize`` entries, LRU) with any :class:`CacheStore`. ``cache_if(result)`` decides
-    per result (default :func:`cache_if_complete`). Errors and cancellations are never cached.
+    str/int/float). ``store`` replaces the in-memory store (``maxsize`` entries, LRU) with any
+    :class:`CacheStore`, or any mutable mapping such as a ``cachetools`` cache (``LRUCache``,
+    ``TTLCache``, ...), which then holds the entries. ``cache_if(result)`` decides per result
+    (default :func:`cache_if_complete`). Errors and cancellations are never cached.
     Each call's outcome is ``call.record.cache``: "hit" | "miss" | "coalesced" | "bypass".
     """
 
@@ -77,16 +80,13 @@ class Cache:
         for name, fn in (("key", key), ("cache_if", cache_if)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be a callable or None, got {fn!r}")
-        if store is not None and not isinstance(store, CacheStore):
-            raise TypeError(f"store must implement CacheStore (get/set/delete/clear), got {store!r}")
-        max_ttl = getattr(store, "max_ttl", None)  # a store's own bound (Redis: ms in 64 bits)
-        if max_ttl is not None and ttl > max_ttl:
-            raise ValueError(f"ttl must be at most {max_ttl:g} seconds with {type(store).__name__}"
-                             f", got {ttl!r}; e.g. ttl=300")
         #: Seconds a result stays fresh.
         self.ttl = float(ttl)
         #: Where results live (shared with anything else holding this store).
-        self.store: CacheStore = MemoryStore(maxsize) if store is None else store
+        self.store: CacheStore = store_of(store, maxsize)
+        if ttl > (most := getattr(self.store, "max_ttl", math.inf)):  # Redis: ms in 64 bits
+            raise ValueError(f"ttl must be at most {most:g} s with {type(self.store).__name__}, "
+                             f"got {ttl!r}; e.g. ttl=300")
         if namespace is not None:
             text("namespace", namespace, hint="; e.g. namespace='summaries-v2', or None")
         if namespace is not None and key is not None:
@@ -96,13 +96,15 @@ class Cache:
         self.namespace = namespace
         self._key = key
         self._cache_if = cache_if_complete if cache_if is None else cache_if
-        # The in-memory store is read and written synchronously: a hit then costs no coroutine.
-        local = isinstance(self.store, MemoryStore)
-        self._lookup = self.store.lookup if local else None
-        self._put = self.store.put if local else None
+        # An in-process store (with synchronous lookup/put) is read and written without a
+        # coroutine: a hit then costs none.
+        lookup, put = getattr(self.store, "lookup", None), getattr(self.store, "put", None)
+        local = callable(lookup) and callable(put)
+        self._lookup = lookup if local else None
+        self._put = put if local else None
         #: The store keeps its own copy of what it is given and hands out new ones: the answer
         #: itself can go to one caller, and hits need no copy here.
-        self._copies = local
+        self._copies = local and getattr(self.store, "copies", False) is True
         # Only a store shared across processes needs the sha256; in memory the text will do.
         self._keyer = Keyer(namespace, hashed=not local)
         #: The store's optional hook to release a fill lock when a miss will not be filled.
@@ -143,7 +145,7 @@ class Cache:
                 self._misses += 1
             call.record.cache = "miss" if mode is None else "bypass"
             waiter = loop.create_future()  # before the fill starts: it may end at once
-            flight = self._flights[key] = Flight(waiter)
+            flight = self._flights[key] = Flight(waiter, call.record)
             flight.task = start(loop, self._fill(key, call, call_next, flight))
         else:
             self._coalesced += 1
@@ -165,6 +167,8 @@ class Cache:
             elif isinstance(waiter.result(), Tee):
                 waiter.result().forfeit()  # counted as a reader when the stream started
             raise
+        if flight.record is not call.record:  # joined another call's flight
+            flight.tell(waiter, call.record)
         return await result.open() if isinstance(result, Tee) else result
 
     def _land(self, key: str, flight: Flight) -> None:  # a later call starts a fresh flight
@@ -182,26 +186,29 @@ class Cache:
             if not isinstance(exc, Exception):
                 raise
             return  # every waiter has the error: the task itself ends quietly
+        # An alternate's or a default's answer (a Fallback below) answers this call, not the
+        # question its key asks: it is never stored, so a hit is always the call's own answer.
+        degraded = call.record.fallback is not None
         if isinstance(result, Stream):  # stored once read to its end, if ever
             result.defer(lambda error: error is not None and self._abandon(key))
-            waiters = [waiter for waiter in flight.waiters if not waiter.done()]
-            tee = Tee(result, len(waiters), lambda recording: self._store(key, recording))
+            waiters = flight.resolved()
+            tee = Tee(result, len(waiters), lambda recording: self._store(key, recording, degraded))
             self._land(key, flight)
             for waiter in waiters:
                 waiter.set_result(tee)
             return
-        kept = await self._store(key, result)
+        kept = await self._store(key, result, degraded)
         self._land(key, flight)
         # The answer itself goes to one caller unless the store holds it; the others get copies.
         mine = not kept or self._copies
-        for waiter in flight.waiters:
-            if not waiter.done():
-                waiter.set_result(result if mine else fresh(result))
-                mine = False
+        for waiter in flight.resolved():
+            waiter.set_result(result if mine else fresh(result))
+            mine = False
 
-    async def _store(self, key: str, result: Any) -> bool:
-        """Store ``result`` if ``cache_if`` accepts it; True if the store was given it."""
-        if not self._cache_if(result):
+    async def _store(self, key: str, result: Any, degraded: bool = False) -> bool:
+        """Store ``result`` if it is not ``degraded`` and ``cache_if`` accepts it; True if the
+        store was given it."""
+        if degraded or not self._cache_if(result):
             self._abandon(key)
             return False
         try:

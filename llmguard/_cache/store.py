@@ -39,6 +39,11 @@ class CacheStore(Protocol):
     and treats a failed ``get`` as a miss and a failed ``set`` as not cached, so an outage of a
     shared store degrades to no caching. Expiry is the store's job (``ttl`` per entry).
 
+    An in-process store may also define synchronous ``lookup(key)`` and ``put(key, value,
+    ttl)`` (what ``get``/``set`` do, without a coroutine: the Cache's hit path then costs none,
+    and its keys are the canonical text, not a sha256) and ``copies = True`` when it hands out
+    copies no other caller holds (:class:`MemoryStore` does all three).
+
     A store whose ``get`` takes a fill lock on a miss (single-flight across processes) may also
     define ``abandon(key)`` (synchronous, non-blocking): the Cache calls it when a miss ends
     without a ``set`` (the call failed or was cancelled, ``cache_if`` refused the result, a

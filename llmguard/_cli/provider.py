@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 from .._core.call import Call
+from .._core.redact import add_secret
 from .._upstream.errors import ProviderTimeout, Stopped
 from .._upstream.fake import FAKE_MODELS, FakeUpstream, fake_model
 from .._upstream.http import HTTPUpstream
@@ -40,6 +41,8 @@ class Provider:
         #: Where models other than the built-in fakes go.
         self.other: Upstream = (HTTPUpstream(api_base, api_key) if api_base
                                 else LitellmUpstream(api_key=api_key))
+        for secret in self.other.secrets():  # hidden in what this process writes (Ray's too)
+            add_secret(secret)
         self.fakes: dict[str, FakeUpstream] = {}
         #: Tasks whose attempt is at the provider right now.
         self.sending: set[asyncio.Task[Any]] = set()

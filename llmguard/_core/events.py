@@ -35,7 +35,7 @@ class CallRecord:
 
     __slots__ = ("sent", "models", "latency", "retries", "delays", "fallback", "cache",
                  "rejected_by", "delayed_by", "wait", "usage", "cost", "provider", "operation",
-                 "server", "error", "deployment")
+                 "server", "error", "deployment", "inherited")
 
     def __init__(self) -> None:
         #: Attempts that reached the provider, across retries and alternates; 0 for a cache hit
@@ -81,12 +81,18 @@ class CallRecord:
         #: Name of the deployment the last attempt went to (the one that answered, when the
         #: call succeeded), or None without a Router [Router].
         self.deployment: str | None = None
+        #: True when this call waited on an identical call in flight (``cache="coalesced"``)
+        #: whose first caller was cancelled before the answer came: the provider call is then
+        #: this one's to account for (usage, cost, duration), so paid tokens are never lost
+        #: [Cache].
+        self.inherited = False
 
     @property
     def billable(self) -> bool:
         """False when the cache answered (a hit, or a waiter on an identical call in flight):
-        no provider call, so no tokens, cost or operation duration of its own."""
-        return self.cache not in ("hit", "coalesced")
+        no provider call, so no tokens, cost or operation duration of its own; True for a
+        waiter that :attr:`inherited` the call its cancelled first caller started."""
+        return self.cache not in ("hit", "coalesced") or self.inherited
 
     def __repr__(self) -> str:
         shown = (f"{name}={getattr(self, name)!r}" for name in self.__slots__
@@ -144,9 +150,11 @@ class Event:
     detail: Any = None
 
 
-#: The callbacks subscribed now, as ``(callback, kinds or None)``. Layers test it before
-#: building an event: an empty list is the whole cost of an unobserved event.
-subscribers: list[tuple[Callable[[Event], Any], frozenset[EventKind] | None]] = []
+#: The callbacks subscribed now: subscription -> ``(callback, kinds or None)``, in the order
+#: they subscribed. Layers test it before building an event: an empty dict is the whole cost
+#: of an unobserved event. Keyed by the :class:`Subscription`, so closing one removes exactly
+#: that one, in O(1), however many there are and however often it is closed.
+subscribers: dict[Subscription, tuple[Callable[[Event], Any], frozenset[EventKind] | None]] = {}
 _tasks: set[asyncio.Task[Any]] = set()  # async callbacks in progress (held so they finish)
 
 
@@ -154,15 +162,12 @@ _tasks: set[asyncio.Task[Any]] = set()  # async callbacks in progress (held so t
 class Subscription:
     """What :func:`subscribe` returns: ``close()`` it (or leave its ``with`` block) to stop."""
 
-    __slots__ = ("_entry",)
-
-    def __init__(self, entry: tuple[Callable[[Event], Any], frozenset[EventKind] | None]) -> None:
-        self._entry = entry
+    __slots__ = ("__weakref__",)
 
     def close(self) -> None:
-        """Stop delivering events to this callback (idempotent)."""
-        if self._entry in subscribers:
-            subscribers.remove(self._entry)
+        """Stop delivering events to this callback (idempotent: a second close does nothing,
+        and never touches another subscription of the same callback)."""
+        subscribers.pop(self, None)
 
     def __enter__(self) -> Subscription:
         return self
@@ -186,15 +191,15 @@ def subscribe(callback: Callable[[Event], Any], *kinds: EventKind | str) -> Subs
     except ValueError:
         raise ValueError(f"subscribe(*kinds): unknown event kind in {kinds!r}; use one of "
                          f"{[kind.value for kind in EventKind]}") from None
-    entry = (callback, wanted)
-    subscribers.append(entry)
-    return Subscription(entry)
+    subscription = Subscription()
+    subscribers[subscription] = (callback, wanted)
+    return subscription
 
 
 def emit(event: Event) -> None:
     """Deliver ``event`` to the subscribers of its kind. Layers call it only when
     :data:`subscribers` is non-empty."""
-    for callback, wanted in tuple(subscribers):
+    for callback, wanted in tuple(subscribers.values()):
         if wanted is not None and event.kind not in wanted:
             continue
         try:

@@ -125,6 +125,8 @@ def _cache(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
 
 
 def _rejected(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
+    # Disjoint reasons (every layer's ``rejected`` leaves out its ``timed_out``): a sum() over
+    # reasons counts each refused call once.
     for attrs, stats in _layer_stats(metrics):
         for reason, name in (("rejected", "rejected"), ("timed_out", "timed_out")):
             value = _field(stats, name)
@@ -170,7 +172,8 @@ def observables(layers: Callable[[], Iterable[MetricsView]], meter: Any) -> list
         counter("llmguard.cache.lookups", _each(layers, _cache), unit="{lookup}",
                 description="Cache lookups by result (hit, miss, coalesced)"),
         counter("llmguard.admission.rejected", _each(layers, _rejected), unit="{call}",
-                description="Calls refused by a limiter (queue full, too large, timed out)"),
+                description="Calls refused by a limiter, by reason: rejected (queue full, too "
+                            "large) or timed_out (waited max_wait); disjoint"),
         gauge("llmguard.concurrency.limit", _each(layers, _gauge("limit")), unit="{call}",
               description="Current concurrency limit"),
         updown("llmguard.queue.waiting", _each(layers, _gauge("waiting")), unit="{call}",

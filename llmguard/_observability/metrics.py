@@ -37,9 +37,10 @@ class Metrics:
     ``meter_provider`` defaults to the global one (a no-op until an SDK is configured, so the
     layer then costs about a microsecond); ``tracer_provider`` enables one span per call and one
     per attempt. ``model`` names the model when calls carry no ``model=`` keyword; ``provider``
-    sets ``gen_ai.provider.name`` (the integrations set it per call). Any number of Metrics
-    layers may share a provider: each exports its own series, ``llmguard.pipeline`` tells them
-    apart. Put it outermost so it sees the whole call (cache, retries).
+    sets ``gen_ai.provider.name`` (the integrations set it per call; without either, a
+    ``provider/model`` prefix tells it, else it is ``"unknown"``: the attribute is required).
+    Any number of Metrics layers may share a provider: each exports its own series,
+    ``llmguard.pipeline`` tells them apart. Put it outermost so it sees the whole call (cache, retries).
     """
 
     __slots__ = ("name", "operation", "provider", "model", "_series", "_latency", "_in_flight",
@@ -62,7 +63,8 @@ class Metrics:
         self.name = name
         #: ``gen_ai.operation.name`` unless the call says otherwise.
         self.operation = operation
-        #: ``gen_ai.provider.name`` unless the call says otherwise, or None.
+        #: ``gen_ai.provider.name`` unless the call says otherwise, or None (then inferred
+        #: from a ``provider/model`` name, else ``"unknown"``).
         self.provider = provider
         #: Model used when a call has no ``model=`` keyword.
         self.model = model

@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._core.events import CallRecord
+from .conventions import provider_name
 from .histogram import LatencyHistogram, MetricsSnapshot, MetricsStats
 
 __all__ = ["Retired", "Series", "attributes", "snapshot_of", "stats_of"]
@@ -35,9 +36,8 @@ def attributes(layer: Any, known: CallRecord, model: str | None, response: str |
     """The GenAI attributes of a call of ``layer`` (a Metrics): what the call's facts say
     (provider, operation, server), else the layer's settings."""
     attrs: dict[str, Any] = {"gen_ai.operation.name": known.operation or layer.operation}
-    provider = known.provider or layer.provider
-    if provider is not None:
-        attrs["gen_ai.provider.name"] = provider
+    # Required by the conventions: the call's (an integration's), the layer's, or inferred.
+    attrs["gen_ai.provider.name"] = known.provider or layer.provider or provider_name(model)
     for name, value in (("gen_ai.request.model", model), ("gen_ai.response.model", response),
                         ("error.type", error)):
         if value is not None:

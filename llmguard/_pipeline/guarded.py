@@ -13,7 +13,7 @@ from .._core.events import records
 from .._core.public import public
 from .._core.stream import Stream
 
-__all__ = ["Guarded", "PipelineView", "make_guarded"]
+__all__ = ["Guarded", "PipelineView", "failed", "make_guarded"]
 
 P = ParamSpec("P")
 R_co = TypeVar("R_co", covariant=True)
@@ -46,6 +46,17 @@ class Guarded(Protocol[P, R_co]):
     def stats(self) -> dict[str, Any]: ...
 
 
+def failed(call: Call, stream: Stream) -> None:
+    """A stream that fails after its first chunk ends the call with that error: the record
+    says so (``record.error``), as it does for an error before the answer started."""
+
+    def end(error: BaseException | None) -> None:
+        if isinstance(error, Exception):
+            call.record.error = classify(error).kind.value
+
+    stream.defer(end)
+
+
 def make_guarded(pipeline: PipelineView, fn: Any) -> Any:
     """The guarded function: same name, docstring and signature as ``fn``."""
     handler = pipeline.build()
@@ -61,10 +72,16 @@ def make_guarded(pipeline: PipelineView, fn: Any) -> Any:
     if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(getattr(fn, "__call__", None)):
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:  # an async generator, like fn
-            result = await handler(start(args, kwargs))
+            call = start(args, kwargs)
+            try:
+                result = await handler(call)
+            except Exception as exc:
+                call.record.error = classify(exc).kind.value
+                raise
             if not isinstance(result, Stream):  # e.g. a Fallback default: one chunk
                 yield result
                 return
+            failed(call, result)
             async with result:
                 async for chunk in result:
                     yield chunk
@@ -79,10 +96,13 @@ def make_guarded(pipeline: PipelineView, fn: Any) -> Any:
             if sink is not None:  # inside llmguard.recording()
                 sink.append(call.record)
             try:
-                return await handler(call)
+                result = await handler(call)
             except Exception as exc:
                 call.record.error = classify(exc).kind.value
                 raise
+            if isinstance(result, Stream):
+                failed(call, result)
+            return result
 
     functools.update_wrapper(guarded, fn)
     if not hasattr(fn, "__name__"):  # partials and callable objects

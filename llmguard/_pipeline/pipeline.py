@@ -25,6 +25,11 @@ def _describe(obj: Any) -> str:
 
 
 def _check_layer(layer: Any) -> Layer:
+    if not inspect.isclass(layer) and type(layer).__module__.startswith("aiolimiter"):
+        from .._admission.aiolimiter_layer import Aiolimiter, is_aiolimiter
+
+        if is_aiolimiter(layer):  # the user's AsyncLimiter: one unit per call
+            return Aiolimiter(layer)
     if inspect.isclass(layer):
         raise TypeError(
             f"{layer.__qualname__} is a layer class, not a layer: pass an instance, "

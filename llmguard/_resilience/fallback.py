@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -67,8 +68,10 @@ class Fallback:
     ``routes`` sends specific failure kinds to a specific alternate first, e.g.
     ``{FailureKind.CONTEXT_WINDOW: {"model": "long-context-model"}}``. ``on`` (a predicate
     ``exc -> bool``) restricts which errors fall back (default: every ``Exception``; never a
-    cancellation). ``default`` is returned (or called with the arguments, if callable) when all
-    failed: graceful degradation. Otherwise :class:`llmguard.FallbackExhausted` holds every error
+    cancellation). ``default`` is returned (or called with the arguments, if callable; an async
+    function's answer is awaited) when all failed: graceful degradation. An answer from an
+    alternate or the default is marked on the call's record (``record.fallback``), so a Cache
+    above never stores it under the primary's key. Otherwise :class:`llmguard.FallbackExhausted` holds every error
     in order. A streamed answer falls back only before its first chunk.
     """
 
@@ -153,9 +156,10 @@ class Fallback:
             call.restore(saved)
             self._defaulted += 1
             self._taken(call, "default", errors[-1])
-            if callable(self.default):
-                return self.default(*call.args, **call.kwargs)
-            return self.default
+            if not callable(self.default):
+                return self.default
+            answer = self.default(*call.args, **call.kwargs)
+            return await answer if inspect.isawaitable(answer) else answer
         self._exhausted += 1
         names = ["primary", *(_label(a) for a in chain)]
         summary = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in zip(names, errors))

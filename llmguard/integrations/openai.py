@@ -1,4 +1,6 @@
-"""Guard the OpenAI SDK: ``AsyncOpenAI().chat.completions.create`` and ``responses.create``.
+"""Guard the OpenAI SDK: ``AsyncOpenAI()``'s ``chat.completions.create``, ``responses.create``,
+``embeddings.create`` and ``completions.create`` (:data:`METHODS`; the rest of the client is left
+unguarded: see there).
 
 ::
 
@@ -40,8 +42,13 @@ from ._util import has_retry, header_observers
 
 __all__ = ["METHODS", "guard", "wrap"]
 
-#: The methods :func:`wrap` guards by default (dotted paths from the client).
-METHODS = ("chat.completions.create", "responses.create")
+#: The methods :func:`wrap` guards by default (dotted paths from the client): every method that
+#: sends a model a request counted against its requests and tokens quotas. Anything else on the
+#: client (``moderations``, ``images``, ``audio``, ``files``, ``batches``, ``beta.*``, the
+#: ``with_raw_response``/``with_streaming_response`` views) is left as it is: pass ``methods=``
+#: (or use :func:`guard`) to guard another one.
+METHODS = ("chat.completions.create", "responses.create", "embeddings.create",
+           "completions.create")
 
 
 class _RateLimitHeaders:
@@ -138,7 +145,8 @@ def _guard_resource(resource: Any, name: str, pipeline: Pipeline, client: Any,
 
 def wrap(client: Any, pipeline: Pipeline, *, methods: tuple[str, ...] = METHODS) -> Any:
     """Return a copy of ``client`` (an ``AsyncOpenAI`` or ``AsyncAzureOpenAI``) whose ``methods``
-    (dotted paths, by default chat completions and responses) are guarded by ``pipeline``.
+    (dotted paths, by default :data:`METHODS`: chat completions, responses, embeddings and
+    legacy completions) are guarded by ``pipeline``; every other method is left unguarded.
 
     The copy shares the original's HTTP connection pool; the original is left unchanged.
     """

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.looptime(False)
 async def test_one_process_opening_the_circuit_opens_it_for_the_other(redis_url, redis_prefix):
     """Breaker A (one process) sees the provider fail and opens; breaker B (another process,
     same name and prefix) refuses its next call within a poll, for A's remaining open time."""
-    backends = [RedisBackend(redis_url, prefix=redis_prefix) for _ in range(2)]
+    backends = [RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0) for _ in range(2)]
     a, b = (lg.CircuitBreaker(min_calls=2, open_for=1.0, name="openai", backend=backend)
             for backend in backends)
 
@@ -47,7 +47,7 @@ async def test_a_dropped_breaker_stops_polling(redis_url, redis_prefix):
     ends once its owner lets go of it, while a breaker still in use keeps following."""
     import gc
 
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
 
     async def up():
         return "ok"

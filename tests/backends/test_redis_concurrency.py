@@ -33,7 +33,7 @@ def test_backoff_grows_to_the_ceiling_and_respects_the_hint():
 async def test_two_limiters_share_the_limit_and_the_layer_takes_either(redis_url, redis_prefix):
     """Two limiters (two processes' worth) on one name never hold more than `limit` permits
     together; ConcurrencyLimit takes the Redis limiter unchanged; all permits come back."""
-    backends = [RedisBackend(redis_url, prefix=redis_prefix) for _ in range(2)]
+    backends = [RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0) for _ in range(2)]
     limiters = [RedisConcurrencyLimiter(b, 3, name="api", lease=0.5, max_wait=5) for b in backends]
     held = peak = 0
 
@@ -56,7 +56,7 @@ async def test_two_limiters_share_the_limit_and_the_layer_takes_either(redis_url
 async def test_cancelled_waiter_leaves_no_permit_behind(redis_url, redis_prefix):
     """A waiter cancelled while polling Redis holds nothing afterwards, and the next acquire
     proceeds once the holder releases."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     a = RedisConcurrencyLimiter(backend, 1, name="c", lease=0.5)
     b = RedisConcurrencyLimiter(backend, 1, name="c", lease=0.5, max_wait=2)
     await a.acquire()
@@ -78,7 +78,7 @@ import asyncio, sys
 from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter
 
 async def main(url, prefix):
-    limiter = RedisConcurrencyLimiter(RedisBackend(url, prefix=prefix), 2, name="w", lease=1.0)
+    limiter = RedisConcurrencyLimiter(RedisBackend(url, prefix=prefix, timeout=30.0), 2, name="w", lease=1.0)
     await limiter.acquire()
     await limiter.acquire()
     print("held", flush=True)
@@ -98,7 +98,7 @@ async def test_killed_worker_permits_come_back_after_the_lease(redis_url, redis_
     try:
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
         assert line.strip() == "held"
-        backend = RedisBackend(redis_url, prefix=redis_prefix)
+        backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
         blocked = RedisConcurrencyLimiter(backend, 2, name="w", lease=1.0, max_wait=2.0)
         with pytest.raises(lg.AdmissionTimeout, match="shared concurrency slots"):
             await blocked.acquire()  # 2 s: twice the lease, so only renewal kept them held

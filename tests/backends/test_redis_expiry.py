@@ -18,7 +18,7 @@ async def test_every_key_written_expires(redis_url, redis_prefix):
     """Rate limits (reserve, reconcile, refund, pause, provider caps, a refused reservation),
     concurrency leases (acquire, renew, release), cache values and fill locks, and a shared
     circuit opening: afterwards every key under the prefix has a TTL (none is persistent)."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     quotas = (Quota(2, 0.5, False), Quota(100, 0.5, True))
     for key in ("a", "b", None):
         _, first = await backend.reserve(key, quotas, 10)

@@ -26,7 +26,7 @@ TOKENS = (Quota(3, 0.3, False), Quota(100, 0.3, True))
 async def test_reserve_admits_up_to_the_quota_then_says_how_long_to_wait(redis_url, redis_prefix):
     """Three requests fit a 3-per-0.3 s quota; the fourth gets a wait within the window, nothing
     recorded, and is admitted once that wait has passed."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     tickets = [await backend.reserve(None, REQUESTS, 0) for _ in range(3)]
     assert all(wait == 0.0 and ticket for wait, ticket in tickets)
     wait, ticket = await backend.reserve(None, REQUESTS, 0)
@@ -38,7 +38,7 @@ async def test_reserve_admits_up_to_the_quota_then_says_how_long_to_wait(redis_u
 
 async def test_two_backends_share_one_quota(redis_url, redis_prefix):
     """Two backends (as two processes would) with the same prefix draw on one quota."""
-    a, b = RedisBackend(redis_url, prefix=redis_prefix), RedisBackend(redis_url, prefix=redis_prefix)
+    a, b = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0), RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     results = [await (a if i % 2 else b).reserve("key", REQUESTS, 0) for i in range(4)]
     assert [ticket is not None for _, ticket in results] == [True, True, True, False]
     assert (await a.reserve("other", REQUESTS, 0))[1] is not None  # keys are separate quotas
@@ -51,7 +51,7 @@ async def test_a_call_queued_below_is_counted_again_when_it_reaches_the_provider
     of 0.6 s: calls admitted by the quota but queued for the slot are counted again when they
     leave the queue, waiting for room: the provider never sees more than 2 requests in any
     1 s window."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     arrivals: list[float] = []
 
     async def provider() -> str:
@@ -69,7 +69,7 @@ async def test_a_call_queued_below_is_counted_again_when_it_reaches_the_provider
 async def test_reconcile_and_refund_give_tokens_back(redis_url, redis_prefix):
     """A reservation reconciled down frees the difference; a refund frees it all (also the
     request); both are applied in the background and visible to the next reservation."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     _, first = await backend.reserve(None, TOKENS, 60)
     assert (await backend.reserve(None, TOKENS, 60))[1] is None  # 120 > 100 tokens
     backend.reconcile(None, first, 10)
@@ -87,7 +87,7 @@ async def test_reconcile_and_refund_give_tokens_back(redis_url, redis_prefix):
 async def test_pause_is_shared_and_never_shortened(redis_url, redis_prefix):
     """A 429's pause written by one process stops admissions in another; a shorter pause later
     does not shorten it."""
-    a, b = RedisBackend(redis_url, prefix=redis_prefix), RedisBackend(redis_url, prefix=redis_prefix)
+    a, b = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0), RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     a.pause(None, REQUESTS, 0.4)
     a.pause(None, REQUESTS, 0.05)
     await a.aclose()
@@ -101,7 +101,7 @@ async def test_pause_is_shared_and_never_shortened(redis_url, redis_prefix):
 async def test_provider_cap_limits_admissions_until_reset(redis_url, redis_prefix):
     """x-ratelimit-remaining-requests=1 with a 0.2 s reset admits one request, then waits for the
     reset, even though the configured quota has room."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     quotas = (Quota(100, 1.0, False),)
     backend.cap(None, quotas, False, 1, 0.2)
     await backend.connection.aclose()
@@ -114,7 +114,7 @@ async def test_provider_cap_limits_admissions_until_reset(redis_url, redis_prefi
 async def test_ratelimit_layer_with_redis_backend_needs_no_other_change(redis_url, redis_prefix):
     """RateLimit(..., backend=RedisBackend(url)) admits, queues FIFO in the process, reconciles to
     usage and refunds refused calls; statistics() is back to baseline afterwards."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     limit = lg.RateLimit(rps=4, backend=backend)
     order = []
 
@@ -135,8 +135,8 @@ import asyncio, sys, llmguard as lg
 from llmguard.backends.redis import RedisBackend
 
 async def main(url, prefix):
-    backend = RedisBackend(url, prefix=prefix)
-    limit = lg.RateLimit(rpm=15, max_wait=0.5, backend=backend)
+    backend = RedisBackend(url, prefix=prefix, timeout=30.0)
+    limit = lg.RateLimit(rpm=15, max_wait=5, backend=backend)  # generous: a loaded machine
     guarded = lg.guard(limit)(asyncio.sleep)
     results = await asyncio.gather(*(guarded(0) for _ in range(10)), return_exceptions=True)
     await backend.aclose()
@@ -186,7 +186,7 @@ async def test_per_key_state_stays_bounded_with_thousands_of_keys(redis_url, red
     """3,000 keys pass through (100 new ones every 25 ms against a 0.1 s window): the backend
     caches state for at most about twice the keys active in the last window, never one entry
     per key ever seen, and every key's first call is still admitted."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     loop = asyncio.get_running_loop()
     started: list[float] = []  # when each batch went out
     most = peak = 0
@@ -211,8 +211,8 @@ async def test_swept_keys_keep_their_quota_pause_and_provider_caps(redis_url, re
     key paused or capped by another process stays paused or capped (in admissions and in the
     headroom statistics report), and a key whose entry was dropped is written to the same Redis
     keys (a pause set after the sweep holds)."""
-    a = RedisBackend(redis_url, prefix=redis_prefix)
-    b = RedisBackend(redis_url, prefix=redis_prefix)  # another process
+    a = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    b = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)  # another process
     long = (Quota(2, 30.0, False),)
     for _ in range(2):
         assert (await a.reserve("busy", long, 0))[1] is not None
@@ -247,7 +247,7 @@ async def test_swept_keys_keep_their_quota_pause_and_provider_caps(redis_url, re
 async def test_headroom_reverts_to_the_full_quota_once_stale(redis_url, redis_prefix):
     """The headroom reported after a key's last reservation holds while that reservation is in
     the window; afterwards (nothing admitted since) it is the full quota, not the old figure."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     for _ in range(5):
         await backend.reserve("k", SHORT, 0)
     assert backend.headroom("k", SHORT) == (0, 0, 0.0)
@@ -262,7 +262,7 @@ async def test_keys_of_different_types_never_share_a_quota(redis_url, redis_pref
     from llmguard._admission.ratelimit.window import Quota
     from llmguard.backends.redis import RedisBackend
 
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     quotas = (Quota(1, 60.0, False),)
     for key in (7, "int=7", None, "", 1, "1", "r:int=7", "s:x", ("s", "x")):
         wait, ticket = await backend.reserve(key, quotas, 0)
@@ -279,7 +279,7 @@ async def test_buckets_are_shared_and_refill_continuously(redis_url, redis_prefi
     """Continuous quotas in Redis: two backends draw on one bucket per quota; once it is empty
     the wait is the time to refill one request (0.1 s at 3 per 0.3 s), not to the end of a
     window, and the request is admitted after it."""
-    a, b = RedisBackend(redis_url, prefix=redis_prefix), RedisBackend(redis_url, prefix=redis_prefix)
+    a, b = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0), RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     results = [await (a if i % 2 else b).reserve("key", BUCKETS, 10) for i in range(4)]
     assert [ticket is not None for _, ticket in results] == [True, True, True, False]
     wait = results[-1][0]
@@ -296,7 +296,7 @@ async def test_bucket_refunds_are_bounded_like_in_memory(redis_url, redis_prefix
     the difference; but a refund after the provider's bucket could have filled up gives nothing
     (the Lua script applies ``bucket.settle``): 10 tokens per second, 5 reserved, the bucket
     full again, all 10 taken, then the first refunded: still no room."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     quotas = (Quota(100, 60.0, True, True),)
     _, first = await backend.reserve(None, quotas, 60)
     assert (await backend.reserve(None, quotas, 60))[1] is None
@@ -323,7 +323,7 @@ async def test_headers_drain_the_shared_bucket(redis_url, redis_prefix):
     """``x-ratelimit-remaining-requests: 1`` drains the shared request bucket to one request:
     the next reservation is admitted, the one after waits for the refill (a tenth of a second
     at 10 per second), not for the header's reset."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     quotas = (Quota(10, 1.0, False, True),)
     backend.cap(None, quotas, False, 1, 30.0)
     await backend.connection.aclose()
@@ -341,7 +341,7 @@ async def test_continuous_layer_over_redis_against_a_token_bucket_server(redis_u
     on a busy machine, so ``margin=0.1`` as the README advises over a network."""
     from llmguard.testing import TokenBucketServer
 
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     server = TokenBucketServer(rpm=4, window=1.0, latency=0.01)
     limit = lg.RateLimit(rps=4, refill="continuous", margin=0.1, backend=backend)
     guarded = lg.guard(limit)(server.acompletion)

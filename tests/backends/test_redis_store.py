@@ -4,6 +4,8 @@ single-flight. Real time (Redis expires keys on its clock): looptime off, sub-se
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard._cache.store import MISSING
@@ -14,7 +16,7 @@ pytestmark = pytest.mark.looptime(False)
 
 @pytest.fixture
 async def backend(redis_url, redis_prefix):
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     yield backend
     await backend.aclose()
 
@@ -26,6 +28,53 @@ async def test_json_round_trip_and_ttl(backend):
     assert await store.get("k") == {"text": "hi", "n": [1, 2]}
     await asyncio.sleep(0.3)
     assert await store.get("k") is MISSING
+
+
+_atoms = (st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+          | st.floats(allow_nan=False) | st.binary(max_size=8))
+_keys = st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.tuples(st.integers())
+_values = st.recursive(_atoms, lambda inner: (
+    st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(_keys, inner, max_size=4)
+    | st.dictionaries(st.just("__llmguard__") | st.text(max_size=3), inner, max_size=2)
+    | st.frozensets(_keys, max_size=3) | st.sets(st.integers(), max_size=3)), max_leaves=12)
+
+
+def _typed(value):
+    """``value`` with the type of every part spelled out: equal means unchanged."""
+    if isinstance(value, dict):
+        return ("dict", [(_typed(k), _typed(v)) for k, v in value.items()])
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_typed(v) for v in value])
+    if isinstance(value, (set, frozenset)):
+        return (type(value).__name__, sorted(map(repr, value)))
+    return (type(value).__name__, value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=_values)
+def test_a_hit_returns_what_the_miss_stored_unchanged(value):
+    """#35 item 7: the default serializer keeps int keys, tuples, sets and bytes as they were
+    (plain JSON turned {1: 0.5} into {"1": 0.5} and tuples into lists), for any nesting."""
+    from llmguard.backends.redis._codec import dumps, loads
+
+    assert _typed(loads(dumps(value))) == _typed(value)
+
+
+async def test_a_cached_answer_comes_back_from_redis_with_its_types(backend):
+    """Through a Cache on a RedisStore: the hit equals the miss's answer, types included."""
+    answer = {1: 0.5, "scores": (0.1, 0.9), "ids": {3, 4}, "raw": b"\x00\xff", "n": None}
+    calls = 0
+
+    async def classify(text: str):
+        nonlocal calls
+        calls += 1
+        return dict(answer)
+
+    guarded = lg.guard(lg.Cache(ttl=60, store=RedisStore(backend, lock_ttl=0)))(classify)
+    assert await guarded("x") == answer
+    hit = await guarded("x")
+    assert calls == 1 and _typed(hit) == _typed(answer)
 
 
 async def test_unserialisable_and_oversized_values_are_not_stored(backend):
@@ -55,7 +104,7 @@ async def test_pickle_only_on_request(backend):
 async def test_single_flight_across_processes(redis_url, redis_prefix, backend):
     """Two caches on separate backends (two processes) asked the same thing at once call the
     provider once: the second waits for the first's value instead."""
-    other = RedisBackend(redis_url, prefix=redis_prefix)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     calls = 0
 
     async def provider(prompt):
@@ -104,7 +153,7 @@ async def test_failed_fills_leave_a_bounded_lock_record(backend):
 async def test_a_failed_fill_releases_its_lock_at_once(redis_url, redis_prefix, backend):
     """When the filling process's call fails, its Cache abandons the fill: the lock is released
     at once, so another process leads the next fill instead of waiting out ``lock_ttl``."""
-    other = RedisBackend(redis_url, prefix=redis_prefix)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     a_store, b_store = RedisStore(backend, lock_ttl=3), RedisStore(other, lock_ttl=3)
 
     async def failing(prompt):
@@ -145,7 +194,7 @@ async def test_namespaces_never_read_or_clear_each_other(redis_url, redis_prefix
     """Issue 21 #6: tenants' namespaces are disjoint: clearing ``"a"`` keeps ``"a:b"``,
     clearing ``"t[12]"`` keeps ``"t1"`` (no glob), and key ``"b:x"`` in ``"a"`` is not key
     ``"x"`` of ``"a:b"``; a key named like a lock is an ordinary entry."""
-    backend = RedisBackend(redis_url, prefix=redis_prefix)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     stores = {ns: RedisStore(backend, namespace=ns, lock_ttl=0) for ns in ("a", "a:b", "t[12]", "t1")}
     await stores["a"].set("b:x", "from a", 60)
     await stores["a"].set("x:lock", "a lock-like key", 60)

@@ -53,3 +53,14 @@ def test_bench_fanout_prints_every_limiter_and_cancellation_order() -> None:
     verdicts = out[out.index("Target of #21"):]
     for label in limiters[:3]:
         assert re.search(rf"{re.escape(label)}.*\b(pass|MISS)\b", verdicts), verdicts
+
+
+def test_bench_adapters_prints_each_limiter_and_store() -> None:
+    """aiolimiter as a layer beside RateLimit, cachetools stores beside the in-memory one: each
+    row has a figure and a ratio to llmguard's own part."""
+    out = run("bench_adapters.py", "--calls", "50", "--repeats", "1")
+    for label in ("lg.RateLimit(rpm=...)", "aiolimiter.AsyncLimiter as a layer",
+                  "lg.Cache, in-memory store", "lg.Cache, cachetools.TTLCache store",
+                  "lg.Cache, cachetools.LRUCache store"):
+        cells = row(out, label)
+        number(cells[0]), number(cells[1].rstrip("x"))

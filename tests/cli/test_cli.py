@@ -258,6 +258,7 @@ def test_api_base_sends_to_an_openai_compatible_server(tmp_path: Path) -> None:
         )
     finally:
         server.shutdown()
+        server.server_close()  # the listening socket too: a later test must not see it leak
     assert proc.returncode == 0, proc.stderr
     out = records(tmp_path / "out.jsonl")
     assert [(r["ok"], r["attempts"], r["retries"]) for r in out] == [(True, 2, 1)] * 2

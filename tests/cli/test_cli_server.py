@@ -75,6 +75,7 @@ class CountingServer:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()  # the listening socket too: a later test must not see it leak
 
 
 def _env() -> dict[str, str]:

@@ -71,3 +71,20 @@ async def test_fallback_never_shows_an_alternates_credentials() -> None:
     assert alternate["api_key"] == SECRET  # the override itself is used unchanged
     assert await guarded("y", model="gpt-4o", api_key="k") == "echo: y"
     assert SECRET not in repr(fallback.statistics())
+
+
+@given(secret=st.text(min_size=4, max_size=24).filter(lambda s: s.strip() == s),
+       before=st.text(max_size=12), after=st.text(max_size=12))
+def test_a_known_secret_never_survives_whatever_its_shape(secret, before, after) -> None:
+    """#35 item 8: a secret given to add_secret (what `llmguard run` does with its key) is gone
+    from any text it appears in, in any shape (not only `sk-...`), nested in data too."""
+    from llmguard._core import redact as redaction
+
+    known = redaction._known
+    try:
+        redaction.add_secret(secret)
+        text = before + secret + after
+        assert secret not in redact(text)
+        assert secret not in str(redact({"error": [(text,)]}))
+    finally:
+        redaction._known = known

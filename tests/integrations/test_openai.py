@@ -337,3 +337,26 @@ async def test_metrics_name_the_provider_server_and_operation() -> None:
     seen = {(p.attributes["gen_ai.provider.name"], p.attributes["server.address"])
             for p in duration.data.data_points}
     assert seen == {("openai", "openai.test"), ("azure.ai.openai", "example.openai.azure.com")}
+
+
+def embeddings_body() -> dict[str, Any]:
+    return {"object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+            "usage": {"prompt_tokens": 3, "total_tokens": 3}}
+
+
+async def test_wrap_guards_embeddings_and_legacy_completions() -> None:
+    """#35 item 8: ``embeddings.create`` (and ``completions.create``) go through the pipeline
+    too: a RateLimit(rpm=1) admits one of three embeddings calls (before: all three were sent,
+    unguarded)."""
+    server = Server(lambda r: ok(embeddings_body()) if r.url.path.endswith("/embeddings")
+                    else ok())
+    client = lg_openai.wrap(server.client(), lg.Pipeline(name="emb").rate_limit(rpm=1, max_wait=1))
+    with lg.recording() as calls:
+        first = await client.embeddings.create(model="text-embedding-3-small", input="hi")
+        for _ in range(2):
+            with pytest.raises(lg.AdmissionTimeout):
+                await client.embeddings.create(model="text-embedding-3-small", input="hi")
+    assert first.data[0].embedding == [0.1, 0.2]
+    assert len(server.requests) == 1 and calls[0].operation == "embeddings"
+    assert set(lg_openai.METHODS) >= {"embeddings.create", "completions.create"}

@@ -396,3 +396,23 @@ def test_cli_run_on_ray_sends_the_key_of_api_key_and_api_key_env(local_ray, tmp_
     for secret in ("sk-from-env-4242", "sk-cli-1717"):
         assert secret not in printed.out + printed.err + written
     assert repr(Secret("sk-x")) == "Secret('***')"  # what Ray shows of the factory's arguments
+
+
+def test_identical_rows_without_custom_id_are_each_answered(redis_url, redis_prefix):
+    """#35 item 7: four identical rows without ``custom_id`` or ``line`` (four samples of one
+    prompt) get four distinct ids, so the answered-rows store keeps four records and the
+    provider is asked four times (before: one id, 1 of 4 sent, the other 3 got its record).
+    Ids stay the same when the same batch runs again (a retried Ray task pays nothing twice)."""
+    fake = FakeLLM()
+    same = {"model": "m", "messages": [{"role": "user", "content": "a haiku"}]}
+    batch = [dict(same) for _ in range(4)] + [{"model": "m", "messages": [
+        {"role": "user", "content": "other"}]}]
+    options = dict(send=fake.acompletion, redis_url=redis_url, prefix=redis_prefix,
+                   remember="samples", row_concurrency=1)
+    records = guard_rows(batch, **options)
+    assert len({r["id"] for r in records}) == 5 and all(r["ok"] for r in records)
+    assert fake.call_count == 5
+    again = guard_rows(batch, **options)  # Ray runs the batch again: answered rows are kept
+    assert [r["id"] for r in again] == [r["id"] for r in records] and fake.call_count == 5
+    guard_rows(batch[::-1], **options)  # another batch: its rows are its own
+    assert fake.call_count == 10

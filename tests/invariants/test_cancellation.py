@@ -3,6 +3,8 @@ layer's statistics are back to baseline and the next call proceeds."""
 
 import asyncio
 
+import aiolimiter
+import cachetools
 import pytest
 
 import llmguard as lg
@@ -27,6 +29,10 @@ LAYERS = {
     "Router": lambda: lg.Router(lg.Deployment({"deployment": "a"}, name="a", rpm=1),
                                 lg.Deployment({"deployment": "b"}, name="b", concurrency=1),
                                 strategy="ordered"),
+    # What users already hold, as they pass it: an aiolimiter limiter as a layer, a cachetools
+    # cache as a Cache store.
+    "aiolimiter.AsyncLimiter": lambda: aiolimiter.AsyncLimiter(1, 60),
+    "Cache on cachetools.LRUCache": lambda: lg.Cache(ttl=60, store=cachetools.LRUCache(100)),
 }
 
 
@@ -44,11 +50,11 @@ async def test_cancel_at_every_await_point(name: str, cancel_at: float) -> None:
     """Cancel while admitted-and-waiting (0 s), inside the provider (1 s), during a backoff or
     a second attempt (5 s) and while queued behind a slow first call (12 s): no permit, token,
     single-flight entry or in-flight count leaks, and a later call succeeds."""
-    layer = LAYERS[name]()
     # The first call keeps the provider busy (or fails once, so Retry/Fallback act), the second
-    # is the one we cancel; both share the layer.
+    # is the one we cancel; both share the layer (as the pipeline holds it).
     llm = FakeLLM([make_error(FailureKind.OVERLOADED)], latency=10)
-    guarded = lg.guard(layer)(llm.send_message)
+    guarded = lg.guard(LAYERS[name]())(llm.send_message)
+    layer = guarded.pipeline.layers[0]
     baseline = gauges(layer)
     first = asyncio.create_task(guarded("first"))
     await asyncio.sleep(0.5)

@@ -274,3 +274,71 @@ async def test_the_deployment_that_answered_is_an_attribute(reader, provider) ->
     await chat(model="m", messages=MESSAGES)
     points = collect(reader)[GM.GEN_AI_CLIENT_OPERATION_DURATION].data.data_points
     assert sorted(p.attributes["llmguard.deployment"] for p in points) == ["eu", "us"]
+async def test_admission_rejections_by_reason_are_disjoint(reader, provider) -> None:
+    """#35 item 8: ``llmguard.admission.rejected`` counts each refused call under one reason:
+    a RateLimit's time-outs are ``timed_out`` only (before, ``rejected`` included them, so a
+    sum() over reasons counted them twice)."""
+    limit = lg.RateLimit(rpm=1, tpm=1000, max_wait=1)
+    guarded = lg.Pipeline(name="adm").metrics(meter_provider=provider).then(limit).wrap(
+        FakeLLM().acompletion)
+    await guarded(model="m", messages=MESSAGES)
+    for _ in range(2):  # no room for a minute: each waits max_wait and gives up
+        with pytest.raises(lg.AdmissionTimeout):
+            await guarded(model="m", messages=MESSAGES)
+    with pytest.raises(RequestTooLarge):  # can never fit: refused at once
+        await guarded(model="m", messages=MESSAGES, max_tokens=5000)
+    points = {p.attributes["llmguard.reason"]: p.value
+              for p in collect(reader)["llmguard.admission.rejected"].data.data_points}
+    assert points == {"rejected": 1, "timed_out": 2}
+    assert sum(points.values()) == 3 == limit.statistics().rejected + limit.statistics().timed_out
+
+
+async def test_token_usage_always_names_a_provider(reader, provider) -> None:
+    """#35 item 8: ``gen_ai.provider.name`` is required on every GenAI point: without
+    ``provider=`` and an integration, a litellm-style ``provider/model`` name tells it, else it
+    is ``unknown``; ``provider=`` wins over both."""
+    fake = FakeLLM()
+    bare = lg.Pipeline(name="bare").metrics(meter_provider=provider).wrap(fake.acompletion)
+    named = lg.Pipeline(name="named").metrics(meter_provider=provider, provider="openai").wrap(
+        fake.acompletion)
+    await bare(model="gpt-4o-mini", messages=MESSAGES)
+    await bare(model="anthropic/claude-3-5-haiku", messages=MESSAGES)
+    await named(model="anthropic/claude-3-5-haiku", messages=MESSAGES)
+    metrics = collect(reader)
+    for name in ("gen_ai.client.token.usage", "gen_ai.client.operation.duration"):
+        seen = {(p.attributes["llmguard.pipeline"], p.attributes[GA.GEN_AI_REQUEST_MODEL],
+                 p.attributes[GA.GEN_AI_PROVIDER_NAME]) for p in metrics[name].data.data_points}
+        assert seen == {("bare", "gpt-4o-mini", "unknown"),
+                        ("bare", "anthropic/claude-3-5-haiku", "anthropic"),
+                        ("named", "anthropic/claude-3-5-haiku", "openai")}, name
+
+
+async def test_error_type_names_no_private_module(reader, provider) -> None:
+    """#35 item 8: ``error.type`` is the public name of the error's class: the provider error
+    of ``llmguard.testing`` lives in a private module but is ``llmguard.testing.ProviderError``; a class no public module exposes keeps its bare name;
+    builtins, llmguard's own and the SDKs' (which name themselves publicly) stay as they were."""
+    import httpx
+    import openai
+
+    from llmguard._observability.conventions import error_type
+    from llmguard.testing import make_error
+
+    provider_error = make_error(lg.FailureKind.OVERLOADED)
+    assert "._" in type(provider_error).__module__  # defined in a private module
+
+    class LocalError(Exception):
+        pass
+
+    guarded = lg.Pipeline(name="err").metrics(meter_provider=provider).wrap(
+        FakeLLM([provider_error]).acompletion)
+    with pytest.raises(type(provider_error)):
+        await guarded(model="m", messages=MESSAGES)
+    points = collect(reader)["gen_ai.client.operation.duration"].data.data_points
+    assert [p.attributes[EA.ERROR_TYPE] for p in points] == ["llmguard.testing.ProviderError"]
+    response = httpx.Response(429, request=httpx.Request("POST", "http://x/v1/chat"))
+    assert error_type(openai.RateLimitError("slow", response=response, body=None)) == \
+        "openai.RateLimitError"
+    assert error_type(httpx.ReadTimeout("t")) == "httpx.ReadTimeout"
+    assert error_type(LocalError()) == "LocalError"
+    assert error_type(TimeoutError()) == "TimeoutError"
+    assert error_type(lg.QueueFull("full")) == "llmguard.QueueFull"

@@ -249,7 +249,7 @@ class RateLimit:
         requests, tokens, paused = self.backend.headroom(key, self.quotas)
         return RateLimitStats(
             requests, tokens, self._reserved, self._in_flight, self._line.waiting, self._admitted,
-            self._rejected + self._line.timed_out, self._line.timed_out, self._refunds,
+            self._rejected, self._line.timed_out, self._refunds,
             self._rate_limited, paused, *learned(self.backend, self.quotas, key))
 
     def __repr__(self) -> str:

@@ -21,8 +21,10 @@ class RateLimitStats:
     in_flight: int
     waiting: int
     admitted: int
-    #: Calls refused: RequestTooLarge and AdmissionTimeout.
+    #: Calls refused at once (RequestTooLarge): never admissible.
     rejected: int
+    #: Calls that waited ``max_wait`` and gave up (AdmissionTimeout); not in ``rejected``, so
+    #: the two add up to every refusal (as in ``ConcurrencyStats``).
     timed_out: int
     #: Reservations given back (the call never reached the provider).
     refunds: int

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import json
-import pickle
 import random
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +13,7 @@ from ..._cache.store import MISSING
 from ..._core.check import number, text
 from ..._core.sweep import SWEEP_AT, sweep
 from ._client import Connection
+from ._codec import Codec
 from ._concurrency import poll_delay
 from ._ratelimit import RedisBackend
 
@@ -50,31 +49,13 @@ class RedisStoreStats:
     errors: int
 
 
-class _Codec:
-    __slots__ = ("dumps", "loads")
-
-    def __init__(self, serializer: Any) -> None:
-        if serializer == "json":
-            self.dumps = lambda value: json.dumps(value, separators=(",", ":")).encode()
-            self.loads = json.loads
-        elif serializer == "pickle":  # only on request: unpickling runs code from the store
-            self.dumps, self.loads = pickle.dumps, pickle.loads
-        elif callable(getattr(serializer, "dumps", None)) and callable(
-                getattr(serializer, "loads", None)):
-            self.dumps, self.loads = serializer.dumps, serializer.loads
-        else:
-            error = ValueError if isinstance(serializer, str) else TypeError
-            raise error(
-                f"serializer must be 'json' (default), 'pickle' (only for a Redis you trust: "
-                f"unpickling runs code) or an object with dumps/loads, got {serializer!r}"
-            )
-
-
 class RedisStore:
     """A :class:`llmguard.CacheStore` in Redis: ``Cache(ttl=300, store=RedisStore(backend))``.
 
-    * Values are serialised with JSON by default (dicts, lists, str, numbers); a value JSON
-      cannot encode is not cached (the Cache layer counts a store error, the call succeeds).
+    * Values are serialised with JSON by default, with type tags so a hit returns what the
+      miss stored, unchanged (``{1: 0.5}`` keeps its int key, a tuple stays a tuple; sets and
+      bytes too): see ``_codec.py`` for why not plain JSON, pickle or marshal. A value of
+      another type is not cached (the Cache layer counts a store error, the call succeeds).
       ``serializer="pickle"`` stores any picklable object (SDK response objects) but only use it
       on a Redis nobody untrusted can write to; or pass an object with ``dumps``/``loads``.
     * ``max_bytes`` (default 1 MiB): a larger serialised value raises :class:`ValueTooLarge`,
@@ -115,7 +96,7 @@ class RedisStore:
         self.namespace = namespace
         self.max_bytes = max_bytes
         self.lock_ttl = float(lock_ttl)
-        self._codec = _Codec(serializer)
+        self._codec = Codec(serializer)
         # The namespace is length-prefixed, so no namespace is a prefix of another ("a" is
         # "1:a:", "a:b" is "3:a:b:") and no key of one ("b:x" in "a") names a key of another.
         self._prefix = f"{self.connection.prefix}:cache:{len(namespace)}:{namespace}:"

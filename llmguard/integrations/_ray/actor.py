@@ -13,7 +13,7 @@ import llmguard as lg
 
 from ..._core.call import invoke_timed
 from .options import check_options
-from .rows import Row, describe, make_record, parse_row
+from .rows import Row, batch_digest, describe, make_record, parse_row
 from .tables import raise_failures, to_rows, to_table
 
 __all__ = ["GuardedRows", "guard_rows"]
@@ -101,13 +101,15 @@ class GuardedRows:
     async def arun(self, rows: list[Any]) -> list[dict[str, Any]]:
         """The records of ``rows`` (dicts as read from the dataset), in order, on this loop."""
         gate = asyncio.Semaphore(self._limit)
+        batch = batch_digest(rows)
 
-        async def one(raw: Any) -> dict[str, Any]:
+        async def one(index: int, raw: Any) -> dict[str, Any]:
             async with gate:
                 return await self._one(parse_row(raw, text_column=self.text_column,
-                                                 priority_field=self.priority_field))
+                                                 priority_field=self.priority_field,
+                                                 position=(batch, index)))
 
-        return list(await asyncio.gather(*(one(raw) for raw in rows)))
+        return list(await asyncio.gather(*(one(i, raw) for i, raw in enumerate(rows))))
 
     async def _one(self, row: Row) -> dict[str, Any]:
         if row.request is None:

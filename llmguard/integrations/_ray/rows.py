@@ -17,7 +17,7 @@ import llmguard as lg
 
 from ..._runners import record
 
-__all__ = ["Row", "describe", "make_record", "parse_row"]
+__all__ = ["Row", "batch_digest", "describe", "make_record", "parse_row"]
 
 _SHAPE = ('each row must be a chat request {"model": ..., "messages": [...]} or a Batch API '
           'line {"custom_id": ..., "body": {"messages": [...]}}')
@@ -27,7 +27,8 @@ _SHAPE = ('each row must be a chat request {"model": ..., "messages": [...]} or 
 class Row:
     """One input row: the request to send, or why it cannot be sent."""
 
-    #: The record id: ``custom_id``, else ``line-<n>``, else ``row-<hash of the row>``.
+    #: The record id: ``custom_id``, else ``line-<n>``, else ``row-<hash of the row and its
+    #: place in its batch>``.
     id: str
     #: 1-based input line number when known (``llmguard run --ray`` always knows it).
     line: int | None = None
@@ -51,18 +52,31 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _row_id(obj: dict[str, Any], line: int | None) -> str:
+def batch_digest(rows: list[Any]) -> str:
+    """What tells one batch's rows from another's: a digest of its content (a batch Ray runs
+    again after an actor died has the same rows, so the same ids)."""
+    canonical = json.dumps(plain(rows), sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _row_id(obj: dict[str, Any], line: int | None, position: tuple[str, int] | None) -> str:
     if obj.get("custom_id") is not None:
         return str(obj["custom_id"])
     if line is not None:
         return f"line-{line}"
-    canonical = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False)
+    # Identical rows are different rows (four samples of one prompt): the content alone would
+    # give them one id, and the answered-rows store one record. Their place (batch, index)
+    # tells them apart, and stays the same when Ray runs the batch again.
+    canonical = json.dumps([obj, position], sort_keys=True, default=str, ensure_ascii=False)
     return "row-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def parse_row(raw: Any, *, text_column: str | None = None,
-              priority_field: str | None = None) -> Row:
-    """Turn one row (a dict of columns) into a :class:`Row`; a bad row gets a ``problem``."""
+def parse_row(raw: Any, *, text_column: str | None = None, priority_field: str | None = None,
+              position: tuple[str, int] | None = None) -> Row:
+    """Turn one row (a dict of columns) into a :class:`Row`; a bad row gets a ``problem``.
+
+    A row without ``custom_id`` or ``line`` is named by its content and ``position`` (its
+    batch's :func:`batch_digest` and its index there), so identical rows get distinct ids."""
     raw = plain(raw)
     line = raw.get("line") if isinstance(raw, dict) else None
     line = line if isinstance(line, int) and not isinstance(line, bool) else None
@@ -73,16 +87,16 @@ def parse_row(raw: Any, *, text_column: str | None = None,
         try:
             obj = json.loads(text)
         except (TypeError, ValueError) as exc:
-            row = Row(f"line-{line}" if line is not None else _row_id({"text": text}, None), line)
+            row = Row(f"line-{line}" if line is not None else _row_id({"text": text}, None, position), line)
             row.problem = f"{where} is not valid JSON ({exc}); {_SHAPE}"
             return row
     if not isinstance(obj, dict):
-        row = Row(f"line-{line}" if line is not None else _row_id({"row": obj}, None), line)
+        row = Row(f"line-{line}" if line is not None else _row_id({"row": obj}, None, position), line)
         row.problem = f"{where} is a JSON {type(obj).__name__}, not an object; {_SHAPE}"
         return row
     if text_column is None:  # Arrow fills columns a row lacks with None: not request fields
         obj = {k: v for k, v in obj.items() if v is not None and k != "line"}
-    row = Row(_row_id(obj, line), line, metadata=obj.get("metadata"))
+    row = Row(_row_id(obj, line, position), line, metadata=obj.get("metadata"))
     if isinstance(obj.get("body"), dict):
         request = dict(obj["body"])
     else:
