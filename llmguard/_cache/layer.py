@@ -85,8 +85,8 @@ class Cache:
         #: Where results live (shared with anything else holding this store).
         self.store: CacheStore = store_of(store, maxsize)
         if ttl > (most := getattr(self.store, "max_ttl", math.inf)):  # Redis: ms in 64 bits
-            raise ValueError(f"ttl must be at most {most:g} s with {type(self.store).__name__}, "
-                             f"got {ttl!r}; e.g. ttl=300")
+            raise ValueError(f"ttl must be at most {most:g} seconds with "
+                             f"{type(self.store).__name__}, got {ttl!r}; e.g. ttl=300")
         if namespace is not None:
             text("namespace", namespace, hint="; e.g. namespace='summaries-v2', or None")
         if namespace is not None and key is not None:
