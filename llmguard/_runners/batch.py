@@ -17,6 +17,7 @@ from typing import Any
 
 from .._core.check import callable_or_none, number, text
 from .._core.errors import BatchInterrupted
+from .._core.events import records
 from .checkpoint import Checkpoint
 from .stopper import Stopper
 from .workers import Outcome, PreviousFailure, Run
@@ -46,6 +47,7 @@ def batch_iter(
     dead_letter: str | None = None,
     grace: float = 30.0,
     handle_signals: bool = False,
+    keep_records: bool = False,
 ) -> AsyncIterator[Outcome]:
     """Yield one :class:`Outcome` per item (in input order when ``ordered``, else as they finish).
 
@@ -55,25 +57,30 @@ def batch_iter(
     ``retry_failed=False`` (then they are written to ``dead_letter``). On cancellation, or on
     SIGINT/SIGTERM with ``handle_signals=True``, admission stops, in-flight items get ``grace``
     seconds, stragglers end as ``CancelledError`` outcomes, and the checkpoint is flushed;
-    a signal then raises :class:`BatchInterrupted` with a summary. Bad arguments raise here, at
-    the call, before anything runs.
+    a signal then raises :class:`BatchInterrupted` with a summary. ``Outcome.calls`` holds the
+    item's call records only with ``keep_records=True`` or inside an ``llmguard.recording()``
+    block (they are most of a large batch's memory). Bad arguments raise here, at the call,
+    before anything runs.
     """
     _validate(fn, items, concurrency, grace, key, on_result, checkpoint, dead_letter)
+    if not isinstance(keep_records, bool):
+        raise TypeError(f"keep_records must be True or False, got {keep_records!r}")
+    keep = keep_records or records.get() is not None
     return _outcomes(fn, items, concurrency, ordered, progress, checkpoint, key, on_result,
-                     retry_failed, dead_letter, grace, handle_signals)
+                     retry_failed, dead_letter, grace, handle_signals, keep)
 
 
 async def _outcomes(fn: Any, items: Any, concurrency: int, ordered: bool, progress: bool | None,
                     checkpoint: str | None, key: Any, on_result: Any, retry_failed: bool,
-                    dead_letter: str | None, grace: float,
-                    handle_signals: bool) -> AsyncIterator[Outcome]:
+                    dead_letter: str | None, grace: float, handle_signals: bool,
+                    keep: bool) -> AsyncIterator[Outcome]:
     """The body of :func:`batch_iter`, as an async generator (validated arguments)."""
     keyed = None if key is None else (lambda index, item: str(key(item)))
     if checkpoint is not None and key is None:
         keyed = _default_key
     store = None if checkpoint is None else Checkpoint(checkpoint, dead_letter)
     bar = _progress_bar(progress, items)
-    run = Run(fn, items, concurrency, ordered, keyed, store, retry_failed, bar)
+    run = Run(fn, items, concurrency, ordered, keyed, store, retry_failed, bar, keep)
     run.spawn()
     workers = run.workers  # grows as items arrive; everything below reads it when it acts
     stopper = Stopper(grace, stop=run.stop, abandon=run.cancel_workers)

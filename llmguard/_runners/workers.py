@@ -42,8 +42,10 @@ class Outcome:
     attempts: int
     #: Seconds from start to end of the item (loop clock).
     latency: float
-    #: The :class:`~llmguard.CallRecord` of each guarded call the item made, in order (empty
-    #: when restored from a checkpoint or not guarded).
+    #: The :class:`~llmguard.CallRecord` of each guarded call the item made, in order. Kept
+    #: only when asked (``keep_records=True``, or an ``llmguard.recording()`` active around the
+    #: batch): a record per item is most of a large batch's memory. Empty otherwise, and when
+    #: restored from a checkpoint or not guarded.
     calls: tuple[CallRecord, ...] = ()
 
     @property
@@ -66,10 +68,11 @@ class Run:
     __slots__ = (
         "fn", "concurrency", "ordered", "key", "store", "retry_failed", "limit", "source",
         "is_async", "lock", "admitted", "emitted", "ready", "space", "wake", "stopping",
-        "live", "failure", "ok", "failed", "bar", "workers",
+        "live", "failure", "ok", "failed", "bar", "workers", "keep",
     )
 
-    def __init__(self, fn, items, concurrency, ordered, key, store, retry_failed, bar) -> None:
+    def __init__(self, fn, items, concurrency, ordered, key, store, retry_failed, bar,
+                 keep: bool = False) -> None:
         self.fn, self.concurrency, self.ordered = fn, concurrency, ordered
         self.key, self.store, self.retry_failed, self.bar = key, store, retry_failed, bar
         self.limit = 4 * concurrency
@@ -83,6 +86,8 @@ class Run:
         self.failure: BaseException | None = None
         #: Worker tasks, started one at a time as items arrive (see ``spawn``).
         self.workers: list[asyncio.Task[None]] = []
+        #: Outcomes keep their call records (else the records only count the attempts).
+        self.keep = keep
 
     def spawn(self) -> None:
         """Start one more worker. Workers are started as items come in, never more than there
@@ -119,7 +124,7 @@ class Run:
 
     async def work(self) -> None:
         loop = asyncio.get_running_loop()
-        fn, store = self.fn, self.store
+        fn, store, keep = self.fn, self.store, self.keep
         try:
             while (nxt := await self._next()) is not None:
                 index, item = nxt
@@ -140,11 +145,12 @@ class Run:
                 except asyncio.CancelledError as exc:
                     if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                         self._finish(Outcome(index, key, item, None, exc, _attempts(calls),
-                                             loop.time() - start, tuple(calls)))
+                                             loop.time() - start,
+                                             tuple(calls) if keep else ()))
                         raise
                     error = exc  # fn's own cancellation (an inner timeout): a failure of this item
                 self._finish(Outcome(index, key, item, value, error, _attempts(calls),
-                                     loop.time() - start, tuple(calls)))
+                                     loop.time() - start, tuple(calls) if keep else ()))
         except Exception as exc:  # the input iterator or key() raised: stop the batch, report it
             self.failure = self.failure or exc
             self.stop()

@@ -207,7 +207,8 @@ async def test_batch_outcomes_carry_each_items_records() -> None:
         first = await guarded(f"a{item}")
         return first + await guarded(f"b{item}")
 
-    outcomes = await lg.batch(two_calls, range(4), concurrency=4, progress=False)
+    outcomes = await lg.batch(two_calls, range(4), concurrency=4, progress=False,
+                              keep_records=True)
     assert all(o.ok and len(o.calls) == 2 for o in outcomes)
     assert sum(r.retries for o in outcomes for r in o.calls) == 1  # the one 429
     assert sorted(o.attempts for o in outcomes) == [2, 2, 2, 3]
@@ -273,3 +274,20 @@ async def test_a_stream_that_fails_mid_way_records_its_error() -> None:
                 async for chunk in stream:
                     chunks.append(chunk)
         assert chunks == ["once"] and calls[0].error == "rate_limited", fn
+
+
+async def test_batch_keeps_records_only_when_asked() -> None:
+    """By default an Outcome keeps no records (a million of them would be most of a batch's
+    memory) yet still counts the attempts; ``keep_records=True`` or an active ``recording()``
+    keeps them; a non-bool ``keep_records`` is refused at the call."""
+    flaky = Flaky(failures=1)
+    guarded = lg.Pipeline().retry(attempts=3, max_delay=10).wrap(flaky)
+    plain = await lg.batch(guarded, ["a", "b"], concurrency=1, progress=False)
+    assert [o.calls for o in plain] == [(), ()] and [o.attempts for o in plain] == [2, 1]
+    with lg.recording():
+        recorded = await lg.batch(guarded, ["c"], progress=False)
+    assert [len(o.calls) for o in recorded] == [1] and recorded[0].calls[0].sent == 1
+    async for o in lg.batch_iter(guarded, ["d"], progress=False, keep_records=True):
+        assert o.ok and len(o.calls) == 1
+    with pytest.raises(TypeError, match="keep_records"):
+        lg.batch_iter(guarded, ["e"], keep_records="yes")
