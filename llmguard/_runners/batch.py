@@ -58,9 +58,9 @@ def batch_iter(
     SIGINT/SIGTERM with ``handle_signals=True``, admission stops, in-flight items get ``grace``
     seconds, stragglers end as ``CancelledError`` outcomes, and the checkpoint is flushed;
     a signal then raises :class:`BatchInterrupted` with a summary. ``Outcome.calls`` holds the
-    item's call records only with ``keep_records=True`` or inside an ``llmguard.recording()``
-    block (they are most of a large batch's memory). Bad arguments raise here, at the call,
-    before anything runs.
+    item's call records only with ``keep_records=True`` or when ``batch_iter`` is called inside
+    an ``llmguard.recording()`` block (they are most of a large batch's memory). Bad arguments
+    raise here, at the call, before anything runs.
     """
     _validate(fn, items, concurrency, grace, key, on_result, checkpoint, dead_letter)
     if not isinstance(keep_records, bool):
