@@ -8,18 +8,23 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 import llmguard as lg
 
+from .config import ConfigError
+from .edge import Edge
 from .errors import HTTPProblem, Redactor, error_json, from_exception
 from .gateway import Gateway
 from .sse import event, relay
@@ -55,7 +60,14 @@ class Routes:
     def __init__(self, gateway: Gateway, metrics_registry: Any = None) -> None:
         self.gateway = gateway
         self.registry = metrics_registry
-        self.redact = Redactor(gateway.secrets())
+        env = gateway.config.metrics_key_env
+        #: The bearer key ``/metrics`` asks for on a gateway with tenants (None: none set).
+        self.metrics_key = os.environ.get(env) or None if env else None
+        if env and self.metrics_key is None:
+            raise ConfigError(f"server.metrics_key_env: the environment variable {env} is not "
+                              "set (or empty)")
+        self.redact = Redactor([*gateway.secrets(), *([self.metrics_key] if self.metrics_key
+                                                       else [])])
 
     def error(self, exc: BaseException, tenant: Tenant | None = None, model: str = "",
                extra: dict[str, str] | None = None) -> Response:
@@ -179,6 +191,18 @@ class Routes:
         return _json(await self.gateway.usage.report(tenant))
 
     async def metrics(self, request: Request) -> Response:
+        """Prometheus text. On a gateway with tenants it shows every tenant's traffic, so it
+        asks for the ``metrics_key_env`` key unless ``--public-metrics`` opened it."""
+        config = self.gateway.config
+        if self.gateway.tenants.required and not config.public_metrics:
+            auth = request.headers.get("authorization", "")
+            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            if self.metrics_key is None or not hmac.compare_digest(given.encode(),
+                                                                   self.metrics_key.encode()):
+                return self.error(HTTPProblem(
+                    401, "Unauthorized: /metrics shows every tenant's usage; send "
+                    "`Authorization: Bearer <key>` with the key in [server] metrics_key_env, "
+                    "or start with --public-metrics", "invalid_api_key"))
         if self.registry is None:
             return self.error(HTTPProblem(
                 404, "metrics need the otel extra: pip install 'llmguard[otel]'", "not_found"))
@@ -248,7 +272,9 @@ def build_app(gateway: Gateway, registry: Any = None) -> Starlette:
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
         *job_routes(routes, jobs), *ws_routes(routes, jobs), *page_routes(),
-    ], exception_handlers={HTTPException: _not_found}, lifespan=lifespan)
+    ], exception_handlers={HTTPException: _not_found}, lifespan=lifespan, middleware=[
+        Middleware(Edge, open_gateway=not gateway.tenants.required,
+                   allow_origins=gateway.config.allow_origins)])
     app.state.gateway = gateway
     app.state.jobs = jobs
     return app

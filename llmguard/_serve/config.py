@@ -101,6 +101,8 @@ class JobsConfig:
     webhook_timeout: float = 10.0
     webhook_retry_for: float = 600.0
     allow_private_callbacks: bool = False
+    #: Jobs one tenant may have queued or running at once (more: 429).
+    max_jobs_per_tenant: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,21 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     source: str | None = None
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    #: Browser origins (``https://app.example``) an open gateway (no tenants) accepts besides
+    #: loopback ones; ``--allow-origin``.
+    allow_origins: tuple[str, ...] = ()
+    #: ``/metrics`` without a key on a gateway with tenants (``--public-metrics``).
+    public_metrics: bool = False
+    #: The variable holding the bearer key ``/metrics`` asks for on a gateway with tenants.
+    metrics_key_env: str | None = None
+    #: Seconds a connection may take to send a request's headers before it is closed.
+    header_timeout: float = 10.0
+    #: Seconds one write to a streaming client may stall (it stopped reading) before the
+    #: stream is ended and its model slot freed.
+    write_timeout: float = 30.0
+    #: Open connections at most (None: from the open-file limit); past it the oldest idle one
+    #: (no request in progress) is closed for the new one.
+    max_connections: int | None = None
 
 
 def default_config() -> ServeConfig:

@@ -88,7 +88,7 @@ class Gateway:
         meter = None
         if meter_provider is not None:
             meter = meter_provider.get_meter("llmguard.serve")
-        self.usage = UsageBook(meter, redis_url, redis_prefix)
+        self.usage = UsageBook(meter, redis_url, redis_prefix, models=config.models)
         self.models: dict[str, Model] = {}
         gate = TenantGate(self.tenants)
         for name in self._build_order():

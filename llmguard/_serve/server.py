@@ -46,12 +46,24 @@ def make_app(config: ServeConfig, *, redis_url: str | None = None,
 def create_app() -> Any:
     """uvicorn's app factory in a worker process: the settings come from the parent."""
     settings = json.loads(os.environ[_ENV])
-    config = load(settings["config"]) if settings["config"] else default_config()
-    if settings["grace"] is not None:
-        config = dataclasses.replace(config, grace=settings["grace"])
+    config = configure(load(settings["config"]) if settings["config"] else default_config(),
+                       settings)
     app = make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"])
     _chain_signals()
     return app
+
+
+def configure(config: ServeConfig, options: dict[str, Any]) -> ServeConfig:
+    """``config`` with the command line's overrides (``--grace``, ``--allow-origin``,
+    ``--public-metrics``)."""
+    changes: dict[str, Any] = {}
+    if options.get("grace") is not None:
+        changes["grace"] = options["grace"]
+    if options.get("allow_origin"):
+        changes["allow_origins"] = (*config.allow_origins, *options["allow_origin"])
+    if options.get("public_metrics"):
+        changes["public_metrics"] = True
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def _chain_signals() -> None:
@@ -124,9 +136,7 @@ def main(args: Any) -> int:
         print(hash_key(key))
         return EXIT_OK
     try:
-        config = load(args.config) if args.config else default_config()
-        if args.grace is not None:
-            config = dataclasses.replace(config, grace=args.grace)
+        config = configure(load(args.config) if args.config else default_config(), vars(args))
         # Built once here so a bad tenant key variable fails now, with exit 2, not in a worker.
         app = make_app(config, redis_url=args.redis, redis_prefix=args.redis_prefix)
     except ConfigError as exc:
@@ -146,7 +156,9 @@ def main(args: Any) -> int:
         return EXIT_OK
     _LIVE.clear()  # the parent only validated; each worker builds its own gateway
     os.environ[_ENV] = json.dumps({"config": args.config, "redis": args.redis,
-                                   "prefix": args.redis_prefix, "grace": args.grace})
+                                   "prefix": args.redis_prefix, "grace": args.grace,
+                                   "allow_origin": args.allow_origin,
+                                   "public_metrics": args.public_metrics})
     config_ = uvicorn.Config("llmguard._serve.server:create_app", factory=True,
                              workers=args.workers, **common)
     sock = config_.bind_socket()

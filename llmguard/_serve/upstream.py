@@ -195,6 +195,10 @@ class OpenAIUpstream:
                 if data == b"[DONE]":
                     return
                 yield json.loads(data)
+            # The body ended without [DONE]: the upstream (or a proxy) cut the stream.
+            raise UpstreamError(f"the stream of model {self.config.name!r} ended without "
+                                "[DONE]; the answer may be cut, retry the request",
+                                status_code=502, headers={})
         finally:
             response.release()
 

@@ -47,6 +47,17 @@ def _number(request: Request, name: str, default: float, low: float, high: float
     return value
 
 
+def jsonl(record: Any) -> bytes:
+    """One JSONL line of UTF-8. Text that UTF-8 cannot carry (a lone surrogate such as
+    ``"\\ud800"``, which JSON and Python allow) is written as its JSON escape instead, so the
+    line always encodes and reads back as the same string (never a 200 cut mid-body)."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    try:
+        return (text + "\n").encode()
+    except UnicodeEncodeError:
+        return (json.dumps(record, default=str) + "\n").encode()
+
+
 class JobRoutes:
     def __init__(self, routes: Any, service: JobService) -> None:
         self.routes, self.service = routes, service
@@ -131,20 +142,15 @@ class JobRoutes:
                                           "x-accel-buffering": "no"})
 
     async def _stream(self, job_id: str, cursor: str) -> AsyncIterator[bytes]:
-        store, gateway = self.service.store, self.routes.gateway
         yield b"retry: 1000\n\n"
-        while not gateway.draining:  # on drain the client reconnects (Last-Event-ID) elsewhere
-            events = await store.events(job_id, cursor, 5.0)
-            if not events:
-                if await store.get(job_id) is None:  # expired meanwhile
-                    return
+        # On drain the stream ends and the client reconnects (Last-Event-ID) elsewhere.
+        async for item in self.service.follow(job_id, cursor):
+            if item is None:
                 yield b": keep-alive\n\n"
                 continue
-            for cursor, name, data in events:
-                body = json.dumps(data, separators=(",", ":"))
-                yield f"id: {cursor}\nevent: {name}\ndata: {body}\n\n".encode()
-                if name in _TERMINAL:
-                    return
+            cursor, name, data = item
+            body = json.dumps(data, separators=(",", ":"))
+            yield f"id: {cursor}\nevent: {name}\ndata: {body}\n\n".encode()
 
     async def results(self, request: Request) -> Response:
         try:
@@ -154,7 +160,7 @@ class JobRoutes:
 
         async def lines() -> AsyncIterator[bytes]:
             async for record in self.service.store.results(job["id"]):
-                yield (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
+                yield jsonl(record)
 
         return StreamingResponse(lines(), media_type="application/jsonl",
                                  headers={"x-job-status": job["status"]})
