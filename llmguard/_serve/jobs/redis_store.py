@@ -17,6 +17,7 @@ twice. Every key of a finished job expires ``ttl`` seconds after it ends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +30,12 @@ __all__ = ["RedisJobStore"]
 
 _CLASSES = ("high", "normal", "low")
 _GROUP = "workers"
+#: The longest one blocking read waits (a longer wait is several).
+BLOCK_CHUNK = 5.0
+#: Socket read and connect timeout: longer than any blocking read, so only a dead Redis hits it.
+SOCKET_TIMEOUT = 3 * BLOCK_CHUNK
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -43,8 +50,11 @@ class RedisJobStore:
 
         self.ttl, self.reclaim_after = ttl, reclaim_after
         self.prefix = f"{prefix}:jobs"
-        # No socket timeout: blocking reads (XREAD/XREADGROUP BLOCK) wait longer than any.
-        self.redis = aioredis.Redis.from_url(url)
+        # The store owns its timeouts (redis-py's default read timeout, 5 s in recent releases,
+        # would cut any longer wait): every blocking read (XREAD/XREADGROUP BLOCK) waits at most
+        # BLOCK_CHUNK seconds, well inside the socket timeout, and a longer wait is a loop of them.
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
+                                             socket_connect_timeout=SOCKET_TIMEOUT)
         self._record = self.redis.register_script(RECORD)
         self._cancel = self.redis.register_script(CANCEL)
         self._start = self.redis.register_script(START)
@@ -56,6 +66,21 @@ class RedisJobStore:
 
     def _queue(self, cls: str) -> str:
         return f"{self.prefix}:queue:{cls}"
+
+    async def _healing(self, command: Any, *args: Any, **kwargs: Any) -> Any:
+        """``await command(*args, **kwargs)`` on the queues; when Redis lost the consumer groups
+        (restarted without persistence, or flushed: NOGROUP), make them again and retry once."""
+        import redis.exceptions
+
+        await self._groups()
+        try:
+            return await command(*args, **kwargs)
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+        self._ready = False
+        await self._groups()
+        return await command(*args, **kwargs)
 
     async def _groups(self) -> None:
         if self._ready:
@@ -150,14 +175,13 @@ class RedisJobStore:
         return out
 
     async def claim(self, consumer: str, block: float) -> list[tuple[str, int, Any]]:
-        await self._groups()
+        read = self.redis.xreadgroup
         for cls in _CLASSES:  # the highest class with waiting lines first
-            got = await self.redis.xreadgroup(_GROUP, consumer, {self._queue(cls): ">"}, count=1)
+            got = await self._healing(read, _GROUP, consumer, {self._queue(cls): ">"}, count=1)
             for stream, entries in got or ():
                 return self._tasks(stream, entries)
-        got = await self.redis.xreadgroup(
-            _GROUP, consumer, {self._queue(c): ">" for c in _CLASSES}, count=1,
-            block=max(1, int(block * 1000)))
+        got = await self._healing(read, _GROUP, consumer, {self._queue(c): ">" for c in _CLASSES},
+                                  count=1, block=max(1, int(min(block, BLOCK_CHUNK) * 1000)))
         for stream, entries in got or ():
             return self._tasks(stream, entries)
         return []
@@ -172,14 +196,15 @@ class RedisJobStore:
     async def heartbeat(self, consumer: str, tokens: list[Any]) -> None:
         """Reset the idle time of the lines this replica is working on: still alive."""
         for stream, entry_id in tokens:
-            await self.redis.xclaim(stream, _GROUP, consumer, 0, [entry_id], justid=True)
+            await self._healing(self.redis.xclaim, stream, _GROUP, consumer, 0, [entry_id],
+                                justid=True)
 
     async def reclaim(self, consumer: str) -> list[tuple[str, int, Any]]:
         """Lines idle longer than ``reclaim_after`` (their replica died), now ``consumer``'s."""
         idle = int(self.reclaim_after * 1000)
         for cls in _CLASSES:
-            got = await self.redis.xautoclaim(self._queue(cls), _GROUP, consumer, idle,
-                                              "0-0", count=1)
+            got = await self._healing(self.redis.xautoclaim, self._queue(cls), _GROUP, consumer,
+                                      idle, "0-0", count=1)
             tasks = self._tasks(self._queue(cls), got[1])
             if tasks:
                 return tasks
@@ -225,8 +250,15 @@ class RedisJobStore:
         await pipe.execute()
 
     async def events(self, job_id: str, after: str, block: float) -> list[Event]:
-        got = await self.redis.xread({self._keys(job_id)[2]: after}, count=1000,
-                                     block=max(1, int(block * 1000)) if block > 0 else None)
+        key = self._keys(job_id)[2]
+        loop = asyncio.get_running_loop()
+        until = loop.time() + block
+        while True:  # a long wait is several short blocking reads (see SOCKET_TIMEOUT)
+            left = until - loop.time()
+            got = await self.redis.xread({key: after}, count=1000, block=max(
+                1, int(min(left, BLOCK_CHUNK) * 1000)) if left > 0 else None)
+            if got or left <= BLOCK_CHUNK:
+                break
         out: list[Event] = []
         for _stream, entries in got or ():
             for entry_id, data in entries:
