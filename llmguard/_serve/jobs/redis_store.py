@@ -7,11 +7,9 @@ list of webhook attempts and a stream of events (``XREAD BLOCK`` serves SSE and 
 any replica). Counting a record, emitting its event and completing the job happen in one Lua
 script, so exactly one replica sees the job finish (and sends its webhook).
 
-The work queue is one stream per priority class with one consumer group: each replica reads
-with ``XREADGROUP``, acks a line once its record is stored, and refreshes the idle time of the
-lines it is working on (``XCLAIM ... JUSTID``). A line whose replica died stays pending, idle,
-and after ``reclaim_after`` seconds another replica takes it (``XAUTOCLAIM``) and, unless a
-record already exists for it, sends it again: only the lines in flight at the kill can be paid
+The work queue (:mod:`.redis_queue`) is one stream per tenant and priority class. A line whose
+replica died is taken over by another and, unless a record already exists for it, sent again:
+only the lines in flight at the kill can be paid
 twice. Every key of a finished job expires ``ttl`` seconds after it ends.
 """
 
@@ -19,91 +17,48 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from ..._runners.jobstate import Progress
+from .redis_queue import BLOCK_CHUNK, SOCKET_TIMEOUT, RedisQueue, decoded
 from .redis_scripts import CANCEL, RECORD, START
 from .store import Event, view
 
 __all__ = ["RedisJobStore"]
 
-_CLASSES = ("high", "normal", "low")
-_GROUP = "workers"
-#: The longest one blocking read waits (a longer wait is several).
-BLOCK_CHUNK = 5.0
-#: Socket read and connect timeout: longer than any blocking read, so only a dead Redis hits it.
-SOCKET_TIMEOUT = 3 * BLOCK_CHUNK
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class RedisJobStore:
-    """Jobs in Redis at ``url`` under ``prefix`` (see the module doc)."""
+class RedisJobStore(RedisQueue):
+    """Jobs in Redis at ``url`` under ``prefix`` (see the module doc) of the tenants named
+    ``tenants``; the queue's methods come from :class:`~.redis_queue.RedisQueue`."""
 
     shared = True
 
-    def __init__(self, url: str, prefix: str, *, ttl: float, reclaim_after: float) -> None:
+    def __init__(self, url: str, prefix: str, *, ttl: float, reclaim_after: float,
+                 tenants: Collection[str]) -> None:
         import redis.asyncio as aioredis
 
-        self.ttl, self.reclaim_after = ttl, reclaim_after
-        self.prefix = f"{prefix}:jobs"
-        # The store owns its timeouts (redis-py's default read timeout, 5 s in recent releases,
-        # would cut any longer wait): every blocking read (XREAD/XREADGROUP BLOCK) waits at most
-        # BLOCK_CHUNK seconds, well inside the socket timeout, and a longer wait is a loop of them.
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
-                                             socket_connect_timeout=SOCKET_TIMEOUT)
+        self.ttl = ttl
+        # Timeouts of our own (see redis_queue): blocking reads wait BLOCK_CHUNK at most.
+        client = aioredis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
+                                         socket_connect_timeout=SOCKET_TIMEOUT)
+        super().__init__(client, f"{prefix}:jobs", tenants, reclaim_after)
         self._record = self.redis.register_script(RECORD)
         self._cancel = self.redis.register_script(CANCEL)
         self._start = self.redis.register_script(START)
-        self._ready = False
 
     def _keys(self, job_id: str) -> list[str]:
         tag = f"{self.prefix}:{{{job_id}}}"
         return [f"{tag}:job", f"{tag}:rec", f"{tag}:ev", f"{tag}:lines", f"{tag}:del"]
 
-    def _queue(self, cls: str) -> str:
-        return f"{self.prefix}:queue:{cls}"
-
-    async def _healing(self, command: Any, *args: Any, **kwargs: Any) -> Any:
-        """``await command(*args, **kwargs)`` on the queues; when Redis lost the consumer groups
-        (restarted without persistence, or flushed: NOGROUP), make them again and retry once."""
-        import redis.exceptions
-
-        await self._groups()
-        try:
-            return await command(*args, **kwargs)
-        except redis.exceptions.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-        self._ready = False
-        await self._groups()
-        return await command(*args, **kwargs)
-
-    async def _groups(self) -> None:
-        if self._ready:
-            return
-        import redis.exceptions
-
-        for cls in _CLASSES:
-            try:
-                await self.redis.xgroup_create(self._queue(cls), _GROUP, id="0", mkstream=True)
-            except redis.exceptions.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        self._ready = True
-
     async def create(self, meta: dict[str, Any], lines: list[dict[str, Any]]) -> None:
-        await self._groups()
+        await self.groups()
         job, _rec, ev, lines_key, _del = self._keys(meta["id"])
         progress = Progress(total=len(lines), created=meta["created"])
         fields = {**progress.to_fields(), "id": meta["id"], "tenant": meta["tenant"],
                   "priority": str(meta.get("priority", 0)),
                   "callback_url": meta.get("callback_url") or "",
                   "metadata": json.dumps(meta.get("metadata"))}
-        cls = _CLASSES[1 - max(-1, min(1, meta.get("priority", 0)))]
+        queue = self.key(meta.get("priority", 0), meta["tenant"])
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(job, mapping=fields)
         for start in range(0, len(lines), 1000):
@@ -111,7 +66,7 @@ class RedisJobStore:
         pipe.xadd(ev, {"name": "progress", **progress.to_fields()})
         pipe.zadd(f"{self.prefix}:tenant:{{{meta['tenant']}}}", {meta["id"]: meta["created"]})
         for index in range(len(lines)):
-            pipe.xadd(self._queue(cls), {"job": meta["id"], "index": index})
+            pipe.xadd(queue, {"job": meta["id"], "index": index})
         await pipe.execute()
 
     async def _read(self, job_id: str) -> tuple[dict[str, str], list[Any]] | None:
@@ -122,7 +77,7 @@ class RedisJobStore:
         raw, attempts = await pipe.execute()
         if not raw:
             return None
-        return {_s(k): _s(v) for k, v in raw.items()}, [json.loads(a) for a in attempts]
+        return {decoded(k): decoded(v) for k, v in raw.items()}, [json.loads(a) for a in attempts]
 
     @staticmethod
     def _meta(fields: dict[str, str]) -> dict[str, Any]:
@@ -139,7 +94,7 @@ class RedisJobStore:
         meta = self._meta(fields)
         last = await self.redis.xrevrange(self._keys(job_id)[2], count=1)
         return {**view(meta, Progress.from_fields(fields), deliveries), "_tenant": meta["tenant"],
-                "_cursor": _s(last[0][0]) if last else "0", "_callback": meta["callback_url"]}
+                "_cursor": decoded(last[0][0]) if last else "0", "_callback": meta["callback_url"]}
 
     async def list(self, tenant: str, limit: int, after: str | None) -> list[dict[str, Any]]:
         key = f"{self.prefix}:tenant:{{{tenant}}}"
@@ -151,7 +106,7 @@ class RedisJobStore:
             start = rank + 1
         out: list[dict[str, Any]] = []
         while len(out) < limit:
-            ids = [_s(i) for i in await self.redis.zrevrange(key, start, start + limit - 1)]
+            ids = [decoded(i) for i in await self.redis.zrevrange(key, start, start + limit - 1)]
             if not ids:
                 break
             start += len(ids)
@@ -166,49 +121,13 @@ class RedisJobStore:
                                     found[1]))
         return out
 
-    def _tasks(self, stream: Any, entries: Any) -> list[tuple[str, int, Any]]:
-        out = []
-        for entry_id, data in entries:
-            if data:
-                data = {_s(k): _s(v) for k, v in data.items()}
-                out.append((data["job"], int(data["index"]), (_s(stream), _s(entry_id))))
-        return out
-
-    async def claim(self, consumer: str, block: float) -> list[tuple[str, int, Any]]:
-        read = self.redis.xreadgroup
-        for cls in _CLASSES:  # the highest class with waiting lines first
-            got = await self._healing(read, _GROUP, consumer, {self._queue(cls): ">"}, count=1)
-            for stream, entries in got or ():
-                return self._tasks(stream, entries)
-        got = await self._healing(read, _GROUP, consumer, {self._queue(c): ">" for c in _CLASSES},
-                                  count=1, block=max(1, int(min(block, BLOCK_CHUNK) * 1000)))
-        for stream, entries in got or ():
-            return self._tasks(stream, entries)
-        return []
-
-    async def ack(self, job_id: str, token: Any) -> None:
-        stream, entry_id = token
+    async def statuses(self, job_ids: list[str]) -> dict[str, str | None]:
+        """Each job's status (None: gone), for workers watching for cancels."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xack(stream, _GROUP, entry_id)
-        pipe.xdel(stream, entry_id)
-        await pipe.execute()
-
-    async def heartbeat(self, consumer: str, tokens: list[Any]) -> None:
-        """Reset the idle time of the lines this replica is working on: still alive."""
-        for stream, entry_id in tokens:
-            await self._healing(self.redis.xclaim, stream, _GROUP, consumer, 0, [entry_id],
-                                justid=True)
-
-    async def reclaim(self, consumer: str) -> list[tuple[str, int, Any]]:
-        """Lines idle longer than ``reclaim_after`` (their replica died), now ``consumer``'s."""
-        idle = int(self.reclaim_after * 1000)
-        for cls in _CLASSES:
-            got = await self._healing(self.redis.xautoclaim, self._queue(cls), _GROUP, consumer,
-                                      idle, "0-0", count=1)
-            tasks = self._tasks(self._queue(cls), got[1])
-            if tasks:
-                return tasks
-        return []
+        for job_id in job_ids:
+            pipe.hget(self._keys(job_id)[0], "status")
+        return {i: None if v is None else decoded(v)
+                for i, v in zip(job_ids, await pipe.execute(), strict=True)}
 
     async def line(self, job_id: str, index: int) -> dict[str, Any] | None:
         job, rec, _ev, lines, _del = self._keys(job_id)
@@ -219,7 +138,7 @@ class RedisJobStore:
         (status, tenant, priority), answered, raw = await pipe.execute()
         if status is None or answered or raw is None:
             return None
-        return {"status": _s(status), "tenant": _s(tenant), "priority": int(priority or 0),
+        return {"status": decoded(status), "tenant": decoded(tenant), "priority": int(priority or 0),
                 "line": json.loads(raw)}
 
     async def start(self, job_id: str) -> None:
@@ -233,7 +152,7 @@ class RedisJobStore:
         result = await self._record(keys=self._keys(job_id), args=[
             index, json.dumps(record, default=str), int(bool(record.get("ok"))),
             repr(time.time()), max(1, int(self.ttl))])
-        return None if result is None else _s(result)
+        return None if result is None else decoded(result)
 
     async def cancel(self, job_id: str) -> bool:
         import time
@@ -262,9 +181,9 @@ class RedisJobStore:
         out: list[Event] = []
         for _stream, entries in got or ():
             for entry_id, data in entries:
-                fields = {_s(k): _s(v) for k, v in data.items()}
+                fields = {decoded(k): decoded(v) for k, v in data.items()}
                 progress = Progress.from_fields(fields)
-                out.append((_s(entry_id), fields["name"], {"id": job_id, **progress.to_dict()}))
+                out.append((decoded(entry_id), fields["name"], {"id": job_id, **progress.to_dict()}))
         return out
 
     async def results(self, job_id: str) -> AsyncIterator[dict[str, Any]]:

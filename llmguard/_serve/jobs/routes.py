@@ -171,6 +171,7 @@ class JobRoutes:
             if not await self.service.store.cancel(job["id"]):
                 raise HTTPProblem(409, f"job {job['id']} already ended ({job['status']}); "
                                   "there is nothing to cancel", "job_already_finished")
+            self.service.runner.cancelled(job["id"])  # its lines queued in this replica
             if job.get("_callback"):
                 self.service.send_webhook(job["id"])
             job = await self.service.get(tenant.name, job["id"]) or job

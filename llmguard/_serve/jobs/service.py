@@ -35,7 +35,8 @@ class JobService:
             from .redis_store import RedisJobStore
 
             self.store: Any = RedisJobStore(gateway.redis_url, gateway.redis_prefix,
-                                            ttl=cfg.ttl, reclaim_after=cfg.reclaim_after)
+                                            ttl=cfg.ttl, reclaim_after=cfg.reclaim_after,
+                                            tenants=list(gateway.tenants.by_name))
         else:
             self.store = MemoryJobStore(cfg.ttl)
         #: tenant name -> webhook signing secret (read from the environment once, at start).
