@@ -56,7 +56,7 @@ def test_one_tenants_long_job_does_not_hold_up_another_tenant(tmp_path, store, r
     if store == "redis":
         options = {"redis_url": request.getfixturevalue("redis_url"),
                    "redis_prefix": request.getfixturevalue("redis_prefix")}
-    with served(_config(tmp_path, latency=0.02, concurrency=2), **options) as server, \
+    with served(_config(tmp_path, latency=0.1, concurrency=2), **options) as server, \
             httpx.Client(base_url=server.url, timeout=HANG_GUARD) as http:
         big = http.post("/v1/jobs", json={"requests": requests(300)}, headers=AUTH_B).json()
         small = http.post("/v1/jobs", json={"requests": requests(1)}, headers=AUTH_A).json()
@@ -64,7 +64,8 @@ def test_one_tenants_long_job_does_not_hold_up_another_tenant(tmp_path, store, r
                                          timeout=HANG_GUARD), small["id"], finished)
         backlog = http.get(f"/v1/jobs/{big['id']}", headers=AUTH_B).json()
     assert done["status"] == "completed"
-    assert backlog["counts"]["done"] < 100, backlog
+    # B's job takes 15 s; A's came out after a few of its lines (before: after all 300).
+    assert backlog["counts"]["done"] < 200, backlog
 
 
 @pytest.mark.looptime(False)

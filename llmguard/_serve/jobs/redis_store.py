@@ -50,7 +50,7 @@ class RedisJobStore(RedisQueue):
         tag = f"{self.prefix}:{{{job_id}}}"
         return [f"{tag}:job", f"{tag}:rec", f"{tag}:ev", f"{tag}:lines", f"{tag}:del"]
 
-    async def create(self, meta: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    async def create(self, meta: dict[str, Any], lines: list[str]) -> None:
         await self.groups()
         job, _rec, ev, lines_key, _del = self._keys(meta["id"])
         progress = Progress(total=len(lines), created=meta["created"])
@@ -62,9 +62,10 @@ class RedisJobStore(RedisQueue):
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(job, mapping=fields)
         for start in range(0, len(lines), 1000):
-            pipe.rpush(lines_key, *(json.dumps(x) for x in lines[start:start + 1000]))
+            pipe.rpush(lines_key, *lines[start:start + 1000])
         pipe.xadd(ev, {"name": "progress", **progress.to_fields()})
         pipe.zadd(f"{self.prefix}:tenant:{{{meta['tenant']}}}", {meta["id"]: meta["created"]})
+        pipe.zadd(self._active(meta["tenant"]), {meta["id"]: meta["created"]})
         for index in range(len(lines)):
             pipe.xadd(queue, {"job": meta["id"], "index": index})
         await pipe.execute()
@@ -120,6 +121,43 @@ class RedisJobStore(RedisQueue):
                     out.append(view(self._meta(found[0]), Progress.from_fields(found[0]),
                                     found[1]))
         return out
+
+    def _active(self, tenant: str) -> str:
+        return f"{self.prefix}:active:{{{tenant}}}"
+
+    async def active(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued or running (ended ones leave the set of
+        its active jobs here, lazily)."""
+        key = self._active(tenant)
+        ids = [decoded(i) for i in await self.redis.zrange(key, 0, -1)]
+        ended = [i for i, status in (await self.statuses(ids)).items()
+                 if status in (None, "completed", "failed", "cancelled")]
+        if ended:
+            await self.redis.zrem(key, *ended)
+        return len(ids) - len(ended)
+
+    async def idempotent(self, tenant: str, key: str, fingerprint: str,
+                         job_id: str) -> tuple[str, str] | None:
+        """Take ``key`` of ``tenant`` for ``job_id`` (for the jobs' TTL, on every replica at
+        once: SET NX), or, if a job took it already, that job's ``(id, fingerprint)``."""
+        name = self._idempotency(tenant, key)
+        mine = json.dumps([job_id, fingerprint])
+        if await self.redis.set(name, mine, nx=True, ex=max(1, int(self.ttl))):
+            return None
+        found = await self.redis.get(name)
+        if found is None:  # expired between the two commands: take it now
+            return await self.idempotent(tenant, key, fingerprint, job_id)
+        job, print_ = json.loads(found)
+        return job, print_
+
+    async def forget_key(self, tenant: str, key: str) -> None:
+        await self.redis.delete(self._idempotency(tenant, key))
+
+    def _idempotency(self, tenant: str, key: str) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return f"{self.prefix}:idempotency:{{{tenant}}}:{digest}"
 
     async def statuses(self, job_ids: list[str]) -> dict[str, str | None]:
         """Each job's status (None: gone), for workers watching for cancels."""

@@ -15,6 +15,7 @@ replicas.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Collection
@@ -45,7 +46,7 @@ def event_data(meta: dict[str, Any], progress: Progress) -> dict[str, Any]:
 class _Job:
     __slots__ = ("meta", "progress", "lines", "records", "deliveries", "events", "changed")
 
-    def __init__(self, meta: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    def __init__(self, meta: dict[str, Any], lines: list[str]) -> None:
         self.meta, self.lines = meta, lines
         self.progress = Progress(total=len(lines), created=meta["created"])
         self.records: dict[int, dict[str, Any]] = {}
@@ -65,13 +66,17 @@ class MemoryJobStore:
         #: priority -> tenant -> (job id, line index) waiting, FIFO.
         self._queues: dict[int, dict[str, deque[tuple[str, int]]]] = {}
         self._added = asyncio.Event()
+        #: (tenant, Idempotency-Key) -> (job id, body fingerprint, loop time it expires).
+        self._idempotency: dict[tuple[str, str], tuple[str, str, float]] = {}
 
     async def _emit(self, job: _Job, name: str) -> None:
         async with job.changed:
             job.events.append((str(len(job.events) + 1), name, event_data(job.meta, job.progress)))
             job.changed.notify_all()
 
-    async def create(self, meta: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    async def create(self, meta: dict[str, Any], lines: list[str]) -> None:
+        """Store a new job and queue its lines (each a line as compact JSON text: a job of
+        100k lines is held as its text, not as 100k dicts of dicts)."""
         self._expire()
         job = self._jobs[meta["id"]] = _Job(meta, lines)
         tenants = self._queues.setdefault(meta.get("priority", 0), {})
@@ -142,7 +147,30 @@ class MemoryJobStore:
         if job is None or index in job.records:
             return None
         return {"status": job.progress.status.value, "tenant": job.meta["tenant"],
-                "priority": job.meta.get("priority", 0), "line": job.lines[index]}
+                "priority": job.meta.get("priority", 0), "line": json.loads(job.lines[index])}
+
+    async def active(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued or running."""
+        self._expire()
+        return sum(1 for j in self._jobs.values()
+                   if j.meta["tenant"] == tenant and j.progress.status not in TERMINAL)
+
+    async def idempotent(self, tenant: str, key: str, fingerprint: str,
+                         job_id: str) -> tuple[str, str] | None:
+        """Take ``key`` of ``tenant`` for ``job_id`` (for the jobs' TTL), or, if a job took it
+        already, that job's ``(id, fingerprint)``."""
+        now = asyncio.get_running_loop().time()
+        found = self._idempotency.get((tenant, key))
+        if found is not None and found[2] > now:
+            return found[0], found[1]
+        for old in [k for k, v in self._idempotency.items() if v[2] <= now]:
+            del self._idempotency[old]
+        self._idempotency[(tenant, key)] = (job_id, fingerprint, now + self.ttl)
+        return None
+
+    async def forget_key(self, tenant: str, key: str) -> None:
+        """Release ``key`` (the job it was taken for was not made)."""
+        self._idempotency.pop((tenant, key), None)
 
     async def statuses(self, job_ids: list[str]) -> dict[str, str | None]:
         """Each job's status (None: gone), for workers watching for cancels."""
