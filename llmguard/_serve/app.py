@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -18,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 import llmguard as lg
@@ -27,7 +28,7 @@ from .config import ConfigError
 from .edge import Edge
 from .errors import HTTPProblem, Redactor, error_json, from_exception
 from .gateway import Gateway
-from .sse import event, relay
+from .sse import StreamBody, event, relay
 from .tenants import Tenant
 from .validate import read_json, validate_chat, validate_embeddings
 
@@ -52,6 +53,25 @@ def _priority(tenant: Tenant, request: Request) -> int:
         return tenant.priority(request.headers.get("x-priority"))
     except ValueError as exc:
         raise HTTPProblem(400, str(exc), "invalid_priority", param="X-Priority") from None
+
+
+@contextlib.asynccontextmanager
+async def _client_left(request: Request) -> AsyncIterator[asyncio.Event]:
+    """An event set when the client disconnects (its whole body was read already, so the next
+    ASGI message is the disconnect): a request it left before it was sent upstream is dropped
+    (``Gateway.call(abandon=...)``) instead of paying the provider for an answer nobody reads."""
+    left = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        left.set()
+
+    task = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield left
+    finally:
+        task.cancel()
 
 
 class Routes:
@@ -108,7 +128,8 @@ class Routes:
                 options = body.get("stream_options") or {}
                 wants_usage = options.get("include_usage") is True
                 body["stream_options"] = {**options, "include_usage": True}
-            result = await self.gateway.call(model, tenant, body, priority)
+            async with _client_left(request) as left:
+                result = await self.gateway.call(model, tenant, body, priority, abandon=left)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-style answer
             return self.error(exc, tenant, name)
         headers = self.gateway.tenants.headers(tenant)
@@ -117,8 +138,9 @@ class Routes:
         if not isinstance(result, lg.Stream):
             book.record(tenant, name, 200, lg.extract_usage(result), price)
             if streaming:  # a non-streamed answer (a cache or default) sent as one chunk
-                return StreamingResponse(self._one(result), headers=headers,
-                                         media_type="text/event-stream")
+                return StreamBody(self._one(result), headers=headers,
+                                  media_type="text/event-stream",
+                                  write_timeout=self.gateway.config.write_timeout)
             return _json(result, 200, headers)
         stream = result
         stream.defer(lambda error: book.record(
@@ -126,8 +148,9 @@ class Routes:
             stream.usage, price))
         body_iter = relay(stream, bounded=self.gateway.bounded, include_usage=wants_usage,
                           on_error=self._stream_error)
-        return StreamingResponse(body_iter, headers={**headers, "cache-control": "no-cache"},
-                                 media_type="text/event-stream")
+        return StreamBody(body_iter, headers={**headers, "cache-control": "no-cache"},
+                          media_type="text/event-stream",
+                          write_timeout=self.gateway.config.write_timeout)
 
     async def _one(self, completion: dict[str, Any]) -> AsyncIterator[bytes]:
         yield event(_as_chunk(completion))
@@ -150,7 +173,9 @@ class Routes:
                 raise HTTPProblem(404, f"The model {name!r} does not exist or you do not have "
                                   "access to it.", "model_not_found", param="model")
             priority = _priority(tenant, request)
-            result = await self.gateway.call(model, tenant, body, priority, embed=True)
+            async with _client_left(request) as left:
+                result = await self.gateway.call(model, tenant, body, priority, embed=True,
+                                                 abandon=left)
         except Exception as exc:  # noqa: BLE001
             return self.error(exc, tenant, name)
         price = (model.config.price_input, 0.0)

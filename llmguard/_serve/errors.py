@@ -13,7 +13,7 @@ import re
 
 import llmguard as lg
 
-from .gateway import ShuttingDown
+from .gateway import Abandoned, ShuttingDown
 from .tenants import QuotaExceeded, TenantBusy
 
 __all__ = ["HTTPProblem", "Redactor", "StreamTruncated", "error_json", "from_exception"]
@@ -87,6 +87,8 @@ def from_exception(exc: BaseException, redact: Redactor) -> tuple[int, bytes, di
             **_retry_after(1.0), "connection": "close"}
     if isinstance(exc, TenantBusy):
         return 429, error_json(429, str(exc), "concurrency_limit_exceeded"), _retry_after(1.0)
+    if isinstance(exc, Abandoned):  # nobody reads this answer; 499 as nginx logs it
+        return 499, error_json(499, str(exc), "client_closed_request"), {}
     if isinstance(exc, StreamTruncated):
         return 502, error_json(502, str(exc), "upstream_stream_truncated"), {}
     if isinstance(exc, lg.RequestTooLarge):

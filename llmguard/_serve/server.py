@@ -35,7 +35,9 @@ def make_app(config: ServeConfig, *, redis_url: str | None = None,
              redis_prefix: str = "llmguard-serve") -> Any:
     """The Starlette app for ``config`` (its gateway is ``app.state.gateway``)."""
     from .app import build_app, metrics_provider
+    from .connections import set_limits
 
+    set_limits(config.header_timeout, config.max_connections)
     provider, registry = metrics_provider()
     gateway = Gateway(config, redis_url=redis_url, redis_prefix=redis_prefix,
                       meter_provider=provider)
@@ -146,8 +148,12 @@ def main(args: Any) -> int:
         print(f"llmguard serve: error: {exc}; pip install 'llmguard[serve]'", file=sys.stderr)
         return EXIT_USAGE
     _banner(config, args)
+    from .connections import GuardedHTTP
+
+    # A WebSocket message is a request body: the same limit (plus its envelope).
     common = dict(host=args.host, port=args.port, lifespan="on", log_level=args.log_level,
-                  access_log=args.access_log, timeout_graceful_shutdown=config.grace + 2)
+                  access_log=args.access_log, timeout_graceful_shutdown=config.grace + 2,
+                  http=GuardedHTTP, ws_max_size=config.max_body_bytes + 65536)
     stopped = []
     for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn re-raises the signal once done
         signal.signal(sig, lambda s, _f: stopped.append(s))

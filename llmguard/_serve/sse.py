@@ -10,15 +10,18 @@ relayed as a complete one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from starlette.responses import StreamingResponse
 
 import llmguard as lg
 
 from .errors import StreamTruncated
 
-__all__ = ["DONE", "Ending", "event", "relay"]
+__all__ = ["DONE", "Ending", "StreamBody", "event", "relay"]
 
 DONE = b"data: [DONE]\n\n"
 
@@ -81,3 +84,30 @@ async def relay(stream: lg.Stream, *, bounded: Callable[[Any], Any], include_usa
         yield DONE
     finally:  # exhausted, failed or the client went away: settle what the layers hold
         await stream.aclose()
+
+
+class StreamBody(StreamingResponse):
+    """A streamed answer whose every write must finish within ``write_timeout`` seconds.
+
+    A client that stops reading (its socket buffers full) makes a write wait for ever, and with
+    it whatever the stream holds: a model's concurrency slot, a tenant's. Past the timeout the
+    body iterator is closed (its ``finally`` gives back what it holds, at once) and the answer
+    ends unfinished; uvicorn then closes the connection."""
+
+    def __init__(self, content: Any, *, write_timeout: float, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.write_timeout = write_timeout
+
+    async def stream_response(self, send: Any) -> None:
+        timeout = self.write_timeout
+
+        async def bounded_send(message: Any) -> None:
+            async with asyncio.timeout(timeout):
+                await send(message)
+
+        try:
+            await super().stream_response(bounded_send)
+        except TimeoutError:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()

@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import HTTPProblem
+from ..sse import StreamBody
 from ..validate import parse_json, read_bytes
 from .records import JSONL_TYPES, from_json, from_jsonl
 from .service import JobService, public
@@ -199,9 +200,9 @@ class JobRoutes:
         cursor = request.headers.get("last-event-id") or "0"
         if not re.fullmatch(r"\d{1,20}(-\d{1,20})?", cursor):  # not one of ours: from the start
             cursor = "0"
-        return StreamingResponse(self._stream(job["id"], cursor), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache",
-                                          "x-accel-buffering": "no"})
+        return StreamBody(self._stream(job["id"], cursor), media_type="text/event-stream",
+                          write_timeout=self.routes.gateway.config.write_timeout,
+                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     async def _stream(self, job_id: str, cursor: str) -> AsyncIterator[bytes]:
         yield b"retry: 1000\n\n"
@@ -224,8 +225,9 @@ class JobRoutes:
             async for record in self.service.store.results(job["id"]):
                 yield jsonl(record)
 
-        return StreamingResponse(lines(), media_type="application/jsonl",
-                                 headers={"x-job-status": job["status"]})
+        return StreamBody(lines(), media_type="application/jsonl",
+                          write_timeout=self.routes.gateway.config.write_timeout,
+                          headers={"x-job-status": job["status"]})
 
     async def cancel(self, request: Request) -> Response:
         try:
