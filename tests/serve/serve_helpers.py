@@ -39,7 +39,7 @@ def write_config(tmp_path: Path, text: str, name: str = "serve.toml") -> Path:
 class ThreadServer:
     """uvicorn serving the gateway app in a background thread (its own event loop)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **options: Any) -> None:
         self.app = app
         self.gateway = app.state.gateway
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -47,7 +47,8 @@ class ThreadServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning",
+                                                    **options))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)
 
