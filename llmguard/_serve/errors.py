@@ -13,7 +13,8 @@ import re
 
 import llmguard as lg
 
-from .gateway import Abandoned, ShuttingDown
+from .abandon import Abandoned
+from .gateway import ShuttingDown
 from .tenants import QuotaExceeded, TenantBusy
 
 __all__ = ["HTTPProblem", "Redactor", "StreamTruncated", "error_json", "from_exception"]

@@ -24,9 +24,10 @@ from .._upstream.select import make_upstream
 
 from .config import ModelConfig, ServeConfig
 from .tenants import Tenant, TenantGate, Tenants
+from .abandon import unless_abandoned
 from .usage import UsageBook
 
-__all__ = ["Abandoned", "Gateway", "ShuttingDown"]
+__all__ = ["Gateway", "ShuttingDown"]
 
 #: The tenant of the request being served: part of every cache key, so tenants never see each
 #: other's cached answers. A context variable because Cache's key sees only the arguments.
@@ -35,36 +36,6 @@ _tenant: ContextVar[str] = ContextVar("llmguard_serve_tenant", default="")
 
 class ShuttingDown(Exception):
     """The grace period after SIGTERM ran out before this request finished."""
-
-
-class Abandoned(Exception):
-    """Nobody wants the answer any more (the client left, the job was cancelled) and the
-    request had not been sent upstream yet, so it never will be."""
-
-
-async def _unless_abandoned(work: Any, call: lg.Call, abandon: asyncio.Event) -> Any:
-    """Await ``work`` (the call through the layers), but once ``abandon`` is set cancel it if
-    it has not reached the provider yet (waiting in a queue, for quota): :class:`Abandoned`.
-    A call already sent is awaited to its end (the provider charged it; usage is recorded)."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(abandon.wait())
-    try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-        if not task.done() and not call.record.sent:
-            task.cancel()
-            try:
-                return await task
-            except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise  # our own caller was cancelled too
-                raise Abandoned("the request was abandoned before it was sent upstream") \
-                    from None
-        return await task
-    finally:
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 def _cache_key(**request: Any) -> str:
@@ -214,7 +185,7 @@ class Gateway:
                    *, embed: bool = False, abandon: asyncio.Event | None = None) -> Any:
         """Run one request through the tenant's and the model's layers; the result is a dict
         or, for a stream, an ``lg.Stream`` whose first chunk has arrived. Once ``abandon`` is
-        set, a request not sent upstream yet is dropped (:class:`Abandoned`)."""
+        set, a request not sent upstream yet is dropped (:class:`~.abandon.Abandoned`)."""
         request["model"] = model.target
         call = lg.Call(model.send_embed if embed else model.send, (), request, f"serve:{model.name}")
         call.priority = priority
@@ -223,7 +194,7 @@ class Gateway:
         try:
             work = (model.embed if embed else model.chat)(call)
             if abandon is not None:
-                work = _unless_abandoned(work, call, abandon)
+                work = unless_abandoned(work, call, abandon)
             return await self.bounded(work)
         finally:
             _tenant.reset(token)

@@ -108,3 +108,25 @@ class ChildServer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(HANG_GUARD)
+
+
+class CountingUpstream:
+    """Wraps a model's upstream and records the last user message of every request that
+    reaches it (``gateway.models[name].upstream = CountingUpstream(...)``)."""
+
+    def __init__(self, inner: Any, sent: list[str]) -> None:
+        self.inner, self.sent = inner, sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _count(self, request: dict[str, Any]) -> None:
+        self.sent.append(request["messages"][-1]["content"])
+
+    async def chat(self, request: dict[str, Any], *rest: Any) -> Any:
+        self._count(request)
+        return await self.inner.chat(request, *rest)
+
+    def stream(self, request: dict[str, Any], *rest: Any) -> Any:
+        self._count(request)
+        return self.inner.stream(request, *rest)

@@ -16,7 +16,7 @@ import time
 
 import httpx
 import pytest
-from serve_helpers import HANG_GUARD, ROOT, chat, served, write_config
+from serve_helpers import HANG_GUARD, ROOT, CountingUpstream, chat, served, write_config
 
 pytestmark = pytest.mark.looptime(False)  # real sockets: real time
 
@@ -72,14 +72,9 @@ concurrency = 1
 max_wait = 45
 """)
     with served(path) as server:
-        sent = []
-        upstream = server.gateway.models["fake"].upstream
-        original = upstream.chat
-
-        async def counting(**request):
-            sent.append(request["messages"][-1]["content"])
-            return await original(**request)
-        upstream.chat = counting
+        sent: list[str] = []
+        model = server.gateway.models["fake"]
+        model.upstream = CountingUpstream(model.upstream, sent)
         first = {}
         thread = threading.Thread(target=lambda: first.setdefault("r", httpx.post(
             server.url + "/v1/chat/completions", json=chat(), timeout=HANG_GUARD)))

@@ -11,7 +11,7 @@ import hashlib
 import httpx
 import pytest
 from jobs_helpers import AUTH_A, AUTH_B, KEY_A, KEY_B, SECRET, finished, requests, wait_until
-from serve_helpers import HANG_GUARD, served, write_config
+from serve_helpers import HANG_GUARD, CountingUpstream, served, write_config
 
 from llmguard._serve.config import load
 from llmguard._serve.server import make_app
@@ -90,13 +90,7 @@ async def _gateway(tmp_path, **options):
     app = make_app(load(str(_config(tmp_path, **options))))
     sent: list[str] = []
     for model in app.state.gateway.models.values():
-        upstream = model.upstream
-        original = upstream.chat
-
-        async def counting(original=original, **request):
-            sent.append(request["messages"][-1]["content"])
-            return await original(**request)
-        upstream.chat = counting
+        model.upstream = CountingUpstream(model.upstream, sent)
     app.state.jobs.start()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
     return app, client, sent

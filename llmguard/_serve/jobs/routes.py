@@ -6,8 +6,6 @@ an unknown id does (a tenant cannot probe for other tenants' job ids).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import math
 import re
@@ -20,20 +18,13 @@ from starlette.routing import Route
 
 from ..errors import HTTPProblem
 from ..sse import StreamBody
-from ..validate import parse_json, read_bytes
-from .records import JSONL_TYPES, from_json, from_jsonl
 from .service import JobService, public
-from .webhooks import check_url
+from .submit import SubmitRoutes, json_response
 
 __all__ = ["job_routes"]
 
-_JSON = "application/json"
 _TERMINAL = ("completed", "failed", "cancelled")
 MAX_WAIT = 60.0
-
-
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(obj, separators=(",", ":"), default=str), status, headers, _JSON)
 
 
 def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
@@ -50,24 +41,6 @@ def _number(request: Request, name: str, default: float, low: float, high: float
     return value
 
 
-def _parse(raw: bytes, kind: str, default: str | None,
-           max_lines: int) -> tuple[list[str], dict[str, Any]]:
-    """The body's lines, each as compact JSON text (what the store keeps), and its options."""
-    if kind in JSONL_TYPES:
-        lines, options = from_jsonl(raw, default, max_lines), {}
-    else:
-        lines, options = from_json(parse_json(raw), default, max_lines)
-    return [json.dumps(line, separators=(",", ":")) for line in lines], options
-
-
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is not None and not (0 < len(key) <= 255 and key.isprintable()):
-        raise HTTPProblem(400, "Idempotency-Key must be 1 to 255 printable characters",
-                          "invalid_request", param="Idempotency-Key")
-    return key
-
-
 def jsonl(record: Any) -> bytes:
     """One JSONL line of UTF-8. Text that UTF-8 cannot carry (a lone surrogate such as
     ``"\\ud800"``, which JSON and Python allow) is written as its JSON escape instead, so the
@@ -79,7 +52,9 @@ def jsonl(record: Any) -> bytes:
         return (json.dumps(record, default=str) + "\n").encode()
 
 
-class JobRoutes:
+class JobRoutes(SubmitRoutes):
+    """The job routes (submission in :mod:`.submit`)."""
+
     def __init__(self, routes: Any, service: JobService) -> None:
         self.routes, self.service = routes, service
         self.config = service.config
@@ -93,91 +68,6 @@ class JobRoutes:
                               f"tenant, or finished more than ttl={self.config.ttl:g} s ago",
                               "job_not_found")
         return tenant, job
-
-    async def submit(self, request: Request) -> Response:
-        key: str | None = None
-        tenant = None
-        try:
-            tenant = self.routes.tenant_of(request)
-            key = _idempotency_key(request)
-            raw = await read_bytes(request, self.config.max_body_bytes)
-            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            query = request.query_params
-            default = query.get("model") or self.config.default_model
-            # Parsing a large body takes a while: in a thread, so the gateway keeps serving.
-            lines, options = await asyncio.to_thread(_parse, raw, kind, default,
-                                                     self.config.max_lines)
-            if kind in JSONL_TYPES:
-                options = {k: query[k] for k in ("callback_url", "priority") if k in query}
-                if "metadata" in query:
-                    options["metadata"] = parse_json(query["metadata"].encode())
-            meta = await self._meta(tenant, request, options)
-            if key is not None:
-                fingerprint = hashlib.sha256(f"{kind}\0{query}\0".encode() + raw).hexdigest()
-                replay = await self._replay(tenant, key, fingerprint, meta["id"])
-                if replay is not None:
-                    key = None  # not ours to release
-                    return replay
-            del raw
-            active = await self.service.store.active(tenant.name)
-            if active >= self.config.max_jobs_per_tenant:
-                raise HTTPProblem(429, f"tenant {tenant.name!r} has {active} jobs queued or "
-                                  f"running, its limit ([jobs] max_jobs_per_tenant = "
-                                  f"{self.config.max_jobs_per_tenant}); wait for one to end",
-                                  "too_many_jobs", headers={"retry-after": "10"})
-            await self.service.store.create(meta, lines)
-            key = None
-            job = await self.service.get(tenant.name, meta["id"])
-        except Exception as exc:  # noqa: BLE001 - answered OpenAI-style
-            if key is not None and tenant is not None:  # no job was made: the key is free
-                await self.service.store.forget_key(tenant.name, key)
-            return self.routes.error(exc)
-        assert job is not None
-        return _json(public(job), 202, {"location": f"/v1/jobs/{meta['id']}"})
-
-    async def _meta(self, tenant: Any, request: Request, options: dict[str, Any]) -> dict:
-        """The new job's meta from its options (priority, metadata, callback_url), checked."""
-        priority = options.get("priority", request.headers.get("x-priority"))
-        if priority is not None and not isinstance(priority, str):
-            raise HTTPProblem(400, "'priority' must be low, normal or high",
-                              "invalid_priority", param="priority")
-        try:
-            level = tenant.priority(priority)
-        except ValueError as exc:
-            raise HTTPProblem(400, str(exc), "invalid_priority", param="priority") from None
-        metadata = options.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise HTTPProblem(400, "'metadata' must be an object", "invalid_request",
-                              param="metadata")
-        callback = options.get("callback_url")
-        if callback is not None:
-            callback = await check_url(callback, self.config.allow_private_callbacks)
-            if tenant.name not in self.service.secrets:
-                raise HTTPProblem(400, f"tenant {tenant.name!r} has no webhook secret to sign "
-                                  "callbacks with; set webhook_secret_env in its config",
-                                  "webhooks_not_configured", param="callback_url")
-        return self.service.new_meta(tenant.name, level, callback, metadata)
-
-    async def _replay(self, tenant: Any, key: str, fingerprint: str,
-                      job_id: str) -> Response | None:
-        """None when ``key`` is now ``job_id``'s; else the answer for a repeated submission:
-        the same job (same body), 422 (another body), 409 (the first is still being made)."""
-        found = await self.service.store.idempotent(tenant.name, key, fingerprint, job_id)
-        if found is None:
-            return None
-        first, its_print = found
-        if its_print != fingerprint:
-            raise HTTPProblem(422, "this Idempotency-Key was already used for a job with a "
-                              "different body; use a new key for a new job",
-                              "idempotency_key_reused", param="Idempotency-Key")
-        job = await self.service.get(tenant.name, first)
-        if job is None:
-            raise HTTPProblem(409, "a job with this Idempotency-Key is being submitted right "
-                              "now; retry in a moment", "idempotency_key_in_use",
-                              param="Idempotency-Key", headers={"retry-after": "1"})
-        return _json(public(job), 202, {"location": f"/v1/jobs/{first}",
-                                        "idempotent-replayed": "true"})
-
     async def status(self, request: Request) -> Response:
         try:
             wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT)
@@ -190,7 +80,7 @@ class JobRoutes:
                     job = await self.service.get(tenant.name, job["id"]) or job
         except Exception as exc:  # noqa: BLE001
             return self.routes.error(exc)
-        return _json(public(job))
+        return json_response(public(job))
 
     async def events(self, request: Request) -> Response:
         try:
@@ -241,7 +131,7 @@ class JobRoutes:
             job = await self.service.get(tenant.name, job["id"]) or job
         except Exception as exc:  # noqa: BLE001
             return self.routes.error(exc)
-        return _json(public(job))
+        return json_response(public(job))
 
     async def list(self, request: Request) -> Response:
         try:
@@ -252,7 +142,7 @@ class JobRoutes:
         except Exception as exc:  # noqa: BLE001
             return self.routes.error(exc)
         page = jobs[:limit]
-        return _json({"object": "list", "data": page, "has_more": len(jobs) > limit,
+        return json_response({"object": "list", "data": page, "has_more": len(jobs) > limit,
                       "first_id": page[0]["id"] if page else None,
                       "last_id": page[-1]["id"] if page else None})
 

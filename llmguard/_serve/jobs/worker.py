@@ -25,7 +25,7 @@ from typing import Any
 import llmguard as lg
 
 from ..errors import Redactor
-from ..gateway import Abandoned
+from ..abandon import Abandoned
 from ..tenants import QuotaExceeded, TenantBusy
 from .records import record
 from .schedule import Schedule, Task
