@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from starlette.requests import Request
@@ -18,12 +18,16 @@ from starlette.responses import Response
 
 import llmguard as lg
 
+from .abandon import Abandon
 from .errors import HTTPProblem, from_exception
 from .sse import StreamBody, event, relay
 from .tenants import Tenant
 from .validate import read_json, validate_chat, validate_embeddings
 
 __all__ = ["ChatRoutes", "json_response"]
+
+#: Seconds before a request starts watching for its client to leave (see ``_client_left``).
+WATCH_AFTER = 0.05
 
 _JSON = "application/json"
 
@@ -47,23 +51,29 @@ def _priority(tenant: Tenant, request: Request) -> int:
         raise HTTPProblem(400, str(exc), "invalid_priority", param="X-Priority") from None
 
 
-@contextlib.asynccontextmanager
-async def _client_left(request: Request) -> AsyncIterator[asyncio.Event]:
-    """An event set when the client disconnects (its whole body was read already, so the next
-    ASGI message is the disconnect): a request it left before it was sent upstream is dropped
-    (``Gateway.call(abandon=...)``) instead of paying the provider for an answer nobody reads."""
-    left = asyncio.Event()
+@contextlib.contextmanager
+def _client_left(request: Request) -> Iterator[Abandon]:
+    """An :class:`Abandon` fired when the client disconnects (its whole body was read, so the
+    next ASGI message is the disconnect): a request it left before it was sent upstream is
+    dropped instead of paying the provider for an answer nobody reads. The watch starts after
+    :data:`WATCH_AFTER` seconds: a disconnect that came earlier is seen then all the same, and
+    the many requests answered sooner pay a timer, not a task."""
+    abandon = Abandon()
+    loop = asyncio.get_running_loop()
+    watcher: list[asyncio.Task[None]] = []
 
     async def watch() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
-        left.set()
+        abandon.fire()
 
-    task = asyncio.get_running_loop().create_task(watch())
+    timer = loop.call_later(WATCH_AFTER, lambda: watcher.append(loop.create_task(watch())))
     try:
-        yield left
+        yield abandon
     finally:
-        task.cancel()
+        timer.cancel()
+        for task in watcher:
+            task.cancel()
 
 
 class ChatRoutes:
@@ -91,7 +101,7 @@ class ChatRoutes:
                 options = body.get("stream_options") or {}
                 wants_usage = options.get("include_usage") is True
                 body["stream_options"] = {**options, "include_usage": True}
-            async with _client_left(request) as left:
+            with _client_left(request) as left:
                 result = await self.gateway.call(model, tenant, body, priority, abandon=left)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-style answer
             return self.error(exc, tenant, name)
@@ -136,7 +146,7 @@ class ChatRoutes:
                 raise HTTPProblem(404, f"The model {name!r} does not exist or you do not have "
                                   "access to it.", "model_not_found", param="model")
             priority = _priority(tenant, request)
-            async with _client_left(request) as left:
+            with _client_left(request) as left:
                 result = await self.gateway.call(model, tenant, body, priority, embed=True,
                                                  abandon=left)
         except Exception as exc:  # noqa: BLE001

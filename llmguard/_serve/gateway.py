@@ -24,7 +24,7 @@ from .._upstream.select import make_upstream
 
 from .config import ModelConfig, ServeConfig
 from .tenants import Tenant, TenantGate, Tenants
-from .abandon import unless_abandoned
+from .abandon import Abandon
 from .usage import UsageBook
 
 __all__ = ["Gateway", "ShuttingDown"]
@@ -182,7 +182,7 @@ class Gateway:
         return model if model is not None and tenant.may_use(name) else None
 
     async def call(self, model: Model, tenant: Tenant, request: dict[str, Any], priority: int,
-                   *, embed: bool = False, abandon: asyncio.Event | None = None) -> Any:
+                   *, embed: bool = False, abandon: Abandon | None = None) -> Any:
         """Run one request through the tenant's and the model's layers; the result is a dict
         or, for a stream, an ``lg.Stream`` whose first chunk has arrived. Once ``abandon`` is
         set, a request not sent upstream yet is dropped (:class:`~.abandon.Abandoned`)."""
@@ -192,10 +192,16 @@ class Gateway:
         call.partition = tenant.name
         token = _tenant.set(tenant.name)
         try:
-            work = (model.embed if embed else model.chat)(call)
-            if abandon is not None:
-                work = unless_abandoned(work, call, abandon)
-            return await self.bounded(work)
+            if abandon is None:
+                return await self.bounded((model.embed if embed else model.chat)(call))
+            abandon.bind(call)
+            try:
+                result = await self.bounded((model.embed if embed else model.chat)(call))
+            except BaseException as exc:
+                abandon.unbind(exc)
+                raise
+            abandon.unbind(None)
+            return result
         finally:
             _tenant.reset(token)
 

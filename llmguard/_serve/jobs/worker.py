@@ -25,7 +25,7 @@ from typing import Any
 import llmguard as lg
 
 from ..errors import Redactor
-from ..abandon import Abandoned
+from ..abandon import Abandon, Abandoned
 from ..tenants import QuotaExceeded, TenantBusy
 from .records import record
 from .schedule import Schedule, Task
@@ -60,8 +60,8 @@ class JobRunner:
                 if t.config.concurrency}
         self.schedule = Schedule(caps)
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: job id -> the abandon events of its lines running here.
-        self._running: dict[str, set[asyncio.Event]] = {}
+        #: job id -> the abandon signals of its lines running here.
+        self._running: dict[str, set[Abandon]] = {}
         self._in_flight: dict[Any, str] = {}
         self._stopping = False
 
@@ -80,8 +80,8 @@ class JobRunner:
 
     def cancelled(self, job_id: str) -> None:
         """Job ``job_id`` was cancelled: abandon its lines not sent yet."""
-        for abandon in self._running.get(job_id, ()):
-            abandon.set()
+        for abandon in list(self._running.get(job_id, ())):
+            abandon.fire()
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -139,7 +139,7 @@ class JobRunner:
         if found is None or found["status"] in _ENDED:
             await self.store.ack(job_id, token)  # gone, answered already, or cancelled
             return
-        abandon = asyncio.Event()
+        abandon = Abandon()
         self._running.setdefault(job_id, set()).add(abandon)
         if token is not None:
             self._in_flight[token] = job_id
@@ -167,7 +167,7 @@ class JobRunner:
             self._spawn(self.notify(job_id), f"llmguard-jobs-webhook-{job_id}")
 
     async def _answer(self, tenant_name: str, priority: int, line: dict[str, Any],
-                      abandon: asyncio.Event, since: float) -> dict:
+                      abandon: Abandon, since: float) -> dict:
         if line.get("request") is None:
             return record(line, error={"kind": "invalid_input", "type": "InvalidInput",
                                        "message": line.get("problem", "")})
