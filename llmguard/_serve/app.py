@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 
-from .chat import ChatRoutes, json_response
+from .chat import ChatRoutes, Departures, json_response
 from .config import ConfigError
 from .edge import Edge
 from .errors import HTTPProblem, Redactor, error_json, from_exception
@@ -39,6 +39,7 @@ class Routes(ChatRoutes):
     def __init__(self, gateway: Gateway, metrics_registry: Any = None) -> None:
         self.gateway = gateway
         self.registry = metrics_registry
+        self.departures = Departures()
         env = gateway.config.metrics_key_env
         #: The bearer key ``/metrics`` asks for on a gateway with tenants (None: none set).
         self.metrics_key = os.environ.get(env) or None if env else None

@@ -1,6 +1,6 @@
 """``POST /v1/chat/completions`` (JSON, or ``stream: true`` as SSE) and ``POST /v1/embeddings``.
 
-A request whose client hangs up before it was sent upstream is dropped (``_client_left``); a
+A request whose client hangs up before it was sent upstream is dropped (``_ClientLeft``); a
 streamed answer is relayed strictly (:mod:`.sse`) and cut when its client stops reading
 (``[server] write_timeout``), so neither holds a model slot for nobody.
 """
@@ -8,9 +8,8 @@ streamed answer is relayed strictly (:mod:`.sse`) and cut when its client stops 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -24,9 +23,9 @@ from .sse import StreamBody, event, relay
 from .tenants import Tenant
 from .validate import read_json, validate_chat, validate_embeddings
 
-__all__ = ["ChatRoutes", "json_response"]
+__all__ = ["ChatRoutes", "Departures", "json_response"]
 
-#: Seconds before a request starts watching for its client to leave (see ``_client_left``).
+#: Seconds before a request starts watching for its client to leave (see ``_ClientLeft``).
 WATCH_AFTER = 0.05
 
 _JSON = "application/json"
@@ -51,29 +50,68 @@ def _priority(tenant: Tenant, request: Request) -> int:
         raise HTTPProblem(400, str(exc), "invalid_priority", param="X-Priority") from None
 
 
-@contextlib.contextmanager
-def _client_left(request: Request) -> Iterator[Abandon]:
-    """An :class:`Abandon` fired when the client disconnects (its whole body was read, so the
-    next ASGI message is the disconnect): a request it left before it was sent upstream is
-    dropped instead of paying the provider for an answer nobody reads. The watch starts after
-    :data:`WATCH_AFTER` seconds: a disconnect that came earlier is seen then all the same, and
-    the many requests answered sooner pay a timer, not a task."""
-    abandon = Abandon()
-    loop = asyncio.get_running_loop()
-    watcher: list[asyncio.Task[None]] = []
+class _ClientLeft:
+    """Context manager: an :class:`Abandon` fired when the client disconnects (its whole body
+    was read, so the next ASGI message is the disconnect): a request it left before it was
+    sent upstream is dropped instead of paying the provider for an answer nobody reads. The
+    watch starts once the request is :data:`WATCH_AFTER` seconds old (a disconnect that came
+    earlier is seen then all the same): the many requests answered sooner cost a dict entry,
+    not a task or a timer each (:class:`Departures`)."""
 
-    async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
+    __slots__ = ("request", "abandon", "watcher", "departures")
+
+    def __init__(self, request: Request, departures: Departures) -> None:
+        self.request, self.abandon, self.departures = request, Abandon(), departures
+        self.watcher: asyncio.Task[None] | None = None
+
+    def __enter__(self) -> Abandon:
+        self.departures.add(self)
+        return self.abandon
+
+    def start(self) -> None:
+        self.watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self.request.receive())["type"] != "http.disconnect":
             pass
-        abandon.fire()
+        self.abandon.fire()
 
-    timer = loop.call_later(WATCH_AFTER, lambda: watcher.append(loop.create_task(watch())))
-    try:
-        yield abandon
-    finally:
-        timer.cancel()
-        for task in watcher:
-            task.cancel()
+    def __exit__(self, *exc: object) -> None:
+        self.departures.waiting.pop(self, None)
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
+class Departures:
+    """The requests not yet watched for their client leaving, oldest first, and one task that
+    starts the watch of each once it is :data:`WATCH_AFTER` seconds old (it ends when none is
+    left, and starts again with the next)."""
+
+    __slots__ = ("waiting", "task")
+
+    def __init__(self) -> None:
+        self.waiting: dict[_ClientLeft, float] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, left: _ClientLeft) -> None:
+        loop = asyncio.get_running_loop()
+        self.waiting[left] = loop.time()
+        if self.task is None:
+            self.task = loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.waiting:
+                await asyncio.sleep(WATCH_AFTER)
+                old = loop.time() - WATCH_AFTER
+                for left, since in list(self.waiting.items()):
+                    if since > old:
+                        break  # the rest are younger
+                    del self.waiting[left]
+                    left.start()
+        finally:
+            self.task = None
 
 
 class ChatRoutes:
@@ -82,6 +120,8 @@ class ChatRoutes:
 
     gateway: Any
     redact: Any
+    #: Requests to watch for their client leaving.
+    departures: Departures
 
     async def chat(self, request: Request) -> Response:
         tenant: Tenant | None = None
@@ -101,7 +141,7 @@ class ChatRoutes:
                 options = body.get("stream_options") or {}
                 wants_usage = options.get("include_usage") is True
                 body["stream_options"] = {**options, "include_usage": True}
-            with _client_left(request) as left:
+            with _ClientLeft(request, self.departures) as left:
                 result = await self.gateway.call(model, tenant, body, priority, abandon=left)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-style answer
             return self.error(exc, tenant, name)
@@ -146,7 +186,7 @@ class ChatRoutes:
                 raise HTTPProblem(404, f"The model {name!r} does not exist or you do not have "
                                   "access to it.", "model_not_found", param="model")
             priority = _priority(tenant, request)
-            with _client_left(request) as left:
+            with _ClientLeft(request, self.departures) as left:
                 result = await self.gateway.call(model, tenant, body, priority, embed=True,
                                                  abandon=left)
         except Exception as exc:  # noqa: BLE001

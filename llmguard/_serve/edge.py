@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,11 +41,14 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def _host_and_origin(scope: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
+    host = origin = None
     for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+        if key == b"host" and host is None:
+            host = value
+        elif key == b"origin" and origin is None:
+            origin = value
+    return host, origin
 
 
 class Edge:
@@ -57,18 +61,25 @@ class Edge:
         self.any_origin = "*" in allow_origins
         self.origins = {o.rstrip("/").lower() for o in allow_origins if o != "*"}
         self.hosts = {urlsplit(o).hostname for o in self.origins} - {None}
+        #: Host header values found acceptable (a handful in practice: a cache, capped).
+        self._good_hosts: set[bytes] = set()
+        self._prefix = os.urandom(6).hex()
+        self._count = itertools.count()
 
     def refusal(self, scope: dict[str, Any]) -> str | None:
         """Why this request may not reach an open gateway, or None."""
-        host = _header(scope, b"host")
-        if host is not None:
+        raw_host, raw_origin = _host_and_origin(scope)
+        if raw_host is not None and raw_host not in self._good_hosts:
+            host = raw_host.decode("latin-1")
             name = urlsplit(f"//{host}").hostname or ""
             if not (_is_ip(name) or _loopback(name) or name in self.hosts):
                 return (f"Host {host!r} is refused: this gateway has no tenants (no API key), so "
                         "it answers only to localhost or an IP address; pass --allow-origin for "
                         "a browser app, or configure [tenants]")
-        origin = _header(scope, b"origin")
-        if origin is not None and not self.any_origin:
+            if len(self._good_hosts) < 64:
+                self._good_hosts.add(raw_host)
+        if raw_origin is not None and not self.any_origin:
+            origin = raw_origin.decode("latin-1")
             name = urlsplit(origin).hostname or ""
             if origin.rstrip("/").lower() not in self.origins and not _loopback(name):
                 return (f"Origin {origin!r} is refused: this gateway has no tenants (no API key), "
@@ -93,7 +104,8 @@ class Edge:
                 return None
         if kind != "http":
             return await self.app(scope, receive, send)
-        request_id = b"req_" + os.urandom(12).hex().encode()
+        # Unique, not secret: a per-process random prefix and a counter (no syscall per request).
+        request_id = f"req_{self._prefix}{next(self._count):012x}".encode()
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":

@@ -60,7 +60,10 @@ def parse_json(raw: bytes | str, what: str = "The request body") -> Any:
         raise _bad(f"{what} is empty; send a JSON object", code="invalid_json")
     try:
         body = json.loads(raw)
-        deep = not check_depth(body)
+        # Nesting needs an opening bracket per level: few brackets, no walk (the common case).
+        opening = raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes) else (
+            raw.count("[") + raw.count("{"))
+        deep = opening > MAX_DEPTH and not check_depth(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(f"{what} is not valid JSON ({exc})", code="invalid_json") from None
     except RecursionError:  # deeper than the decoder's own recursion limit
