@@ -4,7 +4,12 @@
 
     [server]                      # all optional
     grace = 10                    # seconds in-flight requests get after SIGTERM
-    max_body_bytes = 1048576
+    max_body_bytes = 1048576      # HTTP bodies and WebSocket messages
+    metrics_key_env = "METRICS_KEY"  # /metrics asks for it once tenants exist (or public_metrics)
+    allow_origins = []            # browser origins an open gateway accepts besides loopback
+    header_timeout = 10           # seconds to send a request's headers
+    write_timeout = 30            # seconds a streaming client may stop reading
+    max_connections = 4000        # default: under the open-file limit
 
     [models.fast]                 # the name clients send as "model"
     provider = "openai"           # "fake" (offline), "litellm" or "openai" (a compatible base URL)
