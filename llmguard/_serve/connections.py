@@ -44,15 +44,17 @@ def set_limits(header_timeout: float, max_connections: int | None) -> int:
 
 class GuardedHTTP(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of the module doc (``http=`` of
-    ``uvicorn.Config``)."""
+    ``uvicorn.Config``). The header deadline is kept by one sweep a second over the open
+    connections, not by a timer per request."""
 
-    _deadline: asyncio.TimerHandle | None = None
+    #: Loop time this connection's current request began (None: its headers are all in).
+    _since: float | None = None
     _opened = 0.0
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._opened = self.loop.time()
-        self._arm()
+        self._opened = self._since = self.loop.time()
+        _sweep_soon(self.loop, self.connections)
         if len(self.connections) > _limits["max_connections"]:
             idle = [c for c in self.connections if c is not self and c._idle()]
             victim = min(idle, key=lambda c: c._opened) if idle else self
@@ -61,28 +63,35 @@ class GuardedHTTP(HttpToolsProtocol):
     def _idle(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
 
-    def _arm(self) -> None:
-        if self._deadline is None:
-            self._deadline = self.loop.call_later(_limits["header_timeout"], self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self) -> None:
-        self._deadline = None
-        if self._idle() and not self.transport.is_closing():
-            self.transport.close()
-
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm()  # the next request on a keep-alive connection has the same deadline
+        if self._since is None:  # the next request on a keep-alive connection
+            self._since = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        self._since = None
         super().on_headers_complete()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
+
+#: Event loops with a sweep scheduled.
+_sweeping: set[int] = set()
+
+
+def _sweep_soon(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+    if id(loop) not in _sweeping:
+        _sweeping.add(id(loop))
+        loop.call_later(1.0, _sweep, loop, connections)
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+    """Close connections whose request's headers are overdue; again in a second while any
+    connection is open."""
+    _sweeping.discard(id(loop))
+    late = loop.time() - _limits["header_timeout"]
+    for conn in list(connections):
+        since = getattr(conn, "_since", None)
+        if since is not None and since <= late and conn._idle() \
+                and not conn.transport.is_closing():
+            conn.transport.close()
+    if connections:
+        _sweep_soon(loop, connections)

@@ -126,3 +126,18 @@ def test_half_sent_headers_cannot_lock_clients_out(tmp_path) -> None:
             sock.close()
         proc.kill()
         proc.communicate(timeout=HANG_GUARD)
+
+
+def test_connection_that_never_finishes_its_headers_is_closed(tmp_path) -> None:
+    """``[server] header_timeout``: a connection that sends half a request and stops is closed
+    after it (the read returns end-of-file), a complete request on another one is answered."""
+    from serve_helpers import ChildServer
+
+    path = write_config(tmp_path, "[server]\nheader_timeout = 1\n")
+    with ChildServer("--config", str(path)) as child:
+        port = int(child.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD) as slow:
+            slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            assert httpx.post(child.url + "/v1/chat/completions", json=chat(),
+                              timeout=HANG_GUARD).status_code == 200
+            assert slow.recv(1024) == b""  # closed by the server, not by our timeout
