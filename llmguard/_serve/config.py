@@ -4,7 +4,12 @@
 
     [server]                      # all optional
     grace = 10                    # seconds in-flight requests get after SIGTERM
-    max_body_bytes = 1048576
+    max_body_bytes = 1048576      # HTTP bodies and WebSocket messages
+    metrics_key_env = "METRICS_KEY"  # /metrics asks for it once tenants exist (or public_metrics)
+    allow_origins = []            # browser origins an open gateway accepts besides loopback
+    header_timeout = 10           # seconds to send a request's headers
+    write_timeout = 30            # seconds a streaming client may stop reading
+    max_connections = 4000        # default: under the open-file limit
 
     [models.fast]                 # the name clients send as "model"
     provider = "openai"           # "fake" (offline), "litellm" or "openai" (a compatible base URL)
@@ -113,6 +118,8 @@ class JobsConfig:
     webhook_timeout: float = 10.0
     webhook_retry_for: float = 600.0
     allow_private_callbacks: bool = False
+    #: Jobs one tenant may have queued or running at once (more: 429).
+    max_jobs_per_tenant: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,21 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     source: str | None = None
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    #: Browser origins (``https://app.example``) an open gateway (no tenants) accepts besides
+    #: loopback ones; ``--allow-origin``.
+    allow_origins: tuple[str, ...] = ()
+    #: ``/metrics`` without a key on a gateway with tenants (``--public-metrics``).
+    public_metrics: bool = False
+    #: The variable holding the bearer key ``/metrics`` asks for on a gateway with tenants.
+    metrics_key_env: str | None = None
+    #: Seconds a connection may take to send a request's headers before it is closed.
+    header_timeout: float = 10.0
+    #: Seconds one write to a streaming client may stall (it stopped reading) before the
+    #: stream is ended and its model slot freed.
+    write_timeout: float = 30.0
+    #: Open connections at most (None: from the open-file limit); past it the oldest idle one
+    #: (no request in progress) is closed for the new one.
+    max_connections: int | None = None
 
 
 def default_config() -> ServeConfig:

@@ -115,12 +115,16 @@ TENANT_KEYS = {
     "concurrency": integer(), "priority": one_of(*PRIORITIES), "max_priority": one_of(*PRIORITIES),
     "models": strings, "webhook_secret_env": string,
 }
-SERVER_KEYS = {"grace": number(False), "max_body_bytes": integer(1024)}
+SERVER_KEYS = {
+    "grace": number(False), "max_body_bytes": integer(1024), "allow_origins": strings,
+    "public_metrics": boolean, "metrics_key_env": string, "header_timeout": number(),
+    "write_timeout": number(), "max_connections": integer(8),
+}
 JOBS_KEYS = {
     "max_lines": integer(), "max_body_bytes": integer(1024), "concurrency": integer(), "ttl": number(),
     "reclaim_after": number(), "default_model": string, "webhook_secret_env": string,
     "webhook_timeout": number(), "webhook_retry_for": number(False),
-    "allow_private_callbacks": boolean,
+    "allow_private_callbacks": boolean, "max_jobs_per_tenant": integer(),
 }
 #: TOML key -> dataclass field, where they differ.
 RENAMES = {"api_key_sha256": "key_hashes"}

@@ -13,10 +13,11 @@ import re
 
 import llmguard as lg
 
+from .abandon import Abandoned
 from .gateway import ShuttingDown
 from .tenants import QuotaExceeded, TenantBusy
 
-__all__ = ["HTTPProblem", "Redactor", "error_json", "from_exception"]
+__all__ = ["HTTPProblem", "Redactor", "StreamTruncated", "error_json", "from_exception"]
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
@@ -39,6 +40,11 @@ class HTTPProblem(Exception):
         super().__init__(message)
         self.status, self.code, self.param = status, code, param
         self.headers = headers or {}
+
+
+class StreamTruncated(Exception):
+    """The upstream's stream ended before every choice had its ``finish_reason`` (or without
+    ``[DONE]``): the answer is cut, and is reported so, never passed off as complete."""
 
 
 def error_json(status: int, message: str, code: str | None, param: str | None = None,
@@ -82,6 +88,10 @@ def from_exception(exc: BaseException, redact: Redactor) -> tuple[int, bytes, di
             **_retry_after(1.0), "connection": "close"}
     if isinstance(exc, TenantBusy):
         return 429, error_json(429, str(exc), "concurrency_limit_exceeded"), _retry_after(1.0)
+    if isinstance(exc, Abandoned):  # nobody reads this answer; 499 as nginx logs it
+        return 499, error_json(499, str(exc), "client_closed_request"), {}
+    if isinstance(exc, StreamTruncated):
+        return 502, error_json(502, str(exc), "upstream_stream_truncated"), {}
     if isinstance(exc, lg.RequestTooLarge):
         return 400, error_json(400, str(exc), "request_too_large"), {}
     if isinstance(exc, lg.CircuitOpenError):

@@ -25,6 +25,7 @@ from .._upstream.select import make_upstream
 from .config import ModelConfig, ServeConfig
 from .deployments import DEPLOYMENT, DeploymentConfig, router_of
 from .tenants import Tenant, TenantGate, Tenants
+from .abandon import Abandon
 from .usage import UsageBook
 
 __all__ = ["Gateway", "ShuttingDown"]
@@ -113,7 +114,7 @@ class Gateway:
         meter = None
         if meter_provider is not None:
             meter = meter_provider.get_meter("llmguard.serve")
-        self.usage = UsageBook(meter, redis_url, redis_prefix)
+        self.usage = UsageBook(meter, redis_url, redis_prefix, models=config.models)
         self.models: dict[str, Model] = {}
         gate = TenantGate(self.tenants)
         for name in self._build_order():
@@ -194,16 +195,26 @@ class Gateway:
         return model if model is not None and tenant.may_use(name) else None
 
     async def call(self, model: Model, tenant: Tenant, request: dict[str, Any], priority: int,
-                   *, embed: bool = False) -> Any:
+                   *, embed: bool = False, abandon: Abandon | None = None) -> Any:
         """Run one request through the tenant's and the model's layers; the result is a dict
-        or, for a stream, an ``lg.Stream`` whose first chunk has arrived."""
+        or, for a stream, an ``lg.Stream`` whose first chunk has arrived. Once ``abandon`` is
+        set, a request not sent upstream yet is dropped (:class:`~.abandon.Abandoned`)."""
         request["model"] = model.config.model or model.name
         call = lg.Call(model.send_embed if embed else model.send, (), request, f"serve:{model.name}")
         call.priority = priority
         call.partition = tenant.name
         token = _tenant.set(tenant.name)
         try:
-            return await self.bounded((model.embed if embed else model.chat)(call))
+            if abandon is None:
+                return await self.bounded((model.embed if embed else model.chat)(call))
+            abandon.bind(call)
+            try:
+                result = await self.bounded((model.embed if embed else model.chat)(call))
+            except BaseException as exc:
+                abandon.unbind(exc)
+                raise
+            abandon.unbind(None)
+            return result
         finally:
             _tenant.reset(token)
 

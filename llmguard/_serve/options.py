@@ -23,7 +23,8 @@ With no --config it serves the offline fake models (fake, fake-fail, fake-429) t
 """
 
 _EPILOG = """\
-config (TOML): [server] grace, max_body_bytes; [models.NAME] provider = "fake" | "litellm" |
+config (TOML): [server] grace, max_body_bytes, allow_origins, public_metrics,
+metrics_key_env, header_timeout, write_timeout, max_connections; [models.NAME] provider = "fake" | "litellm" |
 "openai" with model, base_url, api_key_env, and layers rpm, tpm, concurrency | adaptive,
 retries, timeout, fallbacks, cache_ttl, circuit_breaker, max_wait, price_input/price_output
 (USD per 1M tokens); one model over several deployments: [[models.NAME.deployments]] name,
@@ -31,7 +32,7 @@ provider, model, base_url, api_key_env, rpm, tpm, refill, concurrency, weight, t
 headroom; strategy = "headroom" | "weighted" | "least_latency" | "ordered"); [tenants.NAME] api_key_sha256 (see --hash-key) or api_key_env, rpm, tpm,
 concurrency, priority, max_priority, models, webhook_secret_env; [jobs] concurrency, max_lines,
 max_body_bytes, ttl, reclaim_after, default_model, webhook_secret_env, webhook_timeout,
-webhook_retry_for, allow_private_callbacks.
+webhook_retry_for, allow_private_callbacks, max_jobs_per_tenant.
 
 exit codes: 0 stopped (SIGTERM or Ctrl-C, after the grace period); 2 bad option or config
 (the message names the key and its line).
@@ -79,6 +80,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                        help="worker processes (default: 1; more needs --redis to share limits)")
     serve.add_argument("--grace", type=_positive(float), metavar="SECONDS",
                        help="on SIGTERM, seconds for requests in flight (default: config, 10)")
+    serve.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                       help="a browser origin (https://app.example) a gateway without tenants "
+                            "accepts besides loopback ones (repeatable; * for any)")
+    serve.add_argument("--public-metrics", action="store_true",
+                       help="serve /metrics without a key on a gateway with tenants (default: "
+                            "it asks for the key in [server] metrics_key_env)")
     serve.add_argument("--log-level", default="warning",
                        choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--access-log", action="store_true", help="log every request")

@@ -35,7 +35,9 @@ def make_app(config: ServeConfig, *, redis_url: str | None = None,
              redis_prefix: str = "llmguard-serve") -> Any:
     """The Starlette app for ``config`` (its gateway is ``app.state.gateway``)."""
     from .app import build_app, metrics_provider
+    from .connections import set_limits
 
+    set_limits(config.header_timeout, config.max_connections)
     provider, registry = metrics_provider()
     gateway = Gateway(config, redis_url=redis_url, redis_prefix=redis_prefix,
                       meter_provider=provider)
@@ -46,12 +48,24 @@ def make_app(config: ServeConfig, *, redis_url: str | None = None,
 def create_app() -> Any:
     """uvicorn's app factory in a worker process: the settings come from the parent."""
     settings = json.loads(os.environ[_ENV])
-    config = load(settings["config"]) if settings["config"] else default_config()
-    if settings["grace"] is not None:
-        config = dataclasses.replace(config, grace=settings["grace"])
+    config = configure(load(settings["config"]) if settings["config"] else default_config(),
+                       settings)
     app = make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"])
     _chain_signals()
     return app
+
+
+def configure(config: ServeConfig, options: dict[str, Any]) -> ServeConfig:
+    """``config`` with the command line's overrides (``--grace``, ``--allow-origin``,
+    ``--public-metrics``)."""
+    changes: dict[str, Any] = {}
+    if options.get("grace") is not None:
+        changes["grace"] = options["grace"]
+    if options.get("allow_origin"):
+        changes["allow_origins"] = (*config.allow_origins, *options["allow_origin"])
+    if options.get("public_metrics"):
+        changes["public_metrics"] = True
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def _chain_signals() -> None:
@@ -124,9 +138,7 @@ def main(args: Any) -> int:
         print(hash_key(key))
         return EXIT_OK
     try:
-        config = load(args.config) if args.config else default_config()
-        if args.grace is not None:
-            config = dataclasses.replace(config, grace=args.grace)
+        config = configure(load(args.config) if args.config else default_config(), vars(args))
         # Built once here so a bad tenant key variable fails now, with exit 2, not in a worker.
         app = make_app(config, redis_url=args.redis, redis_prefix=args.redis_prefix)
     except ConfigError as exc:
@@ -136,8 +148,12 @@ def main(args: Any) -> int:
         print(f"llmguard serve: error: {exc}; pip install 'llmguard[serve]'", file=sys.stderr)
         return EXIT_USAGE
     _banner(config, args)
+    from .connections import GuardedHTTP
+
+    # A WebSocket message is a request body: the same limit (plus its envelope).
     common = dict(host=args.host, port=args.port, lifespan="on", log_level=args.log_level,
-                  access_log=args.access_log, timeout_graceful_shutdown=config.grace + 2)
+                  access_log=args.access_log, timeout_graceful_shutdown=config.grace + 2,
+                  http=GuardedHTTP, ws_max_size=config.max_body_bytes + 65536)
     stopped = []
     for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn re-raises the signal once done
         signal.signal(sig, lambda s, _f: stopped.append(s))
@@ -146,7 +162,9 @@ def main(args: Any) -> int:
         return EXIT_OK
     _LIVE.clear()  # the parent only validated; each worker builds its own gateway
     os.environ[_ENV] = json.dumps({"config": args.config, "redis": args.redis,
-                                   "prefix": args.redis_prefix, "grace": args.grace})
+                                   "prefix": args.redis_prefix, "grace": args.grace,
+                                   "allow_origin": args.allow_origin,
+                                   "public_metrics": args.public_metrics})
     config_ = uvicorn.Config("llmguard._serve.server:create_app", factory=True,
                              workers=args.workers, **common)
     sock = config_.bind_socket()

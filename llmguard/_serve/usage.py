@@ -24,7 +24,10 @@ class UsageBook:
     """Records usage (see the module doc); ``report(tenant)`` is the ``/v1/usage`` body."""
 
     def __init__(self, meter: Any = None, redis_url: str | None = None,
-                 prefix: str = "llmguard-serve") -> None:
+                 prefix: str = "llmguard-serve", models: Any = ()) -> None:
+        #: The configured model names: the only values the model label takes (any other name a
+        #: client sent is labelled "unknown"), so /metrics stays bounded whatever clients send.
+        self.models = frozenset(models)
         self._requests = self._tokens = self._cost = None
         if meter is not None:
             self._requests = meter.create_counter(
@@ -61,7 +64,8 @@ class UsageBook:
             book.output_tokens += outputs
             book.cost_usd += cost
         if self._requests is not None:
-            attrs = {"llmguard.tenant": tenant.name, "gen_ai.request.model": model}
+            label = model if model in self.models else "unknown"
+            attrs = {"llmguard.tenant": tenant.name, "gen_ai.request.model": label}
             self._requests.add(1, {**attrs, "http.response.status_code": status})
             if usage is not None:
                 self._tokens.add(inputs, {**attrs, "gen_ai.token.type": "input"})

@@ -14,7 +14,13 @@ from starlette.requests import Request
 
 from .errors import HTTPProblem
 
-__all__ = ["parse_json", "read_bytes", "read_json", "validate_chat", "validate_embeddings"]
+__all__ = ["MAX_DEPTH", "check_depth", "parse_json", "read_bytes", "read_json", "validate_chat",
+           "validate_embeddings"]
+
+#: How deeply arrays and objects may nest in a body (OpenAI's own JSON schemas stay far below):
+#: deeper bodies are refused with 400 before anything recurses over them (the cache key, the
+#: token estimate, the encoder sending it upstream would each raise RecursionError: a 500).
+MAX_DEPTH = 100
 
 
 def _bad(message: str, param: str | None = None, code: str = "invalid_request") -> HTTPProblem:
@@ -47,15 +53,41 @@ async def read_bytes(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json(raw: bytes) -> Any:
-    """``raw`` as JSON (any value); 400 if empty or not JSON."""
+def parse_json(raw: bytes | str, what: str = "The request body") -> Any:
+    """``raw`` as JSON (any value); 400 if empty, not JSON, or nested deeper than
+    :data:`MAX_DEPTH`. ``what`` names it in the message."""
     if not raw.strip():
-        raise _bad("The request body is empty; send a JSON object", code="invalid_json")
+        raise _bad(f"{what} is empty; send a JSON object", code="invalid_json")
     try:
         body = json.loads(raw)
+        # Nesting needs an opening bracket per level: few brackets, no walk (the common case).
+        opening = raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes) else (
+            raw.count("[") + raw.count("{"))
+        deep = opening > MAX_DEPTH and not check_depth(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad(f"The request body is not valid JSON ({exc})", code="invalid_json") from None
+        raise _bad(f"{what} is not valid JSON ({exc})", code="invalid_json") from None
+    except RecursionError:  # deeper than the decoder's own recursion limit
+        deep = True
+    if deep:
+        raise _bad(f"{what} nests arrays and objects more than {MAX_DEPTH} levels deep",
+                   code="invalid_json")
     return body
+
+
+def check_depth(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when ``value`` nests lists and dicts at most ``limit`` levels deep (iterative: a
+    check that recursed would fail the way it guards against)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return True
 
 
 def _model(body: dict[str, Any]) -> None:
@@ -73,8 +105,10 @@ def validate_chat(body: dict[str, Any]) -> dict[str, Any]:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise _bad(f"messages[{i}] must be an object with a string 'role'", f"messages[{i}]")
+    if "stream" in body and body["stream"] is None:  # OpenAI's API takes null as the default
+        del body["stream"]
     if "stream" in body and not isinstance(body["stream"], bool):
-        raise _bad("'stream' must be true or false", "stream")
+        raise _bad("'stream' must be true, false or null", "stream")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise _bad("'stream_options' must be an object", "stream_options")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -135,7 +136,8 @@ class FakeLLM:
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
-        head = {"id": f"chatcmpl-fake-{next(self._ids)}", "model": kwargs.get("model", self.model)}
+        head = {"id": f"chatcmpl-fake-{next(self._ids)}", "created": int(time.time()),
+                "model": kwargs.get("model", self.model)}
         if streaming:
             options = kwargs.get("stream_options") or {}
             return self._chunks(head, result, usage if options.get("include_usage") else None)

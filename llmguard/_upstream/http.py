@@ -120,6 +120,10 @@ class HTTPUpstream:
                 if data == b"[DONE]":
                     return
                 yield json.loads(data)
+            # The body ended without [DONE]: the upstream (or a proxy) cut the stream.
+            raise HTTPError(f"the stream from {self.where} ended without [DONE]; the answer "
+                            "may be cut, retry the request", status_code=502,
+                            headers=response.headers)
         finally:
             response.release()
 

@@ -48,6 +48,7 @@ def wait_until(http: httpx.Client, job_id: str, done: Any) -> dict[str, Any]:
     give_up = time.monotonic() + HANG_GUARD
     while True:
         job = http.get(f"/v1/jobs/{job_id}", params={"wait": 10}).json()
+        assert "status" in job, job
         if done(job):
             return job
         assert time.monotonic() < give_up, f"job never reached the state: {job}"

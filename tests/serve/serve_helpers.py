@@ -39,7 +39,7 @@ def write_config(tmp_path: Path, text: str, name: str = "serve.toml") -> Path:
 class ThreadServer:
     """uvicorn serving the gateway app in a background thread (its own event loop)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **options: Any) -> None:
         self.app = app
         self.gateway = app.state.gateway
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -47,7 +47,8 @@ class ThreadServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning",
+                                                    **options))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)
 
@@ -107,3 +108,25 @@ class ChildServer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(HANG_GUARD)
+
+
+class CountingUpstream:
+    """Wraps a model's upstream and records the last user message of every request that
+    reaches it (``gateway.models[name].upstream = CountingUpstream(...)``)."""
+
+    def __init__(self, inner: Any, sent: list[str]) -> None:
+        self.inner, self.sent = inner, sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _count(self, request: dict[str, Any]) -> None:
+        self.sent.append(request["messages"][-1]["content"])
+
+    async def chat(self, request: dict[str, Any], *rest: Any) -> Any:
+        self._count(request)
+        return await self.inner.chat(request, *rest)
+
+    def stream(self, request: dict[str, Any], *rest: Any) -> Any:
+        self._count(request)
+        return self.inner.stream(request, *rest)

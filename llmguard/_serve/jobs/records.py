@@ -14,10 +14,10 @@ latency, elapsed, attempts, retries, fallback, cached, metadata.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..errors import HTTPProblem
+from ..validate import parse_json
 
 __all__ = ["JSONL_TYPES", "from_json", "from_jsonl", "record"]
 
@@ -32,7 +32,7 @@ def parse_line(number: int, obj: Any, default_model: str | None) -> dict[str, An
     ``{"line", "id", "request" | "problem", "metadata"}``."""
     line: dict[str, Any] = {"line": number, "id": f"line-{number}", "metadata": None}
     if isinstance(obj, str):
-        line["problem"] = f"line {number} is not valid JSON ({obj}); {_SHAPE}"
+        line["problem"] = f"{obj}; {_SHAPE}"
         return line
     if not isinstance(obj, dict):
         line["problem"] = f"line {number} is a JSON {type(obj).__name__}, not an object; {_SHAPE}"
@@ -80,8 +80,8 @@ def from_jsonl(raw: bytes, default_model: str | None, max_lines: int) -> list[di
         if not chunk.strip():
             continue
         try:
-            obj: Any = json.loads(chunk)
-        except ValueError as exc:
+            obj: Any = parse_json(chunk, f"line {number}")
+        except HTTPProblem as exc:  # not JSON, or nested too deeply: that line's error
             obj = str(exc)
         lines.append(parse_line(number, obj, default_model))
         if len(lines) > max_lines:

@@ -7,86 +7,67 @@ list of webhook attempts and a stream of events (``XREAD BLOCK`` serves SSE and 
 any replica). Counting a record, emitting its event and completing the job happen in one Lua
 script, so exactly one replica sees the job finish (and sends its webhook).
 
-The work queue is one stream per priority class with one consumer group: each replica reads
-with ``XREADGROUP``, acks a line once its record is stored, and refreshes the idle time of the
-lines it is working on (``XCLAIM ... JUSTID``). A line whose replica died stays pending, idle,
-and after ``reclaim_after`` seconds another replica takes it (``XAUTOCLAIM``) and, unless a
-record already exists for it, sends it again: only the lines in flight at the kill can be paid
+The work queue (:mod:`.redis_queue`) is one stream per tenant and priority class. A line whose
+replica died is taken over by another and, unless a record already exists for it, sent again:
+only the lines in flight at the kill can be paid
 twice. Every key of a finished job expires ``ttl`` seconds after it ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from ..._runners.jobstate import Progress
+from .redis_queue import BLOCK_CHUNK, SOCKET_TIMEOUT, RedisQueue, decoded
 from .redis_scripts import CANCEL, RECORD, START
 from .store import Event, view
 
 __all__ = ["RedisJobStore"]
 
-_CLASSES = ("high", "normal", "low")
-_GROUP = "workers"
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class RedisJobStore:
-    """Jobs in Redis at ``url`` under ``prefix`` (see the module doc)."""
+class RedisJobStore(RedisQueue):
+    """Jobs in Redis at ``url`` under ``prefix`` (see the module doc) of the tenants named
+    ``tenants``; the queue's methods come from :class:`~.redis_queue.RedisQueue`."""
 
     shared = True
 
-    def __init__(self, url: str, prefix: str, *, ttl: float, reclaim_after: float) -> None:
+    def __init__(self, url: str, prefix: str, *, ttl: float, reclaim_after: float,
+                 tenants: Collection[str]) -> None:
         import redis.asyncio as aioredis
 
-        self.ttl, self.reclaim_after = ttl, reclaim_after
-        self.prefix = f"{prefix}:jobs"
-        # No socket timeout: blocking reads (XREAD/XREADGROUP BLOCK) wait longer than any.
-        self.redis = aioredis.Redis.from_url(url)
+        self.ttl = ttl
+        # Timeouts of our own (see redis_queue): blocking reads wait BLOCK_CHUNK at most.
+        client = aioredis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
+                                         socket_connect_timeout=SOCKET_TIMEOUT)
+        super().__init__(client, f"{prefix}:jobs", tenants, reclaim_after)
         self._record = self.redis.register_script(RECORD)
         self._cancel = self.redis.register_script(CANCEL)
         self._start = self.redis.register_script(START)
-        self._ready = False
 
     def _keys(self, job_id: str) -> list[str]:
         tag = f"{self.prefix}:{{{job_id}}}"
         return [f"{tag}:job", f"{tag}:rec", f"{tag}:ev", f"{tag}:lines", f"{tag}:del"]
 
-    def _queue(self, cls: str) -> str:
-        return f"{self.prefix}:queue:{cls}"
-
-    async def _groups(self) -> None:
-        if self._ready:
-            return
-        import redis.exceptions
-
-        for cls in _CLASSES:
-            try:
-                await self.redis.xgroup_create(self._queue(cls), _GROUP, id="0", mkstream=True)
-            except redis.exceptions.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        self._ready = True
-
-    async def create(self, meta: dict[str, Any], lines: list[dict[str, Any]]) -> None:
-        await self._groups()
+    async def create(self, meta: dict[str, Any], lines: list[str]) -> None:
+        await self.groups()
         job, _rec, ev, lines_key, _del = self._keys(meta["id"])
         progress = Progress(total=len(lines), created=meta["created"])
         fields = {**progress.to_fields(), "id": meta["id"], "tenant": meta["tenant"],
                   "priority": str(meta.get("priority", 0)),
                   "callback_url": meta.get("callback_url") or "",
                   "metadata": json.dumps(meta.get("metadata"))}
-        cls = _CLASSES[1 - max(-1, min(1, meta.get("priority", 0)))]
+        queue = self.key(meta.get("priority", 0), meta["tenant"])
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(job, mapping=fields)
         for start in range(0, len(lines), 1000):
-            pipe.rpush(lines_key, *(json.dumps(x) for x in lines[start:start + 1000]))
+            pipe.rpush(lines_key, *lines[start:start + 1000])
         pipe.xadd(ev, {"name": "progress", **progress.to_fields()})
         pipe.zadd(f"{self.prefix}:tenant:{{{meta['tenant']}}}", {meta["id"]: meta["created"]})
+        pipe.zadd(self._active(meta["tenant"]), {meta["id"]: meta["created"]})
         for index in range(len(lines)):
-            pipe.xadd(self._queue(cls), {"job": meta["id"], "index": index})
+            pipe.xadd(queue, {"job": meta["id"], "index": index})
         await pipe.execute()
 
     async def _read(self, job_id: str) -> tuple[dict[str, str], list[Any]] | None:
@@ -97,7 +78,7 @@ class RedisJobStore:
         raw, attempts = await pipe.execute()
         if not raw:
             return None
-        return {_s(k): _s(v) for k, v in raw.items()}, [json.loads(a) for a in attempts]
+        return {decoded(k): decoded(v) for k, v in raw.items()}, [json.loads(a) for a in attempts]
 
     @staticmethod
     def _meta(fields: dict[str, str]) -> dict[str, Any]:
@@ -114,7 +95,7 @@ class RedisJobStore:
         meta = self._meta(fields)
         last = await self.redis.xrevrange(self._keys(job_id)[2], count=1)
         return {**view(meta, Progress.from_fields(fields), deliveries), "_tenant": meta["tenant"],
-                "_cursor": _s(last[0][0]) if last else "0", "_callback": meta["callback_url"]}
+                "_cursor": decoded(last[0][0]) if last else "0", "_callback": meta["callback_url"]}
 
     async def list(self, tenant: str, limit: int, after: str | None) -> list[dict[str, Any]]:
         key = f"{self.prefix}:tenant:{{{tenant}}}"
@@ -126,7 +107,7 @@ class RedisJobStore:
             start = rank + 1
         out: list[dict[str, Any]] = []
         while len(out) < limit:
-            ids = [_s(i) for i in await self.redis.zrevrange(key, start, start + limit - 1)]
+            ids = [decoded(i) for i in await self.redis.zrevrange(key, start, start + limit - 1)]
             if not ids:
                 break
             start += len(ids)
@@ -141,49 +122,50 @@ class RedisJobStore:
                                     found[1]))
         return out
 
-    def _tasks(self, stream: Any, entries: Any) -> list[tuple[str, int, Any]]:
-        out = []
-        for entry_id, data in entries:
-            if data:
-                data = {_s(k): _s(v) for k, v in data.items()}
-                out.append((data["job"], int(data["index"]), (_s(stream), _s(entry_id))))
-        return out
+    def _active(self, tenant: str) -> str:
+        return f"{self.prefix}:active:{{{tenant}}}"
 
-    async def claim(self, consumer: str, block: float) -> list[tuple[str, int, Any]]:
-        await self._groups()
-        for cls in _CLASSES:  # the highest class with waiting lines first
-            got = await self.redis.xreadgroup(_GROUP, consumer, {self._queue(cls): ">"}, count=1)
-            for stream, entries in got or ():
-                return self._tasks(stream, entries)
-        got = await self.redis.xreadgroup(
-            _GROUP, consumer, {self._queue(c): ">" for c in _CLASSES}, count=1,
-            block=max(1, int(block * 1000)))
-        for stream, entries in got or ():
-            return self._tasks(stream, entries)
-        return []
+    async def active(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued or running (ended ones leave the set of
+        its active jobs here, lazily)."""
+        key = self._active(tenant)
+        ids = [decoded(i) for i in await self.redis.zrange(key, 0, -1)]
+        ended = [i for i, status in (await self.statuses(ids)).items()
+                 if status in (None, "completed", "failed", "cancelled")]
+        if ended:
+            await self.redis.zrem(key, *ended)
+        return len(ids) - len(ended)
 
-    async def ack(self, job_id: str, token: Any) -> None:
-        stream, entry_id = token
+    async def idempotent(self, tenant: str, key: str, fingerprint: str,
+                         job_id: str) -> tuple[str, str] | None:
+        """Take ``key`` of ``tenant`` for ``job_id`` (for the jobs' TTL, on every replica at
+        once: SET NX), or, if a job took it already, that job's ``(id, fingerprint)``."""
+        name = self._idempotency(tenant, key)
+        mine = json.dumps([job_id, fingerprint])
+        if await self.redis.set(name, mine, nx=True, ex=max(1, int(self.ttl))):
+            return None
+        found = await self.redis.get(name)
+        if found is None:  # expired between the two commands: take it now
+            return await self.idempotent(tenant, key, fingerprint, job_id)
+        job, print_ = json.loads(found)
+        return job, print_
+
+    async def forget_key(self, tenant: str, key: str) -> None:
+        await self.redis.delete(self._idempotency(tenant, key))
+
+    def _idempotency(self, tenant: str, key: str) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return f"{self.prefix}:idempotency:{{{tenant}}}:{digest}"
+
+    async def statuses(self, job_ids: list[str]) -> dict[str, str | None]:
+        """Each job's status (None: gone), for workers watching for cancels."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xack(stream, _GROUP, entry_id)
-        pipe.xdel(stream, entry_id)
-        await pipe.execute()
-
-    async def heartbeat(self, consumer: str, tokens: list[Any]) -> None:
-        """Reset the idle time of the lines this replica is working on: still alive."""
-        for stream, entry_id in tokens:
-            await self.redis.xclaim(stream, _GROUP, consumer, 0, [entry_id], justid=True)
-
-    async def reclaim(self, consumer: str) -> list[tuple[str, int, Any]]:
-        """Lines idle longer than ``reclaim_after`` (their replica died), now ``consumer``'s."""
-        idle = int(self.reclaim_after * 1000)
-        for cls in _CLASSES:
-            got = await self.redis.xautoclaim(self._queue(cls), _GROUP, consumer, idle,
-                                              "0-0", count=1)
-            tasks = self._tasks(self._queue(cls), got[1])
-            if tasks:
-                return tasks
-        return []
+        for job_id in job_ids:
+            pipe.hget(self._keys(job_id)[0], "status")
+        return {i: None if v is None else decoded(v)
+                for i, v in zip(job_ids, await pipe.execute(), strict=True)}
 
     async def line(self, job_id: str, index: int) -> dict[str, Any] | None:
         job, rec, _ev, lines, _del = self._keys(job_id)
@@ -194,7 +176,7 @@ class RedisJobStore:
         (status, tenant, priority), answered, raw = await pipe.execute()
         if status is None or answered or raw is None:
             return None
-        return {"status": _s(status), "tenant": _s(tenant), "priority": int(priority or 0),
+        return {"status": decoded(status), "tenant": decoded(tenant), "priority": int(priority or 0),
                 "line": json.loads(raw)}
 
     async def start(self, job_id: str) -> None:
@@ -208,7 +190,7 @@ class RedisJobStore:
         result = await self._record(keys=self._keys(job_id), args=[
             index, json.dumps(record, default=str), int(bool(record.get("ok"))),
             repr(time.time()), max(1, int(self.ttl))])
-        return None if result is None else _s(result)
+        return None if result is None else decoded(result)
 
     async def cancel(self, job_id: str) -> bool:
         import time
@@ -225,14 +207,21 @@ class RedisJobStore:
         await pipe.execute()
 
     async def events(self, job_id: str, after: str, block: float) -> list[Event]:
-        got = await self.redis.xread({self._keys(job_id)[2]: after}, count=1000,
-                                     block=max(1, int(block * 1000)) if block > 0 else None)
+        key = self._keys(job_id)[2]
+        loop = asyncio.get_running_loop()
+        until = loop.time() + block
+        while True:  # a long wait is several short blocking reads (see SOCKET_TIMEOUT)
+            left = until - loop.time()
+            got = await self.redis.xread({key: after}, count=1000, block=max(
+                1, int(min(left, BLOCK_CHUNK) * 1000)) if left > 0 else None)
+            if got or left <= BLOCK_CHUNK:
+                break
         out: list[Event] = []
         for _stream, entries in got or ():
             for entry_id, data in entries:
-                fields = {_s(k): _s(v) for k, v in data.items()}
+                fields = {decoded(k): decoded(v) for k, v in data.items()}
                 progress = Progress.from_fields(fields)
-                out.append((_s(entry_id), fields["name"], {"id": job_id, **progress.to_dict()}))
+                out.append((decoded(entry_id), fields["name"], {"id": job_id, **progress.to_dict()}))
         return out
 
     async def results(self, job_id: str) -> AsyncIterator[dict[str, Any]]:

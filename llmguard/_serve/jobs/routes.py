@@ -13,24 +13,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import HTTPProblem
-from ..validate import parse_json, read_bytes
-from .records import JSONL_TYPES, from_json, from_jsonl
+from ..sse import StreamBody
 from .service import JobService, public
-from .webhooks import check_url
+from .submit import SubmitRoutes, json_response
 
 __all__ = ["job_routes"]
 
-_JSON = "application/json"
 _TERMINAL = ("completed", "failed", "cancelled")
 MAX_WAIT = 60.0
-
-
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(obj, separators=(",", ":"), default=str), status, headers, _JSON)
 
 
 def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
@@ -47,7 +41,20 @@ def _number(request: Request, name: str, default: float, low: float, high: float
     return value
 
 
-class JobRoutes:
+def jsonl(record: Any) -> bytes:
+    """One JSONL line of UTF-8. Text that UTF-8 cannot carry (a lone surrogate such as
+    ``"\\ud800"``, which JSON and Python allow) is written as its JSON escape instead, so the
+    line always encodes and reads back as the same string (never a 200 cut mid-body)."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    try:
+        return (text + "\n").encode()
+    except UnicodeEncodeError:
+        return (json.dumps(record, default=str) + "\n").encode()
+
+
+class JobRoutes(SubmitRoutes):
+    """The job routes (submission in :mod:`.submit`)."""
+
     def __init__(self, routes: Any, service: JobService) -> None:
         self.routes, self.service = routes, service
         self.config = service.config
@@ -61,49 +68,6 @@ class JobRoutes:
                               f"tenant, or finished more than ttl={self.config.ttl:g} s ago",
                               "job_not_found")
         return tenant, job
-
-    async def submit(self, request: Request) -> Response:
-        try:
-            tenant = self.routes.tenant_of(request)
-            raw = await read_bytes(request, self.config.max_body_bytes)
-            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            query = request.query_params
-            default = query.get("model") or self.config.default_model
-            if kind in JSONL_TYPES:
-                lines = from_jsonl(raw, default, self.config.max_lines)
-                options: dict[str, Any] = {k: query[k] for k in ("callback_url", "priority")
-                                           if k in query}
-                if "metadata" in query:
-                    options["metadata"] = parse_json(query["metadata"].encode())
-            else:
-                lines, options = from_json(parse_json(raw), default, self.config.max_lines)
-            priority = options.get("priority", request.headers.get("x-priority"))
-            if priority is not None and not isinstance(priority, str):
-                raise HTTPProblem(400, "'priority' must be low, normal or high",
-                                  "invalid_priority", param="priority")
-            try:
-                level = tenant.priority(priority)
-            except ValueError as exc:
-                raise HTTPProblem(400, str(exc), "invalid_priority", param="priority") from None
-            metadata = options.get("metadata")
-            if metadata is not None and not isinstance(metadata, dict):
-                raise HTTPProblem(400, "'metadata' must be an object", "invalid_request",
-                                  param="metadata")
-            callback = options.get("callback_url")
-            if callback is not None:
-                callback = await check_url(callback, self.config.allow_private_callbacks)
-                if tenant.name not in self.service.secrets:
-                    raise HTTPProblem(400, f"tenant {tenant.name!r} has no webhook secret to sign "
-                                      "callbacks with; set webhook_secret_env in its config",
-                                      "webhooks_not_configured", param="callback_url")
-            meta = self.service.new_meta(tenant.name, level, callback, metadata)
-            await self.service.store.create(meta, lines)
-            job = await self.service.get(tenant.name, meta["id"])
-        except Exception as exc:  # noqa: BLE001 - answered OpenAI-style
-            return self.routes.error(exc)
-        assert job is not None
-        return _json(public(job), 202, {"location": f"/v1/jobs/{meta['id']}"})
-
     async def status(self, request: Request) -> Response:
         try:
             wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT)
@@ -116,7 +80,7 @@ class JobRoutes:
                     job = await self.service.get(tenant.name, job["id"]) or job
         except Exception as exc:  # noqa: BLE001
             return self.routes.error(exc)
-        return _json(public(job))
+        return json_response(public(job))
 
     async def events(self, request: Request) -> Response:
         try:
@@ -126,25 +90,20 @@ class JobRoutes:
         cursor = request.headers.get("last-event-id") or "0"
         if not re.fullmatch(r"\d{1,20}(-\d{1,20})?", cursor):  # not one of ours: from the start
             cursor = "0"
-        return StreamingResponse(self._stream(job["id"], cursor), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache",
-                                          "x-accel-buffering": "no"})
+        return StreamBody(self._stream(job["id"], cursor), media_type="text/event-stream",
+                          write_timeout=self.routes.gateway.config.write_timeout,
+                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     async def _stream(self, job_id: str, cursor: str) -> AsyncIterator[bytes]:
-        store, gateway = self.service.store, self.routes.gateway
         yield b"retry: 1000\n\n"
-        while not gateway.draining:  # on drain the client reconnects (Last-Event-ID) elsewhere
-            events = await store.events(job_id, cursor, 5.0)
-            if not events:
-                if await store.get(job_id) is None:  # expired meanwhile
-                    return
+        # On drain the stream ends and the client reconnects (Last-Event-ID) elsewhere.
+        async for item in self.service.follow(job_id, cursor):
+            if item is None:
                 yield b": keep-alive\n\n"
                 continue
-            for cursor, name, data in events:
-                body = json.dumps(data, separators=(",", ":"))
-                yield f"id: {cursor}\nevent: {name}\ndata: {body}\n\n".encode()
-                if name in _TERMINAL:
-                    return
+            cursor, name, data = item
+            body = json.dumps(data, separators=(",", ":"))
+            yield f"id: {cursor}\nevent: {name}\ndata: {body}\n\n".encode()
 
     async def results(self, request: Request) -> Response:
         try:
@@ -154,10 +113,11 @@ class JobRoutes:
 
         async def lines() -> AsyncIterator[bytes]:
             async for record in self.service.store.results(job["id"]):
-                yield (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
+                yield jsonl(record)
 
-        return StreamingResponse(lines(), media_type="application/jsonl",
-                                 headers={"x-job-status": job["status"]})
+        return StreamBody(lines(), media_type="application/jsonl",
+                          write_timeout=self.routes.gateway.config.write_timeout,
+                          headers={"x-job-status": job["status"]})
 
     async def cancel(self, request: Request) -> Response:
         try:
@@ -165,12 +125,13 @@ class JobRoutes:
             if not await self.service.store.cancel(job["id"]):
                 raise HTTPProblem(409, f"job {job['id']} already ended ({job['status']}); "
                                   "there is nothing to cancel", "job_already_finished")
+            self.service.runner.cancelled(job["id"])  # its lines queued in this replica
             if job.get("_callback"):
                 self.service.send_webhook(job["id"])
             job = await self.service.get(tenant.name, job["id"]) or job
         except Exception as exc:  # noqa: BLE001
             return self.routes.error(exc)
-        return _json(public(job))
+        return json_response(public(job))
 
     async def list(self, request: Request) -> Response:
         try:
@@ -181,7 +142,7 @@ class JobRoutes:
         except Exception as exc:  # noqa: BLE001
             return self.routes.error(exc)
         page = jobs[:limit]
-        return _json({"object": "list", "data": page, "has_more": len(jobs) > limit,
+        return json_response({"object": "list", "data": page, "has_more": len(jobs) > limit,
                       "first_id": page[0]["id"] if page else None,
                       "last_id": page[-1]["id"] if page else None})
 

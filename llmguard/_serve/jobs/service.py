@@ -7,15 +7,18 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..config import ConfigError
 from ..tenants import ANONYMOUS
-from .store import MemoryJobStore
+from .store import Event, MemoryJobStore
 from .webhooks import deliver
 from .worker import JobRunner
 
 __all__ = ["JobService"]
+
+_TERMINAL = ("completed", "failed", "cancelled")
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +35,8 @@ class JobService:
             from .redis_store import RedisJobStore
 
             self.store: Any = RedisJobStore(gateway.redis_url, gateway.redis_prefix,
-                                            ttl=cfg.ttl, reclaim_after=cfg.reclaim_after)
+                                            ttl=cfg.ttl, reclaim_after=cfg.reclaim_after,
+                                            tenants=list(gateway.tenants.by_name))
         else:
             self.store = MemoryJobStore(cfg.ttl)
         #: tenant name -> webhook signing secret (read from the environment once, at start).
@@ -60,6 +64,32 @@ class JobService:
         """The job if it exists and belongs to ``tenant`` (internal ``_`` fields included)."""
         job = await self.store.get(job_id)
         return job if job is not None and job["_tenant"] == tenant else None
+
+    async def follow(self, job_id: str, cursor: str,
+                     keepalive: float = 5.0) -> AsyncIterator[Event | None]:
+        """The job's events after ``cursor`` up to its terminal one, and None after every
+        ``keepalive`` seconds without one. Ends at once when the job already ended before the
+        cursor (a client resuming after the end) or is gone, and when the gateway drains."""
+        store = self.store
+        while not self.gateway.draining:
+            events = await store.events(job_id, cursor, 0)
+            if not events:
+                job = await store.get(job_id)
+                if job is None:
+                    return
+                # A job that ended has no event to wait for: one more look for the ones that
+                # came between the two reads, then the end.
+                events = await store.events(job_id, cursor, 0 if job["status"] in _TERMINAL
+                                            else keepalive)
+                if not events:
+                    if job["status"] in _TERMINAL:
+                        return
+                    yield None
+                    continue
+            for cursor, name, data in events:
+                yield cursor, name, data
+                if name in _TERMINAL:
+                    return
 
     def send_webhook(self, job_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self.notify(job_id))

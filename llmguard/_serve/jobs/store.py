@@ -4,21 +4,25 @@ A store holds, per job: its meta (id, tenant, priority, callback_url, metadata),
 :class:`~llmguard._runners.jobstate.Progress`, its input lines, one record per answered line
 (written once: a second record for the same line is dropped), its webhook delivery attempts and
 an ordered log of events (``progress`` for each line, then exactly one terminal event,
-``completed`` | ``failed`` | ``cancelled``). Its work queue hands out ``(job_id, index, token)``
-tasks, highest priority first; ``ack(token)`` ends one. Finished jobs are forgotten ``ttl``
-seconds after they end. :class:`~.redis_store.RedisJobStore` keeps the same contract across
+``completed`` | ``failed`` | ``cancelled``). Its work queue is one queue per tenant and priority
+class: ``claim`` hands out :class:`~.schedule.Task` s of the highest class with waiting lines,
+at most one per tenant (the replica's :class:`~.schedule.Schedule` serves them round-robin),
+skipping the tenants it is told to; ``ack(token)`` ends one. Finished jobs are forgotten
+``ttl`` seconds after they end. :class:`~.redis_store.RedisJobStore` keeps the same contract across
 replicas.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import json
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from ..._runners.jobstate import TERMINAL, JobStatus, Progress
+from .schedule import Task
 
 __all__ = ["MemoryJobStore", "view"]
 
@@ -42,7 +46,7 @@ def event_data(meta: dict[str, Any], progress: Progress) -> dict[str, Any]:
 class _Job:
     __slots__ = ("meta", "progress", "lines", "records", "deliveries", "events", "changed")
 
-    def __init__(self, meta: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    def __init__(self, meta: dict[str, Any], lines: list[str]) -> None:
         self.meta, self.lines = meta, lines
         self.progress = Progress(total=len(lines), created=meta["created"])
         self.records: dict[int, dict[str, Any]] = {}
@@ -59,19 +63,26 @@ class MemoryJobStore:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._jobs: dict[str, _Job] = {}
-        self._queue: asyncio.PriorityQueue[tuple[int, int, str, int]] = asyncio.PriorityQueue()
-        self._seq = itertools.count()
+        #: priority -> tenant -> (job id, line index) waiting, FIFO.
+        self._queues: dict[int, dict[str, deque[tuple[str, int]]]] = {}
+        self._added = asyncio.Event()
+        #: (tenant, Idempotency-Key) -> (job id, body fingerprint, loop time it expires).
+        self._idempotency: dict[tuple[str, str], tuple[str, str, float]] = {}
 
     async def _emit(self, job: _Job, name: str) -> None:
         async with job.changed:
             job.events.append((str(len(job.events) + 1), name, event_data(job.meta, job.progress)))
             job.changed.notify_all()
 
-    async def create(self, meta: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    async def create(self, meta: dict[str, Any], lines: list[str]) -> None:
+        """Store a new job and queue its lines (each a line as compact JSON text: a job of
+        100k lines is held as its text, not as 100k dicts of dicts)."""
         self._expire()
         job = self._jobs[meta["id"]] = _Job(meta, lines)
-        for index in range(len(lines)):
-            self._queue.put_nowait((-meta.get("priority", 0), next(self._seq), meta["id"], index))
+        tenants = self._queues.setdefault(meta.get("priority", 0), {})
+        tenants.setdefault(meta["tenant"], deque()).extend(
+            (meta["id"], index) for index in range(len(lines)))
+        self._added.set()
         await self._emit(job, "progress")
 
     def _live(self, job_id: str) -> _Job | None:
@@ -95,12 +106,30 @@ class MemoryJobStore:
             mine = mine[ids.index(after) + 1:] if after in ids else []
         return [view(j.meta, j.progress, j.deliveries) for j in mine[:limit]]
 
-    async def claim(self, consumer: str, block: float) -> list[tuple[str, int, Any]]:
-        try:
-            _p, _s, job_id, index = await asyncio.wait_for(self._queue.get(), block)
-        except TimeoutError:
-            return []
-        return [(job_id, index, None)]
+    async def claim(self, consumer: str, block: float,
+                    skip: Collection[str] = ()) -> list[Task]:
+        """One waiting line of each tenant not in ``skip``, of the highest class that has
+        any; waits up to ``block`` seconds for one."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + block
+        while True:
+            for priority in sorted(self._queues, reverse=True):
+                tenants = self._queues[priority]
+                got = []
+                for tenant in [t for t in tenants if t not in skip]:
+                    job_id, index = tenants[tenant].popleft()
+                    if not tenants[tenant]:
+                        del tenants[tenant]
+                    got.append(Task(job_id, index, None, tenant, priority))
+                if not tenants:
+                    del self._queues[priority]
+                if got:
+                    return got
+            self._added.clear()
+            try:
+                await asyncio.wait_for(self._added.wait(), until - loop.time())
+            except TimeoutError:
+                return []
 
     async def ack(self, job_id: str, token: Any) -> None:
         pass
@@ -118,7 +147,35 @@ class MemoryJobStore:
         if job is None or index in job.records:
             return None
         return {"status": job.progress.status.value, "tenant": job.meta["tenant"],
-                "priority": job.meta.get("priority", 0), "line": job.lines[index]}
+                "priority": job.meta.get("priority", 0), "line": json.loads(job.lines[index])}
+
+    async def active(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued or running."""
+        self._expire()
+        return sum(1 for j in self._jobs.values()
+                   if j.meta["tenant"] == tenant and j.progress.status not in TERMINAL)
+
+    async def idempotent(self, tenant: str, key: str, fingerprint: str,
+                         job_id: str) -> tuple[str, str] | None:
+        """Take ``key`` of ``tenant`` for ``job_id`` (for the jobs' TTL), or, if a job took it
+        already, that job's ``(id, fingerprint)``."""
+        now = asyncio.get_running_loop().time()
+        found = self._idempotency.get((tenant, key))
+        if found is not None and found[2] > now:
+            return found[0], found[1]
+        for old in [k for k, v in self._idempotency.items() if v[2] <= now]:
+            del self._idempotency[old]
+        self._idempotency[(tenant, key)] = (job_id, fingerprint, now + self.ttl)
+        return None
+
+    async def forget_key(self, tenant: str, key: str) -> None:
+        """Release ``key`` (the job it was taken for was not made)."""
+        self._idempotency.pop((tenant, key), None)
+
+    async def statuses(self, job_ids: list[str]) -> dict[str, str | None]:
+        """Each job's status (None: gone), for workers watching for cancels."""
+        return {i: self._jobs[i].progress.status.value if i in self._jobs else None
+                for i in job_ids}
 
     async def start(self, job_id: str) -> None:
         job = self._jobs.get(job_id)

@@ -9,9 +9,10 @@ connection, or a status other than 2xx) is retried with exponential backoff for
 never logged nor put in an attempt's record.
 
 Callback URLs must be http(s), and by default must not resolve to a loopback, private,
-link-local or otherwise non-public address (``[jobs] allow_private_callbacks = true`` allows
-them, for a receiver on the same network): checked when the job is submitted and again before
-each attempt (an address can change between the two).
+link-local or otherwise non-public address, IPv4 addresses inside IPv6 ones included
+(``[jobs] allow_private_callbacks = true`` allows them, for a receiver on the same network):
+checked when the job is submitted and again on each attempt, on the very addresses the attempt
+connects to (:mod:`.addresses`: no second resolution a rebinding name could answer otherwise).
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import HTTPProblem
+from .addresses import CallbackRefused, PinnedResolver, check_literal, resolve_public
 
 __all__ = ["check_url", "deliver", "sign"]
 
@@ -55,17 +55,10 @@ async def check_url(url: Any, allow_private: bool) -> str:
     if allow_private:
         return url
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-            type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise _refused(url, f"its host does not resolve ({exc})") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global or address.is_multicast:
-            raise _refused(url, f"it resolves to {address}, a loopback, private or otherwise "
-                           "non-public address; set [jobs] allow_private_callbacks = true to "
-                           "allow such receivers")
+        await resolve_public(parts.hostname, parts.port or (443 if parts.scheme == "https"
+                                                            else 80))
+    except CallbackRefused as exc:
+        raise _refused(url, str(exc)) from None
     return url
 
 
@@ -79,7 +72,11 @@ async def deliver(url: str, summary: dict[str, Any], secret: str, *, allow_priva
     loop = asyncio.get_running_loop()
     give_up = loop.time() + retry_for
     delay = 0.5
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+    # Connect-time pinning: the addresses connected to are the ones checked (addresses.py).
+    connector = aiohttp.TCPConnector(resolver=None if allow_private else PinnedResolver(),
+                                     use_dns_cache=False)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout),
+                                     connector=connector) as http:
         for attempt in range(1, 1_000_000):
             stamp = str(int(time.time()))
             headers = {"content-type": "application/json", "x-llmguard-timestamp": stamp,
@@ -88,7 +85,9 @@ async def deliver(url: str, summary: dict[str, Any], secret: str, *, allow_priva
             entry: dict[str, Any] = {"attempt": attempt, "at": time.time(), "ok": False,
                                      "status": None, "error": None}
             try:
-                await check_url(url, allow_private)
+                await check_url(url, allow_private=True)  # its shape; addresses below
+                if not allow_private:  # the connector skips the resolver for an IP literal
+                    check_literal(urlsplit(url).hostname or "")
                 async with http.post(url, data=body, headers=headers,
                                      allow_redirects=False) as response:
                     entry["status"] = response.status
@@ -97,6 +96,9 @@ async def deliver(url: str, summary: dict[str, Any], secret: str, *, allow_priva
                         entry["error"] = f"the receiver answered HTTP {response.status}"
             except HTTPProblem as exc:
                 entry["error"] = str(exc)
+            except aiohttp.ClientConnectorError as exc:  # a refused address is named as such
+                refused = exc.os_error if isinstance(exc.os_error, CallbackRefused) else exc
+                entry["error"] = f"{type(refused).__name__}: {refused}"[:300]
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
             await record(entry)

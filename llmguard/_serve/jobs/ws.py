@@ -25,11 +25,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 import llmguard as lg
 
 from ..errors import HTTPProblem, from_exception
-from ..validate import validate_chat
+from ..sse import Ending
+from ..validate import parse_json, validate_chat
 
 __all__ = ["ws_routes"]
-
-_TERMINAL = ("completed", "failed", "cancelled")
 
 
 class Socket:
@@ -50,13 +49,18 @@ class Socket:
             async with lock:
                 await ws.send_text(json.dumps(obj, separators=(",", ":"), default=str))
 
+        limit = self.routes.gateway.config.max_body_bytes
         try:
             while True:
-                try:
-                    message = json.loads(await ws.receive_text())
-                except ValueError:
-                    await send({"type": "error", "id": None, "error": {
-                        "message": "each message must be a JSON object", "code": "invalid_json"}})
+                text = await ws.receive_text()
+                try:  # the same size and shape rules as an HTTP body
+                    if len(text) > limit and len(text.encode()) > limit:
+                        raise HTTPProblem(413, f"Message too large: the limit is {limit} bytes "
+                                          "([server] max_body_bytes)", "request_too_large")
+                    message = parse_json(text, "The message")
+                except HTTPProblem as exc:
+                    await send({"type": "error", "id": None, "status": exc.status, "error": {
+                        "message": str(exc), "code": exc.code}})
                     continue
                 if not isinstance(message, dict):
                     message = {}
@@ -104,9 +108,12 @@ class Socket:
             gateway.usage.record(tenant, name, 200, lg.extract_usage(result), price)
             await send({"type": "completion", "id": ident, "data": result})
         else:
+            ending = Ending()
             try:
                 async for chunk in result:
+                    ending.see(chunk)
                     await send({"type": "chunk", "id": ident, "data": chunk})
+                ending.check()  # a cut stream ends with an error, never "done"
             finally:
                 await result.aclose()
             gateway.usage.record(tenant, name, 200, result.usage, price)
@@ -116,12 +123,10 @@ class Socket:
         job = await self.service.get(tenant.name, str(job_id))
         if job is None:
             raise HTTPProblem(404, f"No job {job_id!r}", "job_not_found", param="job")
-        cursor = "0"
-        while True:
-            for cursor, name, data in await self.service.store.events(job["id"], cursor, 5.0):
+        async for item in self.service.follow(job["id"], "0"):
+            if item is not None:  # None: a quiet spell (the socket has its own pings)
+                _cursor, name, data = item
                 await send({"type": "job_event", "id": ident, "event": name, "data": data})
-                if name in _TERMINAL:
-                    return
 
 
 def ws_routes(routes: Any, service: Any) -> list[WebSocketRoute]:
