@@ -43,27 +43,35 @@ def check_backend(backend: Any) -> None:
 
 
 def build_quotas(rpm: int | None, rps: int | None, tpm: int | None, burst: float | None,
-                 margin: float, refill: str) -> tuple[Quota, ...]:
+                 margin: float, refill: str, input_tpm: int | None = None,
+                 output_tpm: int | None = None) -> tuple[Quota, ...]:
     """The :class:`Quota` tuple for these settings (each checked, errors naming the argument):
     the quotas, their ``burst`` shares over proportionally shorter windows, each window
     ``margin`` seconds longer (a bucket refills that much slower)."""
     continuous = check_choice("refill", refill) == "continuous"
     configured = (
-        (number("rpm", rpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, False),
-        (number("rps", rps, integer=True, optional=True, hint=_NO_QUOTA), 1.0, False),
-        (number("tpm", tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, True),
+        (number("rpm", rpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, False, ""),
+        (number("rps", rps, integer=True, optional=True, hint=_NO_QUOTA), 1.0, False, ""),
+        (number("tpm", tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, True, ""),
+        (number("input_tpm", input_tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0,
+         True, "input"),
+        (number("output_tpm", output_tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0,
+         True, "output"),
     )
-    quotas = [Quota(n, window, tokens, continuous) for n, window, tokens in configured if n]
+    quotas = [Quota(n, window, tokens, continuous, part)
+              for n, window, tokens, part in configured if n]
     if not quotas:
-        raise ValueError("RateLimit needs a quota: pass rpm=, rps= and/or tpm=")
+        raise ValueError("RateLimit needs a quota: pass rpm=, rps=, tpm=, input_tpm= and/or "
+                         "output_tpm=")
     if burst is not None:
         number("burst", burst, high=1, what="a fraction of each quota in (0, 1]")
-        quotas += [Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens, continuous)
-                   for q in quotas]
+        quotas += [Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens, continuous,
+                         q.part) for q in quotas]
     number("margin", margin, low_open=False, unit=" of seconds",
            hint="; e.g. margin=0.5 for a per-minute quota over the network")
     if margin:  # each admission counts that much longer than the provider's window
-        quotas = [Quota(q.limit, q.window + margin, q.tokens, continuous) for q in quotas]
+        quotas = [Quota(q.limit, q.window + margin, q.tokens, continuous, q.part)
+                  for q in quotas]
     return tuple(quotas)
 
 

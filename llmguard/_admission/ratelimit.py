@@ -29,6 +29,8 @@ from .backend import MemoryBackend, RateLimitBackend
 from .headers import DEFAULT_PAUSE, parse_duration, pause_after, rate_limit_headers
 from .line import Held, WaitingLine
 from .quotas import build_quotas, check_backend, check_choice, used_tokens
+from .split import check_fits, split_estimate, split_used, too_large
+from .split_backend import SplitBackend, apply_reports
 from .rate_stats import RateLimitStats
 
 __all__ = ["DEFAULT_PAUSE", "RateLimit", "RateLimitStats", "parse_duration"]
@@ -54,15 +56,18 @@ class RateLimit:
     * Waiting is FIFO per key (``key(*args, **kwargs)``: each key its own quotas). A call that
       then waits in an inner queue (a ConcurrencyLimit below) is counted again when it leaves
       it, when the provider sees it. A 429 pauses the key until its Retry-After (1 s without).
+    * ``input_tpm`` / ``output_tpm``: input and output tokens per minute apart (Anthropic's
+      ITPM/OTPM): the prompt estimate, and ``max_tokens`` (256 without) reserved then given back
+      down to the output used, as Anthropic documents. ``tokens=`` may return ``(in, out)``.
     * ``max_wait`` seconds of waiting raises :class:`AdmissionTimeout`; an estimate larger than
-      the token quota raises :class:`RequestTooLarge` at once.
+      a token quota raises :class:`RequestTooLarge` at once.
     * ``backend``: where the quota state lives (:class:`RateLimitBackend`; in memory by default).
     """
 
     __slots__ = (
         "quotas", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
         "_line", "_reserved", "_in_flight", "_admitted", "_rejected",
-        "_refunds", "_rate_limited", "_take", "_reconcile", "_settle",
+        "_refunds", "_rate_limited", "_take", "_reconcile", "_settle", "_split",
     )
 
     def __init__(
@@ -71,6 +76,8 @@ class RateLimit:
         rpm: int | None = None,
         rps: int | None = None,
         tpm: int | None = None,
+        input_tpm: int | None = None,
+        output_tpm: int | None = None,
         tokens: Callable[..., int] | None = None,
         usage: Callable[[Any], int | None] | None = None,
         max_wait: float | None = None,
@@ -81,7 +88,7 @@ class RateLimit:
         key: Callable[..., Hashable] | None = None,
         backend: RateLimitBackend | None = None,
     ) -> None:
-        quotas = build_quotas(rpm, rps, tpm, burst, margin, refill)
+        quotas = build_quotas(rpm, rps, tpm, burst, margin, refill, input_tpm, output_tpm)
         check_choice("charge", charge)
         number("max_wait", max_wait, optional=True, unit=" of seconds",
                hint="; pass None to wait as long as it takes")
@@ -90,16 +97,21 @@ class RateLimit:
         check_backend(backend)
         #: The quotas enforced together (a call needs room in all of them).
         self.quotas = quotas
+        backend = MemoryBackend() if backend is None else backend
+        self._split = any(q.part for q in quotas)  # input/output apart: Tokens(input, output)
         #: Where the quota state lives.
-        self.backend: RateLimitBackend = MemoryBackend() if backend is None else backend
+        self.backend: RateLimitBackend = SplitBackend(backend) if self._split else backend
         # In memory, admission never suspends (``take``): nobody can overtake a call between its
         # check and joining the line, so with nobody waiting it skips the line (and allocates
         # nothing beyond its entry). A remote reserve suspends (a round trip), so then every
         # call goes through the line, which keeps FIFO within the process.
-        self._take = self.backend.take if isinstance(self.backend, MemoryBackend) else None
-        token_limits = [q.limit for q in quotas if q.tokens]
-        self._max_tokens = min(token_limits) if token_limits else None  # None: no token quota
-        self._tokens = estimate_tokens if tokens is None else tokens
+        self._take = (self.backend.take  # type: ignore[attr-defined]
+                      if isinstance(self.backend, (MemoryBackend, SplitBackend)) else None)
+        totals = [q.limit for q in quotas if q.tokens and not q.part]
+        # None: no token quota (input/output ones alone: a bound never reached; ``check_fits``)
+        self._max_tokens = min(totals) if totals else sum(q.limit for q in quotas if q.part) or None
+        self._tokens = (split_estimate(tokens) if self._split
+                        else estimate_tokens if tokens is None else tokens)
         self._usage = usage
         # Read the usage after a call (only with a token quota and charge="actual").
         self._reconcile = charge == "actual" and self._max_tokens is not None
@@ -118,7 +130,7 @@ class RateLimit:
         tokens = 0
         if self._max_tokens is not None:
             tokens = self._tokens(*call.args, **call.kwargs)
-            if tokens > self._max_tokens:
+            if tokens > self._max_tokens or (self._split and check_fits(tokens, self.quotas)):
                 raise call.rejected("rate_limit", self._too_large(tokens))
         take = self._take
         ticket = None
@@ -183,11 +195,7 @@ class RateLimit:
 
     def _too_large(self, tokens: int) -> RequestTooLarge:
         self._rejected += 1
-        return RequestTooLarge(
-            f"the call needs an estimated {tokens} tokens but at most {self._max_tokens} are "
-            f"ever available ({self._describe()}); shorten the prompt or max_tokens, or raise "
-            "the token quota"
-        )
+        return too_large(tokens, self._max_tokens, self.quotas)
 
     def _finish(self, call: Call, key: Hashable, ticket: Any, tokens: int, result: Any) -> None:
         """Settle a reservation: reconciled to what ``result`` (a stream's last chunk) used."""
@@ -197,7 +205,7 @@ class RateLimit:
             return
         actual = tokens
         if self._reconcile and result is not None:
-            actual = used_tokens(call, result, tokens, self._usage)
+            actual = (split_used if self._split else used_tokens)(call, result, tokens, self._usage)
         if actual != tokens or self._settle:
             self.backend.reconcile(key, ticket, actual)
             if self._lines:  # room may have opened: let the head of the line look again
@@ -229,12 +237,12 @@ class RateLimit:
 
     def observe_headers(self, headers: Mapping[str, str], *, partition: Hashable = None) -> None:
         """Tighten the quotas to what the provider reports in ``x-ratelimit-remaining-*`` and
-        ``x-ratelimit-reset-*`` response headers (OpenAI durations like ``6m0s``, ``20ms``).
+        ``x-ratelimit-reset-*`` response headers (OpenAI durations like ``6m0s``), or Anthropic's
+        ``anthropic-ratelimit-*-remaining`` and ``-reset`` (RFC 3339 times).
 
         Never loosens: the configured quotas still apply. ``partition`` is the ``key`` value.
         """
-        for tokens, left, reset in rate_limit_headers(headers):
-            self.backend.cap(partition, self.quotas, tokens, left, reset)
+        apply_reports(rate_limit_headers(headers), self.backend, partition, self.quotas)
         self._line.wake(partition)
 
     def statistics(self, key: Hashable = None) -> RateLimitStats:

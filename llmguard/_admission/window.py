@@ -32,15 +32,18 @@ SLACK = 1e-3
 @dataclass(frozen=True, slots=True)
 class Quota:
     """At most ``limit`` requests (``tokens=False``) or tokens in any ``window`` seconds; or,
-    ``continuous=True``, a bucket of ``limit`` refilled at ``limit / window`` per second."""
+    ``continuous=True``, a bucket of ``limit`` refilled at ``limit / window`` per second.
+    ``part`` is ``"input"`` or ``"output"`` for a quota of only those tokens (``input_tpm=``,
+    ``output_tpm=``; kept apart by :class:`llmguard._admission.split.SplitBackend`)."""
 
     limit: int
     window: float
     tokens: bool
     continuous: bool = False
+    part: str = ""
 
     def describe(self) -> str:
-        unit = "tokens" if self.tokens else "requests"
+        unit = f"{self.part} tokens".lstrip() if self.tokens else "requests"
         per = {60.0: "minute", 1.0: "second"}.get(self.window, f"{self.window:g} s")
         return f"{self.limit} {unit} per {per}" + (" (refilled continuously)"
                                                    if self.continuous else "")

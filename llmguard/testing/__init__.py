@@ -4,10 +4,13 @@
 queueing latency and strict RPM/TPM quotas; ``FixedWindowServer`` and ``TokenBucketServer`` are
 providers shaped like real rate limiters (clock-minute windows counted at arrival; continuously
 refilling buckets charging ``max_tokens`` up front) that record every arrival and cancellation;
+``InputOutputBucketServer`` is Anthropic's limiter (input, output and request buckets, output
+charged as ``max_tokens`` then adjusted to the output used, ``anthropic-ratelimit-*`` headers);
 ``LoopbackServer`` serves any of them over HTTP as an OpenAI-compatible endpoint;
 ``Faults`` is a layer that injects every kind of provider failure, seeded.
 """
 
+from ._anthropic import InputOutputBucketServer
 from ._fake import FakeLLM
 from ._faults import Faults, FaultStats, make_error
 from ._http import LoopbackServer
@@ -22,6 +25,7 @@ __all__ = [
     "Faults",
     "FixedWindow",
     "FixedWindowServer",
+    "InputOutputBucketServer",
     "LoopbackServer",
     "Overloaded",
     "ProviderError",
