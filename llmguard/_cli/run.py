@@ -6,7 +6,6 @@ import asyncio
 import sys
 from dataclasses import dataclass
 
-from .._core.call import invoke_timed
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
 from .._runners.layers import run_layers
@@ -94,14 +93,14 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     """
     out = sys.stderr if s.output == "-" else sys.stdout  # records own stdout with -o -
     limits = make_limits(s)
-    provider = Provider(s.api_base, s.api_key, timeout=s.timeout, on_headers=limits.observe)
+    provider = Provider(s.api_base, s.api_key, timeout=s.timeout)
     provider.open(s.model)  # imports and the session now, not inside the first admitted calls
     tally = Tally(skipped=len(skip))
     progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
                         in_flight=lambda: len(provider.sending),
                         queued=lambda: len(pending) - len(provider.sending))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume)
-    worker = make_worker(build_pipeline(s, limits).build(invoke_timed), provider, model=s.model,
+    worker = make_worker(build_pipeline(s, limits).build(provider.send), provider, model=s.model,
                          cache=s.cache_ttl is not None)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()

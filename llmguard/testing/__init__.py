@@ -10,8 +10,8 @@ charged as ``max_tokens`` then adjusted to the output used, ``anthropic-ratelimi
 ``Faults`` is a layer that injects every kind of provider failure, seeded.
 """
 
+from .._upstream.fake_llm import FakeLLM
 from ._anthropic import InputOutputBucketServer
-from ._fake import FakeLLM
 from ._faults import Faults, FaultStats, make_error
 from ._http import LoopbackServer
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.public import public
+from ..._core.public import public
 from .bucket import Bucket
 
 __all__ = ["Entry", "Quota", "Window"]
@@ -34,7 +34,7 @@ class Quota:
     """At most ``limit`` requests (``tokens=False``) or tokens in any ``window`` seconds; or,
     ``continuous=True``, a bucket of ``limit`` refilled at ``limit / window`` per second.
     ``part`` is ``"input"`` or ``"output"`` for a quota of only those tokens (``input_tpm=``,
-    ``output_tpm=``; kept apart by :class:`llmguard._admission.split.SplitBackend`)."""
+    ``output_tpm=``; kept apart by ``split_backend.SplitBackend``)."""
 
     limit: int
     window: float

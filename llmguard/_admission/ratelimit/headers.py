@@ -10,8 +10,8 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from .._core.classify import FailureKind, classify
-from .._core.errors import AdmissionError
+from ..._core.classify import FailureKind, classify
+from ..._core.errors import AdmissionError
 
 __all__ = ["DEFAULT_PAUSE", "Report", "parse_duration", "parse_reset", "pause_after",
            "rate_limit_headers"]

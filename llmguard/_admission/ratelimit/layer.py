@@ -18,20 +18,20 @@ import weakref
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from .._core.call import Call, Handler
-from .._core.check import callable_or_none, number
-from .._core.errors import AdmissionTimeout, RequestTooLarge
-from .._core.events import EventKind
-from .._core.public import public
-from .._core.stream import Stream
-from .._core.tokens import estimate_tokens
+from ..._core.call import Call, Handler
+from ..._core.check import callable_or_none, number
+from ..._core.errors import AdmissionTimeout
+from ..._core.events import EventKind
+from ..._core.public import public
+from ..._core.stream import Stream
+from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, RateLimitBackend
 from .headers import DEFAULT_PAUSE, parse_duration, pause_after, rate_limit_headers
 from .line import Held, WaitingLine
 from .quotas import build_quotas, check_backend, check_choice, used_tokens
 from .split import check_fits, split_estimate, split_used, too_large
 from .split_backend import SplitBackend, apply_reports
-from .rate_stats import RateLimitStats
+from .stats import RateLimitStats
 
 __all__ = ["DEFAULT_PAUSE", "RateLimit", "RateLimitStats", "parse_duration"]
 
@@ -56,9 +56,8 @@ class RateLimit:
     * Waiting is FIFO per key (``key(*args, **kwargs)``: each key its own quotas). A call that
       then waits in an inner queue (a ConcurrencyLimit below) is counted again when it leaves
       it, when the provider sees it. A 429 pauses the key until its Retry-After (1 s without).
-    * ``input_tpm`` / ``output_tpm``: input and output tokens per minute apart (Anthropic's
-      ITPM/OTPM): the prompt estimate, and ``max_tokens`` (256 without) reserved then given back
-      down to the output used, as Anthropic documents. ``tokens=`` may return ``(in, out)``.
+    * ``input_tpm`` / ``output_tpm``: Anthropic's ITPM/OTPM apart (``split``): the prompt, and
+      ``max_tokens`` (256 without) reserved then given back down to the output used.
     * ``max_wait`` seconds of waiting raises :class:`AdmissionTimeout`; an estimate larger than
       a token quota raises :class:`RequestTooLarge` at once.
     * ``backend``: where the quota state lives (:class:`RateLimitBackend`; in memory by default).
@@ -105,13 +104,10 @@ class RateLimit:
         # check and joining the line, so with nobody waiting it skips the line (and allocates
         # nothing beyond its entry). A remote reserve suspends (a round trip), so then every
         # call goes through the line, which keeps FIFO within the process.
-        self._take = (self.backend.take  # type: ignore[attr-defined]
-                      if isinstance(self.backend, (MemoryBackend, SplitBackend)) else None)
-        totals = [q.limit for q in quotas if q.tokens and not q.part]
-        # None: no token quota (input/output ones alone: a bound never reached; ``check_fits``)
+        self._take = self.backend.take if isinstance(self.backend, (MemoryBackend, SplitBackend)) else None  # type: ignore[attr-defined]
+        totals = [q.limit for q in quotas if q.tokens and not q.part]  # input/output: check_fits
         self._max_tokens = min(totals) if totals else sum(q.limit for q in quotas if q.part) or None
-        self._tokens = (split_estimate(tokens) if self._split
-                        else estimate_tokens if tokens is None else tokens)
+        self._tokens = split_estimate(tokens) if self._split else tokens or estimate_tokens
         self._usage = usage
         # Read the usage after a call (only with a token quota and charge="actual").
         self._reconcile = charge == "actual" and self._max_tokens is not None
@@ -131,7 +127,8 @@ class RateLimit:
         if self._max_tokens is not None:
             tokens = self._tokens(*call.args, **call.kwargs)
             if tokens > self._max_tokens or (self._split and check_fits(tokens, self.quotas)):
-                raise call.rejected("rate_limit", self._too_large(tokens))
+                self._rejected += 1
+                raise call.rejected("rate_limit", too_large(tokens, self._max_tokens, self.quotas))
         take = self._take
         ticket = None
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
@@ -193,10 +190,6 @@ class RateLimit:
     def max_wait(self, seconds: float | None) -> None:
         self._line.max_wait = number("max_wait", seconds, optional=True, unit=" of seconds")
 
-    def _too_large(self, tokens: int) -> RequestTooLarge:
-        self._rejected += 1
-        return too_large(tokens, self._max_tokens, self.quotas)
-
     def _finish(self, call: Call, key: Hashable, ticket: Any, tokens: int, result: Any) -> None:
         """Settle a reservation: reconciled to what ``result`` (a stream's last chunk) used."""
         self._in_flight -= 1
@@ -244,6 +237,12 @@ class RateLimit:
         """
         apply_reports(rate_limit_headers(headers), self.backend, partition, self.quotas)
         self._line.wake(partition)
+
+    def observe_response(self, call: Call) -> None:
+        """:class:`~llmguard.HeaderObserver`: learn from the attempt's response headers."""
+        if call.response_headers is not None:
+            self.observe_headers(call.response_headers,
+                                 partition=None if self._key is None else call.partition)
 
     def statistics(self, key: Hashable = None) -> RateLimitStats:
         """Counters for the whole layer; headroom and pause for ``key`` (default None)."""
