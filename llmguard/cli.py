@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--tpm", type=number_type(int),
                        help="tokens per minute quota (prompt estimate + max_tokens, charged at "
                             "admission and never given back, as OpenAI counts them)")
+    group.add_argument("--input-tpm", type=number_type(int), metavar="TPM",
+                       help="input tokens per minute quota, apart from output (Anthropic's "
+                            "ITPM): the prompt, counted at admission")
+    group.add_argument("--output-tpm", type=number_type(int), metavar="TPM",
+                       help="output tokens per minute quota (Anthropic's OTPM): max_tokens "
+                            "reserved at admission, given back down to the output used")
     group.add_argument("--burst", type=number_type(float), metavar="FRACTION",
                        help="also hold each quota over that fraction of its minute (0.1: a "
                             "tenth of --rpm per 6 s), for providers that enforce quotas over "
@@ -167,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model is None:
             return _fail("--api-base needs --model: the model name the server serves (lines "
                          "without one would otherwise go to the offline fake)")
-    if args.burst is not None and args.rpm is None and args.tpm is None:
+    quotas = (args.rpm, args.tpm, args.input_tpm, args.output_tpm)
+    if args.burst is not None and all(q is None for q in quotas):
         return _fail("--burst shapes the --rpm/--tpm quotas: pass one of them too")
     if args.retry_failed and not args.resume:
         return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
@@ -181,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"output {args.output!r} exists: pass --resume to continue that "
                          "run or --overwrite to start again")
     if args.ray is not None:
+        if args.input_tpm is not None or args.output_tpm is not None:
+            return _fail("--input-tpm/--output-tpm do not go with --ray yet: use --tpm")
         if stdout:
             return _fail("-o - does not go with --ray: give an output file")
         from ._cli.ray_launch import run_on_ray
@@ -191,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
-        rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin, refill=args.refill,
+        rpm=args.rpm, tpm=args.tpm, input_tpm=args.input_tpm, output_tpm=args.output_tpm,
+        burst=args.burst, margin=args.margin, refill=args.refill,
         concurrency=args.concurrency, adaptive=args.adaptive,
         retries=args.retries, timeout=args.timeout, fallback_models=tuple(args.fallback_model),
         cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,

@@ -146,8 +146,9 @@ class Gateway:
             tail = tail.circuit_breaker(name=f"serve:{cfg.name}", backend=self.backend)
         if cfg.timeout is not None:
             tail = tail.timeout(cfg.timeout)
-        if cfg.rpm or cfg.tpm:
-            tail = tail.rate_limit(rpm=cfg.rpm, tpm=cfg.tpm, max_wait=cfg.max_wait,
+        if cfg.rpm or cfg.tpm or cfg.input_tpm or cfg.output_tpm:
+            tail = tail.rate_limit(rpm=cfg.rpm, tpm=cfg.tpm, input_tpm=cfg.input_tpm,
+                                   output_tpm=cfg.output_tpm, max_wait=cfg.max_wait,
                                    backend=self.backend)
         if cfg.adaptive:
             tail = tail.adaptive_concurrency(max_wait=cfg.max_wait)

@@ -24,7 +24,7 @@ With no --config it serves the offline fake models (fake, fake-fail, fake-429) t
 
 _EPILOG = """\
 config (TOML): [server] grace, max_body_bytes; [models.NAME] provider = "fake" | "litellm" |
-"openai" with model, base_url, api_key_env, and layers rpm, tpm, concurrency | adaptive,
+"openai" with model, base_url, api_key_env, and layers rpm, tpm, input_tpm, output_tpm, concurrency | adaptive,
 retries, timeout, fallbacks, cache_ttl, circuit_breaker, max_wait, price_input/price_output
 (USD per 1M tokens); [tenants.NAME] api_key_sha256 (see --hash-key) or api_key_env, rpm, tpm,
 concurrency, priority, max_priority, models, webhook_secret_env; [jobs] concurrency, max_lines,
