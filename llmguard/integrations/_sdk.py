@@ -20,22 +20,21 @@ __all__ = ["RawResponseHeaders", "coroutine_function", "guard_method", "without_
 
 
 class RawResponseHeaders:
-    """Innermost layer: read the raw response's rate-limit headers, return the parsed result."""
+    """Innermost layer: put the raw response's headers on the call (``call.response_headers``,
+    read by the :class:`~llmguard.HeaderObserver` layers: ``RateLimit``), return the parsed
+    result."""
 
-    __slots__ = ("_observers",)
-
-    def __init__(self, observers: tuple[Any, ...]) -> None:
-        self._observers = observers
+    __slots__ = ()
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         try:
             raw = await call_next(call)
-        except Exception as exc:  # a 429 says the most about the quota: read its headers too
+        except Exception as exc:  # a 429 says the most about the quota: its headers count too
             headers = getattr(getattr(exc, "response", None), "headers", None)
             if headers is not None:
-                self._observe(headers, call)
+                call.response_headers = headers
             raise
-        self._observe(raw.headers, call)
+        call.response_headers = raw.headers
         result = raw.parse()
         if inspect.isawaitable(result):  # anthropic's AsyncAPIResponse parses asynchronously
             result = await result
@@ -43,12 +42,8 @@ class RawResponseHeaders:
             return await Stream.start(result)
         return result
 
-    def _observe(self, headers: Any, call: Call) -> None:
-        for observer in self._observers:
-            observer.observe_headers(headers, partition=call.partition)
-
     def __repr__(self) -> str:
-        return f"<rate-limit headers -> {len(self._observers)} layer(s)>"
+        return "<provider rate-limit headers>"
 
 
 def without_retries(client: Any, pipeline: Pipeline, what: str, sdk: str) -> Any:
@@ -81,8 +76,7 @@ def guard_method(resource: Any, name: str, pipeline: Pipeline) -> Guarded[..., A
     """``resource.name`` guarded by ``pipeline``; through ``with_raw_response`` (looking and
     returning like the plain method) when a layer reads rate-limit headers."""
     method = getattr(resource, name)
-    observers = header_observers(pipeline)
-    if not observers:
+    if not header_observers(pipeline):
         return pipeline.wrap(coroutine_function(method, method))
     raw = coroutine_function(getattr(resource.with_raw_response, name), method)
-    return pipeline.then(RawResponseHeaders(observers)).wrap(raw)
+    return pipeline.then(RawResponseHeaders()).wrap(raw)

@@ -24,7 +24,7 @@ from .._core.check import number
 from .._core.tokens import estimate_tokens
 from ._provider import SimulatedProvider
 from ._quota import TokenBucket
-from ._servers import QuotaServer
+from ._servers import QuotaServer, admission_headers
 
 __all__ = ["InputOutputBucketServer", "message", "sse"]
 
@@ -97,8 +97,9 @@ class InputOutputBucketServer(QuotaServer):
     ends (a request cancelled after it arrived keeps its charge).
 
     Answers carry ``anthropic-ratelimit-{requests,input-tokens,output-tokens,tokens}-{limit,
-    remaining,reset}`` (``-tokens-`` is the tightest of input and output; resets are RFC 3339
-    times when the bucket is full again); a 429 carries them and ``retry-after``.
+    remaining,reset}`` as of when they are sent, at the end (``-tokens-`` is the tightest of
+    input and output; resets are RFC 3339 times when the bucket is full again); a 429 carries
+    them and ``retry-after``.
     ``await server.amessages(**kwargs)`` answers in process; :class:`LoopbackServer` serves it
     over HTTP to the ``anthropic`` SDK.
     """
@@ -132,6 +133,7 @@ class InputOutputBucketServer(QuotaServer):
         bucket = self.quotas["output-tokens"]
         if bucket is not None:  # the answer ended: the output bucket is charged what it used
             bucket.give_back(self._now(), reserved - output)
+        admission_headers.set(self.headers(self._now()))  # sent with the answer, at its end
 
     def headers(self, now: float) -> dict[str, str]:
         if not self.rate_limit_headers:

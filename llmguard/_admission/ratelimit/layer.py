@@ -169,8 +169,10 @@ class RateLimit:
         call.on_wait = held.outer
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
             self._defer(result, call, key, held.ticket, tokens)
-        elif self._reconcile or self._settle:
-            self._finish(call, key, held.ticket, tokens, result)
+        elif self._reconcile or self._settle:  # then the headers again: they count the answer
+            self._finish(call, key, held.ticket, tokens, result)  # settled (its unused output)
+            if call.response_headers is not None:
+                self.observe_response(call)
         else:  # nothing to reconcile: the reservation stands as made
             self._in_flight -= 1
             self._reserved -= tokens
@@ -229,10 +231,8 @@ class RateLimit:
         return ", ".join(q.describe() for q in self.quotas)
 
     def observe_headers(self, headers: Mapping[str, str], *, partition: Hashable = None) -> None:
-        """Tighten the quotas to what the provider reports in ``x-ratelimit-remaining-*`` and
-        ``x-ratelimit-reset-*`` response headers (OpenAI durations like ``6m0s``), or Anthropic's
-        ``anthropic-ratelimit-*-remaining`` and ``-reset`` (RFC 3339 times).
-
+        """Tighten the quotas to what the provider reports: ``x-ratelimit-remaining-*`` and
+        ``-reset-*`` (OpenAI), ``anthropic-ratelimit-*-remaining`` and ``-reset`` (Anthropic).
         Never loosens: the configured quotas still apply. ``partition`` is the ``key`` value.
         """
         apply_reports(rate_limit_headers(headers), self.backend, partition, self.quotas)
