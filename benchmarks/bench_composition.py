@@ -5,7 +5,11 @@ simulated servers from ``llmguard.testing``, configured like real providers:
 
 * fixed window: 60 requests and 40,000 tokens per clock minute, counted at arrival;
 * token bucket: 60 RPM and 10,000 TPM buckets refilling continuously, charging the prompt plus
-  ``max_tokens`` (200) up front (OpenAI), so TPM binds (about 47 requests a minute).
+  ``max_tokens`` (200) up front (OpenAI), so TPM binds (about 47 requests a minute);
+* input/output buckets: 60 RPM, 600 input and 3,000 output tokens per minute refilling
+  continuously (Anthropic): input counted at arrival, output charged as ``max_tokens`` (200)
+  and adjusted to the 64 used when the answer ends, so input and output bind (about 50 a
+  minute); llmguard gets ``input_tpm``/``output_tpm``, aiolimiter a limiter for each.
 
 Both answer 429 with Retry-After and take 2 s per request. Contenders, each what a user would
 write with the quotas in hand:
@@ -44,12 +48,20 @@ from typing import Any
 import looptime
 
 import llmguard as lg
-from llmguard.testing import FixedWindowServer, ProviderError, QuotaServer, TokenBucketServer
+from llmguard.testing import (
+    FixedWindowServer,
+    InputOutputBucketServer,
+    ProviderError,
+    QuotaServer,
+    TokenBucketServer,
+)
 
 RPM = 60
 FIXED_TPM = 40_000
 BUCKET_TPM = 10_000
 MAX_TOKENS = 200
+INPUT_TPM = 600
+OUTPUT_TPM = 3_000
 LATENCY = 2.0
 SLOTS = 32
 
@@ -64,8 +76,14 @@ def token_bucket() -> QuotaServer:
     return TokenBucketServer(rpm=RPM, tpm=BUCKET_TPM, latency=LATENCY)
 
 
+def input_output() -> QuotaServer:
+    return InputOutputBucketServer(rpm=RPM, input_tpm=INPUT_TPM, output_tpm=OUTPUT_TPM,
+                                   latency=LATENCY)
+
+
 SERVERS: dict[str, Callable[[], QuotaServer]] = {"fixed window": fixed_window,
-                                                 "token bucket": token_bucket}
+                                                 "token bucket": token_bucket,
+                                                 "input/output buckets": input_output}
 
 
 def tpm_of(server: QuotaServer) -> int:
@@ -75,7 +93,19 @@ def tpm_of(server: QuotaServer) -> int:
 def refill_of(server: QuotaServer) -> str:
     """What the README tells a user to pick: ``"continuous"`` for a token-bucket provider
     (OpenAI, Anthropic), the default ``"window"`` otherwise."""
-    return "continuous" if isinstance(server, TokenBucketServer) else "window"
+    buckets = (TokenBucketServer, InputOutputBucketServer)
+    return "continuous" if isinstance(server, buckets) else "window"
+
+
+def quotas_of(server: QuotaServer) -> dict[str, Any]:
+    """The RateLimit quotas the README has a user give for ``server``."""
+    if isinstance(server, InputOutputBucketServer):  # output given back: the default charge
+        return {"rpm": RPM, "input_tpm": INPUT_TPM, "output_tpm": OUTPUT_TPM}
+    return {"rpm": RPM, "tpm": tpm_of(server), "charge": "reserved"}
+
+
+def prompt_tokens(**kwargs: Any) -> int:
+    return lg.estimate_tokens(messages=kwargs["messages"], max_tokens=0)
 
 
 def llmguard_stack(server: QuotaServer, seed: int, timeout: bool = True,
@@ -84,8 +114,7 @@ def llmguard_stack(server: QuotaServer, seed: int, timeout: bool = True,
                 .retry(attempts=4, seed=seed).circuit_breaker())
     if timeout:
         pipeline = pipeline.timeout(30)
-    return (pipeline.rate_limit(rpm=RPM, tpm=tpm_of(server), charge="reserved",
-                                refill=refill or refill_of(server))
+    return (pipeline.rate_limit(**quotas_of(server), refill=refill or refill_of(server))
             .concurrency_limit(SLOTS).wrap(server.acompletion))
 
 
@@ -102,14 +131,20 @@ def tenacity_aiolimiter(server: QuotaServer, seed: int) -> Send:
     from tenacity import AsyncRetrying, stop_after_attempt, wait_random_exponential
 
     random.seed(seed)  # wait_random_exponential draws from the random module
-    requests, tokens = AsyncLimiter(RPM, 60), AsyncLimiter(tpm_of(server), 60)
+    limiters: list[tuple[AsyncLimiter, Callable[..., int]]] = [
+        (AsyncLimiter(RPM, 60), lambda **kwargs: 1)]
+    if isinstance(server, InputOutputBucketServer):
+        limiters += [(AsyncLimiter(INPUT_TPM, 60), prompt_tokens),
+                     (AsyncLimiter(OUTPUT_TPM, 60), lambda **kwargs: kwargs["max_tokens"])]
+    else:
+        limiters.append((AsyncLimiter(tpm_of(server), 60), server.charge))
 
     async def send(**kwargs: Any) -> Any:
         async for attempt in AsyncRetrying(wait=wait_random_exponential(min=1, max=60),
                                            stop=stop_after_attempt(6), reraise=True):
             with attempt:
-                await requests.acquire()
-                await tokens.acquire(server.charge(**kwargs))
+                for limiter, amount in limiters:
+                    await limiter.acquire(amount(**kwargs))
                 return await server.acompletion(**kwargs)
         raise AssertionError("unreachable")
 
@@ -176,11 +211,15 @@ async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0) -
     wall = loop.time() - start
     failed = sum(isinstance(r, BaseException) for r in results)
     stats = server.statistics()
-    charge = server.charge(messages=[{"role": "user", "content": "question number 100"}],
-                           **request)
+    typical = {"messages": [{"role": "user", "content": "question number 100"}], **request}
+    if isinstance(server, InputOutputBucketServer):
+        ideal = server.ideal_time(calls, input_tokens=prompt_tokens(**typical),
+                                  max_tokens=MAX_TOKENS, output_tokens=server.output_tokens,
+                                  start=start)
+    else:
+        ideal = server.ideal_time(calls, tokens=server.charge(**typical), start=start)
     return Row(contender, server_kind, calls, calls - failed, failed, stats.rate_limited,
-               stats.cancelled_after_arrival, wall,
-               server.ideal_time(calls, tokens=charge, start=start))
+               stats.cancelled_after_arrival, wall, ideal)
 
 
 def median_row(rows: list[Row]) -> Row:
