@@ -194,3 +194,15 @@ async def test_metrics_export_the_genai_attributes_of_anthropic_calls() -> None:
     usage = {p.attributes["gen_ai.token.type"]: p.sum
              for p in metrics["gen_ai.client.token.usage"].data.data_points}
     assert usage["output"] == OUTPUT and usage["input"] > 0
+
+
+def test_litellm_passes_anthropics_rate_limit_headers_on() -> None:
+    """Through litellm (``llm_provider-`` prefixed), Anthropic's rate-limit headers reach the
+    RateLimit too, not only OpenAI's x-ratelimit-*."""
+    from llmguard._upstream.litellm import rate_headers
+
+    kept = rate_headers({"llm_provider-anthropic-ratelimit-output-tokens-remaining": "5",
+                         "llm_provider-x-ratelimit-remaining-requests": "7",
+                         "llm_provider-request-id": "req_1"})
+    assert kept == {"anthropic-ratelimit-output-tokens-remaining": "5",
+                    "x-ratelimit-remaining-requests": "7"}
