@@ -8,7 +8,10 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import looptime
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard._admission.ratelimit.headers import parse_reset, rate_limit_headers
@@ -218,3 +221,50 @@ async def test_redis_shares_the_input_and_output_quotas(redis_url: str, redis_pr
         await first
     finally:
         await backend.aclose()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    refill=st.sampled_from(["window", "continuous"]),
+    input_tpm=st.integers(200, 3_000),
+    output_tpm=st.integers(500, 5_000),
+    calls=st.lists(st.tuples(st.floats(0, 120), st.integers(1, 200), st.integers(1, 500),
+                             st.integers(0, 500), st.floats(0.1, 20), st.booleans()),
+                   min_size=1, max_size=40),
+)
+def test_a_server_counting_like_anthropic_never_finds_a_bucket_without_room(
+        refill: str, input_tpm: int, output_tpm: int, calls: list[tuple[Any, ...]]) -> None:
+    """Property: for any arrivals, prompt sizes, max_tokens, outputs used, service times and
+    cancellations, a server counting input at arrival and output as max_tokens adjusted to the
+    output used at the end (InputOutputBucketServer) never has to refuse a call admitted by
+    RateLimit(input_tpm=, output_tpm=), with either refill; the layer ends at baseline."""
+    from llmguard.testing import InputOutputBucketServer
+
+    async def scenario() -> None:
+        server = InputOutputBucketServer(input_tpm=input_tpm, output_tpm=output_tpm,
+                                         output_tokens=lambda rng, kwargs: kwargs["used"])
+        layer = lg.RateLimit(input_tpm=input_tpm, output_tpm=output_tpm, refill=refill)
+        guarded = lg.guard(layer)(server.amessages)
+
+        async def one(start: float, chars: int, max_tokens: int, used: int, service: float,
+                      cancel: bool) -> None:
+            await asyncio.sleep(start)
+            server.latency = service
+            if cancel:
+                asyncio.get_running_loop().call_later(service / 2, asyncio.current_task().cancel)
+            try:
+                await guarded(messages=[{"role": "user", "content": "x" * chars}],
+                              max_tokens=max_tokens, used=used)
+            except (asyncio.CancelledError, lg.RequestTooLarge):
+                pass
+
+        await asyncio.gather(*(one(*c) for c in calls))
+        assert server.statistics().rate_limited == 0, server
+        stats = layer.statistics()
+        assert (stats.in_flight, stats.waiting, stats.reserved_tokens) == (0, 0, 0)
+
+    loop = looptime.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
