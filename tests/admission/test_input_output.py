@@ -268,3 +268,50 @@ def test_a_server_counting_like_anthropic_never_finds_a_bucket_without_room(
         loop.run_until_complete(scenario())
     finally:
         loop.close()
+
+
+async def test_over_a_remote_backend_a_partial_reservation_is_rolled_back() -> None:
+    """Over a backend that reserves one key per round trip (Redis), a call whose output has no
+    room gives back the request it had taken, and one cancelled between two round trips gives
+    back what it took: nothing is left reserved but the calls admitted."""
+    from llmguard._admission.ratelimit.split_backend import Part, SplitBackend
+
+    class Remote:
+        """A RateLimitBackend written from the protocol: counts per key, no room past 1,000."""
+
+        def __init__(self) -> None:
+            self.used: dict[Any, int] = {}
+            self.gate: asyncio.Event | None = None
+
+        async def reserve(self, key: Any, quotas: Any, tokens: int) -> tuple[float, Any]:
+            await asyncio.sleep(0)  # a round trip
+            if self.gate is not None and isinstance(key, Part):
+                await self.gate.wait()
+            amount = tokens if quotas[0].tokens else 1
+            if self.used.get(key, 0) + amount > 1_000:
+                return 1.0, None
+            self.used[key] = self.used.get(key, 0) + amount
+            return 0.0, (key, amount)
+
+        def refund(self, key: Any, ticket: Any) -> None:
+            self.used[key] -= ticket[1]
+
+        def reconcile(self, key: Any, ticket: Any, tokens: int) -> None:
+            pass
+
+    remote = Remote()
+    split = SplitBackend(remote)
+    quotas = lg.RateLimit(rpm=1_000, output_tpm=1_000).quotas
+    _, first = await split.reserve("k", quotas, Tokens(10, 900))
+    assert first is not None and remote.used == {"k": 1, Part("output", "k"): 900}
+    wait, refused = await split.reserve("k", quotas, Tokens(10, 200))
+    assert refused is None and wait == 1.0
+    assert remote.used == {"k": 1, Part("output", "k"): 900}  # the request went back
+    remote.gate = asyncio.Event()
+    pending = asyncio.create_task(split.reserve("k", quotas, Tokens(10, 50)))
+    await asyncio.sleep(0.1)
+    assert remote.used["k"] == 2  # taken, waiting for the output's round trip
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    assert remote.used == {"k": 1, Part("output", "k"): 900}

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._core.errors import RequestTooLarge
-from ..._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens, extract_usage, field
+from ..._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens, extract_usage
 from .window import Quota
 
 __all__ = ["Tokens", "check_fits", "split_estimate", "split_used", "too_large"]
