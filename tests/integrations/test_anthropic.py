@@ -1,7 +1,7 @@
 """llmguard.integrations.anthropic driving the real anthropic SDK against a loopback HTTP server
 that speaks the Messages API (JSON and server-sent events) with Anthropic's rate-limit headers
 (``llmguard.testing.InputOutputBucketServer`` behind ``LoopbackServer``). Real sockets, so real
-time: quotas are sized never to make a test wait, except the 429 test's (a 1 s bucket)."""
+time: quotas are sized never to make a test wait, except the 429 test's (a 3 s bucket)."""
 
 from __future__ import annotations
 
@@ -133,10 +133,10 @@ async def test_anthropic_headers_drain_the_input_and_output_quotas() -> None:
 
 
 async def test_a_429_with_retry_after_pauses_and_is_retried() -> None:
-    """A 1 s output bucket of 200 tokens: the second call of max_tokens=150 gets a 429 with
+    """A 3 s output bucket of 200 tokens: the second call of max_tokens=150 gets a 429 with
     retry-after; the SDK's RateLimitError is classified rate_limited with that delay, the
     RateLimit pauses, and Retry sends it again after the pause: both calls succeed."""
-    provider = InputOutputBucketServer(output_tpm=200, window=1.0, latency=0.01,
+    provider = InputOutputBucketServer(output_tpm=200, window=3.0, latency=0.01,
                                        output_tokens=150)
     seen: list[Any] = []
     pipeline = (lg.Pipeline(name="claude").retry(attempts=3, backoff=0.01)
@@ -155,7 +155,7 @@ async def test_a_429_with_retry_after_pauses_and_is_retried() -> None:
     assert pipeline.layers[-1].statistics().rate_limited >= 1
     [exc] = seen
     failure = classify(exc)
-    assert failure.kind is FailureKind.RATE_LIMITED and 0 < failure.retry_after <= 1.0
+    assert failure.kind is FailureKind.RATE_LIMITED and 0 < failure.retry_after <= 3.0
 
 
 async def test_guard_one_method_and_no_double_retries() -> None:
