@@ -6,6 +6,8 @@ providers shaped like real rate limiters (clock-minute windows counted at arriva
 refilling buckets charging ``max_tokens`` up front) that record every arrival and cancellation;
 ``InputOutputBucketServer`` is Anthropic's limiter (input, output and request buckets, output
 charged as ``max_tokens`` then adjusted to the output used, ``anthropic-ratelimit-*`` headers);
+``SlidingWindowServer`` and ``ProxyWindowServer`` (LiteLLM's proxy: ``rpm - 1`` per wall-clock
+minute, no reset header, ``llm_provider-retry-after: 60``) complete the shapes;
 ``LoopbackServer`` serves any of them over HTTP as an OpenAI-compatible endpoint;
 ``Faults`` is a layer that injects every kind of provider failure, seeded; ``BatchAPIServer``
 simulates OpenAI's Batch API and Anthropic's Message Batches over HTTP.
@@ -20,6 +22,7 @@ from ._http import LoopbackServer
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider
 from ._quota import FixedWindow, TokenBucket
 from ._servers import Arrival, FixedWindowServer, QuotaServer, ServerStats, TokenBucketServer
+from ._shapes import ProxyWindowServer, SlidingWindowServer
 
 __all__ = [
     "Arrival",
@@ -35,10 +38,12 @@ __all__ = [
     "Overloaded",
     "ProviderError",
     "ProviderStats",
+    "ProxyWindowServer",
     "QuotaServer",
     "RateLimited",
     "ServerStats",
     "SimulatedProvider",
+    "SlidingWindowServer",
     "TokenBucket",
     "TokenBucketServer",
     "make_error",

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
-from llmguard._admission.ratelimit.headers import parse_reset, rate_limit_headers
+from llmguard._admission.ratelimit.headers import parse_reset, part_headers, rate_limit_headers
 from llmguard._admission.ratelimit.split import Tokens, split_estimate, split_used
 from llmguard._core.tokens import extract_usage
 
@@ -156,9 +156,11 @@ def test_anthropic_headers_are_read_per_quota() -> None:
                for unit in ("requests", "tokens", "input-tokens", "output-tokens")
                for field, value in (("limit", "1000"), ("remaining", "900"), ("reset", soon))}
     reports = list(rate_limit_headers(headers))
-    assert [(r.tokens, r.part) for r in reports] == [
-        (False, ""), (True, ""), (True, "input"), (True, "output")]
-    assert all(r.remaining == 900 and r.limit == 1000 and 28 < r.reset <= 30.5 for r in reports)
+    assert [tokens for tokens, *_ in reports] == [False, True]
+    parts = list(part_headers(headers))
+    assert [part for part, *_ in parts] == ["input", "output"]
+    assert all(left == 900 and limit == 1000 and 28 < reset <= 30.5
+               for _, left, reset, limit in reports + parts)
     assert parse_reset("2000-01-01T00:00:00Z") == 0.0
     assert parse_reset("6m0s") == 360.0 and parse_reset("soon") is None
 

@@ -1,20 +1,25 @@
-"""What providers say about their rate limits: OpenAI's ``x-ratelimit-remaining-*`` /
-``-reset-*`` and Anthropic's ``anthropic-ratelimit-*-remaining`` / ``-reset`` headers, and the
-pause a 429 asks for."""
+"""What providers say about their rate limits: ``x-ratelimit-remaining-*`` / ``-reset-*`` /
+``-limit-*`` headers (OpenAI) and ``anthropic-ratelimit-*-remaining`` / ``-reset`` / ``-limit``
+(Anthropic: resets as RFC 3339 times, input and output tokens apart), and the pause a 429 asks
+for; and handing both to the backend."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..._core.classify import FailureKind, classify
 from ..._core.errors import AdmissionError
 
-__all__ = ["DEFAULT_PAUSE", "Report", "parse_duration", "parse_reset", "pause_after",
-           "rate_limit_headers"]
+__all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "parse_reset", "part_headers",
+           "pause_after", "rate_limit_headers", "refusal", "report", "spend"]
+
+#: The reservation (``line.Held``) of the call being sent, for its headers to be read against.
+HELD: ContextVar[Any] = ContextVar("llmguard_rate_limit_held", default=None)
 
 #: Seconds to pause admissions after a 429 that carries no Retry-After (OpenAI and Anthropic
 #: send one almost always; when absent, one second lets a per-second quota refill without
@@ -60,7 +65,7 @@ def parse_reset(value: Any, *, now: float | None = None) -> float | None:
     if seconds is not None or value is None:
         return seconds
     try:
-        moment = datetime.fromisoformat(str(value).strip().replace("z", "Z"))
+        moment = datetime.fromisoformat(str(value).strip())
     except ValueError:
         return None
     if moment.tzinfo is None:  # RFC 3339 always has an offset; without one, UTC
@@ -68,51 +73,101 @@ def parse_reset(value: Any, *, now: float | None = None) -> float | None:
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
-class Report(NamedTuple):
-    """One quota as a response's headers report it."""
-
-    #: False for requests, True for tokens.
-    tokens: bool
-    #: ``"input"`` or ``"output"`` for a quota of those tokens only, else ``""``.
-    part: str
-    remaining: int
-    #: Seconds until it is whole again (OpenAI's reset duration, Anthropic's reset time).
-    reset: float
-    #: The quota's size when reported (``*-limit-*``), else None.
-    limit: int | None
+#: ``(unit, remaining, reset, limit)`` header names: OpenAI's (Azure's, LiteLLM's proxy's),
+#: then Anthropic's (its ``-tokens-`` is the tightest of its input and output limits).
+_NAMES = {unit: [(f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}",
+                  f"x-ratelimit-limit-{unit}")] for unit in ("requests", "tokens")}
+for _unit in ("requests", "tokens", "input-tokens", "output-tokens"):
+    _NAMES.setdefault(_unit, []).append(tuple(
+        f"anthropic-ratelimit-{_unit}-{field}" for field in ("remaining", "reset", "limit")))
 
 
-#: ``(tokens, part, remaining header, reset header, limit header)`` for each quota reported:
-#: OpenAI's (and Azure's, LiteLLM's proxy's) ``x-ratelimit-*``, then Anthropic's
-#: ``anthropic-ratelimit-*`` (its ``-tokens-`` is the tightest of input and output).
-_REPORTED = (
-    *((unit != "requests", "", f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}",
-       f"x-ratelimit-limit-{unit}") for unit in ("requests", "tokens")),
-    *((unit != "requests", part, f"anthropic-ratelimit-{unit}-remaining",
-       f"anthropic-ratelimit-{unit}-reset", f"anthropic-ratelimit-{unit}-limit")
-      for unit, part in (("requests", ""), ("tokens", ""), ("input-tokens", "input"),
-                         ("output-tokens", "output"))),
-)
+def _read(get: Any, unit: str) -> Iterator[tuple[int, float | None, int | None]]:
+    for remaining, reset, limit in _NAMES[unit]:
+        left = _count(get(remaining))
+        if left is not None:
+            yield left, parse_reset(get(reset)), _count(get(limit))
 
 
-def _int(value: Any) -> int | None:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def rate_limit_headers(headers: Mapping[str, str]) -> Iterator[Report]:
-    """A :class:`Report` for each quota whose remaining and reset headers are both present and
-    readable, OpenAI's and Anthropic's alike."""
+def rate_limit_headers(
+        headers: Mapping[str, str]) -> Iterator[tuple[bool, int, float | None, int | None]]:
+    """``(tokens, remaining, reset seconds or None, limit or None)`` for each of ``requests``
+    (``tokens=False``) and ``tokens`` whose ``x-ratelimit-remaining-*`` (or Anthropic's
+    ``anthropic-ratelimit-*-remaining``) header is present and readable (LiteLLM's proxy sends
+    it without a reset; OpenAI with ``x-ratelimit-reset-*`` and ``x-ratelimit-limit-*``)."""
     get = getattr(headers, "get", None)
     if get is None:
         return
-    for tokens, part, remaining, reset, limit in _REPORTED:
-        left = _int(get(remaining))
-        if left is None:
-            continue
-        seconds = parse_reset(get(reset))
-        if seconds is None:
-            continue
-        yield Report(tokens, part, left, seconds, _int(get(limit)))
+    for unit, tokens in (("requests", False), ("tokens", True)):
+        for left, reset, limit in _read(get, unit):
+            yield tokens, left, reset, limit
+
+
+def part_headers(headers: Mapping[str, str]) -> Iterator[tuple[str, int, float, int | None]]:
+    """``(part, remaining, reset seconds, limit or None)`` for Anthropic's input and output
+    token limits (``part`` ``"input"`` / ``"output"``) reported with a reset time."""
+    get = getattr(headers, "get", None)
+    if get is None:
+        return
+    for part in ("input", "output"):
+        for left, reset, limit in _read(get, f"{part}-tokens"):
+            if reset is not None:
+                yield part, left, reset, limit
+
+
+def _count(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str],
+           key: Hashable, line: Any) -> None:
+    """Hand what ``headers`` say to ``backend``: every reading to a learning backend
+    (``observe``, against the reservation of the call being sent through ``line``'s layer,
+    if it is), else the ones with a reset time (``cap``)."""
+    held = HELD.get()
+    ticket = held.ticket if held and held.line is line and held.key == key else None
+    for tokens, left, reset, limit in rate_limit_headers(headers):
+        if learning:
+            backend.observe(key, quotas, tokens, left, reset, ticket=ticket, limit=limit)
+        elif reset is not None:
+            backend.cap(key, quotas, tokens, left, reset)
+    if any(q.part for q in quotas):  # input_tpm / output_tpm: a ``split_backend.SplitBackend``
+        for part, left, reset, _ in part_headers(headers):
+            backend.cap(key, quotas, True, left, reset, part)
+
+
+def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseException,
+            ticket: Any) -> float | None:
+    """After ``exc``: the pause when it is a 429 (None otherwise), handed to ``backend``
+    (``refused`` with the ticket of the refused request to a learning backend, else
+    ``pause``)."""
+    pause = pause_after(exc)
+    if pause is not None:
+        if learning:
+            backend.refused(key, quotas, pause, ticket=ticket)
+        else:
+            backend.pause(key, quotas, pause)
+    return pause
+
+
+def learned(backend: Any, quotas: Any, key: Hashable) -> tuple[str, int | None, int | None]:
+    """What ``backend`` learned about the server for ``key``: the shape and why, the requests
+    and tokens limits in force (the quotas' when it learns nothing)."""
+    if callable(getattr(backend, "shape", None)):
+        return (backend.shape(key, quotas), *backend.limits(key, quotas))
+    return ("", min((q.limit for q in quotas if not q.tokens), default=None),
+            min((q.limit for q in quotas if q.tokens), default=None))
+
+
+def spend(backend: Any, quotas: Any, key: Hashable) -> None:
+    """Count every quota of ``key`` as used up now (``spent``, else a cap of nothing)."""
+    if callable(getattr(backend, "spent", None)):
+        backend.spent(key, quotas)
+        return
+    for tokens in {q.tokens for q in quotas}:
+        backend.cap(key, quotas, tokens, 0, max(q.window for q in quotas))

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..._core.errors import RequestTooLarge
 from ..._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens, extract_usage
+from .quotas import too_large as total_too_large
 from .window import Quota
 
 __all__ = ["Tokens", "check_fits", "split_estimate", "split_used", "too_large"]
@@ -89,15 +90,12 @@ def check_fits(tokens: Tokens, quotas: tuple[Quota, ...]) -> RequestTooLarge | N
     return None
 
 
-def too_large(tokens: int, limit: int, quotas: tuple[Quota, ...]) -> RequestTooLarge:
+def too_large(tokens: int, limit: int | None, quotas: tuple[Quota, ...]) -> RequestTooLarge:
     """The error for a call that no quota could ever hold: an input or output part
     (:func:`check_fits`), else its total over ``limit``, the smallest total-token quota."""
     if isinstance(tokens, Tokens) and (error := check_fits(tokens, quotas)) is not None:
         return error
-    described = ", ".join(q.describe() for q in quotas)
-    return RequestTooLarge(
-        f"the call needs an estimated {tokens} tokens but at most {limit} are ever available "
-        f"({described}); shorten the prompt or max_tokens, or raise the token quota")
+    return total_too_large(tokens, limit, ", ".join(q.describe() for q in quotas))
 
 
 def split_used(call: Any, result: Any, reserved: Tokens,

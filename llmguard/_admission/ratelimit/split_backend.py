@@ -11,15 +11,16 @@ parts across processes as it shares any key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend
-from .split import Tokens
+from .split import Tokens, check_fits, split_estimate, split_used, too_large
 from .window import Quota
 
-__all__ = ["Part", "SplitBackend", "apply_reports"]
+__all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_large"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,13 +169,18 @@ class SplitBackend:
 
 
 
-def apply_reports(reports: Iterable[Any], backend: Any, key: Hashable,
-                  quotas: tuple[Quota, ...]) -> None:
-    """Cap ``backend``'s quotas to what the provider reports (``headers.Report`` s): input and
-    output reports go to those quotas of a :class:`SplitBackend`, nowhere else."""
-    split = isinstance(backend, SplitBackend)
-    for tokens, part, remaining, reset, _ in reports:
-        if split:
-            backend.cap(key, quotas, tokens, remaining, reset, part)
-        elif not part:
-            backend.cap(key, quotas, tokens, remaining, reset)
+
+def setup(quotas: tuple[Quota, ...], backend: Any,
+          tokens: Callable[..., Any] | None) -> tuple[Any, Any, Callable[..., int], bool]:
+    """A RateLimit's backend (a :class:`SplitBackend` over it when ``quotas`` have input or
+    output parts), its synchronous admission, its token estimator, and whether it splits.
+
+    In memory, admission never suspends (``take``): nobody can overtake a call between its
+    check and joining the line, so with nobody waiting it skips the line. A remote reserve
+    suspends (a round trip): every call then goes through the line (FIFO in the process)."""
+    backend = MemoryBackend() if backend is None else backend
+    split = any(q.part for q in quotas)
+    if split:
+        backend = SplitBackend(backend)
+    take = backend.take if isinstance(backend, (MemoryBackend, SplitBackend)) else None
+    return backend, take, split_estimate(tokens) if split else tokens or estimate_tokens, split
