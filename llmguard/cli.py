@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--tpm", type=number_type(int),
                        help="tokens per minute quota (prompt estimate + max_tokens, charged at "
                             "admission and never given back, as OpenAI counts them)")
+    group.add_argument("--input-tpm", type=number_type(int),
+                       help="input tokens per minute, apart from output (Anthropic's ITPM)")
+    group.add_argument("--output-tpm", type=number_type(int),
+                       help="output tokens per minute (Anthropic's OTPM): unused ones come back")
     group.add_argument("--burst", type=number_type(float), metavar="FRACTION",
                        help="also hold each quota over that fraction of its minute (0.1: a "
                             "tenth of --rpm per 6 s), for providers that enforce quotas over "
@@ -179,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model is None:
             return _fail("--api-base needs --model: the model name the server serves (lines "
                          "without one would otherwise go to the offline fake)")
-    if args.burst is not None and args.rpm is None and args.tpm is None:
+    if args.burst is not None and {args.rpm, args.tpm, args.input_tpm, args.output_tpm} == {None}:
         return _fail("--burst shapes the --rpm/--tpm quotas: pass one of them too")
     if args.retry_failed and not args.resume:
         return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
@@ -208,14 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(key_env)
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
-        rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin, refill=args.refill,
-        concurrency=args.concurrency, adaptive=args.adaptive,
-        retries=args.retries, timeout=args.timeout, fallback_models=tuple(args.fallback_model),
-        cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
-        resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
-        progress=args.progress, verbose=args.verbose, api_key=api_key or None,
-        format=args.format,
-    )
+        rpm=args.rpm, tpm=args.tpm, input_tpm=args.input_tpm, output_tpm=args.output_tpm,
+        burst=args.burst, margin=args.margin, refill=args.refill, concurrency=args.concurrency,
+        adaptive=args.adaptive, retries=args.retries, timeout=args.timeout,
+        fallback_models=tuple(args.fallback_model), cache_ttl=args.cache_ttl,
+        priority_field=args.priority_field, ordered=not args.unordered, resume=args.resume,
+        grace=args.grace, metrics_port=args.metrics_port, progress=args.progress,
+        verbose=args.verbose, api_key=api_key or None, format=args.format)
     if not args.batch_api and (problem := batch_options_without_batch_api(args)):
         return _fail(problem)
     if args.metrics_port is not None:

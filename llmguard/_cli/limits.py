@@ -1,8 +1,9 @@
 """The quotas ``llmguard run`` paces to: given (``--rpm``/``--tpm``) or learned from the provider.
 
 Without ``--rpm``/``--tpm``, the first answer's ``x-ratelimit-limit-requests`` and
-``x-ratelimit-limit-tokens`` headers (OpenAI, Azure, LiteLLM's proxy, vLLM behind a gateway)
-become the quotas. Until that first answer only one call is sent, so a small quota is not
+``x-ratelimit-limit-tokens`` headers (OpenAI, Azure, LiteLLM's proxy, vLLM behind a gateway), or
+Anthropic's ``anthropic-ratelimit-{requests,input-tokens,output-tokens}-limit``, become the
+quotas (``--input-tpm``/``--output-tpm`` for Anthropic's). Until that first answer only one call is sent, so a small quota is not
 overrun by the opening burst. ``remaining-*`` with ``reset-*`` tighten the quotas as answers
 come (``RateLimit.observe_headers``); when ``reset-*`` is absent (LiteLLM's proxy), the first
 ``remaining-*`` is taken as what is left for the next 60 s (used by others before us), and the
@@ -99,15 +100,16 @@ class Limits:
                  announce: Callable[[str], None] | None = None, **kwargs: Any) -> None:
         #: Quotas in use (None: none) and where they come from.
         self.rpm, self.tpm = rpm, tpm
-        self.source = "--rpm/--tpm" if rpm or tpm else None
+        given = rpm or tpm or kwargs.get("input_tpm") or kwargs.get("output_tpm")
+        self.source = "--rpm/--tpm" if given else None
         #: Learn quotas from headers (only when none were given).
-        self.learn = learn and not (rpm or tpm)
+        self.learn = learn and not given
         #: The token estimate, calibrated by the answers' usage.
         self.tokens = TokenCount(kwargs.pop("tokens", request_tokens))
         # Waiting for quota is never a failure.
         self._kwargs = {"max_wait": None, **kwargs, "tokens": self.tokens}
         self.inner: RateLimit | None = (RateLimit(rpm=rpm, tpm=tpm, **self._kwargs)
-                                        if rpm or tpm else None)
+                                        if given else None)
         self.announce = announce
         self._seeded = self._resumed = False
         # Until the first answer says the quotas, one call at a time.
@@ -123,7 +125,9 @@ class Limits:
         if self.inner is None:
             return ("none yet (learned from the provider's x-ratelimit headers)" if self.learn
                     else "none")
-        parts = [f"rpm={self.rpm}" if self.rpm else "", f"tpm={self.tpm}" if self.tpm else ""]
+        parts = [f"{name}={value}" for name, value in (
+            ("rpm", self.rpm), ("tpm", self.tpm), ("input_tpm", self._kwargs.get("input_tpm")),
+            ("output_tpm", self._kwargs.get("output_tpm"))) if value]
         return f"{' '.join(p for p in parts if p)} ({self.source})"
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
@@ -151,10 +155,18 @@ class Limits:
         get = getattr(headers, "get", None)
         if get is None:
             return
+        anthropic = get("anthropic-ratelimit-requests-reset") or get(
+            "anthropic-ratelimit-tokens-reset")
         if self.learn and self.inner is None:
-            rpm = _int(get("x-ratelimit-limit-requests"))
+            rpm = _int(get("x-ratelimit-limit-requests") or get(
+                "anthropic-ratelimit-requests-limit"))
             tpm = _int(get("x-ratelimit-limit-tokens"))
-            if rpm or tpm:
+            # Anthropic limits input and output tokens apart, and gives unused output back.
+            split = {f"{part}_tpm": _int(get(f"anthropic-ratelimit-{part}-tokens-limit"))
+                     for part in ("input", "output")}
+            if rpm or tpm or any(split.values()):
+                if any(split.values()):
+                    self._kwargs |= {**split, "charge": "actual"}
                 self.rpm, self.tpm, self.source = rpm, tpm, "learned from x-ratelimit headers"
                 self.inner = RateLimit(rpm=rpm, tpm=tpm, **self._kwargs)
                 if self._resumed:
@@ -166,7 +178,8 @@ class Limits:
         if self._kwargs.get("refill", "auto") == "auto":  # it reads them, reset or not
             self.inner.observe_headers(headers)
             return
-        if get("x-ratelimit-reset-requests") is None and get("x-ratelimit-reset-tokens") is None:
+        if not anthropic and get("x-ratelimit-reset-requests") is None and get(
+                "x-ratelimit-reset-tokens") is None:
             if self._seeded:
                 return
             # No reset time: assume what remains now is all we get for the next minute (the

@@ -51,7 +51,9 @@ def _key(args: argparse.Namespace) -> Secret | None:
 def run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
     """Run the parsed ``llmguard run --ray`` command line; returns the exit code."""
     for option, used in (("--metrics-port", args.metrics_port is not None),
-                         ("--grace", args.grace != 5.0)):
+                         ("--grace", args.grace != 5.0),
+                         ("--input-tpm", args.input_tpm is not None),
+                         ("--output-tpm", args.output_tpm is not None)):
         if used:
             return usage_error(f"{option} is not supported with --ray")
     try:

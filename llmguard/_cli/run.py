@@ -32,6 +32,8 @@ class Settings:
     api_base: str | None = None
     rpm: int | None = None
     tpm: int | None = None
+    input_tpm: int | None = None
+    output_tpm: int | None = None
     burst: float | None = None
     margin: float | None = None
     refill: str = "auto"
@@ -78,9 +80,12 @@ def make_limits(s: Settings) -> Limits:
     """The run's quotas: --rpm/--tpm, else learned from a real provider's headers."""
     # OpenAI-style providers charge max_tokens at admission: keep reservations as made.
     # Learned from --api-base answers (the headers are read there; litellm hides them).
+    # Input/output quotas apart (Anthropic) give unused output back: reconcile to the usage.
+    split = s.input_tpm is not None or s.output_tpm is not None
     return Limits(rpm=s.rpm, tpm=s.tpm, learn=s.api_base is not None,
                   announce=announce, burst=s.burst, margin=s.margin, refill=s.refill,
-                  charge="reserved",
+                  charge="actual" if split else "reserved",
+                  input_tpm=s.input_tpm, output_tpm=s.output_tpm,
                   tokens=request_tokens)
 
 

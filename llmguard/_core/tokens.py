@@ -40,10 +40,15 @@ def count_text(text: str) -> int:
 @public
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens a call actually consumed."""
+    """Tokens a call actually consumed. ``input_tokens`` counts the whole prompt, cached parts
+    included (as the GenAI conventions ask; Anthropic reports them apart and they are added);
+    ``cache_read_tokens`` of it were read from the provider's prompt cache and
+    ``cache_creation_tokens`` written to it."""
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -184,12 +189,26 @@ def extract_usage(result: Any) -> Usage | None:
     if usage is None:
         return None
     input_tokens = field(usage, "prompt_tokens")
+    read = written = 0
     if input_tokens is None:
         input_tokens = field(usage, "input_tokens")
+        read, written = (_count(field(usage, "cache_read_input_tokens")),
+                         _count(field(usage, "cache_creation_input_tokens")))
+        if read or written:  # Anthropic: input_tokens is the uncached rest of the prompt
+            input_tokens = int(input_tokens or 0) + read + written
+        else:  # OpenAI's Responses API: cached tokens are part of input_tokens
+            read = _count(field(field(usage, "input_tokens_details"), "cached_tokens"))
+    else:
+        read = _count(field(field(usage, "prompt_tokens_details"), "cached_tokens"))
     output_tokens = field(usage, "completion_tokens")
     if output_tokens is None:
         output_tokens = field(usage, "output_tokens")
     if input_tokens is None and output_tokens is None:
         total = field(usage, "total_tokens")
         return Usage(int(total), 0) if isinstance(total, int) else None
-    return Usage(int(input_tokens or 0), int(output_tokens or 0))
+    return Usage(int(input_tokens or 0), int(output_tokens or 0), read, written)
+
+
+def _count(value: Any) -> int:
+    """A token count read from a usage object: an int, else 0 (absent, None, a mock)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -71,6 +71,9 @@ def end_span(started: tuple[Any, Any], call: Call, exc: BaseException | None) ->
     if usage is not None and known.billable:
         span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        for kind in ("cache_read", "cache_creation"):  # prompt-cache parts of the input
+            if tokens := getattr(usage, f"{kind}_tokens", 0):
+                span.set_attribute(f"gen_ai.usage.{kind}.input_tokens", tokens)
     if isinstance(exc, Exception):
         _fail(span, exc)
         leaf = error_leaf(exc)

@@ -16,7 +16,8 @@
     base_url = "http://127.0.0.1:8000/v1"
     api_key_env = "UPSTREAM_KEY"  # the key is read from this variable, never from the file
     model = "gpt-4o-mini"         # what the upstream is asked for (default: the name)
-    rpm = 500                     # layers: rpm, tpm, concurrency | adaptive, retries, timeout,
+    rpm = 500                     # layers: rpm, tpm, input_tpm, output_tpm, concurrency |
+                                  # adaptive, retries, timeout,
     fallbacks = ["backup"]        # fallbacks, cache_ttl, circuit_breaker, max_wait
 
     [models.gpt4o]                # one model over several deployments (a Router), each with
@@ -72,6 +73,9 @@ class ModelConfig:
     fail_status: int | None = None
     rpm: int | None = None
     tpm: int | None = None
+    #: Input and output tokens per minute apart (Anthropic's ITPM/OTPM).
+    input_tpm: int | None = None
+    output_tpm: int | None = None
     concurrency: int = 64
     adaptive: bool = False
     retries: int = 2

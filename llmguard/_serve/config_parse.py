@@ -93,7 +93,8 @@ def key_hashes(v: Any) -> tuple[str, ...]:
 MODEL_KEYS = {
     "provider": one_of(*PROVIDERS), "model": string, "base_url": string, "api_key_env": string,
     "latency": number(False), "seconds_per_token": number(False), "fail_status": integer(400, 599),
-    "rpm": integer(), "tpm": integer(), "concurrency": integer(), "adaptive": boolean,
+    "rpm": integer(), "tpm": integer(), "input_tpm": integer(), "output_tpm": integer(),
+    "concurrency": integer(), "adaptive": boolean,
     "retries": integer(0), "timeout": number(), "fallbacks": strings, "cache_ttl": number(),
     "circuit_breaker": boolean, "max_wait": number(), "price_input": number(False),
     "price_output": number(False),

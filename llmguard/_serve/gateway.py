@@ -160,8 +160,9 @@ class Gateway:
         if cfg.deployments:  # in RateLimit's place: each deployment its own quotas
             tail = tail.then(router_of(cfg.deployments, cfg.strategy, cfg.max_wait,
                                        self.backend))
-        elif cfg.rpm or cfg.tpm:
-            tail = tail.rate_limit(rpm=cfg.rpm, tpm=cfg.tpm, max_wait=cfg.max_wait,
+        elif cfg.rpm or cfg.tpm or cfg.input_tpm or cfg.output_tpm:
+            tail = tail.rate_limit(rpm=cfg.rpm, tpm=cfg.tpm, input_tpm=cfg.input_tpm,
+                                   output_tpm=cfg.output_tpm, max_wait=cfg.max_wait,
                                    backend=self.backend)
         if cfg.adaptive:
             tail = tail.adaptive_concurrency(max_wait=cfg.max_wait)

@@ -23,16 +23,17 @@ With no --config it serves the offline fake models (fake, fake-fail, fake-429) t
 """
 
 _EPILOG = """\
-config (TOML): [server] grace, max_body_bytes, allow_origins, public_metrics,
-metrics_key_env, header_timeout, write_timeout, max_connections; [models.NAME] provider = "fake" | "litellm" |
-"openai" with model, base_url, api_key_env, and layers rpm, tpm, concurrency | adaptive,
-retries, timeout, fallbacks, cache_ttl, circuit_breaker, max_wait, price_input/price_output
-(USD per 1M tokens); one model over several deployments: [[models.NAME.deployments]] name,
-provider, model, base_url, api_key_env, rpm, tpm, refill, concurrency, weight, timeout (routed by
-headroom; strategy = "headroom" | "weighted" | "least_latency" | "ordered"); [tenants.NAME] api_key_sha256 (see --hash-key) or api_key_env, rpm, tpm,
-concurrency, priority, max_priority, models, webhook_secret_env; [jobs] concurrency, max_lines,
-max_body_bytes, ttl, reclaim_after, default_model, webhook_secret_env, webhook_timeout,
-webhook_retry_for, allow_private_callbacks, max_jobs_per_tenant.
+config (TOML): [server] grace, max_body_bytes, allow_origins, public_metrics, metrics_key_env,
+header_timeout, write_timeout, max_connections; [models.NAME] provider = "fake" | "litellm" |
+"openai" with model, base_url, api_key_env, and layers rpm, tpm, input_tpm, output_tpm,
+concurrency | adaptive, retries, timeout, fallbacks, cache_ttl, circuit_breaker, max_wait,
+price_input/price_output (USD per 1M tokens); one model over several deployments:
+[[models.NAME.deployments]] name, provider, model, base_url, api_key_env, rpm, tpm, refill,
+concurrency, weight, timeout (routed by headroom; strategy = "headroom" | "weighted" |
+"least_latency" | "ordered"); [tenants.NAME] api_key_sha256 (see --hash-key) or api_key_env,
+rpm, tpm, concurrency, priority, max_priority, models, webhook_secret_env; [jobs] concurrency,
+max_lines, max_body_bytes, ttl, reclaim_after, default_model, webhook_secret_env,
+webhook_timeout, webhook_retry_for, allow_private_callbacks, max_jobs_per_tenant.
 
 exit codes: 0 stopped (SIGTERM or Ctrl-C, after the grace period); 2 bad option or config
 (the message names the key and its line).

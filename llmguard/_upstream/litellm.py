@@ -35,7 +35,7 @@ def rate_headers(headers: Any) -> dict[str, str] | None:
     if not headers:
         return None
     return {key.removeprefix("llm_provider-"): value for key, value in headers.items()
-            if "x-ratelimit-" in key}
+            if "ratelimit-" in key}  # x-ratelimit-* and anthropic-ratelimit-*
 
 
 class LitellmUpstream:

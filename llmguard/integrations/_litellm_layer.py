@@ -174,7 +174,7 @@ class LiteLLMLayer:
         if not headers:
             return
         rate_headers = {key.removeprefix("llm_provider-"): value
-                        for key, value in headers.items() if "x-ratelimit-" in key}
+                        for key, value in headers.items() if "ratelimit-" in key}
         for observer in self._observers:
             observer.observe_headers(rate_headers, partition=call.partition)
 

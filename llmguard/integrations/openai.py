@@ -28,17 +28,13 @@ plain ``pipeline.wrap(client.chat.completions.create)``:
 
 from __future__ import annotations
 
-import functools
-import warnings
-from collections.abc import Callable
 from typing import Any
 
 from .._core.call import Call, Handler
-from .._core.stream import Stream, is_stream_result
 from .._pipeline.guarded import Guarded
 from .._pipeline.pipeline import Pipeline
 from ._litellm_layer import server_of
-from ._util import has_retry, header_observers
+from ._sdk import guard_method, without_retries
 
 __all__ = ["METHODS", "guard", "wrap"]
 
@@ -49,36 +45,6 @@ __all__ = ["METHODS", "guard", "wrap"]
 #: (or use :func:`guard`) to guard another one.
 METHODS = ("chat.completions.create", "responses.create", "embeddings.create",
            "completions.create")
-
-
-class _RateLimitHeaders:
-    """Innermost layer: read the raw response's rate-limit headers, return the parsed result."""
-
-    __slots__ = ("_observers",)
-
-    def __init__(self, observers: tuple[Any, ...]) -> None:
-        self._observers = observers
-
-    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
-        try:
-            raw = await call_next(call)
-        except Exception as exc:  # a 429 says the most about the quota: read its headers too
-            headers = getattr(getattr(exc, "response", None), "headers", None)
-            if headers is not None:
-                self._observe(headers, call)
-            raise
-        self._observe(raw.headers, call)
-        result = raw.parse()
-        if is_stream_result(result):  # stream=True: the raw response wrapped an AsyncStream
-            return await Stream.start(result)
-        return result
-
-    def _observe(self, headers: Any, call: Call) -> None:
-        for observer in self._observers:
-            observer.observe_headers(headers, partition=call.partition)
-
-    def __repr__(self) -> str:
-        return f"<openai rate-limit headers -> {len(self._observers)} layer(s)>"
 
 
 #: ``gen_ai.operation.name`` of the SDK methods that have one in the GenAI conventions.
@@ -109,38 +75,12 @@ class _Describe:
 
 
 def _client_without_retries(client: Any, pipeline: Pipeline, what: str) -> Any:
-    retries = getattr(client, "max_retries", 0)
-    if not has_retry(pipeline) or not retries:
-        return client
-    warnings.warn(
-        f"{what}: this AsyncOpenAI client retries on its own (max_retries={retries}), and the "
-        f"pipeline has a Retry layer, so each llmguard attempt would become up to {retries + 1} "
-        "requests. llmguard uses a copy of the client with max_retries=0; create the client with "
-        "AsyncOpenAI(max_retries=0) to silence this warning",
-        stacklevel=3,
-    )
-    return client.with_options(max_retries=0)
-
-
-def _coroutine_function(method: Callable[..., Any], like: Callable[..., Any]) -> Callable[..., Any]:
-    # The SDK's methods are sync wrappers (``@required_args``) that return a coroutine, which
-    # ``inspect`` cannot tell from a blocking function: present them as the ``async def`` they are.
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        return await method(*args, **kwargs)
-
-    return functools.update_wrapper(call, like)
+    return without_retries(client, pipeline, what, "AsyncOpenAI")
 
 
 def _guard_resource(resource: Any, name: str, pipeline: Pipeline, client: Any,
                     path: str) -> Guarded[..., Any]:
-    method = getattr(resource, name)
-    pipeline = pipeline.then(_Describe(client, path))
-    observers = header_observers(pipeline)
-    if not observers:
-        return pipeline.wrap(_coroutine_function(method, method))
-    # Call ``with_raw_response.create`` to see the headers, but look and return like ``create``.
-    raw = _coroutine_function(getattr(resource.with_raw_response, name), method)
-    return pipeline.then(_RateLimitHeaders(observers)).wrap(raw)
+    return guard_method(resource, name, pipeline.then(_Describe(client, path)))
 
 
 def wrap(client: Any, pipeline: Pipeline, *, methods: tuple[str, ...] = METHODS) -> Any:

@@ -4,6 +4,8 @@
 queueing latency and strict RPM/TPM quotas; ``FixedWindowServer`` and ``TokenBucketServer`` are
 providers shaped like real rate limiters (clock-minute windows counted at arrival; continuously
 refilling buckets charging ``max_tokens`` up front) that record every arrival and cancellation;
+``InputOutputBucketServer`` is Anthropic's limiter (input, output and request buckets, output
+charged as ``max_tokens`` then adjusted to the output used, ``anthropic-ratelimit-*`` headers);
 ``SlidingWindowServer`` and ``ProxyWindowServer`` (LiteLLM's proxy: ``rpm - 1`` per wall-clock
 minute, no reset header, ``llm_provider-retry-after: 60``) complete the shapes;
 ``LoopbackServer`` serves any of them over HTTP as an OpenAI-compatible endpoint;
@@ -12,6 +14,7 @@ simulates OpenAI's Batch API and Anthropic's Message Batches over HTTP.
 """
 
 from .._upstream.fake_llm import FakeLLM
+from ._anthropic import InputOutputBucketServer
 from ._batch_server import BatchAPIServer
 from ._batch_state import BatchTimings
 from ._faults import Faults, FaultStats, make_error
@@ -30,6 +33,7 @@ __all__ = [
     "Faults",
     "FixedWindow",
     "FixedWindowServer",
+    "InputOutputBucketServer",
     "LoopbackServer",
     "Overloaded",
     "ProviderError",

@@ -9,7 +9,9 @@
 
 ``POST /v1/chat/completions`` is answered with the OpenAI JSON shapes: a ``chat.completion``
 (with ``usage``) and the server's ``x-ratelimit-*`` headers at admission, or an ``error`` body
-with the status (429, 503) and headers the simulated server raised. HTTP/1.1 keep-alive, no
+with the status (429, 503) and headers the simulated server raised. ``POST /v1/messages`` speaks
+Anthropic's Messages API the same way (``AsyncAnthropic(base_url=http.origin)``), streamed as
+server-sent events with ``stream=True``. HTTP/1.1 keep-alive, no
 pipelining (what httpx does). A client that disconnects while its request is being served
 cancels it on the server (aiohttp's ``handler_cancellation``), so the server records it as
 cancelled after arrival. The server runs on the caller's event loop and reads its clock.
@@ -23,6 +25,7 @@ import json
 import time
 from typing import Any
 
+from ._anthropic import message, sse
 from ._provider import ProviderError, SimulatedProvider
 from ._servers import admission_headers
 
@@ -55,7 +58,13 @@ class LoopbackServer:
 
     @property
     def base_url(self) -> str:
+        """What ``AsyncOpenAI(base_url=...)`` takes (``.../v1``)."""
         return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def origin(self) -> str:
+        """What ``AsyncAnthropic(base_url=...)`` takes (it adds ``/v1/messages``)."""
+        return f"http://{self.host}:{self.port}"
 
     async def __aenter__(self) -> LoopbackServer:
         self._server = await asyncio.start_server(self._connection, self.host, self.port)
@@ -97,9 +106,11 @@ class LoopbackServer:
                     status, headers, body = await self._answer(*request)
                 finally:
                     state["busy"] = False
-                payload = json.dumps(body).encode()
+                sse = isinstance(body, bytes)  # an event stream (Anthropic's stream=True)
+                payload = body if sse else json.dumps(body).encode()
+                kind = "text/event-stream" if sse else "application/json"
                 head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-                        "content-type: application/json", f"content-length: {len(payload)}",
+                        f"content-type: {kind}", f"content-length: {len(payload)}",
                         *(f"{name}: {value}" for name, value in headers.items()), "", ""]
                 writer.write("\r\n".join(head).encode() + payload)
                 await writer.drain()
@@ -116,7 +127,9 @@ class LoopbackServer:
             writer.close()
 
     async def _answer(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], Any]:
-        if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
+        route = path.split("?")[0].rstrip("/")
+        messages = route.endswith("/v1/messages")  # Anthropic's Messages API
+        if method != "POST" or not (messages or route.endswith("/chat/completions")):
             return 404, {}, _error(f"no route {method} {path}", "invalid_request_error", None)
         try:
             kwargs = json.loads(body or b"{}")
@@ -124,8 +137,16 @@ class LoopbackServer:
             return 400, {}, _error(f"invalid JSON body: {exc}", "invalid_request_error", None)
         admission_headers.set(None)
         try:
+            if messages:
+                answer = await message(self.provider, **kwargs)
+                return (200, admission_headers.get() or {},
+                        sse(answer) if kwargs.get("stream") else answer)
             result = await self.provider.acompletion(**kwargs)
         except ProviderError as exc:
+            if messages:
+                kind = "rate_limit_error" if exc.status_code == 429 else "overloaded_error"
+                return exc.status_code, exc.headers, {"type": "error", "error": {
+                    "type": kind, "message": str(exc)}}
             kind = "requests" if exc.status_code == 429 else "server_error"
             return exc.status_code, exc.headers, _error(str(exc), kind,
                                                         _CODES.get(exc.status_code))

@@ -179,6 +179,12 @@ class TokenBucket:
         self._refill(now)
         self._level -= amount
 
+    def give_back(self, now: float, amount: int) -> None:
+        """Return ``amount`` units charged too many (never above a full bucket): Anthropic's
+        output tokens, charged as ``max_tokens`` and adjusted to the output when it ends."""
+        self._refill(now)
+        self._level = min(self.capacity, self._level + amount)
+
     def remaining(self, now: float) -> int:
         self._refill(now)
         return max(0, math.floor(self._level + 1e-9))

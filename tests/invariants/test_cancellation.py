@@ -19,6 +19,7 @@ LAYERS = {
     "ConcurrencyLimit": lambda: lg.ConcurrencyLimit(1),
     "AdaptiveConcurrency": lambda: lg.AdaptiveConcurrency(initial=1, min=1, max=1),
     "RateLimit": lambda: lg.RateLimit(rpm=1, tpm=100_000),
+    "RateLimit(input/output)": lambda: lg.RateLimit(rpm=1, input_tpm=100_000, output_tpm=10_000),
     "Cache": lambda: lg.Cache(ttl=60),
     "Retry": lambda: lg.Retry(attempts=3, backoff=4),
     "Timeout": lambda: lg.Timeout(30),

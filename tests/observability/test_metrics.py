@@ -214,6 +214,28 @@ async def test_spans_follow_genai_names_and_carry_retries() -> None:
     assert rejected.attributes["error.type"] == "llmguard.QueueFull"
 
 
+async def test_spans_carry_anthropic_usage_with_its_prompt_cache_parts() -> None:
+    """An Anthropic answer's usage on the call span: input tokens with the cache reads and
+    writes counted in (the conventions' total), and each apart as
+    gen_ai.usage.cache_read.input_tokens / gen_ai.usage.cache_creation.input_tokens."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def claude(**kwargs: Any) -> dict[str, Any]:
+        return {"type": "message", "usage": {
+            "input_tokens": 20, "output_tokens": 7, "cache_read_input_tokens": 1000,
+            "cache_creation_input_tokens": 30}}
+
+    await lg.Pipeline(Metrics(tracer_provider=tracer_provider, name="claude")).wrap(claude)(
+        model="claude")
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "llmguard claude"]
+    assert span.attributes["gen_ai.usage.input_tokens"] == 1050
+    assert span.attributes["gen_ai.usage.output_tokens"] == 7
+    assert span.attributes["gen_ai.usage.cache_read.input_tokens"] == 1000
+    assert span.attributes["gen_ai.usage.cache_creation.input_tokens"] == 30
+
+
 def test_bad_arguments_are_refused_early() -> None:
     """Empty (ValueError) or non-string (TypeError) names are refused at construction, naming
     the argument."""

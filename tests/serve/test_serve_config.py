@@ -119,3 +119,21 @@ def test_hash_key_reads_stdin_and_prints_only_the_digest() -> None:
     assert result.returncode == 0
     assert result.stdout.strip() == hashlib.sha256(b"my-secret-key").hexdigest()
     assert "my-secret-key" not in result.stdout + result.stderr
+
+
+def test_input_and_output_token_quotas_of_a_model(tmp_path) -> None:
+    """``input_tpm``/``output_tpm`` (Anthropic's ITPM/OTPM) give the model's RateLimit input and
+    output token quotas apart; a bad value names its key and line."""
+    config = load(str(write_config(tmp_path, """
+[models.claude]
+rpm = 50
+input_tpm = 30000
+output_tpm = 8000
+""")))
+    gateway = Gateway(config)
+    [limit] = [layer for layer in gateway.models["claude"].guarded.pipeline.layers
+               if type(layer).__name__ == "RateLimit"]
+    assert [(q.part, q.limit) for q in limit.quotas] == [
+        ("", 50), ("input", 30_000), ("output", 8_000)]
+    with pytest.raises(ConfigError, match=r"line 3: models.claude.output_tpm"):
+        load(str(write_config(tmp_path, "[models.claude]\ninput_tpm = 1\noutput_tpm = -1\n")))

@@ -2,5 +2,6 @@
 
 ``layer`` (the layer), ``line`` (the FIFO waiting line), ``window`` and ``bucket`` (the quota
 arithmetic), ``quotas`` and ``headers`` (settings and what providers say), ``backend`` (where
-the state lives), ``stats`` (what ``statistics()`` returns).
+the state lives), ``stats`` (what ``statistics()`` returns), ``split`` and ``split_backend``
+(input and output token quotas apart).
 """

@@ -134,6 +134,11 @@ class MemoryBackend:
             window = self._windows[key] = Window(quotas)
         return window
 
+    def window(self, key: Hashable, quotas: tuple[Quota, ...]) -> Window:
+        """The state of ``key`` (made when missing): for a composite backend
+        (``split.SplitBackend``) that checks several keys and takes from all in one step."""
+        return self._window(key, quotas)
+
     def take(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int) -> Entry | None:
         """``reserve`` without the coroutine (in memory nothing suspends): the ticket if every
         quota has room now, else None with nothing recorded. RateLimit's path when nobody waits."""

@@ -1,18 +1,22 @@
 """What providers say about their rate limits: ``x-ratelimit-remaining-*`` / ``-reset-*`` /
-``-limit-*`` headers, and the pause a 429 asks for; and handing both to the backend."""
+``-limit-*`` headers (OpenAI) and ``anthropic-ratelimit-*-remaining`` / ``-reset`` / ``-limit``
+(Anthropic: resets as RFC 3339 times, input and output tokens apart), and the pause a 429 asks
+for; and handing both to the backend."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Hashable, Iterator, Mapping
 from contextvars import ContextVar
+from datetime import datetime, timezone
 from typing import Any
 
 from ..._core.classify import FailureKind, classify
 from ..._core.errors import AdmissionError
 
-__all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "pause_after",
-           "rate_limit_headers", "refusal", "report", "spend"]
+__all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "parse_reset", "part_headers",
+           "pause_after", "rate_limit_headers", "refusal", "report", "spend"]
 
 #: The reservation (``line.Held``) of the call being sent, for its headers to be read against.
 HELD: ContextVar[Any] = ContextVar("llmguard_rate_limit_held", default=None)
@@ -53,21 +57,62 @@ def parse_duration(value: Any) -> float | None:
     return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
+def parse_reset(value: Any, *, now: float | None = None) -> float | None:
+    """Seconds until a reset header's moment: an OpenAI duration (:func:`parse_duration`) or an
+    RFC 3339 timestamp, as Anthropic sends (``2026-01-01T12:00:30Z``), measured from ``now``
+    (Unix seconds, default the wall clock); a moment past is 0.0."""
+    seconds = parse_duration(value)
+    if seconds is not None or value is None:
+        return seconds
+    try:
+        moment = datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:  # RFC 3339 always has an offset; without one, UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+#: ``(unit, remaining, reset, limit)`` header names: OpenAI's (Azure's, LiteLLM's proxy's),
+#: then Anthropic's (its ``-tokens-`` is the tightest of its input and output limits).
+_NAMES = {unit: [(f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}",
+                  f"x-ratelimit-limit-{unit}")] for unit in ("requests", "tokens")}
+for _unit in ("requests", "tokens", "input-tokens", "output-tokens"):
+    _NAMES.setdefault(_unit, []).append(tuple(
+        f"anthropic-ratelimit-{_unit}-{field}" for field in ("remaining", "reset", "limit")))
+
+
+def _read(get: Any, unit: str) -> Iterator[tuple[int, float | None, int | None]]:
+    for remaining, reset, limit in _NAMES[unit]:
+        left = _count(get(remaining))
+        if left is not None:
+            yield left, parse_reset(get(reset)), _count(get(limit))
+
+
 def rate_limit_headers(
         headers: Mapping[str, str]) -> Iterator[tuple[bool, int, float | None, int | None]]:
     """``(tokens, remaining, reset seconds or None, limit or None)`` for each of ``requests``
-    (``tokens=False``) and ``tokens`` whose ``x-ratelimit-remaining-*`` header is present and
-    readable (LiteLLM's proxy sends it without a reset; OpenAI with ``x-ratelimit-reset-*``
-    and ``x-ratelimit-limit-*``)."""
+    (``tokens=False``) and ``tokens`` whose ``x-ratelimit-remaining-*`` (or Anthropic's
+    ``anthropic-ratelimit-*-remaining``) header is present and readable (LiteLLM's proxy sends
+    it without a reset; OpenAI with ``x-ratelimit-reset-*`` and ``x-ratelimit-limit-*``)."""
     get = getattr(headers, "get", None)
     if get is None:
         return
     for unit, tokens in (("requests", False), ("tokens", True)):
-        remaining = _count(get(f"x-ratelimit-remaining-{unit}"))
-        if remaining is None:
-            continue
-        limit = _count(get(f"x-ratelimit-limit-{unit}"))
-        yield tokens, remaining, parse_duration(get(f"x-ratelimit-reset-{unit}")), limit
+        for left, reset, limit in _read(get, unit):
+            yield tokens, left, reset, limit
+
+
+def part_headers(headers: Mapping[str, str]) -> Iterator[tuple[str, int, float, int | None]]:
+    """``(part, remaining, reset seconds, limit or None)`` for Anthropic's input and output
+    token limits (``part`` ``"input"`` / ``"output"``) reported with a reset time."""
+    get = getattr(headers, "get", None)
+    if get is None:
+        return
+    for part in ("input", "output"):
+        for left, reset, limit in _read(get, f"{part}-tokens"):
+            if reset is not None:
+                yield part, left, reset, limit
 
 
 def _count(value: Any) -> int | None:
@@ -91,6 +136,9 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
             backend.observe(key, quotas, tokens, left, reset, ticket=ticket, limit=limit)
         elif reset is not None:
             backend.cap(key, quotas, tokens, left, reset)
+    if any(q.part for q in quotas):  # input_tpm / output_tpm: a ``split_backend.SplitBackend``
+        for part, left, reset, _ in part_headers(headers):
+            backend.cap(key, quotas, True, left, reset, part)
 
 
 def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseException,

@@ -22,11 +22,11 @@ from ..._core.errors import AdmissionTimeout
 from ..._core.events import EventKind
 from ..._core.public import public
 from ..._core.stream import Stream
-from ..._core.tokens import estimate_tokens
-from .backend import MemoryBackend, RateLimitBackend
+from .backend import RateLimitBackend
 from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration, refusal, report, spend
 from .line import Held, WaitingLine
-from .quotas import build_quotas, check_backend, check_choice, too_large, used_tokens
+from .quotas import build_quotas, check_backend, check_choice, used_tokens
+from .split_backend import check_fits, setup, split_used, too_large
 from .stats import RateLimitStats
 
 __all__ = ["DEFAULT_PAUSE", "RateLimit", "RateLimitStats", "parse_duration"]
@@ -55,8 +55,9 @@ class RateLimit:
       then waits in an inner queue (a ConcurrencyLimit below) is counted again when it leaves
       it, when the provider sees it, ahead of the line (it holds the inner slot). A 429 pauses
       the key until its Retry-After (1 s without), or a learned fixed window's next boundary.
-    * ``max_wait`` seconds of waiting raises :class:`AdmissionTimeout`; an estimate larger than
-      the token quota raises :class:`RequestTooLarge` at once.
+    * ``input_tpm`` / ``output_tpm``: Anthropic's ITPM/OTPM apart (``split``). ``max_wait``
+      seconds of waiting raises :class:`AdmissionTimeout`; an estimate larger than a token
+      quota raises :class:`RequestTooLarge` at once.
     * ``backend``: where the quota state lives (:class:`RateLimitBackend`; in memory by default).
       ``assume_spent()`` counts every quota as used up now (a run resumed after a kill).
     """
@@ -64,7 +65,7 @@ class RateLimit:
     __slots__ = (
         "quotas", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
         "_line", "_reserved", "_in_flight", "_admitted", "_rejected",
-        "_refunds", "_rate_limited", "_take", "_reconcile", "_settle", "_learning",
+        "_refunds", "_rate_limited", "_take", "_reconcile", "_settle", "_learning", "_split",
     )
 
     def __init__(
@@ -72,7 +73,7 @@ class RateLimit:
         *,
         rpm: int | None = None,
         rps: int | None = None,
-        tpm: int | None = None,
+        tpm: int | None = None, input_tpm: int | None = None, output_tpm: int | None = None,
         tokens: Callable[..., int] | None = None,
         usage: Callable[[Any], int | None] | None = None,
         max_wait: float | None = None,
@@ -83,7 +84,7 @@ class RateLimit:
         key: Callable[..., Hashable] | None = None,
         backend: RateLimitBackend | None = None,
     ) -> None:
-        quotas = build_quotas(rpm, rps, tpm, burst, margin, refill)
+        quotas = build_quotas(rpm, rps, tpm, burst, margin, refill, input_tpm, output_tpm)
         check_choice("charge", charge)
         number("max_wait", max_wait, optional=True, unit=" of seconds",
                hint="; pass None to wait as long as it takes")
@@ -92,15 +93,11 @@ class RateLimit:
         check_backend(backend)
         #: The quotas enforced together (a call needs room in all of them).
         self.quotas = quotas
-        #: Where the quota state lives.
-        self.backend: RateLimitBackend = MemoryBackend() if backend is None else backend
-        # In memory, admission never suspends (``take``): nobody can overtake a call between its
-        # check and joining the line, so with nobody waiting it skips the line. A remote reserve
-        # suspends (a round trip): every call then goes through the line (FIFO in the process).
-        self._take = self.backend.take if isinstance(self.backend, MemoryBackend) else None
-        token_limits = [q.limit for q in quotas if q.tokens]
-        self._max_tokens = min(token_limits) if token_limits else None  # None: no token quota
-        self._tokens = estimate_tokens if tokens is None else tokens
+        #: Where the quota state lives (``_take``: its synchronous admission, ``setup``).
+        self.backend: RateLimitBackend
+        self.backend, self._take, self._tokens, self._split = setup(quotas, backend, tokens)
+        token_limits = [q.limit for q in quotas if q.tokens and not q.part]  # parts: check_fits
+        self._max_tokens = min(token_limits) if token_limits else sum(q.limit for q in quotas if q.part) or None
         self._usage = usage
         # Read the usage after a call (only with a token quota and charge="actual").
         self._reconcile = charge == "actual" and self._max_tokens is not None
@@ -121,10 +118,9 @@ class RateLimit:
         tokens = 0
         if self._max_tokens is not None:
             tokens = token_count(self._tokens(*call.args, **call.kwargs), "RateLimit(tokens=...)")
-            if tokens > self._max_tokens:
+            if tokens > self._max_tokens or (self._split and check_fits(tokens, self.quotas)):
                 self._rejected += 1
-                raise call.rejected("rate_limit", too_large(tokens, self._max_tokens,
-                                                            self._describe()))
+                raise call.rejected("rate_limit", too_large(tokens, self._max_tokens, self.quotas))
         take = self._take
         ticket = None
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
@@ -167,8 +163,10 @@ class RateLimit:
             HELD.reset(reset)
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
             self._defer(result, call, key, held.ticket, tokens)
-        elif self._reconcile or self._settle:
-            self._finish(call, key, held.ticket, tokens, result)
+        elif self._reconcile or self._settle:  # then the headers again: they count the answer
+            self._finish(call, key, held.ticket, tokens, result)  # settled (its unused output)
+            if self._split:
+                self.observe_response(call)
         else:  # nothing to reconcile: the reservation stands as made
             self._in_flight -= 1
             self._reserved -= tokens
@@ -196,7 +194,7 @@ class RateLimit:
             return
         actual = tokens
         if self._reconcile and result is not None:
-            actual = used_tokens(call, result, tokens, self._usage)
+            actual = (split_used if self._split else used_tokens)(call, result, tokens, self._usage)
         if actual != tokens or self._settle:
             self.backend.reconcile(key, ticket, actual)
             if self._lines:  # room may have opened: let the head of the line look again

@@ -55,7 +55,8 @@ def check_backend(backend: Any) -> None:
 
 
 def build_quotas(rpm: int | None, rps: int | None, tpm: int | None, burst: float | None,
-                 margin: float | None, refill: str) -> tuple[Quota, ...]:
+                 margin: float | None, refill: str, input_tpm: int | None = None,
+                 output_tpm: int | None = None) -> tuple[Quota, ...]:
     """The :class:`Quota` tuple for these settings (each checked, errors naming the argument):
     the quotas, their ``burst`` shares over proportionally shorter windows, each window
     ``margin`` seconds longer (a bucket refills that much slower; None: ``DEFAULT_MARGIN`` per
@@ -63,21 +64,27 @@ def build_quotas(rpm: int | None, rps: int | None, tpm: int | None, burst: float
     refill = check_choice("refill", refill)
     continuous, learn = refill == "continuous", refill == "auto"
     configured = (
-        (number("rpm", rpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, False),
-        (number("rps", rps, integer=True, optional=True, hint=_NO_QUOTA), 1.0, False),
-        (number("tpm", tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, True),
+        (number("rpm", rpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, False, ""),
+        (number("rps", rps, integer=True, optional=True, hint=_NO_QUOTA), 1.0, False, ""),
+        (number("tpm", tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, True, ""),
+        (number("input_tpm", input_tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0,
+         True, "input"),
+        (number("output_tpm", output_tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0,
+         True, "output"),
     )
-    quotas = [Quota(n, window, tokens, continuous, learn) for n, window, tokens in configured if n]
+    quotas = [Quota(n, window, tokens, continuous, learn, part=part)
+              for n, window, tokens, part in configured if n]
     if not quotas:
-        raise ValueError("RateLimit needs a quota: pass rpm=, rps= and/or tpm=")
+        raise ValueError("RateLimit needs a quota: pass rpm=, rps=, tpm=, input_tpm= and/or "
+                         "output_tpm=")
     if burst is not None:
         number("burst", burst, high=1, what="a fraction of each quota in (0, 1]")
         quotas += [Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens, continuous,
-                         learn) for q in quotas]
+                         learn, part=q.part) for q in quotas]
     number("margin", margin, low_open=False, unit=" of seconds", optional=True,
            hint="; e.g. margin=0.5 for a per-minute quota over the network")
     # each admission counts that much longer than the provider's window
-    return tuple(Quota(q.limit, q.window + extra, q.tokens, continuous, learn, extra)
+    return tuple(Quota(q.limit, q.window + extra, q.tokens, continuous, learn, extra, q.part)
                  if (extra := (q.window * DEFAULT_MARGIN / 60 if margin is None else margin))
                  else q for q in quotas)
 

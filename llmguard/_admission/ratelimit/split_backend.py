@@ -1,0 +1,186 @@
+"""The backend behind ``RateLimit(input_tpm=, output_tpm=)``: input, output and other quotas
+reserved together.
+
+The backends know one kind of token. :class:`SplitBackend` keeps the input and output quotas
+under keys of their own (:class:`Part`) in the same backend, next to the layer's request and
+total-token quotas under the key itself, and admits a call only when all of them have room: the
+:class:`~llmguard.RateLimitBackend` protocol stays as it is, and the Redis backend shares the
+parts across processes as it shares any key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from ..._core.tokens import estimate_tokens
+from .backend import MemoryBackend
+from .split import Tokens, check_fits, split_estimate, split_used, too_large
+from .window import Quota
+
+__all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_large"]
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """The backend key of a layer's ``input`` or ``output`` token quotas for ``key`` (equal
+    only to another Part, so it never meets a key of the layer's own ``key=``)."""
+
+    part: str
+    key: Hashable
+
+
+class _Ticket:
+    """A reservation in several windows: ``(backend key, ticket)`` each, and what it reserved."""
+
+    __slots__ = ("taken", "tokens")
+
+    def __init__(self, taken: list[tuple[Hashable, Any, str]], tokens: Any) -> None:
+        self.taken, self.tokens = taken, tokens
+
+
+def _amount(part: str, tokens: Any) -> int:
+    if not part:
+        return int(tokens)
+    if isinstance(tokens, Tokens):
+        return tokens.input if part == "input" else tokens.output
+    return 0  # a plain int (an old caller): its parts are unknown
+
+
+class SplitBackend:
+    """A :class:`~llmguard.RateLimitBackend` over ``inner`` for quotas with ``part`` set: the
+    request and total-token quotas under the key, ``input`` / ``output`` ones under
+    ``Part(part, key)``. A reservation takes room in all of them or in none.
+
+    In memory the check and the taking happen in one synchronous step. Through a remote backend
+    the windows are reserved one after the other and, when one has no room, those taken are
+    refunded at once (with continuously refilling quotas a refund may give back less than it
+    took, which errs on the side of waiting).
+    """
+
+    __slots__ = ("inner", "take", "_layouts")
+
+    def __init__(self, inner: Any) -> None:
+        #: The backend holding every window.
+        self.inner = inner
+        #: ``reserve`` without the coroutine, when ``inner`` is in memory (else None).
+        self.take = self._take if isinstance(inner, MemoryBackend) else None
+        self._layouts: dict[tuple[Quota, ...], list[tuple[str, tuple[Quota, ...]]]] = {}
+
+    def _layout(self, quotas: tuple[Quota, ...]) -> list[tuple[str, tuple[Quota, ...]]]:
+        """``(part, its quotas)`` for the parts with quotas: "" (requests and totals) first."""
+        layout = self._layouts.get(quotas)
+        if layout is None:
+            layout = self._layouts[quotas] = [
+                (part, tuple(q for q in quotas if q.part == part))
+                for part in ("", "input", "output") if any(q.part == part for q in quotas)]
+        return layout
+
+    @staticmethod
+    def _key(part: str, key: Hashable) -> Hashable:
+        return Part(part, key) if part else key
+
+    def _take(self, key: Hashable, quotas: tuple[Quota, ...], tokens: Any) -> _Ticket | None:
+        now = asyncio.get_running_loop().time()
+        windows = [(self._key(part, key), self.inner.window(self._key(part, key), sub), part)
+                   for part, sub in self._layout(quotas)]
+        for _, window, part in windows:
+            if window.wait(now, _amount(part, tokens)) > 0.0:
+                return None
+        return _Ticket([(sub, window.add(now, _amount(part, tokens)), part)
+                        for sub, window, part in windows], tokens)
+
+    async def reserve(self, key: Hashable, quotas: tuple[Quota, ...],
+                      tokens: Any) -> tuple[float, Any]:
+        inner = self.inner
+        if self.take is not None:
+            ticket = self.take(key, quotas, tokens)
+            if ticket is not None:
+                return 0.0, ticket
+            now = asyncio.get_running_loop().time()
+            return max(inner.window(self._key(part, key), sub).wait(now, _amount(part, tokens))
+                       for part, sub in self._layout(quotas)), None
+        taken: list[tuple[Hashable, Any, str]] = []
+        try:
+            for part, sub in self._layout(quotas):
+                name = self._key(part, key)
+                wait, ticket = await inner.reserve(name, sub, _amount(part, tokens))
+                if ticket is None:
+                    self._give_back(taken)
+                    return wait, None
+                taken.append((name, ticket, part))
+        except BaseException:
+            self._give_back(taken)
+            raise
+        return 0.0, _Ticket(taken, tokens)
+
+    def _give_back(self, taken: list[tuple[Hashable, Any, str]]) -> None:
+        for name, ticket, _ in taken:
+            self.inner.refund(name, ticket)
+        taken.clear()
+
+    def reconcile(self, key: Hashable, ticket: _Ticket, tokens: int) -> None:
+        if not isinstance(tokens, Tokens):  # a total only: the input stays as reserved
+            reserved = ticket.tokens
+            base = reserved.input if isinstance(reserved, Tokens) else 0
+            tokens = Tokens(min(base, int(tokens)), max(0, int(tokens) - base))
+        for name, entry, part in ticket.taken:
+            self.inner.reconcile(name, entry, _amount(part, tokens))
+
+    def refund(self, key: Hashable, ticket: _Ticket) -> None:
+        self._give_back(ticket.taken)
+
+    def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
+        for part, sub in self._layout(quotas):
+            self.inner.pause(self._key(part, key), sub, seconds)
+
+    def cap(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
+            reset: float, part: str = "") -> None:
+        """As the protocol's; ``part`` names the input or output quotas the report is about.
+        A report of all tokens (Anthropic's ``-tokens-``: the tightest of input and output)
+        caps only a total ``tpm``, if the layer has one."""
+        for name, sub in self._layout(quotas):
+            if name == part and (not tokens or any(q.tokens for q in sub)):
+                self.inner.cap(self._key(part, key), sub, tokens, remaining, reset)
+
+    def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
+        """Requests from the request quotas; tokens the tightest token quota of any part."""
+        requests, tokens, paused = None, None, 0.0
+        for part, sub in self._layout(quotas):
+            free_requests, free_tokens, pause = self.inner.headroom(self._key(part, key), sub)
+            paused = max(paused, pause)
+            if any(not q.tokens for q in sub):
+                requests = free_requests
+            if any(q.tokens for q in sub):
+                tokens = free_tokens if tokens is None else min(tokens, free_tokens)
+        return requests or 0, tokens or 0, paused
+
+    def part_headroom(self, key: Hashable, quotas: tuple[Quota, ...], part: str) -> int | None:
+        """Tokens available now in the ``part`` quotas (None when the layer has none)."""
+        for name, sub in self._layout(quotas):
+            if name == part:
+                return self.inner.headroom(self._key(part, key), sub)[1]
+        return None
+
+    def __repr__(self) -> str:
+        return f"<SplitBackend input/output over {self.inner!r}>"
+
+
+
+
+def setup(quotas: tuple[Quota, ...], backend: Any,
+          tokens: Callable[..., Any] | None) -> tuple[Any, Any, Callable[..., int], bool]:
+    """A RateLimit's backend (a :class:`SplitBackend` over it when ``quotas`` have input or
+    output parts), its synchronous admission, its token estimator, and whether it splits.
+
+    In memory, admission never suspends (``take``): nobody can overtake a call between its
+    check and joining the line, so with nobody waiting it skips the line. A remote reserve
+    suspends (a round trip): every call then goes through the line (FIFO in the process)."""
+    backend = MemoryBackend() if backend is None else backend
+    split = any(q.part for q in quotas)
+    if split:
+        backend = SplitBackend(backend)
+    take = backend.take if isinstance(backend, (MemoryBackend, SplitBackend)) else None
+    return backend, take, split_estimate(tokens) if split else tokens or estimate_tokens, split
