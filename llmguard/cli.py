@@ -22,7 +22,7 @@ import llmguard
 from ._cli.checks import api_base_problem, number_type, output_problem, same_file
 from ._cli.checks import usage_error as _fail
 from ._cli.io import done_ids, scan_input
-from ._cli.run import EXIT_CRASH, Settings, make_limits, run
+from ._cli.run import EXIT_CRASH, Settings, make_limits, run, stack_spec
 from ._cli.usage import DESCRIPTION, EPILOG
 
 __all__ = ["main"]
@@ -189,12 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.redis is not None or args.actors != 2:
         return _fail("--redis and --actors go with --ray")
     api_key = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
+    try:
+        stack = stack_spec(args)
+    except (TypeError, ValueError) as exc:
+        return _fail(str(exc))
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
-        rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin, refill=args.refill,
-        concurrency=args.concurrency, adaptive=args.adaptive,
-        retries=args.retries, timeout=args.timeout, fallback_models=tuple(args.fallback_model),
-        cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
+        stack=stack, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
         progress=args.progress, verbose=args.verbose, api_key=api_key or None,
     )

@@ -50,6 +50,8 @@ class Cache:
     store (``maxsize`` entries, LRU) with any :class:`CacheStore`. ``cache_if(result)`` decides
     per result (default :func:`cache_if_complete`). Errors and cancellations are never cached.
     Each call's outcome is ``call.record.cache``: "hit" | "miss" | "coalesced" | "bypass".
+    ``per_partition=True`` keeps each ``call.partition`` (a tenant, an API key) to its own
+    entries: one partition never reads another's answer.
     """
 
     #: What a :class:`CacheStore`'s ``get`` returns for an absent or expired key.
@@ -57,7 +59,7 @@ class Cache:
 
     __slots__ = ("ttl", "store", "namespace", "_key", "_keyer", "_cache_if", "_lookup", "_put",
                  "_copies", "_abandon", "_flights", "_hits", "_misses", "_coalesced", "_bypassed",
-                 "_store_errors")
+                 "_store_errors", "per_partition")
 
     def __init__(
         self,
@@ -68,7 +70,12 @@ class Cache:
         store: CacheStore | None = None,
         cache_if: Callable[[Any], bool] | None = None,
         namespace: str | None = None,
+        per_partition: bool = False,
     ) -> None:
+        if not isinstance(per_partition, bool):
+            raise TypeError(f"per_partition must be True or False, got {per_partition!r}")
+        #: Entries are keyed on ``call.partition`` too.
+        self.per_partition = per_partition
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
             raise TypeError(f"ttl must be a number of seconds, got {type(ttl).__qualname__}")
         if not ttl > 0 or math.isinf(ttl):  # `not >` also rejects NaN
@@ -120,6 +127,8 @@ class Cache:
             return await call_next(call)
         key = self._keyer(call.fn, call.args, call.kwargs) if self._key is None else custom_key(
             self._key, call.args, call.kwargs)
+        if self.per_partition:
+            key = f"{key}@{call.partition!s}"
         if mode is None:
             value = self._lookup(key) if self._lookup else await self._get(key)
             if value is not MISSING:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
-from .._runners.layers import run_layers
+from .._pipeline.stack import StackSpec, build_stack
 from .._runners.stopper import Stopper
 from .io import FSYNC_INTERVAL, Job, OutputWriter, read_jobs
 from .limits import Limits, announce
@@ -16,7 +17,7 @@ from .provider import Provider
 from .report import Progress, Tally, format_summary
 from .worker import make_worker
 
-__all__ = ["Settings", "build_pipeline", "run"]
+__all__ = ["Settings", "build_pipeline", "run", "stack_spec"]
 
 #: Exit codes (documented in ``llmguard run --help``).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -30,18 +31,9 @@ class Settings:
     output: str
     model: str | None = None
     api_base: str | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    burst: float | None = None
-    margin: float = 0.5
-    refill: str = "window"
-    concurrency: int = 16
-    adaptive: bool = False
-    retries: int = 3
-    timeout: float | None = 60.0
+    #: The layers' options (``--rpm``, ``--retries``, ``--fallback-model``, ...).
+    stack: StackSpec = StackSpec()
     api_key: str | None = None
-    fallback_models: tuple[str, ...] = ()
-    cache_ttl: float | None = None
     priority_field: str | None = None
     ordered: bool = True
     resume: bool = False
@@ -55,31 +47,37 @@ class Settings:
         """Lines admitted at once: more than the concurrency limit, so a line sleeping in a
         backoff or waiting for quota never idles a provider slot, and priorities have a queue
         to choose from."""
-        return 512 if self.adaptive else 4 * self.concurrency
+        return 512 if self.stack.adaptive else 4 * self.stack.concurrency
+
+
+def stack_spec(args: Any) -> StackSpec:
+    """The layers' options of a parsed ``llmguard run`` command line (raises naming a bad one)."""
+    return StackSpec(rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin,
+                     refill=args.refill, concurrency=args.concurrency, adaptive=args.adaptive,
+                     retries=args.retries, timeout=args.timeout,
+                     fallbacks=tuple(args.fallback_model), cache_ttl=args.cache_ttl)
 
 
 def build_pipeline(s: Settings, limits: Limits | None = None) -> Pipeline:
-    """The recommended layer order (see the README's "Layer order"), from the options given.
+    """The stack recipe (:func:`~llmguard._pipeline.stack.build_stack`) from the options given.
 
     No Timeout layer: ``--timeout`` is enforced by the provider from when an attempt is sent,
-    so time spent waiting for quota or a slot is never a timeout. The rate limit waits as long
-    as it takes (``max_wait=None``): a quota-bound run paces, it does not fail lines.
+    so time spent waiting for quota or a slot is never a timeout. The rate limit is the run's
+    :class:`Limits` (given or learned), which waits as long as it takes (``max_wait=None``): a
+    quota-bound run paces, it does not fail lines.
     """
-    return run_layers(metrics=s.metrics_port is not None,
-                      cache=None if s.cache_ttl is None else {"ttl": s.cache_ttl},
-                      fallback_models=s.fallback_models, retries=s.retries,
-                      rate_limit=make_limits(s) if limits is None else limits,
-                      concurrency=s.concurrency, adaptive=s.adaptive)
+    return build_stack(replace(s.stack, timeout=None), name="llmguard-run",
+                       metrics={} if s.metrics_port is not None else None,
+                       rate_limit=make_limits(s) if limits is None else limits)
 
 
 def make_limits(s: Settings) -> Limits:
     """The run's quotas: --rpm/--tpm, else learned from a real provider's headers."""
-    # OpenAI-style providers charge max_tokens at admission: keep reservations as made.
     # Learned from --api-base answers (the headers are read there; litellm hides them).
-    return Limits(rpm=s.rpm, tpm=s.tpm, learn=s.api_base is not None,
-                  announce=announce, burst=s.burst, margin=s.margin, refill=s.refill,
-                  charge="reserved",
-                  tokens=request_tokens)
+    spec = s.stack
+    return Limits(rpm=spec.rpm, tpm=spec.tpm, learn=s.api_base is not None,
+                  announce=announce, burst=spec.burst, margin=spec.margin, refill=spec.refill,
+                  charge=spec.charge, tokens=request_tokens)
 
 
 async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
@@ -93,7 +91,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     """
     out = sys.stderr if s.output == "-" else sys.stdout  # records own stdout with -o -
     limits = make_limits(s)
-    provider = Provider(s.api_base, s.api_key, timeout=s.timeout)
+    provider = Provider(s.api_base, s.api_key, timeout=s.stack.timeout)
     provider.open(s.model)  # imports and the session now, not inside the first admitted calls
     tally = Tally(skipped=len(skip))
     progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
@@ -101,7 +99,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
                         queued=lambda: len(pending) - len(provider.sending))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume)
     worker = make_worker(build_pipeline(s, limits).build(provider.send), provider, model=s.model,
-                         cache=s.cache_ttl is not None)
+                         cache=s.stack.cache_ttl is not None)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
     room = asyncio.Event()  # a line finished, or a stop: the reader looks again
@@ -152,7 +150,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
 
     stopper = Stopper(s.grace, stop=stop, abandon=abandon)
     print(f"llmguard run: limits in use: {limits.describe()}; concurrency "
-          f"{'adaptive' if s.adaptive else s.concurrency}", file=sys.stderr, flush=True)
+          f"{'adaptive' if s.stack.adaptive else s.stack.concurrency}", file=sys.stderr, flush=True)
     start = loop.time()
     ticker = [loop.call_later(FSYNC_INTERVAL, fsync_tick)]
     complete = False

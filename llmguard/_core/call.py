@@ -11,6 +11,7 @@ from .events import CallRecord, Event, EventKind
 from .layer import (
     BuildHook,
     Handler,
+    HandlesCalls,
     HeaderObserver,
     Layer,
     compose,
@@ -22,8 +23,8 @@ from .layer import (
 from .public import public
 
 # The layer seams live in ``layer.py``; re-exported here, where layers have always imported them.
-__all__ = ["BuildHook", "Call", "Handler", "HeaderObserver", "Layer", "compose", "invoke",
-           "invoke_timed", "is_async_callable", "label"]
+__all__ = ["BuildHook", "Call", "Handler", "HandlesCalls", "HeaderObserver", "Layer", "compose",
+           "invoke", "invoke_timed", "is_async_callable", "label"]
 
 @public
 class Call:

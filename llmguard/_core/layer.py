@@ -19,8 +19,8 @@ from .stream import Stream, is_stream_result
 if TYPE_CHECKING:
     from .call import Call
 
-__all__ = ["BuildHook", "Handler", "HeaderObserver", "Layer", "compose", "invoke",
-           "invoke_timed", "is_async_callable", "label"]
+__all__ = ["BuildHook", "Handler", "HandlesCalls", "HeaderObserver", "Layer", "compose",
+           "invoke", "invoke_timed", "is_async_callable", "label"]
 
 #: The next step of a pipeline: takes the call, returns (an awaitable of) the result.
 Handler = Callable[["Call"], Awaitable[Any]]
@@ -66,6 +66,15 @@ class HeaderObserver(Protocol):
     """
 
     def observe_response(self, call: Call) -> None: ...
+
+
+@runtime_checkable
+class HandlesCalls(Protocol):
+    """An alternate that runs the call itself (a guarded function's ``handle``): Fallback hands
+    it the call, so its partition, priority and record go with it into the alternate's layers,
+    instead of calling it with the arguments as a new call."""
+
+    def handle(self, call: Call, /) -> Awaitable[Any]: ...
 
 
 async def invoke(call: Call) -> Any:

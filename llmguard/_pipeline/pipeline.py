@@ -160,12 +160,15 @@ class Pipeline:
         return snapshot
 
     @overload
-    def wrap(self, fn: Callable[P, Awaitable[R]]) -> Guarded[P, R]: ...
+    def wrap(self, fn: Callable[P, Awaitable[R]], *, terminal: Handler = ...) -> Guarded[P, R]: ...
     @overload
-    def wrap(self, fn: Any) -> Guarded[..., Any]: ...
+    def wrap(self, fn: Any, *, terminal: Handler = ...) -> Guarded[..., Any]: ...
 
-    def wrap(self, fn: Any) -> Guarded[..., Any]:
-        """Guard ``fn`` (an async function, method, bound method, partial or async callable)."""
+    def wrap(self, fn: Any, *, terminal: Handler = invoke) -> Guarded[..., Any]:
+        """Guard ``fn`` (an async function, method, bound method, partial or async callable).
+
+        ``terminal`` is the innermost handler (default: call ``fn`` with the call's arguments);
+        an application sending to an upstream passes its own."""
         if not is_async_callable(fn):
             raise TypeError(
                 f"llmguard guards async callables, and {_describe(fn)!s} is not one. Make it "
@@ -184,7 +187,7 @@ class Pipeline:
                 )
         from .guarded import make_guarded
 
-        return make_guarded(self, fn)
+        return make_guarded(self, fn, terminal)
 
     def __call__(self, fn: Callable[P, Awaitable[R]]) -> Guarded[P, R]:
         """Use the pipeline as a decorator: ``@pipeline``."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.call import Call, Handler, invoke, is_async_callable
+from .._core.call import Call, Handler, HandlesCalls, invoke, is_async_callable
 from .._core.classify import FailureKind, classify
 from .._core.errors import FallbackExhausted
 from .._core.events import EventKind
@@ -61,8 +61,9 @@ class Fallback:
 
     * a dict of keyword overrides, e.g. ``{"model": "gpt-4o-mini"}``: the rest of the pipeline
       runs again with those arguments replaced (model fallbacks for litellm and the OpenAI SDK);
-    * an async callable (another client, or another guarded pipeline) called with the same
-      arguments.
+    * an async callable (another client) called with the same arguments; a guarded function
+      (another pipeline) runs this very call through its layers (its ``handle``), so the call's
+      partition and priority go with it.
 
     ``routes`` sends specific failure kinds to a specific alternate first, e.g.
     ``{FailureKind.CONTEXT_WINDOW: {"model": "long-context-model"}}``. ``on`` (a predicate
@@ -106,6 +107,8 @@ class Fallback:
                    saved: tuple[Any, ...]) -> Any:
         call.restore(saved)  # each alternate starts from what the caller set, not the primary's
         call.attempt = 1
+        if isinstance(alternate, HandlesCalls):  # another pipeline: this call goes through it
+            return await alternate.handle(call)
         if not isinstance(alternate, dict):  # another client: called directly (invoke starts
             call.fn = alternate              # a streaming alternate's stream)
             return await invoke(call)

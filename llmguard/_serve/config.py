@@ -11,8 +11,9 @@
     base_url = "http://127.0.0.1:8000/v1"
     api_key_env = "UPSTREAM_KEY"  # the key is read from this variable, never from the file
     model = "gpt-4o-mini"         # what the upstream is asked for (default: the name)
-    rpm = 500                     # layers: rpm, tpm, concurrency | adaptive, retries, timeout,
-    fallbacks = ["backup"]        # fallbacks, cache_ttl, circuit_breaker, max_wait
+    rpm = 500                     # layers (StackSpec): rpm, tpm, burst, margin, refill, charge,
+    fallbacks = ["backup"]        # concurrency | adaptive, retries, timeout, fallbacks, cache_ttl,
+                                  # circuit_breaker, max_wait
 
     [tenants.acme]
     api_key_sha256 = "9f86d0..."  # or api_key_env = "ACME_KEY"; keys are kept only as sha256
@@ -29,9 +30,10 @@ the key can be found in the file, its line. The value checks and that reader liv
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .._pipeline.stack import StackSpec, stack_options
 from .config_parse import (
     JOBS_KEYS,
     MODEL_KEYS,
@@ -42,7 +44,13 @@ from .config_parse import (
     Reader,
 )
 
-__all__ = ["PRIORITIES", "ConfigError", "JobsConfig", "ModelConfig", "ServeConfig", "TenantConfig", "load"]
+__all__ = ["PRIORITIES", "SERVE_STACK", "ConfigError", "JobsConfig", "ModelConfig", "ServeConfig",
+           "TenantConfig", "load"]
+
+#: A model's layers by default: a gateway answers in time (at most 30 s waiting for quota or a
+#: slot, then 429), retries twice, and charges the tokens the provider reports.
+SERVE_STACK = StackSpec(concurrency=64, retries=2, max_wait=30.0, margin=0.0, charge="actual")
+
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
@@ -56,16 +64,8 @@ class ModelConfig:
     latency: float = 0.01
     seconds_per_token: float = 0.0005
     fail_status: int | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    concurrency: int = 64
-    adaptive: bool = False
-    retries: int = 2
-    timeout: float | None = 60.0
-    fallbacks: tuple[str, ...] = ()
-    cache_ttl: float | None = None
-    circuit_breaker: bool = False
-    max_wait: float = 30.0
+    #: The layers guarding it (``rpm``, ``retries``, ``fallbacks``, ... as TOML keys).
+    stack: StackSpec = SERVE_STACK
     price_input: float = 0.0
     price_output: float = 0.0
 
@@ -119,8 +119,8 @@ def default_config() -> ServeConfig:
     """No file: the offline fake models, no tenants (open, on loopback by default)."""
     return ServeConfig(models={
         "fake": ModelConfig("fake"),
-        "fake-fail": ModelConfig("fake-fail", fail_status=500, retries=0),
-        "fake-429": ModelConfig("fake-429", fail_status=429, retries=0),
+        "fake-fail": ModelConfig("fake-fail", fail_status=500, stack=replace(SERVE_STACK, retries=0)),
+        "fake-429": ModelConfig("fake-429", fail_status=429, stack=replace(SERVE_STACK, retries=0)),
     }, jobs=JobsConfig(default_model="fake"))
 
 
@@ -163,9 +163,14 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
                 raise reader.fail(("models", name, "fail_status"), "only for the fake provider")
             if fields.get("adaptive") and "concurrency" in fields:
                 raise reader.fail(("models", name, "adaptive"), "set adaptive or concurrency")
-            models[name] = ModelConfig(name, **fields)
+            layers = {k: fields.pop(k) for k in stack_options() if k in fields}
+            try:
+                stack = replace(SERVE_STACK, **layers)
+            except (TypeError, ValueError) as exc:
+                raise reader.fail(("models", name), str(exc)) from None
+            models[name] = ModelConfig(name, **fields, stack=stack)
         for name, m in models.items():
-            for fb in m.fallbacks:
+            for fb in m.stack.fallbacks:
                 if fb not in models or fb == name:
                     raise reader.fail(("models", name, "fallbacks"),
                                       f"{fb!r} is not another model of this file")
@@ -189,7 +194,7 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
 
 def _no_cycle(models: dict[str, ModelConfig], reader: Reader) -> None:
     def visit(name: str, path: tuple[str, ...]) -> None:
-        for fb in models[name].fallbacks:
+        for fb in models[name].stack.fallbacks:
             if fb in path:
                 raise reader.fail(("models", path[0], "fallbacks"),
                                   "fallbacks loop: " + " -> ".join((*path, fb)))

@@ -95,7 +95,9 @@ MODEL_KEYS = {
     "latency": number(False), "seconds_per_token": number(False), "fail_status": integer(400, 599),
     "rpm": integer(), "tpm": integer(), "concurrency": integer(), "adaptive": boolean,
     "retries": integer(0), "timeout": number(), "fallbacks": strings, "cache_ttl": number(),
-    "circuit_breaker": boolean, "max_wait": number(), "price_input": number(False),
+    "circuit_breaker": boolean, "max_wait": number(), "burst": number(),
+    "margin": number(False), "refill": one_of("window", "continuous"),
+    "charge": one_of("reserved", "actual"), "price_input": number(False),
     "price_output": number(False),
 }
 TENANT_KEYS = {

@@ -11,35 +11,24 @@ serves waiting calls by priority (``call.priority``) and round-robin across tena
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
-from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 import llmguard as lg
 
+from .._pipeline.stack import build_stack
 from .._upstream.protocol import Upstream
-from .._upstream.select import make_upstream
-
+from .._upstream.select import make_upstream, terminal
 from .config import ModelConfig, ServeConfig
 from .tenants import Tenant, TenantGate, Tenants
 from .usage import UsageBook
 
 __all__ = ["Gateway", "ShuttingDown"]
 
-#: The tenant of the request being served: part of every cache key, so tenants never see each
-#: other's cached answers. A context variable because Cache's key sees only the arguments.
-_tenant: ContextVar[str] = ContextVar("llmguard_serve_tenant", default="")
-
 
 class ShuttingDown(Exception):
     """The grace period after SIGTERM ran out before this request finished."""
-
-
-def _cache_key(**request: Any) -> str:
-    body = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{_tenant.get()}\0{body}".encode()).hexdigest()
 
 
 def upstream_of(cfg: ModelConfig) -> Upstream:
@@ -53,30 +42,35 @@ def upstream_of(cfg: ModelConfig) -> Upstream:
 
 
 class Model:
-    """One configured model at run time: its upstream, layers and handlers."""
+    """One configured model at run time: its upstream and its handlers."""
 
-    __slots__ = ("config", "upstream", "name", "target", "chat", "embed", "guarded", "layers")
+    __slots__ = ("config", "upstream", "name", "target", "chat", "embed", "guarded")
 
     def __init__(self, config: ModelConfig, upstream: Upstream) -> None:
         self.config, self.upstream, self.name = config, upstream, config.name
         #: What the upstream is asked for.
         self.target = config.model or config.name
-        self.chat: Any = None  # handler: TenantGate + the model's layers
+        self.chat: Any = None  # handler: TenantGate + the model's layers + the upstream
         self.embed: Any = None
-        self.guarded: Any = None  # the model's pipeline around its upstream (a fallback target)
-        self.layers: tuple[Any, ...] = ()
+        self.guarded: Any = None  # the model's layers around its upstream (a fallback target)
+
+    def terminal(self, *, embed: bool = False) -> Any:
+        """The innermost handler: to the upstream, as this model (a fallback arrives named as
+        the primary)."""
+        send = terminal(self.upstream, embed=embed)
+        target = self.target
+
+        def as_this_model(call: lg.Call) -> Any:
+            if call.kwargs.get("model") != target:
+                call.kwargs = {**call.kwargs, "model": target}  # the caller's dict is untouched
+            return send(call)
+
+        return as_this_model
 
     async def send(self, **request: Any) -> Any:
-        """The terminal call: to the upstream, as this model (a fallback arrives named as the
-        primary)."""
-        request["model"] = self.target
-        if request.get("stream"):
-            return self.upstream.stream(request)
-        return await self.upstream.chat(request)
-
-    async def send_embed(self, **request: Any) -> Any:
-        request["model"] = self.target
-        return await self.upstream.embed(request)
+        """One request to the upstream as this model, without layers: the function the model's
+        pipelines guard (what its cache keys name)."""
+        return await self.terminal()(lg.Call(self.send, (), request))
 
 
 class Gateway:
@@ -118,7 +112,7 @@ class Gateway:
         order: list[str] = []
 
         def visit(name: str) -> None:
-            for fb in self.config.models[name].fallbacks:
+            for fb in self.config.models[name].stack.fallbacks:
                 visit(fb)
             if name not in order:
                 order.append(name)
@@ -127,52 +121,37 @@ class Gateway:
         return order
 
     def _build(self, cfg: ModelConfig, gate: TenantGate) -> None:
+        """The model's handlers, through ``Pipeline.build`` like every pipeline: the stack recipe
+        (Metrics, Cache per tenant, Fallback to the other models' own pipelines, Retry,
+        CircuitBreaker, Timeout, RateLimit, concurrency), the tenant gate outermost."""
         model = self.models[cfg.name] = Model(cfg, upstream_of(cfg))
-        p = lg.Pipeline(name=f"serve:{cfg.name}").metrics(
-            meter_provider=self.meter_provider, provider=cfg.provider)
-        if cfg.cache_ttl is not None:
-            store = None
-            if self.backend is not None:
-                from llmguard.backends.redis import RedisStore
+        name = f"serve:{cfg.name}"
+        cache: dict[str, Any] = {"per_partition": True}  # tenants never see each other's answers
+        limiter = None
+        if self.backend is not None:
+            from llmguard.backends.redis import RedisConcurrencyLimiter, RedisStore
 
-                store = RedisStore(self.backend, namespace=f"serve:{cfg.name}")
-            p = p.cache(ttl=cfg.cache_ttl, key=_cache_key, store=store)
-        if cfg.fallbacks:
-            p = p.fallback(*(self.models[fb].guarded for fb in cfg.fallbacks))
-        tail = lg.Pipeline()
-        if cfg.retries:
-            tail = tail.retry(attempts=cfg.retries + 1)
-        if cfg.circuit_breaker:
-            tail = tail.circuit_breaker(name=f"serve:{cfg.name}", backend=self.backend)
-        if cfg.timeout is not None:
-            tail = tail.timeout(cfg.timeout)
-        if cfg.rpm or cfg.tpm:
-            tail = tail.rate_limit(rpm=cfg.rpm, tpm=cfg.tpm, max_wait=cfg.max_wait,
-                                   backend=self.backend)
-        if cfg.adaptive:
-            tail = tail.adaptive_concurrency(max_wait=cfg.max_wait)
-        elif self.backend is not None:
-            from llmguard.backends.redis import RedisConcurrencyLimiter
-
-            tail = tail.concurrency_limit(RedisConcurrencyLimiter(
-                self.backend, cfg.concurrency, name=f"model:{cfg.name}", max_wait=cfg.max_wait))
-        else:
-            tail = tail.concurrency_limit(cfg.concurrency, max_wait=cfg.max_wait)
-        pipeline = p.then(*tail.layers)
-        model.layers = pipeline.layers
-        model.guarded = pipeline.wrap(model.send)  # also binds Metrics to its neighbours
-        model.chat = lg.compose((gate, *pipeline.layers))
-        # Embeddings share the model's quota and slots (same RateLimit / limiter instances), with
+            cache["store"] = RedisStore(self.backend, namespace=name)
+            limiter = RedisConcurrencyLimiter(self.backend, cfg.stack.concurrency,
+                                              name=f"model:{cfg.name}",
+                                              max_wait=cfg.stack.max_wait)
+        stack = build_stack(cfg.stack, name=name, backend=self.backend, limiter=limiter,
+                            metrics={"meter_provider": self.meter_provider,
+                                     "provider": cfg.provider},
+                            cache=cache, fallback=lambda fb: self.models[fb].guarded)
+        model.guarded = stack.wrap(model.send, terminal=model.terminal())
+        model.chat = lg.Pipeline(gate, *stack.layers, name=name).build(model.terminal())
+        # Embeddings share the model's Metrics, quota and slots (the same layer instances), with
         # their own retry and timeout; no cache or fallback (those are chat-shaped).
-        shared = [layer for layer in tail.layers
-                  if isinstance(layer, (lg.RateLimit, lg.ConcurrencyLimit,
+        shared = [layer for layer in stack.layers
+                  if isinstance(layer, (lg.Metrics, lg.RateLimit, lg.ConcurrencyLimit,
                                         lg.AdaptiveConcurrency))]
-        own = lg.Pipeline()
-        if cfg.retries:
-            own = own.retry(attempts=cfg.retries + 1)
-        if cfg.timeout is not None:
-            own = own.timeout(cfg.timeout)
-        model.embed = lg.compose((gate, *own.layers, *shared))
+        own = build_stack(replace(cfg.stack, fallbacks=(), cache_ttl=None,
+                                  circuit_breaker=False, rpm=None, tpm=None))
+        own_layers = [layer for layer in own.layers if isinstance(layer, (lg.Retry, lg.Timeout))]
+        metrics, limits = shared[:1], shared[1:]
+        model.embed = lg.Pipeline(gate, *metrics, *own_layers, *limits, name=name).build(
+            model.terminal(embed=True))
 
     def model_for(self, tenant: Tenant, name: Any) -> Model | None:
         """The model ``name`` if it exists and the tenant may use it (else None: a 404 either
@@ -185,14 +164,12 @@ class Gateway:
         """Run one request through the tenant's and the model's layers; the result is a dict
         or, for a stream, an ``lg.Stream`` whose first chunk has arrived."""
         request["model"] = model.target
-        call = lg.Call(model.send_embed if embed else model.send, (), request, f"serve:{model.name}")
+        call = lg.Call(model.send, (), request, f"serve:{model.name}")
         call.priority = priority
-        call.partition = tenant.name
-        token = _tenant.set(tenant.name)
-        try:
-            return await self.bounded((model.embed if embed else model.chat)(call))
-        finally:
-            _tenant.reset(token)
+        call.partition = tenant.name  # the tenant: its cache entries, its turn at the limiter
+        if embed:
+            call.record.operation = "embeddings"
+        return await self.bounded((model.embed if embed else model.chat)(call))
 
     async def bounded(self, awaitable: Any) -> Any:
         """Await ``awaitable`` but no later than the drain deadline (then :class:`ShuttingDown`).

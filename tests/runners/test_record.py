@@ -9,7 +9,7 @@ from llmguard._cli.io import Job
 from llmguard._cli.provider import Provider
 from llmguard._cli.run import Settings, build_pipeline
 from llmguard._cli.worker import make_worker
-from llmguard._runners.layers import run_layers
+from llmguard._pipeline.stack import StackSpec, build_stack
 from llmguard._runners.record import describe, make_record
 
 FIELDS = ["id", "line", "ok", "model", "response", "error", "usage", "cost", "latency",
@@ -80,11 +80,12 @@ def test_cli_and_ray_stack_compose_the_same_layer_order() -> None:
     in the same order (the Ray stack adds Timeout: its provider does not bound attempts)."""
     from llmguard.integrations.ray import Stack
 
-    options = dict(rpm=600, fallback_models=("m2",), cache_ttl=60.0, retries=2)
-    cli = _kinds(build_pipeline(Settings(input="i", output="o", **options)))
+    options = dict(rpm=600, fallbacks=("m2",), cache_ttl=60.0, retries=2)
+    cli = _kinds(build_pipeline(Settings(input="i", output="o", stack=StackSpec(**options))))
     ray = _kinds(Stack(**options, timeout=None)(None))
     assert cli == ["Cache", "Fallback", "Retry", "Limits", "ConcurrencyLimit"]
     assert ray == ["Cache", "Fallback", "Retry", "RateLimit", "ConcurrencyLimit"]
     assert _kinds(Stack(**options)(None)) == ["Cache", "Fallback", "Retry", "Timeout",
                                               "RateLimit", "ConcurrencyLimit"]
-    assert _kinds(run_layers(metrics=True, adaptive=True)) == ["Metrics", "AdaptiveConcurrency"]
+    assert _kinds(build_stack(StackSpec(adaptive=True, retries=0, timeout=None),
+                              metrics={})) == ["Metrics", "AdaptiveConcurrency"]
