@@ -77,7 +77,8 @@ class Gateway:
     """Everything one gateway process holds: models, tenants, usage and the drain state."""
 
     def __init__(self, config: ServeConfig, *, redis_url: str | None = None,
-                 redis_prefix: str = "llmguard-serve", meter_provider: Any = None) -> None:
+                 redis_prefix: str = "llmguard-serve", meter_provider: Any = None,
+                 tracer_provider: Any = None) -> None:
         self.config = config
         #: Where shared state lives (None: this process only); the jobs store uses them too.
         self.redis_url, self.redis_prefix = redis_url, redis_prefix
@@ -93,7 +94,8 @@ class Gateway:
 
         self.tenants = Tenants(config.tenants, backend=self.backend,
                                limiter_factory=limiter_factory)
-        self.meter_provider = meter_provider
+        #: Where the models' Metrics layers export (None: the global meter provider; no spans).
+        self.meter_provider, self.tracer_provider = meter_provider, tracer_provider
         meter = None
         if meter_provider is not None:
             meter = meter_provider.get_meter("llmguard.serve")
@@ -137,6 +139,7 @@ class Gateway:
                                               max_wait=cfg.stack.max_wait)
         stack = build_stack(cfg.stack, name=name, backend=self.backend, limiter=limiter,
                             metrics={"meter_provider": self.meter_provider,
+                                     "tracer_provider": self.tracer_provider,
                                      "provider": cfg.provider},
                             cache=cache, fallback=lambda fb: self.models[fb].guarded)
         model.guarded = stack.wrap(model.send, terminal=model.terminal())

@@ -32,13 +32,14 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def make_app(config: ServeConfig, *, redis_url: str | None = None,
-             redis_prefix: str = "llmguard-serve") -> Any:
-    """The Starlette app for ``config`` (its gateway is ``app.state.gateway``)."""
+             redis_prefix: str = "llmguard-serve", tracer_provider: Any = None) -> Any:
+    """The Starlette app for ``config`` (its gateway is ``app.state.gateway``); with a
+    ``tracer_provider`` every request gets a span, and one per attempt at the upstream."""
     from .app import build_app, metrics_provider
 
     provider, registry = metrics_provider()
     gateway = Gateway(config, redis_url=redis_url, redis_prefix=redis_prefix,
-                      meter_provider=provider)
+                      meter_provider=provider, tracer_provider=tracer_provider)
     _LIVE.append(gateway)
     return build_app(gateway, registry)
 
