@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .._admission.ratelimit import RateLimit
+from .._admission.ratelimit.layer import RateLimit
 from .._core.call import Call, Handler
 from .._core.tokens import extract_usage, request_tokens
 
