@@ -10,8 +10,9 @@ from typing import Any
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
 from .._pipeline.stack import StackSpec, build_stack
+from .._runners.lines import InputLine
 from .._runners.stopper import Stopper
-from .io import FSYNC_INTERVAL, Job, OutputWriter, read_jobs
+from .io import FSYNC_INTERVAL, OutputWriter, read_jobs
 from .limits import Limits, announce
 from .provider import Provider
 from .report import Progress, Tally, format_summary
@@ -125,7 +126,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
         for task in list(pending):
             task.cancel()
 
-    async def one(job: Job) -> None:
+    async def one(job: InputLine) -> None:
         try:
             record = await worker(job)
         except asyncio.CancelledError:

@@ -166,12 +166,22 @@ class Gateway:
                    *, embed: bool = False) -> Any:
         """Run one request through the tenant's and the model's layers; the result is a dict
         or, for a stream, an ``lg.Stream`` whose first chunk has arrived."""
+        return await self.run(model, self.start(model, tenant, request, priority, embed=embed))
+
+    def start(self, model: Model, tenant: Tenant, request: dict[str, Any], priority: int,
+              *, embed: bool = False) -> lg.Call:
+        """The call of one request (its ``record`` tells what happened to it)."""
         request["model"] = model.target
         call = lg.Call(model.send, (), request, f"serve:{model.name}")
         call.priority = priority
         call.partition = tenant.name  # the tenant: its cache entries, its turn at the limiter
         if embed:
             call.record.operation = "embeddings"
+        return call
+
+    async def run(self, model: Model, call: lg.Call) -> Any:
+        """Run a call made by :meth:`start` through its model's handler."""
+        embed = call.record.operation == "embeddings"
         return await self.bounded((model.embed if embed else model.chat)(call))
 
     async def bounded(self, awaitable: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import llmguard as lg
-from llmguard._cli.io import Job
+from llmguard._runners.lines import InputLine
 from llmguard._cli.provider import Provider
 from llmguard._cli.run import Settings, build_pipeline
 from llmguard._cli.worker import make_worker
@@ -50,10 +50,10 @@ def test_error_messages_are_redacted_and_kinds_classified() -> None:
 @pytest.mark.looptime
 async def test_cli_worker_and_ray_rows_write_the_same_record() -> None:
     """The CLI's worker and the Ray actor's record builder give one record for one line."""
-    from llmguard.integrations._ray.rows import Row, parse_row
+    from llmguard.integrations._ray.rows import parse_row
     from llmguard.integrations._ray.rows import make_record as ray_record
 
-    job = Job(line=1, id="line-1", request={"messages": [{"role": "user", "content": "hi"}]},
+    job = InputLine(line=1, id="line-1", request={"messages": [{"role": "user", "content": "hi"}]},
               metadata={"m": 1})
     provider = Provider()
     worker = make_worker(build_pipeline(Settings(input="i", output="o")).build(), provider,
@@ -66,9 +66,9 @@ async def test_cli_worker_and_ray_rows_write_the_same_record() -> None:
     ray = ray_record(row, response=cli["response"], current=done, elapsed=cli["elapsed"],
                      requested="fake")
     assert ray == cli and cli["ok"] and cli["model"] == "fake"
-    bad = Job(line=2, id="line-2", problem="line 2 is not valid JSON")
+    bad = InputLine(line=2, id="line-2", problem="line 2 is not valid JSON")
     invalid = {"kind": "invalid_input", "type": "InvalidInput", "message": bad.problem}
-    assert await worker(bad) == ray_record(Row("line-2", 2), error=invalid)
+    assert await worker(bad) == ray_record(InputLine("line-2", 2), error=invalid)
 
 
 def _kinds(pipeline: lg.Pipeline) -> list[str]:

@@ -12,8 +12,9 @@ from typing import Any
 import llmguard as lg
 
 from ..._core.call import invoke_timed
+from ..._runners.lines import InputLine
 from .options import check_options
-from .rows import Row, describe, make_record, parse_row
+from .rows import describe, make_record, parse_row
 from .tables import raise_failures, to_rows, to_table
 
 __all__ = ["GuardedRows", "guard_rows"]
@@ -109,7 +110,7 @@ class GuardedRows:
 
         return list(await asyncio.gather(*(one(raw) for raw in rows)))
 
-    async def _one(self, row: Row) -> dict[str, Any]:
+    async def _one(self, row: InputLine) -> dict[str, Any]:
         if row.request is None:
             return make_record(row, error={"kind": "invalid_input", "type": "InvalidInput",
                                            "message": row.problem or ""})

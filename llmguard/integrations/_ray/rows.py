@@ -10,34 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import llmguard as lg
 
 from ..._runners import record
+from ..._runners.lines import InputLine, parse_object, parse_text
 
-__all__ = ["Row", "describe", "make_record", "parse_row"]
-
-_SHAPE = ('each row must be a chat request {"model": ..., "messages": [...]} or a Batch API '
-          'line {"custom_id": ..., "body": {"messages": [...]}}')
-
-
-@dataclass(slots=True)
-class Row:
-    """One input row: the request to send, or why it cannot be sent."""
-
-    #: The record id: ``custom_id``, else ``line-<n>``, else ``row-<hash of the row>``.
-    id: str
-    #: 1-based input line number when known (``llmguard run --ray`` always knows it).
-    line: int | None = None
-    #: Keyword arguments of the chat call (None when the row is invalid).
-    request: dict[str, Any] | None = None
-    #: Why the row cannot be sent (None when it is valid).
-    problem: str | None = None
-    metadata: Any = None
-    priority: int | None = None
-
+__all__ = ["describe", "make_record", "parse_row"]
 
 def plain(value: Any) -> Any:
     """Arrow/numpy/pandas values as plain Python (lists, dicts, str, numbers, None)."""
@@ -51,57 +31,32 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _row_id(obj: dict[str, Any], line: int | None) -> str:
-    if obj.get("custom_id") is not None:
-        return str(obj["custom_id"])
-    if line is not None:
-        return f"line-{line}"
+def _hash_id(obj: Any) -> str:
     canonical = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False)
     return "row-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def parse_row(raw: Any, *, text_column: str | None = None,
-              priority_field: str | None = None) -> Row:
-    """Turn one row (a dict of columns) into a :class:`Row`; a bad row gets a ``problem``."""
+              priority_field: str | None = None) -> InputLine:
+    """Turn one row (a dict of columns) into a :class:`InputLine`; a bad row gets a ``problem``.
+
+    The id is the line's ``custom_id``, else ``line-<n>`` when the row has a ``line``
+    column, else ``row-<hash of the row>``."""
     raw = plain(raw)
     line = raw.get("line") if isinstance(raw, dict) else None
     line = line if isinstance(line, int) and not isinstance(line, bool) else None
-    where = f"line {line}" if line is not None else "row"
-    obj: Any = raw
     if text_column is not None:
         text = raw.get(text_column) if isinstance(raw, dict) else None
         try:
             obj = json.loads(text)
-        except (TypeError, ValueError) as exc:
-            row = Row(f"line-{line}" if line is not None else _row_id({"text": text}, None), line)
-            row.problem = f"{where} is not valid JSON ({exc}); {_SHAPE}"
-            return row
-    if not isinstance(obj, dict):
-        row = Row(f"line-{line}" if line is not None else _row_id({"row": obj}, None), line)
-        row.problem = f"{where} is a JSON {type(obj).__name__}, not an object; {_SHAPE}"
-        return row
-    if text_column is None:  # Arrow fills columns a row lacks with None: not request fields
-        obj = {k: v for k, v in obj.items() if v is not None and k != "line"}
-    row = Row(_row_id(obj, line), line, metadata=obj.get("metadata"))
-    if isinstance(obj.get("body"), dict):
-        request = dict(obj["body"])
+        except (TypeError, ValueError):  # the parser words the problem
+            return parse_text(text, line, default_id=_hash_id({"text": text}))
+    elif isinstance(raw, dict):  # Arrow fills columns a row lacks with None: not request fields
+        obj = {k: v for k, v in raw.items() if v is not None and k != "line"}
     else:
-        request = {k: v for k, v in obj.items() if k not in ("custom_id", "metadata")}
-    if priority_field is not None:
-        value = obj.get(priority_field, request.get(priority_field))
-        request.pop(priority_field, None)
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                row.problem = (f"{where}: priority field {priority_field!r} must be a number, "
-                               f"got {value!r}")
-                return row
-            row.priority = int(value)
-    messages = request.get("messages")
-    if not isinstance(messages, list) or not messages:
-        row.problem = f"{where} has no non-empty 'messages' list; {_SHAPE}"
-        return row
-    row.request = request
-    return row
+        obj = raw
+    default = _hash_id(obj if isinstance(obj, dict) else {"row": obj})
+    return parse_object(obj, line, priority_field=priority_field, default_id=default)
 
 
 def describe(exc: BaseException) -> dict[str, str]:
@@ -109,7 +64,7 @@ def describe(exc: BaseException) -> dict[str, str]:
     return record.describe(exc)
 
 
-def make_record(row: Row, *, response: Any = None, error: dict[str, str] | None = None,
+def make_record(row: InputLine, *, response: Any = None, error: dict[str, str] | None = None,
                 current: lg.CallRecord | None = None, elapsed: float | None = None,
                 requested: str | None = None, cache: bool = False) -> dict[str, Any]:
     """The record of one row, field for field as ``llmguard run`` writes it (one format:
