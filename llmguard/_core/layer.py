@@ -19,8 +19,8 @@ from .stream import Stream, is_stream_result
 if TYPE_CHECKING:
     from .call import Call
 
-__all__ = ["BuildHook", "Handler", "HandlesCalls", "HeaderObserver", "Layer", "compose",
-           "invoke", "invoke_timed", "is_async_callable", "label"]
+__all__ = ["BuildHook", "Handler", "HandlesCalls", "HeaderObserver", "Layer", "Retrying",
+           "compose", "invoke", "invoke_timed", "is_async_callable", "label"]
 
 #: The next step of a pipeline: takes the call, returns (an awaitable of) the result.
 Handler = Callable[["Call"], Awaitable[Any]]
@@ -66,6 +66,15 @@ class HeaderObserver(Protocol):
     """
 
     def observe_response(self, call: Call) -> None: ...
+
+
+@runtime_checkable
+class Retrying(Protocol):
+    """A layer that sends a failed call again, up to ``attempts`` times in all (``Retry``): a
+    client library below it must not retry too, or attempts multiply (the integrations turn
+    the SDK's own retries off when a pipeline has one)."""
+
+    attempts: int
 
 
 @runtime_checkable

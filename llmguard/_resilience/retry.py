@@ -18,6 +18,7 @@ from .._core import clock
 from .._core.check import number
 from .._core.check import seed as check_seed
 from .._core.classify import FailureKind, classify
+from .._core.attempt import Attempt
 from .._core.call import Call, Handler
 from .._core.errors import AdmissionError
 from .._core.events import EventKind
@@ -162,18 +163,16 @@ class Retry:
         end = None if self.deadline is None else now + self.deadline
         if end is None or (call.deadline is not None and call.deadline < end):
             end = call.deadline
-        # Every attempt starts from what the caller set (plus our deadline) and nothing of an
-        # attempt outlives the call: a Fallback above us gets back its own deadline. The
-        # attempts run in this frame (one coroutine per call); the history of errors is built
-        # only once an attempt fails.
-        saved = call.save()
+        # Each attempt is a new Attempt (our deadline, nothing of the previous one) and nothing
+        # of an attempt outlives the call: a Fallback above us gets back its own. The attempts
+        # run in this frame (one coroutine per call); the history of errors is built only once
+        # an attempt fails.
+        outer = call.current
         history: list[str] | None = None
         attempt = 1
         try:
             while True:
-                if attempt > 1:
-                    call.restore(saved)
-                call.deadline, call.sent, call.attempt = end, False, attempt
+                call.current = Attempt(attempt, end, parent=outer)
                 try:
                     result = await call_next(call)
                 except Exception as exc:
@@ -208,7 +207,7 @@ class Retry:
                 await asyncio.sleep(delay)
                 attempt += 1
         finally:
-            call.restore(saved)
+            call.current = outer
 
     def __repr__(self) -> str:
         return (f"Retry(attempts={self.attempts}, backoff={self.backoff}, "

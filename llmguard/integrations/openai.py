@@ -15,10 +15,11 @@ plain ``pipeline.wrap(client.chat.completions.create)``:
 
 - under a Retry layer the SDK's own retries are turned off (a copy of the client with
   ``max_retries=0``; a warning says so when your client had them on), so attempts never multiply;
-- when the pipeline has a layer with ``observe_headers`` (``RateLimit``), each request goes
-  through ``with_raw_response`` and the provider's ``x-ratelimit-remaining-*`` /
-  ``x-ratelimit-reset-*`` headers, from answers and from errors alike, are fed to it, so its
-  buckets follow what the provider reports. The caller still gets the parsed object;
+- when the pipeline has a :class:`~llmguard.HeaderObserver` layer (``RateLimit``), each request
+  goes through ``with_raw_response`` and the provider's response headers, from answers and from
+  errors alike, go to ``call.response_headers``, which the observer reads
+  (``x-ratelimit-remaining-*`` / ``x-ratelimit-reset-*``), so its buckets follow what the
+  provider reports. The caller still gets the parsed object;
 - each call's record names the provider (``openai``, or ``azure.ai.openai`` for an Azure client),
   the server the client talks to and the operation, so Metrics exports ``gen_ai.provider.name``,
   ``server.address`` and ``gen_ai.operation.name`` as the GenAI conventions ask.
@@ -31,12 +32,12 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .._core.call import Call, Handler
+from .._core.call import Call, Handler, HeaderObserver
 from .._core.stream import Stream, is_stream_result
 from .._pipeline.guarded import Guarded
 from .._pipeline.pipeline import Pipeline
 from ._litellm_layer import server_of
-from ._util import has_retry, header_observers
+from ._util import has_retry
 
 __all__ = ["METHODS", "guard", "wrap"]
 
@@ -44,34 +45,23 @@ __all__ = ["METHODS", "guard", "wrap"]
 METHODS = ("chat.completions.create", "responses.create")
 
 
-class _RateLimitHeaders:
-    """Innermost layer: read the raw response's rate-limit headers, return the parsed result."""
-
-    __slots__ = ("_observers",)
-
-    def __init__(self, observers: tuple[Any, ...]) -> None:
-        self._observers = observers
-
-    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
-        try:
-            raw = await call_next(call)
-        except Exception as exc:  # a 429 says the most about the quota: read its headers too
-            headers = getattr(getattr(exc, "response", None), "headers", None)
-            if headers is not None:
-                self._observe(headers, call)
-            raise
-        self._observe(raw.headers, call)
-        result = raw.parse()
-        if is_stream_result(result):  # stream=True: the raw response wrapped an AsyncStream
-            return await Stream.start(result)
-        return result
-
-    def _observe(self, headers: Any, call: Call) -> None:
-        for observer in self._observers:
-            observer.observe_headers(headers, partition=call.partition)
-
-    def __repr__(self) -> str:
-        return f"<openai rate-limit headers -> {len(self._observers)} layer(s)>"
+async def _send_raw(call: Call) -> Any:
+    """The terminal of a method guarded through ``with_raw_response``: the provider's response
+    headers (of an answer or an error) go to ``call.response_headers``, for the pipeline's header
+    observers; the caller gets the parsed object, as ``create`` returns it."""
+    call.mark_sent()
+    try:
+        raw = await call.fn(*call.args, **call.kwargs)
+    except Exception as exc:  # a 429 says the most about the quota: read its headers too
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        if headers is not None:
+            call.response_headers = headers
+        raise
+    call.response_headers = raw.headers
+    result = raw.parse()
+    if is_stream_result(result):  # stream=True: the raw response wrapped an AsyncStream
+        return await Stream.start(result)
+    return result
 
 
 #: ``gen_ai.operation.name`` of the SDK methods that have one in the GenAI conventions.
@@ -128,12 +118,11 @@ def _guard_resource(resource: Any, name: str, pipeline: Pipeline, client: Any,
                     path: str) -> Guarded[..., Any]:
     method = getattr(resource, name)
     pipeline = pipeline.then(_Describe(client, path))
-    observers = header_observers(pipeline)
-    if not observers:
+    if not any(isinstance(layer, HeaderObserver) for layer in pipeline.layers):
         return pipeline.wrap(_coroutine_function(method, method))
     # Call ``with_raw_response.create`` to see the headers, but look and return like ``create``.
     raw = _coroutine_function(getattr(resource.with_raw_response, name), method)
-    return pipeline.then(_RateLimitHeaders(observers)).wrap(raw)
+    return pipeline.wrap(raw, terminal=_send_raw)
 
 
 def wrap(client: Any, pipeline: Pipeline, *, methods: tuple[str, ...] = METHODS) -> Any:

@@ -149,15 +149,15 @@ class RateLimit:
         self._reserved += tokens
         # What an inner limiter that queues the call calls back (``Held.recount``). An object,
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
-        held = Held(self._line, call, key, ticket, tokens, call.on_wait)
-        call.on_wait = held.recount
+        held = Held(self._line, call, key, ticket, tokens)
+        unhook = call.current.on_wait.add(held.recount)
         try:
             result = await call_next(call)
         except BaseException as exc:
-            call.on_wait = held.outer
+            unhook()
             self._failed(call, exc, key, held.ticket, tokens)
             raise
-        call.on_wait = held.outer
+        unhook()
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
             self._defer(result, call, key, held.ticket, tokens)
         elif self._reconcile or self._settle:
