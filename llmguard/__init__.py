@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._core.call import Call, Handler, Layer, compose
+from ._core.call import BuildHook, Call, Handler, HeaderObserver, Layer, compose
 from ._core.classify import Failure, FailureKind, classify
 from ._core.errors import (
     AdmissionError,
@@ -105,6 +105,7 @@ __all__ = [
     "AgentPool",
     "BackendUnavailable",
     "BatchInterrupted",
+    "BuildHook",
     "Cache",
     "CacheStatistics",
     "CacheStore",
@@ -129,6 +130,7 @@ __all__ = [
     "Gradient2",
     "Guarded",
     "Handler",
+    "HeaderObserver",
     "Job",
     "JobManager",
     "JobNotFound",

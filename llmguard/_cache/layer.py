@@ -24,7 +24,7 @@ from .flight import Flight, start
 from .key import custom_key
 from .keyer import Keyer
 from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
-from .store import MISSING, CacheStore, MemoryStore
+from .store import MISSING, CacheStore, LocalStore, MemoryStore
 from .stream import Tee, fresh, is_recording, replay
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]
@@ -100,7 +100,7 @@ class Cache:
         self._key = key
         self._cache_if = cache_if_complete if cache_if is None else cache_if
         # The in-memory store is read and written synchronously: a hit then costs no coroutine.
-        local = isinstance(self.store, MemoryStore)
+        local = isinstance(self.store, LocalStore)
         self._lookup = self.store.lookup if local else None
         self._put = self.store.put if local else None
         #: The store keeps its own copy of what it is given and hands out new ones: the answer

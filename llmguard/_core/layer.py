@@ -39,6 +39,7 @@ class Layer(Protocol):
     async def __call__(self, call: Call, call_next: Handler, /) -> Any: ...
 
 
+@public
 @runtime_checkable
 class BuildHook(Protocol):
     """A layer that observes the pipeline it is built into (Metrics reads its neighbours'
@@ -55,6 +56,7 @@ class BuildHook(Protocol):
     def around_terminal(self, handler: Handler) -> Handler: ...
 
 
+@public
 @runtime_checkable
 class HeaderObserver(Protocol):
     """A layer that learns from the provider's response headers (RateLimit: the quotas left).

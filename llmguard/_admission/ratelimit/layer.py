@@ -25,7 +25,7 @@ from ..._core.events import EventKind
 from ..._core.public import public
 from ..._core.stream import Stream
 from ..._core.tokens import estimate_tokens
-from .backend import MemoryBackend, RateLimitBackend
+from .backend import MemoryBackend, RateLimitBackend, TakesNow
 from .headers import DEFAULT_PAUSE, parse_duration, pause_after, rate_limit_headers
 from .line import Held, WaitingLine
 from .quotas import build_quotas, check_backend, check_choice, used_tokens
@@ -96,7 +96,7 @@ class RateLimit:
         # check and joining the line, so with nobody waiting it skips the line (and allocates
         # nothing beyond its entry). A remote reserve suspends (a round trip), so then every
         # call goes through the line, which keeps FIFO within the process.
-        self._take = self.backend.take if isinstance(self.backend, MemoryBackend) else None
+        self._take = self.backend.take if isinstance(self.backend, TakesNow) else None
         token_limits = [q.limit for q in quotas if q.tokens]
         self._max_tokens = min(token_limits) if token_limits else None  # None: no token quota
         self._tokens = estimate_tokens if tokens is None else tokens
