@@ -1,6 +1,6 @@
 """Circuit breaking: stop calling a provider that is failing, probe it, resume when it recovers.
 
-The layer is a few lines around a :class:`~llmguard.CircuitStore` (``circuit_state.py``): the
+The layer is a few lines around a :class:`~llmguard.backends.CircuitStore` (``circuit_state.py``): the
 in-process state machine, or a backend's (Redis shares openings across processes).
 """
 

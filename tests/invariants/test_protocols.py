@@ -12,6 +12,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import llmguard as lg
+from llmguard.backends import Quota
 from llmguard.testing import FakeLLM
 
 
@@ -66,7 +67,7 @@ class LogBackend:
         self.paused: dict[Hashable, float] = {}
         self.tickets = itertools.count(1)
 
-    async def reserve(self, key: Hashable, quotas: tuple[lg.Quota, ...], tokens: int
+    async def reserve(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
                       ) -> tuple[float, Any]:
         now = asyncio.get_running_loop().time()
         log = self.logs.setdefault(key, {})
@@ -88,15 +89,15 @@ class LogBackend:
     def refund(self, key: Hashable, ticket: Any) -> None:
         self.logs[key].pop(ticket[1], None)
 
-    def pause(self, key: Hashable, quotas: tuple[lg.Quota, ...], seconds: float) -> None:
+    def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         until = asyncio.get_running_loop().time() + seconds
         self.paused[key] = max(self.paused.get(key, 0.0), until)
 
-    def cap(self, key: Hashable, quotas: tuple[lg.Quota, ...], tokens: bool, remaining: int,
+    def cap(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
             reset: float) -> None:
         pass  # optional tightening: a backend may ignore provider headers
 
-    def headroom(self, key: Hashable, quotas: tuple[lg.Quota, ...]) -> tuple[int, int, float]:
+    def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         return 0, 0, 0.0
 
 

@@ -67,7 +67,7 @@ class _Codec:
 
 
 class RedisStore:
-    """A :class:`llmguard.CacheStore` in Redis: ``Cache(ttl=300, store=RedisStore(backend))``.
+    """A :class:`llmguard.backends.CacheStore` in Redis: ``Cache(ttl=300, store=RedisStore(backend))``.
 
     * Values are serialised with JSON by default (dicts, lists, str, numbers); a value JSON
       cannot encode is not cached (the Cache layer counts a store error, the call succeeds).
