@@ -21,6 +21,7 @@ import llmguard
 
 from ._cli.checks import api_base_problem, number_type, output_problem, same_file
 from ._cli.checks import usage_error as _fail
+from ._cli.batch_options import batch_options_without_batch_api
 from ._cli.io import done_ids, scan_input
 from ._cli.run import EXIT_CRASH, Settings, make_limits, run, stack_spec
 from ._cli.usage import DESCRIPTION, EPILOG
@@ -118,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="no progress bar")
     runs.add_argument("-v", "--verbose", action="store_true",
                       help="log one line per finished record to stderr")
+    runs.add_argument("--format", choices=("llmguard", "openai-batch"), default="llmguard",
+                      help="output records: llmguard's (default) or the Batch API's output shape "
+                           "{id, custom_id, response, error}, written once the run completes")
+    from ._cli.batch_options import add_arguments as add_batch_arguments
+
+    add_batch_arguments(run)
     ray = run.add_argument_group("ray (pip install 'llmguard[ray]')")
     ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                      help="run the lines on Ray actors: on the cluster at ADDRESS (e.g. "
@@ -181,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"output {args.output!r} exists: pass --resume to continue that "
                          "run or --overwrite to start again")
     if args.ray is not None:
+        if args.batch_api:
+            return _fail("--batch-api does not go with --ray: the provider runs the batch")
         if stdout:
             return _fail("-o - does not go with --ray: give an output file")
         from ._cli.ray_launch import run_on_ray
@@ -188,7 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_on_ray(args, argv)
     if args.redis is not None or args.actors != 2:
         return _fail("--redis and --actors go with --ray")
-    api_key = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
+    key_env = args.api_key_env
+    if args.provider == "anthropic" and key_env == "OPENAI_API_KEY":  # the default: Anthropic's
+        key_env = "ANTHROPIC_API_KEY"
+    api_key = args.api_key if args.api_key is not None else os.environ.get(key_env)
     try:
         stack = stack_spec(args)
     except (TypeError, ValueError) as exc:
@@ -198,7 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack=stack, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
         progress=args.progress, verbose=args.verbose, api_key=api_key or None,
+        format=args.format,
     )
+    if not args.batch_api and (problem := batch_options_without_batch_api(args)):
+        return _fail(problem)
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter. The
         # endpoint lives as long as the process.
@@ -218,9 +233,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                                if args.resume else (set(), 0))
     except ValueError as exc:  # a layer rejecting an option, or an unusable --resume file
         return _fail(str(exc))
+    if args.batch_api:
+        from ._cli.batch_api import run_batch_api
+        from ._cli.batch_options import BatchOptions, batch_problem
+
+        options = BatchOptions.from_args(args)
+        if (problem := batch_problem(settings, options)) is not None:
+            return _fail(problem)
+        main_job = run_batch_api(settings, options, skip, argv[1:], total=total)
+    else:
+        main_job = run(settings, skip, argv[1:], total=total, failed_before=failed_before)
     try:
-        return asyncio.run(run(settings, skip, argv[1:], total=total,
-                               failed_before=failed_before))
+        return asyncio.run(main_job)
     except Exception:  # a bug: say so, and keep "some lines failed" (1) meaning just that
         traceback.print_exc()
         print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "

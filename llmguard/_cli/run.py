@@ -42,6 +42,8 @@ class Settings:
     metrics_port: int | None = None
     progress: bool | None = None
     verbose: bool = False
+    #: Output records: ``"llmguard"`` or ``"openai-batch"`` (the Batch API's output shape).
+    format: str = "llmguard"
 
     @property
     def window(self) -> int:
@@ -98,7 +100,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
                         in_flight=lambda: len(provider.sending),
                         queued=lambda: len(pending) - len(provider.sending))
-    writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume)
+    writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
     worker = make_worker(build_pipeline(s, limits).build(provider.send), provider, model=s.model,
                          cache=s.stack.cache_ttl is not None)
     loop = asyncio.get_running_loop()
