@@ -52,7 +52,8 @@ _lazy: dict[str, str] = {}
 
 #: Names that moved to a namespace of their own (algorithms, statistics, backends): the old
 #: top-level name still works, with a DeprecationWarning, until the next release.
-_MOVED = {name: home for name, home in _NAMESPACES.items() if name not in ("LocalStore", "TakesNow")}
+_MOVED = {name: home for name, home in _NAMESPACES.items()
+          if name not in ("LayerStats", "LocalStore", "TakesNow")}  # new names: never top level
 
 
 def _lazy_map() -> dict[str, str]:

@@ -26,6 +26,7 @@ from .._core.tokens import extract_usage
 from .algorithms import AIMD, Gradient, Gradient2, LimitAlgorithm, Vegas
 from .samples import TokenModel, Window
 from .._core.public import public
+from .._core.stats import LayerStats
 
 __all__ = ["AdaptiveConcurrency", "AdaptiveStats"]
 
@@ -45,7 +46,7 @@ ALGORITHMS: dict[str, type[LimitAlgorithm]] = {
 
 @public
 @dataclass(frozen=True, slots=True)
-class AdaptiveStats:
+class AdaptiveStats(LayerStats):
     """A snapshot of an :class:`AdaptiveConcurrency` layer."""
 
     limit: int

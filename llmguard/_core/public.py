@@ -12,7 +12,7 @@ NAMESPACES: dict[str, str] = {
     **dict.fromkeys(("AIMD", "Gradient", "Gradient2", "LimitAlgorithm", "Vegas"),
                     "llmguard.algorithms"),
     **dict.fromkeys(("AdaptiveStats", "CacheStatistics", "CircuitStats", "ConcurrencyStats",
-                     "FallbackStats", "MemberStats", "MetricsStats", "PoolStats",
+                     "FallbackStats", "LayerStats", "MemberStats", "MetricsStats", "PoolStats",
                      "RateLimitStats", "RetryStats", "TimeoutStats"), "llmguard.stats"),
     **dict.fromkeys(("CacheStore", "CircuitStore", "ConcurrencyLimiter", "Limiter",
                      "LocalStore", "MemoryBackend", "MemoryStore", "Quota", "RateLimitBackend",

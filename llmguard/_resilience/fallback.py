@@ -14,6 +14,7 @@ from .._core.errors import FallbackExhausted
 from .._core.events import EventKind
 from .._core.public import public
 from .._core.redact import redact
+from .._core.stats import LayerStats
 
 __all__ = ["Fallback", "FallbackStats"]
 
@@ -22,7 +23,7 @@ _UNSET: Any = object()
 
 @public
 @dataclass(frozen=True, slots=True)
-class FallbackStats:
+class FallbackStats(LayerStats):
     calls: int
     #: Answers served by each alternate, by its label (``"model=gpt-4o"``, a function name).
     fallbacks: dict[str, int]

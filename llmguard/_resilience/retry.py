@@ -24,6 +24,7 @@ from .._core.errors import AdmissionError
 from .._core.events import EventKind
 from .._core.stream import Stream
 from .._core.public import public
+from .._core.stats import LayerStats
 from .budget import RetryBudget
 
 __all__ = ["Retry", "RetryStats"]
@@ -31,7 +32,7 @@ __all__ = ["Retry", "RetryStats"]
 
 @public
 @dataclass(frozen=True, slots=True)
-class RetryStats:
+class RetryStats(LayerStats):
     calls: int
     retries: int
     #: Retries by the failure kind that caused them (``"result"`` for retried results).

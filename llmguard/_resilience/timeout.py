@@ -23,6 +23,7 @@ from .._core.errors import (
 )
 from .._core.stream import Stream
 from .._core.public import public
+from .._core.stats import LayerStats
 from .timer import Timed, TimerQueue
 
 __all__ = ["Timeout", "TimeoutStats"]
@@ -30,7 +31,7 @@ __all__ = ["Timeout", "TimeoutStats"]
 
 @public
 @dataclass(frozen=True, slots=True)
-class TimeoutStats:
+class TimeoutStats(LayerStats):
     calls: int
     timed_out: int
 

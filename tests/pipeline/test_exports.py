@@ -98,3 +98,16 @@ def test_the_top_level_is_small() -> None:
     """The top level holds the layers, the pipeline, the errors and the call's seams (under 60
     names; it had 78 before algorithms, statistics and backends moved out)."""
     assert len(llmguard.__all__) < 60
+
+
+def test_every_layer_snapshot_derives_from_layer_stats() -> None:
+    """Each statistics class is a LayerStats, and each field Metrics reads by name is declared
+    in ``LayerStats.GAUGES`` and used by at least one of them (no alias, no stale name)."""
+    import dataclasses
+
+    import llmguard.stats as stats
+
+    classes = [getattr(stats, name) for name in stats.__all__ if name != "LayerStats"]
+    assert all(issubclass(cls, stats.LayerStats) for cls in classes)
+    fields = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    assert set(stats.LayerStats.GAUGES) <= fields, set(stats.LayerStats.GAUGES) - fields
