@@ -22,7 +22,7 @@ import uvicorn
 from .config import ConfigError, ServeConfig, default_config, load
 from .gateway import Gateway
 
-__all__ = ["create_app", "main", "make_app"]
+__all__ = ["configured_tracer_provider", "create_app", "main", "make_app"]
 
 #: Settings for worker processes (``--workers``), which build their app from this variable.
 _ENV = "LLMGUARD_SERVE_SETTINGS"
@@ -44,13 +44,25 @@ def make_app(config: ServeConfig, *, redis_url: str | None = None,
     return build_app(gateway, registry)
 
 
+def configured_tracer_provider() -> Any:
+    """The process's OpenTelemetry tracer provider when an SDK one is installed (e.g. by
+    ``opentelemetry-instrument``), else None: no spans, and no per-request cost for them."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return None
+    provider = trace.get_tracer_provider()
+    return provider if type(provider).__module__.startswith("opentelemetry.sdk") else None
+
+
 def create_app() -> Any:
     """uvicorn's app factory in a worker process: the settings come from the parent."""
     settings = json.loads(os.environ[_ENV])
     config = load(settings["config"]) if settings["config"] else default_config()
     if settings["grace"] is not None:
         config = dataclasses.replace(config, grace=settings["grace"])
-    app = make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"])
+    app = make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"],
+                   tracer_provider=configured_tracer_provider())
     _chain_signals()
     return app
 
@@ -129,7 +141,8 @@ def main(args: Any) -> int:
         if args.grace is not None:
             config = dataclasses.replace(config, grace=args.grace)
         # Built once here so a bad tenant key variable fails now, with exit 2, not in a worker.
-        app = make_app(config, redis_url=args.redis, redis_prefix=args.redis_prefix)
+        app = make_app(config, redis_url=args.redis, redis_prefix=args.redis_prefix,
+                       tracer_provider=configured_tracer_provider())
     except ConfigError as exc:
         print(f"llmguard serve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
