@@ -101,7 +101,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
                         in_flight=lambda: len(provider.sending),
                         queued=lambda: len(pending) - len(provider.sending))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
-    worker = make_worker(build_pipeline(s, limits).build(provider.send), provider, model=s.model,
+    worker = make_worker(build_pipeline(s, limits).build(provider.handle), provider, model=s.model,
                          cache=s.stack.cache_ttl is not None)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()

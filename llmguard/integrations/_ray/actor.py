@@ -11,7 +11,7 @@ from typing import Any
 
 import llmguard as lg
 
-from ..._core.call import invoke_timed
+from ..._core.call import HandlesCalls, invoke_timed
 from ..._runners.lines import InputLine
 from .options import check_options
 from .rows import describe, make_record, parse_row
@@ -87,9 +87,12 @@ class GuardedRows:
         if not isinstance(built, lg.Pipeline):
             raise TypeError(f"pipeline(backend) must return an llmguard.Pipeline, got {built!r}")
         self.pipeline = built
-        # The one composition path (binds Metrics and the like); the terminal times each attempt.
-        self._handler = built.build(invoke_timed)
         self._send = send if send is not None else make_send()
+        # The one composition path (binds Metrics and the like); the terminal times each attempt.
+        # A send that handles the call itself (llmguard run's provider) is the terminal: it
+        # also writes the response headers and cost to the call.
+        terminal = self._send.handle if isinstance(self._send, HandlesCalls) else invoke_timed
+        self._handler = built.build(terminal)
         self._cache = any(isinstance(layer, lg.Cache) for layer in built.layers)
 
     def __call__(self, batch: Any) -> Any:
