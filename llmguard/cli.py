@@ -68,16 +68,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="also hold each quota over that fraction of its minute (0.1: a "
                             "tenth of --rpm per 6 s), for providers that enforce quotas over "
                             "short windows")
-    group.add_argument("--refill", choices=("window", "continuous"), default="window",
-                       help="how the provider refills its quota: 'window' (default: never more "
-                            "than the quota in any minute, safe for every provider) or "
-                            "'continuous' (a bucket refilling every instant, as OpenAI, Azure "
-                            "OpenAI and Anthropic do: faster after the first minute)")
+    group.add_argument("--refill", choices=("auto", "window", "continuous"), default="auto",
+                       help="how the provider refills its quota: 'auto' (default: paced like "
+                            "the provider's own limiter, its shape learned from its headers and "
+                            "429s, safe with any until then), 'window' (never more than the "
+                            "quota in any minute) or 'continuous' (a bucket refilling every "
+                            "instant, as OpenAI, Azure OpenAI and Anthropic do)")
     group.add_argument("--margin", type=number_type(float, strict=False, unit=" seconds"),
-                       default=0.5, metavar="SECONDS",
+                       default=None, metavar="SECONDS",
                        help="count each request against the quotas this much longer than the "
                             "provider's window, so admission and the provider's clock never "
-                            "disagree at the window's edge (default: 0.5)")
+                            "disagree at the window's edge (default: 0.5 per minute, as "
+                            "RateLimit's)")
     limit = group.add_mutually_exclusive_group()
     limit.add_argument("--concurrency", type=number_type(int), default=16,
                        help="calls in flight at once (default: 16)")

@@ -94,6 +94,8 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     """
     out = sys.stderr if s.output == "-" else sys.stdout  # records own stdout with -o -
     limits = make_limits(s)
+    if s.resume and skip:  # the killed run's requests may still count at the provider
+        limits.resume()
     provider = Provider(s.api_base, s.api_key, timeout=s.stack.timeout)
     provider.open(s.model)  # imports and the session now, not inside the first admitted calls
     tally = Tally(skipped=len(skip))
@@ -218,6 +220,7 @@ def quota_used(limits: Limits, sent: int, tally: Tally, wall: float) -> str | No
     if limits.inner is None or wall <= 0:
         return None
     parts = []
+    wall = max(wall, 60.0)  # a run shorter than a minute used its first minute, no more
     if limits.rpm:
         rate = sent / wall * 60
         parts.append(f"{rate:,.0f} requests/min of rpm {limits.rpm:,} ({rate / limits.rpm:.0%})")

@@ -62,8 +62,9 @@ def _names(name: str, value: Any) -> Any:
 CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "rpm": _optional_count, "tpm": _optional_count,
     "burst": lambda n, v: number(n, v, optional=True, hint="; or None"),
-    "margin": lambda n, v: number(n, v, low_open=False, unit=" of seconds"),
-    "refill": _choice("window", "continuous"), "charge": _choice("reserved", "actual"),
+    "margin": lambda n, v: number(n, v, optional=True, low_open=False, unit=" of seconds",
+                                  hint="; or None"),
+    "refill": _choice("auto", "window", "continuous"), "charge": _choice("reserved", "actual"),
     "concurrency": _count(1), "adaptive": _flag, "retries": _count(0), "timeout": _seconds,
     "fallbacks": _names, "cache_ttl": _seconds, "circuit_breaker": _flag, "max_wait": _seconds,
 }
@@ -80,12 +81,13 @@ class StackSpec:
     #: Requests and tokens per minute the provider allows (None: no such quota).
     rpm: int | None = None
     tpm: int | None = None
-    #: RateLimit's ``burst``, ``margin`` (seconds added to each window), ``refill``
-    #: (``"window"`` or ``"continuous"``) and ``charge`` (``"reserved"`` keeps each token
-    #: reservation as made, as OpenAI charges ``max_tokens`` at admission; ``"actual"``).
+    #: RateLimit's ``burst``, ``margin`` (seconds added to each window; None: RateLimit's
+    #: default), ``refill`` (``"auto"``: paced like the server's limiter once its headers and
+    #: 429s show it, ``"window"`` or ``"continuous"``) and ``charge`` (``"reserved"`` keeps each
+    #: token reservation as made, as OpenAI charges ``max_tokens`` at admission; ``"actual"``).
     burst: float | None = None
-    margin: float = 0.5
-    refill: str = "window"
+    margin: float | None = None
+    refill: str = "auto"
     charge: str = "reserved"
     #: Requests in flight at once, or an adaptive limit instead.
     concurrency: int = 16

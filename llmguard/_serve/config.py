@@ -49,7 +49,7 @@ __all__ = ["PRIORITIES", "SERVE_STACK", "ConfigError", "JobsConfig", "ModelConfi
 
 #: A model's layers by default: a gateway answers in time (at most 30 s waiting for quota or a
 #: slot, then 429), retries twice, and charges the tokens the provider reports.
-SERVE_STACK = StackSpec(concurrency=64, retries=2, max_wait=30.0, margin=0.0, charge="actual")
+SERVE_STACK = StackSpec(concurrency=64, retries=2, max_wait=30.0, charge="actual")
 
 
 @dataclass(frozen=True, slots=True)

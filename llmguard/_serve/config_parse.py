@@ -96,7 +96,7 @@ MODEL_KEYS = {
     "rpm": integer(), "tpm": integer(), "concurrency": integer(), "adaptive": boolean,
     "retries": integer(0), "timeout": number(), "fallbacks": strings, "cache_ttl": number(),
     "circuit_breaker": boolean, "max_wait": number(), "burst": number(),
-    "margin": number(False), "refill": one_of("window", "continuous"),
+    "margin": number(False), "refill": one_of("auto", "window", "continuous"),
     "charge": one_of("reserved", "actual"), "price_input": number(False),
     "price_output": number(False),
 }

@@ -44,7 +44,8 @@ class RedisBackend:
     """Shared state in Redis: pass it as ``RateLimit(..., backend=RedisBackend(url))``.
 
     Same semantics as the in-memory backend (an exact sliding-window log of requests and tokens,
-    or with ``refill="continuous"`` one refilling bucket per quota; reservation then
+    also under the default ``refill="auto"``, whose shapes are learned in memory only, or with
+    ``refill="continuous"`` one refilling bucket per quota; reservation then
     reconciliation or refund, provider caps, and the Retry-After pause), applied
     atomically by Lua scripts on the server's clock, so every process with the same ``prefix``
     and key shares one quota. FIFO holds within a process (the layer's line); across processes
@@ -187,7 +188,9 @@ class RedisBackend:
         if isinstance(ticket, _BucketTicket):
             self._settle(key, ticket, tokens, "reconciling")
             return
-        member = ticket.rpartition(":")[0]
+        member, _, reserved = ticket.rpartition(":")
+        if reserved == str(tokens):  # settled as reserved (refill="auto" settles every one)
+            return
         self.connection.spawn(self.connection.write(
             _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling",
         ))
