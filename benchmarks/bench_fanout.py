@@ -40,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree, not an install
 
 import llmguard as lg  # noqa: E402
+from llmguard.backends import ConcurrencyLimiter  # noqa: E402
 
 HOLDER = "holder"
 PROMPT = "Question: what is the capital of France?"
@@ -67,7 +68,7 @@ def provider_for(hold: asyncio.Future[None]) -> Callable[[str], Awaitable[Any]]:
 
 def concurrency_limiter(n: int) -> Queue:
     hold = asyncio.get_running_loop().create_future()
-    limiter = lg.ConcurrencyLimiter(1)
+    limiter = ConcurrencyLimiter(1)
     send_message = provider_for(hold)
 
     async def call(prompt: str) -> Any:

@@ -44,6 +44,7 @@ import sys
 import uuid
 
 import llmguard as lg
+from llmguard.backends import Quota
 from llmguard.testing import ProviderError, SimulatedProvider
 
 ACTORS, IN_FLIGHT, R, W, MARGIN, LATENCY = 4, 16, 60, 6.0, 0.15, 0.05
@@ -167,7 +168,7 @@ class Contender:
         quota = R // self.share
         limit = lg.RateLimit(rps=quota, max_wait=600, backend=backend if self.shared else None)
         # A W-second window (time compressed), counted MARGIN longer (what margin= does).
-        limit.quotas = (lg.Quota(quota, W + MARGIN, False),)
+        limit.quotas = (Quota(quota, W + MARGIN, False),)
         return lg.Pipeline(name="bench-ray").retry(attempts=8, max_delay=W).then(limit)
 
 

@@ -67,6 +67,7 @@ from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 
 import llmguard as lg  # noqa: E402
+from llmguard.backends import ConcurrencyLimiter  # noqa: E402
 
 Fn = Callable[[str], Awaitable[Any]]
 
@@ -474,7 +475,7 @@ def aiolimiter_waiters(hold: asyncio.Future[None]) -> Fn:
 
 
 def limiter_waiters(hold: asyncio.Future[None]) -> Fn:
-    limiter = lg.ConcurrencyLimiter(1)
+    limiter = ConcurrencyLimiter(1)
     provider = holding(hold)
 
     async def caller(prompt: str) -> Any:

@@ -3,8 +3,9 @@
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._core.call import Call, Handler, Layer, compose
+from ._core.call import BuildHook, Call, Handler, HeaderObserver, Layer, compose
 from ._core.classify import Failure, FailureKind, classify
+from ._core.public import NAMESPACES as _NAMESPACES
 from ._core.errors import (
     AdmissionError,
     AdmissionTimeout,
@@ -31,32 +32,30 @@ from ._pipeline.pipeline import Pipeline, guard
 # module). This block is their only listing: type checkers read it, and `__getattr__` reads the
 # same lines (once, on the first lazy name) to learn which module holds which name.
 if _TYPE_CHECKING:
-    from ._admission.adaptive import AdaptiveConcurrency, AdaptiveStats
-    from ._admission.algorithms import AIMD, Gradient, Gradient2, LimitAlgorithm, Vegas
-    from ._admission.ratelimit.backend import MemoryBackend, RateLimitBackend
+    from ._admission.adaptive import AdaptiveConcurrency
     from ._admission.concurrency import ConcurrencyLimit
-    from ._admission.limiter import ConcurrencyLimiter, ConcurrencyStats, Limiter
-    from ._admission.ratelimit.layer import RateLimit, RateLimitStats
-    from ._admission.ratelimit.window import Quota
-    from ._admission.router import Deployment, DeploymentStats, Router, RouterStats
-    from ._cache.layer import Cache, CacheStatistics
-    from ._cache.store import CacheStore, MemoryStore
-    from ._observability.histogram import MetricsStats
+    from ._admission.ratelimit.layer import RateLimit
+    from ._admission.router import Deployment, Router
+    from ._cache.layer import Cache
     from ._observability.metrics import Metrics
     from ._observability.prometheus import MetricsServer, serve_metrics
     from ._pipeline.client import wrap_client
-    from ._resilience.circuit import CircuitBreaker, CircuitStats
-    from ._resilience.circuit_state import CircuitStore
-    from ._resilience.fallback import Fallback, FallbackStats
+    from ._resilience.circuit import CircuitBreaker
+    from ._resilience.fallback import Fallback
     from ._resilience.budget import RetryBudget
-    from ._resilience.retry import Retry, RetryStats
-    from ._resilience.timeout import Timeout, TimeoutStats
+    from ._resilience.retry import Retry
+    from ._resilience.timeout import Timeout
     from ._runners.batch import Outcome, batch, batch_iter
     from ._runners.jobs import Job, JobManager, JobStatus
-    from ._runners.member import MemberStats, PoolStats
     from ._runners.pool import AgentPool
 
 _lazy: dict[str, str] = {}
+
+#: Names that moved to a namespace of their own (algorithms, statistics, backends): the old
+#: top-level name still works, with a DeprecationWarning, until the next release.
+_MOVED = {name: home for name, home in _NAMESPACES.items()
+          if name not in ("DeploymentStats", "LayerStats", "LocalStore", "RouterStats",
+                          "TakesNow")}  # new names: never top level
 
 
 def _lazy_map() -> dict[str, str]:
@@ -75,6 +74,14 @@ def _lazy_map() -> dict[str, str]:
 
 
 def __getattr__(name: str) -> _Any:
+    home = _MOVED.get(name)
+    if home is not None:  # not cached in globals: every use of the old name warns
+        import warnings
+        from importlib import import_module
+
+        warnings.warn(f"llmguard.{name} moved to {home}.{name}; the top-level name will be "
+                      "removed in the next release", DeprecationWarning, stacklevel=2)
+        return getattr(import_module(home), name)
     module = _lazy_map().get(name) if not name.startswith("__") else None
     if module is not None:
         from importlib import import_module
@@ -98,77 +105,53 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AIMD",
     "AdaptiveConcurrency",
-    "AdaptiveStats",
     "AdmissionError",
     "AdmissionTimeout",
     "AgentPool",
     "BackendUnavailable",
     "BatchInterrupted",
+    "BuildHook",
     "Cache",
-    "CacheStatistics",
-    "CacheStore",
     "Call",
     "CallRecord",
     "CircuitBreaker",
     "CircuitOpenError",
-    "CircuitStats",
-    "CircuitStore",
     "ConcurrencyLimit",
-    "ConcurrencyLimiter",
-    "ConcurrencyStats",
     "Deployment",
-    "DeploymentStats",
     "Event",
     "EventKind",
     "Failure",
     "FailureKind",
     "Fallback",
     "FallbackExhausted",
-    "FallbackStats",
     "FirstChunkTimeout",
-    "Gradient",
-    "Gradient2",
     "Guarded",
     "Handler",
+    "HeaderObserver",
     "Job",
     "JobManager",
     "JobNotFound",
     "JobStatus",
     "LLMGuardError",
     "Layer",
-    "LimitAlgorithm",
-    "Limiter",
-    "MemberStats",
-    "MemoryBackend",
-    "MemoryStore",
     "Metrics",
     "MetricsServer",
-    "MetricsStats",
     "Outcome",
     "Pipeline",
-    "PoolStats",
     "QueueFull",
-    "Quota",
     "RateLimit",
-    "RateLimitBackend",
-    "RateLimitStats",
     "RequestTooLarge",
     "Retry",
     "RetryBudget",
-    "RetryStats",
     "Router",
-    "RouterStats",
     "Stream",
     "StreamIdleTimeout",
     "StreamTotalTimeout",
     "Subscription",
     "Timeout",
     "TimeoutExceeded",
-    "TimeoutStats",
     "Usage",
-    "Vegas",
     "batch",
     "batch_iter",
     "classify",

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 import llmguard
 
+from ._cli import batch_options
 from ._cli.checks import api_base_problem, number_type, output_problem, same_file
 from ._cli.checks import usage_error as _fail
-from ._cli.batch_options import batch_options_without_batch_api
 from ._cli.io import done_ids, scan_input
-from ._cli.run import EXIT_CRASH, Settings, make_limits, run
+from ._cli.run import EXIT_CRASH, Settings, make_limits, run, stack_spec
 from ._cli.usage import DESCRIPTION, EPILOG
 from ._core.redact import hide_secrets, redact
 
@@ -129,9 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--format", choices=("llmguard", "openai-batch"), default="llmguard",
                       help="output records: llmguard's (default) or the Batch API's output shape "
                            "{id, custom_id, response, error}, written once the run completes")
-    from ._cli.batch_options import add_arguments as add_batch_arguments
-
-    add_batch_arguments(run)
+    batch_options.add_arguments(run)
     ray = run.add_argument_group("ray (pip install 'llmguard[ray]')")
     ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                      help="run the lines on Ray actors: on the cluster at ADDRESS (e.g. "
@@ -210,16 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.provider == "anthropic" and key_env == "OPENAI_API_KEY":  # the default: Anthropic's
         key_env = "ANTHROPIC_API_KEY"
     api_key = args.api_key if args.api_key is not None else os.environ.get(key_env)
+    try:
+        stack = stack_spec(args)
+    except (TypeError, ValueError) as exc:
+        return _fail(str(exc))
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
-        rpm=args.rpm, tpm=args.tpm, input_tpm=args.input_tpm, output_tpm=args.output_tpm,
-        burst=args.burst, margin=args.margin, refill=args.refill, concurrency=args.concurrency,
-        adaptive=args.adaptive, retries=args.retries, timeout=args.timeout,
-        fallback_models=tuple(args.fallback_model), cache_ttl=args.cache_ttl,
-        priority_field=args.priority_field, ordered=not args.unordered, resume=args.resume,
-        grace=args.grace, metrics_port=args.metrics_port, progress=args.progress,
-        verbose=args.verbose, api_key=api_key or None, format=args.format)
-    if not args.batch_api and (problem := batch_options_without_batch_api(args)):
+        stack=stack, priority_field=args.priority_field, ordered=not args.unordered,
+        resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
+        progress=args.progress, verbose=args.verbose, api_key=api_key or None, format=args.format)
+    if not args.batch_api and (problem := batch_options.batch_options_without_batch_api(args)):
         return _fail(problem)
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter. The
@@ -242,10 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     if args.batch_api:
         from ._cli.batch_api import run_batch_api
-        from ._cli.batch_options import BatchOptions, batch_problem
 
-        options = BatchOptions.from_args(args)
-        if (problem := batch_problem(settings, options)) is not None:
+        options = batch_options.BatchOptions.from_args(args)
+        if (problem := batch_options.batch_problem(settings, options)) is not None:
             return _fail(problem)
         main_job = run_batch_api(settings, options, skip, argv[1:], total=total)
     else:

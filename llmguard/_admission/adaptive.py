@@ -27,6 +27,7 @@ from .cap import Cap
 from .algorithms import AIMD, Gradient, Gradient2, LimitAlgorithm, Vegas
 from .samples import TokenModel, Window
 from .._core.public import public
+from .._core.stats import LayerStats
 
 __all__ = ["AdaptiveConcurrency", "AdaptiveStats"]
 
@@ -47,7 +48,7 @@ ALGORITHMS: dict[str, type[LimitAlgorithm]] = {
 
 @public
 @dataclass(frozen=True, slots=True)
-class AdaptiveStats:
+class AdaptiveStats(LayerStats):
     """A snapshot of an :class:`AdaptiveConcurrency` layer."""
 
     limit: int

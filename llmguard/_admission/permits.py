@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .._core.public import public
+from .._core.stats import LayerStats
 
 __all__ = ["ConcurrencyStats", "Limiter"]
 
 
 @public
 @dataclass(frozen=True, slots=True)
-class ConcurrencyStats:
+class ConcurrencyStats(LayerStats):
     """A snapshot of a :class:`ConcurrencyLimiter`."""
 
     limit: int

@@ -25,7 +25,7 @@ from .key import custom_key
 from .keyer import Keyer
 from .mapping_store import store_of
 from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
-from .store import MISSING, CacheStore
+from .store import MISSING, CacheStore, LocalStore
 from .stream import Tee, fresh, is_recording, replay
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]
@@ -45,14 +45,15 @@ class Cache:
     function has its own entries: two closures from one factory, two agents' bound methods, or
     one decorated method on two instances never share an answer. ``namespace="..."`` makes them
     share (and makes keys of closures and methods stable across processes, for a shared Redis
-    store; module-level functions are stable without it; without it such keys name their
-    process, so a shared store never serves one process's closure to another). ``key(*args, **kwargs)`` replaces the
-    default key; it must return a str or a hashable value with a JSON form (a tuple of
-    str/int/float). ``store`` replaces the in-memory store (``maxsize`` entries, LRU) with any
-    :class:`CacheStore`, or any mutable mapping such as a ``cachetools`` cache (``LRUCache``,
-    ``TTLCache``, ...), which then holds the entries. ``cache_if(result)`` decides per result
-    (default :func:`cache_if_complete`). Errors and cancellations are never cached.
-    Each call's outcome is ``call.record.cache``: "hit" | "miss" | "coalesced" | "bypass".
+    store; without it such keys name their process, so a shared store never serves one
+    process's closure to another; module-level functions are stable either way). ``key(*args,
+    **kwargs)`` replaces the default key; it must return a str or a hashable value with a JSON
+    form (a tuple of str/int/float). ``store`` replaces the in-memory store (``maxsize`` entries,
+    LRU) with any :class:`CacheStore` or mutable mapping (a ``cachetools`` ``LRUCache``,
+    ``TTLCache``, ...). ``cache_if(result)`` decides per result (default
+    :func:`cache_if_complete`); errors and cancellations are never cached. Each call's outcome is
+    ``call.record.cache``: "hit" | "miss" | "coalesced" | "bypass". ``per_partition=True`` keeps
+    each ``call.partition`` (a tenant, an API key) to its own entries.
     """
 
     #: What a :class:`CacheStore`'s ``get`` returns for an absent or expired key.
@@ -60,7 +61,7 @@ class Cache:
 
     __slots__ = ("ttl", "store", "namespace", "_key", "_keyer", "_cache_if", "_lookup", "_put",
                  "_copies", "_abandon", "_flights", "_hits", "_misses", "_coalesced", "_bypassed",
-                 "_store_errors")
+                 "_store_errors", "per_partition")
 
     def __init__(
         self,
@@ -71,7 +72,12 @@ class Cache:
         store: CacheStore | None = None,
         cache_if: Callable[[Any], bool] | None = None,
         namespace: str | None = None,
+        per_partition: bool = False,
     ) -> None:
+        if not isinstance(per_partition, bool):
+            raise TypeError(f"per_partition must be True or False, got {per_partition!r}")
+        #: Entries are keyed on ``call.partition`` too.
+        self.per_partition = per_partition
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
             raise TypeError(f"ttl must be a number of seconds, got {type(ttl).__qualname__}")
         if not ttl > 0 or math.isinf(ttl):  # `not >` also rejects NaN
@@ -96,12 +102,8 @@ class Cache:
         self.namespace = namespace
         self._key = key
         self._cache_if = cache_if_complete if cache_if is None else cache_if
-        # An in-process store (with synchronous lookup/put) is read and written without a
-        # coroutine: a hit then costs none.
-        lookup, put = getattr(self.store, "lookup", None), getattr(self.store, "put", None)
-        local = callable(lookup) and callable(put)
-        self._lookup = lookup if local else None
-        self._put = put if local else None
+        local = isinstance(self.store, LocalStore)  # synchronous: a hit costs no coroutine
+        self._lookup, self._put = (self.store.lookup, self.store.put) if local else (None, None)
         #: The store keeps its own copy of what it is given and hands out new ones: the answer
         #: itself can go to one caller, and hits need no copy here.
         self._copies = local and getattr(self.store, "copies", False) is True
@@ -124,8 +126,9 @@ class Cache:
             self._bypassed += 1
             call.record.cache = "bypass"
             return await call_next(call)
-        key = self._keyer(call.fn, call.args, call.kwargs) if self._key is None else custom_key(
-            self._key, call.args, call.kwargs)
+        key = self.key_for(call.fn, call.args, call.kwargs)
+        if self.per_partition:
+            key = f"{key}@{call.partition!s}"
         if mode is None:
             value = self._lookup(key) if self._lookup else await self._get(key)
             if value is not MISSING:
@@ -229,11 +232,8 @@ class Cache:
 
     @staticmethod
     def bypass(*, refresh: bool = False) -> AbstractContextManager[None]:
-        """Within this context every Cache skips the lookup (and coalescing) for calls made here.
-
-        With ``refresh=True`` the fresh result is still stored (and concurrent identical
-        refreshes share one call); otherwise the cache is neither read nor written.
-        """
+        """Every Cache skips the lookup (and coalescing) for calls made in this context; with
+        ``refresh=True`` the fresh result is still stored (identical refreshes share one call)."""
         return bypassing(refresh)
 
     async def invalidate(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:

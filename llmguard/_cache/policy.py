@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core.public import public
+from .._core.stats import LayerStats
 from .stream import STREAM_KEY, is_recording
 
 __all__ = ["MODE", "CacheStatistics", "bypassing", "cache_if_complete"]
@@ -39,7 +40,7 @@ def cache_if_complete(result: Any) -> bool:
 
 @public
 @dataclass(frozen=True, slots=True)
-class CacheStatistics:
+class CacheStatistics(LayerStats):
     #: Calls answered from the store.
     hits: int
     #: Calls that ran the wrapped function as the leader of a flight.

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from .._core.public import public
 from .stream import fresh
 
-__all__ = ["MISSING", "CacheStore", "MemoryStore", "StoreStatistics"]
+__all__ = ["MISSING", "CacheStore", "LocalStore", "MemoryStore", "StoreStatistics"]
 
 
 class _Missing:
@@ -109,6 +109,18 @@ def _freeze(value: Any) -> bytes | None:
         return marshal.dumps(value)
     except ValueError:  # an object (a pydantic completion, a dict subclass): deepcopy it
         return None
+
+
+@runtime_checkable
+class LocalStore(Protocol):
+    """A store in this process that answers synchronously and keeps its own copies (MemoryStore):
+    Cache reads and writes it without a coroutine, skips copying answers, and keys it with plain
+    text instead of a sha256 (no other process reads the keys). ``lookup(key)`` returns the
+    value or :data:`MISSING`; ``put(key, value, ttl)`` stores a copy."""
+
+    def lookup(self, key: str) -> Any: ...
+
+    def put(self, key: str, value: Any, ttl: float) -> None: ...
 
 
 @public

@@ -13,94 +13,31 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import IO, Any
 
 from .._runners.jsonl import read_records
+from .._runners.lines import InputLine, parse_text
 from .._runners.record import to_openai_batch
 from .._runners.reorder import Reorder
 from .finish import rewrite, sort_by_line
 
-__all__ = ["Job", "OutputWriter", "done_ids", "read_jobs", "scan_input"]
+__all__ = ["OutputWriter", "done_ids", "read_jobs", "scan_input"]
 
 #: Seconds between fsyncs of the output while records are being written (the power-loss bound;
 #: a process kill loses nothing that was written).
 FSYNC_INTERVAL = 1.0
 
 
-@dataclass(slots=True)
-class Job:
-    """One input line: the request to send, or why it cannot be sent."""
-
-    #: 1-based line number in the input file.
-    line: int
-    #: The request's id: its ``custom_id`` when it has one, else ``line-<n>``.
-    id: str
-    #: Keyword arguments for the chat completion call (None when the line is invalid).
-    request: dict[str, Any] | None = None
-    #: Why the line cannot be sent (None when it is valid).
-    problem: str | None = None
-    #: The line's ``metadata`` object, echoed into its output record.
-    metadata: Any = None
-    #: Admission priority read from ``--priority-field`` (higher is served first).
-    priority: int | None = None
-    #: Set by the runner: position among the lines this run sends (for output ordering).
-    index: int = -1
-
-
-_SHAPE = (
-    'each line must be a chat request {"model": ..., "messages": [...]} or a Batch API line '
-    '{"custom_id": ..., "body": {"messages": [...]}}'
-)
-
-
-def parse_line(line_no: int, text: str, priority_field: str | None = None) -> Job:
-    """Turn one input line into a :class:`Job`; a bad line becomes a job with a ``problem``."""
-    job = Job(line_no, f"line-{line_no}")
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        job.problem = f"line {line_no} is not valid JSON ({exc}); {_SHAPE}"
-        return job
-    if not isinstance(obj, dict):
-        job.problem = f"line {line_no} is a JSON {type(obj).__name__}, not an object; {_SHAPE}"
-        return job
-    custom_id = obj.get("custom_id")
-    if custom_id is not None:
-        job.id = str(custom_id)
-    job.metadata = obj.get("metadata")
-    if isinstance(obj.get("body"), dict):  # Batch API form: url/method are implied (chat)
-        request = dict(obj["body"])
-    else:
-        request = {k: v for k, v in obj.items() if k not in ("custom_id", "metadata")}
-    if priority_field is not None:
-        value = obj.get(priority_field, request.get(priority_field))
-        request.pop(priority_field, None)  # a routing hint, not a provider parameter
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                job.problem = (
-                    f"line {line_no}: priority field {priority_field!r} must be a number, "
-                    f"got {value!r}"
-                )
-                return job
-            job.priority = int(value)
-    messages = request.get("messages")
-    if not isinstance(messages, list) or not messages:
-        job.problem = f"line {line_no} has no non-empty 'messages' list; {_SHAPE}"
-        return job
-    job.request = request
-    return job
-
-
-def read_jobs(path: str, priority_field: str | None = None) -> Iterator[Job]:
-    """Stream the input file's non-blank lines as jobs, one at a time (constant memory).
+def read_jobs(path: str, priority_field: str | None = None) -> Iterator[InputLine]:
+    """Stream the input file's non-blank lines, parsed (:mod:`llmguard._runners.lines`), one at
+    a time (constant memory).
 
     A UTF-8 byte-order mark is skipped and CRLF line ends are read as line ends.
     """
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         for line_no, text in enumerate(f, 1):
             if text.strip():
-                yield parse_line(line_no, text, priority_field)
+                yield parse_text(text, line_no, priority_field=priority_field)
 
 
 def scan_input(path: str) -> tuple[int, dict[str, list[int]]]:

@@ -28,7 +28,7 @@ class Provider:
     is at the provider (they get ``--grace`` on Ctrl-C, the others are cancelled at once), and
     :meth:`close` makes every later attempt raise :class:`Stopped` before it is sent.
 
-    :meth:`send` is the terminal handler of the run's pipeline (it marks the attempt sent, times
+    :meth:`handle` is the terminal handler of the run's pipeline (it marks the attempt sent, times
     it, and the upstream writes ``call.response_headers``, which the run's rate limit learns
     from); calling the provider with a request's keywords is the ``send(**request)`` of Ray.
     """
@@ -72,9 +72,10 @@ class Provider:
         """Send nothing more (Ctrl-C); attempts already sent carry on."""
         self.closed = True
 
-    async def send(self, call: Call) -> Any:
+    async def handle(self, call: Call) -> Any:
         """The terminal handler: ``call.kwargs`` to the model's upstream, the attempt's time at
-        the provider in ``call.record.latency``."""
+        the provider in ``call.record.latency`` (a :class:`~llmguard._core.layer.HandlesCalls`:
+        Ray's actors use it as their terminal too)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:

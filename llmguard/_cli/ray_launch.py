@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .checks import usage_error
-from .run import resume_args
+from .run import resume_args, stack_spec
 
 __all__ = ["Secret", "ray_send", "run_on_ray"]
 
@@ -59,12 +59,7 @@ def run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         from ..integrations.ray import Stack, run_jsonl
 
-        stack = Stack(rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin,
-                      refill=args.refill,
-                      concurrency=args.concurrency, adaptive=args.adaptive,
-                      retries=args.retries, timeout=args.timeout,
-                      fallback_models=tuple(args.fallback_model), cache_ttl=args.cache_ttl,
-                      share=1 if args.redis else args.actors)
+        stack = Stack(stack_spec(args), share=1 if args.redis else args.actors)
         summary = run_jsonl(
             args.input, args.output, address=args.ray or None, actors=args.actors,
             pipeline=stack, make_send=functools.partial(ray_send, args.api_base, args.api_key_env,

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
-from .._runners.layers import run_layers
+from .._pipeline.stack import StackSpec, build_stack
+from .._runners.lines import InputLine
 from .._runners.stopper import Stopper
-from .io import FSYNC_INTERVAL, Job, OutputWriter, read_jobs
+from .io import FSYNC_INTERVAL, OutputWriter, read_jobs
 from .limits import Limits, announce
 from .provider import Provider
 from .report import Progress, Tally, format_summary
 from .worker import make_worker
 
-__all__ = ["Settings", "build_pipeline", "run"]
+__all__ = ["Settings", "build_pipeline", "run", "stack_spec"]
 
 #: Exit codes (documented in ``llmguard run --help``).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -30,20 +32,9 @@ class Settings:
     output: str
     model: str | None = None
     api_base: str | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    input_tpm: int | None = None
-    output_tpm: int | None = None
-    burst: float | None = None
-    margin: float | None = None
-    refill: str = "auto"
-    concurrency: int = 16
-    adaptive: bool = False
-    retries: int = 3
-    timeout: float | None = 60.0
+    #: The layers' options (``--rpm``, ``--input-tpm``, ``--retries``, ``--fallback-model``, ...).
+    stack: StackSpec = StackSpec()
     api_key: str | None = None
-    fallback_models: tuple[str, ...] = ()
-    cache_ttl: float | None = None
     priority_field: str | None = None
     ordered: bool = True
     resume: bool = False
@@ -59,33 +50,42 @@ class Settings:
         """Lines admitted at once: more than the concurrency limit, so a line sleeping in a
         backoff or waiting for quota never idles a provider slot, and priorities have a queue
         to choose from."""
-        return 512 if self.adaptive else 4 * self.concurrency
+        return 512 if self.stack.adaptive else 4 * self.stack.concurrency
+
+
+def stack_spec(args: Any) -> StackSpec:
+    """The layers' options of a parsed ``llmguard run`` command line (raises naming a bad one)."""
+    input_tpm = getattr(args, "input_tpm", None)
+    output_tpm = getattr(args, "output_tpm", None)
+    # Input/output quotas apart (Anthropic) give unused output back: reconcile to the usage.
+    split = input_tpm is not None or output_tpm is not None
+    return StackSpec(rpm=args.rpm, tpm=args.tpm, input_tpm=input_tpm, output_tpm=output_tpm,
+                     burst=args.burst, margin=args.margin, refill=args.refill,
+                     charge="actual" if split else "reserved", concurrency=args.concurrency,
+                     adaptive=args.adaptive, retries=args.retries, timeout=args.timeout,
+                     fallbacks=tuple(args.fallback_model), cache_ttl=args.cache_ttl)
 
 
 def build_pipeline(s: Settings, limits: Limits | None = None) -> Pipeline:
-    """The recommended layer order (see the README's "Layer order"), from the options given.
+    """The stack recipe (:func:`~llmguard._pipeline.stack.build_stack`) from the options given.
 
     No Timeout layer: ``--timeout`` is enforced by the provider from when an attempt is sent,
-    so time spent waiting for quota or a slot is never a timeout. The rate limit waits as long
-    as it takes (``max_wait=None``): a quota-bound run paces, it does not fail lines.
+    so time spent waiting for quota or a slot is never a timeout. The rate limit is the run's
+    :class:`Limits` (given or learned), which waits as long as it takes (``max_wait=None``): a
+    quota-bound run paces, it does not fail lines.
     """
-    return run_layers(metrics=s.metrics_port is not None,
-                      cache=None if s.cache_ttl is None else {"ttl": s.cache_ttl},
-                      fallback_models=s.fallback_models, retries=s.retries,
-                      rate_limit=make_limits(s) if limits is None else limits,
-                      concurrency=s.concurrency, adaptive=s.adaptive)
+    return build_stack(replace(s.stack, timeout=None), name="llmguard-run",
+                       metrics={} if s.metrics_port is not None else None,
+                       rate_limit=make_limits(s) if limits is None else limits)
 
 
 def make_limits(s: Settings) -> Limits:
     """The run's quotas: --rpm/--tpm, else learned from a real provider's headers."""
-    # OpenAI-style providers charge max_tokens at admission: keep reservations as made.
     # Learned from --api-base answers (the headers are read there; litellm hides them).
-    # Input/output quotas apart (Anthropic) give unused output back: reconcile to the usage.
-    split = s.input_tpm is not None or s.output_tpm is not None
-    return Limits(rpm=s.rpm, tpm=s.tpm, learn=s.api_base is not None,
-                  announce=announce, burst=s.burst, margin=s.margin, refill=s.refill,
-                  charge="actual" if split else "reserved",
-                  input_tpm=s.input_tpm, output_tpm=s.output_tpm,
+    spec = s.stack
+    return Limits(rpm=spec.rpm, tpm=spec.tpm, learn=s.api_base is not None,
+                  announce=announce, burst=spec.burst, margin=spec.margin, refill=spec.refill,
+                  charge=spec.charge, input_tpm=spec.input_tpm, output_tpm=spec.output_tpm,
                   tokens=request_tokens)
 
 
@@ -102,15 +102,15 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     limits = make_limits(s)
     if s.resume and skip:  # the killed run's requests may still count at the provider
         limits.resume()
-    provider = Provider(s.api_base, s.api_key, timeout=s.timeout)
+    provider = Provider(s.api_base, s.api_key, timeout=s.stack.timeout)
     provider.open(s.model)  # imports and the session now, not inside the first admitted calls
     tally = Tally(skipped=len(skip))
     progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
                         in_flight=lambda: len(provider.sending),
                         queued=lambda: len(pending) - len(provider.sending))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
-    worker = make_worker(build_pipeline(s, limits).build(provider.send), provider, model=s.model,
-                         cache=s.cache_ttl is not None)
+    worker = make_worker(build_pipeline(s, limits).build(provider.handle), provider, model=s.model,
+                         cache=s.stack.cache_ttl is not None)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
     room = asyncio.Event()  # a line finished, or a stop: the reader looks again
@@ -136,7 +136,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
         for task in list(pending):
             task.cancel()
 
-    async def one(job: Job) -> None:
+    async def one(job: InputLine) -> None:
         try:
             record = await worker(job)
         except asyncio.CancelledError:
@@ -161,7 +161,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
 
     stopper = Stopper(s.grace, stop=stop, abandon=abandon)
     print(f"llmguard run: limits in use: {limits.describe()}; concurrency "
-          f"{'adaptive' if s.adaptive else s.concurrency}", file=sys.stderr, flush=True)
+          f"{'adaptive' if s.stack.adaptive else s.stack.concurrency}", file=sys.stderr, flush=True)
     start = loop.time()
     ticker = [loop.call_later(FSYNC_INTERVAL, fsync_tick)]
     complete = False

@@ -7,19 +7,19 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.call import Call, Handler
+from .._runners.lines import InputLine
 from .._runners.record import describe, invalid_input, make_record
-from .io import Job
 from .provider import Provider
 
 __all__ = ["make_worker"]
 
 
 def make_worker(handler: Handler, provider: Provider, *, model: str | None,
-                cache: bool) -> Callable[[Job], Any]:
+                cache: bool) -> Callable[[InputLine], Any]:
     """The per-line coroutine function: never raises (except cancellation), returns a record
     (the format of :mod:`llmguard._runners.record`, shared with ``--ray``)."""
 
-    async def run_one(job: Job) -> dict[str, Any]:
+    async def run_one(job: InputLine) -> dict[str, Any]:
         if job.request is None:
             return invalid_input(job.id, job.line, job.metadata, job.problem or "")
         request = job.request

@@ -7,10 +7,12 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
 from . import events
+from .attempt import Attempt
 from .events import CallRecord, Event, EventKind
 from .layer import (
     BuildHook,
     Handler,
+    HandlesCalls,
     HeaderObserver,
     Layer,
     compose,
@@ -22,8 +24,8 @@ from .layer import (
 from .public import public
 
 # The layer seams live in ``layer.py``; re-exported here, where layers have always imported them.
-__all__ = ["BuildHook", "Call", "Handler", "HeaderObserver", "Layer", "compose", "invoke",
-           "invoke_timed", "is_async_callable", "label"]
+__all__ = ["BuildHook", "Call", "Handler", "HandlesCalls", "HeaderObserver", "Layer", "compose",
+           "invoke", "invoke_timed", "is_async_callable", "label"]
 
 @public
 class Call:
@@ -32,27 +34,13 @@ class Call:
     Layers never rebuild it: they read what they need and write what they learn to
     :attr:`record`, the typed account of the call. Every attribute has a default so a layer can
     read any of them without ``getattr`` guards. Each field has one owner that writes and
-    restores it (README, "Who owns what in a call"): the wrapped function's identity is fixed,
-    per-attempt facts belong to the layer that starts the attempt (:meth:`save`/
-    :meth:`restore`), ``on_send`` to Timeout, ``on_wait`` to RateLimit.
+    restores it (README, "Who owns what in a call"): the wrapped function's identity is fixed;
+    the facts of one attempt (number, deadline, tokens, sent, response headers, hooks) live in
+    :attr:`current`, an :class:`~llmguard._core.attempt.Attempt` made by the layer that starts
+    the attempt (Retry, Fallback), which puts the previous one back when done.
     """
 
-    __slots__ = (
-        "fn",
-        "args",
-        "kwargs",
-        "name",
-        "attempt",
-        "deadline",
-        "priority",
-        "partition",
-        "tokens",
-        "_record",
-        "on_wait",
-        "on_send",
-        "sent",
-        "response_headers",
-    )
+    __slots__ = ("fn", "args", "kwargs", "name", "priority", "partition", "current", "_record")
 
     def __init__(
         self,
@@ -67,35 +55,54 @@ class Call:
         self.fn = fn
         #: Positional arguments of the call (``self`` included for methods).
         self.args = args
-        #: Keyword arguments of the call; layers that override arguments replace this dict.
+        #: Keyword arguments of the call; a layer that overrides arguments for its inner calls
+        #: (Fallback) replaces this dict and puts the caller's back.
         self.kwargs: dict[str, Any] = {} if kwargs is None else kwargs
         #: The pipeline's name (metric attribute, error messages).
         self.name = name
-        #: 1 for the first attempt; Retry increments it.
-        self.attempt = 1
-        #: Absolute loop time (``loop.time()``) after which no new attempt should start, or None.
-        self.deadline: float | None = None
         #: Admission priority: higher is served first. None means the default class (0).
         self.priority: int | None = None
         #: Fairness partition (tenant, API key) chosen by a layer's ``key`` callable.
         self.partition: Hashable | None = None
-        #: Token estimate reserved by a rate limiter for this attempt, if any.
-        self.tokens: int | None = None
+        #: The attempt in progress (the first one until Retry or Fallback starts another).
+        self.current = Attempt()
         self._record: CallRecord | None = None  # see the record property
-        #: Awaited by :meth:`waited` when an inner limiter let the call go after a wait: an outer
-        #: rate limit then counts the request again from now, when the provider will see it
-        #: (waiting for room again if the window has none). Owner: RateLimit, restored on exit.
-        self.on_wait: Callable[[], Awaitable[None]] | None = None
-        #: Called by the innermost handler just before it calls the provider: Timeout starts
-        #: its clock there. Owner: Timeout, restored on exit.
-        self.on_send: Callable[[], None] | None = None
-        #: True once this attempt reached the provider (the innermost handler called it).
-        #: Reset by the layer that starts an attempt (Retry, Fallback, Timeout).
-        self.sent = False
-        #: The provider's HTTP response headers of the latest attempt (success or error), when
-        #: the terminal or an integration saw them: header observers (RateLimit) learn quotas
-        #: from them. None until then.
-        self.response_headers: Mapping[str, str] | None = None
+
+    # The current attempt's facts, read (and written, by their owners) through the call.
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt; Retry counts them."""
+        return self.current.number
+
+    @property
+    def deadline(self) -> float | None:
+        """Absolute loop time (``loop.time()``) after which no new attempt should start."""
+        return self.current.deadline
+
+    @property
+    def tokens(self) -> int | None:
+        """Token estimate reserved by a rate limiter for this attempt, if any."""
+        return self.current.tokens
+
+    @tokens.setter
+    def tokens(self, value: int | None) -> None:
+        self.current.tokens = value
+
+    @property
+    def sent(self) -> bool:
+        """True once this attempt reached the provider (the innermost handler called it)."""
+        return self.current.sent
+
+    @property
+    def response_headers(self) -> Mapping[str, str] | None:
+        """The provider's HTTP response headers of this attempt (success or error), when the
+        terminal or an integration saw them: header observers (RateLimit) learn from them."""
+        return self.current.response_headers
+
+    @response_headers.setter
+    def response_headers(self, value: Mapping[str, str] | None) -> None:
+        self.current.response_headers = value
 
     @property
     def record(self) -> CallRecord:
@@ -120,20 +127,17 @@ class Call:
         record = self.record
         record.wait += seconds
         record.delayed_by = by
-        if self.on_wait is not None:
-            await self.on_wait()
+        await self.current.admitted_after_wait()
 
     def mark_sent(self) -> None:
         """The attempt reaches the provider now. The innermost handler calls it; so does a
         layer that stands in for the provider (a test double such as ``testing.Faults``)."""
-        self.sent = True
         record = self.record
         record.sent += 1
         model = self.kwargs.get("model")
         if isinstance(model, str) and (not record.models or record.models[-1] != model):
             record.models = (*record.models, model)
-        if self.on_send is not None:
-            self.on_send()
+        self.current.reached_provider()
 
     def emit(self, kind: EventKind, layer: str, *, delay: float | None = None,
              error: BaseException | None = None, detail: Any = None) -> None:
@@ -147,15 +151,6 @@ class Call:
         self.record.rejected_by = layer
         self.emit(EventKind.ADMISSION_REJECTED, layer, error=error)
         return error
-
-    def save(self) -> tuple[Any, ...]:
-        """The per-attempt facts, for the layer that starts attempts (Retry, Fallback) to give
-        each attempt the same start and to leave nothing of them behind (:meth:`restore`)."""
-        return (self.fn, self.kwargs, self.deadline, self.tokens, self.partition, self.sent)
-
-    def restore(self, saved: tuple[Any, ...]) -> None:
-        """Put back what :meth:`save` returned."""
-        self.fn, self.kwargs, self.deadline, self.tokens, self.partition, self.sent = saved
 
     def __repr__(self) -> str:
         return (

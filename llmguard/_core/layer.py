@@ -19,8 +19,8 @@ from .stream import Stream, is_stream_result
 if TYPE_CHECKING:
     from .call import Call
 
-__all__ = ["BuildHook", "Handler", "HeaderObserver", "Layer", "compose", "invoke",
-           "invoke_timed", "is_async_callable", "label"]
+__all__ = ["BuildHook", "Handler", "HandlesCalls", "HeaderObserver", "Layer", "Retrying",
+           "compose", "invoke", "invoke_timed", "is_async_callable", "label"]
 
 #: The next step of a pipeline: takes the call, returns (an awaitable of) the result.
 Handler = Callable[["Call"], Awaitable[Any]]
@@ -39,6 +39,7 @@ class Layer(Protocol):
     async def __call__(self, call: Call, call_next: Handler, /) -> Any: ...
 
 
+@public
 @runtime_checkable
 class BuildHook(Protocol):
     """A layer that observes the pipeline it is built into (Metrics reads its neighbours'
@@ -55,6 +56,7 @@ class BuildHook(Protocol):
     def around_terminal(self, handler: Handler) -> Handler: ...
 
 
+@public
 @runtime_checkable
 class HeaderObserver(Protocol):
     """A layer that learns from the provider's response headers (RateLimit: the quotas left).
@@ -66,6 +68,24 @@ class HeaderObserver(Protocol):
     """
 
     def observe_response(self, call: Call) -> None: ...
+
+
+@runtime_checkable
+class Retrying(Protocol):
+    """A layer that sends a failed call again, up to ``attempts`` times in all (``Retry``): a
+    client library below it must not retry too, or attempts multiply (the integrations turn
+    the SDK's own retries off when a pipeline has one)."""
+
+    attempts: int
+
+
+@runtime_checkable
+class HandlesCalls(Protocol):
+    """An alternate that runs the call itself (a guarded function's ``handle``): Fallback hands
+    it the call, so its partition, priority and record go with it into the alternate's layers,
+    instead of calling it with the arguments as a new call."""
+
+    def handle(self, call: Call, /) -> Awaitable[Any]: ...
 
 
 async def invoke(call: Call) -> Any:

@@ -12,6 +12,7 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 from .._core.public import public
+from .._core.stats import LayerStats
 
 __all__ = ["LatencyHistogram", "MetricsSnapshot", "MetricsStats"]
 
@@ -61,7 +62,7 @@ class LatencyHistogram:
 
 @public
 @dataclass(frozen=True, slots=True)
-class MetricsStats:
+class MetricsStats(LayerStats):
     """A snapshot of a :class:`llmguard.Metrics` layer (latencies in seconds, None before data).
 
     Latencies cover completed calls (successes and errors), not cancelled ones.

@@ -2,9 +2,9 @@
 
 Every callback runs at collection time (a scrape, an export), so counts and state cost nothing
 per call. Each reads the public ``snapshot()`` and ``neighbours`` of every live Metrics layer of
-its provider; the pipeline is an attribute. Other layers' ``statistics()`` are read by duck
-typing: the field names below are the ones llmguard's layers use, with a few tolerated aliases,
-so a custom layer exposing e.g. ``limit`` and ``in_flight`` shows up on the dashboard too.
+its provider; the pipeline is an attribute. Other layers' ``statistics()`` are read by the
+field names ``LayerStats.GAUGES`` declares (the base of every llmguard layer's snapshot), so a
+custom layer exposing e.g. ``limit`` and ``in_flight`` shows up on the dashboard too.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._core.call import label
+from .._core.stats import LayerStats
 from .conventions import CIRCUIT_STATES
 
 if TYPE_CHECKING:
@@ -24,12 +25,9 @@ __all__ = ["observables"]
 Points = Iterator[tuple[float, dict[str, str]]]
 
 
-def _field(stats: Any, *names: str) -> Any:
-    for name in names:
-        value = getattr(stats, name, None)
-        if value is not None:
-            return value
-    return None
+def _field(stats: Any, name: str) -> Any:
+    assert name in LayerStats.GAUGES  # the declared names only
+    return getattr(stats, name, None)
 
 
 def _base(metrics: MetricsView) -> dict[str, str]:
@@ -73,10 +71,10 @@ def _in_flight(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
             yield value, attrs
 
 
-def _gauge(*names: str) -> Callable[[MetricsView, MetricsSnapshot], Points]:
+def _gauge(name: str) -> Callable[[MetricsView, MetricsSnapshot], Points]:
     def read(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
         for attrs, stats in _layer_stats(metrics):
-            value = _field(stats, *names)
+            value = _field(stats, name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 yield value, attrs
 
@@ -93,12 +91,12 @@ def _circuit(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
             yield CIRCUIT_STATES[key], attrs
 
 
-def _own_or_layer(own: str, *names: str) -> Callable[[MetricsView, MetricsSnapshot], Points]:
+def _own_or_layer(own: str, name: str) -> Callable[[MetricsView, MetricsSnapshot], Points]:
     """A neighbour's count when a layer of that kind is in the pipeline, else the calls' own."""
     def read(metrics: MetricsView, snap: MetricsSnapshot) -> Points:
         found = False
         for attrs, stats in _layer_stats(metrics):
-            value = _field(stats, *names)
+            value = _field(stats, name)
             if isinstance(value, int):
                 found = True
                 yield value, attrs
@@ -179,10 +177,10 @@ def observables(layers: Callable[[], Iterable[MetricsView]], meter: Any) -> list
         updown("llmguard.queue.waiting", _each(layers, _gauge("waiting")), unit="{call}",
                description="Calls waiting for admission"),
         gauge("llmguard.rate_limit.requests_headroom",
-              _each(layers, _gauge("requests_available", "requests_remaining")),
+              _each(layers, _gauge("requests_available")),
               unit="{request}", description="Requests still admissible in the current window"),
         gauge("llmguard.rate_limit.tokens_headroom",
-              _each(layers, _gauge("tokens_available", "tokens_remaining")),
+              _each(layers, _gauge("tokens_available")),
               unit="{token}", description="Tokens still admissible in the current window"),
         gauge("llmguard.circuit.state", _each(layers, _circuit), unit="1",
               description="Circuit state: 0 closed, 1 half-open, 2 open"),

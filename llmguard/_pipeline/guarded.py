@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from .._core.call import Call, Handler, Layer
+from .._core.call import Call, Handler, Layer, invoke
 from .._core.classify import classify
 from .._core.events import records
 from .._core.public import public
@@ -29,7 +29,7 @@ class PipelineView(Protocol):
     @property
     def layers(self) -> tuple[Layer, ...]: ...
 
-    def build(self) -> Handler: ...
+    def build(self, terminal: Handler = ...) -> Handler: ...
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -45,6 +45,8 @@ class Guarded(Protocol[P, R_co]):
 
     def stats(self) -> dict[str, Any]: ...
 
+    def handle(self, call: Call, /) -> Awaitable[Any]: ...
+
 
 def failed(call: Call, stream: Stream) -> None:
     """A stream that fails after its first chunk ends the call with that error: the record
@@ -57,9 +59,15 @@ def failed(call: Call, stream: Stream) -> None:
     stream.defer(end)
 
 
-def make_guarded(pipeline: PipelineView, fn: Any) -> Any:
+def make_guarded(pipeline: PipelineView, fn: Any, terminal: Handler = invoke) -> Any:
     """The guarded function: same name, docstring and signature as ``fn``."""
-    handler = pipeline.build()
+    handler = pipeline.build(terminal)
+
+    def handle(call: Call) -> Awaitable[Any]:
+        """Run ``call`` (made elsewhere, e.g. by a Fallback) through this pipeline to ``fn``."""
+        call.fn = fn
+        return handler(call)
+
     name, layers = pipeline.name, bool(pipeline.layers)
 
     def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
@@ -111,4 +119,5 @@ def make_guarded(pipeline: PipelineView, fn: Any) -> Any:
         guarded.__name__, guarded.__qualname__ = named.__name__, named.__qualname__
     guarded.pipeline = pipeline  # type: ignore[attr-defined]
     guarded.stats = pipeline.stats  # type: ignore[attr-defined]
+    guarded.handle = handle  # type: ignore[attr-defined]
     return guarded

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from .._core.call import Handler, Layer, compose, invoke, is_async_callable, label
+from .._core.call import BuildHook, Handler, Layer, compose, invoke, is_async_callable, label
 from .._core.check import text
 from .._core.public import public
 
@@ -171,12 +171,15 @@ class Pipeline:
         return snapshot
 
     @overload
-    def wrap(self, fn: Callable[P, Awaitable[R]]) -> Guarded[P, R]: ...
+    def wrap(self, fn: Callable[P, Awaitable[R]], *, terminal: Handler = ...) -> Guarded[P, R]: ...
     @overload
-    def wrap(self, fn: Any) -> Guarded[..., Any]: ...
+    def wrap(self, fn: Any, *, terminal: Handler = ...) -> Guarded[..., Any]: ...
 
-    def wrap(self, fn: Any) -> Guarded[..., Any]:
-        """Guard ``fn`` (an async function, method, bound method, partial or async callable)."""
+    def wrap(self, fn: Any, *, terminal: Handler = invoke) -> Guarded[..., Any]:
+        """Guard ``fn`` (an async function, method, bound method, partial or async callable).
+
+        ``terminal`` is the innermost handler (default: call ``fn`` with the call's arguments);
+        an application sending to an upstream passes its own."""
         if not is_async_callable(fn):
             raise TypeError(
                 f"llmguard guards async callables, and {_describe(fn)!s} is not one. Make it "
@@ -195,7 +198,7 @@ class Pipeline:
                 )
         from .guarded import make_guarded
 
-        return make_guarded(self, fn)
+        return make_guarded(self, fn, terminal)
 
     def __call__(self, fn: Callable[P, Awaitable[R]]) -> Guarded[P, R]:
         """Use the pipeline as a decorator: ``@pipeline``."""
@@ -205,19 +208,16 @@ class Pipeline:
         """Compose the layers around ``terminal`` into one handler (``await handler(call)``).
 
         The only place a pipeline becomes a handler: ``wrap``, ``guard``, the CLI and the
-        integrations all come here. Layers that observe their neighbours (Metrics reads every
-        layer's ``statistics()`` at collection time) define ``bind(pipeline)``; layers that
-        observe each attempt at the provider (Metrics' attempt spans) define
-        ``around_terminal(handler) -> handler``. Both run once per build, never per call.
+        integrations all come here. A :class:`~llmguard.BuildHook` layer (Metrics, which reads
+        every layer's ``statistics()`` at collection time and traces each attempt at the
+        provider) is bound to the pipeline and wraps the terminal, once per build, never per
+        call.
         """
-        for layer in self._layers:
-            bind = getattr(layer, "bind", None)
-            if callable(bind):
-                bind(self)
-        for layer in reversed(self._layers):
-            around = getattr(layer, "around_terminal", None)
-            if callable(around):
-                terminal = around(terminal)
+        hooks = [layer for layer in self._layers if isinstance(layer, BuildHook)]
+        for layer in hooks:
+            layer.bind(self)
+        for layer in reversed(hooks):
+            terminal = layer.around_terminal(terminal)
         return compose(self._layers, terminal)
 
     def __repr__(self) -> str:

@@ -1,6 +1,6 @@
 """Circuit breaking: stop calling a provider that is failing, probe it, resume when it recovers.
 
-The layer is a few lines around a :class:`~llmguard.CircuitStore` (``circuit_state.py``): the
+The layer is a few lines around a :class:`~llmguard.backends.CircuitStore` (``circuit_state.py``): the
 in-process state machine, or a backend's (Redis shares openings across processes).
 """
 
@@ -18,6 +18,7 @@ from .._core.errors import AdmissionError, CircuitOpenError
 from .._core.events import EventKind
 from .._core.public import public
 from .._core.stream import Stream
+from .._core.stats import LayerStats
 from .circuit_state import CircuitState, CircuitStore, State
 
 __all__ = ["CircuitBreaker", "CircuitState", "CircuitStats", "CircuitStore", "State"]
@@ -28,7 +29,7 @@ _ENTERED = {State.OPEN: EventKind.CIRCUIT_OPENED, State.HALF_OPEN: EventKind.CIR
 
 @public
 @dataclass(frozen=True, slots=True)
-class CircuitStats:
+class CircuitStats(LayerStats):
     state: str
     #: Calls and unhealthy failures in the current window.
     calls: int

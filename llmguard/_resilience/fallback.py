@@ -8,12 +8,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.call import Call, Handler, invoke, is_async_callable
+from .._core.attempt import Attempt
+from .._core.call import Call, Handler, HandlesCalls, invoke, is_async_callable
 from .._core.classify import FailureKind, classify
 from .._core.errors import FallbackExhausted
 from .._core.events import EventKind
 from .._core.public import public
 from .._core.redact import redact
+from .._core.stats import LayerStats
 
 __all__ = ["Fallback", "FallbackStats"]
 
@@ -22,7 +24,7 @@ _UNSET: Any = object()
 
 @public
 @dataclass(frozen=True, slots=True)
-class FallbackStats:
+class FallbackStats(LayerStats):
     calls: int
     #: Answers served by each alternate, by its label (``"model=gpt-4o"``, a function name).
     fallbacks: dict[str, int]
@@ -62,8 +64,9 @@ class Fallback:
 
     * a dict of keyword overrides, e.g. ``{"model": "gpt-4o-mini"}``: the rest of the pipeline
       runs again with those arguments replaced (model fallbacks for litellm and the OpenAI SDK);
-    * an async callable (another client, or another guarded pipeline) called with the same
-      arguments.
+    * an async callable (another client) called with the same arguments; a guarded function
+      (another pipeline) runs this very call through its layers (its ``handle``), so the call's
+      partition and priority go with it.
 
     ``routes`` sends specific failure kinds to a specific alternate first, e.g.
     ``{FailureKind.CONTEXT_WINDOW: {"model": "long-context-model"}}``. ``on`` (a predicate
@@ -105,10 +108,15 @@ class Fallback:
     def statistics(self) -> FallbackStats:
         return FallbackStats(self._calls, dict(self._used), self._defaulted, self._exhausted)
 
-    async def _try(self, alternate: Any, call: Call, call_next: Handler,
-                   saved: tuple[Any, ...]) -> Any:
-        call.restore(saved)  # each alternate starts from what the caller set, not the primary's
-        call.attempt = 1
+    async def _try(self, alternate: Any, call: Call, call_next: Handler, outer: Attempt,
+                   fn: Any, kwargs: dict[str, Any]) -> Any:
+        # Each alternate is a first attempt within the caller's deadline, with the caller's
+        # function and arguments (plus its overrides), nothing of the primary's.
+        call.fn, call.kwargs = fn, kwargs
+        call.current = Attempt(1, outer.deadline, parent=outer,
+                               overrides=alternate if isinstance(alternate, dict) else None)
+        if isinstance(alternate, HandlesCalls):  # another pipeline: this call goes through it
+            return await alternate.handle(call)
         if not isinstance(alternate, dict):  # another client: called directly (invoke starts
             call.fn = alternate              # a streaming alternate's stream)
             return await invoke(call)
@@ -122,7 +130,7 @@ class Fallback:
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         self._calls += 1
-        saved = call.save()
+        outer, fn, kwargs = call.current, call.fn, call.kwargs
         try:
             try:  # the primary, in this frame: a call that succeeds costs no second coroutine
                 return await call_next(call)
@@ -130,19 +138,19 @@ class Fallback:
                 if self._on is not None and not self._on(exc):
                     raise
                 error = exc
-            return await self._chain(call, call_next, saved, error)
+            return await self._chain(call, call_next, (outer, fn, kwargs), error)
         finally:
-            call.restore(saved)
+            call.current, call.fn, call.kwargs = outer, fn, kwargs
 
-    async def _chain(self, call: Call, call_next: Handler, saved: tuple[Any, ...],
-                     error: Exception) -> Any:
+    async def _chain(self, call: Call, call_next: Handler,
+                     caller: tuple[Attempt, Any, dict[str, Any]], error: Exception) -> Any:
         """The primary failed with ``error``: try the alternates, then the default."""
         errors: list[Exception] = [error]
         route = self.routes.get(classify(errors[0]).kind)
         chain = ((route,) if route is not None else ()) + self.alternates
         for alternate in chain:
             try:
-                result = await self._try(alternate, call, call_next, saved)
+                result = await self._try(alternate, call, call_next, *caller)
             except Exception as exc:
                 if self._on is not None and not self._on(exc):
                     raise
@@ -153,7 +161,7 @@ class Fallback:
             self._taken(call, label, errors[0])
             return result
         if self.default is not _UNSET:
-            call.restore(saved)
+            call.current, call.fn, call.kwargs = caller
             self._defaulted += 1
             self._taken(call, "default", errors[-1])
             if not callable(self.default):

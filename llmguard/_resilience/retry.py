@@ -18,11 +18,13 @@ from .._core import clock
 from .._core.check import number
 from .._core.check import seed as check_seed
 from .._core.classify import FailureKind, classify
+from .._core.attempt import Attempt
 from .._core.call import Call, Handler
 from .._core.errors import AdmissionError
 from .._core.events import EventKind
 from .._core.stream import Stream
 from .._core.public import public
+from .._core.stats import LayerStats
 from .budget import RetryBudget
 from .deadline import attempt_until_sent
 
@@ -31,7 +33,7 @@ __all__ = ["Retry", "RetryStats"]
 
 @public
 @dataclass(frozen=True, slots=True)
-class RetryStats:
+class RetryStats(LayerStats):
     calls: int
     retries: int
     #: Retries by the failure kind that caused them (``"result"`` for retried results).
@@ -165,18 +167,16 @@ class Retry:
         end = None if self.deadline is None else now + self.deadline
         if end is None or (call.deadline is not None and call.deadline < end):
             end = call.deadline
-        # Every attempt starts from what the caller set (plus our deadline) and nothing of an
-        # attempt outlives the call: a Fallback above us gets back its own deadline. The
-        # attempts run in this frame (one coroutine per call); the history of errors is built
-        # only once an attempt fails.
-        saved = call.save()
+        # Each attempt is a new Attempt (our deadline, nothing of the previous one) and nothing
+        # of an attempt outlives the call: a Fallback above us gets back its own. The attempts
+        # run in this frame (one coroutine per call); the history of errors is built only once
+        # an attempt fails.
+        outer = call.current
         history: list[str] | None = None
         attempt = 1
         try:
             while True:
-                if attempt > 1:
-                    call.restore(saved)
-                call.deadline, call.sent, call.attempt = end, False, attempt
+                call.current = Attempt(attempt, end, parent=outer)
                 try:
                     result = await attempt_until_sent(call, call_next, end)
                 except Exception as exc:
@@ -211,7 +211,7 @@ class Retry:
                 await asyncio.sleep(delay)
                 attempt += 1
         finally:
-            call.restore(saved)
+            call.current = outer
 
     def __repr__(self) -> str:
         return (f"Retry(attempts={self.attempts}, backoff={self.backoff}, "

@@ -23,14 +23,15 @@ from .._core.errors import (
 )
 from .._core.stream import Stream
 from .._core.public import public
-from .timer import Attempt, TimerQueue
+from .._core.stats import LayerStats
+from .timer import Timed, TimerQueue
 
 __all__ = ["Timeout", "TimeoutStats"]
 
 
 @public
 @dataclass(frozen=True, slots=True)
-class TimeoutStats:
+class TimeoutStats(LayerStats):
     calls: int
     timed_out: int
 
@@ -121,9 +122,8 @@ class Timeout:
         # by one timer per layer and limit (timer.py), not one per attempt.
         task = asyncio.current_task()
         assert task is not None
-        attempt = Attempt(task, loop, None if limit is None else self._queue(loop, limit),
-                          call.on_send, deadline)
-        call.on_send = attempt.send
+        attempt = Timed(task, loop, None if limit is None else self._queue(loop, limit), deadline)
+        unhook = call.current.on_send.add(attempt.send)
         try:
             result = await call_next(call)
         except asyncio.CancelledError as exc:
@@ -152,7 +152,7 @@ class Timeout:
                 seconds=limit,
             ) from None
         finally:
-            call.on_send = attempt.outer
+            unhook()
             attempt.end()
         sent_at = attempt.sent_at
         if isinstance(result, Stream) and (self.idle is not None or self.total is not None):

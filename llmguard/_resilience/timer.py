@@ -13,26 +13,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
 
-__all__ = ["Attempt", "TimerQueue"]
+__all__ = ["Timed", "TimerQueue"]
 
 #: The loop runs a timer up to its clock's resolution early (asyncio's ``_clock_resolution``):
 #: what is due within it is due now.
 _RESOLUTION = time.get_clock_info("monotonic").resolution
 
 
-class Attempt:
-    """One attempt's timing: sent when the innermost handler calls :meth:`send`, expired (its
-    task cancelled, ``fired`` set) when its limit or the overall deadline passes first."""
+class Timed:
+    """One attempt's timing: sent when the innermost handler calls :meth:`send` (an
+    ``on_send`` hook of the attempt), expired (its task cancelled, ``fired`` set) when its limit
+    or the overall deadline passes first."""
 
-    __slots__ = ("task", "loop", "queue", "outer", "sent_at", "expires", "fired", "done",
-                 "handle")
+    __slots__ = ("task", "loop", "queue", "sent_at", "expires", "fired", "done", "handle")
 
     def __init__(self, task: asyncio.Task[object], loop: asyncio.AbstractEventLoop,
-                 queue: TimerQueue | None, outer: Callable[[], None] | None,
-                 deadline: float | None) -> None:
-        self.task, self.loop, self.queue, self.outer = task, loop, queue, outer
+                 queue: TimerQueue | None, deadline: float | None) -> None:
+        self.task, self.loop, self.queue = task, loop, queue
         self.sent_at: float | None = None
         self.expires = 0.0
         self.fired = self.done = False
@@ -40,7 +38,7 @@ class Attempt:
         self.handle = None if deadline is None else loop.call_at(deadline, self.expire)
 
     def send(self) -> None:
-        """The attempt reaches the provider now (``call.on_send``): its limit starts."""
+        """The attempt reaches the provider now: its limit starts."""
         if self.sent_at is None and not self.fired:  # armed once per attempt
             self.sent_at = self.loop.time()
             if self.queue is not None:
@@ -49,8 +47,6 @@ class Attempt:
                     self.handle = None
                 self.expires = self.sent_at + self.queue.limit
                 self.queue.add(self)
-        if self.outer is not None:
-            self.outer()
 
     def expire(self) -> None:
         self.fired = True
@@ -72,10 +68,10 @@ class TimerQueue:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
         self.loop, self.limit = loop, limit
-        self._attempts: deque[Attempt] = deque()
+        self._attempts: deque[Timed] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, attempt: Attempt) -> None:
+    def add(self, attempt: Timed) -> None:
         self._attempts.append(attempt)
         if self._timer is None:
             self._timer = self.loop.call_at(attempt.expires, self._fire)

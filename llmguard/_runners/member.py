@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core.public import public
+from .._core.stats import LayerStats
 from .._resilience.circuit_state import CircuitState
 
 __all__ = ["Member", "MemberStats", "PoolStats"]
@@ -14,7 +15,7 @@ __all__ = ["Member", "MemberStats", "PoolStats"]
 
 @public
 @dataclass(frozen=True, slots=True)
-class MemberStats:
+class MemberStats(LayerStats):
     name: str
     #: Calls in progress, calls finished, of which failed.
     busy: int
@@ -28,7 +29,7 @@ class MemberStats:
 
 @public
 @dataclass(frozen=True, slots=True)
-class PoolStats:
+class PoolStats(LayerStats):
     members: tuple[MemberStats, ...]
     #: Callers waiting for a free member.
     waiting: int

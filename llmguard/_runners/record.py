@@ -56,11 +56,12 @@ def to_json(response: Any) -> Any:
 def make_record(id: str, line: int | None, metadata: Any, *, response: Any = None,
                 error: dict[str, str] | None = None, done: CallRecord | None = None,
                 elapsed: float | None = None, requested: str | None = None,
-                cache: bool = False) -> dict[str, Any]:
+                cache: bool = False, cost: float | None = None) -> dict[str, Any]:
     """The record of one line: ``response`` (when ``error`` is None) or ``error``, with what
     the call's :class:`~llmguard.CallRecord` ``done`` says happened at the provider;
     ``requested`` is the model the line asked for and ``cache`` says a cache layer was in the
-    stack (a success with no attempt sent was then a cache hit)."""
+    stack (a success with no attempt sent was then a cache hit); ``cost`` is the answer's price
+    when the caller prices it (the gateway's configured prices), else litellm's."""
     done = done if done is not None else CallRecord()
     ok = error is None
     usage = extract_usage(response) if ok and response is not None else None
@@ -70,7 +71,8 @@ def make_record(id: str, line: int | None, metadata: Any, *, response: Any = Non
         "response": to_json(response) if ok else None, "error": error,
         "usage": None if usage is None else {"input_tokens": usage.input_tokens,
                                              "output_tokens": usage.output_tokens},
-        "cost": (done.cost if done.cost is not None else cost_of(response)) if ok else None,
+        "cost": (cost if cost is not None else done.cost if done.cost is not None
+                 else cost_of(response)) if ok else None,
         "latency": None if done.latency is None else round(done.latency, 6),
         "elapsed": None if elapsed is None else round(elapsed, 6),
         "attempts": done.sent, "retries": done.retries, "fallback": done.fallback is not None,

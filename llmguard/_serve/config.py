@@ -16,9 +16,9 @@
     base_url = "http://127.0.0.1:8000/v1"
     api_key_env = "UPSTREAM_KEY"  # the key is read from this variable, never from the file
     model = "gpt-4o-mini"         # what the upstream is asked for (default: the name)
-    rpm = 500                     # layers: rpm, tpm, input_tpm, output_tpm, concurrency |
-                                  # adaptive, retries, timeout,
-    fallbacks = ["backup"]        # fallbacks, cache_ttl, circuit_breaker, max_wait
+    rpm = 500                     # layers (StackSpec): rpm, tpm, input_tpm, output_tpm, burst,
+    fallbacks = ["backup"]        # margin, refill, charge, concurrency | adaptive, retries,
+                                  # timeout, fallbacks, cache_ttl, circuit_breaker, max_wait
 
     [models.gpt4o]                # one model over several deployments (a Router), each with
     strategy = "headroom"         # its own upstream and quotas: headroom|weighted|least_latency|ordered
@@ -43,9 +43,10 @@ the key can be found in the file, its line. The value checks and that reader liv
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .._pipeline.stack import StackSpec, stack_options
 from .config_parse import (
     JOBS_KEYS,
     MODEL_KEYS,
@@ -57,7 +58,13 @@ from .config_parse import (
 )
 from .deployments import DeploymentConfig, parse_deployments
 
-__all__ = ["PRIORITIES", "ConfigError", "DeploymentConfig", "JobsConfig", "ModelConfig", "ServeConfig", "TenantConfig", "load"]
+__all__ = ["PRIORITIES", "SERVE_STACK", "ConfigError", "DeploymentConfig", "JobsConfig",
+           "ModelConfig", "ServeConfig", "TenantConfig", "load"]
+
+#: A model's layers by default: a gateway answers in time (at most 30 s waiting for quota or a
+#: slot, then 429), retries twice, and charges the tokens the provider reports.
+SERVE_STACK = StackSpec(concurrency=64, retries=2, max_wait=30.0, charge="actual")
+
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
@@ -71,19 +78,8 @@ class ModelConfig:
     latency: float = 0.01
     seconds_per_token: float = 0.0005
     fail_status: int | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    #: Input and output tokens per minute apart (Anthropic's ITPM/OTPM).
-    input_tpm: int | None = None
-    output_tpm: int | None = None
-    concurrency: int = 64
-    adaptive: bool = False
-    retries: int = 2
-    timeout: float | None = 60.0
-    fallbacks: tuple[str, ...] = ()
-    cache_ttl: float | None = None
-    circuit_breaker: bool = False
-    max_wait: float = 30.0
+    #: The layers guarding it (``rpm``, ``retries``, ``fallbacks``, ... as TOML keys).
+    stack: StackSpec = SERVE_STACK
     price_input: float = 0.0
     price_output: float = 0.0
     #: Several upstreams serving this model, routed by headroom (none: one upstream, above).
@@ -157,8 +153,8 @@ def default_config() -> ServeConfig:
     """No file: the offline fake models, no tenants (open, on loopback by default)."""
     return ServeConfig(models={
         "fake": ModelConfig("fake"),
-        "fake-fail": ModelConfig("fake-fail", fail_status=500, retries=0),
-        "fake-429": ModelConfig("fake-429", fail_status=429, retries=0),
+        "fake-fail": ModelConfig("fake-fail", fail_status=500, stack=replace(SERVE_STACK, retries=0)),
+        "fake-429": ModelConfig("fake-429", fail_status=429, stack=replace(SERVE_STACK, retries=0)),
     }, jobs=JobsConfig(default_model="fake"))
 
 
@@ -204,9 +200,18 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
                 raise reader.fail(("models", name, "fail_status"), "only for the fake provider")
             if fields.get("adaptive") and "concurrency" in fields:
                 raise reader.fail(("models", name, "adaptive"), "set adaptive or concurrency")
-            models[name] = ModelConfig(name, **fields)
+            layers = {k: fields.pop(k) for k in stack_options() if k in fields}
+            split = {"input_tpm", "output_tpm"} & set(layers) if deployments else set()
+            if split:  # the Router takes RateLimit's place; its deployments have rpm and tpm
+                raise reader.fail(("models", name, min(split)),
+                                  "is not supported on a model with deployments")
+            try:
+                stack = replace(SERVE_STACK, **layers)
+            except (TypeError, ValueError) as exc:
+                raise reader.fail(("models", name), str(exc)) from None
+            models[name] = ModelConfig(name, **fields, stack=stack)
         for name, m in models.items():
-            for fb in m.fallbacks:
+            for fb in m.stack.fallbacks:
                 if fb not in models or fb == name:
                     raise reader.fail(("models", name, "fallbacks"),
                                       f"{fb!r} is not another model of this file")
@@ -230,7 +235,7 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
 
 def _no_cycle(models: dict[str, ModelConfig], reader: Reader) -> None:
     def visit(name: str, path: tuple[str, ...]) -> None:
-        for fb in models[name].fallbacks:
+        for fb in models[name].stack.fallbacks:
             if fb in path:
                 raise reader.fail(("models", path[0], "fallbacks"),
                                   "fallbacks loop: " + " -> ".join((*path, fb)))

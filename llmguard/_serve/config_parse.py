@@ -96,7 +96,9 @@ MODEL_KEYS = {
     "rpm": integer(), "tpm": integer(), "input_tpm": integer(), "output_tpm": integer(),
     "concurrency": integer(), "adaptive": boolean,
     "retries": integer(0), "timeout": number(), "fallbacks": strings, "cache_ttl": number(),
-    "circuit_breaker": boolean, "max_wait": number(), "price_input": number(False),
+    "circuit_breaker": boolean, "max_wait": number(), "burst": number(),
+    "margin": number(False), "refill": one_of("auto", "window", "continuous"),
+    "charge": one_of("reserved", "actual"), "price_input": number(False),
     "price_output": number(False),
     "strategy": one_of("headroom", "weighted", "least_latency", "ordered"),
 }

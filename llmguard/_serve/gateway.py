@@ -11,90 +11,32 @@ serves waiting calls by priority (``call.priority``) and round-robin across tena
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import os
-from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 import llmguard as lg
 
-from .._upstream.protocol import Upstream
-from .._upstream.select import make_upstream
-
-from .config import ModelConfig, ServeConfig
-from .deployments import DEPLOYMENT, DeploymentConfig, router_of
-from .tenants import Tenant, TenantGate, Tenants
+from .._pipeline.stack import build_stack
 from .abandon import Abandon
+from .config import ModelConfig, ServeConfig
+from .deployments import router_of
+from .model import Model, upstream_of
+from .tenants import Tenant, TenantGate, Tenants
 from .usage import UsageBook
 
-__all__ = ["Gateway", "ShuttingDown"]
-
-#: The tenant of the request being served: part of every cache key, so tenants never see each
-#: other's cached answers. A context variable because Cache's key sees only the arguments.
-_tenant: ContextVar[str] = ContextVar("llmguard_serve_tenant", default="")
+__all__ = ["Gateway", "Model", "ShuttingDown", "upstream_of"]
 
 
 class ShuttingDown(Exception):
     """The grace period after SIGTERM ran out before this request finished."""
 
 
-def _cache_key(**request: Any) -> str:
-    body = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{_tenant.get()}\0{body}".encode()).hexdigest()
-
-
-def upstream_of(cfg: ModelConfig | DeploymentConfig) -> Upstream:
-    """Where a configured model's (or deployment's) requests go (its key read from
-    ``api_key_env``)."""
-    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-    if cfg.provider == "fake":
-        return make_upstream("fake", name=cfg.name, latency=cfg.latency,
-                             seconds_per_token=cfg.seconds_per_token,
-                             fail_status=cfg.fail_status, model=cfg.model)
-    return make_upstream(cfg.provider, name=cfg.name, base_url=cfg.base_url, api_key=key or None)
-
-
-class Model:
-    """One configured model at run time: its upstream(s), layers and handlers."""
-
-    __slots__ = ("config", "upstreams", "name", "chat", "embed", "guarded", "layers")
-
-    def __init__(self, config: ModelConfig) -> None:
-        self.config, self.name = config, config.name
-        #: Deployment name ("" for a model of one upstream) -> (upstream, the model it is asked
-        #: for).
-        self.upstreams: dict[str, tuple[Upstream, str]] = (
-            {d.name: (upstream_of(d), d.model or config.name) for d in config.deployments}
-            if config.deployments else {"": (upstream_of(config), config.model or config.name)})
-        self.chat: Any = None  # handler: TenantGate + the model's layers
-        self.embed: Any = None
-        self.guarded: Any = None  # the model's pipeline around its upstream (a fallback target)
-        self.layers: tuple[Any, ...] = ()
-
-    def _to(self, request: dict[str, Any]) -> Upstream:
-        """The upstream of the deployment the Router chose (the only one without a Router),
-        with ``request["model"]`` set to what it is asked for (a fallback arrives named as the
-        primary)."""
-        upstream, request["model"] = self.upstreams[request.pop(DEPLOYMENT, "")]
-        return upstream
-
-    async def send(self, **request: Any) -> Any:
-        """The terminal call: to the upstream."""
-        upstream = self._to(request)
-        if request.get("stream"):
-            return upstream.stream(request)
-        return await upstream.chat(request)
-
-    async def send_embed(self, **request: Any) -> Any:
-        return await self._to(request).embed(request)
-
-
 class Gateway:
     """Everything one gateway process holds: models, tenants, usage and the drain state."""
 
     def __init__(self, config: ServeConfig, *, redis_url: str | None = None,
-                 redis_prefix: str = "llmguard-serve", meter_provider: Any = None) -> None:
+                 redis_prefix: str = "llmguard-serve", meter_provider: Any = None,
+                 tracer_provider: Any = None) -> None:
         self.config = config
         #: Where shared state lives (None: this process only); the jobs store uses them too.
         self.redis_url, self.redis_prefix = redis_url, redis_prefix
@@ -110,7 +52,8 @@ class Gateway:
 
         self.tenants = Tenants(config.tenants, backend=self.backend,
                                limiter_factory=limiter_factory)
-        self.meter_provider = meter_provider
+        #: Where the models' Metrics layers export (None: the global meter provider; no spans).
+        self.meter_provider, self.tracer_provider = meter_provider, tracer_provider
         meter = None
         if meter_provider is not None:
             meter = meter_provider.get_meter("llmguard.serve")
@@ -129,7 +72,7 @@ class Gateway:
         order: list[str] = []
 
         def visit(name: str) -> None:
-            for fb in self.config.models[name].fallbacks:
+            for fb in self.config.models[name].stack.fallbacks:
                 visit(fb)
             if name not in order:
                 order.append(name)
@@ -138,56 +81,44 @@ class Gateway:
         return order
 
     def _build(self, cfg: ModelConfig, gate: TenantGate) -> None:
+        """The model's handlers, through ``Pipeline.build`` like every pipeline: the stack recipe
+        (Metrics, Cache per tenant, Fallback to the other models' own pipelines, Retry,
+        CircuitBreaker, Timeout, RateLimit, concurrency), the tenant gate outermost."""
         model = self.models[cfg.name] = Model(cfg)
-        p = lg.Pipeline(name=f"serve:{cfg.name}").metrics(
-            meter_provider=self.meter_provider, provider=cfg.provider)
-        if cfg.cache_ttl is not None:
-            store = None
-            if self.backend is not None:
-                from llmguard.backends.redis import RedisStore
+        name = f"serve:{cfg.name}"
+        cache: dict[str, Any] = {"per_partition": True}  # tenants never see each other's answers
+        limiter = None
+        if self.backend is not None:
+            from llmguard.backends.redis import RedisConcurrencyLimiter, RedisStore
 
-                store = RedisStore(self.backend, namespace=f"serve:{cfg.name}")
-            p = p.cache(ttl=cfg.cache_ttl, key=_cache_key, store=store)
-        if cfg.fallbacks:
-            p = p.fallback(*(self.models[fb].guarded for fb in cfg.fallbacks))
-        tail = lg.Pipeline()
-        if cfg.retries:
-            tail = tail.retry(attempts=cfg.retries + 1)
-        if cfg.circuit_breaker:
-            tail = tail.circuit_breaker(name=f"serve:{cfg.name}", backend=self.backend)
-        if cfg.timeout is not None:
-            tail = tail.timeout(cfg.timeout)
-        if cfg.deployments:  # in RateLimit's place: each deployment its own quotas
-            tail = tail.then(router_of(cfg.deployments, cfg.strategy, cfg.max_wait,
-                                       self.backend))
-        elif cfg.rpm or cfg.tpm or cfg.input_tpm or cfg.output_tpm:
-            tail = tail.rate_limit(rpm=cfg.rpm, tpm=cfg.tpm, input_tpm=cfg.input_tpm,
-                                   output_tpm=cfg.output_tpm, max_wait=cfg.max_wait,
-                                   backend=self.backend)
-        if cfg.adaptive:
-            tail = tail.adaptive_concurrency(max_wait=cfg.max_wait)
-        elif self.backend is not None:
-            from llmguard.backends.redis import RedisConcurrencyLimiter
-
-            tail = tail.concurrency_limit(RedisConcurrencyLimiter(
-                self.backend, cfg.concurrency, name=f"model:{cfg.name}", max_wait=cfg.max_wait))
-        else:
-            tail = tail.concurrency_limit(cfg.concurrency, max_wait=cfg.max_wait)
-        pipeline = p.then(*tail.layers)
-        model.layers = pipeline.layers
-        model.guarded = pipeline.wrap(model.send)  # also binds Metrics to its neighbours
-        model.chat = lg.compose((gate, *pipeline.layers))
-        # Embeddings share the model's quota and slots (same RateLimit / limiter instances), with
+            cache["store"] = RedisStore(self.backend, namespace=name)
+            limiter = RedisConcurrencyLimiter(self.backend, cfg.stack.concurrency,
+                                              name=f"model:{cfg.name}",
+                                              max_wait=cfg.stack.max_wait)
+        router = None
+        if cfg.deployments:  # in RateLimit's place: each deployment its own upstream and quotas
+            router = router_of(cfg.deployments, cfg.strategy, cfg.stack.max_wait, self.backend)
+        stack = build_stack(cfg.stack, name=name, backend=self.backend, limiter=limiter,
+                            rate_limit=router,
+                            metrics={"meter_provider": self.meter_provider,
+                                     "tracer_provider": self.tracer_provider,
+                                     "provider": cfg.provider},
+                            cache=cache, fallback=lambda fb: self.models[fb].guarded)
+        model.layers = tuple(stack.layers)
+        model.guarded = stack.wrap(model.send, terminal=model.terminal())
+        model.chat = lg.Pipeline(gate, *stack.layers, name=name).build(model.terminal())
+        # Embeddings share the model's Metrics, quota and slots (the same layer instances), with
         # their own retry and timeout; no cache or fallback (those are chat-shaped).
-        shared = [layer for layer in tail.layers
-                  if isinstance(layer, (lg.RateLimit, lg.Router, lg.ConcurrencyLimit,
+        shared = [layer for layer in stack.layers
+                  if isinstance(layer, (lg.Metrics, lg.RateLimit, lg.Router, lg.ConcurrencyLimit,
                                         lg.AdaptiveConcurrency))]
-        own = lg.Pipeline()
-        if cfg.retries:
-            own = own.retry(attempts=cfg.retries + 1)
-        if cfg.timeout is not None:
-            own = own.timeout(cfg.timeout)
-        model.embed = lg.compose((gate, *own.layers, *shared))
+        own = build_stack(replace(cfg.stack, fallbacks=(), cache_ttl=None,
+                                  circuit_breaker=False, rpm=None, tpm=None, input_tpm=None,
+                                  output_tpm=None))
+        own_layers = [layer for layer in own.layers if isinstance(layer, (lg.Retry, lg.Timeout))]
+        metrics, limits = shared[:1], shared[1:]
+        model.embed = lg.Pipeline(gate, *metrics, *own_layers, *limits, name=name).build(
+            model.terminal(embed=True))
 
     def model_for(self, tenant: Tenant, name: Any) -> Model | None:
         """The model ``name`` if it exists and the tenant may use it (else None: a 404 either
@@ -200,24 +131,34 @@ class Gateway:
         """Run one request through the tenant's and the model's layers; the result is a dict
         or, for a stream, an ``lg.Stream`` whose first chunk has arrived. Once ``abandon`` is
         set, a request not sent upstream yet is dropped (:class:`~.abandon.Abandoned`)."""
-        request["model"] = model.config.model or model.name
-        call = lg.Call(model.send_embed if embed else model.send, (), request, f"serve:{model.name}")
+        call = self.start(model, tenant, request, priority, embed=embed)
+        return await self.run(model, call, abandon=abandon)
+
+    def start(self, model: Model, tenant: Tenant, request: dict[str, Any], priority: int,
+              *, embed: bool = False) -> lg.Call:
+        """The call of one request (its ``record`` tells what happened to it)."""
+        request["model"] = model.target
+        call = lg.Call(model.send, (), request, f"serve:{model.name}")
         call.priority = priority
-        call.partition = tenant.name
-        token = _tenant.set(tenant.name)
+        call.partition = tenant.name  # the tenant: its cache entries, its turn at the limiter
+        if embed:
+            call.record.operation = "embeddings"
+        return call
+
+    async def run(self, model: Model, call: lg.Call, *, abandon: Abandon | None = None) -> Any:
+        """Run a call made by :meth:`start` through its model's handler (dropped unsent, as
+        :class:`~.abandon.Abandoned`, once ``abandon`` is set)."""
+        handler = model.embed if call.record.operation == "embeddings" else model.chat
+        if abandon is None:
+            return await self.bounded(handler(call))
+        abandon.bind(call)
         try:
-            if abandon is None:
-                return await self.bounded((model.embed if embed else model.chat)(call))
-            abandon.bind(call)
-            try:
-                result = await self.bounded((model.embed if embed else model.chat)(call))
-            except BaseException as exc:
-                abandon.unbind(exc)
-                raise
-            abandon.unbind(None)
-            return result
-        finally:
-            _tenant.reset(token)
+            result = await self.bounded(handler(call))
+        except BaseException as exc:
+            abandon.unbind(exc)
+            raise
+        abandon.unbind(None)
+        return result
 
     async def bounded(self, awaitable: Any) -> Any:
         """Await ``awaitable`` but no later than the drain deadline (then :class:`ShuttingDown`).

@@ -22,7 +22,7 @@ import uvicorn
 from .config import ConfigError, ServeConfig, default_config, load
 from .gateway import Gateway
 
-__all__ = ["create_app", "main", "make_app"]
+__all__ = ["configured_tracer_provider", "create_app", "main", "make_app"]
 
 #: Settings for worker processes (``--workers``), which build their app from this variable.
 _ENV = "LLMGUARD_SERVE_SETTINGS"
@@ -32,17 +32,29 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def make_app(config: ServeConfig, *, redis_url: str | None = None,
-             redis_prefix: str = "llmguard-serve") -> Any:
-    """The Starlette app for ``config`` (its gateway is ``app.state.gateway``)."""
+             redis_prefix: str = "llmguard-serve", tracer_provider: Any = None) -> Any:
+    """The Starlette app for ``config`` (its gateway is ``app.state.gateway``); with a
+    ``tracer_provider`` every request gets a span, and one per attempt at the upstream."""
     from .app import build_app, metrics_provider
     from .connections import set_limits
 
     set_limits(config.header_timeout, config.max_connections)
     provider, registry = metrics_provider()
     gateway = Gateway(config, redis_url=redis_url, redis_prefix=redis_prefix,
-                      meter_provider=provider)
+                      meter_provider=provider, tracer_provider=tracer_provider)
     _LIVE.append(gateway)
     return build_app(gateway, registry)
+
+
+def configured_tracer_provider() -> Any:
+    """The process's OpenTelemetry tracer provider when an SDK one is installed (e.g. by
+    ``opentelemetry-instrument``), else None: no spans, and no per-request cost for them."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return None
+    provider = trace.get_tracer_provider()
+    return provider if type(provider).__module__.startswith("opentelemetry.sdk") else None
 
 
 def create_app() -> Any:
@@ -50,7 +62,8 @@ def create_app() -> Any:
     settings = json.loads(os.environ[_ENV])
     config = configure(load(settings["config"]) if settings["config"] else default_config(),
                        settings)
-    app = make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"])
+    app = make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"],
+                   tracer_provider=configured_tracer_provider())
     _chain_signals()
     return app
 
@@ -140,7 +153,8 @@ def main(args: Any) -> int:
     try:
         config = configure(load(args.config) if args.config else default_config(), vars(args))
         # Built once here so a bad tenant key variable fails now, with exit 2, not in a worker.
-        app = make_app(config, redis_url=args.redis, redis_prefix=args.redis_prefix)
+        app = make_app(config, redis_url=args.redis, redis_prefix=args.redis_prefix,
+                       tracer_provider=configured_tracer_provider())
     except ConfigError as exc:
         print(f"llmguard serve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

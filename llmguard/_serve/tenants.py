@@ -5,7 +5,7 @@ is refused at once with :class:`QuotaExceeded` (the app answers 429 with ``retry
 ``x-ratelimit-*`` headers), never queued. That is what a client library pacing against the
 gateway expects from a provider, and why this is not an ``lg.RateLimit`` (which queues callers
 FIFO until there is room, the right thing for the gateway's own upstream quotas). It uses the
-same public quota machinery: ``lg.Quota`` windows kept in an ``lg.RateLimitBackend``
+same public quota machinery: ``llmguard.backends.Quota`` windows kept in a ``RateLimitBackend``
 (in memory, or ``RedisBackend`` so every replica shares one quota, atomically).
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import llmguard as lg
+from llmguard.backends import ConcurrencyLimiter, MemoryBackend, Quota
 
 from .config import PRIORITIES, ConfigError, TenantConfig
 
@@ -69,9 +70,9 @@ class Tenant:
         self.config = config
         quotas = []
         if config.rpm:
-            quotas.append(lg.Quota(config.rpm, 60.0, False))
+            quotas.append(Quota(config.rpm, 60.0, False))
         if config.tpm:
-            quotas.append(lg.Quota(config.tpm, 60.0, True))
+            quotas.append(Quota(config.tpm, 60.0, True))
         #: The tenant's quotas, enforced together (empty: unlimited).
         self.quotas = tuple(quotas)
         #: Caps this tenant's concurrent calls (None: no cap). ConcurrencyLimiter-shaped.
@@ -105,10 +106,10 @@ class Tenants:
     def __init__(self, configs: dict[str, TenantConfig], *, backend: Any = None,
                  limiter_factory: Any = None) -> None:
         #: Where every tenant's quota windows live (key = tenant name).
-        self.backend = backend if backend is not None else lg.MemoryBackend()
+        self.backend = backend if backend is not None else MemoryBackend()
         self.by_name: dict[str, Tenant] = {}
         self._by_hash: dict[str, Tenant] = {}
-        make = limiter_factory or (lambda name, n: lg.ConcurrencyLimiter(n, max_wait=60.0))
+        make = limiter_factory or (lambda name, n: ConcurrencyLimiter(n, max_wait=60.0))
         for name, config in configs.items():
             limiter = make(name, config.concurrency) if config.concurrency else None
             tenant = self.by_name[name] = Tenant(config, limiter)

@@ -4,24 +4,17 @@ rate-limit headers out (for plain answers and streams alike)."""
 from __future__ import annotations
 
 import weakref
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 from .._core.call import Call, Handler
-from .._core.stream import Stream
+from .._core.stream import Stream, is_stream_result
 from .._core.tokens import extract_usage
-from .._upstream.litellm import NO_RETRIES
+from .._upstream.litellm import NO_RETRIES, rate_headers
 
-__all__ = ["NO_RETRIES", "LiteLLMLayer", "LiteLLMStats", "litellm_module", "raw_result",
-           "server_of"]
-
-#: What litellm itself returned to the guarded function (before llmguard wrapped a stream), so
-#: the layer can read a stream's ``_hidden_params`` (its response headers). Set by the guarded
-#: function inside the layer's own ``await call_next(call)``, in the same context.
-raw_result: ContextVar[Any] = ContextVar("llmguard_litellm_raw", default=None)
+__all__ = ["NO_RETRIES", "LiteLLMLayer", "LiteLLMStats", "litellm_module", "send", "server_of"]
 
 #: litellm's provider names -> the GenAI conventions' ``gen_ai.provider.name`` values.
 PROVIDERS = {
@@ -77,16 +70,14 @@ class LiteLLMLayer:
     ``{"model": ...}`` override) and counts every attempt's spend, the failed ones included.
     """
 
-    __slots__ = ("_overrides", "_check", "_observers", "_operation", "_providers", "_calls",
+    __slots__ = ("_overrides", "_check", "_operation", "_providers", "_calls",
                  "_failures", "_input", "_output", "_cost", "_uncosted", "_by_model",
                  "refusals")
     __name__ = "litellm"  # its key in Guarded.stats()
 
-    def __init__(self, *, no_retries: bool, check: Any, observers: tuple[Any, ...],
-                 operation: str) -> None:
+    def __init__(self, *, no_retries: bool, check: Any, operation: str) -> None:
         self._overrides = NO_RETRIES if no_retries else None
         self._check = check  # refuses an oversized prompt before sending, or None
-        self._observers = observers
         self._operation = operation
         self._providers: dict[str, str | None] = {}
         self._calls = self._failures = self._input = self._output = self._uncosted = 0
@@ -105,24 +96,12 @@ class LiteLLMLayer:
             self._check(self, litellm, call)
         self._note_provider(litellm, call)
         self._calls += 1
-        token = raw_result.set(None)
         try:
             result = await call_next(call)
-        except Exception as exc:
+        except Exception:
             self._failures += 1
-            if self._observers:  # a 429 says the most about the quota
-                self._observe(getattr(exc, "litellm_response_headers", None), call)
             raise
-        finally:
-            raw = raw_result.get()
-            raw_result.reset(token)
-        hidden = getattr(raw if raw is not None else result, "_hidden_params", None)
-        if isinstance(hidden, dict):
-            if self._observers:
-                self._observe(hidden.get("additional_headers"), call)
-            server = server_of(hidden.get("api_base"))
-            if server is not None:
-                call.record.server = server
+        hidden = getattr(result, "_hidden_params", None)
         if isinstance(result, Stream):  # usage and cost arrive with the last chunk
             ref = weakref.ref(result)  # no cycle through the stream: a dropped one ends at once
             result.defer(lambda error: self._account(litellm, call, getattr(
@@ -168,16 +147,6 @@ class LiteLLMLayer:
         self._cost += cost
         self._by_model[name] = self._by_model.get(name, 0.0) + cost
 
-    def _observe(self, headers: Any, call: Call) -> None:
-        # litellm passes the provider's headers on with an ``llm_provider-`` prefix (only some
-        # also without it): give RateLimit the provider's own names.
-        if not headers:
-            return
-        rate_headers = {key.removeprefix("llm_provider-"): value
-                        for key, value in headers.items() if "ratelimit-" in key}
-        for observer in self._observers:
-            observer.observe_headers(rate_headers, partition=call.partition)
-
     def statistics(self) -> LiteLLMStats:
         return LiteLLMStats(self._calls, self._failures, self._input, self._output, self._cost,
                             self._uncosted, MappingProxyType(dict(self._by_model)),
@@ -186,6 +155,30 @@ class LiteLLMLayer:
     def __repr__(self) -> str:
         return (f"<litellm calls={self._calls} failures={self._failures} "
                 f"cost_usd={self._cost:.6f}>")
+
+
+async def send(call: Call) -> Any:
+    """The terminal of a guarded litellm function: calls it, and from what litellm itself
+    returned (before a stream is wrapped) or raised writes the provider's rate-limit headers to
+    ``call.response_headers`` (for header observers such as RateLimit) and the server address
+    to the call's record."""
+    call.mark_sent()
+    try:
+        raw = await call.fn(*call.args, **call.kwargs)
+    except Exception as exc:  # a 429 says the most about the quota
+        headers = rate_headers(getattr(exc, "litellm_response_headers", None))
+        if headers is not None:
+            call.response_headers = headers
+        raise
+    hidden = getattr(raw, "_hidden_params", None)
+    if isinstance(hidden, dict):
+        headers = rate_headers(hidden.get("additional_headers"))
+        if headers is not None:
+            call.response_headers = headers
+        server = server_of(hidden.get("api_base"))
+        if server is not None:
+            call.record.server = server
+    return await Stream.start(raw) if is_stream_result(raw) else raw
 
 
 def _cost(litellm: Any, result: Any, hidden: Any, model: Any, usage: Any,

@@ -10,40 +10,35 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .._core.call import Call, Handler
+from .._core.call import Call, HeaderObserver
 from .._core.stream import Stream, is_stream_result
 from .._pipeline.guarded import Guarded
 from .._pipeline.pipeline import Pipeline
-from ._util import has_retry, header_observers
+from ._util import has_retry
 
-__all__ = ["RawResponseHeaders", "coroutine_function", "guard_method", "without_retries"]
+__all__ = ["coroutine_function", "guard_method", "send_raw", "without_retries"]
 
 
-class RawResponseHeaders:
-    """Innermost layer: put the raw response's headers on the call (``call.response_headers``,
-    read by the :class:`~llmguard.HeaderObserver` layers: ``RateLimit``), return the parsed
-    result."""
-
-    __slots__ = ()
-
-    async def __call__(self, call: Call, call_next: Handler, /) -> Any:
-        try:
-            raw = await call_next(call)
-        except Exception as exc:  # a 429 says the most about the quota: its headers count too
-            headers = getattr(getattr(exc, "response", None), "headers", None)
-            if headers is not None:
-                call.response_headers = headers
-            raise
-        call.response_headers = raw.headers
-        result = raw.parse()
-        if inspect.isawaitable(result):  # anthropic's AsyncAPIResponse parses asynchronously
-            result = await result
-        if is_stream_result(result):  # stream=True: the raw response wrapped an AsyncStream
-            return await Stream.start(result)
-        return result
-
-    def __repr__(self) -> str:
-        return "<provider rate-limit headers>"
+async def send_raw(call: Call) -> Any:
+    """The terminal of a method guarded through ``with_raw_response``: the provider's response
+    headers (of an answer or an error) go to ``call.response_headers``, for the pipeline's
+    :class:`~llmguard.HeaderObserver` layers (``RateLimit``); the caller gets the parsed object,
+    as the plain method returns it."""
+    call.mark_sent()
+    try:
+        raw = await call.fn(*call.args, **call.kwargs)
+    except Exception as exc:  # a 429 says the most about the quota: its headers count too
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        if headers is not None:
+            call.response_headers = headers
+        raise
+    call.response_headers = raw.headers
+    result = raw.parse()
+    if inspect.isawaitable(result):  # anthropic's AsyncAPIResponse parses asynchronously
+        result = await result
+    if is_stream_result(result):  # stream=True: the raw response wrapped an AsyncStream
+        return await Stream.start(result)
+    return result
 
 
 def without_retries(client: Any, pipeline: Pipeline, what: str, sdk: str) -> Any:
@@ -76,7 +71,7 @@ def guard_method(resource: Any, name: str, pipeline: Pipeline) -> Guarded[..., A
     """``resource.name`` guarded by ``pipeline``; through ``with_raw_response`` (looking and
     returning like the plain method) when a layer reads rate-limit headers."""
     method = getattr(resource, name)
-    if not header_observers(pipeline):
+    if not any(isinstance(layer, HeaderObserver) for layer in pipeline.layers):
         return pipeline.wrap(coroutine_function(method, method))
     raw = coroutine_function(getattr(resource.with_raw_response, name), method)
-    return pipeline.then(RawResponseHeaders()).wrap(raw)
+    return pipeline.wrap(raw, terminal=send_raw)

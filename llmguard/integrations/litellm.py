@@ -22,8 +22,9 @@ litellm is imported on the first call, never by ``import llmguard``. What this a
   in ``stats()``; so are ``gen_ai.provider.name``, the operation (``embeddings``) and the
   server address;
 - ``count_tokens`` estimates with litellm's per-model tokenizer, for ``RateLimit(tokens=...)``;
-- the provider's ``x-ratelimit-*`` headers that litellm passes on (answers, streams, 429s) feed
-  ``RateLimit.observe_headers``, as in :mod:`llmguard.integrations.openai`;
+- the provider's ``x-ratelimit-*`` headers that litellm passes on (answers, streams, 429s) go to
+  ``call.response_headers``, which the pipeline's header observers (``RateLimit``) learn from,
+  as in :mod:`llmguard.integrations.openai`;
 - ``check_context=True`` refuses a prompt that cannot fit the model's context window before it
   is sent, as ``litellm.ContextWindowExceededError``, so a ``Fallback({"model": ...})`` to a
   bigger model takes over without a round trip (LiteLLM's Router calls these pre-call checks).
@@ -38,9 +39,9 @@ from .._core.call import Call
 from .._pipeline.guarded import Guarded
 from .._pipeline.pipeline import Pipeline
 from .._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens
-from ._litellm_layer import LiteLLMLayer, LiteLLMStats, raw_result
+from ._litellm_layer import LiteLLMLayer, LiteLLMStats, send
 from ._litellm_layer import litellm_module as _litellm
-from ._util import has_retry, header_observers
+from ._util import has_retry
 
 __all__ = ["LiteLLMStats", "completion", "count_tokens", "embedding"]
 
@@ -112,11 +113,9 @@ def _guarded(
     if not isinstance(pipeline, Pipeline):
         raise TypeError(f"pipeline must be a llmguard.Pipeline or None, got {pipeline!r}; "
                         "build one with llmguard.Pipeline(...) or llmguard.guard(...)")
-    layer = LiteLLMLayer(
-        no_retries=has_retry(pipeline), check=_refuse_oversized if check_context else None,
-        observers=header_observers(pipeline), operation=operation,
-    )
-    return pipeline.then(layer).wrap(fn)
+    layer = LiteLLMLayer(no_retries=has_retry(pipeline),
+                         check=_refuse_oversized if check_context else None, operation=operation)
+    return pipeline.then(layer).wrap(fn, terminal=send)
 
 
 def completion(pipeline: Pipeline | None = None, *, check_context: bool = False) -> Guarded[..., Any]:
@@ -127,9 +126,7 @@ def completion(pipeline: Pipeline | None = None, *, check_context: bool = False)
     """
     async def acompletion(*args: Any, **kwargs: Any) -> Any:
         """``litellm.acompletion`` (imported on first use)."""
-        result = await _litellm().acompletion(*args, **kwargs)
-        raw_result.set(result)  # a stream's headers, before llmguard wraps it
-        return result
+        return await _litellm().acompletion(*args, **kwargs)
 
     return _guarded(pipeline, acompletion, check_context=check_context, operation="chat")
 

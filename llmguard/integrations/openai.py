@@ -17,10 +17,11 @@ plain ``pipeline.wrap(client.chat.completions.create)``:
 
 - under a Retry layer the SDK's own retries are turned off (a copy of the client with
   ``max_retries=0``; a warning says so when your client had them on), so attempts never multiply;
-- when the pipeline has a layer with ``observe_headers`` (``RateLimit``), each request goes
-  through ``with_raw_response`` and the provider's ``x-ratelimit-remaining-*`` /
-  ``x-ratelimit-reset-*`` headers, from answers and from errors alike, are fed to it, so its
-  buckets follow what the provider reports. The caller still gets the parsed object;
+- when the pipeline has a :class:`~llmguard.HeaderObserver` layer (``RateLimit``), each request
+  goes through ``with_raw_response`` and the provider's response headers, from answers and from
+  errors alike, go to ``call.response_headers``, which the observer reads
+  (``x-ratelimit-remaining-*`` / ``x-ratelimit-reset-*``), so its buckets follow what the
+  provider reports. The caller still gets the parsed object;
 - each call's record names the provider (``openai``, or ``azure.ai.openai`` for an Azure client),
   the server the client talks to and the operation, so Metrics exports ``gen_ai.provider.name``,
   ``server.address`` and ``gen_ai.operation.name`` as the GenAI conventions ask.

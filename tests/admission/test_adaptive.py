@@ -7,7 +7,8 @@ import random
 import pytest
 
 import llmguard as lg
-from llmguard import AIMD, AdaptiveConcurrency, Gradient, Gradient2, Vegas
+from llmguard import AdaptiveConcurrency
+from llmguard.algorithms import AIMD, Gradient, Gradient2, Vegas
 from llmguard.testing import FakeLLM, SimulatedProvider, make_error
 
 MSG = [{"role": "user", "content": "hi"}]

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
-from llmguard import ConcurrencyLimit, ConcurrencyLimiter
+from llmguard import ConcurrencyLimit
+from llmguard.backends import ConcurrencyLimiter, Limiter
 
 
 def baseline(limiter: ConcurrencyLimiter) -> tuple[int, int, dict]:
@@ -533,7 +534,7 @@ async def test_concurrency_limit_drives_a_limiter_written_from_its_docstring() -
     passes ``isinstance(x, Limiter)``, and ``ConcurrencyLimit`` keeps within its limit, gives
     permits back on error and cancellation, and shows its statistics."""
     limiter = MinimalLimiter(2)
-    assert isinstance(limiter, lg.Limiter)
+    assert isinstance(limiter, Limiter)
     layer = ConcurrencyLimit(limiter, priority=lambda x: 0)
     peak = active = 0
 

@@ -407,7 +407,7 @@ async def test_idle_keys_are_forgotten_so_state_stays_bounded() -> None:
 async def test_a_key_keeps_its_quota_and_pause_while_others_are_swept() -> None:
     """Sweeping never forgets state that still matters: a key at its quota stays at its quota,
     and a paused key stays paused, while hundreds of idle keys around it are dropped."""
-    backend = lg.MemoryBackend()
+    backend = MemoryBackend()
     quotas = (Quota(2, 60.0, False),)
     for _ in range(2):
         await backend.reserve("busy", quotas, 0)
@@ -440,7 +440,7 @@ def test_window_idle_only_when_nothing_applies() -> None:
 async def test_reconcile_after_the_window_was_swept_is_harmless() -> None:
     """A call that outlives a 1 s (rps) window may find its key swept when it settles: the
     reconciliation and refund are no-ops instead of a KeyError."""
-    backend = lg.MemoryBackend()
+    backend = MemoryBackend()
     quotas = (Quota(1, 1.0, False),)
     _, ticket = await backend.reserve("slow", quotas, 5)
     await asyncio.sleep(2)

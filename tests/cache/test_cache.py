@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import llmguard as lg
 from llmguard._cache.layer import cache_if_complete
 from llmguard._cache.store import MISSING, MemoryStore
+from llmguard.backends import CacheStore
 from llmguard.testing import FakeLLM
 
 
@@ -183,7 +184,7 @@ async def test_invalidate_and_clear():
 async def test_memory_store_protocol():
     """MemoryStore satisfies CacheStore: MISSING for absent/expired, per-entry ttl, delete, clear."""
     store = MemoryStore(maxsize=4)
-    assert isinstance(store, lg.CacheStore)
+    assert isinstance(store, CacheStore)
     assert await store.get("k") is MISSING
     await store.set("k", None, 5)
     await store.set("long", 1, 50)

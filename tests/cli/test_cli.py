@@ -333,23 +333,6 @@ def test_resume_retry_failed_redoes_only_the_failed_lines(tmp_path: Path) -> Non
     assert out[0] == first[0] and out[2] == first[2] and out[1]["fallback"]
 
 
-def test_parse_line_reads_both_request_forms() -> None:
-    """A plain line keeps its parameters minus metadata; a Batch API line sends its body under
-    its custom_id; the priority field is read and removed from what is sent."""
-    from llmguard._cli.io import parse_line
-
-    plain = parse_line(3, json.dumps(chat("a", model="m", temperature=0, metadata={"k": 1},
-                                          prio=7)), "prio")
-    assert (plain.id, plain.line, plain.priority, plain.metadata) == ("line-3", 3, 7, {"k": 1})
-    assert plain.request == {"messages": [{"role": "user", "content": "a"}], "model": "m",
-                             "temperature": 0}
-    batch = parse_line(4, json.dumps({"custom_id": "x", "method": "POST", "prio": 2,
-                                      "url": "/v1/chat/completions", "body": chat("b")}), "prio")
-    assert (batch.id, batch.priority, batch.request) == ("x", 2, chat("b"))
-    bad = parse_line(5, json.dumps(chat("c", prio="high")), "prio")
-    assert bad.request is None and "priority field 'prio' must be a number" in bad.problem
-
-
 def test_summary_counts_percentiles_and_cost() -> None:
     """The summary adds up outcomes, tokens and cost (cache hits spend none) and reports
     nearest-rank percentiles of the provider latency."""

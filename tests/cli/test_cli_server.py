@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from llmguard._cli.run import Settings, run
+from llmguard._pipeline.stack import StackSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 HANG_GUARD = 120  #: a safety net against a hung child, never an assertion about speed
@@ -105,7 +106,7 @@ async def test_quota_bound_run_paces_every_line_to_done(tmp_path: Path) -> None:
     with every line ok: waiting for quota is never a failure, --timeout never counts it."""
     src = _input(tmp_path, 100)
     settings = Settings(input=str(src), output=str(tmp_path / "out.jsonl"), model="fake",
-                        rpm=30, timeout=5.0, progress=False)
+                        stack=StackSpec(rpm=30, timeout=5.0), progress=False)
     code = await run(settings, set(), [], total=100)
     out = _records(tmp_path / "out.jsonl")
     assert code == 0 and len(out) == 100 and all(r["ok"] for r in out)

@@ -44,8 +44,17 @@ async def _send(**kwargs: Any) -> Any:  # a deployment's target
 
 
 def _lazy(name: str) -> Any:
-    """A public name resolved at call time (layer modules load lazily)."""
-    return lambda *args, **kwargs: getattr(lg, name)(*args, **kwargs)
+    """A public name resolved at call time (layer modules load lazily), from the namespace
+    that holds it (``llmguard.algorithms``, ``llmguard.backends`` or the top level)."""
+    from llmguard._core.public import NAMESPACES
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(NAMESPACES.get(name, "llmguard")), name)(
+            *args, **kwargs)
+
+    return build
 
 
 # --- limits: ConcurrencyLimit, RateLimit, AdaptiveConcurrency and its algorithms -------------
@@ -202,8 +211,10 @@ def test_huge_integers_do_not_overflow_the_checks() -> None:
 
 def test_limit_algorithms_accept_their_defaults() -> None:
     """The checks do not refuse any algorithm's documented defaults."""
+    import llmguard.algorithms
+
     for name in ("AIMD", "Vegas", "Gradient2", "Gradient"):
-        assert math.isfinite(getattr(lg, name)().limit)
+        assert math.isfinite(getattr(llmguard.algorithms, name)().limit)
 
 
 # --- layers: Cache, Retry, RetryBudget, Fallback, CircuitBreaker, Metrics, Timeout ------------

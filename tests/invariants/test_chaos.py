@@ -81,21 +81,19 @@ ADMITTED_AT: dict[int, float] = {}
 
 async def stamp_admission(call: lg.Call, call_next: Any, /) -> Any:
     """Right inside RateLimit: note when it admitted this attempt (for the probe to record),
-    and again when RateLimit counts it anew because it queued in the concurrency limit."""
+    and again when RateLimit counts it anew because it queued in the concurrency limit (its
+    ``on_wait`` hook runs after RateLimit's, which was added first)."""
     loop = asyncio.get_running_loop()
     ADMITTED_AT[id(call)] = loop.time()
-    recount = call.on_wait
 
     async def counted_again() -> None:
-        await recount()
         ADMITTED_AT[id(call)] = loop.time()
 
-    if recount is not None:
-        call.on_wait = counted_again
+    unhook = call.current.on_wait.add(counted_again)
     try:
         return await call_next(call)
     finally:
-        call.on_wait = recount
+        unhook()
 
 
 class Probe:

@@ -11,7 +11,7 @@ PACKAGE = Path(llmguard.__file__).parent
 #: Lower layers first: a module may import its own concern and the concerns listed before it.
 ORDER = ["_core", "_admission|_resilience|_cache|_observability", "_pipeline",
          "_upstream|_runners", "_cli|integrations|backends|testing|_serve",
-         "cli|__init__|__main__|batch_api"]
+         "cli|__init__|__main__|algorithms|stats|batch_api"]
 
 
 def module_name(path: Path) -> str:
@@ -171,3 +171,36 @@ def test_apps_import_neither_test_doubles_nor_private_integrations() -> None:
                     and parts[2].startswith("_") and not _is_app(target)):
                 bad.append(f"{name} imports {target}")
     assert not bad, bad
+
+
+def test_only_core_and_pipeline_compose_layers() -> None:
+    """Layers become a handler in ``_core`` (``compose``) and ``_pipeline`` (``Pipeline.build``)
+    only: an application that composed its own would skip the build hooks (Metrics' spans)."""
+    found = []
+    for name, path in modules().items():
+        if concern(name) in ("_core", "_pipeline"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] == "compose":
+                found.append(f"{name}: {ast.unparse(node)[:60]}")
+    assert not found, found
+
+
+#: Options that only a stack has (a tenant has quotas and a concurrency cap too).
+STACK_ONLY = {"retries", "fallbacks", "fallback_models", "cache_ttl", "circuit_breaker",
+              "adaptive", "margin", "refill"}
+
+
+def test_one_place_declares_the_stack_options() -> None:
+    """Only ``StackSpec`` declares the stack's options as fields: the CLI settings, the gateway's
+    model config and Ray's Stack embed one instead of redeclaring them."""
+    found = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef) or node.name == "StackSpec":
+                continue
+            declared = {item.target.id for item in node.body if isinstance(item, ast.AnnAssign)
+                        and isinstance(item.target, ast.Name)}
+            if len(declared & STACK_ONLY) >= 3:  # counters (retries, fallbacks) are no options
+                found.append(f"{name}.{node.name}: {sorted(declared & STACK_ONLY)}")
+    assert not found, found

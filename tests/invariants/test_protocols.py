@@ -12,6 +12,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import llmguard as lg
+from llmguard.backends import Quota
 from llmguard.testing import FakeLLM
 
 
@@ -66,7 +67,7 @@ class LogBackend:
         self.paused: dict[Hashable, float] = {}
         self.tickets = itertools.count(1)
 
-    async def reserve(self, key: Hashable, quotas: tuple[lg.Quota, ...], tokens: int
+    async def reserve(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
                       ) -> tuple[float, Any]:
         now = asyncio.get_running_loop().time()
         log = self.logs.setdefault(key, {})
@@ -88,15 +89,15 @@ class LogBackend:
     def refund(self, key: Hashable, ticket: Any) -> None:
         self.logs[key].pop(ticket[1], None)
 
-    def pause(self, key: Hashable, quotas: tuple[lg.Quota, ...], seconds: float) -> None:
+    def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         until = asyncio.get_running_loop().time() + seconds
         self.paused[key] = max(self.paused.get(key, 0.0), until)
 
-    def cap(self, key: Hashable, quotas: tuple[lg.Quota, ...], tokens: bool, remaining: int,
+    def cap(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
             reset: float) -> None:
         pass  # optional tightening: a backend may ignore provider headers
 
-    def headroom(self, key: Hashable, quotas: tuple[lg.Quota, ...]) -> tuple[int, int, float]:
+    def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         return 0, 0, 0.0
 
 
@@ -145,3 +146,86 @@ async def test_a_router_drives_a_rate_limit_backend_written_from_its_docstring()
         for at in arrivals[name]:
             assert sum(at - 60 < other <= at for other in arrivals[name]) <= rpm
     assert router.statistics().in_flight == 0
+class EchoUpstream:
+    """An Upstream from its docstring: chat, stream, embed, secrets, aclose; headers to the call."""
+
+    async def chat(self, request: dict[str, Any], call: Any = None, /) -> Any:
+        if call is not None:
+            call.response_headers = {"x-ratelimit-remaining-requests": "3",
+                                     "x-ratelimit-reset-requests": "60s"}
+        text = request["messages"][-1]["content"]
+        return {"object": "chat.completion", "choices": [{"index": 0, "message": {
+            "role": "assistant", "content": text}, "finish_reason": "stop"}]}
+
+    async def stream(self, request: dict[str, Any], call: Any = None, /) -> Any:
+        for word in request["messages"][-1]["content"].split():
+            yield {"object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {"content": word}}]}
+
+    async def embed(self, request: dict[str, Any], call: Any = None, /) -> Any:
+        return {"object": "list", "data": [{"index": 0, "embedding": [1.0]}]}
+
+    def secrets(self) -> list[str]:
+        return []
+
+    async def aclose(self) -> None:
+        pass
+
+
+class SeenHeaders:
+    """A HeaderObserver from its docstring: a layer with observe_response(call)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    async def __call__(self, call: lg.Call, call_next: Any, /) -> Any:
+        return await call_next(call)
+
+    def observe_response(self, call: lg.Call) -> None:
+        self.seen.append(dict(call.response_headers or {}))
+
+
+class Traced:
+    """A BuildHook from its docstring: bind(pipeline), around_terminal(handler)."""
+
+    def __init__(self) -> None:
+        self.bound: list[Any] = []
+        self.attempts = 0
+
+    async def __call__(self, call: lg.Call, call_next: Any, /) -> Any:
+        return await call_next(call)
+
+    def bind(self, pipeline: Any) -> None:
+        self.bound.append(pipeline)
+
+    def around_terminal(self, handler: Any) -> Any:
+        async def counted(call: lg.Call) -> Any:
+            self.attempts += 1
+            return await handler(call)
+        return counted
+
+
+async def test_an_upstream_observer_and_build_hook_written_from_their_docstrings_work() -> None:
+    """The three seams of an application's stack: an Upstream sent to through the terminal
+    (chat and stream), a HeaderObserver shown each attempt's response headers (and a
+    RateLimit learning from them), a BuildHook bound once and wrapping the terminal."""
+    from llmguard._upstream.protocol import Upstream
+    from llmguard._upstream.select import terminal
+
+    upstream = EchoUpstream()
+    assert isinstance(upstream, Upstream)
+    observer, traced = SeenHeaders(), Traced()
+    assert isinstance(observer, lg.HeaderObserver) and isinstance(traced, lg.BuildHook)
+    limit = lg.RateLimit(rpm=100)
+    pipeline = lg.Pipeline(traced, observer, limit)
+    handler = pipeline.build(terminal(upstream))
+    messages = [{"role": "user", "content": "hi there"}]
+    answer = await handler(lg.Call(upstream.chat, (), {"model": "m", "messages": messages}))
+    assert answer["choices"][0]["message"]["content"] == "hi there"
+    assert observer.seen == [{"x-ratelimit-remaining-requests": "3",
+                              "x-ratelimit-reset-requests": "60s"}]
+    assert limit.statistics().requests_available <= 3  # learned from the header
+    stream = await handler(lg.Call(upstream.chat, (), {"model": "m", "messages": messages,
+                                                       "stream": True}))
+    assert [c["choices"][0]["delta"]["content"] async for c in stream] == ["hi", "there"]
+    assert traced.bound == [pipeline] and traced.attempts == 2

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import llmguard as lg
 from llmguard import CircuitBreaker, FailureKind, Fallback, Retry, Timeout
 from llmguard._resilience.circuit import CircuitState, State
+from llmguard.backends import CircuitStore
 from llmguard.testing import FakeLLM, make_error
 
 # --- Timeout -----------------------------------------------------------------------------------
@@ -405,7 +406,7 @@ async def test_circuit_breaker_drives_a_circuit_store_written_from_its_docstring
     llm = FakeLLM([make_error(FailureKind.OVERLOADED)] * 4)
     breaker = CircuitBreaker(min_calls=4, failure_ratio=0.5, open_for=10, half_open_calls=2,
                              backend=Backend())
-    assert isinstance(made[0], lg.CircuitStore)
+    assert isinstance(made[0], CircuitStore)
     guarded = lg.guard(breaker)(llm.send_message)
     for _ in range(4):
         with pytest.raises(Exception):

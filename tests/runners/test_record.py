@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 import llmguard as lg
-from llmguard._cli.io import Job
+from llmguard._runners.lines import InputLine
 from llmguard._cli.provider import Provider
 from llmguard._cli.run import Settings, build_pipeline
 from llmguard._cli.worker import make_worker
-from llmguard._runners.layers import run_layers
+from llmguard._pipeline.stack import StackSpec, build_stack
 from llmguard._runners.record import describe, make_record
 
 FIELDS = ["id", "line", "ok", "model", "response", "error", "usage", "cost", "latency",
@@ -50,10 +50,10 @@ def test_error_messages_are_redacted_and_kinds_classified() -> None:
 @pytest.mark.looptime
 async def test_cli_worker_and_ray_rows_write_the_same_record() -> None:
     """The CLI's worker and the Ray actor's record builder give one record for one line."""
-    from llmguard.integrations._ray.rows import Row, parse_row
+    from llmguard.integrations._ray.rows import parse_row
     from llmguard.integrations._ray.rows import make_record as ray_record
 
-    job = Job(line=1, id="line-1", request={"messages": [{"role": "user", "content": "hi"}]},
+    job = InputLine(line=1, id="line-1", request={"messages": [{"role": "user", "content": "hi"}]},
               metadata={"m": 1})
     provider = Provider()
     worker = make_worker(build_pipeline(Settings(input="i", output="o")).build(), provider,
@@ -66,9 +66,9 @@ async def test_cli_worker_and_ray_rows_write_the_same_record() -> None:
     ray = ray_record(row, response=cli["response"], current=done, elapsed=cli["elapsed"],
                      requested="fake")
     assert ray == cli and cli["ok"] and cli["model"] == "fake"
-    bad = Job(line=2, id="line-2", problem="line 2 is not valid JSON")
+    bad = InputLine(line=2, id="line-2", problem="line 2 is not valid JSON")
     invalid = {"kind": "invalid_input", "type": "InvalidInput", "message": bad.problem}
-    assert await worker(bad) == ray_record(Row("line-2", 2), error=invalid)
+    assert await worker(bad) == ray_record(InputLine("line-2", 2), error=invalid)
 
 
 def _kinds(pipeline: lg.Pipeline) -> list[str]:
@@ -80,11 +80,12 @@ def test_cli_and_ray_stack_compose_the_same_layer_order() -> None:
     in the same order (the Ray stack adds Timeout: its provider does not bound attempts)."""
     from llmguard.integrations.ray import Stack
 
-    options = dict(rpm=600, fallback_models=("m2",), cache_ttl=60.0, retries=2)
-    cli = _kinds(build_pipeline(Settings(input="i", output="o", **options)))
+    options = dict(rpm=600, fallbacks=("m2",), cache_ttl=60.0, retries=2)
+    cli = _kinds(build_pipeline(Settings(input="i", output="o", stack=StackSpec(**options))))
     ray = _kinds(Stack(**options, timeout=None)(None))
     assert cli == ["Cache", "Fallback", "Retry", "Limits", "ConcurrencyLimit"]
     assert ray == ["Cache", "Fallback", "Retry", "RateLimit", "ConcurrencyLimit"]
     assert _kinds(Stack(**options)(None)) == ["Cache", "Fallback", "Retry", "Timeout",
                                               "RateLimit", "ConcurrencyLimit"]
-    assert _kinds(run_layers(metrics=True, adaptive=True)) == ["Metrics", "AdaptiveConcurrency"]
+    assert _kinds(build_stack(StackSpec(adaptive=True, retries=0, timeout=None),
+                              metrics={})) == ["Metrics", "AdaptiveConcurrency"]

@@ -87,7 +87,7 @@ price_output = 0.6
 api_key_sha256 = ["{GOOD_HASH}", "{'b' * 64}"]
 priority = "low"
 """)))
-    assert config.grace == 3 and config.models["main"].fallbacks == ("backup",)
+    assert config.grace == 3 and config.models["main"].stack.fallbacks == ("backup",)
     assert config.tenants["t"].key_hashes == (GOOD_HASH, "b" * 64)
     gateway = Gateway(config)
     assert gateway.tenants.authenticate("anything") is None

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from asyncio import get_running_loop
 from collections.abc import Hashable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..._core import clock
 from ..._core.public import public
 from ..._core.sweep import SWEEP_AT, sweep
 from .window import Entry, Quota, Window
 
-__all__ = ["LearningBackend", "MemoryBackend", "RateLimitBackend"]
+__all__ = ["LearningBackend", "MemoryBackend", "RateLimitBackend", "TakesNow"]
 
 
 @public
@@ -67,6 +67,16 @@ class RateLimitBackend(Protocol):
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         """``(requests available, tokens available, seconds of pause left)`` now."""
         ...
+
+
+
+@runtime_checkable
+class TakesNow(Protocol):
+    """A backend that can reserve without suspending (its state is in this process): RateLimit
+    calls ``take`` when nobody waits, and only awaits ``reserve`` otherwise. ``take`` returns the
+    ticket if every quota has room now, else None with nothing recorded."""
+
+    def take(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int) -> Any: ...
 
 
 class LearningBackend(Protocol):

@@ -150,8 +150,8 @@ class RateLimit:
         self._reserved += tokens
         # What an inner limiter that queues the call calls back (``Held.recount``). An object,
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
-        held = Held(self._line, call, key, ticket, tokens, call.on_wait)
-        call.on_wait = held.recount
+        held = Held(self._line, call, key, ticket, tokens)
+        unhook = call.current.on_wait.add(held.recount)
         reset = HELD.set(held)  # the provider's headers are read against this reservation
         try:
             result = await call_next(call)
@@ -159,7 +159,7 @@ class RateLimit:
             self._failed(call, exc, key, held.ticket, tokens)
             raise
         finally:
-            call.on_wait = held.outer
+            unhook()
             HELD.reset(reset)
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
             self._defer(result, call, key, held.ticket, tokens)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..._core.errors import AdmissionTimeout
@@ -190,15 +190,16 @@ class WaitingLine:
 
 
 class Held:
-    """A reservation while its call is inside the layer: ``recount`` is the ``call.on_wait``
-    an inner limiter calls when it let the call go after a wait (README, "Time budgets")."""
+    """A reservation while its call is inside the layer: ``recount`` is the attempt's
+    ``on_wait`` hook an inner limiter runs when it let the call go after a wait (README, "Time
+    budgets")."""
 
-    __slots__ = ("line", "call", "key", "ticket", "tokens", "outer")
+    __slots__ = ("line", "call", "key", "ticket", "tokens")
 
-    def __init__(self, line: WaitingLine, call: Any, key: Hashable, ticket: Any, tokens: int,
-                 outer: Callable[[], Awaitable[None]] | None) -> None:
+    def __init__(self, line: WaitingLine, call: Any, key: Hashable, ticket: Any,
+                 tokens: int) -> None:
         self.line, self.call, self.key, self.ticket = line, call, key, ticket
-        self.tokens, self.outer = tokens, outer
+        self.tokens = tokens
 
     async def recount(self) -> None:
         """The provider sees the call only now: give the reservation back and take one at this
@@ -219,5 +220,3 @@ class Held:
                 line.leave(key, future)
                 raise
         self.ticket = ticket
-        if self.outer is not None:
-            await self.outer()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.tokens import estimate_tokens
-from .backend import MemoryBackend
+from .backend import MemoryBackend, TakesNow
 from .split import Tokens, check_fits, split_estimate, split_used, too_large
 from .window import Quota
 
@@ -182,5 +182,5 @@ def setup(quotas: tuple[Quota, ...], backend: Any,
     split = any(q.part for q in quotas)
     if split:
         backend = SplitBackend(backend)
-    take = backend.take if isinstance(backend, (MemoryBackend, SplitBackend)) else None
+    take = backend.take if isinstance(backend, (TakesNow, SplitBackend)) else None
     return backend, take, split_estimate(tokens) if split else tokens or estimate_tokens, split

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..._core.public import public
+from ..._core.stats import LayerStats
 
 __all__ = ["RateLimitStats"]
 
 
 @public
 @dataclass(frozen=True, slots=True)
-class RateLimitStats:
+class RateLimitStats(LayerStats):
     """A snapshot of a :class:`RateLimit` (headroom is for one key, default None)."""
 
     requests_available: int

@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ..._core import events
+from ..._core.attempt import Attempt
 from ..._core.call import Call, Handler
 from ..._core.check import callable_or_none, number, seed as check_seed
 from ..._core.classify import error_headers
@@ -26,7 +27,7 @@ from ..._core.events import EventKind
 from ..._core.public import public
 from ..._core.stream import Stream
 from ..._core.tokens import estimate_tokens
-from ..ratelimit.backend import MemoryBackend, RateLimitBackend
+from ..ratelimit.backend import MemoryBackend, RateLimitBackend, TakesNow
 from ..ratelimit.quotas import check_backend, used_tokens
 from .admission import Admission
 from .attempt import default_circuit, moves, publish_circuit, send
@@ -107,7 +108,7 @@ class Router:
         self._usage = usage
         self._priority = priority
         self._admission = Admission(deployments, order, random.Random(check_seed(seed)),
-                                    isinstance(self.backend, MemoryBackend), max_wait)
+                                    isinstance(self.backend, TakesNow), max_wait)
         self._line = self._admission.line
         self._calls = self._failovers = self._exhausted = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -120,13 +121,13 @@ class Router:
         priority = (call.priority or 0) if self._priority is None else self._priority(
             *call.args, **call.kwargs)
         excluded: frozenset[Any] = frozenset()
-        saved = call.save()
+        caller = call.current, call.fn, call.kwargs
         try:
             while True:
                 deployment, ticket = await self._admission.grant(call, tokens, excluded,
                                                                      priority)
                 try:
-                    return await self._attempt(call, call_next, deployment, ticket, tokens, saved)
+                    return await self._attempt(call, call_next, deployment, ticket, tokens, caller)
                 except Exception as exc:
                     if not moves(exc):
                         raise
@@ -137,11 +138,13 @@ class Router:
                     deployment.moved += 1
                     self._failovers += 1
         finally:
-            call.restore(saved)
+            call.current, call.fn, call.kwargs = caller
 
     async def _attempt(self, call: Call, call_next: Handler, deployment: Deployment, ticket: Any,
-                       tokens: int, saved: tuple[Any, ...]) -> Any:
-        call.restore(saved)  # each deployment starts from what the caller set
+                       tokens: int, caller: tuple[Attempt, Any, dict[str, Any]]) -> Any:
+        # Each deployment is an attempt of its own (Fallback's rule), from what the caller set.
+        outer, call.fn, call.kwargs = caller
+        call.current = Attempt(outer.number, outer.deadline, parent=outer)
         call.tokens = tokens
         call.record.deployment = deployment.name
         deployment.sent += 1

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
+from ..._core.stats import LayerStats
 
 __all__ = ["DeploymentStats", "RouterStats", "deployment_stats"]
 
 
 @public
 @dataclass(frozen=True, slots=True)
-class DeploymentStats:
+class DeploymentStats(LayerStats):
     """A snapshot of one deployment of a :class:`llmguard.Router`."""
 
     name: str
@@ -41,7 +42,7 @@ class DeploymentStats:
 
 @public
 @dataclass(frozen=True, slots=True)
-class RouterStats:
+class RouterStats(LayerStats):
     """A snapshot of a :class:`llmguard.Router`."""
 
     calls: int

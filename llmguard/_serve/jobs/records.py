@@ -7,46 +7,31 @@ or a Batch API line ``{"custom_id", "body": {...}}``, optionally with ``metadata
 of ``llmguard run``. A bad line is recorded as that line's error (as ``llmguard run`` does); a
 body that is not one of these shapes is a 400.
 
-Written here rather than imported from ``llmguard._cli`` (whose internals are not an API); the
-record fields are ``llmguard run``'s: id, line, ok, model, response, error, usage, cost,
-latency, elapsed, attempts, retries, fallback, cached, metadata.
+Lines are parsed by the one parser of ``llmguard run`` and Ray (``_runners/lines.py``); records
+are written by their one writer (``_runners/record.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..._runners.lines import SHAPE, InputLine, parse_object
 from ..errors import HTTPProblem
 from ..validate import parse_json
 
-__all__ = ["JSONL_TYPES", "from_json", "from_jsonl", "record"]
+__all__ = ["JSONL_TYPES", "from_json", "from_jsonl"]
 
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines",
                "text/jsonl")
-_SHAPE = ('each line must be a chat request {"model": ..., "messages": [...]} or a Batch API '
-          'line {"custom_id": ..., "body": {"messages": [...]}}')
 
 
-def parse_line(number: int, obj: Any, default_model: str | None) -> dict[str, Any]:
-    """One input line (already JSON-decoded, or a ``str`` that was not JSON) as a stored line:
-    ``{"line", "id", "request" | "problem", "metadata"}``."""
-    line: dict[str, Any] = {"line": number, "id": f"line-{number}", "metadata": None}
-    if isinstance(obj, str):
-        line["problem"] = f"{obj}; {_SHAPE}"
-        return line
-    if not isinstance(obj, dict):
-        line["problem"] = f"line {number} is a JSON {type(obj).__name__}, not an object; {_SHAPE}"
-        return line
-    if obj.get("custom_id") is not None:
-        line["id"] = str(obj["custom_id"])
-    line["metadata"] = obj.get("metadata")
-    if isinstance(obj.get("body"), dict):
-        request = dict(obj["body"])
-    else:
-        request = {k: v for k, v in obj.items() if k not in ("custom_id", "metadata")}
-    messages = request.get("messages")
-    if not isinstance(messages, list) or not messages:
-        line["problem"] = f"line {number} has no non-empty 'messages' list; {_SHAPE}"
+def parse_line(number: int, item: InputLine, default_model: str | None) -> dict[str, Any]:
+    """One parsed input line as a stored line: ``{"line", "id", "request" | "problem",
+    "metadata"}``, answered whole (no stream) with the job's model when it names none."""
+    line: dict[str, Any] = {"line": number, "id": item.id, "metadata": item.metadata}
+    request = item.request
+    if request is None:
+        line["problem"] = item.problem
         return line
     request.pop("stream", None)  # a job's line is answered whole
     request.pop("stream_options", None)
@@ -79,11 +64,11 @@ def from_jsonl(raw: bytes, default_model: str | None, max_lines: int) -> list[di
     for number, chunk in enumerate(text.splitlines(), 1):
         if not chunk.strip():
             continue
-        try:
-            obj: Any = parse_json(chunk, f"line {number}")
-        except HTTPProblem as exc:  # not JSON, or nested too deeply: that line's error
-            obj = str(exc)
-        lines.append(parse_line(number, obj, default_model))
+        try:  # the gateway's JSON reader: not JSON, or nested too deeply, is that line's error
+            item = parse_object(parse_json(chunk, f"line {number}"), number)
+        except HTTPProblem as exc:
+            item = InputLine(f"line-{number}", number, problem=f"{exc}; {SHAPE}")
+        lines.append(parse_line(number, item, default_model))
         if len(lines) > max_lines:
             break
     _check_count(len(lines), max_lines)
@@ -111,15 +96,5 @@ def from_json(body: Any, default_model: str | None, max_lines: int) -> tuple[
     if model is not None and not isinstance(model, str):
         raise HTTPProblem(400, "'model' must be a string", "invalid_request", param="model")
     _check_count(len(requests), max_lines)
-    lines = [parse_line(i, obj, model) for i, obj in enumerate(requests, 1)]
+    lines = [parse_line(i, parse_object(obj, i), model) for i, obj in enumerate(requests, 1)]
     return lines, {k: body[k] for k in ("callback_url", "priority", "metadata") if k in body}
-
-
-def record(line: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """``llmguard run``'s output record for ``line``."""
-    out = {"id": line["id"], "line": line["line"], "ok": False, "model": None, "response": None,
-           "error": None, "usage": None, "cost": None, "latency": None, "elapsed": None,
-           "attempts": 0, "retries": 0, "fallback": False, "cached": False,
-           "metadata": line.get("metadata")}
-    out.update(fields)
-    return out

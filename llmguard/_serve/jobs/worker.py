@@ -24,10 +24,10 @@ from typing import Any
 
 import llmguard as lg
 
-from ..errors import Redactor
+from ..._runners.record import describe, make_record
 from ..abandon import Abandon, Abandoned
+from ..errors import Redactor
 from ..tenants import QuotaExceeded, TenantBusy
-from .records import record
 from .schedule import Schedule, Task
 
 __all__ = ["JobRunner"]
@@ -169,29 +169,29 @@ class JobRunner:
     async def _answer(self, tenant_name: str, priority: int, line: dict[str, Any],
                       abandon: Abandon, since: float) -> dict:
         if line.get("request") is None:
-            return record(line, error={"kind": "invalid_input", "type": "InvalidInput",
-                                       "message": line.get("problem", "")})
+            return self._record(line, error={"kind": "invalid_input", "type": "InvalidInput",
+                                             "message": line.get("problem", "")})
         tenant = self.gateway.tenants.by_name.get(tenant_name)
         name = line["request"].get("model")
         model = None if tenant is None else self.gateway.model_for(tenant, name)
         if model is None:
-            return record(line, model=name, error={
+            return self._record(line, requested=name, error={
                 "kind": "bad_request", "type": "ModelNotFound",
                 "message": f"The model {name!r} does not exist or you do not have access to it."})
         loop = asyncio.get_running_loop()
+        call = self.gateway.start(model, tenant, dict(line["request"]), priority)
         try:
-            response = await self.gateway.call(model, tenant, dict(line["request"]), priority,
-                                               abandon=abandon)
+            response = await self.gateway.run(model, call, abandon=abandon)
         except (QuotaExceeded, TenantBusy) as exc:
             wait = float(getattr(exc, "headers", {}).get("retry-after-ms", 1000)) / 1000
             if loop.time() + wait > since + QUOTA_PATIENCE:
-                return self._failed(line, name, exc, loop.time() - since)
+                return self._failed(line, name, exc, call, loop.time() - since)
             raise _Later(wait) from None
         except Abandoned:
             raise
         except Exception as exc:  # noqa: BLE001 - one line's failure is its record
             self.gateway.usage.record(tenant, name, 500)
-            return self._failed(line, name, exc, loop.time() - since)
+            return self._failed(line, name, exc, call, loop.time() - since)
         usage = lg.extract_usage(response)
         price = (model.config.price_input, model.config.price_output)
         self.gateway.usage.record(tenant, name, 200, usage, price)
@@ -199,16 +199,20 @@ class JobRunner:
         if usage is not None:
             cost = round((usage.input_tokens * price[0] + usage.output_tokens * price[1]) / 1e6,
                          10)
-        return record(line, ok=True, model=name, response=response, cost=cost,
-                      elapsed=round(loop.time() - since, 6), attempts=1,
-                      usage=None if usage is None else {"input_tokens": usage.input_tokens,
-                                                        "output_tokens": usage.output_tokens})
+        return self._record(line, response=response, done=call.record, requested=name,
+                            elapsed=loop.time() - since, cost=cost,
+                            cache=model.config.stack.cache_ttl is not None)
 
-    def _failed(self, line: dict[str, Any], model: str, exc: Exception, elapsed: float) -> dict:
-        kind = lg.classify(exc).kind.value
-        message = self.redact(str(exc))
-        return record(line, model=model, elapsed=round(elapsed, 6),
-                      error={"kind": kind, "type": type(exc).__name__, "message": message})
+    @staticmethod
+    def _record(line: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        return make_record(line["id"], line["line"], line.get("metadata"), **fields)
+
+    def _failed(self, line: dict[str, Any], model: str, exc: Exception, call: lg.Call,
+                elapsed: float) -> dict:
+        error = describe(exc)
+        error["message"] = self.redact(error["message"])  # the gateway's keys too
+        return self._record(line, requested=model, elapsed=elapsed, error=error,
+                            done=call.record)
 
     async def aclose(self) -> None:
         self._stopping = True

@@ -23,7 +23,7 @@ __all__ = ["RedisCircuitState"]
 
 
 class RedisCircuitState:
-    """A :class:`~llmguard.CircuitStore` whose openings are shared through Redis (see the module
+    """A :class:`~llmguard.backends.CircuitStore` whose openings are shared through Redis (see the module
     doc). It wraps an in-process :class:`CircuitState` and publishes each opening it makes."""
 
     __slots__ = ("connection", "key", "poll", "local", "_poller", "__weakref__")

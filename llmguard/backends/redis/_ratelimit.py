@@ -64,7 +64,7 @@ class RedisBackend:
 
     Memory in this process stays bounded with a key per user or tenant: what it caches per key
     is forgotten once stale (swept whenever the number of keys has doubled, like
-    :class:`llmguard.MemoryBackend`), and every key it writes in Redis expires.
+    :class:`llmguard.backends.MemoryBackend`), and every key it writes in Redis expires.
     """
 
     __slots__ = ("connection", "_local", "_seq", "_args", "_seen", "_sweep_at")

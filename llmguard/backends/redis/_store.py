@@ -50,7 +50,7 @@ class RedisStoreStats:
 
 
 class RedisStore:
-    """A :class:`llmguard.CacheStore` in Redis: ``Cache(ttl=300, store=RedisStore(backend))``.
+    """A :class:`llmguard.backends.CacheStore` in Redis: ``Cache(ttl=300, store=RedisStore(backend))``.
 
     * Values are serialised with JSON by default, with type tags so a hit returns what the
       miss stored, unchanged (``{1: 0.5}`` keeps its int key, a tuple stays a tuple; sets and

@@ -11,9 +11,10 @@ from typing import Any
 
 import llmguard as lg
 
-from ..._core.call import invoke_timed
+from ..._core.call import HandlesCalls, invoke_timed
+from ..._runners.lines import InputLine
 from .options import check_options
-from .rows import Row, batch_digest, describe, make_record, parse_row
+from .rows import batch_digest, describe, make_record, parse_row
 from .tables import raise_failures, to_rows, to_table
 
 __all__ = ["GuardedRows", "guard_rows"]
@@ -86,9 +87,12 @@ class GuardedRows:
         if not isinstance(built, lg.Pipeline):
             raise TypeError(f"pipeline(backend) must return an llmguard.Pipeline, got {built!r}")
         self.pipeline = built
-        # The one composition path (binds Metrics and the like); the terminal times each attempt.
-        self._handler = built.build(invoke_timed)
         self._send = send if send is not None else make_send()
+        # The one composition path (binds Metrics and the like); the terminal times each attempt.
+        # A send that handles the call itself (llmguard run's provider) is the terminal: it
+        # also writes the response headers and cost to the call.
+        terminal = self._send.handle if isinstance(self._send, HandlesCalls) else invoke_timed
+        self._handler = built.build(terminal)
         self._cache = any(isinstance(layer, lg.Cache) for layer in built.layers)
 
     def __call__(self, batch: Any) -> Any:
@@ -111,7 +115,7 @@ class GuardedRows:
 
         return list(await asyncio.gather(*(one(i, raw) for i, raw in enumerate(rows))))
 
-    async def _one(self, row: Row) -> dict[str, Any]:
+    async def _one(self, row: InputLine) -> dict[str, Any]:
         if row.request is None:
             return make_record(row, error={"kind": "invalid_input", "type": "InvalidInput",
                                            "message": row.problem or ""})

@@ -1,0 +1,135 @@
+"""``Attempt``: the facts of one attempt of a call, owned by the layer that starts it.
+
+Retry starts one per try and Fallback one per alternate (README, "Who owns what in a call"):
+the attempt's number, the deadline it must start by, the tokens a rate limit reserved for it,
+whether it reached the provider, the provider's response headers, the argument overrides it
+runs with, and the hooks inner layers hang on it. The call points at its current attempt
+(``call.current``); the starting layer puts the previous one back when it is done, so nothing of
+one attempt or alternate leaks into the next or outward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Attempt", "Hooks"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Hooks(Generic[F]):
+    """Callbacks an attempt runs at one moment, in the order they were added: outer layers
+    first (they add theirs before the call reaches inner ones), so an inner hook sees what the
+    outer ones did (an outer rate limit has counted the request again). :meth:`add` returns the
+    function that removes the hook: a layer adds on entry and removes in its ``finally``."""
+
+    __slots__ = ("_fns",)
+
+    def __init__(self) -> None:
+        self._fns: list[F] = []
+
+    def add(self, fn: F) -> Callable[[], None]:
+        """Add ``fn``; returns its remover (calling it twice is harmless)."""
+        self._fns.append(fn)
+
+        def remove() -> None:
+            for i in range(len(self._fns) - 1, -1, -1):
+                if self._fns[i] is fn:
+                    del self._fns[i]
+                    return
+
+        return remove
+
+    def __iter__(self) -> Iterator[F]:
+        return iter(self._fns.copy())  # a hook may remove itself while they run
+
+    def __bool__(self) -> bool:
+        return bool(self._fns)
+
+    def __len__(self) -> int:
+        return len(self._fns)
+
+
+class Attempt:
+    """One attempt: made by the call (the first), by Retry (each try) and by Fallback (each
+    alternate), from the attempt it starts inside (its ``deadline`` carries over)."""
+
+    __slots__ = ("number", "deadline", "tokens", "sent", "overrides", "response_headers",
+                 "parent", "_on_send", "_on_wait")
+
+    def __init__(self, number: int = 1, deadline: float | None = None, *,
+                 parent: Attempt | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> None:
+        #: 1 for the first attempt; Retry counts them.
+        self.number = number
+        #: Absolute loop time after which no new attempt should start, or None.
+        self.deadline = deadline
+        #: Token estimate a rate limiter reserved for this attempt, if any.
+        self.tokens: int | None = None
+        #: True once this attempt reached the provider (the innermost handler called it).
+        self.sent = False
+        #: Arguments this attempt runs with instead of the call's (Fallback's ``{"model": ...}``).
+        self.overrides: Mapping[str, Any] | None = overrides
+        #: The provider's HTTP response headers, written by the terminal or an integration.
+        self.response_headers: Mapping[str, str] | None = None
+        #: The attempt this one runs inside (a Retry's inside a Fallback's alternate, or the
+        #: call's first): the layers that hooked it are still waiting on this attempt, so its
+        #: hooks run too, and it counts as sent once this one is.
+        self.parent = parent
+        self._on_send: Hooks[Callable[[], None]] | None = None
+        self._on_wait: Hooks[Callable[[], Awaitable[None]]] | None = None
+
+    @property
+    def on_send(self) -> Hooks[Callable[[], None]]:
+        """Run when the attempt reaches the provider (Timeout starts its clock there)."""
+        hooks = self._on_send
+        if hooks is None:
+            hooks = self._on_send = Hooks()
+        return hooks
+
+    @property
+    def on_wait(self) -> Hooks[Callable[[], Awaitable[None]]]:
+        """Awaited when an inner limiter lets the attempt go after a wait: an outer rate limit
+        counts the request again from then, when the provider will see it (RateLimit)."""
+        hooks = self._on_wait
+        if hooks is None:
+            hooks = self._on_wait = Hooks()
+        return hooks
+
+    def _lineage(self) -> list[Attempt]:
+        """This attempt and those it runs inside, outermost first."""
+        chain: list[Attempt] = []
+        attempt: Attempt | None = self
+        while attempt is not None:
+            chain.append(attempt)
+            attempt = attempt.parent
+        chain.reverse()
+        return chain
+
+    def reached_provider(self) -> None:
+        """Mark the attempt (and those it runs inside) sent and run their ``on_send`` hooks,
+        outermost first (``Call.mark_sent`` calls it)."""
+        if self.parent is None:  # the common case: no Retry or Fallback made this one
+            self.sent = True
+            if self._on_send:
+                for send in self._on_send:
+                    send()
+            return
+        for attempt in self._lineage():
+            attempt.sent = True
+            if attempt._on_send:
+                for send in attempt._on_send:
+                    send()
+
+    async def admitted_after_wait(self) -> None:
+        """Await the ``on_wait`` hooks of this attempt and those it runs inside, outermost
+        first (``Call.waited`` calls it); one may raise (an outer rate limit found no room)."""
+        for attempt in self._lineage():
+            if attempt._on_wait:
+                for recount in attempt._on_wait:
+                    await recount()
+
+    def __repr__(self) -> str:
+        return (f"<Attempt {self.number} deadline={self.deadline} tokens={self.tokens} "
+                f"sent={self.sent}>")

@@ -1,0 +1,88 @@
+"""One configured gateway model at run time: its upstream(s) and its handlers.
+
+A model of one upstream has ``upstreams[""]``; a model with ``[[models.NAME.deployments]]`` one
+upstream per deployment, chosen per attempt by its Router (the choice travels in the request
+as :data:`~.deployments.DEPLOYMENT`, taken out before the request goes upstream).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import llmguard as lg
+
+from .._upstream.protocol import Upstream
+from .._upstream.select import make_upstream, terminal
+from .config import ModelConfig
+from .deployments import DEPLOYMENT, DeploymentConfig
+
+__all__ = ["Model", "upstream_of"]
+
+
+def upstream_of(cfg: ModelConfig | DeploymentConfig) -> Upstream:
+    """Where a configured model's (or deployment's) requests go (its key read from
+    ``api_key_env``)."""
+    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    if cfg.provider == "fake":
+        return make_upstream("fake", name=cfg.name, latency=cfg.latency,
+                             seconds_per_token=cfg.seconds_per_token,
+                             fail_status=cfg.fail_status, model=cfg.model)
+    return make_upstream(cfg.provider, name=cfg.name, base_url=cfg.base_url, api_key=key or None)
+
+
+class Model:
+    """One configured model at run time: its upstream(s) and its handlers."""
+
+    __slots__ = ("chat", "config", "embed", "guarded", "layers", "name", "target", "upstreams")
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config, self.name = config, config.name
+        #: What the upstream is asked for (a deployment may name its own model).
+        self.target = config.model or config.name
+        #: Deployment name ("" for a model of one upstream) -> (upstream, the model it is asked
+        #: for).
+        self.upstreams: dict[str, tuple[Upstream, str]] = (
+            {d.name: (upstream_of(d), d.model or config.name) for d in config.deployments}
+            if config.deployments else {"": (upstream_of(config), self.target)})
+        self.chat: Any = None  # handler: TenantGate + the model's layers + the upstream
+        self.embed: Any = None
+        self.guarded: Any = None  # the model's layers around its upstream (a fallback target)
+        self.layers: tuple[Any, ...] = ()  # the model's layers (its stack), outermost first
+
+    @property
+    def upstream(self) -> Upstream:
+        """The upstream of a model of one upstream (the first deployment's otherwise)."""
+        return next(iter(self.upstreams.values()))[0]
+
+    @upstream.setter
+    def upstream(self, upstream: Upstream) -> None:
+        key, (_, target) = next(iter(self.upstreams.items()))
+        self.upstreams[key] = (upstream, target)
+
+    def terminal(self, *, embed: bool = False) -> Any:
+        """The innermost handler: to the upstream of the deployment the Router chose (the only
+        one without a Router), as what it is asked for (a fallback arrives named as the
+        primary). The upstream is looked up per call, so it can be replaced at run time."""
+        sends: dict[int, tuple[Upstream, Any]] = {}
+
+        def as_this_model(call: lg.Call) -> Any:
+            kwargs = call.kwargs
+            choice = kwargs.get(DEPLOYMENT)
+            upstream, target = (self.upstreams[choice] if choice is not None
+                                else self.upstreams.get("") or next(iter(self.upstreams.values())))
+            if DEPLOYMENT in kwargs or kwargs.get("model") != target:
+                kwargs = {k: v for k, v in kwargs.items() if k != DEPLOYMENT}
+                kwargs["model"] = target
+                call.kwargs = kwargs  # the caller's dict is untouched
+            known = sends.get(id(upstream))
+            if known is None or known[0] is not upstream:
+                known = sends[id(upstream)] = (upstream, terminal(upstream, embed=embed))
+            return known[1](call)
+
+        return as_this_model
+
+    async def send(self, **request: Any) -> Any:
+        """One request to the upstream as this model, without layers: the function the model's
+        pipelines guard (what its cache keys name)."""
+        return await self.terminal()(lg.Call(self.send, (), request))

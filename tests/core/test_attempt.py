@@ -1,0 +1,94 @@
+"""The Attempt: one per try (Retry) and per alternate (Fallback), hooks added and removed by
+their owners, nothing of one attempt leaking into the next or outward."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import llmguard as lg
+from llmguard._core.attempt import Attempt, Hooks
+
+
+def test_hooks_run_in_order_added_and_removers_remove() -> None:
+    """``add`` returns the remover; hooks run oldest first; removing twice is harmless."""
+    hooks: Hooks[Any] = Hooks()
+    seen: list[str] = []
+    remove_a = hooks.add(lambda: seen.append("a"))
+    hooks.add(lambda: seen.append("b"))
+    for hook in hooks:
+        hook()
+    remove_a()
+    remove_a()
+    for hook in hooks:
+        hook()
+    assert seen == ["a", "b", "b"] and len(hooks) == 1
+
+
+async def test_each_retry_attempt_is_fresh_and_the_callers_comes_back() -> None:
+    """Retry gives each try a new Attempt (number, its deadline, not sent, no tokens or
+    headers of the try before) and puts the caller's attempt back; a hook an outer layer added
+    runs for every inner attempt sent, and the outer attempt counts as sent."""
+    seen: list[tuple[int, bool, Any, Any]] = []
+    sends: list[int] = []
+
+    async def provider(call: lg.Call, call_next: Any, /) -> Any:
+        seen.append((call.attempt, call.sent, call.tokens, call.response_headers))
+        call.tokens, call.response_headers = 7, {"x": "1"}
+        call.mark_sent()
+        if call.attempt < 3:
+            raise ConnectionError("down")
+        return "ok"
+
+    async def outer(call: lg.Call, call_next: Any, /) -> Any:
+        remove = call.current.on_send.add(lambda: sends.append(call.attempt))
+        try:
+            return await call_next(call)
+        finally:
+            remove()
+
+    pipeline = lg.Pipeline(outer, lg.Retry(attempts=3, backoff=0.001), provider)
+    call = lg.Call(lambda: None)
+    first = call.current
+    assert await pipeline.build()(call) == "ok"
+    assert seen == [(1, False, None, None), (2, False, None, None), (3, False, None, None)]
+    assert sends == [1, 2, 3]
+    assert call.current is first and first.sent and first.tokens is None
+
+
+async def test_fallback_alternates_get_their_own_attempt_and_overrides() -> None:
+    """Each alternate is attempt 1 with its overrides, within the caller's deadline; the
+    caller's arguments and attempt come back after."""
+    seen: list[tuple[Any, Any]] = []
+
+    async def provider(call: lg.Call, call_next: Any, /) -> Any:
+        seen.append((call.kwargs["model"], call.current.overrides))
+        if call.kwargs["model"] == "a":
+            raise ConnectionError("down")
+        return call.kwargs["model"]
+
+    call = lg.Call(lambda **_: None, (), {"model": "a"})
+    call.current = Attempt(1, 123.0)
+    caller = call.current
+    result = await lg.Pipeline(lg.Fallback({"model": "b"}), provider).build()(call)
+    assert result == "b" and seen == [("a", None), ("b", {"model": "b"})]
+    assert call.current is caller and call.kwargs == {"model": "a"}
+
+
+@pytest.mark.parametrize("per_partition", [True, False])
+async def test_cache_per_partition_keeps_partitions_apart(per_partition: bool) -> None:
+    """With ``per_partition=True`` one partition never reads another's answer; without, the
+    same arguments share one entry."""
+    answers = iter(["first", "second"])
+
+    async def ask(prompt: str) -> str:
+        return next(answers)
+
+    handler = lg.Pipeline(lg.Cache(ttl=60, per_partition=per_partition)).build()
+    results = []
+    for tenant in ("acme", "globex"):
+        call = lg.Call(ask, ("hi",))
+        call.partition = tenant
+        results.append(await handler(call))
+    assert results == (["first", "second"] if per_partition else ["first", "first"])

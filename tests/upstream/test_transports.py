@@ -1,0 +1,80 @@
+"""The upstreams the applications send through: the OpenAI-compatible HTTP transport against a
+real loopback server, and the offline fake."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+import llmguard as lg
+from llmguard._upstream.errors import HTTPError, ProviderError, RateLimited, TransportError
+from llmguard._upstream.fake import fake_model
+from llmguard._upstream.http import HTTPUpstream
+from llmguard._upstream.protocol import Upstream
+from llmguard.testing import FixedWindowServer, LoopbackServer
+
+pytestmark = pytest.mark.looptime(False)  # real sockets: real time
+
+KEY = "sk-transport-test-0123456789abcdef"
+REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+
+
+async def test_http_answers_and_429s_carry_their_headers_to_the_call() -> None:
+    """An answer's x-ratelimit headers are written to ``call.response_headers``; over quota,
+    the 429 is an HTTPError with the status, the server's error code and its headers (also on
+    the call), and the message names the server, never the key."""
+    async with LoopbackServer(FixedWindowServer(rpm=1, window=60.0)) as http:
+        upstream = HTTPUpstream(http.base_url, KEY)
+        assert isinstance(upstream, Upstream) and upstream.secrets() == [KEY]
+        try:
+            call = lg.Call(upstream.chat, (), dict(REQUEST))
+            answer = await upstream.chat(dict(REQUEST), call)
+            assert answer["choices"][0]["message"]["content"]
+            assert call.response_headers["x-ratelimit-remaining-requests"] == "0"
+            call = lg.Call(upstream.chat, (), dict(REQUEST))
+            with pytest.raises(HTTPError) as info:
+                await upstream.chat(dict(REQUEST), call)
+        finally:
+            await upstream.aclose()
+    error = info.value
+    assert error.status_code == 429 and error.code == "rate_limit_exceeded"
+    assert "retry-after" in {k.lower() for k in error.headers}
+    assert call.response_headers is error.headers
+    assert http.base_url.split("//")[1] in str(error) and KEY not in str(error)
+    assert lg.classify(error).kind is lg.FailureKind.RATE_LIMITED
+
+
+async def test_a_refused_connection_is_a_transport_error() -> None:
+    """Nothing listening: a TransportError (classified CONNECTION, retryable) naming the
+    server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    upstream = HTTPUpstream(f"http://127.0.0.1:{port}/v1", KEY)
+    try:
+        with pytest.raises(TransportError, match=f"127.0.0.1:{port}") as info:
+            await upstream.chat(dict(REQUEST))
+    finally:
+        await upstream.aclose()
+    assert lg.classify(info.value).kind is lg.FailureKind.CONNECTION and KEY not in str(info.value)
+
+
+@pytest.mark.looptime
+async def test_the_fake_models_answer_stream_embed_and_fail_as_named() -> None:
+    """``fake`` echoes (whole, streamed, embedded deterministically); ``fake-fail`` is a 500 and
+    ``fake-429`` a 429 with retry-after."""
+    fake = fake_model("fake")
+    answer = await fake.chat(dict(REQUEST))
+    assert answer["choices"][0]["message"]["content"] == "echo: hi"
+    chunks = [c async for c in fake.stream(dict(REQUEST))]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    one = await fake.embed({"model": "e", "input": ["a"]})
+    two = await fake.embed({"model": "e", "input": ["a"]})
+    assert one["data"] == two["data"]
+    with pytest.raises(ProviderError) as failed:
+        await fake_model("fake-fail").chat(dict(REQUEST))
+    assert failed.value.status_code == 500
+    with pytest.raises(RateLimited) as limited:
+        await fake_model("fake-429").chat(dict(REQUEST))
+    assert limited.value.headers == {"retry-after": "0.01"}
