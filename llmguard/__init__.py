@@ -10,6 +10,7 @@ from ._core.errors import (
     AdmissionTimeout,
     BackendUnavailable,
     BatchInterrupted,
+    BudgetExceeded,
     CircuitOpenError,
     FallbackExhausted,
     FirstChunkTimeout,
@@ -34,6 +35,9 @@ if _TYPE_CHECKING:
     from ._admission.adaptive import AdaptiveConcurrency, AdaptiveStats
     from ._admission.algorithms import AIMD, Gradient, Gradient2, LimitAlgorithm, Vegas
     from ._admission.backend import MemoryBackend, RateLimitBackend
+    from ._admission.budget.layer import Budget
+    from ._admission.budget.ledger import BudgetLedger, MemoryLedger
+    from ._admission.budget.stats import BudgetStats
     from ._admission.concurrency import ConcurrencyLimit
     from ._admission.limiter import ConcurrencyLimiter, ConcurrencyStats, Limiter
     from ._admission.ratelimit import RateLimit, RateLimitStats
@@ -105,6 +109,10 @@ __all__ = [
     "AgentPool",
     "BackendUnavailable",
     "BatchInterrupted",
+    "Budget",
+    "BudgetExceeded",
+    "BudgetLedger",
+    "BudgetStats",
     "Cache",
     "CacheStatistics",
     "CacheStore",
@@ -139,6 +147,7 @@ __all__ = [
     "Limiter",
     "MemberStats",
     "MemoryBackend",
+    "MemoryLedger",
     "MemoryStore",
     "Metrics",
     "MetricsServer",

@@ -10,8 +10,8 @@ from llmguard import FailureKind
 from llmguard.testing import FakeLLM, make_error
 
 #: Statistics fields that are state (must return to baseline), not cumulative counters.
-GAUGES = ("in_flight", "waiting", "reserved_tokens", "size", "requests_available",
-          "tokens_available", "state")
+GAUGES = ("in_flight", "waiting", "reserved_tokens", "reserved_usd", "size",
+          "requests_available", "tokens_available", "state")
 
 LAYERS = {
     "ConcurrencyLimit": lambda: lg.ConcurrencyLimit(1),
@@ -23,6 +23,8 @@ LAYERS = {
     "Fallback": lambda: lg.Fallback(FakeLLM(latency=10).send_message),
     "CircuitBreaker": lambda: lg.CircuitBreaker(min_calls=5),
     "Metrics": lambda: lg.Metrics(name="cancel"),
+    # Room for three answers without usage (each charged its reservation of ~4,150 tokens).
+    "Budget": lambda: lg.Budget(3.5 * 4150 / 1e6, prices={"*": (1.0, 1.0)}),
 }
 
 

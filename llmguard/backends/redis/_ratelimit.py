@@ -66,7 +66,7 @@ class RedisBackend:
     :class:`llmguard.MemoryBackend`), and every key it writes in Redis expires.
     """
 
-    __slots__ = ("connection", "_local", "_seq", "_args", "_seen", "_sweep_at")
+    __slots__ = ("connection", "_local", "_seq", "_args", "_seen", "_sweep_at", "_ledger")
 
     def __init__(
         self,
@@ -89,6 +89,7 @@ class RedisBackend:
         self._args: dict[tuple[Quota, ...], list[Any]] = {}
         self._seen: dict[Hashable, _Seen] = {}
         self._sweep_at = SWEEP_AT
+        self._ledger: Any = None
 
     @property
     def tracked_keys(self) -> int:
@@ -238,6 +239,14 @@ class RedisBackend:
         from ._circuit import RedisCircuitState
 
         return RedisCircuitState(self.connection, name, **params)
+
+    def budget_ledger(self) -> Any:
+        """The shared ledger behind ``Budget(..., backend=self)`` (one per backend)."""
+        from ._budget import RedisLedger
+
+        if self._ledger is None:
+            self._ledger = RedisLedger(self.connection)
+        return self._ledger
 
     async def aclose(self) -> None:
         """Wait for background writes and close the connection pool."""
