@@ -14,7 +14,8 @@ the calls that were answered: what the provider would charge.
 
 LiteLLM's proxy itself is not run: key budgets need virtual keys, which need its Postgres
 database, and ``litellm[proxy]`` in a venv of its own; the Router's budget is the same logic in
-process, so the comparison is of the design, not of HTTP overhead.
+process, so the comparison is of the design, not of HTTP overhead. Every burst runs in a fresh
+process: LiteLLM keeps provider spend in process-wide state that a new Router does not reset.
 
     python benchmarks/bench_budget.py [--calls 1000] [--repeats 3] [--delay 0.2]
 """
@@ -27,8 +28,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network for 
 
 import argparse
 import asyncio
+import json
 import logging
 import statistics
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -53,27 +57,29 @@ def one_call_cost() -> float:
     return float(litellm.completion_cost(completion_response=response))
 
 
-def contenders(cap: float, delay: float) -> dict[str, Callable[[int], Awaitable[Any]]]:
-    chat = lg_litellm.completion(lg.Pipeline(name="budget").budget(cap))
+def contender(name: str, cap: float, delay: float) -> Callable[[int], Awaitable[Any]]:
+    if name == "llmguard Budget":
+        chat = lg_litellm.completion(lg.Pipeline(name="budget").budget(cap))
 
-    async def guarded(i: int) -> Any:
-        return await chat(model=MODEL, messages=messages(i), max_tokens=MAX_TOKENS,
-                          mock_response=MOCK, mock_delay=delay)
+        async def guarded(i: int) -> Any:
+            return await chat(model=MODEL, messages=messages(i), max_tokens=MAX_TOKENS,
+                              mock_response=MOCK, mock_delay=delay)
 
-    def routed() -> Callable[[int], Awaitable[Any]]:
-        router = Router(
-            model_list=[{"model_name": MODEL, "litellm_params": {
-                "model": f"openai/{MODEL}", "api_key": "sk-offline", "mock_response": MOCK}}],
-            provider_budget_config={"openai": {"budget_limit": cap, "time_period": "1d"}},
-        )
+        return guarded
+    router = Router(
+        model_list=[{"model_name": MODEL, "litellm_params": {
+            "model": f"openai/{MODEL}", "api_key": "sk-offline", "mock_response": MOCK}}],
+        provider_budget_config={"openai": {"budget_limit": cap, "time_period": "1d"}},
+    )
 
-        async def call(i: int) -> Any:
-            return await router.acompletion(model=MODEL, messages=messages(i),
-                                            max_tokens=MAX_TOKENS, mock_delay=delay)
+    async def routed(i: int) -> Any:
+        return await router.acompletion(model=MODEL, messages=messages(i),
+                                        max_tokens=MAX_TOKENS, mock_delay=delay)
 
-        return call
+    return routed
 
-    return {"llmguard Budget": guarded, "LiteLLM Router provider budget": routed()}
+
+CONTENDERS = ("llmguard Budget", "LiteLLM Router provider budget")
 
 
 async def burst(fn: Callable[[int], Awaitable[Any]], calls: int) -> tuple[int, int, float]:
@@ -84,21 +90,35 @@ async def burst(fn: Callable[[int], Awaitable[Any]], calls: int) -> tuple[int, i
     return len(answered), len(results) - len(answered), bill
 
 
-async def main(calls: int, repeats: int, delay: float) -> None:
+def quiet() -> None:
     litellm.suppress_debug_info = True
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "llmguard.budget"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    cap = calls / 3 * one_call_cost()
-    rows: dict[str, list[tuple[int, int, float]]] = {}
-    for _ in range(repeats):  # fresh budgets each repeat, contenders interleaved
-        for name, fn in contenders(cap, delay).items():
-            rows.setdefault(name, []).append(await burst(fn, calls))
-    print(f"{calls} calls at once, list cost {calls * one_call_cost() / cap:.1f}x the cap "
-          f"(${cap:.4f}); answers after {delay:g} s; medians of {repeats} repeats\n")
+
+
+def one_run(name: str, calls: int, delay: float) -> tuple[int, int, float]:
+    """One burst through ``name`` in a fresh process: (answered, refused, bill / cap)."""
+    done = subprocess.run([sys.executable, __file__, "--one", name, "--calls", str(calls),
+                           "--delay", str(delay)], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed: {done.stderr[-2000:]}")
+    answered, refused, ratio = json.loads(done.stdout.strip().splitlines()[-1])
+    return answered, refused, ratio
+
+
+def main(calls: int, repeats: int, delay: float) -> None:
+    quiet()
+    list_cost = calls * one_call_cost()
+    rows: dict[str, list[tuple[int, int, float]]] = {name: [] for name in CONTENDERS}
+    for _ in range(repeats):  # interleaved, so machine noise hits both alike
+        for name in CONTENDERS:
+            rows[name].append(one_run(name, calls, delay))
+    print(f"{calls} calls at once, list cost 3.0x the cap (${list_cost / 3:.4f}); answers after "
+          f"{delay:g} s; medians of {repeats} repeats, each burst in a fresh process\n")
     print("| contender | answered | refused | bill / cap | worst bill / cap | within the cap |")
     print("|---|--:|--:|--:|--:|---|")
     for name, runs in rows.items():
-        ratios = [bill / cap for _, _, bill in runs]
+        ratios = [ratio for _, _, ratio in runs]
         within = sum(ratio <= 1.0 for ratio in ratios)
         print(f"| {name} | {statistics.median(r[0] for r in runs):,.0f} | "
               f"{statistics.median(r[1] for r in runs):,.0f} | {statistics.median(ratios):.3f} | "
@@ -113,5 +133,16 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--delay", type=float, default=0.2)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a single burst, in this process
     args = parser.parse_args()
-    asyncio.run(main(args.calls, args.repeats, args.delay))
+    if args.one is None:
+        main(args.calls, args.repeats, args.delay)
+    else:
+        quiet()
+        cap = args.calls / 3 * one_call_cost()
+
+        async def run_one() -> tuple[int, int, float]:  # the Router needs a running loop
+            return await burst(contender(args.one, cap, args.delay), args.calls)
+
+        answered, refused, bill = asyncio.run(run_one())
+        print(json.dumps([answered, refused, bill / cap]))

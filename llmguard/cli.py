@@ -19,10 +19,10 @@ from collections.abc import Sequence
 
 import llmguard
 
-from ._cli.checks import api_base_problem, number_type, output_problem, same_file
+from ._cli.checks import api_base_problem, number_type, output_problem, price_type, same_file
 from ._cli.checks import usage_error as _fail
 from ._cli.io import done_ids, scan_input
-from ._cli.run import EXIT_CRASH, Settings, make_limits, run
+from ._cli.run import EXIT_CRASH, Settings, make_budget, make_limits, run
 from ._cli.usage import DESCRIPTION, EPILOG
 
 __all__ = ["main"]
@@ -93,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
                             "(repeatable, tried in order)")
     group.add_argument("--cache-ttl", type=number_type(float, unit=" seconds"), metavar="SECONDS",
                        help="answer identical requests from a cache for this long")
+    group.add_argument("--max-cost", type=number_type(float, unit=" USD"), metavar="USD",
+                       help="spend at most this much (USD) in this run: each attempt reserves "
+                            "its maximum cost (prompt + max_tokens at the model's price) "
+                            "before it is sent, and once the next line could pass the cap "
+                            "nothing more is sent; lines not sent are reported (not failed) "
+                            "and --resume with a new --max-cost continues them")
+    group.add_argument("--price", type=price_type, metavar="IN,OUT",
+                       help="with --max-cost: USD per million input and output tokens of "
+                            "every model (default: litellm's cost map; the offline fake "
+                            "models need it)")
     group.add_argument("--priority-field", metavar="FIELD",
                        help="top-level field of each line holding its priority (higher first); "
                             "removed from the request")
@@ -169,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "without one would otherwise go to the offline fake)")
     if args.burst is not None and args.rpm is None and args.tpm is None:
         return _fail("--burst shapes the --rpm/--tpm quotas: pass one of them too")
+    if args.price is not None and args.max_cost is None:
+        return _fail("--price prices the calls for --max-cost: pass --max-cost too")
     if args.retry_failed and not args.resume:
         return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
     if not stdout:
@@ -197,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
         progress=args.progress, verbose=args.verbose, api_key=api_key or None,
+        max_cost=args.max_cost, price=args.price,
     )
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter. The
@@ -213,6 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "pick a free port")
     try:
         make_limits(settings)  # a layer rejecting an option says so here, before anything runs
+        budget = make_budget(settings)
+        if budget is not None and args.model is not None:
+            try:
+                budget.price(args.model)  # unpriced: say how to price it, send nothing
+            except LookupError:
+                return _fail(f"--max-cost needs a price for --model {args.model!r}, and "
+                             "litellm's cost map has none: pass --price IN,OUT (USD per "
+                             "million input and output tokens)")
         skip, failed_before = (done_ids(args.output, redo_failed=args.retry_failed)
                                if args.resume else (set(), 0))
     except ValueError as exc:  # a layer rejecting an option, or an unusable --resume file

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .checks import usage_error
-from .run import resume_args
+from .report import resume_args
 
 __all__ = ["Secret", "ray_send", "run_on_ray"]
 

@@ -1,6 +1,6 @@
 """The layers of ``llmguard run``, in one order for the CLI and for ``--ray``.
 
-Metrics -> Cache -> Fallback -> Retry -> Timeout -> rate limit -> concurrency -> provider (the
+Metrics -> Cache -> Fallback -> Retry -> Timeout -> Budget -> rate limit -> concurrency -> provider (the
 README's "Layer order"): Retry outside the limiters so a backoff never holds a slot, the
 concurrency limit innermost so it bounds requests at the provider.
 """
@@ -18,13 +18,15 @@ __all__ = ["run_layers"]
 
 def run_layers(*, name: str = "llmguard-run", metrics: bool = False,
                cache: Mapping[str, Any] | None = None, fallback_models: tuple[str, ...] = (),
-               retries: int = 0, timeout: float | None = None, rate_limit: Layer | None = None,
-               concurrency: Any = 16, adaptive: bool = False) -> Pipeline:
+               retries: int = 0, timeout: float | None = None, budget: Layer | None = None,
+               rate_limit: Layer | None = None, concurrency: Any = 16,
+               adaptive: bool = False) -> Pipeline:
     """The pipeline of one run from its options.
 
     ``cache`` holds the Cache layer's options (None: no cache); ``retries`` counts retries
     after the first attempt; ``timeout`` adds a Timeout layer (None: the provider bounds its
-    own attempts, as the CLI's does); ``rate_limit`` is the quota layer (given, learned or
+    own attempts, as the CLI's does); ``budget`` is the spend cap (``--max-cost``), inside
+    Retry so each attempt reserves, outside the limiters; ``rate_limit`` is the quota layer (given, learned or
     shared, None: no quota); ``concurrency`` is a limit or a limiter (a Redis one), ignored
     with ``adaptive``.
     """
@@ -39,6 +41,8 @@ def run_layers(*, name: str = "llmguard-run", metrics: bool = False,
         p = p.retry(attempts=retries + 1)
     if timeout is not None:
         p = p.timeout(timeout)
+    if budget is not None:
+        p = p.then(budget)
     if rate_limit is not None:
         p = p.then(rate_limit)
     return p.adaptive_concurrency() if adaptive else p.concurrency_limit(concurrency)

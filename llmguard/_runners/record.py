@@ -70,7 +70,7 @@ def make_record(id: str, line: int | None, metadata: Any, *, response: Any = Non
         "response": to_json(response) if ok else None, "error": error,
         "usage": None if usage is None else {"input_tokens": usage.input_tokens,
                                              "output_tokens": usage.output_tokens},
-        "cost": cost_of(response) if ok else None,
+        "cost": (done.cost if done.cost is not None else cost_of(response)) if ok else None,
         "latency": None if done.latency is None else round(done.latency, 6),
         "elapsed": None if elapsed is None else round(elapsed, 6),
         "attempts": done.sent, "retries": done.retries, "fallback": done.fallback is not None,

@@ -20,13 +20,13 @@ from typing import Any
 
 from ..._core.call import Call, Handler
 from ..._core.check import callable_or_none, number, text
-from ..._core.classify import classify
 from ..._core.errors import BudgetExceeded
 from ..._core.events import EventKind
 from ..._core.public import public
 from ..._core.stream import Stream
 from ..._core.sweep import SWEEP_AT, sweep
-from ..._core.tokens import extract_usage, field, max_output, prompt_bound
+from ..._core.tokens import max_output, prompt_bound
+from .charge import answer_cost, failed_cost
 from .ledger import BudgetLedger, MemoryLedger
 from .line import Lines
 from .prices import DEFAULT_MAX_OUTPUT, Price, PriceBook, UnpricedModel, nanos, to_usd
@@ -147,15 +147,17 @@ class Budget:
         try:
             result = await call_next(call)
         except BaseException as exc:
-            self._settle(call, account, ticket, amount, self._failed(call, exc, amount))
+            cost = failed_cost(call, exc, amount)
+            self._refunds += cost == 0
+            self._settle(call, account, ticket, amount, cost)
             raise
         if isinstance(result, Stream):  # the usage comes (if at all) in the final chunk
             stream = result
-            result.defer(lambda error: self._settle(call, account, ticket, amount, self._cost(
+            result.defer(lambda error: self._settle(call, account, ticket, amount, answer_cost(
                 call, price, stream.usage_chunk, amount, before)))
         else:
             self._settle(call, account, ticket, amount,
-                         self._cost(call, price, result, amount, before))
+                         answer_cost(call, price, result, amount, before))
         return result
 
     def _output(self, call: Call, model: str | None, price: Price) -> int:
@@ -170,31 +172,6 @@ class Budget:
                         self.name, model, f"{output:,}", "the model's maximum" if
                         price.max_output else "the default for models of unknown maximum")
         return output
-
-    def _failed(self, call: Call, exc: BaseException, amount: int) -> int:
-        """What a failed attempt cost: nothing if never sent or answered with an error status
-        (not billed); its reservation if sent and unanswered (it may have been billed)."""
-        if not call.sent:
-            self._refunds += 1
-            return 0
-        if isinstance(exc, Exception) and classify(exc).status is not None:
-            self._refunds += 1
-            return 0
-        return amount
-
-    def _cost(self, call: Call, price: Price, result: Any, amount: int,
-              before: float | None) -> int:
-        record = call.record
-        if record.cost is not None and record.cost != before:  # priced inside (litellm)
-            return nanos(record.cost - (before or 0.0))
-        usage = None if result is None else extract_usage(result)
-        if usage is None:  # the answer says nothing of its cost: charged as reserved
-            return amount
-        if record.usage is None:
-            record.usage = usage
-        cost = price.cost(field(result, "usage"), usage.input_tokens, usage.output_tokens)
-        record.cost = (record.cost or 0.0) + to_usd(cost)
-        return cost
 
     def _settle(self, call: Call, account: str, ticket: Any, amount: int, cost: int) -> None:
         self._in_flight -= 1
@@ -225,6 +202,12 @@ class Budget:
             f"shorten the prompt{resets}",
             spent=to_usd(spent), reserved=to_usd(reserved), cap=self.usd,
             needed=to_usd(amount), resets_at=ends)
+
+    def price(self, model: str | None) -> tuple[float, float]:
+        """``(usd_per_million_input, usd_per_million_output)`` this budget charges ``model``
+        at; raises :class:`LookupError` saying how to price a model it has no price for."""
+        price = self._prices.price(model)
+        return price.input, price.output
 
     def _account(self, key: Hashable) -> tuple[str, str, float | None]:
         label, ends = window(self.per, time.time())
