@@ -34,7 +34,7 @@ import time
 import uuid
 
 import llmguard as lg
-from llmguard._admission.window import Quota
+from llmguard._admission.ratelimit.window import Quota
 from llmguard.backends.redis import RedisBackend
 
 PROCESSES, CALLERS, WINDOW, DURATION = 4, 16, 3.0, 12.0

@@ -34,14 +34,14 @@ from ._pipeline.pipeline import Pipeline, guard
 if _TYPE_CHECKING:
     from ._admission.adaptive import AdaptiveConcurrency, AdaptiveStats
     from ._admission.algorithms import AIMD, Gradient, Gradient2, LimitAlgorithm, Vegas
-    from ._admission.backend import MemoryBackend, RateLimitBackend
     from ._admission.budget.layer import Budget
     from ._admission.budget.ledger import BudgetLedger, MemoryLedger
     from ._admission.budget.stats import BudgetStats
     from ._admission.concurrency import ConcurrencyLimit
     from ._admission.limiter import ConcurrencyLimiter, ConcurrencyStats, Limiter
-    from ._admission.ratelimit import RateLimit, RateLimitStats
-    from ._admission.window import Quota
+    from ._admission.ratelimit.backend import MemoryBackend, RateLimitBackend
+    from ._admission.ratelimit.layer import RateLimit, RateLimitStats
+    from ._admission.ratelimit.window import Quota
     from ._cache.layer import Cache, CacheStatistics
     from ._cache.store import CacheStore, MemoryStore
     from ._observability.histogram import MetricsStats

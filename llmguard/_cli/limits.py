@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .._admission.ratelimit import RateLimit
+from .._admission.ratelimit.layer import RateLimit
 from .._core.call import Call, Handler
 from .._core.tokens import extract_usage, request_tokens
 
@@ -135,8 +135,9 @@ class Limits:
             self.tokens.observe(call, result)
         return result
 
-    def observe(self, headers: Any) -> None:
-        """Read one answer's headers (called by the provider for every HTTP answer)."""
+    def observe_response(self, call: Call) -> None:
+        """Read one answer's headers (:class:`~llmguard.HeaderObserver`: every HTTP answer)."""
+        headers = call.response_headers
         get = getattr(headers, "get", None)
         if get is None:
             return

@@ -7,7 +7,6 @@ import sys
 from dataclasses import dataclass
 
 from .._admission.budget.layer import Budget
-from .._core.call import invoke_timed
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
 from .._runners.layers import run_layers
@@ -109,7 +108,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     """
     out = sys.stderr if s.output == "-" else sys.stdout  # records own stdout with -o -
     limits = make_limits(s)
-    provider = Provider(s.api_base, s.api_key, timeout=s.timeout, on_headers=limits.observe)
+    provider = Provider(s.api_base, s.api_key, timeout=s.timeout)
     provider.open(s.model)  # imports and the session now, not inside the first admitted calls
     tally = Tally(skipped=len(skip))
     progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
@@ -117,7 +116,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
                         queued=lambda: len(pending) - len(provider.sending))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume)
     budget = make_budget(s)
-    worker = make_worker(build_pipeline(s, limits, budget).build(invoke_timed), provider,
+    worker = make_worker(build_pipeline(s, limits, budget).build(provider.send), provider,
                          model=s.model, cache=s.cache_ttl is not None)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()

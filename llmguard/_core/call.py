@@ -1,40 +1,29 @@
-"""The one abstraction: a layer around an async callable.
-
-A layer receives the per-call context and the next handler on every call (Polly v8, starlette),
-so one layer instance and its state (a quota, a cache, a circuit) can guard many call sites.
-"""
+"""``Call``: the per-call context that flows through every layer (the layer seams are in
+``layer.py``)."""
 
 from __future__ import annotations
 
-import inspect
-import re
-from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from typing import Any
 
 from . import events
 from .events import CallRecord, Event, EventKind
+from .layer import (
+    BuildHook,
+    Handler,
+    HeaderObserver,
+    Layer,
+    compose,
+    invoke,
+    invoke_timed,
+    is_async_callable,
+    label,
+)
 from .public import public
-from .stream import Stream, is_stream_result
 
-__all__ = ["Call", "Handler", "Layer", "compose", "invoke", "invoke_timed", "is_async_callable",
-           "label"]
-
-#: The next step of a pipeline: takes the call, returns (an awaitable of) the result.
-Handler = Callable[["Call"], Awaitable[Any]]
-
-
-@public
-@runtime_checkable
-class Layer(Protocol):
-    """Anything with ``async def __call__(self, call, call_next, /)``.
-
-    A layer reads and annotates ``call``, awaits ``call_next(call)`` (zero or more times) and
-    returns the result. It keeps its state on ``self`` so one instance can guard many functions,
-    and may expose ``statistics()`` returning a frozen dataclass (shown by ``Guarded.stats()``).
-    """
-
-    async def __call__(self, call: Call, call_next: Handler, /) -> Any: ...
-
+# The layer seams live in ``layer.py``; re-exported here, where layers have always imported them.
+__all__ = ["BuildHook", "Call", "Handler", "HeaderObserver", "Layer", "compose", "invoke",
+           "invoke_timed", "is_async_callable", "label"]
 
 @public
 class Call:
@@ -62,6 +51,7 @@ class Call:
         "on_wait",
         "on_send",
         "sent",
+        "response_headers",
     )
 
     def __init__(
@@ -102,6 +92,10 @@ class Call:
         #: True once this attempt reached the provider (the innermost handler called it).
         #: Reset by the layer that starts an attempt (Retry, Fallback, Timeout).
         self.sent = False
+        #: The provider's HTTP response headers of the latest attempt (success or error), when
+        #: the terminal or an integration saw them: header observers (RateLimit) learn quotas
+        #: from them. None until then.
+        self.response_headers: Mapping[str, str] | None = None
 
     @property
     def record(self) -> CallRecord:
@@ -169,76 +163,3 @@ class Call:
             f"attempt={self.attempt} priority={self.priority} partition={self.partition!r} "
             f"tokens={self.tokens} {self.record!r}>"
         )
-
-
-async def invoke(call: Call) -> Any:
-    """The innermost handler: call the guarded function with the call's arguments.
-
-    A streamed answer (an async generator, or an async iterator the coroutine returns) comes back
-    as a :class:`~llmguard._core.stream.Stream` whose first chunk has been read, so failures before
-    the first chunk happen inside the pipeline where Retry and Fallback can act.
-    """
-    call.mark_sent()
-    result = call.fn(*call.args, **call.kwargs)
-    if not is_stream_result(result):
-        result = await result
-        if not is_stream_result(result):
-            return result
-    return result if isinstance(result, Stream) else await Stream.start(result)
-
-
-async def invoke_timed(call: Call) -> Any:
-    """:func:`invoke`, also writing the attempt's time at the provider (to the answer, or to the
-    first chunk) to ``call.record.latency``: the terminal of runners that report it per line
-    (``llmguard run``, Ray). Two clock reads the default terminal does without."""
-    import asyncio  # here, not at the top: `import llmguard` does not load asyncio
-
-    clock = asyncio.get_running_loop().time
-    start = clock()
-    try:
-        return await invoke(call)
-    finally:
-        call.record.latency = clock() - start
-
-
-def compose(layers: Sequence[Layer], terminal: Handler = invoke) -> Handler:
-    """Fold ``layers`` around ``terminal``; the first layer listed is the outermost.
-
-    Each step is a plain function returning the layer's coroutine, so composition adds no
-    coroutine frame of its own: the only per-layer cost is the layer itself.
-    """
-    handler = terminal
-    for layer in reversed(layers):
-        handler = _bind(layer, handler)
-    return handler
-
-
-def _bind(layer: Layer, call_next: Handler) -> Handler:
-    def handler(call: Call) -> Awaitable[Any]:
-        return layer(call, call_next)
-
-    return handler
-
-
-def is_async_callable(obj: Any) -> bool:
-    """Coroutine functions, async generator functions (streams), methods and partials of them,
-    and objects whose ``__call__`` is either."""
-    if inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj):
-        return True
-    # Decorated with functools.wraps around an async def (the openai SDK's `create` methods):
-    # the decorator returns the coroutine unchanged, so the wrapped function tells the truth.
-    wrapped = getattr(obj, "__wrapped__", None)
-    if wrapped is not None and not inspect.isclass(obj) and inspect.iscoroutinefunction(
-        inspect.unwrap(wrapped)
-    ):
-        return True
-    call = getattr(type(obj), "__call__", None)
-    return not inspect.isclass(obj) and (
-        inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
-    )
-
-
-def label(layer: Any) -> str:
-    """A layer's kind in snake case (``RateLimit`` -> ``rate_limit``): stats keys, metric labels."""
-    name = getattr(layer, "__name__", None) or type(layer).__name__
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

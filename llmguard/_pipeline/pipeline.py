@@ -135,7 +135,7 @@ class Pipeline:
 
     def rate_limit(self, **options: Any) -> Pipeline:
         """Add a :class:`llmguard.RateLimit` layer."""
-        from .._admission.ratelimit import RateLimit
+        from .._admission.ratelimit.layer import RateLimit
 
         return self.then(RateLimit(**options))
 

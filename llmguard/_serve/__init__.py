@@ -6,10 +6,12 @@ uvicorn). The parts, one concern per module:
 * ``config``: the TOML file, validated at start (errors name the key and its line);
 * ``tenants``: API keys (sha256 at rest), per-tenant quotas that answer 429 like a provider,
   priorities and usage accounting;
-* ``upstream``: where a model goes (the offline fake, litellm, an OpenAI-compatible base URL);
+* the models' upstreams come from ``llmguard._upstream`` (the offline fake, litellm, an
+  OpenAI-compatible base URL);
 * ``gateway``: the per-model pipelines and one request's path through tenant and model layers;
 * ``errors`` / ``sse``: OpenAI-shaped error bodies and server-sent events;
 * ``app``: the Starlette routes; ``server``: uvicorn, workers and graceful shutdown.
 
-Only public llmguard names are used here (``import llmguard as lg``).
+Layers are reached through public llmguard names (``import llmguard as lg``), providers
+through ``_upstream``.
 """

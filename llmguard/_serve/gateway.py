@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from contextvars import ContextVar
 from typing import Any
 
 import llmguard as lg
 
+from .._upstream.protocol import Upstream
+from .._upstream.select import make_upstream
+
 from .config import ModelConfig, ServeConfig
 from .tenants import Tenant, TenantGate, Tenants
-from .upstream import make_upstream
 from .usage import UsageBook
 
 __all__ = ["Gateway", "ShuttingDown"]
@@ -39,12 +42,22 @@ def _cache_key(**request: Any) -> str:
     return hashlib.sha256(f"{_tenant.get()}\0{body}".encode()).hexdigest()
 
 
+def upstream_of(cfg: ModelConfig) -> Upstream:
+    """Where a configured model's requests go (its key read from ``api_key_env``)."""
+    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    if cfg.provider == "fake":
+        return make_upstream("fake", name=cfg.name, latency=cfg.latency,
+                             seconds_per_token=cfg.seconds_per_token,
+                             fail_status=cfg.fail_status, model=cfg.model)
+    return make_upstream(cfg.provider, name=cfg.name, base_url=cfg.base_url, api_key=key or None)
+
+
 class Model:
     """One configured model at run time: its upstream, layers and handlers."""
 
     __slots__ = ("config", "upstream", "name", "target", "chat", "embed", "guarded", "layers")
 
-    def __init__(self, config: ModelConfig, upstream: Any) -> None:
+    def __init__(self, config: ModelConfig, upstream: Upstream) -> None:
         self.config, self.upstream, self.name = config, upstream, config.name
         #: What the upstream is asked for.
         self.target = config.model or config.name
@@ -57,11 +70,13 @@ class Model:
         """The terminal call: to the upstream, as this model (a fallback arrives named as the
         primary)."""
         request["model"] = self.target
-        return await self.upstream.chat(**request)
+        if request.get("stream"):
+            return self.upstream.stream(request)
+        return await self.upstream.chat(request)
 
     async def send_embed(self, **request: Any) -> Any:
         request["model"] = self.target
-        return await self.upstream.embed(**request)
+        return await self.upstream.embed(request)
 
 
 class Gateway:
@@ -112,7 +127,7 @@ class Gateway:
         return order
 
     def _build(self, cfg: ModelConfig, gate: TenantGate) -> None:
-        model = self.models[cfg.name] = Model(cfg, make_upstream(cfg))
+        model = self.models[cfg.name] = Model(cfg, upstream_of(cfg))
         p = lg.Pipeline(name=f"serve:{cfg.name}").metrics(
             meter_provider=self.meter_provider, provider=cfg.provider)
         if cfg.cache_ttl is not None:
@@ -213,7 +228,7 @@ class Gateway:
         """Upstream keys this process holds (never to be printed)."""
         found: list[str] = []
         for model in self.models.values():
-            found += getattr(model.upstream, "secrets", list)()
+            found += model.upstream.secrets()
         return found
 
     async def aclose(self) -> None:

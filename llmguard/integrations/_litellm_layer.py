@@ -13,11 +13,10 @@ from urllib.parse import urlsplit
 from .._core.call import Call, Handler
 from .._core.stream import Stream
 from .._core.tokens import extract_usage
+from .._upstream.litellm import NO_RETRIES
 
 __all__ = ["NO_RETRIES", "LiteLLMLayer", "LiteLLMStats", "litellm_module", "raw_result",
            "server_of"]
-
-NO_RETRIES = {"num_retries": 0, "max_retries": 0}
 
 #: What litellm itself returned to the guarded function (before llmguard wrapped a stream), so
 #: the layer can read a stream's ``_hidden_params`` (its response headers). Set by the guarded

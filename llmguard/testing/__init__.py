@@ -8,7 +8,7 @@ refilling buckets charging ``max_tokens`` up front) that record every arrival an
 ``Faults`` is a layer that injects every kind of provider failure, seeded.
 """
 
-from ._fake import FakeLLM
+from .._upstream.fake_llm import FakeLLM
 from ._faults import Faults, FaultStats, make_error
 from ._http import LoopbackServer
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider

@@ -17,25 +17,9 @@ from typing import Any
 from .._core.check import number
 from .._core.check import seed as check_seed
 from .._core.tokens import estimate_tokens
+from .._upstream.errors import Overloaded, ProviderError, RateLimited
 
 __all__ = ["Overloaded", "ProviderError", "ProviderStats", "RateLimited", "SimulatedProvider"]
-
-
-class ProviderError(Exception):
-    """An HTTP-style provider error: ``status_code`` and ``headers`` as the real SDKs carry."""
-
-    def __init__(self, message: str, *, status_code: int, headers: Mapping[str, str]) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.headers = dict(headers)
-
-
-class RateLimited(ProviderError):
-    """429: a sliding-window RPM or TPM quota was exceeded; ``retry-after`` says when to retry."""
-
-
-class Overloaded(ProviderError):
-    """503: more calls in flight than the provider accepts."""
 
 
 @dataclass(frozen=True, slots=True)

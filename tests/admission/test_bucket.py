@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
-from llmguard._admission.bucket import Bucket, level_at, settle, wait_for
-from llmguard._admission.window import SLACK, Quota, Window
+from llmguard._admission.ratelimit.bucket import Bucket, level_at, settle, wait_for
+from llmguard._admission.ratelimit.window import SLACK, Quota, Window
 from llmguard.testing import TokenBucketServer
 from llmguard.testing._quota import TokenBucket
 

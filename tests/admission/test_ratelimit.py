@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
-from llmguard._admission.backend import MemoryBackend
-from llmguard._admission.ratelimit import DEFAULT_PAUSE, parse_duration
-from llmguard._admission.window import SLACK, Quota, Window
+from llmguard._admission.ratelimit.backend import MemoryBackend
+from llmguard._admission.ratelimit.layer import DEFAULT_PAUSE, parse_duration
+from llmguard._admission.ratelimit.window import SLACK, Quota, Window
 from llmguard.testing import FakeLLM
 from llmguard.testing._provider import RateLimited
 

@@ -8,7 +8,7 @@ import pytest
 
 import llmguard as lg
 from llmguard._cache.store import MISSING
-from llmguard._admission.window import Quota
+from llmguard._admission.ratelimit.window import Quota
 from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter, RedisStore
 
 pytestmark = pytest.mark.looptime(False)

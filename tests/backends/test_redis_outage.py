@@ -13,7 +13,7 @@ import pytest
 from redis_server import Server
 
 import llmguard as lg
-from llmguard._admission.window import Quota
+from llmguard._admission.ratelimit.window import Quota
 from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter, _client
 
 pytestmark = [

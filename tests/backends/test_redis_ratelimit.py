@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import llmguard as lg
-from llmguard._admission.window import Quota
+from llmguard._admission.ratelimit.window import Quota
 from llmguard.backends.redis import RedisBackend
 
 pytestmark = pytest.mark.looptime(False)
@@ -259,7 +259,7 @@ async def test_headroom_reverts_to_the_full_quota_once_stale(redis_url, redis_pr
 async def test_keys_of_different_types_never_share_a_quota(redis_url, redis_prefix):
     """Issue 21 #6: the string ``"int=7"`` and the int ``7`` (and ``None`` and ``""``, ``1`` and
     ``"1"``) are different keys, each with its own quota in Redis."""
-    from llmguard._admission.window import Quota
+    from llmguard._admission.ratelimit.window import Quota
     from llmguard.backends.redis import RedisBackend
 
     backend = RedisBackend(redis_url, prefix=redis_prefix)

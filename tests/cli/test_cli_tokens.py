@@ -64,6 +64,6 @@ async def test_the_http_client_is_ready_before_the_first_call() -> None:
     provider = Provider("http://127.0.0.1:9/v1", "sk-x")
     provider.open("m")
     try:
-        assert provider._session is not None
+        assert provider.other.open() is provider.other.open()  # made once, up front
     finally:
         await provider.aclose()

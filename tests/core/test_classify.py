@@ -85,7 +85,7 @@ def test_structured_codes_are_read_not_only_messages() -> None:
 def test_transport_errors_of_the_cli_provider_are_classified_and_retryable() -> None:
     """Connection failures, provider timeouts and a non-JSON 502 keep a retryable kind."""
     from llmguard import FailureKind, classify
-    from llmguard._cli.provider import HTTPError, ProviderTimeout, TransportError
+    from llmguard._upstream.errors import HTTPError, ProviderTimeout, TransportError
 
     assert classify(TransportError("refused")).kind is FailureKind.CONNECTION
     assert classify(ProviderTimeout("slow")).kind is FailureKind.TIMEOUT

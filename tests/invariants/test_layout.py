@@ -10,7 +10,8 @@ import llmguard
 PACKAGE = Path(llmguard.__file__).parent
 #: Lower layers first: a module may import its own concern and the concerns listed before it.
 ORDER = ["_core", "_admission|_resilience|_cache|_observability", "_pipeline",
-         "_runners|_cli|integrations|backends|testing|_serve", "cli|__init__|__main__"]
+         "_upstream|_runners", "_cli|integrations|backends|testing|_serve",
+         "cli|__init__|__main__"]
 
 
 def module_name(path: Path) -> str:
@@ -144,3 +145,29 @@ def test_every_declared_dependency_is_imported_by_the_package() -> None:
     names = {"opentelemetry_api": "opentelemetry"}
     missing = {dep for dep in declared if names.get(dep, dep) not in imported}
     assert not missing, f"declared but never imported: {missing}"
+
+
+#: The applications: they build stacks with the recipe and reach providers through _upstream.
+APPS = ("_cli", "_serve", "integrations._ray")
+
+
+def _is_app(module: str) -> bool:
+    return any(module == f"llmguard.{app}" or module.startswith(f"llmguard.{app}.")
+               for app in APPS)
+
+
+def test_apps_import_neither_test_doubles_nor_private_integrations() -> None:
+    """``llmguard run``, ``llmguard serve`` and Ray import neither ``llmguard.testing`` (the
+    offline fake is in ``_upstream``) nor a private integration module such as
+    ``integrations._litellm_layer`` (what they share lives in a lower package)."""
+    bad = []
+    for name, path in modules().items():
+        if not _is_app(name):
+            continue
+        for target, _, _ in imports(path):
+            parts = target.split(".")
+            if parts[:2] == ["llmguard", "testing"] or (
+                    parts[:2] == ["llmguard", "integrations"] and len(parts) > 2
+                    and parts[2].startswith("_") and not _is_app(target)):
+                bad.append(f"{name} imports {target}")
+    assert not bad, bad

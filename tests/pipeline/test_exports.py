@@ -57,7 +57,7 @@ def test_import_loads_no_layer_module_and_no_asyncio() -> None:
     """Layers load on first use: `import llmguard` alone imports neither asyncio nor any layer."""
     code = (
         "import sys, llmguard; "
-        "print(','.join(m for m in ('asyncio', 'cachetools', 'llmguard._admission.ratelimit', "
+        "print(','.join(m for m in ('asyncio', 'cachetools', 'llmguard._admission.ratelimit.layer', "
         "'llmguard._admission.adaptive', 'llmguard._runners.batch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

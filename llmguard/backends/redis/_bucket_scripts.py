@@ -1,5 +1,5 @@
 """Lua scripts for ``RateLimit(refill="continuous")`` in Redis: the arithmetic of
-``llmguard._admission.bucket`` (the same formulas, refunds bounded the same way), applied
+``llmguard._admission.ratelimit.bucket`` (the same formulas, refunds bounded the same way), applied
 atomically on the server's clock, so every process sharing a key shares one bucket per quota.
 
 State lives in the key's state HASH (next to the Retry-After ``pause``): per quota ``i`` (1-based,

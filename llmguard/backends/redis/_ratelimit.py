@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Hashable
 from typing import Any
 
-from ..._admission.backend import MemoryBackend
+from ..._admission.ratelimit.backend import MemoryBackend
 from ..._core import clock
 from ..._core.sweep import SWEEP_AT, sweep
-from ..._admission.window import SLACK, Entry, Quota
+from ..._admission.ratelimit.window import SLACK, Entry, Quota
 from . import _bucket_scripts, _scripts
 from ._client import Connection
 

@@ -18,18 +18,18 @@ import weakref
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from .._core.call import Call, Handler
-from .._core.check import callable_or_none, number
-from .._core.errors import AdmissionTimeout, RequestTooLarge
-from .._core.events import EventKind
-from .._core.public import public
-from .._core.stream import Stream
-from .._core.tokens import estimate_tokens
+from ..._core.call import Call, Handler
+from ..._core.check import callable_or_none, number
+from ..._core.errors import AdmissionTimeout, RequestTooLarge
+from ..._core.events import EventKind
+from ..._core.public import public
+from ..._core.stream import Stream
+from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, RateLimitBackend
 from .headers import DEFAULT_PAUSE, parse_duration, pause_after, rate_limit_headers
 from .line import Held, WaitingLine
 from .quotas import build_quotas, check_backend, check_choice, used_tokens
-from .rate_stats import RateLimitStats
+from .stats import RateLimitStats
 
 __all__ = ["DEFAULT_PAUSE", "RateLimit", "RateLimitStats", "parse_duration"]
 
@@ -236,6 +236,12 @@ class RateLimit:
         for tokens, left, reset in rate_limit_headers(headers):
             self.backend.cap(partition, self.quotas, tokens, left, reset)
         self._line.wake(partition)
+
+    def observe_response(self, call: Call) -> None:
+        """:class:`~llmguard.HeaderObserver`: learn from the attempt's response headers."""
+        if call.response_headers is not None:
+            self.observe_headers(call.response_headers,
+                                 partition=None if self._key is None else call.partition)
 
     def statistics(self, key: Hashable = None) -> RateLimitStats:
         """Counters for the whole layer; headroom and pause for ``key`` (default None)."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._core.check import number
-from .._core.tokens import extract_usage
+from ..._core.check import number
+from ..._core.tokens import extract_usage
 from .window import Quota
 
 __all__ = ["build_quotas", "check_backend", "check_choice", "used_tokens"]

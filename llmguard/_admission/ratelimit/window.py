@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.public import public
+from ..._core.public import public
 from .bucket import Bucket
 
 __all__ = ["Entry", "Quota", "Window"]

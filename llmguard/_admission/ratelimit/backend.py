@@ -10,10 +10,10 @@ from asyncio import get_running_loop
 from collections.abc import Hashable
 from typing import Any, Protocol
 
-from .._core import clock
-from .._core.sweep import SWEEP_AT, sweep
+from ..._core import clock
+from ..._core.sweep import SWEEP_AT, sweep
 from .window import Entry, Quota, Window
-from .._core.public import public
+from ..._core.public import public
 
 __all__ = ["MemoryBackend", "RateLimitBackend"]
 
@@ -46,7 +46,7 @@ class RateLimitBackend(Protocol):
 
         With quotas that refill continuously (``Quota.continuous``) the layer calls it for every
         reservation it does not refund, even with ``tokens`` unchanged: a bucket settles each
-        reservation once (``llmguard._admission.bucket.settle``)."""
+        reservation once (``llmguard._admission.ratelimit.bucket.settle``)."""
         ...
 
     def refund(self, key: Hashable, ticket: Any) -> None:

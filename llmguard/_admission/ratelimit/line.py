@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from .._core.errors import AdmissionTimeout
+from ..._core.errors import AdmissionTimeout
 
 __all__ = ["Held", "WaitingLine"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._core.public import public
+from ..._core.public import public
 
 __all__ = ["RateLimitStats"]
 

@@ -7,8 +7,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .._core.classify import FailureKind, classify
-from .._core.errors import AdmissionError
+from ..._core.classify import FailureKind, classify
+from ..._core.errors import AdmissionError
 
 __all__ = ["DEFAULT_PAUSE", "parse_duration", "pause_after", "rate_limit_headers"]
 

@@ -1,0 +1,6 @@
+"""RateLimit: request and token quotas paced like the provider's own limiter.
+
+``layer`` (the layer), ``line`` (the FIFO waiting line), ``window`` and ``bucket`` (the quota
+arithmetic), ``quotas`` and ``headers`` (settings and what providers say), ``backend`` (where
+the state lives), ``stats`` (what ``statistics()`` returns).
+"""

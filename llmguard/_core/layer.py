@@ -1,0 +1,156 @@
+"""The one abstraction: a layer around an async callable, and the seams a layer may declare.
+
+A layer receives the per-call context and the next handler on every call (Polly v8, starlette),
+so one layer instance and its state (a quota, a cache, a circuit) can guard many call sites.
+Besides ``__call__`` a layer may implement :class:`BuildHook` (told about the pipeline it is
+built into) and :class:`HeaderObserver` (shown each attempt's provider response headers).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .public import public
+from .stream import Stream, is_stream_result
+
+if TYPE_CHECKING:
+    from .call import Call
+
+__all__ = ["BuildHook", "Handler", "HeaderObserver", "Layer", "compose", "invoke",
+           "invoke_timed", "is_async_callable", "label"]
+
+#: The next step of a pipeline: takes the call, returns (an awaitable of) the result.
+Handler = Callable[["Call"], Awaitable[Any]]
+
+
+@public
+@runtime_checkable
+class Layer(Protocol):
+    """Anything with ``async def __call__(self, call, call_next, /)``.
+
+    A layer reads and annotates ``call``, awaits ``call_next(call)`` (zero or more times) and
+    returns the result. It keeps its state on ``self`` so one instance can guard many functions,
+    and may expose ``statistics()`` returning a frozen dataclass (shown by ``Guarded.stats()``).
+    """
+
+    async def __call__(self, call: Call, call_next: Handler, /) -> Any: ...
+
+
+@runtime_checkable
+class BuildHook(Protocol):
+    """A layer that observes the pipeline it is built into (Metrics reads its neighbours'
+    ``statistics()`` and traces each attempt at the provider).
+
+    ``Pipeline.build`` calls ``bind(pipeline)`` on every such layer, then, innermost first,
+    ``around_terminal(handler)``, which returns the handler to use as the provider call (the
+    same one to add nothing). Both run once per build, never per call; a layer built into
+    several pipelines is bound to each.
+    """
+
+    def bind(self, pipeline: Any) -> None: ...
+
+    def around_terminal(self, handler: Handler) -> Handler: ...
+
+
+@runtime_checkable
+class HeaderObserver(Protocol):
+    """A layer that learns from the provider's response headers (RateLimit: the quotas left).
+
+    :func:`compose` gives such a layer a next handler that clears ``call.response_headers``
+    before the attempt and, when the terminal or an integration below wrote them (success or
+    error), calls ``observe_response(call)`` as the answer comes back through the layer. It runs
+    synchronously and never raises; it reads ``call.response_headers`` and ``call.partition``.
+    """
+
+    def observe_response(self, call: Call) -> None: ...
+
+
+async def invoke(call: Call) -> Any:
+    """The innermost handler: call the guarded function with the call's arguments.
+
+    A streamed answer (an async generator, or an async iterator the coroutine returns) comes back
+    as a :class:`~llmguard._core.stream.Stream` whose first chunk has been read, so failures before
+    the first chunk happen inside the pipeline where Retry and Fallback can act.
+    """
+    call.mark_sent()
+    result = call.fn(*call.args, **call.kwargs)
+    if not is_stream_result(result):
+        result = await result
+        if not is_stream_result(result):
+            return result
+    return result if isinstance(result, Stream) else await Stream.start(result)
+
+
+async def invoke_timed(call: Call) -> Any:
+    """:func:`invoke`, also writing the attempt's time at the provider (to the answer, or to the
+    first chunk) to ``call.record.latency``: the terminal of runners that report it per line
+    (``llmguard run``, Ray). Two clock reads the default terminal does without."""
+    import asyncio  # here, not at the top: `import llmguard` does not load asyncio
+
+    clock = asyncio.get_running_loop().time
+    start = clock()
+    try:
+        return await invoke(call)
+    finally:
+        call.record.latency = clock() - start
+
+
+def compose(layers: Sequence[Layer], terminal: Handler = invoke) -> Handler:
+    """Fold ``layers`` around ``terminal``; the first layer listed is the outermost.
+
+    Each step is a plain function returning the layer's coroutine, so composition adds no
+    coroutine frame of its own: the only per-layer cost is the layer itself (and for a
+    :class:`HeaderObserver`, one frame that shows it the attempt's response headers).
+    """
+    handler = terminal
+    for layer in reversed(layers):
+        if isinstance(layer, HeaderObserver):
+            handler = _observed(layer, handler)
+        handler = _bind(layer, handler)
+    return handler
+
+
+def _observed(observer: HeaderObserver, call_next: Handler) -> Handler:
+    async def handler(call: Call) -> Any:
+        call.response_headers = None  # this attempt's, never an earlier one's
+        try:
+            return await call_next(call)
+        finally:
+            if call.response_headers is not None:
+                observer.observe_response(call)
+
+    return handler
+
+
+def _bind(layer: Layer, call_next: Handler) -> Handler:
+    def handler(call: Call) -> Awaitable[Any]:
+        return layer(call, call_next)
+
+    return handler
+
+
+def is_async_callable(obj: Any) -> bool:
+    """Coroutine functions, async generator functions (streams), methods and partials of them,
+    and objects whose ``__call__`` is either."""
+    if inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj):
+        return True
+    # Decorated with functools.wraps around an async def (the openai SDK's `create` methods):
+    # the decorator returns the coroutine unchanged, so the wrapped function tells the truth.
+    wrapped = getattr(obj, "__wrapped__", None)
+    if wrapped is not None and not inspect.isclass(obj) and inspect.iscoroutinefunction(
+        inspect.unwrap(wrapped)
+    ):
+        return True
+    call = getattr(type(obj), "__call__", None)
+    return not inspect.isclass(obj) and (
+        inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+    )
+
+
+def label(layer: Any) -> str:
+    """A layer's kind in snake case (``RateLimit`` -> ``rate_limit``): stats keys, metric labels."""
+    name = getattr(layer, "__name__", None) or type(layer).__name__
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -1,0 +1,56 @@
+"""Which upstream a model's requests go to, and the terminal handler that sends them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._core.call import Call, Handler
+from .._core.stream import Stream
+from .protocol import Upstream
+
+__all__ = ["PROVIDERS", "make_upstream", "terminal"]
+
+#: The providers an application may name: the offline fake, litellm, an OpenAI-compatible URL.
+PROVIDERS = ("fake", "litellm", "openai")
+
+
+def make_upstream(provider: str, *, name: str = "fake", base_url: str | None = None,
+                  api_key: str | None = None, **fake: Any) -> Upstream:
+    """The upstream of one model: ``provider`` is one of :data:`PROVIDERS`; ``fake`` holds
+    :class:`~llmguard._upstream.fake.FakeUpstream` options (latency, fail_status, ...)."""
+    if provider == "fake":
+        from .fake import FakeUpstream
+
+        return FakeUpstream(name, **fake)
+    if provider == "litellm":
+        from .litellm import LitellmUpstream
+
+        return LitellmUpstream(base_url, api_key)
+    if provider == "openai":
+        if not base_url:
+            raise ValueError('provider "openai" needs a base_url (an OpenAI-compatible server)')
+        from .http import HTTPUpstream
+
+        return HTTPUpstream(base_url, api_key)
+    raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+
+
+def terminal(upstream: Upstream, *, embed: bool = False) -> Handler:
+    """The innermost handler sending ``call.kwargs`` to ``upstream``: chat (a stream when
+    ``stream`` is true, returned as an :class:`~llmguard._core.stream.Stream` whose first chunk
+    has arrived) or ``embed``. It marks the attempt sent, and the upstream writes
+    ``call.response_headers``."""
+    if embed:
+        async def send_embed(call: Call) -> Any:
+            call.mark_sent()
+            return await upstream.embed(call.kwargs, call)
+
+        return send_embed
+
+    async def send(call: Call) -> Any:
+        call.mark_sent()
+        if call.kwargs.get("stream"):
+            return await Stream.start(upstream.stream(call.kwargs, call))
+        return await upstream.chat(call.kwargs, call)
+
+    return send
