@@ -22,6 +22,7 @@ import llmguard as lg
 from .._upstream.protocol import Upstream
 from .._upstream.select import make_upstream
 
+from .budgets import TenantBudget, attach_budgets
 from .config import ModelConfig, ServeConfig
 from .tenants import Tenant, TenantGate, Tenants
 from .usage import UsageBook
@@ -99,6 +100,8 @@ class Gateway:
 
         self.tenants = Tenants(config.tenants, backend=self.backend,
                                limiter_factory=limiter_factory)
+        attach_budgets(self.tenants, config.models, self.backend)
+        self._budgeted = any(t.budget is not None for t in self.tenants.by_name.values())
         self.meter_provider = meter_provider
         meter = None
         if meter_provider is not None:
@@ -146,6 +149,10 @@ class Gateway:
             tail = tail.circuit_breaker(name=f"serve:{cfg.name}", backend=self.backend)
         if cfg.timeout is not None:
             tail = tail.timeout(cfg.timeout)
+        spend = None
+        if self._budgeted:  # inside Retry (each attempt reserves), outside the limiters
+            spend = TenantBudget(self.tenants, model.target, _tenant)
+            tail = tail.then(spend)
         if cfg.rpm or cfg.tpm:
             tail = tail.rate_limit(rpm=cfg.rpm, tpm=cfg.tpm, max_wait=cfg.max_wait,
                                    backend=self.backend)
@@ -172,6 +179,8 @@ class Gateway:
             own = own.retry(attempts=cfg.retries + 1)
         if cfg.timeout is not None:
             own = own.timeout(cfg.timeout)
+        if spend is not None:
+            own = own.then(spend)
         model.embed = lg.compose((gate, *own.layers, *shared))
 
     def model_for(self, tenant: Tenant, name: Any) -> Model | None:
