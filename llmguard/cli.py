@@ -195,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ray is not None:
         if stdout:
             return _fail("-o - does not go with --ray: give an output file")
+        if args.max_cost is not None:
+            return _fail("--max-cost does not go with --ray yet: run without --ray, or cap "
+                         "the spend in a Budget shared through Redis (see the README)")
         from ._cli.ray_launch import run_on_ray
 
         return run_on_ray(args, argv)

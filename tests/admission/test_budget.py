@@ -10,13 +10,16 @@ import asyncio
 import logging
 import math
 
+import looptime
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard._admission.budget.prices import Price
 from llmguard._admission.budget.windows import window
 from llmguard._core.tokens import prompt_bound
-from llmguard.testing import FakeLLM, FixedWindowServer, RateLimited
+from llmguard.testing import FakeLLM, FixedWindowServer, RateLimited, make_error
 
 PRICES = {"m": (1.0, 2.0)}  # USD per million input / output tokens
 
@@ -302,3 +305,84 @@ async def test_inside_the_readme_stack_against_a_fixed_window_server() -> None:
     assert 0.95 * budget.usd <= bill(answered) <= budget.usd
     assert server.statistics().cancelled_after_arrival == 0
     assert sum(metrics.snapshot().cost.values()) == pytest.approx(budget.statistics().spent_usd)
+
+
+async def test_each_attempt_reserves_and_a_failed_attempt_with_a_status_is_refunded() -> None:
+    """Inside Retry: the 503 attempt is refunded (not billed), the answer is charged; two
+    admissions, one refund, spend = the answer's cost."""
+    llm = FakeLLM([make_error(lg.FailureKind.OVERLOADED)])
+    budget = lg.Budget(1.0, prices=PRICES)
+    chat = lg.Pipeline(lg.Retry(attempts=3, backoff=0.1), budget).wrap(llm.acompletion)
+    result = await chat(**ask())
+    stats = budget.statistics()
+    assert (stats.admitted, stats.refunds, llm.call_count) == (2, 1, 2)
+    assert stats.spent_usd == pytest.approx(bill([result]))
+
+
+class Provider:
+    """Answers after ``latency`` with the usage it is told, and records when each call was
+    running: (start, end, input tokens, output tokens)."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[float, float, int, int]] = []
+
+    async def __call__(self, prompt: str, *, model: str, max_tokens: int, used: int,
+                       latency: float, fail: bool) -> dict:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(latency)
+        if fail:
+            raise RateLimited("busy", status_code=429, headers={})
+        self.log.append((start, loop.time(), 10, used))
+        return {"usage": {"prompt_tokens": 10, "completion_tokens": used}}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cap_calls=st.floats(0.5, 30),
+    calls=st.lists(st.tuples(st.floats(0, 20), st.integers(1, 400), st.floats(0, 1),
+                             st.floats(0.1, 10), st.booleans(), st.booleans()),
+                   min_size=1, max_size=60),
+)
+def test_spend_never_passes_the_cap_whatever_the_arrivals(cap_calls, calls) -> None:
+    """Property: for any arrivals, max_tokens, usage (never above max_tokens), latencies,
+    provider errors and cancellations, the settled spend never passes the cap, every call ends
+    (answer, BudgetExceeded, provider error or cancelled), and nothing stays reserved or
+    waiting; a call refused could not have fit even if the calls in flight cost nothing."""
+    async def scenario() -> None:
+        provider = Provider()
+        cap = cap_calls * Price(1.0, 2.0).reserve(40, 100) / 1e9
+        budget = lg.Budget(cap, prices=PRICES)
+        guarded = lg.guard(budget)(provider)
+        outcomes: list[str] = []
+
+        async def one(start, max_tokens, used, latency, fail, cancel) -> None:
+            await asyncio.sleep(start)
+            if cancel:
+                asyncio.get_running_loop().call_later(latency / 2, asyncio.current_task().cancel)
+            try:
+                await guarded("hello", model="m", max_tokens=max_tokens,
+                              used=int(used * max_tokens), latency=latency, fail=fail)
+                outcomes.append("answered")
+            except lg.BudgetExceeded as exc:
+                assert exc.spent + exc.needed > exc.cap
+                outcomes.append("refused")
+            except RateLimited:
+                outcomes.append("error")
+            except asyncio.CancelledError:
+                outcomes.append("cancelled")
+
+        await asyncio.gather(*(one(*c) for c in calls))
+        assert len(outcomes) == len(calls)
+        stats = budget.statistics()
+        assert stats.spent_usd <= cap + 1e-12
+        assert stats.reserved_usd == 0 and stats.in_flight == 0 and stats.waiting == 0
+        assert not budget._lines.lines
+        billed = sum(inp * 1.0 + out * 2.0 for _, _, inp, out in provider.log) / 1e6
+        assert billed <= stats.spent_usd + 1e-12
+
+    loop = looptime.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()

@@ -46,6 +46,7 @@ def test_max_cost_options_are_checked_before_anything_runs(tmp_path: Path) -> No
         (["--max-cost", "1", "--price", "1"], "expected IN,OUT"),
         (["--max-cost", "-1"], "must be > 0"),
         (["--max-cost", "1", "--model", "fake"], "pass --price IN,OUT"),
+        (["--max-cost", "1", "--ray"], "--max-cost does not go with --ray"),
     ]
     for extra, message in cases:
         done = llmguard(tmp_path, "run", "in.jsonl", "-o", "out.jsonl", *extra)
