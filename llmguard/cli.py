@@ -19,10 +19,12 @@ from collections.abc import Sequence
 
 import llmguard
 
-from ._cli.checks import api_base_problem, number_type, output_problem, price_type, same_file
+from ._cli import budget_options
+from ._cli.checks import api_base_problem, number_type, output_problem, same_file
 from ._cli.checks import usage_error as _fail
+from ._cli.batch_options import batch_options_without_batch_api
 from ._cli.io import done_ids, scan_input
-from ._cli.run import EXIT_CRASH, Settings, make_budget, make_limits, run
+from ._cli.run import EXIT_CRASH, Settings, make_limits, run
 from ._cli.usage import DESCRIPTION, EPILOG
 
 __all__ = ["main"]
@@ -93,16 +95,7 @@ def _parser() -> argparse.ArgumentParser:
                             "(repeatable, tried in order)")
     group.add_argument("--cache-ttl", type=number_type(float, unit=" seconds"), metavar="SECONDS",
                        help="answer identical requests from a cache for this long")
-    group.add_argument("--max-cost", type=number_type(float, unit=" USD"), metavar="USD",
-                       help="spend at most this much (USD) in this run: each attempt reserves "
-                            "its maximum cost (prompt + max_tokens at the model's price) "
-                            "before it is sent, and once the next line could pass the cap "
-                            "nothing more is sent; lines not sent are reported (not failed) "
-                            "and --resume with a new --max-cost continues them")
-    group.add_argument("--price", type=price_type, metavar="IN,OUT",
-                       help="with --max-cost: USD per million input and output tokens of "
-                            "every model (default: litellm's cost map; the offline fake "
-                            "models need it)")
+    budget_options.add_arguments(group)
     group.add_argument("--priority-field", metavar="FIELD",
                        help="top-level field of each line holding its priority (higher first); "
                             "removed from the request")
@@ -128,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="no progress bar")
     runs.add_argument("-v", "--verbose", action="store_true",
                       help="log one line per finished record to stderr")
+    runs.add_argument("--format", choices=("llmguard", "openai-batch"), default="llmguard",
+                      help="output records: llmguard's (default) or the Batch API's output shape "
+                           "{id, custom_id, response, error}, written once the run completes")
+    from ._cli.batch_options import add_arguments as add_batch_arguments
+
+    add_batch_arguments(run)
     ray = run.add_argument_group("ray (pip install 'llmguard[ray]')")
     ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                      help="run the lines on Ray actors: on the cluster at ADDRESS (e.g. "
@@ -179,8 +178,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "without one would otherwise go to the offline fake)")
     if args.burst is not None and args.rpm is None and args.tpm is None:
         return _fail("--burst shapes the --rpm/--tpm quotas: pass one of them too")
-    if args.price is not None and args.max_cost is None:
-        return _fail("--price prices the calls for --max-cost: pass --max-cost too")
     if args.retry_failed and not args.resume:
         return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
     if not stdout:
@@ -192,18 +189,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exists and not (args.resume or args.overwrite):
             return _fail(f"output {args.output!r} exists: pass --resume to continue that "
                          "run or --overwrite to start again")
+    if (problem := budget_options.budget_problem(args)) is not None:
+        return _fail(problem)
     if args.ray is not None:
+        if args.batch_api:
+            return _fail("--batch-api does not go with --ray: the provider runs the batch")
         if stdout:
             return _fail("-o - does not go with --ray: give an output file")
-        if args.max_cost is not None:
-            return _fail("--max-cost does not go with --ray yet: run without --ray, or cap "
-                         "the spend in a Budget shared through Redis (see the README)")
         from ._cli.ray_launch import run_on_ray
 
         return run_on_ray(args, argv)
     if args.redis is not None or args.actors != 2:
         return _fail("--redis and --actors go with --ray")
-    api_key = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
+    key_env = args.api_key_env
+    if args.provider == "anthropic" and key_env == "OPENAI_API_KEY":  # the default: Anthropic's
+        key_env = "ANTHROPIC_API_KEY"
+    api_key = args.api_key if args.api_key is not None else os.environ.get(key_env)
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
         rpm=args.rpm, tpm=args.tpm, burst=args.burst, margin=args.margin, refill=args.refill,
@@ -212,8 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache_ttl=args.cache_ttl, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
         progress=args.progress, verbose=args.verbose, api_key=api_key or None,
-        max_cost=args.max_cost, price=args.price,
+        format=args.format, max_cost=args.max_cost, price=args.price,
     )
+    if not args.batch_api and (problem := batch_options_without_batch_api(args)):
+        return _fail(problem)
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter. The
         # endpoint lives as long as the process.
@@ -229,21 +232,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "pick a free port")
     try:
         make_limits(settings)  # a layer rejecting an option says so here, before anything runs
-        budget = make_budget(settings)
-        if budget is not None and args.model is not None:
-            try:
-                budget.price(args.model)  # unpriced: say how to price it, send nothing
-            except LookupError:
-                return _fail(f"--max-cost needs a price for --model {args.model!r}, and "
-                             "litellm's cost map has none: pass --price IN,OUT (USD per "
-                             "million input and output tokens)")
         skip, failed_before = (done_ids(args.output, redo_failed=args.retry_failed)
                                if args.resume else (set(), 0))
     except ValueError as exc:  # a layer rejecting an option, or an unusable --resume file
         return _fail(str(exc))
+    if args.batch_api:
+        from ._cli.batch_api import run_batch_api
+        from ._cli.batch_options import BatchOptions, batch_problem
+
+        options = BatchOptions.from_args(args)
+        if (problem := batch_problem(settings, options)) is not None:
+            return _fail(problem)
+        main_job = run_batch_api(settings, options, skip, argv[1:], total=total)
+    else:
+        main_job = run(settings, skip, argv[1:], total=total, failed_before=failed_before)
     try:
-        return asyncio.run(run(settings, skip, argv[1:], total=total,
-                               failed_before=failed_before))
+        return asyncio.run(main_job)
     except Exception:  # a bug: say so, and keep "some lines failed" (1) meaning just that
         traceback.print_exc()
         print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "

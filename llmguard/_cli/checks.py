@@ -12,8 +12,7 @@ from typing import Any
 from .._core.redact import redact_url
 from .run import EXIT_USAGE
 
-__all__ = ["api_base_problem", "number_type", "output_problem", "price_type", "same_file",
-           "usage_error"]
+__all__ = ["api_base_problem", "number_type", "output_problem", "same_file", "usage_error"]
 
 
 def usage_error(message: str) -> int:
@@ -83,17 +82,3 @@ def number_type(kind: Callable[[str], Any], *, minimum: float = 0, strict: bool 
         return value
 
     return parse
-
-
-def price_type(text: str) -> tuple[float, float]:
-    """``--price IN,OUT``: USD per million input and output tokens, each finite and >= 0."""
-    parts = text.split(",")
-    try:
-        prices = tuple(float(part) for part in parts)
-    except ValueError:
-        prices = ()
-    if len(prices) != 2 or not all(math.isfinite(p) and p >= 0 for p in prices):
-        raise argparse.ArgumentTypeError(
-            f"expected IN,OUT: USD per million input and output tokens, e.g. 0.15,0.60; got "
-            f"{text!r}")
-    return prices[0], prices[1]

@@ -8,7 +8,6 @@ mid-write) is cut off before appending (the shared reader in ``_runners.jsonl``)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -18,9 +17,11 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .._runners.jsonl import read_records
+from .._runners.record import to_openai_batch
 from .._runners.reorder import Reorder
+from .finish import rewrite, sort_by_line
 
-__all__ = ["Job", "OutputWriter", "done_ids", "read_jobs", "scan_input", "sort_by_line"]
+__all__ = ["Job", "OutputWriter", "done_ids", "read_jobs", "scan_input"]
 
 #: Seconds between fsyncs of the output while records are being written (the power-loss bound;
 #: a process kill loses nothing that was written).
@@ -127,6 +128,8 @@ def done_ids(path: str, *, redo_failed: bool = False) -> tuple[set[str], int]:
     the file too, so those lines run again.
     """
     def parse(record: dict[str, Any]) -> tuple[str, bool]:
+        if "custom_id" in record:  # --format openai-batch
+            return str(record["custom_id"]), record["error"] is None
         return str(record["id"]), bool(record["ok"])
 
     def corrupt(line_no: int, exc: Exception) -> str:
@@ -162,11 +165,15 @@ class OutputWriter:
     (a pipe cannot be sorted afterwards) with the shared reorder buffer.
     """
 
-    __slots__ = ("_dirty", "_file", "_last_line", "_ordered", "_path", "_reorder", "_synced",
-                 "out_of_order")
+    __slots__ = ("_dirty", "_file", "_format", "_last_line", "_ordered", "_path", "_reorder",
+                 "_synced", "out_of_order")
 
-    def __init__(self, path: str, *, ordered: bool, append: bool) -> None:
+    def __init__(self, path: str, *, ordered: bool, append: bool,
+                 format: str = "llmguard") -> None:
         self._path = path
+        #: ``"llmguard"`` records, or ``"openai-batch"``: the Batch API's output shape, written
+        #: once the run completes (llmguard records until then, so an interrupted run resumes).
+        self._format = format
         self._ordered = ordered
         if path == "-":
             self._file: IO[str] = sys.stdout
@@ -183,6 +190,8 @@ class OutputWriter:
     def write(self, index: int, record: dict[str, Any]) -> None:
         """Write the record of the ``index``-th line this run sends (raises OSError on a full
         or unwritable disk)."""
+        if self._reorder is not None and self._format == "openai-batch":
+            record = to_openai_batch(record)  # stdout: nothing to rewrite at the end
         text = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         if self._reorder is not None:
             self._reorder.put(index, text)
@@ -222,27 +231,5 @@ class OutputWriter:
             self._file.close()
         if complete and self._ordered and self.out_of_order:
             sort_by_line(self._path)
-
-
-def sort_by_line(path: str) -> None:
-    """Rewrite an output file in input-line order (atomically), holding only offsets in memory."""
-    offsets: list[tuple[int, int]] = []
-    with open(path, "rb") as f:
-        pos = 0
-        for raw in f:
-            offsets.append((json.loads(raw)["line"], pos))
-            pos += len(raw)
-        offsets.sort()
-        tmp = f"{path}.sorting"
-        try:
-            with open(tmp, "wb") as out:
-                for _, offset in offsets:
-                    f.seek(offset)
-                    out.write(f.readline())
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:  # a full disk: the unsorted file stays, the partial copy goes
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
-    os.replace(tmp, path)
+        if complete and self._format == "openai-batch":
+            rewrite(self._path, to_openai_batch)

@@ -52,6 +52,8 @@ class Settings:
     metrics_port: int | None = None
     progress: bool | None = None
     verbose: bool = False
+    #: Output records: ``"llmguard"`` or ``"openai-batch"`` (the Batch API's output shape).
+    format: str = "llmguard"
     max_cost: float | None = None
     #: ``(usd_per_million_input, usd_per_million_output)`` of every model, else litellm's map.
     price: tuple[float, float] | None = None
@@ -64,12 +66,11 @@ class Settings:
         return 512 if self.adaptive else 4 * self.concurrency
 
 
-def make_budget(s: Settings) -> Budget | None:
+def make_budget(max_cost: float | None, price: tuple[float, float] | None) -> Budget | None:
     """The run's spend cap (--max-cost), priced by --price or litellm's cost map."""
-    if s.max_cost is None:
+    if max_cost is None:
         return None
-    return Budget(s.max_cost, prices=None if s.price is None else {"*": s.price},
-                  name="llmguard-run")
+    return Budget(max_cost, prices=None if price is None else {"*": price}, name="llmguard-run")
 
 
 def build_pipeline(s: Settings, limits: Limits | None = None,
@@ -114,8 +115,8 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
                         in_flight=lambda: len(provider.sending),
                         queued=lambda: len(pending) - len(provider.sending))
-    writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume)
-    budget = make_budget(s)
+    writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
+    budget = make_budget(s.max_cost, s.price)
     worker = make_worker(build_pipeline(s, limits, budget).build(provider.send), provider,
                          model=s.model, cache=s.cache_ttl is not None)
     loop = asyncio.get_running_loop()

@@ -15,7 +15,7 @@ from .._core.events import CallRecord
 from .._core.redact import redact
 from .._core.tokens import extract_usage
 
-__all__ = ["cost_of", "describe", "invalid_input", "make_record", "to_json"]
+__all__ = ["cost_of", "describe", "invalid_input", "make_record", "to_json", "to_openai_batch"]
 
 
 def error(kind: str, exc_type: str, message: str) -> dict[str, str]:
@@ -82,3 +82,20 @@ def make_record(id: str, line: int | None, metadata: Any, *, response: Any = Non
 def invalid_input(id: str, line: int | None, metadata: Any, problem: str) -> dict[str, Any]:
     """The record of a line that could not be sent (not JSON, no messages, a bad field)."""
     return make_record(id, line, metadata, error=error("invalid_input", "InvalidInput", problem))
+
+
+def to_openai_batch(record: dict[str, Any]) -> dict[str, Any]:
+    """A record in the Batch API's output shape (``--format openai-batch``): ``{"id",
+    "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``, so tools that
+    read Batch API output read llmguard's, from an online run or a batch run alike. A record
+    already in that shape is returned as it is."""
+    if "custom_id" in record:
+        return record
+    ok = record["ok"]
+    return {
+        "id": f"batch_req_{record['id']}", "custom_id": record["id"],
+        "response": {"status_code": 200, "request_id": None, "body": record["response"]}
+        if ok else None,
+        "error": None if ok else {"code": record["error"]["kind"],
+                                  "message": record["error"]["message"]},
+    }

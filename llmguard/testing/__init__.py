@@ -5,10 +5,13 @@ queueing latency and strict RPM/TPM quotas; ``FixedWindowServer`` and ``TokenBuc
 providers shaped like real rate limiters (clock-minute windows counted at arrival; continuously
 refilling buckets charging ``max_tokens`` up front) that record every arrival and cancellation;
 ``LoopbackServer`` serves any of them over HTTP as an OpenAI-compatible endpoint;
-``Faults`` is a layer that injects every kind of provider failure, seeded.
+``Faults`` is a layer that injects every kind of provider failure, seeded; ``BatchAPIServer``
+simulates OpenAI's Batch API and Anthropic's Message Batches over HTTP.
 """
 
 from .._upstream.fake_llm import FakeLLM
+from ._batch_server import BatchAPIServer
+from ._batch_state import BatchTimings
 from ._faults import Faults, FaultStats, make_error
 from ._http import LoopbackServer
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider
@@ -17,6 +20,8 @@ from ._servers import Arrival, FixedWindowServer, QuotaServer, ServerStats, Toke
 
 __all__ = [
     "Arrival",
+    "BatchAPIServer",
+    "BatchTimings",
     "FakeLLM",
     "FaultStats",
     "Faults",

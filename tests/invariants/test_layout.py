@@ -11,7 +11,7 @@ PACKAGE = Path(llmguard.__file__).parent
 #: Lower layers first: a module may import its own concern and the concerns listed before it.
 ORDER = ["_core", "_admission|_resilience|_cache|_observability", "_pipeline",
          "_upstream|_runners", "_cli|integrations|backends|testing|_serve",
-         "cli|__init__|__main__"]
+         "cli|__init__|__main__|batch_api"]
 
 
 def module_name(path: Path) -> str:

@@ -1,0 +1,48 @@
+"""What the provider said about one line of a batch, in one shape for every provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["BatchState", "LineResult", "error_kind"]
+
+
+@dataclass(frozen=True, slots=True)
+class LineResult:
+    """One line's answer (``response``) or failure (``error``: ``{kind, type, message}``).
+
+    ``retryable`` failures (expired, cancelled, a 429 or 5xx at the provider) may be sent again;
+    the others (a request the provider refused as invalid) are recorded as the line's error.
+    """
+
+    id: str
+    response: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    retryable: bool = False
+    #: Batches the line was sent in (set by the engine when the result is final).
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BatchState:
+    """A batch as the provider reports it: ended or not, lines finished, and why it failed."""
+
+    ended: bool
+    finished: int
+    total: int
+    #: The provider's error code when the whole batch failed (``token_limit_exceeded``, ...).
+    failure: str | None = None
+    failure_message: str | None = None
+    status: str = ""
+
+
+def error_kind(status: int) -> tuple[str, bool]:
+    """``(kind, retryable)`` of an HTTP status a provider recorded for a line."""
+    if status == 429:
+        return "rate_limit", True
+    if status >= 500:
+        return "server_error", True
+    if status in (401, 403):
+        return "auth", False
+    return "invalid_request", False
