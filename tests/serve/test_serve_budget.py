@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 
 import httpx
 import openai
@@ -94,3 +95,38 @@ def test_budget_config_is_checked_at_load(tmp_path) -> None:
         load(str(write_config(tmp_path, config("max_budget = -1"))))
     assert load(str(write_config(tmp_path, config(
         'max_budget = 5\nbudget_duration = "1mo"')))).tenants["acme"].budget_duration == "month"
+
+
+@pytest.mark.looptime(False)
+async def test_two_replicas_on_redis_share_one_tenant_budget(tmp_path, redis_url,
+                                                             redis_prefix) -> None:
+    """60 concurrent requests spread over two `llmguard serve --redis` processes: what both
+    answered stays within the tenant's max_budget together; either replica's /v1/usage
+    reports the shared spend."""
+    from serve_helpers import HANG_GUARD, ChildServer
+
+    path = write_config(tmp_path, config())
+    args = ("--config", str(path), "--redis", redis_url, "--redis-prefix", redis_prefix)
+    auth = {"authorization": f"Bearer {KEY}"}
+    with ChildServer(*args) as one, ChildServer(*args) as two:
+        async with httpx.AsyncClient(headers=auth, timeout=HANG_GUARD) as http:
+            responses = await asyncio.gather(*(
+                http.post((one, two)[i % 2].url + "/v1/chat/completions", json={
+                    "model": "fake", "max_tokens": 16,
+                    "messages": [{"role": "user", "content": f"question {i}"}]})
+                for i in range(60)))
+            answered = [r.json() for r in responses if r.status_code == 200]
+            refused = [r for r in responses if r.status_code == 429]
+            assert len(answered) + len(refused) == 60 and answered and refused
+            assert {r.json()["error"]["code"] for r in refused} == {"insufficient_quota"}
+            bill = sum(a["usage"]["prompt_tokens"] + 2 * a["usage"]["completion_tokens"]
+                       for a in answered) / 1e6
+            assert bill <= 0.0003
+            give_up = time.monotonic() + HANG_GUARD  # settlements are written in the background
+            while True:
+                budget = (await http.get(one.url + "/v1/usage")).json()["budget"]
+                if budget["reserved_usd"] == 0 or time.monotonic() > give_up:
+                    break
+                await asyncio.sleep(0.05)
+            assert budget["spent_usd"] == pytest.approx(bill, abs=1e-8)
+            assert budget["reserved_usd"] == 0
