@@ -125,7 +125,8 @@ async def test_two_replicas_on_redis_share_one_tenant_budget(tmp_path, redis_url
             give_up = time.monotonic() + HANG_GUARD  # settlements are written in the background
             while True:
                 budget = (await http.get(one.url + "/v1/usage")).json()["budget"]
-                if budget["reserved_usd"] == 0 or time.monotonic() > give_up:
+                settled = budget["reserved_usd"] == 0 and abs(budget["spent_usd"] - bill) < 1e-8
+                if settled or time.monotonic() > give_up:
                     break
                 await asyncio.sleep(0.05)
             assert budget["spent_usd"] == pytest.approx(bill, abs=1e-8)

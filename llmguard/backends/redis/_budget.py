@@ -8,7 +8,10 @@ published on one channel per prefix; each process listens there and wakes its wa
 
 Unlike rate limits, a budget never falls back to per-process limits while Redis is down (each
 process would then spend the whole cap): reservations fail with ``BackendUnavailable`` and the
-call is not sent. Settlements that cannot be written are retried until Redis takes them.
+call is not sent (after ``ATTEMPTS`` tries: a reservation that got no answer is undone and
+asked again; one that lands after its undo stays reserved until its lease ends, which errs on
+the side of spending less). Settlements that cannot be written are retried until Redis takes
+them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ LEASE = 300.0
 #: Commands of one ledger at Redis at once: redis-py's pool refuses a command beyond its
 #: connections (100) instead of queueing it, and a burst of calls reserves and settles at once.
 CONCURRENT = 32
+#: Tries of a reservation whose answer did not come (a slow Redis) before the call is refused.
+ATTEMPTS = 3
 #: Seconds after which a waiting call asks Redis again without having heard a settlement (a
 #: message lost to a reconnect, a lease that expired): a slow safety net, not a poll.
 RECHECK = 2.0
@@ -77,23 +82,26 @@ class RedisLedger:
     async def reserve(self, account: str, amount: int, cap: int, ends: float | None
                       ) -> tuple[Any, int, int]:
         self._start()
-        self._seq += 1
-        ticket = _Ticket(f"{self.connection.id}.{self._seq}:{amount}", amount, ends)
-        try:
-            result = await self._call(scripts.RESERVE, account,
-                                      [ticket.member, amount, cap, self.lease, ends or 0],
-                                      "reserving budget")
-        except BaseException:
-            # No answer (cancelled, timed out, on_error="fail"): the script may still have run.
-            # A refund of a reservation that does not exist changes nothing.
-            self._write(account, ticket, 0)
-            raise
-        if result is None:  # on_error="local": a budget still fails closed (see the module)
-            self._write(account, ticket, 0)
+        for _ in range(ATTEMPTS):
+            self._seq += 1
+            ticket = _Ticket(f"{self.connection.id}.{self._seq}:{amount}", amount, ends)
+            try:
+                result = await self._call(scripts.RESERVE, account,
+                                          [ticket.member, amount, cap, self.lease, ends or 0],
+                                          "reserving budget")
+            except BaseException:
+                # No answer (cancelled, timed out, on_error="fail"): the script may still have
+                # run. A refund of a reservation that does not exist changes nothing.
+                self._write(account, ticket, 0)
+                raise
+            if result is not None:
+                break
+            self._write(account, ticket, 0)  # no answer: undo it if it ran, then ask again
+        else:  # on_error="local": a budget still fails closed (see the module)
             raise BackendUnavailable(
-                f"Redis at {self.connection.shown_url} is unavailable, and a shared budget is "
-                "never spent per process (each would spend the whole cap): the call was not "
-                "sent; check the server, or raise RedisBackend(timeout=...)")
+                f"Redis at {self.connection.shown_url} did not answer {ATTEMPTS} times, and a "
+                "shared budget is never spent per process (each would spend the whole cap): "
+                "the call was not sent; check the server, or raise RedisBackend(timeout=...)")
         admitted, spent, reserved = int(result[0]), int(result[1]), int(result[2])
         self._remember(account, spent, reserved, ends)
         if not admitted:
