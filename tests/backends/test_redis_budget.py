@@ -75,14 +75,14 @@ async def test_a_1000_call_burst_from_4_processes_never_passes_the_cap(redis_url
     assert [r["others"] for r in reports] == [[]] * 4
     assert sum(r["answered"] + r["refused"] for r in reports) == 1000
     bill = sum(r["bill"] for r in reports)
-    assert 0.95 * cap <= bill <= cap, (bill, cap)
+    assert 0.95 * cap <= bill <= cap + 1e-12, (bill, cap)  # 1e-12: the float sum's rounding
     print(f"bill {bill / cap:.2%} of the cap; answered {sum(r['answered'] for r in reports)}")
     client = redis.Redis.from_url(redis_url)
     (name,) = [n for n in client.scan_iter(match=f"{redis_prefix}:budget:*") if
                not n.endswith(b":held")]
     spent, reserved = (int(v) for v in client.hmget(name, "spent", "reserved"))
     client.close()
-    assert reserved == 0 and bill <= spent / 1e9 <= cap
+    assert reserved == 0 and bill <= spent / 1e9 + 1e-12 and spent / 1e9 <= cap
 
 
 async def test_a_dead_processs_reservations_come_back_when_their_leases_end(

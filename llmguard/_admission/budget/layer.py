@@ -109,7 +109,7 @@ class Budget:
         self.name = name
         #: Where spend and reservations live.
         self.ledger = _ledger(backend)
-        self._cap = nanos(self.usd)
+        self._cap = nanos(self.usd, down=True)
         self._prices = PriceBook(prices)
         self._key = key
         self._lines = Lines(self.ledger)

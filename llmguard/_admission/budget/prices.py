@@ -28,9 +28,9 @@ DEFAULT_MAX_OUTPUT = 4096
 CACHE_WRITE_FACTOR = 1.25
 
 
-def nanos(usd: float) -> int:
-    """USD to nano-dollars, rounded up."""
-    return math.ceil(usd * NANOS - 1e-6)
+def nanos(usd: float, *, down: bool = False) -> int:
+    """USD to nano-dollars, rounded up (a cost), or ``down`` (a cap: never above it)."""
+    return math.floor(usd * NANOS + 1e-6) if down else math.ceil(usd * NANOS - 1e-6)
 
 
 def to_usd(amount: int) -> float:
