@@ -76,6 +76,11 @@ LATENCY = 0.05  #: server latency per request (s), plus 0.5 ms per output token
 SERVICE = LATENCY + 0.0005 * 65  #: one request's mean service time (10 to 120 output tokens)
 PAUSE = 15 / SCALE  #: the cookbook's fixed pause after a 429, scaled like the window
 KINDS = {"sliding": "sliding window", "bucket": "token bucket", "fixed": "fixed window"}
+#: The defaults table (real time, per-minute quotas): rpm, tpm, latency, lines (3x the quota),
+#: and when in the server's minute the batch starts.
+MINUTE_RPM, MINUTE_TPM, MINUTE_LATENCY, MINUTE_LINES, MINUTE_PHASE = 60, 100_000, 2.0, 180, 40.0
+MINUTE_KINDS = {"fixed": "fixed window", "bucket": "token bucket", "sliding": "sliding window",
+                "proxy": "clock-minute proxy (rpm - 1)"}
 #: LiteLLM's proxy (real time): quota per clock minute and the lines sent through it.
 LITELLM_RPM, LITELLM_TPM, LITELLM_LINES = 1200, 10_000_000, 2400
 MASTER_KEY = "sk-bench-0123456789abcdef0123456789abcdef"  # a loopback proxy's, not a secret
@@ -132,7 +137,9 @@ def serve(port: int) -> None:
     from llmguard.testing import (
         FixedWindowServer,
         ProviderError,
+        ProxyWindowServer,
         SimulatedProvider,
+        SlidingWindowServer,
         TokenBucketServer,
     )
     from llmguard.testing._servers import admission_headers
@@ -158,9 +165,17 @@ def serve(port: int) -> None:
             task.add_done_callback(tasks.discard)
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
-    def fresh(kind: str, share: float) -> None:
+    def fresh(kind: str, share: float, minute: bool = False) -> None:
         if state.get("background"):
             state["background"].cancel()
+        if minute:  # the defaults table: real per-minute quotas, every shape
+            sim = {"sliding": SlidingWindowServer, "bucket": TokenBucketServer,
+                   "fixed": FixedWindowServer, "proxy": ProxyWindowServer}[kind](
+                capacity=4096, latency=MINUTE_LATENCY, rpm=MINUTE_RPM, tpm=MINUTE_TPM,
+                output_tokens=20)
+            state.update(kind=kind, sim=sim, background=None, first=None, last=None, charges=[],
+                         arrivals=0, rate_limited=0, answered=Counter(), minute=True)
+            return
         options = dict(capacity=4096, latency=LATENCY, seconds_per_output_token=0.0005,
                        rpm=RPM // SCALE, tpm=TPM // SCALE, window=WINDOW,
                        output_tokens=lambda rng, kw: rng.randint(10, 120))
@@ -168,13 +183,14 @@ def serve(port: int) -> None:
                "fixed": FixedWindowServer}[kind](**options)
         background = asyncio.ensure_future(other_consumer(sim, share)) if share else None
         state.update(kind=kind, sim=sim, background=background, first=None, last=None,
-                     charges=[], arrivals=0, rate_limited=0, answered=Counter())
+                     charges=[], arrivals=0, rate_limited=0, answered=Counter(), minute=False)
 
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
         now = asyncio.get_running_loop().time()
         if state["first"] is None:
             state["first"] = now
+            state["first_phase"] = phase_now()
         state["arrivals"] += 1
         admission_headers.set(None)
         try:
@@ -193,16 +209,32 @@ def serve(port: int) -> None:
 
     async def stats(request: web.Request) -> web.Response:
         served, first = len(state["charges"]), state["first"] or 0
-        ideal = (ideal_time(state["kind"], state["charges"], first)
-                 if served and not state["background"] else None)
+        if state["minute"] and served:
+            charge = round(sum(state["charges"]) / served)
+            ideal = state["sim"].ideal_time(served, tokens=charge, start=first)
+        else:
+            ideal = (ideal_time(state["kind"], state["charges"], first)
+                     if served and not state["background"] else None)
         return web.json_response({
             "served": served, "arrivals": state["arrivals"], "rate_limited": state["rate_limited"],
             "charged": sum(state["charges"]), "wall": (state["last"] or first) - first,
             "ideal": ideal,
-            "duplicates": sum(n - 1 for n in state["answered"].values() if n > 1)})
+            "duplicates": sum(n - 1 for n in state["answered"].values() if n > 1),
+            "phase": state.get("first_phase"), "shape": phase_now()})
+
+    def phase_now() -> float:
+        """Seconds into the server's minute (a wall-clock minute for the proxy)."""
+        sim = state["sim"]
+        if isinstance(sim, ProxyWindowServer):
+            return sim.phase()
+        return asyncio.get_running_loop().time() % 60
+
+    async def phase(request: web.Request) -> web.Response:
+        return web.json_response({"phase": phase_now()})
 
     async def reset(request: web.Request) -> web.Response:
-        fresh(request.query.get("kind", "sliding"), float(request.query.get("share", 0)))
+        fresh(request.query.get("kind", "sliding"), float(request.query.get("share", 0)),
+              request.query.get("minute") == "1")
         return web.json_response({})
 
     async def start(app: web.Application) -> None:
@@ -211,7 +243,7 @@ def serve(port: int) -> None:
     app = web.Application()
     app.on_startup.append(start)
     app.add_routes([web.post("/v1/chat/completions", completions), web.get("/stats", stats),
-                    web.post("/reset", reset)])
+                    web.post("/reset", reset), web.get("/phase", phase)])
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -385,6 +417,32 @@ def interrupted(how: str, cmd: list[str], out: Path, port: int, n: int) -> dict:
             "written_at_stop": written}
 
 
+def defaults_rows(port: int, tmp: Path, kinds: list[str]) -> list[dict]:
+    """``llmguard run --api-base URL --rpm 60 --tpm 100000``, nothing else set, 180 lines (3x
+    the quota) started ``MINUTE_PHASE`` s into the server's minute, on every shape, in real
+    time; the ideal is the server's own (``QuotaServer.ideal_time``)."""
+    src, out = tmp / "minute.jsonl", tmp / "minute_out.jsonl"
+    with src.open("w") as f:
+        for i in range(MINUTE_LINES):
+            f.write(json.dumps({"model": "sim", "max_tokens": 20, "messages": [
+                {"role": "user", "content": f"#{i} a short question number {i}"}]}) + "\n")
+    cmd = [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(out), "--overwrite",
+           "--no-progress", "--model", "sim", "--api-base", f"http://127.0.0.1:{port}/v1",
+           "--rpm", str(MINUTE_RPM), "--tpm", str(MINUTE_TPM)]
+    rows = []
+    for kind in kinds:
+        http(port, "POST", f"/reset?kind={kind}&minute=1")
+        wait = (MINUTE_PHASE - 1.0 - http(port, "GET", "/phase")["phase"]) % 60  # ~1 s to start
+        time.sleep(wait)
+        proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=900)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"llmguard run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        stats = http(port, "GET", "/stats")
+        rows.append({**stats, "name": "`llmguard run` (defaults)", "server": MINUTE_KINDS[kind],
+                     "done": len(records(out)), "failed": failed_lines(out)})
+    return rows
+
+
 # --------------------------------------------------------------------------- LiteLLM's proxy
 
 
@@ -499,6 +557,10 @@ def main() -> None:
     parser.add_argument("--litellm-lines", type=int, default=LITELLM_LINES)
     parser.add_argument("--no-interrupts", action="store_true",
                         help="skip the SIGINT and kill -9 runs")
+    parser.add_argument("--defaults", default="",
+                        help="comma-separated shapes for the defaults table (real time, about "
+                             "3 minutes each): fixed, bucket, sliding, proxy; e.g. "
+                             "--defaults fixed,bucket,sliding,proxy")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cookbook", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -538,7 +600,7 @@ def main() -> None:
     chosen = [c.strip() for c in args.clients.split(",") if c.strip()]
     if not chosen or any(c not in clients for c in chosen):
         raise SystemExit(f"--clients takes {', '.join(clients)}; got {args.clients!r}")
-    rows, stops = [], []
+    rows, stops, minute_rows = [], [], []
     try:
         for _ in range(200):
             try:
@@ -554,6 +616,10 @@ def main() -> None:
         if not args.no_interrupts:
             stops = [interrupted(how, lg, tmp / "lg.jsonl", port, args.requests)
                      for how in ("SIGINT", "SIGKILL")]
+        minute_kinds = [k.strip() for k in args.defaults.split(",") if k.strip()]
+        if any(k not in MINUTE_KINDS for k in minute_kinds):
+            raise SystemExit(f"--defaults takes {', '.join(MINUTE_KINDS)}; got {args.defaults!r}")
+        minute_rows = defaults_rows(port, tmp, minute_kinds)
     finally:
         server.terminate()
         server.wait()
@@ -591,6 +657,18 @@ def main() -> None:
               f"{r['wall']:.1f} | {ratio} |")
     if note:
         print(f"\n{note}")
+    if minute_rows:
+        print(f"\nwith default settings: `llmguard run --api-base URL --rpm {MINUTE_RPM} --tpm "
+              f"{MINUTE_TPM:,}`, {MINUTE_LINES} lines (3x the quota) started about "
+              f"{MINUTE_PHASE:g} s into the server's minute, {MINUTE_LATENCY:g} s per request, "
+              "real time, 60 s windows\n")
+        print("| server | started at | lines done | failed | 429s (% of requests) | wall s | "
+              "wall / ideal |")
+        print("|---|---|---|---|---|---|---|")
+        for r in minute_rows:
+            print(f"| {r['server']} | :{r['phase']:04.1f} | {r['done']:,} | {r['failed']:,} | "
+                  f"{r['rate_limited']:,} ({pct(r['rate_limited'], r['arrivals'])}) | "
+                  f"{r['wall']:.1f} | {r['wall'] / r['ideal']:.2f}x |")
     if stops:
         print(f"\ninterrupt and kill, token-bucket server, {args.requests:,} lines: stopped once a "
               "third were answered, then `--resume`; counted at the server\n")

@@ -1,22 +1,25 @@
-"""Composition: the README's stack against the alternatives, on servers shaped like real ones.
+"""Composition: the README's stack with default settings against the alternatives, on servers
+shaped like real ones, started on a minute and 40 s into one.
 
-Each contender sends ``--calls`` chat requests at once (2.5x the 60 RPM quota by default) to two
-simulated servers from ``llmguard.testing``, configured like real providers:
+Each contender sends 3x the quota at once (``--demand``) to four simulated servers from
+``llmguard.testing``, configured like real providers, each answering in 2 s:
 
-* fixed window: 60 requests and 40,000 tokens per clock minute, counted at arrival;
+* fixed window: 60 requests and 40,000 tokens per clock minute, counted at arrival, with
+  ``x-ratelimit-remaining/reset-*`` headers (the reset points to the next boundary);
 * token bucket: 60 RPM and 10,000 TPM buckets refilling continuously, charging the prompt plus
-  ``max_tokens`` (200) up front (OpenAI), so TPM binds (about 47 requests a minute).
+  ``max_tokens`` (200) up front, OpenAI's headers (TPM binds: about 47 requests a minute);
+* sliding window: at most 60 requests in any 60 s, the reset when the oldest leaves;
+* clock-minute proxy: LiteLLM's proxy, ``rpm - 1`` per wall-clock minute, ``remaining`` without
+  a reset and a 429 carrying only ``llm_provider-retry-after: 60``.
 
-Both answer 429 with Retry-After and take 2 s per request. Contenders, each what a user would
-write with the quotas in hand:
+Every server answers 429 with its own headers, which the llmguard stack reads as its HTTP client
+would (``RateLimit.observe_headers``). Contenders, each what a user would write with the quotas
+in hand:
 
-* ``llmguard``: the README stack, Metrics -> Cache -> Fallback -> Retry(4) -> CircuitBreaker ->
-  Timeout(30) -> RateLimit(rpm, tpm, charge="reserved", refill=...) -> ConcurrencyLimit(32),
-  with the refill the README says to pick for the server: ``"continuous"`` for the token
-  bucket, the default ``"window"`` for the fixed window;
-* ``llmguard, no Timeout``: the same without Timeout(30) (issue 18, finding 1);
-* ``llmguard, default refill="window"``: the README stack with the default refill on both
-  (safe everywhere, slower against a bucket: it waits for whole windows after the first burst);
+* ``llmguard (defaults)``: the README stack, Metrics -> Cache -> Fallback -> Retry(4) ->
+  CircuitBreaker -> Timeout(30) -> RateLimit(rpm, tpm) -> ConcurrencyLimit(32), nothing else
+  set: RateLimit paces like the server's limiter once it has learned its shape;
+* ``llmguard, refill="window"``: the same with the sliding log kept (the old default);
 * ``tenacity + aiolimiter``: the OpenAI cookbook's ``@retry(wait_random_exponential(1, 60),
   stop_after_attempt(6))`` around an RPM and a TPM ``AsyncLimiter``;
 * ``semaphore + SDK retries``: ``asyncio.Semaphore(32)`` around the openai SDK's own retry loop
@@ -28,7 +31,7 @@ server's own ideal (the earliest its quotas let the last request finish). Median
 ``--repeats`` seeds. Time is virtual (looptime): the run takes seconds of real time::
 
     python benchmarks/bench_composition.py
-    python benchmarks/bench_composition.py --calls 300 --repeats 5
+    python benchmarks/bench_composition.py --demand 3 --repeats 3
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from typing import Any
 import looptime
 
 import llmguard as lg
-from llmguard.testing import FixedWindowServer, ProviderError, QuotaServer, TokenBucketServer
+from llmguard.testing import (FixedWindowServer, ProviderError, ProxyWindowServer, QuotaServer,
+                              SlidingWindowServer, TokenBucketServer)
 
 RPM = 60
 FIXED_TPM = 40_000
@@ -64,36 +68,42 @@ def token_bucket() -> QuotaServer:
     return TokenBucketServer(rpm=RPM, tpm=BUCKET_TPM, latency=LATENCY)
 
 
-SERVERS: dict[str, Callable[[], QuotaServer]] = {"fixed window": fixed_window,
-                                                 "token bucket": token_bucket}
+def sliding_window() -> QuotaServer:
+    return SlidingWindowServer(rpm=RPM, tpm=FIXED_TPM, latency=LATENCY)
+
+
+def proxy() -> QuotaServer:
+    return ProxyWindowServer(rpm=RPM, tpm=FIXED_TPM, latency=LATENCY)
+
+
+SERVERS: dict[str, Callable[[], QuotaServer]] = {
+    "fixed window": fixed_window, "token bucket": token_bucket,
+    "sliding window": sliding_window, "clock-minute proxy (rpm - 1)": proxy}
 
 
 def tpm_of(server: QuotaServer) -> int:
-    return FIXED_TPM if isinstance(server, FixedWindowServer) else BUCKET_TPM
+    return BUCKET_TPM if isinstance(server, TokenBucketServer) else FIXED_TPM
 
 
-def refill_of(server: QuotaServer) -> str:
-    """What the README tells a user to pick: ``"continuous"`` for a token-bucket provider
-    (OpenAI, Anthropic), the default ``"window"`` otherwise."""
-    return "continuous" if isinstance(server, TokenBucketServer) else "window"
+def phase_of(server: QuotaServer) -> float:
+    """Seconds into the server's minute now."""
+    if isinstance(server, ProxyWindowServer):
+        return server.phase()
+    return asyncio.get_running_loop().time() % 60
 
 
-def llmguard_stack(server: QuotaServer, seed: int, timeout: bool = True,
-                   refill: str | None = None) -> Send:
+def llmguard_stack(server: QuotaServer, seed: int, **settings: Any) -> Send:
+    """The README stack with only the quotas given (plus ``settings``), fed the headers."""
     pipeline = (lg.Pipeline(name="bench").metrics().cache(ttl=300).fallback({"model": "backup"})
-                .retry(attempts=4, seed=seed).circuit_breaker())
-    if timeout:
-        pipeline = pipeline.timeout(30)
-    return (pipeline.rate_limit(rpm=RPM, tpm=tpm_of(server), charge="reserved",
-                                refill=refill or refill_of(server))
-            .concurrency_limit(SLOTS).wrap(server.acompletion))
+                .retry(attempts=4, seed=seed).circuit_breaker().timeout(30)
+                .rate_limit(rpm=RPM, tpm=tpm_of(server), **settings).concurrency_limit(SLOTS))
+    for layer in pipeline.layers:
+        if isinstance(layer, lg.RateLimit):
+            server.on_headers.append(layer.observe_headers)
+    return pipeline.wrap(server.acompletion)
 
 
-def llmguard_no_timeout(server: QuotaServer, seed: int) -> Send:
-    return llmguard_stack(server, seed, timeout=False)
-
-
-def llmguard_default_refill(server: QuotaServer, seed: int) -> Send:
+def llmguard_window(server: QuotaServer, seed: int) -> Send:
     return llmguard_stack(server, seed, refill="window")
 
 
@@ -138,9 +148,8 @@ def semaphore_sdk_retries(server: QuotaServer, seed: int) -> Send:
 
 
 CONTENDERS: dict[str, Callable[[QuotaServer, int], Send]] = {
-    "llmguard": llmguard_stack,
-    "llmguard, no Timeout": llmguard_no_timeout,
-    "llmguard, default refill=\"window\"": llmguard_default_refill,
+    "llmguard (defaults)": llmguard_stack,
+    "llmguard, refill=\"window\"": llmguard_window,
     "tenacity + aiolimiter": tenacity_aiolimiter,
     "semaphore + SDK retries": semaphore_sdk_retries,
 }
@@ -150,6 +159,7 @@ CONTENDERS: dict[str, Callable[[QuotaServer, int], Send]] = {
 class Row:
     contender: str
     server: str
+    phase: float
     calls: int
     completed: int
     failed: int
@@ -163,11 +173,22 @@ class Row:
         return self.wall / self.ideal
 
 
-async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0) -> Row:
-    """One contender against a fresh server: ``calls`` requests started at once."""
+def calls_for(server_kind: str, demand: float) -> int:
+    """``demand`` times the requests the server's quotas admit per minute."""
     server = SERVERS[server_kind]()
-    send = CONTENDERS[contender](server, seed)
+    charge = server.charge(messages=[{"role": "user", "content": "question number 100"}],
+                           max_tokens=MAX_TOKENS)
+    return round(demand * min(RPM, tpm_of(server) // charge))
+
+
+async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0,
+                  phase: float = 0.0) -> Row:
+    """One contender against a fresh server: ``calls`` requests started at once, ``phase``
+    seconds into the server's minute."""
+    server = SERVERS[server_kind]()
     loop = asyncio.get_running_loop()
+    await asyncio.sleep((phase - phase_of(server)) % 60)
+    send = CONTENDERS[contender](server, seed)
     start = loop.time()
     request = {"model": "primary", "max_tokens": MAX_TOKENS}
     results = await asyncio.gather(
@@ -178,7 +199,7 @@ async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0) -
     stats = server.statistics()
     charge = server.charge(messages=[{"role": "user", "content": "question number 100"}],
                            **request)
-    return Row(contender, server_kind, calls, calls - failed, failed, stats.rate_limited,
+    return Row(contender, server_kind, phase, calls, calls - failed, failed, stats.rate_limited,
                stats.cancelled_after_arrival, wall,
                server.ideal_time(calls, tokens=charge, start=start))
 
@@ -188,19 +209,20 @@ def median_row(rows: list[Row]) -> Row:
         return statistics.median(getattr(r, field) for r in rows)
 
     first = rows[0]
-    return Row(first.contender, first.server, first.calls, med("completed"), med("failed"),
+    return Row(first.contender, first.server, first.phase, first.calls, med("completed"),
+               med("failed"),
                med("rate_limited"), med("cancelled_after_send"), med("wall"), med("ideal"))
 
 
 def format_table(rows: list[Row]) -> str:
     """A markdown table; a wall-time ratio is starred when not every call completed (the
     failed ones ended early, so the ratio flatters)."""
-    lines = ["| server | contender | completed | failed | 429s | cancelled after send | "
-             "wall / ideal |", "|---|---|---|---|---|---|---|"]
+    lines = ["| server | start | contender | completed | failed | 429s | cancelled after send "
+             "| wall / ideal |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         done = f"{r.completed:g}/{r.calls} ({100 * r.completed / r.calls:.0f}%)"
         star = "" if r.failed == 0 else "*"
-        lines.append(f"| {r.server} | {r.contender} | {done} | {r.failed:g} | "
+        lines.append(f"| {r.server} | :{r.phase:02.0f} | {r.contender} | {done} | {r.failed:g} | "
                      f"{r.rate_limited:g} | {r.cancelled_after_send:g} | "
                      f"{r.ratio:.2f}x{star} ({r.wall:.0f} s / {r.ideal:.0f} s) |")
     return "\n".join(lines)
@@ -224,32 +246,36 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def compare(calls: int, repeats: int = 1) -> list[Row]:
-    """Every contender against every server, medians over ``repeats`` seeds; each run on a
-    fresh looptime loop whose clock starts at 0 (a window boundary of the fixed server)."""
+def compare(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...] = (0.0, 40.0),
+            contenders: tuple[str, ...] | None = None) -> list[Row]:
+    """Every contender against every server, started ``phases`` seconds into its minute,
+    medians over ``repeats`` seeds; each run on a fresh looptime loop."""
     rows = []
     for server_kind in SERVERS:
-        for contender in CONTENDERS:
-            runs = []
-            for seed in range(repeats):
-                loop = new_loop()
-                try:
-                    runs.append(loop.run_until_complete(
-                        run_one(contender, server_kind, calls, seed)))
-                finally:
-                    loop.close()
-            rows.append(median_row(runs))
+        calls = calls_for(server_kind, demand)
+        for phase in phases:
+            for contender in contenders or tuple(CONTENDERS):
+                runs = []
+                for seed in range(repeats):
+                    loop = new_loop()
+                    try:
+                        runs.append(loop.run_until_complete(
+                            run_one(contender, server_kind, calls, seed, phase)))
+                    finally:
+                        loop.close()
+                rows.append(median_row(runs))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=150, help="requests started at once")
+    parser.add_argument("--demand", type=float, default=3.0,
+                        help="calls at once, as a multiple of the quota per minute")
     parser.add_argument("--repeats", type=int, default=3, help="seeds per cell (median)")
     args = parser.parse_args()
-    rows = compare(args.calls, args.repeats)
-    print(f"{args.calls} calls at once, {RPM} RPM, {LATENCY:g} s per request, "
-          f"median of {args.repeats}")
+    rows = compare(args.demand, args.repeats)
+    print(f"{args.demand:g}x the quota at once, {RPM} RPM, {LATENCY:g} s per request, started "
+          f"on a minute (:00) and 40 s into it (:40), median of {args.repeats}")
     print(format_table(rows))
     print("* not every call completed: the wall time ends with the last failure")
 

@@ -19,10 +19,9 @@ from collections.abc import Sequence
 
 import llmguard
 
-from ._cli import budget_options
 from ._cli.checks import api_base_problem, number_type, output_problem, same_file
 from ._cli.checks import usage_error as _fail
-from ._cli.batch_options import batch_options_without_batch_api
+from ._cli import batch_options, budget_options
 from ._cli.io import done_ids, scan_input
 from ._cli.run import EXIT_CRASH, Settings, make_limits, run
 from ._cli.usage import DESCRIPTION, EPILOG
@@ -69,16 +68,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="also hold each quota over that fraction of its minute (0.1: a "
                             "tenth of --rpm per 6 s), for providers that enforce quotas over "
                             "short windows")
-    group.add_argument("--refill", choices=("window", "continuous"), default="window",
-                       help="how the provider refills its quota: 'window' (default: never more "
-                            "than the quota in any minute, safe for every provider) or "
-                            "'continuous' (a bucket refilling every instant, as OpenAI, Azure "
-                            "OpenAI and Anthropic do: faster after the first minute)")
+    group.add_argument("--refill", choices=("auto", "window", "continuous"), default="auto",
+                       help="how the provider refills its quota: 'auto' (default: paced like "
+                            "the provider's own limiter, its shape learned from its headers and "
+                            "429s, safe with any until then), 'window' (never more than the "
+                            "quota in any minute) or 'continuous' (a bucket refilling every "
+                            "instant, as OpenAI, Azure OpenAI and Anthropic do)")
     group.add_argument("--margin", type=number_type(float, strict=False, unit=" seconds"),
-                       default=0.5, metavar="SECONDS",
+                       default=None, metavar="SECONDS",
                        help="count each request against the quotas this much longer than the "
                             "provider's window, so admission and the provider's clock never "
-                            "disagree at the window's edge (default: 0.5)")
+                            "disagree at the window's edge (default: 0.5 per minute, as "
+                            "RateLimit's)")
     limit = group.add_mutually_exclusive_group()
     limit.add_argument("--concurrency", type=number_type(int), default=16,
                        help="calls in flight at once (default: 16)")
@@ -215,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=args.progress, verbose=args.verbose, api_key=api_key or None,
         format=args.format, max_cost=args.max_cost, price=args.price,
     )
-    if not args.batch_api and (problem := batch_options_without_batch_api(args)):
+    if not args.batch_api and (problem := batch_options.batch_options_without_batch_api(args)):
         return _fail(problem)
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter. The

@@ -6,7 +6,11 @@ become the quotas. Until that first answer only one call is sent, so a small quo
 overrun by the opening burst. ``remaining-*`` with ``reset-*`` tighten the quotas as answers
 come (``RateLimit.observe_headers``); when ``reset-*`` is absent (LiteLLM's proxy), the first
 ``remaining-*`` is taken as what is left for the next 60 s (used by others before us), and the
-limits alone pace the rest. 429s with ``retry-after`` / ``retry-after-ms`` /
+limits alone pace the rest (with ``--refill auto`` the rate limit reads such headers itself:
+they are passed as they are). A resumed run (``--resume`` after a kill) starts with the quotas
+counted as spent: the provider may still count the killed run's requests, and a bucket it
+emptied refills from empty (``RateLimit.assume_spent``). 429s with ``retry-after`` /
+``retry-after-ms`` /
 ``llm_provider-retry-after`` pause every admission (RateLimit and Retry read them).
 
 Under a token quota, each answer's ``usage.prompt_tokens`` (the provider's own count of the
@@ -88,8 +92,8 @@ def _int(value: Any) -> int | None:
 class Limits:
     """Layer: the run's rate limit (given, learned, or none), fed by every answer's headers."""
 
-    __slots__ = ("_first", "_kwargs", "_seeded", "announce", "inner", "learn", "rpm", "source",
-                 "tokens", "tpm")
+    __slots__ = ("_first", "_kwargs", "_resumed", "_seeded", "announce", "inner", "learn", "rpm",
+                 "source", "tokens", "tpm")
 
     def __init__(self, *, rpm: int | None, tpm: int | None, learn: bool,
                  announce: Callable[[str], None] | None = None, **kwargs: Any) -> None:
@@ -105,9 +109,15 @@ class Limits:
         self.inner: RateLimit | None = (RateLimit(rpm=rpm, tpm=tpm, **self._kwargs)
                                         if rpm or tpm else None)
         self.announce = announce
-        self._seeded = False
+        self._seeded = self._resumed = False
         # Until the first answer says the quotas, one call at a time.
         self._first: asyncio.Lock | None = asyncio.Lock() if self.learn else None
+
+    def resume(self) -> None:
+        """This run resumes a killed one: count the quotas as spent (now, or when learned)."""
+        self._resumed = True
+        if self.inner is not None:
+            self.inner.assume_spent()
 
     def describe(self) -> str:
         if self.inner is None:
@@ -147,9 +157,14 @@ class Limits:
             if rpm or tpm:
                 self.rpm, self.tpm, self.source = rpm, tpm, "learned from x-ratelimit headers"
                 self.inner = RateLimit(rpm=rpm, tpm=tpm, **self._kwargs)
+                if self._resumed:
+                    self.inner.assume_spent()
                 if self.announce is not None:
                     self.announce(f"llmguard run: limits in use: {self.describe()}")
         if self.inner is None:
+            return
+        if self._kwargs.get("refill", "auto") == "auto":  # it reads them, reset or not
+            self.inner.observe_headers(headers)
             return
         if get("x-ratelimit-reset-requests") is None and get("x-ratelimit-reset-tokens") is None:
             if self._seeded:

@@ -204,6 +204,7 @@ def quota_used(limits: Any, sent: int, tally: Tally, wall: float) -> str | None:
     if limits.inner is None or wall <= 0:
         return None
     parts = []
+    wall = max(wall, 60.0)  # a run shorter than a minute used its first minute, no more
     if limits.rpm:
         rate = sent / wall * 60
         parts.append(f"{rate:,.0f} requests/min of rpm {limits.rpm:,} ({rate / limits.rpm:.0%})")

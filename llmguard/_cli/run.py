@@ -36,8 +36,8 @@ class Settings:
     rpm: int | None = None
     tpm: int | None = None
     burst: float | None = None
-    margin: float = 0.5
-    refill: str = "window"
+    margin: float | None = None
+    refill: str = "auto"
     concurrency: int = 16
     adaptive: bool = False
     retries: int = 3
@@ -109,6 +109,8 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     """
     out = sys.stderr if s.output == "-" else sys.stdout  # records own stdout with -o -
     limits = make_limits(s)
+    if s.resume and skip:  # the killed run's requests may still count at the provider
+        limits.resume()
     provider = Provider(s.api_base, s.api_key, timeout=s.timeout)
     provider.open(s.model)  # imports and the session now, not inside the first admitted calls
     tally = Tally(skipped=len(skip))

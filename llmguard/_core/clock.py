@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
+from typing import Any
 
-__all__ = ["backoff", "now"]
+__all__ = ["backoff", "now", "wall"]
 
 
 def now() -> float:
@@ -30,3 +32,21 @@ def backoff(attempt: int, base: float, cap: float, rand: float | None = None, *,
     if rand is None:
         return ceiling
     return ceiling / 2 * (1 + rand) if equal else ceiling * rand
+
+
+_WALL_OFFSET: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+def wall() -> float:
+    """Wall-clock seconds since the epoch (``time.time()``) in step with the loop clock: loop
+    time plus the offset between the two, taken once per loop. Clock-minute boundaries (a
+    gateway's per-minute counter) are wall-clock times; under ``looptime``'s virtual clock
+    they then move virtually too, the same for a simulated server and for the client."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return time.time()
+    offset = _WALL_OFFSET.get(loop)
+    if offset is None:
+        offset = _WALL_OFFSET[loop] = time.time() - loop.time()
+    return loop.time() + offset

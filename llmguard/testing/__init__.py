@@ -4,6 +4,8 @@
 queueing latency and strict RPM/TPM quotas; ``FixedWindowServer`` and ``TokenBucketServer`` are
 providers shaped like real rate limiters (clock-minute windows counted at arrival; continuously
 refilling buckets charging ``max_tokens`` up front) that record every arrival and cancellation;
+``SlidingWindowServer`` and ``ProxyWindowServer`` (LiteLLM's proxy: ``rpm - 1`` per wall-clock
+minute, no reset header, ``llm_provider-retry-after: 60``) complete the shapes;
 ``LoopbackServer`` serves any of them over HTTP as an OpenAI-compatible endpoint;
 ``Faults`` is a layer that injects every kind of provider failure, seeded; ``BatchAPIServer``
 simulates OpenAI's Batch API and Anthropic's Message Batches over HTTP.
@@ -17,6 +19,7 @@ from ._http import LoopbackServer
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider
 from ._quota import FixedWindow, TokenBucket
 from ._servers import Arrival, FixedWindowServer, QuotaServer, ServerStats, TokenBucketServer
+from ._shapes import ProxyWindowServer, SlidingWindowServer
 
 __all__ = [
     "Arrival",
@@ -31,10 +34,12 @@ __all__ = [
     "Overloaded",
     "ProviderError",
     "ProviderStats",
+    "ProxyWindowServer",
     "QuotaServer",
     "RateLimited",
     "ServerStats",
     "SimulatedProvider",
+    "SlidingWindowServer",
     "TokenBucket",
     "TokenBucketServer",
     "make_error",

@@ -14,9 +14,10 @@ servers in :mod:`._servers` and the ideal-time arithmetic share one definition o
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 
-__all__ = ["FixedWindow", "TokenBucket", "format_reset"]
+__all__ = ["FixedWindow", "SlidingWindow", "TokenBucket", "format_reset", "sliding_peak"]
 
 
 class FixedWindow:
@@ -83,6 +84,72 @@ class FixedWindow:
         return f"<FixedWindow {self._used}/{self.limit} per {self.window:g} s>"
 
 
+class SlidingWindow:
+    """At most ``limit`` units within any ``window`` seconds (a log of arrivals): room comes
+    back as each admission leaves the window, one by one."""
+
+    __slots__ = ("limit", "window", "_log")
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit  #: units per window
+        self.window = window  #: seconds
+        self._log: deque[tuple[float, int]] = deque()
+
+    def _expire(self, now: float) -> int:
+        while self._log and self._log[0][0] <= now - self.window:
+            self._log.popleft()
+        return sum(amount for _, amount in self._log)
+
+    def wait(self, now: float, amount: int) -> float:
+        if amount > self.limit:
+            return math.inf
+        excess = self._expire(now) + amount - self.limit
+        for at, units in self._log:
+            if excess <= 0:
+                break
+            excess -= units
+            if excess <= 0:
+                return at + self.window - now
+        return 0.0
+
+    def take(self, now: float, amount: int) -> None:
+        self._expire(now)
+        self._log.append((now, amount))
+
+    def remaining(self, now: float) -> int:
+        return max(0, self.limit - self._expire(now))
+
+    def reset(self, now: float) -> float:
+        """Seconds until the oldest admission leaves the window (0 when empty)."""
+        self._expire(now)
+        return self._log[0][0] + self.window - now if self._log else 0.0
+
+    def earliest(self, k: int, amount: int, start: float) -> float:
+        per_window = self.limit // amount if amount > 0 else k
+        if per_window == 0:
+            return math.inf
+        return start + (k - 1) // per_window * self.window
+
+    def peak(self, arrivals: Iterable[tuple[float, int]]) -> int:
+        return sliding_peak(arrivals, self.window)
+
+    def __repr__(self) -> str:
+        return f"<SlidingWindow {sum(a for _, a in self._log)}/{self.limit} per {self.window:g} s>"
+
+
+def sliding_peak(arrivals: Iterable[tuple[float, int]], window: float) -> int:
+    """Most units arriving within any ``window`` seconds."""
+    items = sorted(arrivals)
+    best = total = low = 0
+    for at, amount in items:
+        total += amount
+        while items[low][0] <= at - window:
+            total -= items[low][1]
+            low += 1
+        best = max(best, total)
+    return best
+
+
 class TokenBucket:
     """A bucket of ``capacity`` units refilled continuously at ``capacity / window`` per second,
     full at the start: a request takes its units at admission and none come back.
@@ -127,15 +194,7 @@ class TokenBucket:
 
     def peak(self, arrivals: Iterable[tuple[float, int]]) -> int:
         """Most units arriving within any ``window`` seconds (a sliding window)."""
-        items = sorted(arrivals)
-        best = total = low = 0
-        for at, amount in items:
-            total += amount
-            while items[low][0] <= at - self.window:
-                total -= items[low][1]
-                low += 1
-            best = max(best, total)
-        return best
+        return sliding_peak(arrivals, self.window)
 
     def __repr__(self) -> str:
         return f"<TokenBucket {self._level:.1f}/{self.capacity} per {self.window:g} s>"

@@ -27,7 +27,8 @@ from .._core.tokens import estimate_tokens
 from ._provider import Overloaded, RateLimited, SimulatedProvider
 from ._quota import FixedWindow, TokenBucket, format_reset
 
-__all__ = ["Arrival", "FixedWindowServer", "QuotaServer", "ServerStats", "TokenBucketServer"]
+__all__ = ["Arrival", "FixedWindowServer", "QuotaServer", "ServerStats", "TokenBucketServer",
+           "check_quotas"]
 
 #: The rate-limit headers of the request being admitted, for a transport to send back.
 admission_headers: ContextVar[dict[str, str] | None] = ContextVar("admission_headers",
@@ -82,6 +83,9 @@ class QuotaServer(SimulatedProvider):
         #: ``(arrived at, cancelled at)`` of every request cancelled after it arrived.
         self.cancelled: list[tuple[float, float]] = []
         self._last_completion: float | None = None
+        #: Called with the headers of every answer and 429, in the caller's context, as an
+        #: HTTP client reads them (e.g. ``RateLimit.observe_headers``) when served in-process.
+        self.on_headers: list[Any] = []
 
     @staticmethod
     def _now() -> float:
@@ -109,6 +113,13 @@ class QuotaServer(SimulatedProvider):
                 out[f"x-ratelimit-reset-{unit}"] = format_reset(quota.reset(now))
         return out
 
+    def refusal_headers(self, now: float, wait: float) -> dict[str, str]:
+        """The headers of a 429 at ``now`` when the tightest quota has room in ``wait`` s."""
+        headers = self.headers(now)
+        if self.retry_after and math.isfinite(wait):
+            headers["retry-after"] = f"{math.ceil(wait * 1000) / 1000:g}"
+        return headers
+
     def _admit(self, tokens: int) -> None:  # SimulatedProvider's admission, replaced
         now = self._now()
         self._calls += 1
@@ -120,9 +131,7 @@ class QuotaServer(SimulatedProvider):
             self._rate_limited += 1
             self.arrivals.append(Arrival(now, tokens, 429))
             wait = max(blocked.values())
-            headers = self.headers(now)
-            if self.retry_after and math.isfinite(wait):
-                headers["retry-after"] = f"{math.ceil(wait * 1000) / 1000:g}"
+            headers = self.refusal_headers(now, wait)
             which = ", ".join(blocked)
             raise RateLimited(
                 f"Rate limit reached for {which} ({self.kind}). "
@@ -144,10 +153,18 @@ class QuotaServer(SimulatedProvider):
         arrived = self._now()
         try:
             await super()._serve(input_tokens, output, charged)
+        except RateLimited as exc:
+            self._tell(exc.headers)
+            raise
         except asyncio.CancelledError:  # _admit ran (it never suspends): charged, then dropped
             self.cancelled.append((arrived, self._now()))
             raise
         self._last_completion = self._now()
+        self._tell(admission_headers.get() or {})
+
+    def _tell(self, headers: dict[str, str]) -> None:
+        for observe in self.on_headers:
+            observe(headers)
 
     def ideal_time(self, n: int, *, tokens: int = 0, start: float = 0.0,
                    service: float | None = None) -> float:
@@ -180,7 +197,7 @@ class QuotaServer(SimulatedProvider):
                 f"429s={self._rate_limited} cancelled={len(self.cancelled)}>")
 
 
-def _check_quotas(rpm: Any, tpm: Any) -> None:
+def check_quotas(rpm: Any, tpm: Any) -> None:
     for name, value in (("rpm", rpm), ("tpm", tpm)):
         number(name, value, integer=True, optional=True, hint="; or None for no such quota")
     if rpm is None and tpm is None:
@@ -199,7 +216,7 @@ class FixedWindowServer(QuotaServer):
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
                  epoch: float = 0.0, **options: Any) -> None:
         super().__init__(window=window, **options)
-        _check_quotas(rpm, tpm)
+        check_quotas(rpm, tpm)
         self.quotas = {"requests": rpm and FixedWindow(rpm, window, epoch),
                        "tokens": tpm and FixedWindow(tpm, window, epoch)}
 
@@ -218,6 +235,6 @@ class TokenBucketServer(QuotaServer):
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
                  **options: Any) -> None:
         super().__init__(window=window, **options)
-        _check_quotas(rpm, tpm)
+        check_quotas(rpm, tpm)
         self.quotas = {"requests": rpm and TokenBucket(rpm, window),
                        "tokens": tpm and TokenBucket(tpm, window)}

@@ -158,8 +158,8 @@ def test_an_idle_bucket_is_full_with_nothing_outstanding() -> None:
 
 
 def test_refill_is_checked_at_construction() -> None:
-    """Anything but "window" or "continuous" is a ValueError naming both and which to use."""
-    with pytest.raises(ValueError, match="refill must be 'window'.*'continuous'.*OpenAI"):
+    """Anything but "auto", "window" or "continuous" is a ValueError naming each and when to use it."""
+    with pytest.raises(ValueError, match="refill must be 'auto'.*'window'.*'continuous'.*OpenAI"):
         lg.RateLimit(rpm=10, refill="bucket")
 
 
@@ -171,7 +171,7 @@ async def test_layer_paces_at_the_refill_rate_after_the_burst() -> None:
     for refill, last in (("continuous", 30.0), ("window", 60.0)):
         start = asyncio.get_running_loop().time()
         server = TokenBucketServer(rpm=60, latency=1.0)
-        guarded = lg.guard(lg.RateLimit(rpm=60, refill=refill))(server.acompletion)
+        guarded = lg.guard(lg.RateLimit(rpm=60, refill=refill, margin=0))(server.acompletion)
         await asyncio.gather(*(guarded(messages=[{"role": "user", "content": "hi"}])
                                for _ in range(90)))
         stats = server.statistics()

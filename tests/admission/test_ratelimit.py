@@ -94,7 +94,7 @@ async def test_burst_caps_a_shorter_window_and_the_request_size() -> None:
 async def test_rpm_admits_the_quota_then_waits_a_window() -> None:
     """With rpm=5, five calls go at once and the sixth when the first leaves the window."""
     rec = Recorder(latency=0)
-    guarded = lg.guard(lg.RateLimit(rpm=5))(rec)
+    guarded = lg.guard(lg.RateLimit(rpm=5, margin=0))(rec)
     await asyncio.gather(*(guarded(1) for _ in range(6)))
     times = [t for t, *_ in rec.log]
     assert times[:5] == [0] * 5 and 60 <= times[5] <= 60 + 2 * SLACK
@@ -379,7 +379,7 @@ async def test_rps_and_rpm_apply_together() -> None:
     """rps=2 with rpm=3: two calls in the first second, the third a second later, the fourth
     only after a minute."""
     rec = Recorder(latency=0)
-    guarded = lg.guard(lg.RateLimit(rpm=3, rps=2))(rec)
+    guarded = lg.guard(lg.RateLimit(rpm=3, rps=2, margin=0))(rec)
     await asyncio.gather(*(guarded(1) for _ in range(4)))
     times = [round(t) for t, *_ in rec.log]
     assert times == [0, 0, 1, 60]
@@ -463,7 +463,7 @@ async def test_queueing_inside_the_limiter_keeps_provider_windows_within_the_quo
         arrivals.append(asyncio.get_running_loop().time())
         await asyncio.sleep(latency)
 
-    guarded = lg.guard(lg.RateLimit(rpm=3), lg.ConcurrencyLimit(1))(provider)
+    guarded = lg.guard(lg.RateLimit(rpm=3, margin=0), lg.ConcurrencyLimit(1))(provider)
     first = [asyncio.create_task(guarded(latency)) for latency in (50, 1, 1)]
     await asyncio.sleep(60)
     await asyncio.gather(*first, *(guarded(1) for _ in range(3)))

@@ -109,6 +109,8 @@ class Probe:
         self.arrivals: list[float] = []
         self.admissions: list[float] = []
         self.charges: list[int] = []
+        #: Arrivals the provider refused with a 429 (its quota admitted none of them).
+        self.refused: set[int] = set()
         #: Arrivals that found more calls in flight here than the limiter has permits out.
         self.unpermitted = 0
 
@@ -122,8 +124,10 @@ class Probe:
         self.unpermitted += self.in_flight > self.limiter.in_flight
         try:
             result = await call_next(call)
-        except BaseException:
+        except BaseException as exc:
             self.in_flight -= 1
+            if isinstance(exc, Exception) and lg.classify(exc).kind is lg.FailureKind.RATE_LIMITED:
+                self.refused.add(index)
             raise
         if isinstance(result, Stream):
             result.defer(self._end)
@@ -284,7 +288,12 @@ def leak_gauges(parts: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     if key not in ("size", "state")}
              for name, layer in parts.items() if hasattr(layer, "statistics")}
     state["probe"] = {"in_flight": parts["probe"].in_flight}
-    state["rate_limit"]["paused_for"] = parts["rate_limit"].statistics().paused_for
+    stats = parts["rate_limit"].statistics()
+    state["rate_limit"]["paused_for"] = stats.paused_for
+    # A limit learned from the provider's 429s (refill="auto") rightly changes the headroom:
+    # back to baseline means all of the limit in force is free again.
+    state["rate_limit"]["requests_available"] -= stats.requests_limit
+    state["rate_limit"]["tokens_available"] -= stats.tokens_limit
     state["rate_limit"]["lines"] = len(parts["rate_limit"]._lines)
     return state
 
@@ -363,7 +372,10 @@ async def test_full_pipeline_under_chaos(variant: str, seed: int) -> None:
         probe = parts["probe"]
         assert probe.unpermitted == 0
         assert probe.max_in_flight <= (CONCURRENCY if variant == "concurrency" else ADAPTIVE_MAX)
-        requests = [1] * len(probe.arrivals)
+        # What the provider's quota admitted: a request it refused with a 429 took none of it
+        # (RateLimit may send one probe past a refused one, to learn a fixed window's boundary).
+        requests = [int(i not in probe.refused) for i in range(len(probe.arrivals))]
+        probe.charges = [c * r for c, r in zip(probe.charges, requests)]
         admitted = (peak_window(probe.admissions, requests),
                     peak_window(probe.admissions, probe.charges))
         assert admitted[0] <= RPM and admitted[1] <= TPM

@@ -11,11 +11,11 @@ from collections.abc import Hashable
 from typing import Any, Protocol
 
 from ..._core import clock
+from ..._core.public import public
 from ..._core.sweep import SWEEP_AT, sweep
 from .window import Entry, Quota, Window
-from ..._core.public import public
 
-__all__ = ["MemoryBackend", "RateLimitBackend"]
+__all__ = ["LearningBackend", "MemoryBackend", "RateLimitBackend"]
 
 
 @public
@@ -66,6 +66,39 @@ class RateLimitBackend(Protocol):
 
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         """``(requests available, tokens available, seconds of pause left)`` now."""
+        ...
+
+
+class LearningBackend(Protocol):
+    """What a backend implements to pace like the server's limiter (``refill="auto"``) and to
+    read headers against the request they describe; a backend without it gets ``cap`` and
+    ``pause`` (headers then tighten the quotas, nothing is learned)."""
+
+    def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
+                reset: float | None, *, ticket: Any = None, limit: int | None = None) -> None:
+        """The provider reports ``remaining`` requests (or tokens) as it counted the request
+        of ``ticket`` (None: unknown), until ``reset`` seconds from now (None: it does not
+        say), of ``limit`` (None: it does not say). Must not block."""
+        ...
+
+    def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
+                ticket: Any = None) -> None:
+        """The provider answered the request of ``ticket`` with a 429 asking for ``seconds``
+        of pause (``pause`` plus what the refusal teaches). Called before the ticket is
+        settled. Must not block."""
+        ...
+
+    def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
+        """What was learned about the server's limiter for ``key``, and why ("" if nothing)."""
+        ...
+
+    def limits(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int | None, int | None]:
+        """The requests and tokens limits in force for ``key`` (learned ones, else the
+        quotas'; None: no such quota)."""
+        ...
+
+    def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """Count every quota of ``key`` as used up now (``RateLimit.assume_spent``)."""
         ...
 
 
@@ -139,6 +172,30 @@ class MemoryBackend:
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
     ) -> None:
         self._window(key, quotas).cap(clock.now(), tokens, remaining, reset)
+
+    def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
+                reset: float | None, *, ticket: Any = None, limit: int | None = None) -> None:
+        window = self._window(key, quotas)
+        ticket = ticket if isinstance(ticket, Entry) else None
+        window.cap(clock.now(), tokens, remaining, reset, ticket, limit, clock.wall())
+
+    def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
+                ticket: Any = None) -> None:
+        window = self._window(key, quotas)
+        ticket = ticket if isinstance(ticket, Entry) else None
+        window.refused(clock.now(), ticket, seconds, clock.wall())
+
+    def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """Count every quota as used up now (``RateLimit.assume_spent``)."""
+        self._window(key, quotas).spent(clock.now())
+
+    def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
+        window = self._windows.get(key)
+        return "" if window is None or window.shape is None else repr(window.shape)
+
+    def limits(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int | None, int | None]:
+        window = self._windows.get(key) or Window(quotas)
+        return window.limit(False), window.limit(True)
 
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         window = self._window(key, quotas)

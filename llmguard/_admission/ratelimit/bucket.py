@@ -75,10 +75,12 @@ class Bucket:
     """One quota as a continuously refilling bucket: the track :class:`.window.Window` keeps for
     a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
 
-    __slots__ = ("quota", "rate", "level", "at", "deficit", "outstanding")
+    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
+        #: The bucket's size: the quota's, or a lower limit learned from the server.
+        self.limit = quota.limit
         #: Units per second.
         self.rate = quota.limit / quota.window
         #: Units held at ``at`` (full at the start, like the provider's).
@@ -94,7 +96,7 @@ class Bucket:
 
     def _refill(self, now: float) -> float:
         if now > self.at:
-            limit = self.quota.limit
+            limit = self.limit
             self.level = level = min(limit, self.level + (now - self.at) * self.rate)
             self.at = now
             if self.deficit > limit - level:  # the provider's could have filled up meanwhile
@@ -122,20 +124,27 @@ class Bucket:
         self._refill(now)
         actual = None if not live else tokens if self.quota.tokens else 1
         self.level, self.deficit, self.outstanding = settle(
-            self.level, self.deficit, self.outstanding, self.quota.limit, self.weight(entry),
+            self.level, self.deficit, self.outstanding, self.limit, self.weight(entry),
             actual)
 
     def drain_to(self, now: float, remaining: float) -> None:
         """The provider reports ``remaining`` units in its bucket: hold no more than that."""
         self.level = min(self._refill(now), float(remaining))
 
+    def set_limit(self, now: float, limit: int) -> None:
+        """The server admits only ``limit`` per window: a smaller bucket, refilling slower."""
+        self._refill(now)
+        self.limit = limit
+        self.rate = limit / self.quota.window
+        self.level = min(self.level, float(limit))
+
     def idle(self, now: float) -> bool:
         """True when full with nothing outstanding: exactly what a fresh bucket would be."""
-        return self._refill(now) >= self.quota.limit and not self.outstanding
+        return self._refill(now) >= self.limit and not self.outstanding
 
     def available(self, now: float) -> int:
         return max(0, math.floor(self._refill(now) + 1e-9))
 
     def __repr__(self) -> str:
-        return (f"<Bucket {self.level:.1f}/{self.quota.limit} +{self.rate:g}/s "
+        return (f"<Bucket {self.level:.1f}/{self.limit} +{self.rate:g}/s "
                 f"outstanding={self.outstanding}>")

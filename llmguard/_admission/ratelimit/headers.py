@@ -1,16 +1,21 @@
-"""What providers say about their rate limits: ``x-ratelimit-remaining-*`` / ``-reset-*``
-headers, and the pause a 429 asks for."""
+"""What providers say about their rate limits: ``x-ratelimit-remaining-*`` / ``-reset-*`` /
+``-limit-*`` headers, and the pause a 429 asks for; and handing both to the backend."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from ..._core.classify import FailureKind, classify
 from ..._core.errors import AdmissionError
 
-__all__ = ["DEFAULT_PAUSE", "parse_duration", "pause_after", "rate_limit_headers"]
+__all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "pause_after",
+           "rate_limit_headers", "refusal", "report", "spend"]
+
+#: The reservation (``line.Held``) of the call being sent, for its headers to be read against.
+HELD: ContextVar[Any] = ContextVar("llmguard_rate_limit_held", default=None)
 
 #: Seconds to pause admissions after a 429 that carries no Retry-After (OpenAI and Anthropic
 #: send one almost always; when absent, one second lets a per-second quota refill without
@@ -48,19 +53,73 @@ def parse_duration(value: Any) -> float | None:
     return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
-def rate_limit_headers(headers: Mapping[str, str]) -> Iterator[tuple[bool, int, float]]:
-    """``(tokens, remaining, reset seconds)`` for each of ``requests`` (``tokens=False``) and
-    ``tokens`` whose remaining and reset headers are both present and readable."""
+def rate_limit_headers(
+        headers: Mapping[str, str]) -> Iterator[tuple[bool, int, float | None, int | None]]:
+    """``(tokens, remaining, reset seconds or None, limit or None)`` for each of ``requests``
+    (``tokens=False``) and ``tokens`` whose ``x-ratelimit-remaining-*`` header is present and
+    readable (LiteLLM's proxy sends it without a reset; OpenAI with ``x-ratelimit-reset-*``
+    and ``x-ratelimit-limit-*``)."""
     get = getattr(headers, "get", None)
     if get is None:
         return
     for unit, tokens in (("requests", False), ("tokens", True)):
-        remaining = get(f"x-ratelimit-remaining-{unit}")
-        reset = parse_duration(get(f"x-ratelimit-reset-{unit}"))
-        if remaining is None or reset is None:
+        remaining = _count(get(f"x-ratelimit-remaining-{unit}"))
+        if remaining is None:
             continue
-        try:
-            left = int(float(remaining))
-        except ValueError:
-            continue
-        yield tokens, left, reset
+        limit = _count(get(f"x-ratelimit-limit-{unit}"))
+        yield tokens, remaining, parse_duration(get(f"x-ratelimit-reset-{unit}")), limit
+
+
+def _count(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str],
+           key: Hashable, line: Any) -> None:
+    """Hand what ``headers`` say to ``backend``: every reading to a learning backend
+    (``observe``, against the reservation of the call being sent through ``line``'s layer,
+    if it is), else the ones with a reset time (``cap``)."""
+    held = HELD.get()
+    ticket = held.ticket if held and held.line is line and held.key == key else None
+    for tokens, left, reset, limit in rate_limit_headers(headers):
+        if learning:
+            backend.observe(key, quotas, tokens, left, reset, ticket=ticket, limit=limit)
+        elif reset is not None:
+            backend.cap(key, quotas, tokens, left, reset)
+
+
+def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseException,
+            ticket: Any) -> float | None:
+    """After ``exc``: the pause when it is a 429 (None otherwise), handed to ``backend``
+    (``refused`` with the ticket of the refused request to a learning backend, else
+    ``pause``)."""
+    pause = pause_after(exc)
+    if pause is not None:
+        if learning:
+            backend.refused(key, quotas, pause, ticket=ticket)
+        else:
+            backend.pause(key, quotas, pause)
+    return pause
+
+
+def learned(backend: Any, quotas: Any, key: Hashable) -> tuple[str, int | None, int | None]:
+    """What ``backend`` learned about the server for ``key``: the shape and why, the requests
+    and tokens limits in force (the quotas' when it learns nothing)."""
+    if callable(getattr(backend, "shape", None)):
+        return (backend.shape(key, quotas), *backend.limits(key, quotas))
+    return ("", min((q.limit for q in quotas if not q.tokens), default=None),
+            min((q.limit for q in quotas if q.tokens), default=None))
+
+
+def spend(backend: Any, quotas: Any, key: Hashable) -> None:
+    """Count every quota of ``key`` as used up now (``spent``, else a cap of nothing)."""
+    if callable(getattr(backend, "spent", None)):
+        backend.spent(key, quotas)
+        return
+    for tokens in {q.tokens for q in quotas}:
+        backend.cap(key, quotas, tokens, 0, max(q.window for q in quotas))

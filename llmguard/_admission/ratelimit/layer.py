@@ -3,12 +3,10 @@
 The state lives behind :class:`RateLimitBackend` (in memory by default, Redis to share quotas
 across processes); the :class:`RateLimit` layer keeps only the local FIFO line of waiters.
 
-Why not aiolimiter: its waiters sit in a heap keyed by amount, so a stream of 50-token calls
-overtakes a 6,000-token call forever (starvation); it cannot give back over-estimated tokens or
-charge extra ones; it has no pause for Retry-After; and its leaky bucket admits more than the
-quota within some 60 s window (see ``window``). Here waiting is FIFO per key (``line``): only the
-head of the line waits for room, woken early when a reconciliation or refund frees some. The
-quotas are built in ``quotas``, provider headers read in ``headers``.
+Why not aiolimiter: its waiters sit in a heap keyed by amount (a stream of 50-token calls
+overtakes a 6,000-token call forever); it cannot give back or charge tokens, has no pause for
+Retry-After, and its leaky bucket exceeds the quota in some 60 s window (``log``). Here waiting
+is FIFO per key (``line``), woken early when a reconciliation or refund frees room.
 """
 
 from __future__ import annotations
@@ -20,49 +18,53 @@ from typing import Any
 
 from ..._core.call import Call, Handler
 from ..._core.check import callable_or_none, number
-from ..._core.errors import AdmissionTimeout, RequestTooLarge
+from ..._core.errors import AdmissionTimeout
 from ..._core.events import EventKind
 from ..._core.public import public
 from ..._core.stream import Stream
 from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, RateLimitBackend
-from .headers import DEFAULT_PAUSE, parse_duration, pause_after, rate_limit_headers
+from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration, refusal, report, spend
 from .line import Held, WaitingLine
-from .quotas import build_quotas, check_backend, check_choice, used_tokens
+from .quotas import build_quotas, check_backend, check_choice, too_large, used_tokens
 from .stats import RateLimitStats
 
 __all__ = ["DEFAULT_PAUSE", "RateLimit", "RateLimitStats", "parse_duration"]
+
 
 @public
 class RateLimit:
     """Layer: admit a call only when every request and token quota has room for it.
 
-    * ``rpm`` / ``rps`` / ``tpm``: at most that many requests (tokens) in any 60 s (1 s) window,
-      exactly (a sliding log): the whole quota is usable and never exceeded. ``refill=
-      "continuous"`` paces each quota as a bucket refilling at quota/window per second instead,
-      as OpenAI and Anthropic enforce theirs; keep the default ``"window"`` for fixed- or
-      sliding-window servers, which a bucket would exceed at a window's edge (README).
+    * ``rpm`` / ``rps`` / ``tpm``: the quotas per 60 s (1 s). By default (``refill="auto"``)
+      each is paced like the server's own limiter: as a sliding log until the server's shape is
+      known (never over any fixed window, sliding window or token bucket), then as the shape
+      its headers and 429s show (a bucket refilling at quota/window per second, a fixed window
+      with its boundary), at the limit it really admits (a 429 at the 60th request of an
+      ``rpm=60`` window: 59). ``statistics().shape`` says what was learned and why.
+      ``refill="window"`` keeps the sliding log, ``"continuous"`` a bucket from the start (README).
     * ``tokens(*args, **kwargs) -> int`` estimates a call's tokens (default
-      :func:`llmguard.estimate_tokens`: messages plus ``max_tokens``), reserved (``call.tokens``)
-      and after the call reconciled to ``usage(result)`` (default ``usage.total_tokens``; a
-      stream's final chunk): unused tokens come back, extra ones are charged. A call that never
-      reached the provider is refunded. ``charge="reserved"`` keeps reservations as made
+      :func:`llmguard.estimate_tokens`: messages plus ``max_tokens``), reserved and reconciled
+      to ``usage(result)`` (default ``usage.total_tokens``; a stream's final chunk). A call that
+      never reached the provider is refunded. ``charge="reserved"`` keeps reservations as made
       (OpenAI charges ``max_tokens`` at admission and gives nothing back).
     * ``margin`` seconds are added to every window (the gap between admission here and arrival
-      at the provider); ``burst`` (in (0, 1]) also caps each quota over a proportionally shorter
-      window (``burst=0.1``, ``rpm=600``: at most 60 in any 6 s).
+      at the provider; default 0.5 s per minute of window); ``burst`` (in (0, 1]) also caps
+      each quota over a proportionally shorter window (``burst=0.1``, ``rpm=600``: 60 in 6 s).
     * Waiting is FIFO per key (``key(*args, **kwargs)``: each key its own quotas). A call that
       then waits in an inner queue (a ConcurrencyLimit below) is counted again when it leaves
-      it, when the provider sees it. A 429 pauses the key until its Retry-After (1 s without).
+      it, when the provider sees it, ahead of the line (it holds the inner slot). A 429 pauses
+      the key until its Retry-After (1 s without), or a learned fixed window's next boundary.
     * ``max_wait`` seconds of waiting raises :class:`AdmissionTimeout`; an estimate larger than
       the token quota raises :class:`RequestTooLarge` at once.
     * ``backend``: where the quota state lives (:class:`RateLimitBackend`; in memory by default).
+      ``assume_spent()`` counts every quota as used up now (a run resumed after a kill).
     """
 
     __slots__ = (
         "quotas", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
         "_line", "_reserved", "_in_flight", "_admitted", "_rejected",
-        "_refunds", "_rate_limited", "_take", "_reconcile", "_settle",
+        "_refunds", "_rate_limited", "_take", "_reconcile", "_settle", "_learning",
     )
 
     def __init__(
@@ -75,9 +77,9 @@ class RateLimit:
         usage: Callable[[Any], int | None] | None = None,
         max_wait: float | None = None,
         burst: float | None = None,
-        margin: float = 0.0,
+        margin: float | None = None,
         charge: str = "actual",
-        refill: str = "window",
+        refill: str = "auto",
         key: Callable[..., Hashable] | None = None,
         backend: RateLimitBackend | None = None,
     ) -> None:
@@ -93,9 +95,8 @@ class RateLimit:
         #: Where the quota state lives.
         self.backend: RateLimitBackend = MemoryBackend() if backend is None else backend
         # In memory, admission never suspends (``take``): nobody can overtake a call between its
-        # check and joining the line, so with nobody waiting it skips the line (and allocates
-        # nothing beyond its entry). A remote reserve suspends (a round trip), so then every
-        # call goes through the line, which keeps FIFO within the process.
+        # check and joining the line, so with nobody waiting it skips the line. A remote reserve
+        # suspends (a round trip): every call then goes through the line (FIFO in the process).
         self._take = self.backend.take if isinstance(self.backend, MemoryBackend) else None
         token_limits = [q.limit for q in quotas if q.tokens]
         self._max_tokens = min(token_limits) if token_limits else None  # None: no token quota
@@ -103,8 +104,10 @@ class RateLimit:
         self._usage = usage
         # Read the usage after a call (only with a token quota and charge="actual").
         self._reconcile = charge == "actual" and self._max_tokens is not None
-        # A bucket settles every reservation (it tracks those outstanding to bound refunds).
-        self._settle = quotas[0].continuous
+        # A bucket settles every reservation (it tracks those outstanding to bound refunds);
+        # a backend with ``observe`` reads headers against their request and learns shapes.
+        self._settle = any(q.continuous or q.learn for q in quotas)
+        self._learning = callable(getattr(self.backend, "observe", None))
         self._key = key
         self._line = WaitingLine(self.backend, quotas, max_wait, self._describe)
         self._lines = self._line.lines  # key -> its waiters (empty when nobody waits)
@@ -119,7 +122,9 @@ class RateLimit:
         if self._max_tokens is not None:
             tokens = self._tokens(*call.args, **call.kwargs)
             if tokens > self._max_tokens:
-                raise call.rejected("rate_limit", self._too_large(tokens))
+                self._rejected += 1
+                raise call.rejected("rate_limit", too_large(tokens, self._max_tokens,
+                                                            self._describe()))
         take = self._take
         ticket = None
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
@@ -151,13 +156,15 @@ class RateLimit:
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
         held = Held(self._line, call, key, ticket, tokens, call.on_wait)
         call.on_wait = held.recount
+        reset = HELD.set(held)  # the provider's headers are read against this reservation
         try:
             result = await call_next(call)
         except BaseException as exc:
-            call.on_wait = held.outer
             self._failed(call, exc, key, held.ticket, tokens)
             raise
-        call.on_wait = held.outer
+        finally:
+            call.on_wait = held.outer
+            HELD.reset(reset)
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
             self._defer(result, call, key, held.ticket, tokens)
         elif self._reconcile or self._settle:
@@ -181,14 +188,6 @@ class RateLimit:
     def max_wait(self, seconds: float | None) -> None:
         self._line.max_wait = number("max_wait", seconds, optional=True, unit=" of seconds")
 
-    def _too_large(self, tokens: int) -> RequestTooLarge:
-        self._rejected += 1
-        return RequestTooLarge(
-            f"the call needs an estimated {tokens} tokens but at most {self._max_tokens} are "
-            f"ever available ({self._describe()}); shorten the prompt or max_tokens, or raise "
-            "the token quota"
-        )
-
     def _finish(self, call: Call, key: Hashable, ticket: Any, tokens: int, result: Any) -> None:
         """Settle a reservation: reconciled to what ``result`` (a stream's last chunk) used."""
         self._in_flight -= 1
@@ -205,9 +204,15 @@ class RateLimit:
 
     def _failed(self, call: Call, exc: BaseException, key: Hashable, ticket: Any,
                 tokens: int) -> None:
-        """Settle a reservation after the call failed, and pause the key after a 429."""
+        """Settle a reservation after the call failed, and pause the key after a 429 (first:
+        the refusal teaches about the ticket before it is settled)."""
         self._in_flight -= 1
         self._reserved -= tokens
+        pause = refusal(self.backend, self.quotas, self._learning, key, exc,
+                        ticket if call.sent else None)
+        if pause is not None:  # a 429: nothing more for this key until its Retry-After
+            self._rate_limited += 1
+            call.emit(EventKind.RATE_LIMIT_PAUSED, "rate_limit", delay=pause, error=exc)
         if ticket is not None:
             # Never sent (refused or queued below us, cancelled or timed out before sending):
             # the provider never saw it, so the reservation goes back. Sent: it counted.
@@ -218,30 +223,26 @@ class RateLimit:
             elif self._settle:
                 self.backend.reconcile(key, ticket, tokens)
                 self._line.wake(key)
-        pause = pause_after(exc)
-        if pause is not None:  # a 429: nothing more for this key until its Retry-After
-            self._rate_limited += 1
-            self.backend.pause(key, self.quotas, pause)
-            call.emit(EventKind.RATE_LIMIT_PAUSED, "rate_limit", delay=pause, error=exc)
 
     def _describe(self) -> str:
         return ", ".join(q.describe() for q in self.quotas)
 
     def observe_headers(self, headers: Mapping[str, str], *, partition: Hashable = None) -> None:
-        """Tighten the quotas to what the provider reports in ``x-ratelimit-remaining-*`` and
-        ``x-ratelimit-reset-*`` response headers (OpenAI durations like ``6m0s``, ``20ms``).
-
-        Never loosens: the configured quotas still apply. ``partition`` is the ``key`` value.
-        """
-        for tokens, left, reset in rate_limit_headers(headers):
-            self.backend.cap(partition, self.quotas, tokens, left, reset)
+        """Tighten the quotas to the provider's ``x-ratelimit-remaining-*``, ``-reset-*``
+        (``6m0s``, ``20ms``) and ``-limit-*`` headers, read against the reservation of the call
+        being sent (ours admitted after it were not counted there yet), and (``refill="auto"``)
+        learn the server's shape. Never loosens. ``partition`` is the ``key`` value."""
+        report(self.backend, self.quotas, self._learning, headers, partition, self._line)
         self._line.wake(partition)
+
+    def assume_spent(self, key: Hashable = None) -> None:
+        """Count every quota of ``key`` as used up now (a run resumed after a killed one)."""
+        spend(self.backend, self.quotas, key)
 
     def observe_response(self, call: Call) -> None:
         """:class:`~llmguard.HeaderObserver`: learn from the attempt's response headers."""
         if call.response_headers is not None:
-            self.observe_headers(call.response_headers,
-                                 partition=None if self._key is None else call.partition)
+            self.observe_headers(call.response_headers, partition=self._key and call.partition)
 
     def statistics(self, key: Hashable = None) -> RateLimitStats:
         """Counters for the whole layer; headroom and pause for ``key`` (default None)."""
@@ -249,10 +250,11 @@ class RateLimit:
         return RateLimitStats(
             requests, tokens, self._reserved, self._in_flight, self._line.waiting, self._admitted,
             self._rejected + self._line.timed_out, self._line.timed_out, self._refunds,
-            self._rate_limited, paused,
-        )
+            self._rate_limited, paused, *learned(self.backend, self.quotas, key))
 
     def __repr__(self) -> str:
+        shape = learned(self.backend, self.quotas, None)[0]
         return (f"<RateLimit {self._describe()} in_flight={self._in_flight} waiting="
-                f"{self._line.waiting} reserved_tokens={self._reserved} backend={self.backend!r}>")
+                f"{self._line.waiting} reserved_tokens={self._reserved} backend={self.backend!r}"
+                + (f" shape={shape}" if shape else "") + ">")
 

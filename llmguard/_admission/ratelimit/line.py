@@ -26,12 +26,15 @@ __all__ = ["Held", "WaitingLine"]
 class _Queue:
     """One key's waiters (future -> tokens), their arrival order and its driver."""
 
-    __slots__ = ("waiters", "order", "driver", "wake")
+    __slots__ = ("waiters", "order", "front", "driver", "wake")
 
     def __init__(self) -> None:
         self.waiters: dict[asyncio.Future[Any], int] = {}
         #: Futures in arrival order; ones that left are dropped when they reach the front.
         self.order: deque[asyncio.Future[Any]] = deque()
+        #: Waiters served before ``order``: calls counted again as they leave an inner queue,
+        #: holding its slot (behind the line they would hold it while everyone else goes).
+        self.front: deque[asyncio.Future[Any]] = deque()
         self.driver: asyncio.Task[None] | None = None
         #: What the driver sleeps on when the head has no room yet (None while it works).
         self.wake: asyncio.Future[None] | None = None
@@ -41,7 +44,12 @@ class _Queue:
 
     def head(self) -> asyncio.Future[Any] | None:
         """The longest-waiting future still in line (amortised O(1))."""
-        order, waiters = self.order, self.waiters
+        front, waiters = self.front, self.waiters
+        while front and front[0] not in waiters:
+            front.popleft()
+        if front:
+            return front[0]
+        order = self.order
         while order and order[0] not in waiters:
             order.popleft()
         return order[0] if order else None
@@ -49,8 +57,9 @@ class _Queue:
     def left(self) -> None:
         """A waiter left the dict: rebuild the order once it holds mostly leavers, so a head
         that waits long while others give up never holds their futures (amortised O(1))."""
-        if len(self.order) > 2 * len(self.waiters) + 32:
+        if len(self.order) + len(self.front) > 2 * len(self.waiters) + 32:
             self.order = deque(f for f in self.order if f in self.waiters)
+            self.front = deque(f for f in self.front if f in self.waiters)
 
 
 def _set(future: asyncio.Future[None] | None) -> None:
@@ -84,11 +93,11 @@ class WaitingLine:
         if queue is not None:
             _set(queue.wake)
 
-    def join(self, key: Hashable, tokens: int) -> asyncio.Future[Any]:
+    def join(self, key: Hashable, tokens: int, front: bool = False) -> asyncio.Future[Any]:
         """A place at the end of ``key``'s line: a future that gets the reservation of
         ``tokens`` (or :class:`AdmissionTimeout` after ``max_wait`` seconds). Whoever awaits it
         must call :meth:`leave` if it stops waiting (cancelled), which also gives back a
-        reservation granted but not taken."""
+        reservation granted but not taken. ``front``: ahead of everyone who joined without."""
         loop = asyncio.get_running_loop()
         max_wait = self.max_wait
         queue = self.lines.get(key)
@@ -96,7 +105,7 @@ class WaitingLine:
             queue = self.lines[key] = _Queue()
         future = loop.create_future()
         queue.waiters[future] = tokens
-        queue.order.append(future)
+        (queue.front if front else queue.order).append(future)
         self.waiting += 1
         if queue.driver is None:
             queue.driver = loop.create_task(self._drive(key, queue))
@@ -171,6 +180,7 @@ class WaitingLine:
                 self.waiting -= len(waiters)
                 waiters.clear()
                 queue.order.clear()
+                queue.front.clear()
             if self.lines.get(key) is queue:
                 del self.lines[key]
 
@@ -189,14 +199,14 @@ class Held:
     async def recount(self) -> None:
         """The provider sees the call only now: give the reservation back and take one at this
         instant, waiting for room if there is none, so the provider never sees more than the
-        quota. It was admitted already, so it checks again ahead of the line."""
+        quota. It was admitted already and holds an inner slot, so it waits ahead of the line."""
         line, key = self.line, self.key
         backend = line.backend
         backend.refund(key, self.ticket)
         self.ticket = None
         _, ticket = await backend.reserve(key, line.quotas, self.tokens)
         if ticket is None:
-            future = line.join(key, self.tokens)
+            future = line.join(key, self.tokens, front=True)
             try:
                 ticket = await future
             except AdmissionTimeout as exc:

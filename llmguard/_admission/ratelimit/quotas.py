@@ -7,10 +7,19 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._core.check import number
+from ..._core.errors import RequestTooLarge
 from ..._core.tokens import extract_usage
 from .window import Quota
 
-__all__ = ["build_quotas", "check_backend", "check_choice", "used_tokens"]
+__all__ = ["DEFAULT_MARGIN", "build_quotas", "check_backend", "check_choice",
+           "too_large", "used_tokens"]
+
+#: Seconds added to a per-minute window by default (``margin=None``; a shorter window gets
+#: the same share, 1/120 of it): a cold client's first requests reach the server 0.12-0.2 s
+#: after they are counted here (connection and TLS set-up), later ones within a few ms; a
+#: strict sliding-window server saw 130 within 59.87 s of ``RateLimit(rpm=120)`` with no
+#: margin. The library and ``llmguard run`` use the same default.
+DEFAULT_MARGIN = 0.5
 
 #: What a quota's error message suggests instead.
 _NO_QUOTA = "; pass None for no such quota"
@@ -18,7 +27,9 @@ _NO_QUOTA = "; pass None for no such quota"
 _CHOICES = {
     "charge": {"actual": "reconcile to the usage reported",
                "reserved": "keep the estimate, as OpenAI charges max_tokens"},
-    "refill": {"window": "never more than the quota in any window: safe with every provider",
+    "refill": {"auto": "paced like the server's own limiter, its shape learned from what it "
+                       "says; safe with every shape until then",
+               "window": "never more than the quota in any window: safe with every provider",
                "continuous": "a bucket refilling at quota/window per second, as OpenAI and "
                              "Anthropic enforce"},
 }
@@ -43,28 +54,31 @@ def check_backend(backend: Any) -> None:
 
 
 def build_quotas(rpm: int | None, rps: int | None, tpm: int | None, burst: float | None,
-                 margin: float, refill: str) -> tuple[Quota, ...]:
+                 margin: float | None, refill: str) -> tuple[Quota, ...]:
     """The :class:`Quota` tuple for these settings (each checked, errors naming the argument):
     the quotas, their ``burst`` shares over proportionally shorter windows, each window
-    ``margin`` seconds longer (a bucket refills that much slower)."""
-    continuous = check_choice("refill", refill) == "continuous"
+    ``margin`` seconds longer (a bucket refills that much slower; None: ``DEFAULT_MARGIN`` per
+    minute of window)."""
+    refill = check_choice("refill", refill)
+    continuous, learn = refill == "continuous", refill == "auto"
     configured = (
         (number("rpm", rpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, False),
         (number("rps", rps, integer=True, optional=True, hint=_NO_QUOTA), 1.0, False),
         (number("tpm", tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0, True),
     )
-    quotas = [Quota(n, window, tokens, continuous) for n, window, tokens in configured if n]
+    quotas = [Quota(n, window, tokens, continuous, learn) for n, window, tokens in configured if n]
     if not quotas:
         raise ValueError("RateLimit needs a quota: pass rpm=, rps= and/or tpm=")
     if burst is not None:
         number("burst", burst, high=1, what="a fraction of each quota in (0, 1]")
-        quotas += [Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens, continuous)
-                   for q in quotas]
-    number("margin", margin, low_open=False, unit=" of seconds",
+        quotas += [Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens, continuous,
+                         learn) for q in quotas]
+    number("margin", margin, low_open=False, unit=" of seconds", optional=True,
            hint="; e.g. margin=0.5 for a per-minute quota over the network")
-    if margin:  # each admission counts that much longer than the provider's window
-        quotas = [Quota(q.limit, q.window + margin, q.tokens, continuous) for q in quotas]
-    return tuple(quotas)
+    # each admission counts that much longer than the provider's window
+    return tuple(Quota(q.limit, q.window + extra, q.tokens, continuous, learn, extra)
+                 if (extra := (q.window * DEFAULT_MARGIN / 60 if margin is None else margin))
+                 else q for q in quotas)
 
 
 def used_tokens(call: Any, result: Any, reserved: int,
@@ -83,3 +97,10 @@ def used_tokens(call: Any, result: Any, reserved: int,
             record.usage = found
         actual = found.total_tokens
     return reserved if actual is None else int(actual)
+
+
+def too_large(tokens: int, most: int | None, quotas: str) -> RequestTooLarge:
+    """The error for a call whose estimate exceeds every token quota's size."""
+    return RequestTooLarge(
+        f"the call needs an estimated {tokens} tokens but at most {most} are ever available "
+        f"({quotas}); shorten the prompt or max_tokens, or raise the token quota")

@@ -30,3 +30,9 @@ class RateLimitStats:
     rate_limited: int
     #: Seconds until admissions resume after a 429 (0.0 when not paused).
     paused_for: float
+    #: The server's limiter as learned (``refill="auto"``): its kind and why ("" if nothing).
+    shape: str = ""
+    #: The requests and tokens limits in force: a limit learned from the server (a 429 at the
+    #: 60th request of ``rpm=60`` window: 59), else the quota's (None: no such quota).
+    requests_limit: int | None = None
+    tokens_limit: int | None = None

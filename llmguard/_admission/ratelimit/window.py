@@ -1,27 +1,27 @@
 """Quota accounting: the pure arithmetic behind ``RateLimit``'s in-memory backend.
 
-Why a sliding-window log by default and not a token bucket (aiolimiter) or GCRA: many providers
-and gateways enforce "at most N requests and T tokens in any (or each clock) 60 s window". A
-token bucket of capacity B refilled at N/60 per second admits up to N + B in some 60 s window,
-so it either trips 429s there or must run below quota. A log of admissions in the window is
-exact: it never admits more than the quota in any window and can use all of it. It also supports
-what aiolimiter cannot: reconciling an entry to the actual usage, refunding it, pausing, and
-capping headroom to what the provider reports. Providers that do refill continuously (OpenAI,
-Anthropic) are paced by a :class:`.bucket.Bucket` per quota instead (``Quota.continuous``).
+A :class:`Window` holds one partition's admissions against its quotas, each paced by a track:
+a sliding log (:mod:`.log`, ``refill="window"``), a bucket (:mod:`.bucket`,
+``refill="continuous"``), or, by default (``refill="auto"``), both plus a fixed count, with the
+shape learned from the server (:mod:`.auto`, :mod:`.shape`). On top: the pause a 429 asks for
+and the caps provider headers report.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
+from . import learn
+from .auto import AutoTrack
 from .bucket import Bucket
+from .log import Entry, Log
+from .shape import Shape
 
-__all__ = ["Entry", "Quota", "Window"]
+__all__ = ["SLACK", "Entry", "Quota", "Window"]
 
 #: Added to every computed wait so float rounding never lands an admission on the instant the
 #: provider still counts the expiring entry inside its window.
@@ -32,109 +32,46 @@ SLACK = 1e-3
 @dataclass(frozen=True, slots=True)
 class Quota:
     """At most ``limit`` requests (``tokens=False``) or tokens in any ``window`` seconds; or,
-    ``continuous=True``, a bucket of ``limit`` refilled at ``limit / window`` per second."""
+    ``continuous=True``, a bucket of ``limit`` refilled at ``limit / window`` per second; or,
+    ``learn=True``, paced like the server's own limiter once its shape is learned. ``margin``
+    is the part of ``window`` added for the time a request takes to reach the server."""
 
     limit: int
     window: float
     tokens: bool
     continuous: bool = False
+    learn: bool = False
+    margin: float = 0.0
 
     def describe(self) -> str:
         unit = "tokens" if self.tokens else "requests"
-        per = {60.0: "minute", 1.0: "second"}.get(self.window, f"{self.window:g} s")
+        window = round(self.window - self.margin, 9)
+        per = {60.0: "minute", 1.0: "second"}.get(window, f"{window:g} s")
         return f"{self.limit} {unit} per {per}" + (" (refilled continuously)"
                                                    if self.continuous else "")
-
-
-class Entry:
-    """One admission: when, how many tokens, and whether it still counts as a request; with
-    buckets, the window that has yet to settle it (None once settled)."""
-
-    __slots__ = ("time", "tokens", "live", "owner")
-
-    def __init__(self, time: float, tokens: int, owner: Any = None) -> None:
-        self.time = time
-        self.tokens = tokens
-        self.live = 1  # 0 once refunded
-        self.owner = owner
-
-
-class _Track:
-    """One quota's sliding log: the entries inside its window and their running total."""
-
-    __slots__ = ("quota", "limit", "span", "tokens", "entries", "used")
-
-    def __init__(self, quota: Quota) -> None:
-        self.quota = quota
-        # the quota's fields, read on every admission
-        self.limit, self.span, self.tokens = quota.limit, quota.window, quota.tokens
-        self.entries: deque[Entry] = deque()
-        self.used = 0
-
-    def weight(self, entry: Entry) -> int:
-        return entry.tokens if self.tokens else entry.live
-
-    def expire(self, now: float) -> None:
-        horizon = now - self.span
-        entries = self.entries
-        while entries and entries[0].time <= horizon:
-            entry = entries.popleft()
-            self.used -= entry.tokens if self.tokens else entry.live
-
-    def fits(self, now: float, tokens: int) -> bool:
-        """True when one request of ``tokens`` fits now."""
-        entries = self.entries
-        if entries and entries[0].time <= now - self.span:
-            self.expire(now)
-        return self.used + (tokens if self.tokens else 1) <= self.limit
-
-    def wait(self, now: float, need: int) -> float:
-        """Seconds until ``need`` more fits (0.0 if it fits now)."""
-        self.expire(now)
-        excess = self.used + need - self.quota.limit
-        if excess <= 0:
-            return 0.0
-        for entry in self.entries:  # oldest first: the window frees them in this order
-            excess -= self.weight(entry)
-            if excess <= 0:
-                return entry.time + self.quota.window - now
-        return self.quota.window  # over-charged by reconciliation beyond the quota: a full window
-
-    def add(self, now: float, entry: Entry) -> None:
-        self.entries.append(entry)
-        self.used += entry.tokens if self.tokens else 1
-
-    def adjust(self, now: float, entry: Entry, tokens: int, live: int) -> None:
-        horizon = now - self.span
-        entries = self.entries
-        if entries and entries[0].time <= horizon:
-            self.expire(now)  # first, so an expiring entry leaves with the weight it counted
-        if entry.time > horizon:  # still inside this window
-            self.used += (tokens - entry.tokens) if self.tokens else (live - entry.live)
-
-    def idle(self, now: float) -> bool:
-        self.expire(now)
-        return not self.entries
-
-    def available(self, now: float) -> int:
-        self.expire(now)
-        return self.quota.limit - self.used
 
 
 class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
-    __slots__ = ("tracks", "paused_until", "caps", "buckets")
+    __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens")
 
     def __init__(self, quotas: tuple[Quota, ...]) -> None:
+        learned = [q for q in quotas if q.learn]
+        #: What this partition learned about the server's limiter (None: nothing to learn).
+        self.shape = (Shape(max(q.window - q.margin for q in learned), learned[0].margin)
+                      if learned else None)
         self.tracks: tuple[Any, ...] = tuple(
-            Bucket(q) if q.continuous else _Track(q) for q in quotas)
-        #: True when any quota refills continuously (each entry is then settled exactly once).
-        self.buckets = any(q.continuous for q in quotas)
+            AutoTrack(q, self.shape) if q.learn else Bucket(q) if q.continuous else Log(q)
+            for q in quotas)
+        #: True when an entry must be settled exactly once (buckets keep what is outstanding).
+        self.buckets = any(q.continuous or q.learn for q in quotas)
         #: Loop time before which nothing is admitted (a provider's Retry-After).
         self.paused_until = 0.0
-        #: [remaining, until] per unit (False: requests, True: tokens) reported by the provider.
+        #: [remaining, until, first seq counted] per unit (False: requests, True: tokens).
         self.caps: dict[bool, list[float]] = {}
+        #: Requests and tokens admitted so far (an entry's ``seq``/``tseq`` are these before it).
+        self.issued = self.issued_tokens = 0
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted; 0.0 means now.
@@ -146,73 +83,155 @@ class Window:
         wait = self.paused_until - now
         for track in self.tracks:
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
-        for unit, (remaining, until) in self.caps.items():
+        for unit, (remaining, until, _) in self.caps.items():
             if until > now and remaining < (tokens if unit else 1):
                 wait = max(wait, until - now)
+        shape = self.shape
+        if wait > 0.0 and shape is not None and shape.probe is None:
+            due = shape.probe_at()
+            if due is not None:
+                wait = min(wait, max(0.0, due - now))
         return wait + SLACK if wait > 0.0 else 0.0
 
     def take(self, now: float, tokens: int) -> Entry | None:
         """Admit one request of ``tokens`` now if every quota has room (the same test as
         ``wait(now, tokens) == 0.0``, in one pass): its entry, else None with nothing recorded.
-        The path of every admission, so it is written out rather than built from ``add``."""
+        The path of every admission, so it is written out rather than built from helpers."""
         if self.paused_until > now:
-            return None
-        tracks = self.tracks
-        for track in tracks:
+            return self._probe(now, tokens)
+        for track in self.tracks:
             if not track.fits(now, tokens):
-                return None
+                return self._probe(now, tokens)
         caps = self.caps
         if caps:
-            for unit, (remaining, until) in caps.items():
+            for unit, (remaining, until, _) in caps.items():
                 if until > now and remaining < (tokens if unit else 1):
-                    return None
-            for unit, cap in caps.items():
-                cap[0] -= tokens if unit else 1
-        entry = Entry(now, tokens, self if self.buckets else None)
-        for track in tracks:
-            track.add(now, entry)
-        return entry
+                    return self._probe(now, tokens)
+        return self.add(now, tokens)
 
-    def idle(self, now: float) -> bool:
-        """True when nothing is in any window, no pause or cap applies: a fresh window's state."""
-        for track in self.tracks:
-            if not track.idle(now):
-                return False
-        return self.paused_until <= now and all(until <= now for _, until in self.caps.values())
+    def _probe(self, now: float, tokens: int) -> Entry | None:
+        """A request the quotas would hold back, sent anyway as the probe of a supposed fixed
+        window's boundary (:meth:`.shape.Shape.probe_at`), or None."""
+        shape = self.shape
+        if shape is None or shape.probe is not None:
+            return None
+        due = shape.probe_at()
+        if due is None or now < due:
+            return None
+        for track in self.tracks:  # within the quota as the server counts it (429s left out)
+            log = track.log if isinstance(track, AutoTrack) else track
+            need = tokens if track.quota.tokens else 1
+            if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit:
+                return None
+        entry = shape.probe = self.add(now, tokens)
+        return entry
 
     def add(self, now: float, tokens: int) -> Entry:
         """Record an admission at ``now`` (after ``wait(now, tokens)`` returned 0)."""
-        entry = Entry(now, tokens, self if self.buckets else None)
+        entry = Entry(now, tokens, self if self.buckets else None, self.issued,
+                      self.issued_tokens)
+        self.issued += 1
+        self.issued_tokens += tokens
         for track in self.tracks:
             track.add(now, entry)
         for unit, cap in self.caps.items():
             cap[0] -= tokens if unit else 1
+        shape = self.shape
+        if shape is not None and shape.candidate is not None and shape.since is None \
+                and now >= shape.candidate + shape.margin:
+            shape.since = (entry.seq, entry.tseq)  # the first of ours in the supposed window
         return entry
+
+    def idle(self, now: float) -> bool:
+        """True when nothing is in any window, no pause or cap applies: a fresh window's state
+        but for what it learned about the server (a key idle that long learns it again)."""
+        for track in self.tracks:
+            if not track.idle(now):
+                return False
+        return self.paused_until <= now and all(cap[1] <= now for cap in self.caps.values())
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1) -> None:
         """Change an entry to ``tokens`` (reconcile) or remove it (``live=0``, refund). With
         buckets this settles it (call it for every entry, even with its tokens unchanged): a
-        second call, or one for an entry of another window, changes nothing."""
+        second call, or one for an entry of another window, changes nothing. A refund gives
+        back everything the admission took: the windows, a bucket's level, the caps."""
         if self.buckets:
             if entry.owner is not self:
                 return
             entry.owner = None
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
+        for unit, cap in self.caps.items():
+            if entry.seq >= cap[2]:  # counted against this cap: give back what changed
+                cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
+        shape = self.shape
+        if shape is not None and entry is shape.probe:
+            if live:  # answered with no remaining header to say which shape
+                shape.confirm(False, "a probe was admitted but the server reports no remaining")
+            else:  # never sent: another may go
+                shape.probe = shape.since = None
         entry.tokens = tokens
         entry.live = live
 
-    def cap(self, now: float, tokens: bool, remaining: int, reset: float) -> None:
-        """The provider says only ``remaining`` are left until ``reset`` seconds from now.
+    def cap(self, now: float, tokens: bool, remaining: int, reset: float | None,
+            ticket: Entry | None = None, limit: int | None = None, wall: float = 0.0) -> None:
+        """The provider says only ``remaining`` are left (until ``reset`` seconds from now when
+        it says; ``limit`` when it says), as it counted the request of ``ticket`` (None: as of
+        now). Ours admitted after that request are subtracted: it had not seen them.
 
-        A bucket takes it as the provider's level now (its ``reset`` is when the provider's
-        bucket is full again, not when ``remaining`` stops applying); a log records a cap."""
-        buckets = [t for t in self.tracks if t.quota.tokens is tokens]
-        if buckets and all(isinstance(t, Bucket) for t in buckets):
-            for bucket in buckets:
-                bucket.drain_to(now, remaining)
+        A bucket takes it as the provider's level; a log or a fixed count records a cap until
+        the reset (or the fixed window's boundary). With a shape to learn, the reading also
+        teaches it (:mod:`.shape`); ``wall`` is the wall clock at ``now``."""
+        at, base = (ticket.time, ticket.seq + 1) if ticket is not None else (now, self.issued)
+        if ticket is None:
+            left = remaining
+        elif tokens:
+            left = remaining - (self.issued_tokens - ticket.tseq - ticket.tokens)
+        else:
+            left = remaining - (self.issued - base)
+        tracks = [t for t in self.tracks if t.quota.tokens is tokens]
+        if self.shape is not None:
+            learners = [t for t in tracks if isinstance(t, AutoTrack) and t.learns()]
+            if learners:
+                learn.observe(self, now, learners, tokens, remaining, reset, ticket, limit, wall)
+        kind = self.shape.kind if self.shape is not None else None
+        if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
+                                                    and t.learns()) for t in tracks):
+            for track in tracks:
+                (track if isinstance(track, Bucket) else track.bucket).drain_to(now, left)
             return
-        self.caps[tokens] = [remaining, now + reset]
+        if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
+            until = self.shape.next_boundary(self.shape.epoch, at)
+        elif reset is not None:
+            until = now + reset
+        elif self.shape is not None:  # no reset: the safe reading, left for one window
+            until = at + max(t.quota.window for t in tracks) if tracks else now
+        else:
+            return
+        if until > now:
+            self.caps[tokens] = [left, until, base]
+
+    def spent(self, now: float) -> None:
+        """Every quota used up now: buckets empty, windows capped at nothing for a window."""
+        for track in self.tracks:
+            bucket = track if isinstance(track, Bucket) else getattr(track, "bucket", None)
+            if bucket is not None:
+                bucket.drain_to(now, 0)
+            if not isinstance(track, Bucket):
+                self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued]
+
+    def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0) -> None:
+        """A 429 asked for ``seconds`` of pause after the request of ``ticket``: pause, and with
+        a shape to learn, learn from it too (:func:`.learn.refused`)."""
+        until = now + seconds
+        if self.shape is not None:
+            until = learn.refused(self, now, ticket, seconds, wall)
+        self.paused_until = max(self.paused_until, until)
+
+    def limit(self, tokens: bool) -> int | None:
+        """The tightest limit in requests or tokens now (a learned one, else the quota's)."""
+        limits = [track.limit for track in self.tracks if track.quota.tokens is tokens]
+        return min(limits) if limits else None
 
     def available(self, now: float, tokens: bool) -> int:
         """Headroom now in requests or tokens (the tightest quota or cap), for gauges."""

@@ -11,6 +11,7 @@ from ..._core import clock
 from ..._core.sweep import SWEEP_AT, sweep
 from ..._admission.ratelimit.window import SLACK, Entry, Quota
 from . import _bucket_scripts, _scripts
+from ._budget import RedisLedger
 from ._client import Connection
 
 __all__ = ["RedisBackend"]
@@ -44,7 +45,8 @@ class RedisBackend:
     """Shared state in Redis: pass it as ``RateLimit(..., backend=RedisBackend(url))``.
 
     Same semantics as the in-memory backend (an exact sliding-window log of requests and tokens,
-    or with ``refill="continuous"`` one refilling bucket per quota; reservation then
+    also under the default ``refill="auto"``, whose shapes are learned in memory only, or with
+    ``refill="continuous"`` one refilling bucket per quota; reservation then
     reconciliation or refund, provider caps, and the Retry-After pause), applied
     atomically by Lua scripts on the server's clock, so every process with the same ``prefix``
     and key shares one quota. FIFO holds within a process (the layer's line); across processes
@@ -89,7 +91,7 @@ class RedisBackend:
         self._args: dict[tuple[Quota, ...], list[Any]] = {}
         self._seen: dict[Hashable, _Seen] = {}
         self._sweep_at = SWEEP_AT
-        self._ledger: Any = None
+        self._ledger = RedisLedger(self.connection)  # no I/O until a Budget reserves
 
     @property
     def tracked_keys(self) -> int:
@@ -188,7 +190,9 @@ class RedisBackend:
         if isinstance(ticket, _BucketTicket):
             self._settle(key, ticket, tokens, "reconciling")
             return
-        member = ticket.rpartition(":")[0]
+        member, _, reserved = ticket.rpartition(":")
+        if reserved == str(tokens):  # settled as reserved (refill="auto" settles every one)
+            return
         self.connection.spawn(self.connection.write(
             _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling",
         ))
@@ -240,12 +244,8 @@ class RedisBackend:
 
         return RedisCircuitState(self.connection, name, **params)
 
-    def budget_ledger(self) -> Any:
+    def budget_ledger(self) -> RedisLedger:
         """The shared ledger behind ``Budget(..., backend=self)`` (one per backend)."""
-        from ._budget import RedisLedger
-
-        if self._ledger is None:
-            self._ledger = RedisLedger(self.connection)
         return self._ledger
 
     async def aclose(self) -> None:

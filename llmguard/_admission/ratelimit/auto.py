@@ -1,0 +1,115 @@
+"""One quota under ``refill="auto"``: a sliding log, a bucket and (once learned) a fixed count,
+kept together; the shape learned from the server (:mod:`.shape`) says which one admits.
+
+The log is safe against every shape (a fixed or sliding window, or a token bucket, which
+admits anything a log does), so it paces until the shape is known. All three see every
+admission, reconciliation and refund from the start, so switching shape mid-run needs no
+reconstruction (a fixed count is rebuilt from the log, which holds the current window).
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .bucket import Bucket
+from .fixed import FixedCount
+from .log import Entry, Log
+
+__all__ = ["AutoTrack"]
+
+
+class AutoTrack:
+    """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
+
+    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window")
+
+    def __init__(self, quota: Any, shape: Any) -> None:
+        self.quota = quota
+        self.shape = shape
+        self.log = Log(quota)
+        self.bucket = Bucket(quota)
+        self.fixed: FixedCount | None = None
+        #: The server's window this quota describes (its window without the margin).
+        self.window = quota.window - quota.margin
+
+    @property
+    def limit(self) -> int:
+        return self.log.limit
+
+    def learns(self) -> bool:
+        """True when the learned shape describes this quota (a per-minute one, not an rps or a
+        burst share, which stay sliding logs)."""
+        return abs(self.window - self.shape.window) < 1e-9
+
+    def _pacer(self) -> Any:
+        kind = self.shape.kind
+        if kind == "bucket" and self.learns():
+            return self.bucket
+        if kind == "fixed" and self.fixed is not None:
+            return self.fixed
+        return self.log
+
+    def weight(self, entry: Entry) -> int:
+        return entry.tokens if self.quota.tokens else entry.live
+
+    def fits(self, now: float, tokens: int) -> bool:
+        return self._pacer().fits(now, tokens)
+
+    def wait(self, now: float, need: int) -> float:
+        return self._pacer().wait(now, need)
+
+    def add(self, now: float, entry: Entry) -> None:
+        log = self.log
+        if log.entries and log.entries[0].time <= now - log.span:
+            log.expire(now)  # the log may not be asked (another pacer admits): keep it short
+        log.add(now, entry)
+        self.bucket.add(now, entry)
+        if self.fixed is not None:
+            self.fixed.add(now, entry)
+
+    def adjust(self, now: float, entry: Entry, tokens: int, live: int) -> None:
+        self.log.adjust(now, entry, tokens, live)
+        self.bucket.adjust(now, entry, tokens, live)
+        if self.fixed is not None:
+            self.fixed.adjust(entry, tokens, live)
+
+    def idle(self, now: float) -> bool:
+        return (self.log.idle(now) and self.bucket.idle(now)
+                and (self.fixed is None or self.fixed.idle(now)))
+
+    def available(self, now: float) -> int:
+        return self._pacer().available(now)
+
+    def used(self, now: float, before: Entry | None = None) -> int:
+        """Units the server has seen from us in its window now, by the shape believed, without
+        ``before`` (an entry the server refused)."""
+        pacer = self._pacer()
+        if pacer is self.bucket:
+            used = self.limit - max(0, self.bucket.available(now))
+        elif pacer is self.fixed:
+            used = self.limit - self.fixed.available(now)
+        else:
+            self.log.expire(now)
+            used = self.log.used
+        if before is not None and before.time > now - self.log.span:
+            used -= self.weight(before)
+        return used
+
+    def set_limit(self, now: float, limit: int) -> None:
+        """The server admits only ``limit`` per window (learned): every pacer uses that."""
+        self.log.limit = limit
+        self.bucket.set_limit(now, limit)
+        if self.fixed is not None:
+            self.fixed.limit = limit
+
+    def become_fixed(self, now: float, epoch: float) -> None:
+        """Count per fixed window from now on, boundaries at ``epoch + i * window``."""
+        self.log.expire(now)
+        self.fixed = FixedCount(self.limit, self.window, self.quota.margin, epoch,
+                                self.quota.tokens)
+        self.fixed.rebuild(now, self.log.entries)
+
+    def __repr__(self) -> str:
+        return f"<AutoTrack {self._pacer()!r}>"

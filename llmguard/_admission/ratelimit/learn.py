@@ -1,0 +1,120 @@
+"""What the server's headers and 429s teach a :class:`.window.Window` with a shape to learn
+(``refill="auto"``): the arithmetic of each reading is in :mod:`.shape`, this applies it to the
+window's tracks, caps and pause.
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .auto import AutoTrack
+from .log import Entry
+from .shape import read_reset
+
+__all__ = ["become_fixed", "observe", "refused"]
+
+
+def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
+            reset: float | None, ticket: Entry | None, limit: int | None, wall: float) -> None:
+    """What one header reading teaches ``window`` (its ``learners``: the tracks of the unit
+    it describes): a limit the server reports, the confirmation of a supposed fixed window by
+    the first answer after its boundary, a supposed clock minute when there is no reset, or
+    the shape :func:`.shape.read_reset` reads."""
+    shape = window.shape
+    track = min(learners, key=lambda t: t.limit)
+    if limit is not None and 0 < limit < track.limit:
+        for t in learners:
+            t.set_limit(now, limit)
+    server = track.limit
+    since = shape.since
+    if shape.candidate is not None and since is not None and ticket is not None \
+            and ticket.seq >= since[0]:
+        ours = (ticket.tseq + ticket.tokens - since[1]) if tokens else ticket.seq - since[0] + 1
+        fresh = remaining >= server - ours - max(1, server // 20)
+        unit = "tokens" if tokens else "requests"
+        if shape.confirm(fresh, f"{remaining} of {server} {unit} remaining"):
+            become_fixed(window, now)
+        return
+    if reset is None:
+        epoch = now - wall % shape.window
+        shape.suppose(shape.next_boundary(epoch, now),
+                      "remaining without reset: a clock-minute window supposed, to be "
+                      "confirmed after the minute; paced as a sliding window until then")
+        return
+    if ticket is None:
+        return
+    oldest = next((e.time for e in track.log.entries if e.time > ticket.time - shape.window
+                   and e.live), None)
+    if shape.kind == "fixed" and shape.on_phase(ticket.time + reset):
+        return  # what the learned fixed window says too (at its boundary it looks sliding)
+    reading = read_reset(server, remaining, reset, shape.window, ticket.time, oldest)
+    if reading is None:
+        return
+    kind, boundary, why = reading
+    if kind == "bucket":
+        shape.votes += 1
+        if shape.votes >= 2 and shape.kind != "bucket":
+            shape.learn("bucket", why)
+        return
+    shape.votes = 0
+    if kind == "fixed":
+        shape.learn("fixed", why, boundary)
+        become_fixed(window, now)
+    elif shape.kind != "sliding":
+        shape.learn("sliding", why)
+
+
+def become_fixed(window: Any, now: float) -> None:
+    """The shape became a fixed window: count per window, drop the caps and the pause read
+    under the sliding assumption (the server starts afresh at each boundary)."""
+    shape = window.shape
+    for track in window.tracks:
+        if isinstance(track, AutoTrack) and track.learns():
+            track.become_fixed(now, shape.epoch)
+    window.caps.clear()
+    window.paused_until = min(window.paused_until, now)
+
+
+def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float) -> float:
+    """A 429 asked for ``seconds`` of pause after the request of ``ticket``: learn the
+    effective limit (a 429 at the 60th request of a window means the server admits 59), and
+    return when to resume: a learned fixed window's next boundary when the pause points past
+    it (the server admits again there), else after the pause."""
+    until = now + seconds
+    shape = window.shape
+    if ticket is not None:
+        ticket.refused = True
+    if ticket is not None and ticket is shape.probe:
+        shape.confirm(False, "a probe was refused (429)")
+    _learn_limit(window, now, ticket)
+    if shape.kind == "fixed" and shape.epoch is not None:
+        until = min(until, shape.next_boundary(shape.epoch, now) + shape.margin)
+    elif shape.kind == "unknown":
+        epoch = now - wall % shape.window
+        shape.suppose(shape.next_boundary(epoch, now),
+                      f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "
+                      "window supposed, to be confirmed after the minute")
+    return until
+
+
+def _learn_limit(window: Any, now: float, ticket: Entry | None) -> None:
+    """The unit nearest its limit ran out: the server admits what we had in its window."""
+    learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
+    fullest, ratio, used = None, 0.0, 0
+    for track in learners:
+        mine = track.used(now, ticket)
+        need = (ticket.tokens if track.quota.tokens else 1) if ticket is not None else 0
+        if (mine + need) / track.limit > ratio:
+            fullest, ratio, used = track, (mine + need) / track.limit, mine
+    if fullest is None:
+        return
+    configured = fullest.quota.limit
+    if used >= fullest.limit or used < configured - max(2, configured // 10):
+        return  # nothing lower, or not near the quota: not the quota (or not ours alone)
+    for track in learners:
+        if track.quota.tokens is fullest.quota.tokens:
+            track.set_limit(now, used)
+    unit = "tokens" if fullest.quota.tokens else "requests"
+    window.shape.limits = f"; a 429 after {used} {unit} in the window: the server admits {used}"

@@ -1,0 +1,107 @@
+"""The sliding-window log: at most ``limit`` units in any ``window`` seconds, exactly.
+
+Why a log by default and not a token bucket (aiolimiter) or GCRA: a log never admits more than
+the quota in any window, whatever the server's shape (a fixed clock window, a sliding window,
+or a token bucket, which admits anything a log admits), and it can use all of it. It also
+supports what aiolimiter cannot: reconciling an entry to the actual usage and refunding it.
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+__all__ = ["Entry", "Log"]
+
+
+class Entry:
+    """One admission: when, how many tokens, whether it still counts as a request (``live``),
+    the window that has yet to settle it (None once settled), and its place among the
+    admissions of its window (``seq`` requests and ``tseq`` tokens issued before it), which
+    says how many of ours a provider's header had not seen yet; ``refused`` once the server
+    answered it with a 429 (it reached the server, which admitted none of it)."""
+
+    __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused")
+
+    def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
+                 tseq: int = 0) -> None:
+        self.time = time
+        self.tokens = tokens
+        self.live = 1  # 0 once refunded
+        self.owner = owner
+        self.seq = seq
+        self.tseq = tseq
+        self.refused = False
+
+
+class Log:
+    """One quota's sliding log: the entries inside its window and their running total.
+    ``limit`` starts as the quota's and may be lowered to a limit learned from the server."""
+
+    __slots__ = ("quota", "limit", "span", "tokens", "entries", "used")
+
+    def __init__(self, quota: Any) -> None:
+        self.quota = quota
+        # the quota's fields, read on every admission
+        self.limit, self.span, self.tokens = quota.limit, quota.window, quota.tokens
+        self.entries: deque[Entry] = deque()
+        self.used = 0
+
+    def weight(self, entry: Entry) -> int:
+        return entry.tokens if self.tokens else entry.live
+
+    def expire(self, now: float) -> None:
+        horizon = now - self.span
+        entries = self.entries
+        while entries and entries[0].time <= horizon:
+            entry = entries.popleft()
+            self.used -= entry.tokens if self.tokens else entry.live
+
+    def fits(self, now: float, tokens: int) -> bool:
+        """True when one request of ``tokens`` fits now."""
+        entries = self.entries
+        if entries and entries[0].time <= now - self.span:
+            self.expire(now)
+        return self.used + (tokens if self.tokens else 1) <= self.limit
+
+    def wait(self, now: float, need: int) -> float:
+        """Seconds until ``need`` more fits (0.0 if it fits now)."""
+        self.expire(now)
+        excess = self.used + need - self.limit
+        if excess <= 0:
+            return 0.0
+        for entry in self.entries:  # oldest first: the window frees them in this order
+            excess -= self.weight(entry)
+            if excess <= 0:
+                return entry.time + self.span - now
+        return self.span  # over-charged by reconciliation beyond the quota: a full window
+
+    def add(self, now: float, entry: Entry) -> None:
+        self.entries.append(entry)
+        self.used += entry.tokens if self.tokens else 1
+
+    def adjust(self, now: float, entry: Entry, tokens: int, live: int) -> None:
+        horizon = now - self.span
+        entries = self.entries
+        if entries and entries[0].time <= horizon:
+            self.expire(now)  # first, so an expiring entry leaves with the weight it counted
+        if entry.time > horizon:  # still inside this window
+            self.used += (tokens - entry.tokens) if self.tokens else (live - entry.live)
+
+    def admitted(self, now: float) -> int:
+        """Units in the window the server admitted (refused ones left out)."""
+        self.expire(now)
+        return self.used - sum(self.weight(e) for e in self.entries if e.refused)
+
+    def idle(self, now: float) -> bool:
+        self.expire(now)
+        return not self.entries
+
+    def available(self, now: float) -> int:
+        self.expire(now)
+        return self.limit - self.used
+
+    def __repr__(self) -> str:
+        return f"<Log {self.used}/{self.limit} per {self.span:g} s>"

@@ -1,0 +1,130 @@
+"""Which limiter the server runs, learned from what it says (``RateLimit(refill="auto")``).
+
+A server's limiter is one of three shapes (README, "Pacing"): a **token bucket** refilling
+continuously (OpenAI, Anthropic), a **fixed window** counted per clock minute (LiteLLM's proxy,
+many gateways), or a **sliding window**. Until the shape is known the quota is paced as a
+sliding log, which never exceeds any of them. The shape is then read from:
+
+* ``x-ratelimit-reset-*`` against ``-remaining-*``: a bucket's reset is the time to refill what
+  is missing, ``(limit - remaining) * window / limit`` (:func:`read_reset`); a fixed window's
+  points to its next boundary, earlier than our oldest request leaves a sliding window; a
+  sliding window's (or one that starts at its first request) points one window after our oldest.
+* a server that gives no reset (LiteLLM's proxy sends ``remaining`` alone and a 429 with a
+  constant ``retry-after: 60``): counters keyed by the clock minute are the common case, so the
+  wall-clock minute is the candidate boundary, confirmed or refuted by the first answer sent
+  after it: a fixed window starts afresh there (``remaining`` back near the limit), a bucket
+  or a sliding window does not. When the head of the line would wait past that boundary, one
+  request is sent there as a probe, if the quota as the server counts it (requests it refused
+  left out) has room; a refused probe costs one 429, once per key.
+
+The kind and the reason are in ``statistics()`` and the ``repr`` of the layer.
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["Shape", "read_reset"]
+
+#: Seconds of disagreement tolerated between a header's reset and a shape's prediction
+#: (headers round to the second, and a request reaches the server a little after admission).
+TOLERANCE = 1.5
+
+
+def read_reset(limit: int, remaining: int, reset: float, window: float, at: float,
+               oldest: float | None) -> tuple[str, float | None, str] | None:
+    """The shape one ``(remaining, reset)`` reading shows, for a request admitted at ``at``
+    while our oldest request still in the window was admitted at ``oldest``:
+    ``("bucket" | "fixed" | "sliding", boundary or None, why)``, or None when it fits every
+    shape (a bucket almost full reports what any window would)."""
+    per_unit = window / limit
+    refill = (limit - remaining) * per_unit  # a bucket's time to full
+    boundary = at + reset
+    if abs(reset - refill) <= per_unit + TOLERANCE:
+        if refill < per_unit + 2 * TOLERANCE:
+            return None
+        return ("bucket", None, f"reset {reset:g} s is the time to refill {limit - remaining} "
+                                f"of {limit}: a token bucket")
+    if oldest is not None and boundary < oldest + window - TOLERANCE:
+        return ("fixed", boundary, f"reset {reset:g} s points to a boundary before our oldest "
+                                   "request leaves the window: a fixed window")
+    return ("sliding", None, f"reset {reset:g} s is when our oldest request leaves the window: "
+                             "a sliding window (or one that starts at its first request)")
+
+
+class Shape:
+    """What one key has learned about the server's limiter: ``kind`` (``"unknown"``,
+    ``"sliding"``, ``"bucket"``, ``"fixed"``) and ``why``; for a fixed window its ``epoch`` (a
+    boundary, loop time); a fixed-window hypothesis waiting for confirmation (``candidate``)."""
+
+    __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
+                 "probes", "votes", "limits")
+
+    def __init__(self, window: float, margin: float) -> None:
+        self.kind = "unknown"
+        self.why = "nothing heard from the server yet: paced as a sliding window, safe with any"
+        #: The server's window (seconds) the shape describes, and our margin.
+        self.window, self.margin = window, margin
+        self.epoch: float | None = None
+        #: A boundary (loop time) a fixed window would start afresh at, to be confirmed.
+        self.candidate: float | None = None
+        #: ``(seq, tseq)`` of our first admission at or after the candidate boundary.
+        self.since: tuple[int, int] | None = None
+        #: The entry sent as a probe and not answered yet.
+        self.probe: object | None = None
+        #: Probes left (a refused one costs a 429: at most one per key).
+        self.probes = 1
+        #: Consecutive readings that showed a bucket (two decide).
+        self.votes = 0
+        #: What was learned about the effective limits (empty: the quotas as configured).
+        self.limits = ""
+
+    def learn(self, kind: str, why: str, epoch: float | None = None) -> bool:
+        """Adopt ``kind``; True when it changed (the caller then switches its pacers)."""
+        changed = kind != self.kind or (kind == "fixed" and epoch != self.epoch)
+        self.kind, self.why = kind, why
+        if kind == "fixed":
+            self.epoch = epoch
+        self.candidate = self.since = None
+        return changed
+
+    def next_boundary(self, epoch: float, t: float) -> float:
+        """The first boundary of windows at ``epoch + i * window`` after ``t``."""
+        return epoch + (math.floor((t - epoch) / self.window) + 1) * self.window
+
+    def on_phase(self, boundary: float) -> bool:
+        """True when ``boundary`` is one of the learned fixed window's (within tolerance)."""
+        if self.epoch is None:
+            return False
+        off = (boundary - self.epoch) % self.window
+        return min(off, self.window - off) <= TOLERANCE
+
+    def suppose(self, boundary: float, why: str) -> None:
+        """A fixed window may start afresh at ``boundary``: confirm it with the first answer
+        to a request sent after it (unless a hypothesis is already pending or refuted)."""
+        if self.kind == "unknown" and self.candidate is None and self.probes:
+            self.candidate = boundary
+            self.why = why
+
+    def probe_at(self) -> float | None:
+        """When the head of a blocked line may be sent as a probe (None: no probe now)."""
+        if self.candidate is None or self.since is not None or not self.probes:
+            return None
+        return self.candidate + self.margin
+
+    def confirm(self, fresh: bool, detail: str) -> bool:
+        """The first answer after the candidate boundary: ``fresh`` when the server counted
+        from zero there. True when the shape became a fixed window."""
+        boundary = self.candidate
+        self.probe = None
+        if fresh and boundary is not None:
+            return self.learn("fixed", f"{detail} after the clock minute: a fixed window "
+                                       "starting afresh at each minute", boundary)
+        self.probes = 0
+        self.learn("sliding", f"{detail} after the clock minute: not a fixed window; "
+                              "paced as a sliding window")
+        return False
+
+    def __repr__(self) -> str:
+        return f"{self.kind} ({self.why}{self.limits})"

@@ -1,0 +1,208 @@
+"""RateLimit's default (refill="auto") paces like the server's own limiter: the shapes learned
+from what servers shaped like real ones say, the effective limit learned from a 429, a pause
+that never silences the provider longer than the server asked, and refunds that give back
+every counter an admission touched. All in virtual time."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import llmguard as lg
+from llmguard._admission.ratelimit.fixed import FixedCount
+from llmguard._admission.ratelimit.log import Entry
+from llmguard._admission.ratelimit.shape import read_reset
+from llmguard._admission.ratelimit.window import Quota, Window
+from llmguard.testing import (FixedWindowServer, ProxyWindowServer, RateLimited,
+                              SlidingWindowServer, TokenBucketServer)
+
+REQUEST = {"max_tokens": 200}
+
+
+def ask(i: int) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": f"question number {i}"}], **REQUEST}
+
+
+async def run_batch(server: Any, calls: int, phase: float, **limits: Any) -> tuple[float, float,
+                                                                                     lg.RateLimit]:
+    """``calls`` at once through Retry -> RateLimit(**limits) -> ConcurrencyLimit(32) into
+    ``server`` (its headers read as an HTTP client would), started ``phase`` seconds into the
+    server's minute: (wall time, the server's ideal, the layer)."""
+    loop = asyncio.get_running_loop()
+    now_phase = server.phase() if isinstance(server, ProxyWindowServer) else loop.time() % 60
+    await asyncio.sleep((phase - now_phase) % 60)
+    layer = lg.RateLimit(**limits)
+    server.on_headers.append(layer.observe_headers)
+    guarded = lg.guard(lg.Retry(attempts=4), layer, lg.ConcurrencyLimit(32))(server.acompletion)
+    start = loop.time()
+    results = await asyncio.gather(*(guarded(**ask(i)) for i in range(calls)))
+    assert len(results) == calls
+    charge = server.charge(**ask(100))
+    return loop.time() - start, server.ideal_time(calls, tokens=charge, start=start), layer
+
+
+SHAPES = {
+    "fixed window": (lambda: FixedWindowServer(rpm=60, tpm=40_000, latency=2.0), 180, 1.05,
+                     "fixed"),
+    "token bucket": (lambda: TokenBucketServer(rpm=60, tpm=10_000, latency=2.0), 141, 1.05,
+                     "bucket"),
+    "sliding window": (lambda: SlidingWindowServer(rpm=60, tpm=40_000, latency=2.0), 180, 1.05,
+                       "sliding"),
+    "clock-minute proxy": (lambda: ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0), 180,
+                           1.10, "fixed"),
+}
+
+
+@pytest.mark.parametrize("phase", [0, 40])
+@pytest.mark.parametrize("shape", list(SHAPES))
+async def test_default_settings_pace_every_shape_near_the_servers_ideal(shape: str,
+                                                                       phase: float) -> None:
+    """With only rpm/tpm given, demand 3x the quota, started on a minute or 40 s into it:
+    every call done, at most one 429 (the proxy's rpm - 1, learned from it), wall time within
+    1.05x the server's ideal (1.10x on the proxy), and the shape it learned is the server's."""
+    make, calls, target, kind = SHAPES[shape]
+    server = make()
+    tpm = 10_000 if isinstance(server, TokenBucketServer) else 40_000
+    wall, ideal, layer = await run_batch(server, calls, phase, rpm=60, tpm=tpm)
+    assert server.statistics().rate_limited <= 1
+    assert wall <= target * ideal, (wall, ideal, layer.statistics().shape)
+    stats = layer.statistics()
+    if shape != "sliding window" or phase:  # a burst on a boundary reads like a sliding window
+        assert stats.shape.startswith(kind), stats.shape
+
+
+async def test_a_429_at_the_60th_request_teaches_that_the_server_admits_59() -> None:
+    """The proxy admits rpm - 1: its 429 at the 60th request of a minute lowers the limit in
+    force to 59 (statistics and the shape's reason say so), and no further 429 follows."""
+    server = ProxyWindowServer(rpm=60, latency=1.0)
+    _, _, layer = await run_batch(server, 150, 40, rpm=60)
+    stats = layer.statistics()
+    assert stats.requests_limit == 59 and "the server admits 59" in stats.shape
+    assert server.statistics().rate_limited == 1
+
+
+async def test_without_the_shape_learned_nothing_goes_over_any_window() -> None:
+    """Before anything is heard, the default paces as a sliding log: never more than the quota
+    in any 60 s at a strict sliding-window server, even one that sends no headers."""
+    server = SlidingWindowServer(rpm=30, latency=0.5, rate_limit_headers=False)
+    await run_batch(server, 90, 10, rpm=30)
+    stats = server.statistics()
+    assert stats.rate_limited == 0 and stats.peak_window_requests <= 30
+
+
+async def test_one_429_under_heavy_demand_never_silences_the_provider_longer_than_asked() -> None:
+    """Issue 35, item 2: RateLimit(rpm=60) over ConcurrencyLimit(8), 600 callers, a 429 asking
+    for 10 s. Calls that got a slot during the pause count again ahead of the line (not behind
+    600 others while holding their slots): the provider is never idle for longer than the
+    pause asked, and the run ends within a pause of the quota's own pace."""
+    arrivals: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def provider(i: int) -> int:
+        arrivals.append(loop.time())
+        if len(arrivals) == 100:
+            raise RateLimited("slow down", status_code=429, headers={"retry-after": "10"})
+        await asyncio.sleep(1.0)
+        return i
+
+    guarded = lg.guard(lg.Retry(attempts=3), lg.RateLimit(rpm=60, margin=0),
+                       lg.ConcurrencyLimit(8))(provider)
+    start = loop.time()
+    await asyncio.gather(*(guarded(i) for i in range(600)))
+    for before, after in zip(arrivals, arrivals[1:]):
+        if after - before > 10 + 1.5:  # only where the quota itself had no room
+            assert sum(after - 60.01 <= t < after for t in arrivals) >= 59, (before, after)
+    assert loop.time() - start <= 600 + 10 + 5
+
+
+# --- the pure parts ----------------------------------------------------------------------
+
+
+def test_a_reset_reading_tells_the_shape() -> None:
+    """A bucket's reset is the time to refill what is missing; a fixed window's points to a
+    boundary before our oldest request leaves a sliding window; a sliding window's points one
+    window after our oldest; an almost full bucket could be anything."""
+    assert read_reset(60, 50, 10.0, 60.0, at=100.0, oldest=95.0)[0] == "bucket"
+    kind, boundary, _ = read_reset(60, 0, 20.0, 60.0, at=40.0, oldest=40.0)
+    assert (kind, boundary) == ("fixed", 60.0)
+    assert read_reset(60, 30, 60.0, 60.0, at=40.0, oldest=40.0)[0] == "sliding"
+    assert read_reset(60, 59, 1.0, 60.0, at=40.0, oldest=40.0) is None
+
+
+def test_a_fixed_count_counts_per_window_and_both_near_a_boundary() -> None:
+    """Units count in their clock window, and within ``margin`` before a boundary in both
+    (the server may see them after it); a full window waits for the next boundary."""
+    fixed = FixedCount(2, 60.0, 0.5, 0.0, tokens=False)
+    for t in (40.0, 59.8):
+        assert fixed.fits(t, 0)
+        fixed.add(t, Entry(t, 0))
+    assert not fixed.fits(59.9, 0) and fixed.wait(59.9, 1) == pytest.approx(0.1)
+    assert fixed.fits(60.0, 0) and fixed.available(60.0) == 1  # 59.8 counts in both
+
+
+def quotas_for(refill: str) -> tuple[Quota, ...]:
+    learn, continuous = refill == "auto", refill == "continuous"
+    return (Quota(5, 60.5, False, continuous, learn, 0.5),
+            Quota(1_000, 60.5, True, continuous, learn, 0.5))
+
+
+def snapshot(window: Window, now: float) -> tuple[Any, ...]:
+    return (window.available(now, False), window.available(now, True),
+            {unit: round(cap[0], 6) for unit, cap in window.caps.items()})
+
+
+@settings(max_examples=60, deadline=None)
+@given(refill=st.sampled_from(["auto", "window", "continuous"]),
+       steps=st.lists(st.tuples(st.sampled_from(["take", "header", "reconcile"]),
+                                st.integers(1, 300), st.floats(0, 3)), max_size=12),
+       stage=st.integers(0, 12), tokens=st.integers(1, 300))
+def test_a_refund_gives_back_every_counter_its_admission_touched(
+        refill: str, steps: list[tuple[str, int, float]], stage: int, tokens: int) -> None:
+    """Take one reservation at any stage of a run (after admissions, header readings that cap
+    or drain, reconciliations), refund it at once: the window's headroom in requests and
+    tokens and every cap are exactly what they were before it (windows, learned caps, token
+    reservations); a bucket's (``refill="continuous"``) never more than before, its refunds
+    bounded so it never holds more than the provider's (``bucket.settle``)."""
+    window, now, held = Window(quotas_for(refill)), 0.0, []
+    for i, (what, amount, later) in enumerate(steps):
+        if i == stage:
+            break
+        now += later
+        if what == "take" and (entry := window.take(now, amount)) is not None:
+            held.append(entry)
+        elif what == "header":
+            window.cap(now, bool(amount % 2), amount % 7, 30.0 if amount % 3 else None,
+                       held[-1] if held else None)
+        elif what == "reconcile" and held:
+            window.adjust(now, held.pop(0), amount)
+    before = snapshot(window, now)
+    entry = window.take(now, tokens)
+    if entry is None:
+        return
+    window.adjust(now, entry, 0, live=0)
+    after = snapshot(window, now)
+    if refill == "continuous":  # a bucket gives back what keeps it under the provider's
+        assert after[0] <= before[0] and after[1] <= before[1] and after[2] == before[2]
+    else:
+        assert after == before
+
+
+@pytest.mark.parametrize("make", [lambda: TokenBucketServer(rpm=60, latency=1.0),
+                                  lambda: SlidingWindowServer(rpm=60, latency=1.0)],
+                         ids=["token bucket", "sliding window"])
+async def test_a_run_resumed_after_a_kill_starts_with_the_quota_spent(make: Any) -> None:
+    """Issue 35, item 3: a run killed after using its quota, resumed at once by a fresh
+    RateLimit that ``assume_spent()``: the provider's bucket (or window) still holds the killed
+    run's requests, and the resumed run gets no 429 (a fresh layer that does not assume it
+    bursts into the empty bucket)."""
+    server = make()
+    killed = lg.guard(lg.RateLimit(rpm=60))(server.acompletion)
+    await asyncio.gather(*(killed(**ask(i)) for i in range(60)))
+    resumed_layer = lg.RateLimit(rpm=60)
+    resumed_layer.assume_spent()
+    server.on_headers.append(resumed_layer.observe_headers)
+    resumed = lg.guard(lg.Retry(attempts=3), resumed_layer)(server.acompletion)
+    await asyncio.gather(*(resumed(**ask(i)) for i in range(60, 120)))
+    assert server.statistics().rate_limited == 0
