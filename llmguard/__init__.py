@@ -11,6 +11,7 @@ from ._core.errors import (
     AdmissionTimeout,
     BackendUnavailable,
     BatchInterrupted,
+    BudgetExceeded,
     CircuitOpenError,
     FallbackExhausted,
     FirstChunkTimeout,
@@ -33,6 +34,7 @@ from ._pipeline.pipeline import Pipeline, guard
 # same lines (once, on the first lazy name) to learn which module holds which name.
 if _TYPE_CHECKING:
     from ._admission.adaptive import AdaptiveConcurrency
+    from ._admission.budget.layer import Budget
     from ._admission.concurrency import ConcurrencyLimit
     from ._admission.ratelimit.layer import RateLimit
     from ._admission.router import Deployment, Router
@@ -54,8 +56,8 @@ _lazy: dict[str, str] = {}
 #: Names that moved to a namespace of their own (algorithms, statistics, backends): the old
 #: top-level name still works, with a DeprecationWarning, until the next release.
 _MOVED = {name: home for name, home in _NAMESPACES.items()
-          if name not in ("DeploymentStats", "LayerStats", "LocalStore", "RouterStats",
-                          "TakesNow")}  # new names: never top level
+          if name not in ("BudgetLedger", "BudgetStats", "DeploymentStats", "LayerStats",
+                          "LocalStore", "MemoryLedger", "RouterStats", "TakesNow")}  # new names
 
 
 def _lazy_map() -> dict[str, str]:
@@ -112,6 +114,8 @@ __all__ = [
     "BackendUnavailable",
     "BatchInterrupted",
     "BuildHook",
+    "Budget",
+    "BudgetExceeded",
     "Cache",
     "Call",
     "CallRecord",

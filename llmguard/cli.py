@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import llmguard
 
-from ._cli import batch_options
+from ._cli import batch_options, budget_options
 from ._cli.checks import api_base_problem, number_type, output_problem, same_file
 from ._cli.checks import usage_error as _fail
 from ._cli.io import done_ids, scan_input
@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
                             "(repeatable, tried in order)")
     group.add_argument("--cache-ttl", type=number_type(float, unit=" seconds"), metavar="SECONDS",
                        help="answer identical requests from a cache for this long")
+    budget_options.add_arguments(group)
     group.add_argument("--priority-field", metavar="FIELD",
                        help="top-level field of each line holding its priority (higher first); "
                             "removed from the request")
@@ -187,16 +188,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
     if not stdout:
         exists = os.path.isfile(args.output) and os.path.getsize(args.output) > 0
-        # Probe that it can be written, leaving no new file behind: a later usage error must
-        # not create OUTPUT.
+        # Probe it can be written, leaving no file behind (a later usage error must not).
         if (problem := output_problem(args.output, append=False)) is not None:
             return _fail(problem)
         if exists and not (args.resume or args.overwrite):
             return _fail(f"output {args.output!r} exists: pass --resume to continue that "
                          "run or --overwrite to start again")
+    if (problem := budget_options.budget_problem(args)
+            or batch_options.batch_options_without_batch_api(args)) is not None:
+        return _fail(problem)
     if args.ray is not None:
-        if args.batch_api:
-            return _fail("--batch-api does not go with --ray: the provider runs the batch")
         if stdout:
             return _fail("-o - does not go with --ray: give an output file")
         from ._cli.ray_launch import run_on_ray
@@ -216,12 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
         stack=stack, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
-        progress=args.progress, verbose=args.verbose, api_key=api_key or None, format=args.format)
-    if not args.batch_api and (problem := batch_options.batch_options_without_batch_api(args)):
-        return _fail(problem)
+        progress=args.progress, verbose=args.verbose, api_key=api_key or None, format=args.format,
+        max_cost=args.max_cost, price=args.price)
     if args.metrics_port is not None:
-        # Before the pipeline exists, so its Metrics layer records into this exporter. The
-        # endpoint lives as long as the process.
+        # Before the pipeline exists, so its Metrics layer records into this exporter.
         try:
             from . import serve_metrics  # type: ignore[attr-defined]
 

@@ -6,6 +6,7 @@ where it holds state, its gauges; ``LayerStats.GAUGES`` names the fields
 """
 
 from ._admission.adaptive import AdaptiveStats
+from ._admission.budget.stats import BudgetStats
 from ._admission.limiter import ConcurrencyStats
 from ._admission.ratelimit.layer import RateLimitStats
 from ._admission.router.stats import DeploymentStats, RouterStats
@@ -18,6 +19,6 @@ from ._resilience.retry import RetryStats
 from ._resilience.timeout import TimeoutStats
 from ._runners.member import MemberStats, PoolStats
 
-__all__ = ["AdaptiveStats", "CacheStatistics", "CircuitStats", "ConcurrencyStats",
+__all__ = ["AdaptiveStats", "BudgetStats", "CacheStatistics", "CircuitStats", "ConcurrencyStats",
            "DeploymentStats", "FallbackStats", "LayerStats", "MemberStats", "MetricsStats",
            "PoolStats", "RateLimitStats", "RetryStats", "RouterStats", "TimeoutStats"]

@@ -40,7 +40,11 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def batch_options_without_batch_api(args: argparse.Namespace) -> str | None:
-    """A usage error when a batch option is given without ``--batch-api``."""
+    """A usage error when a batch option is given without ``--batch-api``, or ``--batch-api``
+    with ``--ray``."""
+    if args.batch_api:
+        return ("--batch-api does not go with --ray: the provider runs the batch"
+                if args.ray is not None else None)
     if (args.provider != "openai" or args.batch_fallback != "batch"
             or args.enqueued_tokens is not None or args.cancel_on_interrupt):
         return ("--provider, --batch-fallback, --enqueued-tokens and --cancel-on-interrupt go "

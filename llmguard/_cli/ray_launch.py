@@ -9,7 +9,8 @@ import sys
 from typing import Any
 
 from .checks import usage_error
-from .run import resume_args, stack_spec
+from .report import resume_args
+from .run import stack_spec
 
 __all__ = ["Secret", "ray_send", "run_on_ray"]
 

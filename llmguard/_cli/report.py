@@ -10,7 +10,7 @@ from array import array
 from collections import Counter
 from typing import Any, TextIO
 
-__all__ = ["Progress", "Tally", "format_summary"]
+__all__ = ["Progress", "Tally", "format_summary", "quota_used", "resume_args", "spend"]
 
 
 class Tally:
@@ -90,7 +90,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def format_summary(tally: Tally, wall: float, *, source: str, output: str,
-                   quota: str | None = None, abandoned: int = 0) -> str:
+                   quota: str | None = None, abandoned: int = 0,
+                   budget: str | None = None) -> str:
     """The closing table: counts by outcome, tokens, cost, latency percentiles, resilience."""
     lat, elapsed = sorted(tally.latencies), sorted(tally.elapsed)
     tokens = tally.input_tokens + tally.output_tokens
@@ -119,6 +120,8 @@ def format_summary(tally: Tally, wall: float, *, source: str, output: str,
     ]
     if quota is not None:
         rows.append(("quota used", quota))
+    if budget is not None:
+        rows.append(("budget", budget))
     if abandoned:
         rows.append(("abandoned", f"{abandoned} lines in flight at the provider when stopped "
                                   "(not recorded: --resume sends them again)"))
@@ -194,3 +197,50 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def quota_used(limits: Any, sent: int, tally: Tally, wall: float) -> str | None:
+    """How much of the quota the run used, per minute on average (None without quotas)."""
+    if limits.inner is None or wall <= 0:
+        return None
+    parts = []
+    wall = max(wall, 60.0)  # a run shorter than a minute used its first minute, no more
+    if limits.rpm:
+        rate = sent / wall * 60
+        parts.append(f"{rate:,.0f} requests/min of rpm {limits.rpm:,} ({rate / limits.rpm:.0%})")
+    if limits.tpm:
+        rate = (tally.input_tokens + tally.output_tokens) / wall * 60
+        parts.append(f"{rate:,.0f} tokens/min of tpm {limits.tpm:,} ({rate / limits.tpm:.0%})")
+    return "; ".join(parts) + f" [{limits.source}]"
+
+
+def spend(budget: Any, left: int) -> str | None:
+    """What the run spent of --max-cost, and the lines not sent (None without a cap)."""
+    if budget is None:
+        return None
+    stats = budget.statistics()
+    return (f"${stats.spent_usd:.6f} spent of --max-cost ${stats.cap_usd:g}; "
+            f"{left:,} lines not sent")
+
+
+def resume_args(argv: list[str], *, new_cap: bool = False) -> str:
+    """The command line that resumes this run (``new_cap``: without its --max-cost, which the
+    user gives again)."""
+    import shlex
+
+    args: list[str] = []
+    hide = drop = False
+    for a in argv:
+        if drop or a in ("--overwrite", "--resume") or (
+                new_cap and a.startswith("--max-cost=")):
+            drop = False
+        elif new_cap and a == "--max-cost":
+            drop = True  # and its value
+        elif hide:  # a key never goes to the terminal: the user passes it again
+            args.append("KEY")
+        elif a.startswith("--api-key="):
+            args.append("--api-key=KEY")
+        else:
+            args.append(a)
+        hide = a == "--api-key"
+    return shlex.join([*args, "--resume", *(["--max-cost", "USD"] if new_cap else [])])

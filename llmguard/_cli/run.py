@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .._admission.budget.layer import Budget
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
 from .._pipeline.stack import StackSpec, build_stack
@@ -15,13 +16,15 @@ from .._runners.stopper import Stopper
 from .io import FSYNC_INTERVAL, OutputWriter, read_jobs
 from .limits import Limits, announce
 from .provider import Provider
-from .report import Progress, Tally, format_summary
-from .worker import make_worker
+from .report import Progress, Tally, format_summary, quota_used, resume_args, spend
+from .worker import NotSent, make_worker
 
-__all__ = ["Settings", "build_pipeline", "run", "stack_spec"]
+__all__ = ["Settings", "build_pipeline", "make_budget", "run", "stack_spec"]
 
 #: Exit codes (documented in ``llmguard run --help``).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+#: Stopped at --max-cost with lines not sent (--resume with a new --max-cost continues them).
+EXIT_BUDGET = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,9 @@ class Settings:
     verbose: bool = False
     #: Output records: ``"llmguard"`` or ``"openai-batch"`` (the Batch API's output shape).
     format: str = "llmguard"
+    max_cost: float | None = None
+    #: ``(usd_per_million_input, usd_per_million_output)`` of every model, else litellm's map.
+    price: tuple[float, float] | None = None
 
     @property
     def window(self) -> int:
@@ -66,7 +72,15 @@ def stack_spec(args: Any) -> StackSpec:
                      fallbacks=tuple(args.fallback_model), cache_ttl=args.cache_ttl)
 
 
-def build_pipeline(s: Settings, limits: Limits | None = None) -> Pipeline:
+def make_budget(max_cost: float | None, price: tuple[float, float] | None) -> Budget | None:
+    """The run's spend cap (--max-cost), priced by --price or litellm's cost map."""
+    if max_cost is None:
+        return None
+    return Budget(max_cost, prices=None if price is None else {"*": price}, name="llmguard-run")
+
+
+def build_pipeline(s: Settings, limits: Limits | None = None,
+                   budget: Budget | None = None) -> Pipeline:
     """The stack recipe (:func:`~llmguard._pipeline.stack.build_stack`) from the options given.
 
     No Timeout layer: ``--timeout`` is enforced by the provider from when an attempt is sent,
@@ -75,7 +89,7 @@ def build_pipeline(s: Settings, limits: Limits | None = None) -> Pipeline:
     quota-bound run paces, it does not fail lines.
     """
     return build_stack(replace(s.stack, timeout=None), name="llmguard-run",
-                       metrics={} if s.metrics_port is not None else None,
+                       metrics={} if s.metrics_port is not None else None, budget=budget,
                        rate_limit=make_limits(s) if limits is None else limits)
 
 
@@ -109,27 +123,33 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
                         in_flight=lambda: len(provider.sending),
                         queued=lambda: len(pending) - len(provider.sending))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
-    worker = make_worker(build_pipeline(s, limits).build(provider.handle), provider, model=s.model,
-                         cache=s.stack.cache_ttl is not None)
+    budget = make_budget(s.max_cost, s.price)
+    worker = make_worker(build_pipeline(s, limits, budget).build(provider.handle), provider,
+                         model=s.model, cache=s.stack.cache_ttl is not None)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
     room = asyncio.Event()  # a line finished, or a stop: the reader looks again
     abandoned: list[int] = []
     write_error: list[OSError] = []
     unsorted: list[OSError] = []  # the records are complete, only their reordering failed
+    over_budget: list[str] = []  # why the spend cap stopped the run, once it did
+
+    def halt() -> None:
+        """Send nothing more: lines not sent yet are cancelled (unrecorded), lines at the
+        provider carry on."""
+        provider.close()
+        for task in [t for t in pending if t not in provider.sending]:
+            task.cancel()
+        room.set()
 
     def stop(_name: str) -> None:
-        provider.close()
-        waiting = [t for t in pending if t not in provider.sending]
-        for task in waiting:  # not sent yet: nothing to wait for
-            task.cancel()
+        halt()
         if provider.sending:
             why = ("the output cannot be written" if write_error else
                    "Ctrl-C again to abandon them")
             print(f"\nllmguard run: stopping: nothing more is sent; waiting up to {s.grace:g} s "
                   f"for {len(provider.sending)} lines at the provider ({why})",
                   file=sys.stderr, flush=True)
-        room.set()
 
     def abandon() -> None:
         abandoned.append(len(provider.sending))
@@ -141,6 +161,11 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
             record = await worker(job)
         except asyncio.CancelledError:
             return  # stopped before its answer: unrecorded, so --resume does it
+        except NotSent as exc:  # the next line could pass --max-cost: stop sending
+            if not over_budget:
+                over_budget.append(str(exc))
+                halt()
+            return
         try:
             writer.write(job.index, record)
         except OSError as exc:
@@ -171,10 +196,10 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
             for job in read_jobs(s.input, s.priority_field):
                 if job.id in skip:
                     continue
-                while len(pending) >= s.window and stopper.signal is None:
+                while len(pending) >= s.window and stopper.signal is None and not over_budget:
                     room.clear()
                     await room.wait()
-                if stopper.signal is not None:
+                if stopper.signal is not None or over_budget:
                     break
                 job.index, index = index, index + 1
                 task = loop.create_task(one(job))
@@ -184,7 +209,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
                 complete = True
             while pending:
                 await asyncio.wait(set(pending))
-            complete = complete and stopper.signal is None
+            complete = complete and stopper.signal is None and not over_budget
     finally:
         ticker[0].cancel()
         progress.close()
@@ -198,7 +223,8 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     wall = loop.time() - start
     print(format_summary(tally, wall, source=s.input, output=s.output,
                          quota=quota_used(limits, provider.sent, tally, wall),
-                         abandoned=abandoned[0] if abandoned else 0), file=out)
+                         abandoned=abandoned[0] if abandoned else 0,
+                         budget=spend(budget, total - len(skip) - tally.done)), file=out)
     if unsorted:
         print(f"llmguard run: error: every line is recorded in {s.output}, but it could not be "
               f"put back in input order ({unsorted[0]}; sorting needs that much free space "
@@ -210,6 +236,12 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
               f"space or fix permissions, then resume with:\n  llmguard run {resume_args(argv)}",
               file=sys.stderr)
         return EXIT_USAGE
+    if over_budget and stopper.signal is None:
+        left = total - len(skip) - tally.done
+        print(f"llmguard run: stopped at --max-cost: {spend(budget, left)}. The next line could "
+              f"pass the cap ({over_budget[0]}). Continue the {left:,} lines not sent with a new "
+              f"cap:\n  llmguard run {resume_args(argv, new_cap=True)}", file=sys.stderr)
+        return EXIT_BUDGET
     if not complete:
         print(f"llmguard run: interrupted; {tally.done} lines recorded in {s.output}. Resume "
               f"with:\n  llmguard run {resume_args(argv)}", file=sys.stderr)
@@ -219,37 +251,3 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
               "were not redone; rerun with --resume --retry-failed to try them again",
               file=sys.stderr)
     return EXIT_FAILED if tally.failed or failed_before else EXIT_OK
-
-
-def quota_used(limits: Limits, sent: int, tally: Tally, wall: float) -> str | None:
-    """How much of the quota the run used, per minute on average (None without quotas)."""
-    if limits.inner is None or wall <= 0:
-        return None
-    parts = []
-    wall = max(wall, 60.0)  # a run shorter than a minute used its first minute, no more
-    if limits.rpm:
-        rate = sent / wall * 60
-        parts.append(f"{rate:,.0f} requests/min of rpm {limits.rpm:,} ({rate / limits.rpm:.0%})")
-    if limits.tpm:
-        rate = (tally.input_tokens + tally.output_tokens) / wall * 60
-        parts.append(f"{rate:,.0f} tokens/min of tpm {limits.tpm:,} ({rate / limits.tpm:.0%})")
-    return "; ".join(parts) + f" [{limits.source}]"
-
-
-def resume_args(argv: list[str]) -> str:
-    """The command line that resumes this run."""
-    import shlex
-
-    args: list[str] = []
-    hide = False
-    for a in argv:
-        if a in ("--overwrite", "--resume"):
-            continue
-        if hide:  # a key never goes to the terminal: the user passes it again
-            args.append("KEY")
-        elif a.startswith("--api-key="):
-            args.append("--api-key=KEY")
-        else:
-            args.append(a)
-        hide = a == "--api-key"
-    return shlex.join([*args, "--resume"])

@@ -22,7 +22,8 @@ litellm (pip install 'llmguard[litellm]') with its usual API keys.
 EPILOG = """\
 output record (one JSON object per line):
   id, line, ok, model (the one that answered), response | error {kind, type, message},
-  usage {input_tokens, output_tokens}, cost (USD, when litellm knows the price), latency (s),
+  usage {input_tokens, output_tokens}, cost (USD, when litellm or --price knows the price),
+  latency (s),
   attempts, retries, fallback, cached, metadata (echoed from the input line)
 
 exit codes:
@@ -32,6 +33,8 @@ exit codes:
   2    usage or input error (bad option, missing input file, output exists without --resume,
        duplicate ids, unwritable output or a full disk)
   3    crashed (a bug: the traceback says where; --resume continues)
+  4    stopped at --max-cost: the next line could pass the cap; the lines not sent are not
+       recorded, and --resume with a new --max-cost continues them
   130  interrupted (Ctrl-C or SIGTERM); the message says how to resume
 
 durability:

@@ -52,6 +52,20 @@ class RequestTooLarge(AdmissionError, ValueError):
 
 
 @public
+class BudgetExceeded(AdmissionError):
+    """A :class:`~llmguard.Budget` cannot fit the call's maximum cost under its cap, even if every
+    call in flight settled at zero. ``spent``, ``reserved`` (in flight), ``cap`` and ``needed``
+    are in USD; ``resets_at`` is when the budget's window starts again (Unix time, or None for a
+    total)."""
+
+    def __init__(self, message: str, *, spent: float = 0.0, reserved: float = 0.0,
+                 cap: float = 0.0, needed: float = 0.0, resets_at: float | None = None) -> None:
+        super().__init__(message)
+        self.spent, self.reserved, self.cap, self.needed = spent, reserved, cap, needed
+        self.resets_at = resets_at
+
+
+@public
 class CircuitOpenError(AdmissionError):
     """The circuit is open: the provider was failing, so the call failed fast.
 

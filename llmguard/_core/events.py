@@ -67,7 +67,8 @@ class CallRecord:
         #: Token usage learned from the answer (``llmguard.Usage``), or None [RateLimit,
         #: Metrics, the litellm integration: whichever reads the answer first].
         self.usage: Any = None
-        #: Spend in USD summed over attempts, when the integration prices them [litellm].
+        #: Spend in USD summed over attempts, when something prices them [the litellm
+        #: integration; else a Budget, from the usage at its prices].
         self.cost: float | None = None
         #: ``gen_ai.provider.name`` as the integration knows it, or None [integrations].
         self.provider: str | None = None
@@ -126,6 +127,9 @@ class EventKind(str, enum.Enum):
     DEPLOYMENT_COOLDOWN = "deployment_cooldown"
     #: A Router's deployment (``event.detail``) takes calls again.
     DEPLOYMENT_RECOVERED = "deployment_recovered"
+    #: A Budget's spend passed its ``soft`` fraction of the cap, once per window
+    #: (``event.detail``: the budget's statistics for that key and window).
+    BUDGET_SOFT_LIMIT = "budget_soft_limit"
 
 
 @public

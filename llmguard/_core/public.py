@@ -11,12 +11,12 @@ T = TypeVar("T")
 NAMESPACES: dict[str, str] = {
     **dict.fromkeys(("AIMD", "Gradient", "Gradient2", "LimitAlgorithm", "Vegas"),
                     "llmguard.algorithms"),
-    **dict.fromkeys(("AdaptiveStats", "CacheStatistics", "CircuitStats", "ConcurrencyStats",
+    **dict.fromkeys(("AdaptiveStats", "BudgetStats", "CacheStatistics", "CircuitStats", "ConcurrencyStats",
                      "DeploymentStats", "FallbackStats", "LayerStats", "MemberStats",
                      "MetricsStats", "PoolStats", "RateLimitStats", "RetryStats", "RouterStats",
                      "TimeoutStats"), "llmguard.stats"),
-    **dict.fromkeys(("CacheStore", "CircuitStore", "ConcurrencyLimiter", "Limiter",
-                     "LocalStore", "MemoryBackend", "MemoryStore", "Quota", "RateLimitBackend",
+    **dict.fromkeys(("BudgetLedger", "CacheStore", "CircuitStore", "ConcurrencyLimiter", "Limiter",
+                     "LocalStore", "MemoryBackend", "MemoryLedger", "MemoryStore", "Quota", "RateLimitBackend",
                      "TakesNow"), "llmguard.backends"),
 }
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from .public import public
 
-__all__ = ["Usage", "count_text", "estimate_tokens", "extract_usage", "field", "request_tokens",
-           "tokenizer"]
+__all__ = ["Usage", "count_text", "estimate_tokens", "extract_usage", "field", "max_output",
+           "prompt_bound", "request_tokens", "tokenizer"]
 
 #: Rough characters per token of English text for BPE tokenizers (OpenAI's rule of thumb).
 CHARS_PER_TOKEN = 4
@@ -169,6 +169,43 @@ def request_tokens(*args: Any, **kwargs: Any) -> int:
         if isinstance(limit, int):
             return prompt + REQUEST_OVERHEAD + limit
     return prompt + REQUEST_OVERHEAD + DEFAULT_OUTPUT_RESERVE
+
+
+def utf8_bytes(text: str) -> int:
+    """Bytes of ``text`` in UTF-8: at least its tokens for a byte-level BPE tokenizer."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+
+
+def prompt_bound(*args: Any, **kwargs: Any) -> int:
+    """An upper bound of the input tokens a provider can bill for a call (what a spend cap
+    reserves): every text's UTF-8 bytes (a token of a byte-level BPE tokenizer, which GPT, Claude
+    and Llama models use, covers at least one byte), the JSON of ``tools`` / ``functions`` /
+    ``response_format``, and the chat framing. Images and audio parts are not counted.
+    """
+    messages = kwargs.get("messages")
+    if messages is not None:
+        prompt = sum(_text_tokens(m, utf8_bytes) + MESSAGE_OVERHEAD for m in messages) + 3
+    else:
+        text = kwargs.get("prompt", kwargs.get("input"))
+        if text is None:
+            text = next((a for a in args if isinstance(a, (str, list))), None)
+        prompt = _text_tokens(text, utf8_bytes)
+    extra = [kwargs[name] for name in ("tools", "functions", "response_format") if kwargs.get(name)]
+    if extra:
+        import json  # only for calls that define tools
+
+        prompt += utf8_bytes(json.dumps(extra, default=str))
+    return prompt + REQUEST_OVERHEAD
+
+
+def max_output(kwargs: Mapping[str, Any]) -> int | None:
+    """The output tokens a call allows (``max_tokens``, ``max_completion_tokens`` or
+    ``max_output_tokens``), or None when it sets none."""
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        limit = kwargs.get(name)
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            return limit
+    return None
 
 
 def field(obj: Any, name: str) -> Any:

@@ -160,7 +160,8 @@ def observables(layers: Callable[[], Iterable[MetricsView]], meter: Any) -> list
         counter("llmguard.calls", _each(layers, _calls), unit="{call}",
                 description="Calls by outcome (success, error, rejected, cancelled)"),
         counter("llmguard.cost", _each(layers, _cost), unit="USD",
-                description="Spend on the provider, as priced by the integration (litellm)"),
+                description="Spend on the provider, as priced by the integration (litellm) "
+                            "or a Budget"),
         updown("llmguard.in_flight", _each(layers, _in_flight), unit="{call}",
                description="Calls in flight, per layer"),
         counter("llmguard.retries", _each(layers, _own_or_layer("retries", "retries")),
@@ -184,4 +185,10 @@ def observables(layers: Callable[[], Iterable[MetricsView]], meter: Any) -> list
               unit="{token}", description="Tokens still admissible in the current window"),
         gauge("llmguard.circuit.state", _each(layers, _circuit), unit="1",
               description="Circuit state: 0 closed, 1 half-open, 2 open"),
+        *(gauge(f"llmguard.budget.{name}", _each(layers, _gauge(f"{name}_usd")), unit="USD",
+                description=description) for name, description in (
+            ("cap", "Budget cap for the current window"),
+            ("spent", "Budget spent in the current window (settled calls)"),
+            ("reserved", "Budget reserved by calls in flight"),
+            ("remaining", "Budget a new call may still reserve without waiting"))),
     ]

@@ -132,6 +132,12 @@ class Pipeline:
 
         return self.then(Timeout(seconds, **options))
 
+    def budget(self, usd: float, **options: Any) -> Pipeline:
+        """Add a :class:`llmguard.Budget` layer capping spend at ``usd``."""
+        from .._admission.budget.layer import Budget
+
+        return self.then(Budget(usd, **options))
+
     def rate_limit(self, **options: Any) -> Pipeline:
         """Add a :class:`llmguard.RateLimit` layer."""
         from .._admission.ratelimit.layer import RateLimit

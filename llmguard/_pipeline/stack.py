@@ -127,14 +127,16 @@ def build_stack(spec: StackSpec, *, name: str | None = None,
                 metrics: Mapping[str, Any] | None = None,
                 cache: Mapping[str, Any] | None = None,
                 fallback: Callable[[str], Any] = _model, backend: Any = None,
-                rate_limit: Layer | None = None, limiter: Any = None,
-                share: int = 1) -> Pipeline:
+                budget: Layer | None = None, rate_limit: Layer | None = None,
+                limiter: Any = None, share: int = 1) -> Pipeline:
     """The pipeline of ``spec``, in the recommended order.
 
     ``metrics`` holds Metrics options (None: no Metrics layer); ``cache`` more Cache options
     (a ``store``, ``per_partition``); ``fallback(model)`` is the alternate for one fallback
     model (default: the same call with ``{"model": model}``); ``backend`` is the rate limit's
-    and the circuit's shared state (a Redis backend, or None: this process); ``rate_limit``
+    and the circuit's shared state (a Redis backend, or None: this process); ``budget`` is a
+    spend cap (``--max-cost``, a tenant's budget), inside Retry so each attempt reserves and
+    outside the limiters so a refused call holds no quota or slot; ``rate_limit``
     replaces the RateLimit built from the spec (a learned one); ``limiter`` is the concurrency
     limiter to use (a Redis one) instead of one of ``spec.concurrency``; ``share`` divides the
     quotas and the concurrency among that many processes that do not share a backend.
@@ -152,6 +154,8 @@ def build_stack(spec: StackSpec, *, name: str | None = None,
         p = p.circuit_breaker(name=name, backend=backend)
     if spec.timeout is not None:
         p = p.timeout(spec.timeout)
+    if budget is not None:
+        p = p.then(budget)
     if rate_limit is not None:
         p = p.then(rate_limit)
     elif any(q is not None for q in (spec.rpm, spec.tpm, spec.input_tpm, spec.output_tpm)):

@@ -102,6 +102,10 @@ class TenantConfig:
     models: tuple[str, ...] | None = None
     #: The variable holding the secret its job webhooks are signed with (HMAC-SHA256).
     webhook_secret_env: str | None = None
+    #: Spend cap in USD (a Budget: each attempt reserves its maximum cost), or None.
+    max_budget: float | None = None
+    #: The window the cap resets on ("minute", "hour", "day", "month"; None: a total).
+    budget_duration: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,12 +229,28 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
             if model not in models:
                 raise reader.fail(("tenants", name, "models"), f"no model named {model!r}")
         t = TenantConfig(name, **fields)
+        _priced(t, models, reader)
         if t.max_priority and PRIORITIES[t.max_priority] < PRIORITIES[t.priority]:
             raise reader.fail(("tenants", name, "max_priority"), "is below its priority")
         tenants[name] = t
     if jobs.default_model is not None and jobs.default_model not in models:
         raise reader.fail(("jobs", "default_model"), f"no model named {jobs.default_model!r}")
     return ServeConfig(models, tenants, source=reader.source, jobs=jobs, **server)
+
+
+def _priced(tenant: TenantConfig, models: dict[str, ModelConfig], reader: Reader) -> None:
+    """A tenant with a budget may only use priced models: an unpriced one would be free."""
+    if tenant.max_budget is None:
+        if tenant.budget_duration is not None:
+            raise reader.fail(("tenants", tenant.name, "budget_duration"),
+                              "resets max_budget: set max_budget too")
+        return
+    for name in tenant.models or models:
+        if not (models[name].price_input or models[name].price_output):
+            raise reader.fail(("tenants", tenant.name, "max_budget"),
+                              f"model {name!r} has no price, so its calls would be free of the "
+                              f"budget; set price_input and price_output (USD per million "
+                              f"tokens) in [models.{name}], or limit the tenant's models")
 
 
 def _no_cycle(models: dict[str, ModelConfig], reader: Reader) -> None:

@@ -11,8 +11,9 @@ import math
 import re
 from typing import Any
 
-__all__ = ["DEPLOYMENT_KEYS", "JOBS_KEYS", "MODEL_KEYS", "PER_DEPLOYMENT", "PRIORITIES", "PROVIDERS", "RENAMES", "SERVER_KEYS",
-           "TENANT_KEYS", "Bad", "ConfigError", "Reader", "boolean", "integer", "key_hashes",
+__all__ = ["DEPLOYMENT_KEYS", "DURATIONS", "JOBS_KEYS", "MODEL_KEYS", "PER_DEPLOYMENT",
+           "PRIORITIES", "PROVIDERS", "RENAMES", "SERVER_KEYS", "TENANT_KEYS", "Bad", "ConfigError",
+           "Reader", "boolean", "duration", "integer", "key_hashes",
            "number", "one_of", "string", "strings"]
 
 #: X-Priority values and the ConcurrencyLimiter class each maps to (higher is served first).
@@ -79,6 +80,20 @@ def one_of(*choices: str) -> Any:
     return check
 
 
+#: ``budget_duration`` values: calendar windows in UTC, and LiteLLM's spellings of the same.
+DURATIONS = {"minute": "minute", "hour": "hour", "day": "day", "month": "month",
+             "1h": "hour", "1d": "day", "24h": "day", "1mo": "month"}
+
+
+def duration(v: Any) -> str:
+    """Check: a budget window, as a Budget's ``per`` ("minute", "hour", "day", "month")."""
+    if v not in DURATIONS:
+        raise Bad("one of " + ", ".join(repr(d) for d in DURATIONS) + " (a calendar window in "
+                  "UTC that resets at its start; LiteLLM's rolling '30d' has no equivalent: "
+                  "use 'month')")
+    return DURATIONS[v]
+
+
 def key_hashes(v: Any) -> tuple[str, ...]:
     """Check: sha256 hex digests of API keys (never a key itself), lower-cased."""
     hashes = strings(v)
@@ -116,7 +131,8 @@ PER_DEPLOYMENT = ("provider", "model", "base_url", "api_key_env", "latency", "se
 TENANT_KEYS = {
     "api_key_sha256": key_hashes, "api_key_env": string, "rpm": integer(), "tpm": integer(),
     "concurrency": integer(), "priority": one_of(*PRIORITIES), "max_priority": one_of(*PRIORITIES),
-    "models": strings, "webhook_secret_env": string,
+    "models": strings, "webhook_secret_env": string, "max_budget": number(),
+    "budget_duration": duration,
 }
 SERVER_KEYS = {
     "grace": number(False), "max_body_bytes": integer(1024), "allow_origins": strings,

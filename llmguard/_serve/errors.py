@@ -86,6 +86,8 @@ def from_exception(exc: BaseException, redact: Redactor) -> tuple[int, bytes, di
     if isinstance(exc, ShuttingDown):
         return 503, error_json(503, str(exc), "server_shutting_down"), {
             **_retry_after(1.0), "connection": "close"}
+    if isinstance(exc, lg.BudgetExceeded):  # the tenant's max_budget: OpenAI's "out of credit"
+        return 429, error_json(429, str(exc), "insufficient_quota", type_="insufficient_quota"), {}
     if isinstance(exc, TenantBusy):
         return 429, error_json(429, str(exc), "concurrency_limit_exceeded"), _retry_after(1.0)
     if isinstance(exc, Abandoned):  # nobody reads this answer; 499 as nginx logs it

@@ -18,6 +18,7 @@ import llmguard as lg
 
 from .._pipeline.stack import build_stack
 from .abandon import Abandon
+from .budgets import TenantBudget, attach_budgets
 from .config import ModelConfig, ServeConfig
 from .deployments import router_of
 from .model import Model, upstream_of
@@ -52,6 +53,8 @@ class Gateway:
 
         self.tenants = Tenants(config.tenants, backend=self.backend,
                                limiter_factory=limiter_factory)
+        attach_budgets(self.tenants, config.models, self.backend)
+        self._budgeted = any(t.budget is not None for t in self.tenants.by_name.values())
         #: Where the models' Metrics layers export (None: the global meter provider; no spans).
         self.meter_provider, self.tracer_provider = meter_provider, tracer_provider
         meter = None
@@ -98,8 +101,10 @@ class Gateway:
         router = None
         if cfg.deployments:  # in RateLimit's place: each deployment its own upstream and quotas
             router = router_of(cfg.deployments, cfg.strategy, cfg.stack.max_wait, self.backend)
+        # A tenant's budget: inside Retry (each attempt reserves), outside the limiters.
+        spend = TenantBudget(self.tenants, model.target) if self._budgeted else None
         stack = build_stack(cfg.stack, name=name, backend=self.backend, limiter=limiter,
-                            rate_limit=router,
+                            budget=spend, rate_limit=router,
                             metrics={"meter_provider": self.meter_provider,
                                      "tracer_provider": self.tracer_provider,
                                      "provider": cfg.provider},
@@ -116,6 +121,7 @@ class Gateway:
                                   circuit_breaker=False, rpm=None, tpm=None, input_tpm=None,
                                   output_tpm=None))
         own_layers = [layer for layer in own.layers if isinstance(layer, (lg.Retry, lg.Timeout))]
+        own_layers += [] if spend is None else [spend]
         metrics, limits = shared[:1], shared[1:]
         model.embed = lg.Pipeline(gate, *metrics, *own_layers, *limits, name=name).build(
             model.terminal(embed=True))

@@ -63,7 +63,7 @@ class Tenant:
     """A configured tenant at run time: quotas, concurrency cap, priorities, usage."""
 
     __slots__ = ("name", "config", "quotas", "limiter", "default_priority", "max_priority",
-                 "models", "usage")
+                 "models", "usage", "budget")
 
     def __init__(self, config: TenantConfig, limiter: Any = None) -> None:
         self.name = config.name
@@ -82,6 +82,8 @@ class Tenant:
         #: Models this tenant may call (None: every configured model).
         self.models = None if config.models is None else frozenset(config.models)
         self.usage = Usage()
+        #: The tenant's spend cap (an ``lg.Budget``, set by the gateway), or None.
+        self.budget: Any = None
 
     def priority(self, header: str | None) -> int:
         """The priority class of a request: its ``X-Priority`` header, capped at the tenant's

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .budgets import budget_report
 from .tenants import Tenant
 
 __all__ = ["UsageBook"]
@@ -109,6 +110,8 @@ class UsageBook:
                 body[name] = float(value) if name == "cost_usd" else int(value)
             body["scope"] = "all replicas"
         body["cost_usd"] = round(body["cost_usd"], 8)
+        if tenant.budget is not None:  # what the tenant's max_budget has left, shared or not
+            body["budget"] = await budget_report(tenant.budget)
         return body
 
     async def aclose(self) -> None:

@@ -6,15 +6,18 @@
   ``RedisConcurrencyLimiter`` shared);
 * :class:`CacheStore` (Cache's entries; :class:`MemoryStore`, ``RedisStore``);
 * :class:`CircuitStore` (CircuitBreaker's state);
+* :class:`BudgetLedger` (Budget's spend and reservations; :class:`MemoryLedger`, Redis's);
 * :class:`TakesNow` and :class:`LocalStore`: what an in-process backend offers for the layers'
   synchronous fast paths.
 """
 
+from .._admission.budget.ledger import BudgetLedger, MemoryLedger
 from .._admission.limiter import ConcurrencyLimiter, Limiter
 from .._admission.ratelimit.backend import MemoryBackend, RateLimitBackend, TakesNow
 from .._admission.ratelimit.window import Quota
 from .._cache.store import CacheStore, LocalStore, MemoryStore
 from .._resilience.circuit_state import CircuitStore
 
-__all__ = ["CacheStore", "CircuitStore", "ConcurrencyLimiter", "Limiter", "LocalStore",
-           "MemoryBackend", "MemoryStore", "Quota", "RateLimitBackend", "TakesNow"]
+__all__ = ["BudgetLedger", "CacheStore", "CircuitStore", "ConcurrencyLimiter", "Limiter",
+           "LocalStore", "MemoryBackend", "MemoryLedger", "MemoryStore", "Quota",
+           "RateLimitBackend", "TakesNow"]

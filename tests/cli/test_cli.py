@@ -453,7 +453,7 @@ def test_resume_with_failed_records_left_exits_1_naming_retry_failed(tmp_path: P
 
 def test_api_key_flags_are_used_and_never_printed(tmp_path: Path) -> None:
     """--api-key-env NAME reads the key from NAME; the resume hint never shows a --api-key."""
-    from llmguard._cli.run import resume_args
+    from llmguard._cli.report import resume_args
 
     assert "sk-live" not in resume_args(["in", "-o", "o", "--api-key", "sk-live"])
     assert "sk-live" not in resume_args(["in", "-o", "o", "--api-key=sk-live"])

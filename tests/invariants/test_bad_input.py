@@ -348,6 +348,22 @@ LAYER_CASES = [
          name="a", circuit="on"),
     case("Deployment-input_tpm-not-yet", ValueError, "input_tpm", _lazy("Deployment"), _send,
          name="a", input_tpm=1000),
+    case("Budget-usd-zero", ValueError, "usd", _lazy("Budget"), 0),
+    case("Budget-usd-negative", ValueError, "usd", _lazy("Budget"), -5),
+    case("Budget-usd-nan", ValueError, "usd", _lazy("Budget"), NAN),
+    case("Budget-usd-inf", ValueError, "usd", _lazy("Budget"), INF),
+    case("Budget-usd-str", TypeError, "usd", _lazy("Budget"), "50"),
+    case("Budget-per-unknown", ValueError, "per", _lazy("Budget"), 5, per="week"),
+    case("Budget-soft-above-one", ValueError, "soft", _lazy("Budget"), 5, soft=1.5),
+    case("Budget-soft-nan", ValueError, "soft", _lazy("Budget"), 5, soft=NAN),
+    case("Budget-key-not-callable", TypeError, "key", _lazy("Budget"), 5, key="tenant"),
+    case("Budget-prices-empty", TypeError, "prices", _lazy("Budget"), 5, prices={}),
+    case("Budget-prices-negative", ValueError, "prices", _lazy("Budget"), 5,
+         prices={"m": (-1.0, 1.0)}),
+    case("Budget-prices-nan", ValueError, "prices", _lazy("Budget"), 5, prices={"m": (1.0, NAN)}),
+    case("Budget-backend-wrong-type", TypeError, "backend", _lazy("Budget"), 5,
+         backend="redis://localhost"),
+    case("Budget-name-empty", ValueError, "name", _lazy("Budget"), 5, name=""),
 ]
 
 
@@ -877,6 +893,10 @@ CLI_CASES = [
     ("metrics-port-zero", ["--metrics-port", "0"], "--metrics-port: must be > 0"),
     ("metrics-port-too-big", ["--metrics-port", "70000"], "--metrics-port: must be at most"),
     ("retry-failed-without-resume", ["--retry-failed"], "--retry-failed needs --resume"),
+    ("max-cost-zero", ["--max-cost", "0"], "--max-cost: must be > 0"),
+    ("max-cost-nan", ["--max-cost", "nan"], "--max-cost: must be > 0"),
+    ("price-without-max-cost", ["--price", "1,2"], "--price prices the calls for --max-cost"),
+    ("price-one-number", ["--max-cost", "1", "--price", "1"], "--price: expected IN,OUT"),
 ]
 
 

@@ -12,8 +12,8 @@ from llmguard import FailureKind
 from llmguard.testing import FakeLLM, make_error
 
 #: Statistics fields that are state (must return to baseline), not cumulative counters.
-GAUGES = ("in_flight", "waiting", "reserved_tokens", "size", "requests_available",
-          "tokens_available", "state")
+GAUGES = ("in_flight", "waiting", "reserved_tokens", "reserved_usd", "size",
+          "requests_available", "tokens_available", "state")
 
 LAYERS = {
     "ConcurrencyLimit": lambda: lg.ConcurrencyLimit(1),
@@ -34,6 +34,8 @@ LAYERS = {
     # cache as a Cache store.
     "aiolimiter.AsyncLimiter": lambda: aiolimiter.AsyncLimiter(1, 60),
     "Cache on cachetools.LRUCache": lambda: lg.Cache(ttl=60, store=cachetools.LRUCache(100)),
+    # Room for three answers without usage (each charged its reservation of ~4,150 tokens).
+    "Budget": lambda: lg.Budget(3.5 * 4150 / 1e6, prices={"*": (1.0, 1.0)}),
 }
 
 

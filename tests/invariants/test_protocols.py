@@ -229,3 +229,58 @@ async def test_an_upstream_observer_and_build_hook_written_from_their_docstrings
                                                        "stream": True}))
     assert [c["choices"][0]["delta"]["content"] async for c in stream] == ["hi", "there"]
     assert traced.bound == [pipeline] and traced.attempts == 2
+class DictLedger:
+    """A BudgetLedger from its docstring: totals per account, integer amounts, tickets."""
+
+    recheck = None
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, list[int]] = {}
+        self.listeners: list[Any] = []
+        self.ids = itertools.count(1)
+        self.open: dict[int, int] = {}
+
+    async def reserve(self, account: str, amount: int, cap: int, ends: float | None
+                      ) -> tuple[Any, int, int]:
+        spent, reserved = self.accounts.setdefault(account, [0, 0])
+        if spent + reserved + amount > cap:
+            return None, spent, reserved
+        self.accounts[account][1] += amount
+        ticket = next(self.ids)
+        self.open[ticket] = amount
+        return ticket, spent, reserved + amount
+
+    def settle(self, account: str, ticket: Any, cost: int) -> None:
+        self.accounts[account][1] -= self.open.pop(ticket)
+        self.accounts[account][0] += cost
+        for callback in self.listeners:
+            callback(account)
+
+    def listen(self, callback: Any) -> None:
+        self.listeners.append(callback)
+
+    def totals(self, account: str) -> tuple[int, int]:
+        spent, reserved = self.accounts.get(account, (0, 0))
+        return spent, reserved
+
+    async def read(self, account: str) -> tuple[int, int]:
+        return self.totals(account)
+
+
+async def test_a_budget_ledger_written_from_its_docstring_works() -> None:
+    """Two Budgets share the ledger (different names); a burst waits on its settlements and
+    ends within the cap; every ticket is settled exactly once."""
+    ledger = DictLedger()
+    assert isinstance(ledger, lg.BudgetLedger)
+    llm = FakeLLM(latency=1)
+    budgets = [lg.Budget(0.001, prices={"m": (1.0, 2.0)}, backend=ledger, name=name)
+               for name in ("a", "b")]
+    calls = [lg.Pipeline(b).wrap(llm.acompletion) for b in budgets]
+    results = await asyncio.gather(*(
+        calls[i % 2](model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=20)
+        for i in range(100)), return_exceptions=True)
+    assert {type(r).__name__ for r in results} <= {"dict", "BudgetExceeded"}
+    assert not ledger.open and len(ledger.accounts) == 2
+    assert all(spent <= 1_000_000 and reserved == 0 for spent, reserved in
+               ledger.accounts.values())
+    assert sum(isinstance(r, dict) for r in results) > 50

@@ -26,6 +26,7 @@ STREAM_LAYERS = {
     "Fallback": lambda: lg.Fallback(FakeLLM().stream_message),
     "CircuitBreaker": lambda: lg.CircuitBreaker(min_calls=5),
     "Metrics": lambda: lg.Metrics(name="streams"),
+    "Budget": lambda: lg.Budget(1.0, prices={"*": (1.0, 1.0)}),
 }
 
 

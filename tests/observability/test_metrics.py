@@ -308,3 +308,19 @@ async def test_a_dropped_pipeline_on_the_global_api_is_collected() -> None:
     del metrics, breaker, guarded, send_message
     gc.collect()
     assert [ref() for ref in refs] == [None, None, None]
+
+
+async def test_budget_gauges_and_the_cost_counter(reader, provider) -> None:
+    """A Budget beside Metrics exports llmguard.budget.{cap,spent,reserved,remaining} (USD)
+    and the cost it priced on the record feeds llmguard.cost."""
+    budget = lg.Budget(1.0, prices={"m": (1.0, 2.0)})
+    guarded = lg.Pipeline(Metrics(meter_provider=provider), budget).wrap(FakeLLM().acompletion)
+    await guarded(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    metrics = collect(reader)
+    spent = budget.statistics().spent_usd
+    values = {name: [p.value for p in metrics[f"llmguard.budget.{name}"].data.data_points]
+              for name in ("cap", "spent", "reserved", "remaining")}
+    assert values == {"cap": [1.0], "spent": [spent], "reserved": [0.0],
+                      "remaining": [pytest.approx(1.0 - spent)]}
+    assert metrics["llmguard.budget.spent"].unit == "USD"
+    assert [p.value for p in metrics["llmguard.cost"].data.data_points] == [pytest.approx(spent)]

@@ -169,9 +169,12 @@ class Connection:
 
     async def aclose(self) -> None:
         """Stop background loops, wait for pending writes, then close the connections."""
-        for task in self.loops:
+        loops = list(self.loops)
+        for task in loops:
             task.cancel()
         self.loops.clear()
+        if loops:  # let them finish their cleanup (a budget listener closes its subscription)
+            await asyncio.gather(*loops, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._redis is not None:

@@ -11,6 +11,7 @@ from ..._core import clock
 from ..._core.sweep import SWEEP_AT, sweep
 from ..._admission.ratelimit.window import SLACK, Entry, Quota
 from . import _bucket_scripts, _scripts
+from ._budget import RedisLedger
 from ._client import Connection
 
 __all__ = ["RedisBackend"]
@@ -67,7 +68,7 @@ class RedisBackend:
     :class:`llmguard.backends.MemoryBackend`), and every key it writes in Redis expires.
     """
 
-    __slots__ = ("connection", "_local", "_seq", "_args", "_seen", "_sweep_at")
+    __slots__ = ("connection", "_local", "_seq", "_args", "_seen", "_sweep_at", "_ledger")
 
     def __init__(
         self,
@@ -90,6 +91,7 @@ class RedisBackend:
         self._args: dict[tuple[Quota, ...], list[Any]] = {}
         self._seen: dict[Hashable, _Seen] = {}
         self._sweep_at = SWEEP_AT
+        self._ledger = RedisLedger(self.connection)  # no I/O until a Budget reserves
 
     @property
     def tracked_keys(self) -> int:
@@ -233,6 +235,10 @@ class RedisBackend:
         from ._circuit import RedisCircuitState
 
         return RedisCircuitState(self.connection, name, **params)
+
+    def budget_ledger(self) -> RedisLedger:
+        """The shared ledger behind ``Budget(..., backend=self)`` (one per backend)."""
+        return self._ledger
 
     async def aclose(self) -> None:
         """Wait for background writes and close the connection pool."""

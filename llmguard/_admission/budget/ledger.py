@@ -1,0 +1,115 @@
+"""Where a Budget's spend and reservations live: the ``BudgetLedger`` seam and the in-memory one.
+
+An *account* is one budget for one key and one window (``"budget|s:tenant-a|2026-12-06"``);
+amounts are integer nano-dollars (``prices``). The Redis ledger
+(``llmguard.backends.redis``) applies the same contract atomically across processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from ..._core.public import public
+from ..._core.sweep import SWEEP_AT, sweep
+
+__all__ = ["BudgetLedger", "MemoryLedger"]
+
+
+@public
+@runtime_checkable
+class BudgetLedger(Protocol):
+    """What a :class:`~llmguard.Budget` drives: spend and reservations per account, in integer
+    nano-dollars. Pass one as ``Budget(backend=...)`` (several Budgets may share it), or pass a
+    backend whose ``budget_ledger()`` returns one (``RedisBackend``). The contract:
+
+    * ``reserve(account, amount, cap, ends)`` atomically adds ``amount`` to the account's
+      reserved total if ``spent + reserved + amount <= cap``, and returns ``(ticket, spent,
+      reserved)`` after the decision: a ticket (any object but None) when it fitted, None (and
+      nothing changed) when it did not. ``ends`` is the Unix time the account's window ends
+      (None: never); a ledger may forget the account some time after it.
+    * ``settle(account, ticket, cost)``: the reservation of ``ticket`` ends; its amount leaves
+      the reserved total and ``cost`` (0 for a refund; may exceed the amount) joins the spent
+      one. Synchronous (it runs on cleanup paths; a remote ledger writes in the background),
+      called exactly once per ticket. Then every ``listen`` callback is called with the account.
+    * ``listen(callback)``: call ``callback(account)`` whenever room may have opened in an
+      account (a settlement here or, for a shared ledger, in another process).
+    * ``totals(account)``: ``(spent, reserved)`` as last known here (synchronous);
+      ``await read(account)``: the same, asked of the ledger itself.
+    * ``recheck``: seconds after which a waiting call asks again even if no ``listen`` callback
+      came (a shared ledger can miss one), or None when every settlement is heard.
+    """
+
+    recheck: float | None
+
+    async def reserve(self, account: str, amount: int, cap: int, ends: float | None
+                      ) -> tuple[Any, int, int]: ...
+
+    def settle(self, account: str, ticket: Any, cost: int) -> None: ...
+
+    def listen(self, callback: Callable[[str], None]) -> None: ...
+
+    def totals(self, account: str) -> tuple[int, int]: ...
+
+    async def read(self, account: str) -> tuple[int, int]: ...
+
+
+class _Account:
+    __slots__ = ("spent", "reserved", "ends")
+
+    def __init__(self, ends: float | None) -> None:
+        self.spent = self.reserved = 0
+        self.ends = ends
+
+
+@public
+class MemoryLedger:
+    """A :class:`BudgetLedger` in this process (the default of every Budget). Accounts of
+    windows that ended are forgotten (swept whenever their number has doubled), so a key per
+    user stays bounded; a total (no window) is kept."""
+
+    __slots__ = ("recheck", "_accounts", "_listeners", "_sweep_at")
+
+    def __init__(self) -> None:
+        #: Every settlement is heard here: a waiting call never needs to ask again.
+        self.recheck: float | None = None
+        self._accounts: dict[str, _Account] = {}
+        self._listeners: list[Callable[[str], None]] = []
+        self._sweep_at = SWEEP_AT
+
+    async def reserve(self, account: str, amount: int, cap: int, ends: float | None
+                      ) -> tuple[Any, int, int]:
+        state = self._accounts.get(account)
+        if state is None:
+            if len(self._accounts) >= self._sweep_at:
+                now = time.time()
+                self._sweep_at = sweep(self._accounts, lambda a: a.reserved == 0 and
+                                       a.ends is not None and a.ends < now)
+            state = self._accounts[account] = _Account(ends)
+        if state.spent + state.reserved + amount > cap:
+            return None, state.spent, state.reserved
+        state.reserved += amount
+        return amount, state.spent, state.reserved
+
+    def settle(self, account: str, ticket: Any, cost: int) -> None:
+        state = self._accounts.get(account)
+        if state is None:  # swept: only an ended window with nothing reserved is, so not ours
+            state = self._accounts[account] = _Account(time.time())
+        state.reserved -= ticket
+        state.spent += cost
+        for callback in tuple(self._listeners):
+            callback(account)
+
+    def listen(self, callback: Callable[[str], None]) -> None:
+        self._listeners.append(callback)
+
+    def totals(self, account: str) -> tuple[int, int]:
+        state = self._accounts.get(account)
+        return (0, 0) if state is None else (state.spent, state.reserved)
+
+    async def read(self, account: str) -> tuple[int, int]:
+        return self.totals(account)
+
+    def __repr__(self) -> str:
+        return f"<MemoryLedger accounts={len(self._accounts)}>"
