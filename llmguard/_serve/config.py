@@ -47,15 +47,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._pipeline.stack import StackSpec, stack_options
-from .config_parse import (
-    JOBS_KEYS,
-    MODEL_KEYS,
-    PRIORITIES,
-    SERVER_KEYS,
-    TENANT_KEYS,
-    ConfigError,
-    Reader,
-)
+from .config_parse import (JOBS_KEYS, MODEL_KEYS, PRIORITIES, SERVER_KEYS, TENANT_KEYS,
+                           ConfigError, Reader)
 from .deployments import DeploymentConfig, parse_deployments
 
 __all__ = ["PRIORITIES", "SERVE_STACK", "ConfigError", "DeploymentConfig", "JobsConfig",

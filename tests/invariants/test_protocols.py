@@ -12,7 +12,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import llmguard as lg
-from llmguard.backends import Quota
+from llmguard.backends import BudgetLedger, Quota
 from llmguard.testing import FakeLLM
 
 
@@ -271,7 +271,7 @@ async def test_a_budget_ledger_written_from_its_docstring_works() -> None:
     """Two Budgets share the ledger (different names); a burst waits on its settlements and
     ends within the cap; every ticket is settled exactly once."""
     ledger = DictLedger()
-    assert isinstance(ledger, lg.BudgetLedger)
+    assert isinstance(ledger, BudgetLedger)
     llm = FakeLLM(latency=1)
     budgets = [lg.Budget(0.001, prices={"m": (1.0, 2.0)}, backend=ledger, name=name)
                for name in ("a", "b")]
