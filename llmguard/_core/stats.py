@@ -36,4 +36,8 @@ class LayerStats:
         "misses": "llmguard.cache.lookups",
         "coalesced": "llmguard.cache.lookups",
         "state": "llmguard.circuit.state",
+        "cap_usd": "llmguard.budget.cap",
+        "spent_usd": "llmguard.budget.spent",
+        "reserved_usd": "llmguard.budget.reserved",
+        "remaining_usd": "llmguard.budget.remaining",
     }
