@@ -76,7 +76,7 @@ async def run(requests: Iterable[Any], *, client: Any, ledger: str, retries: int
         raise ValueError("requests: each custom_id must be unique (results are matched by it)")
     if retries < 0 or isinstance(retries, bool):
         raise ValueError(f"retries must be 0 or more, got {retries!r}")
-    from ._upstream.batches.engine import run_batches
+    from ._upstream.batches.engine import remember, run_batches
 
     provider = _provider(client)
     book = Ledger(ledger)
@@ -92,9 +92,7 @@ async def run(requests: Iterable[Any], *, client: Any, ledger: str, retries: int
         wanted = set(ids)
         for sub in list(book.submissions.values()):
             if sub.collected and sub.batch_id and wanted.intersection(sub.ids):
-                remember = getattr(provider, "remember", None)
-                if remember is not None:
-                    remember(sub.batch_id, sub.ids)
+                remember(provider, sub)
                 for result in await provider.results(sub.batch_id):
                     if result.id in wanted:
                         keep(result)

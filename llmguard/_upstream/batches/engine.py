@@ -26,7 +26,7 @@ from .ledger import Ledger, Submission
 from .plan import Chunk, Limits, Request, split
 from .results import BatchState, LineResult
 
-__all__ = ["BatchProvider", "BatchRun", "describe_running", "run_batches"]
+__all__ = ["BatchProvider", "BatchRun", "describe_running", "remember", "run_batches"]
 
 #: Provider error codes that mean "nothing ran, submit again later".
 REQUEUE = frozenset({"token_limit_exceeded"})
@@ -106,7 +106,7 @@ async def run_batches(
             ledger.write("batch", sub.key, batch_id=found)
             taken.add(found)
         chunk = Chunk(sub.model, tuple(by_id[i] for i in ids), 0, 0)
-        _remember(provider, sub)
+        remember(provider, sub)
         live[sub.batch_id] = _Live(chunk, sub.batch_id)  # type: ignore[index]
         outcome.adopted += 1
         for i in ids:
@@ -198,10 +198,11 @@ def _fits(chunk: Chunk, live: dict[str, _Live], limit: int | None) -> bool:
     return enqueued == 0 or enqueued + chunk.tokens <= limit
 
 
-def _remember(provider: BatchProvider, sub: Submission) -> None:
-    remember = getattr(provider, "remember", None)  # Anthropic maps positions back to ids
-    if remember is not None and sub.batch_id is not None:
-        remember(sub.batch_id, sub.ids)
+def remember(provider: BatchProvider, sub: Submission) -> None:
+    """Tell a provider that numbers lines by position (Anthropic) the ids of ``sub``'s batch."""
+    tell = getattr(provider, "remember", None)  # Anthropic maps positions back to ids
+    if tell is not None and sub.batch_id is not None:
+        tell(sub.batch_id, sub.ids)
 
 
 def _final(on_result: Callable[[LineResult], None], outcome: BatchRun, result: LineResult) -> None:
