@@ -32,10 +32,22 @@ from .._admission.ratelimit.layer import RateLimit
 from .._core.call import Call, Handler
 from .._core.tokens import extract_usage, request_tokens
 
-__all__ = ["Limits", "TokenCount"]
+__all__ = ["Limits", "TokenCount", "default_concurrency"]
 
 #: Prompt tokens of answers seen before the provider's count is trusted over ours.
 CALIBRATE_AFTER = 1000
+
+#: Calls in flight without ``--concurrency``: 16, or the requests quota per minute when larger,
+#: at most ``MAX_CONCURRENCY``. A windowed server admits a whole minute's quota at once, and
+#: fewer slots spread that burst over several round trips (16 slots at 2 s a request sent a
+#: 60-request window in 8 s: 1.08x the fixed window's ideal time, 1.06x the sliding one's), or
+#: cap the rate below the quota (16 slots at 10 s a request: 96 a minute of an rpm of 500).
+DEFAULT_CONCURRENCY, MAX_CONCURRENCY = 16, 1024
+
+
+def default_concurrency(rpm: int | None) -> int:
+    """Calls in flight for a requests quota of ``rpm`` (None: none known)."""
+    return max(DEFAULT_CONCURRENCY, min(rpm or 0, MAX_CONCURRENCY))
 
 
 class TokenCount:
@@ -93,8 +105,8 @@ def _int(value: Any) -> int | None:
 class Limits:
     """Layer: the run's rate limit (given, learned, or none), fed by every answer's headers."""
 
-    __slots__ = ("_first", "_kwargs", "_resumed", "_seeded", "announce", "inner", "learn", "rpm",
-                 "source", "tokens", "tpm")
+    __slots__ = ("_first", "_kwargs", "_resumed", "_seeded", "announce", "inner", "learn",
+                 "on_learned", "rpm", "source", "tokens", "tpm")
 
     def __init__(self, *, rpm: int | None, tpm: int | None, learn: bool,
                  announce: Callable[[str], None] | None = None, **kwargs: Any) -> None:
@@ -111,6 +123,8 @@ class Limits:
         self.inner: RateLimit | None = (RateLimit(rpm=rpm, tpm=tpm, **self._kwargs)
                                         if given else None)
         self.announce = announce
+        #: Called with the requests quota (or None) once the quotas are learned.
+        self.on_learned: Callable[[int | None], None] | None = None
         self._seeded = self._resumed = False
         # Until the first answer says the quotas, one call at a time.
         self._first: asyncio.Lock | None = asyncio.Lock() if self.learn else None
@@ -173,6 +187,8 @@ class Limits:
                     self.inner.assume_spent()
                 if self.announce is not None:
                     self.announce(f"llmguard run: limits in use: {self.describe()}")
+                if self.on_learned is not None:
+                    self.on_learned(rpm)
         if self.inner is None:
             return
         if self._kwargs.get("refill", "auto") == "auto":  # it reads them, reset or not
