@@ -87,9 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                             "RateLimit's)")
     limit = group.add_mutually_exclusive_group()
     limit.add_argument("--concurrency", type=number_type(int),
-                       help="calls in flight at once (default: 16, or the requests quota per "
-                            "minute when larger, given or learned, up to 1024: a provider "
-                            "that admits a minute's quota at once gets it at once)")
+                       help="calls in flight at once (default: the requests quota per minute, "
+                            "given or learned, from 16 to 1024)")
     limit.add_argument("--adaptive", action="store_true",
                        help="find the provider's concurrency limit from latency and errors")
     group.add_argument("--retries", type=number_type(int, strict=False), default=3,
@@ -220,8 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack=stack, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
         progress=args.progress, verbose=args.verbose, api_key=api_key or None, format=args.format,
-        max_cost=args.max_cost, price=args.price,
-        follow_quota=args.concurrency is None and not args.adaptive)
+        max_cost=args.max_cost, price=args.price, follow_quota=args.concurrency is None)
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter.
         try:

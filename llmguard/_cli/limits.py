@@ -28,6 +28,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .._admission.concurrency import ConcurrencyLimit
 from .._admission.ratelimit.layer import RateLimit
 from .._core.call import Call, Handler
 from .._core.tokens import extract_usage, request_tokens
@@ -105,8 +106,8 @@ def _int(value: Any) -> int | None:
 class Limits:
     """Layer: the run's rate limit (given, learned, or none), fed by every answer's headers."""
 
-    __slots__ = ("_first", "_kwargs", "_resumed", "_seeded", "announce", "inner", "learn",
-                 "on_learned", "rpm", "source", "tokens", "tpm")
+    __slots__ = ("_first", "_kwargs", "_resumed", "_seeded", "_sent_at", "announce", "inner",
+                 "learn", "on_learned", "rpm", "source", "tokens", "tpm")
 
     def __init__(self, *, rpm: int | None, tpm: int | None, learn: bool,
                  announce: Callable[[str], None] | None = None, **kwargs: Any) -> None:
@@ -126,6 +127,7 @@ class Limits:
         #: Called with the requests quota (or None) once the quotas are learned.
         self.on_learned: Callable[[int | None], None] | None = None
         self._seeded = self._resumed = False
+        self._sent_at = 0.0  # when the call the quotas are learned from was sent
         # Until the first answer says the quotas, one call at a time.
         self._first: asyncio.Lock | None = asyncio.Lock() if self.learn else None
 
@@ -134,6 +136,21 @@ class Limits:
         self._resumed = True
         if self.inner is not None:
             self.inner.assume_spent()
+
+    def slots(self, pipeline: Any, *, follow: bool) -> Any:
+        """``pipeline``'s concurrency limiter (None: adaptive); with ``follow``, resized to the
+        requests quota when it is learned (:func:`default_concurrency`)."""
+        slots = next((layer.limiter for layer in pipeline.layers
+                      if isinstance(layer, ConcurrencyLimit)), None)
+        if follow and slots is not None:
+            def resize(rpm: int | None) -> None:
+                slots.limit = default_concurrency(rpm)
+                if self.announce is not None:
+                    self.announce(f"llmguard run: concurrency {slots.limit} (follows the "
+                                  "requests quota)")
+
+            self.on_learned = resize
+        return slots
 
     def describe(self) -> str:
         if self.inner is None:
@@ -149,6 +166,7 @@ class Limits:
         if first is not None:
             async with first:
                 if self._first is not None:  # still nothing learned: this call goes alone
+                    self._sent_at = asyncio.get_running_loop().time()
                     try:
                         return await self._send(call, call_next)
                     finally:
@@ -185,6 +203,8 @@ class Limits:
                 self.inner = RateLimit(rpm=rpm, tpm=tpm, **self._kwargs)
                 if self._resumed:
                     self.inner.assume_spent()
+                else:  # the server counts the call that told us: so must the quotas
+                    self.inner.assume_sent(call, at=self._sent_at)
                 if self.announce is not None:
                     self.announce(f"llmguard run: limits in use: {self.describe()}")
                 if self.on_learned is not None:

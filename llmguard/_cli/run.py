@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._admission.budget.layer import Budget
-from .._admission.concurrency import ConcurrencyLimit
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
 from .._pipeline.stack import StackSpec, build_stack
@@ -51,8 +50,7 @@ class Settings:
     max_cost: float | None = None
     #: ``(usd_per_million_input, usd_per_million_output)`` of every model, else litellm's map.
     price: tuple[float, float] | None = None
-    #: No ``--concurrency`` given: the limit follows the requests quota, given or learned
-    #: (:func:`~llmguard._cli.limits.default_concurrency`).
+    #: No ``--concurrency``: it follows the requests quota (``limits.default_concurrency``).
     follow_quota: bool = False
 
     def window(self, concurrency: int) -> int:
@@ -68,9 +66,7 @@ def stack_spec(args: Any) -> StackSpec:
     output_tpm = getattr(args, "output_tpm", None)
     # Input/output quotas apart (Anthropic) give unused output back: reconcile to the usage.
     split = input_tpm is not None or output_tpm is not None
-    concurrency = args.concurrency
-    if concurrency is None:  # follows the requests quota (learned ones: resized in run())
-        concurrency = default_concurrency(args.rpm)
+    concurrency = args.concurrency or default_concurrency(args.rpm)  # a learned rpm: run()
     return StackSpec(rpm=args.rpm, tpm=args.tpm, input_tpm=input_tpm, output_tpm=output_tpm,
                      burst=args.burst, margin=args.margin, refill=args.refill,
                      charge="actual" if split else "reserved", concurrency=concurrency,
@@ -131,14 +127,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
     budget = make_budget(s.max_cost, s.price)
     pipeline = build_pipeline(s, limits, budget)
-    slots = next((layer.limiter for layer in pipeline.layers
-                  if isinstance(layer, ConcurrencyLimit)), None)
-    if s.follow_quota and slots is not None:  # a learned requests quota resizes it
-        def follow(rpm: int | None) -> None:
-            slots.limit = default_concurrency(rpm)
-            announce(f"llmguard run: concurrency {slots.limit} (follows the requests quota)")
-
-        limits.on_learned = follow
+    slots = limits.slots(pipeline, follow=s.follow_quota and not s.stack.adaptive)
     worker = make_worker(pipeline.build(provider.handle), provider,
                          model=s.model, cache=s.stack.cache_ttl is not None)
     loop = asyncio.get_running_loop()
@@ -202,7 +191,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     stopper = Stopper(s.grace, stop=stop, abandon=abandon)
     print(f"llmguard run: limits in use: {limits.describe()}; concurrency "
           f"{'adaptive' if s.stack.adaptive else s.stack.concurrency}"
-          + (" (follows the requests quota)" if s.follow_quota else ""),
+          f"{'' if s.stack.adaptive or not s.follow_quota else ' (follows the requests quota)'}",
           file=sys.stderr, flush=True)
     start = loop.time()
     ticker = [loop.call_later(FSYNC_INTERVAL, fsync_tick)]
