@@ -32,7 +32,7 @@ from .._admission.ratelimit.layer import RateLimit
 from .._core.call import Call, Handler
 from .._core.tokens import extract_usage, request_tokens
 
-__all__ = ["Limits", "TokenCount"]
+__all__ = ["Limits", "TokenCount", "announce", "in_use", "routed"]
 
 #: Prompt tokens of answers seen before the provider's count is trusted over ours.
 CALIBRATE_AFTER = 1000
@@ -115,7 +115,7 @@ class Limits:
         # Until the first answer says the quotas, one call at a time.
         self._first: asyncio.Lock | None = asyncio.Lock() if self.learn else None
 
-    def resume(self) -> None:
+    def assume_spent(self) -> None:
         """This run resumes a killed one: count the quotas as spent (now, or when learned)."""
         self._resumed = True
         if self.inner is not None:
@@ -193,3 +193,24 @@ class Limits:
 
 def announce(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def in_use(limits: Any) -> str:
+    """The limits a run paces to, for its first line: its own, or each deployment's (a
+    Router's)."""
+    if isinstance(limits, Limits):
+        return limits.describe()
+    return "deployments " + ", ".join(d.describe() for d in limits.deployments)
+
+
+def routed(router: Any) -> str | None:
+    """The summary's ``deployments`` row: what each deployment of the run's Router answered,
+    its 429s and the attempts that moved away from it (None: not a Router)."""
+    if not hasattr(router, "deployments"):
+        return None
+    parts = []
+    for name, d in router.statistics().deployments.items():
+        extra = ", ".join(f"{n:,} {what}" for n, what in (
+            (d.rate_limited, "429s"), (d.moved_away, "moved away")) if n)
+        parts.append(f"{name} {d.succeeded:,} answered" + (f" ({extra})" if extra else ""))
+    return "; ".join(parts)

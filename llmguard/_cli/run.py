@@ -8,13 +8,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._admission.budget.layer import Budget
+from .._admission.router.layer import Router
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
 from .._pipeline.stack import StackSpec, build_stack
 from .._runners.lines import InputLine
 from .._runners.stopper import Stopper
+from .._serve.deployments import DeploymentConfig, router_of
 from .io import FSYNC_INTERVAL, OutputWriter, read_jobs
-from .limits import Limits, announce
+from .limits import Limits, announce, in_use, routed
 from .provider import Provider
 from .report import Progress, Tally, format_summary, quota_used, resume_args, spend
 from .worker import NotSent, make_worker
@@ -37,6 +39,9 @@ class Settings:
     api_base: str | None = None
     #: The layers' options (``--rpm``, ``--input-tpm``, ``--retries``, ``--fallback-model``, ...).
     stack: StackSpec = StackSpec()
+    #: Deployments (``--config``, repeated ``--api-base``) a Router chooses by ``strategy``.
+    deployments: tuple[DeploymentConfig, ...] = ()
+    strategy: str = "headroom"
     api_key: str | None = None
     priority_field: str | None = None
     ordered: bool = True
@@ -61,8 +66,7 @@ class Settings:
 
 def stack_spec(args: Any) -> StackSpec:
     """The layers' options of a parsed ``llmguard run`` command line (raises naming a bad one)."""
-    input_tpm = getattr(args, "input_tpm", None)
-    output_tpm = getattr(args, "output_tpm", None)
+    input_tpm, output_tpm = args.input_tpm, args.output_tpm
     # Input/output quotas apart (Anthropic) give unused output back: reconcile to the usage.
     split = input_tpm is not None or output_tpm is not None
     return StackSpec(rpm=args.rpm, tpm=args.tpm, input_tpm=input_tpm, output_tpm=output_tpm,
@@ -79,7 +83,7 @@ def make_budget(max_cost: float | None, price: tuple[float, float] | None) -> Bu
     return Budget(max_cost, prices=None if price is None else {"*": price}, name="llmguard-run")
 
 
-def build_pipeline(s: Settings, limits: Limits | None = None,
+def build_pipeline(s: Settings, limits: Limits | Router | None = None,
                    budget: Budget | None = None) -> Pipeline:
     """The stack recipe (:func:`~llmguard._pipeline.stack.build_stack`) from the options given.
 
@@ -93,9 +97,11 @@ def build_pipeline(s: Settings, limits: Limits | None = None,
                        rate_limit=make_limits(s) if limits is None else limits)
 
 
-def make_limits(s: Settings) -> Limits:
-    """The run's quotas: --rpm/--tpm, else learned from a real provider's headers."""
-    # Learned from --api-base answers (the headers are read there; litellm hides them).
+def make_limits(s: Settings) -> Limits | Router:
+    """The run's quotas: the deployments' (a Router, waiting as long as it takes), else
+    --rpm/--tpm, else learned from an --api-base's headers (litellm hides them)."""
+    if s.deployments:
+        return router_of(s.deployments, s.strategy, None, None)
     spec = s.stack
     return Limits(rpm=spec.rpm, tpm=spec.tpm, learn=s.api_base is not None,
                   announce=announce, burst=spec.burst, margin=spec.margin, refill=spec.refill,
@@ -115,8 +121,8 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     out = sys.stderr if s.output == "-" else sys.stdout  # records own stdout with -o -
     limits = make_limits(s)
     if s.resume and skip:  # the killed run's requests may still count at the provider
-        limits.resume()
-    provider = Provider(s.api_base, s.api_key, timeout=s.stack.timeout)
+        limits.assume_spent()
+    provider = Provider(s.api_base, s.api_key, timeout=s.stack.timeout, deployments=s.deployments)
     provider.open(s.model)  # imports and the session now, not inside the first admitted calls
     tally = Tally(skipped=len(skip))
     progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
@@ -185,7 +191,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
         ticker[0] = loop.call_later(FSYNC_INTERVAL, fsync_tick)
 
     stopper = Stopper(s.grace, stop=stop, abandon=abandon)
-    print(f"llmguard run: limits in use: {limits.describe()}; concurrency "
+    print(f"llmguard run: limits in use: {in_use(limits)}; concurrency "
           f"{'adaptive' if s.stack.adaptive else s.stack.concurrency}", file=sys.stderr, flush=True)
     start = loop.time()
     ticker = [loop.call_later(FSYNC_INTERVAL, fsync_tick)]
@@ -223,6 +229,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     wall = loop.time() - start
     print(format_summary(tally, wall, source=s.input, output=s.output,
                          quota=quota_used(limits, provider.sent, tally, wall),
+                         deployments=routed(limits),
                          abandoned=abandoned[0] if abandoned else 0,
                          budget=spend(budget, total - len(skip) - tally.done)), file=out)
     if unsorted:

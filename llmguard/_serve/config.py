@@ -42,14 +42,13 @@ the key can be found in the file, its line. The value checks and that reader liv
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._pipeline.stack import StackSpec, stack_options
 from .config_parse import (JOBS_KEYS, MODEL_KEYS, PRIORITIES, SERVER_KEYS, TENANT_KEYS,
-                           ConfigError, Reader)
-from .deployments import DeploymentConfig, parse_deployments
+                           ConfigError, Reader, read_toml)
+from .deployments import DeploymentConfig, model_deployments
 
 __all__ = ["PRIORITIES", "SERVE_STACK", "ConfigError", "DeploymentConfig", "JobsConfig",
            "ModelConfig", "ServeConfig", "TenantConfig", "load"]
@@ -157,17 +156,7 @@ def default_config() -> ServeConfig:
 
 def load(path: str) -> ServeConfig:
     """Read and validate the TOML file at ``path``; raises :class:`ConfigError`."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path!r}: {exc.strerror or exc}") from None
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:  # its message already says "(at line N, column M)"
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data, Reader(path, text))
+    return parse(*read_toml(path))
 
 
 def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
@@ -186,7 +175,7 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
             raise reader.fail(("models",), "needs at least one [models.NAME] table")
         models = {}
         for name, table in models_table.items():
-            deployments = parse_deployments(name, table, reader)
+            deployments = model_deployments(name, table, reader)
             fields = reader.section(("models", name), table, MODEL_KEYS)
             if deployments:
                 fields["deployments"] = deployments

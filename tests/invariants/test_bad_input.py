@@ -897,6 +897,17 @@ CLI_CASES = [
     ("max-cost-nan", ["--max-cost", "nan"], "--max-cost: must be > 0"),
     ("price-without-max-cost", ["--price", "1,2"], "--price prices the calls for --max-cost"),
     ("price-one-number", ["--max-cost", "1", "--price", "1"], "--price: expected IN,OUT"),
+    ("api-key-env-count", [ "--model", "m", "--api-base", "http://a:1/v1", "--api-base", "http://b:2/v1", "--api-key-env", "A"],
+     "2 --api-base but 1 --api-key-env: give --api-key-env once per --api-base"),
+    ("rpm-count", [ "--model", "m", "--api-base", "http://a:1/v1", "--api-base", "http://b:2/v1", "--rpm", "60"], "2 --api-base but 1 --rpm"),
+    ("api-key-several-bases", [ "--model", "m", "--api-base", "http://a:1/v1", "--api-base", "http://b:2/v1", "--api-key", "sk-1"], "--api-key is one key"),
+    ("same-deployment-twice", ["--model", "m", "--api-base", "http://a:1/v1", "--api-base",
+                               "http://a:1/v2"], "name the same deployment 'a:1'"),
+    ("rpm-twice-one-base", ["--rpm", "5", "--rpm", "6"], "--rpm is given 2 times for one"),
+    ("config-and-rpm", ["--config", "d.toml", "--rpm", "5"],
+     "--rpm goes in each [[deployments]] table of --config d.toml"),
+    ("config-missing", ["--config", "missing.toml"], "cannot read config 'missing.toml'"),
+    ("strategy-alone", ["--strategy", "ordered"], "--strategy chooses among deployments"),
 ]
 
 

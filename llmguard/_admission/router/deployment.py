@@ -17,7 +17,7 @@ from ..._core.call import is_async_callable
 from ..._core.check import number, text
 from ..._core.public import public
 from ..._core.redact import redact
-from ..ratelimit.headers import pause_after, refusal, report
+from ..ratelimit.headers import pause_after, refusal, report, spend
 from ..ratelimit.quotas import build_quotas, check_choice
 from .learn import learned_limits
 
@@ -40,7 +40,8 @@ class Deployment:
     * ``name``: unique within a router; names the deployment in ``record.deployment``, the
       ``llmguard.deployment`` metric attribute, statistics and events, and its quotas in a
       shared backend (every process routing to ``name`` shares them).
-    * ``rpm`` / ``tpm``: its quotas (as :class:`llmguard.RateLimit`'s, ``refill`` likewise).
+    * ``rpm`` / ``tpm``: its quotas (as :class:`llmguard.RateLimit`'s; ``refill``, ``burst``
+      and ``margin`` likewise).
       With neither, they are learned from its ``x-ratelimit-limit-requests`` / ``-tokens``
       headers (per minute, as OpenAI and Azure report them); until the first such headers it
       takes one call at a time.
@@ -53,9 +54,10 @@ class Deployment:
       none.
     """
 
-    __slots__ = ("target", "name", "rpm", "tpm", "concurrency", "weight", "refill", "timeout",
+    __slots__ = ("target", "name", "rpm", "tpm", "concurrency", "weight", "refill", "burst",
+                 "margin", "timeout",
                  "circuit", "quotas", "key", "backend", "in_flight", "latency", "cool_until",
-                 "sent", "succeeded", "failed", "rate_limited", "moved", "owner")
+                 "sent", "succeeded", "failed", "rate_limited", "moved", "owner", "spent")
 
     def __init__(
         self,
@@ -69,6 +71,8 @@ class Deployment:
         concurrency: int | None = None,
         weight: float = 1,
         refill: str = "auto",
+        burst: float | None = None,
+        margin: float | None = None,
         timeout: float | None = None,
         circuit: Any = None,
     ) -> None:
@@ -87,6 +91,8 @@ class Deployment:
                                   hint="; pass None for no bound")
         self.weight = number("weight", weight, hint="; e.g. weight=2 for twice the share")
         self.refill = check_choice("refill", refill)
+        #: RateLimit's ``burst`` and ``margin``, for the quotas given or learned.
+        self.burst, self.margin = burst, margin
         self.timeout = number("timeout", timeout, optional=True, unit=" of seconds",
                               hint="; pass None for no bound")
         if circuit is not None and circuit is not False and not callable(circuit):
@@ -95,8 +101,10 @@ class Deployment:
         #: The deployment's CircuitBreaker (made by the router when None), or False.
         self.circuit = circuit
         #: The quotas enforced, or None while they are still to be learned from headers.
-        self.quotas = (build_quotas(rpm, None, tpm, None, None, refill)
+        self.quotas = (build_quotas(rpm, None, tpm, burst, margin, refill)
                        if rpm is not None or tpm is not None else None)
+        if self.quotas is None:  # checked now, used once the quotas are learned
+            build_quotas(1, None, None, burst, margin, refill)
         #: Its key in the router's backend, and that backend (set by the router).
         self.key = f"deployment:{name}"
         self.backend: Any = None
@@ -108,6 +116,8 @@ class Deployment:
         #: Loop time until which a 429 without learned quotas keeps it out.
         self.cool_until = 0.0
         self.sent = self.succeeded = self.failed = self.rate_limited = self.moved = 0
+        #: Its quotas count as used up once known (:meth:`assume_spent` before they were).
+        self.spent = False
 
     # -- quota -----------------------------------------------------------------------------
 
@@ -175,6 +185,13 @@ class Deployment:
             self.rate_limited += 1
         return seconds
 
+    def assume_spent(self) -> None:
+        """Count its quotas as used up now, or when learned (a run resumed after a killed one:
+        the provider still counts the killed run's requests)."""
+        self.spent = True
+        if self.quotas is not None:
+            spend(self.backend, self.quotas, self.key)
+
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn the quotas from the first headers that state them, then hand the headers to
         the quota state as RateLimit does (``x-ratelimit-remaining-*`` / ``-reset-*``; with
@@ -184,7 +201,9 @@ class Deployment:
             if limits is None:
                 return
             rpm, tpm = limits
-            self.quotas = build_quotas(rpm, None, tpm, None, None, self.refill)
+            self.quotas = build_quotas(rpm, None, tpm, self.burst, self.margin, self.refill)
+            if self.spent:
+                spend(self.backend, self.quotas, self.key)
         report(self.backend, self.quotas, self._learning(), headers, self.key, None)
 
     def _learning(self) -> bool:

@@ -218,6 +218,12 @@ class Router:
 
     # -- what it learns and tells ----------------------------------------------------------
 
+    def assume_spent(self) -> None:
+        """Count every deployment's quotas as used up now (one still learning its quotas: when
+        learned), as :meth:`llmguard.RateLimit.assume_spent` (a run resumed after a kill)."""
+        for deployment in self.deployments:
+            deployment.assume_spent()
+
     def observe_headers(self, headers: Mapping[str, str], *, partition: Any = None) -> None:
         """Provider rate-limit headers of the attempt in progress (an integration below calls
         it): the deployment it went to learns its quotas from them, or follows them."""
