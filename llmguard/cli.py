@@ -173,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.api_base is not None or any(d.base_url for d in args.deployments):
         if args.api_base is not None and (problem := api_base_problem(args.api_base)):
             return _fail(problem)
-        if args.model is None and not all(d.model for d in args.deployments):
+        if args.model is None and not (args.deployments
+                                       and all(d.model for d in args.deployments)):
             return _fail("--api-base needs --model: the model name the server serves (lines "
                          "without one would otherwise go to the offline fake)")
     if args.burst is not None and not args.deployments and {

@@ -8,7 +8,7 @@ Two ways in, one result (a tuple of the gateway's ``DeploymentConfig``):
   deployment's headers); ``--refill``, ``--burst`` and ``--margin`` apply to every one;
 * ``--config FILE``: a TOML file of ``[[deployments]]`` tables, the schema and parser of the
   gateway's ``[[models.NAME.deployments]]`` (name, provider, base_url, api_key_env, model, rpm,
-  tpm, concurrency, weight, timeout, refill, burst, margin).
+  tpm, input_tpm, output_tpm, concurrency, weight, timeout, refill, burst, margin).
 
 :func:`resolve` checks the options together and leaves ``args`` as a run of one upstream sees
 them (one ``api_base``, one ``api_key_env``, scalar quotas), with ``args.deployments`` set.
@@ -121,14 +121,13 @@ def _from_pairs(args: argparse.Namespace, bases: list[str]) -> str | None:
         twice = next(n for n in names if names.count(n) > 1)
         return (f"two --api-base name the same deployment {twice!r}: give each its own "
                 "--api-key-env (a key of another organisation), or name them in a --config file")
-    if any(columns[attr][i] is not None for attr in ("input_tpm", "output_tpm")
-           for i in range(len(bases))):
-        return "--input-tpm/--output-tpm per deployment need --config (or use --tpm)"
     args.deployments = tuple(
         DeploymentConfig(name, provider="openai", base_url=url,
                          api_key_env=key or DEFAULT_KEY_ENV, rpm=rpm, tpm=tpm,
+                         input_tpm=input_tpm, output_tpm=output_tpm,
                          refill=args.refill or "auto", burst=args.burst, margin=args.margin)
-        for name, url, key, rpm, tpm in zip(names, bases, keys, columns["rpm"], columns["tpm"]))
+        for name, url, key, rpm, tpm, input_tpm, output_tpm in zip(
+            names, bases, keys, *(columns[a] for a in ("rpm", "tpm", "input_tpm", "output_tpm"))))
     return None
 
 

@@ -8,7 +8,7 @@ in the run's stack), the upstream of the deployment the Router chose. The transp
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._core.call import Call
@@ -38,21 +38,23 @@ class Provider:
 
     With ``deployments``, a request naming one (the Router's choice, under
     :data:`~llmguard._serve.deployments.DEPLOYMENT`) goes to that deployment's upstream, as the
-    model the deployment names (else the request's).
+    model the deployment names (else the request's), with its key from ``keys`` (by name:
+    resolved by a Ray driver) or else its ``api_key_env`` here.
     """
 
     __slots__ = ("closed", "fakes", "other", "routes", "sending", "sent", "timeout")
 
     def __init__(self, api_base: str | None = None, api_key: str | None = None, *,
                  timeout: float | None = None,
-                 deployments: Iterable[DeploymentConfig] = ()) -> None:
+                 deployments: Iterable[DeploymentConfig] = (),
+                 keys: Mapping[str, str] | None = None) -> None:
         self.timeout = timeout
         #: Where models other than the built-in fakes go.
         self.other: Upstream = (HTTPUpstream(api_base, api_key) if api_base
                                 else LitellmUpstream(api_key=api_key))
         #: Deployment name -> (its upstream, the model it is asked for; None: the request's).
         self.routes: dict[str, tuple[Upstream, str | None]] = {
-            d.name: (upstream_of(d), d.model) for d in deployments}
+            d.name: (upstream_of(d, (keys or {}).get(d.name)), d.model) for d in deployments}
         for upstream in (self.other, *(u for u, _ in self.routes.values())):
             for secret in upstream.secrets():  # hidden in what this process writes (Ray's too)
                 add_secret(secret)

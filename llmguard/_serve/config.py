@@ -23,9 +23,10 @@
     [models.gpt4o]                # one model over several deployments (a Router), each with
     strategy = "headroom"         # its own upstream and quotas: headroom|weighted|least_latency|ordered
     [[models.gpt4o.deployments]]
-    name = "eu"                   # provider, base_url, api_key_env, model, rpm, tpm (as above),
-    provider = "openai"           # concurrency, weight, timeout (per attempt); the model's own
-    base_url = "https://eu.example/v1"  # keys then cover what is shared (retries, cache, ...)
+    name = "eu"                   # provider, base_url, api_key_env, model, rpm, tpm, input_tpm,
+    provider = "openai"           # output_tpm, refill, burst, margin (as above), concurrency,
+    base_url = "https://eu.example/v1"  # weight, timeout (per attempt); the model's own keys
+                                  # then cover what is shared (retries, cache, ...)
     rpm = 500
 
     [tenants.acme]
@@ -187,10 +188,6 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
             if fields.get("adaptive") and "concurrency" in fields:
                 raise reader.fail(("models", name, "adaptive"), "set adaptive or concurrency")
             layers = {k: fields.pop(k) for k in stack_options() if k in fields}
-            split = {"input_tpm", "output_tpm"} & set(layers) if deployments else set()
-            if split:  # the Router takes RateLimit's place; its deployments have rpm and tpm
-                raise reader.fail(("models", name, min(split)),
-                                  "is not supported on a model with deployments")
             try:
                 stack = replace(SERVE_STACK, **layers)
             except (TypeError, ValueError) as exc:

@@ -123,12 +123,14 @@ DEPLOYMENT_KEYS = {
     "name": string, "provider": one_of(*PROVIDERS), "model": string, "base_url": string,
     "api_key_env": string, "latency": number(False), "seconds_per_token": number(False),
     "fail_status": integer(400, 599), "rpm": integer(), "tpm": integer(),
+    "input_tpm": integer(), "output_tpm": integer(),
     "concurrency": integer(), "weight": number(), "timeout": number(),
     "refill": one_of("auto", "window", "continuous"), "burst": number(), "margin": number(False),
 }
 #: Model keys that belong to each deployment once a model has ``deployments``.
 PER_DEPLOYMENT = ("provider", "model", "base_url", "api_key_env", "latency", "seconds_per_token",
-                  "fail_status", "rpm", "tpm", "refill", "burst", "margin")
+                  "fail_status", "rpm", "tpm", "input_tpm", "output_tpm", "refill", "burst",
+                  "margin")
 TENANT_KEYS = {
     "api_key_sha256": key_hashes, "api_key_env": string, "rpm": integer(), "tpm": integer(),
     "concurrency": integer(), "priority": one_of(*PRIORITIES), "max_priority": one_of(*PRIORITIES),

@@ -34,6 +34,9 @@ class DeploymentConfig:
     fail_status: int | None = None
     rpm: int | None = None
     tpm: int | None = None
+    #: Input and output tokens per minute apart (Anthropic's ITPM/OTPM).
+    input_tpm: int | None = None
+    output_tpm: int | None = None
     concurrency: int | None = None
     weight: float = 1.0
     timeout: float | None = None
@@ -62,7 +65,7 @@ def parse_deployments(raw: Any, path: tuple[str, ...],
             raise reader.fail((*path, str(i)), 'provider = "openai" needs base_url')
         if fields["provider"] != "fake" and "fail_status" in fields:
             raise reader.fail((*path, str(i), "fail_status"), "only for the fake provider")
-        if "burst" in fields and "rpm" not in fields and "tpm" not in fields:
+        if "burst" in fields and not {"rpm", "tpm", "input_tpm", "output_tpm"} & set(fields):
             raise reader.fail((*path, str(i), "burst"), "shapes rpm/tpm: set one of them too")
         found[fields["name"]] = DeploymentConfig(**fields)
     return tuple(found.values())
@@ -99,6 +102,7 @@ def router_of(deployments: tuple[DeploymentConfig, ...], strategy: str, max_wait
     """The Router over ``deployments`` (quotas shared through ``backend`` if given), each a
     dict target naming it under :data:`DEPLOYMENT`."""
     return lg.Router(*(lg.Deployment({DEPLOYMENT: d.name}, name=d.name, rpm=d.rpm, tpm=d.tpm,
+                                     input_tpm=d.input_tpm, output_tpm=d.output_tpm,
                                      concurrency=d.concurrency, weight=d.weight,
                                      timeout=d.timeout, refill=d.refill, burst=d.burst,
                                      margin=d.margin)

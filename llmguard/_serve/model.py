@@ -20,10 +20,10 @@ from .deployments import DEPLOYMENT, DeploymentConfig
 __all__ = ["Model", "upstream_of"]
 
 
-def upstream_of(cfg: ModelConfig | DeploymentConfig) -> Upstream:
-    """Where a configured model's (or deployment's) requests go (its key read from
-    ``api_key_env``)."""
-    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+def upstream_of(cfg: ModelConfig | DeploymentConfig, api_key: str | None = None) -> Upstream:
+    """Where a configured model's (or deployment's) requests go, with ``api_key`` (when
+    resolved elsewhere: a Ray driver's), else the key read from ``api_key_env`` here."""
+    key = api_key or (os.environ.get(cfg.api_key_env) if cfg.api_key_env else None)
     if cfg.provider == "fake":
         return make_upstream("fake", name=cfg.name, latency=cfg.latency,
                              seconds_per_token=cfg.seconds_per_token,

@@ -3,16 +3,20 @@ move an attempt elsewhere, and the events its circuit's transitions raise."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..._core import events
-from ..._core.call import Call, Handler, invoke
+from ..._core.call import Call, Handler, invoke, is_async_callable
 from ..._core.classify import FailureKind, classify
 from ..._core.errors import AdmissionError
 from ..._core.events import EventKind
-from .deployment import Deployment
+from ..._core.redact import redact
 
-__all__ = ["default_circuit", "moves", "publish_circuit", "send"]
+if TYPE_CHECKING:
+    from .deployment import Deployment
+
+__all__ = ["check_target", "default_circuit", "moves", "publish_circuit", "send"]
 
 #: Failures that move an attempt to another deployment (the deployment's trouble, not the
 #: request's); an open circuit too.
@@ -62,3 +66,18 @@ def publish_circuit(call: Call, deployment: Deployment, before: Any) -> None:
                   delay=circuit.statistics().retry_after)
     elif state == "closed":
         call.emit(EventKind.DEPLOYMENT_RECOVERED, "router", detail=deployment.name)
+
+
+def check_target(target: Any, name: Any) -> Any:
+    """``target`` if it is an async callable or a non-empty dict of keyword overrides."""
+    if isinstance(target, Mapping):
+        if not target or not all(isinstance(k, str) for k in target):
+            raise ValueError(
+                f"deployment {name!r}: a keyword-override target must be a non-empty dict of "
+                f"argument names, got {redact(target)!r}; e.g. {{'model': 'gpt-4o-eu'}}")
+        return dict(target)
+    if not is_async_callable(target):
+        raise TypeError(
+            f"deployment {name!r}: target {redact(target)!r} is neither an async callable (a "
+            "client's method) nor a dict of keyword overrides such as {'model': 'gpt-4o-eu'}")
+    return target

@@ -13,12 +13,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..._core.call import is_async_callable
 from ..._core.check import number, text
 from ..._core.public import public
-from ..._core.redact import redact
 from ..ratelimit.headers import pause_after, refusal, report, spend
 from ..ratelimit.quotas import build_quotas, check_choice
+from ..ratelimit.split import Tokens, check_fits
+from ..ratelimit.split_backend import SplitBackend
+from .attempt import check_target
 from .learn import learned_limits
 
 __all__ = ["PROBE", "Deployment"]
@@ -40,8 +41,9 @@ class Deployment:
     * ``name``: unique within a router; names the deployment in ``record.deployment``, the
       ``llmguard.deployment`` metric attribute, statistics and events, and its quotas in a
       shared backend (every process routing to ``name`` shares them).
-    * ``rpm`` / ``tpm``: its quotas (as :class:`llmguard.RateLimit`'s; ``refill``, ``burst``
-      and ``margin`` likewise).
+    * ``rpm`` / ``tpm`` / ``input_tpm`` / ``output_tpm``: its quotas (as
+      :class:`llmguard.RateLimit`'s; ``refill``, ``burst`` and ``margin`` likewise; input and
+      output apart reserve the prompt and ``max_tokens`` and give unused output back).
       With neither, they are learned from its ``x-ratelimit-limit-requests`` / ``-tokens``
       headers (per minute, as OpenAI and Azure report them); until the first such headers it
       takes one call at a time.
@@ -57,7 +59,7 @@ class Deployment:
     __slots__ = ("target", "name", "rpm", "tpm", "concurrency", "weight", "refill", "burst",
                  "margin", "timeout",
                  "circuit", "quotas", "key", "backend", "in_flight", "latency", "cool_until",
-                 "sent", "succeeded", "failed", "rate_limited", "moved", "owner", "spent")
+                 "sent", "succeeded", "failed", "rate_limited", "moved", "owner", "spent", "split")
 
     def __init__(
         self,
@@ -77,14 +79,9 @@ class Deployment:
         circuit: Any = None,
     ) -> None:
         #: What an attempt here calls: an async callable, or a dict of keyword overrides.
-        self.target = _target(target, name)
+        self.target = check_target(target, name)
         #: The deployment's name (unique within a router).
         self.name = text("name", name, hint="; e.g. name='eu'")
-        if input_tpm is not None or output_tpm is not None:
-            raise ValueError(
-                f"deployment {name!r}: input_tpm/output_tpm need separate input and output token "
-                "buckets, which this version's RateLimit does not have yet; pass tpm= (their "
-                "sum) for now")
         self.rpm = number("rpm", rpm, integer=True, optional=True, hint="; or None")
         self.tpm = number("tpm", tpm, integer=True, optional=True, hint="; or None")
         self.concurrency = number("concurrency", concurrency, integer=True, optional=True,
@@ -101,8 +98,12 @@ class Deployment:
         #: The deployment's CircuitBreaker (made by the router when None), or False.
         self.circuit = circuit
         #: The quotas enforced, or None while they are still to be learned from headers.
-        self.quotas = (build_quotas(rpm, None, tpm, burst, margin, refill)
-                       if rpm is not None or tpm is not None else None)
+        given = (rpm, tpm, input_tpm, output_tpm)
+        self.quotas = (build_quotas(rpm, None, tpm, burst, margin, refill, input_tpm, output_tpm)
+                       if any(q is not None for q in given) else None)
+        #: Input and output token quotas apart (Anthropic's ITPM/OTPM), reserved as
+        #: RateLimit's are (a ``SplitBackend`` over the router's) and reconciled to the usage.
+        self.split = self.quotas is not None and any(q.part for q in self.quotas)
         if self.quotas is None:  # checked now, used once the quotas are learned
             build_quotas(1, None, None, burst, margin, refill)
         #: Its key in the router's backend, and that backend (set by the router).
@@ -122,9 +123,20 @@ class Deployment:
     # -- quota -----------------------------------------------------------------------------
 
     def fits(self, tokens: int) -> bool:
-        """False when ``tokens`` exceed its token quota: it could never take the call."""
+        """False when ``tokens`` (or their input or output part) exceed its token quota: it
+        could never take the call."""
         quotas = self.quotas
-        return quotas is None or all(q.limit >= tokens for q in quotas if q.tokens)
+        if quotas is None:
+            return True
+        if isinstance(tokens, Tokens) and check_fits(tokens, quotas) is not None:
+            return False
+        return all(q.limit >= tokens for q in quotas if q.tokens and not q.part)
+
+    def attach(self, owner: Any, backend: Any) -> None:
+        """Join ``owner`` (a Router), its quotas kept in ``backend`` (input and output apart
+        under keys of their own there)."""
+        self.owner = owner
+        self.backend = SplitBackend(backend) if self.split else backend
 
     async def reserve(self, tokens: int, now: float) -> tuple[float, Any]:
         """``(0.0, ticket)`` when it admits a call of ``tokens`` now (the slot and the quota
@@ -148,7 +160,8 @@ class Deployment:
             return 0.0, PROBE
         self.in_flight += 1  # the slot is held across a remote round trip
         try:
-            wait, ticket = await self.backend.reserve(self.key, self.quotas, tokens)
+            wait, ticket = await self.backend.reserve(self.key, self.quotas,
+                                                      tokens if self.split else int(tokens))
         except BaseException:
             self.in_flight -= 1
             raise
@@ -168,7 +181,7 @@ class Deployment:
             return
         quotas = self.quotas
         actual = tokens if used is None else used
-        if actual != tokens or quotas[0].continuous:
+        if self.split or actual != tokens or quotas[0].continuous:
             self.backend.reconcile(self.key, ticket, actual)
 
     def refused(self, exc: BaseException, ticket: Any, now: float) -> float | None:
@@ -241,17 +254,3 @@ class Deployment:
         return (f"<Deployment {self.describe()} target={target} in_flight={self.in_flight} "
                 f"sent={self.sent} failed={self.failed}>")
 
-
-def _target(target: Any, name: Any) -> Any:
-    """``target`` if it is an async callable or a non-empty dict of keyword overrides."""
-    if isinstance(target, Mapping):
-        if not target or not all(isinstance(k, str) for k in target):
-            raise ValueError(
-                f"deployment {name!r}: a keyword-override target must be a non-empty dict of "
-                f"argument names, got {redact(target)!r}; e.g. {{'model': 'gpt-4o-eu'}}")
-        return dict(target)
-    if not is_async_callable(target):
-        raise TypeError(
-            f"deployment {name!r}: target {redact(target)!r} is neither an async callable (a "
-            "client's method) nor a dict of keyword overrides such as {'model': 'gpt-4o-eu'}")
-    return target

@@ -29,10 +29,11 @@ from ..._core.stream import Stream
 from ..._core.tokens import estimate_tokens
 from ..ratelimit.backend import MemoryBackend, RateLimitBackend, TakesNow
 from ..ratelimit.quotas import check_backend, used_tokens
+from ..ratelimit.split import split_estimate, split_used
 from .admission import Admission
 from .attempt import default_circuit, moves, publish_circuit, send
 from .deployment import Deployment
-from .stats import RouterStats, deployment_stats
+from .stats import RouterStats, deployment_stats, loop_time
 from .strategies import check_strategy
 
 __all__ = ["Router"]
@@ -101,10 +102,12 @@ class Router:
         #: The deployments, in the order given.
         self.deployments: tuple[Deployment, ...] = deployments
         for deployment in deployments:
-            deployment.owner, deployment.backend = self, self.backend
+            deployment.attach(self, self.backend)
             if deployment.circuit is None:
                 deployment.circuit = default_circuit(deployment.key, self.backend)
-        self._tokens = estimate_tokens if tokens is None else tokens
+        # Input and output apart at some deployment: every call's estimate is split (an int).
+        self._tokens = (split_estimate(tokens) if any(d.split for d in deployments)
+                        else estimate_tokens if tokens is None else tokens)
         self._usage = usage
         self._priority = priority
         self._admission = Admission(deployments, order, random.Random(check_seed(seed)),
@@ -180,7 +183,8 @@ class Router:
         used = None
         if result is not None and deployment.quotas is not None and any(
                 q.tokens for q in deployment.quotas):
-            used = used_tokens(call, result, tokens, self._usage)
+            used = (split_used if deployment.split else used_tokens)(call, result, tokens,
+                                                                     self._usage)
         deployment.release(ticket, tokens, True, used)
         if error is None:
             deployment.succeeded += 1
@@ -239,7 +243,7 @@ class Router:
             self.observe_headers(call.response_headers)
 
     def statistics(self) -> RouterStats:
-        now = asyncio.get_running_loop().time() if _running() else 0.0
+        now = loop_time()
         per = {d.name: deployment_stats(d, now) for d in self.deployments}
         return RouterStats(self._calls, sum(d.in_flight for d in self.deployments),
                            self._line.waiting, self._failovers, self._exhausted,
@@ -249,11 +253,3 @@ class Router:
         names = ", ".join(d.name for d in self.deployments)
         return (f"<Router {self._admission.strategy} [{names}] in_flight="
                 f"{sum(d.in_flight for d in self.deployments)} waiting={self._line.waiting}>")
-
-
-def _running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
