@@ -14,7 +14,7 @@ from typing import Any
 from .._core.call import Call
 from .._core.redact import add_secret
 from .._serve.deployments import DEPLOYMENT, DeploymentConfig
-from .._serve.model import upstream_of
+from .._serve.upstream import upstream_of
 from .._upstream.errors import ProviderTimeout, Stopped
 from .._upstream.fake import FAKE_MODELS, FakeUpstream, fake_model
 from .._upstream.http import HTTPUpstream

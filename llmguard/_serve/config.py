@@ -50,9 +50,10 @@ from .._pipeline.stack import StackSpec, stack_options
 from .config_parse import (JOBS_KEYS, MODEL_KEYS, PRIORITIES, SERVER_KEYS, TENANT_KEYS,
                            ConfigError, Reader, read_toml)
 from .deployments import DeploymentConfig, model_deployments
+from .upstream import UpstreamConfig
 
 __all__ = ["PRIORITIES", "SERVE_STACK", "ConfigError", "DeploymentConfig", "JobsConfig",
-           "ModelConfig", "ServeConfig", "TenantConfig", "load"]
+           "ModelConfig", "ServeConfig", "TenantConfig", "UpstreamConfig", "load"]
 
 #: A model's layers by default: a gateway answers in time (at most 30 s waiting for quota or a
 #: slot, then 429), retries twice, and charges the tokens the provider reports.
@@ -60,17 +61,10 @@ SERVE_STACK = StackSpec(concurrency=64, retries=2, max_wait=30.0, charge="actual
 
 
 @dataclass(frozen=True, slots=True)
-class ModelConfig:
-    """One model clients may ask for, where it goes and the layers guarding it."""
+class ModelConfig(UpstreamConfig):
+    """One model clients may ask for, where it goes (:class:`UpstreamConfig`) and the layers
+    guarding it."""
 
-    name: str
-    provider: str = "fake"
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    latency: float = 0.01
-    seconds_per_token: float = 0.0005
-    fail_status: int | None = None
     #: The layers guarding it (``rpm``, ``retries``, ``fallbacks``, ... as TOML keys).
     stack: StackSpec = SERVE_STACK
     price_input: float = 0.0

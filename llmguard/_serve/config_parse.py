@@ -13,7 +13,8 @@ import tomllib
 from typing import Any
 
 __all__ = ["DEPLOYMENT_KEYS", "DURATIONS", "JOBS_KEYS", "MODEL_KEYS", "PER_DEPLOYMENT",
-           "PRIORITIES", "PROVIDERS", "RENAMES", "SERVER_KEYS", "TENANT_KEYS", "Bad", "ConfigError",
+           "PRIORITIES", "PROVIDERS", "RENAMES", "SERVER_KEYS", "TENANT_KEYS", "UPSTREAM_KEYS",
+           "Bad", "ConfigError",
            "Reader", "boolean", "duration", "integer", "key_hashes",
            "number", "one_of", "read_toml", "string", "strings"]
 
@@ -106,10 +107,13 @@ def key_hashes(v: Any) -> tuple[str, ...]:
 
 
 #: Each table's keys and the check that converts its value (or raises :class:`Bad`).
-MODEL_KEYS = {
+#: Where a model or a deployment goes (``upstream.UpstreamConfig``'s fields).
+UPSTREAM_KEYS = {
     "provider": one_of(*PROVIDERS), "model": string, "base_url": string, "api_key_env": string,
     "latency": number(False), "seconds_per_token": number(False), "fail_status": integer(400, 599),
-    "rpm": integer(), "tpm": integer(), "input_tpm": integer(), "output_tpm": integer(),
+}
+MODEL_KEYS = {
+    **UPSTREAM_KEYS, "rpm": integer(), "tpm": integer(), "input_tpm": integer(), "output_tpm": integer(),
     "concurrency": integer(), "adaptive": boolean,
     "retries": integer(0), "timeout": number(), "fallbacks": strings, "cache_ttl": number(),
     "circuit_breaker": boolean, "max_wait": number(), "burst": number(),
@@ -120,16 +124,13 @@ MODEL_KEYS = {
 }
 #: ``[[models.NAME.deployments]]``: one upstream of the model, with its own quotas (the Router).
 DEPLOYMENT_KEYS = {
-    "name": string, "provider": one_of(*PROVIDERS), "model": string, "base_url": string,
-    "api_key_env": string, "latency": number(False), "seconds_per_token": number(False),
-    "fail_status": integer(400, 599), "rpm": integer(), "tpm": integer(),
+    "name": string, **UPSTREAM_KEYS, "rpm": integer(), "tpm": integer(),
     "input_tpm": integer(), "output_tpm": integer(),
     "concurrency": integer(), "weight": number(), "timeout": number(),
     "refill": one_of("auto", "window", "continuous"), "burst": number(), "margin": number(False),
 }
 #: Model keys that belong to each deployment once a model has ``deployments``.
-PER_DEPLOYMENT = ("provider", "model", "base_url", "api_key_env", "latency", "seconds_per_token",
-                  "fail_status", "rpm", "tpm", "input_tpm", "output_tpm", "refill", "burst",
+PER_DEPLOYMENT = (*UPSTREAM_KEYS, "rpm", "tpm", "input_tpm", "output_tpm", "refill", "burst",
                   "margin")
 TENANT_KEYS = {
     "api_key_sha256": key_hashes, "api_key_env": string, "rpm": integer(), "tpm": integer(),

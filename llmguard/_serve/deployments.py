@@ -11,6 +11,7 @@ from typing import Any
 import llmguard as lg
 
 from .config_parse import DEPLOYMENT_KEYS, PER_DEPLOYMENT, ConfigError, Reader, read_toml
+from .upstream import UpstreamConfig
 
 __all__ = ["DEPLOYMENT", "DeploymentConfig", "load_deployments", "model_deployments",
            "parse_deployments", "router_of"]
@@ -21,17 +22,9 @@ DEPLOYMENT = "llmguard_deployment"
 
 
 @dataclass(frozen=True, slots=True)
-class DeploymentConfig:
-    """One deployment of a model: its upstream and its own quotas."""
+class DeploymentConfig(UpstreamConfig):
+    """One deployment of a model: its upstream (:class:`UpstreamConfig`) and its own quotas."""
 
-    name: str
-    provider: str = "fake"
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    latency: float = 0.01
-    seconds_per_token: float = 0.0005
-    fail_status: int | None = None
     rpm: int | None = None
     tpm: int | None = None
     #: Input and output tokens per minute apart (Anthropic's ITPM/OTPM).

@@ -47,7 +47,8 @@ class Deployment:
       With neither, they are learned from its ``x-ratelimit-limit-requests`` / ``-tokens``
       headers (per minute, as OpenAI and Azure report them); until the first such headers it
       takes one call at a time.
-    * ``concurrency``: most calls in flight at this deployment at once (in this process).
+    * ``concurrency``: most calls in flight at this deployment at once, in this process (a
+      shared backend shares the quotas, not this cap: give each process its share).
     * ``weight``: its share under ``strategy="weighted"``; under ``"headroom"`` it scales the
       deployment's free fraction.
     * ``timeout``: seconds an attempt may take here before it moves to another deployment.
