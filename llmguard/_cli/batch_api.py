@@ -26,7 +26,8 @@ from .._upstream.batches.plan import Request
 from .._upstream.batches.results import LineResult
 from .batch_options import BatchOptions, ledger_path
 from .io import OutputWriter, read_jobs
-from .run import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Settings, resume_args
+from .exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .run import Settings, resume_args
 
 __all__ = ["run_batch_api"]
 
