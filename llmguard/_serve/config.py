@@ -78,6 +78,16 @@ class ModelConfig:
     #: Several upstreams serving this model, routed by headroom (none: one upstream, above).
     deployments: tuple[DeploymentConfig, ...] = ()
     strategy: str = "headroom"
+    #: The batch API jobs with ``mode=batch`` use at ``base_url``: "openai" (the Batch API) or
+    #: "anthropic" (Message Batches); None: "openai" for ``provider = "openai"``, else none.
+    batch_api: str | None = None
+
+    @property
+    def batch_protocol(self) -> str | None:
+        """The batch API this model's jobs can use (None: it has none: run jobs online)."""
+        if self.provider != "openai" or self.deployments:
+            return None
+        return self.batch_api or "openai"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +127,9 @@ class JobsConfig:
     allow_private_callbacks: bool = False
     #: Jobs one tenant may have queued or running at once (more: 429).
     max_jobs_per_tenant: int = 100
+    #: First poll interval of a batch job's provider batches (doubling to 60 s while nothing
+    #: changes).
+    batch_poll: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +206,9 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
             provider = fields.setdefault("provider", "fake")
             if provider == "openai" and "base_url" not in fields:
                 raise reader.fail(("models", name), 'provider = "openai" needs base_url')
+            if "batch_api" in fields and (provider != "openai" or deployments):
+                raise reader.fail(("models", name, "batch_api"), 'needs provider = "openai" and '
+                                  "no deployments (the batch API lives at its base_url)")
             if provider != "fake" and "fail_status" in fields:
                 raise reader.fail(("models", name, "fail_status"), "only for the fake provider")
             if fields.get("adaptive") and "concurrency" in fields:

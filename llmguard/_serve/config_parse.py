@@ -114,7 +114,7 @@ MODEL_KEYS = {
     "circuit_breaker": boolean, "max_wait": number(), "burst": number(),
     "margin": number(False), "refill": one_of("auto", "window", "continuous"),
     "charge": one_of("reserved", "actual"), "price_input": number(False),
-    "price_output": number(False),
+    "price_output": number(False), "batch_api": one_of("openai", "anthropic"),
     "strategy": one_of("headroom", "weighted", "least_latency", "ordered"),
 }
 #: ``[[models.NAME.deployments]]``: one upstream of the model, with its own quotas (the Router).
@@ -144,6 +144,7 @@ JOBS_KEYS = {
     "reclaim_after": number(), "default_model": string, "webhook_secret_env": string,
     "webhook_timeout": number(), "webhook_retry_for": number(False),
     "allow_private_callbacks": boolean, "max_jobs_per_tenant": integer(),
+    "batch_poll": number(),
 }
 #: TOML key -> dataclass field, where they differ.
 RENAMES = {"api_key_sha256": "key_hashes"}

@@ -22,7 +22,8 @@ from typing import Any
 
 from ..._runners.jobstate import Progress
 from .redis_queue import BLOCK_CHUNK, SOCKET_TIMEOUT, RedisQueue, decoded
-from .redis_scripts import CANCEL, RECORD, START
+from .redis_scripts import CANCEL, RECORD, REPORT, START
+from .schedule import BATCH
 from .store import Event, view
 
 __all__ = ["RedisJobStore"]
@@ -45,19 +46,23 @@ class RedisJobStore(RedisQueue):
         self._record = self.redis.register_script(RECORD)
         self._cancel = self.redis.register_script(CANCEL)
         self._start = self.redis.register_script(START)
+        self._report = self.redis.register_script(REPORT)
 
     def _keys(self, job_id: str) -> list[str]:
         tag = f"{self.prefix}:{{{job_id}}}"
-        return [f"{tag}:job", f"{tag}:rec", f"{tag}:ev", f"{tag}:lines", f"{tag}:del"]
+        return [f"{tag}:job", f"{tag}:rec", f"{tag}:ev", f"{tag}:lines", f"{tag}:del",
+                f"{tag}:ledger"]
 
     async def create(self, meta: dict[str, Any], lines: list[str]) -> None:
         await self.groups()
-        job, _rec, ev, lines_key, _del = self._keys(meta["id"])
+        job, _rec, ev, lines_key, *_ = self._keys(meta["id"])
         progress = Progress(total=len(lines), created=meta["created"])
         fields = {**progress.to_fields(), "id": meta["id"], "tenant": meta["tenant"],
                   "priority": str(meta.get("priority", 0)),
                   "callback_url": meta.get("callback_url") or "",
-                  "metadata": json.dumps(meta.get("metadata"))}
+                  "metadata": json.dumps(meta.get("metadata")),
+                  "mode": meta.get("mode") or "online",
+                  "batch_fallback": meta.get("batch_fallback") or ""}
         queue = self.key(meta.get("priority", 0), meta["tenant"])
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(job, mapping=fields)
@@ -66,12 +71,12 @@ class RedisJobStore(RedisQueue):
         pipe.xadd(ev, {"name": "progress", **progress.to_fields()})
         pipe.zadd(f"{self.prefix}:tenant:{{{meta['tenant']}}}", {meta["id"]: meta["created"]})
         pipe.zadd(self._active(meta["tenant"]), {meta["id"]: meta["created"]})
-        for index in range(len(lines)):
+        for index in [BATCH] if meta.get("mode") == "batch" else range(len(lines)):
             pipe.xadd(queue, {"job": meta["id"], "index": index})
         await pipe.execute()
 
     async def _read(self, job_id: str) -> tuple[dict[str, str], list[Any]] | None:
-        job, _r, _e, _l, deliveries = self._keys(job_id)
+        job, _r, _e, _l, deliveries, _ledger = self._keys(job_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(job)
         pipe.lrange(deliveries, 0, -1)
@@ -85,7 +90,9 @@ class RedisJobStore(RedisQueue):
         return {"id": fields["id"], "tenant": fields["tenant"],
                 "priority": int(fields.get("priority", 0)),
                 "callback_url": fields.get("callback_url") or None,
-                "metadata": json.loads(fields.get("metadata", "null"))}
+                "metadata": json.loads(fields.get("metadata", "null")),
+                "mode": fields.get("mode") or "online",
+                "batch_fallback": fields.get("batch_fallback") or None}
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         found = await self._read(job_id)
@@ -168,7 +175,7 @@ class RedisJobStore(RedisQueue):
                 for i, v in zip(job_ids, await pipe.execute(), strict=True)}
 
     async def line(self, job_id: str, index: int) -> dict[str, Any] | None:
-        job, rec, _ev, lines, _del = self._keys(job_id)
+        job, rec, _ev, lines, *_ = self._keys(job_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(job, ["status", "tenant", "priority"])
         pipe.hexists(rec, str(index))
@@ -178,6 +185,48 @@ class RedisJobStore(RedisQueue):
             return None
         return {"status": decoded(status), "tenant": decoded(tenant), "priority": int(priority or 0),
                 "line": json.loads(raw)}
+
+    async def batch(self, job_id: str) -> dict[str, Any] | None:
+        job, rec, _ev, lines, _del, ledger = self._keys(job_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(job, ["status", "tenant", "priority", "batch_fallback", "total"])
+        pipe.hkeys(rec)
+        pipe.lrange(lines, 0, -1)
+        pipe.lrange(ledger, 0, -1)
+        (status, tenant, priority, fallback, total), answered, raw, events = \
+            await pipe.execute()
+        if status is None:
+            return None
+        done = {int(i) for i in answered}
+        return {"status": decoded(status), "tenant": decoded(tenant),
+                "priority": int(priority or 0), "total": int(total or 0),
+                "fallback": decoded(fallback) if fallback else "batch",
+                "ledger": [json.loads(e) for e in events],
+                "lines": [(i, json.loads(line)) for i, line in enumerate(raw) if i not in done]}
+
+    async def add_ledger(self, job_id: str, event: dict[str, Any]) -> None:
+        """RPUSH, answered once Redis has it (with AOF ``appendfsync always``, on disk); an
+        event after the job ended expires with the job's other keys."""
+        job, *_, ledger = self._keys(job_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(ledger, json.dumps(event))
+        pipe.ttl(job)
+        _, ttl = await pipe.execute()
+        if ttl > 0:
+            await self.redis.expire(ledger, ttl)
+
+    async def report(self, job_id: str, finished: int) -> None:
+        await self._report(keys=self._keys(job_id), args=[finished])
+
+    async def requeue(self, job_id: str, indices: list[int]) -> None:
+        fields = await self.redis.hmget(self._keys(job_id)[0], ["tenant", "priority"])
+        if fields[0] is None:
+            return
+        queue = self.key(int(fields[1] or 0), decoded(fields[0]))
+        pipe = self.redis.pipeline(transaction=False)
+        for index in indices:
+            pipe.xadd(queue, {"job": job_id, "index": index})
+        await pipe.execute()
 
     async def start(self, job_id: str) -> None:
         import time
