@@ -78,16 +78,9 @@ class ModelConfig:
     #: Several upstreams serving this model, routed by headroom (none: one upstream, above).
     deployments: tuple[DeploymentConfig, ...] = ()
     strategy: str = "headroom"
-    #: The batch API jobs with ``mode=batch`` use at ``base_url``: "openai" (the Batch API) or
-    #: "anthropic" (Message Batches); None: "openai" for ``provider = "openai"``, else none.
+    #: The batch API of ``mode=batch`` jobs at ``base_url``: "openai" (the Batch API, the
+    #: default of ``provider = "openai"``) or "anthropic" (Message Batches).
     batch_api: str | None = None
-
-    @property
-    def batch_protocol(self) -> str | None:
-        """The batch API this model's jobs can use (None: it has none: run jobs online)."""
-        if self.provider != "openai" or self.deployments:
-            return None
-        return self.batch_api or "openai"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +221,7 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
                 if fb not in models or fb == name:
                     raise reader.fail(("models", name, "fallbacks"),
                                       f"{fb!r} is not another model of this file")
-        _no_cycle(models, reader)
+        reader.no_cycle({n: m.stack.fallbacks for n, m in models.items()})
     tenants = {}
     for name, table in (data.get("tenants") or {}).items():
         fields = reader.section(("tenants", name), table, TENANT_KEYS)
@@ -260,14 +253,3 @@ def _priced(tenant: TenantConfig, models: dict[str, ModelConfig], reader: Reader
                               f"model {name!r} has no price, so its calls would be free of the "
                               f"budget; set price_input and price_output (USD per million "
                               f"tokens) in [models.{name}], or limit the tenant's models")
-
-
-def _no_cycle(models: dict[str, ModelConfig], reader: Reader) -> None:
-    def visit(name: str, path: tuple[str, ...]) -> None:
-        for fb in models[name].stack.fallbacks:
-            if fb in path:
-                raise reader.fail(("models", path[0], "fallbacks"),
-                                  "fallbacks loop: " + " -> ".join((*path, fb)))
-            visit(fb, (*path, fb))
-    for name in models:
-        visit(name, (name,))

@@ -191,3 +191,14 @@ class Reader:
             except Bad as exc:
                 raise self.fail((*path, key), f"must be {exc}, got {value!r}") from None
         return out
+
+    def no_cycle(self, fallbacks: dict[str, tuple[str, ...]]) -> None:
+        """Fail on a loop of ``[models.NAME] fallbacks`` (model name -> its fallbacks)."""
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            for fb in fallbacks[name]:
+                if fb in path:
+                    raise self.fail(("models", path[0], "fallbacks"),
+                                    "fallbacks loop: " + " -> ".join((*path, fb)))
+                visit(fb, (*path, fb))
+        for name in fallbacks:
+            visit(name, (name,))

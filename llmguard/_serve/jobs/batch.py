@@ -33,7 +33,7 @@ from ..._upstream.batches.ledger import StoredLedger
 from ..._upstream.batches.plan import Request
 from ..._upstream.batches.results import LineResult
 
-__all__ = ["BatchJob", "batch_provider"]
+__all__ = ["BatchJob", "batch_protocol", "batch_provider"]
 
 log = logging.getLogger("llmguard.serve.jobs")
 #: Failures of the provider's API in a row (a wrong key, an unreachable URL) before the job's
@@ -42,15 +42,23 @@ TRIES = 4
 _ENDED = ("cancelled", "failed", "completed")
 
 
+def batch_protocol(config: Any) -> str | None:
+    """The batch API a gateway model's jobs can use, "openai" or "anthropic"; None when it has
+    none (its provider is not "openai", or it has deployments): its jobs run online."""
+    if config.provider != "openai" or config.deployments:
+        return None
+    return config.batch_api or "openai"
+
+
 async def batch_provider(config: Any) -> Any:
-    """The batch protocol of a gateway model (``config.batch_protocol``) over its SDK client,
+    """The batch protocol of a gateway model (:func:`batch_protocol`) over its SDK client,
     made in a thread: importing an SDK takes seconds the gateway's loop must not wait."""
     return await asyncio.to_thread(_provider, config)
 
 
 def _provider(config: Any) -> Any:
     key = (os.environ.get(config.api_key_env) if config.api_key_env else None) or "none"
-    if config.batch_protocol == "anthropic":
+    if batch_protocol(config) == "anthropic":
         from anthropic import AsyncAnthropic
 
         from ..._upstream.batches.anthropic_batches import AnthropicBatches
@@ -130,7 +138,7 @@ class BatchJob:
         if model is None:
             return None, {"kind": "bad_request", "type": "ModelNotFound", "message":
                           f"The model {name!r} does not exist or you do not have access to it."}
-        if model.config.batch_protocol is None:  # the config changed since the submission
+        if batch_protocol(model.config) is None:  # the config changed since the submission
             return None, {"kind": "bad_request", "type": "NoBatchAPI", "message":
                           f"model {name!r} has no batch API any more; submit the line online"}
         return model, None

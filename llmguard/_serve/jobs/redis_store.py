@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from ..._runners.jobstate import Progress
+from .batch_store import RedisBatchParts
 from .redis_queue import BLOCK_CHUNK, SOCKET_TIMEOUT, RedisQueue, decoded
 from .redis_scripts import CANCEL, RECORD, REPORT, START
 from .schedule import BATCH
@@ -28,7 +29,7 @@ from .store import Event, view
 
 __all__ = ["RedisJobStore"]
 
-class RedisJobStore(RedisQueue):
+class RedisJobStore(RedisBatchParts, RedisQueue):
     """Jobs in Redis at ``url`` under ``prefix`` (see the module doc) of the tenants named
     ``tenants``; the queue's methods come from :class:`~.redis_queue.RedisQueue`."""
 
@@ -185,48 +186,6 @@ class RedisJobStore(RedisQueue):
             return None
         return {"status": decoded(status), "tenant": decoded(tenant), "priority": int(priority or 0),
                 "line": json.loads(raw)}
-
-    async def batch(self, job_id: str) -> dict[str, Any] | None:
-        job, rec, _ev, lines, _del, ledger = self._keys(job_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(job, ["status", "tenant", "priority", "batch_fallback", "total"])
-        pipe.hkeys(rec)
-        pipe.lrange(lines, 0, -1)
-        pipe.lrange(ledger, 0, -1)
-        (status, tenant, priority, fallback, total), answered, raw, events = \
-            await pipe.execute()
-        if status is None:
-            return None
-        done = {int(i) for i in answered}
-        return {"status": decoded(status), "tenant": decoded(tenant),
-                "priority": int(priority or 0), "total": int(total or 0),
-                "fallback": decoded(fallback) if fallback else "batch",
-                "ledger": [json.loads(e) for e in events],
-                "lines": [(i, json.loads(line)) for i, line in enumerate(raw) if i not in done]}
-
-    async def add_ledger(self, job_id: str, event: dict[str, Any]) -> None:
-        """RPUSH, answered once Redis has it (with AOF ``appendfsync always``, on disk); an
-        event after the job ended expires with the job's other keys."""
-        job, *_, ledger = self._keys(job_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(ledger, json.dumps(event))
-        pipe.ttl(job)
-        _, ttl = await pipe.execute()
-        if ttl > 0:
-            await self.redis.expire(ledger, ttl)
-
-    async def report(self, job_id: str, finished: int) -> None:
-        await self._report(keys=self._keys(job_id), args=[finished])
-
-    async def requeue(self, job_id: str, indices: list[int]) -> None:
-        fields = await self.redis.hmget(self._keys(job_id)[0], ["tenant", "priority"])
-        if fields[0] is None:
-            return
-        queue = self.key(int(fields[1] or 0), decoded(fields[0]))
-        pipe = self.redis.pipeline(transaction=False)
-        for index in indices:
-            pipe.xadd(queue, {"job": job_id, "index": index})
-        await pipe.execute()
 
     async def start(self, job_id: str) -> None:
         import time

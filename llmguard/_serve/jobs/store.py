@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from ..._runners.jobstate import TERMINAL, JobStatus, Progress
+from .batch_store import MemoryBatchParts
 from .schedule import BATCH, Task
 
 __all__ = ["MemoryJobStore", "view"]
@@ -68,7 +69,7 @@ class _Job:
         self.ledger: list[dict[str, Any]] = []
 
 
-class MemoryJobStore:
+class MemoryJobStore(MemoryBatchParts):
     """Jobs of this process (see the module doc for the contract)."""
 
     shared = False
@@ -192,39 +193,6 @@ class MemoryJobStore:
         """Each job's status (None: gone), for workers watching for cancels."""
         return {i: self._jobs[i].progress.status.value if i in self._jobs else None
                 for i in job_ids}
-
-    async def batch(self, job_id: str) -> dict[str, Any] | None:
-        """A batch job as its task needs it: status, tenant, priority, total, fallback, its
-        ledger's events and ``lines``, ``(index, line)`` of the lines without a record; None if gone."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            return None
-        return {"status": job.progress.status.value, "tenant": job.meta["tenant"],
-                "priority": job.meta.get("priority", 0), "total": len(job.lines),
-                "fallback": job.meta.get("batch_fallback") or "batch",
-                "ledger": list(job.ledger),
-                "lines": [(i, json.loads(line)) for i, line in enumerate(job.lines)
-                          if i not in job.records]}
-
-    async def add_ledger(self, job_id: str, event: dict[str, Any]) -> None:
-        """Keep one more event of the job's batch ledger."""
-        job = self._jobs.get(job_id)
-        if job is not None:
-            job.ledger.append(event)
-
-    async def report(self, job_id: str, finished: int) -> None:
-        """The provider has finished ``finished`` lines of the job (a progress event when that
-        is more than it said before and the job is still running)."""
-        job = self._jobs.get(job_id)
-        if job is not None and finished > job.progress.reported and not job.progress.is_finished:
-            job.progress.reported = finished
-            await self._emit(job, "progress")
-
-    async def requeue(self, job_id: str, indices: list[int]) -> None:
-        """Queue these lines of the job as online tasks."""
-        job = self._jobs.get(job_id)
-        if job is not None:
-            self._queue(job.meta, indices)
 
     async def start(self, job_id: str) -> None:
         job = self._jobs.get(job_id)

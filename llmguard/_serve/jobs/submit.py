@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from ..errors import HTTPProblem
 from ..validate import parse_json, read_bytes
+from .batch import batch_protocol
 from .records import JSONL_TYPES, OPTIONS, from_json, from_jsonl
 from .service import public
 from .webhooks import check_url
@@ -146,7 +147,7 @@ class SubmitRoutes:
         gateway = self.routes.gateway
         for name in sorted(models, key=str):
             model = gateway.model_for(tenant, name)
-            if model is not None and model.config.batch_protocol is None:
+            if model is not None and batch_protocol(model.config) is None:
                 raise HTTPProblem(400, f"model {name!r} has no batch API (provider = "
                                   f"{model.config.provider!r}); mode=batch needs a model with "
                                   "provider = \"openai\" and no deployments (OpenAI's Batch API "

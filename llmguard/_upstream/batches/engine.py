@@ -19,46 +19,16 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import dataclass, replace
 
 from .ledger import BatchLedger, Submission
 from .plan import Chunk, Limits, Request, split
-from .results import BatchState, LineResult
+from .results import BatchProvider, BatchRun, BatchState, LineResult
 
 __all__ = ["BatchProvider", "BatchRun", "describe_running", "remember", "run_batches"]
 
 #: Provider error codes that mean "nothing ran, submit again later".
 REQUEUE = frozenset({"token_limit_exceeded"})
-
-
-class BatchProvider(Protocol):
-    """A provider's batch protocol (``OpenAIBatches``, ``AnthropicBatches``)."""
-
-    name: str
-    limits: Limits
-
-    async def upload(self, chunk: Chunk) -> str | None: ...
-    async def create(self, chunk: Chunk, file_id: str | None) -> str: ...
-    async def state(self, batch_id: str) -> BatchState: ...
-    async def results(self, batch_id: str) -> list[LineResult]: ...
-    async def find(self, key: str, since: float, taken: set[str], size: int = 0) -> str | None: ...
-    async def cancel(self, batch_id: str) -> None: ...
-
-
-@dataclass(slots=True)
-class BatchRun:
-    """What a run did: batches created and adopted, lines answered and failed, still running."""
-
-    created: int = 0
-    adopted: int = 0
-    answered: int = 0
-    failed: int = 0
-    resent: int = 0
-    requeued: int = 0
-    #: Batch ids still running at the provider when the run stopped early.
-    running: list[str] = field(default_factory=list)
-    interrupted: bool = False
 
 
 @dataclass(slots=True)
