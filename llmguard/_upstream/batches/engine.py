@@ -231,7 +231,8 @@ async def _collect(provider: BatchProvider, item: _Live, state: BatchState,
             attempts[result.id] = attempts.get(result.id, 0) + 1
             retry.append(wanted[result.id])
         else:
-            await _final(on_result, outcome, replace(result, attempts=attempts.get(result.id, 0) + 1))
+            tries = attempts.get(result.id, 0) + 1
+            await _final(on_result, outcome, replace(result, attempts=tries))
     await ledger.write("collected", chunk.key, at=time.time())
     return retry
 
