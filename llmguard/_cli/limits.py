@@ -29,7 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .._admission.ratelimit.layer import RateLimit
-from .._core.call import Call, Handler
+from .._core.call import Call
+from .._core.layer import Handler
 from .._core.tokens import extract_usage, request_tokens
 
 __all__ = ["Limits", "TokenCount"]

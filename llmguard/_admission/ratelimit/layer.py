@@ -16,10 +16,11 @@ import weakref
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from ..._core.call import Call, Handler
+from ..._core.call import Call
 from ..._core.check import callable_or_none, number, token_count
 from ..._core.errors import AdmissionTimeout
 from ..._core.events import EventKind
+from ..._core.layer import Handler
 from ..._core.public import public
 from ..._core.stream import Stream
 from .backend import RateLimitBackend
