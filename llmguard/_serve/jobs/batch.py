@@ -198,7 +198,7 @@ class BatchJob:
             nonlocal failure
             try:
                 return await run(call)
-            except BaseException as exc:  # settled to what was recorded, then raised
+            except BaseException as exc:  # noqa: BLE001 - settled to what was recorded, then raised
                 failure = exc
                 return {}
 
