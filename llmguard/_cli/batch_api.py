@@ -21,7 +21,7 @@ from .._core.redact import redact
 from .._runners.record import invalid_input, make_record
 from .._upstream.batches.cost import Bill
 from .._upstream.batches.engine import BatchRun, describe_running, run_batches
-from .._upstream.batches.ledger import Ledger
+from .._upstream.batches.ledger import FileLedger
 from .._upstream.batches.plan import Request
 from .._upstream.batches.results import LineResult
 from .batch_options import BatchOptions, ledger_path
@@ -58,7 +58,7 @@ async def run_batch_api(s: Settings, options: BatchOptions, skip: set[str], argv
     """Run the file through the provider's batch API; returns the exit code."""
     hide = (lambda text: text.replace(s.api_key, "***")) if s.api_key else (lambda text: text)
     started = time.monotonic()
-    ledger = Ledger(ledger_path(s.output))
+    ledger = FileLedger(ledger_path(s.output))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
     lines: dict[str, tuple[int, Any, str | None]] = {}  # id -> (line, metadata, model)
     requests: list[Request] = []

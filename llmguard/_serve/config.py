@@ -72,6 +72,9 @@ class ModelConfig(UpstreamConfig):
     #: Several upstreams serving this model, routed by headroom (none: one upstream, above).
     deployments: tuple[DeploymentConfig, ...] = ()
     strategy: str = "headroom"
+    #: The batch API of ``mode=batch`` jobs at ``base_url``: "openai" (the Batch API, the
+    #: default of ``provider = "openai"``) or "anthropic" (Message Batches).
+    batch_api: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,9 @@ class JobsConfig:
     allow_private_callbacks: bool = False
     #: Jobs one tenant may have queued or running at once (more: 429).
     max_jobs_per_tenant: int = 100
+    #: First poll interval of a batch job's provider batches (doubling to 60 s while nothing
+    #: changes).
+    batch_poll: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +183,9 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
             provider = fields.setdefault("provider", "fake")
             if provider == "openai" and "base_url" not in fields:
                 raise reader.fail(("models", name), 'provider = "openai" needs base_url')
+            if "batch_api" in fields and (provider != "openai" or deployments):
+                raise reader.fail(("models", name, "batch_api"), 'needs provider = "openai" and '
+                                  "no deployments (the batch API lives at its base_url)")
             if provider != "fake" and "fail_status" in fields:
                 raise reader.fail(("models", name, "fail_status"), "only for the fake provider")
             if fields.get("adaptive") and "concurrency" in fields:
@@ -192,7 +201,7 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
                 if fb not in models or fb == name:
                     raise reader.fail(("models", name, "fallbacks"),
                                       f"{fb!r} is not another model of this file")
-        _no_cycle(models, reader)
+        reader.no_cycle({n: m.stack.fallbacks for n, m in models.items()})
     tenants = {}
     for name, table in (data.get("tenants") or {}).items():
         fields = reader.section(("tenants", name), table, TENANT_KEYS)
@@ -224,14 +233,3 @@ def _priced(tenant: TenantConfig, models: dict[str, ModelConfig], reader: Reader
                               f"model {name!r} has no price, so its calls would be free of the "
                               f"budget; set price_input and price_output (USD per million "
                               f"tokens) in [models.{name}], or limit the tenant's models")
-
-
-def _no_cycle(models: dict[str, ModelConfig], reader: Reader) -> None:
-    def visit(name: str, path: tuple[str, ...]) -> None:
-        for fb in models[name].stack.fallbacks:
-            if fb in path:
-                raise reader.fail(("models", path[0], "fallbacks"),
-                                  "fallbacks loop: " + " -> ".join((*path, fb)))
-            visit(fb, (*path, fb))
-    for name in models:
-        visit(name, (name,))

@@ -119,7 +119,7 @@ MODEL_KEYS = {
     "circuit_breaker": boolean, "max_wait": number(), "burst": number(),
     "margin": number(False), "refill": one_of("auto", "window", "continuous"),
     "charge": one_of("reserved", "actual"), "price_input": number(False),
-    "price_output": number(False),
+    "price_output": number(False), "batch_api": one_of("openai", "anthropic"),
     "strategy": one_of("headroom", "weighted", "least_latency", "ordered"),
 }
 #: ``[[models.NAME.deployments]]``: one upstream of the model, with its own quotas (the Router).
@@ -148,6 +148,7 @@ JOBS_KEYS = {
     "reclaim_after": number(), "default_model": string, "webhook_secret_env": string,
     "webhook_timeout": number(), "webhook_retry_for": number(False),
     "allow_private_callbacks": boolean, "max_jobs_per_tenant": integer(),
+    "batch_poll": number(),
 }
 #: TOML key -> dataclass field, where they differ.
 RENAMES = {"api_key_sha256": "key_hashes"}
@@ -199,6 +200,17 @@ class Reader:
             except Bad as exc:
                 raise self.fail((*path, key), f"must be {exc}, got {value!r}") from None
         return out
+
+    def no_cycle(self, fallbacks: dict[str, tuple[str, ...]]) -> None:
+        """Fail on a loop of ``[models.NAME] fallbacks`` (model name -> its fallbacks)."""
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            for fb in fallbacks[name]:
+                if fb in path:
+                    raise self.fail(("models", path[0], "fallbacks"),
+                                    "fallbacks loop: " + " -> ".join((*path, fb)))
+                visit(fb, (*path, fb))
+        for name in fallbacks:
+            visit(name, (name,))
 
 
 def read_toml(path: str) -> tuple[dict[str, Any], Reader]:
