@@ -1,12 +1,12 @@
 """Request and token quotas (RPM, RPS, TPM) with reservation, reconciliation, refunds and pauses.
 
 The state lives behind :class:`RateLimitBackend` (in memory by default, Redis to share quotas
-across processes); the :class:`RateLimit` layer keeps only the local FIFO line of waiters.
+across processes); the :class:`RateLimit` layer keeps only the local line of waiters.
 
 Why not aiolimiter: its waiters sit in a heap keyed by amount (a stream of 50-token calls
 overtakes a 6,000-token call forever); it cannot give back or charge tokens, has no pause for
 Retry-After, and its leaky bucket exceeds the quota in some 60 s window (``log``). Here waiting
-is FIFO per key (``line``), woken early when a reconciliation or refund frees room.
+is in a fair order per key (``line``), woken early when a reconciliation or refund frees room.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from ..._core.call import Call, Handler
-from ..._core.check import callable_or_none, number, token_count
+from ..._core.check import admission as check_admission, callable_or_none, number, token_count
 from ..._core.errors import AdmissionTimeout
 from ..._core.events import EventKind
 from ..._core.public import public
@@ -51,10 +51,12 @@ class RateLimit:
     * ``margin`` seconds are added to every window (the gap between admission here and arrival
       at the provider; default 0.5 s per minute of window); ``burst`` (in (0, 1]) also caps
       each quota over a proportionally shorter window (``burst=0.1``, ``rpm=600``: 60 in 6 s).
-    * Waiting is FIFO per key (``key(*args, **kwargs)``: each key its own quotas). A call that
-      then waits in an inner queue (a ConcurrencyLimit below) is counted again when it leaves
-      it, when the provider sees it, ahead of the line (it holds the inner slot). A 429 pauses
-      the key until its Retry-After (1 s without), or a learned fixed window's next boundary.
+    * Waiting calls go by ``call.priority`` (higher first), then round-robin across
+      ``call.partition`` (the tenant), then first come; no smaller call overtakes the head, so
+      a big one is not starved. Each ``key(*args, **kwargs)`` has its own quotas and line. A
+      call then queued below (a ConcurrencyLimit) is counted again as it leaves that queue,
+      ahead of the line (it holds the inner slot). A 429 pauses the key until its
+      Retry-After (1 s without), or a learned fixed window's next boundary.
     * ``input_tpm`` / ``output_tpm``: Anthropic's ITPM/OTPM apart (``split``). ``max_wait``
       seconds of waiting raises :class:`AdmissionTimeout`; an estimate larger than a token
       quota raises :class:`RequestTooLarge` at once.
@@ -126,10 +128,10 @@ class RateLimit:
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
             ticket = take(key, self.quotas, tokens)
         if ticket is None:  # wait in line (a future, written out here: no frame per waiter)
-            line = self._line
-            loop = asyncio.get_running_loop()
+            line, loop = self._line, asyncio.get_running_loop()
             started = loop.time()
-            future = line.join(key, tokens)
+            check_admission(priority := call.priority or 0, call.partition, " (in RateLimit)")
+            future = line.join(key, tokens, priority, call.partition)
             try:
                 ticket = await future
             except AdmissionTimeout as exc:
