@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ..._core.check import admission as check_admission
 from ..._core.errors import AdmissionTimeout
 from ..fair import FairQueue, Fifo
 from .window import SLACK
@@ -101,7 +102,9 @@ class WaitingLine:
         that gets the reservation of ``tokens`` (or :class:`AdmissionTimeout` after
         ``max_wait`` seconds). Whoever awaits it must call :meth:`leave` if it stops waiting
         (cancelled), which also gives back a reservation granted but not taken. ``front``:
-        ahead of everyone who joined without."""
+        ahead of everyone who joined without. A ``priority`` that is not an int or a
+        ``partition`` that is not hashable raises ``TypeError``, nothing joined."""
+        check_admission(priority, partition, " (in RateLimit)")
         loop = asyncio.get_running_loop()
         max_wait = self.max_wait
         queue = self.lines.get(key)

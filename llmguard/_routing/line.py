@@ -1,6 +1,6 @@
 """A router's one waiting line, across all its deployments: when no deployment has room for a
 call, it waits here, served by priority (higher first), then round-robin across partitions
-(tenants), then first come, first served (:mod:`..fair`).
+(tenants), then first come, first served (:mod:`llmguard._admission.fair`).
 
 One driver task (only while someone waits) offers the head of the line to the deployments
 (``admit``, the router's reservation across them), or, when the head failed at some
@@ -19,8 +19,8 @@ import math
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from ..._core.errors import AdmissionTimeout
-from ..fair import FairQueue, Fifo
+from .._admission.fair import FairQueue, Fifo
+from .._core.errors import AdmissionTimeout
 
 __all__ = ["RouterLine"]
 

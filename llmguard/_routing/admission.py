@@ -9,9 +9,9 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ..._core.call import Call
-from ..._core.check import admission as check_admission
-from ..._core.errors import AdmissionTimeout, RequestTooLarge
+from .._core.call import Call
+from .._core.check import admission as check_admission
+from .._core.errors import AdmissionTimeout, RequestTooLarge
 from .deployment import Deployment
 from .line import RouterLine
 
