@@ -7,6 +7,10 @@ import uuid
 
 import pytest
 
+# litellm fetches its cost map from GitHub at import, retrying for seconds offline: every test
+# and every process a test starts uses the copy litellm ships.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 
 _modules_when_frozen = [0]
 
