@@ -31,11 +31,12 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                             "its maximum cost (prompt + max_tokens at the model's price) "
                             "before it is sent, and once the next line could pass the cap "
                             "nothing more is sent; lines not sent are reported (not failed) "
-                            "and --resume with a new --max-cost continues them")
+                            "and --resume with a new --max-cost continues them; with "
+                            "--batch-api each batch reserves its lines at the batch price")
     group.add_argument("--price", type=price_type, metavar="IN,OUT",
                        help="with --max-cost: USD per million input and output tokens of "
                             "every model (default: litellm's cost map; the offline fake "
-                            "models need it)")
+                            "models need it); --batch-api charges half of it")
 
 
 def budget_problem(args: argparse.Namespace) -> str | None:
@@ -45,8 +46,8 @@ def budget_problem(args: argparse.Namespace) -> str | None:
         return "--price prices the calls for --max-cost: pass --max-cost too"
     if args.max_cost is None:
         return None
-    if args.ray is not None or args.batch_api:
-        return ("--max-cost does not go with --ray or --batch-api yet: run without them, or "
+    if args.ray is not None:
+        return ("--max-cost does not go with --ray yet: run without it, or "
                 "cap the spend with a Budget shared through Redis (see the README)")
     budget = make_budget(args.max_cost, args.price)
     if budget is not None and args.model is not None:

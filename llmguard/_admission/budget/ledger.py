@@ -8,13 +8,13 @@ amounts are integer nano-dollars (``prices``). The Redis ledger
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, Protocol, runtime_checkable
 
 from ..._core.public import public
 from ..._core.sweep import SWEEP_AT, sweep
 
-__all__ = ["BudgetLedger", "MemoryLedger"]
+__all__ = ["BudgetLedger", "MemoryLedger", "account_of", "ledger_of"]
 
 
 @public
@@ -113,3 +113,23 @@ class MemoryLedger:
 
     def __repr__(self) -> str:
         return f"<MemoryLedger accounts={len(self._accounts)}>"
+
+
+def ledger_of(backend: Any) -> BudgetLedger:
+    """The ledger a Budget's ``backend=`` names (None: a new MemoryLedger)."""
+    if backend is None:
+        return MemoryLedger()
+    if callable(getattr(backend, "budget_ledger", None)):
+        return backend.budget_ledger()
+    if isinstance(backend, BudgetLedger):
+        return backend
+    raise TypeError(f"backend must be a llmguard.backends.redis.RedisBackend (shared across "
+                    f"processes), a BudgetLedger, or None (this process), got {backend!r}")
+
+
+def account_of(name: str, key: Hashable, label: str) -> str:
+    """The account of budget ``name``'s ``key`` in window ``label``."""
+    # None, "" and 1 vs "1" never share an account (as RedisBackend's rate-limit keys).
+    part = "" if key is None else f"s:{key}" if isinstance(key, str) else \
+        f"r:{type(key).__name__}={key!r}"
+    return f"{name}|{part}|{label}"

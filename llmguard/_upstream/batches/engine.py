@@ -9,7 +9,9 @@ found by chunk key when the id never reached the ledger), so those lines are awa
 Submissions respect the provider's per-batch limits and, when ``enqueued_tokens`` is given, the
 per-model enqueued-token limit: a chunk that does not fit waits until a batch of that model ends
 (and a batch the provider fails with ``token_limit_exceeded`` is queued again the same way).
-Polling backs off from ``poll`` to ``max_poll`` seconds while nothing changes.
+Polling backs off from ``poll`` to ``max_poll`` seconds while nothing changes. With a ``spend``
+cap (:mod:`.spend`) each chunk reserves its maximum cost before it is submitted, and the run
+stops sending (``not_sent``) once the next line could pass the cap.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from .ledger import Ledger, Submission
 from .plan import Chunk, Limits, Request, split
-from .results import BatchState, LineResult
+from .results import BatchRun, BatchState, LineResult, describe_running
+from .spend import BatchSpend, OverBudget
 
 __all__ = ["BatchProvider", "BatchRun", "describe_running", "remember", "run_batches"]
 
@@ -47,21 +50,6 @@ class BatchProvider(Protocol):
 
 
 @dataclass(slots=True)
-class BatchRun:
-    """What a run did: batches created and adopted, lines answered and failed, still running."""
-
-    created: int = 0
-    adopted: int = 0
-    answered: int = 0
-    failed: int = 0
-    resent: int = 0
-    requeued: int = 0
-    #: Batch ids still running at the provider when the run stopped early.
-    running: list[str] = field(default_factory=list)
-    interrupted: bool = False
-
-
-@dataclass(slots=True)
 class _Live:
     chunk: Chunk
     batch_id: str
@@ -77,6 +65,7 @@ async def run_batches(
     enqueued_tokens: int | None = None,
     poll: float = 1.0, max_poll: float = 60.0,
     stop: asyncio.Event | None = None,
+    spend: BatchSpend | None = None,
 ) -> BatchRun:
     """Answer every request once through ``provider``'s batch API (see the module docstring).
 
@@ -84,6 +73,7 @@ async def run_batches(
     cancelled, 429 or 5xx at the provider) are submitted again in a new batch up to ``retries``
     times, or handed to ``resend_online`` (which answers them itself) when given. ``stop``
     set ends the run at the next poll, leaving submitted batches running (``running``).
+    ``spend`` reserves each chunk's cost before it is submitted (see the module docstring).
     """
     pending = {r.id: r for r in requests}
     outcome = BatchRun()
@@ -119,11 +109,23 @@ async def run_batches(
 
     while (queue or live) and not (stop is not None and stop.is_set()):
         # 2. Submit what fits.
+        short = False  # a chunk waits for room in the spend cap
         for _ in range(len(queue)):
             chunk = queue.popleft()
             if chunk.model in blocked or not _fits(chunk, live, enqueued_tokens):
                 queue.append(chunk)
                 continue
+            if spend is not None:
+                try:
+                    chunk, later = await spend.split(chunk)
+                except OverBudget:  # the next line could pass the cap: nothing more is sent
+                    outcome.not_sent = [i for c in (chunk, *queue) for i in c.ids]
+                    queue.clear()
+                    break
+                short |= later is not None
+                queue.extend(() if later is None else (later,))
+                if chunk is None:
+                    continue
             ledger.write("intent", chunk.key, model=chunk.model, ids=chunk.ids)
             file_id = await provider.upload(chunk)
             if file_id is not None:
@@ -143,7 +145,7 @@ async def run_batches(
             del live[batch_id]
             blocked.discard(item.chunk.model)
             retry = await _collect(provider, item, state, ledger, on_result, outcome,
-                                   attempts, retries)
+                                   attempts, retries, spend)
             if state.failure in REQUEUE:
                 _requeue(item.chunk, live, queue, blocked, on_result, outcome, state)
             elif retry:
@@ -157,7 +159,7 @@ async def run_batches(
         progress = max(progress, outcome.answered + outcome.failed
                        + sum(x.finished for x in live.values()))
         on_progress(progress)
-        if not live:
+        if not live and not short:
             continue  # nothing to wait for: submit the queue at once
         delay = poll if changed else min(max_poll, delay * 2)
         if stop is None:
@@ -215,11 +217,14 @@ def _final(on_result: Callable[[LineResult], None], outcome: BatchRun, result: L
 
 async def _collect(provider: BatchProvider, item: _Live, state: BatchState, ledger: Ledger,
                    on_result: Callable[[LineResult], None], outcome: BatchRun,
-                   attempts: dict[str, int], retries: int) -> list[Request]:
+                   attempts: dict[str, int], retries: int,
+                   spend: BatchSpend | None) -> list[Request]:
     """Hand each line of an ended batch to ``on_result`` or back for a retry; mark collected."""
     chunk = item.chunk
     if state.failure is not None:
         ledger.write("abandoned", chunk.key)  # validation refused it: nothing ran, nothing paid
+        if spend is not None:
+            spend.settle(chunk, [])
         if state.failure in REQUEUE:
             return []
         for request in chunk.requests:
@@ -231,6 +236,8 @@ async def _collect(provider: BatchProvider, item: _Live, state: BatchState, ledg
     retry: list[Request] = []
     seen: set[str] = set()
     results = await provider.results(item.batch_id)
+    if spend is not None:
+        spend.settle(chunk, results)
     missing = [LineResult(i, error={"kind": "unknown", "type": "Missing", "message": (
         f"batch {item.batch_id} ended {state.status} without a result for this line")},
         retryable=True) for i in wanted if i not in {r.id for r in results}]
@@ -245,10 +252,3 @@ async def _collect(provider: BatchProvider, item: _Live, state: BatchState, ledg
             _final(on_result, outcome, replace(result, attempts=attempts.get(result.id, 0) + 1))
     ledger.write("collected", chunk.key, at=time.time())
     return retry
-
-
-def describe_running(run: BatchRun) -> str:
-    """One sentence for a run stopped while its batches keep running at the provider."""
-    ids = ", ".join(run.running[:5]) + (" ..." if len(run.running) > 5 else "")
-    return (f"{len(run.running)} batch(es) keep running at the provider ({ids}); "
-            "they are paid for whether collected or not")
