@@ -86,8 +86,9 @@ def _parser() -> argparse.ArgumentParser:
                             "disagree at the window's edge (default: 0.5 per minute, as "
                             "RateLimit's)")
     limit = group.add_mutually_exclusive_group()
-    limit.add_argument("--concurrency", type=number_type(int), default=16,
-                       help="calls in flight at once (default: 16)")
+    limit.add_argument("--concurrency", type=number_type(int),
+                       help="calls in flight at once (default: the requests quota per minute, "
+                            "given or learned, from 16 to 1024)")
     limit.add_argument("--adaptive", action="store_true",
                        help="find the provider's concurrency limit from latency and errors")
     group.add_argument("--retries", type=number_type(int, strict=False), default=3,
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack=stack, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
         progress=args.progress, verbose=args.verbose, api_key=api_key or None, format=args.format,
-        max_cost=args.max_cost, price=args.price)
+        max_cost=args.max_cost, price=args.price, follow_quota=args.concurrency is None)
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter.
         try:

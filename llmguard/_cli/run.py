@@ -14,7 +14,7 @@ from .._pipeline.stack import StackSpec, build_stack
 from .._runners.lines import InputLine
 from .._runners.stopper import Stopper
 from .io import FSYNC_INTERVAL, OutputWriter, read_jobs
-from .limits import Limits, announce
+from .limits import Limits, announce, default_concurrency
 from .provider import Provider
 from .report import Progress, Tally, format_summary, quota_used, resume_args, spend
 from .worker import NotSent, make_worker
@@ -50,13 +50,14 @@ class Settings:
     max_cost: float | None = None
     #: ``(usd_per_million_input, usd_per_million_output)`` of every model, else litellm's map.
     price: tuple[float, float] | None = None
+    #: No ``--concurrency``: it follows the requests quota (``limits.default_concurrency``).
+    follow_quota: bool = False
 
-    @property
-    def window(self) -> int:
+    def window(self, concurrency: int) -> int:
         """Lines admitted at once: more than the concurrency limit, so a line sleeping in a
         backoff or waiting for quota never idles a provider slot, and priorities have a queue
         to choose from."""
-        return 512 if self.stack.adaptive else 4 * self.stack.concurrency
+        return 512 if self.stack.adaptive else 4 * concurrency
 
 
 def stack_spec(args: Any) -> StackSpec:
@@ -65,9 +66,10 @@ def stack_spec(args: Any) -> StackSpec:
     output_tpm = getattr(args, "output_tpm", None)
     # Input/output quotas apart (Anthropic) give unused output back: reconcile to the usage.
     split = input_tpm is not None or output_tpm is not None
+    concurrency = args.concurrency or default_concurrency(args.rpm)  # a learned rpm: run()
     return StackSpec(rpm=args.rpm, tpm=args.tpm, input_tpm=input_tpm, output_tpm=output_tpm,
                      burst=args.burst, margin=args.margin, refill=args.refill,
-                     charge="actual" if split else "reserved", concurrency=args.concurrency,
+                     charge="actual" if split else "reserved", concurrency=concurrency,
                      adaptive=args.adaptive, retries=args.retries, timeout=args.timeout,
                      fallbacks=tuple(args.fallback_model), cache_ttl=args.cache_ttl)
 
@@ -124,7 +126,9 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
                         queued=lambda: len(pending) - len(provider.sending))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
     budget = make_budget(s.max_cost, s.price)
-    worker = make_worker(build_pipeline(s, limits, budget).build(provider.handle), provider,
+    pipeline = build_pipeline(s, limits, budget)
+    slots = limits.slots(pipeline, follow=s.follow_quota and not s.stack.adaptive)
+    worker = make_worker(pipeline.build(provider.handle), provider,
                          model=s.model, cache=s.stack.cache_ttl is not None)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
@@ -186,7 +190,9 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
 
     stopper = Stopper(s.grace, stop=stop, abandon=abandon)
     print(f"llmguard run: limits in use: {limits.describe()}; concurrency "
-          f"{'adaptive' if s.stack.adaptive else s.stack.concurrency}", file=sys.stderr, flush=True)
+          f"{'adaptive' if s.stack.adaptive else s.stack.concurrency}"
+          f"{'' if s.stack.adaptive or not s.follow_quota else ' (follows the requests quota)'}",
+          file=sys.stderr, flush=True)
     start = loop.time()
     ticker = [loop.call_later(FSYNC_INTERVAL, fsync_tick)]
     complete = False
@@ -196,7 +202,8 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
             for job in read_jobs(s.input, s.priority_field):
                 if job.id in skip:
                     continue
-                while len(pending) >= s.window and stopper.signal is None and not over_budget:
+                while len(pending) >= s.window(slots.limit if slots else s.stack.concurrency) \
+                        and stopper.signal is None and not over_budget:
                     room.clear()
                     await room.wait()
                 if stopper.signal is not None or over_budget:

@@ -15,9 +15,10 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from ..._core import events
-from ..._core.call import Call, Handler
+from ..._core.call import Call
 from ..._core.check import callable_or_none, number, text
 from ..._core.events import Event, EventKind
+from ..._core.layer import Handler
 from ..._core.public import public
 from ..._core.stream import Stream
 from ..._core.sweep import SWEEP_AT, sweep

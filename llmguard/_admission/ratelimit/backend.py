@@ -204,6 +204,12 @@ class MemoryBackend:
         """Count every quota as used up now (``RateLimit.assume_spent``)."""
         self._window(key, quotas).spent(clock.now())
 
+    def sent(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int, at: float) -> None:
+        """Count a request of ``tokens`` sent at loop time ``at`` without a reservation
+        (``RateLimit.assume_sent``), settled as it is."""
+        window = self._window(key, quotas)
+        window.adjust(clock.now(), window.add(at, tokens), tokens)
+
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
         window = self._windows.get(key)
         return "" if window is None or window.shape is None else repr(window.shape)

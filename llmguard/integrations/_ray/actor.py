@@ -11,7 +11,7 @@ from typing import Any
 
 import llmguard as lg
 
-from ..._core.call import HandlesCalls, invoke_timed
+from ..._core.layer import HandlesCalls, invoke_timed
 from ..._runners.lines import InputLine
 from .options import check_options
 from .rows import batch_digest, describe, make_record, parse_row

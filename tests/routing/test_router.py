@@ -10,8 +10,8 @@ import pytest
 
 import llmguard as lg
 from llmguard import Deployment, FailureKind, Router
-from llmguard._admission.router.learn import learned_limits
-from llmguard._admission.router.strategies import headroom, least_latency, ordered, weighted
+from llmguard._routing.learn import learned_limits
+from llmguard._routing.strategies import headroom, least_latency, ordered, weighted
 from llmguard.testing import (FakeLLM, FixedWindowServer, SimulatedProvider, TokenBucketServer,
                               make_error)
 
@@ -199,7 +199,7 @@ async def test_a_call_that_moved_away_does_not_hold_up_the_line() -> None:
 async def test_waiting_for_room_never_spins() -> None:
     """Calls waiting minutes for room ask the quota store once per wake-up (when the earliest
     room is due), not in a loop: 6 calls over two deployments of 1 RPM, 3 minutes."""
-    class Counting(lg.MemoryBackend):
+    class Counting(lg.backends.MemoryBackend):
         reserves = 0
 
         async def reserve(self, key, quotas, tokens):

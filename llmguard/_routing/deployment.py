@@ -13,12 +13,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..._core.call import is_async_callable
-from ..._core.check import number, text
-from ..._core.public import public
-from ..._core.redact import redact
-from ..ratelimit.headers import pause_after, refusal, report
-from ..ratelimit.quotas import build_quotas, check_choice
+from .._admission.ratelimit.headers import pause_after, refusal, report
+from .._admission.ratelimit.quotas import build_quotas, check_choice
+from .._core.check import number, text
+from .._core.layer import is_async_callable
+from .._core.public import public
+from .._core.redact import redact
 from .learn import learned_limits
 
 __all__ = ["PROBE", "Deployment"]

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..._core.errors import AdmissionTimeout
+from .._core.errors import AdmissionTimeout
 
 __all__ = ["RouterLine"]
 

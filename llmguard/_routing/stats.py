@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..._core.public import public
-from ..._core.stats import LayerStats
+from .._core.public import public
+from .._core.stats import LayerStats
 
 __all__ = ["DeploymentStats", "RouterStats", "deployment_stats"]
 

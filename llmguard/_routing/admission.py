@@ -9,8 +9,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ..._core.call import Call
-from ..._core.errors import AdmissionTimeout, RequestTooLarge
+from .._core.call import Call
+from .._core.errors import AdmissionTimeout, RequestTooLarge
 from .deployment import Deployment
 from .line import RouterLine
 

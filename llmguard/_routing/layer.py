@@ -18,17 +18,19 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from ..._core import events
-from ..._core.attempt import Attempt
-from ..._core.call import Call, Handler
-from ..._core.check import callable_or_none, number, seed as check_seed
-from ..._core.classify import error_headers
-from ..._core.events import EventKind
-from ..._core.public import public
-from ..._core.stream import Stream
-from ..._core.tokens import estimate_tokens
-from ..ratelimit.backend import MemoryBackend, RateLimitBackend, TakesNow
-from ..ratelimit.quotas import check_backend, used_tokens
+from .._admission.ratelimit.backend import MemoryBackend, RateLimitBackend, TakesNow
+from .._admission.ratelimit.quotas import check_backend, used_tokens
+from .._core import events
+from .._core.attempt import Attempt
+from .._core.call import Call
+from .._core.check import callable_or_none, number
+from .._core.check import seed as check_seed
+from .._core.classify import error_headers
+from .._core.events import EventKind
+from .._core.layer import Handler
+from .._core.public import public
+from .._core.stream import Stream
+from .._core.tokens import estimate_tokens
 from .admission import Admission
 from .attempt import default_circuit, moves, publish_circuit, send
 from .deployment import Deployment
