@@ -21,7 +21,6 @@ from ..._core.events import Event, EventKind
 from ..._core.layer import Handler
 from ..._core.public import public
 from ..._core.stream import Stream
-from ..._core.sweep import SWEEP_AT, sweep
 from ..._core.tokens import extract_usage, field, max_output, prompt_bound
 from .charge import answer_cost, failed_cost
 from .ledger import account_of, ledger_of
@@ -60,15 +59,15 @@ class Budget:
       refused at its first call (never counted free).
     * ``per``: ``"minute"``, ``"hour"``, ``"day"`` or ``"month"`` (calendar windows in UTC), or
       None for a total. ``key(call) -> hashable``: one budget per tenant, user or project.
-    * ``soft`` in (0, 1]: publish a ``budget_soft_limit`` event once per key and window (in this
-      process) when the spend reaches that fraction of the cap.
+    * ``soft`` in (0, 1]: publish a ``budget_soft_limit`` event once per key and window (across
+      the processes sharing a ledger) when the spend reaches that fraction of the cap.
     * ``backend``: ``RedisBackend(url)`` shares the budget across processes (atomic Lua);
       ``name`` tells budgets on one backend apart.
     """
 
     __slots__ = ("usd", "per", "soft", "name", "ledger", "_cap", "_prices", "_key", "_lines",
                  "_in_flight", "_admitted", "_rejected", "_refunds", "_overruns", "_warned",
-                 "_softened", "_sweep_at")
+                 "_soft")
 
     def __init__(self, usd: float, *, per: str | None = None,
                  prices: Mapping[str, Any] | None = None,
@@ -96,9 +95,7 @@ class Budget:
         self.ledger.listen(self._lines.wake)
         self._in_flight = self._admitted = self._rejected = self._refunds = self._overruns = 0
         self._warned: set[str | None] = set()
-        # Accounts whose soft limit was published here -> when their window ends (swept).
-        self._softened: dict[str, float | None] = {}
-        self._sweep_at = SWEEP_AT
+        self._soft = None if soft is None else max(1, nanos(soft * self.usd))
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         key = None if self._key is None else self._key(call)
@@ -210,15 +207,11 @@ class Budget:
         self._refunds += cost == 0
         if cost > amount:
             self._overruns += 1
-        self.ledger.settle(account, ticket, cost)
-        if self.soft is not None and account not in self._softened:
-            spent, _ = self.ledger.totals(account)
-            if spent >= self.soft * self._cap:
-                if len(self._softened) >= self._sweep_at:
-                    now = time.time()
-                    self._sweep_at = sweep(self._softened, lambda e: e is not None and e < now)
-                self._softened[account] = window(self.per, time.time())[1]
-                self._soft_event(call, key)
+        if self._soft is None:
+            self.ledger.settle(account, ticket, cost)
+        else:  # the ledger tells the first settlement of the window to reach it, anywhere
+            self.ledger.settle(account, ticket, cost, soft=self._soft,
+                               on_soft=lambda: self._soft_event(call, key))
 
     def _soft_event(self, call: Call | None, key: Hashable) -> None:
         if call is not None:

@@ -29,10 +29,14 @@ class BudgetLedger(Protocol):
       reserved)`` after the decision: a ticket (any object but None) when it fitted, None (and
       nothing changed) when it did not. ``ends`` is the Unix time the account's window ends
       (None: never); a ledger may forget the account some time after it.
-    * ``settle(account, ticket, cost)``: the reservation of ``ticket`` ends; its amount leaves
-      the reserved total and ``cost`` (0 for a refund; may exceed the amount) joins the spent
-      one. Synchronous (it runs on cleanup paths; a remote ledger writes in the background),
-      called exactly once per ticket. Then every ``listen`` callback is called with the account.
+    * ``settle(account, ticket, cost, *, soft=None, on_soft=None)``: the reservation of
+      ``ticket`` ends; its amount leaves the reserved total and ``cost`` (0 for a refund; may
+      exceed the amount) joins the spent one. Synchronous (it runs on cleanup paths; a remote
+      ledger writes in the background), called exactly once per ticket. Then every ``listen``
+      callback is called with the account. ``soft`` (given with ``on_soft``): when the spent
+      total is ``soft`` or more after this settlement and no settlement of the account did that
+      before (in any process sharing the ledger: an atomic flag of the account), call
+      ``on_soft()``, once.
     * ``listen(callback)``: call ``callback(account)`` whenever room may have opened in an
       account (a settlement here or, for a shared ledger, in another process).
     * ``totals(account)``: ``(spent, reserved)`` as last known here (synchronous);
@@ -46,7 +50,8 @@ class BudgetLedger(Protocol):
     async def reserve(self, account: str, amount: int, cap: int, ends: float | None
                       ) -> tuple[Any, int, int]: ...
 
-    def settle(self, account: str, ticket: Any, cost: int) -> None: ...
+    def settle(self, account: str, ticket: Any, cost: int, *, soft: int | None = None,
+               on_soft: Callable[[], None] | None = None) -> None: ...
 
     def listen(self, callback: Callable[[str], None]) -> None: ...
 
@@ -56,11 +61,12 @@ class BudgetLedger(Protocol):
 
 
 class _Account:
-    __slots__ = ("spent", "reserved", "ends")
+    __slots__ = ("spent", "reserved", "ends", "softened")
 
     def __init__(self, ends: float | None) -> None:
         self.spent = self.reserved = 0
         self.ends = ends
+        self.softened = False
 
 
 @public
@@ -92,12 +98,17 @@ class MemoryLedger:
         state.reserved += amount
         return amount, state.spent, state.reserved
 
-    def settle(self, account: str, ticket: Any, cost: int) -> None:
+    def settle(self, account: str, ticket: Any, cost: int, *, soft: int | None = None,
+               on_soft: Callable[[], None] | None = None) -> None:
         state = self._accounts.get(account)
         if state is None:  # swept: only an ended window with nothing reserved is, so not ours
             state = self._accounts[account] = _Account(time.time())
         state.reserved -= ticket
         state.spent += cost
+        if soft is not None and on_soft is not None and state.spent >= soft and \
+                not state.softened:
+            state.softened = True
+            on_soft()
         for callback in tuple(self._listeners):
             callback(account)
 
