@@ -11,17 +11,18 @@ from .run import make_budget
 __all__ = ["add_arguments", "budget_problem", "price_type"]
 
 
-def price_type(text: str) -> tuple[float, float]:
-    """``--price IN,OUT``: USD per million input and output tokens, each finite and >= 0."""
+def price_type(text: str) -> tuple[float, ...]:
+    """``--price IN,OUT[,CACHED]``: USD per million input, output (and cached input) tokens,
+    each finite and >= 0."""
     try:
         prices = tuple(float(part) for part in text.split(","))
     except ValueError:
         prices = ()
-    if len(prices) != 2 or not all(math.isfinite(p) and p >= 0 for p in prices):
+    if len(prices) not in (2, 3) or not all(math.isfinite(p) and p >= 0 for p in prices):
         raise argparse.ArgumentTypeError(
-            f"expected IN,OUT: USD per million input and output tokens, e.g. 0.15,0.60; got "
-            f"{text!r}")
-    return prices[0], prices[1]
+            f"expected IN,OUT[,CACHED]: USD per million input and output tokens (and cached "
+            f"input tokens), e.g. 0.15,0.60 or 0.15,0.60,0.075; got {text!r}")
+    return prices
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -33,9 +34,9 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                             "nothing more is sent; lines not sent are reported (not failed) "
                             "and --resume with a new --max-cost continues them; with "
                             "--batch-api each batch reserves its lines at the batch price")
-    group.add_argument("--price", type=price_type, metavar="IN,OUT",
-                       help="with --max-cost: USD per million input and output tokens of "
-                            "every model (default: litellm's cost map; the offline fake "
+    group.add_argument("--price", type=price_type, metavar="IN,OUT[,CACHED]",
+                       help="with --max-cost: USD per million input and output tokens (and "
+                            "cached input tokens, billed as input without it) of every model (default: litellm's cost map; the offline fake "
                             "models need it); --batch-api charges half of it")
 
 

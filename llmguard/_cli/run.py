@@ -48,8 +48,9 @@ class Settings:
     #: Output records: ``"llmguard"`` or ``"openai-batch"`` (the Batch API's output shape).
     format: str = "llmguard"
     max_cost: float | None = None
-    #: ``(usd_per_million_input, usd_per_million_output)`` of every model, else litellm's map.
-    price: tuple[float, float] | None = None
+    #: ``(usd_per_million_input, usd_per_million_output[, cached_input])`` of every model, else
+    #: litellm's map.
+    price: tuple[float, ...] | None = None
     #: No ``--concurrency``: it follows the requests quota (``limits.default_concurrency``).
     follow_quota: bool = False
 
@@ -74,7 +75,7 @@ def stack_spec(args: Any) -> StackSpec:
                      fallbacks=tuple(args.fallback_model), cache_ttl=args.cache_ttl)
 
 
-def make_budget(max_cost: float | None, price: tuple[float, float] | None) -> Budget | None:
+def make_budget(max_cost: float | None, price: tuple[float, ...] | None) -> Budget | None:
     """The run's spend cap (--max-cost), priced by --price or litellm's cost map."""
     if max_cost is None:
         return None
