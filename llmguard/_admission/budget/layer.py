@@ -63,6 +63,8 @@ class Budget:
       the processes sharing a ledger) when the spend reaches that fraction of the cap.
     * ``backend``: ``RedisBackend(url)`` shares the budget across processes (atomic Lua);
       ``name`` tells budgets on one backend apart.
+
+    :meth:`reserve` holds money for work the layer does not wrap (a provider batch).
     """
 
     __slots__ = ("usd", "per", "soft", "name", "ledger", "_cap", "_prices", "_key", "_lines",

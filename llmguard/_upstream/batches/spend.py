@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..._core.errors import BudgetExceeded
-from .plan import Chunk
+from .plan import Chunk, Request
 from .results import LineResult
 
 __all__ = ["BatchSpend", "OverBudget"]
@@ -29,18 +29,19 @@ class OverBudget(Exception):
 class BatchSpend:
     """The reservations of one batch run in ``budget`` (a :class:`llmguard.Budget`)."""
 
-    __slots__ = ("_held", "budget")
+    __slots__ = ("_bounds", "_held", "budget")
 
     def __init__(self, budget: Any) -> None:
         self.budget = budget
         self._held: dict[str, Any] = {}  # chunk key -> its Reservation
+        self._bounds: dict[str, float] = {}  # line id -> its maximum cost (asked again and again)
 
     async def split(self, chunk: Chunk) -> tuple[Chunk | None, Chunk | None]:
         """``(now, later)``: the first lines of ``chunk`` reserved now (None: none fits now, but
         a reservation in flight may free room) and the rest, to submit later (None: nothing
         left). Raises :class:`OverBudget` when the first line can never fit (spent plus its
         bound passes the cap)."""
-        bounds = [self.budget.max_cost(r.body, batch=True) for r in chunk.requests]
+        bounds = [self._bound(r) for r in chunk.requests]
         stats = await self.budget.usage()
         take, total = 0, 0.0
         for bound in bounds:
@@ -73,8 +74,16 @@ class BatchSpend:
             if request is None or result.error is not None:
                 continue  # failed and expired lines are not billed
             line = self.budget.cost(chunk.model, result.response, batch=True)
-            cost += self.budget.max_cost(request.body, batch=True) if line is None else line
+            cost += self._bound(request) if line is None else line
+        for request in chunk.requests:
+            self._bounds.pop(request.id, None)
         held.settle(cost)
+
+    def _bound(self, request: Request) -> float:
+        bound = self._bounds.get(request.id)
+        if bound is None:
+            bound = self._bounds[request.id] = self.budget.max_cost(request.body, batch=True)
+        return bound
 
 
 def _part(chunk: Chunk, start: int, end: int) -> Chunk | None:
