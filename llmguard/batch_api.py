@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._upstream.batches.engine import BatchRun
-from ._upstream.batches.ledger import Ledger
+from ._upstream.batches.ledger import FileLedger
 from ._upstream.batches.plan import Request
 from ._upstream.batches.results import LineResult
 
@@ -84,7 +84,7 @@ async def run(requests: Iterable[Any], *, client: Any, ledger: str, retries: int
     from ._upstream.batches.spend import BatchSpend
 
     provider = _provider(client)
-    book = Ledger(ledger)
+    book = FileLedger(ledger)
     results: dict[str, LineResult] = {}
 
     def keep(result: LineResult) -> None:

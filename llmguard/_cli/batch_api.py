@@ -23,15 +23,16 @@ from .._core.redact import redact
 from .._runners.record import invalid_input, make_record
 from .._upstream.batches.cost import Bill, budget_prices
 from .._upstream.batches.engine import BatchRun, describe_running, run_batches
-from .._upstream.batches.ledger import Ledger
+from .._upstream.batches.ledger import FileLedger
 from .._upstream.batches.plan import Request
 from .._upstream.batches.results import LineResult
 from .._upstream.batches.spend import BatchSpend
 from .batch_options import BatchOptions, ledger_path
 from .io import OutputWriter, read_jobs
+from .budget_options import make_budget
+from .exits import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .report import spend
-from .run import (EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Settings,
-                  make_budget, resume_args)
+from .run import Settings, resume_args
 
 __all__ = ["run_batch_api"]
 
@@ -62,7 +63,7 @@ async def run_batch_api(s: Settings, options: BatchOptions, skip: set[str], argv
     """Run the file through the provider's batch API; returns the exit code."""
     hide = (lambda text: text.replace(s.api_key, "***")) if s.api_key else (lambda text: text)
     started = time.monotonic()
-    ledger = Ledger(ledger_path(s.output))
+    ledger = FileLedger(ledger_path(s.output))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
     lines: dict[str, tuple[int, Any, str | None]] = {}  # id -> (line, metadata, model)
     requests: list[Request] = []

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 
+from .._admission.budget.layer import Budget
 from .checks import number_type
-from .run import make_budget
 
-__all__ = ["add_arguments", "budget_problem", "price_type"]
+__all__ = ["add_arguments", "budget_problem", "make_budget", "price_type"]
 
 
 def price_type(text: str) -> tuple[float, ...]:
@@ -59,3 +59,10 @@ def budget_problem(args: argparse.Namespace) -> str | None:
                     "map has none: pass --price IN,OUT (USD per million input and output "
                     "tokens)")
     return None
+
+
+def make_budget(max_cost: float | None, price: tuple[float, ...] | None) -> Budget | None:
+    """The run's spend cap (--max-cost), priced by --price or litellm's cost map."""
+    if max_cost is None:
+        return None
+    return Budget(max_cost, prices=None if price is None else {"*": price}, name="llmguard-run")

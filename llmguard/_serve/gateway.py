@@ -21,7 +21,8 @@ from .abandon import Abandon
 from .budgets import TenantBudget, attach_budgets
 from .config import ModelConfig, ServeConfig
 from .deployments import router_of
-from .model import Model, upstream_of
+from .model import Model
+from .upstream import upstream_of
 from .tenants import Tenant, TenantGate, Tenants
 from .usage import UsageBook
 

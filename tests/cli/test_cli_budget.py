@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from test_cli import chat, llmguard, records, write_jsonl
 
-from llmguard._cli.budget_options import price_type
-from llmguard._cli.run import make_budget
+from llmguard._cli.budget_options import make_budget, price_type
 
 
 def lines(n: int) -> list[dict[str, object]]:

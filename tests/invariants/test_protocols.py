@@ -294,3 +294,58 @@ async def test_a_budget_ledger_written_from_its_docstring_works() -> None:
     assert sum(isinstance(r, dict) for r in results) > 50
     subscription.close()
     assert len(soft) == 2
+
+
+class ListLedger:
+    """A BatchLedger from its docstring: submissions by chunk key, events applied as written,
+    live() = neither collected nor abandoned."""
+
+    def __init__(self) -> None:
+        self.submissions: dict[str, Any] = {}
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def write(self, kind: str, key: str, **fields: Any) -> None:
+        from llmguard._upstream.batches.ledger import Submission
+
+        self.events.append((kind, key, fields))
+        if kind == "intent":
+            self.submissions[key] = Submission(key, fields["model"], list(fields["ids"]),
+                                               asyncio.get_running_loop().time())
+        elif kind == "file":
+            self.submissions[key].file_id = fields["file_id"]
+        elif kind == "batch":
+            self.submissions[key].batch_id = fields["batch_id"]
+        elif kind in ("collected", "abandoned"):
+            setattr(self.submissions[key], kind, True)
+
+    def live(self) -> list[Any]:
+        return [s for s in self.submissions.values() if not (s.collected or s.abandoned)]
+
+
+async def test_a_batch_ledger_written_from_its_docstring_never_pays_twice() -> None:
+    """A run stopped while its batch runs, then run again with the same ledger: the batch is
+    adopted and collected, none created twice, no line executed twice."""
+    import openai
+
+    from llmguard._upstream.batches.engine import run_batches
+    from llmguard._upstream.batches.openai_batches import OpenAIBatches
+    from llmguard._upstream.batches.plan import Request
+    from llmguard.testing import BatchAPIServer, BatchTimings
+
+    ledger = ListLedger()
+    requests = [Request(f"r{i}", {"model": "m", "max_tokens": 4,
+                                  "messages": [{"role": "user", "content": f"p{i}"}]})
+                for i in range(20)]
+    async with BatchAPIServer(timings=BatchTimings(per_request=0.1)) as server:
+        provider = OpenAIBatches(openai.AsyncOpenAI(base_url=server.base_url, api_key="k"))
+        stop, results = asyncio.Event(), []
+        first = await run_batches(requests, provider, ledger, on_result=results.append,
+                                  on_progress=lambda n: stop.set(), stop=stop, poll=0.5)
+        assert first.created == 1 and first.running and not results
+        again = await run_batches(requests, provider, ledger, on_result=results.append,
+                                  poll=0.5)
+        await provider.close()
+    assert again.created == 0 and again.adopted == 1
+    assert sorted(r.id for r in results) == sorted(r.id for r in requests)
+    assert len(server.batches) == 1 and max(server.executions.values()) == 1
+    assert [k for k, _key, _f in ledger.events] == ["intent", "file", "batch", "collected"]

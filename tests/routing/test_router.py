@@ -65,8 +65,10 @@ def test_bad_deployment_is_refused_at_construction() -> None:
         Deployment(target, name=None)
     with pytest.raises(ValueError, match="rpm must be"):
         Deployment(target, name="a", rpm=0)
-    with pytest.raises(ValueError, match="input_tpm/output_tpm"):
-        Deployment(target, name="a", input_tpm=1000)
+    with pytest.raises(ValueError, match="output_tpm must be"):
+        Deployment(target, name="a", output_tpm=-5)
+    with pytest.raises(ValueError, match="burst must be"):
+        Deployment(target, name="a", rpm=10, burst=2)
     with pytest.raises(ValueError, match="refill must be"):
         Deployment(target, name="a", rpm=1, refill="leaky")
     with pytest.raises(TypeError) as error:
@@ -545,3 +547,31 @@ async def test_faults_and_cancellations_leak_nothing_and_never_exceed_a_quota(se
     assert stats.in_flight == stats.waiting == 0
     for one_stats in stats.deployments.values():
         assert one_stats.in_flight == 0
+
+
+async def test_input_and_output_quotas_per_deployment_are_never_exceeded() -> None:
+    """Two deployments limiting input and output tokens apart, as Anthropic does (buckets of
+    4,000 input and 1,000 output tokens a minute, and twice that), 60 calls of max_tokens 100
+    using 20: every call answered, neither server ever refuses one (the Router reserves the
+    prompt and max_tokens at each, and gives the unused output back), the bigger deployment
+    takes more, and a call whose max_tokens no deployment's output quota holds is refused at
+    once."""
+    from llmguard.testing import InputOutputBucketServer
+
+    servers = [InputOutputBucketServer(input_tpm=4_000 * n, output_tpm=1_000 * n, latency=1.0,
+                                       output_tokens=20) for n in (1, 2)]
+    router = Router(*(Deployment(server.amessages, name=f"x{n}", input_tpm=4_000 * n,
+                                 output_tpm=1_000 * n, refill="continuous")
+                      for n, server in zip((1, 2), servers)))
+    chat = lg.guard(router)(servers[0].amessages)
+    with lg.recording() as records:
+        await asyncio.gather(*(chat(model="claude", messages=MESSAGES, max_tokens=100)
+                               for _ in range(60)))
+    assert [s.statistics().rate_limited for s in servers] == [0, 0]
+    assert sum(s.statistics().served for s in servers) == 60
+    taken = {name: sum(r.deployment == name for r in records) for name in ("x1", "x2")}
+    assert taken["x2"] > taken["x1"] > 0, taken
+    stats = router.statistics()
+    assert stats.in_flight == 0 and stats.deployments["x1"].quotas_known
+    with pytest.raises(lg.RequestTooLarge):
+        await chat(model="claude", messages=MESSAGES, max_tokens=5_000)

@@ -1,11 +1,10 @@
 """Request and token quotas (RPM, RPS, TPM) with reservation, reconciliation, refunds and pauses.
 
-The state lives behind :class:`RateLimitBackend` (in memory by default, Redis to share quotas
-across processes); the :class:`RateLimit` layer keeps only the local FIFO line of waiters.
-
+State lives behind :class:`RateLimitBackend` (memory by default, Redis to share quotas across
+processes); the layer keeps only the local line of waiters (``line``), woken when room frees.
 Why not aiolimiter: its heap by amount lets 50-token calls overtake a 6,000-token one forever,
 it cannot refund or charge, nor pause for Retry-After, and its leaky bucket exceeds the quota in
-some 60 s window (``log``). Here waiting is FIFO per key (``line``), woken when room frees."""
+some 60 s window (``log``)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,15 @@
-"""What the provider said about one line of a batch (one shape for every provider), and what a
-run did."""
+"""The shapes every provider and the engine share: what the provider said about a line and a
+batch, the protocol a provider speaks, and what a run did."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["BatchRun", "BatchState", "LineResult", "describe_running", "error_kind"]
+from .plan import Chunk, Limits
+
+__all__ = ["BatchProvider", "BatchRun", "BatchState", "LineResult", "describe_running",
+           "error_kind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,20 @@ def error_kind(status: int) -> tuple[str, bool]:
     if status in (401, 403):
         return "auth", False
     return "invalid_request", False
+
+
+class BatchProvider(Protocol):
+    """A provider's batch protocol (``OpenAIBatches``, ``AnthropicBatches``)."""
+
+    name: str
+    limits: Limits
+
+    async def upload(self, chunk: Chunk) -> str | None: ...
+    async def create(self, chunk: Chunk, file_id: str | None) -> str: ...
+    async def state(self, batch_id: str) -> BatchState: ...
+    async def results(self, batch_id: str) -> list[LineResult]: ...
+    async def find(self, key: str, since: float, taken: set[str], size: int = 0) -> str | None: ...
+    async def cancel(self, batch_id: str) -> None: ...
 
 
 @dataclass(slots=True)
