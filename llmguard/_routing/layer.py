@@ -51,7 +51,8 @@ class Router:
       free quota), ``"weighted"`` (random by ``weight``), ``"least_latency"``, ``"ordered"``
       (the first is the primary, the rest take its overflow).
     * With no room anywhere the call waits in one line across all deployments (by
-      ``call.priority``, then first come), for the earliest room any of them has; ``max_wait``
+      ``call.priority``, then round-robin across ``call.partition`` (the tenant), then first
+      come), for the earliest room any of them has; ``max_wait``
       seconds of that raises :class:`llmguard.AdmissionTimeout`.
     * A 429, 5xx, timeout (``Deployment(timeout=)``) or open circuit moves the attempt to
       another deployment it has not tried; a 429 cools its deployment down per Retry-After.

@@ -179,6 +179,29 @@ async def test_waiting_line_keeps_priority_then_arrival_order() -> None:
     assert order == [0, 1, 3, 5, 2, 4]
 
 
+async def test_waiting_line_takes_tenants_in_turn() -> None:
+    """Issue 34 #11 (a gateway model with deployments): behind tenant a's burst, tenant b's
+    calls alternate with a's (round-robin by ``call.partition``, FIFO within a tenant)."""
+    order: list[str] = []
+
+    async def send(name, **kwargs):
+        order.append(name)
+        return name
+
+    async def tenant_of(call, call_next):  # what the gateway does: the tenant is the partition
+        call.partition = call.args[0][0]
+        return await call_next(call)
+
+    router = Router(Deployment(send, name="d", rpm=1))
+    chat = lg.guard(tenant_of, router)(send)
+    tasks = [asyncio.create_task(chat(f"a{i}")) for i in range(4)]
+    await asyncio.sleep(1)
+    tasks += [asyncio.create_task(chat(f"b{i}")) for i in range(2)]
+    await asyncio.gather(*tasks)
+    assert order == ["a0", "a1", "b0", "a2", "b1", "a3"]
+    assert router.statistics().waiting == 0
+
+
 async def test_a_call_that_moved_away_does_not_hold_up_the_line() -> None:
     """The head of the line failed at deployment b and waits for a; a later call that may go
     anywhere is served by b at once, not held behind it."""
