@@ -49,8 +49,8 @@ class Settings:
     #: Output records: ``"llmguard"`` or ``"openai-batch"`` (the Batch API's output shape).
     format: str = "llmguard"
     max_cost: float | None = None
-    #: ``(usd_per_million_input, usd_per_million_output)`` of every model, else litellm's map.
-    price: tuple[float, float] | None = None
+    #: USD per million input, output[, cached input] tokens of every model, else litellm's map.
+    price: tuple[float, ...] | None = None
     #: No ``--concurrency``: it follows the requests quota (``limits.default_concurrency``).
     follow_quota: bool = False
 

@@ -69,6 +69,9 @@ class ModelConfig(UpstreamConfig):
     stack: StackSpec = SERVE_STACK
     price_input: float = 0.0
     price_output: float = 0.0
+    #: Cached input tokens (OpenAI's ``cached_tokens``, Anthropic's cache reads), USD per
+    #: million; None: billed as input.
+    price_cached_input: float | None = None
     #: Several upstreams serving this model, routed by headroom (none: one upstream, above).
     deployments: tuple[DeploymentConfig, ...] = ()
     strategy: str = "headroom"

@@ -119,7 +119,8 @@ MODEL_KEYS = {
     "circuit_breaker": boolean, "max_wait": number(), "burst": number(),
     "margin": number(False), "refill": one_of("auto", "window", "continuous"),
     "charge": one_of("reserved", "actual"), "price_input": number(False),
-    "price_output": number(False), "batch_api": one_of("openai", "anthropic"),
+    "price_output": number(False), "price_cached_input": number(False),
+    "batch_api": one_of("openai", "anthropic"),
     "strategy": one_of("headroom", "weighted", "least_latency", "ordered"),
 }
 #: ``[[models.NAME.deployments]]``: one upstream of the model, with its own quotas (the Router).

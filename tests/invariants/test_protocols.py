@@ -239,6 +239,7 @@ class DictLedger:
         self.listeners: list[Any] = []
         self.ids = itertools.count(1)
         self.open: dict[int, int] = {}
+        self.soft: set[str] = set()
 
     async def reserve(self, account: str, amount: int, cap: int, ends: float | None
                       ) -> tuple[Any, int, int]:
@@ -250,9 +251,13 @@ class DictLedger:
         self.open[ticket] = amount
         return ticket, spent, reserved + amount
 
-    def settle(self, account: str, ticket: Any, cost: int) -> None:
+    def settle(self, account: str, ticket: Any, cost: int, *, soft: int | None = None,
+               on_soft: Any = None) -> None:
         self.accounts[account][1] -= self.open.pop(ticket)
         self.accounts[account][0] += cost
+        if soft is not None and self.accounts[account][0] >= soft and account not in self.soft:
+            self.soft.add(account)
+            on_soft()
         for callback in self.listeners:
             callback(account)
 
@@ -269,12 +274,15 @@ class DictLedger:
 
 async def test_a_budget_ledger_written_from_its_docstring_works() -> None:
     """Two Budgets share the ledger (different names); a burst waits on its settlements and
-    ends within the cap; every ticket is settled exactly once."""
+    ends within the cap; every ticket is settled exactly once; each budget's soft limit is
+    published once."""
     ledger = DictLedger()
     assert isinstance(ledger, BudgetLedger)
     llm = FakeLLM(latency=1)
-    budgets = [lg.Budget(0.001, prices={"m": (1.0, 2.0)}, backend=ledger, name=name)
+    budgets = [lg.Budget(0.001, prices={"m": (1.0, 2.0)}, backend=ledger, name=name, soft=0.5)
                for name in ("a", "b")]
+    soft: list[lg.Event] = []
+    subscription = lg.subscribe(soft.append, "budget_soft_limit")
     calls = [lg.Pipeline(b).wrap(llm.acompletion) for b in budgets]
     results = await asyncio.gather(*(
         calls[i % 2](model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=20)
@@ -284,6 +292,8 @@ async def test_a_budget_ledger_written_from_its_docstring_works() -> None:
     assert all(spent <= 1_000_000 and reserved == 0 for spent, reserved in
                ledger.accounts.values())
     assert sum(isinstance(r, dict) for r in results) > 50
+    subscription.close()
+    assert len(soft) == 2
 
 
 class ListLedger:

@@ -9,7 +9,9 @@ found by chunk key when the id never reached the ledger), so those lines are awa
 Submissions respect the provider's per-batch limits and, when ``enqueued_tokens`` is given, the
 per-model enqueued-token limit: a chunk that does not fit waits until a batch of that model ends
 (and a batch the provider fails with ``token_limit_exceeded`` is queued again the same way).
-Polling backs off from ``poll`` to ``max_poll`` seconds while nothing changes.
+Polling backs off from ``poll`` to ``max_poll`` seconds while nothing changes. With a ``spend``
+cap (:mod:`.spend`) each chunk reserves its maximum cost before it is submitted, and the run
+stops sending (``not_sent``) once the next line could pass the cap.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from dataclasses import dataclass, replace
 
 from .ledger import BatchLedger, Submission
 from .plan import Chunk, Limits, Request, split
-from .results import BatchProvider, BatchRun, BatchState, LineResult
+from .results import BatchProvider, BatchRun, BatchState, LineResult, describe_running
+from .spend import BatchSpend, OverBudget
 
 __all__ = ["BatchProvider", "BatchRun", "describe_running", "remember", "run_batches"]
 
@@ -48,6 +51,7 @@ async def run_batches(
     poll: float = 1.0, max_poll: float = 60.0,
     stop: asyncio.Event | None = None,
     cancel: asyncio.Event | None = None,
+    spend: BatchSpend | None = None,
 ) -> BatchRun:
     """Answer every request once through ``provider``'s batch API (see the module docstring).
 
@@ -58,7 +62,8 @@ async def run_batches(
     ``cancel`` set drops what was not submitted yet, cancels the live batches at the provider
     and collects them when they end (the lines they finished have their answers, the others
     end as ``cancelled`` errors: nothing is sent again). ``on_result`` and ``on_progress``
-    may be coroutine functions: they are awaited.
+    may be coroutine functions: they are awaited. ``spend`` reserves each chunk's cost before
+    it is submitted (see the module docstring).
     """
     pending = {r.id: r for r in requests}
     outcome = BatchRun()
@@ -100,11 +105,23 @@ async def run_batches(
             for batch_id in live:
                 await provider.cancel(batch_id)
         # 2. Submit what fits.
+        short = False  # a chunk waits for room in the spend cap
         for _ in range(len(queue)):
             chunk = queue.popleft()
             if chunk.model in blocked or not _fits(chunk, live, enqueued_tokens):
                 queue.append(chunk)
                 continue
+            if spend is not None:
+                try:
+                    chunk, later = await spend.split(chunk)
+                except OverBudget:  # the next line could pass the cap: nothing more is sent
+                    outcome.not_sent = [i for c in (chunk, *queue) for i in c.ids]
+                    queue.clear()
+                    break
+                short |= later is not None
+                queue.extend(() if later is None else (later,))
+                if chunk is None:
+                    continue
             await ledger.write("intent", chunk.key, model=chunk.model, ids=chunk.ids)
             file_id = await provider.upload(chunk)
             if file_id is not None:
@@ -124,7 +141,7 @@ async def run_batches(
             del live[batch_id]
             blocked.discard(item.chunk.model)
             retry = await _collect(provider, item, state, ledger, on_result, outcome,
-                                   attempts, retries)
+                                   attempts, retries, spend)
             if state.failure in REQUEUE:
                 await _requeue(item.chunk, live, queue, blocked, on_result, outcome, state)
             elif retry:
@@ -138,7 +155,7 @@ async def run_batches(
         progress = max(progress, outcome.answered + outcome.failed
                        + sum(x.finished for x in live.values()))
         await _maybe(on_progress(progress))
-        if not live:
+        if not live and not short:
             continue  # nothing to wait for: submit the queue at once
         delay = poll if changed else min(max_poll, delay * 2)
         wake = stop if stop is not None else None if cancelling else cancel
@@ -204,11 +221,14 @@ async def _final(on_result: Callable[[LineResult], Awaitable[None] | None], outc
 async def _collect(provider: BatchProvider, item: _Live, state: BatchState,
                    ledger: BatchLedger, on_result: Callable[[LineResult], Awaitable[None] | None],
                    outcome: BatchRun,
-                   attempts: dict[str, int], retries: int) -> list[Request]:
+                   attempts: dict[str, int], retries: int,
+                   spend: BatchSpend | None) -> list[Request]:
     """Hand each line of an ended batch to ``on_result`` or back for a retry; mark collected."""
     chunk = item.chunk
     if state.failure is not None:
         await ledger.write("abandoned", chunk.key)  # validation refused it: nothing ran or paid
+        if spend is not None:
+            spend.settle(chunk, [])
         if state.failure in REQUEUE:
             return []
         for request in chunk.requests:
@@ -220,6 +240,8 @@ async def _collect(provider: BatchProvider, item: _Live, state: BatchState,
     retry: list[Request] = []
     seen: set[str] = set()
     results = await provider.results(item.batch_id)
+    if spend is not None:
+        spend.settle(chunk, results)
     missing = [LineResult(i, error={"kind": "unknown", "type": "Missing", "message": (
         f"batch {item.batch_id} ended {state.status} without a result for this line")},
         retryable=True) for i in wanted if i not in {r.id for r in results}]
@@ -235,10 +257,3 @@ async def _collect(provider: BatchProvider, item: _Live, state: BatchState,
             await _final(on_result, outcome, replace(result, attempts=tries))
     await ledger.write("collected", chunk.key, at=time.time())
     return retry
-
-
-def describe_running(run: BatchRun) -> str:
-    """One sentence for a run stopped while its batches keep running at the provider."""
-    ids = ", ".join(run.running[:5]) + (" ..." if len(run.running) > 5 else "")
-    return (f"{len(run.running)} batch(es) keep running at the provider ({ids}); "
-            "they are paid for whether collected or not")

@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 from .plan import Chunk, Limits
 
-__all__ = ["BatchProvider", "BatchRun", "BatchState", "LineResult", "error_kind"]
+__all__ = ["BatchProvider", "BatchRun", "BatchState", "LineResult", "describe_running",
+           "error_kind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +79,12 @@ class BatchRun:
     #: Batch ids still running at the provider when the run stopped early.
     running: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: Ids of the lines never submitted because the next line could pass the spend cap.
+    not_sent: list[str] = field(default_factory=list)
+
+
+def describe_running(run: BatchRun) -> str:
+    """One sentence for a run stopped while its batches keep running at the provider."""
+    ids = ", ".join(run.running[:5]) + (" ..." if len(run.running) > 5 else "")
+    return (f"{len(run.running)} batch(es) keep running at the provider ({ids}); "
+            "they are paid for whether collected or not")
