@@ -19,6 +19,7 @@ from .._core.check import callable_or_none, number, text
 from .._core.errors import BatchInterrupted
 from .._core.events import records
 from .checkpoint import Checkpoint
+from .outcomes import Outcomes
 from .stopper import Stopper
 from .workers import Outcome, PreviousFailure, Run
 
@@ -189,16 +190,18 @@ def _check_path(name: str, path: Any) -> None:
 
 
 async def batch(fn: Callable[[Any], Awaitable[Any]], items: Iterable[Any] | AsyncIterable[Any],
-                **options: Any) -> list[Outcome]:
+                **options: Any) -> Outcomes:
     """Run :func:`batch_iter` to the end and return every Outcome (input order by default).
 
-    Takes the same keyword options. On a handled signal, :class:`BatchInterrupted` carries the
+    Takes the same keyword options. The result is a read-only sequence of :class:`Outcome`
+    kept as columns (about 36 bytes an item beside your item and value, not 240): index it,
+    iterate it, or ``list()`` it. On a handled signal, :class:`BatchInterrupted` carries the
     outcomes that finished in ``.outcomes``.
     """
-    outcomes: list[Outcome] = []
+    outcomes = Outcomes()
     try:
         async for outcome in batch_iter(fn, items, **options):
-            outcomes.append(outcome)
+            outcomes._add(outcome)
     except BatchInterrupted as exc:
         exc.outcomes = outcomes
         raise

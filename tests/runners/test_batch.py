@@ -42,6 +42,41 @@ async def test_unordered_yields_as_completed() -> None:
     assert seen[-1] == 0 and sorted(seen) == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("options", [
+    {},                                           # every column derivable but items and values
+    {"ordered": False},                           # indexes out of position: kept
+    {"key": lambda x: f"k{x}"},                   # keys that are not str(index): kept
+    {"keep_records": True},                       # call records: kept where an item has any
+])
+async def test_batch_returns_what_batch_iter_yields(options, tmp_path) -> None:
+    """lg.batch keeps its outcomes as columns: reading them back gives Outcomes equal to the
+    ones batch_iter handed out (index, key, item, value, error, attempts, latency, calls), as a
+    sequence that indexes, slices, iterates and compares with a list."""
+
+    @lg.guard(lg.Retry(attempts=2, backoff=0.01))
+    async def fn(x: int) -> int:
+        await asyncio.sleep(0.01 * (x % 5))
+        if x % 7 == 3:
+            raise ConnectionError(f"reset {x}")  # retried once, then the item's failure
+        return 2 * x
+
+    if "key" in options:
+        options = {**options, "checkpoint": str(tmp_path / "run.jsonl")}
+    handed: list[lg.Outcome] = []
+    kept = await lg.batch(fn, range(30), concurrency=4, on_result=handed.append, **options)
+    assert kept == handed and list(kept) == handed and kept != handed[:-1]
+    assert sorted(o.index for o in kept) == list(range(30))
+    assert len(kept) == 30 and kept[-1] == kept[29] and kept[2:5] == list(kept)[2:5]
+    assert {o.key for o in kept} == ({f"k{i}" for i in range(30)} if "key" in options
+                                     else {str(i) for i in range(30)})
+    failed = [o for o in kept if not o.ok]
+    assert failed and all(isinstance(o.error, ConnectionError) and o.attempts == 2 for o in failed)
+    assert all(len(o.calls) == 1 for o in kept) if options.get("keep_records") else \
+        all(o.calls == () for o in kept)
+    with pytest.raises(IndexError):
+        kept[30]
+
+
 async def test_at_most_concurrency_in_flight_and_streamed_input() -> None:
     """No more than `concurrency` calls run at once, and the input is pulled lazily."""
     inflight = peak = pulled = 0
