@@ -76,6 +76,11 @@ def estimate_tokens(*args: Any, **kwargs: Any) -> int:
     string (a ``send_message(prompt)`` agent), plus ``max_tokens`` / ``max_completion_tokens`` /
     ``max_output_tokens`` for the output reservation, which providers also count against TPM.
     """
+    if not kwargs:  # ``send_message(prompt)``: the first string or list, no output bound
+        for arg in args:
+            if isinstance(arg, (str, list)):
+                return _text_tokens(arg) + DEFAULT_OUTPUT_RESERVE
+        return DEFAULT_OUTPUT_RESERVE
     messages = kwargs.get("messages")
     if messages is not None:
         prompt = sum(_text_tokens(m) + MESSAGE_OVERHEAD for m in messages) + 3
@@ -225,6 +230,12 @@ def extract_usage(result: Any) -> Usage | None:
     usage = field(result, "usage")
     if usage is None:
         return None
+    if type(usage) is dict:  # OpenAI chat usage as parsed JSON: the common case, read directly
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if type(prompt) is int and type(completion) is int:
+            details = usage.get("prompt_tokens_details")
+            return Usage(prompt, completion,
+                         0 if details is None else _count(field(details, "cached_tokens")))
     input_tokens = field(usage, "prompt_tokens")
     read = written = 0
     if input_tokens is None:

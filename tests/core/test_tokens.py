@@ -28,6 +28,33 @@ def test_extract_usage_from_dicts_and_objects() -> None:
     assert extract_usage("plain text") is None
 
 
+def test_parsed_json_reads_as_the_same_usage_object() -> None:
+    """Usage as parsed JSON (plain dicts, read on a shortcut) and as SDK-like objects (read
+    field by field) give the same Usage, cached prompt tokens included; a positional prompt
+    estimates as ``prompt=`` does."""
+
+    def objects(value):  # type: ignore[no-untyped-def]
+        return SimpleNamespace(**{k: objects(v) for k, v in value.items()}) \
+            if isinstance(value, dict) else value
+
+    for usage in ({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+                  {"prompt_tokens": 9, "completion_tokens": 2,
+                   "prompt_tokens_details": {"cached_tokens": 5, "audio_tokens": 0}},
+                  {"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": None},
+                  {"prompt_tokens": 1, "completion_tokens": True},
+                  {"input_tokens": 5, "output_tokens": 6, "cache_read_input_tokens": 2}):
+        found = extract_usage({"usage": usage})
+        assert found == extract_usage(objects({"usage": usage})) and found is not None
+    assert extract_usage({"usage": usage_with_cache()}) == Usage(9, 2, 5)
+    for text in ("x" * 41, ["a", "bc"], None):
+        assert estimate_tokens(text, 7) == estimate_tokens(7, prompt=text)
+    assert estimate_tokens() == estimate_tokens(prompt=None) == 256
+
+
+def usage_with_cache() -> dict:
+    return {"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 5}}
+
+
 def test_cjk_text_counts_about_one_token_per_character() -> None:
     """The fallback counts CJK characters ~1 token each (chars/4 undercounts them ~3x); ASCII
     keeps chars/4."""

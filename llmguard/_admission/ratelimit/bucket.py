@@ -59,7 +59,6 @@ def settle(level: float, deficit: float, outstanding: float, capacity: float, re
     come back (minus what the call did use). Using more than reserved charges the difference.
     """
     others = outstanding - reserved
-    outstanding = others
     if actual is not None and actual >= reserved:
         level -= actual - reserved
         deficit -= reserved
@@ -68,7 +67,10 @@ def settle(level: float, deficit: float, outstanding: float, capacity: float, re
         credit = max(0.0, min(reserved - used, deficit - others - used))
         level = min(capacity, level + credit)
         deficit -= credit + used
-    return level, max(0.0, min(deficit, capacity - level)), outstanding
+    # max(0, min(deficit, capacity - level)), written out: this runs on every settled call
+    if deficit > capacity - level:
+        deficit = capacity - level
+    return level, deficit if deficit > 0.0 else 0.0, others
 
 
 class Bucket:
@@ -97,7 +99,10 @@ class Bucket:
     def _refill(self, now: float) -> float:
         if now > self.at:
             limit = self.limit
-            self.level = level = min(limit, self.level + (now - self.at) * self.rate)
+            level = self.level + (now - self.at) * self.rate
+            if level > limit:
+                level = limit
+            self.level = level
             self.at = now
             if self.deficit > limit - level:  # the provider's could have filled up meanwhile
                 self.deficit = limit - level
@@ -114,7 +119,7 @@ class Bucket:
     def add(self, now: float, entry: Any) -> None:
         """Take the entry's units now."""
         self._refill(now)
-        units = self.weight(entry)
+        units = entry.tokens if self.quota.tokens else entry.live
         self.level -= units
         self.deficit += units
         self.outstanding += units
@@ -122,10 +127,12 @@ class Bucket:
     def adjust(self, now: float, entry: Any, tokens: int, live: int) -> None:
         """Settle the entry: it used ``tokens`` (``live=1``) or was refunded (``live=0``)."""
         self._refill(now)
-        actual = None if not live else tokens if self.quota.tokens else 1
+        if self.quota.tokens:
+            reserved, actual = entry.tokens, tokens if live else None
+        else:
+            reserved, actual = entry.live, 1 if live else None
         self.level, self.deficit, self.outstanding = settle(
-            self.level, self.deficit, self.outstanding, self.limit, self.weight(entry),
-            actual)
+            self.level, self.deficit, self.outstanding, self.limit, reserved, actual)
 
     def drain_to(self, now: float, remaining: float) -> None:
         """The provider reports ``remaining`` units in its bucket: hold no more than that."""
