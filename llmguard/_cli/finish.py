@@ -8,10 +8,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["rewrite", "sort_by_line"]
+
+#: The start of a record (``make_record``'s first two keys, ``json.dumps`` spacing): its line
+#: number read without parsing the rest (the response) of every record.
+_LINE = re.compile(rb'\{"id": "(?:[^"\\]|\\.)*", "line": (\d+),')
 
 
 def rewrite(path: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
@@ -34,7 +39,8 @@ def sort_by_line(path: str) -> None:
         for raw in f:
             # An openai-batch record has no line: it was put in order when converted, and
             # stays ahead of lines a later --resume --retry-failed appends.
-            offsets.append((json.loads(raw).get("line", 0), pos))
+            found = _LINE.match(raw)  # a record's prefix, as OutputWriter writes it
+            offsets.append((int(found[1]) if found else json.loads(raw).get("line", 0), pos))
             pos += len(raw)
         offsets.sort()
         tmp = f"{path}.sorting"

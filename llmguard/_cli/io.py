@@ -90,6 +90,10 @@ def done_ids(path: str, *, redo_failed: bool = False) -> tuple[set[str], int]:
     return ids, sum(1 for n in failed if n > 0)
 
 
+#: One encoder for every record (``json.dumps`` with options builds one per call).
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 class OutputWriter:
     """Writes each record the moment its line finishes, then restores input order at the end.
 
@@ -129,7 +133,7 @@ class OutputWriter:
         or unwritable disk)."""
         if self._reorder is not None and self._format == "openai-batch":
             record = to_openai_batch(record)  # stdout: nothing to rewrite at the end
-        text = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        text = _encode(record) + "\n"
         if self._reorder is not None:
             self._reorder.put(index, text)
             while (ready := self._reorder.pop()) is not None:

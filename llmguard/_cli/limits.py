@@ -97,6 +97,8 @@ class TokenCount:
 
 
 def _int(value: Any) -> int | None:
+    if value is None:  # the header is absent: the common case, without raising
+        return None
     try:
         number = int(float(value))
     except (TypeError, ValueError):

@@ -87,6 +87,25 @@ def test_ordered_output_and_record_shape(tmp_path: Path) -> None:
     assert "10 done: 10 ok, 0 failed" in proc.stdout
 
 
+def test_sorting_reads_each_line_number_whatever_the_id(tmp_path: Path) -> None:
+    """The final sort reads a record's line from its prefix (not a parse of the response):
+    ids with quotes, backslashes or a fake ``"line":`` inside, and records in another shape
+    (parsed in full), all land in line order, byte for byte."""
+    from llmguard._cli.finish import sort_by_line
+    from llmguard._runners.record import make_record
+
+    ids = ['plain', 'a "quoted", "line": 1, id', 'back\\slash\\', 'é ünï', '\\"']
+    records = [json.dumps(make_record(rid, line, None, response={"n": line}),
+                          ensure_ascii=False) for line, rid in zip((5, 3, 4, 2, 1), ids)]
+    records.append(json.dumps({"custom_id": "x", "line": 0}))  # no llmguard prefix
+    path = tmp_path / "out.jsonl"
+    path.write_text("".join(r + "\n" for r in records), encoding="utf-8")
+    sort_by_line(str(path))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["line"] for line in lines] == [0, 1, 2, 3, 4, 5]
+    assert sorted(lines) == sorted(records)
+
+
 def test_unordered_writes_as_lines_finish(tmp_path: Path) -> None:
     """With --unordered a slow first line is written after the quick ones; each line once."""
     lines = [chat("slow " * 400)] + [chat(f"quick {i}") for i in range(5)]
