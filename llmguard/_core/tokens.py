@@ -55,17 +55,29 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+#: The fields of a message or content part that carry text.
+_TEXT_FIELDS = ("content", "text", "name", "tool_calls")
+
+
 def _text_tokens(value: Any, count: Callable[[str], int] = count_text) -> int:
+    # Loops written out (no generator per message): this runs for every message of every call.
     if value is None:
         return 0
     if isinstance(value, str):
         return count(value)
-    if isinstance(value, Mapping):
-        # A message or content part: count its text-bearing fields.
-        return sum(_text_tokens(value.get(k), count)
-                   for k in ("content", "text", "name", "tool_calls"))
+    if type(value) is dict or isinstance(value, Mapping):
+        total = 0  # a message or content part: its text-bearing fields
+        for name in _TEXT_FIELDS:
+            field_value = value.get(name)
+            if field_value is not None:
+                total += (count(field_value) if type(field_value) is str
+                          else _text_tokens(field_value, count))
+        return total
     if isinstance(value, (list, tuple)):
-        return sum(_text_tokens(v, count) for v in value)
+        total = 0
+        for part in value:
+            total += _text_tokens(part, count)
+        return total
     return _text_tokens(str(value), count)
 
 
@@ -83,7 +95,9 @@ def estimate_tokens(*args: Any, **kwargs: Any) -> int:
         return DEFAULT_OUTPUT_RESERVE
     messages = kwargs.get("messages")
     if messages is not None:
-        prompt = sum(_text_tokens(m) + MESSAGE_OVERHEAD for m in messages) + 3
+        prompt = 3
+        for message in messages:
+            prompt += _text_tokens(message) + MESSAGE_OVERHEAD
     else:
         text = kwargs.get("prompt", kwargs.get("input"))
         if text is None:
