@@ -55,10 +55,6 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
-#: The fields of a message or content part that carry text.
-_TEXT_FIELDS = ("content", "text", "name", "tool_calls")
-
-
 def _text_tokens(value: Any, count: Callable[[str], int] = count_text) -> int:
     # Loops written out (no generator per message): this runs for every message of every call.
     if value is None:
@@ -67,18 +63,31 @@ def _text_tokens(value: Any, count: Callable[[str], int] = count_text) -> int:
         return count(value)
     if type(value) is dict or isinstance(value, Mapping):
         total = 0  # a message or content part: its text-bearing fields
-        for name in _TEXT_FIELDS:
-            field_value = value.get(name)
-            if field_value is not None:
-                total += (count(field_value) if type(field_value) is str
-                          else _text_tokens(field_value, count))
+        for name in ("content", "text", "name", "tool_calls"):
+            part = value.get(name)
+            if part is not None:
+                total += count(part) if type(part) is str else _text_tokens(part, count)
         return total
     if isinstance(value, (list, tuple)):
-        total = 0
-        for part in value:
-            total += _text_tokens(part, count)
-        return total
+        return sum(_text_tokens(v, count) for v in value)
     return _text_tokens(str(value), count)
+
+
+def _prompt(args: tuple[Any, ...], kwargs: Mapping[str, Any], count: Callable[[str], int]) -> int:
+    """A call's prompt counted by ``count``: its ``messages`` with their framing, else
+    ``prompt=``, ``input=`` or the first positional string or list."""
+    messages = kwargs.get("messages")
+    if messages is not None:
+        prompt = 3
+        for message in messages:
+            prompt += _text_tokens(message, count) + MESSAGE_OVERHEAD
+        return prompt
+    text = kwargs.get("prompt", kwargs.get("input"))
+    if text is None:
+        for arg in args:
+            if isinstance(arg, (str, list)):
+                return _text_tokens(arg, count)
+    return _text_tokens(text, count)
 
 
 def estimate_tokens(*args: Any, **kwargs: Any) -> int:
@@ -88,21 +97,9 @@ def estimate_tokens(*args: Any, **kwargs: Any) -> int:
     string (a ``send_message(prompt)`` agent), plus ``max_tokens`` / ``max_completion_tokens`` /
     ``max_output_tokens`` for the output reservation, which providers also count against TPM.
     """
-    if not kwargs:  # ``send_message(prompt)``: the first string or list, no output bound
-        for arg in args:
-            if isinstance(arg, (str, list)):
-                return _text_tokens(arg) + DEFAULT_OUTPUT_RESERVE
-        return DEFAULT_OUTPUT_RESERVE
-    messages = kwargs.get("messages")
-    if messages is not None:
-        prompt = 3
-        for message in messages:
-            prompt += _text_tokens(message) + MESSAGE_OVERHEAD
-    else:
-        text = kwargs.get("prompt", kwargs.get("input"))
-        if text is None:
-            text = next((a for a in args if isinstance(a, (str, list))), None)
-        prompt = _text_tokens(text)
+    if not kwargs and args and type(args[0]) is str:  # ``send_message(prompt)``: the shortest way
+        return count_text(args[0]) + DEFAULT_OUTPUT_RESERVE
+    prompt = _prompt(args, kwargs, count_text)
     for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         limit = kwargs.get(name)
         if isinstance(limit, int) and not isinstance(limit, bool):
@@ -174,15 +171,7 @@ def request_tokens(*args: Any, **kwargs: Any) -> int:
     (``max_tokens``, else :data:`DEFAULT_OUTPUT_RESERVE`). Same signature as
     :func:`estimate_tokens`, so it plugs into ``RateLimit(tokens=...)``.
     """
-    count = tokenizer(kwargs.get("model")) or count_text
-    messages = kwargs.get("messages")
-    if messages is not None:
-        prompt = sum(_text_tokens(m, count) + MESSAGE_OVERHEAD for m in messages) + 3
-    else:
-        text = kwargs.get("prompt", kwargs.get("input"))
-        if text is None:
-            text = next((a for a in args if isinstance(a, (str, list))), None)
-        prompt = _text_tokens(text, count)
+    prompt = _prompt(args, kwargs, tokenizer(kwargs.get("model")) or count_text)
     for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         limit = kwargs.get(name)
         if isinstance(limit, int):
@@ -201,14 +190,7 @@ def prompt_bound(*args: Any, **kwargs: Any) -> int:
     and Llama models use, covers at least one byte), the JSON of ``tools`` / ``functions`` /
     ``response_format``, and the chat framing. Images and audio parts are not counted.
     """
-    messages = kwargs.get("messages")
-    if messages is not None:
-        prompt = sum(_text_tokens(m, utf8_bytes) + MESSAGE_OVERHEAD for m in messages) + 3
-    else:
-        text = kwargs.get("prompt", kwargs.get("input"))
-        if text is None:
-            text = next((a for a in args if isinstance(a, (str, list))), None)
-        prompt = _text_tokens(text, utf8_bytes)
+    prompt = _prompt(args, kwargs, utf8_bytes)
     extra = [kwargs[name] for name in ("tools", "functions", "response_format") if kwargs.get(name)]
     if extra:
         import json  # only for calls that define tools

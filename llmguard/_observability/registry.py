@@ -19,7 +19,7 @@ from .conventions import CHUNK_BUCKETS, DURATION_BUCKETS, FIRST_CHUNK_BUCKETS, S
 if TYPE_CHECKING:
     from .view import MetricsView
 
-__all__ = ["Instruments", "instruments_for"]
+__all__ = ["Instruments", "aggregate_histograms", "instruments_for"]
 
 
 class Instruments:
@@ -28,7 +28,7 @@ class Instruments:
     __slots__ = ("recording", "duration", "tokens", "first_chunk", "per_chunk", "wait",
                  "layers", "retired", "observables", "__weakref__")
 
-    def __init__(self, meter: Any) -> None:
+    def __init__(self, meter: Any, histograms: Any = None) -> None:
         from opentelemetry import metrics
 
         from .instruments import observables
@@ -37,7 +37,8 @@ class Instruments:
         # proxy must still be called: an SDK installed later turns its instruments real.)
         #: False for a no-op meter: histogram records would be thrown away.
         self.recording = not isinstance(meter, metrics.NoOpMeter)
-        histogram = meter.create_histogram
+        # The gateway's provider keeps its histograms in process (``aggregated``), not the SDK.
+        histogram = meter.create_histogram if histograms is None else histograms.create_histogram
         self.duration = histogram(
             "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
@@ -103,6 +104,8 @@ class _GlobalInstruments(Instruments):
 
 
 _by_provider: weakref.WeakKeyDictionary[Any, Instruments] = weakref.WeakKeyDictionary()
+#: Providers whose histograms are kept in process (``aggregated.prometheus_provider``).
+_aggregated: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _unweakable: dict[int, tuple[Any, Instruments]] = {}
 _global: list[Instruments] = []  # the global provider's (through the API's proxy), once created
 
@@ -125,5 +128,12 @@ def instruments_for(meter_provider: Any) -> Instruments:
         return pair[1]
     if found is None:
         found = _by_provider[meter_provider] = Instruments(
-            metrics.get_meter(SCOPE, meter_provider=meter_provider))
+            metrics.get_meter(SCOPE, meter_provider=meter_provider),
+            _aggregated.get(meter_provider))
     return found
+
+
+def aggregate_histograms(meter_provider: Any, histograms: Any) -> None:
+    """Make the histograms of Metrics layers on ``meter_provider`` those of ``histograms``
+    (an ``aggregated.Histograms``, whose reader exports them): before any layer reports there."""
+    _aggregated[meter_provider] = histograms

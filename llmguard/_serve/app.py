@@ -142,15 +142,16 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 def metrics_provider() -> tuple[Any, Any]:
     """An OpenTelemetry SDK meter provider exporting to a registry of our own (for
     ``/metrics``), or ``(None, None)`` without the otel extra."""
+    from .._observability.aggregated import prometheus_provider
+
     try:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from opentelemetry.sdk.metrics import MeterProvider
         from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry()
+        # scraped on the event loop, which records too: histograms kept in process
+        return prometheus_provider(registry), registry
     except ImportError:
         return None, None
-    registry = CollectorRegistry()
-    provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
-    return provider, registry
 
 
 def build_app(gateway: Gateway, registry: Any = None) -> Starlette:

@@ -142,3 +142,47 @@ def test_real_prometheus_scrapes_and_answers_a_histogram_quantile(
     assert result, "Prometheus never returned the histogram quantile within 60 s"
     quantile = float(result[0]["value"][1])
     assert lower <= quantile <= upper
+
+
+async def test_histograms_kept_in_process_export_as_the_sdk_would() -> None:
+    """The gateway's provider keeps the Metrics layers' histograms in process (no SDK record per
+    call) and adds them at collection: the same calls (answers, an error, a stream, calls
+    queued on a limiter) give the same /metrics families, labels and values as a plain SDK
+    provider."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from llmguard._observability.aggregated import prometheus_provider
+
+    async def scraped(provider: Any, registry: Any) -> dict[tuple, float]:
+        llm = FakeLLM([ValueError("bad request")], latency=0.3, seconds_per_token=0.013)
+        guarded = lg.Pipeline(lg.Metrics(meter_provider=provider, name="chat"),
+                              lg.ConcurrencyLimit(1)).wrap(llm.acompletion)
+        message = [{"role": "user", "content": "hello there"}]
+        with pytest.raises(ValueError):
+            await guarded(model="m", messages=message)
+        await asyncio.gather(*(guarded(model=model, messages=message)
+                               for model in ("m", "m", "n")))
+        stream = await guarded(model="m", messages=message, stream=True,
+                               stream_options={"include_usage": True})
+        async for _ in stream:
+            pass
+        text = generate_latest(registry).decode()
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples}
+
+    plain_registry, kept_registry = CollectorRegistry(), CollectorRegistry()
+    plain = await scraped(MeterProvider(metric_readers=[
+        PrometheusMetricReader(registry=plain_registry)]), plain_registry)
+    kept = await scraped(prometheus_provider(kept_registry), kept_registry)
+    names = {name for name, _ in kept}
+    for histogram in ("gen_ai_client_operation_duration_seconds",
+                      "gen_ai_client_token_usage", "llmguard_admission_wait_seconds",
+                      "gen_ai_client_operation_time_to_first_chunk_seconds",
+                      "gen_ai_client_operation_time_per_output_chunk_seconds"):
+        assert f"{histogram}_bucket" in names and f"{histogram}_sum" in names, histogram
+    assert kept.keys() == plain.keys()
+    for key, value in plain.items():
+        assert kept[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
