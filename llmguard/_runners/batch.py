@@ -194,7 +194,7 @@ async def batch(fn: Callable[[Any], Awaitable[Any]], items: Iterable[Any] | Asyn
     """Run :func:`batch_iter` to the end and return every Outcome (input order by default).
 
     Takes the same keyword options. The result is a read-only sequence of :class:`Outcome`
-    kept as columns (about 36 bytes an item beside your item and value, not 240): index it,
+    kept as columns (about 32 bytes an item beside your item and value, not 240): index it,
     iterate it, or ``list()`` it. On a handled signal, :class:`BatchInterrupted` carries the
     outcomes that finished in ``.outcomes``.
     """

@@ -4,7 +4,7 @@ A million kept ``Outcome`` objects cost about 240 bytes each (the object, its ``
 ``key`` string and ``latency`` float, the list slot). Most of that is derivable: the index is
 the position in an ordered batch, the key is ``str(index)`` without a checkpoint, errors and
 call records are rare. So the columns are the item and value references, the attempts and
-latencies as C arrays, and the rest only where it differs from what can be derived (about 36
+latencies as C arrays, and the rest only where it differs from what can be derived (about 32
 bytes an item plus your item and value).
 """
 
