@@ -56,28 +56,46 @@ class Readings:
             if entry.seq >= group[4]:
                 group[5] += entry.tokens if tokens else entry.live
 
-    def read(self, now: float, tokens: bool, remaining: int, ticket: Any, issued: int,
-             issued_tokens: int) -> tuple[int, float, int] | None:
-        """What a reading of ``remaining`` (requests or ``tokens``) in the answer to ``ticket``
-        (None: as of now) leaves us, ``issued`` requests and ``issued_tokens`` tokens of ours
-        admitted so far: ``(left, since, base)``, the best certain bound of the open group of
-        readings with this one, as of now but for the refill since ``since`` (a bucket adds
-        it), which subtracted ours from seq ``base`` on; or None for a reading of an older burst
-        than the open group's (superseded).
+    @staticmethod
+    def after(log: Any, tokens: bool, ticket: Any, issued: int) -> int:
+        """Units of ours (not refunded) admitted from ``ticket.near`` on, the ticket excepted,
+        as admitted (a reconciliation since changes nothing the server counted then): counted
+        in ``log`` (a sliding log) when it holds them, else from ``issued`` so far (refunded
+        ones then count too)."""
+        if ticket is None:
+            return 0
+        seq, tseq = ticket.near
+        entries = getattr(log, "entries", None)
+        if not entries or entries[0].seq > seq:
+            return issued - (tseq + ticket.tokens if tokens else seq + 1)
+        after, following = 0, issued  # tokens: an entry took its successor's tseq less its own
+        for entry in reversed(entries):
+            if entry.seq < seq:
+                break
+            if entry.live and entry is not ticket:
+                after += following - entry.tseq if tokens else 1
+            following = entry.tseq
+        return after
 
-        One reading's bound is ``remaining`` less ours that may have arrived after the ticket:
-        every one sent from ``spread`` before it on, but for itself. A reading of a ticket sent
+    def read(self, now: float, tokens: bool, remaining: int, ticket: Any, after: int,
+             issued: int) -> tuple[int, float, int] | None:
+        """What a reading of ``remaining`` (requests or ``tokens``) in the answer to ``ticket``
+        (None: as of now) leaves us, with ``after`` units of ours (not refunded) admitted from
+        the ticket's ``near`` on, the ticket excepted, and ``issued`` units admitted so far:
+        ``(left, since, base)``, the best certain bound of the open group of readings with
+        this one, as of now but for the refill since ``since`` (a bucket adds it), which
+        subtracted ours from seq ``base`` on; or None for a reading of an older burst than the
+        open group's (superseded).
+
+        One reading's bound is ``remaining`` less ours that may have arrived after the ticket
+        (``after``: every one sent from ``spread`` before it on). A reading of a ticket sent
         within ``spread`` of the one that opened the group reads the same burst: the higher
         bound of the two holds, the older one less ours admitted since (plus those of them
         refunded)."""
         if ticket is None:
             self.groups.pop(tokens, None)
             return remaining, now, issued
-        seq, tseq = ticket.near
-        if tokens:
-            left, issued = remaining - (issued_tokens - tseq - ticket.tokens), issued_tokens
-        else:
-            left = remaining - (issued - seq - 1)
+        seq, left = ticket.near[0], remaining - after
         at = ticket.time
         group = self.groups.get(tokens)
         if group is not None:

@@ -192,8 +192,7 @@ class Window:
             ticket: Entry | None = None, limit: int | None = None, wall: float = 0.0) -> None:
         """The provider says only ``remaining`` are left (until ``reset`` seconds from now when
         it says; ``limit`` when it says), as it counted the request of ``ticket`` (None: as of
-        now). Ours that may have reached it after that request are subtracted, and readings
-        of one burst are combined (:mod:`.reading`).
+        now), read as a bound against ours in flight and combined per burst (:mod:`.reading`).
 
         A bucket takes it as the provider's level; a log or a fixed count records a cap until
         the reset (or the fixed window's boundary). With a shape to learn, the reading also
@@ -204,7 +203,11 @@ class Window:
             learners = [t for t in tracks if isinstance(t, AutoTrack) and t.learns()]
             if learners:
                 learn.observe(self, now, learners, tokens, remaining, reset, ticket, limit, wall)
-        read = self.readings.read(now, tokens, remaining, ticket, self.issued, self.issued_tokens)
+        issued = self.issued_tokens if tokens else self.issued
+        track = self.tracks[0]
+        after = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
+                                    tokens, ticket, issued)
+        read = self.readings.read(now, tokens, remaining, ticket, after, issued)
         if read is None:
             return  # an older burst's reading: the open group's are newer
         left, since, base = read
