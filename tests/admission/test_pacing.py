@@ -4,6 +4,7 @@ that never silences the provider longer than the server asked, and refunds that 
 every counter an admission touched. All in virtual time."""
 
 import asyncio
+import math
 import random
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
+from llmguard._admission.ratelimit.charge import OPENING
 from llmguard._admission.ratelimit.fixed import FixedCount
 from llmguard._admission.ratelimit.log import Entry
 from llmguard._admission.ratelimit.shape import read_reset
@@ -38,9 +40,9 @@ def jittered(server: Any, most: float, seed: int = 0) -> Any:
     return send
 
 
-async def run_batch(server: Any, calls: int, phase: float, jitter: float = 0.0,
+async def run_batch(server: Any, calls: int, phase: float, jitter: float = 0.0, slots: int = 32,
                     **limits: Any) -> tuple[float, float, lg.RateLimit]:
-    """``calls`` at once through Retry -> RateLimit(**limits) -> ConcurrencyLimit(32) into
+    """``calls`` at once through Retry -> RateLimit(**limits) -> ConcurrencyLimit(slots) into
     ``server`` (its headers read as an HTTP client would; each request ``jitter`` seconds at
     most on the way), started ``phase`` seconds into the server's minute: (wall time, the
     server's ideal, the layer)."""
@@ -50,7 +52,7 @@ async def run_batch(server: Any, calls: int, phase: float, jitter: float = 0.0,
     layer = lg.RateLimit(**limits)
     server.on_headers.append(layer.observe_headers)
     send = jittered(server, jitter) if jitter else server.acompletion
-    guarded = lg.guard(lg.Retry(attempts=4), layer, lg.ConcurrencyLimit(32))(send)
+    guarded = lg.guard(lg.Retry(attempts=4), layer, lg.ConcurrencyLimit(slots))(send)
     start = loop.time()
     results = await asyncio.gather(*(guarded(**ask(i)) for i in range(calls)))
     assert len(results) == calls
@@ -104,6 +106,46 @@ async def test_network_jitter_that_shuffles_a_burst_costs_nothing(shape: str) ->
     gaps = [b.at - a.at for a, b in zip(server.arrivals, server.arrivals[1:])]
     if isinstance(server, TokenBucketServer):  # it refills a request's tokens every 1.3 s
         assert max(gaps) <= 3.0, max(gaps)
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+STRICT = {
+    "fixed window": FixedWindowServer, "token bucket": TokenBucketServer,
+    "sliding window": SlidingWindowServer, "clock-minute proxy": ProxyWindowServer}
+
+
+@pytest.mark.parametrize("shape", list(STRICT))
+async def test_an_estimate_10_percent_under_the_servers_charge_costs_no_429s(shape: str) -> None:
+    """The server charges 1.11x our estimate (OpenAI counts characters, framing included) and
+    the token quota binds, each request 0-10 ms on the way, started 40 s into a minute: the
+    opening burst reserves the estimate times ``OPENING``, the burst's readings calibrate the
+    factor (the highest and lowest ``remaining`` differ by what the server charged the rest),
+    and a window keeps what the server charged (a learned bucket is drained by the readings).
+    Before: 4-10 429s of ~136 (3-7%) per shape; now at most one, within 1.05x the ideal, and a
+    window's factor learned within 3% of the server's."""
+    server = STRICT[shape](rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9)
+    wall, ideal, layer = await run_batch(server, 126, 40, jitter=0.01, rpm=60, tpm=10_000)
+    assert server.statistics().rate_limited <= 1
+    assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
+    factor = layer.backend._windows[None].charge.factor
+    if shape != "token bucket":
+        assert factor == pytest.approx(1 / 0.9, rel=0.03), factor
+
+
+async def test_a_server_that_keeps_max_tokens_gets_none_back_under_a_concurrency_limit() -> None:
+    """OpenAI charges ``max_tokens`` at admission and never gives the unused part back: with
+    ConcurrencyLimit(8) below the rate limit and 10 ms jitter, giving it back to our own bucket
+    (``charge="actual"``) earned 2 429s of ~143. Now none, and our bucket never holds more
+    than the server's at the end."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0)
+    _, _, layer = await run_batch(server, 141, 40, jitter=0.01, slots=8, rpm=60, tpm=10_000)
+    assert server.statistics().rate_limited == 0
+    window = layer.backend._windows[None]
+    assert window.charge.heard and window.available(loop_time(), True) <= server.quotas[
+        "tokens"].remaining(loop_time())
 
 
 async def test_a_429_at_the_60th_request_teaches_that_the_server_admits_59() -> None:
@@ -172,13 +214,14 @@ async def test_a_reset_that_counts_another_s_requests_is_confirmed_before_it_is_
 
 async def test_assume_sent_counts_a_call_sent_without_the_layer_when_it_was_sent() -> None:
     """``assume_sent(call, at=...)``: a call sent before the layer existed takes its units
-    from every quota as if admitted then, and leaves the window a window after that."""
+    from every quota as if admitted then (its tokens as an opening reservation: the estimate
+    times ``charge.OPENING``, nothing heard yet), and leaves the window a window after that."""
     layer = lg.RateLimit(rpm=2, tpm=1_000, margin=0)
     call = lg.Call(lambda **kw: None, (), ask(0), "t")
     layer.assume_sent(call, at=0.0)
     stats = layer.statistics()
     assert stats.requests_available == 1
-    assert stats.tokens_available == 1_000 - lg.estimate_tokens(**ask(0))
+    assert stats.tokens_available == 1_000 - math.ceil(OPENING * lg.estimate_tokens(**ask(0)))
     await asyncio.sleep(60)
     assert layer.statistics().requests_available == 2
 

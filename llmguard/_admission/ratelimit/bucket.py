@@ -127,6 +127,15 @@ class Bucket:
             self.level, self.deficit, self.outstanding, self.limit, self.weight(entry),
             actual)
 
+    def rescale(self, now: float, entry: Any, tokens: int) -> None:
+        """``entry``, not settled, took more than the server charged it (``tokens``): the
+        difference comes back now and leaves what is outstanding."""
+        self._refill(now)
+        less = entry.tokens - tokens
+        self.level = min(self.limit, self.level + less)
+        self.outstanding -= less
+        self.deficit = max(0.0, self.deficit - less)
+
     def drain_to(self, now: float, remaining: float, since: float | None = None) -> None:
         """The provider reports ``remaining`` units in its bucket (as of ``since``, default
         now: the refill since then comes on top): hold no more than that."""

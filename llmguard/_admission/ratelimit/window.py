@@ -18,6 +18,7 @@ from ..._core.public import public
 from . import learn
 from .auto import AutoTrack
 from .bucket import Bucket
+from .charge import Charge
 from .log import Entry, Log
 from .reading import Readings
 from .shape import Shape
@@ -59,7 +60,7 @@ class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
     __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
-                 "readings")
+                 "readings", "charge")
 
     def __init__(self, quotas: tuple[Quota, ...]) -> None:
         learned = [q for q in quotas if q.learn]
@@ -79,6 +80,9 @@ class Window:
         self.issued = self.issued_tokens = 0
         #: What header readings leave us, read against ours in flight (:mod:`.reading`).
         self.readings = Readings(max(q.margin for q in quotas))
+        #: What the server charges against our estimate, for learned token quotas.
+        charged = [q.limit for q in learned if q.tokens and not q.part]
+        self.charge = Charge(min(charged)) if charged else None
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted; 0.0 means now.
@@ -88,6 +92,8 @@ class Window:
         1e-16 s wait and be re-checked at the same clock reading forever (a busy loop), and a
         bucket must be a hair past full enough when the provider checks it."""
         wait = self.paused_until - now
+        if self.charge is not None:
+            tokens = self.charge.units(tokens)
         for track in self.tracks:
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
         for unit, (remaining, until, _) in self.caps.items():
@@ -104,19 +110,22 @@ class Window:
         """Admit one request of ``tokens`` now if every quota has room (the same test as
         ``wait(now, tokens) == 0.0``, in one pass): its entry, else None with nothing recorded.
         The path of every admission, so it is written out rather than built from helpers."""
+        estimate = tokens
+        if self.charge is not None:
+            tokens = self.charge.units(tokens)
         if self.paused_until > now:
-            return self._probe(now, tokens)
+            return self._probe(now, tokens, estimate)
         for track in self.tracks:
             if not track.fits(now, tokens):
-                return self._probe(now, tokens)
+                return self._probe(now, tokens, estimate)
         caps = self.caps
         if caps:
             for unit, (remaining, until, _) in caps.items():
                 if until > now and remaining < (tokens if unit else 1):
-                    return self._probe(now, tokens)
-        return self.add(now, tokens)
+                    return self._probe(now, tokens, estimate)
+        return self.add(now, tokens, estimate)
 
-    def _probe(self, now: float, tokens: int) -> Entry | None:
+    def _probe(self, now: float, tokens: int, estimate: int) -> Entry | None:
         """A request the quotas would hold back, sent anyway as the probe of a supposed fixed
         window's boundary (:meth:`.shape.Shape.probe_at`), or None."""
         shape = self.shape
@@ -131,13 +140,17 @@ class Window:
             if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit \
                     and not shape.vouched:
                 return None
-        entry = shape.probe = self.add(now, tokens)
+        entry = shape.probe = self.add(now, tokens, estimate)
         return entry
 
-    def add(self, now: float, tokens: int) -> Entry:
-        """Record an admission at ``now`` (after ``wait(now, tokens)`` returned 0)."""
+    def add(self, now: float, tokens: int, estimate: int | None = None) -> Entry:
+        """Record an admission at ``now`` of ``tokens`` as the server counts them (after
+        ``wait`` returned 0), for a call estimated at ``estimate`` (default: ``tokens`` is the
+        estimate, scaled here to what the server counts)."""
+        if estimate is None and self.charge is not None:
+            estimate, tokens = tokens, self.charge.units(tokens)
         entry = Entry(now, tokens, self if self.buckets else None, self.issued,
-                      self.issued_tokens)
+                      self.issued_tokens, estimate)
         self.issued += 1
         self.issued_tokens += tokens
         self.readings.admit(now, entry)
@@ -163,17 +176,22 @@ class Window:
                 return False
         return self.paused_until <= now and all(cap[1] <= now for cap in self.caps.values())
 
-    def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1) -> None:
+    def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1,
+               answered: bool = True) -> None:
         """Change an entry to ``tokens`` (reconcile) or remove it (``live=0``, refund). With
         buckets this settles it (call it for every entry, even with its tokens unchanged): a
         second call, or one for an entry of another window, changes nothing. A refund gives
-        back everything the admission took: the windows, a bucket's level, the caps."""
+        back everything the admission took: the windows, a bucket's level, the caps. A learned
+        token quota keeps what the server counts (:mod:`.charge`; ``answered``: the call was
+        answered, not merely counted as sent)."""
         if self.buckets:
             if entry.owner is not self:
                 return
             entry.owner = None
         if entry.live and not live:
             self.readings.refund(entry)
+        elif live and self.charge is not None:  # what the server counts of it
+            tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
         for unit, cap in self.caps.items():
@@ -208,10 +226,17 @@ class Window:
         after = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
                                     tokens, ticket, issued)
         read = self.readings.read(now, tokens, remaining, ticket, after, issued)
+        kind = self.shape.kind if self.shape is not None else None
+        if tokens and ticket is not None and self.charge is not None and tracks:
+            rate = min((t.bucket.rate for t in tracks if isinstance(t, AutoTrack)
+                        and t.learns() and kind == "bucket"), default=0.0)
+            factor = self.charge.factor
+            self.charge.read(self.readings.spread, remaining, ticket, rate)
+            if self.charge.factor < factor:
+                self.charge.rescale(self, now)
         if read is None:
             return  # an older burst's reading: the open group's are newer
         left, since, base = read
-        kind = self.shape.kind if self.shape is not None else None
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
             for track in tracks:
