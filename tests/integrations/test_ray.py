@@ -144,7 +144,7 @@ def local_ray():
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
@@ -171,9 +171,9 @@ def test_actors_share_one_quota_and_every_row_comes_back_once_in_order(
     assert all(r["ok"] for r in result), [r["record"] for r in result if not r["ok"]][:2]
     record = json.loads(result[7]["record"])
     assert record["response"]["object"] == "chat.completion" and record["metadata"] == {"i": 7}
-    assert set(record) == {"id", "line", "ok", "model", "response", "error", "usage", "cost",
-                           "latency", "elapsed", "attempts", "retries", "fallback", "cached",
-                           "metadata"}
+    assert set(record) == {"id", "line", "ok", "model", "deployment", "response", "error",
+                           "usage", "cost", "latency", "elapsed", "attempts", "retries",
+                           "fallback", "cached", "metadata"}
     assert Counter(c for _, c in provider.arrivals) == {f"row {i}": 1 for i in range(40)}
     assert provider.sim.statistics().rate_limited == 0
     assert provider.peak_window(WINDOW) <= QUOTA
