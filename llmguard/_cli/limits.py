@@ -34,7 +34,7 @@ from .._core.call import Call
 from .._core.layer import Handler
 from .._core.tokens import extract_usage, request_tokens
 
-__all__ = ["Limits", "TokenCount", "default_concurrency"]
+__all__ = ["Limits", "TokenCount", "announce", "default_concurrency", "in_use", "routed"]
 
 #: Prompt tokens of answers seen before the provider's count is trusted over ours.
 CALIBRATE_AFTER = 1000
@@ -132,7 +132,7 @@ class Limits:
         # Until the first answer says the quotas, one call at a time.
         self._first: asyncio.Lock | None = asyncio.Lock() if self.learn else None
 
-    def resume(self) -> None:
+    def assume_spent(self) -> None:
         """This run resumes a killed one: count the quotas as spent (now, or when learned)."""
         self._resumed = True
         if self.inner is not None:
@@ -230,3 +230,26 @@ class Limits:
 
 def announce(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def in_use(limits: Any, spec: Any, follow: bool) -> str:
+    """The run's first line: the limits it paces to (its own, or each deployment's, a
+    Router's) and its concurrency (``follow``: it follows the requests quota)."""
+    paced = limits.describe() if isinstance(limits, Limits) else "deployments " + ", ".join(
+        d.describe() for d in limits.deployments)
+    slots = "adaptive" if spec.adaptive else f"{spec.concurrency}" + (
+        " (follows the requests quota)" if follow else "")
+    return f"llmguard run: limits in use: {paced}; concurrency {slots}"
+
+
+def routed(router: Any) -> str | None:
+    """The summary's ``deployments`` row: what each deployment of the run's Router answered,
+    its 429s and the attempts that moved away from it (None: not a Router)."""
+    if not hasattr(router, "deployments"):
+        return None
+    parts = []
+    for name, d in router.statistics().deployments.items():
+        extra = ", ".join(f"{n:,} {what}" for n, what in (
+            (d.rate_limited, "429s"), (d.moved_away, "moved away")) if n)
+        parts.append(f"{name} {d.succeeded:,} answered" + (f" ({extra})" if extra else ""))
+    return "; ".join(parts)

@@ -10,9 +10,10 @@ from .._core.call import Call
 from .._core.classify import FailureKind, classify
 from .._core.errors import AdmissionError
 from .._core.events import EventKind
-from .._core.layer import Handler, invoke
+from .._core.layer import Handler
 from .._resilience.circuit import CircuitBreaker
 from .deployment import Deployment
+from .target import to_target
 
 __all__ = ["default_circuit", "moves", "publish_circuit", "send"]
 
@@ -32,14 +33,9 @@ def moves(exc: Exception) -> bool:
 async def send(deployment: Deployment, call: Call, call_next: Handler) -> Any:
     """The attempt at ``deployment``, through its circuit."""
     circuit = deployment.circuit
-    target = deployment.target
 
     async def send(call: Call) -> Any:
-        if isinstance(target, dict):  # keyword overrides: the layers below run with them
-            call.kwargs = {**call.kwargs, **target}
-            return await call_next(call)
-        call.fn = target  # another client: called directly (invoke starts a stream)
-        return await invoke(call)
+        return await to_target(deployment.target, call, call_next)
 
     return await (circuit(call, send) if circuit else send(call))
 

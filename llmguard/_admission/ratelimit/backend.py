@@ -37,7 +37,7 @@ class RateLimitBackend(Protocol):
         Returns ``(0.0, ticket)`` when admitted (the ticket, any value but None, identifies the
         reservation for ``reconcile``/``refund``), else ``(wait, None)`` with nothing recorded: ``wait`` is the
         earliest number of seconds after which it could fit (including any pause and cap). The
-        layer keeps callers in FIFO order and calls again after ``wait``.
+        layer keeps callers in order (priority, tenants in turn) and calls again after ``wait``.
         """
         ...
 

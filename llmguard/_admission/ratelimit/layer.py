@@ -1,7 +1,7 @@
 """Request and token quotas (RPM, RPS, TPM) with reservation, reconciliation, refunds and pauses.
 
 State lives behind :class:`RateLimitBackend` (memory by default, Redis to share quotas across
-processes); the layer keeps only the local line of waiters (``line``), woken when room frees.
+processes); the layer keeps only the local line of waiters (``line``, in a fair order).
 Why not aiolimiter: its heap by amount lets 50-token calls overtake a 6,000-token one forever,
 it cannot refund or charge, nor pause for Retry-After, and its leaky bucket exceeds the quota in
 some 60 s window (``log``)."""
@@ -49,10 +49,11 @@ class RateLimit:
     * ``margin`` seconds are added to every window (the gap between admission here and arrival
       at the provider; default 0.5 s per minute of window); ``burst`` (in (0, 1]) also caps
       each quota over a proportionally shorter window (``burst=0.1``, ``rpm=600``: 60 in 6 s).
-    * Waiting is FIFO per key (``key(*args, **kwargs)``: each key its own quotas). A call that
-      then waits in an inner queue (a ConcurrencyLimit below) is counted again when it leaves
-      it, when the provider sees it, ahead of the line (it holds the inner slot). A 429 pauses
-      the key until its Retry-After (1 s without), or a learned fixed window's next boundary.
+    * Waiting calls go by ``call.priority`` (higher first), then round-robin across
+      ``call.partition`` (the tenant), then first come; no smaller call overtakes the head (a big
+      one is not starved). Each ``key(*args, **kwargs)`` has its own quotas and line. A call
+      queued below (a ConcurrencyLimit) counts again as it leaves that queue, ahead of the line.
+      A 429 pauses the key until its Retry-After (1 s without) or a fixed window's next boundary.
     * ``input_tpm`` / ``output_tpm``: Anthropic's ITPM/OTPM apart (``split``). ``max_wait``
       seconds of waiting raises :class:`AdmissionTimeout`; an estimate larger than a token
       quota raises :class:`RequestTooLarge` at once.
@@ -124,10 +125,9 @@ class RateLimit:
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
             ticket = take(key, self.quotas, tokens)
         if ticket is None:  # wait in line (a future, written out here: no frame per waiter)
-            line = self._line
-            loop = asyncio.get_running_loop()
+            line, loop = self._line, asyncio.get_running_loop()
             started = loop.time()
-            future = line.join(key, tokens)
+            future = line.join(key, tokens, call.priority or 0, call.partition)
             try:
                 ticket = await future
             except AdmissionTimeout as exc:
