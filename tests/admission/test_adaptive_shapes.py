@@ -11,7 +11,8 @@ import random
 import statistics
 
 import llmguard as lg
-from llmguard import AdaptiveConcurrency, Gradient
+from llmguard import AdaptiveConcurrency
+from llmguard.algorithms import Gradient
 from llmguard.testing import Overloaded, SimulatedProvider, make_error
 
 MSG = [{"role": "user", "content": "hi"}]

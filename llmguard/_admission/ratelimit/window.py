@@ -144,7 +144,7 @@ class Window:
         if shape is not None:
             log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
             if log is not None and log.entries:
-                entry.first = log.entries[0].time
+                entry.first = log.oldest()
             if shape.candidate is not None and shape.since is None \
                     and now >= shape.candidate + shape.margin:
                 shape.since = (entry.seq, entry.tseq)  # the first of ours in the supposed window
