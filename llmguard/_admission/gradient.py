@@ -52,11 +52,13 @@ class Gradient(LimitAlgorithm):
     smoothed.
     """
 
-    __slots__ = ("_base_in", "_fast", "_noise", "_recent", "_streak", "_verify", "backoff", "base", "growth",
+    __slots__ = ("_base_in", "_fast", "_filled", "_noise", "_recent", "_streak", "_verify", "_weight", "backoff", "base", "growth",
                  "smoothing", "tolerance")
 
-    #: Weight of a floor window in the baseline's moving average.
+    #: Weight of a window in the windows' usual noise (a moving average).
     BASE_WEIGHT = 0.2
+    #: How much of its weight the baseline keeps per window (older windows fade: ~5 of memory).
+    BASE_DECAY = 0.8
 
     def __init__(
         self,
@@ -65,7 +67,7 @@ class Gradient(LimitAlgorithm):
         tolerance: float = 1.1,
         smoothing: float = 0.5,
         backoff: float = 0.9,
-        growth: float = 1.4,
+        growth: float = 2.0,
         **bounds: float,
     ) -> None:
         super().__init__(initial, **bounds)
@@ -77,13 +79,15 @@ class Gradient(LimitAlgorithm):
         #: The provider's unloaded latency (seconds), as currently estimated (None: no sample).
         self.base: float | None = None
         self._verify: tuple[float, float, int, int, int] | None = None
+        self._filled = initial  # the limit when the last window closed
         self._fast = True  # growing by ``growth`` per sample (slow start)
         self._streak = 0  # samples in a row in use at the latency floor
         self._base_in = 0  # calls in flight at the first of them
+        self._weight = 0.0  # the baseline's precision (1 / its standard error squared)
         self._noise: float | None = None  # the windows' relative standard error, averaged
         self._recent: deque[tuple[float, float]] = deque(maxlen=RECENT)  # log in flight, log rtt
 
-    def _relearn(self, rtt: float, inflight: int) -> None:
+    def _relearn(self, rtt: float, inflight: int, precision: float) -> None:
         """Load evidence over the last windows: when they spread over a range of in-flight
         counts and their latency did not grow with it (elasticity below ELASTIC: noise, or a
         provider that became slower), latency is not queueing; the baseline is their median."""
@@ -101,7 +105,7 @@ class Gradient(LimitAlgorithm):
         if slope < ELASTIC:
             median = math.exp(statistics.median(y for _, y in recent))
             if median > (self.base or 0.0):  # the floor was a low outlier: growth resumes
-                self.base, self._fast = median, True
+                self.base, self._weight, self._fast = median, precision, True
             recent.clear()
 
     def on_sample(self, rtt: float, inflight: int, dropped: bool) -> float:
@@ -118,12 +122,16 @@ class Gradient(LimitAlgorithm):
             return self._clamp(limit * self.backoff)
         if rtt <= 0:
             return limit
-        if self.base is None:
-            self.base = rtt
+        # Each window's weight in the baseline is its precision (1 / standard error squared):
+        # a window of 4 calls says little about the provider's unloaded latency, one of 64 more.
         # Twice the window's standard error, but no more than the usual noise: a window that
         # mixes calls admitted under two limits is spread by load, not by noise.
         noise = error / rtt if self._noise is None else self._noise
         self._noise = noise + (error / rtt - noise) * self.BASE_WEIGHT
+        # (A window of one call has no standard error of its own: the usual one stands in.)
+        precision = 1 / max(error or noise * rtt, 1e-6 * rtt) ** 2
+        if self.base is None:
+            self.base, self._weight = rtt, precision
         margin = 2 * min(error, noise * rtt)
         if self._verify is not None and self._verify[3]:
             before, slow, busy, shrunk, wait = self._verify
@@ -136,20 +144,28 @@ class Gradient(LimitAlgorithm):
             # (latency ~ in flight), about 0 when the provider itself became slower.
             if math.log(slow / rtt) < ELASTIC * math.log(busy / shrunk):
                 # Not faster with far fewer calls in flight: re-baseline, restore the limit.
-                self.base = rtt
+                self.base, self._weight = rtt, precision
                 return self._clamp(max(before, limit))
-        base = self.base
-        if rtt < base - margin:  # significantly faster: the provider sped up
-            self.base = rtt
-        elif rtt < base:  # the floor, as a moving average from below: it never rises here
-            self.base = base + (rtt - base) * self.BASE_WEIGHT
-        if inflight * 2 < limit:  # app-limited: no information about capacity
-            return limit
-        self._relearn(rtt, inflight)
+        # Two standard errors of the difference between the window and the baseline.
+        margin = math.hypot(margin, 2 / math.sqrt(self._weight))
         base = self.base
         # At the floor: within a quarter of the tolerance, give or take three standard errors
         # (with two, one noisy window in twenty ended slow start on a provider under no load).
         at_floor = rtt <= base * (1 + (self.tolerance - 1) / 4) + 1.5 * margin
+        if rtt < base - margin:  # significantly faster: the provider sped up
+            self.base, self._weight = rtt, precision
+        elif at_floor:
+            # The baseline pools the windows at the floor (their precision-weighted mean, the
+            # older ones fading), not their minimum: the low tail of noisy windows made every
+            # later one look queued. A window above the floor never moves it (a standing
+            # queue must not become the new normal, Gradient2's drift).
+            weight = self._weight * self.BASE_DECAY
+            self._weight = weight + precision
+            self.base = (base * weight + rtt * precision) / self._weight
+        if inflight * 2 < limit:  # app-limited: no information about capacity
+            return limit
+        self._relearn(rtt, inflight, precision)
+        base = self.base
         if not at_floor:
             self._streak = 0
         elif not self._streak:
@@ -165,6 +181,12 @@ class Gradient(LimitAlgorithm):
         load = limit if inflight == math.floor(limit) else inflight
         if self._fast:
             self._verify = None
+            # The window's calls filled the limit they were admitted under: the limit is the
+            # bottleneck (callers wait for it), so grow it, not the load the window measured
+            # (that lags a growth behind: growing from it took two round trips per step).
+            if inflight >= math.floor(self._filled):
+                load = max(load, limit)
+            self._filled = limit
             return self._clamp(max(load * self.growth, limit + 1))
         ceiling = base * self.tolerance + margin
         target = load * max(0.5, min(2.0, ceiling / rtt))
