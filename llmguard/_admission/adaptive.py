@@ -80,7 +80,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     """
 
     __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens", "_backoff_at",
-                 "_round_trip", "_cap")
+                 "_round_trip", "_cap", "_sent")
     _wait_label = "adaptive_concurrency"
 
     def __init__(
@@ -121,6 +121,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self._backoff_at = -math.inf  # loop time of the last backoff on drops
         self._round_trip = 0.0  # the last window's rtt
         self._cap = Cap()  # the provider's concurrency cap, if refusals show one
+        self._sent = 0  # calls past admission and not yet released
 
     def _sample(self, now: float, rtt: float, inflight: int, dropped: bool,
                 overload: bool = False) -> None:
@@ -186,17 +187,25 @@ class AdaptiveConcurrency(ConcurrencyLimit):
                           limiter.limit, new, rtt, inflight, dropped)
             limiter.limit = new
 
+    def _release(self, _error: object = None) -> None:
+        self._sent -= 1
+        self.limiter.release()
+
     async def __call__(self, call: Any, call_next: Any, /) -> Any:
-        limiter = self.limiter
         await self._acquire(call)
-        inflight = limiter.in_flight
+        # The calls sent before this one and still out, itself included. Not the limiter's
+        # count: a limit raised by 48 grants 48 waiters at once and each would read the count
+        # after all of them (every one "started at 96"), while the provider saw them arrive
+        # one by one, at 49 .. 96.
+        self._sent += 1
+        inflight = self._sent
         self._cap.started(inflight)
         loop_time = asyncio.get_running_loop().time
         start = loop_time()
         try:
             result = await call_next(call)
         except Exception as exc:
-            limiter.release()
+            self._release()
             if not isinstance(exc, AdmissionError):
                 failure = classify(exc)
                 if failure.kind in DROP_KINDS:
@@ -205,14 +214,14 @@ class AdaptiveConcurrency(ConcurrencyLimit):
                                  failure.kind is not FailureKind.RATE_LIMITED)
             raise
         except BaseException:  # cancelled: give the permit back, learn nothing
-            limiter.release()
+            self._release()
             raise
         now = loop_time()
         rtt = now - start
         if isinstance(result, Stream):  # rtt is the time to the first chunk
-            result.defer(lambda _error: limiter.release())
+            result.defer(self._release)
         else:
-            limiter.release()
+            self._release()
             usage = extract_usage(result)
             if usage is not None and usage.output_tokens > 0:
                 rtt = self._tokens.normalise(rtt, usage.output_tokens)

@@ -52,7 +52,7 @@ class Gradient(LimitAlgorithm):
     smoothed.
     """
 
-    __slots__ = ("_base_in", "_fast", "_filled", "_noise", "_recent", "_streak", "_verify", "_weight", "backoff", "base", "growth",
+    __slots__ = ("_base_in", "_fast", "_filled", "_good", "_noise", "_recent", "_streak", "_verify", "_weight", "backoff", "base", "growth",
                  "smoothing", "tolerance")
 
     #: Weight of a window in the windows' usual noise (a moving average).
@@ -80,6 +80,7 @@ class Gradient(LimitAlgorithm):
         self.base: float | None = None
         self._verify: tuple[float, float, int, int, int] | None = None
         self._filled = initial  # the limit when the last window closed
+        self._good = 0.0  # the last load slow start saw at the latency floor
         self._fast = True  # growing by ``growth`` per sample (slow start)
         self._streak = 0  # samples in a row in use at the latency floor
         self._base_in = 0  # calls in flight at the first of them
@@ -186,14 +187,16 @@ class Gradient(LimitAlgorithm):
             # (that lags a growth behind: growing from it took two round trips per step).
             if inflight >= math.floor(self._filled):
                 load = max(load, limit)
-            self._filled = limit
+            self._filled = self._good = load
             return self._clamp(max(load * self.growth, limit + 1))
         ceiling = base * self.tolerance + margin
         target = load * max(0.5, min(2.0, ceiling / rtt))
-        if ended and target < limit:
-            # Slow start ends: the limit grew once more since the calls this window measured
-            # were admitted; back to what they showed, before that growth queues a round trip.
-            return self._clamp(target)
+        if ended:
+            # Slow start ends: back to the last load seen at the floor, below the growth that
+            # overshot. The window cannot tell how far it did: it closes on its first ``limit``
+            # answers, the calls that queued least (a window at 96 in flight on a capacity of
+            # 64 read 1.05 s where they take 1.5), and a round trip overshot queues every call.
+            return self._clamp(min(target, max(self._good, limit / self.growth ** 2)))
         if rtt > ceiling:  # significantly queued: shrink at once, then check it was the load
             if target < limit:
                 # Shrinks in a row since the last growth: once they add up to far fewer
