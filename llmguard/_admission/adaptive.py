@@ -205,13 +205,17 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         try:
             result = await call_next(call)
         except Exception as exc:
-            self._release()
-            if not isinstance(exc, AdmissionError):
-                failure = classify(exc)
-                if failure.kind in DROP_KINDS:
-                    now = loop_time()
-                    self._sample(now, now - start, inflight, True,
-                                 failure.kind is not FailureKind.RATE_LIMITED)
+            # Learn from a drop before the permit goes on: a refusal that lowers the limit
+            # then keeps it, where the next waiter used to take it and be refused in turn.
+            try:
+                if not isinstance(exc, AdmissionError):
+                    failure = classify(exc)
+                    if failure.kind in DROP_KINDS:
+                        now = loop_time()
+                        self._sample(now, now - start, inflight, True,
+                                     failure.kind is not FailureKind.RATE_LIMITED)
+            finally:
+                self._release()
             raise
         except BaseException:  # cancelled: give the permit back, learn nothing
             self._release()

@@ -52,7 +52,7 @@ class Gradient(LimitAlgorithm):
     smoothed.
     """
 
-    __slots__ = ("_base_in", "_fast", "_filled", "_good", "_noise", "_recent", "_streak", "_verify", "_weight", "backoff", "base", "growth",
+    __slots__ = ("_base_in", "_fast", "_good", "_noise", "_recent", "_streak", "_verify", "_weight", "backoff", "base", "growth",
                  "smoothing", "tolerance")
 
     #: Weight of a window in the windows' usual noise (a moving average).
@@ -79,7 +79,6 @@ class Gradient(LimitAlgorithm):
         #: The provider's unloaded latency (seconds), as currently estimated (None: no sample).
         self.base: float | None = None
         self._verify: tuple[float, float, int, int, int] | None = None
-        self._filled = initial  # the limit when the last window closed
         self._good = 0.0  # the last load slow start saw at the latency floor
         self._fast = True  # growing by ``growth`` per sample (slow start)
         self._streak = 0  # samples in a row in use at the latency floor
@@ -155,11 +154,14 @@ class Gradient(LimitAlgorithm):
         at_floor = rtt <= base * (1 + (self.tolerance - 1) / 4) + 1.5 * margin
         if rtt < base - margin:  # significantly faster: the provider sped up
             self.base, self._weight = rtt, precision
-        elif at_floor:
+        elif at_floor and (not self._fast or inflight * 2 < limit):
             # The baseline pools the windows at the floor (their precision-weighted mean, the
             # older ones fading), not their minimum: the low tail of noisy windows made every
             # later one look queued. A window above the floor never moves it (a standing
-            # queue must not become the new normal, Gradient2's drift).
+            # queue must not become the new normal, Gradient2's drift), nor does one of slow
+            # start while the limit binds: a window closes on its first ``limit`` answers, and
+            # while the limit doubles those are the fastest of the newest calls (latency
+            # uniform 1-3 s read 1.6 s, and the steady 2 s after looked queued).
             weight = self._weight * self.BASE_DECAY
             self._weight = weight + precision
             self.base = (base * weight + rtt * precision) / self._weight
@@ -182,12 +184,13 @@ class Gradient(LimitAlgorithm):
         load = limit if inflight == math.floor(limit) else inflight
         if self._fast:
             self._verify = None
-            # The window's calls filled the limit they were admitted under: the limit is the
-            # bottleneck (callers wait for it), so grow it, not the load the window measured
-            # (that lags a growth behind: growing from it took two round trips per step).
-            if inflight >= math.floor(self._filled):
+            # The window's busier calls reached the load of the last growth: the limit is the
+            # bottleneck (callers wait for it), so grow the limit, not the load the window
+            # measured (its calls were admitted as the limit rose: growing from that took two
+            # round trips per step).
+            if inflight >= math.floor(self._good):
                 load = max(load, limit)
-            self._filled = self._good = load
+            self._good = load
             return self._clamp(max(load * self.growth, limit + 1))
         ceiling = base * self.tolerance + margin
         target = load * max(0.5, min(2.0, ceiling / rtt))
