@@ -80,7 +80,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     """
 
     __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens", "_backoff_at",
-                 "_round_trip", "_cap", "_sent")
+                 "_round_trip", "_cap", "_sent", "_dropped_at")
     _wait_label = "adaptive_concurrency"
 
     def __init__(
@@ -118,7 +118,8 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self._samples = self._drops = 0
         self._window = Window()
         self._tokens = TokenModel()
-        self._backoff_at = -math.inf  # loop time of the last backoff on drops
+        self._backoff_at = -math.inf  # loop time of the last backoff on 429s
+        self._dropped_at = -math.inf  # loop time of the last window counted as dropped
         self._round_trip = 0.0  # the last window's rtt
         self._cap = Cap()  # the provider's concurrency cap, if refusals show one
         self._sent = 0  # calls past admission and not yet released
@@ -160,9 +161,18 @@ class AdaptiveConcurrency(ConcurrencyLimit):
             return
         if dropped and throttled:
             self._backoff_at = now
+        if dropped:
+            self._dropped_at = now
         cap.crowded(share, self.limiter.limit)
-        self._resize(self.algorithm.on_window(rtt, inflight, dropped, error), rtt, inflight,
-                     dropped)
+        algorithm = self.algorithm
+        before = algorithm.limit
+        new = algorithm.on_window(rtt, inflight, dropped, error)
+        if new > before and now - self._dropped_at < self._round_trip:
+            # Within a round trip of a backoff the window's successes are calls sent before
+            # it: they may hold the limit, not raise it (a storm of 503s took it 8 -> 13 and
+            # back in one instant, 40 more 503s).
+            new = algorithm.limit = before
+        self._resize(new, rtt, inflight, dropped)
 
     def _at_cap(self, now: float, inflight: int) -> None:
         """A refusal showed the provider's cap: back off, not below the cap (it was just shown

@@ -52,7 +52,7 @@ class Gradient(LimitAlgorithm):
     smoothed.
     """
 
-    __slots__ = ("_base_in", "_fast", "_good", "_noise", "_recent", "_streak", "_verify", "_weight", "backoff", "base", "growth",
+    __slots__ = ("_base_in", "_ended", "_fast", "_good", "_noise", "_recent", "_streak", "_verify", "_weight", "backoff", "base", "growth",
                  "smoothing", "tolerance")
 
     #: Weight of a window in the windows' usual noise (a moving average).
@@ -80,6 +80,7 @@ class Gradient(LimitAlgorithm):
         self.base: float | None = None
         self._verify: tuple[float, float, int, int, int] | None = None
         self._good = 0.0  # the last load slow start saw at the latency floor
+        self._ended = False  # slow start ended once (the capacity was seen)
         self._fast = True  # growing by ``growth`` per sample (slow start)
         self._streak = 0  # samples in a row in use at the latency floor
         self._base_in = 0  # calls in flight at the first of them
@@ -118,7 +119,7 @@ class Gradient(LimitAlgorithm):
         if dropped:
             self._verify = None
             self._streak = 0
-            self._fast = False
+            self._fast, self._ended = False, True
             return self._clamp(limit * self.backoff)
         if rtt <= 0:
             return limit
@@ -177,6 +178,7 @@ class Gradient(LimitAlgorithm):
             self._streak += 1
             self._fast = self._fast or (self._streak >= 3 and inflight >= self._base_in * self.growth)
         ended = self._fast and not at_floor
+        self._ended = self._ended or ended
         self._fast = self._fast and at_floor
         # The sample measured the calls in flight when it started (admitted under an earlier
         # limit, up to a round trip ago), not the current limit: unless they filled the limit's
@@ -188,7 +190,7 @@ class Gradient(LimitAlgorithm):
             # bottleneck (callers wait for it), so grow the limit, not the load the window
             # measured (its calls were admitted as the limit rose: growing from that took two
             # round trips per step).
-            if inflight >= math.floor(self._good):
+            if not self._ended and inflight >= math.floor(self._good):
                 load = max(load, limit)
             self._good = load
             return self._clamp(max(load * self.growth, limit + 1))
