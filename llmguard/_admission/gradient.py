@@ -35,21 +35,23 @@ class Gradient(LimitAlgorithm):
     lowest latency seen) collapsed the limit to 1 on a provider whose latency merely varies: the
     minimum of noisy windows sits in their low tail, so every later window looked queued, each
     shrink made the windows smaller and noisier, and the limit went 64 -> 1 with no load at all.
-    Here ``base`` follows the windows at the floor (not significantly above it) as a moving
-    average, drops at once to a window significantly below it (a faster provider), and never
-    rises from a window above the tolerance (a standing queue must not become the new normal,
-    Gradient2's drift). A window counts as queued only when its latency is significantly above
-    ``tolerance * base`` (beyond the margin). Each shrink for latency is then checked: if the
+    Here ``base`` is the mean of the windows at the floor (not significantly above it), each
+    weighted by its precision and the older ones fading, drops at once to a window
+    significantly below it (a faster provider), and never rises from a window above the floor
+    (a standing queue must not become the new normal, Gradient2's drift). A window counts as
+    queued only when its latency is significantly above ``tolerance * base`` (beyond ``margin``,
+    two standard errors of the difference). Each shrink for latency is then checked: if the
     first window of calls admitted under the smaller limit is not faster by at least half of
     what queueing would explain, the latency was not load (the provider became slower: a step
     from 1 s to 3 s took the limit 70 -> 1) and the algorithm re-baselines there and restores
     the limit.
 
-    While latency stays at its floor the limit grows by ``growth`` per sample (TCP's slow start:
-    the capacity may be 4 or 400); the first sample above the floor ends that, and it starts
-    again when three samples in a row stay at the floor while ``growth`` x more calls are in
-    flight (the capacity rose). Otherwise, at the floor, it adds ``min(sqrt(limit), limit / 4)``
-    smoothed.
+    While latency stays at its floor the limit grows by ``growth`` (2) per sample (TCP's slow
+    start: the capacity may be 4 or 400), from the limit itself until the capacity was first met
+    (callers wait for it), from the measured load after; the first sample above the floor ends
+    that, back at the last load seen at the floor, and it starts again when three samples in a
+    row stay at the floor while ``growth`` x more calls are in flight (the capacity rose).
+    Otherwise, at the floor, it adds ``min(sqrt(limit), limit / 4)`` smoothed.
     """
 
     __slots__ = ("_base_in", "_ended", "_fast", "_good", "_noise", "_recent", "_streak", "_verify", "_weight", "backoff", "base", "growth",
@@ -75,7 +77,7 @@ class Gradient(LimitAlgorithm):
         self.smoothing = check_fraction("smoothing", smoothing)
         self.backoff = check_fraction("backoff", backoff, high_open=True)
         self.growth = float(number("growth", growth, low=1, low_open=False,
-                                   hint="; 1.4 grows the limit by 40% per round trip"))
+                                   hint="; 2 doubles the limit per round trip"))
         #: The provider's unloaded latency (seconds), as currently estimated (None: no sample).
         self.base: float | None = None
         self._verify: tuple[float, float, int, int, int] | None = None
