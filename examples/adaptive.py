@@ -36,6 +36,6 @@ async def main() -> None:
 
 if __name__ == "__main__":
     # Simulated minutes in milliseconds: a fast-forward event loop (looptime, in the dev extra).
-    loop = looptime.new_event_loop(start=0, noop_cycles=1000)
+    loop = looptime.new_event_loop(start=0, noop_cycles=1)  # no I/O to wait for
     loop.run_until_complete(main())
     loop.close()

@@ -4,7 +4,8 @@ Offline: ``BatchAPIServer`` (llmguard.testing) plays OpenAI's file and batch end
 loopback, with 2% of lines failing and 1% expiring; the real openai SDK talks to it. Point
 ``AsyncOpenAI()`` at the real API (or ``AsyncAnthropic()`` at Anthropic) and nothing else
 changes. Run it twice with the same ledger and the second run submits nothing: it downloads the
-answers of the batch the first one collected.
+answers of the batch the first one collected. Last, a third run of new requests under a
+``Budget`` at batch prices: it stops submitting once the next line could pass the cap.
 """
 
 import asyncio
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
+import llmguard as lg
 from llmguard import batch_api
 from llmguard.testing import BatchAPIServer
 
@@ -34,6 +36,13 @@ async def main() -> None:
         again = await batch_api.run(requests, client=client, ledger=ledger, poll=0.05)
         print(f"second run: {len(server.batches)} batches in all (nothing submitted again), "
               f"same answers: {[r.response for r in again] == [r.response for r in results]}")
+        budget = lg.Budget(0.0002, prices={"gpt-4o-mini": (0.15, 0.60)})  # batch: half of these
+        capped = await batch_api.run([{**r, "custom_id": "capped-" + r["custom_id"]}
+                                      for r in requests], client=client, poll=0.05,
+                                     ledger=ledger + ".capped", budget=budget)
+        print(f"under a $0.0002 cap: {sum(r.error is None for r in capped)} answered, "
+              f"{sum(bool(r.error and r.error['kind'] == 'not_sent') for r in capped)} not "
+              f"sent; spent ${budget.statistics().spent_usd:.6f}")
         await client.close()
 
 

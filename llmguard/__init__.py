@@ -3,27 +3,15 @@
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._core.call import BuildHook, Call, Handler, HeaderObserver, Layer, compose
+from ._core.call import Call
 from ._core.classify import Failure, FailureKind, classify
-from ._core.public import NAMESPACES as _NAMESPACES
-from ._core.errors import (
-    AdmissionError,
-    AdmissionTimeout,
-    BackendUnavailable,
-    BatchInterrupted,
-    BudgetExceeded,
-    CircuitOpenError,
-    FallbackExhausted,
-    FirstChunkTimeout,
-    JobNotFound,
-    LLMGuardError,
-    QueueFull,
-    RequestTooLarge,
-    StreamIdleTimeout,
-    StreamTotalTimeout,
-    TimeoutExceeded,
-)
+from ._core.errors import (AdmissionError, AdmissionTimeout, BackendUnavailable, BatchInterrupted,
+                           BudgetExceeded, CircuitOpenError, FallbackExhausted, FirstChunkTimeout,
+                           JobNotFound, LLMGuardError, QueueFull, RequestTooLarge,
+                           StreamIdleTimeout, StreamTotalTimeout, TimeoutExceeded)
 from ._core.events import CallRecord, Event, EventKind, Subscription, recording, subscribe
+from ._core.layer import BuildHook, Handler, HeaderObserver, Layer, compose
+from ._core.public import NAMESPACES as _NAMESPACES
 from ._core.stream import Stream
 from ._core.tokens import Usage, estimate_tokens, extract_usage
 from ._pipeline.guarded import Guarded
@@ -37,16 +25,16 @@ if _TYPE_CHECKING:
     from ._admission.budget.layer import Budget
     from ._admission.concurrency import ConcurrencyLimit
     from ._admission.ratelimit.layer import RateLimit
-    from ._admission.router import Deployment, Router
     from ._cache.layer import Cache
     from ._observability.metrics import Metrics
     from ._observability.prometheus import MetricsServer, serve_metrics
     from ._pipeline.client import wrap_client
+    from ._resilience.budget import RetryBudget
     from ._resilience.circuit import CircuitBreaker
     from ._resilience.fallback import Fallback
-    from ._resilience.budget import RetryBudget
     from ._resilience.retry import Retry
     from ._resilience.timeout import Timeout
+    from ._routing import Deployment, Router
     from ._runners.batch import Outcome, batch, batch_iter
     from ._runners.jobs import Job, JobManager, JobStatus
     from ._runners.pool import AgentPool

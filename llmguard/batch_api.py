@@ -15,7 +15,9 @@ The engine behind ``llmguard run --batch-api``: requests are split to the provid
 model per batch), submitted, polled with backoff and collected; expired and failed lines are
 sent once more in a new batch (``retries``). ``ledger`` is the file that makes a crash harmless:
 run again with the same requests and ledger after a kill and the batches already submitted are
-collected, never submitted twice.
+collected, never submitted twice. ``budget`` (an ``lg.Budget``) caps what the run spends: each
+batch reserves its lines' maximum cost at the batch price before it is submitted and settles to
+what its output reports; lines the cap leaves unsent end with a ``not_sent`` error.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._upstream.batches.engine import BatchRun
-from ._upstream.batches.ledger import Ledger
+from ._upstream.batches.ledger import FileLedger
 from ._upstream.batches.plan import Request
 from ._upstream.batches.results import LineResult
 
@@ -58,7 +60,8 @@ def _request(n: int, item: Any) -> Request:
 
 async def run(requests: Iterable[Any], *, client: Any, ledger: str, retries: int = 1,
               enqueued_tokens: int | None = None, poll: float = 5.0, max_poll: float = 60.0,
-              on_progress: Callable[[int], None] | None = None) -> list[LineResult]:
+              on_progress: Callable[[int], None] | None = None,
+              budget: Any = None) -> list[LineResult]:
     """Answer ``requests`` through ``client``'s batch API; results in input order.
 
     ``requests``: Batch API input lines (``{"custom_id", "body"}``) or ``(id, body)`` pairs of
@@ -68,7 +71,8 @@ async def run(requests: Iterable[Any], *, client: Any, ledger: str, retries: int
     per model, so batches queue instead of failing. ``on_progress(finished)`` is called after
     each poll with the lines the provider has finished. Failures are results too
     (``result.error``), never exceptions; the provider refusing the client (a bad key, a wrong
-    URL) raises its SDK's error.
+    URL) raises its SDK's error. ``budget``: an ``lg.Budget`` the run's spend stays within
+    (priced at the provider's batch price: see the module docstring).
     """
     items = [_request(n, item) for n, item in enumerate(requests)]
     ids = [r.id for r in items]
@@ -77,9 +81,10 @@ async def run(requests: Iterable[Any], *, client: Any, ledger: str, retries: int
     if retries < 0 or isinstance(retries, bool):
         raise ValueError(f"retries must be 0 or more, got {retries!r}")
     from ._upstream.batches.engine import remember, run_batches
+    from ._upstream.batches.spend import BatchSpend
 
     provider = _provider(client)
-    book = Ledger(ledger)
+    book = FileLedger(ledger)
     results: dict[str, LineResult] = {}
 
     def keep(result: LineResult) -> None:
@@ -97,9 +102,16 @@ async def run(requests: Iterable[Any], *, client: Any, ledger: str, retries: int
                     if result.id in wanted:
                         keep(result)
         todo = [r for r in items if r.id not in results or results[r.id].error is not None]
-        await run_batches(todo, provider, book, on_result=keep,
-                          on_progress=on_progress or (lambda finished: None), retries=retries,
-                          enqueued_tokens=enqueued_tokens, poll=poll, max_poll=max_poll)
+        outcome = await run_batches(
+            todo, provider, book, on_result=keep,
+            on_progress=on_progress or (lambda finished: None), retries=retries,
+            enqueued_tokens=enqueued_tokens, poll=poll, max_poll=max_poll,
+            spend=None if budget is None else BatchSpend(budget))
     finally:
         book.close()
+    for i in outcome.not_sent:
+        stats = budget.statistics()
+        results[i] = LineResult(i, error={"kind": "not_sent", "type": "BudgetExceeded", "message": (
+            f"not sent: it could pass the budget (${stats.spent_usd:.6f} of ${stats.cap_usd:g} "
+            "spent); run again with a higher cap and the same ledger to send it")})
     return [results[i] for i in ids]

@@ -19,11 +19,12 @@ from collections.abc import Sequence
 
 import llmguard
 
-from ._cli import batch_options, budget_options
+from ._cli import batch_options, budget_options, deployments
 from ._cli.checks import api_base_problem, number_type, output_problem, same_file
 from ._cli.checks import usage_error as _fail
 from ._cli.io import done_ids, scan_input
-from ._cli.run import EXIT_CRASH, Settings, make_limits, run, stack_spec
+from ._cli.exits import EXIT_CRASH
+from ._cli.run import Settings, make_limits, run, stack_spec
 from ._cli.usage import DESCRIPTION, EPILOG
 from ._core.redact import hide_secrets, redact
 
@@ -48,32 +49,23 @@ def _parser() -> argparse.ArgumentParser:
                           "with the summary on stderr)")
     run.add_argument("--model", help='override every line\'s model (default: the line\'s, '
                                      'else "fake")')
-    run.add_argument("--api-base", metavar="URL",
-                     help="send every non-fake model to this OpenAI-compatible server (e.g. "
-                          "http://localhost:8000/v1; needs --model) instead of through litellm")
-    key = run.add_mutually_exclusive_group()
-    key.add_argument("--api-key", metavar="KEY",
-                     help="API key (bearer token for --api-base, api_key for litellm); prefer "
-                          "--api-key-env, which keeps it out of shell history and ps")
-    key.add_argument("--api-key-env", metavar="NAME", default="OPENAI_API_KEY",
-                     help="environment variable holding the API key (default: OPENAI_API_KEY; "
-                          "litellm also reads each provider's own, e.g. ANTHROPIC_API_KEY)")
+    deployments.add_arguments(run)
     group = run.add_argument_group("layers")
-    group.add_argument("--rpm", type=number_type(int),
+    group.add_argument("--rpm", type=number_type(int), action="append",
                        help="requests per minute quota (default: learned from the provider's "
                             "x-ratelimit-limit-* headers; waiting for quota never fails a line)")
-    group.add_argument("--tpm", type=number_type(int),
+    group.add_argument("--tpm", type=number_type(int), action="append",
                        help="tokens per minute quota (prompt estimate + max_tokens, charged at "
                             "admission and never given back, as OpenAI counts them)")
-    group.add_argument("--input-tpm", type=number_type(int),
+    group.add_argument("--input-tpm", type=number_type(int), action="append",
                        help="input tokens per minute, apart from output (Anthropic's ITPM)")
-    group.add_argument("--output-tpm", type=number_type(int),
+    group.add_argument("--output-tpm", type=number_type(int), action="append",
                        help="output tokens per minute (Anthropic's OTPM): unused ones come back")
     group.add_argument("--burst", type=number_type(float), metavar="FRACTION",
                        help="also hold each quota over that fraction of its minute (0.1: a "
                             "tenth of --rpm per 6 s), for providers that enforce quotas over "
                             "short windows")
-    group.add_argument("--refill", choices=("auto", "window", "continuous"), default="auto",
+    group.add_argument("--refill", choices=("auto", "window", "continuous"),
                        help="how the provider refills its quota: 'auto' (default: paced like "
                             "the provider's own limiter, its shape learned from its headers and "
                             "429s, safe with any until then), 'window' (never more than the "
@@ -86,8 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                             "disagree at the window's edge (default: 0.5 per minute, as "
                             "RateLimit's)")
     limit = group.add_mutually_exclusive_group()
-    limit.add_argument("--concurrency", type=number_type(int), default=16,
-                       help="calls in flight at once (default: 16)")
+    limit.add_argument("--concurrency", type=number_type(int),
+                       help="calls in flight at once (default: the requests quota per minute, "
+                            "given or learned, from 16 to 1024)")
     limit.add_argument("--adaptive", action="store_true",
                        help="find the provider's concurrency limit from latency and errors")
     group.add_argument("--retries", type=number_type(int, strict=False), default=3,
@@ -159,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_options.run(args)
 
     # The exact keys it may hold, whatever their shape, never in what it writes, prints or logs.
-    hide_secrets(args.api_key, os.environ.get(args.api_key_env))
+    hide_secrets(args.api_key, *(os.environ.get(v) for v in args.api_key_env or ()),
+                 os.environ.get(deployments.DEFAULT_KEY_ENV))
+    if (problem := deployments.resolve(args)) is not None:
+        return _fail(problem)
     if not os.path.isfile(args.input):
         return _fail(f"input file {args.input!r} does not exist (or is not a file)")
     total, duplicates = scan_input(args.input)
@@ -176,13 +172,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("--resume needs an output file to read (not -o -)")
     if not stdout and same_file(args.input, args.output):
         return _fail("OUTPUT must differ from INPUT (they are the same file)")
-    if args.api_base is not None:
-        if (problem := api_base_problem(args.api_base)) is not None:
+    if args.api_base is not None or any(d.base_url for d in args.deployments):
+        if args.api_base is not None and (problem := api_base_problem(args.api_base)):
             return _fail(problem)
-        if args.model is None:
+        if args.model is None and not (args.deployments
+                                       and all(d.model for d in args.deployments)):
             return _fail("--api-base needs --model: the model name the server serves (lines "
                          "without one would otherwise go to the offline fake)")
-    if args.burst is not None and {args.rpm, args.tpm, args.input_tpm, args.output_tpm} == {None}:
+    if args.burst is not None and not args.deployments and {
+            args.rpm, args.tpm, args.input_tpm, args.output_tpm} == {None}:
         return _fail("--burst shapes the --rpm/--tpm quotas: pass one of them too")
     if args.retry_failed and not args.resume:
         return _fail("--retry-failed needs --resume (it redoes failed lines of OUTPUT)")
@@ -215,10 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     settings = Settings(
         input=args.input, output=args.output, model=args.model, api_base=args.api_base,
+        deployments=args.deployments, strategy=args.strategy,
         stack=stack, priority_field=args.priority_field, ordered=not args.unordered,
         resume=args.resume, grace=args.grace, metrics_port=args.metrics_port,
         progress=args.progress, verbose=args.verbose, api_key=api_key or None, format=args.format,
-        max_cost=args.max_cost, price=args.price)
+        max_cost=args.max_cost, price=args.price, follow_quota=args.concurrency is None)
     if args.metrics_port is not None:
         # Before the pipeline exists, so its Metrics layer records into this exporter.
         try:

@@ -9,7 +9,6 @@ from ._admission.adaptive import AdaptiveStats
 from ._admission.budget.stats import BudgetStats
 from ._admission.limiter import ConcurrencyStats
 from ._admission.ratelimit.layer import RateLimitStats
-from ._admission.router.stats import DeploymentStats, RouterStats
 from ._cache.layer import CacheStatistics
 from ._core.stats import LayerStats
 from ._observability.histogram import MetricsStats
@@ -17,6 +16,7 @@ from ._resilience.circuit import CircuitStats
 from ._resilience.fallback import FallbackStats
 from ._resilience.retry import RetryStats
 from ._resilience.timeout import TimeoutStats
+from ._routing.stats import DeploymentStats, RouterStats
 from ._runners.member import MemberStats, PoolStats
 
 __all__ = ["AdaptiveStats", "BudgetStats", "CacheStatistics", "CircuitStats", "ConcurrencyStats",

@@ -1,9 +1,32 @@
 """Shared fixtures. Async tests run under looptime's virtual clock (see pyproject addopts)."""
 
+import gc
 import os
+import sys
 import uuid
 
 import pytest
+
+# litellm fetches its cost map from GitHub at import, retrying for seconds offline: every test
+# and every process a test starts uses the copy litellm ships.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+_modules_when_frozen = [0]
+
+
+@pytest.fixture(autouse=True)
+def _freeze_what_imports_loaded():
+    """The suite loads litellm, Ray, the SDKs, OpenTelemetry: over half a million objects that
+    live for the session, which every full collection (the tests' ``gc.collect()``, the
+    collector's own passes) walked again, seconds a test on a loaded machine. When the loaded
+    modules changed, collect once and move what is alive to the permanent generation
+    (``gc.freeze``): later collections walk only what tests make."""
+    if len(sys.modules) != _modules_when_frozen[0]:
+        gc.collect()
+        gc.freeze()
+        _modules_when_frozen[0] = len(sys.modules)
+    yield
 
 
 @pytest.fixture(scope="session")

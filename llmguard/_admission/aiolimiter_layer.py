@@ -20,7 +20,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.call import Call, Handler
+from .._core.call import Call
+from .._core.layer import Handler
 
 __all__ = ["Aiolimiter", "AiolimiterStats", "is_aiolimiter"]
 

@@ -9,12 +9,13 @@ import asyncio
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .._core.call import Call, Handler
-from .._core.errors import AdmissionError
-from .._core.stream import Stream
+from .._core.call import Call
 from .._core.check import admission as check_admission
-from .limiter import ConcurrencyLimiter, Limiter
+from .._core.errors import AdmissionError
+from .._core.layer import Handler
 from .._core.public import public
+from .._core.stream import Stream
+from .limiter import ConcurrencyLimiter, Limiter
 
 __all__ = ["ConcurrencyLimit"]
 

@@ -10,13 +10,13 @@ takes a slot a waiter was promised), which makes FIFO within a class a guarantee
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
 from .._core.check import admission as check_admission, number
 from .._core.errors import AdmissionTimeout, QueueFull
 from .._core.public import public
+from .fair import FairQueue
 from .permits import ConcurrencyStats, Limiter
 
 __all__ = ["ConcurrencyLimiter", "ConcurrencyStats", "Limiter"]
@@ -24,16 +24,6 @@ __all__ = ["ConcurrencyLimiter", "ConcurrencyStats", "Limiter"]
 
 #: How a bound that accepts None says so.
 _NO_BOUND = "; pass None for no bound"
-
-
-class _Queue(deque):  # type: ignore[type-arg]
-    """One FIFO of waiters' futures, and how many of them are live (not granted, not gone)."""
-
-    __slots__ = ("live",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
 
 
 @public
@@ -46,7 +36,7 @@ class ConcurrencyLimiter:
     waiters at once, shrinking lets holders finish and admits nobody until below the new limit.
     """
 
-    __slots__ = ("_limit", "max_queue", "max_wait", "_in_flight", "_classes", "_waiting",
+    __slots__ = ("_limit", "max_queue", "max_wait", "_in_flight", "_queue", "_waiting",
                  "_waiting_by_priority", "_admitted", "_rejected", "_timed_out", "_granting",
                  "_regrant")
 
@@ -60,11 +50,9 @@ class ConcurrencyLimiter:
         self.max_wait = number("max_wait", max_wait, optional=True, unit=" of seconds",
                                hint=_NO_BOUND)
         self._in_flight = 0
-        # priority -> partition -> FIFO of futures. Dicts keep insertion order, so rotating a
-        # served partition to the end gives round-robin. A waiter that gives up anywhere in a
-        # FIFO leaves it in O(1): its future is done, skipped when reached, and the FIFO goes
-        # when its last live waiter does (8 bytes a waiter, where an indexed list took ~115).
-        self._classes: dict[int, dict[Hashable, _Queue]] = {}
+        # The waiters' futures by priority, then round-robin by partition, then FIFO; one
+        # that gives up leaves in O(1) (8 bytes a waiter, where an indexed list took ~115).
+        self._queue = FairQueue()
         self._waiting = 0
         self._waiting_by_priority: dict[int, int] = {}
         self._admitted = self._rejected = self._timed_out = 0
@@ -118,14 +106,7 @@ class ConcurrencyLimiter:
                 f"(max_queue={self.max_queue}); raise max_queue or limit, or send fewer calls"
             )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        partitions = self._classes.get(priority)
-        if partitions is None:
-            partitions = self._classes[priority] = {}
-        queue = partitions.get(partition)
-        if queue is None:
-            queue = partitions[partition] = _Queue()
-        queue.append(future)
-        queue.live += 1
+        fifo = self._queue.push(future, priority, partition)
         self._waiting += 1
         self._waiting_by_priority[priority] = self._waiting_by_priority.get(priority, 0) + 1
         try:
@@ -140,7 +121,7 @@ class ConcurrencyLimiter:
             else:
                 future.cancel()
                 self._unwait(priority)
-                self._forget(priority, partition, queue)
+                self._queue.discard(fifo)
             if isinstance(exc, TimeoutError):
                 self._timed_out += 1
                 raise AdmissionTimeout(
@@ -166,23 +147,6 @@ class ConcurrencyLimiter:
         else:
             del self._waiting_by_priority[priority]
 
-    def _forget(self, priority: int, partition: Hashable, queue: _Queue) -> None:
-        """A waiter of ``queue`` gave up (its future is done): O(1) wherever it stands. The
-        queue goes once no live waiter is left (else one per timed-out tenant would pile up
-        forever), and is compacted when it holds mostly dead futures."""
-        queue.live -= 1
-        partitions = self._classes.get(priority)
-        if partitions is None or partitions.get(partition) is not queue:
-            return  # already emptied by the grant loop
-        if queue.live <= 0:
-            del partitions[partition]
-            if not partitions:
-                del self._classes[priority]
-        elif len(queue) > 2 * queue.live + 16:  # amortised O(1): a rebuild per ~live leavers
-            alive = [future for future in queue if not future.done()]
-            queue.clear()
-            queue.extend(alive)
-
     def _grant(self) -> None:
         if self._granting:  # re-entered from inside the loop below (a GC finalizer released)
             self._regrant = True
@@ -197,24 +161,11 @@ class ConcurrencyLimiter:
             self._granting = False
 
     def _grant_loop(self) -> None:
-        classes = self._classes
-        while self._in_flight < self._limit and classes:
-            priority = max(classes)
-            partitions = classes[priority]
-            partition = next(iter(partitions))
-            queue = partitions.pop(partition)
-            future = queue.popleft()
-            granted = not future.done()  # else its task was cancelled: acquire() uncounts it
-            if granted:
-                queue.live -= 1
-            if queue and queue.live > 0:  # (a queue of dead futures only goes)
-                partitions[partition] = queue  # rotate to the end: round-robin
-            if not partitions:
-                del classes[priority]
-            if not granted:
-                continue
+        queue = self._queue
+        while self._in_flight < self._limit and (taken := queue.pop()) is not None:
+            future, fifo = taken
             # Count first, then wake: set_result may allocate, run the GC and re-enter.
-            self._unwait(priority)
+            self._unwait(fifo.priority)
             self._in_flight += 1
             self._admitted += 1
             future.set_result(None)

@@ -15,9 +15,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from .._core import events
-from .._core.call import Call, Handler
+from .._core.call import Call
 from .._core.check import number, text
-from .._core.events import EventKind
+from .._core.layer import Handler
 from .._core.public import public
 from .._core.stream import Stream
 from .flight import Flight, start
@@ -135,7 +135,7 @@ class Cache:
                 self._hits += 1
                 call.record.cache = "hit"
                 if events.subscribers:
-                    call.emit(EventKind.CACHE_HIT, "cache", detail="hit")
+                    call.emit(events.EventKind.CACHE_HIT, "cache", detail="hit")
                 if is_recording(value):
                     return await replay(value)
                 return value if self._copies else fresh(value)
@@ -153,7 +153,7 @@ class Cache:
         else:
             self._coalesced += 1
             call.record.cache = "coalesced"
-            call.emit(EventKind.CACHE_HIT, "cache", detail="coalesced")
+            call.emit(events.EventKind.CACHE_HIT, "cache", detail="coalesced")
             waiter = loop.create_future()
             flight.waiters.append(waiter)
             flight.live += 1

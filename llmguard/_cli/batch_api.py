@@ -2,7 +2,9 @@
 
 Lines go to OpenAI's Batch API (``--provider openai``, the default, any OpenAI-compatible
 ``--api-base``) or Anthropic's Message Batches (``--provider anthropic``) at the batch price.
-The ledger ``OUTPUT.batches.jsonl`` beside the output records every submission before it happens,
+With ``--max-cost`` each batch reserves its lines' maximum cost at the batch price before it is
+submitted and settles to its output's usage; once the next line could pass the cap nothing more
+is submitted (exit 4, as online). The ledger ``OUTPUT.batches.jsonl`` beside the output records every submission before it happens,
 so ``--resume`` after a kill collects the batches already submitted instead of paying for their
 lines again. Ctrl-C while polling exits at once: the batches keep running at the provider (or are
 cancelled there with ``--cancel-on-interrupt``) and ``--resume`` collects them.
@@ -19,14 +21,18 @@ from typing import Any
 
 from .._core.redact import redact
 from .._runners.record import invalid_input, make_record
-from .._upstream.batches.cost import Bill
+from .._upstream.batches.cost import Bill, budget_prices
 from .._upstream.batches.engine import BatchRun, describe_running, run_batches
-from .._upstream.batches.ledger import Ledger
+from .._upstream.batches.ledger import FileLedger
 from .._upstream.batches.plan import Request
 from .._upstream.batches.results import LineResult
+from .._upstream.batches.spend import BatchSpend
 from .batch_options import BatchOptions, ledger_path
 from .io import OutputWriter, read_jobs
-from .run import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Settings, resume_args
+from .budget_options import make_budget
+from .exits import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .report import spend
+from .run import Settings, resume_args
 
 __all__ = ["run_batch_api"]
 
@@ -57,7 +63,7 @@ async def run_batch_api(s: Settings, options: BatchOptions, skip: set[str], argv
     """Run the file through the provider's batch API; returns the exit code."""
     hide = (lambda text: text.replace(s.api_key, "***")) if s.api_key else (lambda text: text)
     started = time.monotonic()
-    ledger = Ledger(ledger_path(s.output))
+    ledger = FileLedger(ledger_path(s.output))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
     lines: dict[str, tuple[int, Any, str | None]] = {}  # id -> (line, metadata, model)
     requests: list[Request] = []
@@ -76,7 +82,8 @@ async def run_batch_api(s: Settings, options: BatchOptions, skip: set[str], argv
         body.pop("stream", None)  # a batch answers whole responses
         lines[job.id] = (job.line, job.metadata, body.get("model"))
         requests.append(Request(job.id, body))
-    bill = Bill()
+    budget = make_budget(s.max_cost, s.price)
+    bill = Bill() if budget is None else Bill(prices=budget_prices(budget))
     deferred: list[Request] = []
 
     def on_result(result: LineResult) -> None:
@@ -117,7 +124,8 @@ async def run_batch_api(s: Settings, options: BatchOptions, skip: set[str], argv
             requests, provider, ledger, on_result=on_result, on_progress=on_progress,
             retries=1, resend_online=resend_online if options.fallback == "online" else None,
             enqueued_tokens=options.enqueued_tokens, poll=options.poll,
-            max_poll=options.max_poll, stop=stop)
+            max_poll=options.max_poll, stop=stop,
+            spend=None if budget is None else BatchSpend(budget))
         if outcome.interrupted and options.cancel_on_interrupt:
             for batch_id in outcome.running:
                 await provider.cancel(batch_id)
@@ -145,16 +153,24 @@ async def run_batch_api(s: Settings, options: BatchOptions, skip: set[str], argv
               f"{len(outcome.running)} batch(es) {what}. Resume with:\n  llmguard run "
               f"{resume_args(argv)}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    writer.close(complete=not deferred)
+    writer.close(complete=not deferred and not outcome.not_sent)
     wall = time.monotonic() - started
     print(_summary(s, outcome, ok=ok, failed=failed, invalid=invalid, skipped=len(skip),
-                   bill=bill, wall=wall, deferred=len(deferred)),
+                   bill=bill, wall=wall, deferred=len(deferred),
+                   budget=spend(budget, len(outcome.not_sent))),
           file=sys.stderr if s.output == "-" else sys.stdout, flush=True)
+    if outcome.not_sent:
+        print(f"llmguard run: stopped at --max-cost: {spend(budget, len(outcome.not_sent))}. "
+              f"The next line could pass the cap at batch prices. Continue the "
+              f"{len(outcome.not_sent):,} lines not sent with a new cap:\n  llmguard run "
+              f"{resume_args(argv, new_cap=True)}", file=sys.stderr)
+        return EXIT_BUDGET
     if deferred:  # --batch-fallback online: through the normal stack and quota
         from .run import run
 
         again = {i for i in lines if i not in {r.id for r in deferred}} | skip
-        return await run(replace(s, resume=True), again, argv, total=total)
+        left = None if budget is None else max(s.max_cost - budget.statistics().spent_usd, 1e-9)
+        return await run(replace(s, resume=True, max_cost=left), again, argv, total=total)
     return EXIT_FAILED if failed or invalid else EXIT_OK
 
 
@@ -169,7 +185,7 @@ def _bar(total: int, enabled: bool | None) -> Any:
 
 
 def _summary(s: Settings, run: BatchRun, *, ok: int, failed: int, invalid: int, skipped: int,
-             bill: Bill, wall: float, deferred: int) -> str:
+             bill: Bill, wall: float, deferred: int, budget: str | None) -> str:
     rows = [
         ("lines", f"{ok + failed + invalid} done: {ok} ok, {failed + invalid} failed"
                   + (f"; {skipped} already done (resumed)" if skipped else "")
@@ -178,6 +194,7 @@ def _summary(s: Settings, run: BatchRun, *, ok: int, failed: int, invalid: int, 
         ("batches", f"{run.created} created, {run.adopted} collected from an earlier run, "
                     f"{run.resent} lines resent, {run.requeued} requeued (enqueued-token limit)"),
         ("cost", bill.summary()),
+        *([("budget", budget)] if budget is not None else []),
         ("wall time", f"{wall:.2f} s"),
     ]
     width = max(len(name) for name, _ in rows)

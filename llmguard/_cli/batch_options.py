@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .._upstream.batches.ledger import Ledger
+from .._upstream.batches.ledger import FileLedger
 from .checks import number_type
 from .run import Settings
 
@@ -86,7 +86,7 @@ def batch_problem(s: Settings, options: BatchOptions) -> str | None:
         return ("--batch-api sends to a provider: pass --model (and --api-base for an "
                 "OpenAI-compatible server); the offline fake model has no batch API")
     if not s.resume and os.path.exists(ledger_path(s.output)):
-        earlier = Ledger(ledger_path(s.output))
+        earlier = FileLedger(ledger_path(s.output))
         live = earlier.live()
         earlier.close()
         if live:

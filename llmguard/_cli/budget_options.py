@@ -5,23 +5,24 @@ from __future__ import annotations
 import argparse
 import math
 
+from .._admission.budget.layer import Budget
 from .checks import number_type
-from .run import make_budget
 
-__all__ = ["add_arguments", "budget_problem", "price_type"]
+__all__ = ["add_arguments", "budget_problem", "make_budget", "price_type"]
 
 
-def price_type(text: str) -> tuple[float, float]:
-    """``--price IN,OUT``: USD per million input and output tokens, each finite and >= 0."""
+def price_type(text: str) -> tuple[float, ...]:
+    """``--price IN,OUT[,CACHED]``: USD per million input, output (and cached input) tokens,
+    each finite and >= 0."""
     try:
         prices = tuple(float(part) for part in text.split(","))
     except ValueError:
         prices = ()
-    if len(prices) != 2 or not all(math.isfinite(p) and p >= 0 for p in prices):
+    if len(prices) not in (2, 3) or not all(math.isfinite(p) and p >= 0 for p in prices):
         raise argparse.ArgumentTypeError(
-            f"expected IN,OUT: USD per million input and output tokens, e.g. 0.15,0.60; got "
-            f"{text!r}")
-    return prices[0], prices[1]
+            f"expected IN,OUT[,CACHED]: USD per million input and output tokens (and cached "
+            f"input tokens), e.g. 0.15,0.60 or 0.15,0.60,0.075; got {text!r}")
+    return prices
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -31,11 +32,12 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                             "its maximum cost (prompt + max_tokens at the model's price) "
                             "before it is sent, and once the next line could pass the cap "
                             "nothing more is sent; lines not sent are reported (not failed) "
-                            "and --resume with a new --max-cost continues them")
-    group.add_argument("--price", type=price_type, metavar="IN,OUT",
-                       help="with --max-cost: USD per million input and output tokens of "
-                            "every model (default: litellm's cost map; the offline fake "
-                            "models need it)")
+                            "and --resume with a new --max-cost continues them; with "
+                            "--batch-api each batch reserves its lines at the batch price")
+    group.add_argument("--price", type=price_type, metavar="IN,OUT[,CACHED]",
+                       help="with --max-cost: USD per million input and output tokens (and "
+                            "cached input tokens, billed as input without it) of every model (default: litellm's cost map; the offline fake "
+                            "models need it); --batch-api charges half of it")
 
 
 def budget_problem(args: argparse.Namespace) -> str | None:
@@ -45,8 +47,8 @@ def budget_problem(args: argparse.Namespace) -> str | None:
         return "--price prices the calls for --max-cost: pass --max-cost too"
     if args.max_cost is None:
         return None
-    if args.ray is not None or args.batch_api:
-        return ("--max-cost does not go with --ray or --batch-api yet: run without them, or "
+    if args.ray is not None:
+        return ("--max-cost does not go with --ray yet: run without it, or "
                 "cap the spend with a Budget shared through Redis (see the README)")
     budget = make_budget(args.max_cost, args.price)
     if budget is not None and args.model is not None:
@@ -57,3 +59,10 @@ def budget_problem(args: argparse.Namespace) -> str | None:
                     "map has none: pass --price IN,OUT (USD per million input and output "
                     "tokens)")
     return None
+
+
+def make_budget(max_cost: float | None, price: tuple[float, ...] | None) -> Budget | None:
+    """The run's spend cap (--max-cost), priced by --price or litellm's cost map."""
+    if max_cost is None:
+        return None
+    return Budget(max_cost, prices=None if price is None else {"*": price}, name="llmguard-run")

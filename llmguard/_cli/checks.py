@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.redact import redact_url
-from .run import EXIT_USAGE
+from .exits import EXIT_USAGE
 
 __all__ = ["api_base_problem", "number_type", "output_problem", "same_file", "usage_error"]
 

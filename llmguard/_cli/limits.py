@@ -28,14 +28,28 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .._admission.concurrency import ConcurrencyLimit
 from .._admission.ratelimit.layer import RateLimit
-from .._core.call import Call, Handler
+from .._core.call import Call
+from .._core.layer import Handler
 from .._core.tokens import extract_usage, request_tokens
 
-__all__ = ["Limits", "TokenCount"]
+__all__ = ["Limits", "TokenCount", "announce", "default_concurrency", "in_use", "routed"]
 
 #: Prompt tokens of answers seen before the provider's count is trusted over ours.
 CALIBRATE_AFTER = 1000
+
+#: Calls in flight without ``--concurrency``: 16, or the requests quota per minute when larger,
+#: at most ``MAX_CONCURRENCY``. A windowed server admits a whole minute's quota at once, and
+#: fewer slots spread that burst over several round trips (16 slots at 2 s a request sent a
+#: 60-request window in 8 s: 1.08x the fixed window's ideal time, 1.06x the sliding one's), or
+#: cap the rate below the quota (16 slots at 10 s a request: 96 a minute of an rpm of 500).
+DEFAULT_CONCURRENCY, MAX_CONCURRENCY = 16, 1024
+
+
+def default_concurrency(rpm: int | None) -> int:
+    """Calls in flight for a requests quota of ``rpm`` (None: none known)."""
+    return max(DEFAULT_CONCURRENCY, min(rpm or 0, MAX_CONCURRENCY))
 
 
 class TokenCount:
@@ -93,8 +107,8 @@ def _int(value: Any) -> int | None:
 class Limits:
     """Layer: the run's rate limit (given, learned, or none), fed by every answer's headers."""
 
-    __slots__ = ("_first", "_kwargs", "_resumed", "_seeded", "announce", "inner", "learn", "rpm",
-                 "source", "tokens", "tpm")
+    __slots__ = ("_first", "_kwargs", "_resumed", "_seeded", "_sent_at", "announce", "inner",
+                 "learn", "on_learned", "rpm", "source", "tokens", "tpm")
 
     def __init__(self, *, rpm: int | None, tpm: int | None, learn: bool,
                  announce: Callable[[str], None] | None = None, **kwargs: Any) -> None:
@@ -111,15 +125,33 @@ class Limits:
         self.inner: RateLimit | None = (RateLimit(rpm=rpm, tpm=tpm, **self._kwargs)
                                         if given else None)
         self.announce = announce
+        #: Called with the requests quota (or None) once the quotas are learned.
+        self.on_learned: Callable[[int | None], None] | None = None
         self._seeded = self._resumed = False
+        self._sent_at = 0.0  # when the call the quotas are learned from was sent
         # Until the first answer says the quotas, one call at a time.
         self._first: asyncio.Lock | None = asyncio.Lock() if self.learn else None
 
-    def resume(self) -> None:
+    def assume_spent(self) -> None:
         """This run resumes a killed one: count the quotas as spent (now, or when learned)."""
         self._resumed = True
         if self.inner is not None:
             self.inner.assume_spent()
+
+    def slots(self, pipeline: Any, *, follow: bool) -> Any:
+        """``pipeline``'s concurrency limiter (None: adaptive); with ``follow``, resized to the
+        requests quota when it is learned (:func:`default_concurrency`)."""
+        slots = next((layer.limiter for layer in pipeline.layers
+                      if isinstance(layer, ConcurrencyLimit)), None)
+        if follow and slots is not None:
+            def resize(rpm: int | None) -> None:
+                slots.limit = default_concurrency(rpm)
+                if self.announce is not None:
+                    self.announce(f"llmguard run: concurrency {slots.limit} (follows the "
+                                  "requests quota)")
+
+            self.on_learned = resize
+        return slots
 
     def describe(self) -> str:
         if self.inner is None:
@@ -135,6 +167,7 @@ class Limits:
         if first is not None:
             async with first:
                 if self._first is not None:  # still nothing learned: this call goes alone
+                    self._sent_at = asyncio.get_running_loop().time()
                     try:
                         return await self._send(call, call_next)
                     finally:
@@ -171,8 +204,12 @@ class Limits:
                 self.inner = RateLimit(rpm=rpm, tpm=tpm, **self._kwargs)
                 if self._resumed:
                     self.inner.assume_spent()
+                else:  # the server counts the call that told us: so must the quotas
+                    self.inner.assume_sent(call, at=self._sent_at)
                 if self.announce is not None:
                     self.announce(f"llmguard run: limits in use: {self.describe()}")
+                if self.on_learned is not None:
+                    self.on_learned(rpm)
         if self.inner is None:
             return
         if self._kwargs.get("refill", "auto") == "auto":  # it reads them, reset or not
@@ -193,3 +230,26 @@ class Limits:
 
 def announce(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def in_use(limits: Any, spec: Any, follow: bool) -> str:
+    """The run's first line: the limits it paces to (its own, or each deployment's, a
+    Router's) and its concurrency (``follow``: it follows the requests quota)."""
+    paced = limits.describe() if isinstance(limits, Limits) else "deployments " + ", ".join(
+        d.describe() for d in limits.deployments)
+    slots = "adaptive" if spec.adaptive else f"{spec.concurrency}" + (
+        " (follows the requests quota)" if follow else "")
+    return f"llmguard run: limits in use: {paced}; concurrency {slots}"
+
+
+def routed(router: Any) -> str | None:
+    """The summary's ``deployments`` row: what each deployment of the run's Router answered,
+    its 429s and the attempts that moved away from it (None: not a Router)."""
+    if not hasattr(router, "deployments"):
+        return None
+    parts = []
+    for name, d in router.statistics().deployments.items():
+        extra = ", ".join(f"{n:,} {what}" for n, what in (
+            (d.rate_limited, "429s"), (d.moved_away, "moved away")) if n)
+        parts.append(f"{name} {d.succeeded:,} answered" + (f" ({extra})" if extra else ""))
+    return "; ".join(parts)

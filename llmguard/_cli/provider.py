@@ -1,16 +1,20 @@
 """Where ``llmguard run`` sends: the built-in offline models by name (``fake``, ``fake-fail``,
 ``fake-429``, ``fake-hang``; see :mod:`llmguard._upstream.fake`), else ``--api-base`` (an
-OpenAI-compatible server) when one is given, else litellm. The transports live in
+OpenAI-compatible server) when one is given, else litellm; with several deployments (a Router
+in the run's stack), the upstream of the deployment the Router chose. The transports live in
 ``_upstream``; this module adds what only a run needs: stopping cleanly and the attempt's clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._core.call import Call
 from .._core.redact import add_secret
+from .._serve.deployments import DEPLOYMENT, DeploymentConfig
+from .._serve.upstream import upstream_of
 from .._upstream.errors import ProviderTimeout, Stopped
 from .._upstream.fake import FAKE_MODELS, FakeUpstream, fake_model
 from .._upstream.http import HTTPUpstream
@@ -31,18 +35,29 @@ class Provider:
     :meth:`handle` is the terminal handler of the run's pipeline (it marks the attempt sent, times
     it, and the upstream writes ``call.response_headers``, which the run's rate limit learns
     from); calling the provider with a request's keywords is the ``send(**request)`` of Ray.
+
+    With ``deployments``, a request naming one (the Router's choice, under
+    :data:`~llmguard._serve.deployments.DEPLOYMENT`) goes to that deployment's upstream, as the
+    model the deployment names (else the request's), with its key from ``keys`` (by name:
+    resolved by a Ray driver) or else its ``api_key_env`` here.
     """
 
-    __slots__ = ("closed", "fakes", "other", "sending", "sent", "timeout")
+    __slots__ = ("closed", "fakes", "other", "routes", "sending", "sent", "timeout")
 
     def __init__(self, api_base: str | None = None, api_key: str | None = None, *,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None,
+                 deployments: Iterable[DeploymentConfig] = (),
+                 keys: Mapping[str, str] | None = None) -> None:
         self.timeout = timeout
         #: Where models other than the built-in fakes go.
         self.other: Upstream = (HTTPUpstream(api_base, api_key) if api_base
                                 else LitellmUpstream(api_key=api_key))
-        for secret in self.other.secrets():  # hidden in what this process writes (Ray's too)
-            add_secret(secret)
+        #: Deployment name -> (its upstream, the model it is asked for; None: the request's).
+        self.routes: dict[str, tuple[Upstream, str | None]] = {
+            d.name: (upstream_of(d, (keys or {}).get(d.name)), d.model) for d in deployments}
+        for upstream in (self.other, *(u for u, _ in self.routes.values())):
+            for secret in upstream.secrets():  # hidden in what this process writes (Ray's too)
+                add_secret(secret)
         self.fakes: dict[str, FakeUpstream] = {}
         #: Tasks whose attempt is at the provider right now.
         self.sending: set[asyncio.Task[Any]] = set()
@@ -64,6 +79,11 @@ class Provider:
         """Import what the first attempts need before any is admitted: an import inside the
         first call (aiohttp ~0.1 s, litellm ~1 s) holds the opening burst past the time the
         rate limit counted it, so the provider's window sees it late and overlaps the next."""
+        for upstream, _ in self.routes.values():
+            if callable(opener := getattr(upstream, "open", None)):
+                opener()
+        if self.routes:
+            return
         if isinstance(self.other, HTTPUpstream) or (model is not None
                                                     and model not in FAKE_MODELS):
             self.other.open()  # type: ignore[attr-defined]
@@ -89,8 +109,17 @@ class Provider:
     async def _attempt(self, request: dict[str, Any], call: Call | None) -> Any:
         if self.closed:
             raise Stopped("llmguard run is stopping: not sent")
+        choice = request.get(DEPLOYMENT)
+        if choice is None:
+            upstream = self.upstream(request.get("model"))
+        else:  # the Router's choice: its upstream, as the model it serves
+            upstream, target = self.routes[choice]
+            request = {k: v for k, v in request.items() if k != DEPLOYMENT}
+            if target is not None:
+                request["model"] = target
+            if call is not None:
+                call.kwargs = request  # the Router restores the caller's after the attempt
         model = request.get("model")
-        upstream = self.upstream(model)
         task = asyncio.current_task()
         assert task is not None
         if call is not None:
@@ -109,4 +138,5 @@ class Provider:
             self.sending.discard(task)
 
     async def aclose(self) -> None:
-        await self.other.aclose()
+        for upstream in (self.other, *(u for u, _ in self.routes.values())):
+            await upstream.aclose()

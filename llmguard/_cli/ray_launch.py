@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from .._serve.deployments import DeploymentConfig
 from .checks import usage_error
 from .report import resume_args
 from .run import stack_spec
@@ -29,24 +30,34 @@ class Secret:
 
 
 def ray_send(api_base: str | None, key_env: str = "OPENAI_API_KEY",
-             key: Secret | None = None) -> Any:
+             key: Secret | None = None, deployments: tuple[DeploymentConfig, ...] = (),
+             keys: dict[str, Secret] | None = None) -> Any:
     """The provider of ``llmguard run``, built in each Ray actor.
 
     The key is the one the driver resolved as the local run does (``--api-key``, else the
     driver's ``$key_env``); when the driver has none, the actor's own ``$key_env`` (a cluster
-    whose workers hold the key).
+    whose workers hold the key). Each of ``deployments`` likewise: ``keys[name]`` from the
+    driver's ``$api_key_env``, else the actor's.
     """
     from .provider import Provider
 
-    if api_base:  # imported now, not on the first call, which the rate limit has admitted
-        import aiohttp  # noqa: F401
+    if api_base or any(d.base_url for d in deployments):  # now, not on the first call,
+        import aiohttp  # noqa: F401                      # which the rate limit has admitted
 
-    return Provider(api_base, key.value if key is not None else os.environ.get(key_env) or None)
+    found = {name: secret.value for name, secret in (keys or {}).items()}
+    return Provider(api_base, key.value if key is not None else os.environ.get(key_env) or None,
+                    deployments=deployments, keys=found)
 
 
 def _key(args: argparse.Namespace) -> Secret | None:
     value = args.api_key if args.api_key is not None else os.environ.get(args.api_key_env)
     return Secret(value) if value else None
+
+
+def _keys(deployments: tuple[DeploymentConfig, ...]) -> dict[str, Secret]:
+    """Each deployment's key, from the driver's environment (where it has one)."""
+    return {d.name: Secret(value) for d in deployments
+            if d.api_key_env and (value := os.environ.get(d.api_key_env))}
 
 
 def run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
@@ -60,11 +71,13 @@ def run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         from ..integrations.ray import Stack, run_jsonl
 
-        stack = Stack(stack_spec(args), share=1 if args.redis else args.actors)
+        stack = Stack(stack_spec(args), share=1 if args.redis else args.actors,
+                      deployments=args.deployments, strategy=args.strategy)
         summary = run_jsonl(
             args.input, args.output, address=args.ray or None, actors=args.actors,
-            pipeline=stack, make_send=functools.partial(ray_send, args.api_base, args.api_key_env,
-                                                       _key(args)),
+            pipeline=stack, make_send=functools.partial(
+                ray_send, args.api_base, args.api_key_env, _key(args), args.deployments,
+                _keys(args.deployments)),
             redis_url=args.redis, resume=args.resume, retry_failed=args.retry_failed,
             overwrite=args.overwrite, ordered=not args.unordered, model=args.model,
             default_model="fake", priority_field=args.priority_field,

@@ -91,7 +91,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 def format_summary(tally: Tally, wall: float, *, source: str, output: str,
                    quota: str | None = None, abandoned: int = 0,
-                   budget: str | None = None) -> str:
+                   budget: str | None = None, deployments: str | None = None) -> str:
     """The closing table: counts by outcome, tokens, cost, latency percentiles, resilience."""
     lat, elapsed = sorted(tally.latencies), sorted(tally.elapsed)
     tokens = tally.input_tokens + tally.output_tokens
@@ -120,6 +120,8 @@ def format_summary(tally: Tally, wall: float, *, source: str, output: str,
     ]
     if quota is not None:
         rows.append(("quota used", quota))
+    if deployments is not None:
+        rows.append(("deployments", deployments))
     if budget is not None:
         rows.append(("budget", budget))
     if abandoned:
@@ -200,8 +202,9 @@ class Progress:
 
 
 def quota_used(limits: Any, sent: int, tally: Tally, wall: float) -> str | None:
-    """How much of the quota the run used, per minute on average (None without quotas)."""
-    if limits.inner is None or wall <= 0:
+    """How much of the quota the run used, per minute on average (None without quotas of
+    its own: none, or a Router's, which ``limits.routed`` tells)."""
+    if getattr(limits, "inner", None) is None or wall <= 0:
         return None
     parts = []
     wall = max(wall, 60.0)  # a run shorter than a minute used its first minute, no more

@@ -11,21 +11,19 @@ from .._admission.budget.layer import Budget
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
 from .._pipeline.stack import StackSpec, build_stack
+from .._routing import Router
 from .._runners.lines import InputLine
 from .._runners.stopper import Stopper
+from .._serve.deployments import DeploymentConfig, router_of
+from .budget_options import make_budget
+from .exits import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .io import FSYNC_INTERVAL, OutputWriter, read_jobs
-from .limits import Limits, announce
+from .limits import Limits, announce, default_concurrency, in_use, routed
 from .provider import Provider
 from .report import Progress, Tally, format_summary, quota_used, resume_args, spend
 from .worker import NotSent, make_worker
 
-__all__ = ["Settings", "build_pipeline", "make_budget", "run", "stack_spec"]
-
-#: Exit codes (documented in ``llmguard run --help``).
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-#: Stopped at --max-cost with lines not sent (--resume with a new --max-cost continues them).
-EXIT_BUDGET = 4
-
+__all__ = ["Settings", "build_pipeline", "run", "stack_spec"]
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -37,6 +35,9 @@ class Settings:
     api_base: str | None = None
     #: The layers' options (``--rpm``, ``--input-tpm``, ``--retries``, ``--fallback-model``, ...).
     stack: StackSpec = StackSpec()
+    #: Deployments (``--config``, repeated ``--api-base``) a Router chooses by ``strategy``.
+    deployments: tuple[DeploymentConfig, ...] = ()
+    strategy: str = "headroom"
     api_key: str | None = None
     priority_field: str | None = None
     ordered: bool = True
@@ -48,38 +49,33 @@ class Settings:
     #: Output records: ``"llmguard"`` or ``"openai-batch"`` (the Batch API's output shape).
     format: str = "llmguard"
     max_cost: float | None = None
-    #: ``(usd_per_million_input, usd_per_million_output)`` of every model, else litellm's map.
-    price: tuple[float, float] | None = None
+    #: USD per million input, output[, cached input] tokens of every model, else litellm's map.
+    price: tuple[float, ...] | None = None
+    #: No ``--concurrency``: it follows the requests quota (``limits.default_concurrency``).
+    follow_quota: bool = False
 
-    @property
-    def window(self) -> int:
+    def window(self, concurrency: int) -> int:
         """Lines admitted at once: more than the concurrency limit, so a line sleeping in a
         backoff or waiting for quota never idles a provider slot, and priorities have a queue
         to choose from."""
-        return 512 if self.stack.adaptive else 4 * self.stack.concurrency
+        return 512 if self.stack.adaptive else 4 * concurrency
 
 
 def stack_spec(args: Any) -> StackSpec:
     """The layers' options of a parsed ``llmguard run`` command line (raises naming a bad one)."""
-    input_tpm = getattr(args, "input_tpm", None)
-    output_tpm = getattr(args, "output_tpm", None)
+    input_tpm, output_tpm = args.input_tpm, args.output_tpm
     # Input/output quotas apart (Anthropic) give unused output back: reconcile to the usage.
     split = input_tpm is not None or output_tpm is not None
+    rpm = sum(d.rpm or 0 for d in args.deployments) or None if args.deployments else args.rpm
+    concurrency = args.concurrency or default_concurrency(rpm)  # a learned rpm: run()
     return StackSpec(rpm=args.rpm, tpm=args.tpm, input_tpm=input_tpm, output_tpm=output_tpm,
                      burst=args.burst, margin=args.margin, refill=args.refill,
-                     charge="actual" if split else "reserved", concurrency=args.concurrency,
+                     charge="actual" if split else "reserved", concurrency=concurrency,
                      adaptive=args.adaptive, retries=args.retries, timeout=args.timeout,
                      fallbacks=tuple(args.fallback_model), cache_ttl=args.cache_ttl)
 
 
-def make_budget(max_cost: float | None, price: tuple[float, float] | None) -> Budget | None:
-    """The run's spend cap (--max-cost), priced by --price or litellm's cost map."""
-    if max_cost is None:
-        return None
-    return Budget(max_cost, prices=None if price is None else {"*": price}, name="llmguard-run")
-
-
-def build_pipeline(s: Settings, limits: Limits | None = None,
+def build_pipeline(s: Settings, limits: Limits | Router | None = None,
                    budget: Budget | None = None) -> Pipeline:
     """The stack recipe (:func:`~llmguard._pipeline.stack.build_stack`) from the options given.
 
@@ -93,9 +89,11 @@ def build_pipeline(s: Settings, limits: Limits | None = None,
                        rate_limit=make_limits(s) if limits is None else limits)
 
 
-def make_limits(s: Settings) -> Limits:
-    """The run's quotas: --rpm/--tpm, else learned from a real provider's headers."""
-    # Learned from --api-base answers (the headers are read there; litellm hides them).
+def make_limits(s: Settings) -> Limits | Router:
+    """The run's quotas: the deployments' (a Router, waiting as long as it takes), else
+    --rpm/--tpm, else learned from an --api-base's headers (litellm hides them)."""
+    if s.deployments:
+        return router_of(s.deployments, s.strategy, None, None)
     spec = s.stack
     return Limits(rpm=spec.rpm, tpm=spec.tpm, learn=s.api_base is not None,
                   announce=announce, burst=spec.burst, margin=spec.margin, refill=spec.refill,
@@ -115,8 +113,8 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     out = sys.stderr if s.output == "-" else sys.stdout  # records own stdout with -o -
     limits = make_limits(s)
     if s.resume and skip:  # the killed run's requests may still count at the provider
-        limits.resume()
-    provider = Provider(s.api_base, s.api_key, timeout=s.stack.timeout)
+        limits.assume_spent()
+    provider = Provider(s.api_base, s.api_key, timeout=s.stack.timeout, deployments=s.deployments)
     provider.open(s.model)  # imports and the session now, not inside the first admitted calls
     tally = Tally(skipped=len(skip))
     progress = Progress(tally, total=total - len(skip), enabled=s.progress, verbose=s.verbose,
@@ -124,7 +122,10 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
                         queued=lambda: len(pending) - len(provider.sending))
     writer = OutputWriter(s.output, ordered=s.ordered, append=s.resume, format=s.format)
     budget = make_budget(s.max_cost, s.price)
-    worker = make_worker(build_pipeline(s, limits, budget).build(provider.handle), provider,
+    pipeline = build_pipeline(s, limits, budget)
+    slots = limits.slots(pipeline, follow=s.follow_quota and not s.stack.adaptive) \
+        if isinstance(limits, Limits) else None  # deployments: concurrency from their rpm
+    worker = make_worker(pipeline.build(provider.handle), provider,
                          model=s.model, cache=s.stack.cache_ttl is not None)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
@@ -185,8 +186,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
         ticker[0] = loop.call_later(FSYNC_INTERVAL, fsync_tick)
 
     stopper = Stopper(s.grace, stop=stop, abandon=abandon)
-    print(f"llmguard run: limits in use: {limits.describe()}; concurrency "
-          f"{'adaptive' if s.stack.adaptive else s.stack.concurrency}", file=sys.stderr, flush=True)
+    announce(in_use(limits, s.stack, s.follow_quota))
     start = loop.time()
     ticker = [loop.call_later(FSYNC_INTERVAL, fsync_tick)]
     complete = False
@@ -196,7 +196,8 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
             for job in read_jobs(s.input, s.priority_field):
                 if job.id in skip:
                     continue
-                while len(pending) >= s.window and stopper.signal is None and not over_budget:
+                while len(pending) >= s.window(slots.limit if slots else s.stack.concurrency) \
+                        and stopper.signal is None and not over_budget:
                     room.clear()
                     await room.wait()
                 if stopper.signal is not None or over_budget:
@@ -223,6 +224,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
     wall = loop.time() - start
     print(format_summary(tally, wall, source=s.input, output=s.output,
                          quota=quota_used(limits, provider.sent, tally, wall),
+                         deployments=routed(limits),
                          abandoned=abandoned[0] if abandoned else 0,
                          budget=spend(budget, total - len(skip) - tally.done)), file=out)
     if unsorted:

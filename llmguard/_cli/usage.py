@@ -21,7 +21,8 @@ litellm (pip install 'llmguard[litellm]') with its usual API keys.
 
 EPILOG = """\
 output record (one JSON object per line):
-  id, line, ok, model (the one that answered), response | error {kind, type, message},
+  id, line, ok, model (the one that answered), deployment (the one that answered, with
+  several --api-base or --config; else null), response | error {kind, type, message},
   usage {input_tokens, output_tokens}, cost (USD, when litellm or --price knows the price),
   latency (s),
   attempts, retries, fallback, cached, metadata (echoed from the input line)

@@ -7,9 +7,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .._core.call import Call, Handler
-from .._runners.lines import InputLine
+from .._core.call import Call
 from .._core.errors import BudgetExceeded
+from .._core.layer import Handler
+from .._runners.lines import InputLine
 from .._runners.record import describe, invalid_input, make_record
 from .provider import Provider
 

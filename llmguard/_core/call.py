@@ -1,5 +1,5 @@
-"""``Call``: the per-call context that flows through every layer (the layer seams are in
-``layer.py``)."""
+"""``Call``: the per-call context that flows through every layer (the layer seams, which
+take a ``Call``, are in ``layer.py``)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,8 @@ from typing import Any
 from . import events
 from .attempt import Attempt
 from .events import CallRecord, Event, EventKind
-from .layer import (
-    BuildHook,
-    Handler,
-    HandlesCalls,
-    HeaderObserver,
-    Layer,
-    compose,
-    invoke,
-    invoke_timed,
-    is_async_callable,
-    label,
-)
 from .public import public
 
-# The layer seams live in ``layer.py``; re-exported here, where layers have always imported them.
-__all__ = ["BuildHook", "Call", "Handler", "HandlesCalls", "HeaderObserver", "Layer", "compose",
-           "invoke", "invoke_timed", "is_async_callable", "label"]
 
 @public
 class Call:

@@ -11,13 +11,11 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from .call import Call
 from .public import public
 from .stream import Stream, is_stream_result
-
-if TYPE_CHECKING:
-    from .call import Call
 
 __all__ = ["BuildHook", "Handler", "HandlesCalls", "HeaderObserver", "Layer", "Retrying",
            "compose", "invoke", "invoke_timed", "is_async_callable", "label"]

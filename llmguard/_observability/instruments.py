@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .._core.call import label
+from .._core.layer import label
 from .._core.stats import LayerStats
 from .conventions import CIRCUIT_STATES
 

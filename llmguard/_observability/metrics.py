@@ -14,15 +14,16 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from .._core.call import Call, Handler
+from .._core.call import Call
 from .._core.check import text
 from .._core.errors import AdmissionError
+from .._core.events import CallRecord
+from .._core.layer import Handler
 from .._core.public import public
 from .._core.stream import Stream
 from .._core.tokens import extract_usage, field
 from .conventions import (CHUNK_BUCKETS, DURATION_BUCKETS, FIRST_CHUNK_BUCKETS, SCOPE,
                           TOKEN_BUCKETS, error_leaf, error_type)
-from .._core.events import CallRecord
 from .histogram import LatencyHistogram, MetricsSnapshot, MetricsStats
 from .registry import instruments_for
 from .series import COUNTS, Series, attributes, snapshot_of, stats_of

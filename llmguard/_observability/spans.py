@@ -14,8 +14,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._core.call import Call, Handler
+from .._core.call import Call
 from .._core.errors import AdmissionError
+from .._core.layer import Handler
 from .._core.stream import Stream
 from .conventions import error_leaf, error_type
 from .series import attributes

@@ -18,7 +18,7 @@ from typing import Any
 import wrapt
 
 from .._core.check import text
-from .._core.call import Layer
+from .._core.layer import Layer
 from .pipeline import Pipeline
 
 __all__ = ["GuardedProxy", "awaiting", "wrap_client"]

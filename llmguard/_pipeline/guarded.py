@@ -7,9 +7,10 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from .._core.call import Call, Handler, Layer, invoke
+from .._core.call import Call
 from .._core.classify import classify
 from .._core.events import records
+from .._core.layer import Handler, Layer, invoke
 from .._core.public import public
 from .._core.stream import Stream
 

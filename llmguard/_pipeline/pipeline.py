@@ -7,8 +7,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from .._core.call import BuildHook, Handler, Layer, compose, invoke, is_async_callable, label
 from .._core.check import text
+from .._core.layer import BuildHook, Handler, Layer, compose, invoke, is_async_callable, label
 from .._core.public import public
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class Pipeline:
 
     def route(self, *deployments: Any, **options: Any) -> Pipeline:
         """Add a :class:`llmguard.Router` over ``deployments`` (:class:`llmguard.Deployment`)."""
-        from .._admission.router import Router
+        from .._routing import Router
 
         return self.then(Router(*deployments, **options))
 

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core import clock, events
-from .._core.call import Call, Handler
+from .._core.call import Call
 from .._core.check import number, text
 from .._core.classify import classify
 from .._core.errors import AdmissionError, CircuitOpenError
 from .._core.events import EventKind
+from .._core.layer import Handler
 from .._core.public import public
-from .._core.stream import Stream
 from .._core.stats import LayerStats
+from .._core.stream import Stream
 from .circuit_state import CircuitState, CircuitStore, State
 
 __all__ = ["CircuitBreaker", "CircuitState", "CircuitStats", "CircuitStore", "State"]

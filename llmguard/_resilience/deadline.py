@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .._core.call import Call, Handler
+from .._core.call import Call
 from .._core.errors import AdmissionTimeout
+from .._core.layer import Handler
 
 __all__ = ["attempt_until_sent"]
 

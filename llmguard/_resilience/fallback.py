@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core.attempt import Attempt
-from .._core.call import Call, Handler, HandlesCalls, invoke, is_async_callable
+from .._core.call import Call
 from .._core.classify import FailureKind, classify
 from .._core.errors import FallbackExhausted
 from .._core.events import EventKind
+from .._core.layer import Handler, HandlesCalls, invoke, is_async_callable
 from .._core.public import public
 from .._core.redact import redact
 from .._core.stats import LayerStats

@@ -15,16 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core import clock
+from .._core.attempt import Attempt
+from .._core.call import Call
 from .._core.check import number
 from .._core.check import seed as check_seed
 from .._core.classify import FailureKind, classify
-from .._core.attempt import Attempt
-from .._core.call import Call, Handler
 from .._core.errors import AdmissionError
 from .._core.events import EventKind
-from .._core.stream import Stream
+from .._core.layer import Handler
 from .._core.public import public
 from .._core.stats import LayerStats
+from .._core.stream import Stream
 from .budget import RetryBudget
 from .deadline import attempt_until_sent
 

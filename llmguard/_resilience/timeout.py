@@ -12,18 +12,14 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from .._core.call import Call
 from .._core.check import number
-from .._core.call import Call, Handler
-from .._core.errors import (
-    AdmissionTimeout,
-    FirstChunkTimeout,
-    StreamIdleTimeout,
-    StreamTotalTimeout,
-    TimeoutExceeded,
-)
-from .._core.stream import Stream
+from .._core.errors import (AdmissionTimeout, FirstChunkTimeout, StreamIdleTimeout,
+                            StreamTotalTimeout, TimeoutExceeded)
+from .._core.layer import Handler
 from .._core.public import public
 from .._core.stats import LayerStats
+from .._core.stream import Stream
 from .timer import Timed, TimerQueue
 
 __all__ = ["Timeout", "TimeoutStats"]

@@ -56,6 +56,9 @@ class Progress:
     created: float = 0.0
     started: float | None = None
     finished: float | None = None
+    #: Items the provider reports finished, recorded or not (a batch job's ``request_counts``):
+    #: the progress fraction follows it while the batch runs, the counts follow the records.
+    reported: int = 0
 
     @property
     def is_finished(self) -> bool:
@@ -86,7 +89,8 @@ class Progress:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view: status (as the HTTP API spells it), counts, fraction and timestamps."""
-        fraction = None if not self.total else round(self.done / self.total, 4)
+        fraction = None if not self.total else round(
+            min(self.total, max(self.done, self.reported)) / self.total, 4)
         return {"status": wire_status(self.status), "progress": fraction,
                 "counts": {"total": self.total, "done": self.done, "succeeded": self.ok,
                            "failed": self.failed,
@@ -100,6 +104,8 @@ class Progress:
                "failed": str(self.failed), "created": repr(self.created)}
         if self.total is not None:
             out["total"] = str(self.total)
+        if self.reported:
+            out["reported"] = str(self.reported)
         for name in ("started", "finished"):
             value = getattr(self, name)
             if value is not None:
@@ -117,4 +123,5 @@ class Progress:
                    status=JobStatus(fields.get("status", "pending")),
                    done=int(fields.get("done", 0)), ok=int(fields.get("ok", 0)),
                    failed=int(fields.get("failed", 0)), created=num("created") or 0.0,
-                   started=num("started"), finished=num("finished"))
+                   started=num("started"), finished=num("finished"),
+                   reported=int(fields.get("reported", 0)))

@@ -16,13 +16,14 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .._core.call import Call
 from .._core.check import number, text
-from .._resilience.circuit_state import State
 from .._core.classify import classify
-from .._core.call import Call, invoke
 from .._core.errors import CircuitOpenError
-from .._core.stream import Stream
+from .._core.layer import invoke
 from .._core.public import public
+from .._core.stream import Stream
+from .._resilience.circuit_state import State
 from .member import Member, MemberStats, PoolStats
 
 __all__ = ["AgentPool"]

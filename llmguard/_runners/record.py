@@ -1,7 +1,8 @@
 """The record of one ``llmguard run`` line: one format for the CLI and for ``--ray``.
 
 One JSON object per input line, field for field what ``llmguard run --help`` documents:
-``id, line, ok, model, response | error {kind, type, message}, usage, cost, latency, elapsed,
+``id, line, ok, model, deployment, response | error {kind, type, message}, usage, cost, latency,
+elapsed,
 attempts, retries, fallback, cached, metadata``. The CLI's worker and the Ray actors both build
 their records here, so a file written by either resumes with the other.
 """
@@ -68,6 +69,7 @@ def make_record(id: str, line: int | None, metadata: Any, *, response: Any = Non
     return {
         "id": id, "line": line, "ok": ok,
         "model": done.models[-1] if done.models else requested,
+        "deployment": done.deployment,
         "response": to_json(response) if ok else None, "error": error,
         "usage": None if usage is None else {"input_tokens": usage.input_tokens,
                                              "output_tokens": usage.output_tokens},

@@ -1,7 +1,8 @@
 """Per-tenant spend caps: ``max_budget`` and ``budget_duration`` of a ``[tenants.NAME]`` table.
 
 Each such tenant gets one ``lg.Budget`` (in Redis with ``--redis``, so every replica draws on one
-cap, atomically), priced with the models' ``price_input``/``price_output``. A ``TenantBudget``
+cap, atomically), priced with the models' ``price_input``/``price_output`` (and
+``price_cached_input`` for cached prompt tokens). A ``TenantBudget``
 layer sits in every model's pipeline inside its Retry (so each attempt reserves its maximum cost
 and a refusal is not retried) and outside its limiters; it charges the calling tenant's budget
 at the price of the model it guards (a fallback model at its own). A tenant over its budget gets
@@ -22,11 +23,13 @@ __all__ = ["TenantBudget", "attach_budgets", "budget_report"]
 
 def attach_budgets(tenants: Tenants, models: dict[str, ModelConfig], backend: Any) -> None:
     """Give every tenant with ``max_budget`` its Budget (``backend``: a RedisBackend or None)."""
-    prices: dict[str, tuple[float, float]] = {}
+    prices: dict[str, tuple[float, float, float]] = {}
     for cfg in models.values():  # keyed as the upstream is asked; the dearest price if shared
         target = cfg.model or cfg.name
-        old = prices.get(target, (0.0, 0.0))
-        prices[target] = (max(old[0], cfg.price_input), max(old[1], cfg.price_output))
+        cached = cfg.price_input if cfg.price_cached_input is None else cfg.price_cached_input
+        old = prices.get(target, (0.0, 0.0, 0.0))
+        prices[target] = (max(old[0], cfg.price_input), max(old[1], cfg.price_output),
+                          max(old[2], cached))
     for tenant in tenants.by_name.values():
         config = tenant.config
         if config.max_budget is not None:

@@ -23,9 +23,10 @@
     [models.gpt4o]                # one model over several deployments (a Router), each with
     strategy = "headroom"         # its own upstream and quotas: headroom|weighted|least_latency|ordered
     [[models.gpt4o.deployments]]
-    name = "eu"                   # provider, base_url, api_key_env, model, rpm, tpm (as above),
-    provider = "openai"           # concurrency, weight, timeout (per attempt); the model's own
-    base_url = "https://eu.example/v1"  # keys then cover what is shared (retries, cache, ...)
+    name = "eu"                   # provider, base_url, api_key_env, model, rpm, tpm, input_tpm,
+    provider = "openai"           # output_tpm, refill, burst, margin (as above), concurrency,
+    base_url = "https://eu.example/v1"  # weight, timeout (per attempt); the model's own keys
+                                  # then cover what is shared (retries, cache, ...)
     rpm = 500
 
     [tenants.acme]
@@ -42,17 +43,17 @@ the key can be found in the file, its line. The value checks and that reader liv
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._pipeline.stack import StackSpec, stack_options
 from .config_parse import (JOBS_KEYS, MODEL_KEYS, PRIORITIES, SERVER_KEYS, TENANT_KEYS,
-                           ConfigError, Reader)
-from .deployments import DeploymentConfig, parse_deployments
+                           ConfigError, Reader, read_toml)
+from .deployments import DeploymentConfig, model_deployments
+from .upstream import UpstreamConfig
 
 __all__ = ["PRIORITIES", "SERVE_STACK", "ConfigError", "DeploymentConfig", "JobsConfig",
-           "ModelConfig", "ServeConfig", "TenantConfig", "load"]
+           "ModelConfig", "ServeConfig", "TenantConfig", "UpstreamConfig", "load"]
 
 #: A model's layers by default: a gateway answers in time (at most 30 s waiting for quota or a
 #: slot, then 429), retries twice, and charges the tokens the provider reports.
@@ -60,24 +61,23 @@ SERVE_STACK = StackSpec(concurrency=64, retries=2, max_wait=30.0, charge="actual
 
 
 @dataclass(frozen=True, slots=True)
-class ModelConfig:
-    """One model clients may ask for, where it goes and the layers guarding it."""
+class ModelConfig(UpstreamConfig):
+    """One model clients may ask for, where it goes (:class:`UpstreamConfig`) and the layers
+    guarding it."""
 
-    name: str
-    provider: str = "fake"
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    latency: float = 0.01
-    seconds_per_token: float = 0.0005
-    fail_status: int | None = None
     #: The layers guarding it (``rpm``, ``retries``, ``fallbacks``, ... as TOML keys).
     stack: StackSpec = SERVE_STACK
     price_input: float = 0.0
     price_output: float = 0.0
+    #: Cached input tokens (OpenAI's ``cached_tokens``, Anthropic's cache reads), USD per
+    #: million; None: billed as input.
+    price_cached_input: float | None = None
     #: Several upstreams serving this model, routed by headroom (none: one upstream, above).
     deployments: tuple[DeploymentConfig, ...] = ()
     strategy: str = "headroom"
+    #: The batch API of ``mode=batch`` jobs at ``base_url``: "openai" (the Batch API, the
+    #: default of ``provider = "openai"``) or "anthropic" (Message Batches).
+    batch_api: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +117,9 @@ class JobsConfig:
     allow_private_callbacks: bool = False
     #: Jobs one tenant may have queued or running at once (more: 429).
     max_jobs_per_tenant: int = 100
+    #: First poll interval of a batch job's provider batches (doubling to 60 s while nothing
+    #: changes).
+    batch_poll: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,17 +160,7 @@ def default_config() -> ServeConfig:
 
 def load(path: str) -> ServeConfig:
     """Read and validate the TOML file at ``path``; raises :class:`ConfigError`."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path!r}: {exc.strerror or exc}") from None
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:  # its message already says "(at line N, column M)"
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data, Reader(path, text))
+    return parse(*read_toml(path))
 
 
 def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
@@ -186,22 +179,21 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
             raise reader.fail(("models",), "needs at least one [models.NAME] table")
         models = {}
         for name, table in models_table.items():
-            deployments = parse_deployments(name, table, reader)
+            deployments = model_deployments(name, table, reader)
             fields = reader.section(("models", name), table, MODEL_KEYS)
             if deployments:
                 fields["deployments"] = deployments
             provider = fields.setdefault("provider", "fake")
             if provider == "openai" and "base_url" not in fields:
                 raise reader.fail(("models", name), 'provider = "openai" needs base_url')
+            if "batch_api" in fields and (provider != "openai" or deployments):
+                raise reader.fail(("models", name, "batch_api"), 'needs provider = "openai" and '
+                                  "no deployments (the batch API lives at its base_url)")
             if provider != "fake" and "fail_status" in fields:
                 raise reader.fail(("models", name, "fail_status"), "only for the fake provider")
             if fields.get("adaptive") and "concurrency" in fields:
                 raise reader.fail(("models", name, "adaptive"), "set adaptive or concurrency")
             layers = {k: fields.pop(k) for k in stack_options() if k in fields}
-            split = {"input_tpm", "output_tpm"} & set(layers) if deployments else set()
-            if split:  # the Router takes RateLimit's place; its deployments have rpm and tpm
-                raise reader.fail(("models", name, min(split)),
-                                  "is not supported on a model with deployments")
             try:
                 stack = replace(SERVE_STACK, **layers)
             except (TypeError, ValueError) as exc:
@@ -212,7 +204,7 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
                 if fb not in models or fb == name:
                     raise reader.fail(("models", name, "fallbacks"),
                                       f"{fb!r} is not another model of this file")
-        _no_cycle(models, reader)
+        reader.no_cycle({n: m.stack.fallbacks for n, m in models.items()})
     tenants = {}
     for name, table in (data.get("tenants") or {}).items():
         fields = reader.section(("tenants", name), table, TENANT_KEYS)
@@ -244,14 +236,3 @@ def _priced(tenant: TenantConfig, models: dict[str, ModelConfig], reader: Reader
                               f"model {name!r} has no price, so its calls would be free of the "
                               f"budget; set price_input and price_output (USD per million "
                               f"tokens) in [models.{name}], or limit the tenant's models")
-
-
-def _no_cycle(models: dict[str, ModelConfig], reader: Reader) -> None:
-    def visit(name: str, path: tuple[str, ...]) -> None:
-        for fb in models[name].stack.fallbacks:
-            if fb in path:
-                raise reader.fail(("models", path[0], "fallbacks"),
-                                  "fallbacks loop: " + " -> ".join((*path, fb)))
-            visit(fb, (*path, fb))
-    for name in models:
-        visit(name, (name,))

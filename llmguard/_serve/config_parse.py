@@ -9,12 +9,14 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import tomllib
 from typing import Any
 
 __all__ = ["DEPLOYMENT_KEYS", "DURATIONS", "JOBS_KEYS", "MODEL_KEYS", "PER_DEPLOYMENT",
-           "PRIORITIES", "PROVIDERS", "RENAMES", "SERVER_KEYS", "TENANT_KEYS", "Bad", "ConfigError",
+           "PRIORITIES", "PROVIDERS", "RENAMES", "SERVER_KEYS", "TENANT_KEYS", "UPSTREAM_KEYS",
+           "Bad", "ConfigError",
            "Reader", "boolean", "duration", "integer", "key_hashes",
-           "number", "one_of", "string", "strings"]
+           "number", "one_of", "read_toml", "string", "strings"]
 
 #: X-Priority values and the ConcurrencyLimiter class each maps to (higher is served first).
 PRIORITIES = {"low": -1, "normal": 0, "high": 1}
@@ -105,29 +107,32 @@ def key_hashes(v: Any) -> tuple[str, ...]:
 
 
 #: Each table's keys and the check that converts its value (or raises :class:`Bad`).
-MODEL_KEYS = {
+#: Where a model or a deployment goes (``upstream.UpstreamConfig``'s fields).
+UPSTREAM_KEYS = {
     "provider": one_of(*PROVIDERS), "model": string, "base_url": string, "api_key_env": string,
     "latency": number(False), "seconds_per_token": number(False), "fail_status": integer(400, 599),
-    "rpm": integer(), "tpm": integer(), "input_tpm": integer(), "output_tpm": integer(),
+}
+MODEL_KEYS = {
+    **UPSTREAM_KEYS, "rpm": integer(), "tpm": integer(), "input_tpm": integer(), "output_tpm": integer(),
     "concurrency": integer(), "adaptive": boolean,
     "retries": integer(0), "timeout": number(), "fallbacks": strings, "cache_ttl": number(),
     "circuit_breaker": boolean, "max_wait": number(), "burst": number(),
     "margin": number(False), "refill": one_of("auto", "window", "continuous"),
     "charge": one_of("reserved", "actual"), "price_input": number(False),
-    "price_output": number(False),
+    "price_output": number(False), "price_cached_input": number(False),
+    "batch_api": one_of("openai", "anthropic"),
     "strategy": one_of("headroom", "weighted", "least_latency", "ordered"),
 }
 #: ``[[models.NAME.deployments]]``: one upstream of the model, with its own quotas (the Router).
 DEPLOYMENT_KEYS = {
-    "name": string, "provider": one_of(*PROVIDERS), "model": string, "base_url": string,
-    "api_key_env": string, "latency": number(False), "seconds_per_token": number(False),
-    "fail_status": integer(400, 599), "rpm": integer(), "tpm": integer(),
+    "name": string, **UPSTREAM_KEYS, "rpm": integer(), "tpm": integer(),
+    "input_tpm": integer(), "output_tpm": integer(),
     "concurrency": integer(), "weight": number(), "timeout": number(),
-    "refill": one_of("auto", "window", "continuous"),
+    "refill": one_of("auto", "window", "continuous"), "burst": number(), "margin": number(False),
 }
 #: Model keys that belong to each deployment once a model has ``deployments``.
-PER_DEPLOYMENT = ("provider", "model", "base_url", "api_key_env", "latency", "seconds_per_token",
-                  "fail_status", "rpm", "tpm")
+PER_DEPLOYMENT = (*UPSTREAM_KEYS, "rpm", "tpm", "input_tpm", "output_tpm", "refill", "burst",
+                  "margin")
 TENANT_KEYS = {
     "api_key_sha256": key_hashes, "api_key_env": string, "rpm": integer(), "tpm": integer(),
     "concurrency": integer(), "priority": one_of(*PRIORITIES), "max_priority": one_of(*PRIORITIES),
@@ -144,6 +149,7 @@ JOBS_KEYS = {
     "reclaim_after": number(), "default_model": string, "webhook_secret_env": string,
     "webhook_timeout": number(), "webhook_retry_for": number(False),
     "allow_private_callbacks": boolean, "max_jobs_per_tenant": integer(),
+    "batch_poll": number(),
 }
 #: TOML key -> dataclass field, where they differ.
 RENAMES = {"api_key_sha256": "key_hashes"}
@@ -156,12 +162,17 @@ class Reader:
         self.source, self.lines = source, text.splitlines()
 
     def line_of(self, path: tuple[str, ...]) -> int | None:
-        """The line of ``path`` (a table header or ``key =`` inside its table), if found."""
+        """The line of ``path`` (a table header or ``key =`` inside its table), if found; the
+        i-th ``[[name]]`` table is ``(*name, str(i))``."""
         table: tuple[str, ...] = ()
+        arrays: dict[tuple[str, ...], int] = {}
         for number, line in enumerate(self.lines, 1):
-            header = re.match(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$", line)
+            header = re.match(r"\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$", line)
             if header:
-                table = tuple(p.strip().strip("\"'") for p in header.group(1).split("."))
+                table = tuple(p.strip().strip("\"'") for p in header.group(2).split("."))
+                if header.group(1) == "[[":
+                    arrays[table] = arrays.get(table, -1) + 1
+                    table = (*table, str(arrays[table]))
                 if table[:len(path)] == path:  # the table itself, or its first sub-table
                     return number
                 continue
@@ -190,3 +201,30 @@ class Reader:
             except Bad as exc:
                 raise self.fail((*path, key), f"must be {exc}, got {value!r}") from None
         return out
+
+    def no_cycle(self, fallbacks: dict[str, tuple[str, ...]]) -> None:
+        """Fail on a loop of ``[models.NAME] fallbacks`` (model name -> its fallbacks)."""
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            for fb in fallbacks[name]:
+                if fb in path:
+                    raise self.fail(("models", path[0], "fallbacks"),
+                                    "fallbacks loop: " + " -> ".join((*path, fb)))
+                visit(fb, (*path, fb))
+        for name in fallbacks:
+            visit(name, (name,))
+
+
+def read_toml(path: str) -> tuple[dict[str, Any], Reader]:
+    """The TOML document at ``path`` and a :class:`Reader` over its text; raises
+    :class:`ConfigError` naming the file when it cannot be read or parsed."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path!r}: {exc.strerror or exc}") from None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # its message already says "(at line N, column M)"
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return data, Reader(path, text)

@@ -1,7 +1,7 @@
-"""A gateway model served by several deployments: ``[[models.NAME.deployments]]`` read from
-the config, and the :class:`llmguard.Router` the gateway builds from them (each deployment its
-own upstream and quotas; the request names the deployment the Router chose, ``Model.send``
-sends it there)."""
+"""Deployments read from TOML: a gateway model's ``[[models.NAME.deployments]]`` and the
+``[[deployments]]`` of ``llmguard run --config``, one schema and one parser for both, and the
+:class:`llmguard.Router` built from them (each deployment its own upstream and quotas; the
+request names the deployment the Router chose, the application's terminal sends it there)."""
 
 from __future__ import annotations
 
@@ -10,49 +10,43 @@ from typing import Any
 
 import llmguard as lg
 
-from .config_parse import DEPLOYMENT_KEYS, PER_DEPLOYMENT, Reader
+from .config_parse import DEPLOYMENT_KEYS, PER_DEPLOYMENT, ConfigError, Reader, read_toml
+from .upstream import UpstreamConfig
 
-__all__ = ["DEPLOYMENT", "DeploymentConfig", "parse_deployments", "router_of"]
+__all__ = ["DEPLOYMENT", "DeploymentConfig", "load_deployments", "model_deployments",
+           "parse_deployments", "router_of"]
 
-#: The request key the Router's choice travels in, from its dict target to ``Model.send``
-#: (which takes it out before the request goes upstream).
+#: The request key the Router's choice travels in, from its dict target to the terminal
+#: handler (which takes it out before the request goes upstream).
 DEPLOYMENT = "llmguard_deployment"
 
 
 @dataclass(frozen=True, slots=True)
-class DeploymentConfig:
-    """One deployment of a model: its upstream and its own quotas."""
+class DeploymentConfig(UpstreamConfig):
+    """One deployment of a model: its upstream (:class:`UpstreamConfig`) and its own quotas."""
 
-    name: str
-    provider: str = "fake"
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    latency: float = 0.01
-    seconds_per_token: float = 0.0005
-    fail_status: int | None = None
     rpm: int | None = None
     tpm: int | None = None
+    #: Input and output tokens per minute apart (Anthropic's ITPM/OTPM).
+    input_tpm: int | None = None
+    output_tpm: int | None = None
     concurrency: int | None = None
     weight: float = 1.0
     timeout: float | None = None
     #: As RateLimit's: "auto" (the server's shape learned), "window" or "continuous".
     refill: str = "auto"
+    #: As RateLimit's: also hold that fraction of each quota over as much of its minute, and
+    #: seconds added to each window (None: RateLimit's default).
+    burst: float | None = None
+    margin: float | None = None
 
 
-
-def parse_deployments(name: str, table: Any, reader: Reader) -> tuple[DeploymentConfig, ...]:
-    """``[[models.NAME.deployments]]``, taken out of ``table``; each checked, names unique."""
-    if not isinstance(table, dict) or "deployments" not in table:
-        return ()
-    raw = table.pop("deployments")
-    path = ("models", name, "deployments")
+def parse_deployments(raw: Any, path: tuple[str, ...],
+                      reader: Reader) -> tuple[DeploymentConfig, ...]:
+    """The array of tables ``raw`` found at ``path``: each checked, names unique."""
+    header = "[[" + ".".join(path) + "]]"
     if not isinstance(raw, list) or not raw:
-        raise reader.fail(path, "must be one or more [[models.NAME.deployments]] tables")
-    shared = sorted(set(table) & set(PER_DEPLOYMENT))
-    if shared:
-        raise reader.fail(("models", name, shared[0]),
-                          "goes in each [[models.NAME.deployments]] table of this model")
+        raise reader.fail(path, f"must be one or more {header} tables")
     found: dict[str, DeploymentConfig] = {}
     for i, entry in enumerate(raw):
         fields = reader.section((*path, str(i)), entry, DEPLOYMENT_KEYS)
@@ -62,16 +56,48 @@ def parse_deployments(name: str, table: Any, reader: Reader) -> tuple[Deployment
             raise reader.fail((*path, str(i), "name"), f"{fields['name']!r} is used twice")
         if fields.setdefault("provider", "fake") == "openai" and "base_url" not in fields:
             raise reader.fail((*path, str(i)), 'provider = "openai" needs base_url')
+        if fields["provider"] != "fake" and "fail_status" in fields:
+            raise reader.fail((*path, str(i), "fail_status"), "only for the fake provider")
+        if "burst" in fields and not {"rpm", "tpm", "input_tpm", "output_tpm"} & set(fields):
+            raise reader.fail((*path, str(i), "burst"), "shapes rpm/tpm: set one of them too")
         found[fields["name"]] = DeploymentConfig(**fields)
     return tuple(found.values())
 
 
+def model_deployments(name: str, table: Any, reader: Reader) -> tuple[DeploymentConfig, ...]:
+    """``[[models.NAME.deployments]]``, taken out of the model's ``table`` (none: ``()``)."""
+    if not isinstance(table, dict) or "deployments" not in table:
+        return ()
+    raw = table.pop("deployments")
+    shared = sorted(set(table) & set(PER_DEPLOYMENT))
+    if shared:
+        raise reader.fail(("models", name, shared[0]),
+                          "goes in each [[models.NAME.deployments]] table of this model")
+    return parse_deployments(raw, ("models", name, "deployments"), reader)
 
-def router_of(deployments: tuple[DeploymentConfig, ...], strategy: str, max_wait: float,
+
+def load_deployments(path: str) -> tuple[DeploymentConfig, ...]:
+    """The ``[[deployments]]`` of the TOML file at ``path`` (``llmguard run --config``); raises
+    :class:`ConfigError` naming the key and its line."""
+    data, reader = read_toml(path)
+    unknown = sorted(set(data) - {"deployments"})
+    if unknown:
+        raise reader.fail((unknown[0],), "unknown key; this file holds [[deployments]] tables "
+                                         "only (the other options are command-line flags)")
+    if "deployments" not in data:
+        raise ConfigError(f"{path}: no [[deployments]] table; add one per deployment, each "
+                          'with a name (and provider = "openai", base_url, api_key_env, rpm...)')
+    return parse_deployments(data["deployments"], ("deployments",), reader)
+
+
+def router_of(deployments: tuple[DeploymentConfig, ...], strategy: str, max_wait: float | None,
               backend: Any) -> lg.Router:
-    """The Router over a model's deployments (quotas shared through ``backend`` if given)."""
+    """The Router over ``deployments`` (quotas shared through ``backend`` if given), each a
+    dict target naming it under :data:`DEPLOYMENT`."""
     return lg.Router(*(lg.Deployment({DEPLOYMENT: d.name}, name=d.name, rpm=d.rpm, tpm=d.tpm,
+                                     input_tpm=d.input_tpm, output_tpm=d.output_tpm,
                                      concurrency=d.concurrency, weight=d.weight,
-                                     timeout=d.timeout, refill=d.refill)
+                                     timeout=d.timeout, refill=d.refill, burst=d.burst,
+                                     margin=d.margin)
                        for d in deployments),
                      strategy=strategy, max_wait=max_wait, backend=backend)

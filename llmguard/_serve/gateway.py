@@ -3,9 +3,9 @@
 A chat request runs ``TenantGate`` (the tenant's quota, refused at once, then its concurrency
 cap) and then the model's pipeline in the README's order: Metrics, Cache, Fallback (to the other
 models' own pipelines, so a fallback model's quota protects it too), Retry, CircuitBreaker,
-Timeout, RateLimit, ConcurrencyLimit | AdaptiveConcurrency. The model's concurrency limiter
-serves waiting calls by priority (``call.priority``) and round-robin across tenants
-(``call.partition`` is the tenant's name).
+Timeout, RateLimit, ConcurrencyLimit | AdaptiveConcurrency. The model's rate limit (or router)
+and concurrency limiter serve waiting calls by priority (``call.priority``), then round-robin
+across tenants (``call.partition`` is the tenant's name).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from .abandon import Abandon
 from .budgets import TenantBudget, attach_budgets
 from .config import ModelConfig, ServeConfig
 from .deployments import router_of
-from .model import Model, upstream_of
+from .model import Model
+from .upstream import upstream_of
 from .tenants import Tenant, TenantGate, Tenants
 from .usage import UsageBook
 

@@ -7,28 +7,17 @@ as :data:`~.deployments.DEPLOYMENT`, taken out before the request goes upstream)
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import llmguard as lg
 
 from .._upstream.protocol import Upstream
-from .._upstream.select import make_upstream, terminal
+from .._upstream.select import terminal
 from .config import ModelConfig
-from .deployments import DEPLOYMENT, DeploymentConfig
+from .deployments import DEPLOYMENT
+from .upstream import upstream_of
 
-__all__ = ["Model", "upstream_of"]
-
-
-def upstream_of(cfg: ModelConfig | DeploymentConfig) -> Upstream:
-    """Where a configured model's (or deployment's) requests go (its key read from
-    ``api_key_env``)."""
-    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-    if cfg.provider == "fake":
-        return make_upstream("fake", name=cfg.name, latency=cfg.latency,
-                             seconds_per_token=cfg.seconds_per_token,
-                             fail_status=cfg.fail_status, model=cfg.model)
-    return make_upstream(cfg.provider, name=cfg.name, base_url=cfg.base_url, api_key=key or None)
+__all__ = ["Model"]
 
 
 class Model:

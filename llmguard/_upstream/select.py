@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.call import Call, Handler
+from .._core.call import Call
+from .._core.layer import Handler
 from .._core.stream import Stream
 from .protocol import Upstream
 

@@ -9,7 +9,8 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._core.call import Call, Handler
+from .._core.call import Call
+from .._core.layer import Handler
 from .._core.stream import Stream, is_stream_result
 from .._core.tokens import extract_usage
 from .._upstream.litellm import NO_RETRIES, rate_headers

@@ -10,7 +10,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .._core.call import Call, HeaderObserver
+from .._core.call import Call
+from .._core.layer import HeaderObserver
 from .._core.stream import Stream, is_stream_result
 from .._pipeline.guarded import Guarded
 from .._pipeline.pipeline import Pipeline

@@ -36,7 +36,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from .._core.call import Call, Handler
+from .._core.call import Call
+from .._core.layer import Handler
 from .._core.stream import Stream
 from .._core.tokens import field
 from .._pipeline.guarded import Guarded

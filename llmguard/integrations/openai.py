@@ -31,7 +31,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.call import Call, Handler
+from .._core.call import Call
+from .._core.layer import Handler
 from .._pipeline.guarded import Guarded
 from .._pipeline.pipeline import Pipeline
 from ._litellm_layer import server_of

@@ -16,7 +16,7 @@
     out = guard_dataset(ds, concurrency=4, pipeline=make_pipeline, send=litellm.acompletion,
                         redis_url="redis://10.0.0.5:6379/0", text_column="text",
                         remember="job-42")
-    out.write_json("records/")     # id, line, ok, model, error_kind, attempts, cached, record
+    out.write_json("records/")     # id, line, ok, model, deployment, error_kind, attempts, ...
 
 * :class:`GuardedRows` is the callable class for ``Dataset.map_batches(GuardedRows,
   concurrency=N, fn_constructor_kwargs=...)``; :func:`guard_dataset` calls it for you with the

@@ -171,6 +171,9 @@ async def test_litellm_cost_map_prices_known_models_and_the_maximum_output(caplo
         await chat(**call)
     assert sum("set no max_tokens" in r.message for r in caplog.records) == 1
     assert 0 < budget.statistics().spent_usd < 1e-5
+    # Its batch prices too (the map's *_batches fields; else half the online price).
+    assert budget.price("gpt-4o-mini", batch=True) == pytest.approx((0.075, 0.3))
+    assert budget.price("gpt-4o-mini") == pytest.approx((0.15, 0.6))
 
 
 async def test_keys_have_their_own_budgets_and_the_soft_limit_fires_once() -> None:
@@ -388,3 +391,25 @@ def test_spend_never_passes_the_cap_whatever_the_arrivals(cap_calls, calls) -> N
         loop.run_until_complete(scenario())
     finally:
         loop.close()
+
+
+async def test_reserve_holds_money_for_work_the_layer_does_not_wrap() -> None:
+    """Budget.reserve (a provider batch's way in): a reservation that does not fit now waits
+    for one in flight to settle, one that can never fit raises BudgetExceeded, wait=False
+    answers None instead of waiting; settle() charges the cost given (None: as reserved), once."""
+    budget = lg.Budget(1.0, prices={"*": (1.0, 1.0)})
+    first = await budget.reserve(0.7)
+    assert await budget.reserve(0.5, wait=False) is None
+    later = asyncio.create_task(budget.reserve(0.5))
+    await asyncio.sleep(1)
+    assert not later.done() and budget.statistics().waiting == 1
+    first.settle(0.2)
+    second = await later
+    with pytest.raises(lg.BudgetExceeded, match="a reservation of"):
+        await budget.reserve(0.9)
+    second.settle()
+    with pytest.raises(RuntimeError, match="settled already"):
+        second.settle(0.1)
+    stats = budget.statistics()
+    assert stats.spent_usd == pytest.approx(0.7) and stats.reserved_usd == 0
+    assert stats.in_flight == 0 and stats.admitted == 2

@@ -176,7 +176,7 @@ async def test_waiters_that_give_up_leave_no_queue_behind() -> None:
             await asyncio.sleep(0)
             waiter.cancel()
             await asyncio.gather(waiter, return_exceptions=True)
-    assert limiter._classes == {} and baseline(limiter) == (1, 0, {})
+    assert not limiter._queue and baseline(limiter) == (1, 0, {})
     order: list = []
     tasks = [asyncio.create_task(hold(limiter, order, name, 0.1, partition=name)) for name in "ab"]
     await asyncio.sleep(0)
@@ -389,7 +389,7 @@ def test_bad_priority_or_key_fails_that_call_alone(calls, limit) -> None:
                                                           or "hashable" in str(result))
             else:
                 assert result == p
-        assert baseline(limiter) == (0, 0, {}) and limiter._classes == {}
+        assert baseline(limiter) == (0, 0, {}) and not limiter._queue
         # the limiter itself refuses the same values directly, holding nothing afterwards
         for bad in ({"priority": None}, {"partition": []}):
             with pytest.raises(TypeError):
@@ -448,7 +448,7 @@ async def test_cancelling_waiters_in_any_order_is_linear(order, monkeypatch) -> 
         await tasks[0]
     assert CountingFuture.compares <= n // 10
     limiter.release()
-    assert baseline(limiter) == (0, 0, {}) and limiter._classes == {}
+    assert baseline(limiter) == (0, 0, {}) and not limiter._queue
 
 
 async def test_a_release_reentered_from_the_grant_never_exceeds_the_limit(monkeypatch) -> None:

@@ -117,6 +117,39 @@ async def test_one_429_under_heavy_demand_never_silences_the_provider_longer_tha
     assert loop.time() - start <= 600 + 10 + 5
 
 
+@pytest.mark.parametrize(("make", "kind", "rate_limited"), [
+    (lambda: SlidingWindowServer(rpm=60, latency=2.0), "sliding", 1),
+    (lambda: FixedWindowServer(rpm=60, latency=2.0), "fixed", 0)], ids=["sliding", "fixed"])
+async def test_a_reset_that_counts_another_s_requests_is_confirmed_before_it_is_trusted(
+        make: Any, kind: str, rate_limited: int) -> None:
+    """Another client's request reached the server first (40 s into its minute), then ours
+    filled the window: every reset then points to the other's request leaving (60 s), before
+    ours would leave a sliding window, which reads like a fixed window. The server counts more
+    than we sent, so the boundary is only supposed, and one probe there decides: a sliding
+    window refuses it (the one 429 learning costs) and is paced as one, instead of a burst of
+    59 at the supposed boundary answered with 59 429s; a fixed window starts afresh there."""
+    server = make()
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(40 - loop.time() % 60)
+    await server.acompletion(**ask(-1))  # not through the layer
+    _, _, layer = await run_batch(server, 120, 42, rpm=60)
+    assert server.statistics().rate_limited == rate_limited
+    assert layer.statistics().shape.startswith(kind), layer.statistics().shape
+
+
+async def test_assume_sent_counts_a_call_sent_without_the_layer_when_it_was_sent() -> None:
+    """``assume_sent(call, at=...)``: a call sent before the layer existed takes its units
+    from every quota as if admitted then, and leaves the window a window after that."""
+    layer = lg.RateLimit(rpm=2, tpm=1_000, margin=0)
+    call = lg.Call(lambda **kw: None, (), ask(0), "t")
+    layer.assume_sent(call, at=0.0)
+    stats = layer.statistics()
+    assert stats.requests_available == 1
+    assert stats.tokens_available == 1_000 - lg.estimate_tokens(**ask(0))
+    await asyncio.sleep(60)
+    assert layer.statistics().requests_available == 2
+
+
 # --- the pure parts ----------------------------------------------------------------------
 
 

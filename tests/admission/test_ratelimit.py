@@ -1,7 +1,9 @@
-"""RateLimit: request and token quotas, FIFO waiting, reconciliation, refunds, 429 pauses,
-provider headers, keys, errors, cancellation; the sliding-window arithmetic directly."""
+"""RateLimit: request and token quotas, waiting in order (priority, then round-robin across
+partitions, then first come), reconciliation, refunds, 429 pauses, provider headers, keys,
+errors, cancellation; the sliding-window arithmetic directly."""
 
 import asyncio
+import itertools
 
 import looptime
 import pytest
@@ -38,6 +40,27 @@ class Recorder:
 
 def by_n(n: int, used: int | None = None) -> int:
     return n
+
+
+async def tenant_of(call: lg.Call, call_next):
+    """An outer layer like the gateway's: the call's tenant and priority from its keywords."""
+    call.partition = call.kwargs.get("tenant")
+    call.priority = call.kwargs.get("priority", 0)
+    return await call_next(call)
+
+
+class Served:
+    """A provider that records the order its calls arrive in, by name."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[float, str]] = []
+
+    async def __call__(self, name: str, n: int = 0, *, tenant=None, priority=0) -> str:
+        self.log.append((asyncio.get_running_loop().time(), name))
+        return name
+
+    def order(self) -> list[str]:
+        return [name for _, name in self.log]
 
 
 # --- construction and errors -------------------------------------------------------------
@@ -120,6 +143,86 @@ async def test_large_request_is_not_starved_by_small_ones() -> None:
     assert sizes.index(800) <= 3  # only the smalls queued before it went first
     small.cancel()
     await asyncio.gather(first, small, return_exceptions=True)
+
+
+async def test_waiting_calls_are_served_by_priority_then_round_robin_across_tenants() -> None:
+    """Issue 34 #11: behind tenant a's burst, tenant b's high-priority call goes at the next
+    room, then the two tenants' backlogs alternate (FIFO within each), one call per room."""
+    served = Served()
+    guarded = lg.guard(tenant_of, lg.RateLimit(rpm=1, margin=0))(served)
+    tasks = [asyncio.create_task(guarded(f"a{i}", tenant="a")) for i in range(4)]
+    await asyncio.sleep(1)
+    tasks += [asyncio.create_task(guarded(f"b{i}", tenant="b")) for i in range(3)]
+    await asyncio.sleep(1)
+    tasks.append(asyncio.create_task(guarded("b-high", tenant="b", priority=1)))
+    await asyncio.gather(*tasks)
+    assert served.order() == ["a0", "b-high", "a1", "b0", "a2", "b1", "a3", "b2"]
+    times = [t for t, _ in served.log]
+    assert all(60 <= b - a <= 60 + 2 * SLACK for a, b in itertools.pairwise(times))  # never idle
+
+
+async def test_a_new_head_that_fits_now_is_admitted_at_once() -> None:
+    """A higher-priority call that fits while the head waits for room for a bigger one is
+    admitted when it joins, not when the head's room comes (the driver asks for the new head)."""
+    served = Served()
+    layer = lg.RateLimit(tpm=1000, tokens=lambda name, n, **_: n, margin=0)
+    guarded = lg.guard(tenant_of, layer)(served)
+    await guarded("first", 900, tenant="a")
+    big = asyncio.create_task(guarded("big", 800, tenant="a"))
+    await asyncio.sleep(5)
+    assert layer.statistics().waiting == 1
+    await guarded("urgent", 50, tenant="b", priority=1)
+    assert served.log[-1] == (5, "urgent")
+    await big
+    assert served.log[-1][1] == "big" and served.log[-1][0] == pytest.approx(60, abs=2 * SLACK)
+    assert at_baseline(layer)
+
+
+async def test_a_large_request_waits_one_turn_of_another_tenant_not_for_ever() -> None:
+    """Head of line across tenants: another tenant's stream of small calls takes its turn, but
+    never the large call's place at the head, so the large one goes within a turn or two."""
+    served = Served()
+    guarded = lg.guard(tenant_of, lg.RateLimit(tpm=1000, tokens=lambda name, n, **_: n))(served)
+
+    async def spam() -> None:
+        for i in range(200):
+            await guarded(f"small{i}", 50, tenant="b")
+            await asyncio.sleep(0.1)
+
+    first = asyncio.create_task(guarded("first", 900, tenant="a"))
+    await asyncio.sleep(0)
+    small = asyncio.create_task(spam())
+    await asyncio.sleep(0.25)
+    await guarded("big", 800, tenant="a")
+    assert served.order().index("big") <= 4  # first, two smalls that fit, one turn of b
+    small.cancel()
+    await asyncio.gather(first, small, return_exceptions=True)
+
+
+async def test_a_cancelled_high_priority_head_wakes_the_next() -> None:
+    """Cancelling the high-priority head leaves no hole: the next waiter takes the room."""
+    served = Served()
+    layer = lg.RateLimit(rpm=1, margin=0)
+    guarded = lg.guard(tenant_of, layer)(served)
+    await guarded("first", tenant="a")
+    low = asyncio.create_task(guarded("low", tenant="a"))
+    await asyncio.sleep(1)
+    high = asyncio.create_task(guarded("high", tenant="b", priority=1))
+    await asyncio.sleep(1)
+    high.cancel()
+    await low
+    assert served.order() == ["first", "low"]
+    assert served.log[-1][0] == pytest.approx(60, abs=2 * SLACK) and at_baseline(layer)
+
+
+async def test_a_priority_that_is_not_an_int_fails_that_call_alone() -> None:
+    """A call whose priority is not an int fails with TypeError before it waits."""
+    layer = lg.RateLimit(rpm=1)
+    guarded = lg.guard(tenant_of, layer)(Served())
+    await guarded("first")
+    with pytest.raises(TypeError, match="priority .*RateLimit.* must be an int"):
+        await guarded("bad", priority="high")
+    assert at_baseline(layer)
 
 
 async def test_keys_have_independent_quotas() -> None:
@@ -340,24 +443,30 @@ def test_window_wait_adjust_and_expiry() -> None:
     rpm=st.integers(1, 20),
     tpm=st.integers(100, 2000),
     calls=st.lists(st.tuples(st.floats(0, 200), st.integers(1, 100), st.integers(0, 100),
-                             st.booleans()), min_size=1, max_size=60),
+                             st.booleans(), st.sampled_from("ab"), st.integers(-1, 1)),
+                   min_size=1, max_size=60),
 )
 def test_admitted_within_any_window_never_exceed_the_quota(rpm, tpm, calls) -> None:
-    """Property: for any arrivals, sizes, usage and cancellations, the requests and the tokens
-    (as actually used) that reached the provider in any 60 s window stay within rpm and tpm."""
+    """Property: for any arrivals, sizes, usage, tenants, priorities and cancellations, the
+    requests and the tokens (as actually used) that reached the provider in any 60 s window
+    stay within rpm and tpm."""
     async def scenario() -> None:
         rec = Recorder(latency=0.5)
-        layer = lg.RateLimit(rpm=rpm, tpm=tpm, tokens=by_n)
-        guarded = lg.guard(layer)(rec)
+        layer = lg.RateLimit(rpm=rpm, tpm=tpm, tokens=lambda n, **_: n)
 
-        async def one(i, start, n, used, cancel):
+        async def provider(n, used=None, **_):
+            return await rec(n, used)
+
+        guarded = lg.guard(tenant_of, layer)(provider)
+
+        async def one(i, start, n, used, cancel, tenant, priority):
             await asyncio.sleep(start)
             task = asyncio.current_task()
             if cancel:
                 asyncio.get_running_loop().call_later(30, task.cancel)
             used = min(used, n)  # usage never above the estimate (see the extra-charge test)
             try:
-                await guarded(n, used=used)
+                await guarded(n, used=used, tenant=tenant, priority=priority)
             except asyncio.CancelledError:
                 pass
 
@@ -504,6 +613,7 @@ async def test_cancelling_waiters_out_of_order_does_not_scan_the_line(order, mon
     assert CountingFuture.compares <= n // 10
     # Leavers behind a head that still waits do not pile up in the arrival order either.
     (queue,) = layer._line.lines.values()
-    assert len(queue.waiters) == 1 and len(queue.order) <= 2 * len(queue.waiters) + 32
+    held = sum(len(fifo) for fifos in queue.fair._classes.values() for fifo in fifos.values())
+    assert len(queue.waiters) == 1 and held <= 2 * len(queue.waiters) + 32
     await tasks[0]
     assert at_baseline(layer)

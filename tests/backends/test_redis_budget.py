@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PRICES = {"m": (1.0, 2.0)}
 
 #: One process of the burst: 250 calls at once through a Budget shared in Redis; prints what
-#: happened to them and the provider's bill (the usage it reported, at list price).
+#: happened to them, the provider's bill (the usage it reported, at list price) and the
+#: budget_soft_limit events it published.
 WORKER = """
 import asyncio, json, sys
 import llmguard as lg
@@ -34,8 +35,10 @@ from llmguard.testing import FakeLLM
 
 async def main(url, prefix, cap):
     backend = RedisBackend(url, prefix=prefix, timeout=10)
-    budget = lg.Budget(cap, prices={"m": (1.0, 2.0)}, backend=backend)
+    budget = lg.Budget(cap, prices={"m": (1.0, 2.0)}, backend=backend, soft=0.5)
     chat = lg.Pipeline(budget).wrap(FakeLLM(latency=0.2).acompletion)
+    soft = []
+    lg.subscribe(soft.append, "budget_soft_limit")
     def one(i):
         return chat(model="m", messages=[{"role": "user", "content": f"question {i % 10}"}],
                     max_tokens=8)
@@ -46,7 +49,7 @@ async def main(url, prefix, cap):
     others = [repr(r) for r in results if not isinstance(r, (dict, lg.BudgetExceeded))]
     print(json.dumps({"answered": sum(isinstance(r, dict) for r in results),
                       "refused": sum(isinstance(r, lg.BudgetExceeded) for r in results),
-                      "others": others[:3], "bill": bill}))
+                      "others": others[:3], "bill": bill, "soft": len(soft)}))
     await backend.aclose()
 
 asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
@@ -62,7 +65,8 @@ async def one_call_bill() -> float:
 async def test_a_1000_call_burst_from_4_processes_never_passes_the_cap(redis_url, redis_prefix):
     """1,000 concurrent calls from 4 processes on one Redis budget, their list cost about 3x
     the cap: the provider's bill never passes the cap and reaches at least 95% of it; every
-    call answers or ends with BudgetExceeded (none lost or hung); nothing stays reserved."""
+    call answers or ends with BudgetExceeded (none lost or hung); nothing stays reserved; the
+    soft limit (soft=0.5) is published once in all, by whichever process reached it."""
     import redis
 
     cap = 1000 / 3 * await one_call_bill()
@@ -76,6 +80,7 @@ async def test_a_1000_call_burst_from_4_processes_never_passes_the_cap(redis_url
     assert sum(r["answered"] + r["refused"] for r in reports) == 1000
     bill = sum(r["bill"] for r in reports)
     assert 0.95 * cap <= bill <= cap + 1e-12, (bill, cap)  # 1e-12: the float sum's rounding
+    assert sum(r["soft"] for r in reports) == 1, reports
     print(f"bill {bill / cap:.2%} of the cap; answered {sum(r['answered'] for r in reports)}")
     client = redis.Redis.from_url(redis_url)
     (name,) = [n for n in client.scan_iter(match=f"{redis_prefix}:budget:*") if

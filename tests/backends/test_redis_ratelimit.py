@@ -112,19 +112,26 @@ async def test_provider_cap_limits_admissions_until_reset(redis_url, redis_prefi
 
 
 async def test_ratelimit_layer_with_redis_backend_needs_no_other_change(redis_url, redis_prefix):
-    """RateLimit(..., backend=RedisBackend(url)) admits, queues FIFO in the process, reconciles to
-    usage and refunds refused calls; statistics() is back to baseline afterwards."""
+    """RateLimit(..., backend=RedisBackend(url)) admits, queues in the fair order in the process
+    (priority, then tenants in turn, then first come), reconciles to usage and refunds refused
+    calls; statistics() is back to baseline afterwards."""
     backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     limit = lg.RateLimit(rps=4, backend=backend)
     order = []
 
-    async def fn(i):
-        order.append(i)
-        return i
+    async def fn(name, priority=0):
+        order.append(name)
+        return name
 
-    guarded = lg.guard(limit)(fn)
-    assert await asyncio.gather(*(guarded(i) for i in range(6))) == list(range(6))
-    assert order == list(range(6))  # FIFO within the process
+    async def tenant_of(call, call_next):  # as the gateway does: the tenant is the partition
+        call.partition, call.priority = call.args[0][0], call.kwargs.get("priority", 0)
+        return await call_next(call)
+
+    guarded = lg.guard(tenant_of, limit)(fn)
+    names = ["a0", "a1", "a2", "a3", "b0"]
+    calls = [guarded(name) for name in names] + [guarded("b-high", priority=1)]
+    assert await asyncio.gather(*calls) == [*names, "b-high"]
+    assert order == ["b-high", "a0", "b0", "a1", "a2", "a3"]
     stats = limit.statistics()
     assert (stats.admitted, stats.in_flight, stats.waiting) == (6, 0, 0)
     await backend.aclose()

@@ -227,3 +227,27 @@ def test_bad_combinations_are_refused_before_anything_is_sent(tmp_path: Path) ->
     for args, message in cases:
         done = _run([sys.executable, "-m", "llmguard", "run", str(src), *args])
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+
+
+def test_max_cost_holds_at_batch_prices_and_resume_sends_the_rest(tmp_path: Path) -> None:
+    """--batch-api --max-cost: batches reserve their lines' bound at the batch price (half of
+    --price) and settle to the output's usage, so the records' bill stays within the cap; the
+    lines not sent are not recorded, the run exits 4 saying how many, and --resume with a new
+    cap sends exactly those, no line executed twice."""
+    src = _input(tmp_path / "in.jsonl", 100)
+    out = tmp_path / "out.jsonl"
+    server = BatchAPIServer(timings=FAST)
+    with server.in_thread():
+        first = _run(_args(src, out, server, "--max-cost", "0.0004", "--price", "1,2"))
+        assert first.returncode == 4, first.stderr
+        done = _records(out)
+        bill = sum(r["usage"]["input_tokens"] * 0.5 + r["usage"]["output_tokens"] * 1.0
+                   for r in done) / 1e6
+        assert 0.0003 <= bill <= 0.0004 and all(r["ok"] for r in done)
+        assert sum(r["cost"] for r in done) == pytest.approx(bill)
+        assert f"{100 - len(done)} lines not sent" in first.stdout
+        assert "stopped at --max-cost" in first.stderr and "--max-cost USD" in first.stderr
+        again = _run([*_args(src, out, server, "--max-cost", "1", "--price", "1,2"), "--resume"])
+    assert again.returncode == 0, again.stderr
+    assert sorted(r["id"] for r in _records(out)) == sorted(f"c{i}" for i in range(100))
+    assert max(server.executions.values()) == 1

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+import pytest
 from test_cli import chat, llmguard, records, write_jsonl
+
+from llmguard._cli.budget_options import make_budget, price_type
 
 
 def lines(n: int) -> list[dict[str, object]]:
@@ -52,3 +56,13 @@ def test_max_cost_options_are_checked_before_anything_runs(tmp_path: Path) -> No
         done = llmguard(tmp_path, "run", "in.jsonl", "-o", "out.jsonl", *extra)
         assert done.returncode == 2 and message in done.stderr, (extra, done.stderr)
         assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_price_takes_a_cached_input_price() -> None:
+    """--price IN,OUT,CACHED gives every model a cached-input price; two or three numbers."""
+    budget = make_budget(1.0, price_type("1,2,0.5"))
+    usage = {"prompt_tokens": 100, "completion_tokens": 10,
+             "prompt_tokens_details": {"cached_tokens": 60}}
+    assert budget.cost("any", {"usage": usage}) == pytest.approx((40 + 30 + 20) / 1e6)
+    with pytest.raises(argparse.ArgumentTypeError, match="IN,OUT"):
+        price_type("1,2,3,4")

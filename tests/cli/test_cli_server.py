@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from llmguard._cli.run import Settings, run
+from llmguard._cli.run import Settings, run, stack_spec
 from llmguard._pipeline.stack import StackSpec
+from llmguard.cli import _parser
 
 ROOT = Path(__file__).resolve().parents[2]
 HANG_GUARD = 120  #: a safety net against a hung child, never an assertion about speed
@@ -113,6 +114,18 @@ async def test_quota_bound_run_paces_every_line_to_done(tmp_path: Path) -> None:
     assert [r["line"] for r in out] == list(range(1, 101))
 
 
+@pytest.mark.parametrize(("options", "slots"), [
+    ([], 16), (["--rpm", "60"], 60), (["--rpm", "10"], 16), (["--rpm", "50000"], 1024),
+    (["--rpm", "60", "--concurrency", "8"], 8), (["--tpm", "90000"], 16)])
+def test_concurrency_follows_the_requests_quota_unless_given(options: list[str],
+                                                             slots: int) -> None:
+    """Without --concurrency the run holds the requests quota's minute in flight (at least
+    16, at most 1024): a server that admits a minute's quota at once gets it at once, not over
+    several round trips; --concurrency N is N."""
+    args = _parser().parse_args(["run", "in.jsonl", "-o", "out.jsonl", *options])
+    assert stack_spec(args).concurrency == slots
+
+
 @pytest.mark.looptime(False)
 def test_limits_are_learned_from_headers_without_reset(tmp_path: Path) -> None:
     """Without --rpm, x-ratelimit-limit-* (and remaining, with no reset, as LiteLLM's proxy
@@ -129,6 +142,7 @@ def test_limits_are_learned_from_headers_without_reset(tmp_path: Path) -> None:
         server.close()
     assert proc.returncode == 0, proc.stderr
     assert "rpm=6000 tpm=1000000 (learned from x-ratelimit headers)" in proc.stderr
+    assert "concurrency 1024 (follows the requests quota)" in proc.stderr  # the learned rpm's
     assert "quota used" in proc.stdout and server.count() == 20
     assert "sk-test" not in proc.stdout + proc.stderr
 

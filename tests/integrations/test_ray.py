@@ -416,3 +416,50 @@ def test_identical_rows_without_custom_id_are_each_answered(redis_url, redis_pre
     assert [r["id"] for r in again] == [r["id"] for r in records] and fake.call_count == 5
     guard_rows(batch[::-1], **options)  # another batch: its rows are its own
     assert fake.call_count == 10
+
+
+def test_cli_run_on_ray_routes_over_deployments_sharing_their_quotas_through_redis(
+        local_ray, tmp_path, capsys, monkeypatch, redis_url) -> None:
+    """`llmguard run --ray --redis` with two --api-base deployments (token buckets of 5 and 10
+    requests per 2 s, each run's --rpm compressed 30x alike): 2 actors route 45 lines against
+    the same per-deployment quotas in Redis, so a server refuses a request at most once; every line
+    done, each record names the deployment that answered, the summary counts them."""
+    from llmguard.cli import main
+    from llmguard.testing import LoopbackServer, TokenBucketServer
+
+    scale, quotas = 30, (5, 10)
+    servers = [TokenBucketServer(rpm=q, window=60 / scale, latency=0.05) for q in quotas]
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    https = [LoopbackServer(s) for s in servers]
+    for http in https:
+        asyncio.run_coroutine_threadsafe(http.__aenter__(), loop).result(60)
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 8} for i in range(45)])
+    argv = ["run", str(src), "-o", str(tmp_path / "out.jsonl"), "--ray", "--actors", "2",
+            "--redis", redis_url, "--model", "m", "--refill", "continuous",
+            "--burst", str(1 / scale), "--margin", "0.1"]
+    for i, (http, quota) in enumerate(zip(https, quotas)):
+        monkeypatch.setenv(f"LG_RAY_DEPLOY_{i}", f"sk-ray-deploy-{i}")
+        argv += ["--api-base", http.base_url, "--api-key-env", f"LG_RAY_DEPLOY_{i}",
+                 "--rpm", str(quota * scale)]
+    try:
+        code = main(argv)
+    finally:
+        for http in https:
+            asyncio.run_coroutine_threadsafe(http.__aexit__(None, None, None), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(60)
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    records = read_records(tmp_path / "out.jsonl")
+    assert len(records) == 45 and all(r["ok"] for r in records)
+    names = [f"LG_RAY_DEPLOY_{i}@127.0.0.1:{http.port}" for i, http in enumerate(https)]
+    for server, name in zip(servers, names):
+        answered = sum(r["deployment"] == name for r in records)
+        stats = server.statistics()
+        assert stats.rate_limited <= 1 and stats.arrivals == answered + stats.rate_limited
+        assert answered > 0, (name, stats)
+        assert f"{name} {answered} answered" in printed.out
+    assert "sk-ray-deploy" not in printed.out + printed.err

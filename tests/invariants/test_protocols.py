@@ -239,6 +239,7 @@ class DictLedger:
         self.listeners: list[Any] = []
         self.ids = itertools.count(1)
         self.open: dict[int, int] = {}
+        self.soft: set[str] = set()
 
     async def reserve(self, account: str, amount: int, cap: int, ends: float | None
                       ) -> tuple[Any, int, int]:
@@ -250,9 +251,13 @@ class DictLedger:
         self.open[ticket] = amount
         return ticket, spent, reserved + amount
 
-    def settle(self, account: str, ticket: Any, cost: int) -> None:
+    def settle(self, account: str, ticket: Any, cost: int, *, soft: int | None = None,
+               on_soft: Any = None) -> None:
         self.accounts[account][1] -= self.open.pop(ticket)
         self.accounts[account][0] += cost
+        if soft is not None and self.accounts[account][0] >= soft and account not in self.soft:
+            self.soft.add(account)
+            on_soft()
         for callback in self.listeners:
             callback(account)
 
@@ -269,12 +274,15 @@ class DictLedger:
 
 async def test_a_budget_ledger_written_from_its_docstring_works() -> None:
     """Two Budgets share the ledger (different names); a burst waits on its settlements and
-    ends within the cap; every ticket is settled exactly once."""
+    ends within the cap; every ticket is settled exactly once; each budget's soft limit is
+    published once."""
     ledger = DictLedger()
     assert isinstance(ledger, BudgetLedger)
     llm = FakeLLM(latency=1)
-    budgets = [lg.Budget(0.001, prices={"m": (1.0, 2.0)}, backend=ledger, name=name)
+    budgets = [lg.Budget(0.001, prices={"m": (1.0, 2.0)}, backend=ledger, name=name, soft=0.5)
                for name in ("a", "b")]
+    soft: list[lg.Event] = []
+    subscription = lg.subscribe(soft.append, "budget_soft_limit")
     calls = [lg.Pipeline(b).wrap(llm.acompletion) for b in budgets]
     results = await asyncio.gather(*(
         calls[i % 2](model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=20)
@@ -284,3 +292,60 @@ async def test_a_budget_ledger_written_from_its_docstring_works() -> None:
     assert all(spent <= 1_000_000 and reserved == 0 for spent, reserved in
                ledger.accounts.values())
     assert sum(isinstance(r, dict) for r in results) > 50
+    subscription.close()
+    assert len(soft) == 2
+
+
+class ListLedger:
+    """A BatchLedger from its docstring: submissions by chunk key, events applied as written,
+    live() = neither collected nor abandoned."""
+
+    def __init__(self) -> None:
+        self.submissions: dict[str, Any] = {}
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def write(self, kind: str, key: str, **fields: Any) -> None:
+        from llmguard._upstream.batches.ledger import Submission
+
+        self.events.append((kind, key, fields))
+        if kind == "intent":
+            self.submissions[key] = Submission(key, fields["model"], list(fields["ids"]),
+                                               asyncio.get_running_loop().time())
+        elif kind == "file":
+            self.submissions[key].file_id = fields["file_id"]
+        elif kind == "batch":
+            self.submissions[key].batch_id = fields["batch_id"]
+        elif kind in ("collected", "abandoned"):
+            setattr(self.submissions[key], kind, True)
+
+    def live(self) -> list[Any]:
+        return [s for s in self.submissions.values() if not (s.collected or s.abandoned)]
+
+
+async def test_a_batch_ledger_written_from_its_docstring_never_pays_twice() -> None:
+    """A run stopped while its batch runs, then run again with the same ledger: the batch is
+    adopted and collected, none created twice, no line executed twice."""
+    import openai
+
+    from llmguard._upstream.batches.engine import run_batches
+    from llmguard._upstream.batches.openai_batches import OpenAIBatches
+    from llmguard._upstream.batches.plan import Request
+    from llmguard.testing import BatchAPIServer, BatchTimings
+
+    ledger = ListLedger()
+    requests = [Request(f"r{i}", {"model": "m", "max_tokens": 4,
+                                  "messages": [{"role": "user", "content": f"p{i}"}]})
+                for i in range(20)]
+    async with BatchAPIServer(timings=BatchTimings(per_request=0.1)) as server:
+        provider = OpenAIBatches(openai.AsyncOpenAI(base_url=server.base_url, api_key="k"))
+        stop, results = asyncio.Event(), []
+        first = await run_batches(requests, provider, ledger, on_result=results.append,
+                                  on_progress=lambda n: stop.set(), stop=stop, poll=0.5)
+        assert first.created == 1 and first.running and not results
+        again = await run_batches(requests, provider, ledger, on_result=results.append,
+                                  poll=0.5)
+        await provider.close()
+    assert again.created == 0 and again.adopted == 1
+    assert sorted(r.id for r in results) == sorted(r.id for r in requests)
+    assert len(server.batches) == 1 and max(server.executions.values()) == 1
+    assert [k for k, _key, _f in ledger.events] == ["intent", "file", "batch", "collected"]

@@ -12,7 +12,7 @@ from llmguard._cli.worker import make_worker
 from llmguard._pipeline.stack import StackSpec, build_stack
 from llmguard._runners.record import describe, make_record
 
-FIELDS = ["id", "line", "ok", "model", "response", "error", "usage", "cost", "latency",
+FIELDS = ["id", "line", "ok", "model", "deployment", "response", "error", "usage", "cost", "latency",
           "elapsed", "attempts", "retries", "fallback", "cached", "metadata"]
 
 
@@ -32,7 +32,8 @@ def test_record_fields_and_their_order_are_the_documented_ones() -> None:
                          requested="a", cache=True)
     assert list(record) == FIELDS
     assert record | {"response": None} == {
-        "id": "x", "line": 7, "ok": True, "model": "b", "response": None, "error": None,
+        "id": "x", "line": 7, "ok": True, "model": "b", "deployment": None, "response": None,
+        "error": None,
         "usage": {"input_tokens": 4, "output_tokens": 2}, "cost": None, "latency": 0.123457,
         "elapsed": 1.234568, "attempts": 3, "retries": 1, "fallback": True, "cached": False,
         "metadata": {"k": 1}}

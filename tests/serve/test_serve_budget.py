@@ -97,6 +97,24 @@ def test_budget_config_is_checked_at_load(tmp_path) -> None:
         'max_budget = 5\nbudget_duration = "1mo"')))).tenants["acme"].budget_duration == "month"
 
 
+def test_a_tenant_budget_bills_cached_prompt_tokens_at_the_cached_price(tmp_path) -> None:
+    """price_cached_input prices the prompt tokens the upstream reports as cached (OpenAI's
+    prompt_tokens_details.cached_tokens); a model without it bills them as input."""
+    from llmguard._serve.budgets import attach_budgets
+    from llmguard._serve.tenants import Tenants
+
+    cfg = load(str(write_config(tmp_path, config("max_budget = 5").replace(
+        "price_output = 2.0\n", "price_output = 2.0\nprice_cached_input = 0.25\n"))))
+    tenants = Tenants(cfg.tenants)
+    attach_budgets(tenants, cfg.models, None)
+    budget = tenants.by_name["acme"].budget
+    usage = {"prompt_tokens": 1000, "completion_tokens": 100,
+             "prompt_tokens_details": {"cached_tokens": 800}}
+    assert budget.cost("fake", {"usage": usage}) == pytest.approx(
+        (200 * 1.0 + 800 * 0.25 + 100 * 2.0) / 1e6)
+    assert budget.cost("cheap", {"usage": usage}) == pytest.approx((1000 * 0.1 + 100 * 0.1) / 1e6)
+
+
 @pytest.mark.looptime(False)
 async def test_two_replicas_on_redis_share_one_tenant_budget(tmp_path, redis_url,
                                                              redis_prefix) -> None:

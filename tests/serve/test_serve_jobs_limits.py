@@ -94,9 +94,9 @@ def test_jobs_per_tenant_are_capped(tmp_path) -> None:
 
 
 def test_large_jsonl_is_parsed_off_the_loop_and_held_compactly(tmp_path, monkeypatch) -> None:
-    """A 4 MB JSONL job (80k short lines) is parsed in a worker thread, not on the event loop
+    """A 1 MB JSONL job (20k short lines) is parsed in a worker thread, not on the event loop
     every other request waits on, and the job holds its lines as text: what it keeps is a few
-    times the body, not the ~20x of 80k decoded dicts."""
+    times the body, not the ~20x of 20k decoded dicts."""
     import llmguard._serve.jobs.records as records
 
     seen_loops = []
@@ -114,7 +114,7 @@ def test_large_jsonl_is_parsed_off_the_loop_and_held_compactly(tmp_path, monkeyp
         if hasattr(module, "from_jsonl"):
             monkeypatch.setattr(module, "from_jsonl", watched)
     body = "".join(json.dumps({"messages": [{"role": "user", "content": f"line {i}"}]}) + "\n"
-                   for i in range(80_000)).encode()
+                   for i in range(20_000)).encode()
     with served(_config(tmp_path, latency=600.0, concurrency=1)) as server, \
             httpx.Client(base_url=server.url, headers=AUTH_A, timeout=HANG_GUARD) as http:
         gc.collect()

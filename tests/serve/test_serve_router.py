@@ -37,7 +37,30 @@ BAD = [
     ("unknown key", "[models.m]\n[[models.m.deployments]]\nname = \"a\"\nrmp = 3\n",
      ["models.m.deployments.0.rmp", "did you mean 'rpm'"]),
     ("unknown strategy", "[models.m]\nstrategy = \"fastest\"\n", ["models.m.strategy", "'ordered'"]),
+    ("model-level output_tpm", "[models.m]\noutput_tpm = 8\n[[models.m.deployments]]\nname = "
+     "\"a\"\n", ["models.m.output_tpm", "each [[models.NAME.deployments]]"]),
+    ("unknown key, its line", "[models.m]\n[[models.m.deployments]]\nname = \"a\"\n"
+     "[[models.m.deployments]]\nname = \"b\"\nrmp = 3\n", ["deployments.1.rmp", "line 6"]),
 ]
+
+
+def test_deployment_input_and_output_quotas_reach_the_router(tmp_path) -> None:
+    """``input_tpm``/``output_tpm`` (and ``burst``) of a deployment in the TOML become that
+    deployment's input and output token quotas in the gateway's Router."""
+    from llmguard._serve.deployments import router_of
+
+    config = load(str(write_config(tmp_path, """
+[models.claude]
+[[models.claude.deployments]]
+name = "anthropic"
+input_tpm = 40000
+output_tpm = 8000
+burst = 0.1
+""")))
+    (deployment,) = router_of(config.models["claude"].deployments, "headroom", 5, None).deployments
+    assert deployment.split
+    assert {(q.part, q.limit) for q in deployment.quotas} == {
+        ("input", 40000), ("output", 8000), ("input", 4000), ("output", 800)}
 
 
 @pytest.mark.parametrize(("case", "text", "needles"), BAD, ids=[c[0] for c in BAD])

@@ -1,6 +1,6 @@
 """Tenants over HTTP: auth (401), isolation (404), provider-style quota answers (429 with
-retry-after and x-ratelimit-* headers), and, on the gateway engine under virtual time, priority
-and round-robin scheduling across tenants."""
+retry-after and x-ratelimit-* headers), and, under virtual time, priority and round-robin
+scheduling across tenants at a model's concurrency slots and at its rpm queue."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import hashlib
 import httpx
 import openai
 import pytest
-from serve_helpers import MESSAGES, chat, served, write_config
+from serve_helpers import MESSAGES, CountingUpstream, chat, served, write_config
 
 from llmguard._serve.config import load
 from llmguard._serve.gateway import Gateway
+from llmguard._serve.server import make_app
 
 ACME_KEY = "acme-key-1-secret"
 GLOBEX_KEY = "globex-key-2-secret"
@@ -189,3 +190,50 @@ async def test_round_robin_across_tenants_and_priority_first(tmp_path) -> None:
     await asyncio.gather(*tasks)
     await gateway.aclose()
     assert done == ["a1", "a-high", "a2", "b1", "a3", "b2", "a4"]
+
+
+RATE = """
+[models.fake]
+latency = 0.0
+seconds_per_token = 0.0
+rpm = 1
+max_wait = 1000
+
+[tenants.a]
+api_key_sha256 = "{a}"
+
+[tenants.b]
+api_key_sha256 = "{b}"
+max_priority = "high"
+"""
+
+
+async def test_the_model_rpm_queue_serves_priority_then_tenants_in_turn(tmp_path) -> None:
+    """Issue 34 #11, over HTTP (the app ``llmguard serve`` runs, in this loop: virtual time):
+    behind tenant a's burst on an ``rpm = 1`` model, tenant b's ``X-Priority: high`` call is
+    the next one sent, then the two tenants' backlogs alternate, one per window."""
+    text = RATE.format(a=hashlib.sha256(b"key-a").hexdigest(),
+                       b=hashlib.sha256(b"key-b").hexdigest())
+    app = make_app(load(str(write_config(tmp_path, text))))
+    sent: list[str] = []
+    model = app.state.gateway.models["fake"]
+    model.upstream = CountingUpstream(model.upstream, sent)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+    async def ask(key: str, content: str, **headers: str) -> int:
+        headers["authorization"] = f"Bearer {key}"
+        body = {"model": "fake", "messages": [{"role": "user", "content": content}]}
+        return (await client.post("/v1/chat/completions", json=body, headers=headers)).status_code
+
+    calls = [("key-a", f"a{i}", {}) for i in range(4)] + [("key-b", f"b{i}", {}) for i in range(2)]
+    calls.append(("key-b", "b-high", {"x-priority": "high"}))
+    tasks = []
+    try:
+        for key, content, headers in calls:
+            tasks.append(asyncio.create_task(ask(key, content, **headers)))
+            await asyncio.sleep(1)  # each joins the line in this order
+        assert await asyncio.gather(*tasks) == [200] * len(calls)
+    finally:
+        await client.aclose()
+        await app.state.gateway.aclose()
+    assert sent == ["a0", "b-high", "a1", "b0", "a2", "b1", "a3"]

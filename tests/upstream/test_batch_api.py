@@ -66,6 +66,34 @@ async def test_a_cancelled_run_resumes_from_its_ledger_without_a_second_batch(
         await client.close()
 
 
+async def test_a_budget_caps_the_run_at_batch_prices(tmp_path: Path) -> None:
+    """budget=: each batch reserves its lines' maximum cost at the batch price (half the
+    online price here) before it is submitted and settles to its output's usage, so the bill
+    at batch prices never passes the cap and comes within one line of it; the lines the cap
+    leaves end as not_sent, never executed, and nothing is reserved afterwards."""
+    import llmguard as lg
+
+    budget = lg.Budget(0.0005, prices={"gpt-4o-mini": (1.0, 2.0)})
+    assert budget.price("gpt-4o-mini", batch=True) == (0.5, 1.0)
+    bound = budget.max_cost(_requests(1)[0]["body"], batch=True)
+    async with BatchAPIServer() as server:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        results = await batch_api.run(_requests(200), client=client, poll=0.01,
+                                      ledger=str(tmp_path / "l.jsonl"), budget=budget)
+        answered = [r for r in results if r.error is None]
+        unsent = [r for r in results if r.error is not None]
+        bill = sum(r.response["usage"]["prompt_tokens"] * 0.5
+                   + r.response["usage"]["completion_tokens"] * 1.0 for r in answered) / 1e6
+        assert 0.0005 - bound <= bill <= 0.0005
+        assert unsent and {r.error["kind"] for r in unsent} == {"not_sent"}
+        assert "higher cap" in unsent[0].error["message"]
+        assert set(server.executions) == {r.id for r in answered}
+        assert len(server.batches) > 2  # the cap was approached batch by batch
+        stats = budget.statistics()
+        assert stats.spent_usd == pytest.approx(bill, abs=1e-8) and stats.reserved_usd == 0
+        await client.close()
+
+
 async def test_anthropic_client(tmp_path: Path) -> None:
     """An AsyncAnthropic client goes through Message Batches; chat bodies become Messages API
     params (system message to ``system``), answers are Anthropic messages."""

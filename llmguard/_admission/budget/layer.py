@@ -1,13 +1,10 @@
 """The Budget layer: reserve each attempt's maximum cost, settle it to the answer's cost.
 
-Why reserve, not check: a gateway that compares the spend so far with the cap and records the
-cost after the answer lets every call that starts while the last one is in flight through, so a
-burst passes the cap by its own size (LiteLLM's proxy: open reports of keys passing
-``max_budget`` under concurrency; ``benchmarks/bench_budget.py``). Here every attempt holds its
-maximum cost (``prices``: the prompt's bound times the input price plus ``max_tokens`` times
-the output price) in the ledger before it is sent, atomically with the check, and gives back
-the difference once the answer says what it cost; so the settled spend plus what is in flight
-never passes the cap.
+Why reserve, not check: a budget that compares the spend so far with the cap and records the
+cost after the answer lets every call that starts while others are in flight through, so a
+burst passes the cap by its own size (``benchmarks/bench_budget.py``). Here every attempt holds
+its maximum cost in the ledger before it is sent, atomically with the check, and gives back the
+difference once the answer says what it cost.
 """
 
 from __future__ import annotations
@@ -15,45 +12,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
-from ..._core.call import Call, Handler
+from ..._core import events
+from ..._core.call import Call
 from ..._core.check import callable_or_none, number, text
-from ..._core.errors import BudgetExceeded
-from ..._core.events import EventKind
+from ..._core.events import Event, EventKind
+from ..._core.layer import Handler
 from ..._core.public import public
 from ..._core.stream import Stream
-from ..._core.sweep import SWEEP_AT, sweep
-from ..._core.tokens import max_output, prompt_bound
+from ..._core.tokens import extract_usage, field, max_output, prompt_bound
 from .charge import answer_cost, failed_cost
-from .ledger import BudgetLedger, MemoryLedger
+from .ledger import account_of, ledger_of
 from .line import Lines
 from .prices import DEFAULT_MAX_OUTPUT, Price, PriceBook, UnpricedModel, nanos, to_usd
+from .reservation import Reservation, exceeded
 from .stats import BudgetStats
 from .windows import check_per, window
 
 __all__ = ["Budget"]
 
 log = logging.getLogger("llmguard.budget")
-
-
-def _ledger(backend: Any) -> BudgetLedger:
-    if backend is None:
-        return MemoryLedger()
-    if callable(getattr(backend, "budget_ledger", None)):
-        return backend.budget_ledger()
-    if isinstance(backend, BudgetLedger):
-        return backend
-    raise TypeError(f"backend must be a llmguard.backends.redis.RedisBackend (shared across "
-                    f"processes), a BudgetLedger, or None (this process), got {backend!r}")
-
-
-def _account(name: str, key: Hashable, label: str) -> str:
-    # None, "" and 1 vs "1" never share an account (as RedisBackend's rate-limit keys).
-    part = "" if key is None else f"s:{key}" if isinstance(key, str) else \
-        f"r:{type(key).__name__}={key!r}"
-    return f"{name}|{part}|{label}"
 
 
 @public
@@ -80,15 +59,17 @@ class Budget:
       refused at its first call (never counted free).
     * ``per``: ``"minute"``, ``"hour"``, ``"day"`` or ``"month"`` (calendar windows in UTC), or
       None for a total. ``key(call) -> hashable``: one budget per tenant, user or project.
-    * ``soft`` in (0, 1]: publish a ``budget_soft_limit`` event once per key and window (in this
-      process) when the spend reaches that fraction of the cap.
+    * ``soft`` in (0, 1]: publish a ``budget_soft_limit`` event once per key and window (across
+      the processes sharing a ledger) when the spend reaches that fraction of the cap.
     * ``backend``: ``RedisBackend(url)`` shares the budget across processes (atomic Lua);
       ``name`` tells budgets on one backend apart.
+
+    :meth:`reserve` holds money for work the layer does not wrap (a provider batch).
     """
 
     __slots__ = ("usd", "per", "soft", "name", "ledger", "_cap", "_prices", "_key", "_lines",
                  "_in_flight", "_admitted", "_rejected", "_refunds", "_overruns", "_warned",
-                 "_softened", "_sweep_at")
+                 "_soft")
 
     def __init__(self, usd: float, *, per: str | None = None,
                  prices: Mapping[str, Any] | None = None,
@@ -108,7 +89,7 @@ class Budget:
         #: The budget's name in the ledger (budgets sharing a backend need different names).
         self.name = name
         #: Where spend and reservations live.
-        self.ledger = _ledger(backend)
+        self.ledger = ledger_of(backend)
         self._cap = nanos(self.usd, down=True)
         self._prices = PriceBook(prices)
         self._key = key
@@ -116,9 +97,7 @@ class Budget:
         self.ledger.listen(self._lines.wake)
         self._in_flight = self._admitted = self._rejected = self._refunds = self._overruns = 0
         self._warned: set[str | None] = set()
-        # Accounts whose soft limit was published here -> when their window ends (swept).
-        self._softened: dict[str, float | None] = {}
-        self._sweep_at = SWEEP_AT
+        self._soft = None if soft is None else max(1, nanos(soft * self.usd))
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         key = None if self._key is None else self._key(call)
@@ -129,14 +108,15 @@ class Budget:
             self._rejected += 1
             raise call.rejected("budget", exc) from None
         amount = price.reserve(prompt_bound(*call.args, **call.kwargs),
-                               self._output(call, model, price))
+                               self._output(call.kwargs, model, price))
         label, ends = window(self.per, time.time())
-        account = _account(self.name, key, label)
+        account = account_of(self.name, key, label)
 
         def refuse(spent: int, reserved: int) -> BaseException:
             self._rejected += 1
-            return call.rejected("budget", self._exceeded(key, label, ends, model, amount,
-                                                          spent, reserved))
+            return call.rejected("budget", exceeded(
+                self.name, self.usd, self.per, key, label, ends, f"this call to {model!r}",
+                amount, spent, reserved))
 
         if amount > self._cap:
             raise refuse(0, 0)
@@ -147,21 +127,71 @@ class Budget:
         try:
             result = await call_next(call)
         except BaseException as exc:
-            cost = failed_cost(call, exc, amount)
-            self._refunds += cost == 0
-            self._settle(call, account, ticket, amount, cost)
+            self._settle(account, ticket, amount, failed_cost(call, exc, amount), key, call)
             raise
         if isinstance(result, Stream):  # the usage comes (if at all) in the final chunk
             stream = result
-            result.defer(lambda error: self._settle(call, account, ticket, amount, answer_cost(
-                call, price, stream.usage_chunk, amount, before)))
+            result.defer(lambda error: self._settle(account, ticket, amount, answer_cost(
+                call, price, stream.usage_chunk, amount, before), key, call))
         else:
-            self._settle(call, account, ticket, amount,
-                         answer_cost(call, price, result, amount, before))
+            self._settle(account, ticket, amount,
+                         answer_cost(call, price, result, amount, before), key, call)
         return result
 
-    def _output(self, call: Call, model: str | None, price: Price) -> int:
-        output = max_output(call.kwargs)
+    async def reserve(self, usd: float, *, key: Hashable = None, wait: bool = True
+                      ) -> Reservation | None:
+        """Hold ``usd`` of ``key``'s budget for work this layer does not wrap (a provider
+        batch), and return the reservation: ``settle(cost)`` it once the work says what it
+        cost. Like a call, it waits while reservations in flight may free room and raises
+        :class:`BudgetExceeded` once it cannot fit even if they cost nothing; ``wait=False``
+        returns None instead of waiting."""
+        number("usd", usd, unit=" of US dollars", hint=" (what the work may cost at most)")
+        amount = nanos(usd)
+        label, ends = window(self.per, time.time())
+        account = account_of(self.name, key, label)
+
+        def refuse(spent: int, reserved: int) -> BaseException:
+            self._rejected += 1
+            return exceeded(self.name, self.usd, self.per, key, label, ends,
+                            f"a reservation of ${usd:.6f}", amount, spent, reserved)
+
+        if amount > self._cap:
+            raise refuse(0, 0)
+        if wait:
+            ticket = await self._lines.admit(account, amount, self._cap, ends, refuse)
+        elif account in self._lines.lines:  # calls are waiting: they go first
+            return None
+        else:
+            ticket, spent, reserved = await self.ledger.reserve(account, amount, self._cap, ends)
+            if ticket is None:
+                if spent + amount > self._cap:
+                    raise refuse(spent, reserved)
+                return None
+        self._admitted += 1
+        self._in_flight += 1
+        return Reservation(usd, key, lambda cost: self._settle(account, ticket, amount, cost,
+                                                                key, None))
+
+    def max_cost(self, request: Mapping[str, Any], *, batch: bool = False) -> float:
+        """USD a chat-completions ``request`` body may cost at most (what a call reserves);
+        ``batch``: through the provider's batch API, at its batch price."""
+        model = request.get("model")
+        price = self._price(model, batch)
+        return to_usd(price.reserve(prompt_bound(**request), self._output(request, model, price)))
+
+    def cost(self, model: str | None, answer: Any, *, batch: bool = False) -> float | None:
+        """USD an ``answer`` of ``model`` costs at this budget's prices (``batch``: the batch
+        price), from the usage it reports (None when it reports none)."""
+        usage = extract_usage(answer)
+        return None if usage is None else to_usd(self._price(model, batch).cost(
+            field(answer, "usage"), usage.input_tokens, usage.output_tokens))
+
+    def _price(self, model: str | None, batch: bool) -> Price:
+        price = self._prices.price(model)
+        return price.batch() if batch else price
+
+    def _output(self, kwargs: Mapping[str, Any], model: str | None, price: Price) -> int:
+        output = max_output(kwargs)
         if output is not None:
             return output
         output = price.max_output or DEFAULT_MAX_OUTPUT
@@ -173,45 +203,35 @@ class Budget:
                         price.max_output else "the default for models of unknown maximum")
         return output
 
-    def _settle(self, call: Call, account: str, ticket: Any, amount: int, cost: int) -> None:
+    def _settle(self, account: str, ticket: Any, amount: int, cost: int, key: Hashable,
+                call: Call | None) -> None:
         self._in_flight -= 1
+        self._refunds += cost == 0
         if cost > amount:
             self._overruns += 1
-        self.ledger.settle(account, ticket, cost)
-        if self.soft is not None and account not in self._softened:
-            spent, _ = self.ledger.totals(account)
-            if spent >= self.soft * self._cap:
-                if len(self._softened) >= self._sweep_at:
-                    now = time.time()
-                    self._sweep_at = sweep(self._softened, lambda e: e is not None and e < now)
-                self._softened[account] = window(self.per, time.time())[1]
-                call.emit(EventKind.BUDGET_SOFT_LIMIT, "budget", detail=self.statistics(
-                    None if self._key is None else self._key(call)))
+        if self._soft is None:
+            self.ledger.settle(account, ticket, cost)
+        else:  # the ledger tells the first settlement of the window to reach it, anywhere
+            self.ledger.settle(account, ticket, cost, soft=self._soft,
+                               on_soft=lambda: self._soft_event(call, key))
 
-    def _exceeded(self, key: Hashable, label: str, ends: float | None, model: str | None,
-                  amount: int, spent: int, reserved: int) -> BudgetExceeded:
-        whose = "" if key is None else f" for key {key!r}"
-        when = "" if ends is None else f" ({self.per} {label} UTC)"
-        resets = ("" if ends is None else ", or wait for the window to reset at "
-                  + datetime.fromtimestamp(ends, UTC).strftime("%Y-%m-%dT%H:%MZ"))
-        return BudgetExceeded(
-            f"Budget {self.name!r}{whose}{when} cannot fit this call to {model!r}: it may cost "
-            f"up to ${to_usd(amount):.6f}, ${to_usd(spent):.6f} of the ${self.usd:.6f} cap is "
-            f"spent and ${to_usd(reserved):.6f} is reserved by calls in flight, so it would pass "
-            "the cap even if those cost nothing; raise the cap (usd=), lower max_tokens or "
-            f"shorten the prompt{resets}",
-            spent=to_usd(spent), reserved=to_usd(reserved), cap=self.usd,
-            needed=to_usd(amount), resets_at=ends)
+    def _soft_event(self, call: Call | None, key: Hashable) -> None:
+        if call is not None:
+            call.emit(EventKind.BUDGET_SOFT_LIMIT, "budget", detail=self.statistics(key))
+        elif events.subscribers:
+            events.emit(Event(EventKind.BUDGET_SOFT_LIMIT, "budget",
+                              detail=self.statistics(key)))
 
-    def price(self, model: str | None) -> tuple[float, float]:
+    def price(self, model: str | None, *, batch: bool = False) -> tuple[float, float]:
         """``(usd_per_million_input, usd_per_million_output)`` this budget charges ``model``
-        at; raises :class:`LookupError` saying how to price a model it has no price for."""
-        price = self._prices.price(model)
+        at (``batch``: through the provider's batch API); raises :class:`LookupError` saying
+        how to price a model it has no price for."""
+        price = self._price(model, batch)
         return price.input, price.output
 
     def _account(self, key: Hashable) -> tuple[str, str, float | None]:
         label, ends = window(self.per, time.time())
-        return _account(self.name, key, label), label, ends
+        return account_of(self.name, key, label), label, ends
 
     def statistics(self, key: Hashable = None) -> BudgetStats:
         """``key``'s budget in the current window as known here (a shared ledger: as of the

@@ -11,19 +11,23 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..._core.tokens import field
 
-__all__ = ["DEFAULT_MAX_OUTPUT", "NANOS", "Price", "PriceBook", "UnpricedModel", "nanos",
-           "to_usd"]
+__all__ = ["BATCH_DISCOUNT", "DEFAULT_MAX_OUTPUT", "NANOS", "Price", "PriceBook", "UnpricedModel",
+           "nanos", "to_usd"]
 
 #: Nano-dollars per dollar.
 NANOS = 1_000_000_000
 #: Output tokens reserved for a call that sets no ``max_tokens`` when the price does not say
 #: the model's maximum output (litellm's map does for most models).
 DEFAULT_MAX_OUTPUT = 4096
+#: A batch API's price as a fraction of the online price where no batch price is known: the
+#: discount OpenAI's Batch API and Anthropic's Message Batches document (cache reads and writes
+#: included).
+BATCH_DISCOUNT = 0.5
 #: Anthropic bills cache writes at 1.25x the input price when the map gives no price for them.
 CACHE_WRITE_FACTOR = 1.25
 
@@ -53,6 +57,22 @@ class Price:
     cache_write: float | None = None
     #: The most output tokens the model returns: reserved for calls without ``max_tokens``.
     max_output: int | None = None
+    #: Input and output through the provider's batch API (None: the online price halved).
+    batch_input: float | None = None
+    batch_output: float | None = None
+
+    def batch(self) -> Price:
+        """The same model through the provider's batch API: its batch prices where known,
+        else every price times :data:`BATCH_DISCOUNT`."""
+        def half(value: float | None) -> float | None:
+            return None if value is None else value * BATCH_DISCOUNT
+
+        return replace(self, input=self.input * BATCH_DISCOUNT if self.batch_input is None
+                       else self.batch_input,
+                       output=self.output * BATCH_DISCOUNT if self.batch_output is None
+                       else self.batch_output,
+                       cached_input=half(self.cached_input), cache_write=half(self.cache_write),
+                       batch_input=None, batch_output=None)
 
     def reserve(self, prompt: int, output: int) -> int:
         """Nano-dollars of a call of at most ``prompt`` input and ``output`` output tokens, every
@@ -154,7 +174,9 @@ class PriceBook:
                              per_million("output_cost_per_token") or 0.0,
                              per_million("cache_read_input_token_cost"),
                              per_million("cache_creation_input_token_cost"),
-                             output if isinstance(output, int) and output > 0 else None)
+                             output if isinstance(output, int) and output > 0 else None,
+                             per_million("input_cost_per_token_batches"),
+                             per_million("output_cost_per_token_batches"))
             where = "in litellm's cost map"
         else:
             where = ("(the call has no model argument)" if model is None else

@@ -37,7 +37,7 @@ class RateLimitBackend(Protocol):
         Returns ``(0.0, ticket)`` when admitted (the ticket, any value but None, identifies the
         reservation for ``reconcile``/``refund``), else ``(wait, None)`` with nothing recorded: ``wait`` is the
         earliest number of seconds after which it could fit (including any pause and cap). The
-        layer keeps callers in FIFO order and calls again after ``wait``.
+        layer keeps callers in order (priority, tenants in turn) and calls again after ``wait``.
         """
         ...
 
@@ -203,6 +203,12 @@ class MemoryBackend:
     def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
         """Count every quota as used up now (``RateLimit.assume_spent``)."""
         self._window(key, quotas).spent(clock.now())
+
+    def sent(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int, at: float) -> None:
+        """Count a request of ``tokens`` sent at loop time ``at`` without a reservation
+        (``RateLimit.assume_sent``), settled as it is."""
+        window = self._window(key, quotas)
+        window.adjust(clock.now(), window.add(at, tokens), tokens)
 
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
         window = self._windows.get(key)

@@ -12,11 +12,12 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
+from ..._core import clock
 from ..._core.classify import FailureKind, classify
 from ..._core.errors import AdmissionError
 
 __all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "parse_reset", "part_headers",
-           "pause_after", "rate_limit_headers", "refusal", "report", "spend"]
+           "pause_after", "rate_limit_headers", "refusal", "report", "sent", "spend"]
 
 #: The reservation (``line.Held``) of the call being sent, for its headers to be read against.
 HELD: ContextVar[Any] = ContextVar("llmguard_rate_limit_held", default=None)
@@ -162,6 +163,13 @@ def learned(backend: Any, quotas: Any, key: Hashable) -> tuple[str, int | None, 
         return (backend.shape(key, quotas), *backend.limits(key, quotas))
     return ("", min((q.limit for q in quotas if not q.tokens), default=None),
             min((q.limit for q in quotas if q.tokens), default=None))
+
+
+def sent(backend: Any, quotas: Any, key: Hashable, tokens: int, at: float | None) -> None:
+    """Count a request of ``tokens`` sent at loop time ``at`` (None: now) without a
+    reservation, if ``backend`` can (``sent``; Redis cannot)."""
+    if callable(getattr(backend, "sent", None)):
+        backend.sent(key, quotas, tokens, clock.now() if at is None else at)
 
 
 def spend(backend: Any, quotas: Any, key: Hashable) -> None:

@@ -1,13 +1,10 @@
 """Request and token quotas (RPM, RPS, TPM) with reservation, reconciliation, refunds and pauses.
 
-The state lives behind :class:`RateLimitBackend` (in memory by default, Redis to share quotas
-across processes); the :class:`RateLimit` layer keeps only the local FIFO line of waiters.
-
-Why not aiolimiter: its waiters sit in a heap keyed by amount (a stream of 50-token calls
-overtakes a 6,000-token call forever); it cannot give back or charge tokens, has no pause for
-Retry-After, and its leaky bucket exceeds the quota in some 60 s window (``log``). Here waiting
-is FIFO per key (``line``), woken early when a reconciliation or refund frees room.
-"""
+State lives behind :class:`RateLimitBackend` (memory by default, Redis to share quotas across
+processes); the layer keeps only the local line of waiters (``line``, in a fair order).
+Why not aiolimiter: its heap by amount lets 50-token calls overtake a 6,000-token one forever,
+it cannot refund or charge, nor pause for Retry-After, and its leaky bucket exceeds the quota in
+some 60 s window (``log``)."""
 
 from __future__ import annotations
 
@@ -16,14 +13,15 @@ import weakref
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from ..._core.call import Call, Handler
+from ..._core.call import Call
 from ..._core.check import callable_or_none, number, token_count
 from ..._core.errors import AdmissionTimeout
 from ..._core.events import EventKind
+from ..._core.layer import Handler
 from ..._core.public import public
 from ..._core.stream import Stream
 from .backend import RateLimitBackend
-from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration, refusal, report, spend
+from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration, refusal, report, sent, spend
 from .line import Held, WaitingLine
 from .quotas import build_quotas, check_backend, check_choice, used_tokens
 from .split_backend import check_fits, setup, split_used, too_large
@@ -51,10 +49,11 @@ class RateLimit:
     * ``margin`` seconds are added to every window (the gap between admission here and arrival
       at the provider; default 0.5 s per minute of window); ``burst`` (in (0, 1]) also caps
       each quota over a proportionally shorter window (``burst=0.1``, ``rpm=600``: 60 in 6 s).
-    * Waiting is FIFO per key (``key(*args, **kwargs)``: each key its own quotas). A call that
-      then waits in an inner queue (a ConcurrencyLimit below) is counted again when it leaves
-      it, when the provider sees it, ahead of the line (it holds the inner slot). A 429 pauses
-      the key until its Retry-After (1 s without), or a learned fixed window's next boundary.
+    * Waiting calls go by ``call.priority`` (higher first), then round-robin across
+      ``call.partition`` (the tenant), then first come; no smaller call overtakes the head (a big
+      one is not starved). Each ``key(*args, **kwargs)`` has its own quotas and line. A call
+      queued below (a ConcurrencyLimit) counts again as it leaves that queue, ahead of the line.
+      A 429 pauses the key until its Retry-After (1 s without) or a fixed window's next boundary.
     * ``input_tpm`` / ``output_tpm``: Anthropic's ITPM/OTPM apart (``split``). ``max_wait``
       seconds of waiting raises :class:`AdmissionTimeout`; an estimate larger than a token
       quota raises :class:`RequestTooLarge` at once.
@@ -126,10 +125,9 @@ class RateLimit:
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
             ticket = take(key, self.quotas, tokens)
         if ticket is None:  # wait in line (a future, written out here: no frame per waiter)
-            line = self._line
-            loop = asyncio.get_running_loop()
+            line, loop = self._line, asyncio.get_running_loop()
             started = loop.time()
-            future = line.join(key, tokens)
+            future = line.join(key, tokens, call.priority or 0, call.partition)
             try:
                 ticket = await future
             except AdmissionTimeout as exc:
@@ -168,8 +166,7 @@ class RateLimit:
             if self._split:
                 self.observe_response(call)
         else:  # nothing to reconcile: the reservation stands as made
-            self._in_flight -= 1
-            self._reserved -= tokens
+            self._in_flight, self._reserved = self._in_flight - 1, self._reserved - tokens
         return result
 
     def _defer(self, stream: Stream, call: Call, key: Hashable, ticket: Any, tokens: int) -> None:
@@ -217,10 +214,9 @@ class RateLimit:
             if not call.sent:
                 self._refunds += 1
                 self.backend.refund(key, ticket)
-                self._line.wake(key)
             elif self._settle:
                 self.backend.reconcile(key, ticket, tokens)
-                self._line.wake(key)
+            self._line.wake(key)
 
     def _describe(self) -> str:
         return ", ".join(q.describe() for q in self.quotas)
@@ -236,6 +232,12 @@ class RateLimit:
     def assume_spent(self, key: Hashable = None) -> None:
         """Count every quota of ``key`` as used up now (a run resumed after a killed one)."""
         spend(self.backend, self.quotas, key)
+
+    def assume_sent(self, call: Call, *, at: float | None = None) -> None:
+        """Count ``call``, sent without this layer at loop time ``at`` (default now), as admitted
+        then (the call a run learned its quotas from; Redis cannot: nothing is counted)."""
+        tokens = self._tokens(*call.args, **call.kwargs) if self._max_tokens else 0
+        sent(self.backend, self.quotas, self._key and call.partition, tokens, at)
 
     def observe_response(self, call: Call) -> None:
         """:class:`~llmguard.HeaderObserver`: learn from the attempt's response headers."""

@@ -43,8 +43,8 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
                       "remaining without reset: a clock-minute window supposed, to be "
                       "confirmed after the minute; paced as a sliding window until then")
         return
-    if ticket is None:
-        return
+    if ticket is None or shape.candidate is not None:
+        return  # a supposed boundary is pending: the first answer after it decides
     if shape.kind == "fixed" and shape.on_phase(ticket.time + reset):
         return  # what the learned fixed window says too (at its boundary it looks sliding)
     reading = read_reset(server, remaining, reset, shape.window, ticket.time, ticket.first)
@@ -58,10 +58,29 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         return
     shape.votes = 0
     if kind == "fixed":
+        others = (limit or server) - remaining - _sent_by(track, ticket)
+        if others > 0:  # the server's oldest may be another's: the reset fits a sliding window
+            unit = "tokens" if tokens else "requests"
+            shape.suppose(boundary, f"{why}, but the server counts {others} {unit} we had not "
+                                    "sent: to be confirmed by a probe at that boundary",
+                          vouched=True)
+            return
         shape.learn("fixed", why, boundary)
         become_fixed(window, now)
     elif shape.kind != "sliding":
         shape.learn("sliding", why)
+
+
+def _sent_by(track: AutoTrack, ticket: Entry) -> int:
+    """Units of ours in ``track``'s log admitted up to ``ticket`` (what the server counted of
+    ours when it answered it; refused ones left out, as the server counts none of them)."""
+    sent = 0
+    for entry in track.log.entries:
+        if entry.seq > ticket.seq:
+            break
+        if not entry.refused:
+            sent += track.weight(entry)
+    return sent
 
 
 def become_fixed(window: Any, now: float) -> None:

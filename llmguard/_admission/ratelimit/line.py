@@ -1,14 +1,18 @@
-"""The waiting line of a :class:`RateLimit`: callers waiting for quota room, FIFO per key.
+"""The waiting line of a :class:`RateLimit`: callers waiting for quota room, per key, served
+by priority, then round-robin across partitions (tenants), then first come (:mod:`..fair`).
 
 A waiter is a future and nothing else: one driver task per key with waiters (not per waiter)
 asks the backend for room for the head of the line, hands the reservation to the head's future,
-and otherwise sleeps for the wait the backend named, or less: a refund, a reconciliation or
-provider headers may free room earlier (:meth:`WaitingLine.wake`). So memory per waiter is its
-future and its place in the line (100k callers queued on one RateLimit cost their own frames
-plus about 200 bytes each), and a waiter that gives up leaves in O(1): it leaves the dict of
-waiters at once and the arrival-order deque when it reaches the head (a dict alone would not
-do: finding its first key after many pops from the front rescans the deleted slots, which made
-draining or cancelling a long line in order quadratic).
+and otherwise sleeps for the wait the backend named, or less: a refund, a reconciliation,
+provider headers or a new head (a higher priority joined) may free room earlier
+(:meth:`WaitingLine.wake`). So memory per waiter is its future and its place in the line, and a
+waiter that gives up leaves in O(1).
+
+Head of line: the head is served before anyone behind it, even a smaller call that would fit
+now. So a 6,000-token reservation is never overtaken for ever by a stream of 50-token ones
+(aiolimiter's heap does that); it waits only for the calls ahead of it in the order above:
+higher priorities (which are served first by design), and the turns of other partitions of its
+own priority, one call each.
 """
 
 from __future__ import annotations
@@ -18,22 +22,25 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ..._core.check import admission as check_admission
 from ..._core.errors import AdmissionTimeout
+from ..fair import FairQueue, Fifo
 from .window import SLACK
 
 __all__ = ["Held", "WaitingLine"]
 
 
 class _Queue:
-    """One key's waiters (future -> tokens), their arrival order and its driver."""
+    """One key's waiters (future -> (tokens, its Fifo)), their order and its driver."""
 
-    __slots__ = ("waiters", "order", "front", "driver", "wake")
+    __slots__ = ("waiters", "fair", "front", "driver", "wake")
 
     def __init__(self) -> None:
-        self.waiters: dict[asyncio.Future[Any], int] = {}
-        #: Futures in arrival order; ones that left are dropped when they reach the front.
-        self.order: deque[asyncio.Future[Any]] = deque()
-        #: Waiters served before ``order``: calls counted again as they leave an inner queue,
+        #: Every waiter still in line; its Fifo is None at the ``front``.
+        self.waiters: dict[asyncio.Future[Any], tuple[int, Fifo | None]] = {}
+        #: Priority, then round-robin across partitions, then arrival.
+        self.fair = FairQueue()
+        #: Waiters served before ``fair``: calls counted again as they leave an inner queue,
         #: holding its slot (behind the line they would hold it while everyone else goes).
         self.front: deque[asyncio.Future[Any]] = deque()
         self.driver: asyncio.Task[None] | None = None
@@ -44,23 +51,18 @@ class _Queue:
         return len(self.waiters)
 
     def head(self) -> asyncio.Future[Any] | None:
-        """The longest-waiting future still in line (amortised O(1))."""
-        front, waiters = self.front, self.waiters
-        while front and front[0] not in waiters:
+        """The waiter to serve next (amortised O(1)); a done future has left or is leaving."""
+        front = self.front
+        while front and front[0].done():
             front.popleft()
-        if front:
-            return front[0]
-        order = self.order
-        while order and order[0] not in waiters:
-            order.popleft()
-        return order[0] if order else None
+        return front[0] if front else self.fair.head()
 
-    def left(self) -> None:
-        """A waiter left the dict: rebuild the order once it holds mostly leavers, so a head
-        that waits long while others give up never holds their futures (amortised O(1))."""
-        if len(self.order) + len(self.front) > 2 * len(self.waiters) + 32:
-            self.order = deque(f for f in self.order if f in self.waiters)
-            self.front = deque(f for f in self.front if f in self.waiters)
+    def gone(self, fifo: Fifo | None) -> None:
+        """A waiter left the line (its future is done) without a reservation."""
+        if fifo is not None:
+            self.fair.discard(fifo)
+        elif len(self.front) > 2 * len(self.waiters) + 32:  # amortised O(1)
+            self.front = deque(f for f in self.front if not f.done())
 
 
 def _set(future: asyncio.Future[None] | None) -> None:
@@ -69,7 +71,7 @@ def _set(future: asyncio.Future[None] | None) -> None:
 
 
 class WaitingLine:
-    """Per-key FIFO lines of waiters over a backend; ``lines`` is empty when nobody waits.
+    """Per-key fair lines of waiters over a backend; ``lines`` is empty when nobody waits.
     ``describe()`` names the quotas for the :class:`AdmissionTimeout` message."""
 
     __slots__ = ("backend", "quotas", "max_wait", "lines", "waiting", "timed_out", "describe")
@@ -94,22 +96,32 @@ class WaitingLine:
         if queue is not None:
             _set(queue.wake)
 
-    def join(self, key: Hashable, tokens: int, front: bool = False) -> asyncio.Future[Any]:
-        """A place at the end of ``key``'s line: a future that gets the reservation of
-        ``tokens`` (or :class:`AdmissionTimeout` after ``max_wait`` seconds). Whoever awaits it
-        must call :meth:`leave` if it stops waiting (cancelled), which also gives back a
-        reservation granted but not taken. ``front``: ahead of everyone who joined without."""
+    def join(self, key: Hashable, tokens: int, priority: int = 0, partition: Hashable = None,
+             front: bool = False) -> asyncio.Future[Any]:
+        """A place in ``key``'s line, by ``priority`` then in ``partition``'s turn: a future
+        that gets the reservation of ``tokens`` (or :class:`AdmissionTimeout` after
+        ``max_wait`` seconds). Whoever awaits it must call :meth:`leave` if it stops waiting
+        (cancelled), which also gives back a reservation granted but not taken. ``front``:
+        ahead of everyone who joined without. A ``priority`` that is not an int or a
+        ``partition`` that is not hashable raises ``TypeError``, nothing joined."""
+        check_admission(priority, partition, " (in RateLimit)")
         loop = asyncio.get_running_loop()
         max_wait = self.max_wait
         queue = self.lines.get(key)
         if queue is None:
             queue = self.lines[key] = _Queue()
         future = loop.create_future()
-        queue.waiters[future] = tokens
-        (queue.front if front else queue.order).append(future)
+        fifo = None
+        if front:
+            queue.front.append(future)
+        else:
+            fifo = queue.fair.push(future, priority, partition)
+        queue.waiters[future] = (tokens, fifo)
         self.waiting += 1
         if queue.driver is None:
             queue.driver = loop.create_task(self._drive(key, queue))
+        elif queue.head() is future:  # it goes ahead of the head the driver waits for
+            _set(queue.wake)
         if max_wait is not None:
             handle = loop.call_later(max_wait, self._expire, key, future, max_wait)
             future.add_done_callback(lambda _: handle.cancel())
@@ -119,10 +131,11 @@ class WaitingLine:
         """The waiter of ``future`` stops waiting: out of the line, and if a reservation was
         granted to it already, that goes back (it never reached the provider)."""
         queue = self.lines.get(key)
-        if queue is not None and queue.waiters.pop(future, None) is not None:
+        entry = None if queue is None else queue.waiters.pop(future, None)
+        if queue is not None and entry is not None:
             self.waiting -= 1
-            queue.left()
             future.cancel()
+            queue.gone(entry[1])
             _set(queue.wake)  # the next waiter may fit where this one did not
         elif future.done() and not future.cancelled() and future.exception() is None:
             self.backend.refund(key, future.result())  # granted, then cancelled: give it back
@@ -132,8 +145,7 @@ class WaitingLine:
         queue = self.lines.get(key)
         if future.done() or queue is None or future not in queue.waiters:
             return
-        tokens = queue.waiters.pop(future)
-        queue.left()
+        tokens, fifo = queue.waiters.pop(future)
         self.waiting -= 1
         self.timed_out += 1
         _set(queue.wake)
@@ -141,6 +153,7 @@ class WaitingLine:
             f"waited {max_wait:g} s for rate-limit room ({self.describe()}; estimate {tokens} "
             f"tokens, {len(queue.waiters)} calls waiting with it); raise max_wait or the quota, "
             "or send fewer or smaller calls"))
+        queue.gone(fifo)
 
     async def _drive(self, key: Hashable, queue: _Queue) -> None:
         """Admit the head of ``key``'s line whenever the backend has room for it, in order,
@@ -149,20 +162,24 @@ class WaitingLine:
         waiters, backend, quotas = queue.waiters, self.backend, self.quotas
         try:
             while (future := queue.head()) is not None:
-                tokens = waiters[future]
+                tokens = waiters[future][0]
                 try:
                     wait, ticket = await backend.reserve(key, quotas, tokens)
                 except Exception as exc:  # the backend failed (on_error="fail"): the head's error
-                    if waiters.pop(future, None) is not None:
+                    if not future.done():
                         self.waiting -= 1
                         future.set_exception(exc)
+                        queue.gone(waiters.pop(future)[1])
                     continue
                 if ticket is not None:
-                    if waiters.pop(future, None) is None:  # it left during a remote round trip
+                    if future.done():  # it left (or is leaving) during a remote round trip
                         backend.refund(key, ticket)
                     else:
                         self.waiting -= 1
                         future.set_result(ticket)
+                        fifo = waiters.pop(future)[1]
+                        if fifo is not None:
+                            queue.fair.served(fifo)  # its partition's turn is over
                     continue
                 if queue.head() is not future:  # the head changed meanwhile
                     continue
@@ -183,8 +200,8 @@ class WaitingLine:
                     future.cancel()
                 self.waiting -= len(waiters)
                 waiters.clear()
-                queue.order.clear()
                 queue.front.clear()
+                queue.fair.clear()
             if self.lines.get(key) is queue:
                 del self.lines[key]
 

@@ -59,7 +59,7 @@ class Shape:
     boundary, loop time); a fixed-window hypothesis waiting for confirmation (``candidate``)."""
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
-                 "probes", "votes", "limits")
+                 "probes", "votes", "limits", "vouched")
 
     def __init__(self, window: float, margin: float) -> None:
         self.kind = "unknown"
@@ -75,6 +75,9 @@ class Shape:
         self.probe: object | None = None
         #: Probes left (a refused one costs a 429: at most one per key).
         self.probes = 1
+        #: The server's own reset points to the candidate boundary: it has room there in
+        #: either shape (a fixed window starts afresh; a sliding one drops its oldest unit).
+        self.vouched = False
         #: Consecutive readings that showed a bucket (two decide).
         self.votes = 0
         #: What was learned about the effective limits (empty: the quotas as configured).
@@ -100,12 +103,14 @@ class Shape:
         off = (boundary - self.epoch) % self.window
         return min(off, self.window - off) <= TOLERANCE
 
-    def suppose(self, boundary: float, why: str) -> None:
+    def suppose(self, boundary: float, why: str, vouched: bool = False) -> None:
         """A fixed window may start afresh at ``boundary``: confirm it with the first answer
-        to a request sent after it (unless a hypothesis is already pending or refuted)."""
+        to a request sent after it (unless a hypothesis is already pending or refuted).
+        ``vouched``: the server's reset points there (it has room there, whatever its shape)."""
         if self.kind == "unknown" and self.candidate is None and self.probes:
             self.candidate = boundary
             self.why = why
+            self.vouched = vouched
 
     def probe_at(self) -> float | None:
         """When the head of a blocked line may be sent as a probe (None: no probe now)."""

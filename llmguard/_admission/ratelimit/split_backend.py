@@ -177,7 +177,7 @@ def setup(quotas: tuple[Quota, ...], backend: Any,
 
     In memory, admission never suspends (``take``): nobody can overtake a call between its
     check and joining the line, so with nobody waiting it skips the line. A remote reserve
-    suspends (a round trip): every call then goes through the line (FIFO in the process)."""
+    suspends (a round trip): every call then goes through the line (in order in the process)."""
     backend = MemoryBackend() if backend is None else backend
     split = any(q.part for q in quotas)
     if split:

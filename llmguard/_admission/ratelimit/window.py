@@ -124,7 +124,8 @@ class Window:
         for track in self.tracks:  # within the quota as the server counts it (429s left out)
             log = track.log if isinstance(track, AutoTrack) else track
             need = tokens if track.quota.tokens else 1
-            if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit:
+            if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit \
+                    and not shape.vouched:
                 return None
         entry = shape.probe = self.add(now, tokens)
         return entry

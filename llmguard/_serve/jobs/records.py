@@ -1,7 +1,7 @@
 """A job's body to its lines, and one line's outcome to a record in ``llmguard run``'s format.
 
 The body is either JSON (``{"requests": [...], "model", "callback_url", "priority",
-"metadata"}``, or a bare list of requests) or JSONL (``application/jsonl`` /
+"metadata", "mode", "batch_fallback"}``, or a bare list of requests) or JSONL (``application/jsonl`` /
 ``application/x-ndjson``): one request per line, each a chat request ``{"model", "messages"}``
 or a Batch API line ``{"custom_id", "body": {...}}``, optionally with ``metadata`` -- the input
 of ``llmguard run``. A bad line is recorded as that line's error (as ``llmguard run`` does); a
@@ -19,7 +19,10 @@ from ..._runners.lines import SHAPE, InputLine, parse_object
 from ..errors import HTTPProblem
 from ..validate import parse_json
 
-__all__ = ["JSONL_TYPES", "from_json", "from_jsonl"]
+__all__ = ["JSONL_TYPES", "OPTIONS", "from_json", "from_jsonl"]
+
+#: A job's options besides its requests and model: JSON body fields, or query parameters.
+OPTIONS = ("callback_url", "priority", "metadata", "mode", "batch_fallback")
 
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines",
                "text/jsonl")
@@ -77,8 +80,7 @@ def from_jsonl(raw: bytes, default_model: str | None, max_lines: int) -> list[di
 
 def from_json(body: Any, default_model: str | None, max_lines: int) -> tuple[
         list[dict[str, Any]], dict[str, Any]]:
-    """The lines of a JSON body and its options (``model``, ``callback_url``, ``priority``,
-    ``metadata``)."""
+    """The lines of a JSON body and its options (:data:`OPTIONS`)."""
     if isinstance(body, list):
         body = {"requests": body}
     if not isinstance(body, dict):
@@ -88,13 +90,13 @@ def from_json(body: Any, default_model: str | None, max_lines: int) -> tuple[
     if not isinstance(requests, list):
         raise HTTPProblem(400, "'requests' must be an array of chat requests", "invalid_request",
                           param="requests")
-    unknown = set(body) - {"requests", "model", "callback_url", "priority", "metadata"}
+    unknown = set(body) - {"requests", "model", *OPTIONS}
     if unknown:
         raise HTTPProblem(400, f"unknown field {sorted(unknown)[0]!r}; known: requests, model, "
-                          "callback_url, priority, metadata", "invalid_request")
+                          f"{', '.join(OPTIONS)}", "invalid_request")
     model = body.get("model", default_model)
     if model is not None and not isinstance(model, str):
         raise HTTPProblem(400, "'model' must be a string", "invalid_request", param="model")
     _check_count(len(requests), max_lines)
     lines = [parse_line(i, parse_object(obj, i), model) for i, obj in enumerate(requests, 1)]
-    return lines, {k: body[k] for k in ("callback_url", "priority", "metadata") if k in body}
+    return lines, {k: body[k] for k in OPTIONS if k in body}

@@ -2,16 +2,17 @@
 step, so replicas never interleave a count, an event and a status change.
 
 Keys of every script: the job hash, its records hash, its events stream, its lines list, its
-deliveries list (one hash tag). A job ends once: the script that sees the last line counted (or
+deliveries list, its batch ledger list (one hash tag). A job ends once: the script that sees the last line counted (or
 the cancel) sets the terminal status, emits the one terminal event and sets every key to
 expire after the TTL.
 """
 
-__all__ = ["CANCEL", "RECORD", "START"]
+__all__ = ["CANCEL", "RECORD", "REPORT", "START"]
 
 _EVENT = """
 local function emit(job, ev, name)
-  local names = {'status', 'total', 'done', 'ok', 'failed', 'created', 'started', 'finished'}
+  local names = {'status', 'total', 'done', 'ok', 'failed', 'created', 'started', 'finished',
+                 'reported'}
   local values = redis.call('HMGET', job, unpack(names))
   local args = {ev, 'MAXLEN', '~', '100000', '*', 'name', name}
   for i, n in ipairs(names) do
@@ -28,7 +29,7 @@ local function finish(keys, status, now, ttl)
   for i = 1, #keys do redis.call('EXPIRE', keys[i], ttl) end
 end
 """
-# KEYS job rec ev lines del; ARGV index record ok now ttl
+# KEYS job rec ev lines del ledger; ARGV index record ok now ttl
 RECORD = _EVENT + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return false end
@@ -52,6 +53,15 @@ return 1
 START = _EVENT + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1])
+emit(KEYS[1], KEYS[3], 'progress')
+return 1
+"""
+# ARGV finished: the provider's count of a batch job's finished lines, when it grew
+REPORT = _EVENT + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or terminal(status) then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'reported') or '0') >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'reported', ARGV[1])
 emit(KEYS[1], KEYS[3], 'progress')
 return 1
 """

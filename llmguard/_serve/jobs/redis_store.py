@@ -21,13 +21,15 @@ from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from ..._runners.jobstate import Progress
+from .batch_store import RedisBatchParts
 from .redis_queue import BLOCK_CHUNK, SOCKET_TIMEOUT, RedisQueue, decoded
-from .redis_scripts import CANCEL, RECORD, START
+from .redis_scripts import CANCEL, RECORD, REPORT, START
+from .schedule import BATCH
 from .store import Event, view
 
 __all__ = ["RedisJobStore"]
 
-class RedisJobStore(RedisQueue):
+class RedisJobStore(RedisBatchParts, RedisQueue):
     """Jobs in Redis at ``url`` under ``prefix`` (see the module doc) of the tenants named
     ``tenants``; the queue's methods come from :class:`~.redis_queue.RedisQueue`."""
 
@@ -45,19 +47,23 @@ class RedisJobStore(RedisQueue):
         self._record = self.redis.register_script(RECORD)
         self._cancel = self.redis.register_script(CANCEL)
         self._start = self.redis.register_script(START)
+        self._report = self.redis.register_script(REPORT)
 
     def _keys(self, job_id: str) -> list[str]:
         tag = f"{self.prefix}:{{{job_id}}}"
-        return [f"{tag}:job", f"{tag}:rec", f"{tag}:ev", f"{tag}:lines", f"{tag}:del"]
+        return [f"{tag}:job", f"{tag}:rec", f"{tag}:ev", f"{tag}:lines", f"{tag}:del",
+                f"{tag}:ledger"]
 
     async def create(self, meta: dict[str, Any], lines: list[str]) -> None:
         await self.groups()
-        job, _rec, ev, lines_key, _del = self._keys(meta["id"])
+        job, _rec, ev, lines_key, *_ = self._keys(meta["id"])
         progress = Progress(total=len(lines), created=meta["created"])
         fields = {**progress.to_fields(), "id": meta["id"], "tenant": meta["tenant"],
                   "priority": str(meta.get("priority", 0)),
                   "callback_url": meta.get("callback_url") or "",
-                  "metadata": json.dumps(meta.get("metadata"))}
+                  "metadata": json.dumps(meta.get("metadata")),
+                  "mode": meta.get("mode") or "online",
+                  "batch_fallback": meta.get("batch_fallback") or ""}
         queue = self.key(meta.get("priority", 0), meta["tenant"])
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(job, mapping=fields)
@@ -66,12 +72,12 @@ class RedisJobStore(RedisQueue):
         pipe.xadd(ev, {"name": "progress", **progress.to_fields()})
         pipe.zadd(f"{self.prefix}:tenant:{{{meta['tenant']}}}", {meta["id"]: meta["created"]})
         pipe.zadd(self._active(meta["tenant"]), {meta["id"]: meta["created"]})
-        for index in range(len(lines)):
+        for index in [BATCH] if meta.get("mode") == "batch" else range(len(lines)):
             pipe.xadd(queue, {"job": meta["id"], "index": index})
         await pipe.execute()
 
     async def _read(self, job_id: str) -> tuple[dict[str, str], list[Any]] | None:
-        job, _r, _e, _l, deliveries = self._keys(job_id)
+        job, _r, _e, _l, deliveries, _ledger = self._keys(job_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(job)
         pipe.lrange(deliveries, 0, -1)
@@ -85,7 +91,9 @@ class RedisJobStore(RedisQueue):
         return {"id": fields["id"], "tenant": fields["tenant"],
                 "priority": int(fields.get("priority", 0)),
                 "callback_url": fields.get("callback_url") or None,
-                "metadata": json.loads(fields.get("metadata", "null"))}
+                "metadata": json.loads(fields.get("metadata", "null")),
+                "mode": fields.get("mode") or "online",
+                "batch_fallback": fields.get("batch_fallback") or None}
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         found = await self._read(job_id)
@@ -168,7 +176,7 @@ class RedisJobStore(RedisQueue):
                 for i, v in zip(job_ids, await pipe.execute(), strict=True)}
 
     async def line(self, job_id: str, index: int) -> dict[str, Any] | None:
-        job, rec, _ev, lines, _del = self._keys(job_id)
+        job, rec, _ev, lines, *_ = self._keys(job_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(job, ["status", "tenant", "priority"])
         pipe.hexists(rec, str(index))

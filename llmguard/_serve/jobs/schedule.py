@@ -15,7 +15,10 @@ import itertools
 from collections import deque
 from typing import Any, NamedTuple
 
-__all__ = ["Schedule", "Task"]
+__all__ = ["BATCH", "Schedule", "Task"]
+
+#: The index of a batch job's one task: the whole job, through the provider's batch API.
+BATCH = -1
 
 
 class Task(NamedTuple):

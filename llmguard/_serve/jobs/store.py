@@ -10,6 +10,13 @@ at most one per tenant (the replica's :class:`~.schedule.Schedule` serves them r
 skipping the tenants it is told to; ``ack(token)`` ends one. Finished jobs are forgotten
 ``ttl`` seconds after they end. :class:`~.redis_store.RedisJobStore` keeps the same contract across
 replicas.
+
+A batch job (``meta["mode"] == "batch"``: its lines go through the provider's batch API) queues
+one task, index :data:`~.schedule.BATCH`, for the whole job; the store also keeps its batch
+ledger (``ledger`` / ``add_ledger``: the events of
+:class:`~llmguard._upstream.batches.ledger.StoredLedger`, durable before ``add_ledger``
+returns), the provider's count of finished lines (``report``), and can queue some of its lines
+as ordinary online tasks (``requeue``: ``batch_fallback = "online"``).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from ..._runners.jobstate import TERMINAL, JobStatus, Progress
-from .schedule import Task
+from .batch_store import MemoryBatchParts
+from .schedule import BATCH, Task
 
 __all__ = ["MemoryJobStore", "view"]
 
@@ -32,7 +40,11 @@ Event = tuple[str, str, dict[str, Any]]  # (cursor, name, data)
 def view(meta: dict[str, Any], progress: Progress, deliveries: list[Any]) -> dict[str, Any]:
     """A job's public JSON: id, status, progress, counts, timings, webhook attempts."""
     body = {"id": meta["id"], "object": "job", **progress.to_dict(),
-            "priority": meta.get("priority", 0), "metadata": meta.get("metadata")}
+            "priority": meta.get("priority", 0), "metadata": meta.get("metadata"),
+            "mode": meta.get("mode") or "online"}
+    if body["mode"] == "batch":
+        body["batch"] = {"fallback": meta.get("batch_fallback") or "batch",
+                         "provider_finished": progress.reported}
     if meta.get("callback_url"):
         body["webhook"] = {"url": meta["callback_url"], "attempts": deliveries,
                            "delivered": any(a.get("ok") for a in deliveries)}
@@ -44,7 +56,8 @@ def event_data(meta: dict[str, Any], progress: Progress) -> dict[str, Any]:
 
 
 class _Job:
-    __slots__ = ("meta", "progress", "lines", "records", "deliveries", "events", "changed")
+    __slots__ = ("meta", "progress", "lines", "records", "deliveries", "events", "changed",
+                 "ledger")
 
     def __init__(self, meta: dict[str, Any], lines: list[str]) -> None:
         self.meta, self.lines = meta, lines
@@ -53,9 +66,10 @@ class _Job:
         self.deliveries: list[dict[str, Any]] = []
         self.events: list[Event] = []
         self.changed = asyncio.Condition()
+        self.ledger: list[dict[str, Any]] = []
 
 
-class MemoryJobStore:
+class MemoryJobStore(MemoryBatchParts):
     """Jobs of this process (see the module doc for the contract)."""
 
     shared = False
@@ -79,11 +93,14 @@ class MemoryJobStore:
         100k lines is held as its text, not as 100k dicts of dicts)."""
         self._expire()
         job = self._jobs[meta["id"]] = _Job(meta, lines)
-        tenants = self._queues.setdefault(meta.get("priority", 0), {})
-        tenants.setdefault(meta["tenant"], deque()).extend(
-            (meta["id"], index) for index in range(len(lines)))
-        self._added.set()
+        indices = [BATCH] if meta.get("mode") == "batch" else range(len(lines))
+        self._queue(meta, indices)
         await self._emit(job, "progress")
+
+    def _queue(self, meta: dict[str, Any], indices: Any) -> None:
+        tenants = self._queues.setdefault(meta.get("priority", 0), {})
+        tenants.setdefault(meta["tenant"], deque()).extend((meta["id"], i) for i in indices)
+        self._added.set()
 
     def _live(self, job_id: str) -> _Job | None:
         self._expire()

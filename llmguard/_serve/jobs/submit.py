@@ -14,7 +14,8 @@ from starlette.responses import Response
 
 from ..errors import HTTPProblem
 from ..validate import parse_json, read_bytes
-from .records import JSONL_TYPES, from_json, from_jsonl
+from .batch import batch_protocol
+from .records import JSONL_TYPES, OPTIONS, from_json, from_jsonl
 from .service import public
 from .webhooks import check_url
 
@@ -29,13 +30,15 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
 
 
 def _parse(raw: bytes, kind: str, default: str | None,
-           max_lines: int) -> tuple[list[str], dict[str, Any]]:
-    """The body's lines, each as compact JSON text (what the store keeps), and its options."""
+           max_lines: int) -> tuple[list[str], dict[str, Any], set[Any]]:
+    """The body's lines, each as compact JSON text (what the store keeps), its options and
+    the models its lines name."""
     if kind in JSONL_TYPES:
         lines, options = from_jsonl(raw, default, max_lines), {}
     else:
         lines, options = from_json(parse_json(raw), default, max_lines)
-    return [json.dumps(line, separators=(",", ":")) for line in lines], options
+    models = {line["request"].get("model") for line in lines if "request" in line}
+    return [json.dumps(line, separators=(",", ":")) for line in lines], options, models
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -65,13 +68,18 @@ class SubmitRoutes:
             query = request.query_params
             default = query.get("model") or self.config.default_model
             # Parsing a large body takes a while: in a thread, so the gateway keeps serving.
-            lines, options = await asyncio.to_thread(_parse, raw, kind, default,
-                                                     self.config.max_lines)
+            lines, options, models = await asyncio.to_thread(_parse, raw, kind, default,
+                                                             self.config.max_lines)
             if kind in JSONL_TYPES:
-                options = {k: query[k] for k in ("callback_url", "priority") if k in query}
+                options = {k: query[k] for k in OPTIONS if k in query and k != "metadata"}
                 if "metadata" in query:
                     options["metadata"] = parse_json(query["metadata"].encode())
+            else:  # ?mode= goes with either body, as ?model= does
+                for name in ("mode", "batch_fallback"):
+                    if name in query:
+                        options.setdefault(name, query[name])
             meta = await self._meta(tenant, request, options)
+            self._batchable(tenant, meta, models)
             if key is not None:
                 fingerprint = hashlib.sha256(f"{kind}\0{query}\0".encode() + raw).hexdigest()
                 replay = await self._replay(tenant, key, fingerprint, meta["id"])
@@ -116,7 +124,36 @@ class SubmitRoutes:
                 raise HTTPProblem(400, f"tenant {tenant.name!r} has no webhook secret to sign "
                                   "callbacks with; set webhook_secret_env in its config",
                                   "webhooks_not_configured", param="callback_url")
-        return self.service.new_meta(tenant.name, level, callback, metadata)
+        meta = self.service.new_meta(tenant.name, level, callback, metadata)
+        mode, fallback = options.get("mode", "online"), options.get("batch_fallback")
+        if mode not in ("online", "batch"):
+            raise HTTPProblem(400, f"'mode' must be online (each line sent on its own, the "
+                              f"default) or batch (the provider's batch API at batch prices), "
+                              f"got {mode!r}", "invalid_request", param="mode")
+        if fallback is not None and (mode != "batch" or fallback not in ("batch", "online")):
+            raise HTTPProblem(400, "'batch_fallback' goes with mode=batch and is batch (failed "
+                              "and expired lines go in a new batch, the default) or online "
+                              f"(through the model's normal stack), got {fallback!r}",
+                              "invalid_request", param="batch_fallback")
+        if mode == "batch":
+            meta["mode"], meta["batch_fallback"] = mode, fallback or "batch"
+        return meta
+
+    def _batchable(self, tenant: Any, meta: dict[str, Any], models: set[Any]) -> None:
+        """A batch job's models must have a batch API (a model it may not use is that line's
+        error, as online)."""
+        if meta.get("mode") != "batch":
+            return
+        gateway = self.routes.gateway
+        for name in sorted(models, key=str):
+            model = gateway.model_for(tenant, name)
+            if model is not None and batch_protocol(model.config) is None:
+                raise HTTPProblem(400, f"model {name!r} has no batch API (provider = "
+                                  f"{model.config.provider!r}); mode=batch needs a model with "
+                                  "provider = \"openai\" and no deployments (OpenAI's Batch API "
+                                  "at its base_url, or batch_api = \"anthropic\"); submit the "
+                                  "job without mode=batch to run it online",
+                                  "batch_unavailable", param="mode")
 
     async def _replay(self, tenant: Any, key: str, fingerprint: str,
                       job_id: str) -> Response | None:

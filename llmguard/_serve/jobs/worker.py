@@ -12,6 +12,10 @@ are dropped when their turn comes, and lines waiting inside the gateway (the mod
 abandoned (the cancel is seen at once on this replica, within :data:`WATCH_EVERY` seconds on
 the others). A line already sent is answered and its answer dropped: the provider charged it.
 When a record completes its job, this replica sends the webhook.
+
+A batch job's one task (:data:`~.schedule.BATCH`) runs :class:`~.batch.BatchJob` in a task of
+its own (it polls the provider for hours, holding no worker), kept claimed by the heartbeat
+like a line in flight.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from ..._runners.record import describe, make_record
 from ..abandon import Abandon, Abandoned
 from ..errors import Redactor
 from ..tenants import QuotaExceeded, TenantBusy
-from .schedule import Schedule, Task
+from .batch import BatchJob
+from .schedule import BATCH, Schedule, Task
 
 __all__ = ["JobRunner"]
 
@@ -60,8 +65,8 @@ class JobRunner:
                 if t.config.concurrency}
         self.schedule = Schedule(caps)
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: job id -> the abandon signals of its lines running here.
-        self._running: dict[str, set[Abandon]] = {}
+        #: job id -> the cancel signals (``fire()``) of its lines and batch task running here.
+        self._running: dict[str, set[Abandon | BatchJob]] = {}
         self._in_flight: dict[Any, str] = {}
         self._stopping = False
 
@@ -133,8 +138,31 @@ class JobRunner:
             except Exception as exc:  # noqa: BLE001
                 log.warning("jobs keeper: %s", self.redact(f"{type(exc).__name__}: {exc}"))
 
+    def finished(self, job_id: str) -> None:
+        """A record of this replica completed job ``job_id``: send its webhook."""
+        self._spawn(self.notify(job_id), f"llmguard-jobs-webhook-{job_id}")
+
+    async def _batch(self, task: Task) -> None:
+        """A batch job's task (see the module doc); acked once the job needs it no more."""
+        job = BatchJob(self, task.job_id)
+        self._running.setdefault(task.job_id, set()).add(job)
+        if task.token is not None:
+            self._in_flight[task.token] = task.job_id
+        try:
+            await job.run()
+        finally:
+            self._in_flight.pop(task.token, None)
+            signals = self._running[task.job_id]
+            signals.discard(job)
+            if not signals:
+                del self._running[task.job_id]
+        await self.store.ack(task.job_id, task.token)
+
     async def _one(self, task: Task) -> None:
         job_id, index, token = task.job_id, task.index, task.token
+        if index == BATCH:
+            self._spawn(self._batch(task), f"llmguard-jobs-batch-{job_id}")
+            return
         found = await self.store.line(job_id, index)
         if found is None or found["status"] in _ENDED:
             await self.store.ack(job_id, token)  # gone, answered already, or cancelled
@@ -164,7 +192,7 @@ class JobRunner:
         finished = await self.store.record(job_id, index, result)
         await self.store.ack(job_id, token)
         if finished:
-            self._spawn(self.notify(job_id), f"llmguard-jobs-webhook-{job_id}")
+            self.finished(job_id)
 
     async def _answer(self, tenant_name: str, priority: int, line: dict[str, Any],
                       abandon: Abandon, since: float) -> dict:

@@ -13,15 +13,16 @@ import functools
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Bill"]
+from ..._admission.budget.prices import BATCH_DISCOUNT
+
+__all__ = ["Bill", "budget_prices"]
 
 #: litellm's bundled cost map, beside its package.
 COST_MAP = "model_prices_and_context_window_backup.json"
-#: Batch price as a fraction of the online price where the cost map has no batch price.
-BATCH_DISCOUNT = 0.5
 
 
 @functools.cache
@@ -35,6 +36,19 @@ def _cost_map() -> dict[str, Any]:
             return dict(json.load(f))
     except (OSError, ValueError):
         return {}
+
+
+def budget_prices(budget: Any) -> Callable[[str], tuple[float, float, float, float] | None]:
+    """A Bill's prices from a Budget's (``--max-cost``): the run's records and summary then
+    say what its cap counted."""
+    def prices(model: str) -> tuple[float, float, float, float] | None:
+        try:
+            online, batch = budget.price(model), budget.price(model, batch=True)
+        except LookupError:
+            return None
+        return online[0] / 1e6, online[1] / 1e6, batch[0] / 1e6, batch[1] / 1e6
+
+    return prices
 
 
 def _prices(model: str) -> tuple[float, float, float, float] | None:
@@ -59,12 +73,15 @@ class Bill:
     batch: float = 0.0
     online: float = 0.0
     unpriced: set[str] = field(default_factory=set)
+    #: ``model -> (input, output online, input, output in a batch)`` per token, or None when
+    #: unpriced; default: litellm's cost map.
+    prices: Callable[[str], tuple[float, float, float, float] | None] = _prices
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def add(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         """Add one answer; returns its cost at batch prices (None when unpriced)."""
         if model not in self._cache:
-            self._cache[model] = _prices(model)
+            self._cache[model] = self.prices(model)
         prices = self._cache[model]
         if prices is None:
             self.unpriced.add(model)

@@ -9,7 +9,9 @@ found by chunk key when the id never reached the ledger), so those lines are awa
 Submissions respect the provider's per-batch limits and, when ``enqueued_tokens`` is given, the
 per-model enqueued-token limit: a chunk that does not fit waits until a batch of that model ends
 (and a batch the provider fails with ``token_limit_exceeded`` is queued again the same way).
-Polling backs off from ``poll`` to ``max_poll`` seconds while nothing changes.
+Polling backs off from ``poll`` to ``max_poll`` seconds while nothing changes. With a ``spend``
+cap (:mod:`.spend`) each chunk reserves its maximum cost before it is submitted, and the run
+stops sending (``not_sent``) once the next line could pass the cap.
 """
 
 from __future__ import annotations
@@ -19,46 +21,17 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import dataclass, replace
 
-from .ledger import Ledger, Submission
+from .ledger import BatchLedger, Submission
 from .plan import Chunk, Limits, Request, split
-from .results import BatchState, LineResult
+from .results import BatchProvider, BatchRun, BatchState, LineResult, describe_running
+from .spend import BatchSpend, OverBudget
 
 __all__ = ["BatchProvider", "BatchRun", "describe_running", "remember", "run_batches"]
 
 #: Provider error codes that mean "nothing ran, submit again later".
 REQUEUE = frozenset({"token_limit_exceeded"})
-
-
-class BatchProvider(Protocol):
-    """A provider's batch protocol (``OpenAIBatches``, ``AnthropicBatches``)."""
-
-    name: str
-    limits: Limits
-
-    async def upload(self, chunk: Chunk) -> str | None: ...
-    async def create(self, chunk: Chunk, file_id: str | None) -> str: ...
-    async def state(self, batch_id: str) -> BatchState: ...
-    async def results(self, batch_id: str) -> list[LineResult]: ...
-    async def find(self, key: str, since: float, taken: set[str], size: int = 0) -> str | None: ...
-    async def cancel(self, batch_id: str) -> None: ...
-
-
-@dataclass(slots=True)
-class BatchRun:
-    """What a run did: batches created and adopted, lines answered and failed, still running."""
-
-    created: int = 0
-    adopted: int = 0
-    answered: int = 0
-    failed: int = 0
-    resent: int = 0
-    requeued: int = 0
-    #: Batch ids still running at the provider when the run stopped early.
-    running: list[str] = field(default_factory=list)
-    interrupted: bool = False
 
 
 @dataclass(slots=True)
@@ -69,14 +42,16 @@ class _Live:
 
 
 async def run_batches(
-    requests: Iterable[Request], provider: BatchProvider, ledger: Ledger, *,
-    on_result: Callable[[LineResult], None],
-    on_progress: Callable[[int], None] = lambda finished: None,
+    requests: Iterable[Request], provider: BatchProvider, ledger: BatchLedger, *,
+    on_result: Callable[[LineResult], Awaitable[None] | None],
+    on_progress: Callable[[int], Awaitable[None] | None] = lambda finished: None,
     retries: int = 1,
     resend_online: Callable[[list[Request]], Awaitable[None]] | None = None,
     enqueued_tokens: int | None = None,
     poll: float = 1.0, max_poll: float = 60.0,
     stop: asyncio.Event | None = None,
+    cancel: asyncio.Event | None = None,
+    spend: BatchSpend | None = None,
 ) -> BatchRun:
     """Answer every request once through ``provider``'s batch API (see the module docstring).
 
@@ -84,6 +59,11 @@ async def run_batches(
     cancelled, 429 or 5xx at the provider) are submitted again in a new batch up to ``retries``
     times, or handed to ``resend_online`` (which answers them itself) when given. ``stop``
     set ends the run at the next poll, leaving submitted batches running (``running``).
+    ``cancel`` set drops what was not submitted yet, cancels the live batches at the provider
+    and collects them when they end (the lines they finished have their answers, the others
+    end as ``cancelled`` errors: nothing is sent again). ``on_result`` and ``on_progress``
+    may be coroutine functions: they are awaited. ``spend`` reserves each chunk's cost before
+    it is submitted (see the module docstring).
     """
     pending = {r.id: r for r in requests}
     outcome = BatchRun()
@@ -96,14 +76,14 @@ async def run_batches(
     for sub in ledger.live():
         ids = [i for i in sub.ids if i in by_id]
         if not ids:
-            ledger.write("collected", sub.key)  # every line already has its record
+            await ledger.write("collected", sub.key)  # every line already has its record
             continue
         if sub.batch_id is None:
             found = await provider.find(sub.key, sub.at, taken, len(sub.ids))
             if found is None:  # never created at the provider: the lines are free to send
-                ledger.write("abandoned", sub.key)
+                await ledger.write("abandoned", sub.key)
                 continue
-            ledger.write("batch", sub.key, batch_id=found)
+            await ledger.write("batch", sub.key, batch_id=found)
             taken.add(found)
         chunk = Chunk(sub.model, tuple(by_id[i] for i in ids), 0, 0)
         remember(provider, sub)
@@ -117,19 +97,37 @@ async def run_batches(
     delay = poll
     progress = 0
 
+    cancelling = False
     while (queue or live) and not (stop is not None and stop.is_set()):
+        if cancel is not None and cancel.is_set() and not cancelling:
+            cancelling, retries, resend_online = True, 0, None
+            queue.clear()
+            for batch_id in live:
+                await provider.cancel(batch_id)
         # 2. Submit what fits.
+        short = False  # a chunk waits for room in the spend cap
         for _ in range(len(queue)):
             chunk = queue.popleft()
             if chunk.model in blocked or not _fits(chunk, live, enqueued_tokens):
                 queue.append(chunk)
                 continue
-            ledger.write("intent", chunk.key, model=chunk.model, ids=chunk.ids)
+            if spend is not None:
+                try:
+                    chunk, later = await spend.split(chunk)
+                except OverBudget:  # the next line could pass the cap: nothing more is sent
+                    outcome.not_sent = [i for c in (chunk, *queue) for i in c.ids]
+                    queue.clear()
+                    break
+                short |= later is not None
+                queue.extend(() if later is None else (later,))
+                if chunk is None:
+                    continue
+            await ledger.write("intent", chunk.key, model=chunk.model, ids=chunk.ids)
             file_id = await provider.upload(chunk)
             if file_id is not None:
-                ledger.write("file", chunk.key, file_id=file_id)
+                await ledger.write("file", chunk.key, file_id=file_id)
             batch_id = await provider.create(chunk, file_id)
-            ledger.write("batch", chunk.key, batch_id=batch_id)
+            await ledger.write("batch", chunk.key, batch_id=batch_id)
             live[batch_id] = _Live(chunk, batch_id)
             outcome.created += 1
         # 3. Poll every live batch; collect the ended ones.
@@ -143,9 +141,9 @@ async def run_batches(
             del live[batch_id]
             blocked.discard(item.chunk.model)
             retry = await _collect(provider, item, state, ledger, on_result, outcome,
-                                   attempts, retries)
+                                   attempts, retries, spend)
             if state.failure in REQUEUE:
-                _requeue(item.chunk, live, queue, blocked, on_result, outcome, state)
+                await _requeue(item.chunk, live, queue, blocked, on_result, outcome, state)
             elif retry:
                 outcome.resent += len(retry)
                 if resend_online is not None:
@@ -156,24 +154,25 @@ async def run_batches(
         # finished-but-failed line is queued for its retry).
         progress = max(progress, outcome.answered + outcome.failed
                        + sum(x.finished for x in live.values()))
-        on_progress(progress)
-        if not live:
+        await _maybe(on_progress(progress))
+        if not live and not short:
             continue  # nothing to wait for: submit the queue at once
         delay = poll if changed else min(max_poll, delay * 2)
-        if stop is None:
+        wake = stop if stop is not None else None if cancelling else cancel
+        if wake is None:
             await asyncio.sleep(delay)
         else:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                await asyncio.wait_for(wake.wait(), delay)
     if live:
         outcome.running = list(live)
         outcome.interrupted = True
     return outcome
 
 
-def _requeue(chunk: Chunk, live: dict[str, _Live], queue: deque[Chunk], blocked: set[str],
-             on_result: Callable[[LineResult], None], outcome: BatchRun,
-             state: BatchState) -> None:
+async def _requeue(chunk: Chunk, live: dict[str, _Live], queue: deque[Chunk],
+                   blocked: set[str], on_result: Callable[[LineResult], Awaitable[None] | None],
+                   outcome: BatchRun, state: BatchState) -> None:
     """A batch refused for the enqueued-token limit: wait for a batch of its model to end, or,
     alone and still too big, send it as two halves; a single line too big is its error."""
     outcome.requeued += 1
@@ -186,7 +185,7 @@ def _requeue(chunk: Chunk, live: dict[str, _Live], queue: deque[Chunk], blocked:
             queue.appendleft(Chunk(chunk.model, part, chunk.tokens * len(part) //
                                    len(chunk.requests), 0))
     else:
-        _final(on_result, outcome, LineResult(chunk.requests[0].id, error={
+        await _final(on_result, outcome, LineResult(chunk.requests[0].id, error={
             "kind": "invalid_request", "type": state.failure or "token_limit_exceeded",
             "message": state.failure_message or "the line alone exceeds the enqueued-token limit"}))
 
@@ -205,25 +204,35 @@ def remember(provider: BatchProvider, sub: Submission) -> None:
         tell(sub.batch_id, sub.ids)
 
 
-def _final(on_result: Callable[[LineResult], None], outcome: BatchRun, result: LineResult) -> None:
-    on_result(result)
+async def _maybe(returned: Awaitable[None] | None) -> None:
+    if returned is not None:
+        await returned
+
+
+async def _final(on_result: Callable[[LineResult], Awaitable[None] | None], outcome: BatchRun,
+                 result: LineResult) -> None:
+    await _maybe(on_result(result))
     if result.error is None:
         outcome.answered += 1
     else:
         outcome.failed += 1
 
 
-async def _collect(provider: BatchProvider, item: _Live, state: BatchState, ledger: Ledger,
-                   on_result: Callable[[LineResult], None], outcome: BatchRun,
-                   attempts: dict[str, int], retries: int) -> list[Request]:
+async def _collect(provider: BatchProvider, item: _Live, state: BatchState,
+                   ledger: BatchLedger, on_result: Callable[[LineResult], Awaitable[None] | None],
+                   outcome: BatchRun,
+                   attempts: dict[str, int], retries: int,
+                   spend: BatchSpend | None) -> list[Request]:
     """Hand each line of an ended batch to ``on_result`` or back for a retry; mark collected."""
     chunk = item.chunk
     if state.failure is not None:
-        ledger.write("abandoned", chunk.key)  # validation refused it: nothing ran, nothing paid
+        await ledger.write("abandoned", chunk.key)  # validation refused it: nothing ran or paid
+        if spend is not None:
+            spend.settle(chunk, [])
         if state.failure in REQUEUE:
             return []
         for request in chunk.requests:
-            _final(on_result, outcome, LineResult(request.id, error={
+            await _final(on_result, outcome, LineResult(request.id, error={
                 "kind": "invalid_request", "type": state.failure,
                 "message": state.failure_message or f"the batch failed ({state.failure})"}))
         return []
@@ -231,6 +240,8 @@ async def _collect(provider: BatchProvider, item: _Live, state: BatchState, ledg
     retry: list[Request] = []
     seen: set[str] = set()
     results = await provider.results(item.batch_id)
+    if spend is not None:
+        spend.settle(chunk, results)
     missing = [LineResult(i, error={"kind": "unknown", "type": "Missing", "message": (
         f"batch {item.batch_id} ended {state.status} without a result for this line")},
         retryable=True) for i in wanted if i not in {r.id for r in results}]
@@ -242,13 +253,7 @@ async def _collect(provider: BatchProvider, item: _Live, state: BatchState, ledg
             attempts[result.id] = attempts.get(result.id, 0) + 1
             retry.append(wanted[result.id])
         else:
-            _final(on_result, outcome, replace(result, attempts=attempts.get(result.id, 0) + 1))
-    ledger.write("collected", chunk.key, at=time.time())
+            tries = attempts.get(result.id, 0) + 1
+            await _final(on_result, outcome, replace(result, attempts=tries))
+    await ledger.write("collected", chunk.key, at=time.time())
     return retry
-
-
-def describe_running(run: BatchRun) -> str:
-    """One sentence for a run stopped while its batches keep running at the provider."""
-    ids = ", ".join(run.running[:5]) + (" ..." if len(run.running) > 5 else "")
-    return (f"{len(run.running)} batch(es) keep running at the provider ({ids}); "
-            "they are paid for whether collected or not")

@@ -1,18 +1,22 @@
-"""The batch ledger: each submission to the provider, written before it happens (never pay twice).
+"""The batch ledger: each submission to the provider, recorded before it happens (never pay twice).
 
-A JSON Lines file beside the output (``OUT.batches.jsonl``), appended and fsynced one event at a
-time, in the order things happen at the provider:
+A ledger is a log of events, in the order things happen at the provider:
 
 1. ``intent``: a chunk's key, model and ids, **before** its file is uploaded;
 2. ``file``: the uploaded input file's id, before the batch is created;
 3. ``batch``: the batch id, the moment the provider returns it;
-4. ``collected``: every line of the batch has its record in the output file;
+4. ``collected``: every line of the batch has its record;
 5. ``abandoned``: the batch ended without creating work that still needs collecting (failed
    validation, token limit): its lines are free to be sent again.
 
-A kill between 1 and 3 leaves an intent without a batch: ``--resume`` then looks for the batch
-on the provider's list by the chunk key in its metadata before it submits anything again. The
-torn last line of a kill mid-write is cut off by the shared JSONL reader.
+A kill between 1 and 3 leaves an intent without a batch: the next run then looks for the batch
+on the provider's list by the chunk key in its metadata before it submits anything again.
+
+Where the log lives is the :class:`BatchLedger` seam: :class:`FileLedger` (``llmguard run``: a
+JSON Lines file beside the output, ``OUT.batches.jsonl``, fsynced one event at a time; the torn
+last line of a kill mid-write is cut off by the shared JSONL reader) and :class:`StoredLedger`
+(the gateway's jobs: the events kept in the job store, in memory or in Redis, so whichever
+replica takes a job over reads what the one before it submitted).
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..._runners.jsonl import read_records
 
-__all__ = ["Ledger", "Submission"]
+__all__ = ["BatchLedger", "EventLedger", "FileLedger", "StoredLedger", "Submission"]
 
 
 @dataclass(slots=True)
@@ -48,28 +53,36 @@ class Submission:
         return not (self.collected or self.abandoned)
 
 
-class Ledger:
-    """Reads the ledger at ``path`` (if any) and appends to it; one per run."""
+class BatchLedger(Protocol):
+    """Where a batch run records its submissions (what :func:`~.engine.run_batches` drives).
 
-    __slots__ = ("path", "submissions", "_file")
+    * ``submissions``: chunk key -> its latest :class:`Submission`, as the events so far tell
+      it (an earlier run's included: read when the ledger was opened).
+    * ``await write(kind, key, **fields)``: record one event (see the module doc) and apply it
+      to ``submissions``. When it returns, the event is durable where the ledger lives (a
+      later run reads it even if this process is killed the next instant): the engine acts on
+      the provider only after it returns.
+    * ``live()``: the submissions whose lines are, or may be, at the provider and not yet
+      collected (neither ``collected`` nor ``abandoned``).
+    """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    submissions: dict[str, Submission]
+
+    async def write(self, kind: str, key: str, **fields: Any) -> None: ...
+
+    def live(self) -> list[Submission]: ...
+
+
+class EventLedger:
+    """The events of a ledger applied to its submissions; subclasses say where events go."""
+
+    __slots__ = ("submissions",)
+
+    def __init__(self, events: Iterable[dict[str, Any]] = ()) -> None:
         #: Chunk key -> its latest submission (a resubmitted chunk replaces an abandoned one).
         self.submissions: dict[str, Submission] = {}
-
-        def parse(event: dict[str, Any]) -> dict[str, Any]:
-            if "event" not in event or "key" not in event:
-                raise KeyError("event")
-            return event
-
-        def corrupt(line_no: int, exc: Exception) -> str:
-            return (f"{path} line {line_no} is not a batch ledger event; it is the ledger "
-                    "`llmguard run --batch-api` keeps beside its output: do not edit it")
-
-        for _, event in read_records(path, parse, corrupt=corrupt):
+        for event in events:
             self._apply(event)
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind, key = event["event"], event["key"]
@@ -89,22 +102,70 @@ class Ledger:
         elif kind == "abandoned":
             sub.abandoned = True
 
-    def write(self, kind: str, key: str, **fields: Any) -> None:
-        """Append one event and make it durable before the caller acts on the provider."""
+    @staticmethod
+    def event(kind: str, key: str, **fields: Any) -> dict[str, Any]:
+        """One event as it is kept (an ``intent`` stamped with its wall-clock time)."""
         event = {"event": kind, "key": key, **fields}
         if kind == "intent":
             event.setdefault("at", time.time())
-        self._file.write(json.dumps(event) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._apply(event)
+        return event
 
     def live(self) -> list[Submission]:
         """Submissions whose lines are (or may be) at the provider and not yet collected."""
         return [s for s in self.submissions.values() if s.live]
 
+
+class FileLedger(EventLedger):
+    """The ledger in a JSON Lines file at ``path``: read when opened (if it exists), then
+    appended and fsynced one event at a time; one per run."""
+
+    __slots__ = ("_file", "path")
+
+    def __init__(self, path: str) -> None:
+        def parse(event: dict[str, Any]) -> dict[str, Any]:
+            if "event" not in event or "key" not in event:
+                raise KeyError("event")
+            return event
+
+        def corrupt(line_no: int, exc: Exception) -> str:
+            return (f"{path} line {line_no} is not a batch ledger event; it is the ledger "
+                    "`llmguard run --batch-api` keeps beside its output: do not edit it")
+
+        super().__init__(event for _, event in read_records(path, parse, corrupt=corrupt))
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    async def write(self, kind: str, key: str, **fields: Any) -> None:
+        """Append one event and make it durable before the caller acts on the provider."""
+        event = self.event(kind, key, **fields)
+        self._file.write(json.dumps(event) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._apply(event)
+
     def close(self) -> None:
         self._file.close()
 
     def __repr__(self) -> str:
-        return f"<Ledger {self.path} submissions={len(self.submissions)} live={len(self.live())}>"
+        return (f"<FileLedger {self.path} submissions={len(self.submissions)} "
+                f"live={len(self.live())}>")
+
+
+class StoredLedger(EventLedger):
+    """The ledger as events kept by someone else (a job store): ``events`` are those kept so
+    far, and ``await append(event)`` keeps one more, durably, before it returns."""
+
+    __slots__ = ("_append",)
+
+    def __init__(self, events: Iterable[dict[str, Any]],
+                 append: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        super().__init__(events)
+        self._append = append
+
+    async def write(self, kind: str, key: str, **fields: Any) -> None:
+        event = self.event(kind, key, **fields)
+        await self._append(event)
+        self._apply(event)
+
+    def __repr__(self) -> str:
+        return f"<StoredLedger submissions={len(self.submissions)} live={len(self.live())}>"

@@ -1,11 +1,15 @@
-"""What the provider said about one line of a batch, in one shape for every provider."""
+"""The shapes every provider and the engine share: what the provider said about a line and a
+batch, the protocol a provider speaks, and what a run did."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-__all__ = ["BatchState", "LineResult", "error_kind"]
+from .plan import Chunk, Limits
+
+__all__ = ["BatchProvider", "BatchRun", "BatchState", "LineResult", "describe_running",
+           "error_kind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +50,41 @@ def error_kind(status: int) -> tuple[str, bool]:
     if status in (401, 403):
         return "auth", False
     return "invalid_request", False
+
+
+class BatchProvider(Protocol):
+    """A provider's batch protocol (``OpenAIBatches``, ``AnthropicBatches``)."""
+
+    name: str
+    limits: Limits
+
+    async def upload(self, chunk: Chunk) -> str | None: ...
+    async def create(self, chunk: Chunk, file_id: str | None) -> str: ...
+    async def state(self, batch_id: str) -> BatchState: ...
+    async def results(self, batch_id: str) -> list[LineResult]: ...
+    async def find(self, key: str, since: float, taken: set[str], size: int = 0) -> str | None: ...
+    async def cancel(self, batch_id: str) -> None: ...
+
+
+@dataclass(slots=True)
+class BatchRun:
+    """What a run did: batches created and adopted, lines answered and failed, still running."""
+
+    created: int = 0
+    adopted: int = 0
+    answered: int = 0
+    failed: int = 0
+    resent: int = 0
+    requeued: int = 0
+    #: Batch ids still running at the provider when the run stopped early.
+    running: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    #: Ids of the lines never submitted because the next line could pass the spend cap.
+    not_sent: list[str] = field(default_factory=list)
+
+
+def describe_running(run: BatchRun) -> str:
+    """One sentence for a run stopped while its batches keep running at the provider."""
+    ids = ", ".join(run.running[:5]) + (" ..." if len(run.running) > 5 else "")
+    return (f"{len(run.running)} batch(es) keep running at the provider ({ids}); "
+            "they are paid for whether collected or not")

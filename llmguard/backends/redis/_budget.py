@@ -39,6 +39,10 @@ ATTEMPTS = 3
 RECHECK = 2.0
 
 
+#: A settlement's soft limit: (spend in nano-dollars, callback when this one reached it first).
+_Soft = tuple[int, Callable[[], None]] | None
+
+
 class _Ticket:
     __slots__ = ("member", "amount", "ends")
 
@@ -61,7 +65,7 @@ class RedisLedger:
         self.channel = f"{connection.prefix}:budget:settled"
         self._listeners: list[Callable[[str], None]] = []
         self._held: dict[str, dict[str, _Ticket]] = {}  # account -> member -> ticket in flight
-        self._pending: list[tuple[str, _Ticket, int]] = []  # settlements Redis has not taken
+        self._pending: list[tuple[str, _Ticket, int, _Soft]] = []  # settlements not taken yet
         self._seen: dict[str, tuple[int, int, float | None]] = {}  # last known totals
         self._sweep_at = SWEEP_AT
         self._seq = 0
@@ -109,7 +113,8 @@ class RedisLedger:
         self._held.setdefault(account, {})[ticket.member] = ticket
         return ticket, spent, reserved
 
-    def settle(self, account: str, ticket: Any, cost: int) -> None:
+    def settle(self, account: str, ticket: Any, cost: int, *, soft: int | None = None,
+               on_soft: Callable[[], None] | None = None) -> None:
         held = self._held.get(account)
         if held is not None:
             held.pop(ticket.member, None)
@@ -117,27 +122,29 @@ class RedisLedger:
                 del self._held[account]
         spent, reserved, ends = self._seen.get(account, (0, 0, ticket.ends))
         self._seen[account] = (spent + cost, max(0, reserved - ticket.amount), ends)
-        self._write(account, ticket, cost)
+        self._write(account, ticket, cost, (soft, on_soft) if on_soft is not None else None)
         for callback in tuple(self._listeners):  # this process's waiters need no message
             callback(account)
 
-    def _write(self, account: str, ticket: _Ticket, cost: int) -> None:
-        self.connection.spawn(self._settle(account, ticket, cost))
+    def _write(self, account: str, ticket: _Ticket, cost: int, soft: _Soft = None) -> None:
+        self.connection.spawn(self._settle(account, ticket, cost, soft))
 
-    async def _settle(self, account: str, ticket: _Ticket, cost: int) -> None:
+    async def _settle(self, account: str, ticket: _Ticket, cost: int, soft: _Soft = None) -> None:
         try:
             result = await self._call(
                 scripts.SETTLE, account,
-                [ticket.member, ticket.amount, cost, ticket.ends or 0, self.channel, account],
-                "settling budget")
+                [ticket.member, ticket.amount, cost, ticket.ends or 0, self.channel, account,
+                 0 if soft is None else soft[0]], "settling budget")
         except BackendUnavailable:  # on_error="fail": a background write has no caller to fail
             result = None
         if result is None:  # kept and retried: a lost settlement would under-count the spend
-            self._pending.append((account, ticket, cost))
+            self._pending.append((account, ticket, cost, soft))
             self._start()
             return
         if account in self._seen:
             self._seen[account] = (int(result[0]), int(result[1]), ticket.ends)
+        if soft is not None and int(result[2]) == 1:  # this settlement set the account's flag
+            soft[1]()
 
     def listen(self, callback: Callable[[str], None]) -> None:
         self._listeners.append(callback)
@@ -202,8 +209,8 @@ class RedisLedger:
         while self._held or self._pending:
             await asyncio.sleep(RETRY_INTERVAL)
             pending, self._pending = self._pending, []
-            for account, ticket, cost in pending:
-                await self._settle(account, ticket, cost)  # puts it back on failure
+            for account, ticket, cost, soft in pending:
+                await self._settle(account, ticket, cost, soft)  # puts it back on failure
             if loop.time() >= renew_at:
                 renew_at = loop.time() + self.lease / 3
                 for account, held in list(self._held.items()):

@@ -52,17 +52,24 @@ keep(ARGV[5])
 return {1, string.format('%d', spent), string.format('%d', reserved)}
 """
 
-#: ARGV: member, amount, cost, window end, channel, account. The reservation leaves the total
-#: (unless its lease already took it out), the cost joins the spend, and the account is
-#: published on the channel: waiting processes ask again. Returns {spent, reserved}.
+#: ARGV: member, amount, cost, window end, channel, account, soft ('0': none). The reservation
+#: leaves the total (unless its lease already took it out), the cost joins the spend, and the
+#: account is published on the channel: waiting processes ask again. The first settlement of the
+#: account to bring its spend to ``soft`` sets its ``soft`` flag (HSETNX: once, whichever
+#: process). Returns {spent, reserved, 1 if it set the flag else 0}.
 SETTLE = _EXPIRE_AT + """
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. ARGV[2])
 end
 local spent = redis.call('HINCRBY', KEYS[1], 'spent', ARGV[3])
+local soft = tonumber(ARGV[7] or '0')
+local softened = 0
+if soft > 0 and spent >= soft then
+  softened = redis.call('HSETNX', KEYS[1], 'soft', '1')
+end
 keep(ARGV[4])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
-return {string.format('%d', spent), redis.call('HGET', KEYS[1], 'reserved') or '0'}
+return {string.format('%d', spent), redis.call('HGET', KEYS[1], 'reserved') or '0', softened}
 """
 
 #: ARGV: lease seconds, members. Extends the leases of reservations still held (not expired).

@@ -49,8 +49,8 @@ class RedisBackend:
     ``refill="continuous"`` one refilling bucket per quota; reservation then
     reconciliation or refund, provider caps, and the Retry-After pause), applied
     atomically by Lua scripts on the server's clock, so every process with the same ``prefix``
-    and key shares one quota. FIFO holds within a process (the layer's line); across processes
-    admission is first come at the server, not a global queue.
+    and key shares one quota. The fair order holds within a process (the layer's line); across
+    processes admission is first come at the server, not a global queue.
 
     ``on_error``: ``"local"`` (default) falls back to this process's own in-memory limits while
     Redis is down or slower than ``timeout`` seconds (one warning per outage on the

@@ -11,7 +11,7 @@ from typing import Any
 
 import llmguard as lg
 
-from ..._core.call import HandlesCalls, invoke_timed
+from ..._core.layer import HandlesCalls, invoke_timed
 from ..._runners.lines import InputLine
 from .options import check_options
 from .rows import batch_digest, describe, make_record, parse_row
@@ -33,7 +33,7 @@ class GuardedRows:
     Each batch's rows (``llmguard run`` input lines; see :func:`llmguard.integrations.ray.
     parse_row`) are sent ``row_concurrency`` at a time, and each becomes one record with the
     fields of ``llmguard run``'s output. The batch returned has the columns ``id, line, ok,
-    model, error_kind, attempts, cached, record`` (``record``: the full record as JSON), in
+    model, deployment, error_kind, attempts, cached, record`` (``record``: the full record as JSON), in
     input order. A failed call is an error record; ``on_error="raise"`` fails the Ray task
     instead (:class:`RowFailed`). With ``remember="<job>"`` every answered record is kept in
     Redis for ``remember_ttl`` seconds, so a batch Ray retries after an actor died (or a rerun

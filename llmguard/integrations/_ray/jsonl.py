@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -212,6 +213,7 @@ def run_jsonl(input_path: str, output_path: str, *, address: str | None = None,
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     start = time.monotonic()
     ok = failed = 0
+    answered: Counter[str] = Counter()  # by the deployment that answered (with deployments)
     complete = False
     append = resume and exists
     try:
@@ -227,6 +229,8 @@ def run_jsonl(input_path: str, output_path: str, *, address: str | None = None,
                     out.flush()
                     ok += sum(column)
                     failed += len(column) - sum(column)
+                    answered.update(d for d, good in zip(table.column("deployment").to_pylist(),
+                                                         column) if d and good)
             complete = True
     except KeyboardInterrupt:
         print(f"\nllmguard: interrupted; {ok + failed} lines recorded in {output_path}; "
@@ -244,5 +248,6 @@ def run_jsonl(input_path: str, output_path: str, *, address: str | None = None,
         print(f"llmguard run --ray: {input_path} -> {output_path} ({actors} actors on {where}; "
               f"{shared})\n  lines       {summary.lines} done: {ok} ok, {failed} failed"
               f"{f' ({len(skip)} already in the output)' if skip else ''}\n"
-              f"  wall time   {summary.seconds:.2f} s")
+              f"  wall time   {summary.seconds:.2f} s" + ("\n  deployments " + "; ".join(
+                  f"{name} {n} answered" for name, n in sorted(answered.items()))) * bool(answered))
     return summary

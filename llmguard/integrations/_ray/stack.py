@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import llmguard as lg
 
 from ..._pipeline.stack import StackSpec, build_stack
+from ..._serve.deployments import DeploymentConfig, router_of
 
 __all__ = ["Stack"]
 
@@ -26,12 +28,19 @@ class Stack:
     total over all actors). Called with None (no Redis), each actor gets ``1/share`` of each
     quota and of the concurrency, so ``share`` actors together stay within them; without Redis
     the cache is per actor. ``adaptive=True`` puts an adaptive limit in each actor instead.
+
+    ``deployments`` (``llmguard run --config``'s, or its repeated ``--api-base``) put a
+    :class:`llmguard.Router` in the rate limit's place, choosing by ``strategy``: each
+    attempt names its deployment for ``llmguard run``'s provider (``ray_send``) to send it
+    there. On Redis every actor routes against the same per-deployment quotas (and
+    ``concurrency``); without it each actor gets ``1/share`` of each deployment's.
     """
 
-    __slots__ = ("name", "share", "spec")
+    __slots__ = ("deployments", "name", "share", "spec", "strategy")
 
     def __init__(self, spec: StackSpec | None = None, *, share: int = 1,
-                 name: str = "llmguard-run", **options: Any) -> None:
+                 name: str = "llmguard-run", deployments: tuple[DeploymentConfig, ...] = (),
+                 strategy: str = "headroom", **options: Any) -> None:
         if "fallback_models" in options:  # the name this option had before StackSpec
             options["fallbacks"] = tuple(options.pop("fallback_models"))
         if spec is not None and options:
@@ -43,11 +52,14 @@ class Stack:
         #: Actors sharing the quotas when there is no Redis (each takes 1/share).
         self.share = share
         self.name = name
-        if share > 1 and any(q is not None and q < share
-                             for q in (self.spec.rpm, self.spec.tpm)):
-            raise ValueError(f"rpm/tpm ({self.spec.rpm}/{self.spec.tpm}) split over "
-                             f"share={share} actors leaves some actor no quota; pass redis_url "
-                             "to share it")
+        #: The deployments a Router routes over (none: the spec's rate limit), and how.
+        self.deployments, self.strategy = tuple(deployments), strategy
+        quotas = [(self.spec.rpm, self.spec.tpm),
+                  *((d.rpm, d.tpm, d.input_tpm, d.output_tpm) for d in self.deployments)]
+        for some in quotas:
+            if share > 1 and any(q is not None and q < share for q in some):
+                raise ValueError(f"quotas {some} split over share={share} actors leave some "
+                                 "actor no quota; pass redis_url to share them")
 
     def __call__(self, backend: Any) -> lg.Pipeline:
         """The pipeline of one actor (``backend``: a RedisBackend, or None)."""
@@ -62,8 +74,24 @@ class Stack:
             if not self.spec.adaptive:
                 limiter = RedisConcurrencyLimiter(backend, self.spec.concurrency,
                                                   name=f"{self.name}-concurrency")
+        share = 1 if backend is not None else self.share
         return build_stack(self.spec, name=self.name, cache=cache, backend=backend,
-                           limiter=limiter, share=1 if backend is not None else self.share)
+                           limiter=limiter, share=share, rate_limit=self._router(backend, share))
+
+    def _router(self, backend: Any, share: int) -> lg.Router | None:
+        """The Router over the deployments, each with ``1/share`` of its quotas and slots."""
+        if not self.deployments:
+            return None
+
+        def part(n: int | None) -> int | None:
+            return None if n is None else max(1, n // share)
+
+        return router_of(tuple(replace(d, rpm=part(d.rpm), tpm=part(d.tpm),
+                                       input_tpm=part(d.input_tpm), output_tpm=part(d.output_tpm),
+                                       concurrency=part(d.concurrency))
+                               for d in self.deployments),
+                         self.strategy, self.spec.max_wait, backend)
 
     def __repr__(self) -> str:
-        return f"Stack({self.spec!r}, share={self.share}, name={self.name!r})"
+        routed = f", deployments={[d.name for d in self.deployments]!r}" * bool(self.deployments)
+        return f"Stack({self.spec!r}, share={self.share}, name={self.name!r}{routed})"

@@ -11,7 +11,8 @@ import llmguard as lg
 __all__ = ["COLUMNS", "RowFailed", "raise_failures", "to_rows", "to_table"]
 
 #: Columns of the table a batch turns into (``record`` is the full record as a JSON line).
-COLUMNS = ("id", "line", "ok", "model", "error_kind", "attempts", "cached", "record")
+COLUMNS = ("id", "line", "ok", "model", "deployment", "error_kind", "attempts", "cached",
+           "record")
 
 
 class RowFailed(lg.LLMGuardError):
@@ -47,11 +48,13 @@ def to_table(records: list[dict[str, Any]]) -> Any:
     import pyarrow as pa
 
     schema = pa.schema([("id", pa.string()), ("line", pa.int64()), ("ok", pa.bool_()),
-                        ("model", pa.string()), ("error_kind", pa.string()),
+                        ("model", pa.string()), ("deployment", pa.string()),
+                        ("error_kind", pa.string()),
                         ("attempts", pa.int64()), ("cached", pa.bool_()),
                         ("record", pa.string())])
     rows = [{"id": r["id"], "line": r["line"], "ok": r["ok"],
              "model": None if r["model"] is None else str(r["model"]),
+             "deployment": r["deployment"],
              "error_kind": (r["error"] or {}).get("kind"), "attempts": r["attempts"],
              "cached": r["cached"],
              "record": json.dumps(r, ensure_ascii=False, default=str)} for r in records]

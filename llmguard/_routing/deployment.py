@@ -13,12 +13,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..._core.call import is_async_callable
-from ..._core.check import number, text
-from ..._core.public import public
-from ..._core.redact import redact
-from ..ratelimit.headers import pause_after, refusal, report
-from ..ratelimit.quotas import build_quotas, check_choice
+from .._admission.ratelimit.headers import pause_after, refusal, report, spend
+from .._admission.ratelimit.quotas import build_quotas, check_choice
+from .._admission.ratelimit.split import Tokens, check_fits
+from .._admission.ratelimit.split_backend import SplitBackend
+from .._core.check import number, text
+from .._core.public import public
+from .target import check_target
 from .learn import learned_limits
 
 __all__ = ["PROBE", "Deployment"]
@@ -40,11 +41,14 @@ class Deployment:
     * ``name``: unique within a router; names the deployment in ``record.deployment``, the
       ``llmguard.deployment`` metric attribute, statistics and events, and its quotas in a
       shared backend (every process routing to ``name`` shares them).
-    * ``rpm`` / ``tpm``: its quotas (as :class:`llmguard.RateLimit`'s, ``refill`` likewise).
+    * ``rpm`` / ``tpm`` / ``input_tpm`` / ``output_tpm``: its quotas (as
+      :class:`llmguard.RateLimit`'s; ``refill``, ``burst`` and ``margin`` likewise; input and
+      output apart reserve the prompt and ``max_tokens`` and give unused output back).
       With neither, they are learned from its ``x-ratelimit-limit-requests`` / ``-tokens``
       headers (per minute, as OpenAI and Azure report them); until the first such headers it
       takes one call at a time.
-    * ``concurrency``: most calls in flight at this deployment at once (in this process).
+    * ``concurrency``: most calls in flight at this deployment at once, in this process (a
+      shared backend shares the quotas, not this cap: give each process its share).
     * ``weight``: its share under ``strategy="weighted"``; under ``"headroom"`` it scales the
       deployment's free fraction.
     * ``timeout``: seconds an attempt may take here before it moves to another deployment.
@@ -53,9 +57,10 @@ class Deployment:
       none.
     """
 
-    __slots__ = ("target", "name", "rpm", "tpm", "concurrency", "weight", "refill", "timeout",
+    __slots__ = ("target", "name", "rpm", "tpm", "concurrency", "weight", "refill", "burst",
+                 "margin", "timeout",
                  "circuit", "quotas", "key", "backend", "in_flight", "latency", "cool_until",
-                 "sent", "succeeded", "failed", "rate_limited", "moved", "owner")
+                 "sent", "succeeded", "failed", "rate_limited", "moved", "owner", "spent", "split")
 
     def __init__(
         self,
@@ -69,24 +74,23 @@ class Deployment:
         concurrency: int | None = None,
         weight: float = 1,
         refill: str = "auto",
+        burst: float | None = None,
+        margin: float | None = None,
         timeout: float | None = None,
         circuit: Any = None,
     ) -> None:
         #: What an attempt here calls: an async callable, or a dict of keyword overrides.
-        self.target = _target(target, name)
+        self.target = check_target(target, name)
         #: The deployment's name (unique within a router).
         self.name = text("name", name, hint="; e.g. name='eu'")
-        if input_tpm is not None or output_tpm is not None:
-            raise ValueError(
-                f"deployment {name!r}: input_tpm/output_tpm need separate input and output token "
-                "buckets, which this version's RateLimit does not have yet; pass tpm= (their "
-                "sum) for now")
         self.rpm = number("rpm", rpm, integer=True, optional=True, hint="; or None")
         self.tpm = number("tpm", tpm, integer=True, optional=True, hint="; or None")
         self.concurrency = number("concurrency", concurrency, integer=True, optional=True,
                                   hint="; pass None for no bound")
         self.weight = number("weight", weight, hint="; e.g. weight=2 for twice the share")
         self.refill = check_choice("refill", refill)
+        #: RateLimit's ``burst`` and ``margin``, for the quotas given or learned.
+        self.burst, self.margin = burst, margin
         self.timeout = number("timeout", timeout, optional=True, unit=" of seconds",
                               hint="; pass None for no bound")
         if circuit is not None and circuit is not False and not callable(circuit):
@@ -95,8 +99,14 @@ class Deployment:
         #: The deployment's CircuitBreaker (made by the router when None), or False.
         self.circuit = circuit
         #: The quotas enforced, or None while they are still to be learned from headers.
-        self.quotas = (build_quotas(rpm, None, tpm, None, None, refill)
-                       if rpm is not None or tpm is not None else None)
+        given = (rpm, tpm, input_tpm, output_tpm)
+        self.quotas = (build_quotas(rpm, None, tpm, burst, margin, refill, input_tpm, output_tpm)
+                       if any(q is not None for q in given) else None)
+        #: Input and output token quotas apart (Anthropic's ITPM/OTPM), reserved as
+        #: RateLimit's are (a ``SplitBackend`` over the router's) and reconciled to the usage.
+        self.split = self.quotas is not None and any(q.part for q in self.quotas)
+        if self.quotas is None:  # checked now, used once the quotas are learned
+            build_quotas(1, None, None, burst, margin, refill)
         #: Its key in the router's backend, and that backend (set by the router).
         self.key = f"deployment:{name}"
         self.backend: Any = None
@@ -108,13 +118,26 @@ class Deployment:
         #: Loop time until which a 429 without learned quotas keeps it out.
         self.cool_until = 0.0
         self.sent = self.succeeded = self.failed = self.rate_limited = self.moved = 0
+        #: Its quotas count as used up once known (:meth:`assume_spent` before they were).
+        self.spent = False
 
     # -- quota -----------------------------------------------------------------------------
 
     def fits(self, tokens: int) -> bool:
-        """False when ``tokens`` exceed its token quota: it could never take the call."""
+        """False when ``tokens`` (or their input or output part) exceed its token quota: it
+        could never take the call."""
         quotas = self.quotas
-        return quotas is None or all(q.limit >= tokens for q in quotas if q.tokens)
+        if quotas is None:
+            return True
+        if isinstance(tokens, Tokens) and check_fits(tokens, quotas) is not None:
+            return False
+        return all(q.limit >= tokens for q in quotas if q.tokens and not q.part)
+
+    def attach(self, owner: Any, backend: Any) -> None:
+        """Join ``owner`` (a Router), its quotas kept in ``backend`` (input and output apart
+        under keys of their own there)."""
+        self.owner = owner
+        self.backend = SplitBackend(backend) if self.split else backend
 
     async def reserve(self, tokens: int, now: float) -> tuple[float, Any]:
         """``(0.0, ticket)`` when it admits a call of ``tokens`` now (the slot and the quota
@@ -138,7 +161,8 @@ class Deployment:
             return 0.0, PROBE
         self.in_flight += 1  # the slot is held across a remote round trip
         try:
-            wait, ticket = await self.backend.reserve(self.key, self.quotas, tokens)
+            wait, ticket = await self.backend.reserve(self.key, self.quotas,
+                                                      tokens if self.split else int(tokens))
         except BaseException:
             self.in_flight -= 1
             raise
@@ -158,7 +182,7 @@ class Deployment:
             return
         quotas = self.quotas
         actual = tokens if used is None else used
-        if actual != tokens or quotas[0].continuous:
+        if self.split or actual != tokens or quotas[0].continuous:
             self.backend.reconcile(self.key, ticket, actual)
 
     def refused(self, exc: BaseException, ticket: Any, now: float) -> float | None:
@@ -175,6 +199,13 @@ class Deployment:
             self.rate_limited += 1
         return seconds
 
+    def assume_spent(self) -> None:
+        """Count its quotas as used up now, or when learned (a run resumed after a killed one:
+        the provider still counts the killed run's requests)."""
+        self.spent = True
+        if self.quotas is not None:
+            spend(self.backend, self.quotas, self.key)
+
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn the quotas from the first headers that state them, then hand the headers to
         the quota state as RateLimit does (``x-ratelimit-remaining-*`` / ``-reset-*``; with
@@ -184,7 +215,9 @@ class Deployment:
             if limits is None:
                 return
             rpm, tpm = limits
-            self.quotas = build_quotas(rpm, None, tpm, None, None, self.refill)
+            self.quotas = build_quotas(rpm, None, tpm, self.burst, self.margin, self.refill)
+            if self.spent:
+                spend(self.backend, self.quotas, self.key)
         report(self.backend, self.quotas, self._learning(), headers, self.key, None)
 
     def _learning(self) -> bool:
@@ -222,17 +255,3 @@ class Deployment:
         return (f"<Deployment {self.describe()} target={target} in_flight={self.in_flight} "
                 f"sent={self.sent} failed={self.failed}>")
 
-
-def _target(target: Any, name: Any) -> Any:
-    """``target`` if it is an async callable or a non-empty dict of keyword overrides."""
-    if isinstance(target, Mapping):
-        if not target or not all(isinstance(k, str) for k in target):
-            raise ValueError(
-                f"deployment {name!r}: a keyword-override target must be a non-empty dict of "
-                f"argument names, got {redact(target)!r}; e.g. {{'model': 'gpt-4o-eu'}}")
-        return dict(target)
-    if not is_async_callable(target):
-        raise TypeError(
-            f"deployment {name!r}: target {redact(target)!r} is neither an async callable (a "
-            "client's method) nor a dict of keyword overrides such as {'model': 'gpt-4o-eu'}")
-    return target

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from ..._core.public import public
-from ..._core.stats import LayerStats
+from .._core.public import public
+from .._core.stats import LayerStats
 
-__all__ = ["DeploymentStats", "RouterStats", "deployment_stats"]
+__all__ = ["DeploymentStats", "RouterStats", "deployment_stats", "loop_time"]
 
 
 @public
@@ -58,6 +59,14 @@ class RouterStats(LayerStats):
     timed_out: int
     #: One entry per deployment, by name, in the order given.
     deployments: dict[str, DeploymentStats]
+
+
+def loop_time() -> float:
+    """The running loop's time (0.0 outside one: statistics read from synchronous code)."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return 0.0
 
 
 def deployment_stats(deployment: Any, now: float) -> DeploymentStats:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._core import events
-from ..._core.call import Call, Handler, invoke
-from ..._core.classify import FailureKind, classify
-from ..._core.errors import AdmissionError
-from ..._core.events import EventKind
+from .._core import events
+from .._core.call import Call
+from .._core.classify import FailureKind, classify
+from .._core.errors import AdmissionError
+from .._core.events import EventKind
+from .._core.layer import Handler
+from .._resilience.circuit import CircuitBreaker
 from .deployment import Deployment
+from .target import to_target
 
 __all__ = ["default_circuit", "moves", "publish_circuit", "send"]
 
@@ -30,22 +33,15 @@ def moves(exc: Exception) -> bool:
 async def send(deployment: Deployment, call: Call, call_next: Handler) -> Any:
     """The attempt at ``deployment``, through its circuit."""
     circuit = deployment.circuit
-    target = deployment.target
 
     async def send(call: Call) -> Any:
-        if isinstance(target, dict):  # keyword overrides: the layers below run with them
-            call.kwargs = {**call.kwargs, **target}
-            return await call_next(call)
-        call.fn = target  # another client: called directly (invoke starts a stream)
-        return await invoke(call)
+        return await to_target(deployment.target, call, call_next)
 
     return await (circuit(call, send) if circuit else send(call))
 
 
 def default_circuit(name: str, backend: Any) -> Any:
     """A deployment's default circuit (shared through ``backend`` when it can share one)."""
-    from ... import CircuitBreaker  # the public name: the circuit is another concern's layer
-
     shared = backend if callable(getattr(backend, "circuit_state", None)) else None
     return CircuitBreaker(failure_ratio=0.5, min_calls=5, window=30, open_for=10,
                           half_open_calls=1, name=name, backend=shared)

@@ -1,5 +1,6 @@
 """A router's one waiting line, across all its deployments: when no deployment has room for a
-call, it waits here, served by priority (higher first), then first come, first served.
+call, it waits here, served by priority (higher first), then round-robin across partitions
+(tenants), then first come, first served (:mod:`llmguard._admission.fair`).
 
 One driver task (only while someone waits) offers the head of the line to the deployments
 (``admit``, the router's reservation across them), or, when the head failed at some
@@ -15,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from ..._core.errors import AdmissionTimeout
+from .._admission.fair import FairQueue, Fifo
+from .._core.errors import AdmissionTimeout
 
 __all__ = ["RouterLine"]
 
@@ -28,10 +29,11 @@ Admit = Callable[[int, frozenset[Any]], Awaitable[tuple[Any, float]]]
 
 
 class _Waiter:
-    __slots__ = ("future", "tokens", "excluded")
+    __slots__ = ("excluded", "fifo", "future", "tokens")
 
-    def __init__(self, future: asyncio.Future[Any], tokens: int, excluded: frozenset[Any]):
-        self.future, self.tokens, self.excluded = future, tokens, excluded
+    def __init__(self, future: asyncio.Future[Any], tokens: int, excluded: frozenset[Any],
+                 fifo: Fifo) -> None:
+        self.future, self.tokens, self.excluded, self.fifo = future, tokens, excluded, fifo
 
 
 def _set(future: asyncio.Future[None] | None) -> None:
@@ -40,10 +42,10 @@ def _set(future: asyncio.Future[None] | None) -> None:
 
 
 class RouterLine:
-    """Waiters by priority, FIFO within one; ``admit`` reserves, ``release`` gives back a grant
-    whose waiter left; ``describe()`` names the deployments for AdmissionTimeout."""
+    """Waiters in the fair order; ``admit`` reserves, ``release`` gives back a grant whose
+    waiter left; ``describe()`` names the deployments for AdmissionTimeout."""
 
-    __slots__ = ("_admit", "_release", "describe", "max_wait", "_queues", "_live", "_driver",
+    __slots__ = ("_admit", "_release", "describe", "max_wait", "_queue", "_live", "_driver",
                  "_wake", "timed_out")
 
     def __init__(self, admit: Admit, release: Callable[[Any], None],
@@ -51,7 +53,8 @@ class RouterLine:
         self._admit, self._release, self.describe = admit, release, describe
         #: Seconds a waiter may wait before AdmissionTimeout (None: no bound).
         self.max_wait = max_wait
-        self._queues: dict[int, deque[_Waiter]] = {}
+        self._queue = FairQueue()
+        #: Every waiter still in line (a done future has left or is leaving).
         self._live: dict[asyncio.Future[Any], _Waiter] = {}
         self._driver: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
@@ -68,21 +71,14 @@ class RouterLine:
         _set(self._wake)
 
     def join(self, tokens: int, excluded: frozenset[Any], priority: int,
-             first: bool = False) -> asyncio.Future[Any]:
-        """A place in line (at the front of its priority with ``first``: a call that was
+             partition: Hashable = None, first: bool = False) -> asyncio.Future[Any]:
+        """A place in line (at the front of its partition with ``first``: a call that was
         admitted already and moves on): a future that gets a grant (or AdmissionTimeout after
         max_wait). Whoever awaits it calls :meth:`leave` if it stops waiting."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        waiter = _Waiter(future, tokens, excluded)
-        queue = self._queues.get(priority)
-        if queue is None:
-            queue = self._queues[priority] = deque()
-        if first:
-            queue.appendleft(waiter)
-        else:
-            queue.append(waiter)
-        self._live[future] = waiter
+        fifo = self._queue.push(future, priority, partition, first=first)
+        self._live[future] = _Waiter(future, tokens, excluded, fifo)
         if self._driver is None:
             self._driver = loop.create_task(self._drive())
         else:
@@ -95,51 +91,28 @@ class RouterLine:
     def leave(self, future: asyncio.Future[Any]) -> None:
         """The waiter of ``future`` stops waiting (cancelled): out of line, and a grant it was
         given but did not take goes back."""
-        if self._live.pop(future, None) is not None:
+        waiter = self._live.pop(future, None)
+        if waiter is not None:
             future.cancel()
-            self._compact()
+            self._queue.discard(waiter.fifo)
             self.wake()  # the next waiter may fit where this one did not
         elif future.done() and not future.cancelled() and future.exception() is None:
             self._release(future.result())
 
-    def _compact(self) -> None:
-        """Drop leavers once they are most of the line (amortised O(1) per leaver)."""
-        total = sum(len(queue) for queue in self._queues.values())
-        if total > 2 * len(self._live) + 32:
-            for priority in list(self._queues):
-                kept = deque(w for w in self._queues[priority] if w.future in self._live)
-                if kept:
-                    self._queues[priority] = kept
-                else:
-                    del self._queues[priority]
-
     def _head(self) -> _Waiter | None:
-        queues, live = self._queues, self._live
-        while queues:
-            priority = max(queues)
-            queue = queues[priority]
-            while queue and queue[0].future not in live:
-                queue.popleft()
-            if queue:
-                return queue[0]
-            del queues[priority]
-        return None
+        future = self._queue.head()
+        return None if future is None else self._live[future]
 
     def _first_unexcluded(self) -> _Waiter | None:
-        """The first waiter in order (priority, then arrival) free to go to any deployment."""
-        live = self._live
-        for priority in sorted(self._queues, reverse=True):
-            for waiter in self._queues[priority]:
-                if waiter.future in live and not waiter.excluded:
-                    return waiter
-        return None
+        """The first waiter in order (about: each partition whole) free to go to any deployment."""
+        return next((w for f in self._queue if not (w := self._live[f]).excluded), None)
 
     def _expire(self, future: asyncio.Future[Any], max_wait: float) -> None:
-        waiter = self._live.pop(future, None)
-        if waiter is None or future.done():
+        waiter = None if future.done() else self._live.pop(future, None)
+        if waiter is None:  # gone, or leaving (its leave() takes it out of line)
             return
+        self._queue.discard(waiter.fifo)
         self.timed_out += 1
-        self._compact()
         self.wake()
         future.set_exception(AdmissionTimeout(
             f"waited {max_wait:g} s for room at any deployment ({self.describe()}; estimate "
@@ -163,8 +136,10 @@ class RouterLine:
                     try:
                         grant, later = await self._admit(waiter.tokens, waiter.excluded)
                     except Exception as exc:  # the backend failed (on_error="fail")
-                        if self._live.pop(waiter.future, None) is not None:
+                        if not waiter.future.done():
+                            del self._live[waiter.future]
                             waiter.future.set_exception(exc)
+                            self._queue.discard(waiter.fifo)
                         failed = True
                         break
                     wait = min(wait, later)
@@ -172,10 +147,12 @@ class RouterLine:
                         served = waiter
                         break
                 if served is not None:
-                    if self._live.pop(served.future, None) is None:  # it left meanwhile
+                    if served.future.done():  # it left (or is leaving) meanwhile
                         self._release(grant)
                     else:
+                        del self._live[served.future]
                         served.future.set_result(grant)
+                        self._queue.served(served.fifo)  # its partition's turn is over
                     continue
                 if failed or self._head() is not head:  # the line changed while we asked
                     continue
@@ -192,4 +169,4 @@ class RouterLine:
             for future in list(self._live):  # cancelled with callers waiting (loop closing)
                 future.cancel()
             self._live.clear()
-            self._queues.clear()
+            self._queue.clear()

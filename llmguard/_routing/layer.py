@@ -18,21 +18,23 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from ..._core import events
-from ..._core.attempt import Attempt
-from ..._core.call import Call, Handler
-from ..._core.check import callable_or_none, number, seed as check_seed
-from ..._core.classify import error_headers
-from ..._core.events import EventKind
-from ..._core.public import public
-from ..._core.stream import Stream
-from ..._core.tokens import estimate_tokens
-from ..ratelimit.backend import MemoryBackend, RateLimitBackend, TakesNow
-from ..ratelimit.quotas import check_backend, used_tokens
+from .._admission.ratelimit.backend import MemoryBackend, RateLimitBackend, TakesNow
+from .._admission.ratelimit.quotas import check_backend, used_tokens
+from .._admission.ratelimit.split import split_estimate, split_used
+from .._core import events
+from .._core.attempt import Attempt
+from .._core.call import Call
+from .._core.check import callable_or_none, number, seed as check_seed
+from .._core.classify import error_headers
+from .._core.events import EventKind
+from .._core.layer import Handler
+from .._core.public import public
+from .._core.stream import Stream
+from .._core.tokens import estimate_tokens
 from .admission import Admission
 from .attempt import default_circuit, moves, publish_circuit, send
 from .deployment import Deployment
-from .stats import RouterStats, deployment_stats
+from .stats import RouterStats, deployment_stats, loop_time
 from .strategies import check_strategy
 
 __all__ = ["Router"]
@@ -49,7 +51,8 @@ class Router:
       free quota), ``"weighted"`` (random by ``weight``), ``"least_latency"``, ``"ordered"``
       (the first is the primary, the rest take its overflow).
     * With no room anywhere the call waits in one line across all deployments (by
-      ``call.priority``, then first come), for the earliest room any of them has; ``max_wait``
+      ``call.priority``, then round-robin across ``call.partition`` (the tenant), then first
+      come), for the earliest room any of them has; ``max_wait``
       seconds of that raises :class:`llmguard.AdmissionTimeout`.
     * A 429, 5xx, timeout (``Deployment(timeout=)``) or open circuit moves the attempt to
       another deployment it has not tried; a 429 cools its deployment down per Retry-After.
@@ -101,10 +104,12 @@ class Router:
         #: The deployments, in the order given.
         self.deployments: tuple[Deployment, ...] = deployments
         for deployment in deployments:
-            deployment.owner, deployment.backend = self, self.backend
+            deployment.attach(self, self.backend)
             if deployment.circuit is None:
                 deployment.circuit = default_circuit(deployment.key, self.backend)
-        self._tokens = estimate_tokens if tokens is None else tokens
+        # Input and output apart at some deployment: every call's estimate is split (an int).
+        self._tokens = (split_estimate(tokens) if any(d.split for d in deployments)
+                        else estimate_tokens if tokens is None else tokens)
         self._usage = usage
         self._priority = priority
         self._admission = Admission(deployments, order, random.Random(check_seed(seed)),
@@ -180,7 +185,8 @@ class Router:
         used = None
         if result is not None and deployment.quotas is not None and any(
                 q.tokens for q in deployment.quotas):
-            used = used_tokens(call, result, tokens, self._usage)
+            used = (split_used if deployment.split else used_tokens)(call, result, tokens,
+                                                                     self._usage)
         deployment.release(ticket, tokens, True, used)
         if error is None:
             deployment.succeeded += 1
@@ -218,6 +224,12 @@ class Router:
 
     # -- what it learns and tells ----------------------------------------------------------
 
+    def assume_spent(self) -> None:
+        """Count every deployment's quotas as used up now (one still learning its quotas: when
+        learned), as :meth:`llmguard.RateLimit.assume_spent` (a run resumed after a kill)."""
+        for deployment in self.deployments:
+            deployment.assume_spent()
+
     def observe_headers(self, headers: Mapping[str, str], *, partition: Any = None) -> None:
         """Provider rate-limit headers of the attempt in progress (an integration below calls
         it): the deployment it went to learns its quotas from them, or follows them."""
@@ -233,7 +245,7 @@ class Router:
             self.observe_headers(call.response_headers)
 
     def statistics(self) -> RouterStats:
-        now = asyncio.get_running_loop().time() if _running() else 0.0
+        now = loop_time()
         per = {d.name: deployment_stats(d, now) for d in self.deployments}
         return RouterStats(self._calls, sum(d.in_flight for d in self.deployments),
                            self._line.waiting, self._failovers, self._exhausted,
@@ -243,11 +255,3 @@ class Router:
         names = ", ".join(d.name for d in self.deployments)
         return (f"<Router {self._admission.strategy} [{names}] in_flight="
                 f"{sum(d.in_flight for d in self.deployments)} waiting={self._line.waiting}>")
-
-
-def _running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

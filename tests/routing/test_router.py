@@ -10,8 +10,8 @@ import pytest
 
 import llmguard as lg
 from llmguard import Deployment, FailureKind, Router
-from llmguard._admission.router.learn import learned_limits
-from llmguard._admission.router.strategies import headroom, least_latency, ordered, weighted
+from llmguard._routing.learn import learned_limits
+from llmguard._routing.strategies import headroom, least_latency, ordered, weighted
 from llmguard.testing import (FakeLLM, FixedWindowServer, SimulatedProvider, TokenBucketServer,
                               make_error)
 
@@ -65,8 +65,10 @@ def test_bad_deployment_is_refused_at_construction() -> None:
         Deployment(target, name=None)
     with pytest.raises(ValueError, match="rpm must be"):
         Deployment(target, name="a", rpm=0)
-    with pytest.raises(ValueError, match="input_tpm/output_tpm"):
-        Deployment(target, name="a", input_tpm=1000)
+    with pytest.raises(ValueError, match="output_tpm must be"):
+        Deployment(target, name="a", output_tpm=-5)
+    with pytest.raises(ValueError, match="burst must be"):
+        Deployment(target, name="a", rpm=10, burst=2)
     with pytest.raises(ValueError, match="refill must be"):
         Deployment(target, name="a", rpm=1, refill="leaky")
     with pytest.raises(TypeError) as error:
@@ -177,6 +179,29 @@ async def test_waiting_line_keeps_priority_then_arrival_order() -> None:
     assert order == [0, 1, 3, 5, 2, 4]
 
 
+async def test_waiting_line_takes_tenants_in_turn() -> None:
+    """Issue 34 #11 (a gateway model with deployments): behind tenant a's burst, tenant b's
+    calls alternate with a's (round-robin by ``call.partition``, FIFO within a tenant)."""
+    order: list[str] = []
+
+    async def send(name, **kwargs):
+        order.append(name)
+        return name
+
+    async def tenant_of(call, call_next):  # what the gateway does: the tenant is the partition
+        call.partition = call.args[0][0]
+        return await call_next(call)
+
+    router = Router(Deployment(send, name="d", rpm=1))
+    chat = lg.guard(tenant_of, router)(send)
+    tasks = [asyncio.create_task(chat(f"a{i}")) for i in range(4)]
+    await asyncio.sleep(1)
+    tasks += [asyncio.create_task(chat(f"b{i}")) for i in range(2)]
+    await asyncio.gather(*tasks)
+    assert order == ["a0", "a1", "b0", "a2", "b1", "a3"]
+    assert router.statistics().waiting == 0
+
+
 async def test_a_call_that_moved_away_does_not_hold_up_the_line() -> None:
     """The head of the line failed at deployment b and waits for a; a later call that may go
     anywhere is served by b at once, not held behind it."""
@@ -199,7 +224,7 @@ async def test_a_call_that_moved_away_does_not_hold_up_the_line() -> None:
 async def test_waiting_for_room_never_spins() -> None:
     """Calls waiting minutes for room ask the quota store once per wake-up (when the earliest
     room is due), not in a loop: 6 calls over two deployments of 1 RPM, 3 minutes."""
-    class Counting(lg.MemoryBackend):
+    class Counting(lg.backends.MemoryBackend):
         reserves = 0
 
         async def reserve(self, key, quotas, tokens):
@@ -545,3 +570,31 @@ async def test_faults_and_cancellations_leak_nothing_and_never_exceed_a_quota(se
     assert stats.in_flight == stats.waiting == 0
     for one_stats in stats.deployments.values():
         assert one_stats.in_flight == 0
+
+
+async def test_input_and_output_quotas_per_deployment_are_never_exceeded() -> None:
+    """Two deployments limiting input and output tokens apart, as Anthropic does (buckets of
+    4,000 input and 1,000 output tokens a minute, and twice that), 60 calls of max_tokens 100
+    using 20: every call answered, neither server ever refuses one (the Router reserves the
+    prompt and max_tokens at each, and gives the unused output back), the bigger deployment
+    takes more, and a call whose max_tokens no deployment's output quota holds is refused at
+    once."""
+    from llmguard.testing import InputOutputBucketServer
+
+    servers = [InputOutputBucketServer(input_tpm=4_000 * n, output_tpm=1_000 * n, latency=1.0,
+                                       output_tokens=20) for n in (1, 2)]
+    router = Router(*(Deployment(server.amessages, name=f"x{n}", input_tpm=4_000 * n,
+                                 output_tpm=1_000 * n, refill="continuous")
+                      for n, server in zip((1, 2), servers)))
+    chat = lg.guard(router)(servers[0].amessages)
+    with lg.recording() as records:
+        await asyncio.gather(*(chat(model="claude", messages=MESSAGES, max_tokens=100)
+                               for _ in range(60)))
+    assert [s.statistics().rate_limited for s in servers] == [0, 0]
+    assert sum(s.statistics().served for s in servers) == 60
+    taken = {name: sum(r.deployment == name for r in records) for name in ("x1", "x2")}
+    assert taken["x2"] > taken["x1"] > 0, taken
+    stats = router.statistics()
+    assert stats.in_flight == 0 and stats.deployments["x1"].quotas_known
+    with pytest.raises(lg.RequestTooLarge):
+        await chat(model="claude", messages=MESSAGES, max_tokens=5_000)

@@ -9,8 +9,9 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ..._core.call import Call
-from ..._core.errors import AdmissionTimeout, RequestTooLarge
+from .._core.call import Call
+from .._core.check import admission as check_admission
+from .._core.errors import AdmissionTimeout, RequestTooLarge
 from .deployment import Deployment
 from .line import RouterLine
 
@@ -21,7 +22,7 @@ class Admission:
     """Grants ``(deployment, ticket)`` for attempts over ``deployments``, in ``order``.
 
     ``local``: the backend never suspends (in memory), so a call may reserve directly when
-    nobody waits; a remote backend's round trips go through the line, which keeps FIFO."""
+    nobody waits; a remote backend's round trips go through the line, which keeps its order."""
 
     __slots__ = ("deployments", "_order", "_rng", "_local", "line", "rejected")
 
@@ -59,8 +60,8 @@ class Admission:
     async def grant(self, call: Call, tokens: int, excluded: frozenset[Any],
                     priority: int) -> Any:
         """A grant for ``call`` at a deployment not in ``excluded``, waiting in line when none
-        has room (at the front of its priority when it is moving on from ``excluded``: it was
-        admitted once already); RequestTooLarge when none could ever take ``tokens``."""
+        has room (by ``priority``, then ``call.partition``'s turn; at the front of its partition
+        when it is moving on from ``excluded``: it was admitted once already); RequestTooLarge when none could ever take ``tokens``."""
         if not any(d not in excluded and d.fits(tokens) for d in self.deployments):
             self.rejected += 1
             raise call.rejected("router", RequestTooLarge(
@@ -73,7 +74,8 @@ class Admission:
                 return grant
         loop = asyncio.get_running_loop()
         started = loop.time()
-        future = line.join(tokens, excluded, priority, first=bool(excluded))
+        check_admission(priority, call.partition, " (in Router)")
+        future = line.join(tokens, excluded, priority, call.partition, first=bool(excluded))
         try:
             grant = await future
         except AdmissionTimeout as exc:
