@@ -43,9 +43,11 @@ class Entry:
     says how many of ours a provider's header had not seen yet; ``refused`` once the server
     answered it with a 429 (it reached the server, which admitted none of it); ``first``, when
     the oldest admission still in the window at its own admission was made (for a shape to be
-    read from its answer's headers, which come after that one may have left the log)."""
+    read from its answer's headers, which come after that one may have left the log); ``near``,
+    the ``(seq, tseq)`` of the first admission made within a moment before it (ours that may
+    reach the server in either order with it: :mod:`.reading`)."""
 
-    __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first")
+    __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first", "near")
 
     def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
                  tseq: int = 0) -> None:
@@ -57,6 +59,7 @@ class Entry:
         self.tseq = tseq
         self.refused = False
         self.first = time
+        self.near = (seq, tseq)
 
 
 class Folded(Entry):
