@@ -164,6 +164,23 @@ def test_redis_store_and_a_takeover_resume_the_submitted_batch(tmp_path, redis_u
     assert len(server.batches) == 1 and max(server.executions.values()) == 1
 
 
+def test_the_models_enqueued_token_limit_queues_batches_instead_of_failing(tmp_path) -> None:
+    """``batch_enqueued_tokens`` (the provider's enqueued-token limit for the model, as
+    ``llmguard run --enqueued-tokens``): the job's lines go in several batches, each submitted
+    once the one before has ended, and the provider fails none for the limit."""
+    lines = [{**r, "max_tokens": 16} for r in requests(40)]
+    with provider(enqueued_token_limit=300) as server, served(batch_config(
+            tmp_path, server, model="batch_enqueued_tokens = 300")) as gateway, \
+            httpx.Client(base_url=gateway.url, headers=AUTH_A, timeout=HANG_GUARD) as http:
+        job_id = http.post("/v1/jobs", params={"mode": "batch"},
+                           json={"requests": lines}).json()["id"]
+        done = wait_until(http, job_id, finished)
+    statuses = [b.status for b in server.batches.values()]
+    assert done["counts"]["succeeded"] == 40
+    assert len(statuses) > 1 and set(statuses) == {"completed"}
+    assert max(server.executions.values()) == 1
+
+
 def test_tenant_budget_reserves_each_batch_at_the_batch_price(tmp_path) -> None:
     """The tenant's budget reserves each batch's bound at the batch price before it is
     submitted (a job that fits only at that price is not refused) and settles to the records'

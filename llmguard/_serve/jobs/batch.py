@@ -4,9 +4,11 @@ The job is one queued task (:data:`~.schedule.BATCH`); the replica that claims i
 :class:`BatchJob`, the engine of ``llmguard run --batch-api``
 (:func:`~llmguard._upstream.batches.engine.run_batches`), once per model of the job (OpenAI's
 Batch API at the model's ``base_url``, or Anthropic's Message Batches with ``batch_api =
-"anthropic"``). Every submission goes to the job's ledger **in the job store** before it
-happens, so a replica that takes the task over after a crash (the store's reclaim of idle
-tasks) adopts the batches already submitted and polls them: no line is submitted twice.
+"anthropic"``; the model's ``batch_enqueued_tokens``, the provider's enqueued-token limit,
+queues batches beyond it instead of failing them). Every submission goes to the job's ledger
+**in the job store** before it happens, so a replica that takes the task over after a crash
+(the store's reclaim of idle tasks) adopts the batches already submitted and polls them: no
+line is submitted twice.
 
 Each answered line is recorded as an online job's line is, in ``llmguard run``'s format, its
 cost at batch prices (half the model's ``price_input``/``price_output``, what OpenAI and
@@ -170,6 +172,7 @@ class BatchJob:
             outcome = await run_batches(
                 requests, provider, ledger, on_result=self._result, on_progress=progress,
                 retries=1, resend_online=self._online if job["fallback"] == "online" else None,
+                enqueued_tokens=model.config.batch_enqueued_tokens,
                 poll=self.gateway.config.jobs.batch_poll, cancel=self.cancel, spend=spend)
         finally:
             if spend is not None:  # batches still running keep their bound (see BatchSpend)
