@@ -127,9 +127,13 @@ class Bucket:
             self.level, self.deficit, self.outstanding, self.limit, self.weight(entry),
             actual)
 
-    def drain_to(self, now: float, remaining: float) -> None:
-        """The provider reports ``remaining`` units in its bucket: hold no more than that."""
-        self.level = min(self._refill(now), float(remaining))
+    def drain_to(self, now: float, remaining: float, since: float | None = None) -> None:
+        """The provider reports ``remaining`` units in its bucket (as of ``since``, default
+        now: the refill since then comes on top): hold no more than that."""
+        level = self._refill(now)
+        if since is not None and since < now:
+            remaining = min(self.limit, remaining + (now - since) * self.rate)
+        self.level = min(level, float(remaining))
 
     def set_limit(self, now: float, limit: int) -> None:
         """The server admits only ``limit`` per window: a smaller bucket, refilling slower."""

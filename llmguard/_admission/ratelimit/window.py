@@ -19,6 +19,7 @@ from . import learn
 from .auto import AutoTrack
 from .bucket import Bucket
 from .log import Entry, Log
+from .reading import Readings
 from .shape import Shape
 
 __all__ = ["SLACK", "Entry", "Quota", "Window"]
@@ -57,7 +58,8 @@ class Quota:
 class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
-    __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens")
+    __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
+                 "readings")
 
     def __init__(self, quotas: tuple[Quota, ...]) -> None:
         learned = [q for q in quotas if q.learn]
@@ -75,6 +77,8 @@ class Window:
         self.caps: dict[bool, list[float]] = {}
         #: Requests and tokens admitted so far (an entry's ``seq``/``tseq`` are these before it).
         self.issued = self.issued_tokens = 0
+        #: What header readings leave us, read against ours in flight (:mod:`.reading`).
+        self.readings = Readings(max(q.margin for q in quotas))
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted; 0.0 means now.
@@ -136,6 +140,7 @@ class Window:
                       self.issued_tokens)
         self.issued += 1
         self.issued_tokens += tokens
+        self.readings.admit(now, entry)
         for track in self.tracks:
             track.add(now, entry)
         for unit, cap in self.caps.items():
@@ -144,7 +149,7 @@ class Window:
         if shape is not None:
             log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
             if log is not None and log.entries:
-                entry.first = log.entries[0].time
+                entry.first = log.oldest()
             if shape.candidate is not None and shape.since is None \
                     and now >= shape.candidate + shape.margin:
                 shape.since = (entry.seq, entry.tseq)  # the first of ours in the supposed window
@@ -167,6 +172,8 @@ class Window:
             if entry.owner is not self:
                 return
             entry.owner = None
+        if entry.live and not live:
+            self.readings.refund(entry)
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
         for unit, cap in self.caps.items():
@@ -185,28 +192,30 @@ class Window:
             ticket: Entry | None = None, limit: int | None = None, wall: float = 0.0) -> None:
         """The provider says only ``remaining`` are left (until ``reset`` seconds from now when
         it says; ``limit`` when it says), as it counted the request of ``ticket`` (None: as of
-        now). Ours admitted after that request are subtracted: it had not seen them.
+        now), read as a bound against ours in flight and combined per burst (:mod:`.reading`).
 
         A bucket takes it as the provider's level; a log or a fixed count records a cap until
         the reset (or the fixed window's boundary). With a shape to learn, the reading also
         teaches it (:mod:`.shape`); ``wall`` is the wall clock at ``now``."""
-        at, base = (ticket.time, ticket.seq + 1) if ticket is not None else (now, self.issued)
-        if ticket is None:
-            left = remaining
-        elif tokens:
-            left = remaining - (self.issued_tokens - ticket.tseq - ticket.tokens)
-        else:
-            left = remaining - (self.issued - base)
+        at = now if ticket is None else ticket.time
         tracks = [t for t in self.tracks if t.quota.tokens is tokens]
         if self.shape is not None:
             learners = [t for t in tracks if isinstance(t, AutoTrack) and t.learns()]
             if learners:
                 learn.observe(self, now, learners, tokens, remaining, reset, ticket, limit, wall)
+        issued = self.issued_tokens if tokens else self.issued
+        track = self.tracks[0]
+        after = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
+                                    tokens, ticket, issued)
+        read = self.readings.read(now, tokens, remaining, ticket, after, issued)
+        if read is None:
+            return  # an older burst's reading: the open group's are newer
+        left, since, base = read
         kind = self.shape.kind if self.shape is not None else None
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
             for track in tracks:
-                (track if isinstance(track, Bucket) else track.bucket).drain_to(now, left)
+                (track if isinstance(track, Bucket) else track.bucket).drain_to(now, left, since)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             until = self.shape.next_boundary(self.shape.epoch, at)
@@ -221,6 +230,7 @@ class Window:
 
     def spent(self, now: float) -> None:
         """Every quota used up now: buckets empty, windows capped at nothing for a window."""
+        self.readings.forget()
         for track in self.tracks:
             bucket = track if isinstance(track, Bucket) else getattr(track, "bucket", None)
             if bucket is not None:

@@ -126,8 +126,8 @@ class GuardedRows:
                 logger.warning("llmguard: could not read answered rows from Redis (%s: %s); "
                                "sending row %s", type(exc).__name__, exc, row.id)
                 kept = None
-            if isinstance(kept, dict):  # kept maybe by an older llmguard: fields added
-                return {**make_record(row), **kept}  # since then read as an empty record's
+            if isinstance(kept, dict):
+                return kept
         request = dict(row.request)
         if self.model is not None:
             request["model"] = self.model
