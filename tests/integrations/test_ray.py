@@ -418,6 +418,35 @@ def test_identical_rows_without_custom_id_are_each_answered(redis_url, redis_pre
     assert fake.call_count == 10
 
 
+def test_a_row_remembered_by_an_older_llmguard_is_returned_whole(redis_url, redis_prefix):
+    """A record kept in Redis by an earlier llmguard (one without the ``deployment`` field,
+    added with the Router) is returned for its row as kept, and makes a table, its
+    deployment column None (it raised KeyError: 'deployment' there)."""
+    from llmguard.backends.redis import RedisBackend, RedisStore
+
+    fake = FakeLLM()
+    options = dict(send=fake.acompletion, redis_url=redis_url, prefix=redis_prefix,
+                   remember="older")
+    row = {"custom_id": "q1", "model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    (fresh,) = guard_rows([row], **options)
+    old = {k: v for k, v in fresh.items() if k != "deployment"}
+
+    async def keep() -> None:
+        backend = RedisBackend(redis_url, prefix=redis_prefix)
+        await RedisStore(backend, namespace="ray-done:older").set("q1", old, 60)
+        await backend.aclose()
+
+    asyncio.run(keep())
+    guard = GuardedRows(**options)
+    try:
+        table = guard([row])
+    finally:
+        guard.close()
+    assert table.column("deployment").to_pylist() == [None]
+    assert json.loads(table.column("record")[0].as_py()) == old
+    assert fake.call_count == 1  # remembered: not sent again
+
+
 def test_cli_run_on_ray_routes_over_deployments_sharing_their_quotas_through_redis(
         local_ray, tmp_path, capsys, monkeypatch, redis_url) -> None:
     """`llmguard run --ray --redis` with two --api-base deployments (token buckets of 5 and 10
