@@ -1,8 +1,10 @@
 """Per-tenant usage: requests, tokens and cost, in this process and (with Redis) across replicas.
 
-Every finished request adds to its tenant's counters here and to the OpenTelemetry counters
-``llmguard.gateway.requests`` / ``llmguard.gateway.tokens`` / ``llmguard.gateway.cost`` with the
-attribute ``llmguard.tenant`` (so ``/metrics`` shows usage per tenant). With ``--redis`` the
+Every finished request adds to its tenant's counters here and to totals per tenant, model and
+status, which the OpenTelemetry counters ``llmguard.gateway.requests`` /
+``llmguard.gateway.tokens`` / ``llmguard.gateway.cost`` (attribute ``llmguard.tenant``, so
+``/metrics`` shows usage per tenant) observe at collection: a request costs a few dict additions,
+not an SDK measurement each (attribute hashing, a lock, exemplars) on the serving thread. With ``--redis`` the
 counters also go to one Redis hash per tenant, so ``GET /v1/usage`` on any replica reports the
 tenant's total; the write is in the background (a lost increment while Redis is down costs
 accuracy of the report, never a request).
@@ -29,16 +31,22 @@ class UsageBook:
         #: The configured model names: the only values the model label takes (any other name a
         #: client sent is labelled "unknown"), so /metrics stays bounded whatever clients send.
         self.models = frozenset(models)
-        self._requests = self._tokens = self._cost = None
+        #: Totals since start: requests by (tenant, model label, status), tokens by (tenant,
+        #: model label, token type), cost by (tenant, model label); read at collection.
+        self._requests: dict[tuple[str, str, int], int] | None = None
+        self._tokens: dict[tuple[str, str, str], int] = {}
+        self._cost: dict[tuple[str, str], float] = {}
         if meter is not None:
-            self._requests = meter.create_counter(
-                "llmguard.gateway.requests", unit="{request}",
+            self._requests = {}
+            meter.create_observable_counter(
+                "llmguard.gateway.requests", [self._observe_requests], unit="{request}",
                 description="Requests answered by the gateway, per tenant, model and status")
-            self._tokens = meter.create_counter(
-                "llmguard.gateway.tokens", unit="{token}",
+            meter.create_observable_counter(
+                "llmguard.gateway.tokens", [self._observe_tokens], unit="{token}",
                 description="Tokens used per tenant and model (gen_ai.token.type=input|output)")
-            self._cost = meter.create_counter(
-                "llmguard.gateway.cost", unit="USD", description="Cost per tenant and model")
+            meter.create_observable_counter(
+                "llmguard.gateway.cost", [self._observe_cost], unit="USD",
+                description="Cost per tenant and model")
         self._redis: Any = None
         self._prefix = prefix
         self._pending: set[asyncio.Task[Any]] = set()
@@ -64,21 +72,45 @@ class UsageBook:
             book.input_tokens += inputs
             book.output_tokens += outputs
             book.cost_usd += cost
-        if self._requests is not None:
+        requests = self._requests
+        if requests is not None:
             label = model if model in self.models else "unknown"
-            attrs = {"llmguard.tenant": tenant.name, "gen_ai.request.model": label}
-            self._requests.add(1, {**attrs, "http.response.status_code": status})
+            key = (tenant.name, label, status)
+            requests[key] = requests.get(key, 0) + 1
             if usage is not None:
-                self._tokens.add(inputs, {**attrs, "gen_ai.token.type": "input"})
-                self._tokens.add(outputs, {**attrs, "gen_ai.token.type": "output"})
+                tokens = self._tokens
+                for kind, count in (("input", inputs), ("output", outputs)):
+                    at = (tenant.name, label, kind)
+                    tokens[at] = tokens.get(at, 0) + count
                 if cost:
-                    self._cost.add(cost, attrs)
+                    at = (tenant.name, label)
+                    self._cost[at] = self._cost.get(at, 0.0) + cost
         if self._redis is not None:
             fields = {"requests": 1, "input_tokens": inputs, "output_tokens": outputs,
                       "errors": int(400 <= status != 429), "rejected": int(status == 429)}
             task = asyncio.get_running_loop().create_task(self._write(tenant.name, fields, cost))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+
+    def _observe_requests(self, options: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(count, {"llmguard.tenant": tenant, "gen_ai.request.model": model,
+                                    "http.response.status_code": status})
+                for (tenant, model, status), count in list((self._requests or {}).items())]
+
+    def _observe_tokens(self, options: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(count, {"llmguard.tenant": tenant, "gen_ai.request.model": model,
+                                    "gen_ai.token.type": kind})
+                for (tenant, model, kind), count in list(self._tokens.items())]
+
+    def _observe_cost(self, options: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(usd, {"llmguard.tenant": tenant, "gen_ai.request.model": model})
+                for (tenant, model), usd in list(self._cost.items())]
 
     async def _write(self, tenant: str, fields: dict[str, int], cost: float) -> None:
         key = f"{self._prefix}:usage:{{{tenant}}}"

@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
+from llmguard._admission.ratelimit import log as log_module
 from llmguard._admission.ratelimit.backend import MemoryBackend
 from llmguard._admission.ratelimit.layer import DEFAULT_PAUSE, parse_duration
+from llmguard._admission.ratelimit.log import Entry, Log
 from llmguard._admission.ratelimit.window import SLACK, Quota, Window
 from llmguard.testing import FakeLLM
 from llmguard.testing._provider import RateLimited
@@ -436,6 +438,60 @@ def test_window_wait_adjust_and_expiry() -> None:
     window.adjust(20, b, 0, live=0)  # refunded
     assert window.wait(20, 80) == 0 and window.available(20, True) == 80
     assert window.wait(61, 100) == 0 and window.available(61, False) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.tuples(st.floats(0, 3), st.integers(0, 50), st.integers(-1, 60),
+                                st.integers(0, 50)), min_size=1, max_size=120))
+def test_a_folded_log_counts_at_least_everything_in_the_window_and_at_most_a_slot_more(
+        steps) -> None:
+    """Property: a log folded into per-slot counts (here after 8 entries) never counts less
+    than the exact sliding window holds (so it never admits past the quota), and never more
+    than a window one slot longer holds, through admissions, reconciliations and refunds (of
+    folded entries too). Its size stays bounded by the fold."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(log_module, "FOLD_AT", 8)
+        folding(steps)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rpm=st.integers(1, 30), gaps=st.lists(st.floats(0, 2), min_size=1, max_size=150))
+def test_a_folded_window_never_admits_more_than_the_quota_in_any_window(rpm, gaps) -> None:
+    """Property: with folding after 8 entries, admissions taken whenever the window says there
+    is room never exceed ``rpm`` in any 60 s window."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(log_module, "FOLD_AT", 8)
+        window, now, admitted = Window((Quota(rpm, 60.0, False),)), 0.0, []
+        for gap in gaps:
+            now += gap
+            if window.take(now, 1) is not None:
+                admitted.append(now)
+    for t in admitted:
+        assert sum(1 for s in admitted if t - 60 < s <= t) <= rpm
+
+
+def folding(steps) -> None:
+    requests, tokens = Log(Quota(10**9, 12.0, False)), Log(Quota(10**9, 12.0, True))
+    now, entries = 100.0, []
+    for gap, size, pick, new in steps:
+        now += gap
+        entry = Entry(now, size)
+        entries.append(entry)
+        requests.add(now, entry)
+        tokens.add(now, entry)
+        if 0 <= pick < len(entries):  # reconcile (or refund, for even sizes) an older one
+            old = entries[pick]
+            live = 0 if new % 2 == 0 and old.live else old.live
+            for log in (requests, tokens):
+                log.adjust(now, old, new if live else 0, live)
+            old.tokens, old.live = (new, live) if live else (0, 0)
+        for log in (requests, tokens):
+            log.expire(now)
+            exact = sum(log.weight(e) for e in entries if e.time > now - log.span)
+            longer = sum(log.weight(e) for e in entries if e.time > now - log.span - log.slot)
+            assert exact <= log.used <= longer
+            assert len(log.entries) <= 8 + 1 + sum(1 for e in entries if e.time // log.slot
+                                                   == now // log.slot) + log_module.SLOTS
 
 
 @settings(max_examples=50, deadline=None)

@@ -12,7 +12,7 @@ from bench_tables import number, row, run
 def test_bench_stack_prints_every_contender_layer_and_target() -> None:
     """Every contender has seq and gather figures (hits too, except LiteLLM's Router, which
     runs without a cache), every layer its row, both limiters a bytes-per-waiter row, and each
-    target of #22 a pass/MISS verdict."""
+    target of #22 and #36 a pass/MISS verdict."""
     out = run("bench_stack.py", "--calls", "20", "--concurrent", "20", "--hits", "20",
               "--repeats", "1", "--waiters", "50", "--import-runs", "1", "--litellm-calls", "2")
     for label in ("bare await", "hand-written (seed documents)",
@@ -29,9 +29,9 @@ def test_bench_stack_prints_every_contender_layer_and_target() -> None:
         number(cells[1]), number(cells[3])  # over bare, seq and gather
     for label in ("ConcurrencyLimit(1) layer", "RateLimit(rpm=1) layer"):
         assert number(row(out, label)[0]) > 0
-    targets = out[out.index("Targets of #22"):]
+    targets = out[out.index("Targets ("):]
     for target in ("no SDK, seq", "no SDK, gather", "+ SDK, seq", "+ SDK, gather", "hit path",
-                   "every layer", "waiter memory", "import llmguard"):
+                   "cache miss", "every layer", "waiter memory", "import llmguard <"):
         line = next(line for line in targets.splitlines() if target in line)
         assert re.search(r"\b(pass|MISS)\b", line), line
 

@@ -72,15 +72,28 @@ def test_embeddings_and_models() -> None:
 
 
 def test_health_readiness_and_metrics() -> None:
-    """/healthz and /readyz answer 200; /metrics is Prometheus text with per-tenant counters."""
+    """/healthz and /readyz answer 200; /metrics is Prometheus text with per-tenant counters
+    that count every request and its tokens (totals kept per request, read at the scrape)."""
     with served() as server:
-        client(server).chat.completions.create(model="fake", messages=MESSAGES)
+        answers = [client(server).chat.completions.create(model="fake", messages=MESSAGES)
+                   for _ in range(3)]
         assert httpx.get(server.url + "/healthz").status_code == 200
         assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
         text = httpx.get(server.url + "/metrics").text
     assert "gen_ai_client_operation_duration_seconds" in text
-    assert 'llmguard_tenant="anonymous"' in text
-    assert "llmguard_gateway_tokens" in text
+
+    def value(name: str, *labels: str) -> float:
+        lines = [line for line in text.splitlines() if line.startswith(name)
+                 and all(label in line for label in labels)]
+        assert len(lines) == 1, (name, labels, lines)
+        return float(lines[0].rsplit(" ", 1)[1])
+
+    tenant = 'llmguard_tenant="anonymous"'
+    assert value("llmguard_gateway_requests_total", tenant, '="200"') == 3
+    assert value("llmguard_gateway_tokens_total", tenant, 'gen_ai_token_type="input"') == sum(
+        answer.usage.prompt_tokens for answer in answers)
+    assert value("llmguard_gateway_tokens_total", tenant, 'gen_ai_token_type="output"') == sum(
+        answer.usage.completion_tokens for answer in answers)
 
 
 def test_openai_compatible_upstream_and_litellm_upstream(tmp_path) -> None:

@@ -5,20 +5,36 @@ the quota in any window, whatever the server's shape (a fixed clock window, a sl
 or a token bucket, which admits anything a log admits), and it can use all of it. It also
 supports what aiolimiter cannot: reconciling an entry to the actual usage and refunding it.
 
+Bounded whatever the quota: once a log holds more than ``FOLD_AT`` entries, the entries older
+than the current slot (``1/SLOTS`` of the window: a second of a minute) are folded into one
+:class:`Folded` entry per slot, which leaves the window when its newest admission does. The
+quota still holds exactly (a folded admission counts for at most one slot longer than it
+needs to, never shorter), so the log is conservative by at most a slot, and its size is
+``FOLD_AT`` plus one slot's admissions plus ``SLOTS`` folded entries. A folded admission can
+still be reconciled or refunded (found by its slot); one refused by the server after it was
+folded counts as admitted (the safe side for a probe).
+
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
-__all__ = ["Entry", "Log"]
+__all__ = ["FOLD_AT", "SLOTS", "Entry", "Folded", "Log"]
 
 
 #: The least wait reported when something has no room: strictly positive, so a caller that
 #: sleeps it lets the clock move (a wait of 0.0 with no room is a busy loop).
 MIN_WAIT = 5e-324
+
+#: Entries a log keeps one by one before folding the older ones into per-slot counts.
+FOLD_AT = 4096
+
+#: Folded slots per window: the resolution a folded admission is counted at (window / SLOTS).
+SLOTS = 60
 
 class Entry:
     """One admission: when, how many tokens, whether it still counts as a request (``live``),
@@ -49,11 +65,22 @@ class Entry:
         self.near = (seq, tseq)
 
 
+class Folded(Entry):
+    """The admissions of one slot, folded: ``tokens`` and ``live`` are their sums, ``first``
+    the oldest one's time and ``time`` the newest one's (so it leaves the window with it)."""
+
+    __slots__ = ()
+
+    def __init__(self, first: Entry) -> None:
+        super().__init__(first.time, 0)
+        self.live = 0
+
+
 class Log:
     """One quota's sliding log: the entries inside its window and their running total.
     ``limit`` starts as the quota's and may be lowered to a limit learned from the server."""
 
-    __slots__ = ("quota", "limit", "span", "tokens", "entries", "used")
+    __slots__ = ("quota", "limit", "span", "tokens", "entries", "used", "slot", "cut", "folded")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
@@ -61,6 +88,13 @@ class Log:
         self.limit, self.span, self.tokens = quota.limit, quota.window, quota.tokens
         self.entries: deque[Entry] = deque()
         self.used = 0
+        #: Seconds per folded slot; an entry at ``t`` is in slot ``t // slot``.
+        self.slot = self.span / SLOTS
+        #: Entries in a slot below ``cut`` are folded (none yet).
+        self.cut = -math.inf
+        #: The folded entry of each slot below ``cut`` (those that left the window included
+        #: until the next fold prunes them: ``time`` tells).
+        self.folded: dict[float, Folded] = {}
 
     def weight(self, entry: Entry) -> int:
         return entry.tokens if self.tokens else entry.live
@@ -96,16 +130,53 @@ class Log:
         return self.span  # over-charged by reconciliation beyond the quota: a full window
 
     def add(self, now: float, entry: Entry) -> None:
-        self.entries.append(entry)
+        entries = self.entries
+        entries.append(entry)
         self.used += entry.tokens if self.tokens else 1
+        if len(entries) > FOLD_AT and now // self.slot > self.cut:
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold every entry in a slot before the newest entry's into its slot's entry."""
+        entries, slot, folded = self.entries, self.slot, self.folded
+        cut = entries[-1].time // slot
+        horizon = entries[-1].time - self.span
+        for key in [key for key, head in folded.items() if head.time <= horizon]:
+            del folded[key]  # left the window: an adjust of one of its entries changes nothing
+        heads = []
+        while type(entries[0]) is Folded:
+            heads.append(entries.popleft())
+        while entries[0].time // slot < cut:
+            entry = entries.popleft()
+            key = entry.time // slot
+            head = folded.get(key)
+            if head is None:
+                head = folded[key] = Folded(entry)
+                heads.append(head)
+            head.time = entry.time
+            head.tokens += entry.tokens
+            head.live += entry.live
+        entries.extendleft(reversed(heads))
+        self.cut = cut
+
+    def oldest(self) -> float:
+        """When the oldest admission still counted was made (the log must not be empty)."""
+        return self.entries[0].first if type(self.entries[0]) is Folded else self.entries[0].time
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int) -> None:
         horizon = now - self.span
         entries = self.entries
         if entries and entries[0].time <= horizon:
             self.expire(now)  # first, so an expiring entry leaves with the weight it counted
-        if entry.time > horizon:  # still inside this window
-            self.used += (tokens - entry.tokens) if self.tokens else (live - entry.live)
+        if entry.time // self.slot < self.cut:  # folded: counted while its slot's entry is
+            head = self.folded.get(entry.time // self.slot)
+            if head is None or head.time <= horizon:
+                return
+            head.tokens += tokens - entry.tokens
+            head.live += live - entry.live
+        elif entry.time <= horizon:  # left this window
+            return
+        self.used += (tokens - entry.tokens) if self.tokens else (live - entry.live)
 
     def admitted(self, now: float) -> int:
         """Units in the window the server admitted (refused ones left out)."""

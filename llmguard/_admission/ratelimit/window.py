@@ -4,9 +4,7 @@ A :class:`Window` holds one partition's admissions against its quotas, each pace
 a sliding log (:mod:`.log`, ``refill="window"``), a bucket (:mod:`.bucket`,
 ``refill="continuous"``), or, by default (``refill="auto"``), both plus a fixed count, with the
 shape learned from the server (:mod:`.auto`, :mod:`.shape`). On top: the pause a 429 asks for
-and the caps provider headers report.
-
-Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+and the caps provider headers report. Everything takes ``now`` as an argument: tested directly.
 """
 
 from __future__ import annotations
@@ -74,7 +72,8 @@ class Window:
         self.buckets = any(q.continuous or q.learn for q in quotas)
         #: Loop time before which nothing is admitted (a provider's Retry-After).
         self.paused_until = 0.0
-        #: [remaining, until, first seq counted] per unit (False: requests, True: tokens).
+        #: [remaining, until, first seq counted, the reading's ticket (the server counted it as
+        #: it charges: a reconciliation changes nothing)] per unit (False requests, True tokens).
         self.caps: dict[bool, list[float]] = {}
         #: Requests and tokens admitted so far (an entry's ``seq``/``tseq`` are these before it).
         self.issued = self.issued_tokens = 0
@@ -96,7 +95,7 @@ class Window:
             tokens = self.charge.units(tokens)
         for track in self.tracks:
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
-        for unit, (remaining, until, _) in self.caps.items():
+        for unit, (remaining, until, *_) in self.caps.items():
             if until > now and remaining < (tokens if unit else 1):
                 wait = max(wait, until - now)
         shape = self.shape
@@ -120,7 +119,7 @@ class Window:
                 return self._probe(now, tokens, estimate)
         caps = self.caps
         if caps:
-            for unit, (remaining, until, _) in caps.items():
+            for unit, (remaining, until, *_) in caps.items():
                 if until > now and remaining < (tokens if unit else 1):
                     return self._probe(now, tokens, estimate)
         return self.add(now, tokens, estimate)
@@ -162,7 +161,7 @@ class Window:
         if shape is not None:
             log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
             if log is not None and log.entries:
-                entry.first = log.entries[0].time
+                entry.first = log.oldest()
             if shape.candidate is not None and shape.since is None \
                     and now >= shape.candidate + shape.margin:
                 shape.since = (entry.seq, entry.tseq)  # the first of ours in the supposed window
@@ -195,7 +194,7 @@ class Window:
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
         for unit, cap in self.caps.items():
-            if entry.seq >= cap[2]:  # counted against this cap: give back what changed
+            if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
                 cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         shape = self.shape
         if shape is not None and entry is shape.probe:
@@ -251,7 +250,7 @@ class Window:
         else:
             return
         if until > now:
-            self.caps[tokens] = [left, until, base]
+            self.caps[tokens] = [left, until, base, -1 if ticket is None else ticket.seq]
 
     def spent(self, now: float) -> None:
         """Every quota used up now: buckets empty, windows capped at nothing for a window."""
@@ -261,7 +260,7 @@ class Window:
             if bucket is not None:
                 bucket.drain_to(now, 0)
             if not isinstance(track, Bucket):
-                self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued]
+                self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued, -1]
 
     def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0) -> None:
         """A 429 asked for ``seconds`` of pause after the request of ``ticket``: pause, and with
