@@ -334,3 +334,21 @@ async def test_a_run_resumed_after_a_kill_starts_with_the_quota_spent(make: Any)
     resumed = lg.guard(lg.Retry(attempts=3), resumed_layer)(server.acompletion)
     await asyncio.gather(*(resumed(**ask(i)) for i in range(60, 120)))
     assert server.statistics().rate_limited == 0
+
+
+def test_a_bursts_readings_calibrate_what_the_server_charges_against_the_estimate() -> None:
+    """Ten of ours (estimated at 100 tokens each, reserved at ``OPENING`` times that) reach a
+    server that charges 110 each, in a shuffled order; whatever order the answers come in,
+    the highest and lowest ``remaining`` of the burst differ by what the server charged all
+    but the first to arrive: the factor becomes 1.1, and the reservations not settled yet
+    come down to it (the next admission reserves 110)."""
+    window = Window((Quota(10_000, 60.5, True, learn=True, margin=0.5),))
+    burst = [window.take(0.0, 100) for _ in range(10)]
+    assert all(entry.tokens == math.ceil(OPENING * 100) for entry in burst)
+    order = [4, 0, 9, 2, 7, 1, 8, 3, 6, 5]
+    remaining = {seq: 10_000 - 110 * (position + 1) for position, seq in enumerate(order)}
+    for seq in [5, 0, 3, 9, 1, 8, 2, 7, 4, 6]:
+        window.cap(2.0, True, remaining[seq], 30.0, burst[seq])
+    assert window.charge.factor == pytest.approx(1.1)
+    assert all(entry.tokens == 110 for entry in burst)
+    assert window.take(2.0, 100).tokens == 110

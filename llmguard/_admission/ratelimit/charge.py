@@ -75,10 +75,21 @@ class Charge:
         # high for a moment), or more when the usage says so
         return max(min(entry.tokens, self.units(entry.estimate)), tokens)
 
-    def read(self, spread: float, remaining: int, ticket: Any, rate: float = 0.0) -> None:
-        """A token reading of ``remaining`` in the answer to ``ticket``: calibrate from its
-        burst (ours sent within ``spread`` s of its first; ``rate``: tokens a second the
-        server refills meanwhile, a bucket's)."""
+    def read(self, window: Any, now: float, remaining: int, ticket: Any,
+             tracks: list[Any]) -> None:
+        """A token reading of ``remaining`` in the answer to ``ticket`` (``window``'s token
+        ``tracks``): calibrate the factor from its burst, and when it comes down count ours
+        not settled at it (:meth:`rescale`)."""
+        factor = self.factor
+        rate = min((t.bucket.rate for t in tracks if window.shape.kind == "bucket"
+                    and hasattr(t, "bucket") and t.learns()), default=0.0)
+        self._calibrate(window.readings.spread, remaining, ticket, rate)
+        if self.factor < factor:
+            self.rescale(window, now)
+
+    def _calibrate(self, spread: float, remaining: int, ticket: Any, rate: float) -> None:
+        """Ours sent within ``spread`` s of the first of a burst are read together; ``rate``:
+        tokens a second the server refills meanwhile (a bucket's)."""
         self.heard = True
         if self.silent:
             self.silent, self.factor = False, OPENING

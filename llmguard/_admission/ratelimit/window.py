@@ -91,8 +91,7 @@ class Window:
         1e-16 s wait and be re-checked at the same clock reading forever (a busy loop), and a
         bucket must be a hair past full enough when the provider checks it."""
         wait = self.paused_until - now
-        if self.charge is not None:
-            tokens = self.charge.units(tokens)
+        tokens = tokens if self.charge is None else self.charge.units(tokens)
         for track in self.tracks:
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
         for unit, (remaining, until, *_) in self.caps.items():
@@ -109,38 +108,18 @@ class Window:
         """Admit one request of ``tokens`` now if every quota has room (the same test as
         ``wait(now, tokens) == 0.0``, in one pass): its entry, else None with nothing recorded.
         The path of every admission, so it is written out rather than built from helpers."""
-        estimate = tokens
-        if self.charge is not None:
-            tokens = self.charge.units(tokens)
+        estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         if self.paused_until > now:
-            return self._probe(now, tokens, estimate)
+            return learn.probe(self, now, tokens, estimate)
         for track in self.tracks:
             if not track.fits(now, tokens):
-                return self._probe(now, tokens, estimate)
+                return learn.probe(self, now, tokens, estimate)
         caps = self.caps
         if caps:
             for unit, (remaining, until, *_) in caps.items():
                 if until > now and remaining < (tokens if unit else 1):
-                    return self._probe(now, tokens, estimate)
+                    return learn.probe(self, now, tokens, estimate)
         return self.add(now, tokens, estimate)
-
-    def _probe(self, now: float, tokens: int, estimate: int) -> Entry | None:
-        """A request the quotas would hold back, sent anyway as the probe of a supposed fixed
-        window's boundary (:meth:`.shape.Shape.probe_at`), or None."""
-        shape = self.shape
-        if shape is None or shape.probe is not None:
-            return None
-        due = shape.probe_at()
-        if due is None or now < due:
-            return None
-        for track in self.tracks:  # within the quota as the server counts it (429s left out)
-            log = track.log if isinstance(track, AutoTrack) else track
-            need = tokens if track.quota.tokens else 1
-            if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit \
-                    and not shape.vouched:
-                return None
-        entry = shape.probe = self.add(now, tokens, estimate)
-        return entry
 
     def add(self, now: float, tokens: int, estimate: int | None = None) -> Entry:
         """Record an admission at ``now`` of ``tokens`` as the server counts them (after
@@ -227,12 +206,7 @@ class Window:
         read = self.readings.read(now, tokens, remaining, ticket, after, issued)
         kind = self.shape.kind if self.shape is not None else None
         if tokens and ticket is not None and self.charge is not None and tracks:
-            rate = min((t.bucket.rate for t in tracks if isinstance(t, AutoTrack)
-                        and t.learns() and kind == "bucket"), default=0.0)
-            factor = self.charge.factor
-            self.charge.read(self.readings.spread, remaining, ticket, rate)
-            if self.charge.factor < factor:
-                self.charge.rescale(self, now)
+            self.charge.read(self, now, remaining, ticket, tracks)
         if read is None:
             return  # an older burst's reading: the open group's are newer
         left, since, base = read
