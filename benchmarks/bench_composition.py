@@ -25,6 +25,11 @@ in hand:
 * ``semaphore + SDK retries``: ``asyncio.Semaphore(32)`` around the openai SDK's own retry loop
   (2 retries, Retry-After when at most 60 s, else 0.5 s doubling to 8 s with jitter).
 
+A second table (``--strict``, the default stack alone) makes the token quota bind on every
+shape (``STRICT_TPM``, about 43 requests a minute) on servers that charge 10% more than the
+client's estimate (``charge_factor``: OpenAI counts a request from its characters, framing
+included), each request taking 0 to 10 ms to reach the server (a burst arrives shuffled).
+
 The table shows calls completed and failed, 429s the server sent, calls the server charged and
 the client then cancelled, and the wall time (to the last call's end) as a ratio of the
 server's own ideal (the earliest its quotas let the last request finish). Medians over
@@ -57,23 +62,38 @@ MAX_TOKENS = 200
 LATENCY = 2.0
 SLOTS = 32
 
+#: The strict table: a binding token quota, the server's charge 10% above the client's
+#: estimate (the estimate is 10% under it), 0-10 ms on the way to the server.
+STRICT_TPM = 10_000
+STRICT_FACTOR = 1 / 0.9
+STRICT_JITTER = 0.01
+
 Send = Callable[..., Awaitable[Any]]
+
+#: Server options for the run in progress: ``tpm`` (None: each shape's own) and the
+#: ``charge_factor``; ``jitter``, the most seconds a request takes to reach the server.
+SCENARIO: dict[str, Any] = {"tpm": None, "charge_factor": 1.0, "jitter": 0.0}
+
+
+def _options(tpm: int) -> dict[str, Any]:
+    return {"rpm": RPM, "tpm": SCENARIO["tpm"] or tpm, "latency": LATENCY,
+            "charge_factor": SCENARIO["charge_factor"]}
 
 
 def fixed_window() -> QuotaServer:
-    return FixedWindowServer(rpm=RPM, tpm=FIXED_TPM, latency=LATENCY)
+    return FixedWindowServer(**_options(FIXED_TPM))
 
 
 def token_bucket() -> QuotaServer:
-    return TokenBucketServer(rpm=RPM, tpm=BUCKET_TPM, latency=LATENCY)
+    return TokenBucketServer(**_options(BUCKET_TPM))
 
 
 def sliding_window() -> QuotaServer:
-    return SlidingWindowServer(rpm=RPM, tpm=FIXED_TPM, latency=LATENCY)
+    return SlidingWindowServer(**_options(FIXED_TPM))
 
 
 def proxy() -> QuotaServer:
-    return ProxyWindowServer(rpm=RPM, tpm=FIXED_TPM, latency=LATENCY)
+    return ProxyWindowServer(**_options(FIXED_TPM))
 
 
 SERVERS: dict[str, Callable[[], QuotaServer]] = {
@@ -82,7 +102,23 @@ SERVERS: dict[str, Callable[[], QuotaServer]] = {
 
 
 def tpm_of(server: QuotaServer) -> int:
-    return BUCKET_TPM if isinstance(server, TokenBucketServer) else FIXED_TPM
+    return SCENARIO["tpm"] or (BUCKET_TPM if isinstance(server, TokenBucketServer)
+                               else FIXED_TPM)
+
+
+def on_the_way(server: QuotaServer, seed: int) -> Send:
+    """``server.acompletion`` behind a network taking 0 to ``SCENARIO["jitter"]`` s per
+    request (none: the server itself)."""
+    most = SCENARIO["jitter"]
+    if not most:
+        return server.acompletion
+    rng = random.Random(seed)
+
+    async def send(**kwargs: Any) -> Any:
+        await asyncio.sleep(rng.uniform(0, most))
+        return await server.acompletion(**kwargs)
+
+    return send
 
 
 def phase_of(server: QuotaServer) -> float:
@@ -100,7 +136,7 @@ def llmguard_stack(server: QuotaServer, seed: int, **settings: Any) -> Send:
     for layer in pipeline.layers:
         if isinstance(layer, lg.RateLimit):
             server.on_headers.append(layer.observe_headers)
-    return pipeline.wrap(server.acompletion)
+    return pipeline.wrap(on_the_way(server, seed))
 
 
 def llmguard_window(server: QuotaServer, seed: int) -> Send:
@@ -113,14 +149,15 @@ def tenacity_aiolimiter(server: QuotaServer, seed: int) -> Send:
 
     random.seed(seed)  # wait_random_exponential draws from the random module
     requests, tokens = AsyncLimiter(RPM, 60), AsyncLimiter(tpm_of(server), 60)
+    provider = on_the_way(server, seed)
 
     async def send(**kwargs: Any) -> Any:
         async for attempt in AsyncRetrying(wait=wait_random_exponential(min=1, max=60),
                                            stop=stop_after_attempt(6), reraise=True):
             with attempt:
                 await requests.acquire()
-                await tokens.acquire(server.charge(**kwargs))
-                return await server.acompletion(**kwargs)
+                await tokens.acquire(lg.estimate_tokens(**kwargs))
+                return await provider(**kwargs)
         raise AssertionError("unreachable")
 
     return send
@@ -129,12 +166,13 @@ def tenacity_aiolimiter(server: QuotaServer, seed: int) -> Send:
 def semaphore_sdk_retries(server: QuotaServer, seed: int) -> Send:
     semaphore = asyncio.Semaphore(SLOTS)
     rng = random.Random(seed)
+    provider = on_the_way(server, seed)
 
     async def send(**kwargs: Any) -> Any:
         async with semaphore:
             for retry in range(3):  # the openai SDK's max_retries=2 loop
                 try:
-                    return await server.acompletion(**kwargs)
+                    return await provider(**kwargs)
                 except ProviderError as exc:
                     if exc.status_code not in (408, 409, 429, 500, 502, 503, 504) or retry == 2:
                         raise
@@ -267,6 +305,19 @@ def compare(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...] = (
     return rows
 
 
+def compare_strict(demand: float = 3.0, repeats: int = 1,
+                   phases: tuple[float, ...] = (0.0, 40.0),
+                   contenders: tuple[str, ...] = ("llmguard (defaults)",)) -> list[Row]:
+    """:func:`compare` on the strict servers: ``STRICT_TPM`` binding everywhere, a charge
+    ``STRICT_FACTOR`` times the client's estimate, ``STRICT_JITTER`` s on the way."""
+    saved = dict(SCENARIO)
+    SCENARIO.update(tpm=STRICT_TPM, charge_factor=STRICT_FACTOR, jitter=STRICT_JITTER)
+    try:
+        return compare(demand, repeats, phases, contenders)
+    finally:
+        SCENARIO.update(saved)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--demand", type=float, default=3.0,
@@ -278,6 +329,9 @@ def main() -> None:
           f"on a minute (:00) and 40 s into it (:40), median of {args.repeats}")
     print(format_table(rows))
     print("* not every call completed: the wall time ends with the last failure")
+    print(f"\nStrict servers: {STRICT_TPM:,} TPM binding on every shape, each request charged "
+          f"{STRICT_FACTOR:.3g}x the client's estimate, 0-{STRICT_JITTER * 1000:g} ms to arrive")
+    print(format_table(compare_strict(args.demand, args.repeats)))
 
 
 if __name__ == "__main__":

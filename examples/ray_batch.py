@@ -49,7 +49,7 @@ def main() -> None:
     from llmguard.integrations.ray import guard_dataset
 
     shared = redis_answers()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              logging_level="warning")
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # records come back in input order

@@ -81,7 +81,7 @@ async def run(requests: Iterable[Any], *, client: Any, ledger: str, retries: int
     if retries < 0 or isinstance(retries, bool):
         raise ValueError(f"retries must be 0 or more, got {retries!r}")
     from ._upstream.batches.engine import remember, run_batches
-    from ._upstream.batches.spend import BatchSpend
+    from ._upstream.batches.spend import BatchSpend, not_sent
 
     provider = _provider(client)
     book = FileLedger(ledger)
@@ -110,8 +110,6 @@ async def run(requests: Iterable[Any], *, client: Any, ledger: str, retries: int
     finally:
         book.close()
     for i in outcome.not_sent:
-        stats = budget.statistics()
-        results[i] = LineResult(i, error={"kind": "not_sent", "type": "BudgetExceeded", "message": (
-            f"not sent: it could pass the budget (${stats.spent_usd:.6f} of ${stats.cap_usd:g} "
-            "spent); run again with a higher cap and the same ledger to send it")})
+        results[i] = LineResult(i, error=not_sent(
+            budget, "run again with a higher cap and the same ledger to send it"))
     return [results[i] for i in ids]

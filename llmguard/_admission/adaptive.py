@@ -80,7 +80,7 @@ class AdaptiveConcurrency(ConcurrencyLimit):
     """
 
     __slots__ = ("algorithm", "_samples", "_drops", "_window", "_tokens", "_backoff_at",
-                 "_round_trip", "_cap")
+                 "_round_trip", "_cap", "_sent", "_dropped_at")
     _wait_label = "adaptive_concurrency"
 
     def __init__(
@@ -118,9 +118,11 @@ class AdaptiveConcurrency(ConcurrencyLimit):
         self._samples = self._drops = 0
         self._window = Window()
         self._tokens = TokenModel()
-        self._backoff_at = -math.inf  # loop time of the last backoff on drops
+        self._backoff_at = -math.inf  # loop time of the last backoff on 429s
+        self._dropped_at = -math.inf  # loop time of the last window counted as dropped
         self._round_trip = 0.0  # the last window's rtt
         self._cap = Cap()  # the provider's concurrency cap, if refusals show one
+        self._sent = 0  # calls past admission and not yet released
 
     def _sample(self, now: float, rtt: float, inflight: int, dropped: bool,
                 overload: bool = False) -> None:
@@ -159,9 +161,18 @@ class AdaptiveConcurrency(ConcurrencyLimit):
             return
         if dropped and throttled:
             self._backoff_at = now
+        if dropped:
+            self._dropped_at = now
         cap.crowded(share, self.limiter.limit)
-        self._resize(self.algorithm.on_window(rtt, inflight, dropped, error), rtt, inflight,
-                     dropped)
+        algorithm = self.algorithm
+        before = algorithm.limit
+        new = algorithm.on_window(rtt, inflight, dropped, error)
+        if new > before and now - self._dropped_at < self._round_trip:
+            # Within a round trip of a backoff the window's successes are calls sent before
+            # it: they may hold the limit, not raise it (a storm of 503s took it 8 -> 13 and
+            # back in one instant, 40 more 503s).
+            new = algorithm.limit = before
+        self._resize(new, rtt, inflight, dropped)
 
     def _at_cap(self, now: float, inflight: int) -> None:
         """A refusal showed the provider's cap: back off, not below the cap (it was just shown
@@ -186,33 +197,45 @@ class AdaptiveConcurrency(ConcurrencyLimit):
                           limiter.limit, new, rtt, inflight, dropped)
             limiter.limit = new
 
+    def _release(self, _error: object = None) -> None:
+        self._sent -= 1
+        self.limiter.release()
+
     async def __call__(self, call: Any, call_next: Any, /) -> Any:
-        limiter = self.limiter
         await self._acquire(call)
-        inflight = limiter.in_flight
+        # The calls sent before this one and still out, itself included. Not the limiter's
+        # count: a limit raised by 48 grants 48 waiters at once and each would read the count
+        # after all of them (every one "started at 96"), while the provider saw them arrive
+        # one by one, at 49 .. 96.
+        self._sent += 1
+        inflight = self._sent
         self._cap.started(inflight)
         loop_time = asyncio.get_running_loop().time
         start = loop_time()
         try:
             result = await call_next(call)
         except Exception as exc:
-            limiter.release()
-            if not isinstance(exc, AdmissionError):
-                failure = classify(exc)
-                if failure.kind in DROP_KINDS:
-                    now = loop_time()
-                    self._sample(now, now - start, inflight, True,
-                                 failure.kind is not FailureKind.RATE_LIMITED)
+            # Learn from a drop before the permit goes on: a refusal that lowers the limit
+            # then keeps it, where the next waiter used to take it and be refused in turn.
+            try:
+                if not isinstance(exc, AdmissionError):
+                    failure = classify(exc)
+                    if failure.kind in DROP_KINDS:
+                        now = loop_time()
+                        self._sample(now, now - start, inflight, True,
+                                     failure.kind is not FailureKind.RATE_LIMITED)
+            finally:
+                self._release()
             raise
         except BaseException:  # cancelled: give the permit back, learn nothing
-            limiter.release()
+            self._release()
             raise
         now = loop_time()
         rtt = now - start
         if isinstance(result, Stream):  # rtt is the time to the first chunk
-            result.defer(lambda _error: limiter.release())
+            result.defer(self._release)
         else:
-            limiter.release()
+            self._release()
             usage = extract_usage(result)
             if usage is not None and usage.output_tokens > 0:
                 rtt = self._tokens.normalise(rtt, usage.output_tokens)

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 from .._core.public import public
 from .._core.stats import LayerStats
 
-__all__ = ["ConcurrencyStats", "Limiter"]
+__all__ = ["ConcurrencyStats", "Limiter", "SharedSlots", "SlotBackend"]
 
 
 @public
@@ -57,3 +57,38 @@ class Limiter(Protocol):
     def release(self) -> None: ...
 
     def statistics(self) -> Any: ...
+
+
+@public
+class SharedSlots(Protocol):
+    """Concurrency slots counted across processes under one name: what a
+    :class:`~llmguard.Deployment`'s ``concurrency`` takes when its Router's backend is a
+    :class:`SlotBackend` (``llmguard.backends.redis.RedisBackend``). The contract:
+
+    * ``await try_acquire(limit)`` asks once and never waits for room: ``(True, 0.0)`` when
+      this process now holds one more of the ``limit`` slots (counted over every process using
+      the name), else ``(False, seconds)`` with nothing held, ``seconds`` being how long to wait
+      before asking again (a slot freed in another process is not announced: the caller polls,
+      and the delay grows while the slots stay full). Cancelled, it holds nothing.
+    * ``release()`` is synchronous (it runs on cancellation paths) and gives back one slot that
+      ``try_acquire`` granted.
+    * A slot held by a process that dies comes back by itself (a lease that expires).
+    * ``held``: the slots this process holds now.
+    """
+
+    @property
+    def held(self) -> int: ...
+
+    async def try_acquire(self, limit: int) -> tuple[bool, float]: ...
+
+    def release(self) -> None: ...
+
+
+@public
+@runtime_checkable
+class SlotBackend(Protocol):
+    """A backend that can hold concurrency slots shared across processes:
+    ``concurrency_slots(name)`` returns the :class:`SharedSlots` of ``name`` (a new object per
+    call; every process asking for ``name`` of the same store shares the count)."""
+
+    def concurrency_slots(self, name: str) -> SharedSlots: ...

@@ -98,9 +98,16 @@ class Window:
         count is the median of the successes' (the count when each started), so it goes with
         the RTT: right after an increase most of a window's calls started under the old limit.
         """
-        rtts = self.rtts
+        # The busier half of the window: calls started at or above its median in-flight count.
+        inflights = self.inflights
+        if inflights:
+            edge = sorted(inflights)[len(inflights) // 2]
+            rtts = [rtt for rtt, n in zip(self.rtts, inflights) if n >= edge]
+            inflights = [n for n in inflights if n >= edge]
+        else:
+            rtts = []
         sample = (trimmed_mean(rtts) if rtts else 0.0,
-                  statistics.median_low(self.inflights) if self.inflights else self.inflight,
+                  statistics.median_low(inflights) if inflights else self.inflight,
                   self.drops > self.DROP_SHARE * self.count, not self.overloads,
                   statistics.stdev(rtts) / math.sqrt(len(rtts)) if len(rtts) > 1 else 0.0)
         self._reset()

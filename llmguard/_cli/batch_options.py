@@ -41,10 +41,16 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
 
 def batch_options_without_batch_api(args: argparse.Namespace) -> str | None:
     """A usage error when a batch option is given without ``--batch-api``, or ``--batch-api``
-    with ``--ray``."""
+    with ``--ray`` or with several deployments (a batch goes to one provider's batch API;
+    routing batches over deployments' quotas is not built)."""
     if args.batch_api:
-        return ("--batch-api does not go with --ray: the provider runs the batch"
-                if args.ray is not None else None)
+        if args.ray is not None:
+            return "--batch-api does not go with --ray: the provider runs the batch"
+        if args.deployments:
+            return ("--batch-api sends the lines to one provider's batch API: it does not go "
+                    "with several --api-base or --config deployments; give one --api-base (run "
+                    "once per deployment for several), or drop --batch-api to route online")
+        return None
     if (args.provider != "openai" or args.batch_fallback != "batch"
             or args.enqueued_tokens is not None or args.cancel_on_interrupt):
         return ("--provider, --batch-fallback, --enqueued-tokens and --cancel-on-interrupt go "

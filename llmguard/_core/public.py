@@ -17,7 +17,7 @@ NAMESPACES: dict[str, str] = {
                      "TimeoutStats"), "llmguard.stats"),
     **dict.fromkeys(("BudgetLedger", "CacheStore", "CircuitStore", "ConcurrencyLimiter", "Limiter",
                      "LocalStore", "MemoryBackend", "MemoryLedger", "MemoryStore", "Quota", "RateLimitBackend",
-                     "TakesNow"), "llmguard.backends"),
+                     "SharedSlots", "SlotBackend", "TakesNow"), "llmguard.backends"),
 }
 
 

@@ -10,22 +10,19 @@ atomically, so two callers never take the same last unit of a deployment's quota
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
-from .._admission.ratelimit.headers import pause_after, refusal, report, spend
+from .._admission.permits import SlotBackend
+from .._admission.ratelimit.headers import spend
 from .._admission.ratelimit.quotas import build_quotas, check_choice
 from .._admission.ratelimit.split import Tokens, check_fits
 from .._admission.ratelimit.split_backend import SplitBackend
 from .._core.check import number, text
 from .._core.public import public
+from .learn import PROBE
 from .target import check_target
-from .learn import learned_limits
 
-__all__ = ["PROBE", "Deployment"]
-
-#: The ticket of a call sent to a deployment whose quota is not learned yet (nothing reserved).
-PROBE: Any = "probe"
+__all__ = ["Deployment"]
 
 #: Weight of the newest sample in a deployment's latency average (``least_latency``).
 _EWMA = 0.2
@@ -47,8 +44,11 @@ class Deployment:
       With neither, they are learned from its ``x-ratelimit-limit-requests`` / ``-tokens``
       headers (per minute, as OpenAI and Azure report them); until the first such headers it
       takes one call at a time.
-    * ``concurrency``: most calls in flight at this deployment at once, in this process (a
-      shared backend shares the quotas, not this cap: give each process its share).
+    * ``concurrency``: most calls in flight at this deployment at once. With a backend that
+      holds slots across processes (a :class:`~llmguard.backends.SlotBackend`: ``RedisBackend``)
+      the cap is shared by every process routing to ``name`` (a slot is a lease: a killed
+      process's slots come back within 10 s; a slot freed elsewhere is found by polling, at
+      most 0.1 s late); with the in-memory backend it holds in this process.
     * ``weight``: its share under ``strategy="weighted"``; under ``"headroom"`` it scales the
       deployment's free fraction.
     * ``timeout``: seconds an attempt may take here before it moves to another deployment.
@@ -58,9 +58,9 @@ class Deployment:
     """
 
     __slots__ = ("target", "name", "rpm", "tpm", "concurrency", "weight", "refill", "burst",
-                 "margin", "timeout",
-                 "circuit", "quotas", "key", "backend", "in_flight", "latency", "cool_until",
-                 "sent", "succeeded", "failed", "rate_limited", "moved", "owner", "spent", "split")
+                 "margin", "timeout", "circuit", "quotas", "key", "backend", "in_flight", "latency",
+                 "cool_until", "sent", "succeeded", "failed", "rate_limited", "moved", "owner",
+                 "spent", "split", "slots")
 
     def __init__(
         self,
@@ -110,15 +110,18 @@ class Deployment:
         #: Its key in the router's backend, and that backend (set by the router).
         self.key = f"deployment:{name}"
         self.backend: Any = None
+        #: Its ``concurrency`` slots shared across processes (SharedSlots), or None.
+        self.slots: Any = None
         self.owner: Any = None  # the Router it belongs to
         #: Calls in flight here now (this process).
         self.in_flight = 0
         #: Average seconds an answer took here (None before the first).
         self.latency: float | None = None
-        #: Loop time until which a 429 without learned quotas keeps it out.
+        #: Loop time until which a 429 without learned quotas keeps it out (``learn.refused``).
         self.cool_until = 0.0
         self.sent = self.succeeded = self.failed = self.rate_limited = self.moved = 0
-        #: Its quotas count as used up once known (:meth:`assume_spent` before they were).
+        #: Its quotas count as used up once known (:meth:`assume_spent` before they were;
+        #: ``learn.observe`` learns them).
         self.spent = False
 
     # -- quota -----------------------------------------------------------------------------
@@ -135,9 +138,12 @@ class Deployment:
 
     def attach(self, owner: Any, backend: Any) -> None:
         """Join ``owner`` (a Router), its quotas kept in ``backend`` (input and output apart
-        under keys of their own there)."""
+        under keys of their own there), its ``concurrency`` slots there too when ``backend``
+        holds slots across processes."""
         self.owner = owner
         self.backend = SplitBackend(backend) if self.split else backend
+        if self.concurrency is not None and isinstance(backend, SlotBackend):
+            self.slots = backend.concurrency_slots(self.key)
 
     async def reserve(self, tokens: int, now: float) -> tuple[float, Any]:
         """``(0.0, ticket)`` when it admits a call of ``tokens`` now (the slot and the quota
@@ -154,27 +160,34 @@ class Deployment:
                 return math.inf, None
         if self.concurrency is not None and self.in_flight >= self.concurrency:
             return math.inf, None
-        if self.quotas is None:  # not learned yet: one probe at a time
-            if self.in_flight:
-                return math.inf, None
-            self.in_flight += 1
-            return 0.0, PROBE
-        self.in_flight += 1  # the slot is held across a remote round trip
+        if self.quotas is None and self.in_flight:  # not learned yet: one probe at a time
+            return math.inf, None
+        self.in_flight += 1  # held across the remote round trips below
+        slots, shared, ticket = self.slots, False, None
         try:
+            if slots is not None:  # a slot of the cap across processes, or when to ask again
+                shared, wait = await slots.try_acquire(self.concurrency)
+                if not shared:
+                    return wait, None
+            if self.quotas is None:
+                ticket = PROBE
+                return 0.0, PROBE
             wait, ticket = await self.backend.reserve(self.key, self.quotas,
                                                       tokens if self.split else int(tokens))
-        except BaseException:
-            self.in_flight -= 1
-            raise
-        if ticket is None:
-            self.in_flight -= 1
-        return wait, ticket
+            return wait, ticket
+        finally:
+            if ticket is None:  # refused, failed or cancelled: nothing stays taken
+                self.in_flight -= 1
+                if shared:
+                    slots.release()
 
     def release(self, ticket: Any, tokens: int, sent: bool, used: int | None = None) -> None:
         """The call holding ``ticket`` is done here: the slot goes back, and the reservation
         too when the call was never ``sent``; otherwise it is reconciled to ``used`` tokens (a
         bucket settles every reservation, changed or not)."""
         self.in_flight -= 1
+        if self.slots is not None:
+            self.slots.release()
         if ticket is PROBE or ticket is None:
             return
         if not sent:
@@ -185,43 +198,12 @@ class Deployment:
         if self.split or actual != tokens or quotas[0].continuous:
             self.backend.reconcile(self.key, ticket, actual)
 
-    def refused(self, exc: BaseException, ticket: Any, now: float) -> float | None:
-        """After ``exc``: when it is a 429, nothing more here until its Retry-After (shared
-        through the backend, which learns from it as RateLimit's does); the pause, else None."""
-        if self.quotas is None:
-            seconds = pause_after(exc)
-            if seconds is not None:
-                self.cool_until = max(self.cool_until, now + seconds)
-        else:
-            seconds = refusal(self.backend, self.quotas, self._learning(), self.key, exc,
-                              None if ticket is PROBE else ticket)
-        if seconds is not None:
-            self.rate_limited += 1
-        return seconds
-
     def assume_spent(self) -> None:
         """Count its quotas as used up now, or when learned (a run resumed after a killed one:
         the provider still counts the killed run's requests)."""
         self.spent = True
         if self.quotas is not None:
             spend(self.backend, self.quotas, self.key)
-
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """Learn the quotas from the first headers that state them, then hand the headers to
-        the quota state as RateLimit does (``x-ratelimit-remaining-*`` / ``-reset-*``; with
-        ``refill="auto"``, the server's shape)."""
-        if self.quotas is None:
-            limits = learned_limits(headers)
-            if limits is None:
-                return
-            rpm, tpm = limits
-            self.quotas = build_quotas(rpm, None, tpm, self.burst, self.margin, self.refill)
-            if self.spent:
-                spend(self.backend, self.quotas, self.key)
-        report(self.backend, self.quotas, self._learning(), headers, self.key, None)
-
-    def _learning(self) -> bool:
-        return callable(getattr(self.backend, "observe", None))
 
     def headroom(self) -> float:
         """The free fraction of its tightest quota or slot count, in [0, 1]."""

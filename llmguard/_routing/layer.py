@@ -34,6 +34,7 @@ from .._core.tokens import estimate_tokens
 from .admission import Admission
 from .attempt import default_circuit, moves, publish_circuit, send
 from .deployment import Deployment
+from .learn import observe, refused
 from .stats import RouterStats, deployment_stats, loop_time
 from .strategies import check_strategy
 
@@ -202,9 +203,9 @@ class Router:
             deployment.failed += 1
             headers = error_headers(exc)
             if headers is not None:
-                deployment.observe(headers)
+                observe(deployment, headers)
         loop = asyncio.get_running_loop()
-        pause = deployment.refused(exc, ticket, loop.time())
+        pause = refused(deployment, exc, ticket, loop.time())
         if pause is not None:  # a 429: this deployment alone cools down per its Retry-After
             if deployment.name not in self._timers:
                 call.emit(EventKind.DEPLOYMENT_COOLDOWN, "router", delay=pause, error=exc,
@@ -235,7 +236,7 @@ class Router:
         it): the deployment it went to learns its quotas from them, or follows them."""
         deployment = _current.get()
         if deployment is not None and deployment.owner is self:
-            deployment.observe(headers)
+            observe(deployment, headers)
             self._line.wake()
 
     def observe_response(self, call: Call) -> None:

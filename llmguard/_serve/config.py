@@ -78,6 +78,9 @@ class ModelConfig(UpstreamConfig):
     #: The batch API of ``mode=batch`` jobs at ``base_url``: "openai" (the Batch API, the
     #: default of ``provider = "openai"``) or "anthropic" (Message Batches).
     batch_api: str | None = None
+    #: The provider's enqueued-token limit for this model (``llmguard run --enqueued-tokens``):
+    #: a job's batches beyond it wait for earlier ones to end instead of failing; None: unknown.
+    batch_enqueued_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +189,10 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
             provider = fields.setdefault("provider", "fake")
             if provider == "openai" and "base_url" not in fields:
                 raise reader.fail(("models", name), 'provider = "openai" needs base_url')
-            if "batch_api" in fields and (provider != "openai" or deployments):
-                raise reader.fail(("models", name, "batch_api"), 'needs provider = "openai" and '
-                                  "no deployments (the batch API lives at its base_url)")
+            for key in ("batch_api", "batch_enqueued_tokens"):
+                if key in fields and (provider != "openai" or deployments):
+                    raise reader.fail(("models", name, key), 'needs provider = "openai" and no '
+                                      "deployments (the batch API lives at its base_url)")
             if provider != "fake" and "fail_status" in fields:
                 raise reader.fail(("models", name, "fail_status"), "only for the fake provider")
             if fields.get("adaptive") and "concurrency" in fields:

@@ -120,7 +120,7 @@ MODEL_KEYS = {
     "margin": number(False), "refill": one_of("auto", "window", "continuous"),
     "charge": one_of("reserved", "actual"), "price_input": number(False),
     "price_output": number(False), "price_cached_input": number(False),
-    "batch_api": one_of("openai", "anthropic"),
+    "batch_api": one_of("openai", "anthropic"), "batch_enqueued_tokens": integer(),
     "strategy": one_of("headroom", "weighted", "least_latency", "ordered"),
 }
 #: ``[[models.NAME.deployments]]``: one upstream of the model, with its own quotas (the Router).

@@ -68,13 +68,20 @@ class QuotaServer(SimulatedProvider):
     A request is charged 1 request and ``charge(**kwargs)`` tokens (the prompt estimate plus
     ``max_tokens``, else the answer's length) at arrival; it is refused with 429 when any quota
     lacks room, and Retry-After says when the tightest one has room again.
+
+    ``charge_factor`` multiplies that charge (rounded up): a server that counts more than a
+    client's estimate (OpenAI counts a request from its characters, framing included, not from
+    the tokens its usage later reports, which stay the estimate here).
     """
 
     kind = "quota"
 
     def __init__(self, *, retry_after: bool = True, rate_limit_headers: bool = True,
-                 capacity: int = 10_000, latency: float = 1.0, **options: Any) -> None:
+                 capacity: int = 10_000, latency: float = 1.0, charge_factor: float = 1.0,
+                 **options: Any) -> None:
         super().__init__(capacity=capacity, latency=latency, **options)  # its rpm/tpm stay None
+        number("charge_factor", charge_factor, hint="; 1.0 charges what the estimate says")
+        self.charge_factor = charge_factor
         self.retry_after = retry_after
         self.rate_limit_headers = rate_limit_headers
         self.quotas: dict[str, Any] = {}
@@ -95,7 +102,12 @@ class QuotaServer(SimulatedProvider):
         """Tokens this server charges a request at admission (prompt estimate + max_tokens)."""
         reserve = kwargs.get("max_tokens")
         prompt = estimate_tokens(messages=kwargs.get("messages") or [], max_tokens=0)
-        return prompt + (reserve if isinstance(reserve, int) else self._output_for(kwargs))
+        return self._factored(prompt + (reserve if isinstance(reserve, int)
+                                        else self._output_for(kwargs)))
+
+    def _factored(self, tokens: int) -> int:
+        factor = self.charge_factor
+        return tokens if factor == 1.0 else math.ceil(tokens * factor - 1e-9)
 
     def _amounts(self, tokens: int) -> dict[str, int]:
         return {"requests": 1, "tokens": tokens}
@@ -152,7 +164,7 @@ class QuotaServer(SimulatedProvider):
     async def _serve(self, input_tokens: int, output: int, charged: int) -> None:
         arrived = self._now()
         try:
-            await super()._serve(input_tokens, output, charged)
+            await super()._serve(input_tokens, output, self._factored(charged))
         except RateLimited as exc:
             self._tell(exc.headers)
             raise

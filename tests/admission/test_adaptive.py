@@ -269,19 +269,19 @@ async def test_sporadic_drops_and_latency_spikes_do_not_pin_the_limit() -> None:
 
 
 def test_gradient_slow_start_grows_multiplicatively_until_latency_rises() -> None:
-    """At the latency floor and in use, the limit grows by ``growth`` per sample (4 -> 256 in
-    under 20 round trips, where sqrt(limit) per round trip took a minute); the first sample above
-    the floor ends that, and a limit above ``limit * tolerance * rtt_min / rtt`` (tolerance
-    times the capacity the sample shows) goes there at once."""
+    """At the latency floor and in use, the limit doubles per sample (4 -> 256 in 6 round
+    trips, where sqrt(limit) per round trip took a minute); the first sample above the floor
+    ends that, and the limit goes back to the last load seen at the floor (the growth past it
+    overshot the capacity)."""
     gradient = Gradient(4, max_limit=1024)
     steps = 0
     while gradient.limit < 256:
         gradient.on_sample(1.0, inflight=int(gradient.limit), dropped=False)
         steps += 1
-    assert steps <= 20
+    assert steps <= 7
     before = gradient.limit
     gradient.on_sample(2.0, inflight=int(before), dropped=False)  # 2x latency: capacity ~ L/2
-    assert gradient.limit == pytest.approx(before * 1.1 / 2)
+    assert gradient.limit == pytest.approx(before / 2)  # the last load at the floor
 
 
 async def test_limit_converges_near_capacity_64_with_429s_past_3x() -> None:

@@ -2,7 +2,9 @@
 
 Latency that varies without load took the limit to 1 (1.1 answers/s against 64 for a static
 limit), a provider whose latency tripled at the same capacity took it 70 -> 1 for minutes, and
-instant 429s beyond a fixed cap made 47% of all requests 429s. Each test drives closed-loop
+instant 429s beyond a fixed cap made 47% of all requests 429s. Then, with those fixed, the ramp
+to a large capacity with 1-3 s latency took 35 s (93% of a static limit's answers over 300 s),
+and a baseline learned from small noisy windows sat 20% low. Each layer test drives closed-loop
 clients through the default layer for a few simulated minutes (looptime).
 """
 
@@ -11,7 +13,9 @@ import random
 import statistics
 
 import llmguard as lg
-from llmguard import AdaptiveConcurrency, Gradient
+from llmguard import AdaptiveConcurrency
+from llmguard._admission.samples import Window
+from llmguard.algorithms import Gradient
 from llmguard.testing import Overloaded, SimulatedProvider, make_error
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -123,3 +127,62 @@ async def test_instant_429s_beyond_a_cap_stay_rare() -> None:
     assert errors / (ok + errors) < 0.01, (errors, ok)
     assert statistics.median(limits[60:]) == 16
     assert ok / 300 >= 0.95 * 16
+
+
+def test_gradient_baseline_is_the_windows_mean_not_their_low_tail() -> None:
+    """64 callers, latency uniform 1-3 s per call: windows of 4 .. 64 calls (the limit ramping
+    up from 4) give a baseline within 5% of the true 2 s, and the limit never falls below the
+    demand. (A moving floor from below sat at 1.6 s: every steady window then looked queued.)"""
+    rng = random.Random(11)
+    gradient = Gradient(4, max_limit=1024)
+    for _ in range(200):
+        calls = min(int(gradient.limit), 64)
+        rtts = [rng.uniform(1.0, 3.0) for _ in range(calls)]
+        error = statistics.stdev(rtts) / len(rtts) ** 0.5
+        gradient.on_window(statistics.fmean(rtts), calls, False, error)
+        assert gradient.limit >= min(calls, 64)
+    assert 1.9 <= gradient.base <= 2.1, gradient.base
+
+
+def test_window_reports_its_busier_half() -> None:
+    """A window that mixes calls sent under two limits reports the busier calls' latency with
+    their in-flight count: the pair measures one load (the median count with the mean latency
+    of all read a doubling that queued as no queue)."""
+    window = Window()
+    for _ in range(4):
+        window.add(1.0, 4, False)
+        window.add(1.5, 8, False)
+    rtt, inflight, dropped, _, _ = window.flush()
+    assert (rtt, inflight, dropped) == (1.5, 8, False)
+
+
+async def test_ramp_to_a_large_capacity_with_long_noisy_latency() -> None:
+    """128 callers, room for 512, latency uniform 1-3 s: from 4, the limit doubles per round
+    trip to the demand in well under 30 s (1.4x per two round trips took over a minute), and
+    over a minute the callers get at least 80% of the 64 answers/s a static 128 gives."""
+    provider = NoisyProvider(1.0, 3.0, capacity=512, overload_at=2048)
+    ok, errors, limits = await _drive(AdaptiveConcurrency(max=1024), provider.acompletion,
+                                      60, 128)
+    assert errors == 0
+    assert min(limits[20:]) >= 128, limits
+    assert ok / 60 >= 0.8 * 64, ok / 60
+
+
+async def test_instant_429s_each_probe_costs_one_refusal() -> None:
+    """The cap found, each later probe one step past it costs one 429, not a chain of them: a
+    refusal lowers the limit before its permit passes to the next waiter (which was sent at
+    once, past the cap, and refused in turn)."""
+    provider = NoisyProvider(0.95, 1.05, capacity=16, overload_at=16)
+
+    async def send(**kwargs):
+        try:
+            return await provider.acompletion(**kwargs)
+        except Overloaded:
+            raise make_error(lg.FailureKind.RATE_LIMITED, retry_after=1.0) from None
+
+    layer = AdaptiveConcurrency()
+    await _drive(layer, send, 20, 64)  # the ramp and the cap found
+    ok, later, limits = await _drive(layer, send, 100, 64)
+    assert later <= 2, later  # probes after 4 and 16 round trips at the cap, then 64
+    assert statistics.median(limits) == 16
+    assert ok / 100 >= 0.97 * 16

@@ -15,7 +15,7 @@ import pytest
 
 import llmguard as lg
 from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter
-from llmguard.backends.redis._concurrency import FIRST_POLL, MAX_POLL, poll_delay
+from llmguard.backends.redis._slots import FIRST_POLL, MAX_POLL, poll_delay
 
 ROOT = Path(__file__).resolve().parents[2]
 

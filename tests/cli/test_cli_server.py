@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from llmguard._cli.deployments import resolve as resolve_deployments
+
 from llmguard._cli.run import Settings, run, stack_spec
 from llmguard._pipeline.stack import StackSpec
 from llmguard.cli import _parser
@@ -123,6 +125,7 @@ def test_concurrency_follows_the_requests_quota_unless_given(options: list[str],
     16, at most 1024): a server that admits a minute's quota at once gets it at once, not over
     several round trips; --concurrency N is N."""
     args = _parser().parse_args(["run", "in.jsonl", "-o", "out.jsonl", *options])
+    assert resolve_deployments(args) is None  # as main() does: one deployment, scalar quotas
     assert stack_spec(args).concurrency == slots
 
 

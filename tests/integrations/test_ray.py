@@ -144,7 +144,7 @@ def local_ray():
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
@@ -171,9 +171,9 @@ def test_actors_share_one_quota_and_every_row_comes_back_once_in_order(
     assert all(r["ok"] for r in result), [r["record"] for r in result if not r["ok"]][:2]
     record = json.loads(result[7]["record"])
     assert record["response"]["object"] == "chat.completion" and record["metadata"] == {"i": 7}
-    assert set(record) == {"id", "line", "ok", "model", "response", "error", "usage", "cost",
-                           "latency", "elapsed", "attempts", "retries", "fallback", "cached",
-                           "metadata"}
+    assert set(record) == {"id", "line", "ok", "model", "deployment", "response", "error",
+                           "usage", "cost", "latency", "elapsed", "attempts", "retries",
+                           "fallback", "cached", "metadata"}
     assert Counter(c for _, c in provider.arrivals) == {f"row {i}": 1 for i in range(40)}
     assert provider.sim.statistics().rate_limited == 0
     assert provider.peak_window(WINDOW) <= QUOTA
@@ -416,6 +416,35 @@ def test_identical_rows_without_custom_id_are_each_answered(redis_url, redis_pre
     assert [r["id"] for r in again] == [r["id"] for r in records] and fake.call_count == 5
     guard_rows(batch[::-1], **options)  # another batch: its rows are its own
     assert fake.call_count == 10
+
+
+def test_a_row_remembered_by_an_older_llmguard_is_returned_whole(redis_url, redis_prefix):
+    """A record kept in Redis by an earlier llmguard (one without the ``deployment`` field,
+    added with the Router) is returned for its row as kept, and makes a table, its
+    deployment column None (it raised KeyError: 'deployment' there)."""
+    from llmguard.backends.redis import RedisBackend, RedisStore
+
+    fake = FakeLLM()
+    options = dict(send=fake.acompletion, redis_url=redis_url, prefix=redis_prefix,
+                   remember="older")
+    row = {"custom_id": "q1", "model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    (fresh,) = guard_rows([row], **options)
+    old = {k: v for k, v in fresh.items() if k != "deployment"}
+
+    async def keep() -> None:
+        backend = RedisBackend(redis_url, prefix=redis_prefix)
+        await RedisStore(backend, namespace="ray-done:older").set("q1", old, 60)
+        await backend.aclose()
+
+    asyncio.run(keep())
+    guard = GuardedRows(**options)
+    try:
+        table = guard([row])
+    finally:
+        guard.close()
+    assert table.column("deployment").to_pylist() == [None]
+    assert json.loads(table.column("record")[0].as_py()) == old
+    assert fake.call_count == 1  # remembered: not sent again
 
 
 def test_cli_run_on_ray_routes_over_deployments_sharing_their_quotas_through_redis(

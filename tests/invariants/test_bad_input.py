@@ -910,6 +910,10 @@ CLI_CASES = [
      "--rpm goes in each [[deployments]] table of --config d.toml"),
     ("config-missing", ["--config", "missing.toml"], "cannot read config 'missing.toml'"),
     ("strategy-alone", ["--strategy", "ordered"], "--strategy chooses among deployments"),
+    ("batch-api-several-bases", ["--batch-api", "--model", "m", "--api-base", "http://a:1/v1",
+                                 "--api-base", "http://b:2/v1"],
+     "--batch-api sends the lines to one provider's batch API: it does not go with several "
+     "--api-base or --config"),
 ]
 
 
@@ -921,6 +925,18 @@ def test_cli_rejects_bad_options_before_running(extra, message, tmp_path, capsys
     src.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     code, err = _run_cli(tmp_path, capsys, str(src), "-o", str(tmp_path / "out.jsonl"), *extra)
     assert code == 2 and message in err, err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_cli_refuses_batch_api_over_a_config_of_deployments(tmp_path, capsys) -> None:
+    """--batch-api with a --config file of deployments exits 2 naming both, before anything
+    runs (a batch goes to one provider's batch API)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    (tmp_path / "d.toml").write_text('[[deployments]]\nname = "a"\nprovider = "fake"\n')
+    code, err = _run_cli(tmp_path, capsys, str(src), "-o", str(tmp_path / "out.jsonl"),
+                         "--batch-api", "--config", str(tmp_path / "d.toml"))
+    assert code == 2 and "--batch-api" in err and "--config" in err, err
     assert not (tmp_path / "out.jsonl").exists()
 
 

@@ -12,7 +12,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import llmguard as lg
-from llmguard.backends import BudgetLedger, Quota
+from llmguard.backends import BudgetLedger, Quota, SlotBackend
 from llmguard.testing import FakeLLM
 
 
@@ -146,6 +146,64 @@ async def test_a_router_drives_a_rate_limit_backend_written_from_its_docstring()
         for at in arrivals[name]:
             assert sum(at - 60 < other <= at for other in arrivals[name]) <= rpm
     assert router.statistics().in_flight == 0
+class CountedSlots:
+    """SharedSlots from its docstring: try_acquire (one ask, never waits), release, held."""
+
+    def __init__(self, counts: dict[str, int], name: str) -> None:
+        self.counts, self.name, self.held = counts, name, 0
+
+    async def try_acquire(self, limit: int) -> tuple[bool, float]:
+        await asyncio.sleep(0)  # the round trip to the shared store
+        if self.counts.get(self.name, 0) >= limit:
+            return False, 0.05  # nobody announces a release elsewhere: ask again soon
+        self.counts[self.name] = self.counts.get(self.name, 0) + 1
+        self.held += 1
+        return True, 0.0
+
+    def release(self) -> None:
+        self.counts[self.name] -= 1
+        self.held -= 1
+
+
+class SlotLogBackend(LogBackend):
+    """A SlotBackend from its docstring: concurrency_slots(name) over one shared count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def concurrency_slots(self, name: str) -> CountedSlots:
+        return CountedSlots(self.counts, name)
+
+
+async def test_a_router_shares_deployment_slots_through_a_slot_backend_from_its_docstring() -> None:
+    """Two routers (as two processes would) on one hand-written SlotBackend, deployment "a"
+    with concurrency=2 in each: never more than 2 calls at "a" across both, every call done
+    (a slot freed by one router is found by the other's polling), nothing held afterwards."""
+    backend, inside, peak = SlotLogBackend(), {"a": 0, "b": 0}, {"a": 0, "b": 0}
+    assert isinstance(backend, SlotBackend)
+
+    def deployment(name: str, concurrency: int) -> lg.Deployment:
+        async def send(prompt: str) -> str:
+            inside[name] += 1
+            peak[name] = max(peak[name], inside[name])
+            try:
+                await asyncio.sleep(1)
+            finally:
+                inside[name] -= 1
+            return prompt
+        return lg.Deployment(send, name=name, rpm=10_000, concurrency=concurrency)
+
+    routers = [lg.Router(deployment("a", 2), deployment("b", 1), backend=backend)
+               for _ in range(2)]
+    asks = [lg.Pipeline(r).wrap(deployment("base", 1).target) for r in routers]
+    results = await asyncio.gather(*(ask(f"q{i}") for ask in asks for i in range(9)))
+    assert sorted(results) == sorted(f"q{i}" for i in range(9) for _ in asks)
+    assert peak == {"a": 2, "b": 1}
+    assert backend.counts == {"deployment:a": 0, "deployment:b": 0}
+    assert all(d.slots.held == 0 and d.in_flight == 0 for r in routers for d in r.deployments)
+
+
 class EchoUpstream:
     """An Upstream from its docstring: chat, stream, embed, secrets, aclose; headers to the call."""
 

@@ -42,6 +42,10 @@ CASES = [
     ("unknown table", "[modles.a]\n", ["modles", "line 1", "unknown table"]),
     ("server key", "[server]\ngrace = \"soon\"\n", ["server.grace", "line 2"]),
     ("not TOML", "[models.a\nrpm = 1\n", ["not valid TOML", "line 1"]),
+    ("enqueued tokens without a batch API", "[models.a]\nbatch_enqueued_tokens = 100\n",
+     ["models.a.batch_enqueued_tokens", "line 2", 'provider = "openai"']),
+    ("enqueued tokens zero", '[models.a]\nprovider = "openai"\nbase_url = "http://x/v1"\n'
+     "batch_enqueued_tokens = 0\n", ["models.a.batch_enqueued_tokens", "line 4"]),
 ]
 
 

@@ -164,10 +164,28 @@ def test_redis_store_and_a_takeover_resume_the_submitted_batch(tmp_path, redis_u
     assert len(server.batches) == 1 and max(server.executions.values()) == 1
 
 
-def test_tenant_budget_holds_the_job_and_is_charged_batch_prices(tmp_path) -> None:
-    """The tenant's budget reserves the job's bound before anything is submitted and settles
-    to the records' batch price (what /v1/usage reports spent); a job it cannot fit submits
-    nothing and records the refusal as each line's error."""
+def test_the_models_enqueued_token_limit_queues_batches_instead_of_failing(tmp_path) -> None:
+    """``batch_enqueued_tokens`` (the provider's enqueued-token limit for the model, as
+    ``llmguard run --enqueued-tokens``): the job's lines go in several batches, each submitted
+    once the one before has ended, and the provider fails none for the limit."""
+    lines = [{**r, "max_tokens": 16} for r in requests(40)]
+    with provider(enqueued_token_limit=300) as server, served(batch_config(
+            tmp_path, server, model="batch_enqueued_tokens = 300")) as gateway, \
+            httpx.Client(base_url=gateway.url, headers=AUTH_A, timeout=HANG_GUARD) as http:
+        job_id = http.post("/v1/jobs", params={"mode": "batch"},
+                           json={"requests": lines}).json()["id"]
+        done = wait_until(http, job_id, finished)
+    statuses = [b.status for b in server.batches.values()]
+    assert done["counts"]["succeeded"] == 40
+    assert len(statuses) > 1 and set(statuses) == {"completed"}
+    assert max(server.executions.values()) == 1
+
+
+def test_tenant_budget_reserves_each_batch_at_the_batch_price(tmp_path) -> None:
+    """The tenant's budget reserves each batch's bound at the batch price before it is
+    submitted (a job that fits only at that price is not refused) and settles to the records'
+    batch price (what /v1/usage reports spent); a line that could pass the cap is not sent,
+    recorded as ``not_sent`` (BudgetExceeded), while the lines before it are answered."""
     with provider() as server:
         path = batch_config(tmp_path, server)
         path.write_text(path.read_text().replace(
@@ -175,20 +193,29 @@ def test_tenant_budget_holds_the_job_and_is_charged_batch_prices(tmp_path) -> No
             'webhook_secret_env = "JOBS_TEST_SECRET"\nmax_budget = 1.0', 1))
         with served(path) as gateway, \
                 httpx.Client(base_url=gateway.url, headers=AUTH_A, timeout=HANG_GUARD) as http:
-            # 20 lines x 4,096 output tokens (no max_tokens) x $8/M: $0.66 reserved, fits
+            # 40 lines x 4,096 output tokens (no max_tokens): $0.66 at the batch price of
+            # $4/M fits the $1 cap ($1.31 at the online price would not)
             first = http.post("/v1/jobs", params={"mode": "batch"},
-                              json={"requests": requests(20)}).json()["id"]
+                              json={"requests": requests(40)}).json()["id"]
             done = wait_until(http, first, finished)
             spent = sum(x["cost"] for x in results(http, first))
             usage = http.get("/v1/usage").json()
-            # 40 lines: $1.31 at most, more than the $1 cap: refused, nothing submitted
+            # two lines, then one whose max_tokens alone may cost $4 at the batch price
+            lines = [*requests(2), {"messages": [{"role": "user", "content": "long"}],
+                                    "max_tokens": 1_000_000}]
             second = http.post("/v1/jobs", params={"mode": "batch"},
-                               json={"requests": requests(40)}).json()["id"]
-            refused = wait_until(http, second, finished)
+                               json={"requests": lines}).json()["id"]
+            capped = wait_until(http, second, finished)
             records = results(http, second)
-    assert done["counts"]["succeeded"] == 20 and len(server.batches) == 1
-    assert spent == pytest.approx(20 * (8 * 2.0 + 4 * 8.0) / 2 / 1e6)
+            after = http.get("/v1/usage").json()
+    assert done["counts"]["succeeded"] == 40 and len(server.batches) == 2
+    assert spent == pytest.approx(40 * (8 * 2.0 + 4 * 8.0) / 2 / 1e6)
     assert usage["budget"]["spent_usd"] == pytest.approx(spent)
     assert usage["budget"]["reserved_usd"] == 0
-    assert refused["counts"]["failed"] == 40 and len(records) == 40
-    assert {x["error"]["type"] for x in records} == {"BudgetExceeded"}
+    assert capped["counts"]["succeeded"] == 2 and capped["counts"]["failed"] == 1
+    assert [x["ok"] for x in records] == [True, True, False]
+    assert records[2]["error"]["kind"] == "not_sent"
+    assert records[2]["error"]["type"] == "BudgetExceeded"
+    assert "max_budget" in records[2]["error"]["message"]
+    assert after["budget"]["reserved_usd"] == 0
+    assert max(server.executions.values()) == 1

@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from jobs_helpers import AUTH_A, SECRET, config, finished, requests, wait_until
+from jobs_helpers import AUTH_A, SECRET, config, requests
 from serve_helpers import HANG_GUARD, served, write_config
 
 pytestmark = pytest.mark.looptime(False)
@@ -15,9 +15,10 @@ pytestmark = pytest.mark.looptime(False)
 def _expires(server) -> str:
     with httpx.Client(base_url=server.url, headers=AUTH_A, timeout=HANG_GUARD) as http:
         job = http.post("/v1/jobs", json={"requests": requests(2)}).json()
-        assert wait_until(http, job["id"], finished)["status"] == "completed"
         give_up = time.monotonic() + HANG_GUARD
-        while http.get(f"/v1/jobs/{job['id']}").status_code != 404:
+        # Until it is gone: on a loaded machine the job may finish and expire between two polls.
+        while (seen := http.get(f"/v1/jobs/{job['id']}")).status_code != 404:
+            assert seen.json()["status"] not in ("failed", "cancelled"), seen.text
             assert time.monotonic() < give_up, "the finished job never expired"
             time.sleep(0.1)
         assert http.get(f"/v1/jobs/{job['id']}/results").status_code == 404

@@ -75,6 +75,13 @@ class AutoTrack:
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 
+    def rescale(self, now: float, entry: Entry, tokens: int) -> None:
+        """``entry``, not settled, counts ``tokens`` from now on (less than it took)."""
+        self.log.adjust(now, entry, tokens, entry.live)
+        self.bucket.rescale(now, entry, tokens)
+        if self.fixed is not None:
+            self.fixed.adjust(entry, tokens, entry.live)
+
     def idle(self, now: float) -> bool:
         return (self.log.idle(now) and self.bucket.idle(now)
                 and (self.fixed is None or self.fixed.idle(now)))

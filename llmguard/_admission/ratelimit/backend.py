@@ -208,7 +208,8 @@ class MemoryBackend:
         """Count a request of ``tokens`` sent at loop time ``at`` without a reservation
         (``RateLimit.assume_sent``), settled as it is."""
         window = self._window(key, quotas)
-        window.adjust(clock.now(), window.add(at, tokens), tokens)
+        entry = window.add(at, tokens)
+        window.adjust(clock.now(), entry, entry.tokens, answered=False)
 
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
         window = self._windows.get(key)

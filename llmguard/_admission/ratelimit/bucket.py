@@ -134,9 +134,22 @@ class Bucket:
         self.level, self.deficit, self.outstanding = settle(
             self.level, self.deficit, self.outstanding, self.limit, reserved, actual)
 
-    def drain_to(self, now: float, remaining: float) -> None:
-        """The provider reports ``remaining`` units in its bucket: hold no more than that."""
-        self.level = min(self._refill(now), float(remaining))
+    def rescale(self, now: float, entry: Any, tokens: int) -> None:
+        """``entry``, not settled, took more than the server charged it (``tokens``): the
+        difference comes back now and leaves what is outstanding."""
+        self._refill(now)
+        less = entry.tokens - tokens
+        self.level = min(self.limit, self.level + less)
+        self.outstanding -= less
+        self.deficit = max(0.0, self.deficit - less)
+
+    def drain_to(self, now: float, remaining: float, since: float | None = None) -> None:
+        """The provider reports ``remaining`` units in its bucket (as of ``since``, default
+        now: the refill since then comes on top): hold no more than that."""
+        level = self._refill(now)
+        if since is not None and since < now:
+            remaining = min(self.limit, remaining + (now - since) * self.rate)
+        self.level = min(level, float(remaining))
 
     def set_limit(self, now: float, limit: int) -> None:
         """The server admits only ``limit`` per window: a smaller bucket, refilling slower."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from .auto import AutoTrack
-from .log import Entry
+from .log import Entry, Log
 from .shape import read_reset
 
-__all__ = ["become_fixed", "observe", "refused"]
+__all__ = ["become_fixed", "observe", "probe", "refused"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -69,6 +69,26 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         become_fixed(window, now)
     elif shape.kind != "sliding":
         shape.learn("sliding", why)
+
+
+def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
+    """A request ``window``'s quotas would hold back (``tokens`` as the server counts them,
+    estimated at ``estimate``), sent anyway as the probe of a supposed fixed window's boundary
+    (:meth:`.shape.Shape.probe_at`): its entry, or None."""
+    shape = window.shape
+    if shape is None or shape.probe is not None:
+        return None
+    due = shape.probe_at()
+    if due is None or now < due:
+        return None
+    for track in window.tracks:  # within the quota as the server counts it (429s left out)
+        log = track.log if isinstance(track, AutoTrack) else track
+        need = tokens if track.quota.tokens else 1
+        if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit \
+                and not shape.vouched:
+            return None
+    entry = shape.probe = window.add(now, tokens, estimate)
+    return entry
 
 
 def _sent_by(track: AutoTrack, ticket: Entry) -> int:

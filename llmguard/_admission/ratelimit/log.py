@@ -43,20 +43,26 @@ class Entry:
     says how many of ours a provider's header had not seen yet; ``refused`` once the server
     answered it with a 429 (it reached the server, which admitted none of it); ``first``, when
     the oldest admission still in the window at its own admission was made (for a shape to be
-    read from its answer's headers, which come after that one may have left the log)."""
+    read from its answer's headers, which come after that one may have left the log); ``near``,
+    the ``(seq, tseq)`` of the first admission made within a moment before it (ours that may
+    reach the server in either order with it: :mod:`.reading`); ``estimate``, the tokens the
+    call was estimated at (``tokens`` is what the server is believed to count: :mod:`.charge`)."""
 
-    __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first")
+    __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first", "near",
+                 "estimate")
 
     def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
-                 tseq: int = 0) -> None:
+                 tseq: int = 0, estimate: int | None = None) -> None:
         self.time = time
         self.tokens = tokens
+        self.estimate = tokens if estimate is None else estimate
         self.live = 1  # 0 once refunded
         self.owner = owner
         self.seq = seq
         self.tseq = tseq
         self.refused = False
         self.first = time
+        self.near = (seq, tseq)
 
 
 class Folded(Entry):

@@ -4,9 +4,7 @@ A :class:`Window` holds one partition's admissions against its quotas, each pace
 a sliding log (:mod:`.log`, ``refill="window"``), a bucket (:mod:`.bucket`,
 ``refill="continuous"``), or, by default (``refill="auto"``), both plus a fixed count, with the
 shape learned from the server (:mod:`.auto`, :mod:`.shape`). On top: the pause a 429 asks for
-and the caps provider headers report.
-
-Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+and the caps provider headers report. Everything takes ``now`` as an argument: tested directly.
 """
 
 from __future__ import annotations
@@ -18,7 +16,9 @@ from ..._core.public import public
 from . import learn
 from .auto import AutoTrack
 from .bucket import Bucket
+from .charge import Charge
 from .log import Entry, Log
+from .reading import Readings
 from .shape import Shape
 
 __all__ = ["SLACK", "Entry", "Quota", "Window"]
@@ -57,7 +57,8 @@ class Quota:
 class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
-    __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens")
+    __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
+                 "readings", "charge")
 
     def __init__(self, quotas: tuple[Quota, ...]) -> None:
         learned = [q for q in quotas if q.learn]
@@ -71,10 +72,16 @@ class Window:
         self.buckets = any(q.continuous or q.learn for q in quotas)
         #: Loop time before which nothing is admitted (a provider's Retry-After).
         self.paused_until = 0.0
-        #: [remaining, until, first seq counted] per unit (False: requests, True: tokens).
+        #: [remaining, until, first seq counted, the reading's ticket (the server counted it as
+        #: it charges: a reconciliation changes nothing)] per unit (False requests, True tokens).
         self.caps: dict[bool, list[float]] = {}
         #: Requests and tokens admitted so far (an entry's ``seq``/``tseq`` are these before it).
         self.issued = self.issued_tokens = 0
+        #: What header readings leave us, read against ours in flight (:mod:`.reading`).
+        self.readings = Readings(max(q.margin for q in quotas))
+        #: What the server charges against our estimate, for learned token quotas.
+        charged = [q.limit for q in learned if q.tokens and not q.part]
+        self.charge = Charge(min(charged)) if charged else None
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted; 0.0 means now.
@@ -84,9 +91,10 @@ class Window:
         1e-16 s wait and be re-checked at the same clock reading forever (a busy loop), and a
         bucket must be a hair past full enough when the provider checks it."""
         wait = self.paused_until - now
+        tokens = tokens if self.charge is None else self.charge.units(tokens)
         for track in self.tracks:
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
-        for unit, (remaining, until, _) in self.caps.items():
+        for unit, (remaining, until, *_) in self.caps.items():
             if until > now and remaining < (tokens if unit else 1):
                 wait = max(wait, until - now)
         shape = self.shape
@@ -100,42 +108,30 @@ class Window:
         """Admit one request of ``tokens`` now if every quota has room (the same test as
         ``wait(now, tokens) == 0.0``, in one pass): its entry, else None with nothing recorded.
         The path of every admission, so it is written out rather than built from helpers."""
+        estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         if self.paused_until > now:
-            return self._probe(now, tokens)
+            return learn.probe(self, now, tokens, estimate)
         for track in self.tracks:
             if not track.fits(now, tokens):
-                return self._probe(now, tokens)
+                return learn.probe(self, now, tokens, estimate)
         caps = self.caps
         if caps:
-            for unit, (remaining, until, _) in caps.items():
+            for unit, (remaining, until, *_) in caps.items():
                 if until > now and remaining < (tokens if unit else 1):
-                    return self._probe(now, tokens)
-        return self.add(now, tokens)
+                    return learn.probe(self, now, tokens, estimate)
+        return self.add(now, tokens, estimate)
 
-    def _probe(self, now: float, tokens: int) -> Entry | None:
-        """A request the quotas would hold back, sent anyway as the probe of a supposed fixed
-        window's boundary (:meth:`.shape.Shape.probe_at`), or None."""
-        shape = self.shape
-        if shape is None or shape.probe is not None:
-            return None
-        due = shape.probe_at()
-        if due is None or now < due:
-            return None
-        for track in self.tracks:  # within the quota as the server counts it (429s left out)
-            log = track.log if isinstance(track, AutoTrack) else track
-            need = tokens if track.quota.tokens else 1
-            if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit \
-                    and not shape.vouched:
-                return None
-        entry = shape.probe = self.add(now, tokens)
-        return entry
-
-    def add(self, now: float, tokens: int) -> Entry:
-        """Record an admission at ``now`` (after ``wait(now, tokens)`` returned 0)."""
+    def add(self, now: float, tokens: int, estimate: int | None = None) -> Entry:
+        """Record an admission at ``now`` of ``tokens`` as the server counts them (after
+        ``wait`` returned 0), for a call estimated at ``estimate`` (default: ``tokens`` is the
+        estimate, scaled here to what the server counts)."""
+        if estimate is None and self.charge is not None:
+            estimate, tokens = tokens, self.charge.units(tokens)
         entry = Entry(now, tokens, self if self.buckets else None, self.issued,
-                      self.issued_tokens)
+                      self.issued_tokens, estimate)
         self.issued += 1
         self.issued_tokens += tokens
+        self.readings.admit(now, entry)
         for track in self.tracks:
             track.add(now, entry)
         for unit, cap in self.caps.items():
@@ -158,19 +154,26 @@ class Window:
                 return False
         return self.paused_until <= now and all(cap[1] <= now for cap in self.caps.values())
 
-    def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1) -> None:
+    def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1,
+               answered: bool = True) -> None:
         """Change an entry to ``tokens`` (reconcile) or remove it (``live=0``, refund). With
         buckets this settles it (call it for every entry, even with its tokens unchanged): a
         second call, or one for an entry of another window, changes nothing. A refund gives
-        back everything the admission took: the windows, a bucket's level, the caps."""
+        back everything the admission took: the windows, a bucket's level, the caps. A learned
+        token quota keeps what the server counts (:mod:`.charge`; ``answered``: the call was
+        answered, not merely counted as sent)."""
         if self.buckets:
             if entry.owner is not self:
                 return
             entry.owner = None
+        if entry.live and not live:
+            self.readings.refund(entry)
+        elif live and self.charge is not None:  # what the server counts of it
+            tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
         for unit, cap in self.caps.items():
-            if entry.seq >= cap[2]:  # counted against this cap: give back what changed
+            if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
                 cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         shape = self.shape
         if shape is not None and entry is shape.probe:
@@ -185,28 +188,32 @@ class Window:
             ticket: Entry | None = None, limit: int | None = None, wall: float = 0.0) -> None:
         """The provider says only ``remaining`` are left (until ``reset`` seconds from now when
         it says; ``limit`` when it says), as it counted the request of ``ticket`` (None: as of
-        now). Ours admitted after that request are subtracted: it had not seen them.
+        now), read as a bound against ours in flight and combined per burst (:mod:`.reading`).
 
         A bucket takes it as the provider's level; a log or a fixed count records a cap until
         the reset (or the fixed window's boundary). With a shape to learn, the reading also
         teaches it (:mod:`.shape`); ``wall`` is the wall clock at ``now``."""
-        at, base = (ticket.time, ticket.seq + 1) if ticket is not None else (now, self.issued)
-        if ticket is None:
-            left = remaining
-        elif tokens:
-            left = remaining - (self.issued_tokens - ticket.tseq - ticket.tokens)
-        else:
-            left = remaining - (self.issued - base)
+        at = now if ticket is None else ticket.time
         tracks = [t for t in self.tracks if t.quota.tokens is tokens]
         if self.shape is not None:
             learners = [t for t in tracks if isinstance(t, AutoTrack) and t.learns()]
             if learners:
                 learn.observe(self, now, learners, tokens, remaining, reset, ticket, limit, wall)
+        issued = self.issued_tokens if tokens else self.issued
+        track = self.tracks[0]
+        after = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
+                                    tokens, ticket, issued)
+        read = self.readings.read(now, tokens, remaining, ticket, after, issued)
         kind = self.shape.kind if self.shape is not None else None
+        if tokens and ticket is not None and self.charge is not None and tracks:
+            self.charge.read(self, now, remaining, ticket, tracks)
+        if read is None:
+            return  # an older burst's reading: the open group's are newer
+        left, since, base = read
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
             for track in tracks:
-                (track if isinstance(track, Bucket) else track.bucket).drain_to(now, left)
+                (track if isinstance(track, Bucket) else track.bucket).drain_to(now, left, since)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             until = self.shape.next_boundary(self.shape.epoch, at)
@@ -217,16 +224,17 @@ class Window:
         else:
             return
         if until > now:
-            self.caps[tokens] = [left, until, base]
+            self.caps[tokens] = [left, until, base, -1 if ticket is None else ticket.seq]
 
     def spent(self, now: float) -> None:
         """Every quota used up now: buckets empty, windows capped at nothing for a window."""
+        self.readings.forget()
         for track in self.tracks:
             bucket = track if isinstance(track, Bucket) else getattr(track, "bucket", None)
             if bucket is not None:
                 bucket.drain_to(now, 0)
             if not isinstance(track, Bucket):
-                self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued]
+                self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued, -1]
 
     def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0) -> None:
         """A 429 asked for ``seconds`` of pause after the request of ``ticket``: pause, and with

@@ -4,13 +4,19 @@ The job is one queued task (:data:`~.schedule.BATCH`); the replica that claims i
 :class:`BatchJob`, the engine of ``llmguard run --batch-api``
 (:func:`~llmguard._upstream.batches.engine.run_batches`), once per model of the job (OpenAI's
 Batch API at the model's ``base_url``, or Anthropic's Message Batches with ``batch_api =
-"anthropic"``). Every submission goes to the job's ledger **in the job store** before it
-happens, so a replica that takes the task over after a crash (the store's reclaim of idle
-tasks) adopts the batches already submitted and polls them: no line is submitted twice.
+"anthropic"``; the model's ``batch_enqueued_tokens``, the provider's enqueued-token limit,
+queues batches beyond it instead of failing them). Every submission goes to the job's ledger
+**in the job store** before it happens, so a replica that takes the task over after a crash
+(the store's reclaim of idle tasks) adopts the batches already submitted and polls them: no
+line is submitted twice.
 
 Each answered line is recorded as an online job's line is, in ``llmguard run``'s format, its
 cost at batch prices (half the model's ``price_input``/``price_output``, what OpenAI and
-Anthropic charge), and counted in the tenant's usage at that price. Progress follows the
+Anthropic charge), and counted in the tenant's usage at that price. A tenant with
+``max_budget`` pays as ``llmguard run --batch-api --max-cost`` does (``BatchSpend``): each
+batch reserves its lines' maximum cost at the batch price before it is submitted (the part of
+it that fits, the rest waiting for room) and settles to what its answers cost; once even the
+next line could pass the cap, the lines left are recorded as ``not_sent`` (BudgetExceeded). Progress follows the
 batches' ``request_counts``. Lines that fail or expire are sent once more in a new batch, or,
 with ``batch_fallback = "online"``, queued as ordinary lines of the job (the model's normal
 stack and the tenant's quota); a line that fails again is recorded as its error. A cancel
@@ -26,14 +32,13 @@ from typing import Any
 
 import llmguard as lg
 
-from ..._admission.budget.prices import DEFAULT_MAX_OUTPUT
-from ..._core.tokens import max_output
 from ..._runners.record import describe, make_record
 from ..._upstream.batches.cost import BATCH_DISCOUNT
 from ..._upstream.batches.engine import run_batches
 from ..._upstream.batches.ledger import StoredLedger
 from ..._upstream.batches.plan import Request
 from ..._upstream.batches.results import LineResult
+from ..._upstream.batches.spend import BatchSpend, not_sent
 
 __all__ = ["BatchJob", "batch_protocol", "batch_provider"]
 
@@ -42,6 +47,9 @@ log = logging.getLogger("llmguard.serve.jobs")
 #: remaining lines are recorded as that failure.
 TRIES = 4
 _ENDED = ("cancelled", "failed", "completed")
+#: What a line the tenant's budget left unsent says to do.
+NOT_SENT_HINT = ("submit it again once the budget has room (a higher max_budget, or the next "
+                 "budget_duration window)")
 
 
 def batch_protocol(config: Any) -> str | None:
@@ -86,8 +94,6 @@ class BatchJob:
         self.lines: dict[str, tuple[int, dict[str, Any], Any]] = {}
         self.tenant: Any = None
         self._finished: dict[str, int] = {}
-        #: Model name -> what its recorded answers cost at batch prices (USD), this run.
-        self._spent: dict[str, float] = {}
         self._base = 0
 
     def fire(self) -> None:
@@ -160,58 +166,22 @@ class BatchJob:
             await self.store.report(self.job_id, self._base + sum(self._finished.values()))
 
         ledger = StoredLedger([e for e in job["ledger"] if e.get("group") == name], keep)
-
-        async def run(call: lg.Call | None = None) -> dict[str, Any]:
-            try:
-                await run_batches(requests, provider, ledger, on_result=self._result,
-                                  on_progress=progress, retries=1, resend_online=(
-                                      self._online if job["fallback"] == "online" else None),
-                                  poll=self.gateway.config.jobs.batch_poll, cancel=self.cancel)
-            finally:
-                if call is not None:  # what the tenant's budget settles to: the batch price
-                    call.record.cost = self._spent.get(name, 0.0)
-            return {}
-
         budget = None if self.tenant is None else self.tenant.budget
+        spend = None if budget is None else BatchSpend(budget)
         try:
-            if budget is None:
-                await run()
-            else:
-                await self._budgeted(budget, model, requests, run)
+            outcome = await run_batches(
+                requests, provider, ledger, on_result=self._result, on_progress=progress,
+                retries=1, resend_online=self._online if job["fallback"] == "online" else None,
+                enqueued_tokens=model.config.batch_enqueued_tokens,
+                poll=self.gateway.config.jobs.batch_poll, cancel=self.cancel, spend=spend)
         finally:
+            if spend is not None:  # batches still running keep their bound (see BatchSpend)
+                spend.abandon()
             await provider.close()
-
-    async def _budgeted(self, budget: Any, model: Any, requests: list[Request],
-                        run: Any) -> None:
-        """The tenant's budget holds the most the lines can cost (at the model's online price:
-        a bound of the batch price) before anything is submitted, and settles to what the
-        recorded answers cost at batch prices; a job it cannot fit records that refusal as
-        each line's error, submitting nothing."""
-        bound = {"model": model.target,
-                 "messages": [m for r in requests for m in r.body.get("messages", ())],
-                 "max_tokens": sum(max_output(r.body) or DEFAULT_MAX_OUTPUT for r in requests)}
-        call = lg.Call(model.send, (), bound, f"serve:{model.name}:batch")
-        call.partition = self.tenant.name
-        failure: BaseException | None = None
-
-        async def settled(call: lg.Call) -> dict[str, Any]:
-            nonlocal failure
-            try:
-                return await run(call)
-            except BaseException as exc:  # noqa: BLE001 - settled to what was recorded, then raised
-                failure = exc
-                return {}
-
-        try:
-            await budget(call, settled)
-        except lg.BudgetExceeded as exc:
-            error = describe(exc)
-            for request in requests:
-                index, line, _model = self.lines[request.id]
-                await self._record(index, make_record(line["id"], line["line"],
-                                                      line.get("metadata"), error=dict(error)))
-        if failure is not None:
-            raise failure
+        for request_id in outcome.not_sent:  # the tenant's budget could not fit them
+            index, line, _model = self.lines[request_id]
+            await self._record(index, make_record(line["id"], line["line"], line.get("metadata"),
+                                                  error=not_sent(budget, NOT_SENT_HINT)))
 
     async def _result(self, result: LineResult) -> None:
         index, line, model = self.lines[result.id]
@@ -222,7 +192,6 @@ class BatchJob:
             self.gateway.usage.record(self.tenant, model.name, 200, usage, price)
             cost = None if usage is None else round(
                 (usage.input_tokens * price[0] + usage.output_tokens * price[1]) / 1e6, 10)
-            self._spent[model.name] = self._spent.get(model.name, 0.0) + (cost or 0.0)
             record = make_record(line["id"], line["line"], line.get("metadata"),
                                  response=result.response, requested=model.name, cost=cost)
         else:

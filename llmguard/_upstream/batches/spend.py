@@ -19,7 +19,7 @@ from ..._core.errors import BudgetExceeded
 from .plan import Chunk, Request
 from .results import LineResult
 
-__all__ = ["BatchSpend", "OverBudget"]
+__all__ = ["BatchSpend", "OverBudget", "not_sent"]
 
 
 class OverBudget(Exception):
@@ -79,11 +79,28 @@ class BatchSpend:
             self._bounds.pop(request.id, None)
         held.settle(cost)
 
+    def abandon(self) -> None:
+        """The run ends with batches still running (interrupted, cancelled, failed): each
+        keeps its whole reservation, settled as spent (the provider may still bill it, and a
+        run that adopts the batch reserves nothing for it again), so the cap still holds."""
+        for held in self._held.values():
+            held.settle(None)
+        self._held.clear()
+
     def _bound(self, request: Request) -> float:
         bound = self._bounds.get(request.id)
         if bound is None:
             bound = self._bounds[request.id] = self.budget.max_cost(request.body, batch=True)
         return bound
+
+
+def not_sent(budget: Any, hint: str) -> dict[str, str]:
+    """The error of a line the cap left unsent (the run's ``not_sent``); ``hint``: how to send
+    it."""
+    stats = budget.statistics()
+    return {"kind": "not_sent", "type": "BudgetExceeded", "message": (
+        f"not sent: it could pass the budget (${stats.spent_usd:.6f} of ${stats.cap_usd:g} "
+        f"spent); {hint}")}
 
 
 def _part(chunk: Chunk, start: int, end: int) -> Chunk | None:

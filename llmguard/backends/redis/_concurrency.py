@@ -20,31 +20,19 @@ availability while Redis cannot be reached.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Hashable
 from typing import Any
 
 from ..._admission.limiter import ConcurrencyLimiter, ConcurrencyStats
-from ..._core import clock
 from ..._core.check import number, text
 from ..._core.errors import AdmissionTimeout
-from ._leases import Leases
 from ._ratelimit import RedisBackend
+from ._slots import RedisSlots
 
-__all__ = ["RedisConcurrencyLimiter", "poll_delay"]
+__all__ = ["RedisConcurrencyLimiter"]
 
 #: The accepted range of ``lease`` seconds.
 MIN_LEASE, MAX_LEASE = 0.1, 86_400.0
-
-#: Polling delays: first, ceiling (seconds). Jitter spreads processes polling the same ZSET.
-FIRST_POLL, MAX_POLL = 0.005, 0.1
-
-
-def poll_delay(attempt: int, hint: float, *, rand: float) -> float:
-    """Seconds before poll ``attempt`` (0-based): exponential from FIRST_POLL to MAX_POLL with
-    equal jitter (``rand`` in [0, 1)), never past ``hint`` (when the earliest lease expires)."""
-    return min(clock.backoff(attempt + 1, FIRST_POLL, MAX_POLL, rand, equal=True),
-               max(hint, 0.0) + 0.001)
 
 
 class RedisConcurrencyLimiter:
@@ -60,7 +48,7 @@ class RedisConcurrencyLimiter:
     still running re-register first; a fresh deployment is granted at once.
     """
 
-    __slots__ = ("backend", "name", "lease", "max_wait", "_local", "_leases")
+    __slots__ = ("backend", "name", "lease", "max_wait", "_local", "_slots")
 
     def __init__(
         self,
@@ -92,9 +80,8 @@ class RedisConcurrencyLimiter:
         self.max_wait = max_wait
         # The local fair queue: limit per process, priorities, partitions, cancellation safety.
         self._local = ConcurrencyLimiter(limit, max_queue=max_queue)
-        # Held lease ids, their renewal and the releases Redis has yet to confirm.
-        self._leases = Leases(backend.connection, f"{backend.connection.prefix}:cc:{{{name}}}",
-                              self.lease)
+        # The shared slots: one lease each, renewed while held.
+        self._slots = RedisSlots(backend.connection, name, self.lease)
 
     @property
     def limit(self) -> int:
@@ -108,7 +95,7 @@ class RedisConcurrencyLimiter:
     @property
     def in_flight(self) -> int:
         """Permits held by this process."""
-        return len(self._leases.held)
+        return self._slots.held
 
     @property
     def waiting(self) -> int:
@@ -120,45 +107,33 @@ class RedisConcurrencyLimiter:
         loop = asyncio.get_running_loop()
         deadline = None if self.max_wait is None else loop.time() + self.max_wait
         timeout = asyncio.timeout_at(deadline)
-        leases = self._leases
         try:
             async with timeout:
                 await self._local.acquire(priority=priority, partition=partition)
-                lease = leases.new_id()
                 try:
-                    await self._acquire_shared(lease)
+                    while True:
+                        granted, delay = await self._slots.try_acquire(self.limit)
+                        if granted:
+                            break
+                        await asyncio.sleep(delay)
                 except BaseException:
                     self._local.release()
-                    leases.abandon(lease)
                     raise
         except TimeoutError:
             if not timeout.expired():
                 raise
             raise AdmissionTimeout(
                 f"waited {self.max_wait:g} s for one of {self.limit} shared concurrency slots "
-                f"{self.name!r} ({len(leases.held)} held here); raise max_wait or limit, or check "
+                f"{self.name!r} ({self._slots.held} held here); raise max_wait or limit, or check "
                 "for workers holding leases (after a Redis restart none is granted for a lease)"
             ) from None
-        leases.hold(lease)
-
-    async def _acquire_shared(self, lease: str) -> None:
-        connection = self.backend.connection
-        attempt = 0
-        while True:
-            if connection.on_error == "local" and connection.down():
-                return  # granted locally; renewal registers it once Redis answers
-            result = await self._leases.try_acquire(lease, self.limit)
-            if result is None or result[0]:
-                return  # None: on_error="local", the local limiter alone decided
-            await asyncio.sleep(poll_delay(attempt, result[1], rand=random.random()))
-            attempt += 1
 
     def release(self) -> None:
         """Give a permit back (synchronous; the Redis ZREM is written in the background)."""
-        if not self._leases.held:
+        if not self._slots.held:
             raise RuntimeError("release() called more times than acquire()")
         self._local.release()
-        self._leases.release()
+        self._slots.release()
 
     async def __aenter__(self) -> None:
         await self.acquire()

@@ -60,8 +60,10 @@ class RedisBackend:
     leaves the reservation as estimated, which errs on the side of waiting.
 
     The same object builds the other shared pieces: :class:`RedisConcurrencyLimiter` and
-    :class:`RedisStore` take it as their first argument, and ``CircuitBreaker(name=...,
-    backend=backend)`` shares circuit openings. ``await backend.aclose()`` at shutdown.
+    :class:`RedisStore` take it as their first argument, ``CircuitBreaker(name=...,
+    backend=backend)`` shares circuit openings, ``Budget(backend=backend)`` spend, and
+    ``Router(backend=backend)`` its deployments' quotas and ``concurrency`` slots.
+    ``await backend.aclose()`` at shutdown.
 
     Memory in this process stays bounded with a key per user or tenant: what it caches per key
     is forgotten once stale (swept whenever the number of keys has doubled, like
@@ -235,6 +237,13 @@ class RedisBackend:
         from ._circuit import RedisCircuitState
 
         return RedisCircuitState(self.connection, name, **params)
+
+    def concurrency_slots(self, name: str, *, lease: float = 10.0) -> Any:
+        """The :class:`~llmguard.backends.SharedSlots` of ``name`` (a Router deployment's
+        ``concurrency``): a lease per slot, back ``lease`` s after its process died."""
+        from ._slots import RedisSlots
+
+        return RedisSlots(self.connection, name, lease)
 
     def budget_ledger(self) -> RedisLedger:
         """The shared ledger behind ``Budget(..., backend=self)`` (one per backend)."""

@@ -14,7 +14,7 @@ from ..._core.check import number, text
 from ..._core.sweep import SWEEP_AT, sweep
 from ._client import Connection
 from ._codec import Codec
-from ._concurrency import poll_delay
+from ._slots import poll_delay
 from ._ratelimit import RedisBackend
 
 __all__ = ["RedisStore", "RedisStoreStats", "ValueTooLarge"]

@@ -54,7 +54,7 @@ def to_table(records: list[dict[str, Any]]) -> Any:
                         ("record", pa.string())])
     rows = [{"id": r["id"], "line": r["line"], "ok": r["ok"],
              "model": None if r["model"] is None else str(r["model"]),
-             "deployment": r["deployment"],
+             "deployment": r.get("deployment"),  # None in records remembered by older releases
              "error_kind": (r["error"] or {}).get("kind"), "attempts": r["attempts"],
              "cached": r["cached"],
              "record": json.dumps(r, ensure_ascii=False, default=str)} for r in records]

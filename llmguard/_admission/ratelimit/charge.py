@@ -1,0 +1,132 @@
+"""What the server charges a request against a token quota, learned from its headers
+(``refill="auto"``): the factor our estimate is scaled by, and nothing given back.
+
+A server counts tokens its own way. OpenAI counts a request at admission from its characters
+(framing included) plus ``max_tokens``, not from the tokens its usage later reports, and gives
+nothing back when the answer is shorter; an estimate 10% under that count overshoots every
+window by 10% (8% of requests refused). So under a learned token quota:
+
+* **Opening.** Until the server has said anything, a reservation is the estimate times
+  :data:`OPENING` (an opening burst stays within the quota with an estimate up to 13% under).
+  A server whose answers carry no token readings is then trusted to count what the estimate
+  says and what the usage reports (``silent``: factor 1, unused tokens given back).
+* **Calibration.** A burst of ours reaches the server within a moment, and each answer's
+  ``remaining`` counts the ones that arrived before it: the highest and lowest readings of a
+  burst differ by the charges of all but the first to arrive. That difference over our
+  estimates for those requests is the factor (others' traffic only makes it larger: safe).
+* **Unused output.** A server that reports tokens in ``x-ratelimit-remaining-tokens`` counts
+  them as OpenAI documents: the prompt and ``max_tokens`` at admission, nothing given back
+  when the answer is shorter. So a reconciliation keeps what the server charged (the estimate
+  times the factor; more when the usage says more): giving the unused part back to our own
+  count let a limiter under ConcurrencyLimit(8) run ahead of the server (2 429s of ~143).
+  Separate input and output quotas (Anthropic's, which adjusts output to the answer) are
+  reconciled to the usage apart from this (:mod:`.split`).
+
+Everything here takes numbers (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["OPENING", "Charge"]
+
+#: The factor of an opening burst, before the server has calibrated it.
+OPENING = 1.15
+#: The factor calibration may reach (a server counting 3x the estimate is a broken estimator).
+MOST = 3.0
+
+
+class Charge:
+    """The charge factor of one partition's token quotas and what reconciliation keeps."""
+
+    __slots__ = ("factor", "heard", "silent", "burst", "limit")
+
+    def __init__(self, limit: int) -> None:
+        #: Our estimate times this is what the server is believed to count.
+        self.factor = OPENING
+        #: The server reported tokens (its readings calibrate); ``silent``: it answered without.
+        self.heard = self.silent = False
+        #: ``[anchor send time, [(remaining, entry), ...]]`` of the burst being read.
+        self.burst: list[Any] = [None, []]
+        #: The smallest token quota: no reservation is scaled past it.
+        self.limit = limit
+
+    def units(self, estimate: int) -> int:
+        """Tokens to reserve for a call estimated at ``estimate``."""
+        factor = self.factor
+        if factor == 1.0:
+            return estimate
+        return min(self.limit, max(estimate, math.ceil(estimate * factor - 1e-9)))
+
+    def settled(self, entry: Any, tokens: int, answered: bool = True,
+                bucket: bool = False) -> int:
+        """What an admitted entry counts once reconciled to ``tokens`` (the usage the answer
+        reports, or the estimate when it reports none; ``answered``: an answer came). A
+        learned ``bucket`` settles to the usage: its refunds are bounded to what the server's
+        bucket is sure to hold (:func:`.bucket.settle`), and the readings drain it."""
+        if self.silent or not self.heard or bucket:
+            if answered and not self.silent and entry.live:
+                self.silent = True  # answered, and nothing said about tokens
+                self.factor = 1.0
+            return tokens
+        # the calibrated charge, never above the reservation (a burst read in part calibrates
+        # high for a moment), or more when the usage says so
+        return max(min(entry.tokens, self.units(entry.estimate)), tokens)
+
+    def read(self, window: Any, now: float, remaining: int, ticket: Any,
+             tracks: list[Any]) -> None:
+        """A token reading of ``remaining`` in the answer to ``ticket`` (``window``'s token
+        ``tracks``): calibrate the factor from its burst, and when it comes down count ours
+        not settled at it (:meth:`rescale`)."""
+        factor = self.factor
+        rate = min((t.bucket.rate for t in tracks if window.shape.kind == "bucket"
+                    and hasattr(t, "bucket") and t.learns()), default=0.0)
+        self._calibrate(window.readings.spread, remaining, ticket, rate)
+        if self.factor < factor:
+            self.rescale(window, now)
+
+    def _calibrate(self, spread: float, remaining: int, ticket: Any, rate: float) -> None:
+        """Ours sent within ``spread`` s of the first of a burst are read together; ``rate``:
+        tokens a second the server refills meanwhile (a bucket's)."""
+        self.heard = True
+        if self.silent:
+            self.silent, self.factor = False, OPENING
+        anchor, readings = self.burst
+        if anchor is None or abs(ticket.time - anchor) > spread:
+            if anchor is not None and ticket.time < anchor:
+                return  # an older burst's answer
+            readings = []
+            self.burst = [ticket.time, readings]
+        readings.append((remaining, ticket))
+        counted = [(r, e) for r, e in readings if not e.refused]
+        if len(counted) < 3:  # a pair in a paced stream spans a refill that dwarfs a charge
+            return
+        first = max(counted, key=lambda item: item[0])
+        last = min(counted, key=lambda item: item[0])
+        spent = first[0] - last[0] + rate * max(0.0, last[1].time - first[1].time)
+        estimated = sum(e.estimate for _, e in counted) - first[1].estimate
+        if estimated > 0:
+            self.factor = min(MOST, max(1.0, spent / estimated))
+
+    def rescale(self, window: Any, now: float) -> None:
+        """The factor came down: ours in ``window`` the server counted and we have not settled
+        were reserved at more than it charged; count them at what it did (before the reading
+        drains us to the server's count, which has them at that)."""
+        track = window.tracks[0]
+        for entry in list(getattr(getattr(track, "log", track), "entries", ())):
+            charged = self.units(entry.estimate)
+            if entry.owner is window and entry.live and charged < entry.tokens:
+                for each in window.tracks:
+                    if each.quota.tokens:  # a learned quota's pacers, or a share's log
+                        rescale = getattr(each, "rescale", None)
+                        if rescale is not None:
+                            rescale(now, entry, charged)
+                        else:
+                            each.adjust(now, entry, charged, entry.live)
+                entry.tokens = charged
+
+    def __repr__(self) -> str:
+        how = "silent" if self.silent else "heard" if self.heard else "opening"
+        return f"<Charge x{self.factor:.3g} {how}>"

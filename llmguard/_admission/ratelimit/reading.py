@@ -1,0 +1,118 @@
+"""How much a provider's ``remaining`` header leaves us, read against our requests in flight.
+
+A header counts the request it answers (its ticket) and whatever else reached the server
+before it. Requests sent one after another arrive in order, but requests sent within a
+moment of each other (a burst; ``spread`` seconds, the window's margin for the time a
+request takes to get there) may arrive in any order: network jitter of a few milliseconds
+shuffles a burst. So the server's count covers an unknown subset of those, and only a lower
+bound on what it has left once all of ours landed is certain: ``remaining`` less everything
+of ours sent from ``spread`` before the ticket on (:meth:`Readings.read`). One reading of a
+shuffled burst may be far below the truth (the last to arrive, read as if it came first,
+subtracts most of the burst twice: a bucket modelled at -56 of 60, a minute with nothing
+sent). But every reading of the same burst bounds the same quantity, so the best bound of a
+group holds: the group's highest, less ours admitted since, is as
+certain as each, and the first of a burst to arrive reads it exactly. Each reading still
+lowers our own count to that bound (a count that gave back more than the server did, or
+missed another client's requests, is corrected by the next answer).
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+__all__ = ["Readings"]
+
+
+class Readings:
+    """Our recent admissions (for each entry's ``near``) and, per unit, the group of readings
+    now being combined."""
+
+    __slots__ = ("spread", "recent", "groups")
+
+    def __init__(self, spread: float) -> None:
+        #: Seconds within which ours may reach the server in any order.
+        self.spread = spread
+        self.recent: deque[Any] = deque()
+        #: Per unit: [send time of the ticket that opened it, its best bound, when that was
+        #: read, ours admitted then, the first seq it subtracted, ours of those refunded since].
+        self.groups: dict[bool, list[Any]] = {}
+
+    def admit(self, now: float, entry: Any) -> None:
+        """Record ``entry`` (admitted at ``now``): its ``near`` is the first of ours admitted
+        within ``spread`` before it (itself when none)."""
+        recent, horizon = self.recent, now - self.spread
+        while recent and recent[0].time < horizon:
+            recent.popleft()
+        recent.append(entry)
+        first = recent[0]
+        entry.near = (first.seq, first.tseq)
+
+    def refund(self, entry: Any) -> None:
+        """``entry`` never reached the server: a bound that subtracted it gets it back."""
+        for tokens, group in self.groups.items():
+            if entry.seq >= group[4]:
+                group[5] += entry.tokens if tokens else entry.live
+
+    @staticmethod
+    def after(log: Any, tokens: bool, ticket: Any, issued: int) -> int:
+        """Units of ours (not refunded) admitted from ``ticket.near`` on, the ticket excepted,
+        as admitted (a reconciliation since changes nothing the server counted then): counted
+        in ``log`` (a sliding log) when it holds them, else from ``issued`` so far (refunded
+        ones then count too)."""
+        if ticket is None:
+            return 0
+        seq, tseq = ticket.near
+        entries = getattr(log, "entries", None)
+        if not entries or entries[0].seq > seq:
+            return issued - (tseq + ticket.tokens if tokens else seq + 1)
+        after, following = 0, issued  # tokens: an entry took its successor's tseq less its own
+        for entry in reversed(entries):
+            if entry.seq < seq:
+                break
+            if entry.live and entry is not ticket:
+                after += following - entry.tseq if tokens else 1
+            following = entry.tseq
+        return after
+
+    def read(self, now: float, tokens: bool, remaining: int, ticket: Any, after: int,
+             issued: int) -> tuple[int, float, int] | None:
+        """What a reading of ``remaining`` (requests or ``tokens``) in the answer to ``ticket``
+        (None: as of now) leaves us, with ``after`` units of ours (not refunded) admitted from
+        the ticket's ``near`` on, the ticket excepted, and ``issued`` units admitted so far:
+        ``(left, since, base)``, the best certain bound of the open group of readings with
+        this one, as of now but for the refill since ``since`` (a bucket adds it), which
+        subtracted ours from seq ``base`` on; or None for a reading of an older burst than the
+        open group's (superseded).
+
+        One reading's bound is ``remaining`` less ours that may have arrived after the ticket
+        (``after``: every one sent from ``spread`` before it on). A reading of a ticket sent
+        within ``spread`` of the one that opened the group reads the same burst: the higher
+        bound of the two holds, the older one less ours admitted since (plus those of them
+        refunded)."""
+        if ticket is None:
+            self.groups.pop(tokens, None)
+            return remaining, now, issued
+        seq, left = ticket.near[0], remaining - after
+        at = ticket.time
+        group = self.groups.get(tokens)
+        if group is not None:
+            anchor, best, since, counted, base, returned = group
+            if abs(at - anchor) <= self.spread:
+                aged = best - (issued - counted) + returned
+                if aged >= left:
+                    return aged, since, base
+            elif at < anchor:
+                return None
+            else:
+                anchor = at
+        else:
+            anchor = at
+        self.groups[tokens] = [anchor, left, now, issued, seq, 0]
+        return left, now, seq
+
+    def forget(self) -> None:
+        """Caps and levels were set otherwise (spent, a new shape): no group is open."""
+        self.groups.clear()
