@@ -232,8 +232,11 @@ def wrk_script(tmp: str) -> str:
 
 
 def _seconds(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if found is None:  # wrk prints what it could not measure oddly ("-nan"): no figure, no crash
+        return float("nan")
+    value, unit = found.groups()
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
 
 
 def wrk(url: str, connections: int, seconds: float, script: str, cpu: str) -> dict[str, float]:
