@@ -31,9 +31,13 @@ WATCH_AFTER = 0.05
 _JSON = "application/json"
 
 
+#: One compact encoder for every answer (``json.dumps`` with options builds one per call).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A compact JSON answer."""
-    return Response(json.dumps(obj, separators=(",", ":")), status, headers, _JSON)
+    return Response(_encode(obj), status, headers, _JSON)
 
 
 def _as_chunk(completion: dict[str, Any]) -> dict[str, Any]:

@@ -39,18 +39,21 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
 
 async def read_bytes(request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 past ``limit`` bytes (before and while reading)."""
-    too_large = HTTPProblem(413, f"Request body too large: the limit is {limit} bytes",
-                            "request_too_large")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HTTPProblem:
+    return HTTPProblem(413, f"Request body too large: the limit is {limit} bytes",
+                       "request_too_large")
 
 
 def parse_json(raw: bytes | str, what: str = "The request body") -> Any:
