@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import TYPE_CHECKING
 
-from .._admission.budget.layer import Budget
 from .checks import number_type
+
+if TYPE_CHECKING:
+    from .._admission.budget.layer import Budget
 
 __all__ = ["add_arguments", "budget_problem", "make_budget", "price_type"]
 
@@ -65,4 +68,6 @@ def make_budget(max_cost: float | None, price: tuple[float, ...] | None) -> Budg
     """The run's spend cap (--max-cost), priced by --price or litellm's cost map."""
     if max_cost is None:
         return None
+    from .._admission.budget.layer import Budget  # only for a capped run (start-up)
+
     return Budget(max_cost, prices=None if price is None else {"*": price}, name="llmguard-run")

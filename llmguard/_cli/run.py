@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._admission.budget.layer import Budget
 from .._core.tokens import request_tokens
 from .._pipeline.pipeline import Pipeline
 from .._pipeline.stack import StackSpec, build_stack
-from .._routing import Router
 from .._runners.lines import InputLine
 from .._runners.stopper import Stopper
-from .._serve.deployments import DeploymentConfig, router_of
 from .budget_options import make_budget
 from .exits import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .io import FSYNC_INTERVAL, OutputWriter, read_jobs
@@ -22,6 +19,11 @@ from .limits import Limits, announce, default_concurrency, in_use, routed
 from .provider import Provider
 from .report import Progress, Tally, format_summary, quota_used, resume_args, spend
 from .worker import NotSent, make_worker
+
+if TYPE_CHECKING:  # the Router and budget are imported when a run asks for them (start-up)
+    from .._admission.budget.layer import Budget
+    from .._routing import Router
+    from .._serve.deployments import DeploymentConfig
 
 __all__ = ["Settings", "build_pipeline", "run", "stack_spec"]
 
@@ -93,6 +95,8 @@ def make_limits(s: Settings) -> Limits | Router:
     """The run's quotas: the deployments' (a Router, waiting as long as it takes), else
     --rpm/--tpm, else learned from an --api-base's headers (litellm hides them)."""
     if s.deployments:
+        from .._serve.deployments import router_of
+
         return router_of(s.deployments, s.strategy, None, None)
     spec = s.stack
     return Limits(rpm=spec.rpm, tpm=spec.tpm, learn=s.api_base is not None,
