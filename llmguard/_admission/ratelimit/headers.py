@@ -138,12 +138,8 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
         elif reset is not None:
             backend.cap(key, quotas, tokens, left, reset)
     if any(q.part for q in quotas):  # input_tpm / output_tpm: a ``split_backend.SplitBackend``
-        for part, left, reset, limit in part_headers(headers):
-            if learning:
-                backend.observe(key, quotas, True, left, reset, ticket=ticket, limit=limit,
-                                part=part)
-            else:
-                backend.cap(key, quotas, True, left, reset, part)
+        for part, left, reset, _ in part_headers(headers):
+            backend.cap(key, quotas, True, left, reset, part)
 
 
 def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseException,

@@ -24,6 +24,10 @@ from .window import Quota
 __all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_large"]
 
 
+#: How input and output token quotas are paced (``refill="auto"`` or ``"continuous"``).
+_BUCKET = "bucket (how Anthropic and Vertex AI document input/output token limits)"
+
+
 @dataclass(frozen=True, slots=True)
 class Part:
     """The backend key of a layer's ``input`` or ``output`` token quotas for ``key`` (equal
@@ -185,12 +189,15 @@ class SplitBackend:
                                ticket=self._entry(ticket, part))
 
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
-        """What each part learned (``requests: ...; input: ...; output: ...``)."""
-        if not callable(getattr(self.inner, "shape", None)):
-            return ""
-        said = [(part or ("tokens" if all(q.tokens for q in sub) else "requests"),
-                 self.inner.shape(self._key(part, key), sub))
-                for part, sub in self._layout(quotas)]
+        """How each part is paced (``requests: ...; input: ...; output: ...``): what the
+        request and total-token quotas learned, and the input and output buckets."""
+        learned = callable(getattr(self.inner, "shape", None))
+        said = []
+        for part, sub in self._layout(quotas):
+            if part and all(q.continuous for q in sub):
+                said.append((part, _BUCKET))
+            elif learned:
+                said.append((part or "requests", self.inner.shape(self._key(part, key), sub)))
         return "; ".join(f"{label}: {shape}" for label, shape in said if shape)
 
     def limits(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int | None, int | None]:
