@@ -17,7 +17,7 @@ from typing import Any
 
 from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, TakesNow
-from .headers import spend
+from .headers import learned, spend
 from .split import Tokens, check_fits, split_estimate, split_used, too_large
 from .window import Quota
 
@@ -150,9 +150,6 @@ class SplitBackend:
             if name == part and (not tokens or any(q.tokens for q in sub)):
                 self.inner.cap(self._key(part, key), sub, tokens, remaining, reset)
 
-    def _learns(self) -> bool:
-        return callable(getattr(self.inner, "observe", None))
-
     @staticmethod
     def _entry(ticket: Any, part: str) -> Any:
         """The reservation of ``ticket`` in the ``part`` quotas (None: not one of ours)."""
@@ -169,7 +166,7 @@ class SplitBackend:
         each part learns its own shape from its own readings (Anthropic's
         ``anthropic-ratelimit-input-tokens-*`` against its input bucket), read against its own
         reservation of ``ticket``. Over a backend that learns nothing: :meth:`cap`."""
-        if not self._learns():
+        if not callable(getattr(self.inner, "observe", None)):
             if reset is not None:
                 self.cap(key, quotas, tokens, remaining, reset, part)
             return
@@ -181,7 +178,7 @@ class SplitBackend:
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
                 ticket: Any = None) -> None:
         """A 429: every part pauses (and learns from it, over a learning backend)."""
-        if not self._learns():
+        if not callable(getattr(self.inner, "observe", None)):
             self.pause(key, quotas, seconds)
             return
         for part, sub in self._layout(quotas):
@@ -191,12 +188,12 @@ class SplitBackend:
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
         """How each part is paced (``requests: ...; input: ...; output: ...``): what the
         request and total-token quotas learned, and the input and output buckets."""
-        learned = callable(getattr(self.inner, "shape", None))
+        shapes = callable(getattr(self.inner, "shape", None))
         said = []
         for part, sub in self._layout(quotas):
             if part and all(q.continuous for q in sub):
                 said.append((part, _BUCKET))
-            elif learned:
+            elif shapes:
                 said.append((part or "requests", self.inner.shape(self._key(part, key), sub)))
         return "; ".join(f"{label}: {shape}" for label, shape in said if shape)
 
@@ -204,11 +201,7 @@ class SplitBackend:
         """The requests limit in force, and the tightest token limit of any part."""
         requests, tokens = None, None
         for part, sub in self._layout(quotas):
-            if callable(getattr(self.inner, "limits", None)):
-                free_requests, free_tokens = self.inner.limits(self._key(part, key), sub)
-            else:
-                free_requests = min((q.limit for q in sub if not q.tokens), default=None)
-                free_tokens = min((q.limit for q in sub if q.tokens), default=None)
+            free_requests, free_tokens = learned(self.inner, sub, self._key(part, key))[1:]
             requests = free_requests if requests is None else requests
             if free_tokens is not None:
                 tokens = free_tokens if tokens is None else min(tokens, free_tokens)
@@ -246,8 +239,6 @@ class SplitBackend:
 
     def __repr__(self) -> str:
         return f"<SplitBackend input/output over {self.inner!r}>"
-
-
 
 
 def setup(quotas: tuple[Quota, ...], backend: Any,
