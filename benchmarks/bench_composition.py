@@ -10,7 +10,9 @@ Each contender sends 3x the quota at once (``--demand``) to four simulated serve
   ``max_tokens`` (200) up front, OpenAI's headers (TPM binds: about 47 requests a minute);
 * sliding window: at most 60 requests in any 60 s, the reset when the oldest leaves;
 * clock-minute proxy: LiteLLM's proxy, ``rpm - 1`` per wall-clock minute, ``remaining`` without
-  a reset and a 429 carrying only ``llm_provider-retry-after: 60``.
+  a reset and a 429 carrying only ``llm_provider-retry-after: 60``;
+* input/output buckets (the default stack only): Anthropic's RPM, ITPM and OTPM buckets, output
+  charged as ``max_tokens`` at arrival and given back to the output used, its headers.
 
 Every server answers 429 with its own headers, which the llmguard stack reads as its HTTP client
 would (``RateLimit.observe_headers``). Contenders, each what a user would write with the quotas
@@ -52,8 +54,9 @@ from typing import Any
 import looptime
 
 import llmguard as lg
-from llmguard.testing import (FixedWindowServer, ProviderError, ProxyWindowServer, QuotaServer,
-                              SlidingWindowServer, TokenBucketServer)
+from llmguard.testing import (FixedWindowServer, InputOutputBucketServer, ProviderError,
+                              ProxyWindowServer, QuotaServer, SlidingWindowServer,
+                              TokenBucketServer)
 
 RPM = 60
 FIXED_TPM = 40_000
@@ -305,6 +308,61 @@ def compare(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...] = (
     return rows
 
 
+#: The input/output row: Anthropic's three buckets (requests, input and output tokens), each
+#: call ``IO_PROMPT`` (98 input tokens) asking ``MAX_TOKENS`` and using 64 (the output quota
+#: binds: 46 calls a minute, each holding 200 until its answer ends), against
+#: ``RateLimit(rpm, input_tpm, output_tpm)`` and nothing else.
+IO_INPUT_TPM, IO_OUTPUT_TPM, IO_OUTPUT, IO_PROMPT = 8_000, 3_000, 64, "word " * 70
+
+
+async def run_input_output(calls: int, seed: int = 0, phase: float = 0.0) -> Row:
+    """The README stack with only ``rpm``/``input_tpm``/``output_tpm`` against
+    :class:`~llmguard.testing.InputOutputBucketServer`, ``phase`` s into the minute."""
+    server = InputOutputBucketServer(rpm=RPM, input_tpm=IO_INPUT_TPM, output_tpm=IO_OUTPUT_TPM,
+                                     latency=LATENCY, output_tokens=IO_OUTPUT)
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep((phase - loop.time() % 60) % 60)
+    pipeline = (lg.Pipeline(name="bench").metrics().cache(ttl=300).fallback({"model": "backup"})
+                .retry(attempts=4, seed=seed).circuit_breaker().timeout(30)
+                .rate_limit(rpm=RPM, input_tpm=IO_INPUT_TPM, output_tpm=IO_OUTPUT_TPM)
+                .concurrency_limit(SLOTS))
+    for layer in pipeline.layers:
+        if isinstance(layer, lg.RateLimit):
+            server.on_headers.append(layer.observe_headers)
+    send = pipeline.wrap(server.amessages)
+    start = loop.time()
+    results = await asyncio.gather(*(
+        send(model="primary", max_tokens=MAX_TOKENS,
+             messages=[{"role": "user", "content": f"{IO_PROMPT}{i}"}])
+        for i in range(calls)), return_exceptions=True)
+    wall = loop.time() - start
+    failed = sum(isinstance(r, BaseException) for r in results)
+    stats = server.statistics()
+    prompt = server.charge(messages=[{"role": "user", "content": f"{IO_PROMPT}100"}],
+                           max_tokens=0)
+    return Row("llmguard (defaults)", "input/output buckets", phase, calls, calls - failed,
+               failed, stats.rate_limited, stats.cancelled_after_arrival, wall,
+               server.ideal_time(calls, start=start, input_tokens=prompt,
+                                 max_tokens=MAX_TOKENS, output_tokens=IO_OUTPUT))
+
+
+def compare_input_output(demand: float = 3.0, repeats: int = 1,
+                         phases: tuple[float, ...] = (0.0, 40.0)) -> list[Row]:
+    """:func:`run_input_output` at ``demand`` times the binding quota, medians over seeds."""
+    calls = round(demand * min(RPM, IO_INPUT_TPM // 98, IO_OUTPUT_TPM // IO_OUTPUT))
+    rows = []
+    for phase in phases:
+        runs = []
+        for seed in range(repeats):
+            loop = new_loop()
+            try:
+                runs.append(loop.run_until_complete(run_input_output(calls, seed, phase)))
+            finally:
+                loop.close()
+        rows.append(median_row(runs))
+    return rows
+
+
 def compare_strict(demand: float = 3.0, repeats: int = 1,
                    phases: tuple[float, ...] = (0.0, 40.0),
                    contenders: tuple[str, ...] = ("llmguard (defaults)",)) -> list[Row]:
@@ -324,7 +382,7 @@ def main() -> None:
                         help="calls at once, as a multiple of the quota per minute")
     parser.add_argument("--repeats", type=int, default=3, help="seeds per cell (median)")
     args = parser.parse_args()
-    rows = compare(args.demand, args.repeats)
+    rows = compare(args.demand, args.repeats) + compare_input_output(args.demand, args.repeats)
     print(f"{args.demand:g}x the quota at once, {RPM} RPM, {LATENCY:g} s per request, started "
           f"on a minute (:00) and 40 s into it (:40), median of {args.repeats}")
     print(format_table(rows))

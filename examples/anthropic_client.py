@@ -38,7 +38,7 @@ async def main() -> None:
 
     server = InputOutputBucketServer(**QUOTAS, latency=0.2, output_tokens=64)
     async with LoopbackServer(server) as http:
-        limit = lg.RateLimit(**QUOTAS, refill="continuous")
+        limit = lg.RateLimit(**QUOTAS)  # input/output paced as buckets by default
         pipeline = lg.Pipeline(name="claude").retry(attempts=4).then(limit)
         client = lg_anthropic.wrap(
             AsyncAnthropic(base_url=http.origin, api_key="offline", max_retries=0), pipeline)

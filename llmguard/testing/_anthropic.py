@@ -127,12 +127,14 @@ class InputOutputBucketServer(QuotaServer):
                 "output-tokens": self._charging[1]}
 
     async def _serve(self, input_tokens: int, output: int, charged: int) -> None:
-        reserved = charged - input_tokens
-        self._charging = (input_tokens, reserved)  # read by _admit, which runs before any await
+        # read by _admit, which runs before any await
+        self._charging = (input_tokens, charged - input_tokens)
         await super()._serve(input_tokens, output, charged)
+
+    def _answered(self, input_tokens: int, output: int, charged: int) -> None:
         bucket = self.quotas["output-tokens"]
         if bucket is not None:  # the answer ended: the output bucket is charged what it used
-            bucket.give_back(self._now(), reserved - output)
+            bucket.give_back(self._now(), charged - input_tokens - output)
         admission_headers.set(self.headers(self._now()))  # sent with the answer, at its end
 
     def headers(self, now: float) -> dict[str, str]:

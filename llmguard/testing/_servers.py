@@ -172,7 +172,12 @@ class QuotaServer(SimulatedProvider):
             self.cancelled.append((arrived, self._now()))
             raise
         self._last_completion = self._now()
+        self._answered(input_tokens, output, charged)
         self._tell(admission_headers.get() or {})
+
+    def _answered(self, input_tokens: int, output: int, charged: int) -> None:
+        """The answer ends now, before its headers are told: a server that settles a request
+        then (and reports as of then) does it here."""
 
     def _tell(self, headers: dict[str, str]) -> None:
         for observe in self.on_headers:

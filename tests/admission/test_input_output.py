@@ -317,3 +317,36 @@ async def test_over_a_remote_backend_a_partial_reservation_is_rolled_back() -> N
     with pytest.raises(asyncio.CancelledError):
         await pending
     assert remote.used == {"k": 1, Part("output", "k"): 900}
+
+
+async def test_defaults_pace_input_output_buckets_like_anthropic() -> None:
+    """``RateLimit(rpm=, input_tpm=, output_tpm=)`` with nothing else set, 3x the quota at
+    once, started 40 s into a minute, against buckets that count like Anthropic's (the output
+    reserved as ``max_tokens`` binds, given back when each answer ends, the headers as of then):
+    every call done, no 429, within 1.10x the server's ideal; the shape says how each part is
+    paced."""
+    from llmguard.testing import InputOutputBucketServer
+
+    server = InputOutputBucketServer(rpm=60, input_tpm=8_000, output_tpm=3_000, latency=2.0,
+                                     output_tokens=64)
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep((40 - loop.time()) % 60)
+    limit = lg.RateLimit(rpm=60, input_tpm=8_000, output_tpm=3_000)
+    server.on_headers.append(limit.observe_headers)
+    send = lg.Pipeline(name="claude").retry(attempts=4).then(limit).concurrency_limit(32) \
+        .wrap(server.amessages)
+    prompt = "word " * 70
+    calls = 138  # 3x: the output quota admits 46 calls of 64 tokens (200 reserved) a minute
+    start = loop.time()
+    results = await asyncio.gather(*(
+        send(model="claude", max_tokens=200, messages=[{"role": "user", "content": prompt + str(i)}])
+        for i in range(calls)))
+    wall = loop.time() - start
+    assert len(results) == calls
+    assert server.statistics().rate_limited <= calls // 100
+    ideal = server.ideal_time(calls, start=start, input_tokens=98, max_tokens=200,
+                              output_tokens=64)
+    assert wall <= 1.10 * ideal, (wall, ideal)
+    shape = limit.statistics().shape
+    assert shape.startswith("requests: bucket (reset") and "input: bucket (how Anthropic" in shape
+    assert "output: bucket" in repr(limit)

@@ -72,19 +72,22 @@ def build_quotas(rpm: int | None, rps: int | None, tpm: int | None, burst: float
         (number("output_tpm", output_tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0,
          True, "output"),
     )
-    quotas = [Quota(n, window, tokens, continuous, learn, part=part)
+    # Input/output token quotas exist at Anthropic and Vertex AI, both documented as token
+    # buckets: by default they are paced as such (``split_backend.SplitBackend.shape`` says so).
+    quotas = [Quota(n, window, tokens, continuous or (learn and bool(part)),
+                    learn and not part, part=part)
               for n, window, tokens, part in configured if n]
     if not quotas:
         raise ValueError("RateLimit needs a quota: pass rpm=, rps=, tpm=, input_tpm= and/or "
                          "output_tpm=")
     if burst is not None:
         number("burst", burst, high=1, what="a fraction of each quota in (0, 1]")
-        quotas += [Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens, continuous,
-                         learn, part=q.part) for q in quotas]
+        quotas += [Quota(max(1, int(q.limit * burst)), q.window * burst, q.tokens, q.continuous,
+                         q.learn, part=q.part) for q in quotas]
     number("margin", margin, low_open=False, unit=" of seconds", optional=True,
            hint="; e.g. margin=0.5 for a per-minute quota over the network")
     # each admission counts that much longer than the provider's window
-    return tuple(Quota(q.limit, q.window + extra, q.tokens, continuous, learn, extra, q.part)
+    return tuple(Quota(q.limit, q.window + extra, q.tokens, q.continuous, q.learn, extra, q.part)
                  if (extra := (q.window * DEFAULT_MARGIN / 60 if margin is None else margin))
                  else q for q in quotas)
 

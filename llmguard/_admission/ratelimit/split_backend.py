@@ -17,10 +17,15 @@ from typing import Any
 
 from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, TakesNow
+from .headers import learned, spend
 from .split import Tokens, check_fits, split_estimate, split_used, too_large
 from .window import Quota
 
 __all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_large"]
+
+
+#: How input and output token quotas are paced (``refill="auto"`` or ``"continuous"``).
+_BUCKET = "bucket (how Anthropic and Vertex AI document input/output token limits)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,74 @@ class SplitBackend:
             if name == part and (not tokens or any(q.tokens for q in sub)):
                 self.inner.cap(self._key(part, key), sub, tokens, remaining, reset)
 
+    @staticmethod
+    def _entry(ticket: Any, part: str) -> Any:
+        """The reservation of ``ticket`` in the ``part`` quotas (None: not one of ours)."""
+        if isinstance(ticket, _Ticket):
+            for _, entry, taken in ticket.taken:
+                if taken == part:
+                    return entry
+        return None
+
+    def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
+                reset: float | None, *, ticket: Any = None, limit: int | None = None,
+                part: str = "") -> None:
+        """:class:`~llmguard.LearningBackend`'s, for the ``part`` quotas (as :meth:`cap`):
+        each part learns its own shape from its own readings (Anthropic's
+        ``anthropic-ratelimit-input-tokens-*`` against its input bucket), read against its own
+        reservation of ``ticket``. Over a backend that learns nothing: :meth:`cap`."""
+        if not callable(getattr(self.inner, "observe", None)):
+            if reset is not None:
+                self.cap(key, quotas, tokens, remaining, reset, part)
+            return
+        for name, sub in self._layout(quotas):
+            if name == part and (not tokens or any(q.tokens for q in sub)):
+                self.inner.observe(self._key(part, key), sub, tokens, remaining, reset,
+                                   ticket=self._entry(ticket, part), limit=limit)
+
+    def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
+                ticket: Any = None) -> None:
+        """A 429: every part pauses (and learns from it, over a learning backend)."""
+        if not callable(getattr(self.inner, "observe", None)):
+            self.pause(key, quotas, seconds)
+            return
+        for part, sub in self._layout(quotas):
+            self.inner.refused(self._key(part, key), sub, seconds,
+                               ticket=self._entry(ticket, part))
+
+    def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
+        """How each part is paced (``requests: ...; input: ...; output: ...``): what the
+        request and total-token quotas learned, and the input and output buckets."""
+        shapes = callable(getattr(self.inner, "shape", None))
+        said = []
+        for part, sub in self._layout(quotas):
+            if part and all(q.continuous for q in sub):
+                said.append((part, _BUCKET))
+            elif shapes:
+                said.append((part or "requests", self.inner.shape(self._key(part, key), sub)))
+        return "; ".join(f"{label}: {shape}" for label, shape in said if shape)
+
+    def limits(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int | None, int | None]:
+        """The requests limit in force, and the tightest token limit of any part."""
+        requests, tokens = None, None
+        for part, sub in self._layout(quotas):
+            free_requests, free_tokens = learned(self.inner, sub, self._key(part, key))[1:]
+            requests = free_requests if requests is None else requests
+            if free_tokens is not None:
+                tokens = free_tokens if tokens is None else min(tokens, free_tokens)
+        return requests, tokens
+
+    def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """Every part used up now (``RateLimit.assume_spent``)."""
+        for part, sub in self._layout(quotas):
+            spend(self.inner, sub, self._key(part, key))
+
+    def sent(self, key: Hashable, quotas: tuple[Quota, ...], tokens: Any, at: float) -> None:
+        """A request sent without a reservation, counted in each part (when ``inner`` can)."""
+        if callable(getattr(self.inner, "sent", None)):
+            for part, sub in self._layout(quotas):
+                self.inner.sent(self._key(part, key), sub, _amount(part, tokens), at)
+
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         """Requests from the request quotas; tokens the tightest token quota of any part."""
         requests, tokens, paused = None, None, 0.0
@@ -166,8 +239,6 @@ class SplitBackend:
 
     def __repr__(self) -> str:
         return f"<SplitBackend input/output over {self.inner!r}>"
-
-
 
 
 def setup(quotas: tuple[Quota, ...], backend: Any,
