@@ -454,14 +454,19 @@ def defaults_rows(port: int, tmp: Path, kinds: list[str]) -> list[dict]:
 
 
 def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list[str]]],
-                  repeats: int) -> list[dict]:
-    """Each of ``runs`` (name, extra ``llmguard run`` options) against a fresh LiteLLM proxy
-    serving a ``mock_response`` deployment with rpm/tpm limits, counted from its access log."""
+                  repeats: int, phase: float) -> list[dict]:
+    """Each of ``runs`` (name, extra ``llmguard run`` options, otherwise its defaults) against a
+    fresh LiteLLM proxy serving a ``mock_response`` deployment with rpm/tpm limits, started
+    ``phase`` s into a clock minute, counted from the proxy's access log.
+
+    The proxy also serves ``free``, the same mock without limits: ``len(src)`` lines sent there
+    first (1,024 in flight, what the rate-limited runs get) measure the proxy's own pace."""
     config = tmp / "litellm.yaml"
+    mock = "      api_key: sk-mock\n      mock_response: \"ok\"\n"
     config.write_text(
         "model_list:\n  - model_name: sim\n    litellm_params:\n      model: openai/sim\n"
-        "      api_key: sk-mock\n      mock_response: \"ok\"\n"
-        f"      rpm: {LITELLM_RPM}\n      tpm: {LITELLM_TPM}\n"
+        f"{mock}      rpm: {LITELLM_RPM}\n      tpm: {LITELLM_TPM}\n"
+        f"  - model_name: free\n    litellm_params:\n      model: openai/free\n{mock}"
         "router_settings:\n  routing_strategy: usage-based-routing-v2\n"
         "  enable_pre_call_checks: true\nlitellm_settings:\n  num_retries: 0\n")
     rows = []
@@ -478,17 +483,26 @@ def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list
                      "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
                 stdout=log.open("w"), stderr=subprocess.STDOUT)
             try:
-                for _ in range(600):
+                for _ in range(1200):
                     with contextlib.suppress(OSError):
                         http(port, "GET", "/health/liveliness")
                         break
+                    if proxy.poll() is not None:
+                        raise SystemExit(f"LiteLLM's proxy exited:\n{log.read_text()[-3000:]}")
                     time.sleep(0.1)
                 out = tmp / "litellm.jsonl"
                 cmd = [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(out),
-                       "--overwrite", "--no-progress", "--model", "sim", "--api-base",
-                       f"http://127.0.0.1:{port}/v1", "--api-key-env", "BENCH_PROXY_KEY",
-                       "--concurrency", "32", "--retries", "5", *options]
-                done = subprocess.run(cmd, env={**env(), "BENCH_PROXY_KEY": MASTER_KEY},
+                       "--overwrite", "--no-progress", "--api-base",
+                       f"http://127.0.0.1:{port}/v1", "--api-key-env", "BENCH_PROXY_KEY"]
+                run_env = {**env(), "BENCH_PROXY_KEY": MASTER_KEY}
+                pace = subprocess.run(
+                    [*cmd, "--model", "free", "--rpm", "100000000", "--tpm", "10000000000",
+                     "--concurrency", "1024"],
+                    env=run_env, capture_output=True, text=True, timeout=1800)
+                paced = len(records(out))  # all 200s: the proxy's log counts them too
+                gap = run_wall(pace) / paced
+                time.sleep((phase - time.time()) % 60)
+                done = subprocess.run([*cmd, "--model", "sim", *options], env=run_env,
                                       capture_output=True, text=True, timeout=1800)
                 ended = time.time()
                 if done.returncode not in (0, 1):
@@ -498,29 +512,30 @@ def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list
                 proxy.wait(timeout=60)
             codes = Counter(re.findall(r'"POST /v1/chat/completions HTTP/1.1" (\d+)',
                                        log.read_text()))
-            wall = float(re.search(r"wall time\s+([\d.]+) s", done.stdout).group(1))
+            wall = run_wall(done)
             start = ended - wall  # the run's first request, about (clock minutes matter)
             got = records(out)
             rows.append({"name": name, "server": "LiteLLM proxy (real time)",
+                         "phase": start % 60, "gap": gap,
                          "done": len(got), "failed": sum(not r["ok"] for r in got),
-                         "arrivals": sum(codes.values()), "rate_limited": codes.get("429", 0),
-                         "served": codes.get("200", 0), "wall": wall,
-                         "ideal": litellm_ideal(len(got), start, spacing(got)),
+                         "arrivals": sum(codes.values()) - paced,
+                         "rate_limited": codes.get("429", 0),
+                         "served": codes.get("200", 0) - paced, "wall": wall,
+                         "ideal": litellm_ideal(len(got), start, gap),
                          "duplicates": None})
     return rows
 
 
-def spacing(got: list[dict]) -> float:
-    """Seconds between answers at the proxy's own pace: it serves about 32 requests (the
-    run's --concurrency) per median provider latency, whatever the quota."""
-    latencies = sorted(r["latency"] for r in got if r["latency"] is not None)
-    return latencies[len(latencies) // 2] / 32 if latencies else 0.0
+def run_wall(proc: subprocess.CompletedProcess) -> float:
+    """The wall time ``llmguard run`` reports in its summary."""
+    return float(re.search(r"wall time\s+([\d.]+) s", proc.stdout).group(1))
 
 
 def litellm_ideal(n: int, start: float, gap: float) -> float:
     """LiteLLM counts requests per clock minute (unix time) and refuses the one that would
     reach ``rpm`` (``rpm - 1`` get through per minute, as measured here): the soonest ``n``
-    requests from ``start`` pass, no closer than ``gap`` apart (the proxy's own pace)."""
+    requests from ``start`` pass, no closer than ``gap`` apart (the proxy's own pace, measured
+    without limits), the last answered ``gap`` later."""
     from llmguard.testing._quota import FixedWindow
 
     quota, t = FixedWindow(LITELLM_RPM - 1, 60.0), start
@@ -529,7 +544,7 @@ def litellm_ideal(n: int, start: float, gap: float) -> float:
             t += gap
         t += quota.wait(t, 1)
         quota.take(t, 1)
-    return t - start + gap * 32
+    return t - start + gap
 
 
 # --------------------------------------------------------------------------- main
@@ -562,6 +577,9 @@ def main() -> None:
     parser.add_argument("--litellm", metavar="PATH",
                         help="the litellm command of an environment with litellm[proxy]")
     parser.add_argument("--litellm-lines", type=int, default=LITELLM_LINES)
+    parser.add_argument("--litellm-phase", type=float, default=MINUTE_PHASE,
+                        help="seconds into a clock minute each run through LiteLLM starts "
+                             "(default %(default)s)")
     parser.add_argument("--no-interrupts", action="store_true",
                         help="skip the SIGINT and kill -9 runs")
     parser.add_argument("--defaults", default="",
@@ -630,14 +648,15 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    note = None
+    note, lite_rows = None, []
     if args.litellm:
         lite_src = tmp / "litellm_requests.jsonl"
         make_requests(lite_src, args.litellm_lines)
-        rows += [median_row([r]) for r in litellm_proxy(
+        lite_rows = [median_row([r]) for r in litellm_proxy(
             args.litellm, tmp, lite_src,
             [("llmguard run, limits learned", []),
-             ("llmguard run --rpm", ["--rpm", str(LITELLM_RPM)])], args.repeats)]
+             ("llmguard run --rpm", ["--rpm", str(LITELLM_RPM)])], args.repeats,
+            args.litellm_phase)]
     else:
         note = ("LiteLLM's proxy: not run (pass --litellm PATH: the litellm command of an "
                 "environment with 'litellm[proxy]' installed)")
@@ -647,9 +666,6 @@ def main() -> None:
           + (f"; on the sliding window another consumer uses {args.share:.0%} of it"
              if args.share else "")
           + (f"; median of {args.repeats} runs by wall time" if args.repeats > 1 else ""))
-    if args.litellm:
-        print(f"LiteLLM proxy: {args.litellm_lines:,} requests, rpm {LITELLM_RPM:,} per clock "
-              f"minute, real time; ideal counts {LITELLM_RPM - 1:,} a minute (what it admits)")
     print("ideal: the soonest the server's own quota admits the same requests from the first "
           "arrival, plus one service time; 429s: share of the requests the server received\n")
     print("| server | client | lines done | failed | 429s (% of requests) | wall s | "
@@ -664,6 +680,20 @@ def main() -> None:
               f"{r['wall']:.1f} | {ratio} |")
     if note:
         print(f"\n{note}")
+    if lite_rows:
+        print(f"\nLiteLLM's proxy (real time): `llmguard run --api-base URL` and nothing else "
+              f"(limits learned), or `--rpm {LITELLM_RPM}`; {args.litellm_lines:,} lines; a "
+              f"mock_response deployment with rpm {LITELLM_RPM:,} per clock minute; the ideal "
+              f"counts {LITELLM_RPM - 1:,} a minute (what it admits) at the proxy's own pace "
+              "without limits\n")
+        print("| client | started at | proxy's pace ms | lines done | failed | "
+              "429s (% of requests) | wall s | wall / ideal |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in lite_rows:
+            print(f"| {r['name']} | :{r['phase']:04.1f} | {r['gap'] * 1000:.1f} | "
+                  f"{r['done']:,} | {r['failed']:,} | "
+                  f"{r['rate_limited']:,} ({pct(r['rate_limited'], r['arrivals'])}) | "
+                  f"{r['wall']:.1f} | {r['wall'] / r['ideal']:.2f}x |")
     if minute_rows:
         print(f"\nwith default settings: `llmguard run --api-base URL --rpm {MINUTE_RPM} --tpm "
               f"{MINUTE_TPM:,}`, {MINUTE_LINES} lines (3x the quota) started about "
