@@ -547,6 +547,135 @@ def litellm_ideal(n: int, start: float, gap: float) -> float:
     return t - start + gap
 
 
+# --------------------------------------------------------------------------- mocklimit
+
+#: mocklimit's strategies, as the shapes of the defaults table.
+MOCKLIMIT_SHAPES = {"fixed_window": "fixed", "sliding_window": "sliding",
+                    "token_bucket": "bucket"}
+
+MOCKLIMIT_SPEC = """\
+openapi: 3.0.0
+info: {title: chat completions, version: "1"}
+servers: [{url: "http://127.0.0.1/v1"}]
+paths:
+  /chat/completions:
+    post:
+      responses:
+        "200":
+          description: a chat completion
+          content:
+            application/json:
+              schema:
+                type: object
+                properties:
+                  id: {type: string}
+                  object: {type: string, enum: [chat.completion]}
+                  created: {type: integer}
+                  model: {type: string}
+                  choices:
+                    type: array
+                    items:
+                      type: object
+                      properties:
+                        index: {type: integer, enum: [0]}
+                        finish_reason: {type: string, enum: [stop]}
+                        message:
+                          type: object
+                          properties:
+                            role: {type: string, enum: [assistant]}
+                            content: {type: string}
+"""
+
+
+def mocklimit_config(strategy: str) -> str:
+    """A rate config for ``mocklimit serve``: OpenAI's headers, reset as a Go duration and
+    ``retry-after-ms`` (its README's OpenAI example), the defaults table's quotas and latency,
+    tokens counted as the body's characters / 4 plus 20-120 output tokens."""
+    limits = []
+    for dimension, quota in (("requests", MINUTE_RPM), ("tokens", MINUTE_TPM)):
+        size = (f"capacity: {quota}\n        refill_rate: {quota / 60:.4f}"
+                if strategy == "token_bucket" else f"limit: {quota}\n        window_seconds: 60")
+        limits.append(
+            f"      - dimension: {dimension}\n        {size}\n        headers:\n"
+            f"          limit: x-ratelimit-limit-{dimension}\n"
+            f"          remaining: x-ratelimit-remaining-{dimension}\n"
+            f"          reset: x-ratelimit-reset-{dimension}\n")
+    ms = int(MINUTE_LATENCY * 1000)
+    return (f"policies:\n  chat:\n    strategy: {strategy}\n    limits:\n{''.join(limits)}"
+            "    scope: api_key\n    format:\n      reset: go_duration\n"
+            "      retry_after: {header: retry-after-ms, unit: milliseconds}\n"
+            "    error_template: {provider: openai}\n"
+            "endpoints:\n  /chat/completions:\n    methods: [POST]\n    policy: chat\n"
+            "    resources:\n"
+            "      requests: {input: {strategy: fixed, value: 1}, "
+            "output: {strategy: fixed, value: 0}}\n"
+            "      tokens: {input: {strategy: characters_div_4}, "
+            "output: {strategy: random, range: [20, 120]}}\n"
+            f"    timing: {{base_ms: [{ms}, {ms}]}}\n")
+
+
+def mocklimit_rows(mocklimit: str, tmp: Path, phase: float) -> list[dict]:
+    """``llmguard run`` with default settings against mocklimit (an independent rate-limited
+    mock API server from the package registries) in each of its strategies, started ``phase`` s
+    into a clock minute, counted by the server's ``/mocklimit/stats``."""
+    from llmguard.testing import SlidingWindowServer, TokenBucketServer
+    from llmguard.testing import FixedWindowServer
+
+    spec, src, out = tmp / "mocklimit.yaml", tmp / "mocklimit.jsonl", tmp / "mocklimit_out.jsonl"
+    spec.write_text(MOCKLIMIT_SPEC)
+    make_requests(src, MINUTE_LINES)
+    rows = []
+    for strategy, shape in MOCKLIMIT_SHAPES.items():
+        config = tmp / f"mocklimit_{strategy}.yaml"
+        config.write_text(mocklimit_config(strategy))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = tmp / "mocklimit.log"
+        server = subprocess.Popen(
+            [mocklimit, "serve", "--spec", str(spec), "--rate-config", str(config),
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log.open("w"), stderr=subprocess.STDOUT)
+        try:
+            for _ in range(600):
+                with contextlib.suppress(OSError):
+                    http(port, "GET", "/mocklimit/stats")
+                    break
+                if server.poll() is not None:
+                    raise SystemExit(f"mocklimit exited:\n{log.read_text()[-3000:]}")
+                time.sleep(0.1)
+            time.sleep((phase - time.time()) % 60)
+            done = subprocess.run(
+                [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(out),
+                 "--overwrite", "--no-progress", "--model", "sim", "--api-base",
+                 f"http://127.0.0.1:{port}/v1", "--api-key-env", "BENCH_PROXY_KEY",
+                 "--rpm", str(MINUTE_RPM), "--tpm", str(MINUTE_TPM)],
+                env={**env(), "BENCH_PROXY_KEY": MASTER_KEY}, capture_output=True, text=True,
+                timeout=1800)
+            ended = time.time()
+            if done.returncode not in (0, 1):
+                raise SystemExit(f"llmguard run against mocklimit failed:\n{done.stderr}")
+            stats = http(port, "GET", "/mocklimit/stats")
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        counts = [c for per_key in stats.values() if isinstance(per_key, dict)
+                  for c in per_key.values() if isinstance(c, dict)]
+        arrivals = sum(c.get("total_requests", 0) for c in counts)
+        limited = sum(c.get("total_429s", 0) for c in counts)
+        wall = run_wall(done)
+        start = ended - wall  # the run's first request, about (clock minutes matter)
+        yardstick = {"fixed": FixedWindowServer, "sliding": SlidingWindowServer,
+                     "bucket": TokenBucketServer}[shape](
+            rpm=MINUTE_RPM, tpm=MINUTE_TPM, latency=MINUTE_LATENCY, output_tokens=0)
+        got = records(out)
+        rows.append({"server": f"mocklimit {strategy}", "phase": start % 60,
+                     "done": len(got), "failed": sum(not r["ok"] for r in got),
+                     "arrivals": arrivals, "rate_limited": limited, "wall": wall,
+                     "ideal": yardstick.ideal_time(len(got), start=start)})
+    return rows
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -580,6 +709,10 @@ def main() -> None:
     parser.add_argument("--litellm-phase", type=float, default=MINUTE_PHASE,
                         help="seconds into a clock minute each run through LiteLLM starts "
                              "(default %(default)s)")
+    parser.add_argument("--mocklimit", metavar="PATH",
+                        help="the mocklimit command of an environment with mocklimit "
+                             "installed: adds its fixed window, sliding window and token "
+                             "bucket to the defaults table (real time, about 3 minutes each)")
     parser.add_argument("--no-interrupts", action="store_true",
                         help="skip the SIGINT and kill -9 runs")
     parser.add_argument("--defaults", default="",
@@ -645,6 +778,8 @@ def main() -> None:
         if any(k not in MINUTE_KINDS for k in minute_kinds):
             raise SystemExit(f"--defaults takes {', '.join(MINUTE_KINDS)}; got {args.defaults!r}")
         minute_rows = defaults_rows(port, tmp, minute_kinds)
+        if args.mocklimit:
+            minute_rows += mocklimit_rows(args.mocklimit, tmp, MINUTE_PHASE)
     finally:
         server.terminate()
         server.wait()
