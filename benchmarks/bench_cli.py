@@ -459,14 +459,16 @@ def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list
     fresh LiteLLM proxy serving a ``mock_response`` deployment with rpm/tpm limits, started
     ``phase`` s into a clock minute, counted from the proxy's access log.
 
-    The proxy also serves ``free``, the same mock without limits: ``len(src)`` lines sent there
-    first (1,024 in flight, what the rate-limited runs get) measure the proxy's own pace."""
+    The proxy also serves ``free``, the same mock with limits it never reaches (the same code
+    path in the router): ``len(src)`` lines sent there first (1,024 in flight, what the
+    rate-limited runs get) measure the proxy's own pace."""
     config = tmp / "litellm.yaml"
     mock = "      api_key: sk-mock\n      mock_response: \"ok\"\n"
     config.write_text(
         "model_list:\n  - model_name: sim\n    litellm_params:\n      model: openai/sim\n"
         f"{mock}      rpm: {LITELLM_RPM}\n      tpm: {LITELLM_TPM}\n"
         f"  - model_name: free\n    litellm_params:\n      model: openai/free\n{mock}"
+        "      rpm: 100000000\n      tpm: 10000000000\n"
         "router_settings:\n  routing_strategy: usage-based-routing-v2\n"
         "  enable_pre_call_checks: true\nlitellm_settings:\n  num_retries: 0\n")
     rows = []
@@ -507,6 +509,7 @@ def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list
                 ended = time.time()
                 if done.returncode not in (0, 1):
                     raise SystemExit(f"llmguard run against LiteLLM failed:\n{done.stderr}")
+                (tmp / f"litellm_{len(rows)}.out").write_text(done.stdout + done.stderr)
             finally:
                 proxy.terminate()
                 proxy.wait(timeout=60)
@@ -655,6 +658,7 @@ def mocklimit_rows(mocklimit: str, tmp: Path, phase: float) -> list[dict]:
             ended = time.time()
             if done.returncode not in (0, 1):
                 raise SystemExit(f"llmguard run against mocklimit failed:\n{done.stderr}")
+            (tmp / f"mocklimit_{strategy}.out").write_text(done.stdout + done.stderr)
             stats = http(port, "GET", "/mocklimit/stats")
         finally:
             server.terminate()
