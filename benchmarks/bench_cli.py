@@ -61,6 +61,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import random
@@ -617,10 +618,11 @@ def mocklimit_config(strategy: str) -> str:
             f"    timing: {{base_ms: [{ms}, {ms}]}}\n")
 
 
-def mocklimit_rows(mocklimit: str, tmp: Path, phase: float) -> list[dict]:
+def mocklimit_rows(mocklimit: str, tmp: Path, phase: float, learned: bool) -> list[dict]:
     """``llmguard run`` with default settings against mocklimit (an independent rate-limited
     mock API server from the package registries) in each of its strategies, started ``phase`` s
-    into a clock minute, counted by the server's ``/mocklimit/stats``."""
+    into a clock minute, counted by the server's ``/mocklimit/stats``; given the quotas, and with
+    ``learned`` also with only ``--api-base`` (the quotas learned from its headers)."""
     from llmguard.testing import SlidingWindowServer, TokenBucketServer
     from llmguard.testing import FixedWindowServer
 
@@ -628,7 +630,10 @@ def mocklimit_rows(mocklimit: str, tmp: Path, phase: float) -> list[dict]:
     spec.write_text(MOCKLIMIT_SPEC)
     make_requests(src, MINUTE_LINES)
     rows = []
-    for strategy, shape in MOCKLIMIT_SHAPES.items():
+    quotas = [("", ["--rpm", str(MINUTE_RPM), "--tpm", str(MINUTE_TPM)])]
+    if learned:
+        quotas.append((", limits learned", []))
+    for (strategy, shape), (how, options) in itertools.product(MOCKLIMIT_SHAPES.items(), quotas):
         config = tmp / f"mocklimit_{strategy}.yaml"
         config.write_text(mocklimit_config(strategy))
         with socket.socket() as s:
@@ -651,14 +656,13 @@ def mocklimit_rows(mocklimit: str, tmp: Path, phase: float) -> list[dict]:
             done = subprocess.run(
                 [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(out),
                  "--overwrite", "--no-progress", "--model", "sim", "--api-base",
-                 f"http://127.0.0.1:{port}/v1", "--api-key-env", "BENCH_PROXY_KEY",
-                 "--rpm", str(MINUTE_RPM), "--tpm", str(MINUTE_TPM)],
+                 f"http://127.0.0.1:{port}/v1", "--api-key-env", "BENCH_PROXY_KEY", *options],
                 env={**env(), "BENCH_PROXY_KEY": MASTER_KEY}, capture_output=True, text=True,
                 timeout=1800)
             ended = time.time()
             if done.returncode not in (0, 1):
                 raise SystemExit(f"llmguard run against mocklimit failed:\n{done.stderr}")
-            (tmp / f"mocklimit_{strategy}.out").write_text(done.stdout + done.stderr)
+            (tmp / f"mocklimit_{strategy}{bool(options)}.out").write_text(done.stdout + done.stderr)
             stats = http(port, "GET", "/mocklimit/stats")
         finally:
             server.terminate()
@@ -673,7 +677,7 @@ def mocklimit_rows(mocklimit: str, tmp: Path, phase: float) -> list[dict]:
                      "bucket": TokenBucketServer}[shape](
             rpm=MINUTE_RPM, tpm=MINUTE_TPM, latency=MINUTE_LATENCY, output_tokens=0)
         got = records(out)
-        rows.append({"server": f"mocklimit {strategy}", "phase": start % 60,
+        rows.append({"server": f"mocklimit {strategy}{how}", "phase": start % 60,
                      "done": len(got), "failed": sum(not r["ok"] for r in got),
                      "arrivals": arrivals, "rate_limited": limited, "wall": wall,
                      "ideal": yardstick.ideal_time(len(got), start=start)})
@@ -717,6 +721,9 @@ def main() -> None:
                         help="the mocklimit command of an environment with mocklimit "
                              "installed: adds its fixed window, sliding window and token "
                              "bucket to the defaults table (real time, about 3 minutes each)")
+    parser.add_argument("--mocklimit-learned", action="store_true",
+                        help="with --mocklimit, also run each with only --api-base (limits "
+                             "learned from its headers)")
     parser.add_argument("--no-interrupts", action="store_true",
                         help="skip the SIGINT and kill -9 runs")
     parser.add_argument("--defaults", default="",
@@ -783,7 +790,8 @@ def main() -> None:
             raise SystemExit(f"--defaults takes {', '.join(MINUTE_KINDS)}; got {args.defaults!r}")
         minute_rows = defaults_rows(port, tmp, minute_kinds)
         if args.mocklimit:
-            minute_rows += mocklimit_rows(args.mocklimit, tmp, MINUTE_PHASE)
+            minute_rows += mocklimit_rows(args.mocklimit, tmp, MINUTE_PHASE,
+                                          args.mocklimit_learned)
     finally:
         server.terminate()
         server.wait()
