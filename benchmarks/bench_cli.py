@@ -25,7 +25,13 @@ and per-deployment ``rpm``/``tpm`` (``usage-based-routing-v2`` refuses a request
 deployment's limits with 429), in real time: its windows are clock minutes. It runs from a
 separate environment (``--litellm PATH``: the ``litellm`` command of a ``pip install
 'litellm[proxy]'``; its extras pin another litellm than the project's venv). Without one, the
-table says so.
+table says so. ``llmguard run`` there has its defaults (limits learned, or ``--rpm``), starts
+``--litellm-phase`` s into a clock minute (40), and the ideal goes at the proxy's own pace,
+measured first on a deployment whose limits are never reached.
+
+``--mocklimit PATH`` (the ``mocklimit`` command of a ``pip install mocklimit``: an independent
+rate-limited mock API server) adds its fixed window, sliding window and token bucket to the
+defaults table below (``--mocklimit-learned``: also with only ``--api-base``).
 
 ``--defaults fixed,bucket,sliding,proxy`` adds ``llmguard run`` with default settings (only
 ``--api-base``, ``--rpm 60``, ``--tpm 100000``) on every shape with real 60 s windows, including
@@ -53,6 +59,7 @@ share of the requests the server received.
 
     python benchmarks/bench_cli.py [--requests 10000] [--repeats 3] [--litellm PATH]
     python benchmarks/bench_cli.py --servers none --no-interrupts --defaults fixed,bucket,sliding,proxy
+    python benchmarks/bench_cli.py --servers none --no-interrupts --litellm PATH --mocklimit PATH
 """
 
 from __future__ import annotations
