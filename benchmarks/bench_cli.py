@@ -25,7 +25,13 @@ and per-deployment ``rpm``/``tpm`` (``usage-based-routing-v2`` refuses a request
 deployment's limits with 429), in real time: its windows are clock minutes. It runs from a
 separate environment (``--litellm PATH``: the ``litellm`` command of a ``pip install
 'litellm[proxy]'``; its extras pin another litellm than the project's venv). Without one, the
-table says so.
+table says so. ``llmguard run`` there has its defaults (limits learned, or ``--rpm``), starts
+``--litellm-phase`` s into a clock minute (40), and the ideal goes at the proxy's own pace,
+measured first on a deployment whose limits are never reached.
+
+``--mocklimit PATH`` (the ``mocklimit`` command of a ``pip install mocklimit``: an independent
+rate-limited mock API server) adds its fixed window, sliding window and token bucket to the
+defaults table below (``--mocklimit-learned``: also with only ``--api-base``).
 
 ``--defaults fixed,bucket,sliding,proxy`` adds ``llmguard run`` with default settings (only
 ``--api-base``, ``--rpm 60``, ``--tpm 100000``) on every shape with real 60 s windows, including
@@ -53,6 +59,7 @@ share of the requests the server received.
 
     python benchmarks/bench_cli.py [--requests 10000] [--repeats 3] [--litellm PATH]
     python benchmarks/bench_cli.py --servers none --no-interrupts --defaults fixed,bucket,sliding,proxy
+    python benchmarks/bench_cli.py --servers none --no-interrupts --litellm PATH --mocklimit PATH
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import random
@@ -454,14 +462,21 @@ def defaults_rows(port: int, tmp: Path, kinds: list[str]) -> list[dict]:
 
 
 def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list[str]]],
-                  repeats: int) -> list[dict]:
-    """Each of ``runs`` (name, extra ``llmguard run`` options) against a fresh LiteLLM proxy
-    serving a ``mock_response`` deployment with rpm/tpm limits, counted from its access log."""
+                  repeats: int, phase: float) -> list[dict]:
+    """Each of ``runs`` (name, extra ``llmguard run`` options, otherwise its defaults) against a
+    fresh LiteLLM proxy serving a ``mock_response`` deployment with rpm/tpm limits, started
+    ``phase`` s into a clock minute, counted from the proxy's access log.
+
+    The proxy also serves ``free``, the same mock with limits it never reaches (the same code
+    path in the router): ``len(src)`` lines sent there first (1,024 in flight, what the
+    rate-limited runs get) measure the proxy's own pace."""
     config = tmp / "litellm.yaml"
+    mock = "      api_key: sk-mock\n      mock_response: \"ok\"\n"
     config.write_text(
         "model_list:\n  - model_name: sim\n    litellm_params:\n      model: openai/sim\n"
-        "      api_key: sk-mock\n      mock_response: \"ok\"\n"
-        f"      rpm: {LITELLM_RPM}\n      tpm: {LITELLM_TPM}\n"
+        f"{mock}      rpm: {LITELLM_RPM}\n      tpm: {LITELLM_TPM}\n"
+        f"  - model_name: free\n    litellm_params:\n      model: openai/free\n{mock}"
+        "      rpm: 100000000\n      tpm: 10000000000\n"
         "router_settings:\n  routing_strategy: usage-based-routing-v2\n"
         "  enable_pre_call_checks: true\nlitellm_settings:\n  num_retries: 0\n")
     rows = []
@@ -478,49 +493,60 @@ def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list
                      "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
                 stdout=log.open("w"), stderr=subprocess.STDOUT)
             try:
-                for _ in range(600):
+                for _ in range(1200):
                     with contextlib.suppress(OSError):
                         http(port, "GET", "/health/liveliness")
                         break
+                    if proxy.poll() is not None:
+                        raise SystemExit(f"LiteLLM's proxy exited:\n{log.read_text()[-3000:]}")
                     time.sleep(0.1)
                 out = tmp / "litellm.jsonl"
                 cmd = [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(out),
-                       "--overwrite", "--no-progress", "--model", "sim", "--api-base",
-                       f"http://127.0.0.1:{port}/v1", "--api-key-env", "BENCH_PROXY_KEY",
-                       "--concurrency", "32", "--retries", "5", *options]
-                done = subprocess.run(cmd, env={**env(), "BENCH_PROXY_KEY": MASTER_KEY},
+                       "--overwrite", "--no-progress", "--api-base",
+                       f"http://127.0.0.1:{port}/v1", "--api-key-env", "BENCH_PROXY_KEY"]
+                run_env = {**env(), "BENCH_PROXY_KEY": MASTER_KEY}
+                pace = subprocess.run(
+                    [*cmd, "--model", "free", "--rpm", "100000000", "--tpm", "10000000000",
+                     "--concurrency", "1024"],
+                    env=run_env, capture_output=True, text=True, timeout=1800)
+                paced = len(records(out))  # all 200s: the proxy's log counts them too
+                gap = run_wall(pace) / paced
+                time.sleep((phase - time.time()) % 60)
+                done = subprocess.run([*cmd, "--model", "sim", *options], env=run_env,
                                       capture_output=True, text=True, timeout=1800)
                 ended = time.time()
                 if done.returncode not in (0, 1):
                     raise SystemExit(f"llmguard run against LiteLLM failed:\n{done.stderr}")
+                (tmp / f"litellm_{len(rows)}.out").write_text(done.stdout + done.stderr)
             finally:
                 proxy.terminate()
                 proxy.wait(timeout=60)
             codes = Counter(re.findall(r'"POST /v1/chat/completions HTTP/1.1" (\d+)',
                                        log.read_text()))
-            wall = float(re.search(r"wall time\s+([\d.]+) s", done.stdout).group(1))
+            wall = run_wall(done)
             start = ended - wall  # the run's first request, about (clock minutes matter)
             got = records(out)
             rows.append({"name": name, "server": "LiteLLM proxy (real time)",
+                         "phase": start % 60, "gap": gap,
                          "done": len(got), "failed": sum(not r["ok"] for r in got),
-                         "arrivals": sum(codes.values()), "rate_limited": codes.get("429", 0),
-                         "served": codes.get("200", 0), "wall": wall,
-                         "ideal": litellm_ideal(len(got), start, spacing(got)),
+                         "arrivals": sum(codes.values()) - paced,
+                         "rate_limited": codes.get("429", 0),
+                         "served": codes.get("200", 0) - paced, "wall": wall,
+                         "ideal": litellm_ideal(len(got), start, gap),
                          "duplicates": None})
     return rows
 
 
-def spacing(got: list[dict]) -> float:
-    """Seconds between answers at the proxy's own pace: it serves about 32 requests (the
-    run's --concurrency) per median provider latency, whatever the quota."""
-    latencies = sorted(r["latency"] for r in got if r["latency"] is not None)
-    return latencies[len(latencies) // 2] / 32 if latencies else 0.0
+def run_wall(proc: subprocess.CompletedProcess) -> float:
+    """The wall time ``llmguard run`` reports in its summary."""
+    return float(re.search(r"wall time\s+([\d.]+) s", proc.stdout).group(1))
 
 
 def litellm_ideal(n: int, start: float, gap: float) -> float:
     """LiteLLM counts requests per clock minute (unix time) and refuses the one that would
     reach ``rpm`` (``rpm - 1`` get through per minute, as measured here): the soonest ``n``
-    requests from ``start`` pass, no closer than ``gap`` apart (the proxy's own pace)."""
+    requests from ``start`` pass, no closer than ``gap`` apart (the proxy's own pace, measured
+    without limits), the last answered ``gap`` later."""
     from llmguard.testing._quota import FixedWindow
 
     quota, t = FixedWindow(LITELLM_RPM - 1, 60.0), start
@@ -529,7 +555,140 @@ def litellm_ideal(n: int, start: float, gap: float) -> float:
             t += gap
         t += quota.wait(t, 1)
         quota.take(t, 1)
-    return t - start + gap * 32
+    return t - start + gap
+
+
+# --------------------------------------------------------------------------- mocklimit
+
+#: mocklimit's strategies, as the shapes of the defaults table.
+MOCKLIMIT_SHAPES = {"fixed_window": "fixed", "sliding_window": "sliding",
+                    "token_bucket": "bucket"}
+
+MOCKLIMIT_SPEC = """\
+openapi: 3.0.0
+info: {title: chat completions, version: "1"}
+servers: [{url: "http://127.0.0.1/v1"}]
+paths:
+  /chat/completions:
+    post:
+      responses:
+        "200":
+          description: a chat completion
+          content:
+            application/json:
+              schema:
+                type: object
+                properties:
+                  id: {type: string}
+                  object: {type: string, enum: [chat.completion]}
+                  created: {type: integer}
+                  model: {type: string}
+                  choices:
+                    type: array
+                    items:
+                      type: object
+                      properties:
+                        index: {type: integer, enum: [0]}
+                        finish_reason: {type: string, enum: [stop]}
+                        message:
+                          type: object
+                          properties:
+                            role: {type: string, enum: [assistant]}
+                            content: {type: string}
+"""
+
+
+def mocklimit_config(strategy: str) -> str:
+    """A rate config for ``mocklimit serve``: OpenAI's headers, reset as a Go duration and
+    ``retry-after-ms`` (its README's OpenAI example), the defaults table's quotas and latency,
+    tokens counted as the body's characters / 4 plus 20-120 output tokens."""
+    limits = []
+    for dimension, quota in (("requests", MINUTE_RPM), ("tokens", MINUTE_TPM)):
+        size = (f"capacity: {quota}\n        refill_rate: {quota / 60:.4f}"
+                if strategy == "token_bucket" else f"limit: {quota}\n        window_seconds: 60")
+        limits.append(
+            f"      - dimension: {dimension}\n        {size}\n        headers:\n"
+            f"          limit: x-ratelimit-limit-{dimension}\n"
+            f"          remaining: x-ratelimit-remaining-{dimension}\n"
+            f"          reset: x-ratelimit-reset-{dimension}\n")
+    ms = int(MINUTE_LATENCY * 1000)
+    return (f"policies:\n  chat:\n    strategy: {strategy}\n    limits:\n{''.join(limits)}"
+            "    scope: api_key\n    format:\n      reset: go_duration\n"
+            "      retry_after: {header: retry-after-ms, unit: milliseconds}\n"
+            "    error_template: {provider: openai}\n"
+            "endpoints:\n  /chat/completions:\n    methods: [POST]\n    policy: chat\n"
+            "    resources:\n"
+            "      requests: {input: {strategy: fixed, value: 1}, "
+            "output: {strategy: fixed, value: 0}}\n"
+            "      tokens: {input: {strategy: characters_div_4}, "
+            "output: {strategy: random, range: [20, 120]}}\n"
+            f"    timing: {{base_ms: [{ms}, {ms}]}}\n")
+
+
+def mocklimit_rows(mocklimit: str, tmp: Path, phase: float, learned: bool) -> list[dict]:
+    """``llmguard run`` with default settings against mocklimit (an independent rate-limited
+    mock API server from the package registries) in each of its strategies, started ``phase`` s
+    into a clock minute, counted by the server's ``/mocklimit/stats``; given the quotas, and with
+    ``learned`` also with only ``--api-base`` (the quotas learned from its headers)."""
+    from llmguard.testing import SlidingWindowServer, TokenBucketServer
+    from llmguard.testing import FixedWindowServer
+
+    spec, src, out = tmp / "mocklimit.yaml", tmp / "mocklimit.jsonl", tmp / "mocklimit_out.jsonl"
+    spec.write_text(MOCKLIMIT_SPEC)
+    make_requests(src, MINUTE_LINES)
+    rows = []
+    quotas = [("", ["--rpm", str(MINUTE_RPM), "--tpm", str(MINUTE_TPM)])]
+    if learned:
+        quotas.append((", limits learned", []))
+    for (strategy, shape), (how, options) in itertools.product(MOCKLIMIT_SHAPES.items(), quotas):
+        config = tmp / f"mocklimit_{strategy}.yaml"
+        config.write_text(mocklimit_config(strategy))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = tmp / "mocklimit.log"
+        server = subprocess.Popen(
+            [mocklimit, "serve", "--spec", str(spec), "--rate-config", str(config),
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log.open("w"), stderr=subprocess.STDOUT)
+        try:
+            for _ in range(600):
+                with contextlib.suppress(OSError):
+                    http(port, "GET", "/mocklimit/stats")
+                    break
+                if server.poll() is not None:
+                    raise SystemExit(f"mocklimit exited:\n{log.read_text()[-3000:]}")
+                time.sleep(0.1)
+            time.sleep((phase - time.time()) % 60)
+            done = subprocess.run(
+                [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(out),
+                 "--overwrite", "--no-progress", "--model", "sim", "--api-base",
+                 f"http://127.0.0.1:{port}/v1", "--api-key-env", "BENCH_PROXY_KEY", *options],
+                env={**env(), "BENCH_PROXY_KEY": MASTER_KEY}, capture_output=True, text=True,
+                timeout=1800)
+            ended = time.time()
+            if done.returncode not in (0, 1):
+                raise SystemExit(f"llmguard run against mocklimit failed:\n{done.stderr}")
+            (tmp / f"mocklimit_{strategy}{bool(options)}.out").write_text(done.stdout + done.stderr)
+            stats = http(port, "GET", "/mocklimit/stats")
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        counts = [c for per_key in stats.values() if isinstance(per_key, dict)
+                  for c in per_key.values() if isinstance(c, dict)]
+        arrivals = sum(c.get("total_requests", 0) for c in counts)
+        limited = sum(c.get("total_429s", 0) for c in counts)
+        wall = run_wall(done)
+        start = ended - wall  # the run's first request, about (clock minutes matter)
+        yardstick = {"fixed": FixedWindowServer, "sliding": SlidingWindowServer,
+                     "bucket": TokenBucketServer}[shape](
+            rpm=MINUTE_RPM, tpm=MINUTE_TPM, latency=MINUTE_LATENCY, output_tokens=0)
+        got = records(out)
+        rows.append({"server": f"mocklimit {strategy}{how}", "phase": start % 60,
+                     "done": len(got), "failed": sum(not r["ok"] for r in got),
+                     "arrivals": arrivals, "rate_limited": limited, "wall": wall,
+                     "ideal": yardstick.ideal_time(len(got), start=start)})
+    return rows
 
 
 # --------------------------------------------------------------------------- main
@@ -562,6 +721,16 @@ def main() -> None:
     parser.add_argument("--litellm", metavar="PATH",
                         help="the litellm command of an environment with litellm[proxy]")
     parser.add_argument("--litellm-lines", type=int, default=LITELLM_LINES)
+    parser.add_argument("--litellm-phase", type=float, default=MINUTE_PHASE,
+                        help="seconds into a clock minute each run through LiteLLM starts "
+                             "(default %(default)s)")
+    parser.add_argument("--mocklimit", metavar="PATH",
+                        help="the mocklimit command of an environment with mocklimit "
+                             "installed: adds its fixed window, sliding window and token "
+                             "bucket to the defaults table (real time, about 3 minutes each)")
+    parser.add_argument("--mocklimit-learned", action="store_true",
+                        help="with --mocklimit, also run each with only --api-base (limits "
+                             "learned from its headers)")
     parser.add_argument("--no-interrupts", action="store_true",
                         help="skip the SIGINT and kill -9 runs")
     parser.add_argument("--defaults", default="",
@@ -627,17 +796,21 @@ def main() -> None:
         if any(k not in MINUTE_KINDS for k in minute_kinds):
             raise SystemExit(f"--defaults takes {', '.join(MINUTE_KINDS)}; got {args.defaults!r}")
         minute_rows = defaults_rows(port, tmp, minute_kinds)
+        if args.mocklimit:
+            minute_rows += mocklimit_rows(args.mocklimit, tmp, MINUTE_PHASE,
+                                          args.mocklimit_learned)
     finally:
         server.terminate()
         server.wait()
-    note = None
+    note, lite_rows = None, []
     if args.litellm:
         lite_src = tmp / "litellm_requests.jsonl"
         make_requests(lite_src, args.litellm_lines)
-        rows += [median_row([r]) for r in litellm_proxy(
+        lite_rows = [median_row([r]) for r in litellm_proxy(
             args.litellm, tmp, lite_src,
             [("llmguard run, limits learned", []),
-             ("llmguard run --rpm", ["--rpm", str(LITELLM_RPM)])], args.repeats)]
+             ("llmguard run --rpm", ["--rpm", str(LITELLM_RPM)])], args.repeats,
+            args.litellm_phase)]
     else:
         note = ("LiteLLM's proxy: not run (pass --litellm PATH: the litellm command of an "
                 "environment with 'litellm[proxy]' installed)")
@@ -647,9 +820,6 @@ def main() -> None:
           + (f"; on the sliding window another consumer uses {args.share:.0%} of it"
              if args.share else "")
           + (f"; median of {args.repeats} runs by wall time" if args.repeats > 1 else ""))
-    if args.litellm:
-        print(f"LiteLLM proxy: {args.litellm_lines:,} requests, rpm {LITELLM_RPM:,} per clock "
-              f"minute, real time; ideal counts {LITELLM_RPM - 1:,} a minute (what it admits)")
     print("ideal: the soonest the server's own quota admits the same requests from the first "
           "arrival, plus one service time; 429s: share of the requests the server received\n")
     print("| server | client | lines done | failed | 429s (% of requests) | wall s | "
@@ -664,6 +834,20 @@ def main() -> None:
               f"{r['wall']:.1f} | {ratio} |")
     if note:
         print(f"\n{note}")
+    if lite_rows:
+        print(f"\nLiteLLM's proxy (real time): `llmguard run --api-base URL` and nothing else "
+              f"(limits learned), or `--rpm {LITELLM_RPM}`; {args.litellm_lines:,} lines; a "
+              f"mock_response deployment with rpm {LITELLM_RPM:,} per clock minute; the ideal "
+              f"counts {LITELLM_RPM - 1:,} a minute (what it admits) at the proxy's own pace "
+              "without limits\n")
+        print("| client | started at | proxy's pace ms | lines done | failed | "
+              "429s (% of requests) | wall s | wall / ideal |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in lite_rows:
+            print(f"| {r['name']} | :{r['phase']:04.1f} | {r['gap'] * 1000:.1f} | "
+                  f"{r['done']:,} | {r['failed']:,} | "
+                  f"{r['rate_limited']:,} ({pct(r['rate_limited'], r['arrivals'])}) | "
+                  f"{r['wall']:.1f} | {r['wall'] / r['ideal']:.2f}x |")
     if minute_rows:
         print(f"\nwith default settings: `llmguard run --api-base URL --rpm {MINUTE_RPM} --tpm "
               f"{MINUTE_TPM:,}`, {MINUTE_LINES} lines (3x the quota) started about "
