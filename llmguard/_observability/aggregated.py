@@ -15,13 +15,12 @@ its event loop); ``serve_metrics``, which collects on a thread of its own, keeps
 
 from __future__ import annotations
 
-import math
 import time
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .conventions import SCOPE
+from .histogram import LatencyHistogram
 from .registry import aggregate_histograms
 
 __all__ = ["AggregatedHistogram", "Histograms", "prometheus_provider"]
@@ -29,19 +28,6 @@ __all__ = ["AggregatedHistogram", "Histograms", "prometheus_provider"]
 #: Attribute dicts remembered by identity before the memo starts afresh (a caller building a
 #: new dict per record still records correctly, through the attribute set).
 MEMO = 4096
-
-
-class _Point:
-    """One attribute set's cumulative buckets, count, sum, min and max."""
-
-    __slots__ = ("counts", "count", "sum", "min", "max")
-
-    def __init__(self, buckets: int) -> None:
-        self.counts = [0] * buckets
-        self.count = 0
-        self.sum = 0.0
-        self.min = math.inf
-        self.max = -math.inf
 
 
 class AggregatedHistogram:
@@ -53,9 +39,10 @@ class AggregatedHistogram:
         self.name, self.unit, self.description = name, unit, description
         self.bounds = tuple(bounds)
         #: Attribute set -> (its attributes, its point).
-        self._points: dict[frozenset[tuple[str, Any]], tuple[dict[str, Any], _Point]] = {}
+        self._points: dict[frozenset[tuple[str, Any]],
+                           tuple[dict[str, Any], LatencyHistogram]] = {}
         #: ``id(attributes)`` -> (the dict, kept alive so the id stays its own; its point).
-        self._memo: dict[int, tuple[Mapping[str, Any] | None, _Point]] = {}
+        self._memo: dict[int, tuple[Mapping[str, Any] | None, LatencyHistogram]] = {}
 
     def record(self, amount: float, attributes: Mapping[str, Any] | None = None,
                context: Any = None) -> None:
@@ -63,20 +50,14 @@ class AggregatedHistogram:
             return
         memo = self._memo.get(id(attributes))
         point = self._point(attributes) if memo is None else memo[1]
-        point.counts[bisect_left(self.bounds, amount)] += 1
-        point.count += 1
-        point.sum += amount
-        if amount < point.min:
-            point.min = amount
-        if amount > point.max:
-            point.max = amount
+        point.add(amount)
 
-    def _point(self, attributes: Mapping[str, Any] | None) -> _Point:
+    def _point(self, attributes: Mapping[str, Any] | None) -> LatencyHistogram:
         attrs = dict(attributes or {})
         key = frozenset(attrs.items())
         found = self._points.get(key)
         if found is None:
-            found = self._points[key] = (attrs, _Point(len(self.bounds) + 1))
+            found = self._points[key] = (attrs, LatencyHistogram(self.bounds))
         if len(self._memo) >= MEMO:
             self._memo.clear()
         self._memo[id(attributes)] = (attributes, found[1])
@@ -94,7 +75,7 @@ class AggregatedHistogram:
         if not self._points:
             return None
         points = [HistogramDataPoint(attributes=dict(attrs), start_time_unix_nano=start,
-                                     time_unix_nano=now, count=point.count, sum=point.sum,
+                                     time_unix_nano=now, count=point.count, sum=point.total,
                                      bucket_counts=list(point.counts),
                                      explicit_bounds=list(self.bounds), min=point.min,
                                      max=point.max)

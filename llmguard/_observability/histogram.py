@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from .._core.public import public
 from .._core.stats import LayerStats
@@ -25,20 +25,22 @@ _EDGES = [_LOWEST * _GROWTH**i for i in range(_BUCKETS - 1)]
 
 
 class LatencyHistogram:
-    """Counts of durations in fixed log-scale buckets, plus exact min, max and sum."""
+    """Counts of values in buckets (by default fixed log-scale ones for durations), plus exact
+    min, max and sum. ``edges``: the upper edge of each bucket but the last (unbounded)."""
 
-    __slots__ = ("counts", "count", "total", "min", "max")
+    __slots__ = ("edges", "counts", "count", "total", "min", "max")
 
-    def __init__(self) -> None:
-        #: Calls per bucket; bucket ``i`` holds durations up to ``_EDGES[i]``.
-        self.counts = [0] * _BUCKETS
+    def __init__(self, edges: Sequence[float] = _EDGES) -> None:
+        self.edges = edges
+        #: Values per bucket; bucket ``i`` holds values up to ``edges[i]``.
+        self.counts = [0] * (len(edges) + 1)
         self.count = 0
         self.total = 0.0
         self.min = math.inf
         self.max = 0.0
 
     def add(self, seconds: float) -> None:
-        self.counts[bisect_left(_EDGES, seconds)] += 1
+        self.counts[bisect_left(self.edges, seconds)] += 1
         self.count += 1
         self.total += seconds
         if seconds < self.min:
@@ -55,7 +57,7 @@ class LatencyHistogram:
         for index, n in enumerate(self.counts):
             seen += n
             if seen >= rank:
-                edge = _EDGES[index] if index < len(_EDGES) else self.max
+                edge = self.edges[index] if index < len(self.edges) else self.max
                 return min(max(edge, self.min), self.max)
         return self.max  # pragma: no cover - rank <= count always stops the loop
 
