@@ -297,10 +297,12 @@ async def test_admission_error_below_is_refunded() -> None:
 
 @pytest.mark.parametrize("header, pause", [("7", 7.0), (None, DEFAULT_PAUSE)])
 async def test_429_pauses_all_admissions_until_retry_after(header, pause) -> None:
-    """A rate-limit error pauses the key for Retry-After (DEFAULT_PAUSE when absent)."""
+    """A rate-limit error pauses the key for Retry-After (DEFAULT_PAUSE when absent). With a
+    known shape: under the default ``refill="auto"`` a 429 also supposes a clock-minute window,
+    probed at the wall clock's next minute (test_pacing), which depends on the time of day."""
     headers = {"retry-after": header} if header else {}
     llm = FakeLLM([RateLimited("slow down", status_code=429, headers=headers)])
-    layer = lg.RateLimit(rpm=100)
+    layer = lg.RateLimit(rpm=100, refill="window")
     guarded = lg.guard(layer)(llm.send_message)
     with pytest.raises(RateLimited):
         await guarded("a")
