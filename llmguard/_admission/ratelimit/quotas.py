@@ -12,7 +12,7 @@ from ..._core.errors import RequestTooLarge
 from ..._core.tokens import extract_usage
 from .window import Quota
 
-__all__ = ["DEFAULT_MARGIN", "build_quotas", "check_backend", "check_choice",
+__all__ = ["DEFAULT_MARGIN", "build_quotas", "check_backend", "check_choice", "recorded_usage",
            "too_large", "used_tokens"]
 
 #: Seconds added to a per-minute window by default (``margin=None``; a shorter window gets
@@ -92,6 +92,15 @@ def build_quotas(rpm: int | None, rps: int | None, tpm: int | None, burst: float
                  else q for q in quotas)
 
 
+def recorded_usage(call: Any, result: Any) -> Any:
+    """The result's usage (None when it reports none), recorded as ``call.record.usage`` when
+    no layer has yet."""
+    found = extract_usage(result)
+    if found is not None and call.record.usage is None:
+        call.record.usage = found
+    return found
+
+
 def used_tokens(call: Any, result: Any, reserved: int,
                 usage: Callable[[Any], int | None] | None) -> int:
     """Tokens the call used: ``usage(result)``, else the result's ``usage.total_tokens`` (also
@@ -100,12 +109,9 @@ def used_tokens(call: Any, result: Any, reserved: int,
     if usage is not None:
         actual = usage(result)
     else:
-        found = extract_usage(result)
+        found = recorded_usage(call, result)
         if found is None:
             return reserved
-        record = call.record
-        if record.usage is None:
-            record.usage = found
         actual = found.total_tokens
     if actual is None:
         return reserved

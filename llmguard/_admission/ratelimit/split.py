@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._core.errors import RequestTooLarge
-from ..._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens, extract_usage
-from .quotas import too_large as total_too_large
+from ..._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens
+from .quotas import recorded_usage, too_large as total_too_large
 from .window import Quota
 
 __all__ = ["Tokens", "check_fits", "split_estimate", "split_used", "too_large"]
@@ -109,10 +109,7 @@ def split_used(call: Any, result: Any, reserved: Tokens,
         if total is None:
             return reserved
         return Tokens(reserved.input, max(0, int(total) - reserved.input))
-    found = extract_usage(result)
+    found = recorded_usage(call, result)
     if found is None:
         return reserved
-    record = call.record
-    if record.usage is None:
-        record.usage = found
     return Tokens(found.input_tokens - found.cache_read_tokens, found.output_tokens)
