@@ -134,10 +134,7 @@ class ChatRoutes:
             tenant = self.tenant_of(request)
             body = validate_chat(await read_json(request, self.gateway.config.max_body_bytes))
             name = body["model"]
-            model = self.gateway.model_for(tenant, name)
-            if model is None:
-                raise HTTPProblem(404, f"The model {name!r} does not exist or you do not have "
-                                  "access to it.", "model_not_found", param="model")
+            model = self._model(tenant, name)
             priority = _priority(tenant, request)
             streaming = body.get("stream") is True
             wants_usage = False
@@ -169,6 +166,14 @@ class ChatRoutes:
                           media_type="text/event-stream",
                           write_timeout=self.gateway.config.write_timeout)
 
+    def _model(self, tenant: Tenant | None, name: str) -> Any:
+        """The tenant's model ``name``, else the OpenAI-style 404."""
+        model = self.gateway.model_for(tenant, name)
+        if model is None:
+            raise HTTPProblem(404, f"The model {name!r} does not exist or you do not have "
+                              "access to it.", "model_not_found", param="model")
+        return model
+
     async def _one(self, completion: dict[str, Any]) -> AsyncIterator[bytes]:
         yield event(_as_chunk(completion))
         yield b"data: [DONE]\n\n"
@@ -185,10 +190,7 @@ class ChatRoutes:
             body = validate_embeddings(
                 await read_json(request, self.gateway.config.max_body_bytes))
             name = body["model"]
-            model = self.gateway.model_for(tenant, name)
-            if model is None:
-                raise HTTPProblem(404, f"The model {name!r} does not exist or you do not have "
-                                  "access to it.", "model_not_found", param="model")
+            model = self._model(tenant, name)
             priority = _priority(tenant, request)
             with _ClientLeft(request, self.departures) as left:
                 result = await self.gateway.call(model, tenant, body, priority, embed=True,
