@@ -12,7 +12,7 @@ from llmguard._upstream.errors import HTTPError, ProviderError, RateLimited, Tra
 from llmguard._upstream.fake import fake_model
 from llmguard._upstream.http import HTTPUpstream
 from llmguard._upstream.protocol import Upstream
-from llmguard.testing import FixedWindowServer, LoopbackServer
+from llmguard.testing import LoopbackServer, SlidingWindowServer
 
 pytestmark = pytest.mark.looptime(False)  # real sockets: real time
 
@@ -24,7 +24,9 @@ async def test_http_answers_and_429s_carry_their_headers_to_the_call() -> None:
     """An answer's x-ratelimit headers are written to ``call.response_headers``; over quota,
     the 429 is an HTTPError with the status, the server's error code and its headers (also on
     the call), and the message names the server, never the key."""
-    async with LoopbackServer(FixedWindowServer(rpm=1, window=60.0)) as http:
+    # A sliding window: a fixed one may roll over between the two requests (its boundaries are
+    # the server thread's own monotonic clock), and the second would be answered.
+    async with LoopbackServer(SlidingWindowServer(rpm=1, window=60.0)) as http:
         upstream = HTTPUpstream(http.base_url, KEY)
         assert isinstance(upstream, Upstream) and upstream.secrets() == [KEY]
         try:
