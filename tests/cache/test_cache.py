@@ -92,6 +92,36 @@ async def test_cancelled_waiter_does_not_cancel_the_shared_call():
     assert cache.statistics().in_flight == 0
 
 
+async def test_the_fill_runs_in_its_own_task_from_its_first_step():
+    """A miss starts its provider call at once (eagerly, on 3.11 too) but as a task of its own:
+    the provider's own timeout (``asyncio.timeout``, bound to the current task, as SDKs' are)
+    belongs to that task, so cancelling the first caller while a second waits neither cancels
+    nor restarts the call: it runs once, to its end, and its own timeout still works."""
+    tasks_seen, calls = [], []
+
+    async def provider(prompt: str) -> str:
+        calls.append(prompt)
+        tasks_seen.append(asyncio.current_task())
+        async with asyncio.timeout(30):  # the provider's own, on the task it runs in
+            await asyncio.sleep(10 if prompt == "q" else 60)
+        return f"answer to {prompt}"
+
+    ask = lg.guard(lg.Cache(ttl=60))(provider)
+    first = asyncio.create_task(ask("q"))
+    await asyncio.sleep(0)
+    assert calls == ["q"]  # started in the first caller's step, not a loop iteration later
+    assert tasks_seen[0] is not first
+    second = asyncio.create_task(ask("q"))
+    await asyncio.sleep(5)
+    first.cancel()
+    assert await second == "answer to q" and calls == ["q"]
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await ask("q") == "answer to q" and calls == ["q"]  # stored: a hit
+    with pytest.raises(TimeoutError):  # the provider's timeout fires in the fill's task
+        await ask("slow")
+
+
 @pytest.mark.parametrize("at", [0, 5])
 async def test_last_waiter_out_cancels_the_shared_call(at):
     """When every waiter is cancelled (before or during the call) the provider call is cancelled,
