@@ -52,9 +52,10 @@ async def attempt_until_sent(call: Call, call_next: Handler, end: float | None) 
     passes before the attempt was sent."""
     if end is None:
         return await call_next(call)
-    task = asyncio.current_task()
+    loop = call.loop or loop_of(call)
+    task = asyncio.current_task(loop)
     assert task is not None
-    guard = _Guard(call, task, call.loop or loop_of(call), end)
+    guard = _Guard(call, task, loop, end)
     try:
         return await call_next(call)
     except asyncio.CancelledError:

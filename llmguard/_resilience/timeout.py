@@ -116,7 +116,7 @@ class Timeout:
         # so time it spent queued here must never be what cancels it. (With no limit of its own
         # a sent attempt keeps the deadline, so a hung provider still ends.) The limit is served
         # by one timer per layer and limit (timer.py), not one per attempt.
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)  # with the loop: no second look-up of it
         assert task is not None
         attempt = Timed(task, loop, None if limit is None else self._queue(loop, limit), deadline)
         unhook = call.current.on_send.add(attempt.send)
