@@ -12,32 +12,13 @@ __all__ = ["Flight", "start"]
 
 #: Python 3.12+: a task that runs at once until it first waits, in its own task (inner layers
 #: and the provider see it as the current task): a miss then costs no loop iteration to start
-#: its fill, and none at all if the fill ends without waiting.
+#: its fill, and none at all if the fill ends without waiting. 3.11 schedules it.
 _eager = getattr(asyncio, "eager_task_factory", None)
-_enter_task, _leave_task = asyncio.tasks._enter_task, asyncio.tasks._leave_task
 
 
 def start(loop: asyncio.AbstractEventLoop, fill: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """Start ``fill`` in a task of its own, eagerly (its first step now, as that task)."""
-    if _eager is not None:
-        return _eager(loop, fill)
-    task = loop.create_task(fill)
-    # Python 3.11 has no eager tasks: the task's first step is the callback create_task just
-    # queued on the loop (asyncio's own loops keep them in ``_ready``). Run it now, with the
-    # task as the current one, as 3.12's eager_task_factory does: a miss then waits one loop
-    # iteration less (of three; about 2 us). Any other loop (uvloop) schedules it as usual.
-    ready = getattr(loop, "_ready", None)
-    if ready and getattr(ready[-1]._callback, "__self__", None) is task:
-        step = ready.pop()
-        current = asyncio.tasks._current_tasks.get(loop)
-        if current is not None:
-            _leave_task(loop, current)
-        try:
-            step._run()
-        finally:
-            if current is not None:
-                _enter_task(loop, current)
-    return task
+    """Start ``fill`` in a task of its own (eagerly where the loop's asyncio can)."""
+    return loop.create_task(fill) if _eager is None else _eager(loop, fill)
 
 
 class Flight:
