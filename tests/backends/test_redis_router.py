@@ -197,7 +197,7 @@ async def _cancelled_calls_give_their_shared_slot_back(redis_url, redis_prefix):
             await asyncio.sleep(0.01)
 
     holder = asyncio.create_task(first("held"))
-    await until(lambda: a1.slots.held == 1)
+    await until(lambda: a1.in_flight == 1)  # granted (its slot held, then its quota)
     waiter = asyncio.create_task(second("waits"))
     await asyncio.sleep(0.3)  # it polls Redis meanwhile: the slot is taken
     assert routers[1].statistics().waiting == 1 and a2.in_flight == 0 and a2.slots.held == 0
@@ -212,8 +212,8 @@ async def _cancelled_calls_give_their_shared_slot_back(redis_url, redis_prefix):
     with pytest.raises(asyncio.CancelledError):
         await holder
     assert a1.in_flight == 0 and a1.slots.held == 0
-    await until(lambda: a2.slots.held == 1)
-    assert a2.in_flight == 1  # the other router's waiting call found the freed slot
+    await until(lambda: a2.in_flight == 1)  # granted: the slot, then the quota
+    assert a2.slots.held == 1  # the other router's waiting call found the freed slot
     gate.set()
     assert await taker == "taken"
     assert a2.slots.held == 0 and a2.in_flight == 0
