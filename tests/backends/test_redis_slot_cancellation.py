@@ -34,6 +34,30 @@ async def answer(prompt: str) -> str:
     return prompt
 
 
+async def test_a_cancel_whose_command_result_was_kept_below_is_raised_not_lost():
+    """What redis-py's asyncio.wait_for did on Python 3.11 (CPython gh-86296): the caller is
+    cancelled as the command completes and the layer below returns the result anyway.
+    ``Connection.run`` raises the CancelledError instead of handing the result on."""
+    from llmguard.backends.redis._client import Connection
+
+    connection = Connection("redis://127.0.0.1:1/0", "p", "local", 5)
+    started = asyncio.Event()
+
+    async def command():
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "kept"  # the swallowing library
+
+    task = asyncio.create_task(connection.run(command, "testing"))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
 async def test_a_deployment_reservation_cancelled_at_any_await_point_holds_nothing(
         redis_url, redis_prefix):
     """``Deployment.reserve`` (a Router's routing decision: the shared slot's ACQUIRE, then the
