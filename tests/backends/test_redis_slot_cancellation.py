@@ -20,14 +20,18 @@ pytestmark = pytest.mark.looptime(False)
 MAX_POINTS = 300
 
 
-def leases_in_redis(redis_url: str, prefix: str, name: str) -> int:
+def zcard(redis_url: str, key: str) -> int:
     import redis
 
     client = redis.Redis.from_url(redis_url)
     try:
-        return client.zcard(f"{prefix}:cc:{{{name}}}")
+        return client.zcard(key)
     finally:
         client.close()
+
+
+def leases_in_redis(redis_url: str, prefix: str, name: str) -> int:
+    return zcard(redis_url, f"{prefix}:cc:{{{name}}}")
 
 
 async def answer(prompt: str) -> str:
@@ -63,8 +67,9 @@ async def test_a_deployment_reservation_cancelled_at_any_await_point_holds_nothi
     """``Deployment.reserve`` (a Router's routing decision: the shared slot's ACQUIRE, then the
     quota's RESERVE, each a Redis round trip) cancelled at each await point in turn: the
     cancellation is honoured (never lost in the Redis client), and neither this process
-    (in_flight, claiming, slots held) nor Redis (the lease) keeps a slot; past the last point it
-    is granted, and released it leaves nothing either."""
+    (in_flight, claiming, slots held) nor Redis keeps a slot or a unit of the quota (a RESERVE
+    cancelled while Redis ran it is refunded); past the last point it is granted, and given
+    back (never sent) it leaves nothing either."""
     for n in range(MAX_POINTS):
         backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=5)
         router = lg.Router(lg.Deployment(answer, name="a", rpm=10_000, concurrency=1),
@@ -82,6 +87,7 @@ async def test_a_deployment_reservation_cancelled_at_any_await_point_holds_nothi
         assert (deployment.in_flight, deployment.claiming, deployment.slots.held) == (0, 0, 0)
         await backend.aclose()  # waits for the background releases
         assert leases_in_redis(redis_url, redis_prefix, "deployment:a") == 0, n
+        assert zcard(redis_url, f"{redis_prefix}:rl:{{s:deployment:a}}:log") == 0, n
         if not point.reached:
             break
     assert n >= 2  # it had points to cancel at: connecting, ACQUIRE, RESERVE
