@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from datetime import datetime, timezone
 from typing import Any
 
+from .._core import clock
 from .._core.check import number
 from .._core.tokens import estimate_tokens
 from ._provider import SimulatedProvider
@@ -141,7 +141,7 @@ class InputOutputBucketServer(QuotaServer):
         if not self.rate_limit_headers:
             return {}
         out: dict[str, str] = {}
-        wall = time.time()
+        wall = clock.wall()
         tightest: tuple[int, int, float] | None = None
         for unit, quota in self.quotas.items():
             if quota is None:
