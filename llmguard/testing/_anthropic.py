@@ -105,6 +105,7 @@ class InputOutputBucketServer(QuotaServer):
     """
 
     kind = "input/output token bucket"
+    processing_header = None  # Anthropic's answers do not say the server's own time
 
     def __init__(self, *, rpm: int | None = None, input_tpm: int | None = None,
                  output_tpm: int | None = None, window: float = 60.0, **options: Any) -> None:
