@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import clock
 from .public import public
 
 __all__ = ["Failure", "FailureKind", "classify", "error_headers", "retry_after_from_headers"]
@@ -110,6 +109,8 @@ def retry_after_from_headers(headers: Any, *, now: float | None = None) -> float
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    from . import clock  # imports asyncio: not at `import llmguard`
+
     return max(0.0, when.timestamp() - (clock.wall() if now is None else now))
 
 
