@@ -10,6 +10,7 @@ from typing import Any
 from ..._core import clock
 from ..._core.call import Call
 from .headers import HELD, report, sent, spend
+from .latency import Margin
 from .window import Quota
 
 __all__ = ["ServerFeedback"]
@@ -36,6 +37,13 @@ class ServerFeedback:
         if margin.measured and margin.refresh(clock.now()):  # a window without a sample
             self._line.quotas = margin.quotas
         return margin.quotas
+
+    @quotas.setter
+    def quotas(self, quotas: tuple[Quota, ...]) -> None:
+        """Replace the quotas, windows and margins as they are: nothing measured from then on
+        (a benchmark compressing time does this)."""
+        self._margin = Margin(quotas, max(q.margin for q in quotas))
+        self._line.quotas = quotas
 
     def observe_headers(self, headers: Mapping[str, str], *, partition: Hashable = None) -> None:
         """Tighten the quotas to the provider's ``x-ratelimit-remaining-*``, ``-reset-*``
