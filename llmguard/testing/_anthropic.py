@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
@@ -89,6 +90,10 @@ def rfc3339(unix: float) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+#: ``(input, output reserved)`` of the request being served, for its admission.
+_CHARGING: ContextVar[tuple[int, int]] = ContextVar("llmguard_io_charging", default=(0, 0))
+
+
 class InputOutputBucketServer(QuotaServer):
     """Requests, input tokens and output tokens per minute (``rpm``, ``input_tpm``,
     ``output_tpm``), each a bucket refilling continuously over ``window`` seconds, full at the
@@ -117,19 +122,18 @@ class InputOutputBucketServer(QuotaServer):
         self.quotas = {"requests": rpm and TokenBucket(rpm, window),
                        "input-tokens": input_tpm and TokenBucket(input_tpm, window),
                        "output-tokens": output_tpm and TokenBucket(output_tpm, window)}
-        self._charging = (0, 0)  # (input, output reserved) of the request being admitted
 
     async def amessages(self, **kwargs: Any) -> dict[str, Any]:
         """Answer a Messages API request in process (see :func:`message`)."""
         return await message(self, **kwargs)
 
     def _amounts(self, tokens: int) -> dict[str, int]:
-        return {"requests": 1, "input-tokens": self._charging[0],
-                "output-tokens": self._charging[1]}
+        charging = _CHARGING.get()
+        return {"requests": 1, "input-tokens": charging[0], "output-tokens": charging[1]}
 
     async def _serve(self, input_tokens: int, output: int, charged: int) -> None:
-        # read by _admit, which runs before any await
-        self._charging = (input_tokens, charged - input_tokens)
+        # read by _admit, in this request's context (it arrives after its send latency)
+        _CHARGING.set((input_tokens, charged - input_tokens))
         await super()._serve(input_tokens, output, charged)
 
     def _answered(self, input_tokens: int, output: int, charged: int) -> None:

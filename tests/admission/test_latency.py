@@ -11,8 +11,8 @@ import pytest
 import llmguard as lg
 from llmguard._admission.ratelimit.latency import FLOOR, Margin, processing_time, retime
 from llmguard._admission.ratelimit.quotas import build_quotas
-from llmguard._admission.ratelimit.window import Window
-from llmguard.testing import SlidingWindowServer, TokenBucketServer
+from llmguard._admission.ratelimit.window import Quota, Window
+from llmguard.testing import InputOutputBucketServer, SlidingWindowServer, TokenBucketServer
 
 
 def margin_of(**quotas: Any) -> Margin:
@@ -205,3 +205,28 @@ async def test_a_server_that_says_nothing_of_its_time_keeps_the_start() -> None:
     server.processing_header = None
     layer, margin = await run(server, 30, rpm=60)
     assert margin == layer.statistics().margin == 0.5 and "start" in repr(layer)
+
+
+async def test_requests_on_the_way_at_once_are_each_charged_their_own_tokens() -> None:
+    """With a send latency many requests are on the way at once: each is charged its own input
+    and output reservation when it arrives (the input/output server keeps what it charges per
+    request, not in one attribute the next request overwrites)."""
+    server = InputOutputBucketServer(rpm=1000, input_tpm=10**6, output_tpm=10**6,
+                                     window=10**9, latency=1.0, send_latency=0.1,
+                                     output_tokens=10)
+    prompts = [{"role": "user", "content": "word " * (10 * (i + 1))} for i in range(20)]
+    answers = await asyncio.gather(*(server.amessages(messages=[p], max_tokens=50 + i)
+                                     for i, p in enumerate(prompts)))
+    now = asyncio.get_running_loop().time()
+    inputs = sum(a["usage"]["input_tokens"] for a in answers)
+    assert server.quotas["input-tokens"].remaining(now) == 10**6 - inputs
+    assert server.quotas["output-tokens"].remaining(now) == 10**6 - 10 * len(prompts)
+
+
+def test_quotas_set_by_hand_are_kept_as_given() -> None:
+    """``limit.quotas = ...`` (a benchmark compressing time): those windows and margins,
+    nothing measured from then on."""
+    limit = lg.RateLimit(rpm=5)
+    quotas = (Quota(5, 1.02, False),)
+    limit.quotas = quotas
+    assert limit.quotas is quotas and "(given)" in repr(limit)
