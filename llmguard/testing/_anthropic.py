@@ -113,8 +113,11 @@ class InputOutputBucketServer(QuotaServer):
     processing_header = None  # Anthropic's answers do not say the server's own time
 
     def __init__(self, *, rpm: int | None = None, input_tpm: int | None = None,
-                 output_tpm: int | None = None, window: float = 60.0, **options: Any) -> None:
+                 output_tpm: int | None = None, window: float = 60.0,
+                 refunds_output: bool = True, **options: Any) -> None:
         super().__init__(window=window, **options)
+        #: False: the output reserved at arrival stays charged (a server unlike Anthropic's).
+        self.refunds_output = refunds_output
         for name, value in (("rpm", rpm), ("input_tpm", input_tpm), ("output_tpm", output_tpm)):
             number(name, value, integer=True, optional=True, hint="; or None for no such quota")
         if rpm is None and input_tpm is None and output_tpm is None:
@@ -138,7 +141,7 @@ class InputOutputBucketServer(QuotaServer):
 
     def _answered(self, input_tokens: int, output: int, charged: int) -> None:
         bucket = self.quotas["output-tokens"]
-        if bucket is not None:  # the answer ended: the output bucket is charged what it used
+        if bucket is not None and self.refunds_output:  # the answer ended: charged what it used
             bucket.give_back(self._now(), charged - input_tokens - output)
         admission_headers.set(self.headers(self._now()))  # sent with the answer, at its end
 
