@@ -15,7 +15,6 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -131,6 +130,16 @@ class Routes(ChatRoutes):
         return json_response({"status": "ready"})
 
 
+class _App(Starlette):
+    """Starlette with :class:`~.edge.Edge` outermost (before its error middleware), so the hot
+    routes Edge serves itself skip Starlette's stack; ``edge`` holds Edge's options."""
+
+    edge: dict[str, Any]
+
+    def build_middleware_stack(self) -> Any:
+        return Edge(super().build_middleware_stack(), **self.edge)
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     message = "Unknown route" if status == 404 else "Method not allowed"
@@ -174,7 +183,7 @@ def build_app(gateway: Gateway, registry: Any = None) -> Starlette:
         if gateway.meter_provider is not None:
             gateway.meter_provider.shutdown()
 
-    app = Starlette(routes=[
+    app = _App(routes=[
         Route("/v1/chat/completions", routes.chat, methods=["POST"]),
         Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
         Route("/v1/models", routes.models, methods=["GET"]),
@@ -185,9 +194,10 @@ def build_app(gateway: Gateway, registry: Any = None) -> Starlette:
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
         *job_routes(routes, jobs), *ws_routes(routes, jobs), *page_routes(),
-    ], exception_handlers={HTTPException: _not_found}, lifespan=lifespan, middleware=[
-        Middleware(Edge, open_gateway=not gateway.tenants.required,
-                   allow_origins=gateway.config.allow_origins)])
+    ], exception_handlers={HTTPException: _not_found}, lifespan=lifespan)
+    app.edge = {"open_gateway": not gateway.tenants.required,
+                "allow_origins": gateway.config.allow_origins,
+                "hot": {"/v1/chat/completions": routes.chat, "/v1/embeddings": routes.embeddings}}
     app.state.gateway = gateway
     app.state.jobs = jobs
     return app

@@ -22,13 +22,18 @@ if TYPE_CHECKING:
 
 __all__ = ["HTTPUpstream"]
 
+#: One compact encoder for every request body: aiohttp's ``json=`` builds a ``JsonPayload`` and
+#: runs ``json.dumps`` with its default options (an encoder object) per request. ASCII output, so
+#: a lone surrogate in a prompt still encodes.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
 
 class HTTPUpstream:
     """An :class:`~llmguard._upstream.protocol.Upstream` posting JSON to ``{base_url}/...`` over
     one pooled aiohttp session (opened by :meth:`open`, or on first use). The bearer key is sent
     in a header and never appears in an error message or a repr."""
 
-    __slots__ = ("_key", "_session", "base_url", "where")
+    __slots__ = ("_key", "_session", "_urls", "base_url", "where")
 
     def __init__(self, base_url: str, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -36,6 +41,8 @@ class HTTPUpstream:
         #: The base URL as messages show it (without a password).
         self.where = redact_url(self.base_url)
         self._session: Any = None
+        #: Parsed URLs by path, made once (a string is parsed into a ``yarl.URL`` per request).
+        self._urls: dict[str, Any] = {}
 
     def secrets(self) -> list[str]:
         return [self._key] if self._key else []
@@ -46,7 +53,10 @@ class HTTPUpstream:
         if self._session is None:
             import aiohttp
 
-            headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+            # Sent with every request: merged into each by aiohttp, never rebuilt per request.
+            headers = {"Content-Type": "application/json"}
+            if self._key:
+                headers["Authorization"] = f"Bearer {self._key}"
             self._session = aiohttp.ClientSession(
                 headers=headers, connector=aiohttp.TCPConnector(limit=0))
         return self._session
@@ -55,8 +65,13 @@ class HTTPUpstream:
         """The response once its status is known (the caller reads and releases it)."""
         import aiohttp
 
+        url = self._urls.get(path)
+        if url is None:
+            from yarl import URL
+
+            url = self._urls[path] = URL(f"{self.base_url}{path}")
         try:
-            response = await self.open().post(f"{self.base_url}{path}", json=request)
+            response = await self.open().post(url, data=_encode(request).encode())
         except aiohttp.ClientConnectionError as exc:  # refused, reset
             raise TransportError(f"connection to {self.where} failed: "
                                  f"{type(exc).__name__}: {redact(str(exc))}") from None
