@@ -55,19 +55,23 @@ class Routes(ChatRoutes):
             self.gateway.usage.record(tenant, model, status)
         return Response(body, status, {**(extra or {}), **headers}, _JSON)
 
-    def tenant_of(self, request: Request) -> Tenant:
+    def tenant_of(self, request: Request, headers: Any = None) -> Tenant:
+        """The tenant of the request's API key (``headers``: its headers already looked up,
+        if at hand), else the 401; 503 once draining."""
         if self.gateway.draining:
             raise HTTPProblem(503, "the gateway is shutting down; retry on another replica",
                               "server_shutting_down", headers={"connection": "close",
                                                                 "retry-after": "1"})
-        auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("api-key")
+        headers = request.headers if headers is None else headers
+        auth = headers.get("authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("api-key")
         tenant = self.gateway.tenants.authenticate(key)
         if tenant is None:  # the message never repeats the key it got
             what = "no API key was given" if not key else "the API key is not valid"
             raise HTTPProblem(401, f"Unauthorized: {what}; send `Authorization: Bearer <key>`",
                               "invalid_api_key")
         return tenant
+
     def _model_card(self, name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "llmguard"}
 
