@@ -91,7 +91,22 @@ def done_ids(path: str, *, redo_failed: bool = False) -> tuple[set[str], int]:
 
 
 #: One encoder for every record (``json.dumps`` with options builds one per call).
-_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_checked = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _make_encoder is None:  # no C accelerator (PyPy)
+    _encode = _checked
+else:
+    # The C encoder made once: ``JSONEncoder.encode`` builds one (and its closures) per call.
+    # No circular-reference markers: a record is parsed JSON and plain values, and a circular
+    # one would recurse into RecursionError, then be encoded with the checks.
+    _iterencode = _make_encoder(None, str, json.encoder.encode_basestring, None, ": ", ", ",
+                                False, False, True)
+
+    def _encode(record: Any) -> str:
+        try:
+            return "".join(_iterencode(record, 0))
+        except RecursionError:
+            return _checked(record)  # raises ValueError("Circular reference detected")
 
 
 class OutputWriter:
