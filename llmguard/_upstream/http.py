@@ -31,12 +31,16 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 class HTTPUpstream:
     """An :class:`~llmguard._upstream.protocol.Upstream` posting JSON to ``{base_url}/...`` over
     one pooled aiohttp session (opened by :meth:`open`, or on first use). The bearer key is sent
-    in a header and never appears in an error message or a repr."""
+    in a header and never appears in an error message or a repr. ``bounded``: the caller bounds
+    every request's time (a Timeout layer, ``llmguard run``'s ``--timeout``), so aiohttp keeps
+    no timer of its own per request (otherwise its default ends a request after 300 s)."""
 
-    __slots__ = ("_key", "_session", "_urls", "base_url", "where")
+    __slots__ = ("_bounded", "_key", "_session", "_urls", "base_url", "where")
 
-    def __init__(self, base_url: str, api_key: str | None = None) -> None:
+    def __init__(self, base_url: str, api_key: str | None = None, *,
+                 bounded: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
+        self._bounded = bounded
         self._key = api_key
         #: The base URL as messages show it (without a password).
         self.where = redact_url(self.base_url)
@@ -57,12 +61,16 @@ class HTTPUpstream:
             headers = {"Content-Type": "application/json"}
             if self._key:
                 headers["Authorization"] = f"Bearer {self._key}"
+            timeout = (aiohttp.ClientTimeout(total=None, sock_connect=30) if self._bounded
+                       else aiohttp.client.DEFAULT_TIMEOUT)
             self._session = aiohttp.ClientSession(
-                headers=headers, connector=aiohttp.TCPConnector(limit=0))
+                headers=headers, connector=aiohttp.TCPConnector(limit=0), timeout=timeout)
         return self._session
 
-    async def _post(self, path: str, request: dict[str, Any], call: Call | None) -> Any:
-        """The response once its status is known (the caller reads and releases it)."""
+    async def _post(self, path: str, request: dict[str, Any], call: Call | None,
+                    timeout: Any = None) -> Any:
+        """The response once its status is known (the caller reads and releases it);
+        ``timeout``: an aiohttp ``ClientTimeout`` for this request instead of the session's."""
         import aiohttp
 
         url = self._urls.get(path)
@@ -71,7 +79,9 @@ class HTTPUpstream:
 
             url = self._urls[path] = URL(f"{self.base_url}{path}")
         try:
-            response = await self.open().post(url, data=_encode(request).encode())
+            body = _encode(request).encode()
+            response = await (self.open().post(url, data=body) if timeout is None else
+                              self.open().post(url, data=body, timeout=timeout))
         except aiohttp.ClientConnectionError as exc:  # refused, reset
             raise TransportError(f"connection to {self.where} failed: "
                                  f"{type(exc).__name__}: {redact(str(exc))}") from None
@@ -125,7 +135,12 @@ class HTTPUpstream:
 
     async def stream(self, request: dict[str, Any], call: Call | None = None,
                      /) -> AsyncIterator[Any]:
-        response = await self._post("/chat/completions", {**request, "stream": True}, call)
+        import aiohttp
+
+        # A Timeout layer bounds a stream's first chunk, not always the rest: aiohttp's own
+        # limit stays on streams, bounded or not.
+        response = await self._post("/chat/completions", {**request, "stream": True}, call,
+                                    aiohttp.client.DEFAULT_TIMEOUT)
         try:
             async for raw in response.content:
                 line = raw.strip()
