@@ -11,12 +11,10 @@ and summary in ``_cli/report``, path and URL checks in ``_cli/checks``, ``--ray`
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
 
 import llmguard
 
@@ -24,6 +22,7 @@ from ._cli import batch_options, budget_options, deployments
 from ._cli.checks import api_base_problem, number_type, output_problem, same_file
 from ._cli.checks import usage_error as _fail
 from ._cli.io import done_ids, scan_input
+from ._cli.loop import run_main
 from ._cli.exits import EXIT_CRASH
 from ._cli.run import Settings, make_limits, run, stack_spec
 from ._cli.usage import DESCRIPTION, EPILOG
@@ -143,19 +142,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _loop_factory() -> Any:
-    """uvloop's event loop when it is installed (``llmguard[cli]`` on Linux and macOS; uvicorn's
-    ``standard`` extra too), else asyncio's own (None). A run spends a third of its CPU in the
-    event loop and the transports below aiohttp, which uvloop does in C."""
-    if os.environ.get("LLMGUARD_LOOP") == "asyncio":  # the escape hatch: asyncio's own loop
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmguard`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -260,8 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         main_job = run(settings, skip, argv[1:], total=total, failed_before=failed_before)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(main_job)
+        return run_main(main_job)
     except Exception:  # a bug: say so, and keep "some lines failed" (1) meaning just that
         print(redact(traceback.format_exc()), end="", file=sys.stderr)
         print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "
