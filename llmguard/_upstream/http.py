@@ -5,7 +5,9 @@ Why aiohttp, not the openai SDK or litellm: both go through httpx, which costs 7
 CPU per call on a loopback server against 0.35 ms for aiohttp, so a batch would top out near
 100 calls/s per core (below many accounts' quotas) and the gateway's own budget of under a
 millisecond per request could not be met. An OpenAI-compatible server needs no translation,
-only the HTTP call.
+only the HTTP call. When the caller bounds each request's time (``bounded=True``: the gateway's
+Timeout layer, the run's ``--timeout``), plain answers go over :mod:`.keepalive`'s connections
+instead, a quarter of aiohttp's CPU per request; streams stay on aiohttp.
 """
 
 from __future__ import annotations

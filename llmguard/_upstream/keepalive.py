@@ -17,11 +17,12 @@ was cancelled or failed is closed. Streams and the rest stay on aiohttp.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 import zlib
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = ["Answer", "Origin"]
 
@@ -130,7 +131,14 @@ class Origin:
         self._ssl: Any = ssl.create_default_context() if secure else None
         self._prefix = parts.path.rstrip("/")
         host = parts.netloc.rpartition("@")[2]  # never send a user:password part as the Host
-        lines = [f"Host: {host}", "Accept-Encoding: gzip, deflate", "Connection: keep-alive",
+        headers = dict(headers)
+        if parts.username is not None and "Authorization" not in headers:  # as aiohttp does
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        if any(c in f"{k}{v}" for k, v in headers.items() for c in "\r\n"):
+            raise ValueError("a header name or value (the API key?) holds a line break")
+        lines = [f"Host: {host}", "User-Agent: llmguard", "Accept-Encoding: gzip, deflate",
+                 "Connection: keep-alive",
                  *(f"{k}: {v}" for k, v in headers.items())]
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self._idle: list[_Connection] = []

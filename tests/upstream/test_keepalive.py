@@ -228,3 +228,18 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
 def test_origin_refuses_a_url_it_cannot_post_to() -> None:
     with pytest.raises(ValueError, match="base_url must be an http"):
         Origin("ftp://example.com/v1", {})
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth_never_as_the_host() -> None:
+    async with RawServer(ok) as server:
+        url = server.base_url.replace("http://", "http://user:p%40ss@")
+        origin = Origin(url, {"Content-Type": "application/json"})
+        try:
+            await origin.post("/chat/completions", b"{}")
+        finally:
+            origin.close()
+    _line, headers, _body = server.requests[0]
+    assert headers["authorization"] == "Basic dXNlcjpwQHNz"  # user:p@ss
+    assert "@" not in headers["host"] and "user" not in headers["host"]
+    with pytest.raises(ValueError, match="line break"):
+        Origin("http://127.0.0.1:1/v1", {"Authorization": "Bearer a\r\nX-Evil: 1"})
