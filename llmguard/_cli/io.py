@@ -8,13 +8,13 @@ mid-write) is cut off before appending (the shared reader in ``_runners.jsonl``)
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from collections.abc import Iterator
 from typing import IO, Any
 
+from .._core.jsonenc import encoder
 from .._runners.jsonl import read_records
 from .._runners.lines import InputLine, parse_text
 from .._runners.record import to_openai_batch
@@ -90,23 +90,8 @@ def done_ids(path: str, *, redo_failed: bool = False) -> tuple[set[str], int]:
     return ids, sum(1 for n in failed if n > 0)
 
 
-#: One encoder for every record (``json.dumps`` with options builds one per call).
-_checked = json.JSONEncoder(ensure_ascii=False, default=str).encode
-_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-if _make_encoder is None:  # no C accelerator (PyPy)
-    _encode = _checked
-else:
-    # The C encoder made once: ``JSONEncoder.encode`` builds one (and its closures) per call.
-    # No circular-reference markers: a record is parsed JSON and plain values, and a circular
-    # one would recurse into RecursionError, then be encoded with the checks.
-    _iterencode = _make_encoder(None, str, json.encoder.encode_basestring, None, ": ", ", ",
-                                False, False, True)
-
-    def _encode(record: Any) -> str:
-        try:
-            return "".join(_iterencode(record, 0))
-        except RecursionError:
-            return _checked(record)  # raises ValueError("Circular reference detected")
+#: One encoder for every record, made once.
+_encode = encoder(ascii=False, default=str)
 
 
 class OutputWriter:

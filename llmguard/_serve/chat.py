@@ -8,7 +8,6 @@ streamed answer is relayed strictly (:mod:`.sse`) and cut when its client stops 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from starlette.responses import Response
 
 import llmguard as lg
 
+from .._core.jsonenc import encoder
 from .abandon import Abandon
 from .errors import HTTPProblem, from_exception
 from .sse import StreamBody, event, relay
@@ -31,8 +31,8 @@ WATCH_AFTER = 0.05
 _JSON = "application/json"
 
 
-#: One compact encoder for every answer (``json.dumps`` with options builds one per call).
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: One compact encoder for every answer, made once.
+_encode = encoder(compact=True)
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from .._core.jsonenc import encoder
 from .._core.redact import redact, redact_url
 from .errors import HTTPError, TransportError
 
@@ -24,10 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HTTPUpstream"]
 
-#: One compact encoder for every request body: aiohttp's ``json=`` builds a ``JsonPayload`` and
-#: runs ``json.dumps`` with its default options (an encoder object) per request. ASCII output, so
-#: a lone surrogate in a prompt still encodes.
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: One compact encoder for every request body, made once (aiohttp's ``json=`` builds a payload
+#: and an encoder per request). ASCII output, so a lone surrogate in a prompt still encodes.
+_encode = encoder(compact=True)
 
 
 class HTTPUpstream:
