@@ -160,6 +160,8 @@ redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
 redis.call('PEXPIRE', log, math.ceil(horizon * 1000) + 1000)
 if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end
 if capped.t then redis.call('HINCRBY', state, 'cap_t', -need) end
+redis.call('HINCRBY', state, 'n_r', 1)  -- units admitted so far (``_learned_scripts.READING``)
+redis.call('HINCRBY', state, 'n_t', need)
 for k, b in ipairs(buckets) do store(k, b[1], b[2], b[3] - b[6], b[4] + b[6], b[5] + b[6]) end
 redis.call('HSETNX', state, 'b', fmt(now))
 expire()

@@ -10,9 +10,10 @@ from ._bucket_scripts import PRELUDE
 __all__ = ["PUBLISH", "READING"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why. Records what
-#: a process learned (a new version) for every process's next reservation; a fixed window
-#: drops the caps and the pause read under the sliding assumption (it resumes at its
-#: boundaries, as ``learn.become_fixed``). Returns the new version.
+#: a process learned (a new version) for every process's next reservation. The caps read under
+#: the window assumption go (a bucket's readings drain it instead: a cap until its reset, the
+#: time to refill it all, would hold it empty that long); a fixed window also drops the pause
+#: (it resumes at its boundaries, as ``learn.become_fixed``). Returns the new version.
 PUBLISH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -20,28 +21,58 @@ local epoch = ARGV[2] ~= '' and string.format('%.17g', now + tonumber(ARGV[2])) 
 local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
-if ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'until_r', 'until_t', 'pause') end
+if ARGV[1] == 'bucket' or ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'until_r', 'until_t') end
+if ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'pause') end
 return v
 """
 
 #: KEYS: state, log, shape. ARGV: is_tokens ('1' or '0'), remaining, reset seconds ('' none),
 #: the log member of the request the reading counted ('' unknown: as of now), then the
-#: limit/window/is_tokens/learns/margin per quota. The server counted ``remaining`` as it
-#: admitted that request; what every process admitted after it may not be counted yet, so it
-#: is taken off (``reading.Readings`` in memory). Under a learned bucket, each bucket of the
-#: unit holds no more than that plus its refill since; otherwise a cap until the reset, unless
-#: a live cap was read from a request admitted later (answers come out of order; the latest
-#: request's reading takes off fewer that the server may have counted already).
+#: limit/window/is_tokens/learns/margin per quota. ``reading.Readings`` on the shared log: the
+#: server counted ``remaining`` as it admitted that request, and what any process admitted
+#: from a margin before it on (the ticket excepted) may have arrived after it, so one reading
+#: leaves at least ``remaining`` less those; readings of one burst (tickets each within a margin
+#: of the group's latest: a burst admitted through Redis takes longer than a margin) bound the
+#: same quantity, so the group's best bound holds, less what was admitted since (``n_r``/``n_t``:
+#: units admitted so far; ``g*_r``/``g*_t``: the group's latest ticket, bound, when read and
+#: units admitted then). Under a learned bucket, each
+#: bucket of the unit then holds no more than that plus its refill since; otherwise a cap
+#: until the reset. A reading of an older burst than the group's changes nothing.
 READING = PRELUDE + """
 local log, tok = KEYS[2], ARGV[1] == '1'
 local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
 local at = ARGV[4] ~= '' and tonumber(redis.call('ZSCORE', log, ARGV[4]) or '') or nil
-local after = 0
-if at then
-  local later = redis.call('ZRANGEBYSCORE', log, '(' .. fmt(at), '+inf')
-  for _, m in ipairs(later) do after = after + (tok and tonumber(string.match(m, ':(%d+)$')) or 1) end
+local u = tok and 't' or 'r'
+local skew = 0
+for i = 5, #ARGV, 5 do skew = math.max(skew, tonumber(ARGV[i + 4])) end
+local issued = tonumber(redis.call('HGET', state, 'n_' .. u) or '0')
+local left, since = remaining, now
+if not at then
+  redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
+else
+  local after = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(at - skew), '+inf')) do
+    if m ~= ARGV[4] then after = after + (tok and tonumber(string.match(m, ':(%d+)$')) or 1) end
+  end
+  left = remaining - after
+  local g = redis.call('HMGET', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
+  local anchor, best, read, counted = tonumber(g[1] or ''), tonumber(g[2] or ''), tonumber(g[3] or ''), tonumber(g[4] or '')
+  local aged = nil
+  if anchor and counted <= issued and at <= anchor + skew then
+    if at < anchor - skew then return 0 end  -- an older burst's reading: the group's are newer
+    aged = best - (issued - counted)
+    anchor = math.max(anchor, at)
+  else
+    anchor = at
+  end
+  if aged and aged >= left then
+    left, since = aged, read
+    redis.call('HSET', state, 'ga_' .. u, fmt(anchor))
+  else
+    redis.call('HSET', state, 'ga_' .. u, fmt(anchor), 'gb_' .. u, fmt(left), 'gs_' .. u, fmt(now),
+               'gc_' .. u, fmt(issued))
+  end
 end
-local left = remaining - after
 if redis.call('HGET', KEYS[3], 'kind') == 'bucket' then
   local lims = redis.call('HGET', KEYS[3], 'lims') or ''
 """ + LIMITS + """
@@ -52,7 +83,7 @@ if redis.call('HGET', KEYS[3], 'kind') == 'bucket' then
       local cap = limit_of(n, tonumber(ARGV[i]))
       local rate = cap / tonumber(ARGV[i + 1])
       local level, deficit, outstanding = load(n, cap, rate)
-      local most = left + (at and math.max(0, now - at) * rate or 0)
+      local most = left + math.max(0, now - since) * rate
       if level > most then store(n, cap, rate, most, deficit, outstanding) end
     end
   end
@@ -60,12 +91,7 @@ if redis.call('HGET', KEYS[3], 'kind') == 'bucket' then
   return 1
 end
 if not reset then return 0 end
-local unit = tok and 't' or 'r'
-local got = redis.call('HMGET', state, 'until_' .. unit, 'seen_' .. unit)
-local newest = at or now
-if tonumber(got[1] or '0') > now and tonumber(got[2] or '0') > newest then return 0 end
-redis.call('HSET', state, 'cap_' .. unit, fmt(math.max(left, 0)), 'until_' .. unit, fmt(now + reset),
-           'seen_' .. unit, fmt(newest))
+redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(now + reset))
 local ms = math.ceil(reset * 1000) + 1000
 if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 return 1
