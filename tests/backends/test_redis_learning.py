@@ -149,3 +149,39 @@ async def test_a_learned_limit_is_shared(redis_url, redis_prefix):
     assert other.limits(None, LEARNED) == (2, None)
     await first.aclose()
     await other.aclose()
+
+
+async def test_cancelled_calls_leave_the_layer_and_the_shared_quota_consistent(
+        redis_url, redis_prefix):
+    """Under the default refill, a call cancelled while waiting for room and one cancelled
+    at the provider (sent: it counted) leave nothing waiting or in flight, the call not
+    cancelled completes, and the shared quota holds the two sent: another process finds no
+    room."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    limit = lg.RateLimit(rpm=2, backend=backend)
+    release = asyncio.Event()
+
+    async def provider():
+        await release.wait()
+        return "ok"
+
+    guarded = lg.Pipeline(limit).wrap(provider)
+    first, second = asyncio.ensure_future(guarded()), asyncio.ensure_future(guarded())
+    while limit.statistics().in_flight < 2:
+        await asyncio.sleep(0.01)
+    waiting = asyncio.ensure_future(guarded())
+    while limit.statistics().waiting < 1:
+        await asyncio.sleep(0.01)
+    waiting.cancel()
+    second.cancel()
+    await asyncio.gather(waiting, second, return_exceptions=True)
+    stats = limit.statistics()
+    assert (stats.waiting, stats.in_flight) == (0, 1)
+    release.set()
+    assert await first == "ok"
+    assert limit.statistics().in_flight == 0
+    await backend.connection.aclose()  # the background writes have landed
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    assert (await other.reserve(None, limit.quotas, 0))[1] is None
+    await other.aclose()
+    await backend.aclose()

@@ -81,9 +81,13 @@ class RedisLearning:
         if publication is not None:  # before this reservation: it is to be paced by it
             kind, epoch, limits, why = publication
             rel = "" if epoch is None else repr(epoch - loop.time())
-            await self.connection.call(
-                _learned_scripts.PUBLISH, [names[3], names[1]],
-                [kind, rel, ",".join(map(str, limits)), why], "sharing the learned shape")
+            try:
+                await self.connection.call(
+                    _learned_scripts.PUBLISH, [names[3], names[1]],
+                    [kind, rel, ",".join(map(str, limits)), why], "sharing the learned shape")
+            except BaseException:  # cancelled (or refused): the next reservation publishes it
+                self._pending.setdefault(key, publication)
+                raise
         probe = shared.probe_due(window, loop.time(), tokens)
         horizon, *per_quota = self.args(quotas)
         result = await self.connection.call(
@@ -161,7 +165,7 @@ class RedisLearning:
                 reset: float | None, ticket: Any, limit: int | None, names: list[str]) -> None:
         """A header reading: learned from in the local window, the shape shared if it changed,
         and the reading applied in Redis (``_learned_scripts.READING``)."""
-        entry = ticket.entry if isinstance(ticket, AutoTicket) else None
+        entry = _entry(ticket)
         self.local.observe(key, quotas, tokens, remaining, reset, ticket=entry, limit=limit)
         self._publish(key, quotas)
         member = ticket.member if isinstance(ticket, AutoTicket) else ""
@@ -174,7 +178,7 @@ class RedisLearning:
                 names: list[str]) -> None:
         """A 429: learned from locally (the effective limit, a fixed window's boundary to
         resume at), shared, and the pause it leads to set in Redis."""
-        entry = ticket.entry if isinstance(ticket, AutoTicket) else None
+        entry = _entry(ticket)
         window = self.local.window(key, quotas)
         now = clock.now()
         self.local.refused(key, quotas, seconds, ticket=entry)
@@ -182,6 +186,13 @@ class RedisLearning:
         pause = max(0.0, min(seconds, window.paused_until - now))
         self.connection.spawn(self.connection.write(
             _scripts.PAUSE, names[1:2], [pause], "pausing after a 429"))
+
+
+def _entry(ticket: Any) -> Entry | None:
+    """The local entry a ticket's answer is read against (a local ticket of an outage: itself)."""
+    if isinstance(ticket, AutoTicket):
+        return ticket.entry
+    return ticket if isinstance(ticket, Entry) else None
 
 
 class Answers:
