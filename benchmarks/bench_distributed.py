@@ -24,8 +24,9 @@ Then the per-call overhead the Redis backend adds: sequential uncontended calls 
 Then the shapes table: two processes sharing Redis (two ``RateLimit(rpm=...)`` layers in one
 event loop, each with its own ``RedisBackend``: nothing shared but Redis), default settings,
 demand 1.5x the quota at once, against the simulated servers of ``llmguard.testing``: a token
-bucket, a fixed window whose minute started 40 s before the batch, a sliding window; real
-60 s windows (shapes are learned from resets, read to a second). Side by side, the default
+bucket, a fixed window whose minute started 40 s before the batch, LiteLLM's proxy (``rpm - 1``
+per wall-clock minute, no reset, ``llm_provider-retry-after: 60``) 40 s into the minute, a
+sliding window; real 60 s windows (shapes are learned from resets, read to a second). Side by side, the default
 (``refill="auto"``: the shape one process learns is shared, every process paces by it) and
 ``refill="window"``, the sliding log, which is what Redis paced by under the default before.
 Wall time over the server's own ideal (``QuotaServer.ideal_time``), 429s, the most one server
@@ -155,7 +156,7 @@ async def overhead(url: str, calls: int = 2000, repeats: int = 5) -> tuple[float
 
 #: (server shape, quota per minute, calls, seconds into its minute the batch starts at)
 SHAPES = (("token bucket", 600, 900, 0.0), ("fixed window", 300, 450, 40.0),
-          ("sliding window", 300, 450, 0.0))
+          ("LiteLLM proxy", 300, 450, 40.0), ("sliding window", 300, 450, 0.0))
 
 
 async def shared_shape(url: str, shape: str, rpm: int, calls: int, into: float,
@@ -165,12 +166,15 @@ async def shared_shape(url: str, shape: str, rpm: int, calls: int, into: float,
     import contextvars
 
     from llmguard.testing import FixedWindowServer, TokenBucketServer
-    from llmguard.testing._shapes import SlidingWindowServer
+    from llmguard.testing._shapes import ProxyWindowServer, SlidingWindowServer
 
+    if shape == "LiteLLM proxy":  # its minutes are the wall clock's: start `into` s in
+        await asyncio.sleep((into - time.time() % 60.0) % 60.0)
     now = asyncio.get_running_loop().time()
     server = {"token bucket": lambda: TokenBucketServer(rpm=rpm, latency=LATENCY),
               "fixed window": lambda: FixedWindowServer(rpm=rpm, latency=LATENCY,
                                                         epoch=now - into),
+              "LiteLLM proxy": lambda: ProxyWindowServer(rpm=rpm, latency=LATENCY),
               "sliding window": lambda: SlidingWindowServer(rpm=rpm, latency=LATENCY)}[shape]()
     caller: contextvars.ContextVar = contextvars.ContextVar("caller")
     server.on_headers.append(lambda headers: caller.get().observe_headers(headers))

@@ -185,3 +185,23 @@ async def test_cancelled_calls_leave_the_layer_and_the_shared_quota_consistent(
     assert (await other.reserve(None, limit.quotas, 0))[1] is None
     await other.aclose()
     await backend.aclose()
+
+
+async def test_a_429_teaches_every_process_the_limit_all_of_them_used(redis_url, redis_prefix):
+    """Two processes send 3 requests in a window of a quota of 3 and the third is refused
+    (429): the server admits 2, counted over both processes' requests (neither alone saw 2),
+    and the other process's reservations stop at 2 from then on."""
+    first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    assert (await first.reserve(None, LEARNED, 0))[1] is not None
+    assert (await other.reserve(None, LEARNED, 0))[1] is not None
+    _, refused = await first.reserve(None, LEARNED, 0)
+    first.refused(None, LEARNED, 0.001, ticket=refused)
+    first.reconcile(None, refused, 0)  # sent: it stays counted
+    await first.connection.aclose()  # the background writes have landed
+    await asyncio.sleep(0.35)  # a fresh window
+    admitted = [(await other.reserve(None, LEARNED, 0))[1] is not None for _ in range(3)]
+    assert admitted == [True, True, False]
+    assert other.limits(None, LEARNED) == (2, None)
+    await first.aclose()
+    await other.aclose()

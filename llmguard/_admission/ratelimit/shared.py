@@ -61,6 +61,8 @@ def adopt(window: Any, now: float, shared: Learned) -> None:
     for track, limit in zip(window.tracks, limits):
         if isinstance(track, AutoTrack) and 0 < limit < track.limit:
             track.set_limit(now, limit)
+            unit = "tokens" if track.quota.tokens else "requests"
+            shape.limits = f"; the server admits {limit} {unit}{_BY_ANOTHER}"
     if kind == "unknown" or (kind == "fixed" and epoch is None):
         return
     changed = shape.learn(kind, why if why.endswith(_BY_ANOTHER) else why + _BY_ANOTHER, epoch)

@@ -33,7 +33,7 @@ end
 
 #: KEYS: state, log, fence, shape. ARGV: member prefix, tokens, horizon (longest window plus
 #: margin, the log's span), slack, known marker, proposed marker, probe ('' none, 'vouched':
-#: admit whatever the pacers say, 'room': if the log has room), then limit/window/is_tokens/
+#: admit whatever the pacers say, 'room': if the quota has room as the server counts it), then limit/window/is_tokens/
 #: learns/margin per quota. Returns {admitted (1; 2 as the probe; -1 not: another process
 #: probes this window), wait, requests available, tokens available, pause
 #: left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
@@ -65,7 +65,6 @@ redis.call('ZREMRANGEBYSCORE', log, '-inf', now - horizon)
 """ + LIMITS + """
 local wait = tonumber(redis.call('HGET', state, 'pause') or '0') - now
 local pause_left = math.max(wait, 0)
-local logged = 0  -- wait of the sliding logs alone (a 'room' probe needs none)
 local entries = nil
 local function units(lo, hi, tok, open)  -- the log's units admitted in [lo, hi), (lo, hi)
   if not tok then
@@ -107,7 +106,6 @@ for i = 8, #ARGV, 5 do
       end
     end
   end
-  logged = math.max(logged, log_wait)
   if kind == 'bucket' and learns then
     if level < unit then wait = math.max(wait, (unit - level) / rate + slack) end
     avail = level
@@ -150,7 +148,22 @@ local function avail(x) return fmt(math.max(math.floor((x or 0) + 1e-9), 0)) end
 -- a supposed boundary is probed by one request a window, whichever process sends it first
 local probed = tonumber(redis.call('HGET', shape, 'probed') or '')
 local taken = probed ~= nil and now - probed < horizon
-local probing = wait > 0 and not taken and (probe == 'vouched' or (probe == 'room' and logged <= 0))
+-- a 'room' probe goes if the quota as configured has room as the server counts it (what it
+-- refused left out: ``REFUSED`` marks it), as ``learn.probe``
+local function room()
+  if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
+  for i = 8, #ARGV, 5 do
+    local tok, used = ARGV[i + 2] == '1', 0
+    for j = 1, #entries, 2 do
+      if tonumber(entries[j + 1]) > now - tonumber(ARGV[i + 1]) and not string.find(entries[j], ':r:') then
+        used = used + (tok and tonumber(string.match(entries[j], ':(%d+)$')) or 1)
+      end
+    end
+    if used + (tok and need or 1) > tonumber(ARGV[i]) then return false end
+  end
+  return true
+end
+local probing = wait > 0 and not taken and (probe == 'vouched' or (probe == 'room' and room()))
 if wait > 0 and not probing then
   return reply((probe ~= '' and taken) and -1 or 0, wait, avail(free[0]), avail(free[1]),
                pause_left, cap_left, '')

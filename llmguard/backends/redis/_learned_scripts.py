@@ -1,13 +1,14 @@
 """Lua scripts for what the provider says under ``refill="auto"`` in Redis: a header reading
-applied to the shared state (``READING``), and the shape a process learned published for every
-process (``PUBLISH``) in the key's shape HASH (``_auto_scripts``)."""
+applied to the shared state (``READING``), the effective limit a 429 shows (``REFUSED``), and
+the shape a process learned published for every process (``PUBLISH``) in the key's shape HASH
+(``_auto_scripts``)."""
 
 from __future__ import annotations
 
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
 
-__all__ = ["PUBLISH", "READING"]
+__all__ = ["PUBLISH", "READING", "REFUSED"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why. Records what
 #: a process learned (a new version) for every process's next reservation. The caps read under
@@ -95,4 +96,66 @@ redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fm
 local ms = math.ceil(reset * 1000) + 1000
 if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 return 1
+"""
+
+#: KEYS: log, shape. ARGV: the log member of the refused request, then limit/window/is_tokens/
+#: learns/margin per quota. Marks the member refused (``id:r:tokens``: still paced by, not
+#: counted by a probe), then ``learn._learn_limit`` on the shared log: the unit nearest its
+#: limit ran out, so the server admits what every process had in its window (the fixed window
+#: of the learned boundary, else the last window) before the refused request; recorded as the
+#: limit of the quotas of that unit when lower and near the quota (a 429 at the 60th request
+#: of an ``rpm=60`` window: 59). Returns the limit learned, or 0.
+REFUSED = """
+local log, shape = KEYS[1], KEYS[2]
+local function fmt(x) return string.format('%.17g', x) end
+local at = tonumber(redis.call('ZSCORE', log, ARGV[1]) or '')
+if not at then return 0 end
+-- the server did not count it: marked, for a probe's count (``_auto_scripts.RESERVE``)
+local pttl = redis.call('PTTL', log)
+redis.call('ZREM', log, ARGV[1])
+redis.call('ZADD', log, at, (string.gsub(ARGV[1], ':(%d+)$', ':r:%1')))
+if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims')
+local kind, epoch, lims = got[1], tonumber(got[2] or ''), got[3] or ''
+local need = tonumber(string.match(ARGV[1], ':(%d+)$'))
+""" + LIMITS + """
+local fullest, ratio, used_of, n = nil, 0, 0, 0
+for i = 2, #ARGV, 5 do
+  n = n + 1
+  local window, tok, margin = tonumber(ARGV[i + 1]), ARGV[i + 2] == '1', tonumber(ARGV[i + 4])
+  if ARGV[i + 3] == '1' then
+    local W = window - margin
+    local lo, hi = at - W, at
+    if kind == 'fixed' and epoch then
+      lo = epoch + math.floor((at - epoch) / W) * W
+      hi = lo + W
+    end
+    local used = 0
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(lo), fmt(hi))) do
+      if not string.find(m, ':r:') then  -- refused ones (this one too) the server counts not
+        used = used + (tok and tonumber(string.match(m, ':(%d+)$')) or 1)
+      end
+    end
+    local limit = limit_of(n, tonumber(ARGV[i]))
+    local r = (used + (tok and need or 1)) / limit
+    if r > ratio then fullest, ratio, used_of = n, r, used end
+  end
+end
+if not fullest then return 0 end
+local i = 2 + (fullest - 1) * 5
+local configured = tonumber(ARGV[i])
+if used_of >= limit_of(fullest, configured) or used_of < configured - math.max(2, math.floor(configured / 10)) then
+  return 0
+end
+local out, k = {}, 0
+for j = 2, #ARGV, 5 do
+  k = k + 1
+  out[k] = tostring(learned[k] or 0)
+  if ARGV[j + 2] == ARGV[i + 2] and ARGV[j + 3] == '1' then out[k] = tostring(used_of) end
+end
+redis.call('HINCRBY', shape, 'v', 1)
+redis.call('HSET', shape, 'lims', table.concat(out, ','))
+if not got[1] then redis.call('HSET', shape, 'kind', 'unknown', 'why', 'a 429 in the window') end
+redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
+return used_of
 """

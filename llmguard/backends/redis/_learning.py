@@ -113,8 +113,11 @@ class RedisLearning:
         due = shared.probe_wait(window, now)
         if due is not None:
             wait = min(wait, due + SLACK)
-        if result[7] in (b"unknown", "unknown") and not float(result[4]):
-            wait = min(wait, POLL)  # not paused: learned by another process any time now
+        if result[7] in (b"unknown", "unknown") and (
+                not float(result[4]) or window.shape.candidate is not None):
+            # learned by another process any time now (a supposed boundary being probed: the
+            # pause its 429 asked for ends there if confirmed)
+            wait = min(wait, POLL)
         result[0], result[1] = 0, repr(wait)
         return [*result[:7], result[-1]]
 
@@ -176,16 +179,27 @@ class RedisLearning:
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, ticket: Any,
                 names: list[str]) -> None:
-        """A 429: learned from locally (the effective limit, a fixed window's boundary to
-        resume at), shared, and the pause it leads to set in Redis."""
+        """A 429: learned from locally (a fixed window's boundary to resume at), the pause
+        it leads to set in Redis, and the effective limit learned from every process's
+        requests in the window (``_learned_scripts.REFUSED``)."""
         entry = _entry(ticket)
         window = self.local.window(key, quotas)
         now = clock.now()
+        limits, why = [track.limit for track in window.tracks], window.shape.limits
         self.local.refused(key, quotas, seconds, ticket=entry)
+        if isinstance(ticket, AutoTicket):  # this process saw its own requests only: the
+            window.shape.limits = why  # limit comes from every process's (REFUSED)
+            for track, limit in zip(window.tracks, limits):
+                if track.limit != limit:
+                    track.set_limit(now, limit)
         self._publish(key, quotas)
         pause = max(0.0, min(seconds, window.paused_until - now))
         self.connection.spawn(self.connection.write(
             _scripts.PAUSE, names[1:2], [pause], "pausing after a 429"))
+        if isinstance(ticket, AutoTicket):  # the limit every process's requests show
+            self.connection.spawn(self.connection.write(
+                _learned_scripts.REFUSED, [names[0], names[3]],
+                [ticket.member, *self.args(quotas)[1:]], "learning from a 429"))
 
 
 def _entry(ticket: Any) -> Entry | None:
