@@ -75,8 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                        default=None, metavar="SECONDS",
                        help="count each request against the quotas this much longer than the "
                             "provider's window, so admission and the provider's clock never "
-                            "disagree at the window's edge (default: 0.5 per minute, as "
-                            "RateLimit's)")
+                            "disagree at the window's edge (default: measured from the answers, "
+                            "the round trip less the provider's own time; 0.5 per minute until "
+                            "then, as RateLimit's)")
     limit = group.add_mutually_exclusive_group()
     limit.add_argument("--concurrency", type=number_type(int),
                        help="calls in flight at once (default: the requests quota per minute, "

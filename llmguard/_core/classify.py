@@ -10,6 +10,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
 from .public import public
 
 __all__ = ["Failure", "FailureKind", "classify", "error_headers", "retry_after_from_headers"]
@@ -108,9 +109,9 @@ def retry_after_from_headers(headers: Any, *, now: float | None = None) -> float
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    import time
+    from . import clock  # imports asyncio: not at `import llmguard`
 
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, when.timestamp() - (clock.wall() if now is None else now))
 
 
 def _status(exc: BaseException) -> int | None:

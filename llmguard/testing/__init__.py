@@ -10,13 +10,15 @@ charged as ``max_tokens`` then adjusted to the output used, ``anthropic-ratelimi
 minute, no reset header, ``llm_provider-retry-after: 60``) complete the shapes;
 ``LoopbackServer`` serves any of them over HTTP as an OpenAI-compatible endpoint;
 ``Faults`` is a layer that injects every kind of provider failure, seeded; ``BatchAPIServer``
-simulates OpenAI's Batch API and Anthropic's Message Batches over HTTP.
+simulates OpenAI's Batch API and Anthropic's Message Batches over HTTP;
+``virtual_wall_clock`` makes the wall clock (clock minutes, reset dates) follow virtual time.
 """
 
 from .._upstream.fake_llm import FakeLLM
 from ._anthropic import InputOutputBucketServer
 from ._batch_server import BatchAPIServer
 from ._batch_state import BatchTimings
+from ._clock import DEFAULT_EPOCH, virtual_wall_clock
 from ._faults import Faults, FaultStats, make_error
 from ._http import LoopbackServer
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider
@@ -28,6 +30,7 @@ __all__ = [
     "Arrival",
     "BatchAPIServer",
     "BatchTimings",
+    "DEFAULT_EPOCH",
     "FakeLLM",
     "FaultStats",
     "Faults",
@@ -47,4 +50,5 @@ __all__ = [
     "TokenBucket",
     "TokenBucketServer",
     "make_error",
+    "virtual_wall_clock",
 ]

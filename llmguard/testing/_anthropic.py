@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import math
-import time
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
+from .._core import clock
 from .._core.check import number
 from .._core.tokens import estimate_tokens
 from ._provider import SimulatedProvider
@@ -89,6 +90,10 @@ def rfc3339(unix: float) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+#: ``(input, output reserved)`` of the request being served, for its admission.
+_CHARGING: ContextVar[tuple[int, int]] = ContextVar("llmguard_io_charging", default=(0, 0))
+
+
 class InputOutputBucketServer(QuotaServer):
     """Requests, input tokens and output tokens per minute (``rpm``, ``input_tpm``,
     ``output_tpm``), each a bucket refilling continuously over ``window`` seconds, full at the
@@ -105,10 +110,14 @@ class InputOutputBucketServer(QuotaServer):
     """
 
     kind = "input/output token bucket"
+    processing_header = None  # Anthropic's answers do not say the server's own time
 
     def __init__(self, *, rpm: int | None = None, input_tpm: int | None = None,
-                 output_tpm: int | None = None, window: float = 60.0, **options: Any) -> None:
+                 output_tpm: int | None = None, window: float = 60.0,
+                 refunds_output: bool = True, **options: Any) -> None:
         super().__init__(window=window, **options)
+        #: False: the output reserved at arrival stays charged (a server unlike Anthropic's).
+        self.refunds_output = refunds_output
         for name, value in (("rpm", rpm), ("input_tpm", input_tpm), ("output_tpm", output_tpm)):
             number(name, value, integer=True, optional=True, hint="; or None for no such quota")
         if rpm is None and input_tpm is None and output_tpm is None:
@@ -116,24 +125,23 @@ class InputOutputBucketServer(QuotaServer):
         self.quotas = {"requests": rpm and TokenBucket(rpm, window),
                        "input-tokens": input_tpm and TokenBucket(input_tpm, window),
                        "output-tokens": output_tpm and TokenBucket(output_tpm, window)}
-        self._charging = (0, 0)  # (input, output reserved) of the request being admitted
 
     async def amessages(self, **kwargs: Any) -> dict[str, Any]:
         """Answer a Messages API request in process (see :func:`message`)."""
         return await message(self, **kwargs)
 
     def _amounts(self, tokens: int) -> dict[str, int]:
-        return {"requests": 1, "input-tokens": self._charging[0],
-                "output-tokens": self._charging[1]}
+        charging = _CHARGING.get()
+        return {"requests": 1, "input-tokens": charging[0], "output-tokens": charging[1]}
 
     async def _serve(self, input_tokens: int, output: int, charged: int) -> None:
-        # read by _admit, which runs before any await
-        self._charging = (input_tokens, charged - input_tokens)
+        # read by _admit, in this request's context (it arrives after its send latency)
+        _CHARGING.set((input_tokens, charged - input_tokens))
         await super()._serve(input_tokens, output, charged)
 
     def _answered(self, input_tokens: int, output: int, charged: int) -> None:
         bucket = self.quotas["output-tokens"]
-        if bucket is not None:  # the answer ended: the output bucket is charged what it used
+        if bucket is not None and self.refunds_output:  # the answer ended: charged what it used
             bucket.give_back(self._now(), charged - input_tokens - output)
         admission_headers.set(self.headers(self._now()))  # sent with the answer, at its end
 
@@ -141,7 +149,7 @@ class InputOutputBucketServer(QuotaServer):
         if not self.rate_limit_headers:
             return {}
         out: dict[str, str] = {}
-        wall = time.time()
+        wall = clock.wall()
         tightest: tuple[int, int, float] | None = None
         for unit, quota in self.quotas.items():
             if quota is None:

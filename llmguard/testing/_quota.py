@@ -9,6 +9,8 @@ servers in :mod:`._servers` and the ideal-time arithmetic share one definition o
 * ``earliest(k, amount, start)``: when the ``k``-th of a run of equal requests starting at
   ``start`` (1-based) can be admitted at the soonest, the quota-bound ideal;
 * ``peak(arrivals)``: the most units that arrived within one of this policy's windows.
+
+Also what the servers record (:class:`Arrival`, :class:`ServerStats`) and check.
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["FixedWindow", "SlidingWindow", "TokenBucket", "format_reset", "sliding_peak"]
+from .._core.check import number
+
+__all__ = ["Arrival", "FixedWindow", "ServerStats", "SlidingWindow", "TokenBucket", "check_quotas",
+           "format_reset", "sliding_peak"]
 
 
 class FixedWindow:
@@ -213,3 +220,36 @@ def format_reset(seconds: float) -> str:
         return f"{max(0, math.ceil(seconds * 1000))}ms"
     minutes, rest = divmod(math.ceil(seconds * 1000) / 1000, 60)
     return f"{int(minutes)}m{rest:g}s" if minutes else f"{rest:g}s"
+
+
+def check_quotas(rpm: Any, tpm: Any) -> None:
+    for name, value in (("rpm", rpm), ("tpm", tpm)):
+        number(name, value, integer=True, optional=True, hint="; or None for no such quota")
+    if rpm is None and tpm is None:
+        raise ValueError("a quota server needs rpm= and/or tpm= (per window=)")
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One request as the server saw it: when, what it was charged, what it answered."""
+
+    at: float
+    tokens: int
+    status: int  #: 200 admitted, 429 rate limited, 503 overloaded
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    arrivals: int
+    served: int
+    rate_limited: int
+    overloaded: int
+    #: Requests that arrived (were charged) and were then cancelled or disconnected.
+    cancelled_after_arrival: int
+    in_flight: int
+    max_in_flight: int
+    #: Most requests / tokens that ARRIVED (admitted or not) within one of the server's windows.
+    peak_window_requests: int
+    peak_window_tokens: int
+    first_arrival: float | None
+    last_completion: float | None

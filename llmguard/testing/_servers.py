@@ -12,6 +12,9 @@ arrived (the caller gave up on a request the server had already charged). They a
 :class:`SimulatedProvider` s with a different admission: ``acompletion(**kwargs)`` and
 ``send_message`` as there, in-process under virtual time, or over HTTP with :class:`LoopbackServer`.
 Concurrency is effectively unbounded by default (``capacity=10_000``): the quota is what binds.
+``send_latency`` seconds each way (settable mid-run) put a network between caller and server:
+a request is counted when it arrives; an answer says the server's own time on it in
+``openai-processing-ms`` (``processing_header``), as OpenAI's do.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import math
 from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from .._core.check import number
 from .._core.tokens import estimate_tokens
 from ._provider import Overloaded, RateLimited, SimulatedProvider
-from ._quota import FixedWindow, TokenBucket, format_reset
+from ._quota import Arrival, FixedWindow, ServerStats, TokenBucket, check_quotas, format_reset
 
 __all__ = ["Arrival", "FixedWindowServer", "QuotaServer", "ServerStats", "TokenBucketServer",
            "check_quotas"]
@@ -33,32 +36,6 @@ __all__ = ["Arrival", "FixedWindowServer", "QuotaServer", "ServerStats", "TokenB
 #: The rate-limit headers of the request being admitted, for a transport to send back.
 admission_headers: ContextVar[dict[str, str] | None] = ContextVar("admission_headers",
                                                                    default=None)
-
-
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """One request as the server saw it: when, what it was charged, what it answered."""
-
-    at: float
-    tokens: int
-    status: int  #: 200 admitted, 429 rate limited, 503 overloaded
-
-
-@dataclass(frozen=True, slots=True)
-class ServerStats:
-    arrivals: int
-    served: int
-    rate_limited: int
-    overloaded: int
-    #: Requests that arrived (were charged) and were then cancelled or disconnected.
-    cancelled_after_arrival: int
-    in_flight: int
-    max_in_flight: int
-    #: Most requests / tokens that ARRIVED (admitted or not) within one of the server's windows.
-    peak_window_requests: int
-    peak_window_tokens: int
-    first_arrival: float | None
-    last_completion: float | None
 
 
 class QuotaServer(SimulatedProvider):
@@ -76,11 +53,18 @@ class QuotaServer(SimulatedProvider):
 
     kind = "quota"
 
+    #: The header an answer says the server's own time on it in (ms; None: not said).
+    processing_header: str | None = "openai-processing-ms"
+
     def __init__(self, *, retry_after: bool = True, rate_limit_headers: bool = True,
                  capacity: int = 10_000, latency: float = 1.0, charge_factor: float = 1.0,
-                 **options: Any) -> None:
+                 send_latency: float | Callable[[Any], float] = 0.0, **options: Any) -> None:
         super().__init__(capacity=capacity, latency=latency, **options)  # its rpm/tpm stay None
         number("charge_factor", charge_factor, hint="; 1.0 charges what the estimate says")
+        if not callable(send_latency):
+            number("send_latency", send_latency, low_open=False, unit=" of seconds")
+        #: Seconds each way between caller and server (or ``(rng) -> seconds`` per trip).
+        self.send_latency = send_latency
         self.charge_factor = charge_factor
         self.retry_after = retry_after
         self.rate_limit_headers = rate_limit_headers
@@ -162,18 +146,33 @@ class QuotaServer(SimulatedProvider):
         admission_headers.set(self.headers(now))
 
     async def _serve(self, input_tokens: int, output: int, charged: int) -> None:
+        await self._travel()  # on the way: counted when it arrives
         arrived = self._now()
         try:
             await super()._serve(input_tokens, output, self._factored(charged))
         except RateLimited as exc:
-            self._tell(exc.headers)
+            await self._reply(exc.headers, arrived)
             raise
         except asyncio.CancelledError:  # _admit ran (it never suspends): charged, then dropped
             self.cancelled.append((arrived, self._now()))
             raise
         self._last_completion = self._now()
         self._answered(input_tokens, output, charged)
-        self._tell(admission_headers.get() or {})
+        await self._reply(admission_headers.get(), arrived)
+
+    async def _travel(self) -> None:
+        latency = self.send_latency
+        seconds = latency(self._rng) if callable(latency) else latency
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    async def _reply(self, headers: dict[str, str] | None, arrived: float) -> None:
+        """The answer (or 429) goes back with the server's time on it, and its headers are
+        read when it arrives."""
+        if headers is not None and self.processing_header:
+            headers[self.processing_header] = f"{(self._now() - arrived) * 1000:.0f}"
+        await self._travel()
+        self._tell(headers or {})
 
     def _answered(self, input_tokens: int, output: int, charged: int) -> None:
         """The answer ends now, before its headers are told: a server that settles a request
@@ -212,13 +211,6 @@ class QuotaServer(SimulatedProvider):
         quotas = " ".join(f"{unit}={quota!r}" for unit, quota in self.quotas.items() if quota)
         return (f"<{type(self).__name__} {quotas} arrivals={len(self.arrivals)} "
                 f"429s={self._rate_limited} cancelled={len(self.cancelled)}>")
-
-
-def check_quotas(rpm: Any, tpm: Any) -> None:
-    for name, value in (("rpm", rpm), ("tpm", tpm)):
-        number(name, value, integer=True, optional=True, hint="; or None for no such quota")
-    if rpm is None and tpm is None:
-        raise ValueError("a quota server needs rpm= and/or tpm= (per window=)")
 
 
 class FixedWindowServer(QuotaServer):

@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._core import clock
-from ._quota import FixedWindow, SlidingWindow
-from ._servers import QuotaServer, check_quotas
+from ._quota import FixedWindow, SlidingWindow, check_quotas
+from ._servers import QuotaServer
 
 __all__ = ["ProxyWindowServer", "SlidingWindowServer"]
 
@@ -42,6 +42,7 @@ class ProxyWindowServer(QuotaServer):
     whose only header is ``llm_provider-retry-after: 60`` (``window``)."""
 
     kind = "clock-minute proxy"
+    processing_header = "x-litellm-response-duration-ms"
 
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
                  **options: Any) -> None:

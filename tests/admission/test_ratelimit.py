@@ -16,7 +16,7 @@ from llmguard._admission.ratelimit.backend import MemoryBackend
 from llmguard._admission.ratelimit.layer import DEFAULT_PAUSE, parse_duration
 from llmguard._admission.ratelimit.log import Entry, Log
 from llmguard._admission.ratelimit.window import SLACK, Quota, Window
-from llmguard.testing import FakeLLM
+from llmguard.testing import FakeLLM, virtual_wall_clock
 from llmguard.testing._provider import RateLimited
 
 
@@ -297,19 +297,22 @@ async def test_admission_error_below_is_refunded() -> None:
 
 @pytest.mark.parametrize("header, pause", [("7", 7.0), (None, DEFAULT_PAUSE)])
 async def test_429_pauses_all_admissions_until_retry_after(header, pause) -> None:
-    """A rate-limit error pauses the key for Retry-After (DEFAULT_PAUSE when absent). With a
-    known shape: under the default ``refill="auto"`` a 429 also supposes a clock-minute window,
-    probed at the wall clock's next minute (test_pacing), which depends on the time of day."""
+    """A rate-limit error pauses the key for Retry-After (DEFAULT_PAUSE when absent), under
+    the default ``refill="auto"`` too. There a 429 also supposes a clock-minute window, probed
+    at the wall clock's next minute (test_pacing): the wall clock follows virtual time from a
+    minute's start (``virtual_wall_clock``), so that minute is the same in every run."""
     headers = {"retry-after": header} if header else {}
     llm = FakeLLM([RateLimited("slow down", status_code=429, headers=headers)])
-    layer = lg.RateLimit(rpm=100, refill="window")
+    layer = lg.RateLimit(rpm=100)
     guarded = lg.guard(layer)(llm.send_message)
-    with pytest.raises(RateLimited):
-        await guarded("a")
-    assert layer.statistics().paused_for == pause and layer.statistics().rate_limited == 1
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    await guarded("b")
+    with virtual_wall_clock():
+        with pytest.raises(RateLimited):
+            await guarded("a")
+        assert layer.statistics().paused_for == pause and layer.statistics().rate_limited == 1
+        assert "clock-minute window supposed" in layer.statistics().shape
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await guarded("b")
     assert pause <= loop.time() - start < pause + 0.01
     assert at_baseline(layer)
 

@@ -137,6 +137,28 @@ async def test_ratelimit_layer_with_redis_backend_needs_no_other_change(redis_ur
     await backend.aclose()
 
 
+
+async def test_a_measured_margin_reaches_the_shared_windows(redis_url, redis_prefix):
+    """The margin RateLimit measures (answers saying the server's own time) is a new tuple of
+    quotas, each window as long as the server's plus it: Redis counts with it from then on,
+    and admission goes on as before."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    limit = lg.RateLimit(rpm=3, backend=backend)
+    assert limit.statistics().margin == 0.5
+
+    async def answer():  # the answer's headers, read while its reservation is held
+        limit.observe_headers({"openai-processing-ms": "0"})
+        return "ok"
+
+    guarded = lg.guard(limit)(answer)
+    assert [await guarded() for _ in range(3)] == ["ok"] * 3
+    stats = limit.statistics()
+    assert stats.margin < 0.5 and stats.admitted == 3 and "measured" in repr(limit)
+    assert limit.quotas[0].window == 60 + stats.margin
+    wait, ticket = await backend.reserve(None, limit.quotas, 0)
+    assert ticket is None and 55 < wait <= 60 + stats.margin + 0.01
+    await backend.aclose()
+
 WORKER = """
 import asyncio, sys, llmguard as lg
 from llmguard.backends.redis import RedisBackend

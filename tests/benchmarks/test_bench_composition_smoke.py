@@ -24,9 +24,21 @@ def test_bench_composition_runs_every_contender_against_every_server() -> None:
     bench = load_bench()
     rows = bench.compare(demand=1.5, repeats=1, phases=(40.0,))
     assert {(r.server, r.contender) for r in rows} == {
-        (server, contender) for server in bench.SERVERS for contender in bench.CONTENDERS}
+        (server, contender) for server in bench.SERVERS for contender in bench.MAIN}
     assert all(r.completed + r.failed == r.calls and r.ideal > 10 for r in rows)
     defaults = [r for r in rows if r.contender == "llmguard (defaults)"]
     assert all(r.failed == 0 and r.rate_limited <= 1 for r in defaults)
     table = bench.format_table(rows)
-    assert all(contender in table for contender in bench.CONTENDERS)
+    assert all(contender in table for contender in bench.MAIN)
+
+
+def test_bench_composition_cold_network_table() -> None:
+    """The cold-network table: the default stack (its margin measured) completes every call
+    with at most one 429 per server, next to the former constant margin."""
+    bench = load_bench()
+    rows = bench.compare_cold(demand=1.5)
+    assert {r.contender for r in rows} == {"llmguard (defaults)",
+                                           "llmguard, margin=0.5 (the former default)"}
+    defaults = [r for r in rows if r.contender == "llmguard (defaults)"]
+    assert len(defaults) == len(bench.SERVERS)
+    assert all(r.failed == 0 and r.rate_limited <= 1 for r in defaults)

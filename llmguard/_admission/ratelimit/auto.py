@@ -104,6 +104,17 @@ class AutoTrack:
             used -= self.weight(before)
         return used
 
+    def retime(self, now: float, quota: Any) -> None:
+        """The same quota with another margin (:mod:`.latency`): every pacer uses it from now
+        on (a fixed count recounted: which windows an admission counts in depends on it)."""
+        self.quota = quota
+        self.log.retime(quota)
+        self.bucket.retime(now, quota)
+        if self.fixed is not None:
+            self.fixed.margin = quota.margin
+            self.log.expire(now)
+            self.fixed.rebuild(now, self.log.entries)
+
     def set_limit(self, now: float, limit: int) -> None:
         """The server admits only ``limit`` per window (learned): every pacer uses that."""
         self.log.limit = limit

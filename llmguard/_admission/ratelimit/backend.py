@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..._core import clock
 from ..._core.public import public
 from ..._core.sweep import SWEEP_AT, sweep
+from .latency import retime
 from .window import Entry, Quota, Window
 
 __all__ = ["LearningBackend", "MemoryBackend", "RateLimitBackend", "TakesNow"]
@@ -142,6 +143,8 @@ class MemoryBackend:
                 now = clock.now()
                 self._sweep_at = sweep(self._windows, lambda window: window.idle(now))
             window = self._windows[key] = Window(quotas)
+        elif window.quotas is not quotas:  # the layer's margin changed (``latency``)
+            retime(window, quotas, clock.now())
         return window
 
     def window(self, key: Hashable, quotas: tuple[Quota, ...]) -> Window:
@@ -153,7 +156,7 @@ class MemoryBackend:
         """``reserve`` without the coroutine (in memory nothing suspends): the ticket if every
         quota has room now, else None with nothing recorded. RateLimit's path when nobody waits."""
         window = self._windows.get(key)
-        if window is None:
+        if window is None or window.quotas is not quotas:
             window = self._window(key, quotas)
         return window.take(get_running_loop().time(), tokens)  # in a loop: the layer's path
 

@@ -151,6 +151,12 @@ class Bucket:
             remaining = min(self.limit, remaining + (now - since) * self.rate)
         self.level = min(level, float(remaining))
 
+    def retime(self, now: float, quota: Any) -> None:
+        """The same quota with another margin (:mod:`.latency`): its refill rate from now on."""
+        self._refill(now)
+        self.quota = quota
+        self.rate = self.limit / quota.window
+
     def set_limit(self, now: float, limit: int) -> None:
         """The server admits only ``limit`` per window: a smaller bucket, refilling slower."""
         self._refill(now)

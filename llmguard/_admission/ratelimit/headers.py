@@ -6,7 +6,6 @@ for; and handing both to the backend."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Hashable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import datetime, timezone
@@ -61,7 +60,7 @@ def parse_duration(value: Any) -> float | None:
 def parse_reset(value: Any, *, now: float | None = None) -> float | None:
     """Seconds until a reset header's moment: an OpenAI duration (:func:`parse_duration`) or an
     RFC 3339 timestamp, as Anthropic sends (``2026-01-01T12:00:30Z``), measured from ``now``
-    (Unix seconds, default the wall clock); a moment past is 0.0."""
+    (Unix seconds, default the wall clock: ``clock.wall``); a moment past is 0.0."""
     seconds = parse_duration(value)
     if seconds is not None or value is None:
         return seconds
@@ -71,7 +70,7 @@ def parse_reset(value: Any, *, now: float | None = None) -> float | None:
         return None
     if moment.tzinfo is None:  # RFC 3339 always has an offset; without one, UTC
         moment = moment.replace(tzinfo=timezone.utc)
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+    return max(0.0, moment.timestamp() - (clock.wall() if now is None else now))
 
 
 #: ``(unit, remaining, reset, limit)`` header names: OpenAI's (Azure's, LiteLLM's proxy's),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..._core.call import Call
@@ -21,7 +21,9 @@ from ..._core.layer import Handler
 from ..._core.public import public
 from ..._core.stream import Stream
 from .backend import RateLimitBackend
-from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration, refusal, report, sent, spend
+from .feedback import ServerFeedback
+from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration, refusal
+from .latency import Margin
 from .line import Held, WaitingLine
 from .quotas import build_quotas, check_backend, check_choice, used_tokens
 from .split_backend import check_fits, setup, split_used, too_large
@@ -31,7 +33,7 @@ __all__ = ["DEFAULT_PAUSE", "RateLimit", "RateLimitStats", "parse_duration"]
 
 
 @public
-class RateLimit:
+class RateLimit(ServerFeedback):
     """Layer: admit a call only when every request and token quota has room for it.
 
     * ``rpm`` / ``rps`` / ``tpm``: the quotas per 60 s (1 s). By default (``refill="auto"``)
@@ -46,8 +48,8 @@ class RateLimit:
       to ``usage(result)`` (default ``usage.total_tokens``; a stream's final chunk). A call that
       never reached the provider is refunded. ``charge="reserved"`` keeps reservations as made
       (OpenAI charges ``max_tokens`` at admission and gives nothing back).
-    * ``margin`` seconds are added to every window (the gap between admission here and arrival
-      at the provider; default 0.5 s per minute of window); ``burst`` (in (0, 1]) also caps
+    * ``margin`` seconds are added to every window (the time a request takes to reach the
+      provider; default: measured, :mod:`.latency`, 0.5 s a minute until then); ``burst`` caps
       each quota over a proportionally shorter window (``burst=0.1``, ``rpm=600``: 60 in 6 s).
     * Waiting calls go by ``call.priority`` (higher first), then round-robin across
       ``call.partition`` (the tenant), then first come; no smaller call overtakes the head (a big
@@ -62,7 +64,7 @@ class RateLimit:
     """
 
     __slots__ = (
-        "quotas", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
+        "_margin", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
         "_line", "_reserved", "_in_flight", "_admitted", "_rejected",
         "_refunds", "_rate_limited", "_take", "_reconcile", "_settle", "_learning", "_split",
     )
@@ -90,8 +92,7 @@ class RateLimit:
         for name, fn in (("tokens", tokens), ("usage", usage), ("key", key)):
             callable_or_none(name, fn)
         check_backend(backend)
-        #: The quotas enforced together (a call needs room in all of them).
-        self.quotas = quotas
+        self._margin = Margin(quotas, margin)
         #: Where the quota state lives (``_take``: its synchronous admission, ``setup``).
         self.backend: RateLimitBackend
         self.backend, self._take, self._tokens, self._split = setup(quotas, backend, tokens)
@@ -221,40 +222,19 @@ class RateLimit:
     def _describe(self) -> str:
         return ", ".join(q.describe() for q in self.quotas)
 
-    def observe_headers(self, headers: Mapping[str, str], *, partition: Hashable = None) -> None:
-        """Tighten the quotas to the provider's ``x-ratelimit-remaining-*``, ``-reset-*``
-        (``6m0s``, ``20ms``) and ``-limit-*`` headers, read against the reservation of the call
-        being sent (ours admitted after it were not counted there yet), and (``refill="auto"``)
-        learn the server's shape. Never loosens. ``partition`` is the ``key`` value."""
-        report(self.backend, self.quotas, self._learning, headers, partition, self._line)
-        self._line.wake(partition)
-
-    def assume_spent(self, key: Hashable = None) -> None:
-        """Count every quota of ``key`` as used up now (a run resumed after a killed one)."""
-        spend(self.backend, self.quotas, key)
-
-    def assume_sent(self, call: Call, *, at: float | None = None) -> None:
-        """Count ``call``, sent without this layer at loop time ``at`` (default now), as admitted
-        then (the call a run learned its quotas from; Redis cannot: nothing is counted)."""
-        tokens = self._tokens(*call.args, **call.kwargs) if self._max_tokens else 0
-        sent(self.backend, self.quotas, self._key and call.partition, tokens, at)
-
-    def observe_response(self, call: Call) -> None:
-        """:class:`~llmguard.HeaderObserver`: learn from the attempt's response headers."""
-        if call.response_headers is not None:
-            self.observe_headers(call.response_headers, partition=self._key and call.partition)
-
     def statistics(self, key: Hashable = None) -> RateLimitStats:
         """Counters for the whole layer; headroom and pause for ``key`` (default None)."""
         requests, tokens, paused = self.backend.headroom(key, self.quotas)
         return RateLimitStats(
             requests, tokens, self._reserved, self._in_flight, self._line.waiting, self._admitted,
             self._rejected, self._line.timed_out, self._refunds,
-            self._rate_limited, paused, *learned(self.backend, self.quotas, key))
+            self._rate_limited, paused, *learned(self.backend, self.quotas, key),
+            margin=self._margin.seconds)
 
     def __repr__(self) -> str:
         shape = learned(self.backend, self.quotas, None)[0]
         return (f"<RateLimit {self._describe()} in_flight={self._in_flight} waiting="
-                f"{self._line.waiting} reserved_tokens={self._reserved} backend={self.backend!r}"
+                f"{self._line.waiting} reserved_tokens={self._reserved} margin={self._margin!r} "
+                f"backend={self.backend!r}"
                 + (f" shape={shape}" if shape else "") + ">")
 

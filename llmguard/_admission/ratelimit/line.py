@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ..._core import clock
 from ..._core.check import admission as check_admission
 from ..._core.errors import AdmissionTimeout
 from ..fair import FairQueue, Fifo
@@ -159,12 +160,12 @@ class WaitingLine:
         """Admit the head of ``key``'s line whenever the backend has room for it, in order,
         until the line is empty."""
         loop = asyncio.get_running_loop()
-        waiters, backend, quotas = queue.waiters, self.backend, self.quotas
+        waiters, backend = queue.waiters, self.backend
         try:
             while (future := queue.head()) is not None:
                 tokens = waiters[future][0]
                 try:
-                    wait, ticket = await backend.reserve(key, quotas, tokens)
+                    wait, ticket = await backend.reserve(key, self.quotas, tokens)
                 except Exception as exc:  # the backend failed (on_error="fail"): the head's error
                     if not future.done():
                         self.waiting -= 1
@@ -211,12 +212,14 @@ class Held:
     ``on_wait`` hook an inner limiter runs when it let the call go after a wait (README, "Time
     budgets")."""
 
-    __slots__ = ("line", "call", "key", "ticket", "tokens")
+    __slots__ = ("line", "call", "key", "ticket", "tokens", "at")
 
     def __init__(self, line: WaitingLine, call: Any, key: Hashable, ticket: Any,
                  tokens: int) -> None:
         self.line, self.call, self.key, self.ticket = line, call, key, ticket
         self.tokens = tokens
+        #: Loop time of the reservation (its answer's headers sample the send latency).
+        self.at = clock.now()
 
     async def recount(self) -> None:
         """The provider sees the call only now: give the reservation back and take one at this
@@ -236,4 +239,4 @@ class Held:
             except BaseException:
                 line.leave(key, future)
                 raise
-        self.ticket = ticket
+        self.ticket, self.at = ticket, clock.now()

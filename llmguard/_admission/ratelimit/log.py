@@ -99,6 +99,10 @@ class Log:
     def weight(self, entry: Entry) -> int:
         return entry.tokens if self.tokens else entry.live
 
+    def retime(self, quota: Any) -> None:
+        """The same quota with another margin (:mod:`.latency`): its window from now on."""
+        self.quota, self.span = quota, quota.window
+
     def expire(self, now: float) -> None:
         horizon = now - self.span
         entries = self.entries

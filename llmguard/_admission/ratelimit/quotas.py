@@ -15,11 +15,12 @@ from .window import Quota
 __all__ = ["DEFAULT_MARGIN", "build_quotas", "check_backend", "check_choice", "recorded_usage",
            "too_large", "used_tokens"]
 
-#: Seconds added to a per-minute window by default (``margin=None``; a shorter window gets
-#: the same share, 1/120 of it): a cold client's first requests reach the server 0.12-0.2 s
-#: after they are counted here (connection and TLS set-up), later ones within a few ms; a
-#: strict sliding-window server saw 130 within 59.87 s of ``RateLimit(rpm=120)`` with no
-#: margin. The library and ``llmguard run`` use the same default.
+#: Seconds added to a per-minute window at the start (``margin=None``; a shorter window gets
+#: the same share, 1/120 of it), until RateLimit has measured the send latency (``latency``):
+#: a cold client's first requests reach the server 0.12-0.2 s after they are counted here
+#: (connection and TLS set-up), later ones within a few ms; a strict sliding-window server
+#: saw 130 within 59.87 s of ``RateLimit(rpm=120)`` with no margin. The library and
+#: ``llmguard run`` use the same default.
 DEFAULT_MARGIN = 0.5
 
 #: What a quota's error message suggests instead.

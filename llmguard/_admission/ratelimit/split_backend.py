@@ -78,6 +78,8 @@ class SplitBackend:
         """``(part, its quotas)`` for the parts with quotas: "" (requests and totals) first."""
         layout = self._layouts.get(quotas)
         if layout is None:
+            if len(self._layouts) > 64:  # one per margin the layer measured (``latency``)
+                self._layouts.clear()
             layout = self._layouts[quotas] = [
                 (part, tuple(q for q in quotas if q.part == part))
                 for part in ("", "input", "output") if any(q.part == part for q in quotas)]

@@ -39,3 +39,6 @@ class RateLimitStats(LayerStats):
     #: 60th request of ``rpm=60`` window: 59), else the quota's (None: no such quota).
     requests_limit: int | None = None
     tokens_limit: int | None = None
+    #: Seconds each per-minute window is counted past the server's: the time a request takes
+    #: to get there (``margin=`` given, else measured from the answers' headers, 0.5 until then).
+    margin: float = 0.0

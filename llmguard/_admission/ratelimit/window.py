@@ -58,9 +58,10 @@ class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
     __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
-                 "readings", "charge")
+                 "readings", "charge", "quotas")
 
     def __init__(self, quotas: tuple[Quota, ...]) -> None:
+        self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
         learned = [q for q in quotas if q.learn]
         #: What this partition learned about the server's limiter (None: nothing to learn).
         self.shape = (Shape(max(q.window - q.margin for q in learned), learned[0].margin)

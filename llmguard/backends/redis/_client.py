@@ -100,8 +100,13 @@ class Connection:
         if self._redis is None:
             import redis.asyncio
 
+            # No socket_timeout: run() bounds every command with asyncio.timeout. With one,
+            # redis-py sends each command under asyncio.wait_for, which on Python 3.11 returns
+            # the result and drops a cancellation arriving as the write completes (CPython
+            # gh-86296): a cancelled caller ran on, and aclose() waited forever for a
+            # background loop that had swallowed its cancel (#31's hanging shared-slot test).
             self._redis = redis.asyncio.Redis.from_url(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+                self.url, socket_timeout=None, socket_connect_timeout=self.timeout,
             )
         return self._redis
 
@@ -124,9 +129,15 @@ class Connection:
         write refused at maxmemory) is raised with a note: the server is up, so falling back
         to local limits would only hide the problem, and one cache write refused used to
         switch every shared quota of the connection to per-process limits."""
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
             async with asyncio.timeout(self.timeout):
                 result = await command()
+            if task is not None and task.cancelling() > cancels:
+                # The caller was cancelled during the command and something below kept the
+                # result instead (see ``redis``): honour the cancel, never lose it.
+                raise asyncio.CancelledError
         except Exception as exc:  # redis errors, OSError, our TimeoutError: never CancelledError
             if not outage(exc):
                 self.errors += 1

@@ -22,10 +22,10 @@ from ..._admission.ratelimit.backend import MemoryBackend
 from ..._admission.ratelimit.log import Entry
 from ..._admission.ratelimit.window import SLACK, Quota
 from ..._core import clock
-from . import _auto_scripts, _bucket_scripts, _learned_scripts, _scripts
+from . import _auto_scripts, _learned_scripts, _scripts
 from ._client import Connection
 
-__all__ = ["POLL", "Answers", "AutoTicket", "RedisLearning"]
+__all__ = ["POLL", "AutoTicket", "RedisLearning"]
 
 #: Seconds a waiter waits at most, while no process has learned the key's shape, before
 #: reserving again (and adopting a shape another process learned meanwhile).
@@ -90,10 +90,15 @@ class RedisLearning:
                 raise
         probe = shared.probe_due(window, loop.time(), tokens)
         horizon, *per_quota = self.args(quotas)
-        result = await self.connection.call(
-            _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3]],
-            [member, tokens, horizon, SLACK, *fence, probe, *per_quota],
-            "reserving rate-limit room")
+        try:
+            result = await self.connection.call(
+                _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3]],
+                [member, tokens, horizon, SLACK, *fence, probe, *per_quota],
+                "reserving rate-limit room")
+        except BaseException:  # cancelled mid-round-trip: Redis may have admitted it anyway;
+            self.connection.spawn(self.connection.write(  # its log entry goes (its bucket
+                _scripts.RECONCILE, names[:1], [f"{member}:{tokens}", ""], "refunding"))
+            raise  # units stay taken: the `b` that would settle them never came back)
         if result is None:
             return None
         now = loop.time()
@@ -207,55 +212,3 @@ def _entry(ticket: Any) -> Entry | None:
     if isinstance(ticket, AutoTicket):
         return ticket.entry
     return ticket if isinstance(ticket, Entry) else None
-
-
-class Answers:
-    """What :class:`~llmguard.backends.redis.RedisBackend` does with what the provider says
-    (``llmguard._admission.ratelimit.backend.LearningBackend``): under ``refill="auto"`` header
-    readings and 429s are learned from (:class:`RedisLearning`); under the other refills a
-    reading is a cap (or drains the buckets) and a 429 a pause."""
-
-    __slots__ = ()
-
-    def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
-        self._local.pause(key, quotas, seconds)
-        self.connection.spawn(self.connection.write(
-            _scripts.PAUSE, self._key(key)[1:], [seconds], "pausing after a 429",
-        ))
-
-    def cap(
-        self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
-    ) -> None:
-        self._local.cap(key, quotas, tokens, remaining, reset)
-        if quotas[0].continuous:  # the provider's bucket holds `remaining`: drain ours to it
-            self.connection.spawn(self.connection.write(
-                _bucket_scripts.DRAIN, self._key(key)[1:],
-                [int(tokens), remaining, *self._quota_args(quotas)[2:]],
-                "recording provider headers"))
-            return
-        self.connection.spawn(self.connection.write(
-            _scripts.CAP, self._key(key)[1:], ["t" if tokens else "r", remaining, reset],
-            "recording provider headers",
-        ))
-
-    def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
-                reset: float | None, *, ticket: Any = None, limit: int | None = None) -> None:
-        if quotas[0].learn:
-            self._learning.observe(key, quotas, tokens, remaining, reset, ticket, limit,
-                                   self._key(key))
-        elif reset is not None:
-            self.cap(key, quotas, tokens, remaining, reset)
-
-    def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
-                ticket: Any = None) -> None:
-        if quotas[0].learn:
-            self._learning.refused(key, quotas, seconds, ticket, self._key(key))
-        else:
-            self.pause(key, quotas, seconds)
-
-    def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
-        """What this process learned or adopted for ``key`` (its window in memory)."""
-        return self._local.shape(key, quotas)
-
-    def limits(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int | None, int | None]:
-        return self._local.limits(key, quotas)

@@ -11,7 +11,8 @@ from ..._core import clock
 from ..._core.sweep import SWEEP_AT, sweep
 from ..._admission.ratelimit.window import SLACK, Entry, Quota
 from . import _bucket_scripts, _scripts
-from ._learning import Answers, AutoTicket, RedisLearning
+from ._answers import Answers
+from ._learning import AutoTicket, RedisLearning
 from ._budget import RedisLedger
 from ._client import Connection
 
@@ -169,9 +170,13 @@ class RedisBackend(Answers):
                 _bucket_scripts.RESERVE, names[1:], [tokens, slack, horizon, *fence, *triples],
                 "reserving rate-limit room")
         else:
-            result = await connection.call(
-                _scripts.RESERVE, names, [member, tokens, horizon, slack, *fence, *triples],
-                "reserving rate-limit room")
+            try:
+                result = await connection.call(
+                    _scripts.RESERVE, names, [member, tokens, horizon, slack, *fence, *triples],
+                    "reserving rate-limit room")
+            except BaseException:  # cancelled mid-round-trip: Redis may have admitted it anyway
+                self.refund(key, f"{member}:{tokens}")  # (its id is ours: no window-long unit)
+                raise
         if result is None:  # on_error="local": this process's own limits for now
             return await self._local.reserve(key, quotas, tokens)
         marks.saw(names[2], result[-1])
@@ -204,15 +209,13 @@ class RedisBackend(Answers):
         if reserved == str(tokens):  # settled as reserved (refill="auto" settles every one)
             return
         self.connection.spawn(self.connection.write(
-            _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling",
-        ))
+            _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling"))
 
     def refund(self, key: Hashable, ticket: Any) -> None:
         if self._settle(key, ticket, None):
             return
         self.connection.spawn(self.connection.write(
-            _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding",
-        ))
+            _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding"))
 
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         """As of this process's last reservation for ``key`` (reading Redis here would block);

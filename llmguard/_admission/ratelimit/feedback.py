@@ -1,0 +1,72 @@
+"""What the server says about a :class:`RateLimit`'s quotas (its headers: remaining, resets,
+limits, and the send latency they time) and what a run says it sent: the layer's side facing
+the provider, apart from admission (``layer``)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from ..._core import clock
+from ..._core.call import Call
+from .headers import HELD, report, sent, spend
+from .latency import Margin
+from .window import Quota
+
+__all__ = ["ServerFeedback"]
+
+
+class ServerFeedback:
+    """The part of :class:`RateLimit` that reads the provider (a mixin over its state:
+    ``backend``, ``_margin``, ``_line``, ``_learning``, ``_key``, ``_tokens``)."""
+
+    __slots__ = ()
+    backend: Any
+    _margin: Any
+    _line: Any
+    _learning: bool
+    _key: Any
+    _tokens: Any
+    _max_tokens: int | None
+
+    @property
+    def quotas(self) -> tuple[Quota, ...]:
+        """The quotas enforced together (a call needs room in all of them), each window longer
+        than the server's by the margin in force (``statistics().margin``)."""
+        margin = self._margin
+        if margin.measured and margin.refresh(clock.now()):  # a window without a sample
+            self._line.quotas = margin.quotas
+        return margin.quotas
+
+    @quotas.setter
+    def quotas(self, quotas: tuple[Quota, ...]) -> None:
+        """Replace the quotas, windows and margins as they are: nothing measured from then on
+        (a benchmark compressing time does this)."""
+        self._margin = Margin(quotas, max(q.margin for q in quotas))
+        self._line.quotas = quotas
+
+    def observe_headers(self, headers: Mapping[str, str], *, partition: Hashable = None) -> None:
+        """Tighten the quotas to the provider's ``x-ratelimit-remaining-*``, ``-reset-*``
+        (``6m0s``, ``20ms``) and ``-limit-*`` headers, read against the reservation of the call
+        being sent (ours admitted after it were not counted there yet), and (``refill="auto"``)
+        learn the server's shape. Never loosens. ``partition`` is the ``key`` value."""
+        held = HELD.get()  # the send latency: the margin (:mod:`.latency`)
+        if held and held.line is self._line and self._margin.observe(headers, held.at):
+            self._line.quotas = self._margin.quotas
+        report(self.backend, self.quotas, self._learning, headers, partition, self._line)
+        self._line.wake(partition)
+
+    def assume_spent(self, key: Hashable = None) -> None:
+        """Count every quota of ``key`` as used up now (a run resumed after a killed one)."""
+        spend(self.backend, self.quotas, key)
+
+    def assume_sent(self, call: Call, *, at: float | None = None) -> None:
+        """Count ``call``, sent without this layer at loop time ``at`` (default now), as admitted
+        then (the call a run learned its quotas from; Redis cannot: nothing is counted)."""
+        tokens = self._tokens(*call.args, **call.kwargs) if self._max_tokens else 0
+        sent(self.backend, self.quotas, self._key and call.partition, tokens, at)
+
+    def observe_response(self, call: Call) -> None:
+        """:class:`~llmguard.HeaderObserver`: learn from the attempt's response headers."""
+        if call.response_headers is not None:
+            self.observe_headers(call.response_headers, partition=self._key and call.partition)
