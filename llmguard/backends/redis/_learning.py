@@ -27,8 +27,8 @@ from ._client import Connection
 
 __all__ = ["POLL", "AutoTicket", "RedisLearning"]
 
-#: Seconds a waiter waits at most, while no process has learned the key's shape, before
-#: reserving again (and adopting a shape another process learned meanwhile).
+#: Seconds a waiter waits at most while a supposed fixed window's boundary is being probed
+#: (by any process) before reserving again, adopting what was learned meanwhile.
 POLL = 0.5
 
 
@@ -118,10 +118,9 @@ class RedisLearning:
         due = shared.probe_wait(window, now)
         if due is not None:
             wait = min(wait, due + SLACK)
-        if result[7] in (b"unknown", "unknown") and (
-                not float(result[4]) or window.shape.candidate is not None):
-            # learned by another process any time now (a supposed boundary being probed: the
-            # pause its 429 asked for ends there if confirmed)
+        if result[7] in (b"unknown", "unknown") and window.shape.candidate is not None:
+            # a supposed boundary is being probed, maybe by another process: the shape may
+            # be learned any time now (and the pause a 429 asked for end at the boundary)
             wait = min(wait, POLL)
         result[0], result[1] = 0, repr(wait)
         return [*result[:7], result[-1]]
