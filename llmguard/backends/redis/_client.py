@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from ..._core.cancel import honouring_cancel
 from ..._core.check import number, text
 from ..._core.errors import BackendUnavailable
 from ..._core.redact import redact_url
@@ -129,15 +130,9 @@ class Connection:
         write refused at maxmemory) is raised with a note: the server is up, so falling back
         to local limits would only hide the problem, and one cache write refused used to
         switch every shared quota of the connection to per-process limits."""
-        task = asyncio.current_task()
-        cancels = task.cancelling() if task is not None else 0
         try:
             async with asyncio.timeout(self.timeout):
-                result = await command()
-            if task is not None and task.cancelling() > cancels:
-                # The caller was cancelled during the command and something below kept the
-                # result instead (see ``redis``): honour the cancel, never lose it.
-                raise asyncio.CancelledError
+                result = await honouring_cancel(command())
         except Exception as exc:  # redis errors, OSError, our TimeoutError: never CancelledError
             if not outage(exc):
                 self.errors += 1
