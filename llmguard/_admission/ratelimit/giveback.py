@@ -43,7 +43,7 @@ class GiveBack:
     ``verdict``: None (not yet known: kept, as by a server that does not), True or False."""
 
     __slots__ = ("spread", "window", "horizon", "verdict", "votes", "why", "issued", "given",
-                 "recent", "anchor", "held")
+                 "largest", "recent", "anchor", "held")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
@@ -57,7 +57,7 @@ class GiveBack:
         self.why = "no output reading judged yet: max_tokens kept charged until it is"
         #: Output tokens of ours admitted (less those that never reached the server) and
         #: unused output of our answers ended, since the start.
-        self.issued = self.given = 0
+        self.issued = self.given = self.largest = 0
         self.recent: deque[tuple[float, int]] = deque()  # (admitted at, output) within spread
         #: The earlier reading: (time, remaining, issued, given, ours on the way then).
         self.anchor: tuple[float, int, int, int, int] | None = None
@@ -67,6 +67,7 @@ class GiveBack:
     def admitted(self, now: float, output: int) -> None:
         """Ours reserved ``output`` tokens at ``now`` (about to be sent)."""
         self.issued += output
+        self.largest = max(self.largest, output)
         recent = self.recent
         recent.append((now, output))
         while recent[0][0] < now - self.spread:
@@ -81,20 +82,16 @@ class GiveBack:
         settles its reservation to ``n``. True when settled now, else held until it can be."""
         unused = kept - used
         settle = partial(_settle, reconcile, used, kept)
+        deaf = self.anchor is None and self.given > 0  # an answer ended before, none heard:
+        if deaf:  # none will be (a client that reads no header)
+            self.expire(now, everything=True)
         self.given += max(0, unused)
-        if self.anchor is None and self.held:  # an answer before ended with no reading heard:
-            self.expire(now, everything=True)  # none will be (a client that reads no header)
-        if self.verdict is not None or unused <= 0 or self.deaf:
-            settle(self.verdict is True or (self.verdict is None and self.deaf))
+        if self.verdict is not None or unused <= 0 or deaf:
+            settle(self.verdict is True or deaf)
             return True
         self.held.append((now, settle))
         self.expire(now)
         return False
-
-    @property
-    def deaf(self) -> bool:
-        """No output reading heard, though an answer ended before this one: none will be."""
-        return self.anchor is None and self.given > 0 and not self.held
 
     def expire(self, now: float, everything: bool = False) -> None:
         """Settle what was held back longer than ``horizon``: kept charged once the server's
@@ -125,7 +122,8 @@ class GiveBack:
         # residual on a server that keeps the charge: at most ours on the way now (charged
         # later) plus the slack; on one that gives back: at least given less ours on the way
         # at the anchor (charged in between, counted before it) and the slack
-        low_keep, high_keep = -then - slack, on_the_way + slack
+        # ... and one of ours arriving later than ``spread`` (a straggler) either way
+        low_keep, high_keep = -then - slack - self.largest, on_the_way + slack + self.largest
         if given < 2 * (high_keep - low_keep):
             self.expire(now)
             return  # too little given back yet to tell: the span goes on
