@@ -77,11 +77,16 @@ def spawn(cmd: list[str], cpu: str, env: dict[str, str] | None = None,
 
 
 def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:  # exited already (a contender that could not start)
+        return
     try:
         os.killpg(proc.pid, signal.SIGTERM)  # its own session: any workers go too
         proc.wait(30)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
         proc.wait(30)
 
 

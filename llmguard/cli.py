@@ -11,7 +11,6 @@ and summary in ``_cli/report``, path and URL checks in ``_cli/checks``, ``--ray`
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import traceback
@@ -23,6 +22,7 @@ from ._cli import batch_options, budget_options, deployments
 from ._cli.checks import api_base_problem, number_type, output_problem, same_file
 from ._cli.checks import usage_error as _fail
 from ._cli.io import done_ids, scan_input
+from ._cli.loop import run_main
 from ._cli.exits import EXIT_CRASH
 from ._cli.run import Settings, make_limits, run, stack_spec
 from ._cli.usage import DESCRIPTION, EPILOG
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         main_job = run(settings, skip, argv[1:], total=total, failed_before=failed_before)
     try:
-        return asyncio.run(main_job)
+        return run_main(main_job)
     except Exception:  # a bug: say so, and keep "some lines failed" (1) meaning just that
         print(redact(traceback.format_exc()), end="", file=sys.stderr)
         print(f"llmguard run crashed (a bug; please report it). The records in {args.output} "

@@ -8,13 +8,13 @@ mid-write) is cut off before appending (the shared reader in ``_runners.jsonl``)
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from collections.abc import Iterator
 from typing import IO, Any
 
+from .._core.jsonenc import encoder
 from .._runners.jsonl import read_records
 from .._runners.lines import InputLine, parse_text
 from .._runners.record import to_openai_batch
@@ -90,8 +90,8 @@ def done_ids(path: str, *, redo_failed: bool = False) -> tuple[set[str], int]:
     return ids, sum(1 for n in failed if n > 0)
 
 
-#: One encoder for every record (``json.dumps`` with options builds one per call).
-_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+#: One encoder for every record, made once.
+_encode = encoder(ascii=False, default=str)
 
 
 class OutputWriter:

@@ -50,11 +50,13 @@ class Provider:
                  keys: Mapping[str, str] | None = None) -> None:
         self.timeout = timeout
         #: Where models other than the built-in fakes go.
-        self.other: Upstream = (HTTPUpstream(api_base, api_key) if api_base
+        bounded = timeout is not None  # each attempt's own asyncio.timeout (_attempt)
+        self.other: Upstream = (HTTPUpstream(api_base, api_key, bounded=bounded) if api_base
                                 else LitellmUpstream(api_key=api_key))
         #: Deployment name -> (its upstream, the model it is asked for; None: the request's).
         self.routes: dict[str, tuple[Upstream, str | None]] = {
-            d.name: (upstream_of(d, (keys or {}).get(d.name)), d.model) for d in deployments}
+            d.name: (upstream_of(d, (keys or {}).get(d.name), bounded=bounded), d.model)
+            for d in deployments}
         for upstream in (self.other, *(u for u, _ in self.routes.values())):
             for secret in upstream.secrets():  # hidden in what this process writes (Ray's too)
                 add_secret(secret)

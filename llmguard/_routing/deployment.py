@@ -60,7 +60,7 @@ class Deployment:
     __slots__ = ("target", "name", "rpm", "tpm", "concurrency", "weight", "refill", "burst",
                  "margin", "timeout", "circuit", "quotas", "key", "backend", "in_flight", "latency",
                  "cool_until", "sent", "succeeded", "failed", "rate_limited", "moved", "owner",
-                 "spent", "split", "slots")
+                 "spent", "split", "slots", "claiming")
 
     def __init__(
         self,
@@ -113,8 +113,10 @@ class Deployment:
         #: Its ``concurrency`` slots shared across processes (SharedSlots), or None.
         self.slots: Any = None
         self.owner: Any = None  # the Router it belongs to
-        #: Calls in flight here now (this process).
+        #: Calls in flight here now (this process): holding a grant, not still asking for one.
         self.in_flight = 0
+        #: Reservations here whose remote round trips are in progress (counted against caps).
+        self.claiming = 0
         #: Average seconds an answer took here (None before the first).
         self.latency: float | None = None
         #: Loop time until which a 429 without learned quotas keeps it out (``learn.refused``).
@@ -151,18 +153,18 @@ class Deployment:
         ends) with nothing taken."""
         if self.cool_until > now:
             return self.cool_until - now, None
-        circuit = self.circuit
+        circuit, busy = self.circuit, self.in_flight + self.claiming
         if circuit and circuit.state.value != "closed":
             wait = circuit.statistics().retry_after  # open: until it probes; else 0
             if wait > 0:
                 return wait, None
-            if self.in_flight:  # one probe at a time: the circuit would refuse the others
+            if busy:  # one probe at a time: the circuit would refuse the others
                 return math.inf, None
-        if self.concurrency is not None and self.in_flight >= self.concurrency:
+        if self.concurrency is not None and busy >= self.concurrency:
             return math.inf, None
-        if self.quotas is None and self.in_flight:  # not learned yet: one probe at a time
+        if self.quotas is None and busy:  # not learned yet: one probe at a time
             return math.inf, None
-        self.in_flight += 1  # held across the remote round trips below
+        self.claiming += 1  # held across the remote round trips below
         slots, shared, ticket = self.slots, False, None
         try:
             if slots is not None:  # a slot of the cap across processes, or when to ask again
@@ -176,10 +178,11 @@ class Deployment:
                                                       tokens if self.split else int(tokens))
             return wait, ticket
         finally:
-            if ticket is None:  # refused, failed or cancelled: nothing stays taken
-                self.in_flight -= 1
-                if shared:
-                    slots.release()
+            self.claiming -= 1
+            if ticket is not None:
+                self.in_flight += 1
+            elif shared:  # refused, failed or cancelled: nothing stays taken
+                slots.release()
 
     def release(self, ticket: Any, tokens: int, sent: bool, used: int | None = None) -> None:
         """The call holding ``ticket`` is done here: the slot goes back, and the reservation

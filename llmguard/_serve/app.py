@@ -15,7 +15,6 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -56,19 +55,23 @@ class Routes(ChatRoutes):
             self.gateway.usage.record(tenant, model, status)
         return Response(body, status, {**(extra or {}), **headers}, _JSON)
 
-    def tenant_of(self, request: Request) -> Tenant:
+    def tenant_of(self, request: Request, headers: Any = None) -> Tenant:
+        """The tenant of the request's API key (``headers``: its headers already looked up,
+        if at hand), else the 401; 503 once draining."""
         if self.gateway.draining:
             raise HTTPProblem(503, "the gateway is shutting down; retry on another replica",
                               "server_shutting_down", headers={"connection": "close",
                                                                 "retry-after": "1"})
-        auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("api-key")
+        headers = request.headers if headers is None else headers
+        auth = headers.get("authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("api-key")
         tenant = self.gateway.tenants.authenticate(key)
         if tenant is None:  # the message never repeats the key it got
             what = "no API key was given" if not key else "the API key is not valid"
             raise HTTPProblem(401, f"Unauthorized: {what}; send `Authorization: Bearer <key>`",
                               "invalid_api_key")
         return tenant
+
     def _model_card(self, name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "llmguard"}
 
@@ -131,6 +134,16 @@ class Routes(ChatRoutes):
         return json_response({"status": "ready"})
 
 
+class _App(Starlette):
+    """Starlette with :class:`~.edge.Edge` outermost (before its error middleware), so the hot
+    routes Edge serves itself skip Starlette's stack; ``edge`` holds Edge's options."""
+
+    edge: dict[str, Any]
+
+    def build_middleware_stack(self) -> Any:
+        return Edge(super().build_middleware_stack(), **self.edge)
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     message = "Unknown route" if status == 404 else "Method not allowed"
@@ -174,7 +187,7 @@ def build_app(gateway: Gateway, registry: Any = None) -> Starlette:
         if gateway.meter_provider is not None:
             gateway.meter_provider.shutdown()
 
-    app = Starlette(routes=[
+    app = _App(routes=[
         Route("/v1/chat/completions", routes.chat, methods=["POST"]),
         Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
         Route("/v1/models", routes.models, methods=["GET"]),
@@ -185,9 +198,10 @@ def build_app(gateway: Gateway, registry: Any = None) -> Starlette:
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
         *job_routes(routes, jobs), *ws_routes(routes, jobs), *page_routes(),
-    ], exception_handlers={HTTPException: _not_found}, lifespan=lifespan, middleware=[
-        Middleware(Edge, open_gateway=not gateway.tenants.required,
-                   allow_origins=gateway.config.allow_origins)])
+    ], exception_handlers={HTTPException: _not_found}, lifespan=lifespan)
+    app.edge = {"open_gateway": not gateway.tenants.required,
+                "allow_origins": gateway.config.allow_origins,
+                "hot": {"/v1/chat/completions": routes.chat, "/v1/embeddings": routes.embeddings}}
     app.state.gateway = gateway
     app.state.jobs = jobs
     return app

@@ -8,7 +8,6 @@ streamed answer is relayed strictly (:mod:`.sse`) and cut when its client stops 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from starlette.responses import Response
 
 import llmguard as lg
 
+from .._core.jsonenc import encoder
 from .abandon import Abandon
 from .errors import HTTPProblem, from_exception
 from .sse import StreamBody, event, relay
@@ -31,13 +31,28 @@ WATCH_AFTER = 0.05
 _JSON = "application/json"
 
 
-#: One compact encoder for every answer (``json.dumps`` with options builds one per call).
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: One compact encoder for every answer, made once.
+_encode = encoder(compact=True)
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A compact JSON answer."""
     return Response(_encode(obj), status, headers, _JSON)
+
+
+#: The request headers the hot routes read, looked up in one pass over the ASGI scope's list
+#: (Starlette's ``Headers.get`` scans and decodes the whole list for each name).
+_READ = {b"authorization": "authorization", b"api-key": "api-key",
+         b"x-priority": "x-priority", b"content-length": "content-length"}
+
+
+def _headers(request: Request) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in request.scope["headers"]:
+        name = _READ.get(key)
+        if name is not None and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 def _as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
@@ -47,9 +62,9 @@ def _as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
     return {**completion, "object": "chat.completion.chunk", "choices": choices}
 
 
-def _priority(tenant: Tenant, request: Request) -> int:
+def _priority(tenant: Tenant, headers: dict[str, str]) -> int:
     try:
-        return tenant.priority(request.headers.get("x-priority"))
+        return tenant.priority(headers.get("x-priority"))
     except ValueError as exc:
         raise HTTPProblem(400, str(exc), "invalid_priority", param="X-Priority") from None
 
@@ -131,11 +146,13 @@ class ChatRoutes:
         tenant: Tenant | None = None
         name = ""
         try:
-            tenant = self.tenant_of(request)
-            body = validate_chat(await read_json(request, self.gateway.config.max_body_bytes))
+            headers = _headers(request)
+            tenant = self.tenant_of(request, headers)
+            body = validate_chat(await read_json(request, self.gateway.config.max_body_bytes,
+                                                 headers))
             name = body["model"]
             model = self._model(tenant, name)
-            priority = _priority(tenant, request)
+            priority = _priority(tenant, headers)
             streaming = body.get("stream") is True
             wants_usage = False
             if streaming:  # always ask upstream for usage: the tenant's tokens are accounted
@@ -186,12 +203,13 @@ class ChatRoutes:
         tenant: Tenant | None = None
         name = ""
         try:
-            tenant = self.tenant_of(request)
+            headers = _headers(request)
+            tenant = self.tenant_of(request, headers)
             body = validate_embeddings(
-                await read_json(request, self.gateway.config.max_body_bytes))
+                await read_json(request, self.gateway.config.max_body_bytes, headers))
             name = body["model"]
             model = self._model(tenant, name)
-            priority = _priority(tenant, request)
+            priority = _priority(tenant, headers)
             with _ClientLeft(request, self.departures) as left:
                 result = await self.gateway.call(model, tenant, body, priority, embed=True,
                                                  abandon=left)

@@ -31,9 +31,11 @@ class Model:
         self.target = config.model or config.name
         #: Deployment name ("" for a model of one upstream) -> (upstream, the model it is asked
         #: for).
+        bounded = config.stack.timeout is not None  # the model's Timeout layer bounds each
         self.upstreams: dict[str, tuple[Upstream, str]] = (
-            {d.name: (upstream_of(d), d.model or config.name) for d in config.deployments}
-            if config.deployments else {"": (upstream_of(config), self.target)})
+            {d.name: (upstream_of(d, bounded=bounded), d.model or config.name)
+             for d in config.deployments}
+            if config.deployments else {"": (upstream_of(config, bounded=bounded), self.target)})
         self.chat: Any = None  # handler: TenantGate + the model's layers + the upstream
         self.embed: Any = None
         self.guarded: Any = None  # the model's layers around its upstream (a fallback target)

@@ -28,12 +28,15 @@ class UpstreamConfig:
     fail_status: int | None = None
 
 
-def upstream_of(cfg: UpstreamConfig, api_key: str | None = None) -> Upstream:
+def upstream_of(cfg: UpstreamConfig, api_key: str | None = None, *,
+                bounded: bool = False) -> Upstream:
     """Where ``cfg``'s requests go, with ``api_key`` (when resolved elsewhere: a Ray driver's),
-    else the key read from ``api_key_env`` here."""
+    else the key read from ``api_key_env`` here; ``bounded``: every request's time is bounded
+    by the caller (a Timeout layer), so the transport keeps no timer of its own."""
     key = api_key or (os.environ.get(cfg.api_key_env) if cfg.api_key_env else None)
     if cfg.provider == "fake":
         return make_upstream("fake", name=cfg.name, latency=cfg.latency,
                              seconds_per_token=cfg.seconds_per_token,
                              fail_status=cfg.fail_status, model=cfg.model)
-    return make_upstream(cfg.provider, name=cfg.name, base_url=cfg.base_url, api_key=key or None)
+    return make_upstream(cfg.provider, name=cfg.name, base_url=cfg.base_url, api_key=key or None,
+                         bounded=bounded)

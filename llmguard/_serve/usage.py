@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .._core.cancel import honouring_cancel
 from .budgets import budget_report
 from .tenants import Tenant
 
@@ -132,7 +133,8 @@ class UsageBook:
                                 "scope": "process"}
         if self._redis is not None:
             try:
-                raw = await self._redis.hgetall(f"{self._prefix}:usage:{{{tenant.name}}}")
+                raw = await honouring_cancel(
+                    self._redis.hgetall(f"{self._prefix}:usage:{{{tenant.name}}}"))
             except Exception:  # noqa: BLE001 - Redis down: say so, report this process
                 body["scope"] = "process (redis unavailable)"
                 return body

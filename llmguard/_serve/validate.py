@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .errors import HTTPProblem
 
@@ -27,28 +27,37 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_request") 
     return HTTPProblem(400, message, code, param=param)
 
 
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
+async def read_json(request: Request, limit: int, headers: Any = None) -> dict[str, Any]:
     """The body as a JSON object; 413 past ``limit`` bytes (checked before and while reading,
-    so a large body is refused without being held in memory), 400 if it is not JSON."""
-    body = parse_json(await read_bytes(request, limit))
+    so a large body is refused without being held in memory), 400 if it is not JSON.
+    ``headers``: the request's headers already looked up (``content-length``), if at hand."""
+    body = parse_json(await read_bytes(request, limit, headers))
     if not isinstance(body, dict):
         raise _bad(f"The request body must be a JSON object, got {type(body).__name__}",
                    code="invalid_json")
     return body
 
 
-async def read_bytes(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 past ``limit`` bytes (before and while reading)."""
-    declared = request.headers.get("content-length")
+async def read_bytes(request: Request, limit: int, headers: Any = None) -> bytes:
+    """The raw body, refused with 413 past ``limit`` bytes (before and while reading).
+
+    Read from the ASGI messages directly: Starlette's ``stream()`` is an async generator (a
+    frame and a resumption per chunk) for what is one message in nearly every request."""
+    declared = (request.headers if headers is None else headers).get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks, size, receive = [], 0, request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(limit: int) -> HTTPProblem:

@@ -5,7 +5,9 @@ Why aiohttp, not the openai SDK or litellm: both go through httpx, which costs 7
 CPU per call on a loopback server against 0.35 ms for aiohttp, so a batch would top out near
 100 calls/s per core (below many accounts' quotas) and the gateway's own budget of under a
 millisecond per request could not be met. An OpenAI-compatible server needs no translation,
-only the HTTP call.
+only the HTTP call. When the caller bounds each request's time (``bounded=True``: the gateway's
+Timeout layer, the run's ``--timeout``), plain answers go over :mod:`.keepalive`'s connections
+instead, a quarter of aiohttp's CPU per request; streams stay on aiohttp.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from .._core.jsonenc import encoder
 from .._core.redact import redact, redact_url
 from .errors import HTTPError, TransportError
 
@@ -22,41 +25,76 @@ if TYPE_CHECKING:
 
 __all__ = ["HTTPUpstream"]
 
+#: One compact encoder for every request body, made once (aiohttp's ``json=`` builds a payload
+#: and an encoder per request). ASCII output, so a lone surrogate in a prompt still encodes.
+_encode = encoder(compact=True)
+
 
 class HTTPUpstream:
     """An :class:`~llmguard._upstream.protocol.Upstream` posting JSON to ``{base_url}/...`` over
     one pooled aiohttp session (opened by :meth:`open`, or on first use). The bearer key is sent
-    in a header and never appears in an error message or a repr."""
+    in a header and never appears in an error message or a repr.
 
-    __slots__ = ("_key", "_session", "base_url", "where")
+    ``bounded``: the caller bounds every request's time (a Timeout layer, ``llmguard run``'s
+    ``--timeout``). Then chat and embeddings go over :mod:`.keepalive`'s connections, which keep
+    no timer and cost a quarter of aiohttp's CPU per request; streams stay on aiohttp, whose
+    limit (300 s) bounds a stream past the first chunk a Timeout layer may bound alone."""
 
-    def __init__(self, base_url: str, api_key: str | None = None) -> None:
+    __slots__ = ("_bounded", "_key", "_origin", "_session", "_urls", "base_url", "where")
+
+    def __init__(self, base_url: str, api_key: str | None = None, *,
+                 bounded: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
+        self._bounded = bounded
         self._key = api_key
         #: The base URL as messages show it (without a password).
         self.where = redact_url(self.base_url)
         self._session: Any = None
+        self._origin: Any = None
+        #: Parsed URLs by path, made once (a string is parsed into a ``yarl.URL`` per request).
+        self._urls: dict[str, Any] = {}
 
     def secrets(self) -> list[str]:
         return [self._key] if self._key else []
 
+    def _headers(self) -> dict[str, str]:
+        """Sent with every request (made once, not per request)."""
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        return headers
+
     def open(self) -> Any:
-        """The session, made now: imports and setup out of the first admitted calls (an import
-        inside the first call holds the opening burst past the time its rate limit counted it)."""
+        """The connections, made now: imports and setup out of the first admitted calls (an
+        import inside the first call holds the opening burst past the time its rate limit
+        counted it). Returns the aiohttp session (None when bounded: made for a first stream)."""
+        if self._bounded:
+            if self._origin is None:
+                from .keepalive import Origin
+
+                self._origin = Origin(self.base_url, self._headers())
+            return self._session
+        return self._aiohttp()
+
+    def _aiohttp(self) -> Any:
         if self._session is None:
             import aiohttp
 
-            headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
             self._session = aiohttp.ClientSession(
-                headers=headers, connector=aiohttp.TCPConnector(limit=0))
+                headers=self._headers(), connector=aiohttp.TCPConnector(limit=0))
         return self._session
 
     async def _post(self, path: str, request: dict[str, Any], call: Call | None) -> Any:
         """The response once its status is known (the caller reads and releases it)."""
         import aiohttp
 
+        url = self._urls.get(path)
+        if url is None:
+            from yarl import URL
+
+            url = self._urls[path] = URL(f"{self.base_url}{path}")
         try:
-            response = await self.open().post(f"{self.base_url}{path}", json=request)
+            response = await self._aiohttp().post(url, data=_encode(request).encode())
         except aiohttp.ClientConnectionError as exc:  # refused, reset
             raise TransportError(f"connection to {self.where} failed: "
                                  f"{type(exc).__name__}: {redact(str(exc))}") from None
@@ -94,16 +132,35 @@ class HTTPUpstream:
                          code=code if isinstance(code, str) else None, body=body)
 
     async def _json(self, path: str, request: dict[str, Any], call: Call | None) -> Any:
-        response = await self._post(path, request, call)
-        try:
-            raw = await self._read(response)
-        finally:
-            response.release()
+        if self._bounded:
+            status, headers, raw = await self._kept_alive(path, request, call)
+        else:
+            response = await self._post(path, request, call)
+            try:
+                raw = await self._read(response)
+            finally:
+                response.release()
+            status, headers = response.status, response.headers
         try:
             return json.loads(raw)
         except ValueError:
-            raise HTTPError(f"HTTP {response.status} from {self.where}: the answer is not JSON "
-                            f"({raw[:80]!r})", status_code=502, headers=response.headers) from None
+            raise HTTPError(f"HTTP {status} from {self.where}: the answer is not JSON "
+                            f"({raw[:80]!r})", status_code=502, headers=headers) from None
+
+    async def _kept_alive(self, path: str, request: dict[str, Any],
+                          call: Call | None) -> tuple[int, Any, bytes]:
+        """One post over :mod:`.keepalive`'s connections: status, headers and body."""
+        origin = self._origin if self._origin is not None else (self.open() or self._origin)
+        try:
+            answer = await origin.post(path, _encode(request).encode())
+        except (ConnectionError, OSError) as exc:  # refused, reset, cut mid-answer
+            raise TransportError(f"connection to {self.where} failed: "
+                                 f"{type(exc).__name__}: {redact(str(exc))}") from None
+        if call is not None:
+            call.response_headers = answer.headers
+        if answer.status >= 400:
+            raise self._error(answer.status, answer.headers, answer.body)
+        return answer.status, answer.headers, answer.body
 
     async def chat(self, request: dict[str, Any], call: Call | None = None, /) -> Any:
         return await self._json("/chat/completions", request, call)
@@ -131,6 +188,8 @@ class HTTPUpstream:
         return await self._json("/embeddings", request, call)
 
     async def aclose(self) -> None:
+        if self._origin is not None:
+            self._origin.close()
         if self._session is not None:
             await self._session.close()
 

@@ -16,9 +16,10 @@ PROVIDERS = ("fake", "litellm", "openai")
 
 
 def make_upstream(provider: str, *, name: str = "fake", base_url: str | None = None,
-                  api_key: str | None = None, **fake: Any) -> Upstream:
+                  api_key: str | None = None, bounded: bool = False, **fake: Any) -> Upstream:
     """The upstream of one model: ``provider`` is one of :data:`PROVIDERS`; ``fake`` holds
-    :class:`~llmguard._upstream.fake.FakeUpstream` options (latency, fail_status, ...)."""
+    :class:`~llmguard._upstream.fake.FakeUpstream` options (latency, fail_status, ...);
+    ``bounded``: the caller bounds each request's time (see ``HTTPUpstream``)."""
     if provider == "fake":
         from .fake import FakeUpstream
 
@@ -32,7 +33,7 @@ def make_upstream(provider: str, *, name: str = "fake", base_url: str | None = N
             raise ValueError('provider "openai" needs a base_url (an OpenAI-compatible server)')
         from .http import HTTPUpstream
 
-        return HTTPUpstream(base_url, api_key)
+        return HTTPUpstream(base_url, api_key, bounded=bounded)
     raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
 
 

@@ -6,6 +6,7 @@ import asyncio
 import aiolimiter
 import cachetools
 import pytest
+from cancel_points import outcome, start_cancelled_at
 
 import llmguard as lg
 from llmguard import FailureKind
@@ -74,3 +75,40 @@ async def test_cancel_at_every_await_point(name: str, cancel_at: float) -> None:
     assert gauges(layer) == baseline
     assert await guarded("after") == "echo: after"
     assert llm.in_flight == 0
+
+
+#: Layers that hand out slots in memory (the in-process path of #31's shared slots).
+SLOTS = {
+    "Router": lambda: lg.Router(lg.Deployment({"deployment": "a"}, name="a", rpm=1000,
+                                              concurrency=1)),
+    "ConcurrencyLimit": lambda: lg.ConcurrencyLimit(1),
+    "AdaptiveConcurrency": lambda: lg.AdaptiveConcurrency(initial=1, min=1, max=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SLOTS))
+async def test_a_slot_taker_cancelled_at_each_of_its_await_points_hands_the_slot_on(name):
+    """Counted, not timed (``cancel_points``): a call that waits for the one slot behind a
+    holder is cancelled at each of its await points in turn (in line, granted, inside the
+    provider). It ends cancelled, the slot goes to the call queued behind it, and the gauges
+    are back to baseline; past the last point it answers."""
+    for n in range(100):
+        guarded = lg.guard(SLOTS[name]())(FakeLLM(latency=1).send_message)
+        layer = guarded.pipeline.layers[0]
+        baseline = gauges(layer)
+        holder = asyncio.create_task(guarded("holder"))
+        await asyncio.sleep(0.1)
+        point, victim = start_cancelled_at(n, lambda: guarded("victim"))
+        await asyncio.sleep(0.1)
+        behind = asyncio.create_task(guarded("behind"))
+        ended = await outcome(victim)
+        if point.reached:
+            assert isinstance(ended, asyncio.CancelledError), (n, ended)
+        else:
+            assert ended == "echo: victim"
+        assert [await holder, await behind] == ["echo: holder", "echo: behind"]
+        await asyncio.sleep(120)  # the quota window of the calls sent runs out
+        assert gauges(layer) == baseline
+        if not point.reached:
+            break
+    assert n >= 2  # in line and inside the provider at least

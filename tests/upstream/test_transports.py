@@ -20,14 +20,15 @@ KEY = "sk-transport-test-0123456789abcdef"
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 
 
-async def test_http_answers_and_429s_carry_their_headers_to_the_call() -> None:
+@pytest.mark.parametrize("bounded", [False, True])  # aiohttp, or the kept-alive connections
+async def test_http_answers_and_429s_carry_their_headers_to_the_call(bounded: bool) -> None:
     """An answer's x-ratelimit headers are written to ``call.response_headers``; over quota,
     the 429 is an HTTPError with the status, the server's error code and its headers (also on
     the call), and the message names the server, never the key."""
     # A sliding window: a fixed one may roll over between the two requests (its boundaries are
     # the server thread's own monotonic clock), and the second would be answered.
     async with LoopbackServer(SlidingWindowServer(rpm=1, window=60.0)) as http:
-        upstream = HTTPUpstream(http.base_url, KEY)
+        upstream = HTTPUpstream(http.base_url, KEY, bounded=bounded)
         assert isinstance(upstream, Upstream) and upstream.secrets() == [KEY]
         try:
             call = lg.Call(upstream.chat, (), dict(REQUEST))
@@ -47,13 +48,14 @@ async def test_http_answers_and_429s_carry_their_headers_to_the_call() -> None:
     assert lg.classify(error).kind is lg.FailureKind.RATE_LIMITED
 
 
-async def test_a_refused_connection_is_a_transport_error() -> None:
+@pytest.mark.parametrize("bounded", [False, True])
+async def test_a_refused_connection_is_a_transport_error(bounded: bool) -> None:
     """Nothing listening: a TransportError (classified CONNECTION, retryable) naming the
     server."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    upstream = HTTPUpstream(f"http://127.0.0.1:{port}/v1", KEY)
+    upstream = HTTPUpstream(f"http://127.0.0.1:{port}/v1", KEY, bounded=bounded)
     try:
         with pytest.raises(TransportError, match=f"127.0.0.1:{port}") as info:
             await upstream.chat(dict(REQUEST))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from ..._core.cancel import honouring_cancel
 from .schedule import Task
 
 __all__ = ["BLOCK_CHUNK", "SOCKET_TIMEOUT", "RedisQueue", "decoded", "priority_class"]
@@ -62,13 +63,13 @@ class RedisQueue:
 
         await self.groups()
         try:
-            return await command(*args, **kwargs)
+            return await honouring_cancel(command(*args, **kwargs))
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
         self._ready = False
         await self.groups()
-        return await command(*args, **kwargs)
+        return await honouring_cancel(command(*args, **kwargs))
 
     async def groups(self) -> None:
         """Make the consumer groups (once per process, and again after NOGROUP)."""

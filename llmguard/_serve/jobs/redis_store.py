@@ -20,6 +20,7 @@ import json
 from collections.abc import AsyncIterator, Collection
 from typing import Any
 
+from ..._core.cancel import honouring_cancel
 from ..._runners.jobstate import Progress
 from .batch_store import RedisBatchParts
 from .redis_queue import BLOCK_CHUNK, SOCKET_TIMEOUT, RedisQueue, decoded
@@ -220,8 +221,8 @@ class RedisJobStore(RedisBatchParts, RedisQueue):
         until = loop.time() + block
         while True:  # a long wait is several short blocking reads (see SOCKET_TIMEOUT)
             left = until - loop.time()
-            got = await self.redis.xread({key: after}, count=1000, block=max(
-                1, int(min(left, BLOCK_CHUNK) * 1000)) if left > 0 else None)
+            got = await honouring_cancel(self.redis.xread({key: after}, count=1000, block=max(
+                1, int(min(left, BLOCK_CHUNK) * 1000)) if left > 0 else None))
             if got or left <= BLOCK_CHUNK:
                 break
         out: list[Event] = []

@@ -22,6 +22,7 @@ as ordinary online tasks (``requeue``: ``batch_fallback = "online"``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
@@ -143,8 +144,9 @@ class MemoryJobStore(MemoryBatchParts):
                 if got:
                     return got
             self._added.clear()
-            try:
-                await asyncio.wait_for(self._added.wait(), until - loop.time())
+            try:  # asyncio.timeout, not wait_for: wait_for can lose a cancel on 3.11
+                async with asyncio.timeout(until - loop.time()):
+                    await self._added.wait()
             except TimeoutError:
                 return []
 
@@ -236,11 +238,9 @@ class MemoryJobStore(MemoryBatchParts):
         seen = int(after.split("-")[0])
         async with job.changed:
             if len(job.events) <= seen and block > 0:
-                try:
-                    await asyncio.wait_for(job.changed.wait_for(
-                        lambda: len(job.events) > seen), block)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(block):
+                        await job.changed.wait_for(lambda: len(job.events) > seen)
             return job.events[seen:]
 
     async def results(self, job_id: str) -> AsyncIterator[dict[str, Any]]:

@@ -162,8 +162,9 @@ async def run_batches(
         if wake is None:
             await asyncio.sleep(delay)
         else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), delay)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel on 3.11
+                async with asyncio.timeout(delay):
+                    await wake.wait()
     if live:
         outcome.running = list(live)
         outcome.interrupted = True

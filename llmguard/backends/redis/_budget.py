@@ -187,7 +187,8 @@ class RedisLedger:
         while True:
             pubsub = self.connection.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
+                async with asyncio.timeout(self.connection.timeout):  # (no socket_timeout)
+                    await pubsub.subscribe(self.channel)
                 async for message in pubsub.listen():
                     account = message.get("data")
                     if isinstance(account, bytes):

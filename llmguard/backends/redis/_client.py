@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from ..._core.cancel import honouring_cancel
 from ..._core.check import number, text
 from ..._core.errors import BackendUnavailable
 from ..._core.redact import redact_url
@@ -91,8 +92,13 @@ class Connection:
         if self._redis is None:
             import redis.asyncio
 
+            # No socket_timeout: run() bounds every command with asyncio.timeout. With one,
+            # redis-py sends each command under asyncio.wait_for, which on Python 3.11 returns
+            # the result and drops a cancellation arriving as the write completes (CPython
+            # gh-86296): a cancelled caller ran on, and aclose() waited forever for a
+            # background loop that had swallowed its cancel (#31's hanging shared-slot test).
             self._redis = redis.asyncio.Redis.from_url(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+                self.url, socket_timeout=None, socket_connect_timeout=self.timeout,
             )
         return self._redis
 
@@ -117,7 +123,7 @@ class Connection:
         switch every shared quota of the connection to per-process limits."""
         try:
             async with asyncio.timeout(self.timeout):
-                result = await command()
+                result = await honouring_cancel(command())
         except Exception as exc:  # redis errors, OSError, our TimeoutError: never CancelledError
             if not outage(exc):
                 self.errors += 1

@@ -151,9 +151,13 @@ class RedisBackend:
         else:
             self._seq += 1
             member = f"{connection.id}.{self._seq}"
-            result = await connection.call(
-                _scripts.RESERVE, names, [member, tokens, horizon, slack, *fence, *triples],
-                "reserving rate-limit room")
+            try:
+                result = await connection.call(
+                    _scripts.RESERVE, names, [member, tokens, horizon, slack, *fence, *triples],
+                    "reserving rate-limit room")
+            except BaseException:  # cancelled mid-round-trip: Redis may have admitted it anyway
+                self.refund(key, f"{member}:{tokens}")  # (its id is ours: no window-long unit)
+                raise
         if result is None:  # on_error="local": this process's own limits for now
             return await self._local.reserve(key, quotas, tokens)
         marks.saw(names[2], result[-1])
@@ -188,8 +192,7 @@ class RedisBackend:
         if reserved == str(tokens):  # settled as reserved (refill="auto" settles every one)
             return
         self.connection.spawn(self.connection.write(
-            _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling",
-        ))
+            _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling"))
 
     def refund(self, key: Hashable, ticket: Any) -> None:
         if isinstance(ticket, Entry):
@@ -199,14 +202,12 @@ class RedisBackend:
             self._settle(key, ticket, "", "refunding")
             return
         self.connection.spawn(self.connection.write(
-            _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding",
-        ))
+            _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding"))
 
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         self._local.pause(key, quotas, seconds)
         self.connection.spawn(self.connection.write(
-            _scripts.PAUSE, self._key(key)[1:], [seconds], "pausing after a 429",
-        ))
+            _scripts.PAUSE, self._key(key)[1:], [seconds], "pausing after a 429"))
 
     def cap(
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
@@ -220,8 +221,7 @@ class RedisBackend:
             return
         self.connection.spawn(self.connection.write(
             _scripts.CAP, self._key(key)[1:], ["t" if tokens else "r", remaining, reset],
-            "recording provider headers",
-        ))
+            "recording provider headers"))
 
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         """As of this process's last reservation for ``key`` (reading Redis here would block);
