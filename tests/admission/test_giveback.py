@@ -71,9 +71,11 @@ def test_a_server_that_gives_back_is_seen_doing_it_and_the_held_answers_are_give
 
 
 def test_a_server_that_keeps_max_tokens_is_seen_keeping_it() -> None:
+    """Every answer keeps its charge but the first: it ends before any reading is heard (here,
+    as through the SDK, its own reading follows it), so it gets Anthropic's documented rule."""
     back, reconciled = run(False)
     assert back.verdict is False, back.describe()
-    assert reconciled.count(MAX_TOKENS) == len(reconciled) == 60
+    assert reconciled == [USED] + [MAX_TOKENS] * 59
     assert "max_tokens kept charged (the server does not" in back.describe()
 
 
@@ -83,12 +85,12 @@ def test_ours_on_the_way_never_look_like_a_give_back() -> None:
     for latency in (0.0, 0.2, 0.45):
         back, reconciled = run(False, latency=latency)
         assert back.verdict is not True, (latency, back.describe())
-        assert USED not in reconciled
+        assert USED not in reconciled[1:]
 
 
 def test_without_any_reading_the_documented_rule_holds() -> None:
     """A client that reads no header: nothing will tell, so unused output is given back as
-    Anthropic documents (the first answer's once the second ends)."""
+    Anthropic documents."""
     back, reconciled = run(False, hear=False, answers=5)
     assert back.verdict is None
     assert reconciled == [USED] * 5

@@ -82,24 +82,23 @@ class GiveBack:
         settles its reservation to ``n``. True when settled now, else held until it can be."""
         unused = kept - used
         settle = partial(_settle, reconcile, used, kept)
-        deaf = self.anchor is None and self.given > 0  # an answer ended before, none heard:
-        if deaf:  # none will be (a client that reads no header)
-            self.expire(now, everything=True)
         self.given += max(0, unused)
+        # Nothing heard yet: a client that reads no header (none will tell), or the first
+        # answer of one that does (its reading follows): Anthropic's documented rule. At worst
+        # one answer's unused output too much, which the readings that follow take back.
+        deaf = self.anchor is None
         if self.verdict is not None or unused <= 0 or deaf:
-            settle(self.verdict is True or deaf)
+            settle(self.verdict is True or (deaf and self.verdict is None))
             return True
         self.held.append((now, settle))
         self.expire(now)
         return False
 
-    def expire(self, now: float, everything: bool = False) -> None:
-        """Settle what was held back longer than ``horizon``: kept charged once the server's
-        output remaining was heard (it will tell), given back as Anthropic documents while
-        nothing was (no header will tell: a client that reads none)."""
-        held, give = self.held, self.anchor is None
-        while held and (everything or held[0][0] < now - self.horizon):
-            held.popleft()[1](give)
+    def expire(self, now: float) -> None:
+        """Settle (keeping the charge) what was held back longer than ``horizon``."""
+        held = self.held
+        while held and held[0][0] < now - self.horizon:
+            held.popleft()[1](False)
 
     def _on_the_way(self, now: float) -> int:
         return sum(output for at, output in self.recent if at >= now - self.spread)
