@@ -42,14 +42,16 @@ class GiveBack:
     """What one key's output readings say about the server giving unused output back.
     ``verdict``: None (not yet known: kept, as by a server that does not), True or False."""
 
-    __slots__ = ("spread", "window", "horizon", "verdict", "votes", "why", "issued", "given",
-                 "largest", "recent", "anchor", "held")
+    __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
+                 "given", "largest", "recent", "anchor", "held")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
         self.spread = spread
         #: The output quota's window: the server refills ``limit / window`` a second.
         self.window = window
+        #: Our output quota's limit per ``window``.
+        self.quota = 0
         #: Seconds an answer's unused output is held back, awaiting the verdict, at most.
         self.horizon = window / 6
         self.verdict: bool | None = None
@@ -109,7 +111,9 @@ class GiveBack:
         on_the_way = self._on_the_way(now)
         here = (now, remaining, self.issued, self.given, on_the_way)
         anchor = self.anchor
-        rate = limit / window
+        # the faster of the server's rate and our quota's: a refill over-counted errs toward
+        # "keeps it" (our quota may be the server's minute compressed, or a lower share of it)
+        rate = max(limit, self.quota) / window
         if anchor is None or remaining >= limit - rate * self.spread - on_the_way:
             self.anchor = here  # near full: refill may be lost from here; start over
             self.expire(now)
@@ -165,5 +169,5 @@ def track(backs: dict[Any, GiveBack], key: Any, quotas: tuple[Any, ...]) -> Give
     back = backs.get(key)
     if back is None:
         back = backs[key] = GiveBack(spread, max(q.window for q in output))
-    back.spread = spread
+    back.spread, back.quota = spread, max(q.limit for q in output)
     return back
