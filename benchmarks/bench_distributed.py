@@ -21,7 +21,19 @@ keep a 2% margin on the window (``MARGIN``) for the admission-to-provider delay.
 Then the per-call overhead the Redis backend adds: sequential uncontended calls through
 ``RateLimit`` with the Redis vs the in-memory backend, median of 5 repeats of 2,000 calls.
 
-    python benchmarks/bench_distributed.py [--url redis://127.0.0.1:6379/0]   (~1 minute)
+Then the shapes table: two processes sharing Redis (two ``RateLimit(rpm=...)`` layers in one
+event loop, each with its own ``RedisBackend``: nothing shared but Redis), default settings,
+demand 1.5x the quota at once, against the simulated servers of ``llmguard.testing``: a token
+bucket, a fixed window whose minute started 40 s before the batch, LiteLLM's proxy (``rpm - 1``
+per wall-clock minute, no reset, ``llm_provider-retry-after: 60``) 40 s into the minute, a
+sliding window; real 60 s windows (shapes are learned from resets, read to a second). Side by side, the default
+(``refill="auto"``: the shape one process learns is shared, every process paces by it) and
+``refill="window"``, the sliding log, which is what Redis paced by under the default before.
+Wall time over the server's own ideal (``QuotaServer.ideal_time``), 429s, the most one server
+window saw.
+
+    python benchmarks/bench_distributed.py [--url redis://127.0.0.1:6379/0] [--shapes-only]
+    (~1 minute, the shapes table ~5 more)
 """
 
 from __future__ import annotations
@@ -142,10 +154,75 @@ async def overhead(url: str, calls: int = 2000, repeats: int = 5) -> tuple[float
     return statistics.median(results["memory"]), statistics.median(results["redis"])
 
 
+#: (server shape, quota per minute, calls, seconds into its minute the batch starts at)
+SHAPES = (("token bucket", 600, 900, 0.0), ("fixed window", 300, 450, 40.0),
+          ("LiteLLM proxy", 300, 450, 40.0), ("sliding window", 300, 450, 0.0))
+
+
+async def shared_shape(url: str, shape: str, rpm: int, calls: int, into: float,
+                       refill: str) -> tuple[float, int, int, str]:
+    """Two processes' RateLimit(rpm=rpm, refill=refill) over Redis, ``calls`` at once behind
+    a server of ``shape``: (wall / ideal, 429s, most in one server window, shape learned)."""
+    import contextvars
+
+    from llmguard.testing import FixedWindowServer, TokenBucketServer
+    from llmguard.testing._shapes import ProxyWindowServer, SlidingWindowServer
+
+    if shape == "LiteLLM proxy":  # its minutes are the wall clock's: start `into` s in
+        await asyncio.sleep((into - time.time() % 60.0) % 60.0)
+    now = asyncio.get_running_loop().time()
+    server = {"token bucket": lambda: TokenBucketServer(rpm=rpm, latency=LATENCY),
+              "fixed window": lambda: FixedWindowServer(rpm=rpm, latency=LATENCY,
+                                                        epoch=now - into),
+              "LiteLLM proxy": lambda: ProxyWindowServer(rpm=rpm, latency=LATENCY),
+              "sliding window": lambda: SlidingWindowServer(rpm=rpm, latency=LATENCY)}[shape]()
+    caller: contextvars.ContextVar = contextvars.ContextVar("caller")
+    server.on_headers.append(lambda headers: caller.get().observe_headers(headers))
+    prefix = f"bench-shapes-{uuid.uuid4().hex[:8]}"
+    layers = [lg.RateLimit(rpm=rpm, refill=refill, backend=RedisBackend(url, prefix=prefix))
+              for _ in range(2)]
+
+    def guarded(layer: lg.RateLimit) -> object:
+        async def ask() -> object:
+            caller.set(layer)
+            return await server.acompletion(messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=5)
+        return lg.Pipeline(layer).wrap(ask)
+
+    calls_of = [guarded(layer) for layer in layers]
+    await asyncio.gather(*(calls_of[i % 2]() for i in range(calls)), return_exceptions=True)
+    wall = asyncio.get_running_loop().time() - now
+    stats = server.statistics()
+    learned = layers[0].statistics().shape.split(" (")[0] or "-"
+    for layer in layers:
+        await layer.backend.aclose()
+    return wall / server.ideal_time(calls, start=now), stats.rate_limited, \
+        stats.peak_window_requests, learned
+
+
+def shapes_table(url: str) -> None:
+    print("\ntwo processes sharing Redis, defaults, demand 1.5x the quota at once "
+          "(wall / the server's ideal, 429s, most in one server window, shape learned):")
+    print(f"{'server':<16}{'quota':>6}{'calls':>6}  {'default (auto)':<34}"
+          f"{'refill=window (before)':<30}")
+    for shape, rpm, calls, into in SHAPES:
+        cells = []
+        for refill in ("auto", "window"):
+            ratio, refused, peak, learned = asyncio.run(
+                shared_shape(url, shape, rpm, calls, into, refill))
+            cells.append(f"{ratio:5.2f}x {refused:>3} 429s peak {peak:>3} {learned:<8}")
+        print(f"{shape:<16}{rpm:>6}{calls:>6}  {cells[0]:<34}{cells[1]:<30}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--shapes-only", action="store_true",
+                        help="only the table of learned shapes shared through Redis")
     args = parser.parse_args()
+    if args.shapes_only:
+        shapes_table(args.url)
+        return
     quota = RPM * DURATION / WINDOW
     print(f"{PROCESSES} processes x {CALLERS} callers, quota {RPM} requests / {TPM} tokens per "
           f"{WINDOW:g} s window (scaled from 60 s), {DURATION:g} s each; {TOKENS} tokens/call\n")
@@ -157,6 +234,7 @@ def main() -> None:
     print("\nper-call overhead (sequential, uncontended, median of 5 x 2000 calls):")
     print(f"  memory backend {memory:8.1f} us   redis backend {redis_:8.1f} us   "
           f"added {redis_ - memory:8.1f} us ({redis_ / memory:.0f}x)")
+    shapes_table(args.url)
 
 
 if __name__ == "__main__":

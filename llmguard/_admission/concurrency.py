@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .._core.call import Call
+from .._core.call import Call, loop_of
 from .._core.check import admission as check_admission
 from .._core.errors import AdmissionError
 from .._core.layer import Handler
@@ -94,7 +94,7 @@ class ConcurrencyLimit:
         if self._taken(call):
             return
         priority, partition = self._admission(call)
-        loop = asyncio.get_running_loop()
+        loop = call.loop or loop_of(call)
         started = loop.time()
         limiter = self.limiter
         try:
@@ -114,7 +114,7 @@ class ConcurrencyLimit:
         # _acquire, inlined: a queued call then holds one coroutine frame here, not two.
         if not self._taken(call):
             priority, partition = self._admission(call)
-            loop = asyncio.get_running_loop()
+            loop = call.loop or loop_of(call)
             started = loop.time()
             try:
                 await limiter.acquire(priority=priority, partition=partition)

@@ -29,12 +29,17 @@ _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
 #: Where an argument without a canonical form is, in the error (as default_key names it).
 _WHERE = "call['args']"
+#: Keys remembered per function for calls whose arguments are all str (``send_message(prompt)``):
+#: a hit or a repeated question then costs a dict lookup instead of binding and encoding.
+#: Only str: 1, 1.0 and True are equal as dict keys but are different arguments.
+MEMO = 1024
 
 
 class _Plan:
     """What a function's keys need, read once: its identity, its parameters and defaults."""
 
-    __slots__ = ("fn", "name", "who", "names", "defaults", "required", "var_kw", "dotted")
+    __slots__ = ("fn", "name", "who", "names", "defaults", "required", "var_kw", "dotted",
+                 "memo")
 
     def __init__(self, fn: Any, namespace: str | None,
                  parameters: list[inspect.Parameter]) -> None:
@@ -50,6 +55,8 @@ class _Plan:
         self.var_kw = any(p.kind is _VAR_KEYWORD for p in parameters)
         #: A function decorated in a class body has a dotted qualname (see ``is_method_of``).
         self.dotted = "." in getattr(fn, "__qualname__", "")
+        #: Positional str arguments -> their in-memory key (see MEMO).
+        self.memo: dict[tuple[str, ...], str] = {}
 
 
 def _plan(fn: Any, namespace: str | None) -> _Plan | None:
@@ -85,6 +92,22 @@ class Keyer:
         plan = self._plans.get(id(fn), False)
         if plan is False or (plan is not None and plan.fn() is not fn):
             plan = self._learn(fn)
+        if plan is not None and not kwargs and not self.hashed:
+            for value in args:
+                if type(value) is not str:
+                    break
+            else:
+                key = plan.memo.get(args)  # type: ignore[arg-type]
+                if key is None:
+                    key = self._text(fn, plan, args, kwargs)
+                    if len(plan.memo) >= MEMO:
+                        plan.memo.clear()
+                    plan.memo[args] = key  # type: ignore[index]
+                return key
+        return self._text(fn, plan, args, kwargs)
+
+    def _text(self, fn: Callable[..., Any], plan: _Plan | None, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> str:
         form = None if plan is None else self._form(plan, args, kwargs)
         if form is None:
             form = self._general(fn, args, kwargs)

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from .._core import events
-from .._core.call import Call
+from .._core.call import Call, loop_of
 from .._core.check import number, text
 from .._core.layer import Handler
 from .._core.public import public
@@ -141,7 +141,7 @@ class Cache:
                 return value if self._copies else fresh(value)
         else:
             self._bypassed += 1
-        loop = asyncio.get_running_loop()
+        loop = call.loop or loop_of(call)
         flight = self._flights.get(key)
         if flight is None:
             if mode is None:  # a refresh is counted as bypassed, above

@@ -9,12 +9,11 @@ observable instrument of the provider's shared set (``registry``), read at colle
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from .._core.call import Call
+from .._core.call import Call, loop_of
 from .._core.check import text
 from .._core.errors import AdmissionError
 from .._core.events import CallRecord
@@ -107,7 +106,7 @@ class Metrics:
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         span = None if self._tracer is None else start_span(self, call)
-        loop_time = asyncio.get_running_loop().time
+        loop_time = (call.loop or loop_of(call)).time
         self._in_flight += 1
         start = loop_time()
         try:
@@ -136,7 +135,7 @@ class Metrics:
     def _follow(self, call: Call, stream: Stream, start: float, span: Any) -> None:
         """A streamed answer: time to first chunk now, time per chunk as they arrive, the call's
         duration, usage and outcome when the stream ends."""
-        loop_time = asyncio.get_running_loop().time
+        loop_time = (call.loop or loop_of(call)).time
         previous = loop_time()
         known = call.record
         instruments = self._instruments

@@ -62,6 +62,8 @@ def failed(call: Call, stream: Stream) -> None:
 
 def make_guarded(pipeline: PipelineView, fn: Any, terminal: Handler = invoke) -> Any:
     """The guarded function: same name, docstring and signature as ``fn``."""
+    from asyncio import get_running_loop  # here: `import llmguard` does not load asyncio
+
     handler = pipeline.build(terminal)
 
     def handle(call: Call) -> Awaitable[Any]:
@@ -72,7 +74,7 @@ def make_guarded(pipeline: PipelineView, fn: Any, terminal: Handler = invoke) ->
     name, layers = pipeline.name, bool(pipeline.layers)
 
     def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
-        call = Call(fn, args, kwargs, name)
+        call = Call(fn, args, kwargs, name, get_running_loop())
         sink = records.get()
         if sink is not None:  # inside llmguard.recording()
             sink.append(call.record)
@@ -100,7 +102,7 @@ def make_guarded(pipeline: PipelineView, fn: Any, terminal: Handler = invoke) ->
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             if not layers and records.get() is None:  # nothing to do, nobody to tell
                 return await fn(*args, **kwargs)
-            call = Call(fn, args, kwargs, name)
+            call = Call(fn, args, kwargs, name, get_running_loop())
             sink = records.get()
             if sink is not None:  # inside llmguard.recording()
                 sink.append(call.record)

@@ -6,12 +6,11 @@ in-process state machine, or a backend's (Redis shares openings across processes
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from .._core import clock, events
-from .._core.call import Call
+from .._core.call import Call, loop_of
 from .._core.check import number, text
 from .._core.classify import classify
 from .._core.errors import AdmissionError, CircuitOpenError
@@ -105,7 +104,7 @@ class CircuitBreaker:
                             s.retry_after(now))
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
-        loop = asyncio.get_running_loop()
+        loop = call.loop or loop_of(call)
         state = self._state
         before = state.state if events.subscribers else None
         ticket = state.allow(loop.time())
@@ -147,7 +146,7 @@ class CircuitBreaker:
     def _record(self, call: Call, failed: bool, ticket: object) -> None:
         state = self._state
         before = state.state if events.subscribers else None
-        state.record(clock.now(), failed, ticket)
+        state.record((call.loop or loop_of(call)).time(), failed, ticket)
         if before is not None:
             self._moved(call, before)
 

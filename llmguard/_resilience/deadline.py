@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .._core.call import Call
+from .._core.call import Call, loop_of
 from .._core.errors import AdmissionTimeout
 from .._core.layer import Handler
 
@@ -52,9 +52,10 @@ async def attempt_until_sent(call: Call, call_next: Handler, end: float | None) 
     passes before the attempt was sent."""
     if end is None:
         return await call_next(call)
-    task = asyncio.current_task()
+    loop = call.loop or loop_of(call)
+    task = asyncio.current_task(loop)
     assert task is not None
-    guard = _Guard(call, task, asyncio.get_running_loop(), end)
+    guard = _Guard(call, task, loop, end)
     try:
         return await call_next(call)
     except asyncio.CancelledError:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._core import clock
 from .._core.attempt import Attempt
-from .._core.call import Call
+from .._core.call import Call, loop_of
 from .._core.check import number
 from .._core.check import seed as check_seed
 from .._core.classify import FailureKind, classify
@@ -160,12 +160,15 @@ class Retry:
         return delay
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        loop = call.loop or loop_of(call)
         self._calls += 1
-        if self.budget is not None:
-            self.budget.record_call(now)
-        end = None if self.deadline is None else now + self.deadline
+        end = None
+        if self.budget is not None or self.deadline is not None:  # else no clock read
+            now = loop.time()
+            if self.budget is not None:
+                self.budget.record_call(now)
+            if self.deadline is not None:
+                end = now + self.deadline
         if end is None or (call.deadline is not None and call.deadline < end):
             end = call.deadline
         # Each attempt is a new Attempt (our deadline, nothing of the previous one) and nothing

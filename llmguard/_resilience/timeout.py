@@ -12,7 +12,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.call import Call
+from .._core.call import Call, loop_of
 from .._core.check import number
 from .._core.errors import (AdmissionTimeout, FirstChunkTimeout, StreamIdleTimeout,
                             StreamTotalTimeout, TimeoutExceeded)
@@ -94,7 +94,7 @@ class Timeout:
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         self._calls += 1
-        loop = asyncio.get_running_loop()
+        loop = call.loop or loop_of(call)
         error: type[TimeoutExceeded] = TimeoutExceeded
         limit, because = self.seconds, "seconds"
         if self.first_chunk is not None and _is_streaming(call):
@@ -116,7 +116,7 @@ class Timeout:
         # so time it spent queued here must never be what cancels it. (With no limit of its own
         # a sent attempt keeps the deadline, so a hung provider still ends.) The limit is served
         # by one timer per layer and limit (timer.py), not one per attempt.
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)  # with the loop: no second look-up of it
         assert task is not None
         attempt = Timed(task, loop, None if limit is None else self._queue(loop, limit), deadline)
         unhook = call.current.on_send.add(attempt.send)

@@ -92,6 +92,37 @@ async def test_cancelled_waiter_does_not_cancel_the_shared_call():
     assert cache.statistics().in_flight == 0
 
 
+async def test_the_fill_runs_in_its_own_task():
+    """A miss runs its provider call in a task of its own: the provider's own timeout
+    (``asyncio.timeout``, bound to the current task, as SDKs' are) belongs to that task, so
+    cancelling the first caller while a second waits neither cancels nor restarts the call: it
+    runs once, to its end, and its own timeout still works. (Why not inline in the first
+    caller's task with a hand-over when it is cancelled: what the call's frames bound to that
+    task, such a timeout or an anyio cancel scope, would then act on the wrong task.)"""
+    tasks_seen, calls = [], []
+
+    async def provider(prompt: str) -> str:
+        calls.append(prompt)
+        tasks_seen.append(asyncio.current_task())
+        async with asyncio.timeout(30):  # the provider's own, on the task it runs in
+            await asyncio.sleep(10 if prompt == "q" else 60)
+        return f"answer to {prompt}"
+
+    ask = lg.guard(lg.Cache(ttl=60))(provider)
+    first = asyncio.create_task(ask("q"))
+    await asyncio.sleep(1)
+    assert calls == ["q"] and tasks_seen[0] is not first
+    second = asyncio.create_task(ask("q"))
+    await asyncio.sleep(5)
+    first.cancel()
+    assert await second == "answer to q" and calls == ["q"]
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await ask("q") == "answer to q" and calls == ["q"]  # stored: a hit
+    with pytest.raises(TimeoutError):  # the provider's timeout fires in the fill's task
+        await ask("slow")
+
+
 @pytest.mark.parametrize("at", [0, 5])
 async def test_last_waiter_out_cancels_the_shared_call(at):
     """When every waiter is cancelled (before or during the call) the provider call is cancelled,

@@ -129,3 +129,27 @@ def test_custom_key_results():
     assert custom_key(lambda p: ("x", p), ("abc",), {}) == stable_digest(("x", "abc"))
     with pytest.raises(TypeError, match="unhashable list"):
         custom_key(lambda p: [p], ("abc",), {})
+
+
+def test_remembered_keys_of_str_arguments_are_the_computed_ones():
+    """The in-memory Keyer remembers the keys of all-str positional calls: each is the key it
+    computes afresh, per function; equal-comparing non-str arguments (1, 1.0, True) are never
+    looked up there, so they keep keys of their own."""
+    from llmguard._cache.keyer import MEMO, Keyer
+
+    async def ask(prompt, temperature=0.0):
+        return prompt
+
+    async def other(prompt, temperature=0.0):
+        return prompt
+
+    keyer = Keyer(None, hashed=False)
+    first = keyer(ask, ("hello",), {})
+    assert keyer(ask, ("hello",), {}) == first == keyer._text(ask, keyer._plans[id(ask)],
+                                                              ("hello",), {})
+    assert keyer(ask, ("hello",), {}) == keyer(ask, (), {"prompt": "hello"})
+    assert keyer(other, ("hello",), {}) != first
+    assert len({keyer(ask, (value,), {}) for value in ("1", 1, 1.0, True)}) == 4
+    for i in range(MEMO + 5):  # bounded
+        keyer(ask, (f"q{i}",), {})
+    assert len(keyer._plans[id(ask)].memo) <= MEMO

@@ -8,12 +8,11 @@ some 60 s window (``log``)."""
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..._core.call import Call
+from ..._core.call import Call, loop_of
 from ..._core.check import callable_or_none, number, token_count
 from ..._core.errors import AdmissionTimeout
 from ..._core.events import EventKind
@@ -126,7 +125,7 @@ class RateLimit(ServerFeedback):
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
             ticket = take(key, self.quotas, tokens)
         if ticket is None:  # wait in line (a future, written out here: no frame per waiter)
-            line, loop = self._line, asyncio.get_running_loop()
+            line, loop = self._line, call.loop or loop_of(call)
             started = loop.time()
             future = line.join(key, tokens, call.priority or 0, call.partition)
             try:

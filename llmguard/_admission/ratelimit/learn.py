@@ -53,10 +53,14 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     kind, boundary, why = reading
     if kind == "bucket":
         shape.votes += 1
-        if shape.votes >= 2 and shape.kind != "bucket":
+        if shape.votes >= 2 and shape.kind != "bucket" and not shape.bucketless:
             shape.learn("bucket", why)
         return
     shape.votes = 0
+    # A bucket's reset is always the time to refill it: a reset far from that, with units to
+    # spare, is no bucket's, whatever later readings look like (the end of a burst into a
+    # sliding window reads as a bucket: reset ~ a window, remaining ~ 0).
+    shape.bucketless = shape.bucketless or remaining < server
     if kind == "fixed":
         others = (limit or server) - remaining - _sent_by(track, ticket)
         if others > 0:  # the server's oldest may be another's: the reset fits a sliding window

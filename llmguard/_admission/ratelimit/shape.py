@@ -59,7 +59,7 @@ class Shape:
     boundary, loop time); a fixed-window hypothesis waiting for confirmation (``candidate``)."""
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
-                 "probes", "votes", "limits", "vouched")
+                 "probes", "votes", "limits", "vouched", "bucketless")
 
     def __init__(self, window: float, margin: float) -> None:
         self.kind = "unknown"
@@ -80,6 +80,8 @@ class Shape:
         self.vouched = False
         #: Consecutive readings that showed a bucket (two decide).
         self.votes = 0
+        #: A reading no token bucket gives was seen: bucket votes no longer count.
+        self.bucketless = False
         #: What was learned about the effective limits (empty: the quotas as configured).
         self.limits = ""
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from ._fence import FENCE
 
-__all__ = ["DRAIN", "RESERVE", "SETTLE"]
+__all__ = ["DRAIN", "PRELUDE", "RESERVE", "SETTLE"]
 
-_PRELUDE = """
+#: Lua: ``now`` (server time), ``state`` (KEYS[1]), ``fmt``, and ``load``/``store``/``expire`` of
+#: bucket ``n``'s fields (also the buckets ``_auto_scripts`` keeps beside the log).
+PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = KEYS[1]
@@ -50,7 +52,7 @@ end
 #: {admitted, wait, requests available, tokens available, pause left, '0' (no caps: headers
 #: drain the buckets), the hash's ``b`` (identifies the reservation's buckets for SETTLE; ''
 #: when not admitted), marker}.
-RESERVE = _PRELUDE + """
+RESERVE = PRELUDE + """
 local need, slack = tonumber(ARGV[1]), tonumber(ARGV[2])
 local fence, fence_for, known, proposed = KEYS[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 """ + FENCE + """
@@ -103,7 +105,7 @@ return {1, '0', avail(free[0]), avail(free[1]), fmt(pause_left), '0', redis.call
 #: KEYS: state. ARGV: the hash's ``b`` at reservation, tokens reserved, tokens used ('' for a
 #: refund), then limit/window/is_tokens triples. ``bucket.settle`` for each bucket; nothing when
 #: the hash was made anew since (the buckets that held the reservation are gone).
-SETTLE = _PRELUDE + """
+SETTLE = PRELUDE + """
 if redis.call('HGET', state, 'b') ~= ARGV[1] then return 0 end
 local reserved_tokens = tonumber(ARGV[2])
 local used_tokens = tonumber(ARGV[3])
@@ -133,7 +135,7 @@ return 1
 
 #: KEYS: state. ARGV: is_tokens of the header ('1' or '0'), remaining, then limit/window/
 #: is_tokens triples. The provider's bucket holds ``remaining``: ours of that unit holds no more.
-DRAIN = _PRELUDE + """
+DRAIN = PRELUDE + """
 local remaining = tonumber(ARGV[2])
 local n = 0
 for i = 3, #ARGV, 3 do

@@ -26,6 +26,9 @@ RETRY_INTERVAL = 1.0
 #: The accepted range of a command's ``timeout`` seconds.
 MIN_TIMEOUT, MAX_TIMEOUT = 0.01, 3600.0
 
+#: Background writes (reconciliations, refunds, header readings) sent at once, per connection.
+MAX_WRITES = 32
+
 
 def outage(exc: BaseException) -> bool:
     """True when ``exc`` means Redis cannot be reached or cannot serve now (a connection
@@ -52,7 +55,7 @@ class Connection:
     """
 
     __slots__ = ("url", "shown_url", "prefix", "on_error", "timeout", "id", "marks", "_redis",
-                 "_scripts", "_tasks",
+                 "_scripts", "_tasks", "_writing",
                  "_down_until", "_outage", "errors", "loops")
 
     def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
@@ -79,6 +82,12 @@ class Connection:
         self._redis: Any = None
         self._scripts: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Background writes in progress at most: redis-py's pool refuses a command beyond its
+        # 100 connections (MaxConnectionsError, an outage to us), and a burst of answers
+        # settles as many reservations at once (200 answers within a millisecond sent every
+        # process to its local limits); the rest wait here, in order, leaving room for
+        # reservations. Made in the first write (a Semaphore binds to the running loop).
+        self._writing: asyncio.Semaphore | None = None
         self._down_until = 0.0
         self._outage = False
         #: Commands that failed (timeouts and errors).
@@ -165,8 +174,11 @@ class Connection:
         task.add_done_callback(self._tasks.discard)
 
     async def write(self, script: str, keys: list[str], args: list[Any], what: str) -> None:
+        if self._writing is None:
+            self._writing = asyncio.Semaphore(MAX_WRITES)
         try:
-            await self.call(script, keys, args, what)
+            async with self._writing:
+                await self.call(script, keys, args, what)
         except BackendUnavailable:
             pass  # a background write has no caller to fail; failed() counted it
         except Exception as exc:  # refused (counted by run): no caller to fail, so say it

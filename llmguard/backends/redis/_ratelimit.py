@@ -11,6 +11,8 @@ from ..._core import clock
 from ..._core.sweep import SWEEP_AT, sweep
 from ..._admission.ratelimit.window import SLACK, Entry, Quota
 from . import _bucket_scripts, _scripts
+from ._answers import Answers
+from ._learning import AutoTicket, RedisLearning
 from ._budget import RedisLedger
 from ._client import Connection
 
@@ -41,12 +43,12 @@ class _BucketTicket:
         self.quotas, self.made, self.tokens = quotas, made, tokens
 
 
-class RedisBackend:
+class RedisBackend(Answers):
     """Shared state in Redis: pass it as ``RateLimit(..., backend=RedisBackend(url))``.
 
-    Same semantics as the in-memory backend (an exact sliding-window log of requests and tokens,
-    also under the default ``refill="auto"``, whose shapes are learned in memory only, or with
-    ``refill="continuous"`` one refilling bucket per quota; reservation then
+    Same semantics as the in-memory backend (under the default ``refill="auto"`` a sliding log
+    until a process learns the server's shape, then that shape for every process: ``_learning``;
+    ``refill="window"`` the log, ``"continuous"`` one refilling bucket per quota; reservation then
     reconciliation or refund, provider caps, and the Retry-After pause), applied
     atomically by Lua scripts on the server's clock, so every process with the same ``prefix``
     and key shares one quota. The fair order holds within a process (the layer's line); across
@@ -70,7 +72,8 @@ class RedisBackend:
     :class:`llmguard.backends.MemoryBackend`), and every key it writes in Redis expires.
     """
 
-    __slots__ = ("connection", "_local", "_seq", "_args", "_seen", "_sweep_at", "_ledger")
+    __slots__ = ("connection", "_local", "_seq", "_args", "_seen", "_sweep_at", "_ledger",
+                 "_learning")
 
     def __init__(
         self,
@@ -94,6 +97,8 @@ class RedisBackend:
         self._seen: dict[Hashable, _Seen] = {}
         self._sweep_at = SWEEP_AT
         self._ledger = RedisLedger(self.connection)  # no I/O until a Budget reserves
+        #: refill="auto": this process's learner (its mirror is ``_local``) and the shared shape.
+        self._learning = RedisLearning(self.connection, self._local)
 
     @property
     def tracked_keys(self) -> int:
@@ -114,7 +119,7 @@ class RedisBackend:
         else:
             name = f"r:{type(key).__name__}={key!r}"
         tag = f"{self.connection.prefix}:rl:{{{name}}}"
-        return [f"{tag}:log", f"{tag}:state", f"{tag}:fence"]
+        return [f"{tag}:log", f"{tag}:state", f"{tag}:fence", f"{tag}:shape"]
 
     def _quota_args(self, quotas: tuple[Quota, ...]) -> list[Any]:
         args = self._args.get(quotas)
@@ -127,13 +132,25 @@ class RedisBackend:
             self._args[quotas] = args
         return args
 
-    def _settle(self, key: Hashable, ticket: _BucketTicket, used: Any, what: str) -> None:
-        if ticket.made is None:  # settled already
-            return
-        args = [ticket.made, ticket.tokens, used, *self._quota_args(ticket.quotas)[2:]]
-        ticket.made = None
-        self.connection.spawn(self.connection.write(
-            _bucket_scripts.SETTLE, self._key(key)[1:], args, what))
+    def _settle(self, key: Hashable, ticket: Any, used: int | None) -> bool:
+        """Settle a ticket other than a log member (``used`` None: refund); False for one."""
+        if isinstance(ticket, Entry):  # admitted locally during an outage
+            if used is None:
+                self._local.refund(key, ticket)
+            else:
+                self._local.reconcile(key, ticket, used)
+        elif isinstance(ticket, AutoTicket):
+            self._learning.settle(key, ticket, used, self._key(key))
+        elif not isinstance(ticket, _BucketTicket):
+            return False
+        elif ticket.made is not None:  # not settled yet
+            args = [ticket.made, ticket.tokens, "" if used is None else used,
+                    *self._quota_args(ticket.quotas)[2:]]
+            ticket.made = None
+            self.connection.spawn(self.connection.write(
+                _bucket_scripts.SETTLE, self._key(key)[1:], args,
+                "refunding" if used is None else "reconciling"))
+        return True
 
     async def reserve(
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
@@ -144,13 +161,15 @@ class RedisBackend:
         horizon, slack, *triples = self._quota_args(quotas)
         names, marks = self._key(key), connection.marks
         fence = [marks.known(names[2]), marks.proposed()]  # the restart marker (``_fence``)
-        if quotas[0].continuous:
+        self._seq += 1
+        member = f"{connection.id}.{self._seq}"
+        if quotas[0].learn:
+            result = await self._learning.reserve(key, quotas, tokens, names, member, fence)
+        elif quotas[0].continuous:
             result = await connection.call(
                 _bucket_scripts.RESERVE, names[1:], [tokens, slack, horizon, *fence, *triples],
                 "reserving rate-limit room")
         else:
-            self._seq += 1
-            member = f"{connection.id}.{self._seq}"
             try:
                 result = await connection.call(
                     _scripts.RESERVE, names, [member, tokens, horizon, slack, *fence, *triples],
@@ -166,6 +185,8 @@ class RedisBackend:
                        float(paused), float(capped))
         if admitted != 1:
             return float(wait), None
+        if quotas[0].learn:
+            return 0.0, result[6]
         if quotas[0].continuous:
             return 0.0, _BucketTicket(quotas, result[6], tokens)
         return 0.0, f"{member}:{tokens}"
@@ -182,11 +203,7 @@ class RedisBackend:
         seen.stale_at = now + max(self._quota_args(quotas)[0], paused, capped)
 
     def reconcile(self, key: Hashable, ticket: Any, tokens: int) -> None:
-        if isinstance(ticket, Entry):  # admitted locally during an outage
-            self._local.reconcile(key, ticket, tokens)
-            return
-        if isinstance(ticket, _BucketTicket):
-            self._settle(key, ticket, tokens, "reconciling")
+        if self._settle(key, ticket, tokens):
             return
         member, _, reserved = ticket.rpartition(":")
         if reserved == str(tokens):  # settled as reserved (refill="auto" settles every one)
@@ -195,33 +212,10 @@ class RedisBackend:
             _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling"))
 
     def refund(self, key: Hashable, ticket: Any) -> None:
-        if isinstance(ticket, Entry):
-            self._local.refund(key, ticket)
-            return
-        if isinstance(ticket, _BucketTicket):
-            self._settle(key, ticket, "", "refunding")
+        if self._settle(key, ticket, None):
             return
         self.connection.spawn(self.connection.write(
             _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding"))
-
-    def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
-        self._local.pause(key, quotas, seconds)
-        self.connection.spawn(self.connection.write(
-            _scripts.PAUSE, self._key(key)[1:], [seconds], "pausing after a 429"))
-
-    def cap(
-        self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
-    ) -> None:
-        self._local.cap(key, quotas, tokens, remaining, reset)
-        if quotas[0].continuous:  # the provider's bucket holds `remaining`: drain ours to it
-            self.connection.spawn(self.connection.write(
-                _bucket_scripts.DRAIN, self._key(key)[1:],
-                [int(tokens), remaining, *self._quota_args(quotas)[2:]],
-                "recording provider headers"))
-            return
-        self.connection.spawn(self.connection.write(
-            _scripts.CAP, self._key(key)[1:], ["t" if tokens else "r", remaining, reset],
-            "recording provider headers"))
 
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         """As of this process's last reservation for ``key`` (reading Redis here would block);

@@ -1,0 +1,229 @@
+"""Lua scripts for the default ``RateLimit(refill="auto")`` in Redis: the learned shape shared.
+
+Like :class:`llmguard._admission.ratelimit.auto.AutoTrack`, every quota keeps a sliding log
+(the key's log ZSET, as ``_scripts.RESERVE``) and a bucket (the state HASH's fields, as
+``_bucket_scripts``), both fed by every admission, settlement and refund from the start; a
+fixed window's count is read from the log, which holds the current window. The shape one
+process learned is a small HASH next to them (``kind``, ``epoch`` in server time, ``lims`` the
+effective limit per quota, ``why``, ``v`` a version; ``_learned_scripts``), so switching shape
+mid-run needs no reconstruction and never admits more than the server allows: the new pacer
+has seen every admission.
+"""
+
+from __future__ import annotations
+
+from ._bucket_scripts import PRELUDE
+from ._fence import FENCE
+
+__all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
+
+#: Seconds a learned shape lives after the last admission of its key.
+SHAPE_TTL = 3600
+
+#: Lua: the learned limits (``lims``: "l1,l2,..."; 0 for as configured) and ``limit_of``.
+LIMITS = """
+local learned, k = {}, 0
+for x in string.gmatch(lims, '[^,]+') do k = k + 1; learned[k] = tonumber(x) end
+local function limit_of(n, limit)
+  local l = learned[n]
+  if l and l > 0 and l < limit then return l end
+  return limit
+end
+"""
+
+#: KEYS: state, log, fence, shape. ARGV: member prefix, tokens, horizon (longest window plus
+#: margin, the log's span), slack, known marker, proposed marker, probe ('' none, 'vouched':
+#: admit whatever the pacers say, 'room': if the quota has room as the server counts it), then limit/window/is_tokens/
+#: learns/margin per quota. Returns {admitted (1; 2 as the probe; -1 not: another process
+#: probes this window), wait, requests available, tokens available, pause
+#: left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
+#: why, version, marker}.
+RESERVE = PRELUDE + """
+local log, shape = KEYS[2], KEYS[4]
+local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
+""" + FENCE + """
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v')
+local kind, epoch, lims, why = got[1] or 'unknown', tonumber(got[2] or ''), got[3] or '', got[4] or ''
+if step > 0 then  -- the clock stepped back: shift every time kept by the step
+  local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
+  for j = 1, #all, 2 do redis.call('ZADD', log, tonumber(all[j + 1]) - step, all[j]) end
+  local fields, n = {'pause', 'until_r', 'until_t'}, 0
+  for i = 8, #ARGV, 5 do n = n + 1; fields[#fields + 1] = 'a' .. n end
+  for _, field in ipairs(fields) do
+    local at = tonumber(redis.call('HGET', state, field) or '')
+    if at then redis.call('HSET', state, field, fmt(at - step)) end
+  end
+  if epoch then epoch = epoch - step; redis.call('HSET', shape, 'epoch', fmt(epoch)) end
+end
+local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
+  return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
+          epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', mark}
+end
+if ready > now then return reply(0, ready - now + slack, '0', '0', ready - now, 0, '') end
+redis.call('ZREMRANGEBYSCORE', log, '-inf', now - horizon)
+""" + LIMITS + """
+local wait = tonumber(redis.call('HGET', state, 'pause') or '0') - now
+local pause_left = math.max(wait, 0)
+local entries = nil
+local function units(lo, hi, tok, open)  -- the log's units admitted in [lo, hi), (lo, hi)
+  if not tok then
+    return redis.call('ZCOUNT', log, (open and '(' or '') .. fmt(lo), '(' .. fmt(hi))
+  end
+  if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
+  local sum = 0
+  for j = 1, #entries, 2 do
+    local at = tonumber(entries[j + 1])
+    if (at > lo or (at == lo and not open)) and at < hi then
+      sum = sum + tonumber(string.match(entries[j], ':(%d+)$'))
+    end
+  end
+  return sum
+end
+local buckets, free, n = {}, {}, 0
+for i = 8, #ARGV, 5 do
+  n = n + 1
+  local window, tok = tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
+  local learns, margin = ARGV[i + 3] == '1', tonumber(ARGV[i + 4])
+  local limit = limit_of(n, tonumber(ARGV[i]))
+  local rate = limit / window
+  local level, deficit, outstanding = load(n, limit, rate)
+  level = math.min(level, limit)
+  local unit = tok and need or 1
+  buckets[n] = {limit, rate, level, deficit, outstanding, unit}
+  -- the sliding log: the unit leaving the window last before `unit` more fit
+  local used = units(now - window, now + 1, tok, true)
+  local avail = limit - used
+  local excess, log_wait = used + unit - limit, 0
+  if excess > 0 then
+    if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
+    log_wait = window
+    for j = 1, #entries, 2 do
+      local at = tonumber(entries[j + 1])
+      if at > now - window then
+        excess = excess - (tok and tonumber(string.match(entries[j], ':(%d+)$')) or 1)
+        if excess <= 0 then log_wait = at + window - now + slack; break end
+      end
+    end
+  end
+  if kind == 'bucket' and learns then
+    if level < unit then wait = math.max(wait, (unit - level) / rate + slack) end
+    avail = level
+  elseif kind == 'fixed' and learns and epoch then
+    -- ``fixed.FixedCount``: an admission within `margin` of a boundary counts in both windows
+    local W = window - margin
+    local function index(t) return math.floor((t - epoch) / W) end
+    local function count(idx) return units(epoch + idx * W - margin, epoch + (idx + 1) * W + margin, tok) end
+    local at, most = now, 0
+    for _ = 1, 4 do
+      local blocked = nil
+      for _, idx in ipairs({index(at - margin), index(at + margin)}) do
+        local c = count(idx)
+        if at == now then most = math.max(most, c) end
+        if c + unit > limit and c > 0 and (blocked == nil or idx > blocked) then blocked = idx end
+      end
+      if blocked == nil then break end
+      at = epoch + (blocked + 1) * W + margin + 1e-6
+    end
+    if at > now then wait = math.max(wait, at - now + slack) end
+    avail = limit - most
+  else
+    wait = math.max(wait, log_wait)
+  end
+  local key = tok and 1 or 0
+  if free[key] == nil or avail < free[key] then free[key] = avail end
+end
+local capped, cap_left = {}, 0
+for key, name in pairs({[0] = 'r', [1] = 't'}) do
+  local until_ = tonumber(redis.call('HGET', state, 'until_' .. name) or '0')
+  if until_ > now then
+    capped[name] = true
+    cap_left = math.max(cap_left, until_ - now)
+    local remaining = tonumber(redis.call('HGET', state, 'cap_' .. name))
+    if remaining < (key == 1 and need or 1) then wait = math.max(wait, until_ - now + slack) end
+    if free[key] == nil or remaining < free[key] then free[key] = remaining end
+  end
+end
+local function avail(x) return fmt(math.max(math.floor((x or 0) + 1e-9), 0)) end
+-- a supposed boundary is probed by one request a window, whichever process sends it first
+local probed = tonumber(redis.call('HGET', shape, 'probed') or '')
+local taken = probed ~= nil and now - probed < horizon
+-- a 'room' probe goes if the quota as configured has room as the server counts it (what it
+-- refused left out: ``REFUSED`` marks it), as ``learn.probe``
+local function room()
+  if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
+  for i = 8, #ARGV, 5 do
+    local tok, used = ARGV[i + 2] == '1', 0
+    for j = 1, #entries, 2 do
+      if tonumber(entries[j + 1]) > now - tonumber(ARGV[i + 1]) and not string.find(entries[j], ':r:') then
+        used = used + (tok and tonumber(string.match(entries[j], ':(%d+)$')) or 1)
+      end
+    end
+    if used + (tok and need or 1) > tonumber(ARGV[i]) then return false end
+  end
+  return true
+end
+local probing = wait > 0 and not taken and (probe == 'vouched' or (probe == 'room' and room()))
+if wait > 0 and not probing then
+  return reply((probe ~= '' and taken) and -1 or 0, wait, avail(free[0]), avail(free[1]),
+               pause_left, cap_left, '')
+end
+if probing then redis.call('HSET', shape, 'probed', fmt(now)) end
+redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
+redis.call('PEXPIRE', log, math.ceil(horizon * 1000) + 1000)
+if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end
+if capped.t then redis.call('HINCRBY', state, 'cap_t', -need) end
+redis.call('HINCRBY', state, 'n_r', 1)  -- units admitted so far (``_learned_scripts.READING``)
+redis.call('HINCRBY', state, 'n_t', need)
+for k, b in ipairs(buckets) do store(k, b[1], b[2], b[3] - b[6], b[4] + b[6], b[5] + b[6]) end
+redis.call('HSETNX', state, 'b', fmt(now))
+expire()
+if got[1] or probing then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
+return reply(probing and 2 or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or need) - need), pause_left,
+             cap_left, redis.call('HGET', state, 'b'))
+"""
+
+#: KEYS: state, log, shape. ARGV: the state hash's ``b`` at reservation, old log member, new
+#: member ('' for a refund), tokens reserved, tokens used ('' for a refund), then the
+#: reservation's limit/window/is_tokens/learns/margin per quota. Settles the log entry (its
+#: admission time kept) and each bucket (``bucket.settle``, at the learned limits).
+SETTLE = PRELUDE + """
+local log = KEYS[2]
+local at = redis.call('ZSCORE', log, ARGV[2])
+if at and ARGV[2] ~= ARGV[3] then
+  local pttl = redis.call('PTTL', log)
+  redis.call('ZREM', log, ARGV[2])
+  if ARGV[3] ~= '' then
+    redis.call('ZADD', log, at, ARGV[3])
+    if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
+  end
+end
+if redis.call('HGET', state, 'b') ~= ARGV[1] then return 0 end
+local lims = redis.call('HGET', KEYS[3], 'lims') or ''
+""" + LIMITS + """
+local reserved_tokens, used_tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
+local n = 0
+for i = 6, #ARGV, 5 do
+  n = n + 1
+  local tok = ARGV[i + 2] == '1'
+  local cap = limit_of(n, tonumber(ARGV[i]))
+  local rate = cap / tonumber(ARGV[i + 1])
+  local level, deficit, outstanding = load(n, cap, rate)
+  level = math.min(level, cap)
+  local reserved, actual = 1, (used_tokens and 1 or nil)
+  if tok then reserved, actual = reserved_tokens, used_tokens end
+  local others = outstanding - reserved
+  if actual ~= nil and actual >= reserved then
+    level = level - (actual - reserved)
+    deficit = deficit - reserved
+  else
+    local used = actual or 0
+    local credit = math.max(0, math.min(reserved - used, deficit - others - used))
+    level = math.min(cap, level + credit)
+    deficit = deficit - credit - used
+  end
+  store(n, cap, rate, level, math.max(0, math.min(deficit, cap - level)), others)
+end
+expire()
+return 1
+"""

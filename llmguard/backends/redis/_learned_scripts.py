@@ -1,0 +1,161 @@
+"""Lua scripts for what the provider says under ``refill="auto"`` in Redis: a header reading
+applied to the shared state (``READING``), the effective limit a 429 shows (``REFUSED``), and
+the shape a process learned published for every process (``PUBLISH``) in the key's shape HASH
+(``_auto_scripts``)."""
+
+from __future__ import annotations
+
+from ._auto_scripts import LIMITS, SHAPE_TTL
+from ._bucket_scripts import PRELUDE
+
+__all__ = ["PUBLISH", "READING", "REFUSED"]
+
+#: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why. Records what
+#: a process learned (a new version) for every process's next reservation. The caps read under
+#: the window assumption go (a bucket's readings drain it instead: a cap until its reset, the
+#: time to refill it all, would hold it empty that long); a fixed window also drops the pause
+#: (it resumes at its boundaries, as ``learn.become_fixed``). Returns the new version.
+PUBLISH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local epoch = ARGV[2] ~= '' and string.format('%.17g', now + tonumber(ARGV[2])) or ''
+local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
+if ARGV[1] == 'bucket' or ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'until_r', 'until_t') end
+if ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'pause') end
+return v
+"""
+
+#: KEYS: state, log, shape. ARGV: is_tokens ('1' or '0'), remaining, reset seconds ('' none),
+#: the log member of the request the reading counted ('' unknown: as of now), then the
+#: limit/window/is_tokens/learns/margin per quota. ``reading.Readings`` on the shared log: the
+#: server counted ``remaining`` as it admitted that request, and what any process admitted
+#: from a margin before it on (the ticket excepted) may have arrived after it, so one reading
+#: leaves at least ``remaining`` less those; readings of one burst (tickets each within a margin
+#: of the group's latest: a burst admitted through Redis takes longer than a margin) bound the
+#: same quantity, so the group's best bound holds, less what was admitted since (``n_r``/``n_t``:
+#: units admitted so far; ``g*_r``/``g*_t``: the group's latest ticket, bound, when read and
+#: units admitted then). Under a learned bucket, each
+#: bucket of the unit then holds no more than that plus its refill since; otherwise a cap
+#: until the reset. A reading of an older burst than the group's changes nothing.
+READING = PRELUDE + """
+local log, tok = KEYS[2], ARGV[1] == '1'
+local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
+local at = ARGV[4] ~= '' and tonumber(redis.call('ZSCORE', log, ARGV[4]) or '') or nil
+local u = tok and 't' or 'r'
+local skew = 0
+for i = 5, #ARGV, 5 do skew = math.max(skew, tonumber(ARGV[i + 4])) end
+local issued = tonumber(redis.call('HGET', state, 'n_' .. u) or '0')
+local left, since = remaining, now
+if not at then
+  redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
+else
+  local after = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(at - skew), '+inf')) do
+    if m ~= ARGV[4] then after = after + (tok and tonumber(string.match(m, ':(%d+)$')) or 1) end
+  end
+  left = remaining - after
+  local g = redis.call('HMGET', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
+  local anchor, best, read, counted = tonumber(g[1] or ''), tonumber(g[2] or ''), tonumber(g[3] or ''), tonumber(g[4] or '')
+  local aged = nil
+  if anchor and counted <= issued and at <= anchor + skew then
+    if at < anchor - skew then return 0 end  -- an older burst's reading: the group's are newer
+    aged = best - (issued - counted)
+    anchor = math.max(anchor, at)
+  else
+    anchor = at
+  end
+  if aged and aged >= left then
+    left, since = aged, read
+    redis.call('HSET', state, 'ga_' .. u, fmt(anchor))
+  else
+    redis.call('HSET', state, 'ga_' .. u, fmt(anchor), 'gb_' .. u, fmt(left), 'gs_' .. u, fmt(now),
+               'gc_' .. u, fmt(issued))
+  end
+end
+if redis.call('HGET', KEYS[3], 'kind') == 'bucket' then
+  local lims = redis.call('HGET', KEYS[3], 'lims') or ''
+""" + LIMITS + """
+  local n = 0
+  for i = 5, #ARGV, 5 do
+    n = n + 1
+    if ARGV[i + 2] == ARGV[1] and ARGV[i + 3] == '1' then
+      local cap = limit_of(n, tonumber(ARGV[i]))
+      local rate = cap / tonumber(ARGV[i + 1])
+      local level, deficit, outstanding = load(n, cap, rate)
+      local most = left + math.max(0, now - since) * rate
+      if level > most then store(n, cap, rate, most, deficit, outstanding) end
+    end
+  end
+  if ttl > 0 then expire() end
+  return 1
+end
+if not reset then return 0 end
+redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(now + reset))
+local ms = math.ceil(reset * 1000) + 1000
+if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
+return 1
+"""
+
+#: KEYS: log, shape. ARGV: the log member of the refused request, then limit/window/is_tokens/
+#: learns/margin per quota. Marks the member refused (``id:r:tokens``: still paced by, not
+#: counted by a probe), then ``learn._learn_limit`` on the shared log: the unit nearest its
+#: limit ran out, so the server admits what every process had in its window (the fixed window
+#: of the learned boundary, else the last window) before the refused request; recorded as the
+#: limit of the quotas of that unit when lower and near the quota (a 429 at the 60th request
+#: of an ``rpm=60`` window: 59). Returns the limit learned, or 0.
+REFUSED = """
+local log, shape = KEYS[1], KEYS[2]
+local function fmt(x) return string.format('%.17g', x) end
+local at = tonumber(redis.call('ZSCORE', log, ARGV[1]) or '')
+if not at then return 0 end
+-- the server did not count it: marked, for a probe's count (``_auto_scripts.RESERVE``)
+local pttl = redis.call('PTTL', log)
+redis.call('ZREM', log, ARGV[1])
+redis.call('ZADD', log, at, (string.gsub(ARGV[1], ':(%d+)$', ':r:%1')))
+if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims')
+local kind, epoch, lims = got[1], tonumber(got[2] or ''), got[3] or ''
+local need = tonumber(string.match(ARGV[1], ':(%d+)$'))
+""" + LIMITS + """
+local fullest, ratio, used_of, n = nil, 0, 0, 0
+for i = 2, #ARGV, 5 do
+  n = n + 1
+  local window, tok, margin = tonumber(ARGV[i + 1]), ARGV[i + 2] == '1', tonumber(ARGV[i + 4])
+  if ARGV[i + 3] == '1' then
+    local W = window - margin
+    local lo, hi = at - W, at
+    if kind == 'fixed' and epoch then
+      lo = epoch + math.floor((at - epoch) / W) * W
+      hi = lo + W
+    end
+    local used = 0
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(lo), fmt(hi))) do
+      if not string.find(m, ':r:') then  -- refused ones (this one too) the server counts not
+        used = used + (tok and tonumber(string.match(m, ':(%d+)$')) or 1)
+      end
+    end
+    local limit = limit_of(n, tonumber(ARGV[i]))
+    local r = (used + (tok and need or 1)) / limit
+    if r > ratio then fullest, ratio, used_of = n, r, used end
+  end
+end
+if not fullest then return 0 end
+local i = 2 + (fullest - 1) * 5
+local configured = tonumber(ARGV[i])
+if used_of >= limit_of(fullest, configured) or used_of < configured - math.max(2, math.floor(configured / 10)) then
+  return 0
+end
+local out, k = {}, 0
+for j = 2, #ARGV, 5 do
+  k = k + 1
+  out[k] = tostring(learned[k] or 0)
+  if ARGV[j + 2] == ARGV[i + 2] and ARGV[j + 3] == '1' then out[k] = tostring(used_of) end
+end
+redis.call('HINCRBY', shape, 'v', 1)
+redis.call('HSET', shape, 'lims', table.concat(out, ','))
+if not got[1] then redis.call('HSET', shape, 'kind', 'unknown', 'why', 'a 429 in the window') end
+redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
+return used_of
+"""

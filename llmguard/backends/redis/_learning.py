@@ -1,0 +1,213 @@
+"""The default ``refill="auto"`` in Redis: every process paces a key like the server's limiter
+once any process has learned its shape.
+
+Each process learns as in memory: its admissions are mirrored in a local
+:class:`~llmguard._admission.ratelimit.window.Window` (the ``on_error="local"`` fallback's),
+which reads the headers and 429s of its own answers (:mod:`llmguard._admission.ratelimit.learn`).
+What it learns (a token bucket, a fixed window and its boundary, the effective limits) is
+published in Redis (``_learned_scripts.PUBLISH``), and every reservation of every process for that
+key is then admitted by that shape's pacer, atomically on the server's clock
+(``_auto_scripts.RESERVE``); a process adopts a shape published by another at its next
+reservation. A supposed clock-minute boundary is probed by one request per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from typing import Any
+
+from ..._admission.ratelimit import shared
+from ..._admission.ratelimit.backend import MemoryBackend
+from ..._admission.ratelimit.log import Entry
+from ..._admission.ratelimit.window import SLACK, Quota
+from ..._core import clock
+from . import _auto_scripts, _learned_scripts, _scripts
+from ._client import Connection
+
+__all__ = ["POLL", "AutoTicket", "RedisLearning"]
+
+#: Seconds a waiter waits at most while a supposed fixed window's boundary is being probed
+#: (by any process) before reserving again, adopting what was learned meanwhile.
+POLL = 0.5
+
+
+class AutoTicket:
+    """A reservation under ``refill="auto"``: its log member, the state hash's ``b`` that
+    holds its buckets, and the local mirror entry its answer's headers are read against."""
+
+    __slots__ = ("member", "made", "tokens", "entry", "quotas")
+
+    def __init__(self, member: str, made: Any, tokens: int, entry: Entry,
+                 quotas: tuple[Quota, ...]) -> None:
+        self.member, self.made, self.tokens, self.entry, self.quotas = (
+            member, made, tokens, entry, quotas)
+
+
+class RedisLearning:
+    """The learning half of a :class:`~llmguard.backends.redis.RedisBackend`."""
+
+    __slots__ = ("connection", "local", "_args", "_known", "_pending")
+
+    def __init__(self, connection: Connection, local: MemoryBackend) -> None:
+        self.connection, self.local = connection, local
+        self._args: dict[tuple[Quota, ...], list[Any]] = {}
+        #: Per key: the version of the shared shape last seen, and that shape.
+        self._known: dict[Hashable, tuple[int, shared.Learned | None]] = {}
+        #: Per key: what this process learned, to publish before its next reservation (the
+        #: layer wakes its line after every reading: that reservation follows at once).
+        self._pending: dict[Hashable, shared.Learned] = {}
+
+    def args(self, quotas: tuple[Quota, ...]) -> list[Any]:
+        """Horizon (the log's span: longest window plus margin), then limit/window/is_tokens/
+        learns/margin per quota."""
+        args = self._args.get(quotas)
+        if args is None:
+            served = max(q.window - q.margin for q in quotas)
+            args = [max(q.window + q.margin for q in quotas)]
+            for q in quotas:
+                learns = abs(q.window - q.margin - served) < 1e-9
+                args += [q.limit, q.window, int(q.tokens), int(learns), q.margin]
+            self._args[quotas] = args
+        return args
+
+    async def reserve(self, key: Hashable, quotas: tuple[Quota, ...], tokens: int,
+                      names: list[str], member: str, fence: list[str]) -> Any:
+        """One reservation: the Redis result (None when Redis is out and on_error is local)
+        with an :class:`AutoTicket` in place of ``b`` when admitted."""
+        window = self.local.window(key, quotas)
+        loop = asyncio.get_running_loop()
+        publication = self._pending.pop(key, None)
+        if publication is not None:  # before this reservation: it is to be paced by it
+            kind, epoch, limits, why = publication
+            rel = "" if epoch is None else repr(epoch - loop.time())
+            try:
+                await self.connection.call(
+                    _learned_scripts.PUBLISH, [names[3], names[1]],
+                    [kind, rel, ",".join(map(str, limits)), why], "sharing the learned shape")
+            except BaseException:  # cancelled (or refused): the next reservation publishes it
+                self._pending.setdefault(key, publication)
+                raise
+        probe = shared.probe_due(window, loop.time(), tokens)
+        horizon, *per_quota = self.args(quotas)
+        try:
+            result = await self.connection.call(
+                _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3]],
+                [member, tokens, horizon, SLACK, *fence, probe, *per_quota],
+                "reserving rate-limit room")
+        except BaseException:  # cancelled mid-round-trip: Redis may have admitted it anyway;
+            self.connection.spawn(self.connection.write(  # its log entry goes (its bucket
+                _scripts.RECONCILE, names[:1], [f"{member}:{tokens}", ""], "refunding"))
+            raise  # units stay taken: the `b` that would settle them never came back)
+        if result is None:
+            return None
+        now = loop.time()
+        self._adopt(key, window, now, result[7:12])
+        result = list(result)
+        admitted = result[0]
+        if admitted in (1, 2):
+            entry = window.add(now, tokens)
+            if admitted == 2:
+                window.shape.probe = entry
+            result[0] = 1
+            result[6] = AutoTicket(f"{member}:{tokens}", result[6], tokens, entry, quotas)
+            return [*result[:7], result[-1]]
+        if admitted == -1:  # another process sends the probe: its answer is shared
+            window.shape.probes = 0
+        wait = float(result[1])
+        due = shared.probe_wait(window, now)
+        if due is not None:
+            wait = min(wait, due + SLACK)
+        if result[7] in (b"unknown", "unknown") and window.shape.candidate is not None:
+            # a supposed boundary is being probed, maybe by another process: the shape may
+            # be learned any time now (and the pause a 429 asked for end at the boundary)
+            wait = min(wait, POLL)
+        result[0], result[1] = 0, repr(wait)
+        return [*result[:7], result[-1]]
+
+    def _adopt(self, key: Hashable, window: Any, now: float, got: list[Any]) -> None:
+        kind, epoch, lims, why, version = (x.decode() if isinstance(x, bytes) else str(x)
+                                           for x in got)
+        seen = self._known.get(key)
+        if seen is not None and int(version) <= seen[0]:
+            return
+        if kind == "unknown" and not lims:
+            return
+        remote: shared.Learned = (kind, now + float(epoch) if epoch else None,
+                                  tuple(int(x) for x in lims.split(",")) if lims else (), why)
+        self._known[key] = (int(version), remote)
+        if window.shape is not None and not shared.same(shared.learned(window), remote,
+                                                        window.shape.window):
+            shared.adopt(window, now, remote)
+
+    def _publish(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """Share what this process's window learned, if it differs from what is shared."""
+        window = self.local.window(key, quotas)
+        mine = shared.learned(window)
+        seen = self._known.get(key, (0, None))
+        if mine is None or shared.same(mine, seen[1], window.shape.window):
+            return
+        self._known[key] = (seen[0], mine)  # replies older than this publication are ignored
+        self._pending[key] = mine
+
+    def settle(self, key: Hashable, ticket: AutoTicket, tokens: int | None,
+               names: list[str]) -> None:
+        """Reconcile to ``tokens`` (None: refund) in Redis and in the local mirror."""
+        if ticket.made is None:  # settled already
+            return
+        if tokens is None:
+            self.local.refund(key, ticket.entry)
+        else:
+            self.local.reconcile(key, ticket.entry, tokens)
+        member = ticket.member.rpartition(":")[0]
+        new = "" if tokens is None else f"{member}:{tokens}"
+        args = [ticket.made, ticket.member, new, ticket.tokens,
+                "" if tokens is None else tokens, *self.args(ticket.quotas)[1:]]
+        ticket.made = None
+        self.connection.spawn(self.connection.write(
+            _auto_scripts.SETTLE, [names[1], names[0], names[3]], args,
+            "refunding" if tokens is None else "reconciling"))
+
+    def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
+                reset: float | None, ticket: Any, limit: int | None, names: list[str]) -> None:
+        """A header reading: learned from in the local window, the shape shared if it changed,
+        and the reading applied in Redis (``_learned_scripts.READING``)."""
+        entry = _entry(ticket)
+        self.local.observe(key, quotas, tokens, remaining, reset, ticket=entry, limit=limit)
+        self._publish(key, quotas)
+        member = ticket.member if isinstance(ticket, AutoTicket) else ""
+        self.connection.spawn(self.connection.write(
+            _learned_scripts.READING, [names[1], names[0], names[3]],
+            [int(tokens), remaining, "" if reset is None else reset, member,
+             *self.args(quotas)[1:]], "recording provider headers"))
+
+    def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, ticket: Any,
+                names: list[str]) -> None:
+        """A 429: learned from locally (a fixed window's boundary to resume at), the pause
+        it leads to set in Redis, and the effective limit learned from every process's
+        requests in the window (``_learned_scripts.REFUSED``)."""
+        entry = _entry(ticket)
+        window = self.local.window(key, quotas)
+        now = clock.now()
+        limits, why = [track.limit for track in window.tracks], window.shape.limits
+        self.local.refused(key, quotas, seconds, ticket=entry)
+        if isinstance(ticket, AutoTicket):  # this process saw its own requests only: the
+            window.shape.limits = why  # limit comes from every process's (REFUSED)
+            for track, limit in zip(window.tracks, limits):
+                if track.limit != limit:
+                    track.set_limit(now, limit)
+        self._publish(key, quotas)
+        pause = max(0.0, min(seconds, window.paused_until - now))
+        self.connection.spawn(self.connection.write(
+            _scripts.PAUSE, names[1:2], [pause], "pausing after a 429"))
+        if isinstance(ticket, AutoTicket):  # the limit every process's requests show
+            self.connection.spawn(self.connection.write(
+                _learned_scripts.REFUSED, [names[0], names[3]],
+                [ticket.member, *self.args(quotas)[1:]], "learning from a 429"))
+
+
+def _entry(ticket: Any) -> Entry | None:
+    """The local entry a ticket's answer is read against (a local ticket of an outage: itself)."""
+    if isinstance(ticket, AutoTicket):
+        return ticket.entry
+    return ticket if isinstance(ticket, Entry) else None

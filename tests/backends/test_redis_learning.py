@@ -1,0 +1,207 @@
+"""RedisBackend under the default ``refill="auto"``: the shape one process learns is shared, and
+every process paces its reservations for the key like the server's own limiter.
+
+Real Redis and real time (the server clock is the quota's clock): looptime is off. The
+end-to-end tests run two RateLimit layers, each with its own RedisBackend (two processes as far
+as sharing goes), behind the simulated servers of ``llmguard.testing`` with demand above the
+quota and default settings, and bound the calls' waits with ``max_wait`` so that only pacing
+like the provider completes them (a sliding log would wait a whole window); what they assert
+is counts: calls done, 429s, and the most any server window saw.
+"""
+
+import asyncio
+import contextvars
+
+import pytest
+
+import llmguard as lg
+from llmguard._admission.ratelimit.window import Quota
+from llmguard.backends.redis import RedisBackend, _learned_scripts
+from llmguard.testing import FixedWindowServer, TokenBucketServer
+from llmguard.testing._shapes import SlidingWindowServer
+
+pytestmark = pytest.mark.looptime(False)
+
+#: 3 requests per 0.3 s server window, 0.01 s margin, shape to be learned.
+LEARNED = (Quota(3, 0.31, False, learn=True, margin=0.01),)
+
+
+def two_processes(server, redis_url, prefix, rpm, max_wait):
+    """Two RateLimit(rpm=...) layers with their own RedisBackend and the same prefix, each
+    reading the headers of its own answers; returns (the layers, their guarded calls)."""
+    caller: contextvars.ContextVar = contextvars.ContextVar("caller")
+    server.on_headers.append(lambda headers: caller.get().observe_headers(headers))
+    layers = [lg.RateLimit(rpm=rpm, max_wait=max_wait,
+                           backend=RedisBackend(redis_url, prefix=prefix, timeout=30.0))
+              for _ in range(2)]
+
+    def guarded(layer):
+        async def ask():
+            caller.set(layer)
+            return await server.acompletion(messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=5)
+        return lg.Pipeline(layer).wrap(ask)
+
+    return layers, [guarded(layer) for layer in layers]
+
+
+async def run(calls, n):
+    results = await asyncio.gather(*(calls[i % 2]() for i in range(n)), return_exceptions=True)
+    return [r for r in results if isinstance(r, BaseException)]
+
+
+async def close(layers):
+    for layer in layers:
+        await layer.backend.aclose()
+
+
+async def test_two_processes_pace_like_a_token_bucket_once_learned(redis_url, redis_prefix):
+    """Behind a token bucket of 600 a minute, 660 calls from two processes: the bucket is
+    learned from the resets and shared, so the 60 beyond the burst go at the refill rate
+    (6 s), not a window later (the sliding log's 60 s, past max_wait): no 429, none timed out."""
+    server = TokenBucketServer(rpm=600, latency=0.05)
+    layers, calls = two_processes(server, redis_url, redis_prefix, 600, max_wait=40.0)
+    errors = await run(calls, 660)
+    assert errors == []
+    assert server.statistics().rate_limited == 0
+    assert all(layer.statistics().shape.startswith("bucket") for layer in layers)
+    await close(layers)
+
+
+async def test_two_processes_pace_to_a_fixed_windows_boundary(redis_url, redis_prefix):
+    """Behind a fixed window of 200 a minute whose boundary comes 5 s after the start, 400
+    calls from two processes: the boundary is learned and shared, the second 200 go at the
+    boundary (not a window after the first burst, past max_wait): no 429, none timed out, no
+    window of the server saw more than 200."""
+    now = asyncio.get_running_loop().time()
+    server = FixedWindowServer(rpm=200, latency=0.05, epoch=now - 55.0)
+    layers, calls = two_processes(server, redis_url, redis_prefix, 200, max_wait=40.0)
+    errors = await run(calls, 400)
+    assert errors == []
+    stats = server.statistics()
+    assert stats.rate_limited == 0 and stats.peak_window_requests <= 200
+    assert all(layer.statistics().shape.startswith("fixed") for layer in layers)
+    await close(layers)
+
+
+async def test_two_processes_never_overrun_a_sliding_window(redis_url, redis_prefix):
+    """Behind a sliding window of 200 a minute, 240 calls from two processes: whatever the
+    readings of a burst suggest, the window holds 200 and the other 40 wait for it (here until
+    max_wait): no 429, and the server never saw more than 200 within its window."""
+    server = SlidingWindowServer(rpm=200, latency=0.05)
+    layers, calls = two_processes(server, redis_url, redis_prefix, 200, max_wait=5.0)
+    errors = await run(calls, 240)
+    assert all(isinstance(e, lg.AdmissionTimeout) for e in errors) and len(errors) <= 40, {type(e) for e in errors}
+    stats = server.statistics()
+    assert stats.rate_limited == 0 and stats.peak_window_requests <= 200
+    await close(layers)
+
+
+async def publish(backend, kind, epoch_in="", limits="0"):
+    """Record a learned shape for key None as a process would (``epoch_in``: seconds from now
+    to a boundary of the fixed window)."""
+    names = backend._key(None)
+    await backend.connection.call(_learned_scripts.PUBLISH, [names[3], names[1]],
+                                  [kind, epoch_in, limits, "test"], "test")
+
+
+@pytest.mark.parametrize("kind", ["unknown", "bucket", "fixed"])
+async def test_a_switch_of_shape_mid_run_admits_nothing_the_server_would_refuse(
+        redis_url, redis_prefix, kind):
+    """Three requests admitted while the shape is unknown fill the quota; a process then
+    publishes a bucket (which saw the three: empty) or a fixed window whose current window
+    holds them: the next reservation waits in either shape."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    for _ in range(3):
+        assert (await backend.reserve(None, LEARNED, 0))[1] is not None
+    if kind != "unknown":
+        await publish(backend, kind, "-0.05" if kind == "fixed" else "")
+    wait, ticket = await backend.reserve(None, LEARNED, 0)
+    assert ticket is None and wait > 0.0
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("kind", ["unknown", "bucket", "fixed"])
+async def test_a_refund_gives_every_counter_back_in_every_shape(redis_url, redis_prefix, kind):
+    """In each shape, a full quota with one reservation refunded admits one more at once: the
+    refund gave back the log entry, the bucket's unit and the fixed window's count."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    if kind != "unknown":
+        await publish(backend, kind, "-0.01" if kind == "fixed" else "")
+    tickets = [(await backend.reserve(None, LEARNED, 0))[1] for _ in range(3)]
+    assert all(t is not None for t in tickets)
+    assert (await backend.reserve(None, LEARNED, 0))[1] is None
+    backend.refund(None, tickets[1])
+    await backend.connection.aclose()  # waits for the background write
+    assert (await backend.reserve(None, LEARNED, 0))[1] is not None
+    assert (await backend.reserve(None, LEARNED, 0))[1] is None
+    await backend.aclose()
+
+
+async def test_a_learned_limit_is_shared(redis_url, redis_prefix):
+    """A process that learned the server admits 2, not 3, per window publishes it: another
+    process's reservations stop at 2 in a fresh window."""
+    first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    await publish(first, "sliding", "", "2")
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    admitted = [(await other.reserve(None, LEARNED, 0))[1] is not None for _ in range(3)]
+    assert admitted == [True, True, False]
+    assert other.limits(None, LEARNED) == (2, None)
+    await first.aclose()
+    await other.aclose()
+
+
+async def test_cancelled_calls_leave_the_layer_and_the_shared_quota_consistent(
+        redis_url, redis_prefix):
+    """Under the default refill, a call cancelled while waiting for room and one cancelled
+    at the provider (sent: it counted) leave nothing waiting or in flight, the call not
+    cancelled completes, and the shared quota holds the two sent: another process finds no
+    room."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    limit = lg.RateLimit(rpm=2, backend=backend)
+    release = asyncio.Event()
+
+    async def provider():
+        await release.wait()
+        return "ok"
+
+    guarded = lg.Pipeline(limit).wrap(provider)
+    first, second = asyncio.ensure_future(guarded()), asyncio.ensure_future(guarded())
+    while limit.statistics().in_flight < 2:
+        await asyncio.sleep(0.01)
+    waiting = asyncio.ensure_future(guarded())
+    while limit.statistics().waiting < 1:
+        await asyncio.sleep(0.01)
+    waiting.cancel()
+    second.cancel()
+    await asyncio.gather(waiting, second, return_exceptions=True)
+    stats = limit.statistics()
+    assert (stats.waiting, stats.in_flight) == (0, 1)
+    release.set()
+    assert await first == "ok"
+    assert limit.statistics().in_flight == 0
+    await backend.connection.aclose()  # the background writes have landed
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    assert (await other.reserve(None, limit.quotas, 0))[1] is None
+    await other.aclose()
+    await backend.aclose()
+
+
+async def test_a_429_teaches_every_process_the_limit_all_of_them_used(redis_url, redis_prefix):
+    """Two processes send 3 requests in a window of a quota of 3 and the third is refused
+    (429): the server admits 2, counted over both processes' requests (neither alone saw 2),
+    and the other process's reservations stop at 2 from then on."""
+    first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    assert (await first.reserve(None, LEARNED, 0))[1] is not None
+    assert (await other.reserve(None, LEARNED, 0))[1] is not None
+    _, refused = await first.reserve(None, LEARNED, 0)
+    first.refused(None, LEARNED, 0.001, ticket=refused)
+    first.reconcile(None, refused, 0)  # sent: it stays counted
+    await first.connection.aclose()  # the background writes have landed
+    await asyncio.sleep(0.35)  # a fresh window
+    admitted = [(await other.reserve(None, LEARNED, 0))[1] is not None for _ in range(3)]
+    assert admitted == [True, True, False]
+    assert other.limits(None, LEARNED) == (2, None)
+    await first.aclose()
+    await other.aclose()
