@@ -346,11 +346,14 @@ def compare(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...] = (
 IO_INPUT_TPM, IO_OUTPUT_TPM, IO_OUTPUT, IO_PROMPT = 8_000, 3_000, 64, "word " * 70
 
 
-async def run_input_output(calls: int, seed: int = 0, phase: float = 0.0) -> Row:
+async def run_input_output(calls: int, seed: int = 0, phase: float = 0.0,
+                           gives_back: bool = True) -> Row:
     """The README stack with only ``rpm``/``input_tpm``/``output_tpm`` against
-    :class:`~llmguard.testing.InputOutputBucketServer`, ``phase`` s into the minute."""
+    :class:`~llmguard.testing.InputOutputBucketServer`, ``phase`` s into the minute; one that
+    gives unused output back (Anthropic's) or keeps ``max_tokens`` charged (``gives_back``)."""
     server = InputOutputBucketServer(rpm=RPM, input_tpm=IO_INPUT_TPM, output_tpm=IO_OUTPUT_TPM,
-                                     latency=LATENCY, output_tokens=IO_OUTPUT)
+                                     latency=LATENCY, output_tokens=IO_OUTPUT,
+                                     refunds_output=gives_back)
     loop = asyncio.get_running_loop()
     await asyncio.sleep((phase - loop.time() % 60) % 60)
     pipeline = (lg.Pipeline(name="bench").metrics().cache(ttl=300).fallback({"model": "backup"})
@@ -371,26 +374,30 @@ async def run_input_output(calls: int, seed: int = 0, phase: float = 0.0) -> Row
     stats = server.statistics()
     prompt = server.charge(messages=[{"role": "user", "content": f"{IO_PROMPT}100"}],
                            max_tokens=0)
-    return Row("llmguard (defaults)", "input/output buckets", phase, calls, calls - failed,
+    shape = "input/output buckets" + ("" if gives_back else ", max_tokens kept")
+    return Row("llmguard (defaults)", shape, phase, calls, calls - failed,
                failed, stats.rate_limited, stats.cancelled_after_arrival, wall,
-               server.ideal_time(calls, start=start, input_tokens=prompt,
-                                 max_tokens=MAX_TOKENS, output_tokens=IO_OUTPUT))
+               server.ideal_time(calls, start=start, input_tokens=prompt, max_tokens=MAX_TOKENS,
+                                 output_tokens=IO_OUTPUT if gives_back else MAX_TOKENS))
 
 
 def compare_input_output(demand: float = 3.0, repeats: int = 1,
                          phases: tuple[float, ...] = (0.0, 40.0)) -> list[Row]:
-    """:func:`run_input_output` at ``demand`` times the binding quota, medians over seeds."""
+    """:func:`run_input_output` at ``demand`` times the binding quota, medians over seeds, on a
+    server that gives unused output back and on one that keeps ``max_tokens`` charged."""
     calls = round(demand * min(RPM, IO_INPUT_TPM // 98, IO_OUTPUT_TPM // IO_OUTPUT))
     rows = []
-    for phase in phases:
-        runs = []
-        for seed in range(repeats):
-            loop = new_loop()
-            try:
-                runs.append(loop.run_until_complete(run_input_output(calls, seed, phase)))
-            finally:
-                loop.close()
-        rows.append(median_row(runs))
+    for gives_back in (True, False):
+        for phase in phases:
+            runs = []
+            for seed in range(repeats):
+                loop = new_loop()
+                try:
+                    runs.append(loop.run_until_complete(
+                        run_input_output(calls, seed, phase, gives_back)))
+                finally:
+                    loop.close()
+            rows.append(median_row(runs))
     return rows
 
 

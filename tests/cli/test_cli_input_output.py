@@ -39,13 +39,16 @@ async def run(tmp_path: Path, http: LoopbackServer, lines: int, *options: str) -
     return proc.returncode or 0, err.decode(), records
 
 
+@pytest.mark.parametrize("gives_back", [True, False])
 async def test_input_and_output_quotas_pace_a_run_against_anthropics_limiter(
-        tmp_path: Path) -> None:
+        tmp_path: Path, gives_back: bool) -> None:
     """300 lines of max_tokens=64 (16 used) against input and output buckets of 1,000 and 640
     tokens per (compressed) minute: ``--input-tpm``/``--output-tpm`` (held over a twentieth of
-    the minute with ``--burst``) pace the run, every line is done once, 429s at most 1%."""
+    the minute with ``--burst``) pace the run, every line is done once, 429s at most 1%; also
+    against a server that keeps max_tokens charged (``refunds_output=False``: learned from its
+    output remaining headers)."""
     server = InputOutputBucketServer(input_tpm=1_000, output_tpm=640, window=60 / SCALE,
-                                     latency=0.05, output_tokens=16)
+                                     latency=0.05, output_tokens=16, refunds_output=gives_back)
     async with LoopbackServer(server) as http:
         code, err, records = await run(
             tmp_path, http, 300, "--input-tpm", str(1_000 * SCALE),

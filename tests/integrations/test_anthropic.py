@@ -222,3 +222,25 @@ def test_litellm_passes_anthropics_rate_limit_headers_on() -> None:
                          "llm_provider-request-id": "req_1"})
     assert kept == {"anthropic-ratelimit-output-tokens-remaining": "5",
                     "x-ratelimit-remaining-requests": "7"}
+
+
+@pytest.mark.parametrize("gives_back", [True, False])
+async def test_the_output_give_back_is_learned_from_the_sdks_headers(gives_back: bool) -> None:
+    """Through the SDK, the answers' anthropic-ratelimit-output-tokens-remaining tell the
+    RateLimit whether the server gave unused output back (``refunds_output``): 40 calls at once
+    reserving max_tokens=200 and using 30, each answered in 1 s (readings are judged only once
+    ours sent before them have surely arrived: the margin, 0.5 s); its statistics say what it
+    learned, and the output bucket never holds more than the server's."""
+    provider = InputOutputBucketServer(rpm=1_000, input_tpm=100_000, output_tpm=20_000,
+                                       latency=1.0, output_tokens=OUTPUT,
+                                       refunds_output=gives_back)
+    limit = lg.RateLimit(rpm=1_000, input_tpm=100_000, output_tpm=20_000)
+    async with LoopbackServer(provider) as http:
+        guarded = lg_anthropic.wrap(client(http), lg.Pipeline(name="claude").then(limit))
+        await asyncio.gather(*(guarded.messages.create(model="claude", max_tokens=200,
+                                                       messages=MESSAGES) for _ in range(40)))
+    said = ("unused output given back (the server does)" if gives_back else
+            "max_tokens kept charged (the server does not give unused output back)")
+    assert said in limit.statistics().shape
+    now = asyncio.get_running_loop().time()
+    assert headroom(limit, "output") <= provider.quotas["output-tokens"].remaining(now) + 1

@@ -35,7 +35,13 @@ def readme_stack(refill: str | None = None) -> lg.Pipeline:
             .concurrency_limit(32))
 
 
-async def drive(server: InputOutputBucketServer, pipeline: lg.Pipeline) -> tuple[list[Any], float]:
+async def drive(server: InputOutputBucketServer, pipeline: lg.Pipeline,
+                hear: bool = False) -> tuple[list[Any], float]:
+    """Demand 3x the quota through ``pipeline``; ``hear``: its rate limit reads the server's
+    headers, as it does through the ``anthropic`` SDK (``llmguard.integrations.anthropic``)."""
+    if hear:
+        [limit] = [layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit)]
+        server.on_headers.append(limit.observe_headers)
     guarded = pipeline.wrap(server.amessages)
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -89,19 +95,26 @@ async def test_without_the_output_give_back_the_output_quota_would_bind_at_max_t
     assert wall < 30, wall
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "#30 remainder: the output quota gives unused output back by documentation (Anthropic's "
-    "OTPM rule), not because the server was seen doing it; against a server that keeps the "
-    "max_tokens reservation the README stack got 120 429s in 300 arrivals for 180 calls. To "
-    "build: "
-    "keep the reserve until successive output-tokens-remaining readings show the server "
-    "refunding (read against the answer's own reservation, as reading.py does for bursts)"))
-async def test_a_server_that_keeps_the_output_reservation_sees_no_429s() -> None:
-    """A server unlike Anthropic's that keeps each request's ``max_tokens`` output charged
-    (``refunds_output=False``): the README stack with default settings stays within its output
-    bucket (at most 1% 429s), every call done."""
+@pytest.mark.parametrize("gives_back", [True, False])
+async def test_the_output_give_back_is_learned_from_the_servers_readings(
+        gives_back: bool) -> None:
+    """Whether the server gives unused output back is read from its output remaining headers
+    (``llmguard._admission.ratelimit.giveback``), not assumed from Anthropic's documentation: a
+    server that keeps each request's ``max_tokens`` charged (``refunds_output=False``; before,
+    the README stack got 120 429s in 300 arrivals for 180 calls) sees no more than 1% 429s, and
+    one that gives back (Anthropic's) is used within 10% of its ideal time, both with default
+    settings. The statistics say which was learned."""
     server = InputOutputBucketServer(rpm=RPM, input_tpm=INPUT_TPM, output_tpm=OUTPUT_TPM,
-                                     latency=2.0, output_tokens=OUTPUT, refunds_output=False)
-    results, _ = await drive(server, readme_stack())
+                                     latency=2.0, output_tokens=OUTPUT, refunds_output=gives_back)
+    pipeline = readme_stack()
+    results, wall = await drive(server, pipeline, hear=True)
     assert not [r for r in results if isinstance(r, BaseException)]
-    assert server.statistics().rate_limited <= DEMAND // 100
+    assert server.statistics().rate_limited <= DEMAND // 100, repr(server)
+    ideal = server.ideal_time(DEMAND, input_tokens=results[-1]["usage"]["input_tokens"],
+                              max_tokens=MAX_TOKENS,
+                              output_tokens=OUTPUT if gives_back else MAX_TOKENS)
+    assert wall <= 1.10 * ideal, f"{wall:.1f} s against an ideal of {ideal:.1f} s"
+    [limit] = [layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit)]
+    said = ("unused output given back (the server does)" if gives_back else
+            "max_tokens kept charged (the server does not give unused output back)")
+    assert said in limit.statistics().shape and said in repr(limit)

@@ -137,8 +137,10 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
         elif reset is not None:
             backend.cap(key, quotas, tokens, left, reset)
     if any(q.part for q in quotas):  # input_tpm / output_tpm: a ``split_backend.SplitBackend``
-        for part, left, reset, _ in part_headers(headers):
+        for part, left, reset, limit in part_headers(headers):
             backend.cap(key, quotas, True, left, reset, part)
+            if part == "output" and limit is not None:  # does the server give output back?
+                backend.read_output(key, left, limit)
 
 
 def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseException,

@@ -13,7 +13,8 @@ quotas under keys of their own in the same backend.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from ..._core.errors import RequestTooLarge
@@ -21,7 +22,8 @@ from ..._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens
 from .quotas import recorded_usage, too_large as total_too_large
 from .window import Quota
 
-__all__ = ["Tokens", "check_fits", "split_estimate", "split_used", "too_large"]
+__all__ = ["Part", "Ticket", "Tokens", "amount", "check_fits", "split_estimate", "split_used",
+           "too_large"]
 
 #: The keyword arguments that bound a call's output, in the order they are looked up.
 _OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
@@ -113,3 +115,29 @@ def split_used(call: Any, result: Any, reserved: Tokens,
     if found is None:
         return reserved
     return Tokens(found.input_tokens - found.cache_read_tokens, found.output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """The backend key of a layer's ``input`` or ``output`` token quotas for ``key`` (equal
+    only to another Part, so it never meets a key of the layer's own ``key=``)."""
+
+    part: str
+    key: Hashable
+
+
+class Ticket:
+    """A reservation in several windows: ``(backend key, ticket)`` each, and what it reserved."""
+
+    __slots__ = ("taken", "tokens")
+
+    def __init__(self, taken: list[tuple[Hashable, Any, str]], tokens: Any) -> None:
+        self.taken, self.tokens = taken, tokens
+
+
+def amount(part: str, tokens: Any) -> int:
+    if not part:
+        return int(tokens)
+    if isinstance(tokens, Tokens):
+        return tokens.input if part == "input" else tokens.output
+    return 0  # a plain int (an old caller): its parts are unknown

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, TakesNow
 from .headers import learned, spend
-from .split import Tokens, check_fits, split_estimate, split_used, too_large
+from .giveback import GiveBack, track
+from .split import (Part, Tokens, Ticket, amount as _amount, check_fits, split_estimate,
+                    split_used, too_large)
 from .window import Quota
 
 __all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_large"]
@@ -28,44 +30,18 @@ __all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_lar
 _BUCKET = "bucket (how Anthropic and Vertex AI document input/output token limits)"
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
-    """The backend key of a layer's ``input`` or ``output`` token quotas for ``key`` (equal
-    only to another Part, so it never meets a key of the layer's own ``key=``)."""
-
-    part: str
-    key: Hashable
-
-
-class _Ticket:
-    """A reservation in several windows: ``(backend key, ticket)`` each, and what it reserved."""
-
-    __slots__ = ("taken", "tokens")
-
-    def __init__(self, taken: list[tuple[Hashable, Any, str]], tokens: Any) -> None:
-        self.taken, self.tokens = taken, tokens
-
-
-def _amount(part: str, tokens: Any) -> int:
-    if not part:
-        return int(tokens)
-    if isinstance(tokens, Tokens):
-        return tokens.input if part == "input" else tokens.output
-    return 0  # a plain int (an old caller): its parts are unknown
-
-
 class SplitBackend:
     """A :class:`~llmguard.RateLimitBackend` over ``inner`` for quotas with ``part`` set: the
     request and total-token quotas under the key, ``input`` / ``output`` ones under
     ``Part(part, key)``. A reservation takes room in all of them or in none.
 
-    In memory the check and the taking happen in one synchronous step. Through a remote backend
-    the windows are reserved one after the other and, when one has no room, those taken are
-    refunded at once (with continuously refilling quotas a refund may give back less than it
-    took, which errs on the side of waiting).
+    In memory the check and the taking are one synchronous step. Through a remote backend the
+    windows are reserved in turn, those taken refunded at once when one has no room (a bucket's
+    refund may give back less than it took: errs toward waiting). The output reservation is
+    given back down to the output used once the server is seen doing so (:mod:`.giveback`).
     """
 
-    __slots__ = ("inner", "take", "_layouts")
+    __slots__ = ("inner", "take", "_layouts", "giveback")
 
     def __init__(self, inner: Any) -> None:
         #: The backend holding every window.
@@ -73,6 +49,17 @@ class SplitBackend:
         #: ``reserve`` without the coroutine, when ``inner`` is in memory (else None).
         self.take = self._take if isinstance(inner, MemoryBackend) else None
         self._layouts: dict[tuple[Quota, ...], list[tuple[str, tuple[Quota, ...]]]] = {}
+        self.giveback: dict[Hashable, GiveBack] = {}  # per key (:mod:`.giveback`)
+
+    def _admitted(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Ticket) -> Ticket:
+        if self._entry(ticket, "output") is not None:
+            track(self.giveback, key, quotas).admitted(
+                asyncio.get_running_loop().time(), _amount("output", ticket.tokens))
+        return ticket
+
+    def _uncharged(self, key: Hashable, ticket: Any) -> None:  # never sent, or refused
+        if (back := self.giveback.get(key)) is not None and self._entry(ticket, "output"):
+            back.uncharged(_amount("output", ticket.tokens))
 
     def _layout(self, quotas: tuple[Quota, ...]) -> list[tuple[str, tuple[Quota, ...]]]:
         """``(part, its quotas)`` for the parts with quotas: "" (requests and totals) first."""
@@ -89,15 +76,16 @@ class SplitBackend:
     def _key(part: str, key: Hashable) -> Hashable:
         return Part(part, key) if part else key
 
-    def _take(self, key: Hashable, quotas: tuple[Quota, ...], tokens: Any) -> _Ticket | None:
+    def _take(self, key: Hashable, quotas: tuple[Quota, ...], tokens: Any) -> Ticket | None:
         now = asyncio.get_running_loop().time()
         windows = [(self._key(part, key), self.inner.window(self._key(part, key), sub), part)
                    for part, sub in self._layout(quotas)]
         for _, window, part in windows:
             if window.wait(now, _amount(part, tokens)) > 0.0:
                 return None
-        return _Ticket([(sub, window.add(now, _amount(part, tokens)), part)
-                        for sub, window, part in windows], tokens)
+        ticket = Ticket([(sub, window.add(now, _amount(part, tokens)), part)
+                         for sub, window, part in windows], tokens)
+        return self._admitted(key, quotas, ticket)
 
     async def reserve(self, key: Hashable, quotas: tuple[Quota, ...],
                       tokens: Any) -> tuple[float, Any]:
@@ -121,23 +109,34 @@ class SplitBackend:
         except BaseException:
             self._give_back(taken)
             raise
-        return 0.0, _Ticket(taken, tokens)
+        return 0.0, self._admitted(key, quotas, Ticket(taken, tokens))
 
     def _give_back(self, taken: list[tuple[Hashable, Any, str]]) -> None:
         for name, ticket, _ in taken:
             self.inner.refund(name, ticket)
         taken.clear()
 
-    def reconcile(self, key: Hashable, ticket: _Ticket, tokens: int) -> None:
+    def reconcile(self, key: Hashable, ticket: Ticket, tokens: int) -> None:
         if not isinstance(tokens, Tokens):  # a total only: the input stays as reserved
             reserved = ticket.tokens
             base = reserved.input if isinstance(reserved, Tokens) else 0
             tokens = Tokens(min(base, int(tokens)), max(0, int(tokens) - base))
+        back = self.giveback.get(key)
         for name, entry, part in ticket.taken:
-            self.inner.reconcile(name, entry, _amount(part, tokens))
+            if part == "output" and back is not None:  # unused output back once seen given back
+                back.ended(asyncio.get_running_loop().time(), tokens.output,
+                           _amount(part, ticket.tokens), partial(self.inner.reconcile, name, entry))
+            else:
+                self.inner.reconcile(name, entry, _amount(part, tokens))
 
-    def refund(self, key: Hashable, ticket: _Ticket) -> None:
+    def refund(self, key: Hashable, ticket: Ticket) -> None:
+        self._uncharged(key, ticket)
         self._give_back(ticket.taken)
+
+    def read_output(self, key: Hashable, remaining: int, limit: int) -> None:
+        """The server's output ``remaining`` of ``limit``: does it give unused output back?"""
+        if (back := self.giveback.get(key)) is not None:
+            back.read(asyncio.get_running_loop().time(), remaining, limit)
 
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         for part, sub in self._layout(quotas):
@@ -155,7 +154,7 @@ class SplitBackend:
     @staticmethod
     def _entry(ticket: Any, part: str) -> Any:
         """The reservation of ``ticket`` in the ``part`` quotas (None: not one of ours)."""
-        if isinstance(ticket, _Ticket):
+        if isinstance(ticket, Ticket):
             for _, entry, taken in ticket.taken:
                 if taken == part:
                     return entry
@@ -180,6 +179,7 @@ class SplitBackend:
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
                 ticket: Any = None) -> None:
         """A 429: every part pauses (and learns from it, over a learning backend)."""
+        self._uncharged(key, ticket)  # a refused request is not charged
         if not callable(getattr(self.inner, "observe", None)):
             self.pause(key, quotas, seconds)
             return
@@ -194,7 +194,8 @@ class SplitBackend:
         said = []
         for part, sub in self._layout(quotas):
             if part and all(q.continuous for q in sub):
-                said.append((part, _BUCKET))
+                back = self.giveback.get(key) if part == "output" else None
+                said.append((part, _BUCKET + (f", {back.describe()}" if back else "")))
             elif shapes:
                 said.append((part or "requests", self.inner.shape(self._key(part, key), sub)))
         return "; ".join(f"{label}: {shape}" for label, shape in said if shape)

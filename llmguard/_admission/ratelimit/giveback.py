@@ -1,0 +1,173 @@
+"""Whether the server gives unused output back: learned from its output ``remaining`` readings.
+
+Anthropic documents that an output-token bucket charges ``max_tokens`` when a request arrives and
+gives back what the answer did not use when it ends. A server that keeps the whole reservation
+charged (another provider, a gateway) would be overrun by a client giving it back. So the output
+reservation is kept until the server's readings show it giving back, and given back from then
+on (the answers held back meanwhile too, if still recent).
+
+Comparing a reading with our own bucket misleads: ours refills slower than the server's (the
+margin), so under sustained load the server drifts ahead of us, and our requests not yet arrived
+make it look emptier-than-ours in the other direction. Instead two of its readings are compared
+with each other: between them the server's bucket refilled ``limit / window`` a second (its own
+rate, from its ``-limit`` header), was charged the ``max_tokens`` of ours that arrived, and, if it
+gives back, got back the unused output of the answers that ended (``given``). Ours arriving are
+known but for those on the way at either end (admitted within ``spread`` of it), so::
+
+    residual = reading - (earlier reading + refill - ours admitted in between)
+
+is about ``given`` on a server that gives back and about 0 on one that does not, up to the
+requests on the way at either end and a clock slack. A span is judged only once ``given`` is
+large against those bounds; two spans agreeing decide (judgements can later flip the verdict).
+A server near full may have lost refill (a bucket stops at its size): the span restarts there.
+Other clients' use only lowers readings, toward "keeps it": the safe side. A client that reads
+no header at all (nothing will tell) gives unused output back as Anthropic documents.
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import partial
+from typing import Any
+
+__all__ = ["GiveBack", "track"]
+
+#: Judgements agreeing (net) before the verdict changes.
+_DECIDE = 2
+
+
+class GiveBack:
+    """What one key's output readings say about the server giving unused output back.
+    ``verdict``: None (not yet known: kept, as by a server that does not), True or False."""
+
+    __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
+                 "given", "largest", "recent", "anchor", "held")
+
+    def __init__(self, spread: float, window: float) -> None:
+        #: Seconds a request of ours may take to reach the server.
+        self.spread = spread
+        #: The output quota's window: the server refills ``limit / window`` a second.
+        self.window = window
+        #: Our output quota's limit per ``window``.
+        self.quota = 0
+        #: Seconds an answer's unused output is held back, awaiting the verdict, at most.
+        self.horizon = window / 6
+        self.verdict: bool | None = None
+        self.votes = 0
+        self.why = "no output reading judged yet: max_tokens kept charged until it is"
+        #: Output tokens of ours admitted (less those that never reached the server) and
+        #: unused output of our answers ended, since the start.
+        self.issued = self.given = self.largest = 0
+        self.recent: deque[tuple[float, int]] = deque()  # (admitted at, output) within spread
+        #: The earlier reading: (time, remaining, issued, given, ours on the way then).
+        self.anchor: tuple[float, int, int, int, int] | None = None
+        #: Answers whose unused output awaits the verdict: (ended at, what to settle).
+        self.held: deque[tuple[float, Any]] = deque()
+
+    def admitted(self, now: float, output: int) -> None:
+        """Ours reserved ``output`` tokens at ``now`` (about to be sent)."""
+        self.issued += output
+        self.largest = max(self.largest, output)
+        recent = self.recent
+        recent.append((now, output))
+        while recent[0][0] < now - self.spread:
+            recent.popleft()
+
+    def uncharged(self, output: int) -> None:
+        """A reservation of ``output`` the server never charged (never sent, or refused)."""
+        self.issued -= output
+
+    def ended(self, now: float, used: int, kept: int, reconcile: Any) -> bool:
+        """An answer ended having ``used`` output of the ``kept`` it reserved; ``reconcile(n)``
+        settles its reservation to ``n``. True when settled now, else held until it can be."""
+        unused = kept - used
+        settle = partial(_settle, reconcile, used, kept)
+        self.given += max(0, unused)
+        # Nothing heard yet: a client that reads no header (none will tell), or the first
+        # answer of one that does (its reading follows): Anthropic's documented rule. At worst
+        # one answer's unused output too much, which the readings that follow take back.
+        deaf = self.anchor is None
+        if self.verdict is not None or unused <= 0 or deaf:
+            settle(self.verdict is True or (deaf and self.verdict is None))
+            return True
+        self.held.append((now, settle))
+        self.expire(now)
+        return False
+
+    def expire(self, now: float) -> None:
+        """Settle (keeping the charge) what was held back longer than ``horizon``."""
+        held = self.held
+        while held and held[0][0] < now - self.horizon:
+            held.popleft()[1](False)
+
+    def _on_the_way(self, now: float) -> int:
+        return sum(output for at, output in self.recent if at >= now - self.spread)
+
+    def read(self, now: float, remaining: int, limit: int) -> None:
+        """A reading of the server's output ``remaining`` of ``limit`` per ``window`` s."""
+        window = self.window
+        on_the_way = self._on_the_way(now)
+        here = (now, remaining, self.issued, self.given, on_the_way)
+        anchor = self.anchor
+        # the faster of the server's rate and our quota's: a refill over-counted errs toward
+        # "keeps it" (our quota may be the server's minute compressed, or a lower share of it)
+        rate = max(limit, self.quota) / window
+        if anchor is None or remaining >= limit - rate * self.spread - on_the_way:
+            self.anchor = here  # near full: refill may be lost from here; start over
+            self.expire(now)
+            return
+        at, before, issued, given, then = anchor
+        slack = rate * self.spread
+        given = self.given - given
+        residual = remaining - (before + rate * (now - at) - (self.issued - issued))
+        # residual on a server that keeps the charge: at most ours on the way now (charged
+        # later) plus the slack; on one that gives back: at least given less ours on the way
+        # at the anchor (charged in between, counted before it) and the slack
+        # ... and one of ours arriving later than ``spread`` (a straggler) either way
+        low_keep, high_keep = -then - slack - self.largest, on_the_way + slack + self.largest
+        if given < 2 * (high_keep - low_keep):
+            self.expire(now)
+            return  # too little given back yet to tell: the span goes on
+        self.anchor = here
+        vote = 1 if residual > high_keep + given / 2 else -1 if residual < given / 2 else 0
+        if vote:
+            self.votes = max(-_DECIDE, min(_DECIDE, self.votes + vote))
+            if abs(self.votes) == _DECIDE and self.verdict is not (vote > 0):
+                self.verdict = vote > 0
+                self.why = (f"the server's output remaining rose {residual:.0f} above its "
+                            f"refill less ours in {now - at:.1f} s, {given} unused output ended"
+                            if vote > 0 else
+                            f"the server's output remaining did not rise with the {given} "
+                            f"unused output of answers ended in {now - at:.1f} s")
+                for _, settle in self.held:
+                    settle(self.verdict)
+                self.held.clear()
+        self.expire(now)
+
+    def describe(self) -> str:
+        """What was learned, for ``repr`` and the statistics."""
+        if self.anchor is None and self.verdict is None:
+            return ("unused output given back as Anthropic documents (no output remaining "
+                    "header heard to check it against)")
+        said = {None: "max_tokens kept charged until the server shows it gives unused output "
+                      "back", True: "unused output given back (the server does)",
+                False: "max_tokens kept charged (the server does not give unused output back)"}
+        return f"{said[self.verdict]}: {self.why}"
+
+
+def _settle(reconcile: Any, used: int, kept: int, give: bool) -> None:
+    reconcile(used if give else max(used, kept))
+
+
+def track(backs: dict[Any, GiveBack], key: Any, quotas: tuple[Any, ...]) -> GiveBack:
+    """The :class:`GiveBack` of ``key`` in ``backs`` (made when missing), its ``spread`` the
+    margin of the output ``quotas`` (it changes as the layer measures the send latency)."""
+    output = [q for q in quotas if q.part == "output"]
+    spread = max(q.margin for q in output) or 0.5  # the time ours take to get there
+    back = backs.get(key)
+    if back is None:
+        back = backs[key] = GiveBack(spread, max(q.window for q in output))
+    back.spread, back.quota = spread, max(q.limit for q in output)
+    return back

@@ -1,0 +1,126 @@
+"""Learning whether a server gives unused output back (``ratelimit/giveback.py``), read from
+its output ``remaining`` readings against a modelled server bucket. Pure: ``now`` is passed."""
+
+from __future__ import annotations
+
+import heapq
+
+from llmguard._admission.ratelimit.giveback import GiveBack
+
+LIMIT, WINDOW, SPREAD = 4_000, 60.0, 0.5
+RATE = LIMIT / WINDOW
+MAX_TOKENS, USED = 200, 64
+
+
+class Server:
+    """An output bucket: charged ``max_tokens`` at arrival, given the unused part back at the
+    end of the answer when ``gives_back``."""
+
+    def __init__(self, gives_back: bool) -> None:
+        self.gives_back, self.level, self.at = gives_back, float(LIMIT), 0.0
+
+    def _refill(self, now: float) -> None:
+        self.level, self.at = min(LIMIT, self.level + RATE * (now - self.at)), now
+
+    def arrive(self, now: float, tokens: int = MAX_TOKENS) -> None:
+        self._refill(now)
+        self.level -= tokens
+
+    def end(self, now: float, unused: int = MAX_TOKENS - USED) -> int:
+        self._refill(now)
+        if self.gives_back:
+            self.level += unused
+        return int(self.level)
+
+
+def run(gives_back: bool, *, latency: float = 0.3, hear: bool = True, answers: int = 60,
+        every: float | None = None) -> tuple[GiveBack, list[int]]:
+    """A full burst of 20 calls sent 0.05 s apart, then one every ``every`` s (what the server
+    sustains: 3 s when it keeps max_tokens, 1 s when it gives back), each reaching the server
+    ``latency`` s after it was sent and answered 2 s after that."""
+    every = every or (1.0 if gives_back else 3.0)
+    back, server, reconciled = GiveBack(SPREAD, WINDOW), Server(gives_back), []
+    events: list[tuple[float, int]] = []  # (when, 0: ours sent, 1: arrives, 2: answer ends)
+    for i in range(20):
+        heapq.heappush(events, (i * 0.05, 0))
+    for k in range(answers - 20):
+        heapq.heappush(events, (3.0 + k * every, 0))
+    ended = 0
+    while ended < answers:
+        now, kind = heapq.heappop(events)
+        if kind == 0:
+            back.admitted(now, MAX_TOKENS)
+            heapq.heappush(events, (now + latency, 1))
+        elif kind == 1:
+            server.arrive(now)
+            heapq.heappush(events, (now + 2.0, 2))
+        else:
+            remaining = server.end(now)
+            ended += 1
+            back.ended(now, USED, MAX_TOKENS, reconciled.append)
+            if hear:
+                back.read(now, remaining, LIMIT)
+    return back, reconciled
+
+
+def test_a_server_that_gives_back_is_seen_doing_it_and_the_held_answers_are_given_back() -> None:
+    back, reconciled = run(True)
+    assert back.verdict is True, back.describe()
+    assert reconciled.count(USED) == len(reconciled) == 60  # none kept: the held ones too
+    assert "unused output given back (the server does)" in back.describe()
+
+
+def test_a_server_that_keeps_max_tokens_is_seen_keeping_it() -> None:
+    """Every answer keeps its charge but the first: it ends before any reading is heard (here,
+    as through the SDK, its own reading follows it), so it gets Anthropic's documented rule."""
+    back, reconciled = run(False)
+    assert back.verdict is False, back.describe()
+    assert reconciled == [USED] + [MAX_TOKENS] * 59
+    assert "max_tokens kept charged (the server does not" in back.describe()
+
+
+def test_ours_on_the_way_never_look_like_a_give_back() -> None:
+    """Up to a whole spread of send latency: the server's readings miss ours sent just before,
+    so it looks fuller than ours counted; that must not read as giving back."""
+    for latency in (0.0, 0.2, 0.45):
+        back, reconciled = run(False, latency=latency)
+        assert back.verdict is not True, (latency, back.describe())
+        assert USED not in reconciled[1:]
+
+
+def test_without_any_reading_the_documented_rule_holds() -> None:
+    """A client that reads no header: nothing will tell, so unused output is given back as
+    Anthropic documents."""
+    back, reconciled = run(False, hear=False, answers=5)
+    assert back.verdict is None
+    assert reconciled == [USED] * 5
+    assert "as Anthropic documents" in back.describe()
+
+
+def test_held_answers_keep_their_charge_after_the_horizon_once_a_reading_was_heard() -> None:
+    back, reconciled = GiveBack(SPREAD, WINDOW), []
+    back.admitted(0.0, MAX_TOKENS)
+    back.read(1.0, LIMIT - MAX_TOKENS, LIMIT)  # heard, near full: nothing judged
+    back.ended(2.0, USED, MAX_TOKENS, reconciled.append)
+    assert reconciled == []  # held: no verdict yet
+    back.expire(2.0 + WINDOW / 6 + 0.1)
+    assert reconciled == [MAX_TOKENS]
+
+
+def test_a_refused_request_is_not_counted_as_charged() -> None:
+    """Refused (or never sent), a reservation is uncharged: otherwise the server would look
+    fuller than our count by it, as if it gave back."""
+    back = GiveBack(SPREAD, WINDOW)
+    back.admitted(0.0, MAX_TOKENS)
+    back.uncharged(MAX_TOKENS)
+    assert back.issued == 0
+
+
+def test_readings_near_full_start_the_span_over() -> None:
+    """A bucket at its size wastes refill: a span over it would under-read a give-back, so it
+    starts at the reading instead of judging."""
+    back, reconciled = GiveBack(SPREAD, WINDOW), []
+    for i in range(10):
+        back.ended(float(i), USED, MAX_TOKENS, reconciled.append)
+        back.read(float(i), LIMIT, LIMIT)
+    assert back.verdict is None and back.votes == 0
