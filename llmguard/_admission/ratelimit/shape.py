@@ -24,6 +24,7 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 from __future__ import annotations
 
 import math
+from typing import Any
 
 __all__ = ["Shape", "read_reset"]
 
@@ -59,7 +60,7 @@ class Shape:
     boundary, loop time); a fixed-window hypothesis waiting for confirmation (``candidate``)."""
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
-                 "probes", "votes", "limits", "vouched")
+                 "probes", "votes", "limits", "vouched", "crossed")
 
     def __init__(self, window: float, margin: float) -> None:
         self.kind = "unknown"
@@ -82,6 +83,10 @@ class Shape:
         self.votes = 0
         #: What was learned about the effective limits (empty: the quotas as configured).
         self.limits = ""
+        #: Requests and tokens of ours sent before the candidate boundary and answered after
+        #: it: a server that counts an answer as it ends (LiteLLM's proxy's headers) counts
+        #: them in the new window.
+        self.crossed = [0, 0]
 
     def learn(self, kind: str, why: str, epoch: float | None = None) -> bool:
         """Adopt ``kind``; True when it changed (the caller then switches its pacers)."""
@@ -111,6 +116,15 @@ class Shape:
             self.candidate = boundary
             self.why = why
             self.vouched = vouched
+            self.crossed = [0, 0]
+
+    def answered(self, entry: Any, tokens: int, now: float) -> None:
+        """``entry`` (of ``tokens``) was answered at ``now``: one crossing the candidate
+        boundary counts in :attr:`crossed`."""
+        candidate = self.candidate
+        if candidate is not None and entry.time < candidate <= now and not entry.refused:
+            self.crossed[0] += 1
+            self.crossed[1] += tokens
 
     def probe_at(self) -> float | None:
         """When the head of a blocked line may be sent as a probe (None: no probe now)."""

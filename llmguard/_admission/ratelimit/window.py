@@ -176,6 +176,8 @@ class Window:
             if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
                 cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         shape = self.shape
+        if shape is not None and live and answered:
+            shape.answered(entry, tokens, now)
         if shape is not None and entry is shape.probe:
             if live:  # answered with no remaining header to say which shape
                 shape.confirm(False, "a probe was admitted but the server reports no remaining")
