@@ -134,6 +134,10 @@ class Provider:
                 raise ProviderTimeout(f"{model} did not answer within --timeout "
                                       f"{self.timeout:g} s") from None
             raise
+        except BaseException:
+            if call is not None and not call.sent:  # the transport could not deliver it
+                self.sent -= 1
+            raise
         finally:
             self.sending.discard(task)
 

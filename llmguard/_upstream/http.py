@@ -20,7 +20,25 @@ from .errors import HTTPError, TransportError
 if TYPE_CHECKING:
     from .._core.call import Call
 
-__all__ = ["HTTPUpstream"]
+__all__ = ["KEEPALIVE", "HTTPUpstream", "undelivered"]
+
+#: Seconds an idle pooled connection is kept: below the 5 s of uvicorn and Node's servers.
+KEEPALIVE = 4.0
+
+
+def undelivered(exc: BaseException) -> bool:
+    """True when ``exc``, raised before any response, means the server never processed the
+    request: the connection could not be made, or the server closed or reset it (an idle
+    keep-alive connection it was closing as we wrote). A timeout is not: the server may be
+    working on it."""
+    import errno
+
+    import aiohttp
+
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError)):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in (
+        errno.ECONNRESET, errno.EPIPE, errno.ECONNREFUSED)
 
 
 class HTTPUpstream:
@@ -47,8 +65,11 @@ class HTTPUpstream:
             import aiohttp
 
             headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
-            self._session = aiohttp.ClientSession(
-                headers=headers, connector=aiohttp.TCPConnector(limit=0))
+            # An idle connection is dropped after KEEPALIVE s, before the server's own timeout
+            # closes it (uvicorn's, LiteLLM's proxy's: 5 s): reusing one the server is closing
+            # fails the request (a burst after a pause lost 24 this way).
+            self._session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(
+                limit=0, keepalive_timeout=KEEPALIVE))
         return self._session
 
     async def _post(self, path: str, request: dict[str, Any], call: Call | None) -> Any:
@@ -58,6 +79,8 @@ class HTTPUpstream:
         try:
             response = await self.open().post(f"{self.base_url}{path}", json=request)
         except aiohttp.ClientConnectionError as exc:  # refused, reset
+            if call is not None and undelivered(exc):
+                call.mark_unsent()  # the server never saw it: our quotas give it back
             raise TransportError(f"connection to {self.where} failed: "
                                  f"{type(exc).__name__}: {redact(str(exc))}") from None
         if call is not None:

@@ -66,3 +66,33 @@ async def test_a_queueing_proxy_is_learned_as_a_clock_minute(reports: str, phase
     assert shape.startswith("fixed"), shape
     assert server.statistics().rate_limited <= 1
     assert wall <= 1.05 * best, (wall, best, shape)
+
+
+@pytest.mark.parametrize("reports", ["admitted", "answered"])
+async def test_requests_that_never_reached_the_proxy_are_given_back(reports: str) -> None:
+    """24 of the opening burst fail before reaching the proxy (their keep-alive connection was
+    being closed): the transport marks them not sent, so the rate limit gives their room
+    back, their retries go at once (not a window later) and the clock minute is probed and
+    learned as without them: within 1.05x the ideal, at most one 429."""
+    server, failed = proxy(reports), []
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep((40 - server.phase()) % 60)
+    layer = lg.RateLimit(rpm=RPM, margin=0.5)
+    server.on_headers.append(layer.observe_headers)
+
+    async def send(call: lg.Call) -> Any:
+        call.mark_sent()
+        if len(failed) < 24 and call.kwargs["messages"][0]["content"].endswith("7"):
+            failed.append(loop.time())
+            call.mark_unsent()  # what HTTPUpstream does for a connection closed before a byte
+            raise ConnectionError("Server disconnected")
+        return await server.acompletion(**call.kwargs)
+
+    handler = lg.Pipeline().retry(attempts=4).then(layer).concurrency_limit(1024).build(send)
+    start = loop.time()
+    await asyncio.gather(*(handler(lg.Call(send, (), ask(i))) for i in range(CALLS)))
+    wall, best = loop.time() - start, ideal(server, CALLS, start)
+    assert len(failed) == 24 and layer.statistics().refunds >= 24
+    assert server.statistics().rate_limited <= 1
+    assert len(server.arrivals) <= CALLS + 1
+    assert wall <= 1.05 * best, (wall, best, layer.statistics().shape)
