@@ -13,7 +13,7 @@ from .auto import AutoTrack
 from .log import Entry, Log
 from .shape import read_reset
 
-__all__ = ["become_fixed", "observe", "probe", "refused"]
+__all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -87,13 +87,15 @@ def _fresh(shape: Any, track: AutoTrack, tokens: bool, remaining: int, server: i
     after it (``shape.crossed``): a server that queues a burst answers much of it in the next
     minute, and the first answer after the boundary may come tens of seconds later. Read that
     way, the reading is still a fixed window's when a sliding one could not report it: above
-    what is left of the quota after ours sent within a window before the ticket."""
+    what is left of the quota after ours sent within a window before the ticket; its
+    ``remaining`` then caps nothing (``shape.by_answer``)."""
     tolerance = max(1, server // 20)
     if remaining >= server - ours - tolerance:
         return True
     crossed = shape.crossed[tokens]
-    return bool(crossed) and remaining >= server - ours - crossed - tolerance \
+    shape.by_answer = bool(crossed) and remaining >= server - ours - crossed - tolerance \
         and remaining > server - _sent_by(track, ticket) + tolerance
+    return shape.by_answer
 
 
 def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
@@ -114,6 +116,16 @@ def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
             return None
     entry = shape.probe = window.add(now, tokens, estimate)
     return entry
+
+
+def settled(window: Any, now: float, live: int) -> None:
+    """``window``'s probe was answered (``live``) with no ``remaining`` header to say which
+    shape, or never sent (another may go)."""
+    shape = window.shape
+    if not live:
+        shape.probe = shape.since = None
+    else:
+        shape.confirm(False, "a probe was admitted but the server reports no remaining")
 
 
 def _sent_by(track: AutoTrack, ticket: Entry) -> int:

@@ -15,7 +15,9 @@ sliding log, which never exceeds any of them. The shape is then read from:
   after it: a fixed window starts afresh there (``remaining`` back near the limit), a bucket
   or a sliding window does not. When the head of the line would wait past that boundary, one
   request is sent there as a probe, if the quota as the server counts it (requests it refused
-  left out) has room; a refused probe costs one 429, once per key.
+  left out) has room; a refused probe costs one 429, once per key. A server that queues
+  (LiteLLM's proxy under a burst) answers late, and its ``remaining`` may count answers rather
+  than admissions: ours that crossed the boundary are allowed for (:func:`.learn._fresh`).
 
 The kind and the reason are in ``statistics()`` and the ``repr`` of the layer.
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
@@ -60,7 +62,7 @@ class Shape:
     boundary, loop time); a fixed-window hypothesis waiting for confirmation (``candidate``)."""
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
-                 "probes", "votes", "limits", "vouched", "crossed")
+                 "probes", "votes", "limits", "vouched", "crossed", "by_answer")
 
     def __init__(self, window: float, margin: float) -> None:
         self.kind = "unknown"
@@ -87,6 +89,9 @@ class Shape:
         #: it: a server that counts an answer as it ends (LiteLLM's proxy's headers) counts
         #: them in the new window.
         self.crossed = [0, 0]
+        #: Confirmed fixed only with ``crossed`` allowed for: the server's ``remaining`` counts
+        #: answers, not the admissions it limits, so it caps nothing.
+        self.by_answer = False
 
     def learn(self, kind: str, why: str, epoch: float | None = None) -> bool:
         """Adopt ``kind``; True when it changed (the caller then switches its pacers)."""
