@@ -8,6 +8,8 @@ in the run's stack), the upstream of the deployment the Router chose. The transp
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,7 +44,7 @@ class Provider:
     resolved by a Ray driver) or else its ``api_key_env`` here.
     """
 
-    __slots__ = ("closed", "fakes", "other", "routes", "sending", "sent", "timeout")
+    __slots__ = ("closed", "fakes", "other", "routes", "sending", "sent", "sent_at", "timeout")
 
     def __init__(self, api_base: str | None = None, api_key: str | None = None, *,
                  timeout: float | None = None,
@@ -63,8 +65,9 @@ class Provider:
         self.fakes: dict[str, FakeUpstream] = {}
         #: Tasks whose attempt is at the provider right now.
         self.sending: set[asyncio.Task[Any]] = set()
-        #: Attempts sent so far (the quota used).
+        #: Attempts sent so far (the quota used), and per wall-clock second (``int(time())``).
         self.sent = 0
+        self.sent_at: Counter[int] = Counter()
         #: True once the run is stopping: nothing more is sent.
         self.closed = False
 
@@ -128,6 +131,8 @@ class Provider:
             call.mark_sent()
         self.sending.add(task)
         self.sent += 1
+        second = int(time.time())
+        self.sent_at[second] += 1
         try:
             async with asyncio.timeout(self.timeout) as limit:
                 return await upstream.chat(request, call)
@@ -135,6 +140,11 @@ class Provider:
             if limit.expired():  # ours, not the caller's or an inner library's own timeout
                 raise ProviderTimeout(f"{model} did not answer within --timeout "
                                       f"{self.timeout:g} s") from None
+            raise
+        except BaseException:
+            if call is not None and not call.sent:  # the transport could not deliver it
+                self.sent -= 1
+                self.sent_at[second] -= 1
             raise
         finally:
             self.sending.discard(task)

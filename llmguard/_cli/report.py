@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
-from collections.abc import Callable
 from array import array
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any, TextIO
 
 __all__ = ["Progress", "Tally", "format_summary", "quota_used", "resume_args", "spend"]
@@ -201,18 +200,29 @@ class Progress:
             self._bar.close()
 
 
-def quota_used(limits: Any, sent: int, tally: Tally, wall: float) -> str | None:
-    """How much of the quota the run used, per minute on average (None without quotas of
-    its own: none, or a Router's, which ``limits.routed`` tells)."""
+def quota_used(limits: Any, sent: Counter[int], tally: Tally, wall: float) -> str | None:
+    """How much of the quota the run used (None without quotas of its own: none, or a
+    Router's, which ``limits.routed`` tells): requests in the busiest clock minute under a
+    learned fixed window, else in the busiest 60 s, against the rpm (a run that spans parts
+    of several fixed windows averages more than the rpm a minute, within each one's quota);
+    tokens a minute on average. ``sent``: attempts sent per wall-clock second."""
     if getattr(limits, "inner", None) is None or wall <= 0:
         return None
     parts = []
-    wall = max(wall, 60.0)  # a run shorter than a minute used its first minute, no more
     if limits.rpm:
-        rate = sent / wall * 60
-        parts.append(f"{rate:,.0f} requests/min of rpm {limits.rpm:,} ({rate / limits.rpm:.0%})")
+        fixed = limits.inner.statistics().shape.startswith("fixed")
+        if fixed:
+            minutes: Counter[int] = Counter()
+            for second, n in sent.items():
+                minutes[second // 60] += n
+            busiest = max(minutes.values(), default=0)
+        else:  # any 60 s, in steps of a second
+            busiest = max((sum(sent.get(s, 0) for s in range(t - 59, t + 1)) for t in sent),
+                          default=0)
+        parts.append(f"{busiest:,} requests in the busiest {'clock minute' if fixed else '60 s'}"
+                     f" of rpm {limits.rpm:,} ({busiest / limits.rpm:.0%})")
     if limits.tpm:
-        rate = (tally.input_tokens + tally.output_tokens) / wall * 60
+        rate = (tally.input_tokens + tally.output_tokens) / max(wall, 60.0) * 60
         parts.append(f"{rate:,.0f} tokens/min of tpm {limits.tpm:,} ({rate / limits.tpm:.0%})")
     return "; ".join(parts) + f" [{limits.source}]"
 

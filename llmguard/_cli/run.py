@@ -227,7 +227,7 @@ async def run(s: Settings, skip: set[str], argv: list[str], *, total: int,
             write_error.append(exc)
     wall = loop.time() - start
     print(format_summary(tally, wall, source=s.input, output=s.output,
-                         quota=quota_used(limits, provider.sent, tally, wall),
+                         quota=quota_used(limits, provider.sent_at, tally, wall),
                          deployments=routed(limits),
                          abandoned=abandoned[0] if abandoned else 0,
                          budget=spend(budget, total - len(skip) - tally.done)), file=out)

@@ -131,6 +131,15 @@ class Call:
             record.models = (*record.models, model)
         self.current.reached_provider()
 
+    def mark_unsent(self) -> None:
+        """The attempt marked sent never reached the provider after all: the transport could
+        not deliver it (the connection failed before the request was written, or the server
+        had closed it). Limiters then give back what they counted for it, as for any attempt
+        never sent. Attempts it runs inside stay sent (an earlier one of theirs may have been)."""
+        if self.current.sent:
+            self.record.sent -= 1
+            self.current.sent = False
+
     def emit(self, kind: EventKind, layer: str, *, delay: float | None = None,
              error: BaseException | None = None, detail: Any = None) -> None:
         """Publish an :class:`~llmguard.Event` about this call to the subscribers, if any."""

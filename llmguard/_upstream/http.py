@@ -23,7 +23,27 @@ from .errors import HTTPError, TransportError
 if TYPE_CHECKING:
     from .._core.call import Call
 
-__all__ = ["HTTPUpstream"]
+__all__ = ["HTTPUpstream", "undelivered"]
+
+
+def undelivered(exc: BaseException) -> bool:
+    """True when ``exc``, raised before any response, means the server never processed the
+    request: the connection could not be made, or the server closed or reset it (an idle
+    keep-alive connection it was closing as we wrote). A timeout is not: the server may be
+    working on it."""
+    import errno
+
+    import aiohttp
+
+    from .keepalive import Undelivered
+
+    if isinstance(exc, Undelivered):
+        return True
+
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError)):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in (
+        errno.ECONNRESET, errno.EPIPE, errno.ECONNREFUSED)
 
 #: One compact encoder for every request body, made once (aiohttp's ``json=`` builds a payload
 #: and an encoder per request). ASCII output, so a lone surrogate in a prompt still encodes.
@@ -80,8 +100,11 @@ class HTTPUpstream:
         if self._session is None:
             import aiohttp
 
+            from .keepalive import IDLE  # both pools drop an idle connection before servers do
+
             self._session = aiohttp.ClientSession(
-                headers=self._headers(), connector=aiohttp.TCPConnector(limit=0))
+                headers=self._headers(),
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE))
         return self._session
 
     async def _post(self, path: str, request: dict[str, Any], call: Call | None) -> Any:
@@ -96,6 +119,8 @@ class HTTPUpstream:
         try:
             response = await self._aiohttp().post(url, data=_encode(request).encode())
         except aiohttp.ClientConnectionError as exc:  # refused, reset
+            if call is not None and undelivered(exc):
+                call.mark_unsent()  # the server never saw it: our quotas give it back
             raise TransportError(f"connection to {self.where} failed: "
                                  f"{type(exc).__name__}: {redact(str(exc))}") from None
         if call is not None:
@@ -154,6 +179,8 @@ class HTTPUpstream:
         try:
             answer = await origin.post(path, _encode(request).encode())
         except (ConnectionError, OSError) as exc:  # refused, reset, cut mid-answer
+            if call is not None and undelivered(exc):
+                call.mark_unsent()  # the server never saw it: our quotas give it back
             raise TransportError(f"connection to {self.where} failed: "
                                  f"{type(exc).__name__}: {redact(str(exc))}") from None
         if call is not None:

@@ -24,10 +24,17 @@ import zlib
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["Answer", "Origin"]
+__all__ = ["IDLE", "Answer", "Origin", "Undelivered"]
 
-#: Seconds an idle connection is kept (aiohttp's keep-alive default): servers close theirs.
-IDLE = 15.0
+#: Seconds an idle connection is kept: below the 5 s of uvicorn's and Node's servers, so we
+#: never write to one the server is closing (LiteLLM's proxy lost a burst after a pause so).
+IDLE = 4.0
+
+
+class Undelivered(ConnectionError):
+    """The connection failed before any byte of the answer: it could not be made, or the server
+    closed or reset it (an idle one it was closing as we wrote). The server did not answer the
+    request; a timeout is never this (there is no timer here)."""
 
 
 class Answer:
@@ -52,12 +59,14 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.closed = False
         self.reusable = False
+        self.answered = False  # a byte of the current request's answer came in
         self.idle_since = 0.0
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.answered = True
         try:
             self.parser.feed_data(data)
         except Exception as exc:  # noqa: BLE001 - a malformed answer: this request fails
@@ -104,7 +113,8 @@ class _Connection(asyncio.Protocol):
         if self.headers and not framed:  # a body that ends with the connection: complete
             self._complete(False)
         else:
-            self._fail(ConnectionError(str(exc) if exc else "the server closed the connection"))
+            lost = Undelivered if not self.answered else ConnectionError
+            self._fail(lost(str(exc) if exc else "the server closed the connection"))
 
     def _fail(self, exc: Exception) -> None:
         self.reusable = False
@@ -150,9 +160,13 @@ class Origin:
         conn = self._take()
         if conn is None:
             loop = asyncio.get_running_loop()
-            _, conn = await loop.create_connection(
-                _Connection, self._host, self._port, ssl=self._ssl,
-                server_hostname=self._host if self._ssl else None)
+            try:
+                _, conn = await loop.create_connection(
+                    _Connection, self._host, self._port, ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None)
+            except OSError as exc:  # refused, unreachable, no such host, TLS handshake
+                raise Undelivered(f"cannot connect: {exc}") from exc
+        conn.answered = False
         conn.waiter = asyncio.get_running_loop().create_future()
         self._busy.add(conn)
         try:

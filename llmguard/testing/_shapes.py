@@ -5,7 +5,12 @@
 * :class:`ProxyWindowServer`: shaped like LiteLLM's proxy: counters per **wall-clock minute**
   that admit ``rpm - 1`` requests (its off-by-one); 200s carry ``x-ratelimit-limit-*`` and
   ``x-ratelimit-remaining-*`` without a reset time; a 429 carries only
-  ``llm_provider-retry-after: 60``, whenever in the minute it comes.
+  ``llm_provider-retry-after: 60``, whenever in the minute it comes. With
+  ``reports="answered"`` its ``remaining`` counts answers that ended in the current minute
+  (what LiteLLM's headers count: its success callback's per-minute counter), not admissions:
+  a proxy that queues a burst reports much of it in the next minute. ``capacity=1`` with a
+  small ``latency`` makes it a single worker that serves one request at a time, as a loaded
+  proxy's event loop does.
 
 The wall clock is :func:`llmguard._core.clock.wall` (in step with the loop clock, so under
 ``looptime`` its minutes pass virtually too).
@@ -17,7 +22,7 @@ from typing import Any
 
 from .._core import clock
 from ._quota import FixedWindow, SlidingWindow, check_quotas
-from ._servers import QuotaServer
+from ._servers import QuotaServer, admission_headers
 
 __all__ = ["ProxyWindowServer", "SlidingWindowServer"]
 
@@ -39,21 +44,29 @@ class SlidingWindowServer(QuotaServer):
 class ProxyWindowServer(QuotaServer):
     """LiteLLM's proxy as users meet it: ``rpm - 1`` requests and ``tpm`` tokens per
     wall-clock minute (``window``), ``remaining = limit - used`` without a reset, and a 429
-    whose only header is ``llm_provider-retry-after: 60`` (``window``)."""
+    whose only header is ``llm_provider-retry-after: 60`` (``window``). ``reports``:
+    ``"admitted"`` (remaining counts the requests admitted in the minute) or ``"answered"``
+    (the answers that ended in it, as LiteLLM's headers do)."""
 
     kind = "clock-minute proxy"
     processing_header = "x-litellm-response-duration-ms"
 
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
-                 **options: Any) -> None:
+                 reports: str = "admitted", **options: Any) -> None:
         super().__init__(window=window, **options)
         check_quotas(rpm, tpm)
         if rpm is not None and rpm < 2:
             raise ValueError(f"rpm must be at least 2 (the proxy admits rpm - 1), got {rpm}")
+        if reports not in ("admitted", "answered"):
+            raise ValueError(f'reports must be "admitted" or "answered", got {reports!r}')
         #: The limits the proxy reports (it admits one request fewer).
         self.limits = {"requests": rpm, "tokens": tpm}
         self.quotas = {"requests": rpm and FixedWindow(rpm - 1, window),
                        "tokens": tpm and FixedWindow(tpm, window)}
+        #: What ``remaining`` counts: per-minute counters of answers when ``"answered"``.
+        self.reports = reports
+        self._answers = {unit: FixedWindow(limit, window) for unit, limit in self.limits.items()
+                         if limit is not None}
         self._aligned = False
 
     def _align(self) -> None:
@@ -61,7 +74,7 @@ class ProxyWindowServer(QuotaServer):
         if not self._aligned:
             self._aligned = True
             epoch = self._now() - clock.wall() % self.window
-            for quota in self.quotas.values():
+            for quota in (*self.quotas.values(), *self._answers.values()):
                 if quota is not None:
                     quota.epoch = epoch
 
@@ -75,7 +88,8 @@ class ProxyWindowServer(QuotaServer):
         if not self.rate_limit_headers:
             return {}
         out = {}
-        for unit, quota in self.quotas.items():
+        counters = self._answers if self.reports == "answered" else self.quotas
+        for unit, quota in counters.items():
             if quota is not None:
                 limit = self.limits[unit]
                 used = quota.limit - quota.remaining(now)
@@ -89,6 +103,13 @@ class ProxyWindowServer(QuotaServer):
     def _admit(self, tokens: int) -> None:
         self._align()
         super()._admit(tokens)
+
+    def _answered(self, input_tokens: int, output: int, charged: int) -> None:
+        now = self._now()
+        for unit, counter in self._answers.items():
+            counter.take(now, 1 if unit == "requests" else self._factored(charged))
+        if self.reports == "answered":  # the headers are made as the answer goes out
+            admission_headers.set(self.headers(now))
 
     def ideal_time(self, n: int, **kwargs: Any) -> float:
         self._align()

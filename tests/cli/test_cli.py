@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 #: A safety net against a hung child, never an assertion about speed.
@@ -375,6 +376,40 @@ def test_summary_counts_percentiles_and_cost() -> None:
     text = format_summary(tally, 2.0, source="in", output="out")
     assert "4 done: 2 ok, 2 failed; 2 already done (resumed)" in text
     assert "$0.250000" in text and "2 retries, 1 fallbacks, 1 cache hits" in text
+
+
+def test_quota_used_counts_the_busiest_window_not_the_average_rate() -> None:
+    """2,400 requests in 80 s against a fixed window of rpm 1,200 started at :40: 800, 1,199
+    and 401 in three clock minutes. The average (1,800 a minute, "150%") read like an overrun;
+    the summary says what the server counted: 1,199 in the busiest clock minute (100%);
+    under any other shape, what the busiest 60 s held (which a sliding window would count)."""
+    from collections import Counter
+
+    from llmguard._cli.report import Tally, quota_used
+
+    sent: Counter[int] = Counter()
+    for second, n in ((40, 800), (60, 1199), (120, 401)):
+        for i in range(20):  # spread over 20 s from each start
+            sent[6_000_000 + second + i] += n // 20 + (i < n % 20)
+    assert sum(sent.values()) == 2400
+
+    class Inner:
+        def __init__(self, shape: str) -> None:
+            self.shape = shape
+
+        def statistics(self) -> Any:
+            return self
+
+    class Limits:
+        rpm, tpm, source = 1200, None, "--rpm/--tpm"
+
+        def __init__(self, shape: str) -> None:
+            self.inner = Inner(shape)
+
+    fixed = quota_used(Limits("fixed (a reason)"), sent, Tally(), 80.0)
+    assert fixed == "1,199 requests in the busiest clock minute of rpm 1,200 (100%) [--rpm/--tpm]"
+    sliding = quota_used(Limits("sliding (a reason)"), sent, Tally(), 80.0)  # :40-:79 of it
+    assert sliding is not None and sliding.startswith("1,999 requests in the busiest 60 s")
 
 
 def test_timeout_ends_a_hung_call_as_a_timeout_record(tmp_path: Path) -> None:

@@ -3,11 +3,14 @@ real loopback server, and the offline fake."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from typing import Any
 
 import pytest
 
 import llmguard as lg
+from llmguard._core.layer import compose
 from llmguard._upstream.errors import HTTPError, ProviderError, RateLimited, TransportError
 from llmguard._upstream.fake import fake_model
 from llmguard._upstream.http import HTTPUpstream
@@ -62,6 +65,43 @@ async def test_a_refused_connection_is_a_transport_error(bounded: bool) -> None:
     finally:
         await upstream.aclose()
     assert lg.classify(info.value).kind is lg.FailureKind.CONNECTION and KEY not in str(info.value)
+
+
+@pytest.mark.parametrize("bounded", [False, True], ids=["aiohttp", "kept-alive"])
+async def test_a_request_the_server_never_saw_is_not_counted_as_sent(bounded: bool) -> None:
+    """Refused (nothing listening), or the connection closed by the server before it read a
+    byte (a keep-alive connection it was closing as we wrote: 24 of a burst after a pause
+    against LiteLLM's proxy): the attempt is marked not sent, so a rate limit in front gives
+    its reservation back (counted, it held the quota for a window and its retry waited one)."""
+    async def close_at_once(reader: Any, writer: Any) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    closing = server.sockets[0].getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refused = s.getsockname()[1]
+    try:
+        for port in (refused, closing):
+            upstream = HTTPUpstream(f"http://127.0.0.1:{port}/v1", KEY, bounded=bounded)
+            limit = lg.RateLimit(rpm=1)
+            try:
+                call = lg.Call(upstream.chat, (), dict(REQUEST))
+
+                async def send(c: lg.Call) -> Any:
+                    c.mark_sent()
+                    return await upstream.chat(c.kwargs, c)
+
+                with pytest.raises(TransportError):
+                    await compose([limit], send)(call)
+            finally:
+                await upstream.aclose()
+            assert not call.sent and call.record.sent == 0
+            stats = limit.statistics()
+            assert stats.refunds == 1 and stats.requests_available == 1, stats
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.looptime

@@ -13,7 +13,7 @@ from .auto import AutoTrack
 from .log import Entry, Log
 from .shape import read_reset
 
-__all__ = ["become_fixed", "observe", "probe", "refused"]
+__all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -32,16 +32,21 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     if shape.candidate is not None and since is not None and ticket is not None \
             and ticket.seq >= since[0]:
         ours = (ticket.tseq + ticket.tokens - since[1]) if tokens else ticket.seq - since[0] + 1
-        fresh = remaining >= server - ours - max(1, server // 20)
-        unit = "tokens" if tokens else "requests"
-        if shape.confirm(fresh, f"{remaining} of {server} {unit} remaining"):
+        if shape.confirm(_fresh(shape, track, tokens, remaining, server, ours, ticket),
+                         f"{remaining} of {server} {'tokens' if tokens else 'requests'} remaining"):
             become_fixed(window, now)
         return
     if reset is None:
         epoch = now - wall % shape.window
-        shape.suppose(shape.next_boundary(epoch, now),
-                      "remaining without reset: a clock-minute window supposed, to be "
-                      "confirmed after the minute; paced as a sliding window until then")
+        boundary = shape.next_boundary(epoch, now)
+        last = track.log.entries[-1].time if track.log.entries else None
+        if last is not None and last < boundary - shape.window - shape.margin:
+            # nothing of ours sent since the last boundary (answers come late from a server
+            # that queues) nor within the margin before it (counted on either side): the next
+            # admission shows whether the server started afresh there, a window sooner
+            boundary -= shape.window
+        shape.suppose(boundary, "remaining without reset: a clock-minute window supposed, to be "
+                                "confirmed after the minute; paced as a sliding window until then")
         return
     if ticket is None or shape.candidate is not None:
         return  # a supposed boundary is pending: the first answer after it decides
@@ -75,6 +80,28 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         shape.learn("sliding", why)
 
 
+def _fresh(shape: Any, track: AutoTrack, tokens: bool, remaining: int, server: int, ours: int,
+           ticket: Entry) -> bool:
+    """True when ``remaining`` in the answer to ``ticket``, the first of ours sent after the
+    candidate boundary (``ours`` of ours sent since it, up to the ticket), shows the server
+    started counting afresh there.
+
+    A server counting at arrival reports about ``server - ours``. One that counts an answer as
+    it ends (LiteLLM's proxy's headers) also counts ours sent before the boundary and answered
+    after it (``shape.crossed``): a server that queues a burst answers much of it in the next
+    minute, and the first answer after the boundary may come tens of seconds later. Read that
+    way, the reading is still a fixed window's when a sliding one could not report it: above
+    what is left of the quota after ours sent within a window before the ticket; its
+    ``remaining`` then caps nothing (``shape.by_answer``)."""
+    tolerance = max(1, server // 20)
+    if remaining >= server - ours - tolerance:
+        return True
+    crossed = shape.crossed[tokens]
+    shape.by_answer = bool(crossed) and remaining >= server - ours - crossed - tolerance \
+        and remaining > server - _sent_by(track, ticket) + tolerance
+    return shape.by_answer
+
+
 def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
     """A request ``window``'s quotas would hold back (``tokens`` as the server counts them,
     estimated at ``estimate``), sent anyway as the probe of a supposed fixed window's boundary
@@ -93,6 +120,16 @@ def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
             return None
     entry = shape.probe = window.add(now, tokens, estimate)
     return entry
+
+
+def settled(window: Any, now: float, live: int) -> None:
+    """``window``'s probe was answered (``live``) with no ``remaining`` header to say which
+    shape, or never sent (another may go)."""
+    shape = window.shape
+    if not live:
+        shape.probe = shape.since = None
+    else:
+        shape.confirm(False, "a probe was admitted but the server reports no remaining")
 
 
 def _sent_by(track: AutoTrack, ticket: Entry) -> int:

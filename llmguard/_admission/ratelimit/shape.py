@@ -15,7 +15,9 @@ sliding log, which never exceeds any of them. The shape is then read from:
   after it: a fixed window starts afresh there (``remaining`` back near the limit), a bucket
   or a sliding window does not. When the head of the line would wait past that boundary, one
   request is sent there as a probe, if the quota as the server counts it (requests it refused
-  left out) has room; a refused probe costs one 429, once per key.
+  left out) has room; a refused probe costs one 429, once per key. A server that queues
+  (LiteLLM's proxy under a burst) answers late, and its ``remaining`` may count answers rather
+  than admissions: ours that crossed the boundary are allowed for (:func:`.learn._fresh`).
 
 The kind and the reason are in ``statistics()`` and the ``repr`` of the layer.
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
@@ -24,6 +26,7 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 from __future__ import annotations
 
 import math
+from typing import Any
 
 __all__ = ["Shape", "read_reset"]
 
@@ -59,7 +62,8 @@ class Shape:
     boundary, loop time); a fixed-window hypothesis waiting for confirmation (``candidate``)."""
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
-                 "probes", "votes", "limits", "vouched", "bucketless")
+                 "probes", "votes", "limits", "vouched", "bucketless", "crossed",
+                 "by_answer")
 
     def __init__(self, window: float, margin: float) -> None:
         self.kind = "unknown"
@@ -84,6 +88,13 @@ class Shape:
         self.bucketless = False
         #: What was learned about the effective limits (empty: the quotas as configured).
         self.limits = ""
+        #: Requests and tokens of ours sent before the candidate boundary and answered after
+        #: it: a server that counts an answer as it ends (LiteLLM's proxy's headers) counts
+        #: them in the new window.
+        self.crossed = [0, 0]
+        #: Confirmed fixed only with ``crossed`` allowed for: the server's ``remaining`` counts
+        #: answers, not the admissions it limits, so it caps nothing.
+        self.by_answer = False
 
     def learn(self, kind: str, why: str, epoch: float | None = None) -> bool:
         """Adopt ``kind``; True when it changed (the caller then switches its pacers)."""
@@ -113,6 +124,15 @@ class Shape:
             self.candidate = boundary
             self.why = why
             self.vouched = vouched
+            self.crossed = [0, 0]
+
+    def answered(self, entry: Any, tokens: int, now: float) -> None:
+        """``entry`` (of ``tokens``) was answered at ``now``: one crossing the candidate
+        boundary counts in :attr:`crossed`."""
+        candidate = self.candidate
+        if candidate is not None and entry.time < candidate <= now and not entry.refused:
+            self.crossed[0] += 1
+            self.crossed[1] += tokens
 
     def probe_at(self) -> float | None:
         """When the head of a blocked line may be sent as a probe (None: no probe now)."""

@@ -177,11 +177,10 @@ class Window:
             if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
                 cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         shape = self.shape
+        if shape is not None and live and answered:
+            shape.answered(entry, tokens, now)
         if shape is not None and entry is shape.probe:
-            if live:  # answered with no remaining header to say which shape
-                shape.confirm(False, "a probe was admitted but the server reports no remaining")
-            else:  # never sent: another may go
-                shape.probe = shape.since = None
+            learn.settled(self, now, live)
         entry.tokens = tokens
         entry.live = live
 
@@ -189,11 +188,9 @@ class Window:
             ticket: Entry | None = None, limit: int | None = None, wall: float = 0.0) -> None:
         """The provider says only ``remaining`` are left (until ``reset`` seconds from now when
         it says; ``limit`` when it says), as it counted the request of ``ticket`` (None: as of
-        now), read as a bound against ours in flight and combined per burst (:mod:`.reading`).
-
-        A bucket takes it as the provider's level; a log or a fixed count records a cap until
-        the reset (or the fixed window's boundary). With a shape to learn, the reading also
-        teaches it (:mod:`.shape`); ``wall`` is the wall clock at ``now``."""
+        now), read as a bound against ours in flight and combined per burst (:mod:`.reading`):
+        a bucket's level, else a cap until the reset (or the fixed window's boundary). A shape
+        to learn learns from it too (:mod:`.shape`; ``wall``: the wall clock now)."""
         at = now if ticket is None else ticket.time
         tracks = [t for t in self.tracks if t.quota.tokens is tokens]
         if self.shape is not None:
@@ -217,6 +214,8 @@ class Window:
                 (track if isinstance(track, Bucket) else track.bucket).drain_to(now, left, since)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
+            if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
+                return
             until = self.shape.next_boundary(self.shape.epoch, at)
         elif reset is not None:  # from when the server counted the request
             until = (at if ticket is not None else now) + reset
