@@ -5,7 +5,6 @@ Why not ``asyncio.Semaphore`` or anyio's ``CapacityLimiter``: see ``limiter.py``
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Hashable
 from typing import Any
 
