@@ -245,7 +245,6 @@ class RedisBackend(Answers):
 
     async def aclose(self) -> None:
         """Wait for background writes and close the connection pool."""
-        self._learning.settlements.flush()
         await self.connection.aclose()
 
     def __repr__(self) -> str:

@@ -34,6 +34,7 @@ class Settlements:
         self.connection, self.args = connection, args
         self._queued: list[tuple[list[str], tuple[Quota, ...], list[Any]]] = []
         self._due = False
+        connection.flushers.append(self.flush)  # aclose() sends what is queued
 
     def add(self, names: list[str], quotas: tuple[Quota, ...], settlement: list[Any]) -> None:
         """Queue one settlement (5 arguments); sent within two loop turns at the latest."""
