@@ -135,16 +135,17 @@ class RedisLearning:
         return [*result[:7], result[-1]]
 
     def _adopt(self, key: Hashable, window: Any, now: float, got: list[Any]) -> None:
-        kind, epoch, lims, why, version = (x.decode() if isinstance(x, bytes) else str(x)
-                                           for x in got)
+        version = int(got[4])  # first: on most reservations nothing new was published
         seen = self._known.get(key)
-        if seen is not None and int(version) <= seen[0]:
+        if version <= (0 if seen is None else seen[0]):  # 0: no shape hash, nothing learned
             return
+        kind, epoch, lims, why = (x.decode() if isinstance(x, bytes) else str(x)
+                                  for x in got[:4])
         if kind == "unknown" and not lims:
             return
         remote: shared.Learned = (kind, now + float(epoch) if epoch else None,
                                   tuple(int(x) for x in lims.split(",")) if lims else (), why)
-        self._known[key] = (int(version), remote)
+        self._known[key] = (version, remote)
         if window.shape is not None and not shared.same(shared.learned(window), remote,
                                                         window.shape.window):
             shared.adopt(window, now, remote)
