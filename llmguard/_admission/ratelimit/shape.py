@@ -18,6 +18,8 @@ sliding log, which never exceeds any of them. The shape is then read from:
   left out) has room; a refused probe costs one 429, once per key. A server that queues
   (LiteLLM's proxy under a burst) answers late, and its ``remaining`` may count answers rather
   than admissions: ours that crossed the boundary are allowed for (:func:`.learn._fresh`).
+  It also counts a request only when it takes it from its queue: a clock minute learned
+  this way (``late``) counts ours in flight at a boundary in the new minute too (:mod:`.fixed`).
 
 The kind and the reason are in ``statistics()`` and the ``repr`` of the layer.
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
