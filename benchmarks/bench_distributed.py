@@ -18,8 +18,10 @@ keep a 2% margin on the window (``MARGIN``) for the admission-to-provider delay.
   it matches here because the four processes want the same; with uneven demand the quarter of
   an idle process is wasted while the busy ones wait).
 
-Then the per-call overhead the Redis backend adds: sequential uncontended calls through
-``RateLimit`` with the Redis vs the in-memory backend, median of 5 repeats of 2,000 calls.
+Then the per-call overhead the Redis backend adds: uncontended calls through ``RateLimit`` with
+the in-memory backend and with Redis under each refill, one after another and 16 callers at
+once, median of 5 repeats of 2,000 calls (rows interleaved). Under the default a call costs
+one round trip: its reservation carries the previous call's settlement (``_settlements``).
 
 Then the shapes table: two processes sharing Redis (two ``RateLimit(rpm=...)`` layers in one
 event loop, each with its own ``RedisBackend``: nothing shared but Redis), default settings,
@@ -33,6 +35,7 @@ Wall time over the server's own ideal (``QuotaServer.ideal_time``), 429s, the mo
 window saw.
 
     python benchmarks/bench_distributed.py [--url redis://127.0.0.1:6379/0] [--shapes-only]
+        [--overhead-only]
     (~1 minute, the shapes table ~5 more)
 """
 
@@ -134,24 +137,45 @@ def contend(url: str, mode: str) -> tuple[int, int]:
     return ok, rejected
 
 
-async def overhead(url: str, calls: int = 2000, repeats: int = 5) -> tuple[float, float]:
+#: The overhead table's rows: (label, refill, callers at once; None refill: the memory backend).
+OVERHEAD = (("memory backend", None, 1), ("redis, refill='auto' (default)", "auto", 1),
+            ("redis, refill='window'", "window", 1), ("redis, refill='continuous'", "continuous", 1),
+            ("redis, default, 16 at once", "auto", 16))
+
+
+async def overhead(url: str, calls: int = 2000, repeats: int = 5) -> dict[str, float]:
+    """Microseconds per call through ``RateLimit(rps=10**6)`` for each row of ``OVERHEAD``
+    (median of ``repeats``, rows interleaved); "at once": ``calls`` spread over that many
+    callers under ``gather``, wall time per call."""
     async def noop() -> None:
         return None
 
-    results: dict[str, list[float]] = {"memory": [], "redis": []}
+    async def caller(guarded: object, n: int) -> None:
+        for _ in range(n):
+            await guarded()
+
+    results: dict[str, list[float]] = {label: [] for label, _, _ in OVERHEAD}
     for _ in range(repeats):
-        for name in results:
+        for label, refill, width in OVERHEAD:
             backend = RedisBackend(url, prefix=f"bench-overhead-{uuid.uuid4().hex[:8]}") \
-                if name == "redis" else None
-            guarded = lg.guard(lg.RateLimit(rps=10**6, backend=backend))(noop)
+                if refill else None
+            guarded = lg.guard(lg.RateLimit(rps=10**6, backend=backend,
+                                            refill=refill or "auto"))(noop)
             await guarded()  # connect and load the script outside the timing
             t0 = time.perf_counter()
-            for _ in range(calls):
-                await guarded()
-            results[name].append((time.perf_counter() - t0) / calls * 1e6)
+            await asyncio.gather(*(caller(guarded, calls // width) for _ in range(width)))
+            results[label].append((time.perf_counter() - t0) / calls * 1e6)
             if backend is not None:
                 await backend.aclose()
-    return statistics.median(results["memory"]), statistics.median(results["redis"])
+    return {label: statistics.median(times) for label, times in results.items()}
+
+
+def overhead_table(url: str) -> None:
+    times = asyncio.run(overhead(url))
+    memory = times[OVERHEAD[0][0]]
+    print("\nper-call overhead (RateLimit(rps=10**6), uncontended, median of 5 x 2000 calls):")
+    for label, time_ in times.items():
+        print(f"  {label:<34}{time_:8.1f} us   ({time_ / memory:5.0f}x memory)")
 
 
 #: (server shape, quota per minute, calls, seconds into its minute the batch starts at)
@@ -219,7 +243,12 @@ def main() -> None:
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--shapes-only", action="store_true",
                         help="only the table of learned shapes shared through Redis")
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the per-call overhead table")
     args = parser.parse_args()
+    if args.overhead_only:
+        overhead_table(args.url)
+        return
     if args.shapes_only:
         shapes_table(args.url)
         return
@@ -230,10 +259,7 @@ def main() -> None:
     for mode in ("redis", "local, full quota", "local, quota/4"):
         ok, rejected = contend(args.url, mode)
         print(f"{mode:<22}{ok:>12}{rejected:>8}{ok / quota:>11.1%}")
-    memory, redis_ = asyncio.run(overhead(args.url))
-    print("\nper-call overhead (sequential, uncontended, median of 5 x 2000 calls):")
-    print(f"  memory backend {memory:8.1f} us   redis backend {redis_:8.1f} us   "
-          f"added {redis_ - memory:8.1f} us ({redis_ / memory:.0f}x)")
+    overhead_table(args.url)
     shapes_table(args.url)
 
 

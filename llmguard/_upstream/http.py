@@ -119,10 +119,7 @@ class HTTPUpstream:
         try:
             response = await self._aiohttp().post(url, data=_encode(request).encode())
         except aiohttp.ClientConnectionError as exc:  # refused, reset
-            if call is not None and undelivered(exc):
-                call.mark_unsent()  # the server never saw it: our quotas give it back
-            raise TransportError(f"connection to {self.where} failed: "
-                                 f"{type(exc).__name__}: {redact(str(exc))}") from None
+            raise self._failed(exc, call) from None
         if call is not None:
             call.response_headers = response.headers
         if response.status >= 400:
@@ -139,8 +136,7 @@ class HTTPUpstream:
         try:
             return await response.read()
         except aiohttp.ClientConnectionError as exc:  # dropped mid-answer
-            raise TransportError(f"connection to {self.where} failed: "
-                                 f"{type(exc).__name__}: {redact(str(exc))}") from None
+            raise self._failed(exc, None) from None
 
     def _error(self, status: int, headers: Any, raw: bytes) -> HTTPError:
         try:
@@ -179,15 +175,20 @@ class HTTPUpstream:
         try:
             answer = await origin.post(path, _encode(request).encode())
         except (ConnectionError, OSError) as exc:  # refused, reset, cut mid-answer
-            if call is not None and undelivered(exc):
-                call.mark_unsent()  # the server never saw it: our quotas give it back
-            raise TransportError(f"connection to {self.where} failed: "
-                                 f"{type(exc).__name__}: {redact(str(exc))}") from None
+            raise self._failed(exc, call) from None
         if call is not None:
             call.response_headers = answer.headers
         if answer.status >= 400:
             raise self._error(answer.status, answer.headers, answer.body)
         return answer.status, answer.headers, answer.body
+
+    def _failed(self, exc: BaseException, call: Call | None) -> TransportError:
+        """The error for a failed connection; a request the server never saw is marked unsent,
+        so the quotas in front give its reservation back."""
+        if call is not None and undelivered(exc):
+            call.mark_unsent()
+        return TransportError(f"connection to {self.where} failed: "
+                              f"{type(exc).__name__}: {redact(str(exc))}")
 
     async def chat(self, request: dict[str, Any], call: Call | None = None, /) -> Any:
         return await self._json("/chat/completions", request, call)

@@ -31,15 +31,62 @@ local function limit_of(n, limit)
 end
 """
 
+#: Lua: ``settle(log, shape, made, old, new, reserved, used, first)``: settles a reservation
+#: (``SETTLE``'s arguments, the quotas' from ARGV[first]); RESERVE runs it first for each
+#: settlement it carries.
+SETTLING = """
+local function settle(log, shape, made, old, new, reserved_tokens, used_tokens, first)
+  local at = redis.call('ZSCORE', log, old)
+  if at and old ~= new then
+    local pttl = redis.call('PTTL', log)
+    redis.call('ZREM', log, old)
+    if new ~= '' then
+      redis.call('ZADD', log, at, new)
+      if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
+    end
+  end
+  if redis.call('HGET', state, 'b') ~= made then return 0 end
+  local lims = redis.call('HGET', shape, 'lims') or ''
+""" + LIMITS + """
+  reserved_tokens, used_tokens = tonumber(reserved_tokens), tonumber(used_tokens)
+  local n = 0
+  for i = first, #ARGV, 5 do
+    n = n + 1
+    local tok = ARGV[i + 2] == '1'
+    local cap = limit_of(n, tonumber(ARGV[i]))
+    local rate = cap / tonumber(ARGV[i + 1])
+    local level, deficit, outstanding = load(n, cap, rate)
+    level = math.min(level, cap)
+    local reserved, actual = 1, (used_tokens and 1 or nil)
+    if tok then reserved, actual = reserved_tokens, used_tokens end
+    local others = outstanding - reserved
+    if actual ~= nil and actual >= reserved then
+      level = level - (actual - reserved)
+      deficit = deficit - reserved
+    else
+      local used = actual or 0
+      local credit = math.max(0, math.min(reserved - used, deficit - others - used))
+      level = math.min(cap, level + credit)
+      deficit = deficit - credit - used
+    end
+    store(n, cap, rate, level, math.max(0, math.min(deficit, cap - level)), others)
+  end
+  expire()
+  return 1
+end
+"""
+
 #: KEYS: state, log, fence, shape. ARGV: member prefix, tokens, horizon (longest window plus
 #: margin, the log's span), slack, known marker, proposed marker, probe ('' none, 'vouched':
-#: admit whatever the pacers say, 'room': if the quota has room as the server counts it), then limit/window/is_tokens/
-#: learns/margin per quota. Returns {admitted (1; 2 as the probe; -1 not: another process
-#: probes this window), wait, requests available, tokens available, pause
-#: left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
+#: admit whatever the pacers say, 'room': if the quota has room as the server counts it), the
+#: number of settlements carried, their SETTLE arguments (5 each), then limit/window/is_tokens/
+#: learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
+#: -1 not: another process probes this window), wait, requests available, tokens available,
+#: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
 #: why, version, marker}.
-RESERVE = PRELUDE + """
+RESERVE = PRELUDE + SETTLING + """
 local log, shape = KEYS[2], KEYS[4]
+local Q = 9 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
 local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
 """ + FENCE + """
@@ -49,13 +96,15 @@ if step > 0 then  -- the clock stepped back: shift every time kept by the step
   local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
   for j = 1, #all, 2 do redis.call('ZADD', log, tonumber(all[j + 1]) - step, all[j]) end
   local fields, n = {'pause', 'until_r', 'until_t'}, 0
-  for i = 8, #ARGV, 5 do n = n + 1; fields[#fields + 1] = 'a' .. n end
+  for i = Q, #ARGV, 5 do n = n + 1; fields[#fields + 1] = 'a' .. n end
   for _, field in ipairs(fields) do
     local at = tonumber(redis.call('HGET', state, field) or '')
     if at then redis.call('HSET', state, field, fmt(at - step)) end
   end
   if epoch then epoch = epoch - step; redis.call('HSET', shape, 'epoch', fmt(epoch)) end
 end
+-- the settlements first (this process's, queued since its last round trip: ``_learning``)
+for j = 9, Q - 1, 5 do settle(log, shape, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
   return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
           epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', mark}
@@ -81,7 +130,7 @@ local function units(lo, hi, tok, open)  -- the log's units admitted in [lo, hi)
   return sum
 end
 local buckets, free, n = {}, {}, 0
-for i = 8, #ARGV, 5 do
+for i = Q, #ARGV, 5 do
   n = n + 1
   local window, tok = tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
   local learns, margin = ARGV[i + 3] == '1', tonumber(ARGV[i + 4])
@@ -152,7 +201,7 @@ local taken = probed ~= nil and now - probed < horizon
 -- refused left out: ``REFUSED`` marks it), as ``learn.probe``
 local function room()
   if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
-  for i = 8, #ARGV, 5 do
+  for i = Q, #ARGV, 5 do
     local tok, used = ARGV[i + 2] == '1', 0
     for j = 1, #entries, 2 do
       if tonumber(entries[j + 1]) > now - tonumber(ARGV[i + 1]) and not string.find(entries[j], ':r:') then
@@ -183,47 +232,13 @@ return reply(probing and 2 or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or
              cap_left, redis.call('HGET', state, 'b'))
 """
 
-#: KEYS: state, log, shape. ARGV: the state hash's ``b`` at reservation, old log member, new
-#: member ('' for a refund), tokens reserved, tokens used ('' for a refund), then the
-#: reservation's limit/window/is_tokens/learns/margin per quota. Settles the log entry (its
-#: admission time kept) and each bucket (``bucket.settle``, at the learned limits).
-SETTLE = PRELUDE + """
-local log = KEYS[2]
-local at = redis.call('ZSCORE', log, ARGV[2])
-if at and ARGV[2] ~= ARGV[3] then
-  local pttl = redis.call('PTTL', log)
-  redis.call('ZREM', log, ARGV[2])
-  if ARGV[3] ~= '' then
-    redis.call('ZADD', log, at, ARGV[3])
-    if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
-  end
-end
-if redis.call('HGET', state, 'b') ~= ARGV[1] then return 0 end
-local lims = redis.call('HGET', KEYS[3], 'lims') or ''
-""" + LIMITS + """
-local reserved_tokens, used_tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
-local n = 0
-for i = 6, #ARGV, 5 do
-  n = n + 1
-  local tok = ARGV[i + 2] == '1'
-  local cap = limit_of(n, tonumber(ARGV[i]))
-  local rate = cap / tonumber(ARGV[i + 1])
-  local level, deficit, outstanding = load(n, cap, rate)
-  level = math.min(level, cap)
-  local reserved, actual = 1, (used_tokens and 1 or nil)
-  if tok then reserved, actual = reserved_tokens, used_tokens end
-  local others = outstanding - reserved
-  if actual ~= nil and actual >= reserved then
-    level = level - (actual - reserved)
-    deficit = deficit - reserved
-  else
-    local used = actual or 0
-    local credit = math.max(0, math.min(reserved - used, deficit - others - used))
-    level = math.min(cap, level + credit)
-    deficit = deficit - credit - used
-  end
-  store(n, cap, rate, level, math.max(0, math.min(deficit, cap - level)), others)
-end
-expire()
+#: KEYS: state, log, shape. ARGV: the number of settlements, then per settlement the state
+#: hash's ``b`` at reservation, old log member, new member ('' for a refund), tokens reserved,
+#: tokens used ('' for a refund), then the reservations' limit/window/is_tokens/learns/margin
+#: per quota. Settles each log entry (its admission time kept) and each bucket
+#: (``bucket.settle``, at the learned limits), in order.
+SETTLE = PRELUDE + SETTLING + """
+local Q = 2 + 5 * tonumber(ARGV[1])
+for j = 2, Q - 1, 5 do settle(KEYS[2], KEYS[3], ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 return 1
 """

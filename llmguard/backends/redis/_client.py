@@ -56,7 +56,7 @@ class Connection:
 
     __slots__ = ("url", "shown_url", "prefix", "on_error", "timeout", "id", "marks", "_redis",
                  "_scripts", "_tasks", "_writing",
-                 "_down_until", "_outage", "errors", "loops")
+                 "_down_until", "_outage", "errors", "loops", "flushers")
 
     def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
         example = "; e.g. 'redis://127.0.0.1:6379/0'"
@@ -94,6 +94,8 @@ class Connection:
         self.errors = 0
         #: Background loops (circuit followers) that run until aclose() cancels them.
         self.loops: set[asyncio.Task[Any]] = set()
+        #: Called first by aclose(): writes queued to be sent later go now (``_settlements``).
+        self.flushers: list[Callable[[], None]] = []
 
     @property
     def redis(self) -> Any:
@@ -187,6 +189,8 @@ class Connection:
 
     async def aclose(self) -> None:
         """Stop background loops, wait for pending writes, then close the connections."""
+        for flush in self.flushers:
+            flush()
         loops = list(self.loops)
         for task in loops:
             task.cancel()

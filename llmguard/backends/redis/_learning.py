@@ -24,6 +24,7 @@ from ..._admission.ratelimit.window import SLACK, Quota
 from ..._core import clock
 from . import _auto_scripts, _learned_scripts, _scripts
 from ._client import Connection
+from ._settlements import Settlements
 
 __all__ = ["POLL", "AutoTicket", "RedisLearning"]
 
@@ -47,7 +48,7 @@ class AutoTicket:
 class RedisLearning:
     """The learning half of a :class:`~llmguard.backends.redis.RedisBackend`."""
 
-    __slots__ = ("connection", "local", "_args", "_known", "_pending")
+    __slots__ = ("connection", "local", "settlements", "_args", "_known", "_pending")
 
     def __init__(self, connection: Connection, local: MemoryBackend) -> None:
         self.connection, self.local = connection, local
@@ -57,6 +58,8 @@ class RedisLearning:
         #: Per key: what this process learned, to publish before its next reservation (the
         #: layer wakes its line after every reading: that reservation follows at once).
         self._pending: dict[Hashable, shared.Learned] = {}
+        #: Settlements not sent yet: the next reservation of their key carries them.
+        self.settlements = Settlements(connection, self.args)
 
     def args(self, quotas: tuple[Quota, ...]) -> list[Any]:
         """Horizon (the log's span: longest window plus margin), then limit/window/is_tokens/
@@ -90,15 +93,21 @@ class RedisLearning:
                 raise
         probe = shared.probe_due(window, loop.time(), tokens)
         horizon, *per_quota = self.args(quotas)
+        carried = self.settlements.take(names, quotas)
+        call = self.connection.call(
+            _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3]],
+            [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, *carried,
+             *per_quota], "reserving rate-limit room")
+        task = None
         try:
-            result = await self.connection.call(
-                _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3]],
-                [member, tokens, horizon, SLACK, *fence, probe, *per_quota],
-                "reserving rate-limit room")
-        except BaseException:  # cancelled mid-round-trip: Redis may have admitted it anyway;
-            self.connection.spawn(self.connection.write(  # its log entry goes (its bucket
-                _scripts.RECONCILE, names[:1], [f"{member}:{tokens}", ""], "refunding"))
-            raise  # units stay taken: the `b` that would settle them never came back)
+            if carried:  # settlements go once, whether this caller waits for them or not
+                task = loop.create_task(call)
+                result = await asyncio.shield(task)
+            else:
+                result = await call
+        except BaseException:  # cancelled mid-round-trip: Redis may have admitted it anyway
+            self.settlements.cancelled(task, names, f"{member}:{tokens}")
+            raise
         if result is None:
             return None
         now = loop.time()
@@ -126,16 +135,17 @@ class RedisLearning:
         return [*result[:7], result[-1]]
 
     def _adopt(self, key: Hashable, window: Any, now: float, got: list[Any]) -> None:
-        kind, epoch, lims, why, version = (x.decode() if isinstance(x, bytes) else str(x)
-                                           for x in got)
+        version = int(got[4])  # first: on most reservations nothing new was published
         seen = self._known.get(key)
-        if seen is not None and int(version) <= seen[0]:
+        if version <= (0 if seen is None else seen[0]):  # 0: no shape hash, nothing learned
             return
+        kind, epoch, lims, why = (x.decode() if isinstance(x, bytes) else str(x)
+                                  for x in got[:4])
         if kind == "unknown" and not lims:
             return
         remote: shared.Learned = (kind, now + float(epoch) if epoch else None,
                                   tuple(int(x) for x in lims.split(",")) if lims else (), why)
-        self._known[key] = (int(version), remote)
+        self._known[key] = (version, remote)
         if window.shape is not None and not shared.same(shared.learned(window), remote,
                                                         window.shape.window):
             shared.adopt(window, now, remote)
@@ -161,12 +171,9 @@ class RedisLearning:
             self.local.reconcile(key, ticket.entry, tokens)
         member = ticket.member.rpartition(":")[0]
         new = "" if tokens is None else f"{member}:{tokens}"
-        args = [ticket.made, ticket.member, new, ticket.tokens,
-                "" if tokens is None else tokens, *self.args(ticket.quotas)[1:]]
+        self.settlements.add(names, ticket.quotas, [
+            ticket.made, ticket.member, new, ticket.tokens, "" if tokens is None else tokens])
         ticket.made = None
-        self.connection.spawn(self.connection.write(
-            _auto_scripts.SETTLE, [names[1], names[0], names[3]], args,
-            "refunding" if tokens is None else "reconciling"))
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
                 reset: float | None, ticket: Any, limit: int | None, names: list[str]) -> None:

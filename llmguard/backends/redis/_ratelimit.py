@@ -59,7 +59,9 @@ class RedisBackend(Answers):
     ``llmguard.redis`` logger, Redis retried every second); ``"fail"`` raises
     :class:`llmguard.BackendUnavailable`. Reconciliations, refunds and pauses are written in the
     background (they run on cleanup paths that must not block); one lost while Redis is down
-    leaves the reservation as estimated, which errs on the side of waiting.
+    leaves the reservation as estimated, which errs on the side of waiting. Under
+    ``refill="auto"`` the next reservation of the key carries them (one round trip per call,
+    ``_settlements``).
 
     The same object builds the other shared pieces: :class:`RedisConcurrencyLimiter` and
     :class:`RedisStore` take it as their first argument, ``CircuitBreaker(name=...,

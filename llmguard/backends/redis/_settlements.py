@@ -1,0 +1,93 @@
+"""Settlements of ``refill="auto"`` reservations on their way to Redis, fewest round trips.
+
+Every reservation under ``refill="auto"`` is settled (its buckets count it outstanding until
+then, to bound what a refund gives back), so a call costs two scripts: its reservation and its
+settlement. A settlement is written in the background anyway (it runs on cleanup paths), so it
+waits here for two loop turns: the next reservation of the same key and quotas made meanwhile
+carries it in its own script (``_auto_scripts.RESERVE`` settles first: the order Redis saw
+before), and the rest go in one ``_auto_scripts.SETTLE`` per key. A sequential caller's
+settlement thus rides on its next reservation: one round trip per call instead of two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from ..._admission.ratelimit.window import Quota
+from . import _auto_scripts, _scripts
+from ._client import Connection
+
+__all__ = ["Settlements"]
+
+
+class Settlements:
+    """The settlements of one :class:`~llmguard.backends.redis._learning.RedisLearning` not
+    sent yet: ``(names, quotas, SETTLE arguments of one settlement)``, in order."""
+
+    __slots__ = ("connection", "args", "_queued", "_due")
+
+    def __init__(self, connection: Connection,
+                 args: Callable[[tuple[Quota, ...]], list[Any]]) -> None:
+        #: ``args(quotas)``: the horizon then the per-quota arguments (``RedisLearning.args``).
+        self.connection, self.args = connection, args
+        self._queued: list[tuple[list[str], tuple[Quota, ...], list[Any]]] = []
+        self._due = False
+        connection.flushers.append(self.flush)  # aclose() sends what is queued
+
+    def add(self, names: list[str], quotas: tuple[Quota, ...], settlement: list[Any]) -> None:
+        """Queue one settlement (5 arguments); sent within two loop turns at the latest."""
+        self._queued.append((names, quotas, settlement))
+        if not self._due:
+            self._due = True
+            # Two turns: a reservation that follows at once runs in a task made now (the
+            # layer's line driver), whose first step comes after a callback scheduled now.
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self.flush)
+
+    def take(self, names: list[str], quotas: tuple[Quota, ...]) -> list[Any]:
+        """Remove the settlements of ``names`` under ``quotas``: their arguments, flattened,
+        for a reservation to carry."""
+        queued = self._queued
+        if not queued:
+            return []
+        carried: list[Any] = []
+        kept = []
+        for item in queued:
+            if item[0][1] == names[1] and item[1] == quotas:
+                carried += item[2]
+            else:
+                kept.append(item)
+        self._queued = kept
+        return carried
+
+    def flush(self) -> None:
+        """Send what no reservation carried: one background script per key and quotas."""
+        self._due = False
+        queued, self._queued = self._queued, []
+        groups: dict[tuple[str, tuple[Quota, ...]], tuple[list[str], list[Any]]] = {}
+        for names, quotas, settlement in queued:
+            group = groups.setdefault((names[1], quotas), (names, []))
+            group[1].extend(settlement)
+        for (_, quotas), (names, settlements) in groups.items():
+            refunds = any(settlements[i] == "" for i in range(2, len(settlements), 5))
+            self.connection.spawn(self.connection.write(
+                _auto_scripts.SETTLE, [names[1], names[0], names[3]],
+                [len(settlements) // 5, *settlements, *self.args(quotas)[1:]],
+                "refunding" if refunds else "reconciling"))
+
+    def cancelled(self, task: asyncio.Task[Any] | None, names: list[str], member: str) -> None:
+        """A reservation was cancelled mid-round-trip: Redis may have admitted it anyway, so
+        its log entry goes (its bucket units stay taken: the ``b`` that would settle them
+        never came back), after its script has run if it carries settlements (``task``: they
+        are never sent twice, and the entry is not removed before it is added)."""
+        self.connection.spawn(self._refund(task, names, member))
+
+    async def _refund(self, task: asyncio.Task[Any] | None, names: list[str],
+                      member: str) -> None:
+        if task is not None:
+            await asyncio.wait((task,))
+            if not task.cancelled():
+                task.exception()  # its caller has gone: retrieved, nobody else would
+        await self.connection.write(_scripts.RECONCILE, names[:1], [member, ""], "refunding")
