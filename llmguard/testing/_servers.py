@@ -149,7 +149,7 @@ class QuotaServer(SimulatedProvider):
         await self._travel()  # on the way: counted when it arrives
         arrived = self._now()
         try:
-            await super()._serve(input_tokens, output, self._factored(charged))
+            await self._work(input_tokens, output, self._factored(charged))
         except RateLimited as exc:
             await self._reply(exc.headers, arrived)
             raise
@@ -159,6 +159,12 @@ class QuotaServer(SimulatedProvider):
         self._last_completion = self._now()
         self._answered(input_tokens, output, charged)
         await self._reply(admission_headers.get(), arrived)
+
+    async def _work(self, input_tokens: int, output: int, charged: int) -> None:
+        """Admission (the quotas, :meth:`_admit`) and service of an arrived request: a
+        server that queues (:class:`._shapes.ProxyWindowServer` with ``workers``) counts it
+        when a worker takes it."""
+        await super()._serve(input_tokens, output, charged)
 
     async def _travel(self) -> None:
         latency = self.send_latency

@@ -10,7 +10,12 @@
   (what LiteLLM's headers count: its success callback's per-minute counter), not admissions:
   a proxy that queues a burst reports much of it in the next minute. ``capacity=1`` with a
   small ``latency`` makes it a single worker that serves one request at a time, as a loaded
-  proxy's event loop does.
+  proxy's event loop does, but counts each request as it arrives. ``workers=N`` queues
+  instead: requests wait (first come, first served) for one of ``N`` workers and are counted
+  when one takes them, in the minute of that moment, as LiteLLM's router counts a request
+  when its pre-call check runs (``lowest_tpm_rpm_v2``'s per-minute key), which a loaded
+  proxy's event loop reaches only after the requests queued before it: a burst sent late in
+  a minute is counted largely in the next one.
 
 The wall clock is :func:`llmguard._core.clock.wall` (in step with the loop clock, so under
 ``looptime`` its minutes pass virtually too).
@@ -18,6 +23,7 @@ The wall clock is :func:`llmguard._core.clock.wall` (in step with the loop clock
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .._core import clock
@@ -52,9 +58,17 @@ class ProxyWindowServer(QuotaServer):
     processing_header = "x-litellm-response-duration-ms"
 
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
-                 reports: str = "admitted", **options: Any) -> None:
+                 reports: str = "admitted", workers: int | None = None,
+                 **options: Any) -> None:
         super().__init__(window=window, **options)
         check_quotas(rpm, tpm)
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 1):
+            raise ValueError(f"workers must be a positive int or None, got {workers!r}")
+        #: Requests wait for one of these and are counted when one takes them (None: counted
+        #: at arrival, served by processor sharing).
+        self.workers = workers
+        self._queue = asyncio.Semaphore(workers) if workers is not None else None
         if rpm is not None and rpm < 2:
             raise ValueError(f"rpm must be at least 2 (the proxy admits rpm - 1), got {rpm}")
         if reports not in ("admitted", "answered"):
@@ -103,6 +117,13 @@ class ProxyWindowServer(QuotaServer):
     def _admit(self, tokens: int) -> None:
         self._align()
         super()._admit(tokens)
+
+    async def _work(self, input_tokens: int, output: int, charged: int) -> None:
+        if self._queue is None:
+            await super()._work(input_tokens, output, charged)
+            return
+        async with self._queue:  # FIFO: counted when a worker takes it, not at arrival
+            await super()._work(input_tokens, output, charged)
 
     def _answered(self, input_tokens: int, output: int, charged: int) -> None:
         now = self._now()

@@ -268,6 +268,31 @@ def test_a_fixed_count_counts_per_window_and_both_near_a_boundary() -> None:
     assert fixed.fits(60.5, 0) and fixed.available(60.5) == 1  # 59.8 counts in both
 
 
+def test_ours_in_flight_at_a_boundary_count_in_the_next_window_of_a_server_counting_late(
+) -> None:
+    """Given ours admitted lately (a server that may count a request when it dequeues it):
+    the two admitted at 40 and 50, one answered at 59 and one still in flight at 60, leave
+    the window from 60 one unit of room, not two, for good (the server may have counted it
+    there, answered or not); one answered only after the boundary counts too. Without
+    ``recent`` (a server counting at arrival) the new window starts empty."""
+    recent: list[Entry] = []
+    late = FixedCount(2, 60.0, 0.5, 0.0, tokens=False, recent=recent)
+    early = FixedCount(2, 60.0, 0.5, 0.0, tokens=False)
+    for t in (40.0, 50.0):
+        entry = Entry(t, 0)
+        recent.append(entry)
+        for fixed in (late, early):
+            fixed.add(t, entry)
+    recent[0].answered = 59.0
+    assert late.available(61.0) == 1 and early.available(61.0) == 2
+    recent[1].answered = 62.0
+    assert late.available(63.0) == 1  # counted once the boundary was passed: it stays
+    rebuilt = FixedCount(2, 60.0, 0.5, 0.0, tokens=False, recent=recent)
+    rebuilt.rebuild(63.0, recent)  # learned after the boundary: answered at 62, in flight at 60
+    assert rebuilt.available(63.0) == 1
+    assert late.available(121.0) == 2  # 50's window is two back: nothing carried any more
+
+
 def quotas_for(refill: str) -> tuple[Quota, ...]:
     learn, continuous = refill == "auto", refill == "continuous"
     return (Quota(5, 60.5, False, continuous, learn, 0.5),

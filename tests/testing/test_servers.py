@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from llmguard.testing import FixedWindowServer, LoopbackServer, RateLimited, TokenBucketServer
+from llmguard.testing import (FixedWindowServer, LoopbackServer, ProxyWindowServer, RateLimited,
+                              TokenBucketServer, virtual_wall_clock)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -73,6 +74,27 @@ async def test_a_request_cancelled_after_arrival_is_recorded() -> None:
         await server.acompletion(messages=MESSAGES)
     assert server.cancelled == [(0.0, 3.0)]
     assert server.statistics().cancelled_after_arrival == 1
+
+
+async def test_a_queueing_proxy_counts_a_request_in_the_minute_a_worker_takes_it() -> None:
+    """``workers=1``, 1 s each, rpm 4 (3 a minute): five sent at :58 queue; the first two are
+    taken at :58 and :59, the rest from :60 on, so the minute from :60 has counted three when
+    the sixth, sent at :61 behind them, is taken at :63: refused. Counted at arrival, the
+    first three would have filled the old minute and the sixth would pass."""
+    loop = asyncio.get_running_loop()
+    with virtual_wall_clock(1_800_000_000 + 58 - loop.time()):
+        server = ProxyWindowServer(rpm=4, latency=1.0, capacity=1, workers=1)
+        assert server.phase() == pytest.approx(58)
+        start = loop.time()
+        first = [asyncio.ensure_future(server.acompletion(messages=MESSAGES)) for _ in range(5)]
+        await asyncio.sleep(3)
+        sixth = asyncio.ensure_future(server.acompletion(messages=MESSAGES))
+        results = await asyncio.gather(*first, sixth, return_exceptions=True)
+    refused = [i for i, r in enumerate(results) if isinstance(r, RateLimited)]
+    assert refused == [5], results
+    assert [round(a.at - start) for a in server.arrivals] == [0, 1, 2, 3, 4, 5]  # when taken
+    with pytest.raises(ValueError, match="workers"):
+        ProxyWindowServer(rpm=4, workers=0)
 
 
 def test_ideal_time_is_the_quota_bound_schedule() -> None:

@@ -11,6 +11,7 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from .bucket import Bucket
@@ -23,7 +24,7 @@ __all__ = ["AutoTrack"]
 class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
-    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window")
+    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent")
 
     def __init__(self, quota: Any, shape: Any) -> None:
         self.quota = quota
@@ -33,6 +34,9 @@ class AutoTrack:
         self.fixed: FixedCount | None = None
         #: The server's window this quota describes (its window without the margin).
         self.window = quota.window - quota.margin
+        #: Ours admitted within two windows (unfolded, unlike the log's): a fixed window
+        #: learned from a server that counts late counts ours in flight at its boundaries.
+        self.recent: deque[Entry] = deque()
 
     @property
     def limit(self) -> int:
@@ -65,6 +69,10 @@ class AutoTrack:
         if log.entries and log.entries[0].time <= now - log.span:
             log.expire(now)  # the log may not be asked (another pacer admits): keep it short
         log.add(now, entry)
+        recent = self.recent
+        recent.append(entry)
+        while recent[0].time < now - 2 * self.window:
+            recent.popleft()
         self.bucket.add(now, entry)
         if self.fixed is not None:
             self.fixed.add(now, entry)
@@ -126,7 +134,7 @@ class AutoTrack:
         """Count per fixed window from now on, boundaries at ``epoch + i * window``."""
         self.log.expire(now)
         self.fixed = FixedCount(self.limit, self.window, self.quota.margin, epoch,
-                                self.quota.tokens)
+                                self.quota.tokens, self.recent if self.shape.late else None)
         self.fixed.rebuild(now, self.log.entries)
 
     def __repr__(self) -> str:

@@ -10,6 +10,13 @@ boundary may be off (read from a reset counted at arrival, rounded): an admissio
 ``margin`` of a boundary, on either side, may be counted by the server in either window, so it
 counts in both (a new window's burst goes ``margin`` after the boundary).
 
+A server that queues counts a request when it takes it from its queue, not when it arrives
+(LiteLLM's proxy: its router's per-minute counter is incremented by the pre-call check, which a
+loaded proxy reaches tens of seconds after arrival), so a burst sent late in a window is counted
+largely in the next one. Given ``recent`` (ours admitted lately, each with the time its call
+ended: :attr:`.log.Entry.answered`), the count of a window also holds ours admitted in the
+window before it and still in flight at its boundary: the server may count them there.
+
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 
@@ -25,16 +32,20 @@ __all__ = ["FixedCount"]
 class FixedCount:
     """Units admitted per fixed window, kept for the current and the next window only."""
 
-    __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts")
+    __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts", "recent", "rolled")
 
     def __init__(self, limit: int, window: float, margin: float, epoch: float,
-                 tokens: bool) -> None:
+                 tokens: bool, recent: Iterable[Any] | None = None) -> None:
         self.limit = limit  #: units per window (the learned limit, at most the quota)
         self.window = window  #: the server's window, seconds
         self.margin = margin  #: seconds an admission may take to arrive
         self.epoch = epoch  #: a window boundary (loop time)
         self.tokens = tokens
         self.counts: dict[int, int] = {}
+        #: Ours admitted lately (None: the server counts at arrival, nothing carried over).
+        self.recent = recent
+        #: The last window ours in flight were carried into.
+        self.rolled: float = -math.inf
 
     def index(self, t: float) -> int:
         return math.floor((t - self.epoch) / self.window)
@@ -53,10 +64,30 @@ class FixedCount:
     def rebuild(self, now: float, entries: Iterable[Any]) -> None:
         """Count ``entries`` (a log's, oldest first) into their windows."""
         self.counts = {}
+        self.rolled = math.inf  # carried once all are in
         for entry in entries:
             self.add(now, entry)
+        self.rolled = -math.inf
+        self._roll(now)
+
+    def _roll(self, now: float) -> None:
+        """Once per window, from its boundary on: ours admitted in the window before and in
+        flight at the boundary (their call ended after it, or has not) count in it too."""
+        current = self.index(now)
+        if current <= self.rolled:
+            return
+        self.rolled = current
+        if self.recent is None:
+            return
+        start = self.boundary(current)
+        carried = sum(self._weight(entry) for entry in self.recent
+                      if entry.live and entry.answered > start
+                      and self.index(entry.time + self.margin) == current - 1)
+        if carried:
+            self.counts[current] = self.counts.get(current, 0) + carried
 
     def add(self, now: float, entry: Any) -> None:
+        self._roll(now)
         counts = self.counts
         for index in self._indices(entry.time):
             counts[index] = counts.get(index, 0) + self._weight(entry)
@@ -76,12 +107,15 @@ class FixedCount:
         return used + need <= self.limit or used <= 0  # larger than a window: alone in one
 
     def fits(self, now: float, tokens: int) -> bool:
+        self._roll(now)
         need = tokens if self.tokens else 1
         return all(self._room(index, need) for index in self._indices(now))
 
     def wait(self, now: float, need: int) -> float:
         """Seconds until ``need`` more fits: the margin past the start of the first window with
-        room (then nothing admitted counts in a full window any more)."""
+        room (then nothing admitted counts in a full window any more; ours in flight at
+        that boundary, counted in it too, are known only there)."""
+        self._roll(now)
         at = now
         for _ in range(4):
             blocked = [index for index in self._indices(at) if not self._room(index, need)]
@@ -92,10 +126,12 @@ class FixedCount:
         return at - now
 
     def idle(self, now: float) -> bool:
+        self._roll(now)
         current = self.index(now)
         return not any(used > 0 for index, used in self.counts.items() if index >= current)
 
     def available(self, now: float) -> int:
+        self._roll(now)
         return self.limit - max(self.counts.get(index, 0) for index in self._indices(now))
 
     def __repr__(self) -> str:

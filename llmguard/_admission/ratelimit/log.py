@@ -46,10 +46,12 @@ class Entry:
     read from its answer's headers, which come after that one may have left the log); ``near``,
     the ``(seq, tseq)`` of the first admission made within a moment before it (ours that may
     reach the server in either order with it: :mod:`.reading`); ``estimate``, the tokens the
-    call was estimated at (``tokens`` is what the server is believed to count: :mod:`.charge`)."""
+    call was estimated at (``tokens`` is what the server is believed to count: :mod:`.charge`);
+    ``answered``, when its call ended (answered, failed or refunded; ``inf`` while in flight:
+    :mod:`.fixed` counts one in flight at a boundary in the next window too)."""
 
     __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first", "near",
-                 "estimate")
+                 "estimate", "answered")
 
     def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
                  tseq: int = 0, estimate: int | None = None) -> None:
@@ -63,6 +65,7 @@ class Entry:
         self.refused = False
         self.first = time
         self.near = (seq, tseq)
+        self.answered = math.inf
 
 
 class Folded(Entry):

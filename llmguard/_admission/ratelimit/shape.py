@@ -18,6 +18,8 @@ sliding log, which never exceeds any of them. The shape is then read from:
   left out) has room; a refused probe costs one 429, once per key. A server that queues
   (LiteLLM's proxy under a burst) answers late, and its ``remaining`` may count answers rather
   than admissions: ours that crossed the boundary are allowed for (:func:`.learn._fresh`).
+  It also counts a request only when it takes it from its queue: a clock minute learned
+  this way (``late``) counts ours in flight at a boundary in the new minute too (:mod:`.fixed`).
 
 The kind and the reason are in ``statistics()`` and the ``repr`` of the layer.
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
@@ -63,7 +65,7 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless", "crossed",
-                 "by_answer")
+                 "by_answer", "late")
 
     def __init__(self, window: float, margin: float) -> None:
         self.kind = "unknown"
@@ -95,6 +97,9 @@ class Shape:
         #: Confirmed fixed only with ``crossed`` allowed for: the server's ``remaining`` counts
         #: answers, not the admissions it limits, so it caps nothing.
         self.by_answer = False
+        #: Learned as a clock minute the server never pointed to (no reset): when it counts
+        #: a request is unknown, and one that queues counts it late (:mod:`.fixed`).
+        self.late = False
 
     def learn(self, kind: str, why: str, epoch: float | None = None) -> bool:
         """Adopt ``kind``; True when it changed (the caller then switches its pacers)."""
@@ -146,6 +151,7 @@ class Shape:
         boundary = self.candidate
         self.probe = None
         if fresh and boundary is not None:
+            self.late = not self.vouched
             return self.learn("fixed", f"{detail} after the clock minute: a fixed window "
                                        "starting afresh at each minute", boundary)
         self.probes = 0

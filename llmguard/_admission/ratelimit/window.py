@@ -177,6 +177,8 @@ class Window:
             if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
                 cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         shape = self.shape
+        if (answered or not live) and entry.answered > now:
+            entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
         if shape is not None and live and answered:
             shape.answered(entry, tokens, now)
         if shape is not None and entry is shape.probe:
