@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._bucket_scripts import PRELUDE
 from ._fence import FENCE
+from ._scripts import CAPS
 
 __all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
 
@@ -56,20 +57,9 @@ local function settle(log, shape, made, old, new, reserved_tokens, used_tokens, 
     local cap = limit_of(n, tonumber(ARGV[i]))
     local rate = cap / tonumber(ARGV[i + 1])
     local level, deficit, outstanding = load(n, cap, rate)
-    level = math.min(level, cap)
     local reserved, actual = 1, (used_tokens and 1 or nil)
     if tok then reserved, actual = reserved_tokens, used_tokens end
-    local others = outstanding - reserved
-    if actual ~= nil and actual >= reserved then
-      level = level - (actual - reserved)
-      deficit = deficit - reserved
-    else
-      local used = actual or 0
-      local credit = math.max(0, math.min(reserved - used, deficit - others - used))
-      level = math.min(cap, level + credit)
-      deficit = deficit - credit - used
-    end
-    store(n, cap, rate, level, math.max(0, math.min(deficit, cap - level)), others)
+    settle_bucket(n, cap, rate, math.min(level, cap), deficit, outstanding, reserved, actual)
   end
   expire()
   return 1
@@ -182,17 +172,7 @@ for i = Q, #ARGV, 5 do
   local key = tok and 1 or 0
   if free[key] == nil or avail < free[key] then free[key] = avail end
 end
-local capped, cap_left = {}, 0
-for key, name in pairs({[0] = 'r', [1] = 't'}) do
-  local until_ = tonumber(redis.call('HGET', state, 'until_' .. name) or '0')
-  if until_ > now then
-    capped[name] = true
-    cap_left = math.max(cap_left, until_ - now)
-    local remaining = tonumber(redis.call('HGET', state, 'cap_' .. name))
-    if remaining < (key == 1 and need or 1) then wait = math.max(wait, until_ - now + slack) end
-    if free[key] == nil or remaining < free[key] then free[key] = remaining end
-  end
-end
+""" + CAPS + """
 local function avail(x) return fmt(math.max(math.floor((x or 0) + 1e-9), 0)) end
 -- a supposed boundary is probed by one request a window, whichever process sends it first
 local probed = tonumber(redis.call('HGET', shape, 'probed') or '')

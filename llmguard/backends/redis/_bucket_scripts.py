@@ -45,6 +45,21 @@ local function expire()
   local ms = math.ceil(ttl * 1000) + 1000
   if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 end
+-- bucket n settles a reservation of `reserved` (1 request, or its tokens) that used `actual`
+-- (nil: refunded): ``bucket.settle``'s arithmetic
+local function settle_bucket(n, cap, rate, level, deficit, outstanding, reserved, actual)
+  local others = outstanding - reserved
+  if actual ~= nil and actual >= reserved then
+    level = level - (actual - reserved)
+    deficit = deficit - reserved
+  else
+    local used = actual or 0
+    local credit = math.max(0, math.min(reserved - used, deficit - others - used))
+    level = math.min(cap, level + credit)
+    deficit = deficit - credit - used
+  end
+  store(n, cap, rate, level, math.max(0, math.min(deficit, cap - level)), others)
+end
 """
 
 #: KEYS: state, fence (the marker HASH, ``_fence``). ARGV: tokens, slack, horizon (longest
@@ -117,17 +132,7 @@ for i = 4, #ARGV, 3 do
   local level, deficit, outstanding = load(n, cap, rate)
   local reserved, actual = 1, (used_tokens and 1 or nil)
   if tok then reserved, actual = reserved_tokens, used_tokens end
-  local others = outstanding - reserved
-  if actual ~= nil and actual >= reserved then
-    level = level - (actual - reserved)
-    deficit = deficit - reserved
-  else
-    local used = actual or 0
-    local credit = math.max(0, math.min(reserved - used, deficit - others - used))
-    level = math.min(cap, level + credit)
-    deficit = deficit - credit - used
-  end
-  store(n, cap, rate, level, math.max(0, math.min(deficit, cap - level)), others)
+  settle_bucket(n, cap, rate, level, deficit, outstanding, reserved, actual)
 end
 expire()
 return 1

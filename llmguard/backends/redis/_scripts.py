@@ -11,12 +11,30 @@ from __future__ import annotations
 
 from ._fence import FENCE
 
-__all__ = ["ACQUIRE", "CAP", "PAUSE", "RECONCILE", "RELEASE", "RENEW", "RESERVE"]
+__all__ = ["ACQUIRE", "CAP", "CAPS", "PAUSE", "RECONCILE", "RELEASE", "RENEW", "RESERVE"]
 
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
+
+#: Lua: the provider caps (``until_r``/``cap_r``, ``_t``) of ``state``: ``capped`` units, the
+#: longest ``cap_left``; a cap with no room for ``need`` makes ``wait`` reach its end (+ ``slack``),
+#: and ``free`` holds no more than a cap leaves.
+CAPS = """
+local capped, cap_left = {}, 0
+for key, name in pairs({[0] = 'r', [1] = 't'}) do
+  local until_ = tonumber(redis.call('HGET', state, 'until_' .. name) or '0')
+  if until_ > now then
+    capped[name] = true
+    cap_left = math.max(cap_left, until_ - now)
+    local remaining = tonumber(redis.call('HGET', state, 'cap_' .. name))
+    if remaining < (key == 1 and need or 1) then wait = math.max(wait, until_ - now + slack) end
+    if free[key] == nil or remaining < free[key] then free[key] = remaining end
+  end
+end
+"""
+
 
 #: KEYS: log (ZSET member "ticket:tokens" scored by admission time), state (HASH: pause, caps),
 #: fence (the marker HASH, ``_fence``). ARGV: member prefix, tokens, horizon (longest window),
@@ -80,17 +98,7 @@ for i = 7, #ARGV, 3 do
     else wait = math.max(wait, window) end
   end
 end
-local capped, cap_left = {}, 0
-for key, name in pairs({[0] = 'r', [1] = 't'}) do
-  local until_ = tonumber(redis.call('HGET', state, 'until_' .. name) or '0')
-  if until_ > now then
-    capped[name] = true
-    cap_left = math.max(cap_left, until_ - now)
-    local remaining = tonumber(redis.call('HGET', state, 'cap_' .. name))
-    if remaining < (key == 1 and need or 1) then wait = math.max(wait, until_ - now + slack) end
-    if free[key] == nil or remaining < free[key] then free[key] = remaining end
-  end
-end
+""" + CAPS + """
 local fr, ft = math.max(free[0] or 0, 0), math.max(free[1] or 0, 0)
 if wait > 0 then
   return {0, tostring(wait), tostring(fr), tostring(ft), tostring(pause_left), tostring(cap_left),
