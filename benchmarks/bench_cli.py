@@ -376,6 +376,19 @@ def http(port: int, method: str, path: str) -> dict:
         return json.loads(resp.read())
 
 
+def wait_until_up(process: subprocess.Popen, port: int, path: str, name: str, log: Path,
+                  seconds: float) -> None:
+    """Poll ``GET path`` on ``port`` until it answers; exit with the log's tail if the server
+    process exits first (up to ``seconds``)."""
+    for _ in range(int(seconds * 10)):
+        with contextlib.suppress(OSError):
+            http(port, "GET", path)
+            return
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
 def records(path: Path) -> list:
     """Whole records of an output file (a kill may leave the last line torn)."""
     out = []
@@ -493,13 +506,7 @@ def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list
                      "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
                 stdout=log.open("w"), stderr=subprocess.STDOUT)
             try:
-                for _ in range(1200):
-                    with contextlib.suppress(OSError):
-                        http(port, "GET", "/health/liveliness")
-                        break
-                    if proxy.poll() is not None:
-                        raise SystemExit(f"LiteLLM's proxy exited:\n{log.read_text()[-3000:]}")
-                    time.sleep(0.1)
+                wait_until_up(proxy, port, "/health/liveliness", "LiteLLM's proxy", log, 120)
                 out = tmp / "litellm.jsonl"
                 cmd = [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(out),
                        "--overwrite", "--no-progress", "--api-base",
@@ -652,13 +659,7 @@ def mocklimit_rows(mocklimit: str, tmp: Path, phase: float, learned: bool) -> li
              "--host", "127.0.0.1", "--port", str(port)],
             stdout=log.open("w"), stderr=subprocess.STDOUT)
         try:
-            for _ in range(600):
-                with contextlib.suppress(OSError):
-                    http(port, "GET", "/mocklimit/stats")
-                    break
-                if server.poll() is not None:
-                    raise SystemExit(f"mocklimit exited:\n{log.read_text()[-3000:]}")
-                time.sleep(0.1)
+            wait_until_up(server, port, "/mocklimit/stats", "mocklimit", log, 60)
             time.sleep((phase - time.time()) % 60)
             done = subprocess.run(
                 [sys.executable, "-m", "llmguard", "run", str(src), "-o", str(out),
