@@ -116,6 +116,9 @@ class InputOutputBucketServer(QuotaServer):
                  output_tpm: int | None = None, window: float = 60.0,
                  refunds_output: bool = True, **options: Any) -> None:
         super().__init__(window=window, **options)
+        if not isinstance(refunds_output, bool):
+            raise TypeError(f"refunds_output must be True (Anthropic's rule: unused output given "
+                            f"back) or False (max_tokens stays charged), got {refunds_output!r}")
         #: False: the output reserved at arrival stays charged (a server unlike Anthropic's).
         self.refunds_output = refunds_output
         for name, value in (("rpm", rpm), ("input_tpm", input_tpm), ("output_tpm", output_tpm)):

@@ -7,8 +7,9 @@ import asyncio
 
 import pytest
 
-from llmguard.testing import (FixedWindowServer, LoopbackServer, ProxyWindowServer, RateLimited,
-                              TokenBucketServer, virtual_wall_clock)
+from llmguard.testing import (FixedWindowServer, InputOutputBucketServer, LoopbackServer,
+                              ProxyWindowServer, RateLimited, TokenBucketServer,
+                              virtual_wall_clock)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -95,6 +96,13 @@ async def test_a_queueing_proxy_counts_a_request_in_the_minute_a_worker_takes_it
     assert [round(a.at - start) for a in server.arrivals] == [0, 1, 2, 3, 4, 5]  # when taken
     with pytest.raises(ValueError, match="workers"):
         ProxyWindowServer(rpm=4, workers=0)
+
+
+def test_the_new_server_options_reject_bad_input_by_name() -> None:
+    with pytest.raises(ValueError, match='reports must be "admitted" or "answered"'):
+        ProxyWindowServer(rpm=4, reports="bogus")
+    with pytest.raises(TypeError, match="refunds_output must be True"):
+        InputOutputBucketServer(output_tpm=100, refunds_output="no")
 
 
 def test_ideal_time_is_the_quota_bound_schedule() -> None:
