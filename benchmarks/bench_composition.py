@@ -122,9 +122,16 @@ def proxy() -> QuotaServer:
     return ProxyWindowServer(**_options(FIXED_TPM))
 
 
+def queueing_proxy() -> QuotaServer:
+    """LiteLLM's proxy under load: a request counted when one of its 4 workers takes it, its
+    headers counting answers (a boundary's burst is counted largely in the next minute)."""
+    return ProxyWindowServer(**_options(FIXED_TPM), reports="answered", workers=4)
+
+
 SERVERS: dict[str, Callable[[], QuotaServer]] = {
     "fixed window": fixed_window, "token bucket": token_bucket,
-    "sliding window": sliding_window, "clock-minute proxy (rpm - 1)": proxy}
+    "sliding window": sliding_window, "clock-minute proxy (rpm - 1)": proxy,
+    "queueing proxy (4 workers)": queueing_proxy}
 
 
 def tpm_of(server: QuotaServer) -> int:
