@@ -28,6 +28,13 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         for t in learners:
             t.set_limit(now, limit)
     server = track.limit
+    if shape.candidate is not None:
+        jump = shape.jumped(tokens, remaining, server, _answered(track, ticket, now), now)
+        if jump is not None:
+            if shape.confirm(True, jump):
+                become_fixed(window, now)
+            return
+    shape.heard(tokens, remaining, now)
     since = shape.since
     if shape.candidate is not None and since is not None and ticket is not None \
             and ticket.seq >= since[0]:
@@ -130,6 +137,15 @@ def settled(window: Any, now: float, live: int) -> None:
         shape.probe = shape.since = None
     else:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
+
+
+def _answered(track: AutoTrack, ticket: Entry | None, now: float) -> int:
+    """Units of ours in ``track`` sent within a window before ``now`` and answered (``ticket``,
+    answered now, too): what any server still counts of ours in a sliding window."""
+    horizon = now - track.window
+    return sum(track.weight(entry) for entry in track.recent
+               if entry.live and not entry.refused and entry.time > horizon
+               and (entry.answered <= now or entry is ticket))
 
 
 def _sent_by(track: AutoTrack, ticket: Entry) -> int:

@@ -65,7 +65,7 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless", "crossed",
-                 "by_answer", "late")
+                 "by_answer", "late", "last")
 
     def __init__(self, window: float, margin: float) -> None:
         self.kind = "unknown"
@@ -100,6 +100,9 @@ class Shape:
         #: Learned as a clock minute the server never pointed to (no reset): when it counts
         #: a request is unknown, and one that queues counts it late (:mod:`.fixed`).
         self.late = False
+        #: Per unit (False requests, True tokens): ``(loop time, remaining)`` of the last
+        #: reading before the candidate boundary (:meth:`jumped`).
+        self.last: dict[bool, tuple[float, int]] = {}
 
     def learn(self, kind: str, why: str, epoch: float | None = None) -> bool:
         """Adopt ``kind``; True when it changed (the caller then switches its pacers)."""
@@ -130,6 +133,37 @@ class Shape:
             self.why = why
             self.vouched = vouched
             self.crossed = [0, 0]
+            self.last = {}
+
+    def heard(self, tokens: bool, remaining: int, now: float) -> None:
+        """A reading of ``remaining`` at ``now``: kept while it comes before the candidate
+        boundary (or none is supposed yet), for :meth:`jumped`."""
+        if self.kind == "unknown" and (self.candidate is None or now < self.candidate):
+            self.last[tokens] = (now, remaining)
+
+    def jumped(self, tokens: bool, remaining: int, limit: int, counted: int,
+               now: float) -> str | None:
+        """Why ``remaining`` of ``limit``, read at ``now`` just after the candidate boundary,
+        shows the count started afresh there (None when it does not): up from the reading
+        just before the boundary by more than a bucket refills meanwhile, and above what a
+        sliding window could report while it still counts ``counted`` of ours (those
+        answered within a window: a server counts a request at the latest when it answers
+        it). Read from answers to requests sent before the boundary, so a server that
+        queues a burst (its first answer to a request sent after the boundary comes tens of
+        seconds late, or never while our own log is full) shows it within a moment."""
+        boundary, before = self.candidate, self.last.get(tokens)
+        if boundary is None or before is None or self.kind != "unknown":
+            return None
+        then, earlier = before
+        # the readings straddle the boundary closely: the count started afresh at it
+        if not then < boundary <= now < then + 2 * TOLERANCE:
+            return None
+        tolerance = max(1, limit // 20)
+        refill = (now - then) * limit / self.window
+        if remaining - earlier <= refill + tolerance or remaining <= limit - counted + tolerance:
+            return None
+        return (f"up from {earlier} just before, {remaining} of {limit} "
+                f"{'tokens' if tokens else 'requests'} remaining")
 
     def answered(self, entry: Any, tokens: int, now: float) -> None:
         """``entry`` (of ``tokens``) was answered at ``now``: one crossing the candidate
