@@ -155,8 +155,10 @@ class Shape:
         if boundary is None or before is None or self.kind != "unknown":
             return None
         then, earlier = before
-        # the readings straddle the boundary closely: the count started afresh at it
-        if not then < boundary <= now < then + 2 * TOLERANCE:
+        # readings straddling the boundary closely (a tenth of a window: answers of a server
+        # that queues come in waves a service time apart, their headers as of when a worker
+        # took the request): the count started afresh at the clock minute between them
+        if not then < boundary <= now < then + self.window / 10:
             return None
         tolerance = max(1, limit // 20)
         refill = (now - then) * limit / self.window
