@@ -28,7 +28,6 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 from __future__ import annotations
 
 import math
-from typing import Any
 
 __all__ = ["Shape", "read_reset"]
 
@@ -64,7 +63,7 @@ class Shape:
     boundary, loop time); a fixed-window hypothesis waiting for confirmation (``candidate``)."""
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
-                 "probes", "votes", "limits", "vouched", "bucketless", "crossed",
+                 "probes", "votes", "limits", "vouched", "bucketless",
                  "by_answer", "late", "last")
 
     def __init__(self, window: float, margin: float) -> None:
@@ -90,11 +89,8 @@ class Shape:
         self.bucketless = False
         #: What was learned about the effective limits (empty: the quotas as configured).
         self.limits = ""
-        #: Requests and tokens of ours sent before the candidate boundary and answered after
-        #: it: a server that counts an answer as it ends (LiteLLM's proxy's headers) counts
-        #: them in the new window.
-        self.crossed = [0, 0]
-        #: Confirmed fixed only with ``crossed`` allowed for: the server's ``remaining`` counts
+        #: Confirmed fixed only with ours that crossed the boundary allowed for (sent before
+        #: it, answered after: :func:`.learn._fresh`): the server's ``remaining`` counts
         #: answers, not the admissions it limits, so it caps nothing.
         self.by_answer = False
         #: Learned as a clock minute the server never pointed to (no reset): when it counts
@@ -132,7 +128,6 @@ class Shape:
             self.candidate = boundary
             self.why = why
             self.vouched = vouched
-            self.crossed = [0, 0]
             self.last = {}
 
     def heard(self, tokens: bool, remaining: int, now: float) -> None:
@@ -167,19 +162,21 @@ class Shape:
         return (f"up from {earlier} just before, {remaining} of {limit} "
                 f"{'tokens' if tokens else 'requests'} remaining")
 
-    def answered(self, entry: Any, tokens: int, now: float) -> None:
-        """``entry`` (of ``tokens``) was answered at ``now``: one crossing the candidate
-        boundary counts in :attr:`crossed`."""
-        candidate = self.candidate
-        if candidate is not None and entry.time < candidate <= now and not entry.refused:
-            self.crossed[0] += 1
-            self.crossed[1] += tokens
-
     def probe_at(self) -> float | None:
         """When the head of a blocked line may be sent as a probe (None: no probe now)."""
         if self.candidate is None or self.since is not None or not self.probes:
             return None
         return self.candidate + self.margin
+
+    def defer(self) -> None:
+        """The first answer after the candidate boundary fits a fixed window counting answers
+        and a sliding window alike (every one of ours the server could have counted there was
+        sent within a window): suppose the next boundary instead, where the answers that
+        straddle it (:meth:`jumped`) or a probe tell them apart."""
+        if self.candidate is not None:
+            self.candidate += self.window
+        self.since = self.probe = None
+        self.last = {}
 
     def confirm(self, fresh: bool, detail: str) -> bool:
         """The first answer after the candidate boundary: ``fresh`` when the server counted
