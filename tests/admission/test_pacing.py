@@ -293,6 +293,27 @@ def test_ours_in_flight_at_a_boundary_count_in_the_next_window_of_a_server_count
     assert late.available(121.0) == 2  # 50's window is two back: nothing carried any more
 
 
+def test_a_refund_of_one_carried_over_a_boundary_gives_the_new_window_its_room_back() -> None:
+    """Admitted at 50 and still held at 60 (queued for a concurrency slot, so counted in the
+    window from 60 too), then refunded at 61 when the slot came (never sent; it is admitted
+    again as a new reservation): the window from 60 gets its unit back, as the one it was
+    admitted in does. Counted twice, the new window lost a unit per call queued across the
+    boundary (28 of 59 behind ConcurrencyLimit(32), started at :55: 1.28x the ideal)."""
+    recent: list[Entry] = []
+    late = FixedCount(2, 60.0, 0.5, 0.0, tokens=False, recent=recent)
+    held = Entry(50.0, 0)
+    recent.append(held)
+    late.add(50.0, held)
+    assert late.available(60.6) == 1  # in flight at the boundary: carried into the new window
+    late.adjust(held, 0, live=0)
+    held.live, held.answered = 0, 61.0
+    assert late.available(61.0) == 2
+    again = Entry(61.0, 0)
+    recent.append(again)
+    late.add(61.0, again)
+    assert late.available(61.0) == 1
+
+
 def quotas_for(refill: str) -> tuple[Quota, ...]:
     learn, continuous = refill == "auto", refill == "continuous"
     return (Quota(5, 60.5, False, continuous, learn, 0.5),

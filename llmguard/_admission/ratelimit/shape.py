@@ -13,11 +13,17 @@ sliding log, which never exceeds any of them. The shape is then read from:
   constant ``retry-after: 60``): counters keyed by the clock minute are the common case, so the
   wall-clock minute is the candidate boundary, confirmed or refuted by the first answer sent
   after it: a fixed window starts afresh there (``remaining`` back near the limit), a bucket
-  or a sliding window does not. When the head of the line would wait past that boundary, one
+  or a sliding window does not. Answers that straddle the boundary show it too, sooner
+  (:meth:`Shape.jumped`): ``remaining`` back up from the reading just before, faster than a
+  bucket refills and above what a sliding window still counting ours answered could report;
+  a server that queues a burst answers ours sent before the minute after it, while our
+  sliding log, full, sends nothing. When the head of the line would wait past that boundary, one
   request is sent there as a probe, if the quota as the server counts it (requests it refused
   left out) has room; a refused probe costs one 429, once per key. A server that queues
   (LiteLLM's proxy under a burst) answers late, and its ``remaining`` may count answers rather
-  than admissions: ours that crossed the boundary are allowed for (:func:`.learn._fresh`).
+  than admissions: ours that crossed the boundary are allowed for (:func:`.learn._fresh`);
+  a reading that fits a sliding window as well (every one of ours it could count was sent
+  within a window) decides nothing, and the next boundary is supposed (:meth:`Shape.defer`).
   It also counts a request only when it takes it from its queue: a clock minute learned
   this way (``late``) counts ours in flight at a boundary in the new minute too (:mod:`.fixed`).
 
