@@ -16,7 +16,7 @@ import llmguard as lg
 from llmguard._admission.ratelimit.charge import OPENING
 from llmguard._admission.ratelimit.fixed import FixedCount
 from llmguard._admission.ratelimit.log import Entry
-from llmguard._admission.ratelimit.shape import read_reset
+from llmguard._admission.ratelimit.shape import Shape, read_reset
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import (FixedWindowServer, ProxyWindowServer, RateLimited,
                               SlidingWindowServer, TokenBucketServer)
@@ -238,6 +238,28 @@ def test_a_reset_reading_tells_the_shape() -> None:
     assert (kind, boundary) == ("fixed", 60.0)
     assert read_reset(60, 30, 60.0, 60.0, at=40.0, oldest=40.0)[0] == "sliding"
     assert read_reset(60, 59, 1.0, 60.0, at=40.0, oldest=40.0) is None
+
+
+def test_answers_straddling_a_clock_minute_tell_a_fixed_window_from_the_other_shapes() -> None:
+    """24 of 60 left at :59.5, 59 at :60.0 with 36 of ours answered within the window: a fixed
+    window started afresh (a bucket refills half a unit meanwhile, a sliding window still
+    counting those 36 reports at most 24). A rise a bucket's refill explains, a reading a
+    sliding window counting 2 of ours could give, or readings a tenth of a window apart
+    decide nothing. A reading that decides nothing after the boundary defers it a window,
+    the server's reset no longer vouching for it."""
+    shape = Shape(60.0, 0.5)
+    shape.suppose(60.0, "supposed", vouched=True)
+    shape.heard(False, 24, 59.5)
+    shape.heard(False, 30, 60.5)  # after the boundary: not the reading before it
+    assert shape.last[False] == (59.5, 24)
+    assert shape.jumped(False, 26, 60, 36, 60.0) is None
+    assert shape.jumped(False, 59, 60, 2, 60.0) is None
+    assert shape.jumped(False, 59, 60, 36, 66.0) is None
+    assert "up from 24" in shape.jumped(False, 59, 60, 36, 60.0)
+    shape.defer()
+    assert shape.candidate == 120.0 and not shape.vouched and not shape.last
+    assert shape.confirm(True, "59 of 60 requests remaining") and shape.kind == "fixed"
+    assert shape.late and shape.epoch == 120.0
 
 
 def test_readings_of_a_shuffled_burst_combine_to_what_the_server_has_left() -> None:

@@ -178,10 +178,12 @@ class Shape:
         """The first answer after the candidate boundary fits a fixed window counting answers
         and a sliding window alike (every one of ours the server could have counted there was
         sent within a window): suppose the next boundary instead, where the answers that
-        straddle it (:meth:`jumped`) or a probe tell them apart."""
+        straddle it (:meth:`jumped`) or a probe tell them apart (a probe within the quota:
+        the server's reset, if it pointed to the first, did not point to that one)."""
         if self.candidate is not None:
             self.candidate += self.window
         self.since = self.probe = None
+        self.vouched = False
         self.last = {}
 
     def confirm(self, fresh: bool, detail: str) -> bool:
