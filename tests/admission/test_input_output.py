@@ -323,8 +323,8 @@ async def test_defaults_pace_input_output_buckets_like_anthropic() -> None:
     """``RateLimit(rpm=, input_tpm=, output_tpm=)`` with nothing else set, 3x the quota at
     once, started 40 s into a minute, against buckets that count like Anthropic's (the output
     reserved as ``max_tokens`` binds, given back when each answer ends, the headers as of then):
-    every call done, no 429, within 1.10x the server's ideal; the shape says how each part is
-    paced."""
+    every call done, no 429, within 1.10x the server's ideal; each part's shape is learned
+    from its own ``anthropic-ratelimit-*-reset`` against its remaining, and said."""
     from llmguard.testing import InputOutputBucketServer
 
     server = InputOutputBucketServer(rpm=60, input_tpm=8_000, output_tpm=3_000, latency=2.0,
@@ -348,5 +348,5 @@ async def test_defaults_pace_input_output_buckets_like_anthropic() -> None:
                               output_tokens=64)
     assert wall <= 1.10 * ideal, (wall, ideal)
     shape = limit.statistics().shape
-    assert shape.startswith("requests: bucket (reset") and "input: bucket (how Anthropic" in shape
-    assert "output: bucket" in repr(limit)
+    assert shape.startswith("requests: bucket (reset") and "input: bucket (reset" in shape
+    assert "output: bucket (reset" in repr(limit)

@@ -32,7 +32,9 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-__all__ = ["GiveBack", "track"]
+from ..._core.sweep import SWEEP_AT, sweep
+
+__all__ = ["GiveBack", "GiveBacks"]
 
 #: Judgements agreeing (net) before the verdict changes.
 _DECIDE = 2
@@ -146,6 +148,10 @@ class GiveBack:
                 self.held.clear()
         self.expire(now)
 
+    def idle(self, now: float) -> bool:
+        """True when no answer is held back and nothing was admitted for a window."""
+        return not self.held and (not self.recent or self.recent[-1][0] < now - self.window)
+
     def describe(self) -> str:
         """What was learned, for ``repr`` and the statistics."""
         if self.anchor is None and self.verdict is None:
@@ -161,13 +167,28 @@ def _settle(reconcile: Any, used: int, kept: int, give: bool) -> None:
     reconcile(used if give else max(used, kept))
 
 
-def track(backs: dict[Any, GiveBack], key: Any, quotas: tuple[Any, ...]) -> GiveBack:
-    """The :class:`GiveBack` of ``key`` in ``backs`` (made when missing), its ``spread`` the
-    margin of the output ``quotas`` (it changes as the layer measures the send latency)."""
-    output = [q for q in quotas if q.part == "output"]
-    spread = max(q.margin for q in output) or 0.5  # the time ours take to get there
-    back = backs.get(key)
-    if back is None:
-        back = backs[key] = GiveBack(spread, max(q.window for q in output))
-    back.spread, back.quota = spread, max(q.limit for q in output)
-    return back
+class GiveBacks(dict):  # type: ignore[type-arg]
+    """The :class:`GiveBack` of each partition (key) of a layer. Keys come and go (``key=``
+    per user): a partition with no answer held back and nothing admitted for a window is
+    forgotten whenever the map has doubled since the last sweep (:mod:`..._core.sweep`), as
+    the in-memory backend forgets its idle windows; it learns again if it comes back (kept
+    charged meanwhile: the safe side)."""
+
+    __slots__ = ("sweep_at",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sweep_at = SWEEP_AT
+
+    def track(self, key: Any, quotas: tuple[Any, ...], now: float) -> GiveBack:
+        """The :class:`GiveBack` of ``key`` (made when missing), its ``spread`` the margin of
+        the output ``quotas`` (it changes as the layer measures the send latency)."""
+        output = [q for q in quotas if q.part == "output"]
+        spread = max(q.margin for q in output) or 0.5  # the time ours take to get there
+        back = self.get(key)
+        if back is None:
+            if len(self) >= self.sweep_at:
+                self.sweep_at = sweep(self, lambda back: back.idle(now))
+            back = self[key] = GiveBack(spread, max(q.window for q in output))
+        back.spread, back.quota = spread, max(q.limit for q in output)
+        return back

@@ -138,7 +138,11 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
             backend.cap(key, quotas, tokens, left, reset)
     if any(q.part for q in quotas):  # input_tpm / output_tpm: a ``split_backend.SplitBackend``
         for part, left, reset, limit in part_headers(headers):
-            backend.cap(key, quotas, True, left, reset, part)
+            if learning:
+                backend.observe(key, quotas, True, left, reset, ticket=ticket, limit=limit,
+                                part=part)
+            else:
+                backend.cap(key, quotas, True, left, reset, part)
             if part == "output" and limit is not None:  # does the server give output back?
                 backend.read_output(key, left, limit)
 

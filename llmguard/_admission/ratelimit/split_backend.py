@@ -5,8 +5,7 @@ The backends know one kind of token. :class:`SplitBackend` keeps the input and o
 under keys of their own (:class:`Part`) in the same backend, next to the layer's request and
 total-token quotas under the key itself, and admits a call only when all of them have room: the
 :class:`~llmguard.RateLimitBackend` protocol stays as it is, and the Redis backend shares the
-parts across processes as it shares any key.
-"""
+parts across processes as it shares any key."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from typing import Any
 from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, TakesNow
 from .headers import learned, spend
-from .giveback import GiveBack, track
+from .giveback import GiveBacks
 from .split import (Part, Tokens, Ticket, amount as _amount, check_fits, split_estimate,
                     split_used, too_large)
 from .window import Quota
@@ -26,8 +25,7 @@ from .window import Quota
 __all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_large"]
 
 
-#: How input and output token quotas are paced (``refill="auto"`` or ``"continuous"``).
-_BUCKET = "bucket (how Anthropic and Vertex AI document input/output token limits)"
+_BUCKET = "bucket (refill=\"continuous\")"  #: input/output quotas then
 
 
 class SplitBackend:
@@ -49,12 +47,12 @@ class SplitBackend:
         #: ``reserve`` without the coroutine, when ``inner`` is in memory (else None).
         self.take = self._take if isinstance(inner, MemoryBackend) else None
         self._layouts: dict[tuple[Quota, ...], list[tuple[str, tuple[Quota, ...]]]] = {}
-        self.giveback: dict[Hashable, GiveBack] = {}  # per key (:mod:`.giveback`)
+        self.giveback = GiveBacks()  # per key (:mod:`.giveback`)
 
     def _admitted(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Ticket) -> Ticket:
         if self._entry(ticket, "output") is not None:
-            track(self.giveback, key, quotas).admitted(
-                asyncio.get_running_loop().time(), _amount("output", ticket.tokens))
+            now = asyncio.get_running_loop().time()
+            self.giveback.track(key, quotas, now).admitted(now, _amount("output", ticket.tokens))
         return ticket
 
     def _uncharged(self, key: Hashable, ticket: Any) -> None:  # never sent, or refused
@@ -135,7 +133,7 @@ class SplitBackend:
 
     def read_output(self, key: Hashable, remaining: int, limit: int) -> None:
         """The server's output ``remaining`` of ``limit``: does it give unused output back?"""
-        if (back := self.giveback.get(key)) is not None:
+        if back := self.giveback.get(key):
             back.read(asyncio.get_running_loop().time(), remaining, limit)
 
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
@@ -165,8 +163,8 @@ class SplitBackend:
                 part: str = "") -> None:
         """:class:`~llmguard.LearningBackend`'s, for the ``part`` quotas (as :meth:`cap`):
         each part learns its own shape from its own readings (Anthropic's
-        ``anthropic-ratelimit-input-tokens-*`` against its input bucket), read against its own
-        reservation of ``ticket``. Over a backend that learns nothing: :meth:`cap`."""
+        ``anthropic-ratelimit-input-tokens-*``: as of the answer, the reset a moment), read
+        against its own reservation of ``ticket``. Over a backend that learns nothing: cap."""
         if not callable(getattr(self.inner, "observe", None)):
             if reset is not None:
                 self.cap(key, quotas, tokens, remaining, reset, part)
@@ -174,7 +172,8 @@ class SplitBackend:
         for name, sub in self._layout(quotas):
             if name == part and (not tokens or any(q.tokens for q in sub)):
                 self.inner.observe(self._key(part, key), sub, tokens, remaining, reset,
-                                   ticket=self._entry(ticket, part), limit=limit)
+                                   ticket=self._entry(ticket, part), limit=limit,
+                                   as_of_now=bool(part))
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
                 ticket: Any = None) -> None:
@@ -194,11 +193,12 @@ class SplitBackend:
         said = []
         for part, sub in self._layout(quotas):
             if part and all(q.continuous for q in sub):
-                back = self.giveback.get(key) if part == "output" else None
-                said.append((part, _BUCKET + (f", {back.describe()}" if back else "")))
-            elif shapes:
-                said.append((part or "requests", self.inner.shape(self._key(part, key), sub)))
-        return "; ".join(f"{label}: {shape}" for label, shape in said if shape)
+                shape = _BUCKET
+            else:
+                shape = self.inner.shape(self._key(part, key), sub) if shapes else ""
+            back = self.giveback.get(key) if part == "output" else None
+            said.append((part or "requests", shape + (f", {back.describe()}" if back else "")))
+        return "; ".join(f"{label}: {shape.lstrip(', ')}" for label, shape in said if shape)
 
     def limits(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int | None, int | None]:
         """The requests limit in force, and the tightest token limit of any part."""
