@@ -65,11 +65,16 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless", "crossed",
-                 "by_answer", "late")
+                 "by_answer", "late", "assumed")
 
-    def __init__(self, window: float, margin: float) -> None:
+    def __init__(self, window: float, margin: float, assumed: str = "") -> None:
         self.kind = "unknown"
-        self.why = "nothing heard from the server yet: paced as a sliding window, safe with any"
+        #: How an unknown shape is paced: "" a sliding window (safe with any), or "bucket"
+        #: (input/output token quotas: as Anthropic and Vertex AI document them).
+        self.assumed = assumed
+        self.why = ("nothing heard from the server yet: paced as a token bucket, as Anthropic "
+                    "and Vertex AI document input/output token limits" if assumed else
+                    "nothing heard from the server yet: paced as a sliding window, safe with any")
         #: The server's window (seconds) the shape describes, and our margin.
         self.window, self.margin = window, margin
         self.epoch: float | None = None
@@ -100,6 +105,18 @@ class Shape:
         #: Learned as a clock minute the server never pointed to (no reset): when it counts
         #: a request is unknown, and one that queues counts it late (:mod:`.fixed`).
         self.late = False
+
+    @classmethod
+    def of(cls, quotas: list[Any]) -> Shape:
+        """The shape to learn for ``quotas`` (``learn=True``): input/output token quotas alone
+        (``split_backend.SplitBackend``'s part keys) start as documented, as buckets."""
+        return cls(max(q.window - q.margin for q in quotas), quotas[0].margin,
+                   "bucket" if all(q.part for q in quotas) else "")
+
+    @property
+    def pacing(self) -> str:
+        """The kind that paces now: the one learned, else the one assumed (if any)."""
+        return self.assumed if self.kind == "unknown" and self.assumed else self.kind
 
     def learn(self, kind: str, why: str, epoch: float | None = None) -> bool:
         """Adopt ``kind``; True when it changed (the caller then switches its pacers)."""

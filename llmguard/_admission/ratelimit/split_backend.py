@@ -16,7 +16,7 @@ from typing import Any
 
 from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, TakesNow
-from .headers import learned, spend
+from .headers import learned, sent, spend
 from .giveback import GiveBacks
 from .split import (Part, Tokens, Ticket, amount as _amount, check_fits, split_estimate,
                     split_used, too_large)
@@ -42,22 +42,30 @@ class SplitBackend:
     __slots__ = ("inner", "take", "_layouts", "giveback")
 
     def __init__(self, inner: Any) -> None:
-        #: The backend holding every window.
-        self.inner = inner
+        self.inner = inner  #: The backend holding every window.
         #: ``reserve`` without the coroutine, when ``inner`` is in memory (else None).
         self.take = self._take if isinstance(inner, MemoryBackend) else None
         self._layouts: dict[tuple[Quota, ...], list[tuple[str, tuple[Quota, ...]]]] = {}
         self.giveback = GiveBacks()  # per key (:mod:`.giveback`)
 
     def _admitted(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Ticket) -> Ticket:
-        if self._entry(ticket, "output") is not None:
-            now = asyncio.get_running_loop().time()
-            self.giveback.track(key, quotas, now).admitted(now, _amount("output", ticket.tokens))
+        if (entry := self._entry(ticket, "output")) is not None:
+            now, output = asyncio.get_running_loop().time(), _amount("output", ticket.tokens)
+            self.giveback.track(key, quotas, now).admitted(
+                now, output, (self.part_headroom(key, quotas, "output") or 0) + output, entry)
         return ticket
 
-    def _uncharged(self, key: Hashable, ticket: Any) -> None:  # never sent, or refused
-        if (back := self.giveback.get(key)) is not None and self._entry(ticket, "output"):
-            back.uncharged(_amount("output", ticket.tokens))
+    def _uncharged(self, key: Hashable, ticket: Any, quotas: Any = None) -> bool:
+        """Never sent, or refused (``quotas``): True when the 429 tested whether the server
+        gives output back, and showed it does not (:meth:`.giveback.GiveBack.refused`)."""
+        if (back := self.giveback.get(key)) is None or not (out := self._entry(ticket, "output")):
+            return False
+        again = back.refused(out) if quotas else 0
+        back.uncharged(_amount("output", ticket.tokens), out)
+        if again:  # the test failed: what it gave back is charged again
+            sent(self.inner, dict(self._layout(quotas))["output"], Part("output", key), again,
+                 None)
+        return bool(again)
 
     def _layout(self, quotas: tuple[Quota, ...]) -> list[tuple[str, tuple[Quota, ...]]]:
         """``(part, its quotas)`` for the parts with quotas: "" (requests and totals) first."""
@@ -123,7 +131,8 @@ class SplitBackend:
         for name, entry, part in ticket.taken:
             if part == "output" and back is not None:  # unused output back once seen given back
                 back.ended(asyncio.get_running_loop().time(), tokens.output,
-                           _amount(part, ticket.tokens), partial(self.inner.reconcile, name, entry))
+                           _amount(part, ticket.tokens), partial(self.inner.reconcile, name, entry),
+                           entry)
             else:
                 self.inner.reconcile(name, entry, _amount(part, tokens))
 
@@ -178,13 +187,16 @@ class SplitBackend:
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
                 ticket: Any = None) -> None:
         """A 429: every part pauses (and learns from it, over a learning backend)."""
-        self._uncharged(key, ticket)  # a refused request is not charged
+        tested = self._uncharged(key, ticket, quotas)  # a refused request is not charged
         if not callable(getattr(self.inner, "observe", None)):
             self.pause(key, quotas, seconds)
             return
-        for part, sub in self._layout(quotas):
-            self.inner.refused(self._key(part, key), sub, seconds,
-                               ticket=self._entry(ticket, part))
+        for part, sub in self._layout(quotas):  # output kept charged explains it: no limit
+            if tested and part == "output":
+                self.inner.pause(self._key(part, key), sub, seconds)
+            else:
+                self.inner.refused(self._key(part, key), sub, seconds,
+                                   ticket=self._entry(ticket, part))
 
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
         """How each part is paced (``requests: ...; input: ...; output: ...``): what the
@@ -235,10 +247,8 @@ class SplitBackend:
 
     def part_headroom(self, key: Hashable, quotas: tuple[Quota, ...], part: str) -> int | None:
         """Tokens available now in the ``part`` quotas (None when the layer has none)."""
-        for name, sub in self._layout(quotas):
-            if name == part:
-                return self.inner.headroom(self._key(part, key), sub)[1]
-        return None
+        sub = dict(self._layout(quotas)).get(part)
+        return None if sub is None else self.inner.headroom(self._key(part, key), sub)[1]
 
     def __repr__(self) -> str:
         return f"<SplitBackend input/output over {self.inner!r}>"

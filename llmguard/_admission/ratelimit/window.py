@@ -63,8 +63,7 @@ class Window:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
         learned = [q for q in quotas if q.learn]
         #: What this partition learned about the server's limiter (None: nothing to learn).
-        self.shape = (Shape(max(q.window - q.margin for q in learned), learned[0].margin)
-                      if learned else None)
+        self.shape = Shape.of(learned) if learned else None
         self.tracks: tuple[Any, ...] = tuple(
             AutoTrack(q, self.shape) if q.learn else Bucket(q) if q.continuous else Log(q)
             for q in quotas)
