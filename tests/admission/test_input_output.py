@@ -103,7 +103,7 @@ async def test_a_call_waits_for_output_room_not_for_input() -> None:
     assert loop.time() - start == pytest.approx(2.0, abs=0.05)
 
 
-@pytest.mark.parametrize("refill", ["window", "continuous"])
+@pytest.mark.parametrize("refill", ["window", "continuous", "auto"])
 async def test_a_call_that_never_reached_the_provider_gives_back_every_part(refill: str) -> None:
     """Refused below (a ConcurrencyLimit's AdmissionTimeout): the request, its input and its
     output reservations all come back; statistics count one refund."""
@@ -184,7 +184,7 @@ async def test_observe_headers_drains_the_input_and_output_quotas() -> None:
 
 
 @pytest.mark.looptime(False)
-@pytest.mark.parametrize("refill", ["window", "continuous"])
+@pytest.mark.parametrize("refill", ["window", "continuous", "auto"])
 async def test_redis_shares_the_input_and_output_quotas(redis_url: str, redis_prefix: str,
                                                         refill: str) -> None:
     """Two RateLimits over one RedisBackend prefix share each part: after one spends output,

@@ -31,6 +31,7 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -74,11 +75,13 @@ class GiveBack:
         self.credit = 0
         self.probe: Any = None
 
-    def admitted(self, now: float, output: int, level: int = 0, entry: Any = None) -> None:
+    def admitted(self, now: float, output: int, entry: Any = None,
+                 level: Callable[[], int] | None = None) -> None:
         """Ours reserved ``output`` tokens at ``now`` (about to be sent; ``entry``), with
-        ``level`` output tokens by our count before it: one that fits only thanks to the
+        ``level()`` output tokens by our count before it: one that fits only thanks to the
         ``credit`` tests the server (:meth:`refused`)."""
-        if self.credit and self.probe is None and level - self.credit < output:
+        if self.credit and self.probe is None and level is not None \
+                and level() - self.credit < output:
             self.probe = entry
         self.issued += output
         self.largest = max(self.largest, output)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .auto import AutoTrack
 from .log import Entry, Log
-from .shape import read_reset
+from .shape import TOLERANCE, read_reset
 
 __all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
 
@@ -174,10 +174,16 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if shape.kind == "fixed" and shape.epoch is not None:
         until = min(until, shape.next_boundary(shape.epoch, now) + shape.margin)
     elif shape.kind == "unknown":
+        if shape.assumed and ticket is not None and seconds > TOLERANCE + max(
+                (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
+                for t in window.tracks if isinstance(t, AutoTrack)):
+            shape.assumed = ""  # longer than any bucket of ours takes to refill the request
         epoch = now - wall % shape.window
         shape.suppose(shape.next_boundary(epoch, now),
                       f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "
-                      "window supposed, to be confirmed after the minute")
+                      "window supposed, to be confirmed after the minute" + (
+                          "" if shape.assumed else
+                          "; paced as a sliding window until then (no bucket's refill)"))
     return until
 
 

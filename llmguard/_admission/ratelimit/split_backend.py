@@ -18,14 +18,11 @@ from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, TakesNow
 from .headers import learned, sent, spend
 from .giveback import GiveBacks
-from .split import (Part, Tokens, Ticket, amount as _amount, check_fits, split_estimate,
-                    split_used, too_large)
+from .split import (Part, Tokens, Ticket, amount as _amount, check_fits, layout,
+                    split_estimate, split_used, too_large)
 from .window import Quota
 
 __all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_large"]
-
-
-_BUCKET = "bucket (refill=\"continuous\")"  #: input/output quotas then
 
 
 class SplitBackend:
@@ -51,13 +48,12 @@ class SplitBackend:
     def _admitted(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Ticket) -> Ticket:
         if (entry := self._entry(ticket, "output")) is not None:
             now, output = asyncio.get_running_loop().time(), _amount("output", ticket.tokens)
-            self.giveback.track(key, quotas, now).admitted(
-                now, output, (self.part_headroom(key, quotas, "output") or 0) + output, entry)
+            self.giveback.track(key, quotas, now).admitted(now, output, entry, lambda: (
+                self.part_headroom(key, quotas, "output") or 0) + output)
         return ticket
 
     def _uncharged(self, key: Hashable, ticket: Any, quotas: Any = None) -> bool:
-        """Never sent, or refused (``quotas``): True when the 429 tested whether the server
-        gives output back, and showed it does not (:meth:`.giveback.GiveBack.refused`)."""
+        """Never sent, or refused (``quotas``): True when the 429 showed output kept charged."""
         if (back := self.giveback.get(key)) is None or not (out := self._entry(ticket, "output")):
             return False
         again = back.refused(out) if quotas else 0
@@ -68,15 +64,7 @@ class SplitBackend:
         return bool(again)
 
     def _layout(self, quotas: tuple[Quota, ...]) -> list[tuple[str, tuple[Quota, ...]]]:
-        """``(part, its quotas)`` for the parts with quotas: "" (requests and totals) first."""
-        layout = self._layouts.get(quotas)
-        if layout is None:
-            if len(self._layouts) > 64:  # one per margin the layer measured (``latency``)
-                self._layouts.clear()
-            layout = self._layouts[quotas] = [
-                (part, tuple(q for q in quotas if q.part == part))
-                for part in ("", "input", "output") if any(q.part == part for q in quotas)]
-        return layout
+        return layout(self._layouts, quotas)
 
     @staticmethod
     def _key(part: str, key: Hashable) -> Hashable:
@@ -205,7 +193,7 @@ class SplitBackend:
         said = []
         for part, sub in self._layout(quotas):
             if part and all(q.continuous for q in sub):
-                shape = _BUCKET
+                shape = 'bucket (refill="continuous")'
             else:
                 shape = self.inner.shape(self._key(part, key), sub) if shapes else ""
             back = self.giveback.get(key) if part == "output" else None
