@@ -165,3 +165,25 @@ def test_readings_near_full_start_the_span_over() -> None:
         back.ended(float(i), USED, MAX_TOKENS, reconciled.append)
         back.read(float(i), LIMIT, LIMIT)
     assert back.verdict is None and back.votes == 0
+
+
+def test_the_give_back_state_of_idle_partitions_is_forgotten() -> None:
+    """A layer with ``key=`` per user keeps one GiveBack per partition: one with nothing
+    admitted for a window and no answer held is swept once the map has doubled (as idle
+    windows are), so memory stays bounded by the partitions active in the last window; an
+    answer held back is settled first (past the horizon, keeping its charge)."""
+    from llmguard._admission.ratelimit.giveback import GiveBacks
+    from llmguard._admission.ratelimit.window import Quota
+
+    quotas = (Quota(LIMIT, WINDOW + SPREAD, True, learn=True, margin=SPREAD, part="output"),)
+    backs, reconciled = GiveBacks(), []
+    holder = backs.track("holder", quotas, 0.0)
+    holder.admitted(0.0, MAX_TOKENS)
+    holder.read(0.5, LIMIT - MAX_TOKENS, LIMIT)  # heard: its answers are held for a verdict
+    holder.ended(1.0, USED, MAX_TOKENS, reconciled.append)
+    for user in range(1_000):
+        now = float(user)
+        backs.track(user, quotas, now).admitted(now, MAX_TOKENS)
+        assert len(backs) <= 2 * (WINDOW + 2) + 1
+    assert 999 in backs and 0 not in backs
+    assert "holder" not in backs and reconciled == [MAX_TOKENS]

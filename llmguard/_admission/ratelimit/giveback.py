@@ -197,7 +197,9 @@ class GiveBack:
         self.expire(now)
 
     def idle(self, now: float) -> bool:
-        """True when no answer is held back and nothing was admitted for a window."""
+        """True when no answer is held back (past ``horizon``: settled now, as kept) and
+        nothing was admitted for a window."""
+        self.expire(now)
         return not self.held and (not self.recent or self.recent[-1][0] < now - self.window)
 
     def describe(self) -> str:
