@@ -187,3 +187,13 @@ def test_the_give_back_state_of_idle_partitions_is_forgotten() -> None:
         assert len(backs) <= 2 * (WINDOW + 2) + 1
     assert 999 in backs and 0 not in backs
     assert "holder" not in backs and reconciled == [MAX_TOKENS]
+
+
+def test_a_test_answered_without_usage_tests_nothing() -> None:
+    """An answer that reports no usage (its reservation kept as made: an error after it was
+    sent) says nothing about the give-back: the next request admitted on the credit tests."""
+    back, reconciled = deaf_with_credit()
+    test = object()
+    back.admitted(3.0, MAX_TOKENS, test, lambda: MAX_TOKENS)
+    back.ended(5.0, MAX_TOKENS, MAX_TOKENS, reconciled.append, test)
+    assert back.verdict is None and back.probe is None and back.credit == MAX_TOKENS - USED

@@ -104,9 +104,12 @@ class GiveBack:
         unused = kept - used
         settle = partial(_settle, reconcile, used, kept)
         self.given += max(0, unused)
-        if entry is not None and entry is self.probe:
-            self._decide(True, f"a request admitted only thanks to {self.credit} unused output "
-                               "given back was served (no output header heard)")
+        if entry is not None and entry is self.probe:  # served (an answer without usage,
+            if unused <= 0:  # e.g. an error after it was sent, tests nothing: the next one)
+                self.probe = None
+            else:
+                self._decide(True, f"a request admitted only thanks to {self.credit} unused "
+                                   "output given back was served (no output header heard)")
         if self.verdict is not None or unused <= 0:
             settle(self.verdict is True)
             return True
