@@ -157,11 +157,11 @@ class SplitBackend:
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
                 reset: float | None, *, ticket: Any = None, limit: int | None = None,
-                part: str = "") -> None:
+                part: str = "", as_of_now: bool = False) -> None:
         """:class:`~llmguard.LearningBackend`'s, for the ``part`` quotas (as :meth:`cap`):
         each part learns its own shape from its own readings (Anthropic's
-        ``anthropic-ratelimit-input-tokens-*``: as of the answer, the reset a moment), read
-        against its own reservation of ``ticket``. Over a backend that learns nothing: cap."""
+        ``anthropic-ratelimit-input-tokens-*``), read against its own reservation of ``ticket``
+        (``as_of_now``: as of the answer). Over a backend that learns nothing: cap."""
         if not callable(getattr(self.inner, "observe", None)):
             if reset is not None:
                 self.cap(key, quotas, tokens, remaining, reset, part)
@@ -170,7 +170,7 @@ class SplitBackend:
             if name == part and (not tokens or any(q.tokens for q in sub)):
                 self.inner.observe(self._key(part, key), sub, tokens, remaining, reset,
                                    ticket=self._entry(ticket, part), limit=limit,
-                                   as_of_now=bool(part))
+                                   **({"as_of_now": True} if as_of_now else {}))
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
                 ticket: Any = None) -> None:
