@@ -350,3 +350,20 @@ async def test_defaults_pace_input_output_buckets_like_anthropic() -> None:
     shape = limit.statistics().shape
     assert shape.startswith("requests: bucket (reset") and "input: bucket (reset" in shape
     assert "output: bucket (reset" in repr(limit)
+
+
+def test_a_reading_whose_reset_is_a_moment_counts_every_request_sent_before_it() -> None:
+    """Anthropic's headers carry the server's count as of the answer (the reset is a moment,
+    RFC 3339): the first answer of a burst already counts the whole burst. Read against its
+    own request (as an OpenAI reading, counted when the request arrived, is), the rest of the
+    burst would be counted twice: 2,800 tokens below the server, a bucket empty for a minute."""
+    from llmguard._admission.ratelimit.window import Quota, Window
+
+    quota = Quota(3_000, 60.5, True, learn=True, margin=0.5, part="output")
+    read = {}
+    for moment in (True, False):
+        window = Window((quota,))
+        burst = [window.add(0.0, 200) for _ in range(15)]
+        window.cap(2.0, True, 236, 55.0, burst[0], 3_000, 0.0, as_of_now=moment)
+        read[moment] = window.available(2.0, True)
+    assert read == {True: 99, False: 0}

@@ -3,9 +3,12 @@
 A server's limiter is one of three shapes (README, "Pacing"): a **token bucket** refilling
 continuously (OpenAI, Anthropic), a **fixed window** counted per clock minute (LiteLLM's proxy,
 many gateways), or a **sliding window**. Until the shape is known the quota is paced as a
-sliding log, which never exceeds any of them. The shape is then read from:
+sliding log, which never exceeds any of them (input/output token quotas alone: as the buckets
+Anthropic and Vertex AI document, ``assumed``, until a 429 asks for longer than a bucket's
+refill). The shape is then read from:
 
-* ``x-ratelimit-reset-*`` against ``-remaining-*``: a bucket's reset is the time to refill what
+* ``x-ratelimit-reset-*`` (or Anthropic's ``anthropic-ratelimit-*-reset`` moments, read as of
+  the answer) against ``-remaining-*``: a bucket's reset is the time to refill what
   is missing, ``(limit - remaining) * window / limit`` (:func:`read_reset`); a fixed window's
   points to its next boundary, earlier than our oldest request leaves a sliding window; a
   sliding window's (or one that starts at its first request) points one window after our oldest.
