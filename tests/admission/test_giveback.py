@@ -72,7 +72,8 @@ def test_a_server_that_gives_back_is_seen_doing_it_and_the_held_answers_are_give
 
 def test_a_server_that_keeps_max_tokens_is_seen_keeping_it() -> None:
     """Every answer keeps its charge but the first: it ends before any reading is heard (here,
-    as through the SDK, its own reading follows it), so it gets Anthropic's documented rule."""
+    as through the SDK, its own reading follows it), so its unused output is given back as
+    the test of the server (its reading decides first here)."""
     back, reconciled = run(False)
     assert back.verdict is False, back.describe()
     assert reconciled == [USED] + [MAX_TOKENS] * 59
