@@ -12,7 +12,9 @@ Each contender sends 3x the quota at once (``--demand``) to four simulated serve
 * clock-minute proxy: LiteLLM's proxy, ``rpm - 1`` per wall-clock minute, ``remaining`` without
   a reset and a 429 carrying only ``llm_provider-retry-after: 60``;
 * input/output buckets (the default stack only): Anthropic's RPM, ITPM and OTPM buckets, output
-  charged as ``max_tokens`` at arrival and given back to the output used, its headers.
+  charged as ``max_tokens`` at arrival and given back to the output used, its headers; the same
+  counted per clock minute (a gateway in front of Anthropic), each also keeping ``max_tokens``
+  charged, and each with no rate-limit headers (a 429's ``retry-after`` only).
 
 Every server answers 429 with its own headers, which the llmguard stack reads as its HTTP client
 would (``RateLimit.observe_headers``). Contenders, each what a user would write with the quotas
@@ -64,7 +66,7 @@ import looptime
 import llmguard as lg
 from llmguard.testing import (FixedWindowServer, InputOutputBucketServer, ProviderError,
                               ProxyWindowServer, QuotaServer, SlidingWindowServer,
-                              TokenBucketServer)
+                              TokenBucketServer, virtual_wall_clock)
 
 RPM = 60
 FIXED_TPM = 40_000
@@ -372,14 +374,22 @@ def compare(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...] = (
 IO_INPUT_TPM, IO_OUTPUT_TPM, IO_OUTPUT, IO_PROMPT = 8_000, 3_000, 64, "word " * 70
 
 
+#: The input/output servers: (shape, gives unused output back, sends its headers).
+IO_SERVERS = [("bucket", True, True), ("bucket", False, True), ("fixed", True, True),
+              ("fixed", False, True), ("bucket", True, False), ("bucket", False, False),
+              ("fixed", True, False), ("fixed", False, False)]
+
+
 async def run_input_output(calls: int, seed: int = 0, phase: float = 0.0,
-                           gives_back: bool = True) -> Row:
+                           gives_back: bool = True, shape: str = "bucket",
+                           headers: bool = True) -> Row:
     """The README stack with only ``rpm``/``input_tpm``/``output_tpm`` against
-    :class:`~llmguard.testing.InputOutputBucketServer`, ``phase`` s into the minute; one that
-    gives unused output back (Anthropic's) or keeps ``max_tokens`` charged (``gives_back``)."""
+    :class:`~llmguard.testing.InputOutputBucketServer`, ``phase`` s into the minute: Anthropic's
+    buckets or a gateway's clock minute (``shape="fixed"``), one that gives unused output back
+    (Anthropic's) or keeps ``max_tokens`` charged (``gives_back``), its headers sent or not."""
     server = InputOutputBucketServer(rpm=RPM, input_tpm=IO_INPUT_TPM, output_tpm=IO_OUTPUT_TPM,
-                                     latency=LATENCY, output_tokens=IO_OUTPUT,
-                                     refunds_output=gives_back)
+                                     latency=LATENCY, output_tokens=IO_OUTPUT, shape=shape,
+                                     refunds_output=gives_back, rate_limit_headers=headers)
     loop = asyncio.get_running_loop()
     await asyncio.sleep((phase - loop.time() % 60) % 60)
     pipeline = (lg.Pipeline(name="bench").metrics().cache(ttl=300).fallback({"model": "backup"})
@@ -400,7 +410,8 @@ async def run_input_output(calls: int, seed: int = 0, phase: float = 0.0,
     stats = server.statistics()
     prompt = server.charge(messages=[{"role": "user", "content": f"{IO_PROMPT}100"}],
                            max_tokens=0)
-    shape = "input/output buckets" + ("" if gives_back else ", max_tokens kept")
+    shape = ("input/output buckets" if shape == "bucket" else "input/output per clock minute") \
+        + ("" if gives_back else ", max_tokens kept") + ("" if headers else ", no headers")
     ideal = server.ideal_time(calls, start=start, input_tokens=prompt, max_tokens=MAX_TOKENS,
                               output_tokens=IO_OUTPUT if gives_back else MAX_TOKENS)
     return Row("llmguard (defaults)", shape, phase, calls, calls - failed,
@@ -410,18 +421,19 @@ async def run_input_output(calls: int, seed: int = 0, phase: float = 0.0,
 
 def compare_input_output(demand: float = 3.0, repeats: int = 1,
                          phases: tuple[float, ...] = (0.0, 40.0)) -> list[Row]:
-    """:func:`run_input_output` at ``demand`` times the binding quota, medians over seeds, on a
-    server that gives unused output back and on one that keeps ``max_tokens`` charged."""
+    """:func:`run_input_output` at ``demand`` times the binding quota, medians over seeds, on
+    each of ``IO_SERVERS`` (the wall clock pinned to the loop's: a clock minute starts at 0)."""
     calls = round(demand * min(RPM, IO_INPUT_TPM // 98, IO_OUTPUT_TPM // IO_OUTPUT))
     rows = []
-    for gives_back in (True, False):
+    for shape, gives_back, headers in IO_SERVERS:
         for phase in phases:
             runs = []
             for seed in range(repeats):
                 loop = new_loop()
                 try:
-                    runs.append(loop.run_until_complete(
-                        run_input_output(calls, seed, phase, gives_back)))
+                    with virtual_wall_clock():
+                        runs.append(loop.run_until_complete(run_input_output(
+                            calls, seed, phase, gives_back, shape, headers)))
                 finally:
                     loop.close()
             rows.append(median_row(runs))

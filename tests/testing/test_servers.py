@@ -103,6 +103,35 @@ def test_the_new_server_options_reject_bad_input_by_name() -> None:
         ProxyWindowServer(rpm=4, reports="bogus")
     with pytest.raises(TypeError, match="refunds_output must be True"):
         InputOutputBucketServer(output_tpm=100, refunds_output="no")
+    with pytest.raises(ValueError, match="shape must be 'bucket'.*or 'fixed'"):
+        InputOutputBucketServer(output_tpm=100, shape="sliding")
+
+
+async def test_a_fixed_window_input_output_server_counts_per_window() -> None:
+    """``InputOutputBucketServer(shape="fixed")``: input and output tokens counted per window
+    from ``epoch``, unused output given back within the window, a 429 (with every header)
+    once a part is used up, its reset the next boundary; all afresh at the boundary."""
+    server = InputOutputBucketServer(input_tpm=1_000, output_tpm=500, latency=1.0,
+                                     output_tokens=50, shape="fixed", window=60.0)
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(20)
+    prompt = [{"role": "user", "content": "word " * 40}]
+    headers: list[dict[str, str]] = []
+    server.on_headers.append(headers.append)
+    answers = await asyncio.gather(*(server.amessages(messages=prompt, max_tokens=200)
+                                     for _ in range(2)), return_exceptions=True)
+    assert not [a for a in answers if isinstance(a, BaseException)]
+    assert headers[-1]["anthropic-ratelimit-output-tokens-remaining"] == str(500 - 2 * 50)
+    used = answers[0]["usage"]["input_tokens"]
+    assert headers[-1]["anthropic-ratelimit-input-tokens-remaining"] == str(1_000 - 2 * used)
+    later = [await server.amessages(messages=prompt, max_tokens=200) for _ in range(5)]
+    with pytest.raises(RateLimited) as refused:
+        await server.amessages(messages=prompt, max_tokens=200)  # 350 used: no room for 200
+    assert refused.value.status_code == 429 and len(later) == 5
+    assert float(refused.value.headers["retry-after"]) == pytest.approx(60 - loop.time(), abs=0.01)
+    await asyncio.sleep(60 - loop.time())
+    await server.amessages(messages=prompt, max_tokens=200)  # a new window: afresh
+    assert server.statistics().rate_limited == 1
 
 
 def test_ideal_time_is_the_quota_bound_schedule() -> None:

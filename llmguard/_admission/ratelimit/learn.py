@@ -11,17 +11,19 @@ from typing import Any
 
 from .auto import AutoTrack
 from .log import Entry, Log
-from .shape import read_reset
+from .shape import TOLERANCE, read_reset
 
 __all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
-            reset: float | None, ticket: Entry | None, limit: int | None, wall: float) -> None:
+            reset: float | None, ticket: Entry | None, limit: int | None, wall: float,
+            at: float | None = None) -> None:
     """What one header reading teaches ``window`` (its ``learners``: the tracks of the unit
     it describes): a limit the server reports, the confirmation of a supposed fixed window by
     the first answer after its boundary, a supposed clock minute when there is no reset, or
-    the shape :func:`.shape.read_reset` reads."""
+    the shape :func:`.shape.read_reset` reads. The server counted ours up to ``ticket``, and
+    ``reset`` counts from ``at`` (default: when the ticket was admitted)."""
     shape = window.shape
     track = min(learners, key=lambda t: t.limit)
     if limit is not None and 0 < limit < track.limit:
@@ -64,9 +66,10 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         return
     if ticket is None or shape.candidate is not None:
         return  # a supposed boundary is pending: the first answer after it decides
-    if shape.kind == "fixed" and shape.on_phase(ticket.time + reset):
+    at = ticket.time if at is None else at
+    if shape.kind == "fixed" and shape.on_phase(at + reset):
         return  # what the learned fixed window says too (at its boundary it looks sliding)
-    reading = read_reset(server, remaining, reset, shape.window, ticket.time, ticket.first)
+    reading = read_reset(server, remaining, reset, shape.window, at, ticket.first)
     if reading is None:
         return
     kind, boundary, why = reading
@@ -74,6 +77,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         shape.votes += 1
         if shape.votes >= 2 and shape.kind != "bucket" and not shape.bucketless:
             shape.learn("bucket", why)
+            window.caps.clear()  # read as until a window's room came back: a bucket's level now
         return
     shape.votes = 0
     # A bucket's reset is always the time to refill it: a reset far from that, with units to
@@ -196,10 +200,16 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if shape.kind == "fixed" and shape.epoch is not None:
         until = min(until, shape.next_boundary(shape.epoch, now) + shape.margin)
     elif shape.kind == "unknown":
+        if shape.assumed and ticket is not None and seconds > TOLERANCE + max(
+                (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
+                for t in window.tracks if isinstance(t, AutoTrack)):
+            shape.assumed = ""  # longer than any bucket of ours takes to refill the request
         epoch = now - wall % shape.window
         shape.suppose(shape.next_boundary(epoch, now),
                       f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "
-                      "window supposed, to be confirmed after the minute")
+                      "window supposed, to be confirmed after the minute" + (
+                          "" if shape.assumed else
+                          "; paced as a sliding window until then (no bucket's refill)"))
     return until
 
 

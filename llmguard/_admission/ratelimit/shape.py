@@ -3,9 +3,12 @@
 A server's limiter is one of three shapes (README, "Pacing"): a **token bucket** refilling
 continuously (OpenAI, Anthropic), a **fixed window** counted per clock minute (LiteLLM's proxy,
 many gateways), or a **sliding window**. Until the shape is known the quota is paced as a
-sliding log, which never exceeds any of them. The shape is then read from:
+sliding log, which never exceeds any of them (input/output token quotas alone: as the buckets
+Anthropic and Vertex AI document, ``assumed``, until a 429 asks for longer than a bucket's
+refill). The shape is then read from:
 
-* ``x-ratelimit-reset-*`` against ``-remaining-*``: a bucket's reset is the time to refill what
+* ``x-ratelimit-reset-*`` (or Anthropic's ``anthropic-ratelimit-*-reset`` moments, read as of
+  the answer) against ``-remaining-*``: a bucket's reset is the time to refill what
   is missing, ``(limit - remaining) * window / limit`` (:func:`read_reset`); a fixed window's
   points to its next boundary, earlier than our oldest request leaves a sliding window; a
   sliding window's (or one that starts at its first request) points one window after our oldest.
@@ -70,11 +73,16 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless",
-                 "by_answer", "late", "last")
+                 "by_answer", "late", "last", "assumed")
 
-    def __init__(self, window: float, margin: float) -> None:
+    def __init__(self, window: float, margin: float, assumed: str = "") -> None:
         self.kind = "unknown"
-        self.why = "nothing heard from the server yet: paced as a sliding window, safe with any"
+        #: How an unknown shape is paced: "" a sliding window (safe with any), or "bucket"
+        #: (input/output token quotas: as Anthropic and Vertex AI document them).
+        self.assumed = assumed
+        self.why = ("nothing heard from the server yet: paced as a token bucket, as Anthropic "
+                    "and Vertex AI document input/output token limits" if assumed else
+                    "nothing heard from the server yet: paced as a sliding window, safe with any")
         #: The server's window (seconds) the shape describes, and our margin.
         self.window, self.margin = window, margin
         self.epoch: float | None = None
@@ -105,6 +113,18 @@ class Shape:
         #: Per unit (False requests, True tokens): ``(loop time, remaining)`` of the last
         #: reading before the candidate boundary (:meth:`jumped`).
         self.last: dict[bool, tuple[float, int]] = {}
+
+    @classmethod
+    def of(cls, quotas: list[Any]) -> Shape:
+        """The shape to learn for ``quotas`` (``learn=True``): input/output token quotas alone
+        (``split_backend.SplitBackend``'s part keys) start as documented, as buckets."""
+        return cls(max(q.window - q.margin for q in quotas), quotas[0].margin,
+                   "bucket" if all(q.part for q in quotas) else "")
+
+    @property
+    def pacing(self) -> str:
+        """The kind that paces now: the one learned, else the one assumed (if any)."""
+        return self.assumed if self.kind == "unknown" and self.assumed else self.kind
 
     def learn(self, kind: str, why: str, epoch: float | None = None) -> bool:
         """Adopt ``kind``; True when it changed (the caller then switches its pacers)."""
