@@ -37,6 +37,7 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 from __future__ import annotations
 
 import math
+from typing import Any
 
 __all__ = ["Shape", "read_reset"]
 
