@@ -5,9 +5,11 @@ Like :class:`llmguard._admission.ratelimit.auto.AutoTrack`, every quota keeps a 
 ``_bucket_scripts``), both fed by every admission, settlement and refund from the start; a
 fixed window's count is read from the log, which holds the current window. The shape one
 process learned is a small HASH next to them (``kind``, ``epoch`` in server time, ``lims`` the
-effective limit per quota, ``why``, ``v`` a version; ``_learned_scripts``), so switching shape
-mid-run needs no reconstruction and never admits more than the server allows: the new pacer
-has seen every admission.
+effective limit per quota, ``why``, ``v`` a version, ``late`` when the server counts a request
+late; ``_learned_scripts``), so switching shape mid-run needs no reconstruction and never admits
+more than the server allows: the new pacer has seen every admission. A ZSET ``done`` holds when
+each call ended (its settlement): a fixed window counted late carries ours in flight at its
+boundary into it (``fixed.FixedCount``), from every process.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ local function limit_of(n, limit)
 end
 """
 
-#: Lua: ``settle(log, shape, made, old, new, reserved, used, first)``: settles a reservation
-#: (``SETTLE``'s arguments, the quotas' from ARGV[first]); RESERVE runs it first for each
-#: settlement it carries.
+#: Lua: ``settle(log, shape, done, made, old, new, reserved, used, first)``: settles a
+#: reservation (``SETTLE``'s arguments, the quotas' from ARGV[first]), its call ended now
+#: (``done``, kept two spans); RESERVE runs it first for each settlement it carries.
 SETTLING = """
-local function settle(log, shape, made, old, new, reserved_tokens, used_tokens, first)
+local function settle(log, shape, done, made, old, new, reserved_tokens, used_tokens, first)
   local at = redis.call('ZSCORE', log, old)
   if at and old ~= new then
     local pttl = redis.call('PTTL', log)
@@ -45,6 +47,13 @@ local function settle(log, shape, made, old, new, reserved_tokens, used_tokens, 
       redis.call('ZADD', log, at, new)
       if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
     end
+  end
+  if at and new ~= '' then
+    local span = 0
+    for i = first, #ARGV, 5 do span = math.max(span, tonumber(ARGV[i + 1]) + tonumber(ARGV[i + 4])) end
+    redis.call('ZADD', done, now, string.match(old, '^[^:]+'))
+    redis.call('ZREMRANGEBYSCORE', done, '-inf', now - 2 * span)
+    redis.call('PEXPIRE', done, math.ceil(2000 * span) + 1000)
   end
   if redis.call('HGET', state, 'b') ~= made then return 0 end
   local lims = redis.call('HGET', shape, 'lims') or ''
@@ -66,22 +75,25 @@ local function settle(log, shape, made, old, new, reserved_tokens, used_tokens, 
 end
 """
 
-#: KEYS: state, log, fence, shape. ARGV: member prefix, tokens, horizon (longest window plus
+#: KEYS: state, log, fence, shape, done. ARGV: member prefix, tokens, horizon (longest window plus
 #: margin, the log's span), slack, known marker, proposed marker, probe ('' none, 'vouched':
 #: admit whatever the pacers say, 'room': if the quota has room as the server counts it), the
 #: number of settlements carried, their SETTLE arguments (5 each), then limit/window/is_tokens/
 #: learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
 #: -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
-#: why, version, marker}.
+#: why, version, late ('1' or ''), marker}.
 RESERVE = PRELUDE + SETTLING + """
-local log, shape = KEYS[2], KEYS[4]
+local log, shape, done = KEYS[2], KEYS[4], KEYS[5]
 local Q = 9 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
 local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
 """ + FENCE + """
-local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v')
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late')
 local kind, epoch, lims, why = got[1] or 'unknown', tonumber(got[2] or ''), got[3] or '', got[4] or ''
+-- a fixed window counted late keeps the window before the current one (ours in flight carried)
+local late = kind == 'fixed' and epoch ~= nil and got[6] == '1'
+local keep = late and 2 * horizon or horizon
 if step > 0 then  -- the clock stepped back: shift every time kept by the step
   local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
   for j = 1, #all, 2 do redis.call('ZADD', log, tonumber(all[j + 1]) - step, all[j]) end
@@ -94,13 +106,13 @@ if step > 0 then  -- the clock stepped back: shift every time kept by the step
   if epoch then epoch = epoch - step; redis.call('HSET', shape, 'epoch', fmt(epoch)) end
 end
 -- the settlements first (this process's, queued since its last round trip: ``_learning``)
-for j = 9, Q - 1, 5 do settle(log, shape, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+for j = 9, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
   return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
-          epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', mark}
+          epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', got[6] or '', mark}
 end
 if ready > now then return reply(0, ready - now + slack, '0', '0', ready - now, 0, '') end
-redis.call('ZREMRANGEBYSCORE', log, '-inf', now - horizon)
+redis.call('ZREMRANGEBYSCORE', log, '-inf', now - keep)
 """ + LIMITS + """
 local wait = tonumber(redis.call('HGET', state, 'pause') or '0') - now
 local pause_left = math.max(wait, 0)
@@ -152,7 +164,26 @@ for i = Q, #ARGV, 5 do
     -- ``fixed.FixedCount``: an admission within `margin` of a boundary counts in both windows
     local W = window - margin
     local function index(t) return math.floor((t - epoch) / W) end
-    local function count(idx) return units(epoch + idx * W - margin, epoch + (idx + 1) * W + margin, tok) end
+    local current = index(now)
+    local function carried()  -- ``FixedCount._roll``, once a window: ours from the window before,
+      local b, field = epoch + current * W, 'carry' .. n  -- in flight at its boundary (not refused)
+      local cached = redis.call('HGET', state, field) or ''
+      if string.match(cached, '^[^,]+') == fmt(b) then return tonumber(string.match(cached, ',(.+)$')) end
+      local sum = 0
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(b - W - margin), '(' .. fmt(b - margin))) do
+        local ended = tonumber(redis.call('ZSCORE', done, string.match(m, '^[^:]+')) or '')
+        if not string.find(m, ':r:') and (not ended or ended > b) then
+          sum = sum + (tok and tonumber(string.match(m, ':(%d+)$')) or 1)
+        end
+      end
+      redis.call('HSET', state, field, fmt(b) .. ',' .. sum)
+      if redis.call('PTTL', state) < 0 then redis.call('PEXPIRE', state, math.ceil(keep * 1000) + 1000) end
+      return sum
+    end
+    local carry = late and carried() or 0
+    local function count(idx)
+      return units(epoch + idx * W - margin, epoch + (idx + 1) * W + margin, tok) + (idx == current and carry or 0)
+    end
     local at, most = now, 0
     for _ = 1, 4 do
       local blocked = nil
@@ -199,7 +230,7 @@ if wait > 0 and not probing then
 end
 if probing then redis.call('HSET', shape, 'probed', fmt(now)) end
 redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
-redis.call('PEXPIRE', log, math.ceil(horizon * 1000) + 1000)
+redis.call('PEXPIRE', log, math.ceil(keep * 1000) + 1000)
 if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end
 if capped.t then redis.call('HINCRBY', state, 'cap_t', -need) end
 redis.call('HINCRBY', state, 'n_r', 1)  -- units admitted so far (``_learned_scripts.READING``)
@@ -212,13 +243,13 @@ return reply(probing and 2 or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or
              cap_left, redis.call('HGET', state, 'b'))
 """
 
-#: KEYS: state, log, shape. ARGV: the number of settlements, then per settlement the state
+#: KEYS: state, log, shape, done. ARGV: the number of settlements, then per settlement the state
 #: hash's ``b`` at reservation, old log member, new member ('' for a refund), tokens reserved,
 #: tokens used ('' for a refund), then the reservations' limit/window/is_tokens/learns/margin
 #: per quota. Settles each log entry (its admission time kept) and each bucket
 #: (``bucket.settle``, at the learned limits), in order.
 SETTLE = PRELUDE + SETTLING + """
 local Q = 2 + 5 * tonumber(ARGV[1])
-for j = 2, Q - 1, 5 do settle(KEYS[2], KEYS[3], ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+for j = 2, Q - 1, 5 do settle(KEYS[2], KEYS[3], KEYS[4], ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 return 1
 """

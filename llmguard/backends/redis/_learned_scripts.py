@@ -10,7 +10,8 @@ from ._bucket_scripts import PRELUDE
 
 __all__ = ["PUBLISH", "READING", "REFUSED"]
 
-#: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why. Records what
+#: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
+#: fixed window that counts a request late, ``shape.Shape.late``; '' not). Records what
 #: a process learned (a new version) for every process's next reservation. The caps read under
 #: the window assumption go (a bucket's readings drain it instead: a cap until its reset, the
 #: time to refill it all, would hold it empty that long); a fixed window also drops the pause
@@ -20,7 +21,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local epoch = ARGV[2] ~= '' and string.format('%.17g', now + tonumber(ARGV[2])) or ''
 local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4])
+redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4],
+           'late', ARGV[5] or '')
 redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
 if ARGV[1] == 'bucket' or ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'until_r', 'until_t') end
 if ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'pause') end

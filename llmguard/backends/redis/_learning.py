@@ -82,12 +82,13 @@ class RedisLearning:
         loop = asyncio.get_running_loop()
         publication = self._pending.pop(key, None)
         if publication is not None:  # before this reservation: it is to be paced by it
-            kind, epoch, limits, why = publication
+            kind, epoch, limits, why, late = publication
             rel = "" if epoch is None else repr(epoch - loop.time())
             try:
                 await self.connection.call(
                     _learned_scripts.PUBLISH, [names[3], names[1]],
-                    [kind, rel, ",".join(map(str, limits)), why], "sharing the learned shape")
+                    [kind, rel, ",".join(map(str, limits)), why, "1" if late else ""],
+                    "sharing the learned shape")
             except BaseException:  # cancelled (or refused): the next reservation publishes it
                 self._pending.setdefault(key, publication)
                 raise
@@ -95,7 +96,7 @@ class RedisLearning:
         horizon, *per_quota = self.args(quotas)
         carried = self.settlements.take(names, quotas)
         call = self.connection.call(
-            _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3]],
+            _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3], names[4]],
             [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, *carried,
              *per_quota], "reserving rate-limit room")
         task = None
@@ -111,7 +112,7 @@ class RedisLearning:
         if result is None:
             return None
         now = loop.time()
-        self._adopt(key, window, now, result[7:12])
+        self._adopt(key, window, now, result[7:13])
         result = list(result)
         admitted = result[0]
         if admitted in (1, 2):
@@ -139,12 +140,13 @@ class RedisLearning:
         seen = self._known.get(key)
         if version <= (0 if seen is None else seen[0]):  # 0: no shape hash, nothing learned
             return
-        kind, epoch, lims, why = (x.decode() if isinstance(x, bytes) else str(x)
-                                  for x in got[:4])
+        kind, epoch, lims, why, late = (x.decode() if isinstance(x, bytes) else str(x)
+                                        for x in (*got[:4], got[5]))
         if kind == "unknown" and not lims:
             return
         remote: shared.Learned = (kind, now + float(epoch) if epoch else None,
-                                  tuple(int(x) for x in lims.split(",")) if lims else (), why)
+                                  tuple(int(x) for x in lims.split(",")) if lims else (), why,
+                                  late == "1")
         self._known[key] = (version, remote)
         if window.shape is not None and not shared.same(shared.learned(window), remote,
                                                         window.shape.window):
