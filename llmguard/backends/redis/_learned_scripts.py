@@ -1,14 +1,14 @@
 """Lua scripts for what the provider says under ``refill="auto"`` in Redis: a header reading
-applied to the shared state (``READING``), the effective limit a 429 shows (``REFUSED``), and
-the shape a process learned published for every process (``PUBLISH``) in the key's shape HASH
-(``_auto_scripts``)."""
+applied to the shared state (``READING``), the effective limit a 429 shows (``REFUSED``), the
+shape a process learned published for every process (``PUBLISH``) in the key's shape HASH
+(``_auto_scripts``), and every quota used up (``SPENT``: a run resumed after a kill)."""
 
 from __future__ import annotations
 
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
 
-__all__ = ["PUBLISH", "READING", "REFUSED"]
+__all__ = ["PUBLISH", "READING", "REFUSED", "SPENT"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
 #: fixed window that counts a request late, ``shape.Shape.late``; '' not). Records what
@@ -160,4 +160,27 @@ redis.call('HSET', shape, 'lims', table.concat(out, ','))
 if not got[1] then redis.call('HSET', shape, 'kind', 'unknown', 'why', 'a 429 in the window') end
 redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
 return used_of
+"""
+
+#: KEYS: state, shape. ARGV: limit/window/is_tokens/learns/margin per quota. Every quota used up
+#: now, as ``window.Window.spent``: each bucket empty (at the learned limits), each unit capped
+#: at nothing for its longest window, no reading group open (``READING``).
+SPENT = PRELUDE + """
+local lims = redis.call('HGET', KEYS[2], 'lims') or ''
+""" + LIMITS + """
+local n, span = 0, {}
+for i = 1, #ARGV, 5 do
+  n = n + 1
+  local cap, window, u = limit_of(n, tonumber(ARGV[i])), tonumber(ARGV[i + 1]), ARGV[i + 2] == '1' and 't' or 'r'
+  local rate = cap / window
+  local _, deficit, outstanding = load(n, cap, rate)
+  store(n, cap, rate, 0, deficit, outstanding)
+  span[u] = math.max(span[u] or 0, window)
+end
+for u, window in pairs(span) do
+  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(now + window))
+  redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
+end
+expire()
+return 1
 """

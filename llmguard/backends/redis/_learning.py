@@ -190,6 +190,14 @@ class RedisLearning:
             [int(tokens), remaining, "" if reset is None else reset, member,
              *self.args(quotas)[1:]], "recording provider headers"))
 
+    def spent(self, key: Hashable, quotas: tuple[Quota, ...], names: list[str]) -> None:
+        """Every quota of ``key`` used up now, in this process's mirror and in Redis for every
+        process (``_learned_scripts.SPENT``: the shared buckets drained, the windows capped)."""
+        self.local.spent(key, quotas)
+        self.connection.spawn(self.connection.write(
+            _learned_scripts.SPENT, [names[1], names[3]], self.args(quotas)[1:],
+            "counting the quotas as spent"))
+
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, ticket: Any,
                 names: list[str]) -> None:
         """A 429: learned from locally (a fixed window's boundary to resume at), the pause
