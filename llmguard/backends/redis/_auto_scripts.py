@@ -78,18 +78,23 @@ end
 #: KEYS: state, log, fence, shape, done. ARGV: member prefix, tokens, horizon (longest window plus
 #: margin, the log's span), slack, known marker, proposed marker, probe ('' none, 'vouched':
 #: admit whatever the pacers say, 'room': if the quota has room as the server counts it), the
-#: number of settlements carried, their SETTLE arguments (5 each), then limit/window/is_tokens/
+#: number of settlements carried, this process's token charge to share (``charge.Charge.shared``;
+#: '' nothing new), the settlements' SETTLE arguments (5 each), then limit/window/is_tokens/
 #: learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
 #: -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
-#: why, version, late ('1' or ''), marker}.
+#: why, version, late ('1' or ''), the shared charge (''), marker}.
 RESERVE = PRELUDE + SETTLING + """
 local log, shape, done = KEYS[2], KEYS[4], KEYS[5]
-local Q = 9 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
+local Q = 10 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
+if ARGV[9] ~= '' then  -- what one process learned of the server's token charge, for all
+  redis.call('HSET', shape, 'charge', ARGV[9])
+  redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
+end
 local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
 """ + FENCE + """
-local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late')
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge')
 local kind, epoch, lims, why = got[1] or 'unknown', tonumber(got[2] or ''), got[3] or '', got[4] or ''
 -- a fixed window counted late keeps the window before the current one (ours in flight carried)
 local late = kind == 'fixed' and epoch ~= nil and got[6] == '1'
@@ -106,10 +111,10 @@ if step > 0 then  -- the clock stepped back: shift every time kept by the step
   if epoch then epoch = epoch - step; redis.call('HSET', shape, 'epoch', fmt(epoch)) end
 end
 -- the settlements first (this process's, queued since its last round trip: ``_learning``)
-for j = 9, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+for j = 10, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
   return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
-          epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', got[6] or '', mark}
+          epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', got[6] or '', got[7] or '', mark}
 end
 if ready > now then return reply(0, ready - now + slack, '0', '0', ready - now, 0, '') end
 redis.call('ZREMRANGEBYSCORE', log, '-inf', now - keep)
@@ -238,7 +243,7 @@ redis.call('HINCRBY', state, 'n_t', need)
 for k, b in ipairs(buckets) do store(k, b[1], b[2], b[3] - b[6], b[4] + b[6], b[5] + b[6]) end
 redis.call('HSETNX', state, 'b', fmt(now))
 expire()
-if got[1] or probing then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
+if got[1] or got[7] or probing then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
 return reply(probing and 2 or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or need) - need), pause_left,
              cap_left, redis.call('HGET', state, 'b'))
 """

@@ -48,7 +48,7 @@ class AutoTicket:
 class RedisLearning:
     """The learning half of a :class:`~llmguard.backends.redis.RedisBackend`."""
 
-    __slots__ = ("connection", "local", "settlements", "_args", "_known", "_pending")
+    __slots__ = ("connection", "local", "settlements", "_args", "_known", "_pending", "_told")
 
     def __init__(self, connection: Connection, local: MemoryBackend) -> None:
         self.connection, self.local = connection, local
@@ -58,6 +58,8 @@ class RedisLearning:
         #: Per key: what this process learned, to publish before its next reservation (the
         #: layer wakes its line after every reading: that reservation follows at once).
         self._pending: dict[Hashable, shared.Learned] = {}
+        #: Per key: the token charge this process last shared (``charge.Charge.shared``).
+        self._told: dict[Hashable, str] = {}
         #: Settlements not sent yet: the next reservation of their key carries them.
         self.settlements = Settlements(connection, self.args)
 
@@ -92,12 +94,17 @@ class RedisLearning:
             except BaseException:  # cancelled (or refused): the next reservation publishes it
                 self._pending.setdefault(key, publication)
                 raise
+        estimate, charge, told = tokens, window.charge, ""
+        if charge is not None:  # reserve what the server is believed to count (``charge``)
+            tokens = charge.units(estimate)
+            if charge.how != "opening" and (mine := charge.shared()) != self._told.get(key):
+                told = mine  # the calibration this process read, for every process
         probe = shared.probe_due(window, loop.time(), tokens)
         horizon, *per_quota = self.args(quotas)
         carried = self.settlements.take(names, quotas)
         call = self.connection.call(
             _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3], names[4]],
-            [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, *carried,
+            [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, told, *carried,
              *per_quota], "reserving rate-limit room")
         task = None
         try:
@@ -113,10 +120,15 @@ class RedisLearning:
             return None
         now = loop.time()
         self._adopt(key, window, now, result[7:13])
+        if charge is not None:
+            if told:
+                self._told[key] = told
+            if result[13] and charge.how == "opening":
+                charge.adopt(result[13].decode() if isinstance(result[13], bytes) else result[13])
         result = list(result)
         admitted = result[0]
         if admitted in (1, 2):
-            entry = window.add(now, tokens)
+            entry = window.add(now, tokens, estimate)
             if admitted == 2:
                 window.shape.probe = entry
             result[0] = 1
@@ -169,8 +181,9 @@ class RedisLearning:
             return
         if tokens is None:
             self.local.refund(key, ticket.entry)
-        else:
+        else:  # what the server counts of it (``charge.Charge.settled``; else the usage)
             self.local.reconcile(key, ticket.entry, tokens)
+            tokens = ticket.entry.tokens
         member = ticket.member.rpartition(":")[0]
         new = "" if tokens is None else f"{member}:{tokens}"
         self.settlements.add(names, ticket.quotas, [
