@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ._bucket_scripts import PRELUDE
 from ._fence import FENCE
+from ._fixed_scripts import FIXED
 from ._scripts import CAPS
 
 __all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
@@ -166,42 +167,7 @@ for i = Q, #ARGV, 5 do
     if level < unit then wait = math.max(wait, (unit - level) / rate + slack) end
     avail = level
   elseif kind == 'fixed' and learns and epoch then
-    -- ``fixed.FixedCount``: an admission within `margin` of a boundary counts in both windows
-    local W = window - margin
-    local function index(t) return math.floor((t - epoch) / W) end
-    local current = index(now)
-    local function carried()  -- ``FixedCount._roll``, once a window: ours from the window before,
-      local b, field = epoch + current * W, 'carry' .. n  -- in flight at its boundary (not refused)
-      local cached = redis.call('HGET', state, field) or ''
-      if string.match(cached, '^[^,]+') == fmt(b) then return tonumber(string.match(cached, ',(.+)$')) end
-      local sum = 0
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(b - W - margin), '(' .. fmt(b - margin))) do
-        local ended = tonumber(redis.call('ZSCORE', done, string.match(m, '^[^:]+')) or '')
-        if not string.find(m, ':r:') and (not ended or ended > b) then
-          sum = sum + (tok and tonumber(string.match(m, ':(%d+)$')) or 1)
-        end
-      end
-      redis.call('HSET', state, field, fmt(b) .. ',' .. sum)
-      if redis.call('PTTL', state) < 0 then redis.call('PEXPIRE', state, math.ceil(keep * 1000) + 1000) end
-      return sum
-    end
-    local carry = late and carried() or 0
-    local function count(idx)
-      return units(epoch + idx * W - margin, epoch + (idx + 1) * W + margin, tok) + (idx == current and carry or 0)
-    end
-    local at, most = now, 0
-    for _ = 1, 4 do
-      local blocked = nil
-      for _, idx in ipairs({index(at - margin), index(at + margin)}) do
-        local c = count(idx)
-        if at == now then most = math.max(most, c) end
-        if c + unit > limit and c > 0 and (blocked == nil or idx > blocked) then blocked = idx end
-      end
-      if blocked == nil then break end
-      at = epoch + (blocked + 1) * W + margin + 1e-6
-    end
-    if at > now then wait = math.max(wait, at - now + slack) end
-    avail = limit - most
+""" + FIXED + """
   else
     wait = math.max(wait, log_wait)
   end
