@@ -38,7 +38,8 @@ async def admitted(backend, quotas, n):
 async def test_ours_in_flight_at_a_boundary_count_in_the_next_window_for_every_process(
         redis_url, redis_prefix, late):
     """A fixed window of 3 per 2 s with a boundary 1 s ahead: one process admits 2 before it,
-    one of them answered (settled) before the boundary, the other still in flight after it.
+    one of them answered (settled, its headers saying ``remaining`` without a reset, as
+    LiteLLM's proxy's do) before the boundary, the other still in flight after it.
     Counted late, the in-flight one may be counted by the server in the new window, so another
     process is admitted 2 there, not 3; counted at arrival (``late`` False), 3."""
     quotas = (Quota(3, 2.05, False, learn=True, margin=0.05),)
@@ -48,6 +49,7 @@ async def test_ours_in_flight_at_a_boundary_count_in_the_next_window_for_every_p
     start = asyncio.get_running_loop().time()
     tickets = [(await first.reserve(None, quotas, 0))[1] for _ in range(2)]
     assert all(ticket is not None for ticket in tickets)
+    first.observe(None, quotas, False, 1, None, ticket=tickets[0])  # remaining, no reset
     first.reconcile(None, tickets[0], 0)  # answered: its settlement records when it ended
     await first.connection.aclose()  # the background settlement has landed
     await asyncio.sleep(max(0.0, start + 1.2 - asyncio.get_running_loop().time()))
@@ -69,6 +71,7 @@ async def test_a_refused_or_refunded_request_is_not_carried(redis_url, redis_pre
     start = asyncio.get_running_loop().time()
     tickets = [(await backend.reserve(None, quotas, 0))[1] for _ in range(3)]
     assert all(ticket is not None for ticket in tickets)
+    backend.observe(None, quotas, False, 7, None, ticket=tickets[2])  # remaining, no reset
     backend.refund(None, tickets[0])
     backend.refused(None, quotas, 0.001, ticket=tickets[1])
     await backend.connection.aclose()

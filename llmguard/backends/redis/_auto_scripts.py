@@ -37,7 +37,8 @@ end
 
 #: Lua: ``settle(log, shape, done, made, old, new, reserved, used, first)``: settles a
 #: reservation (``SETTLE``'s arguments, the quotas' from ARGV[first]), its call ended now
-#: (``done``, kept two spans); RESERVE runs it first for each settlement it carries.
+#: (``done``, once a reading without a reset was heard, unless a bucket or a sliding window was
+#: learned since); RESERVE runs it first for each settlement it carries.
 SETTLING = """
 local function settle(log, shape, done, made, old, new, reserved_tokens, used_tokens, first)
   local at = redis.call('ZSCORE', log, old)
@@ -49,15 +50,16 @@ local function settle(log, shape, done, made, old, new, reserved_tokens, used_to
       if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
     end
   end
-  if at and new ~= '' then
-    local span = 0
+  local learnt = redis.call('HMGET', shape, 'lims', 'kind', 'noreset')
+  if at and new ~= '' and learnt[3] and learnt[2] ~= 'bucket' and learnt[2] ~= 'sliding' then
+    local span = 0  -- a clock window counted late (to be) learned may carry it: two spans
     for i = first, #ARGV, 5 do span = math.max(span, tonumber(ARGV[i + 1]) + tonumber(ARGV[i + 4])) end
     redis.call('ZADD', done, now, string.match(old, '^[^:]+'))
     redis.call('ZREMRANGEBYSCORE', done, '-inf', now - 2 * span)
     redis.call('PEXPIRE', done, math.ceil(2000 * span) + 1000)
   end
   if redis.call('HGET', state, 'b') ~= made then return 0 end
-  local lims = redis.call('HGET', shape, 'lims') or ''
+  local lims = learnt[1] or ''
 """ + LIMITS + """
   reserved_tokens, used_tokens = tonumber(reserved_tokens), tonumber(used_tokens)
   local n = 0

@@ -6,8 +6,8 @@ boundary counting in both windows. A server that counts a request late (LiteLLM'
 it when a worker takes it from its queue: the shape hash's ``late``) may count ours admitted in
 the window before and still in flight at its boundary in the new one, so the current window's
 count also holds those, from every process: admitted in the window before (its later window is
-that one), not refused (``:r:``), and ended (the ``done`` ZSET: when its settlement ran) after
-the boundary or not yet. Computed once a window (``FixedCount._roll``), kept in the state hash
+that one), not refused (``:r:``), and ended (the ``done`` ZSET: when its settlement ran, kept
+once a reading without a reset was heard, ``noreset``) after the boundary or not yet. Computed once a window (``FixedCount._roll``), kept in the state hash
 as ``carry<n>`` = ``"boundary,units"``; the log keeps the window before for it (``keep``).
 
 The fragment reads the loop's locals (``n``, ``window``, ``margin``, ``tok``, ``unit``,

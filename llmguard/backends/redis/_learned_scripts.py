@@ -44,6 +44,10 @@ return v
 READING = PRELUDE + """
 local log, tok = KEYS[2], ARGV[1] == '1'
 local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
+if not reset and redis.call('HSETNX', KEYS[3], 'noreset', '1') == 1 then
+  -- a clock window may be supposed (``learn.observe``): calls' ends are kept from now (``done``)
+  redis.call('PEXPIRE', KEYS[3], """ + str(SHAPE_TTL * 1000) + """)
+end
 local at = ARGV[4] ~= '' and tonumber(redis.call('ZSCORE', log, ARGV[4]) or '') or nil
 local u = tok and 't' or 'r'
 local skew = 0
