@@ -80,6 +80,29 @@ async def test_a_refused_or_refunded_request_is_not_carried(redis_url, redis_pre
     await backend.aclose()
 
 
+async def test_a_carried_request_refunded_after_the_boundary_gives_its_unit_back(
+        redis_url, redis_prefix):
+    """Two admitted before the boundary and in flight across it are carried into the new
+    window (one unit of 3 left there); one of them is then refunded (it never left: queued
+    for a concurrency slot across the boundary, say), which gives its unit back there too,
+    while the other, answered after the boundary, stays counted (``FixedCount.adjust``)."""
+    quotas = (Quota(3, 2.05, False, learn=True, margin=0.05),)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    await publish(backend, 1.0, "0", True)
+    start = asyncio.get_running_loop().time()
+    tickets = [(await backend.reserve(None, quotas, 0))[1] for _ in range(2)]
+    assert all(ticket is not None for ticket in tickets)
+    backend.observe(None, quotas, False, 1, None, ticket=tickets[0])  # remaining, no reset
+    await backend.connection.aclose()
+    await asyncio.sleep(max(0.0, start + 1.2 - asyncio.get_running_loop().time()))
+    assert await admitted(backend, quotas, 2) == 1
+    backend.refund(None, tickets[1])
+    backend.reconcile(None, tickets[0], 0)
+    await backend.connection.aclose()
+    assert await admitted(backend, quotas, 2) == 1
+    await backend.aclose()
+
+
 async def test_two_processes_before_a_queueing_proxy_get_no_tail_refused(
         redis_url, redis_prefix):
     """LiteLLM's proxy under load, a window of a second: 10 requests a window (``rpm - 1``),

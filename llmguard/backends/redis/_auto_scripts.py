@@ -51,6 +51,20 @@ local function settle(log, shape, done, made, old, new, reserved_tokens, used_to
     end
   end
   local learnt = redis.call('HMGET', shape, 'lims', 'kind', 'noreset')
+  if at and old ~= new and learnt[2] == 'fixed' then  -- carried in flight (``_fixed_scripts``):
+    local was, is = tonumber(string.match(old, ':(%d+)$')), tonumber(string.match(new, ':(%d+)$') or '0')
+    local n = 0  -- a refund (never sent) or a new token count changes the carried count too
+    for i = first, #ARGV, 5 do
+      n = n + 1
+      local margin = tonumber(ARGV[i + 4])
+      local b, sum = string.match(redis.call('HGET', state, 'carry' .. n) or '', '^([^,]+),(.+)$')
+      b = tonumber(b or '')
+      if b and tonumber(at) >= b - tonumber(ARGV[i + 1]) and tonumber(at) < b - margin then
+        local delta = ARGV[i + 2] == '1' and is - was or (new == '' and -1 or 0)
+        redis.call('HSET', state, 'carry' .. n, fmt(b) .. ',' .. (tonumber(sum) + delta))
+      end
+    end
+  end
   if at and new ~= '' and learnt[3] and learnt[2] ~= 'bucket' and learnt[2] ~= 'sliding' then
     local span = 0  -- a clock window counted late (to be) learned may carry it: two spans
     for i = first, #ARGV, 5 do span = math.max(span, tonumber(ARGV[i + 1]) + tonumber(ARGV[i + 4])) end

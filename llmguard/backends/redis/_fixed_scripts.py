@@ -8,7 +8,9 @@ the window before and still in flight at its boundary in the new one, so the cur
 count also holds those, from every process: admitted in the window before (its later window is
 that one), not refused (``:r:``), and ended (the ``done`` ZSET: when its settlement ran, kept
 once a reading without a reset was heard, ``noreset``) after the boundary or not yet. Computed once a window (``FixedCount._roll``), kept in the state hash
-as ``carry<n>`` = ``"boundary,units"``; the log keeps the window before for it (``keep``).
+as ``carry<n>`` = ``"boundary,units"``; the log keeps the window before for it (``keep``). A
+settlement of one carried (``_auto_scripts.SETTLING``) changes it too, as ``FixedCount.adjust``:
+a refund (it never left) gives its units back, a new token count replaces the reserved one.
 
 The fragment reads the loop's locals (``n``, ``window``, ``margin``, ``tok``, ``unit``,
 ``limit``) and the script's (``epoch``, ``late``, ``keep``, ``units``, ``done``, ``log``), and
