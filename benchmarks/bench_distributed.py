@@ -27,8 +27,9 @@ Then the shapes table: two processes sharing Redis (two ``RateLimit(rpm=...)`` l
 event loop, each with its own ``RedisBackend``: nothing shared but Redis), default settings,
 demand 1.5x the quota at once, against the simulated servers of ``llmguard.testing``: a token
 bucket, a fixed window whose minute started 40 s before the batch, LiteLLM's proxy (``rpm - 1``
-per wall-clock minute, no reset, ``llm_provider-retry-after: 60``) 40 s into the minute, a
-sliding window; real 60 s windows (shapes are learned from resets, read to a second). Side by side, the default
+per wall-clock minute, no reset, ``llm_provider-retry-after: 60``) 40 s into the minute, the
+same proxy under load (a request counted when one of its 4 workers takes it from its queue,
+headers counting answers; demand 3x the quota), a sliding window; real 60 s windows (shapes are learned from resets, read to a second). Side by side, the default
 (``refill="auto"``: the shape one process learns is shared, every process paces by it) and
 ``refill="window"``, the sliding log, which is what Redis paced by under the default before.
 Wall time over the server's own ideal (``QuotaServer.ideal_time``), 429s, the most one server
@@ -36,7 +37,7 @@ window saw.
 
     python benchmarks/bench_distributed.py [--url redis://127.0.0.1:6379/0] [--shapes-only]
         [--overhead-only]
-    (~1 minute, the shapes table ~5 more)
+    (~1 minute, the shapes table ~11 more)
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ def overhead_table(url: str) -> None:
 
 #: (server shape, quota per minute, calls, seconds into its minute the batch starts at)
 SHAPES = (("token bucket", 600, 900, 0.0), ("fixed window", 300, 450, 40.0),
-          ("LiteLLM proxy", 300, 450, 40.0), ("sliding window", 300, 450, 0.0))
+          ("LiteLLM proxy", 300, 450, 40.0), ("queueing proxy", 300, 900, 40.0),
+          ("sliding window", 300, 450, 0.0))
 
 
 async def shared_shape(url: str, shape: str, rpm: int, calls: int, into: float,
@@ -192,13 +194,17 @@ async def shared_shape(url: str, shape: str, rpm: int, calls: int, into: float,
     from llmguard.testing import FixedWindowServer, TokenBucketServer
     from llmguard.testing._shapes import ProxyWindowServer, SlidingWindowServer
 
-    if shape == "LiteLLM proxy":  # its minutes are the wall clock's: start `into` s in
+    if shape.endswith("proxy"):  # its minutes are the wall clock's: start `into` s in
         await asyncio.sleep((into - time.time() % 60.0) % 60.0)
     now = asyncio.get_running_loop().time()
     server = {"token bucket": lambda: TokenBucketServer(rpm=rpm, latency=LATENCY),
               "fixed window": lambda: FixedWindowServer(rpm=rpm, latency=LATENCY,
                                                         epoch=now - into),
               "LiteLLM proxy": lambda: ProxyWindowServer(rpm=rpm, latency=LATENCY),
+              # under load: counted when one of 4 workers takes it (a 299-burst takes 30 s),
+              # its headers counting answers
+              "queueing proxy": lambda: ProxyWindowServer(rpm=rpm, latency=0.4, workers=4,
+                                                          reports="answered"),
               "sliding window": lambda: SlidingWindowServer(rpm=rpm, latency=LATENCY)}[shape]()
     caller: contextvars.ContextVar = contextvars.ContextVar("caller")
     server.on_headers.append(lambda headers: caller.get().observe_headers(headers))

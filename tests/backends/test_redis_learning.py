@@ -210,3 +210,25 @@ async def test_a_429_teaches_every_process_the_limit_all_of_them_used(redis_url,
     assert other.limits(None, LEARNED) == (2, None)
     await first.aclose()
     await other.aclose()
+
+
+@pytest.mark.parametrize("kind", ["unknown", "bucket"])
+async def test_assume_spent_drains_the_shared_quota_for_every_process(
+        redis_url, redis_prefix, kind):
+    """``assume_spent()`` in one process (a run resumed after a kill) counts the quota used up
+    for every process: another finds no room, and a bucket learned afterwards (which drops the
+    caps read as a window) starts empty and refills from there, rather than full."""
+    first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    layer = lg.RateLimit(rpm=3, backend=first)
+    layer.quotas = LEARNED
+    layer.assume_spent()
+    await first.connection.aclose()  # the background write has landed
+    if kind == "bucket":
+        await publish(first, "bucket")
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    wait, ticket = await other.reserve(None, LEARNED, 0)
+    assert ticket is None and wait > 0.0
+    await asyncio.sleep(wait)
+    assert (await other.reserve(None, LEARNED, 0))[1] is not None
+    await first.aclose()
+    await other.aclose()

@@ -127,6 +127,25 @@ class Charge:
                             each.adjust(now, entry, charged, entry.live)
                 entry.tokens = charged
 
+    @property
+    def how(self) -> str:
+        """``"opening"`` (nothing heard yet), ``"heard"`` (token readings calibrate) or
+        ``"silent"`` (answers come without them)."""
+        return "silent" if self.silent else "heard" if self.heard else "opening"
+
+    def shared(self) -> str:
+        """What this charge learned, for other processes (a shared backend): ``"factor,how"``
+        (the factor to two decimals: a change below that is not worth telling)."""
+        return f"{math.ceil(self.factor * 100 - 1e-9) / 100:.2f},{self.how}"  # never under
+
+    def adopt(self, shared: str) -> None:
+        """Take what another process learned (:meth:`shared`) while this one has heard
+        nothing yet (its own readings calibrate it from then on)."""
+        factor, _, how = shared.partition(",")
+        if self.heard or self.silent or how not in ("heard", "silent"):
+            return
+        self.factor = min(MOST, max(1.0, float(factor)))
+        self.heard, self.silent = how == "heard", how == "silent"
+
     def __repr__(self) -> str:
-        how = "silent" if self.silent else "heard" if self.heard else "opening"
-        return f"<Charge x{self.factor:.3g} {how}>"
+        return f"<Charge x{self.factor:.3g} {self.how}>"

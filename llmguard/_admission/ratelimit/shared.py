@@ -1,9 +1,10 @@
 """A learned shape handed between processes: what a shared backend (Redis) publishes from the
 :class:`.window.Window` that learned it, and applies to the windows of the other processes.
 
-What is shared is the decision (``kind``, a fixed window's boundary, the effective limit per
-quota and why), not the evidence: each process learns from the answers it gets itself and
-adopts what another learned first, so every process paces its reservations the same way.
+What is shared is the decision (``kind``, a fixed window's boundary and whether the server
+counts late (:attr:`.shape.Shape.late`), the effective limit per quota and why), not the
+evidence: each process learns from the answers it gets itself and adopts what another learned
+first, so every process paces its reservations the same way.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -20,8 +21,8 @@ __all__ = ["Learned", "adopt", "learned", "probe_due", "probe_wait", "same"]
 
 _BY_ANOTHER = " (learned by another process)"
 
-#: ``(kind, epoch or None (loop time), limits per quota (0: as configured), why)``.
-Learned = tuple[str, "float | None", tuple[int, ...], str]
+#: ``(kind, epoch or None (loop time), limits per quota (0: as configured), why, late)``.
+Learned = tuple[str, "float | None", tuple[int, ...], str, bool]
 
 
 def learned(window: Any) -> Learned | None:
@@ -33,7 +34,8 @@ def learned(window: Any) -> Learned | None:
                    for t in window.tracks)
     if shape.kind == "unknown" and not any(limits):
         return None
-    return shape.kind, shape.epoch if shape.kind == "fixed" else None, limits, shape.why
+    fixed = shape.kind == "fixed"
+    return shape.kind, shape.epoch if fixed else None, limits, shape.why, fixed and shape.late
 
 
 def same(a: Learned | None, b: Learned | None, window: float) -> bool:
@@ -42,7 +44,7 @@ def same(a: Learned | None, b: Learned | None, window: float) -> bool:
     between clocks costs a round trip)."""
     if a is None or b is None:
         return a is b
-    if a[0] != b[0] or a[2] != b[2]:
+    if a[0] != b[0] or a[2] != b[2] or a[4] != b[4]:
         return False
     if a[1] is None or b[1] is None:
         return a[1] is b[1]
@@ -57,7 +59,7 @@ def adopt(window: Any, now: float, shared: Learned) -> None:
     shape = window.shape
     if shape is None:
         return
-    kind, epoch, limits, why = shared
+    kind, epoch, limits, why, late = shared
     for track, limit in zip(window.tracks, limits):
         if isinstance(track, AutoTrack) and 0 < limit < track.limit:
             track.set_limit(now, limit)
@@ -68,7 +70,8 @@ def adopt(window: Any, now: float, shared: Learned) -> None:
     changed = shape.learn(kind, why if why.endswith(_BY_ANOTHER) else why + _BY_ANOTHER, epoch)
     if kind == "sliding":
         shape.probes = 0
-    if changed and kind == "fixed":
+    if kind == "fixed" and (changed or shape.late is not late):
+        shape.late = late  # a server counting late: ours in flight carried (:mod:`.fixed`)
         learn.become_fixed(window, now)
 
 

@@ -57,6 +57,17 @@ class Answers:
         else:
             self.pause(key, quotas, seconds)
 
+    def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """Count every quota of ``key`` as used up now, for every process sharing it
+        (``RateLimit.assume_spent``): as in memory, buckets drained (the auto ones too) and
+        windows capped at nothing for a window."""
+        self._seen.pop(key, None)  # the headroom cached from the last reservation is gone
+        if quotas[0].learn:
+            self._learning.spent(key, quotas, self._key(key))
+            return
+        for tokens in {q.tokens for q in quotas}:  # a cap drains the continuous buckets
+            self.cap(key, quotas, tokens, 0, max(q.window for q in quotas))
+
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
         """What this process learned or adopted for ``key`` (its window in memory)."""
         return self._local.shape(key, quotas)

@@ -5,15 +5,18 @@ Like :class:`llmguard._admission.ratelimit.auto.AutoTrack`, every quota keeps a 
 ``_bucket_scripts``), both fed by every admission, settlement and refund from the start; a
 fixed window's count is read from the log, which holds the current window. The shape one
 process learned is a small HASH next to them (``kind``, ``epoch`` in server time, ``lims`` the
-effective limit per quota, ``why``, ``v`` a version; ``_learned_scripts``), so switching shape
-mid-run needs no reconstruction and never admits more than the server allows: the new pacer
-has seen every admission.
+effective limit per quota, ``why``, ``v`` a version, ``late`` when the server counts a request
+late; ``_learned_scripts``), so switching shape mid-run needs no reconstruction and never admits
+more than the server allows: the new pacer has seen every admission. A ZSET ``done`` holds when
+each call ended (its settlement): a fixed window counted late carries ours in flight at its
+boundary into it (``fixed.FixedCount``), from every process.
 """
 
 from __future__ import annotations
 
 from ._bucket_scripts import PRELUDE
 from ._fence import FENCE
+from ._fixed_scripts import FIXED
 from ._scripts import CAPS
 
 __all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
@@ -32,11 +35,12 @@ local function limit_of(n, limit)
 end
 """
 
-#: Lua: ``settle(log, shape, made, old, new, reserved, used, first)``: settles a reservation
-#: (``SETTLE``'s arguments, the quotas' from ARGV[first]); RESERVE runs it first for each
-#: settlement it carries.
+#: Lua: ``settle(log, shape, done, made, old, new, reserved, used, first)``: settles a
+#: reservation (``SETTLE``'s arguments, the quotas' from ARGV[first]), its call ended now
+#: (``done``, once a reading without a reset was heard, unless a bucket or a sliding window was
+#: learned since); RESERVE runs it first for each settlement it carries.
 SETTLING = """
-local function settle(log, shape, made, old, new, reserved_tokens, used_tokens, first)
+local function settle(log, shape, done, made, old, new, reserved_tokens, used_tokens, first)
   local at = redis.call('ZSCORE', log, old)
   if at and old ~= new then
     local pttl = redis.call('PTTL', log)
@@ -46,8 +50,30 @@ local function settle(log, shape, made, old, new, reserved_tokens, used_tokens, 
       if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
     end
   end
+  local learnt = redis.call('HMGET', shape, 'lims', 'kind', 'noreset')
+  if at and old ~= new and learnt[2] == 'fixed' then  -- carried in flight (``_fixed_scripts``):
+    local was, is = tonumber(string.match(old, ':(%d+)$')), tonumber(string.match(new, ':(%d+)$') or '0')
+    local n = 0  -- a refund (never sent) or a new token count changes the carried count too
+    for i = first, #ARGV, 5 do
+      n = n + 1
+      local margin = tonumber(ARGV[i + 4])
+      local b, sum = string.match(redis.call('HGET', state, 'carry' .. n) or '', '^([^,]+),(.+)$')
+      b = tonumber(b or '')
+      if b and tonumber(at) >= b - tonumber(ARGV[i + 1]) and tonumber(at) < b - margin then
+        local delta = ARGV[i + 2] == '1' and is - was or (new == '' and -1 or 0)
+        redis.call('HSET', state, 'carry' .. n, fmt(b) .. ',' .. (tonumber(sum) + delta))
+      end
+    end
+  end
+  if at and new ~= '' and learnt[3] and learnt[2] ~= 'bucket' and learnt[2] ~= 'sliding' then
+    local span = 0  -- a clock window counted late (to be) learned may carry it: two spans
+    for i = first, #ARGV, 5 do span = math.max(span, tonumber(ARGV[i + 1]) + tonumber(ARGV[i + 4])) end
+    redis.call('ZADD', done, now, string.match(old, '^[^:]+'))
+    redis.call('ZREMRANGEBYSCORE', done, '-inf', now - 2 * span)
+    redis.call('PEXPIRE', done, math.ceil(2000 * span) + 1000)
+  end
   if redis.call('HGET', state, 'b') ~= made then return 0 end
-  local lims = redis.call('HGET', shape, 'lims') or ''
+  local lims = learnt[1] or ''
 """ + LIMITS + """
   reserved_tokens, used_tokens = tonumber(reserved_tokens), tonumber(used_tokens)
   local n = 0
@@ -66,22 +92,30 @@ local function settle(log, shape, made, old, new, reserved_tokens, used_tokens, 
 end
 """
 
-#: KEYS: state, log, fence, shape. ARGV: member prefix, tokens, horizon (longest window plus
+#: KEYS: state, log, fence, shape, done. ARGV: member prefix, tokens, horizon (longest window plus
 #: margin, the log's span), slack, known marker, proposed marker, probe ('' none, 'vouched':
 #: admit whatever the pacers say, 'room': if the quota has room as the server counts it), the
-#: number of settlements carried, their SETTLE arguments (5 each), then limit/window/is_tokens/
+#: number of settlements carried, this process's token charge to share (``charge.Charge.shared``;
+#: '' nothing new), the settlements' SETTLE arguments (5 each), then limit/window/is_tokens/
 #: learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
 #: -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
-#: why, version, marker}.
+#: why, version, late ('1' or ''), the shared charge (''), marker}.
 RESERVE = PRELUDE + SETTLING + """
-local log, shape = KEYS[2], KEYS[4]
-local Q = 9 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
+local log, shape, done = KEYS[2], KEYS[4], KEYS[5]
+local Q = 10 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
+if ARGV[9] ~= '' then  -- what one process learned of the server's token charge, for all
+  redis.call('HSET', shape, 'charge', ARGV[9])
+  redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
+end
 local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
 """ + FENCE + """
-local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v')
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge')
 local kind, epoch, lims, why = got[1] or 'unknown', tonumber(got[2] or ''), got[3] or '', got[4] or ''
+-- a fixed window counted late keeps the window before the current one (ours in flight carried)
+local late = kind == 'fixed' and epoch ~= nil and got[6] == '1'
+local keep = late and 2 * horizon or horizon
 if step > 0 then  -- the clock stepped back: shift every time kept by the step
   local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
   for j = 1, #all, 2 do redis.call('ZADD', log, tonumber(all[j + 1]) - step, all[j]) end
@@ -94,13 +128,13 @@ if step > 0 then  -- the clock stepped back: shift every time kept by the step
   if epoch then epoch = epoch - step; redis.call('HSET', shape, 'epoch', fmt(epoch)) end
 end
 -- the settlements first (this process's, queued since its last round trip: ``_learning``)
-for j = 9, Q - 1, 5 do settle(log, shape, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+for j = 10, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
   return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
-          epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', mark}
+          epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', got[6] or '', got[7] or '', mark}
 end
 if ready > now then return reply(0, ready - now + slack, '0', '0', ready - now, 0, '') end
-redis.call('ZREMRANGEBYSCORE', log, '-inf', now - horizon)
+redis.call('ZREMRANGEBYSCORE', log, '-inf', now - keep)
 """ + LIMITS + """
 local wait = tonumber(redis.call('HGET', state, 'pause') or '0') - now
 local pause_left = math.max(wait, 0)
@@ -149,23 +183,7 @@ for i = Q, #ARGV, 5 do
     if level < unit then wait = math.max(wait, (unit - level) / rate + slack) end
     avail = level
   elseif kind == 'fixed' and learns and epoch then
-    -- ``fixed.FixedCount``: an admission within `margin` of a boundary counts in both windows
-    local W = window - margin
-    local function index(t) return math.floor((t - epoch) / W) end
-    local function count(idx) return units(epoch + idx * W - margin, epoch + (idx + 1) * W + margin, tok) end
-    local at, most = now, 0
-    for _ = 1, 4 do
-      local blocked = nil
-      for _, idx in ipairs({index(at - margin), index(at + margin)}) do
-        local c = count(idx)
-        if at == now then most = math.max(most, c) end
-        if c + unit > limit and c > 0 and (blocked == nil or idx > blocked) then blocked = idx end
-      end
-      if blocked == nil then break end
-      at = epoch + (blocked + 1) * W + margin + 1e-6
-    end
-    if at > now then wait = math.max(wait, at - now + slack) end
-    avail = limit - most
+""" + FIXED + """
   else
     wait = math.max(wait, log_wait)
   end
@@ -199,7 +217,7 @@ if wait > 0 and not probing then
 end
 if probing then redis.call('HSET', shape, 'probed', fmt(now)) end
 redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
-redis.call('PEXPIRE', log, math.ceil(horizon * 1000) + 1000)
+redis.call('PEXPIRE', log, math.ceil(keep * 1000) + 1000)
 if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end
 if capped.t then redis.call('HINCRBY', state, 'cap_t', -need) end
 redis.call('HINCRBY', state, 'n_r', 1)  -- units admitted so far (``_learned_scripts.READING``)
@@ -207,18 +225,18 @@ redis.call('HINCRBY', state, 'n_t', need)
 for k, b in ipairs(buckets) do store(k, b[1], b[2], b[3] - b[6], b[4] + b[6], b[5] + b[6]) end
 redis.call('HSETNX', state, 'b', fmt(now))
 expire()
-if got[1] or probing then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
+if got[1] or got[7] or probing then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
 return reply(probing and 2 or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or need) - need), pause_left,
              cap_left, redis.call('HGET', state, 'b'))
 """
 
-#: KEYS: state, log, shape. ARGV: the number of settlements, then per settlement the state
+#: KEYS: state, log, shape, done. ARGV: the number of settlements, then per settlement the state
 #: hash's ``b`` at reservation, old log member, new member ('' for a refund), tokens reserved,
 #: tokens used ('' for a refund), then the reservations' limit/window/is_tokens/learns/margin
 #: per quota. Settles each log entry (its admission time kept) and each bucket
 #: (``bucket.settle``, at the learned limits), in order.
 SETTLE = PRELUDE + SETTLING + """
 local Q = 2 + 5 * tonumber(ARGV[1])
-for j = 2, Q - 1, 5 do settle(KEYS[2], KEYS[3], ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+for j = 2, Q - 1, 5 do settle(KEYS[2], KEYS[3], KEYS[4], ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 return 1
 """

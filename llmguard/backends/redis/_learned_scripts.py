@@ -1,16 +1,17 @@
 """Lua scripts for what the provider says under ``refill="auto"`` in Redis: a header reading
-applied to the shared state (``READING``), the effective limit a 429 shows (``REFUSED``), and
-the shape a process learned published for every process (``PUBLISH``) in the key's shape HASH
-(``_auto_scripts``)."""
+applied to the shared state (``READING``), the effective limit a 429 shows (``REFUSED``), the
+shape a process learned published for every process (``PUBLISH``) in the key's shape HASH
+(``_auto_scripts``), and every quota used up (``SPENT``: a run resumed after a kill)."""
 
 from __future__ import annotations
 
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
 
-__all__ = ["PUBLISH", "READING", "REFUSED"]
+__all__ = ["PUBLISH", "READING", "REFUSED", "SPENT"]
 
-#: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why. Records what
+#: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
+#: fixed window that counts a request late, ``shape.Shape.late``; '' not). Records what
 #: a process learned (a new version) for every process's next reservation. The caps read under
 #: the window assumption go (a bucket's readings drain it instead: a cap until its reset, the
 #: time to refill it all, would hold it empty that long); a fixed window also drops the pause
@@ -20,7 +21,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local epoch = ARGV[2] ~= '' and string.format('%.17g', now + tonumber(ARGV[2])) or ''
 local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4])
+redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4],
+           'late', ARGV[5] or '')
 redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
 if ARGV[1] == 'bucket' or ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'until_r', 'until_t') end
 if ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'pause') end
@@ -42,6 +44,10 @@ return v
 READING = PRELUDE + """
 local log, tok = KEYS[2], ARGV[1] == '1'
 local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
+if not reset and redis.call('HSETNX', KEYS[3], 'noreset', '1') == 1 then
+  -- a clock window may be supposed (``learn.observe``): calls' ends are kept from now (``done``)
+  redis.call('PEXPIRE', KEYS[3], """ + str(SHAPE_TTL * 1000) + """)
+end
 local at = ARGV[4] ~= '' and tonumber(redis.call('ZSCORE', log, ARGV[4]) or '') or nil
 local u = tok and 't' or 'r'
 local skew = 0
@@ -158,4 +164,27 @@ redis.call('HSET', shape, 'lims', table.concat(out, ','))
 if not got[1] then redis.call('HSET', shape, 'kind', 'unknown', 'why', 'a 429 in the window') end
 redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
 return used_of
+"""
+
+#: KEYS: state, shape. ARGV: limit/window/is_tokens/learns/margin per quota. Every quota used up
+#: now, as ``window.Window.spent``: each bucket empty (at the learned limits), each unit capped
+#: at nothing for its longest window, no reading group open (``READING``).
+SPENT = PRELUDE + """
+local lims = redis.call('HGET', KEYS[2], 'lims') or ''
+""" + LIMITS + """
+local n, span = 0, {}
+for i = 1, #ARGV, 5 do
+  n = n + 1
+  local cap, window, u = limit_of(n, tonumber(ARGV[i])), tonumber(ARGV[i + 1]), ARGV[i + 2] == '1' and 't' or 'r'
+  local rate = cap / window
+  local _, deficit, outstanding = load(n, cap, rate)
+  store(n, cap, rate, 0, deficit, outstanding)
+  span[u] = math.max(span[u] or 0, window)
+end
+for u, window in pairs(span) do
+  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(now + window))
+  redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
+end
+expire()
+return 1
 """

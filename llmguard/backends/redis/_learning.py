@@ -48,7 +48,7 @@ class AutoTicket:
 class RedisLearning:
     """The learning half of a :class:`~llmguard.backends.redis.RedisBackend`."""
 
-    __slots__ = ("connection", "local", "settlements", "_args", "_known", "_pending")
+    __slots__ = ("connection", "local", "settlements", "_args", "_known", "_pending", "_told")
 
     def __init__(self, connection: Connection, local: MemoryBackend) -> None:
         self.connection, self.local = connection, local
@@ -58,6 +58,8 @@ class RedisLearning:
         #: Per key: what this process learned, to publish before its next reservation (the
         #: layer wakes its line after every reading: that reservation follows at once).
         self._pending: dict[Hashable, shared.Learned] = {}
+        #: Per key: the token charge this process last shared (``charge.Charge.shared``).
+        self._told: dict[Hashable, str] = {}
         #: Settlements not sent yet: the next reservation of their key carries them.
         self.settlements = Settlements(connection, self.args)
 
@@ -82,21 +84,27 @@ class RedisLearning:
         loop = asyncio.get_running_loop()
         publication = self._pending.pop(key, None)
         if publication is not None:  # before this reservation: it is to be paced by it
-            kind, epoch, limits, why = publication
+            kind, epoch, limits, why, late = publication
             rel = "" if epoch is None else repr(epoch - loop.time())
             try:
                 await self.connection.call(
                     _learned_scripts.PUBLISH, [names[3], names[1]],
-                    [kind, rel, ",".join(map(str, limits)), why], "sharing the learned shape")
+                    [kind, rel, ",".join(map(str, limits)), why, "1" if late else ""],
+                    "sharing the learned shape")
             except BaseException:  # cancelled (or refused): the next reservation publishes it
                 self._pending.setdefault(key, publication)
                 raise
+        estimate, charge, told = tokens, window.charge, ""
+        if charge is not None:  # reserve what the server is believed to count (``charge``)
+            tokens = charge.units(estimate)
+            if charge.how != "opening" and (mine := charge.shared()) != self._told.get(key):
+                told = mine  # the calibration this process read, for every process
         probe = shared.probe_due(window, loop.time(), tokens)
         horizon, *per_quota = self.args(quotas)
         carried = self.settlements.take(names, quotas)
         call = self.connection.call(
-            _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3]],
-            [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, *carried,
+            _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3], names[4]],
+            [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, told, *carried,
              *per_quota], "reserving rate-limit room")
         task = None
         try:
@@ -111,11 +119,16 @@ class RedisLearning:
         if result is None:
             return None
         now = loop.time()
-        self._adopt(key, window, now, result[7:12])
+        self._adopt(key, window, now, result[7:13])
+        if charge is not None:
+            if told:
+                self._told[key] = told
+            if result[13] and charge.how == "opening":
+                charge.adopt(result[13].decode() if isinstance(result[13], bytes) else result[13])
         result = list(result)
         admitted = result[0]
         if admitted in (1, 2):
-            entry = window.add(now, tokens)
+            entry = window.add(now, tokens, estimate)
             if admitted == 2:
                 window.shape.probe = entry
             result[0] = 1
@@ -139,12 +152,13 @@ class RedisLearning:
         seen = self._known.get(key)
         if version <= (0 if seen is None else seen[0]):  # 0: no shape hash, nothing learned
             return
-        kind, epoch, lims, why = (x.decode() if isinstance(x, bytes) else str(x)
-                                  for x in got[:4])
+        kind, epoch, lims, why, late = (x.decode() if isinstance(x, bytes) else str(x)
+                                        for x in (*got[:4], got[5]))
         if kind == "unknown" and not lims:
             return
         remote: shared.Learned = (kind, now + float(epoch) if epoch else None,
-                                  tuple(int(x) for x in lims.split(",")) if lims else (), why)
+                                  tuple(int(x) for x in lims.split(",")) if lims else (), why,
+                                  late == "1")
         self._known[key] = (version, remote)
         if window.shape is not None and not shared.same(shared.learned(window), remote,
                                                         window.shape.window):
@@ -167,8 +181,9 @@ class RedisLearning:
             return
         if tokens is None:
             self.local.refund(key, ticket.entry)
-        else:
+        else:  # what the server counts of it (``charge.Charge.settled``; else the usage)
             self.local.reconcile(key, ticket.entry, tokens)
+            tokens = ticket.entry.tokens
         member = ticket.member.rpartition(":")[0]
         new = "" if tokens is None else f"{member}:{tokens}"
         self.settlements.add(names, ticket.quotas, [
@@ -190,6 +205,14 @@ class RedisLearning:
             _learned_scripts.READING, [names[1], names[0], names[3]],
             [int(tokens), remaining, "" if reset is None else reset, member,
              *self.args(quotas)[1:]], "recording provider headers"))
+
+    def spent(self, key: Hashable, quotas: tuple[Quota, ...], names: list[str]) -> None:
+        """Every quota of ``key`` used up now, in this process's mirror and in Redis for every
+        process (``_learned_scripts.SPENT``: the shared buckets drained, the windows capped)."""
+        self.local.spent(key, quotas)
+        self.connection.spawn(self.connection.write(
+            _learned_scripts.SPENT, [names[1], names[3]], self.args(quotas)[1:],
+            "counting the quotas as spent"))
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, ticket: Any,
                 names: list[str]) -> None:

@@ -121,7 +121,7 @@ class RedisBackend(Answers):
         else:
             name = f"r:{type(key).__name__}={key!r}"
         tag = f"{self.connection.prefix}:rl:{{{name}}}"
-        return [f"{tag}:log", f"{tag}:state", f"{tag}:fence", f"{tag}:shape"]
+        return [f"{tag}:log", f"{tag}:state", f"{tag}:fence", f"{tag}:shape", f"{tag}:done"]
 
     def _quota_args(self, quotas: tuple[Quota, ...]) -> list[Any]:
         args = self._args.get(quotas)

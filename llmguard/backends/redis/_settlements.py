@@ -73,7 +73,7 @@ class Settlements:
         for (_, quotas), (names, settlements) in groups.items():
             refunds = any(settlements[i] == "" for i in range(2, len(settlements), 5))
             self.connection.spawn(self.connection.write(
-                _auto_scripts.SETTLE, [names[1], names[0], names[3]],
+                _auto_scripts.SETTLE, [names[1], names[0], names[3], names[4]],
                 [len(settlements) // 5, *settlements, *self.args(quotas)[1:]],
                 "refunding" if refunds else "reconciling"))
 

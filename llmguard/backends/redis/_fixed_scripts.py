@@ -1,0 +1,61 @@
+"""Lua for a learned fixed window in Redis (``refill="auto"``): ``fixed.FixedCount`` on the
+shared log, a fragment of ``_auto_scripts.RESERVE``'s loop over the quotas.
+
+The count of a window is the log's units admitted in it, an admission within ``margin`` of a
+boundary counting in both windows. A server that counts a request late (LiteLLM's proxy counts
+it when a worker takes it from its queue: the shape hash's ``late``) may count ours admitted in
+the window before and still in flight at its boundary in the new one, so the current window's
+count also holds those, from every process: admitted in the window before (its later window is
+that one), not refused (``:r:``), and ended (the ``done`` ZSET: when its settlement ran, kept
+once a reading without a reset was heard, ``noreset``) after the boundary or not yet. Computed once a window (``FixedCount._roll``), kept in the state hash
+as ``carry<n>`` = ``"boundary,units"``; the log keeps the window before for it (``keep``). A
+settlement of one carried (``_auto_scripts.SETTLING``) changes it too, as ``FixedCount.adjust``:
+a refund (it never left) gives its units back, a new token count replaces the reserved one.
+
+The fragment reads the loop's locals (``n``, ``window``, ``margin``, ``tok``, ``unit``,
+``limit``) and the script's (``epoch``, ``late``, ``keep``, ``units``, ``done``, ``log``), and
+sets ``wait`` (the margin past the start of the first window with room) and ``avail``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FIXED"]
+
+#: Lua: the fixed-window pacer of quota ``n`` (see the module's docstring).
+FIXED = """
+    local W = window - margin
+    local function index(t) return math.floor((t - epoch) / W) end
+    local current = index(now)
+    local function carried()  -- ours in flight at the boundary of the current window
+      local b, field = epoch + current * W, 'carry' .. n
+      local cached = redis.call('HGET', state, field) or ''
+      if string.match(cached, '^[^,]+') == fmt(b) then return tonumber(string.match(cached, ',(.+)$')) end
+      local sum = 0
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(b - W - margin), '(' .. fmt(b - margin))) do
+        local ended = tonumber(redis.call('ZSCORE', done, string.match(m, '^[^:]+')) or '')
+        if not string.find(m, ':r:') and (not ended or ended > b) then
+          sum = sum + (tok and tonumber(string.match(m, ':(%d+)$')) or 1)
+        end
+      end
+      redis.call('HSET', state, field, fmt(b) .. ',' .. sum)
+      if redis.call('PTTL', state) < 0 then redis.call('PEXPIRE', state, math.ceil(keep * 1000) + 1000) end
+      return sum
+    end
+    local carry = late and carried() or 0
+    local function count(idx)
+      return units(epoch + idx * W - margin, epoch + (idx + 1) * W + margin, tok) + (idx == current and carry or 0)
+    end
+    local at, most = now, 0
+    for _ = 1, 4 do
+      local blocked = nil
+      for _, idx in ipairs({index(at - margin), index(at + margin)}) do
+        local c = count(idx)
+        if at == now then most = math.max(most, c) end
+        if c + unit > limit and c > 0 and (blocked == nil or idx > blocked) then blocked = idx end
+      end
+      if blocked == nil then break end
+      at = epoch + (blocked + 1) * W + margin + 1e-6
+    end
+    if at > now then wait = math.max(wait, at - now + slack) end
+    avail = limit - most
+"""

@@ -1,0 +1,139 @@
+"""RedisBackend under ``refill="auto"`` against a fixed window the server counts late (LiteLLM's
+proxy under load counts a request when a worker takes it from its queue): ours in flight at a
+boundary count in the new window too (``fixed.FixedCount``), whichever process sent them.
+
+Real Redis and real time (the server clock is the quota's clock): looptime is off. Windows are
+a second or less and what is asserted is counts (admissions, 429s), never timings.
+"""
+
+import asyncio
+import contextvars
+
+import pytest
+
+import llmguard as lg
+from llmguard._admission.ratelimit.window import Quota
+from llmguard._core import clock
+from llmguard.backends.redis import RedisBackend, _learned_scripts
+from llmguard.testing import ProxyWindowServer, RateLimited
+
+pytestmark = pytest.mark.looptime(False)
+
+
+async def publish(backend, epoch_in, limits, late):
+    """Record, for key None, a fixed window with a boundary ``epoch_in`` s from now, as the
+    process that learned it would (``late``: it counts a request late)."""
+    names = backend._key(None)
+    await backend.connection.call(
+        _learned_scripts.PUBLISH, [names[3], names[1]],
+        ["fixed", repr(epoch_in), limits, "test", "1" if late else ""], "test")
+
+
+async def admitted(backend, quotas, n):
+    """How many of ``n`` reservations for key None are admitted now."""
+    return sum([(await backend.reserve(None, quotas, 0))[1] is not None for _ in range(n)])
+
+
+@pytest.mark.parametrize("late", [True, False])
+async def test_ours_in_flight_at_a_boundary_count_in_the_next_window_for_every_process(
+        redis_url, redis_prefix, late):
+    """A fixed window of 3 per 2 s with a boundary 1 s ahead: one process admits 2 before it,
+    one of them answered (settled, its headers saying ``remaining`` without a reset, as
+    LiteLLM's proxy's do) before the boundary, the other still in flight after it.
+    Counted late, the in-flight one may be counted by the server in the new window, so another
+    process is admitted 2 there, not 3; counted at arrival (``late`` False), 3."""
+    quotas = (Quota(3, 2.05, False, learn=True, margin=0.05),)
+    first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    await publish(first, 1.0, "0", late)
+    start = asyncio.get_running_loop().time()
+    tickets = [(await first.reserve(None, quotas, 0))[1] for _ in range(2)]
+    assert all(ticket is not None for ticket in tickets)
+    first.observe(None, quotas, False, 1, None, ticket=tickets[0])  # remaining, no reset
+    first.reconcile(None, tickets[0], 0)  # answered: its settlement records when it ended
+    await first.connection.aclose()  # the background settlement has landed
+    await asyncio.sleep(max(0.0, start + 1.2 - asyncio.get_running_loop().time()))
+    assert await admitted(other, quotas, 3) == (2 if late else 3)
+    first.reconcile(None, tickets[1], 0)  # answered after the boundary: it stays carried
+    await first.connection.aclose()
+    assert await admitted(other, quotas, 1) == 0
+    await first.aclose()
+    await other.aclose()
+
+
+async def test_a_refused_or_refunded_request_is_not_carried(redis_url, redis_prefix):
+    """Of three admitted before the boundary and still open after it, one refunded (never
+    sent) and one refused (429: the server counted none of it) are not carried: only the
+    third counts in the new window (of 10: 9 admitted there)."""
+    quotas = (Quota(10, 2.05, False, learn=True, margin=0.05),)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    await publish(backend, 1.0, "0", True)
+    start = asyncio.get_running_loop().time()
+    tickets = [(await backend.reserve(None, quotas, 0))[1] for _ in range(3)]
+    assert all(ticket is not None for ticket in tickets)
+    backend.observe(None, quotas, False, 7, None, ticket=tickets[2])  # remaining, no reset
+    backend.refund(None, tickets[0])
+    backend.refused(None, quotas, 0.001, ticket=tickets[1])
+    await backend.connection.aclose()
+    await asyncio.sleep(max(0.0, start + 1.2 - asyncio.get_running_loop().time()))
+    assert await admitted(backend, quotas, 10) == 9
+    await backend.aclose()
+
+
+async def test_a_carried_request_refunded_after_the_boundary_gives_its_unit_back(
+        redis_url, redis_prefix):
+    """Two admitted before the boundary and in flight across it are carried into the new
+    window (one unit of 3 left there); one of them is then refunded (it never left: queued
+    for a concurrency slot across the boundary, say), which gives its unit back there too,
+    while the other, answered after the boundary, stays counted (``FixedCount.adjust``)."""
+    quotas = (Quota(3, 2.05, False, learn=True, margin=0.05),)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    await publish(backend, 1.0, "0", True)
+    start = asyncio.get_running_loop().time()
+    tickets = [(await backend.reserve(None, quotas, 0))[1] for _ in range(2)]
+    assert all(ticket is not None for ticket in tickets)
+    backend.observe(None, quotas, False, 1, None, ticket=tickets[0])  # remaining, no reset
+    await backend.connection.aclose()
+    await asyncio.sleep(max(0.0, start + 1.2 - asyncio.get_running_loop().time()))
+    assert await admitted(backend, quotas, 2) == 1
+    backend.refund(None, tickets[1])
+    backend.reconcile(None, tickets[0], 0)
+    await backend.connection.aclose()
+    assert await admitted(backend, quotas, 2) == 1
+    await backend.aclose()
+
+
+async def test_two_processes_before_a_queueing_proxy_get_no_tail_refused(
+        redis_url, redis_prefix):
+    """LiteLLM's proxy under load, a window of a second: 10 requests a window (``rpm - 1``),
+    one worker taking 0.08 s each and counting a request when it takes it, headers counting
+    answers. Two processes share the learned clock window and its limit, and send 40 calls
+    from the middle of a window: each window's burst is counted partly in the next one, so
+    pacing to the window alone sends a full burst on top of that backlog and the tail is
+    refused; with ours in flight at each boundary carried into it, at most one 429."""
+    server = ProxyWindowServer(rpm=11, window=1.0, latency=0.08, workers=1, reports="answered",
+                               overload_at=10**9)
+    caller: contextvars.ContextVar = contextvars.ContextVar("caller")
+    server.on_headers.append(lambda headers: caller.get().observe_headers(headers))
+    backends = [RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0) for _ in range(2)]
+    layers = [lg.RateLimit(rpm=11, backend=backend) for backend in backends]
+    for layer in layers:  # the proxy's second-long window (its minute compressed)
+        layer.quotas = (Quota(11, 1.05, False, learn=True, margin=0.05),)
+    await asyncio.sleep((0.5 - clock.wall()) % 1.0)  # half way into a window of the proxy
+    await publish(backends[0], -(clock.wall() % 1.0), "10", True)
+
+    def guarded(layer):
+        async def ask():
+            caller.set(layer)
+            return await server.acompletion(messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=5)
+        return lg.Pipeline(layer).wrap(ask)
+
+    calls = [guarded(layer) for layer in layers]
+    results = await asyncio.gather(*(calls[i % 2]() for i in range(40)), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(e, RateLimited) for e in errors), errors
+    assert server.statistics().rate_limited <= 1, server.statistics()
+    assert all(layer.statistics().shape.startswith("fixed") for layer in layers)
+    for backend in backends:
+        await backend.aclose()
