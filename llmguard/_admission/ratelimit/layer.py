@@ -62,6 +62,10 @@ class RateLimit(ServerFeedback):
       ``assume_spent()`` counts every quota as used up now (a run resumed after a kill).
     """
 
+    #: ``compose`` gives it no header-observing frame: ``__call__`` shows itself the attempt's
+    #: response headers (:class:`~llmguard.HeaderObserver`; a coroutine frame less per call).
+    observes_inline = True
+
     __slots__ = (
         "_margin", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
         "_line", "_reserved", "_in_flight", "_admitted", "_rejected",
@@ -122,10 +126,11 @@ class RateLimit(ServerFeedback):
                 raise call.rejected("rate_limit", too_large(tokens, self._max_tokens, self.quotas))
         take = self._take
         ticket = None
+        loop = call.loop or loop_of(call)
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
             ticket = take(key, self.quotas, tokens)
         if ticket is None:  # wait in line (a future, written out here: no frame per waiter)
-            line, loop = self._line, call.loop or loop_of(call)
+            line = self._line
             started = loop.time()
             future = line.join(key, tokens, call.priority or 0, call.partition)
             try:
@@ -148,11 +153,16 @@ class RateLimit(ServerFeedback):
         self._reserved += tokens
         # What an inner limiter that queues the call calls back (``Held.recount``). An object,
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
-        held = Held(self._line, call, key, ticket, tokens)
+        held = Held(self._line, call, key, ticket, tokens, loop.time())
         unhook = call.current.on_wait.add(held.recount)
         reset = HELD.set(held)  # the provider's headers are read against this reservation
+        call.response_headers = None  # this attempt's, never an earlier one's (``observes_inline``)
         try:
-            result = await call_next(call)
+            try:
+                result = await call_next(call)
+            finally:  # first: the headers count the answer, before it is settled
+                if call.response_headers is not None:
+                    self.observe_response(call)
         except BaseException as exc:
             self._failed(call, exc, key, held.ticket, tokens)
             raise

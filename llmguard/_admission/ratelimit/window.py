@@ -58,7 +58,7 @@ class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
     __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
-                 "readings", "charge", "quotas")
+                 "readings", "charge", "quotas", "log")
 
     def __init__(self, quotas: tuple[Quota, ...]) -> None:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
@@ -69,6 +69,9 @@ class Window:
         self.tracks: tuple[Any, ...] = tuple(
             AutoTrack(q, self.shape) if q.learn else Bucket(q) if q.continuous else Log(q)
             for q in quotas)
+        #: The sliding log of the first quota when its shape is learned (each admission's
+        #: ``first`` is read from it), else None.
+        self.log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
         #: True when an entry must be settled exactly once (buckets keep what is outstanding).
         self.buckets = any(q.continuous or q.learn for q in quotas)
         #: Loop time before which nothing is admitted (a provider's Retry-After).
@@ -135,11 +138,13 @@ class Window:
         self.readings.admit(now, entry)
         for track in self.tracks:
             track.add(now, entry)
-        for unit, cap in self.caps.items():
-            cap[0] -= tokens if unit else 1
+        caps = self.caps
+        if caps:
+            for unit, cap in caps.items():
+                cap[0] -= tokens if unit else 1
         shape = self.shape
         if shape is not None:
-            log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
+            log = self.log
             if log is not None and log.entries:
                 entry.first = log.oldest()
             if shape.candidate is not None and shape.since is None \
@@ -173,14 +178,16 @@ class Window:
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
-        for unit, cap in self.caps.items():
-            if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
-                cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
+        caps = self.caps
+        if caps:
+            for unit, cap in caps.items():
+                if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
+                    cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         shape = self.shape
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
-        if shape is not None and live and answered:
-            shape.answered(entry, tokens, now)
+        if shape is not None and live and answered and shape.candidate is not None:
+            shape.answered(entry, tokens, now)  # (it counts only across a supposed boundary)
         if shape is not None and entry is shape.probe:
             learn.settled(self, now, live)
         entry.tokens = tokens
