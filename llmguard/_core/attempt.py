@@ -31,12 +31,16 @@ class Hooks(Generic[F]):
 
     def add(self, fn: F) -> Callable[[], None]:
         """Add ``fn``; returns its remover (calling it twice is harmless)."""
-        self._fns.append(fn)
+        fns = self._fns
+        fns.append(fn)
 
         def remove() -> None:
-            for i in range(len(self._fns) - 1, -1, -1):
-                if self._fns[i] is fn:
-                    del self._fns[i]
+            if fns and fns[-1] is fn:  # the common case: layers unhook in the reverse order
+                del fns[-1]
+                return
+            for i in range(len(fns) - 2, -1, -1):
+                if fns[i] is fn:
+                    del fns[i]
                     return
 
         return remove

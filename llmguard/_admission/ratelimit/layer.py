@@ -27,6 +27,7 @@ from .line import Held, WaitingLine
 from .quotas import build_quotas, check_backend, check_choice, used_tokens
 from .split_backend import check_fits, setup, split_used, too_large
 from .stats import RateLimitStats
+from .window import Entry
 
 __all__ = ["DEFAULT_PAUSE", "RateLimit", "RateLimitStats", "parse_duration"]
 
@@ -120,17 +121,18 @@ class RateLimit(ServerFeedback):
             key = call.partition = self._key(*call.args, **call.kwargs)
         tokens = 0
         if self._max_tokens is not None:
-            tokens = token_count(self._tokens(*call.args, **call.kwargs), "RateLimit(tokens=...)")
+            tokens = self._tokens(*call.args, **call.kwargs)
+            if type(tokens) is not int or tokens < 0:  # checked only when not a count already
+                tokens = token_count(tokens, "RateLimit(tokens=...)")
             if tokens > self._max_tokens or (self._split and check_fits(tokens, self.quotas)):
                 self._rejected += 1
                 raise call.rejected("rate_limit", too_large(tokens, self._max_tokens, self.quotas))
         take = self._take
         ticket = None
-        loop = call.loop or loop_of(call)
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
             ticket = take(key, self.quotas, tokens)
         if ticket is None:  # wait in line (a future, written out here: no frame per waiter)
-            line = self._line
+            line, loop = self._line, call.loop or loop_of(call)
             started = loop.time()
             future = line.join(key, tokens, call.priority or 0, call.partition)
             try:
@@ -146,6 +148,9 @@ class RateLimit(ServerFeedback):
                 self.backend.refund(key, ticket)
                 line.wake(key)
                 raise
+            at = loop.time()
+        else:  # taken now: an in-memory entry holds the time read for it (one clock read a call)
+            at = ticket.time if type(ticket) is Entry else (call.loop or loop_of(call)).time()
         if self._max_tokens is not None:
             call.tokens = tokens
         self._admitted += 1
@@ -153,7 +158,7 @@ class RateLimit(ServerFeedback):
         self._reserved += tokens
         # What an inner limiter that queues the call calls back (``Held.recount``). An object,
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
-        held = Held(self._line, call, key, ticket, tokens, loop.time())
+        held = Held(self._line, call, key, ticket, tokens, at)
         unhook = call.current.on_wait.add(held.recount)
         reset = HELD.set(held)  # the provider's headers are read against this reservation
         call.response_headers = None  # this attempt's, never an earlier one's (``observes_inline``)
