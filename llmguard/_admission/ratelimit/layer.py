@@ -152,7 +152,7 @@ class RateLimit(ServerFeedback):
         else:  # taken now: an in-memory entry holds the time read for it (one clock read a call)
             at = ticket.time if type(ticket) is Entry else (call.loop or loop_of(call)).time()
         if self._max_tokens is not None:
-            call.tokens = tokens
+            call.current.tokens = tokens  # (``call.tokens``, without the property)
         self._admitted += 1
         self._in_flight += 1
         self._reserved += tokens
