@@ -130,7 +130,8 @@ class RateLimit(ServerFeedback):
         take = self._take
         ticket = None
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
-            ticket = take(key, self.quotas, tokens)
+            margin = self._margin  # ``self.quotas``, without the property unless measured
+            ticket = take(key, self.quotas if margin.measured else margin.quotas, tokens)
         if ticket is None:  # wait in line (a future, written out here: no frame per waiter)
             line, loop = self._line, call.loop or loop_of(call)
             started = loop.time()
@@ -161,7 +162,7 @@ class RateLimit(ServerFeedback):
         held = Held(self._line, call, key, ticket, tokens, at)
         unhook = call.current.on_wait.add(held.recount)
         reset = HELD.set(held)  # the provider's headers are read against this reservation
-        call.response_headers = None  # this attempt's, never an earlier one's (``observes_inline``)
+        call.current.response_headers = None  # this attempt's only (``observes_inline``)
         try:
             try:
                 result = await call_next(call)
