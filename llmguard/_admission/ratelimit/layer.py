@@ -160,7 +160,7 @@ class RateLimit(ServerFeedback):
         # What an inner limiter that queues the call calls back (``Held.recount``). An object,
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
         held = Held(self._line, call, key, ticket, tokens, at)
-        unhook = call.current.on_wait.add(held.recount)
+        unhook = call.current.on_wait.add(held)  # awaits ``held()``: its ``recount``
         reset = HELD.set(held)  # the provider's headers are read against this reservation
         call.current.response_headers = None  # this attempt's only (``observes_inline``)
         try:

@@ -240,3 +240,6 @@ class Held:
                 line.leave(key, future)
                 raise
         self.ticket, self.at = ticket, clock.now()
+
+    #: The attempt's ``on_wait`` hook is the object itself (no bound method made a call).
+    __call__ = recount
