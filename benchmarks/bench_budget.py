@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench_gateway import free_port, wait_up
+from bench_gateway import default_proxy, free_port, wait_up
 from bench_gateway import stop as stop_group
 
 MODEL = "gpt-4o-mini"
@@ -333,10 +333,6 @@ def main(args: argparse.Namespace) -> None:
           f"{delay:g} s; medians of {repeats} repeats, each burst from a fresh process\n")
     table(rows, repeats)
     print(f"\nLiteLLM proxy key max_budget: {proxy_note}")
-
-
-def default_proxy() -> str:
-    return os.environ.get("LITELLM_PROXY") or str(Path(sys.executable).with_name("litellm"))
 
 
 if __name__ == "__main__":

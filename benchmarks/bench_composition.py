@@ -12,7 +12,9 @@ Each contender sends 3x the quota at once (``--demand``) to four simulated serve
 * clock-minute proxy: LiteLLM's proxy, ``rpm - 1`` per wall-clock minute, ``remaining`` without
   a reset and a 429 carrying only ``llm_provider-retry-after: 60``;
 * input/output buckets (the default stack only): Anthropic's RPM, ITPM and OTPM buckets, output
-  charged as ``max_tokens`` at arrival and given back to the output used, its headers.
+  charged as ``max_tokens`` at arrival and given back to the output used, its headers; the same
+  counted per clock minute (a gateway in front of Anthropic), each also keeping ``max_tokens``
+  charged, and each with no rate-limit headers (a 429's ``retry-after`` only).
 
 Every server answers 429 with its own headers, which the llmguard stack reads as its HTTP client
 would (``RateLimit.observe_headers``). Contenders, each what a user would write with the quotas
@@ -38,7 +40,11 @@ included), each request taking 0 to 10 ms to reach the server (a burst arrives s
 
 The table shows calls completed and failed, 429s the server sent, calls the server charged and
 the client then cancelled, and the wall time (to the last call's end) as a ratio of the
-server's own ideal (the earliest its quotas let the last request finish). Medians over
+server's own ideal: the earliest its quotas and its capacity let the last request finish. That
+is at least each of the two bounds printed beside it, the quota bound (the soonest its quotas
+admit the last request, plus its service) and the service bound (the queueing proxy's 4 workers
+serving every request back to back; one service time elsewhere), and on the queueing proxy
+more when a minute's quota leaves its workers idle until the next boundary. Medians over
 ``--repeats`` seeds. Time is virtual (looptime): the run takes seconds of real time::
 
     python benchmarks/bench_composition.py
@@ -60,7 +66,7 @@ import looptime
 import llmguard as lg
 from llmguard.testing import (FixedWindowServer, InputOutputBucketServer, ProviderError,
                               ProxyWindowServer, QuotaServer, SlidingWindowServer,
-                              TokenBucketServer)
+                              TokenBucketServer, virtual_wall_clock)
 
 RPM = 60
 FIXED_TPM = 40_000
@@ -246,6 +252,11 @@ class Row:
     cancelled_after_send: int
     wall: float
     ideal: float
+    #: The two bounds the ideal is at least: the quotas' (the soonest they admit the last
+    #: request, plus its service) and the server's capacity (its workers serving all of them
+    #: back to back; one service time on a server that serves all at once).
+    quota_bound: float = 0.0
+    service_bound: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -280,7 +291,16 @@ async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0,
                            **request)
     return Row(contender, server_kind, phase, calls, calls - failed, failed, stats.rate_limited,
                stats.cancelled_after_arrival, wall,
-               server.ideal_time(calls, tokens=charge, start=start))
+               server.ideal_time(calls, tokens=charge, start=start),
+               QuotaServer.ideal_time(server, calls, tokens=charge, start=start),
+               service_bound(server, calls))
+
+
+def service_bound(server: QuotaServer, calls: int) -> float:
+    """Seconds ``server``'s own capacity takes to serve ``calls``, quotas aside."""
+    if isinstance(server, ProxyWindowServer):
+        return server.service_time(calls)
+    return server.service_seconds()
 
 
 def median_row(rows: list[Row]) -> Row:
@@ -289,21 +309,22 @@ def median_row(rows: list[Row]) -> Row:
 
     first = rows[0]
     return Row(first.contender, first.server, first.phase, first.calls, med("completed"),
-               med("failed"),
-               med("rate_limited"), med("cancelled_after_send"), med("wall"), med("ideal"))
+               med("failed"), med("rate_limited"), med("cancelled_after_send"), med("wall"),
+               med("ideal"), med("quota_bound"), med("service_bound"))
 
 
 def format_table(rows: list[Row]) -> str:
     """A markdown table; a wall-time ratio is starred when not every call completed (the
     failed ones ended early, so the ratio flatters)."""
     lines = ["| server | start | contender | completed | failed | 429s | cancelled after send "
-             "| wall / ideal |", "|---|---|---|---|---|---|---|---|"]
+             "| wall / ideal | quota / service bound |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         done = f"{r.completed:g}/{r.calls} ({100 * r.completed / r.calls:.0f}%)"
         star = "" if r.failed == 0 else "*"
         lines.append(f"| {r.server} | :{r.phase:02.0f} | {r.contender} | {done} | {r.failed:g} | "
                      f"{r.rate_limited:g} | {r.cancelled_after_send:g} | "
-                     f"{r.ratio:.2f}x{star} ({r.wall:.0f} s / {r.ideal:.0f} s) |")
+                     f"{r.ratio:.2f}x{star} ({r.wall:.0f} s / {r.ideal:.0f} s) | "
+                     f"{r.quota_bound:.0f} s / {r.service_bound:.0f} s |")
     return "\n".join(lines)
 
 
@@ -353,14 +374,22 @@ def compare(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...] = (
 IO_INPUT_TPM, IO_OUTPUT_TPM, IO_OUTPUT, IO_PROMPT = 8_000, 3_000, 64, "word " * 70
 
 
+#: The input/output servers: (shape, gives unused output back, sends its headers).
+IO_SERVERS = [("bucket", True, True), ("bucket", False, True), ("fixed", True, True),
+              ("fixed", False, True), ("bucket", True, False), ("bucket", False, False),
+              ("fixed", True, False), ("fixed", False, False)]
+
+
 async def run_input_output(calls: int, seed: int = 0, phase: float = 0.0,
-                           gives_back: bool = True) -> Row:
+                           gives_back: bool = True, shape: str = "bucket",
+                           headers: bool = True) -> Row:
     """The README stack with only ``rpm``/``input_tpm``/``output_tpm`` against
-    :class:`~llmguard.testing.InputOutputBucketServer`, ``phase`` s into the minute; one that
-    gives unused output back (Anthropic's) or keeps ``max_tokens`` charged (``gives_back``)."""
+    :class:`~llmguard.testing.InputOutputBucketServer`, ``phase`` s into the minute: Anthropic's
+    buckets or a gateway's clock minute (``shape="fixed"``), one that gives unused output back
+    (Anthropic's) or keeps ``max_tokens`` charged (``gives_back``), its headers sent or not."""
     server = InputOutputBucketServer(rpm=RPM, input_tpm=IO_INPUT_TPM, output_tpm=IO_OUTPUT_TPM,
-                                     latency=LATENCY, output_tokens=IO_OUTPUT,
-                                     refunds_output=gives_back)
+                                     latency=LATENCY, output_tokens=IO_OUTPUT, shape=shape,
+                                     refunds_output=gives_back, rate_limit_headers=headers)
     loop = asyncio.get_running_loop()
     await asyncio.sleep((phase - loop.time() % 60) % 60)
     pipeline = (lg.Pipeline(name="bench").metrics().cache(ttl=300).fallback({"model": "backup"})
@@ -381,27 +410,30 @@ async def run_input_output(calls: int, seed: int = 0, phase: float = 0.0,
     stats = server.statistics()
     prompt = server.charge(messages=[{"role": "user", "content": f"{IO_PROMPT}100"}],
                            max_tokens=0)
-    shape = "input/output buckets" + ("" if gives_back else ", max_tokens kept")
+    shape = ("input/output buckets" if shape == "bucket" else "input/output per clock minute") \
+        + ("" if gives_back else ", max_tokens kept") + ("" if headers else ", no headers")
+    ideal = server.ideal_time(calls, start=start, input_tokens=prompt, max_tokens=MAX_TOKENS,
+                              output_tokens=IO_OUTPUT if gives_back else MAX_TOKENS)
     return Row("llmguard (defaults)", shape, phase, calls, calls - failed,
-               failed, stats.rate_limited, stats.cancelled_after_arrival, wall,
-               server.ideal_time(calls, start=start, input_tokens=prompt, max_tokens=MAX_TOKENS,
-                                 output_tokens=IO_OUTPUT if gives_back else MAX_TOKENS))
+               failed, stats.rate_limited, stats.cancelled_after_arrival, wall, ideal, ideal,
+               server.latency)
 
 
 def compare_input_output(demand: float = 3.0, repeats: int = 1,
                          phases: tuple[float, ...] = (0.0, 40.0)) -> list[Row]:
-    """:func:`run_input_output` at ``demand`` times the binding quota, medians over seeds, on a
-    server that gives unused output back and on one that keeps ``max_tokens`` charged."""
+    """:func:`run_input_output` at ``demand`` times the binding quota, medians over seeds, on
+    each of ``IO_SERVERS`` (the wall clock pinned to the loop's: a clock minute starts at 0)."""
     calls = round(demand * min(RPM, IO_INPUT_TPM // 98, IO_OUTPUT_TPM // IO_OUTPUT))
     rows = []
-    for gives_back in (True, False):
+    for shape, gives_back, headers in IO_SERVERS:
         for phase in phases:
             runs = []
             for seed in range(repeats):
                 loop = new_loop()
                 try:
-                    runs.append(loop.run_until_complete(
-                        run_input_output(calls, seed, phase, gives_back)))
+                    with virtual_wall_clock():
+                        runs.append(loop.run_until_complete(run_input_output(
+                            calls, seed, phase, gives_back, shape, headers)))
                 finally:
                     loop.close()
             rows.append(median_row(runs))

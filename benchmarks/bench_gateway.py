@@ -1,7 +1,7 @@
 """`llmguard serve` against a bare pass-through proxy and LiteLLM's proxy, in front of one fast
 upstream, in one run.
 
-    python benchmarks/bench_gateway.py [--seconds 5] [--repeats 5] [--litellm]
+    python benchmarks/bench_gateway.py [--seconds 5] [--repeats 5] [--litellm [PATH]]
 
 Contenders, each a server process on 127.0.0.1 forwarding ``POST /v1/chat/completions`` to the
 same upstream (an aiohttp server answering a fixed OpenAI-shaped completion with usage):
@@ -12,8 +12,10 @@ same upstream (an aiohttp server answering a fixed OpenAI-shaped completion with
 * **llmguard serve**: a tenant (API key, rpm/tpm quotas that never bind, a concurrency cap) and
   the model's layers (Metrics, Retry, Timeout, RateLimit, ConcurrencyLimit) to the upstream as
   an ``openai`` provider;
-* **LiteLLM proxy** (``--litellm``, when ``litellm[proxy]`` is installed): the same upstream as
-  an ``openai/`` model with ``api_base``.
+* **LiteLLM proxy** (``--litellm``: the ``litellm`` command of an environment with
+  ``litellm[proxy]``, by default ``$LITELLM_PROXY``, else the one beside this Python; ``--litellm
+  PATH`` names another): the same upstream as an ``openai/`` model with ``api_base``, one
+  worker.
 
 Fairness: every contender serves from one process pinned to CPU 0 (``taskset``), the load
 generator (``wrk``, compiled: ``apt-get install wrk``) and the upstream run on the other CPUs;
@@ -211,8 +213,13 @@ def start_proxy(upstream: str, cpu: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_litellm(tmp: str, upstream: str, cpu: str) -> tuple[subprocess.Popen, str]:
-    exe = shutil.which("litellm") or str(Path(sys.executable).with_name("litellm"))
+def default_proxy() -> str:
+    """The ``litellm`` command of LiteLLM's proxy: ``$LITELLM_PROXY`` (a separate environment
+    with ``litellm[proxy]``), else the one beside this Python."""
+    return os.environ.get("LITELLM_PROXY") or str(Path(sys.executable).with_name("litellm"))
+
+
+def start_litellm(exe: str, tmp: str, upstream: str, cpu: str) -> tuple[subprocess.Popen, str]:
     if not Path(exe).exists():
         raise FileNotFoundError("litellm's proxy is not installed (pip install 'litellm[proxy]')")
     Path(tmp, "litellm.yaml").write_text(LITELLM_CONFIG.format(upstream=upstream))
@@ -245,9 +252,11 @@ def _seconds(text: str) -> float:
 
 
 def wrk(url: str, connections: int, seconds: float, script: str, cpu: str) -> dict[str, float]:
-    """One wrk run (one thread, pinned off the server's CPU): req/s, p99 latency, non-2xx."""
+    """One wrk run (one thread, pinned off the server's CPU): req/s, p99 latency, non-2xx.
+    Answers are waited for up to 30 s (wrk's default, 2 s, counts a slow server's answers as
+    timeouts: LiteLLM's proxy at 64 connections answers in 2-9 s on a loaded machine)."""
     out = subprocess.run(["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}",
-                          f"-d{seconds:g}s", "--latency", "-s", script,
+                          f"-d{seconds:g}s", "--timeout", "30s", "--latency", "-s", script,
                           f"{url}/v1/chat/completions"],
                          capture_output=True, text=True, timeout=seconds + 120, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -265,7 +274,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="each measured wrk run")
     parser.add_argument("--warmup", type=float, default=5.0, help="load before measuring, each")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per contender")
-    parser.add_argument("--litellm", action="store_true", help="add LiteLLM's proxy")
+    parser.add_argument("--litellm", nargs="?", const=default_proxy(), metavar="PATH",
+                        help="add LiteLLM's proxy: the litellm command of an environment with "
+                             "litellm[proxy] (default: $LITELLM_PROXY, else litellm beside "
+                             "this Python)")
     parser.add_argument("--proxy", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -292,7 +304,8 @@ def main() -> None:
                         "llmguard serve (tenant + layers)": lambda: start_gateway(
                             tmp, upstream, server_cpu)}
             if args.litellm:
-                starters["LiteLLM proxy"] = lambda: start_litellm(tmp, upstream, server_cpu)
+                starters["LiteLLM proxy"] = lambda: start_litellm(args.litellm, tmp, upstream,
+                                                                  server_cpu)
             script = wrk_script(tmp)
             for name, start in starters.items():
                 try:

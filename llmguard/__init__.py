@@ -63,6 +63,11 @@ def _lazy_map() -> dict[str, str]:
     return _lazy
 
 
+#: Public subpackages, imported on first attribute access (not at ``import llmguard``).
+_SUBPACKAGES = frozenset({"algorithms", "backends", "batch_api", "integrations", "stats",
+                          "testing"})
+
+
 def __getattr__(name: str) -> _Any:
     home = _MOVED.get(name)
     if home is not None:  # not cached in globals: every use of the old name warns
@@ -79,6 +84,10 @@ def __getattr__(name: str) -> _Any:
         value = getattr(import_module(module, __name__), name)
         globals()[name] = value
         return value
+    if name in _SUBPACKAGES:  # ``lg.backends.MemoryBackend`` after only ``import llmguard``
+        from importlib import import_module
+
+        return import_module(f".{name}", __name__)
     # __version__ is read lazily: importlib.metadata alone costs ~25 ms of import time.
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version

@@ -20,8 +20,8 @@ import argparse
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._serve.config_parse import ConfigError
-from .._serve.deployments import DeploymentConfig, load_deployments
+from .._core.config_file import ConfigError
+from .._upstream.deployments import DeploymentConfig, load_deployments
 from .checks import api_base_problem
 
 __all__ = ["PAIRED", "add_arguments", "resolve"]

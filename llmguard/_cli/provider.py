@@ -15,8 +15,8 @@ from typing import Any
 
 from .._core.call import Call
 from .._core.redact import add_secret
-from .._serve.deployments import DEPLOYMENT, DeploymentConfig
-from .._serve.upstream import upstream_of
+from .._upstream.config import upstream_of
+from .._upstream.deployments import DEPLOYMENT, DeploymentConfig
 from .._upstream.errors import ProviderTimeout, Stopped
 from .._upstream.fake import FAKE_MODELS, FakeUpstream, fake_model
 from .._upstream.http import HTTPUpstream
@@ -39,7 +39,7 @@ class Provider:
     from); calling the provider with a request's keywords is the ``send(**request)`` of Ray.
 
     With ``deployments``, a request naming one (the Router's choice, under
-    :data:`~llmguard._serve.deployments.DEPLOYMENT`) goes to that deployment's upstream, as the
+    :data:`~llmguard._upstream.deployments.DEPLOYMENT`) goes to that deployment's upstream, as the
     model the deployment names (else the request's), with its key from ``keys`` (by name:
     resolved by a Ray driver) or else its ``api_key_env`` here.
     """

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from .._serve.deployments import DeploymentConfig
+from .._upstream.deployments import DeploymentConfig
 from .checks import usage_error
 from .report import resume_args
 from .run import stack_spec

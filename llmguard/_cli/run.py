@@ -23,7 +23,7 @@ from .worker import NotSent, make_worker
 if TYPE_CHECKING:  # the Router and budget are imported when a run asks for them (start-up)
     from .._admission.budget.layer import Budget
     from .._routing import Router
-    from .._serve.deployments import DeploymentConfig
+    from .._upstream.deployments import DeploymentConfig
 
 __all__ = ["Settings", "build_pipeline", "run", "stack_spec"]
 
@@ -95,7 +95,7 @@ def make_limits(s: Settings) -> Limits | Router:
     """The run's quotas: the deployments' (a Router, waiting as long as it takes), else
     --rpm/--tpm, else learned from an --api-base's headers (litellm hides them)."""
     if s.deployments:
-        from .._serve.deployments import router_of
+        from .._upstream.deployments import router_of
 
         return router_of(s.deployments, s.strategy, None, None)
     spec = s.stack

@@ -2,9 +2,10 @@
 quotas (given, or learned from its rate-limit headers), its own circuit and statistics.
 
 The quota state is RateLimit's: the same :class:`~llmguard.RateLimitBackend` (in memory, or
-Redis to share it across processes), the same :class:`Quota` tuple and header handling, under
-one backend key per deployment. A reservation there is the routing decision: the backend admits
-atomically, so two callers never take the same last unit of a deployment's quota.
+Redis to share it across processes), the same :class:`Quota` tuple, margin (measured from the
+send latency, ``ratelimit.latency``) and header handling, under one backend key per deployment.
+A reservation there is the routing decision: the backend admits atomically, so two callers
+never take the same last unit of a deployment's quota.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any
 
 from .._admission.permits import SlotBackend
 from .._admission.ratelimit.headers import spend
+from .._admission.ratelimit.latency import Margin
 from .._admission.ratelimit.quotas import build_quotas, check_choice
 from .._admission.ratelimit.split import Tokens, check_fits
 from .._admission.ratelimit.split_backend import SplitBackend
+from .._core import clock
 from .._core.check import number, text
 from .._core.public import public
 from .learn import PROBE
@@ -39,8 +42,9 @@ class Deployment:
       ``llmguard.deployment`` metric attribute, statistics and events, and its quotas in a
       shared backend (every process routing to ``name`` shares them).
     * ``rpm`` / ``tpm`` / ``input_tpm`` / ``output_tpm``: its quotas (as
-      :class:`llmguard.RateLimit`'s; ``refill``, ``burst`` and ``margin`` likewise; input and
-      output apart reserve the prompt and ``max_tokens`` and give unused output back).
+      :class:`llmguard.RateLimit`'s; ``refill``, ``burst`` and ``margin`` likewise, the margin
+      measured from the send latency unless given; input and output apart reserve the prompt
+      and ``max_tokens`` and give unused output back).
       With neither, they are learned from its ``x-ratelimit-limit-requests`` / ``-tokens``
       headers (per minute, as OpenAI and Azure report them); until the first such headers it
       takes one call at a time.
@@ -58,9 +62,9 @@ class Deployment:
     """
 
     __slots__ = ("target", "name", "rpm", "tpm", "concurrency", "weight", "refill", "burst",
-                 "margin", "timeout", "circuit", "quotas", "key", "backend", "in_flight", "latency",
-                 "cool_until", "sent", "succeeded", "failed", "rate_limited", "moved", "owner",
-                 "spent", "split", "slots", "claiming")
+                 "margin", "timeout", "circuit", "quota_margin", "key", "backend", "in_flight",
+                 "latency", "cool_until", "sent", "succeeded", "failed", "rate_limited", "moved",
+                 "owner", "spent", "split", "slots", "claiming")
 
     def __init__(
         self,
@@ -98,10 +102,11 @@ class Deployment:
                             f"or False (none), got {circuit!r}")
         #: The deployment's CircuitBreaker (made by the router when None), or False.
         self.circuit = circuit
-        #: The quotas enforced, or None while they are still to be learned from headers.
-        given = (rpm, tpm, input_tpm, output_tpm)
-        self.quotas = (build_quotas(rpm, None, tpm, burst, margin, refill, input_tpm, output_tpm)
-                       if any(q is not None for q in given) else None)
+        #: Its quotas and their margin (``ratelimit.latency.Margin``: ``margin=``, else measured
+        #: from the send latency as RateLimit's), or None while the quotas are to be learned.
+        given = any(q is not None for q in (rpm, tpm, input_tpm, output_tpm))
+        self.quota_margin = Margin(build_quotas(rpm, None, tpm, burst, margin, refill, input_tpm,
+                                                output_tpm), margin) if given else None
         #: Input and output token quotas apart (Anthropic's ITPM/OTPM), reserved as
         #: RateLimit's are (a ``SplitBackend`` over the router's) and reconciled to the usage.
         self.split = self.quotas is not None and any(q.part for q in self.quotas)
@@ -127,6 +132,17 @@ class Deployment:
         self.spent = False
 
     # -- quota -----------------------------------------------------------------------------
+
+    @property
+    def quotas(self) -> tuple[Any, ...] | None:
+        """The quotas enforced, each window longer than the server's by the margin in force
+        (a new tuple when it changes: the backend retimes), or None while to be learned."""
+        margin = self.quota_margin
+        if margin is None:
+            return None
+        if margin.measured:
+            margin.refresh(clock.now())  # back to the start after a window without a sample
+        return margin.quotas
 
     def fits(self, tokens: int) -> bool:
         """False when ``tokens`` (or their input or output part) exceed its token quota: it
@@ -230,9 +246,11 @@ class Deployment:
         self.latency = seconds if latency is None else latency + _EWMA * (seconds - latency)
 
     def describe(self) -> str:
-        if self.quotas is None:
+        """Its name and quotas, with the margin in force (``0.05 s (measured)``)."""
+        if (quotas := self.quotas) is None:
             return f"{self.name} (quotas not learned yet)"
-        return f"{self.name} ({', '.join(q.describe() for q in self.quotas)})"
+        return (f"{self.name} ({', '.join(q.describe() for q in quotas)}; margin "
+                f"{self.quota_margin!r})")
 
     def __repr__(self) -> str:
         target = (",".join(f"{k}=..." for k in self.target) if isinstance(self.target, dict)

@@ -40,8 +40,9 @@ from .strategies import check_strategy
 
 __all__ = ["Router"]
 
-#: The deployment of the attempt in progress in this task (provider headers go to it).
-_current: ContextVar[Deployment | None] = ContextVar("llmguard_deployment", default=None)
+#: The deployment of the attempt in progress in this task (provider headers go to it) and the
+#: loop time it was admitted there (its headers time the way there: the margin).
+_current: ContextVar[tuple[Deployment, float] | None] = ContextVar("llmguard_deployment")
 
 @public
 class Router:
@@ -158,7 +159,7 @@ class Router:
         before = circuit.state if circuit else None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        current = _current.set(deployment)
+        current = _current.set((deployment, started))
         try:
             if deployment.timeout is None:
                 result = await send(deployment, call, call_next)
@@ -234,9 +235,10 @@ class Router:
     def observe_headers(self, headers: Mapping[str, str], *, partition: Any = None) -> None:
         """Provider rate-limit headers of the attempt in progress (an integration below calls
         it): the deployment it went to learns its quotas from them, or follows them."""
-        deployment = _current.get()
-        if deployment is not None and deployment.owner is self:
-            observe(deployment, headers)
+        current = _current.get(None)
+        if current is not None and current[0].owner is self:
+            deployment, admitted = current
+            observe(deployment, headers, admitted)
             self._line.wake()
 
     def observe_response(self, call: Call) -> None:
@@ -253,6 +255,6 @@ class Router:
                            self._admission.rejected, self._line.timed_out, per)
 
     def __repr__(self) -> str:
-        names = ", ".join(d.name for d in self.deployments)
+        names = ", ".join(d.describe() for d in self.deployments)
         return (f"<Router {self._admission.strategy} [{names}] in_flight="
                 f"{sum(d.in_flight for d in self.deployments)} waiting={self._line.waiting}>")

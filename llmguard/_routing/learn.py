@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._admission.ratelimit.headers import pause_after, refusal, report, spend
+from .._admission.ratelimit.latency import Margin
 from .._admission.ratelimit.quotas import build_quotas
 
 __all__ = ["PROBE", "learned_limits", "observe", "refused"]
@@ -40,19 +41,23 @@ def learned_limits(headers: Mapping[str, str] | None) -> tuple[int | None, int |
     return None if rpm is None and tpm is None else (rpm, tpm)
 
 
-def observe(deployment: Any, headers: Mapping[str, str]) -> None:
-    """``deployment`` learns its quotas from the first headers that state them, then hands the
-    headers to its quota state as RateLimit does (``x-ratelimit-remaining-*`` / ``-reset-*``;
-    with ``refill="auto"``, the server's shape)."""
+def observe(deployment: Any, headers: Mapping[str, str], admitted: float | None = None) -> None:
+    """``deployment`` learns its quotas from the first headers that state them, then (the
+    answer to an attempt ``admitted`` there at that loop time) the send latency they time, then
+    hands them to its quota state as RateLimit does (``x-ratelimit-remaining-*`` /
+    ``-reset-*``; with ``refill="auto"``, the server's shape)."""
     d = deployment
     if d.quotas is None:
         limits = learned_limits(headers)
         if limits is None:
             return
         rpm, tpm = limits
-        d.quotas = build_quotas(rpm, None, tpm, d.burst, d.margin, d.refill)
+        d.quota_margin = Margin(build_quotas(rpm, None, tpm, d.burst, d.margin, d.refill),
+                                d.margin)
         if d.spent:
             spend(d.backend, d.quotas, d.key)
+    if admitted is not None:  # the send latency (the backend retimes on the new quotas)
+        d.quota_margin.observe(headers, admitted)
     report(d.backend, d.quotas, _learning(d), headers, d.key, None)
 
 

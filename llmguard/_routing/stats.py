@@ -39,6 +39,9 @@ class DeploymentStats(LayerStats):
     latency: float | None
     #: Whether its quotas are known (given, or learned from its headers).
     quotas_known: bool
+    #: Seconds each of its windows counts past the server's, for the time a request takes to
+    #: get there (``margin=`` given, else measured as RateLimit's; None until quotas are known).
+    margin: float | None = None
 
 
 @public
@@ -81,4 +84,5 @@ def deployment_stats(deployment: Any, now: float) -> DeploymentStats:
         deployment.name, deployment.in_flight, deployment.sent, deployment.succeeded,
         deployment.failed, deployment.rate_limited, deployment.moved, requests, tokens, cooling,
         circuit.state.value if circuit else None, deployment.latency,
-        deployment.quotas is not None)
+        deployment.quotas is not None,
+        None if deployment.quota_margin is None else deployment.quota_margin.seconds)

@@ -37,8 +37,9 @@
     models = ["fast"]             # the models it may use (default: all)
 
 Errors raise :class:`ConfigError`, whose message names the key (``models.fast.rpm``) and, when
-the key can be found in the file, its line. The value checks and that reader live in
-``config_parse.py``.
+the key can be found in the file, its line. The gateway's keys and their checks are in
+``config_parse.py``; the reader in ``_core/config_file.py``, the upstream and deployment keys
+(shared with ``llmguard run --config``) in ``_upstream/``.
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .._core.config_file import ConfigError, Reader, read_toml
 from .._pipeline.stack import StackSpec, stack_options
-from .config_parse import (JOBS_KEYS, MODEL_KEYS, PRIORITIES, SERVER_KEYS, TENANT_KEYS,
-                           ConfigError, Reader, read_toml)
-from .deployments import DeploymentConfig, model_deployments
-from .upstream import UpstreamConfig
+from .._upstream.config import UpstreamConfig
+from .._upstream.deployments import DeploymentConfig, model_deployments
+from .config_parse import (JOBS_KEYS, MODEL_KEYS, PRIORITIES, RENAMES, SERVER_KEYS, TENANT_KEYS,
+                           no_cycle)
 
 __all__ = ["PRIORITIES", "SERVE_STACK", "ConfigError", "DeploymentConfig", "JobsConfig",
            "ModelConfig", "ServeConfig", "TenantConfig", "UpstreamConfig", "load"]
@@ -208,10 +210,10 @@ def parse(data: dict[str, Any], reader: Reader) -> ServeConfig:
                 if fb not in models or fb == name:
                     raise reader.fail(("models", name, "fallbacks"),
                                       f"{fb!r} is not another model of this file")
-        reader.no_cycle({n: m.stack.fallbacks for n, m in models.items()})
+        no_cycle(reader, {n: m.stack.fallbacks for n, m in models.items()})
     tenants = {}
     for name, table in (data.get("tenants") or {}).items():
-        fields = reader.section(("tenants", name), table, TENANT_KEYS)
+        fields = reader.section(("tenants", name), table, TENANT_KEYS, RENAMES)
         if not fields.get("key_hashes") and not fields.get("api_key_env"):
             raise reader.fail(("tenants", name), "needs api_key_sha256 or api_key_env")
         for model in fields.get("models", ()):

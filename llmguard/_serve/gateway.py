@@ -17,16 +17,15 @@ from typing import Any
 import llmguard as lg
 
 from .._pipeline.stack import build_stack
+from .._upstream.deployments import router_of
 from .abandon import Abandon
 from .budgets import TenantBudget, attach_budgets
 from .config import ModelConfig, ServeConfig
-from .deployments import router_of
 from .model import Model
-from .upstream import upstream_of
 from .tenants import Tenant, TenantGate, Tenants
 from .usage import UsageBook
 
-__all__ = ["Gateway", "Model", "ShuttingDown", "upstream_of"]
+__all__ = ["Gateway", "Model", "ShuttingDown"]
 
 
 class ShuttingDown(Exception):

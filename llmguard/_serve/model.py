@@ -2,7 +2,7 @@
 
 A model of one upstream has ``upstreams[""]``; a model with ``[[models.NAME.deployments]]`` one
 upstream per deployment, chosen per attempt by its Router (the choice travels in the request
-as :data:`~.deployments.DEPLOYMENT`, taken out before the request goes upstream).
+as :data:`~llmguard._upstream.deployments.DEPLOYMENT`, taken out before the request goes upstream).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 
 import llmguard as lg
 
+from .._upstream.config import upstream_of
+from .._upstream.deployments import DEPLOYMENT
 from .._upstream.protocol import Upstream
 from .._upstream.select import terminal
 from .config import ModelConfig
-from .deployments import DEPLOYMENT
-from .upstream import upstream_of
 
 __all__ = ["Model"]
 

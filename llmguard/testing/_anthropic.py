@@ -24,7 +24,7 @@ from .._core import clock
 from .._core.check import number
 from .._core.tokens import estimate_tokens
 from ._provider import SimulatedProvider
-from ._quota import TokenBucket
+from ._quota import FixedWindow, TokenBucket
 from ._servers import QuotaServer, admission_headers
 
 __all__ = ["InputOutputBucketServer", "message", "sse"]
@@ -104,7 +104,8 @@ class InputOutputBucketServer(QuotaServer):
     Answers carry ``anthropic-ratelimit-{requests,input-tokens,output-tokens,tokens}-{limit,
     remaining,reset}`` as of when they are sent, at the end (``-tokens-`` is the tightest of
     input and output; resets are RFC 3339 times when the bucket is full again); a 429 carries
-    them and ``retry-after``.
+    them and ``retry-after``. ``shape="fixed"``: a gateway in front of Anthropic counting each
+    per fixed window from ``epoch`` (loop time) instead, the same way, resets at its boundary.
     ``await server.amessages(**kwargs)`` answers in process; :class:`LoopbackServer` serves it
     over HTTP to the ``anthropic`` SDK.
     """
@@ -114,8 +115,15 @@ class InputOutputBucketServer(QuotaServer):
 
     def __init__(self, *, rpm: int | None = None, input_tpm: int | None = None,
                  output_tpm: int | None = None, window: float = 60.0,
-                 refunds_output: bool = True, **options: Any) -> None:
+                 refunds_output: bool = True, shape: str = "bucket", epoch: float = 0.0,
+                 **options: Any) -> None:
         super().__init__(window=window, **options)
+        if shape not in ("bucket", "fixed"):
+            raise ValueError(f"shape must be 'bucket' (Anthropic's buckets) or 'fixed' (a "
+                             f"gateway's counters per window from epoch=), got {shape!r}")
+        #: ``"bucket"`` (Anthropic's) or ``"fixed"``: counted per window ``[epoch + i *
+        #: window, ...)``, reset at each boundary (a gateway in front of Anthropic).
+        self.shape = shape
         if not isinstance(refunds_output, bool):
             raise TypeError(f"refunds_output must be True (Anthropic's rule: unused output given "
                             f"back) or False (max_tokens stays charged), got {refunds_output!r}")
@@ -125,9 +133,14 @@ class InputOutputBucketServer(QuotaServer):
             number(name, value, integer=True, optional=True, hint="; or None for no such quota")
         if rpm is None and input_tpm is None and output_tpm is None:
             raise ValueError("InputOutputBucketServer needs rpm=, input_tpm= and/or output_tpm=")
-        self.quotas = {"requests": rpm and TokenBucket(rpm, window),
-                       "input-tokens": input_tpm and TokenBucket(input_tpm, window),
-                       "output-tokens": output_tpm and TokenBucket(output_tpm, window)}
+        def policy(limit: int | None) -> Any:
+            if not limit:
+                return None
+            return TokenBucket(limit, window) if shape == "bucket" else \
+                FixedWindow(limit, window, epoch)
+
+        self.quotas = {"requests": policy(rpm), "input-tokens": policy(input_tpm),
+                       "output-tokens": policy(output_tpm)}
 
     async def amessages(self, **kwargs: Any) -> dict[str, Any]:
         """Answer a Messages API request in process (see :func:`message`)."""
@@ -158,9 +171,10 @@ class InputOutputBucketServer(QuotaServer):
             if quota is None:
                 continue
             remaining, reset = quota.remaining(now), quota.reset(now)
-            self._report(out, unit, quota.capacity, remaining, wall + reset)
+            size = quota.capacity if isinstance(quota, TokenBucket) else quota.limit
+            self._report(out, unit, size, remaining, wall + reset)
             if unit != "requests" and (tightest is None or remaining < tightest[1]):
-                tightest = (quota.capacity, remaining, wall + reset)
+                tightest = (size, remaining, wall + reset)
         if tightest is not None:
             self._report(out, "tokens", *tightest)
         return out
@@ -179,10 +193,22 @@ class InputOutputBucketServer(QuotaServer):
         soonest these buckets allow: ``input_tokens`` each, ``max_tokens`` reserved of which
         ``output_tokens`` are used, each taking ``service`` seconds (default ``latency``).
         The output bucket must hold the ``n``-th request's ``max_tokens`` after the others'
-        outputs: ``(n - 1) * output_tokens + max_tokens`` within its size plus its refill."""
+        outputs: ``(n - 1) * output_tokens + max_tokens`` within its size plus its refill
+        (``shape="fixed"``: within each window's count, its answers ending in it)."""
         service = self.latency if service is None else service
         admit = start
         requests, inputs, outputs = self.quotas.values()
+        if self.shape == "fixed":  # per window: the output of all but the last, its max_tokens
+            per = [q.limit // amount for q, amount in ((requests, 1), (inputs, input_tokens))
+                   if q is not None and amount]
+            if outputs is not None:
+                per.append((outputs.limit - max_tokens) // max(1, output_tokens) + 1
+                           if self.refunds_output else outputs.limit // max_tokens)
+            later = (n - 1) // min(per)
+            first = next(q for q in (requests, inputs, outputs) if q is not None)
+            admit = start if later == 0 else \
+                first.epoch + (first.index(start) + later) * first.window
+            return admit - start + service
         if requests is not None:
             admit = max(admit, requests.earliest(n, 1, start))
         if inputs is not None:

@@ -64,6 +64,11 @@ class FixedWindow:
         self._roll(now)
         self._used += amount
 
+    def give_back(self, now: float, amount: int) -> None:
+        """Return ``amount`` units charged too many to the window current at ``now``."""
+        self._roll(now)
+        self._used = max(0, self._used - amount)
+
     def remaining(self, now: float) -> int:
         self._roll(now)
         return max(0, self.limit - self._used)

@@ -72,7 +72,8 @@ def test_a_server_that_gives_back_is_seen_doing_it_and_the_held_answers_are_give
 
 def test_a_server_that_keeps_max_tokens_is_seen_keeping_it() -> None:
     """Every answer keeps its charge but the first: it ends before any reading is heard (here,
-    as through the SDK, its own reading follows it), so it gets Anthropic's documented rule."""
+    as through the SDK, its own reading follows it), so its unused output is given back as
+    the test of the server (its reading decides first here)."""
     back, reconciled = run(False)
     assert back.verdict is False, back.describe()
     assert reconciled == [USED] + [MAX_TOKENS] * 59
@@ -88,13 +89,54 @@ def test_ours_on_the_way_never_look_like_a_give_back() -> None:
         assert USED not in reconciled[1:]
 
 
-def test_without_any_reading_the_documented_rule_holds() -> None:
-    """A client that reads no header: nothing will tell, so unused output is given back as
-    Anthropic documents."""
+def test_without_any_reading_one_answer_at_a_time_tests_the_server() -> None:
+    """A client that reads no header: the answers' unused output is held back but for one
+    answer's, given back as a test; the others wait for its outcome."""
     back, reconciled = run(False, hear=False, answers=5)
-    assert back.verdict is None
-    assert reconciled == [USED] * 5
-    assert "as Anthropic documents" in back.describe()
+    assert back.verdict is None and back.credit == MAX_TOKENS - USED
+    assert reconciled == [USED]  # the test's credit; four held
+    assert "one answer's unused output at a time" in back.describe()
+
+
+def deaf_with_credit() -> tuple[GiveBack, list[int]]:
+    """Three answers ended with nothing heard: the first one's unused output given back."""
+    back, reconciled = GiveBack(SPREAD, WINDOW), []
+    for i in range(3):
+        back.admitted(0.0, MAX_TOKENS, object(), lambda: LIMIT)
+    for i in range(3):
+        back.ended(2.0, USED, MAX_TOKENS, reconciled.append, object())
+    assert reconciled == [USED] and back.credit == MAX_TOKENS - USED
+    return back, reconciled
+
+
+def test_a_request_admitted_only_thanks_to_the_credit_and_served_shows_a_give_back() -> None:
+    """A request that fits without the credit tests nothing; the next one that needs it is
+    the test: served, the server gives back, and the held answers are given back too."""
+    back, reconciled = deaf_with_credit()
+    back.admitted(3.0, MAX_TOKENS, object(), lambda: MAX_TOKENS + back.credit)
+    assert back.probe is None  # it fit without the credit
+    test = object()
+    back.admitted(3.5, MAX_TOKENS, test, lambda: MAX_TOKENS)
+    assert back.probe is test
+    back.ended(5.5, USED, MAX_TOKENS, reconciled.append, test)
+    assert back.verdict is True and reconciled == [USED] * 4
+    assert "admitted only thanks to 136 unused output given back was served" in back.describe()
+
+
+def test_the_test_refused_shows_max_tokens_kept_and_charges_the_credit_again() -> None:
+    """Refused (429), the test shows the server keeps max_tokens charged: the credit is to be
+    charged again, the held answers keep their charge; a 429 of another request, or a test
+    never sent, teaches nothing."""
+    back, reconciled = deaf_with_credit()
+    assert back.refused(object()) == 0
+    test = object()
+    back.admitted(3.0, MAX_TOKENS, test, lambda: MAX_TOKENS)
+    back.uncharged(MAX_TOKENS, test)  # never sent: tests nothing, the next one will
+    assert back.probe is None and back.refused(test) == 0
+    back.admitted(3.5, MAX_TOKENS, test, lambda: MAX_TOKENS)
+    assert back.refused(test) == MAX_TOKENS - USED
+    assert back.verdict is False and reconciled == [USED, MAX_TOKENS, MAX_TOKENS]
+    assert "max_tokens kept charged (the server does not" in back.describe()
 
 
 def test_held_answers_keep_their_charge_after_the_horizon_once_a_reading_was_heard() -> None:
@@ -124,3 +166,35 @@ def test_readings_near_full_start_the_span_over() -> None:
         back.ended(float(i), USED, MAX_TOKENS, reconciled.append)
         back.read(float(i), LIMIT, LIMIT)
     assert back.verdict is None and back.votes == 0
+
+
+def test_the_give_back_state_of_idle_partitions_is_forgotten() -> None:
+    """A layer with ``key=`` per user keeps one GiveBack per partition: one with nothing
+    admitted for a window and no answer held is swept once the map has doubled (as idle
+    windows are), so memory stays bounded by the partitions active in the last window; an
+    answer held back is settled first (past the horizon, keeping its charge)."""
+    from llmguard._admission.ratelimit.giveback import GiveBacks
+    from llmguard._admission.ratelimit.window import Quota
+
+    quotas = (Quota(LIMIT, WINDOW + SPREAD, True, learn=True, margin=SPREAD, part="output"),)
+    backs, reconciled = GiveBacks(), []
+    holder = backs.track("holder", quotas, 0.0)
+    holder.admitted(0.0, MAX_TOKENS)
+    holder.read(0.5, LIMIT - MAX_TOKENS, LIMIT)  # heard: its answers are held for a verdict
+    holder.ended(1.0, USED, MAX_TOKENS, reconciled.append)
+    for user in range(1_000):
+        now = float(user)
+        backs.track(user, quotas, now).admitted(now, MAX_TOKENS)
+        assert len(backs) <= 2 * (WINDOW + 2) + 1
+    assert 999 in backs and 0 not in backs
+    assert "holder" not in backs and reconciled == [MAX_TOKENS]
+
+
+def test_a_test_answered_without_usage_tests_nothing() -> None:
+    """An answer that reports no usage (its reservation kept as made: an error after it was
+    sent) says nothing about the give-back: the next request admitted on the credit tests."""
+    back, reconciled = deaf_with_credit()
+    test = object()
+    back.admitted(3.0, MAX_TOKENS, test, lambda: MAX_TOKENS)
+    back.ended(5.0, MAX_TOKENS, MAX_TOKENS, reconciled.append, test)
+    assert back.verdict is None and back.probe is None and back.credit == MAX_TOKENS - USED

@@ -103,7 +103,7 @@ async def test_a_call_waits_for_output_room_not_for_input() -> None:
     assert loop.time() - start == pytest.approx(2.0, abs=0.05)
 
 
-@pytest.mark.parametrize("refill", ["window", "continuous"])
+@pytest.mark.parametrize("refill", ["window", "continuous", "auto"])
 async def test_a_call_that_never_reached_the_provider_gives_back_every_part(refill: str) -> None:
     """Refused below (a ConcurrencyLimit's AdmissionTimeout): the request, its input and its
     output reservations all come back; statistics count one refund."""
@@ -184,7 +184,7 @@ async def test_observe_headers_drains_the_input_and_output_quotas() -> None:
 
 
 @pytest.mark.looptime(False)
-@pytest.mark.parametrize("refill", ["window", "continuous"])
+@pytest.mark.parametrize("refill", ["window", "continuous", "auto"])
 async def test_redis_shares_the_input_and_output_quotas(redis_url: str, redis_prefix: str,
                                                         refill: str) -> None:
     """Two RateLimits over one RedisBackend prefix share each part: after one spends output,
@@ -323,8 +323,8 @@ async def test_defaults_pace_input_output_buckets_like_anthropic() -> None:
     """``RateLimit(rpm=, input_tpm=, output_tpm=)`` with nothing else set, 3x the quota at
     once, started 40 s into a minute, against buckets that count like Anthropic's (the output
     reserved as ``max_tokens`` binds, given back when each answer ends, the headers as of then):
-    every call done, no 429, within 1.10x the server's ideal; the shape says how each part is
-    paced."""
+    every call done, no 429, within 1.10x the server's ideal; each part's shape is learned
+    from its own ``anthropic-ratelimit-*-reset`` against its remaining, and said."""
     from llmguard.testing import InputOutputBucketServer
 
     server = InputOutputBucketServer(rpm=60, input_tpm=8_000, output_tpm=3_000, latency=2.0,
@@ -348,5 +348,22 @@ async def test_defaults_pace_input_output_buckets_like_anthropic() -> None:
                               output_tokens=64)
     assert wall <= 1.10 * ideal, (wall, ideal)
     shape = limit.statistics().shape
-    assert shape.startswith("requests: bucket (reset") and "input: bucket (how Anthropic" in shape
-    assert "output: bucket" in repr(limit)
+    assert shape.startswith("requests: bucket (reset") and "input: bucket (reset" in shape
+    assert "output: bucket (reset" in repr(limit)
+
+
+def test_a_reading_whose_reset_is_a_moment_counts_every_request_sent_before_it() -> None:
+    """Anthropic's headers carry the server's count as of the answer (the reset is a moment,
+    RFC 3339): the first answer of a burst already counts the whole burst. Read against its
+    own request (as an OpenAI reading, counted when the request arrived, is), the rest of the
+    burst would be counted twice: 2,800 tokens below the server, a bucket empty for a minute."""
+    from llmguard._admission.ratelimit.window import Quota, Window
+
+    quota = Quota(3_000, 60.5, True, learn=True, margin=0.5, part="output")
+    read = {}
+    for moment in (True, False):
+        window = Window((quota,))
+        burst = [window.add(0.0, 200) for _ in range(15)]
+        window.cap(2.0, True, 236, 55.0, burst[0], 3_000, 0.0, as_of_now=moment)
+        read[moment] = window.available(2.0, True)
+    assert read == {True: 99, False: 0}

@@ -42,3 +42,16 @@ def test_bench_composition_cold_network_table() -> None:
     defaults = [r for r in rows if r.contender == "llmguard (defaults)"]
     assert len(defaults) == len(bench.SERVERS)
     assert all(r.failed == 0 and r.rate_limited <= 1 for r in defaults)
+
+
+def test_bench_composition_input_output_rows() -> None:
+    """A row for each input/output server (Anthropic's buckets or a gateway's clock minute,
+    giving unused output back or not, headers sent or not): the default stack completes every
+    call, with no 429 when it reads headers and at most one per thing learned without them
+    (the shape, whether output is given back)."""
+    bench = load_bench()
+    rows = bench.compare_input_output(demand=1.5, phases=(40.0,))
+    assert len(rows) == len(bench.IO_SERVERS)
+    assert all(r.failed == 0 and r.completed == r.calls for r in rows)
+    assert all(r.rate_limited == 0 for r in rows if "no headers" not in r.server)
+    assert all(r.rate_limited <= 2 for r in rows)

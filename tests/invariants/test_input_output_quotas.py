@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import llmguard as lg
-from llmguard.testing import InputOutputBucketServer
+from llmguard.testing import InputOutputBucketServer, virtual_wall_clock
 
 RPM = 500
 INPUT_TPM = 6_000
@@ -118,3 +118,44 @@ async def test_the_output_give_back_is_learned_from_the_servers_readings(
     said = ("unused output given back (the server does)" if gives_back else
             "max_tokens kept charged (the server does not give unused output back)")
     assert said in limit.statistics().shape and said in repr(limit)
+
+
+#: (shape, gives back, headers heard): what the README stack learns with default settings.
+LEARNED = [(shape, gives_back, True) for shape in ("bucket", "fixed")
+           for gives_back in (True, False)] + [("bucket", True, False), ("bucket", False, False)]
+
+
+@pytest.mark.parametrize(("shape", "gives_back", "hear"), LEARNED)
+async def test_each_part_paces_like_the_servers_own_limiter_started_mid_minute(
+        shape: str, gives_back: bool, hear: bool) -> None:
+    """Started 40 s into a minute, 3x the quota, default settings: against Anthropic's
+    buckets or a gateway counting input and output tokens per clock minute (``shape="fixed"``),
+    one that gives unused output back or keeps ``max_tokens`` charged, its headers read or
+    not (Anthropic's buckets; a fixed window is learned from its reset moments): every call
+    done, at most 1% of arrivals refused (at most one 429 while learning), within 1.10x the
+    server's ideal. The shape each part learned is said."""
+    with virtual_wall_clock():
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep((40 - loop.time()) % 60)
+        server = InputOutputBucketServer(rpm=RPM, input_tpm=INPUT_TPM, output_tpm=OUTPUT_TPM,
+                                         latency=2.0, output_tokens=OUTPUT, shape=shape,
+                                         refunds_output=gives_back, rate_limit_headers=hear)
+        pipeline = readme_stack()
+        start = loop.time()
+        results, wall = await drive(server, pipeline, hear=True)
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert server.statistics().rate_limited <= DEMAND // 100, repr(server)
+    ideal = server.ideal_time(DEMAND, start=start,
+                              input_tokens=results[-1]["usage"]["input_tokens"],
+                              max_tokens=MAX_TOKENS,
+                              output_tokens=OUTPUT if gives_back else MAX_TOKENS)
+    assert wall <= 1.10 * ideal, f"{wall:.1f} s against an ideal of {ideal:.1f} s"
+    [limit] = [layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit)]
+    said = limit.statistics().shape
+    if hear:
+        kind = "bucket (reset" if shape == "bucket" else "fixed (reset"
+        assert f"input: {kind}" in said and f"output: {kind}" in said, said
+    else:
+        assert "output: unknown (nothing heard from the server yet: paced as a token bucket, " \
+               "as Anthropic" in said, said
+    assert ("unused output given back" if gives_back else "max_tokens kept charged (") in said

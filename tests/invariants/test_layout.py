@@ -181,6 +181,24 @@ def test_apps_import_neither_test_doubles_nor_private_integrations() -> None:
     assert not bad, bad
 
 
+def test_apps_import_none_of_each_other() -> None:
+    """``llmguard run``, ``llmguard serve`` and Ray share code through lower packages only
+    (the deployments schema, the upstream config and the TOML reader live in ``_upstream`` and
+    ``_core``): no application imports another's modules."""
+    bad = []
+    for name, path in modules().items():
+        own = next((app for app in APPS if _is_app(name) and name.startswith(f"llmguard.{app}")),
+                   None)
+        if own is None:
+            continue
+        for target, names, _ in imports(path):
+            for candidate in [target, *(f"{target}.{n}" for n in names)]:
+                if _is_app(candidate) and not candidate.startswith(f"llmguard.{own}"):
+                    bad.append(f"{name} imports {candidate}")
+                    break
+    assert not bad, bad
+
+
 def test_only_core_and_pipeline_compose_layers() -> None:
     """Layers become a handler in ``_core`` (``compose``) and ``_pipeline`` (``Pipeline.build``)
     only: an application that composed its own would skip the build hooks (Metrics' spans)."""

@@ -53,6 +53,16 @@ def test_import_is_light() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_public_subpackages_are_reached_from_the_top_level_name() -> None:
+    """After only ``import llmguard as lg``, ``lg.backends.MemoryBackend`` and the other public
+    subpackages resolve (imported on first use, not by ``import llmguard``)."""
+    code = ("import sys, llmguard as lg; loaded = 'llmguard.backends' in sys.modules; "
+            "print(loaded, lg.backends.MemoryBackend.__name__, lg.testing.FakeLLM.__name__, "
+            "lg.integrations.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "MemoryBackend", "FakeLLM", "llmguard.integrations"]
+
+
 def test_import_loads_no_layer_module_and_no_asyncio() -> None:
     """Layers load on first use: `import llmguard` alone imports neither asyncio nor any layer."""
     code = (

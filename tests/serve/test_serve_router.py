@@ -47,7 +47,7 @@ BAD = [
 def test_deployment_input_and_output_quotas_reach_the_router(tmp_path) -> None:
     """``input_tpm``/``output_tpm`` (and ``burst``) of a deployment in the TOML become that
     deployment's input and output token quotas in the gateway's Router."""
-    from llmguard._serve.deployments import router_of
+    from llmguard._upstream.deployments import router_of
 
     config = load(str(write_config(tmp_path, """
 [models.claude]

@@ -103,6 +103,35 @@ def test_the_new_server_options_reject_bad_input_by_name() -> None:
         ProxyWindowServer(rpm=4, reports="bogus")
     with pytest.raises(TypeError, match="refunds_output must be True"):
         InputOutputBucketServer(output_tpm=100, refunds_output="no")
+    with pytest.raises(ValueError, match="shape must be 'bucket'.*or 'fixed'"):
+        InputOutputBucketServer(output_tpm=100, shape="sliding")
+
+
+async def test_a_fixed_window_input_output_server_counts_per_window() -> None:
+    """``InputOutputBucketServer(shape="fixed")``: input and output tokens counted per window
+    from ``epoch``, unused output given back within the window, a 429 (with every header)
+    once a part is used up, its reset the next boundary; all afresh at the boundary."""
+    server = InputOutputBucketServer(input_tpm=1_000, output_tpm=500, latency=1.0,
+                                     output_tokens=50, shape="fixed", window=60.0)
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(20)
+    prompt = [{"role": "user", "content": "word " * 40}]
+    headers: list[dict[str, str]] = []
+    server.on_headers.append(headers.append)
+    answers = await asyncio.gather(*(server.amessages(messages=prompt, max_tokens=200)
+                                     for _ in range(2)), return_exceptions=True)
+    assert not [a for a in answers if isinstance(a, BaseException)]
+    assert headers[-1]["anthropic-ratelimit-output-tokens-remaining"] == str(500 - 2 * 50)
+    used = answers[0]["usage"]["input_tokens"]
+    assert headers[-1]["anthropic-ratelimit-input-tokens-remaining"] == str(1_000 - 2 * used)
+    later = [await server.amessages(messages=prompt, max_tokens=200) for _ in range(5)]
+    with pytest.raises(RateLimited) as refused:
+        await server.amessages(messages=prompt, max_tokens=200)  # 350 used: no room for 200
+    assert refused.value.status_code == 429 and len(later) == 5
+    assert float(refused.value.headers["retry-after"]) == pytest.approx(60 - loop.time(), abs=0.01)
+    await asyncio.sleep(60 - loop.time())
+    await server.amessages(messages=prompt, max_tokens=200)  # a new window: afresh
+    assert server.statistics().rate_limited == 1
 
 
 def test_ideal_time_is_the_quota_bound_schedule() -> None:
@@ -116,6 +145,23 @@ def test_ideal_time_is_the_quota_bound_schedule() -> None:
     bucket = TokenBucketServer(rpm=60, tpm=6000, latency=1.0)
     assert bucket.ideal_time(120, tokens=100) == 61.0
     assert bucket.ideal_time(60, tokens=200) == pytest.approx(1.0 + (12_000 - 6000) / 100)
+
+
+async def test_a_queueing_proxys_ideal_is_bound_by_its_workers_as_well_as_its_minutes() -> None:
+    """4 workers, 2 s each, 59 a minute: 90 from :40 take 46 s (the workers' bound: the
+    minutes never bind, as 40 are taken before :60); from :00, 59 are taken by :28, the
+    workers then idle until :60 and take the other 31 by :74: 76 s, more than either bound
+    (the quotas' 62 s, the workers' 46 s)."""
+    loop = asyncio.get_running_loop()
+    with virtual_wall_clock(1_800_000_000 + 40 - loop.time()):
+        server = ProxyWindowServer(rpm=60, latency=2.0, workers=4)
+        start = loop.time()
+        assert server.phase() == pytest.approx(40)
+        assert server.service_time(90) == 46.0
+        assert server.ideal_time(90, start=start) == pytest.approx(46.0)
+        assert server.ideal_time(90, start=start + 20) == pytest.approx(76.0)
+        assert FixedWindowServer.ideal_time(server, 90, start=start + 20) == pytest.approx(62.0)
+    assert ProxyWindowServer(rpm=60, latency=2.0).service_time(90) == 2.0  # all at once
 
 
 @pytest.mark.looptime(False)

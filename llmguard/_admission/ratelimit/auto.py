@@ -48,7 +48,7 @@ class AutoTrack:
         return abs(self.window - self.shape.window) < 1e-9
 
     def _pacer(self) -> Any:
-        kind = self.shape.kind
+        kind = self.shape.pacing
         if kind == "bucket" and self.learns():
             return self.bucket
         if kind == "fixed" and self.fixed is not None:

@@ -86,9 +86,11 @@ class LearningBackend(Protocol):
     ``pause`` (headers then tighten the quotas, nothing is learned)."""
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
-                reset: float | None, *, ticket: Any = None, limit: int | None = None) -> None:
+                reset: float | None, *, ticket: Any = None, limit: int | None = None,
+                as_of_now: bool = False) -> None:
         """The provider reports ``remaining`` requests (or tokens) as it counted the request
-        of ``ticket`` (None: unknown), until ``reset`` seconds from now (None: it does not
+        of ``ticket`` (None: unknown; ``as_of_now``: in the answer to it, as of now, every
+        request sent before counted), until ``reset`` seconds from now (None: it does not
         say), of ``limit`` (None: it does not say). Must not block."""
         ...
 
@@ -192,10 +194,11 @@ class MemoryBackend:
         self._window(key, quotas).cap(clock.now(), tokens, remaining, reset)
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
-                reset: float | None, *, ticket: Any = None, limit: int | None = None) -> None:
+                reset: float | None, *, ticket: Any = None, limit: int | None = None,
+                as_of_now: bool = False) -> None:
         window = self._window(key, quotas)
         ticket = ticket if isinstance(ticket, Entry) else None
-        window.cap(clock.now(), tokens, remaining, reset, ticket, limit, clock.wall())
+        window.cap(clock.now(), tokens, remaining, reset, ticket, limit, clock.wall(), as_of_now)
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
                 ticket: Any = None) -> None:

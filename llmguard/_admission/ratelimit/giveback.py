@@ -20,8 +20,10 @@ is about ``given`` on a server that gives back and about 0 on one that does not,
 requests on the way at either end and a clock slack. A span is judged only once ``given`` is
 large against those bounds; two spans agreeing decide (judgements can later flip the verdict).
 A server near full may have lost refill (a bucket stops at its size): the span restarts there.
-Other clients' use only lowers readings, toward "keeps it": the safe side. A client that reads
-no header at all (nothing will tell) gives unused output back as Anthropic documents.
+Other clients' use only lowers readings, toward "keeps it": the safe side. With no output
+reading heard (a client that reads no header), the server is tested instead: one answer's unused
+output at a time is given back, and the request admitted only thanks to it is served (the server
+gives back) or refused with a 429 (it does not: the one 429 this costs), :meth:`GiveBack.refused`.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -29,10 +31,13 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-__all__ = ["GiveBack", "track"]
+from ..._core.sweep import SWEEP_AT, sweep
+
+__all__ = ["GiveBack", "GiveBacks"]
 
 #: Judgements agreeing (net) before the verdict changes.
 _DECIDE = 2
@@ -43,7 +48,7 @@ class GiveBack:
     ``verdict``: None (not yet known: kept, as by a server that does not), True or False."""
 
     __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
-                 "given", "largest", "recent", "anchor", "held")
+                 "given", "largest", "recent", "anchor", "held", "credit", "probe")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
@@ -63,11 +68,21 @@ class GiveBack:
         self.recent: deque[tuple[float, int]] = deque()  # (admitted at, output) within spread
         #: The earlier reading: (time, remaining, issued, given, ours on the way then).
         self.anchor: tuple[float, int, int, int, int] | None = None
-        #: Answers whose unused output awaits the verdict: (ended at, what to settle).
-        self.held: deque[tuple[float, Any]] = deque()
+        #: Answers whose unused output awaits the verdict: (ended at, what to settle, unused).
+        self.held: deque[tuple[float, Any, int]] = deque()
+        #: With nothing heard: unused output given back to test the server, not yet tested,
+        #: and the reservation (its output entry) admitted only thanks to it.
+        self.credit = 0
+        self.probe: Any = None
 
-    def admitted(self, now: float, output: int) -> None:
-        """Ours reserved ``output`` tokens at ``now`` (about to be sent)."""
+    def admitted(self, now: float, output: int, entry: Any = None,
+                 level: Callable[[], int] | None = None) -> None:
+        """Ours reserved ``output`` tokens at ``now`` (about to be sent; ``entry``), with
+        ``level()`` output tokens by our count before it: one that fits only thanks to the
+        ``credit`` tests the server (:meth:`refused`)."""
+        if self.credit and self.probe is None and level is not None \
+                and level() - self.credit < output:
+            self.probe = entry
         self.issued += output
         self.largest = max(self.largest, output)
         recent = self.recent
@@ -75,32 +90,74 @@ class GiveBack:
         while recent[0][0] < now - self.spread:
             recent.popleft()
 
-    def uncharged(self, output: int) -> None:
-        """A reservation of ``output`` the server never charged (never sent, or refused)."""
+    def uncharged(self, output: int, entry: Any = None) -> None:
+        """A reservation of ``output`` (``entry``) the server never charged (never sent, or
+        refused): a probe never sent tests nothing."""
         self.issued -= output
+        if entry is not None and entry is self.probe:
+            self.probe = None
 
-    def ended(self, now: float, used: int, kept: int, reconcile: Any) -> bool:
-        """An answer ended having ``used`` output of the ``kept`` it reserved; ``reconcile(n)``
-        settles its reservation to ``n``. True when settled now, else held until it can be."""
+    def ended(self, now: float, used: int, kept: int, reconcile: Any, entry: Any = None) -> bool:
+        """An answer (to ``entry``) ended having ``used`` output of the ``kept`` it reserved;
+        ``reconcile(n)`` settles its reservation to ``n``. True when settled now, else held
+        until it can be."""
         unused = kept - used
         settle = partial(_settle, reconcile, used, kept)
         self.given += max(0, unused)
-        # Nothing heard yet: a client that reads no header (none will tell), or the first
-        # answer of one that does (its reading follows): Anthropic's documented rule. At worst
-        # one answer's unused output too much, which the readings that follow take back.
-        deaf = self.anchor is None
-        if self.verdict is not None or unused <= 0 or deaf:
-            settle(self.verdict is True or (deaf and self.verdict is None))
+        if entry is not None and entry is self.probe:  # served (an answer without usage,
+            if unused <= 0:  # e.g. an error after it was sent, tests nothing: the next one)
+                self.probe = None
+            else:
+                self._decide(True, f"a request admitted only thanks to {self.credit} unused "
+                                   "output given back was served (no output header heard)")
+        if self.verdict is not None or unused <= 0:
+            settle(self.verdict is True)
             return True
-        self.held.append((now, settle))
+        self.held.append((now, settle, unused))
         self.expire(now)
+        self._release()
         return False
+
+    def _release(self) -> None:
+        """With nothing heard, give back the oldest held answer's unused output, to test the
+        server (:meth:`refused`) when no test is under way."""
+        if self.anchor is None and self.verdict is None and not self.credit and self.held:
+            _, settle, unused = self.held.popleft()
+            settle(True)
+            self.credit = unused
+
+    def _decide(self, verdict: bool, why: str) -> None:
+        self.verdict, self.why = verdict, why
+        self.votes = _DECIDE if verdict else -_DECIDE
+        self.probe, self.credit = None, 0
+        for _, settle, _ in self.held:
+            settle(verdict)
+        self.held.clear()
+
+    def refused(self, entry: Any) -> int:
+        """A 429 answered the request of ``entry``: the output tokens to charge again (0:
+        nothing learned).
+
+        With no output reading heard, one answer's unused output at a time is given back
+        (the ``credit``) and the first request admitted only thanks to it is the test: served,
+        the server gives unused output back (Anthropic's rule), the answers held meanwhile
+        too; refused, it keeps ``max_tokens`` charged, and the credit is charged again. A 429
+        of another cause (another client, the input, a window ending) may refuse the test
+        too: then the charge is kept, slower, never over the quota. One 429 at most, per
+        key, learns it."""
+        if entry is None or entry is not self.probe:
+            return 0
+        again = self.credit
+        self._decide(False, f"a request admitted only thanks to {again} unused output given "
+                            "back was refused (429; no output header heard)")
+        return again
 
     def expire(self, now: float) -> None:
         """Settle (keeping the charge) what was held back longer than ``horizon``."""
         held = self.held
         while held and held[0][0] < now - self.horizon:
             held.popleft()[1](False)
+        self._release()
 
     def _on_the_way(self, now: float) -> int:
         return sum(output for at, output in self.recent if at >= now - self.spread)
@@ -135,22 +192,24 @@ class GiveBack:
         if vote:
             self.votes = max(-_DECIDE, min(_DECIDE, self.votes + vote))
             if abs(self.votes) == _DECIDE and self.verdict is not (vote > 0):
-                self.verdict = vote > 0
-                self.why = (f"the server's output remaining rose {residual:.0f} above its "
-                            f"refill less ours in {now - at:.1f} s, {given} unused output ended"
-                            if vote > 0 else
-                            f"the server's output remaining did not rise with the {given} "
-                            f"unused output of answers ended in {now - at:.1f} s")
-                for _, settle in self.held:
-                    settle(self.verdict)
-                self.held.clear()
+                self._decide(vote > 0, f"the server's output remaining rose {residual:.0f} "
+                             f"above its refill less ours in {now - at:.1f} s, {given} unused "
+                             "output ended" if vote > 0 else
+                             f"the server's output remaining did not rise with the {given} "
+                             f"unused output of answers ended in {now - at:.1f} s")
         self.expire(now)
+
+    def idle(self, now: float) -> bool:
+        """True when no answer is held back (past ``horizon``: settled now, as kept) and
+        nothing was admitted for a window."""
+        self.expire(now)
+        return not self.held and (not self.recent or self.recent[-1][0] < now - self.window)
 
     def describe(self) -> str:
         """What was learned, for ``repr`` and the statistics."""
         if self.anchor is None and self.verdict is None:
-            return ("unused output given back as Anthropic documents (no output remaining "
-                    "header heard to check it against)")
+            return ("max_tokens kept charged but one answer's unused output at a time, given "
+                    "back to test the server (no output remaining header heard yet)")
         said = {None: "max_tokens kept charged until the server shows it gives unused output "
                       "back", True: "unused output given back (the server does)",
                 False: "max_tokens kept charged (the server does not give unused output back)"}
@@ -161,13 +220,28 @@ def _settle(reconcile: Any, used: int, kept: int, give: bool) -> None:
     reconcile(used if give else max(used, kept))
 
 
-def track(backs: dict[Any, GiveBack], key: Any, quotas: tuple[Any, ...]) -> GiveBack:
-    """The :class:`GiveBack` of ``key`` in ``backs`` (made when missing), its ``spread`` the
-    margin of the output ``quotas`` (it changes as the layer measures the send latency)."""
-    output = [q for q in quotas if q.part == "output"]
-    spread = max(q.margin for q in output) or 0.5  # the time ours take to get there
-    back = backs.get(key)
-    if back is None:
-        back = backs[key] = GiveBack(spread, max(q.window for q in output))
-    back.spread, back.quota = spread, max(q.limit for q in output)
-    return back
+class GiveBacks(dict):  # type: ignore[type-arg]
+    """The :class:`GiveBack` of each partition (key) of a layer. Keys come and go (``key=``
+    per user): a partition with no answer held back and nothing admitted for a window is
+    forgotten whenever the map has doubled since the last sweep (:mod:`..._core.sweep`), as
+    the in-memory backend forgets its idle windows; it learns again if it comes back (kept
+    charged meanwhile: the safe side)."""
+
+    __slots__ = ("sweep_at",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sweep_at = SWEEP_AT
+
+    def track(self, key: Any, quotas: tuple[Any, ...], now: float) -> GiveBack:
+        """The :class:`GiveBack` of ``key`` (made when missing), its ``spread`` the margin of
+        the output ``quotas`` (it changes as the layer measures the send latency)."""
+        output = [q for q in quotas if q.part == "output"]
+        spread = max(q.margin for q in output) or 0.5  # the time ours take to get there
+        back = self.get(key)
+        if back is None:
+            if len(self) >= self.sweep_at:
+                self.sweep_at = sweep(self, lambda back: back.idle(now))
+            back = self[key] = GiveBack(spread, max(q.window for q in output))
+        back.spread, back.quota = spread, max(q.limit for q in output)
+        return back

@@ -82,11 +82,22 @@ for _unit in ("requests", "tokens", "input-tokens", "output-tokens"):
         f"anthropic-ratelimit-{_unit}-{field}" for field in ("remaining", "reset", "limit")))
 
 
-def _read(get: Any, unit: str) -> Iterator[tuple[int, float | None, int | None]]:
-    for remaining, reset, limit in _NAMES[unit]:
-        left = _count(get(remaining))
-        if left is not None:
-            yield left, parse_reset(get(reset)), _count(get(limit))
+def _readings(headers: Mapping[str, str]
+              ) -> Iterator[tuple[str, int, float | None, int | None, bool]]:
+    """``(unit, remaining, reset seconds or None, limit or None, moment)`` for each unit
+    (``requests``, ``tokens``, ``input-tokens``, ``output-tokens``) reported; ``moment``: the
+    reset is a moment (Anthropic's RFC 3339 times), so the reading is as of the answer, not a
+    duration from when the server counted the request."""
+    get = getattr(headers, "get", None)
+    if get is None:
+        return
+    for unit, names in _NAMES.items():
+        for remaining, reset, limit in names:
+            left = _count(get(remaining))
+            if left is not None:
+                value = get(reset)
+                yield (unit, left, parse_reset(value), _count(get(limit)),
+                       value is not None and parse_duration(value) is None)
 
 
 def rate_limit_headers(
@@ -95,24 +106,17 @@ def rate_limit_headers(
     (``tokens=False``) and ``tokens`` whose ``x-ratelimit-remaining-*`` (or Anthropic's
     ``anthropic-ratelimit-*-remaining``) header is present and readable (LiteLLM's proxy sends
     it without a reset; OpenAI with ``x-ratelimit-reset-*`` and ``x-ratelimit-limit-*``)."""
-    get = getattr(headers, "get", None)
-    if get is None:
-        return
-    for unit, tokens in (("requests", False), ("tokens", True)):
-        for left, reset, limit in _read(get, unit):
-            yield tokens, left, reset, limit
+    for unit, left, reset, limit, _ in _readings(headers):
+        if unit in ("requests", "tokens"):
+            yield unit == "tokens", left, reset, limit
 
 
 def part_headers(headers: Mapping[str, str]) -> Iterator[tuple[str, int, float, int | None]]:
     """``(part, remaining, reset seconds, limit or None)`` for Anthropic's input and output
     token limits (``part`` ``"input"`` / ``"output"``) reported with a reset time."""
-    get = getattr(headers, "get", None)
-    if get is None:
-        return
-    for part in ("input", "output"):
-        for left, reset, limit in _read(get, f"{part}-tokens"):
-            if reset is not None:
-                yield part, left, reset, limit
+    for unit, left, reset, limit, _ in _readings(headers):
+        if unit.endswith("put-tokens") and reset is not None:
+            yield unit[:-len("-tokens")], left, reset, limit
 
 
 def _count(value: Any) -> int | None:
@@ -128,19 +132,23 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
            key: Hashable, line: Any) -> None:
     """Hand what ``headers`` say to ``backend``: every reading to a learning backend
     (``observe``, against the reservation of the call being sent through ``line``'s layer,
-    if it is), else the ones with a reset time (``cap``)."""
+    if it is; as of now when its reset is a moment), else the ones with a reset time
+    (``cap``). Input and output readings go to a ``split_backend.SplitBackend`` only."""
     held = HELD.get()
     ticket = held.ticket if held and held.line is line and held.key == key else None
-    for tokens, left, reset, limit in rate_limit_headers(headers):
+    split = any(q.part for q in quotas)
+    for unit, left, reset, limit, moment in _readings(headers):
+        part = unit[:-len("-tokens")] if unit.endswith("put-tokens") else ""
+        if part and (not split or reset is None):
+            continue
+        where = {"part": part} if part else {}
         if learning:
-            backend.observe(key, quotas, tokens, left, reset, ticket=ticket, limit=limit)
+            backend.observe(key, quotas, unit != "requests", left, reset, ticket=ticket,
+                            limit=limit, **where, **({"as_of_now": True} if moment else {}))
         elif reset is not None:
-            backend.cap(key, quotas, tokens, left, reset)
-    if any(q.part for q in quotas):  # input_tpm / output_tpm: a ``split_backend.SplitBackend``
-        for part, left, reset, limit in part_headers(headers):
-            backend.cap(key, quotas, True, left, reset, part)
-            if part == "output" and limit is not None:  # does the server give output back?
-                backend.read_output(key, left, limit)
+            backend.cap(key, quotas, unit != "requests", left, reset, **where)
+        if part == "output" and limit is not None:  # does the server give output back?
+            backend.read_output(key, left, limit)
 
 
 def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseException,

@@ -11,29 +11,45 @@ from typing import Any
 
 from .auto import AutoTrack
 from .log import Entry, Log
-from .shape import read_reset
+from .shape import TOLERANCE, read_reset
 
 __all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
-            reset: float | None, ticket: Entry | None, limit: int | None, wall: float) -> None:
+            reset: float | None, ticket: Entry | None, limit: int | None, wall: float,
+            at: float | None = None) -> None:
     """What one header reading teaches ``window`` (its ``learners``: the tracks of the unit
     it describes): a limit the server reports, the confirmation of a supposed fixed window by
     the first answer after its boundary, a supposed clock minute when there is no reset, or
-    the shape :func:`.shape.read_reset` reads."""
+    the shape :func:`.shape.read_reset` reads. The server counted ours up to ``ticket``, and
+    ``reset`` counts from ``at`` (default: when the ticket was admitted)."""
     shape = window.shape
     track = min(learners, key=lambda t: t.limit)
     if limit is not None and 0 < limit < track.limit:
         for t in learners:
             t.set_limit(now, limit)
     server = track.limit
+    if shape.candidate is not None:
+        # ours answered within a window (the ticket, answered now, too): what any server
+        # still counts of ours in a sliding window
+        answered = _units(track, lambda e: e.time > now - track.window
+                          and (e.answered <= now or e is ticket))
+        jump = shape.jumped(tokens, remaining, server, answered, now)
+        if jump is not None:
+            if shape.confirm(True, jump):
+                become_fixed(window, now)
+            return
+    shape.heard(tokens, remaining, now)
     since = shape.since
     if shape.candidate is not None and since is not None and ticket is not None \
             and ticket.seq >= since[0]:
         ours = (ticket.tseq + ticket.tokens - since[1]) if tokens else ticket.seq - since[0] + 1
-        if shape.confirm(_fresh(shape, track, tokens, remaining, server, ours, ticket),
-                         f"{remaining} of {server} {'tokens' if tokens else 'requests'} remaining"):
+        fresh = _fresh(shape, track, tokens, remaining, server, ours, ticket, now)
+        if fresh is None:
+            shape.defer()
+        elif shape.confirm(fresh, f"{remaining} of {server} "
+                                  f"{'tokens' if tokens else 'requests'} remaining"):
             become_fixed(window, now)
         return
     if reset is None:
@@ -50,9 +66,10 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         return
     if ticket is None or shape.candidate is not None:
         return  # a supposed boundary is pending: the first answer after it decides
-    if shape.kind == "fixed" and shape.on_phase(ticket.time + reset):
+    at = ticket.time if at is None else at
+    if shape.kind == "fixed" and shape.on_phase(at + reset):
         return  # what the learned fixed window says too (at its boundary it looks sliding)
-    reading = read_reset(server, remaining, reset, shape.window, ticket.time, ticket.first)
+    reading = read_reset(server, remaining, reset, shape.window, at, ticket.first)
     if reading is None:
         return
     kind, boundary, why = reading
@@ -60,6 +77,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         shape.votes += 1
         if shape.votes >= 2 and shape.kind != "bucket" and not shape.bucketless:
             shape.learn("bucket", why)
+            window.caps.clear()  # read as until a window's room came back: a bucket's level now
         return
     shape.votes = 0
     # A bucket's reset is always the time to refill it: a reset far from that, with units to
@@ -81,25 +99,30 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
 
 
 def _fresh(shape: Any, track: AutoTrack, tokens: bool, remaining: int, server: int, ours: int,
-           ticket: Entry) -> bool:
+           ticket: Entry, now: float) -> bool | None:
     """True when ``remaining`` in the answer to ``ticket``, the first of ours sent after the
     candidate boundary (``ours`` of ours sent since it, up to the ticket), shows the server
     started counting afresh there.
 
     A server counting at arrival reports about ``server - ours``. One that counts an answer as
     it ends (LiteLLM's proxy's headers) also counts ours sent before the boundary and answered
-    after it (``shape.crossed``): a server that queues a burst answers much of it in the next
-    minute, and the first answer after the boundary may come tens of seconds later. Read that
-    way, the reading is still a fixed window's when a sliding one could not report it: above
-    what is left of the quota after ours sent within a window before the ticket; its
-    ``remaining`` then caps nothing (``shape.by_answer``)."""
+    after it, and ours sent from the boundary on though before the candidate's margin (a call
+    let go by an inner limiter as the boundary passed): a server that queues a burst answers
+    much of it in the next minute, and the first answer after the boundary may come tens of
+    seconds later. Read that way, the reading is still a fixed window's when a sliding one
+    could not report it: above what is left of the quota after ours sent within a window
+    before the ticket; its ``remaining`` then caps nothing (``shape.by_answer``). None when
+    it fits both (all of ours the server could count were sent within a window): undecided."""
     tolerance = max(1, server // 20)
     if remaining >= server - ours - tolerance:
         return True
-    crossed = shape.crossed[tokens]
-    shape.by_answer = bool(crossed) and remaining >= server - ours - crossed - tolerance \
-        and remaining > server - _sent_by(track, ticket) + tolerance
-    return shape.by_answer
+    boundary = shape.candidate
+    counted = _units(track, lambda e: e.time < boundary <= e.answered <= now) \
+        + _units(track, lambda e: boundary <= e.time and e.seq <= ticket.seq)
+    if counted <= ours or remaining < server - counted - tolerance:
+        return False
+    shape.by_answer = remaining > server - _sent_by(track, ticket) + tolerance
+    return True if shape.by_answer else None
 
 
 def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
@@ -130,6 +153,13 @@ def settled(window: Any, now: float, live: int) -> None:
         shape.probe = shape.since = None
     else:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
+
+
+def _units(track: AutoTrack, keep: Any) -> int:
+    """Units of ours in ``track``'s recent admissions for which ``keep(entry)`` holds, those
+    refunded (never sent) or refused (the server counts none of them) left out."""
+    return sum(track.weight(entry) for entry in track.recent
+               if entry.live and not entry.refused and keep(entry))
 
 
 def _sent_by(track: AutoTrack, ticket: Entry) -> int:
@@ -170,10 +200,16 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if shape.kind == "fixed" and shape.epoch is not None:
         until = min(until, shape.next_boundary(shape.epoch, now) + shape.margin)
     elif shape.kind == "unknown":
+        if shape.assumed and ticket is not None and seconds > TOLERANCE + max(
+                (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
+                for t in window.tracks if isinstance(t, AutoTrack)):
+            shape.assumed = ""  # longer than any bucket of ours takes to refill the request
         epoch = now - wall % shape.window
         shape.suppose(shape.next_boundary(epoch, now),
                       f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "
-                      "window supposed, to be confirmed after the minute")
+                      "window supposed, to be confirmed after the minute" + (
+                          "" if shape.assumed else
+                          "; paced as a sliding window until then (no bucket's refill)"))
     return until
 
 

@@ -73,10 +73,10 @@ def build_quotas(rpm: int | None, rps: int | None, tpm: int | None, burst: float
         (number("output_tpm", output_tpm, integer=True, optional=True, hint=_NO_QUOTA), 60.0,
          True, "output"),
     )
-    # Input/output token quotas exist at Anthropic and Vertex AI, both documented as token
-    # buckets: by default they are paced as such (``split_backend.SplitBackend.shape`` says so).
-    quotas = [Quota(n, window, tokens, continuous or (learn and bool(part)),
-                    learn and not part, part=part)
+    # Input/output token quotas (Anthropic, Vertex AI) learn their shape like the others, from
+    # their own ``anthropic-ratelimit-{input,output}-tokens-*`` readings: a gateway in front of
+    # Anthropic may count them per clock minute although Anthropic documents buckets.
+    quotas = [Quota(n, window, tokens, continuous, learn, part=part)
               for n, window, tokens, part in configured if n]
     if not quotas:
         raise ValueError("RateLimit needs a quota: pass rpm=, rps=, tpm=, input_tpm= and/or "

@@ -22,8 +22,8 @@ from ..._core.tokens import DEFAULT_OUTPUT_RESERVE, estimate_tokens
 from .quotas import recorded_usage, too_large as total_too_large
 from .window import Quota
 
-__all__ = ["Part", "Ticket", "Tokens", "amount", "check_fits", "split_estimate", "split_used",
-           "too_large"]
+__all__ = ["Part", "Ticket", "Tokens", "amount", "check_fits", "layout", "split_estimate",
+           "split_used", "too_large"]
 
 #: The keyword arguments that bound a call's output, in the order they are looked up.
 _OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
@@ -141,3 +141,17 @@ def amount(part: str, tokens: Any) -> int:
     if isinstance(tokens, Tokens):
         return tokens.input if part == "input" else tokens.output
     return 0  # a plain int (an old caller): its parts are unknown
+
+
+def layout(cache: dict[Any, Any], quotas: tuple[Quota, ...]) -> list[tuple[str, tuple[Quota, ...]]]:
+    """``(part, its quotas)`` for the parts of ``quotas`` that have some: "" (requests and
+    totals) first, then ``input`` and ``output``; kept in ``cache`` (one per margin the layer
+    measured, :mod:`.latency`: cleared past 64)."""
+    found = cache.get(quotas)
+    if found is None:
+        if len(cache) > 64:
+            cache.clear()
+        found = cache[quotas] = [
+            (part, tuple(q for q in quotas if q.part == part))
+            for part in ("", "input", "output") if any(q.part == part for q in quotas)]
+    return found

@@ -5,8 +5,7 @@ The backends know one kind of token. :class:`SplitBackend` keeps the input and o
 under keys of their own (:class:`Part`) in the same backend, next to the layer's request and
 total-token quotas under the key itself, and admits a call only when all of them have room: the
 :class:`~llmguard.RateLimitBackend` protocol stays as it is, and the Redis backend shares the
-parts across processes as it shares any key.
-"""
+parts across processes as it shares any key."""
 
 from __future__ import annotations
 
@@ -17,17 +16,13 @@ from typing import Any
 
 from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, TakesNow
-from .headers import learned, spend
-from .giveback import GiveBack, track
-from .split import (Part, Tokens, Ticket, amount as _amount, check_fits, split_estimate,
-                    split_used, too_large)
+from .headers import learned, sent, spend
+from .giveback import GiveBacks
+from .split import (Part, Tokens, Ticket, amount as _amount, check_fits, layout,
+                    split_estimate, split_used, too_large)
 from .window import Quota
 
 __all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_large"]
-
-
-#: How input and output token quotas are paced (``refill="auto"`` or ``"continuous"``).
-_BUCKET = "bucket (how Anthropic and Vertex AI document input/output token limits)"
 
 
 class SplitBackend:
@@ -44,33 +39,32 @@ class SplitBackend:
     __slots__ = ("inner", "take", "_layouts", "giveback")
 
     def __init__(self, inner: Any) -> None:
-        #: The backend holding every window.
-        self.inner = inner
+        self.inner = inner  #: The backend holding every window.
         #: ``reserve`` without the coroutine, when ``inner`` is in memory (else None).
         self.take = self._take if isinstance(inner, MemoryBackend) else None
         self._layouts: dict[tuple[Quota, ...], list[tuple[str, tuple[Quota, ...]]]] = {}
-        self.giveback: dict[Hashable, GiveBack] = {}  # per key (:mod:`.giveback`)
+        self.giveback = GiveBacks()  # per key (:mod:`.giveback`)
 
     def _admitted(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Ticket) -> Ticket:
-        if self._entry(ticket, "output") is not None:
-            track(self.giveback, key, quotas).admitted(
-                asyncio.get_running_loop().time(), _amount("output", ticket.tokens))
+        if (entry := self._entry(ticket, "output")) is not None:
+            now, output = asyncio.get_running_loop().time(), _amount("output", ticket.tokens)
+            self.giveback.track(key, quotas, now).admitted(now, output, entry, lambda: (
+                self.part_headroom(key, quotas, "output") or 0) + output)
         return ticket
 
-    def _uncharged(self, key: Hashable, ticket: Any) -> None:  # never sent, or refused
-        if (back := self.giveback.get(key)) is not None and self._entry(ticket, "output"):
-            back.uncharged(_amount("output", ticket.tokens))
+    def _uncharged(self, key: Hashable, ticket: Any, quotas: Any = None) -> bool:
+        """Never sent, or refused (``quotas``): True when the 429 showed output kept charged."""
+        if (back := self.giveback.get(key)) is None or not (out := self._entry(ticket, "output")):
+            return False
+        again = back.refused(out) if quotas else 0
+        back.uncharged(_amount("output", ticket.tokens), out)
+        if again:  # the test failed: what it gave back is charged again
+            sent(self.inner, dict(self._layout(quotas))["output"], Part("output", key), again,
+                 None)
+        return bool(again)
 
     def _layout(self, quotas: tuple[Quota, ...]) -> list[tuple[str, tuple[Quota, ...]]]:
-        """``(part, its quotas)`` for the parts with quotas: "" (requests and totals) first."""
-        layout = self._layouts.get(quotas)
-        if layout is None:
-            if len(self._layouts) > 64:  # one per margin the layer measured (``latency``)
-                self._layouts.clear()
-            layout = self._layouts[quotas] = [
-                (part, tuple(q for q in quotas if q.part == part))
-                for part in ("", "input", "output") if any(q.part == part for q in quotas)]
-        return layout
+        return layout(self._layouts, quotas)
 
     @staticmethod
     def _key(part: str, key: Hashable) -> Hashable:
@@ -125,7 +119,8 @@ class SplitBackend:
         for name, entry, part in ticket.taken:
             if part == "output" and back is not None:  # unused output back once seen given back
                 back.ended(asyncio.get_running_loop().time(), tokens.output,
-                           _amount(part, ticket.tokens), partial(self.inner.reconcile, name, entry))
+                           _amount(part, ticket.tokens), partial(self.inner.reconcile, name, entry),
+                           entry)
             else:
                 self.inner.reconcile(name, entry, _amount(part, tokens))
 
@@ -135,7 +130,7 @@ class SplitBackend:
 
     def read_output(self, key: Hashable, remaining: int, limit: int) -> None:
         """The server's output ``remaining`` of ``limit``: does it give unused output back?"""
-        if (back := self.giveback.get(key)) is not None:
+        if back := self.giveback.get(key):
             back.read(asyncio.get_running_loop().time(), remaining, limit)
 
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
@@ -162,11 +157,11 @@ class SplitBackend:
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
                 reset: float | None, *, ticket: Any = None, limit: int | None = None,
-                part: str = "") -> None:
+                part: str = "", as_of_now: bool = False) -> None:
         """:class:`~llmguard.LearningBackend`'s, for the ``part`` quotas (as :meth:`cap`):
         each part learns its own shape from its own readings (Anthropic's
-        ``anthropic-ratelimit-input-tokens-*`` against its input bucket), read against its own
-        reservation of ``ticket``. Over a backend that learns nothing: :meth:`cap`."""
+        ``anthropic-ratelimit-input-tokens-*``), read against its own reservation of ``ticket``
+        (``as_of_now``: as of the answer). Over a backend that learns nothing: cap."""
         if not callable(getattr(self.inner, "observe", None)):
             if reset is not None:
                 self.cap(key, quotas, tokens, remaining, reset, part)
@@ -174,18 +169,22 @@ class SplitBackend:
         for name, sub in self._layout(quotas):
             if name == part and (not tokens or any(q.tokens for q in sub)):
                 self.inner.observe(self._key(part, key), sub, tokens, remaining, reset,
-                                   ticket=self._entry(ticket, part), limit=limit)
+                                   ticket=self._entry(ticket, part), limit=limit,
+                                   **({"as_of_now": True} if as_of_now else {}))
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
                 ticket: Any = None) -> None:
         """A 429: every part pauses (and learns from it, over a learning backend)."""
-        self._uncharged(key, ticket)  # a refused request is not charged
+        tested = self._uncharged(key, ticket, quotas)  # a refused request is not charged
         if not callable(getattr(self.inner, "observe", None)):
             self.pause(key, quotas, seconds)
             return
-        for part, sub in self._layout(quotas):
-            self.inner.refused(self._key(part, key), sub, seconds,
-                               ticket=self._entry(ticket, part))
+        for part, sub in self._layout(quotas):  # output kept charged explains it: no limit
+            if tested and part == "output":
+                self.inner.pause(self._key(part, key), sub, seconds)
+            else:
+                self.inner.refused(self._key(part, key), sub, seconds,
+                                   ticket=self._entry(ticket, part))
 
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
         """How each part is paced (``requests: ...; input: ...; output: ...``): what the
@@ -194,11 +193,12 @@ class SplitBackend:
         said = []
         for part, sub in self._layout(quotas):
             if part and all(q.continuous for q in sub):
-                back = self.giveback.get(key) if part == "output" else None
-                said.append((part, _BUCKET + (f", {back.describe()}" if back else "")))
-            elif shapes:
-                said.append((part or "requests", self.inner.shape(self._key(part, key), sub)))
-        return "; ".join(f"{label}: {shape}" for label, shape in said if shape)
+                shape = 'bucket (refill="continuous")'
+            else:
+                shape = self.inner.shape(self._key(part, key), sub) if shapes else ""
+            back = self.giveback.get(key) if part == "output" else None
+            said.append((part or "requests", shape + (f", {back.describe()}" if back else "")))
+        return "; ".join(f"{label}: {shape.lstrip(', ')}" for label, shape in said if shape)
 
     def limits(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int | None, int | None]:
         """The requests limit in force, and the tightest token limit of any part."""
@@ -235,10 +235,8 @@ class SplitBackend:
 
     def part_headroom(self, key: Hashable, quotas: tuple[Quota, ...], part: str) -> int | None:
         """Tokens available now in the ``part`` quotas (None when the layer has none)."""
-        for name, sub in self._layout(quotas):
-            if name == part:
-                return self.inner.headroom(self._key(part, key), sub)[1]
-        return None
+        sub = dict(self._layout(quotas)).get(part)
+        return None if sub is None else self.inner.headroom(self._key(part, key), sub)[1]
 
     def __repr__(self) -> str:
         return f"<SplitBackend input/output over {self.inner!r}>"

@@ -1,11 +1,10 @@
 """Quota accounting: the pure arithmetic behind ``RateLimit``'s in-memory backend.
 
 A :class:`Window` holds one partition's admissions against its quotas, each paced by a track:
-a sliding log (:mod:`.log`, ``refill="window"``), a bucket (:mod:`.bucket`,
-``refill="continuous"``), or, by default (``refill="auto"``), both plus a fixed count, with the
-shape learned from the server (:mod:`.auto`, :mod:`.shape`). On top: the pause a 429 asks for
-and the caps provider headers report. Everything takes ``now`` as an argument: tested directly.
-"""
+a sliding log (:mod:`.log`, ``refill="window"``), a bucket (:mod:`.bucket`, ``"continuous"``),
+or, by default (``"auto"``), both plus a fixed count, with the shape learned from the server
+(:mod:`.auto`, :mod:`.shape`). On top: the pause a 429 asks for and the caps provider headers
+report. Everything takes ``now`` as an argument: tested directly."""
 
 from __future__ import annotations
 
@@ -64,8 +63,7 @@ class Window:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
         learned = [q for q in quotas if q.learn]
         #: What this partition learned about the server's limiter (None: nothing to learn).
-        self.shape = (Shape(max(q.window - q.margin for q in learned), learned[0].margin)
-                      if learned else None)
+        self.shape = Shape.of(learned) if learned else None
         self.tracks: tuple[Any, ...] = tuple(
             AutoTrack(q, self.shape) if q.learn else Bucket(q) if q.continuous else Log(q)
             for q in quotas)
@@ -88,12 +86,10 @@ class Window:
         self.charge = Charge(min(charged)) if charged else None
 
     def wait(self, now: float, tokens: int) -> float:
-        """Seconds until one request of ``tokens`` may be admitted; 0.0 means now.
-
-        Every positive wait has ``SLACK`` added: a pause ending a float sliver past a tick of the
-        loop clock (5.2 + 0.799559 on a microsecond virtual clock) would otherwise ask for a
-        1e-16 s wait and be re-checked at the same clock reading forever (a busy loop), and a
-        bucket must be a hair past full enough when the provider checks it."""
+        """Seconds until one request of ``tokens`` may be admitted; 0.0 means now. Every
+        positive wait has ``SLACK`` added: a pause ending a float sliver past a tick of the loop
+        clock (5.2 + 0.799559 on a microsecond virtual clock) would otherwise ask for a 1e-16 s
+        wait, re-checked at the same clock reading forever (a busy loop)."""
         wait = self.paused_until - now
         tokens = tokens if self.charge is None else self.charge.units(tokens)
         for track in self.tracks:
@@ -109,9 +105,9 @@ class Window:
         return wait + SLACK if wait > 0.0 else 0.0
 
     def take(self, now: float, tokens: int) -> Entry | None:
-        """Admit one request of ``tokens`` now if every quota has room (the same test as
-        ``wait(now, tokens) == 0.0``, in one pass): its entry, else None with nothing recorded.
-        The path of every admission, so it is written out rather than built from helpers."""
+        """Admit one request of ``tokens`` now if every quota has room (``wait(now, tokens) ==
+        0.0``, in one pass): its entry, else None with nothing recorded. Written out (the path of
+        every admission)."""
         estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         if self.paused_until > now:
             return learn.probe(self, now, tokens, estimate)
@@ -138,10 +134,8 @@ class Window:
         self.readings.admit(now, entry)
         for track in self.tracks:
             track.add(now, entry)
-        caps = self.caps
-        if caps:
-            for unit, cap in caps.items():
-                cap[0] -= tokens if unit else 1
+        for unit, cap in self.caps.items():
+            cap[0] -= tokens if unit else 1
         shape = self.shape
         if shape is not None:
             log = self.log
@@ -153,8 +147,7 @@ class Window:
         return entry
 
     def idle(self, now: float) -> bool:
-        """True when nothing is in any window, no pause or cap applies: a fresh window's state
-        but for what it learned about the server (a key idle that long learns it again)."""
+        """True when nothing is in any window, no pause or cap applies (a fresh window's)."""
         for track in self.tracks:
             if not track.idle(now):
                 return False
@@ -163,11 +156,10 @@ class Window:
     def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1,
                answered: bool = True) -> None:
         """Change an entry to ``tokens`` (reconcile) or remove it (``live=0``, refund). With
-        buckets this settles it (call it for every entry, even with its tokens unchanged): a
-        second call, or one for an entry of another window, changes nothing. A refund gives
-        back everything the admission took: the windows, a bucket's level, the caps. A learned
-        token quota keeps what the server counts (:mod:`.charge`; ``answered``: the call was
-        answered, not merely counted as sent)."""
+        buckets this settles it (call it for every entry): a second call, or one for an entry of
+        another window, changes nothing. A refund gives back all the admission took (windows,
+        a bucket's level, caps). A learned token quota keeps what the server counts
+        (:mod:`.charge`; ``answered``: the call was answered, not merely counted as sent)."""
         if self.buckets:
             if entry.owner is not self:
                 return
@@ -178,34 +170,35 @@ class Window:
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
-        caps = self.caps
-        if caps:
-            for unit, cap in caps.items():
-                if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
-                    cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
+        for unit, cap in self.caps.items():
+            if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
+                cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         shape = self.shape
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
-        if shape is not None and live and answered and shape.candidate is not None:
-            shape.answered(entry, tokens, now)  # (it counts only across a supposed boundary)
         if shape is not None and entry is shape.probe:
             learn.settled(self, now, live)
         entry.tokens = tokens
         entry.live = live
 
     def cap(self, now: float, tokens: bool, remaining: int, reset: float | None,
-            ticket: Entry | None = None, limit: int | None = None, wall: float = 0.0) -> None:
-        """The provider says only ``remaining`` are left (until ``reset`` seconds from now when
-        it says; ``limit`` when it says), as it counted the request of ``ticket`` (None: as of
-        now), read as a bound against ours in flight and combined per burst (:mod:`.reading`):
-        a bucket's level, else a cap until the reset (or the fixed window's boundary). A shape
-        to learn learns from it too (:mod:`.shape`; ``wall``: the wall clock now)."""
+            ticket: Entry | None = None, limit: int | None = None, wall: float = 0.0,
+            as_of_now: bool = False) -> None:
+        """The provider says only ``remaining`` are left (until ``reset`` s from now; of
+        ``limit``), as it counted the request of ``ticket`` (None, or ``as_of_now``: all of
+        ours sent so far), read against ours in flight per burst (:mod:`.reading`): a bucket's
+        level, else a cap until the reset (or a fixed window's boundary). A shape to learn
+        learns from it too (:mod:`.shape`; ``wall``: the wall clock now)."""
+        seen = ticket  # the last of ours it counted: as of now, the last sent
+        if as_of_now and ticket is not None:
+            seen, ticket = self.readings.recent[-1], None
         at = now if ticket is None else ticket.time
         tracks = [t for t in self.tracks if t.quota.tokens is tokens]
         if self.shape is not None:
             learners = [t for t in tracks if isinstance(t, AutoTrack) and t.learns()]
             if learners:
-                learn.observe(self, now, learners, tokens, remaining, reset, ticket, limit, wall)
+                learn.observe(self, now, learners, tokens, remaining, reset, seen, limit, wall,
+                              at)
         issued = self.issued_tokens if tokens else self.issued
         track = self.tracks[0]
         after = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
@@ -246,8 +239,8 @@ class Window:
                 self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued, -1]
 
     def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0) -> None:
-        """A 429 asked for ``seconds`` of pause after the request of ``ticket``: pause, and with
-        a shape to learn, learn from it too (:func:`.learn.refused`)."""
+        """A 429 asked for ``seconds`` of pause after the request of ``ticket`` (and what it
+        teaches a shape to learn: :func:`.learn.refused`)."""
         until = now + seconds
         if self.shape is not None:
             until = learn.refused(self, now, ticket, seconds, wall)

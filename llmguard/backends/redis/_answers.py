@@ -42,10 +42,11 @@ class Answers:
         ))
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
-                reset: float | None, *, ticket: Any = None, limit: int | None = None) -> None:
+                reset: float | None, *, ticket: Any = None, limit: int | None = None,
+                as_of_now: bool = False) -> None:
         if quotas[0].learn:
             self._learning.observe(key, quotas, tokens, remaining, reset, ticket, limit,
-                                   self._key(key))
+                                   self._key(key), as_of_now)
         elif reset is not None:
             self.cap(key, quotas, tokens, remaining, reset)
 

@@ -176,13 +176,16 @@ class RedisLearning:
         ticket.made = None
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
-                reset: float | None, ticket: Any, limit: int | None, names: list[str]) -> None:
+                reset: float | None, ticket: Any, limit: int | None, names: list[str],
+                as_of_now: bool = False) -> None:
         """A header reading: learned from in the local window, the shape shared if it changed,
-        and the reading applied in Redis (``_learned_scripts.READING``)."""
+        and the reading applied in Redis (``_learned_scripts.READING``; as of now without a
+        member)."""
         entry = _entry(ticket)
-        self.local.observe(key, quotas, tokens, remaining, reset, ticket=entry, limit=limit)
+        self.local.observe(key, quotas, tokens, remaining, reset, ticket=entry, limit=limit,
+                           as_of_now=as_of_now)
         self._publish(key, quotas)
-        member = ticket.member if isinstance(ticket, AutoTicket) else ""
+        member = ticket.member if isinstance(ticket, AutoTicket) and not as_of_now else ""
         self.connection.spawn(self.connection.write(
             _learned_scripts.READING, [names[1], names[0], names[3]],
             [int(tokens), remaining, "" if reset is None else reset, member,

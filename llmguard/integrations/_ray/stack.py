@@ -8,7 +8,7 @@ from typing import Any
 import llmguard as lg
 
 from ..._pipeline.stack import StackSpec, build_stack
-from ..._serve.deployments import DeploymentConfig, router_of
+from ..._upstream.deployments import DeploymentConfig, router_of
 
 __all__ = ["Stack"]
 

@@ -6,19 +6,32 @@ request names the deployment the Router chose, the application's terminal sends 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import llmguard as lg
+from .._core.config_file import ConfigError, Reader, integer, number, one_of, read_toml, string
+from .config import UPSTREAM_KEYS, UpstreamConfig
 
-from .config_parse import DEPLOYMENT_KEYS, PER_DEPLOYMENT, ConfigError, Reader, read_toml
-from .upstream import UpstreamConfig
+if TYPE_CHECKING:  # imported when a router is built: a run without deployments never loads it
+    from .._routing.layer import Router
 
-__all__ = ["DEPLOYMENT", "DeploymentConfig", "load_deployments", "model_deployments",
-           "parse_deployments", "router_of"]
+__all__ = ["DEPLOYMENT", "DEPLOYMENT_KEYS", "PER_DEPLOYMENT", "DeploymentConfig",
+           "load_deployments", "model_deployments", "parse_deployments", "router_of"]
 
 #: The request key the Router's choice travels in, from its dict target to the terminal
 #: handler (which takes it out before the request goes upstream).
 DEPLOYMENT = "llmguard_deployment"
+
+#: ``[[models.NAME.deployments]]`` and ``[[deployments]]``: one upstream of the model, with its
+#: own quotas (the Router): each TOML key and the check that converts its value.
+DEPLOYMENT_KEYS = {
+    "name": string, **UPSTREAM_KEYS, "rpm": integer(), "tpm": integer(),
+    "input_tpm": integer(), "output_tpm": integer(),
+    "concurrency": integer(), "weight": number(), "timeout": number(),
+    "refill": one_of("auto", "window", "continuous"), "burst": number(), "margin": number(False),
+}
+#: A gateway model's keys that belong to each deployment once the model has ``deployments``.
+PER_DEPLOYMENT = (*UPSTREAM_KEYS, "rpm", "tpm", "input_tpm", "output_tpm", "refill", "burst",
+                  "margin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +104,15 @@ def load_deployments(path: str) -> tuple[DeploymentConfig, ...]:
 
 
 def router_of(deployments: tuple[DeploymentConfig, ...], strategy: str, max_wait: float | None,
-              backend: Any) -> lg.Router:
+              backend: Any) -> Router:
     """The Router over ``deployments`` (quotas shared through ``backend`` if given), each a
     dict target naming it under :data:`DEPLOYMENT`."""
-    return lg.Router(*(lg.Deployment({DEPLOYMENT: d.name}, name=d.name, rpm=d.rpm, tpm=d.tpm,
-                                     input_tpm=d.input_tpm, output_tpm=d.output_tpm,
-                                     concurrency=d.concurrency, weight=d.weight,
-                                     timeout=d.timeout, refill=d.refill, burst=d.burst,
-                                     margin=d.margin)
-                       for d in deployments),
-                     strategy=strategy, max_wait=max_wait, backend=backend)
+    from .._routing.deployment import Deployment
+    from .._routing.layer import Router
+
+    return Router(*(Deployment({DEPLOYMENT: d.name}, name=d.name, rpm=d.rpm, tpm=d.tpm,
+                               input_tpm=d.input_tpm, output_tpm=d.output_tpm,
+                               concurrency=d.concurrency, weight=d.weight, timeout=d.timeout,
+                               refill=d.refill, burst=d.burst, margin=d.margin)
+                    for d in deployments),
+                  strategy=strategy, max_wait=max_wait, backend=backend)

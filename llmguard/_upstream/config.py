@@ -1,16 +1,26 @@
 """Where a configured model's requests go: :class:`UpstreamConfig`, the upstream fields a
 gateway model (``[models.NAME]``) and a deployment (``[[...deployments]]``, also ``llmguard run
---config``'s) share, and :func:`upstream_of`, the upstream they describe."""
+--config``'s) share, their TOML keys, and :func:`upstream_of`, the upstream they describe."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-from .._upstream.protocol import Upstream
-from .._upstream.select import make_upstream
+from .._core.config_file import integer, number, one_of, string
+from .protocol import Upstream
+from .select import make_upstream
 
-__all__ = ["UpstreamConfig", "upstream_of"]
+__all__ = ["PROVIDERS", "UPSTREAM_KEYS", "UpstreamConfig", "upstream_of"]
+
+PROVIDERS = ("fake", "litellm", "openai")
+
+#: Where a model or a deployment goes (:class:`UpstreamConfig`'s fields): each TOML key and the
+#: check that converts its value.
+UPSTREAM_KEYS = {
+    "provider": one_of(*PROVIDERS), "model": string, "base_url": string, "api_key_env": string,
+    "latency": number(False), "seconds_per_token": number(False), "fail_status": integer(400, 599),
+}
 
 
 @dataclass(frozen=True, slots=True)
