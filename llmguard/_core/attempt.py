@@ -11,6 +11,7 @@ one attempt or alternate leaks into the next or outward.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 __all__ = ["Attempt", "Hooks"]
@@ -32,14 +33,7 @@ class Hooks(Generic[F]):
     def add(self, fn: F) -> Callable[[], None]:
         """Add ``fn``; returns its remover (calling it twice is harmless)."""
         self._fns.append(fn)
-
-        def remove() -> None:
-            for i in range(len(self._fns) - 1, -1, -1):
-                if self._fns[i] is fn:
-                    del self._fns[i]
-                    return
-
-        return remove
+        return partial(_remove, self._fns, fn)  # one object a hook (a closure makes four)
 
     def __iter__(self) -> Iterator[F]:
         return iter(self._fns.copy())  # a hook may remove itself while they run
@@ -49,6 +43,17 @@ class Hooks(Generic[F]):
 
     def __len__(self) -> int:
         return len(self._fns)
+
+
+def _remove(fns: list[Any], fn: Any) -> None:
+    """Take ``fn`` out of ``fns`` (a :meth:`Hooks.add` remover; nothing if it is not there)."""
+    if fns and fns[-1] is fn:  # the common case: layers unhook in the reverse order
+        del fns[-1]
+        return
+    for i in range(len(fns) - 2, -1, -1):
+        if fns[i] is fn:
+            del fns[i]
+            return
 
 
 class Attempt:

@@ -106,14 +106,14 @@ class Metrics:
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         span = None if self._tracer is None else start_span(self, call)
-        loop_time = (call.loop or loop_of(call)).time
+        loop = call.loop or loop_of(call)
         self._in_flight += 1
-        start = loop_time()
+        start = loop.time()
         try:
             result = await call_next(call)
         except Exception as exc:
             self._in_flight -= 1
-            self._finish(call, loop_time() - start, None, exc)
+            self._finish(call, loop.time() - start, None, exc)
             if span is not None:
                 end_span(span, call, exc)
             raise
@@ -127,7 +127,7 @@ class Metrics:
             self._follow(call, result, start, span)
             return result
         self._in_flight -= 1
-        self._finish(call, loop_time() - start, result, None)
+        self._finish(call, loop.time() - start, result, None)
         if span is not None:
             end_span(span, call, None)
         return result
@@ -209,7 +209,17 @@ class Metrics:
         self._latency.add(seconds)
         instruments = self._instruments
         recording = instruments.recording
-        self._tally(known, series)
+        counts = self._counts  # what the record counts (written out: every call runs it)
+        if known.retries:
+            counts["retries"] += known.retries
+        if known.fallback is not None:
+            counts["fallbacks"] += 1
+        if known.cache in counts:
+            counts[known.cache] += 1
+        if known.cost is not None:
+            series.cost += known.cost
+        if known.wait and recording:
+            instruments.wait.record(known.wait, series.attrs)
         if not known.billable:  # answered by the cache: no provider operation, no tokens
             return
         if recording:
@@ -224,18 +234,6 @@ class Metrics:
                 instruments.tokens.record(usage.input_tokens, series.input_attrs)
                 if series.output_attrs is not None:
                     instruments.tokens.record(usage.output_tokens, series.output_attrs)
-
-    def _tally(self, known: CallRecord, series: Series) -> None:
-        counts = self._counts
-        counts["retries"] += known.retries
-        if known.fallback is not None:
-            counts["fallbacks"] += 1
-        if known.cache in counts:
-            counts[known.cache] += 1
-        if known.cost is not None:
-            series.cost += known.cost
-        if known.wait and self._instruments.recording:
-            self._instruments.wait.record(known.wait, series.attrs)
 
     def snapshot(self) -> MetricsSnapshot:
         """The counts the observable instruments export (calls, in-flight, retries, cost)."""

@@ -361,6 +361,39 @@ async def test_observe_headers_tightens_but_never_loosens() -> None:
     assert layer.statistics().requests_available == 99  # the quota, minus the call at 360 s
 
 
+class AnswerHeaders:
+    """A transport stand-in below the layer: writes each attempt's response headers, then the
+    answer's or the error's (``fail``) goes back up."""
+
+    def __init__(self, remaining: int, fail: bool = False) -> None:
+        self.remaining, self.fail = remaining, fail
+
+    async def __call__(self, call: lg.Call, call_next: lg.Handler):
+        assert call.response_headers is None  # the layer cleared an earlier attempt's
+        result = await call_next(call)
+        call.response_headers = {"x-ratelimit-remaining-requests": str(self.remaining),
+                                 "x-ratelimit-reset-requests": "60s"}
+        self.remaining -= 1
+        if self.fail:
+            raise RuntimeError("upstream error with rate-limit headers")
+        return result
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_the_layer_reads_the_attempts_response_headers_itself(fail) -> None:
+    """RateLimit shows itself each attempt's response headers (``observes_inline``: no frame of
+    compose's): after a success or an error, headers written below it cap the headroom."""
+    layer = lg.RateLimit(rpm=100)
+    headers = AnswerHeaders(remaining=5, fail=fail)
+    guarded = lg.guard(layer, headers)(Recorder(latency=0))
+    for _ in range(2):
+        try:
+            await guarded(1)
+        except RuntimeError:
+            assert fail
+    assert layer.statistics().requests_available == 4 and at_baseline(layer)
+
+
 @pytest.mark.parametrize(
     "text, seconds",
     [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5),

@@ -26,6 +26,25 @@ def test_hooks_run_in_order_added_and_removers_remove() -> None:
     assert seen == ["a", "b", "b"] and len(hooks) == 1
 
 
+def test_a_remover_takes_out_one_adding_of_its_hook_in_any_order() -> None:
+    """A function added twice is there twice; each remover takes one out, whether it was
+    added last (layers unhook in reverse) or not, and the rest keep their order."""
+    hooks: Hooks[Any] = Hooks()
+
+    def f() -> None: ...
+
+    def g() -> None: ...
+
+    first, second, third = hooks.add(f), hooks.add(f), hooks.add(g)
+    first()
+    assert list(hooks) == [f, g]
+    third()
+    assert list(hooks) == [f]
+    second()
+    second()
+    assert list(hooks) == [] and not hooks
+
+
 async def test_each_retry_attempt_is_fresh_and_the_callers_comes_back() -> None:
     """Retry gives each try a new Attempt (number, its deadline, not sent, no tokens or
     headers of the try before) and puts the caller's attempt back; a hook an outer layer added

@@ -59,6 +59,9 @@ class AutoTrack:
         return entry.tokens if self.quota.tokens else entry.live
 
     def fits(self, now: float, tokens: int) -> bool:
+        kind = self.shape.kind
+        if kind != "bucket" and kind != "fixed":  # the log paces (``_pacer``): every admission
+            return self.log.fits(now, tokens)
         return self._pacer().fits(now, tokens)
 
     def wait(self, now: float, need: int) -> float:
@@ -71,7 +74,8 @@ class AutoTrack:
         log.add(now, entry)
         recent = self.recent
         recent.append(entry)
-        while recent[0].time < now - 2 * self.window:
+        horizon = now - 2 * self.window
+        while recent[0].time < horizon:
             recent.popleft()
         self.bucket.add(now, entry)
         if self.fixed is not None:

@@ -118,7 +118,8 @@ class Bucket:
 
     def add(self, now: float, entry: Any) -> None:
         """Take the entry's units now."""
-        self._refill(now)
+        if now > self.at:
+            self._refill(now)
         units = entry.tokens if self.quota.tokens else entry.live
         self.level -= units
         self.deficit += units
@@ -126,7 +127,8 @@ class Bucket:
 
     def adjust(self, now: float, entry: Any, tokens: int, live: int) -> None:
         """Settle the entry: it used ``tokens`` (``live=1``) or was refunded (``live=0``)."""
-        self._refill(now)
+        if now > self.at:
+            self._refill(now)
         if self.quota.tokens:
             reserved, actual = entry.tokens, tokens if live else None
         else:

@@ -28,6 +28,7 @@ from .line import Held, WaitingLine
 from .quotas import build_quotas, check_backend, check_choice, used_tokens
 from .split_backend import check_fits, setup, split_used, too_large
 from .stats import RateLimitStats
+from .window import Entry
 
 __all__ = ["DEFAULT_PAUSE", "RateLimit", "RateLimitStats", "parse_duration"]
 
@@ -62,6 +63,10 @@ class RateLimit(ServerFeedback):
     * ``backend``: where the quota state lives (:class:`RateLimitBackend`; in memory by default).
       ``assume_spent()`` counts every quota as used up now (a run resumed after a kill).
     """
+
+    #: ``compose`` gives it no header-observing frame: ``__call__`` shows itself the attempt's
+    #: response headers (:class:`~llmguard.HeaderObserver`; a coroutine frame less per call).
+    observes_inline = True
 
     __slots__ = (
         "_margin", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
@@ -117,14 +122,17 @@ class RateLimit(ServerFeedback):
             key = call.partition = self._key(*call.args, **call.kwargs)
         tokens = 0
         if self._max_tokens is not None:
-            tokens = token_count(self._tokens(*call.args, **call.kwargs), "RateLimit(tokens=...)")
+            tokens = self._tokens(*call.args, **call.kwargs)
+            if type(tokens) is not int or tokens < 0:  # checked only when not a count already
+                tokens = token_count(tokens, "RateLimit(tokens=...)")
             if tokens > self._max_tokens or (self._split and check_fits(tokens, self.quotas)):
                 self._rejected += 1
                 raise call.rejected("rate_limit", too_large(tokens, self._max_tokens, self.quotas))
         take = self._take
         ticket = None
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
-            ticket = take(key, self.quotas, tokens)
+            margin = self._margin  # ``self.quotas``, without the property unless measured
+            ticket = take(key, self.quotas if margin.measured else margin.quotas, tokens)
         if ticket is None:  # wait in line (a future, written out here: no frame per waiter)
             line, loop = self._line, call.loop or loop_of(call)
             started = loop.time()
@@ -142,18 +150,26 @@ class RateLimit(ServerFeedback):
                 self.backend.refund(key, ticket)
                 line.wake(key)
                 raise
+            at = loop.time()
+        else:  # taken now: an in-memory entry holds the time read for it (one clock read a call)
+            at = ticket.time if type(ticket) is Entry else (call.loop or loop_of(call)).time()
         if self._max_tokens is not None:
-            call.tokens = tokens
+            call.current.tokens = tokens  # (``call.tokens``, without the property)
         self._admitted += 1
         self._in_flight += 1
         self._reserved += tokens
         # What an inner limiter that queues the call calls back (``Held.recount``). An object,
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
-        held = Held(self._line, call, key, ticket, tokens)
-        unhook = call.current.on_wait.add(held.recount)
+        held = Held(self._line, call, key, ticket, tokens, at)
+        unhook = call.current.on_wait.add(held)  # awaits ``held()``: its ``recount``
         reset = HELD.set(held)  # the provider's headers are read against this reservation
+        call.current.response_headers = None  # this attempt's only (``observes_inline``)
         try:
-            result = await call_next(call)
+            try:
+                result = await call_next(call)
+            finally:  # first: the headers count the answer, before it is settled
+                if call.response_headers is not None:
+                    self.observe_response(call)
         except BaseException as exc:
             self._failed(call, exc, key, held.ticket, tokens)
             raise

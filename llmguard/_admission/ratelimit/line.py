@@ -215,11 +215,11 @@ class Held:
     __slots__ = ("line", "call", "key", "ticket", "tokens", "at")
 
     def __init__(self, line: WaitingLine, call: Any, key: Hashable, ticket: Any,
-                 tokens: int) -> None:
+                 tokens: int, at: float) -> None:
         self.line, self.call, self.key, self.ticket = line, call, key, ticket
         self.tokens = tokens
-        #: Loop time of the reservation (its answer's headers sample the send latency).
-        self.at = clock.now()
+        #: Loop time of the reservation, ``at`` (its answer's headers sample the send latency).
+        self.at = at
 
     async def recount(self) -> None:
         """The provider sees the call only now: give the reservation back and take one at this
@@ -240,3 +240,6 @@ class Held:
                 line.leave(key, future)
                 raise
         self.ticket, self.at = ticket, clock.now()
+
+    #: The attempt's ``on_wait`` hook is the object itself (no bound method made a call).
+    __call__ = recount

@@ -116,6 +116,8 @@ def used_tokens(call: Any, result: Any, reserved: int,
         actual = found.total_tokens
     if actual is None:
         return reserved
+    if type(actual) is int and actual >= 0:  # a count already (a Usage's): nothing to check
+        return actual
     try:
         return token_count(actual, "RateLimit(usage=...)")
     except (TypeError, ValueError) as exc:  # the answer is paid for: keep it, keep the estimate

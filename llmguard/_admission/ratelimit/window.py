@@ -57,7 +57,7 @@ class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
     __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
-                 "readings", "charge", "quotas")
+                 "readings", "charge", "quotas", "log")
 
     def __init__(self, quotas: tuple[Quota, ...]) -> None:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
@@ -67,6 +67,9 @@ class Window:
         self.tracks: tuple[Any, ...] = tuple(
             AutoTrack(q, self.shape) if q.learn else Bucket(q) if q.continuous else Log(q)
             for q in quotas)
+        #: The sliding log of the first quota when its shape is learned (each admission's
+        #: ``first`` is read from it), else None.
+        self.log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
         #: True when an entry must be settled exactly once (buckets keep what is outstanding).
         self.buckets = any(q.continuous or q.learn for q in quotas)
         #: Loop time before which nothing is admitted (a provider's Retry-After).
@@ -135,7 +138,7 @@ class Window:
             cap[0] -= tokens if unit else 1
         shape = self.shape
         if shape is not None:
-            log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
+            log = self.log
             if log is not None and log.entries:
                 entry.first = log.oldest()
             if shape.candidate is not None and shape.since is None \
