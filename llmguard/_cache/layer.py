@@ -120,7 +120,8 @@ class Cache(SingleFlight):
             self._bypassed += 1
             call.record.cache = "bypass"
             return await call_next(call)
-        key = self.key_for(call.fn, call.args, call.kwargs)
+        key = (self._keyer(call.fn, call.args, call.kwargs) if self._key is None
+               else custom_key(self._key, call.args, call.kwargs))
         if self.per_partition:
             key = f"{key}@{call.partition!s}"
         if mode is None:

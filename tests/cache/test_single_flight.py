@@ -3,7 +3,6 @@ passed on by a joiner that leaves too, errors, ttl, a shared store, a closed cor
 
 import asyncio
 
-import pytest
 
 import llmguard as lg
 from llmguard._cache.store import MISSING
