@@ -21,8 +21,8 @@ from .key import custom_key
 from .keyer import Keyer
 from .mapping_store import store_of
 from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
-from .store import MISSING, CacheStore, LocalStore
 from .singleflight import SingleFlight
+from .store import MISSING, CacheStore, LocalStore
 from .stream import Tee, fresh, is_recording, replay
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]

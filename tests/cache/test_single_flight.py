@@ -3,11 +3,11 @@ passed on by a joiner that leaves too, errors, ttl, a shared store, a closed cor
 
 import asyncio
 
+from cancel_points import CancelAt
 
 import llmguard as lg
 from llmguard._cache.store import MISSING
 from llmguard.testing import FakeLLM
-from cancel_points import CancelAt
 
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
