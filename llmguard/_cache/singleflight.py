@@ -74,6 +74,7 @@ class SingleFlight:
         if not waiter.done() or waiter.cancelled():
             if flight.leave(waiter):  # the last one out of a take-over's task: nobody wants it
                 flight.task.cancel()  # type: ignore[union-attr]
+                self._abandon(key)  # here too: a task cancelled before it started runs nothing
                 self._land(key, flight)
         elif waiter.result() is LEAD:
             flight.live -= 1
