@@ -135,8 +135,9 @@ class SingleFlight:
     @staticmethod
     def _hand(flight: Flight, result: Any, mine: bool) -> Any:
         """Give each joiner still waiting its own copy of ``result``; returns the runner's."""
-        for waiter in flight.resolved():
-            waiter.set_result(fresh(result))
+        if flight.waiters:  # most misses: nobody joined
+            for waiter in flight.resolved():
+                waiter.set_result(fresh(result))
         return result if mine else fresh(result)
 
     def _land(self, key: str, flight: Flight) -> None:  # a later call starts a fresh flight
