@@ -34,7 +34,8 @@ def _no_op(key: str) -> None:
 
 @public
 class Cache(SingleFlight):
-    """Cache successful results for ``ttl`` seconds; identical concurrent calls run once.
+    """Cache successful results for ``ttl`` seconds; identical concurrent calls run once (the
+    first caller runs the call; if it is cancelled while others wait, one of them runs it again).
 
     The default key is a sha256 over the guarded function's identity and its arguments bound to
     its signature (positional, keyword and default forms of one call are one entry), leaving out
