@@ -112,7 +112,7 @@ def main():
     cached = per_call(lambda k: misses(k, lambda: lg.guard(lg.Cache(ttl=300, maxsize=n))(provider)), n)
     print(f"\n{'miss path (per call)':42} {'µs':>8}")
     print(f"{'no cache':42} {plain:8.2f}")
-    print(f"{'lg.Cache miss (key + flight task + store)':42} {cached:8.2f}  (+{cached - plain:.2f} µs)")
+    print(f"{'lg.Cache miss (key + flight + store)':42} {cached:8.2f}  (+{cached - plain:.2f} µs)")
 
     total, distinct, rows = loop.run_until_complete(duplicate_batch())
     print(f"\nconcurrent batch: {total} prompts, {distinct} distinct (30% duplicates)")

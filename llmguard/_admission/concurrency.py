@@ -19,6 +19,18 @@ from .limiter import ConcurrencyLimiter, Limiter
 __all__ = ["ConcurrencyLimit"]
 
 
+def _queue_of(limiter: Any) -> Callable[..., Any] | None:
+    """The limiter's ``enqueue`` (with ``withdraw``), when its ``acquire`` is the one built on
+    them: a subclass that overrides ``acquire`` alone is always waited through it."""
+    if not callable(getattr(limiter, "enqueue", None)) or not callable(
+            getattr(limiter, "withdraw", None)):
+        return None
+    mro = type(limiter).__mro__
+    defines = [next((cls for cls in mro if name in vars(cls)), None)
+               for name in ("enqueue", "acquire")]
+    return limiter.enqueue if defines[0] is defines[1] else None
+
+
 @public
 class ConcurrencyLimit:
     """Layer: at most ``limit`` calls in flight, with priorities and per-key fairness.
@@ -32,7 +44,7 @@ class ConcurrencyLimit:
     outer layer. Waiting keys are served round-robin, FIFO within a (priority, key).
     """
 
-    __slots__ = ("limiter", "_priority", "_key", "_try_acquire")
+    __slots__ = ("limiter", "_priority", "_key", "_try_acquire", "_enqueue")
 
     def __init__(
         self,
@@ -59,6 +71,9 @@ class ConcurrencyLimit:
         #: protocol), used when the call's priority and partition are the defaults.
         fast = getattr(self.limiter, "try_acquire", None)
         self._try_acquire = fast if callable(fast) and priority is None and key is None else None
+        #: The limiter's queue without a coroutine (``enqueue()``/``withdraw()``, optional
+        #: beyond the Limiter protocol): a queued call then awaits the future itself.
+        self._enqueue = _queue_of(self.limiter)
 
     def _admission(self, call: Call) -> tuple[int, Hashable]:
         """The call's (priority, partition): from the callables if given, else from the call.
@@ -97,7 +112,7 @@ class ConcurrencyLimit:
         started = loop.time()
         limiter = self.limiter
         try:
-            await limiter.acquire(priority=priority, partition=partition)
+            await self._queued(priority, partition)
         except AdmissionError as exc:  # queue full, or max_wait passed
             raise call.rejected(self._wait_label, exc)
         waited = loop.time() - started
@@ -108,15 +123,40 @@ class ConcurrencyLimit:
                 limiter.release()
                 raise
 
+    async def _queued(self, priority: int, partition: Hashable) -> None:
+        """Wait for a permit: in the limiter's ``acquire``, or where it can (``enqueue``, no
+        ``max_wait``), on the future it queued."""
+        limiter = self.limiter
+        if self._enqueue is None or limiter.max_wait is not None:
+            await limiter.acquire(priority=priority, partition=partition)
+        elif (queued := self._enqueue(priority, partition)) is not None:
+            future, place = queued
+            del queued
+            try:
+                await future
+            except BaseException:
+                limiter.withdraw(future, place)
+                raise
+
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         limiter = self.limiter
-        # _acquire, inlined: a queued call then holds one coroutine frame here, not two.
+        # _acquire and _queued, inlined: a queued call then holds one coroutine frame here,
+        # not three (no acquire() frame either, with the in-process limiter).
         if not self._taken(call):
             priority, partition = self._admission(call)
             loop = call.loop or loop_of(call)
             started = loop.time()
             try:
-                await limiter.acquire(priority=priority, partition=partition)
+                if self._enqueue is None or limiter.max_wait is not None:
+                    await limiter.acquire(priority=priority, partition=partition)
+                elif (queued := self._enqueue(priority, partition)) is not None:
+                    future, place = queued
+                    del queued  # not held while waiting (64 bytes a waiter)
+                    try:
+                        await future  # here: a queued call holds no acquire() frame
+                    except BaseException:
+                        limiter.withdraw(future, place)
+                        raise
             except AdmissionError as exc:  # queue full, or max_wait passed
                 raise call.rejected(self._wait_label, exc)
             waited = loop.time() - started

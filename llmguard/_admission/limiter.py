@@ -16,7 +16,7 @@ from typing import Any
 from .._core.check import admission as check_admission, number
 from .._core.errors import AdmissionTimeout, QueueFull
 from .._core.public import public
-from .fair import FairQueue
+from .fair import FairQueue, Fifo
 from .permits import ConcurrencyStats, Limiter
 
 __all__ = ["ConcurrencyLimiter", "ConcurrencyStats", "Limiter"]
@@ -95,10 +95,38 @@ class ConcurrencyLimiter:
         A ``priority`` that is not an int or a ``partition`` that is not hashable raises
         ``TypeError`` for this call only, before anything is taken."""
         check_admission(priority, partition)
+        queued = self.enqueue(priority, partition)
+        if queued is None:
+            return
+        future, fifo = queued
+        del queued  # not held while waiting (64 bytes a waiter)
+        try:
+            if self.max_wait is None:
+                await future
+            else:
+                async with asyncio.timeout(self.max_wait):
+                    await future
+        except BaseException as exc:
+            self.withdraw(future, fifo)
+            if isinstance(exc, TimeoutError):
+                self._timed_out += 1
+                raise AdmissionTimeout(
+                    f"waited {self.max_wait:g} s for one of {self._limit} concurrency slots "
+                    f"({self._in_flight} in flight, {self._waiting} still waiting); raise "
+                    "max_wait or limit, or send fewer calls"
+                ) from None
+            raise
+
+    def enqueue(self, priority: int = 0, partition: Hashable = None,
+                ) -> tuple[asyncio.Future[None], Fifo] | None:
+        """:meth:`acquire` without its wait (and without ``max_wait``), synchronous: None when
+        a permit was taken at once, else the future granting one (awaited by the caller, in its
+        own frame: a queued :class:`~llmguard.ConcurrencyLimit` call holds no ``acquire``
+        coroutine) and its place in the queue, for :meth:`withdraw`. Raises QueueFull."""
         if self._in_flight < self._limit and not self._waiting:
             self._in_flight += 1  # happy path: no future, no await, no allocation
             self._admitted += 1
-            return
+            return None
         if self.max_queue is not None and self._waiting >= self.max_queue:
             self._rejected += 1
             raise QueueFull(
@@ -109,27 +137,17 @@ class ConcurrencyLimiter:
         fifo = self._queue.push(future, priority, partition)
         self._waiting += 1
         self._waiting_by_priority[priority] = self._waiting_by_priority.get(priority, 0) + 1
-        try:
-            if self.max_wait is None:
-                await future
-            else:
-                async with asyncio.timeout(self.max_wait):
-                    await future
-        except BaseException as exc:
-            if future.done() and not future.cancelled():
-                self.release()  # granted, then cancelled before we resumed: pass it on
-            else:
-                future.cancel()
-                self._unwait(priority)
-                self._queue.discard(fifo)
-            if isinstance(exc, TimeoutError):
-                self._timed_out += 1
-                raise AdmissionTimeout(
-                    f"waited {self.max_wait:g} s for one of {self._limit} concurrency slots "
-                    f"({self._in_flight} in flight, {self._waiting} still waiting); raise "
-                    "max_wait or limit, or send fewer calls"
-                ) from None
-            raise
+        return future, fifo
+
+    def withdraw(self, future: asyncio.Future[None], fifo: Fifo) -> None:
+        """A caller of :meth:`enqueue` stopped waiting (cancelled, timed out): afterwards it
+        holds nothing; a permit granted meanwhile is passed on, never lost."""
+        if future.done() and not future.cancelled():
+            self.release()  # granted, then cancelled before it resumed: pass it on
+        else:
+            future.cancel()
+            self._unwait(fifo.priority)
+            self._queue.discard(fifo)
 
     def release(self) -> None:
         """Give a permit back; the next waiter (if any) gets it at once."""

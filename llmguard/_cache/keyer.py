@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,8 @@ from .key import IGNORED_KWARGS, bound_arguments, is_default, is_method_of
 
 __all__ = ["Keyer"]
 
+#: How the canonical encoder (``ensure_ascii=False``) writes a str.
+_quote = json.encoder.encode_basestring
 _REQUIRED = inspect.Parameter.empty
 _POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
@@ -39,7 +42,7 @@ class _Plan:
     """What a function's keys need, read once: its identity, its parameters and defaults."""
 
     __slots__ = ("fn", "name", "who", "names", "defaults", "required", "var_kw", "dotted",
-                 "memo")
+                 "memo", "prefix", "order")
 
     def __init__(self, fn: Any, namespace: str | None,
                  parameters: list[inspect.Parameter]) -> None:
@@ -57,6 +60,24 @@ class _Plan:
         self.dotted = "." in getattr(fn, "__qualname__", "")
         #: Positional str arguments -> their in-memory key (see MEMO).
         self.memo: dict[tuple[str, ...], str] = {}
+        #: For a plain function (every parameter positional and required, none ignored): the
+        #: in-memory key's text up to its arguments, and the parameters' quoted names with
+        #: their positions in key order; a call with every argument a str is then keyed by
+        #: quoting each (what the canonical encoder writes for them), without building a form.
+        self.prefix: str | None = None
+        self.order: list[tuple[str, int]] = []
+        # (A str first argument is a receiver only for a function in a class named str.)
+        plain = not self.var_kw and len(self.names) == len(self.required) and not getattr(
+            fn, "__qualname__", "").startswith("str.")
+        if plain and self.names and not IGNORED_KWARGS.intersection(self.names):
+            kind, who = self.who
+            self.prefix = f"{self.name}\0{kind}={who}\0"
+            self.order = sorted((_quote(name), i) for i, name in enumerate(self.names))
+
+    def text(self, args: tuple[str, ...]) -> str:
+        """The in-memory key of a call whose arguments are all str, one per parameter."""
+        inner = ",".join([f"{name}:{_quote(args[i])}" for name, i in self.order])
+        return f"{self.prefix}{{{inner}}}"
 
 
 def _plan(fn: Any, namespace: str | None) -> _Plan | None:
@@ -99,7 +120,8 @@ class Keyer:
             else:
                 key = plan.memo.get(args)  # type: ignore[arg-type]
                 if key is None:
-                    key = self._text(fn, plan, args, kwargs)
+                    key = (plan.text(args) if plan.prefix is not None  # type: ignore[arg-type]
+                           and len(args) == len(plan.names) else self._text(fn, plan, args, kwargs))
                     if len(plan.memo) >= MEMO:
                         plan.memo.clear()
                     plan.memo[args] = key  # type: ignore[index]

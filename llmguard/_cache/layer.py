@@ -1,30 +1,27 @@
 """The Cache layer: read-through caching with single-flight (stores live in ``store.py``).
 
-Single-flight: the first caller of a key starts one shared task (the *fill*); every caller,
-the first included, waits on a future of its own that the fill resolves as it ends (no shield:
-one task and one future per miss), so one waiter's cancellation never cancels the others'
-answer; the last waiter out cancels the fill; an error reaches every waiter, is not cached.
-(Inline, the first caller's cancellation would cancel the call the others wait on.)"""
+Single-flight (``flight.py``): the first caller of a key runs the call inline; callers that
+join wait on futures it resolves; if it is cancelled while they wait, the first of them starts
+the call again in a task they share. An error reaches every caller and is not cached."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from typing import Any
 
 from .._core import events
-from .._core.call import Call, loop_of
+from .._core.call import Call
 from .._core.check import number, text
 from .._core.layer import Handler
 from .._core.public import public
-from .._core.stream import Stream
-from .flight import Flight, start
+from .flight import Flight
 from .key import custom_key
 from .keyer import Keyer
 from .mapping_store import store_of
 from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
+from .singleflight import SingleFlight
 from .store import MISSING, CacheStore, LocalStore
 from .stream import Tee, fresh, is_recording, replay
 
@@ -36,8 +33,9 @@ def _no_op(key: str) -> None:
 
 
 @public
-class Cache:
-    """Cache successful results for ``ttl`` seconds; identical concurrent calls run once.
+class Cache(SingleFlight):
+    """Cache successful results for ``ttl`` seconds; identical concurrent calls run once (the
+    first caller runs the call; if it is cancelled while others wait, one of them runs it again).
 
     The default key is a sha256 over the guarded function's identity and its arguments bound to
     its signature (positional, keyword and default forms of one call are one entry), leaving out
@@ -60,8 +58,7 @@ class Cache:
     MISSING = MISSING
 
     __slots__ = ("ttl", "store", "namespace", "_key", "_keyer", "_cache_if", "_lookup", "_put",
-                 "_copies", "_abandon", "_flights", "_hits", "_misses", "_coalesced", "_bypassed",
-                 "_store_errors", "per_partition")
+                 "_hits", "_misses", "_bypassed", "_store_errors", "per_partition")
 
     def __init__(
         self,
@@ -104,15 +101,13 @@ class Cache:
         self._cache_if = cache_if_complete if cache_if is None else cache_if
         local = isinstance(self.store, LocalStore)  # synchronous: a hit costs no coroutine
         self._lookup, self._put = (self.store.lookup, self.store.put) if local else (None, None)
-        #: The store keeps its own copy of what it is given and hands out new ones: the answer
-        #: itself can go to one caller, and hits need no copy here.
-        self._copies = local and getattr(self.store, "copies", False) is True
+        # A store that keeps its own copy of what it is given and hands out new ones: the
+        # answer itself can go to one caller, and hits need no copy here.
+        super().__init__(getattr(self.store, "abandon", None) or _no_op,
+                         local and getattr(self.store, "copies", False) is True)
         # Only a store shared across processes needs the sha256; in memory the text will do.
         self._keyer = Keyer(namespace, hashed=not local)
-        #: The store's optional hook to release a fill lock when a miss will not be filled.
-        self._abandon: Callable[[str], Any] = getattr(self.store, "abandon", None) or _no_op
-        self._flights: dict[str, Flight] = {}
-        self._hits = self._misses = self._coalesced = self._bypassed = self._store_errors = 0
+        self._hits = self._misses = self._bypassed = self._store_errors = 0
 
     def key_for(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The store key of ``fn(*args, **kwargs)`` (raises ``TypeError`` if none can be built)."""
@@ -126,7 +121,8 @@ class Cache:
             self._bypassed += 1
             call.record.cache = "bypass"
             return await call_next(call)
-        key = self.key_for(call.fn, call.args, call.kwargs)
+        key = (self._keyer(call.fn, call.args, call.kwargs) if self._key is None
+               else custom_key(self._key, call.args, call.kwargs))
         if self.per_partition:
             key = f"{key}@{call.partition!s}"
         if mode is None:
@@ -141,84 +137,34 @@ class Cache:
                 return value if self._copies else fresh(value)
         else:
             self._bypassed += 1
-        loop = call.loop or loop_of(call)
         flight = self._flights.get(key)
-        if flight is None:
-            if mode is None:  # a refresh is counted as bypassed, above
-                self._misses += 1
-            call.record.cache = "miss" if mode is None else "bypass"
-            waiter = loop.create_future()  # before the fill starts: it may end at once
-            flight = self._flights[key] = Flight(waiter, call.record)
-            flight.task = start(loop, self._fill(key, call, call_next, flight))
-        else:
-            self._coalesced += 1
-            call.record.cache = "coalesced"
-            call.emit(events.EventKind.CACHE_HIT, "cache", detail="coalesced")
-            waiter = loop.create_future()
-            flight.waiters.append(waiter)
-            flight.live += 1
-        try:
-            result = await waiter
-        except asyncio.CancelledError:
-            if not waiter.done() or waiter.cancelled():
-                waiter.cancel()
-                if not flight.landed:
-                    flight.live -= 1
-                    if not flight.live:  # last waiter out: nobody wants the answer any more
-                        flight.task.cancel()  # type: ignore[union-attr]
-                        self._land(key, flight)
-            elif isinstance(waiter.result(), Tee):
-                waiter.result().forfeit()  # counted as a reader when the stream started
-            raise
-        if flight.record is not call.record:  # joined another call's flight
-            flight.tell(waiter, call.record)
-        return await result.open() if isinstance(result, Tee) else result
+        if flight is not None:
+            return await self._join(key, call, call_next, flight)
+        if mode is None:  # a refresh is counted as bypassed, above
+            self._misses += 1
+        call.record.cache = "miss" if mode is None else "bypass"
+        flight = self._flights[key] = Flight(call.record)
+        value = await self._run(key, call, call_next, flight)
+        return await value.open() if type(value) is Tee else value
 
-    def _land(self, key: str, flight: Flight) -> None:  # a later call starts a fresh flight
-        flight.landed = True
-        if self._flights.get(key) is flight:
-            del self._flights[key]
-
-    async def _fill(self, key: str, call: Call, call_next: Handler, flight: Flight) -> None:
-        try:
-            result = await call_next(call)
-        except BaseException as exc:
-            self._abandon(key)
-            self._land(key, flight)
-            flight.fail(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return  # every waiter has the error: the task itself ends quietly
-        # An alternate's or a default's answer (a Fallback below) answers this call, not the
-        # question its key asks: it is never stored, so a hit is always the call's own answer.
-        degraded = call.record.fallback is not None
-        if isinstance(result, Stream):  # stored once read to its end, if ever
-            result.defer(lambda error: error is not None and self._abandon(key))
-            waiters = flight.resolved()
-            tee = Tee(result, len(waiters), lambda recording: self._store(key, recording, degraded))
-            self._land(key, flight)
-            for waiter in waiters:
-                waiter.set_result(tee)
-            return
-        kept = await self._store(key, result, degraded)
-        self._land(key, flight)
-        # The answer itself goes to one caller unless the store holds it; the others get copies.
-        mine = not kept or self._copies
-        for waiter in flight.resolved():
-            waiter.set_result(result if mine else fresh(result))
-            mine = False
-
-    async def _store(self, key: str, result: Any, degraded: bool = False) -> bool:
-        """Store ``result`` if it is not ``degraded`` and ``cache_if`` accepts it; True if the
-        store was given it."""
+    def _keep(self, key: str, result: Any, degraded: bool) -> bool | None:
+        """Store ``result`` in an in-process store if it is not ``degraded`` and ``cache_if``
+        accepts it: True if the store was given it, False if not; None: a shared store's
+        ``set`` is to be awaited (:meth:`_set`)."""
         if degraded or not self._cache_if(result):
             self._abandon(key)
             return False
+        if self._put is None:
+            return None
         try:
-            if self._put is not None:
-                self._put(key, result, self.ttl)
-            else:
-                await self.store.set(key, result, self.ttl)
+            self._put(key, result, self.ttl)
+        except Exception:  # the answer matters more than caching it: see CacheStore
+            self._store_errors += 1
+        return True
+
+    async def _set(self, key: str, result: Any) -> bool:
+        try:
+            await self.store.set(key, result, self.ttl)
         except Exception:  # the answer matters more than caching it: see CacheStore
             self._store_errors += 1
         return True

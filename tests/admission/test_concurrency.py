@@ -200,6 +200,37 @@ async def test_cancelled_after_grant_passes_the_permit_on() -> None:
     assert baseline(limiter) == (0, 0, {})
 
 
+async def test_a_queued_layer_call_waits_on_the_limiters_future_and_passes_a_late_grant_on():
+    """A ConcurrencyLimit call queued on the in-process limiter awaits the limiter's future in
+    its own frame (no acquire() coroutine: less memory per waiter); granted, then cancelled
+    before it resumed, it passes the permit to the call behind it. A subclass that overrides
+    ``acquire`` is still waited through it."""
+    limiter = ConcurrencyLimiter(1)
+    layer = ConcurrencyLimit(limiter)
+    assert layer._enqueue is not None
+
+    async def provider(name):
+        await asyncio.sleep(1)
+        return name
+
+    guarded = lg.guard(layer)(provider)
+    await limiter.acquire()  # held here
+    granted = asyncio.create_task(guarded("granted"))
+    behind = asyncio.create_task(guarded("behind"))
+    await asyncio.sleep(0)
+    assert limiter.waiting == 2
+    limiter.release()  # hands the permit to `granted` ...
+    granted.cancel()  # ... which is cancelled before it resumes
+    assert await behind == "behind" and granted.cancelled()
+    assert baseline(limiter) == (0, 0, {})
+
+    class Spy(ConcurrencyLimiter):
+        async def acquire(self, *, priority=0, partition=None):
+            await super().acquire(priority=priority, partition=partition)
+
+    assert ConcurrencyLimit(Spy(1))._enqueue is None
+
+
 async def test_release_without_acquire_is_an_error() -> None:
     """Releasing more than acquired is a bug in the caller and says so."""
     with pytest.raises(RuntimeError, match="release"):

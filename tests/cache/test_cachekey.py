@@ -153,3 +153,21 @@ def test_remembered_keys_of_str_arguments_are_the_computed_ones():
     for i in range(MEMO + 5):  # bounded
         keyer(ask, (f"q{i}",), {})
     assert len(keyer._plans[id(ask)].memo) <= MEMO
+
+
+@given(st.lists(st.text(), min_size=2, max_size=2), st.sampled_from([None, "ns"]))
+def test_keys_of_str_calls_to_plain_functions_are_the_canonical_ones(prompts, namespace):
+    """A plain function's all-str call is keyed by quoting each argument (no form, no
+    encoder): the text is the one the canonical encoder writes, whatever the str holds (quotes,
+    escapes, non-ASCII, lone surrogates), so its keyword form is the same entry."""
+    from llmguard._cache.keyer import Keyer
+
+    async def ask(system, prompt):
+        return prompt
+
+    keyer = Keyer(namespace, hashed=False)
+    system, prompt = prompts
+    fast = keyer(ask, (system, prompt), {})
+    assert keyer._plans[id(ask)].prefix is not None
+    assert fast == keyer._text(ask, keyer._plans[id(ask)], (system, prompt), {})
+    assert fast == keyer(ask, (), {"prompt": prompt, "system": system})

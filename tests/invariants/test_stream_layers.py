@@ -287,8 +287,9 @@ async def test_agent_pool_holds_a_member_until_its_stream_ends() -> None:
 def test_cancelling_any_reader_of_a_shared_stream_leaves_the_others_their_answer(cancels) -> None:
     """Property (issue 21 #4): identical concurrent streams share one provider stream; whichever
     readers are cancelled, at whatever instant (including the one fetching a chunk), every
-    other reader gets the whole answer, the provider stream is opened once and closed at the
-    end, and a complete answer is cached."""
+    other reader gets the whole answer, the provider stream is opened once (twice when the
+    first caller, which opens it inline, is cancelled before its first chunk: a reader still
+    waiting opens it again) and closed at the end, and a complete answer is cached."""
     async def scenario() -> None:
         cache = lg.Cache(ttl=60)
         speaker = Speaker()
@@ -307,7 +308,8 @@ def test_cancelling_any_reader_of_a_shared_stream_leaves_the_others_their_answer
         for result in results:
             assert result == answer or isinstance(result, asyncio.CancelledError), result
         if any(r == answer for r in results):
-            assert speaker.started == 1 and cache.statistics().size == 1
+            assert speaker.started == 1 if cancels[0] is None else speaker.started <= 2
+            assert cache.statistics().size == 1
         await settle()
         assert speaker.open == 0
 

@@ -1,0 +1,146 @@
+"""How a Cache runs its flights: the first caller inline, joiners, and the take-over.
+
+A miss with nobody else asking costs no task and no extra loop turn: the first caller of a key
+runs the call in its own task, then stores the answer and hands each joiner a copy. What a
+flight is and why a take-over restarts the call (instead of moving it) is in ``flight.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from .._core import events
+from .._core.call import Call, loop_of
+from .._core.layer import Handler
+from .._core.stream import Stream
+from .flight import LEAD, Flight, start
+from .stream import Tee, fresh
+
+__all__ = ["SingleFlight"]
+
+
+class SingleFlight:
+    """The single-flight half of :class:`~llmguard.Cache`: one flight per key under way.
+
+    The subclass stores answers: ``_keep`` (synchronous: True if stored, False if not to be
+    stored, None if a shared store's ``_set`` must be awaited) and ``_set``."""
+
+    __slots__ = ("_flights", "_coalesced", "_abandon", "_copies")
+
+    def __init__(self, abandon: Callable[[str], Any], copies: bool) -> None:
+        self._flights: dict[str, Flight] = {}
+        self._coalesced = 0
+        #: The store's hook to release a fill lock when a miss will not be filled.
+        self._abandon = abandon
+        #: The store keeps its own copy of what it is given (the answer can go to one caller).
+        self._copies = copies
+
+    def _keep(self, key: str, result: Any, degraded: bool) -> bool | None:
+        raise NotImplementedError
+
+    async def _set(self, key: str, result: Any) -> bool:
+        raise NotImplementedError
+
+    async def _store(self, key: str, result: Any, degraded: bool = False) -> bool:
+        """Store ``result`` unless ``degraded`` or refused; True if the store was given it."""
+        kept = self._keep(key, result, degraded)
+        return await self._set(key, result) if kept is None else kept
+
+    async def _join(self, key: str, call: Call, call_next: Handler, flight: Flight) -> Any:
+        """Wait for ``flight``'s answer; take the flight over if told to."""
+        self._coalesced += 1
+        call.record.cache = "coalesced"
+        call.emit(events.EventKind.CACHE_HIT, "cache", detail="coalesced")
+        loop = call.loop or loop_of(call)
+        waiter = flight.join(loop)
+        while True:
+            try:
+                result = await waiter
+            except asyncio.CancelledError:
+                self._left(key, flight, waiter)
+                raise
+            if result is not LEAD:
+                break
+            waiter = flight.take_over(loop, call.record)
+            flight.task = start(loop, self._fill(key, call, call_next, flight, waiter))
+        flight.tell(waiter, call.record)
+        return await result.open() if type(result) is Tee else result
+
+    def _left(self, key: str, flight: Flight, waiter: asyncio.Future[Any]) -> None:
+        """A joiner was cancelled: before its answer came, after it, or after it was told to
+        take the flight over (then it passes that on)."""
+        if not waiter.done() or waiter.cancelled():
+            if flight.leave(waiter):  # the last one out of a take-over's task: nobody wants it
+                flight.task.cancel()  # type: ignore[union-attr]
+                self._abandon(key)  # here too: a task cancelled before it started runs nothing
+                self._land(key, flight)
+        elif waiter.result() is LEAD:
+            flight.live -= 1
+            if not flight.hand_over():
+                self._abandon(key)
+                self._land(key, flight)
+        elif type(waiter.result()) is Tee:
+            waiter.result().forfeit()  # counted as a reader when the stream started
+
+    async def _run(self, key: str, call: Call, call_next: Handler, flight: Flight) -> Any:
+        """Run the call of ``flight`` and hand its answer to every joiner; returns the
+        runner's own (a :class:`Tee` to open, for a stream)."""
+        try:
+            result = await call_next(call)
+        except BaseException as exc:
+            if flight.task is not None or not isinstance(
+                    exc, (asyncio.CancelledError, GeneratorExit)) or not flight.hand_over():
+                self._abandon(key)  # else the first joiner still waiting starts it again
+                self._land(key, flight)
+                flight.fail(exc)
+            raise
+        # An alternate's or a default's answer (a Fallback below) answers this call, not the
+        # question its key asks: it is never stored, so a hit is always the call's own answer.
+        degraded = call.record.fallback is not None
+        if isinstance(result, Stream):  # stored once read to its end, if ever
+            result.defer(lambda error: error is not None and self._abandon(key))
+            waiting = flight.resolved()
+            tee = Tee(result, len(waiting) + 1,
+                      lambda recording: self._store(key, recording, degraded))
+            self._land(key, flight)
+            for waiter in waiting:
+                waiter.set_result(tee)
+            return tee
+        kept = self._keep(key, result, degraded)
+        if kept is None:
+            try:
+                kept = await self._set(key, result)
+            except BaseException:  # cancelled while a shared store writes: the answer is here
+                self._land(key, flight)
+                self._hand(flight, result, False)
+                raise
+        self._land(key, flight)
+        # The answer itself goes to the runner unless the store holds it; the others get copies.
+        return self._hand(flight, result, not kept or self._copies)
+
+    async def _fill(self, key: str, call: Call, call_next: Handler, flight: Flight,
+                    owner: asyncio.Future[Any]) -> None:
+        """A take-over's task: run the owner's call for the owner and every joiner."""
+        try:
+            value = await self._run(key, call, call_next, flight)
+        except Exception:
+            return  # every waiter has the error: the task itself ends quietly
+        if not owner.done():
+            owner.set_result(value)
+        elif type(value) is Tee:
+            value.forfeit()  # the owner left: its reader will never open
+
+    @staticmethod
+    def _hand(flight: Flight, result: Any, mine: bool) -> Any:
+        """Give each joiner still waiting its own copy of ``result``; returns the runner's."""
+        if flight.waiters:  # most misses: nobody joined
+            for waiter in flight.resolved():
+                waiter.set_result(fresh(result))
+        return result if mine else fresh(result)
+
+    def _land(self, key: str, flight: Flight) -> None:  # a later call starts a fresh flight
+        flight.landed = True
+        if self._flights.get(key) is flight:
+            del self._flights[key]
