@@ -181,7 +181,9 @@ class Metrics:
 
     def _series_for(self, call: Call, known: CallRecord, response: Any, error: str | None,
                     outcome: str) -> Series:
-        model = call.model or self.model
+        model = call.kwargs.get("model")  # ``call.model``, without the property (every call)
+        if not isinstance(model, str):
+            model = self.model
         key = (model, response, error, known.provider, known.operation, known.server,
                known.deployment)
         series = self._series.get(key)
@@ -196,7 +198,7 @@ class Metrics:
     def _finish(self, call: Call, seconds: float, result: Any, exc: Exception | None) -> None:
         known = call.record
         if exc is None:
-            response = field(result, "model") if result is not None else None
+            response = None if result is None else field(result, "model")
             series = self._series_for(call, known, response if isinstance(response, str)
                                       else None, None, "success")
         else:
@@ -207,21 +209,22 @@ class Metrics:
             series = self._series_for(call, known, None, error, outcome)
         series.calls += 1
         self._latency.add(seconds)
-        instruments = self._instruments
-        recording = instruments.recording
         counts = self._counts  # what the record counts (written out: every call runs it)
         if known.retries:
             counts["retries"] += known.retries
         if known.fallback is not None:
             counts["fallbacks"] += 1
-        if known.cache in counts:
-            counts[known.cache] += 1
+        cache = known.cache
+        if cache is not None and cache in counts:
+            counts[cache] += 1
         if known.cost is not None:
             series.cost += known.cost
-        if known.wait and recording:
+        instruments = self._instruments
+        if known.wait and instruments.recording:
             instruments.wait.record(known.wait, series.attrs)
         if not known.billable:  # answered by the cache: no provider operation, no tokens
-            return
+            return  # (a hit's whole record: its series, latency and cache count, above)
+        recording = instruments.recording
         if recording:
             instruments.duration.record(seconds, series.attrs)
         usage = known.usage
