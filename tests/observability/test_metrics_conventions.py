@@ -131,7 +131,12 @@ async def test_cache_hits_record_no_tokens_and_no_operation_duration(reader, pro
     tokens = metrics[GM.GEN_AI_CLIENT_TOKEN_USAGE].data.data_points
     assert sorted(p.attributes[GA.GEN_AI_TOKEN_TYPE] for p in tokens) == ["input", "output"]
     assert all(p.count == 1 for p in tokens)
-    assert guarded.stats()["metrics"].calls == 4
+    stats = guarded.stats()["metrics"]  # what a hit does record: its call, latency, cache count
+    assert (stats.calls, stats.successes, stats.cache_hit_ratio) == (4, 4, 0.75)
+    (billed,) = [p for p in tokens if p.attributes[GA.GEN_AI_TOKEN_TYPE] == "input"]
+    assert stats.input_tokens == billed.sum  # the one provider call's, not four times it
+    (layer,) = [layer for layer in guarded.pipeline.layers if isinstance(layer, Metrics)]
+    assert dict(layer.snapshot().calls) == {("success", "m"): 4}
 
 
 async def test_stream_timings_use_the_client_side_boundaries(reader, provider) -> None:
