@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import os
 import signal
@@ -65,7 +66,18 @@ def create_app() -> Any:
     app = make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"],
                    tracer_provider=configured_tracer_provider())
     _chain_signals()
+    freeze_heap()
     return app
+
+
+def freeze_heap() -> None:
+    """Keep what is alive once the app is built (modules, classes, the config, the layers and
+    their state: some 50,000 objects) out of the garbage collector's scans. A full collection
+    otherwise walks all of them every few seconds under load, a pause of tens of milliseconds
+    on the serving thread that every request in flight waits out (the gateway's p99); frozen,
+    it walks only what requests made since. Called once per serving process, after startup."""
+    gc.collect()
+    gc.freeze()
 
 
 def configure(config: ServeConfig, options: dict[str, Any]) -> ServeConfig:
@@ -114,6 +126,7 @@ class Server(uvicorn.Server):
             for server in self.servers:
                 host, port = server.sockets[0].getsockname()[:2]
                 print(f"llmguard serve: listening on http://{host}:{port}/v1", flush=True)
+            freeze_heap()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
