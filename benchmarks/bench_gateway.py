@@ -374,6 +374,14 @@ def report(runs: dict[tuple[str, int], list[dict[str, float]]], names: list[str]
           "req/s:")
     for connections, ratio in verdicts:
         print(f"- {connections} connections: {ratio:.2f}x {'pass' if ratio >= 0.8 else 'MISS'}")
+    for name in names:
+        if name.startswith("llmguard serve (") and name != GATEWAY:  # --baseline
+            for connections in CONNECTIONS:
+                pairs = list(zip(runs[(GATEWAY, connections)], runs[(name, connections)]))
+                rps, cpu, p99 = (statistics.median(a[k] / b[k] for a, b in pairs)
+                                 for k in ("rps", "cpu", "p99"))
+                print(f"- vs {name}, {connections} connections (medians of the per-pair "
+                      f"ratios): req/s {rps:.2f}x, CPU/request {cpu:.2f}x, p99 {p99:.2f}x")
     lite = "LiteLLM proxy"
     if lite in names:
         for connections in CONNECTIONS:
