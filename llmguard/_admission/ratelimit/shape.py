@@ -30,6 +30,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .fixed import skew
+
 __all__ = ["Shape", "read_reset"]
 
 #: Seconds of disagreement tolerated between a header's reset and a shape's prediction
@@ -65,7 +67,7 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless", "crossed",
-                 "by_answer", "late")
+                 "by_answer", "late", "hold")
 
     def __init__(self, window: float, margin: float) -> None:
         self.kind = "unknown"
@@ -98,8 +100,13 @@ class Shape:
         #: answers, not the admissions it limits, so it caps nothing.
         self.by_answer = False
         #: Learned as a clock minute the server never pointed to (no reset): when it counts
-        #: a request is unknown, and one that queues counts it late (:mod:`.fixed`).
+        #: a request is unknown, and one that queues counts it late (:mod:`.fixed`). Its
+        #: boundaries are the wall clock's: exact but for the clocks' skew.
         self.late = False
+        #: Loop time before which no probe goes: the end of a 429's retry-after shorter than
+        #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
+        #: constant window, which only says "within a window": :func:`.learn.refused`).
+        self.hold = 0.0
 
     def learn(self, kind: str, why: str, epoch: float | None = None) -> bool:
         """Adopt ``kind``; True when it changed (the caller then switches its pacers)."""
@@ -139,11 +146,20 @@ class Shape:
             self.crossed[0] += 1
             self.crossed[1] += tokens
 
+    def skew(self) -> float:
+        """Seconds past a (supposed or learned) boundary a request goes to be counted after it
+        (:func:`.fixed.skew`): the clocks' skew for the wall clock's minute (a candidate the
+        server's reset did not point to, a clock minute learned so), else the margin."""
+        on_clock = not self.vouched if self.candidate is not None else self.late
+        return skew(self.margin, self.window, on_clock)
+
     def probe_at(self) -> float | None:
-        """When the head of a blocked line may be sent as a probe (None: no probe now)."""
+        """When the head of a blocked line may be sent as a probe (None: no probe now): the
+        skew past the candidate boundary (whatever the way there takes, a request admitted
+        after the boundary arrives after it), and never before a short retry-after ends."""
         if self.candidate is None or self.since is not None or not self.probes:
             return None
-        return self.candidate + self.margin
+        return max(self.candidate + self.skew(), self.hold)
 
     def confirm(self, fresh: bool, detail: str) -> bool:
         """The first answer after the candidate boundary: ``fresh`` when the server counted
