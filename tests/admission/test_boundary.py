@@ -108,22 +108,3 @@ def test_a_probe_goes_at_the_boundary_but_never_before_a_short_retry_after_ends(
     learn.become_fixed(w, probe_at + 0.5)
     assert w.paused_until <= probe_at + 0.5 or w.paused_until == 44.0 + seconds
     assert w.take(probe_at + 0.6, 0) is not None
-
-
-def test_a_probe_without_room_wakes_when_room_appears_not_at_the_pause_or_every_tick() -> None:
-    """Four calls of 230 tokens (as the server counts them) at :40-:43 of a 1,000-token
-    quota, a fifth refused at :50 with LiteLLM's ``retry-after: 60``: the clock minute is
-    supposed, but at :00 the head (230 more) has no room as the server counts it (920 + 230).
-    The line waits until :40's call leaves the window (103), not until the pause ends
-    (110.5), nor re-asks every millisecond from the boundary on; then the probe goes."""
-    w = Window((Quota(1000, 60.0 + MARGIN, True, learn=True, margin=MARGIN),))
-    for t in (40.0, 41.0, 42.0, 43.0):
-        assert w.take(t, 200) is not None  # 230 with the opening charge factor
-    refused = w.take(50.0, 60)
-    assert refused is not None
-    w.refused(50.5, refused, 60.0, wall=50.5)
-    assert w.shape.candidate == 60.0
-    assert w.wait(61.0, 200) == pytest.approx(103.0 - 61.0 + SLACK, abs=1e-5)
-    assert w.take(102.9, 200) is None
-    probe = w.take(103.0 + 1e-5, 200)
-    assert probe is not None and probe is w.shape.probe

@@ -13,7 +13,7 @@ from .auto import AutoTrack
 from .log import Entry, Log
 from .shape import TOLERANCE, read_reset
 
-__all__ = ["become_fixed", "observe", "probe", "probe_wait", "refused", "room", "settled"]
+__all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -106,48 +106,20 @@ def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
     """A request ``window``'s quotas would hold back (``tokens`` as the server counts them,
     estimated at ``estimate``), sent anyway as the probe of a supposed fixed window's boundary
     (:meth:`.shape.Shape.probe_at`): its entry, or None."""
-    if probe_wait(window, now, tokens) != 0.0:
-        return None
-    entry = window.shape.probe = window.add(now, tokens, estimate)
-    return entry
-
-
-def probe_wait(window: Any, now: float, tokens: int) -> float | None:
-    """Seconds until the head of ``window``'s line (``tokens`` as the server counts them) may
-    go as the probe of a supposed fixed window's boundary (None: no probe pending): when its
-    time comes (:meth:`.shape.Shape.probe_at`) and the quota as the server counts it has room
-    for it (:func:`room`). A line waits for this, not for the pause or caps it probes past."""
     shape = window.shape
     if shape is None or shape.probe is not None:
         return None
     due = shape.probe_at()
-    if due is None:
+    if due is None or now < due:
         return None
-    return max(due - now, room(window, now, tokens))
-
-
-def room(window: Any, now: float, tokens: int) -> float:
-    """Seconds until ``window``'s quotas have room for ``tokens`` more as the server counts
-    them (the requests it refused left out; 0.0: now, or the server's reset vouched for the
-    boundary): when enough of ours it admitted leave each sliding log."""
-    wait = 0.0
-    if window.shape.vouched:
-        return wait
-    for track in window.tracks:
+    for track in window.tracks:  # within the quota as the server counts it (429s left out)
         log = track.log if isinstance(track, AutoTrack) else track
-        if not isinstance(log, Log):
-            continue
-        excess = log.admitted(now) + (tokens if track.quota.tokens else 1) - track.quota.limit
-        for entry in log.entries:  # oldest first: the window frees them in this order
-            if excess <= 0:
-                break
-            if not entry.refused:
-                excess -= log.weight(entry)
-                if excess <= 0:
-                    wait = max(wait, entry.time + log.span - now)
-        if excess > 0:  # over-charged beyond the quota: a full window
-            wait = max(wait, log.span)
-    return wait
+        need = tokens if track.quota.tokens else 1
+        if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit \
+                and not shape.vouched:
+            return None
+    entry = shape.probe = window.add(now, tokens, estimate)
+    return entry
 
 
 def settled(window: Any, now: float, live: int) -> None:

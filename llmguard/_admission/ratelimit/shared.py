@@ -14,8 +14,9 @@ from typing import Any
 
 from . import learn
 from .auto import AutoTrack
+from .log import Log
 
-__all__ = ["Learned", "adopt", "learned", "probe_due", "same"]
+__all__ = ["Learned", "adopt", "learned", "probe_due", "probe_wait", "same"]
 
 _BY_ANOTHER = " (learned by another process)"
 
@@ -73,9 +74,29 @@ def adopt(window: Any, now: float, shared: Learned) -> None:
 
 def probe_due(window: Any, now: float, tokens: int) -> str:
     """Whether the head of ``window``'s line may go now as the probe of a supposed fixed
-    window's boundary (:func:`.learn.probe_wait`, as this process alone counts): ``"vouched"``
-    (the server's reset points there: it has room then), ``"room"`` (only if the shared log
-    has room), or ``""`` (no probe)."""
-    if learn.probe_wait(window, now, tokens) != 0.0:
+    window's boundary (:func:`.learn.probe`, as this process alone counts): ``"vouched"`` (the
+    server's reset points there: it has room then), ``"room"`` (only if the shared log has
+    room), or ``""`` (no probe)."""
+    shape = window.shape
+    if shape is None or shape.probe is not None:
         return ""
-    return "vouched" if window.shape.vouched else "room"
+    due = shape.probe_at()
+    if due is None or now < due:
+        return ""
+    if shape.vouched:
+        return "vouched"
+    for track in window.tracks:
+        log = track.log if isinstance(track, AutoTrack) else track
+        need = tokens if track.quota.tokens else 1
+        if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit:
+            return ""
+    return "room"
+
+
+def probe_wait(window: Any, now: float) -> float | None:
+    """Seconds until a probe may go (None: none pending)."""
+    shape = window.shape
+    if shape is None or shape.probe is not None:
+        return None
+    due = shape.probe_at()
+    return None if due is None else max(0.0, due - now)

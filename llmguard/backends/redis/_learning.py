@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Hashable
 from typing import Any
 
-from ..._admission.ratelimit import learn, shared
+from ..._admission.ratelimit import shared
 from ..._admission.ratelimit.backend import MemoryBackend
 from ..._admission.ratelimit.log import Entry
 from ..._admission.ratelimit.window import SLACK, Quota
@@ -124,7 +124,7 @@ class RedisLearning:
         if admitted == -1:  # another process sends the probe: its answer is shared
             window.shape.probes = 0
         wait = float(result[1])
-        due = learn.probe_wait(window, now, tokens)
+        due = shared.probe_wait(window, now)
         if due is not None:
             wait = min(wait, due + SLACK)
         if result[7] in (b"unknown", "unknown") and window.shape.candidate is not None:
