@@ -38,7 +38,11 @@ included), each request taking 0 to 10 ms to reach the server (a burst arrives s
 
 The table shows calls completed and failed, 429s the server sent, calls the server charged and
 the client then cancelled, and the wall time (to the last call's end) as a ratio of the
-server's own ideal (the earliest its quotas let the last request finish). Medians over
+server's own ideal: the earliest its quotas and its capacity let the last request finish. That
+is at least each of the two bounds printed beside it, the quota bound (the soonest its quotas
+admit the last request, plus its service) and the service bound (the queueing proxy's 4 workers
+serving every request back to back; one service time elsewhere), and on the queueing proxy
+more when a minute's quota leaves its workers idle until the next boundary. Medians over
 ``--repeats`` seeds. Time is virtual (looptime): the run takes seconds of real time::
 
     python benchmarks/bench_composition.py
@@ -246,6 +250,11 @@ class Row:
     cancelled_after_send: int
     wall: float
     ideal: float
+    #: The two bounds the ideal is at least: the quotas' (the soonest they admit the last
+    #: request, plus its service) and the server's capacity (its workers serving all of them
+    #: back to back; one service time on a server that serves all at once).
+    quota_bound: float = 0.0
+    service_bound: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -280,7 +289,16 @@ async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0,
                            **request)
     return Row(contender, server_kind, phase, calls, calls - failed, failed, stats.rate_limited,
                stats.cancelled_after_arrival, wall,
-               server.ideal_time(calls, tokens=charge, start=start))
+               server.ideal_time(calls, tokens=charge, start=start),
+               QuotaServer.ideal_time(server, calls, tokens=charge, start=start),
+               service_bound(server, calls))
+
+
+def service_bound(server: QuotaServer, calls: int) -> float:
+    """Seconds ``server``'s own capacity takes to serve ``calls``, quotas aside."""
+    if isinstance(server, ProxyWindowServer):
+        return server.service_time(calls)
+    return server.service_seconds()
 
 
 def median_row(rows: list[Row]) -> Row:
@@ -289,21 +307,22 @@ def median_row(rows: list[Row]) -> Row:
 
     first = rows[0]
     return Row(first.contender, first.server, first.phase, first.calls, med("completed"),
-               med("failed"),
-               med("rate_limited"), med("cancelled_after_send"), med("wall"), med("ideal"))
+               med("failed"), med("rate_limited"), med("cancelled_after_send"), med("wall"),
+               med("ideal"), med("quota_bound"), med("service_bound"))
 
 
 def format_table(rows: list[Row]) -> str:
     """A markdown table; a wall-time ratio is starred when not every call completed (the
     failed ones ended early, so the ratio flatters)."""
     lines = ["| server | start | contender | completed | failed | 429s | cancelled after send "
-             "| wall / ideal |", "|---|---|---|---|---|---|---|---|"]
+             "| wall / ideal | quota / service bound |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         done = f"{r.completed:g}/{r.calls} ({100 * r.completed / r.calls:.0f}%)"
         star = "" if r.failed == 0 else "*"
         lines.append(f"| {r.server} | :{r.phase:02.0f} | {r.contender} | {done} | {r.failed:g} | "
                      f"{r.rate_limited:g} | {r.cancelled_after_send:g} | "
-                     f"{r.ratio:.2f}x{star} ({r.wall:.0f} s / {r.ideal:.0f} s) |")
+                     f"{r.ratio:.2f}x{star} ({r.wall:.0f} s / {r.ideal:.0f} s) | "
+                     f"{r.quota_bound:.0f} s / {r.service_bound:.0f} s |")
     return "\n".join(lines)
 
 
@@ -382,10 +401,11 @@ async def run_input_output(calls: int, seed: int = 0, phase: float = 0.0,
     prompt = server.charge(messages=[{"role": "user", "content": f"{IO_PROMPT}100"}],
                            max_tokens=0)
     shape = "input/output buckets" + ("" if gives_back else ", max_tokens kept")
+    ideal = server.ideal_time(calls, start=start, input_tokens=prompt, max_tokens=MAX_TOKENS,
+                              output_tokens=IO_OUTPUT if gives_back else MAX_TOKENS)
     return Row("llmguard (defaults)", shape, phase, calls, calls - failed,
-               failed, stats.rate_limited, stats.cancelled_after_arrival, wall,
-               server.ideal_time(calls, start=start, input_tokens=prompt, max_tokens=MAX_TOKENS,
-                                 output_tokens=IO_OUTPUT if gives_back else MAX_TOKENS))
+               failed, stats.rate_limited, stats.cancelled_after_arrival, wall, ideal, ideal,
+               server.latency)
 
 
 def compare_input_output(demand: float = 3.0, repeats: int = 1,

@@ -56,7 +56,7 @@ class Attempt:
     alternate), from the attempt it starts inside (its ``deadline`` carries over)."""
 
     __slots__ = ("number", "deadline", "tokens", "sent", "overrides", "response_headers",
-                 "parent", "_on_send", "_on_wait")
+                 "resume_at", "parent", "_on_send", "_on_wait")
 
     def __init__(self, number: int = 1, deadline: float | None = None, *,
                  parent: Attempt | None = None,
@@ -73,6 +73,11 @@ class Attempt:
         self.overrides: Mapping[str, Any] | None = overrides
         #: The provider's HTTP response headers, written by the terminal or an integration.
         self.response_headers: Mapping[str, str] | None = None
+        #: Loop time the retry of this attempt's 429 may go, set by a rate limit below that
+        #: paused its key and holds the retry itself until the server admits again (a learned
+        #: clock minute resets sooner than the 60 s Retry-After LiteLLM's proxy always sends);
+        #: Retry waits no longer. None otherwise.
+        self.resume_at: float | None = None
         #: The attempt this one runs inside (a Retry's inside a Fallback's alternate, or the
         #: call's first): the layers that hooked it are still waiting on this attempt, so its
         #: hooks run too, and it counts as sent once this one is.

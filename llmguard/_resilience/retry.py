@@ -84,7 +84,10 @@ class Retry:
       full jitter. A Retry-After from the provider is waited first, plus half to all of that
       ceiling so callers told the same instant do not collide again. ``max_delay`` bounds the
       jitter, never the Retry-After itself (retrying earlier than asked is a certain 429); a
-      Retry-After beyond the deadline gives up at once.
+      Retry-After beyond the deadline gives up at once. A learning rate limit below that
+      paused its key holds the retry itself until the server admits again, which it may learn
+      is sooner than the Retry-After (a clock minute resetting before LiteLLM's constant
+      ``Retry-After: 60``): it says so in ``Attempt.resume_at`` and Retry waits no longer.
     * ``deadline``: seconds for all attempts together; sets ``call.deadline`` for inner layers.
       An attempt still queued for admission when it passes ends with :class:`AdmissionTimeout`
       (whatever the layers below); one already sent runs on (``deadline.py``).
@@ -138,9 +141,13 @@ class Retry:
                           self._exhausted)
 
     def _delay(self, attempt: int, exc: BaseException | None, end: float | None,
-               now: float) -> float | None:
-        """Seconds to wait before the next attempt, or None when it must not happen."""
+               now: float, resume_at: float | None = None) -> float | None:
+        """Seconds to wait before the next attempt, or None when it must not happen
+        (``resume_at``: when a rate limit below holding the retry lets it go, no later than
+        the Retry-After; ``Attempt.resume_at``)."""
         retry_after = None if exc is None else classify(exc).retry_after
+        if retry_after is not None and resume_at is not None:
+            retry_after = min(retry_after, max(0.0, resume_at - now))
         if retry_after is None:
             delay = clock.backoff(attempt, self.backoff, self.max_delay, self._rng.random())
         else:
@@ -187,7 +194,7 @@ class Retry:
                     now = loop.time()
                     delay = None
                     if attempt < self.attempts and self._should(exc):
-                        delay = self._delay(attempt, exc, end, now)
+                        delay = self._delay(attempt, exc, end, now, call.current.resume_at)
                     if delay is None:
                         self._gave_up += attempt > 1
                         if history:

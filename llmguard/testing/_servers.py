@@ -194,13 +194,17 @@ class QuotaServer(SimulatedProvider):
         :meth:`charge` counts them) completes at the soonest these quotas allow, each taking
         ``service`` seconds (default ``latency`` plus the output time of an int
         ``output_tokens``). The yardstick for a client's wall time against this server."""
-        if service is None:
-            output = self.output_tokens if isinstance(self.output_tokens, int) else 0
-            service = self.latency + self.seconds_per_output_token * output
+        service = self.service_seconds() if service is None else service
         amounts = self._amounts(tokens)
         admit = max((quota.earliest(n, amounts[unit], start)
                      for unit, quota in self.quotas.items() if quota is not None), default=start)
         return admit - start + service
+
+    def service_seconds(self) -> float:
+        """Seconds one request takes to serve: ``latency`` plus the output time of an int
+        ``output_tokens``."""
+        output = self.output_tokens if isinstance(self.output_tokens, int) else 0
+        return self.latency + self.seconds_per_output_token * output
 
     def statistics(self) -> ServerStats:  # type: ignore[override]
         peaks = {}

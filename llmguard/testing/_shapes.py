@@ -27,6 +27,8 @@ The wall clock is :func:`llmguard._core.clock.wall` (in step with the loop clock
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 from contextvars import ContextVar
 from typing import Any
 
@@ -149,6 +151,38 @@ class ProxyWindowServer(QuotaServer):
         if self.reports == "answered":  # the headers are made as the answer goes out
             admission_headers.set(self.headers(now))
 
-    def ideal_time(self, n: int, **kwargs: Any) -> float:
+    def service_time(self, n: int, service: float | None = None) -> float:
+        """Seconds its workers take to serve ``n`` requests back to back, quotas aside (each
+        ``service`` s, default :meth:`service_seconds`): the bound its capacity sets (one
+        service time without ``workers``)."""
+        service = self.service_seconds() if service is None else service
+        return service * (1 if self.workers is None else math.ceil(n / self.workers))
+
+    def ideal_time(self, n: int, *, tokens: int = 0, start: float = 0.0,
+                   service: float | None = None) -> float:
+        """Seconds from ``start`` until the last of ``n`` equal requests completes at the
+        soonest both its quotas and (with ``workers``) its workers allow: each request taken
+        by the first worker free once its minute has room, served ``service`` s. At least
+        the quota bound (:meth:`QuotaServer.ideal_time`) and :meth:`service_time`; more when
+        a minute's quota leaves the workers idle until the next boundary."""
         self._align()
-        return super().ideal_time(n, **kwargs)
+        if self.workers is None:
+            return super().ideal_time(n, tokens=tokens, start=start, service=service)
+        service = self.service_seconds() if service is None else service
+        amounts = self._amounts(tokens)
+        quotas = [(FixedWindow(q.limit, q.window, q.epoch), amounts[unit])
+                  for unit, q in self.quotas.items() if q is not None]
+        free, end, at = [start] * self.workers, start, start
+        for _ in range(n):
+            at = max(at, heapq.heappop(free))  # taken in order (its queue is first come first)
+            wait = max((q.wait(at, amount) for q, amount in quotas), default=0.0)
+            while wait > 0:  # the first boundary with room (a hair past it: float rounding)
+                if math.isinf(wait):
+                    return math.inf
+                at += wait + 1e-9
+                wait = max(q.wait(at, amount) for q, amount in quotas)
+            for q, amount in quotas:
+                q.take(at, amount)
+            heapq.heappush(free, at + service)
+            end = max(end, at + service)
+        return end - start

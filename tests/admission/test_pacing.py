@@ -16,7 +16,7 @@ import llmguard as lg
 from llmguard._admission.ratelimit.charge import OPENING
 from llmguard._admission.ratelimit.fixed import FixedCount
 from llmguard._admission.ratelimit.log import Entry
-from llmguard._admission.ratelimit.shape import read_reset
+from llmguard._admission.ratelimit.shape import Shape, read_reset
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import (FixedWindowServer, ProxyWindowServer, RateLimited,
                               SlidingWindowServer, TokenBucketServer)
@@ -240,6 +240,28 @@ def test_a_reset_reading_tells_the_shape() -> None:
     assert read_reset(60, 59, 1.0, 60.0, at=40.0, oldest=40.0) is None
 
 
+def test_answers_straddling_a_clock_minute_tell_a_fixed_window_from_the_other_shapes() -> None:
+    """24 of 60 left at :59.5, 59 at :60.0 with 36 of ours answered within the window: a fixed
+    window started afresh (a bucket refills half a unit meanwhile, a sliding window still
+    counting those 36 reports at most 24). A rise a bucket's refill explains, a reading a
+    sliding window counting 2 of ours could give, or readings a tenth of a window apart
+    decide nothing. A reading that decides nothing after the boundary defers it a window,
+    the server's reset no longer vouching for it."""
+    shape = Shape(60.0, 0.5)
+    shape.suppose(60.0, "supposed", vouched=True)
+    shape.heard(False, 24, 59.5)
+    shape.heard(False, 30, 60.5)  # after the boundary: not the reading before it
+    assert shape.last[False] == (59.5, 24)
+    assert shape.jumped(False, 26, 60, 36, 60.0) is None
+    assert shape.jumped(False, 59, 60, 2, 60.0) is None
+    assert shape.jumped(False, 59, 60, 36, 66.0) is None
+    assert "up from 24" in shape.jumped(False, 59, 60, 36, 60.0)
+    shape.defer()
+    assert shape.candidate == 120.0 and not shape.vouched and not shape.last
+    assert shape.confirm(True, "59 of 60 requests remaining") and shape.kind == "fixed"
+    assert shape.late and shape.epoch == 120.0
+
+
 def test_readings_of_a_shuffled_burst_combine_to_what_the_server_has_left() -> None:
     """Ten of ours sent at once reach a bucket of 60 in the order 9, 3, 0, ...: each answer's
     ``remaining`` counts an unknown part of the burst. Each reading is a certain lower bound
@@ -291,6 +313,27 @@ def test_ours_in_flight_at_a_boundary_count_in_the_next_window_of_a_server_count
     rebuilt.rebuild(63.0, recent)  # learned after the boundary: answered at 62, in flight at 60
     assert rebuilt.available(63.0) == 1
     assert late.available(121.0) == 2  # 50's window is two back: nothing carried any more
+
+
+def test_a_refund_of_one_carried_over_a_boundary_gives_the_new_window_its_room_back() -> None:
+    """Admitted at 50 and still held at 60 (queued for a concurrency slot, so counted in the
+    window from 60 too), then refunded at 61 when the slot came (never sent; it is admitted
+    again as a new reservation): the window from 60 gets its unit back, as the one it was
+    admitted in does. Counted twice, the new window lost a unit per call queued across the
+    boundary (28 of 59 behind ConcurrencyLimit(32), started at :55: 1.28x the ideal)."""
+    recent: list[Entry] = []
+    late = FixedCount(2, 60.0, 0.5, 0.0, tokens=False, recent=recent)
+    held = Entry(50.0, 0)
+    recent.append(held)
+    late.add(50.0, held)
+    assert late.available(60.6) == 1  # in flight at the boundary: carried into the new window
+    late.adjust(held, 0, live=0)
+    held.live, held.answered = 0, 61.0
+    assert late.available(61.0) == 2
+    again = Entry(61.0, 0)
+    recent.append(again)
+    late.add(61.0, again)
+    assert late.available(61.0) == 1
 
 
 def quotas_for(refill: str) -> tuple[Quota, ...]:

@@ -146,3 +146,66 @@ async def test_the_first_send_after_a_clock_minute_goes_at_the_boundary(
         assert first - boundary <= 0.06, (boundary, first, stats.shape)
     assert server.statistics().rate_limited <= 1
     assert wall <= 1.05 * best, (wall, best, stats.shape)
+
+
+@pytest.mark.parametrize("reports", ["admitted", "answered"])
+async def test_the_readme_stack_learns_a_queueing_proxys_minute_at_its_first_boundary(
+        reports: str) -> None:
+    """The README stack with only rpm/tpm against LiteLLM's proxy under load (4 workers, 2 s
+    each: a request counted when a worker takes it; ``remaining`` without a reset), 90 calls
+    started at :40. Nothing of ours is sent after the minute while the sliding log is full,
+    so it was never confirmed there, and the 30 calls held back waited a whole window (76 s,
+    as ``refill="window"``). The answers that straddle the minute show ``remaining`` back at
+    the top from 24 just before, which no bucket refills that fast and no sliding window still
+    counting ours answered could report: the clock minute is learned there and the rest go at
+    once. Every call done, at most one 429, within 1.10x the server's ideal (its workers'
+    46 s, not its quota's 22 s)."""
+    server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0, reports=reports, workers=4)
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep((40 - server.phase()) % 60)
+    pipeline = (lg.Pipeline(name="readme").metrics().cache(ttl=300)
+                .fallback({"model": "backup"}).retry(attempts=4).circuit_breaker().timeout(30)
+                .rate_limit(rpm=60, tpm=40_000).concurrency_limit(32))
+    limiter = next(layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit))
+    server.on_headers.append(limiter.observe_headers)
+    send = pipeline.wrap(server.acompletion)
+    start = loop.time()
+    results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(90)),
+                                   return_exceptions=True)
+    wall = loop.time() - start
+    assert not [r for r in results if isinstance(r, BaseException)]
+    best = server.ideal_time(90, tokens=server.charge(**ask(100)), start=start)
+    assert best == pytest.approx(server.service_time(90)) == 46  # the workers bind, not the quota
+    assert server.statistics().rate_limited <= 1
+    shape = limiter.statistics().shape
+    assert shape.startswith("fixed"), shape
+    assert wall <= 1.10 * best, (wall, best, shape)
+
+
+@pytest.mark.parametrize("phase", [0, 10, 30])
+async def test_the_call_refused_while_learning_retries_at_the_learned_minute(phase: float) -> None:
+    """The README stack with only rpm/tpm against LiteLLM's proxy (``rpm - 1`` a clock minute,
+    every 429 saying ``retry-after: 60``), 90 calls started at :00, :10 or :30: the one 429
+    that teaches the ``rpm - 1`` comes at the minute's 60th request, and the rate limit
+    resumes at the next clock minute. Retry used to wait the 60 s the proxy always asks, so
+    that one call finished a minute after its 429, long after the rest (2.0x the ideal from
+    :30); the rate limit holding the retry (``Attempt.resume_at``), it goes with the rest at
+    the minute: within 1.10x (the minute's probe answered before the burst: 1.06x from :30),
+    one 429 in all."""
+    server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0)
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep((phase - server.phase()) % 60)
+    pipeline = (lg.Pipeline(name="readme").metrics().cache(ttl=300)
+                .fallback({"model": "backup"}).retry(attempts=4).circuit_breaker().timeout(30)
+                .rate_limit(rpm=60, tpm=40_000).concurrency_limit(32))
+    limiter = next(layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit))
+    server.on_headers.append(limiter.observe_headers)
+    send = pipeline.wrap(server.acompletion)
+    start = loop.time()
+    results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(90)),
+                                   return_exceptions=True)
+    wall = loop.time() - start
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert server.statistics().rate_limited == 1
+    best = server.ideal_time(90, tokens=server.charge(**ask(100)), start=start)
+    assert wall <= 1.10 * best, (wall, best, limiter.statistics().shape)

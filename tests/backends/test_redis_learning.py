@@ -89,11 +89,14 @@ async def test_two_processes_pace_to_a_fixed_windows_boundary(redis_url, redis_p
 async def test_two_processes_never_overrun_a_sliding_window(redis_url, redis_prefix):
     """Behind a sliding window of 200 a minute, 240 calls from two processes: whatever the
     readings of a burst suggest, the window holds 200 and the other 40 wait for it (here until
-    max_wait): no 429, and the server never saw more than 200 within its window."""
+    max_wait): no 429, and the server never saw more than 200 within its window. Nearly all
+    200 go: on a loaded machine a request of one process admitted after a reading of the other
+    may reach the server before it, and that reading caps a few lower (never higher)."""
     server = SlidingWindowServer(rpm=200, latency=0.05)
     layers, calls = two_processes(server, redis_url, redis_prefix, 200, max_wait=5.0)
     errors = await run(calls, 240)
-    assert all(isinstance(e, lg.AdmissionTimeout) for e in errors) and len(errors) <= 40, {type(e) for e in errors}
+    assert all(isinstance(e, lg.AdmissionTimeout) for e in errors), {type(e) for e in errors}
+    assert 40 <= len(errors) <= 50
     stats = server.statistics()
     assert stats.rate_limited == 0 and stats.peak_window_requests <= 200
     await close(layers)

@@ -62,6 +62,28 @@ async def test_retry_after_is_honoured() -> None:
     assert 7.0 <= loop.time() - start <= 7.1
 
 
+async def test_a_rate_limit_below_holding_the_retry_shortens_the_retry_after() -> None:
+    """A learning RateLimit below that paused its key after a 429 holds the retry itself, so
+    Retry waits only until ``Attempt.resume_at`` (never longer than the Retry-After): with
+    ``Retry-After: 60`` and the rate limit resuming 5 s later, the retry goes at 5 s (plus the
+    jitter); a layer saying nothing leaves the 60 s."""
+    loop = asyncio.get_running_loop()
+
+    async def resumes_in_five(call, call_next):
+        try:
+            return await call_next(call)
+        except Exception:
+            call.current.resume_at = loop.time() + 5.0
+            raise
+
+    for layers, waited in (([resumes_in_five], 5.0), ([], 60.0)):
+        llm = FakeLLM([make_error(FailureKind.RATE_LIMITED, retry_after=60.0)])
+        start = loop.time()
+        await lg.guard(Retry(attempts=2, backoff=0.1), *layers)(llm.send_message)("x")
+        assert waited <= loop.time() - start <= waited + 0.1
+        assert llm.call_count == 2
+
+
 async def test_retry_after_beyond_max_delay_is_waited_never_cut_short() -> None:
     """Regression (issue 21 #13): Retry-After: 120 with max_delay=30 waits the 120 s (a retry
     at 30 s is a certain 429); with a deadline shorter than that it gives up at once instead."""

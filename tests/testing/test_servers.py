@@ -118,6 +118,23 @@ def test_ideal_time_is_the_quota_bound_schedule() -> None:
     assert bucket.ideal_time(60, tokens=200) == pytest.approx(1.0 + (12_000 - 6000) / 100)
 
 
+async def test_a_queueing_proxys_ideal_is_bound_by_its_workers_as_well_as_its_minutes() -> None:
+    """4 workers, 2 s each, 59 a minute: 90 from :40 take 46 s (the workers' bound: the
+    minutes never bind, as 40 are taken before :60); from :00, 59 are taken by :28, the
+    workers then idle until :60 and take the other 31 by :74: 76 s, more than either bound
+    (the quotas' 62 s, the workers' 46 s)."""
+    loop = asyncio.get_running_loop()
+    with virtual_wall_clock(1_800_000_000 + 40 - loop.time()):
+        server = ProxyWindowServer(rpm=60, latency=2.0, workers=4)
+        start = loop.time()
+        assert server.phase() == pytest.approx(40)
+        assert server.service_time(90) == 46.0
+        assert server.ideal_time(90, start=start) == pytest.approx(46.0)
+        assert server.ideal_time(90, start=start + 20) == pytest.approx(76.0)
+        assert FixedWindowServer.ideal_time(server, 90, start=start + 20) == pytest.approx(62.0)
+    assert ProxyWindowServer(rpm=60, latency=2.0).service_time(90) == 2.0  # all at once
+
+
 @pytest.mark.looptime(False)
 async def test_loopback_server_speaks_openai_to_the_sdk() -> None:
     """Over a real socket the openai SDK gets a chat.completion with usage and the x-ratelimit

@@ -120,8 +120,17 @@ class FixedCount:
                 del counts[index]
 
     def adjust(self, entry: Any, tokens: int, live: int) -> None:
+        """``entry`` counts ``tokens`` (and ``live``) from now on: in its windows, and in the
+        one it was carried into while in flight (a refund of a call that never left, say
+        queued for a concurrency slot across the boundary, gives that back too)."""
         delta = (tokens - entry.tokens) if self.tokens else (live - entry.live)
-        for index in self._indices(entry.time):
+        indices = self._indices(entry.time)
+        rolled = self.rolled
+        if self.recent is not None and rolled not in indices and entry.live \
+                and entry.answered > self.boundary(rolled) \
+                and self.index(entry.time + self.margin) == rolled - 1:
+            indices = (*indices, rolled)
+        for index in indices:
             if index in self.counts:
                 self.counts[index] += delta
 

@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ..._core import clock
 from ..._core.call import Call, loop_of
 from ..._core.check import callable_or_none, number, token_count
 from ..._core.errors import AdmissionTimeout
@@ -208,6 +209,8 @@ class RateLimit(ServerFeedback):
         if pause is not None:  # a 429: nothing more for this key until its Retry-After
             self._rate_limited += 1
             call.emit(EventKind.RATE_LIMIT_PAUSED, "rate_limit", delay=pause, error=exc)
+            if self._learning:  # it may learn the server admits sooner: Retry need not wait
+                call.current.resume_at = clock.now()
         if ticket is not None:
             # Never sent (refused or queued below us, cancelled or timed out before sending):
             # the provider never saw it, so the reservation goes back. Sent: it counted.

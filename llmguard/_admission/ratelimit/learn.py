@@ -28,12 +28,26 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         for t in learners:
             t.set_limit(now, limit)
     server = track.limit
+    if shape.candidate is not None:
+        # ours answered within a window (the ticket, answered now, too): what any server
+        # still counts of ours in a sliding window
+        answered = _units(track, lambda e: e.time > now - track.window
+                          and (e.answered <= now or e is ticket))
+        jump = shape.jumped(tokens, remaining, server, answered, now)
+        if jump is not None:
+            if shape.confirm(True, jump):
+                become_fixed(window, now)
+            return
+    shape.heard(tokens, remaining, now)
     since = shape.since
     if shape.candidate is not None and since is not None and ticket is not None \
             and ticket.seq >= since[0]:
         ours = (ticket.tseq + ticket.tokens - since[1]) if tokens else ticket.seq - since[0] + 1
-        if shape.confirm(_fresh(shape, track, tokens, remaining, server, ours, ticket),
-                         f"{remaining} of {server} {'tokens' if tokens else 'requests'} remaining"):
+        fresh = _fresh(shape, track, tokens, remaining, server, ours, ticket, now)
+        if fresh is None:
+            shape.defer()
+        elif shape.confirm(fresh, f"{remaining} of {server} "
+                                  f"{'tokens' if tokens else 'requests'} remaining"):
             become_fixed(window, now)
         return
     if reset is None:
@@ -81,25 +95,30 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
 
 
 def _fresh(shape: Any, track: AutoTrack, tokens: bool, remaining: int, server: int, ours: int,
-           ticket: Entry) -> bool:
+           ticket: Entry, now: float) -> bool | None:
     """True when ``remaining`` in the answer to ``ticket``, the first of ours sent after the
     candidate boundary (``ours`` of ours sent since it, up to the ticket), shows the server
     started counting afresh there.
 
     A server counting at arrival reports about ``server - ours``. One that counts an answer as
     it ends (LiteLLM's proxy's headers) also counts ours sent before the boundary and answered
-    after it (``shape.crossed``): a server that queues a burst answers much of it in the next
-    minute, and the first answer after the boundary may come tens of seconds later. Read that
-    way, the reading is still a fixed window's when a sliding one could not report it: above
-    what is left of the quota after ours sent within a window before the ticket; its
-    ``remaining`` then caps nothing (``shape.by_answer``)."""
+    after it, and ours sent from the boundary on though before the candidate's margin (a call
+    let go by an inner limiter as the boundary passed): a server that queues a burst answers
+    much of it in the next minute, and the first answer after the boundary may come tens of
+    seconds later. Read that way, the reading is still a fixed window's when a sliding one
+    could not report it: above what is left of the quota after ours sent within a window
+    before the ticket; its ``remaining`` then caps nothing (``shape.by_answer``). None when
+    it fits both (all of ours the server could count were sent within a window): undecided."""
     tolerance = max(1, server // 20)
     if remaining >= server - ours - tolerance:
         return True
-    crossed = shape.crossed[tokens]
-    shape.by_answer = bool(crossed) and remaining >= server - ours - crossed - tolerance \
-        and remaining > server - _sent_by(track, ticket) + tolerance
-    return shape.by_answer
+    boundary = shape.candidate
+    counted = _units(track, lambda e: e.time < boundary <= e.answered <= now) \
+        + _units(track, lambda e: boundary <= e.time and e.seq <= ticket.seq)
+    if counted <= ours or remaining < server - counted - tolerance:
+        return False
+    shape.by_answer = remaining > server - _sent_by(track, ticket) + tolerance
+    return True if shape.by_answer else None
 
 
 def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
@@ -130,6 +149,13 @@ def settled(window: Any, now: float, live: int) -> None:
         shape.probe = shape.since = None
     else:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
+
+
+def _units(track: AutoTrack, keep: Any) -> int:
+    """Units of ours in ``track``'s recent admissions for which ``keep(entry)`` holds, those
+    refunded (never sent) or refused (the server counts none of them) left out."""
+    return sum(track.weight(entry) for entry in track.recent
+               if entry.live and not entry.refused and keep(entry))
 
 
 def _sent_by(track: AutoTrack, ticket: Entry) -> int:

@@ -13,11 +13,17 @@ sliding log, which never exceeds any of them. The shape is then read from:
   constant ``retry-after: 60``): counters keyed by the clock minute are the common case, so the
   wall-clock minute is the candidate boundary, confirmed or refuted by the first answer sent
   after it: a fixed window starts afresh there (``remaining`` back near the limit), a bucket
-  or a sliding window does not. When the head of the line would wait past that boundary, one
+  or a sliding window does not. Answers that straddle the boundary show it too, sooner
+  (:meth:`Shape.jumped`): ``remaining`` back up from the reading just before, faster than a
+  bucket refills and above what a sliding window still counting ours answered could report;
+  a server that queues a burst answers ours sent before the minute after it, while our
+  sliding log, full, sends nothing. When the head of the line would wait past that boundary, one
   request is sent there as a probe, if the quota as the server counts it (requests it refused
   left out) has room; a refused probe costs one 429, once per key. A server that queues
   (LiteLLM's proxy under a burst) answers late, and its ``remaining`` may count answers rather
-  than admissions: ours that crossed the boundary are allowed for (:func:`.learn._fresh`).
+  than admissions: ours that crossed the boundary are allowed for (:func:`.learn._fresh`);
+  a reading that fits a sliding window as well (every one of ours it could count was sent
+  within a window) decides nothing, and the next boundary is supposed (:meth:`Shape.defer`).
   It also counts a request only when it takes it from its queue: a clock minute learned
   this way (``late``) counts ours in flight at a boundary in the new minute too (:mod:`.fixed`).
 
@@ -28,7 +34,6 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from .fixed import skew
 
@@ -66,8 +71,8 @@ class Shape:
     boundary, loop time); a fixed-window hypothesis waiting for confirmation (``candidate``)."""
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
-                 "probes", "votes", "limits", "vouched", "bucketless", "crossed",
-                 "by_answer", "late", "hold")
+                 "probes", "votes", "limits", "vouched", "bucketless",
+                 "by_answer", "late", "last", "hold")
 
     def __init__(self, window: float, margin: float) -> None:
         self.kind = "unknown"
@@ -92,17 +97,17 @@ class Shape:
         self.bucketless = False
         #: What was learned about the effective limits (empty: the quotas as configured).
         self.limits = ""
-        #: Requests and tokens of ours sent before the candidate boundary and answered after
-        #: it: a server that counts an answer as it ends (LiteLLM's proxy's headers) counts
-        #: them in the new window.
-        self.crossed = [0, 0]
-        #: Confirmed fixed only with ``crossed`` allowed for: the server's ``remaining`` counts
+        #: Confirmed fixed only with ours that crossed the boundary allowed for (sent before
+        #: it, answered after: :func:`.learn._fresh`): the server's ``remaining`` counts
         #: answers, not the admissions it limits, so it caps nothing.
         self.by_answer = False
         #: Learned as a clock minute the server never pointed to (no reset): when it counts
         #: a request is unknown, and one that queues counts it late (:mod:`.fixed`). Its
         #: boundaries are the wall clock's: exact but for the clocks' skew.
         self.late = False
+        #: Per unit (False requests, True tokens): ``(loop time, remaining)`` of the last
+        #: reading before the candidate boundary (:meth:`jumped`).
+        self.last: dict[bool, tuple[float, int]] = {}
         #: Loop time before which no probe goes: the end of a 429's retry-after shorter than
         #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
         #: constant window, which only says "within a window": :func:`.learn.refused`).
@@ -136,15 +141,39 @@ class Shape:
             self.candidate = boundary
             self.why = why
             self.vouched = vouched
-            self.crossed = [0, 0]
+            self.last = {}
 
-    def answered(self, entry: Any, tokens: int, now: float) -> None:
-        """``entry`` (of ``tokens``) was answered at ``now``: one crossing the candidate
-        boundary counts in :attr:`crossed`."""
-        candidate = self.candidate
-        if candidate is not None and entry.time < candidate <= now and not entry.refused:
-            self.crossed[0] += 1
-            self.crossed[1] += tokens
+    def heard(self, tokens: bool, remaining: int, now: float) -> None:
+        """A reading of ``remaining`` at ``now``: kept while it comes before the candidate
+        boundary (or none is supposed yet), for :meth:`jumped`."""
+        if self.kind == "unknown" and (self.candidate is None or now < self.candidate):
+            self.last[tokens] = (now, remaining)
+
+    def jumped(self, tokens: bool, remaining: int, limit: int, counted: int,
+               now: float) -> str | None:
+        """Why ``remaining`` of ``limit``, read at ``now`` just after the candidate boundary,
+        shows the count started afresh there (None when it does not): up from the reading
+        just before the boundary by more than a bucket refills meanwhile, and above what a
+        sliding window could report while it still counts ``counted`` of ours (those
+        answered within a window: a server counts a request at the latest when it answers
+        it). Read from answers to requests sent before the boundary, so a server that
+        queues a burst (its first answer to a request sent after the boundary comes tens of
+        seconds late, or never while our own log is full) shows it within a moment."""
+        boundary, before = self.candidate, self.last.get(tokens)
+        if boundary is None or before is None or self.kind != "unknown":
+            return None
+        then, earlier = before
+        # readings straddling the boundary closely (a tenth of a window: answers of a server
+        # that queues come in waves a service time apart, their headers as of when a worker
+        # took the request): the count started afresh at the clock minute between them
+        if not then < boundary <= now < then + self.window / 10:
+            return None
+        tolerance = max(1, limit // 20)
+        refill = (now - then) * limit / self.window
+        if remaining - earlier <= refill + tolerance or remaining <= limit - counted + tolerance:
+            return None
+        return (f"up from {earlier} just before, {remaining} of {limit} "
+                f"{'tokens' if tokens else 'requests'} remaining")
 
     def skew(self) -> float:
         """Seconds past a (supposed or learned) boundary a request goes to be counted after it
@@ -160,6 +189,18 @@ class Shape:
         if self.candidate is None or self.since is not None or not self.probes:
             return None
         return max(self.candidate + self.skew(), self.hold)
+
+    def defer(self) -> None:
+        """The first answer after the candidate boundary fits a fixed window counting answers
+        and a sliding window alike (every one of ours the server could have counted there was
+        sent within a window): suppose the next boundary instead, where the answers that
+        straddle it (:meth:`jumped`) or a probe tell them apart (a probe within the quota:
+        the server's reset, if it pointed to the first, did not point to that one)."""
+        if self.candidate is not None:
+            self.candidate += self.window
+        self.since = self.probe = None
+        self.vouched = False
+        self.last = {}
 
     def confirm(self, fresh: bool, detail: str) -> bool:
         """The first answer after the candidate boundary: ``fresh`` when the server counted

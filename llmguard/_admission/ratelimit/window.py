@@ -179,8 +179,6 @@ class Window:
         shape = self.shape
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
-        if shape is not None and live and answered:
-            shape.answered(entry, tokens, now)
         if shape is not None and entry is shape.probe:
             learn.settled(self, now, live)
         entry.tokens = tokens
