@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import llmguard as lg
-from llmguard.testing import ProxyWindowServer
+from llmguard.testing import ProxyWindowServer, virtual_wall_clock
 from llmguard.testing._quota import FixedWindow
 
 RPM, CALLS, GAP = 1200, 2400, 0.025  #: the bench's scale; GAP: the proxy's time per request
@@ -21,9 +21,9 @@ def ask(i: int) -> dict[str, Any]:
 
 
 def proxy(reports: str = "answered", workers: int | None = None,
-          gap: float = GAP) -> ProxyWindowServer:
+          gap: float = GAP, duration: str = "request") -> ProxyWindowServer:
     return ProxyWindowServer(rpm=RPM, latency=gap, capacity=1, overload_at=10**9,
-                             reports=reports, workers=workers)
+                             reports=reports, workers=workers, duration=duration)
 
 
 def ideal(server: ProxyWindowServer, n: int, start: float) -> float:
@@ -42,7 +42,7 @@ async def run(server: ProxyWindowServer, phase: float, send: Any = None,
               **limits: Any) -> tuple[float, float, lg.RateLimit]:
     loop = asyncio.get_running_loop()
     await asyncio.sleep((phase - server.phase()) % 60)
-    layer = lg.RateLimit(rpm=RPM, margin=0.5, **limits)
+    layer = lg.RateLimit(rpm=RPM, **{"margin": 0.5, **limits})
     server.on_headers.append(layer.observe_headers)
     guarded = lg.guard(lg.Retry(attempts=4), layer, lg.ConcurrencyLimit(1024))(
         send or server.acompletion)
@@ -116,6 +116,36 @@ async def test_a_proxy_counting_its_backlog_in_the_next_minute_refuses_none(
     shape = layer.statistics().shape
     assert server.statistics().rate_limited <= 1, (server.statistics(), shape)
     assert wall <= 1.05 * best, (wall, best, shape)
+
+
+@pytest.mark.parametrize("reports", ["admitted", "answered"])
+@pytest.mark.parametrize("phase", [40, 50])
+async def test_the_first_send_after_a_clock_minute_goes_at_the_boundary(
+        reports: str, phase: float) -> None:
+    """LiteLLM's proxy times only the call to its deployment
+    (``x-litellm-response-duration-ms``), so a burst queued in it measures a send latency of
+    seconds, the measured margin (``llmguard run --rpm`` leaves it measured). The boundary of
+    the wall clock's minute was passed by that margin too: with nothing in flight there, the
+    probe went at :03.8 and the next minute's burst at :18.9 against the real proxy (1.16-1.24x
+    the ideal). A request admitted after the wall clock's minute reaches the server after it,
+    however long the way: the first send after each boundary goes within the clocks' skew of
+    it, none earlier than the server admits it (one 429: the ``rpm - 1`` learned), within
+    1.05x the ideal."""
+    with virtual_wall_clock():
+        server = proxy(reports, workers=1, gap=0.003, duration="call")
+        wall, best, layer = await run(server, phase, margin=None)
+    stats = layer.statistics()
+    assert stats.shape.startswith("fixed"), stats.shape
+    assert stats.margin > 1.0, stats.margin  # the case: a margin of seconds at the boundary
+    arrivals = server.arrivals
+    start = arrivals[0].at
+    epoch = server.quotas["requests"].epoch
+    after = epoch + (start - epoch) // 60 * 60 + 60  # the first boundary after the start
+    for boundary in (after, after + 60):
+        first = min(a.at for a in arrivals if a.at >= boundary)
+        assert first - boundary <= 0.06, (boundary, first, stats.shape)
+    assert server.statistics().rate_limited <= 1
+    assert wall <= 1.05 * best, (wall, best, stats.shape)
 
 
 @pytest.mark.parametrize("reports", ["admitted", "answered"])
