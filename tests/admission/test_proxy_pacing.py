@@ -148,6 +148,27 @@ async def test_the_first_send_after_a_clock_minute_goes_at_the_boundary(
     assert wall <= 1.05 * best, (wall, best, stats.shape)
 
 
+async def readme_stack(server: ProxyWindowServer, phase: float,
+                       calls: int) -> tuple[float, float, lg.RateLimit]:
+    """``calls`` through the README stack with only ``rpm=60, tpm=40_000`` given, started at
+    ``phase`` s into the server's minute: (wall time, the server's ideal, the rate limit);
+    every call must complete."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep((phase - server.phase()) % 60)
+    pipeline = (lg.Pipeline(name="readme").metrics().cache(ttl=300)
+                .fallback({"model": "backup"}).retry(attempts=4).circuit_breaker().timeout(30)
+                .rate_limit(rpm=60, tpm=40_000).concurrency_limit(32))
+    limiter = next(layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit))
+    server.on_headers.append(limiter.observe_headers)
+    send = pipeline.wrap(server.acompletion)
+    start = loop.time()
+    results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(calls)),
+                                   return_exceptions=True)
+    wall = loop.time() - start
+    assert not [r for r in results if isinstance(r, BaseException)]
+    return wall, server.ideal_time(calls, tokens=server.charge(**ask(100)), start=start), limiter
+
+
 @pytest.mark.parametrize("reports", ["admitted", "answered"])
 async def test_the_readme_stack_learns_a_queueing_proxys_minute_at_its_first_boundary(
         reports: str) -> None:
@@ -161,20 +182,7 @@ async def test_the_readme_stack_learns_a_queueing_proxys_minute_at_its_first_bou
     once. Every call done, at most one 429, within 1.10x the server's ideal (its workers'
     46 s, not its quota's 22 s)."""
     server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0, reports=reports, workers=4)
-    loop = asyncio.get_running_loop()
-    await asyncio.sleep((40 - server.phase()) % 60)
-    pipeline = (lg.Pipeline(name="readme").metrics().cache(ttl=300)
-                .fallback({"model": "backup"}).retry(attempts=4).circuit_breaker().timeout(30)
-                .rate_limit(rpm=60, tpm=40_000).concurrency_limit(32))
-    limiter = next(layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit))
-    server.on_headers.append(limiter.observe_headers)
-    send = pipeline.wrap(server.acompletion)
-    start = loop.time()
-    results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(90)),
-                                   return_exceptions=True)
-    wall = loop.time() - start
-    assert not [r for r in results if isinstance(r, BaseException)]
-    best = server.ideal_time(90, tokens=server.charge(**ask(100)), start=start)
+    wall, best, limiter = await readme_stack(server, 40, 90)
     assert best == pytest.approx(server.service_time(90)) == 46  # the workers bind, not the quota
     assert server.statistics().rate_limited <= 1
     shape = limiter.statistics().shape
@@ -193,19 +201,6 @@ async def test_the_call_refused_while_learning_retries_at_the_learned_minute(pha
     the minute: within 1.10x (the minute's probe answered before the burst: 1.06x from :30),
     one 429 in all."""
     server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0)
-    loop = asyncio.get_running_loop()
-    await asyncio.sleep((phase - server.phase()) % 60)
-    pipeline = (lg.Pipeline(name="readme").metrics().cache(ttl=300)
-                .fallback({"model": "backup"}).retry(attempts=4).circuit_breaker().timeout(30)
-                .rate_limit(rpm=60, tpm=40_000).concurrency_limit(32))
-    limiter = next(layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit))
-    server.on_headers.append(limiter.observe_headers)
-    send = pipeline.wrap(server.acompletion)
-    start = loop.time()
-    results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(90)),
-                                   return_exceptions=True)
-    wall = loop.time() - start
-    assert not [r for r in results if isinstance(r, BaseException)]
+    wall, best, limiter = await readme_stack(server, phase, 90)
     assert server.statistics().rate_limited == 1
-    best = server.ideal_time(90, tokens=server.charge(**ask(100)), start=start)
     assert wall <= 1.10 * best, (wall, best, limiter.statistics().shape)
