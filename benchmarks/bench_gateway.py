@@ -54,6 +54,7 @@ ANSWER = json.dumps({
     "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13},
 }).encode()
 CONNECTIONS = (16, 64)
+GATEWAY = "llmguard serve (tenant + layers)"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -197,13 +198,14 @@ LITELLM_CONFIG = """model_list:
 """
 
 
-def start_gateway(tmp: str, upstream: str, cpu: str) -> tuple[subprocess.Popen, str]:
+def start_gateway(tmp: str, upstream: str, cpu: str, root: Path = ROOT
+                  ) -> tuple[subprocess.Popen, str]:
     config = Path(tmp, "gateway.toml")
     config.write_text(GATEWAY_CONFIG.format(upstream=upstream,
                                             digest=hashlib.sha256(KEY.encode()).hexdigest()))
     port = free_port()
     proc = spawn([sys.executable, "-m", "llmguard", "serve", "--config", str(config), "--port",
-                  str(port)], cpu, env={"PYTHONPATH": str(ROOT), "BENCH_UPSTREAM_KEY": "none"})
+                  str(port)], cpu, env={"PYTHONPATH": str(root), "BENCH_UPSTREAM_KEY": "none"})
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -278,6 +280,9 @@ def main() -> None:
                         help="add LiteLLM's proxy: the litellm command of an environment with "
                              "litellm[proxy] (default: $LITELLM_PROXY, else litellm beside "
                              "this Python)")
+    parser.add_argument("--baseline", type=Path, metavar="ROOT",
+                        help="add llmguard serve from another source tree (a checkout of the "
+                             "commit to compare with): a before/after in the same interleaving")
     parser.add_argument("--proxy", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -301,8 +306,11 @@ def main() -> None:
             wait_up(f"http://127.0.0.1:{port}/healthz", upstream_proc)
             starters = {"bare proxy (Starlette + aiohttp)": lambda: start_proxy(upstream,
                                                                                  server_cpu),
-                        "llmguard serve (tenant + layers)": lambda: start_gateway(
+                        GATEWAY: lambda: start_gateway(
                             tmp, upstream, server_cpu)}
+            if args.baseline:
+                starters[f"llmguard serve ({args.baseline.name})"] = lambda: start_gateway(
+                    tmp, upstream, server_cpu, args.baseline.resolve())
             if args.litellm:
                 starters["LiteLLM proxy"] = lambda: start_litellm(args.litellm, tmp, upstream,
                                                                   server_cpu)
@@ -357,7 +365,7 @@ def report(runs: dict[tuple[str, int], list[dict[str, float]]], names: list[str]
             bad = sum(r["bad"] for r in rows)
             print(f"| {name:34} | {connections:5} | {rps:5,.0f} | {ratio:11.2f}x "
                   f"| {cpu:8.0f} us | {p99:6.1f} | {bad:7.0f} |")
-            if name.startswith("llmguard"):
+            if name == GATEWAY:
                 verdicts.append((connections, ratio))
             errors = {r["errors"] for r in rows if r["errors"]}
             if errors:
@@ -366,10 +374,18 @@ def report(runs: dict[tuple[str, int], list[dict[str, float]]], names: list[str]
           "req/s:")
     for connections, ratio in verdicts:
         print(f"- {connections} connections: {ratio:.2f}x {'pass' if ratio >= 0.8 else 'MISS'}")
+    for name in names:
+        if name.startswith("llmguard serve (") and name != GATEWAY:  # --baseline
+            for connections in CONNECTIONS:
+                pairs = list(zip(runs[(GATEWAY, connections)], runs[(name, connections)]))
+                rps, cpu, p99 = (statistics.median(a[k] / b[k] for a, b in pairs)
+                                 for k in ("rps", "cpu", "p99"))
+                print(f"- vs {name}, {connections} connections (medians of the per-pair "
+                      f"ratios): req/s {rps:.2f}x, CPU/request {cpu:.2f}x, p99 {p99:.2f}x")
     lite = "LiteLLM proxy"
     if lite in names:
         for connections in CONNECTIONS:
-            mine = [r["rps"] for r in runs[(names[1], connections)]]
+            mine = [r["rps"] for r in runs[(GATEWAY, connections)]]
             theirs = [r["rps"] for r in runs[(lite, connections)]]
             ratio = statistics.median(a / b for a, b in zip(mine, theirs))
             print(f"- vs LiteLLM's proxy, {connections} connections: llmguard serve is "

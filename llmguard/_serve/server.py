@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import os
 import signal
@@ -29,6 +30,8 @@ _ENV = "LLMGUARD_SERVE_SETTINGS"
 #: Gateways built in this process, drained when a shutdown signal arrives.
 _LIVE: list[Gateway] = []
 EXIT_OK, EXIT_USAGE = 0, 2
+#: Middle-generation collections per full one in a serving process (CPython's default: 10).
+FULL_COLLECTION_EVERY = 100
 
 
 def make_app(config: ServeConfig, *, redis_url: str | None = None,
@@ -65,7 +68,25 @@ def create_app() -> Any:
     app = make_app(config, redis_url=settings["redis"], redis_prefix=settings["prefix"],
                    tracer_provider=configured_tracer_provider())
     _chain_signals()
+    tune_gc()
     return app
+
+
+def tune_gc() -> None:
+    """Keep the garbage collector's full collections off the p99 of the serving process.
+
+    What is alive once the app is built (modules, classes, the config, the layers: some
+    50,000 objects) is frozen: a full collection walked all of it every second or two under
+    load, 25-80 ms on the serving thread that every request in flight waited out. What then
+    remains in the oldest generation is mostly the rate limits' log entries (one per admission
+    and quota, kept until folded or out of the window), which pass through it at the request
+    rate and set a full collection off every ~1,200 requests; one in 100 of the middle
+    generation's collections instead of one in 10 makes those (5-20 ms each) ten times rarer.
+    Called once per serving process, after startup."""
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(young, middle, max(old, FULL_COLLECTION_EVERY))
 
 
 def configure(config: ServeConfig, options: dict[str, Any]) -> ServeConfig:
@@ -114,6 +135,7 @@ class Server(uvicorn.Server):
             for server in self.servers:
                 host, port = server.sockets[0].getsockname()[:2]
                 print(f"llmguard serve: listening on http://{host}:{port}/v1", flush=True)
+            tune_gc()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)

@@ -24,6 +24,8 @@ import zlib
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from multidict import CIMultiDict  # aiohttp's: the headers' type with either client
+
 __all__ = ["IDLE", "Answer", "Origin", "Undelivered"]
 
 #: Seconds an idle connection is kept: below the 5 s of uvicorn's and Node's servers, so we
@@ -85,8 +87,6 @@ class _Connection(asyncio.Protocol):
         waiter, self.waiter = self.waiter, None
         if waiter is None or waiter.done():
             return
-        from multidict import CIMultiDict
-
         headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers)
         body = b"".join(self.body)
         self.headers, self.body = [], []

@@ -15,7 +15,10 @@
   when one takes them, in the minute of that moment, as LiteLLM's router counts a request
   when its pre-call check runs (``lowest_tpm_rpm_v2``'s per-minute key), which a loaded
   proxy's event loop reaches only after the requests queued before it: a burst sent late in
-  a minute is counted largely in the next one.
+  a minute is counted largely in the next one. Its ``x-litellm-response-duration-ms`` times
+  the request from arrival (``duration="request"``) or, ``duration="call"``, from when a worker
+  takes it, as LiteLLM's times only the call to the deployment: the round trip less it is then
+  the wait in the queue too, seconds under a burst.
 
 The wall clock is :func:`llmguard._core.clock.wall` (in step with the loop clock, so under
 ``looptime`` its minutes pass virtually too).
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+from contextvars import ContextVar
 from typing import Any
 
 from .._core import clock
@@ -33,6 +37,9 @@ from ._quota import FixedWindow, SlidingWindow, check_quotas
 from ._servers import QuotaServer, admission_headers
 
 __all__ = ["ProxyWindowServer", "SlidingWindowServer"]
+
+#: When a worker took the request being served (``ProxyWindowServer(duration="call")``).
+_taken: ContextVar[float | None] = ContextVar("taken", default=None)
 
 
 class SlidingWindowServer(QuotaServer):
@@ -61,7 +68,7 @@ class ProxyWindowServer(QuotaServer):
 
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
                  reports: str = "admitted", workers: int | None = None,
-                 **options: Any) -> None:
+                 duration: str = "request", **options: Any) -> None:
         super().__init__(window=window, **options)
         check_quotas(rpm, tpm)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
@@ -75,6 +82,11 @@ class ProxyWindowServer(QuotaServer):
             raise ValueError(f"rpm must be at least 2 (the proxy admits rpm - 1), got {rpm}")
         if reports not in ("admitted", "answered"):
             raise ValueError(f'reports must be "admitted" or "answered", got {reports!r}')
+        if duration not in ("request", "call"):
+            raise ValueError(f'duration must be "request" (timed from arrival) or "call" '
+                             f'(from when a worker takes it), got {duration!r}')
+        #: What its duration header times: the whole ``"request"`` or the ``"call"``.
+        self.duration = duration
         #: The limits the proxy reports (it admits one request fewer).
         self.limits = {"requests": rpm, "tokens": tpm}
         self.quotas = {"requests": rpm and FixedWindow(rpm - 1, window),
@@ -125,7 +137,12 @@ class ProxyWindowServer(QuotaServer):
             await super()._work(input_tokens, output, charged)
             return
         async with self._queue:  # FIFO: counted when a worker takes it, not at arrival
+            _taken.set(self._now())
             await super()._work(input_tokens, output, charged)
+
+    async def _reply(self, headers: dict[str, str] | None, arrived: float) -> None:
+        taken = _taken.get() if self.duration == "call" else None
+        await super()._reply(headers, arrived if taken is None else taken)
 
     def _answered(self, input_tokens: int, output: int, charged: int) -> None:
         now = self._now()

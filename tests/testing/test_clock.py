@@ -48,13 +48,18 @@ async def test_dates_in_headers_are_read_against_the_pinned_clock() -> None:
             {"retry-after": "Fri, 15 Jan 2027 08:00:40 GMT"}) == pytest.approx(30)
 
 
-@pytest.mark.parametrize("phase, resumes", [(0, 7.0), (57, 3.5)])
-async def test_a_429s_supposed_clock_minute_is_the_same_in_every_run(phase, resumes) -> None:
+@pytest.mark.parametrize("phase, retry_after, resumes", [(0, 7, 7.0), (57, 7, 7.0),
+                                                        (57, 60, 3.05)])
+async def test_a_429s_supposed_clock_minute_is_the_same_in_every_run(phase, retry_after,
+                                                                     resumes) -> None:
     """Under the default ``refill="auto"`` a 429 without a reset supposes a clock-minute window
-    and probes it once half a second past the wall clock's next minute: 57 s into a minute
-    that is before a Retry-After of 7 ends (3.5 s), at a minute's start after it (7 s). With
-    the wall clock pinned, each case happens every run, whatever the time of day."""
-    llm = FakeLLM([RateLimited("slow down", status_code=429, headers={"retry-after": "7"})])
+    and probes it once the clocks' skew (0.05 s) past the wall clock's next minute, never
+    before a Retry-After shorter than a window ends: 57 s into a minute, a Retry-After of 60
+    (LiteLLM's: "within a window") is probed at the minute's start (3.05 s), one of 7 (the
+    server's own time) is waited out (7 s), as at a minute's start. With the wall clock pinned,
+    each case happens every run, whatever the time of day."""
+    llm = FakeLLM([RateLimited("slow down", status_code=429,
+                               headers={"retry-after": str(retry_after)})])
     layer = lg.RateLimit(rpm=100)
     guarded = lg.guard(layer)(llm.send_message)
     loop = asyncio.get_running_loop()

@@ -137,8 +137,9 @@ class AutoTrack:
     def become_fixed(self, now: float, epoch: float) -> None:
         """Count per fixed window from now on, boundaries at ``epoch + i * window``."""
         self.log.expire(now)
+        late = self.shape.late  # the wall clock's minute: exact boundaries, counted late
         self.fixed = FixedCount(self.limit, self.window, self.quota.margin, epoch,
-                                self.quota.tokens, self.recent if self.shape.late else None)
+                                self.quota.tokens, self.recent if late else None, late)
         self.fixed.rebuild(now, self.log.entries)
 
     def __repr__(self) -> str:

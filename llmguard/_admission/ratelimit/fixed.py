@@ -5,10 +5,15 @@ gateways), a sliding log started mid-window waits a whole window after each burs
 server would admit a full quota again at its next boundary. Once the boundary is learned
 (:mod:`.shape`), this count paces to it.
 
-``margin`` covers the time from admission here to arrival there, and how far the learned
-boundary may be off (read from a reset counted at arrival, rounded): an admission within
-``margin`` of a boundary, on either side, may be counted by the server in either window, so it
-counts in both (a new window's burst goes ``margin`` after the boundary).
+``margin`` covers the time from admission here to arrival there (an admission within ``margin``
+before a boundary may be counted by the server after it, so it counts in both windows), and
+``skew`` how far the learned boundary may be off (an admission within ``skew`` after it may be
+counted before it: it counts in both too, and a new window's burst goes ``skew`` after the
+boundary). A boundary read from a reset is timed from our admission while the server counted
+from the arrival, up to ``margin`` later: its skew is the margin. A boundary on the wall
+clock's minute (a server that gives no reset) is exact but for the skew of the two clocks
+(:func:`skew`): a request admitted after it reaches the server after it, however long the way
+(LiteLLM's proxy under a burst: seconds), so the next window's burst goes at once.
 
 A server that queues counts a request when it takes it from its queue, not when it arrives
 (LiteLLM's proxy: its router's per-minute counter is incremented by the pre-call check, which a
@@ -26,16 +31,31 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["FixedCount"]
+__all__ = ["CLOCK_SKEW", "FixedCount", "skew"]
+
+#: Seconds per minute of window our wall clock and a server's may disagree (NTP keeps them
+#: within milliseconds; the least measured margin, ``latency.FLOOR``, is this much too).
+CLOCK_SKEW = 0.05
+
+
+def skew(margin: float, window: float, on_clock: bool) -> float:
+    """Seconds a learned boundary may be off early, with ``margin`` seconds for the way to a
+    server of ``window``-second windows: the clocks' skew for a boundary on the wall clock
+    (``on_clock``; never more than the margin: ``margin=0`` counts at admission), else the
+    margin (a reset counted from an arrival up to the margin after the admission it is timed
+    from)."""
+    return min(margin, CLOCK_SKEW * window / 60) if on_clock else margin
 
 
 class FixedCount:
     """Units admitted per fixed window, kept for the current and the next window only."""
 
-    __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts", "recent", "rolled")
+    __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts", "recent", "rolled",
+                 "on_clock")
 
     def __init__(self, limit: int, window: float, margin: float, epoch: float,
-                 tokens: bool, recent: Iterable[Any] | None = None) -> None:
+                 tokens: bool, recent: Iterable[Any] | None = None,
+                 on_clock: bool = False) -> None:
         self.limit = limit  #: units per window (the learned limit, at most the quota)
         self.window = window  #: the server's window, seconds
         self.margin = margin  #: seconds an admission may take to arrive
@@ -46,6 +66,8 @@ class FixedCount:
         self.recent = recent
         #: The last window ours in flight were carried into.
         self.rolled: float = -math.inf
+        #: The boundaries are the wall clock's (exact but for the clocks' skew: :func:`skew`).
+        self.on_clock = on_clock
 
     def index(self, t: float) -> int:
         return math.floor((t - self.epoch) / self.window)
@@ -55,7 +77,8 @@ class FixedCount:
         return self.epoch + index * self.window
 
     def _indices(self, t: float) -> tuple[int, ...]:
-        first, last = self.index(t - self.margin), self.index(t + self.margin)
+        early = skew(self.margin, self.window, self.on_clock)
+        first, last = self.index(t - early), self.index(t + self.margin)
         return (first,) if first == last else (first, last)
 
     def _weight(self, entry: Any) -> int:
@@ -121,17 +144,17 @@ class FixedCount:
         return all(self._room(index, need) for index in self._indices(now))
 
     def wait(self, now: float, need: int) -> float:
-        """Seconds until ``need`` more fits: the margin past the start of the first window with
+        """Seconds until ``need`` more fits: the skew past the start of the first window with
         room (then nothing admitted counts in a full window any more; ours in flight at
         that boundary, counted in it too, are known only there)."""
         self._roll(now)
-        at = now
+        at, early = now, skew(self.margin, self.window, self.on_clock)
         for _ in range(4):
             blocked = [index for index in self._indices(at) if not self._room(index, need)]
             if not blocked:
                 return at - now
             # a microsecond past it: float rounding must not leave it a hair inside the window
-            at = self.boundary(max(blocked) + 1) + self.margin + 1e-6
+            at = self.boundary(max(blocked) + 1) + early + 1e-6
         return at - now
 
     def idle(self, now: float) -> bool:

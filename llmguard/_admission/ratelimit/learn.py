@@ -176,20 +176,26 @@ def _sent_by(track: AutoTrack, ticket: Entry) -> int:
 
 def become_fixed(window: Any, now: float) -> None:
     """The shape became a fixed window: count per window, drop the caps and the pause read
-    under the sliding assumption (the server starts afresh at each boundary)."""
+    under the sliding assumption (the server starts afresh at each boundary), but for a short
+    retry-after's (the server's own time: :func:`refused`)."""
     shape = window.shape
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
             track.become_fixed(now, shape.epoch)
     window.caps.clear()
-    window.paused_until = min(window.paused_until, now)
+    window.paused_until = min(window.paused_until, max(now, shape.hold))
 
 
 def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float) -> float:
     """A 429 asked for ``seconds`` of pause after the request of ``ticket``: learn the
     effective limit (a 429 at the 60th request of a window means the server admits 59), and
-    return when to resume: a learned fixed window's next boundary when the pause points past
-    it (the server admits again there), else after the pause."""
+    return when to resume, never earlier than the server allows.
+
+    A retry-after of a window or more (LiteLLM's constant ``60``) says only "within a
+    window": on a learned fixed window, resume at its next boundary when the pause points
+    past it (the server admits again there), and a supposed boundary may be probed before
+    the pause ends. A shorter one is the server's own reckoning of when it admits again: it
+    wins when it points past a boundary, and no probe goes before it ends."""
     until = now + seconds
     shape = window.shape
     if ticket is not None:
@@ -197,9 +203,11 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if ticket is not None and ticket is shape.probe:
         shape.confirm(False, "a probe was refused (429)")
     _learn_limit(window, now, ticket)
-    if shape.kind == "fixed" and shape.epoch is not None:
-        until = min(until, shape.next_boundary(shape.epoch, now) + shape.margin)
-    elif shape.kind == "unknown":
+    if seconds < shape.window - TOLERANCE:
+        shape.hold = max(shape.hold, until)
+    elif shape.kind == "fixed" and shape.epoch is not None:
+        until = min(until, shape.next_boundary(shape.epoch, now) + shape.skew())
+    if shape.kind == "unknown":
         if shape.assumed and ticket is not None and seconds > TOLERANCE + max(
                 (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
                 for t in window.tracks if isinstance(t, AutoTrack)):

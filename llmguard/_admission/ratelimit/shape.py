@@ -39,6 +39,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .fixed import skew
+
 __all__ = ["Shape", "read_reset"]
 
 #: Seconds of disagreement tolerated between a header's reset and a shape's prediction
@@ -74,7 +76,7 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless",
-                 "by_answer", "late", "last", "assumed")
+                 "by_answer", "late", "last", "assumed", "hold")
 
     def __init__(self, window: float, margin: float, assumed: str = "") -> None:
         self.kind = "unknown"
@@ -109,11 +111,16 @@ class Shape:
         #: answers, not the admissions it limits, so it caps nothing.
         self.by_answer = False
         #: Learned as a clock minute the server never pointed to (no reset): when it counts
-        #: a request is unknown, and one that queues counts it late (:mod:`.fixed`).
+        #: a request is unknown, and one that queues counts it late (:mod:`.fixed`). Its
+        #: boundaries are the wall clock's: exact but for the clocks' skew.
         self.late = False
         #: Per unit (False requests, True tokens): ``(loop time, remaining)`` of the last
         #: reading before the candidate boundary (:meth:`jumped`).
         self.last: dict[bool, tuple[float, int]] = {}
+        #: Loop time before which no probe goes: the end of a 429's retry-after shorter than
+        #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
+        #: constant window, which only says "within a window": :func:`.learn.refused`).
+        self.hold = 0.0
 
     @classmethod
     def of(cls, quotas: list[Any]) -> Shape:
@@ -189,11 +196,20 @@ class Shape:
         return (f"up from {earlier} just before, {remaining} of {limit} "
                 f"{'tokens' if tokens else 'requests'} remaining")
 
+    def skew(self) -> float:
+        """Seconds past a (supposed or learned) boundary a request goes to be counted after it
+        (:func:`.fixed.skew`): the clocks' skew for the wall clock's minute (a candidate the
+        server's reset did not point to, a clock minute learned so), else the margin."""
+        on_clock = not self.vouched if self.candidate is not None else self.late
+        return skew(self.margin, self.window, on_clock)
+
     def probe_at(self) -> float | None:
-        """When the head of a blocked line may be sent as a probe (None: no probe now)."""
+        """When the head of a blocked line may be sent as a probe (None: no probe now): the
+        skew past the candidate boundary (whatever the way there takes, a request admitted
+        after the boundary arrives after it), and never before a short retry-after ends."""
         if self.candidate is None or self.since is not None or not self.probes:
             return None
-        return self.candidate + self.margin
+        return max(self.candidate + self.skew(), self.hold)
 
     def defer(self) -> None:
         """The first answer after the candidate boundary fits a fixed window counting answers

@@ -142,7 +142,7 @@ class Window:
             if log is not None and log.entries:
                 entry.first = log.oldest()
             if shape.candidate is not None and shape.since is None \
-                    and now >= shape.candidate + shape.margin:
+                    and now >= shape.candidate + shape.skew():
                 shape.since = (entry.seq, entry.tseq)  # the first of ours in the supposed window
         return entry
 
