@@ -116,6 +116,12 @@ def fixed_window() -> QuotaServer:
     return FixedWindowServer(**_options(FIXED_TPM))
 
 
+def fixed_window_silent() -> QuotaServer:
+    """A fixed clock-minute window that sends no rate-limit headers (its 429s say when to
+    retry): nothing to learn the shape from until a 429."""
+    return FixedWindowServer(**_options(FIXED_TPM), rate_limit_headers=False)
+
+
 def token_bucket() -> QuotaServer:
     return TokenBucketServer(**_options(BUCKET_TPM))
 
@@ -135,7 +141,8 @@ def queueing_proxy() -> QuotaServer:
 
 
 SERVERS: dict[str, Callable[[], QuotaServer]] = {
-    "fixed window": fixed_window, "token bucket": token_bucket,
+    "fixed window": fixed_window, "fixed window, no headers": fixed_window_silent,
+    "token bucket": token_bucket,
     "sliding window": sliding_window, "clock-minute proxy (rpm - 1)": proxy,
     "queueing proxy (4 workers)": queueing_proxy}
 
