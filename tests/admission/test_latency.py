@@ -13,6 +13,7 @@ from llmguard._admission.ratelimit.latency import FLOOR, Margin, processing_time
 from llmguard._admission.ratelimit.quotas import build_quotas
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import InputOutputBucketServer, SlidingWindowServer, TokenBucketServer
+from cold_network import warming
 
 
 def margin_of(**quotas: Any) -> Margin:
@@ -128,17 +129,6 @@ async def run(server: Any, calls: int, **limits: Any) -> tuple[lg.RateLimit, flo
     results = await asyncio.gather(*(guarded(**ask) for _ in range(calls)))
     assert len(results) == calls
     return layer, await later
-
-
-def warming(server: Any, cold: float, warm: float, at: float) -> asyncio.Task[None]:
-    """The network is ``cold`` seconds each way until ``at``, then ``warm`` (connections up)."""
-    server.send_latency = cold
-
-    async def warm_up() -> None:
-        await asyncio.sleep(at)
-        server.send_latency = warm
-
-    return asyncio.get_running_loop().create_task(warm_up())
 
 
 @pytest.mark.parametrize("cold", [0.2, 0.8])

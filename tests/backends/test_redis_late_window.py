@@ -7,15 +7,14 @@ a second or less and what is asserted is counts (admissions, 429s), never timing
 """
 
 import asyncio
-import contextvars
 
 import pytest
 
-import llmguard as lg
 from llmguard._admission.ratelimit.window import Quota
 from llmguard._core import clock
 from llmguard.backends.redis import RedisBackend, _learned_scripts
 from llmguard.testing import ProxyWindowServer, RateLimited
+from redis_processes import two_processes
 
 pytestmark = pytest.mark.looptime(False)
 
@@ -113,27 +112,15 @@ async def test_two_processes_before_a_queueing_proxy_get_no_tail_refused(
     refused; with ours in flight at each boundary carried into it, at most one 429."""
     server = ProxyWindowServer(rpm=11, window=1.0, latency=0.08, workers=1, reports="answered",
                                overload_at=10**9)
-    caller: contextvars.ContextVar = contextvars.ContextVar("caller")
-    server.on_headers.append(lambda headers: caller.get().observe_headers(headers))
-    backends = [RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0) for _ in range(2)]
-    layers = [lg.RateLimit(rpm=11, backend=backend) for backend in backends]
+    layers, calls = two_processes(server, redis_url, redis_prefix, 11)
     for layer in layers:  # the proxy's second-long window (its minute compressed)
         layer.quotas = (Quota(11, 1.05, False, learn=True, margin=0.05),)
     await asyncio.sleep((0.5 - clock.wall()) % 1.0)  # half way into a window of the proxy
-    await publish(backends[0], -(clock.wall() % 1.0), "10", True)
-
-    def guarded(layer):
-        async def ask():
-            caller.set(layer)
-            return await server.acompletion(messages=[{"role": "user", "content": "hi"}],
-                                            max_tokens=5)
-        return lg.Pipeline(layer).wrap(ask)
-
-    calls = [guarded(layer) for layer in layers]
+    await publish(layers[0].backend, -(clock.wall() % 1.0), "10", True)
     results = await asyncio.gather(*(calls[i % 2]() for i in range(40)), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     assert all(isinstance(e, RateLimited) for e in errors), errors
     assert server.statistics().rate_limited <= 1, server.statistics()
     assert all(layer.statistics().shape.startswith("fixed") for layer in layers)
-    for backend in backends:
-        await backend.aclose()
+    for layer in layers:
+        await layer.backend.aclose()

@@ -10,7 +10,6 @@ is counts: calls done, 429s, and the most any server window saw.
 """
 
 import asyncio
-import contextvars
 
 import pytest
 
@@ -19,30 +18,12 @@ from llmguard._admission.ratelimit.window import Quota
 from llmguard.backends.redis import RedisBackend, _learned_scripts
 from llmguard.testing import FixedWindowServer, TokenBucketServer
 from llmguard.testing._shapes import SlidingWindowServer
+from redis_processes import two_processes
 
 pytestmark = pytest.mark.looptime(False)
 
 #: 3 requests per 0.3 s server window, 0.01 s margin, shape to be learned.
 LEARNED = (Quota(3, 0.31, False, learn=True, margin=0.01),)
-
-
-def two_processes(server, redis_url, prefix, rpm, max_wait):
-    """Two RateLimit(rpm=...) layers with their own RedisBackend and the same prefix, each
-    reading the headers of its own answers; returns (the layers, their guarded calls)."""
-    caller: contextvars.ContextVar = contextvars.ContextVar("caller")
-    server.on_headers.append(lambda headers: caller.get().observe_headers(headers))
-    layers = [lg.RateLimit(rpm=rpm, max_wait=max_wait,
-                           backend=RedisBackend(redis_url, prefix=prefix, timeout=30.0))
-              for _ in range(2)]
-
-    def guarded(layer):
-        async def ask():
-            caller.set(layer)
-            return await server.acompletion(messages=[{"role": "user", "content": "hi"}],
-                                            max_tokens=5)
-        return lg.Pipeline(layer).wrap(ask)
-
-    return layers, [guarded(layer) for layer in layers]
 
 
 async def run(calls, n):

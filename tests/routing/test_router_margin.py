@@ -14,19 +14,9 @@ import llmguard as lg
 from llmguard import Deployment, Router
 from llmguard._admission.ratelimit.latency import FLOOR
 from llmguard.testing import SlidingWindowServer, TokenBucketServer
+from cold_network import warming
 
 ASK = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
-
-
-def warming(server: Any, cold: float, warm: float, at: float) -> asyncio.Task[None]:
-    """The network is ``cold`` seconds each way until ``at``, then ``warm`` (connections up)."""
-    server.send_latency = cold
-
-    async def warm_up() -> None:
-        await asyncio.sleep(at)
-        server.send_latency = warm
-
-    return asyncio.get_running_loop().create_task(warm_up())
 
 
 async def run(servers: list[Any], rpms: list[int], calls: int,
