@@ -161,7 +161,8 @@ class RateLimit(ServerFeedback):
         # What an inner limiter that queues the call calls back (``Held.recount``). An object,
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
         held = Held(self._line, call, key, ticket, tokens, at)
-        unhook = call.current.on_wait.add(held)  # awaits ``held()``: its ``recount``
+        hooks = call.current.on_wait
+        hooks.append(held)  # awaits ``held()``: its ``recount`` (``Hooks.discard`` below)
         reset = HELD.set(held)  # the provider's headers are read against this reservation
         call.current.response_headers = None  # this attempt's only (``observes_inline``)
         try:
@@ -174,7 +175,7 @@ class RateLimit(ServerFeedback):
             self._failed(call, exc, key, held.ticket, tokens)
             raise
         finally:
-            unhook()
+            hooks.discard(held)
             HELD.reset(reset)
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
             self._defer(result, call, key, held.ticket, tokens)
