@@ -111,7 +111,7 @@ class RateLimit(ServerFeedback):
         self._settle = any(q.continuous or q.learn for q in quotas)
         self._learning = callable(getattr(self.backend, "observe", None))
         self._key = key
-        self._line = WaitingLine(self.backend, quotas, max_wait, self._describe)
+        self._line = WaitingLine(self.backend, quotas, max_wait, self._describe, self._take)
         self._lines = self._line.lines  # key -> its waiters (empty when nobody waits)
         self._reserved = self._in_flight = self._admitted = 0
         self._rejected = self._refunds = self._rate_limited = 0
