@@ -10,7 +10,7 @@ one attempt or alternate leaks into the next or outward.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -58,6 +58,32 @@ def _remove(fns: list[Any], fn: Any) -> None:
             return
 
 
+def _with(hooks: Any, fn: Any) -> Any:
+    """``hooks`` (None, one hook or a :class:`Hooks`) with ``fn`` added last."""
+    if hooks is None:
+        return fn
+    if type(hooks) is Hooks:
+        hooks.append(fn)
+        return hooks
+    return Hooks((hooks, fn))
+
+
+def _without(hooks: Any, fn: Any) -> Any:
+    """``hooks`` (None, one hook or a :class:`Hooks`) with one adding of ``fn`` taken out."""
+    if hooks is fn:
+        return None
+    if type(hooks) is Hooks:
+        _remove(hooks, fn)
+    return hooks
+
+
+def _listed(hooks: Any) -> Any:
+    """``hooks`` (None, one hook or a :class:`Hooks`) to iterate over, as they are now."""
+    if hooks is None:
+        return ()
+    return (hooks,) if type(hooks) is not Hooks else hooks.copy()
+
+
 class Attempt:
     """One attempt: made by the call (the first), by Retry (each try) and by Fallback (each
     alternate), from the attempt it starts inside (its ``deadline`` carries over)."""
@@ -89,15 +115,20 @@ class Attempt:
         #: call's first): the layers that hooked it are still waiting on this attempt, so its
         #: hooks run too, and it counts as sent once this one is.
         self.parent = parent
-        self._on_send: Hooks[Callable[[], None]] | None = None
-        self._on_wait: Hooks[Callable[[], Awaitable[None]]] | None = None
+        self._on_send: Any = None  # None, one hook, or a Hooks list (below)
+        self._on_wait: Any = None
+
+    # An attempt's hooks of one moment are None, one hook, or a :class:`Hooks` list: the
+    # README's stack hooks each moment once (Timeout on send, RateLimit on wait), and a call
+    # waiting for admission under ``gather`` would otherwise hold a list for each, two more
+    # objects for every garbage collection to walk.
 
     @property
     def on_send(self) -> Hooks[Callable[[], None]]:
         """Run when the attempt reaches the provider (Timeout starts its clock there)."""
         hooks = self._on_send
-        if hooks is None:
-            hooks = self._on_send = Hooks()
+        if type(hooks) is not Hooks:
+            hooks = self._on_send = Hooks() if hooks is None else Hooks((hooks,))
         return hooks
 
     @property
@@ -105,9 +136,35 @@ class Attempt:
         """Awaited when an inner limiter lets the attempt go after a wait: an outer rate limit
         counts the request again from then, when the provider will see it (RateLimit)."""
         hooks = self._on_wait
-        if hooks is None:
-            hooks = self._on_wait = Hooks()
+        if type(hooks) is not Hooks:
+            hooks = self._on_wait = Hooks() if hooks is None else Hooks((hooks,))
         return hooks
+
+    def add_on_send(self, fn: Callable[[], None]) -> None:
+        """``on_send.add(fn)`` without a remover or a list for the first hook: take it out
+        with :meth:`discard_on_send` (a layer on the path of every call does this)."""
+        self._on_send = _with(self._on_send, fn)
+
+    def discard_on_send(self, fn: Callable[[], None]) -> None:
+        """Take out one adding of ``fn`` from ``on_send`` (nothing if it is not there)."""
+        self._on_send = _without(self._on_send, fn)
+
+    def add_on_wait(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """``on_wait.add(fn)`` without a remover or a list for the first hook: take it out
+        with :meth:`discard_on_wait`."""
+        self._on_wait = _with(self._on_wait, fn)
+
+    def discard_on_wait(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Take out one adding of ``fn`` from ``on_wait`` (nothing if it is not there)."""
+        self._on_wait = _without(self._on_wait, fn)
+
+    def send_hooks(self) -> Iterable[Callable[[], None]]:
+        """The ``on_send`` hooks, as they are now (a hook may remove itself while they run)."""
+        return _listed(self._on_send)
+
+    def wait_hooks(self) -> Iterable[Callable[[], Awaitable[None]]]:
+        """The ``on_wait`` hooks, as they are now."""
+        return _listed(self._on_wait)
 
     def _lineage(self) -> list[Attempt]:
         """This attempt and those it runs inside, outermost first."""
@@ -124,22 +181,22 @@ class Attempt:
         outermost first (``Call.mark_sent`` calls it)."""
         if self.parent is None:  # the common case: no Retry or Fallback made this one
             self.sent = True
-            if self._on_send:
-                for send in self._on_send:
+            if self._on_send is not None:
+                for send in _listed(self._on_send):
                     send()
             return
         for attempt in self._lineage():
             attempt.sent = True
-            if attempt._on_send:
-                for send in attempt._on_send:
+            if attempt._on_send is not None:
+                for send in _listed(attempt._on_send):
                     send()
 
     async def admitted_after_wait(self) -> None:
         """Await the ``on_wait`` hooks of this attempt and those it runs inside, outermost
         first (``Call.waited`` calls it); one may raise (an outer rate limit found no room)."""
         for attempt in self._lineage():
-            if attempt._on_wait:
-                for recount in attempt._on_wait:
+            if attempt._on_wait is not None:
+                for recount in _listed(attempt._on_wait):
                     await recount()
 
     def __repr__(self) -> str:

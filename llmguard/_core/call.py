@@ -122,8 +122,8 @@ class Call:
         # ``self.current.admitted_after_wait()``, written out: one coroutine less for every
         # call that waited (most of them under ``gather``)
         for attempt in self.current._lineage():
-            if attempt._on_wait:
-                for recount in attempt._on_wait:
+            if attempt._on_wait is not None:
+                for recount in attempt.wait_hooks():
                     await recount()
 
     def mark_sent(self) -> None:
