@@ -58,13 +58,22 @@ class AutoTrack:
     def weight(self, entry: Entry) -> int:
         return entry.tokens if self.quota.tokens else entry.live
 
+    def _both(self) -> bool:
+        """True while a server that says nothing served a probe beyond the log (:mod:`.silent`):
+        paced within a bucket and a fixed count alike, until it says which it is."""
+        return self.shape.served and self.fixed is not None and self.shape.kind == "unknown"
+
     def fits(self, now: float, tokens: int) -> bool:
         kind = self.shape.kind
         if kind != "bucket" and kind != "fixed":  # the log paces (``_pacer``): every admission
+            if self.shape.served and self._both():
+                return self.bucket.fits(now, tokens) and self.fixed.fits(now, tokens)
             return self.log.fits(now, tokens)
         return self._pacer().fits(now, tokens)
 
     def wait(self, now: float, need: int) -> float:
+        if self.shape.served and self._both():
+            return max(self.bucket.wait(now, need), self.fixed.wait(now, need))
         return self._pacer().wait(now, need)
 
     def add(self, now: float, entry: Entry) -> None:
@@ -99,6 +108,8 @@ class AutoTrack:
                 and (self.fixed is None or self.fixed.idle(now)))
 
     def available(self, now: float) -> int:
+        if self.shape.served and self._both():
+            return min(self.bucket.available(now), self.fixed.available(now))
         return self._pacer().available(now)
 
     def used(self, now: float, before: Entry | None = None) -> int:

@@ -145,6 +145,8 @@ class MemoryBackend:
                 now = clock.now()
                 self._sweep_at = sweep(self._windows, lambda window: window.idle(now))
             window = self._windows[key] = Window(quotas)
+            if window.shape is not None:  # its clock minutes: the wall clock's
+                window.shape.offset = clock.wall() - clock.now()
         elif window.quotas is not quotas:  # the layer's margin changed (``latency``)
             retime(window, quotas, clock.now())
         return window

@@ -76,7 +76,7 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless",
-                 "by_answer", "late", "last", "assumed", "hold")
+                 "by_answer", "late", "last", "assumed", "hold", "quiet", "served", "offset")
 
     def __init__(self, window: float, margin: float, assumed: str = "") -> None:
         self.kind = "unknown"
@@ -121,6 +121,10 @@ class Shape:
         #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
         #: constant window, which only says "within a window": :func:`.learn.refused`).
         self.hold = 0.0
+        #: Nothing heard from the server yet (no reading, no 429): it may be probed
+        #: (:mod:`.silent`); ``served``: its first probe was served; ``offset``: the wall
+        #: clock less loop time, for its clock minutes.
+        self.quiet, self.served, self.offset = True, False, 0.0
 
     @classmethod
     def of(cls, quotas: list[Any]) -> Shape:
@@ -141,7 +145,16 @@ class Shape:
         if kind == "fixed":
             self.epoch = epoch
         self.candidate = self.since = None
+        self.served = False
         return changed
+
+    def speak(self) -> None:
+        """The server said something (a reading, a 429 not to a probe): the probing of a
+        server that says nothing (:mod:`.silent`) ends, its hypothesis dropped."""
+        if self.quiet:
+            self.quiet = self.served = False
+            if self.kind == "unknown":
+                self.candidate = self.since = self.probe = None
 
     def next_boundary(self, epoch: float, t: float) -> float:
         """The first boundary of windows at ``epoch + i * window`` after ``t``."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import learn
+from . import learn, silent
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -99,7 +99,7 @@ class Window:
                 wait = max(wait, until - now)
         shape = self.shape
         if wait > 0.0 and shape is not None and shape.probe is None:
-            due = shape.probe_at()
+            due = silent.due(self, now, tokens) if silent.quiet(shape) else shape.probe_at()
             if due is not None:
                 wait = min(wait, max(0.0, due - now))
         return wait + SLACK if wait > 0.0 else 0.0
@@ -127,6 +127,8 @@ class Window:
         estimate, scaled here to what the server counts)."""
         if estimate is None and self.charge is not None:
             estimate, tokens = tokens, self.charge.units(tokens)
+        shape = self.shape
+        probe = shape is not None and shape.quiet and silent.beyond(self, now, tokens)
         entry = Entry(now, tokens, self if self.buckets else None, self.issued,
                       self.issued_tokens, estimate)
         self.issued += 1
@@ -136,7 +138,8 @@ class Window:
             track.add(now, entry)
         for unit, cap in self.caps.items():
             cap[0] -= tokens if unit else 1
-        shape = self.shape
+        if probe:
+            shape.probe = entry
         if shape is not None:
             log = self.log
             if log is not None and log.entries:
