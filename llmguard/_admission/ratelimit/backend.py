@@ -208,6 +208,13 @@ class MemoryBackend:
         ticket = ticket if isinstance(ticket, Entry) else None
         window.refused(clock.now(), ticket, seconds, clock.wall())
 
+    def unsaid(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """The server answered a request of ``key`` without any rate-limit header: until it
+        says something, it may be probed (``silent``)."""
+        shape = self._window(key, quotas).shape
+        if shape is not None and shape.quiet is None:
+            shape.quiet = True
+
     def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
         """Count every quota as used up now (``RateLimit.assume_spent``)."""
         self._window(key, quotas).spent(clock.now())

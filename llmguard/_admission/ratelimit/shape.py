@@ -121,10 +121,12 @@ class Shape:
         #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
         #: constant window, which only says "within a window": :func:`.learn.refused`).
         self.hold = 0.0
-        #: Nothing heard from the server yet (no reading, no 429): it may be probed
-        #: (:mod:`.silent`); ``served``: its first probe was served; ``offset``: the wall
-        #: clock less loop time, for its clock minutes.
-        self.quiet, self.served, self.offset = True, False, 0.0
+        #: True once the server answered without a rate-limit header and before it said
+        #: anything (a reading, a 429): it may be probed (:mod:`.silent`); None: no answer
+        #: read yet. ``served``: its first probe was served; ``offset``: the wall clock less
+        #: loop time, for its clock minutes.
+        self.quiet: bool | None = None
+        self.served, self.offset = False, 0.0
 
     @classmethod
     def of(cls, quotas: list[Any]) -> Shape:
@@ -151,7 +153,7 @@ class Shape:
     def speak(self) -> None:
         """The server said something (a reading, a 429 not to a probe): the probing of a
         server that says nothing (:mod:`.silent`) ends, its hypothesis dropped."""
-        if self.quiet:
+        if self.quiet is not False:
             self.quiet = self.served = False
             if self.kind == "unknown":
                 self.candidate = self.since = self.probe = None
