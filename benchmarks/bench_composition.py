@@ -123,15 +123,15 @@ def fixed_window_silent() -> QuotaServer:
 
 
 def fixed_window_mute() -> QuotaServer:
-    """A fixed clock-minute RPM window that sends no header at all (a bare 429 when over):
-    nothing to learn the minute from but a probe."""
+    """A fixed clock-minute RPM window that sends no rate-limit header (a bare 429 when over,
+    no retry-after): nothing to learn the minute from but a probe."""
     return FixedWindowServer(**{**_options(FIXED_TPM), "tpm": SCENARIO["tpm"]},
                              rate_limit_headers=False, retry_after=False)
 
 
 def sliding_window_mute() -> QuotaServer:
-    """A sliding RPM window that sends no header at all: the probe a fixed window passes
-    costs it one 429."""
+    """A sliding RPM window that sends no rate-limit header (a bare 429): the probe a fixed
+    window passes costs it one 429."""
     return SlidingWindowServer(**{**_options(FIXED_TPM), "tpm": SCENARIO["tpm"]},
                                rate_limit_headers=False, retry_after=False)
 
@@ -156,10 +156,10 @@ def queueing_proxy() -> QuotaServer:
 
 SERVERS: dict[str, Callable[[], QuotaServer]] = {
     "fixed window": fixed_window, "fixed window, no headers": fixed_window_silent,
-    "fixed window (rpm), no headers at all": fixed_window_mute,
+    "fixed window (rpm), no headers, bare 429": fixed_window_mute,
     "token bucket": token_bucket,
     "sliding window": sliding_window,
-    "sliding window (rpm), no headers at all": sliding_window_mute, "clock-minute proxy (rpm - 1)": proxy,
+    "sliding window (rpm), no headers, bare 429": sliding_window_mute, "clock-minute proxy (rpm - 1)": proxy,
     "queueing proxy (4 workers)": queueing_proxy}
 
 

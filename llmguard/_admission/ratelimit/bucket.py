@@ -108,10 +108,6 @@ class Bucket:
                 self.deficit = limit - level
         return self.level
 
-    def held(self, now: float) -> float:
-        """Units the bucket holds now (refilled since it was last charged)."""
-        return self._refill(now)
-
     def wait(self, now: float, need: int) -> float:
         """Seconds until ``need`` units are in the bucket (0.0 if they are now)."""
         return wait_for(self._refill(now), need, self.rate)

@@ -17,6 +17,14 @@ boundary, so it is probed, at the cost of at most one 429 per key (the issue's b
    goes: a bucket must refuse it (a 429, the only one of the two probes: paced as a sliding
    log), a fixed window serves it: learned, a fixed window at the clock minute.
 
+The bucket is bounded from ours alone (:meth:`.auto.AutoTrack.most`): ours go while it surely
+holds them (at most, less what it refills while ours are on the way, each end: the margin),
+the second probe once it surely cannot. A margin of half a unit's refill or more (unmeasured:
+0.5 s a minute, on a server whose answers time nothing) leaves no such moment: paced within
+both, safe with either, the shape stays unknown. A server that answers without any header is
+probed only once an answer was read (``MemoryBackend.unsaid``): a layer that reads none paces
+a strict sliding log. Not shared through Redis, nor for input/output quotas (documented buckets).
+
 Readings or a 429 of any other request end it (:meth:`.shape.Shape.speak`): what they say
 decides. Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -71,11 +79,10 @@ def fresh(track: AutoTrack, boundary: float, need: int) -> bool:
 
 
 def dry(track: AutoTrack, now: float, need: int) -> bool:
-    """True when a token bucket of ``track``'s quota, full at our first admission and
-    drained by ours, must refuse ``need`` more sent now, what it refills while ours are on the
-    way (the margin, each end) included."""
-    bucket = track.bucket
-    return bucket.held(now) + 2 * track.quota.margin * bucket.rate < need
+    """True when a token bucket of ``track``'s quota (full at most), drained by ours, must
+    refuse ``need`` more sent now (:meth:`.auto.AutoTrack.most`: ours paced within what it
+    surely holds, the first beyond it comes when it holds less than that for sure)."""
+    return track.most(now) < need
 
 
 def due(window: Any, now: float, tokens: int) -> float | None:
