@@ -157,7 +157,8 @@ def settled(window: Any, now: float, live: int) -> None:
     if not live:
         shape.probe = shape.since = None
     elif silent.quiet(shape):
-        silent.served(window, now)
+        if silent.served(window, now):
+            become_fixed(window, now)
     else:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
 

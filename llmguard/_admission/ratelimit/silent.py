@@ -135,18 +135,17 @@ def beyond(window: Any, now: float, tokens: int) -> bool:
         and not all(t.fits(now, _need(t, tokens)) for t in window.tracks)
 
 
-def served(window: Any, now: float) -> None:
+def served(window: Any, now: float) -> bool:
     """``window``'s probe was served (no header said anything): the first, a fixed window or
-    a bucket (paced within both from now on); the second, beyond the bucket, a fixed window."""
+    a bucket (paced within both from now on); the second, beyond the bucket, a fixed window
+    (True: the caller counts per window from now on, :func:`.learn.become_fixed`)."""
     shape = window.shape
     shape.probe = None
     if shape.served:
-        if shape.confirm(True, "a request beyond what a token bucket of the quota holds was "
-                               "served (no rate-limit header)"):
-            from .learn import become_fixed  # learn imports this module
-            become_fixed(window, now)
-        return
+        return shape.confirm(True, "a request beyond what a token bucket of the quota holds "
+                                   "was served (no rate-limit header)")
     shape.served, shape.late, shape.why = True, True, EITHER
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
             track.become_fixed(now, shape.candidate)
+    return False
