@@ -209,21 +209,21 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if ticket is not None:
         ticket.refused = True
     if ticket is not None and ticket is shape.probe:
-        quiet = silent.quiet(shape)
         shape.confirm(False, "a probe was refused (429)")
-        if quiet:  # the server counted none of it: a window of ours must not either
-            window.adjust(now, ticket, 0, live=0)
-    shape.speak()
+    if ticket is not None and shape.quiet:  # said nothing but this: it counted none of it,
+        window.adjust(now, ticket, 0, live=0)  # nor do we (what we know is what it admitted)
+    shape.speak(reading=False)
     _learn_limit(window, now, ticket)
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
     elif shape.kind == "fixed" and shape.epoch is not None:
         until = min(until, shape.next_boundary(shape.epoch, now) + shape.skew())
     if shape.kind == "unknown":
-        if shape.assumed and ticket is not None and seconds > TOLERANCE + max(
+        if ticket is not None and seconds > TOLERANCE + max(
                 (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
                 for t in window.tracks if isinstance(t, AutoTrack)):
             shape.assumed = ""  # longer than any bucket of ours takes to refill the request
+            shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
         epoch = now - wall % shape.window
         shape.suppose(shape.next_boundary(epoch, now),
                       f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "

@@ -150,11 +150,12 @@ class Shape:
         self.served = False
         return changed
 
-    def speak(self) -> None:
-        """The server said something (a reading, a 429 not to a probe): the probing of a
-        server that says nothing (:mod:`.silent`) ends, its hypothesis dropped."""
+    def speak(self, reading: bool = True) -> None:
+        """The server said something: a reading ends the probing of a server that says
+        nothing (:mod:`.silent`); a 429 not to a probe (``reading=False``) drops the
+        hypothesis under test (the 429 supposes its own)."""
         if self.quiet is not False:
-            self.quiet = self.served = False
+            self.quiet, self.served = self.quiet and not reading, False
             if self.kind == "unknown":
                 self.candidate = self.since = self.probe = None
 

@@ -144,6 +144,10 @@ def served(window: Any, now: float) -> bool:
     if shape.served:
         return shape.confirm(True, "a request beyond what a token bucket of the quota holds "
                                    "was served (no rate-limit header)")
+    if shape.bucketless:  # a 429 asked for longer than a bucket of ours refills
+        return shape.confirm(True, "a request beyond a sliding window was served (no "
+                                   "rate-limit header; a 429 asked for longer than a bucket "
+                                   "refills)")
     shape.served, shape.late, shape.why = True, True, EITHER
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
