@@ -154,10 +154,10 @@ class Shape:
         """The server said something: a reading ends the probing of a server that says
         nothing (:mod:`.silent`); a 429 not to a probe (``reading=False``) drops the
         hypothesis under test (the 429 supposes its own)."""
-        if self.quiet is not False:
-            self.quiet, self.served = self.quiet and not reading, False
-            if self.kind == "unknown":
-                self.candidate = self.since = self.probe = None
+        if self.quiet and self.kind == "unknown":  # (None: nothing silent under way)
+            self.candidate = self.since = self.probe = None
+        self.served = False
+        self.quiet = False if reading else self.quiet
 
     def next_boundary(self, epoch: float, t: float) -> float:
         """The first boundary of windows at ``epoch + i * window`` after ``t``."""

@@ -208,8 +208,7 @@ class SplitBackend:
                 tokens = free_tokens if tokens is None else min(tokens, free_tokens)
         return requests, tokens
 
-    def unsaid(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
-        """An answer without any rate-limit header: to every part (``silent``)."""
+    def unsaid(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:  # to every part
         for part, sub in self._layout(quotas) if hasattr(self.inner, "unsaid") else ():
             self.inner.unsaid(self._key(part, key), sub)
 
