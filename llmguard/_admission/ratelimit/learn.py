@@ -208,10 +208,15 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     shape = window.shape
     if ticket is not None:
         ticket.refused = True
-    if ticket is not None and ticket is shape.probe:
+    # longer than any bucket of ours takes to refill the request: no bucket's answer
+    long = ticket is not None and seconds > TOLERANCE + max(
+        (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
+        for t in window.tracks if isinstance(t, AutoTrack))
+    probe = ticket is not None and ticket is shape.probe
+    if probe:
         shape.confirm(False, "a probe was refused (429)")
-    if ticket is not None and shape.quiet:  # said nothing but this: it counted none of it,
-        window.adjust(now, ticket, 0, live=0)  # nor do we (what we know is what it admitted)
+    if shape.quiet and (probe or long):  # a server that says nothing else counted none of it:
+        window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
     shape.speak(reading=False)
     _learn_limit(window, now, ticket)
     if seconds < shape.window - TOLERANCE:
@@ -219,10 +224,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     elif shape.kind == "fixed" and shape.epoch is not None:
         until = min(until, shape.next_boundary(shape.epoch, now) + shape.skew())
     if shape.kind == "unknown":
-        if ticket is not None and seconds > TOLERANCE + max(
-                (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
-                for t in window.tracks if isinstance(t, AutoTrack)):
-            shape.assumed = ""  # longer than any bucket of ours takes to refill the request
+        if long:
+            shape.assumed = ""
             shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
         epoch = now - wall % shape.window
         shape.suppose(shape.next_boundary(epoch, now),
