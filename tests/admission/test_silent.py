@@ -12,8 +12,8 @@ import pytest
 import llmguard as lg
 from llmguard._admission.ratelimit import silent
 from llmguard._admission.ratelimit.window import Quota, Window
-from llmguard.testing import (FixedWindowServer, SlidingWindowServer, TokenBucketServer,
-                              virtual_wall_clock)
+from llmguard.testing import (FixedWindowServer, InputOutputBucketServer, SlidingWindowServer,
+                              TokenBucketServer, virtual_wall_clock)
 
 MARGIN = 0.05
 
@@ -98,6 +98,36 @@ def test_a_served_probe_paces_within_a_bucket_and_the_minute_then_one_beyond_the
             assert w.shape.kind == "sliding"
 
 
+def test_after_a_429_longer_than_a_bucket_refills_a_served_probe_is_a_fixed_window() -> None:
+    """A bare 429 at :45 asking 15 s (to the clock minute; a bucket of ours would have asked
+    at most the second it takes to refill one request): the refused request is not counted
+    (the server counted none of it), no bucket is supposed, so the probe just after the
+    minute, served, is a fixed window at once, without a second probe."""
+    w = window()
+    burst(w, 40.0, 9)
+    refused = w.add(45.0, 0)
+    w.refused(45.1, refused, 14.9, wall=45.1)
+    assert w.tracks[0].log.used == 9 and w.shape.bucketless
+    assert w.tracks[0].limit == 9  # (and the 429 after 9 teaches the server admits 9)
+    assert w.take(47.0, 0) is None
+    probe = w.take(60.1, 0)
+    assert probe is not None and w.shape.probe is probe
+    w.adjust(62.1, probe, 0)
+    assert w.shape.kind == "fixed" and w.shape.epoch == 60.0
+    assert "a 429 asked for longer than a bucket refills" in w.shape.why
+
+
+def test_a_short_bare_429_is_counted_and_keeps_nothing_learned() -> None:
+    """A bare 429 asking no longer than a bucket refills (a token quota under-estimated, say):
+    the refused request stays counted (uncounted, its retry would meet the same 429 at once)
+    and a served probe still has to tell a fixed window from a bucket."""
+    w = window()
+    burst(w, 40.0, 9)
+    refused = w.add(45.0, 0)
+    w.refused(45.1, refused, 1.0, wall=45.1)
+    assert w.tracks[0].log.used == 10 and not w.shape.bucketless and w.shape.quiet
+
+
 def test_a_layer_that_reads_no_answer_never_probes() -> None:
     """Without an answer read (nothing said, not even that nothing is said), no probe: the
     log alone paces, never over any window."""
@@ -131,10 +161,10 @@ def mute(make: Any) -> Any:
     return make(rpm=60, latency=2.0, rate_limit_headers=False, retry_after=False)
 
 
-def said(heard: list[dict[str, str]]) -> list[str]:
-    """The rate-limit headers among those heard."""
+def said(heard: list[dict[str, str]], *words: str) -> list[str]:
+    """The rate-limit headers (and retry-afters, unless ``words`` say otherwise) heard."""
     return [name for headers in heard for name in headers
-            if "ratelimit" in name or "retry" in name]
+            if any(word in name for word in words or ("ratelimit", "retry"))]
 
 
 @pytest.mark.parametrize("phase", [0, 40])
@@ -166,3 +196,40 @@ async def test_a_headerless_sliding_window_or_bucket_costs_at_most_one_429(make:
     assert server.statistics().rate_limited <= 1
     assert not layer.statistics().shape.startswith("fixed")
     assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
+
+
+@pytest.mark.parametrize("phase", [0, 40])
+async def test_a_headerless_gateway_counting_input_and_output_per_clock_minute(
+        phase: float) -> None:
+    """``rpm``/``input_tpm``/``output_tpm`` only, against a gateway in front of Anthropic
+    counting each per clock minute and sending no rate-limit header (its 429 says when to
+    retry: the next minute): paced as Anthropic's buckets until the first 429 (its pause is
+    longer than a bucket refills: no bucket), then probed just after the minute and learned a
+    fixed window: one 429 in all, within 1.10x the ideal, the output part says so and why."""
+    with virtual_wall_clock():
+        server = InputOutputBucketServer(rpm=60, input_tpm=8_000, output_tpm=3_000,
+                                         latency=2.0, output_tokens=64, shape="fixed",
+                                         rate_limit_headers=False)
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep((phase - loop.time() % 60) % 60)
+        heard: list[dict[str, str]] = []
+        pipeline = (lg.Pipeline(name="gateway").metrics().cache(ttl=300).retry(attempts=4)
+                    .circuit_breaker().timeout(30)
+                    .rate_limit(rpm=60, input_tpm=8_000, output_tpm=3_000)
+                    .concurrency_limit(32))
+        layer = next(x for x in pipeline.layers if isinstance(x, lg.RateLimit))
+        server.on_headers += [heard.append, layer.observe_headers]
+        send = pipeline.wrap(server.amessages)
+        start = loop.time()
+        await asyncio.gather(*(send(model="m", max_tokens=200, messages=[
+            {"role": "user", "content": "word " * 70 + str(i)}]) for i in range(138)))
+        wall = loop.time() - start
+        prompt = server.charge(messages=[{"role": "user", "content": "word " * 70 + "100"}],
+                               max_tokens=0)
+        ideal = server.ideal_time(138, start=start, input_tokens=prompt, max_tokens=200,
+                                  output_tokens=64)
+    assert not said(heard, "ratelimit")
+    assert server.statistics().rate_limited <= 1
+    assert wall <= 1.10 * ideal, (wall, ideal, layer.statistics().shape)
+    output = layer.statistics().shape.split("output: ")[1]
+    assert output.startswith("fixed (a request beyond a sliding window was served"), output
