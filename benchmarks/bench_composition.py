@@ -9,6 +9,9 @@ Each contender sends 3x the quota at once (``--demand``) to four simulated serve
 * token bucket: 60 RPM and 10,000 TPM buckets refilling continuously, charging the prompt plus
   ``max_tokens`` (200) up front, OpenAI's headers (TPM binds: about 47 requests a minute);
 * sliding window: at most 60 requests in any 60 s, the reset when the oldest leaves;
+* the fixed window without rate-limit headers (its 429 says when to retry), and a fixed and a
+  sliding RPM window sending none and a bare 429 (no retry-after): the default probes them
+  just after a clock minute (``_admission/ratelimit/silent.py``);
 * clock-minute proxy: LiteLLM's proxy, ``rpm - 1`` per wall-clock minute, ``remaining`` without
   a reset and a 429 carrying only ``llm_provider-retry-after: 60``;
 * input/output buckets (the default stack only): Anthropic's RPM, ITPM and OTPM buckets, output
