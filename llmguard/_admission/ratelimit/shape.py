@@ -121,10 +121,9 @@ class Shape:
         #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
         #: constant window, which only says "within a window": :func:`.learn.refused`).
         self.hold = 0.0
-        #: True once the server answered without a rate-limit header and before it said
-        #: anything (a reading, a 429): it may be probed (:mod:`.silent`); None: no answer
-        #: read yet. ``served``: its first probe was served; ``offset``: the wall clock less
-        #: loop time, for its clock minutes.
+        #: True once the server answered without a rate-limit header and until a reading is
+        #: heard: it may be probed (:mod:`.silent`); None: no answer read yet. ``served``:
+        #: its first probe was served; ``offset``: wall clock less loop time (clock minutes).
         self.quiet: bool | None = None
         self.served, self.offset = False, 0.0
 

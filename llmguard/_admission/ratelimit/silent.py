@@ -23,10 +23,15 @@ the second probe once it surely cannot. A margin of half a unit's refill or more
 0.5 s a minute, on a server whose answers time nothing) leaves no such moment: paced within
 both, safe with either, the shape stays unknown. A server that answers without any header is
 probed only once an answer was read (``MemoryBackend.unsaid``): a layer that reads none paces
-a strict sliding log. Not shared through Redis, nor for input/output quotas (documented buckets).
+a strict sliding log. Not shared through Redis; input/output quotas (paced as the buckets
+Anthropic documents) only once a 429 asked for longer than a bucket refills.
 
-Readings or a 429 of any other request end it (:meth:`.shape.Shape.speak`): what they say
-decides. Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+A reading ends it (:meth:`.shape.Shape.speak`): what the server says decides. A 429 of another
+request drops the hypothesis under test; one asking for longer than a bucket of ours refills
+(a gateway's "retry at the next minute") rules out a bucket, so a served first probe is then
+a fixed window at once, and the request it refused is not counted (the server counted none of
+it; a short one stays counted: its retry would meet the same 429 at once). Everything here
+takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 
 from __future__ import annotations
