@@ -233,3 +233,19 @@ async def test_a_headerless_gateway_counting_input_and_output_per_clock_minute(
     assert wall <= 1.10 * ideal, (wall, ideal, layer.statistics().shape)
     output = layer.statistics().shape.split("output: ")[1]
     assert output.startswith("fixed (a request beyond a sliding window was served"), output
+
+
+async def test_a_server_that_times_nothing_is_paced_within_both_shapes_safely() -> None:
+    """A fixed clock-minute window that sends no header at all (not even its own time, so the
+    margin stays unmeasured: 0.5 s): a token bucket may refill a whole request while ours are
+    on the way, so no request is surely beyond one and the second probe never goes. Paced
+    within both shapes from the first served probe on: no 429, never slower than the sliding
+    log (1.51x), and the statistics say why the shape is still open."""
+    with virtual_wall_clock():
+        server = mute(FixedWindowServer)
+        server.processing_header = None
+        wall, ideal, layer, heard = await run_stack(server, 180, 40)
+    assert heard and not any(heard)
+    assert server.statistics().rate_limited == 0
+    assert wall <= 1.51 * ideal
+    assert "a fixed window or a token bucket; paced within both" in layer.statistics().shape
