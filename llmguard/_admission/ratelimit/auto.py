@@ -94,6 +94,17 @@ class AutoTrack:
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, entry.live)
 
+    def recount(self, now: float, entry: Entry, tokens: int) -> None:
+        """``entry`` counts ``tokens`` from now on (more than it did, settled or not: the
+        server keeps what it charged, :meth:`.charge.Charge.refused`)."""
+        self.log.adjust(now, entry, tokens, entry.live)
+        if entry.owner is not None:  # not settled: what is outstanding grows with it
+            self.bucket.rescale(now, entry, tokens)
+        else:
+            self.bucket.drain_to(now, self.bucket.available(now) - (tokens - entry.tokens))
+        if self.fixed is not None:
+            self.fixed.adjust(entry, tokens, entry.live)
+
     def idle(self, now: float) -> bool:
         return (self.log.idle(now) and self.bucket.idle(now)
                 and (self.fixed is None or self.fixed.idle(now)))

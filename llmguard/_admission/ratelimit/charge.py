@@ -10,6 +10,11 @@ window by 10% (8% of requests refused). So under a learned token quota:
   :data:`OPENING` (an opening burst stays within the quota with an estimate up to 13% under).
   A server whose answers carry no token readings is then trusted to count what the estimate
   says and what the usage reports (``silent``: factor 1, unused tokens given back).
+* **Refused.** A 429 on tokens before any reading (:mod:`.refusal`) disproves that: the
+  server counted ours admitted before the refused one at the quota or more, so it charges at
+  least ``limit`` over their estimates. That is the factor from then on, and, as under
+  readings, what it charged is kept (``kept``: OpenAI keeps ``max_tokens``), the entries of
+  the window settled meanwhile counted again at it.
 * **Calibration.** A burst of ours reaches the server within a moment, and each answer's
   ``remaining`` counts the ones that arrived before it: the highest and lowest readings of a
   burst differ by the charges of all but the first to arrive. That difference over our
@@ -41,7 +46,7 @@ MOST = 3.0
 class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
-    __slots__ = ("factor", "heard", "silent", "burst", "limit")
+    __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -52,6 +57,8 @@ class Charge:
         self.burst: list[Any] = [None, []]
         #: The smallest token quota: no reservation is scaled past it.
         self.limit = limit
+        #: A 429 on tokens showed the server keeps what it charged (:meth:`refused`).
+        self.kept = False
 
     def units(self, estimate: int) -> int:
         """Tokens to reserve for a call estimated at ``estimate``."""
@@ -66,14 +73,43 @@ class Charge:
         reports, or the estimate when it reports none; ``answered``: an answer came). A
         learned ``bucket`` settles to the usage: its refunds are bounded to what the server's
         bucket is sure to hold (:func:`.bucket.settle`), and the readings drain it."""
-        if self.silent or not self.heard or bucket:
-            if answered and not self.silent and entry.live:
+        if (self.silent or not self.heard or bucket) and not (self.kept and not bucket):
+            if answered and not self.silent and not self.kept and entry.live:
                 self.silent = True  # answered, and nothing said about tokens
                 self.factor = 1.0
             return tokens
         # the calibrated charge, never above the reservation (a burst read in part calibrates
         # high for a moment), or more when the usage says so
         return max(min(entry.tokens, self.units(entry.estimate)), tokens)
+
+    def refused(self, window: Any, now: float, ticket: Any, limit: int) -> bool:
+        """A 429 on tokens to ``ticket`` before any reading: ``window``'s server counted ours
+        admitted before it (refused ones left out) at ``limit`` or more, so it charges at
+        least ``limit`` over their estimates. Count at that from now on, keep it (nothing
+        given back), and count ours still in the window at it. True when that changed
+        anything."""
+        track = window.tracks[0]
+        entries = [e for e in getattr(getattr(track, "log", track), "entries", ())
+                   if e.live and not e.refused and e.seq < ticket.seq]
+        estimated = sum(e.estimate for e in entries)
+        if estimated <= 0:
+            return False
+        factor = min(MOST, max(1.0, limit / estimated, 1.0 if self.silent else self.factor))
+        if self.kept and factor <= self.factor:
+            return False
+        self.factor, self.silent, self.kept = factor, False, True
+        for entry in entries:
+            charged = self.units(entry.estimate)
+            if charged > entry.tokens:
+                for each in window.tracks:
+                    if each.quota.tokens:
+                        recount = getattr(each, "recount", None)
+                        if recount is not None:
+                            recount(now, entry, charged)
+                        else:
+                            each.adjust(now, entry, charged, entry.live)
+                entry.tokens = charged
+        return True
 
     def read(self, window: Any, now: float, remaining: int, ticket: Any,
              tracks: list[Any]) -> None:
@@ -129,9 +165,11 @@ class Charge:
 
     @property
     def how(self) -> str:
-        """``"opening"`` (nothing heard yet), ``"heard"`` (token readings calibrate) or
-        ``"silent"`` (answers come without them)."""
-        return "silent" if self.silent else "heard" if self.heard else "opening"
+        """``"opening"`` (nothing heard yet), ``"heard"`` (token readings calibrate),
+        ``"silent"`` (answers come without them) or ``"kept"`` (a 429 on tokens calibrated
+        it, no reading since)."""
+        return "silent" if self.silent else "heard" if self.heard else \
+            "kept" if self.kept else "opening"
 
     def shared(self) -> str:
         """What this charge learned, for other processes (a shared backend): ``"factor,how"``
@@ -142,10 +180,10 @@ class Charge:
         """Take what another process learned (:meth:`shared`) while this one has heard
         nothing yet (its own readings calibrate it from then on)."""
         factor, _, how = shared.partition(",")
-        if self.heard or self.silent or how not in ("heard", "silent"):
+        if self.heard or self.silent or self.kept or how not in ("heard", "silent", "kept"):
             return
         self.factor = min(MOST, max(1.0, float(factor)))
-        self.heard, self.silent = how == "heard", how == "silent"
+        self.heard, self.silent, self.kept = how == "heard", how == "silent", how == "kept"
 
     def __repr__(self) -> str:
         return f"<Charge x{self.factor:.3g} {self.how}>"

@@ -11,6 +11,7 @@ from typing import Any
 
 from .auto import AutoTrack
 from .log import Entry, Log
+from .refusal import learn_limit
 from .shape import TOLERANCE, read_reset
 
 __all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
@@ -186,10 +187,12 @@ def become_fixed(window: Any, now: float) -> None:
     window.paused_until = min(window.paused_until, max(now, shape.hold))
 
 
-def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float) -> float:
+def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float,
+            named: Any = None) -> float:
     """A 429 asked for ``seconds`` of pause after the request of ``ticket``: learn the
-    effective limit (a 429 at the 60th request of a window means the server admits 59), and
-    return when to resume, never earlier than the server allows.
+    effective limit of the quota it ``named`` (:mod:`.refusal`: a 429 at the 60th request of
+    a window means the server admits 59), and return when to resume, never earlier than the
+    server allows.
 
     A retry-after of a window or more (LiteLLM's constant ``60``) says only "within a
     window": on a learned fixed window, resume at its next boundary when the pause points
@@ -202,7 +205,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         ticket.refused = True
     if ticket is not None and ticket is shape.probe:
         shape.confirm(False, "a probe was refused (429)")
-    _learn_limit(window, now, ticket)
+    learn_limit(window, now, ticket, named)
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
     elif shape.kind == "fixed" and shape.epoch is not None:
@@ -219,24 +222,3 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                           "" if shape.assumed else
                           "; paced as a sliding window until then (no bucket's refill)"))
     return until
-
-
-def _learn_limit(window: Any, now: float, ticket: Entry | None) -> None:
-    """The unit nearest its limit ran out: the server admits what we had in its window."""
-    learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
-    fullest, ratio, used = None, 0.0, 0
-    for track in learners:
-        mine = track.used(now, ticket)
-        need = (ticket.tokens if track.quota.tokens else 1) if ticket is not None else 0
-        if (mine + need) / track.limit > ratio:
-            fullest, ratio, used = track, (mine + need) / track.limit, mine
-    if fullest is None:
-        return
-    configured = fullest.quota.limit
-    if used >= fullest.limit or used < configured - max(2, configured // 10):
-        return  # nothing lower, or not near the quota: not the quota (or not ours alone)
-    for track in learners:
-        if track.quota.tokens is fullest.quota.tokens:
-            track.set_limit(now, used)
-    unit = "tokens" if fullest.quota.tokens else "requests"
-    window.shape.limits = f"; a 429 after {used} {unit} in the window: the server admits {used}"

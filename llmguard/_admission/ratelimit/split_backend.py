@@ -173,18 +173,20 @@ class SplitBackend:
                                    **({"as_of_now": True} if as_of_now else {}))
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
-                ticket: Any = None) -> None:
-        """A 429: every part pauses (and learns from it, over a learning backend)."""
+                ticket: Any = None, named: Any = None) -> None:
+        """A 429: every part pauses; the one its message ``named`` (all: none) learns too."""
         tested = self._uncharged(key, ticket, quotas)  # a refused request is not charged
         if not callable(getattr(self.inner, "observe", None)):
             self.pause(key, quotas, seconds)
             return
         for part, sub in self._layout(quotas):  # output kept charged explains it: no limit
-            if tested and part == "output":
+            other = named is not None and named.part != part and (named.part or part)
+            if (tested and part == "output") or other:
                 self.inner.pause(self._key(part, key), sub, seconds)
             else:
                 self.inner.refused(self._key(part, key), sub, seconds,
-                                   ticket=self._entry(ticket, part))
+                                   ticket=self._entry(ticket, part),
+                                   **({"named": named} if named is not None else {}))
 
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
         """How each part is paced (``requests: ...; input: ...; output: ...``): what the

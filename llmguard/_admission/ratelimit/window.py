@@ -238,12 +238,12 @@ class Window:
             if not isinstance(track, Bucket):
                 self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued, -1]
 
-    def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0) -> None:
+    def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0,
+                named: Any = None) -> None:
         """A 429 asked for ``seconds`` of pause after the request of ``ticket`` (and what it
-        teaches a shape to learn: :func:`.learn.refused`)."""
-        until = now + seconds
-        if self.shape is not None:
-            until = learn.refused(self, now, ticket, seconds, wall)
+        teaches a shape to learn, of the quota it ``named``: :func:`.learn.refused`)."""
+        until = now + seconds if self.shape is None else \
+            learn.refused(self, now, ticket, seconds, wall, named)
         self.paused_until = max(self.paused_until, until)
 
     def limit(self, tokens: bool) -> int | None:

@@ -215,7 +215,7 @@ class RedisLearning:
             "counting the quotas as spent"))
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, ticket: Any,
-                names: list[str]) -> None:
+                names: list[str], named: Any = None) -> None:
         """A 429: learned from locally (a fixed window's boundary to resume at), the pause
         it leads to set in Redis, and the effective limit learned from every process's
         requests in the window (``_learned_scripts.REFUSED``)."""
@@ -223,7 +223,7 @@ class RedisLearning:
         window = self.local.window(key, quotas)
         now = clock.now()
         limits, why = [track.limit for track in window.tracks], window.shape.limits
-        self.local.refused(key, quotas, seconds, ticket=entry)
+        self.local.refused(key, quotas, seconds, ticket=entry, named=named)
         if isinstance(ticket, AutoTicket):  # this process saw its own requests only: the
             window.shape.limits = why  # limit comes from every process's (REFUSED)
             for track, limit in zip(window.tracks, limits):
