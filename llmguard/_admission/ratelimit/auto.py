@@ -95,12 +95,12 @@ class AutoTrack:
             self.fixed.adjust(entry, tokens, entry.live)
 
     def recount(self, now: float, entry: Entry, tokens: int) -> None:
-        """``entry`` counts ``tokens`` from now on (more than it did, settled or not: the
-        server keeps what it charged, :meth:`.charge.Charge.refused`)."""
+        """``entry`` counts ``tokens`` from now on, settled or not (what the server is
+        believed to have charged it changed: :mod:`.charge`)."""
         self.log.adjust(now, entry, tokens, entry.live)
-        if entry.owner is not None:  # not settled: what is outstanding grows with it
+        if entry.owner is not None:  # not settled: what is outstanding changes with it
             self.bucket.rescale(now, entry, tokens)
-        else:
+        elif tokens > entry.tokens:  # settled: the bucket only loses what it gave back
             self.bucket.drain_to(now, self.bucket.available(now) - (tokens - entry.tokens))
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, entry.live)

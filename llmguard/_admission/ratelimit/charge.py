@@ -8,13 +8,17 @@ window by 10% (8% of requests refused). So under a learned token quota:
 
 * **Opening.** Until the server has said anything, a reservation is the estimate times
   :data:`OPENING` (an opening burst stays within the quota with an estimate up to 13% under).
-  A server whose answers carry no token readings is then trusted to count what the estimate
-  says and what the usage reports (``silent``: factor 1, unused tokens given back).
-* **Refused.** A 429 on tokens before any reading (:mod:`.refusal`) disproves that: the
-  server counted ours admitted before the refused one at the quota or more, so it charges at
-  least ``limit`` over their estimates. That is the factor from then on, and, as under
-  readings, what it charged is kept (``kept``: OpenAI keeps ``max_tokens``), the entries of
-  the window settled meanwhile counted again at it.
+* **Probing.** A server whose answers carry no token readings (``silent``) may keep
+  ``max_tokens`` charged or count the usage, at our estimate or over it: what was reserved
+  stays counted, and a request the token quota holds back goes anyway, one at a time, as a
+  probe of what it counts (:mod:`.probing`); probes admitted bring the factor down, down to
+  ``trusted`` (factor 1, unused tokens given back) when the server counts less than the
+  estimate. Trusting the usage at once sent the room it freed in one burst into a server
+  that kept the opening burst's charge (18 429s of 126).
+* **Refused.** A 429 on tokens before any reading (:mod:`.refusal`), a probe's or another's:
+  the server counted ours admitted before the refused one at the quota or more, so it charges
+  at least ``limit`` over their estimates. That is the factor from then on, and what it
+  charged is kept (``kept``), the entries of the window counted again at it.
 * **Calibration.** A burst of ours reaches the server within a moment, and each answer's
   ``remaining`` counts the ones that arrived before it: the highest and lowest readings of a
   burst differ by the charges of all but the first to arrive. That difference over our
@@ -35,6 +39,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .probing import ours, recount
+
 __all__ = ["OPENING", "Charge"]
 
 #: The factor of an opening burst, before the server has calibrated it.
@@ -46,7 +52,7 @@ MOST = 3.0
 class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
-    __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept")
+    __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "trusted", "probing")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -57,8 +63,11 @@ class Charge:
         self.burst: list[Any] = [None, []]
         #: The smallest token quota: no reservation is scaled past it.
         self.limit = limit
-        #: A 429 on tokens showed the server keeps what it charged (:meth:`refused`).
-        self.kept = False
+        #: A 429 on tokens showed the server keeps what it charged (:meth:`refused`);
+        #: ``trusted``: probes showed a silent server counts less than the estimate.
+        self.kept = self.trusted = False
+        #: The entry of the last probe (:mod:`.probing`), until the next admission reads it.
+        self.probing: Any = None
 
     def units(self, estimate: int) -> int:
         """Tokens to reserve for a call estimated at ``estimate``."""
@@ -73,10 +82,10 @@ class Charge:
         reports, or the estimate when it reports none; ``answered``: an answer came). A
         learned ``bucket`` settles to the usage: its refunds are bounded to what the server's
         bucket is sure to hold (:func:`.bucket.settle`), and the readings drain it."""
-        if (self.silent or not self.heard or bucket) and not (self.kept and not bucket):
-            if answered and not self.silent and not self.kept and entry.live:
-                self.silent = True  # answered, and nothing said about tokens
-                self.factor = 1.0
+        if answered and not self.heard and not self.silent and not self.kept and entry.live:
+            self.silent = True  # answered, and nothing said about tokens: probed from now on
+        if bucket or (self.silent and self.trusted) or not (self.heard or self.silent
+                                                            or self.kept):
             return tokens
         # the calibrated charge, never above the reservation (a burst read in part calibrates
         # high for a moment), or more when the usage says so
@@ -88,27 +97,20 @@ class Charge:
         least ``limit`` over their estimates. Count at that from now on, keep it (nothing
         given back), and count ours still in the window at it. True when that changed
         anything."""
-        track = window.tracks[0]
-        entries = [e for e in getattr(getattr(track, "log", track), "entries", ())
-                   if e.live and not e.refused and e.seq < ticket.seq]
-        estimated = sum(e.estimate for e in entries)
+        entries = ours(window)
+        before = [e for e in entries if e.seq < ticket.seq]
+        estimated = sum(e.estimate for e in before)
         if estimated <= 0:
             return False
-        factor = min(MOST, max(1.0, limit / estimated, 1.0 if self.silent else self.factor))
+        # it charges more than limit / (estimated + the refused one's), at most limit over
+        # what it admitted; each count rounded up, so one token less each fits them in
+        factor = max(limit / (estimated + ticket.estimate), (limit - len(before)) / estimated)
+        factor = min(MOST, max(1.0, self.factor, factor))
         if self.kept and factor <= self.factor:
             return False
-        self.factor, self.silent, self.kept = factor, False, True
-        for entry in entries:
-            charged = self.units(entry.estimate)
-            if charged > entry.tokens:
-                for each in window.tracks:
-                    if each.quota.tokens:
-                        recount = getattr(each, "recount", None)
-                        if recount is not None:
-                            recount(now, entry, charged)
-                        else:
-                            each.adjust(now, entry, charged, entry.live)
-                entry.tokens = charged
+        self.factor, self.silent, self.kept, self.trusted = factor, False, True, False
+        self.probing = None
+        recount(window, now, self, entries)
         return True
 
     def read(self, window: Any, now: float, remaining: int, ticket: Any,
@@ -128,7 +130,7 @@ class Charge:
         tokens a second the server refills meanwhile (a bucket's)."""
         self.heard = True
         if self.silent:
-            self.silent, self.factor = False, OPENING
+            self.silent, self.trusted, self.probing, self.factor = False, False, None, OPENING
         anchor, readings = self.burst
         if anchor is None or abs(ticket.time - anchor) > spread:
             if anchor is not None and ticket.time < anchor:
@@ -168,8 +170,9 @@ class Charge:
         """``"opening"`` (nothing heard yet), ``"heard"`` (token readings calibrate),
         ``"silent"`` (answers come without them) or ``"kept"`` (a 429 on tokens calibrated
         it, no reading since)."""
-        return "silent" if self.silent else "heard" if self.heard else \
-            "kept" if self.kept else "opening"
+        if self.heard or self.kept:
+            return "heard" if self.heard else "kept"
+        return ("silent" if self.trusted else "probing") if self.silent else "opening"
 
     def shared(self) -> str:
         """What this charge learned, for other processes (a shared backend): ``"factor,how"``
@@ -183,7 +186,9 @@ class Charge:
         if self.heard or self.silent or self.kept or how not in ("heard", "silent", "kept"):
             return
         self.factor = min(MOST, max(1.0, float(factor)))
-        self.heard, self.silent, self.kept = how == "heard", how == "silent", how == "kept"
+        self.heard, self.kept = how == "heard", how == "kept"
+        self.silent = self.trusted = how == "silent"
 
     def __repr__(self) -> str:
         return f"<Charge x{self.factor:.3g} {self.how}>"
+

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import probing
 from .auto import AutoTrack
 from .log import Entry, Log
 from .refusal import learn_limit
 from .shape import TOLERANCE, read_reset
 
-__all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
+__all__ = ["become_fixed", "observe", "probe", "refused", "settled", "sooner"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -126,10 +127,27 @@ def _fresh(shape: Any, track: AutoTrack, tokens: bool, remaining: int, server: i
     return True if shape.by_answer else None
 
 
+def sooner(window: Any, now: float, wait: float) -> float:
+    """``wait`` shortened to when a probe may go: the charge's now (:func:`.probing.probe`), a supposed fixed window's at its boundary (:meth:`.shape.Shape.probe_at`)."""
+    if wait <= 0.0:
+        return wait
+    if window.charge is not None and probing.probes(window.charge, window, now):
+        return 0.0
+    shape = window.shape
+    if shape is not None and shape.probe is None:
+        due = shape.probe_at()
+        if due is not None:
+            wait = min(wait, max(0.0, due - now))
+    return wait
+
+
 def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
     """A request ``window``'s quotas would hold back (``tokens`` as the server counts them,
     estimated at ``estimate``), sent anyway as the probe of a supposed fixed window's boundary
     (:meth:`.shape.Shape.probe_at`): its entry, or None."""
+    charge = window.charge
+    if charge is not None and probing.probes(charge, window, now):
+        return probing.probe(charge, window, now, estimate)
     shape = window.shape
     if shape is None or shape.probe is not None:
         return None

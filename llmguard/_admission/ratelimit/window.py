@@ -97,11 +97,7 @@ class Window:
         for unit, (remaining, until, *_) in self.caps.items():
             if until > now and remaining < (tokens if unit else 1):
                 wait = max(wait, until - now)
-        shape = self.shape
-        if wait > 0.0 and shape is not None and shape.probe is None:
-            due = shape.probe_at()
-            if due is not None:
-                wait = min(wait, max(0.0, due - now))
+        wait = learn.sooner(self, now, wait)  # a probe may go sooner
         return wait + SLACK if wait > 0.0 else 0.0
 
     def take(self, now: float, tokens: int) -> Entry | None:
