@@ -8,13 +8,10 @@ window by 10% (8% of requests refused). So under a learned token quota:
 
 * **Opening.** Until the server has said anything, a reservation is the estimate times
   :data:`OPENING` (an opening burst stays within the quota with an estimate up to 13% under).
-* **Probing.** A server whose answers carry no token readings (``silent``) may keep
-  ``max_tokens`` charged or count the usage, at our estimate or over it: what was reserved
-  stays counted, and a request the token quota holds back goes anyway, one at a time, as a
-  probe of what it counts (:mod:`.probing`); probes admitted bring the factor down, down to
-  ``trusted`` (factor 1, unused tokens given back) when the server counts less than the
-  estimate. Trusting the usage at once sent the room it freed in one burst into a server
-  that kept the opening burst's charge (18 429s of 126).
+* **Probing.** A server whose answers carry no token readings (``silent``) may count ours
+  at their estimate or more: what was reserved stays counted, and a request the token quota
+  holds back but our bare estimates leave room for goes anyway, one at a time, as a probe of
+  what it counts (:mod:`.probing`); each one admitted brings the factor down.
 * **Refused.** A 429 on tokens before any reading (:mod:`.refusal`), a probe's or another's:
   the server counted ours admitted before the refused one at the quota or more, so it charges
   at least ``limit`` over their estimates. That is the factor from then on, and what it
@@ -52,7 +49,7 @@ MOST = 3.0
 class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
-    __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "trusted", "probing")
+    __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -63,9 +60,8 @@ class Charge:
         self.burst: list[Any] = [None, []]
         #: The smallest token quota: no reservation is scaled past it.
         self.limit = limit
-        #: A 429 on tokens showed the server keeps what it charged (:meth:`refused`);
-        #: ``trusted``: probes showed a silent server counts less than the estimate.
-        self.kept = self.trusted = False
+        #: A 429 on tokens, no reading yet, measured the factor (:meth:`refused`).
+        self.kept = False
         #: The entry of the last probe (:mod:`.probing`), until the next admission reads it.
         self.probing: Any = None
 
@@ -84,8 +80,7 @@ class Charge:
         bucket is sure to hold (:func:`.bucket.settle`), and the readings drain it."""
         if answered and not self.heard and not self.silent and not self.kept and entry.live:
             self.silent = True  # answered, and nothing said about tokens: probed from now on
-        if bucket or (self.silent and self.trusted) or not (self.heard or self.silent
-                                                            or self.kept):
+        if bucket or not (self.heard or self.silent or self.kept):
             return tokens
         # the calibrated charge, never above the reservation (a burst read in part calibrates
         # high for a moment), or more when the usage says so
@@ -108,7 +103,7 @@ class Charge:
         factor = min(MOST, max(1.0, self.factor, factor))
         if self.kept and factor <= self.factor:
             return False
-        self.factor, self.silent, self.kept, self.trusted = factor, False, True, False
+        self.factor, self.silent, self.kept = factor, False, True
         self.probing = None
         recount(window, now, self, entries)
         return True
@@ -130,7 +125,7 @@ class Charge:
         tokens a second the server refills meanwhile (a bucket's)."""
         self.heard = True
         if self.silent:
-            self.silent, self.trusted, self.probing, self.factor = False, False, None, OPENING
+            self.silent, self.probing, self.factor = False, None, OPENING
         anchor, readings = self.burst
         if anchor is None or abs(ticket.time - anchor) > spread:
             if anchor is not None and ticket.time < anchor:
@@ -172,7 +167,7 @@ class Charge:
         it, no reading since)."""
         if self.heard or self.kept:
             return "heard" if self.heard else "kept"
-        return ("silent" if self.trusted else "probing") if self.silent else "opening"
+        return "silent" if self.silent else "opening"
 
     def shared(self) -> str:
         """What this charge learned, for other processes (a shared backend): ``"factor,how"``
@@ -186,8 +181,7 @@ class Charge:
         if self.heard or self.silent or self.kept or how not in ("heard", "silent", "kept"):
             return
         self.factor = min(MOST, max(1.0, float(factor)))
-        self.heard, self.kept = how == "heard", how == "kept"
-        self.silent = self.trusted = how == "silent"
+        self.heard, self.silent, self.kept = how == "heard", how == "silent", how == "kept"
 
     def __repr__(self) -> str:
         return f"<Charge x{self.factor:.3g} {self.how}>"

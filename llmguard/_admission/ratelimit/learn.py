@@ -127,11 +127,13 @@ def _fresh(shape: Any, track: AutoTrack, tokens: bool, remaining: int, server: i
     return True if shape.by_answer else None
 
 
-def sooner(window: Any, now: float, wait: float) -> float:
-    """``wait`` shortened to when a probe may go: the charge's now (:func:`.probing.probe`), a supposed fixed window's at its boundary (:meth:`.shape.Shape.probe_at`)."""
+def sooner(window: Any, now: float, wait: float, estimate: int) -> float:
+    """``wait`` for a request estimated at ``estimate`` shortened to when a probe may go: the
+    charge's now (:func:`.probing.probe`), a supposed fixed window's at its boundary
+    (:meth:`.shape.Shape.probe_at`)."""
     if wait <= 0.0:
         return wait
-    if window.charge is not None and probing.probes(window.charge, window, now):
+    if window.charge is not None and probing.probes(window.charge, window, now, estimate):
         return 0.0
     shape = window.shape
     if shape is not None and shape.probe is None:
@@ -146,7 +148,7 @@ def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
     estimated at ``estimate``), sent anyway as the probe of a supposed fixed window's boundary
     (:meth:`.shape.Shape.probe_at`): its entry, or None."""
     charge = window.charge
-    if charge is not None and probing.probes(charge, window, now):
+    if charge is not None and probing.probes(charge, window, now, estimate):
         return probing.probe(charge, window, now, estimate)
     shape = window.shape
     if shape is None or shape.probe is not None:

@@ -1,17 +1,21 @@
 """Probing what a server that says nothing charges against a token quota (``refill="auto"``,
 :mod:`.charge`'s ``silent`` state), one request at a time.
 
-A server whose answers carry no token readings may keep ``max_tokens`` charged (OpenAI does)
-or count the usage, at our estimate or 11% over it. What was reserved stays counted, and when
-the token quota holds a request back it goes anyway as a probe, one at a time: admitted, the
-server counted ours in its window, the probe included, at most at the quota, and the factor
-comes down to that; still admitted with ours counted at their estimates, the server counts
-less than the estimate and is trusted to count the usage from then on (``trusted``: factor 1,
-unused tokens given back). A probe refused on tokens calibrates the factor from the other
-side and ends probing (:meth:`.charge.Charge.refused`). Probes go one at a time so that no
-more than one request is refused while the server's charge is learned: trusting the usage
-at once sent the room it freed in one burst into a server still counting the opening
-burst's ``max_tokens`` (18 429s of 126).
+A server whose answers carry no token readings may count ours at their estimate or more (11%
+more: OpenAI counts characters, framing included). Taking the estimate as its count at the
+first answer (and giving back the unused output) sent the room it freed in one burst into a
+server still counting the opening burst at 1.11x (18 429s of 126, then 15 more a window
+later). So what was reserved at the opening factor stays counted, and when the token quota
+holds a request back that our bare estimates leave room for, it goes anyway as a probe, one
+at a time: admitted, the server counted ours in its window, the probe included, at most at
+the quota, and the factor comes down to that (never under 1: the estimate is the least a
+request is counted at). A probe refused on tokens measures the factor from the other side
+and ends probing (:meth:`.charge.Charge.refused`). One at a time, at most one request is
+refused while the charge is learned.
+
+A bucket that refills while probes go (one per answer's latency) admits them all: the factor
+comes down towards 1 then, which a bucket, refilling, tolerates (it admits anything a
+sliding window does); a refusal then raises it again.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -23,54 +27,61 @@ from typing import Any
 __all__ = ["ours", "probe", "probes", "recount"]
 
 
-def probes(charge: Any, window: Any, now: float) -> bool:
-    """True when ``window`` may send a probe now (:func:`probe`): a silent server not yet
-    read, no probe in flight, nothing but the token quotas holding a request back."""
-    if not charge.silent or charge.trusted or window.paused_until > now:
+def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
+    """True when ``window`` may send a request estimated at ``estimate`` as a probe now
+    (:func:`probe`): a silent server not yet read, no probe in flight, nothing but the token
+    quotas at the factor holding it back (our bare estimates leave room for it)."""
+    if not charge.silent or charge.kept or window.paused_until > now:
         return False
     last = charge.probing
     if last is not None and last.live and last.answered > now and not last.refused:
         return False
     if any(cap[1] > now for cap in window.caps.values()):
         return False
-    return all(track.fits(now, 1) for track in window.tracks if not track.quota.tokens)
+    if not all(track.fits(now, 1) for track in window.tracks if not track.quota.tokens):
+        return False
+    return sum(e.estimate for e in ours(window)) + estimate <= _limit(window)
 
 
 def probe(charge: Any, window: Any, now: float, estimate: int) -> Any:
-    """Admit a request estimated at ``estimate`` that ``window``'s token quotas hold back
-    (after :func:`probes` said one may go), as the probe of what the server counts: the
-    last probe, admitted, first brings the factor down (:func:`_probed`). Its entry."""
+    """Admit a request estimated at ``estimate`` (after :func:`probes` said it may go): the
+    last probe, if the server admitted it, first brings the factor down (:func:`_probed`),
+    then it goes, as the next probe if the token quotas still hold it back. Its entry."""
     last, charge.probing = charge.probing, None
     if last is not None and last.live and not last.refused:
         _probed(charge, window, now, last)
     tokens = charge.units(estimate)
     held = not all(t.fits(now, tokens) for t in window.tracks if t.quota.tokens)
     entry = window.add(now, tokens, estimate)
-    if held and not charge.trusted:
+    if held:
         charge.probing = entry
     return entry
 
 
 def _probed(charge: Any, window: Any, now: float, probe: Any) -> None:
     """The server admitted ``probe``: it counted ours in its window up to it at most at
-    the token quota."""
+    the token quota, each rounded up (one token less each)."""
     entries = ours(window)
     counted = [e for e in entries if e.seq <= probe.seq]
     estimated = sum(e.estimate for e in counted)
-    limit = min(t.limit for t in window.tracks if t.quota.tokens)
     if estimated <= 0:
         return
-    factor = (limit - len(counted)) / estimated
-    if factor < 1.0:  # less than the estimate: it counts the usage (or less)
-        charge.trusted, factor = True, 1.0
+    factor = max(1.0, (_limit(window) - len(counted)) / estimated)
     if factor < charge.factor:
         charge.factor = factor
         recount(window, now, charge, entries)
 
 
+def _limit(window: Any) -> int:
+    """The token limit in force (a learned one, else the quota's)."""
+    return min(t.limit for t in window.tracks if t.quota.tokens)
+
+
 def ours(window: Any) -> list[Any]:
-    """Ours in ``window``'s log the server may count: admitted, not refunded nor refused."""
-    track = window.tracks[0]
+    """Ours in ``window``'s log the server may count: admitted, not refunded nor refused (the
+    log of its first per-minute token quota, else of its first quota)."""
+    tracks = [t for t in window.tracks if t.quota.tokens and hasattr(t, "learns") and t.learns()]
+    track = tracks[0] if tracks else window.tracks[0]
     return [e for e in getattr(getattr(track, "log", track), "entries", ())
             if e.live and not e.refused]
 

@@ -91,13 +91,13 @@ class Window:
         clock (5.2 + 0.799559 on a microsecond virtual clock) would otherwise ask for a 1e-16 s
         wait, re-checked at the same clock reading forever (a busy loop)."""
         wait = self.paused_until - now
-        tokens = tokens if self.charge is None else self.charge.units(tokens)
+        estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         for track in self.tracks:
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
         for unit, (remaining, until, *_) in self.caps.items():
             if until > now and remaining < (tokens if unit else 1):
                 wait = max(wait, until - now)
-        wait = learn.sooner(self, now, wait)  # a probe may go sooner
+        wait = learn.sooner(self, now, wait, estimate)  # a probe may go sooner
         return wait + SLACK if wait > 0.0 else 0.0
 
     def take(self, now: float, tokens: int) -> Entry | None:
