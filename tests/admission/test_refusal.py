@@ -140,3 +140,30 @@ def test_probes_never_go_past_the_quota_at_our_bare_estimates() -> None:
     assert probe is not None
     w.adjust(4.0, probe, 100)
     assert w.take(4.0, 300) is None and w.wait(4.0, 300) > 0.0
+
+
+def test_a_probe_only_the_unused_tokens_given_back_admit_shows_the_server_gives_them_back() -> None:
+    """Our bare estimates leave no room, the answers' usage (100 of 400 each) would: one
+    request goes as the probe of whether the server gives unused tokens back. Admitted, it
+    does: the usage counts from then on (``trusted``), the answers' unused tokens come back."""
+    w = window(tpm=1000)
+    for entry in admit(w, 0.0, 400, 2):
+        w.adjust(2.0, entry, 100)
+    assert w.take(2.0, 300) is not None  # no room at the estimates (800 + 300): a test
+    assert w.charge.testing and w.take(2.0, 300) is None  # one at a time
+    w.adjust(4.0, w.charge.probing, 100)
+    assert w.take(4.0, 300) is not None
+    assert w.charge.how == "trusted" and w.charge.factor == 1.0
+    assert w.available(4.0, True) == 1000 - 3 * 100 - 300
+
+
+def test_a_refused_give_back_probe_keeps_what_was_charged() -> None:
+    """The probe that only given-back tokens admit is refused on tokens: the server keeps
+    what it charged; nothing is given back and no further probe goes."""
+    w = window(tpm=1000)
+    for entry in admit(w, 0.0, 400, 2):
+        w.adjust(2.0, entry, 100)
+    probe = w.take(2.0, 300)
+    w.refused(2.5, probe, 57.5, wall=2.5, named=TOKENS)
+    assert w.charge.how == "kept" and not w.charge.trusted
+    assert w.wait(2.5, 300) > 0.0

@@ -9,9 +9,11 @@ window by 10% (8% of requests refused). So under a learned token quota:
 * **Opening.** Until the server has said anything, a reservation is the estimate times
   :data:`OPENING` (an opening burst stays within the quota with an estimate up to 13% under).
 * **Probing.** A server whose answers carry no token readings (``silent``) may count ours
-  at their estimate or more: what was reserved stays counted, and a request the token quota
-  holds back but our bare estimates leave room for goes anyway, one at a time, as a probe of
-  what it counts (:mod:`.probing`); each one admitted brings the factor down.
+  at their estimate or more, keeping ``max_tokens`` charged, or count the usage: what was
+  reserved stays counted, and a request the token quota holds back goes anyway, one at a
+  time, as a probe of what it counts (:mod:`.probing`): each one admitted within our bare
+  estimates brings the factor down, one admitted only if the usage is what counts shows the
+  server gives the unused part back (``trusted``: factor 1, the usage counted).
 * **Refused.** A 429 on tokens before any reading (:mod:`.refusal`), a probe's or another's:
   the server counted ours admitted before the refused one at the quota or more, so it charges
   at least ``limit`` over their estimates. That is the factor from then on, and what it
@@ -49,7 +51,8 @@ MOST = 3.0
 class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
-    __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing")
+    __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
+                 "trusted")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -62,8 +65,11 @@ class Charge:
         self.limit = limit
         #: A 429 on tokens, no reading yet, measured the factor (:meth:`refused`).
         self.kept = False
-        #: The entry of the last probe (:mod:`.probing`), until the next admission reads it.
+        #: The entry of the last probe (:mod:`.probing`), until the next admission reads it;
+        #: ``testing``: it tests whether the server gives unused tokens back (``trusted``:
+        #: it does, the usage is what counts).
         self.probing: Any = None
+        self.testing = self.trusted = False
 
     def units(self, estimate: int) -> int:
         """Tokens to reserve for a call estimated at ``estimate``."""
@@ -80,7 +86,10 @@ class Charge:
         bucket is sure to hold (:func:`.bucket.settle`), and the readings drain it."""
         if answered and not self.heard and not self.silent and not self.kept and entry.live:
             self.silent = True  # answered, and nothing said about tokens: probed from now on
-        if bucket or not (self.heard or self.silent or self.kept):
+        if self.silent and answered:
+            entry.used = tokens  # what counts if the server gives unused tokens back
+        if bucket or (self.silent and self.trusted) or not (self.heard or self.silent
+                                                            or self.kept):
             return tokens
         # the calibrated charge, never above the reservation (a burst read in part calibrates
         # high for a moment), or more when the usage says so
@@ -103,7 +112,7 @@ class Charge:
         factor = min(MOST, max(1.0, self.factor, factor))
         if self.kept and factor <= self.factor:
             return False
-        self.factor, self.silent, self.kept = factor, False, True
+        self.factor, self.silent, self.kept, self.trusted = factor, False, True, False
         self.probing = None
         recount(window, now, self, entries)
         return True
@@ -125,7 +134,7 @@ class Charge:
         tokens a second the server refills meanwhile (a bucket's)."""
         self.heard = True
         if self.silent:
-            self.silent, self.probing, self.factor = False, None, OPENING
+            self.silent, self.trusted, self.probing, self.factor = False, False, None, OPENING
         anchor, readings = self.burst
         if anchor is None or abs(ticket.time - anchor) > spread:
             if anchor is not None and ticket.time < anchor:
@@ -163,11 +172,11 @@ class Charge:
     @property
     def how(self) -> str:
         """``"opening"`` (nothing heard yet), ``"heard"`` (token readings calibrate),
-        ``"silent"`` (answers come without them) or ``"kept"`` (a 429 on tokens calibrated
-        it, no reading since)."""
+        ``"silent"`` (answers come without them: probed), ``"trusted"`` (probes showed the
+        usage is what counts) or ``"kept"`` (a 429 on tokens calibrated it)."""
         if self.heard or self.kept:
             return "heard" if self.heard else "kept"
-        return "silent" if self.silent else "opening"
+        return ("trusted" if self.trusted else "silent") if self.silent else "opening"
 
     def shared(self) -> str:
         """What this charge learned, for other processes (a shared backend): ``"factor,how"``
@@ -178,10 +187,12 @@ class Charge:
         """Take what another process learned (:meth:`shared`) while this one has heard
         nothing yet (its own readings calibrate it from then on)."""
         factor, _, how = shared.partition(",")
-        if self.heard or self.silent or self.kept or how not in ("heard", "silent", "kept"):
+        if self.heard or self.silent or self.kept or how not in ("heard", "silent", "kept",
+                                                                  "trusted"):
             return
         self.factor = min(MOST, max(1.0, float(factor)))
-        self.heard, self.silent, self.kept = how == "heard", how == "silent", how == "kept"
+        self.heard, self.kept, self.trusted = how == "heard", how == "kept", how == "trusted"
+        self.silent = how in ("silent", "trusted")
 
     def __repr__(self) -> str:
         return f"<Charge x{self.factor:.3g} {self.how}>"

@@ -8,10 +8,13 @@ server still counting the opening burst at 1.11x (18 429s of 126, then 15 more a
 later). So what was reserved at the opening factor stays counted, and when the token quota
 holds a request back that our bare estimates leave room for, it goes anyway as a probe, one
 at a time: admitted, the server counted ours in its window, the probe included, at most at
-the quota, and the factor comes down to that (never under 1: the estimate is the least a
-request is counted at). A probe refused on tokens measures the factor from the other side
-and ends probing (:meth:`.charge.Charge.refused`). One at a time, at most one request is
-refused while the charge is learned.
+the quota, and the factor comes down to that (never under 1). Once our bare estimates leave
+no room either, the probe is one that only the unused tokens of the answers, given back,
+leave room for: admitted, the server gives them back (``trusted``: the usage counts from then
+on, as the usage-reconciling ``charge="actual"`` means). A probe refused on tokens measures
+the factor from the other side and ends probing (:meth:`.charge.Charge.refused`): the server
+keeps what it charged, at that factor. One at a time, at most one request is refused while
+the charge is learned.
 
 A bucket that refills while probes go (one per answer's latency) admits them all: the factor
 comes down towards 1 then, which a bucket, refilling, tolerates (it admits anything a
@@ -30,8 +33,9 @@ __all__ = ["ours", "probe", "probes", "recount"]
 def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
     """True when ``window`` may send a request estimated at ``estimate`` as a probe now
     (:func:`probe`): a silent server not yet read, no probe in flight, nothing but the token
-    quotas at the factor holding it back (our bare estimates leave room for it)."""
-    if not charge.silent or charge.kept or window.paused_until > now:
+    quotas at the factor holding it back, and room for it at our bare estimates, else with
+    the unused tokens of the answers given back."""
+    if not charge.silent or charge.trusted or window.paused_until > now:
         return False
     last = charge.probing
     if last is not None and last.live and last.answered > now and not last.refused:
@@ -40,7 +44,10 @@ def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
         return False
     if not all(track.fits(now, 1) for track in window.tracks if not track.quota.tokens):
         return False
-    return sum(e.estimate for e in ours(window)) + estimate <= _limit(window)
+    entries, limit = ours(window), _limit(window)
+    if sum(e.estimate for e in entries) + estimate <= limit:
+        return True
+    return sum(_given(e) for e in entries) + charge.units(estimate) <= limit
 
 
 def probe(charge: Any, window: Any, now: float, estimate: int) -> Any:
@@ -49,13 +56,30 @@ def probe(charge: Any, window: Any, now: float, estimate: int) -> Any:
     then it goes, as the next probe if the token quotas still hold it back. Its entry."""
     last, charge.probing = charge.probing, None
     if last is not None and last.live and not last.refused:
-        _probed(charge, window, now, last)
+        if charge.testing:
+            _trusted(charge, window, now)
+        else:
+            _probed(charge, window, now, last)
     tokens = charge.units(estimate)
     held = not all(t.fits(now, tokens) for t in window.tracks if t.quota.tokens)
+    charge.testing = held and sum(e.estimate for e in ours(window)) + estimate > _limit(window)
     entry = window.add(now, tokens, estimate)
-    if held:
+    if held and not charge.trusted:
         charge.probing = entry
     return entry
+
+
+def _trusted(charge: Any, window: Any, now: float) -> None:
+    """The server admitted a probe only the unused tokens of the answers given back left
+    room for: it gives them back; the usage counts from now on."""
+    charge.trusted, charge.factor = True, 1.0
+    recount(window, now, charge, ours(window), _given)
+
+
+def _given(entry: Any) -> int:
+    """What ``entry`` counts on a server that gives unused tokens back."""
+    used = getattr(entry, "used", None)
+    return entry.tokens if used is None else min(used, entry.tokens)
 
 
 def _probed(charge: Any, window: Any, now: float, probe: Any) -> None:
@@ -86,10 +110,12 @@ def ours(window: Any) -> list[Any]:
             if e.live and not e.refused]
 
 
-def recount(window: Any, now: float, charge: Any, entries: list[Any]) -> None:
-    """Count ``entries`` at what ``charge`` says the server charged them, settled or not."""
+def recount(window: Any, now: float, charge: Any, entries: list[Any],
+            count: Any = None) -> None:
+    """Count ``entries`` at what ``charge`` says the server charged them (or ``count(entry)``),
+    settled or not."""
     for entry in entries:
-        charged = charge.units(entry.estimate)
+        charged = charge.units(entry.estimate) if count is None else count(entry)
         if charged == entry.tokens:
             continue
         for each in window.tracks:
