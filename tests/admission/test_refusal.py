@@ -116,6 +116,8 @@ def test_a_token_429_while_probing_measures_the_factor_and_keeps_it() -> None:
     assert 10_000 / (43 * 212) < charge.factor <= 10_000 / (42 * 212)
     assert 42 * math.ceil(212 * charge.factor) <= 10_000  # the 42 fit again next window
     assert not charge.silent and w.wait(6.5, 212) > 0.0
+    w.adjust(7.0, refused, 212)  # settled: a 429 charged none of its tokens (a retry is anew)
+    assert w.available(7.0, True) == 10_000 - 42 * math.ceil(212 * charge.factor)
 
 
 def test_a_token_429_in_the_opening_burst_raises_the_factor() -> None:

@@ -86,6 +86,8 @@ class Charge:
         bucket is sure to hold (:func:`.bucket.settle`), and the readings drain it."""
         if answered and not self.heard and not self.silent and not self.kept and entry.live:
             self.silent = True  # answered, and nothing said about tokens: probed from now on
+        if entry.refused:  # a 429: the server charged none of its tokens (a retry is anew)
+            return 0
         if self.silent and answered:
             entry.used = tokens  # what counts if the server gives unused tokens back
         if bucket or (self.silent and self.trusted) or not (self.heard or self.silent
