@@ -57,9 +57,9 @@ SHAPES = {"fixed window": FixedWindowServer, "sliding window": SlidingWindowServ
     ("clock-minute proxy", 0.0, 1.10)])
 async def test_a_server_that_says_nothing_and_charges_more_refuses_one_request_at_most(
         shape: str, phase: float, within: float | None) -> None:
-    """At most one 429 (under 1% of 126), every call done, the wall time within 1.05x the server's ideal
-    (measured 1.03x: the probes, 2 s apart, spread the first window over 4 s, which a sliding
-    log carries into the next ones), 1.10x on the clock-minute proxy (``rpm - 1``). Started 40
+    """At most one 429 (under 1% of 126), every call done, the wall time within 1.05x the
+    server's ideal (measured 1.03x: the probes, 2 s apart, spread the first window over 4 s,
+    which a sliding log carries into the next ones), 1.10x on the clock-minute proxy (``rpm - 1``). Started 40
     s into a fixed window's minute the sliding log has no minute to learn (nothing says it):
     1.5x, its 429 bound asserted alone."""
     server = SHAPES[shape](rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
