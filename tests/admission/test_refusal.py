@@ -169,3 +169,33 @@ def test_a_refused_give_back_probe_keeps_what_was_charged() -> None:
     w.refused(2.5, probe, 57.5, wall=2.5, named=TOKENS)
     assert w.charge.how == "kept" and not w.charge.trusted
     assert w.wait(2.5, 300) > 0.0
+
+
+def probed_to_a_refusal(start: float) -> tuple[Window, Entry]:
+    """Opening burst at ``start``, answered without readings, two probes admitted, the third
+    admitted by us and about to be refused on tokens (the server charges 1.11x)."""
+    w = window()
+    for entry in admit(w, start, 212, 40):
+        w.adjust(start + 2.0, entry, 78)
+    for at in (2.0, 4.0):
+        probe = w.take(start + at, 212)
+        w.adjust(start + at + 2.0, probe, 78)
+    return w, w.take(start + 6.0, 212)
+
+
+@pytest.mark.parametrize(("seconds", "fixed"), [(14.0, True), (54.0, False), (60.0, False)])
+def test_a_pause_ending_before_our_oldest_leaves_shows_a_fixed_window(
+        seconds: float, fixed: bool) -> None:
+    """Ours alone filled the token quota (40 s into a minute, counted at the factor the
+    refusal measured): a 429 asking for 14 s, to the minute, before our oldest request would
+    leave a sliding window (at 100) and longer than a bucket takes to refill it, is a fixed
+    window's boundary, learned at once (its full window admitted there). 54 s (when our
+    oldest leaves: a sliding window's) only supposes the clock minute, to be confirmed; a
+    window's constant 60 (LiteLLM's proxy) says nothing."""
+    w, refused = probed_to_a_refusal(40.0)
+    w.refused(46.0, refused, seconds, wall=46.0, named=TOKENS)
+    assert (w.shape.kind == "fixed") is fixed, w.shape
+    if fixed:
+        assert w.shape.epoch == pytest.approx(60.0)
+        w.adjust(46.5, refused, 212)
+        assert w.wait(60.0 + w.shape.skew() + 0.01, 212) == 0.0

@@ -12,7 +12,7 @@ from typing import Any
 from . import probing
 from .auto import AutoTrack
 from .log import Entry, Log
-from .refusal import learn_limit
+from .refusal import learn_limit, reset_of
 from .shape import TOLERANCE, read_reset
 
 __all__ = ["become_fixed", "observe", "probe", "refused", "settled", "sooner"]
@@ -225,7 +225,10 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         ticket.refused = True
     if ticket is not None and ticket is shape.probe:
         shape.confirm(False, "a probe was refused (429)")
-    learn_limit(window, now, ticket, named)
+    why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
+    if why is not None and shape.kind == "unknown":
+        shape.learn("fixed", why, now + seconds)
+        become_fixed(window, now)
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
     elif shape.kind == "fixed" and shape.epoch is not None:

@@ -26,23 +26,26 @@ from typing import Any
 
 from .auto import AutoTrack
 from .log import Entry
+from .shape import TOLERANCE
 
-__all__ = ["learn_limit"]
+__all__ = ["learn_limit", "reset_of"]
 
 
-def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None) -> None:
+def learn_limit(window: Any, now: float, ticket: Entry | None,
+                named: Any = None) -> AutoTrack | None:
     """The 429 to ``ticket`` (``named``: the quota its message names, a ``named.Named``, or
-    None) teaches ``window`` the limit its server admits."""
+    None) teaches ``window`` the limit its server admits. The track of the quota that ran out
+    (None: none known, or a daily one)."""
     learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     if named is not None:
         if not named.minute:
-            return  # a daily quota ran out: nothing about the per-minute ones
+            return None  # a daily quota ran out: nothing about the per-minute ones
         learners = _of(learners, named)
         if named.limit is not None and learners and named.limit < min(t.limit for t in learners):
             for track in learners:
                 track.set_limit(now, named.limit)
             window.shape.limits = f"; a 429 said the limit is {named.limit} {named.unit}"
-            return
+            return None
     fullest, ratio, used = None, 0.0, 0
     for track in learners:
         mine = track.used(now, ticket)
@@ -50,22 +53,45 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
         if (mine + need) / track.limit > ratio:
             fullest, ratio, used = track, (mine + need) / track.limit, mine
     if fullest is None:
-        return
+        return None
     charge = window.charge
     if fullest.quota.tokens and charge is not None and not charge.heard and ticket is not None:
         if charge.refused(window, now, ticket, min(t.limit for t in learners
                                                    if t.quota.tokens is fullest.quota.tokens)):
             window.shape.limits = (f"; a 429 on tokens: the server charges {charge.factor:.3g}x "
                                    "our estimate, and keeps it")
-        return
+        return fullest
     configured = fullest.quota.limit
     if used >= fullest.limit or used < configured - max(2, configured // 10):
-        return  # nothing lower, or not near the quota: not the quota (or not ours alone)
+        return fullest  # nothing lower, or not near the quota (or not ours alone)
     for track in learners:
         if track.quota.tokens is fullest.quota.tokens:
             track.set_limit(now, used)
     unit = "tokens" if fullest.quota.tokens else "requests"
     window.shape.limits = f"; a 429 after {used} {unit} in the window: the server admits {used}"
+    return fullest
+
+
+def reset_of(now: float, track: AutoTrack | None, ticket: Entry | None,
+             seconds: float) -> str | None:
+    """Why a 429 asking for ``seconds`` (the quota of ``track`` ran out; no header read)
+    shows a fixed window starting afresh when the pause ends, else None. Its count was ours
+    alone (ours in the window and the refused request exceed the limit), so a sliding window
+    would admit again only when our oldest request leaves it, a bucket once it refilled the
+    request: a pause that ends before the one and after the other is a fixed window's
+    boundary. A pause of a window or more (LiteLLM's constant 60) says nothing."""
+    if track is None or ticket is None or seconds >= track.window - TOLERANCE:
+        return None
+    need = ticket.tokens if track.quota.tokens else 1
+    # against the quota as given: a limit learned from this 429 supposes ours alone
+    if seconds <= need * track.window / track.limit + TOLERANCE \
+            or track.used(now, ticket) + need <= track.quota.limit:
+        return None
+    oldest = min((e.time for e in track.log.entries if e.live and not e.refused), default=None)
+    if oldest is None or now + seconds >= oldest + track.window - TOLERANCE:
+        return None
+    return (f"a 429 asked for {seconds:g} s, before our oldest request leaves the window, ours "
+            "alone filling it: a fixed window starting afresh then")
 
 
 def _of(learners: list[AutoTrack], named: Any) -> list[AutoTrack]:
