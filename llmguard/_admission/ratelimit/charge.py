@@ -104,7 +104,9 @@ class Charge:
         given back), and count ours still in the window at it. True when that changed
         anything."""
         entries = ours(window)
-        before = [e for e in entries if e.seq < ticket.seq]
+        # probing, one at a time: the server counted ours admitted before the refused one;
+        # kept, a burst's 429: ours after it in the burst may have arrived first (jitter)
+        before = entries if self.kept else [e for e in entries if e.seq < ticket.seq]
         estimated = sum(e.estimate for e in before)
         if estimated <= 0:
             return False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import probing
+from . import probing, silent
 from .auto import AutoTrack
 from .log import Entry, Log
 from .refusal import learn_limit, reset_of
@@ -27,6 +27,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     the shape :func:`.shape.read_reset` reads. The server counted ours up to ``ticket``, and
     ``reset`` counts from ``at`` (default: when the ticket was admitted)."""
     shape = window.shape
+    shape.speak()
     track = min(learners, key=lambda t: t.limit)
     if limit is not None and 0 < limit < track.limit:
         for t in learners:
@@ -127,17 +128,16 @@ def _fresh(shape: Any, track: AutoTrack, tokens: bool, remaining: int, server: i
     return True if shape.by_answer else None
 
 
-def sooner(window: Any, now: float, wait: float, estimate: int) -> float:
-    """``wait`` for a request estimated at ``estimate`` shortened to when a probe may go: the
-    charge's now (:func:`.probing.probe`), a supposed fixed window's at its boundary
-    (:meth:`.shape.Shape.probe_at`)."""
+def sooner(window: Any, now: float, wait: float, tokens: int, estimate: int) -> float:
+    """``wait`` for ``tokens`` (estimated at ``estimate``) cut to when a probe may go: the
+    charge's (:mod:`.probing`), a silent server's (:mod:`.silent`), a supposed boundary's."""
     if wait <= 0.0:
         return wait
     if window.charge is not None and probing.probes(window.charge, window, now, estimate):
         return 0.0
     shape = window.shape
     if shape is not None and shape.probe is None:
-        due = shape.probe_at()
+        due = silent.due(window, now, tokens) if silent.quiet(shape) else shape.probe_at()
         if due is not None:
             wait = min(wait, max(0.0, due - now))
     return wait
@@ -153,6 +153,9 @@ def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
     shape = window.shape
     if shape is None or shape.probe is not None:
         return None
+    if silent.quiet(shape):  # a server that says nothing: probed beyond the log
+        due = silent.due(window, now, tokens)
+        return None if due is None or now < due else window.add(now, tokens, estimate)
     due = shape.probe_at()
     if due is None or now < due:
         return None
@@ -172,6 +175,9 @@ def settled(window: Any, now: float, live: int) -> None:
     shape = window.shape
     if not live:
         shape.probe = shape.since = None
+    elif silent.quiet(shape):
+        if silent.served(window, now):
+            become_fixed(window, now)
     else:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
 
@@ -223,9 +229,17 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     shape = window.shape
     if ticket is not None:
         ticket.refused = True
-    if ticket is not None and ticket is shape.probe:
+    # longer than any bucket of ours takes to refill the request: no bucket's answer
+    long = ticket is not None and seconds > TOLERANCE + max(
+        (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
+        for t in window.tracks if isinstance(t, AutoTrack))
+    probe = ticket is not None and ticket is shape.probe
+    if probe:
         shape.confirm(False, "a probe was refused (429)")
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
+    if shape.quiet and (probe or long):  # a server that says nothing else counted none of it:
+        window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
+    shape.speak(reading=False)
     if why is not None and shape.kind == "unknown":
         shape.learn("fixed", why, now + seconds)
         become_fixed(window, now)
@@ -234,10 +248,9 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     elif shape.kind == "fixed" and shape.epoch is not None:
         until = min(until, shape.next_boundary(shape.epoch, now) + shape.skew())
     if shape.kind == "unknown":
-        if shape.assumed and ticket is not None and seconds > TOLERANCE + max(
-                (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
-                for t in window.tracks if isinstance(t, AutoTrack)):
-            shape.assumed = ""  # longer than any bucket of ours takes to refill the request
+        if long:
+            shape.assumed = ""
+            shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
         epoch = now - wall % shape.window
         shape.suppose(shape.next_boundary(epoch, now),
                       f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "

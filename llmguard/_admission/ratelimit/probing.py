@@ -63,7 +63,11 @@ def probe(charge: Any, window: Any, now: float, estimate: int) -> Any:
     tokens = charge.units(estimate)
     held = not all(t.fits(now, tokens) for t in window.tracks if t.quota.tokens)
     charge.testing = held and sum(e.estimate for e in ours(window)) + estimate > _limit(window)
+    shape = window.shape
+    before = shape.probe if shape is not None else None
     entry = window.add(now, tokens, estimate)
+    if shape is not None:  # beyond the token count, but no probe of the shape (:mod:`.silent`)
+        shape.probe = before
     if held and not charge.trusted:
         charge.probing = entry
     return entry
