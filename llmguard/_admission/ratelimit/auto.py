@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .bucket import Bucket
+from .bucket import Bucket, settle
 from .fixed import FixedCount
-from .log import Entry, Log
+from .log import FOLD_AT, Entry, Log
 
 __all__ = ["AutoTrack"]
 
@@ -80,12 +80,18 @@ class AutoTrack:
         return 2 * self.quota.margin * self.limit / self.window
 
     def fits(self, now: float, tokens: int) -> bool:
-        kind = self.shape.kind
+        shape = self.shape
+        kind = shape.kind
         if kind != "bucket" and kind != "fixed":  # the log paces (``_pacer``): every admission
-            if self.shape.served and self._both():  # what a bucket surely holds, and the minute
+            if shape.served and self._both():  # what a bucket surely holds, and the minute
                 need = tokens if self.quota.tokens else 1  # (``fits`` is given the tokens)
                 return self.most(now) >= need + self.slack() and self.fixed.fits(now, tokens)
-            return self.log.fits(now, tokens)
+            # ``self.log.fits(now, tokens)``, written out: twice on every admission
+            log = self.log
+            entries = log.entries
+            if entries and entries[0].time <= now - log.span:
+                log.expire(now)
+            return log.used + (tokens if log.tokens else 1) <= log.limit
         return self._pacer().fits(now, tokens)
 
     def wait(self, now: float, need: int) -> float:
@@ -96,21 +102,57 @@ class AutoTrack:
 
     def add(self, now: float, entry: Entry) -> None:
         log = self.log
-        if log.entries and log.entries[0].time <= now - log.span:
+        entries = log.entries
+        if entries and entries[0].time <= now - log.span:
             log.expire(now)  # the log may not be asked (another pacer admits): keep it short
-        log.add(now, entry)
+        # ``log.add(now, entry)`` and ``bucket.add(now, entry)``, written out (every admission,
+        # once per quota); a log that must fold goes through ``add`` itself
+        units = entry.tokens if log.tokens else 1
+        if len(entries) < FOLD_AT:
+            entries.append(entry)
+            log.used += units
+        else:
+            log.add(now, entry)
         recent = self.recent
         recent.append(entry)
         horizon = now - 2 * self.window
         while recent[0].time < horizon:
             recent.popleft()
-        self.bucket.add(now, entry)
+        bucket = self.bucket
+        level = bucket.level
+        if now > bucket.at:  # ``bucket._refill(now)``, written out
+            limit = bucket.limit
+            level += (now - bucket.at) * bucket.rate
+            if level > limit:
+                level = limit
+            bucket.at = now
+            if bucket.deficit > limit - level:
+                bucket.deficit = limit - level
+        bucket.level = level - units  # (``entry.live`` is 1 on admission: the log's count)
+        bucket.deficit += units
+        bucket.outstanding += units
         if self.fixed is not None:
             self.fixed.add(now, entry)
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int) -> None:
-        self.log.adjust(now, entry, tokens, live)
-        self.bucket.adjust(now, entry, tokens, live)
+        log = self.log
+        if entry.time // log.slot < log.cut or entry.time <= now - log.span:
+            log.adjust(now, entry, tokens, live)  # folded, or left the window
+        else:  # ``log.adjust``, written out for an entry still in the window (every settled call)
+            entries = log.entries
+            if entries and entries[0].time <= now - log.span:
+                log.expire(now)  # first, so an expiring entry leaves with the weight it counted
+            log.used += (tokens - entry.tokens) if log.tokens else (live - entry.live)
+        # ``self.bucket.adjust(now, entry, tokens, live)``, its refill written out
+        bucket = self.bucket
+        if now > bucket.at:
+            bucket._refill(now)
+        if log.tokens:
+            reserved, actual = entry.tokens, tokens if live else None
+        else:
+            reserved, actual = entry.live, 1 if live else None
+        bucket.level, bucket.deficit, bucket.outstanding = settle(
+            bucket.level, bucket.deficit, bucket.outstanding, bucket.limit, reserved, actual)
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 

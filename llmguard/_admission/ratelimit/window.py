@@ -15,7 +15,7 @@ from . import learn, silent
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
-from .log import Entry, Log
+from .log import Entry, Folded, Log
 from .reading import Readings
 from .shape import Shape
 
@@ -127,16 +127,28 @@ class Window:
                       self.issued_tokens, estimate)
         self.issued += 1
         self.issued_tokens += tokens
-        self.readings.admit(now, entry)
+        # ``self.readings.admit(now, entry)``, written out (every admission)
+        readings = self.readings
+        recent, horizon = readings.recent, now - readings.spread
+        while recent and recent[0].time < horizon:
+            recent.popleft()
+        recent.append(entry)
+        first = recent[0]
+        if first is not entry:  # else ``near`` is its own, as made
+            entry.near = (first.seq, first.tseq)
         for track in self.tracks:
             track.add(now, entry)
-        for unit, cap in self.caps.items():
-            cap[0] -= tokens if unit else 1
+        caps = self.caps
+        if caps:
+            for unit, cap in caps.items():
+                cap[0] -= tokens if unit else 1
         if shape is not None:
-            shape.probe = entry if probe else shape.probe
+            if probe:
+                shape.probe = entry
             log = self.log
-            if log is not None and log.entries:
-                entry.first = log.oldest()
+            if log is not None and log.entries:  # ``log.oldest()``, written out
+                oldest = log.entries[0]
+                entry.first = oldest.first if type(oldest) is Folded else oldest.time
             if shape.candidate is not None and shape.since is None \
                     and now >= shape.candidate + shape.skew():
                 shape.since = (entry.seq, entry.tseq)  # the first of ours in the supposed window
@@ -166,9 +178,11 @@ class Window:
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
-        for unit, cap in self.caps.items():
-            if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
-                cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
+        caps = self.caps
+        if caps:
+            for unit, cap in caps.items():
+                if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
+                    cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         shape = self.shape
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
