@@ -100,8 +100,7 @@ class Window:
 
     def take(self, now: float, tokens: int) -> Entry | None:
         """Admit one request of ``tokens`` now if every quota has room (``wait(now, tokens) ==
-        0.0``, in one pass): its entry, else None with nothing recorded. Written out (the path of
-        every admission)."""
+        0.0``, in one pass): its entry, else None, nothing recorded (written out: every call)."""
         estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         if self.paused_until > now:
             return learn.probe(self, now, tokens, estimate)
@@ -127,27 +126,20 @@ class Window:
                       self.issued_tokens, estimate)
         self.issued += 1
         self.issued_tokens += tokens
-        # ``self.readings.admit(now, entry)``, written out (every admission)
-        readings = self.readings
-        recent, horizon = readings.recent, now - readings.spread
-        while recent and recent[0].time < horizon:
+        recent, horizon = self.readings.recent, now - self.readings.spread  # ``readings.admit``
+        while recent and recent[0].time < horizon:  # written out (every admission)
             recent.popleft()
         recent.append(entry)
-        first = recent[0]
-        if first is not entry:  # else ``near`` is its own, as made
-            entry.near = (first.seq, first.tseq)
+        if recent[0] is not entry:  # else ``near`` is its own, as made
+            entry.near = (recent[0].seq, recent[0].tseq)
         for track in self.tracks:
             track.add(now, entry)
-        caps = self.caps
-        if caps:
-            for unit, cap in caps.items():
-                cap[0] -= tokens if unit else 1
+        for unit, cap in self.caps.items() if self.caps else ():  # (no view made when empty)
+            cap[0] -= tokens if unit else 1
         if shape is not None:
-            if probe:
-                shape.probe = entry
-            log = self.log
-            if log is not None and log.entries:  # ``log.oldest()``, written out
-                oldest = log.entries[0]
+            shape.probe = entry if probe else shape.probe
+            if self.log is not None and self.log.entries:  # ``log.oldest()``, written out
+                oldest = self.log.entries[0]
                 entry.first = oldest.first if type(oldest) is Folded else oldest.time
             if shape.candidate is not None and shape.since is None \
                     and now >= shape.candidate + shape.skew():
@@ -178,11 +170,9 @@ class Window:
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
-        caps = self.caps
-        if caps:
-            for unit, cap in caps.items():
-                if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
-                    cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
+        for unit, cap in self.caps.items() if self.caps else ():
+            if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
+                cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         shape = self.shape
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
