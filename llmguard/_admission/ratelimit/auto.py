@@ -145,14 +145,20 @@ class AutoTrack:
             log.used += (tokens - entry.tokens) if log.tokens else (live - entry.live)
         # ``self.bucket.adjust(now, entry, tokens, live)``, its refill written out
         bucket = self.bucket
+        level, deficit, limit = bucket.level, bucket.deficit, bucket.limit
         if now > bucket.at:
-            bucket._refill(now)
+            level += (now - bucket.at) * bucket.rate
+            if level > limit:
+                level = limit
+            bucket.at = now
+            if deficit > limit - level:  # the provider's could have filled up meanwhile
+                deficit = limit - level
         if log.tokens:
             reserved, actual = entry.tokens, tokens if live else None
         else:
             reserved, actual = entry.live, 1 if live else None
         bucket.level, bucket.deficit, bucket.outstanding = settle(
-            bucket.level, bucket.deficit, bucket.outstanding, bucket.limit, reserved, actual)
+            level, deficit, bucket.outstanding, limit, reserved, actual)
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 
