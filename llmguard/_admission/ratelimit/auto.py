@@ -157,8 +157,16 @@ class AutoTrack:
             reserved, actual = entry.tokens, tokens if live else None
         else:
             reserved, actual = entry.live, 1 if live else None
-        bucket.level, bucket.deficit, bucket.outstanding = settle(
-            level, deficit, bucket.outstanding, limit, reserved, actual)
+        if actual is not None and actual >= reserved:  # :func:`.bucket.settle`'s charge, written
+            level -= actual - reserved  # out (every answered call); a refund goes through it
+            deficit -= reserved
+            if deficit > limit - level:
+                deficit = limit - level
+            bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
+            bucket.outstanding -= reserved
+        else:
+            bucket.level, bucket.deficit, bucket.outstanding = settle(
+                level, deficit, bucket.outstanding, limit, reserved, actual)
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 
