@@ -155,17 +155,17 @@ class Window:
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1,
                answered: bool = True) -> None:
-        """Change an entry to ``tokens`` (reconcile) or remove it (``live=0``, refund). With
-        buckets this settles it (call it for every entry): a second call, or one for an entry of
-        another window, changes nothing. A refund gives back all the admission took (windows,
-        a bucket's level, caps). A learned token quota keeps what the server counts
-        (:mod:`.charge`; ``answered``: the call was answered, not merely counted as sent)."""
+        """Change an entry to ``tokens`` (reconcile) or remove it (``live=0``, refund: all it took
+        back, caps too). With buckets this settles it (call it for every entry): a second call, or
+        one for another window's entry, changes nothing. A learned token quota keeps what the
+        server counts (:mod:`.charge`; ``answered``: the call was answered, not merely sent)."""
         if self.buckets:
             if entry.owner is not self:
                 return
             entry.owner = None
         if entry.live and not live:
-            self.readings.refund(entry)
+            if self.readings.groups:  # (no reading open: nothing to give back)
+                self.readings.refund(entry)
         elif live and self.charge is not None:  # what the server counts of it
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.tracks:
