@@ -106,13 +106,12 @@ class AutoTrack:
         if entries and entries[0].time <= now - log.span:
             log.expire(now)  # the log may not be asked (another pacer admits): keep it short
         # ``log.add(now, entry)`` and ``bucket.add(now, entry)``, written out (every admission,
-        # once per quota); a log that must fold goes through ``add`` itself
+        # once per quota)
         units = entry.tokens if log.tokens else 1
-        if len(entries) < FOLD_AT:
-            entries.append(entry)
-            log.used += units
-        else:
-            log.add(now, entry)
+        entries.append(entry)
+        log.used += units
+        if len(entries) > FOLD_AT and now // log.slot > log.cut:
+            log.fold()
         recent = self.recent
         recent.append(entry)
         horizon = now - 2 * self.window
