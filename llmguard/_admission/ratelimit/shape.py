@@ -76,7 +76,7 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless",
-                 "by_answer", "late", "last", "assumed", "hold")
+                 "by_answer", "late", "last", "assumed", "hold", "others")
 
     def __init__(self, window: float, margin: float, assumed: str = "") -> None:
         self.kind = "unknown"
@@ -121,6 +121,9 @@ class Shape:
         #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
         #: constant window, which only says "within a window": :func:`.learn.refused`).
         self.hold = 0.0
+        #: The other processes' admissions (a shared backend's :class:`.others.Others`), read
+        #: with ours: the server counts theirs too. None in memory (there are none).
+        self.others: Any = None
 
     @classmethod
     def of(cls, quotas: list[Any]) -> Shape:

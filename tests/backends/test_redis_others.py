@@ -1,0 +1,53 @@
+"""RedisBackend under ``refill="auto"``: a process learning a clock minute reads the server's
+``remaining`` against every process's admissions, not its own alone (``_peek``,
+``ratelimit.others``): the server counts them all.
+
+Real Redis and real time (the boundary supposed is the wall clock's): looptime is off. A window
+of 2 s; what is asserted is the shape learned, never a timing.
+"""
+
+import asyncio
+
+import pytest
+
+from llmguard._admission.ratelimit.others import Others
+from llmguard._admission.ratelimit.window import Quota
+from llmguard.backends.redis import RedisBackend
+
+pytestmark = pytest.mark.looptime(False)
+
+QUOTAS = (Quota(20, 2.05, False, learn=True, margin=0.05),)
+
+
+async def reserve(backend, n):
+    """``n`` reservations admitted now for key None: their tickets."""
+    tickets = [(await backend.reserve(None, QUOTAS, 0))[1] for _ in range(n)]
+    assert all(ticket is not None for ticket in tickets)
+    return tickets
+
+
+@pytest.mark.parametrize("server", ["fixed", "sliding"])
+async def test_the_first_answer_after_a_boundary_is_read_against_every_process(
+        redis_url, redis_prefix, server):
+    """Process A hears ``remaining`` without a reset (a clock minute supposed at the next
+    boundary); after it, process B sends 8 and A one. A's answer says 11 of 20 remain: the
+    server counted all 9 afresh, a fixed window (A alone sent 1 of them: read against its own,
+    it was refuted as sliding). Had B sent 8 before the boundary as well and the server said
+    2 remain, that is a sliding window still counting those: refuted."""
+    first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    loop = asyncio.get_running_loop()
+    (ticket,) = await reserve(first, 1)
+    if server == "sliding":
+        await reserve(other, 8)
+    first.observe(None, QUOTAS, False, 19, None, ticket=ticket)  # remaining, no reset
+    shape = first._local.window(None, QUOTAS).shape
+    assert shape.kind == "unknown" and shape.candidate is not None
+    await asyncio.sleep(max(0.0, shape.candidate + 0.2 - loop.time()))
+    await reserve(other, 8)
+    (ticket,) = await reserve(first, 1)
+    assert isinstance(shape.others, Others)  # B's admissions, read on A's reservation
+    first.observe(None, QUOTAS, False, 11 if server == "fixed" else 2, None, ticket=ticket)
+    assert shape.kind == server, shape
+    await first.aclose()
+    await other.aclose()
