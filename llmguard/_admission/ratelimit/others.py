@@ -45,9 +45,13 @@ class Others:
             entry.answered = min(entry.answered, time)
 
     def forget(self, before: float) -> None:
-        """Drop the admissions made before ``before`` (no window of the server holds them)."""
+        """Drop the admissions made before ``before`` (no window of the server holds them):
+        the oldest first, as they were read (once per reservation: no pass over the rest)."""
         entries = self.entries
-        for name in [name for name, e in entries.items() if e.time < before]:
+        while entries:
+            name = next(iter(entries))
+            if entries[name].time >= before:
+                break
             del entries[name]
 
     def units(self, weight: Callable[[Entry], int], keep: Callable[[Entry], bool]) -> int:
@@ -56,8 +60,8 @@ class Others:
         return sum(weight(e) for e in self.entries.values() if not e.refused and keep(e))
 
     def latest(self) -> float | None:
-        """When the last of them was admitted (None: none)."""
-        return max((e.time for e in self.entries.values()), default=None)
+        """When the last of them was admitted (None: none): the last read."""
+        return next(reversed(self.entries.values())).time if self.entries else None
 
     def __repr__(self) -> str:
         return f"<Others {len(self.entries)} admissions>"
