@@ -59,8 +59,9 @@ class AutoTrack:
         return entry.tokens if self.quota.tokens else entry.live
 
     def fits(self, now: float, tokens: int) -> bool:
-        kind = self.shape.kind
-        if kind != "bucket" and kind != "fixed":  # the log paces (``_pacer``): every admission
+        shape = self.shape
+        kind = shape.kind  # the log paces (``_pacer``) an unknown shape, unless one is assumed
+        if kind != "bucket" and kind != "fixed" and not shape.assumed:
             return self.log.fits(now, tokens)
         return self._pacer().fits(now, tokens)
 
