@@ -51,3 +51,27 @@ async def test_the_first_answer_after_a_boundary_is_read_against_every_process(
     assert shape.kind == server, shape
     await first.aclose()
     await other.aclose()
+
+
+PART = (Quota(100, 20.5, True, learn=True, margin=0.5, part="input"),)
+
+
+async def test_an_input_output_part_is_paced_as_the_bucket_assumed_until_a_429_says_not(
+        redis_url, redis_prefix):
+    """An input token quota not learned yet is paced, as in memory, as the bucket Anthropic
+    documents: after 100 of 100 tokens, 50 more wait the bucket's refill (~10 s), not the
+    window (~20 s). A 429 asking for longer than that refill drops the assumption for every
+    process: another then waits for the sliding log. Waits are read from the reservations
+    Redis refuses, not timed."""
+    first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    tickets = [(await first.reserve(None, PART, 50))[1] for _ in range(2)]
+    assert all(ticket is not None for ticket in tickets)
+    wait, ticket = await other.reserve(None, PART, 50)
+    assert ticket is None and 5.0 < wait < 15.0, wait
+    first.refused(None, PART, 12.0, ticket=tickets[1])  # longer than 1.5 s + the 10 s refill
+    await first.connection.aclose()  # its writes have landed
+    wait, ticket = await other.reserve(None, PART, 50)
+    assert ticket is None and wait > 16.0, wait
+    await first.aclose()
+    await other.aclose()

@@ -1,14 +1,15 @@
 """Lua scripts for what the provider says under ``refill="auto"`` in Redis: a header reading
 applied to the shared state (``READING``), the effective limit a 429 shows (``REFUSED``), the
 shape a process learned published for every process (``PUBLISH``) in the key's shape HASH
-(``_auto_scripts``), and every quota used up (``SPENT``: a run resumed after a kill)."""
+(``_auto_scripts``), every quota used up (``SPENT``: a run resumed after a kill), and the bucket
+assumed for input/output token quotas dropped (``UNASSUMED``)."""
 
 from __future__ import annotations
 
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
 
-__all__ = ["PUBLISH", "READING", "REFUSED", "SPENT"]
+__all__ = ["PUBLISH", "READING", "REFUSED", "SPENT", "UNASSUMED"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
 #: fixed window that counts a request late, ``shape.Shape.late``; '' not). Records what
@@ -186,5 +187,14 @@ for u, window in pairs(span) do
   redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
 end
 expire()
+return 1
+"""
+
+#: KEYS: shape. A 429 asked for longer than a bucket takes to refill the request
+#: (``learn.refused``): input/output token quotas are no longer paced as the buckets assumed
+#: until a shape is learned, by any process (``_auto_scripts.RESERVE``).
+UNASSUMED = """
+redis.call('HSET', KEYS[1], 'unassumed', '1')
+redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
 return 1
 """

@@ -105,7 +105,8 @@ class RedisLearning:
         call = self.connection.call(
             _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3], names[4]],
             [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, told,
-             _peek.peek(window, self.connection.id + "."), *carried, *per_quota],
+             _peek.peek(window, self.connection.id + "."), window.shape.assumed, *carried,
+             *per_quota],
             "reserving rate-limit room")
         task = None
         try:
@@ -225,7 +226,11 @@ class RedisLearning:
         window = self.local.window(key, quotas)
         now = clock.now()
         limits, why = [track.limit for track in window.tracks], window.shape.limits
+        assumed = window.shape.assumed
         self.local.refused(key, quotas, seconds, ticket=entry)
+        if assumed and not window.shape.assumed:  # no bucket's refill: not for any process
+            self.connection.spawn(self.connection.write(
+                _learned_scripts.UNASSUMED, names[3:4], [], "sharing that no bucket paces"))
         if isinstance(ticket, AutoTicket):  # this process saw its own requests only: the
             window.shape.limits = why  # limit comes from every process's (REFUSED)
             for track, limit in zip(window.tracks, limits):
