@@ -12,7 +12,10 @@ import pytest
 
 from llmguard._admission.ratelimit.others import Others
 from llmguard._admission.ratelimit.window import Quota
+from llmguard._core import clock
 from llmguard.backends.redis import RedisBackend
+from llmguard.testing import ProxyWindowServer, RateLimited
+from redis_processes import two_processes
 
 pytestmark = pytest.mark.looptime(False)
 
@@ -75,3 +78,29 @@ async def test_an_input_output_part_is_paced_as_the_bucket_assumed_until_a_429_s
     assert ticket is None and wait > 16.0, wait
     await first.aclose()
     await other.aclose()
+
+
+async def test_two_processes_behind_a_queueing_proxy_learn_its_minute(redis_url, redis_prefix):
+    """LiteLLM's proxy under load, its minute compressed to 4 s: 59 requests a window, one
+    worker taking 0.05 s each and counting a request when it takes it, its headers counting
+    answers. Two processes send 3x the quota at once, 90% into a window: the first answers
+    after the boundary count both processes' requests, which read against one process's own
+    looked like a sliding window's (the minute refuted: paced as a sliding log, which a proxy
+    counting late overruns). Read against both, the clock window is learned (a process may
+    end before it adopts what the other learned last: none learns sliding), with at most one
+    429 (the one that teaches ``rpm - 1``), and nothing but that 429 failing."""
+    server = ProxyWindowServer(rpm=60, window=4.0, latency=0.05, workers=1, reports="answered",
+                               overload_at=10**9)
+    layers, calls = two_processes(server, redis_url, redis_prefix, 60)
+    for layer in layers:  # the proxy's 4-second window
+        layer.quotas = (Quota(60, 4.05, False, learn=True, margin=0.05),)
+    await asyncio.sleep((3.6 - clock.wall()) % 4.0)
+    results = await asyncio.gather(*(calls[i % 2]() for i in range(180)), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(e, RateLimited) for e in errors), errors
+    assert server.statistics().rate_limited <= 1, server.statistics()
+    shapes = [layer.statistics().shape for layer in layers]
+    assert any(shape.startswith("fixed") for shape in shapes), shapes
+    assert not any(shape.startswith("sliding") for shape in shapes), shapes
+    for layer in layers:
+        await layer.backend.aclose()
