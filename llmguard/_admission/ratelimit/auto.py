@@ -58,14 +58,42 @@ class AutoTrack:
     def weight(self, entry: Entry) -> int:
         return entry.tokens if self.quota.tokens else entry.live
 
+    def _both(self) -> bool:
+        """True while a server that says nothing served a probe beyond the log (:mod:`.silent`):
+        paced within a bucket and a fixed count alike, until it says which it is."""
+        return self.shape.served and self.fixed is not None and self.shape.kind == "unknown"
+
+    def most(self, now: float) -> float:
+        """The most a token bucket of this quota (full at most, refilling ``limit / window`` a
+        second) can hold for one of ours arriving within the margin from now, every one of
+        ours the server counts charged: at least ``slack()`` more than it surely holds."""
+        rate, last = self.limit / self.window, now + self.quota.margin
+        most, count = float(self.limit), 0
+        for entry in reversed(self.recent):
+            if entry.live and not entry.refused:
+                count += self.weight(entry)
+                most = min(most, self.limit + rate * (last - entry.time) - count)
+        return most
+
+    def slack(self) -> float:
+        """What a bucket refills while ours are on the way, each end (:meth:`most`)."""
+        return 2 * self.quota.margin * self.limit / self.window
+
     def fits(self, now: float, tokens: int) -> bool:
         shape = self.shape
-        kind = shape.kind  # the log paces (``_pacer``) an unknown shape, unless one is assumed
-        if kind != "bucket" and kind != "fixed" and not shape.assumed:
-            return self.log.fits(now, tokens)
+        kind = shape.kind
+        if kind != "bucket" and kind != "fixed":  # as ``wait``, without ``_pacer`` if it can
+            if shape.served and self._both():  # what a bucket surely holds, and the minute
+                need = tokens if self.quota.tokens else 1  # (``fits`` is given the tokens)
+                return self.most(now) >= need + self.slack() and self.fixed.fits(now, tokens)
+            if not shape.assumed:  # the log paces an unknown shape (a bucket if assumed)
+                return self.log.fits(now, tokens)
         return self._pacer().fits(now, tokens)
 
     def wait(self, now: float, need: int) -> float:
+        if self.shape.served and self._both():
+            short = need + self.slack() - self.most(now)
+            return max(short * self.window / self.limit, self.fixed.wait(now, need), 0.0)
         return self._pacer().wait(now, need)
 
     def add(self, now: float, entry: Entry) -> None:
@@ -100,6 +128,8 @@ class AutoTrack:
                 and (self.fixed is None or self.fixed.idle(now)))
 
     def available(self, now: float) -> int:
+        if self.shape.served and self._both():
+            return min(int(self.most(now) - self.slack()), self.fixed.available(now))
         return self._pacer().available(now)
 
     def used(self, now: float, before: Entry | None = None) -> int:

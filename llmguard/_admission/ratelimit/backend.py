@@ -145,6 +145,8 @@ class MemoryBackend:
                 now = clock.now()
                 self._sweep_at = sweep(self._windows, lambda window: window.idle(now))
             window = self._windows[key] = Window(quotas)
+            if window.shape is not None:  # its clock minutes: the wall clock's
+                window.shape.offset = clock.wall() - clock.now()
         elif window.quotas is not quotas:  # the layer's margin changed (``latency``)
             retime(window, quotas, clock.now())
         return window
@@ -205,6 +207,13 @@ class MemoryBackend:
         window = self._window(key, quotas)
         ticket = ticket if isinstance(ticket, Entry) else None
         window.refused(clock.now(), ticket, seconds, clock.wall())
+
+    def unsaid(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """The server answered a request of ``key`` without any rate-limit header: until it
+        says something, it may be probed (``silent``)."""
+        shape = self._window(key, quotas).shape
+        if shape is not None and shape.quiet is None:
+            shape.quiet = True
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
         """Count every quota as used up now (``RateLimit.assume_spent``)."""

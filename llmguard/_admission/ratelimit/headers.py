@@ -137,7 +137,9 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
     held = HELD.get()
     ticket = held.ticket if held and held.line is line and held.key == key else None
     split = any(q.part for q in quotas)
+    heard = False
     for unit, left, reset, limit, moment in _readings(headers):
+        heard = True
         part = unit[:-len("-tokens")] if unit.endswith("put-tokens") else ""
         if part and (not split or reset is None):
             continue
@@ -149,6 +151,9 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
             backend.cap(key, quotas, unit != "requests", left, reset, **where)
         if part == "output" and limit is not None:  # does the server give output back?
             backend.read_output(key, left, limit)
+    if learning and not heard and callable(getattr(backend, "unsaid", None)) \
+            and not any("retry-after" in name.lower() for name in headers):
+        backend.unsaid(key, quotas)  # an answer (no 429's) without any: it may be probed
 
 
 def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseException,

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .auto import AutoTrack
+from . import silent
 from .log import Entry, Log
-from .others import theirs
+from .others import ours as _units, sent_by as _sent_by, theirs
 from .shape import TOLERANCE, read_reset
 
 __all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
@@ -26,6 +27,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     the shape :func:`.shape.read_reset` reads. The server counted ours up to ``ticket``, and
     ``reset`` counts from ``at`` (default: when the ticket was admitted)."""
     shape = window.shape
+    shape.speak()
     track = min(learners, key=lambda t: t.limit)
     if limit is not None and 0 < limit < track.limit:
         for t in learners:
@@ -143,6 +145,9 @@ def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
     shape = window.shape
     if shape is None or shape.probe is not None:
         return None
+    if silent.quiet(shape):  # a server that says nothing: probed beyond the log
+        due = silent.due(window, now, tokens)
+        return None if due is None or now < due else window.add(now, tokens, estimate)
     due = shape.probe_at()
     if due is None or now < due:
         return None
@@ -162,29 +167,11 @@ def settled(window: Any, now: float, live: int) -> None:
     shape = window.shape
     if not live:
         shape.probe = shape.since = None
+    elif silent.quiet(shape):
+        if silent.served(window, now):
+            become_fixed(window, now)
     else:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
-
-
-def _units(track: AutoTrack, keep: Any) -> int:
-    """Units of ours in ``track``'s recent admissions for which ``keep(entry)`` holds, those
-    refunded (never sent) or refused (the server counts none of them) left out."""
-    return sum(track.weight(entry) for entry in track.recent
-               if entry.live and not entry.refused and keep(entry))
-
-
-def _sent_by(window: Any, track: AutoTrack, ticket: Entry) -> int:
-    """Units of ours in ``track``'s log admitted up to ``ticket`` (what the server counted of
-    ours when it answered it; refused ones left out, as the server counts none of them), and
-    of the other processes' within the log's span before it."""
-    span = ticket.time - track.log.span
-    sent = theirs(window, track, lambda e: span < e.time <= ticket.time)
-    for entry in track.log.entries:
-        if entry.seq > ticket.seq:
-            break
-        if not entry.refused:
-            sent += track.weight(entry)
-    return sent
 
 
 def become_fixed(window: Any, now: float) -> None:
@@ -213,18 +200,25 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     shape = window.shape
     if ticket is not None:
         ticket.refused = True
-    if ticket is not None and ticket is shape.probe:
+    # longer than any bucket of ours takes to refill the request: no bucket's answer
+    long = ticket is not None and seconds > TOLERANCE + max(
+        (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
+        for t in window.tracks if isinstance(t, AutoTrack))
+    probe = ticket is not None and ticket is shape.probe
+    if probe:
         shape.confirm(False, "a probe was refused (429)")
+    if shape.quiet and (probe or long):  # a server that says nothing else counted none of it:
+        window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
+    shape.speak(reading=False)
     _learn_limit(window, now, ticket)
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
     elif shape.kind == "fixed" and shape.epoch is not None:
         until = min(until, shape.next_boundary(shape.epoch, now) + shape.skew())
     if shape.kind == "unknown":
-        if shape.assumed and ticket is not None and seconds > TOLERANCE + max(
-                (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
-                for t in window.tracks if isinstance(t, AutoTrack)):
-            shape.assumed = ""  # longer than any bucket of ours takes to refill the request
+        if long:
+            shape.assumed = ""
+            shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
         epoch = now - wall % shape.window
         shape.suppose(shape.next_boundary(epoch, now),
                       f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "

@@ -1,4 +1,5 @@
-"""What the other processes sharing a quota sent lately, for learning the server's shape.
+"""What the server counted of ours and of the other processes sharing a quota, for learning
+the server's shape (:mod:`.learn`).
 
 A server counts every process's requests: LiteLLM's proxy's ``remaining`` after a clock minute
 falls with the answers of all of them. The readings :mod:`.learn` weighs against our own
@@ -19,7 +20,7 @@ from typing import Any
 
 from .log import Entry
 
-__all__ = ["Others", "theirs"]
+__all__ = ["Others", "ours", "sent_by", "theirs"]
 
 
 class Others:
@@ -72,3 +73,24 @@ def theirs(window: Any, track: Any, keep: Callable[[Entry], bool]) -> int:
     which ``keep(entry)`` holds (0 in memory: no others)."""
     others = window.shape.others
     return 0 if others is None else others.units(track.weight, keep)
+
+
+def ours(track: Any, keep: Callable[[Entry], bool]) -> int:
+    """Units of ours in ``track``'s recent admissions for which ``keep(entry)`` holds, those
+    refunded (never sent) or refused (the server counts none of them) left out."""
+    return sum(track.weight(entry) for entry in track.recent
+               if entry.live and not entry.refused and keep(entry))
+
+
+def sent_by(window: Any, track: Any, ticket: Entry) -> int:
+    """Units of ours in ``track``'s log admitted up to ``ticket`` (what the server counted of
+    ours when it answered it; refused ones left out, as the server counts none of them), and
+    of the other processes' within the log's span before it."""
+    span = ticket.time - track.log.span
+    sent = theirs(window, track, lambda e: span < e.time <= ticket.time)
+    for entry in track.log.entries:
+        if entry.seq > ticket.seq:
+            break
+        if not entry.refused:
+            sent += track.weight(entry)
+    return sent

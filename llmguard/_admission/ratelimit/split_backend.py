@@ -30,11 +30,9 @@ class SplitBackend:
     request and total-token quotas under the key, ``input`` / ``output`` ones under
     ``Part(part, key)``. A reservation takes room in all of them or in none.
 
-    In memory the check and the taking are one synchronous step. Through a remote backend the
-    windows are reserved in turn, those taken refunded at once when one has no room (a bucket's
-    refund may give back less than it took: errs toward waiting). The output reservation is
-    given back down to the output used once the server is seen doing so (:mod:`.giveback`).
-    """
+    In memory the check and the taking are one synchronous step; through a remote backend the
+    windows are reserved in turn, those taken refunded when one has no room. The output is
+    given back to the output used once the server is seen doing so (:mod:`.giveback`)."""
 
     __slots__ = ("inner", "take", "_layouts", "giveback")
 
@@ -209,6 +207,10 @@ class SplitBackend:
             if free_tokens is not None:
                 tokens = free_tokens if tokens is None else min(tokens, free_tokens)
         return requests, tokens
+
+    def unsaid(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:  # to every part
+        for part, sub in self._layout(quotas) if hasattr(self.inner, "unsaid") else ():
+            self.inner.unsaid(self._key(part, key), sub)
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
         """Every part used up now (``RateLimit.assume_spent``)."""

@@ -2,9 +2,8 @@
 
 A :class:`Window` holds one partition's admissions against its quotas, each paced by a track:
 a sliding log (:mod:`.log`, ``refill="window"``), a bucket (:mod:`.bucket`, ``"continuous"``),
-or, by default (``"auto"``), both plus a fixed count, with the shape learned from the server
-(:mod:`.auto`, :mod:`.shape`). On top: the pause a 429 asks for and the caps provider headers
-report. Everything takes ``now`` as an argument: tested directly."""
+or (``"auto"``, the default) both and a fixed count, the shape learned (:mod:`.shape`).
+On top: a 429's pause, the caps headers report. Takes ``now`` as an argument: tested directly."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import learn
+from . import learn, silent
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -86,10 +85,9 @@ class Window:
         self.charge = Charge(min(charged)) if charged else None
 
     def wait(self, now: float, tokens: int) -> float:
-        """Seconds until one request of ``tokens`` may be admitted; 0.0 means now. Every
-        positive wait has ``SLACK`` added: a pause ending a float sliver past a tick of the loop
-        clock (5.2 + 0.799559 on a microsecond virtual clock) would otherwise ask for a 1e-16 s
-        wait, re-checked at the same clock reading forever (a busy loop)."""
+        """Seconds until one request of ``tokens`` may be admitted (0.0: now), ``SLACK`` added
+        when positive: a pause ending a float sliver past a loop tick (5.2 + 0.799559 on a us
+        clock) would ask for 1e-16 s, re-checked at the same clock reading forever."""
         wait = self.paused_until - now
         tokens = tokens if self.charge is None else self.charge.units(tokens)
         for track in self.tracks:
@@ -99,7 +97,7 @@ class Window:
                 wait = max(wait, until - now)
         shape = self.shape
         if wait > 0.0 and shape is not None and shape.probe is None:
-            due = shape.probe_at()
+            due = silent.due(self, now, tokens) if silent.quiet(shape) else shape.probe_at()
             if due is not None:
                 wait = min(wait, max(0.0, due - now))
         return wait + SLACK if wait > 0.0 else 0.0
@@ -122,11 +120,13 @@ class Window:
         return self.add(now, tokens, estimate)
 
     def add(self, now: float, tokens: int, estimate: int | None = None) -> Entry:
-        """Record an admission at ``now`` of ``tokens`` as the server counts them (after
-        ``wait`` returned 0), for a call estimated at ``estimate`` (default: ``tokens`` is the
-        estimate, scaled here to what the server counts)."""
+        """Record an admission at ``now`` of ``tokens`` as the server counts them (after ``wait``
+        returned 0; beyond it: a probe, :mod:`.silent`), for a call estimated at ``estimate``
+        (default: ``tokens`` is the estimate, scaled here to what the server counts)."""
         if estimate is None and self.charge is not None:
             estimate, tokens = tokens, self.charge.units(tokens)
+        shape = self.shape
+        probe = shape is not None and shape.quiet and silent.beyond(self, now, tokens)
         entry = Entry(now, tokens, self if self.buckets else None, self.issued,
                       self.issued_tokens, estimate)
         self.issued += 1
@@ -136,8 +136,8 @@ class Window:
             track.add(now, entry)
         for unit, cap in self.caps.items():
             cap[0] -= tokens if unit else 1
-        shape = self.shape
         if shape is not None:
+            shape.probe = entry if probe else shape.probe
             log = self.log
             if log is not None and log.entries:
                 entry.first = log.oldest()
