@@ -35,9 +35,18 @@ headers counting answers; demand 3x the quota), a sliding window; real 60 s wind
 Wall time over the server's own ideal (``QuotaServer.ideal_time``), 429s, the most one server
 window saw.
 
+Then the queueing-proxy table: LiteLLM's proxy under load (a request counted when one of its 4
+workers takes it, headers counting answers, ``remaining`` without a reset), demand 3x the quota
+at once, started 40 s and 57 s into its minute (late in a minute, few answers come before the
+boundary: its first answers after it, which count every process's requests, decide). Side by
+side: two processes sharing Redis (defaults, ``Retry(attempts=4)`` around each), one process in
+memory with the whole demand, and tenacity + aiolimiter in each of two processes at half the
+quota each (what a careful user without shared state writes).
+
     python benchmarks/bench_distributed.py [--url redis://127.0.0.1:6379/0] [--shapes-only]
-        [--overhead-only]
-    (~1 minute, the shapes table ~11 more)
+        [--overhead-only] [--queueing-only [--window SECONDS]]
+    (~1 minute, the shapes table ~11 more, the queueing table ~25 more; --window 10 compresses
+    the proxy's minute to 10 s, the table to ~5 minutes)
 """
 
 from __future__ import annotations
