@@ -123,6 +123,17 @@ class AutoTrack:
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, entry.live)
 
+    def recount(self, now: float, entry: Entry, tokens: int) -> None:
+        """``entry`` counts ``tokens`` from now on, settled or not (what the server is
+        believed to have charged it changed: :mod:`.charge`)."""
+        self.log.adjust(now, entry, tokens, entry.live)
+        if entry.owner is not None:  # not settled: what is outstanding changes with it
+            self.bucket.rescale(now, entry, tokens)
+        elif tokens > entry.tokens:  # settled: the bucket only loses what it gave back
+            self.bucket.drain_to(now, self.bucket.available(now) - (tokens - entry.tokens))
+        if self.fixed is not None:
+            self.fixed.adjust(entry, tokens, entry.live)
+
     def idle(self, now: float) -> bool:
         return (self.log.idle(now) and self.bucket.idle(now)
                 and (self.fixed is None or self.fixed.idle(now)))

@@ -95,9 +95,10 @@ class LearningBackend(Protocol):
         ...
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
-                ticket: Any = None) -> None:
+                ticket: Any = None, named: Any = None) -> None:
         """The provider answered the request of ``ticket`` with a 429 asking for ``seconds``
-        of pause (``pause`` plus what the refusal teaches). Called before the ticket is
+        of pause (``pause`` plus what the refusal teaches). ``named``: the quota its message
+        names (a ``named.Named``; passed only when it names one). Called before the ticket is
         settled. Must not block."""
         ...
 
@@ -203,10 +204,10 @@ class MemoryBackend:
         window.cap(clock.now(), tokens, remaining, reset, ticket, limit, clock.wall(), as_of_now)
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
-                ticket: Any = None) -> None:
+                ticket: Any = None, named: Any = None) -> None:
         window = self._window(key, quotas)
         ticket = ticket if isinstance(ticket, Entry) else None
-        window.refused(clock.now(), ticket, seconds, clock.wall())
+        window.refused(clock.now(), ticket, seconds, clock.wall(), named)
 
     def unsaid(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
         """The server answered a request of ``key`` without any rate-limit header: until it

@@ -14,6 +14,7 @@ from typing import Any
 from ..._core import clock
 from ..._core.classify import FailureKind, classify
 from ..._core.errors import AdmissionError
+from .named import named
 
 __all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "parse_reset", "part_headers",
            "pause_after", "rate_limit_headers", "refusal", "report", "sent", "spend"]
@@ -159,12 +160,14 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
 def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseException,
             ticket: Any) -> float | None:
     """After ``exc``: the pause when it is a 429 (None otherwise), handed to ``backend``
-    (``refused`` with the ticket of the refused request to a learning backend, else
-    ``pause``)."""
+    (``refused`` with the ticket of the refused request to a learning backend, and the quota
+    its message names when it names one (:mod:`.named`), else ``pause``)."""
     pause = pause_after(exc)
     if pause is not None:
         if learning:
-            backend.refused(key, quotas, pause, ticket=ticket)
+            which = named(exc)  # passed only when said: a backend written before takes none
+            backend.refused(key, quotas, pause, ticket=ticket,
+                            **({"named": which} if which is not None else {}))
         else:
             backend.pause(key, quotas, pause)
     return pause

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import probing, silent
 from .auto import AutoTrack
-from . import silent
 from .log import Entry, Log
 from .others import ours as _units, sent_by as _sent_by, theirs
+from .refusal import learn_limit, reset_of
 from .shape import TOLERANCE, read_reset
 
-__all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
+__all__ = ["become_fixed", "observe", "probe", "refused", "settled", "sooner"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -138,10 +139,28 @@ def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: 
     return True if shape.by_answer else None
 
 
+def sooner(window: Any, now: float, wait: float, tokens: int, estimate: int) -> float:
+    """``wait`` for ``tokens`` (estimated at ``estimate``) cut to when a probe may go: the
+    charge's (:mod:`.probing`), a silent server's (:mod:`.silent`), a supposed boundary's."""
+    if wait <= 0.0:
+        return wait
+    if window.charge is not None and probing.probes(window.charge, window, now, estimate):
+        return 0.0
+    shape = window.shape
+    if shape is not None and shape.probe is None:
+        due = silent.due(window, now, tokens) if silent.quiet(shape) else shape.probe_at()
+        if due is not None:
+            wait = min(wait, max(0.0, due - now))
+    return wait
+
+
 def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
     """A request ``window``'s quotas would hold back (``tokens`` as the server counts them,
     estimated at ``estimate``), sent anyway as the probe of a supposed fixed window's boundary
     (:meth:`.shape.Shape.probe_at`): its entry, or None."""
+    charge = window.charge
+    if charge is not None and probing.probes(charge, window, now, estimate):
+        return probing.probe(charge, window, now, estimate)
     shape = window.shape
     if shape is None or shape.probe is not None:
         return None
@@ -186,10 +205,12 @@ def become_fixed(window: Any, now: float) -> None:
     window.paused_until = min(window.paused_until, max(now, shape.hold))
 
 
-def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float) -> float:
+def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float,
+            named: Any = None) -> float:
     """A 429 asked for ``seconds`` of pause after the request of ``ticket``: learn the
-    effective limit (a 429 at the 60th request of a window means the server admits 59), and
-    return when to resume, never earlier than the server allows.
+    effective limit of the quota it ``named`` (:mod:`.refusal`: a 429 at the 60th request of
+    a window means the server admits 59), and return when to resume, never earlier than the
+    server allows.
 
     A retry-after of a window or more (LiteLLM's constant ``60``) says only "within a
     window": on a learned fixed window, resume at its next boundary when the pause points
@@ -207,10 +228,13 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     probe = ticket is not None and ticket is shape.probe
     if probe:
         shape.confirm(False, "a probe was refused (429)")
+    why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
     if shape.quiet and (probe or long):  # a server that says nothing else counted none of it:
         window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
     shape.speak(reading=False)
-    _learn_limit(window, now, ticket)
+    if why is not None and shape.kind == "unknown":
+        shape.learn("fixed", why, now + seconds)
+        become_fixed(window, now)
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
     elif shape.kind == "fixed" and shape.epoch is not None:
@@ -226,24 +250,3 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                           "" if shape.assumed else
                           "; paced as a sliding window until then (no bucket's refill)"))
     return until
-
-
-def _learn_limit(window: Any, now: float, ticket: Entry | None) -> None:
-    """The unit nearest its limit ran out: the server admits what we had in its window."""
-    learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
-    fullest, ratio, used = None, 0.0, 0
-    for track in learners:
-        mine = track.used(now, ticket)
-        need = (ticket.tokens if track.quota.tokens else 1) if ticket is not None else 0
-        if (mine + need) / track.limit > ratio:
-            fullest, ratio, used = track, (mine + need) / track.limit, mine
-    if fullest is None:
-        return
-    configured = fullest.quota.limit
-    if used >= fullest.limit or used < configured - max(2, configured // 10):
-        return  # nothing lower, or not near the quota: not the quota (or not ours alone)
-    for track in learners:
-        if track.quota.tokens is fullest.quota.tokens:
-            track.set_limit(now, used)
-    unit = "tokens" if fullest.quota.tokens else "requests"
-    window.shape.limits = f"; a 429 after {used} {unit} in the window: the server admits {used}"

@@ -89,17 +89,13 @@ class Window:
         when positive: a pause ending a float sliver past a loop tick (5.2 + 0.799559 on a us
         clock) would ask for 1e-16 s, re-checked at the same clock reading forever."""
         wait = self.paused_until - now
-        tokens = tokens if self.charge is None else self.charge.units(tokens)
+        estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         for track in self.tracks:
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
         for unit, (remaining, until, *_) in self.caps.items():
             if until > now and remaining < (tokens if unit else 1):
                 wait = max(wait, until - now)
-        shape = self.shape
-        if wait > 0.0 and shape is not None and shape.probe is None:
-            due = silent.due(self, now, tokens) if silent.quiet(shape) else shape.probe_at()
-            if due is not None:
-                wait = min(wait, max(0.0, due - now))
+        wait = learn.sooner(self, now, wait, tokens, estimate)  # a probe may go sooner
         return wait + SLACK if wait > 0.0 else 0.0
 
     def take(self, now: float, tokens: int) -> Entry | None:
@@ -238,12 +234,12 @@ class Window:
             if not isinstance(track, Bucket):
                 self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued, -1]
 
-    def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0) -> None:
+    def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0,
+                named: Any = None) -> None:
         """A 429 asked for ``seconds`` of pause after the request of ``ticket`` (and what it
-        teaches a shape to learn: :func:`.learn.refused`)."""
-        until = now + seconds
-        if self.shape is not None:
-            until = learn.refused(self, now, ticket, seconds, wall)
+        teaches a shape to learn, of the quota it ``named``: :func:`.learn.refused`)."""
+        until = now + seconds if self.shape is None else \
+            learn.refused(self, now, ticket, seconds, wall, named)
         self.paused_until = max(self.paused_until, until)
 
     def limit(self, tokens: bool) -> int | None:

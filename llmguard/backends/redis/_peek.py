@@ -17,7 +17,7 @@ from typing import Any
 
 from ..._admission.ratelimit.others import Others
 
-__all__ = ["PEEK", "peek", "read"]
+__all__ = ["PEEK", "learning", "peek", "read"]
 
 #: Lua: ``peeked()``, the reply's element for ``peek`` ('' none; else this process's member
 #: prefix, a comma, and the cursor it last got, '' none): ``{cursor, admissions, member, when
@@ -59,6 +59,13 @@ def peek(window: Any, own: str) -> str:
         shape.others = Others()
     cursor = shape.others.cursor
     return f"{own},{'' if cursor is None else cursor}"
+
+
+def learning(window: Any, own: str) -> list[str]:
+    """What a reservation tells ``_auto_scripts.RESERVE`` of this process's learning for
+    ``window``: its ``peek``, and the shape assumed until one is learned (``'bucket'`` for
+    input/output token quotas: ``shape.Shape.assumed``; '' none)."""
+    return [peek(window, own), window.shape.assumed if window.shape is not None else ""]
 
 
 def read(window: Any, now: float, got: Any) -> None:
