@@ -80,12 +80,14 @@ class AutoTrack:
         return 2 * self.quota.margin * self.limit / self.window
 
     def fits(self, now: float, tokens: int) -> bool:
-        kind = self.shape.kind
-        if kind != "bucket" and kind != "fixed":  # the log paces (``_pacer``): every admission
-            if self.shape.served and self._both():  # what a bucket surely holds, and the minute
+        shape = self.shape
+        kind = shape.kind
+        if kind != "bucket" and kind != "fixed":  # as ``wait``, without ``_pacer`` if it can
+            if shape.served and self._both():  # what a bucket surely holds, and the minute
                 need = tokens if self.quota.tokens else 1  # (``fits`` is given the tokens)
                 return self.most(now) >= need + self.slack() and self.fixed.fits(now, tokens)
-            return self.log.fits(now, tokens)
+            if not shape.assumed:  # the log paces an unknown shape (a bucket if assumed)
+                return self.log.fits(now, tokens)
         return self._pacer().fits(now, tokens)
 
     def wait(self, now: float, need: int) -> float:
