@@ -131,3 +131,34 @@ async def test_a_token_bucket_that_says_nothing_and_charges_more_is_not_trusted(
     server, wall, ideal = await _bucket_run(phase, CALLS, 1 / 0.9)
     assert server.statistics().rate_limited <= 12
     assert wall <= 1.05 * ideal, (wall, ideal)
+
+
+@pytest.mark.parametrize("headers", [True, False])
+@pytest.mark.parametrize("phase", [0.0, 40.0])
+@pytest.mark.parametrize("inner", ["concurrency_limit", "adaptive_concurrency"])
+async def test_calls_queued_below_the_rate_limit_count_from_when_they_are_sent(
+        inner: str, phase: float, headers: bool) -> None:
+    """The README stack with 4 slots below ``RateLimit(rpm=60)`` (a call admitted then waits
+    seconds for one), 180 calls at once, a strict sliding window 0-10 ms away, its headers
+    sent or not (a bare 429): the server never sees more than 60 of ours within 60 s, but
+    for the one probe a server that says nothing is sent, and refuses. A call counts from
+    when it leaves the queue below (``Held.recount``), not from its admission."""
+    with virtual_wall_clock():
+        server = SlidingWindowServer(rpm=60, latency=2.0, rate_limit_headers=headers,
+                                     retry_after=headers)
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep((phase - loop.time() % 60) % 60)
+        pipeline = (lg.Pipeline(name="queued").metrics().cache(ttl=300)
+                    .fallback({"model": "backup"}).retry(attempts=4, seed=0).circuit_breaker()
+                    .timeout(30).rate_limit(rpm=60))
+        pipeline = (pipeline.concurrency_limit(4) if inner == "concurrency_limit"
+                    else pipeline.adaptive_concurrency(max=4))
+        for layer in pipeline.layers:
+            if isinstance(layer, lg.RateLimit):
+                server.on_headers.append(layer.observe_headers)
+        send = pipeline.wrap(jittered(server, 0.01))
+        results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(180)))
+    stats = server.statistics()
+    assert len(results) == 180
+    assert stats.rate_limited <= (0 if headers else 1)
+    assert stats.peak_window_requests <= 60 + stats.rate_limited
