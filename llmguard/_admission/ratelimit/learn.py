@@ -225,7 +225,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     long = ticket is not None and seconds > TOLERANCE + max(
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))
-    probe = ticket is not None and ticket is shape.probe
+    probe = ticket is not None and (ticket is shape.probe or silent.overtaken(shape, ticket))
     if probe:
         shape.confirm(False, "a probe was refused (429)")
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
