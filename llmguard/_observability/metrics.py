@@ -116,8 +116,8 @@ class Metrics:
         model = kwargs.get("model")
         if not isinstance(model, str):
             model = self.model
-        response = field(result, "model")
-        if not isinstance(response, str):
+        response = result.get("model") if type(result) is dict else field(result, "model")
+        if response is not None and not isinstance(response, str):
             response = None
         series = self._series.get((model, response, None, None, None, None, None))
         if series is None:
