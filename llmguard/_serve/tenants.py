@@ -20,6 +20,7 @@ import llmguard as lg
 from llmguard.backends import ConcurrencyLimiter, MemoryBackend, Quota
 
 from .config import PRIORITIES, ConfigError, TenantConfig
+from .estimate import ESTIMATE, basis
 
 __all__ = ["QuotaExceeded", "Tenant", "TenantBusy", "Tenants", "hash_key"]
 
@@ -172,48 +173,53 @@ class TenantGate:
 
     async def __call__(self, call: lg.Call, call_next: lg.Handler, /) -> Any:
         tenant = self.tenants.by_name.get(call.partition)  # type: ignore[arg-type]
-        backend, ticket, tokens = self.tenants.backend, None, 0
-        if tenant is not None and tenant.quotas:
-            if any(q.tokens for q in tenant.quotas):
-                tokens = lg.estimate_tokens(**call.kwargs)
-                limit = min(q.limit for q in tenant.quotas if q.tokens)
-                if tokens > limit:
-                    raise lg.RequestTooLarge(
-                        f"this request needs an estimated {tokens} tokens but tenant "
-                        f"{tenant.name!r} may use {limit} per minute; shorten the messages or "
-                        "max_tokens")
-            wait, ticket = await backend.reserve(tenant.name, tenant.quotas, tokens)
-            if ticket is None:
-                raise self._refused(tenant, wait, tokens)
-        limiter = None if tenant is None else tenant.limiter
+        backend, ticket, tokens, estimated = self.tenants.backend, None, 0, None
         try:
-            if limiter is not None:
-                try:
-                    await limiter.acquire(priority=call.priority or 0, partition=tenant.name)
-                except lg.AdmissionError as exc:
-                    raise TenantBusy(f"tenant {tenant.name!r} has {tenant.config.concurrency} "
-                                     f"calls in flight, its cap ({exc})") from None
+            if tenant is not None and tenant.quotas:
+                if any(q.tokens for q in tenant.quotas):
+                    tokens = lg.estimate_tokens(**call.kwargs)
+                    estimated = ESTIMATE.set((basis(call.kwargs), tokens))  # the model's RateLimit
+                    limit = min(q.limit for q in tenant.quotas if q.tokens)
+                    if tokens > limit:
+                        raise lg.RequestTooLarge(
+                            f"this request needs an estimated {tokens} tokens but tenant "
+                            f"{tenant.name!r} may use {limit} per minute; shorten the messages or "
+                            "max_tokens")
+                wait, ticket = await backend.reserve(tenant.name, tenant.quotas, tokens)
+                if ticket is None:
+                    raise self._refused(tenant, wait, tokens)
+            limiter = None if tenant is None else tenant.limiter
             try:
-                result = await call_next(call)
-            except BaseException:
                 if limiter is not None:
-                    limiter.release()
+                    try:
+                        await limiter.acquire(priority=call.priority or 0, partition=tenant.name)
+                    except lg.AdmissionError as exc:
+                        raise TenantBusy(f"tenant {tenant.name!r} has {tenant.config.concurrency} "
+                                         f"calls in flight, its cap ({exc})") from None
+                try:
+                    result = await call_next(call)
+                except BaseException:
+                    if limiter is not None:
+                        limiter.release()
+                    raise
+            except lg.AdmissionError:
+                if ticket is not None:
+                    backend.refund(tenant.name, ticket)  # never reached a provider
                 raise
-        except lg.AdmissionError:
-            if ticket is not None:
-                backend.refund(tenant.name, ticket)  # never reached a provider
-            raise
-        if isinstance(result, lg.Stream):
-            def end(_error: BaseException | None) -> None:
+            if isinstance(result, lg.Stream):
+                def end(_error: BaseException | None) -> None:
+                    if limiter is not None:
+                        limiter.release()
+                    self._settle(tenant, ticket, tokens, result.usage)
+                result.defer(end)
+            else:
                 if limiter is not None:
                     limiter.release()
-                self._settle(tenant, ticket, tokens, result.usage)
-            result.defer(end)
-        else:
-            if limiter is not None:
-                limiter.release()
-            self._settle(tenant, ticket, tokens, lg.extract_usage(result))
-        return result
+                self._settle(tenant, ticket, tokens, lg.extract_usage(result))
+            return result
+        finally:  # the estimate was this request's only
+            if estimated is not None:
+                ESTIMATE.reset(estimated)
 
     def _settle(self, tenant: Tenant | None, ticket: Any, tokens: int, usage: Any) -> None:
         if ticket is not None and usage is not None and usage.total_tokens != tokens:
