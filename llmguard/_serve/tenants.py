@@ -129,6 +129,8 @@ class Tenants:
                     raise ConfigError(f"tenants.{name}: the same API key is also tenant "
                                       f"{other.name}'s; give each tenant its own key")
                 self._by_hash[digest] = tenant
+        #: Tenant name -> the x-ratelimit header names and limits of its quotas (``headers``).
+        self._plans: dict[str, list[tuple[bool, str, str, str, str]]] = {}
         #: True when requests need a key (some tenant is configured).
         self.required = bool(self.by_name)
         if not self.required:
@@ -147,13 +149,19 @@ class Tenants:
         if not tenant.quotas:
             return {}
         requests, tokens, paused = self.backend.headroom(tenant.name, tenant.quotas)
+        plan = self._plans.get(tenant.name)
+        if plan is None:  # what never changes, made once per tenant (every answer sends them)
+            plan = self._plans[tenant.name] = [
+                (quota.tokens, f"x-ratelimit-limit-{unit}", str(quota.limit),
+                 f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}")
+                for quota in tenant.quotas
+                for unit in ("tokens" if quota.tokens else "requests",)]
         out: dict[str, str] = {}
-        for quota in tenant.quotas:
-            unit = "tokens" if quota.tokens else "requests"
-            out[f"x-ratelimit-limit-{unit}"] = str(quota.limit)
-            out[f"x-ratelimit-remaining-{unit}"] = str(max(0, tokens if quota.tokens else requests))
+        for counts_tokens, limit_name, limit, remaining_name, reset_name in plan:
+            out[limit_name] = limit
+            out[remaining_name] = str(max(0, tokens if counts_tokens else requests))
             if wait is not None:
-                out[f"x-ratelimit-reset-{unit}"] = f"{max(wait, paused):.3f}s"
+                out[reset_name] = f"{max(wait, paused):.3f}s"
         return out
 
 
@@ -215,7 +223,9 @@ class TenantGate:
             else:
                 if limiter is not None:
                     limiter.release()
-                self._settle(tenant, ticket, tokens, lg.extract_usage(result))
+                usage = call.record.usage  # read from the answer by a layer already
+                self._settle(tenant, ticket, tokens,
+                             lg.extract_usage(result) if usage is None else usage)
             return result
         finally:  # the estimate was this request's only
             if estimated is not None:
