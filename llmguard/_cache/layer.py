@@ -23,7 +23,7 @@ from .mapping_store import store_of
 from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
 from .singleflight import SingleFlight
 from .store import MISSING, CacheStore, LocalStore
-from .stream import Tee, fresh, is_recording, replay
+from .stream import STREAM_KEY, Tee, fresh, is_recording, replay
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]
 
@@ -58,7 +58,8 @@ class Cache(SingleFlight):
     MISSING = MISSING
 
     __slots__ = ("ttl", "store", "namespace", "_key", "_keyer", "_cache_if", "_lookup", "_put",
-                 "_hits", "_misses", "_bypassed", "_store_errors", "per_partition", "_missed")
+                 "_hits", "_misses", "_bypassed", "_store_errors", "per_partition", "_missed",
+                 "_lookup_takes_now")
 
     def __init__(
         self,
@@ -101,6 +102,7 @@ class Cache(SingleFlight):
         self._cache_if = cache_if_complete if cache_if is None else cache_if
         local = isinstance(self.store, LocalStore)  # synchronous: a hit costs no coroutine
         self._lookup, self._put = (self.store.lookup, self.store.put) if local else (None, None)
+        self._lookup_takes_now = local and getattr(self.store, "lookup_takes_now", False) is True
         # A store that keeps its own copy of what it is given and hands out new ones: the
         # answer itself can go to one caller, and hits need no copy here.
         super().__init__(getattr(self.store, "abandon", None) or _no_op,
@@ -122,8 +124,8 @@ class Cache(SingleFlight):
         """True with an in-process store: a hit is answered synchronously (:meth:`answer_now`)."""
         return self._lookup is not None
 
-    def answer_now(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Any:
+    def answer_now(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                   now: float | None = None) -> Any:
         """The hit of ``fn(*args, **kwargs)``, counted as :meth:`__call__` counts one, or
         ``NOT_NOW`` (a miss, a stored stream, a bypass): then the call goes through
         ``__call__``. The guarded function asks this first (``AnswersNow``), so a hit costs
@@ -135,13 +137,14 @@ class Cache(SingleFlight):
                else custom_key(self._key, args, kwargs))
         if self.per_partition:  # no layer above has set call.partition on this path
             key = f"{key}@None"
-        value = self._lookup(key)
+        value = (self._lookup(key) if now is None or not self._lookup_takes_now
+                 else self._lookup(key, now))
         if value is MISSING:
             # The call comes to __call__ next, in this same step of this task (only layers
             # that count run in between): it takes the key and the miss from here.
             self._missed = (fn, args, kwargs, key)
             return NOT_NOW
-        if is_recording(value):  # a stream replays asynchronously
+        if type(value) is dict and STREAM_KEY in value:  # a stream replays asynchronously
             return NOT_NOW
         self._hits += 1
         return value if self._copies else fresh(value)

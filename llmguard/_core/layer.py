@@ -106,15 +106,16 @@ class AnswersNow(Protocol):
     (Cache: a hit in an in-process store). The guarded function asks it first, when every layer
     above it is a :class:`SeesAnswersNow` and nobody would see the call's record (no
     ``recording()``, no event subscriber): a hit then costs no ``Call``, no record and no
-    coroutine per layer. ``answer_now(fn, args, kwargs)`` returns the answer, having counted it
+    coroutine per layer. ``answer_now(fn, args, kwargs, now)`` (``now``: the loop time just
+    read, or None) returns the answer, having counted it
     as its ``__call__`` would, or :data:`NOT_NOW` (then the call runs through the layers as
     usual, and ``__call__`` looks again). ``answers_now`` False (a shared store answers only
     asynchronously) keeps the guarded function from asking."""
 
     answers_now: bool
 
-    def answer_now(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Any: ...
+    def answer_now(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                   now: float | None = None) -> Any: ...
 
 
 @runtime_checkable
@@ -153,7 +154,7 @@ def answer_now_path(layers: Sequence[Any]) -> AnswerNow | None:
     def now(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             loop: Any) -> Any:
         start = loop.time()  # what the layers above would time: the answer, at once
-        result = answer(fn, args, kwargs)
+        result = answer(fn, args, kwargs, start)
         if result is not NOT_NOW:
             seconds = loop.time() - start
             for seen in seers:
