@@ -133,8 +133,11 @@ class Cache(SingleFlight):
         or its event, and no layer above the cache has anything to do for it but count."""
         if MODE.get() is not None or self._lookup is None:
             return NOT_NOW
-        key = (self._keyer(fn, args, kwargs) if self._key is None
-               else custom_key(self._key, args, kwargs))
+        try:
+            key = (self._keyer(fn, args, kwargs) if self._key is None
+                   else custom_key(self._key, args, kwargs))
+        except Exception:  # raised again by __call__, where the layers above see it
+            return NOT_NOW
         if self.per_partition:  # no layer above has set call.partition on this path
             key = f"{key}@None"
         value = (self._lookup(key) if now is None or not self._lookup_takes_now

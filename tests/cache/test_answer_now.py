@@ -79,3 +79,16 @@ async def test_a_miss_after_asking_runs_once_and_a_bypass_is_not_answered() -> N
         await ask("a")
     s = cache.statistics()
     assert (s.hits, s.misses, s.bypassed, fake.call_count) == (1, 1, 1, 2)
+
+
+async def test_a_key_that_cannot_be_built_fails_through_the_layers() -> None:
+    """A custom key that raises is not raised by the at-once path: the call goes through the
+    layers, so Metrics counts it as an error, as without that path."""
+    def key(*args, **kwargs):
+        raise TypeError("no key for this call")
+
+    metrics = lg.Metrics()
+    ask = lg.guard(metrics, lg.Cache(ttl=60, key=key))(answer)
+    with pytest.raises(TypeError, match="no key"):
+        await ask("q")
+    assert metrics.statistics().failures == 1
