@@ -35,8 +35,10 @@ def estimate(*args: Any, **kwargs: Any) -> int:
     (every part :func:`basis` reads is the same object)."""
     made = ESTIMATE.get()
     if made is not None and not args:
-        then, tokens = made
-        now = basis(kwargs)
-        if all(a is b for a, b in zip(then, now)):
+        (messages, text, prompt, most, most_completion, most_output), tokens = made
+        get = kwargs.get  # written out (no generator): this runs for every attempt
+        if (get("messages") is messages and get("input") is text and get("prompt") is prompt
+                and get("max_tokens") is most and get("max_completion_tokens") is most_completion
+                and get("max_output_tokens") is most_output):
             return tokens
     return lg.estimate_tokens(*args, **kwargs)
