@@ -9,6 +9,9 @@ Each contender sends 3x the quota at once (``--demand``) to four simulated serve
 * token bucket: 60 RPM and 10,000 TPM buckets refilling continuously, charging the prompt plus
   ``max_tokens`` (200) up front, OpenAI's headers (TPM binds: about 47 requests a minute);
 * sliding window: at most 60 requests in any 60 s, the reset when the oldest leaves;
+* the fixed window without rate-limit headers (its 429 says when to retry), and a fixed and a
+  sliding RPM window sending none and a bare 429 (no retry-after): the default probes them
+  just after a clock minute (``_admission/ratelimit/silent.py``);
 * clock-minute proxy: LiteLLM's proxy, ``rpm - 1`` per wall-clock minute, ``remaining`` without
   a reset and a 429 carrying only ``llm_provider-retry-after: 60``;
 * input/output buckets (the default stack only): Anthropic's RPM, ITPM and OTPM buckets, output
@@ -122,6 +125,20 @@ def fixed_window_silent() -> QuotaServer:
     return FixedWindowServer(**_options(FIXED_TPM), rate_limit_headers=False)
 
 
+def fixed_window_mute() -> QuotaServer:
+    """A fixed clock-minute RPM window that sends no rate-limit header (a bare 429 when over,
+    no retry-after): nothing to learn the minute from but a probe."""
+    return FixedWindowServer(**{**_options(FIXED_TPM), "tpm": SCENARIO["tpm"]},
+                             rate_limit_headers=False, retry_after=False)
+
+
+def sliding_window_mute() -> QuotaServer:
+    """A sliding RPM window that sends no rate-limit header (a bare 429): the probe a fixed
+    window passes costs it one 429."""
+    return SlidingWindowServer(**{**_options(FIXED_TPM), "tpm": SCENARIO["tpm"]},
+                               rate_limit_headers=False, retry_after=False)
+
+
 def token_bucket() -> QuotaServer:
     return TokenBucketServer(**_options(BUCKET_TPM))
 
@@ -142,12 +159,17 @@ def queueing_proxy() -> QuotaServer:
 
 SERVERS: dict[str, Callable[[], QuotaServer]] = {
     "fixed window": fixed_window, "fixed window, no headers": fixed_window_silent,
+    "fixed window (rpm), no headers, bare 429": fixed_window_mute,
     "token bucket": token_bucket,
-    "sliding window": sliding_window, "clock-minute proxy (rpm - 1)": proxy,
+    "sliding window": sliding_window,
+    "sliding window (rpm), no headers, bare 429": sliding_window_mute, "clock-minute proxy (rpm - 1)": proxy,
     "queueing proxy (4 workers)": queueing_proxy}
 
 
-def tpm_of(server: QuotaServer) -> int:
+def tpm_of(server: QuotaServer) -> int | None:
+    """The token quota a user would give for ``server`` (None: it counts requests only)."""
+    if server.quotas.get("tokens") is None:
+        return None
     return SCENARIO["tpm"] or (BUCKET_TPM if isinstance(server, TokenBucketServer)
                                else FIXED_TPM)
 
@@ -198,7 +220,8 @@ def tenacity_aiolimiter(server: QuotaServer, seed: int) -> Send:
     from tenacity import AsyncRetrying, stop_after_attempt, wait_random_exponential
 
     random.seed(seed)  # wait_random_exponential draws from the random module
-    requests, tokens = AsyncLimiter(RPM, 60), AsyncLimiter(tpm_of(server), 60)
+    tpm = tpm_of(server)
+    requests, tokens = AsyncLimiter(RPM, 60), tpm and AsyncLimiter(tpm, 60)
     provider = on_the_way(server, seed)
 
     async def send(**kwargs: Any) -> Any:
@@ -206,7 +229,8 @@ def tenacity_aiolimiter(server: QuotaServer, seed: int) -> Send:
                                            stop=stop_after_attempt(6), reraise=True):
             with attempt:
                 await requests.acquire()
-                await tokens.acquire(lg.estimate_tokens(**kwargs))
+                if tokens:
+                    await tokens.acquire(lg.estimate_tokens(**kwargs))
                 return await provider(**kwargs)
         raise AssertionError("unreachable")
 
@@ -275,7 +299,7 @@ def calls_for(server_kind: str, demand: float) -> int:
     server = SERVERS[server_kind]()
     charge = server.charge(messages=[{"role": "user", "content": "question number 100"}],
                            max_tokens=MAX_TOKENS)
-    return round(demand * min(RPM, tpm_of(server) // charge))
+    return round(demand * min(RPM, (tpm_of(server) or RPM * charge) // charge))
 
 
 async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0,
@@ -365,9 +389,10 @@ def compare(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...] = (
                 runs = []
                 for seed in range(repeats):
                     loop = new_loop()
-                    try:
-                        runs.append(loop.run_until_complete(
-                            run_one(contender, server_kind, calls, seed, phase)))
+                    try:  # a clock minute starts at loop time 0, as the servers' windows do
+                        with virtual_wall_clock():
+                            runs.append(loop.run_until_complete(
+                                run_one(contender, server_kind, calls, seed, phase)))
                     finally:
                         loop.close()
                 rows.append(median_row(runs))

@@ -31,6 +31,12 @@ def _queue_of(limiter: Any) -> Callable[..., Any] | None:
     return limiter.enqueue if defines[0] is defines[1] else None
 
 
+def _releaser(limiter: Any) -> Callable[[BaseException | None], None]:
+    """A streamed answer's end: release the permit. Made here, not as a lambda in
+    ``__call__``, whose frame would then hold ``limiter`` in a cell on every call."""
+    return lambda _error: limiter.release()
+
+
 @public
 class ConcurrencyLimit:
     """Layer: at most ``limit`` calls in flight, with priorities and per-key fairness.
@@ -172,7 +178,7 @@ class ConcurrencyLimit:
             limiter.release()
             raise
         if isinstance(result, Stream):
-            result.defer(lambda _error: limiter.release())
+            result.defer(_releaser(limiter))
         else:
             limiter.release()
         return result

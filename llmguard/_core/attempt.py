@@ -10,7 +10,7 @@ one attempt or alternate leaks into the next or outward.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -19,30 +19,32 @@ __all__ = ["Attempt", "Hooks"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Hooks(Generic[F]):
+class Hooks(list[F], Generic[F]):
     """Callbacks an attempt runs at one moment, in the order they were added: outer layers
     first (they add theirs before the call reaches inner ones), so an inner hook sees what the
     outer ones did (an outer rate limit has counted the request again). :meth:`add` returns the
-    function that removes the hook: a layer adds on entry and removes in its ``finally``."""
+    function that removes the hook; a layer on the path of every call appends its hook and
+    passes it to :meth:`discard` in its ``finally`` instead (no remover object).
 
-    __slots__ = ("_fns",)
+    A list itself, not an object holding one: a call queued under ``asyncio.gather`` holds its
+    hooks while it waits, and every object it holds is one more for each garbage collection
+    to walk (two hooks a call in the README's stack: a list, a remover and its argument tuple
+    each, six objects fewer per call in flight)."""
 
-    def __init__(self) -> None:
-        self._fns: list[F] = []
+    __slots__ = ()
 
     def add(self, fn: F) -> Callable[[], None]:
         """Add ``fn``; returns its remover (calling it twice is harmless)."""
-        self._fns.append(fn)
-        return partial(_remove, self._fns, fn)  # one object a hook (a closure makes four)
+        self.append(fn)
+        return partial(_remove, self, fn)  # one object a hook (a closure makes four)
+
+    def discard(self, fn: F) -> None:
+        """Take out one adding of ``fn`` (the last one added first; nothing if it is not
+        there): the remover :meth:`add` returns, without the object."""
+        _remove(self, fn)
 
     def __iter__(self) -> Iterator[F]:
-        return iter(self._fns.copy())  # a hook may remove itself while they run
-
-    def __bool__(self) -> bool:
-        return bool(self._fns)
-
-    def __len__(self) -> int:
-        return len(self._fns)
+        return iter(self.copy())  # a hook may remove itself while they run
 
 
 def _remove(fns: list[Any], fn: Any) -> None:
@@ -54,6 +56,32 @@ def _remove(fns: list[Any], fn: Any) -> None:
         if fns[i] is fn:
             del fns[i]
             return
+
+
+def _with(hooks: Any, fn: Any) -> Any:
+    """``hooks`` (None, one hook or a :class:`Hooks`) with ``fn`` added last."""
+    if hooks is None:
+        return fn
+    if type(hooks) is Hooks:
+        hooks.append(fn)
+        return hooks
+    return Hooks((hooks, fn))
+
+
+def _without(hooks: Any, fn: Any) -> Any:
+    """``hooks`` (None, one hook or a :class:`Hooks`) with one adding of ``fn`` taken out."""
+    if hooks is fn:
+        return None
+    if type(hooks) is Hooks:
+        _remove(hooks, fn)
+    return hooks
+
+
+def _listed(hooks: Any) -> Any:
+    """``hooks`` (None, one hook or a :class:`Hooks`) to iterate over, as they are now."""
+    if hooks is None:
+        return ()
+    return (hooks,) if type(hooks) is not Hooks else hooks.copy()
 
 
 class Attempt:
@@ -87,15 +115,20 @@ class Attempt:
         #: call's first): the layers that hooked it are still waiting on this attempt, so its
         #: hooks run too, and it counts as sent once this one is.
         self.parent = parent
-        self._on_send: Hooks[Callable[[], None]] | None = None
-        self._on_wait: Hooks[Callable[[], Awaitable[None]]] | None = None
+        self._on_send: Any = None  # None, one hook, or a Hooks list (below)
+        self._on_wait: Any = None
+
+    # An attempt's hooks of one moment are None, one hook, or a :class:`Hooks` list: the
+    # README's stack hooks each moment once (Timeout on send, RateLimit on wait), and a call
+    # waiting for admission under ``gather`` would otherwise hold a list for each, two more
+    # objects for every garbage collection to walk.
 
     @property
     def on_send(self) -> Hooks[Callable[[], None]]:
         """Run when the attempt reaches the provider (Timeout starts its clock there)."""
         hooks = self._on_send
-        if hooks is None:
-            hooks = self._on_send = Hooks()
+        if type(hooks) is not Hooks:
+            hooks = self._on_send = Hooks() if hooks is None else Hooks((hooks,))
         return hooks
 
     @property
@@ -103,9 +136,35 @@ class Attempt:
         """Awaited when an inner limiter lets the attempt go after a wait: an outer rate limit
         counts the request again from then, when the provider will see it (RateLimit)."""
         hooks = self._on_wait
-        if hooks is None:
-            hooks = self._on_wait = Hooks()
+        if type(hooks) is not Hooks:
+            hooks = self._on_wait = Hooks() if hooks is None else Hooks((hooks,))
         return hooks
+
+    def add_on_send(self, fn: Callable[[], None]) -> None:
+        """``on_send.add(fn)`` without a remover or a list for the first hook: take it out
+        with :meth:`discard_on_send` (a layer on the path of every call does this)."""
+        self._on_send = _with(self._on_send, fn)
+
+    def discard_on_send(self, fn: Callable[[], None]) -> None:
+        """Take out one adding of ``fn`` from ``on_send`` (nothing if it is not there)."""
+        self._on_send = _without(self._on_send, fn)
+
+    def add_on_wait(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """``on_wait.add(fn)`` without a remover or a list for the first hook: take it out
+        with :meth:`discard_on_wait`."""
+        self._on_wait = _with(self._on_wait, fn)
+
+    def discard_on_wait(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Take out one adding of ``fn`` from ``on_wait`` (nothing if it is not there)."""
+        self._on_wait = _without(self._on_wait, fn)
+
+    def send_hooks(self) -> Iterable[Callable[[], None]]:
+        """The ``on_send`` hooks, as they are now (a hook may remove itself while they run)."""
+        return _listed(self._on_send)
+
+    def wait_hooks(self) -> Iterable[Callable[[], Awaitable[None]]]:
+        """The ``on_wait`` hooks, as they are now."""
+        return _listed(self._on_wait)
 
     def _lineage(self) -> list[Attempt]:
         """This attempt and those it runs inside, outermost first."""
@@ -122,22 +181,22 @@ class Attempt:
         outermost first (``Call.mark_sent`` calls it)."""
         if self.parent is None:  # the common case: no Retry or Fallback made this one
             self.sent = True
-            if self._on_send:
-                for send in self._on_send:
+            if self._on_send is not None:
+                for send in _listed(self._on_send):
                     send()
             return
         for attempt in self._lineage():
             attempt.sent = True
-            if attempt._on_send:
-                for send in attempt._on_send:
+            if attempt._on_send is not None:
+                for send in _listed(attempt._on_send):
                     send()
 
     async def admitted_after_wait(self) -> None:
         """Await the ``on_wait`` hooks of this attempt and those it runs inside, outermost
         first (``Call.waited`` calls it); one may raise (an outer rate limit found no room)."""
         for attempt in self._lineage():
-            if attempt._on_wait:
-                for recount in attempt._on_wait:
+            if attempt._on_wait is not None:
+                for recount in _listed(attempt._on_wait):
                     await recount()
 
     def __repr__(self) -> str:

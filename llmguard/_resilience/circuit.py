@@ -6,6 +6,7 @@ in-process state machine, or a backend's (Redis shares openings across processes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,18 +131,24 @@ class CircuitBreaker:
             state.cancel(ticket)
             raise
         if isinstance(result, Stream):
-            def end(error: BaseException | None) -> None:
-                if error is None:
-                    self._record(call, False, ticket)
-                elif isinstance(error, Exception):
-                    self._record(call, classify(error).kind.unhealthy, ticket)
-                else:  # closed early or cancelled: no verdict on the provider
-                    state.cancel(ticket)
-
-            result.defer(end)
+            result.defer(self._stream_end(call, ticket))
         else:
             self._record(call, False, ticket)
         return result
+
+    def _stream_end(self, call: Call, ticket: object) -> Callable[[BaseException | None], None]:
+        """What a streamed answer's end records. Made here, not in ``__call__``: a nested
+        function there makes every call's frame hold its captured variables in cells (four
+        objects per call in flight, streamed or not)."""
+        def end(error: BaseException | None) -> None:
+            if error is None:
+                self._record(call, False, ticket)
+            elif isinstance(error, Exception):
+                self._record(call, classify(error).kind.unhealthy, ticket)
+            else:  # closed early or cancelled: no verdict on the provider
+                self._state.cancel(ticket)
+
+        return end
 
     def _record(self, call: Call, failed: bool, ticket: object) -> None:
         state = self._state

@@ -119,7 +119,8 @@ class Timeout:
         task = asyncio.current_task(loop)  # with the loop: no second look-up of it
         assert task is not None
         attempt = Timed(task, loop, None if limit is None else self._queue(loop, limit), deadline)
-        unhook = call.current.on_send.add(attempt.send)
+        current = call.current
+        current.add_on_send(attempt)  # its ``send`` when the attempt is sent
         try:
             result = await call_next(call)
         except asyncio.CancelledError as exc:
@@ -148,7 +149,7 @@ class Timeout:
                 seconds=limit,
             ) from None
         finally:
-            unhook()
+            current.discard_on_send(attempt)
             attempt.end()
         sent_at = attempt.sent_at
         if isinstance(result, Stream) and (self.idle is not None or self.total is not None):

@@ -48,6 +48,10 @@ class Timed:
                 self.expires = self.sent_at + self.queue.limit
                 self.queue.add(self)
 
+    #: The attempt's ``on_send`` hook is the object itself (a bound method would be one more
+    #: object per call held while the call waits for admission).
+    __call__ = send
+
     def expire(self) -> None:
         self.fired = True
         self.task.cancel()

@@ -20,6 +20,7 @@ from llmguard._admission.ratelimit.shape import Shape, read_reset
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import (FixedWindowServer, ProxyWindowServer, RateLimited,
                               SlidingWindowServer, TokenBucketServer)
+from llmguard.testing._quota import sliding_peak
 
 REQUEST = {"max_tokens": 200}
 
@@ -160,11 +161,14 @@ async def test_a_429_at_the_60th_request_teaches_that_the_server_admits_59() -> 
 
 async def test_without_the_shape_learned_nothing_goes_over_any_window() -> None:
     """Before anything is heard, the default paces as a sliding log: never more than the quota
-    in any 60 s at a strict sliding-window server, even one that sends no headers."""
+    in any 60 s at a strict sliding-window server. One that answers without any rate-limit
+    header is probed once (``silent``): one 429, then nothing over the quota either."""
     server = SlidingWindowServer(rpm=30, latency=0.5, rate_limit_headers=False)
-    await run_batch(server, 90, 10, rpm=30)
-    stats = server.statistics()
-    assert stats.rate_limited == 0 and stats.peak_window_requests <= 30
+    _, _, layer = await run_batch(server, 90, 10, rpm=30)
+    assert server.statistics().rate_limited == 1
+    served = [(a.at, 1) for a in server.arrivals if a.status == 200]
+    assert sliding_peak(served, 60.0) <= 30
+    assert layer.statistics().shape.startswith("sliding (a probe was refused (429)")
 
 
 async def test_one_429_under_heavy_demand_never_silences_the_provider_longer_than_asked() -> None:

@@ -14,6 +14,7 @@ import asyncio
 import pytest
 
 import llmguard as lg
+from llmguard._admission.ratelimit.named import Named
 from llmguard._admission.ratelimit.window import Quota
 from llmguard.backends.redis import RedisBackend, _learned_scripts
 from llmguard.testing import FixedWindowServer, TokenBucketServer
@@ -212,5 +213,25 @@ async def test_assume_spent_drains_the_shared_quota_for_every_process(
     assert ticket is None and wait > 0.0
     await asyncio.sleep(wait)
     assert (await other.reserve(None, LEARNED, 0))[1] is not None
+    await first.aclose()
+    await other.aclose()
+
+
+async def test_a_429_naming_a_daily_quota_teaches_no_process_a_minute_limit(
+        redis_url, redis_prefix):
+    """The same refusal, its message naming a daily quota ("requests per day (RPD)"): no
+    process learns a per-minute limit from it; the other still admits 3 in a fresh window."""
+    first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    assert (await first.reserve(None, LEARNED, 0))[1] is not None
+    assert (await other.reserve(None, LEARNED, 0))[1] is not None
+    _, refused = await first.reserve(None, LEARNED, 0)
+    first.refused(None, LEARNED, 0.001, ticket=refused, named=Named(False, minute=False))
+    first.reconcile(None, refused, 0)
+    await first.connection.aclose()  # the background writes have landed
+    await asyncio.sleep(0.35)  # a fresh window
+    admitted = [(await other.reserve(None, LEARNED, 0))[1] is not None for _ in range(3)]
+    assert admitted == [True, True, True]
+    assert other.limits(None, LEARNED) == (3, None)
     await first.aclose()
     await other.aclose()

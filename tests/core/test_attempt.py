@@ -45,6 +45,58 @@ def test_a_remover_takes_out_one_adding_of_its_hook_in_any_order() -> None:
     assert list(hooks) == [] and not hooks
 
 
+def test_add_and_discard_keep_the_order_of_the_hooks_lists() -> None:
+    """``add_on_send``/``discard_on_send`` (what layers use: no remover, no list for one hook)
+    behave as ``on_send.add`` and its remover: hooks run in the order added, a function added
+    twice is there twice, a discard takes out one adding (the last one first), discarding one
+    that is not there changes nothing; ``on_send`` shows the same hooks as a list, and both
+    ways mix. The same for ``on_wait``."""
+    for add, discard, listed, hooks in (
+            ("add_on_send", "discard_on_send", "send_hooks", "on_send"),
+            ("add_on_wait", "discard_on_wait", "wait_hooks", "on_wait")):
+        attempt = Attempt()
+
+        def f() -> None: ...
+
+        def g() -> None: ...
+
+        assert list(getattr(attempt, listed)()) == []
+        getattr(attempt, add)(f)
+        assert list(getattr(attempt, listed)()) == [f]
+        getattr(attempt, discard)(g)  # not there: nothing changes
+        assert list(getattr(attempt, listed)()) == [f]
+        getattr(attempt, add)(g)
+        getattr(attempt, add)(f)
+        assert list(getattr(attempt, listed)()) == [f, g, f]
+        getattr(attempt, discard)(f)
+        assert list(getattr(attempt, listed)()) == [f, g]
+        remove = getattr(attempt, hooks).add(f)  # the list view, then the layers' way again
+        assert list(getattr(attempt, hooks)) == [f, g, f]
+        getattr(attempt, discard)(g)
+        remove()
+        assert list(getattr(attempt, hooks)) == [f]
+        getattr(attempt, discard)(f)
+        assert list(getattr(attempt, listed)()) == [] and not getattr(attempt, hooks)
+
+
+def test_one_hook_runs_when_the_attempt_is_sent_and_can_remove_itself() -> None:
+    """A single hook kept as it is runs once when the attempt (or one inside it) is sent, and
+    a hook that discards itself while the hooks run does not stop the others."""
+    outer = Attempt()
+    inner = Attempt(parent=outer)
+    ran: list[str] = []
+
+    def once() -> None:
+        ran.append("once")
+        outer.discard_on_send(once)
+
+    outer.add_on_send(once)
+    inner.add_on_send(lambda: ran.append("inner"))
+    inner.reached_provider()
+    assert ran == ["once", "inner"] and outer.sent and inner.sent
+    assert list(outer.send_hooks()) == []
+
+
 async def test_each_retry_attempt_is_fresh_and_the_callers_comes_back() -> None:
     """Retry gives each try a new Attempt (number, its deadline, not sent, no tokens or
     headers of the try before) and puts the caller's attempt back; a hook an outer layer added

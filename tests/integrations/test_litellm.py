@@ -119,9 +119,11 @@ def test_count_tokens_uses_the_model_tokenizer_and_reserves_output() -> None:
 
 async def test_rate_limit_reserves_litellm_count_and_reconciles_to_usage() -> None:
     """RateLimit(tokens=count_tokens) reserves litellm's count, then reconciles to the usage the
-    response reports, so nothing stays reserved."""
+    response reports, so nothing stays reserved (a sliding log: the default ``refill="auto"``
+    keeps what a server that reports no tokens was reserved until probes show it gives the
+    unused part back, ``test_refusal.py``)."""
     notes = Notes()
-    limit = lg.RateLimit(tpm=100_000, tokens=count_tokens)
+    limit = lg.RateLimit(tpm=100_000, tokens=count_tokens, refill="window")
     chat = lg_litellm.completion(lg.Pipeline(notes, limit))
     await chat(model="gpt-4o-mini", messages=MESSAGES, max_tokens=40, mock_response="Hi")
     assert notes.calls[0].tokens == count_tokens(model="gpt-4o-mini", messages=MESSAGES, max_tokens=40)
@@ -220,8 +222,9 @@ async def test_streamed_completion_passes_through() -> None:
 
 async def test_streamed_usage_reconciles_the_token_reservation() -> None:
     """With ``include_usage`` litellm's final chunk carries usage: RateLimit holds the estimate
-    while the stream runs, then settles to the tokens the stream reported."""
-    limit = lg.RateLimit(tpm=100_000)
+    while the stream runs, then settles to the tokens the stream reported (a sliding log, as
+    above)."""
+    limit = lg.RateLimit(tpm=100_000, refill="window")
     chat = lg_litellm.completion(lg.Pipeline(limit))
     stream = await chat(model="gpt-4o-mini", messages=MESSAGES, mock_response="Hello there",
                         stream=True, stream_options={"include_usage": True}, max_tokens=1000)

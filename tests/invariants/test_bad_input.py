@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import llmguard as lg
+from llmguard._admission.ratelimit.charge import OPENING
 
 NAN = float("nan")
 INF = float("inf")
@@ -844,7 +845,8 @@ async def test_a_negative_max_tokens_fails_the_call_instead_of_reserving_negativ
 
 async def test_a_bad_usage_keeps_the_estimate_and_the_answer() -> None:
     """A ``usage=`` callable returning NaN after the provider answered keeps the (paid) answer
-    and the reservation as estimated, instead of corrupting the window."""
+    and the reservation as made (the estimate times ``OPENING``: the server said nothing of
+    what it counts), instead of corrupting the window."""
     limit = lg.RateLimit(tpm=1000, tokens=lambda prompt: 100, usage=lambda result: float("nan"))
 
     async def send(prompt: str) -> str:
@@ -853,7 +855,7 @@ async def test_a_bad_usage_keeps_the_estimate_and_the_answer() -> None:
     assert await lg.guard(limit)(send)("kept") == "kept"
     s = limit.statistics()
     assert s.in_flight == 0 and s.reserved_tokens == 0
-    assert limit.backend.headroom(None, limit.quotas)[1] == 900
+    assert limit.backend.headroom(None, limit.quotas)[1] == 1000 - math.ceil(100 * OPENING)
 
 
 # --- llmguard run ----------------------------------------------------------------------------

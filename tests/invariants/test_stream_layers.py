@@ -241,8 +241,9 @@ async def test_a_truncated_stream_is_not_cached() -> None:
 
 async def test_rate_limit_reconciles_a_stream_to_its_final_chunk_usage() -> None:
     """The token reservation is held for the whole stream and then settled to the usage the
-    final chunk reports."""
-    limit = lg.RateLimit(tpm=10_000)
+    final chunk reports (a sliding log: the default ``refill="auto"`` keeps what a server that
+    reports no tokens was reserved until it is known to give the unused part back)."""
+    limit = lg.RateLimit(tpm=10_000, refill="window")
     llm = FakeLLM(latency=1, seconds_per_token=1)
     guarded = lg.guard(limit)(llm.acompletion)
     stream = await guarded(model="m", messages=[{"role": "user", "content": "hello"}],

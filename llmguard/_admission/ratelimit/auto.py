@@ -58,13 +58,40 @@ class AutoTrack:
     def weight(self, entry: Entry) -> int:
         return entry.tokens if self.quota.tokens else entry.live
 
+    def _both(self) -> bool:
+        """True while a server that says nothing served a probe beyond the log (:mod:`.silent`):
+        paced within a bucket and a fixed count alike, until it says which it is."""
+        return self.shape.served and self.fixed is not None and self.shape.kind == "unknown"
+
+    def most(self, now: float) -> float:
+        """The most a token bucket of this quota (full at most, refilling ``limit / window`` a
+        second) can hold for one of ours arriving within the margin from now, every one of
+        ours the server counts charged: at least ``slack()`` more than it surely holds."""
+        rate, last = self.limit / self.window, now + self.quota.margin
+        most, count = float(self.limit), 0
+        for entry in reversed(self.recent):
+            if entry.live and not entry.refused:
+                count += self.weight(entry)
+                most = min(most, self.limit + rate * (last - entry.time) - count)
+        return most
+
+    def slack(self) -> float:
+        """What a bucket refills while ours are on the way, each end (:meth:`most`)."""
+        return 2 * self.quota.margin * self.limit / self.window
+
     def fits(self, now: float, tokens: int) -> bool:
         kind = self.shape.kind
         if kind != "bucket" and kind != "fixed":  # the log paces (``_pacer``): every admission
+            if self.shape.served and self._both():  # what a bucket surely holds, and the minute
+                need = tokens if self.quota.tokens else 1  # (``fits`` is given the tokens)
+                return self.most(now) >= need + self.slack() and self.fixed.fits(now, tokens)
             return self.log.fits(now, tokens)
         return self._pacer().fits(now, tokens)
 
     def wait(self, now: float, need: int) -> float:
+        if self.shape.served and self._both():
+            short = need + self.slack() - self.most(now)
+            return max(short * self.window / self.limit, self.fixed.wait(now, need), 0.0)
         return self._pacer().wait(now, need)
 
     def add(self, now: float, entry: Entry) -> None:
@@ -94,11 +121,24 @@ class AutoTrack:
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, entry.live)
 
+    def recount(self, now: float, entry: Entry, tokens: int) -> None:
+        """``entry`` counts ``tokens`` from now on, settled or not (what the server is
+        believed to have charged it changed: :mod:`.charge`)."""
+        self.log.adjust(now, entry, tokens, entry.live)
+        if entry.owner is not None:  # not settled: what is outstanding changes with it
+            self.bucket.rescale(now, entry, tokens)
+        elif tokens > entry.tokens:  # settled: the bucket only loses what it gave back
+            self.bucket.drain_to(now, self.bucket.available(now) - (tokens - entry.tokens))
+        if self.fixed is not None:
+            self.fixed.adjust(entry, tokens, entry.live)
+
     def idle(self, now: float) -> bool:
         return (self.log.idle(now) and self.bucket.idle(now)
                 and (self.fixed is None or self.fixed.idle(now)))
 
     def available(self, now: float) -> int:
+        if self.shape.served and self._both():
+            return min(int(self.most(now) - self.slack()), self.fixed.available(now))
         return self._pacer().available(now)
 
     def used(self, now: float, before: Entry | None = None) -> int:

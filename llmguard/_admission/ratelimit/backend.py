@@ -95,9 +95,10 @@ class LearningBackend(Protocol):
         ...
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
-                ticket: Any = None) -> None:
+                ticket: Any = None, named: Any = None) -> None:
         """The provider answered the request of ``ticket`` with a 429 asking for ``seconds``
-        of pause (``pause`` plus what the refusal teaches). Called before the ticket is
+        of pause (``pause`` plus what the refusal teaches). ``named``: the quota its message
+        names (a ``named.Named``; passed only when it names one). Called before the ticket is
         settled. Must not block."""
         ...
 
@@ -145,6 +146,8 @@ class MemoryBackend:
                 now = clock.now()
                 self._sweep_at = sweep(self._windows, lambda window: window.idle(now))
             window = self._windows[key] = Window(quotas)
+            if window.shape is not None:  # its clock minutes: the wall clock's
+                window.shape.offset = clock.wall() - clock.now()
         elif window.quotas is not quotas:  # the layer's margin changed (``latency``)
             retime(window, quotas, clock.now())
         return window
@@ -201,10 +204,17 @@ class MemoryBackend:
         window.cap(clock.now(), tokens, remaining, reset, ticket, limit, clock.wall(), as_of_now)
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
-                ticket: Any = None) -> None:
+                ticket: Any = None, named: Any = None) -> None:
         window = self._window(key, quotas)
         ticket = ticket if isinstance(ticket, Entry) else None
-        window.refused(clock.now(), ticket, seconds, clock.wall())
+        window.refused(clock.now(), ticket, seconds, clock.wall(), named)
+
+    def unsaid(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """The server answered a request of ``key`` without any rate-limit header: until it
+        says something, it may be probed (``silent``)."""
+        shape = self._window(key, quotas).shape
+        if shape is not None and shape.quiet is None:
+            shape.quiet = True
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
         """Count every quota as used up now (``RateLimit.assume_spent``)."""

@@ -8,8 +8,16 @@ window by 10% (8% of requests refused). So under a learned token quota:
 
 * **Opening.** Until the server has said anything, a reservation is the estimate times
   :data:`OPENING` (an opening burst stays within the quota with an estimate up to 13% under).
-  A server whose answers carry no token readings is then trusted to count what the estimate
-  says and what the usage reports (``silent``: factor 1, unused tokens given back).
+* **Probing.** A server whose answers carry no token readings (``silent``) may count ours
+  at their estimate or more, keeping ``max_tokens`` charged, or count the usage: what was
+  reserved stays counted, and a request the token quota holds back goes anyway, one at a
+  time, as a probe of what it counts (:mod:`.probing`): each one admitted within our bare
+  estimates brings the factor down, one admitted only if the usage is what counts shows the
+  server gives the unused part back (``trusted``: factor 1, the usage counted).
+* **Refused.** A 429 on tokens before any reading (:mod:`.refusal`), a probe's or another's:
+  the server counted ours admitted before the refused one at the quota or more, so it charges
+  at least ``limit`` over their estimates. That is the factor from then on, and what it
+  charged is kept (``kept``), the entries of the window counted again at it.
 * **Calibration.** A burst of ours reaches the server within a moment, and each answer's
   ``remaining`` counts the ones that arrived before it: the highest and lowest readings of a
   burst differ by the charges of all but the first to arrive. That difference over our
@@ -30,6 +38,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .probing import ours, recount
+
 __all__ = ["OPENING", "Charge"]
 
 #: The factor of an opening burst, before the server has calibrated it.
@@ -41,7 +51,8 @@ MOST = 3.0
 class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
-    __slots__ = ("factor", "heard", "silent", "burst", "limit")
+    __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
+                 "trusted")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -52,6 +63,13 @@ class Charge:
         self.burst: list[Any] = [None, []]
         #: The smallest token quota: no reservation is scaled past it.
         self.limit = limit
+        #: A 429 on tokens, no reading yet, measured the factor (:meth:`refused`).
+        self.kept = False
+        #: The entry of the last probe (:mod:`.probing`), until the next admission reads it;
+        #: ``testing``: it tests whether the server gives unused tokens back (``trusted``:
+        #: it does, the usage is what counts).
+        self.probing: Any = None
+        self.testing = self.trusted = False
 
     def units(self, estimate: int) -> int:
         """Tokens to reserve for a call estimated at ``estimate``."""
@@ -66,14 +84,42 @@ class Charge:
         reports, or the estimate when it reports none; ``answered``: an answer came). A
         learned ``bucket`` settles to the usage: its refunds are bounded to what the server's
         bucket is sure to hold (:func:`.bucket.settle`), and the readings drain it."""
-        if self.silent or not self.heard or bucket:
-            if answered and not self.silent and entry.live:
-                self.silent = True  # answered, and nothing said about tokens
-                self.factor = 1.0
+        if answered and not self.heard and not self.silent and not self.kept and entry.live:
+            self.silent = True  # answered, and nothing said about tokens: probed from now on
+        if entry.refused:  # a 429: the server charged none of its tokens (a retry is anew)
+            return 0
+        if self.silent and answered:
+            entry.used = tokens  # what counts if the server gives unused tokens back
+        if bucket or (self.silent and self.trusted) or not (self.heard or self.silent
+                                                            or self.kept):
             return tokens
         # the calibrated charge, never above the reservation (a burst read in part calibrates
         # high for a moment), or more when the usage says so
         return max(min(entry.tokens, self.units(entry.estimate)), tokens)
+
+    def refused(self, window: Any, now: float, ticket: Any, limit: int) -> bool:
+        """A 429 on tokens to ``ticket`` before any reading: ``window``'s server counted ours
+        admitted before it (refused ones left out) at ``limit`` or more, so it charges at
+        least ``limit`` over their estimates. Count at that from now on, keep it (nothing
+        given back), and count ours still in the window at it. True when that changed
+        anything."""
+        entries = ours(window)
+        # probing, one at a time: the server counted ours admitted before the refused one;
+        # kept, a burst's 429: ours after it in the burst may have arrived first (jitter)
+        before = entries if self.kept else [e for e in entries if e.seq < ticket.seq]
+        estimated = sum(e.estimate for e in before)
+        if estimated <= 0:
+            return False
+        # it charges more than limit / (estimated + the refused one's), at most limit over
+        # what it admitted; each count rounded up, so one token less each fits them in
+        factor = max(limit / (estimated + ticket.estimate), (limit - len(before)) / estimated)
+        factor = min(MOST, max(1.0, self.factor, factor))
+        if self.kept and factor <= self.factor:
+            return False
+        self.factor, self.silent, self.kept, self.trusted = factor, False, True, False
+        self.probing = None
+        recount(window, now, self, entries)
+        return True
 
     def read(self, window: Any, now: float, remaining: int, ticket: Any,
              tracks: list[Any]) -> None:
@@ -92,7 +138,7 @@ class Charge:
         tokens a second the server refills meanwhile (a bucket's)."""
         self.heard = True
         if self.silent:
-            self.silent, self.factor = False, OPENING
+            self.silent, self.trusted, self.probing, self.factor = False, False, None, OPENING
         anchor, readings = self.burst
         if anchor is None or abs(ticket.time - anchor) > spread:
             if anchor is not None and ticket.time < anchor:
@@ -129,9 +175,12 @@ class Charge:
 
     @property
     def how(self) -> str:
-        """``"opening"`` (nothing heard yet), ``"heard"`` (token readings calibrate) or
-        ``"silent"`` (answers come without them)."""
-        return "silent" if self.silent else "heard" if self.heard else "opening"
+        """``"opening"`` (nothing heard yet), ``"heard"`` (token readings calibrate),
+        ``"silent"`` (answers come without them: probed), ``"trusted"`` (probes showed the
+        usage is what counts) or ``"kept"`` (a 429 on tokens calibrated it)."""
+        if self.heard or self.kept:
+            return "heard" if self.heard else "kept"
+        return ("trusted" if self.trusted else "silent") if self.silent else "opening"
 
     def shared(self) -> str:
         """What this charge learned, for other processes (a shared backend): ``"factor,how"``
@@ -142,10 +191,13 @@ class Charge:
         """Take what another process learned (:meth:`shared`) while this one has heard
         nothing yet (its own readings calibrate it from then on)."""
         factor, _, how = shared.partition(",")
-        if self.heard or self.silent or how not in ("heard", "silent"):
+        if self.heard or self.silent or self.kept or how not in ("heard", "silent", "kept",
+                                                                  "trusted"):
             return
         self.factor = min(MOST, max(1.0, float(factor)))
-        self.heard, self.silent = how == "heard", how == "silent"
+        self.heard, self.kept, self.trusted = how == "heard", how == "kept", how == "trusted"
+        self.silent = how in ("silent", "trusted")
 
     def __repr__(self) -> str:
         return f"<Charge x{self.factor:.3g} {self.how}>"
+

@@ -14,6 +14,7 @@ from typing import Any
 from ..._core import clock
 from ..._core.classify import FailureKind, classify
 from ..._core.errors import AdmissionError
+from .named import named
 
 __all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "parse_reset", "part_headers",
            "pause_after", "rate_limit_headers", "refusal", "report", "sent", "spend"]
@@ -137,7 +138,9 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
     held = HELD.get()
     ticket = held.ticket if held and held.line is line and held.key == key else None
     split = any(q.part for q in quotas)
+    heard = False
     for unit, left, reset, limit, moment in _readings(headers):
+        heard = True
         part = unit[:-len("-tokens")] if unit.endswith("put-tokens") else ""
         if part and (not split or reset is None):
             continue
@@ -149,17 +152,22 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
             backend.cap(key, quotas, unit != "requests", left, reset, **where)
         if part == "output" and limit is not None:  # does the server give output back?
             backend.read_output(key, left, limit)
+    if learning and not heard and callable(getattr(backend, "unsaid", None)) \
+            and not any("retry-after" in name.lower() for name in headers):
+        backend.unsaid(key, quotas)  # an answer (no 429's) without any: it may be probed
 
 
 def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseException,
             ticket: Any) -> float | None:
     """After ``exc``: the pause when it is a 429 (None otherwise), handed to ``backend``
-    (``refused`` with the ticket of the refused request to a learning backend, else
-    ``pause``)."""
+    (``refused`` with the ticket of the refused request to a learning backend, and the quota
+    its message names when it names one (:mod:`.named`), else ``pause``)."""
     pause = pause_after(exc)
     if pause is not None:
         if learning:
-            backend.refused(key, quotas, pause, ticket=ticket)
+            which = named(exc)  # passed only when said: a backend written before takes none
+            backend.refused(key, quotas, pause, ticket=ticket,
+                            **({"named": which} if which is not None else {}))
         else:
             backend.pause(key, quotas, pause)
     return pause

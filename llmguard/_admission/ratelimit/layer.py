@@ -111,7 +111,7 @@ class RateLimit(ServerFeedback):
         self._settle = any(q.continuous or q.learn for q in quotas)
         self._learning = callable(getattr(self.backend, "observe", None))
         self._key = key
-        self._line = WaitingLine(self.backend, quotas, max_wait, self._describe)
+        self._line = WaitingLine(self.backend, quotas, max_wait, self._describe, self._take)
         self._lines = self._line.lines  # key -> its waiters (empty when nobody waits)
         self._reserved = self._in_flight = self._admitted = 0
         self._rejected = self._refunds = self._rate_limited = 0
@@ -153,17 +153,18 @@ class RateLimit(ServerFeedback):
             at = loop.time()
         else:  # taken now: an in-memory entry holds the time read for it (one clock read a call)
             at = ticket.time if type(ticket) is Entry else (call.loop or loop_of(call)).time()
+        current = call.current
         if self._max_tokens is not None:
-            call.current.tokens = tokens  # (``call.tokens``, without the property)
+            current.tokens = tokens  # (``call.tokens``, without the property)
         self._admitted += 1
         self._in_flight += 1
         self._reserved += tokens
         # What an inner limiter that queues the call calls back (``Held.recount``). An object,
         # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
         held = Held(self._line, call, key, ticket, tokens, at)
-        unhook = call.current.on_wait.add(held)  # awaits ``held()``: its ``recount``
+        current.add_on_wait(held)  # awaits ``held()``: its ``recount``
         reset = HELD.set(held)  # the provider's headers are read against this reservation
-        call.current.response_headers = None  # this attempt's only (``observes_inline``)
+        current.response_headers = None  # this attempt's only (``observes_inline``)
         try:
             try:
                 result = await call_next(call)
@@ -174,7 +175,7 @@ class RateLimit(ServerFeedback):
             self._failed(call, exc, key, held.ticket, tokens)
             raise
         finally:
-            unhook()
+            current.discard_on_wait(held)
             HELD.reset(reset)
         if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
             self._defer(result, call, key, held.ticket, tokens)

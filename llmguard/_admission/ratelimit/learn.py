@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import probing, silent
 from .auto import AutoTrack
 from .log import Entry, Log
+from .refusal import learn_limit, reset_of
 from .shape import TOLERANCE, read_reset
 
-__all__ = ["become_fixed", "observe", "probe", "refused", "settled"]
+__all__ = ["become_fixed", "observe", "probe", "refused", "settled", "sooner"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -25,6 +27,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     the shape :func:`.shape.read_reset` reads. The server counted ours up to ``ticket``, and
     ``reset`` counts from ``at`` (default: when the ticket was admitted)."""
     shape = window.shape
+    shape.speak()
     track = min(learners, key=lambda t: t.limit)
     if limit is not None and 0 < limit < track.limit:
         for t in learners:
@@ -125,13 +128,34 @@ def _fresh(shape: Any, track: AutoTrack, tokens: bool, remaining: int, server: i
     return True if shape.by_answer else None
 
 
+def sooner(window: Any, now: float, wait: float, tokens: int, estimate: int) -> float:
+    """``wait`` for ``tokens`` (estimated at ``estimate``) cut to when a probe may go: the
+    charge's (:mod:`.probing`), a silent server's (:mod:`.silent`), a supposed boundary's."""
+    if wait <= 0.0:
+        return wait
+    if window.charge is not None and probing.probes(window.charge, window, now, estimate):
+        return 0.0
+    shape = window.shape
+    if shape is not None and shape.probe is None:
+        due = silent.due(window, now, tokens) if silent.quiet(shape) else shape.probe_at()
+        if due is not None:
+            wait = min(wait, max(0.0, due - now))
+    return wait
+
+
 def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
     """A request ``window``'s quotas would hold back (``tokens`` as the server counts them,
     estimated at ``estimate``), sent anyway as the probe of a supposed fixed window's boundary
     (:meth:`.shape.Shape.probe_at`): its entry, or None."""
+    charge = window.charge
+    if charge is not None and probing.probes(charge, window, now, estimate):
+        return probing.probe(charge, window, now, estimate)
     shape = window.shape
     if shape is None or shape.probe is not None:
         return None
+    if silent.quiet(shape):  # a server that says nothing: probed beyond the log
+        due = silent.due(window, now, tokens)
+        return None if due is None or now < due else window.add(now, tokens, estimate)
     due = shape.probe_at()
     if due is None or now < due:
         return None
@@ -151,6 +175,9 @@ def settled(window: Any, now: float, live: int) -> None:
     shape = window.shape
     if not live:
         shape.probe = shape.since = None
+    elif silent.quiet(shape):
+        if silent.served(window, now):
+            become_fixed(window, now)
     else:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
 
@@ -186,10 +213,12 @@ def become_fixed(window: Any, now: float) -> None:
     window.paused_until = min(window.paused_until, max(now, shape.hold))
 
 
-def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float) -> float:
+def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float,
+            named: Any = None) -> float:
     """A 429 asked for ``seconds`` of pause after the request of ``ticket``: learn the
-    effective limit (a 429 at the 60th request of a window means the server admits 59), and
-    return when to resume, never earlier than the server allows.
+    effective limit of the quota it ``named`` (:mod:`.refusal`: a 429 at the 60th request of
+    a window means the server admits 59), and return when to resume, never earlier than the
+    server allows.
 
     A retry-after of a window or more (LiteLLM's constant ``60``) says only "within a
     window": on a learned fixed window, resume at its next boundary when the pause points
@@ -200,18 +229,28 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     shape = window.shape
     if ticket is not None:
         ticket.refused = True
-    if ticket is not None and ticket is shape.probe:
+    # longer than any bucket of ours takes to refill the request: no bucket's answer
+    long = ticket is not None and seconds > TOLERANCE + max(
+        (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
+        for t in window.tracks if isinstance(t, AutoTrack))
+    probe = ticket is not None and ticket is shape.probe
+    if probe:
         shape.confirm(False, "a probe was refused (429)")
-    _learn_limit(window, now, ticket)
+    why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
+    if shape.quiet and (probe or long):  # a server that says nothing else counted none of it:
+        window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
+    shape.speak(reading=False)
+    if why is not None and shape.kind == "unknown":
+        shape.learn("fixed", why, now + seconds)
+        become_fixed(window, now)
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
     elif shape.kind == "fixed" and shape.epoch is not None:
         until = min(until, shape.next_boundary(shape.epoch, now) + shape.skew())
     if shape.kind == "unknown":
-        if shape.assumed and ticket is not None and seconds > TOLERANCE + max(
-                (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
-                for t in window.tracks if isinstance(t, AutoTrack)):
-            shape.assumed = ""  # longer than any bucket of ours takes to refill the request
+        if long:
+            shape.assumed = ""
+            shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
         epoch = now - wall % shape.window
         shape.suppose(shape.next_boundary(epoch, now),
                       f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "
@@ -219,24 +258,3 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                           "" if shape.assumed else
                           "; paced as a sliding window until then (no bucket's refill)"))
     return until
-
-
-def _learn_limit(window: Any, now: float, ticket: Entry | None) -> None:
-    """The unit nearest its limit ran out: the server admits what we had in its window."""
-    learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
-    fullest, ratio, used = None, 0.0, 0
-    for track in learners:
-        mine = track.used(now, ticket)
-        need = (ticket.tokens if track.quota.tokens else 1) if ticket is not None else 0
-        if (mine + need) / track.limit > ratio:
-            fullest, ratio, used = track, (mine + need) / track.limit, mine
-    if fullest is None:
-        return
-    configured = fullest.quota.limit
-    if used >= fullest.limit or used < configured - max(2, configured // 10):
-        return  # nothing lower, or not near the quota: not the quota (or not ours alone)
-    for track in learners:
-        if track.quota.tokens is fullest.quota.tokens:
-            track.set_limit(now, used)
-    unit = "tokens" if fullest.quota.tokens else "requests"
-    window.shape.limits = f"; a 429 after {used} {unit} in the window: the server admits {used}"

@@ -75,11 +75,15 @@ class WaitingLine:
     """Per-key fair lines of waiters over a backend; ``lines`` is empty when nobody waits.
     ``describe()`` names the quotas for the :class:`AdmissionTimeout` message."""
 
-    __slots__ = ("backend", "quotas", "max_wait", "lines", "waiting", "timed_out", "describe")
+    __slots__ = ("backend", "quotas", "max_wait", "lines", "waiting", "timed_out", "describe",
+                 "take")
 
     def __init__(self, backend: Any, quotas: Any, max_wait: float | None,
-                 describe: Callable[[], str]) -> None:
+                 describe: Callable[[], str], take: Callable[..., Any] | None = None) -> None:
         self.backend = backend
+        #: The backend's synchronous admission (``TakesNow.take``), or None: a recount takes
+        #: with it instead of awaiting ``reserve`` (the same answer, no coroutine).
+        self.take = take
         self.quotas = quotas
         #: Seconds a waiter may wait before AdmissionTimeout (None: no bound).
         self.max_wait = max_wait
@@ -229,7 +233,11 @@ class Held:
         backend = line.backend
         backend.refund(key, self.ticket)
         self.ticket = None
-        _, ticket = await backend.reserve(key, line.quotas, self.tokens)
+        take = line.take  # in memory: ``reserve`` without its coroutine (it never suspends)
+        if take is not None:
+            ticket = take(key, line.quotas, self.tokens)
+        else:
+            _, ticket = await backend.reserve(key, line.quotas, self.tokens)
         if ticket is None:
             future = line.join(key, self.tokens, front=True)
             try:

@@ -51,7 +51,7 @@ class Entry:
     :mod:`.fixed` counts one in flight at a boundary in the next window too)."""
 
     __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first", "near",
-                 "estimate", "answered")
+                 "estimate", "answered", "used")
 
     def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
                  tseq: int = 0, estimate: int | None = None) -> None:
@@ -66,6 +66,7 @@ class Entry:
         self.first = time
         self.near = (seq, tseq)
         self.answered = math.inf
+        self.used: int | None = None  # the usage its answer reported (:mod:`.probing`)
 
 
 class Folded(Entry):

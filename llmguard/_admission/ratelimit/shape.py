@@ -76,7 +76,7 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless",
-                 "by_answer", "late", "last", "assumed", "hold")
+                 "by_answer", "late", "last", "assumed", "hold", "quiet", "served", "offset")
 
     def __init__(self, window: float, margin: float, assumed: str = "") -> None:
         self.kind = "unknown"
@@ -121,6 +121,11 @@ class Shape:
         #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
         #: constant window, which only says "within a window": :func:`.learn.refused`).
         self.hold = 0.0
+        #: True once the server answered without a rate-limit header and until a reading is
+        #: heard: it may be probed (:mod:`.silent`); None: no answer read yet. ``served``:
+        #: its first probe was served; ``offset``: wall clock less loop time (clock minutes).
+        self.quiet: bool | None = None
+        self.served, self.offset = False, 0.0
 
     @classmethod
     def of(cls, quotas: list[Any]) -> Shape:
@@ -141,7 +146,17 @@ class Shape:
         if kind == "fixed":
             self.epoch = epoch
         self.candidate = self.since = None
+        self.served = False
         return changed
+
+    def speak(self, reading: bool = True) -> None:
+        """The server said something: a reading ends the probing of a server that says
+        nothing (:mod:`.silent`); a 429 not to a probe (``reading=False``) drops the
+        hypothesis under test (the 429 supposes its own)."""
+        if self.quiet and self.kind == "unknown":  # (None: nothing silent under way)
+            self.candidate = self.since = self.probe = None
+        self.served = False
+        self.quiet = False if reading else self.quiet
 
     def next_boundary(self, epoch: float, t: float) -> float:
         """The first boundary of windows at ``epoch + i * window`` after ``t``."""

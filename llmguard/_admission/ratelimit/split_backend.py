@@ -1,11 +1,9 @@
 """The backend behind ``RateLimit(input_tpm=, output_tpm=)``: input, output and other quotas
-reserved together.
-
-The backends know one kind of token. :class:`SplitBackend` keeps the input and output quotas
-under keys of their own (:class:`Part`) in the same backend, next to the layer's request and
-total-token quotas under the key itself, and admits a call only when all of them have room: the
-:class:`~llmguard.RateLimitBackend` protocol stays as it is, and the Redis backend shares the
-parts across processes as it shares any key."""
+reserved together. The backends know one kind of token: :class:`SplitBackend` keeps the input
+and output quotas under keys of their own (:class:`Part`) in the same backend, next to the
+layer's request and total-token quotas under the key itself, and admits a call only when all of
+them have room: the :class:`~llmguard.RateLimitBackend` protocol stays as it is, and the Redis
+backend shares the parts across processes as it shares any key."""
 
 from __future__ import annotations
 
@@ -30,11 +28,9 @@ class SplitBackend:
     request and total-token quotas under the key, ``input`` / ``output`` ones under
     ``Part(part, key)``. A reservation takes room in all of them or in none.
 
-    In memory the check and the taking are one synchronous step. Through a remote backend the
-    windows are reserved in turn, those taken refunded at once when one has no room (a bucket's
-    refund may give back less than it took: errs toward waiting). The output reservation is
-    given back down to the output used once the server is seen doing so (:mod:`.giveback`).
-    """
+    In memory the check and the taking are one synchronous step; through a remote backend the
+    windows are reserved in turn, those taken refunded when one has no room. The output is
+    given back to the output used once the server is seen doing so (:mod:`.giveback`)."""
 
     __slots__ = ("inner", "take", "_layouts", "giveback")
 
@@ -173,18 +169,19 @@ class SplitBackend:
                                    **({"as_of_now": True} if as_of_now else {}))
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
-                ticket: Any = None) -> None:
-        """A 429: every part pauses (and learns from it, over a learning backend)."""
+                ticket: Any = None, named: Any = None) -> None:
+        """A 429: every part pauses; the one its message ``named`` (all: none) learns too."""
         tested = self._uncharged(key, ticket, quotas)  # a refused request is not charged
         if not callable(getattr(self.inner, "observe", None)):
             self.pause(key, quotas, seconds)
             return
+        said = {} if named is None else {"named": named}
         for part, sub in self._layout(quotas):  # output kept charged explains it: no limit
-            if tested and part == "output":
+            if (tested and part == "output") or (said and named.part != part):
                 self.inner.pause(self._key(part, key), sub, seconds)
             else:
                 self.inner.refused(self._key(part, key), sub, seconds,
-                                   ticket=self._entry(ticket, part))
+                                   ticket=self._entry(ticket, part), **said)
 
     def shape(self, key: Hashable, quotas: tuple[Quota, ...]) -> str:
         """How each part is paced (``requests: ...; input: ...; output: ...``): what the
@@ -209,6 +206,10 @@ class SplitBackend:
             if free_tokens is not None:
                 tokens = free_tokens if tokens is None else min(tokens, free_tokens)
         return requests, tokens
+
+    def unsaid(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:  # to every part
+        for part, sub in self._layout(quotas) if hasattr(self.inner, "unsaid") else ():
+            self.inner.unsaid(self._key(part, key), sub)
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
         """Every part used up now (``RateLimit.assume_spent``)."""

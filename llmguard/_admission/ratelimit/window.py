@@ -2,9 +2,8 @@
 
 A :class:`Window` holds one partition's admissions against its quotas, each paced by a track:
 a sliding log (:mod:`.log`, ``refill="window"``), a bucket (:mod:`.bucket`, ``"continuous"``),
-or, by default (``"auto"``), both plus a fixed count, with the shape learned from the server
-(:mod:`.auto`, :mod:`.shape`). On top: the pause a 429 asks for and the caps provider headers
-report. Everything takes ``now`` as an argument: tested directly."""
+or (``"auto"``, the default) both and a fixed count, the shape learned (:mod:`.shape`).
+On top: a 429's pause, the caps headers report. Takes ``now`` as an argument: tested directly."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import learn
+from . import learn, silent
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -86,22 +85,17 @@ class Window:
         self.charge = Charge(min(charged)) if charged else None
 
     def wait(self, now: float, tokens: int) -> float:
-        """Seconds until one request of ``tokens`` may be admitted; 0.0 means now. Every
-        positive wait has ``SLACK`` added: a pause ending a float sliver past a tick of the loop
-        clock (5.2 + 0.799559 on a microsecond virtual clock) would otherwise ask for a 1e-16 s
-        wait, re-checked at the same clock reading forever (a busy loop)."""
+        """Seconds until one request of ``tokens`` may be admitted (0.0: now), ``SLACK`` added
+        when positive: a pause ending a float sliver past a loop tick (5.2 + 0.799559 on a us
+        clock) would ask for 1e-16 s, re-checked at the same clock reading forever."""
         wait = self.paused_until - now
-        tokens = tokens if self.charge is None else self.charge.units(tokens)
+        estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         for track in self.tracks:
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
         for unit, (remaining, until, *_) in self.caps.items():
             if until > now and remaining < (tokens if unit else 1):
                 wait = max(wait, until - now)
-        shape = self.shape
-        if wait > 0.0 and shape is not None and shape.probe is None:
-            due = shape.probe_at()
-            if due is not None:
-                wait = min(wait, max(0.0, due - now))
+        wait = learn.sooner(self, now, wait, tokens, estimate)  # a probe may go sooner
         return wait + SLACK if wait > 0.0 else 0.0
 
     def take(self, now: float, tokens: int) -> Entry | None:
@@ -122,11 +116,13 @@ class Window:
         return self.add(now, tokens, estimate)
 
     def add(self, now: float, tokens: int, estimate: int | None = None) -> Entry:
-        """Record an admission at ``now`` of ``tokens`` as the server counts them (after
-        ``wait`` returned 0), for a call estimated at ``estimate`` (default: ``tokens`` is the
-        estimate, scaled here to what the server counts)."""
+        """Record an admission at ``now`` of ``tokens`` as the server counts them (after ``wait``
+        returned 0; beyond it: a probe, :mod:`.silent`), for a call estimated at ``estimate``
+        (default: ``tokens`` is the estimate, scaled here to what the server counts)."""
         if estimate is None and self.charge is not None:
             estimate, tokens = tokens, self.charge.units(tokens)
+        shape = self.shape
+        probe = shape is not None and shape.quiet and silent.beyond(self, now, tokens)
         entry = Entry(now, tokens, self if self.buckets else None, self.issued,
                       self.issued_tokens, estimate)
         self.issued += 1
@@ -136,8 +132,8 @@ class Window:
             track.add(now, entry)
         for unit, cap in self.caps.items():
             cap[0] -= tokens if unit else 1
-        shape = self.shape
         if shape is not None:
+            shape.probe = entry if probe else shape.probe
             log = self.log
             if log is not None and log.entries:
                 entry.first = log.oldest()
@@ -238,12 +234,12 @@ class Window:
             if not isinstance(track, Bucket):
                 self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued, -1]
 
-    def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0) -> None:
+    def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0,
+                named: Any = None) -> None:
         """A 429 asked for ``seconds`` of pause after the request of ``ticket`` (and what it
-        teaches a shape to learn: :func:`.learn.refused`)."""
-        until = now + seconds
-        if self.shape is not None:
-            until = learn.refused(self, now, ticket, seconds, wall)
+        teaches a shape to learn, of the quota it ``named``: :func:`.learn.refused`)."""
+        until = now + seconds if self.shape is None else \
+            learn.refused(self, now, ticket, seconds, wall, named)
         self.paused_until = max(self.paused_until, until)
 
     def limit(self, tokens: bool) -> int | None:

@@ -51,9 +51,9 @@ class Answers:
             self.cap(key, quotas, tokens, remaining, reset)
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
-                ticket: Any = None) -> None:
+                ticket: Any = None, named: Any = None) -> None:
         if quotas[0].learn:
-            self._learning.refused(key, quotas, seconds, ticket, self._key(key))
+            self._learning.refused(key, quotas, seconds, ticket, self._key(key), named)
         else:
             self.pause(key, quotas, seconds)
 

@@ -106,7 +106,7 @@ return 1
 
 #: KEYS: log, shape. ARGV: the log member of the refused request, then limit/window/is_tokens/
 #: learns/margin per quota. Marks the member refused (``id:r:tokens``: still paced by, not
-#: counted by a probe), then ``learn._learn_limit`` on the shared log: the unit nearest its
+#: counted by a probe), then ``refusal.learn_limit`` on the shared log: the unit nearest its
 #: limit ran out, so the server admits what every process had in its window (the fixed window
 #: of the learned boundary, else the last window) before the refused request; recorded as the
 #: limit of the quotas of that unit when lower and near the quota (a 429 at the 60th request

@@ -215,7 +215,7 @@ class RedisLearning:
             "counting the quotas as spent"))
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, ticket: Any,
-                names: list[str]) -> None:
+                names: list[str], named: Any = None) -> None:
         """A 429: learned from locally (a fixed window's boundary to resume at), the pause
         it leads to set in Redis, and the effective limit learned from every process's
         requests in the window (``_learned_scripts.REFUSED``)."""
@@ -223,9 +223,14 @@ class RedisLearning:
         window = self.local.window(key, quotas)
         now = clock.now()
         limits, why = [track.limit for track in window.tracks], window.shape.limits
-        self.local.refused(key, quotas, seconds, ticket=entry)
-        if isinstance(ticket, AutoTicket):  # this process saw its own requests only: the
-            window.shape.limits = why  # limit comes from every process's (REFUSED)
+        # a refusal on tokens before any reading measures the charge (learned locally and
+        # shared with it), not a token limit
+        charged = window.charge is not None and not window.charge.heard
+        self.local.refused(key, quotas, seconds, ticket=entry, named=named)
+        if isinstance(ticket, AutoTicket) and getattr(named, "limit", None) is None:
+            # this process saw its own requests only: the limit comes from every process's
+            # (REFUSED), unless the 429 said it
+            window.shape.limits = why
             for track, limit in zip(window.tracks, limits):
                 if track.limit != limit:
                     track.set_limit(now, limit)
@@ -234,9 +239,15 @@ class RedisLearning:
         self.connection.spawn(self.connection.write(
             _scripts.PAUSE, names[1:2], [pause], "pausing after a 429"))
         if isinstance(ticket, AutoTicket):  # the limit every process's requests show
+            args = list(self.args(quotas)[1:])
+            if named is not None:  # only the quota its message names learns (a day's: none)
+                for i in range(0, len(args), 5):
+                    if not named.minute or args[i + 2] != int(named.tokens) \
+                            or (named.tokens and charged):
+                        args[i + 3] = 0
             self.connection.spawn(self.connection.write(
                 _learned_scripts.REFUSED, [names[0], names[3]],
-                [ticket.member, *self.args(quotas)[1:]], "learning from a 429"))
+                [ticket.member, *args], "learning from a 429"))
 
 
 def _entry(ticket: Any) -> Entry | None:

@@ -1,0 +1,135 @@
+"""Probing what a server that says nothing charges against a token quota (``refill="auto"``,
+:mod:`.charge`'s ``silent`` state), one request at a time.
+
+A server whose answers carry no token readings may count ours at their estimate or more (11%
+more: OpenAI counts characters, framing included). Taking the estimate as its count at the
+first answer (and giving back the unused output) sent the room it freed in one burst into a
+server still counting the opening burst at 1.11x (18 429s of 126, then 15 more a window
+later). So what was reserved at the opening factor stays counted, and when the token quota
+holds a request back that our bare estimates leave room for, it goes anyway as a probe, one
+at a time: admitted, the server counted ours in its window, the probe included, at most at
+the quota, and the factor comes down to that (never under 1). Once our bare estimates leave
+no room either, the probe is one that only the unused tokens of the answers, given back,
+leave room for: admitted, the server gives them back (``trusted``: the usage counts from then
+on, as the usage-reconciling ``charge="actual"`` means). A probe refused on tokens measures
+the factor from the other side and ends probing (:meth:`.charge.Charge.refused`): the server
+keeps what it charged, at that factor. One at a time, at most one request is refused while
+the charge is learned.
+
+A bucket that refills while probes go (one per answer's latency) admits them all: the factor
+comes down towards 1 then, which a bucket, refilling, tolerates (it admits anything a
+sliding window does); a refusal then raises it again.
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ours", "probe", "probes", "recount"]
+
+
+def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
+    """True when ``window`` may send a request estimated at ``estimate`` as a probe now
+    (:func:`probe`): a silent server not yet read, no probe in flight, nothing but the token
+    quotas at the factor holding it back, and room for it at our bare estimates, else with
+    the unused tokens of the answers given back."""
+    if not charge.silent or charge.trusted or window.paused_until > now:
+        return False
+    last = charge.probing
+    if last is not None and last.live and last.answered > now and not last.refused:
+        return False
+    if any(cap[1] > now for cap in window.caps.values()):
+        return False
+    if not all(track.fits(now, 1) for track in window.tracks if not track.quota.tokens):
+        return False
+    entries, limit = ours(window), _limit(window)
+    if sum(e.estimate for e in entries) + estimate <= limit:
+        return True
+    return sum(_given(e) for e in entries) + charge.units(estimate) <= limit
+
+
+def probe(charge: Any, window: Any, now: float, estimate: int) -> Any:
+    """Admit a request estimated at ``estimate`` (after :func:`probes` said it may go): the
+    last probe, if the server admitted it, first brings the factor down (:func:`_probed`),
+    then it goes, as the next probe if the token quotas still hold it back. Its entry."""
+    last, charge.probing = charge.probing, None
+    if last is not None and last.live and not last.refused:
+        if charge.testing:
+            _trusted(charge, window, now)
+        else:
+            _probed(charge, window, now, last)
+    tokens = charge.units(estimate)
+    held = not all(t.fits(now, tokens) for t in window.tracks if t.quota.tokens)
+    charge.testing = held and sum(e.estimate for e in ours(window)) + estimate > _limit(window)
+    shape = window.shape
+    before = shape.probe if shape is not None else None
+    entry = window.add(now, tokens, estimate)
+    if shape is not None:  # beyond the token count, but no probe of the shape (:mod:`.silent`)
+        shape.probe = before
+    if held and not charge.trusted:
+        charge.probing = entry
+    return entry
+
+
+def _trusted(charge: Any, window: Any, now: float) -> None:
+    """The server admitted a probe only the unused tokens of the answers given back left
+    room for: it gives them back; the usage counts from now on."""
+    charge.trusted, charge.factor = True, 1.0
+    recount(window, now, charge, ours(window), _given)
+
+
+def _given(entry: Any) -> int:
+    """What ``entry`` counts on a server that gives unused tokens back."""
+    used = getattr(entry, "used", None)
+    return entry.tokens if used is None else min(used, entry.tokens)
+
+
+def _probed(charge: Any, window: Any, now: float, probe: Any) -> None:
+    """The server admitted ``probe``: it counted ours in its window up to it at most at
+    the token quota, each rounded up (one token less each)."""
+    entries = ours(window)
+    counted = [e for e in entries if e.seq <= probe.seq]
+    estimated = sum(e.estimate for e in counted)
+    if estimated <= 0:
+        return
+    factor = max(1.0, (_limit(window) - len(counted)) / estimated)
+    if factor < charge.factor:
+        charge.factor = factor
+        recount(window, now, charge, entries)
+
+
+def _limit(window: Any) -> int:
+    """The token limit in force (a learned one, else the quota's)."""
+    return min(t.limit for t in window.tracks if t.quota.tokens)
+
+
+def ours(window: Any) -> list[Any]:
+    """Ours in ``window``'s log the server may count: admitted, not refunded nor refused (the
+    log of its first per-minute token quota, else of its first quota)."""
+    tracks = [t for t in window.tracks if t.quota.tokens and hasattr(t, "learns") and t.learns()]
+    track = tracks[0] if tracks else window.tracks[0]
+    return [e for e in getattr(getattr(track, "log", track), "entries", ())
+            if e.live and not e.refused]
+
+
+def recount(window: Any, now: float, charge: Any, entries: list[Any],
+            count: Any = None) -> None:
+    """Count ``entries`` at what ``charge`` says the server charged them (or ``count(entry)``),
+    settled or not."""
+    for entry in entries:
+        charged = charge.units(entry.estimate) if count is None else count(entry)
+        if charged == entry.tokens:
+            continue
+        for each in window.tracks:
+            if not each.quota.tokens:
+                continue
+            again = getattr(each, "recount", None)  # a learned quota's pacers
+            if again is not None:
+                again(now, entry, charged)
+            elif not hasattr(each, "rescale"):  # a log
+                each.adjust(now, entry, charged, entry.live)
+            elif entry.owner is window:  # a bucket settles once: only what is outstanding
+                each.rescale(now, entry, charged)
+        entry.tokens = charged

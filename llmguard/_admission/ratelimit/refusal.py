@@ -1,0 +1,104 @@
+"""What a 429 teaches about the limit a :class:`.window.Window` (``refill="auto"``) paces to:
+which quota ran out, and what the server admits of it.
+
+* **Which quota.** The one the 429's message names (:mod:`.named`: OpenAI's "on tokens per
+  min (TPM)", Anthropic's "input tokens per minute", Azure's "token rate limit"); when it names
+  none, the one nearest its limit by our own counts. Our counts can mislead: a server that
+  charges more tokens than our estimate refuses on tokens while the requests quota looks
+  fuller, and learning "the server admits 56 requests" then caps the wrong quota and leaves
+  the token one to overshoot again in the next window.
+* **What it admits.** A limit the message gives (``Limit 10000``) is the server's. Else the
+  server admitted what we had counted in its window: a 429 at the 60th request of a minute
+  means it admits 59, when that is near the quota (farther, the refusal is not ours alone).
+* **Tokens while the charge is a guess.** Before any answer has reported tokens
+  (:mod:`.charge`: ``opening``, or ``silent`` when answers come without readings) our token
+  count is our estimate scaled by a factor nobody measured. A refusal on tokens then measures
+  it: the server counted ours admitted before the refused one, at least the quota's worth, so
+  their estimates times ``limit / estimates`` is what it charges
+  (:meth:`.charge.Charge.refused`), kept from then on (nothing given back, as OpenAI does).
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .auto import AutoTrack
+from .log import Entry
+from .shape import TOLERANCE
+
+__all__ = ["learn_limit", "reset_of"]
+
+
+def learn_limit(window: Any, now: float, ticket: Entry | None,
+                named: Any = None) -> AutoTrack | None:
+    """The 429 to ``ticket`` (``named``: the quota its message names, a ``named.Named``, or
+    None) teaches ``window`` the limit its server admits. The track of the quota that ran out
+    (None: none known, or a daily one)."""
+    learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
+    if named is not None:
+        if not named.minute:
+            return None  # a daily quota ran out: nothing about the per-minute ones
+        learners = _of(learners, named)
+        if named.limit is not None and learners and named.limit < min(t.limit for t in learners):
+            for track in learners:
+                track.set_limit(now, named.limit)
+            window.shape.limits = f"; a 429 said the limit is {named.limit} {named.unit}"
+            return None
+    fullest, ratio, used = None, 0.0, 0
+    for track in learners:
+        mine = track.used(now, ticket)
+        need = (ticket.tokens if track.quota.tokens else 1) if ticket is not None else 0
+        if (mine + need) / track.limit > ratio:
+            fullest, ratio, used = track, (mine + need) / track.limit, mine
+    if fullest is None:
+        return None
+    charge = window.charge
+    if fullest.quota.tokens and charge is not None and not charge.heard and ticket is not None:
+        if charge.refused(window, now, ticket, min(t.limit for t in learners
+                                                   if t.quota.tokens is fullest.quota.tokens)):
+            window.shape.limits = (f"; a 429 on tokens: the server charges {charge.factor:.3g}x "
+                                   "our estimate, and keeps it")
+        return fullest
+    configured = fullest.quota.limit
+    if used >= fullest.limit or used < configured - max(2, configured // 10):
+        return fullest  # nothing lower, or not near the quota (or not ours alone)
+    for track in learners:
+        if track.quota.tokens is fullest.quota.tokens:
+            track.set_limit(now, used)
+    unit = "tokens" if fullest.quota.tokens else "requests"
+    window.shape.limits = f"; a 429 after {used} {unit} in the window: the server admits {used}"
+    return fullest
+
+
+def reset_of(now: float, track: AutoTrack | None, ticket: Entry | None,
+             seconds: float) -> str | None:
+    """Why a 429 asking for ``seconds`` (the quota of ``track`` ran out; no header read)
+    shows a fixed window starting afresh when the pause ends, else None. Its count was ours
+    alone (ours in the window and the refused request exceed the limit), so a sliding window
+    would admit again only when our oldest request leaves it, a bucket once it refilled the
+    request: a pause that ends before the one and after the other is a fixed window's
+    boundary. A pause of a window or more (LiteLLM's constant 60) says nothing."""
+    if track is None or ticket is None or seconds >= track.window - TOLERANCE:
+        return None
+    need = ticket.tokens if track.quota.tokens else 1
+    # against the quota as given: a limit learned from this 429 supposes ours alone
+    if seconds <= need * track.window / track.limit + TOLERANCE \
+            or track.used(now, ticket) + need <= track.quota.limit:
+        return None
+    oldest = min((e.time for e in track.log.entries if e.live and not e.refused), default=None)
+    if oldest is None or now + seconds >= oldest + track.window - TOLERANCE:
+        return None
+    return (f"a 429 asked for {seconds:g} s, before our oldest request leaves the window, ours "
+            "alone filling it: a fixed window starting afresh then")
+
+
+def _of(learners: list[AutoTrack], named: Any) -> list[AutoTrack]:
+    """The tracks of the quota ``named``: its unit (and part of the tokens: a window with
+    input or output quotas keeps the others out; one without counts them in its tokens)."""
+    tracks = [t for t in learners if t.quota.tokens is named.tokens]
+    if named.tokens and named.part:
+        parted = [t for t in tracks if t.quota.part == named.part]
+        return parted if parted or any(t.quota.part for t in learners) else tracks
+    return [t for t in tracks if not t.quota.part]

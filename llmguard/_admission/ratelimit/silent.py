@@ -1,0 +1,160 @@
+"""Probing a server that says nothing: no rate-limit header, no 429 while we keep to the quota.
+
+Paced as a sliding log (safe with any shape), a batch started 40 s into a clock minute sends a
+quota's burst, then waits a whole window, where a fixed clock-minute window (many gateways)
+admits a full quota again 20 s later, at its boundary. Nothing the server says shows that
+boundary, so it is probed, at the cost of at most one 429 per key (the issue's bound):
+
+1. When, just after a clock minute, a sliding window counting ours at arrival must still be
+   full (:func:`full`: ``limit`` of ours admitted within a window less the margin before) while
+   a fixed window starting at that minute has room for one more (:func:`fresh`), the head of
+   the line goes then, alone. Refused (429): a sliding window (or a bucket run dry): paced as
+   a sliding log from then on, never probed again. Served: no sliding window of the quota,
+   but a token bucket that refilled since our burst serves it as a fixed window does.
+2. Until the two are told apart, ours are paced by both (:class:`.auto.AutoTrack`): within
+   the fixed count from that minute and within what a token bucket of the quota still holds
+   (ours drain it). Once that bucket is dry (:func:`dry`) while the minute has room, one more
+   goes: a bucket must refuse it (a 429, the only one of the two probes: paced as a sliding
+   log), a fixed window serves it: learned, a fixed window at the clock minute.
+
+The bucket is bounded from ours alone (:meth:`.auto.AutoTrack.most`): ours go while it surely
+holds them (at most, less what it refills while ours are on the way, each end: the margin),
+the second probe once it surely cannot. A margin of half a unit's refill or more (unmeasured:
+0.5 s a minute, on a server whose answers time nothing) leaves no such moment: paced within
+both, safe with either, the shape stays unknown. A server that answers without any header is
+probed only once an answer was read (``MemoryBackend.unsaid``): a layer that reads none paces
+a strict sliding log. Not shared through Redis; input/output quotas (paced as the buckets
+Anthropic documents) only once a 429 asked for longer than a bucket refills.
+
+A reading ends it (:meth:`.shape.Shape.speak`): what the server says decides. A 429 of another
+request drops the hypothesis under test; one asking for longer than a bucket of ours refills
+(a gateway's "retry at the next minute") rules out a bucket, so a served first probe is then
+a fixed window at once, and the request it refused is not counted (the server counted none of
+it; a short one stays counted: its retry would meet the same 429 at once). Everything here
+takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .auto import AutoTrack
+
+__all__ = ["beyond", "dry", "due", "fresh", "full", "quiet", "served"]
+
+#: Why, while the first probe is pending and once it was served.
+SUPPOSED = ("no rate-limit header heard: a clock-minute window supposed, probed just after "
+            "the minute (a sliding window refuses it); paced as a sliding window until then")
+EITHER = ("a request beyond a sliding window was served just after the clock minute (no "
+          "rate-limit header): a fixed window or a token bucket; paced within both until one "
+          "beyond the bucket tells them apart")
+
+
+def quiet(shape: Any) -> bool:
+    """True while ``shape`` may be probed as a server that says nothing: nothing learned and
+    nothing heard, paced as a sliding window (not assumed a bucket), a probe left."""
+    return (shape is not None and shape.quiet and shape.kind == "unknown"
+            and not shape.assumed and shape.probes > 0)
+
+
+def _need(track: Any, tokens: int) -> int:
+    return tokens if track.quota.tokens else 1
+
+
+def _ours(track: AutoTrack, keep: Any) -> int:
+    """Units of ours in ``track``'s recent admissions the server counts (not refunded, not
+    refused) for which ``keep(entry)`` holds."""
+    return sum(track.weight(e) for e in track.recent
+               if e.live and not e.refused and keep(e.time))
+
+
+def full(track: AutoTrack, at: float, need: int) -> bool:
+    """True when a sliding window of ``track``'s quota, counting ours at arrival (up to the
+    margin after admission), must refuse ``need`` more admitted at ``at``: ours admitted after
+    ``at - window + margin`` leave no room for it, wherever in the margin each arrived."""
+    horizon = at - track.window + track.quota.margin
+    return _ours(track, lambda t: t > horizon) + need > track.limit
+
+
+def fresh(track: AutoTrack, boundary: float, need: int) -> bool:
+    """True when a fixed window starting at ``boundary`` has room for ``need`` more of ours:
+    those admitted from a margin before it on (counted after it, on arrival) leave room."""
+    start = boundary - track.quota.margin
+    return _ours(track, lambda t: t >= start) + need <= track.limit
+
+
+def dry(track: AutoTrack, now: float, need: int) -> bool:
+    """True when a token bucket of ``track``'s quota (full at most), drained by ours, must
+    refuse ``need`` more sent now (:meth:`.auto.AutoTrack.most`: ours paced within what it
+    surely holds, the first beyond it comes when it holds less than that for sure)."""
+    return track.most(now) < need
+
+
+def due(window: Any, now: float, tokens: int) -> float | None:
+    """When the head of ``window``'s blocked line (``tokens``) may go as a probe of a server
+    that says nothing (None: no probe to send). Supposes the clock minute it probes."""
+    shape = window.shape
+    if not quiet(shape) or shape.probe is not None:
+        return None
+    learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
+    if not learners or any(until > now and left < (tokens if unit else 1)
+                           for unit, (left, until, *_) in window.caps.items()):
+        return None
+    if shape.served:  # one beyond the bucket, within the minute
+        if not any(dry(t, now, _need(t, tokens)) for t in learners):
+            return None
+        at = now + max(t.fixed.wait(now, _need(t, tokens)) for t in learners)
+    else:
+        at = _first(shape, learners, now, tokens)
+        if at is None:
+            return None
+    for track in window.tracks:  # shorter quotas (rps, a burst) still hold it
+        if track not in learners:
+            at = max(at, now + track.wait(now, _need(track, tokens)))
+    return max(at, window.paused_until)
+
+
+def _first(shape: Any, learners: list[AutoTrack], now: float, tokens: int) -> float | None:
+    """When the first probe may go: just after the clock minute now passing (or the next),
+    when a sliding window must refuse it there and a fixed window from the minute has room."""
+    window, skew = shape.window, shape.skew()
+    epoch = now - (now + shape.offset) % window
+    for boundary in (epoch, epoch + window):
+        at = max(now, boundary + skew)
+        if any(full(t, at, _need(t, tokens)) for t in learners) \
+                and all(fresh(t, boundary, _need(t, tokens)) for t in learners):
+            if shape.candidate != boundary:
+                shape.candidate = None
+                shape.suppose(boundary, SUPPOSED)
+            return at
+    shape.candidate = None
+    return None
+
+
+def beyond(window: Any, now: float, tokens: int) -> bool:
+    """True when ``tokens`` admitted now by ``window`` go beyond its quotas as paced: the
+    probe of a server that says nothing (whichever way it was admitted: a window's ``take``,
+    or a composite backend's ``wait`` then ``add``)."""
+    shape = window.shape
+    return shape.candidate is not None and shape.probe is None and quiet(shape) \
+        and not all(t.fits(now, _need(t, tokens)) for t in window.tracks)
+
+
+def served(window: Any, now: float) -> bool:
+    """``window``'s probe was served (no header said anything): the first, a fixed window or
+    a bucket (paced within both from now on); the second, beyond the bucket, a fixed window
+    (True: the caller counts per window from now on, :func:`.learn.become_fixed`)."""
+    shape = window.shape
+    shape.probe = None
+    if shape.served:
+        return shape.confirm(True, "a request beyond what a token bucket of the quota holds "
+                                   "was served (no rate-limit header)")
+    if shape.bucketless:  # a 429 asked for longer than a bucket of ours refills
+        return shape.confirm(True, "a request beyond a sliding window was served (no "
+                                   "rate-limit header; a 429 asked for longer than a bucket "
+                                   "refills)")
+    shape.served, shape.late, shape.why = True, True, EITHER
+    for track in window.tracks:
+        if isinstance(track, AutoTrack) and track.learns():
+            track.become_fixed(now, shape.candidate)
+    return False
