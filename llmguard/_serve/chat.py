@@ -17,7 +17,6 @@ from starlette.responses import Response
 import llmguard as lg
 
 from .._core.jsonenc import encoder
-from .._upstream.http import ANSWER_BYTES
 from .abandon import Abandon
 from .errors import HTTPProblem, from_exception
 from .sse import StreamBody, event, relay
@@ -162,12 +161,7 @@ class ChatRoutes:
                 body["stream_options"] = {**options, "include_usage": True}
             with _ClientLeft(request, self.departures) as left:
                 call = self.gateway.start(model, tenant, body, priority)
-                kept: list[Any] = []  # the upstream's bytes of its answer (ANSWER_BYTES)
-                reset = ANSWER_BYTES.set(kept)
-                try:
-                    result = await self.gateway.run(model, call, abandon=left)
-                finally:
-                    ANSWER_BYTES.reset(reset)
+                result = await self.gateway.run(model, call, abandon=left)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-style answer
             return self.error(exc, tenant, name)
         headers = self.gateway.tenants.headers(tenant)
@@ -181,10 +175,6 @@ class ChatRoutes:
                 return StreamBody(self._one(result), headers=headers,
                                   media_type="text/event-stream",
                                   write_timeout=self.gateway.config.write_timeout)
-            if kept and kept[0] is result and kept[1].startswith(b"{"):
-                # The upstream's own answer, as parsed and untouched (the layers only read it;
-                # a cache hit or a default is another object): its bytes, not encoded again.
-                return Response(kept[1], 200, headers, _JSON)
             return json_response(result, 200, headers)
         stream = result
         stream.defer(lambda error: book.record(

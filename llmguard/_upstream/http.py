@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .._core.jsonenc import encoder
@@ -24,12 +23,7 @@ from .errors import HTTPError, TransportError
 if TYPE_CHECKING:
     from .._core.call import Call
 
-__all__ = ["ANSWER_BYTES", "HTTPUpstream", "undelivered"]
-
-#: Set to a list by whoever wants the bytes of the answer too (the gateway, to send them on
-#: instead of encoding the parsed answer again): ``_json`` puts ``[answer, bytes]`` there.
-#: Unset (other callers): nothing kept.
-ANSWER_BYTES: ContextVar[list[Any] | None] = ContextVar("llmguard_answer_bytes", default=None)
+__all__ = ["HTTPUpstream", "undelivered"]
 
 
 def undelivered(exc: BaseException) -> bool:
@@ -169,14 +163,10 @@ class HTTPUpstream:
                 response.release()
             status, headers = response.status, response.headers
         try:
-            answer = json.loads(raw)
+            return json.loads(raw)
         except ValueError:
             raise HTTPError(f"HTTP {status} from {self.where}: the answer is not JSON "
                             f"({raw[:80]!r})", status_code=502, headers=headers) from None
-        kept = ANSWER_BYTES.get()
-        if kept is not None:  # the gateway answers with these bytes if nothing replaced them
-            kept[:] = (answer, raw)
-        return answer
 
     async def _kept_alive(self, path: str, request: dict[str, Any],
                           call: Call | None) -> tuple[int, Any, bytes]:
