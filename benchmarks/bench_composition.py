@@ -9,9 +9,9 @@ Each contender sends 3x the quota at once (``--demand``) to four simulated serve
 * token bucket: 60 RPM and 10,000 TPM buckets refilling continuously, charging the prompt plus
   ``max_tokens`` (200) up front, OpenAI's headers (TPM binds: about 47 requests a minute);
 * sliding window: at most 60 requests in any 60 s, the reset when the oldest leaves;
-* the fixed window without rate-limit headers (its 429 says when to retry), and a fixed and a
-  sliding RPM window sending none and a bare 429 (no retry-after): the default probes them
-  just after a clock minute (``_admission/ratelimit/silent.py``);
+* the fixed window and the token bucket without rate-limit headers (a 429 says when to
+  retry), and a fixed and a sliding RPM window sending none and a bare 429 (no retry-after):
+  the default probes them just after a clock minute (``_admission/ratelimit/silent.py``);
 * clock-minute proxy: LiteLLM's proxy, ``rpm - 1`` per wall-clock minute, ``remaining`` without
   a reset and a 429 carrying only ``llm_provider-retry-after: 60``;
 * input/output buckets (the default stack only): Anthropic's RPM, ITPM and OTPM buckets, output
@@ -143,6 +143,12 @@ def token_bucket() -> QuotaServer:
     return TokenBucketServer(**_options(BUCKET_TPM))
 
 
+def token_bucket_silent() -> QuotaServer:
+    """The token bucket without rate-limit headers (its 429s say when to retry): it refills
+    between two answers, so a probe an answer after the last fits it whatever it charges."""
+    return TokenBucketServer(**_options(BUCKET_TPM), rate_limit_headers=False)
+
+
 def sliding_window() -> QuotaServer:
     return SlidingWindowServer(**_options(FIXED_TPM))
 
@@ -160,7 +166,7 @@ def queueing_proxy() -> QuotaServer:
 SERVERS: dict[str, Callable[[], QuotaServer]] = {
     "fixed window": fixed_window, "fixed window, no headers": fixed_window_silent,
     "fixed window (rpm), no headers, bare 429": fixed_window_mute,
-    "token bucket": token_bucket,
+    "token bucket": token_bucket, "token bucket, no headers": token_bucket_silent,
     "sliding window": sliding_window,
     "sliding window (rpm), no headers, bare 429": sliding_window_mute, "clock-minute proxy (rpm - 1)": proxy,
     "queueing proxy (4 workers)": queueing_proxy}

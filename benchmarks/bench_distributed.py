@@ -35,9 +35,18 @@ headers counting answers; demand 3x the quota), a sliding window; real 60 s wind
 Wall time over the server's own ideal (``QuotaServer.ideal_time``), 429s, the most one server
 window saw.
 
+Then the queueing-proxy table: LiteLLM's proxy under load (a request counted when one of its 4
+workers takes it, headers counting answers, ``remaining`` without a reset), demand 3x the quota
+at once, started 40 s and 57 s into its minute (late in a minute, few answers come before the
+boundary: its first answers after it, which count every process's requests, decide). Side by
+side: two processes sharing Redis (defaults, ``Retry(attempts=4)`` around each), one process in
+memory with the whole demand, and tenacity + aiolimiter in each of two processes at half the
+quota each (what a careful user without shared state writes).
+
     python benchmarks/bench_distributed.py [--url redis://127.0.0.1:6379/0] [--shapes-only]
-        [--overhead-only]
-    (~1 minute, the shapes table ~11 more)
+        [--overhead-only] [--queueing-only [--window SECONDS]]
+    (~1 minute, the shapes table ~11 more, the queueing table ~25 more; --window 10 compresses
+    the proxy's minute to 10 s, the table to ~5 minutes)
 """
 
 from __future__ import annotations
@@ -244,6 +253,98 @@ def shapes_table(url: str) -> None:
         print(f"{shape:<16}{rpm:>6}{calls:>6}  {cells[0]:<34}{cells[1]:<30}")
 
 
+#: The queueing-proxy table: (quota per minute, calls, seconds into the minute each run starts)
+#: per row; its contenders.
+QUEUEING = ((300, 900, 40.0), (300, 900, 57.0))
+QUEUEING_CONTENDERS = ("llmguard, 2 processes on Redis", "llmguard, 1 process in memory",
+                       "tenacity + aiolimiter, 2 processes (quota/2 each)")
+
+
+async def queueing(url: str, contender: str, rpm: int, calls: int, into: float,
+                   window: float) -> tuple[float, int, int, int, str]:
+    """``calls`` at once behind LiteLLM's proxy under load (a request counted when one of its 4
+    workers takes it from its queue, its headers counting answers), ``into`` s into its
+    minute (``window`` s: 60 real, less to compress time; llmguard's quotas then get the same
+    window, its margin scaled from the default): (wall / ideal, 429s, calls failed, most in
+    one server window, the shape learned). ``Retry(attempts=4)`` around each llmguard
+    ``RateLimit(rpm=...)``; tenacity as the OpenAI cookbook has it (``wait_random_exponential
+    (1, 60)``, 6 attempts, scaled with the window) around an ``AsyncLimiter`` per process."""
+    import contextvars
+
+    from llmguard.testing import ProxyWindowServer
+
+    scale = window / 60.0
+    await asyncio.sleep((into * scale - time.time() % window) % window)
+    loop = asyncio.get_running_loop()
+    server = ProxyWindowServer(rpm=rpm, latency=0.4 * scale, workers=4, reports="answered",
+                               window=window)
+    caller: contextvars.ContextVar = contextvars.ContextVar("caller", default=None)
+    server.on_headers.append(lambda headers: caller.get() and caller.get().observe_headers(headers))
+    request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    layers: list[lg.RateLimit] = []
+    sends = []
+    if contender.startswith("tenacity"):
+        from aiolimiter import AsyncLimiter
+        from tenacity import AsyncRetrying, stop_after_attempt, wait_random_exponential
+
+        for _ in range(2):
+            limiter = AsyncLimiter(rpm // 2, window)
+
+            async def send(limiter: AsyncLimiter = limiter) -> object:
+                async for attempt in AsyncRetrying(
+                        wait=wait_random_exponential(min=scale, max=60 * scale),
+                        stop=stop_after_attempt(6), reraise=True):
+                    with attempt:
+                        await limiter.acquire()
+                        return await server.acompletion(**request)
+                raise AssertionError("unreachable")
+            sends.append(send)
+    else:
+        prefix = f"bench-queueing-{uuid.uuid4().hex[:8]}"
+        shared = contender.endswith("Redis")
+        for i in range(2 if shared else 1):
+            layer = lg.RateLimit(rpm=rpm, backend=RedisBackend(url, prefix=prefix)
+                                 if shared else None)
+            if window != 60.0:
+                margin = 0.5 * scale
+                layer.quotas = (Quota(rpm, window + margin, False, learn=True, margin=margin),)
+            layers.append(layer)
+            guarded = lg.Pipeline(lg.Retry(attempts=4, seed=i), layer)
+
+            async def ask(layer: lg.RateLimit = layer) -> object:
+                caller.set(layer)
+                return await server.acompletion(**request)
+            sends.append(guarded.wrap(ask))
+    start = loop.time()
+    results = await asyncio.gather(*(sends[i % len(sends)]() for i in range(calls)),
+                                   return_exceptions=True)
+    wall = loop.time() - start
+    stats = server.statistics()
+    learned = layers[0].statistics().shape.split(" (")[0] if layers else "-"
+    for layer in layers:
+        if isinstance(layer.backend, RedisBackend):
+            await layer.backend.aclose()
+    failed = sum(isinstance(r, BaseException) for r in results)
+    return (wall / server.ideal_time(calls, start=start), stats.rate_limited, failed,
+            stats.peak_window_requests, learned)
+
+
+def queueing_table(url: str, window: float = 60.0) -> None:
+    print(f"\nLiteLLM's proxy under load (4 workers, counted when taken, headers counting "
+          f"answers), {window:g} s minutes, demand 3x at once (wall / the server's ideal, "
+          "429s, calls failed, most in one server window, shape learned):")
+    print(f"{'quota':>6}{'calls':>6}{'start':>7}  " + "".join(f"{c:<46}" for c in QUEUEING_CONTENDERS))
+    for rpm, calls, into in QUEUEING:
+        cells = []
+        for contender in QUEUEING_CONTENDERS:
+            ratio, refused, failed, peak, learned = asyncio.run(
+                queueing(url, contender, rpm, calls, into, window))
+            cells.append(f"{ratio:5.2f}x {refused:>3} 429s {failed:>2} failed peak {peak:>3} "
+                         f"{learned:<7}")
+        print(f"{rpm:>6}{calls:>6}{f':{into:02.0f}':>7}  " + "".join(f"{c:<46}" for c in cells),
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
@@ -251,7 +352,14 @@ def main() -> None:
                         help="only the table of learned shapes shared through Redis")
     parser.add_argument("--overhead-only", action="store_true",
                         help="only the per-call overhead table")
+    parser.add_argument("--queueing-only", action="store_true",
+                        help="only the queueing-proxy table (two processes, one, tenacity)")
+    parser.add_argument("--window", type=float, default=60.0,
+                        help="the queueing-proxy table's minute, seconds (less compresses it)")
     args = parser.parse_args()
+    if args.queueing_only:
+        queueing_table(args.url, args.window)
+        return
     if args.overhead_only:
         overhead_table(args.url)
         return
@@ -267,6 +375,7 @@ def main() -> None:
         print(f"{mode:<22}{ok:>12}{rejected:>8}{ok / quota:>11.1%}")
     overhead_table(args.url)
     shapes_table(args.url)
+    queueing_table(args.url, args.window)
 
 
 if __name__ == "__main__":

@@ -426,3 +426,14 @@ def test_a_bursts_readings_calibrate_what_the_server_charges_against_the_estimat
     assert window.charge.factor == pytest.approx(1.1)
     assert all(entry.tokens == 110 for entry in burst)
     assert window.take(2.0, 100).tokens == 110
+
+
+def test_an_assumed_bucket_admits_what_its_wait_says():
+    """An input/output token quota not learned yet is paced as the bucket Anthropic documents
+    (``Shape.assumed``): when its wait says 0, ``take`` admits (the log, full, does not pace
+    it: a wait of 0 that admits nothing would spin the line)."""
+    window = Window((Quota(100, 60.5, True, learn=True, margin=0.5, part="input"),))
+    assert window.shape.pacing == "bucket" and window.shape.kind == "unknown"
+    assert window.take(0.0, 50) is not None and window.take(0.0, 50) is not None
+    assert window.wait(31.0, 50) == 0.0
+    assert window.take(31.0, 50) is not None

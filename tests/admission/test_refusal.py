@@ -199,3 +199,36 @@ def test_a_pause_ending_before_our_oldest_leaves_shows_a_fixed_window(
         assert w.shape.epoch == pytest.approx(60.0)
         w.adjust(46.5, refused, 212)
         assert w.wait(60.0 + w.shape.skew() + 0.01, 212) == 0.0
+
+
+def test_a_give_back_probe_a_refilled_bucket_would_admit_proves_nothing() -> None:
+    """Our bare estimates leave no room, the answers' usage (100 of 400 each) would: the
+    give-back probe goes 30 s after ours, when a token bucket of the quota (1,000 a minute)
+    has refilled 500. Admitted, it shows nothing: such a bucket admits it whatever it gives
+    back (headerless token bucket: trusted, then 5 429s). Not trusted, and no further test."""
+    w = window(tpm=1000)
+    for entry in admit(w, 0.0, 400, 2):
+        w.adjust(2.0, entry, 100)
+    probe = w.take(30.0, 300)
+    assert probe is not None and w.charge.testing
+    w.adjust(32.0, probe, 100)
+    assert w.take(32.0, 300) is not None  # the next probe, as its answer is read
+    assert w.charge.how == "silent" and w.charge.refills and w.charge.factor == OPENING
+    w.adjust(34.0, w.charge.probing, 100)
+    assert w.take(34.0, 300) is None and w.wait(34.0, 300) > 0.0  # no test goes again
+
+
+def test_a_429_to_one_sent_just_before_the_probe_is_the_probes() -> None:
+    """Sent within the margin before the probe of a server that says nothing, a request may
+    arrive after it: its 429 is the probe's refusal (the probe went beyond our count, the
+    rest fit). One sent earlier, or after the probe, is not."""
+    from types import SimpleNamespace
+
+    from llmguard._admission.ratelimit.silent import overtaken
+
+    probe = Entry(10.0, 1)
+    shape = SimpleNamespace(probe=probe, quiet=True, margin=0.05)
+    assert overtaken(shape, Entry(9.97, 1)) and overtaken(shape, Entry(10.0, 1))
+    assert not overtaken(shape, Entry(9.9, 1)) and not overtaken(shape, Entry(10.01, 1))
+    shape.quiet = False  # the server said something: no silent probe under way
+    assert not overtaken(shape, Entry(9.97, 1))

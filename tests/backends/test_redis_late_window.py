@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 
+from llmguard._admission.ratelimit import fixed
 from llmguard._admission.ratelimit.window import Quota
 from llmguard._core import clock
 from llmguard.backends.redis import RedisBackend, _learned_scripts
@@ -124,3 +125,24 @@ async def test_two_processes_before_a_queueing_proxy_get_no_tail_refused(
     assert all(layer.statistics().shape.startswith("fixed") for layer in layers)
     for layer in layers:
         await layer.backend.aclose()
+
+
+@pytest.mark.parametrize("late", [True, False])
+async def test_a_clock_boundary_waits_only_the_clocks_skew_past_it(redis_url, redis_prefix, late):
+    """A full fixed window of 4 s (margin 2 s) waits for the next one: on the wall clock's
+    minute (``late``: learned from a server that never pointed to it) only the clocks' skew
+    past its boundary, as ``fixed.FixedCount`` in memory; a boundary read from a reset the
+    margin past it (an admission that late may be counted before it). Measured as the wait
+    Redis asks for, against the boundary published: round trips far under the margin."""
+    quotas = (Quota(3, 6.0, False, learn=True, margin=2.0),)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    loop = asyncio.get_running_loop()
+    boundary = loop.time() + 3.0
+    await publish(backend, boundary - loop.time(), "0", late)
+    assert await admitted(backend, quotas, 3) == 3
+    wait, ticket = await backend.reserve(None, quotas, 0)
+    assert ticket is None
+    past = wait - (boundary - loop.time())  # how far past the boundary it may go
+    early = fixed.skew(2.0, 4.0, True)
+    assert (abs(past - early) < 0.5) if late else (abs(past - 2.0) < 0.5), past
+    await backend.aclose()

@@ -82,16 +82,17 @@ class AutoTrack:
     def fits(self, now: float, tokens: int) -> bool:
         shape = self.shape
         kind = shape.kind
-        if kind != "bucket" and kind != "fixed":  # the log paces (``_pacer``): every admission
+        if kind != "bucket" and kind != "fixed":  # as ``wait``, without ``_pacer`` if it can
             if shape.served and self._both():  # what a bucket surely holds, and the minute
                 need = tokens if self.quota.tokens else 1  # (``fits`` is given the tokens)
                 return self.most(now) >= need + self.slack() and self.fixed.fits(now, tokens)
-            # ``self.log.fits(now, tokens)``, written out: twice on every admission
-            log = self.log
-            entries = log.entries
-            if entries and entries[0].time <= now - log.span:
-                log.expire(now)
-            return log.used + (tokens if log.tokens else 1) <= log.limit
+            if not shape.assumed:  # the log paces an unknown shape (a bucket if assumed)
+                # ``self.log.fits(now, tokens)``, written out: twice on every admission
+                log = self.log
+                entries = log.entries
+                if entries and entries[0].time <= now - log.span:
+                    log.expire(now)
+                return log.used + (tokens if log.tokens else 1) <= log.limit
         return self._pacer().fits(now, tokens)
 
     def wait(self, now: float, need: int) -> float:

@@ -52,7 +52,7 @@ class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
     __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
-                 "trusted")
+                 "trusted", "refills")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -70,6 +70,9 @@ class Charge:
         #: it does, the usage is what counts).
         self.probing: Any = None
         self.testing = self.trusted = False
+        #: A give-back probe was admitted that a token bucket refilling since ours went would
+        #: admit too (nothing given back): the test proves nothing there, and ends.
+        self.refills = False
 
     def units(self, estimate: int) -> int:
         """Tokens to reserve for a call estimated at ``estimate``."""

@@ -12,6 +12,7 @@ from typing import Any
 from . import probing, silent
 from .auto import AutoTrack
 from .log import Entry, Log
+from .others import ours as _units, sent_by as _sent_by, theirs
 from .refusal import learn_limit, reset_of
 from .shape import TOLERANCE, read_reset
 
@@ -35,9 +36,10 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     server = track.limit
     if shape.candidate is not None:
         # ours answered within a window (the ticket, answered now, too): what any server
-        # still counts of ours in a sliding window
+        # still counts of ours in a sliding window (and of the other processes': ``theirs``)
         answered = _units(track, lambda e: e.time > now - track.window
-                          and (e.answered <= now or e is ticket))
+                          and (e.answered <= now or e is ticket)) \
+            + theirs(window, track, lambda e: e.time > now - track.window and e.answered <= now)
         jump = shape.jumped(tokens, remaining, server, answered, now)
         if jump is not None:
             if shape.confirm(True, jump):
@@ -48,7 +50,9 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     if shape.candidate is not None and since is not None and ticket is not None \
             and ticket.seq >= since[0]:
         ours = (ticket.tseq + ticket.tokens - since[1]) if tokens else ticket.seq - since[0] + 1
-        fresh = _fresh(shape, track, tokens, remaining, server, ours, ticket, now)
+        start = shape.candidate + shape.skew()  # as ``Window.add`` sets ``since``
+        ours += theirs(window, track, lambda e: start <= e.time <= ticket.time)
+        fresh = _fresh(window, track, tokens, remaining, server, ours, ticket, now)
         if fresh is None:
             shape.defer()
         elif shape.confirm(fresh, f"{remaining} of {server} "
@@ -59,6 +63,8 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         epoch = now - wall % shape.window
         boundary = shape.next_boundary(epoch, now)
         last = track.log.entries[-1].time if track.log.entries else None
+        if shape.others is not None and (latest := shape.others.latest()) is not None:
+            last = latest if last is None else max(last, latest)  # the server counts theirs too
         if last is not None and last < boundary - shape.window - shape.margin:
             # nothing of ours sent since the last boundary (answers come late from a server
             # that queues) nor within the margin before it (counted on either side): the next
@@ -88,7 +94,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     # sliding window reads as a bucket: reset ~ a window, remaining ~ 0).
     shape.bucketless = shape.bucketless or remaining < server
     if kind == "fixed":
-        others = (limit or server) - remaining - _sent_by(track, ticket)
+        others = (limit or server) - remaining - _sent_by(window, track, ticket)
         if others > 0:  # the server's oldest may be another's: the reset fits a sliding window
             unit = "tokens" if tokens else "requests"
             shape.suppose(boundary, f"{why}, but the server counts {others} {unit} we had not "
@@ -101,7 +107,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         shape.learn("sliding", why)
 
 
-def _fresh(shape: Any, track: AutoTrack, tokens: bool, remaining: int, server: int, ours: int,
+def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: int, ours: int,
            ticket: Entry, now: float) -> bool | None:
     """True when ``remaining`` in the answer to ``ticket``, the first of ours sent after the
     candidate boundary (``ours`` of ours sent since it, up to the ticket), shows the server
@@ -115,16 +121,21 @@ def _fresh(shape: Any, track: AutoTrack, tokens: bool, remaining: int, server: i
     seconds later. Read that way, the reading is still a fixed window's when a sliding one
     could not report it: above what is left of the quota after ours sent within a window
     before the ticket; its ``remaining`` then caps nothing (``shape.by_answer``). None when
-    it fits both (all of ours the server could count were sent within a window): undecided."""
+    it fits both (all of ours the server could count were sent within a window): undecided.
+    With other processes sharing the quota (``Shape.others``), "ours" are every process's
+    (``ours`` counts theirs since the boundary already)."""
+    shape = window.shape
     tolerance = max(1, server // 20)
     if remaining >= server - ours - tolerance:
         return True
     boundary = shape.candidate
     counted = _units(track, lambda e: e.time < boundary <= e.answered <= now) \
-        + _units(track, lambda e: boundary <= e.time and e.seq <= ticket.seq)
+        + _units(track, lambda e: boundary <= e.time and e.seq <= ticket.seq) \
+        + theirs(window, track, lambda e: e.time < boundary <= e.answered <= now
+                 or boundary <= e.time <= ticket.time)
     if counted <= ours or remaining < server - counted - tolerance:
         return False
-    shape.by_answer = remaining > server - _sent_by(track, ticket) + tolerance
+    shape.by_answer = remaining > server - _sent_by(window, track, ticket) + tolerance
     return True if shape.by_answer else None
 
 
@@ -182,25 +193,6 @@ def settled(window: Any, now: float, live: int) -> None:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
 
 
-def _units(track: AutoTrack, keep: Any) -> int:
-    """Units of ours in ``track``'s recent admissions for which ``keep(entry)`` holds, those
-    refunded (never sent) or refused (the server counts none of them) left out."""
-    return sum(track.weight(entry) for entry in track.recent
-               if entry.live and not entry.refused and keep(entry))
-
-
-def _sent_by(track: AutoTrack, ticket: Entry) -> int:
-    """Units of ours in ``track``'s log admitted up to ``ticket`` (what the server counted of
-    ours when it answered it; refused ones left out, as the server counts none of them)."""
-    sent = 0
-    for entry in track.log.entries:
-        if entry.seq > ticket.seq:
-            break
-        if not entry.refused:
-            sent += track.weight(entry)
-    return sent
-
-
 def become_fixed(window: Any, now: float) -> None:
     """The shape became a fixed window: count per window, drop the caps and the pause read
     under the sliding assumption (the server starts afresh at each boundary), but for a short
@@ -233,7 +225,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     long = ticket is not None and seconds > TOLERANCE + max(
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))
-    probe = ticket is not None and ticket is shape.probe
+    probe = ticket is not None and (ticket is shape.probe or silent.overtaken(shape, ticket))
     if probe:
         shape.confirm(False, "a probe was refused (429)")
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)

@@ -47,7 +47,7 @@ def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
     entries, limit = ours(window), _limit(window)
     if sum(e.estimate for e in entries) + estimate <= limit:
         return True
-    return sum(_given(e) for e in entries) + charge.units(estimate) <= limit
+    return not charge.refills and sum(_given(e) for e in entries) + charge.units(estimate) <= limit
 
 
 def probe(charge: Any, window: Any, now: float, estimate: int) -> Any:
@@ -57,7 +57,10 @@ def probe(charge: Any, window: Any, now: float, estimate: int) -> Any:
     last, charge.probing = charge.probing, None
     if last is not None and last.live and not last.refused:
         if charge.testing:
-            _trusted(charge, window, now)
+            if _refilled(window, last):
+                charge.refills = True
+            else:
+                _trusted(charge, window, now)
         else:
             _probed(charge, window, now, last)
     tokens = charge.units(estimate)
@@ -78,6 +81,41 @@ def _trusted(charge: Any, window: Any, now: float) -> None:
     room for: it gives them back; the usage counts from now on."""
     charge.trusted, charge.factor = True, 1.0
     recount(window, now, charge, ours(window), _given)
+
+
+def _bucket(window: Any) -> Any:
+    """The token track a token bucket of ``window``'s server would be of (None: no bucket:
+    the shape is a fixed window, or a 429 asked for longer than a bucket refills)."""
+    shape = window.shape
+    if shape is not None and (shape.kind == "fixed" or shape.bucketless):
+        return None
+    tracks = [t for t in window.tracks if t.quota.tokens and hasattr(t, "learns") and t.learns()]
+    return min(tracks, key=lambda t: t.limit) if tracks else None
+
+
+def _refills(window: Any, probe: Any, count: Any) -> float:
+    """The most a token bucket of the quota (full at most, refilling ``limit / window`` a
+    second) can hold when ``probe`` arrives (within the margin), less ours up to it, each
+    counted at ``count(entry)``: the least over each of ours of the quota plus the refill
+    since it, less ours since (inf: no bucket, :func:`_bucket`)."""
+    track = _bucket(window)
+    if track is None:
+        return float("inf")
+    limit, rate = track.limit, track.limit / track.window
+    last, counted, most = probe.time + track.quota.margin, 0.0, float("inf")
+    for entry in reversed(ours(window)):
+        if entry.seq <= probe.seq:
+            counted += count(entry)
+            most = min(most, limit + rate * (last - entry.time) - counted)
+    return most
+
+
+def _refilled(window: Any, probe: Any) -> bool:
+    """True when a token bucket that gives nothing back could have admitted ``probe``, ours
+    counted as reserved: its admission shows no give-back then. A bucket refills a request's
+    worth between two answers, so a probe an answer after the last fits one (strict token
+    bucket: trusted at 18 s, then 5 429s, 12 more a window later)."""
+    return _refills(window, probe, lambda e: e.tokens) >= 0
 
 
 def _given(entry: Any) -> int:

@@ -76,7 +76,8 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless",
-                 "by_answer", "late", "last", "assumed", "hold", "quiet", "served", "offset")
+                 "by_answer", "late", "last", "assumed", "hold", "quiet", "served", "offset",
+                 "others")
 
     def __init__(self, window: float, margin: float, assumed: str = "") -> None:
         self.kind = "unknown"
@@ -126,6 +127,9 @@ class Shape:
         #: its first probe was served; ``offset``: wall clock less loop time (clock minutes).
         self.quiet: bool | None = None
         self.served, self.offset = False, 0.0
+        #: The other processes' admissions (a shared backend's :class:`.others.Others`), read
+        #: with ours: the server counts theirs too. None in memory (there are none).
+        self.others: Any = None
 
     @classmethod
     def of(cls, quotas: list[Any]) -> Shape:

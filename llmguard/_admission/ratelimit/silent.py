@@ -40,7 +40,7 @@ from typing import Any
 
 from .auto import AutoTrack
 
-__all__ = ["beyond", "dry", "due", "fresh", "full", "quiet", "served"]
+__all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "served"]
 
 #: Why, while the first probe is pending and once it was served.
 SUPPOSED = ("no rate-limit header heard: a clock-minute window supposed, probed just after "
@@ -158,3 +158,15 @@ def served(window: Any, now: float) -> bool:
         if isinstance(track, AutoTrack) and track.learns():
             track.become_fixed(now, shape.candidate)
     return False
+
+
+def overtaken(shape: Any, ticket: Any) -> bool:
+    """True when a 429 to ``ticket``, not the probe of a server that says nothing, is the
+    probe's refusal all the same: ``ticket`` went within the margin before the probe, so the
+    probe may have arrived first (0-10 ms of jitter reorder a burst) and been counted, and
+    this one, the last to arrive, refused in its place. Ours without the probe fit the
+    quota as we count it: the probe is what went beyond. Read as another's 429, it dropped
+    the hypothesis and the probe (served) went again: a second 429."""
+    probe = shape.probe
+    return (probe is not None and shape.quiet and probe.live and not probe.refused
+            and probe.time - shape.margin <= ticket.time <= probe.time)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from ._bucket_scripts import PRELUDE
 from ._fence import FENCE
 from ._fixed_scripts import FIXED
+from ._peek import PEEK
 from ._scripts import CAPS
 
 __all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
@@ -96,23 +97,30 @@ end
 #: margin, the log's span), slack, known marker, proposed marker, probe ('' none, 'vouched':
 #: admit whatever the pacers say, 'room': if the quota has room as the server counts it), the
 #: number of settlements carried, this process's token charge to share (``charge.Charge.shared``;
-#: '' nothing new), the settlements' SETTLE arguments (5 each), then limit/window/is_tokens/
+#: '' nothing new), what the other processes sent lately to return (``_peek``: '' nothing), the
+#: shape assumed until one is learned ('bucket': ``shape.Shape.assumed``, unless a process found
+#: it is not, ``unassumed``; '' a sliding log), the settlements' SETTLE arguments (5 each), then
+#: limit/window/is_tokens/
 #: learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
 #: -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
-#: why, version, late ('1' or ''), the shared charge (''), marker}.
+#: why, version, late ('1' or ''), the shared charge (''), the others' admissions
+#: (``_peek``), marker}.
 RESERVE = PRELUDE + SETTLING + """
 local log, shape, done = KEYS[2], KEYS[4], KEYS[5]
-local Q = 10 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
+local Q = 12 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
 if ARGV[9] ~= '' then  -- what one process learned of the server's token charge, for all
   redis.call('HSET', shape, 'charge', ARGV[9])
   redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
 end
 local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
+local peek = ARGV[10]
 """ + FENCE + """
-local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge')
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed')
 local kind, epoch, lims, why = got[1] or 'unknown', tonumber(got[2] or ''), got[3] or '', got[4] or ''
+-- input/output token quotas not learned yet: paced as the buckets Anthropic documents
+local assumed = kind == 'unknown' and ARGV[11] == 'bucket' and not got[8]
 -- a fixed window counted late keeps the window before the current one (ours in flight carried)
 local late = kind == 'fixed' and epoch ~= nil and got[6] == '1'
 local keep = late and 2 * horizon or horizon
@@ -128,10 +136,12 @@ if step > 0 then  -- the clock stepped back: shift every time kept by the step
   if epoch then epoch = epoch - step; redis.call('HSET', shape, 'epoch', fmt(epoch)) end
 end
 -- the settlements first (this process's, queued since its last round trip: ``_learning``)
-for j = 10, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+for j = 12, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+""" + PEEK + """
 local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
   return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
-          epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', got[6] or '', got[7] or '', mark}
+          epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', got[6] or '', got[7] or '',
+          peeked(), mark}
 end
 if ready > now then return reply(0, ready - now + slack, '0', '0', ready - now, 0, '') end
 redis.call('ZREMRANGEBYSCORE', log, '-inf', now - keep)
@@ -179,7 +189,7 @@ for i = Q, #ARGV, 5 do
       end
     end
   end
-  if kind == 'bucket' and learns then
+  if (kind == 'bucket' or assumed) and learns then
     if level < unit then wait = math.max(wait, (unit - level) / rate + slack) end
     avail = level
   elseif kind == 'fixed' and learns and epoch then

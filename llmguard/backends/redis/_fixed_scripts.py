@@ -1,8 +1,11 @@
 """Lua for a learned fixed window in Redis (``refill="auto"``): ``fixed.FixedCount`` on the
 shared log, a fragment of ``_auto_scripts.RESERVE``'s loop over the quotas.
 
-The count of a window is the log's units admitted in it, an admission within ``margin`` of a
-boundary counting in both windows. A server that counts a request late (LiteLLM's proxy counts
+The count of a window is the log's units admitted in it, an admission within ``margin`` before a
+boundary or within its skew after it counting in both windows (``fixed.skew``: the margin for a
+boundary read from a reset; for one on the wall clock's minute, only the clocks' skew,
+``fixed.CLOCK_SKEW`` per minute: the shape hash's ``late``, which marks a clock minute learned
+from a server that never pointed to it, as ``shape.Shape.late`` does in memory). A server that counts a request late (LiteLLM's proxy counts
 it when a worker takes it from its queue: the shape hash's ``late``) may count ours admitted in
 the window before and still in flight at its boundary in the new one, so the current window's
 count also holds those, from every process: admitted in the window before (its later window is
@@ -14,16 +17,21 @@ a refund (it never left) gives its units back, a new token count replaces the re
 
 The fragment reads the loop's locals (``n``, ``window``, ``margin``, ``tok``, ``unit``,
 ``limit``) and the script's (``epoch``, ``late``, ``keep``, ``units``, ``done``, ``log``), and
-sets ``wait`` (the margin past the start of the first window with room) and ``avail``.
+sets ``wait`` (the skew past the start of the first window with room) and ``avail``.
 """
 
 from __future__ import annotations
+
+from ..._admission.ratelimit.fixed import CLOCK_SKEW
 
 __all__ = ["FIXED"]
 
 #: Lua: the fixed-window pacer of quota ``n`` (see the module's docstring).
 FIXED = """
     local W = window - margin
+    -- how far the boundary may be off early (``fixed.skew``): on the wall clock's minute (a
+    -- window counted late is one: ``shape.Shape.late``) only the clocks' skew, else the margin
+    local early = late and math.min(margin, """ + repr(CLOCK_SKEW) + """ * W / 60) or margin
     local function index(t) return math.floor((t - epoch) / W) end
     local current = index(now)
     local function carried()  -- ours in flight at the boundary of the current window
@@ -43,18 +51,18 @@ FIXED = """
     end
     local carry = late and carried() or 0
     local function count(idx)
-      return units(epoch + idx * W - margin, epoch + (idx + 1) * W + margin, tok) + (idx == current and carry or 0)
+      return units(epoch + idx * W - margin, epoch + (idx + 1) * W + early, tok) + (idx == current and carry or 0)
     end
     local at, most = now, 0
     for _ = 1, 4 do
       local blocked = nil
-      for _, idx in ipairs({index(at - margin), index(at + margin)}) do
+      for _, idx in ipairs({index(at - early), index(at + margin)}) do
         local c = count(idx)
         if at == now then most = math.max(most, c) end
         if c + unit > limit and c > 0 and (blocked == nil or idx > blocked) then blocked = idx end
       end
       if blocked == nil then break end
-      at = epoch + (blocked + 1) * W + margin + 1e-6
+      at = epoch + (blocked + 1) * W + early + 1e-6
     end
     if at > now then wait = math.max(wait, at - now + slack) end
     avail = limit - most

@@ -104,8 +104,11 @@ if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 return 1
 """
 
-#: KEYS: log, shape. ARGV: the log member of the refused request, then limit/window/is_tokens/
-#: learns/margin per quota. Marks the member refused (``id:r:tokens``: still paced by, not
+#: KEYS: log, shape. ARGV: the log member of the refused request, '1' when no bucket is assumed
+#: (any more: ``shape.Shape.assumed``, dropped by a 429 asking for longer than a bucket refills
+#: the request; input/output token quotas, for every process: ``unassumed``, read by
+#: ``_auto_scripts.RESERVE``), then limit/window/is_tokens/learns/margin per quota. Marks the
+#: member refused (``id:r:tokens``: still paced by, not
 #: counted by a probe), then ``refusal.learn_limit`` on the shared log: the unit nearest its
 #: limit ran out, so the server admits what every process had in its window (the fixed window
 #: of the learned boundary, else the last window) before the refused request; recorded as the
@@ -114,6 +117,9 @@ return 1
 REFUSED = """
 local log, shape = KEYS[1], KEYS[2]
 local function fmt(x) return string.format('%.17g', x) end
+if ARGV[2] == '1' and redis.call('HSETNX', shape, 'unassumed', '1') == 1 then
+  redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
+end
 local at = tonumber(redis.call('ZSCORE', log, ARGV[1]) or '')
 if not at then return 0 end
 -- the server did not count it: marked, for a probe's count (``_auto_scripts.RESERVE``)
@@ -126,7 +132,7 @@ local kind, epoch, lims = got[1], tonumber(got[2] or ''), got[3] or ''
 local need = tonumber(string.match(ARGV[1], ':(%d+)$'))
 """ + LIMITS + """
 local fullest, ratio, used_of, n = nil, 0, 0, 0
-for i = 2, #ARGV, 5 do
+for i = 3, #ARGV, 5 do
   n = n + 1
   local window, tok, margin = tonumber(ARGV[i + 1]), ARGV[i + 2] == '1', tonumber(ARGV[i + 4])
   if ARGV[i + 3] == '1' then
@@ -148,13 +154,13 @@ for i = 2, #ARGV, 5 do
   end
 end
 if not fullest then return 0 end
-local i = 2 + (fullest - 1) * 5
+local i = 3 + (fullest - 1) * 5
 local configured = tonumber(ARGV[i])
 if used_of >= limit_of(fullest, configured) or used_of < configured - math.max(2, math.floor(configured / 10)) then
   return 0
 end
 local out, k = {}, 0
-for j = 2, #ARGV, 5 do
+for j = 3, #ARGV, 5 do
   k = k + 1
   out[k] = tostring(learned[k] or 0)
   if ARGV[j + 2] == ARGV[i + 2] and ARGV[j + 3] == '1' then out[k] = tostring(used_of) end
@@ -188,3 +194,4 @@ end
 expire()
 return 1
 """
+

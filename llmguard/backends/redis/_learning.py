@@ -22,7 +22,7 @@ from ..._admission.ratelimit.backend import MemoryBackend
 from ..._admission.ratelimit.log import Entry
 from ..._admission.ratelimit.window import SLACK, Quota
 from ..._core import clock
-from . import _auto_scripts, _learned_scripts, _scripts
+from . import _auto_scripts, _learned_scripts, _peek, _scripts
 from ._client import Connection
 from ._settlements import Settlements
 
@@ -104,8 +104,9 @@ class RedisLearning:
         carried = self.settlements.take(names, quotas)
         call = self.connection.call(
             _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3], names[4]],
-            [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, told, *carried,
-             *per_quota], "reserving rate-limit room")
+            [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, told,
+             *_peek.learning(window, self.connection.id + "."), *carried, *per_quota],
+            "reserving rate-limit room")
         task = None
         try:
             if carried:  # settlements go once, whether this caller waits for them or not
@@ -119,6 +120,7 @@ class RedisLearning:
         if result is None:
             return None
         now = loop.time()
+        _peek.read(window, now, result[14])  # before what it admits: their admissions came first
         self._adopt(key, window, now, result[7:13])
         if charge is not None:
             if told:
@@ -247,7 +249,8 @@ class RedisLearning:
                         args[i + 3] = 0
             self.connection.spawn(self.connection.write(
                 _learned_scripts.REFUSED, [names[0], names[3]],
-                [ticket.member, *args], "learning from a 429"))
+                [ticket.member, "" if window.shape.assumed else "1", *args],
+                "learning from a 429"))
 
 
 def _entry(ticket: Any) -> Entry | None:
