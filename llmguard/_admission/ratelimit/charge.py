@@ -52,7 +52,7 @@ class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
     __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
-                 "trusted", "refills")
+                 "trusted", "refills", "windowed", "least")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -73,6 +73,9 @@ class Charge:
         #: A give-back probe was admitted that a token bucket refilling since ours went would
         #: admit too (nothing given back): the test proves nothing there, and ends.
         self.refills = False
+        #: The most a server counting ours in a window (fixed or sliding, no refill) charges,
+        #: shown by the probes it admitted (:mod:`.probing`); ``least``: the least, by a 429.
+        self.windowed, self.least = math.inf, 1.0
 
     def units(self, estimate: int) -> int:
         """Tokens to reserve for a call estimated at ``estimate``."""
@@ -116,6 +119,7 @@ class Charge:
         # it charges more than limit / (estimated + the refused one's), at most limit over
         # what it admitted; each count rounded up, so one token less each fits them in
         factor = max(limit / (estimated + ticket.estimate), (limit - len(before)) / estimated)
+        self.least = max(self.least, min(MOST, limit / (estimated + ticket.estimate)))
         factor = min(MOST, max(1.0, self.factor, factor))
         if self.kept and factor <= self.factor:
             return False
