@@ -96,8 +96,10 @@ class Charge:
             return 0
         if self.silent and answered:
             entry.used = tokens  # what counts if the server gives unused tokens back
-        if bucket or (self.silent and self.trusted) or not (self.heard or self.silent
-                                                            or self.kept):
+        # a bucket learned from a server that says nothing (:mod:`.silent`) drains by no
+        # reading: what it keeps charged stays counted, as on any silent server
+        if (bucket and self.heard) or (self.silent and self.trusted) or not (
+                self.heard or self.silent or self.kept):
             return tokens
         # the calibrated charge, never above the reservation (a burst read in part calibrates
         # high for a moment), or more when the usage says so

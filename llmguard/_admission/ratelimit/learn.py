@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import probing, silent
+from . import apart, probing, silent
 from .auto import AutoTrack
 from .log import Entry, Log
 from .others import ours as _units, sent_by as _sent_by, theirs
@@ -227,7 +227,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))
     probe = ticket is not None and (ticket is shape.probe or silent.overtaken(shape, ticket))
-    if probe and shape.served and silent.over(window, ticket):  # beyond the minute only
+    if probe and shape.served and apart.refused(window, ticket):  # beyond the minute only
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
                             "refused (429)")
         become_fixed(window, now)

@@ -38,11 +38,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import probing
+from . import apart
 from .auto import AutoTrack
 
-import os
-_REV = bool(os.environ.get("REV"))
 __all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "served"]
 
 #: Why, while the first probe is pending and once it was served.
@@ -106,7 +104,7 @@ def due(window: Any, now: float, tokens: int) -> float | None:
     if shape.served:  # one beyond the bucket, within the minute (or beyond the minute)
         if any(dry(t, now, _need(t, tokens)) for t in learners):
             at = now + max(t.fixed.wait(now, _need(t, tokens)) for t in learners)
-        elif _REV and _over(window, learners, now, tokens):
+        elif apart.spent(window, learners, now, tokens):
             at = now
         else:
             return None
@@ -118,47 +116,6 @@ def due(window: Any, now: float, tokens: int) -> float | None:
         if track not in learners:
             at = max(at, now + track.wait(now, _need(track, tokens)))
     return max(at, window.paused_until)
-
-
-def _closed(window: Any, track: AutoTrack, at: float, need: int, before: float) -> bool:
-    """True when a fixed window of ``track``'s quota (its count from the minute) must refuse
-    ``need`` more (tokens at our bare estimates: the least a server charges) sent at ``at``:
-    ours admitted after the minute's skew, before ``before`` (a sequence number), fill it."""
-    fixed = track.fixed
-    start = fixed.boundary(fixed.index(at)) + skew_of(window)
-    if at < start:
-        return False
-    ours = [e for e in track.recent if e.live and not e.refused and start <= e.time
-            and e.seq < before]
-    used = sum(e.estimate for e in ours) if track.quota.tokens else len(ours)
-    return used + need > track.limit
-
-
-def skew_of(window: Any) -> float:
-    """How long after the learned minute ours are surely counted in it."""
-    return max(window.shape.skew(), window.shape.margin)
-
-
-def _over(window: Any, learners: list[AutoTrack], now: float, tokens: int) -> bool:
-    """True when one more goes now beyond a fixed window, surely (:func:`_closed`), and
-    within what a token bucket of each quota holds: the probe that tells them apart once the
-    minute's count is spent while ours still drain no bucket (a batch started on a minute: a
-    bucket refilled and a fixed window alike admit the quota there). A fixed window refuses
-    it (the one 429: a fixed window learned), a bucket serves it (a bucket learned); paced
-    within both, a bucket's refill went unused until the next minute (1.50x)."""
-    factor = window.charge.factor if window.charge is not None else 1.0
-    estimate = max(1, int(tokens / factor))
-    return any(_closed(window, t, now, estimate if t.quota.tokens else 1, window.issued)
-               for t in learners) \
-        and all(t.most(now) >= _need(t, tokens) + t.slack() for t in learners)
-
-
-def over(window: Any, probe: Any) -> bool:
-    """True when ``probe`` went beyond a fixed window surely (:func:`_over`)."""
-    return any(_closed(window, t, probe.time, probe.estimate if t.quota.tokens else 1,
-                       probe.seq)
-               for t in window.tracks if isinstance(t, AutoTrack) and t.learns()
-               and t.fixed is not None)
 
 
 def _first(shape: Any, learners: list[AutoTrack], now: float, tokens: int) -> float | None:
@@ -194,12 +151,12 @@ def served(window: Any, now: float) -> bool:
     shape = window.shape
     probe, shape.probe = shape.probe, None
     if shape.served:
-        if probe is not None and over(window, probe):
+        if probe is not None and apart.over(window, probe):
             shape.learn("bucket", "a request beyond a fixed window from the clock minute, "
                                   "within a token bucket, was served (no rate-limit header): "
                                   "a token bucket")
             return False
-        if probe is not None and _cheaper(window, now, probe):
+        if probe is not None and apart.cheaper(window, now, probe):
             return False  # a bucket charging less than we count: the next one beyond tells
         return shape.confirm(True, "a request beyond what a token bucket of the quota holds "
                                    "was served (no rate-limit header)")
@@ -212,29 +169,6 @@ def served(window: Any, now: float) -> bool:
         if isinstance(track, AutoTrack) and track.learns():
             track.become_fixed(now, shape.candidate)
     return False
-
-
-def _cheaper(window: Any, now: float, probe: Any) -> bool:
-    """True when the probe beyond the bucket, served, was beyond it only as we count tokens
-    at a factor nobody measured (:mod:`.charge`, ``silent``): a bucket charging less (at
-    least our estimate) could have admitted it, so it proves no fixed window; the factor
-    comes down to what such a bucket allows (:func:`.probing.bucketed`), and ours are paced
-    within both again. A server charging 1.11x while we counted 1.15x served it, learned a
-    fixed window: 48 429s of 126. A bucket of requests that must have refused it decides."""
-    charge = window.charge
-    if charge is None or not charge.silent or charge.trusted or charge.factor <= 1.0:
-        return False
-    for track in window.tracks:
-        if isinstance(track, AutoTrack) and track.learns() and not track.quota.tokens:
-            rate, last = track.limit / track.window, probe.time + track.quota.margin
-            count, most = 0, float(track.limit)
-            for entry in reversed(track.recent):
-                if entry.seq <= probe.seq and entry.live and not entry.refused:
-                    count += 1
-                    most = min(most, track.limit + rate * (last - entry.time) - count)
-            if most < 0:  # (the probe counted): the requests' bucket could not admit it
-                return False
-    return probing.cheaper(charge, window, now, probe)
 
 
 def overtaken(shape: Any, ticket: Any) -> bool:
