@@ -24,8 +24,9 @@ from typing import Any
 
 from . import probing
 from .auto import AutoTrack
+from .fixed import skew
 
-__all__ = ["cheaper", "over", "spent"]
+__all__ = ["cheaper", "guessed", "over", "refused", "spent"]
 
 
 def _learners(window: Any) -> list[AutoTrack]:
@@ -37,9 +38,9 @@ def _closed(window: Any, track: AutoTrack, at: float, need: int, before: int) ->
     """True when a fixed window of ``track``'s quota (its count from the minute) must refuse
     ``need`` more (tokens at our bare estimates: the least a server charges) sent at ``at``:
     ours admitted before the sequence number ``before`` and surely after the minute (its
-    skew, or the margin, past it) fill it."""
-    fixed, shape = track.fixed, window.shape
-    start = fixed.boundary(fixed.index(at)) + max(shape.skew(), shape.margin)
+    skew past it, :func:`.fixed.skew`) fill it."""
+    fixed = track.fixed  # (the skew past which its count admits a new window's burst)
+    start = fixed.boundary(fixed.index(at)) + skew(fixed.margin, fixed.window, fixed.on_clock)
     if at < start:
         return False
     ours = [e for e in track.recent if e.live and not e.refused and start <= e.time
@@ -48,15 +49,16 @@ def _closed(window: Any, track: AutoTrack, at: float, need: int, before: int) ->
     return used + need > track.limit
 
 
-def _holds(track: AutoTrack, at: float, before: int) -> float:
+def _holds(track: AutoTrack, at: float, before: int, bare: bool = False) -> float:
     """The most a token bucket of ``track``'s quota (full at most) holds for one of ours
     sent at ``at``, ours admitted before the sequence number ``before`` counted as we count
-    them (:meth:`.auto.AutoTrack.most`, for a moment past)."""
+    them (:meth:`.auto.AutoTrack.most`, for a moment past; ``bare``: tokens at our bare
+    estimates, the least a server charges)."""
     rate, last = track.limit / track.window, at + track.quota.margin
     most, count = float(track.limit), 0
     for entry in reversed(track.recent):
         if entry.seq < before and entry.live and not entry.refused:
-            count += track.weight(entry)
+            count += entry.estimate if bare and track.quota.tokens else track.weight(entry)
             most = min(most, track.limit + rate * (last - entry.time) - count)
     return most
 
@@ -67,9 +69,43 @@ def spent(window: Any, learners: list[AutoTrack], now: float, tokens: int) -> bo
     holds (the slack of the way there left)."""
     factor = window.charge.factor if window.charge is not None else 1.0
     estimate = max(1, int(tokens / factor))
+    # a bucket charging our bare estimates holds it: served, a bucket surely; refused, a
+    # fixed window only if a bucket as we count ours held it too (:func:`refused`), else
+    # paced as a sliding window from then on (safe with either)
     return any(_closed(window, t, now, estimate if t.quota.tokens else 1, window.issued)
                for t in learners) \
-        and all(t.most(now) >= (tokens if t.quota.tokens else 1) + t.slack() for t in learners)
+        and all(_holds(t, now, window.issued, bare=True)
+                >= (estimate if t.quota.tokens else 1) + t.slack() for t in learners)
+
+
+def guessed(window: Any, learners: list[AutoTrack], now: float, tokens: int) -> bool:
+    """True when a request of ``tokens`` (as we count them) may go now as a probe of the
+    factor: both are spent as we count ours, and neither at our bare estimates. Served, the
+    factor comes down to what a bucket or a fixed window allows (:func:`cheaper`), until the
+    minute is spent at the factor and at our estimates alike (:func:`spent` then)."""
+    charge = window.charge
+    if charge is None or not charge.silent or charge.trusted or charge.factor <= 1.0:
+        return False
+    estimate = max(1, int(tokens / charge.factor))
+    return all(not _closed(window, t, now, estimate if t.quota.tokens else 1, window.issued)
+               and _holds(t, now, window.issued, bare=True)
+               >= (estimate if t.quota.tokens else 1) + t.slack() for t in learners)
+
+
+def _minute(window: Any, probe: Any) -> float:
+    """The highest factor at which a fixed window of the token quota could have admitted
+    ``probe``: ours that may count in its minute (from a margin before it), the probe
+    included, within the limit (0: no token quota learned)."""
+    bound = 0.0
+    for track in _learners(window):
+        if track.quota.tokens:
+            fixed = track.fixed
+            start = fixed.boundary(fixed.index(probe.time)) - fixed.margin
+            estimated = sum(e.estimate for e in track.recent if e.live and not e.refused
+                            and start <= e.time and e.seq <= probe.seq)
+            if estimated > 0:
+                bound = max(bound, track.limit / estimated)
+    return bound
 
 
 def over(window: Any, probe: Any) -> bool:
@@ -98,4 +134,4 @@ def cheaper(window: Any, now: float, probe: Any) -> bool:
     for track in _learners(window):
         if not track.quota.tokens and _holds(track, probe.time, probe.seq) < 1:
             return False  # the requests' bucket could not admit it
-    return probing.cheaper(charge, window, now, probe)
+    return probing.cheaper(charge, window, now, probe, _minute(window, probe))

@@ -174,15 +174,16 @@ def windowed(charge: Any, window: Any, now: float) -> None:
         recount(window, now, charge, ours(window))
 
 
-def cheaper(charge: Any, window: Any, now: float, probe: Any) -> bool:
+def cheaper(charge: Any, window: Any, now: float, probe: Any, fixed: float = 0.0) -> bool:
     """The server admitted ``probe``, beyond what a token bucket holds as we count ours
     (:mod:`.silent`): True when a bucket charging at least our estimates, less than the
-    factor, could have admitted it; the factor comes down to the most such a bucket allows."""
+    factor, could have admitted it; the factor comes down to the most such a bucket allows
+    (or a fixed window, ``fixed``: the most at which one could have, beyond both)."""
     # even at our bare estimates (each rounded up: ``limit`` over them, no token less), no
     # bucket of the quota could have admitted it: a fixed window served it
     if _bucketed(window, probe, rounded=False) < 1.0:
         return False
-    factor = _bucketed(window, probe)
+    factor = max(_bucketed(window, probe), fixed)
     if factor < charge.factor:
         charge.factor = max(1.0, factor)
         recount(window, now, charge, ours(window))

@@ -102,11 +102,13 @@ def due(window: Any, now: float, tokens: int) -> float | None:
                            for unit, (left, until, *_) in window.caps.items()):
         return None
     if shape.served:  # one beyond the bucket, within the minute (or beyond the minute)
+        at = None
         if any(dry(t, now, _need(t, tokens)) for t in learners):
             at = now + max(t.fixed.wait(now, _need(t, tokens)) for t in learners)
-        elif apart.spent(window, learners, now, tokens):
-            at = now
-        else:
+        if (at is None or at > now) and (apart.spent(window, learners, now, tokens)
+                                         or apart.guessed(window, learners, now, tokens)):
+            at = now  # the minute's count spent first, or only at a guessed factor
+        if at is None:
             return None
     else:
         at = _first(shape, learners, now, tokens)
