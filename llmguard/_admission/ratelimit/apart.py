@@ -26,7 +26,7 @@ from . import probing
 from .auto import AutoTrack
 from .fixed import skew
 
-__all__ = ["cheaper", "guessed", "over", "refused", "spent"]
+__all__ = ["bucket", "cheaper", "guessed", "over", "refused", "spent"]
 
 
 def _learners(window: Any) -> list[AutoTrack]:
@@ -135,3 +135,15 @@ def cheaper(window: Any, now: float, probe: Any) -> bool:
         if not track.quota.tokens and _holds(track, probe.time, probe.seq) < 1:
             return False  # the requests' bucket could not admit it
     return probing.cheaper(charge, window, now, probe, _minute(window, probe))
+
+
+def bucket(window: Any, now: float) -> None:
+    """A bucket learned: it paces from now on, holding what a bucket holds as ours were
+    paced within both (:meth:`.auto.AutoTrack.most`, every one of ours at what it counts
+    now). Its own level lags: a factor brought down gives nothing back to ours settled
+    (:meth:`.auto.AutoTrack.recount`), and left so it paced at 1.107x on a server
+    charging our estimate, the probes of the factor it held back telling nothing."""
+    for track in _learners(window):
+        held = track.bucket
+        held.available(now)  # (refilled to now)
+        held.level = max(held.level, min(float(held.limit), track.most(now) - track.slack()))

@@ -157,6 +157,7 @@ def served(window: Any, now: float) -> bool:
             shape.learn("bucket", "a request beyond a fixed window from the clock minute, "
                                   "within a token bucket, was served (no rate-limit header): "
                                   "a token bucket")
+            apart.bucket(window, now)
             return False
         if probe is not None and apart.cheaper(window, now, probe):
             return False  # a bucket charging less than we count: the next one beyond tells
