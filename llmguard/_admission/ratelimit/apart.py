@@ -139,11 +139,6 @@ def cheaper(window: Any, now: float, probe: Any) -> bool:
 
 def bucket(window: Any, now: float) -> None:
     """A bucket learned: it paces from now on, holding what a bucket holds as ours were
-    paced within both (:meth:`.auto.AutoTrack.most`, every one of ours at what it counts
-    now). Its own level lags: a factor brought down gives nothing back to ours settled
-    (:meth:`.auto.AutoTrack.recount`), and left so it paced at 1.107x on a server
-    charging our estimate, the probes of the factor it held back telling nothing."""
-    for track in _learners(window):
-        held = track.bucket
-        held.available(now)  # (refilled to now)
-        held.level = max(held.level, min(float(held.limit), track.most(now) - track.slack()))
+    paced within both (:func:`.probing.lowered`: its own level lags a factor brought down)."""
+    if window.charge is not None:
+        probing.lowered(window, now, window.charge)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["cheaper", "ours", "probe", "probes", "recount", "windowed"]
+__all__ = ["cheaper", "lowered", "ours", "probe", "probes", "recount", "windowed"]
 
 
 def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
@@ -155,7 +155,7 @@ def _probed(charge: Any, window: Any, now: float, probe: Any) -> None:
     factor = max(windowed, _bucketed(window, probe))
     if factor < charge.factor:
         charge.factor = factor
-        recount(window, now, charge, entries)
+        lowered(window, now, charge)
 
 
 def _bucketed(window: Any, probe: Any, rounded: bool = True) -> float:
@@ -189,7 +189,7 @@ def windowed(charge: Any, window: Any, now: float) -> None:
     factor = max(charge.least, charge.windowed)
     if factor < charge.factor:
         charge.factor = factor
-        recount(window, now, charge, ours(window))
+        lowered(window, now, charge)
 
 
 def cheaper(charge: Any, window: Any, now: float, probe: Any, fixed: float = 0.0) -> bool:
@@ -204,8 +204,23 @@ def cheaper(charge: Any, window: Any, now: float, probe: Any, fixed: float = 0.0
     factor = max(_bucketed(window, probe), fixed)
     if factor < charge.factor:
         charge.factor = max(1.0, factor)
-        recount(window, now, charge, ours(window))
+        lowered(window, now, charge)
     return True
+
+
+def lowered(window: Any, now: float, charge: Any) -> None:
+    """The factor came down: ours of the last two windows count at it (those a bucket's
+    bound reaches back to: left at the factor they went at, they kept it at 1.107x on a
+    server charging our estimate), and a learned bucket holds what a bucket does with them
+    so counted (its level gives nothing back to ours settled: :meth:`.auto.AutoTrack.recount`)."""
+    track = _bucket(window)
+    entries = ours(window) if track is None else [
+        e for e in track.recent if e.live and not e.refused]
+    recount(window, now, charge, entries)
+    if track is not None and window.shape.kind == "bucket":
+        held = track.bucket
+        held.available(now)  # (refilled to now)
+        held.level = max(held.level, min(float(held.limit), track.most(now) - track.slack()))
 
 
 def _limit(window: Any) -> int:
