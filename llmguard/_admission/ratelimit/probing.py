@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["cheaper", "lowered", "ours", "probe", "probes", "recount", "windowed"]
+__all__ = ["cheaper", "lowered", "ours", "probe", "probes", "recount", "unrefilled", "windowed"]
 
 
 def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
@@ -134,6 +134,21 @@ def _refilled(window: Any, probe: Any) -> bool:
     worth between two answers, so a probe an answer after the last fits one (strict token
     bucket: trusted at 18 s, then 5 429s, 12 more a window later)."""
     return _refills(window, probe, lambda e: e.tokens) >= 0
+
+
+def unrefilled(window: Any, ticket: Any) -> bool:
+    """True when a token bucket of the quota charging ours as we count them (at the factor)
+    would have admitted ``ticket``, refused: the server is no such bucket."""
+    track = _bucket(window)
+    if track is None:
+        return True
+    rate, last = track.limit / track.window, ticket.time + track.quota.margin
+    most, count = float(track.limit), 0
+    for entry in reversed(track.recent):  # two windows: a bucket's bound reaches back
+        if entry.seq < ticket.seq and entry.live and not entry.refused:
+            count += entry.tokens
+            most = min(most, track.limit + rate * (last - entry.time) - count)
+    return most >= ticket.tokens
 
 
 def _given(entry: Any) -> int:
