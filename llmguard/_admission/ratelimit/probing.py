@@ -37,6 +37,8 @@ def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
     the unused tokens of the answers given back."""
     if not charge.silent or charge.trusted or window.paused_until > now:
         return False
+    if window.shape is not None and window.shape.probe is not None:
+        return False  # one probe at a time: the shape's (:mod:`.silent`) answers first
     last = charge.probing
     if last is not None and last.live and last.answered > now and not last.refused:
         return False
