@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from llmguard._admission.ratelimit import probing
+from llmguard._admission.ratelimit import bounds
 from llmguard._admission.ratelimit.charge import OPENING
 from llmguard._admission.ratelimit.log import Entry
 from llmguard._admission.ratelimit.named import Named
@@ -102,7 +102,7 @@ def test_probes_go_one_at_a_time_and_bring_the_factor_down() -> None:
     assert w.charge.windowed == pytest.approx(fits)
     assert w.charge.factor == OPENING  # a bucket refilling 2 s explains more than 1.15x
     w.shape.kind = "fixed"  # (learned so: :func:`.learn.become_fixed`)
-    probing.windowed(w.charge, w, 4.0)
+    bounds.windowed(w.charge, w, 4.0)
     assert w.charge.factor == pytest.approx(fits)
 
 

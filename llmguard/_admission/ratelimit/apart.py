@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import probing
+from . import bounds
 from .auto import AutoTrack
 from .fixed import skew
 
@@ -126,7 +126,7 @@ def refused(window: Any, probe: Any) -> bool:
 def cheaper(window: Any, now: float, probe: Any) -> bool:
     """True when ``probe``, beyond the bucket and served, was beyond it only as we count
     tokens at a guessed factor: a bucket charging less could have admitted it, so it proves
-    no fixed window (:func:`.probing.cheaper` brings the factor down). A bucket of requests
+    no fixed window (:func:`.bounds.cheaper` brings the factor down). A bucket of requests
     that must have refused it decides."""
     charge = window.charge
     if charge is None or not charge.silent or charge.trusted or charge.factor <= 1.0:
@@ -134,11 +134,11 @@ def cheaper(window: Any, now: float, probe: Any) -> bool:
     for track in _learners(window):
         if not track.quota.tokens and _holds(track, probe.time, probe.seq) < 1:
             return False  # the requests' bucket could not admit it
-    return probing.cheaper(charge, window, now, probe, _minute(window, probe))
+    return bounds.cheaper(charge, window, now, probe, _minute(window, probe))
 
 
 def bucket(window: Any, now: float) -> None:
     """A bucket learned: it paces from now on, holding what a bucket holds as ours were
-    paced within both (:func:`.probing.lowered`: its own level lags a factor brought down)."""
+    paced within both (:func:`.bounds.lowered`: its own level lags a factor brought down)."""
     if window.charge is not None:
-        probing.lowered(window, now, window.charge)
+        bounds.lowered(window, now, window.charge)

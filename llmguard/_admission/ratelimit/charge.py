@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .probing import ours, recount, unrefilled
+from .bounds import ours, recount, unrefilled
 
 __all__ = ["OPENING", "Charge"]
 

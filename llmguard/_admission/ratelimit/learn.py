@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import apart, probing, silent
+from . import apart, bounds, probing, silent
 from .auto import AutoTrack
 from .log import Entry, Log
 from .others import ours as _units, sent_by as _sent_by, theirs
@@ -203,7 +203,7 @@ def become_fixed(window: Any, now: float) -> None:
             track.become_fixed(now, shape.epoch)
     window.caps.clear()
     window.paused_until = min(window.paused_until, max(now, shape.hold))
-    probing.windowed(window.charge, window, now)  # no refill explains what it admitted
+    bounds.windowed(window.charge, window, now)  # no refill explains what it admitted
 
 
 def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float,
