@@ -14,7 +14,7 @@ from typing import Any
 from .._core import events
 from .._core.call import Call
 from .._core.check import number, text
-from .._core.layer import Handler
+from .._core.layer import NOT_NOW, Handler
 from .._core.public import public
 from .flight import Flight
 from .key import custom_key
@@ -23,7 +23,7 @@ from .mapping_store import store_of
 from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
 from .singleflight import SingleFlight
 from .store import MISSING, CacheStore, LocalStore
-from .stream import Tee, fresh, is_recording, replay
+from .stream import STREAM_KEY, Tee, fresh, is_recording, replay
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]
 
@@ -58,7 +58,8 @@ class Cache(SingleFlight):
     MISSING = MISSING
 
     __slots__ = ("ttl", "store", "namespace", "_key", "_keyer", "_cache_if", "_lookup", "_put",
-                 "_hits", "_misses", "_bypassed", "_store_errors", "per_partition")
+                 "_hits", "_misses", "_bypassed", "_store_errors", "per_partition", "_missed",
+                 "_lookup_takes_now")
 
     def __init__(
         self,
@@ -101,6 +102,7 @@ class Cache(SingleFlight):
         self._cache_if = cache_if_complete if cache_if is None else cache_if
         local = isinstance(self.store, LocalStore)  # synchronous: a hit costs no coroutine
         self._lookup, self._put = (self.store.lookup, self.store.put) if local else (None, None)
+        self._lookup_takes_now = local and getattr(self.store, "lookup_takes_now", False) is True
         # A store that keeps its own copy of what it is given and hands out new ones: the
         # answer itself can go to one caller, and hits need no copy here.
         super().__init__(getattr(self.store, "abandon", None) or _no_op,
@@ -108,6 +110,8 @@ class Cache(SingleFlight):
         # Only a store shared across processes needs the sha256; in memory the text will do.
         self._keyer = Keyer(namespace, hashed=not local)
         self._hits = self._misses = self._bypassed = self._store_errors = 0
+        #: (fn, args, kwargs, key) of the miss answer_now just found, for __call__ to take.
+        self._missed: tuple[Any, ...] | None = None
 
     def key_for(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The store key of ``fn(*args, **kwargs)`` (raises ``TypeError`` if none can be built)."""
@@ -115,18 +119,58 @@ class Cache(SingleFlight):
             return self._keyer(fn, args, kwargs)
         return custom_key(self._key, args, kwargs)
 
+    @property
+    def answers_now(self) -> bool:
+        """True with an in-process store: a hit is answered synchronously (:meth:`answer_now`)."""
+        return self._lookup is not None
+
+    def answer_now(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                   now: float | None = None) -> Any:
+        """The hit of ``fn(*args, **kwargs)``, counted as :meth:`__call__` counts one, or
+        ``NOT_NOW`` (a miss, a stored stream, a bypass): then the call goes through
+        ``__call__``. The guarded function asks this first (``AnswersNow``), so a hit costs
+        no ``Call`` and no coroutine; it does so only when nobody would see the call's record
+        or its event, and no layer above the cache has anything to do for it but count."""
+        if MODE.get() is not None or self._lookup is None:
+            return NOT_NOW
+        try:
+            key = (self._keyer(fn, args, kwargs) if self._key is None
+                   else custom_key(self._key, args, kwargs))
+        except Exception:  # raised again by __call__, where the layers above see it
+            return NOT_NOW
+        if self.per_partition:  # no layer above has set call.partition on this path
+            key = f"{key}@None"
+        value = (self._lookup(key) if now is None or not self._lookup_takes_now
+                 else self._lookup(key, now))
+        if value is MISSING:
+            # The call comes to __call__ next, in this same step of this task (only layers
+            # that count run in between): it takes the key and the miss from here.
+            self._missed = (fn, args, kwargs, key)
+            return NOT_NOW
+        if type(value) is dict and STREAM_KEY in value:  # a stream replays asynchronously
+            return NOT_NOW
+        self._hits += 1
+        return value if self._copies else fresh(value)
+
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         mode = MODE.get()
         if mode == "bypass":
             self._bypassed += 1
             call.record.cache = "bypass"
             return await call_next(call)
-        key = (self._keyer(call.fn, call.args, call.kwargs) if self._key is None
-               else custom_key(self._key, call.args, call.kwargs))
-        if self.per_partition:
-            key = f"{key}@{call.partition!s}"
+        missed, self._missed = self._missed, None
+        if (missed is not None and missed[1] is call.args and missed[2] is call.kwargs
+                and missed[0] is call.fn and mode is None and call.partition is None):
+            key, value = missed[3], MISSING  # answer_now looked it up just now: a miss
+        else:
+            key = (self._keyer(call.fn, call.args, call.kwargs) if self._key is None
+                   else custom_key(self._key, call.args, call.kwargs))
+            if self.per_partition:
+                key = f"{key}@{call.partition!s}"
+            value = MISSING
+            if mode is None:
+                value = self._lookup(key) if self._lookup else await self._get(key)
         if mode is None:
-            value = self._lookup(key) if self._lookup else await self._get(key)
             if value is not MISSING:
                 self._hits += 1
                 call.record.cache = "hit"

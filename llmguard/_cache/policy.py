@@ -11,7 +11,7 @@ from typing import Any
 
 from .._core.public import public
 from .._core.stats import LayerStats
-from .stream import STREAM_KEY, is_recording
+from .stream import STREAM_KEY
 
 __all__ = ["MODE", "CacheStatistics", "bypassing", "cache_if_complete"]
 
@@ -25,14 +25,18 @@ def cache_if_complete(result: Any) -> bool:
     Reads OpenAI-style results and stream chunks in dict or object form (a completed stream is
     judged by its chunks); anything else is cached.
     """
-    if is_recording(result):
-        return all(cache_if_complete(chunk) for chunk in result[STREAM_KEY])
-    choices = result.get("choices") if isinstance(result, dict) else getattr(result, "choices", None)
-    if not isinstance(choices, (list, tuple)):
+    if type(result) is dict:  # JSON answers (every miss runs this): no ABC or helper calls
+        if STREAM_KEY in result:  # a stored stream (``is_recording``)
+            return all(cache_if_complete(chunk) for chunk in result[STREAM_KEY])
+        choices = result.get("choices")
+    else:
+        choices = (result.get("choices") if isinstance(result, dict)
+                   else getattr(result, "choices", None))
+    if type(choices) is not list and not isinstance(choices, (list, tuple)):
         return True
     for choice in choices:
-        reason = choice.get("finish_reason") if isinstance(choice, dict) else getattr(
-            choice, "finish_reason", None)
+        reason = (choice.get("finish_reason") if type(choice) is dict or isinstance(choice, dict)
+                  else getattr(choice, "finish_reason", None))
         if reason == "length":
             return False
     return True

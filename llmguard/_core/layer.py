@@ -17,8 +17,9 @@ from .call import Call
 from .public import public
 from .stream import Stream, is_stream_result
 
-__all__ = ["BuildHook", "Handler", "HandlesCalls", "HeaderObserver", "Layer", "Retrying",
-           "compose", "invoke", "invoke_timed", "is_async_callable", "label"]
+__all__ = ["NOT_NOW", "AnswersNow", "BuildHook", "Handler", "HandlesCalls", "HeaderObserver",
+           "Layer", "Retrying", "SeesAnswersNow", "answer_now_path", "compose", "invoke",
+           "invoke_timed", "is_async_callable", "label"]
 
 #: The next step of a pipeline: takes the call, returns (an awaitable of) the result.
 Handler = Callable[["Call"], Awaitable[Any]]
@@ -86,6 +87,81 @@ class HandlesCalls(Protocol):
     instead of calling it with the arguments as a new call."""
 
     def handle(self, call: Call, /) -> Awaitable[Any]: ...
+
+
+class _NotNow:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_NOW"
+
+
+#: What :meth:`AnswersNow.answer_now` returns when it has no answer at once.
+NOT_NOW: Any = _NotNow()
+
+
+@runtime_checkable
+class AnswersNow(Protocol):
+    """A layer that can answer some calls at once, synchronously, before anything is awaited
+    (Cache: a hit in an in-process store). The guarded function asks it first, when every layer
+    above it is a :class:`SeesAnswersNow` and nobody would see the call's record (no
+    ``recording()``, no event subscriber): a hit then costs no ``Call``, no record and no
+    coroutine per layer. ``answer_now(fn, args, kwargs, now)`` (``now``: the loop time just
+    read, or None) returns the answer, having counted it
+    as its ``__call__`` would, or :data:`NOT_NOW` (then the call runs through the layers as
+    usual, and ``__call__`` looks again). ``answers_now`` False (a shared store answers only
+    asynchronously) keeps the guarded function from asking."""
+
+    answers_now: bool
+
+    def answer_now(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                   now: float | None = None) -> Any: ...
+
+
+@runtime_checkable
+class SeesAnswersNow(Protocol):
+    """A layer that, for a call an inner :class:`AnswersNow` layer answered at once, has nothing
+    to do but account for it: ``answered_now(kwargs, result, seconds)`` does what its
+    ``__call__`` would have done for that call (Metrics: count the hit, its latency).
+    ``sees_answers_now`` False (Metrics with a tracer: a span per call) keeps the call on the
+    usual path."""
+
+    sees_answers_now: bool
+
+    def answered_now(self, kwargs: dict[str, Any], result: Any, seconds: float) -> None: ...
+
+
+#: ``now(fn, args, kwargs, loop)``: the answer of a call at once, or :data:`NOT_NOW`.
+AnswerNow = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any], Any]
+
+
+def answer_now_path(layers: Sequence[Any]) -> AnswerNow | None:
+    """The synchronous path of a pipeline whose outer layers can answer a call at once (see
+    :class:`AnswersNow`), or None when it has none. Built once per guarded function."""
+    seers = []
+    for layer in layers:
+        if isinstance(layer, AnswersNow) and layer.answers_now:
+            answer = layer.answer_now
+            break
+        if not (isinstance(layer, SeesAnswersNow) and layer.sees_answers_now):
+            return None
+        seers.append(layer.answered_now)
+    else:
+        return None
+    if not seers:
+        return lambda fn, args, kwargs, loop: answer(fn, args, kwargs)
+
+    def now(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+            loop: Any) -> Any:
+        start = loop.time()  # what the layers above would time: the answer, at once
+        result = answer(fn, args, kwargs, start)
+        if result is not NOT_NOW:
+            seconds = loop.time() - start
+            for seen in seers:
+                seen(kwargs, result, seconds)
+        return result
+
+    return now
 
 
 async def invoke(call: Call) -> Any:

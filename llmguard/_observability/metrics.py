@@ -9,7 +9,6 @@ observable instrument of the provider's shared set (``registry``), read at colle
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,7 +25,8 @@ from .conventions import (CHUNK_BUCKETS, DURATION_BUCKETS, FIRST_CHUNK_BUCKETS, 
 from .histogram import LatencyHistogram, MetricsSnapshot, MetricsStats
 from .registry import instruments_for
 from .series import COUNTS, Series, attributes, snapshot_of, stats_of
-from .spans import attempt_spans, detach_span, end_span, start_span
+from .spans import attempt_spans, end_span, start_span
+from .streamed import follow
 
 __all__ = ["CHUNK_BUCKETS", "DURATION_BUCKETS", "FIRST_CHUNK_BUCKETS", "TOKEN_BUCKETS", "Metrics"]
 
@@ -104,6 +104,30 @@ class Metrics:
         """The other layers of the pipelines this layer guards (read at collection time)."""
         return self._neighbours.values()
 
+    @property
+    def sees_answers_now(self) -> bool:
+        """True without a tracer: a call a Cache below answers at once needs only counting
+        (:meth:`answered_now`); with one, every call gets its span through ``__call__``."""
+        return self._tracer is None
+
+    def answered_now(self, kwargs: dict[str, Any], result: Any, seconds: float) -> None:
+        """A call answered at once by a Cache below (a hit): what :meth:`_finish` records for
+        one, without a Call (its record would say only ``cache="hit"``)."""
+        model = kwargs.get("model")
+        if not isinstance(model, str):
+            model = self.model
+        response = result.get("model") if type(result) is dict else field(result, "model")
+        if response is not None and not isinstance(response, str):
+            response = None
+        series = self._series.get((model, response, None, None, None, None, None))
+        if series is None:
+            known = CallRecord()
+            known.cache = "hit"
+            series = self._series_for(kwargs, known, response, None, "success")
+        series.calls += 1
+        self._latency.add(seconds)
+        self._counts["hit"] += 1
+
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         span = None if self._tracer is None else start_span(self, call)
         loop = call.loop or loop_of(call)
@@ -124,7 +148,7 @@ class Metrics:
                 end_span(span, call, exc)
             raise
         if isinstance(result, Stream):
-            self._follow(call, result, start, span)
+            follow(self, call, result, start, span)
             return result
         self._in_flight -= 1
         self._finish(call, loop.time() - start, result, None)
@@ -132,56 +156,10 @@ class Metrics:
             end_span(span, call, None)
         return result
 
-    def _follow(self, call: Call, stream: Stream, start: float, span: Any) -> None:
-        """A streamed answer: time to first chunk now, time per chunk as they arrive, the call's
-        duration, usage and outcome when the stream ends."""
-        loop_time = (call.loop or loop_of(call)).time
-        previous = loop_time()
-        known = call.record
-        instruments = self._instruments
-        if instruments.recording and known.billable:
-            attrs = self._series_for(call, known, None, None, "success").attrs
-            instruments.first_chunk.record(previous - start, attrs)
-            per_chunk = instruments.per_chunk
-            seen = 0
-
-            def chunk(_chunk: Any) -> None:
-                nonlocal previous, seen
-                seen += 1
-                if seen > 1:  # the first chunk's time is time_to_first_chunk
-                    now = loop_time()
-                    per_chunk.record(now - previous, attrs)
-                    previous = now
-
-            stream.on_chunk(chunk)
-        if span is not None:
-            span = detach_span(span)  # the stream ends in the consumer's context, not this one
-
-        # The callbacks hold the stream weakly: a stream holding callbacks that hold it is a
-        # cycle, and a stream dropped unread would then give back what the layers below hold
-        # (permits, reservations) only when the cyclic collector runs, not when it is dropped.
-        ref = weakref.ref(stream)
-
-        def end(error: BaseException | None) -> None:
-            self._in_flight -= 1
-            finished = ref() if error is None else None  # read to its end: still alive
-            if finished is not None:
-                call.record.usage = finished.usage
-                self._finish(call, loop_time() - start, finished.usage_chunk, None)
-            elif error is None:
-                self._finish(call, loop_time() - start, None, None)
-            elif isinstance(error, Exception):
-                self._finish(call, loop_time() - start, None, error)
-            else:  # the consumer closed, dropped or was cancelled: like a cancelled call
-                self._cancelled(call)
-            if span is not None:
-                end_span(span, call, error)
-
-        stream.defer(end)
-
-    def _series_for(self, call: Call, known: CallRecord, response: Any, error: str | None,
-                    outcome: str) -> Series:
-        model = call.kwargs.get("model")  # ``call.model``, without the property (every call)
+    def _series_for(self, kwargs: dict[str, Any], known: CallRecord, response: Any,
+                    error: str | None, outcome: str) -> Series:
+        """The series of a call with these arguments and this record (made on first use)."""
+        model = kwargs.get("model")  # ``call.model``, without the property (every call)
         if not isinstance(model, str):
             model = self.model
         key = (model, response, error, known.provider, known.operation, known.server,
@@ -193,20 +171,20 @@ class Metrics:
         return series
 
     def _cancelled(self, call: Call) -> None:
-        self._series_for(call, call.record, None, "cancelled", "cancelled").calls += 1
+        self._series_for(call.kwargs, call.record, None, "cancelled", "cancelled").calls += 1
 
     def _finish(self, call: Call, seconds: float, result: Any, exc: Exception | None) -> None:
         known = call.record
         if exc is None:
             response = None if result is None else field(result, "model")
-            series = self._series_for(call, known, response if isinstance(response, str)
+            series = self._series_for(call.kwargs, known, response if isinstance(response, str)
                                       else None, None, "success")
         else:
             leaf = error_leaf(exc)  # under a Fallback: the error that ended the call
             error = error_type(leaf)
             self._errors[error] = self._errors.get(error, 0) + 1
             outcome = "rejected" if isinstance(leaf, AdmissionError) else "error"
-            series = self._series_for(call, known, None, error, outcome)
+            series = self._series_for(call.kwargs, known, None, error, outcome)
         series.calls += 1
         self._latency.add(seconds)
         counts = self._counts  # what the record counts (written out: every call runs it)

@@ -7,10 +7,11 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from .._core import events
 from .._core.call import Call
 from .._core.classify import classify
 from .._core.events import records
-from .._core.layer import Handler, Layer, invoke
+from .._core.layer import NOT_NOW, Handler, Layer, answer_now_path, invoke
 from .._core.public import public
 from .._core.stream import Stream
 
@@ -72,6 +73,9 @@ def make_guarded(pipeline: PipelineView, fn: Any, terminal: Handler = invoke) ->
         return handler(call)
 
     name, layers = pipeline.name, bool(pipeline.layers)
+    # Outer layers that can answer a call synchronously (a Cache hit below Metrics): asked
+    # first, so a hit skips the Call, its record and a coroutine per layer (AnswersNow).
+    now = answer_now_path(pipeline.layers)
 
     def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
         call = Call(fn, args, kwargs, name, get_running_loop())
@@ -100,11 +104,18 @@ def make_guarded(pipeline: PipelineView, fn: Any, terminal: Handler = invoke) ->
     else:
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
-            if not layers and records.get() is None:  # nothing to do, nobody to tell
-                return await fn(*args, **kwargs)
-            call = Call(fn, args, kwargs, name, get_running_loop())
             sink = records.get()
-            if sink is not None:  # inside llmguard.recording()
+            if sink is None:  # nobody reads this call's record
+                if not layers:  # nothing to do, nobody to tell
+                    return await fn(*args, **kwargs)
+                loop = get_running_loop()
+                if now is not None and not events.subscribers:  # a cache hit, at once
+                    result = now(fn, args, kwargs, loop)
+                    if result is not NOT_NOW:
+                        return result
+                call = Call(fn, args, kwargs, name, loop)
+            else:  # inside llmguard.recording()
+                call = Call(fn, args, kwargs, name, get_running_loop())
                 sink.append(call.record)
             try:
                 result = await handler(call)

@@ -128,7 +128,8 @@ def build_stack(spec: StackSpec, *, name: str | None = None,
                 cache: Mapping[str, Any] | None = None,
                 fallback: Callable[[str], Any] = _model, backend: Any = None,
                 budget: Layer | None = None, rate_limit: Layer | None = None,
-                limiter: Any = None, share: int = 1) -> Pipeline:
+                limiter: Any = None, share: int = 1,
+                tokens: Callable[..., int] | None = None) -> Pipeline:
     """The pipeline of ``spec``, in the recommended order.
 
     ``metrics`` holds Metrics options (None: no Metrics layer); ``cache`` more Cache options
@@ -139,7 +140,8 @@ def build_stack(spec: StackSpec, *, name: str | None = None,
     outside the limiters so a refused call holds no quota or slot; ``rate_limit``
     replaces the RateLimit built from the spec (a learned one); ``limiter`` is the concurrency
     limiter to use (a Redis one) instead of one of ``spec.concurrency``; ``share`` divides the
-    quotas and the concurrency among that many processes that do not share a backend.
+    quotas and the concurrency among that many processes that do not share a backend;
+    ``tokens`` is the RateLimit's estimate (default ``llmguard.estimate_tokens``).
     """
     p = Pipeline(name=name)
     if metrics is not None:
@@ -164,7 +166,8 @@ def build_stack(spec: StackSpec, *, name: str | None = None,
                          input_tpm=None if spec.input_tpm is None else spec.input_tpm // share,
                          output_tpm=None if spec.output_tpm is None else spec.output_tpm // share,
                          burst=spec.burst, margin=spec.margin, refill=spec.refill,
-                         charge=spec.charge, max_wait=spec.max_wait, backend=backend)
+                         charge=spec.charge, max_wait=spec.max_wait, backend=backend,
+                         **({} if tokens is None else {"tokens": tokens}))
     if spec.adaptive:
         return p.adaptive_concurrency(max_wait=spec.max_wait)
     if limiter is not None:

@@ -160,14 +160,17 @@ class ChatRoutes:
                 wants_usage = options.get("include_usage") is True
                 body["stream_options"] = {**options, "include_usage": True}
             with _ClientLeft(request, self.departures) as left:
-                result = await self.gateway.call(model, tenant, body, priority, abandon=left)
+                call = self.gateway.start(model, tenant, body, priority)
+                result = await self.gateway.run(model, call, abandon=left)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-style answer
             return self.error(exc, tenant, name)
         headers = self.gateway.tenants.headers(tenant)
         price = (model.config.price_input, model.config.price_output)
         book = self.gateway.usage
         if not isinstance(result, lg.Stream):
-            book.record(tenant, name, 200, lg.extract_usage(result), price)
+            usage = call.record.usage  # read from the answer by the layers already
+            book.record(tenant, name, 200, lg.extract_usage(result) if usage is None else usage,
+                        price)
             if streaming:  # a non-streamed answer (a cache or default) sent as one chunk
                 return StreamBody(self._one(result), headers=headers,
                                   media_type="text/event-stream",

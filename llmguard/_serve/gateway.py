@@ -21,6 +21,7 @@ from .._upstream.deployments import router_of
 from .abandon import Abandon
 from .budgets import TenantBudget, attach_budgets
 from .config import ModelConfig, ServeConfig
+from .estimate import estimate
 from .model import Model
 from .tenants import Tenant, TenantGate, Tenants
 from .usage import UsageBook
@@ -69,6 +70,10 @@ class Gateway:
         self.stop_at: float | None = None
         self.draining = False
         self._scopes: set[asyncio.Timeout] = set()
+        #: Tasks awaiting in ``bounded`` since before a drain -> their ``cancelling()`` then;
+        #: those the drain deadline cancelled.
+        self._running: dict[asyncio.Task[Any], int] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
 
     def _build_order(self) -> list[str]:
         """Models in an order where every fallback target is built before its users."""
@@ -108,7 +113,8 @@ class Gateway:
                             metrics={"meter_provider": self.meter_provider,
                                      "tracer_provider": self.tracer_provider,
                                      "provider": cfg.provider},
-                            cache=cache, fallback=lambda fb: self.models[fb].guarded)
+                            cache=cache, fallback=lambda fb: self.models[fb].guarded,
+                            tokens=estimate)  # the tenant gate's estimate, not a second one
         model.layers = tuple(stack.layers)
         model.guarded = stack.wrap(model.send, terminal=model.terminal())
         model.chat = lg.Pipeline(gate, *stack.layers, name=name).build(model.terminal())
@@ -169,8 +175,34 @@ class Gateway:
     async def bounded(self, awaitable: Any) -> Any:
         """Await ``awaitable`` but no later than the drain deadline (then :class:`ShuttingDown`).
 
-        One ``asyncio.timeout`` per await, tracked while active, so ``drain`` can pull its
-        deadline in: work in flight ends with an answer, never a cut connection."""
+        Before a drain there is no deadline, so nothing is scheduled: the task is noted (a dict
+        entry, not an ``asyncio.timeout`` scope with its two coroutines per request), and
+        ``drain`` cancels the tasks still here at the deadline, which this turns into
+        :class:`ShuttingDown` (a cancellation of the caller's own stays a cancellation, as
+        under ``asyncio.timeout``). Once draining, each await gets a scope with the deadline."""
+        task = asyncio.current_task()
+        if self.stop_at is not None or task is None or task in self._running:
+            return await self._scoped(awaitable)
+        cancelling = self._running[task] = task.cancelling()
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if task in self._expired and task.uncancel() <= cancelling:
+                raise self._shutting_down() from None
+            raise
+        finally:
+            del self._running[task]
+            self._expired.discard(task)
+
+    def _expire(self, task: asyncio.Task[Any]) -> None:
+        """The drain deadline came for a task still awaiting in :meth:`bounded`."""
+        if task in self._running and task not in self._expired:
+            self._expired.add(task)
+            task.cancel()
+
+    async def _scoped(self, awaitable: Any) -> Any:
+        """:meth:`bounded` once draining: one ``asyncio.timeout`` per await, tracked while
+        active, so a later ``drain`` can pull its deadline in."""
         scope = asyncio.timeout_at(self.stop_at)
         self._scopes.add(scope)
         try:
@@ -178,11 +210,15 @@ class Gateway:
                 return await awaitable
         except TimeoutError:
             if scope.expired() and self.stop_at is not None:
-                raise ShuttingDown("the gateway is shutting down and its grace period for "
-                                   "requests in flight ran out; retry on another replica") from None
+                raise self._shutting_down() from None
             raise
         finally:
             self._scopes.discard(scope)
+
+    @staticmethod
+    def _shutting_down() -> ShuttingDown:
+        return ShuttingDown("the gateway is shutting down and its grace period for requests in "
+                            "flight ran out; retry on another replica")
 
     def drain(self, grace: float | None = None) -> None:
         """Stop taking requests (503, /readyz fails) and end what is in flight within ``grace``
@@ -195,6 +231,8 @@ class Gateway:
         for scope in list(self._scopes):
             if scope.when() is None or scope.when() > self.stop_at:
                 scope.reschedule(self.stop_at)
+        for task in list(self._running):
+            loop.call_at(self.stop_at, self._expire, task)
 
     def secrets(self) -> list[str]:
         """Upstream keys this process holds (never to be printed)."""

@@ -20,6 +20,7 @@ import llmguard as lg
 from llmguard.backends import ConcurrencyLimiter, MemoryBackend, Quota
 
 from .config import PRIORITIES, ConfigError, TenantConfig
+from .estimate import ESTIMATE, basis
 
 __all__ = ["QuotaExceeded", "Tenant", "TenantBusy", "Tenants", "hash_key"]
 
@@ -128,6 +129,8 @@ class Tenants:
                     raise ConfigError(f"tenants.{name}: the same API key is also tenant "
                                       f"{other.name}'s; give each tenant its own key")
                 self._by_hash[digest] = tenant
+        #: Tenant name -> the x-ratelimit header names and limits of its quotas (``headers``).
+        self._plans: dict[str, list[tuple[bool, str, str, str, str]]] = {}
         #: True when requests need a key (some tenant is configured).
         self.required = bool(self.by_name)
         if not self.required:
@@ -146,13 +149,19 @@ class Tenants:
         if not tenant.quotas:
             return {}
         requests, tokens, paused = self.backend.headroom(tenant.name, tenant.quotas)
+        plan = self._plans.get(tenant.name)
+        if plan is None:  # what never changes, made once per tenant (every answer sends them)
+            plan = self._plans[tenant.name] = [
+                (quota.tokens, f"x-ratelimit-limit-{unit}", str(quota.limit),
+                 f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}")
+                for quota in tenant.quotas
+                for unit in ("tokens" if quota.tokens else "requests",)]
         out: dict[str, str] = {}
-        for quota in tenant.quotas:
-            unit = "tokens" if quota.tokens else "requests"
-            out[f"x-ratelimit-limit-{unit}"] = str(quota.limit)
-            out[f"x-ratelimit-remaining-{unit}"] = str(max(0, tokens if quota.tokens else requests))
+        for counts_tokens, limit_name, limit, remaining_name, reset_name in plan:
+            out[limit_name] = limit
+            out[remaining_name] = str(max(0, tokens if counts_tokens else requests))
             if wait is not None:
-                out[f"x-ratelimit-reset-{unit}"] = f"{max(wait, paused):.3f}s"
+                out[reset_name] = f"{max(wait, paused):.3f}s"
         return out
 
 
@@ -172,48 +181,55 @@ class TenantGate:
 
     async def __call__(self, call: lg.Call, call_next: lg.Handler, /) -> Any:
         tenant = self.tenants.by_name.get(call.partition)  # type: ignore[arg-type]
-        backend, ticket, tokens = self.tenants.backend, None, 0
-        if tenant is not None and tenant.quotas:
-            if any(q.tokens for q in tenant.quotas):
-                tokens = lg.estimate_tokens(**call.kwargs)
-                limit = min(q.limit for q in tenant.quotas if q.tokens)
-                if tokens > limit:
-                    raise lg.RequestTooLarge(
-                        f"this request needs an estimated {tokens} tokens but tenant "
-                        f"{tenant.name!r} may use {limit} per minute; shorten the messages or "
-                        "max_tokens")
-            wait, ticket = await backend.reserve(tenant.name, tenant.quotas, tokens)
-            if ticket is None:
-                raise self._refused(tenant, wait, tokens)
-        limiter = None if tenant is None else tenant.limiter
+        backend, ticket, tokens, estimated = self.tenants.backend, None, 0, None
         try:
-            if limiter is not None:
-                try:
-                    await limiter.acquire(priority=call.priority or 0, partition=tenant.name)
-                except lg.AdmissionError as exc:
-                    raise TenantBusy(f"tenant {tenant.name!r} has {tenant.config.concurrency} "
-                                     f"calls in flight, its cap ({exc})") from None
+            if tenant is not None and tenant.quotas:
+                if any(q.tokens for q in tenant.quotas):
+                    tokens = lg.estimate_tokens(**call.kwargs)
+                    estimated = ESTIMATE.set((basis(call.kwargs), tokens))  # the model's RateLimit
+                    limit = min(q.limit for q in tenant.quotas if q.tokens)
+                    if tokens > limit:
+                        raise lg.RequestTooLarge(
+                            f"this request needs an estimated {tokens} tokens but tenant "
+                            f"{tenant.name!r} may use {limit} per minute; shorten the messages or "
+                            "max_tokens")
+                wait, ticket = await backend.reserve(tenant.name, tenant.quotas, tokens)
+                if ticket is None:
+                    raise self._refused(tenant, wait, tokens)
+            limiter = None if tenant is None else tenant.limiter
             try:
-                result = await call_next(call)
-            except BaseException:
                 if limiter is not None:
-                    limiter.release()
+                    try:
+                        await limiter.acquire(priority=call.priority or 0, partition=tenant.name)
+                    except lg.AdmissionError as exc:
+                        raise TenantBusy(f"tenant {tenant.name!r} has {tenant.config.concurrency} "
+                                         f"calls in flight, its cap ({exc})") from None
+                try:
+                    result = await call_next(call)
+                except BaseException:
+                    if limiter is not None:
+                        limiter.release()
+                    raise
+            except lg.AdmissionError:
+                if ticket is not None:
+                    backend.refund(tenant.name, ticket)  # never reached a provider
                 raise
-        except lg.AdmissionError:
-            if ticket is not None:
-                backend.refund(tenant.name, ticket)  # never reached a provider
-            raise
-        if isinstance(result, lg.Stream):
-            def end(_error: BaseException | None) -> None:
+            if isinstance(result, lg.Stream):
+                def end(_error: BaseException | None) -> None:
+                    if limiter is not None:
+                        limiter.release()
+                    self._settle(tenant, ticket, tokens, result.usage)
+                result.defer(end)
+            else:
                 if limiter is not None:
                     limiter.release()
-                self._settle(tenant, ticket, tokens, result.usage)
-            result.defer(end)
-        else:
-            if limiter is not None:
-                limiter.release()
-            self._settle(tenant, ticket, tokens, lg.extract_usage(result))
-        return result
+                usage = call.record.usage  # read from the answer by a layer already
+                self._settle(tenant, ticket, tokens,
+                             lg.extract_usage(result) if usage is None else usage)
+            return result
+        finally:  # the estimate was this request's only
+            if estimated is not None:
+                ESTIMATE.reset(estimated)
 
     def _settle(self, tenant: Tenant | None, ticket: Any, tokens: int, usage: Any) -> None:
         if ticket is not None and usage is not None and usage.total_tokens != tokens:

@@ -83,3 +83,30 @@ def test_grace_running_out_ends_work_with_an_answer(tmp_path) -> None:
         assert plain["r"].status_code == 503
         assert plain["r"].json()["error"]["code"] == "server_shutting_down"
         assert server.proc.wait(HANG_GUARD) == 0
+
+
+async def test_bounded_turns_the_drain_deadline_into_shutting_down_only() -> None:
+    """A request awaiting since before a drain ends with ShuttingDown at the deadline (no
+    scope was made for it); a cancellation of the caller's own stays a cancellation."""
+    import asyncio
+
+    import pytest
+
+    from llmguard._serve.config import ServeConfig
+    from llmguard._serve.gateway import Gateway, ShuttingDown
+
+    gateway = Gateway(ServeConfig(models={}, tenants={}))
+    forever = asyncio.get_running_loop().create_future
+    cancelled = asyncio.ensure_future(gateway.bounded(forever()))
+    late = asyncio.ensure_future(gateway.bounded(forever()))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    gateway.drain(grace=5)
+    await asyncio.sleep(4.9)
+    assert not late.done()
+    with pytest.raises(ShuttingDown):
+        await late
+    assert not gateway._running and not gateway._expired
+    await gateway.aclose()
