@@ -16,9 +16,11 @@ the factor from the other side and ends probing (:meth:`.charge.Charge.refused`)
 keeps what it charged, at that factor. One at a time, at most one request is refused while
 the charge is learned.
 
-A bucket that refills while probes go (one per answer's latency) admits them all: the factor
-comes down towards 1 then, which a bucket, refilling, tolerates (it admits anything a
-sliding window does); a refusal then raises it again.
+A bucket that refills while probes go (one per answer's latency) admits them all: taken as a
+window's count, the factor came down to 1 on a server charging 1.11x, and the next window's
+burst was refused in part (10-12 429s of 126). So until the shape is known a served probe
+lowers the factor only by what a bucket's refill since ours went cannot explain
+(:mod:`.bounds`); a fixed window learned brings it to what fitted.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
