@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from llmguard._admission.ratelimit import bounds
 from llmguard._admission.ratelimit.charge import OPENING
 from llmguard._admission.ratelimit.log import Entry
 from llmguard._admission.ratelimit.named import Named
@@ -84,7 +85,9 @@ def test_answers_without_token_readings_keep_what_was_reserved() -> None:
 def test_probes_go_one_at_a_time_and_bring_the_factor_down() -> None:
     """Held back at the factor, within the quota at our bare estimates: one request goes as
     a probe, the next waits for its answer. Admitted, the server counted 41 estimates within
-    the quota: the factor comes down to that (one token less each: counts round up)."""
+    the quota, or a bucket refilled meanwhile: the factor comes down only by what the refill
+    since ours went cannot explain (here nothing: it stays), and to what fits the window
+    once the shape is learned a fixed window (one token less each: counts round up)."""
     w = window()
     for entry in admit(w, 0.0, 212, 40):
         w.adjust(2.0, entry, 212)
@@ -95,7 +98,12 @@ def test_probes_go_one_at_a_time_and_bring_the_factor_down() -> None:
     w.adjust(4.0, first, 212)
     second = w.take(4.0, 212)
     assert second is not None
-    assert w.charge.factor == pytest.approx((10_000 - 41) / (41 * 212))
+    fits = (10_000 - 41) / (41 * 212)
+    assert w.charge.windowed == pytest.approx(fits)
+    assert w.charge.factor == OPENING  # a bucket refilling 2 s explains more than 1.15x
+    w.shape.kind = "fixed"  # (learned so: :func:`.learn.become_fixed`)
+    bounds.windowed(w.charge, w, 4.0)
+    assert w.charge.factor == pytest.approx(fits)
 
 
 def test_a_token_429_while_probing_measures_the_factor_and_keeps_it() -> None:

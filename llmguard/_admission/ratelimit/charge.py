@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .probing import ours, recount
+from .bounds import ours, recount, unrefilled
 
 __all__ = ["OPENING", "Charge"]
 
@@ -52,7 +52,7 @@ class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
     __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
-                 "trusted", "refills")
+                 "trusted", "refills", "windowed", "least")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -73,6 +73,9 @@ class Charge:
         #: A give-back probe was admitted that a token bucket refilling since ours went would
         #: admit too (nothing given back): the test proves nothing there, and ends.
         self.refills = False
+        #: The most a server counting ours in a window (fixed or sliding, no refill) charges,
+        #: shown by the probes it admitted (:mod:`.probing`); ``least``: the least, by a 429.
+        self.windowed, self.least = math.inf, 1.0
 
     def units(self, estimate: int) -> int:
         """Tokens to reserve for a call estimated at ``estimate``."""
@@ -97,8 +100,10 @@ class Charge:
             return 0
         if self.silent and answered:
             entry.used = tokens  # what counts if the server gives unused tokens back
-        if bucket or (self.silent and self.trusted) or not (self.heard or self.silent
-                                                            or self.kept):
+        # a bucket learned from a server that says nothing (:mod:`.silent`) drains by no
+        # reading: what it keeps charged stays counted, as on any silent server
+        if (bucket and self.heard) or (self.silent and self.trusted) or not (
+                self.heard or self.silent or self.kept):
             return tokens
         # the calibrated charge, never above the reservation (a burst read in part calibrates
         # high for a moment), or more when the usage says so
@@ -123,7 +128,14 @@ class Charge:
         # it charges more than limit / (estimated + the refused one's), at most limit over
         # what it admitted; each count rounded up, so one token less each fits them in
         factor = max(limit / (estimated + ticket.estimate), (limit - len(before)) / estimated)
-        factor = min(MOST, max(1.0, self.factor, factor))
+        self.least = max(self.least, min(MOST, limit / (estimated + ticket.estimate)))
+        if not self.kept and unrefilled(window, ticket):
+            # a bucket charging our factor would have admitted it: a window counted ours, no
+            # refill, and what it admitted bounds the factor from above (kept at 1.15x, not
+            # the 1.118x that fits, a strict sliding window ran 1.49x the ideal)
+            factor = min(MOST, max(1.0, factor, min(self.factor, self.windowed)))
+        else:
+            factor = min(MOST, max(1.0, self.factor, factor))
         if self.kept and factor <= self.factor:
             return False
         self.factor, self.silent, self.kept, self.trusted = factor, False, True, False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import probing, silent
+from . import apart, bounds, probing, silent
 from .auto import AutoTrack
 from .log import Entry, Log
 from .others import ours as _units, sent_by as _sent_by, theirs
@@ -203,6 +203,7 @@ def become_fixed(window: Any, now: float) -> None:
             track.become_fixed(now, shape.epoch)
     window.caps.clear()
     window.paused_until = min(window.paused_until, max(now, shape.hold))
+    bounds.windowed(window.charge, window, now)  # no refill explains what it admitted
 
 
 def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float,
@@ -226,7 +227,11 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))
     probe = ticket is not None and (ticket is shape.probe or silent.overtaken(shape, ticket))
-    if probe:
+    if probe and shape.served and apart.refused(window, ticket):  # beyond the minute only
+        shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
+                            "refused (429)")
+        become_fixed(window, now)
+    elif probe:
         shape.confirm(False, "a probe was refused (429)")
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
     if shape.quiet and (probe or long):  # a server that says nothing else counted none of it:

@@ -16,9 +16,11 @@ the factor from the other side and ends probing (:meth:`.charge.Charge.refused`)
 keeps what it charged, at that factor. One at a time, at most one request is refused while
 the charge is learned.
 
-A bucket that refills while probes go (one per answer's latency) admits them all: the factor
-comes down towards 1 then, which a bucket, refilling, tolerates (it admits anything a
-sliding window does); a refusal then raises it again.
+A bucket that refills while probes go (one per answer's latency) admits them all: taken as a
+window's count, the factor came down to 1 on a server charging 1.11x, and the next window's
+burst was refused in part (10-12 429s of 126). So until the shape is known a served probe
+lowers the factor only by what a bucket's refill since ours went cannot explain
+(:mod:`.bounds`); a fixed window learned brings it to what fitted.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -26,6 +28,9 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 from __future__ import annotations
 
 from typing import Any
+
+from . import bounds
+from .bounds import lowered, ours, recount
 
 __all__ = ["ours", "probe", "probes", "recount"]
 
@@ -37,6 +42,8 @@ def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
     the unused tokens of the answers given back."""
     if not charge.silent or charge.trusted or window.paused_until > now:
         return False
+    if window.shape is not None and window.shape.probe is not None:
+        return False  # one probe at a time: the shape's (:mod:`.silent`) answers first
     last = charge.probing
     if last is not None and last.live and last.answered > now and not last.refused:
         return False
@@ -44,8 +51,9 @@ def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
         return False
     if not all(track.fits(now, 1) for track in window.tracks if not track.quota.tokens):
         return False
-    entries, limit = ours(window), _limit(window)
-    if sum(e.estimate for e in entries) + estimate <= limit:
+    entries, limit = ours(window), bounds.limit_of(window)
+    if sum(e.estimate for e in entries) + estimate <= limit \
+            or bounds.spare(window, now, estimate):
         return True
     return not charge.refills and sum(_given(e) for e in entries) + charge.units(estimate) <= limit
 
@@ -65,7 +73,8 @@ def probe(charge: Any, window: Any, now: float, estimate: int) -> Any:
             _probed(charge, window, now, last)
     tokens = charge.units(estimate)
     held = not all(t.fits(now, tokens) for t in window.tracks if t.quota.tokens)
-    charge.testing = held and sum(e.estimate for e in ours(window)) + estimate > _limit(window)
+    charge.testing = held and not bounds.spare(window, now, estimate) \
+        and sum(e.estimate for e in ours(window)) + estimate > bounds.limit_of(window)
     shape = window.shape
     before = shape.probe if shape is not None else None
     entry = window.add(now, tokens, estimate)
@@ -83,22 +92,12 @@ def _trusted(charge: Any, window: Any, now: float) -> None:
     recount(window, now, charge, ours(window), _given)
 
 
-def _bucket(window: Any) -> Any:
-    """The token track a token bucket of ``window``'s server would be of (None: no bucket:
-    the shape is a fixed window, or a 429 asked for longer than a bucket refills)."""
-    shape = window.shape
-    if shape is not None and (shape.kind == "fixed" or shape.bucketless):
-        return None
-    tracks = [t for t in window.tracks if t.quota.tokens and hasattr(t, "learns") and t.learns()]
-    return min(tracks, key=lambda t: t.limit) if tracks else None
-
-
 def _refills(window: Any, probe: Any, count: Any) -> float:
     """The most a token bucket of the quota (full at most, refilling ``limit / window`` a
     second) can hold when ``probe`` arrives (within the margin), less ours up to it, each
     counted at ``count(entry)``: the least over each of ours of the quota plus the refill
-    since it, less ours since (inf: no bucket, :func:`_bucket`)."""
-    track = _bucket(window)
+    since it, less ours since (inf: no bucket, :func:`.bounds.bucket_of`)."""
+    track = bounds.bucket_of(window)
     if track is None:
         return float("inf")
     limit, rate = track.limit, track.limit / track.window
@@ -132,42 +131,9 @@ def _probed(charge: Any, window: Any, now: float, probe: Any) -> None:
     estimated = sum(e.estimate for e in counted)
     if estimated <= 0:
         return
-    factor = max(1.0, (_limit(window) - len(counted)) / estimated)
+    windowed = max(1.0, (bounds.limit_of(window) - len(counted)) / estimated)
+    charge.windowed = min(charge.windowed, windowed)
+    factor = max(windowed, bounds.bucketed(window, probe))
     if factor < charge.factor:
         charge.factor = factor
-        recount(window, now, charge, entries)
-
-
-def _limit(window: Any) -> int:
-    """The token limit in force (a learned one, else the quota's)."""
-    return min(t.limit for t in window.tracks if t.quota.tokens)
-
-
-def ours(window: Any) -> list[Any]:
-    """Ours in ``window``'s log the server may count: admitted, not refunded nor refused (the
-    log of its first per-minute token quota, else of its first quota)."""
-    tracks = [t for t in window.tracks if t.quota.tokens and hasattr(t, "learns") and t.learns()]
-    track = tracks[0] if tracks else window.tracks[0]
-    return [e for e in getattr(getattr(track, "log", track), "entries", ())
-            if e.live and not e.refused]
-
-
-def recount(window: Any, now: float, charge: Any, entries: list[Any],
-            count: Any = None) -> None:
-    """Count ``entries`` at what ``charge`` says the server charged them (or ``count(entry)``),
-    settled or not."""
-    for entry in entries:
-        charged = charge.units(entry.estimate) if count is None else count(entry)
-        if charged == entry.tokens:
-            continue
-        for each in window.tracks:
-            if not each.quota.tokens:
-                continue
-            again = getattr(each, "recount", None)  # a learned quota's pacers
-            if again is not None:
-                again(now, entry, charged)
-            elif not hasattr(each, "rescale"):  # a log
-                each.adjust(now, entry, charged, entry.live)
-            elif entry.owner is window:  # a bucket settles once: only what is outstanding
-                each.rescale(now, entry, charged)
-        entry.tokens = charged
+        lowered(window, now, charge)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import apart
 from .auto import AutoTrack
 
 __all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "served"]
@@ -100,10 +101,15 @@ def due(window: Any, now: float, tokens: int) -> float | None:
     if not learners or any(until > now and left < (tokens if unit else 1)
                            for unit, (left, until, *_) in window.caps.items()):
         return None
-    if shape.served:  # one beyond the bucket, within the minute
-        if not any(dry(t, now, _need(t, tokens)) for t in learners):
+    if shape.served:  # one beyond the bucket, within the minute (or beyond the minute)
+        at = None
+        if any(dry(t, now, _need(t, tokens)) for t in learners):
+            at = now + max(t.fixed.wait(now, _need(t, tokens)) for t in learners)
+        if (at is None or at > now) and (apart.spent(window, learners, now, tokens)
+                                         or apart.guessed(window, learners, now, tokens)):
+            at = now  # the minute's count spent first, or only at a guessed factor
+        if at is None:
             return None
-        at = now + max(t.fixed.wait(now, _need(t, tokens)) for t in learners)
     else:
         at = _first(shape, learners, now, tokens)
         if at is None:
@@ -145,8 +151,16 @@ def served(window: Any, now: float) -> bool:
     a bucket (paced within both from now on); the second, beyond the bucket, a fixed window
     (True: the caller counts per window from now on, :func:`.learn.become_fixed`)."""
     shape = window.shape
-    shape.probe = None
+    probe, shape.probe = shape.probe, None
     if shape.served:
+        if probe is not None and apart.over(window, probe):
+            shape.learn("bucket", "a request beyond a fixed window from the clock minute, "
+                                  "within a token bucket, was served (no rate-limit header): "
+                                  "a token bucket")
+            apart.bucket(window, now)
+            return False
+        if probe is not None and apart.cheaper(window, now, probe):
+            return False  # a bucket charging less than we count: the next one beyond tells
         return shape.confirm(True, "a request beyond what a token bucket of the quota holds "
                                    "was served (no rate-limit header)")
     if shape.bucketless:  # a 429 asked for longer than a bucket of ours refills

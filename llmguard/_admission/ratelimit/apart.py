@@ -1,0 +1,144 @@
+"""Telling a token bucket from a fixed window on a server that says nothing, once a request
+beyond a sliding window was served just after a clock minute (:mod:`.silent`: paced within
+both since), when our token counts are a guess (:mod:`.charge`, ``silent``: the factor the
+server charges is unknown, at least our bare estimate).
+
+* **Beyond the bucket, served** (:func:`cheaper`). The probe that goes once a bucket of the
+  quota, ours counted at the factor, is dry proves a fixed window only if ours at their bare
+  estimates overflow a bucket too: else a bucket charging less than the factor served it
+  (a server charging 1.11x while we counted 1.15x: a fixed window learned, 48 429s of 126).
+  The factor comes down to the most such a bucket allows, and the next one beyond tells.
+* **Beyond the minute** (:func:`spent`, :func:`over`). A batch started on a minute sends the
+  quota there, which a bucket refilled and a fixed window alike admit: the minute's count is
+  spent while no bucket is dry, and paced within both nothing goes until the next minute
+  (1.50x the ideal). One request goes then, beyond the fixed window even at our bare
+  estimates and within what a bucket holds at the factor: a fixed window refuses it (the one
+  429 while learning: a fixed window learned), a bucket serves it (a bucket learned).
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import bounds
+from .auto import AutoTrack
+from .fixed import skew
+
+__all__ = ["bucket", "cheaper", "guessed", "over", "refused", "spent"]
+
+
+def _learners(window: Any) -> list[AutoTrack]:
+    return [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()
+            and t.fixed is not None]
+
+
+def _closed(window: Any, track: AutoTrack, at: float, need: int, before: int) -> bool:
+    """True when a fixed window of ``track``'s quota (its count from the minute) must refuse
+    ``need`` more (tokens at our bare estimates: the least a server charges) sent at ``at``:
+    ours admitted before the sequence number ``before`` and surely after the minute (its
+    skew past it, :func:`.fixed.skew`) fill it."""
+    fixed = track.fixed  # (the skew past which its count admits a new window's burst)
+    start = fixed.boundary(fixed.index(at)) + skew(fixed.margin, fixed.window, fixed.on_clock)
+    if at < start:
+        return False
+    ours = [e for e in track.recent if e.live and not e.refused and start <= e.time
+            and e.seq < before]
+    used = sum(e.estimate for e in ours) if track.quota.tokens else len(ours)
+    return used + need > track.limit
+
+
+def _holds(track: AutoTrack, at: float, before: int, bare: bool = False) -> float:
+    """The most a token bucket of ``track``'s quota (full at most) holds for one of ours
+    sent at ``at``, ours admitted before the sequence number ``before`` counted as we count
+    them (:meth:`.auto.AutoTrack.most`, for a moment past; ``bare``: tokens at our bare
+    estimates, the least a server charges)."""
+    rate, last = track.limit / track.window, at + track.quota.margin
+    most, count = float(track.limit), 0
+    for entry in reversed(track.recent):
+        if entry.seq < before and entry.live and not entry.refused:
+            count += entry.estimate if bare and track.quota.tokens else track.weight(entry)
+            most = min(most, track.limit + rate * (last - entry.time) - count)
+    return most
+
+
+def spent(window: Any, learners: list[AutoTrack], now: float, tokens: int) -> bool:
+    """True when a request of ``tokens`` (as we count them) may go now as the probe beyond
+    the minute: beyond a fixed window of one quota surely, within what a bucket of each
+    holds (the slack of the way there left)."""
+    factor = window.charge.factor if window.charge is not None else 1.0
+    estimate = max(1, int(tokens / factor))
+    # a bucket charging our bare estimates holds it: served, a bucket surely; refused, a
+    # fixed window only if a bucket as we count ours held it too (:func:`refused`), else
+    # paced as a sliding window from then on (safe with either)
+    return any(_closed(window, t, now, estimate if t.quota.tokens else 1, window.issued)
+               for t in learners) \
+        and all(_holds(t, now, window.issued, bare=True)
+                >= (estimate if t.quota.tokens else 1) + t.slack() for t in learners)
+
+
+def guessed(window: Any, learners: list[AutoTrack], now: float, tokens: int) -> bool:
+    """True when a request of ``tokens`` (as we count them) may go now as a probe of the
+    factor: both are spent as we count ours, and neither at our bare estimates. Served, the
+    factor comes down to what a bucket or a fixed window allows (:func:`cheaper`), until the
+    minute is spent at the factor and at our estimates alike (:func:`spent` then)."""
+    charge = window.charge
+    if charge is None or not charge.silent or charge.trusted or charge.factor <= 1.0:
+        return False
+    estimate = max(1, int(tokens / charge.factor))
+    return all(not _closed(window, t, now, estimate if t.quota.tokens else 1, window.issued)
+               and _holds(t, now, window.issued, bare=True)
+               >= (estimate if t.quota.tokens else 1) + t.slack() for t in learners)
+
+
+def _minute(window: Any, probe: Any) -> float:
+    """The highest factor at which a fixed window of the token quota could have admitted
+    ``probe``: ours that may count in its minute (from a margin before it), the probe
+    included, within the limit (0: no token quota learned)."""
+    bound = 0.0
+    for track in _learners(window):
+        if track.quota.tokens:
+            fixed = track.fixed
+            start = fixed.boundary(fixed.index(probe.time)) - fixed.margin
+            estimated = sum(e.estimate for e in track.recent if e.live and not e.refused
+                            and start <= e.time and e.seq <= probe.seq)
+            if estimated > 0:
+                bound = max(bound, track.limit / estimated)
+    return bound
+
+
+def over(window: Any, probe: Any) -> bool:
+    """True when ``probe`` went beyond a fixed window surely (:func:`spent`): served, a
+    bucket; refused, a fixed window if a bucket held it as we count ours (:func:`refused`)."""
+    return any(_closed(window, t, probe.time, probe.estimate if t.quota.tokens else 1,
+                       probe.seq) for t in _learners(window))
+
+
+def refused(window: Any, probe: Any) -> bool:
+    """True when the refusal of ``probe`` shows a fixed window: beyond one surely, and within
+    what a bucket of every quota holds as we count ours."""
+    return over(window, probe) and all(
+        _holds(t, probe.time, probe.seq) >= (probe.tokens if t.quota.tokens else 1)
+        for t in _learners(window))
+
+
+def cheaper(window: Any, now: float, probe: Any) -> bool:
+    """True when ``probe``, beyond the bucket and served, was beyond it only as we count
+    tokens at a guessed factor: a bucket charging less could have admitted it, so it proves
+    no fixed window (:func:`.bounds.cheaper` brings the factor down). A bucket of requests
+    that must have refused it decides."""
+    charge = window.charge
+    if charge is None or not charge.silent or charge.trusted or charge.factor <= 1.0:
+        return False
+    for track in _learners(window):
+        if not track.quota.tokens and _holds(track, probe.time, probe.seq) < 1:
+            return False  # the requests' bucket could not admit it
+    return bounds.cheaper(charge, window, now, probe, _minute(window, probe))
+
+
+def bucket(window: Any, now: float) -> None:
+    """A bucket learned: it paces from now on, holding what a bucket holds as ours were
+    paced within both (:func:`.bounds.lowered`: its own level lags a factor brought down)."""
+    if window.charge is not None:
+        bounds.lowered(window, now, window.charge)
