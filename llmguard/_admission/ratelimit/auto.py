@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .bucket import Bucket
+from .bucket import Bucket, settle
 from .fixed import FixedCount
-from .log import Entry, Log
+from .log import FOLD_AT, Entry, Log
 
 __all__ = ["AutoTrack"]
 
@@ -87,7 +87,12 @@ class AutoTrack:
                 need = tokens if self.quota.tokens else 1  # (``fits`` is given the tokens)
                 return self.most(now) >= need + self.slack() and self.fixed.fits(now, tokens)
             if not shape.assumed:  # the log paces an unknown shape (a bucket if assumed)
-                return self.log.fits(now, tokens)
+                # ``self.log.fits(now, tokens)``, written out: twice on every admission
+                log = self.log
+                entries = log.entries
+                if entries and entries[0].time <= now - log.span:
+                    log.expire(now)
+                return log.used + (tokens if log.tokens else 1) <= log.limit
         return self._pacer().fits(now, tokens)
 
     def wait(self, now: float, need: int) -> float:
@@ -98,21 +103,70 @@ class AutoTrack:
 
     def add(self, now: float, entry: Entry) -> None:
         log = self.log
-        if log.entries and log.entries[0].time <= now - log.span:
+        entries = log.entries
+        if entries and entries[0].time <= now - log.span:
             log.expire(now)  # the log may not be asked (another pacer admits): keep it short
-        log.add(now, entry)
+        # ``log.add(now, entry)`` and ``bucket.add(now, entry)``, written out (every admission,
+        # once per quota)
+        units = entry.tokens if log.tokens else 1
+        entries.append(entry)
+        log.used += units
+        if len(entries) > FOLD_AT and now // log.slot > log.cut:
+            log.fold()
         recent = self.recent
         recent.append(entry)
         horizon = now - 2 * self.window
         while recent[0].time < horizon:
             recent.popleft()
-        self.bucket.add(now, entry)
+        bucket = self.bucket
+        level = bucket.level
+        if now > bucket.at:  # ``bucket._refill(now)``, written out
+            limit = bucket.limit
+            level += (now - bucket.at) * bucket.rate
+            if level > limit:
+                level = limit
+            bucket.at = now
+            if bucket.deficit > limit - level:
+                bucket.deficit = limit - level
+        bucket.level = level - units  # (``entry.live`` is 1 on admission: the log's count)
+        bucket.deficit += units
+        bucket.outstanding += units
         if self.fixed is not None:
             self.fixed.add(now, entry)
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int) -> None:
-        self.log.adjust(now, entry, tokens, live)
-        self.bucket.adjust(now, entry, tokens, live)
+        log = self.log
+        if entry.time // log.slot < log.cut or entry.time <= now - log.span:
+            log.adjust(now, entry, tokens, live)  # folded, or left the window
+        else:  # ``log.adjust``, written out for an entry still in the window (every settled call)
+            entries = log.entries
+            if entries and entries[0].time <= now - log.span:
+                log.expire(now)  # first, so an expiring entry leaves with the weight it counted
+            log.used += (tokens - entry.tokens) if log.tokens else (live - entry.live)
+        # ``self.bucket.adjust(now, entry, tokens, live)``, its refill written out
+        bucket = self.bucket
+        level, deficit, limit = bucket.level, bucket.deficit, bucket.limit
+        if now > bucket.at:
+            level += (now - bucket.at) * bucket.rate
+            if level > limit:
+                level = limit
+            bucket.at = now
+            if deficit > limit - level:  # the provider's could have filled up meanwhile
+                deficit = limit - level
+        if log.tokens:
+            reserved, actual = entry.tokens, tokens if live else None
+        else:
+            reserved, actual = entry.live, 1 if live else None
+        if actual is not None and actual >= reserved:  # :func:`.bucket.settle`'s charge, written
+            level -= actual - reserved  # out (every answered call); a refund goes through it
+            deficit -= reserved
+            if deficit > limit - level:
+                deficit = limit - level
+            bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
+            bucket.outstanding -= reserved
+        else:
+            bucket.level, bucket.deficit, bucket.outstanding = settle(
+                level, deficit, bucket.outstanding, limit, reserved, actual)
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 

@@ -64,8 +64,16 @@ def settle(level: float, deficit: float, outstanding: float, capacity: float, re
         deficit -= reserved
     else:
         used = actual or 0.0
-        credit = max(0.0, min(reserved - used, deficit - others - used))
-        level = min(capacity, level + credit)
+        # ``max(0.0, min(reserved - used, deficit - others - used))`` and ``min(capacity,
+        # level + credit)``, written out (no builtin call: every refund)
+        credit = reserved - used
+        if deficit - others - used < credit:
+            credit = deficit - others - used
+        if not credit > 0.0:
+            credit = 0.0
+        level += credit
+        if not level < capacity:
+            level = capacity
         deficit -= credit + used
     # max(0, min(deficit, capacity - level)), written out: this runs on every settled call
     if deficit > capacity - level:

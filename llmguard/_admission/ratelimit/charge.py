@@ -82,7 +82,11 @@ class Charge:
         factor = self.factor
         if factor == 1.0:
             return estimate
-        return min(self.limit, max(estimate, math.ceil(estimate * factor - 1e-9)))
+        # ``min(self.limit, max(estimate, ceil(...)))``, written out (twice on every call)
+        units = math.ceil(estimate * factor - 1e-9)
+        if units < estimate:
+            units = estimate
+        return units if units < self.limit else self.limit
 
     def settled(self, entry: Any, tokens: int, answered: bool = True,
                 bucket: bool = False) -> int:
@@ -103,7 +107,10 @@ class Charge:
             return tokens
         # the calibrated charge, never above the reservation (a burst read in part calibrates
         # high for a moment), or more when the usage says so
-        return max(min(entry.tokens, self.units(entry.estimate)), tokens)
+        charged = self.units(entry.estimate)  # ``max(min(entry.tokens, charged), tokens)``,
+        if not charged < entry.tokens:  # written out (every call)
+            charged = entry.tokens
+        return tokens if tokens > charged else charged
 
     def refused(self, window: Any, now: float, ticket: Any, limit: int) -> bool:
         """A 429 on tokens to ``ticket`` before any reading: ``window``'s server counted ours

@@ -109,10 +109,12 @@ def used_tokens(call: Any, result: Any, reserved: int,
     none."""
     if usage is not None:
         actual = usage(result)
-    else:
-        found = recorded_usage(call, result)
+    else:  # ``recorded_usage(call, result)``, written out (every call)
+        found = extract_usage(result)
         if found is None:
             return reserved
+        if call.record.usage is None:
+            call.record.usage = found
         actual = found.total_tokens
     if actual is None:
         return reserved

@@ -15,7 +15,7 @@ from . import learn, silent
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
-from .log import Entry, Log
+from .log import Entry, Folded, Log
 from .reading import Readings
 from .shape import Shape
 
@@ -100,8 +100,7 @@ class Window:
 
     def take(self, now: float, tokens: int) -> Entry | None:
         """Admit one request of ``tokens`` now if every quota has room (``wait(now, tokens) ==
-        0.0``, in one pass): its entry, else None with nothing recorded. Written out (the path of
-        every admission)."""
+        0.0``, in one pass): its entry, else None, nothing recorded (written out: every call)."""
         estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         if self.paused_until > now:
             return learn.probe(self, now, tokens, estimate)
@@ -127,16 +126,21 @@ class Window:
                       self.issued_tokens, estimate)
         self.issued += 1
         self.issued_tokens += tokens
-        self.readings.admit(now, entry)
+        recent, horizon = self.readings.recent, now - self.readings.spread  # ``readings.admit``
+        while recent and recent[0].time < horizon:  # written out (every admission)
+            recent.popleft()
+        recent.append(entry)
+        if recent[0] is not entry:  # else ``near`` is its own, as made
+            entry.near = (recent[0].seq, recent[0].tseq)
         for track in self.tracks:
             track.add(now, entry)
-        for unit, cap in self.caps.items():
+        for unit, cap in self.caps.items() if self.caps else ():  # (no view made when empty)
             cap[0] -= tokens if unit else 1
         if shape is not None:
             shape.probe = entry if probe else shape.probe
-            log = self.log
-            if log is not None and log.entries:
-                entry.first = log.oldest()
+            if self.log is not None and self.log.entries:  # ``log.oldest()``, written out
+                oldest = self.log.entries[0]
+                entry.first = oldest.first if type(oldest) is Folded else oldest.time
             if shape.candidate is not None and shape.since is None \
                     and now >= shape.candidate + shape.skew():
                 shape.since = (entry.seq, entry.tseq)  # the first of ours in the supposed window
@@ -151,22 +155,22 @@ class Window:
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1,
                answered: bool = True) -> None:
-        """Change an entry to ``tokens`` (reconcile) or remove it (``live=0``, refund). With
-        buckets this settles it (call it for every entry): a second call, or one for an entry of
-        another window, changes nothing. A refund gives back all the admission took (windows,
-        a bucket's level, caps). A learned token quota keeps what the server counts
-        (:mod:`.charge`; ``answered``: the call was answered, not merely counted as sent)."""
+        """Change an entry to ``tokens`` (reconcile) or remove it (``live=0``, refund: all it took
+        back, caps too). With buckets this settles it (call it for every entry): a second call, or
+        one for another window's entry, changes nothing. A learned token quota keeps what the
+        server counts (:mod:`.charge`; ``answered``: the call was answered, not merely sent)."""
         if self.buckets:
             if entry.owner is not self:
                 return
             entry.owner = None
         if entry.live and not live:
-            self.readings.refund(entry)
+            if self.readings.groups:  # (no reading open: nothing to give back)
+                self.readings.refund(entry)
         elif live and self.charge is not None:  # what the server counts of it
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.tracks:
             track.adjust(now, entry, tokens, live)
-        for unit, cap in self.caps.items():
+        for unit, cap in self.caps.items() if self.caps else ():
             if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
                 cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         shape = self.shape
