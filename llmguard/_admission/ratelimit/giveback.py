@@ -48,7 +48,7 @@ class GiveBack:
     ``verdict``: None (not yet known: kept, as by a server that does not), True or False."""
 
     __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
-                 "given", "largest", "recent", "anchor", "held", "credit", "probe")
+                 "given", "largest", "recent", "anchor", "held", "credit", "probe", "told")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
@@ -74,6 +74,8 @@ class GiveBack:
         #: and the reservation (its output entry) admitted only thanks to it.
         self.credit = 0
         self.probe: Any = None
+        #: The verdict last shared with other processes or adopted from them (a shared backend).
+        self.told: bool | None = None
 
     def admitted(self, now: float, output: int, entry: Any = None,
                  level: Callable[[], int] | None = None) -> None:
@@ -150,6 +152,16 @@ class GiveBack:
         again = self.credit
         self._decide(False, f"a request admitted only thanks to {again} unused output given "
                             "back was refused (429; no output header heard)")
+        return again
+
+    def adopt(self, verdict: bool, why: str) -> int:
+        """Another process's verdict (shared through the backend) taken as this one's: the
+        output tokens to charge again (a test's credit given back, now known kept), as
+        :meth:`refused`."""
+        again = self.credit if verdict is False else 0
+        self.told = verdict
+        if verdict is not self.verdict:
+            self._decide(verdict, f"learned by another process: {why}")
         return again
 
     def expire(self, now: float) -> None:

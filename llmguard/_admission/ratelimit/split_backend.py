@@ -103,6 +103,8 @@ class SplitBackend(GiveBackParts):
                            entry)
             else:
                 self.inner.reconcile(name, entry, _amount(part, tokens))
+        if back is not None:  # a probe served decides (``GiveBack.ended``)
+            self._tell(key, back)
 
     def refund(self, key: Hashable, ticket: Ticket) -> None:
         self._uncharged(key, ticket)

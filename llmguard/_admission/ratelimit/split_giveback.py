@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Hashable
 from typing import Any
 
-from .giveback import GiveBacks
+from .giveback import GiveBack, GiveBacks
 from .headers import sent
 from .split import Part, Ticket, amount as _amount
 from .window import Quota
@@ -33,7 +33,15 @@ class GiveBackParts:
     def _admitted(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Ticket) -> Ticket:
         if (entry := self._entry(ticket, "output")) is not None:
             now, output = asyncio.get_running_loop().time(), _amount("output", ticket.tokens)
-            self.giveback.track(key, quotas, now).admitted(now, output, entry, lambda: (
+            back = self.giveback.track(key, quotas, now)
+            # what another process learned (a shared backend: the verdict Redis returned with
+            # this reservation), when it differs from what this one last shared or adopted. A
+            # reservation racing this process's own write may return the older verdict: then
+            # it is adopted, and this process's readings change it again (either way, safe)
+            shared = getattr(entry, "giveback", None)
+            if shared is not None and shared[0] is not back.told:
+                self._charge(key, quotas, back.adopt(*shared))
+            back.admitted(now, output, entry, lambda: (
                 self.part_headroom(key, quotas, "output") or 0) + output)
         return ticket
 
@@ -43,15 +51,28 @@ class GiveBackParts:
             return False
         again = back.refused(out) if quotas else 0
         back.uncharged(_amount("output", ticket.tokens), out)
-        if again:  # the test failed: what it gave back is charged again
+        self._charge(key, quotas, again)  # the test failed: what it gave back, charged again
+        self._tell(key, back)
+        return bool(again)
+
+    def _charge(self, key: Hashable, quotas: tuple[Quota, ...], again: int) -> None:
+        if again:
             sent(self.inner, dict(self._layout(quotas))["output"], Part("output", key), again,
                  None)
-        return bool(again)
+
+    def _tell(self, key: Hashable, back: GiveBack) -> None:
+        """Share a verdict this process reached on its own evidence, over a backend that
+        shares one (Redis: ``backends.redis._giveback``), so no other process tests again."""
+        if back.verdict is not None and back.verdict is not back.told \
+                and callable(getattr(self.inner, "giveback", None)):
+            back.told = back.verdict
+            self.inner.giveback(Part("output", key), back.verdict, back.why)
 
     def read_output(self, key: Hashable, remaining: int, limit: int) -> None:
         """The server's output ``remaining`` of ``limit``: does it give unused output back?"""
         if back := self.giveback.get(key):
             back.read(asyncio.get_running_loop().time(), remaining, limit)
+            self._tell(key, back)
 
     @staticmethod
     def _entry(ticket: Any, part: str) -> Any:
