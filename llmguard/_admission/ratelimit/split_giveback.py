@@ -35,11 +35,12 @@ class GiveBackParts:
             now, output = asyncio.get_running_loop().time(), _amount("output", ticket.tokens)
             back = self.giveback.track(key, quotas, now)
             # what another process learned (a shared backend: the verdict Redis returned with
-            # this reservation), when it differs from what this one last shared or adopted. A
-            # reservation racing this process's own write may return the older verdict: then
-            # it is adopted, and this process's readings change it again (either way, safe)
-            shared = getattr(entry, "giveback", None)
-            if shared is not None and shared[0] is not back.told:
+            # this reservation), when it differs from what this one last shared or adopted;
+            # not while this one's own write is on its way: a reply may still hold the verdict
+            # it replaces (this process's own earlier one among them)
+            shared, telling = getattr(entry, "giveback", None), back.telling
+            if shared is not None and shared[0] is not back.told \
+                    and (telling is None or telling.done()):
                 self._charge(key, quotas, back.adopt(*shared))
             back.admitted(now, output, entry, lambda: (
                 self.part_headroom(key, quotas, "output") or 0) + output)
@@ -66,7 +67,7 @@ class GiveBackParts:
         if back.verdict is not None and back.verdict is not back.told \
                 and callable(getattr(self.inner, "giveback", None)):
             back.told = back.verdict
-            self.inner.giveback(Part("output", key), back.verdict, back.why)
+            back.telling = self.inner.giveback(Part("output", key), back.verdict, back.why)
 
     def read_output(self, key: Hashable, remaining: int, limit: int) -> None:
         """The server's output ``remaining`` of ``limit``: does it give unused output back?"""

@@ -12,6 +12,7 @@ its own evidence, and the others follow at their next reservation.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ._auto_scripts import SHAPE_TTL
@@ -27,9 +28,9 @@ return 1
 """
 
 
-def tell(connection: Connection, shape: str, verdict: bool, why: str) -> None:
-    """Share ``verdict`` (and ``why``) in the ``shape`` HASH, in the background."""
-    connection.spawn(connection.write(GIVEBACK, [shape], ["1" if verdict else "0", why],
+def tell(connection: Connection, shape: str, verdict: bool, why: str) -> asyncio.Task[None]:
+    """Share ``verdict`` (and ``why``) in the ``shape`` HASH, in the background: the write."""
+    return connection.spawn(connection.write(GIVEBACK, [shape], ["1" if verdict else "0", why],
                                       "sharing the give-back verdict"))
 
 
