@@ -198,3 +198,18 @@ def test_a_test_answered_without_usage_tests_nothing() -> None:
     back.admitted(3.0, MAX_TOKENS, test, lambda: MAX_TOKENS)
     back.ended(5.0, MAX_TOKENS, MAX_TOKENS, reconciled.append, test)
     assert back.verdict is None and back.probe is None and back.credit == MAX_TOKENS - USED
+
+
+def test_a_verdict_adopted_from_another_process_settles_the_held_and_ends_the_test() -> None:
+    """Another process's verdict (shared through Redis) is taken as this one's: the answers
+    held are settled by it, the test under way ends, and a credit given back to a server now
+    known to keep max_tokens is to be charged again; the same verdict again changes nothing."""
+    for verdict in (True, False):
+        back, reconciled = deaf_with_credit()
+        again = back.adopt(verdict, "the server's output remaining rose")
+        assert back.verdict is verdict and back.told is verdict
+        assert again == (0 if verdict else MAX_TOKENS - USED)
+        assert back.why == "learned by another process: the server's output remaining rose"
+        assert back.credit == 0 and back.probe is None and not back.held
+        assert reconciled == [USED] + [USED if verdict else MAX_TOKENS] * 2
+        assert back.adopt(verdict, "again") == 0 and back.why.endswith("remaining rose")

@@ -48,7 +48,8 @@ class GiveBack:
     ``verdict``: None (not yet known: kept, as by a server that does not), True or False."""
 
     __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
-                 "given", "largest", "recent", "anchor", "held", "credit", "probe")
+                 "given", "largest", "recent", "anchor", "held", "credit", "probe", "told",
+                 "telling")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
@@ -74,6 +75,9 @@ class GiveBack:
         #: and the reservation (its output entry) admitted only thanks to it.
         self.credit = 0
         self.probe: Any = None
+        #: The verdict last shared or adopted (a shared backend), and the write sharing it.
+        self.told: bool | None = None
+        self.telling: Any = None  # an asyncio task: until done, replies may predate it
 
     def admitted(self, now: float, output: int, entry: Any = None,
                  level: Callable[[], int] | None = None) -> None:
@@ -150,6 +154,15 @@ class GiveBack:
         again = self.credit
         self._decide(False, f"a request admitted only thanks to {again} unused output given "
                             "back was refused (429; no output header heard)")
+        return again
+
+    def adopt(self, verdict: bool, why: str) -> int:
+        """Another process's verdict (shared through the backend) taken as this one's: the
+        output tokens to charge again (a test's credit given back, now known kept)."""
+        again = self.credit if verdict is False else 0
+        self.told = verdict
+        if verdict is not self.verdict:
+            self._decide(verdict, f"learned by another process: {why}")
         return again
 
     def expire(self, now: float) -> None:

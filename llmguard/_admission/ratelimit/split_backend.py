@@ -14,8 +14,9 @@ from typing import Any
 
 from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, TakesNow
-from .headers import learned, sent, spend
+from .headers import learned, spend
 from .giveback import GiveBacks
+from .split_giveback import GiveBackParts
 from .split import (Part, Tokens, Ticket, amount as _amount, check_fits, layout,
                     split_estimate, split_used, too_large)
 from .window import Quota
@@ -23,14 +24,15 @@ from .window import Quota
 __all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_large"]
 
 
-class SplitBackend:
+class SplitBackend(GiveBackParts):
     """A :class:`~llmguard.RateLimitBackend` over ``inner`` for quotas with ``part`` set: the
     request and total-token quotas under the key, ``input`` / ``output`` ones under
     ``Part(part, key)``. A reservation takes room in all of them or in none.
 
     In memory the check and the taking are one synchronous step; through a remote backend the
     windows are reserved in turn, those taken refunded when one has no room. The output is
-    given back to the output used once the server is seen doing so (:mod:`.giveback`)."""
+    given back to the output used once the server is seen doing so (:mod:`.giveback`,
+    :mod:`.split_giveback`)."""
 
     __slots__ = ("inner", "take", "_layouts", "giveback")
 
@@ -40,24 +42,6 @@ class SplitBackend:
         self.take = self._take if isinstance(inner, MemoryBackend) else None
         self._layouts: dict[tuple[Quota, ...], list[tuple[str, tuple[Quota, ...]]]] = {}
         self.giveback = GiveBacks()  # per key (:mod:`.giveback`)
-
-    def _admitted(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Ticket) -> Ticket:
-        if (entry := self._entry(ticket, "output")) is not None:
-            now, output = asyncio.get_running_loop().time(), _amount("output", ticket.tokens)
-            self.giveback.track(key, quotas, now).admitted(now, output, entry, lambda: (
-                self.part_headroom(key, quotas, "output") or 0) + output)
-        return ticket
-
-    def _uncharged(self, key: Hashable, ticket: Any, quotas: Any = None) -> bool:
-        """Never sent, or refused (``quotas``): True when the 429 showed output kept charged."""
-        if (back := self.giveback.get(key)) is None or not (out := self._entry(ticket, "output")):
-            return False
-        again = back.refused(out) if quotas else 0
-        back.uncharged(_amount("output", ticket.tokens), out)
-        if again:  # the test failed: what it gave back is charged again
-            sent(self.inner, dict(self._layout(quotas))["output"], Part("output", key), again,
-                 None)
-        return bool(again)
 
     def _layout(self, quotas: tuple[Quota, ...]) -> list[tuple[str, tuple[Quota, ...]]]:
         return layout(self._layouts, quotas)
@@ -119,15 +103,12 @@ class SplitBackend:
                            entry)
             else:
                 self.inner.reconcile(name, entry, _amount(part, tokens))
+        if back is not None:  # a probe served decides (``GiveBack.ended``)
+            self._tell(key, back)
 
     def refund(self, key: Hashable, ticket: Ticket) -> None:
         self._uncharged(key, ticket)
         self._give_back(ticket.taken)
-
-    def read_output(self, key: Hashable, remaining: int, limit: int) -> None:
-        """The server's output ``remaining`` of ``limit``: does it give unused output back?"""
-        if back := self.giveback.get(key):
-            back.read(asyncio.get_running_loop().time(), remaining, limit)
 
     def pause(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float) -> None:
         for part, sub in self._layout(quotas):
@@ -141,15 +122,6 @@ class SplitBackend:
         for name, sub in self._layout(quotas):
             if name == part and (not tokens or any(q.tokens for q in sub)):
                 self.inner.cap(self._key(part, key), sub, tokens, remaining, reset)
-
-    @staticmethod
-    def _entry(ticket: Any, part: str) -> Any:
-        """The reservation of ``ticket`` in the ``part`` quotas (None: not one of ours)."""
-        if isinstance(ticket, Ticket):
-            for _, entry, taken in ticket.taken:
-                if taken == part:
-                    return entry
-        return None
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
                 reset: float | None, *, ticket: Any = None, limit: int | None = None,

@@ -169,11 +169,12 @@ class Connection:
                            "it answers (on_error='local')", message)
         return None
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a write in the background: the caller (a cleanup path) must not await."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a write in the background: the caller (a cleanup path) must not await it."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def write(self, script: str, keys: list[str], args: list[Any], what: str) -> None:
         if self._writing is None:

@@ -22,7 +22,8 @@ from ..._admission.ratelimit.backend import MemoryBackend
 from ..._admission.ratelimit.log import Entry
 from ..._admission.ratelimit.window import SLACK, Quota
 from ..._core import clock
-from . import _auto_scripts, _learned_scripts, _peek, _scripts
+from . import _auto_scripts, _giveback, _learned_scripts, _peek, _scripts
+from ._auto_ticket import AutoTicket
 from ._client import Connection
 from ._settlements import Settlements
 
@@ -31,18 +32,6 @@ __all__ = ["POLL", "AutoTicket", "RedisLearning"]
 #: Seconds a waiter waits at most while a supposed fixed window's boundary is being probed
 #: (by any process) before reserving again, adopting what was learned meanwhile.
 POLL = 0.5
-
-
-class AutoTicket:
-    """A reservation under ``refill="auto"``: its log member, the state hash's ``b`` that
-    holds its buckets, and the local mirror entry its answer's headers are read against."""
-
-    __slots__ = ("member", "made", "tokens", "entry", "quotas")
-
-    def __init__(self, member: str, made: Any, tokens: int, entry: Entry,
-                 quotas: tuple[Quota, ...]) -> None:
-        self.member, self.made, self.tokens, self.entry, self.quotas = (
-            member, made, tokens, entry, quotas)
 
 
 class RedisLearning:
@@ -134,7 +123,8 @@ class RedisLearning:
             if admitted == 2:
                 window.shape.probe = entry
             result[0] = 1
-            result[6] = AutoTicket(f"{member}:{tokens}", result[6], tokens, entry, quotas)
+            result[6] = AutoTicket(f"{member}:{tokens}", result[6], tokens, entry, quotas,
+                                   _giveback.parse(result[15], result[16]))
             return [*result[:7], result[-1]]
         if admitted == -1:  # another process sends the probe: its answer is shared
             window.shape.probes = 0

@@ -10,7 +10,7 @@ from ..._admission.ratelimit.backend import MemoryBackend
 from ..._core import clock
 from ..._core.sweep import SWEEP_AT, sweep
 from ..._admission.ratelimit.window import SLACK, Entry, Quota
-from . import _bucket_scripts, _scripts
+from . import _bucket_scripts, _giveback, _scripts
 from ._answers import Answers
 from ._learning import AutoTicket, RedisLearning
 from ._budget import RedisLedger
@@ -227,6 +227,10 @@ class RedisBackend(Answers):
         if seen is None or seen.stale_at <= now:
             return self._local.headroom(key, quotas)
         return seen.requests, seen.tokens, max(0.0, seen.paused_until - now)
+
+    def giveback(self, key: Hashable, verdict: bool, why: str) -> asyncio.Task[None]:
+        """Share whether the server gives unused output back (``key``: the output quotas')."""
+        return _giveback.tell(self.connection, self._key(key)[3], verdict, why)
 
     def circuit_state(self, name: str, **params: Any) -> Any:
         """The shared state behind ``CircuitBreaker(name=..., backend=self)``."""

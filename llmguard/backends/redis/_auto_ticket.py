@@ -1,0 +1,24 @@
+"""A reservation under ``refill="auto"`` in Redis (``_learning``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..._admission.ratelimit.log import Entry
+from ..._admission.ratelimit.window import Quota
+
+__all__ = ["AutoTicket"]
+
+
+class AutoTicket:
+    """A reservation under ``refill="auto"``: its log member, the state hash's ``b`` that
+    holds its buckets, the local mirror entry its answer's headers are read against, and the
+    give-back verdict shared for its key when it was admitted (``_giveback``: None, none)."""
+
+    __slots__ = ("member", "made", "tokens", "entry", "quotas", "giveback")
+
+    def __init__(self, member: str, made: Any, tokens: int, entry: Entry,
+                 quotas: tuple[Quota, ...], giveback: tuple[bool, str] | None = None) -> None:
+        self.member, self.made, self.tokens, self.entry, self.quotas = (
+            member, made, tokens, entry, quotas)
+        self.giveback = giveback

@@ -1,0 +1,40 @@
+"""The give-back verdict shared by every process (``RateLimit(output_tpm=...)`` in Redis).
+
+Whether the server gives unused output back (:mod:`llmguard._admission.ratelimit.giveback`) is
+learned by each process from its own answers; without sharing, every process would learn it
+again, and with no output header heard test it again at the cost of a 429 each. So a process
+whose verdict changes writes it in the output quota's shape HASH (``gb`` '1' or '0', ``gbwhy``;
+:func:`tell`), every reservation of that key returns it (``_auto_scripts.RESERVE``), carried
+by its :class:`~._auto_ticket.AutoTicket`, and ``SplitBackend`` adopts it when it differs
+(``split_giveback``). The last process to change its verdict wins: each changes it only on
+its own evidence, and the others follow at their next reservation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ._auto_scripts import SHAPE_TTL
+from ._client import Connection
+
+__all__ = ["GIVEBACK", "parse", "tell"]
+
+#: KEYS: shape. ARGV: the verdict ('1' gives back, '0' keeps), why.
+GIVEBACK = """
+redis.call('HSET', KEYS[1], 'gb', ARGV[1], 'gbwhy', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
+return 1
+"""
+
+
+def tell(connection: Connection, shape: str, verdict: bool, why: str) -> asyncio.Task[None]:
+    """Share ``verdict`` (and ``why``) in the ``shape`` HASH, in the background: the write."""
+    return connection.spawn(connection.write(GIVEBACK, [shape], ["1" if verdict else "0", why],
+                                      "sharing the give-back verdict"))
+
+
+def parse(gb: Any, why: Any) -> tuple[bool, str] | None:
+    """A reservation's ``gb`` and ``gbwhy`` as a verdict and why (None: none shared)."""
+    gb, why = (x.decode() if isinstance(x, bytes) else str(x) for x in (gb, why))
+    return None if gb not in ("0", "1") else (gb == "1", why)
