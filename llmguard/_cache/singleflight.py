@@ -127,6 +127,10 @@ class SingleFlight:
         if kept is None:
             return SHARED
         # The answer itself goes to the runner unless the store holds it; the others get copies.
+        flights = self._flights
+        if flights.get(key) is entry:  # nobody joined (most misses): no Flight to land
+            del flights[key]
+            return result if not kept or self._copies else fresh(result)
         return self._hand(self._landing(key, entry), result, not kept or self._copies)
 
     async def _shared(self, key: str, entry: Any, result: Any) -> Any:
