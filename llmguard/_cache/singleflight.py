@@ -128,7 +128,8 @@ class SingleFlight:
             return SHARED
         # The answer itself goes to the runner unless the store holds it; the others get copies.
         flights = self._flights
-        if flights.get(key) is entry:  # nobody joined (most misses): no Flight to land
+        if flights.get(key) is entry and type(entry) is not Flight:  # nobody joined (most
+            # misses): the runner's record marks the key, there is no Flight to land
             del flights[key]
             return result if not kept or self._copies else fresh(result)
         return self._hand(self._landing(key, entry), result, not kept or self._copies)
