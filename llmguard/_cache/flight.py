@@ -1,7 +1,8 @@
 """One single flight of a Cache: the call under way for a key and the callers waiting for it.
 
 The first caller of a key runs the call inline, in its own task (a miss costs no task and no
-extra loop turn); a caller that joins waits on a future of its own, which the first caller
+extra loop turn); a Flight is made only when a second caller joins (till then the runner's
+record marks the key as under way in ``SingleFlight._flights``). A caller that joins waits on a future of its own, which the first caller
 resolves as the call ends (an error reaches every joiner, never cached). A cancelled joiner
 only drops its future. When the first caller itself is cancelled (or closed) while joiners
 wait, its call is cancelled with it: what the call's frames bound to its task (the provider's

@@ -42,7 +42,7 @@ class _Plan:
     """What a function's keys need, read once: its identity, its parameters and defaults."""
 
     __slots__ = ("fn", "name", "who", "names", "defaults", "required", "var_kw", "dotted",
-                 "memo", "prefix", "order")
+                 "memo", "prefix", "order", "single")
 
     def __init__(self, fn: Any, namespace: str | None,
                  parameters: list[inspect.Parameter]) -> None:
@@ -66,6 +66,9 @@ class _Plan:
         #: quoting each (what the canonical encoder writes for them), without building a form.
         self.prefix: str | None = None
         self.order: list[tuple[str, int]] = []
+        #: For a plain function of one parameter: its key's text up to the argument's quoted
+        #: form (``send_message(prompt)``: a new question's key is one quote and one format).
+        self.single: str | None = None
         # (A str first argument is a receiver only for a function in a class named str.)
         plain = not self.var_kw and len(self.names) == len(self.required) and not getattr(
             fn, "__qualname__", "").startswith("str.")
@@ -73,6 +76,8 @@ class _Plan:
             kind, who = self.who
             self.prefix = f"{self.name}\0{kind}={who}\0"
             self.order = sorted((_quote(name), i) for i, name in enumerate(self.names))
+            if len(self.order) == 1:
+                self.single = f"{self.prefix}{{{self.order[0][0]}:"
 
     def text(self, args: tuple[str, ...]) -> str:
         """The in-memory key of a call whose arguments are all str, one per parameter."""
@@ -120,8 +125,12 @@ class Keyer:
             else:
                 key = plan.memo.get(args)  # type: ignore[arg-type]
                 if key is None:
-                    key = (plan.text(args) if plan.prefix is not None  # type: ignore[arg-type]
-                           and len(args) == len(plan.names) else self._text(fn, plan, args, kwargs))
+                    if plan.single is not None and len(args) == 1:
+                        key = f"{plan.single}{_quote(args[0])}}}"
+                    elif plan.prefix is not None and len(args) == len(plan.names):
+                        key = plan.text(args)  # type: ignore[arg-type]
+                    else:
+                        key = self._text(fn, plan, args, kwargs)
                     if len(plan.memo) >= MEMO:
                         plan.memo.clear()
                     plan.memo[args] = key  # type: ignore[index]

@@ -16,12 +16,11 @@ from .._core.call import Call
 from .._core.check import number, text
 from .._core.layer import NOT_NOW, Handler
 from .._core.public import public
-from .flight import Flight
 from .key import custom_key
 from .keyer import Keyer
 from .mapping_store import store_of
 from .policy import MODE, CacheStatistics, bypassing, cache_if_complete
-from .singleflight import SingleFlight
+from .singleflight import SHARED, SingleFlight
 from .store import MISSING, CacheStore, LocalStore
 from .stream import STREAM_KEY, Tee, fresh, is_recording, replay
 
@@ -182,13 +181,21 @@ class Cache(SingleFlight):
         else:
             self._bypassed += 1
         flight = self._flights.get(key)
-        if flight is not None:
+        if flight is not None:  # a Flight, or the record of a first caller nobody joined yet
             return await self._join(key, call, call_next, flight)
         if mode is None:  # a refresh is counted as bypassed, above
             self._misses += 1
-        call.record.cache = "miss" if mode is None else "bypass"
-        flight = self._flights[key] = Flight(call.record)
-        value = await self._run(key, call, call_next, flight)
+        record = call.record
+        record.cache = "miss" if mode is None else "bypass"
+        self._flights[key] = record  # runs in this frame; a Flight once a caller joins
+        try:
+            result = await call_next(call)
+        except BaseException as exc:
+            self._fell(key, record, exc)
+            raise
+        value = self._answered(key, record, result, record.fallback is not None)
+        if value is SHARED:
+            return await self._shared(key, record, result)
         return await value.open() if type(value) is Tee else value
 
     def _keep(self, key: str, result: Any, degraded: bool) -> bool | None:

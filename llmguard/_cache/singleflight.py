@@ -1,7 +1,9 @@
 """How a Cache runs its flights: the first caller inline, joiners, and the take-over.
 
-A miss with nobody else asking costs no task and no extra loop turn: the first caller of a key
-runs the call in its own task, then stores the answer and hands each joiner a copy. What a
+A miss with nobody else asking costs no task, no extra loop turn, no coroutine and no
+:class:`Flight`: the first caller of a key runs the call in ``Cache.__call__``'s own frame, the
+key marked as under way by its call's record; the second caller to ask makes the Flight (and
+its own future). The runner then stores the answer and hands each joiner a copy. What a
 flight is and why a take-over restarts the call (instead of moving it) is in ``flight.py``.
 """
 
@@ -13,12 +15,16 @@ from typing import Any
 
 from .._core import events
 from .._core.call import Call, loop_of
+from .._core.events import CallRecord
 from .._core.layer import Handler
 from .._core.stream import Stream
 from .flight import LEAD, Flight, start
 from .stream import Tee, fresh
 
-__all__ = ["SingleFlight"]
+__all__ = ["SHARED", "SingleFlight"]
+
+#: What :meth:`SingleFlight._answered` returns when a shared store's ``set`` is to be awaited.
+SHARED: Any = object()
 
 
 class SingleFlight:
@@ -48,8 +54,11 @@ class SingleFlight:
         kept = self._keep(key, result, degraded)
         return await self._set(key, result) if kept is None else kept
 
-    async def _join(self, key: str, call: Call, call_next: Handler, flight: Flight) -> Any:
-        """Wait for ``flight``'s answer; take the flight over if told to."""
+    async def _join(self, key: str, call: Call, call_next: Handler, flight: Any) -> Any:
+        """Wait for ``flight``'s answer (the record of a first caller nobody joined yet: this
+        caller makes its Flight); take the flight over if told to."""
+        if type(flight) is not Flight:
+            flight = self._flights[key] = Flight(flight)
         self._coalesced += 1
         call.record.cache = "coalesced"
         call.emit(events.EventKind.CACHE_HIT, "cache", detail="coalesced")
@@ -84,41 +93,68 @@ class SingleFlight:
         elif type(waiter.result()) is Tee:
             waiter.result().forfeit()  # counted as a reader when the stream started
 
-    async def _run(self, key: str, call: Call, call_next: Handler, flight: Flight) -> Any:
-        """Run the call of ``flight`` and hand its answer to every joiner; returns the
-        runner's own (a :class:`Tee` to open, for a stream)."""
-        try:
-            result = await call_next(call)
-        except BaseException as exc:
-            if flight.task is not None or not isinstance(
-                    exc, (asyncio.CancelledError, GeneratorExit)) or not flight.hand_over():
-                self._abandon(key)  # else the first joiner still waiting starts it again
-                self._land(key, flight)
-                flight.fail(exc)
-            raise
+    def _fell(self, key: str, record: CallRecord, error: BaseException) -> None:
+        """The first caller's call (of ``record``), run inline, raised ``error``. Cancelled (or
+        closed) while callers wait: the first of them starts it again. Else they all get
+        ``error``, and nothing is stored."""
+        flight = self._flights.get(key)
+        if (type(flight) is Flight and flight.record is record
+                and isinstance(error, (asyncio.CancelledError, GeneratorExit))
+                and flight.hand_over()):
+            return
+        self._abandon(key)
+        flight = self._landing(key, record)
+        if flight is not None:
+            flight.fail(error)
+
+    def _answered(self, key: str, entry: Any, result: Any, degraded: bool) -> Any:
+        """The call of ``entry`` answered ``result``: store it if it is to be stored (for an
+        in-process store), land the flight and hand every joiner its own copy; returns the
+        runner's (a :class:`Tee` to open, for a stream), or :data:`SHARED`: a shared store's
+        ``set`` is to be awaited first (:meth:`_shared`)."""
         # An alternate's or a default's answer (a Fallback below) answers this call, not the
         # question its key asks: it is never stored, so a hit is always the call's own answer.
-        degraded = call.record.fallback is not None
-        if isinstance(result, Stream):  # stored once read to its end, if ever
+        if type(result) is not dict and isinstance(result, Stream):  # stored once read
             result.defer(lambda error: error is not None and self._abandon(key))
-            waiting = flight.resolved()
+            flight = self._landing(key, entry)
+            waiting = [] if flight is None else flight.resolved()
             tee = Tee(result, len(waiting) + 1,
                       lambda recording: self._store(key, recording, degraded))
-            self._land(key, flight)
             for waiter in waiting:
                 waiter.set_result(tee)
             return tee
         kept = self._keep(key, result, degraded)
         if kept is None:
-            try:
-                kept = await self._set(key, result)
-            except BaseException:  # cancelled while a shared store writes: the answer is here
-                self._land(key, flight)
-                self._hand(flight, result, False)
-                raise
-        self._land(key, flight)
+            return SHARED
         # The answer itself goes to the runner unless the store holds it; the others get copies.
-        return self._hand(flight, result, not kept or self._copies)
+        flights = self._flights
+        if flights.get(key) is entry and type(entry) is not Flight:  # nobody joined (most
+            # misses): the runner's record marks the key, there is no Flight to land
+            del flights[key]
+            return result if not kept or self._copies else fresh(result)
+        return self._hand(self._landing(key, entry), result, not kept or self._copies)
+
+    async def _shared(self, key: str, entry: Any, result: Any) -> Any:
+        """:meth:`_answered` for a shared store: await its ``set``, then hand the answer out."""
+        try:
+            kept = await self._set(key, result)
+        except BaseException:  # cancelled while a shared store writes: the answer is here
+            self._hand(self._landing(key, entry), result, False)
+            raise
+        return self._hand(self._landing(key, entry), result, not kept or self._copies)
+
+    async def _run(self, key: str, call: Call, call_next: Handler, flight: Flight) -> Any:
+        """A take-over's call: run it and hand its answer to every joiner; returns the
+        owner's (a :class:`Tee` to open, for a stream)."""
+        try:
+            result = await call_next(call)
+        except BaseException as exc:  # started twice already: everyone gets the error
+            self._abandon(key)
+            self._landing(key, flight)
+            flight.fail(exc)
+            raise
+        value = self._answered(key, flight, result, call.record.fallback is not None)
+        return await self._shared(key, flight, result) if value is SHARED else value
 
     async def _fill(self, key: str, call: Call, call_next: Handler, flight: Flight,
                     owner: asyncio.Future[Any]) -> None:
@@ -133,12 +169,29 @@ class SingleFlight:
             value.forfeit()  # the owner left: its reader will never open
 
     @staticmethod
-    def _hand(flight: Flight, result: Any, mine: bool) -> Any:
-        """Give each joiner still waiting its own copy of ``result``; returns the runner's."""
-        if flight.waiters:  # most misses: nobody joined
+    def _hand(flight: Flight | None, result: Any, mine: bool) -> Any:
+        """Give each joiner of ``flight`` still waiting its own copy of ``result``; returns
+        the runner's."""
+        if flight is not None and flight.waiters:  # most misses: nobody joined
             for waiter in flight.resolved():
                 waiter.set_result(fresh(result))
         return result if mine else fresh(result)
+
+    def _landing(self, key: str, entry: Any) -> Flight | None:
+        """Land ``entry`` (a flight, or the record of a first caller running its call inline)
+        so a later call starts a fresh flight; returns the Flight callers joined, if any."""
+        flights = self._flights
+        flight = flights.get(key)
+        if flight is entry:
+            del flights[key]
+        elif type(flight) is Flight and flight.record is entry:  # joiners came
+            del flights[key]
+        else:  # already landed (a later call's flight may be under way)
+            return entry if type(entry) is Flight else None
+        if type(flight) is Flight:
+            flight.landed = True
+            return flight
+        return None
 
     def _land(self, key: str, flight: Flight) -> None:  # a later call starts a fresh flight
         flight.landed = True
