@@ -26,7 +26,7 @@ from . import bounds
 from .auto import AutoTrack
 from .fixed import skew
 
-__all__ = ["bucket", "cheaper", "guessed", "over", "refused", "spent"]
+__all__ = ["bucket", "cheaper", "guessed", "over", "overflowed", "refused", "spent"]
 
 
 def _learners(window: Any) -> list[AutoTrack]:
@@ -113,6 +113,30 @@ def over(window: Any, probe: Any) -> bool:
     bucket; refused, a fixed window if a bucket held it as we count ours (:func:`refused`)."""
     return any(_closed(window, t, probe.time, probe.estimate if t.quota.tokens else 1,
                        probe.seq) for t in _learners(window))
+
+
+def overflowed(window: Any, boundary: float) -> bool:
+    """True when ours served in the clock minute before ``boundary`` (surely counted in it:
+    sent its skew after its start, arrived its skew before its end) overflow a fixed window
+    of one quota at our bare estimates (the least a server charges): it admitted them, so
+    it counts no such window (with the first probe served, no sliding window either).
+    Answered ones only (a 429 marks the refused), each counted at its usage once the server
+    was shown to give the unused part back (:mod:`.probing`, ``trusted``)."""
+    shape, charge = window.shape, window.charge
+    late = shape.skew()
+    start, end = boundary - shape.window + late, boundary - late - shape.margin
+    trusted = charge is not None and charge.trusted
+    for track in window.tracks:
+        if not (isinstance(track, AutoTrack) and track.learns()):
+            continue
+        used = 0
+        for e in track.recent:
+            if e.live and not e.refused and e.used is not None and start <= e.time <= end:
+                used += (min(e.used, e.estimate) if trusted else e.estimate) \
+                    if track.quota.tokens else 1
+        if used > track.limit:
+            return True
+    return False
 
 
 def refused(window: Any, probe: Any) -> bool:

@@ -167,6 +167,12 @@ def served(window: Any, now: float) -> bool:
         return shape.confirm(True, "a request beyond a sliding window was served (no "
                                    "rate-limit header; a 429 asked for longer than a bucket "
                                    "refills)")
+    if apart.overflowed(window, shape.candidate):
+        shape.learn("bucket", "a request beyond a sliding window was served just after the "
+                              "clock minute, and ours served in the minute before overflowed "
+                              "a fixed window (no rate-limit header): a token bucket")
+        apart.bucket(window, now)
+        return False
     shape.served, shape.late, shape.why = True, True, EITHER
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
