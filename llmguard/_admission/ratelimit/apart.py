@@ -15,6 +15,13 @@ server charges is unknown, at least our bare estimate).
   estimates and within what a bucket holds at the factor: a fixed window refuses it (the one
   429 while learning: a fixed window learned), a bucket serves it (a bucket learned).
 
+* **The minute before, overflowed** (:func:`overflowed`). Started mid-minute, the opening
+  burst and the probes of the charge after it (one an answer apart) may overflow that
+  minute's fixed window at our bare estimates, all served: with the first probe served just
+  after the minute (no sliding window), only a bucket explains both, learned at once. Paced
+  within both instead, a fixed window from the minute explained every served probe of the
+  factor until the minute filled: 1.15x kept to 102 s, 1.06x the ideal (1.00x now).
+
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 

@@ -10,7 +10,9 @@ boundary, so it is probed, at the cost of at most one 429 per key (the issue's b
    a fixed window starting at that minute has room for one more (:func:`fresh`), the head of
    the line goes then, alone. Refused (429): a sliding window (or a bucket run dry): paced as
    a sliding log from then on, never probed again. Served: no sliding window of the quota,
-   but a token bucket that refilled since our burst serves it as a fixed window does.
+   but a token bucket that refilled since our burst serves it as a fixed window does (a
+   bucket at once if ours served in the minute before overflowed a fixed window:
+   :func:`.apart.overflowed`).
 2. Until the two are told apart, ours are paced by both (:class:`.auto.AutoTrack`): within
    the fixed count from that minute and within what a token bucket of the quota still holds
    (ours drain it). Once that bucket is dry (:func:`dry`) while the minute has room, one more
