@@ -162,3 +162,42 @@ async def test_calls_queued_below_the_rate_limit_count_from_when_they_are_sent(
     assert len(results) == 180
     assert stats.rate_limited <= (0 if headers else 1)
     assert stats.peak_window_requests <= 60 + stats.rate_limited
+
+
+@pytest.mark.parametrize("phase", [0.0, 40.0])
+async def test_a_mute_sliding_window_charging_more_refuses_once_per_thing_learned(
+        phase: float) -> None:
+    """The benchmark's strict "sliding window (rpm), no headers, bare 429": no header, no
+    retry-after, the token quota binding, each request charged 1.11x our estimate. Two 429s,
+    each the first and only one of what it teaches, then none: the probe of the charge
+    (before the first clock minute: the 43rd request of 236 tokens in the window, the factor
+    measured) and the probe of the shape just after it (a fixed window from the minute would
+    have served it: a sliding window learned, never probed again). Neither can be had
+    without a refusal at this wall time: a fixed window always has at least a sliding
+    window's room (ours leave it at its boundary, no later than 60 s after arrival), so only
+    a request a sliding window refuses tells them apart, and it is sure to be refused only
+    at a known lower bound of the factor, which a server that says nothing gives only by a
+    refusal on tokens. Without the charge probe the shape probe is served by the sliding
+    window's own room (15 429s, 1.49x the ideal at :40); deferring it past the minute so
+    that one refusal teaches both leaves the first window's last 2 slots 18 s later in
+    every window after (about 1.18x)."""
+    with virtual_wall_clock():
+        server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                                     rate_limit_headers=False, retry_after=False)
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep((phase - loop.time() % 60) % 60)
+        send = readme_stack(server)
+        start = loop.time()
+        results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(CALLS)))
+        wall = loop.time() - start
+    minute = start - start % 60 + 60  # the first clock minute after the burst
+    refused = [a.at for a in server.arrivals if a.status == 429]
+    assert len(results) == CALLS
+    assert len([at for at in refused if at < minute]) == 1, refused  # the charge's
+    assert len([at for at in refused if at >= minute]) == 1, refused  # the shape's
+    assert max(refused) < minute + 5, refused  # just after the minute, then none
+    rate_limit = next(layer for layer in send.pipeline.layers
+                      if isinstance(layer, lg.RateLimit))
+    assert rate_limit.statistics().shape.startswith("sliding"), rate_limit.statistics().shape
+    ideal = server.ideal_time(CALLS, tokens=server.charge(**ask(100)), start=start)
+    assert wall <= 1.05 * ideal, (wall, ideal)
