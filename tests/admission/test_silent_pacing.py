@@ -177,10 +177,13 @@ async def test_a_mute_sliding_window_charging_more_refuses_once_per_thing_learne
     window's room (ours leave it at its boundary, no later than 60 s after arrival), so only
     a request a sliding window refuses tells them apart, and it is sure to be refused only
     at a known lower bound of the factor, which a server that says nothing gives only by a
-    refusal on tokens. Without the charge probe the shape probe is served by the sliding
-    window's own room (15 429s, 1.49x the ideal at :40); deferring it past the minute so
-    that one refusal teaches both leaves the first window's last 2 slots 18 s later in
-    every window after (about 1.18x)."""
+    refusal on tokens. Without the charge probes the shape probe is served by the room the
+    sliding window still has at 1.11x (measured: 15 429s, 1.49x the ideal at :40). Walking
+    the charge only after the minute, so that one refusal teaches both, leaves 2 of the 42
+    requests a window admits 18 s later in every window after (by their arithmetic, about
+    1.18x); holding only the walk's refused probe until the minute would do, but which one
+    the server refuses is what the walk measures. The message names the tokens; a 429 naming
+    nothing is put on them too (the fullest by our counts: the same 2 measured)."""
     with virtual_wall_clock():
         server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
                                      rate_limit_headers=False, retry_after=False)
