@@ -10,6 +10,7 @@ from a refusal on tokens). Virtual time."""
 
 import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -49,6 +50,25 @@ def readme_stack(server: Any) -> Any:
     return pipeline.wrap(jittered(server, 0.01))
 
 
+async def run(make: Callable[[], Any], phase: float,
+              calls: int = CALLS) -> tuple[Any, Any, float, float, float]:
+    """The README stack, ``calls`` at once ``phase`` s into the minute of the server ``make()``
+    builds (its minutes the wall clock's), 0-10 ms away, every call done: the server, the
+    stack, when it started, the wall time and the server's ideal."""
+    with virtual_wall_clock():
+        server = make()
+        loop = asyncio.get_running_loop()
+        now_phase = server.phase() if isinstance(server, ProxyWindowServer) else loop.time() % 60
+        await asyncio.sleep((phase - now_phase) % 60)
+        send = readme_stack(server)
+        start = loop.time()
+        results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(calls)))
+        wall = loop.time() - start
+    assert len(results) == calls
+    ideal = server.ideal_time(calls, tokens=server.charge(**ask(100)), start=start)
+    return server, send, start, wall, ideal
+
+
 SHAPES = {"fixed window": FixedWindowServer, "sliding window": SlidingWindowServer,
           "clock-minute proxy": ProxyWindowServer}
 
@@ -70,19 +90,9 @@ async def test_a_server_that_says_nothing_and_charges_more_refuses_one_request_a
     a refusal. A third went before: a request sent within the margin before the shape probe
     arrived after it (0-10 ms of jitter) and took its 429; read as another's, the probe (served)
     was sent again a second later (``silent.overtaken``)."""
-    with virtual_wall_clock():  # the servers' minutes (loop time) are the wall clock's
-        server = SHAPES[shape](rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
-                               rate_limit_headers=False)
-        loop = asyncio.get_running_loop()
-        now_phase = server.phase() if isinstance(server, ProxyWindowServer) else loop.time() % 60
-        await asyncio.sleep((phase - now_phase) % 60)
-        send = readme_stack(server)
-        start = loop.time()
-        results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(CALLS)))
-        wall = loop.time() - start
-    assert len(results) == CALLS
+    server, _, _, wall, ideal = await run(lambda: SHAPES[shape](
+        rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9, rate_limit_headers=False), phase)
     assert server.statistics().rate_limited <= most
-    ideal = server.ideal_time(CALLS, tokens=server.charge(**ask(100)), start=start)
     assert wall <= within * ideal, (wall, ideal)
 
 
@@ -90,17 +100,10 @@ async def _bucket_run(phase: float, calls: int, factor: float) -> tuple[Any, flo
     """The README stack, ``calls`` at once ``phase`` s into a minute, against a 60 RPM and
     10,000 TPM token bucket that says nothing (a 429's retry-after only) and charges
     ``factor`` times our estimate, 0-10 ms away: the server, the wall time and its ideal."""
-    with virtual_wall_clock():
-        server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=factor,
-                                   rate_limit_headers=False)
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep((phase - loop.time() % 60) % 60)
-        send = readme_stack(server)
-        start = loop.time()
-        results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(calls)))
-        wall = loop.time() - start
-    assert len(results) == calls
-    return server, wall, server.ideal_time(calls, tokens=server.charge(**ask(100)), start=start)
+    server, _, _, wall, ideal = await run(lambda: TokenBucketServer(
+        rpm=60, tpm=10_000, latency=2.0, charge_factor=factor, rate_limit_headers=False),
+        phase, calls)
+    return server, wall, ideal
 
 
 @pytest.mark.parametrize(("phase", "within"), [(0.0, 1.05), (40.0, 1.08)])
@@ -184,23 +187,15 @@ async def test_a_mute_sliding_window_charging_more_refuses_once_per_thing_learne
     1.18x); holding only the walk's refused probe until the minute would do, but which one
     the server refuses is what the walk measures. The message names the tokens; a 429 naming
     nothing is put on them too (the fullest by our counts: the same 2 measured)."""
-    with virtual_wall_clock():
-        server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
-                                     rate_limit_headers=False, retry_after=False)
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep((phase - loop.time() % 60) % 60)
-        send = readme_stack(server)
-        start = loop.time()
-        results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(CALLS)))
-        wall = loop.time() - start
+    server, send, start, wall, ideal = await run(lambda: SlidingWindowServer(
+        rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9, rate_limit_headers=False,
+        retry_after=False), phase)
     minute = start - start % 60 + 60  # the first clock minute after the burst
     refused = [a.at for a in server.arrivals if a.status == 429]
-    assert len(results) == CALLS
     assert len([at for at in refused if at < minute]) == 1, refused  # the charge's
     assert len([at for at in refused if at >= minute]) == 1, refused  # the shape's
     assert max(refused) < minute + 5, refused  # just after the minute, then none
     rate_limit = next(layer for layer in send.pipeline.layers
                       if isinstance(layer, lg.RateLimit))
     assert rate_limit.statistics().shape.startswith("sliding"), rate_limit.statistics().shape
-    ideal = server.ideal_time(CALLS, tokens=server.charge(**ask(100)), start=start)
     assert wall <= 1.05 * ideal, (wall, ideal)
