@@ -127,8 +127,9 @@ def overflowed(window: Any, boundary: float) -> bool:
     sent its skew after its start, arrived its skew before its end) overflow a fixed window
     of one quota at our bare estimates (the least a server charges): it admitted them, so
     it counts no such window (with the first probe served, no sliding window either).
-    Answered ones only (a 429 marks the refused), each counted at its usage once the server
-    was shown to give the unused part back (:mod:`.probing`, ``trusted``)."""
+    Answered ones only (a 429 marks the refused; what an answer used is read under a token
+    quota, :mod:`.charge`), each counted at its usage once the server was shown to give the
+    unused part back (:mod:`.probing`, ``trusted``)."""
     shape, charge = window.shape, window.charge
     late = shape.skew()
     start, end = boundary - shape.window + late, boundary - late - shape.margin

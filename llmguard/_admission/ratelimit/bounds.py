@@ -54,7 +54,7 @@ def unrefilled(window: Any, ticket: Any) -> bool:
     track = bucket_of(window)
     if track is None:
         return True
-    if window.shape.kind == "bucket":
+    if window.shape is not None and window.shape.kind == "bucket":
         return False
     rate, last = track.limit / track.window, ticket.time + track.quota.margin
     most, count = float(track.limit), 0
