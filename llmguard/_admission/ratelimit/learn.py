@@ -227,7 +227,13 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))
     probe = ticket is not None and (ticket is shape.probe or silent.overtaken(shape, ticket))
-    if probe and shape.served and apart.refused(window, ticket):  # beyond the minute only
+    # a probe of the factor: the server charges more than our bare estimates (read by
+    # :mod:`.refusal`), a fixed window or a bucket alike; the next beyond the bucket tells
+    guess = probe and shape.served and not apart.refused(window, ticket) \
+        and apart.guess(window, ticket)
+    if guess:
+        shape.probe = None
+    elif probe and shape.served and apart.refused(window, ticket):  # beyond the minute only
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
                             "refused (429)")
         become_fixed(window, now)
@@ -236,7 +242,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
     if shape.quiet and (probe or long):  # a server that says nothing else counted none of it:
         window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
-    shape.speak(reading=False)
+    if not guess:
+        shape.speak(reading=False)
     if why is not None and shape.kind == "unknown":
         shape.learn("fixed", why, now + seconds)
         become_fixed(window, now)

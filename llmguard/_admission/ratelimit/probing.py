@@ -27,6 +27,7 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import bounds
@@ -114,7 +115,7 @@ def _refilled(window: Any, probe: Any) -> bool:
     counted as reserved: its admission shows no give-back then. A bucket refills a request's
     worth between two answers, so a probe an answer after the last fits one (strict token
     bucket: trusted at 18 s, then 5 429s, 12 more a window later)."""
-    return _refills(window, probe, lambda e: e.tokens) >= 0
+    return _refills(window, probe, lambda e: e.estimate) >= 0
 
 
 def _given(entry: Any) -> int:
@@ -132,8 +133,10 @@ def _probed(charge: Any, window: Any, now: float, probe: Any) -> None:
     if estimated <= 0:
         return
     windowed = max(1.0, (bounds.limit_of(window) - len(counted)) / estimated)
+    bucketed = bounds.bucketed(window, probe)
     charge.windowed = min(charge.windowed, windowed)
-    factor = max(windowed, bounds.bucketed(window, probe))
+    charge.bucketed = min(charge.bucketed, bucketed or math.inf)
+    factor = max(windowed, bucketed)
     if factor < charge.factor:
         charge.factor = factor
         lowered(window, now, charge)
