@@ -159,12 +159,9 @@ def guess(window: Any, probe: Any) -> bool:
 
 
 def refused(window: Any, probe: Any) -> bool:
-    """True when the refusal of ``probe`` shows a fixed window: beyond one surely (or ours
-    counted at no less than the most a bucket charges, shown by the probes it served), and
-    within what a bucket of every quota holds as we count ours."""
-    charge = window.charge
-    proven = charge is not None and charge.bucketed <= charge.factor
-    return (proven or over(window, probe)) and all(
+    """True when the refusal of ``probe`` shows a fixed window: beyond one surely, and within
+    what a bucket of every quota holds as we count ours."""
+    return over(window, probe) and all(
         _holds(t, probe.time, probe.seq) >= (probe.tokens if t.quota.tokens else 1)
         for t in _learners(window))
 

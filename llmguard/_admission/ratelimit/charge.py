@@ -52,7 +52,7 @@ class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
     __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
-                 "trusted", "refills", "windowed", "bucketed", "least")
+                 "trusted", "refills", "windowed", "least")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -74,10 +74,8 @@ class Charge:
         #: admit too (nothing given back): the test proves nothing there, and ends.
         self.refills = False
         #: The most a server counting ours in a window (fixed or sliding, no refill) charges,
-        #: and a token bucket (refilling since ours went), shown by the probes it admitted
-        #: (:mod:`.probing`); ``least``: the least, by a 429.
-        self.windowed = self.bucketed = math.inf
-        self.least = 1.0
+        #: shown by the probes it admitted (:mod:`.probing`); ``least``: the least, by a 429.
+        self.windowed, self.least = math.inf, 1.0
 
     def units(self, estimate: int) -> int:
         """Tokens to reserve for a call estimated at ``estimate``."""
