@@ -76,7 +76,7 @@ async def test_a_strict_silent_fixed_window_started_at_55_refuses_one_request_an
     that went beyond both as we count ours (and within both at our bare estimates) was
     refused at :58, and read as a bucket's refusal of the probe beyond it: a sliding log for
     the rest of the run. It shows only that the server charges more than our bare estimates,
-    whichever it is (``apart.guess``): the hypothesis stays, the next probe beyond the bucket,
+    whichever it is (``silent.refusal``): the hypothesis stays, the next probe beyond the bucket,
     just after the minute, is served: a fixed window. One 429, 1.06x the ideal."""
     server = FixedWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
                                rate_limit_headers=False)

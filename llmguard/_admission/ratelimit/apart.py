@@ -33,7 +33,7 @@ from . import bounds
 from .auto import AutoTrack
 from .fixed import skew
 
-__all__ = ["bucket", "cheaper", "guess", "guessed", "over", "overflowed", "refused", "spent"]
+__all__ = ["bucket", "cheaper", "guessed", "over", "over_counted", "overflowed", "refused", "spent"]
 
 
 def _learners(window: Any) -> list[AutoTrack]:
@@ -149,7 +149,7 @@ def overflowed(window: Any, boundary: float) -> bool:
     return False
 
 
-def guess(window: Any, probe: Any) -> bool:
+def over_counted(window: Any, probe: Any) -> bool:
     """True when ``probe`` went beyond a fixed window of a token quota as we count ours (a
     probe of the factor, :func:`guessed`): refused, it shows the server charges more than
     our bare estimates, by a bucket or a fixed window alike (read as a bucket's refusal, a

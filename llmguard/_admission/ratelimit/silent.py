@@ -201,16 +201,16 @@ def overtaken(shape: Any, ticket: Any) -> bool:
 def refusal(window: Any, ticket: Any) -> str:
     """What a 429 to ``ticket`` shows of the shape: ``""`` nothing (no probe's), ``"fixed"``
     (the probe beyond the minute, within a bucket: :func:`.apart.refused`), ``"factor"`` (a
-    probe of the factor, beyond a fixed window as we count ours: the server charges more than
-    our bare estimates, a bucket or a fixed window alike, :func:`.apart.guess`; answered, the
-    next probe beyond the bucket tells them apart), else ``"shape"``: no fixed window from
-    the minute."""
+    probe of the factor, beyond a fixed window as we count ours: the server charges more
+    than our bare estimates, a bucket or a fixed window alike, :func:`.apart.over_counted`;
+    answered, the next probe beyond the bucket tells them apart), else ``"shape"``: no fixed
+    window from the minute."""
     shape = window.shape
     if ticket is None or not (ticket is shape.probe or overtaken(shape, ticket)):
         return ""
     if shape.served and apart.refused(window, ticket):
         return "fixed"
-    if shape.served and apart.guess(window, ticket):
+    if shape.served and apart.over_counted(window, ticket):
         shape.probe = None
         return "factor"
     return "shape"
