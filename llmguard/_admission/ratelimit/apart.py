@@ -168,11 +168,13 @@ def refused(window: Any, probe: Any) -> bool:
 
 def cheaper(window: Any, now: float, probe: Any) -> bool:
     """True when ``probe``, beyond the bucket and served, was beyond it only as we count
-    tokens at a guessed factor: a bucket charging less could have admitted it, so it proves
-    no fixed window (:func:`.bounds.cheaper` brings the factor down). A bucket of requests
-    that must have refused it decides."""
-    charge = window.charge
-    if charge is None or not charge.silent or charge.trusted or charge.factor <= 1.0:
+    tokens at a guessed factor (still, after a 429 to a probe of it: ``Charge.guessed``): a
+    bucket charging less could have admitted it, so it proves no fixed window
+    (:func:`.bounds.cheaper` brings the factor down, never under what a 429 showed). A bucket
+    of requests that must have refused it decides."""
+    charge = window.charge  # (``guessed``: kept at the guess by its probe's 429)
+    if charge is None or charge.heard or not (charge.silent or charge.guessed) \
+            or charge.trusted or charge.factor <= 1.0:
         return False
     for track in _learners(window):
         if not track.quota.tokens and _holds(track, probe.time, probe.seq) < 1:

@@ -19,9 +19,10 @@ boundary, so it is probed, at the cost of at most one 429 per key (the issue's b
    goes: a bucket must refuse it (a 429, the only one of the two probes: paced as a sliding
    log), a fixed window serves it: learned, a fixed window at the clock minute. A probe of
    the charge factor beyond both as we count ours (:func:`.apart.guessed`), refused, shows
-   only that the server charges more than our bare estimates (:func:`refusal`): both stay
-   (read as the bucket's refusal, a strict fixed window started at :55 was paced as a
-   sliding log, 1.93x the ideal; now learned at the next minute, 1.06x).
+   only that the server charges more than our bare estimates (:func:`refusal`): both stay,
+   at the factor guessed (read as the bucket's refusal, a strict fixed window started at :55
+   was paced as a sliding log; taken for a fixed window's, the next one beyond the bucket
+   as we count ours, served, was a strict bucket's: 30 429s, calls failed).
 
 The bucket is bounded from ours alone (:meth:`.auto.AutoTrack.most`): ours go while it surely
 holds them (at most, less what it refills while ours are on the way, each end: the margin),
@@ -212,5 +213,7 @@ def refusal(window: Any, ticket: Any) -> str:
         return "fixed"
     if shape.served and apart.over_counted(window, ticket):
         shape.probe = None
+        if window.charge is not None:
+            window.charge.guessed = True
         return "factor"
     return "shape"
