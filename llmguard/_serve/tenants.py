@@ -130,7 +130,7 @@ class Tenants:
                                       f"{other.name}'s; give each tenant its own key")
                 self._by_hash[digest] = tenant
         #: Tenant name -> the x-ratelimit header names and limits of its quotas (``headers``).
-        self._plans: dict[str, list[tuple[bool, str, str, str, str]]] = {}
+        self._plans: dict[str, list[tuple[bool, tuple[bytes, bytes], bytes, bytes]]] = {}
         #: True when requests need a key (some tenant is configured).
         self.required = bool(self.by_name)
         if not self.required:
@@ -146,22 +146,27 @@ class Tenants:
 
     def headers(self, tenant: Tenant, wait: float | None = None) -> dict[str, str]:
         """``x-ratelimit-*`` headers of the tenant's quotas now (a provider's, for pacing)."""
+        return {k.decode(): v.decode() for k, v in self.raw_headers(tenant, wait)}
+
+    def raw_headers(self, tenant: Tenant, wait: float | None = None
+                    ) -> list[tuple[bytes, bytes]]:
+        """:meth:`headers` as the encoded ``(name, value)`` pairs of an ASGI answer."""
         if not tenant.quotas:
-            return {}
+            return []
         requests, tokens, paused = self.backend.headroom(tenant.name, tenant.quotas)
         plan = self._plans.get(tenant.name)
         if plan is None:  # what never changes, made once per tenant (every answer sends them)
             plan = self._plans[tenant.name] = [
-                (quota.tokens, f"x-ratelimit-limit-{unit}", str(quota.limit),
-                 f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}")
+                (quota.tokens, (f"x-ratelimit-limit-{unit}".encode(), str(quota.limit).encode()),
+                 f"x-ratelimit-remaining-{unit}".encode(), f"x-ratelimit-reset-{unit}".encode())
                 for quota in tenant.quotas
                 for unit in ("tokens" if quota.tokens else "requests",)]
-        out: dict[str, str] = {}
-        for counts_tokens, limit_name, limit, remaining_name, reset_name in plan:
-            out[limit_name] = limit
-            out[remaining_name] = str(max(0, tokens if counts_tokens else requests))
+        out: list[tuple[bytes, bytes]] = []
+        for counts_tokens, limit, remaining_name, reset_name in plan:
+            out.append(limit)
+            out.append((remaining_name, b"%d" % max(0, tokens if counts_tokens else requests)))
             if wait is not None:
-                out[reset_name] = f"{max(wait, paused):.3f}s"
+                out.append((reset_name, b"%.3fs" % max(wait, paused)))
         return out
 
 
