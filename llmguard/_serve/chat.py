@@ -17,6 +17,7 @@ from starlette.responses import Response
 import llmguard as lg
 
 from .._core.jsonenc import encoder
+from .._upstream.http import ANSWERED
 from .abandon import Abandon
 from .errors import HTTPProblem, from_exception
 from .sse import StreamBody, event, relay
@@ -57,6 +58,16 @@ def json_response(obj: Any, status: int = 200,
                   headers: list[tuple[bytes, bytes]] | None = None) -> Response:
     """A compact JSON answer (``headers``: encoded ``(name, value)`` pairs)."""
     return JSONAnswer(_encode(obj).encode(), status, headers)
+
+
+def passed_on(result: Any, headers: list[tuple[bytes, bytes]]) -> Response:
+    """The answer of an upstream's ``result``: the bytes it came in when this task's upstream
+    answered with this very object (:data:`~llmguard._upstream.http.ANSWERED`: no second
+    encoding, as a pass-through proxy sends them), else the result encoded."""
+    answered = ANSWERED.get()
+    if answered is not None and answered[0] is result:
+        return JSONAnswer(answered[1], 200, headers)
+    return json_response(result, 200, headers)
 
 
 #: The request headers the hot routes read, looked up in one pass over the ASGI scope's list
@@ -192,7 +203,7 @@ class ChatRoutes:
                         price)
             if streaming:  # a non-streamed answer (a cache or default) sent as one chunk
                 return self._streamed(self._one(result), headers)
-            return json_response(result, 200, headers)
+            return passed_on(result, headers)
         stream = result
         stream.defer(lambda error: book.record(
             tenant, name, 200 if error is None or not isinstance(error, Exception) else 500,
@@ -243,4 +254,4 @@ class ChatRoutes:
             return self.error(exc, tenant, name)
         price = (model.config.price_input, 0.0)
         self.gateway.usage.record(tenant, name, 200, lg.extract_usage(result), price)
-        return json_response(result, 200, self.gateway.tenants.raw_headers(tenant))
+        return passed_on(result, self.gateway.tenants.raw_headers(tenant))
