@@ -23,7 +23,8 @@ from .budgets import TenantBudget, attach_budgets
 from .config import ModelConfig, ServeConfig
 from .estimate import estimate
 from .model import Model
-from .tenants import Tenant, TenantGate, Tenants
+from .gate import TenantGate
+from .tenants import Tenant, Tenants
 from .usage import UsageBook
 
 __all__ = ["Gateway", "Model", "ShuttingDown"]
