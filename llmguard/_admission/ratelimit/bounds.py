@@ -110,7 +110,7 @@ def cheaper(charge: Any, window: Any, now: float, probe: Any, fixed: float = 0.0
         return False
     factor = max(bucketed(window, probe), fixed)
     if factor < charge.factor:
-        charge.factor = max(1.0, factor)
+        charge.factor = max(charge.least, factor)  # (least: 1, or what a 429 showed)
         lowered(window, now, charge)
     return True
 

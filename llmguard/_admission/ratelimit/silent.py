@@ -17,7 +17,12 @@ boundary, so it is probed, at the cost of at most one 429 per key (the issue's b
    the fixed count from that minute and within what a token bucket of the quota still holds
    (ours drain it). Once that bucket is dry (:func:`dry`) while the minute has room, one more
    goes: a bucket must refuse it (a 429, the only one of the two probes: paced as a sliding
-   log), a fixed window serves it: learned, a fixed window at the clock minute.
+   log), a fixed window serves it: learned, a fixed window at the clock minute. A probe of
+   the charge factor beyond both as we count ours (:func:`.apart.guessed`), refused, shows
+   only that the server charges more than our bare estimates (:func:`refusal`): both stay,
+   at the factor guessed (read as the bucket's refusal, a strict fixed window started at :55
+   was paced as a sliding log; taken for a fixed window's, the next one beyond the bucket
+   as we count ours, served, was a strict bucket's: 30 429s, calls failed).
 
 The bucket is bounded from ours alone (:meth:`.auto.AutoTrack.most`): ours go while it surely
 holds them (at most, less what it refills while ours are on the way, each end: the margin),
@@ -43,7 +48,7 @@ from typing import Any
 from . import apart
 from .auto import AutoTrack
 
-__all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "served"]
+__all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "refusal", "served"]
 
 #: Why, while the first probe is pending and once it was served.
 SUPPOSED = ("no rate-limit header heard: a clock-minute window supposed, probed just after "
@@ -192,3 +197,23 @@ def overtaken(shape: Any, ticket: Any) -> bool:
     probe = shape.probe
     return (probe is not None and shape.quiet and probe.live and not probe.refused
             and probe.time - shape.margin <= ticket.time <= probe.time)
+
+
+def refusal(window: Any, ticket: Any) -> str:
+    """What a 429 to ``ticket`` shows of the shape: ``""`` nothing (no probe's), ``"fixed"``
+    (the probe beyond the minute, within a bucket: :func:`.apart.refused`), ``"factor"`` (a
+    probe of the factor, beyond a fixed window as we count ours: the server charges more
+    than our bare estimates, a bucket or a fixed window alike, :func:`.apart.over_counted`;
+    answered, the next probe beyond the bucket tells them apart), else ``"shape"``: no fixed
+    window from the minute."""
+    shape = window.shape
+    if ticket is None or not (ticket is shape.probe or overtaken(shape, ticket)):
+        return ""
+    if shape.served and apart.refused(window, ticket):
+        return "fixed"
+    if shape.served and apart.over_counted(window, ticket):
+        shape.probe = None
+        if window.charge is not None:
+            window.charge.guessed = True
+        return "factor"
+    return "shape"
