@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .._core.public import public
+from .copier import LEAVES, plan
 from .stream import fresh
 
 __all__ = ["MISSING", "CacheStore", "LocalStore", "MemoryStore", "StoreStatistics"]
@@ -95,8 +96,9 @@ class _Clock:
         return self.last
 
 
-#: Shared as they are (nothing to copy).
-_ATOMS = frozenset({str, bytes, int, float, bool, type(None)})
+def _itself(value: Any) -> Any:
+    """An immutable answer's copy: itself."""
+    return value
 
 
 @runtime_checkable
@@ -135,8 +137,9 @@ class MemoryStore:
         self.maxsize = maxsize
         #: Entries dropped to make room (least recently used first), not counting expiries.
         self.evictions = 0
-        #: key -> (copy or None, marshal snapshot or None, expiry time), least recently used first.
-        self._entries: OrderedDict[Any, tuple[Any, bytes | None, float]] = OrderedDict()
+        #: key -> (make, kept, expiry time), least recently used first: a hit is ``make(kept)``
+        #: (make None: ``kept`` is a marshal snapshot not read yet).
+        self._entries: OrderedDict[Any, tuple[Any, Any, float]] = OrderedDict()
         #: (expiry time, key) in insertion order: what expires first is purged before any live
         #: entry is evicted (exact when every entry has the same ttl, as under one Cache).
         self._expiry: deque[tuple[float, Any]] = deque()
@@ -155,9 +158,16 @@ class MemoryStore:
             del self._entries[key]
             return MISSING
         self._entries.move_to_end(key)
-        if entry[1] is not None:
-            return marshal.loads(entry[1])
-        return fresh(entry[0])
+        if entry[0] is not None:
+            return entry[0](entry[1])
+        # The first hit of a snapshot: its shape's copier copies it from now on (copier.py).
+        value = marshal.loads(entry[1])
+        planned = plan(value)  # value stays private: the copier's parts are read from it
+        if planned is None:
+            self._entries[key] = (marshal.loads, entry[1], entry[2])
+            return value
+        self._entries[key] = (*planned, entry[2])
+        return planned[0](planned[1])
 
     async def get(self, key: str) -> Any:
         return self.lookup(key)
@@ -172,16 +182,18 @@ class MemoryStore:
         expires = now + ttl
         # A snapshot (the caller may go on to edit its answer): marshal bytes when the value
         # is made of builtin types only (dicts, lists, str, numbers...: what JSON-shaped
-        # answers are); loading them is a deep copy at C speed, several times cheaper than
-        # ``copy.deepcopy``. Version 2: no back-references, so loading does not track them (a
-        # quarter faster). An object (a pydantic completion, a dict subclass) is deep-copied.
-        frozen = None
-        if type(value) not in _ATOMS:
+        # answers are), until its first hit makes a copier for it (copier.py); version 2: no
+        # back-references, so loading does not track them. An object (a pydantic completion,
+        # a dict subclass) is deep-copied. Immutable answers are shared as they are.
+        kind = type(value)
+        if kind in LEAVES or (kind is tuple or kind is frozenset) and all(
+                type(item) in LEAVES for item in value):
+            entries[key] = (_itself, value, expires)
+        else:
             try:
-                frozen = marshal.dumps(value, 2)
+                entries[key] = (None, marshal.dumps(value, 2), expires)
             except ValueError:
-                pass
-        entries[key] = (fresh(value) if frozen is None else None, frozen, expires)
+                entries[key] = (fresh, fresh(value), expires)
         entries.move_to_end(key)
         self._expiry.append((expires, key))
         if len(entries) > self.maxsize:
