@@ -17,20 +17,20 @@ or decode the whole value on every copy, which is what this avoids.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["LEAVES", "plan"]
 
 #: Immutable types shared by every copy as they are.
 LEAVES = frozenset({str, bytes, int, float, bool, type(None)})
-#: Containers and leaves at most in an answer given its own copier (a chat completion: ~16).
+#: Tokens at most in the shape of an answer given a copier (a chat completion: about 25).
 _NODES = 256
 #: Nesting at most (the compiler's limits are far above it).
 _DEPTH = 32
-#: Copiers kept, by the source of their shape (cleared when full: shapes are few in practice).
+#: Copiers kept, by their shape (cleared when full: shapes are few in practice).
 _COPIERS = 256
-_copiers: dict[str, Callable[[tuple[Any, ...]], Any]] = {}
+_copiers: dict[tuple[Any, ...], Callable[[tuple[Any, ...]], Any]] = {}
 
 
 class _Unfit(Exception):
@@ -39,50 +39,106 @@ class _Unfit(Exception):
 
 def plan(value: Any) -> tuple[Callable[[tuple[Any, ...]], Any], tuple[Any, ...]] | None:
     """``(copier, parts)`` with ``copier(parts)`` a new copy of ``value`` sharing its leaves and
-    nothing else, or None when ``value`` is not JSON-shaped (or too large to be worth it).
-    ``parts`` holds ``value``'s leaves and leaf-only containers: ``value`` must stay private."""
+    nothing else, or None when ``value`` is not a JSON-shaped dict, list or tuple (or is too
+    large to be worth it). ``parts`` holds ``value``'s leaves and its leaf-only dicts, which the
+    copier copies: ``value`` must stay private."""
+    kind = type(value)
+    if kind is not dict and kind is not list and kind is not tuple:
+        return None
     parts: list[Any] = []
+    shape: list[Any] = []
     try:
-        source = _source(value, parts, [_NODES], 0)
+        _walk(value, parts, shape, 0)
     except _Unfit:
         return None
-    copier = _copiers.get(source)
+    signature = tuple(shape)
+    copier = _copiers.get(signature)
     if copier is None:
-        copier = _compile(source, len(parts))
+        copier = _compile(_expression(iter(signature), iter(range(len(parts)))), len(parts))
         if len(_copiers) >= _COPIERS:
             _copiers.clear()
-        _copiers[source] = copier
+        _copiers[signature] = copier
     return copier, tuple(parts)
 
 
-def _source(value: Any, parts: list[Any], left: list[int], depth: int) -> str:
-    """The expression that rebuilds ``value`` from ``parts`` (appending what it reads there);
-    ``left[0]``: how many more nodes the answer may have."""
-    kind = type(value)
-    left[0] -= 1
-    if left[0] < 0 or depth > _DEPTH:
+# The shape of an answer: a flat tuple of these tokens and of its dicts' keys (str), in order.
+_LEAF = 0  # a leaf or a tuple of leaves: shared as it is
+_FLAT_DICT = 1  # a dict of leaves: dict.copy()
+_FLAT_LIST = 2  # a list of leaves, kept as a tuple: [*t]
+_DICT, _LIST, _TUPLE, _END = 3, 4, 5, 6  # displays of the tokens up to _END
+
+
+def _walk(value: Any, parts: list[Any], shape: list[Any], depth: int) -> None:
+    """Append the shape of ``value`` (a dict, list or tuple) to ``shape``, what its copier reads
+    to ``parts``. A walk in Python, once per answer (its first hit), not per copy."""
+    if depth > _DEPTH or len(shape) > _NODES:
         raise _Unfit
-    if kind in LEAVES:
-        parts.append(value)
-        return f"_{len(parts) - 1}"
-    if kind is dict:
-        if not value:
-            return "{}"
-        for key in value:
+    if type(value) is dict:
+        for item in value.values():
+            if type(item) not in LEAVES:
+                break
+        else:
+            shape.append(_FLAT_DICT)
+            parts.append(value)  # private: copied, never handed out
+            return
+        shape.append(_DICT)
+        for key, item in value.items():
             if type(key) is not str:
                 raise _Unfit
-        if all(type(item) in LEAVES for item in value.values()):
-            parts.append(value)  # private: copied, never handed out
-            return f"_{len(parts) - 1}.copy()"
-        items = [f"{key!r}: {_source(item, parts, left, depth + 1)}" for key, item in value.items()]
+            shape.append(key)
+            kind = type(item)
+            if kind in LEAVES:
+                shape.append(_LEAF)
+                parts.append(item)
+            elif kind is dict or kind is list or kind is tuple:
+                _walk(item, parts, shape, depth + 1)
+            else:
+                raise _Unfit
+    else:
+        for item in value:
+            if type(item) not in LEAVES:
+                break
+        else:
+            shape.append(_FLAT_LIST if type(value) is list else _LEAF)
+            parts.append(tuple(value))
+            return
+        shape.append(_LIST if type(value) is list else _TUPLE)
+        for item in value:
+            kind = type(item)
+            if kind in LEAVES:
+                shape.append(_LEAF)
+                parts.append(item)
+            elif kind is dict or kind is list or kind is tuple:
+                _walk(item, parts, shape, depth + 1)
+            else:
+                raise _Unfit
+    shape.append(_END)
+    if len(shape) > _NODES:
+        raise _Unfit
+
+
+def _expression(tokens: Iterator[Any], places: Iterator[int]) -> str | None:
+    """The source of a copier's display, from its shape's ``tokens`` (``places``: the parts'
+    indexes, in order); None at the end of a list's or tuple's items."""
+    token = next(tokens)
+    if token == _LEAF:
+        return f"_{next(places)}"
+    if token == _FLAT_DICT:
+        return f"_{next(places)}.copy()"
+    if token == _FLAT_LIST:
+        return f"[*_{next(places)}]"
+    if token == _END:
+        return None
+    items = []
+    if token == _DICT:
+        for key in tokens:
+            if type(key) is not str:  # _END
+                break
+            items.append(f"{key!r}: {_expression(tokens, places)}")
         return "{" + ", ".join(items) + "}"
-    if kind is list or kind is tuple:
-        if all(type(item) in LEAVES for item in value):
-            parts.append(tuple(value))  # a tuple of leaves is itself immutable
-            return f"[*_{len(parts) - 1}]" if kind is list else f"_{len(parts) - 1}"
-        items = [_source(item, parts, left, depth + 1) for item in value]
-        return f"[{', '.join(items)}]" if kind is list else f"({', '.join(items)},)"
-    raise _Unfit
+    while (item := _expression(tokens, places)) is not None:
+        items.append(item)
+    return f"[{', '.join(items)}]" if token == _LIST else f"({', '.join(items)},)"
 
 
 def _compile(expression: str, count: int) -> Callable[[tuple[Any, ...]], Any]:

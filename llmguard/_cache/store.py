@@ -96,6 +96,10 @@ class _Clock:
         return self.last
 
 
+#: The ``make`` of a snapshot hit once: the next hit plans its copier.
+_PLAN: Any = object()
+
+
 def _itself(value: Any) -> Any:
     """An immutable answer's copy: itself."""
     return value
@@ -121,8 +125,10 @@ class MemoryStore:
 
     It keeps its own copy of every value it is given and returns a new copy on every read
     (``copies`` is True), so no caller's edits reach another: an answer made of builtin types is
-    kept as a marshal snapshot, loaded on each read at C speed; any other is deep-copied when
-    stored and when read (shared as it is if it cannot be copied).
+    kept as a marshal snapshot, loaded at C speed on its first read; from its second, a
+    JSON-shaped one is copied by code made for its shape (new containers, the immutable leaves
+    shared: ``copier.py``). Immutable answers (str, numbers, tuples of them) are shared as they
+    are; any other is deep-copied when stored and when read (shared if it cannot be copied).
     """
 
     #: Stored values are snapshots, and ``get``/``lookup`` return copies no other caller holds.
@@ -138,7 +144,7 @@ class MemoryStore:
         #: Entries dropped to make room (least recently used first), not counting expiries.
         self.evictions = 0
         #: key -> (make, kept, expiry time), least recently used first: a hit is ``make(kept)``
-        #: (make None: ``kept`` is a marshal snapshot not read yet).
+        #: (make None or _PLAN: ``kept`` is a marshal snapshot not read yet, or read once).
         self._entries: OrderedDict[Any, tuple[Any, Any, float]] = OrderedDict()
         #: (expiry time, key) in insertion order: what expires first is purged before any live
         #: entry is evicted (exact when every entry has the same ttl, as under one Cache).
@@ -158,12 +164,16 @@ class MemoryStore:
             del self._entries[key]
             return MISSING
         self._entries.move_to_end(key)
-        if entry[0] is not None:
-            return entry[0](entry[1])
-        # The first hit of a snapshot: its shape's copier copies it from now on (copier.py).
+        make = entry[0]
+        if make is not None and make is not _PLAN:
+            return make(entry[1])
         value = marshal.loads(entry[1])
-        planned = plan(value)  # value stays private: the copier's parts are read from it
-        if planned is None:
+        if make is None:  # a snapshot's first hit: loaded (an answer hit once costs no plan)
+            self._entries[key] = (_PLAN, entry[1], entry[2])
+            return value
+        # Its second: its shape's copier copies it from now on (copier.py), from private parts.
+        planned = plan(value)
+        if planned is None:  # not JSON-shaped, or too large: loaded on every hit
             self._entries[key] = (marshal.loads, entry[1], entry[2])
             return value
         self._entries[key] = (*planned, entry[2])
@@ -182,7 +192,7 @@ class MemoryStore:
         expires = now + ttl
         # A snapshot (the caller may go on to edit its answer): marshal bytes when the value
         # is made of builtin types only (dicts, lists, str, numbers...: what JSON-shaped
-        # answers are), until its first hit makes a copier for it (copier.py); version 2: no
+        # answers are), until its second hit makes a copier for it (copier.py); version 2: no
         # back-references, so loading does not track them. An object (a pydantic completion,
         # a dict subclass) is deep-copied. Immutable answers are shared as they are.
         kind = type(value)
