@@ -70,7 +70,7 @@ _DICT, _LIST, _TUPLE, _END = 3, 4, 5, 6  # displays of the tokens up to _END
 
 def _walk(value: Any, parts: list[Any], shape: list[Any], depth: int) -> None:
     """Append the shape of ``value`` (a dict, list or tuple) to ``shape``, what its copier reads
-    to ``parts``. A walk in Python, once per answer (its first hit), not per copy."""
+    to ``parts``. A walk in Python, once per answer (its second hit), not per copy."""
     if depth > _DEPTH or len(shape) > _NODES:
         raise _Unfit
     if type(value) is dict:
