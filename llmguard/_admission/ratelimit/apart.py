@@ -15,6 +15,13 @@ server charges is unknown, at least our bare estimate).
   estimates and within what a bucket holds at the factor: a fixed window refuses it (the one
   429 while learning: a fixed window learned), a bucket serves it (a bucket learned).
 
+* **The minute before, overflowed** (:func:`overflowed`). Started mid-minute, the opening
+  burst and the probes of the charge after it (one an answer apart) may overflow that
+  minute's fixed window at our bare estimates, all served: with the first probe served just
+  after the minute (no sliding window), only a bucket explains both, learned at once. Paced
+  within both instead, a fixed window from the minute explained every served probe of the
+  factor until the minute filled: 1.15x kept to 102 s, 1.06x the ideal (1.00x now).
+
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 
@@ -26,7 +33,7 @@ from . import bounds
 from .auto import AutoTrack
 from .fixed import skew
 
-__all__ = ["bucket", "cheaper", "guessed", "over", "refused", "spent"]
+__all__ = ["bucket", "cheaper", "guessed", "over", "overflowed", "refused", "spent"]
 
 
 def _learners(window: Any) -> list[AutoTrack]:
@@ -113,6 +120,31 @@ def over(window: Any, probe: Any) -> bool:
     bucket; refused, a fixed window if a bucket held it as we count ours (:func:`refused`)."""
     return any(_closed(window, t, probe.time, probe.estimate if t.quota.tokens else 1,
                        probe.seq) for t in _learners(window))
+
+
+def overflowed(window: Any, boundary: float) -> bool:
+    """True when ours served in the clock minute before ``boundary`` (surely counted in it:
+    sent its skew after its start, arrived its skew before its end) overflow a fixed window
+    of one quota at our bare estimates (the least a server charges): it admitted them, so
+    it counts no such window (with the first probe served, no sliding window either).
+    Answered ones only (a 429 marks the refused; what an answer used is read under a token
+    quota, :mod:`.charge`), each counted at its usage once the server was shown to give the
+    unused part back (:mod:`.probing`, ``trusted``)."""
+    shape, charge = window.shape, window.charge
+    late = shape.skew()
+    start, end = boundary - shape.window + late, boundary - late - shape.margin
+    trusted = charge is not None and charge.trusted
+    for track in window.tracks:
+        if not (isinstance(track, AutoTrack) and track.learns()):
+            continue
+        used = 0
+        for e in track.recent:
+            if e.live and not e.refused and e.used is not None and start <= e.time <= end:
+                used += (min(e.used, e.estimate) if trusted else e.estimate) \
+                    if track.quota.tokens else 1
+        if used > track.limit:
+            return True
+    return False
 
 
 def refused(window: Any, probe: Any) -> bool:

@@ -10,7 +10,9 @@ boundary, so it is probed, at the cost of at most one 429 per key (the issue's b
    a fixed window starting at that minute has room for one more (:func:`fresh`), the head of
    the line goes then, alone. Refused (429): a sliding window (or a bucket run dry): paced as
    a sliding log from then on, never probed again. Served: no sliding window of the quota,
-   but a token bucket that refilled since our burst serves it as a fixed window does.
+   but a token bucket that refilled since our burst serves it as a fixed window does (a
+   bucket at once if ours served in the minute before overflowed a fixed window:
+   :func:`.apart.overflowed`).
 2. Until the two are told apart, ours are paced by both (:class:`.auto.AutoTrack`): within
    the fixed count from that minute and within what a token bucket of the quota still holds
    (ours drain it). Once that bucket is dry (:func:`dry`) while the minute has room, one more
@@ -167,6 +169,12 @@ def served(window: Any, now: float) -> bool:
         return shape.confirm(True, "a request beyond a sliding window was served (no "
                                    "rate-limit header; a 429 asked for longer than a bucket "
                                    "refills)")
+    if apart.overflowed(window, shape.candidate):
+        shape.learn("bucket", "a request beyond a sliding window was served just after the "
+                              "clock minute, and ours served in the minute before overflowed "
+                              "a fixed window (no rate-limit header): a token bucket")
+        apart.bucket(window, now)
+        return False
     shape.served, shape.late, shape.why = True, True, EITHER
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
