@@ -71,6 +71,22 @@ async def test_a_silent_token_bucket_started_late_in_a_minute_refuses_one_reques
     assert wall <= 1.15 * ideal, (wall, ideal)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 4])
+async def test_a_strict_silent_token_bucket_started_at_50_refuses_one_request_at_most(
+        seed: int) -> None:
+    """The token bucket above charging 1.11x our estimate, 126 calls from :50 (these seeds).
+    Before: 3 429s. Ours went 0-10 ms apart after the minute: the first refused was read
+    against ours sent before it only, not those sent within the margin after it that reached
+    the server first, so a bucket charging our factor would have admitted it: taken for a
+    window's refusal, the factor came down to what the probes a window admitted allow (1.04x),
+    and the next minute's burst overran the bucket (two more). Now the refusal keeps the
+    factor: one 429, paced within both shapes (1.10x the ideal)."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                               rate_limit_headers=False)
+    layer, wall, ideal = await run(server, 50.0, 126, seed)
+    assert server.statistics().rate_limited <= 1, layer.statistics().shape
+    assert wall <= 1.15 * ideal, (wall, ideal)
+
 async def test_a_strict_silent_fixed_window_started_at_55_refuses_one_request_at_most(
         ) -> None:
     """A fixed clock-minute window with no rate-limit header charging 1.11x our estimate,
