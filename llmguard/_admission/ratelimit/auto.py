@@ -235,7 +235,8 @@ class AutoTrack:
         self.log.expire(now)
         late = self.shape.late  # the wall clock's minute: exact boundaries, counted late
         self.fixed = FixedCount(self.limit, self.window, self.quota.margin, epoch,
-                                self.quota.tokens, self.recent if late else None, late)
+                                self.quota.tokens, self.recent if late else None, late,
+                                self.shape.quiet is False)
         self.fixed.rebuild(now, self.log.entries)
 
     def __repr__(self) -> str:

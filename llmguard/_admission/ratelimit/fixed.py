@@ -51,11 +51,11 @@ class FixedCount:
     """Units admitted per fixed window, kept for the current and the next window only."""
 
     __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts", "recent", "rolled",
-                 "on_clock")
+                 "on_clock", "landed", "prompt")
 
     def __init__(self, limit: int, window: float, margin: float, epoch: float,
                  tokens: bool, recent: Iterable[Any] | None = None,
-                 on_clock: bool = False) -> None:
+                 on_clock: bool = False, prompt: bool = False) -> None:
         self.limit = limit  #: units per window (the learned limit, at most the quota)
         self.window = window  #: the server's window, seconds
         self.margin = margin  #: seconds an admission may take to arrive
@@ -64,10 +64,15 @@ class FixedCount:
         self.counts: dict[int, int] = {}
         #: Ours admitted lately (None: the server counts at arrival, nothing carried over).
         self.recent = recent
-        #: The last window ours in flight were carried into.
+        #: The last window ours in flight were carried into; ``landed``: the seqs of those
+        #: answered too soon to have been queued, no longer counted there (:meth:`land`).
         self.rolled: float = -math.inf
+        self.landed: set[int] = set()
         #: The boundaries are the wall clock's (exact but for the clocks' skew: :func:`skew`).
         self.on_clock = on_clock
+        #: Ours answered within the shortest round trip were not queued (:meth:`land`): a
+        #: server heard from (a silent one's shape is still probed against the full count).
+        self.prompt = prompt
 
     def index(self, t: float) -> int:
         return math.floor((t - self.epoch) / self.window)
@@ -100,12 +105,18 @@ class FixedCount:
         if current <= self.rolled:
             return
         self.rolled = current
+        self.landed = set()
         if self.recent is None:
             return
-        start = self.boundary(current)
-        carried = sum(self._weight(entry) for entry in self.recent
-                      if entry.live and entry.answered > start
-                      and self.index(entry.time + self.margin) == current - 1)
+        start, prompt = self.boundary(current), self._shortest(now) + self.margin
+        carried = 0
+        for entry in self.recent:
+            if entry.live and entry.answered > start \
+                    and self.index(entry.time + self.margin) == current - 1:
+                if self.prompt and entry.answered - entry.time <= prompt:  # (:meth:`land`)
+                    self.landed.add(entry.seq)
+                else:
+                    carried += self._weight(entry)
         if carried:
             self.counts[current] = self.counts.get(current, 0) + carried
 
@@ -119,17 +130,39 @@ class FixedCount:
             for index in [i for i in counts if i < current]:
                 del counts[index]
 
+    def _carried(self, entry: Any) -> bool:
+        """True when ``entry`` counts in the window ours in flight were last carried into."""
+        rolled = self.rolled
+        return self.recent is not None and rolled not in self._indices(entry.time) \
+            and entry.live and entry.answered > self.boundary(rolled) \
+            and self.index(entry.time + self.margin) == rolled - 1 \
+            and entry.seq not in self.landed
+
+    def _shortest(self, now: float) -> float:
+        """The shortest round trip of ours answered before ``now`` (inf: none yet)."""
+        return min((e.answered - e.time for e in self.recent if e.answered < now and e.live),
+                   default=math.inf)
+
+    def land(self, now: float, entry: Any, weight: int) -> None:
+        """``entry``'s call ended ``now`` (counting ``weight`` from now on). Carried into the window it was in flight at the start
+        of, it leaves that count when its round trip was no longer than the shortest of ours
+        lately (and the margin): queued by nobody, the server counted it as it arrived, before
+        the boundary. Held there, a clock-minute proxy that counts at arrival was sent 34 of
+        the 42 it admits in the minute after a burst at :59 (the 126th call a minute late)."""
+        if not self.prompt or not self._carried(entry) or now <= self.boundary(self.rolled):
+            return
+        if now - entry.time <= self._shortest(now) + self.margin and self.rolled in self.counts:
+            self.counts[self.rolled] -= weight
+            self.landed.add(entry.seq)
+
     def adjust(self, entry: Any, tokens: int, live: int) -> None:
         """``entry`` counts ``tokens`` (and ``live``) from now on: in its windows, and in the
         one it was carried into while in flight (a refund of a call that never left, say
         queued for a concurrency slot across the boundary, gives that back too)."""
         delta = (tokens - entry.tokens) if self.tokens else (live - entry.live)
         indices = self._indices(entry.time)
-        rolled = self.rolled
-        if self.recent is not None and rolled not in indices and entry.live \
-                and entry.answered > self.boundary(rolled) \
-                and self.index(entry.time + self.margin) == rolled - 1:
-            indices = (*indices, rolled)
+        if self._carried(entry):
+            indices = (*indices, self.rolled)
         for index in indices:
             if index in self.counts:
                 self.counts[index] += delta
