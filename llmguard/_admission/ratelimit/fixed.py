@@ -144,11 +144,12 @@ class FixedCount:
                    default=math.inf)
 
     def land(self, now: float, entry: Any, weight: int) -> None:
-        """``entry``'s call ended ``now`` (counting ``weight`` from now on). Carried into the window it was in flight at the start
-        of, it leaves that count when its round trip was no longer than the shortest of ours
-        lately (and the margin): queued by nobody, the server counted it as it arrived, before
-        the boundary. Held there, a clock-minute proxy that counts at arrival was sent 34 of
-        the 42 it admits in the minute after a burst at :59 (the 126th call a minute late)."""
+        """``entry``'s call ended ``now`` (counting ``weight`` from now on). Carried into the
+        window it was in flight at the start of, it leaves that count when its round trip was
+        no longer than the shortest of ours lately (and the margin): queued by nobody, the
+        server counted it as it arrived, before the boundary. Held there, a clock-minute proxy
+        that counts at arrival was sent 34 of the 42 it admits in the minute after a burst at
+        :59 (the 126th call a minute late)."""
         if not self.prompt or not self._carried(entry) or now <= self.boundary(self.rolled):
             return
         if now - entry.time <= self._shortest(now) + self.margin and self.rolled in self.counts:
