@@ -26,6 +26,7 @@ from ..._core import clock
 from ..._core.check import admission as check_admission
 from ..._core.errors import AdmissionTimeout
 from ..fair import FairQueue, Fifo
+from .move import MovesNow
 from .window import SLACK
 
 __all__ = ["Held", "WaitingLine"]
@@ -76,7 +77,7 @@ class WaitingLine:
     ``describe()`` names the quotas for the :class:`AdmissionTimeout` message."""
 
     __slots__ = ("backend", "quotas", "max_wait", "lines", "waiting", "timed_out", "describe",
-                 "take")
+                 "take", "move")
 
     def __init__(self, backend: Any, quotas: Any, max_wait: float | None,
                  describe: Callable[[], str], take: Callable[..., Any] | None = None) -> None:
@@ -84,6 +85,9 @@ class WaitingLine:
         #: The backend's synchronous admission (``TakesNow.take``), or None: a recount takes
         #: with it instead of awaiting ``reserve`` (the same answer, no coroutine).
         self.take = take
+        #: The backend's ``move`` (:class:`.move.MovesNow`), or None: a recount then refunds
+        #: and takes anew.
+        self.move = backend.move if isinstance(backend, MovesNow) else None
         self.quotas = quotas
         #: Seconds a waiter may wait before AdmissionTimeout (None: no bound).
         self.max_wait = max_wait
@@ -230,14 +234,17 @@ class Held:
         instant, waiting for room if there is none, so the provider never sees more than the
         quota. It was admitted already and holds an inner slot, so it waits ahead of the line."""
         line, key = self.line, self.key
-        backend = line.backend
-        backend.refund(key, self.ticket)
-        self.ticket = None
-        take = line.take  # in memory: ``reserve`` without its coroutine (it never suspends)
-        if take is not None:
-            ticket = take(key, line.quotas, self.tokens)
+        move = line.move  # in memory: both in one step, no coroutine (it never suspends)
+        if move is not None:
+            ticket, self.ticket = move(key, line.quotas, self.ticket, self.tokens), None
         else:
-            _, ticket = await backend.reserve(key, line.quotas, self.tokens)
+            line.backend.refund(key, self.ticket)
+            self.ticket = None
+            take = line.take  # ``reserve`` without its coroutine, where it never suspends
+            if take is not None:
+                ticket = take(key, line.quotas, self.tokens)
+            else:
+                _, ticket = await line.backend.reserve(key, line.quotas, self.tokens)
         if ticket is None:
             future = line.join(key, self.tokens, front=True)
             try:
