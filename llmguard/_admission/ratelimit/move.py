@@ -19,7 +19,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from . import learn
 from .auto import AutoTrack
-from .bucket import settle
 from .log import Entry
 
 __all__ = ["MovesNow", "move"]
@@ -29,7 +28,7 @@ __all__ = ["MovesNow", "move"]
 class MovesNow(Protocol):
     """A backend that moves a reservation to now without suspending (its state is in this
     process): ``move`` does what ``refund(key, ticket)`` then ``take(key, quotas, tokens)``
-    do, the new ticket or None (the refund made, nothing taken). ``line.Held`` uses it for a
+    do, the new ticket or None (the refund made, nothing taken). ``held.Held`` uses it for a
     call counted again as it leaves an inner queue; a backend without it is refunded and
     reserves anew (Redis: a remote reservation is not moved in place)."""
 
@@ -80,8 +79,21 @@ def move(window: Any, now: float, entry: Entry, tokens: int) -> Entry | None:
             bucket.at = now
             if deficit > limit - level:
                 deficit = limit - level
-        bucket.level, bucket.deficit, bucket.outstanding = settle(
-            level, deficit, bucket.outstanding, limit, reserved, None)
+        # ``settle(level, deficit, outstanding, limit, reserved, None)``: a refund, written out
+        others = bucket.outstanding - reserved
+        credit = reserved
+        if deficit - others < credit:
+            credit = deficit - others
+        if not credit > 0.0:
+            credit = 0.0
+        level += credit
+        if not level < limit:
+            level = limit
+        deficit -= credit
+        if deficit > limit - level:
+            deficit = limit - level
+        bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
+        bucket.outstanding = others
     entry.owner = None
     if entry.answered > now:
         entry.answered = now
