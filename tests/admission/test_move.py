@@ -5,9 +5,12 @@ backend; a backend without ``move`` is refunded and reserves anew)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
+from collections.abc import Hashable
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,3 +138,71 @@ async def test_the_memory_backend_moves_and_the_line_uses_it() -> None:
     assert calls == ["move", "move"]  # the second and third waited for the slot
     stats = layer.statistics()
     assert stats.requests_available == 97 and stats.in_flight == 0
+
+
+class MovingLog:
+    """A RateLimitBackend that is MovesNow, from their docstrings: one log of admission times
+    per key, requests only; ``move`` refunds, then takes now or returns None."""
+
+    def __init__(self) -> None:
+        self.logs: dict[Hashable, dict[int, float]] = {}
+        self.tickets = itertools.count(1)
+        self.moves = 0
+
+    def _take(self, key: Hashable, quotas: Any) -> tuple[float, Any]:
+        now = asyncio.get_running_loop().time()
+        log = self.logs.setdefault(key, {})
+        wait = 0.0
+        for quota in quotas:
+            inside = sorted(t for t in log.values() if t > now - quota.window)
+            if len(inside) >= quota.limit:
+                wait = max(wait, inside[len(inside) - quota.limit] + quota.window - now + 1e-3)
+        if wait > 0:
+            return wait, None
+        ticket = next(self.tickets)
+        log[ticket] = now
+        return 0.0, ticket
+
+    async def reserve(self, key: Hashable, quotas: Any, tokens: int) -> tuple[float, Any]:
+        return self._take(key, quotas)
+
+    def move(self, key: Hashable, quotas: Any, ticket: Any, tokens: int) -> Any:
+        self.moves += 1
+        self.refund(key, ticket)
+        return self._take(key, quotas)[1]
+
+    def reconcile(self, key: Hashable, ticket: Any, tokens: int) -> None:
+        pass
+
+    def refund(self, key: Hashable, ticket: Any) -> None:
+        self.logs[key].pop(ticket, None)
+
+    def pause(self, key: Hashable, quotas: Any, seconds: float) -> None:
+        pass
+
+    def cap(self, key: Hashable, quotas: Any, tokens: bool, remaining: int,
+            reset: float) -> None:
+        pass
+
+    def headroom(self, key: Hashable, quotas: Any) -> tuple[int, int, float]:
+        return 0, 0, 0.0
+
+
+async def test_a_backend_that_moves_counts_each_call_from_its_send() -> None:
+    """A backend written from the MovesNow docstring: RateLimit(rpm=3) over ConcurrencyLimit(1)
+    moves each call that waited for the slot to when it left the queue, so its log holds the
+    arrival times and no 60 s window at the provider holds more than 3."""
+    backend, arrivals = MovingLog(), []
+
+    async def provider(latency: float) -> None:
+        arrivals.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(latency)
+
+    guarded = lg.guard(lg.RateLimit(rpm=3, margin=0, backend=backend),
+                       lg.ConcurrencyLimit(1))(provider)
+    first = [asyncio.create_task(guarded(latency)) for latency in (50, 1, 1)]
+    await asyncio.sleep(60)
+    await asyncio.gather(*first, *(guarded(1) for _ in range(3)))
+    assert arrivals == pytest.approx([0, 50, 51, 60, 110, 111], abs=0.01)
+    assert sorted(backend.logs[None].values()) == pytest.approx(arrivals, abs=0.01)
+    assert backend.moves == 2  # the two queued behind the 50 s call; the rest waited above
