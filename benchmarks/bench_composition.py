@@ -509,18 +509,23 @@ def main() -> None:
     parser.add_argument("--demand", type=float, default=3.0,
                         help="calls at once, as a multiple of the quota per minute")
     parser.add_argument("--repeats", type=int, default=3, help="seeds per cell (median)")
+    parser.add_argument("--phases", default="0,40",
+                        help="seconds into the minute each run starts, comma-separated "
+                             "(the cold table: the last)")
     args = parser.parse_args()
-    rows = compare(args.demand, args.repeats) + compare_input_output(args.demand, args.repeats)
+    phases = tuple(float(p) for p in args.phases.split(","))
+    rows = compare(args.demand, args.repeats, phases) + \
+        compare_input_output(args.demand, args.repeats, phases)
     print(f"{args.demand:g}x the quota at once, {RPM} RPM, {LATENCY:g} s per request, started "
-          f"on a minute (:00) and 40 s into it (:40), median of {args.repeats}")
+          f"{', '.join(f':{p:02.0f}' for p in phases)} into a minute, median of {args.repeats}")
     print(format_table(rows))
     print("* not every call completed: the wall time ends with the last failure")
     print(f"\nStrict servers: {STRICT_TPM:,} TPM binding on every shape, each request charged "
           f"{STRICT_FACTOR:.3g}x the client's estimate, 0-{STRICT_JITTER * 1000:g} ms to arrive")
-    print(format_table(compare_strict(args.demand, args.repeats)))
+    print(format_table(compare_strict(args.demand, args.repeats, phases)))
     print(f"\nCold network: the opening burst {COLD:g} s to reach the server, later requests "
-          f"{WARM * 1000:g} ms; started 40 s into a minute")
-    print(format_table(compare_cold(args.demand, args.repeats)))
+          f"{WARM * 1000:g} ms; started :{phases[-1]:02.0f} into a minute")
+    print(format_table(compare_cold(args.demand, args.repeats, phases[-1:])))
 
 
 if __name__ == "__main__":

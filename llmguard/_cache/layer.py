@@ -107,7 +107,8 @@ class Cache(SingleFlight):
         super().__init__(getattr(self.store, "abandon", None) or _no_op,
                          local and getattr(self.store, "copies", False) is True)
         # Only a store shared across processes needs the sha256; in memory the text will do.
-        self._keyer = Keyer(namespace, hashed=not local)
+        # (Its bound method: calling an instance goes through ``__call__``'s slot, dearer.)
+        self._keyer = Keyer(namespace, hashed=not local).__call__
         self._hits = self._misses = self._bypassed = self._store_errors = 0
         #: (fn, args, kwargs, key) of the miss answer_now just found, for __call__ to take.
         self._missed: tuple[Any, ...] | None = None

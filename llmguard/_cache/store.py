@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .._core.public import public
+from .copier import LEAVES, plan
 from .stream import fresh
 
 __all__ = ["MISSING", "CacheStore", "LocalStore", "MemoryStore", "StoreStatistics"]
@@ -95,8 +96,13 @@ class _Clock:
         return self.last
 
 
-#: Shared as they are (nothing to copy).
-_ATOMS = frozenset({str, bytes, int, float, bool, type(None)})
+#: The ``make`` of a snapshot hit once: the next hit plans its copier.
+_PLAN: Any = object()
+
+
+def _itself(value: Any) -> Any:
+    """An immutable answer's copy: itself."""
+    return value
 
 
 @runtime_checkable
@@ -119,8 +125,10 @@ class MemoryStore:
 
     It keeps its own copy of every value it is given and returns a new copy on every read
     (``copies`` is True), so no caller's edits reach another: an answer made of builtin types is
-    kept as a marshal snapshot, loaded on each read at C speed; any other is deep-copied when
-    stored and when read (shared as it is if it cannot be copied).
+    kept as a marshal snapshot, loaded at C speed on its first read; from its second, a
+    JSON-shaped one is copied by code made for its shape (new containers, the immutable leaves
+    shared: ``copier.py``). Immutable answers (str, numbers, tuples of them) are shared as they
+    are; any other is deep-copied when stored and when read (shared if it cannot be copied).
     """
 
     #: Stored values are snapshots, and ``get``/``lookup`` return copies no other caller holds.
@@ -135,8 +143,9 @@ class MemoryStore:
         self.maxsize = maxsize
         #: Entries dropped to make room (least recently used first), not counting expiries.
         self.evictions = 0
-        #: key -> (copy or None, marshal snapshot or None, expiry time), least recently used first.
-        self._entries: OrderedDict[Any, tuple[Any, bytes | None, float]] = OrderedDict()
+        #: key -> (make, kept, expiry time), least recently used first: a hit is ``make(kept)``
+        #: (make None or _PLAN: ``kept`` is a marshal snapshot not read yet, or read once).
+        self._entries: OrderedDict[Any, tuple[Any, Any, float]] = OrderedDict()
         #: (expiry time, key) in insertion order: what expires first is purged before any live
         #: entry is evicted (exact when every entry has the same ttl, as under one Cache).
         self._expiry: deque[tuple[float, Any]] = deque()
@@ -155,9 +164,20 @@ class MemoryStore:
             del self._entries[key]
             return MISSING
         self._entries.move_to_end(key)
-        if entry[1] is not None:
-            return marshal.loads(entry[1])
-        return fresh(entry[0])
+        make = entry[0]
+        if make is not None and make is not _PLAN:
+            return make(entry[1])
+        value = marshal.loads(entry[1])
+        if make is None:  # a snapshot's first hit: loaded (an answer hit once costs no plan)
+            self._entries[key] = (_PLAN, entry[1], entry[2])
+            return value
+        # Its second: its shape's copier copies it from now on (copier.py), from private parts.
+        planned = plan(value)
+        if planned is None:  # not JSON-shaped, or too large: loaded on every hit
+            self._entries[key] = (marshal.loads, entry[1], entry[2])
+            return value
+        self._entries[key] = (*planned, entry[2])
+        return planned[0](planned[1])
 
     async def get(self, key: str) -> Any:
         return self.lookup(key)
@@ -172,16 +192,18 @@ class MemoryStore:
         expires = now + ttl
         # A snapshot (the caller may go on to edit its answer): marshal bytes when the value
         # is made of builtin types only (dicts, lists, str, numbers...: what JSON-shaped
-        # answers are); loading them is a deep copy at C speed, several times cheaper than
-        # ``copy.deepcopy``. Version 2: no back-references, so loading does not track them (a
-        # quarter faster). An object (a pydantic completion, a dict subclass) is deep-copied.
-        frozen = None
-        if type(value) not in _ATOMS:
+        # answers are), until its second hit makes a copier for it (copier.py); version 2: no
+        # back-references, so loading does not track them. An object (a pydantic completion,
+        # a dict subclass) is deep-copied. Immutable answers are shared as they are.
+        kind = type(value)
+        if kind in LEAVES or (kind is tuple or kind is frozenset) and all(
+                type(item) in LEAVES for item in value):
+            entries[key] = (_itself, value, expires)
+        else:
             try:
-                frozen = marshal.dumps(value, 2)
+                entries[key] = (None, marshal.dumps(value, 2), expires)
             except ValueError:
-                pass
-        entries[key] = (fresh(value) if frozen is None else None, frozen, expires)
+                entries[key] = (fresh, fresh(value), expires)
         entries.move_to_end(key)
         self._expiry.append((expires, key))
         if len(entries) > self.maxsize:

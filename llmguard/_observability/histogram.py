@@ -28,10 +28,14 @@ class LatencyHistogram:
     """Counts of values in buckets (by default fixed log-scale ones for durations), plus exact
     min, max and sum. ``edges``: the upper edge of each bucket but the last (unbounded)."""
 
-    __slots__ = ("edges", "counts", "count", "total", "min", "max")
+    __slots__ = ("edges", "first", "counts", "count", "total", "min", "max")
 
     def __init__(self, edges: Sequence[float] = _EDGES) -> None:
         self.edges = edges
+        #: The first bucket's upper edge: a value at most this needs no bisect (a cache hit
+        #: answered in microseconds, below the default 10 µs; bisect_left's 10 comparisons
+        #: cost about as much as the rest of a hit's counting).
+        self.first = edges[0] if edges else math.inf
         #: Values per bucket; bucket ``i`` holds values up to ``edges[i]``.
         self.counts = [0] * (len(edges) + 1)
         self.count = 0
@@ -40,7 +44,7 @@ class LatencyHistogram:
         self.max = 0.0
 
     def add(self, seconds: float) -> None:
-        self.counts[bisect_left(self.edges, seconds)] += 1
+        self.counts[0 if seconds <= self.first else bisect_left(self.edges, seconds)] += 1
         self.count += 1
         self.total += seconds
         if seconds < self.min:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 import llmguard as lg
 
 from .._core.jsonenc import encoder
+from .._upstream.http import ANSWERED
 from .abandon import Abandon
 from .errors import HTTPProblem, from_exception
 from .sse import StreamBody, event, relay
@@ -35,9 +36,38 @@ _JSON = "application/json"
 _encode = encoder(compact=True)
 
 
-def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A compact JSON answer."""
-    return Response(_encode(obj), status, headers, _JSON)
+_CONTENT_TYPE = (b"content-type", _JSON.encode())
+
+
+class JSONAnswer(Response):
+    """A JSON answer whose header list is made here from pre-encoded pairs: Starlette's
+    ``Response.__init__`` lower-cases and encodes every name and value of a ``dict`` and scans
+    the list for ``content-length`` and ``content-type``, on every answer."""
+
+    media_type = _JSON
+
+    def __init__(self, body: bytes, status: int = 200,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.status_code, self.body, self.background = status, body, None
+        self.raw_headers = [(b"content-length", b"%d" % len(body)), _CONTENT_TYPE]
+        if headers:
+            self.raw_headers += headers
+
+
+def json_response(obj: Any, status: int = 200,
+                  headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    """A compact JSON answer (``headers``: encoded ``(name, value)`` pairs)."""
+    return JSONAnswer(_encode(obj).encode(), status, headers)
+
+
+def passed_on(result: Any, headers: list[tuple[bytes, bytes]]) -> Response:
+    """The answer of an upstream's ``result``: the bytes it came in when this task's upstream
+    answered with this very object (:data:`~llmguard._upstream.http.ANSWERED`: no second
+    encoding, as a pass-through proxy sends them), else the result encoded."""
+    answered = ANSWERED.get()
+    if answered is not None and answered[0] is result:
+        return JSONAnswer(answered[1], 200, headers)
+    return json_response(result, 200, headers)
 
 
 #: The request headers the hot routes read, looked up in one pass over the ASGI scope's list
@@ -164,7 +194,7 @@ class ChatRoutes:
                 result = await self.gateway.run(model, call, abandon=left)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-style answer
             return self.error(exc, tenant, name)
-        headers = self.gateway.tenants.headers(tenant)
+        headers = self.gateway.tenants.raw_headers(tenant)
         price = (model.config.price_input, model.config.price_output)
         book = self.gateway.usage
         if not isinstance(result, lg.Stream):
@@ -172,19 +202,23 @@ class ChatRoutes:
             book.record(tenant, name, 200, lg.extract_usage(result) if usage is None else usage,
                         price)
             if streaming:  # a non-streamed answer (a cache or default) sent as one chunk
-                return StreamBody(self._one(result), headers=headers,
-                                  media_type="text/event-stream",
-                                  write_timeout=self.gateway.config.write_timeout)
-            return json_response(result, 200, headers)
+                return self._streamed(self._one(result), headers)
+            return passed_on(result, headers)
         stream = result
         stream.defer(lambda error: book.record(
             tenant, name, 200 if error is None or not isinstance(error, Exception) else 500,
             stream.usage, price))
         body_iter = relay(stream, bounded=self.gateway.bounded, include_usage=wants_usage,
                           on_error=self._stream_error)
-        return StreamBody(body_iter, headers={**headers, "cache-control": "no-cache"},
-                          media_type="text/event-stream",
-                          write_timeout=self.gateway.config.write_timeout)
+        return self._streamed(body_iter, [*headers, (b"cache-control", b"no-cache")])
+
+    def _streamed(self, body: AsyncIterator[bytes], headers: list[tuple[bytes, bytes]]
+                  ) -> StreamBody:
+        """An SSE answer of ``body`` with ``headers`` (encoded pairs)."""
+        answer = StreamBody(body, media_type="text/event-stream",
+                            write_timeout=self.gateway.config.write_timeout)
+        answer.raw_headers += headers
+        return answer
 
     def _model(self, tenant: Tenant | None, name: str) -> Any:
         """The tenant's model ``name``, else the OpenAI-style 404."""
@@ -220,4 +254,4 @@ class ChatRoutes:
             return self.error(exc, tenant, name)
         price = (model.config.price_input, 0.0)
         self.gateway.usage.record(tenant, name, 200, lg.extract_usage(result), price)
-        return json_response(result, 200, self.gateway.tenants.headers(tenant))
+        return passed_on(result, self.gateway.tenants.raw_headers(tenant))

@@ -11,6 +11,7 @@ across tenants (``call.partition`` is the tenant's name).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +24,8 @@ from .budgets import TenantBudget, attach_budgets
 from .config import ModelConfig, ServeConfig
 from .estimate import estimate
 from .model import Model
-from .tenants import Tenant, TenantGate, Tenants
+from .gate import TenantGate
+from .tenants import Tenant, Tenants
 from .usage import UsageBook
 
 __all__ = ["Gateway", "Model", "ShuttingDown"]
@@ -138,13 +140,13 @@ class Gateway:
         model = self.models.get(name) if isinstance(name, str) else None
         return model if model is not None and tenant.may_use(name) else None
 
-    async def call(self, model: Model, tenant: Tenant, request: dict[str, Any], priority: int,
-                   *, embed: bool = False, abandon: Abandon | None = None) -> Any:
-        """Run one request through the tenant's and the model's layers; the result is a dict
-        or, for a stream, an ``lg.Stream`` whose first chunk has arrived. Once ``abandon`` is
-        set, a request not sent upstream yet is dropped (:class:`~.abandon.Abandoned`)."""
-        call = self.start(model, tenant, request, priority, embed=embed)
-        return await self.run(model, call, abandon=abandon)
+    def call(self, model: Model, tenant: Tenant, request: dict[str, Any], priority: int,
+             *, embed: bool = False, abandon: Abandon | None = None) -> Awaitable[Any]:
+        """Run one request through the tenant's and the model's layers (awaited: a dict or, for
+        a stream, an ``lg.Stream`` whose first chunk has arrived). Once ``abandon`` is set, a
+        request not sent upstream yet is dropped (:class:`~.abandon.Abandoned`)."""
+        return self.run(model, self.start(model, tenant, request, priority, embed=embed),
+                        abandon=abandon)
 
     def start(self, model: Model, tenant: Tenant, request: dict[str, Any], priority: int,
               *, embed: bool = False) -> lg.Call:
@@ -157,42 +159,49 @@ class Gateway:
             call.record.operation = "embeddings"
         return call
 
-    async def run(self, model: Model, call: lg.Call, *, abandon: Abandon | None = None) -> Any:
-        """Run a call made by :meth:`start` through its model's handler (dropped unsent, as
-        :class:`~.abandon.Abandoned`, once ``abandon`` is set)."""
+    def run(self, model: Model, call: lg.Call, *, abandon: Abandon | None = None
+            ) -> Awaitable[Any]:
+        """Run a call made by :meth:`start` through its model's handler (dropped unsent once
+        ``abandon`` is set): the handler awaited in :meth:`bounded`'s frame, not a frame more."""
         handler = model.embed if call.record.operation == "embeddings" else model.chat
-        if abandon is None:
-            return await self.bounded(handler(call))
-        abandon.bind(call)
-        try:
-            result = await self.bounded(handler(call))
-        except BaseException as exc:
-            abandon.unbind(exc)
-            raise
-        abandon.unbind(None)
-        return result
+        return self.bounded(handler(call), abandon, call)
 
-    async def bounded(self, awaitable: Any) -> Any:
-        """Await ``awaitable`` but no later than the drain deadline (then :class:`ShuttingDown`).
-
-        Before a drain there is no deadline, so nothing is scheduled: the task is noted (a dict
-        entry, not an ``asyncio.timeout`` scope with its two coroutines per request), and
-        ``drain`` cancels the tasks still here at the deadline, which this turns into
-        :class:`ShuttingDown` (a cancellation of the caller's own stays a cancellation, as
-        under ``asyncio.timeout``). Once draining, each await gets a scope with the deadline."""
+    async def bounded(self, awaitable: Any, abandon: Abandon | None = None,
+                      call: lg.Call | None = None) -> Any:
+        """Await ``awaitable`` no later than the drain deadline (then :class:`ShuttingDown`),
+        with ``abandon`` bound to ``call`` meanwhile (see :meth:`run`). Before a drain nothing
+        is scheduled: the task is noted (a dict entry, not an ``asyncio.timeout`` scope with its
+        two coroutines per request), and ``drain`` cancels the tasks still here at the deadline,
+        which this turns into :class:`ShuttingDown` (a cancellation of the caller's own stays a
+        cancellation, as under ``asyncio.timeout``). Once draining, each await gets a scope."""
+        if abandon is not None:
+            try:
+                abandon.bind(call)
+            except BaseException:
+                awaitable.close()  # never started: not left unawaited
+                raise
         task = asyncio.current_task()
-        if self.stop_at is not None or task is None or task in self._running:
-            return await self._scoped(awaitable)
-        cancelling = self._running[task] = task.cancelling()
         try:
-            return await awaitable
-        except asyncio.CancelledError:
-            if task in self._expired and task.uncancel() <= cancelling:
-                raise self._shutting_down() from None
+            if self.stop_at is not None or task is None or task in self._running:
+                result = await self._scoped(awaitable)
+            else:
+                cancelling = self._running[task] = task.cancelling()
+                try:
+                    result = await awaitable
+                except asyncio.CancelledError:
+                    if task in self._expired and task.uncancel() <= cancelling:
+                        raise self._shutting_down() from None
+                    raise
+                finally:
+                    del self._running[task]
+                    self._expired.discard(task)
+        except BaseException as exc:
+            if abandon is not None:
+                abandon.unbind(exc)
             raise
-        finally:
-            del self._running[task]
-            self._expired.discard(task)
+        if abandon is not None:
+            abandon.unbind(None)
+        return result
 
     def _expire(self, task: asyncio.Task[Any]) -> None:
         """The drain deadline came for a task still awaiting in :meth:`bounded`."""

@@ -20,7 +20,6 @@ import llmguard as lg
 from llmguard.backends import ConcurrencyLimiter, MemoryBackend, Quota
 
 from .config import PRIORITIES, ConfigError, TenantConfig
-from .estimate import ESTIMATE, basis
 
 __all__ = ["QuotaExceeded", "Tenant", "TenantBusy", "Tenants", "hash_key"]
 
@@ -63,8 +62,8 @@ class Usage:
 class Tenant:
     """A configured tenant at run time: quotas, concurrency cap, priorities, usage."""
 
-    __slots__ = ("name", "config", "quotas", "limiter", "default_priority", "max_priority",
-                 "models", "usage", "budget")
+    __slots__ = ("name", "config", "quotas", "token_limit", "limiter", "default_priority",
+                 "max_priority", "models", "usage", "budget")
 
     def __init__(self, config: TenantConfig, limiter: Any = None) -> None:
         self.name = config.name
@@ -76,6 +75,8 @@ class Tenant:
             quotas.append(Quota(config.tpm, 60.0, True))
         #: The tenant's quotas, enforced together (empty: unlimited).
         self.quotas = tuple(quotas)
+        #: The most tokens one request may need (its token quota), None without one.
+        self.token_limit = min((q.limit for q in quotas if q.tokens), default=None)
         #: Caps this tenant's concurrent calls (None: no cap). ConcurrencyLimiter-shaped.
         self.limiter = limiter
         self.default_priority = PRIORITIES[config.priority]
@@ -130,7 +131,7 @@ class Tenants:
                                       f"{other.name}'s; give each tenant its own key")
                 self._by_hash[digest] = tenant
         #: Tenant name -> the x-ratelimit header names and limits of its quotas (``headers``).
-        self._plans: dict[str, list[tuple[bool, str, str, str, str]]] = {}
+        self._plans: dict[str, list[tuple[bool, tuple[bytes, bytes], bytes, bytes]]] = {}
         #: True when requests need a key (some tenant is configured).
         self.required = bool(self.by_name)
         if not self.required:
@@ -146,105 +147,25 @@ class Tenants:
 
     def headers(self, tenant: Tenant, wait: float | None = None) -> dict[str, str]:
         """``x-ratelimit-*`` headers of the tenant's quotas now (a provider's, for pacing)."""
+        return {k.decode(): v.decode() for k, v in self.raw_headers(tenant, wait)}
+
+    def raw_headers(self, tenant: Tenant, wait: float | None = None
+                    ) -> list[tuple[bytes, bytes]]:
+        """:meth:`headers` as the encoded ``(name, value)`` pairs of an ASGI answer."""
         if not tenant.quotas:
-            return {}
+            return []
         requests, tokens, paused = self.backend.headroom(tenant.name, tenant.quotas)
         plan = self._plans.get(tenant.name)
         if plan is None:  # what never changes, made once per tenant (every answer sends them)
             plan = self._plans[tenant.name] = [
-                (quota.tokens, f"x-ratelimit-limit-{unit}", str(quota.limit),
-                 f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}")
+                (quota.tokens, (f"x-ratelimit-limit-{unit}".encode(), str(quota.limit).encode()),
+                 f"x-ratelimit-remaining-{unit}".encode(), f"x-ratelimit-reset-{unit}".encode())
                 for quota in tenant.quotas
                 for unit in ("tokens" if quota.tokens else "requests",)]
-        out: dict[str, str] = {}
-        for counts_tokens, limit_name, limit, remaining_name, reset_name in plan:
-            out[limit_name] = limit
-            out[remaining_name] = str(max(0, tokens if counts_tokens else requests))
+        out: list[tuple[bytes, bytes]] = []
+        for counts_tokens, limit, remaining_name, reset_name in plan:
+            out.append(limit)
+            out.append((remaining_name, b"%d" % max(0, tokens if counts_tokens else requests)))
             if wait is not None:
-                out[reset_name] = f"{max(wait, paused):.3f}s"
+                out.append((reset_name, b"%.3fs" % max(wait, paused)))
         return out
-
-
-class TenantGate:
-    """Layer: the tenant's quota (refuse at once) then its concurrency cap (wait, by priority).
-
-    Sits outermost, before the model's pipeline: a tenant over its quota costs the model nothing.
-    Reserves the request's token estimate and reconciles it to the usage reported (a stream's
-    final chunk: the gateway always asks upstream for it); a call refused further in (an
-    ``lg.AdmissionError`` such as the model's own queue) is refunded.
-    """
-
-    __slots__ = ("tenants",)
-
-    def __init__(self, tenants: Tenants) -> None:
-        self.tenants = tenants
-
-    async def __call__(self, call: lg.Call, call_next: lg.Handler, /) -> Any:
-        tenant = self.tenants.by_name.get(call.partition)  # type: ignore[arg-type]
-        backend, ticket, tokens, estimated = self.tenants.backend, None, 0, None
-        try:
-            if tenant is not None and tenant.quotas:
-                if any(q.tokens for q in tenant.quotas):
-                    tokens = lg.estimate_tokens(**call.kwargs)
-                    estimated = ESTIMATE.set((basis(call.kwargs), tokens))  # the model's RateLimit
-                    limit = min(q.limit for q in tenant.quotas if q.tokens)
-                    if tokens > limit:
-                        raise lg.RequestTooLarge(
-                            f"this request needs an estimated {tokens} tokens but tenant "
-                            f"{tenant.name!r} may use {limit} per minute; shorten the messages or "
-                            "max_tokens")
-                wait, ticket = await backend.reserve(tenant.name, tenant.quotas, tokens)
-                if ticket is None:
-                    raise self._refused(tenant, wait, tokens)
-            limiter = None if tenant is None else tenant.limiter
-            try:
-                if limiter is not None:
-                    try:
-                        await limiter.acquire(priority=call.priority or 0, partition=tenant.name)
-                    except lg.AdmissionError as exc:
-                        raise TenantBusy(f"tenant {tenant.name!r} has {tenant.config.concurrency} "
-                                         f"calls in flight, its cap ({exc})") from None
-                try:
-                    result = await call_next(call)
-                except BaseException:
-                    if limiter is not None:
-                        limiter.release()
-                    raise
-            except lg.AdmissionError:
-                if ticket is not None:
-                    backend.refund(tenant.name, ticket)  # never reached a provider
-                raise
-            if isinstance(result, lg.Stream):
-                def end(_error: BaseException | None) -> None:
-                    if limiter is not None:
-                        limiter.release()
-                    self._settle(tenant, ticket, tokens, result.usage)
-                result.defer(end)
-            else:
-                if limiter is not None:
-                    limiter.release()
-                usage = call.record.usage  # read from the answer by a layer already
-                self._settle(tenant, ticket, tokens,
-                             lg.extract_usage(result) if usage is None else usage)
-            return result
-        finally:  # the estimate was this request's only
-            if estimated is not None:
-                ESTIMATE.reset(estimated)
-
-    def _settle(self, tenant: Tenant | None, ticket: Any, tokens: int, usage: Any) -> None:
-        if ticket is not None and usage is not None and usage.total_tokens != tokens:
-            self.tenants.backend.reconcile(tenant.name, ticket, usage.total_tokens)
-
-    def _refused(self, tenant: Tenant, wait: float, tokens: int) -> QuotaExceeded:
-        requests, available, _paused = self.tenants.backend.headroom(tenant.name, tenant.quotas)
-        counts_requests = any(not q.tokens for q in tenant.quotas)
-        unit = "requests" if counts_requests and requests < 1 or tokens <= available else "tokens"
-        headers = self.tenants.headers(tenant, wait)
-        headers["retry-after"] = str(max(1, int(wait + 0.999)))  # whole seconds, rounded up
-        headers["retry-after-ms"] = str(max(1, int(wait * 1000 + 0.999)))
-        quota = next((q for q in tenant.quotas if q.tokens == (unit == "tokens")),
-                     tenant.quotas[0])
-        need = "1 request" if unit == "requests" else f"{tokens} tokens ({available} left)"
-        return QuotaExceeded(
-            f"Rate limit reached for tenant {tenant.name!r}: {quota.describe()}; this request "
-            f"needs {need}. Try again in {wait:.3f}s.", unit=unit, headers=headers)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .._core.jsonenc import encoder
@@ -23,7 +24,12 @@ from .errors import HTTPError, TransportError
 if TYPE_CHECKING:
     from .._core.call import Call
 
-__all__ = ["HTTPUpstream", "undelivered"]
+__all__ = ["ANSWERED", "HTTPUpstream", "undelivered"]
+
+#: ``(answer, the bytes it was parsed from)`` of the last JSON object answered in this task
+#: over kept-alive connections: a gateway answering with that object unchanged (the same
+#: object, nothing mutates answers) sends those bytes instead of encoding it again.
+ANSWERED: ContextVar[tuple[Any, bytes] | None] = ContextVar("llmguard_answered", default=None)
 
 
 def undelivered(exc: BaseException) -> bool:
@@ -163,10 +169,13 @@ class HTTPUpstream:
                 response.release()
             status, headers = response.status, response.headers
         try:
-            return json.loads(raw)
+            answer = json.loads(raw)
         except ValueError:
             raise HTTPError(f"HTTP {status} from {self.where}: the answer is not JSON "
                             f"({raw[:80]!r})", status_code=502, headers=headers) from None
+        if self._bounded and raw[:1] == b"{":  # UTF-8 JSON, as sent: it may be sent on as is
+            ANSWERED.set((answer, raw))
+        return answer
 
     async def _kept_alive(self, path: str, request: dict[str, Any],
                           call: Call | None) -> tuple[int, Any, bytes]:

@@ -226,6 +226,24 @@ def test_a_give_back_probe_a_refilled_bucket_would_admit_proves_nothing() -> Non
     assert w.take(34.0, 300) is None and w.wait(34.0, 300) > 0.0  # no test goes again
 
 
+def test_a_probe_a_learned_bucket_refuses_keeps_the_factor() -> None:
+    """A bucket learned (:mod:`.apart`), the factor probed down to 1.116 on a server charging
+    1.11x, and the probes served so far fit no window at 1x or more (``windowed`` 1): a probe
+    the bucket as we count ours would have admitted (it arrived sooner than the margin allows
+    for) is refused. Read as a window's count, that took the factor to 1 (42 429s of 126 in
+    the strict benchmark at :40); a bucket it is: the factor stays, kept."""
+    w = window()
+    for entry in admit(w, 0.0, 212, 40):
+        w.adjust(2.0, entry, 212)
+    w.shape.kind = "bucket"  # (learned so: :func:`.apart.bucket`)
+    w.charge.factor, w.charge.windowed = 1.116, 1.0
+    for entry in [w.add(30.0, 212) for _ in range(20)]:  # what the bucket refilled meanwhile
+        w.adjust(32.0, entry, 212)
+    probe = w.add(32.0, 212)  # 61 of 212 within a window: no window's count at 1x or more
+    w.refused(32.01, probe, 1.0, wall=32.01, named=TOKENS)
+    assert w.charge.how == "kept" and w.charge.factor >= 1.116
+
+
 def test_a_429_to_one_sent_just_before_the_probe_is_the_probes() -> None:
     """Sent within the margin before the probe of a server that says nothing, a request may
     arrive after it: its 429 is the probe's refusal (the probe went beyond our count, the

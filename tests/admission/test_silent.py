@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import llmguard as lg
-from llmguard._admission.ratelimit import silent
+from llmguard._admission.ratelimit import apart, silent
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import (FixedWindowServer, InputOutputBucketServer, SlidingWindowServer,
                               TokenBucketServer, virtual_wall_clock)
@@ -96,6 +96,27 @@ def test_a_served_probe_paces_within_a_bucket_and_the_minute_then_one_beyond_the
         else:
             w.refused(62.2, second, 1.0)
             assert w.shape.kind == "sliding"
+
+
+def test_ours_served_beyond_a_minute_s_fixed_window_show_no_such_window() -> None:
+    """``apart.overflowed``: ours answered (served, no header) in the clock minute before a
+    boundary, each surely counted in it (the margin and the clock skew from each end), at
+    our bare estimates over a fixed window's limit: the server counts no such window. Not
+    while ours fit at their estimates (whatever we reserved: the factor is a guess), nor
+    with the ones over it unanswered, nor with one that may arrive after the boundary."""
+    def served(n: int, last: float = 50.0, answer: bool = True) -> Window:
+        w = Window((Quota(10_000, 60.0 + MARGIN, True, learn=True, margin=MARGIN),))
+        w.shape.quiet = True
+        entries = [w.add(40.0, 212) for _ in range(n - 1)] + [w.add(last, 212)]
+        for entry in entries if answer else entries[:-1]:
+            w.adjust(52.0, entry, 212)  # answered without a header: what it used unknown
+        return w
+
+    assert apart.overflowed(served(48), 60.0)  # 48 x 212 = 10,176 > 10,000
+    assert not apart.overflowed(served(47), 60.0)  # 9,964: a fixed window admits them
+    assert not apart.overflowed(served(48, answer=False), 60.0)
+    assert not apart.overflowed(served(48, last=60.0 - MARGIN / 2), 60.0)
+    assert not apart.overflowed(served(48), 120.0)  # nothing of ours in that minute
 
 
 def test_after_a_429_longer_than_a_bucket_refills_a_served_probe_is_a_fixed_window() -> None:

@@ -288,6 +288,23 @@ def test_latency_quantiles_are_within_one_bucket(samples: list[float], q: float)
     assert len(histogram.counts) == size
 
 
+@given(st.lists(st.floats(min_value=0, max_value=1e-3), min_size=1, max_size=50),
+       st.sampled_from([None, [], [0.0, 1.0], [1e-6, 1e-5]]))
+def test_a_value_in_the_first_bucket_lands_where_bisect_puts_it(samples, edges) -> None:
+    """``add`` skips the bisect for a value at most the first edge (a cache hit's
+    microseconds): every value still lands in the bucket ``bisect_left`` names."""
+    from bisect import bisect_left
+
+    from llmguard._observability.histogram import LatencyHistogram
+
+    histogram = LatencyHistogram() if edges is None else LatencyHistogram(edges)
+    expected = [0] * len(histogram.counts)
+    for sample in [*samples, histogram.edges[0] if histogram.edges else 0.0]:
+        histogram.add(sample)
+        expected[bisect_left(histogram.edges, sample)] += 1
+    assert histogram.counts == expected
+
+
 async def test_a_dropped_pipeline_on_the_global_api_is_collected() -> None:
     """``Metrics()`` on the global OpenTelemetry API (no SDK: the API's proxy meter, whose
     callbacks live as long as the process) does not keep its pipeline alive: the instruments

@@ -132,3 +132,63 @@ api_key_env = "SERVE_TEST_UPSTREAM_KEY"
                 assert len(emb.data[0].embedding) == 8
         finally:
             del os.environ["SERVE_TEST_UPSTREAM_KEY"]
+
+
+async def test_an_upstream_answer_is_passed_on_as_it_came_and_a_fallback_is_encoded(
+        tmp_path) -> None:
+    """A plain answer of an OpenAI-compatible upstream reaches the client byte for byte (the
+    upstream's spacing and UTF-8, not a second encoding of ours) with the gateway's headers;
+    an answer that did not come so (a fallback model's, once the upstream fails) is encoded."""
+    import asyncio
+    import json
+
+    from llmguard._serve.config import load
+    from llmguard._serve.server import make_app
+
+    raw = ('{ "id": "chatcmpl-1", "object": "chat.completion", "model": "up",\n'
+           '  "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": '
+           '"assistant", "content": "héllo"}}],\n  "usage": {"prompt_tokens": 3, '
+           '"completion_tokens": 1, "total_tokens": 4} }').encode()
+    answers = iter([raw, None])  # None: a 500, so the second request falls back
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            body = next(answers)
+            status = b"200 OK" if body is not None else b"500 Internal Server Error"
+            body = body if body is not None else b'{"error": {"message": "down"}}'
+            writer.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body))
+        writer.close()
+
+    upstream = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    config = write_config(tmp_path, f"""
+[models.remote]
+provider = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+retries = 0
+fallbacks = ["local"]
+
+[models.local]
+provider = "fake"
+""")
+    app = make_app(load(str(config)))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+    try:
+        first = await client.post("/v1/chat/completions", json=chat("remote"))
+        second = await client.post("/v1/chat/completions", json=chat("remote"))
+    finally:
+        await client.aclose()
+        await app.state.gateway.aclose()
+        upstream.close()
+    assert first.status_code == 200 and first.content == raw
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["x-request-id"].startswith("req_")
+    assert second.status_code == 200 and second.json()["choices"][0]["message"]["content"]
+    assert second.content == json.dumps(second.json(), separators=(",", ":")).encode()

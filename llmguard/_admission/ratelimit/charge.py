@@ -52,7 +52,7 @@ class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
     __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
-                 "trusted", "refills", "windowed", "least")
+                 "trusted", "refills", "windowed", "least", "guessed")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -76,6 +76,11 @@ class Charge:
         #: The most a server counting ours in a window (fixed or sliding, no refill) charges,
         #: shown by the probes it admitted (:mod:`.probing`); ``least``: the least, by a 429.
         self.windowed, self.least = math.inf, 1.0
+        #: A probe of the factor beyond a fixed window as we count ours was refused
+        #: (:func:`.silent.refusal`): kept, at a factor no window's count measured, so a
+        #: probe beyond a bucket as we count ours proves no fixed window (:func:`.apart.cheaper`;
+        #: taken as one, a strict token bucket started at :45 got 30 429s, calls failed).
+        self.guessed = False
 
     def units(self, estimate: int) -> int:
         """Tokens to reserve for a call estimated at ``estimate``."""

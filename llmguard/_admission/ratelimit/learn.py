@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import apart, bounds, probing, silent
+from . import bounds, probing, silent
 from .auto import AutoTrack
 from .log import Entry, Log
 from .others import ours as _units, sent_by as _sent_by, theirs
@@ -226,17 +226,19 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     long = ticket is not None and seconds > TOLERANCE + max(
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))
-    probe = ticket is not None and (ticket is shape.probe or silent.overtaken(shape, ticket))
-    if probe and shape.served and apart.refused(window, ticket):  # beyond the minute only
+    shows = silent.refusal(window, ticket)  # a probe's: what it shows of the shape
+    probe = bool(shows)
+    if shows == "fixed":
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
                             "refused (429)")
         become_fixed(window, now)
-    elif probe:
+    elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
     if shape.quiet and (probe or long):  # a server that says nothing else counted none of it:
         window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
-    shape.speak(reading=False)
+    if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
+        shape.speak(reading=False)
     if why is not None and shape.kind == "unknown":
         shape.learn("fixed", why, now + seconds)
         become_fixed(window, now)

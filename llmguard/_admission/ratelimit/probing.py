@@ -10,7 +10,8 @@ holds a request back that our bare estimates leave room for, it goes anyway as a
 at a time: admitted, the server counted ours in its window, the probe included, at most at
 the quota, and the factor comes down to that (never under 1). Once our bare estimates leave
 no room either, the probe is one that only the unused tokens of the answers, given back,
-leave room for: admitted, the server gives them back (``trusted``: the usage counts from then
+leave room for: admitted, and beyond what a bucket refilling since ours went holds (ours at
+their bare estimates), the server gives them back (``trusted``: the usage counts from then
 on, as the usage-reconciling ``charge="actual"`` means). A probe refused on tokens measures
 the factor from the other side and ends probing (:meth:`.charge.Charge.refused`): the server
 keeps what it charged, at that factor. One at a time, at most one request is refused while
@@ -111,10 +112,12 @@ def _refills(window: Any, probe: Any, count: Any) -> float:
 
 def _refilled(window: Any, probe: Any) -> bool:
     """True when a token bucket that gives nothing back could have admitted ``probe``, ours
-    counted as reserved: its admission shows no give-back then. A bucket refills a request's
-    worth between two answers, so a probe an answer after the last fits one (strict token
-    bucket: trusted at 18 s, then 5 429s, 12 more a window later)."""
-    return _refills(window, probe, lambda e: e.tokens) >= 0
+    counted at their bare estimates (the least it charges): its admission shows no give-back
+    then. A bucket refills a request's worth between two answers, so a probe an answer after
+    the last fits one (strict token bucket: trusted at 18 s, then 5 429s, 12 more a window
+    later); counted as reserved (at the opening factor), a bucket charging less fits it too
+    (started at :50 or :55, trusted, then 17 429s; 27 at 1.11x)."""
+    return _refills(window, probe, lambda e: e.estimate) >= 0
 
 
 def _given(entry: Any) -> int:

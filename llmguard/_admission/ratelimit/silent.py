@@ -10,12 +10,19 @@ boundary, so it is probed, at the cost of at most one 429 per key (the issue's b
    a fixed window starting at that minute has room for one more (:func:`fresh`), the head of
    the line goes then, alone. Refused (429): a sliding window (or a bucket run dry): paced as
    a sliding log from then on, never probed again. Served: no sliding window of the quota,
-   but a token bucket that refilled since our burst serves it as a fixed window does.
+   but a token bucket that refilled since our burst serves it as a fixed window does (a
+   bucket at once if ours served in the minute before overflowed a fixed window:
+   :func:`.apart.overflowed`).
 2. Until the two are told apart, ours are paced by both (:class:`.auto.AutoTrack`): within
    the fixed count from that minute and within what a token bucket of the quota still holds
    (ours drain it). Once that bucket is dry (:func:`dry`) while the minute has room, one more
    goes: a bucket must refuse it (a 429, the only one of the two probes: paced as a sliding
-   log), a fixed window serves it: learned, a fixed window at the clock minute.
+   log), a fixed window serves it: learned, a fixed window at the clock minute. A probe of
+   the charge factor beyond both as we count ours (:func:`.apart.guessed`), refused, shows
+   only that the server charges more than our bare estimates (:func:`refusal`): both stay,
+   at the factor guessed (read as the bucket's refusal, a strict fixed window started at :55
+   was paced as a sliding log; taken for a fixed window's, the next one beyond the bucket
+   as we count ours, served, was a strict bucket's: 30 429s, calls failed).
 
 The bucket is bounded from ours alone (:meth:`.auto.AutoTrack.most`): ours go while it surely
 holds them (at most, less what it refills while ours are on the way, each end: the margin),
@@ -41,7 +48,7 @@ from typing import Any
 from . import apart
 from .auto import AutoTrack
 
-__all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "served"]
+__all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "refusal", "served"]
 
 #: Why, while the first probe is pending and once it was served.
 SUPPOSED = ("no rate-limit header heard: a clock-minute window supposed, probed just after "
@@ -167,6 +174,12 @@ def served(window: Any, now: float) -> bool:
         return shape.confirm(True, "a request beyond a sliding window was served (no "
                                    "rate-limit header; a 429 asked for longer than a bucket "
                                    "refills)")
+    if apart.overflowed(window, shape.candidate):
+        shape.learn("bucket", "a request beyond a sliding window was served just after the "
+                              "clock minute, and ours served in the minute before overflowed "
+                              "a fixed window (no rate-limit header): a token bucket")
+        apart.bucket(window, now)
+        return False
     shape.served, shape.late, shape.why = True, True, EITHER
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
@@ -184,3 +197,23 @@ def overtaken(shape: Any, ticket: Any) -> bool:
     probe = shape.probe
     return (probe is not None and shape.quiet and probe.live and not probe.refused
             and probe.time - shape.margin <= ticket.time <= probe.time)
+
+
+def refusal(window: Any, ticket: Any) -> str:
+    """What a 429 to ``ticket`` shows of the shape: ``""`` nothing (no probe's), ``"fixed"``
+    (the probe beyond the minute, within a bucket: :func:`.apart.refused`), ``"factor"`` (a
+    probe of the factor, beyond a fixed window as we count ours: the server charges more
+    than our bare estimates, a bucket or a fixed window alike, :func:`.apart.over_counted`;
+    answered, the next probe beyond the bucket tells them apart), else ``"shape"``: no fixed
+    window from the minute."""
+    shape = window.shape
+    if ticket is None or not (ticket is shape.probe or overtaken(shape, ticket)):
+        return ""
+    if shape.served and apart.refused(window, ticket):
+        return "fixed"
+    if shape.served and apart.over_counted(window, ticket):
+        shape.probe = None
+        if window.charge is not None:
+            window.charge.guessed = True
+        return "factor"
+    return "shape"
