@@ -254,12 +254,18 @@ def test_answers_straddling_a_clock_minute_tell_a_fixed_window_from_the_other_sh
     shape = Shape(60.0, 0.5)
     shape.suppose(60.0, "supposed", vouched=True)
     shape.heard(False, 24, 59.5)
-    shape.heard(False, 30, 60.5)  # after the boundary: not the reading before it
     assert shape.last[False] == (59.5, 24)
     assert shape.jumped(False, 26, 60, 36, 60.0) is None
     assert shape.jumped(False, 59, 60, 2, 60.0) is None
     assert shape.jumped(False, 59, 60, 36, 66.0) is None
     assert "up from 24" in shape.jumped(False, 59, 60, 36, 60.0)
+    # written late (a loaded proxy): still falling after the boundary, the old minute's count
+    shape.heard(False, 20, 64.0)
+    assert shape.last[False] == (64.0, 20)
+    assert "up from 20" in shape.jumped(False, 59, 60, 36, 67.0)
+    assert shape.jumped(False, 59, 60, 36, 74.5) is None  # a tenth of a window apart
+    shape.heard(False, 20, 74.0)
+    assert shape.jumped(False, 59, 60, 36, 75.0) is None  # a quarter window past the boundary
     shape.defer()
     assert shape.candidate == 120.0 and not shape.vouched and not shape.last
     assert shape.confirm(True, "59 of 60 requests remaining") and shape.kind == "fixed"

@@ -34,6 +34,11 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         for t in learners:
             t.set_limit(now, limit)
     server = track.limit
+    if shape.kind == "fixed" and shape.late:  # which minute an answer's count is of
+        for t in learners:
+            if t.fixed is not None:
+                t.fixed.read(now, remaining)
+        return
     if shape.candidate is not None:
         # ours answered within a window (the ticket, answered now, too): what any server
         # still counts of ours in a sliding window (and of the other processes': ``theirs``)
@@ -43,7 +48,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         jump = shape.jumped(tokens, remaining, server, answered, now)
         if jump is not None:
             if shape.confirm(True, jump):
-                become_fixed(window, now)
+                become_fixed(window, now, flipped=True)
             return
     shape.heard(tokens, remaining, now)
     since = shape.since
@@ -57,7 +62,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
             shape.defer()
         elif shape.confirm(fresh, f"{remaining} of {server} "
                                   f"{'tokens' if tokens else 'requests'} remaining"):
-            become_fixed(window, now)
+            become_fixed(window, now, flipped=True)
         return
     if reset is None:
         epoch = now - wall % shape.window
@@ -193,14 +198,17 @@ def settled(window: Any, now: float, live: int) -> None:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
 
 
-def become_fixed(window: Any, now: float) -> None:
+def become_fixed(window: Any, now: float, flipped: bool = False) -> None:
     """The shape became a fixed window: count per window, drop the caps and the pause read
     under the sliding assumption (the server starts afresh at each boundary), but for a short
-    retry-after's (the server's own time: :func:`refused`)."""
+    retry-after's (the server's own time: :func:`refused`). ``flipped``: an answer read now
+    showed the new window (:meth:`.fixed.FixedCount.flipped`)."""
     shape = window.shape
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
             track.become_fixed(now, shape.epoch)
+            if flipped and track.fixed is not None:
+                track.fixed.flipped(now)
     window.caps.clear()
     window.paused_until = min(window.paused_until, max(now, shape.hold))
     bounds.windowed(window.charge, window, now)  # no refill explains what it admitted

@@ -69,6 +69,11 @@ def read_reset(limit: int, remaining: int, reset: float, window: float, at: floa
                              "a sliding window (or one that starts at its first request)")
 
 
+#: Part of a window after a boundary within which an answer may still show the count before it
+#: (written late by a loaded proxy: :meth:`Shape.jumped`).
+LATE = 0.25
+
+
 class Shape:
     """What one key has learned about the server's limiter: ``kind`` (``"unknown"``,
     ``"sliding"``, ``"bucket"``, ``"fixed"``) and ``why``; for a fixed window its ``epoch`` (a
@@ -184,9 +189,11 @@ class Shape:
             self.last = {}
 
     def heard(self, tokens: bool, remaining: int, now: float) -> None:
-        """A reading of ``remaining`` at ``now``: kept while it comes before the candidate
-        boundary (or none is supposed yet), for :meth:`jumped`."""
-        if self.kind == "unknown" and (self.candidate is None or now < self.candidate):
+        """A reading of ``remaining`` at ``now`` that did not jump (:meth:`jumped`): kept as
+        the reading before the candidate boundary, also when it comes within a quarter window
+        after it (``LATE``: a loaded proxy writes answers made before the minute after it)."""
+        if self.kind == "unknown" and (self.candidate is None
+                                       or now < self.candidate + self.window * LATE):
             self.last[tokens] = (now, remaining)
 
     def jumped(self, tokens: bool, remaining: int, limit: int, counted: int,
@@ -205,8 +212,13 @@ class Shape:
         then, earlier = before
         # readings straddling the boundary closely (a tenth of a window: answers of a server
         # that queues come in waves a service time apart, their headers as of when a worker
-        # took the request): the count started afresh at the clock minute between them
-        if not then < boundary <= now < then + self.window / 10:
+        # took the request): the count started afresh at the clock minute between them. The
+        # one before may come after it, written late (LiteLLM's proxy with 1,024 in flight
+        # wrote answers 2-15 s after making them, its count still falling until :04, then
+        # back up at :07), within ``LATE`` of a window.
+        window = self.window
+        if not (boundary - window / 10 < then and boundary <= now < then + window / 10
+                and now < boundary + window * LATE):
             return None
         tolerance = max(1, limit // 20)
         refill = (now - then) * limit / self.window
