@@ -346,6 +346,35 @@ def test_a_refund_of_one_carried_over_a_boundary_gives_the_new_window_its_room_b
     assert late.available(61.0) == 1
 
 
+def test_answers_made_before_the_boundary_and_read_after_it_are_not_carried_into_it() -> None:
+    """A loaded proxy writes answers seconds after making them: three of ours admitted at 45,
+    50 and 55 are in flight at the boundary (carried: one unit of room in a window of 4); the
+    one answered at 62 still says 1 remaining (the old minute's count, falling), the one read
+    at 63 says 3 (the new minute's): the first was made before the boundary and no longer
+    counts in the new window, the two in flight at 63 do. A rise of a twentieth of the limit
+    or less decides nothing, and the window counts afresh once its start was shown."""
+    recent: list[Entry] = []
+    late = FixedCount(4, 60.0, 0.5, 0.0, tokens=False, recent=recent)
+    for t in (45.0, 50.0, 55.0):
+        entry = Entry(t, 0)
+        recent.append(entry)
+        late.add(t, entry)
+    late.read(59.0, 2)
+    assert late.available(60.6) == 1
+    late.read(62.0, 1)
+    recent[0].answered = 62.0
+    assert late.available(62.5) == 1  # the old minute's count, written late: nothing shown yet
+    late.read(63.0, 3)
+    assert late.available(63.0) == 2  # made in the new minute: 62's answer was made before it
+    late.read(64.0, 1)
+    late.read(65.0, 3)
+    assert late.available(65.0) == 2  # one start a window: nothing more given back
+    rebuilt = FixedCount(4, 60.0, 0.5, 0.0, tokens=False, recent=recent)
+    rebuilt.flipped(63.0)
+    rebuilt.rebuild(64.0, recent)  # recounted (a new margin): the start shown stays
+    assert rebuilt.available(64.0) == 2
+
+
 def quotas_for(refill: str) -> tuple[Quota, ...]:
     learn, continuous = refill == "auto", refill == "continuous"
     return (Quota(5, 60.5, False, continuous, learn, 0.5),

@@ -24,9 +24,9 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
             at: float | None = None) -> None:
     """What one header reading teaches ``window`` (its ``learners``: the tracks of the unit
     it describes): a limit the server reports, the confirmation of a supposed fixed window by
-    the first answer after its boundary, a supposed clock minute when there is no reset, or
-    the shape :func:`.shape.read_reset` reads. The server counted ours up to ``ticket``, and
-    ``reset`` counts from ``at`` (default: when the ticket was admitted)."""
+    the first answer after its boundary, a supposed clock minute when there is no reset, the
+    shape :func:`.shape.read_reset` reads, or (a clock minute learned) which minute the answer
+    was made in. The server counted ours up to ``ticket``; ``reset`` counts from ``at``."""
     shape = window.shape
     shape.speak()
     track = min(learners, key=lambda t: t.limit)
@@ -34,10 +34,9 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         for t in learners:
             t.set_limit(now, limit)
     server = track.limit
-    if shape.kind == "fixed" and shape.late:  # which minute an answer's count is of
-        for t in learners:
-            if t.fixed is not None:
-                t.fixed.read(now, remaining)
+    if shape.kind == "fixed" and shape.late:
+        for t in (t for t in learners if t.fixed is not None):
+            t.fixed.read(now, remaining)
         return
     if shape.candidate is not None:
         # ours answered within a window (the ticket, answered now, too): what any server
@@ -122,13 +121,11 @@ def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: 
     it ends (LiteLLM's proxy's headers) also counts ours sent before the boundary and answered
     after it, and ours sent from the boundary on though before the candidate's margin (a call
     let go by an inner limiter as the boundary passed): a server that queues a burst answers
-    much of it in the next minute, and the first answer after the boundary may come tens of
-    seconds later. Read that way, the reading is still a fixed window's when a sliding one
-    could not report it: above what is left of the quota after ours sent within a window
-    before the ticket; its ``remaining`` then caps nothing (``shape.by_answer``). None when
-    it fits both (all of ours the server could count were sent within a window): undecided.
-    With other processes sharing the quota (``Shape.others``), "ours" are every process's
-    (``ours`` counts theirs since the boundary already)."""
+    much of it in the next minute, tens of seconds late. Read so, the reading is still a fixed
+    window's when a sliding one could not report it: above what is left of the quota after
+    ours sent within a window before the ticket; its ``remaining`` then caps nothing
+    (``shape.by_answer``). None when it fits both: undecided. With other processes sharing
+    the quota (``Shape.others``), "ours" are every process's (``ours`` counts theirs)."""
     shape = window.shape
     tolerance = max(1, server // 20)
     if remaining >= server - ours - tolerance:
@@ -186,8 +183,7 @@ def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
 
 
 def settled(window: Any, now: float, live: int) -> None:
-    """``window``'s probe was answered (``live``) with no ``remaining`` header to say which
-    shape, or never sent (another may go)."""
+    """``window``'s probe was answered (``live``) with no ``remaining``, or never sent."""
     shape = window.shape
     if not live:
         shape.probe = shape.since = None
@@ -199,10 +195,9 @@ def settled(window: Any, now: float, live: int) -> None:
 
 
 def become_fixed(window: Any, now: float, flipped: bool = False) -> None:
-    """The shape became a fixed window: count per window, drop the caps and the pause read
-    under the sliding assumption (the server starts afresh at each boundary), but for a short
-    retry-after's (the server's own time: :func:`refused`). ``flipped``: an answer read now
-    showed the new window (:meth:`.fixed.FixedCount.flipped`)."""
+    """The shape became a fixed window (``flipped``: an answer read now showed the new one):
+    count per window, drop the caps and the pause read under the sliding assumption, but for
+    a short retry-after's (the server's own time: :func:`refused`)."""
     shape = window.shape
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
