@@ -173,6 +173,14 @@ class FixedCount:
             if current in self.counts:
                 self.counts[current] -= self._weight(entry)
 
+    def stale(self, now: float, entry: Any) -> bool:
+        """True when an answer to ``entry`` read at ``now`` may have been made in the window
+        before (written late): ``entry`` was admitted there and no answer showed this
+        window's start yet (:meth:`read`)."""
+        current = self.index(now)
+        return self.recent is not None and self.seen < current \
+            and self.index(entry.time) < current
+
     def _room(self, index: int, need: int) -> bool:
         used = self.counts.get(index, 0)
         return used + need <= self.limit or used <= 0  # larger than a window: alone in one

@@ -214,13 +214,11 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     """A 429 asked for ``seconds`` of pause after the request of ``ticket``: learn the
     effective limit of the quota it ``named`` (:mod:`.refusal`: a 429 at the 60th request of
     a window means the server admits 59), and return when to resume, never earlier than the
-    server allows.
-
-    A retry-after of a window or more (LiteLLM's constant ``60``) says only "within a
-    window": on a learned fixed window, resume at its next boundary when the pause points
-    past it (the server admits again there), and a supposed boundary may be probed before
-    the pause ends. A shorter one is the server's own reckoning of when it admits again: it
-    wins when it points past a boundary, and no probe goes before it ends."""
+    server allows. A retry-after of a window or more (LiteLLM's constant ``60``) says only
+    "within a window": on a learned fixed window, resume at the boundary after the minute it
+    was made in (read before an answer showed this one: the one before, written late), and
+    a supposed boundary may be probed before the pause ends. A shorter one is the server's
+    own reckoning of when it admits again: it wins, and no probe goes before it ends."""
     until = now + seconds
     shape = window.shape
     if ticket is not None:
@@ -246,7 +244,9 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
     elif shape.kind == "fixed" and shape.epoch is not None:
-        until = min(until, shape.next_boundary(shape.epoch, now) + shape.skew())
+        made = ticket.time if ticket and all(t.fixed.stale(now, ticket) for t in window.tracks
+                                             if getattr(t, "fixed", None)) else now
+        until = min(until, shape.next_boundary(shape.epoch, made) + shape.skew())
     if shape.kind == "unknown":
         if long:
             shape.assumed = ""
