@@ -244,8 +244,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
     elif shape.kind == "fixed" and shape.epoch is not None:
-        made = ticket.time if ticket and all(t.fixed.stale(now, ticket) for t in window.tracks
-                                             if getattr(t, "fixed", None)) else now
+        fixed = [t.fixed for t in window.tracks if getattr(t, "fixed", None)]
+        made = ticket.time if ticket and fixed and all(f.stale(now, ticket) for f in fixed) else now
         until = min(until, shape.next_boundary(shape.epoch, made) + shape.skew())
     if shape.kind == "unknown":
         if long:
