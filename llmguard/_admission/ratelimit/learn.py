@@ -223,12 +223,10 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     shape = window.shape
     if ticket is not None:
         ticket.refused = True
-    # longer than any bucket of ours takes to refill the request: no bucket's answer
     long = ticket is not None and seconds > TOLERANCE + max(
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
-        for t in window.tracks if isinstance(t, AutoTrack))
+        for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills
     shows = silent.refusal(window, ticket)  # a probe's: what it shows of the shape
-    probe = bool(shows)
     if shows == "fixed":
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
                             "refused (429)")
@@ -236,7 +234,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
-    if shape.quiet and (probe or long):  # a server that says nothing else counted none of it:
+    if shape.quiet and (shows or long):  # a server that says nothing else counted none of it:
         window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
     if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
         shape.speak(reading=False)
