@@ -7,7 +7,7 @@ in the place of an admission made then (a new entry: the log, the buckets, the f
 the header readings see it at its real send, after ours admitted meanwhile). Under ``gather``
 that is most calls. :func:`move` does exactly ``window.adjust(now, entry, 0, live=0)`` then
 ``window.take(now, tokens)`` (tested against them), in one pass over the tracks: the refund and
-the room check of each track together, a learned quota's log and bucket written out.
+the room check of each track together, a learned quota's log written out.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -70,30 +70,7 @@ def move(window: Any, now: float, entry: Entry, tokens: int) -> Entry | None:
             log.used -= reserved
         if fits and log.used + (tokens if log.tokens else 1) > log.limit:
             fits = False
-        bucket = track.bucket
-        level, deficit, limit = bucket.level, bucket.deficit, bucket.limit
-        if now > bucket.at:
-            level += (now - bucket.at) * bucket.rate
-            if level > limit:
-                level = limit
-            bucket.at = now
-            if deficit > limit - level:
-                deficit = limit - level
-        # ``settle(level, deficit, outstanding, limit, reserved, None)``: a refund, written out
-        others = bucket.outstanding - reserved
-        credit = reserved
-        if deficit - others < credit:
-            credit = deficit - others
-        if not credit > 0.0:
-            credit = 0.0
-        level += credit
-        if not level < limit:
-            level = limit
-        deficit -= credit
-        if deficit > limit - level:
-            deficit = limit - level
-        bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
-        bucket.outstanding = others
+        track.bucket.adjust(now, entry, 0, 0)
     entry.owner = None
     if entry.answered > now:
         entry.answered = now
