@@ -107,10 +107,13 @@ class FairQueue:
         partitions = self._classes.get(fifo.priority)
         if partitions is None or partitions.get(fifo.partition) is not fifo:
             return  # emptied of live waiters already
-        del partitions[fifo.partition]
         if fifo.live > 0:
-            partitions[fifo.partition] = fifo  # to the end of the round
-        elif not partitions:
+            if len(partitions) > 1:  # to the end of the round (alone, it is there already)
+                del partitions[fifo.partition]
+                partitions[fifo.partition] = fifo
+            return
+        del partitions[fifo.partition]
+        if not partitions:
             del self._classes[fifo.priority]
 
     def discard(self, fifo: Fifo) -> None:

@@ -88,14 +88,7 @@ def _walk(value: Any, parts: list[Any], shape: list[Any], depth: int) -> None:
             if type(key) is not str:
                 raise _Unfit
             shape.append(key)
-            kind = type(item)
-            if kind in LEAVES:
-                shape.append(_LEAF)
-                parts.append(item)
-            elif kind is dict or kind is list or kind is tuple:
-                _walk(item, parts, shape, depth + 1)
-            else:
-                raise _Unfit
+            _item(item, parts, shape, depth)
     else:
         for item in value:
             if type(item) not in LEAVES:
@@ -106,16 +99,21 @@ def _walk(value: Any, parts: list[Any], shape: list[Any], depth: int) -> None:
             return
         shape.append(_LIST if type(value) is list else _TUPLE)
         for item in value:
-            kind = type(item)
-            if kind in LEAVES:
-                shape.append(_LEAF)
-                parts.append(item)
-            elif kind is dict or kind is list or kind is tuple:
-                _walk(item, parts, shape, depth + 1)
-            else:
-                raise _Unfit
+            _item(item, parts, shape, depth)
     shape.append(_END)
     if len(shape) > _NODES:
+        raise _Unfit
+
+
+def _item(item: Any, parts: list[Any], shape: list[Any], depth: int) -> None:
+    """Append one item of a container at ``depth`` to ``shape`` and ``parts`` (see :func:`_walk`)."""
+    kind = type(item)
+    if kind in LEAVES:
+        shape.append(_LEAF)
+        parts.append(item)
+    elif kind is dict or kind is list or kind is tuple:
+        _walk(item, parts, shape, depth + 1)
+    else:
         raise _Unfit
 
 

@@ -132,9 +132,10 @@ class Attempt:
         return hooks
 
     @property
-    def on_wait(self) -> Hooks[Callable[[], Awaitable[None]]]:
-        """Awaited when an inner limiter lets the attempt go after a wait: an outer rate limit
-        counts the request again from then, when the provider will see it (RateLimit)."""
+    def on_wait(self) -> Hooks[Callable[[], Awaitable[None] | None]]:
+        """Run when an inner limiter lets the attempt go after a wait, what each returns
+        awaited (None: done at once): an outer rate limit counts the request again from then,
+        when the provider will see it (RateLimit)."""
         hooks = self._on_wait
         if type(hooks) is not Hooks:
             hooks = self._on_wait = Hooks() if hooks is None else Hooks((hooks,))
@@ -149,12 +150,12 @@ class Attempt:
         """Take out one adding of ``fn`` from ``on_send`` (nothing if it is not there)."""
         self._on_send = _without(self._on_send, fn)
 
-    def add_on_wait(self, fn: Callable[[], Awaitable[None]]) -> None:
+    def add_on_wait(self, fn: Callable[[], Awaitable[None] | None]) -> None:
         """``on_wait.add(fn)`` without a remover or a list for the first hook: take it out
         with :meth:`discard_on_wait`."""
         self._on_wait = _with(self._on_wait, fn)
 
-    def discard_on_wait(self, fn: Callable[[], Awaitable[None]]) -> None:
+    def discard_on_wait(self, fn: Callable[[], Awaitable[None] | None]) -> None:
         """Take out one adding of ``fn`` from ``on_wait`` (nothing if it is not there)."""
         self._on_wait = _without(self._on_wait, fn)
 
@@ -162,7 +163,7 @@ class Attempt:
         """The ``on_send`` hooks, as they are now (a hook may remove itself while they run)."""
         return _listed(self._on_send)
 
-    def wait_hooks(self) -> Iterable[Callable[[], Awaitable[None]]]:
+    def wait_hooks(self) -> Iterable[Callable[[], Awaitable[None] | None]]:
         """The ``on_wait`` hooks, as they are now."""
         return _listed(self._on_wait)
 
@@ -197,7 +198,9 @@ class Attempt:
         for attempt in self._lineage():
             if attempt._on_wait is not None:
                 for recount in _listed(attempt._on_wait):
-                    await recount()
+                    pending = recount()
+                    if pending is not None:
+                        await pending
 
     def __repr__(self) -> str:
         return (f"<Attempt {self.number} deadline={self.deadline} tokens={self.tokens} "

@@ -124,7 +124,9 @@ class Call:
         for attempt in self.current._lineage():
             if attempt._on_wait is not None:
                 for recount in attempt.wait_hooks():
-                    await recount()
+                    pending = recount()
+                    if pending is not None:  # (a hook done at once returns None)
+                        await pending
 
     def mark_sent(self) -> None:
         """The attempt reaches the provider now. The innermost handler calls it; so does a

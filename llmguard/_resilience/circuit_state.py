@@ -149,20 +149,14 @@ class CircuitState:
 
     def record(self, now: float, failed: bool, ticket: object = None) -> None:
         """``ticket`` None counts the outcome in the current phase (direct use, tests)."""
-        if self._stray_ended(ticket):
+        # ``_stray_ended(ticket)``, its common case (this phase's ticket) without the call
+        if ticket is not None and ticket != self.phase and self._stray_ended(ticket):
             return  # a straggler from an earlier phase: neither a probe nor in this window
-        if self.state is State.HALF_OPEN:
-            self.probes = max(0, self.probes - 1)
-            if failed:
-                self.force_open(now)
-            else:
-                self.probe_ok += 1
-                if self.probe_ok >= self.half_open_calls:
-                    self.force_close()
+        state = self.state
+        if state is not State.CLOSED:
+            self._record_open(now, failed, state)
             return
-        if self.state is State.OPEN:
-            return
-        second = float(int(now))
+        second = now // 1.0  # its second (loop time is never negative)
         buckets = self._buckets
         if not buckets or buckets[-1][0] != second:
             buckets.append([second, 0, 0])
@@ -171,9 +165,25 @@ class CircuitState:
         bucket[2] += failed
         self._calls += 1
         self._failures += failed
-        calls, failures = self.counts(now)
-        if calls >= self.min_calls and failures >= self.failure_ratio * calls:
+        edge = now - self.window  # ``counts(now)``, written out (every call the breaker sees)
+        while buckets and buckets[0][0] <= edge:
+            _, calls, failures = buckets.popleft()
+            self._calls -= calls
+            self._failures -= failures
+        calls = self._calls
+        if calls >= self.min_calls and self._failures >= self.failure_ratio * calls:
             self.force_open(now)
+
+    def _record_open(self, now: float, failed: bool, state: State) -> None:
+        """``record`` in the half-open and open states."""
+        if state is State.HALF_OPEN:
+            self.probes = max(0, self.probes - 1)
+            if failed:
+                self.force_open(now)
+            else:
+                self.probe_ok += 1
+                if self.probe_ok >= self.half_open_calls:
+                    self.force_close()
 
     def _enter(self, state: State) -> None:
         self.stray += self.probes  # still at the provider, now of an earlier phase

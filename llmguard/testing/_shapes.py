@@ -18,7 +18,10 @@
   a minute is counted largely in the next one. Its ``x-litellm-response-duration-ms`` times
   the request from arrival (``duration="request"``) or, ``duration="call"``, from when a worker
   takes it, as LiteLLM's times only the call to the deployment: the round trip less it is then
-  the wait in the queue too, seconds under a burst.
+  the wait in the queue too, seconds under a burst. ``delivery`` seconds pass between an
+  answer's headers being made and its leaving the proxy, in the order they were made, as a
+  loaded proxy's event loop writes answers late (LiteLLM's with 1,024 in flight: 2-15 s after
+  it made them, never out of order): headers made before a clock minute arrive after it.
 
 The wall clock is :func:`llmguard._core.clock.wall` (in step with the loop clock, so under
 ``looptime`` its minutes pass virtually too).
@@ -33,6 +36,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from .._core import clock
+from .._core.check import number
 from ._quota import FixedWindow, SlidingWindow, check_quotas
 from ._servers import QuotaServer, admission_headers
 
@@ -68,9 +72,12 @@ class ProxyWindowServer(QuotaServer):
 
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
                  reports: str = "admitted", workers: int | None = None,
-                 duration: str = "request", **options: Any) -> None:
+                 duration: str = "request", delivery: float = 0.0, **options: Any) -> None:
         super().__init__(window=window, **options)
         check_quotas(rpm, tpm)
+        number("delivery", delivery, low_open=False, unit=" of seconds")
+        #: Seconds an answer waits to leave once its headers are made (first made, first out).
+        self.delivery = delivery
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                     or workers < 1):
             raise ValueError(f"workers must be a positive int or None, got {workers!r}")
@@ -141,8 +148,12 @@ class ProxyWindowServer(QuotaServer):
             await super()._work(input_tokens, output, charged)
 
     async def _reply(self, headers: dict[str, str] | None, arrived: float) -> None:
-        taken = _taken.get() if self.duration == "call" else None
-        await super()._reply(headers, arrived if taken is None else taken)
+        start = _taken.get() if self.duration == "call" else None
+        start = arrived if start is None else start
+        if self.delivery > 0:  # made now, written later: its duration was timed before the wait
+            await asyncio.sleep(self.delivery)
+            start += self.delivery
+        await super()._reply(headers, start)
 
     def _answered(self, input_tokens: int, output: int, charged: int) -> None:
         now = self._now()

@@ -254,12 +254,18 @@ def test_answers_straddling_a_clock_minute_tell_a_fixed_window_from_the_other_sh
     shape = Shape(60.0, 0.5)
     shape.suppose(60.0, "supposed", vouched=True)
     shape.heard(False, 24, 59.5)
-    shape.heard(False, 30, 60.5)  # after the boundary: not the reading before it
     assert shape.last[False] == (59.5, 24)
     assert shape.jumped(False, 26, 60, 36, 60.0) is None
     assert shape.jumped(False, 59, 60, 2, 60.0) is None
     assert shape.jumped(False, 59, 60, 36, 66.0) is None
     assert "up from 24" in shape.jumped(False, 59, 60, 36, 60.0)
+    # written late (a loaded proxy): still falling after the boundary, the old minute's count
+    shape.heard(False, 20, 64.0)
+    assert shape.last[False] == (64.0, 20)
+    assert "up from 20" in shape.jumped(False, 59, 60, 36, 67.0)
+    assert shape.jumped(False, 59, 60, 36, 74.5) is None  # a tenth of a window apart
+    shape.heard(False, 20, 74.0)
+    assert shape.jumped(False, 59, 60, 36, 75.0) is None  # a quarter window past the boundary
     shape.defer()
     assert shape.candidate == 120.0 and not shape.vouched and not shape.last
     assert shape.confirm(True, "59 of 60 requests remaining") and shape.kind == "fixed"
@@ -338,6 +344,35 @@ def test_a_refund_of_one_carried_over_a_boundary_gives_the_new_window_its_room_b
     recent.append(again)
     late.add(61.0, again)
     assert late.available(61.0) == 1
+
+
+def test_answers_made_before_the_boundary_and_read_after_it_are_not_carried_into_it() -> None:
+    """A loaded proxy writes answers seconds after making them: three of ours admitted at 45,
+    50 and 55 are in flight at the boundary (carried: one unit of room in a window of 4); the
+    one answered at 62 still says 1 remaining (the old minute's count, falling), the one read
+    at 63 says 3 (the new minute's): the first was made before the boundary and no longer
+    counts in the new window, the two in flight at 63 do. A rise of a twentieth of the limit
+    or less decides nothing, and the window counts afresh once its start was shown."""
+    recent: list[Entry] = []
+    late = FixedCount(4, 60.0, 0.5, 0.0, tokens=False, recent=recent)
+    for t in (45.0, 50.0, 55.0):
+        entry = Entry(t, 0)
+        recent.append(entry)
+        late.add(t, entry)
+    late.read(59.0, 2)
+    assert late.available(60.6) == 1
+    late.read(62.0, 1)
+    recent[0].answered = 62.0
+    assert late.available(62.5) == 1  # the old minute's count, written late: nothing shown yet
+    late.read(63.0, 3)
+    assert late.available(63.0) == 2  # made in the new minute: 62's answer was made before it
+    late.read(64.0, 1)
+    late.read(65.0, 3)
+    assert late.available(65.0) == 2  # one start a window: nothing more given back
+    rebuilt = FixedCount(4, 60.0, 0.5, 0.0, tokens=False, recent=recent)
+    rebuilt.flipped(63.0)
+    rebuilt.rebuild(64.0, recent)  # recounted (a new margin): the start shown stays
+    assert rebuilt.available(64.0) == 2
 
 
 def quotas_for(refill: str) -> tuple[Quota, ...]:

@@ -126,12 +126,12 @@ async def test_a_strict_queueing_proxy_started_late_refuses_one_request_at_most(
 
 async def test_a_strict_clock_minute_proxy_started_at_55_fills_every_minute() -> None:
     """LiteLLM's proxy counting at arrival (``rpm - 1`` a clock minute, ``remaining`` without a
-    reset) charging 1.11x our estimate, 126 calls (3x its 42 a minute) from :55. Before: 1.90x
+    reset) charging 1.11x our estimate, 126 calls (3x its 42 a minute) from :55. It was 1.90x
     the ideal, the 126th call a minute late: ours in flight at a boundary (sent at :59, each
     answered 2 s later) were counted in the new minute too, as a proxy that queues them may
-    count them there: 41 and 34 sent in minutes that admit 42. A call answered within the
-    shortest round trip of ours was queued by nobody: the server counted it on arrival, before
-    the boundary (``FixedCount.land``)."""
+    count them there: 41 and 34 sent in minutes that admit 42. The first answer whose
+    ``remaining`` is back up shows the new minute; ours answered before it are no longer
+    carried into it (``FixedCount.flipped``)."""
     server = ProxyWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9)
     layer, wall, ideal = await run(server, 55.0, 126)
     assert server.statistics().rate_limited <= 1

@@ -235,8 +235,7 @@ class AutoTrack:
         self.log.expire(now)
         late = self.shape.late  # the wall clock's minute: exact boundaries, counted late
         self.fixed = FixedCount(self.limit, self.window, self.quota.margin, epoch,
-                                self.quota.tokens, self.recent if late else None, late,
-                                self.shape.quiet is False)
+                                self.quota.tokens, self.recent if late else None, late)
         self.fixed.rebuild(now, self.log.entries)
 
     def __repr__(self) -> str:

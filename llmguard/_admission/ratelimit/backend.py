@@ -14,6 +14,7 @@ from ..._core import clock
 from ..._core.public import public
 from ..._core.sweep import SWEEP_AT, sweep
 from .latency import retime
+from .move import move
 from .window import Entry, Quota, Window
 
 __all__ = ["LearningBackend", "MemoryBackend", "RateLimitBackend", "TakesNow"]
@@ -164,6 +165,15 @@ class MemoryBackend:
         if window is None or window.quotas is not quotas:
             window = self._window(key, quotas)
         return window.take(get_running_loop().time(), tokens)  # in a loop: the layer's path
+
+    def move(self, key: Hashable, quotas: tuple[Quota, ...], ticket: Entry,
+             tokens: int) -> Entry | None:
+        """``refund`` then ``take`` in one step (:mod:`.move`, ``MovesNow``)."""
+        window = self._windows.get(key)
+        if window is None or window.quotas is not quotas:  # swept, or its margin changed
+            self.refund(key, ticket)
+            return self.take(key, quotas, tokens)
+        return move(window, get_running_loop().time(), ticket, tokens)
 
     async def reserve(
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: int

@@ -20,7 +20,13 @@ A server that queues counts a request when it takes it from its queue, not when 
 loaded proxy reaches tens of seconds after arrival), so a burst sent late in a window is counted
 largely in the next one. Given ``recent`` (ours admitted lately, each with the time its call
 ended: :attr:`.log.Entry.answered`), the count of a window also holds ours admitted in the
-window before it and still in flight at its boundary: the server may count them there.
+window before it and still in flight at its boundary: the server may count them there. A
+loaded proxy also writes its answers late (LiteLLM's with 1,024 in flight: 2-15 s after making
+them), so answers that arrive after the boundary may have been made, and their requests
+counted, before it: their ``remaining`` still falls with the old minute's count. The first
+answer whose ``remaining`` is back up shows the new minute (:meth:`FixedCount.read`); ours
+answered before it were counted before the boundary and are no longer carried into it
+(:meth:`FixedCount.flipped`: written out in the order they were made, as one event loop does).
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -51,11 +57,11 @@ class FixedCount:
     """Units admitted per fixed window, kept for the current and the next window only."""
 
     __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts", "recent", "rolled",
-                 "on_clock", "landed", "prompt")
+                 "on_clock", "carried", "seen", "flip", "reading")
 
     def __init__(self, limit: int, window: float, margin: float, epoch: float,
                  tokens: bool, recent: Iterable[Any] | None = None,
-                 on_clock: bool = False, prompt: bool = False) -> None:
+                 on_clock: bool = False) -> None:
         self.limit = limit  #: units per window (the learned limit, at most the quota)
         self.window = window  #: the server's window, seconds
         self.margin = margin  #: seconds an admission may take to arrive
@@ -64,15 +70,16 @@ class FixedCount:
         self.counts: dict[int, int] = {}
         #: Ours admitted lately (None: the server counts at arrival, nothing carried over).
         self.recent = recent
-        #: The last window ours in flight were carried into; ``landed``: the seqs of those
-        #: answered too soon to have been queued, no longer counted there (:meth:`land`).
+        #: The last window ours in flight were carried into.
         self.rolled: float = -math.inf
-        self.landed: set[int] = set()
         #: The boundaries are the wall clock's (exact but for the clocks' skew: :func:`skew`).
         self.on_clock = on_clock
-        #: Ours answered within the shortest round trip were not queued (:meth:`land`): a
-        #: server heard from (a silent one's shape is still probed against the full count).
-        self.prompt = prompt
+        #: Ours carried into window ``rolled`` (by id): in flight at its boundary.
+        self.carried: dict[int, Any] = {}
+        #: The last window whose start an answer showed (its ``remaining`` back up), when, and
+        #: the last ``remaining`` read (:meth:`read`).
+        self.seen, self.flip = -math.inf, -math.inf
+        self.reading: int | None = None
 
     def index(self, t: float) -> int:
         return math.floor((t - self.epoch) / self.window)
@@ -105,18 +112,15 @@ class FixedCount:
         if current <= self.rolled:
             return
         self.rolled = current
-        self.landed = set()
         if self.recent is None:
             return
-        start, prompt = self.boundary(current), self._shortest(now) + self.margin
-        carried = 0
-        for entry in self.recent:
-            if entry.live and entry.answered > start \
-                    and self.index(entry.time + self.margin) == current - 1:
-                if self.prompt and entry.answered - entry.time <= prompt:  # (:meth:`land`)
-                    self.landed.add(entry.seq)
-                else:
-                    carried += self._weight(entry)
+        start = self.boundary(current)
+        # answered before the answer that showed this window's start: counted before it
+        since = max(start, self.flip) if self.seen == current else start
+        self.carried = {id(entry): entry for entry in self.recent
+                        if entry.live and entry.answered > since
+                        and self.index(entry.time + self.margin) == current - 1}
+        carried = sum(self._weight(entry) for entry in self.carried.values())
         if carried:
             self.counts[current] = self.counts.get(current, 0) + carried
 
@@ -130,43 +134,52 @@ class FixedCount:
             for index in [i for i in counts if i < current]:
                 del counts[index]
 
-    def _carried(self, entry: Any) -> bool:
-        """True when ``entry`` counts in the window ours in flight were last carried into."""
-        rolled = self.rolled
-        return self.recent is not None and rolled not in self._indices(entry.time) \
-            and entry.live and entry.answered > self.boundary(rolled) \
-            and self.index(entry.time + self.margin) == rolled - 1 \
-            and entry.seq not in self.landed
-
-    def _shortest(self, now: float) -> float:
-        """The shortest round trip of ours answered before ``now`` (inf: none yet)."""
-        return min((e.answered - e.time for e in self.recent if e.answered < now and e.live),
-                   default=math.inf)
-
-    def land(self, now: float, entry: Any, weight: int) -> None:
-        """``entry``'s call ended ``now`` (counting ``weight`` from now on). Carried into the
-        window it was in flight at the start of, it leaves that count when its round trip was
-        no longer than the shortest of ours lately (and the margin): queued by nobody, the
-        server counted it as it arrived, before the boundary. Held there, a clock-minute proxy
-        that counts at arrival was sent 34 of the 42 it admits in the minute after a burst at
-        :59 (the 126th call a minute late)."""
-        if not self.prompt or not self._carried(entry) or now <= self.boundary(self.rolled):
-            return
-        if now - entry.time <= self._shortest(now) + self.margin and self.rolled in self.counts:
-            self.counts[self.rolled] -= weight
-            self.landed.add(entry.seq)
-
     def adjust(self, entry: Any, tokens: int, live: int) -> None:
         """``entry`` counts ``tokens`` (and ``live``) from now on: in its windows, and in the
         one it was carried into while in flight (a refund of a call that never left, say
         queued for a concurrency slot across the boundary, gives that back too)."""
         delta = (tokens - entry.tokens) if self.tokens else (live - entry.live)
         indices = self._indices(entry.time)
-        if self._carried(entry):
-            indices = (*indices, self.rolled)
+        rolled = self.rolled
+        if id(entry) in self.carried and rolled not in indices:
+            indices = (*indices, rolled)
         for index in indices:
             if index in self.counts:
                 self.counts[index] += delta
+
+    def read(self, now: float, remaining: int) -> None:
+        """The server's ``remaining`` in an answer read at ``now``: the first one up from the
+        last (by more than a twentieth of the limit) since this window's boundary shows the
+        server counting afresh (:meth:`flipped`). Until then answers may come from the
+        minute before, written late; a count that fell too little to show it carries on."""
+        current = self.index(now)
+        last, self.reading = self.reading, remaining
+        if self.seen < current and last is not None \
+                and remaining > last + max(1, self.limit // 20):
+            self.flipped(now)
+
+    def flipped(self, now: float) -> None:
+        """An answer read at ``now`` was made after this window's boundary: ours answered
+        before it were made, and counted, before the boundary (answers written in the order
+        they were made): no longer carried into this window."""
+        self._roll(now)
+        current = self.index(now)
+        self.seen, self.flip = current, now
+        if self.rolled != current:
+            return
+        gone = [key for key, entry in self.carried.items() if entry.answered < now]
+        for key in gone:
+            entry = self.carried.pop(key)
+            if current in self.counts:
+                self.counts[current] -= self._weight(entry)
+
+    def stale(self, now: float, entry: Any) -> bool:
+        """True when an answer to ``entry`` read at ``now`` may have been made in the window
+        before (written late): ``entry`` was admitted there and no answer showed this
+        window's start yet (:meth:`read`)."""
+        current = self.index(now)
+        return self.recent is not None and self.seen < current \
+            and self.index(entry.time) < current
 
     def _room(self, index: int, need: int) -> bool:
         used = self.counts.get(index, 0)

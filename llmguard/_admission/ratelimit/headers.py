@@ -19,7 +19,7 @@ from .named import named
 __all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "parse_reset", "part_headers",
            "pause_after", "rate_limit_headers", "refusal", "report", "sent", "spend"]
 
-#: The reservation (``line.Held``) of the call being sent, for its headers to be read against.
+#: The reservation (``held.Held``) of the call being sent, for its headers to be read against.
 HELD: ContextVar[Any] = ContextVar("llmguard_rate_limit_held", default=None)
 
 #: Seconds to pause admissions after a 429 that carries no Retry-After (OpenAI and Anthropic

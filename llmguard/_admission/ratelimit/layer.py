@@ -24,7 +24,8 @@ from .backend import RateLimitBackend
 from .feedback import ServerFeedback
 from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration, refusal
 from .latency import Margin
-from .line import Held, WaitingLine
+from .held import Held
+from .line import WaitingLine
 from .quotas import build_quotas, check_backend, check_choice, used_tokens
 from .split_backend import check_fits, setup, split_used, too_large
 from .stats import RateLimitStats

@@ -24,9 +24,9 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
             at: float | None = None) -> None:
     """What one header reading teaches ``window`` (its ``learners``: the tracks of the unit
     it describes): a limit the server reports, the confirmation of a supposed fixed window by
-    the first answer after its boundary, a supposed clock minute when there is no reset, or
-    the shape :func:`.shape.read_reset` reads. The server counted ours up to ``ticket``, and
-    ``reset`` counts from ``at`` (default: when the ticket was admitted)."""
+    the first answer after its boundary, a supposed clock minute when there is no reset, the
+    shape :func:`.shape.read_reset` reads, or (a clock minute learned) which minute the answer
+    was made in. The server counted ours up to ``ticket``; ``reset`` counts from ``at``."""
     shape = window.shape
     shape.speak()
     track = min(learners, key=lambda t: t.limit)
@@ -34,6 +34,10 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         for t in learners:
             t.set_limit(now, limit)
     server = track.limit
+    if shape.kind == "fixed" and shape.late:
+        for t in (t for t in learners if t.fixed is not None):
+            t.fixed.read(now, remaining)
+        return
     if shape.candidate is not None:
         # ours answered within a window (the ticket, answered now, too): what any server
         # still counts of ours in a sliding window (and of the other processes': ``theirs``)
@@ -43,7 +47,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         jump = shape.jumped(tokens, remaining, server, answered, now)
         if jump is not None:
             if shape.confirm(True, jump):
-                become_fixed(window, now)
+                become_fixed(window, now, flipped=True)
             return
     shape.heard(tokens, remaining, now)
     since = shape.since
@@ -57,7 +61,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
             shape.defer()
         elif shape.confirm(fresh, f"{remaining} of {server} "
                                   f"{'tokens' if tokens else 'requests'} remaining"):
-            become_fixed(window, now)
+            become_fixed(window, now, flipped=True)
         return
     if reset is None:
         epoch = now - wall % shape.window
@@ -117,13 +121,11 @@ def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: 
     it ends (LiteLLM's proxy's headers) also counts ours sent before the boundary and answered
     after it, and ours sent from the boundary on though before the candidate's margin (a call
     let go by an inner limiter as the boundary passed): a server that queues a burst answers
-    much of it in the next minute, and the first answer after the boundary may come tens of
-    seconds later. Read that way, the reading is still a fixed window's when a sliding one
-    could not report it: above what is left of the quota after ours sent within a window
-    before the ticket; its ``remaining`` then caps nothing (``shape.by_answer``). None when
-    it fits both (all of ours the server could count were sent within a window): undecided.
-    With other processes sharing the quota (``Shape.others``), "ours" are every process's
-    (``ours`` counts theirs since the boundary already)."""
+    much of it in the next minute, tens of seconds late. Read so, the reading is still a fixed
+    window's when a sliding one could not report it: above what is left of the quota after
+    ours sent within a window before the ticket; its ``remaining`` then caps nothing
+    (``shape.by_answer``). None when it fits both: undecided. With other processes sharing
+    the quota (``Shape.others``), "ours" are every process's (``ours`` counts theirs)."""
     shape = window.shape
     tolerance = max(1, server // 20)
     if remaining >= server - ours - tolerance:
@@ -140,8 +142,7 @@ def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: 
 
 
 def settled(window: Any, now: float, live: int) -> None:
-    """``window``'s probe was answered (``live``) with no ``remaining`` header to say which
-    shape, or never sent (another may go)."""
+    """``window``'s probe was answered (``live``) with no ``remaining``, or never sent."""
     shape = window.shape
     if not live:
         shape.probe = shape.since = None
@@ -152,14 +153,16 @@ def settled(window: Any, now: float, live: int) -> None:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
 
 
-def become_fixed(window: Any, now: float) -> None:
-    """The shape became a fixed window: count per window, drop the caps and the pause read
-    under the sliding assumption (the server starts afresh at each boundary), but for a short
-    retry-after's (the server's own time: :func:`refused`)."""
+def become_fixed(window: Any, now: float, flipped: bool = False) -> None:
+    """The shape became a fixed window (``flipped``: an answer read now showed the new one):
+    count per window, drop the caps and the pause read under the sliding assumption, but for
+    a short retry-after's (the server's own time: :func:`refused`)."""
     shape = window.shape
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
             track.become_fixed(now, shape.epoch)
+            if flipped and track.fixed is not None:
+                track.fixed.flipped(now)
     window.caps.clear()
     window.paused_until = min(window.paused_until, max(now, shape.hold))
     bounds.windowed(window.charge, window, now)  # no refill explains what it admitted
@@ -170,23 +173,19 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     """A 429 asked for ``seconds`` of pause after the request of ``ticket``: learn the
     effective limit of the quota it ``named`` (:mod:`.refusal`: a 429 at the 60th request of
     a window means the server admits 59), and return when to resume, never earlier than the
-    server allows.
-
-    A retry-after of a window or more (LiteLLM's constant ``60``) says only "within a
-    window": on a learned fixed window, resume at its next boundary when the pause points
-    past it (the server admits again there), and a supposed boundary may be probed before
-    the pause ends. A shorter one is the server's own reckoning of when it admits again: it
-    wins when it points past a boundary, and no probe goes before it ends."""
+    server allows. A retry-after of a window or more (LiteLLM's constant ``60``) says only
+    "within a window": on a learned fixed window, resume at the boundary after the minute it
+    was made in (read before an answer showed this one: the one before, written late), and
+    a supposed boundary may be probed before the pause ends. A shorter one is the server's
+    own reckoning of when it admits again: it wins, and no probe goes before it ends."""
     until = now + seconds
     shape = window.shape
     if ticket is not None:
         ticket.refused = True
-    # longer than any bucket of ours takes to refill the request: no bucket's answer
     long = ticket is not None and seconds > TOLERANCE + max(
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
-        for t in window.tracks if isinstance(t, AutoTrack))
+        for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills
     shows = silent.refusal(window, ticket)  # a probe's: what it shows of the shape
-    probe = bool(shows)
     if shows == "fixed":
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
                             "refused (429)")
@@ -194,7 +193,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
-    if shape.quiet and (probe or long):  # a server that says nothing else counted none of it:
+    if shape.quiet and (shows or long):  # a server that says nothing else counted none of it:
         window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
     if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
         shape.speak(reading=False)
@@ -204,7 +203,9 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
     elif shape.kind == "fixed" and shape.epoch is not None:
-        until = min(until, shape.next_boundary(shape.epoch, now) + shape.skew())
+        fixed = [t.fixed for t in window.tracks if getattr(t, "fixed", None)]
+        made = ticket.time if ticket and fixed and all(f.stale(now, ticket) for f in fixed) else now
+        until = min(until, shape.next_boundary(shape.epoch, made) + shape.skew())
     if shape.kind == "unknown":
         if long:
             shape.assumed = ""

@@ -22,13 +22,13 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..._core import clock
 from ..._core.check import admission as check_admission
 from ..._core.errors import AdmissionTimeout
 from ..fair import FairQueue, Fifo
+from .move import MovesNow
 from .window import SLACK
 
-__all__ = ["Held", "WaitingLine"]
+__all__ = ["WaitingLine"]
 
 
 class _Queue:
@@ -76,7 +76,7 @@ class WaitingLine:
     ``describe()`` names the quotas for the :class:`AdmissionTimeout` message."""
 
     __slots__ = ("backend", "quotas", "max_wait", "lines", "waiting", "timed_out", "describe",
-                 "take")
+                 "take", "move")
 
     def __init__(self, backend: Any, quotas: Any, max_wait: float | None,
                  describe: Callable[[], str], take: Callable[..., Any] | None = None) -> None:
@@ -84,6 +84,9 @@ class WaitingLine:
         #: The backend's synchronous admission (``TakesNow.take``), or None: a recount takes
         #: with it instead of awaiting ``reserve`` (the same answer, no coroutine).
         self.take = take
+        #: The backend's ``move`` (:class:`.move.MovesNow`), or None: a recount (``held``) then
+        #: refunds and takes anew.
+        self.move = backend.move if isinstance(backend, MovesNow) else None
         self.quotas = quotas
         #: Seconds a waiter may wait before AdmissionTimeout (None: no bound).
         self.max_wait = max_wait
@@ -210,44 +213,3 @@ class WaitingLine:
             if self.lines.get(key) is queue:
                 del self.lines[key]
 
-
-class Held:
-    """A reservation while its call is inside the layer: ``recount`` is the attempt's
-    ``on_wait`` hook an inner limiter runs when it let the call go after a wait (README, "Time
-    budgets")."""
-
-    __slots__ = ("line", "call", "key", "ticket", "tokens", "at")
-
-    def __init__(self, line: WaitingLine, call: Any, key: Hashable, ticket: Any,
-                 tokens: int, at: float) -> None:
-        self.line, self.call, self.key, self.ticket = line, call, key, ticket
-        self.tokens = tokens
-        #: Loop time of the reservation, ``at`` (its answer's headers sample the send latency).
-        self.at = at
-
-    async def recount(self) -> None:
-        """The provider sees the call only now: give the reservation back and take one at this
-        instant, waiting for room if there is none, so the provider never sees more than the
-        quota. It was admitted already and holds an inner slot, so it waits ahead of the line."""
-        line, key = self.line, self.key
-        backend = line.backend
-        backend.refund(key, self.ticket)
-        self.ticket = None
-        take = line.take  # in memory: ``reserve`` without its coroutine (it never suspends)
-        if take is not None:
-            ticket = take(key, line.quotas, self.tokens)
-        else:
-            _, ticket = await backend.reserve(key, line.quotas, self.tokens)
-        if ticket is None:
-            future = line.join(key, self.tokens, front=True)
-            try:
-                ticket = await future
-            except AdmissionTimeout as exc:
-                raise self.call.rejected("rate_limit", exc) from None
-            except BaseException:
-                line.leave(key, future)
-                raise
-        self.ticket, self.at = ticket, clock.now()
-
-    #: The attempt's ``on_wait`` hook is the object itself (no bound method made a call).
-    __call__ = recount

@@ -16,19 +16,18 @@ refill). The shape is then read from:
   constant ``retry-after: 60``): counters keyed by the clock minute are the common case, so the
   wall-clock minute is the candidate boundary, confirmed or refuted by the first answer sent
   after it: a fixed window starts afresh there (``remaining`` back near the limit), a bucket
-  or a sliding window does not. Answers that straddle the boundary show it too, sooner
-  (:meth:`Shape.jumped`): ``remaining`` back up from the reading just before, faster than a
-  bucket refills and above what a sliding window still counting ours answered could report;
-  a server that queues a burst answers ours sent before the minute after it, while our
-  sliding log, full, sends nothing. When the head of the line would wait past that boundary, one
-  request is sent there as a probe, if the quota as the server counts it (requests it refused
-  left out) has room; a refused probe costs one 429, once per key. A server that queues
-  (LiteLLM's proxy under a burst) answers late, and its ``remaining`` may count answers rather
-  than admissions: ours that crossed the boundary are allowed for (:func:`.learn._fresh`);
-  a reading that fits a sliding window as well (every one of ours it could count was sent
-  within a window) decides nothing, and the next boundary is supposed (:meth:`Shape.defer`).
-  It also counts a request only when it takes it from its queue: a clock minute learned
-  this way (``late``) counts ours in flight at a boundary in the new minute too (:mod:`.fixed`).
+  or a sliding window does not. Answers that straddle the boundary show it sooner
+  (:meth:`Shape.jumped`): ``remaining`` back up from the reading just before (which a loaded
+  proxy may write after the minute), faster than a bucket refills and above what a sliding
+  window still counting ours answered could report. When the head of the line would wait past
+  that boundary, one request is sent there as a probe if the quota as the server counts it
+  (429s left out) has room; a refused probe costs one 429, once per key. A server that queues
+  (LiteLLM's proxy under a burst) answers late, its ``remaining`` may count answers rather than
+  admissions (ours that crossed the boundary allowed for: :func:`.learn._fresh`; a reading that
+  fits a sliding window as well defers to the next boundary: :meth:`Shape.defer`), and it counts
+  a request when it takes it from its queue: a clock minute learned so (``late``) counts ours in
+  flight at a boundary in the new minute too, unless answered before one made in it
+  (:mod:`.fixed`).
 
 The kind and the reason are in ``statistics()`` and the ``repr`` of the layer.
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
@@ -184,32 +183,33 @@ class Shape:
             self.last = {}
 
     def heard(self, tokens: bool, remaining: int, now: float) -> None:
-        """A reading of ``remaining`` at ``now``: kept while it comes before the candidate
-        boundary (or none is supposed yet), for :meth:`jumped`."""
-        if self.kind == "unknown" and (self.candidate is None or now < self.candidate):
+        """A reading of ``remaining`` at ``now`` that did not jump: the one before the candidate
+        boundary for :meth:`jumped`, also within a quarter window after it (written late)."""
+        if self.kind == "unknown" and (self.candidate is None
+                                       or now < self.candidate + self.window / 4):
             self.last[tokens] = (now, remaining)
 
     def jumped(self, tokens: bool, remaining: int, limit: int, counted: int,
                now: float) -> str | None:
         """Why ``remaining`` of ``limit``, read at ``now`` just after the candidate boundary,
-        shows the count started afresh there (None when it does not): up from the reading
-        just before the boundary by more than a bucket refills meanwhile, and above what a
-        sliding window could report while it still counts ``counted`` of ours (those
-        answered within a window: a server counts a request at the latest when it answers
-        it). Read from answers to requests sent before the boundary, so a server that
-        queues a burst (its first answer to a request sent after the boundary comes tens of
-        seconds late, or never while our own log is full) shows it within a moment."""
+        shows the count started afresh there (None if not): up from the reading just before
+        by more than a bucket refills meanwhile, and above what a sliding window still
+        counting ``counted`` of ours (answered within a window) could report. Read from
+        answers to requests sent before the boundary: a server that queues a burst shows it
+        within a moment (its first answer to one sent after it comes tens of seconds late)."""
         boundary, before = self.candidate, self.last.get(tokens)
         if boundary is None or before is None or self.kind != "unknown":
             return None
         then, earlier = before
-        # readings straddling the boundary closely (a tenth of a window: answers of a server
-        # that queues come in waves a service time apart, their headers as of when a worker
-        # took the request): the count started afresh at the clock minute between them
-        if not then < boundary <= now < then + self.window / 10:
+        # readings straddling the boundary closely (a tenth of a window: a server that queues
+        # answers in waves), the one before maybe written late after it (LiteLLM's proxy with
+        # 1,024 in flight: still falling until :04, back up at :07): the count started afresh
+        window = self.window
+        if not (boundary - window / 10 < then and boundary <= now < then + window / 10
+                and now < boundary + window / 4):
             return None
         tolerance = max(1, limit // 20)
-        refill = (now - then) * limit / self.window
+        refill = (now - then) * limit / window
         if remaining - earlier <= refill + tolerance or remaining <= limit - counted + tolerance:
             return None
         return (f"up from {earlier} just before, {remaining} of {limit} "

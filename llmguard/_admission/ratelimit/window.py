@@ -172,9 +172,6 @@ class Window:
             if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
                 cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         if (answered or not live) and entry.answered > now:
-            for track in self.tracks if live else ():  # (:meth:`.fixed.FixedCount.land`)
-                if getattr(track, "fixed", None) is not None:
-                    track.fixed.land(now, entry, tokens if track.quota.tokens else live)
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
         if self.shape is not None and entry is self.shape.probe:
             learn.settled(self, now, live)

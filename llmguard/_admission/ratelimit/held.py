@@ -1,0 +1,75 @@
+"""A reservation while its call is inside a :class:`~llmguard.RateLimit`, and its recount: the
+attempt's ``on_wait`` hook an inner limiter (ConcurrencyLimit, AdaptiveConcurrency) runs when it
+lets the call go after a wait. The provider sees the call only then, so it is counted from then
+(README, "Time budgets"): the reservation moves to that instant (:mod:`.move`), waiting for room
+ahead of the line if there is none."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Hashable
+from typing import Any
+
+from ..._core import clock
+from ..._core.errors import AdmissionTimeout
+from .line import WaitingLine
+from .log import Entry
+
+__all__ = ["Held"]
+
+
+class Held:
+    """The reservation (``ticket``) of ``tokens`` for ``call`` under ``key``, taken at loop
+    time ``at`` (its answer's headers sample the send latency from it). Calling it is the
+    attempt's ``on_wait`` hook (an object, not a closure: no cells made a call)."""
+
+    __slots__ = ("line", "call", "key", "ticket", "tokens", "at")
+
+    def __init__(self, line: WaitingLine, call: Any, key: Hashable, ticket: Any,
+                 tokens: int, at: float) -> None:
+        self.line, self.call, self.key, self.ticket = line, call, key, ticket
+        self.tokens = tokens
+        self.at = at
+
+    def __call__(self) -> Awaitable[None] | None:
+        """Count the call again now: moved at once in memory when there is room (None: nothing
+        to await, no coroutine made), else what waits for it (:meth:`recount`)."""
+        line = self.line
+        move = line.move
+        if move is None:
+            return self.recount()
+        ticket, self.ticket = move(self.key, line.quotas, self.ticket, self.tokens), None
+        if ticket is None:
+            return self._wait()
+        self.ticket = ticket  # (an in-memory entry holds the time read for it: now)
+        self.at = ticket.time if type(ticket) is Entry else clock.now()
+        return None
+
+    async def recount(self) -> None:
+        """The provider sees the call only now: give the reservation back and take one at this
+        instant, waiting for room if there is none, so the provider never sees more than the
+        quota. It was admitted already and holds an inner slot, so it waits ahead of the line."""
+        line, key = self.line, self.key
+        line.backend.refund(key, self.ticket)
+        self.ticket = None
+        take = line.take  # in memory: ``reserve`` without its coroutine (it never suspends)
+        if take is not None:
+            ticket = take(key, line.quotas, self.tokens)
+        else:
+            _, ticket = await line.backend.reserve(key, line.quotas, self.tokens)
+        if ticket is None:
+            await self._wait()
+        else:
+            self.ticket, self.at = ticket, clock.now()
+
+    async def _wait(self) -> None:
+        """Wait ahead of the line for the reservation (none held now)."""
+        line, key = self.line, self.key
+        future = line.join(key, self.tokens, front=True)
+        try:
+            ticket = await future
+        except AdmissionTimeout as exc:
+            raise self.call.rejected("rate_limit", exc) from None
+        except BaseException:
+            line.leave(key, future)
+            raise
+        self.ticket, self.at = ticket, clock.now()

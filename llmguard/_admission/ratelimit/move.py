@@ -1,0 +1,80 @@
+"""Moving a reservation to the moment its call is sent.
+
+A call RateLimit admitted that then waited in an inner queue (ConcurrencyLimit,
+AdaptiveConcurrency) reaches the provider only as it leaves that queue, so it is counted from
+then (README, "Time budgets"): its reservation is given back and one is taken at that instant,
+in the place of an admission made then (a new entry: the log, the buckets, the fixed count and
+the header readings see it at its real send, after ours admitted meanwhile). Under ``gather``
+that is most calls. :func:`move` does exactly ``window.adjust(now, entry, 0, live=0)`` then
+``window.take(now, tokens)`` (tested against them), in one pass over the tracks: the refund and
+the room check of each track together, a learned quota's log written out.
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any, Protocol, runtime_checkable
+
+from . import beyond
+from .auto import AutoTrack
+from .log import Entry
+
+__all__ = ["MovesNow", "move"]
+
+
+@runtime_checkable
+class MovesNow(Protocol):
+    """A backend that moves a reservation to now without suspending (its state is in this
+    process): ``move`` does what ``refund(key, ticket)`` then ``take(key, quotas, tokens)``
+    do, the new ticket or None (the refund made, nothing taken). ``held.Held`` uses it for a
+    call counted again as it leaves an inner queue; a backend without it is refunded and
+    reserves anew (Redis: a remote reservation is not moved in place)."""
+
+    def move(self, key: Hashable, quotas: tuple[Any, ...], ticket: Any, tokens: int) -> Any: ...
+
+
+def move(window: Any, now: float, entry: Entry, tokens: int) -> Entry | None:
+    """Refund ``entry`` (an admission of ``window`` not settled yet) and take ``tokens`` now:
+    the new entry, or None (no room now: the refund stands, nothing taken)."""
+    shape = window.shape
+    if (entry.owner is not (window if window.buckets else None) or not entry.live
+            or window.caps or window.paused_until > now
+            or (shape is not None and (entry is shape.probe or shape.kind == "bucket"
+                                       or shape.kind == "fixed" or shape.assumed))):
+        window.adjust(now, entry, 0, live=0)  # what the written-out pass below leaves out
+        return window.take(now, tokens)
+    estimate = tokens
+    if window.charge is not None:
+        tokens = window.charge.units(tokens)
+    if window.readings.groups:  # (``Window.adjust``'s refund, as below)
+        window.readings.refund(entry)
+    fits = True
+    for track in window.tracks:
+        if type(track) is not AutoTrack or track.fixed is not None:
+            track.adjust(now, entry, 0, 0)
+            if fits and not track.fits(now, tokens):
+                fits = False
+            continue
+        # ``track.adjust(now, entry, 0, 0)`` and ``track.fits(now, tokens)`` of a quota its
+        # log paces (the shape checked above), written out
+        log = track.log
+        horizon = now - log.span
+        reserved = entry.tokens if log.tokens else 1  # (``entry.live`` is 1: checked above)
+        if entry.time // log.slot < log.cut or entry.time <= horizon:
+            log.adjust(now, entry, 0, 0)  # folded, or left the window
+        else:
+            if log.entries[0].time <= horizon:  # (not empty: ``entry`` is in it)
+                log.expire(now)
+            log.used -= reserved
+        if fits and log.used + (tokens if log.tokens else 1) > log.limit:
+            fits = False
+        track.bucket.adjust(now, entry, 0, 0)
+    entry.owner = None
+    if entry.answered > now:
+        entry.answered = now
+    entry.tokens = entry.live = 0
+    if not fits:
+        return beyond.probe(window, now, tokens, estimate)
+    return window.add(now, tokens, estimate)
