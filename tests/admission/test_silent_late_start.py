@@ -1,7 +1,7 @@
-"""The README stack with default settings against servers that send no rate-limit headers,
-demand 3x the quota, started late in a clock minute (:50, :55): the opening burst leaves a
-few seconds before the minute the first probe of the shape goes after, and the probes of the
-charge (one an answer apart) straddle it. Each failure here was seen in
+"""The README stack with default settings against servers that send no rate-limit headers
+(or headers counting answers), demand 3x the quota, started late in a clock minute (:45-:55):
+the opening burst leaves a few seconds before the minute the first probe of the shape goes
+after, and the probes of the charge (one an answer apart) straddle it. Each failure here was seen in
 ``benchmarks/bench_composition.py --phases 0,10,20,30,40,50,55`` and not at :00 or :40, the
 phases the benchmark runs by default. Virtual time, the wall clock pinned to the loop's."""
 
@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 import llmguard as lg
-from llmguard.testing import FixedWindowServer, TokenBucketServer, virtual_wall_clock
+from llmguard.testing import (FixedWindowServer, ProxyWindowServer, TokenBucketServer,
+                              virtual_wall_clock)
 
 
 def ask(i: int) -> dict[str, Any]:
@@ -70,6 +71,22 @@ async def test_a_silent_token_bucket_started_late_in_a_minute_refuses_one_reques
     assert wall <= 1.15 * ideal, (wall, ideal)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 4])
+async def test_a_strict_silent_token_bucket_started_at_50_refuses_one_request_at_most(
+        seed: int) -> None:
+    """The token bucket above charging 1.11x our estimate, 126 calls from :50 (these seeds).
+    Before: 3 429s. Ours went 0-10 ms apart after the minute: the first refused was read
+    against ours sent before it only, not those sent within the margin after it that reached
+    the server first, so a bucket charging our factor would have admitted it: taken for a
+    window's refusal, the factor came down to what the probes a window admitted allow (1.04x),
+    and the next minute's burst overran the bucket (two more). Now the refusal keeps the
+    factor: one 429, paced within both shapes (1.10x the ideal)."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                               rate_limit_headers=False)
+    layer, wall, ideal = await run(server, 50.0, 126, seed)
+    assert server.statistics().rate_limited <= 1, layer.statistics().shape
+    assert wall <= 1.15 * ideal, (wall, ideal)
+
 async def test_a_strict_silent_fixed_window_started_at_55_refuses_one_request_at_most(
         ) -> None:
     """A fixed clock-minute window with no rate-limit header charging 1.11x our estimate,
@@ -88,3 +105,34 @@ async def test_a_strict_silent_fixed_window_started_at_55_refuses_one_request_at
     layer, _, _ = await run(server, 55.0, 126)
     assert server.statistics().rate_limited <= 1
     assert not layer.statistics().shape.startswith("sliding"), layer.statistics().shape
+
+
+@pytest.mark.parametrize("phase", [45.0, 55.0])
+async def test_a_strict_queueing_proxy_started_late_refuses_one_request_at_most(
+        phase: float) -> None:
+    """LiteLLM's proxy under load (4 workers; its headers count answers) charging 1.11x our
+    estimate, 126 calls (3x its 42 a minute) from :45 or :55. Before: 3 429s in one burst.
+    The opening burst, queued, is answered partly after the minute, its ``remaining`` back at
+    the top: read with the earlier answers as one burst, it calibrated the charge at 1.0;
+    then a reading of 0 (a floor, the burst's last charge cut short) did again. Ours sent at
+    1.0 stayed counted at it when the factor went back up: 45 sent in a minute that admits
+    42, all three queued before the first 429 came back (12 s in the queue)."""
+    server = ProxyWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                               reports="answered", workers=4)
+    layer, wall, ideal = await run(server, phase, 126)
+    assert server.statistics().rate_limited <= 1
+    assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
+
+
+async def test_a_strict_clock_minute_proxy_started_at_55_fills_every_minute() -> None:
+    """LiteLLM's proxy counting at arrival (``rpm - 1`` a clock minute, ``remaining`` without a
+    reset) charging 1.11x our estimate, 126 calls (3x its 42 a minute) from :55. It was 1.90x
+    the ideal, the 126th call a minute late: ours in flight at a boundary (sent at :59, each
+    answered 2 s later) were counted in the new minute too, as a proxy that queues them may
+    count them there: 41 and 34 sent in minutes that admit 42. The first answer whose
+    ``remaining`` is back up shows the new minute; ours answered before it are no longer
+    carried into it (``FixedCount.flipped``)."""
+    server = ProxyWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9)
+    layer, wall, ideal = await run(server, 55.0, 126)
+    assert server.statistics().rate_limited <= 1
+    assert wall <= 1.10 * ideal, (wall, ideal, layer.statistics().shape)

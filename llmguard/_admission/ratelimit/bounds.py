@@ -58,8 +58,10 @@ def unrefilled(window: Any, ticket: Any) -> bool:
         return False
     rate, last = track.limit / track.window, ticket.time + track.quota.margin
     most, count = float(track.limit), 0
+    # ours sent up to the margin after it may have reached the server first (a burst's, 0-10
+    # ms apart): left out, a strict bucket's refusal at :50 was read as a window's (3 429s)
     for entry in reversed(track.recent):  # two windows: a bucket's bound reaches back
-        if entry.seq < ticket.seq and entry.live and not entry.refused:
+        if entry is not ticket and entry.time <= last and entry.live and not entry.refused:
             count += entry.tokens
             most = min(most, track.limit + rate * (last - entry.time) - count)
     return most >= ticket.tokens

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, probing, silent
+from . import bounds, silent
 from .auto import AutoTrack
-from .log import Entry, Log
+from .log import Entry
 from .others import ours as _units, sent_by as _sent_by, theirs
 from .refusal import learn_limit, reset_of
 from .shape import TOLERANCE, read_reset
 
-__all__ = ["become_fixed", "observe", "probe", "refused", "settled", "sooner"]
+__all__ = ["become_fixed", "observe", "refused", "settled"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -139,47 +139,6 @@ def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: 
         return False
     shape.by_answer = remaining > server - _sent_by(window, track, ticket) + tolerance
     return True if shape.by_answer else None
-
-
-def sooner(window: Any, now: float, wait: float, tokens: int, estimate: int) -> float:
-    """``wait`` for ``tokens`` (estimated at ``estimate``) cut to when a probe may go: the
-    charge's (:mod:`.probing`), a silent server's (:mod:`.silent`), a supposed boundary's."""
-    if wait <= 0.0:
-        return wait
-    if window.charge is not None and probing.probes(window.charge, window, now, estimate):
-        return 0.0
-    shape = window.shape
-    if shape is not None and shape.probe is None:
-        due = silent.due(window, now, tokens) if silent.quiet(shape) else shape.probe_at()
-        if due is not None:
-            wait = min(wait, max(0.0, due - now))
-    return wait
-
-
-def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
-    """A request ``window``'s quotas would hold back (``tokens`` as the server counts them,
-    estimated at ``estimate``), sent anyway as the probe of a supposed fixed window's boundary
-    (:meth:`.shape.Shape.probe_at`): its entry, or None."""
-    charge = window.charge
-    if charge is not None and probing.probes(charge, window, now, estimate):
-        return probing.probe(charge, window, now, estimate)
-    shape = window.shape
-    if shape is None or shape.probe is not None:
-        return None
-    if silent.quiet(shape):  # a server that says nothing: probed beyond the log
-        due = silent.due(window, now, tokens)
-        return None if due is None or now < due else window.add(now, tokens, estimate)
-    due = shape.probe_at()
-    if due is None or now < due:
-        return None
-    for track in window.tracks:  # within the quota as the server counts it (429s left out)
-        log = track.log if isinstance(track, AutoTrack) else track
-        need = tokens if track.quota.tokens else 1
-        if isinstance(log, Log) and log.admitted(now) + need > track.quota.limit \
-                and not shape.vouched:
-            return None
-    entry = shape.probe = window.add(now, tokens, estimate)
-    return entry
 
 
 def settled(window: Any, now: float, live: int) -> None:

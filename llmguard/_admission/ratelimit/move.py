@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any, Protocol, runtime_checkable
 
-from . import learn
+from . import beyond
 from .auto import AutoTrack
 from .log import Entry
 
@@ -76,5 +76,5 @@ def move(window: Any, now: float, entry: Entry, tokens: int) -> Entry | None:
         entry.answered = now
     entry.tokens = entry.live = 0
     if not fits:
-        return learn.probe(window, now, tokens, estimate)
+        return beyond.probe(window, now, tokens, estimate)
     return window.add(now, tokens, estimate)

@@ -77,7 +77,7 @@ def adopt(window: Any, now: float, shared: Learned) -> None:
 
 def probe_due(window: Any, now: float, tokens: int) -> str:
     """Whether the head of ``window``'s line may go now as the probe of a supposed fixed
-    window's boundary (:func:`.learn.probe`, as this process alone counts): ``"vouched"`` (the
+    window's boundary (:func:`.beyond.probe`, as this process alone counts): ``"vouched"`` (the
     server's reset points there: it has room then), ``"room"`` (only if the shared log has
     room), or ``""`` (no probe)."""
     shape = window.shape

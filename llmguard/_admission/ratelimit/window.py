@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import learn, silent
+from . import beyond, learn, silent
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -21,8 +21,7 @@ from .shape import Shape
 
 __all__ = ["SLACK", "Entry", "Quota", "Window"]
 
-#: Added to every computed wait so float rounding never lands an admission on the instant the
-#: provider still counts the expiring entry inside its window.
+#: Added to every computed wait: float rounding never admits on the instant an entry expires.
 SLACK = 1e-3
 
 
@@ -86,8 +85,7 @@ class Window:
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted (0.0: now), ``SLACK`` added
-        when positive: a pause ending a float sliver past a loop tick (5.2 + 0.799559 on a us
-        clock) would ask for 1e-16 s, re-checked at the same clock reading forever."""
+        when positive (a pause ending a float sliver past a loop tick asks for 1e-16 s forever)."""
         wait = self.paused_until - now
         estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         for track in self.tracks:
@@ -95,7 +93,7 @@ class Window:
         for unit, (remaining, until, *_) in self.caps.items():
             if until > now and remaining < (tokens if unit else 1):
                 wait = max(wait, until - now)
-        wait = learn.sooner(self, now, wait, tokens, estimate)  # a probe may go sooner
+        wait = beyond.sooner(self, now, wait, tokens, estimate)  # a probe may go sooner
         return wait + SLACK if wait > 0.0 else 0.0
 
     def take(self, now: float, tokens: int) -> Entry | None:
@@ -103,15 +101,15 @@ class Window:
         0.0``, in one pass): its entry, else None, nothing recorded (written out: every call)."""
         estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         if self.paused_until > now:
-            return learn.probe(self, now, tokens, estimate)
+            return beyond.probe(self, now, tokens, estimate)
         for track in self.tracks:
             if not track.fits(now, tokens):
-                return learn.probe(self, now, tokens, estimate)
+                return beyond.probe(self, now, tokens, estimate)
         caps = self.caps
         if caps:
             for unit, (remaining, until, *_) in caps.items():
                 if until > now and remaining < (tokens if unit else 1):
-                    return learn.probe(self, now, tokens, estimate)
+                    return beyond.probe(self, now, tokens, estimate)
         return self.add(now, tokens, estimate)
 
     def add(self, now: float, tokens: int, estimate: int | None = None) -> Entry:
@@ -173,10 +171,9 @@ class Window:
         for unit, cap in self.caps.items() if self.caps else ():
             if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
                 cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
-        shape = self.shape
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
-        if shape is not None and entry is shape.probe:
+        if self.shape is not None and entry is self.shape.probe:
             learn.settled(self, now, live)
         entry.tokens = tokens
         entry.live = live

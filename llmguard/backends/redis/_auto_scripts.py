@@ -206,7 +206,7 @@ local function avail(x) return fmt(math.max(math.floor((x or 0) + 1e-9), 0)) end
 local probed = tonumber(redis.call('HGET', shape, 'probed') or '')
 local taken = probed ~= nil and now - probed < horizon
 -- a 'room' probe goes if the quota as configured has room as the server counts it (what it
--- refused left out: ``REFUSED`` marks it), as ``learn.probe``
+-- refused left out: ``REFUSED`` marks it), as ``beyond.probe``
 local function room()
   if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
   for i = Q, #ARGV, 5 do
