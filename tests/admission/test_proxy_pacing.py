@@ -229,3 +229,27 @@ async def test_answers_written_late_by_a_loaded_proxy_do_not_hold_the_next_minut
     assert shape.startswith("fixed"), shape
     assert server.statistics().rate_limited <= 1, (server.statistics(), shape)
     assert wall <= 1.10 * (best + delivery), (wall, best, shape)
+
+
+async def test_a_queueing_proxy_on_a_cold_network_started_late_refuses_one_request_at_most(
+        ) -> None:
+    """LiteLLM's proxy under load (4 workers, ``remaining`` counting answers) started at :55,
+    the opening burst 0.8 s on the way (a cold network). Its answers after the minute show
+    ``remaining`` back up at once (answers counted afresh), and keep falling with the new
+    minute's count while ours sent before the minute are taken from its queue; the clock
+    minute was confirmed only 18 s later, by the first answer to a request sent after it.
+    Ours answered before that confirmation were released from the new minute as if counted
+    in the old one (as a proxy writing its answers late does): 25 429s. They are released
+    only up to the first answer that showed the new minute."""
+    first: list[float] = []
+
+    def cold(_rng: Any) -> float:
+        now = asyncio.get_running_loop().time()
+        if not first:
+            first.append(now)
+        return 0.8 if now < first[0] + 1.0 else 0.01
+
+    server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0, reports="answered", workers=4,
+                               send_latency=cold)
+    await readme_stack(server, 55, 180)
+    assert server.statistics().rate_limited <= 1

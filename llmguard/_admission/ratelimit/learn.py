@@ -47,9 +47,9 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         jump = shape.jumped(tokens, remaining, server, answered, now)
         if jump is not None:
             if shape.confirm(True, jump):
-                become_fixed(window, now, flipped=True)
+                become_fixed(window, now, flipped=now)
             return
-    shape.heard(tokens, remaining, now)
+    shape.heard(tokens, remaining, now, server)
     since = shape.since
     if shape.candidate is not None and since is not None and ticket is not None \
             and ticket.seq >= since[0]:
@@ -61,7 +61,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
             shape.defer()
         elif shape.confirm(fresh, f"{remaining} of {server} "
                                   f"{'tokens' if tokens else 'requests'} remaining"):
-            become_fixed(window, now, flipped=True)
+            become_fixed(window, now, flipped=shape.rose or now)
         return
     if reset is None:
         epoch = now - wall % shape.window
@@ -153,16 +153,16 @@ def settled(window: Any, now: float, live: int) -> None:
         shape.confirm(False, "a probe was admitted but the server reports no remaining")
 
 
-def become_fixed(window: Any, now: float, flipped: bool = False) -> None:
-    """The shape became a fixed window (``flipped``: an answer read now showed the new one):
+def become_fixed(window: Any, now: float, flipped: float | None = None) -> None:
+    """The shape became a fixed window (``flipped``: an answer read then showed the new one):
     count per window, drop the caps and the pause read under the sliding assumption, but for
     a short retry-after's (the server's own time: :func:`refused`)."""
     shape = window.shape
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
             track.become_fixed(now, shape.epoch)
-            if flipped and track.fixed is not None:
-                track.fixed.flipped(now)
+            if flipped is not None and track.fixed is not None:
+                track.fixed.flipped(flipped)
     window.caps.clear()
     window.paused_until = min(window.paused_until, max(now, shape.hold))
     bounds.windowed(window.charge, window, now)  # no refill explains what it admitted

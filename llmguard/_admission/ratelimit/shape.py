@@ -75,8 +75,8 @@ class Shape:
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless",
-                 "by_answer", "late", "last", "assumed", "hold", "quiet", "served", "offset",
-                 "others")
+                 "by_answer", "late", "last", "rose", "assumed", "hold", "quiet", "served",
+                 "offset", "others")
 
     def __init__(self, window: float, margin: float, assumed: str = "") -> None:
         self.kind = "unknown"
@@ -93,17 +93,15 @@ class Shape:
         self.candidate: float | None = None
         #: ``(seq, tseq)`` of our first admission at or after the candidate boundary.
         self.since: tuple[int, int] | None = None
-        #: The entry sent as a probe and not answered yet.
-        self.probe: object | None = None
-        #: Probes left (a refused one costs a 429: at most one per key).
-        self.probes = 1
+        #: The entry sent as a probe and not answered yet; probes left (a refused one costs a
+        #: 429: at most one per key).
+        self.probe, self.probes = None, 1
         #: The server's own reset points to the candidate boundary: it has room there in
         #: either shape (a fixed window starts afresh; a sliding one drops its oldest unit).
         self.vouched = False
-        #: Consecutive readings that showed a bucket (two decide).
-        self.votes = 0
-        #: A reading no token bucket gives was seen: bucket votes no longer count.
-        self.bucketless = False
+        #: Consecutive readings that showed a bucket (two decide); ``bucketless``: a reading no
+        #: token bucket gives was seen, bucket votes no longer count.
+        self.votes, self.bucketless = 0, False
         #: What was learned about the effective limits (empty: the quotas as configured).
         self.limits = ""
         #: Confirmed fixed only with ours that crossed the boundary allowed for (sent before
@@ -117,6 +115,8 @@ class Shape:
         #: Per unit (False requests, True tokens): ``(loop time, remaining)`` of the last
         #: reading before the candidate boundary (:meth:`jumped`).
         self.last: dict[bool, tuple[float, int]] = {}
+        #: When a reading after the candidate boundary first rose: the new window shown.
+        self.rose: float | None = None
         #: Loop time before which no probe goes: the end of a 429's retry-after shorter than
         #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
         #: constant window, which only says "within a window": :func:`.learn.refused`).
@@ -177,14 +177,15 @@ class Shape:
         to a request sent after it (unless a hypothesis is already pending or refuted).
         ``vouched``: the server's reset points there (it has room there, whatever its shape)."""
         if self.kind == "unknown" and self.candidate is None and self.probes:
-            self.candidate = boundary
-            self.why = why
-            self.vouched = vouched
-            self.last = {}
+            self.candidate, self.why, self.vouched = boundary, why, vouched
+            self.last, self.rose = {}, None
 
-    def heard(self, tokens: bool, remaining: int, now: float) -> None:
-        """A reading of ``remaining`` at ``now`` that did not jump: the one before the candidate
-        boundary for :meth:`jumped`, also within a quarter window after it (written late)."""
+    def heard(self, tokens: bool, remaining: int, now: float, limit: int) -> None:
+        """A reading that did not jump: the one before the candidate boundary for :meth:`jumped`,
+        also a quarter window after it (written late); the first one after it up is ``rose``."""
+        up = remaining - self.last.get(tokens, (now, remaining))[1] > max(1, limit // 20)
+        if up and self.rose is None and self.candidate is not None and now >= self.candidate:
+            self.rose = now
         if self.kind == "unknown" and (self.candidate is None
                                        or now < self.candidate + self.window / 4):
             self.last[tokens] = (now, remaining)
@@ -239,8 +240,7 @@ class Shape:
         if self.candidate is not None:
             self.candidate += self.window
         self.since = self.probe = None
-        self.vouched = False
-        self.last = {}
+        self.vouched, self.last, self.rose = False, {}, None
 
     def confirm(self, fresh: bool, detail: str) -> bool:
         """The first answer after the candidate boundary: ``fresh`` when the server counted
