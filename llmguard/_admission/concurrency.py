@@ -103,9 +103,14 @@ class ConcurrencyLimit:
     _wait_label = "concurrency_limit"
 
     def _taken(self, call: Call) -> bool:
-        """Take a free permit synchronously when nobody waits, with no clock read (default
-        class and partition only: then who is served first cannot matter)."""
-        return (self._try_acquire is not None and call.partition is None
+        """Take a free permit synchronously when nobody waits, with no clock read: default
+        class and partition, or (the limiter's ``acquire`` being the one built on ``enqueue``,
+        which takes a free permit the same way) the call's own class and a partition of a type
+        always hashable (a tenant's name: the gateway's calls). Nobody is served before it, and
+        it did not wait: an outer rate limit does not count it again (``Call.waited``)."""
+        partition = call.partition
+        return (self._try_acquire is not None
+                and (partition is None or type(partition) is str and self._enqueue is not None)
                 and (call.priority is None or type(call.priority) is int)
                 and self._try_acquire())
 

@@ -391,6 +391,24 @@ async def test_admission_wait_is_noted_for_metrics() -> None:
     assert (seen[1].record.wait, seen[1].record.delayed_by) == (3.0, "concurrency_limit")
 
 
+
+@pytest.mark.looptime(False)  # the real clock moves between two reads: no wait is made of that
+async def test_a_tenants_call_taking_a_free_permit_did_not_wait() -> None:
+    """A call of a partition and class (a gateway tenant's) that finds a permit free takes it
+    without waiting: nothing recorded as a wait, no outer rate limit asked to count it again."""
+    recounts = []
+    layer = ConcurrencyLimit(ConcurrencyLimiter(2, max_wait=30.0))
+
+    async def fn():
+        return "ok"
+
+    call = lg.Call(fn)
+    call.priority, call.partition = 1, "acme"
+    call.current.add_on_wait(lambda: recounts.append(1))
+    assert await layer(call, lg.compose([])) == "ok"
+    assert (call.record.wait, call.record.delayed_by, recounts) == (0.0, None, [])
+    assert baseline(layer.limiter) == (0, 0, {}) and layer.limiter.statistics().admitted == 1
+
 @settings(max_examples=40, deadline=None)
 @given(calls=st.lists(st.tuples(st.sampled_from([0, 1, 2, None, "high", 1.5]),
                                 st.sampled_from(["a", "b", None, 7, ["list"], {"d": 1}]),

@@ -401,6 +401,55 @@ async def test_the_layer_reads_the_attempts_response_headers_itself(fail) -> Non
     assert layer.statistics().requests_available == 4 and at_baseline(layer)
 
 
+
+@pytest.mark.parametrize("names, nothing", [
+    ((), True), (("Content-Type", "Date", "Server"), True),
+    (("Date", "X-RateLimit-Remaining-Requests"), False),
+    (("anthropic-ratelimit-tokens-remaining",), False), (("Retry-After",), False),
+    (("x-ms-retry-after-ms",), False), (("OpenAI-Processing-Ms",), False),
+    (("x-litellm-response-duration-ms",), False), (("x-ratelimit-whatever",), False)])
+def test_an_answer_that_names_nothing_read_is_told_from_its_names(names, nothing) -> None:
+    """``says_nothing``: no name of a rate limit, a server's time or a retry-after, any case
+    (the answer is then not read name by name); a name merely containing one errs on reading,
+    and what is not a mapping of names is read as it is."""
+    from multidict import CIMultiDict
+
+    from llmguard._admission.ratelimit.headers import says_nothing
+
+    assert says_nothing(CIMultiDict((name, "1") for name in names)) is nothing
+    assert says_nothing(dict.fromkeys(names, "1")) is nothing
+    assert says_nothing([("x", "y")]) is False and says_nothing(None) is False
+
+
+@pytest.mark.parametrize("refill", ["auto", "window"])
+async def test_headers_after_answers_that_said_nothing_are_read(refill) -> None:
+    """An upstream's answers without a header read here teach nothing but that (a learned
+    quota may be probed, ``unsaid``); the first answer that says something is read in full."""
+    layer = lg.RateLimit(rpm=100, refill=refill)
+    from multidict import CIMultiDict
+
+    said = [CIMultiDict({"Content-Type": "application/json"})] * 3 + [CIMultiDict(
+        {"Content-Type": "application/json", "X-RateLimit-Remaining-Requests": "5",
+         "X-RateLimit-Reset-Requests": "60s"})]
+
+    async def answer(call: lg.Call, call_next: lg.Handler):
+        result = await call_next(call)
+        call.response_headers = said.pop(0)
+        return result
+
+    guarded = lg.guard(layer, answer)(Recorder(latency=0))
+    for _ in range(3):
+        await guarded(1)
+    shape = layer.backend._windows[None].shape
+    assert (shape and shape.quiet) is (True if refill == "auto" else None)  # heard nothing
+    assert layer.statistics().requests_available == 97
+    await guarded(1)
+    if refill == "auto":  # heard: the server is read from now on, never probed as silent
+        assert shape.quiet is False
+    else:  # capped to what it says is left (read against ours) until its reset
+        assert layer.statistics().requests_available <= 5
+    assert at_baseline(layer)
+
 @pytest.mark.parametrize(
     "text, seconds",
     [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5),

@@ -246,7 +246,9 @@ class MemoryBackend:
         return window.limit(False), window.limit(True)
 
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
-        window = self._window(key, quotas)
+        window = self._windows.get(key)
+        if window is None or window.quotas is not quotas:  # (as ``take``: every gateway answer)
+            window = self._window(key, quotas)
         now = clock.now()
         return (window.available(now, False), window.available(now, True),
                 max(0.0, window.paused_until - now))

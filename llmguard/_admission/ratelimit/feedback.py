@@ -9,7 +9,7 @@ from typing import Any
 
 from ..._core import clock
 from ..._core.call import Call
-from .headers import HELD, report, sent, spend
+from .headers import HELD, report, says_nothing, sent, spend, unsaid
 from .latency import Margin
 from .window import Quota
 
@@ -50,10 +50,14 @@ class ServerFeedback:
         (``6m0s``, ``20ms``) and ``-limit-*`` headers, read against the reservation of the call
         being sent (ours admitted after it were not counted there yet), and (``refill="auto"``)
         learn the server's shape. Never loosens. ``partition`` is the ``key`` value."""
-        held = HELD.get()  # the send latency: the margin (:mod:`.latency`)
-        if held and held.line is self._line and self._margin.observe(headers, held.at):
-            self._line.quotas = self._margin.quotas
-        report(self.backend, self.quotas, self._learning, headers, partition, self._line)
+        if says_nothing(headers):  # what reading them would do, without the reads (an upstream
+            if self._learning:     # that says nothing, on every answer): nothing was said
+                unsaid(self.backend, self.quotas, partition)
+        else:
+            held = HELD.get()  # the send latency: the margin (:mod:`.latency`)
+            if held and held.line is self._line and self._margin.observe(headers, held.at):
+                self._line.quotas = self._margin.quotas
+            report(self.backend, self.quotas, self._learning, headers, partition, self._line)
         self._line.wake(partition)
 
     def assume_spent(self, key: Hashable = None) -> None:

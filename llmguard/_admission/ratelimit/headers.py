@@ -14,10 +14,12 @@ from typing import Any
 from ..._core import clock
 from ..._core.classify import FailureKind, classify
 from ..._core.errors import AdmissionError
+from .latency import PROCESSING
 from .named import named
 
 __all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "parse_reset", "part_headers",
-           "pause_after", "rate_limit_headers", "refusal", "report", "sent", "spend"]
+           "pause_after", "rate_limit_headers", "refusal", "report", "says_nothing", "sent",
+           "spend", "unsaid"]
 
 #: The reservation (``held.Held``) of the call being sent, for its headers to be read against.
 HELD: ContextVar[Any] = ContextVar("llmguard_rate_limit_held", default=None)
@@ -81,6 +83,26 @@ _NAMES = {unit: [(f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}",
 for _unit in ("requests", "tokens", "input-tokens", "output-tokens"):
     _NAMES.setdefault(_unit, []).append(tuple(
         f"anthropic-ratelimit-{_unit}-{field}" for field in ("remaining", "reset", "limit")))
+
+
+#: What every name read here contains (lower-cased): ``_NAMES``, ``latency.PROCESSING``, and
+#: a retry-after (``report``).
+_READ = ("ratelimit-", "retry-after", *(name for name, _ in PROCESSING))
+
+
+def says_nothing(headers: Mapping[str, str]) -> bool:
+    """True when no name of ``headers`` is one read here (a rate limit, the server's own time
+    on the request) nor a retry-after: the names joined, lower-cased and searched in C (half
+    the nine lookups of the names read, and none of their frames: an upstream that says
+    nothing pays this on every answer). A name that only contains one errs on reading."""
+    try:
+        names = ",".join(headers).lower()
+    except TypeError:  # not a mapping of names: read as it is
+        return False
+    for part in _READ:
+        if part in names:
+            return False
+    return True
 
 
 def _readings(headers: Mapping[str, str]
@@ -152,9 +174,15 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
             backend.cap(key, quotas, unit != "requests", left, reset, **where)
         if part == "output" and limit is not None:  # does the server give output back?
             backend.read_output(key, left, limit)
-    if learning and not heard and callable(getattr(backend, "unsaid", None)) \
-            and not any("retry-after" in name.lower() for name in headers):
-        backend.unsaid(key, quotas)  # an answer (no 429's) without any: it may be probed
+    if learning and not heard and not any("retry-after" in name.lower() for name in headers):
+        unsaid(backend, quotas, key)
+
+
+def unsaid(backend: Any, quotas: Any, key: Hashable) -> None:
+    """An answer (no 429's) said nothing of ``key``'s rate limits: a learning backend that
+    has ``unsaid`` may probe the server (:mod:`.silent`)."""
+    if callable(getattr(backend, "unsaid", None)):
+        backend.unsaid(key, quotas)
 
 
 def refusal(backend: Any, quotas: Any, learning: bool, key: Hashable, exc: BaseException,

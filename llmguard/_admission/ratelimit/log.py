@@ -196,7 +196,9 @@ class Log:
         return not self.entries
 
     def available(self, now: float) -> int:
-        self.expire(now)
+        entries = self.entries
+        if entries and entries[0].time <= now - self.span:  # (as ``fits``: the gateway's
+            self.expire(now)                                 # answer headers read it)
         return self.limit - self.used
 
     def __repr__(self) -> str:
