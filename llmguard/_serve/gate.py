@@ -19,7 +19,8 @@ class TenantGate:
     Sits outermost, before the model's pipeline: a tenant over its quota costs the model nothing.
     Reserves the request's token estimate and reconciles it to the usage reported (a stream's
     final chunk: the gateway always asks upstream for it); a call refused further in (an
-    ``lg.AdmissionError`` such as the model's own queue) is refunded. Where the quota backend
+    ``lg.AdmissionError`` such as the model's own queue) is refunded, and so is one cancelled or
+    failed before any attempt was sent (the client left while it waited for the cap). Where the quota backend
     and the tenant's limiter offer a synchronous path (``take``, ``try_acquire``: state in this
     process), a request that has room goes through without their coroutines.
     """
@@ -71,8 +72,9 @@ class TenantGate:
                     if limiter is not None:
                         limiter.release()
                     raise
-            except lg.AdmissionError:
-                if ticket is not None:
+            except BaseException as exc:  # refused further in, or cancelled before it was sent
+                if ticket is not None and (isinstance(exc, lg.AdmissionError)
+                                           or not call.record.sent):
                     self.tenants.backend.refund(tenant.name, ticket)  # never reached a provider
                 raise
             if isinstance(result, lg.Stream):

@@ -237,3 +237,37 @@ async def test_the_model_rpm_queue_serves_priority_then_tenants_in_turn(tmp_path
         await client.aclose()
         await app.state.gateway.aclose()
     assert sent == ["a0", "b-high", "a1", "b0", "a2", "b1", "a3"]
+
+
+CAPPED = """
+[models.slow]
+latency = 1.0
+seconds_per_token = 0.0
+retries = 0
+
+[tenants.a]
+api_key_sha256 = "{a}"
+rpm = 5
+concurrency = 1
+"""
+
+
+async def test_a_request_cancelled_while_waiting_for_the_tenants_cap_gives_its_quota_back(
+        tmp_path) -> None:
+    """The tenant's quota counts requests sent to a provider: one cancelled while it waits for
+    the tenant's concurrency cap (the client left) was never sent, so its reservation is given
+    back (it stayed counted before: the gate refunded only admission errors)."""
+    gateway = Gateway(load(str(write_config(tmp_path, CAPPED.format(
+        a=hashlib.sha256(b"a").hexdigest())))))
+    model, tenant = gateway.models["slow"], gateway.tenants.by_name["a"]
+    first = asyncio.create_task(gateway.call(model, tenant, chat("slow"), 0))
+    await asyncio.sleep(0.1)  # the first holds the cap
+    waiting = asyncio.create_task(gateway.call(model, tenant, chat("slow"), 0))
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await first
+    requests, _, _ = gateway.tenants.backend.headroom(tenant.name, tenant.quotas)
+    await gateway.aclose()
+    assert requests == 4  # only the first counted
