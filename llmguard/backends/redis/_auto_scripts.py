@@ -19,6 +19,7 @@ from ._fence import FENCE
 from ._fixed_scripts import FIXED
 from ._peek import PEEK
 from ._scripts import CAPS
+from ._silent_scripts import BOTH, EITHER, SILENT
 
 __all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
 
@@ -117,12 +118,13 @@ local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
 local peek = ARGV[10]
 """ + FENCE + """
-local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed', 'gb', 'gbwhy')
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed', 'gb', 'gbwhy', 'sq', 'ss', 'sp')
 local kind, epoch, lims, why = got[1] or 'unknown', tonumber(got[2] or ''), got[3] or '', got[4] or ''
 -- input/output token quotas not learned yet: paced as the buckets Anthropic documents
 local assumed = kind == 'unknown' and ARGV[11] == 'bucket' and not got[8]
 -- a fixed window counted late keeps the window before the current one (ours in flight carried)
 local late = kind == 'fixed' and epoch ~= nil and got[6] == '1'
+""" + EITHER + """
 local keep = late and 2 * horizon or horizon
 if step > 0 then  -- the clock stepped back: shift every time kept by the step
   local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
@@ -192,15 +194,18 @@ for i = Q, #ARGV, 5 do
   if (kind == 'bucket' or assumed) and learns then
     if level < unit then wait = math.max(wait, (unit - level) / rate + slack) end
     avail = level
-  elseif kind == 'fixed' and learns and epoch then
-""" + FIXED + """
+  elseif (kind == 'fixed' or served) and learns and epoch then
+""" + FIXED + BOTH + """
   else
     wait = math.max(wait, log_wait)
   end
+  if learns then lq[#lq + 1] = {window - margin, margin, tok, unit, limit} end
+  blocked = blocked or (not learns and log_wait > 0)
   local key = tok and 1 or 0
   if free[key] == nil or avail < free[key] then free[key] = avail end
 end
 """ + CAPS + """
+""" + SILENT + """
 local function avail(x) return fmt(math.max(math.floor((x or 0) + 1e-9), 0)) end
 -- a supposed boundary is probed by one request a window, whichever process sends it first
 local probed = tonumber(redis.call('HGET', shape, 'probed') or '')
@@ -221,7 +226,7 @@ local function room()
   return true
 end
 local probing = wait > 0 and not taken and (probe == 'vouched' or (probe == 'room' and room()))
-if wait > 0 and not probing then
+if wait > 0 and not probing and silent == 0 then
   return reply((probe ~= '' and taken) and -1 or 0, wait, avail(free[0]), avail(free[1]),
                pause_left, cap_left, '')
 end
@@ -236,7 +241,7 @@ for k, b in ipairs(buckets) do store(k, b[1], b[2], b[3] - b[6], b[4] + b[6], b[
 redis.call('HSETNX', state, 'b', fmt(now))
 expire()
 if got[1] or got[7] or got[9] or probing then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
-return reply(probing and 2 or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or need) - need), pause_left,
+return reply(probing and 2 or silent > 0 and silent or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or need) - need), pause_left,
              cap_left, redis.call('HGET', state, 'b'))
 """
 

@@ -44,6 +44,11 @@ return v
 READING = PRELUDE + """
 local log, tok = KEYS[2], ARGV[1] == '1'
 local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
+if redis.call('HGET', KEYS[3], 'sq') ~= '0' then  -- heard: no silent probe from now (``_silent``)
+  redis.call('HSET', KEYS[3], 'sq', '0')
+  redis.call('HDEL', KEYS[3], 'sp', 'ss')
+  redis.call('PEXPIRE', KEYS[3], """ + str(SHAPE_TTL * 1000) + """)
+end
 if not reset and redis.call('HSETNX', KEYS[3], 'noreset', '1') == 1 then
   -- a clock window may be supposed (``learn.observe``): calls' ends are kept from now (``done``)
   redis.call('PEXPIRE', KEYS[3], """ + str(SHAPE_TTL * 1000) + """)

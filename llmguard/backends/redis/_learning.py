@@ -22,7 +22,7 @@ from ..._admission.ratelimit.backend import MemoryBackend
 from ..._admission.ratelimit.log import Entry
 from ..._admission.ratelimit.window import SLACK, Quota
 from ..._core import clock
-from . import _auto_scripts, _giveback, _learned_scripts, _peek, _scripts
+from . import _auto_scripts, _giveback, _learned_scripts, _peek, _scripts, _silent
 from ._auto_ticket import AutoTicket
 from ._client import Connection
 from ._settlements import Settlements
@@ -37,7 +37,8 @@ POLL = 0.5
 class RedisLearning:
     """The learning half of a :class:`~llmguard.backends.redis.RedisBackend`."""
 
-    __slots__ = ("connection", "local", "settlements", "_args", "_known", "_pending", "_told")
+    __slots__ = ("connection", "local", "settlements", "_args", "_known", "_pending", "_told",
+                 "quiet")
 
     def __init__(self, connection: Connection, local: MemoryBackend) -> None:
         self.connection, self.local = connection, local
@@ -49,6 +50,8 @@ class RedisLearning:
         self._pending: dict[Hashable, shared.Learned] = {}
         #: Per key: the token charge this process last shared (``charge.Charge.shared``).
         self._told: dict[Hashable, str] = {}
+        #: The keys whose server answered without a header, told to Redis (``_silent``).
+        self.quiet = _silent.Quiet()
         #: Settlements not sent yet: the next reservation of their key carries them.
         self.settlements = Settlements(connection, self.args)
 
@@ -118,13 +121,14 @@ class RedisLearning:
                 charge.adopt(result[13].decode() if isinstance(result[13], bytes) else result[13])
         result = list(result)
         admitted = result[0]
-        if admitted in (1, 2):
+        if admitted in (1, 2, 3, 4):
             entry = window.add(now, tokens, estimate)
             if admitted == 2:
                 window.shape.probe = entry
             result[0] = 1
             result[6] = AutoTicket(f"{member}:{tokens}", result[6], tokens, entry, quotas,
                                    _giveback.parse(result[15], result[16]))
+            result[6].silent = admitted if admitted > 2 else 0  # a silent server's probe
             return [*result[:7], result[-1]]
         if admitted == -1:  # another process sends the probe: its answer is shared
             window.shape.probes = 0
@@ -171,6 +175,8 @@ class RedisLearning:
         """Reconcile to ``tokens`` (None: refund) in Redis and in the local mirror."""
         if ticket.made is None:  # settled already
             return
+        if ticket.silent:  # a silent server's probe: served (or never sent), for every process
+            _silent.settled(self.connection, ticket, tokens, names)
         if tokens is None:
             self.local.refund(key, ticket.entry)
         else:  # what the server counts of it (``charge.Charge.settled``; else the usage)
@@ -218,6 +224,7 @@ class RedisLearning:
         # a refusal on tokens before any reading measures the charge (learned locally and
         # shared with it), not a token limit
         charged = window.charge is not None and not window.charge.heard
+        _silent.refused(self.connection, window, now, ticket, names)  # a probe's: a sliding window
         self.local.refused(key, quotas, seconds, ticket=entry, named=named)
         if isinstance(ticket, AutoTicket) and getattr(named, "limit", None) is None:
             # this process saw its own requests only: the limit comes from every process's

@@ -1,0 +1,120 @@
+"""A server that says nothing, probed once for every process sharing a key in Redis
+(``refill="auto"``): which probe a reservation is, and what its answer (or 429) tells every
+process (``_silent_scripts`` has the rule; in memory, :mod:`llmguard._admission.ratelimit.silent`).
+
+A probe's verdict is written at once (not with the process's next reservation: a process
+that sends nothing more would leave the others without it, and a probe of theirs would go
+again), and adopted by every process, the prober too, at its next reservation, as a shape
+published by another (``_learning``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._auto_scripts import SHAPE_TTL
+from ._client import Connection
+
+__all__ = ["UNSAID", "VERDICT", "Quiet", "refused", "settled"]
+
+#: KEYS: shape. The server answered without any rate-limit header: it may be probed (unless a
+#: reading was heard), and the calls' ends are kept (``noreset``: a clock minute supposed).
+UNSAID = """
+if redis.call('HSETNX', KEYS[1], 'sq', '1') == 1 then
+  redis.call('HSETNX', KEYS[1], 'noreset', '1')
+  redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
+end
+return 1
+"""
+
+#: KEYS: shape, state. ARGV: the probe's member prefix, what became of it ('served', 'refused',
+#: 'gone': never sent, 'heard': a 429 to another request), why. Applies the verdict of the
+#: probe in flight (``sp``) if it is that member's; 'heard' ends the probing whatever the
+#: probe. Returns 1 when it changed something.
+VERDICT = """
+local shape, outcome, why = KEYS[1], ARGV[2], ARGV[3]
+local got = redis.call('HMGET', shape, 'sp', 'kind')
+if outcome == 'heard' then
+  if redis.call('HGET', shape, 'sq') ~= '1' then return 0 end
+  redis.call('HSET', shape, 'sq', '0')
+  redis.call('HDEL', shape, 'sp', 'ss')
+  return 1
+end
+local stage, b, member = string.match(got[1] or '', '^(%d),[^,]+,([^,]+),(.+)$')
+if member ~= ARGV[1] or (got[2] and got[2] ~= 'unknown') then return 0 end
+redis.call('HDEL', shape, 'sp')
+if outcome == 'gone' then return 1 end
+local kind = outcome == 'refused' and 'sliding' or (stage == '4' and 'fixed' or nil)
+if not kind then
+  redis.call('HSET', shape, 'ss', b)
+  return 1
+end
+redis.call('HINCRBY', shape, 'v', 1)
+redis.call('HSET', shape, 'kind', kind, 'why', why, 'epoch', kind == 'fixed' and b or '',
+           'late', kind == 'fixed' and '1' or '')
+redis.call('HDEL', shape, 'ss')
+if kind == 'fixed' then redis.call('HDEL', KEYS[2], 'pause', 'until_r', 'until_t') end
+redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
+return 1
+"""
+
+
+#: Why each verdict was reached, as ``statistics().shape`` says it.
+WHY = {("refused", 3): "a request beyond a sliding window, just after the clock minute, was "
+                       "refused (429; no rate-limit header): paced as a sliding window",
+       ("refused", 4): "a request beyond what a token bucket of the quota holds was refused "
+                       "(429; no rate-limit header): paced as a sliding window",
+       ("served", 4): "a request beyond what a token bucket of the quota holds was served (no "
+                      "rate-limit header): a fixed window starting afresh at each minute"}
+
+
+class Quiet:
+    """The keys this process told Redis their server answered without a header (one write
+    each; forgotten past ``MAX``: telling again changes nothing)."""
+
+    __slots__ = ("told",)
+    MAX = 10_000
+
+    def __init__(self) -> None:
+        self.told: set[Any] = set()
+
+    def tell(self, connection: Connection, key: Any, shape_key: str) -> None:
+        if key in self.told:
+            return
+        if len(self.told) >= self.MAX:
+            self.told.clear()
+        self.told.add(key)
+        connection.spawn(connection.write(UNSAID, [shape_key], [],
+                                          "recording an answer without rate-limit headers"))
+
+
+def _verdict(connection: Connection, names: list[str], member: str, outcome: str,
+             why: str = "") -> None:
+    connection.spawn(connection.write(VERDICT, [names[3], names[1]], [member, outcome, why],
+                                      "sharing what a probe showed"))
+
+
+def settled(connection: Connection, ticket: Any, tokens: int | None, names: list[str]) -> None:
+    """``ticket`` (a probe's: its ``silent`` stage) was answered (``tokens``) or never sent
+    (None): served, or its claim given back for another probe."""
+    stage, ticket.silent = ticket.silent, 0
+    outcome = "gone" if tokens is None else "served"
+    _verdict(connection, names, ticket.member.rpartition(":")[0], outcome,
+             WHY.get((outcome, stage), ""))
+
+
+def refused(connection: Connection, window: Any, now: float, ticket: Any,
+            names: list[str]) -> None:
+    """A 429 to ``ticket``: a probe's shows a sliding window (or a bucket), paced so by every
+    process, this one at once (its mirror then supposes no minute of its own); another's
+    ends the probing, as a reading does (``now``: unused, as the memory's learning takes it)."""
+    stage = getattr(ticket, "silent", 0)
+    if not stage:
+        if window.shape is not None and window.shape.quiet:
+            _verdict(connection, names, "", "heard")
+        return
+    ticket.silent = 0
+    why = WHY[("refused", stage)]
+    _verdict(connection, names, ticket.member.rpartition(":")[0], "refused", why)
+    if window.shape is not None and window.shape.kind == "unknown":
+        window.shape.learn("sliding", why)
+        window.shape.probes = 0
