@@ -19,7 +19,7 @@ from ._fence import FENCE
 from ._fixed_scripts import FIXED
 from ._peek import PEEK
 from ._scripts import CAPS
-from ._silent_scripts import BOTH, EITHER, SILENT
+from ._probe_scripts import BOTH, EITHER, PROBE, SILENT
 
 __all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
 
@@ -59,15 +59,15 @@ local function settle(log, shape, done, made, old, new, reserved_tokens, used_to
     for i = first, #ARGV, 5 do
       n = n + 1
       local margin = tonumber(ARGV[i + 4])
-      local b, sum = string.match(redis.call('HGET', state, 'carry' .. n) or '', '^([^,]+),(.+)$')
+      local b, sum, since = string.match(redis.call('HGET', state, 'carry' .. n) or '', '^([^,]+),([^,]+)(.*)$')
       b = tonumber(b or '')
       if b and tonumber(at) >= b - tonumber(ARGV[i + 1]) and tonumber(at) < b - margin then
         local delta = ARGV[i + 2] == '1' and is - was or (new == '' and -1 or 0)
-        redis.call('HSET', state, 'carry' .. n, fmt(b) .. ',' .. (tonumber(sum) + delta))
+        redis.call('HSET', state, 'carry' .. n, fmt(b) .. ',' .. (tonumber(sum) + delta) .. since)
       end
     end
   end
-  if at and new ~= '' and learnt[3] and learnt[2] ~= 'bucket' and learnt[2] ~= 'sliding' then
+  if at and new ~= '' and ((learnt[2] or 'unknown') == 'unknown' or learnt[2] == 'fixed' and learnt[3]) then
     local span = 0  -- a clock window counted late (to be) learned may carry it: two spans
     for i = first, #ARGV, 5 do span = math.max(span, tonumber(ARGV[i + 1]) + tonumber(ARGV[i + 4])) end
     redis.call('ZADD', done, now, string.match(old, '^[^:]+'))
@@ -207,30 +207,7 @@ end
 """ + CAPS + """
 """ + SILENT + """
 local function avail(x) return fmt(math.max(math.floor((x or 0) + 1e-9), 0)) end
--- a supposed boundary is probed by one request a window, whichever process sends it first
-local probed = tonumber(redis.call('HGET', shape, 'probed') or '')
-local taken = probed ~= nil and now - probed < horizon
--- a 'room' probe goes if the quota as configured has room as the server counts it (what it
--- refused left out: ``REFUSED`` marks it), as ``beyond.probe``
-local function room()
-  if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
-  for i = Q, #ARGV, 5 do
-    local tok, used = ARGV[i + 2] == '1', 0
-    for j = 1, #entries, 2 do
-      if tonumber(entries[j + 1]) > now - tonumber(ARGV[i + 1]) and not string.find(entries[j], ':r:') then
-        used = used + (tok and tonumber(string.match(entries[j], ':(%d+)$')) or 1)
-      end
-    end
-    if used + (tok and need or 1) > tonumber(ARGV[i]) then return false end
-  end
-  return true
-end
-local probing = wait > 0 and not taken and (probe == 'vouched' or (probe == 'room' and room()))
-if wait > 0 and not probing and silent == 0 then
-  return reply((probe ~= '' and taken) and -1 or 0, wait, avail(free[0]), avail(free[1]),
-               pause_left, cap_left, '')
-end
-if probing then redis.call('HSET', shape, 'probed', fmt(now)) end
+""" + PROBE + """
 redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
 redis.call('PEXPIRE', log, math.ceil(keep * 1000) + 1000)
 if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end

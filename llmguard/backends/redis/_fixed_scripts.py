@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ..._admission.ratelimit.fixed import CLOCK_SKEW
 
-__all__ = ["FIXED"]
+__all__ = ["FIXED", "FLIP"]
 
 #: Lua: the fixed-window pacer of quota ``n`` (see the module's docstring).
 FIXED = """
@@ -36,16 +36,18 @@ FIXED = """
     local current = index(now)
     local function carried()  -- ours in flight at the boundary of the current window
       local b, field = epoch + current * W, 'carry' .. n
-      local cached = redis.call('HGET', state, field) or ''
-      if string.match(cached, '^[^,]+') == fmt(b) then return tonumber(string.match(cached, ',(.+)$')) end
-      local sum = 0
+      -- answered before the first answer that showed this window (``FLIP``): counted before it
+      local since = math.max(b, tonumber(redis.call('HGET', state, 'flip_' .. (tok and 't' or 'r')) or '') or b)
+      local cb, sum, cs = string.match(redis.call('HGET', state, field) or '', '^([^,]+),([^,]+),(.*)$')
+      if cb == fmt(b) and cs == fmt(since) then return tonumber(sum) end
+      sum = 0
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(b - W - margin), '(' .. fmt(b - margin))) do
         local ended = tonumber(redis.call('ZSCORE', done, string.match(m, '^[^:]+')) or '')
-        if not string.find(m, ':r:') and (not ended or ended > b) then
+        if not string.find(m, ':r:') and (not ended or ended > since) then
           sum = sum + (tok and tonumber(string.match(m, ':(%d+)$')) or 1)
         end
       end
-      redis.call('HSET', state, field, fmt(b) .. ',' .. sum)
+      redis.call('HSET', state, field, fmt(b) .. ',' .. sum .. ',' .. fmt(since))
       if redis.call('PTTL', state) < 0 then redis.call('PEXPIRE', state, math.ceil(keep * 1000) + 1000) end
       return sum
     end
@@ -66,4 +68,32 @@ FIXED = """
     end
     if at > now then wait = math.max(wait, at - now + slack) end
     avail = limit - most
+"""
+
+#: Lua, in ``_learned_scripts.READING`` (``u``, ``remaining``, the quotas from ARGV[5]): under a
+#: learned fixed window counted late, the first reading up from the one before (by more than a
+#: twentieth of the limit) since the current window's boundary shows the server counting
+#: afresh (``fixed.FixedCount.read``): ``flip_<u>``, when; ours answered before it were counted
+#: before the boundary and are carried no more (``carried``, recounted: ``FixedCount.flipped``).
+FLIP = """
+local sh = redis.call('HMGET', KEYS[3], 'kind', 'late', 'epoch', 'lims')
+if sh[1] == 'fixed' and sh[2] == '1' and sh[3] and redis.call('PTTL', state) > 0 then
+  local lims, epoch, n = {}, tonumber(sh[3]), 0  -- the learned limits (``_auto_scripts.LIMITS``)
+  for x in string.gmatch(sh[4] or '', '[^,]+') do lims[#lims + 1] = tonumber(x) end
+  local last = tonumber(redis.call('HGET', state, 'fr_' .. u) or '')
+  redis.call('HSET', state, 'fr_' .. u, remaining)
+  for i = 5, #ARGV, 5 do
+    n = n + 1
+    if last and ARGV[i + 2] == ARGV[1] and ARGV[i + 3] == '1' then
+      local W = tonumber(ARGV[i + 1]) - tonumber(ARGV[i + 4])
+      local b = epoch + math.floor((now - epoch) / W) * W
+      local flip = tonumber(redis.call('HGET', state, 'flip_' .. u) or '') or -math.huge
+      local limit = tonumber(ARGV[i])
+      if (lims[n] or 0) > 0 and lims[n] < limit then limit = lims[n] end
+      if flip < b and remaining > last + math.max(1, math.floor(limit / 20)) then
+        redis.call('HSET', state, 'flip_' .. u, fmt(now))
+      end
+    end
+  end
+end
 """

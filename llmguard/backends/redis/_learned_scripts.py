@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
+from ._fixed_scripts import FLIP
 
 __all__ = ["PUBLISH", "READING", "REFUSED", "SPENT"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
-#: fixed window that counts a request late, ``shape.Shape.late``; '' not). Records what
+#: fixed window that counts a request late, ``shape.Shape.late``; '' not), when an answer showed
+#: its current window, less now ('': none; ``_fixed_scripts.FLIP``). Records what
 #: a process learned (a new version) for every process's next reservation. The caps read under
 #: the window assumption go (a bucket's readings drain it instead: a cap until its reset, the
 #: time to refill it all, would hold it empty that long); a fixed window also drops the pause
@@ -19,13 +21,18 @@ __all__ = ["PUBLISH", "READING", "REFUSED", "SPENT"]
 PUBLISH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local epoch = ARGV[2] ~= '' and string.format('%.17g', now + tonumber(ARGV[2])) or ''
+local function fmt(x) return string.format('%.17g', x) end
+local epoch = ARGV[2] ~= '' and fmt(now + tonumber(ARGV[2])) or ''
 local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4],
            'late', ARGV[5] or '')
 redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
 if ARGV[1] == 'bucket' or ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'until_r', 'until_t') end
 if ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'pause') end
+if (ARGV[6] or '') ~= '' and redis.call('PTTL', KEYS[2]) > 0 then  -- ``_fixed_scripts.FLIP``
+  local flip = fmt(now + tonumber(ARGV[6]))
+  redis.call('HSET', KEYS[2], 'flip_r', flip, 'flip_t', flip)
+end
 return v
 """
 
@@ -85,6 +92,7 @@ else
                'gc_' .. u, fmt(issued))
   end
 end
+""" + FLIP + """
 if redis.call('HGET', KEYS[3], 'kind') == 'bucket' then
   local lims = redis.call('HGET', KEYS[3], 'lims') or ''
 """ + LIMITS + """

@@ -8,7 +8,8 @@ What it learns (a token bucket, a fixed window and its boundary, the effective l
 published in Redis (``_learned_scripts.PUBLISH``), and every reservation of every process for that
 key is then admitted by that shape's pacer, atomically on the server's clock
 (``_auto_scripts.RESERVE``); a process adopts a shape published by another at its next
-reservation. A supposed clock-minute boundary is probed by one request per process.
+reservation. A supposed boundary is probed by one request for all processes, and so is a
+server that says nothing (``_silent``).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class RedisLearning:
             try:
                 await self.connection.call(
                     _learned_scripts.PUBLISH, [names[3], names[1]],
-                    [kind, rel, ",".join(map(str, limits)), why, "1" if late else ""],
+                    [kind, rel, ",".join(map(str, limits)), why, "1" if late else "",
+                     shared.flip_of(window, loop.time())],
                     "sharing the learned shape")
             except BaseException:  # cancelled (or refused): the next reservation publishes it
                 self._pending.setdefault(key, publication)
@@ -133,12 +135,13 @@ class RedisLearning:
         if admitted == -1:  # another process sends the probe: its answer is shared
             window.shape.probes = 0
         wait = float(result[1])
-        due = shared.probe_wait(window, now)
+        due = None if probe else shared.probe_wait(window, now, tokens)  # (asked: Redis said)
         if due is not None:
             wait = min(wait, due + SLACK)
-        if result[7] in (b"unknown", "unknown") and window.shape.candidate is not None:
-            # a supposed boundary is being probed, maybe by another process: the shape may
-            # be learned any time now (and the pause a 429 asked for end at the boundary)
+        if result[7] in (b"unknown", "unknown") and (window.shape.candidate is not None
+                                                     or window.shape.quiet):
+            # a supposed boundary (or a silent server) is being probed, maybe by another
+            # process: the shape may be learned any time now (and a 429's pause end then)
             wait = min(wait, POLL)
         result[0], result[1] = 0, repr(wait)
         return [*result[:7], result[-1]]

@@ -1,5 +1,7 @@
-"""Lua for probing a server that says nothing (no rate-limit header, no 429 while we keep to
-the quota) once for every process sharing a key in Redis (``refill="auto"``).
+"""Lua for the probes of ``_auto_scripts.RESERVE``: requests sent beyond what the pacers admit,
+to learn the server's shape, one at a time for every process sharing a key. ``PROBE`` is a
+supposed fixed window's boundary's (``beyond.probe``); the rest probe a server that says
+nothing (no rate-limit header, no 429 while we keep to the quota).
 
 In memory each process probes as :mod:`llmguard._admission.ratelimit.silent` describes; over
 Redis the probes are decided on the shared log, which holds every process's admissions, so the
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from ..._admission.ratelimit.fixed import CLOCK_SKEW
 
-__all__ = ["BOTH", "EITHER", "SILENT"]
+__all__ = ["BOTH", "EITHER", "PROBE", "SILENT"]
 
 #: Lua, after ``late`` is set: ``quiet`` (probes may go), ``served`` (the minute of a served
 #: first probe: paced within both, its fixed count counted late) and what the loop collects.
@@ -80,4 +82,43 @@ if quiet and wait > 0 and pause_left <= 0 and cap_left <= 0 and not blocked and 
   end
 end
 if silent > 0 then redis.call('HSET', shape, 'sp', silent .. ',' .. fmt(now) .. ',' .. fmt(sb) .. ',' .. ARGV[1]) end
+"""
+
+#: Lua, after ``SILENT``: a supposed boundary (a clock minute, or one a reset pointed to) is
+#: probed by one request a window, whichever process sends it first (``probe``: 'vouched'
+#: admits it whatever the pacers say; 'room' if the quota as configured has room as the server
+#: counts it, what it refused left out, as ``beyond.probe``: else the wait is cut to when it
+#: has, not polled); returns unless something is admitted now.
+PROBE = """
+local probed = tonumber(redis.call('HGET', shape, 'probed') or '')
+local taken = probed ~= nil and now - probed < horizon
+local function room()  -- seconds until that room (0: now); oldest first, they leave in order
+  if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
+  local until_ = 0
+  for i = Q, #ARGV, 5 do
+    local tok, window, used, inside = ARGV[i + 2] == '1', tonumber(ARGV[i + 1]), 0, {}
+    for j = 1, #entries, 2 do
+      local at = tonumber(entries[j + 1])
+      if at > now - window and not string.find(entries[j], ':r:') then
+        inside[#inside + 1] = {at, tok and tonumber(string.match(entries[j], ':(%d+)$')) or 1}
+        used = used + inside[#inside][2]
+      end
+    end
+    local excess = used + (tok and need or 1) - tonumber(ARGV[i])
+    for _, e in ipairs(excess > 0 and inside or {}) do
+      excess = excess - e[2]
+      if excess <= 0 then until_ = math.max(until_, e[1] + window - now); break end
+    end
+    if excess > 0 then until_ = math.max(until_, window) end
+  end
+  return until_
+end
+local short = (wait > 0 and not taken and probe == 'room') and room() or 0
+local probing = wait > 0 and not taken and (probe == 'vouched' or (probe == 'room' and short <= 0))
+if short > 0 then wait = math.min(wait, short + slack) end
+if wait > 0 and not probing and silent == 0 then
+  return reply((probe ~= '' and taken) and -1 or 0, wait, avail(free[0]), avail(free[1]),
+               pause_left, cap_left, '')
+end
+if probing then redis.call('HSET', shape, 'probed', fmt(now)) end
 """
