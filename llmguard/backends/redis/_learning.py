@@ -25,14 +25,12 @@ from ..._admission.ratelimit.window import SLACK, Quota
 from ..._core import clock
 from . import _auto_scripts, _giveback, _learned_scripts, _peek, _scripts, _silent
 from ._auto_ticket import AutoTicket
+from ._probe_scripts import POLL
 from ._client import Connection
 from ._settlements import Settlements
 
 __all__ = ["POLL", "AutoTicket", "RedisLearning"]
 
-#: Seconds a waiter waits at most while a supposed fixed window's boundary is being probed
-#: (by any process) before reserving again, adopting what was learned meanwhile.
-POLL = 0.5
 
 
 class RedisLearning:
@@ -138,10 +136,9 @@ class RedisLearning:
         due = None if probe else shared.probe_wait(window, now, tokens)  # (asked: Redis said)
         if due is not None:
             wait = min(wait, due + SLACK)
-        if result[7] in (b"unknown", "unknown") and (window.shape.candidate is not None
-                                                     or window.shape.quiet):
-            # a supposed boundary (or a silent server) is being probed, maybe by another
-            # process: the shape may be learned any time now (and a 429's pause end then)
+        if result[7] in (b"unknown", "unknown") and window.shape.candidate is not None:
+            # a supposed boundary is being probed, maybe by another process: the shape may
+            # be learned any time now (and the pause a 429 asked for end at the boundary)
             wait = min(wait, POLL)
         result[0], result[1] = 0, repr(wait)
         return [*result[:7], result[-1]]

@@ -26,7 +26,12 @@ from __future__ import annotations
 
 from ..._admission.ratelimit.fixed import CLOCK_SKEW
 
-__all__ = ["BOTH", "EITHER", "PROBE", "SILENT"]
+__all__ = ["BOTH", "EITHER", "POLL", "PROBE", "SILENT"]
+
+#: Seconds a waiter waits at most while a supposed fixed window's boundary (or a server that
+#: says nothing) is being probed, by any process, before reserving again: what was learned
+#: meanwhile paces it then.
+POLL = 0.5
 
 #: Lua, after ``late`` is set: ``quiet`` (probes may go), ``served`` (the minute of a served
 #: first probe: paced within both, its fixed count counted late) and what the loop collects.
@@ -81,6 +86,7 @@ if quiet and wait > 0 and pause_left <= 0 and cap_left <= 0 and not blocked and 
     end
   end
 end
+if quiet and claim and now - claim < 2 * horizon then wait = math.min(wait, """ + repr(POLL) + """) end
 if silent > 0 then redis.call('HSET', shape, 'sp', silent .. ',' .. fmt(now) .. ',' .. fmt(sb) .. ',' .. ARGV[1]) end
 """
 

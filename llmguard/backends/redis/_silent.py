@@ -26,10 +26,12 @@ end
 return 1
 """
 
-#: KEYS: shape, state. ARGV: the probe's member prefix, what became of it ('served', 'refused',
-#: 'gone': never sent, 'heard': a 429 to another request), why. Applies the verdict of the
-#: probe in flight (``sp``) if it is that member's; 'heard' ends the probing whatever the
-#: probe. Returns 1 when it changed something.
+#: KEYS: shape, state, log. ARGV: the probe's member prefix, what became of it ('served',
+#: 'refused', 'gone': never sent, 'heard': a 429 to another request), why, its log member.
+#: Applies the verdict of the probe in flight (``sp``) if it is that member's (a refused one
+#: leaves the log, marked refused or not: the server counted none of it, and a sliding log
+#: holding it sent the quota's last request a window late); 'heard' ends the probing whatever
+#: the probe. Returns 1 when it changed something.
 VERDICT = """
 local shape, outcome, why = KEYS[1], ARGV[2], ARGV[3]
 local got = redis.call('HMGET', shape, 'sp', 'kind')
@@ -43,6 +45,7 @@ local stage, b, member = string.match(got[1] or '', '^(%d),[^,]+,([^,]+),(.+)$')
 if member ~= ARGV[1] or (got[2] and got[2] ~= 'unknown') then return 0 end
 redis.call('HDEL', shape, 'sp')
 if outcome == 'gone' then return 1 end
+if outcome == 'refused' then redis.call('ZREM', KEYS[3], ARGV[4], (string.gsub(ARGV[4], ':(%d+)$', ':r:%1'))) end
 local kind = outcome == 'refused' and 'sliding' or (stage == '4' and 'fixed' or nil)
 if not kind then
   redis.call('HSET', shape, 'ss', b)
@@ -89,8 +92,9 @@ class Quiet:
 
 def _verdict(connection: Connection, names: list[str], member: str, outcome: str,
              why: str = "") -> None:
-    connection.spawn(connection.write(VERDICT, [names[3], names[1]], [member, outcome, why],
-                                      "sharing what a probe showed"))
+    connection.spawn(connection.write(
+        VERDICT, [names[3], names[1], names[0]], [member.rpartition(":")[0], outcome, why, member],
+        "sharing what a probe showed"))
 
 
 def settled(connection: Connection, ticket: Any, tokens: int | None, names: list[str]) -> None:
@@ -98,7 +102,7 @@ def settled(connection: Connection, ticket: Any, tokens: int | None, names: list
     (None): served, or its claim given back for another probe."""
     stage, ticket.silent = ticket.silent, 0
     outcome = "gone" if tokens is None else "served"
-    _verdict(connection, names, ticket.member.rpartition(":")[0], outcome,
+    _verdict(connection, names, ticket.member, outcome,
              WHY.get((outcome, stage), ""))
 
 
@@ -110,11 +114,11 @@ def refused(connection: Connection, window: Any, now: float, ticket: Any,
     stage = getattr(ticket, "silent", 0)
     if not stage:
         if window.shape is not None and window.shape.quiet:
-            _verdict(connection, names, "", "heard")
+            _verdict(connection, names, ":", "heard")
         return
     ticket.silent = 0
     why = WHY[("refused", stage)]
-    _verdict(connection, names, ticket.member.rpartition(":")[0], "refused", why)
+    _verdict(connection, names, ticket.member, "refused", why)
     if window.shape is not None and window.shape.kind == "unknown":
         window.shape.learn("sliding", why)
         window.shape.probes = 0
