@@ -39,8 +39,8 @@ end
 
 #: Lua: ``settle(log, shape, done, made, old, new, reserved, used, first)``: settles a
 #: reservation (``SETTLE``'s arguments, the quotas' from ARGV[first]), its call ended now
-#: (``done``, once a reading without a reset was heard, unless a bucket or a sliding window was
-#: learned since); RESERVE runs it first for each settlement it carries.
+#: (``done``, while no shape is learned, and under a clock window learned from a reading
+#: without a reset); RESERVE runs it first for each settlement it carries.
 SETTLING = """
 local function settle(log, shape, done, made, old, new, reserved_tokens, used_tokens, first)
   local at = redis.call('ZSCORE', log, old)
@@ -103,7 +103,7 @@ end
 #: it is not, ``unassumed``; '' a sliding log), the settlements' SETTLE arguments (5 each), then
 #: limit/window/is_tokens/
 #: learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
-#: -1 not: another process probes this window), wait, requests available, tokens available,
+#: 3, 4 as a silent server's, ``_probe_scripts``; -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
 #: why, version, late ('1' or ''), the shared charge (''), the others' admissions
 #: (``_peek``), the give-back verdict ('1', '0', '': ``_giveback``) and why, marker}.

@@ -9,9 +9,10 @@ from a server that never pointed to it, as ``shape.Shape.late`` does in memory).
 it when a worker takes it from its queue: the shape hash's ``late``) may count ours admitted in
 the window before and still in flight at its boundary in the new one, so the current window's
 count also holds those, from every process: admitted in the window before (its later window is
-that one), not refused (``:r:``), and ended (the ``done`` ZSET: when its settlement ran, kept
-once a reading without a reset was heard, ``noreset``) after the boundary or not yet. Computed once a window (``FixedCount._roll``), kept in the state hash
-as ``carry<n>`` = ``"boundary,units"``; the log keeps the window before for it (``keep``). A
+that one), not refused (``:r:``), and ended (the ``done`` ZSET: when its settlement ran) after
+the boundary, or after the first answer that showed the window (``FLIP``), or not yet.
+Computed once a window (``FixedCount._roll``) and again after that answer, kept in the state
+hash as ``carry<n>`` = ``"boundary,units,since"``; the log keeps the window before for it (``keep``). A
 settlement of one carried (``_auto_scripts.SETTLING``) changes it too, as ``FixedCount.adjust``:
 a refund (it never left) gives its units back, a new token count replaces the reserved one.
 

@@ -38,8 +38,9 @@ return v
 
 #: KEYS: state, log, shape. ARGV: is_tokens ('1' or '0'), remaining, reset seconds ('' none),
 #: the log member of the request the reading counted ('' unknown: as of now), then the
-#: limit/window/is_tokens/learns/margin per quota. ``reading.Readings`` on the shared log: the
-#: server counted ``remaining`` as it admitted that request, and what any process admitted
+#: limit/window/is_tokens/learns/margin per quota. A reading ends a silent server's probing
+#: (``_silent``) and may show a late clock window's start (``_fixed_scripts.FLIP``).
+#: ``reading.Readings`` on the shared log: the server counted ``remaining`` as it admitted that request, and what any process admitted
 #: from a margin before it on (the ticket excepted) may have arrived after it, so one reading
 #: leaves at least ``remaining`` less those; readings of one burst (tickets each within a margin
 #: of the group's latest: a burst admitted through Redis takes longer than a margin) bound the
