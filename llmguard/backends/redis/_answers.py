@@ -59,10 +59,10 @@ class Answers:
 
     def unsaid(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
         """The server answered without any rate-limit header: it may be probed, once for every
-        process (``_silent``; this process's mirror too, for an outage)."""
+        process (``_silent``: this process's next settlement or reservation of ``key`` says
+        so, its mirror's shape being quiet; that mirror probes on its own in an outage)."""
         if quotas[0].learn:
             self._local.unsaid(key, quotas)
-            self._learning.quiet.tell(self.connection, key, self._key(key)[3])
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
         """Count every quota of ``key`` as used up now, for every process sharing it

@@ -39,9 +39,16 @@ end
 
 #: Lua: ``settle(log, shape, done, made, old, new, reserved, used, first)``: settles a
 #: reservation (``SETTLE``'s arguments, the quotas' from ARGV[first]), its call ended now
-#: (``done``, while no shape is learned, and under a clock window learned from a reading
-#: without a reset); RESERVE runs it first for each settlement it carries.
+#: (``done``, once a reading without a reset was heard or an answer without any header, unless a
+#: bucket or a sliding window was learned since); RESERVE runs it first for each settlement it
+#: carries. ``hush(shape)``: a process read an answer without any rate-limit header (``_silent``).
 SETTLING = """
+local function hush(shape)
+  if redis.call('HSETNX', shape, 'sq', '1') == 1 then
+    redis.call('HSETNX', shape, 'noreset', '1')
+    redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
+  end
+end
 local function settle(log, shape, done, made, old, new, reserved_tokens, used_tokens, first)
   local at = redis.call('ZSCORE', log, old)
   if at and old ~= new then
@@ -67,7 +74,7 @@ local function settle(log, shape, done, made, old, new, reserved_tokens, used_to
       end
     end
   end
-  if at and new ~= '' and ((learnt[2] or 'unknown') == 'unknown' or learnt[2] == 'fixed' and learnt[3]) then
+  if at and new ~= '' and learnt[3] and learnt[2] ~= 'bucket' and learnt[2] ~= 'sliding' then
     local span = 0  -- a clock window counted late (to be) learned may carry it: two spans
     for i = first, #ARGV, 5 do span = math.max(span, tonumber(ARGV[i + 1]) + tonumber(ARGV[i + 4])) end
     redis.call('ZADD', done, now, string.match(old, '^[^:]+'))
@@ -100,16 +107,17 @@ end
 #: number of settlements carried, this process's token charge to share (``charge.Charge.shared``;
 #: '' nothing new), what the other processes sent lately to return (``_peek``: '' nothing), the
 #: shape assumed until one is learned ('bucket': ``shape.Shape.assumed``, unless a process found
-#: it is not, ``unassumed``; '' a sliding log), the settlements' SETTLE arguments (5 each), then
-#: limit/window/is_tokens/
-#: learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
+#: it is not, ``unassumed``; '' a sliding log), '1' when this process read an answer without
+#: any rate-limit header (``_silent``: before the settlements, so their ends are kept), the
+#: settlements' SETTLE arguments (5 each), then limit/window/is_tokens/learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
 #: 3, 4 as a silent server's, ``_probe_scripts``; -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
 #: why, version, late ('1' or ''), the shared charge (''), the others' admissions
 #: (``_peek``), the give-back verdict ('1', '0', '': ``_giveback``) and why, marker}.
 RESERVE = PRELUDE + SETTLING + """
 local log, shape, done = KEYS[2], KEYS[4], KEYS[5]
-local Q = 12 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
+local Q = 13 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
+if ARGV[12] == '1' then hush(shape) end
 if ARGV[9] ~= '' then  -- what one process learned of the server's token charge, for all
   redis.call('HSET', shape, 'charge', ARGV[9])
   redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
@@ -138,7 +146,7 @@ if step > 0 then  -- the clock stepped back: shift every time kept by the step
   if epoch then epoch = epoch - step; redis.call('HSET', shape, 'epoch', fmt(epoch)) end
 end
 -- the settlements first (this process's, queued since its last round trip: ``_learning``)
-for j = 12, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+for j = 13, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 """ + PEEK + """
 local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
   return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
@@ -222,13 +230,15 @@ return reply(probing and 2 or silent > 0 and silent or 1, 0, avail((free[0] or 1
              cap_left, redis.call('HGET', state, 'b'))
 """
 
-#: KEYS: state, log, shape, done. ARGV: the number of settlements, then per settlement the state
+#: KEYS: state, log, shape, done. ARGV: the number of settlements, '1' when the process read an
+#: answer without any rate-limit header (as ``RESERVE``'s), then per settlement the state
 #: hash's ``b`` at reservation, old log member, new member ('' for a refund), tokens reserved,
 #: tokens used ('' for a refund), then the reservations' limit/window/is_tokens/learns/margin
 #: per quota. Settles each log entry (its admission time kept) and each bucket
 #: (``bucket.settle``, at the learned limits), in order.
 SETTLE = PRELUDE + SETTLING + """
-local Q = 2 + 5 * tonumber(ARGV[1])
-for j = 2, Q - 1, 5 do settle(KEYS[2], KEYS[3], KEYS[4], ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+local Q = 3 + 5 * tonumber(ARGV[1])
+if ARGV[2] == '1' then hush(KEYS[3]) end
+for j = 3, Q - 1, 5 do settle(KEYS[2], KEYS[3], KEYS[4], ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 return 1
 """

@@ -22,5 +22,5 @@ class AutoTicket:
         self.member, self.made, self.tokens, self.entry, self.quotas = (
             member, made, tokens, entry, quotas)
         self.giveback = giveback
-        #: The stage of a silent server's probe it is (``_silent_scripts``: 3 or 4; 0 none).
+        #: The stage of a silent server's probe it is (``_probe_scripts``: 3 or 4; 0 none).
         self.silent = 0

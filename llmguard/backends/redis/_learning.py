@@ -36,8 +36,7 @@ __all__ = ["POLL", "AutoTicket", "RedisLearning"]
 class RedisLearning:
     """The learning half of a :class:`~llmguard.backends.redis.RedisBackend`."""
 
-    __slots__ = ("connection", "local", "settlements", "_args", "_known", "_pending", "_told",
-                 "quiet")
+    __slots__ = ("connection", "local", "settlements", "_args", "_known", "_pending", "_told")
 
     def __init__(self, connection: Connection, local: MemoryBackend) -> None:
         self.connection, self.local = connection, local
@@ -49,8 +48,6 @@ class RedisLearning:
         self._pending: dict[Hashable, shared.Learned] = {}
         #: Per key: the token charge this process last shared (``charge.Charge.shared``).
         self._told: dict[Hashable, str] = {}
-        #: The keys whose server answered without a header, told to Redis (``_silent``).
-        self.quiet = _silent.Quiet()
         #: Settlements not sent yet: the next reservation of their key carries them.
         self.settlements = Settlements(connection, self.args)
 
@@ -177,6 +174,8 @@ class RedisLearning:
             return
         if ticket.silent:  # a silent server's probe: served (or never sent), for every process
             _silent.settled(self.connection, ticket, tokens, names)
+        owner = ticket.entry.owner  # its window, until settled there
+        quiet = "" if owner is None else _peek.quiet(owner)  # (its end kept: ``_silent``)
         if tokens is None:
             self.local.refund(key, ticket.entry)
         else:  # what the server counts of it (``charge.Charge.settled``; else the usage)
@@ -185,7 +184,8 @@ class RedisLearning:
         member = ticket.member.rpartition(":")[0]
         new = "" if tokens is None else f"{member}:{tokens}"
         self.settlements.add(names, ticket.quotas, [
-            ticket.made, ticket.member, new, ticket.tokens, "" if tokens is None else tokens])
+            ticket.made, ticket.member, new, ticket.tokens, "" if tokens is None else tokens],
+            quiet)
         ticket.made = None
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,

@@ -1,11 +1,13 @@
 """A server that says nothing, probed once for every process sharing a key in Redis
 (``refill="auto"``): which probe a reservation is, and what its answer (or 429) tells every
-process (``_silent_scripts`` has the rule; in memory, :mod:`llmguard._admission.ratelimit.silent`).
+process (``_probe_scripts`` has the rule; in memory, :mod:`llmguard._admission.ratelimit.silent`).
 
 A probe's verdict is written at once (not with the process's next reservation: a process
 that sends nothing more would leave the others without it, and a probe of theirs would go
 again), and adopted by every process, the prober too, at its next reservation, as a shape
-published by another (``_learning``)."""
+published by another (``_learning``). That the server says nothing reaches Redis with the
+process's next settlement or reservation of the key (``_peek.quiet``), before what they settle:
+from then on every call's end is kept, as a clock window counted late needs (``done``)."""
 
 from __future__ import annotations
 
@@ -14,17 +16,7 @@ from typing import Any
 from ._auto_scripts import SHAPE_TTL
 from ._client import Connection
 
-__all__ = ["UNSAID", "VERDICT", "Quiet", "refused", "settled"]
-
-#: KEYS: shape. The server answered without any rate-limit header: it may be probed (unless a
-#: reading was heard), and the calls' ends are kept (``noreset``: a clock minute supposed).
-UNSAID = """
-if redis.call('HSETNX', KEYS[1], 'sq', '1') == 1 then
-  redis.call('HSETNX', KEYS[1], 'noreset', '1')
-  redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
-end
-return 1
-"""
+__all__ = ["VERDICT", "refused", "settled"]
 
 #: KEYS: shape, state, log. ARGV: the probe's member prefix, what became of it ('served',
 #: 'refused', 'gone': never sent, 'heard': a 429 to another request), why, its log member.
@@ -68,26 +60,6 @@ WHY = {("refused", 3): "a request beyond a sliding window, just after the clock 
                        "(429; no rate-limit header): paced as a sliding window",
        ("served", 4): "a request beyond what a token bucket of the quota holds was served (no "
                       "rate-limit header): a fixed window starting afresh at each minute"}
-
-
-class Quiet:
-    """The keys this process told Redis their server answered without a header (one write
-    each; forgotten past ``MAX``: telling again changes nothing)."""
-
-    __slots__ = ("told",)
-    MAX = 10_000
-
-    def __init__(self) -> None:
-        self.told: set[Any] = set()
-
-    def tell(self, connection: Connection, key: Any, shape_key: str) -> None:
-        if key in self.told:
-            return
-        if len(self.told) >= self.MAX:
-            self.told.clear()
-        self.told.add(key)
-        connection.spawn(connection.write(UNSAID, [shape_key], [],
-                                          "recording an answer without rate-limit headers"))
 
 
 def _verdict(connection: Connection, names: list[str], member: str, outcome: str,
