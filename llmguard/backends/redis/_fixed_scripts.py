@@ -71,29 +71,26 @@ FIXED = """
     avail = limit - most
 """
 
-#: Lua, in ``_learned_scripts.READING`` (``u``, ``remaining``, the quotas from ARGV[5]): under a
-#: learned fixed window counted late, the first reading up from the one before (by more than a
-#: twentieth of the limit) since the current window's boundary shows the server counting
-#: afresh (``fixed.FixedCount.read``): ``flip_<u>``, when; ours answered before it were counted
-#: before the boundary and are carried no more (``carried``, recounted: ``FixedCount.flipped``).
+#: Lua, in ``_learned_scripts.READING`` (``u``, ARGV[1], the quotas from ARGV[5]): under a
+#: learned fixed window counted late, the reading whose ``remaining`` was the first up from the
+#: one before since the current window's boundary, in the order one process read them
+#: (``fixed.FixedCount.read``: 'f' after ARGV[1]; two processes' readings interleaved are not
+#: in the order the server made them, a late one looked up), shows the server counting afresh:
+#: ``flip_<u>``, when, for every process; ours answered before it were counted before the
+#: boundary and are carried no more (``carried``, recounted: ``FixedCount.flipped``).
 FLIP = """
-local sh = redis.call('HMGET', KEYS[3], 'kind', 'late', 'epoch', 'lims')
-if sh[1] == 'fixed' and sh[2] == '1' and sh[3] and redis.call('PTTL', state) > 0 then
-  local lims, epoch, n = {}, tonumber(sh[3]), 0  -- the learned limits (``_auto_scripts.LIMITS``)
-  for x in string.gmatch(sh[4] or '', '[^,]+') do lims[#lims + 1] = tonumber(x) end
-  local last = tonumber(redis.call('HGET', state, 'fr_' .. u) or '')
-  redis.call('HSET', state, 'fr_' .. u, remaining)
+local sh = redis.call('HMGET', KEYS[3], 'kind', 'late', 'epoch')
+if string.sub(ARGV[1], 2) == 'f' and sh[1] == 'fixed' and sh[2] == '1' and sh[3]
+    and redis.call('PTTL', state) > 0 then
+  local epoch = tonumber(sh[3])
   for i = 5, #ARGV, 5 do
-    n = n + 1
-    if last and ARGV[i + 2] == ARGV[1] and ARGV[i + 3] == '1' then
+    if ARGV[i + 2] == unit and ARGV[i + 3] == '1' then
       local W = tonumber(ARGV[i + 1]) - tonumber(ARGV[i + 4])
       local b = epoch + math.floor((now - epoch) / W) * W
-      local flip = tonumber(redis.call('HGET', state, 'flip_' .. u) or '') or -math.huge
-      local limit = tonumber(ARGV[i])
-      if (lims[n] or 0) > 0 and lims[n] < limit then limit = lims[n] end
-      if flip < b and remaining > last + math.max(1, math.floor(limit / 20)) then
+      if (tonumber(redis.call('HGET', state, 'flip_' .. u) or '') or -math.huge) < b then
         redis.call('HSET', state, 'flip_' .. u, fmt(now))
       end
+      break
     end
   end
 end

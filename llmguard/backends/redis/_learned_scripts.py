@@ -36,7 +36,8 @@ end
 return v
 """
 
-#: KEYS: state, log, shape. ARGV: is_tokens ('1' or '0'), remaining, reset seconds ('' none),
+#: KEYS: state, log, shape. ARGV: is_tokens ('1' or '0'; 'f' after it: the reading showed this
+#: process a late clock window's start, ``_fixed_scripts.FLIP``), remaining, reset seconds ('' none),
 #: the log member of the request the reading counted ('' unknown: as of now), then the
 #: limit/window/is_tokens/learns/margin per quota. A reading ends a silent server's probing
 #: (``_silent``) and may show a late clock window's start (``_fixed_scripts.FLIP``).
@@ -50,7 +51,8 @@ return v
 #: bucket of the unit then holds no more than that plus its refill since; otherwise a cap
 #: until the reset. A reading of an older burst than the group's changes nothing.
 READING = PRELUDE + """
-local log, tok = KEYS[2], ARGV[1] == '1'
+local log, unit = KEYS[2], string.sub(ARGV[1], 1, 1)
+local tok = unit == '1'
 local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
 if redis.call('HGET', KEYS[3], 'sq') ~= '0' then  -- heard: no silent probe from now (``_silent``)
   redis.call('HSET', KEYS[3], 'sq', '0')
@@ -100,7 +102,7 @@ if redis.call('HGET', KEYS[3], 'kind') == 'bucket' then
   local n = 0
   for i = 5, #ARGV, 5 do
     n = n + 1
-    if ARGV[i + 2] == ARGV[1] and ARGV[i + 3] == '1' then
+    if ARGV[i + 2] == unit and ARGV[i + 3] == '1' then
       local cap = limit_of(n, tonumber(ARGV[i]))
       local rate = cap / tonumber(ARGV[i + 1])
       local level, deficit, outstanding = load(n, cap, rate)

@@ -194,14 +194,16 @@ class RedisLearning:
         """A header reading: learned from in the local window, the shape shared if it changed,
         and the reading applied in Redis (``_learned_scripts.READING``; as of now without a
         member)."""
-        entry = _entry(ticket)
+        entry, window = _entry(ticket), self.local.window(key, quotas)
+        was = shared.flip_of(window, 0.0)
         self.local.observe(key, quotas, tokens, remaining, reset, ticket=entry, limit=limit,
                            as_of_now=as_of_now)
+        flip = "f" if shared.flip_of(window, 0.0) != was else ""  # it showed a new window
         self._publish(key, quotas)
         member = ticket.member if isinstance(ticket, AutoTicket) and not as_of_now else ""
         self.connection.spawn(self.connection.write(
             _learned_scripts.READING, [names[1], names[0], names[3]],
-            [int(tokens), remaining, "" if reset is None else reset, member,
+            [f"{int(tokens)}{flip}", remaining, "" if reset is None else reset, member,
              *self.args(quotas)[1:]], "recording provider headers"))
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...], names: list[str]) -> None:
