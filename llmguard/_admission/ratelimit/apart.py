@@ -179,7 +179,8 @@ def cheaper(window: Any, now: float, probe: Any) -> bool:
     for track in _learners(window):
         if not track.quota.tokens and _holds(track, probe.time, probe.seq) < 1:
             return False  # the requests' bucket could not admit it
-    return bounds.cheaper(charge, window, now, probe, _minute(window, probe))
+    bounds.clocked(window, probe)  # (a fixed window's bound: the least of the probes served)
+    return bounds.cheaper(charge, window, now, probe, min(_minute(window, probe), charge.clocked))
 
 
 def bucket(window: Any, now: float) -> None:

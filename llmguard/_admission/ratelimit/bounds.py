@@ -12,9 +12,10 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["bucket_of", "bucketed", "cheaper", "limit_of", "lowered", "ours", "recount",
+__all__ = ["bucket_of", "bucketed", "cheaper", "clocked", "limit_of", "lowered", "ours", "recount",
            "spare", "unrefilled", "windowed"]
 
 
@@ -85,6 +86,29 @@ def bucketed(window: Any, probe: Any, rounded: bool = True) -> float:
             room = track.limit + rate * (last - entry.time) - (count if rounded else 0)
             bound = min(bound, room / estimated)
     return 0.0 if bound == float("inf") else bound
+
+
+def clocked(window: Any, probe: Any) -> float:
+    """The highest factor at which a fixed clock-minute window of the token quota could have
+    admitted ``probe``: ours surely counted in its minute (sent a margin past its start or
+    later), the probe included, within the limit (inf: none such). Kept as ``Charge.clocked``
+    (the least over the probes served): a bound on a fixed window's factor that the one a
+    window holding all of ours (``Charge.windowed``) is not once ours span a minute's start
+    (taken for one, 1.02x was paced into a fixed window charging 1.11x at :55: a 429)."""
+    shape, charge = window.shape, window.charge
+    tracks = [t for t in window.tracks if t.quota.tokens and hasattr(t, "learns") and t.learns()]
+    if not tracks or shape is None:
+        return math.inf
+    track, span = min(tracks, key=lambda t: t.limit), shape.window
+    epoch = shape.candidate if shape.candidate is not None else (
+        shape.epoch if shape.epoch is not None else -shape.offset)
+    start = epoch + math.floor((probe.time - epoch) / span) * span + track.quota.margin
+    estimated = sum(e.estimate for e in track.recent if e.live and not e.refused
+                    and start <= e.time and e.seq <= probe.seq)
+    bound = track.limit / estimated if estimated > 0 else math.inf
+    if charge is not None:
+        charge.clocked = min(charge.clocked, bound)
+    return bound
 
 
 def windowed(charge: Any, window: Any, now: float) -> None:

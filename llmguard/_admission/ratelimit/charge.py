@@ -52,7 +52,7 @@ class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
     __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
-                 "trusted", "refills", "windowed", "least", "guessed")
+                 "trusted", "refills", "windowed", "least", "guessed", "clocked")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -76,6 +76,9 @@ class Charge:
         #: The most a server counting ours in a window (fixed or sliding, no refill) charges,
         #: shown by the probes it admitted (:mod:`.probing`); ``least``: the least, by a 429.
         self.windowed, self.least = math.inf, 1.0
+        #: The most a fixed clock-minute window charges, shown by the probes it admitted (ours
+        #: surely counted in each one's minute: :func:`.bounds.clocked`).
+        self.clocked = math.inf
         #: A probe of the factor beyond a fixed window as we count ours was refused
         #: (:func:`.silent.refusal`): kept, at a factor no window's count measured, so a
         #: probe beyond a bucket as we count ours proves no fixed window (:func:`.apart.cheaper`;
