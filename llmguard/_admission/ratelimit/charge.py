@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .bounds import ours, recount, unrefilled
+from .bounds import fitted, ours, recount, unrefilled
 
 __all__ = ["OPENING", "Charge"]
 
@@ -135,7 +135,8 @@ class Charge:
             return False
         # it charges more than limit / (estimated + the refused one's), at most limit over
         # what it admitted; each count rounded up, so one token less each fits them in
-        factor = max(limit / (estimated + ticket.estimate), (limit - len(before)) / estimated)
+        factor = max(limit / (estimated + ticket.estimate), (limit - len(before)) / estimated,
+                     fitted(window, ticket, MOST))
         self.least = max(self.least, min(MOST, limit / (estimated + ticket.estimate)))
         if not self.kept and unrefilled(window, ticket):
             # a bucket charging our factor would have admitted it: a window counted ours, no
