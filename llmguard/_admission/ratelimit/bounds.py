@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["bucket_of", "bucketed", "cheaper", "clocked", "fitted", "limit_of", "minute_of", "lowered", "ours", "recount",
-           "spare", "unrefilled", "windowed"]
+__all__ = ["bucket_of", "bucketed", "cheaper", "clocked", "fitted", "limit_of", "lowered",
+           "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
 
 
 def bucket_of(window: Any) -> Any:
@@ -111,7 +111,8 @@ def clocked(window: Any, probe: Any) -> float:
     admitted ``probe`` (:func:`minute_of`; inf: none of ours). Kept as ``Charge.clocked``
     (the least over the probes served): a bound on a fixed window's factor that the one a
     window holding all of ours (``Charge.windowed``) is not once ours span a minute's start
-    (taken for one, 1.02x was paced into a fixed window charging 1.11x at :55: a 429)."""
+    (taken for one, the factor came down to 1.02x on a fixed window charging 1.11x started
+    at :55: a 429, the hypotheses dropped and probed again, 1.6x the ideal)."""
     estimated, _, limit = minute_of(window, probe)
     bound = limit / estimated if estimated > 0 else math.inf
     if window.charge is not None:

@@ -142,8 +142,9 @@ class Charge:
             # a bucket charging our factor would have admitted it: a window counted ours, no
             # refill, and what it admitted bounds the factor from above (kept at 1.15x, not
             # the 1.118x that fits, a strict sliding window ran 1.49x the ideal)
-            # ours sent a margin before it or earlier surely arrived first, and were admitted
-            # (the window's count before the probe, 1.15x kept: 41 a minute where it admits 42)
+            # ours sent a margin or more before it surely arrived first and were admitted:
+            # what fits them bounds it too (kept at what the probes before the minute allowed,
+            # 1.146x, a strict sliding window from :55 took 41 a window where it admits 42)
             sure = [e for e in before if e.time < ticket.time - window.quotas[0].margin]
             fit = (limit - len(sure)) / max(1, sum(e.estimate for e in sure))
             factor = min(MOST, max(1.0, factor, min(self.factor, self.windowed, fit)))
