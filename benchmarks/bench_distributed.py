@@ -43,10 +43,15 @@ side: two processes sharing Redis (defaults, ``Retry(attempts=4)`` around each),
 memory with the whole demand, and tenacity + aiolimiter in each of two processes at half the
 quota each (what a careful user without shared state writes).
 
+Then the silent table: servers that say nothing of their limits (no rate-limit header, a bare
+429: a fixed window on the wall clock's minute, a sliding window, a token bucket), demand 3x the
+quota at once from 40 s into a minute, windows compressed to 10 s: three processes sharing
+Redis (defaults: probed once for all of them, ``_silent``), and one process in memory.
+
     python benchmarks/bench_distributed.py [--url redis://127.0.0.1:6379/0] [--shapes-only]
-        [--overhead-only] [--queueing-only [--window SECONDS]]
+        [--overhead-only] [--queueing-only [--window SECONDS]] [--silent-only [--window S]]
     (~1 minute, the shapes table ~11 more, the queueing table ~25 more; --window 10 compresses
-    the proxy's minute to 10 s, the table to ~5 minutes)
+    the proxy's minute to 10 s, the table to ~5 minutes; the silent table ~3 minutes)
 """
 
 from __future__ import annotations
@@ -345,6 +350,73 @@ def queueing_table(url: str, window: float = 60.0) -> None:
               flush=True)
 
 
+#: The silent table: servers that say nothing of their limits (no rate-limit header, a bare
+#: 429), the quota per window, and the contenders.
+SILENT = ("fixed window", "sliding window", "token bucket")
+SILENT_QUOTA = 30
+SILENT_CONTENDERS = ("llmguard, 3 processes on Redis", "llmguard, 1 process in memory")
+
+
+async def silent(url: str, shape: str, contender: str, window: float) -> tuple[float, int, int,
+                                                                              str]:
+    """3x the quota at once behind a server of ``shape`` that says nothing, 40 s into its
+    minute (``window`` s on the wall clock: a silent server is probed at the clock's minutes),
+    every process's ``RateLimit(rpm=...)`` given that window: (wall / ideal, 429s, calls
+    failed, shape learned). ``Retry(attempts=4)`` around each."""
+    import contextvars
+
+    from llmguard.testing import FixedWindowServer, TokenBucketServer
+    from llmguard.testing._shapes import SlidingWindowServer
+
+    await asyncio.sleep((window * 2 / 3 - time.time() % window) % window)
+    loop = asyncio.get_running_loop()
+    options = {"rpm": SILENT_QUOTA, "window": window, "latency": 0.02,
+               "rate_limit_headers": False, "retry_after": False}
+    server = {"fixed window": lambda: FixedWindowServer(
+                  epoch=loop.time() - time.time() % window, **options),
+              "sliding window": lambda: SlidingWindowServer(**options),
+              "token bucket": lambda: TokenBucketServer(**options)}[shape]()
+    caller: contextvars.ContextVar = contextvars.ContextVar("caller")
+    server.on_headers.append(lambda headers: caller.get().observe_headers(headers))
+    prefix, margin = f"bench-silent-{uuid.uuid4().hex[:8]}", 0.05
+    layers = [lg.RateLimit(rpm=SILENT_QUOTA, backend=RedisBackend(url, prefix=prefix))
+              if contender.endswith("Redis") else lg.RateLimit(rpm=SILENT_QUOTA)
+              for _ in range(3 if contender.endswith("Redis") else 1)]
+    sends = []
+    for layer in layers:
+        layer.quotas = (Quota(SILENT_QUOTA, window + margin, False, learn=True, margin=margin),)
+
+        async def ask(layer: lg.RateLimit = layer) -> object:
+            caller.set(layer)
+            return await server.acompletion(messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=5)
+        sends.append(lg.Pipeline(lg.Retry(attempts=4), layer).wrap(ask))
+    calls, start = 3 * SILENT_QUOTA, loop.time()
+    results = await asyncio.gather(*(sends[i % len(sends)]() for i in range(calls)),
+                                   return_exceptions=True)
+    wall = loop.time() - start
+    learned = ",".join(sorted({layer.statistics().shape.split(" (")[0] for layer in layers}))
+    for layer in layers:
+        if isinstance(layer.backend, RedisBackend):
+            await layer.backend.aclose()
+    failed = sum(isinstance(r, BaseException) for r in results)
+    return (wall / server.ideal_time(calls, start=start), server.statistics().rate_limited,
+            failed, learned)
+
+
+def silent_table(url: str, window: float = 10.0) -> None:
+    print(f"\nservers that say nothing (no rate-limit header, a bare 429), {window:g} s windows "
+          f"on the wall clock, quota {SILENT_QUOTA}, demand 3x at once from :40 (wall / the "
+          "server's ideal, 429s, calls failed, shape learned):")
+    print(f"{'server':<16}" + "".join(f"{c:<38}" for c in SILENT_CONTENDERS))
+    for shape in SILENT:
+        cells = []
+        for contender in SILENT_CONTENDERS:
+            ratio, refused, failed, learned = asyncio.run(silent(url, shape, contender, window))
+            cells.append(f"{ratio:5.2f}x {refused:>2} 429s {failed:>2} failed {learned:<10}")
+        print(f"{shape:<16}" + "".join(f"{c:<38}" for c in cells), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
@@ -354,11 +426,17 @@ def main() -> None:
                         help="only the per-call overhead table")
     parser.add_argument("--queueing-only", action="store_true",
                         help="only the queueing-proxy table (two processes, one, tenacity)")
-    parser.add_argument("--window", type=float, default=60.0,
-                        help="the queueing-proxy table's minute, seconds (less compresses it)")
+    parser.add_argument("--silent-only", action="store_true",
+                        help="only the table of servers that say nothing (3 processes, one)")
+    parser.add_argument("--window", type=float, default=None,
+                        help="the queueing-proxy table's minute, seconds (less compresses it; "
+                             "default 60), or the silent table's (default 10)")
     args = parser.parse_args()
     if args.queueing_only:
-        queueing_table(args.url, args.window)
+        queueing_table(args.url, args.window or 60.0)
+        return
+    if args.silent_only:
+        silent_table(args.url, args.window or 10.0)
         return
     if args.overhead_only:
         overhead_table(args.url)
@@ -375,7 +453,8 @@ def main() -> None:
         print(f"{mode:<22}{ok:>12}{rejected:>8}{ok / quota:>11.1%}")
     overhead_table(args.url)
     shapes_table(args.url)
-    queueing_table(args.url, args.window)
+    queueing_table(args.url, args.window or 60.0)
+    silent_table(args.url)
 
 
 if __name__ == "__main__":

@@ -146,3 +146,31 @@ async def test_a_clock_boundary_waits_only_the_clocks_skew_past_it(redis_url, re
     early = fixed.skew(2.0, 4.0, True)
     assert (abs(past - early) < 0.5) if late else (abs(past - 2.0) < 0.5), past
     await backend.aclose()
+
+
+async def test_answers_read_before_the_first_reading_up_after_a_boundary_are_not_carried(
+        redis_url, redis_prefix):
+    """A late fixed window of 10 per 2 s, its boundary 1 s ahead: one process admits 6 before
+    it, still in flight there (carried into the new window: another process finds 4 of 10).
+    After the boundary 3 are answered, then a reading shows ``remaining`` back up (the server
+    counting afresh): those 3 were answered before it, made and counted before the boundary
+    (``FixedCount.read``/``flipped``), so they are carried no more: 6 more fit, not 3."""
+    quotas = (Quota(10, 2.05, False, learn=True, margin=0.05),)
+    first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    await publish(first, 1.0, "0", True)
+    start = asyncio.get_running_loop().time()
+    tickets = [(await first.reserve(None, quotas, 0))[1] for _ in range(6)]
+    assert all(ticket is not None for ticket in tickets)
+    first.observe(None, quotas, False, 4, None, ticket=tickets[5])  # remaining, no reset
+    await first.connection.aclose()
+    await asyncio.sleep(max(0.0, start + 1.2 - asyncio.get_running_loop().time()))
+    for ticket in tickets[:3]:
+        first.reconcile(None, ticket, 0)  # answered after the boundary: still carried
+    await first.connection.aclose()
+    assert await admitted(other, quotas, 1) == 1  # 6 carried, 1 admitted: 3 left
+    first.observe(None, quotas, False, 9, None, ticket=tickets[3])  # up: a new window's
+    await first.connection.aclose()
+    assert await admitted(other, quotas, 10) == 6
+    await first.aclose()
+    await other.aclose()

@@ -17,6 +17,7 @@ import llmguard as lg
 from llmguard._admission.ratelimit.named import Named
 from llmguard._admission.ratelimit.window import Quota
 from llmguard.backends.redis import RedisBackend, _learned_scripts
+from llmguard.backends.redis._learning import POLL
 from llmguard.testing import FixedWindowServer, TokenBucketServer
 from llmguard.testing._shapes import SlidingWindowServer
 from redis_processes import two_processes
@@ -235,3 +236,24 @@ async def test_a_429_naming_a_daily_quota_teaches_no_process_a_minute_limit(
     assert other.limits(None, LEARNED) == (3, None)
     await first.aclose()
     await other.aclose()
+
+
+@pytest.mark.parametrize("where", ["mine", "theirs"])
+async def test_a_probe_held_by_a_full_log_waits_for_room_not_a_poll(redis_url, redis_prefix,
+                                                                     where):
+    """A supposed boundary's probe is due, but the log is full (this process's own, or only
+    the shared one: another process filled it): the reservation's wait lasts until the log
+    has room (at most the poll while a boundary is probed), not the 1 ms that made every
+    waiting process spin round trips (``beyond.held``; ``_probe_scripts.PROBE``)."""
+    quotas = (Quota(3, 2.05, False, learn=True, margin=0.05),)
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    filler = backend if where == "mine" else RedisBackend(redis_url, prefix=redis_prefix,
+                                                          timeout=30.0)
+    assert all([(await filler.reserve(None, quotas, 0))[1] is not None for _ in range(3)])
+    window = backend._local.window(None, quotas)
+    window.shape.suppose(asyncio.get_running_loop().time() - 0.5, "test")  # due: probe it
+    wait, ticket = await backend.reserve(None, quotas, 0)
+    assert ticket is None and wait >= POLL - 0.01, wait
+    await backend.aclose()
+    if filler is not backend:
+        await filler.aclose()

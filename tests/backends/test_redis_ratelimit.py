@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,11 @@ async def test_a_measured_margin_reaches_the_shared_windows(redis_url, redis_pre
     assert stats.margin < 0.5 and stats.admitted == 3 and "measured" in repr(limit)
     assert limit.quotas[0].window == 60 + stats.margin
     wait, ticket = await backend.reserve(None, limit.quotas, 0)
-    assert ticket is None and 55 < wait <= 60 + stats.margin + 0.01
+    # the log's wait, or (answers saying nothing of the limits: ``_silent``) until the wall
+    # clock's next minute, where one request may go as a probe of a clock-minute window
+    minute = 60.0 - time.time() % 60.0
+    assert ticket is None and wait <= 60 + stats.margin + 0.01
+    assert 55 < wait or abs(wait - minute) < 1.0, (wait, minute)
     await backend.aclose()
 
 WORKER = """

@@ -13,7 +13,7 @@ from . import probing, silent
 from .auto import AutoTrack
 from .log import MIN_WAIT, Entry, Log
 
-__all__ = ["probe", "sooner"]
+__all__ = ["held", "probe", "sooner"]
 
 
 def sooner(window: Any, now: float, wait: float, tokens: int, estimate: int) -> float:
@@ -27,7 +27,7 @@ def sooner(window: Any, now: float, wait: float, tokens: int, estimate: int) -> 
     if shape is not None and shape.probe is None:
         due = silent.due(window, now, tokens) if silent.quiet(shape) else shape.probe_at()
         if due is not None and not silent.quiet(shape):
-            due = max(due, now + _held(window, now, tokens))
+            due = max(due, now + held(window, now, tokens))
         if due is not None:
             wait = min(wait, max(0.0, due - now))
     return wait
@@ -47,13 +47,13 @@ def probe(window: Any, now: float, tokens: int, estimate: int) -> Entry | None:
         due = silent.due(window, now, tokens)
         return None if due is None or now < due else window.add(now, tokens, estimate)
     due = shape.probe_at()
-    if due is None or now < due or _held(window, now, tokens) > 0.0:
+    if due is None or now < due or held(window, now, tokens) > 0.0:
         return None
     entry = shape.probe = window.add(now, tokens, estimate)
     return entry
 
 
-def _held(window: Any, now: float, tokens: int) -> float:
+def held(window: Any, now: float, tokens: int) -> float:
     """Seconds until a supposed boundary's probe is within each quota as the server counts
     it (429s left out; 0.0: now), no reset vouching for it: :func:`sooner` waits that long
     (polled each millisecond, a strict clock-minute proxy spun 55,000 times, its log full)."""

@@ -11,13 +11,14 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from . import learn
+from . import beyond, learn
 from .auto import AutoTrack
 from .log import Log
 
-__all__ = ["Learned", "adopt", "learned", "probe_due", "probe_wait", "same"]
+__all__ = ["Learned", "adopt", "flip_of", "learned", "probe_due", "probe_wait", "same"]
 
 _BY_ANOTHER = " (learned by another process)"
 
@@ -36,6 +37,15 @@ def learned(window: Any) -> Learned | None:
         return None
     fixed = shape.kind == "fixed"
     return shape.kind, shape.epoch if fixed else None, limits, shape.why, fixed and shape.late
+
+
+def flip_of(window: Any, now: float) -> str:
+    """When an answer last showed a new window of ``window``'s learned fixed count counted
+    late (:meth:`.fixed.FixedCount.flipped`), in seconds from ``now`` ('' never): shared with
+    the shape, so every process carries no answered call into that window either."""
+    flips = [t.fixed.flip for t in window.tracks
+             if isinstance(t, AutoTrack) and t.fixed is not None and t.fixed.flip > -math.inf]
+    return repr(max(flips) - now) if flips else ""
 
 
 def same(a: Learned | None, b: Learned | None, window: float) -> bool:
@@ -96,10 +106,12 @@ def probe_due(window: Any, now: float, tokens: int) -> str:
     return "room"
 
 
-def probe_wait(window: Any, now: float) -> float | None:
-    """Seconds until a probe may go (None: none pending)."""
+def probe_wait(window: Any, now: float, tokens: int) -> float | None:
+    """Seconds until a probe of ``tokens`` may go (None: none pending): when it is due and
+    within each quota as this process counts it (:func:`.beyond.held`; polled at once, a
+    full log spun round trips until it had room)."""
     shape = window.shape
     if shape is None or shape.probe is not None:
         return None
     due = shape.probe_at()
-    return None if due is None else max(0.0, due - now)
+    return None if due is None else max(0.0, due - now, beyond.held(window, now, tokens))

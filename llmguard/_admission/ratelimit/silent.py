@@ -30,8 +30,10 @@ the second probe once it surely cannot. A margin of half a unit's refill or more
 0.5 s a minute, on a server whose answers time nothing) leaves no such moment: paced within
 both, safe with either, the shape stays unknown. A server that answers without any header is
 probed only once an answer was read (``MemoryBackend.unsaid``): a layer that reads none paces
-a strict sliding log. Not shared through Redis; input/output quotas (paced as the buckets
-Anthropic documents) only once a 429 asked for longer than a bucket refills.
+a strict sliding log. Through Redis the probes are decided on the shared log, once for every
+process sharing the key, and the verdict is theirs too (``backends/redis/_silent``); input/output
+quotas (paced as the buckets Anthropic documents) only once a 429 asked for longer than a bucket
+refills.
 
 A reading ends it (:meth:`.shape.Shape.speak`): what the server says decides. A 429 of another
 request drops the hypothesis under test; one asking for longer than a bucket of ours refills

@@ -57,6 +57,13 @@ class Answers:
         else:
             self.pause(key, quotas, seconds)
 
+    def unsaid(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
+        """The server answered without any rate-limit header: it may be probed, once for every
+        process (``_silent``: this process's next settlement or reservation of ``key`` says
+        so, its mirror's shape being quiet; that mirror probes on its own in an outage)."""
+        if quotas[0].learn:
+            self._local.unsaid(key, quotas)
+
     def spent(self, key: Hashable, quotas: tuple[Quota, ...]) -> None:
         """Count every quota of ``key`` as used up now, for every process sharing it
         (``RateLimit.assume_spent``): as in memory, buckets drained (the auto ones too) and

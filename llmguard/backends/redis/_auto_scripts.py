@@ -19,6 +19,7 @@ from ._fence import FENCE
 from ._fixed_scripts import FIXED
 from ._peek import PEEK
 from ._scripts import CAPS
+from ._probe_scripts import BOTH, EITHER, PROBE, SILENT
 
 __all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
 
@@ -38,9 +39,16 @@ end
 
 #: Lua: ``settle(log, shape, done, made, old, new, reserved, used, first)``: settles a
 #: reservation (``SETTLE``'s arguments, the quotas' from ARGV[first]), its call ended now
-#: (``done``, once a reading without a reset was heard, unless a bucket or a sliding window was
-#: learned since); RESERVE runs it first for each settlement it carries.
+#: (``done``, once a reading without a reset was heard or an answer without any header, unless a
+#: bucket or a sliding window was learned since); RESERVE runs it first for each settlement it
+#: carries. ``hush(shape)``: a process read an answer without any rate-limit header (``_silent``).
 SETTLING = """
+local function hush(shape)
+  if redis.call('HSETNX', shape, 'sq', '1') == 1 then
+    redis.call('HSETNX', shape, 'noreset', '1')
+    redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
+  end
+end
 local function settle(log, shape, done, made, old, new, reserved_tokens, used_tokens, first)
   local at = redis.call('ZSCORE', log, old)
   if at and old ~= new then
@@ -58,11 +66,11 @@ local function settle(log, shape, done, made, old, new, reserved_tokens, used_to
     for i = first, #ARGV, 5 do
       n = n + 1
       local margin = tonumber(ARGV[i + 4])
-      local b, sum = string.match(redis.call('HGET', state, 'carry' .. n) or '', '^([^,]+),(.+)$')
+      local b, sum, since = string.match(redis.call('HGET', state, 'carry' .. n) or '', '^([^,]+),([^,]+)(.*)$')
       b = tonumber(b or '')
       if b and tonumber(at) >= b - tonumber(ARGV[i + 1]) and tonumber(at) < b - margin then
         local delta = ARGV[i + 2] == '1' and is - was or (new == '' and -1 or 0)
-        redis.call('HSET', state, 'carry' .. n, fmt(b) .. ',' .. (tonumber(sum) + delta))
+        redis.call('HSET', state, 'carry' .. n, fmt(b) .. ',' .. (tonumber(sum) + delta) .. since)
       end
     end
   end
@@ -99,16 +107,17 @@ end
 #: number of settlements carried, this process's token charge to share (``charge.Charge.shared``;
 #: '' nothing new), what the other processes sent lately to return (``_peek``: '' nothing), the
 #: shape assumed until one is learned ('bucket': ``shape.Shape.assumed``, unless a process found
-#: it is not, ``unassumed``; '' a sliding log), the settlements' SETTLE arguments (5 each), then
-#: limit/window/is_tokens/
-#: learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
-#: -1 not: another process probes this window), wait, requests available, tokens available,
+#: it is not, ``unassumed``; '' a sliding log), '1' when this process read an answer without
+#: any rate-limit header (``_silent``: before the settlements, so their ends are kept), the
+#: settlements' SETTLE arguments (5 each), then limit/window/is_tokens/learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
+#: 3, 4 as a silent server's, ``_probe_scripts``; -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
 #: why, version, late ('1' or ''), the shared charge (''), the others' admissions
 #: (``_peek``), the give-back verdict ('1', '0', '': ``_giveback``) and why, marker}.
 RESERVE = PRELUDE + SETTLING + """
 local log, shape, done = KEYS[2], KEYS[4], KEYS[5]
-local Q = 12 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
+local Q = 13 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
+if ARGV[12] == '1' then hush(shape) end
 if ARGV[9] ~= '' then  -- what one process learned of the server's token charge, for all
   redis.call('HSET', shape, 'charge', ARGV[9])
   redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
@@ -117,12 +126,13 @@ local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
 local peek = ARGV[10]
 """ + FENCE + """
-local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed', 'gb', 'gbwhy')
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed', 'gb', 'gbwhy', 'sq', 'ss', 'sp')
 local kind, epoch, lims, why = got[1] or 'unknown', tonumber(got[2] or ''), got[3] or '', got[4] or ''
 -- input/output token quotas not learned yet: paced as the buckets Anthropic documents
 local assumed = kind == 'unknown' and ARGV[11] == 'bucket' and not got[8]
 -- a fixed window counted late keeps the window before the current one (ours in flight carried)
 local late = kind == 'fixed' and epoch ~= nil and got[6] == '1'
+""" + EITHER + """
 local keep = late and 2 * horizon or horizon
 if step > 0 then  -- the clock stepped back: shift every time kept by the step
   local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
@@ -136,7 +146,7 @@ if step > 0 then  -- the clock stepped back: shift every time kept by the step
   if epoch then epoch = epoch - step; redis.call('HSET', shape, 'epoch', fmt(epoch)) end
 end
 -- the settlements first (this process's, queued since its last round trip: ``_learning``)
-for j = 12, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+for j = 13, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 """ + PEEK + """
 local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
   return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
@@ -192,40 +202,20 @@ for i = Q, #ARGV, 5 do
   if (kind == 'bucket' or assumed) and learns then
     if level < unit then wait = math.max(wait, (unit - level) / rate + slack) end
     avail = level
-  elseif kind == 'fixed' and learns and epoch then
-""" + FIXED + """
+  elseif (kind == 'fixed' or served) and learns and epoch then
+""" + FIXED + BOTH + """
   else
     wait = math.max(wait, log_wait)
   end
+  if learns then lq[#lq + 1] = {window - margin, margin, tok, unit, limit} end
+  blocked = blocked or (not learns and log_wait > 0)
   local key = tok and 1 or 0
   if free[key] == nil or avail < free[key] then free[key] = avail end
 end
 """ + CAPS + """
+""" + SILENT + """
 local function avail(x) return fmt(math.max(math.floor((x or 0) + 1e-9), 0)) end
--- a supposed boundary is probed by one request a window, whichever process sends it first
-local probed = tonumber(redis.call('HGET', shape, 'probed') or '')
-local taken = probed ~= nil and now - probed < horizon
--- a 'room' probe goes if the quota as configured has room as the server counts it (what it
--- refused left out: ``REFUSED`` marks it), as ``beyond.probe``
-local function room()
-  if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
-  for i = Q, #ARGV, 5 do
-    local tok, used = ARGV[i + 2] == '1', 0
-    for j = 1, #entries, 2 do
-      if tonumber(entries[j + 1]) > now - tonumber(ARGV[i + 1]) and not string.find(entries[j], ':r:') then
-        used = used + (tok and tonumber(string.match(entries[j], ':(%d+)$')) or 1)
-      end
-    end
-    if used + (tok and need or 1) > tonumber(ARGV[i]) then return false end
-  end
-  return true
-end
-local probing = wait > 0 and not taken and (probe == 'vouched' or (probe == 'room' and room()))
-if wait > 0 and not probing then
-  return reply((probe ~= '' and taken) and -1 or 0, wait, avail(free[0]), avail(free[1]),
-               pause_left, cap_left, '')
-end
-if probing then redis.call('HSET', shape, 'probed', fmt(now)) end
+""" + PROBE + """
 redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
 redis.call('PEXPIRE', log, math.ceil(keep * 1000) + 1000)
 if capped.r then redis.call('HINCRBY', state, 'cap_r', -1) end
@@ -236,17 +226,19 @@ for k, b in ipairs(buckets) do store(k, b[1], b[2], b[3] - b[6], b[4] + b[6], b[
 redis.call('HSETNX', state, 'b', fmt(now))
 expire()
 if got[1] or got[7] or got[9] or probing then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
-return reply(probing and 2 or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or need) - need), pause_left,
+return reply(probing and 2 or silent > 0 and silent or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or need) - need), pause_left,
              cap_left, redis.call('HGET', state, 'b'))
 """
 
-#: KEYS: state, log, shape, done. ARGV: the number of settlements, then per settlement the state
+#: KEYS: state, log, shape, done. ARGV: the number of settlements, '1' when the process read an
+#: answer without any rate-limit header (as ``RESERVE``'s), then per settlement the state
 #: hash's ``b`` at reservation, old log member, new member ('' for a refund), tokens reserved,
 #: tokens used ('' for a refund), then the reservations' limit/window/is_tokens/learns/margin
 #: per quota. Settles each log entry (its admission time kept) and each bucket
 #: (``bucket.settle``, at the learned limits), in order.
 SETTLE = PRELUDE + SETTLING + """
-local Q = 2 + 5 * tonumber(ARGV[1])
-for j = 2, Q - 1, 5 do settle(KEYS[2], KEYS[3], KEYS[4], ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+local Q = 3 + 5 * tonumber(ARGV[1])
+if ARGV[2] == '1' then hush(KEYS[3]) end
+for j = 3, Q - 1, 5 do settle(KEYS[2], KEYS[3], KEYS[4], ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 return 1
 """

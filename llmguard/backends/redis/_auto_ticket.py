@@ -15,10 +15,12 @@ class AutoTicket:
     holds its buckets, the local mirror entry its answer's headers are read against, and the
     give-back verdict shared for its key when it was admitted (``_giveback``: None, none)."""
 
-    __slots__ = ("member", "made", "tokens", "entry", "quotas", "giveback")
+    __slots__ = ("member", "made", "tokens", "entry", "quotas", "giveback", "silent")
 
     def __init__(self, member: str, made: Any, tokens: int, entry: Entry,
                  quotas: tuple[Quota, ...], giveback: tuple[bool, str] | None = None) -> None:
         self.member, self.made, self.tokens, self.entry, self.quotas = (
             member, made, tokens, entry, quotas)
         self.giveback = giveback
+        #: The stage of a silent server's probe it is (``_probe_scripts``: 3 or 4; 0 none).
+        self.silent = 0

@@ -9,9 +9,10 @@ from a server that never pointed to it, as ``shape.Shape.late`` does in memory).
 it when a worker takes it from its queue: the shape hash's ``late``) may count ours admitted in
 the window before and still in flight at its boundary in the new one, so the current window's
 count also holds those, from every process: admitted in the window before (its later window is
-that one), not refused (``:r:``), and ended (the ``done`` ZSET: when its settlement ran, kept
-once a reading without a reset was heard, ``noreset``) after the boundary or not yet. Computed once a window (``FixedCount._roll``), kept in the state hash
-as ``carry<n>`` = ``"boundary,units"``; the log keeps the window before for it (``keep``). A
+that one), not refused (``:r:``), and ended (the ``done`` ZSET: when its settlement ran) after
+the boundary, or after the first answer that showed the window (``FLIP``), or not yet.
+Computed once a window (``FixedCount._roll``) and again after that answer, kept in the state
+hash as ``carry<n>`` = ``"boundary,units,since"``; the log keeps the window before for it (``keep``). A
 settlement of one carried (``_auto_scripts.SETTLING``) changes it too, as ``FixedCount.adjust``:
 a refund (it never left) gives its units back, a new token count replaces the reserved one.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from ..._admission.ratelimit.fixed import CLOCK_SKEW
 
-__all__ = ["FIXED"]
+__all__ = ["FIXED", "FLIP"]
 
 #: Lua: the fixed-window pacer of quota ``n`` (see the module's docstring).
 FIXED = """
@@ -36,16 +37,18 @@ FIXED = """
     local current = index(now)
     local function carried()  -- ours in flight at the boundary of the current window
       local b, field = epoch + current * W, 'carry' .. n
-      local cached = redis.call('HGET', state, field) or ''
-      if string.match(cached, '^[^,]+') == fmt(b) then return tonumber(string.match(cached, ',(.+)$')) end
-      local sum = 0
+      -- answered before the first answer that showed this window (``FLIP``): counted before it
+      local since = math.max(b, tonumber(redis.call('HGET', state, 'flip_' .. (tok and 't' or 'r')) or '') or b)
+      local cb, sum, cs = string.match(redis.call('HGET', state, field) or '', '^([^,]+),([^,]+),(.*)$')
+      if cb == fmt(b) and cs == fmt(since) then return tonumber(sum) end
+      sum = 0
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(b - W - margin), '(' .. fmt(b - margin))) do
         local ended = tonumber(redis.call('ZSCORE', done, string.match(m, '^[^:]+')) or '')
-        if not string.find(m, ':r:') and (not ended or ended > b) then
+        if not string.find(m, ':r:') and (not ended or ended > since) then
           sum = sum + (tok and tonumber(string.match(m, ':(%d+)$')) or 1)
         end
       end
-      redis.call('HSET', state, field, fmt(b) .. ',' .. sum)
+      redis.call('HSET', state, field, fmt(b) .. ',' .. sum .. ',' .. fmt(since))
       if redis.call('PTTL', state) < 0 then redis.call('PEXPIRE', state, math.ceil(keep * 1000) + 1000) end
       return sum
     end
@@ -66,4 +69,29 @@ FIXED = """
     end
     if at > now then wait = math.max(wait, at - now + slack) end
     avail = limit - most
+"""
+
+#: Lua, in ``_learned_scripts.READING`` (``u``, ARGV[1], the quotas from ARGV[5]): under a
+#: learned fixed window counted late, the reading whose ``remaining`` was the first up from the
+#: one before since the current window's boundary, in the order one process read them
+#: (``fixed.FixedCount.read``: 'f' after ARGV[1]; two processes' readings interleaved are not
+#: in the order the server made them, a late one looked up), shows the server counting afresh:
+#: ``flip_<u>``, when, for every process; ours answered before it were counted before the
+#: boundary and are carried no more (``carried``, recounted: ``FixedCount.flipped``).
+FLIP = """
+local sh = redis.call('HMGET', KEYS[3], 'kind', 'late', 'epoch')
+if string.sub(ARGV[1], 2) == 'f' and sh[1] == 'fixed' and sh[2] == '1' and sh[3]
+    and redis.call('PTTL', state) > 0 then
+  local epoch = tonumber(sh[3])
+  for i = 5, #ARGV, 5 do
+    if ARGV[i + 2] == unit and ARGV[i + 3] == '1' then
+      local W = tonumber(ARGV[i + 1]) - tonumber(ARGV[i + 4])
+      local b = epoch + math.floor((now - epoch) / W) * W
+      if (tonumber(redis.call('HGET', state, 'flip_' .. u) or '') or -math.huge) < b then
+        redis.call('HSET', state, 'flip_' .. u, fmt(now))
+      end
+      break
+    end
+  end
+end
 """

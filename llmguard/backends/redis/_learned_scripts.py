@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
+from ._fixed_scripts import FLIP
 
 __all__ = ["PUBLISH", "READING", "REFUSED", "SPENT"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
-#: fixed window that counts a request late, ``shape.Shape.late``; '' not). Records what
+#: fixed window that counts a request late, ``shape.Shape.late``; '' not), when an answer showed
+#: its current window, less now ('': none; ``_fixed_scripts.FLIP``). Records what
 #: a process learned (a new version) for every process's next reservation. The caps read under
 #: the window assumption go (a bucket's readings drain it instead: a cap until its reset, the
 #: time to refill it all, would hold it empty that long); a fixed window also drops the pause
@@ -19,20 +21,27 @@ __all__ = ["PUBLISH", "READING", "REFUSED", "SPENT"]
 PUBLISH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local epoch = ARGV[2] ~= '' and string.format('%.17g', now + tonumber(ARGV[2])) or ''
+local function fmt(x) return string.format('%.17g', x) end
+local epoch = ARGV[2] ~= '' and fmt(now + tonumber(ARGV[2])) or ''
 local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4],
            'late', ARGV[5] or '')
 redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
 if ARGV[1] == 'bucket' or ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'until_r', 'until_t') end
 if ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'pause') end
+if (ARGV[6] or '') ~= '' and redis.call('PTTL', KEYS[2]) > 0 then  -- ``_fixed_scripts.FLIP``
+  local flip = fmt(now + tonumber(ARGV[6]))
+  redis.call('HSET', KEYS[2], 'flip_r', flip, 'flip_t', flip)
+end
 return v
 """
 
-#: KEYS: state, log, shape. ARGV: is_tokens ('1' or '0'), remaining, reset seconds ('' none),
+#: KEYS: state, log, shape. ARGV: is_tokens ('1' or '0'; 'f' after it: the reading showed this
+#: process a late clock window's start, ``_fixed_scripts.FLIP``), remaining, reset seconds ('' none),
 #: the log member of the request the reading counted ('' unknown: as of now), then the
-#: limit/window/is_tokens/learns/margin per quota. ``reading.Readings`` on the shared log: the
-#: server counted ``remaining`` as it admitted that request, and what any process admitted
+#: limit/window/is_tokens/learns/margin per quota. A reading ends a silent server's probing
+#: (``_silent``) and may show a late clock window's start (``_fixed_scripts.FLIP``).
+#: ``reading.Readings`` on the shared log: the server counted ``remaining`` as it admitted that request, and what any process admitted
 #: from a margin before it on (the ticket excepted) may have arrived after it, so one reading
 #: leaves at least ``remaining`` less those; readings of one burst (tickets each within a margin
 #: of the group's latest: a burst admitted through Redis takes longer than a margin) bound the
@@ -42,8 +51,14 @@ return v
 #: bucket of the unit then holds no more than that plus its refill since; otherwise a cap
 #: until the reset. A reading of an older burst than the group's changes nothing.
 READING = PRELUDE + """
-local log, tok = KEYS[2], ARGV[1] == '1'
+local log, unit = KEYS[2], string.sub(ARGV[1], 1, 1)
+local tok = unit == '1'
 local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
+if redis.call('HGET', KEYS[3], 'sq') ~= '0' then  -- heard: no silent probe from now (``_silent``)
+  redis.call('HSET', KEYS[3], 'sq', '0')
+  redis.call('HDEL', KEYS[3], 'sp', 'ss')
+  redis.call('PEXPIRE', KEYS[3], """ + str(SHAPE_TTL * 1000) + """)
+end
 if not reset and redis.call('HSETNX', KEYS[3], 'noreset', '1') == 1 then
   -- a clock window may be supposed (``learn.observe``): calls' ends are kept from now (``done``)
   redis.call('PEXPIRE', KEYS[3], """ + str(SHAPE_TTL * 1000) + """)
@@ -80,13 +95,14 @@ else
                'gc_' .. u, fmt(issued))
   end
 end
+""" + FLIP + """
 if redis.call('HGET', KEYS[3], 'kind') == 'bucket' then
   local lims = redis.call('HGET', KEYS[3], 'lims') or ''
 """ + LIMITS + """
   local n = 0
   for i = 5, #ARGV, 5 do
     n = n + 1
-    if ARGV[i + 2] == ARGV[1] and ARGV[i + 3] == '1' then
+    if ARGV[i + 2] == unit and ARGV[i + 3] == '1' then
       local cap = limit_of(n, tonumber(ARGV[i]))
       local rate = cap / tonumber(ARGV[i + 1])
       local level, deficit, outstanding = load(n, cap, rate)

@@ -8,7 +8,8 @@ What it learns (a token bucket, a fixed window and its boundary, the effective l
 published in Redis (``_learned_scripts.PUBLISH``), and every reservation of every process for that
 key is then admitted by that shape's pacer, atomically on the server's clock
 (``_auto_scripts.RESERVE``); a process adopts a shape published by another at its next
-reservation. A supposed clock-minute boundary is probed by one request per process.
+reservation. A supposed boundary is probed by one request for all processes, and so is a
+server that says nothing (``_silent``).
 """
 
 from __future__ import annotations
@@ -22,16 +23,14 @@ from ..._admission.ratelimit.backend import MemoryBackend
 from ..._admission.ratelimit.log import Entry
 from ..._admission.ratelimit.window import SLACK, Quota
 from ..._core import clock
-from . import _auto_scripts, _giveback, _learned_scripts, _peek, _scripts
+from . import _auto_scripts, _giveback, _learned_scripts, _peek, _scripts, _silent
 from ._auto_ticket import AutoTicket
+from ._probe_scripts import POLL
 from ._client import Connection
 from ._settlements import Settlements
 
 __all__ = ["POLL", "AutoTicket", "RedisLearning"]
 
-#: Seconds a waiter waits at most while a supposed fixed window's boundary is being probed
-#: (by any process) before reserving again, adopting what was learned meanwhile.
-POLL = 0.5
 
 
 class RedisLearning:
@@ -78,7 +77,8 @@ class RedisLearning:
             try:
                 await self.connection.call(
                     _learned_scripts.PUBLISH, [names[3], names[1]],
-                    [kind, rel, ",".join(map(str, limits)), why, "1" if late else ""],
+                    [kind, rel, ",".join(map(str, limits)), why, "1" if late else "",
+                     shared.flip_of(window, loop.time())],
                     "sharing the learned shape")
             except BaseException:  # cancelled (or refused): the next reservation publishes it
                 self._pending.setdefault(key, publication)
@@ -118,18 +118,19 @@ class RedisLearning:
                 charge.adopt(result[13].decode() if isinstance(result[13], bytes) else result[13])
         result = list(result)
         admitted = result[0]
-        if admitted in (1, 2):
+        if admitted in (1, 2, 3, 4):
             entry = window.add(now, tokens, estimate)
             if admitted == 2:
                 window.shape.probe = entry
             result[0] = 1
             result[6] = AutoTicket(f"{member}:{tokens}", result[6], tokens, entry, quotas,
                                    _giveback.parse(result[15], result[16]))
+            result[6].silent = admitted if admitted > 2 else 0  # a silent server's probe
             return [*result[:7], result[-1]]
         if admitted == -1:  # another process sends the probe: its answer is shared
             window.shape.probes = 0
         wait = float(result[1])
-        due = shared.probe_wait(window, now)
+        due = None if probe else shared.probe_wait(window, now, tokens)  # (asked: Redis said)
         if due is not None:
             wait = min(wait, due + SLACK)
         if result[7] in (b"unknown", "unknown") and window.shape.candidate is not None:
@@ -171,6 +172,10 @@ class RedisLearning:
         """Reconcile to ``tokens`` (None: refund) in Redis and in the local mirror."""
         if ticket.made is None:  # settled already
             return
+        if ticket.silent:  # a silent server's probe: served (or never sent), for every process
+            _silent.settled(self.connection, ticket, tokens, names)
+        owner = ticket.entry.owner  # its window, until settled there
+        quiet = "" if owner is None else _peek.quiet(owner)  # (its end kept: ``_silent``)
         if tokens is None:
             self.local.refund(key, ticket.entry)
         else:  # what the server counts of it (``charge.Charge.settled``; else the usage)
@@ -179,7 +184,8 @@ class RedisLearning:
         member = ticket.member.rpartition(":")[0]
         new = "" if tokens is None else f"{member}:{tokens}"
         self.settlements.add(names, ticket.quotas, [
-            ticket.made, ticket.member, new, ticket.tokens, "" if tokens is None else tokens])
+            ticket.made, ticket.member, new, ticket.tokens, "" if tokens is None else tokens],
+            quiet)
         ticket.made = None
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
@@ -188,14 +194,16 @@ class RedisLearning:
         """A header reading: learned from in the local window, the shape shared if it changed,
         and the reading applied in Redis (``_learned_scripts.READING``; as of now without a
         member)."""
-        entry = _entry(ticket)
+        entry, window = _entry(ticket), self.local.window(key, quotas)
+        was = shared.flip_of(window, 0.0)
         self.local.observe(key, quotas, tokens, remaining, reset, ticket=entry, limit=limit,
                            as_of_now=as_of_now)
+        flip = "f" if shared.flip_of(window, 0.0) != was else ""  # it showed a new window
         self._publish(key, quotas)
         member = ticket.member if isinstance(ticket, AutoTicket) and not as_of_now else ""
         self.connection.spawn(self.connection.write(
             _learned_scripts.READING, [names[1], names[0], names[3]],
-            [int(tokens), remaining, "" if reset is None else reset, member,
+            [f"{int(tokens)}{flip}", remaining, "" if reset is None else reset, member,
              *self.args(quotas)[1:]], "recording provider headers"))
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...], names: list[str]) -> None:
@@ -218,6 +226,7 @@ class RedisLearning:
         # a refusal on tokens before any reading measures the charge (learned locally and
         # shared with it), not a token limit
         charged = window.charge is not None and not window.charge.heard
+        _silent.refused(self.connection, window, now, ticket, names)  # a probe's: a sliding window
         self.local.refused(key, quotas, seconds, ticket=entry, named=named)
         if isinstance(ticket, AutoTicket) and getattr(named, "limit", None) is None:
             # this process saw its own requests only: the limit comes from every process's

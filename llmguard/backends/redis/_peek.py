@@ -17,7 +17,7 @@ from typing import Any
 
 from ..._admission.ratelimit.others import Others
 
-__all__ = ["PEEK", "learning", "peek", "read"]
+__all__ = ["PEEK", "learning", "peek", "quiet", "read"]
 
 #: Lua: ``peeked()``, the reply's element for ``peek`` ('' none; else this process's member
 #: prefix, a comma, and the cursor it last got, '' none): ``{cursor, admissions, member, when
@@ -63,9 +63,16 @@ def peek(window: Any, own: str) -> str:
 
 def learning(window: Any, own: str) -> list[str]:
     """What a reservation tells ``_auto_scripts.RESERVE`` of this process's learning for
-    ``window``: its ``peek``, and the shape assumed until one is learned (``'bucket'`` for
-    input/output token quotas: ``shape.Shape.assumed``; '' none)."""
-    return [peek(window, own), window.shape.assumed if window.shape is not None else ""]
+    ``window``: its ``peek``, the shape assumed until one is learned (``'bucket'`` for
+    input/output token quotas: ``shape.Shape.assumed``; '' none), and ``quiet``."""
+    return [peek(window, own), window.shape.assumed if window.shape is not None else "",
+            quiet(window)]
+
+
+def quiet(window: Any) -> str:
+    """'1' when this process read an answer of ``window``'s server without any rate-limit
+    header, and no reading since (``_silent``), else ''."""
+    return "1" if window.shape is not None and window.shape.quiet else ""
 
 
 def read(window: Any, now: float, got: Any) -> None:

@@ -26,7 +26,7 @@ class Settlements:
     """The settlements of one :class:`~llmguard.backends.redis._learning.RedisLearning` not
     sent yet: ``(names, quotas, SETTLE arguments of one settlement)``, in order."""
 
-    __slots__ = ("connection", "args", "_queued", "_due")
+    __slots__ = ("connection", "args", "_queued", "_due", "_quiet")
 
     def __init__(self, connection: Connection,
                  args: Callable[[tuple[Quota, ...]], list[Any]]) -> None:
@@ -34,11 +34,17 @@ class Settlements:
         self.connection, self.args = connection, args
         self._queued: list[tuple[list[str], tuple[Quota, ...], list[Any]]] = []
         self._due = False
+        #: Per state key queued: '1' when its server answered without any header (``_silent``).
+        self._quiet: dict[str, str] = {}
         connection.flushers.append(self.flush)  # aclose() sends what is queued
 
-    def add(self, names: list[str], quotas: tuple[Quota, ...], settlement: list[Any]) -> None:
-        """Queue one settlement (5 arguments); sent within two loop turns at the latest."""
+    def add(self, names: list[str], quotas: tuple[Quota, ...], settlement: list[Any],
+            quiet: str = "") -> None:
+        """Queue one settlement (5 arguments); sent within two loop turns at the latest
+        (``quiet``: ``_peek.quiet`` of its key)."""
         self._queued.append((names, quotas, settlement))
+        if quiet:
+            self._quiet[names[1]] = quiet
         if not self._due:
             self._due = True
             # Two turns: a reservation that follows at once runs in a task made now (the
@@ -66,6 +72,7 @@ class Settlements:
         """Send what no reservation carried: one background script per key and quotas."""
         self._due = False
         queued, self._queued = self._queued, []
+        quiet, self._quiet = self._quiet, {}
         groups: dict[tuple[str, tuple[Quota, ...]], tuple[list[str], list[Any]]] = {}
         for names, quotas, settlement in queued:
             group = groups.setdefault((names[1], quotas), (names, []))
@@ -74,7 +81,8 @@ class Settlements:
             refunds = any(settlements[i] == "" for i in range(2, len(settlements), 5))
             self.connection.spawn(self.connection.write(
                 _auto_scripts.SETTLE, [names[1], names[0], names[3], names[4]],
-                [len(settlements) // 5, *settlements, *self.args(quotas)[1:]],
+                [len(settlements) // 5, quiet.get(names[1], ""), *settlements,
+                 *self.args(quotas)[1:]],
                 "refunding" if refunds else "reconciling"))
 
     def cancelled(self, task: asyncio.Task[Any] | None, names: list[str], member: str) -> None:

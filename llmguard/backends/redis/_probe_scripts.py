@@ -1,0 +1,130 @@
+"""Lua for the probes of ``_auto_scripts.RESERVE``: requests sent beyond what the pacers admit,
+to learn the server's shape, one at a time for every process sharing a key. ``PROBE`` is a
+supposed fixed window's boundary's (``beyond.probe``); the rest probe a server that says
+nothing (no rate-limit header, no 429 while we keep to the quota).
+
+In memory each process probes as :mod:`llmguard._admission.ratelimit.silent` describes; over
+Redis the probes are decided on the shared log, which holds every process's admissions, so the
+server sees at most one probe at a time for the key, whichever process sends it, and the
+verdict is every process's (``_silent``). The shape HASH keeps ``sq`` ('1' once a process read
+an answer without any rate-limit header, '0' once any reading or a 429 not to a probe was
+heard: no probe from then on), ``sp`` the probe in flight (``stage,sent,boundary,member``,
+expiring after two spans) and ``ss`` the clock minute (server time) a first probe was served
+at. Server time is the wall clock, so its minutes are the clock's.
+
+1. Just after a clock minute, when a sliding window counting every process's admissions must
+   refuse one more while a fixed window from the minute has room, the head of one line goes
+   (``3``). Refused: a sliding window (the one 429), published for all. Served: ``ss``.
+2. With ``ss``, every process paces within both a fixed window from that minute (counted
+   late, ``_fixed_scripts``) and what a token bucket surely holds (its level less what it
+   refills while a request is on the way); once the bucket is dry while the minute has room,
+   one more goes (``4``): served, a fixed window (published); refused, a bucket (paced as a
+   sliding window, as in memory).
+"""
+
+from __future__ import annotations
+
+from ..._admission.ratelimit.fixed import CLOCK_SKEW
+
+__all__ = ["BOTH", "EITHER", "POLL", "PROBE", "SILENT"]
+
+#: Seconds a waiter waits at most while a supposed fixed window's boundary (or a server that
+#: says nothing) is being probed, by any process, before reserving again: what was learned
+#: meanwhile paces it then.
+POLL = 0.5
+
+#: Lua, after ``late`` is set: ``quiet`` (probes may go), ``served`` (the minute of a served
+#: first probe: paced within both, its fixed count counted late) and what the loop collects.
+EITHER = """
+local quiet = kind == 'unknown' and got[11] == '1' and not assumed
+local served = quiet and tonumber(got[12] or '') or nil
+if served then epoch, late = served, true end
+local lq, dry, roomy, blocked = {}, false, true, false
+"""
+
+#: Lua, in the loop's fixed-window branch after ``FIXED`` (its ``at``: when the minute has
+#: room): also within what a token bucket surely holds, and whether it is dry.
+BOTH = """
+    if served then
+      local short = unit + rate * margin - level
+      if short > 0 then wait = math.max(wait, short / rate + slack) end
+      avail = math.min(avail, level - rate * margin)
+      dry, roomy = dry or level + rate * margin < unit, roomy and at <= now
+    end
+"""
+
+#: Lua, after the caps: ``silent`` (0, or 3 / 4: the stage of the probe admitted now) and the
+#: minute it probes (``sb``); a wait cut to when a first probe may go.
+SILENT = """
+local silent, sb = 0, nil
+local claim = got[13] and tonumber(string.match(got[13], '^%d,([^,]+)')) or nil
+if quiet and wait > 0 and pause_left <= 0 and cap_left <= 0 and not blocked and #lq > 0
+    and not (claim and now - claim < 2 * horizon) then
+  if served then
+    if dry and roomy then silent, sb = 4, served end
+  else
+    local function counted(lo, open, tok)  -- every process's units after lo, refused left out
+      local sum = 0
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, (open and '(' or '') .. fmt(lo), '+inf')) do
+        if not string.find(m, ':r:') then sum = sum + (tok and tonumber(string.match(m, ':(%d+)$')) or 1) end
+      end
+      return sum
+    end
+    local W = lq[1][1]
+    for pass = 0, 1 do
+      local b = now - now % W + pass * W
+      local full, fits, at = false, true, now
+      for _, q in ipairs(lq) do  -- q: W, margin, tok, unit, limit
+        at = math.max(at, b + math.min(q[2], """ + repr(CLOCK_SKEW) + """ * W / 60))
+        full = full or counted(at - W + q[2], true, q[3]) + q[4] > q[5]
+        fits = fits and counted(b - q[2], false, q[3]) + q[4] <= q[5]
+      end
+      if full and fits then
+        if at <= now then silent, sb = 3, b else wait = math.min(wait, at - now + slack) end
+        break
+      end
+    end
+  end
+end
+if quiet and claim and now - claim < 2 * horizon then wait = math.min(wait, """ + repr(POLL) + """) end
+if silent > 0 then redis.call('HSET', shape, 'sp', silent .. ',' .. fmt(now) .. ',' .. fmt(sb) .. ',' .. ARGV[1]) end
+"""
+
+#: Lua, after ``SILENT``: a supposed boundary (a clock minute, or one a reset pointed to) is
+#: probed by one request a window, whichever process sends it first (``probe``: 'vouched'
+#: admits it whatever the pacers say; 'room' if the quota as configured has room as the server
+#: counts it, what it refused left out, as ``beyond.probe``: else the wait is cut to when it
+#: has, not polled); returns unless something is admitted now.
+PROBE = """
+local probed = tonumber(redis.call('HGET', shape, 'probed') or '')
+local taken = probed ~= nil and now - probed < horizon
+local function room()  -- seconds until that room (0: now); oldest first, they leave in order
+  if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
+  local until_ = 0
+  for i = Q, #ARGV, 5 do
+    local tok, window, used, inside = ARGV[i + 2] == '1', tonumber(ARGV[i + 1]), 0, {}
+    for j = 1, #entries, 2 do
+      local at = tonumber(entries[j + 1])
+      if at > now - window and not string.find(entries[j], ':r:') then
+        inside[#inside + 1] = {at, tok and tonumber(string.match(entries[j], ':(%d+)$')) or 1}
+        used = used + inside[#inside][2]
+      end
+    end
+    local excess = used + (tok and need or 1) - tonumber(ARGV[i])
+    for _, e in ipairs(excess > 0 and inside or {}) do
+      excess = excess - e[2]
+      if excess <= 0 then until_ = math.max(until_, e[1] + window - now); break end
+    end
+    if excess > 0 then until_ = math.max(until_, window) end
+  end
+  return until_
+end
+local short = (wait > 0 and not taken and probe == 'room') and room() or 0
+local probing = wait > 0 and not taken and (probe == 'vouched' or (probe == 'room' and short <= 0))
+if short > 0 then wait = math.min(wait, short + slack) end
+if wait > 0 and not probing and silent == 0 then
+  return reply((probe ~= '' and taken) and -1 or 0, wait, avail(free[0]), avail(free[1]),
+               pause_left, cap_left, '')
+end
+if probing then redis.call('HSET', shape, 'probed', fmt(now)) end
+"""

@@ -1,0 +1,96 @@
+"""A server that says nothing, probed once for every process sharing a key in Redis
+(``refill="auto"``): which probe a reservation is, and what its answer (or 429) tells every
+process (``_probe_scripts`` has the rule; in memory, :mod:`llmguard._admission.ratelimit.silent`).
+
+A probe's verdict is written at once (not with the process's next reservation: a process
+that sends nothing more would leave the others without it, and a probe of theirs would go
+again), and adopted by every process, the prober too, at its next reservation, as a shape
+published by another (``_learning``). That the server says nothing reaches Redis with the
+process's next settlement or reservation of the key (``_peek.quiet``), before what they settle:
+from then on every call's end is kept, as a clock window counted late needs (``done``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._auto_scripts import SHAPE_TTL
+from ._client import Connection
+
+__all__ = ["VERDICT", "refused", "settled"]
+
+#: KEYS: shape, state, log. ARGV: the probe's member prefix, what became of it ('served',
+#: 'refused', 'gone': never sent, 'heard': a 429 to another request), why, its log member.
+#: Applies the verdict of the probe in flight (``sp``) if it is that member's (a refused one
+#: leaves the log, marked refused or not: the server counted none of it, and a sliding log
+#: holding it sent the quota's last request a window late); 'heard' ends the probing whatever
+#: the probe. Returns 1 when it changed something.
+VERDICT = """
+local shape, outcome, why = KEYS[1], ARGV[2], ARGV[3]
+local got = redis.call('HMGET', shape, 'sp', 'kind')
+if outcome == 'heard' then
+  if redis.call('HGET', shape, 'sq') ~= '1' then return 0 end
+  redis.call('HSET', shape, 'sq', '0')
+  redis.call('HDEL', shape, 'sp', 'ss')
+  return 1
+end
+local stage, b, member = string.match(got[1] or '', '^(%d),[^,]+,([^,]+),(.+)$')
+if member ~= ARGV[1] or (got[2] and got[2] ~= 'unknown') then return 0 end
+redis.call('HDEL', shape, 'sp')
+if outcome == 'gone' then return 1 end
+if outcome == 'refused' then redis.call('ZREM', KEYS[3], ARGV[4], (string.gsub(ARGV[4], ':(%d+)$', ':r:%1'))) end
+local kind = outcome == 'refused' and 'sliding' or (stage == '4' and 'fixed' or nil)
+if not kind then
+  redis.call('HSET', shape, 'ss', b)
+  return 1
+end
+redis.call('HINCRBY', shape, 'v', 1)
+redis.call('HSET', shape, 'kind', kind, 'why', why, 'epoch', kind == 'fixed' and b or '',
+           'late', kind == 'fixed' and '1' or '')
+redis.call('HDEL', shape, 'ss')
+if kind == 'fixed' then redis.call('HDEL', KEYS[2], 'pause', 'until_r', 'until_t') end
+redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
+return 1
+"""
+
+
+#: Why each verdict was reached, as ``statistics().shape`` says it.
+WHY = {("refused", 3): "a request beyond a sliding window, just after the clock minute, was "
+                       "refused (429; no rate-limit header): paced as a sliding window",
+       ("refused", 4): "a request beyond what a token bucket of the quota holds was refused "
+                       "(429; no rate-limit header): paced as a sliding window",
+       ("served", 4): "a request beyond what a token bucket of the quota holds was served (no "
+                      "rate-limit header): a fixed window starting afresh at each minute"}
+
+
+def _verdict(connection: Connection, names: list[str], member: str, outcome: str,
+             why: str = "") -> None:
+    connection.spawn(connection.write(
+        VERDICT, [names[3], names[1], names[0]], [member.rpartition(":")[0], outcome, why, member],
+        "sharing what a probe showed"))
+
+
+def settled(connection: Connection, ticket: Any, tokens: int | None, names: list[str]) -> None:
+    """``ticket`` (a probe's: its ``silent`` stage) was answered (``tokens``) or never sent
+    (None): served, or its claim given back for another probe."""
+    stage, ticket.silent = ticket.silent, 0
+    outcome = "gone" if tokens is None else "served"
+    _verdict(connection, names, ticket.member, outcome,
+             WHY.get((outcome, stage), ""))
+
+
+def refused(connection: Connection, window: Any, now: float, ticket: Any,
+            names: list[str]) -> None:
+    """A 429 to ``ticket``: a probe's shows a sliding window (or a bucket), paced so by every
+    process, this one at once (its mirror then supposes no minute of its own); another's
+    ends the probing, as a reading does (``now``: unused, as the memory's learning takes it)."""
+    stage = getattr(ticket, "silent", 0)
+    if not stage:
+        if window.shape is not None and window.shape.quiet:
+            _verdict(connection, names, ":", "heard")
+        return
+    ticket.silent = 0
+    why = WHY[("refused", stage)]
+    _verdict(connection, names, ticket.member, "refused", why)
+    if window.shape is not None and window.shape.kind == "unknown":
+        window.shape.learn("sliding", why)
+        window.shape.probes = 0

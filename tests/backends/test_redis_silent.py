@@ -1,0 +1,103 @@
+"""RedisBackend under ``refill="auto"`` against a server that says nothing (no rate-limit header,
+a bare 429): probed once for every process sharing the key, the verdict shared.
+
+Real Redis and real time (server time is the wall clock, whose minutes a silent server is
+probed at): looptime is off, and the server's window is compressed to ``W`` seconds on the wall
+clock. Three RateLimit layers, each with its own RedisBackend (three processes as far as
+sharing goes), send 3x the quota at once, started two thirds into a window (where a sliding log
+waits a whole window after each burst). What the tests assert is counts: calls done, 429s, the
+most any server window saw, what each layer learned.
+"""
+
+import asyncio
+import collections
+import contextvars
+import time
+
+import pytest
+
+import llmguard as lg
+from llmguard._admission.ratelimit.window import Quota
+from llmguard.backends.redis import RedisBackend
+from llmguard.testing import FixedWindowServer, TokenBucketServer
+from llmguard.testing._shapes import SlidingWindowServer
+
+pytestmark = pytest.mark.looptime(False)
+
+#: The server's window (s, on the wall clock), its limit, our margin, the processes.
+W, LIMIT, MARGIN, PROCESSES = 8.0, 24, 0.05, 3
+
+
+def silent(kind: str, loop_now: float):
+    """A server of ``kind`` saying nothing of its limits, its windows on the wall clock."""
+    options = {"rpm": LIMIT, "window": W, "latency": 0.02, "rate_limit_headers": False,
+               "retry_after": False}
+    if kind == "fixed":
+        return FixedWindowServer(epoch=loop_now - time.time() % W, **options)
+    return {"sliding": SlidingWindowServer, "bucket": TokenBucketServer}[kind](**options)
+
+
+async def run(kind: str, redis_url: str, prefix: str):
+    """3x the quota from three processes, started 2/3 into a window: (server, layers,
+    results, the server's arrivals admitted per wall-clock window, oldest first)."""
+    await asyncio.sleep((2 * W / 3 - time.time() % W) % W)
+    loop = asyncio.get_running_loop()
+    server = silent(kind, loop.time())
+    caller: contextvars.ContextVar = contextvars.ContextVar("caller")
+    server.on_headers.append(lambda headers: caller.get().observe_headers(headers))
+    layers = []
+    for _ in range(PROCESSES):
+        layer = lg.RateLimit(rpm=LIMIT, backend=RedisBackend(redis_url, prefix=prefix,
+                                                              timeout=30.0))
+        layer.quotas = (Quota(LIMIT, W + MARGIN, False, learn=True, margin=MARGIN),)
+        layers.append(layer)
+
+    def guarded(layer):
+        async def ask():
+            caller.set(layer)
+            return await server.acompletion(messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=5)
+        return lg.Pipeline(lg.Retry(attempts=4), layer).wrap(ask)
+
+    sends = [guarded(layer) for layer in layers]
+    results = await asyncio.gather(*(sends[i % PROCESSES]() for i in range(3 * LIMIT)),
+                                   return_exceptions=True)
+    for layer in layers:  # one more reservation each: a process adopts a verdict at its next
+        await layer.backend.reserve(None, layer.quotas, 0)  # (one done already may not have)
+    offset = time.time() - loop.time()
+    windows = collections.Counter(int((a.at + offset) // W) for a in server.arrivals
+                                  if a.status == 200)
+    for layer in layers:
+        await layer.backend.aclose()
+    return server, layers, results, [windows[i] for i in sorted(windows)]
+
+
+async def test_a_silent_fixed_window_is_learned_once_for_every_process(redis_url, redis_prefix):
+    """Against a fixed clock window that says nothing, three processes: the probes (one just
+    after the window's boundary beyond a sliding window, one beyond a token bucket) go once
+    for all of them and are served; every process paces by the fixed window from then on, so
+    each window after the first is filled to the limit, and none is refused."""
+    server, layers, results, windows = await run("fixed", redis_url, redis_prefix)
+    assert not any(isinstance(r, BaseException) for r in results)
+    assert server.statistics().rate_limited == 0
+    assert max(windows) <= LIMIT
+    shapes = [layer.statistics().shape for layer in layers]
+    assert all(s.startswith("fixed (a request beyond what a token bucket") for s in shapes), (
+        shapes, windows)
+    assert windows[1:3] == [LIMIT, LIMIT], windows  # (a sliding log: 3 + 21, the rest later)
+
+
+@pytest.mark.parametrize("kind", ["sliding", "bucket"])
+async def test_a_silent_sliding_window_or_bucket_refuses_one_probe_for_all_processes(
+        redis_url, redis_prefix, kind):
+    """Against a sliding window or a token bucket that says nothing, three processes: at most
+    one request refused for all of them (the probe a fixed window would have served), every
+    process then paces as a sliding window (no fixed window learned), every call done."""
+    server, layers, results, windows = await run(kind, redis_url, redis_prefix)
+    assert not any(isinstance(r, BaseException) for r in results)
+    assert server.statistics().rate_limited <= 1
+    shapes = [layer.statistics().shape for layer in layers]
+    assert not any(s.startswith("fixed") for s in shapes), shapes
+    if kind == "sliding":  # (arrivals: the refused probe's too)
+        stats = server.statistics()
+        assert stats.peak_window_requests <= LIMIT + stats.rate_limited
