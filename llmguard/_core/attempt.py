@@ -141,23 +141,30 @@ class Attempt:
             hooks = self._on_wait = Hooks() if hooks is None else Hooks((hooks,))
         return hooks
 
+    # The four below write out the common case (no hook yet; the one hook taken out): every
+    # call runs two of each pair in the README's stack.
+
     def add_on_send(self, fn: Callable[[], None]) -> None:
         """``on_send.add(fn)`` without a remover or a list for the first hook: take it out
         with :meth:`discard_on_send` (a layer on the path of every call does this)."""
-        self._on_send = _with(self._on_send, fn)
+        hooks = self._on_send
+        self._on_send = fn if hooks is None else _with(hooks, fn)
 
     def discard_on_send(self, fn: Callable[[], None]) -> None:
         """Take out one adding of ``fn`` from ``on_send`` (nothing if it is not there)."""
-        self._on_send = _without(self._on_send, fn)
+        hooks = self._on_send
+        self._on_send = None if hooks is fn else _without(hooks, fn)
 
     def add_on_wait(self, fn: Callable[[], Awaitable[None] | None]) -> None:
         """``on_wait.add(fn)`` without a remover or a list for the first hook: take it out
         with :meth:`discard_on_wait`."""
-        self._on_wait = _with(self._on_wait, fn)
+        hooks = self._on_wait
+        self._on_wait = fn if hooks is None else _with(hooks, fn)
 
     def discard_on_wait(self, fn: Callable[[], Awaitable[None] | None]) -> None:
         """Take out one adding of ``fn`` from ``on_wait`` (nothing if it is not there)."""
-        self._on_wait = _without(self._on_wait, fn)
+        hooks = self._on_wait
+        self._on_wait = None if hooks is fn else _without(hooks, fn)
 
     def send_hooks(self) -> Iterable[Callable[[], None]]:
         """The ``on_send`` hooks, as they are now (a hook may remove itself while they run)."""
@@ -180,11 +187,20 @@ class Attempt:
     def reached_provider(self) -> None:
         """Mark the attempt (and those it runs inside) sent and run their ``on_send`` hooks,
         outermost first (``Call.mark_sent`` calls it)."""
-        if self.parent is None:  # the common case: no Retry or Fallback made this one
+        parent = self.parent
+        if parent is None or (parent.parent is None and parent._on_send is None):
+            # the common cases: no Retry or Fallback made this one, or one made it inside the
+            # call's first attempt, hooked by none (``_lineage`` below, written out)
+            if parent is not None:
+                parent.sent = True
             self.sent = True
-            if self._on_send is not None:
-                for send in _listed(self._on_send):
-                    send()
+            hooks = self._on_send
+            if hooks is not None:
+                if type(hooks) is not Hooks:  # one hook (Timeout's)
+                    hooks()
+                else:
+                    for send in hooks.copy():
+                        send()
             return
         for attempt in self._lineage():
             attempt.sent = True

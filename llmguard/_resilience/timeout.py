@@ -118,7 +118,12 @@ class Timeout:
         # by one timer per layer and limit (timer.py), not one per attempt.
         task = asyncio.current_task(loop)  # with the loop: no second look-up of it
         assert task is not None
-        attempt = Timed(task, loop, None if limit is None else self._queue(loop, limit), deadline)
+        queue = None
+        if limit is not None:  # ``self._queue(loop, limit)``, its common case written out
+            queue = self._queues.get(limit) if loop is self._loop else None
+            if queue is None:
+                queue = self._queue(loop, limit)
+        attempt = Timed(task, loop, queue, deadline)
         current = call.current
         current.add_on_send(attempt)  # its ``send`` when the attempt is sent
         try:
