@@ -34,8 +34,9 @@ _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
 _WHERE = "call['args']"
 #: Keys remembered per function for calls whose arguments are all str (``ask(system, prompt)``):
 #: a hit or a repeated question then costs a dict lookup instead of binding and encoding.
-#: Only str: 1, 1.0 and True are equal as dict keys but are different arguments. (A plain
-#: function of one parameter needs no memo: its key is the argument itself after a prefix.)
+#: Only str: 1, 1.0 and True are equal as dict keys but are different arguments. (A hit of a
+#: one-parameter function's call, whose key is a concatenation, still gains: the remembered
+#: key's hash is computed already.)
 MEMO = 1024
 #: What follows a one-parameter function's identity in the key of a call whose argument is a
 #: str: the str as it is. Every other in-memory key has the arguments' JSON there, which starts
@@ -73,7 +74,7 @@ class _Plan:
         self.order: list[tuple[str, int]] = []
         #: For a plain function of one parameter: its key's text up to a str argument, which
         #: follows as it is (``send_message(prompt)``: a new question's key is one concatenation,
-        #: no quoting and no memo), and the parameter's name (its keyword form is that key too).
+        #: no quoting), and the parameter's name (its keyword form is that key too).
         self.single: str | None = None
         self.param: str | None = None
         # (A str first argument is a receiver only for a function in a class named str.)
@@ -126,15 +127,15 @@ class Keyer:
         if plan is False or (plan is not None and plan.fn() is not fn):
             plan = self._learn(fn)
         if plan is not None and not kwargs and not self.hashed:
-            if plan.single is not None and len(args) == 1 and type(args[0]) is str:
-                return plan.single + args[0]  # see _RAW
             for value in args:
                 if type(value) is not str:
                     break
             else:
                 key = plan.memo.get(args)  # type: ignore[arg-type]
                 if key is None:
-                    if plan.prefix is not None and len(args) == len(plan.names):
+                    if plan.single is not None and len(args) == 1:
+                        key = plan.single + args[0]  # see _RAW
+                    elif plan.prefix is not None and len(args) == len(plan.names):
                         key = plan.text(args)  # type: ignore[arg-type]
                     else:
                         key = self._text(fn, plan, args, kwargs)

@@ -177,7 +177,7 @@ def test_keys_of_str_calls_to_plain_functions_are_the_canonical_ones(prompts, na
        st.sampled_from([None, "ns"]))
 def test_a_one_parameter_functions_str_call_is_keyed_by_the_str_itself(prompt, other, namespace):
     """``send_message(prompt)``: the key is the function's identity then the str as it is (no
-    quoting, no memo); its keyword form is the same entry, and no other argument (a different
+    quoting); its keyword form is the same entry, and no other argument (a different
     str, a non-str of any form) and no other function shares it."""
     from llmguard._cache.keyer import Keyer
 
@@ -193,4 +193,3 @@ def test_a_one_parameter_functions_str_call_is_keyed_by_the_str_itself(prompt, o
         ask, keyer._plans[id(ask)], (prompt,), {})
     assert key != keyer(tell, (prompt,), {})
     assert (keyer(ask, (other,), {}) == key) == (other == prompt and type(other) is str)
-    assert not keyer._plans[id(ask)].memo
