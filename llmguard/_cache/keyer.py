@@ -32,17 +32,23 @@ _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
 #: Where an argument without a canonical form is, in the error (as default_key names it).
 _WHERE = "call['args']"
-#: Keys remembered per function for calls whose arguments are all str (``send_message(prompt)``):
+#: Keys remembered per function for calls whose arguments are all str (``ask(system, prompt)``):
 #: a hit or a repeated question then costs a dict lookup instead of binding and encoding.
-#: Only str: 1, 1.0 and True are equal as dict keys but are different arguments.
+#: Only str: 1, 1.0 and True are equal as dict keys but are different arguments. (A hit of a
+#: one-parameter function's call, whose key is a concatenation, still gains: the remembered
+#: key's hash is computed already.)
 MEMO = 1024
+#: What follows a one-parameter function's identity in the key of a call whose argument is a
+#: str: the str as it is. Every other in-memory key has the arguments' JSON there, which starts
+#: with ``{``, so the two never meet (the identity has two NULs and no ``\x01``: see _Plan).
+_RAW = "\x01"
 
 
 class _Plan:
     """What a function's keys need, read once: its identity, its parameters and defaults."""
 
     __slots__ = ("fn", "name", "who", "names", "defaults", "required", "var_kw", "dotted",
-                 "memo", "prefix", "order", "single")
+                 "memo", "prefix", "order", "single", "param")
 
     def __init__(self, fn: Any, namespace: str | None,
                  parameters: list[inspect.Parameter]) -> None:
@@ -66,9 +72,11 @@ class _Plan:
         #: quoting each (what the canonical encoder writes for them), without building a form.
         self.prefix: str | None = None
         self.order: list[tuple[str, int]] = []
-        #: For a plain function of one parameter: its key's text up to the argument's quoted
-        #: form (``send_message(prompt)``: a new question's key is one quote and one format).
+        #: For a plain function of one parameter: its key's text up to a str argument, which
+        #: follows as it is (``send_message(prompt)``: a new question's key is one concatenation,
+        #: no quoting), and the parameter's name (its keyword form is that key too).
         self.single: str | None = None
+        self.param: str | None = None
         # (A str first argument is a receiver only for a function in a class named str.)
         plain = not self.var_kw and len(self.names) == len(self.required) and not getattr(
             fn, "__qualname__", "").startswith("str.")
@@ -76,8 +84,8 @@ class _Plan:
             kind, who = self.who
             self.prefix = f"{self.name}\0{kind}={who}\0"
             self.order = sorted((_quote(name), i) for i, name in enumerate(self.names))
-            if len(self.order) == 1:
-                self.single = f"{self.prefix}{{{self.order[0][0]}:"
+            if len(self.order) == 1 and self.prefix.count("\0") == 2 and _RAW not in self.prefix:
+                self.single, self.param = f"{self.prefix}{_RAW}", self.names[0]
 
     def text(self, args: tuple[str, ...]) -> str:
         """The in-memory key of a call whose arguments are all str, one per parameter."""
@@ -126,7 +134,7 @@ class Keyer:
                 key = plan.memo.get(args)  # type: ignore[arg-type]
                 if key is None:
                     if plan.single is not None and len(args) == 1:
-                        key = f"{plan.single}{_quote(args[0])}}}"
+                        key = plan.single + args[0]  # see _RAW
                     elif plan.prefix is not None and len(args) == len(plan.names):
                         key = plan.text(args)  # type: ignore[arg-type]
                     else:
@@ -144,8 +152,13 @@ class Keyer:
             form = self._general(fn, args, kwargs)
         if self.hashed:
             return digest(canonical_text(form, "call"))
-        # In memory: the identity as plain text (no NUL in a qualname), then the arguments' JSON.
+        # In memory: the identity as plain text (no NUL in a qualname), then the arguments' JSON
+        # (or a one-parameter function's str argument as it is, as the fast path writes it).
         kind = "ns" if "ns" in form else "of"
+        if plan is not None and plan.single is not None and len(form["args"]) == 1:
+            value = form["args"].get(plan.param)
+            if type(value) is str and form["fn"] == plan.name and (kind, form[kind]) == plan.who:
+                return plan.single + value
         arguments = canonical_text(form["args"], _WHERE)
         return f"{form['fn']}\0{kind}={form[kind]}\0{arguments}"
 

@@ -26,9 +26,17 @@ def cache_if_complete(result: Any) -> bool:
     judged by its chunks); anything else is cached.
     """
     if type(result) is dict:  # JSON answers (every miss runs this): no ABC or helper calls
-        if STREAM_KEY in result:  # a stored stream (``is_recording``)
-            return all(cache_if_complete(chunk) for chunk in result[STREAM_KEY])
         choices = result.get("choices")
+        if type(choices) is list:  # a completion: its choices' reasons, read directly
+            for choice in choices:
+                if type(choice) is not dict:
+                    break
+                if choice.get("finish_reason") == "length":
+                    return False
+            else:
+                return True
+        elif STREAM_KEY in result:  # a stored stream (``is_recording``)
+            return all(cache_if_complete(chunk) for chunk in result[STREAM_KEY])
     else:
         choices = (result.get("choices") if isinstance(result, dict)
                    else getattr(result, "choices", None))

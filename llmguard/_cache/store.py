@@ -192,16 +192,19 @@ class MemoryStore:
         expires = now + ttl
         # A snapshot (the caller may go on to edit its answer): marshal bytes when the value
         # is made of builtin types only (dicts, lists, str, numbers...: what JSON-shaped
-        # answers are), until its second hit makes a copier for it (copier.py); version 2: no
-        # back-references, so loading does not track them. An object (a pydantic completion,
-        # a dict subclass) is deep-copied. Immutable answers are shared as they are.
+        # answers are), until its second hit makes a copier for it (copier.py). Version 4
+        # writes an ASCII str as it is (version 2 encodes each to UTF-8 first: a parsed
+        # completion 11,300 -> 7,500 instructions); what is referenced twice or more (an
+        # interned str, a key json.loads shared) goes as a back-reference, loaded as one
+        # object, as deepcopy does. An object (a pydantic completion, a dict subclass) is
+        # deep-copied. Immutable answers are shared as they are.
         kind = type(value)
         if kind in LEAVES or (kind is tuple or kind is frozenset) and all(
                 type(item) in LEAVES for item in value):
             entries[key] = (_itself, value, expires)
         else:
             try:
-                entries[key] = (None, marshal.dumps(value, 2), expires)
+                entries[key] = (None, marshal.dumps(value, 4), expires)
             except ValueError:
                 entries[key] = (fresh, fresh(value), expires)
         entries.move_to_end(key)

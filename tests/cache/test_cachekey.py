@@ -171,3 +171,25 @@ def test_keys_of_str_calls_to_plain_functions_are_the_canonical_ones(prompts, na
     assert keyer._plans[id(ask)].prefix is not None
     assert fast == keyer._text(ask, keyer._plans[id(ask)], (system, prompt), {})
     assert fast == keyer(ask, (), {"prompt": prompt, "system": system})
+
+
+@given(st.text(), st.one_of(st.text(), st.integers(), st.none(), st.lists(st.text(), max_size=2)),
+       st.sampled_from([None, "ns"]))
+def test_a_one_parameter_functions_str_call_is_keyed_by_the_str_itself(prompt, other, namespace):
+    """``send_message(prompt)``: the key is the function's identity then the str as it is (no
+    quoting); its keyword form is the same entry, and no other argument (a different
+    str, a non-str of any form) and no other function shares it."""
+    from llmguard._cache.keyer import Keyer
+
+    async def ask(prompt):
+        return prompt
+
+    async def tell(prompt):
+        return prompt
+
+    keyer = Keyer(namespace, hashed=False)
+    key = keyer(ask, (prompt,), {})
+    assert key == keyer(ask, (), {"prompt": prompt}) == keyer._text(
+        ask, keyer._plans[id(ask)], (prompt,), {})
+    assert key != keyer(tell, (prompt,), {})
+    assert (keyer(ask, (other,), {}) == key) == (other == prompt and type(other) is str)
