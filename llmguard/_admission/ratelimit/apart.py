@@ -72,7 +72,7 @@ def _holds(track: AutoTrack, at: float, before: int, bare: bool = False) -> floa
         if entry.seq < before and entry.live and not entry.refused:
             count += entry.estimate if bare and track.quota.tokens else track.weight(entry)
             most = min(most, track.limit + rate * (last - entry.time) - count)
-    return most
+    return min(most, track.carried(last) - count)
 
 
 def spent(window: Any, learners: list[AutoTrack], now: float, tokens: int) -> bool:

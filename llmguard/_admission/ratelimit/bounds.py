@@ -43,6 +43,7 @@ def spare(window: Any, now: float, estimate: int) -> bool:
         if entry.live and not entry.refused:
             count += entry.estimate
             most = min(most, track.limit + rate * (last - entry.time) - count)
+    most = min(most, track.carried(last) - count)
     return most >= estimate + 2 * track.quota.margin * rate
 
 
@@ -65,7 +66,7 @@ def unrefilled(window: Any, ticket: Any) -> bool:
         if entry is not ticket and entry.time <= last and entry.live and not entry.refused:
             count += entry.tokens
             most = min(most, track.limit + rate * (last - entry.time) - count)
-    return most >= ticket.tokens
+    return min(most, track.carried(last) - count) >= ticket.tokens
 
 
 def bucketed(window: Any, probe: Any, rounded: bool = True) -> float:
@@ -85,6 +86,8 @@ def bucketed(window: Any, probe: Any, rounded: bool = True) -> float:
             estimated, count = estimated + entry.estimate, count + 1
             room = track.limit + rate * (last - entry.time) - (count if rounded else 0)
             bound = min(bound, room / estimated)
+    if estimated:  # (the level carried past them bounds it too: ours left at their estimates)
+        bound = min(bound, (track.carried(last) - (count if rounded else 0)) / estimated)
     return 0.0 if bound == float("inf") else bound
 
 
