@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any
 
 from .bucket import Bucket, settle
+from .carry import Carry, carried, fold
 from .fixed import FixedCount
 from .log import FOLD_AT, Entry, Log
 
@@ -37,9 +38,8 @@ class AutoTrack:
         #: Ours admitted within two windows (unfolded, unlike the log's): a fixed window
         #: learned from a server that counts late counts ours in flight at its boundaries.
         self.recent: deque[Entry] = deque()
-        #: ``(time, level)``: the most a bucket of the quota held just after the last of ours
-        #: to leave ``recent`` (:meth:`most` reaches back past it through this).
-        self.carry: tuple[float, float] | None = None
+        #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
+        self.carry: Carry | None = None
 
     @property
     def limit(self) -> int:
@@ -71,32 +71,16 @@ class AutoTrack:
         second) can hold for one of ours arriving within the margin from now, every one of
         ours the server counts charged: at least ``slack()`` more than it surely holds."""
         rate, last = self.limit / self.window, now + self.quota.margin
-        most, count = float(self.limit), 0
+        most, count, estimated = float(self.limit), 0, 0
         for entry in reversed(self.recent):
             if entry.live and not entry.refused:
                 count += self.weight(entry)
+                estimated += entry.estimate
                 most = min(most, self.limit + rate * (last - entry.time) - count)
-        return min(most, self.carried(last) - count)
-
-    def carried(self, last: float) -> float:
-        """The most a bucket of the quota holds at ``last`` from ours that left ``recent``
-        (inf: none did), less nothing of ours still in it: every bound of a bucket of the
-        quota drawn from ``recent`` (here, :mod:`.apart`, :mod:`.bounds`) takes the least of
-        it and its own, less what ours in ``recent`` took meanwhile."""
-        carry = self.carry
-        if carry is None:
-            return float("inf")
-        return carry[1] + (last - carry[0]) * self.limit / self.window
-
-    def _fold(self, entry: Entry) -> None:
-        """``entry`` leaves ``recent``: carry the most a bucket held just after it, ours at
-        their bare estimates (the least a server charges: a factor probed down later does
-        not reach back). Dropped with it, the opening burst's deficit, kept by ours paced at
-        the refill since, was forgotten two windows later: a burst of 43 into it, 43 429s."""
-        if entry.live and not entry.refused:
-            at, level = self.carry or (entry.time, float(self.limit))
-            level = min(float(self.limit), level + (entry.time - at) * self.limit / self.window)
-            self.carry = (entry.time, level - (entry.estimate if self.quota.tokens else 1))
+        if self.carry is None:
+            return most
+        factor = count / estimated if self.quota.tokens and estimated else 1.0
+        return min(most, carried(self, last, factor) - count)
 
     def slack(self) -> float:
         """What a bucket refills while ours are on the way, each end (:meth:`most`)."""
@@ -140,7 +124,7 @@ class AutoTrack:
         recent.append(entry)
         horizon = now - 2 * self.window
         while recent[0].time < horizon:
-            self._fold(recent.popleft())
+            fold(self, recent.popleft())
         bucket = self.bucket
         level = bucket.level
         if now > bucket.at:  # ``bucket._refill(now)``, written out

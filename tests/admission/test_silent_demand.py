@@ -1,0 +1,105 @@
+"""A server that says nothing, far more calls at once than its quota admits a minute: the
+shape stays unknown for minutes (paced within a fixed window from the clock minute and a
+token bucket, ``_admission.ratelimit.silent``), longer than the two windows a learned-shape
+track keeps. Each case was seen in ``benchmarks/bench_composition.py`` at 6x and 10x the
+quota (``--demand``). Virtual time, the wall clock pinned to the loop's; the pure parts
+(``carry.py``) tested directly."""
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+import llmguard as lg
+from llmguard._admission.ratelimit.carry import FACTORS, Carry
+from llmguard.testing import FixedWindowServer, TokenBucketServer, virtual_wall_clock
+
+STRICT = 1 / 0.9  #: OpenAI counts a request's characters, framing included: 1.11x ours
+
+
+def ask(i: int) -> dict[str, Any]:
+    return {"model": "primary", "max_tokens": 200,
+            "messages": [{"role": "user", "content": f"question number {i}"}]}
+
+
+async def run(server: Any, phase: float, calls: int, seed: int = 0,
+              jitter: float = 0.0) -> tuple[Any, float, float]:
+    """``calls`` at once ``phase`` s into the minute through the README stack (only the
+    quotas given), each 0 to ``jitter`` s on the way: every call done (a failed one raises
+    here), the RateLimit layer, the wall time and the server's ideal."""
+    with virtual_wall_clock():
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep((phase - loop.time() % 60) % 60)
+        pipeline = (lg.Pipeline(name="demand").metrics().cache(ttl=300)
+                    .fallback({"model": "backup"}).retry(attempts=4, seed=seed)
+                    .circuit_breaker().timeout(30).rate_limit(rpm=60, tpm=10_000)
+                    .concurrency_limit(32))
+        layer = next(x for x in pipeline.layers if isinstance(x, lg.RateLimit))
+        server.on_headers.append(layer.observe_headers)
+        rng = random.Random(seed)
+
+        async def jittered(**kwargs: Any) -> Any:
+            if jitter:
+                await asyncio.sleep(rng.uniform(0, jitter))
+            return await server.acompletion(**kwargs)
+
+        send = pipeline.wrap(jittered)
+        start = loop.time()
+        results = await asyncio.gather(*(send(**ask(i)) for i in range(calls)))
+        wall = loop.time() - start
+    assert len(results) == calls
+    return layer, wall, server.ideal_time(calls, tokens=server.charge(**ask(100)), start=start)
+
+
+@pytest.mark.parametrize("calls", [282, 470])
+async def test_a_silent_bucket_keeps_the_opening_bursts_deficit_past_two_windows(
+        calls: int) -> None:
+    """Started at :55, 6x and 10x the 47 calls a minute the bucket refills (charging our
+    estimate). Before: 43 429s, 43 calls failed (the circuit breaker opened): the shape still
+    unknown two windows in, the bucket's bound forgot the opening burst when it left the
+    history, and 25 went at once at the next minute into a bucket holding 14. Now what leaves
+    the history is carried (``carry.Carry``): no 429."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False)
+    layer, wall, ideal = await run(server, 55.0, calls)
+    assert server.statistics().rate_limited == 0, layer.statistics().shape
+    assert wall <= 1.12 * ideal, (wall, ideal)
+
+
+@pytest.mark.parametrize("headers", [True, False])
+@pytest.mark.parametrize("calls", [252, 420])
+async def test_a_strict_silent_fixed_window_refuses_one_request(calls: int,
+                                                                headers: bool) -> None:
+    """A fixed clock-minute window charging 1.11x our estimate, started at :55, 6x and 10x
+    its 42 calls a minute; its 429s say when to retry, or nothing at all (``headers=False``:
+    a bare 429, the pause our default). Before: 4-5 and 25 429s: learned a fixed window at a
+    factor its probes bounded over a whole window, ours of the minute before counted with
+    this one's (1.07x), it admitted one more than the server a minute; each refused one,
+    paused a second only, went again into the full minute. Now the factor comes down only to
+    what the probes bound in their own minute (``Charge.clocked``), and a 429 of a learned
+    fixed window holds the rest to its next boundary: the one 429 that learns the charge."""
+    server = FixedWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=STRICT,
+                               rate_limit_headers=False, retry_after=headers)
+    layer, wall, ideal = await run(server, 55.0, calls, jitter=0.01)
+    assert server.statistics().rate_limited <= 1, layer.statistics().shape
+    assert wall <= 1.02 * ideal, (wall, ideal)
+
+
+def test_a_carry_holds_what_a_bucket_full_at_the_start_holds_at_each_factor() -> None:
+    """Two bursts folded a minute apart into a bucket of 1,000 a minute: at our estimates it
+    refilled in between; at 1.2x it did not, and the deficit stays (read at the next rung)."""
+    carry = Carry(0.0, 1000.0)
+    rate = 1000 / 60
+    for _ in range(9):
+        carry.fold(0.0, 100, 1000, rate)
+    for _ in range(9):
+        carry.fold(60.0, 100, 1000, rate)
+    assert carry.held(60.0, rate) == pytest.approx(100.0)
+    # at 1.2x: 1,000 - 1,080, refilled 1,000 (not full), less 1,080 again
+    assert carry.held(60.0, rate, 1.2) == pytest.approx(-160.0)
+    assert carry.held(60.0, rate, 1.197) == carry.held(60.0, rate, 1.2)  # the next rung up
+    assert carry.held(90.0, rate, 1.2) == pytest.approx(-160.0 + 500.0)
+    # the first rung at which a bucket could not hold more of ours by :60
+    assert carry.most(60.0, rate, 200, 0) == FACTORS[0]
+    assert 1.0 < carry.most(60.0, rate, 50, 0) < 1.2
+    assert carry.most(120.0, rate, 100, 0) > 1.2
