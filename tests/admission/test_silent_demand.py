@@ -103,3 +103,21 @@ def test_a_carry_holds_what_a_bucket_full_at_the_start_holds_at_each_factor() ->
     assert carry.most(60.0, rate, 200, 0) == FACTORS[0]
     assert 1.0 < carry.most(60.0, rate, 50, 0) < 1.2
     assert carry.most(120.0, rate, 100, 0) > 1.2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+async def test_a_strict_silent_bucket_from_the_minute_is_paced_near_its_rate(seed: int) -> None:
+    """A bucket charging 1.11x our estimate, started on the minute with 6x its 42 calls a
+    minute. Before: 1.21x the ideal, 4 429s: after the first probe's 429 a factor of 1.1184
+    was kept, one beyond the bucket at it was served (a bucket charging 1.11x holds it) and
+    taken for a fixed window; its burst at the next minute was refused in part, the factor
+    raised to 1.24x and kept. Now a 429 to one a fixed clock minute would have admitted (ours
+    of the minute at the factor we count, and their number) drops that fixed window for a
+    sliding log, and the bucket's bound keeps a strict bucket's deficit past two windows
+    (``carry.py``). Still 4 429s (the burst at the switch to the fixed count: 3): the one 429
+    per quota the issue allows is not met here yet."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=STRICT,
+                               rate_limit_headers=False)
+    layer, wall, ideal = await run(server, 0.0, 252, seed, jitter=0.01)
+    assert server.statistics().rate_limited <= 4, layer.statistics().shape
+    assert wall <= 1.03 * ideal, (wall, ideal)

@@ -200,7 +200,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if why is not None and shape.kind == "unknown":
         shape.learn("fixed", why, now + seconds)
         become_fixed(window, now)
-    if shape.kind == "fixed" and shape.late and shape.quiet and _admits(window, ticket):
+    if not shows and shape.kind == "fixed" and shape.late and shape.quiet \
+            and _admits(window, ticket):
         shape.learn("sliding", "a 429 within what a fixed clock minute admits of ours (no "
                                "rate-limit header): not one; paced as a sliding window")
     if seconds < shape.window - TOLERANCE:
@@ -227,11 +228,13 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
 
 
 def _admits(window: Any, ticket: Entry | None) -> bool:
-    """True when a fixed clock minute of the token quota, charging at most the factor we
-    count, would have admitted ``ticket`` after ours surely in its minute: its 429 refutes a
-    fixed window learned from a server that says nothing (a bucket charging 1.11x taken for
-    one at :00 refused a burst at each minute's start: 5 429s)."""
+    """True when a fixed clock minute of each quota, charging at most the factor we count,
+    would have admitted ``ticket`` after ours surely in its minute: its 429 refutes a fixed
+    window learned from a server that says nothing (a bucket charging 1.11x taken for one at
+    :00 refused a burst at each minute's start: 5 429s)."""
     if ticket is None or window.charge is None:
         return False
-    estimated, _, limit = bounds.minute_of(window, ticket, before=True)
-    return estimated > 0 and window.charge.factor * (estimated + ticket.estimate) <= limit
+    estimated, count, limit = bounds.minute_of(window, ticket, before=True)
+    requests = window.limit(False)
+    return estimated > 0 and window.charge.factor * (estimated + ticket.estimate) <= limit \
+        and (requests is None or count + 1 < requests)
