@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import llmguard as lg
-from llmguard._admission.ratelimit.carry import FACTORS, Carry
+from llmguard._admission.ratelimit.carry import Carry
 from llmguard.testing import FixedWindowServer, TokenBucketServer, virtual_wall_clock
 
 STRICT = 1 / 0.9  #: OpenAI counts a request's characters, framing included: 1.11x ours
@@ -87,22 +87,25 @@ async def test_a_strict_silent_fixed_window_refuses_one_request(calls: int,
 
 def test_a_carry_holds_what_a_bucket_full_at_the_start_holds_at_each_factor() -> None:
     """Two bursts folded a minute apart into a bucket of 1,000 a minute: at our estimates it
-    refilled in between; at 1.2x it did not, and the deficit stays (read at the next rung)."""
-    carry = Carry(0.0, 1000.0)
-    rate = 1000 / 60
+    filled up in between; at 1.2x it did not, and the deficit stays. A burst that took more
+    than the bucket refilled since the one before adds no bound: a few kept, however many
+    folded."""
+    carry, rate = Carry(), 1000 / 60
     for _ in range(9):
-        carry.fold(0.0, 100, 1000, rate)
+        carry.fold(0.0, 100, rate)
     for _ in range(9):
-        carry.fold(60.0, 100, 1000, rate)
-    assert carry.held(60.0, rate) == pytest.approx(100.0)
+        carry.fold(60.0, 100, rate)
+    assert carry.held(60.0, 1000, rate) == pytest.approx(100.0)
     # at 1.2x: 1,000 - 1,080, refilled 1,000 (not full), less 1,080 again
-    assert carry.held(60.0, rate, 1.2) == pytest.approx(-160.0)
-    assert carry.held(60.0, rate, 1.197) == carry.held(60.0, rate, 1.2)  # the next rung up
-    assert carry.held(90.0, rate, 1.2) == pytest.approx(-160.0 + 500.0)
-    # the first rung at which a bucket could not hold more of ours by :60
-    assert carry.most(60.0, rate, 200, 0) == FACTORS[0]
-    assert 1.0 < carry.most(60.0, rate, 50, 0) < 1.2
-    assert carry.most(120.0, rate, 100, 0) > 1.2
+    assert carry.held(60.0, 1000, rate, 1.2) == pytest.approx(-160.0)
+    assert carry.held(90.0, 1000, rate, 1.2) == pytest.approx(-160.0 + 500.0)
+    assert len(carry.lines) == 2
+    # the highest factor at which a bucket holds 50 more of ours at :60: 1,000 / 950
+    assert carry.most(60.0, 1000, rate, 50, 0) == pytest.approx(1000 / 950)
+    assert carry.most(60.0, 1000, rate, 200, 0) < 1.0
+    for t in range(61, 200):  # paced at the refill: each bound is no tighter than the first
+        carry.fold(float(t), 1000 / 60, rate)
+    assert len(carry.lines) == 2
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -90,7 +90,8 @@ def bucketed(window: Any, probe: Any, rounded: bool = True) -> float:
             room = track.limit + rate * (last - entry.time) - (count if rounded else 0)
             bound = min(bound, room / estimated)
     if track.carry is not None and estimated:  # ours older than ``recent`` (:mod:`.carry`)
-        bound = min(bound, track.carry.most(last, rate, estimated, count if rounded else 0))
+        bound = min(bound, track.carry.most(last, track.limit, rate, estimated,
+                                                 count if rounded else 0))
     return 0.0 if bound == float("inf") else bound
 
 
