@@ -86,8 +86,9 @@ def test_probes_go_one_at_a_time_and_bring_the_factor_down() -> None:
     """Held back at the factor, within the quota at our bare estimates: one request goes as
     a probe, the next waits for its answer. Admitted, the server counted 41 estimates within
     the quota, or a bucket refilled meanwhile: the factor comes down only by what the refill
-    since ours went cannot explain (here nothing: it stays), and to what fits the window
-    once the shape is learned a fixed window (one token less each: counts round up)."""
+    since ours went cannot explain (here nothing: it stays), and once the shape is learned a
+    fixed window, to what the probes served allow in their own clock minute (``clocked``:
+    ours of the minute before are no part of its count), here no lower than it was."""
     w = window()
     for entry in admit(w, 0.0, 212, 40):
         w.adjust(2.0, entry, 212)
@@ -102,8 +103,12 @@ def test_probes_go_one_at_a_time_and_bring_the_factor_down() -> None:
     assert w.charge.windowed == pytest.approx(fits)
     assert w.charge.factor == OPENING  # a bucket refilling 2 s explains more than 1.15x
     w.shape.kind = "fixed"  # (learned so: :func:`.learn.become_fixed`)
+    assert w.charge.clocked == pytest.approx(10_000 / (41 * 212))
     bounds.windowed(w.charge, w, 4.0)
-    assert w.charge.factor == pytest.approx(fits)
+    assert w.charge.factor == pytest.approx(min(OPENING, w.charge.clocked))
+    w.charge.clocked = 1.12  # a probe served in a fuller minute: it comes down to that
+    bounds.windowed(w.charge, w, 4.0)
+    assert w.charge.factor == pytest.approx(1.12)
 
 
 def test_a_token_429_while_probing_measures_the_factor_and_keeps_it() -> None:

@@ -77,7 +77,12 @@ async def test_a_silent_bucket_started_late_is_paced_to_its_own_rate(phase: floa
     server = bucket()
     layer, wall, ideal = await run(server, phase, 141, jitter=0.0)
     assert server.statistics().rate_limited == 0
-    assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
+    # at :55 the opening burst leaves the two windows kept before the end: 1.05x while its
+    # deficit was forgotten (the last 10 went at once, more than a bucket charging the 1.08x
+    # the probes still allowed would hold; at 6x the quota, 43 429s), 1.10x carried
+    # (``carry.py``) at the factor not yet probed down
+    most = 1.10 if phase == 55.0 else 1.05
+    assert wall <= most * ideal, (wall, ideal, layer.statistics().shape)
 
 
 @pytest.mark.parametrize("phase", [45.0, 50.0])

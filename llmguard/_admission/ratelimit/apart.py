@@ -34,6 +34,7 @@ from typing import Any
 
 from . import bounds
 from .auto import AutoTrack
+from .carry import carried
 from .fixed import skew
 
 __all__ = ["bucket", "cheaper", "guessed", "over", "over_counted", "overflowed", "refused", "spent"]
@@ -67,12 +68,13 @@ def _holds(track: AutoTrack, at: float, before: int, bare: bool = False) -> floa
     them (:meth:`.auto.AutoTrack.most`, for a moment past; ``bare``: tokens at our bare
     estimates, the least a server charges)."""
     rate, last = track.limit / track.window, at + track.quota.margin
-    most, count = float(track.limit), 0
+    most, count, estimated = float(track.limit), 0, 0
     for entry in reversed(track.recent):
         if entry.seq < before and entry.live and not entry.refused:
             count += entry.estimate if bare and track.quota.tokens else track.weight(entry)
+            estimated += entry.estimate if track.quota.tokens else 1
             most = min(most, track.limit + rate * (last - entry.time) - count)
-    return most
+    return min(most, carried(track, last, count / estimated if estimated else 1.0) - count)
 
 
 def spent(window: Any, learners: list[AutoTrack], now: float, tokens: int) -> bool:

@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any
 
 from .bucket import Bucket, settle
+from .carry import Carry, carried, fold
 from .fixed import FixedCount
 from .log import FOLD_AT, Entry, Log
 
@@ -24,7 +25,7 @@ __all__ = ["AutoTrack"]
 class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
-    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent")
+    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry")
 
     def __init__(self, quota: Any, shape: Any) -> None:
         self.quota = quota
@@ -37,6 +38,8 @@ class AutoTrack:
         #: Ours admitted within two windows (unfolded, unlike the log's): a fixed window
         #: learned from a server that counts late counts ours in flight at its boundaries.
         self.recent: deque[Entry] = deque()
+        #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
+        self.carry: Carry | None = None
 
     @property
     def limit(self) -> int:
@@ -68,12 +71,16 @@ class AutoTrack:
         second) can hold for one of ours arriving within the margin from now, every one of
         ours the server counts charged: at least ``slack()`` more than it surely holds."""
         rate, last = self.limit / self.window, now + self.quota.margin
-        most, count = float(self.limit), 0
+        most, count, estimated = float(self.limit), 0, 0
         for entry in reversed(self.recent):
             if entry.live and not entry.refused:
                 count += self.weight(entry)
+                estimated += entry.estimate
                 most = min(most, self.limit + rate * (last - entry.time) - count)
-        return most
+        if self.carry is None:
+            return most
+        factor = count / estimated if self.quota.tokens and estimated else 1.0
+        return min(most, carried(self, last, factor) - count)
 
     def slack(self) -> float:
         """What a bucket refills while ours are on the way, each end (:meth:`most`)."""
@@ -117,7 +124,7 @@ class AutoTrack:
         recent.append(entry)
         horizon = now - 2 * self.window
         while recent[0].time < horizon:
-            recent.popleft()
+            fold(self, recent.popleft())
         bucket = self.bucket
         level = bucket.level
         if now > bucket.at:  # ``bucket._refill(now)``, written out

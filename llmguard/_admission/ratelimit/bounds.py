@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .carry import carried
+
 __all__ = ["bucket_of", "bucketed", "cheaper", "clocked", "fitted", "limit_of", "lowered",
            "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
 
@@ -43,6 +45,7 @@ def spare(window: Any, now: float, estimate: int) -> bool:
         if entry.live and not entry.refused:
             count += entry.estimate
             most = min(most, track.limit + rate * (last - entry.time) - count)
+    most = min(most, carried(track, last) - count)
     return most >= estimate + 2 * track.quota.margin * rate
 
 
@@ -58,14 +61,15 @@ def unrefilled(window: Any, ticket: Any) -> bool:
     if window.shape is not None and window.shape.kind == "bucket":
         return False
     rate, last = track.limit / track.window, ticket.time + track.quota.margin
-    most, count = float(track.limit), 0
+    most, count, estimated = float(track.limit), 0, 0
     # ours sent up to the margin after it may have reached the server first (a burst's, 0-10
     # ms apart): left out, a strict bucket's refusal at :50 was read as a window's (3 429s)
     for entry in reversed(track.recent):  # two windows: a bucket's bound reaches back
         if entry is not ticket and entry.time <= last and entry.live and not entry.refused:
-            count += entry.tokens
+            count, estimated = count + entry.tokens, estimated + entry.estimate
             most = min(most, track.limit + rate * (last - entry.time) - count)
-    return most >= ticket.tokens
+    factor = count / estimated if estimated else 1.0
+    return min(most, carried(track, last, factor) - count) >= ticket.tokens
 
 
 def bucketed(window: Any, probe: Any, rounded: bool = True) -> float:
@@ -85,6 +89,9 @@ def bucketed(window: Any, probe: Any, rounded: bool = True) -> float:
             estimated, count = estimated + entry.estimate, count + 1
             room = track.limit + rate * (last - entry.time) - (count if rounded else 0)
             bound = min(bound, room / estimated)
+    if track.carry is not None and estimated:  # ours older than ``recent`` (:mod:`.carry`)
+        bound = min(bound, track.carry.most(last, track.limit, rate, estimated,
+                                                 count if rounded else 0))
     return 0.0 if bound == float("inf") else bound
 
 
@@ -141,9 +148,16 @@ def windowed(charge: Any, window: Any, now: float) -> None:
     comes down to that (never under what a 429 showed). Kept at what a bucket allows, a
     fixed window charging 1.11x was paced at 1.15x: 41 a minute where it admits 42
     (1.73x the ideal)."""
-    if charge is None or charge.heard or charge.trusted or charge.windowed >= charge.factor:
+    if charge is None or charge.heard or charge.trusted:
         return
-    factor = max(charge.least, charge.windowed)
+    # a clock minute's count: what the probes served bound in their own minute (``clocked``);
+    # a window holding all of ours (``windowed``) spans the minute before too (1.07x kept,
+    # the strict fixed window started at :55 charging 1.11x refused one a minute)
+    bound = charge.clocked if window.shape is not None and window.shape.kind == "fixed" \
+        and math.isfinite(charge.clocked) else charge.windowed
+    if bound >= charge.factor:
+        return
+    factor = max(charge.least, bound)
     if factor < charge.factor:
         charge.factor = factor
         lowered(window, now, charge)

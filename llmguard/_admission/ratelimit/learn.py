@@ -200,8 +200,16 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if why is not None and shape.kind == "unknown":
         shape.learn("fixed", why, now + seconds)
         become_fixed(window, now)
+    if not shows and shape.kind == "fixed" and shape.late and shape.quiet \
+            and _admits(window, ticket):
+        shape.learn("sliding", "a 429 within what a fixed clock minute admits of ours (no "
+                               "rate-limit header): not one; paced as a sliding window")
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
+        if shape.kind == "fixed" and shape.epoch is not None and ticket is not None:
+            # a learned fixed window refused one of its minute: full until its boundary (a
+            # bare 429's default pause, retried each second: 25 429s in a strict minute)
+            until = max(until, shape.next_boundary(shape.epoch, ticket.time) + shape.skew())
     elif shape.kind == "fixed" and shape.epoch is not None:
         fixed = [t.fixed for t in window.tracks if getattr(t, "fixed", None)]
         made = ticket.time if ticket and fixed and all(f.stale(now, ticket) for f in fixed) else now
@@ -217,3 +225,16 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                           "" if shape.assumed else
                           "; paced as a sliding window until then (no bucket's refill)"))
     return until
+
+
+def _admits(window: Any, ticket: Entry | None) -> bool:
+    """True when a fixed clock minute of each quota, charging at most the factor we count,
+    would have admitted ``ticket`` after ours surely in its minute: its 429 refutes a fixed
+    window learned from a server that says nothing (a bucket charging 1.11x taken for one at
+    :00 refused a burst at each minute's start: 5 429s)."""
+    if ticket is None or window.charge is None:
+        return False
+    estimated, count, limit = bounds.minute_of(window, ticket, before=True)
+    requests = window.limit(False)
+    return estimated > 0 and window.charge.factor * (estimated + ticket.estimate) <= limit \
+        and (requests is None or count + 1 < requests)
