@@ -34,10 +34,16 @@ from ..._core import clock
 from .log import Log
 from .window import Quota
 
-__all__ = ["FLOOR", "PROCESSING", "QUANTILE", "STEP", "Margin", "processing_time", "retime"]
+__all__ = ["CEILING", "FLOOR", "PROCESSING", "QUANTILE", "STEP", "Margin", "processing_time",
+           "retime"]
 
 #: The least measured margin, seconds per minute of window.
 FLOOR = 0.05
+
+#: The most a sample counts for, seconds: the longest the way to a server takes (a cold
+#: connection's set-up over a slow link). Beyond it a round trip is a wait at the server
+#: (a proxy that writes its answers late), which delays the answer, not the count.
+CEILING = 2.0
 
 #: The quantile of the recent samples the margin is.
 QUANTILE = 0.99
@@ -114,7 +120,7 @@ class Margin:
         """Record a send latency of ``seconds`` measured at ``now``; True when the margin
         changed."""
         samples = self._samples
-        samples.append((now, seconds))
+        samples.append((now, min(seconds, CEILING)))
         self._forget(now)
         ordered = sorted(s for _, s in samples)
         high = ordered[min(len(ordered) - 1, math.ceil(QUANTILE * len(ordered)) - 1)]
