@@ -99,7 +99,8 @@ async def test_a_strict_silent_fixed_window_started_at_55_refuses_one_request_at
     it is (``silent.refusal``): the hypothesis stays, at the factor guessed, and a probe
     beyond the bucket as we count ours proves nothing more (``Charge.guessed``): paced
     within both to the end, 41 of the 42 a minute admits, one 429 (1.90x the ideal: the
-    126th call misses the third minute by one)."""
+    126th call misses the third minute by one; 1.09x since the factor comes down to what a
+    fixed window's probes allow: ``test_silent_both.py``)."""
     server = FixedWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
                                rate_limit_headers=False)
     layer, _, _ = await run(server, 55.0, 126)

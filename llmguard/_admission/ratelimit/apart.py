@@ -7,7 +7,10 @@ server charges is unknown, at least our bare estimate).
   quota, ours counted at the factor, is dry proves a fixed window only if ours at their bare
   estimates overflow a bucket too: else a bucket charging less than the factor served it
   (a server charging 1.11x while we counted 1.15x: a fixed window learned, 48 429s of 126).
-  The factor comes down to the most such a bucket allows, and the next one beyond tells.
+  The factor comes down to the most such a bucket or a fixed window allows, the latter
+  bounded by every probe it served, ours surely in that one's minute (``Charge.clocked``:
+  bounded by the probe's own minute alone, a whole minute's room early in it, 1.15x was
+  kept to :110 at :45, 1.11x the ideal), and the next one beyond tells.
 * **Beyond the minute** (:func:`spent`, :func:`over`). A batch started on a minute sends the
   quota there, which a bucket refilled and a fixed window alike admit: the minute's count is
   spent while no bucket is dry, and paced within both nothing goes until the next minute
@@ -179,7 +182,9 @@ def cheaper(window: Any, now: float, probe: Any) -> bool:
     for track in _learners(window):
         if not track.quota.tokens and _holds(track, probe.time, probe.seq) < 1:
             return False  # the requests' bucket could not admit it
-    return bounds.cheaper(charge, window, now, probe, _minute(window, probe))
+    bounds.clocked(window, probe)  # (a fixed window's bound: the least of the probes served)
+    fixed = min(_minute(window, probe), charge.clocked)
+    return bounds.cheaper(charge, window, now, probe, fixed)
 
 
 def bucket(window: Any, now: float) -> None:

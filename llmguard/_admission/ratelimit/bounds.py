@@ -12,10 +12,11 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["bucket_of", "bucketed", "cheaper", "limit_of", "lowered", "ours", "recount",
-           "spare", "unrefilled", "windowed"]
+__all__ = ["bucket_of", "bucketed", "cheaper", "clocked", "fitted", "limit_of", "lowered",
+           "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
 
 
 def bucket_of(window: Any) -> Any:
@@ -85,6 +86,53 @@ def bucketed(window: Any, probe: Any, rounded: bool = True) -> float:
             room = track.limit + rate * (last - entry.time) - (count if rounded else 0)
             bound = min(bound, room / estimated)
     return 0.0 if bound == float("inf") else bound
+
+
+def minute_of(window: Any, probe: Any, before: bool = False) -> tuple[int, int, int]:
+    """``(estimated, count, limit)``: ours surely counted in ``probe``'s clock minute (sent a
+    margin past its start or later, the probe included unless ``before``) by a fixed window
+    of the token quota, their estimates and their number, and its limit (0s: no such)."""
+    shape = window.shape
+    tracks = [t for t in window.tracks if t.quota.tokens and hasattr(t, "learns") and t.learns()]
+    if not tracks or shape is None:
+        return 0, 0, 0
+    track, span = min(tracks, key=lambda t: t.limit), shape.window
+    epoch = shape.candidate if shape.candidate is not None else (
+        shape.epoch if shape.epoch is not None else -shape.offset)
+    start = epoch + math.floor((probe.time - epoch) / span) * span + track.quota.margin
+    last = probe.seq - 1 if before else probe.seq
+    counted = [e.estimate for e in track.recent if e.live and not e.refused
+               and start <= e.time and e.seq <= last]
+    return sum(counted), len(counted), track.limit
+
+
+def clocked(window: Any, probe: Any) -> float:
+    """The highest factor at which a fixed clock-minute window of the token quota could have
+    admitted ``probe`` (:func:`minute_of`; inf: none of ours). Kept as ``Charge.clocked``
+    (the least over the probes served): a bound on a fixed window's factor that the one a
+    window holding all of ours (``Charge.windowed``) is not once ours span a minute's start
+    (taken for one, the factor came down to 1.02x on a fixed window charging 1.11x started
+    at :55: a 429, the hypotheses dropped and probed again, 1.6x the ideal)."""
+    estimated, _, limit = minute_of(window, probe)
+    bound = limit / estimated if estimated > 0 else math.inf
+    if window.charge is not None:
+        window.charge.clocked = min(window.charge.clocked, bound)
+    return bound
+
+
+def fitted(window: Any, ticket: Any, most: float) -> float:
+    """While a fixed clock minute and a bucket are both supposed (:mod:`.silent`), the factor
+    at which the minute's count of ours fits a 429 to ``ticket``: ours surely in its minute
+    admitted (its window's count, ours of the minute before in it, took 1.09x for a fixed
+    window charging 1.11x at :55: a second 429). 0.0 when none is supposed, or a minute's
+    count could not have refused it (charging at most ``most`` times our estimates)."""
+    shape = window.shape
+    if shape is None or shape.kind != "unknown" or not shape.served:
+        return 0.0
+    estimated, count, limit = minute_of(window, ticket, before=True)
+    if estimated <= 0 or limit / (estimated + ticket.estimate) > most:
+        return 0.0
+    return (limit - count) / estimated
 
 
 def windowed(charge: Any, window: Any, now: float) -> None:

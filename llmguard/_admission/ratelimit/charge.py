@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .bounds import ours, recount, unrefilled
+from .bounds import fitted, ours, recount, unrefilled
 
 __all__ = ["OPENING", "Charge"]
 
@@ -52,7 +52,7 @@ class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
     __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
-                 "trusted", "refills", "windowed", "least", "guessed")
+                 "trusted", "refills", "windowed", "least", "guessed", "clocked")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -76,6 +76,9 @@ class Charge:
         #: The most a server counting ours in a window (fixed or sliding, no refill) charges,
         #: shown by the probes it admitted (:mod:`.probing`); ``least``: the least, by a 429.
         self.windowed, self.least = math.inf, 1.0
+        #: The most a fixed clock-minute window charges, shown by the probes it admitted (ours
+        #: surely counted in each one's minute: :func:`.bounds.clocked`).
+        self.clocked = math.inf
         #: A probe of the factor beyond a fixed window as we count ours was refused
         #: (:func:`.silent.refusal`): kept, at a factor no window's count measured, so a
         #: probe beyond a bucket as we count ours proves no fixed window (:func:`.apart.cheaper`;
@@ -132,13 +135,19 @@ class Charge:
             return False
         # it charges more than limit / (estimated + the refused one's), at most limit over
         # what it admitted; each count rounded up, so one token less each fits them in
-        factor = max(limit / (estimated + ticket.estimate), (limit - len(before)) / estimated)
+        factor = max(limit / (estimated + ticket.estimate), (limit - len(before)) / estimated,
+                     fitted(window, ticket, MOST))
         self.least = max(self.least, min(MOST, limit / (estimated + ticket.estimate)))
         if not self.kept and unrefilled(window, ticket):
             # a bucket charging our factor would have admitted it: a window counted ours, no
             # refill, and what it admitted bounds the factor from above (kept at 1.15x, not
             # the 1.118x that fits, a strict sliding window ran 1.49x the ideal)
-            factor = min(MOST, max(1.0, factor, min(self.factor, self.windowed)))
+            # ours sent a margin or more before it surely arrived first and were admitted:
+            # what fits them bounds it too (kept at what the probes before the minute allowed,
+            # 1.146x, a strict sliding window from :55 took 41 a window where it admits 42)
+            sure = [e for e in before if e.time < ticket.time - window.quotas[0].margin]
+            fit = (limit - len(sure)) / max(1, sum(e.estimate for e in sure))
+            factor = min(MOST, max(1.0, factor, min(self.factor, self.windowed, fit)))
         else:
             factor = min(MOST, max(1.0, self.factor, factor))
         if self.kept and factor <= self.factor:

@@ -33,7 +33,7 @@ from typing import Any
 from . import bounds
 from .bounds import lowered, ours, recount
 
-__all__ = ["ours", "probe", "probes", "recount"]
+__all__ = ["flying", "ours", "probe", "probes", "recount"]
 
 
 def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
@@ -45,18 +45,24 @@ def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
         return False
     if window.shape is not None and window.shape.probe is not None:
         return False  # one probe at a time: the shape's (:mod:`.silent`) answers first
-    last = charge.probing
-    if last is not None and last.live and last.answered > now and not last.refused:
+    if flying(charge, now):
         return False
     if any(cap[1] > now for cap in window.caps.values()):
         return False
     if not all(track.fits(now, 1) for track in window.tracks if not track.quota.tokens):
         return False
     entries, limit = ours(window), bounds.limit_of(window)
-    if sum(e.estimate for e in entries) + estimate <= limit \
-            or bounds.spare(window, now, estimate):
+    if window.shape is not None and window.shape.kind == "bucket":  # what it holds, nothing
+        return bounds.spare(window, now, estimate)  # else (a minute's room in the log: a 429,
+    if sum(e.estimate for e in entries) + estimate <= limit:  # our burst earlier drained it)
         return True
     return not charge.refills and sum(_given(e) for e in entries) + charge.units(estimate) <= limit
+
+
+def flying(charge: Any, now: float) -> bool:
+    """True while ``charge``'s last probe is in flight (sent, not answered nor refused)."""
+    last = charge.probing
+    return last is not None and last.live and last.answered > now and not last.refused
 
 
 def probe(charge: Any, window: Any, now: float, estimate: int) -> Any:
@@ -135,6 +141,7 @@ def _probed(charge: Any, window: Any, now: float, probe: Any) -> None:
     if estimated <= 0:
         return
     windowed = max(1.0, (bounds.limit_of(window) - len(counted)) / estimated)
+    bounds.clocked(window, probe)  # what a fixed clock minute's count of it allows
     charge.windowed = min(charge.windowed, windowed)
     factor = max(windowed, bounds.bucketed(window, probe))
     if factor < charge.factor:

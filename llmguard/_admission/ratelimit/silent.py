@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import apart
+from . import apart, probing
 from .auto import AutoTrack
 
 __all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "refusal", "served"]
@@ -104,6 +104,8 @@ def due(window: Any, now: float, tokens: int) -> float | None:
     shape = window.shape
     if not quiet(shape) or shape.probe is not None:
         return None
+    if shape.served and window.charge is not None and probing.flying(window.charge, now):
+        return None  # one probe at a time: the charge's answers first (both refused: 2 429s)
     learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     if not learners or any(until > now and left < (tokens if unit else 1)
                            for unit, (left, until, *_) in window.caps.items()):
