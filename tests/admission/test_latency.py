@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 import llmguard as lg
-from llmguard._admission.ratelimit.latency import FLOOR, Margin, processing_time, retime
+from llmguard._admission.ratelimit.latency import (CEILING, FLOOR, Margin, processing_time,
+                                                   retime)
 from llmguard._admission.ratelimit.quotas import build_quotas
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import InputOutputBucketServer, SlidingWindowServer, TokenBucketServer
@@ -55,10 +56,23 @@ def test_the_margin_starts_at_half_a_second_a_minute_then_is_the_p99_of_the_samp
     assert margin.seconds == 0.1
     for i in range(97):
         assert not margin.sample(2.0 + i / 100, 0.1)
-    assert not margin.sample(3.0, 7.0)  # one outlier in 100: not the p99
+    assert not margin.sample(3.0, 1.5)  # one outlier in 100: not the p99
     assert margin.seconds == 0.1
-    assert margin.sample(3.1, 7.0)  # two in 101: the p99
-    assert margin.seconds == 7.0 and margin.quotas[0].window == 67.0
+    assert margin.sample(3.1, 1.5)  # two in 101: the p99
+    assert margin.seconds == 1.5 and margin.quotas[0].window == 61.5
+
+
+def test_a_sample_counts_for_at_most_the_ceiling() -> None:
+    """A round trip of 20 s less the server's time is a wait at the server (a proxy writing
+    its answers late), not the way there: the margin is at most ``CEILING``, per-second
+    windows included; below it the samples stand."""
+    margin = margin_of(rpm=60, rps=2)
+    assert margin.sample(1.0, 20.0)
+    assert margin.seconds == CEILING
+    assert [q.margin for q in margin.quotas] == [CEILING, CEILING]
+    fresh = margin_of(rpm=60)
+    fresh.sample(1.0, 1.6)  # a cold burst, 0.8 s each way
+    assert fresh.seconds == pytest.approx(1.6)
 
 
 def test_samples_older_than_a_window_are_forgotten_and_without_any_it_starts_again() -> None:
@@ -89,11 +103,11 @@ def test_a_window_retimed_counts_each_admission_over_the_new_window() -> None:
     window.take(0.0, 0)
     window.take(0.0, 0)
     later = Margin(quotas, None)
-    later.sample(1.0, 3.0)
+    later.sample(1.0, 2.0)
     retime(window, later.quotas, 1.0)
-    assert window.take(60.6, 0) is None  # 60.5 under the start; 63 now
-    assert window.wait(60.6, 0) == pytest.approx(63.0 - 60.6, abs=2e-3)
-    assert window.take(63.01, 0) is not None
+    assert window.take(60.6, 0) is None  # 60.5 under the start; 62 now
+    assert window.wait(60.6, 0) == pytest.approx(62.0 - 60.6, abs=2e-3)
+    assert window.take(62.01, 0) is not None
     buckets = build_quotas(60, None, None, None, None, "continuous")
     bucket_window = Window(buckets)
     faster = Margin(buckets, None)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import llmguard as lg
+from llmguard._admission.ratelimit.latency import CEILING
 from llmguard.testing import ProxyWindowServer, virtual_wall_clock
 from llmguard.testing._quota import FixedWindow
 
@@ -206,10 +207,11 @@ async def test_the_call_refused_while_learning_retries_at_the_learned_minute(pha
     assert wall <= 1.10 * best, (wall, best, limiter.statistics().shape)
 
 
+@pytest.mark.parametrize("margin", [0.5, None])
 @pytest.mark.parametrize(("phase", "gap", "delivery"), [(40, GAP, 8.0), (50, GAP, 8.0),
                                                       (41, 0.018, 15.0), (41, 0.018, 20.0)])
 async def test_answers_written_late_by_a_loaded_proxy_do_not_hold_the_next_minute(
-        phase: float, gap: float, delivery: float) -> None:
+        phase: float, gap: float, delivery: float, margin: float | None) -> None:
     """LiteLLM's proxy with 1,024 in flight counts a request within seconds but writes its
     answer 2-15 s after making it (its event loop is busy): answers received after the clock
     minute still carry the old minute's ``remaining`` (its count went on falling until :04,
@@ -220,15 +222,20 @@ async def test_answers_written_late_by_a_loaded_proxy_do_not_hold_the_next_minut
     arrive before the first one showing the new minute were counted before it, and a 429
     read before it (its ``retry-after: 60`` says only "within the minute") refused a request
     of the minute before: admission resumes at once, not at the next boundary (20 s late: the
-    last line retried a minute later, 1.56x). Within 1.10x the ideal (the last answer
+    last line retried a minute later, 1.56x). With the margin measured (the default), the
+    round trip less the proxy's duration is the way there plus the wait to be written: the
+    opening burst counted as possibly in the next minute, the clock minute supposed a minute
+    later (20 s late: nothing sent for 40 s, 1.57x); no way there takes longer than
+    ``latency.CEILING``, so the margin is at most that. Within 1.10x the ideal (the last answer
     ``delivery`` late for any client), at most one 429."""
     server = ProxyWindowServer(rpm=RPM, latency=gap, capacity=1, overload_at=10**9,
                                reports="answered", delivery=delivery)
-    wall, best, layer = await run(server, phase)
+    wall, best, layer = await run(server, phase, margin=margin)
     shape = layer.statistics().shape
     assert shape.startswith("fixed"), shape
     assert server.statistics().rate_limited <= 1, (server.statistics(), shape)
     assert wall <= 1.10 * (best + delivery), (wall, best, shape)
+    assert layer.statistics().margin <= (CEILING if margin is None else margin)
 
 
 async def test_a_queueing_proxy_on_a_cold_network_started_late_refuses_one_request_at_most(

@@ -7,53 +7,16 @@ at the first probe (``apart.overflowed``) and the guess paced the rest. Each cas
 ``benchmarks/bench_composition.py --phases 0,5,...,55``. Virtual time, the wall clock pinned
 to the loop's; the pure parts tested directly."""
 
-import asyncio
-import random
-from typing import Any
 
 import pytest
 
-import llmguard as lg
 from llmguard._admission.ratelimit import bounds, probing, silent
 from llmguard._admission.ratelimit.window import Quota, Window
-from llmguard.testing import (FixedWindowServer, SlidingWindowServer, TokenBucketServer,
-                              virtual_wall_clock)
+from llmguard.testing import FixedWindowServer, SlidingWindowServer, TokenBucketServer
+from late_start import run
 
 MARGIN = 0.05
 STRICT = 1 / 0.9  #: OpenAI counts a request's characters, framing included: 1.11x ours
-
-
-def ask(i: int) -> dict[str, Any]:
-    return {"model": "primary", "max_tokens": 200,
-            "messages": [{"role": "user", "content": f"question number {i}"}]}
-
-
-async def run(server: Any, phase: float, calls: int, seed: int = 0,
-              jitter: float = 0.01) -> tuple[Any, float, float]:
-    """``calls`` at once ``phase`` s into the minute through the README stack (only the
-    quotas given), each 0 to ``jitter`` s on the way (drawn from ``seed``), every call done:
-    the RateLimit layer, the wall time and the server's ideal."""
-    with virtual_wall_clock():
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep((phase - loop.time() % 60) % 60)
-        pipeline = (lg.Pipeline(name="both").metrics().cache(ttl=300)
-                    .fallback({"model": "backup"}).retry(attempts=4, seed=seed)
-                    .circuit_breaker().timeout(30).rate_limit(rpm=60, tpm=10_000)
-                    .concurrency_limit(32))
-        layer = next(x for x in pipeline.layers if isinstance(x, lg.RateLimit))
-        server.on_headers.append(layer.observe_headers)
-        rng = random.Random(seed)
-
-        async def jittered(**kwargs: Any) -> Any:
-            await asyncio.sleep(rng.uniform(0, jitter))
-            return await server.acompletion(**kwargs)
-
-        send = pipeline.wrap(jittered)
-        start = loop.time()
-        results = await asyncio.gather(*(send(**ask(i)) for i in range(calls)))
-        wall = loop.time() - start
-    assert len(results) == calls
-    return layer, wall, server.ideal_time(calls, tokens=server.charge(**ask(100)), start=start)
 
 
 def bucket(factor: float = 1.0) -> TokenBucketServer:

@@ -5,51 +5,14 @@ track keeps. Each case was seen in ``benchmarks/bench_composition.py`` at 6x and
 quota (``--demand``). Virtual time, the wall clock pinned to the loop's; the pure parts
 (``carry.py``) tested directly."""
 
-import asyncio
-import random
-from typing import Any
 
 import pytest
 
-import llmguard as lg
 from llmguard._admission.ratelimit.carry import Carry
-from llmguard.testing import FixedWindowServer, TokenBucketServer, virtual_wall_clock
+from llmguard.testing import FixedWindowServer, TokenBucketServer
+from late_start import run
 
 STRICT = 1 / 0.9  #: OpenAI counts a request's characters, framing included: 1.11x ours
-
-
-def ask(i: int) -> dict[str, Any]:
-    return {"model": "primary", "max_tokens": 200,
-            "messages": [{"role": "user", "content": f"question number {i}"}]}
-
-
-async def run(server: Any, phase: float, calls: int, seed: int = 0,
-              jitter: float = 0.0) -> tuple[Any, float, float]:
-    """``calls`` at once ``phase`` s into the minute through the README stack (only the
-    quotas given), each 0 to ``jitter`` s on the way: every call done (a failed one raises
-    here), the RateLimit layer, the wall time and the server's ideal."""
-    with virtual_wall_clock():
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep((phase - loop.time() % 60) % 60)
-        pipeline = (lg.Pipeline(name="demand").metrics().cache(ttl=300)
-                    .fallback({"model": "backup"}).retry(attempts=4, seed=seed)
-                    .circuit_breaker().timeout(30).rate_limit(rpm=60, tpm=10_000)
-                    .concurrency_limit(32))
-        layer = next(x for x in pipeline.layers if isinstance(x, lg.RateLimit))
-        server.on_headers.append(layer.observe_headers)
-        rng = random.Random(seed)
-
-        async def jittered(**kwargs: Any) -> Any:
-            if jitter:
-                await asyncio.sleep(rng.uniform(0, jitter))
-            return await server.acompletion(**kwargs)
-
-        send = pipeline.wrap(jittered)
-        start = loop.time()
-        results = await asyncio.gather(*(send(**ask(i)) for i in range(calls)))
-        wall = loop.time() - start
-    assert len(results) == calls
-    return layer, wall, server.ideal_time(calls, tokens=server.charge(**ask(100)), start=start)
 
 
 @pytest.mark.parametrize("calls", [282, 470])
@@ -61,7 +24,7 @@ async def test_a_silent_bucket_keeps_the_opening_bursts_deficit_past_two_windows
     history, and 25 went at once at the next minute into a bucket holding 14. Now what leaves
     the history is carried (``carry.Carry``): no 429."""
     server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False)
-    layer, wall, ideal = await run(server, 55.0, calls)
+    layer, wall, ideal = await run(server, 55.0, calls, jitter=None)
     assert server.statistics().rate_limited == 0, layer.statistics().shape
     assert wall <= 1.02 * ideal, (wall, ideal)
 

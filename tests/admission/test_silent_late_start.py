@@ -5,47 +5,11 @@ after, and the probes of the charge (one an answer apart) straddle it. Each fail
 ``benchmarks/bench_composition.py --phases 0,10,20,30,40,50,55`` and not at :00 or :40, the
 phases the benchmark runs by default. Virtual time, the wall clock pinned to the loop's."""
 
-import asyncio
-import random
-from typing import Any
 
 import pytest
 
-import llmguard as lg
-from llmguard.testing import (FixedWindowServer, ProxyWindowServer, TokenBucketServer,
-                              virtual_wall_clock)
-
-
-def ask(i: int) -> dict[str, Any]:
-    return {"model": "primary", "max_tokens": 200,
-            "messages": [{"role": "user", "content": f"question number {i}"}]}
-
-
-async def run(server: Any, phase: float, calls: int, seed: int = 0) -> tuple[Any, float, float]:
-    """``calls`` at once ``phase`` s into the minute through the README stack (only the
-    quotas given), each 0-10 ms on the way (drawn from ``seed``), every call done: the
-    RateLimit layer, the wall time and the server's ideal."""
-    with virtual_wall_clock():
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep((phase - loop.time() % 60) % 60)
-        pipeline = (lg.Pipeline(name="late").metrics().cache(ttl=300)
-                    .fallback({"model": "backup"}).retry(attempts=4, seed=seed)
-                    .circuit_breaker().timeout(30).rate_limit(rpm=60, tpm=10_000)
-                    .concurrency_limit(32))
-        layer = next(x for x in pipeline.layers if isinstance(x, lg.RateLimit))
-        server.on_headers.append(layer.observe_headers)
-        rng = random.Random(seed)
-
-        async def jittered(**kwargs: Any) -> Any:
-            await asyncio.sleep(rng.uniform(0, 0.01))
-            return await server.acompletion(**kwargs)
-
-        send = pipeline.wrap(jittered)
-        start = loop.time()
-        results = await asyncio.gather(*(send(**ask(i)) for i in range(calls)))
-        wall = loop.time() - start
-    assert len(results) == calls
-    return layer, wall, server.ideal_time(calls, tokens=server.charge(**ask(100)), start=start)
+from llmguard.testing import FixedWindowServer, ProxyWindowServer, TokenBucketServer
+from late_start import run
 
 
 @pytest.mark.parametrize(("phase", "factor", "calls", "seed"), [

@@ -13,6 +13,23 @@ the round trip, an upper bound on the way there. An answer whose server says not
 own time teaches nothing (its round trip includes the generation, seconds), so against such a
 server the margin stays at its start, ``DEFAULT_MARGIN`` per minute of window.
 
+Only the way there matters (how late after counting here the server counts the request), but
+a round trip also holds what the server does after its timed part: a loaded proxy writes its
+answers late (LiteLLM's, 1,024 in flight: 2-40 s after making them, in order, its duration
+header timing only the call), and a margin of that much counted the opening burst as possibly
+in the next clock minute, supposing the minute a minute later (a loopback proxy writing 20 s
+late: 1.57x the ideal). The headers cannot tell the two apart (a cold burst whose every request
+takes 0.8 s reads as a proxy whose every answer waits 0.8 s), but the way there is bounded:
+connection set-up and transit, 0.12-0.2 s for a cold client over loopback, under a second over
+a slow link. So a sample counts for at most ``CEILING``; beyond it the rest is a wait at the
+server, which mostly delays the answer, not the count (a proxy that also queues requests
+before counting them counts per clock minute: ours in flight at its boundary are counted in the
+new minute too, :mod:`.learn`, whatever the margin).
+Nor do the other signals: a proxy writes its headers and body together (no earlier first
+byte), the fastest recent trip bounds no other request's way there (the margin must cover the
+slowest, a cold burst's; a proxy writing every answer late has no fast trip either), and
+``remaining`` places a request in the server's order, not in time.
+
 The margin is the 99th percentile of the samples of the last window (a quantile rather than
 the largest: one answer held up by a pause of the client's own loop would otherwise widen every
 window for a minute), at least ``FLOOR`` per minute (the burst grouping of header readings,
@@ -34,10 +51,16 @@ from ..._core import clock
 from .log import Log
 from .window import Quota
 
-__all__ = ["FLOOR", "PROCESSING", "QUANTILE", "STEP", "Margin", "processing_time", "retime"]
+__all__ = ["CEILING", "FLOOR", "PROCESSING", "QUANTILE", "STEP", "Margin", "processing_time",
+           "retime"]
 
 #: The least measured margin, seconds per minute of window.
 FLOOR = 0.05
+
+#: The most a sample counts for, seconds: the longest the way to a server takes (a cold
+#: connection's set-up over a slow link). Beyond it a round trip is a wait at the server
+#: (a proxy that writes its answers late), which delays the answer, not the count.
+CEILING = 2.0
 
 #: The quantile of the recent samples the margin is.
 QUANTILE = 0.99
@@ -114,7 +137,7 @@ class Margin:
         """Record a send latency of ``seconds`` measured at ``now``; True when the margin
         changed."""
         samples = self._samples
-        samples.append((now, seconds))
+        samples.append((now, min(seconds, CEILING)))
         self._forget(now)
         ordered = sorted(s for _, s in samples)
         high = ordered[min(len(ordered) - 1, math.ceil(QUANTILE * len(ordered)) - 1)]
