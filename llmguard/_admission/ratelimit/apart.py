@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds
+from . import bounds, refuted
 from .auto import AutoTrack
 from .carry import carried
 from .fixed import skew
@@ -173,12 +173,14 @@ def refused(window: Any, probe: Any) -> bool:
 
 def cheaper(window: Any, now: float, probe: Any) -> bool:
     """True when ``probe``, beyond the bucket and served, was beyond it only as we count
-    tokens at a guessed factor (still, after a 429 to a probe of it: ``Charge.guessed``): a
-    bucket charging less could have admitted it, so it proves no fixed window
-    (:func:`.bounds.cheaper` brings the factor down, never under what a 429 showed). A bucket
-    of requests that must have refused it decides."""
+    tokens at a guessed factor (still, after a 429 to a probe of it: ``Charge.guessed``; or
+    kept by a 429 above the least it showed, ``Charge.least``, unless that 429 refuted a
+    bucket, :mod:`.refuted`): a bucket charging less could have admitted it, so it proves no
+    fixed window (:func:`.bounds.cheaper` brings the factor down, never under what a 429
+    showed). A bucket of requests that must have refused it decides."""
     charge = window.charge  # (``guessed``: kept at the guess by its probe's 429)
-    if charge is None or charge.heard or not (charge.silent or charge.guessed) \
+    if charge is None or charge.heard or not (charge.silent or charge.guessed or (
+            charge.kept and charge.factor > charge.least and not refuted.bucketless(charge))) \
             or charge.trusted or charge.factor <= 1.0:
         return False
     for track in _learners(window):

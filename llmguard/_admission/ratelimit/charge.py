@@ -52,7 +52,8 @@ class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
     __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
-                 "trusted", "refills", "windowed", "least", "guessed", "clocked")
+                 "trusted", "refills", "windowed", "least", "guessed", "clocked", "floor",
+                 "ceiling")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -79,6 +80,9 @@ class Charge:
         #: The most a fixed clock-minute window charges, shown by the probes it admitted (ours
         #: surely counted in each one's minute: :func:`.bounds.clocked`).
         self.clocked = math.inf
+        #: The least a token bucket charges, by the 429s, and the most, by the probes served
+        #: (:mod:`.refuted`: a floor above the ceiling, no bucket).
+        self.floor, self.ceiling = 0.0, math.inf
         #: A probe of the factor beyond a fixed window as we count ours was refused
         #: (:func:`.silent.refusal`): kept, at a factor no window's count measured, so a
         #: probe beyond a bucket as we count ours proves no fixed window (:func:`.apart.cheaper`;

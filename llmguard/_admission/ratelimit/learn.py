@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, silent
+from . import bounds, refuted, silent
 from .auto import AutoTrack
 from .log import Entry
 from .others import ours as _units, sent_by as _sent_by, theirs
@@ -181,6 +181,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     until = now + seconds
     shape = window.shape
     if ticket is not None:
+        if shape.quiet and shape.kind == "unknown":
+            refuted.refused(window, ticket)  # (what a bucket must charge to refuse it)
         ticket.refused = True
     long = ticket is not None and seconds > TOLERANCE + max(
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit

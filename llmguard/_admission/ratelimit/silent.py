@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import apart, probing
+from . import apart, probing, refuted
 from .auto import AutoTrack
 
 __all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "refusal", "served"]
@@ -163,6 +163,8 @@ def served(window: Any, now: float) -> bool:
     (True: the caller counts per window from now on, :func:`.learn.become_fixed`)."""
     shape = window.shape
     probe, shape.probe = shape.probe, None
+    if probe is not None:
+        refuted.served(window, probe)  # (the most a bucket charges: what admitted it)
     if shape.served:
         if probe is not None and apart.over(window, probe):
             shape.learn("bucket", "a request beyond a fixed window from the clock minute, "

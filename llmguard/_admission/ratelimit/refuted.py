@@ -1,0 +1,64 @@
+"""A token bucket refuted by what a server that says nothing served and refused (:mod:`.silent`):
+a 429 (to a request of ours, not a probe's) no bucket that admitted our probes could give.
+
+Once a 429 kept the charge factor (:mod:`.charge`, ``kept``) above the least it showed
+(``Charge.least``), a probe beyond the bucket at that factor, served, is served alike by a
+fixed clock minute with room and by a bucket charging a little less (a bucket charging 1.11x
+at :00, the factor kept at 1.1184x: taken for a fixed window, its burst at the switch drew 3
+more 429s). Read as a bucket's (:func:`.apart.cheaper`), a fixed window charging 1.11x from
+:55 was paced within both: 1.22x the ideal. What tells them apart is already at hand: each
+probe served bounds the factor a bucket of the quota may charge from above (``ceiling``:
+:func:`.bounds.bucketed`, ours sent after it left out: the bound only loosens), each 429 from
+below (``floor``: the least factor at which a bucket, full at most, must refuse it, ours sent
+up to the margin after it counted before it, its refill only to when it was sent). A floor
+above the ceiling: no bucket gave both, a fixed window did (the one at :55: 429 floor 1.13x,
+a probe served at 1.111x); else the bucket stays possible.
+
+Everything here takes numbers and entries (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .auto import AutoTrack
+from .bounds import bucket_of, bucketed
+
+__all__ = ["bucketless", "refused", "served"]
+
+
+def served(window: Any, probe: Any) -> None:
+    """``probe`` was served: a bucket of the quota charges at most what admitted it."""
+    charge = window.charge
+    bound = bucketed(window, probe, rounded=False) if charge is not None else 0.0
+    if bound > 0.0:
+        charge.ceiling = min(charge.ceiling, bound)
+
+
+def refused(window: Any, ticket: Any) -> None:
+    """``ticket`` was refused (429): a bucket of the quota charges more than the least factor
+    at which it must refuse it; none when a window of requests could have refused it."""
+    charge, track = window.charge, bucket_of(window)
+    if charge is None or track is None or ticket is None:
+        return
+    for other in window.tracks:  # a bucket or a window of requests may have refused it
+        if isinstance(other, AutoTrack) and not other.quota.tokens and 1 + sum(
+                1 for e in other.recent if e.live and not e.refused and e is not ticket
+                and e.time > ticket.time - other.window) >= other.limit:
+            return
+    rate, last = track.limit / track.window, ticket.time + track.quota.margin
+    bound, estimated = math.inf, ticket.estimate
+    for entry in reversed(track.recent):  # (ours up to the margin after it: maybe first)
+        if entry is not ticket and entry.time <= last and entry.live and not entry.refused:
+            estimated += entry.estimate
+            bound = min(bound, (track.limit + rate * (ticket.time - entry.time)) / estimated)
+    if track.carry is not None:
+        bound = min(bound, track.carry.most(ticket.time, track.limit, rate, estimated, 0))
+    if math.isfinite(bound):
+        charge.floor = max(charge.floor, bound)
+
+
+def bucketless(charge: Any) -> bool:
+    """True when a 429 showed a bucket must charge more than a probe served showed it may."""
+    return charge is not None and charge.floor > charge.ceiling
