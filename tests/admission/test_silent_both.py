@@ -10,7 +10,7 @@ to the loop's; the pure parts tested directly."""
 
 import pytest
 
-from llmguard._admission.ratelimit import bounds, probing, silent
+from llmguard._admission.ratelimit import bounds, probing, refuted, silent
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import FixedWindowServer, SlidingWindowServer, TokenBucketServer
 from late_start import run
@@ -169,3 +169,32 @@ def test_a_refusal_while_both_are_supposed_fits_the_minute_s_count(both: bool) -
     assert w.charge.refused(w, 118.1, ticket, 10_000)
     fits = (10_000 - 41) / (41 * 212)
     assert (w.charge.factor >= fits) is both, w.charge.factor
+
+
+def test_a_429_bounds_what_a_bucket_charges_from_below_and_a_served_probe_from_above() -> None:
+    """``refuted``: 41 of ours of 212 tokens at 0 s, the 42nd refused at 1 s: a bucket full
+    at most, refilling 10,000 a window, refused it only charging more than (10,000 + a
+    second's refill) over 42 x 212 (the floor); a probe served says it charges at most what
+    admitted it (the ceiling). A floor above the ceiling: no bucket, a fixed window."""
+    w = tokens_window()
+    for _ in range(41):
+        w.add(0.0, 212)
+    ticket = w.add(1.0, 212)
+    refuted.refused(w, ticket)
+    track = bounds.bucket_of(w)
+    floor = (track.limit + track.limit / track.window * 1.0) / (42 * 212)
+    assert w.charge.floor == pytest.approx(floor)
+    assert not refuted.bucketless(w.charge)  # no probe served yet: the ceiling is infinite
+    w.charge.ceiling = floor - 0.01
+    assert refuted.bucketless(w.charge)
+
+
+def test_a_429_a_window_of_requests_explains_bounds_no_bucket_of_tokens() -> None:
+    """59 of ours of 10 tokens in the minute and the 60th refused: the 60 RPM quota refused
+    it, which says nothing of what a token bucket charges (the floor stays 0)."""
+    w = tokens_window()
+    for _ in range(59):
+        w.add(0.0, 10)
+    ticket = w.add(1.0, 10)
+    refuted.refused(w, ticket)
+    assert w.charge.floor == 0.0
