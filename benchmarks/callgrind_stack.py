@@ -1,0 +1,102 @@
+"""Instructions a call under callgrind: bench_stack.py's contenders, counted instead of timed.
+
+Timings on a shared 2-core machine move 10-30 % between runs; instruction counts under
+``valgrind --tool=callgrind`` repeat whatever else the machine does. Each contender and path runs
+in a fresh interpreter under callgrind at two call counts; the difference of the two totals over
+the difference of the counts is the cost of one call (start-up, imports and warm-up cancel out).
+The table gives each contender's cost over the bare await in the same path, and its ratio to the
+library stack (tenacity + aiolimiter + Semaphore + TTLCache) where #36 sets its targets.
+
+    python benchmarks/callgrind_stack.py                 # stacks: seq, gather, hit (~4 min)
+    python benchmarks/callgrind_stack.py --layers        # also each layer alone, sequential
+
+Needs ``valgrind`` (Debian's package). Run with ``PYTHONHASHSEED=0`` set for you, so dict and
+set layouts (and with them the counts) repeat from run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+#: Calls per path at the two counts (gather: the calls started at once; 100 run at a time).
+COUNTS = {"seq": (300, 1300), "gather": (1000, 3000), "hit": (1000, 5000)}
+
+STACK_ROWS = ("bare await send_message()", "tenacity+aiolimiter+Semaphore+TTLCache",
+              "llmguard 8-layer stack")
+
+
+def inner(name: str, path: str, n: int) -> None:
+    """Runs one contender's path once (what callgrind counts); ``name`` as bench_stack names it."""
+    import bench_stack
+
+    build = {**bench_stack.STACKS, **bench_stack.LAYERS}[name]
+
+    async def main() -> None:
+        fn = build()
+        for i in range(20):
+            await fn(f"warm-up {i}")
+        await bench_stack.PATHS[path](fn, bench_stack.prompts_for(n))
+
+    asyncio.run(main())
+
+
+def instructions(name: str, path: str, n: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                        sys.executable, __file__, "--inner", name, path, str(n)],
+                       env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+        if match is None:
+            raise RuntimeError(f"no total in callgrind's output for {name} {path}")
+        return int(match.group(1))
+
+
+def per_call(name: str, path: str) -> float:
+    low, high = COUNTS[path]
+    return (instructions(name, path, high) - instructions(name, path, low)) / (high - low)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--inner", nargs=3, metavar=("NAME", "PATH", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--paths", default="seq,gather,hit", help="comma-separated: seq, gather, hit")
+    parser.add_argument("--layers", action="store_true", help="also each layer alone (sequential)")
+    args = parser.parse_args()
+    if args.inner:
+        inner(args.inner[0], args.inner[1], int(args.inner[2]))
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("callgrind_stack.py needs valgrind: apt-get install valgrind")
+    import bench_stack
+
+    bare_name, libs, stack = STACK_ROWS
+    print("| path | library stack | llmguard stack | x library stack |")
+    print("|---|---:|---:|---:|")
+    for path in args.paths.split(","):
+        bare = per_call(bare_name, path)
+        lib_cost, lg_cost = per_call(libs, path) - bare, per_call(stack, path) - bare
+        print(f"| {path} (bare await {bare:,.0f}) | {lib_cost:,.0f} | {lg_cost:,.0f} "
+              f"| {lg_cost / lib_cost:.2f}x |", flush=True)
+    if args.layers:
+        bare = per_call(bare_name, "seq")
+        print("\n| layer alone, sequential | instructions over the bare await |\n|---|---:|")
+        for name in bench_stack.LAYERS:
+            if name != bare_name and "SDK MeterProvider" not in name:
+                print(f"| {name} | {per_call(name, 'seq') - bare:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
