@@ -16,6 +16,7 @@ from .._core.call import Call
 from .._core.check import number, text
 from .._core.layer import NOT_NOW, Handler
 from .._core.public import public
+from .._core.stream import Stream
 from .key import custom_key
 from .keyer import Keyer
 from .mapping_store import store_of
@@ -25,10 +26,6 @@ from .store import MISSING, CacheStore, LocalStore
 from .stream import STREAM_KEY, Tee, fresh, is_recording, replay
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]
-
-
-def _no_op(key: str) -> None:
-    """A store without fill locks has nothing to release."""
 
 
 @public
@@ -104,7 +101,7 @@ class Cache(SingleFlight):
         self._lookup_takes_now = local and getattr(self.store, "lookup_takes_now", False) is True
         # A store that keeps its own copy of what it is given and hands out new ones: the
         # answer itself can go to one caller, and hits need no copy here.
-        super().__init__(getattr(self.store, "abandon", None) or _no_op,
+        super().__init__(getattr(self.store, "abandon", None),
                          local and getattr(self.store, "copies", False) is True)
         # Only a store shared across processes needs the sha256; in memory the text will do.
         # (Its bound method: calling an instance goes through ``__call__``'s slot, dearer.)
@@ -194,15 +191,20 @@ class Cache(SingleFlight):
         except BaseException as exc:
             self._fell(key, record, exc)
             raise
+        flights = self._flights
+        if flights.get(key) is record and self._put is not None and (
+                type(result) is dict or not isinstance(result, Stream)):
+            del flights[key]  # nobody joined (most misses), the store is here: nothing to hand
+            kept = self._keep(key, result, record.fallback is not None)
+            return result if not kept or self._copies else fresh(result)
         value = self._answered(key, record, result, record.fallback is not None)
         if value is SHARED:
             return await self._shared(key, record, result)
         return await value.open() if type(value) is Tee else value
 
     def _keep(self, key: str, result: Any, degraded: bool) -> bool | None:
-        """Store ``result`` in an in-process store if it is not ``degraded`` and ``cache_if``
-        accepts it: True if the store was given it, False if not; None: a shared store's
-        ``set`` is to be awaited (:meth:`_set`)."""
+        """Store ``result`` in an in-process store unless ``degraded`` or ``cache_if`` refuses
+        it: True if given to it, False if not; None: await a shared store's :meth:`_set`."""
         if degraded or not self._cache_if(result):
             self._abandon(key)
             return False
