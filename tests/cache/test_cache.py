@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard._cache.layer import cache_if_complete
-from llmguard._cache.store import MISSING, MemoryStore
+from llmguard._cache.store import MISSING, MemoryStore, StoreStatistics
 from llmguard.backends import CacheStore
 from llmguard.testing import FakeLLM
 
@@ -232,6 +232,19 @@ async def test_memory_store_protocol():
     await store.delete("long"), await store.delete("absent")
     assert store.statistics().size == 0
     assert "MemoryStore size=0/4" in repr(store)
+
+
+async def test_a_rewritten_entry_is_the_most_recently_used():
+    """Storing a key again (a refresh) replaces its value and moves it to the most recently
+    used end: the next entry that does not fit evicts the other one."""
+    store = MemoryStore(maxsize=2)
+    store.put("a", {"v": 1}, 60)
+    store.put("b", {"v": 2}, 60)
+    store.put("a", {"v": 3}, 60)
+    store.put("c", {"v": 4}, 60)
+    assert store.lookup("b") is MISSING
+    assert (store.lookup("a"), store.lookup("c")) == ({"v": 3}, {"v": 4})
+    assert store.statistics() == StoreStatistics(2, 2, 1)
 
 
 @pytest.mark.parametrize(
