@@ -13,7 +13,7 @@ from . import bounds, refuted, silent
 from .auto import AutoTrack
 from .log import Entry
 from .others import ours as _units, sent_by as _sent_by, theirs
-from .refusal import learn_limit, reset_of
+from .refusal import clock_minute, learn_limit, reset_of
 from .shape import TOLERANCE, read_reset
 
 __all__ = ["become_fixed", "observe", "refused", "settled"]
@@ -141,8 +141,18 @@ def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: 
     return True if shape.by_answer else None
 
 
-def settled(window: Any, now: float, live: int) -> None:
-    """``window``'s probe was answered (``live``) with no ``remaining``, or never sent."""
+def settled(window: Any, now: float, probe: Entry, tokens: int, live: int) -> None:
+    """``window``'s ``probe`` was answered (``live``, counting ``tokens`` from now on) with no
+    ``remaining``, or never sent. A fixed count made now is rebuilt from the log, which holds
+    the probe as admitted: it is counted as settled there too (output given back: as used)."""
+    made = [getattr(track, "fixed", None) for track in window.tracks]
+    _settled(window, now, live)
+    for track, was in zip(window.tracks, made):
+        if getattr(track, "fixed", None) not in (None, was):
+            track.fixed.adjust(probe, tokens, live)
+
+
+def _settled(window: Any, now: float, live: int) -> None:
     shape = window.shape
     if not live:
         shape.probe = shape.since = None
@@ -194,13 +204,18 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         become_fixed(window, now)
     elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
+    boundary = shape.next_boundary(now - wall % shape.window, now)  # the clock's next minute
+    minute = None if long else clock_minute(window, now, ticket, seconds, boundary)
+    if (long or minute) and shape.kind == "unknown":  # no bucket: what ours filled is read as
+        shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
+        shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
     if shape.quiet and (shows or long):  # a server that says nothing else counted none of it:
         window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
     if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
         shape.speak(reading=False)
-    if why is not None and shape.kind == "unknown":
-        shape.learn("fixed", why, now + seconds)
+    if (why or minute) is not None and shape.kind == "unknown":
+        shape.learn("fixed", why or minute, now + seconds if why else boundary)
         become_fixed(window, now)
     if not shows and shape.kind == "fixed" and shape.late and shape.quiet \
             and _admits(window, ticket):
@@ -217,11 +232,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         made = ticket.time if ticket and fixed and all(f.stale(now, ticket) for f in fixed) else now
         until = min(until, shape.next_boundary(shape.epoch, made) + shape.skew())
     if shape.kind == "unknown":
-        if long:
-            shape.assumed = ""
-            shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
-        epoch = now - wall % shape.window
-        shape.suppose(shape.next_boundary(epoch, now),
+        shape.suppose(boundary,
                       f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "
                       "window supposed, to be confirmed after the minute" + (
                           "" if shape.assumed else

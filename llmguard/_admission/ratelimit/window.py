@@ -174,7 +174,7 @@ class Window:
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
         if self.shape is not None and entry is self.shape.probe:
-            learn.settled(self, now, live)
+            learn.settled(self, now, entry, tokens, live)
         entry.tokens = tokens
         entry.live = live
 
