@@ -226,8 +226,10 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         shape.hold = max(shape.hold, until)
         if shape.kind == "fixed" and shape.epoch is not None and ticket is not None:
             # a learned fixed window refused one of its minute: full until its boundary (a
-            # bare 429's default pause, retried each second: 25 429s in a strict minute)
-            until = max(until, shape.next_boundary(shape.epoch, ticket.time) + shape.skew())
+            # bare 429's default pause, retried each second: 25 429s in a strict minute); one
+            # sent within the skew after a boundary may have been refused in the minute before
+            skew = shape.skew()
+            until = max(until, shape.next_boundary(shape.epoch, ticket.time - skew) + skew)
     elif shape.kind == "fixed" and shape.epoch is not None:
         fixed = [t.fixed for t in window.tracks if getattr(t, "fixed", None)]
         made = ticket.time if ticket and fixed and all(f.stale(now, ticket) for f in fixed) else now
