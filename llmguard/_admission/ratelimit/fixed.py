@@ -10,12 +10,13 @@ before a boundary may be counted by the server after it, so it counts in both wi
 ``skew`` how far the learned boundary may be off (an admission within ``skew`` after it may be
 counted before it: it counts in both too, and a new window's burst goes ``skew`` after the
 boundary). A boundary read from a reset is timed from our admission while the server counted
-from the arrival, up to that request's way there later (``doubt``: the margin when the reset
-was read, narrowed by later readings, :meth:`.shape.Shape.narrow`): its skew is the margin, or
-the doubt when larger. The margin in force does not cover it alone: it follows the way there
-of recent requests, while a boundary learned from an opening burst on a cold network (0.8 s
-on the way) stays that much early after the margin shrank to a warm one's (each later
-boundary's burst then went 0.75 s before the server's: 32 429s at 6x). A boundary on the wall
+from the arrival, up to that request's way there later: its skew is that way (``doubt``: the
+margin when the reset was read, narrowed by later readings, :func:`narrow`), not the margin in
+force, which follows the way there of recent requests (a boundary learned from an opening
+burst on a cold network, 0.8 s on the way, stays that much early once the margin shrank to the
+warm requests': each later minute's burst went 0.75 s before the server's, 32 429s at 6x;
+once its doubt is narrowed, a margin still covering the cold samples would delay the next
+burst for nothing). Unknown (a boundary another process shared), it is the margin. A boundary on the wall
 clock's minute (a server that gives no reset) is exact but for the skew of the two clocks
 (:func:`skew`): a request admitted after it reaches the server after it, however long the way
 (LiteLLM's proxy under a burst: seconds), so the next window's burst goes at once.
@@ -49,13 +50,16 @@ __all__ = ["CLOCK_SKEW", "FixedCount", "narrow", "skew"]
 CLOCK_SKEW = 0.05
 
 
-def skew(margin: float, window: float, on_clock: bool, doubt: float = 0.0) -> float:
+def skew(margin: float, window: float, on_clock: bool, doubt: float | None = None) -> float:
     """Seconds a learned boundary may be off early, with ``margin`` seconds for the way to a
     server of ``window``-second windows: the clocks' skew for a boundary on the wall clock
     (``on_clock``; never more than the margin: ``margin=0`` counts at admission), else the
-    margin, or the ``doubt`` of the boundary when larger (a reset counted from an arrival up
-    to the way there after the admission it is timed from)."""
-    return min(margin, CLOCK_SKEW * window / 60) if on_clock else max(margin, doubt)
+    ``doubt`` of the boundary (a reset counted from an arrival up to the way there after the
+    admission it is timed from), at least the clocks' skew; the margin when not known."""
+    clock = min(margin, CLOCK_SKEW * window / 60)
+    if on_clock:
+        return clock
+    return margin if doubt is None else max(clock, doubt)
 
 
 def narrow(epoch: float, doubt: float, window: float, boundary: float,
@@ -80,12 +84,12 @@ class FixedCount:
 
     def __init__(self, limit: int, window: float, margin: float, epoch: float,
                  tokens: bool, recent: Iterable[Any] | None = None,
-                 on_clock: bool = False, doubt: float = 0.0) -> None:
+                 on_clock: bool = False, doubt: float | None = None) -> None:
         self.limit = limit  #: units per window (the learned limit, at most the quota)
         self.window = window  #: the server's window, seconds
         self.margin = margin  #: seconds an admission may take to arrive
         self.epoch = epoch  #: a window boundary (loop time)
-        #: Seconds the server's boundary may lie after ``epoch`` (:func:`skew`).
+        #: Seconds the server's boundary may lie after ``epoch`` (:func:`skew`; None: unknown).
         self.doubt = doubt
         self.tokens = tokens
         self.counts: dict[int, int] = {}

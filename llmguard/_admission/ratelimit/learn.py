@@ -115,12 +115,12 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
 
 
 def _narrowed(window: Any, now: float, boundary: float, way: float) -> None:
-    """A reading of the learned fixed window's boundary at ``boundary`` or up to ``way`` s
-    after narrows where it lies (:func:`.fixed.narrow`; an opening burst's, 0.8 s on a cold
-    network, by the warm requests' after it). Moved by a centisecond or more: recounted."""
+    """A reading puts the learned fixed window's boundary at ``boundary`` or up to ``way`` s
+    after (:func:`.fixed.narrow`): moved by a centisecond or more, its counts follow."""
     shape = window.shape
-    epoch, doubt = narrow(shape.epoch, shape.doubt, shape.window, boundary, way)
-    if abs(epoch - shape.epoch) >= 0.01 or abs(doubt - shape.doubt) >= 0.01:
+    known = shape.margin if shape.doubt is None else shape.doubt
+    epoch, doubt = narrow(shape.epoch, known, shape.window, boundary, way)
+    if abs(epoch - shape.epoch) >= 0.01 or abs(doubt - known) >= 0.01:
         shape.epoch, shape.doubt = epoch, doubt
         for track in window.tracks:
             if isinstance(track, AutoTrack) and track.fixed is not None:

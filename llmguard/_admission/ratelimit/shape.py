@@ -89,13 +89,12 @@ class Shape:
         #: The server's window (seconds) the shape describes, and our margin.
         self.window, self.margin = window, margin
         self.epoch: float | None = None
-        self.doubt = 0.0
+        self.doubt: float | None = None
         #: A boundary (loop time) a fixed window would start afresh at, to be confirmed.
         self.candidate: float | None = None
         #: ``(seq, tseq)`` of our first admission at or after the candidate boundary.
         self.since: tuple[int, int] | None = None
-        #: The entry sent as a probe and not answered yet; probes left (a refused one costs a
-        #: 429: at most one per key).
+        #: The probe sent and not answered yet; probes left (a refused one costs a 429: one a key).
         self.probe, self.probes = None, 1
         #: The server's own reset points to the candidate boundary: it has room there in
         #: either shape (a fixed window starts afresh; a sliding one drops its oldest unit).
@@ -143,7 +142,8 @@ class Shape:
         """The kind that paces now: the one learned, else the one assumed (if any)."""
         return self.assumed if self.kind == "unknown" and self.assumed else self.kind
 
-    def learn(self, kind: str, why: str, epoch: float | None = None, doubt: float = 0.0) -> bool:
+    def learn(self, kind: str, why: str, epoch: float | None = None,
+              doubt: float | None = None) -> bool:
         """Adopt ``kind`` (and ``epoch``, ``doubt``); True when it changed (switch pacers)."""
         changed = kind != self.kind or (kind == "fixed" and epoch != self.epoch)
         self.kind, self.why = kind, why
@@ -172,7 +172,8 @@ class Shape:
         off = (boundary - self.epoch) % self.window
         return min(off, self.window - off) <= TOLERANCE
 
-    def suppose(self, boundary: float, why: str, vouched: bool = False, doubt: float = 0.0) -> None:
+    def suppose(self, boundary: float, why: str, vouched: bool = False,
+                doubt: float | None = None) -> None:
         """A fixed window may start afresh at ``boundary`` (up to ``doubt`` s later): confirm it
         with the first answer to a request sent after it (unless a hypothesis is pending or
         refuted). ``vouched``: the server's reset points there (room there, whatever its shape)."""
@@ -245,8 +246,7 @@ class Shape:
     def confirm(self, fresh: bool, detail: str) -> bool:
         """The first answer after the candidate boundary: ``fresh`` when the server counted
         from zero there. True when the shape became a fixed window."""
-        boundary = self.candidate
-        self.probe = None
+        boundary, self.probe = self.candidate, None
         if fresh and boundary is not None:
             self.late = not self.vouched
             return self.learn("fixed", f"{detail} after the clock minute: a fixed window "
