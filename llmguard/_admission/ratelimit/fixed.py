@@ -12,11 +12,10 @@ counted before it: it counts in both too, and a new window's burst goes ``skew``
 boundary). A boundary read from a reset is timed from our admission while the server counted
 from the arrival, up to that request's way there later: its skew is that way (``doubt``: the
 margin when the reset was read, narrowed by later readings, :func:`narrow`), not the margin in
-force, which follows the way there of recent requests (a boundary learned from an opening
-burst on a cold network, 0.8 s on the way, stays that much early once the margin shrank to the
-warm requests': each later minute's burst went 0.75 s before the server's, 32 429s at 6x;
-once its doubt is narrowed, a margin still covering the cold samples would delay the next
-burst for nothing). Unknown (a boundary another process shared), it is the margin. A boundary on the wall
+force, which follows the recent requests' way there (a boundary read from an opening burst on
+a cold network, 0.8 s on the way, stays that much early once the margin shrinks to the warm
+requests': each later minute's burst went 0.75 s before the server's, 32 429s at 6x); the
+margin when unknown (a boundary another process shared). A boundary on the wall
 clock's minute (a server that gives no reset) is exact but for the skew of the two clocks
 (:func:`skew`): a request admitted after it reaches the server after it, however long the way
 (LiteLLM's proxy under a burst: seconds), so the next window's burst goes at once.

@@ -220,7 +220,7 @@ class Shape:
     def skew(self) -> float:
         """Seconds past a (supposed or learned) boundary a request goes to be counted after it
         (:func:`.fixed.skew`): the clocks' skew for the wall clock's minute (a candidate the
-        server's reset did not point to, a clock minute learned so), else the margin."""
+        server's reset did not point to, a clock minute learned so), else the ``doubt``."""
         on_clock = not self.vouched if self.candidate is not None else self.late
         return skew(self.margin, self.window, on_clock, self.doubt)
 
