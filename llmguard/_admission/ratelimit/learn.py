@@ -11,6 +11,7 @@ from typing import Any
 
 from . import bounds, refuted, silent
 from .auto import AutoTrack
+from .fixed import narrow
 from .log import Entry
 from .others import ours as _units, sent_by as _sent_by, theirs
 from .refusal import clock_minute, learn_limit, reset_of
@@ -80,8 +81,10 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     if ticket is None or shape.candidate is not None:
         return  # a supposed boundary is pending: the first answer after it decides
     at = ticket.time if at is None else at
+    way = min(shape.margin, now - at)  # the longest the ticket took to the server
     if shape.kind == "fixed" and shape.on_phase(at + reset):
-        return  # what the learned fixed window says too (at its boundary it looks sliding)
+        _narrowed(window, now, at + reset, way)  # (at its boundary it looks sliding)
+        return
     reading = read_reset(server, remaining, reset, shape.window, at, ticket.first)
     if reading is None:
         return
@@ -103,12 +106,25 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
             unit = "tokens" if tokens else "requests"
             shape.suppose(boundary, f"{why}, but the server counts {others} {unit} we had not "
                                     "sent: to be confirmed by a probe at that boundary",
-                          vouched=True)
+                          vouched=True, doubt=way)
             return
-        shape.learn("fixed", why, boundary)
+        shape.learn("fixed", why, boundary, way)
         become_fixed(window, now)
     elif shape.kind != "sliding":
         shape.learn("sliding", why)
+
+
+def _narrowed(window: Any, now: float, boundary: float, way: float) -> None:
+    """A reading puts the learned fixed window's boundary at ``boundary`` or up to ``way`` s
+    after (:func:`.fixed.narrow`): moved by a centisecond or more, its counts follow."""
+    shape = window.shape
+    known = shape.margin if shape.doubt is None else shape.doubt
+    epoch, doubt = narrow(shape.epoch, known, shape.window, boundary, way)
+    if abs(epoch - shape.epoch) >= 0.01 or abs(doubt - known) >= 0.01:
+        shape.epoch, shape.doubt = epoch, doubt
+        for track in window.tracks:
+            if isinstance(track, AutoTrack) and track.fixed is not None:
+                track.narrowed(now, epoch, doubt)
 
 
 def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: int, ours: int,
@@ -225,8 +241,10 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         shape.hold = max(shape.hold, until)
         if shape.kind == "fixed" and shape.epoch is not None and ticket is not None:
             # a learned fixed window refused one of its minute: full until its boundary (a
-            # bare 429's default pause, retried each second: 25 429s in a strict minute)
-            until = max(until, shape.next_boundary(shape.epoch, ticket.time) + shape.skew())
+            # bare 429's default pause, retried each second: 25 429s in a strict minute); one
+            # sent within the skew after a boundary may have been refused in the minute before
+            skew = shape.skew()
+            until = max(until, shape.next_boundary(shape.epoch, ticket.time - skew) + skew)
     elif shape.kind == "fixed" and shape.epoch is not None:
         fixed = [t.fixed for t in window.tracks if getattr(t, "fixed", None)]
         made = ticket.time if ticket and fixed and all(f.stale(now, ticket) for f in fixed) else now
