@@ -34,9 +34,10 @@ _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
 _WHERE = "call['args']"
 #: Keys remembered per function for calls whose arguments are all str (``ask(system, prompt)``):
 #: a hit or a repeated question then costs a dict lookup instead of binding and encoding.
-#: Only str: 1, 1.0 and True are equal as dict keys but are different arguments. (A hit of a
-#: one-parameter function's call, whose key is a concatenation, still gains: the remembered
-#: key's hash is computed already.)
+#: Only str: 1, 1.0 and True are equal as dict keys but are different arguments. A
+#: one-parameter function's key is one concatenation, not remembered: remembering it cost a
+#: miss 1,600 instructions (the argument's hash, the entry) and saved a hit of one same str
+#: object 1,500 (the new key's hash); a prompt built anew for each call gains nothing.
 MEMO = 1024
 #: What follows a one-parameter function's identity in the key of a call whose argument is a
 #: str: the str as it is. Every other in-memory key has the arguments' JSON there, which starts
@@ -64,9 +65,8 @@ class _Plan:
         self.var_kw = any(p.kind is _VAR_KEYWORD for p in parameters)
         #: A function decorated in a class body has a dotted qualname (see ``is_method_of``).
         self.dotted = "." in getattr(fn, "__qualname__", "")
-        #: Positional str arguments -> their in-memory key (see MEMO); a one-parameter
-        #: function's are keyed by the str itself.
-        self.memo: dict[tuple[str, ...] | str, str] = {}
+        #: Positional str arguments -> their in-memory key (see MEMO).
+        self.memo: dict[tuple[str, ...], str] = {}
         #: For a plain function (every parameter positional and required, none ignored): the
         #: in-memory key's text up to its arguments, and the parameters' quoted names with
         #: their positions in key order; a call with every argument a str is then keyed by
@@ -130,15 +130,8 @@ class Keyer:
         if plan is not None and not kwargs and not self.hashed:
             single = plan.single
             if single is not None and len(args) == 1 and type(args[0]) is str:
-                # One concatenation (see _RAW), remembered by the str itself (no tuple to hash
-                # and compare): a hit then needs no new key, and no hash of one.
-                memo, prompt = plan.memo, args[0]
-                key = memo.get(prompt)
-                if key is None:
-                    if len(memo) >= MEMO:
-                        memo.clear()
-                    key = memo[prompt] = single + prompt
-                return key
+                # One concatenation (see _RAW), not remembered (see MEMO).
+                return single + args[0]
             for value in args:
                 if type(value) is not str:
                     break
