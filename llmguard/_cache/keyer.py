@@ -36,8 +36,8 @@ _WHERE = "call['args']"
 #: a hit or a repeated question then costs a dict lookup instead of binding and encoding.
 #: Only str: 1, 1.0 and True are equal as dict keys but are different arguments. A
 #: one-parameter function's key is one concatenation, not remembered: remembering it cost a
-#: miss 1,600 instructions (the argument's hash, the entry) and saved a hit of one same str
-#: object 1,500 (the new key's hash); a prompt built anew for each call gains nothing.
+#: miss 1,500 instructions (the argument's hash, the entry) and saved the README stack's hit
+#: of one same str object 540 (the new key's hash); a prompt built anew per call gains none.
 MEMO = 1024
 #: What follows a one-parameter function's identity in the key of a call whose argument is a
 #: str: the str as it is. Every other in-memory key has the arguments' JSON there, which starts
