@@ -175,6 +175,20 @@ async def test_cache_if_default_skips_truncated_completions():
     assert fake.call_count == 2
 
 
+async def test_a_cache_if_that_raises_leaves_no_flight_behind():
+    """A ``cache_if`` that raises fails its call (a bug to see) and stores nothing; the key's
+    flight is landed, so the next identical call runs instead of waiting on it forever."""
+    def broken(result):
+        raise ValueError("cache_if broke")
+
+    fake, cache = FakeLLM(), lg.Cache(ttl=60, cache_if=broken)
+    ask = guarded(cache, fake)
+    for calls in (1, 2):
+        with pytest.raises(ValueError, match="cache_if broke"):
+            await ask("a")
+        assert (fake.call_count, cache.statistics().in_flight) == (calls, 0)
+
+
 async def test_custom_cache_if_and_key():
     """cache_if decides per result; key groups calls the user says are the same."""
     fake = FakeLLM()
