@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from ..._admission.ratelimit.fixed import CLOCK_SKEW
 
-__all__ = ["BOTH", "EITHER", "POLL", "PROBE", "SILENT"]
+__all__ = ["BOTH", "CPROBE", "EITHER", "EST", "POLL", "PROBE", "SILENT"]
 
 #: Seconds a waiter waits at most while a supposed fixed window's boundary (or a server that
 #: says nothing) is being probed, by any process, before reserving again: what was learned
@@ -122,9 +122,47 @@ end
 local short = (wait > 0 and not taken and probe == 'room') and room() or 0
 local probing = wait > 0 and not taken and (probe == 'vouched' or (probe == 'room' and short <= 0))
 if short > 0 then wait = math.min(wait, short + slack) end
-if wait > 0 and not probing and silent == 0 then
+if wait > 0 and not probing and silent == 0 and not cprobe then
   return reply((probe ~= '' and taken) and -1 or 0, wait, avail(free[0]), avail(free[1]),
                pause_left, cap_left, '')
 end
 if probing then redis.call('HSET', shape, 'probed', fmt(now)) end
+"""
+
+
+#: Lua helpers: ``est(m)``, a log member's bare estimate (its reserved tokens when it carries
+#: none: a larger count, so every bound below errs safe).
+EST = """
+local function est(m)
+  return tonumber(string.match(m, '~(%d+):') or string.match(m, ':(%d+)$'))
+end
+"""
+
+#: Lua, after ``SILENT`` (``rblocked``: a requests quota holds it
+#: back): ``cprobe``, this request is the charge's probe (``_charge``).
+CPROBE = EST + """
+local cprobe, bare = false, tonumber(ARGV[13])
+if bare and silent == 0 and probe == '' and wait > 0 and not rblocked
+    and pause_left <= 0 and cap_left <= 0 and not got[15] and not (claim and now - claim < 2 * horizon) then
+  local cp = tonumber(string.match(got[14] or '', '^([^,]+)'))
+  local how = string.match(got[7] or '', ',(.*)$')
+  -- a server that says nothing (``sq``: an answer without any header), until a reading
+  if not (cp and now - cp < 2 * horizon) and ((how == nil and got[11] == '1') or how == 'silent' or how == 'kept') then
+    local fits, n = true, 0
+    for i = Q, #ARGV, 5 do
+      n = n + 1
+      if ARGV[i + 2] == '1' then
+        local sum = bare
+        for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, '(' .. fmt(now - tonumber(ARGV[i + 1])), '+inf')) do
+          if not string.find(m, ':r:') then sum = sum + est(m) end
+        end
+        fits = fits and sum <= limit_of(n, tonumber(ARGV[i]))
+      end
+    end
+    if fits then
+      cprobe = true
+      redis.call('HSET', shape, 'cp', fmt(now) .. ',' .. ARGV[1])
+    end
+  end
+end
 """
