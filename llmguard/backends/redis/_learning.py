@@ -32,7 +32,6 @@ from ._settlements import Settlements
 __all__ = ["POLL", "AutoTicket", "RedisLearning"]
 
 
-
 class RedisLearning:
     """The learning half of a :class:`~llmguard.backends.redis.RedisBackend`."""
 
@@ -84,15 +83,11 @@ class RedisLearning:
                 self._pending.setdefault(key, publication)
                 raise
         estimate, charge, told, bare = tokens, window.charge, "", ""
-        if charge is not None:  # reserve what the server is believed to count (``charge``)
-            _charge.install(window)
-            charge = window.charge
+        if charge is not None:  # reserve what the server is believed to count (``_charge``)
+            charge, member = _charge.install(window), _charge.estimated(member, estimate)
             tokens, bare = charge.units(estimate), str(estimate)
-            member = _charge.estimated(member, estimate)  # (every process's, for ``_charge``)
-            # the calibration this process read, for every process (a silent server's factor
-            # is learned on the shared log: ``_charge``)
             if charge.heard and (mine := charge.shared()) != self._told.get(key):
-                told = mine
+                told = mine  # the calibration this process read, for every process
         probe = shared.probe_due(window, loop.time(), tokens)
         horizon, *per_quota = self.args(quotas)
         carried = self.settlements.take(names, quotas)
@@ -120,8 +115,7 @@ class RedisLearning:
             if told:
                 self._told[key] = told
             if result[13]:
-                charge.follow(window, now, result[13].decode() if isinstance(result[13], bytes)
-                              else result[13])
+                charge.follow(window, now, result[13])
         result = list(result)
         admitted = result[0]
         if admitted in (1, 2, 3, 4, 5):
@@ -178,10 +172,8 @@ class RedisLearning:
         """Reconcile to ``tokens`` (None: refund) in Redis and in the local mirror."""
         if ticket.made is None:  # settled already
             return
-        if ticket.silent == _charge.STAGE:  # its charge's probe: what it showed, for all
+        if ticket.silent:  # a silent server's probe (or its charge's): for every process
             _charge.settled(self.connection, ticket, tokens, names, self.args(ticket.quotas)[1:])
-        elif ticket.silent:  # a silent server's probe: served (or never sent), for every process
-            _silent.settled(self.connection, ticket, tokens, names)
         owner = ticket.entry.owner  # its window, until settled there
         quiet = "" if owner is None else _peek.quiet(owner)  # (its end kept: ``_silent``)
         if tokens is None:
@@ -231,12 +223,11 @@ class RedisLearning:
         window = self.local.window(key, quotas)
         now = clock.now()
         limits, why = [track.limit for track in window.tracks], window.shape.limits
-        # a refusal on tokens before any reading measures the charge (learned locally and
-        # shared with it), not a token limit
+        # a refusal on tokens before any reading measures the charge (on the shared log,
+        # ``_charge``), not a token limit; a shape probe's shows a sliding window (``_silent``)
         charged = window.charge is not None and not window.charge.heard
-        if isinstance(ticket, AutoTicket):  # what the server charges, on the shared log
-            _charge.refused(self.connection, window, ticket, names, self.args(quotas)[1:])
-        _silent.refused(self.connection, window, now, ticket, names)  # a probe's: a sliding window
+        if not _charge.refused(self.connection, window, ticket, names, self.args(quotas)[1:]):
+            _silent.refused(self.connection, window, now, ticket, names)
         self.local.refused(key, quotas, seconds, ticket=entry, named=named)
         if isinstance(ticket, AutoTicket) and getattr(named, "limit", None) is None:
             # this process saw its own requests only: the limit comes from every process's
