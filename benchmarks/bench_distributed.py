@@ -46,7 +46,11 @@ quota each (what a careful user without shared state writes).
 Then the silent table: servers that say nothing of their limits (no rate-limit header, a bare
 429: a fixed window on the wall clock's minute, a sliding window, a token bucket), demand 3x the
 quota at once from 40 s into a minute, windows compressed to 10 s: three processes sharing
-Redis (defaults: probed once for all of them, ``_silent``), and one process in memory.
+Redis (defaults: probed once for all of them, ``_silent``), and one process in memory. Its
+strict rows: the same shapes with a binding token quota (19 requests a window as the server
+charges), each request charged 1.11x the client's estimate (the charge factor is learned:
+``_charge``, once for all processes); 3x that at once, so a factor kept above 1.1386x (18 a
+window) finishes a window late (1.75x on the fixed window).
 
     python benchmarks/bench_distributed.py [--url redis://127.0.0.1:6379/0] [--shapes-only]
         [--overhead-only] [--queueing-only [--window SECONDS]] [--silent-only [--window S]]

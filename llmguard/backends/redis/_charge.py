@@ -207,7 +207,7 @@ def refused(connection: Connection, window: Any, ticket: Any, names: list[str],
     """A 429 to ``ticket`` (an ``AutoTicket``) while the server has said nothing of tokens:
     read on the shared log. True when it was the charge's probe: nothing else for the shape
     (a 429 of another request ends its probing, ``_silent``; this one drew it)."""
-    charge, probe = window.charge, getattr(ticket, "silent", 0) == STAGE
+    charge, probe = window.charge, ticket.silent == STAGE
     if probe:
         ticket.silent = 0
     if isinstance(charge, SharedCharge) and not charge.heard and (charge.silent or probe):

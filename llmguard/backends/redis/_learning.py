@@ -223,10 +223,10 @@ class RedisLearning:
         window = self.local.window(key, quotas)
         now = clock.now()
         limits, why = [track.limit for track in window.tracks], window.shape.limits
-        # a refusal on tokens before any reading measures the charge (on the shared log,
-        # ``_charge``), not a token limit; a shape probe's shows a sliding window (``_silent``)
+        # a 429 on tokens before any reading: the charge (``_charge``), not a token limit
         charged = window.charge is not None and not window.charge.heard
-        if not _charge.refused(self.connection, window, ticket, names, self.args(quotas)[1:]):
+        if not (isinstance(ticket, AutoTicket) and _charge.refused(
+                self.connection, window, ticket, names, self.args(quotas)[1:])):
             _silent.refused(self.connection, window, now, ticket, names)
         self.local.refused(key, quotas, seconds, ticket=entry, named=named)
         if isinstance(ticket, AutoTicket) and getattr(named, "limit", None) is None:
