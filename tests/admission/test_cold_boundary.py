@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from llmguard._admission.ratelimit import learn
+from llmguard._admission.ratelimit import learn, learn_refusal
 from llmguard._admission.ratelimit.fixed import narrow
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import FixedWindowServer
@@ -59,7 +59,7 @@ def test_a_429_just_after_a_boundary_that_was_early_holds_to_that_boundary() -> 
     w.shape.learn("fixed", "a reset (test)", 59.2, 0.5)
     learn.become_fixed(w, 59.0)
     ticket = w.take(59.3, 0)
-    until = learn.refused(w, 59.32, ticket, 0.69, 0.0)
+    until = learn_refusal.refused(w, 59.32, ticket, 0.69, 0.0)
     assert until == pytest.approx(59.32 + 0.69)  # not 119.2 + its skew
 
 

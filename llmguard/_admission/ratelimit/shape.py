@@ -119,7 +119,7 @@ class Shape:
         self.rose: float | None = None
         #: Loop time before which no probe goes: the end of a 429's retry-after shorter than
         #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
-        #: constant window, which only says "within a window": :func:`.learn.refused`).
+        #: constant window, which only says "within a window": :func:`.learn_refusal.refused`).
         self.hold = 0.0
         #: True once the server answered without a rate-limit header and until a reading is
         #: heard: it may be probed (:mod:`.silent`); None: no answer read yet. ``served``:
