@@ -11,6 +11,7 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -25,7 +26,8 @@ __all__ = ["AutoTrack"]
 class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
-    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry")
+    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry",
+                 "ceiling")
 
     def __init__(self, quota: Any, shape: Any) -> None:
         self.quota = quota
@@ -40,6 +42,9 @@ class AutoTrack:
         self.recent: deque[Entry] = deque()
         #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
         self.carry: Carry | None = None
+        #: The most a token bucket of this quota charges over our estimates, as the probes it
+        #: served showed (:mod:`.refuted`; a requests quota's stays inf): :meth:`charged`.
+        self.ceiling = math.inf
 
     @property
     def limit(self) -> int:
@@ -74,13 +79,25 @@ class AutoTrack:
         most, count, estimated = float(self.limit), 0, 0
         for entry in reversed(self.recent):
             if entry.live and not entry.refused:
-                count += self.weight(entry)
+                count += self.charged(entry)
                 estimated += entry.estimate
                 most = min(most, self.limit + rate * (last - entry.time) - count)
         if self.carry is None:
             return most
         factor = count / estimated if self.quota.tokens and estimated else 1.0
         return min(most, carried(self, last, factor) - count)
+
+    def charged(self, entry: Entry) -> int:
+        """What a token bucket of this quota counts ``entry`` at most: as we count it, or at
+        the most a bucket charges over its estimate (``ceiling``) while a fixed window is
+        supposed too (both share our count, kept at what either may charge: paced at it,
+        each probe beyond such a bucket brought the factor down ~0.4%, 1.10x the ideal)."""
+        units = self.weight(entry)
+        ceiling = self.ceiling
+        if ceiling < math.inf and self.shape.kind == "unknown":
+            bound = math.ceil(entry.estimate * ceiling - 1e-9)
+            return bound if bound < units else units
+        return units
 
     def slack(self) -> float:
         """What a bucket refills while ours are on the way, each end (:meth:`most`)."""
