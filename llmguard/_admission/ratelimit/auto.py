@@ -27,7 +27,7 @@ class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
     __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry",
-                 "ceiling")
+                 "charge")
 
     def __init__(self, quota: Any, shape: Any) -> None:
         self.quota = quota
@@ -42,9 +42,9 @@ class AutoTrack:
         self.recent: deque[Entry] = deque()
         #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
         self.carry: Carry | None = None
-        #: The most a token bucket of this quota charges over our estimates, as the probes it
-        #: served showed (:mod:`.refuted`; a requests quota's stays inf): :meth:`charged`.
-        self.ceiling = math.inf
+        #: What the server charges against our estimates (:class:`.charge.Charge`, its
+        #: window's; None: no learned token quota): :meth:`charged`.
+        self.charge: Any = None
 
     @property
     def limit(self) -> int:
@@ -93,11 +93,12 @@ class AutoTrack:
         supposed too (both share our count, kept at what either may charge: paced at it,
         each probe beyond such a bucket brought the factor down ~0.4%, 1.10x the ideal)."""
         units = self.weight(entry)
-        ceiling = self.ceiling
-        if ceiling < math.inf and self.shape.kind == "unknown":
-            bound = math.ceil(entry.estimate * ceiling - 1e-9)
-            return bound if bound < units else units
-        return units
+        charge = self.charge
+        if charge is None or charge.ceiling == math.inf or not self.quota.tokens \
+                or self.shape.kind != "unknown":
+            return units
+        bound = math.ceil(entry.estimate * charge.ceiling - 1e-9)
+        return bound if bound < units else units
 
     def slack(self) -> float:
         """What a bucket refills while ours are on the way, each end (:meth:`most`)."""
