@@ -17,7 +17,7 @@ from typing import Any
 
 from .carry import carried
 
-__all__ = ["bucket_of", "bucketed", "cheaper", "clocked", "fitted", "limit_of", "lowered",
+__all__ = ["bucket_of", "bucketed", "ceiled", "cheaper", "clocked", "fitted", "limit_of", "lowered",
            "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
 
 
@@ -177,6 +177,23 @@ def cheaper(charge: Any, window: Any, now: float, probe: Any, fixed: float = 0.0
         charge.factor = max(charge.least, factor)  # (least: 1, or what a 429 showed)
         lowered(window, now, charge)
     return True
+
+
+def ceiled(window: Any, now: float, ticket: Any) -> None:
+    """``window``'s server was learned to be a token bucket from a server that says nothing,
+    by its 429 to ``ticket``: the factor comes down to the most such a bucket charges, as the
+    probes it served showed (``Charge.ceiling``; never under the least a 429 showed it
+    charges, ``Charge.floor``), and the bucket held less than ``ticket`` when it arrived:
+    ours sent since come off nothing (left at what ours paced within both left it, the next
+    ones were refused one by one: 44 429s)."""
+    charge, track = window.charge, bucket_of(window)
+    if charge is None or track is None or charge.heard:
+        return
+    if charge.ceiling < charge.factor:
+        charge.factor = max(1.0, charge.floor, charge.ceiling)
+        lowered(window, now, charge)
+    since = sum(e.tokens for e in track.recent if e.live and not e.refused and e.seq > ticket.seq)
+    track.bucket.drain_to(now, -since, ticket.time)
 
 
 def lowered(window: Any, now: float, charge: Any) -> None:

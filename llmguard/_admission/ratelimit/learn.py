@@ -192,11 +192,18 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
                             "refused (429)")
         become_fixed(window, now)
+    elif shows == "shape" and refuted.slideless(window, ticket):
+        shape.probe = None
+        shape.learn("bucket", "a probe was refused (429) after the clock minute where no "
+                              "sliding window charging what the probes served allow would: a "
+                              "token bucket run dry")
     elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
     if shape.quiet and (shows or long):  # a server that says nothing else counted none of it:
         window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
+    if shows == "shape" and shape.kind == "bucket":  # paced at the most a bucket charges
+        bounds.ceiled(window, now, ticket)
     if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
         shape.speak(reading=False)
     if why is not None and shape.kind == "unknown":
