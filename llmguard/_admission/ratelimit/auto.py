@@ -26,8 +26,7 @@ __all__ = ["AutoTrack"]
 class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
-    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry",
-                 "charge")
+    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling")
 
     def __init__(self, quota: Any, shape: Any) -> None:
         self.quota = quota
@@ -42,9 +41,8 @@ class AutoTrack:
         self.recent: deque[Entry] = deque()
         #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
         self.carry: Carry | None = None
-        #: What the server charges against our estimates (:class:`.charge.Charge`, its
-        #: window's; None: no learned token quota): :meth:`charged`.
-        self.charge: Any = None
+        #: The most a bucket of this token quota charges over our estimates (:mod:`.refuted`).
+        self.ceiling = math.inf
 
     @property
     def limit(self) -> int:
@@ -88,17 +86,12 @@ class AutoTrack:
         return min(most, carried(self, last, factor) - count)
 
     def charged(self, entry: Entry) -> int:
-        """What a token bucket of this quota counts ``entry`` at most: as we count it, or at
-        the most a bucket charges over its estimate (``ceiling``) while a fixed window is
-        supposed too (both share our count, kept at what either may charge: paced at it,
-        each probe beyond such a bucket brought the factor down ~0.4%, 1.10x the ideal)."""
+        """What a bucket of this quota counts ``entry`` at most: as we count it, or at ``ceiling``
+        while a fixed window is supposed too (ours counted at what either may charge)."""
         units = self.weight(entry)
-        charge = self.charge
-        if charge is None or charge.ceiling == math.inf or not self.quota.tokens \
-                or self.shape.kind != "unknown":
-            return units
-        bound = math.ceil(entry.estimate * charge.ceiling - 1e-9)
-        return bound if bound < units else units
+        if self.ceiling < math.inf and self.shape.kind == "unknown":
+            return min(units, math.ceil(entry.estimate * self.ceiling - 1e-9))
+        return units
 
     def slack(self) -> float:
         """What a bucket refills while ours are on the way, each end (:meth:`most`)."""

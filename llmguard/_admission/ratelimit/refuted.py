@@ -34,6 +34,9 @@ def served(window: Any, probe: Any) -> None:
     bound = bucketed(window, probe, rounded=False) if charge is not None else 0.0
     if bound > 0.0:
         charge.ceiling = min(charge.ceiling, bound)
+        for track in window.tracks:  # (a bucket of a quota of tokens paces at it)
+            if isinstance(track, AutoTrack) and track.quota.tokens:
+                track.ceiling = charge.ceiling
 
 
 def refused(window: Any, ticket: Any) -> None:

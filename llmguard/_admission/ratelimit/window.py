@@ -82,9 +82,6 @@ class Window:
         #: What the server charges against our estimate, for learned token quotas.
         charged = [q.limit for q in learned if q.tokens and not q.part]
         self.charge = Charge(min(charged)) if charged else None
-        for track in self.tracks:
-            if isinstance(track, AutoTrack):
-                track.charge = self.charge
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted (0.0: now), ``SLACK`` added
