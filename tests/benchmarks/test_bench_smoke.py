@@ -64,3 +64,12 @@ def test_bench_adapters_prints_each_limiter_and_store() -> None:
                   "lg.Cache, cachetools.LRUCache store"):
         cells = row(out, label)
         number(cells[0]), number(cells[1].rstrip("x"))
+
+
+def test_callgrind_stack_runs_each_counted_contender_and_path() -> None:
+    """What callgrind counts (``--inner``) runs for each stack row and, for llmguard's, each path;
+    valgrind itself is left to the benchmark run (it takes minutes)."""
+    for name in ("bare await send_message()", "tenacity+aiolimiter+Semaphore+TTLCache"):
+        run("callgrind_stack.py", "--inner", name, "seq", "5", timeout=120)
+    for path in ("seq", "gather", "hit"):
+        run("callgrind_stack.py", "--inner", "llmguard 8-layer stack", path, "5", timeout=120)
