@@ -17,8 +17,8 @@ from typing import Any
 
 from .carry import carried
 
-__all__ = ["bucket_of", "bucketed", "ceiled", "cheaper", "clocked", "fitted", "limit_of", "lowered",
-           "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
+__all__ = ["bucket_of", "bucketed", "ceiled", "cheaper", "clocked", "fitted", "limit_of",
+           "lowered", "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
 
 
 def bucket_of(window: Any) -> Any:
@@ -180,12 +180,12 @@ def cheaper(charge: Any, window: Any, now: float, probe: Any, fixed: float = 0.0
 
 
 def ceiled(window: Any, now: float, ticket: Any) -> None:
-    """``window``'s server was learned to be a token bucket from a server that says nothing,
-    by its 429 to ``ticket``: the factor comes down to the most such a bucket charges, as the
-    probes it served showed (``Charge.ceiling``; never under the least a 429 showed it
-    charges, ``Charge.floor``), and the bucket held less than ``ticket`` when it arrived:
-    ours sent since come off nothing (left at what ours paced within both left it, the next
-    ones were refused one by one: 44 429s)."""
+    """``window``'s server, saying nothing, was learned to be a token bucket by its 429 to
+    ``ticket``: the factor comes down to the most such a bucket charges, as the probes it
+    served showed (``Charge.ceiling``; never under the least a 429 showed, ``Charge.floor``),
+    and the bucket held less than ``ticket`` when it arrived: nothing, less ours sent since
+    (left where pacing within both had it, the refused one given back on top, each next one
+    was refused: 44 429s)."""
     charge, track = window.charge, bucket_of(window)
     if charge is None or track is None or charge.heard:
         return

@@ -68,7 +68,7 @@ def bucketless(charge: Any) -> bool:
 
 
 def slideless(window: Any, ticket: Any) -> bool:
-    """True when the 429 to ``ticket`` (a probe, a sliding window's or a dry bucket's refusal)
+    """True when the 429 to ``ticket`` (a probe: a sliding window's or a dry bucket's refusal)
     comes from a server no sliding window describes, so a bucket run dry refused it: one of
     ours answered overflowed a sliding window of its token quota at our bare estimates (the
     least a server charges; ours surely in that window: sent a margin after its start and
@@ -83,8 +83,7 @@ def slideless(window: Any, ticket: Any) -> bool:
     ours = [e for e in track.recent if e.live and not e.refused]
     for other in window.tracks:  # a sliding window of requests may have refused it
         if isinstance(other, AutoTrack) and not other.quota.tokens and 1 + sum(
-                1 for e in ours if e is not ticket and e.time > ticket.time - span - margin) \
-                > other.limit:
+                1 for e in ours if e.time > ticket.time - span - margin) > other.limit:
             return False
     return any(e.used is not None and e.estimate + sum(
         o.estimate for o in ours if e.time - span + margin < o.time < e.time - margin)
