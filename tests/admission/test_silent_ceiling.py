@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from llmguard._admission.ratelimit import refuted, silent
+from llmguard._admission.ratelimit.named import Named
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import TokenBucketServer
 from late_start import run
@@ -107,6 +108,23 @@ def test_a_refusal_is_a_dry_bucket_s_when_an_answered_one_overflowed_any_sliding
     assert refuted.slideless(w, ticket) is (sent == 47)
     w.charge.floor, w.charge.ceiling = 1.2, 1.1  # a 429 refuted every bucket
     assert not refuted.slideless(w, ticket)
+
+
+def test_a_refusal_a_window_of_requests_explains_shows_a_bucket_only_if_it_names_tokens() -> None:
+    """59 of ours of 150 tokens at :00 and one of 1,200 at :30, answered (10,050 tokens: no
+    sliding window of 10,000 admitted it), a probe at :59 refused: the 61st request within a
+    window, which a sliding window of 60 requests refuses too. A 429 naming the tokens
+    (OpenAI's "on tokens per min (TPM)") is a dry bucket's all the same (a strict bucket
+    started at :45: 1.047x -> 1.040x the ideal)."""
+    w = tokens_window()
+    for _ in range(59):
+        w.add(0.0, 150)
+    last = w.add(30.0, 1_200)
+    w.adjust(32.0, last, 1_200)  # answered
+    ticket = w.add(59.0, 150)
+    assert not refuted.slideless(w, ticket)
+    assert not refuted.slideless(w, ticket, Named(tokens=False))
+    assert refuted.slideless(w, ticket, Named(tokens=True))
 
 
 def test_no_probe_beyond_the_bucket_once_a_429_bracketed_what_it_charges() -> None:

@@ -67,21 +67,23 @@ def bucketless(charge: Any) -> bool:
     return charge is not None and charge.floor > charge.ceiling
 
 
-def slideless(window: Any, ticket: Any) -> bool:
+def slideless(window: Any, ticket: Any, named: Any = None) -> bool:
     """True when the 429 to ``ticket`` (a probe: a sliding window's or a dry bucket's refusal)
     comes from a server no sliding window describes, so a bucket run dry refused it: one of
     ours answered overflowed a sliding window of its token quota at our bare estimates (the
     least a server charges; ours surely in that window: sent a margin after its start and
-    before itself), its requests quota had room for ``ticket``, and the 429s leave a bucket
-    possible (:func:`bucketless`). Read as a sliding window's, a strict bucket started at :55
-    was paced as a sliding log at the factor the 429 kept (1.12x where it charges 1.11x: 41
-    a minute where it admits 42, 1.07x the ideal)."""
+    before itself), its requests quota had room for ``ticket`` (or its message ``named`` the
+    tokens, :mod:`.named`), and the 429s leave a bucket possible (:func:`bucketless`). Read
+    as a sliding window's, a strict bucket started at :55 was paced as a sliding log at the
+    factor the 429 kept (1.12x where it charges 1.11x: 41 a minute where it admits 42, 1.07x
+    the ideal)."""
     charge, track = window.charge, bucket_of(window)
     if charge is None or track is None or ticket is None or bucketless(charge):
         return False
     margin, span = track.quota.margin, track.window
     ours = [e for e in track.recent if e.live and not e.refused]
-    for other in window.tracks:  # a sliding window of requests may have refused it
+    requests = () if named is not None and named.tokens else window.tracks
+    for other in requests:  # a sliding window of requests may have refused it
         if isinstance(other, AutoTrack) and not other.quota.tokens and 1 + sum(
                 1 for e in ours if e.time > ticket.time - span - margin) > other.limit:
             return False
