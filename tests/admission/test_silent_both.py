@@ -38,7 +38,7 @@ async def test_a_silent_bucket_started_late_is_paced_to_its_own_rate(phase: floa
     minute's count was spent: one beyond the bucket refused, a sliding log from then on, one
     429 and 1.09x). At :55 then 1.10x: each probe beyond the bucket at the factor both
     shapes share (a fixed window's bound, high until its minute fills) brought it down ~0.4%.
-    The bucket paced at the most a bucket charges (``AutoTrack.charged``), each probe beyond
+    The bucket paced at the most a bucket charges (``carry.charged``), each probe beyond
     it lowers that by a request's share, and the minute's count is spent by :116: 1.00x."""
     server = bucket()
     layer, wall, ideal = await run(server, phase, 141, jitter=0.0)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from llmguard._admission.ratelimit import refuted, silent
+from llmguard._admission.ratelimit.carry import charged
 from llmguard._admission.ratelimit.named import Named
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import TokenBucketServer
@@ -86,10 +87,10 @@ def test_the_bucket_counts_ours_at_its_ceiling_only_while_both_are_supposed() ->
     refuted.served(w, probe)
     ceiling = w.charge.ceiling
     assert 1.0 <= ceiling < 1.15 and tokens.ceiling == ceiling
-    assert requests.ceiling == math.inf and requests.charged(entry) == 1
-    assert tokens.charged(entry) == math.ceil(212 * ceiling - 1e-9) < entry.tokens
+    assert requests.ceiling == math.inf and charged(requests, entry) == 1
+    assert charged(tokens, entry) == math.ceil(212 * ceiling - 1e-9) < entry.tokens
     w.shape.learn("bucket", "learned")
-    assert tokens.charged(entry) == entry.tokens
+    assert charged(tokens, entry) == entry.tokens
 
 
 @pytest.mark.parametrize("sent", [46, 47])

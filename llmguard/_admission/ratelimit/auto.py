@@ -11,12 +11,11 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import Any
 
 from .bucket import Bucket, settle
-from .carry import Carry, carried, fold
+from .carry import Carry, carried, charged, fold
 from .fixed import FixedCount
 from .log import FOLD_AT, Entry, Log
 
@@ -41,8 +40,9 @@ class AutoTrack:
         self.recent: deque[Entry] = deque()
         #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
         self.carry: Carry | None = None
-        #: The most a bucket of this token quota charges over our estimates (:mod:`.refuted`).
-        self.ceiling = math.inf
+        #: The most a bucket of this token quota charges over our estimates (:mod:`.refuted`,
+        #: :func:`.carry.charged`).
+        self.ceiling = float("inf")
 
     @property
     def limit(self) -> int:
@@ -77,21 +77,13 @@ class AutoTrack:
         most, count, estimated = float(self.limit), 0, 0
         for entry in reversed(self.recent):
             if entry.live and not entry.refused:
-                count += self.charged(entry)
+                count += charged(self, entry)
                 estimated += entry.estimate
                 most = min(most, self.limit + rate * (last - entry.time) - count)
         if self.carry is None:
             return most
         factor = count / estimated if self.quota.tokens and estimated else 1.0
         return min(most, carried(self, last, factor) - count)
-
-    def charged(self, entry: Entry) -> int:
-        """What a bucket of this quota counts ``entry`` at most: as we count it, or at ``ceiling``
-        while a fixed window is supposed too (ours counted at what either may charge)."""
-        units = self.weight(entry)
-        if self.ceiling < math.inf and self.shape.kind == "unknown":
-            return min(units, math.ceil(entry.estimate * self.ceiling - 1e-9))
-        return units
 
     def slack(self) -> float:
         """What a bucket refills while ours are on the way, each end (:meth:`most`)."""
@@ -253,7 +245,15 @@ class AutoTrack:
         self.log.expire(now)
         late = self.shape.late  # the wall clock's minute: exact boundaries, counted late
         self.fixed = FixedCount(self.limit, self.window, self.quota.margin, epoch,
-                                self.quota.tokens, self.recent if late else None, late)
+                                self.quota.tokens, self.recent if late else None, late,
+                                self.shape.doubt)
+        self.fixed.rebuild(now, self.log.entries)
+
+    def narrowed(self, now: float, epoch: float, doubt: float) -> None:
+        """The learned fixed window's boundary is at ``epoch`` (the server's up to ``doubt`` s
+        later) from now on (:func:`.learn._narrowed`): recounted, as :meth:`retime` does."""
+        self.fixed.epoch, self.fixed.doubt = epoch, doubt
+        self.log.expire(now)
         self.fixed.rebuild(now, self.log.entries)
 
     def __repr__(self) -> str:

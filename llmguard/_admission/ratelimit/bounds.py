@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .carry import carried
+from .carry import carried, charged
 
 __all__ = ["bucket_of", "bucketed", "ceiled", "cheaper", "clocked", "fitted", "limit_of",
            "lowered", "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
@@ -66,7 +66,7 @@ def unrefilled(window: Any, ticket: Any) -> bool:
     # ms apart): left out, a strict bucket's refusal at :50 was read as a window's (3 429s)
     for entry in reversed(track.recent):  # two windows: a bucket's bound reaches back
         if entry is not ticket and entry.time <= last and entry.live and not entry.refused:
-            count, estimated = count + track.charged(entry), estimated + entry.estimate
+            count, estimated = count + charged(track, entry), estimated + entry.estimate
             most = min(most, track.limit + rate * (last - entry.time) - count)
     factor = count / estimated if estimated else 1.0
     return min(most, carried(track, last, factor) - count) >= ticket.tokens

@@ -103,7 +103,7 @@ def dry(track: AutoTrack, now: float, need: int) -> bool:
 def bracketed(charge: Any) -> bool:
     """True when a 429 bounded what a token bucket charges from below and the probes it served
     from above, under the factor we count (:mod:`.refuted`): its bucket is paced at the most
-    it charges (:meth:`.auto.AutoTrack.charged`), and one beyond that, near what the 429 showed,
+    it charges (:func:`.carry.charged`), and one beyond that, near what the 429 showed,
     would be refused (a strict bucket at :00 with 6x the quota: a second 429)."""
     return charge is not None and 0.0 < charge.floor and charge.ceiling < charge.factor
 
