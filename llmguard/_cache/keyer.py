@@ -34,9 +34,10 @@ _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
 _WHERE = "call['args']"
 #: Keys remembered per function for calls whose arguments are all str (``ask(system, prompt)``):
 #: a hit or a repeated question then costs a dict lookup instead of binding and encoding.
-#: Only str: 1, 1.0 and True are equal as dict keys but are different arguments. (A hit of a
-#: one-parameter function's call, whose key is a concatenation, still gains: the remembered
-#: key's hash is computed already.)
+#: Only str: 1, 1.0 and True are equal as dict keys but are different arguments. A
+#: one-parameter function's key is one concatenation, not remembered: remembering it cost a
+#: miss 1,500 instructions (the argument's hash, the entry) and saved the README stack's hit
+#: of one same str object 540 (the new key's hash); a prompt built anew per call gains none.
 MEMO = 1024
 #: What follows a one-parameter function's identity in the key of a call whose argument is a
 #: str: the str as it is. Every other in-memory key has the arguments' JSON there, which starts
@@ -127,15 +128,17 @@ class Keyer:
         if plan is False or (plan is not None and plan.fn() is not fn):
             plan = self._learn(fn)
         if plan is not None and not kwargs and not self.hashed:
+            single = plan.single
+            if single is not None and len(args) == 1 and type(args[0]) is str:
+                # One concatenation (see _RAW), not remembered (see MEMO).
+                return single + args[0]
             for value in args:
                 if type(value) is not str:
                     break
             else:
                 key = plan.memo.get(args)  # type: ignore[arg-type]
                 if key is None:
-                    if plan.single is not None and len(args) == 1:
-                        key = plan.single + args[0]  # see _RAW
-                    elif plan.prefix is not None and len(args) == len(plan.names):
+                    if plan.prefix is not None and len(args) == len(plan.names):
                         key = plan.text(args)  # type: ignore[arg-type]
                     else:
                         key = self._text(fn, plan, args, kwargs)

@@ -16,6 +16,7 @@ from .._core.call import Call
 from .._core.check import number, text
 from .._core.layer import NOT_NOW, Handler
 from .._core.public import public
+from .._core.stream import Stream
 from .key import custom_key
 from .keyer import Keyer
 from .mapping_store import store_of
@@ -25,10 +26,6 @@ from .store import MISSING, CacheStore, LocalStore
 from .stream import STREAM_KEY, Tee, fresh, is_recording, replay
 
 __all__ = ["Cache", "CacheStatistics", "cache_if_complete"]
-
-
-def _no_op(key: str) -> None:
-    """A store without fill locks has nothing to release."""
 
 
 @public
@@ -104,13 +101,13 @@ class Cache(SingleFlight):
         self._lookup_takes_now = local and getattr(self.store, "lookup_takes_now", False) is True
         # A store that keeps its own copy of what it is given and hands out new ones: the
         # answer itself can go to one caller, and hits need no copy here.
-        super().__init__(getattr(self.store, "abandon", None) or _no_op,
+        super().__init__(getattr(self.store, "abandon", None),
                          local and getattr(self.store, "copies", False) is True)
         # Only a store shared across processes needs the sha256; in memory the text will do.
         # (Its bound method: calling an instance goes through ``__call__``'s slot, dearer.)
         self._keyer = Keyer(namespace, hashed=not local).__call__
         self._hits = self._misses = self._bypassed = self._store_errors = 0
-        #: (fn, args, kwargs, key) of the miss answer_now just found, for __call__ to take.
+        #: (kwargs, fn, key) of the miss answer_now just found, for __call__ to take.
         self._missed: tuple[Any, ...] | None = None
 
     def key_for(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -145,7 +142,7 @@ class Cache(SingleFlight):
         if value is MISSING:
             # The call comes to __call__ next, in this same step of this task (only layers
             # that count run in between): it takes the key and the miss from here.
-            self._missed = (fn, args, kwargs, key)
+            self._missed = (kwargs, fn, key)
             return NOT_NOW
         if type(value) is dict and STREAM_KEY in value:  # a stream replays asynchronously
             return NOT_NOW
@@ -153,25 +150,25 @@ class Cache(SingleFlight):
         return value if self._copies else fresh(value)
 
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
-        mode = MODE.get()
-        if mode == "bypass":
-            self._bypassed += 1
-            call.record.cache = "bypass"
-            return await call_next(call)
         missed, self._missed = self._missed, None
-        if (missed is not None and missed[1] is call.args and missed[2] is call.kwargs
-                and missed[0] is call.fn and mode is None and call.partition is None):
-            key, value = missed[3], MISSING  # answer_now looked it up just now: a miss
+        if missed is not None and missed[0] is call.kwargs and missed[1] is call.fn:
+            # answer_now looked this very call up just now (its kwargs dict is this call's
+            # own), with no mode set, in this step: a miss (only counting layers ran since)
+            key, mode = missed[2], None
         else:
+            mode = MODE.get()
+            if mode == "bypass":
+                self._bypassed += 1
+                call.record.cache = "bypass"
+                return await call_next(call)
             key = (self._keyer(call.fn, call.args, call.kwargs) if self._key is None
                    else custom_key(self._key, call.args, call.kwargs))
             if self.per_partition:
                 key = f"{key}@{call.partition!s}"
-            value = MISSING
-            if mode is None:
-                value = self._lookup(key) if self._lookup else await self._get(key)
-        if mode is None:
-            if value is not MISSING:
+            if mode is not None:
+                self._bypassed += 1
+            elif (value := self._lookup(key) if self._lookup else await self._get(key)
+                  ) is not MISSING:
                 self._hits += 1
                 call.record.cache = "hit"
                 if events.subscribers:
@@ -179,8 +176,6 @@ class Cache(SingleFlight):
                 if is_recording(value):
                     return await replay(value)
                 return value if self._copies else fresh(value)
-        else:
-            self._bypassed += 1
         flight = self._flights.get(key)
         if flight is not None:  # a Flight, or the record of a first caller nobody joined yet
             return await self._join(key, call, call_next, flight)
@@ -194,15 +189,20 @@ class Cache(SingleFlight):
         except BaseException as exc:
             self._fell(key, record, exc)
             raise
+        flights = self._flights
+        if flights.get(key) is record and self._put is not None and (
+                type(result) is dict or not isinstance(result, Stream)):
+            del flights[key]  # nobody joined (most misses), the store is here: nothing to hand
+            kept = self._keep(key, result, record.fallback is not None)
+            return result if not kept or self._copies else fresh(result)
         value = self._answered(key, record, result, record.fallback is not None)
         if value is SHARED:
             return await self._shared(key, record, result)
         return await value.open() if type(value) is Tee else value
 
     def _keep(self, key: str, result: Any, degraded: bool) -> bool | None:
-        """Store ``result`` in an in-process store if it is not ``degraded`` and ``cache_if``
-        accepts it: True if the store was given it, False if not; None: a shared store's
-        ``set`` is to be awaited (:meth:`_set`)."""
+        """Store ``result`` in an in-process store unless ``degraded`` or ``cache_if`` refuses
+        it: True if given to it, False if not; None: await a shared store's :meth:`_set`."""
         if degraded or not self._cache_if(result):
             self._abandon(key)
             return False

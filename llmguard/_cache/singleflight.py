@@ -27,6 +27,10 @@ __all__ = ["SHARED", "SingleFlight"]
 SHARED: Any = object()
 
 
+def _no_op(key: str) -> None:
+    """A store without fill locks has nothing to release."""
+
+
 class SingleFlight:
     """The single-flight half of :class:`~llmguard.Cache`: one flight per key under way.
 
@@ -35,11 +39,11 @@ class SingleFlight:
 
     __slots__ = ("_flights", "_coalesced", "_abandon", "_copies")
 
-    def __init__(self, abandon: Callable[[str], Any], copies: bool) -> None:
+    def __init__(self, abandon: Callable[[str], Any] | None, copies: bool) -> None:
         self._flights: dict[str, Flight] = {}
         self._coalesced = 0
         #: The store's hook to release a fill lock when a miss will not be filled.
-        self._abandon = abandon
+        self._abandon = _no_op if abandon is None else abandon
         #: The store keeps its own copy of what it is given (the answer can go to one caller).
         self._copies = copies
 
@@ -127,11 +131,6 @@ class SingleFlight:
         if kept is None:
             return SHARED
         # The answer itself goes to the runner unless the store holds it; the others get copies.
-        flights = self._flights
-        if flights.get(key) is entry and type(entry) is not Flight:  # nobody joined (most
-            # misses): the runner's record marks the key, there is no Flight to land
-            del flights[key]
-            return result if not kept or self._copies else fresh(result)
         return self._hand(self._landing(key, entry), result, not kept or self._copies)
 
     async def _shared(self, key: str, entry: Any, result: Any) -> Any:

@@ -198,16 +198,17 @@ class MemoryStore:
         # interned str, a key json.loads shared) goes as a back-reference, loaded as one
         # object, as deepcopy does. An object (a pydantic completion, a dict subclass) is
         # deep-copied. Immutable answers are shared as they are.
+        if key in entries:  # a refresh: the new entry goes last, as the most recently used
+            del entries[key]
         kind = type(value)
-        if kind in LEAVES or (kind is tuple or kind is frozenset) and all(
-                type(item) in LEAVES for item in value):
+        if kind is not dict and (kind in LEAVES or (kind is tuple or kind is frozenset) and all(
+                type(item) in LEAVES for item in value)):
             entries[key] = (_itself, value, expires)
         else:
             try:
                 entries[key] = (None, marshal.dumps(value, 4), expires)
             except ValueError:
                 entries[key] = (fresh, fresh(value), expires)
-        entries.move_to_end(key)
         self._expiry.append((expires, key))
         if len(entries) > self.maxsize:
             self._purge(now)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard._cache.layer import cache_if_complete
-from llmguard._cache.store import MISSING, MemoryStore
+from llmguard._cache.store import MISSING, MemoryStore, StoreStatistics
 from llmguard.backends import CacheStore
 from llmguard.testing import FakeLLM
 
@@ -175,6 +175,20 @@ async def test_cache_if_default_skips_truncated_completions():
     assert fake.call_count == 2
 
 
+async def test_a_cache_if_that_raises_leaves_no_flight_behind():
+    """A ``cache_if`` that raises fails its call (a bug to see) and stores nothing; the key's
+    flight is landed, so the next identical call runs instead of waiting on it forever."""
+    def broken(result):
+        raise ValueError("cache_if broke")
+
+    fake, cache = FakeLLM(), lg.Cache(ttl=60, cache_if=broken)
+    ask = guarded(cache, fake)
+    for calls in (1, 2):
+        with pytest.raises(ValueError, match="cache_if broke"):
+            await ask("a")
+        assert (fake.call_count, cache.statistics().in_flight) == (calls, 0)
+
+
 async def test_custom_cache_if_and_key():
     """cache_if decides per result; key groups calls the user says are the same."""
     fake = FakeLLM()
@@ -232,6 +246,19 @@ async def test_memory_store_protocol():
     await store.delete("long"), await store.delete("absent")
     assert store.statistics().size == 0
     assert "MemoryStore size=0/4" in repr(store)
+
+
+async def test_a_rewritten_entry_is_the_most_recently_used():
+    """Storing a key again (a refresh) replaces its value and moves it to the most recently
+    used end: the next entry that does not fit evicts the other one."""
+    store = MemoryStore(maxsize=2)
+    store.put("a", {"v": 1}, 60)
+    store.put("b", {"v": 2}, 60)
+    store.put("a", {"v": 3}, 60)
+    store.put("c", {"v": 4}, 60)
+    assert store.lookup("b") is MISSING
+    assert (store.lookup("a"), store.lookup("c")) == ({"v": 3}, {"v": 4})
+    assert store.statistics() == StoreStatistics(2, 2, 1)
 
 
 @pytest.mark.parametrize(

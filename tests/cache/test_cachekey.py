@@ -155,6 +155,23 @@ def test_remembered_keys_of_str_arguments_are_the_computed_ones():
     assert len(keyer._plans[id(ask)].memo) <= MEMO
 
 
+def test_keys_of_a_one_parameter_functions_str_calls_are_the_computed_ones():
+    """A one-parameter function's str call is keyed by one concatenation, not remembered: the
+    key is the one the general path computes (and its keyword form's), and a non-str argument
+    equal as a dict key keeps a key of its own."""
+    from llmguard._cache.keyer import Keyer
+
+    async def ask(prompt):
+        return prompt
+
+    keyer = Keyer(None, hashed=False)
+    first = keyer(ask, ("1",), {})
+    plan = keyer._plans[id(ask)]
+    assert plan.single is not None and not plan.memo
+    assert first == keyer._text(ask, plan, ("1",), {}) == keyer(ask, (), {"prompt": "1"})
+    assert len({first, keyer(ask, (1,), {}), keyer(ask, (1.0,), {})}) == 3
+
+
 @given(st.lists(st.text(), min_size=2, max_size=2), st.sampled_from([None, "ns"]))
 def test_keys_of_str_calls_to_plain_functions_are_the_canonical_ones(prompts, namespace):
     """A plain function's all-str call is keyed by quoting each argument (no form, no
