@@ -193,7 +193,7 @@ class Cache(SingleFlight):
         if flights.get(key) is record and self._put is not None and (
                 type(result) is dict or not isinstance(result, Stream)):
             del flights[key]  # nobody joined (most misses), the store is here: nothing to hand
-            kept = self._keep(key, result, record.fallback is not None)
+            kept = self._keeping(key, result, record.fallback is not None)
             return result if not kept or self._copies else fresh(result)
         value = self._answered(key, record, result, record.fallback is not None)
         if value is SHARED:

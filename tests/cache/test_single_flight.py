@@ -3,6 +3,8 @@ passed on by a joiner that leaves too, errors, ttl, a shared store, a closed cor
 
 import asyncio
 
+import pytest
+
 from cancel_points import CancelAt
 
 import llmguard as lg
@@ -199,3 +201,39 @@ async def test_a_first_caller_whose_coroutine_is_closed_hands_the_flight_over():
     first.close()
     assert await joiner == "echo: q" and fake.call_count == 2
     assert cache.statistics().in_flight == 0
+
+
+class SharedStore(SlowStore):
+    """A shared store that answers at once and records the keys whose fill was given up."""
+
+    def __init__(self):
+        super().__init__()
+        self.abandoned = []
+
+    async def set(self, key, value, ttl):
+        self.data[key] = value
+
+    def abandon(self, key):
+        self.abandoned.append(key)
+
+
+@pytest.mark.parametrize("store", [None, "shared"])
+async def test_a_cache_if_that_raises_fails_every_joiner_and_leaves_nothing_behind(store):
+    """The first caller's answer meets a ``cache_if`` that raises while others wait on it: each
+    of them gets that error (none waits forever), nothing is stored, a shared store's fill is
+    given up (its lock released for other processes), and the next call runs afresh."""
+    def broken(result):
+        raise ValueError("cache_if broke")
+
+    shared = SharedStore() if store else None
+    fake = FakeLLM(latency=1.0)
+    cache = lg.Cache(ttl=60, cache_if=broken, store=shared)
+    ask = lg.guard(cache)(fake)
+    outcomes = await asyncio.gather(*(ask("q") for _ in range(3)), return_exceptions=True)
+    assert [str(o) for o in outcomes] == ["cache_if broke"] * 3
+    assert (fake.call_count, cache.statistics().in_flight) == (1, 0)
+    if shared:
+        assert shared.data == {} and len(shared.abandoned) == 1
+    with pytest.raises(ValueError, match="cache_if broke"):
+        await ask("q")
+    assert fake.call_count == 2
