@@ -16,7 +16,7 @@ from .others import ours as _units, sent_by as _sent_by, theirs
 from .refusal import learn_limit, reset_of
 from .shape import TOLERANCE, read_reset
 
-__all__ = ["become_fixed", "observe", "refused", "settled"]
+__all__ = ["become_fixed", "observe", "refused", "settled", "shorter"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -30,6 +30,12 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     shape = window.shape
     shape.speak()
     track = min(learners, key=lambda t: t.limit)
+    if shorter(track, limit, reset):
+        if shape.kind == "unknown":
+            shape.why = (f"the server reports {limit} of our {track.limit} and resets within "
+                         f"{reset:g} s: a shorter window than ours; paced as a sliding window, "
+                         "capped by its remaining until its reset")
+        return
     if limit is not None and 0 < limit < track.limit:
         for t in learners:
             t.set_limit(now, limit)
@@ -109,6 +115,17 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         become_fixed(window, now)
     elif shape.kind != "sliding":
         shape.learn("sliding", why)
+
+
+def shorter(track: AutoTrack, limit: int | None, reset: float | None) -> bool:
+    """True when the server reports at most half ``track``'s limit and resets within the
+    window that limit is our rate's share of: it enforces our quota over a shorter window
+    (OpenAI: a per-minute limit may be enforced per second), not a smaller one a minute. Such a
+    reading says nothing about a minute's shape or limit (taken as one, 2,400 of 24,000 a
+    minute from a 6 s window stalled ``llmguard run`` at 12x the ideal); its remaining and
+    reset still cap admissions. A reset beyond that share is a minute's again."""
+    return limit is not None and reset is not None and 2 * limit <= track.limit \
+        and reset <= track.window * limit / track.limit + TOLERANCE
 
 
 def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: int, ours: int,
