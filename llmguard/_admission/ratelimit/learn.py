@@ -30,7 +30,8 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     shape = window.shape
     shape.speak()
     track = min(learners, key=lambda t: t.limit)
-    if shorter(track, limit, reset):
+    shape.shorter = shorter(track, limit, reset)
+    if shape.shorter:
         if shape.kind == "unknown":
             shape.why = (f"the server reports {limit} of our {track.limit} and resets within "
                          f"{reset:g} s: a shorter window than ours; paced as a sliding window, "
@@ -119,11 +120,10 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
 
 def shorter(track: AutoTrack, limit: int | None, reset: float | None) -> bool:
     """True when the server reports at most half ``track``'s limit and resets within the
-    window that limit is our rate's share of: it enforces our quota over a shorter window
-    (OpenAI: a per-minute limit may be enforced per second), not a smaller one a minute. Such a
-    reading says nothing about a minute's shape or limit (taken as one, 2,400 of 24,000 a
-    minute from a 6 s window stalled ``llmguard run`` at 12x the ideal); its remaining and
-    reset still cap admissions. A reset beyond that share is a minute's again."""
+    window that limit is our rate's share of: our quota over a shorter window (OpenAI: a
+    per-minute limit may be enforced per second). Such a reading (and a 429 after it) says
+    nothing of a minute's shape or limit (2,400 of 24,000 a minute from a 6 s window stalled
+    ``llmguard run`` at 12x); its remaining and reset still cap, its retry-after pauses."""
     return limit is not None and reset is not None and 2 * limit <= track.limit \
         and reset <= track.window * limit / track.limit + TOLERANCE
 
@@ -201,6 +201,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         if shape.quiet and shape.kind == "unknown":
             refuted.refused(window, ticket)  # (what a bucket must charge to refuse it)
         ticket.refused = True
+    if shape.shorter:  # (:func:`shorter`): paused as asked, as a sliding log is
+        return until
     long = ticket is not None and seconds > TOLERANCE + max(
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills
