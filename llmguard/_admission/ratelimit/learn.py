@@ -32,10 +32,9 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     track = min(learners, key=lambda t: t.limit)
     shape.shorter = shorter(track, limit, reset)
     if shape.shorter:
-        if shape.kind == "unknown":
-            shape.why = (f"the server reports {limit} of our {track.limit} and resets within "
-                         f"{reset:g} s: a shorter window than ours; paced as a sliding window, "
-                         "capped by its remaining until its reset")
+        if shape.kind == "unknown":  # (a shape learned before stays, its why too)
+            shape.why = (f"the server reports {limit} of our {track.limit}, reset in {reset:g} s: "
+                         "a shorter window; paced as a sliding window capped by what it says")
         return
     if limit is not None and 0 < limit < track.limit:
         for t in learners:
