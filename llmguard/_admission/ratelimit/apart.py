@@ -35,7 +35,6 @@ from typing import Any
 from . import bounds, refuted
 from .auto import AutoTrack
 from .carry import carried
-from .fixed import skew
 
 __all__ = ["bucket", "cheaper", "guessed", "over", "over_counted", "overflowed", "refused", "spent"]
 
@@ -52,7 +51,7 @@ def _closed(window: Any, track: AutoTrack, at: float, need: int, before: int,
     we count them) sent at ``at``: ours admitted before the sequence number ``before`` and
     surely after the minute (its skew past it, :func:`.fixed.skew`) fill it."""
     fixed = track.fixed  # (the skew past which its count admits a new window's burst)
-    start = fixed.boundary(fixed.index(at)) + skew(fixed.margin, fixed.window, fixed.on_clock)
+    start = fixed.boundary(fixed.index(at)) + fixed.skew()
     if at < start:
         return False
     ours = [e for e in track.recent if e.live and not e.refused and start <= e.time

@@ -242,7 +242,15 @@ class AutoTrack:
         self.log.expire(now)
         late = self.shape.late  # the wall clock's minute: exact boundaries, counted late
         self.fixed = FixedCount(self.limit, self.window, self.quota.margin, epoch,
-                                self.quota.tokens, self.recent if late else None, late)
+                                self.quota.tokens, self.recent if late else None, late,
+                                self.shape.doubt)
+        self.fixed.rebuild(now, self.log.entries)
+
+    def narrowed(self, now: float, epoch: float, doubt: float) -> None:
+        """The learned fixed window's boundary is at ``epoch`` (the server's up to ``doubt`` s
+        later) from now on (:func:`.learn._narrowed`): recounted, as :meth:`retime` does."""
+        self.fixed.epoch, self.fixed.doubt = epoch, doubt
+        self.log.expire(now)
         self.fixed.rebuild(now, self.log.entries)
 
     def __repr__(self) -> str:

@@ -10,7 +10,12 @@ before a boundary may be counted by the server after it, so it counts in both wi
 ``skew`` how far the learned boundary may be off (an admission within ``skew`` after it may be
 counted before it: it counts in both too, and a new window's burst goes ``skew`` after the
 boundary). A boundary read from a reset is timed from our admission while the server counted
-from the arrival, up to ``margin`` later: its skew is the margin. A boundary on the wall
+from the arrival, up to that request's way there later: its skew is that way (``doubt``: the
+margin when the reset was read, narrowed by later readings, :func:`narrow`), not the margin in
+force, which follows the recent requests' way there (a boundary read from an opening burst on
+a cold network, 0.8 s on the way, stays that much early once the margin shrinks to the warm
+requests': each later minute's burst went 0.75 s before the server's, 32 429s at 6x); the
+margin when unknown (a boundary another process shared). A boundary on the wall
 clock's minute (a server that gives no reset) is exact but for the skew of the two clocks
 (:func:`skew`): a request admitted after it reaches the server after it, however long the way
 (LiteLLM's proxy under a burst: seconds), so the next window's burst goes at once.
@@ -37,35 +42,54 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["CLOCK_SKEW", "FixedCount", "skew"]
+__all__ = ["CLOCK_SKEW", "FixedCount", "narrow", "skew"]
 
 #: Seconds per minute of window our wall clock and a server's may disagree (NTP keeps them
 #: within milliseconds; the least measured margin, ``latency.FLOOR``, is this much too).
 CLOCK_SKEW = 0.05
 
 
-def skew(margin: float, window: float, on_clock: bool) -> float:
+def skew(margin: float, window: float, on_clock: bool, doubt: float | None = None) -> float:
     """Seconds a learned boundary may be off early, with ``margin`` seconds for the way to a
     server of ``window``-second windows: the clocks' skew for a boundary on the wall clock
     (``on_clock``; never more than the margin: ``margin=0`` counts at admission), else the
-    margin (a reset counted from an arrival up to the margin after the admission it is timed
-    from)."""
-    return min(margin, CLOCK_SKEW * window / 60) if on_clock else margin
+    ``doubt`` of the boundary (a reset counted from an arrival up to the way there after the
+    admission it is timed from), at least the clocks' skew; the margin when not known."""
+    clock = min(margin, CLOCK_SKEW * window / 60)
+    if on_clock:
+        return clock
+    return margin if doubt is None else max(clock, doubt)
+
+
+def narrow(epoch: float, doubt: float, window: float, boundary: float,
+           way: float) -> tuple[float, float]:
+    """``(epoch, doubt)`` of windows at ``epoch + i * window``, the server's boundary up to
+    ``doubt`` s after, once a reading puts one at ``boundary`` or up to ``way`` s after (a reset
+    timed from our admission, counted at an arrival at most ``way`` later): both ranges hold
+    it, so where they meet. Ranges that miss each other (a reading off by more than its way
+    there said) are both covered instead."""
+    boundary -= round((boundary - epoch) / window) * window  # the one nearest ``epoch``
+    low, high = max(epoch, boundary), min(epoch + doubt, boundary + way)
+    if low > high:
+        low, high = min(epoch, boundary), max(epoch + doubt, boundary + way)
+    return low, high - low
 
 
 class FixedCount:
     """Units admitted per fixed window, kept for the current and the next window only."""
 
     __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts", "recent", "rolled",
-                 "on_clock", "carried", "seen", "flip", "reading")
+                 "on_clock", "carried", "seen", "flip", "reading", "doubt")
 
     def __init__(self, limit: int, window: float, margin: float, epoch: float,
                  tokens: bool, recent: Iterable[Any] | None = None,
-                 on_clock: bool = False) -> None:
+                 on_clock: bool = False, doubt: float | None = None) -> None:
         self.limit = limit  #: units per window (the learned limit, at most the quota)
         self.window = window  #: the server's window, seconds
         self.margin = margin  #: seconds an admission may take to arrive
         self.epoch = epoch  #: a window boundary (loop time)
+        #: Seconds the server's boundary may lie after ``epoch`` (:func:`skew`; None: unknown).
+        self.doubt = doubt
         self.tokens = tokens
         self.counts: dict[int, int] = {}
         #: Ours admitted lately (None: the server counts at arrival, nothing carried over).
@@ -88,8 +112,12 @@ class FixedCount:
         """Loop time at which window ``index`` starts."""
         return self.epoch + index * self.window
 
+    def skew(self) -> float:
+        """Seconds past a boundary a request goes to be counted after it (:func:`skew`)."""
+        return skew(self.margin, self.window, self.on_clock, self.doubt)
+
     def _indices(self, t: float) -> tuple[int, ...]:
-        early = skew(self.margin, self.window, self.on_clock)
+        early = self.skew()
         first, last = self.index(t - early), self.index(t + self.margin)
         return (first,) if first == last else (first, last)
 
@@ -195,7 +223,7 @@ class FixedCount:
         room (then nothing admitted counts in a full window any more; ours in flight at
         that boundary, counted in it too, are known only there)."""
         self._roll(now)
-        at, early = now, skew(self.margin, self.window, self.on_clock)
+        at, early = now, self.skew()
         for _ in range(4):
             blocked = [index for index in self._indices(at) if not self._room(index, need)]
             if not blocked:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, refuted, silent
+from . import bounds, silent
 from .auto import AutoTrack
+from .fixed import narrow
 from .log import Entry
 from .others import ours as _units, sent_by as _sent_by, theirs
-from .refusal import learn_limit, reset_of
 from .shape import TOLERANCE, read_reset
 
-__all__ = ["become_fixed", "observe", "refused", "settled", "shorter"]
+__all__ = ["become_fixed", "observe", "settled", "shorter"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -86,8 +86,10 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     if ticket is None or shape.candidate is not None:
         return  # a supposed boundary is pending: the first answer after it decides
     at = ticket.time if at is None else at
+    way = min(shape.margin, now - at)  # the longest the ticket took to the server
     if shape.kind == "fixed" and shape.on_phase(at + reset):
-        return  # what the learned fixed window says too (at its boundary it looks sliding)
+        _narrowed(window, now, at + reset, way)  # (at its boundary it looks sliding)
+        return
     reading = read_reset(server, remaining, reset, shape.window, at, ticket.first)
     if reading is None:
         return
@@ -109,9 +111,9 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
             unit = "tokens" if tokens else "requests"
             shape.suppose(boundary, f"{why}, but the server counts {others} {unit} we had not "
                                     "sent: to be confirmed by a probe at that boundary",
-                          vouched=True)
+                          vouched=True, doubt=way)
             return
-        shape.learn("fixed", why, boundary)
+        shape.learn("fixed", why, boundary, way)
         become_fixed(window, now)
     elif shape.kind != "sliding":
         shape.learn("sliding", why)
@@ -125,6 +127,19 @@ def shorter(track: AutoTrack, limit: int | None, reset: float | None) -> bool:
     ``llmguard run`` at 12x); its remaining and reset still cap, its retry-after pauses."""
     return limit is not None and reset is not None and 2 * limit <= track.limit \
         and reset <= track.window * limit / track.limit + TOLERANCE
+
+
+def _narrowed(window: Any, now: float, boundary: float, way: float) -> None:
+    """A reading puts the learned fixed window's boundary at ``boundary`` or up to ``way`` s
+    after (:func:`.fixed.narrow`): moved by a centisecond or more, its counts follow."""
+    shape = window.shape
+    known = shape.margin if shape.doubt is None else shape.doubt
+    epoch, doubt = narrow(shape.epoch, known, shape.window, boundary, way)
+    if abs(epoch - shape.epoch) >= 0.01 or abs(doubt - known) >= 0.01:
+        shape.epoch, shape.doubt = epoch, doubt
+        for track in window.tracks:
+            if isinstance(track, AutoTrack) and track.fixed is not None:
+                track.narrowed(now, epoch, doubt)
 
 
 def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: int, ours: int,
@@ -157,8 +172,18 @@ def _fresh(window: Any, track: AutoTrack, tokens: bool, remaining: int, server: 
     return True if shape.by_answer else None
 
 
-def settled(window: Any, now: float, live: int) -> None:
-    """``window``'s probe was answered (``live``) with no ``remaining``, or never sent."""
+def settled(window: Any, now: float, probe: Entry, tokens: int, live: int) -> None:
+    """``window``'s ``probe`` was answered (``live``, counting ``tokens`` from now on) with no
+    ``remaining``, or never sent. A fixed count made now is rebuilt from the log, which holds
+    the probe as admitted: it is counted as settled there too (output given back: as used)."""
+    made = [getattr(track, "fixed", None) for track in window.tracks]
+    _settled(window, now, live)
+    for track, was in zip(window.tracks, made):
+        if getattr(track, "fixed", None) not in (None, was):
+            track.fixed.adjust(probe, tokens, live)
+
+
+def _settled(window: Any, now: float, live: int) -> None:
     shape = window.shape
     if not live:
         shape.probe = shape.since = None
@@ -172,7 +197,7 @@ def settled(window: Any, now: float, live: int) -> None:
 def become_fixed(window: Any, now: float, flipped: float | None = None) -> None:
     """The shape became a fixed window (``flipped``: an answer read then showed the new one):
     count per window, drop the caps and the pause read under the sliding assumption, but for
-    a short retry-after's (the server's own time: :func:`refused`)."""
+    a short retry-after's (the server's own time: :func:`.learn_refusal.refused`)."""
     shape = window.shape
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
@@ -182,79 +207,3 @@ def become_fixed(window: Any, now: float, flipped: float | None = None) -> None:
     window.caps.clear()
     window.paused_until = min(window.paused_until, max(now, shape.hold))
     bounds.windowed(window.charge, window, now)  # no refill explains what it admitted
-
-
-def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float,
-            named: Any = None) -> float:
-    """A 429 asked for ``seconds`` of pause after the request of ``ticket``: learn the
-    effective limit of the quota it ``named`` (:mod:`.refusal`: a 429 at the 60th request of
-    a window means the server admits 59), and return when to resume, never earlier than the
-    server allows. A retry-after of a window or more (LiteLLM's constant ``60``) says only
-    "within a window": on a learned fixed window, resume at the boundary after the minute it
-    was made in (read before an answer showed this one: the one before, written late), and
-    a supposed boundary may be probed before the pause ends. A shorter one is the server's
-    own reckoning of when it admits again: it wins, and no probe goes before it ends."""
-    until = now + seconds
-    shape = window.shape
-    if ticket is not None:
-        if shape.quiet and shape.kind == "unknown":
-            refuted.refused(window, ticket)  # (what a bucket must charge to refuse it)
-        ticket.refused = True
-    if shape.shorter:  # (:func:`shorter`): paused as asked, as a sliding log is
-        return until
-    long = ticket is not None and seconds > TOLERANCE + max(
-        (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
-        for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills
-    shows = silent.refusal(window, ticket)  # a probe's: what it shows of the shape
-    if shows == "fixed":
-        shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
-                            "refused (429)")
-        become_fixed(window, now)
-    elif shows == "shape":
-        shape.confirm(False, "a probe was refused (429)")
-    why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
-    if shape.quiet and (shows or long):  # a server that says nothing else counted none of it:
-        window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
-    if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
-        shape.speak(reading=False)
-    if why is not None and shape.kind == "unknown":
-        shape.learn("fixed", why, now + seconds)
-        become_fixed(window, now)
-    if not shows and shape.kind == "fixed" and shape.late and shape.quiet \
-            and _admits(window, ticket):
-        shape.learn("sliding", "a 429 within what a fixed clock minute admits of ours (no "
-                               "rate-limit header): not one; paced as a sliding window")
-    if seconds < shape.window - TOLERANCE:
-        shape.hold = max(shape.hold, until)
-        if shape.kind == "fixed" and shape.epoch is not None and ticket is not None:
-            # a learned fixed window refused one of its minute: full until its boundary (a
-            # bare 429's default pause, retried each second: 25 429s in a strict minute)
-            until = max(until, shape.next_boundary(shape.epoch, ticket.time) + shape.skew())
-    elif shape.kind == "fixed" and shape.epoch is not None:
-        fixed = [t.fixed for t in window.tracks if getattr(t, "fixed", None)]
-        made = ticket.time if ticket and fixed and all(f.stale(now, ticket) for f in fixed) else now
-        until = min(until, shape.next_boundary(shape.epoch, made) + shape.skew())
-    if shape.kind == "unknown":
-        if long:
-            shape.assumed = ""
-            shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
-        epoch = now - wall % shape.window
-        shape.suppose(shape.next_boundary(epoch, now),
-                      f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "
-                      "window supposed, to be confirmed after the minute" + (
-                          "" if shape.assumed else
-                          "; paced as a sliding window until then (no bucket's refill)"))
-    return until
-
-
-def _admits(window: Any, ticket: Entry | None) -> bool:
-    """True when a fixed clock minute of each quota, charging at most the factor we count,
-    would have admitted ``ticket`` after ours surely in its minute: its 429 refutes a fixed
-    window learned from a server that says nothing (a bucket charging 1.11x taken for one at
-    :00 refused a burst at each minute's start: 5 429s)."""
-    if ticket is None or window.charge is None:
-        return False
-    estimated, count, limit = bounds.minute_of(window, ticket, before=True)
-    requests = window.limit(False)
-    return estimated > 0 and window.charge.factor * (estimated + ticket.estimate) <= limit \
-        and (requests is None or count + 1 < requests)

@@ -26,9 +26,10 @@ from typing import Any
 
 from .auto import AutoTrack
 from .log import Entry
+from .others import ours
 from .shape import TOLERANCE
 
-__all__ = ["learn_limit", "reset_of"]
+__all__ = ["clock_minute", "learn_limit", "reset_of"]
 
 
 def learn_limit(window: Any, now: float, ticket: Entry | None,
@@ -92,6 +93,29 @@ def reset_of(now: float, track: AutoTrack | None, ticket: Entry | None,
         return None
     return (f"a 429 asked for {seconds:g} s, before our oldest request leaves the window, ours "
             "alone filling it: a fixed window starting afresh then")
+
+
+def clock_minute(window: Any, now: float, ticket: Entry | None, seconds: float,
+                 boundary: float) -> str | None:
+    """Why a 429 to ``ticket`` asking for ``seconds`` shows a fixed clock minute ending at
+    ``boundary`` (the wall clock's next minute), else None: the pause ends at the minute (to
+    the second a ``Retry-After`` rounds to) and ours admitted in the minute before it fill a
+    quota with the refused one. Read only while the quotas are paced as the buckets assumed
+    for input and output tokens (:mod:`.shape`), for which a 429 at all is news: such a
+    bucket, as we count it, had room (a gateway counting per minute refused the 16th call of
+    a minute at :55 with 4.4 s to wait, less than a bucket's refill of it with the rounding
+    allowed; read as a bucket's, "the server admits 2,800" paced 14 a minute of its 15)."""
+    shape = window.shape
+    if ticket is None or shape.kind != "unknown" or not shape.assumed \
+            or abs(now + seconds - boundary) > 1.0:
+        return None
+    start = boundary - shape.window
+    for track in window.tracks:  # (the refused one is not among ours the server counted)
+        if isinstance(track, AutoTrack) and track.learns() and ours(
+                track, lambda e: start <= e.time) + track.weight(ticket) > track.limit:
+            return (f"a 429 asked for {seconds:g} s, to the clock minute, ours in the minute "
+                    "before it filling it: a fixed window starting afresh at each minute")
+    return None
 
 
 def _of(learners: list[AutoTrack], named: Any) -> list[AutoTrack]:

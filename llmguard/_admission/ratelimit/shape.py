@@ -69,14 +69,14 @@ def read_reset(limit: int, remaining: int, reset: float, window: float, at: floa
 
 
 class Shape:
-    """What one key has learned about the server's limiter: ``kind`` (``"unknown"``,
-    ``"sliding"``, ``"bucket"``, ``"fixed"``) and ``why``; for a fixed window its ``epoch`` (a
-    boundary, loop time); a fixed-window hypothesis waiting for confirmation (``candidate``)."""
+    """What one key has learned about the server's limiter: ``kind`` (``"unknown"``, ...) and
+    ``why``; a fixed window's ``epoch`` (a boundary, loop time; the server's up to ``doubt`` s
+    later: :func:`.fixed.skew`); a fixed-window hypothesis to confirm (``candidate``)."""
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
                  "probes", "votes", "limits", "vouched", "bucketless", "shorter",
                  "by_answer", "late", "last", "rose", "assumed", "hold", "quiet", "served",
-                 "offset", "others")
+                 "offset", "others", "doubt")
 
     def __init__(self, window: float, margin: float, assumed: str = "") -> None:
         self.kind = "unknown"
@@ -89,12 +89,12 @@ class Shape:
         #: The server's window (seconds) the shape describes, and our margin.
         self.window, self.margin = window, margin
         self.epoch: float | None = None
+        self.doubt: float | None = None
         #: A boundary (loop time) a fixed window would start afresh at, to be confirmed.
         self.candidate: float | None = None
         #: ``(seq, tseq)`` of our first admission at or after the candidate boundary.
         self.since: tuple[int, int] | None = None
-        #: The entry sent as a probe and not answered yet; probes left (a refused one costs a
-        #: 429: at most one per key).
+        #: The probe sent and not answered yet; probes left (a refused one costs a 429: one a key).
         self.probe, self.probes = None, 1
         #: The server's own reset points to the candidate boundary: it has room there in
         #: either shape (a fixed window starts afresh; a sliding one drops its oldest unit).
@@ -119,7 +119,7 @@ class Shape:
         self.rose: float | None = None
         #: Loop time before which no probe goes: the end of a 429's retry-after shorter than
         #: a window (the server's own reckoning of when it admits again, unlike LiteLLM's
-        #: constant window, which only says "within a window": :func:`.learn.refused`).
+        #: constant window, which only says "within a window": :func:`.learn_refusal.refused`).
         self.hold = 0.0
         #: True once the server answered without a rate-limit header and until a reading is
         #: heard: it may be probed (:mod:`.silent`); None: no answer read yet. ``served``:
@@ -142,14 +142,14 @@ class Shape:
         """The kind that paces now: the one learned, else the one assumed (if any)."""
         return self.assumed if self.kind == "unknown" and self.assumed else self.kind
 
-    def learn(self, kind: str, why: str, epoch: float | None = None) -> bool:
-        """Adopt ``kind``; True when it changed (the caller then switches its pacers)."""
+    def learn(self, kind: str, why: str, epoch: float | None = None,
+              doubt: float | None = None) -> bool:
+        """Adopt ``kind`` (and ``epoch``, ``doubt``); True when it changed (switch pacers)."""
         changed = kind != self.kind or (kind == "fixed" and epoch != self.epoch)
         self.kind, self.why = kind, why
         if kind == "fixed":
-            self.epoch = epoch
-        self.candidate = self.since = None
-        self.served = False
+            self.epoch, self.doubt = epoch, doubt
+        self.candidate, self.since, self.served = None, None, False
         return changed
 
     def speak(self, reading: bool = True) -> None:
@@ -172,12 +172,13 @@ class Shape:
         off = (boundary - self.epoch) % self.window
         return min(off, self.window - off) <= TOLERANCE
 
-    def suppose(self, boundary: float, why: str, vouched: bool = False) -> None:
-        """A fixed window may start afresh at ``boundary``: confirm it with the first answer
-        to a request sent after it (unless a hypothesis is already pending or refuted).
-        ``vouched``: the server's reset points there (it has room there, whatever its shape)."""
+    def suppose(self, boundary: float, why: str, vouched: bool = False,
+                doubt: float | None = None) -> None:
+        """A fixed window may start afresh at ``boundary`` (up to ``doubt`` s later): confirm it
+        with the first answer to a request sent after it (unless a hypothesis is pending or
+        refuted). ``vouched``: the server's reset points there (room there, whatever its shape)."""
         if self.kind == "unknown" and self.candidate is None and self.probes:
-            self.candidate, self.why, self.vouched = boundary, why, vouched
+            self.candidate, self.why, self.vouched, self.doubt = boundary, why, vouched, doubt
             self.last, self.rose = {}, None
 
     def heard(self, tokens: bool, remaining: int, now: float, limit: int) -> None:
@@ -219,9 +220,9 @@ class Shape:
     def skew(self) -> float:
         """Seconds past a (supposed or learned) boundary a request goes to be counted after it
         (:func:`.fixed.skew`): the clocks' skew for the wall clock's minute (a candidate the
-        server's reset did not point to, a clock minute learned so), else the margin."""
+        server's reset did not point to, a clock minute learned so), else the ``doubt``."""
         on_clock = not self.vouched if self.candidate is not None else self.late
-        return skew(self.margin, self.window, on_clock)
+        return skew(self.margin, self.window, on_clock, self.doubt)
 
     def probe_at(self) -> float | None:
         """When the head of a blocked line may be sent as a probe (None: no probe now): the
@@ -245,12 +246,11 @@ class Shape:
     def confirm(self, fresh: bool, detail: str) -> bool:
         """The first answer after the candidate boundary: ``fresh`` when the server counted
         from zero there. True when the shape became a fixed window."""
-        boundary = self.candidate
-        self.probe = None
+        boundary, self.probe = self.candidate, None
         if fresh and boundary is not None:
             self.late = not self.vouched
             return self.learn("fixed", f"{detail} after the clock minute: a fixed window "
-                                       "starting afresh at each minute", boundary)
+                                       "starting afresh at each minute", boundary, self.doubt)
         self.probes = 0
         self.learn("sliding", f"{detail} after the clock minute: not a fixed window; "
                               "paced as a sliding window")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import beyond, learn, silent
+from . import beyond, learn, learn_refusal, silent
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -174,7 +174,7 @@ class Window:
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
         if self.shape is not None and entry is self.shape.probe:
-            learn.settled(self, now, live)
+            learn.settled(self, now, entry, tokens, live)
         entry.tokens = tokens
         entry.live = live
 
@@ -238,9 +238,9 @@ class Window:
     def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0,
                 named: Any = None) -> None:
         """A 429 asked for ``seconds`` of pause after the request of ``ticket`` (and what it
-        teaches a shape to learn, of the quota it ``named``: :func:`.learn.refused`)."""
+        teaches a shape to learn, of the quota it ``named``: :func:`.learn_refusal.refused`)."""
         until = now + seconds if self.shape is None else \
-            learn.refused(self, now, ticket, seconds, wall, named)
+            learn_refusal.refused(self, now, ticket, seconds, wall, named)
         self.paused_until = max(self.paused_until, until)
 
     def limit(self, tokens: bool) -> int | None:

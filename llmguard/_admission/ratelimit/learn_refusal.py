@@ -1,0 +1,98 @@
+"""What a 429 teaches a :class:`.window.Window` with a shape to learn (``refill="auto"``): the
+effective limit, a clock minute, a refuted hypothesis, and when to resume. The arithmetic of a
+refusal is in :mod:`.refusal`; what headers teach in :mod:`.learn`.
+
+Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import bounds, refuted, silent
+from .auto import AutoTrack
+from .learn import become_fixed
+from .log import Entry
+from .refusal import clock_minute, learn_limit, reset_of
+from .shape import TOLERANCE
+
+__all__ = ["refused"]
+
+
+def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall: float,
+            named: Any = None) -> float:
+    """A 429 asked for ``seconds`` of pause after the request of ``ticket``: learn the
+    effective limit of the quota it ``named`` (:mod:`.refusal`: a 429 at the 60th request of
+    a window means the server admits 59), and return when to resume, never earlier than the
+    server allows. A retry-after of a window or more (LiteLLM's constant ``60``) says only
+    "within a window": on a learned fixed window, resume at the boundary after the minute it
+    was made in (read before an answer showed this one: the one before, written late), and
+    a supposed boundary may be probed before the pause ends. A shorter one is the server's
+    own reckoning of when it admits again: it wins, and no probe goes before it ends."""
+    until = now + seconds
+    shape = window.shape
+    if ticket is not None:
+        if shape.quiet and shape.kind == "unknown":
+            refuted.refused(window, ticket)  # (what a bucket must charge to refuse it)
+        ticket.refused = True
+    if shape.shorter:  # (:func:`.learn.shorter`): paused as asked, as a sliding log is
+        return until
+    long = ticket is not None and seconds > TOLERANCE + max(
+        (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
+        for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills
+    shows = silent.refusal(window, ticket)  # a probe's: what it shows of the shape
+    if shows == "fixed":
+        shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
+                            "refused (429)")
+        become_fixed(window, now)
+    elif shows == "shape":
+        shape.confirm(False, "a probe was refused (429)")
+    boundary = shape.next_boundary(now - wall % shape.window, now)  # the clock's next minute
+    minute = None if long else clock_minute(window, now, ticket, seconds, boundary)
+    if (long or minute) and shape.kind == "unknown":  # no bucket: what ours filled is read as
+        shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
+        shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
+    why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
+    if shape.quiet and (shows or long):  # a server that says nothing else counted none of it:
+        window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
+    if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
+        shape.speak(reading=False)
+    if (why or minute) is not None and shape.kind == "unknown":
+        shape.learn("fixed", why or minute, now + seconds if why else boundary)
+        become_fixed(window, now)
+    if not shows and shape.kind == "fixed" and shape.late and shape.quiet \
+            and _admits(window, ticket):
+        shape.learn("sliding", "a 429 within what a fixed clock minute admits of ours (no "
+                               "rate-limit header): not one; paced as a sliding window")
+    if seconds < shape.window - TOLERANCE:
+        shape.hold = max(shape.hold, until)
+        if shape.kind == "fixed" and shape.epoch is not None and ticket is not None:
+            # a learned fixed window refused one of its minute: full until its boundary (a
+            # bare 429's default pause, retried each second: 25 429s in a strict minute); one
+            # sent within the skew after a boundary may have been refused in the minute before
+            skew = shape.skew()
+            until = max(until, shape.next_boundary(shape.epoch, ticket.time - skew) + skew)
+    elif shape.kind == "fixed" and shape.epoch is not None:
+        fixed = [t.fixed for t in window.tracks if getattr(t, "fixed", None)]
+        made = ticket.time if ticket and fixed and all(f.stale(now, ticket) for f in fixed) else now
+        until = min(until, shape.next_boundary(shape.epoch, made) + shape.skew())
+    if shape.kind == "unknown":
+        shape.suppose(boundary,
+                      f"a 429 asked for {seconds:g} s without a reset time: a clock-minute "
+                      "window supposed, to be confirmed after the minute" + (
+                          "" if shape.assumed else
+                          "; paced as a sliding window until then (no bucket's refill)"))
+    return until
+
+
+def _admits(window: Any, ticket: Entry | None) -> bool:
+    """True when a fixed clock minute of each quota, charging at most the factor we count,
+    would have admitted ``ticket`` after ours surely in its minute: its 429 refutes a fixed
+    window learned from a server that says nothing (a bucket charging 1.11x taken for one at
+    :00 refused a burst at each minute's start: 5 429s)."""
+    if ticket is None or window.charge is None:
+        return False
+    estimated, count, limit = bounds.minute_of(window, ticket, before=True)
+    requests = window.limit(False)
+    return estimated > 0 and window.charge.factor * (estimated + ticket.estimate) <= limit \
+        and (requests is None or count + 1 < requests)
