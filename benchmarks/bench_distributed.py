@@ -46,7 +46,11 @@ quota each (what a careful user without shared state writes).
 Then the silent table: servers that say nothing of their limits (no rate-limit header, a bare
 429: a fixed window on the wall clock's minute, a sliding window, a token bucket), demand 3x the
 quota at once from 40 s into a minute, windows compressed to 10 s: three processes sharing
-Redis (defaults: probed once for all of them, ``_silent``), and one process in memory.
+Redis (defaults: probed once for all of them, ``_silent``), and one process in memory. Its
+strict rows: the same shapes with a binding token quota (19 requests a window as the server
+charges), each request charged 1.11x the client's estimate (the charge factor is learned:
+``_charge``, once for all processes); 3x that at once, so a factor kept above 1.1386x (18 a
+window) finishes a window late (1.75x on the fixed window).
 
     python benchmarks/bench_distributed.py [--url redis://127.0.0.1:6379/0] [--shapes-only]
         [--overhead-only] [--queueing-only [--window SECONDS]] [--silent-only [--window S]]
@@ -355,15 +359,22 @@ def queueing_table(url: str, window: float = 60.0) -> None:
 SILENT = ("fixed window", "sliding window", "token bucket")
 SILENT_QUOTA = 30
 SILENT_CONTENDERS = ("llmguard, 3 processes on Redis", "llmguard, 1 process in memory")
+#: Its strict rows (as ``bench_composition.py --strict``): a token quota that binds (about 19
+#: requests a window of the 30 allowed), each request charged ``STRICT_FACTOR`` times the
+#: client's estimate (``len(body)//4 + max_tokens``, 10% under), 0 to ``STRICT_JITTER`` s on
+#: the way to the server (a burst arrives shuffled).
+STRICT_TPM, STRICT_FACTOR, STRICT_JITTER, STRICT_MAX_TOKENS = 4_500, 1 / 0.9, 0.01, 200
 
 
-async def silent(url: str, shape: str, contender: str, window: float) -> tuple[float, int, int,
-                                                                              str]:
+async def silent(url: str, shape: str, contender: str, window: float,
+                 strict: bool = False) -> tuple[float, int, int, str]:
     """3x the quota at once behind a server of ``shape`` that says nothing, 40 s into its
     minute (``window`` s on the wall clock: a silent server is probed at the clock's minutes),
-    every process's ``RateLimit(rpm=...)`` given that window: (wall / ideal, 429s, calls
-    failed, shape learned). ``Retry(attempts=4)`` around each."""
+    every process's ``RateLimit(rpm=...)`` given that window (``strict``: ``rpm`` and ``tpm``,
+    the server charging more than the estimate): (wall / ideal, 429s, calls failed, shape
+    learned). ``Retry(attempts=4)`` around each."""
     import contextvars
+    import random
 
     from llmguard.testing import FixedWindowServer, TokenBucketServer
     from llmguard.testing._shapes import SlidingWindowServer
@@ -372,6 +383,8 @@ async def silent(url: str, shape: str, contender: str, window: float) -> tuple[f
     loop = asyncio.get_running_loop()
     options = {"rpm": SILENT_QUOTA, "window": window, "latency": 0.02,
                "rate_limit_headers": False, "retry_after": False}
+    if strict:
+        options.update(tpm=STRICT_TPM, charge_factor=STRICT_FACTOR)
     server = {"fixed window": lambda: FixedWindowServer(
                   epoch=loop.time() - time.time() % window, **options),
               "sliding window": lambda: SlidingWindowServer(**options),
@@ -379,42 +392,66 @@ async def silent(url: str, shape: str, contender: str, window: float) -> tuple[f
     caller: contextvars.ContextVar = contextvars.ContextVar("caller")
     server.on_headers.append(lambda headers: caller.get().observe_headers(headers))
     prefix, margin = f"bench-silent-{uuid.uuid4().hex[:8]}", 0.05
-    layers = [lg.RateLimit(rpm=SILENT_QUOTA, backend=RedisBackend(url, prefix=prefix))
-              if contender.endswith("Redis") else lg.RateLimit(rpm=SILENT_QUOTA)
+    tpm = STRICT_TPM if strict else None
+    layers = [lg.RateLimit(rpm=SILENT_QUOTA, tpm=tpm, backend=RedisBackend(url, prefix=prefix))
+              if contender.endswith("Redis") else lg.RateLimit(rpm=SILENT_QUOTA, tpm=tpm)
               for _ in range(3 if contender.endswith("Redis") else 1)]
-    sends = []
+    quotas = (Quota(SILENT_QUOTA, window + margin, False, learn=True, margin=margin),)
+    if strict:
+        quotas += (Quota(STRICT_TPM, window + margin, True, learn=True, margin=margin),)
+    rng, sends = random.Random(7), []
     for layer in layers:
-        layer.quotas = (Quota(SILENT_QUOTA, window + margin, False, learn=True, margin=margin),)
+        layer.quotas = quotas
 
-        async def ask(layer: lg.RateLimit = layer) -> object:
+        async def ask(layer: lg.RateLimit = layer, **kwargs: object) -> object:
             caller.set(layer)
-            return await server.acompletion(messages=[{"role": "user", "content": "hi"}],
-                                            max_tokens=5)
+            if strict:
+                await asyncio.sleep(rng.uniform(0, STRICT_JITTER))
+            return await server.acompletion(**kwargs)
         sends.append(lg.Pipeline(lg.Retry(attempts=4), layer).wrap(ask))
-    calls, start = 3 * SILENT_QUOTA, loop.time()
-    results = await asyncio.gather(*(sends[i % len(sends)]() for i in range(calls)),
-                                   return_exceptions=True)
+    messages = [{"role": "user", "content": "hi"}]
+    max_tokens = STRICT_MAX_TOKENS if strict else 5
+    charged = server.charge(messages=messages, max_tokens=max_tokens)
+    quota = min(SILENT_QUOTA, STRICT_TPM // charged) if strict else SILENT_QUOTA
+    calls, start = 3 * quota, loop.time()
+    results = await asyncio.gather(*(sends[i % len(sends)](messages=messages,
+                                                           max_tokens=max_tokens)
+                                     for i in range(calls)), return_exceptions=True)
     wall = loop.time() - start
     learned = ",".join(sorted({layer.statistics().shape.split(" (")[0] for layer in layers}))
+    if strict:
+        factors = {f"{charge_of(layer).factor:.3f}" for layer in layers}
+        learned += " x" + ",".join(sorted(factors))
     for layer in layers:
         if isinstance(layer.backend, RedisBackend):
             await layer.backend.aclose()
     failed = sum(isinstance(r, BaseException) for r in results)
-    return (wall / server.ideal_time(calls, start=start), server.statistics().rate_limited,
-            failed, learned)
+    return (wall / server.ideal_time(calls, tokens=charged, start=start),
+            server.statistics().rate_limited, failed, learned)
+
+
+def charge_of(layer: lg.RateLimit) -> object:
+    """The charge factor ``layer``'s window holds (under Redis, its process's mirror's)."""
+    backend = layer.backend._local if isinstance(layer.backend, RedisBackend) else layer.backend
+    return backend._windows[None].charge
 
 
 def silent_table(url: str, window: float = 10.0) -> None:
     print(f"\nservers that say nothing (no rate-limit header, a bare 429), {window:g} s windows "
           f"on the wall clock, quota {SILENT_QUOTA}, demand 3x at once from :40 (wall / the "
-          "server's ideal, 429s, calls failed, shape learned):")
-    print(f"{'server':<16}" + "".join(f"{c:<38}" for c in SILENT_CONTENDERS))
-    for shape in SILENT:
-        cells = []
-        for contender in SILENT_CONTENDERS:
-            ratio, refused, failed, learned = asyncio.run(silent(url, shape, contender, window))
-            cells.append(f"{ratio:5.2f}x {refused:>2} 429s {failed:>2} failed {learned:<10}")
-        print(f"{shape:<16}" + "".join(f"{c:<38}" for c in cells), flush=True)
+          "server's ideal, 429s, calls failed, shape learned; strict: the token quota binds, "
+          f"{STRICT_TPM:,} a window, each request charged {STRICT_FACTOR:.3f}x the estimate, "
+          "and the charge factor each process holds at the end):")
+    print(f"{'server':<24}" + "".join(f"{c:<44}" for c in SILENT_CONTENDERS))
+    for strict in (False, True):
+        for shape in SILENT:
+            cells = []
+            for contender in SILENT_CONTENDERS:
+                ratio, refused, failed, learned = asyncio.run(
+                    silent(url, shape, contender, window, strict))
+                cells.append(f"{ratio:5.2f}x {refused:>2} 429s {failed:>2} failed {learned:<16}")
+            name = f"{'strict ' if strict else ''}{shape}"
+            print(f"{name:<24}" + "".join(f"{c:<44}" for c in cells), flush=True)
 
 
 def main() -> None:

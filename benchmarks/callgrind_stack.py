@@ -1,7 +1,11 @@
 """Instructions a call under callgrind: bench_stack.py's contenders, counted instead of timed.
 
 Timings on a shared 2-core machine move 10-30 % between runs; instruction counts under
-``valgrind --tool=callgrind`` repeat whatever else the machine does. Each contender and path runs
+``valgrind --tool=callgrind`` of the sequential and hit paths repeat to 0.1 % whatever else the
+machine does. Under ``gather`` they move 5-10 % between sittings: what the contenders do there
+depends on elapsed time, which valgrind stretches (aiolimiter refills by it; RateLimit's sliding
+log folds a second's entries into a count past 4,096 of them), so compare gather counts taken in
+one sitting only. Each contender and path runs
 in a fresh interpreter under callgrind at two call counts; the difference of the two totals over
 the difference of the counts is the cost of one call (start-up, imports and warm-up cancel out).
 The table gives each contender's cost over the bare await in the same path, and its ratio to the

@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any
 
 from .bucket import Bucket, settle
-from .carry import Carry, carried, fold
+from .carry import Carry, carried, charged, fold
 from .fixed import FixedCount
 from .log import FOLD_AT, Entry, Log
 
@@ -25,7 +25,7 @@ __all__ = ["AutoTrack"]
 class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
-    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry")
+    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling")
 
     def __init__(self, quota: Any, shape: Any) -> None:
         self.quota = quota
@@ -40,6 +40,9 @@ class AutoTrack:
         self.recent: deque[Entry] = deque()
         #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
         self.carry: Carry | None = None
+        #: The most a bucket of this token quota charges over our estimates (:mod:`.refuted`,
+        #: :func:`.carry.charged`).
+        self.ceiling = float("inf")
 
     @property
     def limit(self) -> int:
@@ -74,7 +77,7 @@ class AutoTrack:
         most, count, estimated = float(self.limit), 0, 0
         for entry in reversed(self.recent):
             if entry.live and not entry.refused:
-                count += self.weight(entry)
+                count += charged(self, entry)
                 estimated += entry.estimate
                 most = min(most, self.limit + rate * (last - entry.time) - count)
         if self.carry is None:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .carry import carried
+from .carry import carried, charged
 
-__all__ = ["bucket_of", "bucketed", "cheaper", "clocked", "fitted", "limit_of", "lowered",
-           "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
+__all__ = ["bucket_of", "bucketed", "ceiled", "cheaper", "clocked", "fitted", "limit_of",
+           "lowered", "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
 
 
 def bucket_of(window: Any) -> Any:
@@ -66,7 +66,7 @@ def unrefilled(window: Any, ticket: Any) -> bool:
     # ms apart): left out, a strict bucket's refusal at :50 was read as a window's (3 429s)
     for entry in reversed(track.recent):  # two windows: a bucket's bound reaches back
         if entry is not ticket and entry.time <= last and entry.live and not entry.refused:
-            count, estimated = count + entry.tokens, estimated + entry.estimate
+            count, estimated = count + charged(track, entry), estimated + entry.estimate
             most = min(most, track.limit + rate * (last - entry.time) - count)
     factor = count / estimated if estimated else 1.0
     return min(most, carried(track, last, factor) - count) >= ticket.tokens
@@ -177,6 +177,23 @@ def cheaper(charge: Any, window: Any, now: float, probe: Any, fixed: float = 0.0
         charge.factor = max(charge.least, factor)  # (least: 1, or what a 429 showed)
         lowered(window, now, charge)
     return True
+
+
+def ceiled(window: Any, now: float, ticket: Any) -> None:
+    """``window``'s server, saying nothing, was learned to be a token bucket by its 429 to
+    ``ticket``: the factor comes down to the most such a bucket charges, as the probes it
+    served showed (``Charge.ceiling``; never under the least a 429 showed, ``Charge.floor``),
+    and the bucket held less than ``ticket`` when it arrived: nothing, less ours sent since
+    (left where pacing within both had it, the refused one given back on top, each next one
+    was refused: 44 429s)."""
+    charge, track = window.charge, bucket_of(window)
+    if charge is None or track is None or charge.heard:
+        return
+    if charge.ceiling < charge.factor:
+        charge.factor = max(1.0, charge.floor, charge.ceiling)
+        lowered(window, now, charge)
+    since = sum(e.tokens for e in track.recent if e.live and not e.refused and e.seq > ticket.seq)
+    track.bucket.drain_to(now, -since, ticket.time)
 
 
 def lowered(window: Any, now: float, charge: Any) -> None:

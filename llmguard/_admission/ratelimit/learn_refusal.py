@@ -41,10 +41,16 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills
     shows = silent.refusal(window, ticket)  # a probe's: what it shows of the shape
+    drained = shows == "shape" and refuted.slideless(window, ticket, named)
     if shows == "fixed":
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
                             "refused (429)")
         become_fixed(window, now)
+    elif drained:
+        shape.probe = None
+        shape.learn("bucket", "a probe was refused (429) after the clock minute where no "
+                              "sliding window charging what the probes served allow would: a "
+                              "token bucket run dry")
     elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
     boundary = shape.next_boundary(now - wall % shape.window, now)  # the clock's next minute
@@ -55,6 +61,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
     if shape.quiet and (shows or long):  # a server that says nothing else counted none of it:
         window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
+    if drained:  # paced at the most such a bucket charges, from what it held
+        bounds.ceiled(window, now, ticket)
     if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
         shape.speak(reading=False)
     if (why or minute) is not None and shape.kind == "unknown":

@@ -7,7 +7,7 @@ in the place of an admission made then (a new entry: the log, the buckets, the f
 the header readings see it at its real send, after ours admitted meanwhile). Under ``gather``
 that is most calls. :func:`move` does exactly ``window.adjust(now, entry, 0, live=0)`` then
 ``window.take(now, tokens)`` (tested against them), in one pass over the tracks: the refund and
-the room check of each track together, a learned quota's log written out.
+the room check of each track together.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -18,7 +18,6 @@ from collections.abc import Hashable
 from typing import Any, Protocol, runtime_checkable
 
 from . import beyond
-from .auto import AutoTrack
 from .log import Entry
 
 __all__ = ["MovesNow", "move"]
@@ -51,26 +50,10 @@ def move(window: Any, now: float, entry: Entry, tokens: int) -> Entry | None:
     if window.readings.groups:  # (``Window.adjust``'s refund, as below)
         window.readings.refund(entry)
     fits = True
-    for track in window.tracks:
-        if type(track) is not AutoTrack or track.fixed is not None:
-            track.adjust(now, entry, 0, 0)
-            if fits and not track.fits(now, tokens):
-                fits = False
-            continue
-        # ``track.adjust(now, entry, 0, 0)`` and ``track.fits(now, tokens)`` of a quota its
-        # log paces (the shape checked above), written out
-        log = track.log
-        horizon = now - log.span
-        reserved = entry.tokens if log.tokens else 1  # (``entry.live`` is 1: checked above)
-        if entry.time // log.slot < log.cut or entry.time <= horizon:
-            log.adjust(now, entry, 0, 0)  # folded, or left the window
-        else:
-            if log.entries[0].time <= horizon:  # (not empty: ``entry`` is in it)
-                log.expire(now)
-            log.used -= reserved
-        if fits and log.used + (tokens if log.tokens else 1) > log.limit:
+    for track in window.tracks:  # each track's refund and room check in one pass
+        track.adjust(now, entry, 0, 0)
+        if fits and not track.fits(now, tokens):
             fits = False
-        track.bucket.adjust(now, entry, 0, 0)
     entry.owner = None
     if entry.answered > now:
         entry.answered = now

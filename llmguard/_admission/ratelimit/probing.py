@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds
+from . import bounds, refuted
 from .bounds import lowered, ours, recount
 
 __all__ = ["flying", "ours", "probe", "probes", "recount"]
@@ -142,6 +142,7 @@ def _probed(charge: Any, window: Any, now: float, probe: Any) -> None:
         return
     windowed = max(1.0, (bounds.limit_of(window) - len(counted)) / estimated)
     bounds.clocked(window, probe)  # what a fixed clock minute's count of it allows
+    refuted.served(window, probe)  # and a bucket's (while both are supposed, it paces at it)
     charge.windowed = min(charge.windowed, windowed)
     factor = max(windowed, bounds.bucketed(window, probe))
     if factor < charge.factor:

@@ -100,6 +100,14 @@ def dry(track: AutoTrack, now: float, need: int) -> bool:
     return track.most(now) < need
 
 
+def bracketed(charge: Any) -> bool:
+    """True when a 429 bounded what a token bucket charges from below and the probes it served
+    from above, under the factor we count (:mod:`.refuted`): its bucket is paced at the most
+    it charges (:func:`.carry.charged`), and one beyond that, near what the 429 showed,
+    would be refused (a strict bucket at :00 with 6x the quota: a second 429)."""
+    return charge is not None and 0.0 < charge.floor and charge.ceiling < charge.factor
+
+
 def due(window: Any, now: float, tokens: int) -> float | None:
     """When the head of ``window``'s blocked line (``tokens``) may go as a probe of a server
     that says nothing (None: no probe to send). Supposes the clock minute it probes."""
@@ -114,7 +122,7 @@ def due(window: Any, now: float, tokens: int) -> float | None:
         return None
     if shape.served:  # one beyond the bucket, within the minute (or beyond the minute)
         at = None
-        if any(dry(t, now, _need(t, tokens)) for t in learners):
+        if not bracketed(window.charge) and any(dry(t, now, _need(t, tokens)) for t in learners):
             at = now + max(t.fixed.wait(now, _need(t, tokens)) for t in learners)
         if (at is None or at > now) and (apart.spent(window, learners, now, tokens)
                                          or apart.guessed(window, learners, now, tokens)):

@@ -19,7 +19,7 @@ from ._fence import FENCE
 from ._fixed_scripts import FIXED
 from ._peek import PEEK
 from ._scripts import CAPS
-from ._probe_scripts import BOTH, EITHER, PROBE, SILENT
+from ._probe_scripts import BOTH, CPROBE, EITHER, PROBE, SILENT
 
 __all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
 
@@ -109,14 +109,14 @@ end
 #: shape assumed until one is learned ('bucket': ``shape.Shape.assumed``, unless a process found
 #: it is not, ``unassumed``; '' a sliding log), '1' when this process read an answer without
 #: any rate-limit header (``_silent``: before the settlements, so their ends are kept), the
-#: settlements' SETTLE arguments (5 each), then limit/window/is_tokens/learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
-#: 3, 4 as a silent server's, ``_probe_scripts``; -1 not: another process probes this window), wait, requests available, tokens available,
+#: request's bare token estimate ('' none: ``_charge``), the settlements' SETTLE arguments (5 each), then limit/window/is_tokens/learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
+#: 3, 4 as a silent server's, ``_probe_scripts``; 5 as its charge's, ``_charge``; -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
 #: why, version, late ('1' or ''), the shared charge (''), the others' admissions
 #: (``_peek``), the give-back verdict ('1', '0', '': ``_giveback``) and why, marker}.
 RESERVE = PRELUDE + SETTLING + """
 local log, shape, done = KEYS[2], KEYS[4], KEYS[5]
-local Q = 13 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
+local Q = 14 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
 if ARGV[12] == '1' then hush(shape) end
 if ARGV[9] ~= '' then  -- what one process learned of the server's token charge, for all
   redis.call('HSET', shape, 'charge', ARGV[9])
@@ -126,7 +126,7 @@ local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
 local peek = ARGV[10]
 """ + FENCE + """
-local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed', 'gb', 'gbwhy', 'sq', 'ss', 'sp')
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed', 'gb', 'gbwhy', 'sq', 'ss', 'sp', 'cp', 'ck', 'cl')
 local kind, epoch, lims, why = got[1] or 'unknown', tonumber(got[2] or ''), got[3] or '', got[4] or ''
 -- input/output token quotas not learned yet: paced as the buckets Anthropic documents
 local assumed = kind == 'unknown' and ARGV[11] == 'bucket' and not got[8]
@@ -146,7 +146,7 @@ if step > 0 then  -- the clock stepped back: shift every time kept by the step
   if epoch then epoch = epoch - step; redis.call('HSET', shape, 'epoch', fmt(epoch)) end
 end
 -- the settlements first (this process's, queued since its last round trip: ``_learning``)
-for j = 13, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
+for j = 14, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], Q) end
 """ + PEEK + """
 local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
   return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
@@ -173,9 +173,10 @@ local function units(lo, hi, tok, open)  -- the log's units admitted in [lo, hi)
   end
   return sum
 end
-local buckets, free, n = {}, {}, 0
+local buckets, free, n, rblocked = {}, {}, 0, false
 for i = Q, #ARGV, 5 do
   n = n + 1
+  local waited = wait
   local window, tok = tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
   local learns, margin = ARGV[i + 3] == '1', tonumber(ARGV[i + 4])
   local limit = limit_of(n, tonumber(ARGV[i]))
@@ -209,11 +210,12 @@ for i = Q, #ARGV, 5 do
   end
   if learns then lq[#lq + 1] = {window - margin, margin, tok, unit, limit} end
   blocked = blocked or (not learns and log_wait > 0)
+  rblocked = rblocked or (not tok and wait > math.max(waited, 0))
   local key = tok and 1 or 0
   if free[key] == nil or avail < free[key] then free[key] = avail end
 end
 """ + CAPS + """
-""" + SILENT + """
+""" + SILENT + CPROBE + """
 local function avail(x) return fmt(math.max(math.floor((x or 0) + 1e-9), 0)) end
 """ + PROBE + """
 redis.call('ZADD', log, now, ARGV[1] .. ':' .. need)
@@ -226,7 +228,7 @@ for k, b in ipairs(buckets) do store(k, b[1], b[2], b[3] - b[6], b[4] + b[6], b[
 redis.call('HSETNX', state, 'b', fmt(now))
 expire()
 if got[1] or got[7] or got[9] or probing then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
-return reply(probing and 2 or silent > 0 and silent or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or need) - need), pause_left,
+return reply(probing and 2 or silent > 0 and silent or cprobe and 5 or 1, 0, avail((free[0] or 1) - 1), avail((free[1] or need) - need), pause_left,
              cap_left, redis.call('HGET', state, 'b'))
 """
 

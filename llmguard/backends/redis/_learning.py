@@ -23,14 +23,13 @@ from ..._admission.ratelimit.backend import MemoryBackend
 from ..._admission.ratelimit.log import Entry
 from ..._admission.ratelimit.window import SLACK, Quota
 from ..._core import clock
-from . import _auto_scripts, _giveback, _learned_scripts, _peek, _scripts, _silent
+from . import _auto_scripts, _charge, _giveback, _learned_scripts, _peek, _scripts, _silent
 from ._auto_ticket import AutoTicket
 from ._probe_scripts import POLL
 from ._client import Connection
 from ._settlements import Settlements
 
 __all__ = ["POLL", "AutoTicket", "RedisLearning"]
-
 
 
 class RedisLearning:
@@ -83,10 +82,11 @@ class RedisLearning:
             except BaseException:  # cancelled (or refused): the next reservation publishes it
                 self._pending.setdefault(key, publication)
                 raise
-        estimate, charge, told = tokens, window.charge, ""
-        if charge is not None:  # reserve what the server is believed to count (``charge``)
-            tokens = charge.units(estimate)
-            if charge.how != "opening" and (mine := charge.shared()) != self._told.get(key):
+        estimate, charge, told, bare = tokens, window.charge, "", ""
+        if charge is not None:  # reserve what the server is believed to count (``_charge``)
+            charge, member = _charge.install(window), _charge.estimated(member, estimate)
+            tokens, bare = charge.units(estimate), str(estimate)
+            if charge.heard and (mine := charge.shared()) != self._told.get(key):
                 told = mine  # the calibration this process read, for every process
         probe = shared.probe_due(window, loop.time(), tokens)
         horizon, *per_quota = self.args(quotas)
@@ -94,7 +94,7 @@ class RedisLearning:
         call = self.connection.call(
             _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3], names[4]],
             [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, told,
-             *_peek.learning(window, self.connection.id + "."), *carried, *per_quota],
+             *_peek.learning(window, self.connection.id + "."), bare, *carried, *per_quota],
             "reserving rate-limit room")
         task = None
         try:
@@ -114,11 +114,11 @@ class RedisLearning:
         if charge is not None:
             if told:
                 self._told[key] = told
-            if result[13] and charge.how == "opening":
-                charge.adopt(result[13].decode() if isinstance(result[13], bytes) else result[13])
+            if result[13]:
+                charge.follow(window, now, result[13])
         result = list(result)
         admitted = result[0]
-        if admitted in (1, 2, 3, 4):
+        if admitted in (1, 2, 3, 4, 5):
             entry = window.add(now, tokens, estimate)
             if admitted == 2:
                 window.shape.probe = entry
@@ -172,8 +172,8 @@ class RedisLearning:
         """Reconcile to ``tokens`` (None: refund) in Redis and in the local mirror."""
         if ticket.made is None:  # settled already
             return
-        if ticket.silent:  # a silent server's probe: served (or never sent), for every process
-            _silent.settled(self.connection, ticket, tokens, names)
+        if ticket.silent:  # a silent server's probe (or its charge's): for every process
+            _charge.settled(self.connection, ticket, tokens, names, self.args(ticket.quotas)[1:])
         owner = ticket.entry.owner  # its window, until settled there
         quiet = "" if owner is None else _peek.quiet(owner)  # (its end kept: ``_silent``)
         if tokens is None:
@@ -223,10 +223,11 @@ class RedisLearning:
         window = self.local.window(key, quotas)
         now = clock.now()
         limits, why = [track.limit for track in window.tracks], window.shape.limits
-        # a refusal on tokens before any reading measures the charge (learned locally and
-        # shared with it), not a token limit
+        # a 429 on tokens before any reading: the charge (``_charge``), not a token limit
         charged = window.charge is not None and not window.charge.heard
-        _silent.refused(self.connection, window, now, ticket, names)  # a probe's: a sliding window
+        if not (isinstance(ticket, AutoTicket) and _charge.refused(
+                self.connection, window, ticket, names, self.args(quotas)[1:])):
+            _silent.refused(self.connection, window, now, ticket, names)
         self.local.refused(key, quotas, seconds, ticket=entry, named=named)
         if isinstance(ticket, AutoTicket) and getattr(named, "limit", None) is None:
             # this process saw its own requests only: the limit comes from every process's

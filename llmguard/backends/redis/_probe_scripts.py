@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from ..._admission.ratelimit.fixed import CLOCK_SKEW
 
-__all__ = ["BOTH", "EITHER", "POLL", "PROBE", "SILENT"]
+__all__ = ["BOTH", "CPROBE", "EITHER", "EST", "POLL", "PROBE", "SILENT"]
 
 #: Seconds a waiter waits at most while a supposed fixed window's boundary (or a server that
 #: says nothing) is being probed, by any process, before reserving again: what was learned
@@ -53,20 +53,36 @@ BOTH = """
     end
 """
 
+#: Lua helpers: ``est(m)``, a log member's bare estimate (its reserved tokens when it carries
+#: none: a larger count, so every bound below errs safe).
+EST = """
+local function est(m)
+  return tonumber(string.match(m, '~(%d+):') or string.match(m, ':(%d+)$'))
+end
+"""
+
 #: Lua, after the caps: ``silent`` (0, or 3 / 4: the stage of the probe admitted now) and the
 #: minute it probes (``sb``); a wait cut to when a first probe may go.
-SILENT = """
+SILENT = EST + """
 local silent, sb = 0, nil
 local claim = got[13] and tonumber(string.match(got[13], '^%d,([^,]+)')) or nil
 if quiet and wait > 0 and pause_left <= 0 and cap_left <= 0 and not blocked and #lq > 0
     and not (claim and now - claim < 2 * horizon) then
-  if served then
-    if dry and roomy then silent, sb = 4, served end
+  local bare, how = tonumber(ARGV[13]), string.match(got[7] or '', ',(.*)$')
+  local least = bare and not got[15] and how ~= 'heard' and (tonumber(got[16] or '') or 1.0) or nil
+  if served then  -- (dry as we count ours: a bucket charging less served it, ``least``)
+    if dry and roomy and not least then silent, sb = 4, served end
   else
-    local function counted(lo, open, tok)  -- every process's units after lo, refused left out
+    -- every process's units after lo, refused left out (``least``: tokens at the least the
+    -- server charges, a silent charge's floor over the bare estimates, until a probe of the
+    -- charge was refused (``ck``): served beyond a sliding window full only as we count ours
+    -- at the opening factor, a strict server's probe showed no sliding window: 5-9 429s)
+    local function counted(lo, open, tok, least)
       local sum = 0
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, (open and '(' or '') .. fmt(lo), '+inf')) do
-        if not string.find(m, ':r:') then sum = sum + (tok and tonumber(string.match(m, ':(%d+)$')) or 1) end
+        if not string.find(m, ':r:') then
+          sum = sum + (not tok and 1 or least and est(m) * least or tonumber(string.match(m, ':(%d+)$')))
+        end
       end
       return sum
     end
@@ -76,7 +92,8 @@ if quiet and wait > 0 and pause_left <= 0 and cap_left <= 0 and not blocked and 
       local full, fits, at = false, true, now
       for _, q in ipairs(lq) do  -- q: W, margin, tok, unit, limit
         at = math.max(at, b + math.min(q[2], """ + repr(CLOCK_SKEW) + """ * W / 60))
-        full = full or counted(at - W + q[2], true, q[3]) + q[4] > q[5]
+        full = full or counted(at - W + q[2], true, q[3], least)
+                       + ((q[3] and least) and bare * least or q[4]) > q[5]
         fits = fits and counted(b - q[2], false, q[3]) + q[4] <= q[5]
       end
       if full and fits then
@@ -122,9 +139,43 @@ end
 local short = (wait > 0 and not taken and probe == 'room') and room() or 0
 local probing = wait > 0 and not taken and (probe == 'vouched' or (probe == 'room' and short <= 0))
 if short > 0 then wait = math.min(wait, short + slack) end
-if wait > 0 and not probing and silent == 0 then
+if wait > 0 and not probing and silent == 0 and not cprobe then
   return reply((probe ~= '' and taken) and -1 or 0, wait, avail(free[0]), avail(free[1]),
                pause_left, cap_left, '')
 end
 if probing then redis.call('HSET', shape, 'probed', fmt(now)) end
+"""
+
+
+#: Lua, after ``SILENT`` (``rblocked``: a requests quota holds it back): ``cprobe``, this
+#: request is the probe of a silent server's charge (``_charge``); one that would be but for
+#: an answer not read yet, or a probe in flight, polls (``POLL``).
+CPROBE = """
+local cprobe, bare = false, tonumber(ARGV[13])
+local how = string.match(got[7] or '', ',(.*)$')
+-- nothing heard of tokens (``sq``: '1' an answer without any header, '0' a reading or a 429)
+if bare and silent == 0 and probe == '' and wait > 0 and not rblocked and pause_left <= 0
+    and cap_left <= 0 and not got[15] and ((how == nil and got[11] ~= '0') or how == 'silent' or how == 'kept') then
+  local fits, n = true, 0
+  for i = Q, #ARGV, 5 do
+    n = n + 1
+    if ARGV[i + 2] == '1' then  -- ours in its window: a learned fixed one's, else sliding
+      local sum, W, margin = bare, tonumber(ARGV[i + 1]) - tonumber(ARGV[i + 4]), tonumber(ARGV[i + 4])
+      local lo = '(' .. fmt(now - W - margin)
+      if kind == 'fixed' and epoch then lo = fmt(epoch + math.floor((now - epoch) / W) * W - margin) end
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, lo, '+inf')) do
+        if not string.find(m, ':r:') then sum = sum + est(m) end
+      end
+      fits = fits and sum <= limit_of(n, tonumber(ARGV[i]))
+    end
+  end
+  local cp = tonumber(string.match(got[14] or '', '^([^,]+)'))
+  if fits and (how or got[11] == '1') and not (cp and now - cp < 2 * horizon)
+      and not (claim and now - claim < 2 * horizon) then
+    cprobe = true
+    redis.call('HSET', shape, 'cp', fmt(now) .. ',' .. ARGV[1])
+  elseif fits then  -- an answer read, a probe's answered: it may go then
+    wait = math.min(wait, """ + repr(POLL) + """)
+  end
+end
 """
