@@ -166,6 +166,11 @@ class Charge:
         """A token reading of ``remaining`` in the answer to ``ticket`` (``window``'s token
         ``tracks``): calibrate the factor from its burst, and when it comes down count ours
         not settled at it (:meth:`rescale`)."""
+        if window.shape is not None and window.shape.shorter:
+            # a shorter window's (:func:`.learn.shorter`) readings cap what it counts; its
+            # bursts read 1.0-3.0x for an exact estimate: charged as estimated, as by a log
+            self.factor, self.heard = 1.0, True
+            return
         factor = self.factor
         rate = min((t.bucket.rate for t in tracks if window.shape.kind == "bucket"
                     and hasattr(t, "bucket") and t.learns()), default=0.0)

@@ -14,9 +14,9 @@ from .auto import AutoTrack
 from .fixed import narrow
 from .log import Entry
 from .others import ours as _units, sent_by as _sent_by, theirs
-from .shape import read_reset
+from .shape import TOLERANCE, read_reset
 
-__all__ = ["become_fixed", "observe", "settled"]
+__all__ = ["become_fixed", "observe", "settled", "shorter"]
 
 
 def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, remaining: int,
@@ -30,6 +30,12 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     shape = window.shape
     shape.speak()
     track = min(learners, key=lambda t: t.limit)
+    shape.shorter = shorter(track, limit, reset)
+    if shape.shorter:
+        if shape.kind == "unknown":  # (a shape learned before stays, its why too)
+            shape.why = (f"the server reports {limit} of our {track.limit}, reset in {reset:g} s: "
+                         "a shorter window; paced as a sliding window capped by what it says")
+        return
     if limit is not None and 0 < limit < track.limit:
         for t in learners:
             t.set_limit(now, limit)
@@ -111,6 +117,16 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         become_fixed(window, now)
     elif shape.kind != "sliding":
         shape.learn("sliding", why)
+
+
+def shorter(track: AutoTrack, limit: int | None, reset: float | None) -> bool:
+    """True when the server reports at most half ``track``'s limit and resets within the
+    window that limit is our rate's share of: our quota over a shorter window (OpenAI: a
+    per-minute limit may be enforced per second). Such a reading (and a 429 after it) says
+    nothing of a minute's shape or limit (2,400 of 24,000 a minute from a 6 s window stalled
+    ``llmguard run`` at 12x); its remaining and reset still cap, its retry-after pauses."""
+    return limit is not None and reset is not None and 2 * limit <= track.limit \
+        and reset <= track.window * limit / track.limit + TOLERANCE
 
 
 def _narrowed(window: Any, now: float, boundary: float, way: float) -> None:

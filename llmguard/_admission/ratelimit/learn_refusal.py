@@ -35,6 +35,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         if shape.quiet and shape.kind == "unknown":
             refuted.refused(window, ticket)  # (what a bucket must charge to refuse it)
         ticket.refused = True
+    if shape.shorter:  # (:func:`.learn.shorter`): paused as asked, as a sliding log is
+        return until
     long = ticket is not None and seconds > TOLERANCE + max(
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills

@@ -74,7 +74,7 @@ class Shape:
     later: :func:`.fixed.skew`); a fixed-window hypothesis to confirm (``candidate``)."""
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
-                 "probes", "votes", "limits", "vouched", "bucketless",
+                 "probes", "votes", "limits", "vouched", "bucketless", "shorter",
                  "by_answer", "late", "last", "rose", "assumed", "hold", "quiet", "served",
                  "offset", "others", "doubt")
 
@@ -100,8 +100,8 @@ class Shape:
         #: either shape (a fixed window starts afresh; a sliding one drops its oldest unit).
         self.vouched = False
         #: Consecutive readings that showed a bucket (two decide); ``bucketless``: a reading no
-        #: token bucket gives was seen, bucket votes no longer count.
-        self.votes, self.bucketless = 0, False
+        #: bucket gives was seen; ``shorter``: the last one showed a shorter window than ours.
+        self.votes, self.bucketless, self.shorter = 0, False, False
         #: What was learned about the effective limits (empty: the quotas as configured).
         self.limits = ""
         #: Confirmed fixed only with ours that crossed the boundary allowed for (sent before
