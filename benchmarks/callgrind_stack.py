@@ -5,11 +5,12 @@ Timings on a shared 2-core machine move 10-30 % between runs; instruction counts
 machine does. Under ``gather`` they move 5-10 % between sittings: what the contenders do there
 depends on elapsed time, which valgrind stretches (aiolimiter refills by it; RateLimit's sliding
 log folds a second's entries into a count past 4,096 of them), so compare gather counts taken in
-one sitting only. Each contender and path runs
-in a fresh interpreter under callgrind at two call counts; the difference of the two totals over
-the difference of the counts is the cost of one call (start-up, imports and warm-up cancel out).
+one sitting only. Each contender and path runs in a fresh interpreter under callgrind at two
+call counts; the difference of the two totals over the difference of the counts is the cost of
+one call (start-up, imports and warm-up cancel out).
 The table gives each contender's cost over the bare await in the same path (a hit, which awaits
-nothing: its own count), and its ratio to the library stack (tenacity + aiolimiter + Semaphore + TTLCache) where #36 sets its targets.
+nothing: its own count), and its ratio to the library stack (tenacity + aiolimiter + Semaphore
++ TTLCache) where #36 sets its targets.
 
     python benchmarks/callgrind_stack.py                 # stacks: seq, gather, hit (~4 min)
     python benchmarks/callgrind_stack.py --layers        # also each layer alone, sequential
