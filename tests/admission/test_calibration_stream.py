@@ -22,10 +22,10 @@ async def test_a_paced_streams_readings_keep_the_factor_at_what_the_server_charg
         server_type: Any, charge_factor: float) -> None:
     """Demand twice the token quota through RateLimit(rpm, tpm) over ConcurrencyLimit(64), a
     server charging the estimate (or 1.11x it). Once the opening burst is read (10 s), the
-    factor stays within 3% of what the server charges. Before: groups of ~3 readings of a
-    paced stream, where a refill (a bucket) or ours leaving a sliding window made up most of
-    the difference between readings, or answers interleaving left most of what the server
-    counted out, read anything from 1.0 to 3.0 to the end of the run."""
+    factor stays within 3% of what the server charges. Before, on a window (fixed, read as
+    sliding from a start at :00, or sliding): groups of ~3 readings, whose difference was
+    mostly ours leaving the window a minute on, read 1.0 to 3.0 to the end of the run (3.0 at
+    a fifth of the answers). A bucket's refill is known and added back: it held already."""
     server = server_type(rpm=3000, tpm=300_000, latency=0.05, charge_factor=charge_factor)
     layer = lg.RateLimit(rpm=3000, tpm=300_000)
     server.on_headers.append(layer.observe_headers)

@@ -3,11 +3,11 @@
 A burst of ours reaches the server within a moment, and each answer's ``remaining`` counts the
 ones that arrived before it: the highest and lowest readings of a burst differ by the charges
 of all but the first to arrive, less what the server gave back meanwhile. A bucket's refill is
-known (its rate) and added back; ours leaving a sliding window are not. In a paced stream
-(answers 0.05 s away, 32-64 calls in flight) a group spans ~3 readings whose difference is
-mostly that refill, or ours leaving the window: read anyway, the factor swung between 1.0 and
-3.0 for the whole run against a server charging exactly the estimate. Such a group measures
-nothing; the opening burst's measure holds.
+known (its rate) and added back; ours leaving a sliding window are not: in a paced stream
+(answers 0.05 s away, 32-64 calls in flight, a minute on) a group of ~3 readings differs by
+about what left the window. Read anyway, the factor swung between 1.0 and 3.0 for the whole run
+against a server charging exactly the estimate. Such a group measures nothing; the factor
+measured before any of ours could leave the window holds.
 
 Everything here takes numbers (no clock, no asyncio): tested directly.
 """
@@ -17,11 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["REFILLED", "measure"]
-
-#: The most of a group's difference a refill may make up for it to measure (beyond it the
-#: charges read are lost in the refill's error).
-REFILLED = 0.1
+__all__ = ["measure"]
 
 
 def measure(burst: list[Any], spread: float, remaining: int, ticket: Any, rate: float,
@@ -52,9 +48,8 @@ def measure(burst: list[Any], spread: float, remaining: int, ticket: Any, rate: 
         return None
     first = max(counted, key=lambda item: item[0])
     last = min(counted, key=lambda item: item[0])
-    refill = rate * max(0.0, last[1].time - first[1].time)
-    spent = first[0] - last[0] + refill
-    if refill > spent * REFILLED or min(e.first for _, e in counted) <= horizon:
-        return None  # the refill, or ours leaving the window, would be most of what it reads
+    if min(e.first for _, e in counted) <= horizon:
+        return None  # ours that left the window gave back an unknown part of what it read
+    spent = first[0] - last[0] + rate * max(0.0, last[1].time - first[1].time)
     estimated = sum(e.estimate for _, e in counted) - first[1].estimate
     return spent / estimated if estimated > 0 else None
