@@ -21,7 +21,8 @@ window by 10% (8% of requests refused). So under a learned token quota:
 * **Calibration.** A burst of ours reaches the server within a moment, and each answer's
   ``remaining`` counts the ones that arrived before it: the highest and lowest readings of a
   burst differ by the charges of all but the first to arrive. That difference over our
-  estimates for those requests is the factor (others' traffic only makes it larger: safe).
+  estimates for those requests is the factor (others' traffic only makes it larger: safe;
+  :mod:`.calibration`).
 * **Unused output.** A server that reports tokens in ``x-ratelimit-remaining-tokens`` counts
   them as OpenAI documents: the prompt and ``max_tokens`` at admission, nothing given back
   when the answer is shorter. So a reconciliation keeps what the server charged (the estimate
@@ -38,6 +39,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import calibration
 from .bounds import fitted, ours, recount, unrefilled
 
 __all__ = ["OPENING", "Charge"]
@@ -176,42 +178,20 @@ class Charge:
                     and hasattr(t, "bucket") and t.learns()), default=0.0)
         shape = window.shape
         start = -math.inf  # readings heard before a learned window's start count another
+        horizon = -math.inf  # ours admitted before it may have left a sliding window by now
         if shape is not None and shape.kind == "fixed" and shape.epoch is not None:
             start = shape.next_boundary(shape.epoch, now) - shape.window
-        self._calibrate(window.readings.spread, remaining, ticket, rate, now, start)
-        if self.factor < factor:
-            self.rescale(window, now)
-
-    def _calibrate(self, spread: float, remaining: int, ticket: Any, rate: float,
-                   now: float = 0.0, start: float = -math.inf) -> None:
-        """Ours sent within ``spread`` s of the first of a burst are read together; ``rate``:
-        tokens a second the server refills meanwhile (a bucket's). ``start``: the learned
-        fixed window's start as of this reading (heard ``now``); a burst whose first reading
-        was heard before it is read anew. A server counting answers (LiteLLM's proxy's
-        headers) reports a queued burst partly in the next minute, afresh: read with the
-        earlier readings, that calibrated 1.0 for a 1.11x charge (3 429s at :45-:55 in the
-        strict table)."""
+        elif not rate:
+            horizon = now - max(t.quota.window - t.quota.margin for t in tracks)
         self.heard = True
         if self.silent:
             self.silent, self.trusted, self.probing, self.factor = False, False, None, OPENING
-        anchor, readings, heard = self.burst
-        if anchor is None or abs(ticket.time - anchor) > spread or heard < start:
-            if anchor is not None and ticket.time < anchor:
-                return  # an older burst's answer
-            readings = []
-            self.burst = [ticket.time, readings, now]
-        readings.append((remaining, ticket))
-        # a reading of 0 is a floor (at least that much spent), not a count: it read a
-        # 1.11x charge as 1.0 (the spread of the last ones cut short)
-        counted = [(r, e) for r, e in readings if not e.refused and r > 0]
-        if len(counted) < 3:  # a pair in a paced stream spans a refill that dwarfs a charge
-            return
-        first = max(counted, key=lambda item: item[0])
-        last = min(counted, key=lambda item: item[0])
-        spent = first[0] - last[0] + rate * max(0.0, last[1].time - first[1].time)
-        estimated = sum(e.estimate for _, e in counted) - first[1].estimate
-        if estimated > 0:
-            self.factor = min(MOST, max(1.0, spent / estimated))
+        measured = calibration.measure(self.burst, window.readings.spread, remaining, ticket,
+                                       rate, now, start, horizon)
+        if measured is not None:
+            self.factor = min(MOST, max(1.0, measured))
+        if self.factor < factor:
+            self.rescale(window, now)
 
     def rescale(self, window: Any, now: float) -> None:
         """The factor came down: ours in ``window`` the server counted and we have not settled
