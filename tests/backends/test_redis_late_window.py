@@ -34,6 +34,23 @@ async def admitted(backend, quotas, n):
     return sum([(await backend.reserve(None, quotas, 0))[1] is not None for _ in range(n)])
 
 
+async def before_a_boundary(backend, limit, n, late=True):
+    """A fixed window of ``limit`` per 2 s (counted ``late`` or not) published with its
+    boundary 1 s ahead, and ``n`` reservations for key None admitted before it: the quotas,
+    the tickets, and a coroutine function that sleeps until 0.2 s past the boundary."""
+    quotas = (Quota(limit, 2.05, False, learn=True, margin=0.05),)
+    await publish(backend, 1.0, "0", late)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tickets = [(await backend.reserve(None, quotas, 0))[1] for _ in range(n)]
+    assert all(ticket is not None for ticket in tickets)
+
+    async def past_it():
+        await asyncio.sleep(max(0.0, start + 1.2 - loop.time()))
+
+    return quotas, tickets, past_it
+
+
 @pytest.mark.parametrize("late", [True, False])
 async def test_ours_in_flight_at_a_boundary_count_in_the_next_window_for_every_process(
         redis_url, redis_prefix, late):
@@ -42,17 +59,13 @@ async def test_ours_in_flight_at_a_boundary_count_in_the_next_window_for_every_p
     LiteLLM's proxy's do) before the boundary, the other still in flight after it.
     Counted late, the in-flight one may be counted by the server in the new window, so another
     process is admitted 2 there, not 3; counted at arrival (``late`` False), 3."""
-    quotas = (Quota(3, 2.05, False, learn=True, margin=0.05),)
     first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
-    await publish(first, 1.0, "0", late)
-    start = asyncio.get_running_loop().time()
-    tickets = [(await first.reserve(None, quotas, 0))[1] for _ in range(2)]
-    assert all(ticket is not None for ticket in tickets)
+    quotas, tickets, past_it = await before_a_boundary(first, 3, 2, late)
     first.observe(None, quotas, False, 1, None, ticket=tickets[0])  # remaining, no reset
     first.reconcile(None, tickets[0], 0)  # answered: its settlement records when it ended
     await first.connection.aclose()  # the background settlement has landed
-    await asyncio.sleep(max(0.0, start + 1.2 - asyncio.get_running_loop().time()))
+    await past_it()
     assert await admitted(other, quotas, 3) == (2 if late else 3)
     first.reconcile(None, tickets[1], 0)  # answered after the boundary: it stays carried
     await first.connection.aclose()
@@ -65,17 +78,13 @@ async def test_a_refused_or_refunded_request_is_not_carried(redis_url, redis_pre
     """Of three admitted before the boundary and still open after it, one refunded (never
     sent) and one refused (429: the server counted none of it) are not carried: only the
     third counts in the new window (of 10: 9 admitted there)."""
-    quotas = (Quota(10, 2.05, False, learn=True, margin=0.05),)
     backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
-    await publish(backend, 1.0, "0", True)
-    start = asyncio.get_running_loop().time()
-    tickets = [(await backend.reserve(None, quotas, 0))[1] for _ in range(3)]
-    assert all(ticket is not None for ticket in tickets)
+    quotas, tickets, past_it = await before_a_boundary(backend, 10, 3)
     backend.observe(None, quotas, False, 7, None, ticket=tickets[2])  # remaining, no reset
     backend.refund(None, tickets[0])
     backend.refused(None, quotas, 0.001, ticket=tickets[1])
     await backend.connection.aclose()
-    await asyncio.sleep(max(0.0, start + 1.2 - asyncio.get_running_loop().time()))
+    await past_it()
     assert await admitted(backend, quotas, 10) == 9
     await backend.aclose()
 
@@ -86,15 +95,11 @@ async def test_a_carried_request_refunded_after_the_boundary_gives_its_unit_back
     window (one unit of 3 left there); one of them is then refunded (it never left: queued
     for a concurrency slot across the boundary, say), which gives its unit back there too,
     while the other, answered after the boundary, stays counted (``FixedCount.adjust``)."""
-    quotas = (Quota(3, 2.05, False, learn=True, margin=0.05),)
     backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
-    await publish(backend, 1.0, "0", True)
-    start = asyncio.get_running_loop().time()
-    tickets = [(await backend.reserve(None, quotas, 0))[1] for _ in range(2)]
-    assert all(ticket is not None for ticket in tickets)
+    quotas, tickets, past_it = await before_a_boundary(backend, 3, 2)
     backend.observe(None, quotas, False, 1, None, ticket=tickets[0])  # remaining, no reset
     await backend.connection.aclose()
-    await asyncio.sleep(max(0.0, start + 1.2 - asyncio.get_running_loop().time()))
+    await past_it()
     assert await admitted(backend, quotas, 2) == 1
     backend.refund(None, tickets[1])
     backend.reconcile(None, tickets[0], 0)
@@ -155,16 +160,12 @@ async def test_answers_read_before_the_first_reading_up_after_a_boundary_are_not
     After the boundary 3 are answered, then a reading shows ``remaining`` back up (the server
     counting afresh): those 3 were answered before it, made and counted before the boundary
     (``FixedCount.read``/``flipped``), so they are carried no more: 6 more fit, not 3."""
-    quotas = (Quota(10, 2.05, False, learn=True, margin=0.05),)
     first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
     other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
-    await publish(first, 1.0, "0", True)
-    start = asyncio.get_running_loop().time()
-    tickets = [(await first.reserve(None, quotas, 0))[1] for _ in range(6)]
-    assert all(ticket is not None for ticket in tickets)
+    quotas, tickets, past_it = await before_a_boundary(first, 10, 6)
     first.observe(None, quotas, False, 4, None, ticket=tickets[5])  # remaining, no reset
     await first.connection.aclose()
-    await asyncio.sleep(max(0.0, start + 1.2 - asyncio.get_running_loop().time()))
+    await past_it()
     for ticket in tickets[:3]:
         first.reconcile(None, ticket, 0)  # answered after the boundary: still carried
     await first.connection.aclose()
