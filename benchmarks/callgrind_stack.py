@@ -83,6 +83,10 @@ def main() -> None:
     if args.inner:
         inner(args.inner[0], args.inner[1], int(args.inner[2]))
         return
+    paths = args.paths.split(",")
+    if unknown := [path for path in paths if path not in COUNTS]:
+        parser.error(f"--paths: unknown {', '.join(unknown)}; use seq, gather and/or hit, "
+                     "comma-separated (e.g. --paths seq,hit)")
     if shutil.which("valgrind") is None:
         sys.exit("callgrind_stack.py needs valgrind: apt-get install valgrind")
     import bench_stack
@@ -90,7 +94,7 @@ def main() -> None:
     bare_name, libs, stack = STACK_ROWS
     print("| path | library stack | llmguard stack | x library stack |")
     print("|---|---:|---:|---:|")
-    for path in args.paths.split(","):
+    for path in paths:
         # A hit awaits nothing: its own count, not one over the bare await's loop turn.
         bare = 0.0 if path == "hit" else per_call(bare_name, path)
         lib_cost, lg_cost = per_call(libs, path) - bare, per_call(stack, path) - bare
