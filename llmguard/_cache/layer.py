@@ -99,8 +99,7 @@ class Cache(SingleFlight):
         local = isinstance(self.store, LocalStore)  # synchronous: a hit costs no coroutine
         self._lookup, self._put = (self.store.lookup, self.store.put) if local else (None, None)
         self._lookup_takes_now = local and getattr(self.store, "lookup_takes_now", False) is True
-        # A store that keeps its own copy of what it is given and hands out new ones: the
-        # answer itself can go to one caller, and hits need no copy here.
+        # A store that copies what it is given and hands out new ones: no copy here.
         super().__init__(getattr(self.store, "abandon", None),
                          local and getattr(self.store, "copies", False) is True)
         # Only a store shared across processes needs the sha256; in memory the text will do.
@@ -193,7 +192,7 @@ class Cache(SingleFlight):
         if flights.get(key) is record and self._put is not None and (
                 type(result) is dict or not isinstance(result, Stream)):
             del flights[key]  # nobody joined (most misses), the store is here: nothing to hand
-            kept = self._keeping(key, result, record.fallback is not None)
+            kept = self._keep(key, result, record.fallback is not None)
             return result if not kept or self._copies else fresh(result)
         value = self._answered(key, record, result, record.fallback is not None)
         if value is SHARED:
@@ -203,9 +202,13 @@ class Cache(SingleFlight):
     def _keep(self, key: str, result: Any, degraded: bool) -> bool | None:
         """Store ``result`` in an in-process store unless ``degraded`` or ``cache_if`` refuses
         it: True if given to it, False if not; None: await a shared store's :meth:`_set`."""
-        if degraded or not self._cache_if(result):
+        try:
+            if degraded or not self._cache_if(result):
+                self._abandon(key)
+                return False
+        except BaseException:  # ``cache_if`` raised: the call fails, its key's fill given up
             self._abandon(key)
-            return False
+            raise
         if self._put is None:
             return None
         try:
@@ -249,8 +252,7 @@ class Cache(SingleFlight):
             hits=self._hits, misses=self._misses, coalesced=self._coalesced,
             bypassed=self._bypassed, evictions=getattr(store, "evictions", 0),
             size=getattr(store, "size", 0), in_flight=len(self._flights),
-            store_errors=self._store_errors,
-        )
+            store_errors=self._store_errors)
 
     def __repr__(self) -> str:
         s = self.statistics()

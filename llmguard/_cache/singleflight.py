@@ -53,18 +53,9 @@ class SingleFlight:
     async def _set(self, key: str, result: Any) -> bool:
         raise NotImplementedError
 
-    def _keeping(self, key: str, result: Any, degraded: bool) -> bool | None:
-        """:meth:`_keep`; a ``cache_if`` that raised fails the call, and the key's fill is
-        given up as when it refuses (a shared store's lock released for other processes)."""
-        try:
-            return self._keep(key, result, degraded)
-        except BaseException:
-            self._abandon(key)
-            raise
-
     async def _store(self, key: str, result: Any, degraded: bool = False) -> bool:
         """Store ``result`` unless ``degraded`` or refused; True if the store was given it."""
-        kept = self._keeping(key, result, degraded)
+        kept = self._keep(key, result, degraded)
         return await self._set(key, result) if kept is None else kept
 
     async def _join(self, key: str, call: Call, call_next: Handler, flight: Any) -> Any:
@@ -137,7 +128,7 @@ class SingleFlight:
                 waiter.set_result(tee)
             return tee
         try:
-            kept = self._keeping(key, result, degraded)
+            kept = self._keep(key, result, degraded)
         except BaseException as error:  # ``cache_if`` raised: every joiner gets its error too
             flight = self._landing(key, entry)
             if flight is not None:
