@@ -65,6 +65,10 @@ class Held:
         """Wait ahead of the line for the reservation (none held now)."""
         line, key = self.line, self.key
         future = line.join(key, self.tokens, front=True)
+        # The reservation given back may be the room the head of the line waits for: the
+        # driver slept for a wait reckoned before it (a 32 s stall after a 429: the room of 31
+        # calls given back as they left ConcurrencyLimit's queue, nobody woken until a timeout).
+        line.wake(key)
         try:
             ticket = await future
         except AdmissionTimeout as exc:
