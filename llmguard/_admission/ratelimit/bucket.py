@@ -153,13 +153,28 @@ class Bucket:
         self.outstanding -= less
         self.deficit = max(0.0, self.deficit - less)
 
-    def drain_to(self, now: float, remaining: float, since: float | None = None) -> None:
+    def drain_to(self, now: float, remaining: float, since: float | None = None,
+                 size: int | None = None) -> None:
         """The provider reports ``remaining`` units in its bucket (as of ``since``, default
-        now: the refill since then comes on top): hold no more than that."""
+        now: the refill since then comes on top): hold no more than that.
+
+        ``size``: the provider's bucket size, when ``remaining`` is a certain lower bound of
+        what it holds once ours on the way have landed (a reading against ours in flight,
+        :mod:`.reading`): hold no less either, but for what it holds beyond our ``limit`` (a
+        share of its quota). Our count only errs low (an opening reserved at more than the
+        server charged, a shuffled burst read at its worst, the refill during an answer's
+        latency left out); lowered only, such an error stuck until the bucket was full again,
+        which a saturated run never is (141 calls at 1.08x the server's ideal time)."""
         level = self._refill(now)
         if since is not None and since < now:
-            remaining = min(self.limit, remaining + (now - since) * self.rate)
-        self.level = min(level, float(remaining))
+            remaining = remaining + (now - since) * self.rate  # ours refills no faster
+        self.level = min(level, float(min(self.limit, remaining)))
+        if size is not None:
+            lifted = min(float(size), remaining) - max(0, size - self.limit)
+            if lifted > self.level:
+                self.level = lifted
+                if self.deficit > self.limit - lifted:  # (as a refill to it would)
+                    self.deficit = self.limit - lifted
 
     def retime(self, now: float, quota: Any) -> None:
         """The same quota with another margin (:mod:`.latency`): its refill rate from now on."""
