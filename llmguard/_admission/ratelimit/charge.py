@@ -187,7 +187,8 @@ class Charge:
         if self.silent:
             self.silent, self.trusted, self.probing, self.factor = False, False, None, OPENING
         measured = calibration.measure(self.burst, window.readings.spread, remaining, ticket,
-                                       rate, now, start, horizon)
+                                       rate, now, start, horizon,
+                                       getattr(tracks[0], "recent", ()), factor)
         if measured is not None:
             self.factor = min(MOST, max(1.0, measured))
         if self.factor < factor:

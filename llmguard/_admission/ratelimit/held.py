@@ -41,7 +41,11 @@ class Held:
         if ticket is None:
             return self._wait()
         self.ticket = ticket  # (an in-memory entry holds the time read for it: now)
-        self.at = ticket.time if type(ticket) is Entry else clock.now()
+        if type(ticket) is Entry:
+            ticket.moved = True
+            self.at = ticket.time
+        else:
+            self.at = clock.now()
         return None
 
     async def recount(self) -> None:
@@ -60,6 +64,8 @@ class Held:
             await self._wait()
         else:
             self.ticket, self.at = ticket, clock.now()
+            if type(ticket) is Entry:
+                ticket.moved = True
 
     async def _wait(self) -> None:
         """Wait ahead of the line for the reservation (none held now)."""
@@ -77,3 +83,5 @@ class Held:
             line.leave(key, future)
             raise
         self.ticket, self.at = ticket, clock.now()
+        if type(ticket) is Entry:
+            ticket.moved = True  # (sent now: :func:`.calibration.unread`)
