@@ -209,14 +209,11 @@ class Window:
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
-            # a learned bucket is the server's own: a reading against ours in flight is a
-            # certain bound both ways (``Bucket.drain_to``)
+            # a learned bucket is the server's own: read as a bound both ways (``drain_to``)
             size = limit if ticket is not None and kind == "bucket" else None
             for track in tracks:
-                if isinstance(track, Bucket):
-                    track.drain_to(now, left, since)
-                else:
-                    track.bucket.drain_to(now, left, since, size)
+                (track.drain_to(now, left, since) if isinstance(track, Bucket)
+                 else track.bucket.drain_to(now, left, since, size))
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
