@@ -143,6 +143,27 @@ def test_headers_drain_the_bucket_to_what_the_provider_reports() -> None:
     assert not window.caps
 
 
+def test_a_reading_of_the_servers_own_bucket_lifts_ours_to_it() -> None:
+    """A reading that is a certain bound of the server's own bucket (``size`` given: a learned
+    bucket, read against ours in flight) sets ours both ways, less what the server holds
+    beyond our limit (a share of its quota); any other reading only lowers it. Lowered only,
+    a bound our count once fell below (an opening reserved at more than the server charged)
+    stuck until the bucket was full again, which a saturated run never is."""
+    bucket = Bucket(Quota(1000, 60.0, True, True))
+    bucket.add(0.0, Entry(0.0, 900))
+    bucket.drain_to(0.0, 500)
+    assert bucket.level == 100  # only lowers
+    bucket.drain_to(0.0, 500, size=1000)
+    assert bucket.level == 500
+    bucket.drain_to(0.0, 800, size=1500)  # the server's 500 beyond ours are not ours
+    assert bucket.level == 500
+    bucket.drain_to(0.0, 100)
+    bucket.drain_to(0.0, 900, since=-3.0, size=1500)  # its refill since, at ours (no faster)
+    assert bucket.level == pytest.approx(900 + 3 * 1000 / 60 - 500)
+    bucket.drain_to(0.0, 2000, size=1000)
+    assert bucket.level == 1000  # never above full
+
+
 def test_an_idle_bucket_is_full_with_nothing_outstanding() -> None:
     """A window of buckets is idle (swept like a fresh one) only once every bucket is full
     again and every reservation settled; settling twice changes nothing."""
