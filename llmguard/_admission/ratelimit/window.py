@@ -13,7 +13,7 @@ from typing import Any
 from ..._core.public import public
 from . import beyond, learn, learn_refusal, silent
 from .auto import AutoTrack
-from .bucket import Bucket
+from .bucket import Bucket, unsettled
 from .charge import Charge
 from .log import Entry, Folded, Log
 from .reading import Readings
@@ -209,8 +209,10 @@ class Window:
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
-            for track in tracks:
-                (track if isinstance(track, Bucket) else track.bucket).drain_to(now, left, since)
+            for track in tracks:  # the server's reading: also what a give-back may reach
+                bucket = track if isinstance(track, Bucket) else track.bucket
+                bucket.drain_to(now, left, since, unsettled(bucket, getattr(track, "log", None),
+                                                            base), base)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
