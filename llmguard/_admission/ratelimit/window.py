@@ -209,10 +209,11 @@ class Window:
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
-            for track in tracks:  # the server's reading: also what a give-back may reach
+            for track in tracks:  # a reading as of its ticket bounds a give-back too (as of
+                # now, ours queued below cannot be told from ours sent: no bound)
                 bucket = track if isinstance(track, Bucket) else track.bucket
-                bucket.drain_to(now, left, since, unsettled(bucket, getattr(track, "log", None),
-                                                            base), base)
+                bucket.drain_to(now, left, since, None if ticket is None else
+                                unsettled(bucket, getattr(track, "log", None), base), base)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
