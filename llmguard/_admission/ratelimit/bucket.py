@@ -20,16 +20,12 @@ provider's could have reached full) and the units of the reservations not settle
 holds more than the provider's. A refund soon after its reservation, with the bucket in use,
 gives back all of it; one after the bucket had time to fill up gives back nothing.
 
-**What the server said.** An answer that used less than it reserved settles to its usage, but a
-server charging ``max_tokens`` up front (OpenAI) gives nothing back: only its readings of
-``remaining`` say which it is. The answer's own reading drains us first; its unused part, given
-back after it, put us above the server (136 of 212 tokens a call), and the call woken next was
-refused (5% 429s at 3,000 RPM, answers 0.05 s away). So a reading also sets how high a give-back
-may lift us (:meth:`Bucket.ceiling`): what it reports less every reservation of ours not settled
-(ours queued below, a ConcurrencyLimit's, are not at the server yet, though admitted before the
-ones it counted: read as arrived, they cost as many 429s), less ours taken since, plus those of
-ours it counted that settle since. Never above what the server holds for us, however it counts;
-a server that gives unused units back says so in its next readings, which lift it again.
+**What the server said.** An answer that used less than it reserved settles to its usage, but
+OpenAI charges ``max_tokens`` up front and gives nothing back: given back after the answer's own
+reading had drained us, the unused part put us above the server, and the call woken next was
+refused (5% 429s at 3,000 RPM, answers 0.05 s away). So a give-back lifts us no higher than the
+reading allows (:meth:`Bucket.ceiling`): what it reports, less ours not settled that it counted
+as arrived (ours queued below, a ConcurrencyLimit's, are not), less ours taken since.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -39,7 +35,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["Bucket", "level_at", "settle", "unsettled", "wait_for"]
+__all__ = ["Bucket", "level_at", "settle", "told", "unsettled", "wait_for"]
 
 
 def level_at(level: float, since: float, now: float, capacity: float, rate: float) -> float:
@@ -106,6 +102,17 @@ def unsettled(bucket: "Bucket", log: Any, first: int) -> float:
         if entry.owner is not None and entry.live:
             later += bucket.weight(entry)
     return bucket.outstanding - later
+
+
+def told(track: Any, ticket: Any, first: int, spread: float) -> tuple[float, int, float] | None:
+    """What a reading in the answer to ``ticket`` that took off ours from seq ``first`` on
+    tells ``track``'s bucket of how high a give-back may lift it (:meth:`Bucket.drain_to`),
+    ``ticket`` arriving within ``spread`` s of its send. None for a reading as of now: ours
+    queued below cannot be told from ours sent then."""
+    if ticket is None:
+        return None
+    bucket = track if isinstance(track, Bucket) else track.bucket
+    return unsettled(bucket, getattr(track, "log", None), first), first, ticket.time + spread
 
 
 class Bucket:
@@ -184,8 +191,8 @@ class Bucket:
     def ceiling(self, now: float) -> float:
         """The most a give-back may lift us to now (inf before any reading): never above what
         the server holds for us (its refill clipped at the end only: never more than its)."""
-        told = self.told + (now - self.told_at) * self.rate
-        return (told if told < self.limit else self.limit) - self.since_told
+        level = self.told + (now - self.told_at) * self.rate
+        return (level if level < self.limit else self.limit) - self.since_told
 
     def settled(self, now: float, entry: Any, reserved: float, before: float, after: float,
                 refund: bool) -> float:
@@ -195,9 +202,7 @@ class Bucket:
         lifts us only up to the ceiling (the server may keep it charged)."""
         if refund or entry.seq < self.told_seq:
             self.since_told -= reserved
-        if refund:
-            return after
-        if after <= before or self.told == math.inf:
+        if refund or after <= before or self.told == math.inf:
             return after
         ceiling = self.ceiling(now)
         return after if after <= ceiling else (before if before > ceiling else ceiling)
@@ -213,18 +218,21 @@ class Bucket:
         self.deficit = max(0.0, self.deficit - less)
 
     def drain_to(self, now: float, remaining: float, since: float | None = None,
-                 unsettled: float | None = None, first: int = 0) -> None:
+                 told: tuple[float, int, float] | None = None) -> None:
         """The provider reports ``remaining`` units in its bucket (as of ``since``, default
-        now: the refill since then comes on top): hold no more than that. A reading of its
-        headers gives the ``unsettled`` units of ours admitted before seq ``first`` (the
-        reading counted them as arrived): the new :meth:`ceiling`."""
+        now: the refill since then comes on top): hold no more than that. A reading as of its
+        ticket's arrival tells ``(unsettled, first, arrived)``: ours not settled admitted
+        before seq ``first`` (it counted them as arrived), and when it arrived (refilled
+        since, as the reading model has it): the new :meth:`ceiling`."""
         level = self._refill(now)
+        said = remaining
         if since is not None and since < now:
             remaining = min(self.limit, remaining + (now - since) * self.rate)
         self.level = min(level, float(remaining))
-        if unsettled is not None:
-            self.told, self.told_at, self.since_told = remaining - unsettled, now, 0.0
-            self.told_seq = first
+        if told is not None:
+            unsettled, self.told_seq, arrived = told
+            self.told_at = min(now, arrived if since is None else min(since, arrived))
+            self.told, self.since_told = said - unsettled, 0.0
 
     def retime(self, now: float, quota: Any) -> None:
         """The same quota with another margin (:mod:`.latency`): its refill rate from now on."""
