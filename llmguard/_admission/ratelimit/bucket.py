@@ -20,6 +20,13 @@ provider's could have reached full) and the units of the reservations not settle
 holds more than the provider's. A refund soon after its reservation, with the bucket in use,
 gives back all of it; one after the bucket had time to fill up gives back nothing.
 
+**What the server said.** An answer that used less than it reserved settles to its usage, but
+OpenAI charges ``max_tokens`` up front and gives nothing back: given back after the answer's own
+reading had drained us, the unused part put us above the server, and the call woken next was
+refused (5% 429s at 3,000 RPM, answers 0.05 s away). So a give-back lifts us no higher than the
+reading allows (:meth:`Bucket.ceiling`): what it reports, less ours not settled that it counted
+as arrived (ours queued below, a ConcurrencyLimit's, are not), less ours taken since.
+
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 
@@ -28,7 +35,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["Bucket", "level_at", "settle", "wait_for"]
+__all__ = ["Bucket", "level_at", "settle", "told", "unsettled", "wait_for"]
 
 
 def level_at(level: float, since: float, now: float, capacity: float, rate: float) -> float:
@@ -81,11 +88,39 @@ def settle(level: float, deficit: float, outstanding: float, capacity: float, re
     return level, deficit if deficit > 0.0 else 0.0, others
 
 
+def unsettled(bucket: "Bucket", log: Any, first: int) -> float:
+    """Units of ``bucket``'s reservations not settled that were admitted before seq ``first``
+    (a reading took off those from ``first`` on as not counted yet): all of them when ``log``
+    (the quota's sliding log, or None) no longer holds ``first``."""
+    entries = getattr(log, "entries", None)
+    if not entries or entries[0].seq > first:
+        return bucket.outstanding
+    later = 0
+    for entry in reversed(entries):
+        if entry.seq < first:
+            break
+        if entry.owner is not None and entry.live:
+            later += bucket.weight(entry)
+    return bucket.outstanding - later
+
+
+def told(track: Any, ticket: Any, first: int, spread: float) -> tuple[float, int, float] | None:
+    """What a reading in the answer to ``ticket`` that took off ours from seq ``first`` on
+    tells ``track``'s bucket of how high a give-back may lift it (:meth:`Bucket.drain_to`),
+    ``ticket`` arriving within ``spread`` s of its send. None for a reading as of now: ours
+    queued below cannot be told from ours sent then."""
+    if ticket is None:
+        return None
+    bucket = track if isinstance(track, Bucket) else track.bucket
+    return unsettled(bucket, getattr(track, "log", None), first), first, ticket.time + spread
+
+
 class Bucket:
     """One quota as a continuously refilling bucket: the track :class:`.window.Window` keeps for
     a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
 
-    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding")
+    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding", "told",
+                 "told_at", "since_told", "told_seq")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
@@ -100,6 +135,10 @@ class Bucket:
         self.deficit = 0.0
         #: Units of the reservations not settled yet.
         self.outstanding = 0
+        #: What the server's last reading leaves us at ``told_at`` less every reservation of
+        #: ours not settled then (inf: no reading yet); units of ours taken since (less
+        #: refunds, and those before ``told_seq`` it counted as they settle): :meth:`ceiling`.
+        self.told, self.told_at, self.since_told, self.told_seq = math.inf, 0.0, 0.0, 0
 
     def weight(self, entry: Any) -> int:
         return entry.tokens if self.quota.tokens else entry.live
@@ -132,6 +171,7 @@ class Bucket:
         self.level -= units
         self.deficit += units
         self.outstanding += units
+        self.since_told += units
 
     def adjust(self, now: float, entry: Any, tokens: int, live: int) -> None:
         """Settle the entry: it used ``tokens`` (``live=1``) or was refunded (``live=0``)."""
@@ -141,8 +181,31 @@ class Bucket:
             reserved, actual = entry.tokens, tokens if live else None
         else:
             reserved, actual = entry.live, 1 if live else None
+        level = self.level
         self.level, self.deficit, self.outstanding = settle(
-            self.level, self.deficit, self.outstanding, self.limit, reserved, actual)
+            level, self.deficit, self.outstanding, self.limit, reserved, actual)
+        if actual is not None and actual > reserved:  # charged more: the ceiling too
+            self.since_told += actual - reserved
+        self.level = self.settled(now, entry, reserved, level, self.level, actual is None)
+
+    def ceiling(self, now: float) -> float:
+        """The most a give-back may lift us to now (inf before any reading): never above what
+        the server holds for us (its refill clipped at the end only: never more than its)."""
+        level = self.told + (now - self.told_at) * self.rate
+        return (level if level < self.limit else self.limit) - self.since_told
+
+    def settled(self, now: float, entry: Any, reserved: float, before: float, after: float,
+                refund: bool) -> float:
+        """The level after settling ``entry`` (``reserved`` units) took it from ``before`` to
+        ``after``. A refund (the server never counted it), or one the last reading counted
+        and took off as not settled, lifts the ceiling by ``reserved``; an answer's unused part
+        lifts us only up to the ceiling (the server may keep it charged)."""
+        if refund or entry.seq < self.told_seq:
+            self.since_told -= reserved
+        if refund or after <= before or self.told == math.inf:
+            return after
+        ceiling = self.ceiling(now)
+        return after if after <= ceiling else (before if before > ceiling else ceiling)
 
     def rescale(self, now: float, entry: Any, tokens: int) -> None:
         """``entry``, not settled, took more than the server charged it (``tokens``): the
@@ -150,31 +213,26 @@ class Bucket:
         self._refill(now)
         less = entry.tokens - tokens
         self.level = min(self.limit, self.level + less)
+        self.since_told -= less
         self.outstanding -= less
         self.deficit = max(0.0, self.deficit - less)
 
     def drain_to(self, now: float, remaining: float, since: float | None = None,
-                 size: int | None = None) -> None:
+                 told: tuple[float, int, float] | None = None) -> None:
         """The provider reports ``remaining`` units in its bucket (as of ``since``, default
-        now: the refill since then comes on top): hold no more than that.
-
-        ``size``: the provider's bucket size, when ``remaining`` is a certain lower bound of
-        what it holds once ours on the way have landed (a reading against ours in flight,
-        :mod:`.reading`): hold no less either, but for what it holds beyond our ``limit`` (a
-        share of its quota). Our count only errs low (an opening reserved at more than the
-        server charged, a shuffled burst read at its worst, the refill during an answer's
-        latency left out); lowered only, such an error stuck until the bucket was full again,
-        which a saturated run never is (141 calls at 1.08x the server's ideal time)."""
+        now: the refill since then comes on top): hold no more than that. A reading as of its
+        ticket's arrival tells ``(unsettled, first, arrived)``: ours not settled admitted
+        before seq ``first`` (it counted them as arrived), and when it arrived (refilled
+        since, as the reading model has it): the new :meth:`ceiling`."""
         level = self._refill(now)
+        said = remaining
         if since is not None and since < now:
-            remaining = remaining + (now - since) * self.rate  # ours refills no faster
-        self.level = min(level, float(min(self.limit, remaining)))
-        if size is not None:
-            lifted = min(float(size), remaining) - max(0, size - self.limit)
-            if lifted > self.level:
-                self.level = lifted
-                if self.deficit > self.limit - lifted:  # (as a refill to it would)
-                    self.deficit = self.limit - lifted
+            remaining = min(self.limit, remaining + (now - since) * self.rate)
+        self.level = min(level, float(remaining))
+        if told is not None:
+            unsettled, self.told_seq, arrived = told
+            self.told_at = min(now, arrived if since is None else min(since, arrived))
+            self.told, self.since_told = said - unsettled, 0.0
 
     def retime(self, now: float, quota: Any) -> None:
         """The same quota with another margin (:mod:`.latency`): its refill rate from now on."""

@@ -13,10 +13,10 @@ from typing import Any
 from ..._core.public import public
 from . import beyond, learn, learn_refusal, silent
 from .auto import AutoTrack
-from .bucket import Bucket
+from .bucket import Bucket, told
 from .charge import Charge
 from .log import Entry, Folded, Log
-from .reading import Readings
+from .reading import Readings, lift
 from .shape import Shape
 
 __all__ = ["SLACK", "Entry", "Quota", "Window"]
@@ -65,8 +65,7 @@ class Window:
         self.tracks: tuple[Any, ...] = tuple(
             AutoTrack(q, self.shape) if q.learn else Bucket(q) if q.continuous else Log(q)
             for q in quotas)
-        #: The sliding log of the first quota when its shape is learned (each admission's
-        #: ``first`` is read from it), else None.
+        #: The first quota's sliding log when its shape is learned (each ``first`` read there).
         self.log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
         #: True when an entry must be settled exactly once (buckets keep what is outstanding).
         self.buckets = any(q.continuous or q.learn for q in quotas)
@@ -209,11 +208,12 @@ class Window:
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
-            # a learned bucket is the server's own: read as a bound both ways (``drain_to``)
-            size = limit if ticket is not None and kind == "bucket" else None
-            for track in tracks:
-                (track.drain_to(now, left, since) if isinstance(track, Bucket)
-                 else track.bucket.drain_to(now, left, since, size))
+            for track in tracks:  # the reading bounds a give-back too (:func:`.bucket.told`)
+                bucket = track if isinstance(track, Bucket) else track.bucket
+                said = told(track, ticket, base, self.readings.spread)
+                bucket.drain_to(now, left, since, said)
+                if said is not None and bucket is not track and kind == "bucket" and limit:
+                    lift(bucket, now, left, since, said[0], limit)  # the server's own: both ways
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
