@@ -11,7 +11,6 @@ import pytest
 
 import llmguard as lg
 from llmguard._admission.ratelimit.calibration import measure, unread
-from llmguard._admission.ratelimit.charge import Charge
 from llmguard._admission.ratelimit.log import Entry
 from llmguard.testing import FixedWindowServer, SlidingWindowServer, TokenBucketServer
 
@@ -95,15 +94,3 @@ def test_a_group_with_one_of_ours_unread_amid_it_only_bounds_the_factor_from_abo
     queued = Entry(0.015, 212, None, 4, 0)  # admitted amid them, waiting for a slot below
     assert not unread(deque([*recent, queued]), burst[1])
 
-
-def test_a_heard_token_quota_keeps_what_the_server_charged() -> None:
-    """A server reporting token readings counts ``max_tokens`` at admission and gives nothing
-    back (OpenAI): a learned bucket settles to the charge, as a window does, not to the
-    usage. Given back between two readings, the unused part admitted calls the server's bucket
-    could not hold as soon as the waiting line was woken (4 429s of 145 under
-    ConcurrencyLimit(8))."""
-    charge = Charge(10_000)
-    charge.heard, charge.factor = True, 1.0
-    entry = Entry(0.0, 212, None, 0, 0, 212)
-    assert charge.settled(entry, 76, bucket=True) == 212
-    assert charge.settled(entry, 300, bucket=True) == 300  # more, when the usage says so

@@ -116,7 +116,7 @@ class Charge:
             entry.used = tokens  # what counts if the server gives unused tokens back
         # a bucket learned from a server that says nothing (:mod:`.silent`) drains by no
         # reading: what it keeps charged stays counted, as on any silent server
-        if (self.silent and self.trusted) or not (
+        if (bucket and self.heard) or (self.silent and self.trusted) or not (
                 self.heard or self.silent or self.kept):
             return tokens
         # the calibrated charge, never above the reservation (a burst read in part calibrates
