@@ -37,15 +37,20 @@ DEFAULT_PAUSE = 1.0
 __all__ = ["DEFAULT_PAUSE", "before", "clock_minute", "explained", "learn_limit", "reset_of"]
 
 
-def before(track: AutoTrack, now: float, ticket: Entry | None) -> int:
+def before(window: Any, track: AutoTrack, now: float, ticket: Entry | None) -> int:
     """Units of ours the server had seen in its window when ``ticket`` reached it: what
     ``track`` counts now, less ours admitted after it (the server saw them after it, or never).
     A 429 reads against the refused request's place: counted at its answer, a random 429 to
     the third of a minute's burst, its 55 others admitted at the same instant, read as "the
-    server admits 57", and the minute was held as full (58 s idle a minute). A bucket's level
-    (refilled since, settled since) is not ours by place: as counted now."""
+    server admits 57", and the minute was held as full (58 s idle a minute). Unless the
+    server's own word (a cap read from its headers, ours since counted against it) leaves no
+    room: ours admitted with it may have reached it first (LiteLLM's proxy refused the 60th to
+    arrive, admitted with 23 after it). A bucket's level (refilled since, settled since) is
+    not ours by place: as counted now."""
     used = track.used(now, ticket)
-    if ticket is None or track._pacer() is track.bucket:  # a level, not a count by place
+    cap = window.caps.get(track.quota.tokens)
+    if ticket is None or track._pacer() is track.bucket or (
+            cap is not None and cap[1] > now and cap[0] <= 0):
         return used
     for entry in reversed(track.log.entries):  # the newest first: ours after it are recent
         if entry.seq <= ticket.seq:
@@ -63,7 +68,7 @@ def explained(window: Any, now: float, ticket: Entry | None) -> bool:
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
             need = ticket.tokens if track.quota.tokens else 1
-            if before(track, now, ticket) + need > track.limit - max(2, track.limit // 10):
+            if before(window, track, now, ticket) + need > track.limit - max(2, track.limit // 10):
                 return True
     return False
 
@@ -85,7 +90,7 @@ def learn_limit(window: Any, now: float, ticket: Entry | None,
             return None
     fullest, ratio, used = None, 0.0, 0
     for track in learners:
-        mine = before(track, now, ticket)
+        mine = before(window, track, now, ticket)
         need = (ticket.tokens if track.quota.tokens else 1) if ticket is not None else 0
         if (mine + need) / track.limit > ratio:
             fullest, ratio, used = track, (mine + need) / track.limit, mine
@@ -122,7 +127,7 @@ def reset_of(now: float, track: AutoTrack | None, ticket: Entry | None,
     need = ticket.tokens if track.quota.tokens else 1
     # against the quota as given: a limit learned from this 429 supposes ours alone
     if seconds <= need * track.window / track.limit + TOLERANCE \
-            or before(track, now, ticket) + need <= track.quota.limit:
+            or track.used(now, ticket) + need <= track.quota.limit:
         return None
     oldest = min((e.time for e in track.log.entries if e.live and not e.refused), default=None)
     if oldest is None or now + seconds >= oldest + track.window - TOLERANCE:
