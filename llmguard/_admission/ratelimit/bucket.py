@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["Bucket", "level_at", "settle", "told", "unsettled", "wait_for"]
+__all__ = ["Bucket", "drain", "level_at", "settle", "unsettled", "wait_for"]
 
 
 def level_at(level: float, since: float, now: float, capacity: float, rate: float) -> float:
@@ -104,15 +104,16 @@ def unsettled(bucket: "Bucket", log: Any, first: int) -> float:
     return bucket.outstanding - later
 
 
-def told(track: Any, ticket: Any, first: int, spread: float) -> tuple[float, int, float] | None:
-    """What a reading in the answer to ``ticket`` that took off ours from seq ``first`` on
-    tells ``track``'s bucket of how high a give-back may lift it (:meth:`Bucket.drain_to`),
-    ``ticket`` arriving within ``spread`` s of its send. None for a reading as of now: ours
-    queued below cannot be told from ours sent then."""
-    if ticket is None:
-        return None
+def drain(track: Any, now: float, left: float, since: float, ticket: Any, first: int,
+          spread: float) -> None:
+    """A reading in the answer to ``ticket`` (None: as of now) leaves ``left`` as of ``since``,
+    ours from seq ``first`` on taken off (:mod:`.reading`): ``track``'s bucket drains to it, and
+    bounds a give-back by it (as of ``ticket``'s arrival, within ``spread`` s of its send; not
+    as of now: ours queued below cannot be told from ours sent then)."""
     bucket = track if isinstance(track, Bucket) else track.bucket
-    return unsettled(bucket, getattr(track, "log", None), first), first, ticket.time + spread
+    told = None if ticket is None else (
+        unsettled(bucket, getattr(track, "log", None), first), first, ticket.time + spread)
+    bucket.drain_to(now, left, since, told)
 
 
 class Bucket:

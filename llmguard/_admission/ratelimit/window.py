@@ -13,7 +13,7 @@ from typing import Any
 from ..._core.public import public
 from . import beyond, learn, learn_refusal, silent
 from .auto import AutoTrack
-from .bucket import Bucket, told
+from .bucket import Bucket, drain
 from .charge import Charge
 from .log import Entry, Folded, Log
 from .reading import Readings
@@ -209,9 +209,8 @@ class Window:
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
-            for track in tracks:  # the reading bounds a give-back too (:func:`.bucket.told`)
-                bucket = track if isinstance(track, Bucket) else track.bucket
-                bucket.drain_to(now, left, since, told(track, ticket, base, self.readings.spread))
+            for track in tracks:  # drained, a give-back bounded too (:func:`.bucket.drain`)
+                drain(track, now, left, since, ticket, base, self.readings.spread)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
