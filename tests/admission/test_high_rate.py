@@ -1,6 +1,6 @@
 """A high-rate stream with only the quotas given (issue #30): answers 0.05 s away, 32-64 calls
 in flight, every answer's headers read, demand above the quota. The bucket's give-back is
-bounded by what the server's readings leave us (``bucket.Bucket.ceiling``). In virtual time."""
+bounded by what the server's readings leave us (:mod:`llmguard._admission.ratelimit.told`). In virtual time."""
 
 import asyncio
 from types import SimpleNamespace
@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 import llmguard as lg
-from llmguard._admission.ratelimit.bucket import Bucket, unsettled
+from llmguard._admission.ratelimit.bucket import Bucket
 from llmguard._admission.ratelimit.log import Entry
+from llmguard._admission.ratelimit.told import ceiling, unsettled
 from llmguard._admission.ratelimit.window import Quota
 from llmguard.testing import FixedWindowServer, SlidingWindowServer, TokenBucketServer
 
@@ -35,7 +36,7 @@ def test_an_answers_unused_part_is_given_back_no_higher_than_the_reading_leaves(
     log = SimpleNamespace(entries=[queued, sent])
     assert unsettled(bucket, log, sent.seq) == 200
     bucket.drain_to(1.1, 800, 1.1, (unsettled(bucket, log, sent.seq), sent.seq, 1.1))
-    assert bucket.ceiling(1.1) == pytest.approx(600)
+    assert ceiling(bucket, 1.1) == pytest.approx(600)
     bucket.adjust(1.1, sent, 50, 1)  # answered: 50 used, the server keeps 200 charged
     assert bucket.level == pytest.approx(600)
     bucket.adjust(1.2, queued, 0, 0)  # it leaves the queue: refunded, taken again, sent
@@ -63,9 +64,9 @@ def test_a_server_that_gives_back_says_so_and_the_give_back_follows() -> None:
     bucket.add(0.0, first)
     bucket.add(0.0, second)
     bucket.drain_to(2.0, 600, 2.0, (unsettled(bucket, None, 2), 2, 2.0))
-    assert bucket.ceiling(2.0) == pytest.approx(200)
+    assert ceiling(bucket, 2.0) == pytest.approx(200)
     bucket.adjust(2.0, first, 200, 1)
-    assert bucket.ceiling(2.0) == pytest.approx(400) and bucket.level == pytest.approx(600)
+    assert ceiling(bucket, 2.0) == pytest.approx(400) and bucket.level == pytest.approx(600)
 
 
 # --- through the layer -----------------------------------------------------------------------

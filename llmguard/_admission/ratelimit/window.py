@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import beyond, learn, learn_refusal, silent
+from . import beyond, learn, learn_refusal, silent, told
 from .auto import AutoTrack
-from .bucket import Bucket, drain
+from .bucket import Bucket
 from .charge import Charge
 from .log import Entry, Folded, Log
 from .reading import Readings
@@ -209,8 +209,8 @@ class Window:
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
-            for track in tracks:  # drained, a give-back bounded too (:func:`.bucket.drain`)
-                drain(track, now, left, since, ticket, base, self.readings.spread)
+            for track in tracks:  # drained, a give-back bounded too (:func:`.told.drain`)
+                told.drain(track, now, left, since, ticket, base, self.readings.spread)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
