@@ -18,6 +18,7 @@ from .bucket import Bucket, settle
 from .carry import Carry, carried, charged, fold
 from .fixed import FixedCount
 from .log import FOLD_AT, Entry, Log
+from .told import settled
 
 __all__ = ["AutoTrack"]
 
@@ -115,8 +116,7 @@ class AutoTrack:
         entries = log.entries
         if entries and entries[0].time <= now - log.span:
             log.expire(now)  # the log may not be asked (another pacer admits): keep it short
-        # ``log.add(now, entry)`` and ``bucket.add(now, entry)``, written out (every admission,
-        # once per quota)
+        # ``log.add`` and ``bucket.add``, written out (every admission, once per quota)
         units = entry.tokens if log.tokens else 1
         entries.append(entry)
         log.used += units
@@ -164,8 +164,7 @@ class AutoTrack:
             if deficit > limit - level:  # the provider's could have filled up meanwhile
                 deficit = limit - level
         reserved, actual = (entry.tokens, tokens) if log.tokens else (entry.live, 1)
-        if not live:
-            actual = None  # a refund
+        actual = actual if live else None  # (None: a refund)
         if actual is not None and actual >= reserved:  # :func:`.bucket.settle`'s charge, written
             level -= actual - reserved  # out (every answered call); a refund goes through it
             bucket.since_told += actual - reserved * (2 if entry.seq < bucket.told_seq else 1)
@@ -174,10 +173,11 @@ class AutoTrack:
                 deficit = limit - level
             bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
             bucket.outstanding -= reserved
-        else:  # a refund, or unused units given back no higher than the server said
+        else:  # a refund, or unused units given back (no higher than the server said: ``told``)
             after, bucket.deficit, bucket.outstanding = settle(
-                level, deficit, bucket.outstanding, limit, reserved, actual)
-            bucket.level = bucket.settled(now, entry, reserved, level, after, actual is None)
+                level, deficit, bucket.outstanding, limit, reserved, actual,
+                self.quota.part == "output")
+            bucket.level = settled(bucket, now, entry, reserved, level, after, actual is None)
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 

@@ -20,12 +20,8 @@ provider's could have reached full) and the units of the reservations not settle
 holds more than the provider's. A refund soon after its reservation, with the bucket in use,
 gives back all of it; one after the bucket had time to fill up gives back nothing.
 
-**What the server said.** An answer that used less than it reserved settles to its usage, but
-OpenAI charges ``max_tokens`` up front and gives nothing back: given back after the answer's own
-reading had drained us, the unused part put us above the server, and the call woken next was
-refused (5% 429s at 3,000 RPM, answers 0.05 s away). So a give-back lifts us no higher than the
-reading allows (:meth:`Bucket.ceiling`): what it reports, less ours not settled that it counted
-as arrived (ours queued below, a ConcurrencyLimit's, are not), less ours taken since.
+**What the server said.** An answer's unused units come back no higher than the server's last
+reading allows (:mod:`.told`): OpenAI keeps them charged.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -35,7 +31,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["Bucket", "level_at", "settle", "told", "unsettled", "wait_for"]
+from .told import settled
+
+__all__ = ["Bucket", "level_at", "settle", "wait_for"]
 
 
 def level_at(level: float, since: float, now: float, capacity: float, rate: float) -> float:
@@ -55,7 +53,7 @@ def wait_for(level: float, need: float, rate: float) -> float:
 
 
 def settle(level: float, deficit: float, outstanding: float, capacity: float, reserved: float,
-           actual: float | None) -> tuple[float, float, float]:
+           actual: float | None, returned: bool = False) -> tuple[float, float, float]:
     """Settle a reservation of ``reserved`` units: the call used ``actual`` units, or never
     reached the provider (``actual=None``, a refund). Returns the new ``(level, deficit,
     outstanding)``.
@@ -64,10 +62,18 @@ def settle(level: float, deficit: float, outstanding: float, capacity: float, re
     the ``outstanding`` reservations (this one included) had been made. Without this one alone,
     the provider's is at least ``deficit - (outstanding - reserved)`` above ours: that much may
     come back (minus what the call did use). Using more than reserved charges the difference.
+
+    ``returned``: the provider charged all ``reserved`` at arrival and gives the unused back
+    when the answer ends (Anthropic's output tokens): all of it comes back to ours as to its,
+    up to the bucket's size. Ours took it no later than the provider did, so ours stays the
+    lower; the bound above is for what the provider never charged (a refund, an estimate over
+    what it counted), and held back the give-back a refill had made up for.
     """
     others = outstanding - reserved
-    if actual is not None and actual >= reserved:
+    if actual is not None and (actual >= reserved or returned):
         level -= actual - reserved
+        if level > capacity:
+            level = capacity
         deficit -= reserved
     else:
         used = actual or 0.0
@@ -86,33 +92,6 @@ def settle(level: float, deficit: float, outstanding: float, capacity: float, re
     if deficit > capacity - level:
         deficit = capacity - level
     return level, deficit if deficit > 0.0 else 0.0, others
-
-
-def unsettled(bucket: "Bucket", log: Any, first: int) -> float:
-    """Units of ``bucket``'s reservations not settled that were admitted before seq ``first``
-    (a reading took off those from ``first`` on as not counted yet): all of them when ``log``
-    (the quota's sliding log, or None) no longer holds ``first``."""
-    entries = getattr(log, "entries", None)
-    if not entries or entries[0].seq > first:
-        return bucket.outstanding
-    later = 0
-    for entry in reversed(entries):
-        if entry.seq < first:
-            break
-        if entry.owner is not None and entry.live:
-            later += bucket.weight(entry)
-    return bucket.outstanding - later
-
-
-def told(track: Any, ticket: Any, first: int, spread: float) -> tuple[float, int, float] | None:
-    """What a reading in the answer to ``ticket`` that took off ours from seq ``first`` on
-    tells ``track``'s bucket of how high a give-back may lift it (:meth:`Bucket.drain_to`),
-    ``ticket`` arriving within ``spread`` s of its send. None for a reading as of now: ours
-    queued below cannot be told from ours sent then."""
-    if ticket is None:
-        return None
-    bucket = track if isinstance(track, Bucket) else track.bucket
-    return unsettled(bucket, getattr(track, "log", None), first), first, ticket.time + spread
 
 
 class Bucket:
@@ -137,7 +116,7 @@ class Bucket:
         self.outstanding = 0
         #: What the server's last reading leaves us at ``told_at`` less every reservation of
         #: ours not settled then (inf: no reading yet); units of ours taken since (less
-        #: refunds, and those before ``told_seq`` it counted as they settle): :meth:`ceiling`.
+        #: refunds, and those before ``told_seq`` it counted as they settle): :mod:`.told`.
         self.told, self.told_at, self.since_told, self.told_seq = math.inf, 0.0, 0.0, 0
 
     def weight(self, entry: Any) -> int:
@@ -183,29 +162,11 @@ class Bucket:
             reserved, actual = entry.live, 1 if live else None
         level = self.level
         self.level, self.deficit, self.outstanding = settle(
-            level, self.deficit, self.outstanding, self.limit, reserved, actual)
+            level, self.deficit, self.outstanding, self.limit, reserved, actual,
+            self.quota.part == "output")
         if actual is not None and actual > reserved:  # charged more: the ceiling too
             self.since_told += actual - reserved
-        self.level = self.settled(now, entry, reserved, level, self.level, actual is None)
-
-    def ceiling(self, now: float) -> float:
-        """The most a give-back may lift us to now (inf before any reading): never above what
-        the server holds for us (its refill clipped at the end only: never more than its)."""
-        level = self.told + (now - self.told_at) * self.rate
-        return (level if level < self.limit else self.limit) - self.since_told
-
-    def settled(self, now: float, entry: Any, reserved: float, before: float, after: float,
-                refund: bool) -> float:
-        """The level after settling ``entry`` (``reserved`` units) took it from ``before`` to
-        ``after``. A refund (the server never counted it), or one the last reading counted
-        and took off as not settled, lifts the ceiling by ``reserved``; an answer's unused part
-        lifts us only up to the ceiling (the server may keep it charged)."""
-        if refund or entry.seq < self.told_seq:
-            self.since_told -= reserved
-        if refund or after <= before or self.told == math.inf:
-            return after
-        ceiling = self.ceiling(now)
-        return after if after <= ceiling else (before if before > ceiling else ceiling)
+        self.level = settled(self, now, entry, reserved, level, self.level, actual is None)
 
     def rescale(self, now: float, entry: Any, tokens: int) -> None:
         """``entry``, not settled, took more than the server charged it (``tokens``): the
@@ -223,7 +184,7 @@ class Bucket:
         now: the refill since then comes on top): hold no more than that. A reading as of its
         ticket's arrival tells ``(unsettled, first, arrived)``: ours not settled admitted
         before seq ``first`` (it counted them as arrived), and when it arrived (refilled
-        since, as the reading model has it): the new :meth:`ceiling`."""
+        since, as the reading model has it): the new :func:`.told.ceiling`."""
         level = self._refill(now)
         said = remaining
         if since is not None and since < now:

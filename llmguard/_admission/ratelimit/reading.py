@@ -13,8 +13,7 @@ sent). But every reading of the same burst bounds the same quantity, so the best
 group holds: the group's highest, less ours admitted since, is as
 certain as each, and the first of a burst to arrive reads it exactly. Each reading still
 lowers our own count to that bound (a count that gave back more than the server did, or
-missed another client's requests, is corrected by the next answer), and lifts a learned
-bucket, the server's own, to it (:func:`lift`): our count errs only low there.
+missed another client's requests, is corrected by the next answer).
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -24,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-__all__ = ["Readings", "lift"]
+__all__ = ["Readings"]
 
 
 class Readings:
@@ -117,25 +116,3 @@ class Readings:
     def forget(self) -> None:
         """Caps and levels were set otherwise (spent, a new shape): no group is open."""
         self.groups.clear()
-
-
-def lift(bucket: Any, now: float, remaining: float, since: float, unsettled: float,
-         size: int) -> None:
-    """Hold no less in ``bucket`` (a learned one: the server's own, of ``size`` units) than a
-    reading's bound of ``remaining`` as of ``since`` (its refill since comes on top, at our
-    rate: no faster than the server's) leaves: less what the server holds beyond our limit (a
-    share of its quota) and ``unsettled``, ours not settled that it counted as arrived (some
-    may be queued below us, not sent: lifted to the bare reading, 55 429s of 1,500 at 3,000
-    RPM under ConcurrencyLimit(32)). Our count errs only low (an opening reserved at more
-    than the server charged, a shuffled burst read at its worst, the refill during an
-    answer's latency left out); lowered only, such an error stuck until the bucket was full
-    again, which a saturated run never is (141 calls at 1.08x the server's ideal time)."""
-    bucket.available(now)  # (refilled to now)
-    level = bucket.level
-    if since < now:
-        remaining += (now - since) * bucket.rate
-    lifted = min(float(size), remaining) - max(0, size - bucket.limit) - unsettled
-    if lifted > level:
-        bucket.level = lifted
-        if bucket.deficit > bucket.limit - lifted:  # (as a refill to it would)
-            bucket.deficit = bucket.limit - lifted

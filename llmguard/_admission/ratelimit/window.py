@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import beyond, learn, learn_refusal, silent
+from . import beyond, learn, learn_refusal, silent, told
 from .auto import AutoTrack
-from .bucket import Bucket, told
+from .bucket import Bucket
 from .charge import Charge
 from .log import Entry, Folded, Log
-from .reading import Readings, lift
+from .reading import Readings
 from .shape import Shape
 
 __all__ = ["SLACK", "Entry", "Quota", "Window"]
@@ -208,17 +208,17 @@ class Window:
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
-            for track in tracks:  # the reading bounds a give-back too (:func:`.bucket.told`)
-                bucket = track if isinstance(track, Bucket) else track.bucket
-                said = told(track, ticket, base, self.readings.spread)
-                bucket.drain_to(now, left, since, said)
-                if said is not None and bucket is not track and kind == "bucket" and limit:
-                    lift(bucket, now, left, since, said[0], limit)  # the server's own: both ways
+            for track in tracks:  # drained, a give-back bounded too (:func:`.told.drain`)
+                told.drain(track, now, left, since, ticket, base, self.readings.spread,
+                           limit if kind == "bucket" else None)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
             until = self.shape.next_boundary(self.shape.epoch, at)
+            for track in tracks:  # the server's count bounds ours (429s it did not count)
+                if getattr(track, "fixed", None) is not None:
+                    track.fixed.vouch(now, at, (limit or track.quota.limit) - left)
         elif reset is not None:  # from when the server counted the request
             until = (at if ticket is not None else now) + reset
         elif self.shape is not None:  # no reset: the safe reading, left for one window
