@@ -1,6 +1,6 @@
 """A high-rate stream with only the quotas given (issue #30): answers 0.05 s away, 32-64 calls
-in flight, every answer's headers read, demand above the quota. The bucket's give-back is
-bounded by what the server's readings leave us (:mod:`llmguard._admission.ratelimit.told`). In virtual time."""
+in flight, every answer's headers read, demand above the quota. A bucket's give-back is bounded
+by what the server's readings leave us (``_admission/ratelimit/told.py``). In virtual time."""
 
 import asyncio
 from types import SimpleNamespace
