@@ -18,6 +18,7 @@ from .bucket import Bucket, settle
 from .carry import Carry, carried, charged, fold
 from .fixed import FixedCount
 from .log import FOLD_AT, Entry, Log
+from .told import settled
 
 __all__ = ["AutoTrack"]
 
@@ -40,8 +41,7 @@ class AutoTrack:
         self.recent: deque[Entry] = deque()
         #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
         self.carry: Carry | None = None
-        #: The most a bucket of this token quota charges over our estimates (:mod:`.refuted`,
-        #: :func:`.carry.charged`).
+        #: The most a bucket of this quota charges over our estimates (:mod:`.refuted`).
         self.ceiling = float("inf")
 
     @property
@@ -49,8 +49,8 @@ class AutoTrack:
         return self.log.limit
 
     def learns(self) -> bool:
-        """True when the learned shape describes this quota (a per-minute one, not an rps or a
-        burst share, which stay sliding logs)."""
+        """True when the learned shape describes this quota (per minute: an rps or a burst
+        share stays a sliding log)."""
         return abs(self.window - self.shape.window) < 1e-9
 
     def _pacer(self) -> Any:
@@ -140,6 +140,7 @@ class AutoTrack:
         bucket.level = level - units  # (``entry.live`` is 1 on admission: the log's count)
         bucket.deficit += units
         bucket.outstanding += units
+        bucket.since_told += units
         if self.fixed is not None:
             self.fixed.add(now, entry)
 
@@ -162,21 +163,21 @@ class AutoTrack:
             bucket.at = now
             if deficit > limit - level:  # the provider's could have filled up meanwhile
                 deficit = limit - level
-        if log.tokens:
-            reserved, actual = entry.tokens, tokens if live else None
-        else:
-            reserved, actual = entry.live, 1 if live else None
+        reserved, actual = (entry.tokens, tokens) if log.tokens else (entry.live, 1)
+        actual = actual if live else None  # (None: a refund)
         if actual is not None and actual >= reserved:  # :func:`.bucket.settle`'s charge, written
             level -= actual - reserved  # out (every answered call); a refund goes through it
+            bucket.since_told += actual - reserved * (2 if entry.seq < bucket.told_seq else 1)
             deficit -= reserved
             if deficit > limit - level:
                 deficit = limit - level
             bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
             bucket.outstanding -= reserved
-        else:  # a refund, or the unused output the server gives back too (``returned``)
-            bucket.level, bucket.deficit, bucket.outstanding = settle(
+        else:  # a refund, or unused units given back (no higher than the server said: ``told``)
+            after, bucket.deficit, bucket.outstanding = settle(
                 level, deficit, bucket.outstanding, limit, reserved, actual,
                 self.quota.part == "output")
+            bucket.level = settled(bucket, now, entry, reserved, level, after, actual is None)
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 
@@ -208,8 +209,7 @@ class AutoTrack:
         return self._pacer().available(now)
 
     def used(self, now: float, before: Entry | None = None) -> int:
-        """Units the server has seen from us in its window now, by the shape believed, without
-        ``before`` (an entry the server refused)."""
+        """Units the server has seen from us in its window now, as believed, bar ``before``."""
         pacer = self._pacer()
         if pacer is self.bucket:
             used = self.limit - max(0, self.bucket.available(now))

@@ -20,6 +20,9 @@ provider's could have reached full) and the units of the reservations not settle
 holds more than the provider's. A refund soon after its reservation, with the bucket in use,
 gives back all of it; one after the bucket had time to fill up gives back nothing.
 
+**What the server said.** An answer's unused units come back no higher than the server's last
+reading allows (:mod:`.told`): OpenAI keeps them charged.
+
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+from .told import settled
 
 __all__ = ["Bucket", "level_at", "settle", "wait_for"]
 
@@ -93,7 +98,8 @@ class Bucket:
     """One quota as a continuously refilling bucket: the track :class:`.window.Window` keeps for
     a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
 
-    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding")
+    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding", "told",
+                 "told_at", "since_told", "told_seq")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
@@ -108,6 +114,10 @@ class Bucket:
         self.deficit = 0.0
         #: Units of the reservations not settled yet.
         self.outstanding = 0
+        #: What the server's last reading leaves us at ``told_at`` less every reservation of
+        #: ours not settled then (inf: no reading yet); units of ours taken since (less
+        #: refunds, and those before ``told_seq`` it counted as they settle): :mod:`.told`.
+        self.told, self.told_at, self.since_told, self.told_seq = math.inf, 0.0, 0.0, 0
 
     def weight(self, entry: Any) -> int:
         return entry.tokens if self.quota.tokens else entry.live
@@ -140,6 +150,7 @@ class Bucket:
         self.level -= units
         self.deficit += units
         self.outstanding += units
+        self.since_told += units
 
     def adjust(self, now: float, entry: Any, tokens: int, live: int) -> None:
         """Settle the entry: it used ``tokens`` (``live=1``) or was refunded (``live=0``)."""
@@ -149,9 +160,13 @@ class Bucket:
             reserved, actual = entry.tokens, tokens if live else None
         else:
             reserved, actual = entry.live, 1 if live else None
+        level = self.level
         self.level, self.deficit, self.outstanding = settle(
-            self.level, self.deficit, self.outstanding, self.limit, reserved, actual,
+            level, self.deficit, self.outstanding, self.limit, reserved, actual,
             self.quota.part == "output")
+        if actual is not None and actual > reserved:  # charged more: the ceiling too
+            self.since_told += actual - reserved
+        self.level = settled(self, now, entry, reserved, level, self.level, actual is None)
 
     def rescale(self, now: float, entry: Any, tokens: int) -> None:
         """``entry``, not settled, took more than the server charged it (``tokens``): the
@@ -159,16 +174,26 @@ class Bucket:
         self._refill(now)
         less = entry.tokens - tokens
         self.level = min(self.limit, self.level + less)
+        self.since_told -= less
         self.outstanding -= less
         self.deficit = max(0.0, self.deficit - less)
 
-    def drain_to(self, now: float, remaining: float, since: float | None = None) -> None:
+    def drain_to(self, now: float, remaining: float, since: float | None = None,
+                 told: tuple[float, int, float] | None = None) -> None:
         """The provider reports ``remaining`` units in its bucket (as of ``since``, default
-        now: the refill since then comes on top): hold no more than that."""
+        now: the refill since then comes on top): hold no more than that. A reading as of its
+        ticket's arrival tells ``(unsettled, first, arrived)``: ours not settled admitted
+        before seq ``first`` (it counted them as arrived), and when it arrived (refilled
+        since, as the reading model has it): the new :func:`.told.ceiling`."""
         level = self._refill(now)
+        said = remaining
         if since is not None and since < now:
             remaining = min(self.limit, remaining + (now - since) * self.rate)
         self.level = min(level, float(remaining))
+        if told is not None:
+            unsettled, self.told_seq, arrived = told
+            self.told_at = min(now, arrived if since is None else min(since, arrived))
+            self.told, self.since_told = said - unsettled, 0.0
 
     def retime(self, now: float, quota: Any) -> None:
         """The same quota with another margin (:mod:`.latency`): its refill rate from now on."""

@@ -48,10 +48,11 @@ class Entry:
     reach the server in either order with it: :mod:`.reading`); ``estimate``, the tokens the
     call was estimated at (``tokens`` is what the server is believed to count: :mod:`.charge`);
     ``answered``, when its call ended (answered, failed or refunded; ``inf`` while in flight:
-    :mod:`.fixed` counts one in flight at a boundary in the next window too)."""
+    :mod:`.fixed` counts one in flight at a boundary in the next window too); ``moved``, taken
+    as its call left an inner queue (:mod:`.held`: sent then, surely)."""
 
     __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first", "near",
-                 "estimate", "answered", "used")
+                 "estimate", "answered", "used", "moved")
 
     def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
                  tseq: int = 0, estimate: int | None = None) -> None:
@@ -67,6 +68,7 @@ class Entry:
         self.near = (seq, tseq)
         self.answered = math.inf
         self.used: int | None = None  # the usage its answer reported (:mod:`.probing`)
+        self.moved = False
 
 
 class Folded(Entry):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import beyond, learn, learn_refusal, silent
+from . import beyond, learn, learn_refusal, silent, told
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -65,8 +65,7 @@ class Window:
         self.tracks: tuple[Any, ...] = tuple(
             AutoTrack(q, self.shape) if q.learn else Bucket(q) if q.continuous else Log(q)
             for q in quotas)
-        #: The sliding log of the first quota when its shape is learned (each admission's
-        #: ``first`` is read from it), else None.
+        #: The first quota's sliding log when its shape is learned (each ``first`` read there).
         self.log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
         #: True when an entry must be settled exactly once (buckets keep what is outstanding).
         self.buckets = any(q.continuous or q.learn for q in quotas)
@@ -209,8 +208,9 @@ class Window:
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
-            for track in tracks:
-                (track if isinstance(track, Bucket) else track.bucket).drain_to(now, left, since)
+            for track in tracks:  # drained, a give-back bounded too (:func:`.told.drain`)
+                told.drain(track, now, left, since, ticket, base, self.readings.spread,
+                           limit if kind == "bucket" else None)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
