@@ -57,7 +57,7 @@ class Window:
     __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
                  "readings", "charge", "quotas", "log")
 
-    def __init__(self, quotas: tuple[Quota, ...]) -> None:
+    def __init__(self, quotas: tuple[Quota, ...], charge: type[Charge] = Charge) -> None:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
         learned = [q for q in quotas if q.learn]
         #: What this partition learned about the server's limiter (None: nothing to learn).
@@ -79,9 +79,10 @@ class Window:
         self.issued = self.issued_tokens = 0
         #: What header readings leave us, read against ours in flight (:mod:`.reading`).
         self.readings = Readings(max(q.margin for q in quotas))
-        #: What the server charges against our estimate, for learned token quotas.
+        #: What the server charges against our estimate, for learned token quotas (a shared
+        #: backend's mirror: ``charge`` is its kind, made here so none is swapped mid-call).
         charged = [q.limit for q in learned if q.tokens and not q.part]
-        self.charge = Charge(min(charged)) if charged else None
+        self.charge = charge(min(charged)) if charged else None
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted (0.0: now), ``SLACK`` added

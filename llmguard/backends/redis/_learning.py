@@ -84,7 +84,7 @@ class RedisLearning:
                 raise
         estimate, charge, told, bare = tokens, window.charge, "", ""
         if charge is not None:  # reserve what the server is believed to count (``_charge``)
-            charge, member = _charge.install(window), _charge.estimated(member, estimate)
+            member = _charge.estimated(member, estimate)
             tokens, bare = charge.units(estimate), str(estimate)
             if charge.heard and (mine := charge.shared()) != self._told.get(key):
                 told = mine  # the calibration this process read, for every process
@@ -111,11 +111,10 @@ class RedisLearning:
         now = loop.time()
         _peek.read(window, now, result[14])  # before what it admits: their admissions came first
         self._adopt(key, window, now, result[7:13])
-        if charge is not None:
-            if told:
-                self._told[key] = told
-            if result[13]:
-                charge.follow(window, now, result[13])
+        if told:
+            self._told[key] = told
+        if charge is not None and result[13]:
+            charge.follow(window, now, result[13])
         result = list(result)
         admitted = result[0]
         if admitted in (1, 2, 3, 4, 5):
@@ -228,7 +227,8 @@ class RedisLearning:
         if not (isinstance(ticket, AutoTicket) and _charge.refused(
                 self.connection, window, ticket, names, self.args(quotas)[1:])):
             _silent.refused(self.connection, window, now, ticket, names)
-        self.local.refused(key, quotas, seconds, ticket=entry, named=named)
+        with _charge.alone(window, not isinstance(ticket, AutoTicket)):  # (an outage's)
+            self.local.refused(key, quotas, seconds, ticket=entry, named=named)
         if isinstance(ticket, AutoTicket) and getattr(named, "limit", None) is None:
             # this process saw its own requests only: the limit comes from every process's
             # (REFUSED), unless the 429 said it
