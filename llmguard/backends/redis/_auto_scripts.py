@@ -18,7 +18,7 @@ from ._bucket_scripts import PRELUDE
 from ._fence import FENCE
 from ._fixed_scripts import FIXED
 from ._peek import PEEK
-from ._scripts import CAPS
+from ._scripts import CAPS, UNCAP
 from ._probe_scripts import BOTH, CPROBE, EITHER, PROBE, SILENT
 
 __all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
@@ -42,7 +42,7 @@ end
 #: (``done``, once a reading without a reset was heard or an answer without any header, unless a
 #: bucket or a sliding window was learned since); RESERVE runs it first for each settlement it
 #: carries. ``hush(shape)``: a process read an answer without any rate-limit header (``_silent``).
-SETTLING = """
+SETTLING = UNCAP + """
 local function hush(shape)
   if redis.call('HSETNX', shape, 'sq', '1') == 1 then
     redis.call('HSETNX', shape, 'noreset', '1')
@@ -58,6 +58,7 @@ local function settle(log, shape, done, made, old, new, reserved_tokens, used_to
       redis.call('ZADD', log, at, new)
       if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
     end
+    uncap(at, old, new)
   end
   local learnt = redis.call('HMGET', shape, 'lims', 'kind', 'noreset')
   if at and old ~= new and learnt[2] == 'fixed' then  -- carried in flight (``_fixed_scripts``):

@@ -114,7 +114,9 @@ if redis.call('HGET', KEYS[3], 'kind') == 'bucket' then
   return 1
 end
 if not reset then return 0 end
-redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(now + reset))
+-- it counts ours admitted from its request's burst on, but for that request (``_scripts.UNCAP``)
+redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(now + reset),
+           'cf_' .. u, fmt(at and at - skew or now), 'cb_' .. u, at and string.match(ARGV[4], '^[^:]+') or '')
 local ms = math.ceil(reset * 1000) + 1000
 if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 return 1
@@ -204,7 +206,7 @@ for i = 1, #ARGV, 5 do
   span[u] = math.max(span[u] or 0, window)
 end
 for u, window in pairs(span) do
-  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(now + window))
+  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(now + window), 'cf_' .. u, fmt(now), 'cb_' .. u, '')
   redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
 end
 expire()

@@ -210,13 +210,13 @@ class RedisBackend(Answers):
         if reserved == str(tokens):  # settled as reserved (refill="auto" settles every one)
             return
         self.connection.spawn(self.connection.write(
-            _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling"))
+            _scripts.RECONCILE, self._key(key)[:2], [ticket, f"{member}:{tokens}"], "reconciling"))
 
     def refund(self, key: Hashable, ticket: Any) -> None:
         if self._settle(key, ticket, None):
             return
         self.connection.spawn(self.connection.write(
-            _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding"))
+            _scripts.RECONCILE, self._key(key)[:2], [ticket, ""], "refunding"))
 
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         """As of this process's last reservation for ``key`` (reading Redis here would block);
