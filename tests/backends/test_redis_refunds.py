@@ -71,6 +71,8 @@ async def refunded(make, refill: str, steps, stage: int, tokens: int) -> None:
                                 ticket=held[-1] if held else None)
             elif what == "reconcile" and held:
                 backend.reconcile(key, held.pop(0), amount)
+            elif what == "refund" and held:
+                backend.refund(key, held.pop(amount % len(held)))
             await landed(backend)
         # The first admission may learn (its reservation carries the settlements and
         # publications before it), which no refund undoes: held, the second one's compared.
@@ -97,7 +99,7 @@ async def refunded(make, refill: str, steps, stage: int, tokens: int) -> None:
             await backend.aclose()
 
 
-STEPS = st.lists(st.tuples(st.sampled_from(["take", "header", "reconcile"]),
+STEPS = st.lists(st.tuples(st.sampled_from(["take", "header", "reconcile", "refund"]),
                            st.integers(1, 300)), max_size=12)
 
 
@@ -105,7 +107,7 @@ STEPS = st.lists(st.tuples(st.sampled_from(["take", "header", "reconcile"]),
 def test_a_refund_gives_back_every_counter_its_admission_touched(redis_url, redis_prefix,
                                                                  where):
     """Take one reservation at any stage of a run (after admissions, header readings that cap
-    or drain, reconciliations: each landed in Redis before the next step), refund it: the
+    or drain, reconciliations, refunds: each landed in Redis before the next step), refund it: the
     next reservation of the same tokens is admitted, and the headroom it leaves in requests
     and tokens is exactly what the refunded one left (windows, learned caps and limits, token
     reservations, the shared log and state); a bucket's (``refill="continuous"``, or a bucket
@@ -117,7 +119,7 @@ def test_a_refund_gives_back_every_counter_its_admission_touched(redis_url, redi
             return MemoryBackend()
         return RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
 
-    @settings(max_examples=40, deadline=None,
+    @settings(max_examples=100, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @example(refill="auto", steps=[("take", 158), ("take", 300), ("take", 300),
                                    ("reconcile", 1), ("reconcile", 1), ("reconcile", 1),
