@@ -13,7 +13,8 @@ __all__ = ["PUBLISH", "READING", "REFUSED", "SPENT"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
 #: fixed window that counts a request late, ``shape.Shape.late``; '' not), when an answer showed
-#: its current window, less now ('': none; ``_fixed_scripts.FLIP``). Records what
+#: its current window, less now ('': none; ``_fixed_scripts.FLIP``), the seconds after the
+#: boundary the server's may lie (``shape.Shape.doubt``; '' unknown). Records what
 #: a process learned (a new version) for every process's next reservation. The caps read under
 #: the window assumption go (a bucket's readings drain it instead: a cap until its reset, the
 #: time to refill it all, would hold it empty that long); a fixed window also drops the pause
@@ -25,7 +26,7 @@ local function fmt(x) return string.format('%.17g', x) end
 local epoch = ARGV[2] ~= '' and fmt(now + tonumber(ARGV[2])) or ''
 local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4],
-           'late', ARGV[5] or '')
+           'late', ARGV[5] or '', 'doubt', ARGV[7] or '')
 redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
 if ARGV[1] == 'bucket' or ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'until_r', 'until_t') end
 if ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'pause') end
