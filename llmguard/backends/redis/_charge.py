@@ -222,7 +222,7 @@ def settled(connection: Connection, ticket: Any, tokens: int | None, names: list
     """A probe ``ticket`` was answered (``tokens``) or never sent (None): the charge's here,
     a shape's by ``_silent``."""
     if ticket.silent != STAGE:
-        _silent.settled(connection, ticket, tokens, names)
+        _silent.settled(connection, ticket, tokens, names, quotas)
         return
     ticket.silent = 0
     _tell(connection, names, "gone" if tokens is None else "served", ticket.member, quotas)
