@@ -79,8 +79,7 @@ class Window:
         self.issued = self.issued_tokens = 0
         #: What header readings leave us, read against ours in flight (:mod:`.reading`).
         self.readings = Readings(max(q.margin for q in quotas))
-        #: What the server charges against our estimate, for learned token quotas (a shared
-        #: backend's mirror: ``charge`` is its kind, made here so none is swapped mid-call).
+        #: What the server charges against our estimate, for learned token quotas (``charge``).
         charged = [q.limit for q in learned if q.tokens and not q.part]
         self.charge = charge(min(charged)) if charged else None
 
