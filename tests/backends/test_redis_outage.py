@@ -14,7 +14,7 @@ from redis_server import Server
 
 import llmguard as lg
 from llmguard._admission.ratelimit.window import Entry, Quota
-from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter, _client
+from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter, _charge, _client
 
 pytestmark = [
     pytest.mark.looptime(False),
@@ -115,3 +115,38 @@ async def test_the_redis_password_is_never_printed(redis_url, monkeypatch, caplo
         await local.aclose()
     finally:
         server.stop()
+
+
+#: A token quota whose shape and charge are learned (``refill="auto"``).
+TOKENS = (Quota(1_000, 60.5, True, learn=True, margin=0.5),)
+
+
+async def test_a_429_on_tokens_during_an_outage_is_learned_as_in_memory(redis_url):
+    """The mirror's window has its shared charge from the start (made with the window, the
+    same object after a reservation in Redis). Then Redis goes down: eight requests of 100
+    tokens admitted locally, the eighth refused with a 429 on tokens before the server said
+    anything of them. No shared log holds them, so this process learns the charge from them
+    as the in-memory backend does from the same admissions (kept, the same factor, and the
+    next local reservation counted at it); a shared charge learned nothing from it."""
+    server = Server()
+    server.start()
+    backend = RedisBackend(server.url, timeout=30.0)
+    memory = lg.backends.MemoryBackend()
+    try:
+        mirror = backend._local.window(None, TOKENS).charge
+        assert isinstance(mirror, _charge.SharedCharge)
+        _, first = await backend.reserve(None, TOKENS, 100)
+        assert backend._local.window(None, TOKENS).charge is mirror
+        backend.refund(None, first)  # (counted by neither, so both count the same eight)
+        server.stop()
+        for each in (backend, memory):
+            tickets = [(await each.reserve(None, TOKENS, 100))[1] for _ in range(8)]
+            assert all(isinstance(t, Entry) for t in tickets)  # local, not Redis's
+            each.refused(None, TOKENS, 1.0, ticket=tickets[-1])
+        learned = memory.window(None, TOKENS).charge
+        assert learned.how == "kept" and learned.factor > 1.15
+        assert (mirror.how, mirror.factor, mirror.alone) == ("kept", learned.factor, False)
+        assert mirror.units(100) == learned.units(100) > 115
+    finally:
+        server.stop()
+        await backend.aclose()

@@ -57,7 +57,7 @@ class Window:
     __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
                  "readings", "charge", "quotas", "log")
 
-    def __init__(self, quotas: tuple[Quota, ...]) -> None:
+    def __init__(self, quotas: tuple[Quota, ...], charge: type[Charge] = Charge) -> None:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
         learned = [q for q in quotas if q.learn]
         #: What this partition learned about the server's limiter (None: nothing to learn).
@@ -78,9 +78,9 @@ class Window:
         self.issued = self.issued_tokens = 0
         #: What header readings leave us, read against ours in flight (:mod:`.reading`).
         self.readings = Readings(max(q.margin for q in quotas))
-        #: What the server charges against our estimate, for learned token quotas.
+        #: What the server charges against our estimate, for learned token quotas (``charge``).
         charged = [q.limit for q in learned if q.tokens and not q.part]
-        self.charge = Charge(min(charged)) if charged else None
+        self.charge = charge(min(charged)) if charged else None
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted (0.0: now), ``SLACK`` added
