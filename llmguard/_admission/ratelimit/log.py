@@ -48,10 +48,12 @@ class Entry:
     reach the server in either order with it: :mod:`.reading`); ``estimate``, the tokens the
     call was estimated at (``tokens`` is what the server is believed to count: :mod:`.charge`);
     ``answered``, when its call ended (answered, failed or refunded; ``inf`` while in flight:
-    :mod:`.fixed` counts one in flight at a boundary in the next window too)."""
+    :mod:`.fixed` counts one in flight at a boundary in the next window too); ``way``, once its
+    answer's headers timed it, the most seconds it took to reach the server (unset until then:
+    :mod:`.latency`)."""
 
     __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first", "near",
-                 "estimate", "answered", "used")
+                 "estimate", "answered", "used", "way")
 
     def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
                  tseq: int = 0, estimate: int | None = None) -> None:

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import apart, probing, refuted
+from . import apart, holds, probing, refuted
 from .auto import AutoTrack
 
 __all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "refusal", "served"]
@@ -124,8 +124,9 @@ def due(window: Any, now: float, tokens: int) -> float | None:
         at = None
         if not bracketed(window.charge) and any(dry(t, now, _need(t, tokens)) for t in learners):
             at = now + max(t.fixed.wait(now, _need(t, tokens)) for t in learners)
-        if (at is None or at > now) and (apart.spent(window, learners, now, tokens)
-                                         or apart.guessed(window, learners, now, tokens)):
+        if (at is None or at > now) and (apart.spent(window, learners, now, tokens) or (
+                apart.guessed(window, learners, now, tokens)
+                and all(holds.telling(t, now, tokens) for t in learners))):
             at = now  # the minute's count spent first, or only at a guessed factor
         if at is None:
             return None
