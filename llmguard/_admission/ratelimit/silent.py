@@ -132,8 +132,7 @@ def due(window: Any, now: float, tokens: int) -> float | None:
         if at is None:
             return None
     else:
-        at = _first(shape, learners, now, tokens,
-                    shape.bucketless or refuted.bucketless(window.charge))
+        at = _first(shape, learners, now, tokens, refuted.bucketless(window.charge))
         if at is None:
             return None
     for track in window.tracks:  # shorter quotas (rps, a burst) still hold it
@@ -146,13 +145,14 @@ def _first(shape: Any, learners: list[AutoTrack], now: float, tokens: int,
            bucketless: bool = False) -> float | None:
     """When the first probe may go: just after the clock minute now passing (or the next),
     when a sliding window must refuse it there and a fixed window from the minute has room;
-    once a 429 refuted a bucket (``bucketless``: a fixed or a sliding window is left), only
-    where the sliding log would hold it back a tenth of a window or more. What a fixed
-    window gains over the log is then all a probe is worth, and it costs a sliding window a
-    429: the strict sliding window from :00, its charge's 429 at :06, refused the probe at
-    :62 that the log admitted at :64 (two on its tokens). A bucket refills all along: worth
-    probing whenever the log holds the line back (1.34x the ideal, a silent bucket not
-    probed at :00)."""
+    once a 429 and the probes served refuted a bucket of the charge (``bucketless``: a fixed
+    or a sliding window is left), only where the sliding log would hold it back a tenth of
+    a window or more. What a fixed window gains over the log is then all a probe is worth,
+    and it costs a sliding window a 429: the strict sliding window from :00, its charge's
+    429 at :06, refused the probe at :62 that the log admitted at :64 (two on its tokens). A
+    bucket refills all along: worth probing whenever the log holds the line back (1.34x the
+    ideal, a silent bucket not probed at :00; a gateway's input/output clock minute, a
+    bucket refuted by a long retry-after, 1.06x -> 1.17x)."""
     window, skew = shape.window, shape.skew()
     epoch = now - (now + shape.offset) % window
     for boundary in (epoch, epoch + window):
