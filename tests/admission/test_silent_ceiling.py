@@ -145,3 +145,20 @@ def test_no_probe_beyond_the_bucket_once_a_429_bracketed_what_it_charges() -> No
     assert silent.bracketed(w.charge)
     w.charge.ceiling = 1.13  # paced at the factor, as before
     assert not silent.bracketed(w.charge)
+
+
+def test_a_429_naming_the_tokens_bounds_what_a_bucket_charges_though_our_requests_look_full(
+        ) -> None:
+    """60 of ours of 150 tokens within a minute, then one refused at :59: a window of 60
+    requests may have refused it (no floor), unless its message names the tokens (a strict
+    fixed window with bare 429s from :55: ours of two minutes filled the requests' sliding
+    window, the floor above the ceiling went unseen, and the shape stayed unknown a minute
+    more: 1.06x the ideal)."""
+    w = tokens_window()
+    for _ in range(59):
+        w.add(0.0, 150)
+    ticket = w.add(59.0, 150)
+    refuted.refused(w, ticket)
+    assert w.charge.floor == 0.0
+    refuted.refused(w, ticket, Named(tokens=True))
+    assert w.charge.floor > 0.0
