@@ -247,4 +247,3 @@ def recount(window: Any, now: float, charge: Any, entries: list[Any],
             elif entry.owner is window:  # a bucket settles once: only what is outstanding
                 each.rescale(now, entry, charged)
         entry.tokens = charged
-

@@ -114,7 +114,8 @@ class Margin:
         self.seconds = self._start_seconds()
         #: True once the margin in force comes from samples (False: given or the start).
         self.measured = False
-        #: The way there the last :meth:`observe` measured (None: it measured none).
+        #: The way there the last :meth:`observe` measured, at most ``CEILING`` (None: it
+        #: measured none): the request's own, for the bounds drawn from it (:mod:`.holds`).
         self.way: float | None = None
         #: ``(when, seconds)`` of the recent samples, oldest first.
         self._samples: deque[tuple[float, float]] = deque(maxlen=KEEP)
@@ -134,7 +135,8 @@ class Margin:
         if worked is None:
             return False
         now = clock.now()
-        self.way = way = max(0.0, now - admitted - worked)
+        way = max(0.0, now - admitted - worked)
+        self.way = min(way, CEILING)  # (beyond it, a wait at the server: see above)
         return self.sample(now, way)
 
     def sample(self, now: float, seconds: float) -> bool:
