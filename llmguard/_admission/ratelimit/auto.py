@@ -15,7 +15,8 @@ from collections import deque
 from typing import Any
 
 from .bucket import Bucket, settle
-from .carry import Carry, carried, charged, fold
+from . import holds
+from .carry import Carry, fold
 from .fixed import FixedCount
 from .log import FOLD_AT, Entry, Log
 from .told import settled
@@ -70,20 +71,9 @@ class AutoTrack:
         return self.shape.served and self.fixed is not None and self.shape.kind == "unknown"
 
     def most(self, now: float) -> float:
-        """The most a token bucket of this quota (full at most, refilling ``limit / window`` a
-        second) can hold for one of ours arriving within the margin from now, every one of
-        ours the server counts charged: at least ``slack()`` more than it surely holds."""
-        rate, last = self.limit / self.window, now + self.quota.margin
-        most, count, estimated = float(self.limit), 0, 0
-        for entry in reversed(self.recent):
-            if entry.live and not entry.refused:
-                count += charged(self, entry)
-                estimated += entry.estimate
-                most = min(most, self.limit + rate * (last - entry.time) - count)
-        if self.carry is None:
-            return most
-        factor = count / estimated if self.quota.tokens and estimated else 1.0
-        return min(most, carried(self, last, factor) - count)
+        """The most a token bucket of this quota can hold for one of ours arriving within the
+        margin from now (:func:`.holds.most`; what it surely holds: :func:`.holds.surely`)."""
+        return holds.most(self, now)
 
     def slack(self) -> float:
         """What a bucket refills while ours are on the way, each end (:meth:`most`)."""
@@ -95,7 +85,7 @@ class AutoTrack:
         if kind != "bucket" and kind != "fixed":  # as ``wait``, without ``_pacer`` if it can
             if shape.served and self._both():  # what a bucket surely holds, and the minute
                 need = tokens if self.quota.tokens else 1  # (``fits`` is given the tokens)
-                return self.most(now) >= need + self.slack() and self.fixed.fits(now, tokens)
+                return holds.surely(self, now) >= need and self.fixed.fits(now, tokens)
             if not shape.assumed:  # the log paces an unknown shape (a bucket if assumed)
                 # ``self.log.fits(now, tokens)``, written out: twice on every admission
                 log = self.log
@@ -107,7 +97,7 @@ class AutoTrack:
 
     def wait(self, now: float, need: int) -> float:
         if self.shape.served and self._both():
-            short = need + self.slack() - self.most(now)
+            short = need - holds.surely(self, now)
             return max(short * self.window / self.limit, self.fixed.wait(now, need), 0.0)
         return self._pacer().wait(now, need)
 
@@ -205,7 +195,7 @@ class AutoTrack:
 
     def available(self, now: float) -> int:
         if self.shape.served and self._both():
-            return min(int(self.most(now) - self.slack()), self.fixed.available(now))
+            return min(int(holds.surely(self, now)), self.fixed.available(now))
         return self._pacer().available(now)
 
     def used(self, now: float, before: Entry | None = None) -> int:
