@@ -85,7 +85,7 @@ class Bucket:
     """One quota as a continuously refilling bucket: the track :class:`.window.Window` keeps for
     a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
 
-    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding")
+    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding", "exact")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
@@ -100,6 +100,13 @@ class Bucket:
         self.deficit = 0.0
         #: Units of the reservations not settled yet.
         self.outstanding = 0
+        #: The limit was lowered (learned from the server, :meth:`set_limit`) below what is
+        #: outstanding: ours was reserved against the higher one, mostly for calls then queued
+        #: below and counted again as they leave that queue (:mod:`.held`). Their refunds can
+        #: never be given back (:func:`settle` gives back none while more is outstanding than
+        #: the bucket holds), so each would count twice (``rpm=300`` against a bucket of 100
+        #: ran 2x the ideal); the provider's readings set the level instead (:meth:`read`).
+        self.exact = False
 
     def weight(self, entry: Any) -> int:
         return entry.tokens if self.quota.tokens else entry.live
@@ -161,6 +168,20 @@ class Bucket:
             remaining = min(self.limit, remaining + (now - since) * self.rate)
         self.level = min(level, float(remaining))
 
+    def read(self, now: float, remaining: float, since: float | None = None) -> None:
+        """The provider reports ``remaining`` (a certain bound once all of ours sent have
+        landed, :mod:`.reading`; as of ``since``, default now: the refill since comes on top):
+        :meth:`drain_to`, or, once the limit was lowered (``exact``), hold exactly that."""
+        if not self.exact:
+            return self.drain_to(now, remaining, since)
+        level = self._refill(now)
+        if since is not None and since < now:
+            remaining = remaining + (now - since) * self.rate
+        remaining = min(float(self.limit), float(remaining))
+        if remaining > level:  # (nothing reserved before is known missing from the provider's)
+            self.deficit = 0.0
+        self.level = remaining
+
     def retime(self, now: float, quota: Any) -> None:
         """The same quota with another margin (:mod:`.latency`): its refill rate from now on."""
         self._refill(now)
@@ -168,8 +189,11 @@ class Bucket:
         self.rate = self.limit / quota.window
 
     def set_limit(self, now: float, limit: int) -> None:
-        """The server admits only ``limit`` per window: a smaller bucket, refilling slower."""
+        """The server admits only ``limit`` per window: a smaller bucket, refilling slower,
+        whose level the server's readings set from now on (``exact``) when more is
+        outstanding than it holds."""
         self._refill(now)
+        self.exact = self.exact or (limit < self.limit and self.outstanding > limit)
         self.limit = limit
         self.rate = limit / self.quota.window
         self.level = min(self.level, float(limit))

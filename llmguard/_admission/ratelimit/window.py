@@ -210,7 +210,7 @@ class Window:
         if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
                                                     and t.learns()) for t in tracks):
             for track in tracks:
-                (track if isinstance(track, Bucket) else track.bucket).drain_to(now, left, since)
+                (track if isinstance(track, Bucket) else track.bucket).read(now, left, since)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
