@@ -85,7 +85,8 @@ class Bucket:
     """One quota as a continuously refilling bucket: the track :class:`.window.Window` keeps for
     a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
 
-    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding", "exact")
+    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding", "exact",
+                 "owed")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
@@ -106,7 +107,7 @@ class Bucket:
         #: never be given back (:func:`settle` gives back none while more is outstanding than
         #: the bucket holds), so each would count twice (``rpm=300`` against a bucket of 100
         #: ran 2x the ideal); the provider's readings set the level instead (:meth:`read`).
-        self.exact = False
+        self.exact, self.owed = False, 0.0
 
     def weight(self, entry: Any) -> int:
         return entry.tokens if self.quota.tokens else entry.live
@@ -171,16 +172,26 @@ class Bucket:
     def read(self, now: float, remaining: float, since: float | None = None) -> None:
         """The provider reports ``remaining`` (a certain bound once all of ours sent have
         landed, :mod:`.reading`; as of ``since``, default now: the refill since comes on top):
-        :meth:`drain_to`, or, once the limit was lowered (``exact``), hold exactly that."""
+        :meth:`drain_to`, or, once the limit was lowered (``exact``), hold exactly that, but
+        never below empty: a provider's bucket refuses what it does not hold, and a bound below
+        zero is ours admitted at once and queued below (to be counted again as each leaves
+        the queue: ``owed``, paid back by their refunds before the level rises)."""
         if not self.exact:
             return self.drain_to(now, remaining, since)
-        level = self._refill(now)
+        self._refill(now)
         if since is not None and since < now:
             remaining = remaining + (now - since) * self.rate
+        # nothing reserved before is known missing from the provider's: a refund of one the
+        # bound subtracted gives it back through the bound (``Readings.refund``)
         remaining = min(float(self.limit), float(remaining))
-        if remaining > level:  # (nothing reserved before is known missing from the provider's)
-            self.deficit = 0.0
-        self.level = remaining
+        self.level, self.owed, self.deficit = max(0.0, remaining), max(0.0, -remaining), 0.0
+
+    def give_back(self, units: float) -> None:
+        """A reservation the last reading's bound subtracted never reached the provider: its
+        ``units`` come back to the level (``exact``), what the bound owes first."""
+        paid = min(units, self.owed)
+        self.owed -= paid
+        self.level = min(float(self.limit), self.level + units - paid)
 
     def retime(self, now: float, quota: Any) -> None:
         """The same quota with another margin (:mod:`.latency`): its refill rate from now on."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import beyond, learn, learn_refusal, silent
+from . import beyond, learn, learn_refusal, short, silent
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -163,7 +163,7 @@ class Window:
             entry.owner = None
         if entry.live and not live:
             if self.readings.groups:  # (no reading open: nothing to give back)
-                self.readings.refund(entry)
+                self.readings.refund(entry, self.tracks if self.shape and self.shape.kind == "bucket" else ())
         elif live and self.charge is not None:  # what the server counts of it
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.tracks:
@@ -207,9 +207,10 @@ class Window:
         if read is None:
             return  # an older burst's reading: the open group's are newer
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
-        if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
-                                                    and t.learns()) for t in tracks):
-            for track in tracks:
+        pacers = short.pacers(self, tracks)  # (a shorter window's: not the minute's logs)
+        if pacers and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
+                                                    and t.learns()) for t in pacers):
+            for track in pacers:
                 (track if isinstance(track, Bucket) else track.bucket).read(now, left, since)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
