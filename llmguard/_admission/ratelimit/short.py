@@ -173,27 +173,23 @@ def adopt(window: Any, now: float, span: float) -> None:
     learning = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     if learning:  # its oldest admission tells a fixed window from a sliding one (``first``)
         window.log = min(learning, key=lambda t: t.quota.tokens).log
-    window.caps.clear()  # (read as the minute's: the new tracks' readings cap from now on)
     shape.why = (f"the server's limits are our quota's share of {span:g} s and its resets "
                  "fall within it: our quota over shorter windows, paced over them")
 
 
 def _fill(track: AutoTrack, source: AutoTrack, now: float) -> None:
-    """``track`` (new) counts ``source``'s admissions of its last window as they stand: its
-    log holds them, its bucket has them taken (none refilled: never above the server's) and
-    ``source``'s recent ones not settled outstanding; made so, its level is what the server's
-    readings say from then on (``Bucket.exact``), not what it reckons of them."""
-    log, horizon = track.log, now - track.log.span
-    for entry in source.recent:
-        if entry.time > horizon:
-            log.entries.append(entry)
-            log.used += log.weight(entry)
-        if entry.time > now - 2 * track.window:
-            track.recent.append(entry)
+    """``track`` (new) counts ours from ``now`` on: what was sent before is what the server's
+    readings cap (``Window.caps``, kept) until its shape is learned, when its readings set
+    its bucket (``Bucket.exact``: none of ``source``'s recent ones not settled is known
+    missing from the server's) or its fixed count's window (capped until the boundary). A
+    log of what ``source`` sent in the last window would hold back the server's room its
+    readings show (a bucket refilled meanwhile: 1.11x the ideal against 1.00x capped)."""
+    log = track.log
+    log.cut = now // log.slot + 1  # ours before ``now``: as if folded away (never counted)
+    track.recent.extend(e for e in source.recent if e.time > now - 2 * track.window)
     bucket = track.bucket
-    bucket.level, bucket.at = float(bucket.limit - log.used), now
+    bucket.at, bucket.exact = now, True
     bucket.outstanding = sum(source.weight(e) for e in source.recent if e.owner is not None)
-    bucket.exact = True
 
 
 def pacers(window: Any, tracks: list[Any]) -> list[Any]:
