@@ -47,20 +47,20 @@ TOLERANCE = 1.5
 
 
 def read_reset(limit: int, remaining: int, reset: float, window: float, at: float,
-               oldest: float | None) -> tuple[str, float | None, str] | None:
+               oldest: float | None, tolerance: float = TOLERANCE) -> tuple[str, float | None, str] | None:
     """The shape one ``(remaining, reset)`` reading shows, for a request admitted at ``at``
     while our oldest request still in the window was admitted at ``oldest``:
     ``("bucket" | "fixed" | "sliding", boundary or None, why)``, or None when it fits every
-    shape (a bucket almost full reports what any window would)."""
+    shape within ``tolerance`` s (a bucket almost full reports what any window would)."""
     per_unit = window / limit
     refill = (limit - remaining) * per_unit  # a bucket's time to full
     boundary = at + reset
-    if abs(reset - refill) <= per_unit + TOLERANCE:
-        if refill < per_unit + 2 * TOLERANCE:
+    if abs(reset - refill) <= per_unit + tolerance:
+        if refill < per_unit + 2 * tolerance:
             return None
         return ("bucket", None, f"reset {reset:g} s is the time to refill {limit - remaining} "
                                 f"of {limit}: a token bucket")
-    if oldest is not None and boundary < oldest + window - TOLERANCE:
+    if oldest is not None and boundary < oldest + window - tolerance:
         return ("fixed", boundary, f"reset {reset:g} s points to a boundary before our oldest "
                                    "request leaves the window: a fixed window")
     return ("sliding", None, f"reset {reset:g} s is when our oldest request leaves the window: "

@@ -34,7 +34,7 @@ from typing import Any
 from .auto import AutoTrack
 from .shape import TOLERANCE
 
-__all__ = ["Short", "adopt", "fits_ours", "pacers", "share", "undecided"]
+__all__ = ["Short", "adopt", "fits_ours", "pacers", "share", "tolerance", "undecided"]
 
 
 def share(track: Any, limit: int | None, reset: float | None) -> float | None:
@@ -199,3 +199,13 @@ def pacers(window: Any, tracks: list[Any]) -> list[Any]:
     if state is None or state.span is None:
         return tracks
     return [t for t in tracks if not isinstance(t, AutoTrack) or t.learns()]
+
+
+def tolerance(shape: Any) -> float:
+    """Seconds of disagreement a reset may show with a shape over ``shape``'s window: the
+    minute's ``TOLERANCE``, scaled down for a shorter window learned (a second and a half of
+    6 s read a sliding window's reset as a bucket's: 429s until the next reading refuted it)."""
+    state = shape.short
+    if state is None or state.span is None:
+        return TOLERANCE
+    return TOLERANCE * min(1.0, state.span / 60)
