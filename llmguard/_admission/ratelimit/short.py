@@ -149,8 +149,8 @@ def undecided(window: Any, now: float, track: Any, tokens: bool, limit: int | No
 def adopt(window: Any, now: float, span: float) -> None:
     """Pace ``window``'s learned quotas over the server's ``span`` from ``now``: each unit the
     server reported a limit of gets a learned track of that limit over that window (a burst
-    share's, if it has that limit, else one made from the admissions of the last ``span``),
-    which learns its shape from then on; the quotas over our window stay sliding logs."""
+    share's, if it has that limit, else a new one: :func:`_fill`), which learns its shape
+    from then on; the quotas over our window stay sliding logs."""
     shape = window.shape
     state = shape.short
     state.span, shape.window = span, span
@@ -185,7 +185,9 @@ def _fill(track: AutoTrack, source: AutoTrack, now: float) -> None:
     log of what ``source`` sent in the last window would hold back the server's room its
     readings show (a bucket refilled meanwhile: 1.11x the ideal against 1.00x capped)."""
     log = track.log
-    log.cut = now // log.slot + 1  # ours before ``now``: as if folded away (never counted)
+    # ours before ``now``: as if folded away, never counted (and a settlement of one of ours
+    # admitted later within the same slot changes nothing here: counted as admitted)
+    log.cut = now // log.slot + 1
     track.recent.extend(e for e in source.recent if e.time > now - 2 * track.window)
     bucket = track.bucket
     bucket.at, bucket.exact = now, True
