@@ -116,8 +116,7 @@ class AutoTrack:
         entries = log.entries
         if entries and entries[0].time <= now - log.span:
             log.expire(now)  # the log may not be asked (another pacer admits): keep it short
-        # ``log.add(now, entry)`` and ``bucket.add(now, entry)``, written out (every admission,
-        # once per quota)
+        # ``log.add`` and ``bucket.add``, written out (every admission, once per quota)
         units = entry.tokens if log.tokens else 1
         entries.append(entry)
         log.used += units
@@ -174,9 +173,10 @@ class AutoTrack:
                 deficit = limit - level
             bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
             bucket.outstanding -= reserved
-        else:
+        else:  # a refund, or the unused output the server gives back too (``returned``)
             bucket.level, bucket.deficit, bucket.outstanding = settle(
-                level, deficit, bucket.outstanding, limit, reserved, actual)
+                level, deficit, bucket.outstanding, limit, reserved, actual,
+                self.quota.part == "output")
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 

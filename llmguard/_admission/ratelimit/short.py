@@ -32,9 +32,10 @@ from dataclasses import replace
 from typing import Any
 
 from .auto import AutoTrack
+from .bucket import Bucket
 from .shape import TOLERANCE
 
-__all__ = ["Short", "adopt", "fits_ours", "pacers", "share", "tolerance", "undecided"]
+__all__ = ["Short", "adopt", "buckets", "fits_ours", "share", "tolerance", "undecided"]
 
 
 def share(track: Any, limit: int | None, reset: float | None) -> float | None:
@@ -194,13 +195,18 @@ def _fill(track: AutoTrack, source: AutoTrack, now: float) -> None:
     bucket.outstanding = sum(source.weight(e) for e in source.recent if e.owner is not None)
 
 
-def pacers(window: Any, tracks: list[Any]) -> list[Any]:
-    """Those of ``tracks`` (one unit's) a reading of the server's shape sets: all of them,
-    but the quotas over our window once a shorter one is learned (they stay sliding logs)."""
+def buckets(window: Any, tracks: list[Any]) -> list[Any]:
+    """Those of ``tracks`` (one unit's) a reading sets as buckets, when each paces as one (a
+    bucket quota, or a learned one the server showed to be a bucket), else none: the quotas
+    over our window left out once a shorter one is learned (they stay sliding logs)."""
     state = window.shape.short if window.shape is not None else None
-    if state is None or state.span is None:
+    if state is not None and state.span is not None:
+        tracks = [t for t in tracks if not isinstance(t, AutoTrack) or t.learns()]
+    kind = window.shape.kind if window.shape is not None else None
+    if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
+                                                and t.learns()) for t in tracks):
         return tracks
-    return [t for t in tracks if not isinstance(t, AutoTrack) or t.learns()]
+    return []
 
 
 def tolerance(shape: Any) -> float:

@@ -207,9 +207,8 @@ class Window:
         if read is None:
             return  # an older burst's reading: the open group's are newer
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
-        pacers = short.pacers(self, tracks)  # (a shorter window's: not the minute's logs)
-        if pacers and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
-                                                    and t.learns()) for t in pacers):
+        pacers = short.buckets(self, tracks)  # each a bucket (a shorter window's: its own)
+        if pacers:
             for track in pacers:
                 (track if isinstance(track, Bucket) else track.bucket).read(now, left, since)
             return
@@ -217,6 +216,9 @@ class Window:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
             until = self.shape.next_boundary(self.shape.epoch, at)
+            for track in tracks:  # the server's count bounds ours (429s it did not count)
+                if getattr(track, "fixed", None) is not None:
+                    track.fixed.vouch(now, at, (limit or track.quota.limit) - left)
         elif reset is not None:  # from when the server counted the request
             until = (at if ticket is not None else now) + reset
         elif self.shape is not None:  # no reset: the safe reading, left for one window
