@@ -99,7 +99,7 @@ class Bucket:
     a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
 
     __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding", "told",
-                 "told_at", "since_told", "told_seq")
+                 "told_at", "since_told", "told_seq", "exact", "owed")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
@@ -118,6 +118,13 @@ class Bucket:
         #: ours not settled then (inf: no reading yet); units of ours taken since (less
         #: refunds, and those before ``told_seq`` it counted as they settle): :mod:`.told`.
         self.told, self.told_at, self.since_told, self.told_seq = math.inf, 0.0, 0.0, 0
+        #: The limit was lowered (learned from the server, :meth:`set_limit`) below what is
+        #: outstanding: ours was reserved against the higher one, mostly for calls then queued
+        #: below and counted again as they leave that queue (:mod:`.held`). Their refunds can
+        #: never be given back (:func:`settle` gives back none while more is outstanding than
+        #: the bucket holds), so each would count twice (``rpm=300`` against a bucket of 100
+        #: ran 2x the ideal); the provider's readings set the level instead (:meth:`read`).
+        self.exact, self.owed = False, 0.0
 
     def weight(self, entry: Any) -> int:
         return entry.tokens if self.quota.tokens else entry.live
@@ -195,6 +202,30 @@ class Bucket:
             self.told_at = min(now, arrived if since is None else min(since, arrived))
             self.told, self.since_told = said - unsettled, 0.0
 
+    def read(self, now: float, remaining: float, since: float | None = None) -> None:
+        """The provider reports ``remaining`` (a certain bound once all of ours sent have
+        landed, :mod:`.reading`; as of ``since``, default now: the refill since comes on top):
+        :meth:`drain_to`, or, once the limit was lowered (``exact``), hold exactly that, but
+        never below empty: a provider's bucket refuses what it does not hold, and a bound below
+        zero is ours admitted at once and queued below (to be counted again as each leaves
+        the queue: ``owed``, paid back by their refunds before the level rises)."""
+        if not self.exact:
+            return self.drain_to(now, remaining, since)
+        self._refill(now)
+        if since is not None and since < now:
+            remaining = remaining + (now - since) * self.rate
+        # nothing reserved before is known missing from the provider's: a refund of one the
+        # bound subtracted gives it back through the bound (``Readings.refund``)
+        remaining = min(float(self.limit), float(remaining))
+        self.level, self.owed, self.deficit = max(0.0, remaining), max(0.0, -remaining), 0.0
+
+    def give_back(self, units: float) -> None:
+        """A reservation the last reading's bound subtracted never reached the provider: its
+        ``units`` come back to the level (``exact``), what the bound owes first."""
+        paid = min(units, self.owed)
+        self.owed -= paid
+        self.level = min(float(self.limit), self.level + units - paid)
+
     def retime(self, now: float, quota: Any) -> None:
         """The same quota with another margin (:mod:`.latency`): its refill rate from now on."""
         self._refill(now)
@@ -202,8 +233,11 @@ class Bucket:
         self.rate = self.limit / quota.window
 
     def set_limit(self, now: float, limit: int) -> None:
-        """The server admits only ``limit`` per window: a smaller bucket, refilling slower."""
+        """The server admits only ``limit`` per window: a smaller bucket, refilling slower,
+        whose level the server's readings set from now on (``exact``) when more is
+        outstanding than it holds."""
         self._refill(now)
+        self.exact = self.exact or (limit < self.limit and self.outstanding > limit)
         self.limit = limit
         self.rate = limit / self.quota.window
         self.level = min(self.level, float(limit))

@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ..._core import clock
@@ -195,6 +196,9 @@ def retime(window: Any, quotas: tuple[Quota, ...], now: float) -> None:
             track.retime(quota)
         else:  # a Bucket or an AutoTrack
             track.retime(now, quota)
+    margin = max(q.margin for q in quotas)
+    for track in window.tracks[len(quotas):]:  # over a shorter window learned (``short``)
+        track.retime(now, replace(track.quota, window=track.window + margin, margin=margin))
     window.readings.spread = max(q.margin for q in quotas)
     if window.shape is not None:
         window.shape.margin = next(q.margin for q in quotas if q.learn)

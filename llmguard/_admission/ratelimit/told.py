@@ -57,6 +57,8 @@ def drain(track: Any, now: float, left: float, since: float, ticket: Any, first:
     ``spread`` s of its send), takes its ceiling from it; a learned one, the server's own
     bucket of ``size`` units, is lifted to it too (:func:`lift`)."""
     bucket = getattr(track, "bucket", track)
+    if bucket.exact:  # a limit lowered below what is outstanding: the reading sets the level
+        return bucket.read(now, left, since)
     told = None if ticket is None else (
         unsettled(bucket, getattr(track, "log", None), first), first, ticket.time + spread)
     bucket.drain_to(now, left, since, told)

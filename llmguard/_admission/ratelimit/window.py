@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import beyond, learn, learn_refusal, silent, told
+from . import beyond, learn, learn_refusal, short, silent, told
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -162,7 +162,7 @@ class Window:
             entry.owner = None
         if entry.live and not live:
             if self.readings.groups:  # (no reading open: nothing to give back)
-                self.readings.refund(entry)
+                self.readings.refund(entry, self.tracks if self.shape and self.shape.kind == "bucket" else ())
         elif live and self.charge is not None:  # what the server counts of it
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.tracks:
@@ -206,9 +206,9 @@ class Window:
         if read is None:
             return  # an older burst's reading: the open group's are newer
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
-        if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
-                                                    and t.learns()) for t in tracks):
-            for track in tracks:  # drained, a give-back bounded too (:func:`.told.drain`)
+        pacers = short.buckets(self, tracks)  # each a bucket (a shorter window's: its own)
+        if pacers:
+            for track in pacers:  # drained, a give-back bounded too (:func:`.told.drain`)
                 told.drain(track, now, left, since, ticket, base, self.readings.spread,
                            limit if kind == "bucket" else None)
             return
@@ -216,7 +216,7 @@ class Window:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
             until = self.shape.next_boundary(self.shape.epoch, at)
-            for track in tracks:  # the server's count bounds ours (429s it did not count)
+            for track in short.vouching(self, tracks):  # the server's count bounds ours
                 if getattr(track, "fixed", None) is not None:
                     track.fixed.vouch(now, at, (limit or track.quota.limit) - left)
         elif reset is not None:  # from when the server counted the request
