@@ -216,6 +216,9 @@ class Window:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
             until = self.shape.next_boundary(self.shape.epoch, at)
+            for track in tracks:  # the server's count bounds ours (429s it did not count)
+                if getattr(track, "fixed", None) is not None:
+                    track.fixed.vouch(now, at, (limit or track.quota.limit) - left)
         elif reset is not None:  # from when the server counted the request
             until = (at if ticket is not None else now) + reset
         elif self.shape is not None:  # no reset: the safe reading, left for one window
