@@ -3,9 +3,10 @@ the clock minute (:mod:`llmguard._admission.ratelimit.answers`, :mod:`.fixed`), 
 
 from types import SimpleNamespace
 
-from llmguard._admission.ratelimit.answers import restarted
+from llmguard._admission.ratelimit.answers import held, restarted
 from llmguard._admission.ratelimit.fixed import FixedCount
 from llmguard._admission.ratelimit.log import Entry
+from llmguard._admission.ratelimit.window import Quota, Window
 
 
 class _Track:
@@ -62,3 +63,17 @@ def test_ours_sent_before_a_refusal_are_not_carried_into_the_next_window() -> No
             fixed.add(t, entry)
         recent[2].refused, recent[2].answered = refusal, 55.1
         assert fixed.available(61.0) == (3 if refusal else 1)
+
+
+def test_a_count_ours_explain_is_held_until_our_oldest_leaves_not_a_window() -> None:
+    """Ten of ours sent at 0, answered at 20, and five at 20 (their answers read 0 of 15): ours
+    explain the count, so the 0 holds only until the oldest of ours leaves the log (60), not a
+    window from the ticket (80). A count above ours (another client's) holds the whole window."""
+    window = Window((Quota(15, 60.0, False, learn=True),))
+    tracks = list(window.tracks)
+    early = [window.add(0.0, 0) for _ in range(10)]
+    for entry in early:
+        entry.answered = 20.0
+    later = [window.add(20.0, 0) for _ in range(5)]
+    assert held(window, tracks, 0, 15, later[-1], 42.0, 80.0) == 60.0
+    assert held(window, tracks, 0, 20, later[-1], 42.0, 80.0) == 80.0  # 20 counted, 15 ours
