@@ -51,9 +51,6 @@ def ideal(server: ProxyWindowServer, start: float) -> float:
     return max(done) - start
 
 
-@pytest.mark.xfail(strict=True, reason="#30: a proxy whose remaining counts answers, every "
-                   "answer of the opening burst after the clock minute: the minute is not "
-                   "learned in time and the next one goes unused (diagnosis above)")
 @pytest.mark.parametrize("latency", [22.0, 27.0])
 async def test_a_proxy_answering_the_whole_burst_after_the_minute_uses_the_next_minute(
         latency: float) -> None:

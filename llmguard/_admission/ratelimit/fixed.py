@@ -31,10 +31,9 @@ them), so answers that arrive after the boundary may have been made, and their r
 counted, before it: their ``remaining`` still falls with the old minute's count. The first
 answer whose ``remaining`` is back up shows the new minute (:meth:`FixedCount.read`); ours
 answered before it were counted before the boundary and are no longer carried into it
-(:meth:`FixedCount.flipped`: written out in the order they were made, as one event loop does).
-
-Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
-"""
+(:meth:`FixedCount.flipped`: written out in the order they were made, as one event loop does),
+nor are ours sent before one it refused in the window before: its count was full then (a
+proxy takes its queue in order). Takes ``now`` as an argument (no clock): tested directly."""
 
 from __future__ import annotations
 
@@ -145,8 +144,11 @@ class FixedCount:
         start = self.boundary(current)
         # answered before the answer that showed this window's start: counted before it
         since = max(start, self.flip) if self.seen == current else start
+        # a 429 in the window before (its count full): ours sent before it counted there
+        full = max((e.seq for e in self.recent if e.refused and e.answered < start
+                    and self.index(e.time) == current - 1), default=-1)
         self.carried = {id(entry): entry for entry in self.recent
-                        if entry.live and entry.answered > since
+                        if entry.live and entry.answered > since and entry.seq > full
                         and self.index(entry.time + self.margin) == current - 1}
         carried = sum(self._weight(entry) for entry in self.carried.values())
         if carried:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, short, silent
+from . import answers, bounds, short, silent
 from .auto import AutoTrack
 from .fixed import narrow
 from .log import Entry
@@ -48,9 +48,13 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
                           and (e.answered <= now or e is ticket)) \
             + theirs(window, track, lambda e: e.time > now - track.window and e.answered <= now)
         jump = shape.jumped(tokens, remaining, server, answered, now)
-        if jump is not None:
+        if jump is None and ticket is not None and reset is None:  # (:mod:`.answers`)
+            jump = answers.restarted(window, track, ticket, remaining, server, shape.candidate,
+                                     now, shape.margin)
+        if jump is not None:  # (a rise read before it showed the new minute first)
+            flip = shape.rose or now
             if shape.confirm(True, jump):
-                become_fixed(window, now, flipped=now)
+                become_fixed(window, now, flipped=flip)
             return
     shape.heard(tokens, remaining, now, server)
     since = shape.since

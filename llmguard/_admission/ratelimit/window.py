@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import beyond, learn, learn_refusal, short, silent, told
+from . import answers, beyond, learn, learn_refusal, short, silent, told
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -180,11 +180,10 @@ class Window:
     def cap(self, now: float, tokens: bool, remaining: int, reset: float | None,
             ticket: Entry | None = None, limit: int | None = None, wall: float = 0.0,
             as_of_now: bool = False) -> None:
-        """The provider says only ``remaining`` are left (until ``reset`` s from now; of
-        ``limit``), as it counted the request of ``ticket`` (None, or ``as_of_now``: all of
-        ours sent so far), read against ours in flight per burst (:mod:`.reading`): a bucket's
-        level, else a cap until the reset (or a fixed window's boundary). A shape to learn
-        learns from it too (:mod:`.shape`; ``wall``: the wall clock now)."""
+        """The provider says only ``remaining`` are left (until ``reset`` s; of ``limit``) as
+        it counted ``ticket``'s request (None, or ``as_of_now``: all of ours sent), read against
+        ours in flight per burst (:mod:`.reading`): a bucket's level, else a cap until the reset
+        (a fixed window's boundary; one ours explain: :func:`.answers.held`). A shape learns."""
         seen = ticket  # the last of ours it counted: as of now, the last sent
         if as_of_now and ticket is not None:
             seen, ticket = self.readings.recent[-1], None
@@ -223,6 +222,7 @@ class Window:
             until = (at if ticket is not None else now) + reset
         elif self.shape is not None:  # no reset: the safe reading, left for one window
             until = at + max(t.quota.window for t in tracks) if tracks else now
+            until = answers.held(self, tracks, remaining, limit, seen, now, until)
         else:
             return
         if until > now:

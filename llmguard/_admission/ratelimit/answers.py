@@ -1,0 +1,75 @@
+"""A server whose ``remaining`` counts its answers (or its admissions when it takes a request
+from its queue) rather than the requests as they arrive: LiteLLM's proxy reports ``rpm`` less
+the successes logged in the minute the answer is made (``Router.get_model_group_usage``).
+
+A loaded proxy may answer a whole burst sent late in a clock minute after the next one (1,024
+sent at :41 answered from :08 to :15): no answer straddles the minute, and the readings fit a
+sliding window as well as a clock minute. Two things then kept the next minute unused (1.5x
+the ideal): the ``remaining`` of 0 its last answers read held as a cap for a window
+(:func:`held`: a count ours alone explain holds only until the oldest of ours leaves), and
+the minute confirmed only a minute late (:func:`restarted`: the first answer made after it,
+to one of ours sent before it, reads a count no server counting ours as they arrive reports).
+
+Everything here takes its inputs as arguments (no clock, no asyncio): tested directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .others import ours, sent_by, theirs
+
+__all__ = ["held", "restarted"]
+
+
+def held(window: Any, tracks: list[Any], remaining: int, limit: int | None, ticket: Any,
+         now: float, until: float) -> float:
+    """Until when a cap of what the server's answer to ``ticket`` left (no reset) holds, at
+    most ``until`` (a window from the ticket: the safe reading). When ours alone (with the
+    other processes' sharing the key) explain what it counted (``limit`` less ``remaining``):
+    ours sent up to the ticket (a server counting arrivals) or ours answered within a window up
+    to it (one counting answers, written in an order of its own: the 0 came with the 6th of
+    176 sent together), room comes back as ours leave: only until the oldest of ours leaves
+    the log (the "all answered" 0 of LiteLLM's proxy held the next minute, which had room).
+    Held as read until then: a 429 meanwhile is read against it (:func:`.refusal.before`)."""
+    learners = [t for t in tracks if getattr(t, "log", None) is not None]
+    if ticket is None or not learners:
+        return until
+    track = min(learners, key=lambda t: t.limit)
+    answered = ours(track, lambda e: e is ticket or now - track.window < e.answered <= now) \
+        + theirs(window, track, lambda e: now - track.window < e.answered <= now)
+    if (limit or track.limit) - remaining > max(sent_by(window, track, ticket), answered):
+        return until
+    return min([until] + [next((e.time + t.window for e in t.log.entries if e.live), until)
+                          for t in learners])  # (each log in time order: its oldest first)
+
+
+def restarted(window: Any, track: Any, ticket: Any, remaining: int, server: int,
+              boundary: float, now: float, margin: float) -> str | None:
+    """Why ``remaining`` of ``server`` units in the answer to ``ticket``, sent before the
+    candidate ``boundary`` and read at ``now`` after it, shows a count started afresh there by
+    a server counting as it answers (None if not). Above what a bucket refilled since the last
+    burst read (:mod:`.reading`: its bound as of its send time), what any window counting ours
+    as they arrive could report: a fixed one from ``boundary`` less a window (ours sent since,
+    the ticket with them; those within ``margin`` before it may have arrived after it), or a
+    sliding one (a superset); and what a window sliding over answers could (ours answered
+    within it, but for its first quarter: a loaded proxy writes answers seconds late); and
+    no lower than a count of answers since ``boundary`` allows."""
+    if not ticket.time < boundary <= now:
+        return None
+    window_s, tolerance = track.window, max(1, server // 20)
+    group = window.readings.groups.get(False)  # the last burst read: [sent, left, ...]
+    if group is None or remaining <= group[1] + (ticket.time + margin - group[0]) * server \
+            / window_s + tolerance:
+        return None  # a bucket refilled that much since (or nothing read before to tell)
+    start, sent = boundary - window_s, ticket.time - margin
+    arrived = ours(track, lambda e: e is ticket or start <= e.time < sent) \
+        + theirs(window, track, lambda e: start <= e.time < sent)
+    answered = ours(track, lambda e: e is ticket or now - window_s * 3 / 4 < e.answered <= now)
+    since = ours(track, lambda e: e is ticket or boundary <= e.answered <= now)
+    if remaining <= server - min(arrived, answered) + tolerance \
+            or remaining < server - since - tolerance:
+        return None
+    return (f"{remaining} of {server} remaining in an answer to one of ours sent before the "
+            f"clock minute, above what a window counting {min(arrived, answered)} of ours "
+            "could report: counted as answered")
