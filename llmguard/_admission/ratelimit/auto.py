@@ -165,8 +165,7 @@ class AutoTrack:
             bucket.outstanding -= reserved
         else:  # a refund, or unused units given back (no higher than the server said: ``told``)
             after, bucket.deficit, bucket.outstanding = settle(
-                level, deficit, bucket.outstanding, limit, reserved, actual,
-                self.quota.part == "output")
+                level, deficit, bucket.outstanding, limit, reserved, actual)
             bucket.level = settled(bucket, now, entry, reserved, level, after, actual is None)
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)

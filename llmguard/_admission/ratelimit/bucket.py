@@ -53,7 +53,7 @@ def wait_for(level: float, need: float, rate: float) -> float:
 
 
 def settle(level: float, deficit: float, outstanding: float, capacity: float, reserved: float,
-           actual: float | None, returned: bool = False) -> tuple[float, float, float]:
+           actual: float | None) -> tuple[float, float, float]:
     """Settle a reservation of ``reserved`` units: the call used ``actual`` units, or never
     reached the provider (``actual=None``, a refund). Returns the new ``(level, deficit,
     outstanding)``.
@@ -62,18 +62,10 @@ def settle(level: float, deficit: float, outstanding: float, capacity: float, re
     the ``outstanding`` reservations (this one included) had been made. Without this one alone,
     the provider's is at least ``deficit - (outstanding - reserved)`` above ours: that much may
     come back (minus what the call did use). Using more than reserved charges the difference.
-
-    ``returned``: the provider charged all ``reserved`` at arrival and gives the unused back
-    when the answer ends (Anthropic's output tokens): all of it comes back to ours as to its,
-    up to the bucket's size. Ours took it no later than the provider did, so ours stays the
-    lower; the bound above is for what the provider never charged (a refund, an estimate over
-    what it counted), and held back the give-back a refill had made up for.
     """
     others = outstanding - reserved
-    if actual is not None and (actual >= reserved or returned):
+    if actual is not None and actual >= reserved:
         level -= actual - reserved
-        if level > capacity:
-            level = capacity
         deficit -= reserved
     else:
         used = actual or 0.0
@@ -169,8 +161,7 @@ class Bucket:
             reserved, actual = entry.live, 1 if live else None
         level = self.level
         self.level, self.deficit, self.outstanding = settle(
-            level, self.deficit, self.outstanding, self.limit, reserved, actual,
-            self.quota.part == "output")
+            level, self.deficit, self.outstanding, self.limit, reserved, actual)
         if actual is not None and actual > reserved:  # charged more: the ceiling too
             self.since_told += actual - reserved
         self.level = settled(self, now, entry, reserved, level, self.level, actual is None)
