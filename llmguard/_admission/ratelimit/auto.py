@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .bucket import Bucket, settle
+from .bucket import Bucket
 from .carry import Carry, carried, charged, fold
 from .fixed import FixedCount
 from .log import FOLD_AT, Entry, Log
@@ -25,19 +25,26 @@ __all__ = ["AutoTrack"]
 class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
-    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling")
+    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling",
+                 "peer")
 
-    def __init__(self, quota: Any, shape: Any) -> None:
+    def __init__(self, quota: Any, shape: Any, share: AutoTrack | None = None) -> None:
         self.quota = quota
         self.shape = shape
-        self.log = Log(quota)
+        #: ``share``: the track of the other unit over the same window (``rpm`` for ``tpm``),
+        #: whose log and history this one reads (:class:`.log.Log`'s sharing; :mod:`.pair`).
+        self.log = Log(quota, None if share is None else share.log)
         self.bucket = Bucket(quota)
         self.fixed: FixedCount | None = None
         #: The server's window this quota describes (its window without the margin).
         self.window = quota.window - quota.margin
         #: Ours admitted within two windows (unfolded, unlike the log's): a fixed window
         #: learned from a server that counts late counts ours in flight at its boundaries.
-        self.recent: deque[Entry] = deque()
+        self.recent: deque[Entry] = deque() if share is None else share.recent
+        #: The track sharing this one's log and history, or None.
+        self.peer: AutoTrack | None = None
+        if share is not None:
+            self.peer, share.peer = share, self
         #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
         self.carry: Carry | None = None
         #: The most a bucket of this token quota charges over our estimates (:mod:`.refuted`,
@@ -112,6 +119,7 @@ class AutoTrack:
         return self._pacer().wait(now, need)
 
     def add(self, now: float, entry: Entry) -> None:
+        """Count ``entry`` admitted at ``now`` (sharing a log: the leading track's first)."""
         log = self.log
         entries = log.entries
         if entries and entries[0].time <= now - log.span:
@@ -119,15 +127,19 @@ class AutoTrack:
         # ``log.add(now, entry)`` and ``bucket.add(now, entry)``, written out (every admission,
         # once per quota)
         units = entry.tokens if log.tokens else 1
-        entries.append(entry)
         log.used += units
-        if len(entries) > FOLD_AT and now // log.slot > log.cut:
-            log.fold()
-        recent = self.recent
-        recent.append(entry)
-        horizon = now - 2 * self.window
-        while recent[0].time < horizon:
-            fold(self, recent.popleft())
+        if log.lead:  # else the leading track appended it to the shared log and history
+            entries.append(entry)
+            if len(entries) > FOLD_AT and now // log.slot > log.cut:
+                log.fold()
+            recent = self.recent
+            recent.append(entry)
+            horizon = now - 2 * self.window
+            while recent[0].time < horizon:  # older than two windows: the carry's
+                old = recent.popleft()
+                fold(self, old)
+                if self.peer is not None:
+                    fold(self.peer, old)
         bucket = self.bucket
         level = bucket.level
         if now > bucket.at:  # ``bucket._refill(now)``, written out
@@ -153,30 +165,10 @@ class AutoTrack:
             if entries and entries[0].time <= now - log.span:
                 log.expire(now)  # first, so an expiring entry leaves with the weight it counted
             log.used += (tokens - entry.tokens) if log.tokens else (live - entry.live)
-        # ``self.bucket.adjust(now, entry, tokens, live)``, its refill written out
-        bucket = self.bucket
-        level, deficit, limit = bucket.level, bucket.deficit, bucket.limit
-        if now > bucket.at:
-            level += (now - bucket.at) * bucket.rate
-            if level > limit:
-                level = limit
-            bucket.at = now
-            if deficit > limit - level:  # the provider's could have filled up meanwhile
-                deficit = limit - level
-        if log.tokens:
-            reserved, actual = entry.tokens, tokens if live else None
+        if log.tokens:  # ``self.bucket.adjust(now, entry, tokens, live)``
+            self.bucket.settled(now, entry.tokens, tokens if live else None)
         else:
-            reserved, actual = entry.live, 1 if live else None
-        if actual is not None and actual >= reserved:  # :func:`.bucket.settle`'s charge, written
-            level -= actual - reserved  # out (every answered call); a refund goes through it
-            deficit -= reserved
-            if deficit > limit - level:
-                deficit = limit - level
-            bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
-            bucket.outstanding -= reserved
-        else:
-            bucket.level, bucket.deficit, bucket.outstanding = settle(
-                level, deficit, bucket.outstanding, limit, reserved, actual)
+            self.bucket.settled(now, entry.live, 1 if live else None)
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 

@@ -135,14 +135,33 @@ class Bucket:
 
     def adjust(self, now: float, entry: Any, tokens: int, live: int) -> None:
         """Settle the entry: it used ``tokens`` (``live=1``) or was refunded (``live=0``)."""
-        if now > self.at:
-            self._refill(now)
         if self.quota.tokens:
-            reserved, actual = entry.tokens, tokens if live else None
+            self.settled(now, entry.tokens, tokens if live else None)
         else:
-            reserved, actual = entry.live, 1 if live else None
-        self.level, self.deficit, self.outstanding = settle(
-            self.level, self.deficit, self.outstanding, self.limit, reserved, actual)
+            self.settled(now, entry.live, 1 if live else None)
+
+    def settled(self, now: float, reserved: int, actual: int | None) -> None:
+        """Settle a reservation of ``reserved`` units that used ``actual`` (None: refunded):
+        :func:`settle` after a refill, written out for a call that used at least what it
+        reserved (every answered call of a learned quota settles here)."""
+        level, deficit, limit = self.level, self.deficit, self.limit
+        if now > self.at:  # ``self._refill(now)``
+            level += (now - self.at) * self.rate
+            if level > limit:
+                level = limit
+            self.at = now
+            if deficit > limit - level:  # the provider's could have filled up meanwhile
+                deficit = limit - level
+        if actual is not None and actual >= reserved:  # :func:`settle`'s charge
+            level -= actual - reserved
+            deficit -= reserved
+            if deficit > limit - level:
+                deficit = limit - level
+            self.level, self.deficit = level, deficit if deficit > 0.0 else 0.0
+            self.outstanding -= reserved
+        else:
+            self.level, self.deficit, self.outstanding = settle(
+                level, deficit, self.outstanding, limit, reserved, actual)
 
     def rescale(self, now: float, entry: Any, tokens: int) -> None:
         """``entry``, not settled, took more than the server charged it (``tokens``): the

@@ -15,7 +15,8 @@ from . import beyond, learn, learn_refusal, silent
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
-from .log import Entry, Folded, Log
+from .log import Entry, Folded
+from .pair import pairs, tracks
 from .reading import Readings
 from .shape import Shape
 
@@ -54,7 +55,7 @@ class Quota:
 class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
-    __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
+    __slots__ = ("tracks", "pace", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
                  "readings", "charge", "quotas", "log")
 
     def __init__(self, quotas: tuple[Quota, ...]) -> None:
@@ -62,9 +63,9 @@ class Window:
         learned = [q for q in quotas if q.learn]
         #: What this partition learned about the server's limiter (None: nothing to learn).
         self.shape = Shape.of(learned) if learned else None
-        self.tracks: tuple[Any, ...] = tuple(
-            AutoTrack(q, self.shape) if q.learn else Bucket(q) if q.continuous else Log(q)
-            for q in quotas)
+        self.tracks: tuple[Any, ...] = tracks(quotas, self.shape)
+        #: The tracks as the per-call loops take them (a sharing pair as one: :mod:`.pair`).
+        self.pace = pairs(self.tracks)
         #: The sliding log of the first quota when its shape is learned (each admission's
         #: ``first`` is read from it), else None.
         self.log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
@@ -102,7 +103,7 @@ class Window:
         estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         if self.paused_until > now:
             return beyond.probe(self, now, tokens, estimate)
-        for track in self.tracks:
+        for track in self.pace:
             if not track.fits(now, tokens):
                 return beyond.probe(self, now, tokens, estimate)
         caps = self.caps
@@ -130,7 +131,7 @@ class Window:
         recent.append(entry)
         if recent[0] is not entry:  # else ``near`` is its own, as made
             entry.near = (recent[0].seq, recent[0].tseq)
-        for track in self.tracks:
+        for track in self.pace:
             track.add(now, entry)
         for unit, cap in self.caps.items() if self.caps else ():  # (no view made when empty)
             cap[0] -= tokens if unit else 1
@@ -166,7 +167,7 @@ class Window:
                 self.readings.refund(entry)
         elif live and self.charge is not None:  # what the server counts of it
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
-        for track in self.tracks:
+        for track in self.pace:
             track.adjust(now, entry, tokens, live)
         for unit, cap in self.caps.items() if self.caps else ():
             if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
