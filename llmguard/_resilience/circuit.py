@@ -49,9 +49,10 @@ class CircuitBreaker:
     The circuit opens when at least ``failure_ratio`` of the calls in the last ``window``
     seconds failed (and at least ``min_calls`` were made); after ``open_for`` seconds it lets
     ``half_open_calls`` probes through, closing when they all succeed and reopening on a failure.
-    Only failures that say the provider is unhealthy count (rate limited, overloaded, timeout,
-    connection, server error); a bad request or a content-policy refusal is the caller's problem,
-    a cancellation is nothing. ``force_open()`` / ``force_close()`` set it by hand.
+    Only failures that say the provider is unhealthy count (overloaded, timeout, connection,
+    server error); a 429 is the provider pacing us (Retry waits out its pause, RateLimit learns
+    from it), a bad request or a content-policy refusal is the caller's problem, a cancellation
+    is nothing. ``force_open()`` / ``force_close()`` set it by hand.
     ``backend=RedisBackend(url)`` shares openings: one process opening the circuit (named
     ``name``) opens it in every process within half a second.
     """

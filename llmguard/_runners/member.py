@@ -47,7 +47,7 @@ class Member:
         self.busy = self.calls = self.failures = 0
         self.latency = 0.0
         self.current = 0.0  # smooth weighted round robin credit
-        # 3 unhealthy failures in 5+ calls within 60 s open it; one successful probe closes it.
+        # 3 retryable failures in 5+ calls within 60 s open it; one successful probe closes it.
         self.circuit = CircuitState(failure_ratio=0.5, min_calls=3, window=60, open_for=cooldown,
                                     half_open_calls=1)
 

@@ -1,8 +1,8 @@
 """AgentPool: spread calls over agents or clients, at most ``per_member`` calls on each at once.
 
 A call borrows a free member, waits first-in first-out when none is free, and gives the member
-back on success, error or cancellation. A member that keeps failing (unhealthy failures in the
-sense of :func:`llmguard.classify`) gets its own circuit (``llmguard._resilience.circuit_state.CircuitState``):
+back on success, error or cancellation. A member that keeps failing (retryable failures in the
+sense of :func:`llmguard.classify`, 429s included) gets its own circuit (``llmguard._resilience.circuit_state.CircuitState``):
 it is skipped for ``cooldown`` seconds, then one probe call decides whether it comes back.
 A streamed answer (a member method that is an async generator, or returns an async iterator)
 holds its member until the stream ends: exhausted, closed, failed or abandoned.
@@ -117,7 +117,9 @@ class AgentPool:
             member.circuit.record(loop.time(), False, ticket)
         elif isinstance(error, Exception):
             member.failures += 1
-            member.circuit.record(loop.time(), classify(error).kind.unhealthy, ticket)
+            # retryable, not unhealthy: a member out of quota (429) is skipped like one failing,
+            # while the others serve
+            member.circuit.record(loop.time(), classify(error).kind.retryable, ticket)
         else:  # a cancellation (or a consumer closing a stream) says nothing about the member
             member.circuit.cancel(ticket)
         member.calls += 1

@@ -15,22 +15,26 @@ import pytest
 
 import llmguard as lg
 from llmguard._core import events
-from llmguard.testing import FixedWindowServer, RateLimited
+from llmguard.testing import FixedWindowServer, RateLimited, make_error
 
 EV = lg.EventKind
 
 
 class Flaky:
-    """Fails the first ``failures`` calls with a 429 (Retry-After ``retry_after``), then answers."""
+    """Fails the first ``failures`` calls with a 429 (Retry-After ``retry_after``), then answers;
+    ``overloaded`` every second failure is a 503 instead (what opens a circuit)."""
 
-    def __init__(self, failures: int, retry_after: float = 2.0) -> None:
+    def __init__(self, failures: int, retry_after: float = 2.0, overloaded: bool = False) -> None:
         self.failures, self.retry_after, self.calls = failures, retry_after, 0
+        self.overloaded = overloaded
 
     async def __call__(self, prompt: str, model: str = "primary") -> str:
         self.calls += 1
         number = self.calls
         await asyncio.sleep(0.1)
         if number <= self.failures:
+            if self.overloaded and number % 2 == 0:
+                raise make_error(lg.FailureKind.OVERLOADED)
             raise RateLimited("slow down", status_code=429,
                               headers={"retry-after": str(self.retry_after)})
         return f"{model}: {prompt}"
@@ -71,10 +75,10 @@ async def test_fallback_taken_names_the_alternate_and_the_models_tried(seen: lis
 async def test_circuit_transitions_are_published(seen: list[lg.Event]) -> None:
     breaker = lg.CircuitBreaker(min_calls=2, failure_ratio=0.5, window=10, open_for=5,
                                 half_open_calls=1, name="provider")
-    flaky = Flaky(failures=2, retry_after=0)
+    flaky = Flaky(failures=2, retry_after=0, overloaded=True)  # a 429, then a 503
     guarded = lg.guard(breaker)(flaky)
     for _ in range(2):
-        with pytest.raises(RateLimited):
+        with pytest.raises(Exception):
             await guarded("x")
     with pytest.raises(lg.CircuitOpenError):
         await guarded("x")
@@ -167,7 +171,7 @@ async def test_no_subscriber_builds_no_event(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr("llmguard._core.call.Event", lambda *a: built.append(a))
     breaker = lg.CircuitBreaker(min_calls=1, window=10, open_for=1)
     guarded = lg.guard(lg.Cache(ttl=60), lg.Fallback({"model": "backup"}), lg.Retry(attempts=2),
-                       breaker, lg.RateLimit(rpm=600))(Flaky(failures=3))
+                       breaker, lg.RateLimit(rpm=600))(Flaky(failures=3, overloaded=True))
     results = await asyncio.gather(*(guarded("x") for _ in range(3)), return_exceptions=True)
     assert any(isinstance(r, lg.FallbackExhausted) for r in results)  # every kind happened
     assert built == []

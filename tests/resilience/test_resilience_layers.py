@@ -11,7 +11,7 @@ import llmguard as lg
 from llmguard import CircuitBreaker, FailureKind, Fallback, Retry, Timeout
 from llmguard._resilience.circuit import CircuitState, State
 from llmguard.backends import CircuitStore
-from llmguard.testing import FakeLLM, make_error
+from llmguard.testing import FakeLLM, Faults, make_error
 
 # --- Timeout -----------------------------------------------------------------------------------
 
@@ -210,6 +210,24 @@ async def test_breaker_opens_on_unhealthy_failures_and_fails_fast() -> None:
     for _ in range(3):
         assert await guarded("x") == "echo: x"
     assert breaker.statistics().state == "closed"
+
+
+async def test_injected_429s_never_open_the_readme_stacks_breaker() -> None:
+    """A provider refusing 30 % of calls at random with ``Retry-After: 2``, 1,000 callers
+    through the README stack with a CircuitBreaker in its place: a 429 says the provider is up
+    and pacing us, so no 429 counts and Retry finishes every call. (Counted, such 429s among
+    3,000 callers with ``Retry(attempts=4)`` opened it for 15 s again and again: 877 calls
+    failed with CircuitOpenError, the provider idle far longer than the 2 s asked.)"""
+    llm = FakeLLM(latency=1.0)
+    faults = Faults(error_rate=0.3, kinds={FailureKind.RATE_LIMITED: 1}, retry_after=2, seed=3)
+    breaker = CircuitBreaker()
+    guarded = lg.guard(Retry(attempts=8), breaker, Timeout(30), lg.RateLimit(rpm=600),
+                       lg.ConcurrencyLimit(32), faults)(llm.send_message)
+    answers = await asyncio.gather(*(guarded(f"q{i}") for i in range(1000)))
+    assert answers == [f"echo: q{i}" for i in range(1000)]
+    stats = breaker.statistics()
+    assert stats.opened == 0 and stats.rejected == 0 and stats.failures == 0
+    assert faults.statistics().injected["rate_limited"] > 300  # the 429s did come
 
 
 async def test_bad_requests_and_cancellations_do_not_count() -> None:

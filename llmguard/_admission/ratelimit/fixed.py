@@ -201,6 +201,19 @@ class FixedCount:
             if current in self.counts:
                 self.counts[current] -= self._weight(entry)
 
+    def vouch(self, now: float, at: float, counted: int) -> None:
+        """The server counted ``counted`` in its window (its limit less what it said remained,
+        read against ours since) as of a request of ours admitted at ``at``: no more of ours.
+        Ours it did not count (refused by a 429 not of this quota) no longer fill the window:
+        held, the window stayed full for a minute while the server said 7 remained. Only a
+        request admitted a skew past the window's start surely counted in it. (From the
+        server's own limit: LiteLLM's ``remaining`` counts to ``rpm`` where it admits
+        ``rpm - 1``.)"""
+        self._roll(now)
+        current = self.index(now)
+        if current in self.counts and self.index(at - self.skew()) == current:
+            self.counts[current] = min(self.counts[current], counted)
+
     def stale(self, now: float, entry: Any) -> bool:
         """True when an answer to ``entry`` read at ``now`` may have been made in the window
         before (written late): ``entry`` was admitted there and no answer showed this

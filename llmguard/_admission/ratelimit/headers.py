@@ -16,6 +16,7 @@ from ..._core.classify import FailureKind, classify
 from ..._core.errors import AdmissionError
 from .latency import PROCESSING
 from .named import named
+from .refusal import DEFAULT_PAUSE
 
 __all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "parse_reset", "part_headers",
            "pause_after", "rate_limit_headers", "refusal", "report", "says_nothing", "sent",
@@ -23,11 +24,6 @@ __all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "parse_reset", 
 
 #: The reservation (``held.Held``) of the call being sent, for its headers to be read against.
 HELD: ContextVar[Any] = ContextVar("llmguard_rate_limit_held", default=None)
-
-#: Seconds to pause admissions after a 429 that carries no Retry-After (OpenAI and Anthropic
-#: send one almost always; when absent, one second lets a per-second quota refill without
-#: idling a per-minute one for long).
-DEFAULT_PAUSE = 1.0
 
 
 def pause_after(exc: BaseException) -> float | None:

@@ -13,7 +13,7 @@ from . import bounds, refuted, silent
 from .auto import AutoTrack
 from .learn import become_fixed
 from .log import Entry
-from .refusal import clock_minute, learn_limit, reset_of
+from .refusal import DEFAULT_PAUSE, clock_minute, explained, learn_limit, reset_of
 from .shape import TOLERANCE
 
 __all__ = ["refused"]
@@ -74,10 +74,14 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                                "rate-limit header): not one; paced as a sliding window")
     if seconds < shape.window - TOLERANCE:
         shape.hold = max(shape.hold, until)
-        if shape.kind == "fixed" and shape.epoch is not None and ticket is not None:
-            # a learned fixed window refused one of its minute: full until its boundary (a
-            # bare 429's default pause, retried each second: 25 429s in a strict minute); one
-            # sent within the skew after a boundary may have been refused in the minute before
+        if shape.kind == "fixed" and shape.epoch is not None and ticket is not None \
+                and seconds <= DEFAULT_PAUSE and explained(window, now, ticket):
+            # a learned fixed window refused one of its minute, ours filling it, with a bare
+            # 429's pause: full until its boundary (the default pause, retried each second: 25
+            # 429s in a strict minute); one sent within the skew after a boundary may have been
+            # refused in the minute before. A longer pause is the server's own reckoning (a
+            # fixed window's points to its boundary): a random 429 at the tail of a minute's
+            # burst asking 2 s held the minute, 56 s idle with room
             skew = shape.skew()
             until = max(until, shape.next_boundary(shape.epoch, ticket.time - skew) + skew)
     elif shape.kind == "fixed" and shape.epoch is not None:

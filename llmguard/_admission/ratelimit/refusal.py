@@ -29,7 +29,48 @@ from .log import Entry
 from .others import ours
 from .shape import TOLERANCE
 
-__all__ = ["clock_minute", "learn_limit", "reset_of"]
+#: Seconds to pause admissions after a 429 that carries no Retry-After (OpenAI and Anthropic
+#: send one almost always; when absent, one second lets a per-second quota refill without
+#: idling a per-minute one for long).
+DEFAULT_PAUSE = 1.0
+
+__all__ = ["DEFAULT_PAUSE", "before", "clock_minute", "explained", "learn_limit", "reset_of"]
+
+
+def before(window: Any, track: AutoTrack, now: float, ticket: Entry | None) -> int:
+    """Units of ours the server had seen in its window when ``ticket`` reached it: what
+    ``track`` counts now, less ours admitted after it (the server saw them after it, or never).
+    A 429 reads against the refused request's place: counted at its answer, a random 429 to
+    the third of a minute's burst, its 55 others admitted at the same instant, read as "the
+    server admits 57", and the minute was held as full (58 s idle a minute). Unless the
+    server's own word (a cap read from its headers, ours since counted against it) leaves no
+    room: ours admitted with it may have reached it first (LiteLLM's proxy refused the 60th to
+    arrive, admitted with 23 after it). A bucket's level (refilled since, settled since) is
+    not ours by place: as counted now."""
+    used = track.used(now, ticket)
+    cap = window.caps.get(track.quota.tokens)
+    if ticket is None or track._pacer() is track.bucket or (
+            cap is not None and cap[1] > now and cap[0] <= 0):
+        return used
+    for entry in reversed(track.log.entries):  # the newest first: ours after it are recent
+        if entry.seq <= ticket.seq:
+            break
+        used -= track.weight(entry)
+    return used
+
+
+def explained(window: Any, now: float, ticket: Entry | None) -> bool:
+    """True when ours the server had seen before ``ticket`` and it come near a limit in force
+    (within a tenth, as :func:`learn_limit` reads one): the 429 may say the window is full.
+    Else it was not ours: the server's own pause is all it asks."""
+    if ticket is None:
+        return True
+    for track in window.tracks:
+        if isinstance(track, AutoTrack) and track.learns():
+            need = ticket.tokens if track.quota.tokens else 1
+            if before(window, track, now, ticket) + need > track.limit - max(2, track.limit // 10):
+                return True
+    return False
 
 
 def learn_limit(window: Any, now: float, ticket: Entry | None,
@@ -49,7 +90,7 @@ def learn_limit(window: Any, now: float, ticket: Entry | None,
             return None
     fullest, ratio, used = None, 0.0, 0
     for track in learners:
-        mine = track.used(now, ticket)
+        mine = before(window, track, now, ticket)
         need = (ticket.tokens if track.quota.tokens else 1) if ticket is not None else 0
         if (mine + need) / track.limit > ratio:
             fullest, ratio, used = track, (mine + need) / track.limit, mine

@@ -64,8 +64,7 @@ class Window:
         #: What this partition learned about the server's limiter (None: nothing to learn).
         self.shape = Shape.of(learned) if learned else None
         self.tracks: tuple[Any, ...] = tracks(quotas, self.shape)
-        #: The tracks as the per-call loops take them (a sharing pair as one: :mod:`.pair`).
-        self.pace = pairs(self.tracks)
+        self.pace = pairs(self.tracks)  # as the per-call loops take them (:mod:`.pair`)
         #: The sliding log of the first quota when its shape is learned (each admission's
         #: ``first`` is read from it), else None.
         self.log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
@@ -217,6 +216,9 @@ class Window:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
             until = self.shape.next_boundary(self.shape.epoch, at)
+            for track in tracks:  # the server's count bounds ours (429s it did not count)
+                if getattr(track, "fixed", None) is not None:
+                    track.fixed.vouch(now, at, (limit or track.quota.limit) - left)
         elif reset is not None:  # from when the server counted the request
             until = (at if ticket is not None else now) + reset
         elif self.shape is not None:  # no reset: the safe reading, left for one window
