@@ -68,6 +68,22 @@ def test_using_less_gives_back_at_most_the_difference_and_more_is_charged() -> N
     assert (level, outstanding) == (-1.0, 0) and deficit == 0.0
 
 
+def test_output_the_server_gives_back_comes_back_whole() -> None:
+    """Anthropic's output rule: the server charges ``max_tokens`` at arrival, as ours did at
+    admission, and both get the unused output back when the answer ends (``returned``): all
+    of it comes back, up to the bucket's size. 15 calls of 200 at 0 s in a bucket of 3,000 a
+    minute, one answered at 2 s having used 64: ours holds the 100 refilled and its 136; the
+    refund's bound (for what the server never charged) gave back 36 (the headerless
+    give-back test then waited 1.3 s for its room, 16 calls in a minute where 25 fit)."""
+    before = dict(level=100.0, deficit=2_900.0, outstanding=3_000, capacity=3_000,
+                  reserved=200, actual=64)
+    assert settle(**before, returned=True) == (236.0, 2_700.0, 2_800)
+    assert settle(**before)[0] == 136.0  # an estimate over what the server counted
+    assert settle(level=2_950.0, deficit=50.0, outstanding=200, capacity=3_000, reserved=200,
+                  actual=64, returned=True) == (3_000.0, 0.0, 0)  # never above its size
+    assert settle(**{**before, "actual": None}, returned=True)[0] == 200.0  # a refund: as ever
+
+
 class Entry:
     """The two fields a track reads of a window entry."""
 

@@ -124,8 +124,7 @@ class AutoTrack:
         entries = log.entries
         if entries and entries[0].time <= now - log.span:
             log.expire(now)  # the log may not be asked (another pacer admits): keep it short
-        # ``log.add(now, entry)`` and ``bucket.add(now, entry)``, written out (every admission,
-        # once per quota)
+        # ``log.add`` and ``bucket.add``, written out (every admission, once per quota)
         units = entry.tokens if log.tokens else 1
         log.used += units
         if log.lead:  # else the leading track appended it to the shared log and history

@@ -48,7 +48,7 @@ def wait_for(level: float, need: float, rate: float) -> float:
 
 
 def settle(level: float, deficit: float, outstanding: float, capacity: float, reserved: float,
-           actual: float | None) -> tuple[float, float, float]:
+           actual: float | None, returned: bool = False) -> tuple[float, float, float]:
     """Settle a reservation of ``reserved`` units: the call used ``actual`` units, or never
     reached the provider (``actual=None``, a refund). Returns the new ``(level, deficit,
     outstanding)``.
@@ -57,10 +57,18 @@ def settle(level: float, deficit: float, outstanding: float, capacity: float, re
     the ``outstanding`` reservations (this one included) had been made. Without this one alone,
     the provider's is at least ``deficit - (outstanding - reserved)`` above ours: that much may
     come back (minus what the call did use). Using more than reserved charges the difference.
+
+    ``returned``: the provider charged all ``reserved`` at arrival and gives the unused back
+    when the answer ends (Anthropic's output tokens): all of it comes back to ours as to its,
+    up to the bucket's size. Ours took it no later than the provider did, so ours stays the
+    lower; the bound above is for what the provider never charged (a refund, an estimate over
+    what it counted), and held back the give-back a refill had made up for.
     """
     others = outstanding - reserved
-    if actual is not None and actual >= reserved:
+    if actual is not None and (actual >= reserved or returned):
         level -= actual - reserved
+        if level > capacity:
+            level = capacity
         deficit -= reserved
     else:
         used = actual or 0.0
@@ -159,9 +167,10 @@ class Bucket:
                 deficit = limit - level
             self.level, self.deficit = level, deficit if deficit > 0.0 else 0.0
             self.outstanding -= reserved
-        else:
+        else:  # a refund, or the unused output the server gives back too (``returned``)
             self.level, self.deficit, self.outstanding = settle(
-                level, deficit, self.outstanding, limit, reserved, actual)
+                level, deficit, self.outstanding, limit, reserved, actual,
+                self.quota.part == "output")
 
     def rescale(self, now: float, entry: Any, tokens: int) -> None:
         """``entry``, not settled, took more than the server charged it (``tokens``): the

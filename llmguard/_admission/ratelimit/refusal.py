@@ -88,12 +88,12 @@ def learn_limit(window: Any, now: float, ticket: Entry | None,
                 track.set_limit(now, named.limit)
             window.shape.limits = f"; a 429 said the limit is {named.limit} {named.unit}"
             return None
-    fullest, ratio, used = None, 0.0, 0
+    fullest, ratio, used, needed = None, 0.0, 0, 0
     for track in learners:
         mine = before(window, track, now, ticket)
         need = (ticket.tokens if track.quota.tokens else 1) if ticket is not None else 0
         if (mine + need) / track.limit > ratio:
-            fullest, ratio, used = track, (mine + need) / track.limit, mine
+            fullest, ratio, used, needed = track, (mine + need) / track.limit, mine, need
     if fullest is None:
         return None
     charge = window.charge
@@ -104,7 +104,10 @@ def learn_limit(window: Any, now: float, ticket: Entry | None,
                                    "our estimate, and keeps it")
         return fullest
     configured = fullest.quota.limit
-    if used >= fullest.limit or used < configured - max(2, configured // 10):
+    # ours and the refused one over the limit in force: the limit itself explains the 429 (a
+    # token one sent as a bucket's refill allowed, its server counting per window: read as
+    # "the server admits 2,824" of 3,000, 42 calls a minute where it admits 44)
+    if used + needed > fullest.limit or used < configured - max(2, configured // 10):
         return fullest  # nothing lower, or not near the quota (or not ours alone)
     for track in learners:
         if track.quota.tokens is fullest.quota.tokens:

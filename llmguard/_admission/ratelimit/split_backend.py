@@ -19,6 +19,7 @@ from .giveback import GiveBacks
 from .split_giveback import GiveBackParts
 from .split import (Part, Tokens, Ticket, amount as _amount, check_fits, layout,
                     split_estimate, split_used, too_large)
+from .shape import TOLERANCE
 from .window import Quota
 
 __all__ = ["Part", "SplitBackend", "check_fits", "setup", "split_used", "too_large"]
@@ -149,7 +150,11 @@ class SplitBackend(GiveBackParts):
             return
         said = {} if named is None else {"named": named}
         for part, sub in self._layout(quotas):  # output kept charged explains it: no limit
-            if (tested and part == "output") or (said and named.part != part):
+            # (a bucket's pause, at most its refill of the request; a longer one, to the clock
+            # minute, is a window's as well: learned now, not by a second 429 a minute later)
+            kept = tested and part == "output" and _refills(sub, _amount(part, ticket.tokens),
+                                                            seconds)
+            if kept or (said and named.part != part):
                 self.inner.pause(self._key(part, key), sub, seconds)
             else:
                 self.inner.refused(self._key(part, key), sub, seconds,
@@ -213,6 +218,12 @@ class SplitBackend(GiveBackParts):
 
     def __repr__(self) -> str:
         return f"<SplitBackend input/output over {self.inner!r}>"
+
+
+def _refills(quotas: tuple[Quota, ...], tokens: int, seconds: float) -> bool:
+    """True when a pause of ``seconds`` is no longer than a bucket of ``quotas`` takes to
+    refill ``tokens`` (with :data:`.shape.TOLERANCE`)."""
+    return seconds <= TOLERANCE + max(tokens * (q.window - q.margin) / q.limit for q in quotas)
 
 
 def setup(quotas: tuple[Quota, ...], backend: Any,
