@@ -31,7 +31,8 @@ measured first on a deployment whose limits are never reached.
 
 ``--mocklimit PATH`` (the ``mocklimit`` command of a ``pip install mocklimit``: an independent
 rate-limited mock API server) adds its fixed window, sliding window and token bucket to the
-defaults table below (``--mocklimit-learned``: also with only ``--api-base``).
+defaults table below (``--mocklimit-learned``: also with only ``--api-base``), each run
+``--repeats`` times (a row a run).
 
 ``--defaults fixed,bucket,sliding,proxy`` adds ``llmguard run`` with default settings (only
 ``--api-base``, ``--rpm 60``, ``--tpm 100000``) on every shape with real 60 s windows, including
@@ -500,7 +501,7 @@ def litellm_proxy(litellm: str, tmp: Path, src: Path, runs: list[tuple[str, list
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            log = tmp / "litellm.log"
+            log = tmp / f"litellm_{len(rows)}.log"  # each run's kept for reading
             proxy = subprocess.Popen(
                 [litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
                  "--num_workers", "1"],
@@ -646,11 +647,13 @@ def mocklimit_config(strategy: str) -> str:
             f"    timing: {{base_ms: [{ms}, {ms}]}}\n")
 
 
-def mocklimit_rows(mocklimit: str, tmp: Path, phase: float, learned: bool) -> list[dict]:
+def mocklimit_rows(mocklimit: str, tmp: Path, phase: float, learned: bool,
+                   repeats: int = 1) -> list[dict]:
     """``llmguard run`` with default settings against mocklimit (an independent rate-limited
     mock API server from the package registries) in each of its strategies, started ``phase`` s
     into a clock minute, counted by the server's ``/mocklimit/stats``; given the quotas, and with
-    ``learned`` also with only ``--api-base`` (the quotas learned from its headers)."""
+    ``learned`` also with only ``--api-base`` (the quotas learned from its headers); each run
+    ``repeats`` times, one row a run (a fresh server each: its counters start empty)."""
     from llmguard.testing import SlidingWindowServer, TokenBucketServer
     from llmguard.testing import FixedWindowServer
 
@@ -661,13 +664,15 @@ def mocklimit_rows(mocklimit: str, tmp: Path, phase: float, learned: bool) -> li
     quotas = [("", ["--rpm", str(MINUTE_RPM), "--tpm", str(MINUTE_TPM)])]
     if learned:
         quotas.append((", limits learned", []))
-    for (strategy, shape), (how, options) in itertools.product(MOCKLIMIT_SHAPES.items(), quotas):
+    for (strategy, shape), (how, options), n in itertools.product(
+            MOCKLIMIT_SHAPES.items(), quotas, range(repeats)):
         config = tmp / f"mocklimit_{strategy}.yaml"
         config.write_text(mocklimit_config(strategy))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        log = tmp / "mocklimit.log"
+        run = f"{strategy}{bool(options)}_{n}"  # the run's log and output kept for reading
+        log = tmp / f"mocklimit_{run}.log"
         server = subprocess.Popen(
             [mocklimit, "serve", "--spec", str(spec), "--rate-config", str(config),
              "--host", "127.0.0.1", "--port", str(port)],
@@ -684,7 +689,7 @@ def mocklimit_rows(mocklimit: str, tmp: Path, phase: float, learned: bool) -> li
             ended = time.time()
             if done.returncode not in (0, 1):
                 raise SystemExit(f"llmguard run against mocklimit failed:\n{done.stderr}")
-            (tmp / f"mocklimit_{strategy}{bool(options)}.out").write_text(done.stdout + done.stderr)
+            (tmp / f"mocklimit_{run}.out").write_text(done.stdout + done.stderr)
             stats = http(port, "GET", "/mocklimit/stats")
         finally:
             server.terminate()
@@ -813,7 +818,7 @@ def main() -> None:
         minute_rows = defaults_rows(port, tmp, minute_kinds)
         if args.mocklimit:
             minute_rows += mocklimit_rows(args.mocklimit, tmp, MINUTE_PHASE,
-                                          args.mocklimit_learned)
+                                          args.mocklimit_learned, args.repeats)
     finally:
         server.terminate()
         server.wait()

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard._admission.ratelimit.bucket import Bucket, level_at, settle, wait_for
+from llmguard._admission.ratelimit.told import lift
 from llmguard._admission.ratelimit.window import SLACK, Quota, Window
 from llmguard.testing import TokenBucketServer
 from llmguard.testing._quota import TokenBucket
@@ -157,6 +158,31 @@ def test_headers_drain_the_bucket_to_what_the_provider_reports() -> None:
     assert window.available(0.0, True) == 5
     assert window.wait(0.0, 15) == pytest.approx(1.0 + SLACK)
     assert not window.caps
+
+
+def test_a_reading_of_the_servers_own_bucket_lifts_ours_to_it() -> None:
+    """A reading's certain bound of the server's own bucket (a learned one) lifts ours to it
+    (``told.lift``), less what the server holds beyond our limit (a share of its quota)
+    and ours not settled it counted as arrived (some may still be queued below us); the
+    drain only lowers it. Lowered only, a bound our count once fell below (an opening
+    reserved at more than the server charged) stuck until the bucket was full again, which a
+    saturated run never is."""
+    bucket = Bucket(Quota(1000, 60.0, True, True))
+    bucket.add(0.0, Entry(0.0, 900))
+    bucket.drain_to(0.0, 500)
+    assert bucket.level == 100  # only lowers
+    lift(bucket, 0.0, 500, 0.0, 0.0, 1000)
+    assert bucket.level == 500
+    lift(bucket, 0.0, 800, 0.0, 0.0, 1500)  # the server's 500 beyond ours: not ours
+    assert bucket.level == 500
+    bucket.drain_to(0.0, 100)
+    lift(bucket, 0.0, 900, -3.0, 0.0, 1500)  # its refill since, at ours
+    assert bucket.level == pytest.approx(900 + 3 * 1000 / 60 - 500)
+    bucket.drain_to(0.0, 100)
+    lift(bucket, 0.0, 500, 0.0, 300.0, 1000)  # 300 of ours perhaps still queued below
+    assert bucket.level == 200
+    lift(bucket, 0.0, 2000, 0.0, 0.0, 1000)
+    assert bucket.level == 1000  # never above full
 
 
 def test_an_idle_bucket_is_full_with_nothing_outstanding() -> None:

@@ -6,6 +6,11 @@ import asyncio
 from typing import Any
 
 import llmguard as lg
+from llmguard._admission.ratelimit.auto import AutoTrack
+from llmguard._admission.ratelimit.log import Entry
+from llmguard._admission.ratelimit.refusal import queued
+from llmguard._admission.ratelimit.shape import Shape
+from llmguard._admission.ratelimit.window import Quota
 from llmguard.testing import FixedWindowServer, ProviderError
 
 
@@ -65,3 +70,24 @@ async def test_a_storm_of_429s_leaves_the_rest_of_its_minute_to_use() -> None:
     server, _, _ = await run(lambda now, n: 135 - now if 120 <= now < 135 else 0, 180)
     served = [a.at for a in server.arrivals if a.status == 200]
     assert sum(135 <= t < 180 for t in served) >= 27
+
+
+def test_ours_still_queued_below_are_not_counted_as_seen_by_the_server() -> None:
+    """RateLimit admits the quota at once and ConcurrencyLimit(32) below holds all but 32: a
+    random 429 to one sent from that queue (``moved``) counts what the server saw before it
+    without the reservations still queued (not moved, in flight, admitted after the last one
+    surely sent). Counted, it read "the server admits 568" with 129 sent, and the calls
+    holding the inner slots waited 28 s for room those queued reservations held."""
+    track = AutoTrack(Quota(600, 60.5, False, learn=True, margin=0.5), Shape.of(
+        [Quota(600, 60.5, False, learn=True, margin=0.5)]))
+    entries = [Entry(0.0, 1, None, seq) for seq in range(600)]
+    for entry in entries:
+        track.add(0.0, entry)
+    for entry in entries[:20]:  # the first 32 went at once; 20 of them answered
+        entry.answered = 2.0
+    ticket = Entry(2.0, 1, None, 600)
+    ticket.moved = True  # the 33rd, sent from the queue as a slot came free
+    track.add(2.0, ticket)
+    assert queued(track, ticket) == 600 - 20  # the 12 sent at once and in flight are unknown
+    direct = entries[25]  # a refusal of one that went at once: every one before it was sent
+    assert queued(track, direct) == 0

@@ -196,6 +196,46 @@ async def test_one_429_under_heavy_demand_never_silences_the_provider_longer_tha
     assert loop.time() - start <= 600 + 10 + 5
 
 
+async def test_injected_429s_under_a_queueing_limit_never_idle_the_provider_longer_than_asked(
+        ) -> None:
+    """The README stack's limiters over a provider that refuses 10 % of calls at random with
+    ``Retry-After: 2`` (not for any quota), 3,000 callers, ConcurrencyLimit(32) below: calls
+    that leave the inner queue during a pause give their reservations back and wait ahead of
+    the line, and the room they give back wakes it. The driver had slept for a wait reckoned
+    before they gave it (the queued calls filled the window): 32 s with nothing sent, then
+    24.5 s each minute, 2.3x the quota's pace."""
+    loop = asyncio.get_running_loop()
+    rng = random.Random(1)
+    arrivals: list[tuple[float, int]] = []  # (when, how many calls had finished by then)
+    done = 0
+
+    async def provider(i: int) -> int:
+        arrivals.append((loop.time(), done))
+        if rng.random() < 0.1:
+            raise RateLimited("slow down", status_code=429, headers={"retry-after": "2"})
+        await asyncio.sleep(1.0)
+        return i
+
+    guarded = lg.guard(lg.Retry(attempts=4), lg.Timeout(30), lg.RateLimit(rpm=600),
+                       lg.ConcurrencyLimit(32))(provider)
+
+    async def one(i: int) -> int:
+        nonlocal done
+        result = await guarded(i)
+        done += 1
+        return result
+
+    start = loop.time()
+    assert sorted(await asyncio.gather(*(one(i) for i in range(3000)))) == list(range(3000))
+    times = [t for t, _ in arrivals]
+    for (before, finished), after in zip(arrivals, times[1:]):
+        # callers were waiting (more than the inner limit's worth) and the quota had room (a
+        # random 429 at the 540th of a window or later reads as the limit: 10 % of 600)
+        if after - before > 2 + 1.5 and finished < 3000 - 64:
+            assert sum(after - 60.51 <= t < after for t in times) >= 540, (before, after)
+    assert loop.time() - start <= len(arrivals) / 9 * 1.1  # within 10 % of that pace
+
+
 @pytest.mark.parametrize(("make", "kind", "rate_limited"), [
     (lambda: SlidingWindowServer(rpm=60, latency=2.0), "sliding", 1),
     (lambda: FixedWindowServer(rpm=60, latency=2.0), "fixed", 0)], ids=["sliding", "fixed"])

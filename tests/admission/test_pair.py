@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from llmguard._admission.ratelimit import auto as auto_module
 from llmguard._admission.ratelimit import log as log_module
 from llmguard._admission.ratelimit import pair as pair_module
+from llmguard._admission.ratelimit import told
 from llmguard._admission.ratelimit.auto import AutoTrack
 from llmguard._admission.ratelimit.log import Entry, Log
 from llmguard._admission.ratelimit.move import move
@@ -39,7 +40,10 @@ step = st.one_of(
     st.tuples(st.just("refund"), st.integers(0, 60)),
     st.tuples(st.just("move"), st.integers(0, 60), st.integers(0, 150)),
     st.tuples(st.just("pause"), st.floats(0.0, 3.0)),
-    st.tuples(st.just("cap"), st.booleans(), st.integers(0, 300), st.floats(0.5, 20.0)),
+    st.tuples(st.just("cap"), st.booleans(), st.integers(0, 300), st.floats(0.5, 20.0),
+              st.integers(-1, 60)),
+    st.tuples(st.just("told"), st.booleans(), st.integers(-50, 300), st.integers(0, 60)),
+    st.tuples(st.just("lower"), st.booleans(), st.integers(1, 400)),
 )
 
 
@@ -65,14 +69,27 @@ def replay(quotas: tuple[Quota, ...], steps: list[tuple[Any, ...]]) -> tuple[Win
         elif what == "pause":
             window.paused_until = max(window.paused_until, now + args[0])
         elif what == "cap":
-            window.cap(now, args[0], args[1], args[2])
+            ticket = entries[args[3] % len(entries)] if entries and args[3] >= 0 else None
+            window.cap(now, args[0], args[1], args[2], ticket)
+        elif what == "told" and entries:  # a bucket's reading (``Window.cap``'s, once learned)
+            ticket = entries[args[2] % len(entries)]
+            for track in window.tracks:
+                if isinstance(track, AutoTrack) and track.quota.tokens is args[0]:
+                    told.drain(track, now, args[1], now, ticket, ticket.seq + 1,
+                               window.readings.spread, track.limit)
+        elif what == "lower":  # a limit learned (``exact`` once below what is outstanding)
+            for track in window.tracks:
+                if isinstance(track, AutoTrack) and track.quota.tokens is args[0]:
+                    track.set_limit(now, min(track.limit, args[1]))
     window.wait(now, 1)  # expires every log to now (the unshared ones too)
-    return window, [admitted, [(e.time, e.tokens, e.live, e.answered) for e in entries]]
+    return window, [admitted, [(e.time, e.tokens, e.live, e.answered, e.moved,
+                                getattr(e, "way", None)) for e in entries]]
 
 
 def state(window: Window) -> list[Any]:
     """What each track counts: its total and limit, its log's entries (time, and the sum of
-    its unit), its history, carry and bucket."""
+    its unit), its history, carry and bucket (what the server's last reading told it
+    included: :mod:`.told`)."""
     out: list[Any] = []
     for track in window.tracks:
         log = track.log if isinstance(track, AutoTrack) else track
@@ -81,7 +98,8 @@ def state(window: Window) -> list[Any]:
         if isinstance(track, AutoTrack):
             bucket, carry = track.bucket, track.carry
             out.append(([e.time for e in track.recent], bucket.level, bucket.deficit,
-                        bucket.outstanding, bucket.at,
+                        bucket.outstanding, bucket.at, bucket.told, bucket.told_at,
+                        bucket.since_told, bucket.told_seq, bucket.exact, bucket.owed,
                         None if carry is None else (carry.spent, carry.lines)))
     return out
 
@@ -95,7 +113,7 @@ def test_a_shared_log_counts_as_a_log_each(kind, steps, small) -> None:
     whatever the takes, moves, reconciliations, refunds, pauses and caps."""
     with pytest.MonkeyPatch.context() as patch:
         if small:
-            for module in (log_module, auto_module, pair_module):
+            for module in (log_module, auto_module):
                 patch.setattr(module, "FOLD_AT", 2)
         shared, done = replay(QUOTAS[kind], steps)
         patch.setattr(pair_module, "_shares", lambda track, quota: False)

@@ -99,6 +99,22 @@ async def test_a_strict_mute_sliding_window_started_at_55_is_paced_to_what_it_ad
     assert layer.statistics().shape.startswith("sliding"), layer.statistics().shape
 
 
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+async def test_a_strict_mute_sliding_window_started_on_the_minute_refuses_one_request(
+        seed: int) -> None:
+    """The same server from :00. Before: 2 429s on its token quota: the probe of the charge at
+    :06 (the 43rd of the minute, as 1.11x admits 42), then the probe of the shape at :62, the
+    head of the line, which the sliding log admitted 2 s later anyway (the charge's probe at
+    :04 left then): a fixed window from :60 would have gained it 2 s. A probe of the shape
+    goes only where the sliding log holds the line back a tenth of a window or more
+    (``silent._first``): none here, one 429 (started at :40, 40 s: probed)."""
+    server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=STRICT,
+                                 rate_limit_headers=False, retry_after=False)
+    layer, wall, ideal = await run(server, 0.0, 126, seed)
+    assert server.statistics().rate_limited <= 1, layer.statistics().shape
+    assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
+
 def tokens_window() -> Window:
     """One learned 10,000 TPM quota (and 60 RPM) whose answers came without any header."""
     w = Window((Quota(60, 60.0 + MARGIN, False, learn=True, margin=MARGIN),

@@ -103,3 +103,24 @@ async def test_a_strict_clock_minute_proxy_started_at_55_fills_every_minute() ->
     layer, wall, ideal = await run(server, 55.0, 126)
     assert server.statistics().rate_limited <= 1
     assert wall <= 1.10 * ideal, (wall, ideal, layer.statistics().shape)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+async def test_a_strict_fixed_window_sending_bare_429s_is_learned_at_the_429_that_refutes_a_bucket(
+        seed: int) -> None:
+    """A fixed clock-minute window with no rate-limit header and bare 429s (no retry-after)
+    charging 1.11x our estimate, 126 calls (3x its 42 a minute) from :55. Before: 1.06x the
+    ideal. The first probe was served just after the minute (no sliding window), and the
+    probes of the charge served in that minute brought what a bucket may charge down to
+    1.002x our estimates; the 429 at :46, its minute spent, needs a bucket charging 1.028x or
+    more. Its requests' sliding window looked full, so it was read as maybe a requests
+    window's: nothing learned, both still supposed, the next minute's burst paced within a
+    bucket drained by ours until a probe beyond it was served at :04. No sliding window (the
+    first probe) and a floor above the ceiling (its message names tokens): a fixed window,
+    learned at the 429, the next minute's quota sent at its start (1.03x)."""
+    server = FixedWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                               rate_limit_headers=False, retry_after=False)
+    layer, wall, ideal = await run(server, 55.0, 126, seed)
+    assert server.statistics().rate_limited <= 1
+    assert layer.statistics().shape.startswith("fixed"), layer.statistics().shape
+    assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)

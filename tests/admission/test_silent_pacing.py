@@ -187,18 +187,23 @@ async def test_a_mute_sliding_window_charging_more_refuses_once_per_thing_learne
     requests a window admits 18 s later in every window after (by their arithmetic, about
     1.18x); holding only the walk's refused probe until the minute would do, but which one
     the server refuses is what the walk measures. The message names the tokens; a 429 naming
-    nothing is put on them too (the fullest by our counts: the same 2 measured)."""
+    nothing is put on them too (the fullest by our counts: the same 2 measured). From :00
+    the shape's probe went at :62, the head of the line, which the sliding log admitted at
+    :64: a fixed window gained 2 s by it, and the charge's 429 had refuted a bucket, so none
+    goes (``silent._first``): one 429, the shape left unknown, paced as a sliding log."""
     server, send, start, wall, ideal = await run(lambda: SlidingWindowServer(
         rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9, rate_limit_headers=False,
         retry_after=False), phase)
     minute = start - start % 60 + 60  # the first clock minute after the burst
     refused = [a.at for a in server.arrivals if a.status == 429]
+    probed = phase != 0.0
     assert len([at for at in refused if at < minute]) == 1, refused  # the charge's
-    assert len([at for at in refused if at >= minute]) == 1, refused  # the shape's
+    assert len([at for at in refused if at >= minute]) == probed, refused  # the shape's
     assert max(refused) < minute + 5, refused  # just after the minute, then none
     rate_limit = next(layer for layer in send.pipeline.layers
                       if isinstance(layer, lg.RateLimit))
-    assert rate_limit.statistics().shape.startswith("sliding"), rate_limit.statistics().shape
+    shape = rate_limit.statistics().shape
+    assert shape.startswith("sliding" if probed else "unknown"), shape
     assert wall <= 1.05 * ideal, (wall, ideal)
 
 

@@ -39,7 +39,7 @@ async def test_a_restart_does_not_reopen_the_window(server, refill):
     """rpm=10 spent, then Redis restarts (its window and buckets are lost): the process that
     used it admits nothing more until one window has passed (20 were admitted in 3.2 s)."""
     quotas = (Quota(10, 60.0, False, refill == "continuous"),)
-    backend = RedisBackend(server.url, prefix="t", on_error="fail", timeout=0.5)
+    backend = RedisBackend(server.url, prefix="t", on_error="fail", timeout=5.0)
     for _ in range(10):
         assert (await backend.reserve(None, quotas, 0))[1] is not None
     assert (await backend.reserve(None, quotas, 0))[1] is None  # the quota is spent
@@ -49,7 +49,7 @@ async def test_a_restart_does_not_reopen_the_window(server, refill):
     server.start()
     wait, ticket = await backend.reserve(None, quotas, 0)
     assert ticket is None and 55 < wait <= 61, wait
-    other = RedisBackend(server.url, prefix="t", on_error="fail", timeout=0.5)
+    other = RedisBackend(server.url, prefix="t", on_error="fail", timeout=5.0)
     wait, ticket = await other.reserve(None, quotas, 0)  # another process: the same fence
     assert ticket is None and 55 < wait <= 61, wait
     await backend.aclose()
@@ -59,7 +59,7 @@ async def test_a_restart_does_not_reopen_the_window(server, refill):
 async def test_a_fresh_deployment_is_admitted_at_once(server):
     """A new server and new processes: the first permit and the first admission do not wait
     for a restart fence (a lease, 10 s by default, on every deploy)."""
-    backend = RedisBackend(server.url, prefix="t", on_error="fail", timeout=0.5)
+    backend = RedisBackend(server.url, prefix="t", on_error="fail", timeout=5.0)
     limiter = RedisConcurrencyLimiter(backend, 2, name="api", max_wait=2.0)  # lease 10 s
     await limiter.acquire()
     limiter.release()
@@ -75,7 +75,7 @@ async def test_a_refused_cache_write_does_not_make_the_quota_local(server):
     admin = server.client()
     admin.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-set")
     url = f"redis://app:pw@127.0.0.1:{server.port}/0"
-    backend = RedisBackend(url, prefix="t", on_error="local", timeout=0.5)
+    backend = RedisBackend(url, prefix="t", on_error="local", timeout=5.0)
     cache = lg.Cache(ttl=60, store=RedisStore(backend))
     sent: list[str] = []
 
@@ -87,7 +87,7 @@ async def test_a_refused_cache_write_does_not_make_the_quota_local(server):
     assert [await guarded(p) for p in ("a", "b", "c")] == ["A", "B", "C"]
     assert cache.statistics().store_errors >= 1
     assert not backend.connection.down()
-    other = RedisBackend(url, prefix="t", on_error="local", timeout=0.5)
+    other = RedisBackend(url, prefix="t", on_error="local", timeout=5.0)
     late = lg.guard(lg.RateLimit(rpm=3, backend=other, max_wait=1.0))(ask)
     with pytest.raises(lg.AdmissionTimeout):
         await late("d")
@@ -104,7 +104,7 @@ async def test_a_refused_script_fails_the_call_instead_of_going_local(server):
     admin.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-evalsha",
                           "-eval")
     backend = RedisBackend(f"redis://app:pw@127.0.0.1:{server.port}/0", prefix="t",
-                           on_error="local", timeout=0.5)
+                           on_error="local", timeout=5.0)
     with pytest.raises(Exception, match="NOPERM|no permissions") as info:
         await backend.reserve(None, RPM, 0)
     assert any("not an outage" in note for note in info.value.__notes__)
@@ -119,7 +119,7 @@ async def test_a_backward_step_of_the_server_clock_does_not_stall_admission(serv
     the step are old, not 50 s in the future, and a pause of 1 s stays 1 s. Simulated by
     writing what the scripts would have written before the step, 120 s ahead of the clock."""
     quotas = (Quota(10, 60.0, False, refill == "continuous"),)
-    backend = RedisBackend(server.url, prefix="t", on_error="fail", timeout=0.5)
+    backend = RedisBackend(server.url, prefix="t", on_error="fail", timeout=5.0)
     assert (await backend.reserve(None, quotas, 0))[1] is not None  # creates the marker
     admin = server.client()
     log, state, fence = "t:rl:{}:log", "t:rl:{}:state", "t:rl:{}:fence"

@@ -20,13 +20,14 @@ from redis_processes import two_processes
 pytestmark = pytest.mark.looptime(False)
 
 
-async def publish(backend, epoch_in, limits, late):
-    """Record, for key None, a fixed window with a boundary ``epoch_in`` s from now, as the
-    process that learned it would (``late``: it counts a request late)."""
-    names = backend._key(None)
+async def publish(backend, epoch_in, limits, late, doubt="", key=None):
+    """Record, for ``key``, a fixed window with a boundary ``epoch_in`` s from now, as the
+    process that learned it would (``late``: it counts a request late; ``doubt``: the server's
+    boundary up to that many seconds after it, '' unknown)."""
+    names = backend._key(key)
     await backend.connection.call(
         _learned_scripts.PUBLISH, [names[3], names[1]],
-        ["fixed", repr(epoch_in), limits, "test", "1" if late else ""], "test")
+        ["fixed", repr(epoch_in), limits, "test", "1" if late else "", "", doubt], "test")
 
 
 async def admitted(backend, quotas, n):
@@ -174,4 +175,30 @@ async def test_answers_read_before_the_first_reading_up_after_a_boundary_are_not
     await first.connection.aclose()
     assert await admitted(other, quotas, 10) == 6
     await first.aclose()
+    await other.aclose()
+
+
+async def test_a_boundarys_doubt_is_shared_and_paces_every_process(redis_url, redis_prefix):
+    """A fixed window of 2 per 20 s learned from a reset read on a slow way there: the
+    server's boundary may lie up to 8 s after the one learned (``shape.Shape.doubt``). Shared
+    with the boundary, it is adopted by another process's mirror, and Redis counts an
+    admission within it after the boundary in the window before too: 2 admitted before the
+    boundary, nothing is admitted a second after it (the window before is full), where a
+    boundary shared without its doubt (paced by the margin, 0.05 s) admits there at once."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    quotas = (Quota(2, 20.05, False, learn=True, margin=0.05),)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for key, doubt in (("doubted", "8.0"), ("exact", "")):
+        await publish(backend, 1.0, "0", False, doubt, key)
+        assert [(await backend.reserve(key, quotas, 0))[1] is not None
+                for _ in range(2)] == [True, True]
+    await asyncio.sleep(max(0.0, start + 2.0 - loop.time()))  # past the boundary (well in 8 s)
+    wait, ticket = await other.reserve("doubted", quotas, 0)
+    assert ticket is None and wait > 0.0
+    assert other._local.window("doubted", quotas).shape.doubt == 8.0
+    assert (await other.reserve("exact", quotas, 0))[1] is not None
+    assert other._local.window("exact", quotas).shape.doubt is None
+    await backend.aclose()
     await other.aclose()

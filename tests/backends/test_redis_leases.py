@@ -71,7 +71,7 @@ async def call(port):
     writer.close()
 
 async def main(url, port, seconds):
-    backend = RedisBackend(url, prefix="t", on_error="fail", timeout=0.2)
+    backend = RedisBackend(url, prefix="t", on_error="fail", timeout=2.0)
     limiter = RedisConcurrencyLimiter(backend, 2, name="api", lease=1.0)
     counts = {"ok": 0, "unavailable": 0}
     print("ready", flush=True)
@@ -147,7 +147,8 @@ async def test_a_lease_granted_after_its_caller_gave_up_is_released(server, give
     runs when Redis wakes. The lease it grants is released as soon as Redis answers (a
     tombstone keeps it from being granted late), so another process gets the only slot long
     before the 2.5 s lease would have expired."""
-    timeout = 5.0 if gives_up == "cancelled" else 0.2
+    # the caller's timeout well under the sleep, and both long enough for a loaded machine
+    timeout = 10.0 if gives_up == "cancelled" else 1.0
     backend = RedisBackend(server.url, prefix="t", timeout=timeout,
                            on_error="local" if gives_up == "on_error_local" else "fail")
     a = RedisConcurrencyLimiter(backend, 1, name="api", lease=2.5)
@@ -158,11 +159,11 @@ async def test_a_lease_granted_after_its_caller_gave_up_is_released(server, give
         if admin.zcard(LEASES) == 0:
             break
         await asyncio.sleep(0.01)
-    sleeper = asyncio.create_task(asyncio.to_thread(admin.execute_command, "DEBUG", "SLEEP", 1.0))
-    await asyncio.sleep(0.1)  # Redis is asleep now
+    sleeper = asyncio.create_task(asyncio.to_thread(admin.execute_command, "DEBUG", "SLEEP", 3.0))
+    await asyncio.sleep(0.3)  # Redis is asleep now
     abandoned = f"{backend.connection.id}.2"  # the lease id of the next acquire
     if gives_up == "on_error_local":
-        await a.acquire()  # gave up on Redis after 0.2 s, granted by the local limiter
+        await a.acquire()  # gave up on Redis after 1 s, granted by the local limiter
         assert a.in_flight == 1
         await asyncio.sleep(0.1)
         a.release()  # Redis still asleep: the release is retried
@@ -263,9 +264,9 @@ async def test_permits_granted_locally_during_an_outage_count_once_redis_is_back
     """With on_error="local", two permits granted by the local limiter while Redis is down are
     registered in Redis once it answers: another process stays refused (past the restart
     fence) until they are released."""
-    local = RedisBackend(server.url, prefix="t", on_error="local", timeout=0.2)
+    local = RedisBackend(server.url, prefix="t", on_error="local", timeout=5.0)
     a = RedisConcurrencyLimiter(local, 2, name="api", lease=0.6)
-    strict = RedisBackend(server.url, prefix="t", on_error="fail", timeout=0.2)
+    strict = RedisBackend(server.url, prefix="t", on_error="fail", timeout=5.0)
     b = RedisConcurrencyLimiter(strict, 2, name="api", lease=0.6, max_wait=1.5)
     await b.acquire()  # both processes have used this Redis before it restarts
     b.release()
@@ -319,7 +320,7 @@ async def test_without_info_a_fresh_server_grants_at_once_and_a_restart_is_fence
     admin = server.client()
     admin.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-info")
     url = f"redis://app:pw@127.0.0.1:{server.port}/0"
-    backend = RedisBackend(url, prefix="t", on_error="fail", timeout=0.5)
+    backend = RedisBackend(url, prefix="t", on_error="fail", timeout=5.0)
     a = RedisConcurrencyLimiter(backend, 2, name="api", lease=1.0, max_wait=0.3)
     await a.acquire()  # a fresh deployment: no wait
     a.release()

@@ -18,7 +18,7 @@ import pytest
 
 import llmguard as lg
 from llmguard._admission.ratelimit.window import Quota
-from llmguard.backends.redis import RedisBackend
+from llmguard.backends.redis import RedisBackend, _silent
 from llmguard.testing import FixedWindowServer, TokenBucketServer
 from llmguard.testing._shapes import SlidingWindowServer
 
@@ -101,3 +101,40 @@ async def test_a_silent_sliding_window_or_bucket_refuses_one_probe_for_all_proce
     if kind == "sliding":  # (arrivals: the refused probe's too)
         stats = server.statistics()
         assert stats.peak_window_requests <= LIMIT + stats.rate_limited
+
+
+@pytest.mark.parametrize("answered", [4, 3])
+async def test_a_first_probe_served_after_a_minute_overflowed_is_a_buckets(
+        redis_url, redis_prefix, answered):
+    """``apart.overflowed`` on the shared log: the first probe of a server that says nothing
+    (just after a clock minute, beyond a sliding window) is served, and four requests of
+    other processes, answered and served in the minute before (a fifth refused, a sixth
+    not answered yet), overflow a fixed window of 3: no fixed window counted them, so a token
+    bucket, learned at once for every process. Three answered fit one: paced within both
+    (``ss``, the minute the probe was served at), as before."""
+    import redis
+
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    log, state, _, shape, done = backend._key(None)
+    client = redis.Redis.from_url(redis_url)
+    seconds, micros = client.time()
+    now = seconds + micros / 1e6
+    b = now - now % 10.0  # the minute (of 10 s) the probe went just after
+    for i in range(6):
+        member = f"p.{i}~10"
+        client.zadd(log, {f"{member}:{'r:' if i == 4 else ''}12": b - 9.0 + i})
+        if i < answered or i == 4:  # the fifth refused (429: answered, counted by none)
+            client.zadd(done, {member: b - 0.5})
+    client.zadd(log, {"q.1~10:12": b + 0.1})
+    client.hset(shape, mapping={"sq": "1", "sp": f"3,{b + 0.1!r},{b!r},q.1~10"})
+    await backend.connection.call(
+        _silent.VERDICT, [shape, state, log, done],
+        ["q.1~10", "served", "", "q.1~10:12", _silent.OVERFLOWED, 3, 10.05, 0, 1, 0.05], "test")
+    got = {k.decode(): v.decode() for k, v in client.hgetall(shape).items()}
+    if answered == 4:
+        assert (got.get("kind"), got.get("why")) == ("bucket", _silent.OVERFLOWED)
+        assert "ss" not in got and "sp" not in got
+    else:
+        assert "kind" not in got and float(got["ss"]) == pytest.approx(b)
+    client.close()
+    await backend.aclose()

@@ -15,7 +15,8 @@ from collections import deque
 from typing import Any
 
 from .bucket import Bucket
-from .carry import Carry, carried, charged, fold
+from . import holds
+from .carry import Carry, fold
 from .fixed import FixedCount
 from .log import FOLD_AT, Entry, Log
 
@@ -47,8 +48,7 @@ class AutoTrack:
             self.peer, share.peer = share, self
         #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
         self.carry: Carry | None = None
-        #: The most a bucket of this token quota charges over our estimates (:mod:`.refuted`,
-        #: :func:`.carry.charged`).
+        #: The most a bucket of this quota charges over our estimates (:mod:`.refuted`).
         self.ceiling = float("inf")
 
     @property
@@ -56,8 +56,8 @@ class AutoTrack:
         return self.log.limit
 
     def learns(self) -> bool:
-        """True when the learned shape describes this quota (a per-minute one, not an rps or a
-        burst share, which stay sliding logs)."""
+        """True when the learned shape describes this quota (per minute: an rps or a burst
+        share stays a sliding log)."""
         return abs(self.window - self.shape.window) < 1e-9
 
     def _pacer(self) -> Any:
@@ -77,20 +77,9 @@ class AutoTrack:
         return self.shape.served and self.fixed is not None and self.shape.kind == "unknown"
 
     def most(self, now: float) -> float:
-        """The most a token bucket of this quota (full at most, refilling ``limit / window`` a
-        second) can hold for one of ours arriving within the margin from now, every one of
-        ours the server counts charged: at least ``slack()`` more than it surely holds."""
-        rate, last = self.limit / self.window, now + self.quota.margin
-        most, count, estimated = float(self.limit), 0, 0
-        for entry in reversed(self.recent):
-            if entry.live and not entry.refused:
-                count += charged(self, entry)
-                estimated += entry.estimate
-                most = min(most, self.limit + rate * (last - entry.time) - count)
-        if self.carry is None:
-            return most
-        factor = count / estimated if self.quota.tokens and estimated else 1.0
-        return min(most, carried(self, last, factor) - count)
+        """The most a token bucket of this quota can hold for one of ours arriving within the
+        margin from now (:func:`.holds.most`; what it surely holds: :func:`.holds.surely`)."""
+        return holds.most(self, now)
 
     def slack(self) -> float:
         """What a bucket refills while ours are on the way, each end (:meth:`most`)."""
@@ -102,7 +91,7 @@ class AutoTrack:
         if kind != "bucket" and kind != "fixed":  # as ``wait``, without ``_pacer`` if it can
             if shape.served and self._both():  # what a bucket surely holds, and the minute
                 need = tokens if self.quota.tokens else 1  # (``fits`` is given the tokens)
-                return self.most(now) >= need + self.slack() and self.fixed.fits(now, tokens)
+                return holds.surely(self, now) >= need and self.fixed.fits(now, tokens)
             if not shape.assumed:  # the log paces an unknown shape (a bucket if assumed)
                 # ``self.log.fits(now, tokens)``, written out: twice on every admission
                 log = self.log
@@ -114,7 +103,7 @@ class AutoTrack:
 
     def wait(self, now: float, need: int) -> float:
         if self.shape.served and self._both():
-            short = need + self.slack() - self.most(now)
+            short = need - holds.surely(self, now)
             return max(short * self.window / self.limit, self.fixed.wait(now, need), 0.0)
         return self._pacer().wait(now, need)
 
@@ -124,7 +113,7 @@ class AutoTrack:
         entries = log.entries
         if entries and entries[0].time <= now - log.span:
             log.expire(now)  # the log may not be asked (another pacer admits): keep it short
-        # ``log.add`` and ``bucket.add``, written out (every admission, once per quota)
+        # ``log.add``, written out (every admission, once per quota), and ``bucket.add``
         units = entry.tokens if log.tokens else 1
         log.used += units
         if log.lead:  # else the leading track appended it to the shared log and history
@@ -139,19 +128,7 @@ class AutoTrack:
                 fold(self, old)
                 if self.peer is not None:
                     fold(self.peer, old)
-        bucket = self.bucket
-        level = bucket.level
-        if now > bucket.at:  # ``bucket._refill(now)``, written out
-            limit = bucket.limit
-            level += (now - bucket.at) * bucket.rate
-            if level > limit:
-                level = limit
-            bucket.at = now
-            if bucket.deficit > limit - level:
-                bucket.deficit = limit - level
-        bucket.level = level - units  # (``entry.live`` is 1 on admission: the log's count)
-        bucket.deficit += units
-        bucket.outstanding += units
+        self.bucket.take(now, units)  # (``entry.live`` is 1 on admission: the log's count)
         if self.fixed is not None:
             self.fixed.add(now, entry)
 
@@ -165,9 +142,9 @@ class AutoTrack:
                 log.expire(now)  # first, so an expiring entry leaves with the weight it counted
             log.used += (tokens - entry.tokens) if log.tokens else (live - entry.live)
         if log.tokens:  # ``self.bucket.adjust(now, entry, tokens, live)``
-            self.bucket.settled(now, entry.tokens, tokens if live else None)
+            self.bucket.settled(now, entry, entry.tokens, tokens if live else None)
         else:
-            self.bucket.settled(now, entry.live, 1 if live else None)
+            self.bucket.settled(now, entry, entry.live, 1 if live else None)
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 
@@ -195,12 +172,11 @@ class AutoTrack:
 
     def available(self, now: float) -> int:
         if self.shape.served and self._both():
-            return min(int(self.most(now) - self.slack()), self.fixed.available(now))
+            return min(int(holds.surely(self, now)), self.fixed.available(now))
         return self._pacer().available(now)
 
     def used(self, now: float, before: Entry | None = None) -> int:
-        """Units the server has seen from us in its window now, by the shape believed, without
-        ``before`` (an entry the server refused)."""
+        """Units the server has seen from us in its window now, as believed, bar ``before``."""
         pacer = self._pacer()
         if pacer is self.bucket:
             used = self.limit - max(0, self.bucket.available(now))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from asyncio import get_running_loop
 from collections.abc import Hashable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..._core import clock
 from ..._core.public import public
 from ..._core.sweep import SWEEP_AT, sweep
+from .charge import Charge
 from .latency import retime
 from .move import move
 from .window import Entry, Quota, Window
@@ -129,6 +130,8 @@ class MemoryBackend:
     """
 
     __slots__ = ("_windows", "_sweep_at")
+    #: Its windows' learned token charge (a shared backend's mirror: its own kind).
+    charge: ClassVar[type[Charge]] = Charge
 
     def __init__(self) -> None:
         self._windows: dict[Hashable, Window] = {}
@@ -146,7 +149,7 @@ class MemoryBackend:
                 # An idle window is exactly what a fresh one would be: dropping it changes nothing.
                 now = clock.now()
                 self._sweep_at = sweep(self._windows, lambda window: window.idle(now))
-            window = self._windows[key] = Window(quotas)
+            window = self._windows[key] = Window(quotas, self.charge)
             if window.shape is not None:  # its clock minutes: the wall clock's
                 window.shape.offset = clock.wall() - clock.now()
         elif window.quotas is not quotas:  # the layer's margin changed (``latency``)

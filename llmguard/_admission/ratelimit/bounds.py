@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from .carry import carried, charged
+from .holds import reached, surely
 
 __all__ = ["bucket_of", "bucketed", "ceiled", "cheaper", "clocked", "fitted", "limit_of",
            "lowered", "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
@@ -82,7 +83,7 @@ def bucketed(window: Any, probe: Any, rounded: bool = True) -> float:
     track = bucket_of(window)
     if track is None:
         return 0.0
-    rate, last = track.limit / track.window, probe.time + track.quota.margin
+    rate, last = track.limit / track.window, probe.time + reached(probe, track.quota.margin)
     bound, estimated, count = float("inf"), 0, 0
     for entry in reversed(track.recent):  # (two windows: the log keeps one)
         if entry.seq <= probe.seq and entry.live and not entry.refused:
@@ -191,7 +192,9 @@ def ceiled(window: Any, now: float, ticket: Any) -> None:
         return
     if charge.ceiling < charge.factor:
         charge.factor = max(1.0, charge.floor, charge.ceiling)
-        lowered(window, now, charge)
+    # what a bucket holds as ours were paced within both (its own level lagged far below: a
+    # cold silent bucket at :50 refused the probe beyond it, then waited 22 s at -3,400)
+    lowered(window, now, charge)
     since = sum(e.tokens for e in track.recent if e.live and not e.refused and e.seq > ticket.seq)
     track.bucket.drain_to(now, -since, ticket.time)
 
@@ -208,7 +211,7 @@ def lowered(window: Any, now: float, charge: Any) -> None:
     if track is not None and window.shape.kind == "bucket":
         held = track.bucket
         held.available(now)  # (refilled to now)
-        held.level = max(held.level, min(float(held.limit), track.most(now) - track.slack()))
+        held.level = max(held.level, min(float(held.limit), surely(track, now)))
 
 
 def limit_of(window: Any) -> int:

@@ -20,6 +20,9 @@ provider's could have reached full) and the units of the reservations not settle
 holds more than the provider's. A refund soon after its reservation, with the bucket in use,
 gives back all of it; one after the bucket had time to fill up gives back nothing.
 
+**What the server said.** An answer's unused units come back no higher than the server's last
+reading allows (:mod:`.told`): OpenAI keeps them charged.
+
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 
@@ -28,72 +31,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .refill import level_at, settle, wait_for
+from .told import settled
+
 __all__ = ["Bucket", "level_at", "settle", "wait_for"]
-
-
-def level_at(level: float, since: float, now: float, capacity: float, rate: float) -> float:
-    """The level of a bucket that held ``level`` at ``since``, refilled at ``rate`` per second up
-    to ``capacity``, at ``now`` (a level below zero, over-charged, refills the same way)."""
-    if now <= since:
-        return level
-    return min(capacity, level + (now - since) * rate)
-
-
-def wait_for(level: float, need: float, rate: float) -> float:
-    """Seconds until a bucket holding ``level`` and refilling at ``rate`` holds ``need``
-    (0.0 when it already does)."""
-    if need <= level:
-        return 0.0
-    return (need - level) / rate
-
-
-def settle(level: float, deficit: float, outstanding: float, capacity: float, reserved: float,
-           actual: float | None, returned: bool = False) -> tuple[float, float, float]:
-    """Settle a reservation of ``reserved`` units: the call used ``actual`` units, or never
-    reached the provider (``actual=None``, a refund). Returns the new ``(level, deficit,
-    outstanding)``.
-
-    ``deficit`` is a lower bound on how far the provider's bucket would be above ours if none of
-    the ``outstanding`` reservations (this one included) had been made. Without this one alone,
-    the provider's is at least ``deficit - (outstanding - reserved)`` above ours: that much may
-    come back (minus what the call did use). Using more than reserved charges the difference.
-
-    ``returned``: the provider charged all ``reserved`` at arrival and gives the unused back
-    when the answer ends (Anthropic's output tokens): all of it comes back to ours as to its,
-    up to the bucket's size. Ours took it no later than the provider did, so ours stays the
-    lower; the bound above is for what the provider never charged (a refund, an estimate over
-    what it counted), and held back the give-back a refill had made up for.
-    """
-    others = outstanding - reserved
-    if actual is not None and (actual >= reserved or returned):
-        level -= actual - reserved
-        if level > capacity:
-            level = capacity
-        deficit -= reserved
-    else:
-        used = actual or 0.0
-        # ``max(0.0, min(reserved - used, deficit - others - used))`` and ``min(capacity,
-        # level + credit)``, written out (no builtin call: every refund)
-        credit = reserved - used
-        if deficit - others - used < credit:
-            credit = deficit - others - used
-        if not credit > 0.0:
-            credit = 0.0
-        level += credit
-        if not level < capacity:
-            level = capacity
-        deficit -= credit + used
-    # max(0, min(deficit, capacity - level)), written out: this runs on every settled call
-    if deficit > capacity - level:
-        deficit = capacity - level
-    return level, deficit if deficit > 0.0 else 0.0, others
 
 
 class Bucket:
     """One quota as a continuously refilling bucket: the track :class:`.window.Window` keeps for
     a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
 
-    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding")
+    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding", "told",
+                 "told_at", "since_told", "told_seq", "exact", "owed")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
@@ -108,6 +57,17 @@ class Bucket:
         self.deficit = 0.0
         #: Units of the reservations not settled yet.
         self.outstanding = 0
+        #: What the server's last reading leaves us at ``told_at`` less every reservation of
+        #: ours not settled then (inf: no reading yet); units of ours taken since (less
+        #: refunds, and those before ``told_seq`` it counted as they settle): :mod:`.told`.
+        self.told, self.told_at, self.since_told, self.told_seq = math.inf, 0.0, 0.0, 0
+        #: The limit was lowered (learned from the server, :meth:`set_limit`) below what is
+        #: outstanding: ours was reserved against the higher one, mostly for calls then queued
+        #: below and counted again as they leave that queue (:mod:`.held`). Their refunds can
+        #: never be given back (:func:`settle` gives back none while more is outstanding than
+        #: the bucket holds), so each would count twice (``rpm=300`` against a bucket of 100
+        #: ran 2x the ideal); the provider's readings set the level instead (:meth:`read`).
+        self.exact, self.owed = False, 0.0
 
     def weight(self, entry: Any) -> int:
         return entry.tokens if self.quota.tokens else entry.live
@@ -134,24 +94,37 @@ class Bucket:
 
     def add(self, now: float, entry: Any) -> None:
         """Take the entry's units now."""
-        if now > self.at:
-            self._refill(now)
-        units = entry.tokens if self.quota.tokens else entry.live
-        self.level -= units
+        self.take(now, entry.tokens if self.quota.tokens else entry.live)
+
+    def take(self, now: float, units: int) -> None:
+        """Take ``units`` now, the refill written out (every admission of a learned quota
+        takes here, its shared log's pair too: :mod:`.pair`)."""
+        level = self.level
+        if now > self.at:  # ``self._refill(now)``
+            limit = self.limit
+            level += (now - self.at) * self.rate
+            if level > limit:
+                level = limit
+            self.at = now
+            if self.deficit > limit - level:
+                self.deficit = limit - level
+        self.level = level - units
         self.deficit += units
         self.outstanding += units
+        self.since_told += units  # (the ceiling: ours taken since the last reading)
 
     def adjust(self, now: float, entry: Any, tokens: int, live: int) -> None:
         """Settle the entry: it used ``tokens`` (``live=1``) or was refunded (``live=0``)."""
         if self.quota.tokens:
-            self.settled(now, entry.tokens, tokens if live else None)
+            self.settled(now, entry, entry.tokens, tokens if live else None)
         else:
-            self.settled(now, entry.live, 1 if live else None)
+            self.settled(now, entry, entry.live, 1 if live else None)
 
-    def settled(self, now: float, reserved: int, actual: int | None) -> None:
-        """Settle a reservation of ``reserved`` units that used ``actual`` (None: refunded):
-        :func:`settle` after a refill, written out for a call that used at least what it
-        reserved (every answered call of a learned quota settles here)."""
+    def settled(self, now: float, entry: Any, reserved: int, actual: int | None) -> None:
+        """Settle ``entry``, a reservation of ``reserved`` units that used ``actual`` (None:
+        refunded): :func:`settle` after a refill, the ceiling kept (:func:`.told.settled`),
+        written out for a call that used at least what it reserved (every answered call of a
+        learned quota settles here, its shared log's pair too: :mod:`.pair`)."""
         level, deficit, limit = self.level, self.deficit, self.limit
         if now > self.at:  # ``self._refill(now)``
             level += (now - self.at) * self.rate
@@ -162,15 +135,18 @@ class Bucket:
                 deficit = limit - level
         if actual is not None and actual >= reserved:  # :func:`settle`'s charge
             level -= actual - reserved
+            # charged more lowers the ceiling; one the last reading counted raises it
+            self.since_told += actual - reserved * (2 if entry.seq < self.told_seq else 1)
             deficit -= reserved
             if deficit > limit - level:
                 deficit = limit - level
             self.level, self.deficit = level, deficit if deficit > 0.0 else 0.0
             self.outstanding -= reserved
-        else:  # a refund, or the unused output the server gives back too (``returned``)
-            self.level, self.deficit, self.outstanding = settle(
+        else:  # a refund, or unused units given back (no higher than the server said: ``told``)
+            after, self.deficit, self.outstanding = settle(
                 level, deficit, self.outstanding, limit, reserved, actual,
                 self.quota.part == "output")
+            self.level = settled(self, now, entry, reserved, level, after, actual is None)
 
     def rescale(self, now: float, entry: Any, tokens: int) -> None:
         """``entry``, not settled, took more than the server charged it (``tokens``): the
@@ -178,16 +154,50 @@ class Bucket:
         self._refill(now)
         less = entry.tokens - tokens
         self.level = min(self.limit, self.level + less)
+        self.since_told -= less
         self.outstanding -= less
         self.deficit = max(0.0, self.deficit - less)
 
-    def drain_to(self, now: float, remaining: float, since: float | None = None) -> None:
+    def drain_to(self, now: float, remaining: float, since: float | None = None,
+                 told: tuple[float, int, float] | None = None) -> None:
         """The provider reports ``remaining`` units in its bucket (as of ``since``, default
-        now: the refill since then comes on top): hold no more than that."""
+        now: the refill since then comes on top): hold no more than that. A reading as of its
+        ticket's arrival tells ``(unsettled, first, arrived)``: ours not settled admitted
+        before seq ``first`` (it counted them as arrived), and when it arrived (refilled
+        since, as the reading model has it): the new :func:`.told.ceiling`."""
         level = self._refill(now)
+        said = remaining
         if since is not None and since < now:
             remaining = min(self.limit, remaining + (now - since) * self.rate)
         self.level = min(level, float(remaining))
+        if told is not None:
+            unsettled, self.told_seq, arrived = told
+            self.told_at = min(now, arrived if since is None else min(since, arrived))
+            self.told, self.since_told = said - unsettled, 0.0
+
+    def read(self, now: float, remaining: float, since: float | None = None) -> None:
+        """The provider reports ``remaining`` (a certain bound once all of ours sent have
+        landed, :mod:`.reading`; as of ``since``, default now: the refill since comes on top):
+        :meth:`drain_to`, or, once the limit was lowered (``exact``), hold exactly that, but
+        never below empty: a provider's bucket refuses what it does not hold, and a bound below
+        zero is ours admitted at once and queued below (to be counted again as each leaves
+        the queue: ``owed``, paid back by their refunds before the level rises)."""
+        if not self.exact:
+            return self.drain_to(now, remaining, since)
+        self._refill(now)
+        if since is not None and since < now:
+            remaining = remaining + (now - since) * self.rate
+        # nothing reserved before is known missing from the provider's: a refund of one the
+        # bound subtracted gives it back through the bound (``Readings.refund``)
+        remaining = min(float(self.limit), float(remaining))
+        self.level, self.owed, self.deficit = max(0.0, remaining), max(0.0, -remaining), 0.0
+
+    def give_back(self, units: float) -> None:
+        """A reservation the last reading's bound subtracted never reached the provider: its
+        ``units`` come back to the level (``exact``), what the bound owes first."""
+        paid = min(units, self.owed)
+        self.owed -= paid
+        self.level = min(float(self.limit), self.level + units - paid)
 
     def retime(self, now: float, quota: Any) -> None:
         """The same quota with another margin (:mod:`.latency`): its refill rate from now on."""
@@ -196,8 +206,11 @@ class Bucket:
         self.rate = self.limit / quota.window
 
     def set_limit(self, now: float, limit: int) -> None:
-        """The server admits only ``limit`` per window: a smaller bucket, refilling slower."""
+        """The server admits only ``limit`` per window: a smaller bucket, refilling slower,
+        whose level the server's readings set from now on (``exact``) when more is
+        outstanding than it holds."""
         self._refill(now)
+        self.exact = self.exact or (limit < self.limit and self.outstanding > limit)
         self.limit = limit
         self.rate = limit / self.quota.window
         self.level = min(self.level, float(limit))

@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["measure"]
+__all__ = ["measure", "unread"]
 
 
 def measure(burst: list[Any], spread: float, remaining: int, ticket: Any, rate: float,
             now: float = 0.0, start: float = -math.inf,
-            horizon: float = -math.inf) -> float | None:
+            horizon: float = -math.inf, recent: Any = (),
+            most: float = math.inf) -> float | None:
     """Add a reading of ``remaining`` in the answer to ``ticket`` (heard ``now``) to ``burst``
     (``[anchor send time, [(remaining, entry), ...], first heard]``, changed in place) and
     return what the server charges over our estimates, or None when it does not tell.
@@ -33,7 +34,16 @@ def measure(burst: list[Any], spread: float, remaining: int, ticket: Any, rate: 
     server counting answers (LiteLLM's proxy's headers) reports a queued burst partly in the
     next minute, afresh: read with the earlier readings, that calibrated 1.0 for a 1.11x charge
     (3 429s at :45-:55 in the strict table). ``horizon``: ours admitted before it may have
-    left the server's (sliding) window by now, giving back what the group would read."""
+    left the server's (sliding) window by now, giving back what the group would read.
+
+    The first to arrive is the highest reading once the refill is taken out (``remaining -
+    rate * sent``), not the highest as read: two of ours 0.05 s apart at 5,000 tokens a second
+    read 491 then 492, and the later one taken as the first read a 1.11x charge as 0.56.
+    ``recent``: ours admitted lately, in order (a deque). One of them in flight, sent amid the
+    group's readings and not read yet, is in the drop between them but not in our estimates:
+    what the group reads is only a bound from above until it is read (answers of one instant
+    come in any order: a paced stream read a 1.11x charge as 1.67x, one amid the readings
+    unread), returned only when below ``most`` (the factor in force: it may come down)."""
     anchor, readings, heard = burst
     if anchor is None or abs(ticket.time - anchor) > spread or heard < start:
         if anchor is not None and ticket.time < anchor:
@@ -46,10 +56,40 @@ def measure(burst: list[Any], spread: float, remaining: int, ticket: Any, rate: 
     counted = [(r, e) for r, e in readings if not e.refused and r > 0]
     if len(counted) < 3:  # a pair in a paced stream spans a refill that dwarfs a charge
         return None
-    first = max(counted, key=lambda item: item[0])
-    last = min(counted, key=lambda item: item[0])
+    # ``remaining - rate * sent``: what the server held less its refill (a bucket's level
+    # at time 0 less what it charged by then), falling with each arrival
+    first = max(counted, key=lambda item: item[0] - rate * item[1].time)
+    last = min(counted, key=lambda item: item[0] - rate * item[1].time)
     if min(e.first for _, e in counted) <= horizon:
         return None  # ours that left the window gave back an unknown part of what it read
-    spent = first[0] - last[0] + rate * max(0.0, last[1].time - first[1].time)
+    spent = first[0] - last[0] + rate * (last[1].time - first[1].time)
     estimated = sum(e.estimate for _, e in counted) - first[1].estimate
-    return spent / estimated if estimated > 0 else None
+    if estimated <= 0:
+        return None
+    measured = spent / estimated
+    if measured >= most and recent and unread(recent, readings):
+        return None
+    return measured
+
+
+def unread(recent: Any, readings: list[Any]) -> bool:
+    """True when one of ``recent`` (ours in admission order) sent amid ``readings``' tickets
+    (by the last one's send at the latest) is still in flight with no reading among them.
+    Sent, surely: ``moved`` (taken as it left an inner queue), or admitted before one of the
+    tickets that went at its admission (no inner queue held calls then, and a queue lets none
+    by, so one admitted earlier had left it). One admitted and perhaps still queued below us
+    is not sent (an opening burst's beyond ConcurrencyLimit's slots): it blocks nothing."""
+    read = {id(e) for _, e in readings}
+    low = min(e.seq for _, e in readings)
+    latest = max(e.time for _, e in readings)  # (one sent at that instant may arrive first)
+    high = max((e.seq for _, e in readings if not e.moved), default=low)
+    for entry in reversed(recent):  # from the newest: only the group's span is walked
+        seq = entry.seq
+        if seq <= low:
+            return False
+        if entry.time > latest:
+            continue
+        if ((entry.moved or seq < high) and entry.live and not entry.refused
+                and entry.answered == math.inf and id(entry) not in read):
+            return True
+    return False

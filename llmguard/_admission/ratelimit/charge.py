@@ -107,7 +107,8 @@ class Charge:
         """What an admitted entry counts once reconciled to ``tokens`` (the usage the answer
         reports, or the estimate when it reports none; ``answered``: an answer came). A
         learned ``bucket`` settles to the usage: its refunds are bounded to what the server's
-        bucket is sure to hold (:func:`.bucket.settle`), and the readings drain it."""
+        bucket is sure to hold (:func:`.bucket.settle`) and its last reading leaves
+        (:meth:`.bucket.Bucket.ceiling`: OpenAI keeps the unused part), and readings drain it."""
         if answered and not self.heard and not self.silent and not self.kept and entry.live:
             self.silent = True  # answered, and nothing said about tokens: probed from now on
         if entry.refused:  # a 429: the server charged none of its tokens (a retry is anew)
@@ -193,7 +194,8 @@ class Charge:
         if self.silent:
             self.silent, self.trusted, self.probing, self.factor = False, False, None, OPENING
         measured = calibration.measure(self.burst, window.readings.spread, remaining, ticket,
-                                       rate, now, start, horizon)
+                                       rate, now, start, horizon,
+                                       getattr(tracks[0], "recent", ()), factor)
         if measured is not None:
             self.factor = min(MOST, max(1.0, measured))
         if self.factor < factor:

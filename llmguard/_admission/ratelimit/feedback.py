@@ -11,6 +11,7 @@ from ..._core import clock
 from ..._core.call import Call
 from .headers import HELD, report, says_nothing, sent, spend, unsaid
 from .latency import Margin
+from .log import Entry
 from .window import Quota
 
 __all__ = ["ServerFeedback"]
@@ -55,8 +56,12 @@ class ServerFeedback:
                 unsaid(self.backend, self.quotas, partition)
         else:
             held = HELD.get()  # the send latency: the margin (:mod:`.latency`)
-            if held and held.line is self._line and self._margin.observe(headers, held.at):
-                self._line.quotas = self._margin.quotas
+            if held and held.line is self._line:
+                margin = self._margin
+                if margin.observe(headers, held.at):
+                    self._line.quotas = margin.quotas
+                if margin.way is not None and type(held.ticket) is Entry:
+                    held.ticket.way = margin.way  # its own way there (a probe's bounds)
             report(self.backend, self.quotas, self._learning, headers, partition, self._line)
         self._line.wake(partition)
 

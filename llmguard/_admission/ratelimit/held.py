@@ -41,7 +41,11 @@ class Held:
         if ticket is None:
             return self._wait()
         self.ticket = ticket  # (an in-memory entry holds the time read for it: now)
-        self.at = ticket.time if type(ticket) is Entry else clock.now()
+        if type(ticket) is Entry:
+            ticket.moved = True
+            self.at = ticket.time
+        else:
+            self.at = clock.now()
         return None
 
     async def recount(self) -> None:
@@ -60,11 +64,17 @@ class Held:
             await self._wait()
         else:
             self.ticket, self.at = ticket, clock.now()
+            if type(ticket) is Entry:
+                ticket.moved = True
 
     async def _wait(self) -> None:
         """Wait ahead of the line for the reservation (none held now)."""
         line, key = self.line, self.key
         future = line.join(key, self.tokens, front=True)
+        # The reservation given back may be the room the head of the line waits for: the
+        # driver slept for a wait reckoned before it (a 32 s stall after a 429: the room of 31
+        # calls given back as they left ConcurrencyLimit's queue, nobody woken until a timeout).
+        line.wake(key)
         try:
             ticket = await future
         except AdmissionTimeout as exc:
@@ -73,3 +83,5 @@ class Held:
             line.leave(key, future)
             raise
         self.ticket, self.at = ticket, clock.now()
+        if type(ticket) is Entry:
+            ticket.moved = True  # (sent now: :func:`.calibration.unread`)

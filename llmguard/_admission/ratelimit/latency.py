@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ..._core import clock
@@ -98,8 +99,8 @@ class Margin:
     measured (:meth:`sample`). ``quotas`` are the layer's quotas with the margin in force,
     built (``build_quotas``) with the start's."""
 
-    __slots__ = ("given", "quotas", "seconds", "measured", "_start", "_base", "_samples",
-                 "_horizon")
+    __slots__ = ("given", "quotas", "seconds", "measured", "way", "_start", "_base",
+                 "_samples", "_horizon")
 
     def __init__(self, quotas: tuple[Quota, ...], given: float | None) -> None:
         #: The user's ``margin=`` (None: measured).
@@ -114,6 +115,9 @@ class Margin:
         self.seconds = self._start_seconds()
         #: True once the margin in force comes from samples (False: given or the start).
         self.measured = False
+        #: The way there the last :meth:`observe` measured, at most ``CEILING`` (None: it
+        #: measured none): the request's own, for the bounds drawn from it (:mod:`.holds`).
+        self.way: float | None = None
         #: ``(when, seconds)`` of the recent samples, oldest first.
         self._samples: deque[tuple[float, float]] = deque(maxlen=KEEP)
 
@@ -125,13 +129,16 @@ class Margin:
         """An answer's ``headers`` arrived for a request admitted at loop time ``admitted``:
         sample its way there when the server says how long it worked; True when the margin
         changed (``quotas`` is then a new tuple)."""
+        self.way = None
         if self.given is not None:
             return False
         worked = processing_time(headers)
         if worked is None:
             return False
         now = clock.now()
-        return self.sample(now, max(0.0, now - admitted - worked))
+        way = max(0.0, now - admitted - worked)
+        self.way = min(way, CEILING)  # (beyond it, a wait at the server: see above)
+        return self.sample(now, way)
 
     def sample(self, now: float, seconds: float) -> bool:
         """Record a send latency of ``seconds`` measured at ``now``; True when the margin
@@ -189,6 +196,9 @@ def retime(window: Any, quotas: tuple[Quota, ...], now: float) -> None:
             track.retime(quota)
         else:  # a Bucket or an AutoTrack
             track.retime(now, quota)
+    margin = max(q.margin for q in quotas)
+    for track in window.tracks[len(quotas):]:  # over a shorter window learned (``short``)
+        track.retime(now, replace(track.quota, window=track.window + margin, margin=margin))
     window.readings.spread = max(q.margin for q in quotas)
     if window.shape is not None:
         window.shape.margin = next(q.margin for q in quotas if q.learn)

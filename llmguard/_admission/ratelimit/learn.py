@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, silent
+from . import bounds, short, silent
 from .auto import AutoTrack
 from .fixed import narrow
 from .log import Entry
 from .others import ours as _units, sent_by as _sent_by, theirs
-from .shape import TOLERANCE, read_reset
+from .shape import read_reset
 
 __all__ = ["become_fixed", "observe", "settled", "shorter"]
 
@@ -30,12 +30,9 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     shape = window.shape
     shape.speak()
     track = min(learners, key=lambda t: t.limit)
-    shape.shorter = shorter(track, limit, reset)
-    if shape.shorter:
-        if shape.kind == "unknown":  # (a shape learned before stays, its why too)
-            shape.why = (f"the server reports {limit} of our {track.limit}, reset in {reset:g} s: "
-                         "a shorter window; paced as a sliding window capped by what it says")
-        return
+    since = at if at is not None else now if ticket is None else ticket.time
+    if short.undecided(window, now, track, tokens, limit, remaining, reset, since):
+        return  # our quota over a shorter window, or not told apart from a lower limit yet
     if limit is not None and 0 < limit < track.limit:
         for t in learners:
             t.set_limit(now, limit)
@@ -90,7 +87,8 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     if shape.kind == "fixed" and shape.on_phase(at + reset):
         _narrowed(window, now, at + reset, way)  # (at its boundary it looks sliding)
         return
-    reading = read_reset(server, remaining, reset, shape.window, at, ticket.first)
+    reading = read_reset(server, remaining, reset, shape.window, at, ticket.first,
+                         short.tolerance(shape))
     if reading is None:
         return
     kind, boundary, why = reading
@@ -124,9 +122,9 @@ def shorter(track: AutoTrack, limit: int | None, reset: float | None) -> bool:
     window that limit is our rate's share of: our quota over a shorter window (OpenAI: a
     per-minute limit may be enforced per second). Such a reading (and a 429 after it) says
     nothing of a minute's shape or limit (2,400 of 24,000 a minute from a 6 s window stalled
-    ``llmguard run`` at 12x); its remaining and reset still cap, its retry-after pauses."""
-    return limit is not None and reset is not None and 2 * limit <= track.limit \
-        and reset <= track.window * limit / track.limit + TOLERANCE
+    ``llmguard run`` at 12x); its remaining and reset still cap, its retry-after pauses, until
+    readings tell it from a lower limit (:mod:`.short`)."""
+    return short.share(track, limit, reset) is not None
 
 
 def _narrowed(window: Any, now: float, boundary: float, way: float) -> None:

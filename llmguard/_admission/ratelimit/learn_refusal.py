@@ -33,7 +33,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     shape = window.shape
     if ticket is not None:
         if shape.quiet and shape.kind == "unknown":
-            refuted.refused(window, ticket)  # (what a bucket must charge to refuse it)
+            refuted.refused(window, ticket, named)  # (what a bucket must charge to refuse it)
         ticket.refused = True
     if shape.shorter:  # (:func:`.learn.shorter`): paused as asked, as a sliding log is
         return until
@@ -41,6 +41,12 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills
     shows = silent.refusal(window, ticket)  # a probe's: what it shows of the shape
+    # no bucket charges both what this 429 shows and what the probes it served allow, and
+    # the first probe showed no sliding window: a fixed window (learned once the 429 has
+    # measured the charge as both still supposed: as a fixed window's alone, the count of
+    # ours over two minutes took the factor to 1.0)
+    clocked = shows != "shape" and shape.served and shape.kind == "unknown" \
+        and refuted.bucketless(window.charge)
     drained = shows == "shape" and refuted.slideless(window, ticket, named)
     if shows == "fixed":
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
@@ -59,6 +65,9 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
         shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
     why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
+    if clocked and shape.served and shape.kind == "unknown":
+        shape.confirm(True, "a 429 no token bucket that served the probes would give")
+        become_fixed(window, now)
     if shape.quiet and (shows or long):  # a server that says nothing else counted none of it:
         window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
     if drained:  # paced at the most such a bucket charges, from what it held

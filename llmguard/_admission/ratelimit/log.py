@@ -55,10 +55,13 @@ class Entry:
     reach the server in either order with it: :mod:`.reading`); ``estimate``, the tokens the
     call was estimated at (``tokens`` is what the server is believed to count: :mod:`.charge`);
     ``answered``, when its call ended (answered, failed or refunded; ``inf`` while in flight:
-    :mod:`.fixed` counts one in flight at a boundary in the next window too)."""
+    :mod:`.fixed` counts one in flight at a boundary in the next window too); ``moved``, taken
+    as its call left an inner queue (:mod:`.held`: sent then, surely); ``way``, once its
+    answer's headers timed it, the most seconds it took to reach the server (unset until then:
+    :mod:`.latency`)."""
 
     __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first", "near",
-                 "estimate", "answered", "used")
+                 "estimate", "answered", "used", "moved", "way")
 
     def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
                  tseq: int = 0, estimate: int | None = None) -> None:
@@ -74,6 +77,7 @@ class Entry:
         self.near = (seq, tseq)
         self.answered = math.inf
         self.used: int | None = None  # the usage its answer reported (:mod:`.probing`)
+        self.moved = False
 
 
 class Folded(Entry):

@@ -3,10 +3,13 @@
 Both see the same admissions leave at the same instants, so the token quota's track reads the
 request quota's sliding log and history (:class:`.log.Log`'s sharing: one deque entry a call,
 not two) and what :class:`.window.Window` does for every call it does for both in one frame:
-the room check, the admission (one append, one fold check, one history trim, then each quota's
-total and bucket) and the settlement. Each step gives what the two tracks' own methods give in
-turn (tested against them); a shape learned beyond the log's (a bucket, a fixed window, a
-silent server's probes), a folded entry or one that left the window goes through them.
+the room check, the admission (one append, one fold check, one history trim: the first
+track's, then each quota's total and bucket) and the settlement. Each step gives what the two
+tracks' own methods give in turn (tested against them, what the server's readings told the
+buckets included): each bucket takes and settles through its own :meth:`.bucket.Bucket.take`
+and :meth:`.bucket.Bucket.settled`, the one copy of that bookkeeping; a shape learned beyond
+the log's (a bucket, a fixed window, a silent server's probes), a folded entry or one that
+left the window goes through the tracks' own methods.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -17,8 +20,7 @@ from typing import Any
 
 from .auto import AutoTrack
 from .bucket import Bucket
-from .carry import fold
-from .log import FOLD_AT, Entry, Log
+from .log import Entry, Log
 
 __all__ = ["Pair", "pairs", "tracks"]
 
@@ -50,53 +52,13 @@ class Pair:
         return other.used + tokens <= other.limit
 
     def add(self, now: float, entry: Entry) -> None:
-        """``first.add(now, entry)`` then ``second.add(now, entry)``, written out."""
-        first, second = self.first, self.second
-        log = first.log
-        entries = log.entries
-        if entries and entries[0].time <= now - log.span:
-            log.expire(now)
-        entries.append(entry)
-        if len(entries) > FOLD_AT and now // log.slot > log.cut:
-            log.fold()
-        recent = first.recent
-        recent.append(entry)
-        horizon = now - 2 * first.window
-        while recent[0].time < horizon:  # older than two windows: each track's carry
-            old = recent.popleft()
-            fold(first, old)
-            fold(second, old)
-        first.log.used += 1  # each quota's total and bucket, written out
-        bucket = first.bucket
-        level = bucket.level
-        if now > bucket.at:  # ``bucket._refill(now)``, written out
-            limit = bucket.limit
-            level += (now - bucket.at) * bucket.rate
-            if level > limit:
-                level = limit
-            bucket.at = now
-            if bucket.deficit > limit - level:
-                bucket.deficit = limit - level
-        bucket.level = level - 1
-        bucket.deficit += 1
-        bucket.outstanding += 1
+        """``first.add(now, entry)`` (the shared log's append, fold and history trim, each
+        track's carry) then ``second.add(now, entry)``, written out: its total and bucket."""
+        self.first.add(now, entry)
+        second = self.second
         units = entry.tokens
         second.log.used += units
-        bucket = second.bucket
-        level = bucket.level
-        if now > bucket.at:
-            limit = bucket.limit
-            level += (now - bucket.at) * bucket.rate
-            if level > limit:
-                level = limit
-            bucket.at = now
-            if bucket.deficit > limit - level:
-                bucket.deficit = limit - level
-        bucket.level = level - units
-        bucket.deficit += units
-        bucket.outstanding += units
-        if first.fixed is not None:
-            first.fixed.add(now, entry)
+        second.bucket.take(now, units)
         if second.fixed is not None:
             second.fixed.add(now, entry)
 
@@ -115,44 +77,8 @@ class Pair:
         second = self.second
         first.log.used += live - entry.live
         second.log.used += tokens - entry.tokens
-        # each bucket's ``settled``, written out for a call that used what it reserved or more
-        # (every answered call); a refund, or less used, goes through it
-        bucket, reserved = first.bucket, entry.live
-        if live and reserved <= 1:
-            level, deficit, limit = bucket.level, bucket.deficit, bucket.limit
-            if now > bucket.at:
-                level += (now - bucket.at) * bucket.rate
-                if level > limit:
-                    level = limit
-                bucket.at = now
-                if deficit > limit - level:
-                    deficit = limit - level
-            level -= 1 - reserved
-            deficit -= reserved
-            if deficit > limit - level:
-                deficit = limit - level
-            bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
-            bucket.outstanding -= reserved
-        else:
-            bucket.settled(now, reserved, 1 if live else None)
-        bucket, reserved = second.bucket, entry.tokens
-        if live and reserved <= tokens:
-            level, deficit, limit = bucket.level, bucket.deficit, bucket.limit
-            if now > bucket.at:
-                level += (now - bucket.at) * bucket.rate
-                if level > limit:
-                    level = limit
-                bucket.at = now
-                if deficit > limit - level:
-                    deficit = limit - level
-            level -= tokens - reserved
-            deficit -= reserved
-            if deficit > limit - level:
-                deficit = limit - level
-            bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
-            bucket.outstanding -= reserved
-        else:
-            bucket.settled(now, reserved, tokens if live else None)
+        first.bucket.settled(now, entry, entry.live, 1 if live else None)
+        second.bucket.settled(now, entry, entry.tokens, tokens if live else None)
         if first.fixed is not None:
             first.fixed.adjust(entry, tokens, live)
         if second.fixed is not None:

@@ -50,11 +50,21 @@ class Readings:
         first = recent[0]
         entry.near = (first.seq, first.tseq)
 
-    def refund(self, entry: Any) -> None:
-        """``entry`` never reached the server: a bound that subtracted it gets it back."""
+    def refund(self, entry: Any, tracks: Any = ()) -> None:
+        """``entry`` never reached the server: a bound that subtracted it gets it back, and so
+        does the level of a learned bucket of ``tracks`` that the bound sets (``Bucket.exact``)
+        when the bound subtracted it as admitted before its reading (a call queued below,
+        counted again as it leaves that queue: the bound's burst is all of ours at first)."""
         for tokens, group in self.groups.items():
             if entry.seq >= group[4]:
-                group[5] += entry.tokens if tokens else entry.live
+                units = entry.tokens if tokens else entry.live
+                group[5] += units
+                if (entry.tseq if tokens else entry.seq) >= group[3]:
+                    continue  # admitted after the reading: its own refund gives it back
+                for track in tracks:
+                    bucket = getattr(track, "bucket", None)
+                    if bucket is not None and bucket.exact and track.quota.tokens is tokens:
+                        bucket.give_back(units)
 
     @staticmethod
     def after(log: Any, tokens: bool, ticket: Any, issued: int) -> int:

@@ -39,13 +39,14 @@ def served(window: Any, probe: Any) -> None:
                 track.ceiling = charge.ceiling
 
 
-def refused(window: Any, ticket: Any) -> None:
+def refused(window: Any, ticket: Any, named: Any = None) -> None:
     """``ticket`` was refused (429): a bucket of the quota charges more than the least factor
     at which it must refuse it; none when a window of requests could have refused it."""
     charge, track = window.charge, bucket_of(window)
     if charge is None or track is None or ticket is None:
         return
-    for other in window.tracks:  # a bucket or a window of requests may have refused it
+    requests = () if named is not None and named.tokens else window.tracks
+    for other in requests:  # a bucket or a window of requests may have refused it
         if isinstance(other, AutoTrack) and not other.quota.tokens and 1 + sum(
                 1 for e in other.recent if e.live and not e.refused and e is not ticket
                 and e.time > ticket.time - other.window) >= other.limit:

@@ -26,11 +26,10 @@ refill). The shape is then read from:
   admissions (ours that crossed the boundary allowed for: :func:`.learn._fresh`; a reading that
   fits a sliding window as well defers to the next boundary: :meth:`Shape.defer`), and it counts
   a request when it takes it from its queue: a clock minute learned so (``late``) counts ours in
-  flight at a boundary in the new minute too, unless answered before one made in it
-  (:mod:`.fixed`).
+  flight at a boundary in the new minute too, unless answered before one made in it (:mod:`.fixed`).
 
-The kind and the reason are in ``statistics()`` and the ``repr`` of the layer.
-Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
+The kind and the reason are in ``statistics()`` and the ``repr`` of the layer. Everything here
+takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 
 from __future__ import annotations
@@ -48,20 +47,20 @@ TOLERANCE = 1.5
 
 
 def read_reset(limit: int, remaining: int, reset: float, window: float, at: float,
-               oldest: float | None) -> tuple[str, float | None, str] | None:
+               oldest: float | None, tolerance: float = TOLERANCE) -> tuple[str, float | None, str] | None:
     """The shape one ``(remaining, reset)`` reading shows, for a request admitted at ``at``
     while our oldest request still in the window was admitted at ``oldest``:
     ``("bucket" | "fixed" | "sliding", boundary or None, why)``, or None when it fits every
-    shape (a bucket almost full reports what any window would)."""
+    shape within ``tolerance`` s (a bucket almost full reports what any window would)."""
     per_unit = window / limit
     refill = (limit - remaining) * per_unit  # a bucket's time to full
     boundary = at + reset
-    if abs(reset - refill) <= per_unit + TOLERANCE:
-        if refill < per_unit + 2 * TOLERANCE:
+    if abs(reset - refill) <= per_unit + tolerance:
+        if refill < per_unit + 2 * tolerance:
             return None
         return ("bucket", None, f"reset {reset:g} s is the time to refill {limit - remaining} "
                                 f"of {limit}: a token bucket")
-    if oldest is not None and boundary < oldest + window - TOLERANCE:
+    if oldest is not None and boundary < oldest + window - tolerance:
         return ("fixed", boundary, f"reset {reset:g} s points to a boundary before our oldest "
                                    "request leaves the window: a fixed window")
     return ("sliding", None, f"reset {reset:g} s is when our oldest request leaves the window: "
@@ -74,7 +73,7 @@ class Shape:
     later: :func:`.fixed.skew`); a fixed-window hypothesis to confirm (``candidate``)."""
 
     __slots__ = ("kind", "why", "window", "margin", "epoch", "candidate", "since", "probe",
-                 "probes", "votes", "limits", "vouched", "bucketless", "shorter",
+                 "probes", "votes", "limits", "vouched", "bucketless", "shorter", "short",
                  "by_answer", "late", "last", "rose", "assumed", "hold", "quiet", "served",
                  "offset", "others", "doubt")
 
@@ -100,8 +99,9 @@ class Shape:
         #: either shape (a fixed window starts afresh; a sliding one drops its oldest unit).
         self.vouched = False
         #: Consecutive readings that showed a bucket (two decide); ``bucketless``: a reading no
-        #: bucket gives was seen; ``shorter``: the last one showed a shorter window than ours.
-        self.votes, self.bucketless, self.shorter = 0, False, False
+        #: bucket gives was seen; ``shorter``: the last one showed a shorter window than ours
+        #: (or one was learned), ``short`` what its readings showed (:class:`.short.Short`).
+        self.votes, self.bucketless, self.shorter, self.short = 0, False, False, None
         #: What was learned about the effective limits (empty: the quotas as configured).
         self.limits = ""
         #: Confirmed fixed only with ours that crossed the boundary allowed for (sent before
@@ -257,4 +257,4 @@ class Shape:
         return False
 
     def __repr__(self) -> str:
-        return f"{self.kind} ({self.why}{self.limits})"
+        return f"{self.kind} ({self.why}{self.limits}{self.short or ''})"

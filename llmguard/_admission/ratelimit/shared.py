@@ -1,8 +1,10 @@
 """A learned shape handed between processes: what a shared backend (Redis) publishes from the
 :class:`.window.Window` that learned it, and applies to the windows of the other processes.
 
-What is shared is the decision (``kind``, a fixed window's boundary and whether the server
-counts late (:attr:`.shape.Shape.late`), the effective limit per quota and why), not the
+What is shared is the decision (``kind``, a fixed window's boundary, how far after it the
+server's may lie (:attr:`.shape.Shape.doubt`, narrowed by readings: :func:`.fixed.narrow`) and
+whether the server counts late (:attr:`.shape.Shape.late`), the effective limit per quota and
+why), not the
 evidence: each process learns from the answers it gets itself and adopts what another learned
 first, so every process paces its reservations the same way.
 
@@ -22,8 +24,9 @@ __all__ = ["Learned", "adopt", "flip_of", "learned", "probe_due", "probe_wait", 
 
 _BY_ANOTHER = " (learned by another process)"
 
-#: ``(kind, epoch or None (loop time), limits per quota (0: as configured), why, late)``.
-Learned = tuple[str, "float | None", tuple[int, ...], str, bool]
+#: ``(kind, epoch or None (loop time), limits per quota (0: as configured), why, late, doubt
+#: (a fixed window's, None unknown))``.
+Learned = tuple[str, "float | None", tuple[int, ...], str, bool, "float | None"]
 
 
 def learned(window: Any) -> Learned | None:
@@ -36,7 +39,8 @@ def learned(window: Any) -> Learned | None:
     if shape.kind == "unknown" and not any(limits):
         return None
     fixed = shape.kind == "fixed"
-    return shape.kind, shape.epoch if fixed else None, limits, shape.why, fixed and shape.late
+    return (shape.kind, shape.epoch if fixed else None, limits, shape.why, fixed and shape.late,
+            shape.doubt if fixed else None)
 
 
 def flip_of(window: Any, now: float) -> str:
@@ -51,10 +55,12 @@ def flip_of(window: Any, now: float) -> str:
 def same(a: Learned | None, b: Learned | None, window: float) -> bool:
     """True when ``a`` and ``b`` pace alike (a fixed window's boundaries within 0.1 s, modulo
     ``window``: one read later is the same clock minute one window on; sharing a boundary
-    between clocks costs a round trip)."""
+    between clocks costs a round trip; their doubts within a centisecond, as narrowed)."""
     if a is None or b is None:
         return a is b
     if a[0] != b[0] or a[2] != b[2] or a[4] != b[4]:
+        return False
+    if (a[5] is None) is not (b[5] is None) or (a[5] is not None and abs(a[5] - b[5]) >= 0.01):
         return False
     if a[1] is None or b[1] is None:
         return a[1] is b[1]
@@ -69,7 +75,7 @@ def adopt(window: Any, now: float, shared: Learned) -> None:
     shape = window.shape
     if shape is None:
         return
-    kind, epoch, limits, why, late = shared
+    kind, epoch, limits, why, late, doubt = shared
     for track, limit in zip(window.tracks, limits):
         if isinstance(track, AutoTrack) and 0 < limit < track.limit:
             track.set_limit(now, limit)
@@ -77,12 +83,17 @@ def adopt(window: Any, now: float, shared: Learned) -> None:
             shape.limits = f"; the server admits {limit} {unit}{_BY_ANOTHER}"
     if kind == "unknown" or (kind == "fixed" and epoch is None):
         return
-    changed = shape.learn(kind, why if why.endswith(_BY_ANOTHER) else why + _BY_ANOTHER, epoch)
+    changed = shape.learn(kind, why if why.endswith(_BY_ANOTHER) else why + _BY_ANOTHER, epoch,
+                          doubt)
     if kind == "sliding":
         shape.probes = 0
     if kind == "fixed" and (changed or shape.late is not late):
         shape.late = late  # a server counting late: ours in flight carried (:mod:`.fixed`)
         learn.become_fixed(window, now)
+    elif kind == "fixed":  # narrowed elsewhere: the counts follow (as ``learn._narrowed``)
+        for track in window.tracks:
+            if isinstance(track, AutoTrack) and track.fixed is not None:
+                track.narrowed(now, shape.epoch, doubt)
 
 
 def probe_due(window: Any, now: float, tokens: int) -> str:

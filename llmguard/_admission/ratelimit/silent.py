@@ -7,8 +7,9 @@ boundary, so it is probed, at the cost of at most one 429 per key (the issue's b
 
 1. When, just after a clock minute, a sliding window counting ours at arrival must still be
    full (:func:`full`: ``limit`` of ours admitted within a window less the margin before) while
-   a fixed window starting at that minute has room for one more (:func:`fresh`), the head of
-   the line goes then, alone. Refused (429): a sliding window (or a bucket run dry): paced as
+   a fixed window starting at that minute has room for one more (:func:`fresh`) (with no
+   bucket possible, where the sliding log holds it back long enough to be worth a 429:
+   :func:`_first`), the head of the line goes then, alone. Refused (429): a sliding window (or a bucket run dry): paced as
    a sliding log from then on, never probed again. Served: no sliding window of the quota,
    but a token bucket that refilled since our burst serves it as a fixed window does (a
    bucket at once if ours served in the minute before overflowed a fixed window:
@@ -47,7 +48,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import apart, probing, refuted
+from . import apart, holds, probing, refuted
 from .auto import AutoTrack
 
 __all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "refusal", "served"]
@@ -124,13 +125,14 @@ def due(window: Any, now: float, tokens: int) -> float | None:
         at = None
         if not bracketed(window.charge) and any(dry(t, now, _need(t, tokens)) for t in learners):
             at = now + max(t.fixed.wait(now, _need(t, tokens)) for t in learners)
-        if (at is None or at > now) and (apart.spent(window, learners, now, tokens)
-                                         or apart.guessed(window, learners, now, tokens)):
+        if (at is None or at > now) and (apart.spent(window, learners, now, tokens) or (
+                apart.guessed(window, learners, now, tokens)
+                and all(holds.telling(t, now, tokens) for t in learners))):
             at = now  # the minute's count spent first, or only at a guessed factor
         if at is None:
             return None
     else:
-        at = _first(shape, learners, now, tokens)
+        at = _first(shape, learners, now, tokens, refuted.bucketless(window.charge))
         if at is None:
             return None
     for track in window.tracks:  # shorter quotas (rps, a burst) still hold it
@@ -139,15 +141,26 @@ def due(window: Any, now: float, tokens: int) -> float | None:
     return max(at, window.paused_until)
 
 
-def _first(shape: Any, learners: list[AutoTrack], now: float, tokens: int) -> float | None:
+def _first(shape: Any, learners: list[AutoTrack], now: float, tokens: int,
+           bucketless: bool = False) -> float | None:
     """When the first probe may go: just after the clock minute now passing (or the next),
-    when a sliding window must refuse it there and a fixed window from the minute has room."""
+    when a sliding window must refuse it there and a fixed window from the minute has room;
+    once a 429 and the probes served refuted a bucket of the charge (``bucketless``: a fixed
+    or a sliding window is left), only where the sliding log would hold it back a tenth of
+    a window or more. What a fixed window gains over the log is then all a probe is worth,
+    and it costs a sliding window a 429: the strict sliding window from :00, its charge's
+    429 at :06, refused the probe at :62 that the log admitted at :64 (two on its tokens). A
+    bucket refills all along: worth probing whenever the log holds the line back (1.34x the
+    ideal, a silent bucket not probed at :00; a gateway's input/output clock minute, a
+    bucket refuted by a long retry-after, 1.06x -> 1.17x)."""
     window, skew = shape.window, shape.skew()
     epoch = now - (now + shape.offset) % window
     for boundary in (epoch, epoch + window):
         at = max(now, boundary + skew)
         if any(full(t, at, _need(t, tokens)) for t in learners) \
-                and all(fresh(t, boundary, _need(t, tokens)) for t in learners):
+                and all(fresh(t, boundary, _need(t, tokens)) for t in learners) and (
+                    not bucketless
+                    or any(t.wait(at, _need(t, tokens)) > t.window / 10 for t in learners)):
             if shape.candidate != boundary:
                 shape.candidate = None
                 shape.suppose(boundary, SUPPOSED)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._core.public import public
-from . import beyond, learn, learn_refusal, silent
+from . import beyond, learn, learn_refusal, short, silent, told
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -55,18 +55,17 @@ class Quota:
 class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
-    __slots__ = ("tracks", "pace", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
-                 "readings", "charge", "quotas", "log")
+    __slots__ = ("tracks", "pace", "paused_until", "caps", "buckets", "shape", "issued",
+                 "issued_tokens", "readings", "charge", "quotas", "log")
 
-    def __init__(self, quotas: tuple[Quota, ...]) -> None:
+    def __init__(self, quotas: tuple[Quota, ...], charge: type[Charge] = Charge) -> None:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
         learned = [q for q in quotas if q.learn]
         #: What this partition learned about the server's limiter (None: nothing to learn).
         self.shape = Shape.of(learned) if learned else None
         self.tracks: tuple[Any, ...] = tracks(quotas, self.shape)
         self.pace = pairs(self.tracks)  # as the per-call loops take them (:mod:`.pair`)
-        #: The sliding log of the first quota when its shape is learned (each admission's
-        #: ``first`` is read from it), else None.
+        #: The first quota's sliding log when its shape is learned (each ``first`` read there).
         self.log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
         #: True when an entry must be settled exactly once (buckets keep what is outstanding).
         self.buckets = any(q.continuous or q.learn for q in quotas)
@@ -79,9 +78,9 @@ class Window:
         self.issued = self.issued_tokens = 0
         #: What header readings leave us, read against ours in flight (:mod:`.reading`).
         self.readings = Readings(max(q.margin for q in quotas))
-        #: What the server charges against our estimate, for learned token quotas.
+        #: What the server charges against our estimate, for learned token quotas (``charge``).
         charged = [q.limit for q in learned if q.tokens and not q.part]
-        self.charge = Charge(min(charged)) if charged else None
+        self.charge = charge(min(charged)) if charged else None
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted (0.0: now), ``SLACK`` added
@@ -163,7 +162,7 @@ class Window:
             entry.owner = None
         if entry.live and not live:
             if self.readings.groups:  # (no reading open: nothing to give back)
-                self.readings.refund(entry)
+                self.readings.refund(entry, self.tracks if self.shape and self.shape.kind == "bucket" else ())
         elif live and self.charge is not None:  # what the server counts of it
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
         for track in self.pace:
@@ -207,16 +206,17 @@ class Window:
         if read is None:
             return  # an older burst's reading: the open group's are newer
         left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
-        if tracks and all(isinstance(t, Bucket) or (kind == "bucket" and isinstance(t, AutoTrack)
-                                                    and t.learns()) for t in tracks):
-            for track in tracks:
-                (track if isinstance(track, Bucket) else track.bucket).drain_to(now, left, since)
+        pacers = short.buckets(self, tracks)  # each a bucket (a shorter window's: its own)
+        if pacers:
+            for track in pacers:  # drained, a give-back bounded too (:func:`.told.drain`)
+                told.drain(track, now, left, since, ticket, base, self.readings.spread,
+                           limit if kind == "bucket" else None)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
             until = self.shape.next_boundary(self.shape.epoch, at)
-            for track in tracks:  # the server's count bounds ours (429s it did not count)
+            for track in short.vouching(self, tracks):  # the server's count bounds ours
                 if getattr(track, "fixed", None) is not None:
                     track.fixed.vouch(now, at, (limit or track.quota.limit) - left)
         elif reset is not None:  # from when the server counted the request

@@ -18,7 +18,7 @@ from ._bucket_scripts import PRELUDE
 from ._fence import FENCE
 from ._fixed_scripts import FIXED
 from ._peek import PEEK
-from ._scripts import CAPS
+from ._scripts import CAPS, UNCAP
 from ._probe_scripts import BOTH, CPROBE, EITHER, PROBE, SILENT
 
 __all__ = ["LIMITS", "RESERVE", "SETTLE", "SHAPE_TTL"]
@@ -42,7 +42,7 @@ end
 #: (``done``, once a reading without a reset was heard or an answer without any header, unless a
 #: bucket or a sliding window was learned since); RESERVE runs it first for each settlement it
 #: carries. ``hush(shape)``: a process read an answer without any rate-limit header (``_silent``).
-SETTLING = """
+SETTLING = UNCAP + """
 local function hush(shape)
   if redis.call('HSETNX', shape, 'sq', '1') == 1 then
     redis.call('HSETNX', shape, 'noreset', '1')
@@ -58,6 +58,7 @@ local function settle(log, shape, done, made, old, new, reserved_tokens, used_to
       redis.call('ZADD', log, at, new)
       if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
     end
+    uncap(at, old, new)
   end
   local learnt = redis.call('HMGET', shape, 'lims', 'kind', 'noreset')
   if at and old ~= new and learnt[2] == 'fixed' then  -- carried in flight (``_fixed_scripts``):
@@ -113,7 +114,7 @@ end
 #: 3, 4 as a silent server's, ``_probe_scripts``; 5 as its charge's, ``_charge``; -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
 #: why, version, late ('1' or ''), the shared charge (''), the others' admissions
-#: (``_peek``), the give-back verdict ('1', '0', '': ``_giveback``) and why, marker}.
+#: (``_peek``), the give-back verdict ('1', '0', '': ``_giveback``) and why, doubt (''), marker}.
 RESERVE = PRELUDE + SETTLING + """
 local log, shape, done = KEYS[2], KEYS[4], KEYS[5]
 local Q = 14 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
@@ -126,12 +127,13 @@ local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
 local peek = ARGV[10]
 """ + FENCE + """
-local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed', 'gb', 'gbwhy', 'sq', 'ss', 'sp', 'cp', 'ck', 'cl')
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed', 'gb', 'gbwhy', 'sq', 'ss', 'sp', 'cp', 'ck', 'cl', 'doubt')
 local kind, epoch, lims, why = got[1] or 'unknown', tonumber(got[2] or ''), got[3] or '', got[4] or ''
 -- input/output token quotas not learned yet: paced as the buckets Anthropic documents
 local assumed = kind == 'unknown' and ARGV[11] == 'bucket' and not got[8]
 -- a fixed window counted late keeps the window before the current one (ours in flight carried)
 local late = kind == 'fixed' and epoch ~= nil and got[6] == '1'
+local doubt = tonumber(got[17] or '')  -- how far after the boundary the server's may lie
 """ + EITHER + """
 local keep = late and 2 * horizon or horizon
 if step > 0 then  -- the clock stepped back: shift every time kept by the step
@@ -151,7 +153,7 @@ for j = 14, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 
 local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
   return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
           epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', got[6] or '', got[7] or '',
-          peeked(), got[9] or '', got[10] or '', mark}
+          peeked(), got[9] or '', got[10] or '', got[17] or '', mark}
 end
 if ready > now then return reply(0, ready - now + slack, '0', '0', ready - now, 0, '') end
 redis.call('ZREMRANGEBYSCORE', log, '-inf', now - keep)

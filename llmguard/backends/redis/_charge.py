@@ -37,8 +37,11 @@ within a fixed window drew 5-9 429s.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from ..._admission.ratelimit.backend import MemoryBackend
 from ..._admission.ratelimit.charge import MOST, OPENING, Charge
 from ..._admission.ratelimit.fixed import CLOCK_SKEW
 from . import _silent
@@ -46,7 +49,7 @@ from ._auto_scripts import SHAPE_TTL
 from ._client import Connection
 from ._probe_scripts import EST
 
-__all__ = ["CHARGED", "STAGE", "SharedCharge", "estimated", "install", "refused", "settled"]
+__all__ = ["CHARGED", "STAGE", "Mirror", "SharedCharge", "alone", "estimated", "refused", "settled"]
 
 #: The charge probe's stage in ``AutoTicket.silent`` and RESERVE's reply.
 STAGE = 5
@@ -147,15 +150,23 @@ return 1
 
 
 class SharedCharge(Charge):
-    """A process's mirror of the shared charge (``window.charge`` under Redis): what a 429
-    shows is learned on the shared log (:func:`refused`), not from this process's third of
-    it, and the factor learned for a server that says nothing is adopted as published."""
+    """A process's mirror of the shared charge (``window.charge`` under Redis, made with its
+    window: :class:`Mirror`): what a 429 shows is learned on the shared log (:func:`refused`),
+    not from this process's third of it, and the factor learned for a server that says
+    nothing is adopted as published."""
 
-    __slots__ = ()
+    __slots__ = ("alone",)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        #: The 429 being read is to a request admitted while Redis was down (``on_error=
+        #: "local"``): no shared log holds it, so this process learns from it as in memory.
+        self.alone = False
 
     def refused(self, window: Any, now: float, ticket: Any, limit: int) -> bool:
-        """Nothing locally: the 429 is read against every process's requests (``CHARGED``)."""
-        return False
+        """Nothing locally (the 429 is read against every process's requests, ``CHARGED``),
+        unless the request was admitted ``alone`` (:meth:`Charge.refused`)."""
+        return self.alone and Charge.refused(self, window, now, ticket, limit)
 
     def follow(self, window: Any, now: float, shared: str) -> None:
         """Adopt ``shared`` (``"factor,how"``) as published: a calibration while nothing was
@@ -174,15 +185,30 @@ class SharedCharge(Charge):
             self.rescale(window, now)
 
 
-def install(window: Any) -> Any:
-    """``window``'s charge (a process's mirror's), a :class:`SharedCharge` from now on."""
+class Mirror(MemoryBackend):
+    """A :class:`~llmguard.backends.redis.RedisBackend`'s own windows (what this process
+    learns from its answers, and its limits while Redis is down), each made with a
+    :class:`SharedCharge` from the start: none is converted mid-call, and a window first
+    made during an outage is of the same kind as one made at a reservation in Redis."""
+
+    __slots__ = ()
+    charge = SharedCharge
+
+
+@contextmanager
+def alone(window: Any, local: bool) -> Iterator[None]:
+    """While a 429 is read in ``window``: to a ``local`` request (admitted while Redis was
+    down, no shared log holds it), what it shows of the charge is learned by this process
+    (:attr:`SharedCharge.alone`)."""
     charge = window.charge
-    if type(charge) is Charge:
-        shared = SharedCharge(charge.limit)
-        for name in Charge.__slots__:
-            setattr(shared, name, getattr(charge, name))
-        window.charge = charge = shared
-    return charge
+    if charge is None or not local:
+        yield
+        return
+    charge.alone = True
+    try:
+        yield
+    finally:
+        charge.alone = False
 
 
 def _tell(connection: Connection, names: list[str], outcome: str, member: str,
@@ -196,7 +222,7 @@ def settled(connection: Connection, ticket: Any, tokens: int | None, names: list
     """A probe ``ticket`` was answered (``tokens``) or never sent (None): the charge's here,
     a shape's by ``_silent``."""
     if ticket.silent != STAGE:
-        _silent.settled(connection, ticket, tokens, names)
+        _silent.settled(connection, ticket, tokens, names, quotas)
         return
     ticket.silent = 0
     _tell(connection, names, "gone" if tokens is None else "served", ticket.member, quotas)
@@ -210,6 +236,6 @@ def refused(connection: Connection, window: Any, ticket: Any, names: list[str],
     charge, probe = window.charge, ticket.silent == STAGE
     if probe:
         ticket.silent = 0
-    if isinstance(charge, SharedCharge) and not charge.heard and (charge.silent or probe):
+    if charge is not None and not charge.heard and (charge.silent or probe):
         _tell(connection, names, "refused", ticket.member, quotas)
     return probe

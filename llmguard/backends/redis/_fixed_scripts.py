@@ -2,8 +2,10 @@
 shared log, a fragment of ``_auto_scripts.RESERVE``'s loop over the quotas.
 
 The count of a window is the log's units admitted in it, an admission within ``margin`` before a
-boundary or within its skew after it counting in both windows (``fixed.skew``: the margin for a
-boundary read from a reset; for one on the wall clock's minute, only the clocks' skew,
+boundary or within its skew after it counting in both windows (``fixed.skew``: for a boundary
+read from a reset, how far after it the server's may lie, as the process that learned it
+narrowed it (the shape hash's ``doubt``; the margin when not known); for one on the wall
+clock's minute, only the clocks' skew,
 ``fixed.CLOCK_SKEW`` per minute: the shape hash's ``late``, which marks a clock minute learned
 from a server that never pointed to it, as ``shape.Shape.late`` does in memory). A server that counts a request late (LiteLLM's proxy counts
 it when a worker takes it from its queue: the shape hash's ``late``) may count ours admitted in
@@ -31,8 +33,10 @@ __all__ = ["FIXED", "FLIP"]
 FIXED = """
     local W = window - margin
     -- how far the boundary may be off early (``fixed.skew``): on the wall clock's minute (a
-    -- window counted late is one: ``shape.Shape.late``) only the clocks' skew, else the margin
-    local early = late and math.min(margin, """ + repr(CLOCK_SKEW) + """ * W / 60) or margin
+    -- window counted late is one: ``shape.Shape.late``) only the clocks' skew, else its
+    -- ``doubt`` (at least that skew), the margin when not known
+    local clock = math.min(margin, """ + repr(CLOCK_SKEW) + """ * W / 60)
+    local early = late and clock or (doubt and math.max(clock, doubt) or margin)
     local function index(t) return math.floor((t - epoch) / W) end
     local current = index(now)
     local function carried()  -- ours in flight at the boundary of the current window

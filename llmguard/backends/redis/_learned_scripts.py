@@ -13,7 +13,8 @@ __all__ = ["PUBLISH", "READING", "REFUSED", "SPENT"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
 #: fixed window that counts a request late, ``shape.Shape.late``; '' not), when an answer showed
-#: its current window, less now ('': none; ``_fixed_scripts.FLIP``). Records what
+#: its current window, less now ('': none; ``_fixed_scripts.FLIP``), the seconds after the
+#: boundary the server's may lie (``shape.Shape.doubt``; '' unknown). Records what
 #: a process learned (a new version) for every process's next reservation. The caps read under
 #: the window assumption go (a bucket's readings drain it instead: a cap until its reset, the
 #: time to refill it all, would hold it empty that long); a fixed window also drops the pause
@@ -25,7 +26,7 @@ local function fmt(x) return string.format('%.17g', x) end
 local epoch = ARGV[2] ~= '' and fmt(now + tonumber(ARGV[2])) or ''
 local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4],
-           'late', ARGV[5] or '')
+           'late', ARGV[5] or '', 'doubt', ARGV[7] or '')
 redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
 if ARGV[1] == 'bucket' or ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'until_r', 'until_t') end
 if ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'pause') end
@@ -114,7 +115,9 @@ if redis.call('HGET', KEYS[3], 'kind') == 'bucket' then
   return 1
 end
 if not reset then return 0 end
-redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(now + reset))
+-- it counts ours admitted from its request's burst on, but for that request (``_scripts.UNCAP``)
+redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(now + reset),
+           'cf_' .. u, fmt(at and at - skew or now), 'cb_' .. u, at and string.match(ARGV[4], '^[^:]+') or '')
 local ms = math.ceil(reset * 1000) + 1000
 if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 return 1
@@ -204,7 +207,7 @@ for i = 1, #ARGV, 5 do
   span[u] = math.max(span[u] or 0, window)
 end
 for u, window in pairs(span) do
-  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(now + window))
+  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(now + window), 'cf_' .. u, fmt(now), 'cb_' .. u, '')
   redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
 end
 expire()

@@ -71,20 +71,20 @@ class RedisLearning:
         loop = asyncio.get_running_loop()
         publication = self._pending.pop(key, None)
         if publication is not None:  # before this reservation: it is to be paced by it
-            kind, epoch, limits, why, late = publication
+            kind, epoch, limits, why, late, doubt = publication
             rel = "" if epoch is None else repr(epoch - loop.time())
             try:
                 await self.connection.call(
                     _learned_scripts.PUBLISH, [names[3], names[1]],
                     [kind, rel, ",".join(map(str, limits)), why, "1" if late else "",
-                     shared.flip_of(window, loop.time())],
+                     shared.flip_of(window, loop.time()), "" if doubt is None else repr(doubt)],
                     "sharing the learned shape")
             except BaseException:  # cancelled (or refused): the next reservation publishes it
                 self._pending.setdefault(key, publication)
                 raise
         estimate, charge, told, bare = tokens, window.charge, "", ""
         if charge is not None:  # reserve what the server is believed to count (``_charge``)
-            charge, member = _charge.install(window), _charge.estimated(member, estimate)
+            member = _charge.estimated(member, estimate)
             tokens, bare = charge.units(estimate), str(estimate)
             if charge.heard and (mine := charge.shared()) != self._told.get(key):
                 told = mine  # the calibration this process read, for every process
@@ -110,12 +110,11 @@ class RedisLearning:
             return None
         now = loop.time()
         _peek.read(window, now, result[14])  # before what it admits: their admissions came first
-        self._adopt(key, window, now, result[7:13])
-        if charge is not None:
-            if told:
-                self._told[key] = told
-            if result[13]:
-                charge.follow(window, now, result[13])
+        self._adopt(key, window, now, [*result[7:13], result[17]])
+        if told:
+            self._told[key] = told
+        if charge is not None and result[13]:
+            charge.follow(window, now, result[13])
         result = list(result)
         admitted = result[0]
         if admitted in (1, 2, 3, 4, 5):
@@ -145,13 +144,13 @@ class RedisLearning:
         seen = self._known.get(key)
         if version <= (0 if seen is None else seen[0]):  # 0: no shape hash, nothing learned
             return
-        kind, epoch, lims, why, late = (x.decode() if isinstance(x, bytes) else str(x)
-                                        for x in (*got[:4], got[5]))
+        kind, epoch, lims, why, late, doubt = (x.decode() if isinstance(x, bytes) else str(x)
+                                               for x in (*got[:4], *got[5:]))
         if kind == "unknown" and not lims:
             return
         remote: shared.Learned = (kind, now + float(epoch) if epoch else None,
                                   tuple(int(x) for x in lims.split(",")) if lims else (), why,
-                                  late == "1")
+                                  late == "1", float(doubt) if doubt else None)
         self._known[key] = (version, remote)
         if window.shape is not None and not shared.same(shared.learned(window), remote,
                                                         window.shape.window):
@@ -228,7 +227,8 @@ class RedisLearning:
         if not (isinstance(ticket, AutoTicket) and _charge.refused(
                 self.connection, window, ticket, names, self.args(quotas)[1:])):
             _silent.refused(self.connection, window, now, ticket, names)
-        self.local.refused(key, quotas, seconds, ticket=entry, named=named)
+        with _charge.alone(window, not isinstance(ticket, AutoTicket)):  # (an outage's)
+            self.local.refused(key, quotas, seconds, ticket=entry, named=named)
         if isinstance(ticket, AutoTicket) and getattr(named, "limit", None) is None:
             # this process saw its own requests only: the limit comes from every process's
             # (REFUSED), unless the 429 said it

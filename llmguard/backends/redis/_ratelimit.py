@@ -6,11 +6,10 @@ import asyncio
 from collections.abc import Hashable
 from typing import Any
 
-from ..._admission.ratelimit.backend import MemoryBackend
 from ..._core import clock
 from ..._core.sweep import SWEEP_AT, sweep
 from ..._admission.ratelimit.window import SLACK, Entry, Quota
-from . import _bucket_scripts, _giveback, _scripts
+from . import _bucket_scripts, _charge, _giveback, _scripts
 from ._answers import Answers
 from ._learning import AutoTicket, RedisLearning
 from ._budget import RedisLedger
@@ -92,7 +91,7 @@ class RedisBackend(Answers):
         # max_wait clocks run (the first waiters of a process timed out behind it).
         self.connection.redis  # noqa: B018
         #: Used while Redis is unavailable with on_error="local"; also mirrors pauses and caps.
-        self._local = MemoryBackend()
+        self._local = _charge.Mirror()
         self._seq = 0
         # One entry per quota tuple, i.e. per RateLimit layer: bounded by the code, not the keys.
         self._args: dict[tuple[Quota, ...], list[Any]] = {}
@@ -211,13 +210,13 @@ class RedisBackend(Answers):
         if reserved == str(tokens):  # settled as reserved (refill="auto" settles every one)
             return
         self.connection.spawn(self.connection.write(
-            _scripts.RECONCILE, self._key(key)[:1], [ticket, f"{member}:{tokens}"], "reconciling"))
+            _scripts.RECONCILE, self._key(key)[:2], [ticket, f"{member}:{tokens}"], "reconciling"))
 
     def refund(self, key: Hashable, ticket: Any) -> None:
         if self._settle(key, ticket, None):
             return
         self.connection.spawn(self.connection.write(
-            _scripts.RECONCILE, self._key(key)[:1], [ticket, ""], "refunding"))
+            _scripts.RECONCILE, self._key(key)[:2], [ticket, ""], "refunding"))
 
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         """As of this process's last reservation for ``key`` (reading Redis here would block);

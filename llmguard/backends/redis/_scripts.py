@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ._fence import FENCE
 
-__all__ = ["ACQUIRE", "CAP", "CAPS", "PAUSE", "RECONCILE", "RELEASE", "RENEW", "RESERVE"]
+__all__ = ["ACQUIRE", "CAP", "CAPS", "PAUSE", "RECONCILE", "RELEASE", "RENEW", "RESERVE", "UNCAP"]
 
 _NOW = """
 local t = redis.call('TIME')
@@ -113,8 +113,32 @@ return {1, '0', tostring(math.max(fr - 1, 0)), tostring(math.max(ft - need, 0)),
         tostring(pause_left), tostring(cap_left), mark}
 """
 
-#: KEYS: log. ARGV: old member, new member. Keeps the admission time; no-op once expired.
-RECONCILE = """
+#: Lua: ``uncap(at, old, new)``, a log member admitted at ``at`` settled (``old`` to ``new``,
+#: '' refunded): a provider cap in force that counted it (admitted from ``cf_`` on, other than
+#: the request the reading answered, ``cb_``) gets back what it gave back (a request refunded,
+#: tokens reconciled), as in memory (``window.Window.adjust``). Reads ``state`` and ``now``.
+UNCAP = """
+local function uncap(at, old, new)
+  local id = string.match(old, '^[^:]+')
+  for _, u in ipairs({'r', 't'}) do
+    local c = redis.call('HMGET', state, 'until_' .. u, 'cf_' .. u, 'cb_' .. u)
+    local from = tonumber(c[2] or '')
+    if tonumber(c[1] or '0') > now and from and tonumber(at) >= from and c[3] ~= id then
+      local back = new == '' and 1 or 0
+      if u == 't' then
+        back = tonumber(string.match(old, ':(%d+)$')) - tonumber(string.match(new, ':(%d+)$') or '0')
+      end
+      if back ~= 0 then redis.call('HINCRBY', state, 'cap_' .. u, back) end
+    end
+  end
+end
+"""
+
+#: KEYS: log, state. ARGV: old member, new member. Keeps the admission time (and gives a
+#: provider cap back what it counted of the change: ``UNCAP``); no-op once expired.
+RECONCILE = _NOW + """
+local state = KEYS[2]
+""" + UNCAP + """
 local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not at then return 0 end
 local ttl = redis.call('PTTL', KEYS[1])
@@ -124,6 +148,7 @@ if ARGV[2] ~= '' then
   -- removing the last member deleted the key and its TTL: give the recreated key its TTL back
   if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 end
+uncap(at, ARGV[1], ARGV[2])
 return 1
 """
 
@@ -138,9 +163,11 @@ if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) en
 return 1
 """
 
-#: KEYS: state. ARGV: unit ('r' or 't'), remaining, reset seconds.
+#: KEYS: state. ARGV: unit ('r' or 't'), remaining, reset seconds. Counts ours admitted from
+#: now on (``cf_``, ``UNCAP``).
 CAP = _NOW + """
-redis.call('HSET', KEYS[1], 'cap_' .. ARGV[1], ARGV[2], 'until_' .. ARGV[1], tostring(now + tonumber(ARGV[3])))
+redis.call('HSET', KEYS[1], 'cap_' .. ARGV[1], ARGV[2], 'until_' .. ARGV[1], tostring(now + tonumber(ARGV[3])),
+           'cf_' .. ARGV[1], tostring(now), 'cb_' .. ARGV[1], '')
 local ttl = math.ceil(tonumber(ARGV[3]) * 1000) + 1000
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1

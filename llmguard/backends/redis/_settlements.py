@@ -98,4 +98,4 @@ class Settlements:
             await asyncio.wait((task,))
             if not task.cancelled():
                 task.exception()  # its caller has gone: retrieved, nobody else would
-        await self.connection.write(_scripts.RECONCILE, names[:1], [member, ""], "refunding")
+        await self.connection.write(_scripts.RECONCILE, names[:2], [member, ""], "refunding")

@@ -13,19 +13,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._auto_scripts import SHAPE_TTL
+from ..._admission.ratelimit.fixed import CLOCK_SKEW
+from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._client import Connection
+from ._probe_scripts import EST
 
 __all__ = ["VERDICT", "refused", "settled"]
 
-#: KEYS: shape, state, log. ARGV: the probe's member prefix, what became of it ('served',
-#: 'refused', 'gone': never sent, 'heard': a 429 to another request), why, its log member.
+#: KEYS: shape, state, log, done. ARGV: the probe's member prefix, what became of it
+#: ('served', 'refused', 'gone': never sent, 'heard': a 429 to another request), why, its log
+#: member, why a bucket (``OVERFLOWED``), then limit/window/is_tokens/learns/margin per quota.
 #: Applies the verdict of the probe in flight (``sp``) if it is that member's (a refused one
 #: leaves the log, marked refused or not: the server counted none of it, and a sliding log
 #: holding it sent the quota's last request a window late); 'heard' ends the probing whatever
-#: the probe. Returns 1 when it changed something.
-VERDICT = """
+#: the probe. The first probe served (``3``) is a bucket's at once when every process's
+#: requests served in the clock minute before it overflow a fixed window of a quota
+#: (``apart.overflowed``: surely counted in it, sent the clocks' skew after its start and
+#: arrived that skew before its end; answered (``done``), not refused, at their bare
+#: estimates, the least a server charges; not once the server was shown to give unused
+#: tokens back, ``trusted``): it admitted them, so it counts no such window. Returns 1 when it
+#: changed something.
+VERDICT = EST + """
 local shape, outcome, why = KEYS[1], ARGV[2], ARGV[3]
+local function fmt(x) return string.format('%.17g', x) end
 local got = redis.call('HMGET', shape, 'sp', 'kind')
 if outcome == 'heard' then
   if redis.call('HGET', shape, 'sq') ~= '1' then return 0 end
@@ -39,6 +49,29 @@ redis.call('HDEL', shape, 'sp')
 if outcome == 'gone' then return 1 end
 if outcome == 'refused' then redis.call('ZREM', KEYS[3], ARGV[4], (string.gsub(ARGV[4], ':(%d+)$', ':r:%1'))) end
 local kind = outcome == 'refused' and 'sliding' or (stage == '4' and 'fixed' or nil)
+local function overflowed()
+  local lims = redis.call('HGET', shape, 'lims') or ''
+""" + LIMITS + """
+  if string.match(redis.call('HGET', shape, 'charge') or '', ',trusted$') then return false end
+  local n = 0
+  for i = 6, #ARGV, 5 do
+    n = n + 1
+    local margin, tok = tonumber(ARGV[i + 4]), ARGV[i + 2] == '1'
+    local W = tonumber(ARGV[i + 1]) - margin
+    local skew = math.min(margin, """ + repr(CLOCK_SKEW) + """ * W / 60)
+    local used = 0
+    if ARGV[i + 3] == '1' then
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], fmt(b - W + skew), fmt(b - skew - margin))) do
+        if not string.find(m, ':r:') and redis.call('ZSCORE', KEYS[4], string.match(m, '^[^:]+')) then
+          used = used + (tok and est(m) or 1)
+        end
+      end
+      if used > limit_of(n, tonumber(ARGV[i])) then return true end
+    end
+  end
+  return false
+end
+if stage == '3' and outcome == 'served' and overflowed() then kind, why = 'bucket', ARGV[5] end
 if not kind then
   redis.call('HSET', shape, 'ss', b)
   return 1
@@ -60,22 +93,29 @@ WHY = {("refused", 3): "a request beyond a sliding window, just after the clock 
                        "(429; no rate-limit header): paced as a sliding window",
        ("served", 4): "a request beyond what a token bucket of the quota holds was served (no "
                       "rate-limit header): a fixed window starting afresh at each minute"}
+#: Why a first probe served showed a bucket (``VERDICT``, as ``silent.served`` in memory).
+OVERFLOWED = ("a request beyond a sliding window was served just after the clock minute, and "
+              "every process's requests served in the minute before overflowed a fixed window "
+              "(no rate-limit header): a token bucket")
 
 
 def _verdict(connection: Connection, names: list[str], member: str, outcome: str,
-             why: str = "") -> None:
+             why: str = "", quotas: list[Any] | None = None) -> None:
     connection.spawn(connection.write(
-        VERDICT, [names[3], names[1], names[0]], [member.rpartition(":")[0], outcome, why, member],
+        VERDICT, [names[3], names[1], names[0], names[4]],
+        [member.rpartition(":")[0], outcome, why, member, OVERFLOWED, *(quotas or ())],
         "sharing what a probe showed"))
 
 
-def settled(connection: Connection, ticket: Any, tokens: int | None, names: list[str]) -> None:
+def settled(connection: Connection, ticket: Any, tokens: int | None, names: list[str],
+            quotas: list[Any]) -> None:
     """``ticket`` (a probe's: its ``silent`` stage) was answered (``tokens``) or never sent
-    (None): served, or its claim given back for another probe."""
+    (None): served, or its claim given back for another probe (``quotas``: limit/window/
+    is_tokens/learns/margin per quota)."""
     stage, ticket.silent = ticket.silent, 0
     outcome = "gone" if tokens is None else "served"
     _verdict(connection, names, ticket.member, outcome,
-             WHY.get((outcome, stage), ""))
+             WHY.get((outcome, stage), ""), quotas)
 
 
 def refused(connection: Connection, window: Any, now: float, ticket: Any,

@@ -1,0 +1,75 @@
+"""A silent token bucket behind a cold network (the opening burst 0.8 s on the way, later ones
+10 ms): each bound of what a bucket holds or charges takes ours to arrive as late as their
+own way there allows (``holds.py``), not the margin, a window's 99th percentile (0.8 s for a
+minute after the burst, 0.05 s after it). Seen in ``benchmarks/bench_composition.py`` (the
+cold table). Virtual time, the wall clock pinned to the loop's; the pure parts directly."""
+
+import math
+
+from llmguard._admission.ratelimit import bounds, holds
+from llmguard._admission.ratelimit.window import Quota, Window
+
+RATE = 10_000 / 60
+
+
+def cold_window(margin: float) -> Window:
+    """One learned 10,000 TPM quota (and 60 RPM) whose answers came without any header, with
+    ``margin`` seconds in force."""
+    w = Window((Quota(60, 60.0 + margin, False, learn=True, margin=margin),
+                Quota(10_000, 60.0 + margin, True, learn=True, margin=margin)))
+    w.shape.quiet = True
+    w.charge.silent = True
+    return w
+
+
+def test_a_probe_served_bounds_what_a_bucket_charges_as_of_its_own_arrival() -> None:
+    """46 of ours of 212 tokens at :00, a probe at :20 answered 20 ms after it went (its own
+    way there at most), the margin 0.82 s (the burst's samples). A bucket refilled until the
+    probe arrived: 20.02 s of it, not 20.82 s (137 tokens more, 1.2% of the bound: a cold
+    silent bucket's bound stayed at 1.13-1.15x where it charges our estimate)."""
+    w = cold_window(0.82)
+    for _ in range(46):
+        w.add(0.0, 212)
+    probe = w.add(20.0, 212)
+    before = bounds.bucketed(w, probe, rounded=False)
+    assert math.isclose(before, (10_000 + RATE * 20.82) / (47 * 212))
+    probe.way = 0.02
+    assert math.isclose(bounds.bucketed(w, probe, rounded=False),
+                        (10_000 + RATE * 20.02) / (47 * 212))
+
+
+def test_what_a_bucket_surely_holds_takes_each_one_s_own_way() -> None:
+    """A burst of 40 at :00 that took 0.8 s to arrive, with a margin of 0.05 s in force (its
+    samples gone): a bucket surely holds only what refilled from 0.8 s on (taken from 0.05 s,
+    a cold silent bucket at :45 held 125 tokens less than we counted: 15 429s); one answered
+    in 10 ms after it bounds from its own arrival, one in flight from the margin's."""
+    w = cold_window(0.05)
+    track = w.tracks[1]
+    burst = [w.add(0.0, 212) for _ in range(40)]
+    for entry in burst:
+        entry.way = 0.8
+    assert math.isclose(holds.surely(track, 10.0),
+                        10_000 + RATE * (10.0 - 0.8) - 40 * burst[0].tokens)
+    late = w.add(9.0, 212)
+    late.way = 0.01
+    used = 40 * burst[0].tokens + late.tokens
+    assert math.isclose(holds.surely(track, 10.0),
+                        min(10_000 + RATE * (10.0 - 0.8) - used, 10_000 - late.tokens))
+    assert holds.most(track, 10.0) >= holds.surely(track, 10.0) + RATE * 0.8
+
+
+def test_a_bucket_learned_from_a_dry_refusal_holds_what_a_bucket_does() -> None:
+    """Paced within a fixed window and a bucket, the bucket's own level lagged far below what
+    a bucket holds (ours counted at the opening factor, nothing refilled it as a bucket):
+    learned from the probe a dry bucket refused, it held -3,400 and waited 22 s (a cold silent
+    bucket at :50, 1.18x the ideal). It holds what a bucket holds, nothing when the probe
+    arrived, and what refilled since."""
+    w = cold_window(0.05)
+    track = w.tracks[1]
+    for _ in range(40):
+        w.add(0.0, 212)
+    ticket = w.add(55.0, 212)
+    w.shape.learn("bucket", "a probe was refused where no sliding window would")
+    track.bucket.level = -3_400.0
+    bounds.ceiled(w, 56.0, ticket)
+    assert math.isclose(track.bucket.available(56.0), RATE * 1.0, abs_tol=1.0)
