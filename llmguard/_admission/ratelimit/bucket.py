@@ -32,7 +32,7 @@ import math
 from typing import Any
 
 from .refill import level_at, settle, wait_for
-from .told import settled
+from .told import settled  # (the ceiling's: :meth:`Bucket.settled` calls it)
 
 __all__ = ["Bucket", "level_at", "settle", "wait_for"]
 
