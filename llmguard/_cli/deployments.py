@@ -24,7 +24,7 @@ from .._core.config_file import ConfigError
 from .._upstream.deployments import DeploymentConfig, load_deployments
 from .checks import api_base_problem
 
-__all__ = ["PAIRED", "add_arguments", "resolve"]
+__all__ = ["PAIRED", "add_arguments", "resolve", "routed"]
 
 #: Options given once per ``--api-base`` when there are several (flag, attribute).
 PAIRED = (("--api-key-env", "api_key_env"), ("--rpm", "rpm"), ("--tpm", "tpm"),
@@ -153,3 +153,15 @@ def _from_file(args: argparse.Namespace, bases: list[str]) -> str | None:
         setattr(args, attr, None)
     return None
 
+
+def routed(router: Any) -> str | None:
+    """The summary's ``deployments`` row: what each deployment of the run's Router answered,
+    its 429s and the attempts that moved away from it (None: not a Router)."""
+    if not hasattr(router, "deployments"):
+        return None
+    parts = []
+    for name, d in router.statistics().deployments.items():
+        extra = ", ".join(f"{n:,} {what}" for n, what in (
+            (d.rate_limited, "429s"), (d.moved_away, "moved away")) if n)
+        parts.append(f"{name} {d.succeeded:,} answered" + (f" ({extra})" if extra else ""))
+    return "; ".join(parts)

@@ -34,7 +34,7 @@ from .._core.call import Call
 from .._core.layer import Handler
 from .._core.tokens import extract_usage, request_tokens
 
-__all__ = ["Limits", "TokenCount", "announce", "default_concurrency", "in_use", "routed"]
+__all__ = ["Limits", "TokenCount", "announce", "default_concurrency", "in_use"]
 
 #: Prompt tokens of answers seen before the provider's count is trusted over ours.
 CALIBRATE_AFTER = 1000
@@ -190,8 +190,9 @@ class Limits:
         get = getattr(headers, "get", None)
         if get is None:
             return
-        anthropic = get("anthropic-ratelimit-requests-reset") or get(
-            "anthropic-ratelimit-tokens-reset")
+        reset = any(get(name) is not None for name in _RESETS)
+        # it read them already, inline, as they came (read here too: two readings an answer)
+        read = self.inner is not None
         if self.learn and self.inner is None:
             rpm = _int(get("x-ratelimit-limit-requests") or get(
                 "anthropic-ratelimit-requests-limit"))
@@ -214,20 +215,26 @@ class Limits:
                     self.on_learned(rpm)
         if self.inner is None:
             return
-        if self._kwargs.get("refill", "auto") == "auto":  # it reads them, reset or not
-            self.inner.observe_headers(headers)
+        auto = self._kwargs.get("refill", "auto") == "auto"
+        if auto or reset:  # it reads them as they are
+            self._seeded = self._seeded or not auto
+            if not read:
+                self.inner.observe_headers(headers)
             return
-        if not anthropic and get("x-ratelimit-reset-requests") is None and get(
-                "x-ratelimit-reset-tokens") is None:
-            if self._seeded:
-                return
-            # No reset time: assume what remains now is all we get for the next minute (the
-            # safe reading); after that our own sliding window paces to the limits.
-            headers = {k: get(k) for k in ("x-ratelimit-remaining-requests",
-                                           "x-ratelimit-remaining-tokens") if get(k) is not None}
-            headers |= {"x-ratelimit-reset-requests": "60s", "x-ratelimit-reset-tokens": "60s"}
+        if self._seeded:
+            return
+        # No reset time: assume what remains now is all we get for the next minute (the safe
+        # reading); after that our own sliding window paces to the limits.
+        headers = {k: get(k) for k in ("x-ratelimit-remaining-requests",
+                                       "x-ratelimit-remaining-tokens") if get(k) is not None}
+        headers |= {"x-ratelimit-reset-requests": "60s", "x-ratelimit-reset-tokens": "60s"}
         self._seeded = True
         self.inner.observe_headers(headers)
+
+
+#: The headers that say when a quota resets (without one, a reading's is supposed: ``60s``).
+_RESETS = ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
+           "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset")
 
 
 def announce(message: str) -> None:
@@ -242,16 +249,3 @@ def in_use(limits: Any, spec: Any, follow: bool) -> str:
     slots = "adaptive" if spec.adaptive else f"{spec.concurrency}" + (
         " (follows the requests quota)" if follow else "")
     return f"llmguard run: limits in use: {paced}; concurrency {slots}"
-
-
-def routed(router: Any) -> str | None:
-    """The summary's ``deployments`` row: what each deployment of the run's Router answered,
-    its 429s and the attempts that moved away from it (None: not a Router)."""
-    if not hasattr(router, "deployments"):
-        return None
-    parts = []
-    for name, d in router.statistics().deployments.items():
-        extra = ", ".join(f"{n:,} {what}" for n, what in (
-            (d.rate_limited, "429s"), (d.moved_away, "moved away")) if n)
-        parts.append(f"{name} {d.succeeded:,} answered" + (f" ({extra})" if extra else ""))
-    return "; ".join(parts)

@@ -202,7 +202,7 @@ class Progress:
 
 def quota_used(limits: Any, sent: Counter[int], tally: Tally, wall: float) -> str | None:
     """How much of the quota the run used (None without quotas of its own: none, or a
-    Router's, which ``limits.routed`` tells): requests in the busiest clock minute under a
+    Router's, which ``deployments.routed`` tells): requests in the busiest clock minute under a
     learned fixed window, else in the busiest 60 s, against the rpm (a run that spans parts
     of several fixed windows averages more than the rpm a minute, within each one's quota);
     tokens a minute on average. ``sent``: attempts sent per wall-clock second."""

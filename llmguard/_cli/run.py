@@ -13,9 +13,10 @@ from .._pipeline.stack import StackSpec, build_stack
 from .._runners.lines import InputLine
 from .._runners.stopper import Stopper
 from .budget_options import make_budget
+from .deployments import routed
 from .exits import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .io import FSYNC_INTERVAL, OutputWriter, read_jobs
-from .limits import Limits, announce, default_concurrency, in_use, routed
+from .limits import Limits, announce, default_concurrency, in_use
 from .provider import Provider
 from .report import Progress, Tally, format_summary, quota_used, resume_args, spend
 from .worker import NotSent, make_worker

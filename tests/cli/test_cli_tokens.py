@@ -67,3 +67,36 @@ async def test_the_http_client_is_ready_before_the_first_call() -> None:
         assert provider.other.open() is provider.other.open()  # made once, up front
     finally:
         await provider.aclose()
+
+
+@pytest.mark.looptime
+async def test_each_answer_is_one_reading_for_the_runs_rate_limit(monkeypatch) -> None:
+    """The run's Limits layer and the RateLimit inside it both saw every answer's headers: each
+    answer was read twice (4,800 readings for 2,400 answers against LiteLLM's proxy). Now the
+    RateLimit reads them as they come, and the Limits layer only the one it learned from."""
+    from llmguard._admission.ratelimit.backend import MemoryBackend
+
+    readings: list[bool] = []
+    observe = MemoryBackend.observe
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        readings.append(args[2])  # the unit: tokens or requests
+        return observe(self, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryBackend, "observe", counted)
+    limits = Limits(rpm=None, tpm=None, learn=True, tokens=request_tokens)
+
+    async def provider(**kwargs: object) -> dict:
+        return _answer(10)
+
+    async def headers(call: lg.Call, call_next: object) -> object:
+        result = await call_next(call)  # type: ignore[operator]
+        call.response_headers = {"x-ratelimit-limit-requests": "60",
+                                 "x-ratelimit-remaining-requests": "50",
+                                 "x-ratelimit-reset-requests": "10s"}
+        return result
+
+    handler = lg.Pipeline(limits).then(headers).build()
+    for _ in range(5):
+        await handler(lg.Call(provider, (), dict(REQUEST), "t"))
+    assert limits.inner is not None and len(readings) == 5
