@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from .public import public
+from .usage import Usage
 
 __all__ = ["Usage", "count_text", "estimate_tokens", "extract_usage", "field", "max_output",
            "prompt_bound", "request_tokens", "tokenizer"]
@@ -31,28 +30,13 @@ REQUEST_OVERHEAD = 12
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 
 
+_new = tuple.__new__
+
+
 def count_text(text: str) -> int:
     """Heuristic tokens of ``text``: one per CJK character, one per 4 other characters."""
     cjk = len(_CJK.findall(text)) if not text.isascii() else 0
     return cjk + -(-(len(text) - cjk) // CHARS_PER_TOKEN)
-
-
-@public
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens a call actually consumed. ``input_tokens`` counts the whole prompt, cached parts
-    included (as the GenAI conventions ask; Anthropic reports them apart and they are added);
-    ``cache_read_tokens`` of it were read from the provider's prompt cache and
-    ``cache_creation_tokens`` written to it."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_creation_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
 
 
 def _text_tokens(value: Any, count: Callable[[str], int] = count_text) -> int:
@@ -230,8 +214,8 @@ def extract_usage(result: Any) -> Usage | None:
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if type(prompt) is int and type(completion) is int:
             details = usage.get("prompt_tokens_details")
-            return Usage(prompt, completion,
-                         0 if details is None else _count(field(details, "cached_tokens")))
+            return _new(Usage, (prompt, completion, 0 if details is None  # ``Usage(...)``,
+                                else _count(field(details, "cached_tokens")), 0))  # one C call
     input_tokens = field(usage, "prompt_tokens")
     read = written = 0
     if input_tokens is None:

@@ -9,6 +9,7 @@ observable instrument of the provider's shared set (``registry``), read at colle
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -175,10 +176,17 @@ class Metrics:
 
     def _finish(self, call: Call, seconds: float, result: Any, exc: Exception | None) -> None:
         known = call.record
-        if exc is None:
-            response = None if result is None else field(result, "model")
-            series = self._series_for(call.kwargs, known, response if isinstance(response, str)
-                                      else None, None, "success")
+        if exc is None:  # ``_series_for``, its lookup written out (every answered call)
+            response = result.get("model") if type(result) is dict else field(result, "model")
+            if not isinstance(response, str):
+                response = None
+            model = call.kwargs.get("model")
+            if not isinstance(model, str):
+                model = self.model
+            series = self._series.get((model, response, None, known.provider, known.operation,
+                                       known.server, known.deployment))
+            if series is None:
+                series = self._series_for(call.kwargs, known, response, None, "success")
         else:
             leaf = error_leaf(exc)  # under a Fallback: the error that ended the call
             error = error_type(leaf)
@@ -186,7 +194,14 @@ class Metrics:
             outcome = "rejected" if isinstance(leaf, AdmissionError) else "error"
             series = self._series_for(call.kwargs, known, None, error, outcome)
         series.calls += 1
-        self._latency.add(seconds)
+        latency = self._latency  # ``self._latency.add(seconds)``, written out
+        latency.counts[0 if seconds <= latency.first else bisect_left(latency.edges, seconds)] += 1
+        latency.count += 1
+        latency.total += seconds
+        if seconds < latency.min:
+            latency.min = seconds
+        if seconds > latency.max:
+            latency.max = seconds
         counts = self._counts  # what the record counts (written out: every call runs it)
         if known.retries:
             counts["retries"] += known.retries
@@ -200,8 +215,9 @@ class Metrics:
         instruments = self._instruments
         if known.wait and instruments.recording:
             instruments.wait.record(known.wait, series.attrs)
-        if not known.billable:  # answered by the cache: no provider operation, no tokens
-            return  # (a hit's whole record: its series, latency and cache count, above)
+        if (cache == "hit" or cache == "coalesced") and not known.inherited:  # not billable
+            return  # (``known.billable``, written out): answered by the cache, no provider
+            # operation or tokens; a hit's whole record is its series, latency and count above
         recording = instruments.recording
         if recording:
             instruments.duration.record(seconds, series.attrs)

@@ -10,6 +10,7 @@ pipeline stops being reported, it is not kept alive by its metrics).
 from __future__ import annotations
 
 import weakref
+from operator import attrgetter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -90,17 +91,26 @@ class _GlobalInstruments(Instruments):
 
     def __init__(self, meter: Any) -> None:
         super().__init__(meter)
-        self._proxy = meter
+        # An API whose proxy meter has no ``_real_meter`` is assumed to record (the records
+        # are then merely no-ops): its own attribute stands in, the instruments themselves.
+        self._proxy = meter if hasattr(meter, "_real_meter") else _Always(self)
 
-    @property  # type: ignore[override]
-    def recording(self) -> bool:
-        # The API's proxy meter holds its real meter once set_meter_provider() ran; an API
-        # without that attribute is assumed to record (the records are then merely no-ops).
-        return getattr(self._proxy, "_real_meter", self) is not None
-
-    @recording.setter
-    def recording(self, value: bool) -> None:
+    def _set(self, value: bool) -> None:
         pass  # Instruments.__init__ sets it; the proxy decides
+
+    #: True once the API's proxy meter holds a real meter (set_meter_provider() ran): the
+    #: proxy's ``_real_meter``, read by a C getter (no frame: every call of every layer reads
+    #: it), truthy once set.
+    recording = property(attrgetter("_proxy._real_meter"), _set)  # type: ignore[assignment]
+
+
+class _Always:
+    """A stand-in proxy whose real meter is always there."""
+
+    __slots__ = ("_real_meter",)
+
+    def __init__(self, meter: Any) -> None:
+        self._real_meter = meter
 
 
 _by_provider: weakref.WeakKeyDictionary[Any, Instruments] = weakref.WeakKeyDictionary()

@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .bucket import Bucket, settle
+from .bucket import Bucket
 from . import holds
 from .carry import Carry, fold
 from .fixed import FixedCount
 from .log import FOLD_AT, Entry, Log
-from .told import settled
 
 __all__ = ["AutoTrack"]
 
@@ -27,19 +26,26 @@ __all__ = ["AutoTrack"]
 class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
-    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling")
+    __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling",
+                 "peer")
 
-    def __init__(self, quota: Any, shape: Any) -> None:
+    def __init__(self, quota: Any, shape: Any, share: AutoTrack | None = None) -> None:
         self.quota = quota
         self.shape = shape
-        self.log = Log(quota)
+        #: ``share``: the track of the other unit over the same window (``rpm`` for ``tpm``),
+        #: whose log and history this one reads (:class:`.log.Log`'s sharing; :mod:`.pair`).
+        self.log = Log(quota, None if share is None else share.log)
         self.bucket = Bucket(quota)
         self.fixed: FixedCount | None = None
         #: The server's window this quota describes (its window without the margin).
         self.window = quota.window - quota.margin
         #: Ours admitted within two windows (unfolded, unlike the log's): a fixed window
         #: learned from a server that counts late counts ours in flight at its boundaries.
-        self.recent: deque[Entry] = deque()
+        self.recent: deque[Entry] = deque() if share is None else share.recent
+        #: The track sharing this one's log and history, or None.
+        self.peer: AutoTrack | None = None
+        if share is not None:
+            self.peer, share.peer = share, self
         #: Ours that left ``recent``, as a bucket of the quota holds them (:mod:`.carry`).
         self.carry: Carry | None = None
         #: The most a bucket of this quota charges over our estimates (:mod:`.refuted`).
@@ -102,35 +108,27 @@ class AutoTrack:
         return self._pacer().wait(now, need)
 
     def add(self, now: float, entry: Entry) -> None:
+        """Count ``entry`` admitted at ``now`` (sharing a log: the leading track's first)."""
         log = self.log
         entries = log.entries
         if entries and entries[0].time <= now - log.span:
             log.expire(now)  # the log may not be asked (another pacer admits): keep it short
-        # ``log.add`` and ``bucket.add``, written out (every admission, once per quota)
+        # ``log.add``, written out (every admission, once per quota), and ``bucket.add``
         units = entry.tokens if log.tokens else 1
-        entries.append(entry)
         log.used += units
-        if len(entries) > FOLD_AT and now // log.slot > log.cut:
-            log.fold()
-        recent = self.recent
-        recent.append(entry)
-        horizon = now - 2 * self.window
-        while recent[0].time < horizon:
-            fold(self, recent.popleft())
-        bucket = self.bucket
-        level = bucket.level
-        if now > bucket.at:  # ``bucket._refill(now)``, written out
-            limit = bucket.limit
-            level += (now - bucket.at) * bucket.rate
-            if level > limit:
-                level = limit
-            bucket.at = now
-            if bucket.deficit > limit - level:
-                bucket.deficit = limit - level
-        bucket.level = level - units  # (``entry.live`` is 1 on admission: the log's count)
-        bucket.deficit += units
-        bucket.outstanding += units
-        bucket.since_told += units
+        if log.lead:  # else the leading track appended it to the shared log and history
+            entries.append(entry)
+            if len(entries) > FOLD_AT and now // log.slot > log.cut:
+                log.fold()
+            recent = self.recent
+            recent.append(entry)
+            horizon = now - 2 * self.window
+            while recent[0].time < horizon:  # older than two windows: the carry's
+                old = recent.popleft()
+                fold(self, old)
+                if self.peer is not None:
+                    fold(self.peer, old)
+        self.bucket.take(now, units)  # (``entry.live`` is 1 on admission: the log's count)
         if self.fixed is not None:
             self.fixed.add(now, entry)
 
@@ -143,30 +141,10 @@ class AutoTrack:
             if entries and entries[0].time <= now - log.span:
                 log.expire(now)  # first, so an expiring entry leaves with the weight it counted
             log.used += (tokens - entry.tokens) if log.tokens else (live - entry.live)
-        # ``self.bucket.adjust(now, entry, tokens, live)``, its refill written out
-        bucket = self.bucket
-        level, deficit, limit = bucket.level, bucket.deficit, bucket.limit
-        if now > bucket.at:
-            level += (now - bucket.at) * bucket.rate
-            if level > limit:
-                level = limit
-            bucket.at = now
-            if deficit > limit - level:  # the provider's could have filled up meanwhile
-                deficit = limit - level
-        reserved, actual = (entry.tokens, tokens) if log.tokens else (entry.live, 1)
-        actual = actual if live else None  # (None: a refund)
-        if actual is not None and actual >= reserved:  # :func:`.bucket.settle`'s charge, written
-            level -= actual - reserved  # out (every answered call); a refund goes through it
-            bucket.since_told += actual - reserved * (2 if entry.seq < bucket.told_seq else 1)
-            deficit -= reserved
-            if deficit > limit - level:
-                deficit = limit - level
-            bucket.level, bucket.deficit = level, deficit if deficit > 0.0 else 0.0
-            bucket.outstanding -= reserved
-        else:  # a refund, or unused units given back (no higher than the server said: ``told``)
-            after, bucket.deficit, bucket.outstanding = settle(
-                level, deficit, bucket.outstanding, limit, reserved, actual)
-            bucket.level = settled(bucket, now, entry, reserved, level, after, actual is None)
+        if log.tokens:  # ``self.bucket.adjust(now, entry, tokens, live)``
+            self.bucket.settled(now, entry, entry.tokens, tokens if live else None)
+        else:
+            self.bucket.settled(now, entry, entry.live, 1 if live else None)
         if self.fixed is not None:
             self.fixed.adjust(entry, tokens, live)
 

@@ -31,59 +31,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .told import settled
+from .refill import level_at, settle, wait_for
+from .told import settled  # (the ceiling's: :meth:`Bucket.settled` calls it)
 
 __all__ = ["Bucket", "level_at", "settle", "wait_for"]
-
-
-def level_at(level: float, since: float, now: float, capacity: float, rate: float) -> float:
-    """The level of a bucket that held ``level`` at ``since``, refilled at ``rate`` per second up
-    to ``capacity``, at ``now`` (a level below zero, over-charged, refills the same way)."""
-    if now <= since:
-        return level
-    return min(capacity, level + (now - since) * rate)
-
-
-def wait_for(level: float, need: float, rate: float) -> float:
-    """Seconds until a bucket holding ``level`` and refilling at ``rate`` holds ``need``
-    (0.0 when it already does)."""
-    if need <= level:
-        return 0.0
-    return (need - level) / rate
-
-
-def settle(level: float, deficit: float, outstanding: float, capacity: float, reserved: float,
-           actual: float | None) -> tuple[float, float, float]:
-    """Settle a reservation of ``reserved`` units: the call used ``actual`` units, or never
-    reached the provider (``actual=None``, a refund). Returns the new ``(level, deficit,
-    outstanding)``.
-
-    ``deficit`` is a lower bound on how far the provider's bucket would be above ours if none of
-    the ``outstanding`` reservations (this one included) had been made. Without this one alone,
-    the provider's is at least ``deficit - (outstanding - reserved)`` above ours: that much may
-    come back (minus what the call did use). Using more than reserved charges the difference.
-    """
-    others = outstanding - reserved
-    if actual is not None and actual >= reserved:
-        level -= actual - reserved
-        deficit -= reserved
-    else:
-        used = actual or 0.0
-        # ``max(0.0, min(reserved - used, deficit - others - used))`` and ``min(capacity,
-        # level + credit)``, written out (no builtin call: every refund)
-        credit = reserved - used
-        if deficit - others - used < credit:
-            credit = deficit - others - used
-        if not credit > 0.0:
-            credit = 0.0
-        level += credit
-        if not level < capacity:
-            level = capacity
-        deficit -= credit + used
-    # max(0, min(deficit, capacity - level)), written out: this runs on every settled call
-    if deficit > capacity - level:
-        deficit = capacity - level
-    return level, deficit if deficit > 0.0 else 0.0, others
 
 
 class Bucket:
@@ -143,28 +94,58 @@ class Bucket:
 
     def add(self, now: float, entry: Any) -> None:
         """Take the entry's units now."""
-        if now > self.at:
-            self._refill(now)
-        units = entry.tokens if self.quota.tokens else entry.live
-        self.level -= units
+        self.take(now, entry.tokens if self.quota.tokens else entry.live)
+
+    def take(self, now: float, units: int) -> None:
+        """Take ``units`` now, the refill written out (every admission of a learned quota
+        takes here, its shared log's pair too: :mod:`.pair`)."""
+        level = self.level
+        if now > self.at:  # ``self._refill(now)``
+            limit = self.limit
+            level += (now - self.at) * self.rate
+            if level > limit:
+                level = limit
+            self.at = now
+            if self.deficit > limit - level:
+                self.deficit = limit - level
+        self.level = level - units
         self.deficit += units
         self.outstanding += units
-        self.since_told += units
+        self.since_told += units  # (the ceiling: ours taken since the last reading)
 
     def adjust(self, now: float, entry: Any, tokens: int, live: int) -> None:
         """Settle the entry: it used ``tokens`` (``live=1``) or was refunded (``live=0``)."""
-        if now > self.at:
-            self._refill(now)
         if self.quota.tokens:
-            reserved, actual = entry.tokens, tokens if live else None
+            self.settled(now, entry, entry.tokens, tokens if live else None)
         else:
-            reserved, actual = entry.live, 1 if live else None
-        level = self.level
-        self.level, self.deficit, self.outstanding = settle(
-            level, self.deficit, self.outstanding, self.limit, reserved, actual)
-        if actual is not None and actual > reserved:  # charged more: the ceiling too
-            self.since_told += actual - reserved
-        self.level = settled(self, now, entry, reserved, level, self.level, actual is None)
+            self.settled(now, entry, entry.live, 1 if live else None)
+
+    def settled(self, now: float, entry: Any, reserved: int, actual: int | None) -> None:
+        """Settle ``entry``, a reservation of ``reserved`` units that used ``actual`` (None:
+        refunded): :func:`settle` after a refill, the ceiling kept (:func:`.told.settled`),
+        written out for a call that used at least what it reserved (every answered call of a
+        learned quota settles here, its shared log's pair too: :mod:`.pair`)."""
+        level, deficit, limit = self.level, self.deficit, self.limit
+        if now > self.at:  # ``self._refill(now)``
+            level += (now - self.at) * self.rate
+            if level > limit:
+                level = limit
+            self.at = now
+            if deficit > limit - level:  # the provider's could have filled up meanwhile
+                deficit = limit - level
+        if actual is not None and actual >= reserved:  # :func:`settle`'s charge
+            level -= actual - reserved
+            # charged more lowers the ceiling; one the last reading counted raises it
+            self.since_told += actual - reserved * (2 if entry.seq < self.told_seq else 1)
+            deficit -= reserved
+            if deficit > limit - level:
+                deficit = limit - level
+            self.level, self.deficit = level, deficit if deficit > 0.0 else 0.0
+            self.outstanding -= reserved
+        else:  # a refund, or unused units given back (no higher than the server said: ``told``)
+            after, self.deficit, self.outstanding = settle(
+                level, deficit, self.outstanding, limit, reserved, actual)
+            self.level = settled(self, now, entry, reserved, level, after, actual is None)
 
     def rescale(self, now: float, entry: Any, tokens: int) -> None:
         """``entry``, not settled, took more than the server charged it (``tokens``): the

@@ -122,8 +122,14 @@ class Charge:
             return tokens
         # the calibrated charge, never above the reservation (a burst read in part calibrates
         # high for a moment), or more when the usage says so
-        charged = self.units(entry.estimate)  # ``max(min(entry.tokens, charged), tokens)``,
-        if not charged < entry.tokens:  # written out (every call)
+        charged, factor = entry.estimate, self.factor  # ``self.units(entry.estimate)``,
+        if factor != 1.0:  # written out (every call)
+            units = math.ceil(charged * factor - 1e-9)
+            if units < charged:
+                units = charged
+            charged = units if units < self.limit else self.limit
+        # ``max(min(entry.tokens, charged), tokens)``, written out
+        if not charged < entry.tokens:
             charged = entry.tokens
         return tokens if tokens > charged else charged
 

@@ -14,6 +14,13 @@ needs to, never shorter), so the log is conservative by at most a slot, and its 
 still be reconciled or refunded (found by its slot); one refused by the server after it was
 folded counts as admitted (the safe side for a probe).
 
+Shared: a request quota and a token quota over the same window (``rpm`` and ``tpm``) see the
+same admissions leave at the same instants, so the second one's log (``Log(quota, share=
+first)``) keeps no deque of its own: both read one (an entry carries the count and the tokens,
+a folded one both sums), the first appends and folds, and whichever expires counts the leaving
+entries off both totals. One entry slot a call instead of two, and the second quota's
+admission appends, pops and folds nothing (:mod:`.pair`).
+
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
 
@@ -88,9 +95,10 @@ class Log:
     """One quota's sliding log: the entries inside its window and their running total.
     ``limit`` starts as the quota's and may be lowered to a limit learned from the server."""
 
-    __slots__ = ("quota", "limit", "span", "tokens", "entries", "used", "slot", "cut", "folded")
+    __slots__ = ("quota", "limit", "span", "tokens", "entries", "used", "slot", "cut", "folded",
+                 "peer", "lead")
 
-    def __init__(self, quota: Any) -> None:
+    def __init__(self, quota: Any, share: Log | None = None) -> None:
         self.quota = quota
         # the quota's fields, read on every admission
         self.limit, self.span, self.tokens = quota.limit, quota.window, quota.tokens
@@ -103,6 +111,17 @@ class Log:
         #: The folded entry of each slot below ``cut`` (those that left the window included
         #: until the next fold prunes them: ``time`` tells).
         self.folded: dict[float, Folded] = {}
+        #: The log sharing this one's entries (same window, the other unit), or None; ``lead``:
+        #: this one appends and folds them (the other only counts).
+        self.peer: Log | None = None
+        self.lead = True
+        if share is not None:
+            if share.tokens is self.tokens or share.span != self.span or share.peer is not None:
+                raise ValueError("a log shares the entries of one log of the other unit and "
+                                 "the same window")
+            self.entries, self.folded, self.cut = share.entries, share.folded, share.cut
+            self.used = sum(self.weight(entry) for entry in self.entries)
+            self.peer, share.peer, self.lead = share, self, False
 
     def weight(self, entry: Entry) -> int:
         return entry.tokens if self.tokens else entry.live
@@ -114,9 +133,12 @@ class Log:
     def expire(self, now: float) -> None:
         horizon = now - self.span
         entries = self.entries
+        peer = self.peer
         while entries and entries[0].time <= horizon:
             entry = entries.popleft()
             self.used -= entry.tokens if self.tokens else entry.live
+            if peer is not None:  # (its entries too: counted off both totals)
+                peer.used -= entry.tokens if peer.tokens else entry.live
 
     def fits(self, now: float, tokens: int) -> bool:
         """True when one request of ``tokens`` fits now."""
@@ -142,9 +164,12 @@ class Log:
         return self.span  # over-charged by reconciliation beyond the quota: a full window
 
     def add(self, now: float, entry: Entry) -> None:
+        """Count ``entry`` admitted at ``now`` (a sharing log: after the one that leads)."""
+        self.used += entry.tokens if self.tokens else 1
+        if not self.lead:  # the leading log appended it already
+            return
         entries = self.entries
         entries.append(entry)
-        self.used += entry.tokens if self.tokens else 1
         if len(entries) > FOLD_AT and now // self.slot > self.cut:
             self.fold()
 
@@ -170,6 +195,8 @@ class Log:
             head.live += entry.live
         entries.extendleft(reversed(heads))
         self.cut = cut
+        if self.peer is not None:
+            self.peer.cut = cut
 
     def oldest(self) -> float:
         """When the oldest admission still counted was made (the log must not be empty)."""
@@ -184,8 +211,11 @@ class Log:
             head = self.folded.get(entry.time // self.slot)
             if head is None or head.time <= horizon:
                 return
-            head.tokens += tokens - entry.tokens
-            head.live += live - entry.live
+            # a shared head: each log changes its own unit's sum (the other log, the other)
+            if self.peer is None or self.tokens:
+                head.tokens += tokens - entry.tokens
+            if self.peer is None or not self.tokens:
+                head.live += live - entry.live
         elif entry.time <= horizon:  # left this window
             return
         self.used += (tokens - entry.tokens) if self.tokens else (live - entry.live)

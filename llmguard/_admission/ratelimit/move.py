@@ -50,7 +50,7 @@ def move(window: Any, now: float, entry: Entry, tokens: int) -> Entry | None:
     if window.readings.groups:  # (``Window.adjust``'s refund, as below)
         window.readings.refund(entry)
     fits = True
-    for track in window.tracks:  # each track's refund and room check in one pass
+    for track in window.pace:  # each track's refund and room check in one pass
         track.adjust(now, entry, 0, 0)
         if fits and not track.fits(now, tokens):
             fits = False

@@ -33,6 +33,7 @@ from typing import Any
 
 from .auto import AutoTrack
 from .bucket import Bucket
+from .pair import pairs
 from .shape import TOLERANCE
 
 __all__ = ["Short", "adopt", "buckets", "fits_ours", "share", "tolerance", "undecided",
@@ -172,6 +173,7 @@ def adopt(window: Any, now: float, span: float) -> None:
         _fill(track, source, now)
         made.append(track)
     window.tracks = tuple(tracks + made)
+    window.pace = pairs(window.tracks)  # (the per-call loops' tracks: :mod:`.pair`)
     learning = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     if learning:  # its oldest admission tells a fixed window from a sliding one (``first``)
         window.log = min(learning, key=lambda t: t.quota.tokens).log

@@ -15,7 +15,8 @@ from . import answers, beyond, learn, learn_refusal, short, silent, told
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
-from .log import Entry, Folded, Log
+from .log import Entry, Folded
+from .pair import pairs, tracks
 from .reading import Readings
 from .shape import Shape
 
@@ -54,17 +55,16 @@ class Quota:
 class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
-    __slots__ = ("tracks", "paused_until", "caps", "buckets", "shape", "issued", "issued_tokens",
-                 "readings", "charge", "quotas", "log")
+    __slots__ = ("tracks", "pace", "paused_until", "caps", "buckets", "shape", "issued",
+                 "issued_tokens", "readings", "charge", "quotas", "log")
 
     def __init__(self, quotas: tuple[Quota, ...], charge: type[Charge] = Charge) -> None:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
         learned = [q for q in quotas if q.learn]
         #: What this partition learned about the server's limiter (None: nothing to learn).
         self.shape = Shape.of(learned) if learned else None
-        self.tracks: tuple[Any, ...] = tuple(
-            AutoTrack(q, self.shape) if q.learn else Bucket(q) if q.continuous else Log(q)
-            for q in quotas)
+        self.tracks: tuple[Any, ...] = tracks(quotas, self.shape)
+        self.pace = pairs(self.tracks)  # as the per-call loops take them (:mod:`.pair`)
         #: The first quota's sliding log when its shape is learned (each ``first`` read there).
         self.log = self.tracks[0].log if isinstance(self.tracks[0], AutoTrack) else None
         #: True when an entry must be settled exactly once (buckets keep what is outstanding).
@@ -101,7 +101,7 @@ class Window:
         estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         if self.paused_until > now:
             return beyond.probe(self, now, tokens, estimate)
-        for track in self.tracks:
+        for track in self.pace:
             if not track.fits(now, tokens):
                 return beyond.probe(self, now, tokens, estimate)
         caps = self.caps
@@ -129,7 +129,7 @@ class Window:
         recent.append(entry)
         if recent[0] is not entry:  # else ``near`` is its own, as made
             entry.near = (recent[0].seq, recent[0].tseq)
-        for track in self.tracks:
+        for track in self.pace:
             track.add(now, entry)
         for unit, cap in self.caps.items() if self.caps else ():  # (no view made when empty)
             cap[0] -= tokens if unit else 1
@@ -165,7 +165,7 @@ class Window:
                 self.readings.refund(entry, self.tracks if self.shape and self.shape.kind == "bucket" else ())
         elif live and self.charge is not None:  # what the server counts of it
             tokens = self.charge.settled(entry, tokens, answered, self.shape.kind == "bucket")
-        for track in self.tracks:
+        for track in self.pace:
             track.adjust(now, entry, tokens, live)
         for unit, cap in self.caps.items() if self.caps else ():
             if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
