@@ -51,12 +51,10 @@ def ideal(server: ProxyWindowServer, start: float) -> float:
     return max(done) - start
 
 
-@pytest.mark.parametrize("latency", [22.0, 27.0])
-async def test_a_proxy_answering_the_whole_burst_after_the_minute_uses_the_next_minute(
-        latency: float) -> None:
-    """1,200 sent at :40, each answered ``latency`` s later (all after the minute), with
-    ``remaining`` counting answers: the next minute's quota is used in that minute, within
-    1.10x the ideal, at most one 429."""
+async def burst(latency: float) -> tuple[ProxyWindowServer, lg.RateLimit, float, float]:
+    """``CALLS`` sent at :40 through Retry -> RateLimit(rpm) -> ConcurrencyLimit(SLOTS) to a
+    proxy answering each ``latency`` s later, ``remaining`` counting answers: (the server, the
+    layer, the wall time, the ideal)."""
     server = ProxyWindowServer(rpm=RPM, latency=latency, capacity=10_000, overload_at=10**9,
                                reports="answered")
     loop = asyncio.get_running_loop()
@@ -67,7 +65,16 @@ async def test_a_proxy_answering_the_whole_burst_after_the_minute_uses_the_next_
         server.acompletion)
     start = loop.time()
     await asyncio.gather(*(guarded(**ask(i)) for i in range(CALLS)))
-    wall, best = loop.time() - start, ideal(server, start)
+    return server, layer, loop.time() - start, ideal(server, start)
+
+
+@pytest.mark.parametrize("latency", [22.0, 27.0])
+async def test_a_proxy_answering_the_whole_burst_after_the_minute_uses_the_next_minute(
+        latency: float) -> None:
+    """1,200 sent at :40, each answered ``latency`` s later (all after the minute), with
+    ``remaining`` counting answers: the next minute's quota is used in that minute, within
+    1.10x the ideal, at most one 429."""
+    server, layer, wall, best = await burst(latency)
     assert server.statistics().rate_limited <= 1
     assert wall <= 1.10 * best, (wall, best, layer.statistics().shape)
 
@@ -75,17 +82,7 @@ async def test_a_proxy_answering_the_whole_burst_after_the_minute_uses_the_next_
 async def test_a_proxy_answering_before_the_minute_is_learned_in_time() -> None:
     """The same proxy answering 15 s late (answers before the minute, straddling it): the
     clock minute is learned and the next minute used, within 1.10x the ideal, one 429."""
-    server = ProxyWindowServer(rpm=RPM, latency=15.0, capacity=10_000, overload_at=10**9,
-                               reports="answered")
-    loop = asyncio.get_running_loop()
-    await asyncio.sleep((40.0 - server.phase()) % 60)
-    layer = lg.RateLimit(rpm=RPM)
-    server.on_headers.append(layer.observe_headers)
-    guarded = lg.guard(lg.Retry(attempts=4), layer, lg.ConcurrencyLimit(SLOTS))(
-        server.acompletion)
-    start = loop.time()
-    await asyncio.gather(*(guarded(**ask(i)) for i in range(CALLS)))
-    wall, best = loop.time() - start, ideal(server, start)
+    server, layer, wall, best = await burst(15.0)
     assert layer.statistics().shape.startswith("fixed"), layer.statistics().shape
     assert server.statistics().rate_limited <= 1
     assert wall <= 1.10 * best, (wall, best, layer.statistics().shape)
