@@ -63,9 +63,7 @@ class Held:
         if ticket is None:
             await self._wait()
         else:
-            self.ticket, self.at = ticket, clock.now()
-            if type(ticket) is Entry:
-                ticket.moved = True
+            self._sent(ticket)
 
     async def _wait(self) -> None:
         """Wait ahead of the line for the reservation (none held now)."""
@@ -82,6 +80,11 @@ class Held:
         except BaseException:
             line.leave(key, future)
             raise
+        self._sent(ticket)
+
+    def _sent(self, ticket: Any) -> None:
+        """The reservation taken anew as the call is sent now (an in-memory one marked so:
+        :func:`.calibration.unread`, :func:`.refusal.queued`)."""
         self.ticket, self.at = ticket, clock.now()
         if type(ticket) is Entry:
-            ticket.moved = True  # (sent now: :func:`.calibration.unread`)
+            ticket.moved = True

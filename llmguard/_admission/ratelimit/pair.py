@@ -29,12 +29,11 @@ class Pair:
     """The tracks ``first`` (requests) and ``second`` (tokens, sharing its log) of one window,
     in the window's hot loops (``Window.pace``) in their place."""
 
-    __slots__ = ("first", "second", "both", "shape", "quota")
+    __slots__ = ("first", "second", "shape")
 
     def __init__(self, first: AutoTrack, second: AutoTrack) -> None:
-        self.first, self.second, self.both = first, second, (first, second)
+        self.first, self.second = first, second
         self.shape = first.shape
-        self.quota = first.quota  # (what a loop over tracks may read first)
 
     def fits(self, now: float, tokens: int) -> bool:
         """``first.fits(now, tokens) and second.fits(now, tokens)``."""

@@ -35,8 +35,8 @@ from .shape import TOLERANCE
 #: idling a per-minute one for long).
 DEFAULT_PAUSE = 1.0
 
-__all__ = ["DEFAULT_PAUSE", "before", "clock_minute", "explained", "learn_limit", "queued",
-           "reset_of"]
+__all__ = ["DEFAULT_PAUSE", "before", "clock_minute", "explained", "learn_limit", "near",
+           "queued", "reset_of"]
 
 
 def before(window: Any, track: AutoTrack, now: float, ticket: Entry | None) -> int:
@@ -82,6 +82,12 @@ def queued(track: AutoTrack, ticket: Entry) -> int:
     return units
 
 
+def near(limit: int) -> int:
+    """How far under ``limit`` ours may come and still be what a 429 refused: a tenth (two at
+    least). Farther, the refusal is not ours alone, and teaches no limit."""
+    return max(2, limit // 10)
+
+
 def explained(window: Any, now: float, ticket: Entry | None) -> bool:
     """True when ours the server had seen before ``ticket`` and it come near a limit in force
     (within a tenth, as :func:`learn_limit` reads one): the 429 may say the window is full.
@@ -91,7 +97,7 @@ def explained(window: Any, now: float, ticket: Entry | None) -> bool:
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
             need = ticket.tokens if track.quota.tokens else 1
-            if before(window, track, now, ticket) + need > track.limit - max(2, track.limit // 10):
+            if before(window, track, now, ticket) + need > track.limit - near(track.limit):
                 return True
     return False
 
@@ -130,7 +136,7 @@ def learn_limit(window: Any, now: float, ticket: Entry | None,
     # ours and the refused one over the limit in force: the limit itself explains the 429 (a
     # token one sent as a bucket's refill allowed, its server counting per window: read as
     # "the server admits 2,824" of 3,000, 42 calls a minute where it admits 44)
-    if used + needed > fullest.limit or used < configured - max(2, configured // 10):
+    if used + needed > fullest.limit or used < configured - near(configured):
         return fullest  # nothing lower, or not near the quota (or not ours alone)
     for track in learners:
         if track.quota.tokens is fullest.quota.tokens:
