@@ -194,6 +194,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.05,
                         help="probability of a random injected 429")
     args = parser.parse_args()
+    if not args.demand > 0:
+        parser.error(f"--demand must be above 0 (times the quota), got {args.demand}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if not 0 <= args.rate < 1:
+        parser.error(f"--rate must be a probability in [0, 1), got {args.rate}")
     print(format_table(compare(args.demand, args.repeats, args.rate)))
 
 
