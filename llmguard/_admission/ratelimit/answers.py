@@ -36,9 +36,12 @@ def held(window: Any, tracks: list[Any], remaining: int, limit: int | None, tick
     if ticket is None or not learners:
         return until
     track = min(learners, key=lambda t: t.limit)
-    answered = ours(track, lambda e: e is ticket or now - track.window < e.answered <= now) \
-        + theirs(window, track, lambda e: now - track.window < e.answered <= now)
-    if (limit or track.limit) - remaining > max(sent_by(window, track, ticket), answered):
+    counted = (limit or track.limit) - remaining
+    # (ours sent first: read on every answer of such a server, the scan of ours answered only
+    # when those sent do not explain it)
+    if counted > sent_by(window, track, ticket) and counted > ours(
+            track, lambda e: e is ticket or now - track.window < e.answered <= now) + theirs(
+            window, track, lambda e: now - track.window < e.answered <= now):
         return until
     return min([until] + [next((e.time + t.window for e in t.log.entries if e.live), until)
                           for t in learners])  # (each log in time order: its oldest first)
