@@ -55,7 +55,7 @@ class Charge:
 
     __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
                  "trusted", "refills", "windowed", "least", "guessed", "clocked", "floor",
-                 "ceiling")
+                 "ceiling", "paced")
 
     def __init__(self, limit: int) -> None:
         #: Our estimate times this is what the server is believed to count.
@@ -83,8 +83,9 @@ class Charge:
         #: surely counted in each one's minute: :func:`.bounds.clocked`).
         self.clocked = math.inf
         #: The least a token bucket charges, by the 429s, and the most, by the probes served
-        #: (:mod:`.refuted`: a floor above the ceiling, no bucket).
-        self.floor, self.ceiling = 0.0, math.inf
+        #: (:mod:`.refuted`: a floor above the ceiling, no bucket); ``paced``: the most with
+        #: ours arriving as late as their way there allows, what a bucket is paced at.
+        self.floor, self.ceiling, self.paced = 0.0, math.inf, math.inf
         #: A probe of the factor beyond a fixed window as we count ours was refused
         #: (:func:`.silent.refusal`): kept, at a factor no window's count measured, so a
         #: probe beyond a bucket as we count ours proves no fixed window (:func:`.apart.cheaper`;
