@@ -1,0 +1,115 @@
+"""A lower limit one 429 suggested, kept apart until the server confirms it (issue 30: a 429
+the quota did not cause is no fact about the quota).
+
+A 429 after ``k`` of ours in a window reads as "the server admits ``k``" (:func:`.refusal.
+learn_limit`). When the pause it asks ends before the window could have room again (a fixed
+window's boundary; the clock minute's while the shape is unknown), the server itself says it
+will admit sooner: a full window would not. Such a 429 is an overloaded server's as often
+(OpenAI and gateways answer "server busy" 429s with ``retry-after: 2``), and learned at once
+one to a request among the last tenth of a minute's burst made every later minute admit 57
+of 60: the provider idle 56 s a minute with room, 1.12x the ideal. So the limit is only
+suspected (:class:`Suspect`, kept per track) and learned when a second 429 confirms it: one
+to a request of ours sent after the first was heard, in the same window, at the same place
+or sooner (a lower limit refuses the retry again; a random 429 lets it in). A reading in
+that window showing the server counted as many and still had room refutes it for the window
+(the retry of a request refused at random, refused at random again, confirmed nothing).
+
+A bare 429 (no retry-after: ``DEFAULT_PAUSE``) or a pause reaching the boundary is the
+window's own, learned at once as before. Everything here takes ``now`` as an argument.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .shape import TOLERANCE
+
+__all__ = ["Suspect", "confirmed", "foreign", "refute"]
+
+
+class Suspect:
+    """A lower limit suspected in the window ending at ``end``: ``place`` (ours the server
+    had seen before the refused one; None: none suspected) and ``heard`` (when its 429
+    came); ``read``, ``(seq, remaining)`` of the latest of ours a reading in the window
+    described (None: none read)."""
+
+    __slots__ = ("end", "place", "heard", "read")
+
+    def __init__(self, end: float) -> None:
+        self.end, self.place, self.heard = end, None, math.inf
+        self.read: tuple[int, int] | None = None
+
+
+def _record(track: Any, end: float) -> Suspect:
+    """``track``'s record of the window ending at ``end`` (a new one for a new window)."""
+    record = track.suspect
+    if record is None or abs(record.end - end) > 1e-6:
+        record = track.suspect = Suspect(end)
+    return record
+
+
+def _boundary(window: Any, at: float, clock: float) -> float | None:
+    """The end of the window ``at`` counts in: the learned fixed window's, the clock
+    minute's (one of them at ``clock``) while the shape is unknown; None for a bucket or a
+    sliding window (their limit 429s may ask short pauses)."""
+    shape = window.shape
+    if shape.kind == "fixed" and shape.epoch is not None:
+        return shape.next_boundary(shape.epoch, at)
+    return shape.next_boundary(clock, at) if shape.kind == "unknown" else None
+
+
+def _room(track: Any, record: Suspect, ticket: Any) -> bool:
+    """True when the server's latest reading in the window left room for ``ticket``: what it
+    said remained, less ours admitted after the one read and before ``ticket`` (ours its
+    count grew by, those it refused aside). Read against our own count instead, the place
+    of a request refused at random was 4 over the server's (ours refused in the window
+    counted), and its retry, refused at random again while the server said 5 remained,
+    confirmed "the server admits 59"."""
+    if record.read is None:
+        return False
+    seq, remaining = record.read
+    since = sum(track.weight(e) for e in track.recent
+                if seq < e.seq < ticket.seq and e.live and not e.refused)
+    return remaining - since >= (ticket.tokens if track.quota.tokens else 1)
+
+
+def foreign(window: Any, ticket: Any, until: float, clock: float, bare: bool) -> float | None:
+    """The end of the window of ``ticket`` when its 429, asking a pause until ``until``
+    (``bare``: it asked none), may not be its quota's: the pause ends before the window
+    could have room again (``clock``: a clock minute's start). None: the window's own pause
+    (or one that says nothing)."""
+    end = None if ticket is None or bare else _boundary(window, ticket.time, clock)
+    return None if end is None or until >= end - TOLERANCE else end
+
+
+def confirmed(window: Any, track: Any, now: float, ticket: Any, used: int, until: float,
+              clock: float, bare: bool) -> bool:
+    """True when the 429 to ``ticket``, heard at ``now`` asking a pause until ``until``
+    (``bare``: it asked none), after ``used`` of ``track``'s units in its window, shows the
+    server admits ``used`` (the module's doc; ``clock``: a clock minute's start)."""
+    end = foreign(window, ticket, until, clock, bare)
+    if end is None:
+        return True
+    record = _record(track, end)
+    if _room(track, record, ticket):
+        return False  # the server said it had room for it: not its quota's 429
+    if record.place is not None and used <= record.place and ticket.time >= record.heard:
+        record.place = None
+        return True
+    record.place, record.heard = used, now
+    return False
+
+
+def refute(window: Any, learners: list[Any], ticket: Any, at: float, remaining: int,
+           clock: float) -> None:
+    """A reading says the server had ``remaining`` of ``learners``' units left as it counted
+    ``ticket``, admitted at ``at`` (``clock``: a clock minute's start): kept for
+    :func:`confirmed`, the latest one of each window."""
+    end = _boundary(window, at, clock)
+    if end is None or ticket is None:
+        return
+    for track in learners:
+        record = _record(track, end)
+        if record.read is None or record.read[0] <= ticket.seq:
+            record.read = (ticket.seq, remaining)
