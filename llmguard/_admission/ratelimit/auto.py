@@ -50,7 +50,7 @@ class AutoTrack:
         self.carry: Carry | None = None
         #: The most a bucket of this quota charges over our estimates (:mod:`.refuted`).
         self.ceiling = float("inf")
-        #: A lower limit one 429 showed, not yet confirmed (:func:`.refusal.confirmed`).
+        #: A lower limit one 429 suggested, not yet confirmed (:class:`.suspect.Suspect`).
         self.suspect: Any = None
 
     @property

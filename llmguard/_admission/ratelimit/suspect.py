@@ -10,9 +10,9 @@ one to a request among the last tenth of a minute's burst made every later minut
 of 60: the provider idle 56 s a minute with room, 1.12x the ideal. So the limit is only
 suspected (:class:`Suspect`, kept per track) and learned when a second 429 confirms it: one
 to a request of ours sent after the first was heard, in the same window, at the same place
-or sooner (a lower limit refuses the retry again; a random 429 lets it in). A reading in
-that window showing the server counted as many and still had room refutes it for the window
-(the retry of a request refused at random, refused at random again, confirmed nothing).
+or sooner (a lower limit refuses the retry again; a random 429 lets it in), unless the
+server's latest reading in the window (:func:`read`) left room for it: the retry of a request
+refused at random, refused at random again, confirms nothing.
 
 A bare 429 (no retry-after: ``DEFAULT_PAUSE``) or a pause reaching the boundary is the
 window's own, learned at once as before. Everything here takes ``now`` as an argument.
@@ -25,7 +25,7 @@ from typing import Any
 
 from .shape import TOLERANCE
 
-__all__ = ["Suspect", "confirmed", "foreign", "refute"]
+__all__ = ["Suspect", "confirmed", "foreign", "read"]
 
 
 class Suspect:
@@ -101,8 +101,8 @@ def confirmed(window: Any, track: Any, now: float, ticket: Any, used: int, until
     return False
 
 
-def refute(window: Any, learners: list[Any], ticket: Any, at: float, remaining: int,
-           clock: float) -> None:
+def read(window: Any, learners: list[Any], ticket: Any, at: float, remaining: int,
+         clock: float) -> None:
     """A reading says the server had ``remaining`` of ``learners``' units left as it counted
     ``ticket``, admitted at ``at`` (``clock``: a clock minute's start): kept for
     :func:`confirmed`, the latest one of each window."""
