@@ -168,3 +168,20 @@ def test_a_lower_limit_with_a_short_pause_is_learned_once_a_second_429_confirms_
 
     assert confirms(AutoTrack(quota, shape), first, 60.05, 120.0)  # to the boundary
     assert confirms(AutoTrack(quota, shape), first, 60.05, 61.05, bare=True)
+
+
+def test_a_429_a_token_buckets_last_reading_left_room_for_teaches_no_lower_limit() -> None:
+    """A learned bucket said 100 tokens remained as it counted one of ours at 10 s; 3 s later
+    (150 refilled at 3,000 a minute) one of 212 after it is refused: the bucket held 250, so
+    the 429 was not its quota's and "the server admits" nothing lower. Read as a limit, an
+    overloaded server's random 429s took a 10,000-token bucket to 9,103 in two minutes."""
+    quota = Quota(3000, 60.05, True, learn=True, margin=0.05)
+    shape = Shape.of([quota])
+    shape.learn("bucket", "a reset read as a refill")
+    window = SimpleNamespace(shape=shape)
+    track = AutoTrack(quota, shape)
+    read(window, [track], Entry(10.0, 212, None, 7), 10.0, 100, 0.0)
+    refused = Entry(13.0, 212, None, 8)
+    assert not confirmed(window, track, 13.05, refused, 2800, 15.05, 0.0, False)
+    read(window, [track], Entry(13.0, 212, None, 8), 13.0, 0, 0.0)  # it held nothing more
+    assert confirmed(window, track, 13.05, Entry(13.01, 212, None, 9), 2800, 15.05, 0.0, False)

@@ -15,7 +15,10 @@ server's latest reading in the window (:func:`read`) left room for it: the retry
 refused at random, refused at random again, confirms nothing.
 
 A bare 429 (no retry-after: ``DEFAULT_PAUSE``) or a pause reaching the boundary is the
-window's own, learned at once as before. Everything here takes ``now`` as an argument.
+window's own, learned at once as before. A learned token bucket's 429 teaches a lower limit
+unless its latest reading, refilled since, left room for the refused request (a bucket only
+gains room after a reading): read as limits, an overloaded server's random 429s took a
+10,000-token bucket to 9,103 in two minutes. Everything here takes ``now`` as an argument.
 """
 
 from __future__ import annotations
@@ -31,14 +34,14 @@ __all__ = ["Suspect", "confirmed", "foreign", "read"]
 class Suspect:
     """A lower limit suspected in the window ending at ``end``: ``place`` (ours the server
     had seen before the refused one; None: none suspected) and ``heard`` (when its 429
-    came); ``read``, ``(seq, remaining)`` of the latest of ours a reading in the window
-    described (None: none read)."""
+    came); ``read``, ``(seq, remaining, at)`` of the latest of ours a reading in the window
+    described, admitted at ``at`` (None: none read)."""
 
     __slots__ = ("end", "place", "heard", "read")
 
     def __init__(self, end: float) -> None:
         self.end, self.place, self.heard = end, None, math.inf
-        self.read: tuple[int, int] | None = None
+        self.read: tuple[int, int, float] | None = None
 
 
 def _record(track: Any, end: float) -> Suspect:
@@ -59,6 +62,13 @@ def _boundary(window: Any, at: float, clock: float) -> float | None:
     return shape.next_boundary(clock, at) if shape.kind == "unknown" else None
 
 
+def _key(window: Any, at: float, clock: float) -> float | None:
+    """Which record a reading for one of ours admitted at ``at`` goes to: its window's
+    (:func:`_boundary`), the one record of a learned bucket (``inf``), else None."""
+    end = _boundary(window, at, clock)
+    return math.inf if end is None and window.shape.kind == "bucket" else end
+
+
 def _room(track: Any, record: Suspect, ticket: Any) -> bool:
     """True when the server's latest reading in the window left room for ``ticket``: what it
     said remained, less ours admitted after the one read and before ``ticket`` (ours its
@@ -68,7 +78,9 @@ def _room(track: Any, record: Suspect, ticket: Any) -> bool:
     confirmed "the server admits 59"."""
     if record.read is None:
         return False
-    seq, remaining = record.read
+    seq, remaining, at = record.read
+    if track.shape.kind == "bucket":  # refilled since, at the rate it paces to
+        remaining += (ticket.time - at) * track.limit / track.window
     since = sum(track.weight(e) for e in track.recent
                 if seq < e.seq < ticket.seq and e.live and not e.refused)
     return remaining - since >= (ticket.tokens if track.quota.tokens else 1)
@@ -88,6 +100,9 @@ def confirmed(window: Any, track: Any, now: float, ticket: Any, used: int, until
     """True when the 429 to ``ticket``, heard at ``now`` asking a pause until ``until``
     (``bare``: it asked none), after ``used`` of ``track``'s units in its window, shows the
     server admits ``used`` (the module's doc; ``clock``: a clock minute's start)."""
+    if window.shape.kind == "bucket" and ticket is not None:
+        # a bucket only refills after a reading: room it left is there still
+        return not _room(track, _record(track, math.inf), ticket)
     end = foreign(window, ticket, until, clock, bare)
     if end is None:
         return True
@@ -106,10 +121,10 @@ def read(window: Any, learners: list[Any], ticket: Any, at: float, remaining: in
     """A reading says the server had ``remaining`` of ``learners``' units left as it counted
     ``ticket``, admitted at ``at`` (``clock``: a clock minute's start): kept for
     :func:`confirmed`, the latest one of each window."""
-    end = _boundary(window, at, clock)
+    end = _key(window, at, clock)
     if end is None or ticket is None:
         return
     for track in learners:
         record = _record(track, end)
         if record.read is None or record.read[0] <= ticket.seq:
-            record.read = (ticket.seq, remaining)
+            record.read = (ticket.seq, remaining, at)
