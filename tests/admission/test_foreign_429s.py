@@ -153,7 +153,7 @@ def test_a_lower_limit_with_a_short_pause_is_learned_once_a_second_429_confirms_
 
     def confirms(track: AutoTrack, ticket: Entry, heard: float, until: float,
                  bare: bool = False) -> bool:
-        return confirmed(window, track, heard, ticket, 59, until, 0.0, bare)
+        return confirmed(window, track, heard, ticket, 59, until, bare)
 
     track = AutoTrack(quota, shape)
     first, retry = Entry(60.0, 1, None, 59), Entry(62.1, 1, None, 61)
@@ -163,7 +163,7 @@ def test_a_lower_limit_with_a_short_pause_is_learned_once_a_second_429_confirms_
     track = AutoTrack(quota, shape)
     answered = Entry(60.0, 1, None, 58)  # answered "1 remaining" after the refusal
     assert not confirms(track, first, 60.05, 62.05)
-    read(window, [track], answered, 60.0, 1, 0.0)
+    read(window, [track], answered, 60.0, 1)
     assert not confirms(track, retry, 62.15, 64.15)
 
     assert confirms(AutoTrack(quota, shape), first, 60.05, 120.0)  # to the boundary
@@ -180,8 +180,8 @@ def test_a_429_a_token_buckets_last_reading_left_room_for_teaches_no_lower_limit
     shape.learn("bucket", "a reset read as a refill")
     window = SimpleNamespace(shape=shape)
     track = AutoTrack(quota, shape)
-    read(window, [track], Entry(10.0, 212, None, 7), 10.0, 100, 0.0)
+    read(window, [track], Entry(10.0, 212, None, 7), 10.0, 100)
     refused = Entry(13.0, 212, None, 8)
-    assert not confirmed(window, track, 13.05, refused, 2800, 15.05, 0.0, False)
-    read(window, [track], Entry(13.0, 212, None, 8), 13.0, 0, 0.0)  # it held nothing more
-    assert confirmed(window, track, 13.05, Entry(13.01, 212, None, 9), 2800, 15.05, 0.0, False)
+    assert not confirmed(window, track, 13.05, refused, 2800, 15.05, False)
+    read(window, [track], Entry(13.0, 212, None, 8), 13.0, 0)  # it held nothing more
+    assert confirmed(window, track, 13.05, Entry(13.01, 212, None, 9), 2800, 15.05, False)

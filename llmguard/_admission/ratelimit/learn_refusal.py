@@ -64,7 +64,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if (long or minute) and shape.kind == "unknown":  # no bucket: what ours filled is read as
         shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
         shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
-    pause = (until, now - wall % shape.window, seconds <= DEFAULT_PAUSE)
+    pause = (until, seconds <= DEFAULT_PAUSE)
     why = reset_of(now, learn_limit(window, now, ticket, named, pause), ticket, seconds)
     if clocked and shape.served and shape.kind == "unknown":
         shape.confirm(True, "a 429 no token bucket that served the probes would give")

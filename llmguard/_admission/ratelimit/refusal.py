@@ -104,10 +104,10 @@ def explained(window: Any, now: float, ticket: Entry | None) -> bool:
 
 
 def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None,
-                pause: tuple[float, float, bool] = (math.inf, 0.0, True)) -> AutoTrack | None:
+                pause: tuple[float, bool] = (math.inf, True)) -> AutoTrack | None:
     """The 429 to ``ticket`` (``named``: the quota its message names, a ``named.Named``, or
     None) teaches ``window`` the limit its server admits, if it asked a pause that says so
-    (``pause``: when it ends, a clock minute's start, and True when it asked none:
+    (``pause``: when it ends, and True when it asked none:
     :func:`.suspect.confirmed`). The track of the quota that ran out (None: none known, or
     a daily one)."""
     learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]

@@ -2,17 +2,20 @@
 the quota did not cause is no fact about the quota).
 
 A 429 after ``k`` of ours in a window reads as "the server admits ``k``" (:func:`.refusal.
-learn_limit`). When the pause it asks ends before the window could have room again (a fixed
-window's boundary; the clock minute's while the shape is unknown), the server itself says it
-will admit sooner: a full window would not. Such a 429 is an overloaded server's as often
-(OpenAI and gateways answer "server busy" 429s with ``retry-after: 2``), and learned at once
+learn_limit`). When the pause it asks ends before a learned fixed window's boundary, the server
+itself says it will admit sooner: a full window would not. Such a 429 is an overloaded
+server's as often (OpenAI and gateways answer "server busy" 429s with ``retry-after: 2``;
+while the shape is unknown its 429s are read as before: they teach it), and learned at once
 one to a request among the last tenth of a minute's burst made every later minute admit 57
 of 60: the provider idle 56 s a minute with room, 1.12x the ideal. So the limit is only
 suspected (:class:`Suspect`, kept per track) and learned when a second 429 confirms it: one
 to a request of ours sent after the first was heard, in the same window, at the same place
 or sooner (a lower limit refuses the retry again; a random 429 lets it in), unless the
 server's latest reading in the window (:func:`read`) left room for it: the retry of a request
-refused at random, refused at random again, confirms nothing.
+refused at random, refused at random again, confirms nothing. (A server whose headers count
+to a limit it does not enforce, asking a short pause, is then refused every pause until its
+boundary: no 429 may override its headers without random 429s doing so too, a retry refused
+three times at 5 % held a minute as full in one run of five.)
 
 A bare 429 (no retry-after: ``DEFAULT_PAUSE``) or a pause reaching the boundary is the
 window's own, learned at once as before. A learned token bucket's 429 teaches a lower limit
@@ -33,9 +36,9 @@ __all__ = ["Suspect", "confirmed", "foreign", "read"]
 
 class Suspect:
     """A lower limit suspected in the window ending at ``end``: ``place`` (ours the server
-    had seen before the refused one; None: none suspected) and ``heard`` (when its 429
-    came); ``read``, ``(seq, remaining, at)`` of the latest of ours a reading in the window
-    described, admitted at ``at`` (None: none read)."""
+    had seen before the refused one, the furthest of a burst's; None: none suspected) and
+    ``heard`` (when the last 429 at it came); ``read``, ``(seq, remaining, at)`` of the
+    latest of ours a reading in the window described, admitted at ``at`` (None: none)."""
 
     __slots__ = ("end", "place", "heard", "read")
 
@@ -52,20 +55,20 @@ def _record(track: Any, end: float) -> Suspect:
     return record
 
 
-def _boundary(window: Any, at: float, clock: float) -> float | None:
-    """The end of the window ``at`` counts in: the learned fixed window's, the clock
-    minute's (one of them at ``clock``) while the shape is unknown; None for a bucket or a
-    sliding window (their limit 429s may ask short pauses)."""
+def _boundary(window: Any, at: float) -> float | None:
+    """The end of the learned fixed window ``at`` counts in; None for another shape (a
+    bucket's or a sliding window's limit 429s may ask short pauses; an unknown shape's 429s
+    teach it, the probes of a server that says nothing too)."""
     shape = window.shape
     if shape.kind == "fixed" and shape.epoch is not None:
         return shape.next_boundary(shape.epoch, at)
-    return shape.next_boundary(clock, at) if shape.kind == "unknown" else None
+    return None
 
 
-def _key(window: Any, at: float, clock: float) -> float | None:
+def _key(window: Any, at: float) -> float | None:
     """Which record a reading for one of ours admitted at ``at`` goes to: its window's
     (:func:`_boundary`), the one record of a learned bucket (``inf``), else None."""
-    end = _boundary(window, at, clock)
+    end = _boundary(window, at)
     return math.inf if end is None and window.shape.kind == "bucket" else end
 
 
@@ -86,42 +89,42 @@ def _room(track: Any, record: Suspect, ticket: Any) -> bool:
     return remaining - since >= (ticket.tokens if track.quota.tokens else 1)
 
 
-def foreign(window: Any, ticket: Any, until: float, clock: float, bare: bool) -> float | None:
+def foreign(window: Any, ticket: Any, until: float, bare: bool) -> float | None:
     """The end of the window of ``ticket`` when its 429, asking a pause until ``until``
     (``bare``: it asked none), may not be its quota's: the pause ends before the window
-    could have room again (``clock``: a clock minute's start). None: the window's own pause
-    (or one that says nothing)."""
-    end = None if ticket is None or bare else _boundary(window, ticket.time, clock)
+    could have room again. None: the window's own pause (or one that says nothing)."""
+    end = None if ticket is None or bare else _boundary(window, ticket.time)
     return None if end is None or until >= end - TOLERANCE else end
 
 
 def confirmed(window: Any, track: Any, now: float, ticket: Any, used: int, until: float,
-              clock: float, bare: bool) -> bool:
+              bare: bool) -> bool:
     """True when the 429 to ``ticket``, heard at ``now`` asking a pause until ``until``
     (``bare``: it asked none), after ``used`` of ``track``'s units in its window, shows the
-    server admits ``used`` (the module's doc; ``clock``: a clock minute's start)."""
+    server admits ``used`` (the module's doc)."""
     if window.shape.kind == "bucket" and ticket is not None:
         # a bucket only refills after a reading: room it left is there still
         return not _room(track, _record(track, math.inf), ticket)
-    end = foreign(window, ticket, until, clock, bare)
+    end = foreign(window, ticket, until, bare)
     if end is None:
         return True
     record = _record(track, end)
-    if _room(track, record, ticket):
-        return False  # the server said it had room for it: not its quota's 429
-    if record.place is not None and used <= record.place and ticket.time >= record.heard:
+    if record.place is not None and ticket.time < record.heard:  # sent with the one that
+        record.place = max(record.place, used)  # struck last: a burst's 429s count as one
+        return False
+    again = record.place is not None and used <= record.place
+    if again and not _room(track, record, ticket):
         record.place = None
         return True
-    record.place, record.heard = used, now
+    record.place, record.heard = record.place if again else used, now
     return False
 
 
-def read(window: Any, learners: list[Any], ticket: Any, at: float, remaining: int,
-         clock: float) -> None:
+def read(window: Any, learners: list[Any], ticket: Any, at: float, remaining: int) -> None:
     """A reading says the server had ``remaining`` of ``learners``' units left as it counted
-    ``ticket``, admitted at ``at`` (``clock``: a clock minute's start): kept for
+    ``ticket``, admitted at ``at``: kept for
     :func:`confirmed`, the latest one of each window."""
-    end = _key(window, at, clock)
+    end = _key(window, at)
     if end is None or ticket is None:
         return
     for track in learners:
