@@ -185,3 +185,23 @@ def test_a_429_a_token_buckets_last_reading_left_room_for_teaches_no_lower_limit
     assert not confirmed(window, track, 13.05, refused, 2800, 15.05, False)
     read(window, [track], Entry(13.0, 212, None, 8), 13.0, 0)  # it held nothing more
     assert confirmed(window, track, 13.05, Entry(13.01, 212, None, 9), 2800, 15.05, False)
+
+
+async def test_a_headerless_window_admitting_less_with_a_short_pause_is_still_learned() -> None:
+    """A fixed window that sends no rate-limit header admits 58 a minute and asks 2 s of the
+    rest: while the shape is unknown its 429s teach it and the limit at once (suspected as a
+    learned fixed window's are, it was never learned: 10 429s in 300 calls, 40 s longer)."""
+    seen: dict[int, int] = {}
+
+    def admits_58(now: float, n: int) -> float:
+        minute = int(now // 60)
+        if seen.get(minute, 0) >= 58:
+            return 2.0
+        seen[minute] = seen.get(minute, 0) + 1
+        return 0.0
+
+    server = FixedWindowServer(rpm=60, latency=2.0, rate_limit_headers=False)
+    _, layer, _ = await run(admits_58, 300, server)
+    stats = layer.statistics()
+    assert stats.requests_limit == 58 and stats.shape.startswith("fixed"), stats.shape
+    assert stats.rate_limited <= 3
