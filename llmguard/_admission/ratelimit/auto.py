@@ -27,7 +27,7 @@ class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
     __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling",
-                 "peer")
+                 "peer", "suspect")
 
     def __init__(self, quota: Any, shape: Any, share: AutoTrack | None = None) -> None:
         self.quota = quota
@@ -50,6 +50,8 @@ class AutoTrack:
         self.carry: Carry | None = None
         #: The most a bucket of this quota charges over our estimates (:mod:`.refuted`).
         self.ceiling = float("inf")
+        #: A lower limit one 429 suggested, not yet confirmed (:class:`.suspect.Suspect`).
+        self.suspect: Any = None
 
     @property
     def limit(self) -> int:
