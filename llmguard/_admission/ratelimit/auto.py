@@ -213,7 +213,7 @@ class AutoTrack:
         late = self.shape.late  # the wall clock's minute: exact boundaries, counted late
         self.fixed = FixedCount(self.limit, self.window, self.quota.margin, epoch,
                                 self.quota.tokens, self.recent if late else None, late,
-                                self.shape.doubt)
+                                self.shape.doubt, self.shape.kind == "fixed")
         self.fixed.rebuild(now, self.log.entries)
 
     def narrowed(self, now: float, epoch: float, doubt: float) -> None:

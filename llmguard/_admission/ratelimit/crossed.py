@@ -47,30 +47,35 @@ def roll(fixed: Any, now: float) -> None:
         if carried:
             fixed.counts[current] = fixed.counts.get(current, 0) + carried
         fixed.pending = [*fixed.carried.values()]
-        fixed.least = least(fixed.recent, fixed.margin)
+        # (no fixed window confirmed: nothing let go, ``least`` below every answer's)
+        fixed.least = least(fixed.recent, fixed.margin) if fixed.confirmed else -math.inf
     settle(fixed, now)
 
 
 def least(recent: Any, margin: float) -> float:
     """Seconds at least from the server counting one of ours to its answer here: the fastest
     round trip of ``recent`` (ours answered, neither refunded nor refused: a 429 does no
-    work) less ``margin``; 0.0 while none was answered (every one in flight carried)."""
+    work) less ``margin``; ``inf`` while none was answered (each carried one's own then)."""
     trips = [e.answered - e.time for e in recent
              if e.live and not e.refused and e.answered < math.inf]
-    return max(0.0, min(trips) - margin) if trips else 0.0
+    return max(0.0, min(trips) - margin) if trips else math.inf
 
 
 def settle(fixed: Any, now: float) -> None:
     """Let go of ours carried into ``fixed``'s current window (``pending``: in flight when it
-    was rolled) whose calls ended within ``least`` of its boundary; once ``least`` has passed
-    since it, no answer shows more (those still in flight stay carried)."""
+    was rolled) whose calls ended within ``least`` of its boundary (their own round trip the
+    fastest yet: within it, ``least`` from then on); once ``least`` has passed since the
+    boundary, no answer shows more (those still in flight stay carried)."""
     window = fixed.rolled
     start = fixed.boundary(window)
     flying = []
     for entry in fixed.pending:
         if entry.answered == math.inf:
             flying.append(entry)
-        elif entry.live and entry.answered - fixed.least <= start \
+            continue
+        if entry.live and not entry.refused:
+            fixed.least = min(fixed.least, max(0.0, entry.answered - entry.time - fixed.margin))
+        if entry.live and entry.answered - fixed.least <= start \
                 and fixed.carried.pop(id(entry), None) is not None and window in fixed.counts:
             fixed.counts[window] -= fixed._weight(entry)
     fixed.pending = flying if now - fixed.least <= start else []

@@ -78,11 +78,12 @@ class FixedCount:
     """Units admitted per fixed window, kept for the current and the next window only."""
 
     __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts", "recent", "rolled",
-                 "on_clock", "carried", "seen", "flip", "reading", "doubt", "pending", "least")
+                 "on_clock", "carried", "seen", "flip", "reading", "doubt", "pending", "least", "confirmed")
 
     def __init__(self, limit: int, window: float, margin: float, epoch: float,
                  tokens: bool, recent: Iterable[Any] | None = None,
-                 on_clock: bool = False, doubt: float | None = None) -> None:
+                 on_clock: bool = False, doubt: float | None = None,
+                 confirmed: bool = True) -> None:
         self.limit = limit  #: units per window (the learned limit, at most the quota)
         self.window = window  #: the server's window, seconds
         self.margin = margin  #: seconds an admission may take to arrive
@@ -101,7 +102,10 @@ class FixedCount:
         #: those an answer may still let go, counted ``least`` s before it (:mod:`.crossed`).
         self.carried: dict[int, Any] = {}
         self.pending: list[Any] = []
-        self.least = 0.0
+        self.least = math.inf
+        #: The server is known to count per fixed window (not one of two shapes still supposed,
+        #: :mod:`.silent`): only then does an answer let go of ours carried (:mod:`.crossed`).
+        self.confirmed = confirmed
         #: The last window whose start an answer showed (its ``remaining`` back up), when, and
         #: the last ``remaining`` read (:meth:`read`).
         self.seen, self.flip = -math.inf, -math.inf
