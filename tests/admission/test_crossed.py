@@ -19,9 +19,9 @@ def answered(time: float, at: float) -> Entry:
     return entry
 
 
-def minute(recent: deque, confirmed: bool = True) -> FixedCount:
+def minute(recent: deque, settles: bool = True) -> FixedCount:
     """A clock minute counted late (ours in flight carried), 60 requests, a 0.05 s margin."""
-    fixed = FixedCount(60, 60.0, 0.05, 0.0, False, recent, on_clock=True, confirmed=confirmed)
+    fixed = FixedCount(60, 60.0, 0.05, 0.0, False, recent, on_clock=True, settles=settles)
     fixed.rebuild(59.9, recent)
     return fixed
 
@@ -53,14 +53,14 @@ def test_an_answer_before_any_other_shows_its_own_round_trip_bound() -> None:
     assert fixed.available(60.6) == 51
 
 
-def test_nothing_is_let_go_while_a_fixed_window_is_only_supposed() -> None:
-    """While a server that says nothing is paced within a fixed count and a bucket (neither
-    confirmed: a first probe misread, ours queued below ConcurrencyLimit counted as sent,
-    leaves a sliding window possible), ours in flight at the boundary stay carried."""
+def test_nothing_is_let_go_unless_the_count_settles() -> None:
+    """Not a fixed window learned on a server that says nothing (one whose ``remaining``
+    shows the minute's start, or one paced within a fixed count and a bucket while a first
+    probe misread leaves a sliding window possible): ours in flight stay carried."""
     recent: deque = deque(answered(56.0, 58.0) for _ in range(32))
     late = [Entry(58.0, 1) for _ in range(28)]
     recent.extend(late)
-    fixed = minute(recent, confirmed=False)
+    fixed = minute(recent, settles=False)
     for entry in late:
         entry.answered = 60.000001
     assert fixed.available(60.5) == 60 - 28

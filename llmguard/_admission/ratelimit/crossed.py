@@ -13,8 +13,15 @@ at least ``least``, the fastest round trip of ours lately (admitted to answered)
 counted before it, and no longer fills the new window (:func:`settle`). Carried regardless, a
 batch started at :56 against a server that says nothing and counts at arrival (32 sent at :56,
 28 at :58, answered at :00 after a 2 s round trip) had the 28 fill the next minute, which sent
-31 of its 60: the last calls went a minute late (1.91-1.98x the ideal from :56 to :59).
-Everything here takes ``now`` as an argument: tested directly."""
+31 of its 60: the last calls went a minute late (1.91-1.92x the ideal from :56 and :57).
+
+Only for a fixed window learned on a server that says nothing (``FixedCount.settles``): a
+server that queues may make every one of ours wait, the fastest round trip too, and one whose
+``remaining`` shows a minute's start shows which were counted before it
+(:meth:`.fixed.FixedCount.flipped`); nor while a server that says nothing is paced within a
+fixed window and a bucket (a first probe served by a sliding window, ours queued below
+ConcurrencyLimit counted as sent: let go, 5 429s from :59). Everything here takes ``now`` as
+an argument: tested directly."""
 
 from __future__ import annotations
 
@@ -47,8 +54,8 @@ def roll(fixed: Any, now: float) -> None:
         if carried:
             fixed.counts[current] = fixed.counts.get(current, 0) + carried
         fixed.pending = [*fixed.carried.values()]
-        # (no fixed window confirmed: nothing let go, ``least`` below every answer's)
-        fixed.least = least(fixed.recent, fixed.margin) if fixed.confirmed else -math.inf
+        # (not ``settles``: nothing let go, ``least`` below every answer's)
+        fixed.least = least(fixed.recent, fixed.margin) if fixed.settles else -math.inf
     settle(fixed, now)
 
 

@@ -78,12 +78,13 @@ class FixedCount:
     """Units admitted per fixed window, kept for the current and the next window only."""
 
     __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts", "recent", "rolled",
-                 "on_clock", "carried", "seen", "flip", "reading", "doubt", "pending", "least", "confirmed")
+                 "on_clock", "carried", "seen", "flip", "reading", "doubt", "pending", "least",
+                 "settles")
 
     def __init__(self, limit: int, window: float, margin: float, epoch: float,
                  tokens: bool, recent: Iterable[Any] | None = None,
                  on_clock: bool = False, doubt: float | None = None,
-                 confirmed: bool = True) -> None:
+                 settles: bool = False) -> None:
         self.limit = limit  #: units per window (the learned limit, at most the quota)
         self.window = window  #: the server's window, seconds
         self.margin = margin  #: seconds an admission may take to arrive
@@ -103,9 +104,10 @@ class FixedCount:
         self.carried: dict[int, Any] = {}
         self.pending: list[Any] = []
         self.least = math.inf
-        #: The server is known to count per fixed window (not one of two shapes still supposed,
-        #: :mod:`.silent`): only then does an answer let go of ours carried (:mod:`.crossed`).
-        self.confirmed = confirmed
+        #: An answer soon after a boundary lets go of ours carried in flight (:mod:`.crossed`):
+        #: a server learned to count per fixed window that says nothing (its ``remaining``
+        #: shows no minute's start: :meth:`read`), from its answers' timing alone.
+        self.settles = settles
         #: The last window whose start an answer showed (its ``remaining`` back up), when, and
         #: the last ``remaining`` read (:meth:`read`).
         self.seen, self.flip = -math.inf, -math.inf
