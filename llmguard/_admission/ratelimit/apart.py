@@ -18,10 +18,6 @@ server charges is unknown, at least our bare estimate).
   estimates and within what a bucket holds at the factor: a fixed window refuses it (the one
   429 while learning: a fixed window learned), a bucket serves it (a bucket learned).
 
-* **No sliding window** (:func:`sliding`). The first probe, served, refutes a sliding window
-  only if one of its quotas was full without it, ours at their bare estimates; else the
-  next minute's probe tells.
-
 * **The minute before, overflowed** (:func:`overflowed`). Started mid-minute, the opening
   burst and the probes of the charge after it (one an answer apart) may overflow that
   minute's fixed window at our bare estimates, all served: with the first probe served just
@@ -40,8 +36,7 @@ from . import bounds, refuted
 from .auto import AutoTrack
 from .carry import carried
 
-__all__ = ["bucket", "cheaper", "guessed", "over", "over_counted", "overflowed", "refused", "sliding",
-           "spent"]
+__all__ = ["bucket", "cheaper", "guessed", "over", "over_counted", "overflowed", "refused", "spent"]
 
 
 def _learners(window: Any) -> list[AutoTrack]:
@@ -206,18 +201,3 @@ def bucket(window: Any, now: float) -> None:
         if not charge.heard and charge.paced < charge.factor:
             charge.factor = max(1.0, charge.floor, charge.paced)
         bounds.lowered(window, now, charge)
-
-
-def sliding(window: Any, probe: Any) -> bool:
-    """False when ``probe``, the first just after a clock minute, served, leaves a sliding
-    window possible: no quota it learns was full without it, ours counted at their bare
-    estimates (the least the server is known to charge). Counted at the factor guessed
-    (1.15), a strict sliding window charging our estimates (from :50) had room for the probe
-    and served it; paced within a fixed window and a bucket, ours then met four 429s."""
-    for track in (t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()):
-        horizon = probe.time - track.window + track.quota.margin
-        weight = (lambda e: e.estimate) if track.quota.tokens else track.weight
-        if sum(weight(e) for e in track.recent if e.live and not e.refused
-               and horizon < e.time and e is not probe) + weight(probe) > track.limit:
-            return True
-    return False

@@ -207,9 +207,6 @@ def served(window: Any, now: float) -> bool:
                               "a fixed window (no rate-limit header): a token bucket")
         apart.bucket(window, now)
         return False
-    if probe is not None and not apart.sliding(window, probe):
-        shape.defer()  # a sliding window had room for it: the next minute's probe tells
-        return False
     shape.served, shape.late, shape.why = True, True, EITHER
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
