@@ -213,9 +213,10 @@ class AutoTrack:
         """Count per fixed window from now on, boundaries at ``epoch + i * window``."""
         self.log.expire(now)
         late = self.shape.late  # the wall clock's minute: exact boundaries, counted late
+        settles = self.shape.kind == "fixed" and bool(self.shape.quiet)  # (:mod:`.crossed`)
         self.fixed = FixedCount(self.limit, self.window, self.quota.margin, epoch,
                                 self.quota.tokens, self.recent if late else None, late,
-                                self.shape.doubt)
+                                self.shape.doubt, settles)
         self.fixed.rebuild(now, self.log.entries)
 
     def narrowed(self, now: float, epoch: float, doubt: float) -> None:
