@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import doubt
 from .auto import AutoTrack
 from .log import Entry
 from .others import ours
@@ -103,10 +104,12 @@ def explained(window: Any, now: float, ticket: Entry | None) -> bool:
 
 
 def learn_limit(window: Any, now: float, ticket: Entry | None,
-                named: Any = None) -> AutoTrack | None:
+                named: Any = None, sure: bool = False) -> AutoTrack | None:
     """The 429 to ``ticket`` (``named``: the quota its message names, a ``named.Named``, or
     None) teaches ``window`` the limit its server admits. The track of the quota that ran out
-    (None: none known, or a daily one)."""
+    (None: none known, or a daily one). From a server that has said nothing, a lower limit,
+    or a factor from ours far under the limit as counted, only once a second 429 at that count
+    confirms it (:mod:`.doubt`), unless ``sure`` (it asked for longer than a bucket refills)."""
     learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     if named is not None:
         if not named.minute:
@@ -127,6 +130,13 @@ def learn_limit(window: Any, now: float, ticket: Entry | None,
         return None
     charge = window.charge
     if fullest.quota.tokens and charge is not None and not charge.heard and ticket is not None:
+        if window.shape.quiet is not False and (charge.kept or (
+                not sure and used + needed <= fullest.limit - near(fullest.limit)
+                and not doubt.confirmed(window, fullest, "factor", used, ticket, now))):
+            # measured by a 429 already (a stray one, the server's own overload, ratcheted it
+            # from 1.15x to 3x in 15 minutes, paced at a third), or ours far under the limit
+            # as counted (a stray 429 to the 9th of a burst read as 3x)
+            return fullest
         if charge.refused(window, now, ticket, min(t.limit for t in learners
                                                    if t.quota.tokens is fullest.quota.tokens)):
             window.shape.limits = (f"; a 429 on tokens: the server charges {charge.factor:.3g}x "
@@ -138,6 +148,9 @@ def learn_limit(window: Any, now: float, ticket: Entry | None,
     # "the server admits 2,824" of 3,000, 42 calls a minute where it admits 44)
     if used + needed > fullest.limit or used < configured - near(configured):
         return fullest  # nothing lower, or not near the quota (or not ours alone)
+    if window.shape.quiet is not False and ticket is not None and not sure \
+            and not doubt.confirmed(window, fullest, "limit", used, ticket, now):
+        return fullest  # (under a saturated pace every stray 429 comes near the limit)
     for track in learners:
         if track.quota.tokens is fullest.quota.tokens:
             track.set_limit(now, used)
