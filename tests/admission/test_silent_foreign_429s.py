@@ -8,7 +8,10 @@ import asyncio
 from typing import Any
 
 import llmguard as lg
+import pytest
+
 from llmguard._admission.ratelimit import doubt
+from llmguard._admission.ratelimit.charge import OPENING
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import FixedWindowServer, ProviderError, virtual_wall_clock
 
@@ -65,6 +68,52 @@ def test_two_429s_of_one_burst_are_no_repetition() -> None:
     w.refused(40.05, ninth, 2.0)
     w.refused(40.05, tenth, 2.0)
     assert w.tracks[0].limit == 10
+
+
+def test_a_probe_refused_asking_less_than_a_sliding_window_would_is_a_stray_429() -> None:
+    """The probe just after the minute, refused asking 2 s: a sliding window still counting
+    our burst at :40 would ask until :40 (our oldest leaves), a bucket refilled 20 s since
+    surely held it: no shape's refusal, the clock minute stays supposed (probed again), not
+    a sliding log from then on. A bare 429 (the default pause, nothing asked) still reads as
+    the sliding window's."""
+    for pause, kind in ((2.0, "unknown"), (1.0, "sliding")):
+        w = window()
+        for _ in range(10):
+            w.add(40.0, 0)
+        probe = w.take(60.1, 0)
+        assert probe is not None and w.shape.probe is probe
+        w.refused(60.15, probe, pause)
+        assert w.shape.kind == kind and w.shape.probes == (1 if kind == "unknown" else 0)
+
+
+def tokens(rpm: int = 1000, tpm: int = 10_000) -> Window:
+    """A learned RPM and TPM quota, nothing heard from the server yet."""
+    return Window((Quota(rpm, 60.0, False, learn=True), Quota(tpm, 60.0, True, learn=True)))
+
+
+def test_a_token_429_far_under_the_quota_is_only_doubted() -> None:
+    """A stray 429 asking 2 s to the 9th of an opening burst of 40 (212 tokens each, the
+    token quota the fullest): read as the server's count it took the factor to 3x (paced at
+    a third); ours far under the limit as counted, it is only doubted."""
+    w = tokens()
+    entries = [w.take(0.0, 212) for _ in range(40)]
+    w.refused(0.05, entries[8], 2.0)
+    assert w.charge.factor == OPENING and w.charge.how == "opening"
+
+
+def test_a_factor_kept_from_a_429_is_not_ratcheted_by_stray_ones() -> None:
+    """The factor a 429 measured (a server charging 1.3x refused the burst's 36th, asking to
+    the minute) is kept; a later 429 asking 2 s, ours near the limit as counted at it (every
+    stray one is, under a saturated pace), raises it no further (each raised it 5 %: 1.15x
+    to 3x in 15 minutes)."""
+    w = tokens()
+    entries = [w.take(0.0, 212) for _ in range(40)]
+    w.refused(0.5, entries[35], 59.5, wall=0.5)
+    kept = w.charge.factor
+    assert w.charge.how == "kept" and kept == pytest.approx((10_000 - 35) / (35 * 212))
+    later = [w.take(61.0, 212) for _ in range(30)]
+    w.refused(61.05, later[-1], 2.0, wall=61.05)
+    assert w.charge.factor == kept
 
 
 class Refusing:
