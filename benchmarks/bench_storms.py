@@ -155,11 +155,11 @@ async def run_one(contender: str, shape: str, injected: str, calls: int, rate: f
 
 def compare(demand: float = 10.0, repeats: int = 1, rate: float = 0.05,
             contenders: tuple[str, ...] | None = None,
-            shapes: tuple[str, ...] = SHAPES) -> list[Row]:
-    """Every contender on every shape (``bench_composition.SERVERS``' names) under each
-    injection, medians over ``repeats`` seeds."""
+            shapes: tuple[str, ...] | None = None) -> list[Row]:
+    """Every contender on every shape (``bench_composition.SERVERS``' names; None:
+    ``SHAPES``) under each injection, medians over ``repeats`` seeds."""
     rows = []
-    for shape in shapes:
+    for shape in shapes or SHAPES:
         calls = composition.calls_for(shape, demand)
         for injected in ("random", "storm"):
             for contender in contenders or composition.MAIN:
