@@ -15,10 +15,12 @@ callers still waiting, nothing in flight at the server and no request arriving, 
 429 asked still in force, and the server's quotas holding room for a request. The table shows the longest such stretch and
 their sum, next to calls completed and failed, 429s (injected and the server's own) and wall
 time over the server's ideal (its quotas alone: the injected pauses are not in it). Time is
-virtual (looptime)::
+virtual (looptime). ``--shapes`` takes other servers of ``bench_composition.SERVERS``
+(``;``-separated: their names hold commas), such as the ones that send no rate-limit header::
 
     python benchmarks/bench_storms.py
     python benchmarks/bench_storms.py --demand 10 --repeats 3 --rate 0.05
+    python benchmarks/bench_storms.py --shapes "token bucket, no headers;fixed window, no headers"
 """
 
 from __future__ import annotations
@@ -152,10 +154,12 @@ async def run_one(contender: str, shape: str, injected: str, calls: int, rate: f
 
 
 def compare(demand: float = 10.0, repeats: int = 1, rate: float = 0.05,
-            contenders: tuple[str, ...] | None = None) -> list[Row]:
-    """Every contender on every shape under each injection, medians over ``repeats`` seeds."""
+            contenders: tuple[str, ...] | None = None,
+            shapes: tuple[str, ...] | None = None) -> list[Row]:
+    """Every contender on every shape (``bench_composition.SERVERS``' names; None:
+    ``SHAPES``) under each injection, medians over ``repeats`` seeds."""
     rows = []
-    for shape in SHAPES:
+    for shape in shapes or SHAPES:
         calls = composition.calls_for(shape, demand)
         for injected in ("random", "storm"):
             for contender in contenders or composition.MAIN:
@@ -193,14 +197,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="seeds per cell (median)")
     parser.add_argument("--rate", type=float, default=0.05,
                         help="probability of a random injected 429")
+    parser.add_argument("--shapes", default=";".join(SHAPES),
+                        help="servers, ';'-separated, of: " + "; ".join(composition.SERVERS))
     args = parser.parse_args()
+    shapes = tuple(s.strip() for s in args.shapes.split(";") if s.strip())
+    unknown = [s for s in shapes if s not in composition.SERVERS]
+    if not shapes or unknown:
+        parser.error(f"--shapes must name servers of bench_composition.SERVERS, got {unknown or shapes}")
     if not args.demand > 0:
         parser.error(f"--demand must be above 0 (times the quota), got {args.demand}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if not 0 <= args.rate < 1:
         parser.error(f"--rate must be a probability in [0, 1), got {args.rate}")
-    print(format_table(compare(args.demand, args.repeats, args.rate)))
+    print(format_table(compare(args.demand, args.repeats, args.rate, shapes=shapes)))
 
 
 if __name__ == "__main__":

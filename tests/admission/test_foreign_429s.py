@@ -189,8 +189,11 @@ def test_a_429_a_token_buckets_last_reading_left_room_for_teaches_no_lower_limit
 
 async def test_a_headerless_window_admitting_less_with_a_short_pause_is_still_learned() -> None:
     """A fixed window that sends no rate-limit header admits 58 a minute and asks 2 s of the
-    rest: while the shape is unknown its 429s teach it and the limit at once (suspected as a
-    learned fixed window's are, it was never learned: 10 429s in 300 calls, 40 s longer)."""
+    rest: while the shape is unknown its 429s teach it and the limit (suspected as a learned
+    fixed window's are, it was never learned: 10 429s in 300 calls, 40 s longer). From a
+    server that says nothing a lower limit is doubted until a second 429 at the same count
+    confirms it (:mod:`.doubt`: a stray 429 under a saturated pace comes near the limit too),
+    so learning it costs one 429 more."""
     seen: dict[int, int] = {}
 
     def admits_58(now: float, n: int) -> float:
@@ -204,4 +207,4 @@ async def test_a_headerless_window_admitting_less_with_a_short_pause_is_still_le
     _, layer, _ = await run(admits_58, 300, server)
     stats = layer.statistics()
     assert stats.requests_limit == 58 and stats.shape.startswith("fixed"), stats.shape
-    assert stats.rate_limited <= 3
+    assert stats.rate_limited <= 4

@@ -24,3 +24,17 @@ def test_bench_storms_runs_every_contender_under_each_injection() -> None:
     defaults = [r for r in rows if r.contender == "llmguard (defaults)"]
     assert all(r.failed == 0 and r.longest_idle <= 2.0 for r in defaults), defaults
     assert all(c in bench.format_table(rows) for c in contenders)
+
+
+def test_bench_storms_takes_other_shapes() -> None:
+    """``shapes``: the servers of bench_composition.SERVERS named (one that sends no
+    rate-limit header here), each under both injections."""
+    spec = importlib.util.spec_from_file_location("benchmarks_bench_storms", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    rows = bench.compare(demand=1.5, contenders=("llmguard (defaults)",),
+                         shapes=("fixed window, no headers",))
+    assert [(r.server, r.injected) for r in rows] == [
+        ("fixed window, no headers", "random"), ("fixed window, no headers", "storm")]
+    assert all(r.completed == r.calls for r in rows)

@@ -27,7 +27,7 @@ class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
     __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling",
-                 "peer", "suspect")
+                 "peer", "suspect", "doubted")
 
     def __init__(self, quota: Any, shape: Any, share: AutoTrack | None = None) -> None:
         self.quota = quota
@@ -52,6 +52,9 @@ class AutoTrack:
         self.ceiling = float("inf")
         #: A lower limit one 429 suggested, not yet confirmed (:class:`.suspect.Suspect`).
         self.suspect: Any = None
+        #: Lessons of a 429 from a server that says nothing not yet confirmed: ``{lesson:
+        #: (count of ours before it, its seq, when)}`` (:mod:`.doubt`).
+        self.doubted: dict[str, tuple[int, int, float]] = {}
 
     @property
     def limit(self) -> int:

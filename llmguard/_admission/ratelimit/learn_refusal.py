@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, refuted, silent, suspect
+from . import bounds, doubt, holds, refuted, silent, suspect
 from .auto import AutoTrack
 from .learn import become_fixed
 from .log import Entry
-from .refusal import DEFAULT_PAUSE, clock_minute, explained, learn_limit, reset_of
+from .refusal import DEFAULT_PAUSE, clock_minute, explained, learn_limit, near, reset_of
 from .shape import TOLERANCE
 
 __all__ = ["refused"]
@@ -41,6 +41,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills
     shows = silent.refusal(window, ticket)  # a probe's: what it shows of the shape
+    if shows == "shape" and _stray_probe(window, now, ticket, seconds):
+        shows = ""  # no shape's: the hypothesis stays, probed again after the pause
     # no bucket charges both what this 429 shows and what the probes it served allow, and
     # the first probe showed no sliding window: a fixed window (learned once the 429 has
     # measured the charge as both still supposed: as a fixed window's alone, the count of
@@ -65,16 +67,19 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
         shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
     pause = (until, seconds <= DEFAULT_PAUSE)
-    why = reset_of(now, learn_limit(window, now, ticket, named, pause), ticket, seconds)
+    why = reset_of(now, learn_limit(window, now, ticket, named, pause, sure=long), ticket,
+                   seconds)
     if clocked and shape.served and shape.kind == "unknown":
         shape.confirm(True, "a 429 no token bucket that served the probes would give")
         become_fixed(window, now)
-    if shape.quiet and (shows or long) or shape.kind == "fixed" and suspect.foreign(
-            window, ticket, *pause):
-        # a server that says nothing else counted none of it, nor a fixed window asking a
-        # pause short of its boundary (not full): nor do we (and it asked for a pause: no
-        # storm). Kept, a retry refused at random held the minute full: 52 s idle with room
-        # (while the shape is unknown, kept: a sliding window may count it)
+    # a server that says nothing else counted none of it: nor do we (and it asked for a pause:
+    # no storm); a bare 429's default pause stays counted (uncounted, its retry would meet
+    # the same 429 at once). Counted, a stray 429 asking 2 s held its slot for a window: the
+    # log full, where a sliding window of the server's had room, and no probe at the minute.
+    # Nor a fixed window asking a pause short of its boundary (not full): kept, a retry
+    # refused at random held the minute full, 52 s idle with room
+    if shape.quiet is not False and (shows or long or seconds > DEFAULT_PAUSE) or \
+            shape.kind == "fixed" and suspect.foreign(window, ticket, *pause):
         window.adjust(now, ticket, 0, live=0)
     if drained:  # paced at the most such a bucket charges, from what it held
         bounds.ceiled(window, now, ticket)
@@ -84,7 +89,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         shape.learn("fixed", why or minute, now + seconds if why else boundary)
         become_fixed(window, now)
     if not shows and shape.kind == "fixed" and shape.late and shape.quiet \
-            and _admits(window, ticket):
+            and _admits(window, ticket, now):
         shape.learn("sliding", "a 429 within what a fixed clock minute admits of ours (no "
                                "rate-limit header): not one; paced as a sliding window")
     if seconds < shape.window - TOLERANCE:
@@ -112,7 +117,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     return until
 
 
-def _admits(window: Any, ticket: Entry | None) -> bool:
+def _admits(window: Any, ticket: Entry | None, now: float) -> bool:
     """True when a fixed clock minute of each quota, charging at most the factor we count,
     would have admitted ``ticket`` after ours surely in its minute: its 429 refutes a fixed
     window learned from a server that says nothing (a bucket charging 1.11x taken for one at
@@ -121,5 +126,32 @@ def _admits(window: Any, ticket: Entry | None) -> bool:
         return False
     estimated, count, limit = bounds.minute_of(window, ticket, before=True)
     requests = window.limit(False)
-    return estimated > 0 and window.charge.factor * (estimated + ticket.estimate) <= limit \
-        and (requests is None or count + 1 < requests)
+    charged = window.charge.factor * (estimated + ticket.estimate)
+    if not (estimated > 0 and charged <= limit and (requests is None or count + 1 < requests)):
+        return False
+    # a stray 429 (the server's own overload) refutes nothing: one near a limit, twice
+    tracks = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
+    track = min(tracks, key=lambda t: t.quota.tokens)  # (the requests quota's, if any)
+    near_requests = requests is not None and count + 1 > requests - near(requests)
+    return (charged > limit - near(limit) or near_requests) and doubt.confirmed(
+        window, track, "shape", count if not track.quota.tokens else round(charged), ticket, now)
+
+
+def _stray_probe(window: Any, now: float, ticket: Any, seconds: float) -> bool:
+    """True when the 429 at ``now`` to ``ticket``, the probe just after a clock minute
+    (:mod:`.silent`), asking ``seconds`` (a Retry-After: a bare 429's default pause says
+    nothing), is neither shape's refusal: a sliding window still full of ours would ask until
+    our oldest leaves it, and a token bucket surely held it (ours admitted before it as
+    counted). A stray 429 (the server's own overload) read as the sliding window's paced a
+    silent token bucket as a sliding log from then on: 56 s idle a minute where it asked 2 s."""
+    if seconds <= DEFAULT_PAUSE:
+        return False
+    learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
+    for track in learners:
+        need = ticket.tokens if track.quota.tokens else 1
+        oldest = min((e.time for e in track.recent if e.live and not e.refused
+                      and e.time > now - track.window), default=None)
+        if oldest is None or oldest + track.window - now <= seconds + TOLERANCE \
+                or holds.surely(track, ticket.time) < need:
+            return False
+    return bool(learners)
