@@ -128,7 +128,10 @@ class AutoTrack:
                 fold(self, old)
                 if self.peer is not None:
                     fold(self.peer, old)
-        self.bucket.take(now, units)  # (``entry.live`` is 1 on admission: the log's count)
+        bucket = self.bucket
+        bucket.take(now, units)  # (``entry.live`` is 1 on admission: the log's count)
+        if bucket.marks is not None:  # an output quota's: its give-back bounded at settling
+            bucket.marks[entry.seq] = bucket.spent
         if self.fixed is not None:
             self.fixed.add(now, entry)
 
