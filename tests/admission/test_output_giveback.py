@@ -28,8 +28,9 @@ def test_a_give_back_comes_back_as_far_as_the_servers_cap_can_have_taken_none() 
                   actual=64, since=0.0) == (3_000.0, 0.0, 0)  # never above its size
 
 
-def output_window(capacity: int, window: float = 10.0) -> Window:
-    return Window((Quota(capacity, window, True, True, part="output"),))
+def output_window(capacity: int, window: float = 10.0, learn: bool = False) -> Window:
+    """An output quota's window: a bucket, or learned (paced as one until the server says)."""
+    return Window((Quota(capacity, window, True, not learn, learn=learn, part="output"),))
 
 
 def test_an_answer_settled_after_the_bucket_was_full_again_gives_nothing_back() -> None:
@@ -52,19 +53,19 @@ def test_an_answer_settled_after_the_bucket_was_full_again_gives_nothing_back() 
 
 
 @settings(max_examples=300, deadline=None)
-@given(capacity=st.integers(5, 40), ops=st.lists(
+@given(capacity=st.integers(5, 40), learn=st.booleans(), ops=st.lists(
     st.tuples(st.sampled_from(["admit", "admit", "answer", "refund"]),
               st.sampled_from([0.0, 0.0, 0.3, 1.0, 4.0, 12.0]), st.integers(1, 40),
               st.integers(0, 50), st.sampled_from([0.0, 0.5, 1.0])),
     min_size=1, max_size=60))
 def test_a_server_giving_unused_output_back_always_has_room_for_ours(capacity: int,
-                                                                   ops) -> None:
+                                                                   learn: bool, ops) -> None:
     """Property: reservations admitted by an output quota, some refunded (never sent), the
     rest answered having used part of them, the server's answer ending anywhere between the
     request's arrival and ours settling it (an answer held back settles late): replayed
     against the server's own bucket, charged at arrival and given the unused part back when
-    its answer ends, every request finds room."""
-    window = output_window(capacity)
+    its answer ends, every request finds room; a bucket quota's or a learned one's."""
+    window = output_window(capacity, learn=learn)
     now, outstanding, events, order = 0.0, [], [], 0
     for op, dt, amount, pick, when in ops:
         now += dt

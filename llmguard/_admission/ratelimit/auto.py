@@ -28,6 +28,8 @@ class AutoTrack:
 
     __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling",
                  "peer")
+    #: The bucket kept alongside the log (an output quota's: :class:`.output.OutputTrack`).
+    bucket_type: type[Bucket] = Bucket
 
     def __init__(self, quota: Any, shape: Any, share: AutoTrack | None = None) -> None:
         self.quota = quota
@@ -35,7 +37,7 @@ class AutoTrack:
         #: ``share``: the track of the other unit over the same window (``rpm`` for ``tpm``),
         #: whose log and history this one reads (:class:`.log.Log`'s sharing; :mod:`.pair`).
         self.log = Log(quota, None if share is None else share.log)
-        self.bucket = Bucket(quota)
+        self.bucket = self.bucket_type(quota)
         self.fixed: FixedCount | None = None
         #: The server's window this quota describes (its window without the margin).
         self.window = quota.window - quota.margin
@@ -128,10 +130,7 @@ class AutoTrack:
                 fold(self, old)
                 if self.peer is not None:
                     fold(self.peer, old)
-        bucket = self.bucket
-        bucket.take(now, units)  # (``entry.live`` is 1 on admission: the log's count)
-        if bucket.marks is not None:  # an output quota's: its give-back bounded at settling
-            bucket.marks[entry.seq] = bucket.spent
+        self.bucket.take(now, units)  # (``entry.live`` is 1 on admission: the log's count)
         if self.fixed is not None:
             self.fixed.add(now, entry)
 

@@ -22,7 +22,7 @@ gives back all of it; one after the bucket had time to fill up gives back nothin
 
 **Give-backs.** An output quota's unused part, given back by the server when the answer ends
 (Anthropic's rule, :mod:`.giveback`), comes back as far as the server's bucket, full at worst
-and charged since with all of ours, can still hold it (:func:`settle`'s ``since``).
+and charged since with all of ours, can still hold it (:mod:`.output`).
 
 **What the server said.** An answer's unused units come back no higher than the server's last
 reading allows (:mod:`.told`): OpenAI keeps them charged.
@@ -46,7 +46,7 @@ class Bucket:
     a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
 
     __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding", "told",
-                 "told_at", "since_told", "told_seq", "exact", "owed", "spent", "marks")
+                 "told_at", "since_told", "told_seq", "exact", "owed")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
@@ -72,11 +72,6 @@ class Bucket:
         #: the bucket holds), so each would count twice (``rpm=300`` against a bucket of 100
         #: ran 2x the ideal); the provider's readings set the level instead (:meth:`read`).
         self.exact, self.owed = False, 0.0
-        #: An output quota's (the server gives unused output back at the answer's end):
-        #: units settled reservations were charged, and this total as each reservation not
-        #: settled was admitted (by its ``seq``), to bound its give-back (:func:`settle`).
-        self.spent = 0.0
-        self.marks: dict[int, float] | None = {} if quota.part == "output" else None
 
     def weight(self, entry: Any) -> int:
         return entry.tokens if self.quota.tokens else entry.live
@@ -104,20 +99,6 @@ class Bucket:
     def add(self, now: float, entry: Any) -> None:
         """Take the entry's units now."""
         self.take(now, entry.tokens if self.quota.tokens else entry.live)
-        if self.marks is not None:
-            self.marks[entry.seq] = self.spent
-
-    def since(self, entry: Any, reserved: int, actual: int | None) -> float | None:
-        """An output quota's ``entry`` settled to ``actual`` (None: refunded): the most ours
-        can have charged the server after it arrived (:func:`settle`'s ``since``: every
-        reservation not settled, and what those settled since it was admitted were
-        charged), for an answer that used less than ``reserved``; else None."""
-        mark = self.marks.pop(entry.seq, None)  # type: ignore[union-attr]
-        if actual is None:
-            return None
-        since = self.outstanding - reserved + self.spent - mark if mark is not None else None
-        self.spent += actual
-        return since if actual < reserved else None
 
     def take(self, now: float, units: int) -> None:
         """Take ``units`` now, the refill written out (every admission of a learned quota
@@ -143,11 +124,13 @@ class Bucket:
         else:
             self.settled(now, entry, entry.live, 1 if live else None)
 
-    def settled(self, now: float, entry: Any, reserved: int, actual: int | None) -> None:
+    def settled(self, now: float, entry: Any, reserved: int, actual: int | None,
+                since: float | None = None) -> None:
         """Settle ``entry``, a reservation of ``reserved`` units that used ``actual`` (None:
-        refunded): :func:`settle` after a refill, the ceiling kept (:func:`.told.settled`),
-        written out for a call that used at least what it reserved (every answered call of a
-        learned quota settles here, its shared log's pair too: :mod:`.pair`)."""
+        refunded; ``since``: a give-back's, :mod:`.output`): :func:`settle` after a refill, the
+        ceiling kept (:func:`.told.settled`), written out for a call that used at least what
+        it reserved (every answered call of a learned quota settles here, its shared log's
+        pair too: :mod:`.pair`)."""
         level, deficit, limit = self.level, self.deficit, self.limit
         if now > self.at:  # ``self._refill(now)``
             level += (now - self.at) * self.rate
@@ -156,7 +139,6 @@ class Bucket:
             self.at = now
             if deficit > limit - level:  # the provider's could have filled up meanwhile
                 deficit = limit - level
-        since = self.since(entry, reserved, actual) if self.marks is not None else None
         if actual is not None and actual >= reserved:  # :func:`settle`'s charge
             level -= actual - reserved
             # charged more lowers the ceiling; one the last reading counted raises it
