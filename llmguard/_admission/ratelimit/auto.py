@@ -28,6 +28,8 @@ class AutoTrack:
 
     __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling",
                  "peer", "suspect", "doubted")
+    #: The bucket kept alongside the log (an output quota's: :class:`.output.OutputTrack`).
+    bucket_type: type[Bucket] = Bucket
 
     def __init__(self, quota: Any, shape: Any, share: AutoTrack | None = None) -> None:
         self.quota = quota
@@ -35,7 +37,7 @@ class AutoTrack:
         #: ``share``: the track of the other unit over the same window (``rpm`` for ``tpm``),
         #: whose log and history this one reads (:class:`.log.Log`'s sharing; :mod:`.pair`).
         self.log = Log(quota, None if share is None else share.log)
-        self.bucket = Bucket(quota)
+        self.bucket = self.bucket_type(quota)
         self.fixed: FixedCount | None = None
         #: The server's window this quota describes (its window without the margin).
         self.window = quota.window - quota.margin

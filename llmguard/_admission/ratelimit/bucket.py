@@ -20,6 +20,10 @@ provider's could have reached full) and the units of the reservations not settle
 holds more than the provider's. A refund soon after its reservation, with the bucket in use,
 gives back all of it; one after the bucket had time to fill up gives back nothing.
 
+**Give-backs.** An output quota's unused part, given back by the server when the answer ends
+(Anthropic's rule, :mod:`.giveback`), comes back as far as the server's bucket, full at worst
+and charged since with all of ours, can still hold it (:mod:`.output`).
+
 **What the server said.** An answer's unused units come back no higher than the server's last
 reading allows (:mod:`.told`): OpenAI keeps them charged.
 
@@ -120,12 +124,14 @@ class Bucket:
         else:
             self.settled(now, entry, entry.live, 1 if live else None)
 
-    def settled(self, now: float, entry: Any, reserved: int, actual: int | None) -> None:
+    def settled(self, now: float, entry: Any, reserved: int, actual: int | None,
+                since: float | None = None) -> None:
         """Settle ``entry``, a reservation of ``reserved`` units that used ``actual`` (None:
-        refunded): :func:`settle` after a refill, the ceiling kept (:func:`.told.settled`),
-        written out for a call that used at least what it reserved and for a refund (every
-        answered call of a learned quota settles here, its shared log's pair too:
-        :mod:`.pair`; every call counted again as it leaves an inner queue is refunded)."""
+        refunded; ``since``: a give-back's, :mod:`.output`): :func:`settle` after a refill, the
+        ceiling kept (:func:`.told.settled`), written out for a call that used at least what
+        it reserved and for a refund (every answered call of a learned quota settles here, its
+        shared log's pair too: :mod:`.pair`; every call counted again as it leaves an inner
+        queue is refunded)."""
         level, deficit, limit = self.level, self.deficit, self.limit
         if now > self.at:  # ``self._refill(now)``
             level += (now - self.at) * self.rate
@@ -161,7 +167,7 @@ class Bucket:
             self.since_told -= reserved  # (never counted by the server: the ceiling rises)
         else:  # unused units given back (no higher than the server said: ``told``)
             after, self.deficit, self.outstanding = settle(
-                level, deficit, self.outstanding, limit, reserved, actual)
+                level, deficit, self.outstanding, limit, reserved, actual, since)
             self.level = settled(self, now, entry, reserved, level, after, actual is None)
 
     def rescale(self, now: float, entry: Any, tokens: int) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from .auto import AutoTrack
 from .bucket import Bucket
 from .log import Entry, Log
+from .output import OutputBucket, OutputTrack
 
 __all__ = ["Pair", "pairs", "tracks"]
 
@@ -86,13 +87,16 @@ class Pair:
 
 def tracks(quotas: tuple[Any, ...], shape: Any) -> tuple[Any, ...]:
     """A window's track of each quota: an :class:`AutoTrack` (learned, of ``shape``), a
-    :class:`.bucket.Bucket` or a :class:`.log.Log`; a token quota right after a request quota
-    of the same window (``rpm``, ``tpm``) shares its log."""
+    :class:`.bucket.Bucket` or a :class:`.log.Log` (an output quota's two bound its
+    give-backs: :mod:`.output`); a token quota right after a request quota of the same window
+    (``rpm``, ``tpm``) shares its log."""
     made: list[Any] = []
     for quota in quotas:
         share = made[-1] if made and _shares(made[-1], quota) else None
-        made.append(AutoTrack(quota, shape, share) if quota.learn else Bucket(quota)
-                    if quota.continuous else Log(quota, share))
+        output = quota.part == "output"
+        made.append((OutputTrack if output else AutoTrack)(quota, shape, share) if quota.learn
+                    else (OutputBucket if output else Bucket)(quota) if quota.continuous
+                    else Log(quota, share))
     return tuple(made)
 
 
