@@ -184,7 +184,7 @@ class RedisLearning:
         new = "" if tokens is None else f"{member}:{tokens}"
         self.settlements.add(names, ticket.quotas, [
             ticket.made, ticket.member, new, ticket.tokens, "" if tokens is None else tokens],
-            quiet)
+            quiet, ticket.refusing)
         ticket.made = None
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
@@ -247,7 +247,7 @@ class RedisLearning:
                     if not named.minute or args[i + 2] != int(named.tokens) \
                             or (named.tokens and charged):
                         args[i + 3] = 0
-            self.connection.spawn(self.connection.write(
+            ticket.refusing = self.connection.spawn(self.connection.write(
                 _learned_scripts.REFUSED, [names[0], names[3]],
                 [ticket.member, "" if window.shape.assumed else "1", *args],
                 "learning from a 429"))
