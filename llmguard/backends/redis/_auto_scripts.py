@@ -121,7 +121,7 @@ end
 #: it is not, ``unassumed``; '' a sliding log), '1' when this process read an answer without
 #: any rate-limit header (``_silent``: before the settlements, so their ends are kept), the
 #: request's bare token estimate ('' none: ``_charge``), the settlements' SETTLE arguments (5 each), then limit/window/is_tokens/learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
-#: 3, 4 as a silent server's, ``_probe_scripts``; 5 as its charge's, ``_charge``; -1 not: another process probes this window), wait, requests available, tokens available,
+#: 3, 4, 6 as a silent server's, ``_probe_scripts``; 5 as its charge's, ``_charge``; -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
 #: why, version, late ('1' or ''), the shared charge (''), the others' admissions
 #: (``_peek``), the give-back verdict ('1', '0', '': ``_giveback``) and why, doubt (''), marker}.

@@ -23,7 +23,7 @@ class AutoTicket:
         self.member, self.made, self.tokens, self.entry, self.quotas = (
             member, made, tokens, entry, quotas)
         self.giveback = giveback
-        #: The stage of a silent server's probe it is (``_probe_scripts``: 3 or 4; 0 none).
+        #: The stage of a silent server's probe it is (``_probe_scripts``: 3, 4 or 6; 0 none).
         self.silent = 0
         #: The write of a 429 to it (``_learned_scripts.REFUSED``), which its settlement follows.
         self.refusing: Any = None

@@ -117,7 +117,7 @@ class RedisLearning:
             charge.follow(window, now, result[13])
         result = list(result)
         admitted = result[0]
-        if admitted in (1, 2, 3, 4, 5):
+        if admitted in (1, 2, 3, 4, 5, 6):
             entry = window.add(now, tokens, estimate)
             if admitted == 2:
                 window.shape.probe = entry
