@@ -163,6 +163,12 @@ class SharedCharge(Charge):
         #: "local"``): no shared log holds it, so this process learns from it as in memory.
         self.alone = False
 
+    @property
+    def partial(self) -> bool:  # type: ignore[override]
+        """This process's part of every process's requests (``_learned_scripts.ADMITS`` reads
+        them all), but for a request admitted ``alone``."""
+        return not self.alone
+
     def refused(self, window: Any, now: float, ticket: Any, limit: int) -> bool:
         """Nothing locally (the 429 is read against every process's requests, ``CHARGED``),
         unless the request was admitted ``alone`` (:meth:`Charge.refused`)."""

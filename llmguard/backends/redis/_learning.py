@@ -218,8 +218,8 @@ class RedisLearning:
         """A 429: learned from locally (a fixed window's boundary to resume at), the pause
         it leads to set in Redis, and the effective limit learned from every process's
         requests in the window (``_learned_scripts.REFUSED``)."""
-        entry = _entry(ticket)
-        window = self.local.window(key, quotas)
+        entry, window = _entry(ticket), self.local.window(key, quotas)
+        flags = "p" * bool(getattr(ticket, "silent", 0)) + "q" * bool(window.shape.quiet)
         now = clock.now()
         limits, why = [track.limit for track in window.tracks], window.shape.limits
         # a 429 on tokens before any reading: the charge (``_charge``), not a token limit
@@ -249,7 +249,7 @@ class RedisLearning:
                         args[i + 3] = 0
             ticket.refusing = self.connection.spawn(self.connection.write(
                 _learned_scripts.REFUSED, [names[0], names[3]],
-                [ticket.member, "" if window.shape.assumed else "1", *args],
+                [ticket.member, ("" if window.shape.assumed else "1") + flags, *args],
                 "learning from a 429"))
 
 
