@@ -53,7 +53,8 @@ charges), each request charged 1.11x the client's estimate (the charge factor is
 window) finishes a window late (1.75x on the fixed window).
 
     python benchmarks/bench_distributed.py [--url redis://127.0.0.1:6379/0] [--shapes-only]
-        [--overhead-only] [--queueing-only [--window SECONDS]] [--silent-only [--window S]]
+        [--overhead-only] [--queueing-only [--window SECONDS]]
+        [--silent-only [--window S] [--start S (of 60: the silent table's start, default :40)]]
     (~1 minute, the shapes table ~11 more, the queueing table ~25 more; --window 10 compresses
     the proxy's minute to 10 s, the table to ~5 minutes; the silent table ~3 minutes)
 """
@@ -367,9 +368,10 @@ STRICT_TPM, STRICT_FACTOR, STRICT_JITTER, STRICT_MAX_TOKENS = 4_500, 1 / 0.9, 0.
 
 
 async def silent(url: str, shape: str, contender: str, window: float,
-                 strict: bool = False) -> tuple[float, int, int, str]:
-    """3x the quota at once behind a server of ``shape`` that says nothing, 40 s into its
-    minute (``window`` s on the wall clock: a silent server is probed at the clock's minutes),
+                 strict: bool = False, start: float = 40.0) -> tuple[float, int, int, str]:
+    """3x the quota at once behind a server of ``shape`` that says nothing, ``start`` s of 60
+    into its minute (``window`` s on the wall clock: a silent server is probed at the clock's
+    minutes),
     every process's ``RateLimit(rpm=...)`` given that window (``strict``: ``rpm`` and ``tpm``,
     the server charging more than the estimate): (wall / ideal, 429s, calls failed, shape
     learned). ``Retry(attempts=4)`` around each."""
@@ -379,7 +381,7 @@ async def silent(url: str, shape: str, contender: str, window: float,
     from llmguard.testing import FixedWindowServer, TokenBucketServer
     from llmguard.testing._shapes import SlidingWindowServer
 
-    await asyncio.sleep((window * 2 / 3 - time.time() % window) % window)
+    await asyncio.sleep((window * start / 60 - time.time() % window) % window)
     loop = asyncio.get_running_loop()
     options = {"rpm": SILENT_QUOTA, "window": window, "latency": 0.02,
                "rate_limit_headers": False, "retry_after": False}
@@ -436,9 +438,9 @@ def charge_of(layer: lg.RateLimit) -> object:
     return backend._windows[None].charge
 
 
-def silent_table(url: str, window: float = 10.0) -> None:
+def silent_table(url: str, window: float = 10.0, start: float = 40.0) -> None:
     print(f"\nservers that say nothing (no rate-limit header, a bare 429), {window:g} s windows "
-          f"on the wall clock, quota {SILENT_QUOTA}, demand 3x at once from :40 (wall / the "
+          f"on the wall clock, quota {SILENT_QUOTA}, demand 3x at once from :{start:02g} (wall / the "
           "server's ideal, 429s, calls failed, shape learned; strict: the token quota binds, "
           f"{STRICT_TPM:,} a window, each request charged {STRICT_FACTOR:.3f}x the estimate, "
           "and the charge factor each process holds at the end):")
@@ -448,7 +450,7 @@ def silent_table(url: str, window: float = 10.0) -> None:
             cells = []
             for contender in SILENT_CONTENDERS:
                 ratio, refused, failed, learned = asyncio.run(
-                    silent(url, shape, contender, window, strict))
+                    silent(url, shape, contender, window, strict, start))
                 cells.append(f"{ratio:5.2f}x {refused:>2} 429s {failed:>2} failed {learned:<16}")
             name = f"{'strict ' if strict else ''}{shape}"
             print(f"{name:<24}" + "".join(f"{c:<44}" for c in cells), flush=True)
@@ -468,12 +470,17 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=None,
                         help="the queueing-proxy table's minute, seconds (less compresses it; "
                              "default 60), or the silent table's (default 10)")
+    parser.add_argument("--start", type=float, default=40.0,
+                        help="the silent table's start, seconds of a 60 s minute (scaled to "
+                             "--window; default 40: :40)")
     args = parser.parse_args()
+    if not 0.0 <= args.start < 60.0:
+        parser.error(f"--start must be within [0, 60) seconds of the minute, not {args.start:g}")
     if args.queueing_only:
         queueing_table(args.url, args.window or 60.0)
         return
     if args.silent_only:
-        silent_table(args.url, args.window or 10.0)
+        silent_table(args.url, args.window or 10.0, args.start)
         return
     if args.overhead_only:
         overhead_table(args.url)

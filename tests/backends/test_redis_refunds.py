@@ -132,3 +132,51 @@ def test_a_refund_gives_back_every_counter_its_admission_touched(redis_url, redi
         asyncio.run(refunded(make, refill, steps, stage, tokens))
 
     check()
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+async def test_a_refused_calls_tokens_are_given_back_as_in_memory(redis_url, redis_prefix, where):
+    """A call the server refused (429) was charged none of its tokens: settled as the layer
+    does (reconciled to its reservation), it holds no tokens any more, in Redis as in memory
+    (main: Redis kept the refused member's reserved tokens, ``id:r:tokens``, for a window, so
+    a second call of the same size found no room)."""
+    backend = MemoryBackend() if where == "memory" else RedisBackend(
+        redis_url, prefix=redis_prefix, timeout=30.0)
+    quotas = quotas_for("auto")
+    _, refused = await backend.reserve(None, quotas, 600)
+    backend.refused(None, quotas, 0.001, ticket=refused)
+    backend.reconcile(None, refused, 600)  # sent: the layer reconciles it to its reservation
+    await landed(backend)
+    await asyncio.sleep(0.1)  # the pause the 429 asked for has passed
+    wait, again = await backend.reserve(None, quotas, 600)
+    assert again is not None, f"the refused call's tokens still count (wait {wait})"
+    requests, free, _ = backend.headroom(None, quotas)
+    assert requests == 3  # the refused request itself still counts (the server saw it)
+    if isinstance(backend, RedisBackend):
+        await backend.aclose()
+
+
+async def test_a_429_lands_before_the_settlement_a_next_reservation_carries(
+        redis_url, redis_prefix):
+    """Two processes fill a 3-request window and the third is refused; the refusing process
+    reserves again at once, so its next reservation would carry the refused call's settlement
+    (its tokens back to none) to Redis before the 429's own write: the settlement waits for
+    it, and the 429 still teaches every process the limit of 2 (main: the member had been
+    renamed when the 429's write looked for it; nothing was learned, nothing marked)."""
+    quotas = (Quota(3, 0.31, False, learn=True, margin=0.01),
+              Quota(1_000, 0.31, True, learn=True, margin=0.01))
+    first = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    other = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    assert (await first.reserve(None, quotas, 10))[1] is not None
+    assert (await other.reserve(None, quotas, 10))[1] is not None
+    _, refused = await first.reserve(None, quotas, 10)
+    first.refused(None, quotas, 0.001, ticket=refused)
+    first.reconcile(None, refused, 10)
+    await first.reserve(None, quotas, 10)  # at once: it carries what is queued
+    await first.connection.aclose()  # the background writes have landed
+    await asyncio.sleep(0.35)  # a fresh window
+    admitted = [(await other.reserve(None, quotas, 10))[1] is not None for _ in range(3)]
+    assert admitted == [True, True, False]
+    assert other.limits(None, quotas)[0] == 2
+    await first.aclose()
+    await other.aclose()

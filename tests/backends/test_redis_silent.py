@@ -138,3 +138,79 @@ async def test_a_first_probe_served_after_a_minute_overflowed_is_a_buckets(
         assert "kind" not in got and float(got["ss"]) == pytest.approx(b)
     client.close()
     await backend.aclose()
+
+
+@pytest.mark.parametrize("outcome", ["served", "refused"])
+async def test_a_spent_minute_is_probed_within_the_bucket(redis_url, redis_prefix, outcome):
+    """``apart.spent`` on the shared log: paced within both (the first probe served at the
+    minute ``ss``), with a token quota whose charge is a guess (no probe beyond the bucket
+    then: a bucket charging less may serve it), ours spend the minute's count as the bucket
+    refills. Once the bucket holds one more, it goes as the probe beyond the minute (stage 6),
+    not at the next minute (main: nothing until then): served, a token bucket for every
+    process; refused, a fixed window from that minute."""
+    import redis
+
+    quotas = (Quota(6, 6.05, False, learn=True, margin=0.05),
+              Quota(6_000, 6.05, True, learn=True, margin=0.05))
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    shape = backend._key(None)[3]
+    client = redis.Redis.from_url(redis_url)
+    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
+    if now % 6.0 > 1.0:  # early in a minute: the burst and two refills fit before its end
+        await asyncio.sleep(6.0 - now % 6.0 + 0.1)
+        now = (lambda t: t[0] + t[1] / 1e6)(client.time())
+    client.hset(shape, mapping={"sq": "1", "ss": repr(now - now % 6.0)})
+    admitted = []
+    while len(admitted) < 7:  # the 6th when the bucket refilled; the 7th beyond the minute
+        wait, ticket = await backend.reserve(None, quotas, 100)
+        if ticket is None:
+            await asyncio.sleep(wait)
+        else:
+            admitted.append(ticket.silent)
+    assert admitted == [0, 0, 0, 0, 0, 0, 6], admitted  # (main: the 7th at the next minute)
+    if outcome == "refused":
+        backend.refused(None, quotas, 0.001, ticket=ticket)
+    backend.reconcile(None, ticket, 100)
+    await backend.connection.aclose()  # the background writes have landed
+    got = {k.decode(): v.decode() for k, v in client.hgetall(shape).items()}
+    assert got["kind"] == ("bucket" if outcome == "served" else "fixed"), got
+    assert got["why"] == _silent.WHY[(outcome, 6)]
+    client.close()
+    await backend.aclose()
+
+
+async def test_no_probe_beyond_a_bucket_dry_only_at_a_guessed_charge(redis_url, redis_prefix):
+    """Paced within both, the charge's probe refused (``ck``: what the server charges is
+    still a guess, kept at the factor), ours sent just before the minute leave the token
+    bucket dry as we count them while the minute has room: no probe beyond the bucket goes (a
+    bucket charging less than we count serves it: main took that for a fixed window, and
+    the burst it admitted drew 4-6 429s from a strict bucket, ``bench_distributed.py
+    --silent-only``); the next request waits for the bucket, then goes within both."""
+    import redis
+
+    quotas = (Quota(100, 12.05, False, learn=True, margin=0.05),
+              Quota(1_000, 12.05, True, learn=True, margin=0.05))
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    shape = backend._key(None)[3]
+    client = redis.Redis.from_url(redis_url)
+    client.hset(shape, mapping={"sq": "1", "noreset": "1", "ck": "1", "cl": "1.15",
+                                "charge": "1.1500,kept"})
+    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
+    await asyncio.sleep((11.5 - now % 12.0) % 12.0)  # half a second before a minute
+    for _ in range(4):  # 920 of the bucket's 1,000 as we count them, answered before it
+        _, ticket = await backend.reserve(None, quotas, 200)
+        backend.reconcile(None, ticket, 200)
+    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
+    await asyncio.sleep(12.0 - now % 12.0 + 0.05)
+    client.hset(shape, "ss", repr(now - now % 12.0 + 12.0))  # the first probe served there
+    ticket = None
+    while ticket is None:
+        wait, ticket = await backend.reserve(None, quotas, 200)
+        if ticket is None:
+            await asyncio.sleep(wait)
+    assert ticket.silent == 0, "a probe beyond the bucket went at a guessed charge"
+    backend.reconcile(None, ticket, 200)
+    await backend.connection.aclose()
+    assert b"kind" not in client.hgetall(shape)
+    client.close()
+    await backend.aclose()

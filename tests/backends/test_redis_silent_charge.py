@@ -70,6 +70,25 @@ async def test_a_429_is_read_against_every_processs_requests(redis_url, redis_pr
     await backend.aclose()
 
 
+async def test_a_429_its_requests_quota_explains_leaves_the_factor(redis_url, redis_prefix):
+    """Six requests of three processes in the window of a 6-request quota, the sixth refused
+    (a server admitting 5): the requests quota was the fullest (6 of 6, the tokens 1,440 of
+    4,500 as we count them), so the 429 is its own, as in memory (``refusal``): the factor
+    stays. Main read it as the charge's: at least 4,500 over six estimates, 3x kept (the
+    most), and every process reserved three times its tokens from then on."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    names = await logged(backend, "sliding",
+                         [(f"p{i % 3}", 5.0 - i * 0.1, 240) for i in range(6)])
+    shape, log = backend._key(None)[3], backend._key(None)[0]
+    quotas = (Quota(6, 10.05, False, learn=True, margin=0.05), QUOTAS[1])
+    await backend.connection.call(
+        _charge.CHARGED, [shape, log],
+        ["refused", names[-1], *backend._learning.args(quotas)[1:]], "test")
+    charge, least = await backend.connection.redis.hmget(shape, "charge", "cl")
+    assert least is None and charge in (None, f"{OPENING:.4f},silent".encode()), (charge, least)
+    await backend.aclose()
+
+
 async def test_a_served_probe_brings_every_processs_factor_down(redis_url, redis_prefix):
     """The charge's probe, the nineteenth request in a sliding window, served: the server
     counted the nineteen within 4,500, each rounded up, so it charges at most 4,481 over their

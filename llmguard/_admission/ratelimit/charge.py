@@ -53,6 +53,10 @@ MOST = 3.0
 class Charge:
     """The charge factor of one partition's token quotas and what reconciliation keeps."""
 
+    #: Its window holds only this process's part of what the server counts (a shared
+    #: backend's mirror): what fits that part refutes nothing (:mod:`.learn_refusal`).
+    partial = False
+
     __slots__ = ("factor", "heard", "silent", "burst", "limit", "kept", "probing", "testing",
                  "trusted", "refills", "windowed", "least", "guessed", "clocked", "floor",
                  "ceiling", "paced")

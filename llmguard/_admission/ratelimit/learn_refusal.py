@@ -121,8 +121,9 @@ def _admits(window: Any, ticket: Entry | None, now: float) -> bool:
     """True when a fixed clock minute of each quota, charging at most the factor we count,
     would have admitted ``ticket`` after ours surely in its minute: its 429 refutes a fixed
     window learned from a server that says nothing (a bucket charging 1.11x taken for one at
-    :00 refused a burst at each minute's start: 5 429s)."""
-    if ticket is None or window.charge is None:
+    :00 refused a burst at each minute's start: 5 429s). Not on a part of the requests the
+    server counts (``Charge.partial``: a shared backend reads them all)."""
+    if ticket is None or window.charge is None or window.charge.partial:
         return False
     estimated, count, limit = bounds.minute_of(window, ticket, before=True)
     requests = window.limit(False)

@@ -51,6 +51,15 @@ local function hush(shape)
 end
 local function settle(log, shape, done, made, old, new, reserved_tokens, used_tokens, first)
   local at = redis.call('ZSCORE', log, old)
+  local refused = false
+  if not at then  -- a 429 marked it refused (``_learned_scripts.REFUSED``): settled marked
+    local marked = (string.gsub(old, ':(%d+)$', ':r:%1'))
+    at = redis.call('ZSCORE', log, marked)
+    if at then
+      refused, old = true, marked
+      if new ~= '' then new = (string.gsub(new, ':(%d+)$', ':r:%1')) end
+    end
+  end
   if at and old ~= new then
     local pttl = redis.call('PTTL', log)
     redis.call('ZREM', log, old)
@@ -61,7 +70,8 @@ local function settle(log, shape, done, made, old, new, reserved_tokens, used_to
     uncap(at, old, new)
   end
   local learnt = redis.call('HMGET', shape, 'lims', 'kind', 'noreset')
-  if at and old ~= new and learnt[2] == 'fixed' then  -- carried in flight (``_fixed_scripts``):
+  -- (a refused one is carried by no count made since its 429: the one before keeps it, safe)
+  if at and old ~= new and not refused and learnt[2] == 'fixed' then  -- carried (``_fixed_scripts``):
     local was, is = tonumber(string.match(old, ':(%d+)$')), tonumber(string.match(new, ':(%d+)$') or '0')
     local n = 0  -- a refund (never sent) or a new token count changes the carried count too
     for i = first, #ARGV, 5 do
@@ -111,7 +121,7 @@ end
 #: it is not, ``unassumed``; '' a sliding log), '1' when this process read an answer without
 #: any rate-limit header (``_silent``: before the settlements, so their ends are kept), the
 #: request's bare token estimate ('' none: ``_charge``), the settlements' SETTLE arguments (5 each), then limit/window/is_tokens/learns/margin per quota (the settlements' quotas too). Returns {admitted (1; 2 as the probe;
-#: 3, 4 as a silent server's, ``_probe_scripts``; 5 as its charge's, ``_charge``; -1 not: another process probes this window), wait, requests available, tokens available,
+#: 3, 4, 6 as a silent server's, ``_probe_scripts``; 5 as its charge's, ``_charge``; -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
 #: why, version, late ('1' or ''), the shared charge (''), the others' admissions
 #: (``_peek``), the give-back verdict ('1', '0', '': ``_giveback``) and why, doubt (''), marker}.

@@ -83,7 +83,7 @@ local least, lims = tonumber(got[3] or '') or 1.0, got[4] or ''
 local learned, k = {}, 0
 for x in string.gmatch(lims, '[^,]+') do k = k + 1; learned[k] = tonumber(x) end
 local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
-local n, bound, floor = 0, nil, nil
+local n, bound, floor, rratio, tratio = 0, nil, nil, 0, 0
 for i = 3, #ARGV, 5 do
   n = n + 1
   local limit, window, margin = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 4])
@@ -97,17 +97,19 @@ for i = 3, #ARGV, 5 do
       if entries[j] ~= member and not string.find(entries[j], ':r:') and s > lo and s <= at then count = count + 1 end
     end
     if count > limit then return 0 end
+    rratio = math.max(rratio, count / limit)
   elseif ARGV[i + 2] == '1' and outcome == 'refused' then
     -- every process's that may have been counted before it, in a sliding window whatever the
     -- shape (a fixed one's count from its start, the shape wrongly learned from a bucket's
     -- served probe, took the floor to 1.8-3x)
-    local sum = est(member)
+    local sum, charged = est(member), tonumber(string.match(member, ':(%d+)$'))
     for j = 1, #entries, 2 do
       local s = tonumber(entries[j + 1])
       if entries[j] ~= member and not string.find(entries[j], ':r:') and s > at - window and s <= at + margin then
-        sum = sum + est(entries[j])
+        sum, charged = sum + est(entries[j]), charged + tonumber(string.match(entries[j], ':(%d+)$'))
       end
     end
+    tratio = math.max(tratio, charged / limit)
     local f = limit / sum
     if floor == nil or f > floor then floor = f end
   elseif ARGV[i + 2] == '1' then  -- served: every process's up to it counted, at most the quota
@@ -132,6 +134,10 @@ for i = 3, #ARGV, 5 do
     if bound == nil or most < bound then bound = most end
   end
 end
+-- a 429 to a request whose requests quota was the fullest, as we count ours (``refusal``:
+-- the 6th of 6 requests of a server admitting 5), is that quota's, not the charge's (taken
+-- for the charge's, a token quota that never bound was charged 3x from then on)
+if floor and not probe and rratio >= tratio then floor = nil end
 local new = factor
 if floor then
   least = math.max(least, math.min(""" + repr(MOST) + """, floor))
@@ -162,6 +168,12 @@ class SharedCharge(Charge):
         #: The 429 being read is to a request admitted while Redis was down (``on_error=
         #: "local"``): no shared log holds it, so this process learns from it as in memory.
         self.alone = False
+
+    @property
+    def partial(self) -> bool:  # type: ignore[override]
+        """This process's part of every process's requests (``_learned_scripts.ADMITS`` reads
+        them all), but for a request admitted ``alone``."""
+        return not self.alone
 
     def refused(self, window: Any, now: float, ticket: Any, limit: int) -> bool:
         """Nothing locally (the 429 is read against every process's requests, ``CHARGED``),

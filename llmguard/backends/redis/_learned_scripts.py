@@ -5,11 +5,13 @@ shape a process learned published for every process (``PUBLISH``) in the key's s
 
 from __future__ import annotations
 
+from ..._admission.ratelimit.charge import OPENING
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
 from ._fixed_scripts import FLIP
+from ._probe_scripts import EST
 
-__all__ = ["PUBLISH", "READING", "REFUSED", "SPENT"]
+__all__ = ["NOT_FIXED", "PUBLISH", "READING", "REFUSED", "SPENT"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
 #: fixed window that counts a request late, ``shape.Shape.late``; '' not), when an answer showed
@@ -123,10 +125,50 @@ if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 return 1
 """
 
+#: Why a 429 refuted a fixed clock minute learned from a server that says nothing (``REFUSED``).
+NOT_FIXED = ("a 429 within what a fixed clock minute admits of every process's requests (no "
+             "rate-limit header): not one; paced as a sliding window")
+
+#: Lua, in ``REFUSED`` (``at``, ``kind``, ``epoch``, ``limit_of``): ``learn_refusal._admits`` on
+#: the shared log. A fixed clock minute counted late, of a server that says nothing ('q'),
+#: whose minute, every process's requests surely in it before the refused one and that one at
+#: the shared charge factor, has room for it in tokens and requests, did not refuse it: a
+#: sliding window from now on, for every process (one process's share of the requests, read
+#: in its mirror, explained none of the 429s that the minute's count did).
+ADMITS = EST + """
+local sh = redis.call('HMGET', shape, 'late', 'charge')
+local factor = tonumber(string.match(sh[2] or '', '^([^,]+)')) or """ + repr(OPENING) + """
+if kind == 'fixed' and epoch and sh[1] == '1' and string.find(ARGV[2], 'q') and not string.find(ARGV[2], 'p') then
+  local tl, tm, tw, rl, k = nil, 0, 0, nil, 0  -- the least token limit (margin, span), requests'
+  for i = 3, #ARGV, 5 do
+    k = k + 1
+    local limit = limit_of(k, tonumber(ARGV[i]))
+    if ARGV[i + 2] == '1' and ARGV[i + 3] == '1' and (not tl or limit < tl) then
+      tl, tm, tw = limit, tonumber(ARGV[i + 4]), tonumber(ARGV[i + 1]) - tonumber(ARGV[i + 4])
+    elseif ARGV[i + 2] ~= '1' and (not rl or limit < rl) then
+      rl = limit
+    end
+  end
+  local estimated, count = 0, 0
+  if tl then
+    local start = epoch + math.floor((at - epoch) / tw) * tw + tm
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(start), '(' .. fmt(at))) do
+      if not string.find(m, ':r:') then estimated, count = estimated + est(m), count + 1 end
+    end
+  end
+  if estimated > 0 and factor * (estimated + est(ARGV[1])) <= tl and (not rl or count + 1 < rl) then
+    redis.call('HINCRBY', shape, 'v', 1)
+    redis.call('HSET', shape, 'kind', 'sliding', 'epoch', '', 'late', '', 'why', [[""" + NOT_FIXED + """]])
+    redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
+  end
+end
+"""
+
 #: KEYS: log, shape. ARGV: the log member of the refused request, '1' when no bucket is assumed
 #: (any more: ``shape.Shape.assumed``, dropped by a 429 asking for longer than a bucket refills
 #: the request; input/output token quotas, for every process: ``unassumed``, read by
-#: ``_auto_scripts.RESERVE``), then limit/window/is_tokens/learns/margin per quota. Marks the
+#: ``_auto_scripts.RESERVE``), 'p' when it was a probe and 'q' when the process heard its
+#: server say nothing (``shape.Shape.quiet``), then limit/window/is_tokens/learns/margin per quota. A fixed minute it refutes is refuted for every process (``ADMITS``). Marks the
 #: member refused (``id:r:tokens``: still paced by, not
 #: counted by a probe), then ``refusal.learn_limit`` on the shared log: the unit nearest its
 #: limit ran out, so the server admits what every process had in its window (the fixed window
@@ -136,7 +178,7 @@ return 1
 REFUSED = """
 local log, shape = KEYS[1], KEYS[2]
 local function fmt(x) return string.format('%.17g', x) end
-if ARGV[2] == '1' and redis.call('HSETNX', shape, 'unassumed', '1') == 1 then
+if string.sub(ARGV[2], 1, 1) == '1' and redis.call('HSETNX', shape, 'unassumed', '1') == 1 then
   redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
 end
 local at = tonumber(redis.call('ZSCORE', log, ARGV[1]) or '')
@@ -149,7 +191,7 @@ if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
 local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims')
 local kind, epoch, lims = got[1], tonumber(got[2] or ''), got[3] or ''
 local need = tonumber(string.match(ARGV[1], ':(%d+)$'))
-""" + LIMITS + """
+""" + LIMITS + ADMITS + """
 local fullest, ratio, used_of, n = nil, 0, 0, 0
 for i = 3, #ARGV, 5 do
   n = n + 1

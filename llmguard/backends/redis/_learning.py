@@ -117,7 +117,7 @@ class RedisLearning:
             charge.follow(window, now, result[13])
         result = list(result)
         admitted = result[0]
-        if admitted in (1, 2, 3, 4, 5):
+        if admitted in (1, 2, 3, 4, 5, 6):
             entry = window.add(now, tokens, estimate)
             if admitted == 2:
                 window.shape.probe = entry
@@ -184,7 +184,7 @@ class RedisLearning:
         new = "" if tokens is None else f"{member}:{tokens}"
         self.settlements.add(names, ticket.quotas, [
             ticket.made, ticket.member, new, ticket.tokens, "" if tokens is None else tokens],
-            quiet)
+            quiet, ticket.refusing)
         ticket.made = None
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
@@ -218,8 +218,8 @@ class RedisLearning:
         """A 429: learned from locally (a fixed window's boundary to resume at), the pause
         it leads to set in Redis, and the effective limit learned from every process's
         requests in the window (``_learned_scripts.REFUSED``)."""
-        entry = _entry(ticket)
-        window = self.local.window(key, quotas)
+        entry, window = _entry(ticket), self.local.window(key, quotas)
+        flags = "p" * bool(getattr(ticket, "silent", 0)) + "q" * bool(window.shape.quiet)
         now = clock.now()
         limits, why = [track.limit for track in window.tracks], window.shape.limits
         # a 429 on tokens before any reading: the charge (``_charge``), not a token limit
@@ -247,9 +247,9 @@ class RedisLearning:
                     if not named.minute or args[i + 2] != int(named.tokens) \
                             or (named.tokens and charged):
                         args[i + 3] = 0
-            self.connection.spawn(self.connection.write(
+            ticket.refusing = self.connection.spawn(self.connection.write(
                 _learned_scripts.REFUSED, [names[0], names[3]],
-                [ticket.member, "" if window.shape.assumed else "1", *args],
+                [ticket.member, ("" if window.shape.assumed else "1") + flags, *args],
                 "learning from a 429"))
 
 

@@ -19,7 +19,11 @@ at. Server time is the wall clock, so its minutes are the clock's.
    late, ``_fixed_scripts``) and what a token bucket surely holds (its level less what it
    refills while a request is on the way); once the bucket is dry while the minute has room,
    one more goes (``4``): served, a fixed window (published); refused, a bucket (paced as a
-   sliding window, as in memory).
+   sliding window, as in memory). Once the minute is spent surely (at every process's bare
+   estimates) while the bucket, as we count ours, holds one more (a batch sent on a
+   minute: both spent there, the bucket refilling), that one goes (``6``, ``apart.spent``):
+   served, a bucket; refused, a fixed window (published; paced within both, nothing went
+   until the next minute).
 """
 
 from __future__ import annotations
@@ -33,26 +37,6 @@ __all__ = ["BOTH", "CPROBE", "EITHER", "EST", "POLL", "PROBE", "SILENT"]
 #: meanwhile paces it then.
 POLL = 0.5
 
-#: Lua, after ``late`` is set: ``quiet`` (probes may go), ``served`` (the minute of a served
-#: first probe: paced within both, its fixed count counted late) and what the loop collects.
-EITHER = """
-local quiet = kind == 'unknown' and got[11] == '1' and not assumed
-local served = quiet and tonumber(got[12] or '') or nil
-if served then epoch, late = served, true end
-local lq, dry, roomy, blocked = {}, false, true, false
-"""
-
-#: Lua, in the loop's fixed-window branch after ``FIXED`` (its ``at``: when the minute has
-#: room): also within what a token bucket surely holds, and whether it is dry.
-BOTH = """
-    if served then
-      local short = unit + rate * margin - level
-      if short > 0 then wait = math.max(wait, short / rate + slack) end
-      avail = math.min(avail, level - rate * margin)
-      dry, roomy = dry or level + rate * margin < unit, roomy and at <= now
-    end
-"""
-
 #: Lua helpers: ``est(m)``, a log member's bare estimate (its reserved tokens when it carries
 #: none: a larger count, so every bound below errs safe).
 EST = """
@@ -61,9 +45,45 @@ local function est(m)
 end
 """
 
-#: Lua, after the caps: ``silent`` (0, or 3 / 4: the stage of the probe admitted now) and the
-#: minute it probes (``sb``); a wait cut to when a first probe may go.
-SILENT = EST + """
+#: Lua, after ``late`` is set: ``quiet`` (probes may go), ``served`` (the minute of a served
+#: first probe: paced within both, its fixed count counted late) and what the loop collects.
+EITHER = EST + """
+local quiet = kind == 'unknown' and got[11] == '1' and not assumed
+local served = quiet and tonumber(got[12] or '') or nil
+if served then epoch, late = served, true end
+local lq, dry, roomy, blocked, spent, held = {}, false, true, false, false, 0
+-- ours counted at a guessed charge (nothing heard of tokens, ``_charge``): a token bucket dry
+-- as we count ours may hold one more at what the server charges (``apart.cheaper``)
+local told = string.match(got[7] or '', ',(.*)$')
+local guessed = tonumber(ARGV[13]) ~= nil and told ~= 'heard' and told ~= 'trusted'
+"""
+
+#: Lua, in the loop's fixed-window branch after ``FIXED`` (its ``at``: when the minute has
+#: room): also within what a token bucket surely holds (``held``: seconds until it holds
+#: this one), whether it is dry, and whether the minute is ``spent`` surely (``apart.spent``:
+#: every process's served since its start and its skew, refused left out, and this one, at
+#: their bare estimates, the least a server charges, over the limit).
+BOTH = """
+    if served then
+      local short = unit + rate * margin - level
+      if short > 0 then
+        wait = math.max(wait, short / rate + slack)
+        held = math.max(held, short / rate)
+      end
+      avail = math.min(avail, level - rate * margin)
+      dry = dry or (level + rate * margin < unit and not (tok and guessed))
+      roomy = roomy and at <= now
+      local sum = tok and (tonumber(ARGV[13]) or need) or 1
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(epoch + current * W + early), '+inf')) do
+        if not string.find(m, ':r:') then sum = sum + (tok and est(m) or 1) end
+      end
+      spent = spent or sum > limit
+    end
+"""
+
+#: Lua, after the caps: ``silent`` (0, or 3 / 4 / 6: the stage of the probe admitted now) and
+#: the minute it probes (``sb``); a wait cut to when a probe may go.
+SILENT = """
 local silent, sb = 0, nil
 local claim = got[13] and tonumber(string.match(got[13], '^%d,([^,]+)')) or nil
 if quiet and wait > 0 and pause_left <= 0 and cap_left <= 0 and not blocked and #lq > 0
@@ -71,7 +91,12 @@ if quiet and wait > 0 and pause_left <= 0 and cap_left <= 0 and not blocked and 
   local bare, how = tonumber(ARGV[13]), string.match(got[7] or '', ',(.*)$')
   local least = bare and not got[15] and how ~= 'heard' and (tonumber(got[16] or '') or 1.0) or nil
   if served then  -- (dry as we count ours: a bucket charging less served it, ``least``)
-    if dry and roomy and not least then silent, sb = 4, served end
+    local cp = tonumber(string.match(got[14] or '', '^([^,]+)'))
+    if dry and roomy and not least then
+      silent, sb = 4, served
+    elseif spent and not (cp and now - cp < 2 * horizon) then  -- (the charge's answer first)
+      if held <= 0 then silent, sb = 6, served else wait = math.min(wait, held + slack) end
+    end
   else
     -- every process's units after lo, refused left out (``least``: tokens at the least the
     -- server charges, a silent charge's floor over the bare estimates, until a probe of the

@@ -12,7 +12,7 @@ settlement thus rides on its next reservation: one round trip per call instead o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..._admission.ratelimit.window import Quota
@@ -39,9 +39,15 @@ class Settlements:
         connection.flushers.append(self.flush)  # aclose() sends what is queued
 
     def add(self, names: list[str], quotas: tuple[Quota, ...], settlement: list[Any],
-            quiet: str = "") -> None:
+            quiet: str = "", after: asyncio.Task[Any] | None = None) -> None:
         """Queue one settlement (5 arguments); sent within two loop turns at the latest
-        (``quiet``: ``_peek.quiet`` of its key)."""
+        (``quiet``: ``_peek.quiet`` of its key). ``after``: the 429's write
+        (``_learned_scripts.REFUSED``) it is sent after, by itself, unless it has landed: that
+        marks its member refused, and once settled under its old name the member is found by
+        neither (the 429 taught nothing, its tokens stayed counted)."""
+        if after is not None and not after.done():
+            self.connection.spawn(self._after(after, names, quotas, settlement, quiet))
+            return
         self._queued.append((names, quotas, settlement))
         if quiet:
             self._quiet[names[1]] = quiet
@@ -78,12 +84,22 @@ class Settlements:
             group = groups.setdefault((names[1], quotas), (names, []))
             group[1].extend(settlement)
         for (_, quotas), (names, settlements) in groups.items():
-            refunds = any(settlements[i] == "" for i in range(2, len(settlements), 5))
-            self.connection.spawn(self.connection.write(
-                _auto_scripts.SETTLE, [names[1], names[0], names[3], names[4]],
-                [len(settlements) // 5, quiet.get(names[1], ""), *settlements,
-                 *self.args(quotas)[1:]],
-                "refunding" if refunds else "reconciling"))
+            self.connection.spawn(self._send(names, quotas, settlements,
+                                             quiet.get(names[1], "")))
+
+    def _send(self, names: list[str], quotas: tuple[Quota, ...], settlements: list[Any],
+              quiet: str) -> Coroutine[Any, Any, None]:
+        """The write of ``settlements`` (5 arguments each) of one key and quotas."""
+        refunds = any(settlements[i] == "" for i in range(2, len(settlements), 5))
+        return self.connection.write(
+            _auto_scripts.SETTLE, [names[1], names[0], names[3], names[4]],
+            [len(settlements) // 5, quiet, *settlements, *self.args(quotas)[1:]],
+            "refunding" if refunds else "reconciling")
+
+    async def _after(self, write: asyncio.Task[Any], names: list[str],
+                     quotas: tuple[Quota, ...], settlement: list[Any], quiet: str) -> None:
+        await asyncio.wait((write,))
+        await self._send(names, quotas, settlement, quiet)
 
     def cancelled(self, task: asyncio.Task[Any] | None, names: list[str], member: str) -> None:
         """A reservation was cancelled mid-round-trip: Redis may have admitted it anyway, so

@@ -49,6 +49,7 @@ redis.call('HDEL', shape, 'sp')
 if outcome == 'gone' then return 1 end
 if outcome == 'refused' then redis.call('ZREM', KEYS[3], ARGV[4], (string.gsub(ARGV[4], ':(%d+)$', ':r:%1'))) end
 local kind = outcome == 'refused' and 'sliding' or (stage == '4' and 'fixed' or nil)
+if stage == '6' then kind = outcome == 'refused' and 'fixed' or 'bucket' end  -- beyond the minute
 local function overflowed()
   local lims = redis.call('HGET', shape, 'lims') or ''
 """ + LIMITS + """
@@ -92,7 +93,12 @@ WHY = {("refused", 3): "a request beyond a sliding window, just after the clock 
        ("refused", 4): "a request beyond what a token bucket of the quota holds was refused "
                        "(429; no rate-limit header): paced as a sliding window",
        ("served", 4): "a request beyond what a token bucket of the quota holds was served (no "
-                      "rate-limit header): a fixed window starting afresh at each minute"}
+                      "rate-limit header): a fixed window starting afresh at each minute",
+       ("refused", 6): "a request beyond a fixed window from the clock minute, within a token "
+                       "bucket, was refused (429; no rate-limit header): a fixed window "
+                       "starting afresh at each minute",
+       ("served", 6): "a request beyond a fixed window from the clock minute, within a token "
+                      "bucket, was served (no rate-limit header): a token bucket"}
 #: Why a first probe served showed a bucket (``VERDICT``, as ``silent.served`` in memory).
 OVERFLOWED = ("a request beyond a sliding window was served just after the clock minute, and "
               "every process's requests served in the minute before overflowed a fixed window "
@@ -131,6 +137,6 @@ def refused(connection: Connection, window: Any, now: float, ticket: Any,
     ticket.silent = 0
     why = WHY[("refused", stage)]
     _verdict(connection, names, ticket.member, "refused", why)
-    if window.shape is not None and window.shape.kind == "unknown":
-        window.shape.learn("sliding", why)
+    if stage != 6 and window.shape is not None and window.shape.kind == "unknown":
+        window.shape.learn("sliding", why)  # (beyond the minute: a fixed window, adopted)
         window.shape.probes = 0
