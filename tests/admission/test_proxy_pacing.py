@@ -14,8 +14,6 @@ from llmguard._admission.ratelimit.latency import CEILING
 from llmguard.testing import ProxyWindowServer
 from llmguard.testing._quota import FixedWindow
 
-pytestmark = pytest.mark.usefixtures("pinned_wall_clock")
-
 RPM, CALLS, GAP = 1200, 2400, 0.025  #: the bench's scale; GAP: the proxy's time per request
 
 

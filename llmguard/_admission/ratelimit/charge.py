@@ -27,9 +27,8 @@ window by 10% (8% of requests refused). So under a learned token quota:
   them as OpenAI documents: the prompt and ``max_tokens`` at admission, nothing given back
   when the answer is shorter. So a reconciliation keeps what the server charged (the estimate
   times the factor; more when the usage says more): giving the unused part back to our own
-  count let a limiter under ConcurrencyLimit(8) run ahead of the server (2 429s of ~143).
-  Separate input and output quotas (Anthropic's, which adjusts output to the answer) are
-  reconciled to the usage apart from this (:mod:`.split`).
+  count let a limiter under ConcurrencyLimit(8) run ahead of the server (2 429s of ~143);
+  separate input and output quotas (Anthropic's) are reconciled apart (:mod:`.split`).
 
 Everything here takes numbers (no clock, no asyncio): tested directly.
 """
@@ -44,10 +43,9 @@ from .bounds import fitted, ours, recount, unrefilled
 
 __all__ = ["OPENING", "Charge"]
 
-#: The factor of an opening burst, before the server has calibrated it.
-OPENING = 1.15
-#: The factor calibration may reach (a server counting 3x the estimate is a broken estimator).
-MOST = 3.0
+#: The factor of an opening burst, before the server has calibrated it; the most calibration
+#: may reach (a server counting 3x the estimate is a broken estimator).
+OPENING, MOST = 1.15, 3.0
 
 
 class Charge:
