@@ -178,6 +178,12 @@ class MemoryBackend:
             return self.take(key, quotas, tokens)
         return move(window, get_running_loop().time(), ticket, tokens)
 
+    def queued(self, key: Hashable, ticket: Entry, waits: bool) -> None:
+        """``ticket``'s call waits in an inner queue from now (``waits``), or no longer."""
+        window = self._windows.get(key)
+        if window is not None:
+            (window.queued.mark if waits else window.queued.unmark)(ticket)
+
     async def reserve(
         self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
     ) -> tuple[float, Any]:

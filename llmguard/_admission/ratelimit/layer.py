@@ -138,6 +138,7 @@ class RateLimit(ServerFeedback):
             line, loop = self._line, call.loop or loop_of(call)
             started = loop.time()
             future = line.join(key, tokens, call.priority or 0, call.partition)
+            call.queueing()  # an outer rate limit's reservation waits here, not sent
             try:
                 ticket = await future
             except AdmissionTimeout as exc:

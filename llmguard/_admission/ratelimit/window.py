@@ -17,6 +17,7 @@ from .bucket import Bucket
 from .charge import Charge
 from .log import Entry, Folded
 from .pair import pairs, tracks
+from .queued import Queued, subtracted
 from .reading import Readings
 from .shape import Shape
 
@@ -56,7 +57,7 @@ class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
     __slots__ = ("tracks", "pace", "paused_until", "caps", "buckets", "shape", "issued",
-                 "issued_tokens", "readings", "charge", "quotas", "log")
+                 "issued_tokens", "readings", "charge", "quotas", "log", "queued")
 
     def __init__(self, quotas: tuple[Quota, ...], charge: type[Charge] = Charge) -> None:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
@@ -72,7 +73,8 @@ class Window:
         #: Loop time before which nothing is admitted (a provider's Retry-After).
         self.paused_until = 0.0
         #: [remaining, until, first seq counted, the reading's ticket (the server counted it as
-        #: it charges: a reconciliation changes nothing)] per unit (False requests, True tokens).
+        #: it charges: a reconciliation changes nothing), the marks of ours queued below it
+        #: counted (:mod:`.queued`)] per unit (False requests, True tokens).
         self.caps: dict[bool, list[float]] = {}
         #: Requests and tokens admitted so far (an entry's ``seq``/``tseq`` are these before it).
         self.issued = self.issued_tokens = 0
@@ -81,6 +83,8 @@ class Window:
         #: What the server charges against our estimate, for learned token quotas (``charge``).
         charged = [q.limit for q in learned if q.tokens and not q.part]
         self.charge = charge(min(charged)) if charged else None
+        #: Ours admitted whose calls wait in an inner queue now (not at the server).
+        self.queued = Queued()
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted (0.0: now), ``SLACK`` added
@@ -160,6 +164,7 @@ class Window:
             if entry.owner is not self:
                 return
             entry.owner = None
+        queued = entry.queued  # (a reading that counted it as queued below gets it back)
         if entry.live and not live:
             if self.readings.groups:  # (no reading open: nothing to give back)
                 self.readings.refund(entry, self.tracks if self.shape and self.shape.kind == "bucket" else ())
@@ -168,12 +173,14 @@ class Window:
         for track in self.pace:
             track.adjust(now, entry, tokens, live)
         for unit, cap in self.caps.items() if self.caps else ():
-            if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
-                cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
+            if (entry.seq >= cap[2] or subtracted(queued, cap[4])) and entry.seq != cap[3]:
+                cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)  # counted
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
         if self.shape is not None and entry is self.shape.probe:
             learn.settled(self, now, entry, tokens, live)
+        if queued:  # it left the inner queue (moved: counted anew; or never sent)
+            self.queued.unmark(entry)
         entry.tokens = tokens
         entry.live = live
 
@@ -196,20 +203,22 @@ class Window:
                               at)
         issued = self.issued_tokens if tokens else self.issued
         track = self.tracks[0]
-        after = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
-                                    tokens, ticket, issued)
-        read = self.readings.read(now, tokens, remaining, ticket, after, issued)
+        after, marks = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
+                                           tokens, ticket, issued, self.queued)
+        read = self.readings.read(now, tokens, remaining, ticket, after, issued, marks)
         kind = self.shape.kind if self.shape is not None else None
         if tokens and ticket is not None and self.charge is not None and tracks:
             self.charge.read(self, now, remaining, ticket, tracks)
         if read is None:
             return  # an older burst's reading: the open group's are newer
-        left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
+        left, since, base, marks = read if ticket is not None else (*read[:2], self.issued,
+                                                                    read[3])  # by seq
         pacers = short.buckets(self, tracks)  # each a bucket (a shorter window's: its own)
         if pacers:
             for track in pacers:  # drained, a give-back bounded too (:func:`.told.drain`)
                 told.drain(track, now, left, since, ticket, base, self.readings.spread,
-                           limit if kind == "bucket" else None)
+                           limit if kind == "bucket" else None,
+                           self.queued.units(tokens) if marks else 0)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
@@ -226,7 +235,7 @@ class Window:
         else:
             return
         if until > now:
-            self.caps[tokens] = [left, until, base, -1 if ticket is None else ticket.seq]
+            self.caps[tokens] = [left, until, base, -1 if ticket is None else ticket.seq, marks]
 
     def spent(self, now: float) -> None:
         """Every quota used up now: buckets empty, windows capped at nothing for a window."""
@@ -236,7 +245,7 @@ class Window:
             if bucket is not None:
                 bucket.drain_to(now, 0)
             if not isinstance(track, Bucket):
-                self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued, -1]
+                self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued, -1, 0]
 
     def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0,
                 named: Any = None) -> None:
