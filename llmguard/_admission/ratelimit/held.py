@@ -51,8 +51,8 @@ class Held:
         (:mod:`.queued`; ``Call.queueing``). A remote one (Redis) is not read so: nothing.
         True when let go with its reservation given way meanwhile: to be counted again."""
         line, ticket = self.line, self.ticket
-        if line.move is not None and type(ticket) is Entry:
-            line.backend.queued(self.key, ticket, waits)
+        if line.queued is not None and type(ticket) is Entry:
+            line.queued(self.key, ticket, waits)
             return not waits and not ticket.live
         return False
 

@@ -69,11 +69,9 @@ class RateLimit(ServerFeedback):
     #: response headers (:class:`~llmguard.HeaderObserver`; a coroutine frame less per call).
     observes_inline = True
 
-    __slots__ = (
-        "_margin", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
-        "_line", "_reserved", "_in_flight", "_admitted", "_rejected",
-        "_refunds", "_rate_limited", "_take", "_reconcile", "_settle", "_learning", "_split",
-    )
+    __slots__ = ("_margin", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
+                 "_line", "_reserved", "_in_flight", "_admitted", "_rejected", "_refunds",
+                 "_rate_limited", "_take", "_reconcile", "_settle", "_learning", "_split")
 
     def __init__(
         self,

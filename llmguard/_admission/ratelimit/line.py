@@ -76,7 +76,7 @@ class WaitingLine:
     ``describe()`` names the quotas for the :class:`AdmissionTimeout` message."""
 
     __slots__ = ("backend", "quotas", "max_wait", "lines", "waiting", "timed_out", "describe",
-                 "take", "move")
+                 "take", "move", "queued")
 
     def __init__(self, backend: Any, quotas: Any, max_wait: float | None,
                  describe: Callable[[], str], take: Callable[..., Any] | None = None) -> None:
@@ -87,6 +87,9 @@ class WaitingLine:
         #: The backend's ``move`` (:class:`.move.MovesNow`), or None: a recount (``held``) then
         #: refunds and takes anew.
         self.move = backend.move if isinstance(backend, MovesNow) else None
+        #: Its ``queued`` (optional on a MovesNow backend: :mod:`.queued`), or None.
+        queued = getattr(backend, "queued", None) if self.move is not None else None
+        self.queued = queued if callable(queued) else None
         self.quotas = quotas
         #: Seconds a waiter may wait before AdmissionTimeout (None: no bound).
         self.max_wait = max_wait

@@ -30,15 +30,12 @@ class MovesNow(Protocol):
     """A backend that moves a reservation to now without suspending (its state is in this
     process): ``move`` does what ``refund(key, ticket)`` then ``take(key, quotas, tokens)``
     do, the new ticket or None (the refund made, nothing taken). ``held.Held`` uses it for a
-    call counted again as it leaves an inner queue (and ``queued`` as it joins one); a
-    backend without it is refunded and reserves anew (Redis: a remote reservation is not
-    moved in place)."""
+    call counted again as it leaves an inner queue; a backend without it is refunded and
+    reserves anew (Redis: a remote reservation is not moved in place). One that also has
+    ``queued(key, ticket, waits)`` is told when the call of ``ticket`` starts waiting in an
+    inner queue (``waits``) or was let go at once after all (:mod:`.queued`)."""
 
     def move(self, key: Hashable, quotas: tuple[Any, ...], ticket: Any, tokens: int) -> Any: ...
-
-    def queued(self, key: Hashable, ticket: Any, waits: bool) -> None:
-        """The call of ``ticket`` waits in an inner queue from now (``waits``), or was let go
-        at once after all (False): marked until it moves or is refunded (:mod:`.queued`)."""
 
 
 def move(window: Any, now: float, entry: Entry, tokens: int) -> Entry | None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Queued", "subtracted"]
+__all__ = ["MarksQueued", "Queued", "give_way", "subtracted"]
 
 
 class Queued:
@@ -66,6 +66,20 @@ class Queued:
             self.requests -= 1
             self.tokens -= entry.tokens
 
+
+
+class MarksQueued:
+    """The in-memory backend's ``queued(key, ticket, waits)`` (optional beside ``move``:
+    :class:`.move.MovesNow`): the window of ``key`` marks ``ticket`` queued below."""
+
+    __slots__ = ()
+    _windows: dict[Any, Any]
+
+    def queued(self, key: Any, ticket: Any, waits: bool) -> None:
+        """``ticket``'s call waits in an inner queue from now (``waits``), or no longer."""
+        window = self._windows.get(key)
+        if window is not None:
+            (window.queued.mark if waits else window.queued.unmark)(ticket)
 
 
 def subtracted(mark: int, marks: int) -> bool:

@@ -7,10 +7,8 @@ On top: a 429's pause, the caps headers report. Takes ``now`` as an argument: te
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..._core.public import public
 from . import answers, beyond, learn, learn_refusal, short, silent, told
 from .auto import AutoTrack
 from .bucket import Bucket
@@ -18,6 +16,7 @@ from .charge import Charge
 from .log import Entry, Folded
 from .pair import pairs, tracks
 from .queued import Queued, subtracted
+from .quota import Quota
 from .reading import Readings
 from .shape import Shape
 
@@ -25,32 +24,6 @@ __all__ = ["SLACK", "Entry", "Quota", "Window"]
 
 #: Added to every computed wait: float rounding never admits on the instant an entry expires.
 SLACK = 1e-3
-
-
-@public
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """At most ``limit`` requests (``tokens=False``) or tokens in any ``window`` seconds; or,
-    ``continuous=True``, a bucket of ``limit`` refilled at ``limit / window`` per second; or,
-    ``learn=True``, paced like the server's own limiter once its shape is learned. ``margin``
-    is the part of ``window`` added for the time a request takes to reach the server.
-    ``part`` is ``"input"`` or ``"output"`` for a quota of only those tokens (``input_tpm=``,
-    ``output_tpm=``; kept apart by ``split_backend.SplitBackend``)."""
-
-    limit: int
-    window: float
-    tokens: bool
-    continuous: bool = False
-    learn: bool = False
-    margin: float = 0.0
-    part: str = ""
-
-    def describe(self) -> str:
-        unit = f"{self.part} tokens".lstrip() if self.tokens else "requests"
-        window = round(self.window - self.margin, 9)
-        per = {60.0: "minute", 1.0: "second"}.get(window, f"{window:g} s")
-        return f"{self.limit} {unit} per {per}" + (" (refilled continuously)"
-                                                   if self.continuous else "")
 
 
 class Window:
