@@ -53,6 +53,8 @@ class Held:
         line, ticket = self.line, self.ticket
         if line.queued is not None and type(ticket) is Entry:
             line.queued(self.key, ticket, waits)
+            if waits:  # one that left the queue before may be waiting for room it holds
+                line.wake_front(self.key)
             return not waits and not ticket.live
         return False
 

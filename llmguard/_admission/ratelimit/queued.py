@@ -20,10 +20,14 @@ window holding the slots, and each minute sends as many as there are slots.
 So the inner limiter says it (``Call.queueing``, on its slow path only: a call let through at
 once costs nothing): the reservation's entry is marked (:class:`Queued`, numbered in order, so
 a reading knows which of ours it subtracted as queued), and unmarked as it leaves (moved, or
-refunded: :meth:`.window.Window.adjust`). Everything here takes no clock: tested directly."""
+refunded: :meth:`.window.Window.adjust`). A call already waiting ahead of RateLimit's line
+for room (it left the queue before ours behind it were marked: the line admitted them at the
+same instant) is served the same way as they are marked (:meth:`MarksQueued.make_way`).
+Everything here but the backend's methods takes no clock: tested directly."""
 
 from __future__ import annotations
 
+from asyncio import get_running_loop
 from typing import Any
 
 __all__ = ["MarksQueued", "Queued", "give_way", "subtracted"]
@@ -69,8 +73,8 @@ class Queued:
 
 
 class MarksQueued:
-    """The in-memory backend's ``queued(key, ticket, waits)`` (optional beside ``move``:
-    :class:`.move.MovesNow`): the window of ``key`` marks ``ticket`` queued below."""
+    """The in-memory backend's ``queued(key, ticket, waits)`` and ``make_way(key, quotas,
+    tokens)`` (optional beside ``move``: :class:`.move.MovesNow`)."""
 
     __slots__ = ()
     _windows: dict[Any, Any]
@@ -80,6 +84,14 @@ class MarksQueued:
         window = self._windows.get(key)
         if window is not None:
             (window.queued.mark if waits else window.queued.unmark)(ticket)
+
+    def make_way(self, key: Any, quotas: Any, tokens: int) -> Any:
+        """A reservation of ``tokens`` now for a call that left an inner queue and waits ahead
+        of the line, room made by ours queued behind it (:func:`give_way`); None: none."""
+        window = self._windows.get(key)
+        if window is None or window.quotas is not quotas:
+            return None  # (``reserve`` made it, or will: nothing queued in it to give way)
+        return give_way(window, get_running_loop().time(), tokens)
 
 
 def subtracted(mark: int, marks: int) -> bool:
