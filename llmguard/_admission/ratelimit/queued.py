@@ -71,7 +71,6 @@ class Queued:
             self.tokens -= entry.tokens
 
 
-
 class MarksQueued:
     """The in-memory backend's ``queued(key, ticket, waits)`` and ``make_way(key, quotas,
     tokens)`` (optional beside ``move``: :class:`.move.MovesNow`)."""
