@@ -30,7 +30,7 @@ from __future__ import annotations
 from asyncio import get_running_loop
 from typing import Any
 
-__all__ = ["MarksQueued", "Queued", "give_way", "subtracted"]
+__all__ = ["MarksQueued", "Queued", "give_way", "left", "subtracted"]
 
 
 class Queued:
@@ -98,6 +98,18 @@ def subtracted(mark: int, marks: int) -> bool:
     queued below as a reading made with ``marks`` marked so far read the server's count: that
     reading subtracted it as not at the server yet, so its refund gives it back."""
     return 0 < mark <= marks
+
+
+def left(window: Any, entry: Any, tokens: int, live: int) -> None:
+    """``entry``, queued below, left the inner queue as ``window`` changes it to ``tokens``
+    and ``live`` (moved: refunded, and counted anew; refunded, never sent): a cap that
+    counted it as queued below (admitted before the ones its reading took off, which
+    ``Window.adjust`` gives the change to) gets the change too, and it is unmarked."""
+    mark = entry.queued
+    for unit, cap in window.caps.items() if window.caps else ():
+        if entry.seq < cap[2] and subtracted(mark, cap[4]) and entry.seq != cap[3]:
+            cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
+    window.queued.unmark(entry)
 
 
 def give_way(window: Any, now: float, tokens: int) -> Any:

@@ -15,7 +15,7 @@ from .bucket import Bucket
 from .charge import Charge
 from .log import Entry, Folded
 from .pair import pairs, tracks
-from .queued import Queued, subtracted
+from .queued import Queued, left
 from .quota import Quota
 from .reading import Readings
 from .shape import Shape
@@ -137,7 +137,6 @@ class Window:
             if entry.owner is not self:
                 return
             entry.owner = None
-        queued = entry.queued  # (a reading that counted it as queued below gets it back)
         if entry.live and not live:
             if self.readings.groups:  # (no reading open: nothing to give back)
                 self.readings.refund(entry, self.tracks if self.shape and self.shape.kind == "bucket" else ())
@@ -146,14 +145,14 @@ class Window:
         for track in self.pace:
             track.adjust(now, entry, tokens, live)
         for unit, cap in self.caps.items() if self.caps else ():
-            if (entry.seq >= cap[2] or subtracted(queued, cap[4])) and entry.seq != cap[3]:
-                cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)  # counted
+            if entry.seq >= cap[2] and entry.seq != cap[3]:  # counted against it: the change
+                cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
         if self.shape is not None and entry is self.shape.probe:
             learn.settled(self, now, entry, tokens, live)
-        if queued:  # it left the inner queue (moved: counted anew; or never sent)
-            self.queued.unmark(entry)
+        if entry.queued:  # it left the inner queue (moved: counted anew; or never sent)
+            left(self, entry, tokens, live)
         entry.tokens = tokens
         entry.live = live
 
