@@ -86,6 +86,10 @@ class ConcurrencyLimit:
 
         A value of the wrong type is a ``TypeError`` for this call alone, raised before any
         permit is taken (a limiter handed ``None`` or a list would fail inside its queue)."""
+        if self._priority is None and self._key is None:  # the call's own, of the common
+            priority, partition = call.priority or 0, call.partition  # types: nothing to check
+            if type(priority) is int and (partition is None or type(partition) is str):
+                return priority, partition  # (every queued call under ``gather``)
         if self._priority is not None:
             priority = self._priority(*call.args, **call.kwargs)
         else:
@@ -130,7 +134,9 @@ class ConcurrencyLimit:
         # let go at once, it is counted again only when its reservation gave way meanwhile
         if waited > 0 or call.queueing(False):
             try:  # an outer rate limit counts the call again now; it may wait or refuse
-                await call.waited(waited, self._wait_label)
+                pending = call.after_wait(waited, self._wait_label)  # (``waited``, no coroutine)
+                if pending is not None:
+                    await pending
             except BaseException:
                 limiter.release()
                 raise
@@ -180,7 +186,9 @@ class ConcurrencyLimit:
             # let go at once, it is counted again only when its reservation gave way meanwhile
             if waited > 0 or call.queueing(False):
                 try:  # an outer rate limit counts the call again now; it may wait or refuse
-                    await call.waited(waited, self._wait_label)
+                    pending = call.after_wait(waited, self._wait_label)  # (no coroutine)
+                    if pending is not None:
+                        await pending
                 except BaseException:
                     limiter.release()
                     raise

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
 from . import events
-from .attempt import Attempt
+from .attempt import Attempt, Hooks
 from .events import CallRecord, Event, EventKind
 from .public import public
 
@@ -117,17 +117,29 @@ class Call:
         limiter awaits it as it lets the call go after waiting, then holds what it granted only
         if this returns (it may raise: an outer rate limit found no room and gave up). A
         limiter that makes a call wait tells it first (:meth:`queueing`)."""
+        pending = self.after_wait(seconds, by)
+        if pending is not None:
+            await pending
+
+    def after_wait(self, seconds: float, by: str) -> Awaitable[None] | None:
+        """:meth:`waited` without its coroutine: records the wait and runs the ``on_wait``
+        hooks, returning what is left to await (None: nothing, the common case: an outer
+        RateLimit moved its reservation at once). ConcurrencyLimit calls it for every call
+        that waited for a permit (most of them under ``gather``)."""
         record = self.record
         record.wait += seconds
         record.delayed_by = by
-        # ``self.current.admitted_after_wait()``, written out: one coroutine less for every
-        # call that waited (most of them under ``gather``)
-        for attempt in self.current._lineage():
-            if attempt._on_wait is not None:
-                for recount in attempt.wait_hooks():
-                    pending = recount()
-                    if pending is not None:  # (a hook done at once returns None)
-                        await pending
+        current = self.current
+        parent = current.parent
+        if parent is None or (parent.parent is None and parent._on_wait is None):
+            # the common cases (as ``Attempt.reached_provider``): the hooks of the current
+            # attempt alone, without the lineage's list (an outer RateLimit's one hook)
+            hooks = current._on_wait
+            if hooks is None:
+                return None
+            if type(hooks) is not Hooks:
+                return hooks()  # (a hook done at once returns None)
+        return current.admitted_after_wait()
 
     def queueing(self, waits: bool = True) -> bool:
         """An inner limiter makes the call wait from now (its slow path, before it awaits), or

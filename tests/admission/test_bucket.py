@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 import llmguard as lg
 from llmguard._admission.ratelimit.bucket import Bucket, level_at, settle, wait_for
-from llmguard._admission.ratelimit.told import lift
+from llmguard._admission.ratelimit.log import Entry as LogEntry
+from llmguard._admission.ratelimit.told import lift, settled as told_settled
 from llmguard._admission.ratelimit.window import SLACK, Quota, Window
 from llmguard.testing import TokenBucketServer
 from llmguard.testing._quota import TokenBucket
@@ -244,3 +245,26 @@ async def test_cancelled_waiter_leaves_the_bucket_untouched() -> None:
     await guarded(0)
     assert loop.time() - start == pytest.approx(0.5, abs=0.01)
     assert layer.statistics().waiting == 0 and not layer._lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(level=st.floats(-20, 10), deficit=st.floats(0, 30), others=st.integers(0, 20),
+       reserved=st.integers(0, 10), seq=st.integers(0, 4), told_seq=st.integers(0, 4))
+def test_a_refund_settles_as_settle_and_the_ceiling_do(level: float, deficit: float,
+                                                       others: int, reserved: int, seq: int,
+                                                       told_seq: int) -> None:
+    """``Bucket.settled`` writes a refund out (two a call counted again as it leaves an inner
+    queue): the same level, deficit, outstanding and ceiling as :func:`settle` then
+    :func:`.told.settled`, which every other settlement goes through."""
+    bucket = Bucket(Quota(10, 10.0, True, True))
+    bucket.at, bucket.level, bucket.deficit = 5.0, level, deficit
+    bucket.outstanding, bucket.since_told, bucket.told_seq = others + reserved, 3.0, told_seq
+    entry = LogEntry(1.0, reserved, seq=seq)
+    after, deficit_after, outstanding_after = settle(level, deficit, others + reserved, 10,
+                                                     reserved, None)
+    expected = Bucket(Quota(10, 10.0, True, True))
+    expected.since_told, expected.told_seq = 3.0, told_seq
+    level_after = told_settled(expected, 5.0, entry, reserved, level, after, True)
+    bucket.settled(5.0, entry, reserved, None)
+    assert (bucket.level, bucket.deficit, bucket.outstanding, bucket.since_told) == (
+        level_after, deficit_after, outstanding_after, expected.since_told)

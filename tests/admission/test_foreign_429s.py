@@ -1,8 +1,10 @@
 """429s the quota did not cause (a provider's own overload answered as 429, a storm of them,
-a load balancer shedding load), in front of a fixed-window server that sends its headers: the
-default RateLimit waits out the pause they ask and no longer. In virtual time."""
+a load balancer shedding load), in front of a fixed-window server or a token bucket that send
+their headers: the default RateLimit waits out the pause they ask and no longer, and learns
+neither a lower limit nor a shape from them. In virtual time."""
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import llmguard as lg
@@ -11,12 +13,14 @@ from llmguard._admission.ratelimit.log import Entry
 from llmguard._admission.ratelimit.queued import Queued
 from llmguard._admission.ratelimit.refusal import queued
 from llmguard._admission.ratelimit.shape import Shape
+from llmguard._admission.ratelimit.suspect import confirmed, read
 from llmguard._admission.ratelimit.window import Quota
-from llmguard.testing import FixedWindowServer, ProviderError
+from llmguard.testing import FixedWindowServer, ProviderError, TokenBucketServer
 
 
-def ask(i: int) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": f"question number {i}"}], "max_tokens": 20}
+def ask(i: int, max_tokens: int = 20) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": f"question number {i}"}],
+            "max_tokens": max_tokens}
 
 
 class Refusing:
@@ -38,19 +42,35 @@ class Refusing:
         return await self.server.acompletion(**kwargs)
 
 
-async def run(refuse: Any, calls: int) -> tuple[FixedWindowServer, lg.RateLimit, float]:
-    """``calls`` at once through Retry -> RateLimit(rpm=60) -> ConcurrencyLimit(32), 40 s into
-    a minute, into a fixed window of 60 a minute behind ``Refusing(refuse)``."""
-    server = FixedWindowServer(rpm=60, latency=2.0)
+async def run(refuse: Any, calls: int, server: Any = None, max_tokens: int = 20,
+              **quotas: int) -> tuple[Any, lg.RateLimit, float]:
+    """``calls`` at once (``ask(i, max_tokens)``) through Retry -> RateLimit(**quotas) ->
+    ConcurrencyLimit(32), 40 s into a minute, into ``server`` (a fixed window of 60 a minute)
+    behind ``Refusing(refuse)``."""
+    server = server or FixedWindowServer(rpm=60, latency=2.0)
     loop = asyncio.get_running_loop()
     await asyncio.sleep((40 - loop.time()) % 60)
-    layer = lg.RateLimit(rpm=60)
+    layer = lg.RateLimit(**(quotas or {"rpm": 60}))
     server.on_headers.append(layer.observe_headers)
     guarded = lg.guard(lg.Retry(attempts=4), layer, lg.ConcurrencyLimit(32))(
         Refusing(server, refuse))
     start = loop.time()
-    assert len(await asyncio.gather(*(guarded(**ask(i)) for i in range(calls)))) == calls
+    assert len(await asyncio.gather(*(guarded(**ask(i, max_tokens))
+                                      for i in range(calls)))) == calls
     return server, layer, loop.time() - start
+
+
+def in_each_minute(*places: int) -> Any:
+    """A ``refuse`` asking 2 s of the arrivals at ``places`` (1 the first) of each clock
+    minute after the first: a busy server's 429s, at the tail of each minute's burst."""
+    seen: dict[int, int] = {}
+
+    def refuse(now: float, n: int) -> float:
+        minute = int(now // 60)
+        seen[minute] = seen.get(minute, 0) + 1
+        return 2.0 if minute > 0 and seen[minute] in places else 0.0
+
+    return refuse
 
 
 async def test_a_429_to_the_third_of_a_minutes_burst_is_not_the_minutes_limit() -> None:
@@ -96,3 +116,97 @@ def test_ours_still_queued_below_are_not_counted_as_seen_by_the_server() -> None
     assert queued(track, ticket) == 600 - 33  # the 12 sent at once and in flight are sent
     direct = entries[25]  # a refusal of one that went at once: none before it queued
     assert queued(track, direct) == 0
+
+
+async def test_a_429_at_the_tail_of_a_minutes_burst_leaves_the_minute_to_use() -> None:
+    """The 58th to arrive in each minute refused asking 2 s (57 of ours seen before it, near
+    the limit), and its retry refused again at the 61st while the server's answers said one
+    remained: neither is the minute's limit (the pause ends long before the boundary). Each
+    minute serves its 60, the refused one's retry 2 s later, so the provider is never idle
+    past the pause asked. Read as the limit, every later minute admitted 57: the last 3
+    slots idle with room, 56 s a minute, 1.12x the ideal."""
+    server, layer, wall = await run(in_each_minute(58, 61), 180)
+    assert layer.statistics().requests_limit == 60, layer.statistics().shape
+    served = [a.at for a in server.arrivals if a.status == 200]
+    assert [sum(m * 60 <= t < m * 60 + 60 for t in served) for m in (1, 2)] == [60, 60]
+    assert wall < 90  # the minute at 120 the last (Retry's backoff after the second 429 aside)
+
+
+async def test_an_early_foreign_429_does_not_make_a_token_bucket_a_clock_minute() -> None:
+    """A token bucket (OpenAI's accounting, its headers with resets) behind a 429 asking 2 s
+    to the 3rd request, before any answer: a reset-less 429 supposes a clock minute, but the
+    answers' resets (a bucket's: the time to refill what is missing) say what it is. Kept,
+    the supposed minute was "confirmed" by the requests' remaining (high: the tokens bind)
+    and the bucket paced as a fixed window: 43 of its own 429s in 150 calls."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0)
+    _, layer, _ = await run(lambda now, n: 2.0 if n == 3 else 0.0, 150, server, 200,
+                            rpm=60, tpm=10_000)  # (200 tokens each: the tokens bind)
+    assert layer.statistics().shape.startswith("bucket"), layer.statistics().shape
+    assert server.statistics().rate_limited <= 150 // 100, server.statistics()
+
+
+def test_a_lower_limit_with_a_short_pause_is_learned_once_a_second_429_confirms_it() -> None:
+    """On a learned fixed window, a 429 after 59 of ours asking 2 s (its boundary 58 s away)
+    only suspects "the server admits 59"; the retry, sent after it was heard and refused at
+    the same place, confirms it, unless the server's latest reading in the minute left room
+    for it (a random 429 refused it twice). A pause reaching the boundary, or none asked (a
+    bare 429), is the window's own: learned at once."""
+    quota = Quota(60, 60.05, False, learn=True, margin=0.05)
+    shape = Shape.of([quota])
+    shape.learn("fixed", "a reset pointed to the minute", 0.0)
+    window = SimpleNamespace(shape=shape)
+
+    def confirms(track: AutoTrack, ticket: Entry, heard: float, until: float,
+                 bare: bool = False) -> bool:
+        return confirmed(window, track, heard, ticket, 59, until, bare)
+
+    track = AutoTrack(quota, shape)
+    first, retry = Entry(60.0, 1, None, 59), Entry(62.1, 1, None, 61)
+    assert not confirms(track, first, 60.05, 62.05)
+    assert confirms(track, retry, 62.15, 64.15)
+
+    track = AutoTrack(quota, shape)
+    answered = Entry(60.0, 1, None, 58)  # answered "1 remaining" after the refusal
+    assert not confirms(track, first, 60.05, 62.05)
+    read(window, [track], answered, 60.0, 1)
+    assert not confirms(track, retry, 62.15, 64.15)
+
+    assert confirms(AutoTrack(quota, shape), first, 60.05, 120.0)  # to the boundary
+    assert confirms(AutoTrack(quota, shape), first, 60.05, 61.05, bare=True)
+
+
+def test_a_429_a_token_buckets_last_reading_left_room_for_teaches_no_lower_limit() -> None:
+    """A learned bucket said 100 tokens remained as it counted one of ours at 10 s; 3 s later
+    (150 refilled at 3,000 a minute) one of 212 after it is refused: the bucket held 250, so
+    the 429 was not its quota's and "the server admits" nothing lower. Read as a limit, an
+    overloaded server's random 429s took a 10,000-token bucket to 9,103 in two minutes."""
+    quota = Quota(3000, 60.05, True, learn=True, margin=0.05)
+    shape = Shape.of([quota])
+    shape.learn("bucket", "a reset read as a refill")
+    window = SimpleNamespace(shape=shape)
+    track = AutoTrack(quota, shape)
+    read(window, [track], Entry(10.0, 212, None, 7), 10.0, 100)
+    refused = Entry(13.0, 212, None, 8)
+    assert not confirmed(window, track, 13.05, refused, 2800, 15.05, False)
+    read(window, [track], Entry(13.0, 212, None, 8), 13.0, 0)  # it held nothing more
+    assert confirmed(window, track, 13.05, Entry(13.01, 212, None, 9), 2800, 15.05, False)
+
+
+async def test_a_headerless_window_admitting_less_with_a_short_pause_is_still_learned() -> None:
+    """A fixed window that sends no rate-limit header admits 58 a minute and asks 2 s of the
+    rest: while the shape is unknown its 429s teach it and the limit at once (suspected as a
+    learned fixed window's are, it was never learned: 10 429s in 300 calls, 40 s longer)."""
+    seen: dict[int, int] = {}
+
+    def admits_58(now: float, n: int) -> float:
+        minute = int(now // 60)
+        if seen.get(minute, 0) >= 58:
+            return 2.0
+        seen[minute] = seen.get(minute, 0) + 1
+        return 0.0
+
+    server = FixedWindowServer(rpm=60, latency=2.0, rate_limit_headers=False)
+    _, layer, _ = await run(admits_58, 300, server)
+    stats = layer.statistics()
+    assert stats.requests_limit == 58 and stats.shape.startswith("fixed"), stats.shape
+    assert stats.rate_limited <= 3

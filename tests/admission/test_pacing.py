@@ -22,6 +22,8 @@ from llmguard.testing import (FixedWindowServer, ProxyWindowServer, RateLimited,
                               SlidingWindowServer, TokenBucketServer)
 from llmguard.testing._quota import sliding_peak
 
+pytestmark = pytest.mark.usefixtures("pinned_wall_clock")
+
 REQUEST = {"max_tokens": 200}
 
 

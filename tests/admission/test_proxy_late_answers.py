@@ -29,6 +29,8 @@ import llmguard as lg
 from llmguard.testing import ProxyWindowServer
 from llmguard.testing._quota import FixedWindow
 
+pytestmark = pytest.mark.usefixtures("pinned_wall_clock")
+
 RPM, CALLS, SLOTS = 1200, 2400, 1024  #: bench_cli's LiteLLM run; SLOTS: the CLI's concurrency
 
 

@@ -11,8 +11,10 @@ import pytest
 
 import llmguard as lg
 from llmguard._admission.ratelimit.latency import CEILING
-from llmguard.testing import ProxyWindowServer, virtual_wall_clock
+from llmguard.testing import ProxyWindowServer
 from llmguard.testing._quota import FixedWindow
+
+pytestmark = pytest.mark.usefixtures("pinned_wall_clock")
 
 RPM, CALLS, GAP = 1200, 2400, 0.025  #: the bench's scale; GAP: the proxy's time per request
 
@@ -132,9 +134,8 @@ async def test_the_first_send_after_a_clock_minute_goes_at_the_boundary(
     however long the way: the first send after each boundary goes within the clocks' skew of
     it, none earlier than the server admits it (one 429: the ``rpm - 1`` learned), within
     1.05x the ideal."""
-    with virtual_wall_clock():
-        server = proxy(reports, workers=1, gap=0.003, duration="call")
-        wall, best, layer = await run(server, phase, margin=None)
+    server = proxy(reports, workers=1, gap=0.003, duration="call")
+    wall, best, layer = await run(server, phase, margin=None)
     stats = layer.statistics()
     assert stats.shape.startswith("fixed"), stats.shape
     assert stats.margin > 1.0, stats.margin  # the case: a margin of seconds at the boundary

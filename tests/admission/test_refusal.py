@@ -103,7 +103,7 @@ def test_probes_go_one_at_a_time_and_bring_the_factor_down() -> None:
     assert w.charge.windowed == pytest.approx(fits)
     assert w.charge.factor == OPENING  # a bucket refilling 2 s explains more than 1.15x
     w.shape.kind = "fixed"  # (learned so: :func:`.learn.become_fixed`)
-    assert w.charge.clocked == pytest.approx(10_000 / (41 * 212))
+    assert w.charge.clocked == pytest.approx((10_000 - 41) / (41 * 212))  # each rounded up
     bounds.windowed(w.charge, w, 4.0)
     assert w.charge.factor == pytest.approx(min(OPENING, w.charge.clocked))
     w.charge.clocked = 1.12  # a probe served in a fuller minute: it comes down to that

@@ -126,7 +126,8 @@ def tokens_window() -> Window:
 def test_a_fixed_window_s_factor_is_bounded_by_ours_in_the_probe_s_minute_alone() -> None:
     """Ours sent before the minute (a margin or more past its start) are no fixed window's
     count of it: 10 of 212 at :50, 20 from :00, the probe at :10 served bounds a fixed
-    window's factor to 10,000 / (21 x 212), not to 10,000 over all 31 (a window's)."""
+    window's factor to (10,000 - 21) / (21 x 212) (each count rounded up), not to 10,000 over
+    all 31 (a window's)."""
     w = tokens_window()
     for _ in range(10):
         w.add(50.0, 212)
@@ -134,8 +135,8 @@ def test_a_fixed_window_s_factor_is_bounded_by_ours_in_the_probe_s_minute_alone(
         w.add(60.2, 212)
     probe = w.add(70.0, 212)
     assert bounds.minute_of(w, probe) == (21 * 212, 21, 10_000)
-    assert bounds.clocked(w, probe) == pytest.approx(10_000 / (21 * 212))
-    assert w.charge.clocked == pytest.approx(10_000 / (21 * 212))
+    assert bounds.clocked(w, probe) == pytest.approx((10_000 - 21) / (21 * 212))
+    assert w.charge.clocked == pytest.approx((10_000 - 21) / (21 * 212))
     assert bounds.minute_of(w, probe, before=True)[1] == 20
 
 

@@ -1,6 +1,6 @@
 """A server that says nothing, paced within a fixed window and a token bucket at once
 (``_admission.ratelimit.silent``): the bucket is paced at the most a bucket charges over our
-estimates, as the probes it served showed (``Charge.ceiling``, ``refuted.py``), not at the
+estimates, as the probes it served showed (``Charge.paced``, ``refuted.py``), not at the
 factor both share (a fixed window's bound stays high until its minute fills), and a probe it
 refuses where no sliding window would is a bucket run dry. Each case was seen in
 ``benchmarks/bench_composition.py --phases 0,30,45,50,55`` (the strict and cold tables).
@@ -81,9 +81,10 @@ async def test_a_silent_bucket_on_a_cold_network_is_bounded_by_the_charge_s_prob
 
 def test_the_bucket_counts_ours_at_its_ceiling_only_while_both_are_supposed() -> None:
     """A served probe bounds what a bucket charges (``refuted.served``: 1.02x, 47 of 212 tokens
-    in 10,000 and a second's refill): the token track counts
-    ours at that most while the shape is unknown (each rounded up, never above our count), as
-    we count them once a shape is learned; the requests track as ever."""
+    in 10,000 and a second's refill; as paced, ours in flight taken to arrive a margin late,
+    a little less): the token track counts ours at that most as paced while the shape is
+    unknown (each rounded up, never above our count), as we count them once a shape is
+    learned; the requests track as ever."""
     w = tokens_window()
     requests, tokens = w.tracks
     entry = w.add(0.0, 212)  # at the opening factor, 1.15x: 244
@@ -91,10 +92,10 @@ def test_the_bucket_counts_ours_at_its_ceiling_only_while_both_are_supposed() ->
         w.add(0.0, 212)
     probe = w.add(1.0, 212)  # 47 admitted within 10,000 and a second's refill
     refuted.served(w, probe)
-    ceiling = w.charge.ceiling
-    assert 1.0 <= ceiling < 1.15 and tokens.ceiling == ceiling
+    ceiling, paced = w.charge.ceiling, w.charge.paced
+    assert 1.0 <= paced < ceiling < 1.15 and tokens.ceiling == paced
     assert requests.ceiling == math.inf and charged(requests, entry) == 1
-    assert charged(tokens, entry) == math.ceil(212 * ceiling - 1e-9) < entry.tokens
+    assert charged(tokens, entry) == math.ceil(212 * paced - 1e-9) < entry.tokens
     w.shape.learn("bucket", "learned")
     assert charged(tokens, entry) == entry.tokens
 
@@ -137,13 +138,13 @@ def test_a_refusal_a_window_of_requests_explains_shows_a_bucket_only_if_it_names
 def test_no_probe_beyond_the_bucket_once_a_429_bracketed_what_it_charges() -> None:
     """Paced at the most a bucket charges, a probe beyond it where a 429 showed it charges
     nearly that much would be a second 429 (a strict bucket at :00 with 6x the quota): none
-    goes once the floor is known and the ceiling is under the factor we count."""
+    goes once the floor is known and the ceiling (as paced) is under the factor we count."""
     w = tokens_window()
-    w.charge.factor, w.charge.ceiling = 1.12, 1.117
+    w.charge.factor, w.charge.paced = 1.12, 1.117
     assert not silent.bracketed(w.charge)  # no 429 yet: its probe is the one allowed
     w.charge.floor = 1.112
     assert silent.bracketed(w.charge)
-    w.charge.ceiling = 1.13  # paced at the factor, as before
+    w.charge.paced = 1.13  # paced at the factor, as before
     assert not silent.bracketed(w.charge)
 
 

@@ -4,12 +4,18 @@ own way there allows (``holds.py``), not the margin, a window's 99th percentile 
 minute after the burst, 0.05 s after it). Seen in ``benchmarks/bench_composition.py`` (the
 cold table). Virtual time, the wall clock pinned to the loop's; the pure parts directly."""
 
+import asyncio
 import math
 
-from llmguard._admission.ratelimit import bounds, holds
+import pytest
+
+from llmguard._admission.ratelimit import bounds, holds, refuted
 from llmguard._admission.ratelimit.window import Quota, Window
+from llmguard.testing import TokenBucketServer
+from late_start import run
 
 RATE = 10_000 / 60
+COLD, WARM = 0.8, 0.01  #: seconds on the way: the opening burst's, then every later one's
 
 
 def cold_window(margin: float) -> Window:
@@ -73,3 +79,46 @@ def test_a_bucket_learned_from_a_dry_refusal_holds_what_a_bucket_does() -> None:
     track.bucket.level = -3_400.0
     bounds.ceiled(w, 56.0, ticket)
     assert math.isclose(track.bucket.available(56.0), RATE * 1.0, abs_tol=1.0)
+
+
+def test_the_most_a_bucket_charges_as_paced_takes_ours_as_late_as_their_way_allows() -> None:
+    """46 of ours at :00 that took 0.8 s to arrive, a probe at :20 answered 20 ms after it
+    went. What refutes a bucket (``Charge.ceiling``) is the most it charges at any timing: the
+    burst arrived as admitted, 20.02 s of refill. What it is paced at (``Charge.paced``, the
+    tokens track's ``ceiling``) takes the burst at 0.8 s, as what it surely holds does: 19.22
+    s. Taken from the ceiling, a probe beyond what the bucket surely held was within what it
+    might charge, bounded nothing, and the factor stayed at our pace (1.10x at :00)."""
+    w = cold_window(0.05)
+    burst = [w.add(0.0, 212) for _ in range(46)]
+    for entry in burst:
+        entry.way = COLD
+    probe = w.add(20.0, 212)
+    probe.way = 0.02
+    refuted.served(w, probe)
+    assert math.isclose(w.charge.ceiling, (10_000 + RATE * 20.02) / (47 * 212))
+    assert math.isclose(w.charge.paced, (10_000 + RATE * 19.22) / (47 * 212))
+    assert w.tracks[1].ceiling == w.charge.paced
+    assert math.isclose(bounds.bucketed(w, probe, rounded=False, late=True), w.charge.paced)
+
+
+@pytest.mark.parametrize("phase", [0.0, 10.0, 50.0, 55.0])
+async def test_a_cold_silent_bucket_learns_its_charge_at_any_phase(phase: float) -> None:
+    """The README stack with only the quotas against a 60 RPM, 10,000 TPM token bucket that
+    says nothing (a 429 says when to retry), charging our estimate, 3x its 47 calls a minute
+    at once ``phase`` s into a minute, the opening burst 0.8 s on the way (later requests
+    10 ms): at most one 429, within 1.05x the server's ideal. Before, the factor stayed near
+    the opening one's (1.05-1.14x) for a minute or more: 1.10x at :00, 1.08x at :10, 1.09x at
+    :50 (``bench_composition.py``'s cold table)."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False)
+    first: list[float] = []
+
+    def latency(_rng: object) -> float:  # the trips started within a second of the first
+        now = asyncio.get_running_loop().time()
+        if not first:
+            first.append(now)
+        return COLD if now < first[0] + 1.0 else WARM
+
+    server.send_latency = latency
+    layer, wall, ideal = await run(server, phase, 141, jitter=None)
+    assert server.statistics().rate_limited <= 1, layer.statistics().shape
+    assert wall <= 1.05 * ideal, (wall, ideal, wall / ideal)

@@ -11,6 +11,8 @@ import pytest
 from llmguard.testing import FixedWindowServer, ProxyWindowServer, TokenBucketServer
 from late_start import run
 
+pytestmark = pytest.mark.usefixtures("pinned_wall_clock")
+
 
 @pytest.mark.parametrize(("phase", "factor", "calls", "seed"), [
     (50.0, 1.0, 141, 0), (55.0, 1.0, 141, 0), (55.0, 1 / 0.9, 126, 0),

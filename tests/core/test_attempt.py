@@ -163,3 +163,44 @@ async def test_cache_per_partition_keeps_partitions_apart(per_partition: bool) -
         call.partition = tenant
         results.append(await handler(call))
     assert results == (["first", "second"] if per_partition else ["first", "first"])
+
+
+async def test_after_wait_records_the_wait_and_returns_what_is_left_to_await() -> None:
+    """``Call.after_wait`` is ``waited`` without its coroutine: it records the wait, runs the
+    ``on_wait`` hooks (those of the attempts it runs inside first) and returns what is left to
+    await: None with no hook or a hook done at once, else the hook's awaitable, or one that
+    awaits the rest of a lineage's hooks in order."""
+
+    async def noop() -> None:
+        return None
+
+    call = lg.Call(noop)
+    assert call.after_wait(0.5, "concurrency_limit") is None
+    assert (call.record.wait, call.record.delayed_by) == (0.5, "concurrency_limit")
+
+    ran: list[str] = []
+    call.current.add_on_wait(lambda: ran.append("at once"))
+    assert call.after_wait(0.25, "concurrency_limit") is None and ran == ["at once"]
+    assert call.record.wait == 0.75
+
+    async def later() -> None:
+        ran.append("awaited")
+
+    def hook() -> Any:
+        ran.append("hook")
+        return later()
+
+    call.current = Attempt(2, parent=call.current)  # as Retry starts one
+    call.current.add_on_wait(hook)
+    pending = call.after_wait(0.0, "concurrency_limit")
+    assert pending is not None and ran == ["at once"]  # the parent is hooked: all in order
+    await pending
+    assert ran == ["at once", "at once", "hook", "awaited"]
+
+    ran.clear()
+    call.current = Attempt(1)
+    call.current.add_on_wait(hook)
+    pending = call.after_wait(0.0, "rate_limit")
+    assert ran == ["hook"] and pending is not None  # one hook: its own awaitable
+    await pending
+    assert ran == ["hook", "awaited"]

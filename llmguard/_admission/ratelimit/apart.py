@@ -193,11 +193,11 @@ def cheaper(window: Any, now: float, probe: Any) -> bool:
 def bucket(window: Any, now: float) -> None:
     """A bucket learned: it paces from now on, holding what a bucket holds as ours were
     paced within both (:func:`.bounds.lowered`: its own level lags a factor brought down),
-    at the most a bucket charges as the probes it served showed (``Charge.ceiling``, never
+    at the most a bucket charges as the probes it served showed (``Charge.paced``, never
     under what a 429 showed: kept at the factor both shared, a cold silent bucket at :50
     was paced at 1.07x its ceiling of 1.057x to the end, 1.10x the ideal)."""
     charge = window.charge
     if charge is not None:
-        if not charge.heard and charge.ceiling < charge.factor:
-            charge.factor = max(1.0, charge.floor, charge.ceiling)
+        if not charge.heard and charge.paced < charge.factor:
+            charge.factor = max(1.0, charge.floor, charge.paced)
         bounds.lowered(window, now, charge)

@@ -27,7 +27,7 @@ class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
     __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling",
-                 "peer")
+                 "peer", "suspect")
 
     def __init__(self, quota: Any, shape: Any, share: AutoTrack | None = None) -> None:
         self.quota = quota
@@ -50,6 +50,8 @@ class AutoTrack:
         self.carry: Carry | None = None
         #: The most a bucket of this quota charges over our estimates (:mod:`.refuted`).
         self.ceiling = float("inf")
+        #: A lower limit one 429 suggested, not yet confirmed (:class:`.suspect.Suspect`).
+        self.suspect: Any = None
 
     @property
     def limit(self) -> int:
@@ -211,9 +213,10 @@ class AutoTrack:
         """Count per fixed window from now on, boundaries at ``epoch + i * window``."""
         self.log.expire(now)
         late = self.shape.late  # the wall clock's minute: exact boundaries, counted late
+        settles = self.shape.kind == "fixed" and bool(self.shape.quiet)  # (:mod:`.crossed`)
         self.fixed = FixedCount(self.limit, self.window, self.quota.margin, epoch,
                                 self.quota.tokens, self.recent if late else None, late,
-                                self.shape.doubt)
+                                self.shape.doubt, settles)
         self.fixed.rebuild(now, self.log.entries)
 
     def narrowed(self, now: float, epoch: float, doubt: float) -> None:

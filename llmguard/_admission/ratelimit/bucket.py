@@ -123,8 +123,9 @@ class Bucket:
     def settled(self, now: float, entry: Any, reserved: int, actual: int | None) -> None:
         """Settle ``entry``, a reservation of ``reserved`` units that used ``actual`` (None:
         refunded): :func:`settle` after a refill, the ceiling kept (:func:`.told.settled`),
-        written out for a call that used at least what it reserved (every answered call of a
-        learned quota settles here, its shared log's pair too: :mod:`.pair`)."""
+        written out for a call that used at least what it reserved and for a refund (every
+        answered call of a learned quota settles here, its shared log's pair too:
+        :mod:`.pair`; every call counted again as it leaves an inner queue is refunded)."""
         level, deficit, limit = self.level, self.deficit, self.limit
         if now > self.at:  # ``self._refill(now)``
             level += (now - self.at) * self.rate
@@ -142,7 +143,23 @@ class Bucket:
                 deficit = limit - level
             self.level, self.deficit = level, deficit if deficit > 0.0 else 0.0
             self.outstanding -= reserved
-        else:  # a refund, or unused units given back (no higher than the server said: ``told``)
+        elif actual is None:  # a refund: :func:`settle` and the ceiling's, written out (two
+            # a call counted again as it leaves an inner queue: :mod:`.move`)
+            others = self.outstanding - reserved
+            credit = reserved  # what may come back: no more than the provider's is above ours
+            if deficit - others < credit:
+                credit = deficit - others
+            if credit > 0.0:
+                level += credit
+                deficit -= credit
+            if not level < limit:
+                level = limit
+            if deficit > limit - level:
+                deficit = limit - level
+            self.level, self.deficit = level, deficit if deficit > 0.0 else 0.0
+            self.outstanding = others
+            self.since_told -= reserved  # (never counted by the server: the ceiling rises)
+        else:  # unused units given back (no higher than the server said: ``told``)
             after, self.deficit, self.outstanding = settle(
                 level, deficit, self.outstanding, limit, reserved, actual)
             self.level = settled(self, now, entry, reserved, level, after, actual is None)

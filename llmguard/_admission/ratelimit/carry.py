@@ -100,10 +100,11 @@ def fold(track: Any, entry: Any) -> None:
 
 def charged(track: Any, entry: Any) -> int:
     """What a bucket of ``track``'s quota counts ``entry`` at most: as we count it, or at the
-    most such a bucket charges over our estimates (``track.ceiling``: what the probes it
-    served allow, :mod:`.refuted`) while a fixed window is supposed too. Our count is kept at
-    what either may charge (a fixed window's bound stays high until its minute fills): paced
-    at it, each probe beyond the bucket brought the factor down ~0.4% (1.10x the ideal)."""
+    most such a bucket charges over our estimates (``track.ceiling``, ``Charge.paced``: what
+    the probes it served allow, :mod:`.refuted`) while a fixed window is supposed too. Our
+    count is kept at what either may charge (a fixed window's bound stays high until its
+    minute fills): paced at it, each probe beyond the bucket brought the factor down ~0.4%
+    (1.10x the ideal)."""
     units = track.weight(entry)
     ceiling = track.ceiling
     if ceiling < math.inf and track.shape.kind == "unknown":

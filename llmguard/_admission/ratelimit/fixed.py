@@ -20,12 +20,10 @@ clock's minute (a server that gives no reset) is exact but for the skew of the t
 (:func:`skew`): a request admitted after it reaches the server after it, however long the way
 (LiteLLM's proxy under a burst: seconds), so the next window's burst goes at once.
 
-A server that queues counts a request when it takes it from its queue, not when it arrives
-(LiteLLM's proxy: its router's per-minute counter is incremented by the pre-call check, which a
-loaded proxy reaches tens of seconds after arrival), so a burst sent late in a window is counted
-largely in the next one. Given ``recent`` (ours admitted lately, each with the time its call
-ended: :attr:`.log.Entry.answered`), the count of a window also holds ours admitted in the
-window before it and still in flight at its boundary: the server may count them there. A
+Given ``recent`` (ours admitted lately, each with the time its call ended:
+:attr:`.log.Entry.answered`), the count of a window also holds ours admitted in the window
+before it and still in flight at its boundary: a server that queues may count them there
+(:mod:`.crossed`: unless answered too soon after it to have been). A
 loaded proxy also writes its answers late (LiteLLM's with 1,024 in flight: 2-15 s after making
 them), so answers that arrive after the boundary may have been made, and their requests
 counted, before it: their ``remaining`` still falls with the old minute's count. The first
@@ -40,6 +38,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from typing import Any
+
+from . import crossed
 
 __all__ = ["CLOCK_SKEW", "FixedCount", "narrow", "skew"]
 
@@ -78,11 +78,13 @@ class FixedCount:
     """Units admitted per fixed window, kept for the current and the next window only."""
 
     __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts", "recent", "rolled",
-                 "on_clock", "carried", "seen", "flip", "reading", "doubt")
+                 "on_clock", "carried", "seen", "flip", "reading", "doubt", "pending", "least",
+                 "settles")
 
     def __init__(self, limit: int, window: float, margin: float, epoch: float,
                  tokens: bool, recent: Iterable[Any] | None = None,
-                 on_clock: bool = False, doubt: float | None = None) -> None:
+                 on_clock: bool = False, doubt: float | None = None,
+                 settles: bool = False) -> None:
         self.limit = limit  #: units per window (the learned limit, at most the quota)
         self.window = window  #: the server's window, seconds
         self.margin = margin  #: seconds an admission may take to arrive
@@ -97,8 +99,15 @@ class FixedCount:
         self.rolled: float = -math.inf
         #: The boundaries are the wall clock's (exact but for the clocks' skew: :func:`skew`).
         self.on_clock = on_clock
-        #: Ours carried into window ``rolled`` (by id): in flight at its boundary.
+        #: Ours carried into window ``rolled`` (by id): in flight at its boundary; ``pending``
+        #: those an answer may still let go, counted ``least`` s before it (:mod:`.crossed`).
         self.carried: dict[int, Any] = {}
+        self.pending: list[Any] = []
+        self.least = math.inf
+        #: An answer soon after a boundary lets go of ours carried in flight (:mod:`.crossed`):
+        #: a server learned to count per fixed window that says nothing (its ``remaining``
+        #: shows no minute's start: :meth:`read`), from its answers' timing alone.
+        self.settles = settles
         #: The last window whose start an answer showed (its ``remaining`` back up), when, and
         #: the last ``remaining`` read (:meth:`read`).
         self.seen, self.flip = -math.inf, -math.inf
@@ -125,7 +134,7 @@ class FixedCount:
 
     def rebuild(self, now: float, entries: Iterable[Any]) -> None:
         """Count ``entries`` (a log's, oldest first) into their windows."""
-        self.counts = {}
+        self.counts, self.pending = {}, []
         self.rolled = math.inf  # carried once all are in
         for entry in entries:
             self.add(now, entry)
@@ -133,26 +142,10 @@ class FixedCount:
         self._roll(now)
 
     def _roll(self, now: float) -> None:
-        """Once per window, from its boundary on: ours admitted in the window before and in
-        flight at the boundary (their call ended after it, or has not) count in it too."""
-        current = self.index(now)
-        if current <= self.rolled:
-            return
-        self.rolled = current
-        if self.recent is None:
-            return
-        start = self.boundary(current)
-        # answered before the answer that showed this window's start: counted before it
-        since = max(start, self.flip) if self.seen == current else start
-        # a 429 in the window before (its count full): ours sent before it counted there
-        full = max((e.seq for e in self.recent if e.refused and e.answered < start
-                    and self.index(e.time) == current - 1), default=-1)
-        self.carried = {id(entry): entry for entry in self.recent
-                        if entry.live and entry.answered > since and entry.seq > full
-                        and self.index(entry.time + self.margin) == current - 1}
-        carried = sum(self._weight(entry) for entry in self.carried.values())
-        if carried:
-            self.counts[current] = self.counts.get(current, 0) + carried
+        """Once per window, from its boundary on: ours in flight at it carried in, and let go
+        once answered too soon after it (:func:`.crossed.roll`)."""
+        if self.pending or self.index(now) > self.rolled:
+            crossed.roll(self, now)
 
     def add(self, now: float, entry: Any) -> None:
         self._roll(now)

@@ -16,8 +16,17 @@ a margin of 0.05 s had the bucket hold 0.75 s of refill more than it did while t
 bounded it (15 429s, a cold silent bucket at :45 paced to the most its probes allowed).
 
 While a fixed window is supposed too, what a bucket charges over our estimates is bounded by
-the probes it served (``Charge.ceiling``, :func:`.bounds.bucketed`): one sent while the bucket
+the probes it served (``Charge.paced``, :func:`.bounds.bucketed`): one sent while the bucket
 as we count ours may hold it bounds it no lower than we count (:func:`telling`).
+
+The most it charges, as paced, takes ours to arrive as late as their way there allows, as
+what it surely holds does: one timing for both. Taken as admitted (the most under any timing,
+``Charge.ceiling``: what refutes a bucket), a cold opening burst's 0.8 s put the bound a
+probe had to pass 0.8 s of refill above what the bucket surely held: a probe beyond the one,
+within the other, bounded nothing, ours paid for it, and the factor stayed where our pace put
+it (a cold silent bucket at :00, :10, :20 and :50: 1.08-1.10x the ideal; 1.01-1.02x now).
+Should ours have arrived sooner, the bucket refilled more since than we count while charging
+up to that refill over all ours since: a few tokens of each probe's, never the whole burst's.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -75,7 +84,7 @@ def surely(track: Any, now: float) -> float:
 def telling(track: Any, now: float, tokens: int) -> bool:
     """True unless ``track`` is a token quota whose minute still has room for ``tokens`` (a
     bucket of it holds the line back) and a probe of what it charges, served now, could not
-    bound it below what we count (``Charge.ceiling``): the bucket, as we count ours, may hold
+    bound it below what we count (``Charge.paced``): the bucket, as we count ours, may hold
     it by more than the refill its way there (ours answered last: a probe's answer bounds the
     charge as of its own arrival) takes off the margin ahead. Sent anyway, one an answer
     apart, a cold silent bucket's probes bounded it at 1.13-1.15x where it charges our

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import answers, bounds, short, silent
+from . import answers, bounds, short, silent, suspect
 from .auto import AutoTrack
 from .fixed import narrow
 from .log import Entry
@@ -36,7 +36,15 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     if limit is not None and 0 < limit < track.limit:
         for t in learners:
             t.set_limit(now, limit)
+    if reset is not None and shape.candidate is not None and not shape.vouched:
+        # a clock minute supposed from a 429 without a reset (none pointed to it): the
+        # server's resets tell its shape instead. Kept, a bucket's random 429 before its
+        # first answer was "confirmed" by the requests' remaining (high: the tokens bind),
+        # and the bucket paced as a fixed window: 125-130 of its own 429s
+        shape.candidate = shape.since = shape.probe = None
     server = track.limit
+    # what the server had left: a 429 it leaves room for suggests no lower limit
+    suspect.read(window, learners, ticket, since, remaining)
     if shape.kind == "fixed" and shape.late:
         for t in (t for t in learners if t.fixed is not None):
             t.fixed.read(now, remaining)

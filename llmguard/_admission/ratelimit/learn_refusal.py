@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, refuted, silent
+from . import bounds, refuted, silent, suspect
 from .auto import AutoTrack
 from .learn import become_fixed
 from .log import Entry
@@ -64,12 +64,18 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     if (long or minute) and shape.kind == "unknown":  # no bucket: what ours filled is read as
         shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
         shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
-    why = reset_of(now, learn_limit(window, now, ticket, named), ticket, seconds)
+    pause = (until, seconds <= DEFAULT_PAUSE)
+    why = reset_of(now, learn_limit(window, now, ticket, named, pause), ticket, seconds)
     if clocked and shape.served and shape.kind == "unknown":
         shape.confirm(True, "a 429 no token bucket that served the probes would give")
         become_fixed(window, now)
-    if shape.quiet and (shows or long):  # a server that says nothing else counted none of it:
-        window.adjust(now, ticket, 0, live=0)  # nor do we (and it asked for a pause: no storm)
+    if shape.quiet and (shows or long) or shape.kind == "fixed" and suspect.foreign(
+            window, ticket, *pause):
+        # a server that says nothing else counted none of it, nor a fixed window asking a
+        # pause short of its boundary (not full): nor do we (and it asked for a pause: no
+        # storm). Kept, a retry refused at random held the minute full: 52 s idle with room
+        # (while the shape is unknown, kept: a sliding window may count it)
+        window.adjust(now, ticket, 0, live=0)
     if drained:  # paced at the most such a bucket charges, from what it held
         bounds.ceiled(window, now, ticket)
     if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)

@@ -144,7 +144,7 @@ def _probed(charge: Any, window: Any, now: float, probe: Any) -> None:
     bounds.clocked(window, probe)  # what a fixed clock minute's count of it allows
     refuted.served(window, probe)  # and a bucket's (while both are supposed, it paces at it)
     charge.windowed = min(charge.windowed, windowed)
-    factor = max(windowed, bounds.bucketed(window, probe))
+    factor = max(windowed, bounds.bucketed(window, probe, late=True))  # (as paced)
     if factor < charge.factor:
         charge.factor = factor
         lowered(window, now, charge)

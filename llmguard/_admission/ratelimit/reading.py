@@ -91,7 +91,12 @@ class Readings:
             if entry.seq < seq:
                 break
             if entry.live and entry is not ticket and not entry.queued:  # (queued: below)
-                after += following - entry.tseq if tokens else 1
+                if not tokens:
+                    after += 1
+                elif entry.owner is not None and entry.tokens < following - entry.tseq:
+                    after += entry.tokens  # not settled, rescaled: the factor came down
+                else:
+                    after += following - entry.tseq
             following = entry.tseq
         return after + queued.units(tokens), queued.marks
 

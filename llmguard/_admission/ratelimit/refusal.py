@@ -28,6 +28,7 @@ from .auto import AutoTrack
 from .log import Entry
 from .others import ours
 from .shape import TOLERANCE
+from .suspect import confirmed
 
 #: Seconds to pause admissions after a 429 that carries no Retry-After (OpenAI and Anthropic
 #: send one almost always; when absent, one second lets a per-second quota refill without
@@ -92,11 +93,13 @@ def explained(window: Any, now: float, ticket: Entry | None) -> bool:
     return False
 
 
-def learn_limit(window: Any, now: float, ticket: Entry | None,
-                named: Any = None) -> AutoTrack | None:
+def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None,
+                pause: tuple[float, bool] = (math.inf, True)) -> AutoTrack | None:
     """The 429 to ``ticket`` (``named``: the quota its message names, a ``named.Named``, or
-    None) teaches ``window`` the limit its server admits. The track of the quota that ran out
-    (None: none known, or a daily one)."""
+    None) teaches ``window`` the limit its server admits, if it asked a pause that says so
+    (``pause``: when it ends, and True when it asked none:
+    :func:`.suspect.confirmed`). The track of the quota that ran out (None: none known, or
+    a daily one)."""
     learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     if named is not None:
         if not named.minute:
@@ -126,8 +129,9 @@ def learn_limit(window: Any, now: float, ticket: Entry | None,
     # ours and the refused one over the limit in force: the limit itself explains the 429 (a
     # token one sent as a bucket's refill allowed, its server counting per window: read as
     # "the server admits 2,824" of 3,000, 42 calls a minute where it admits 44)
-    if used + needed > fullest.limit or used < configured - near(configured):
-        return fullest  # nothing lower, or not near the quota (or not ours alone)
+    if used + needed > fullest.limit or used < configured - near(configured) \
+            or not confirmed(window, fullest, now, ticket, used, *pause):
+        return fullest  # nothing lower, not near the quota (or not ours alone), or unconfirmed
     for track in learners:
         if track.quota.tokens is fullest.quota.tokens:
             track.set_limit(now, used)

@@ -29,14 +29,17 @@ __all__ = ["bucketless", "refused", "served", "slideless"]
 
 
 def served(window: Any, probe: Any) -> None:
-    """``probe`` was served: a bucket of the quota charges at most what admitted it."""
+    """``probe`` was served: a bucket of the quota charges at most what admitted it, ours
+    arriving at any moment their way there allows (``ceiling``: what refutes a bucket), or
+    as late as it allows, as a bucket is paced (``paced``: :mod:`.holds`)."""
     charge = window.charge
     bound = bucketed(window, probe, rounded=False) if charge is not None else 0.0
     if bound > 0.0:
         charge.ceiling = min(charge.ceiling, bound)
+        charge.paced = min(charge.paced, bucketed(window, probe, rounded=False, late=True))
         for track in window.tracks:  # (a bucket of a quota of tokens paces at it)
             if isinstance(track, AutoTrack) and track.quota.tokens:
-                track.ceiling = charge.ceiling
+                track.ceiling = charge.paced
 
 
 def refused(window: Any, ticket: Any, named: Any = None) -> None:

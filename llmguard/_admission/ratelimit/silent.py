@@ -108,7 +108,7 @@ def bracketed(charge: Any) -> bool:
     from above, under the factor we count (:mod:`.refuted`): its bucket is paced at the most
     it charges (:func:`.carry.charged`), and one beyond that, near what the 429 showed,
     would be refused (a strict bucket at :00 with 6x the quota: a second 429)."""
-    return charge is not None and 0.0 < charge.floor and charge.ceiling < charge.factor
+    return charge is not None and 0.0 < charge.floor and charge.paced < charge.factor
 
 
 def due(window: Any, now: float, tokens: int) -> float | None:
