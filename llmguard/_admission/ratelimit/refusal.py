@@ -22,6 +22,8 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from .auto import AutoTrack
