@@ -23,7 +23,6 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 from .auto import AutoTrack
