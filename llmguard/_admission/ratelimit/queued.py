@@ -34,23 +34,25 @@ __all__ = ["MarksQueued", "Queued", "give_way", "left", "subtracted"]
 
 
 class Queued:
-    """A window's entries queued below now (by mark, oldest first), their requests and tokens
-    (as reserved), and the marks numbered so far (an entry's ``queued`` is its mark, 0 when
-    not queued)."""
+    """A window's entries queued below now (by mark, oldest first), their requests, and the
+    marks numbered so far (an entry's ``queued`` is its mark, 0 when not queued)."""
 
-    __slots__ = ("entries", "requests", "tokens", "marks")
+    __slots__ = ("entries", "requests", "marks")
 
     def __init__(self) -> None:
         self.entries: dict[int, Any] = {}
-        self.requests = self.tokens = self.marks = 0
+        self.requests = self.marks = 0
 
     def newest(self) -> Any:
         """The entry queued below last (there must be one)."""
         return next(reversed(self.entries.values()))
 
     def units(self, tokens: bool) -> int:
-        """Requests (or ``tokens``) of ours queued below now."""
-        return self.tokens if tokens else self.requests
+        """Requests (or ``tokens``, as counted now: a calibrated factor rescales ours not
+        settled, queued ones too, so no sum is kept) of ours queued below now."""
+        if not tokens:
+            return self.requests
+        return sum(entry.tokens for entry in self.entries.values())
 
     def mark(self, entry: Any) -> None:
         """``entry``'s call waits in an inner queue from now (once; a refunded one is not)."""
@@ -59,16 +61,13 @@ class Queued:
             entry.queued = self.marks
             self.entries[self.marks] = entry
             self.requests += 1
-            self.tokens += entry.tokens
 
     def unmark(self, entry: Any) -> None:
-        """``entry``'s call left the inner queue (sent, moved, or refunded), before its tokens
-        change."""
+        """``entry``'s call left the inner queue (sent, moved, or refunded)."""
         if entry.queued:
             del self.entries[entry.queued]
             entry.queued = 0
             self.requests -= 1
-            self.tokens -= entry.tokens
 
 
 class MarksQueued:
