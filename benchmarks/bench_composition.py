@@ -36,6 +36,14 @@ A third table (the default stack, and the same with the former constant ``margin
 cold network: the opening burst's requests take ``COLD`` s to reach the server (connection
 set-up on a slow link), later ones ``WARM``; the measured margin has to cover it.
 
+With ``--slots N`` (and ``--latency S``, ``--adaptive``), a last table has the default stack
+alone with ``ConcurrencyLimit(N)`` (``AdaptiveConcurrency(max=N)``) against the fixed, sliding
+and bucket servers answering in ``S`` s: when N slots at S s send fewer calls a minute than
+the quota, most calls RateLimit admits wait below it, and the ideal is then the soonest the
+quotas *and* N calls in flight allow (:func:`slots_ideal`)::
+
+    python benchmarks/bench_composition.py --demand 10 --phases 40 --slots 8 --latency 8
+
 A second table (``--strict``, the default stack alone) makes the token quota bind on every
 shape (``STRICT_TPM``, about 43 requests a minute) on servers that charge 10% more than the
 client's estimate (``charge_factor``: OpenAI counts a request from its characters, framing
@@ -58,6 +66,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import math
 import random
 import statistics
 from collections.abc import Awaitable, Callable
@@ -85,6 +95,10 @@ STRICT_FACTOR = 1 / 0.9
 STRICT_JITTER = 0.01
 
 Send = Callable[..., Awaitable[Any]]
+
+#: The default stack's inner limiter: ``slots`` calls in flight, adaptive (AdaptiveConcurrency
+#: with that maximum) or not (ConcurrencyLimit); ``--slots``/``--adaptive`` change it.
+CLIENT: dict[str, Any] = {"slots": SLOTS, "adaptive": False}
 
 #: The cold table: seconds each way for the trips started within ``COLD_FOR`` s of the first
 #: (the opening burst), then for every later one.
@@ -206,7 +220,9 @@ def llmguard_stack(server: QuotaServer, seed: int, **settings: Any) -> Send:
     """The README stack with only the quotas given (plus ``settings``), fed the headers."""
     pipeline = (lg.Pipeline(name="bench").metrics().cache(ttl=300).fallback({"model": "backup"})
                 .retry(attempts=4, seed=seed).circuit_breaker().timeout(30)
-                .rate_limit(rpm=RPM, tpm=tpm_of(server), **settings).concurrency_limit(SLOTS))
+                .rate_limit(rpm=RPM, tpm=tpm_of(server), **settings))
+    pipeline = (pipeline.adaptive_concurrency(max=CLIENT["slots"]) if CLIENT["adaptive"]
+                else pipeline.concurrency_limit(CLIENT["slots"]))
     for layer in pipeline.layers:
         if isinstance(layer, lg.RateLimit):
             server.on_headers.append(layer.observe_headers)
@@ -309,9 +325,9 @@ def calls_for(server_kind: str, demand: float) -> int:
 
 
 async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0,
-                  phase: float = 0.0) -> Row:
+                  phase: float = 0.0, slots: int | None = None) -> Row:
     """One contender against a fresh server: ``calls`` requests started at once, ``phase``
-    seconds into the server's minute."""
+    seconds into the server's minute (``slots``: the ideal allows that many in flight)."""
     server = SERVERS[server_kind]()
     loop = asyncio.get_running_loop()
     await asyncio.sleep((phase - phase_of(server)) % 60)
@@ -326,11 +342,38 @@ async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0,
     stats = server.statistics()
     charge = server.charge(messages=[{"role": "user", "content": "question number 100"}],
                            **request)
+    ideal = server.ideal_time(calls, tokens=charge, start=start)
+    if slots is not None:
+        ideal = max(ideal, slots_ideal(SERVERS[server_kind](), calls, charge, start, slots))
     return Row(contender, server_kind, phase, calls, calls - failed, failed, stats.rate_limited,
-               stats.cancelled_after_arrival, wall,
-               server.ideal_time(calls, tokens=charge, start=start),
+               stats.cancelled_after_arrival, wall, ideal,
                QuotaServer.ideal_time(server, calls, tokens=charge, start=start),
                service_bound(server, calls))
+
+
+def slots_ideal(server: QuotaServer, calls: int, tokens: int, start: float,
+                slots: int) -> float:
+    """Seconds from ``start`` until the last of ``calls`` (``tokens`` each, as the server
+    charges them) completes at the soonest the quotas of ``server`` (a fresh one: its quotas
+    are used up here) allow with at most ``slots`` in flight: each call sent, in order, once
+    a slot is free and every quota has room, and served ``service_seconds()``."""
+    service = server.service_seconds()
+    quotas = [(quota, 1 if unit == "requests" else tokens)
+              for unit, quota in server.quotas.items() if quota is not None]
+    free, at, end = [start] * slots, start, start
+    for _ in range(calls):
+        at = max(at, heapq.heappop(free))
+        wait = max((quota.wait(at, amount) for quota, amount in quotas), default=0.0)
+        while wait > 0:  # the first instant with room (a hair past it: float rounding)
+            if math.isinf(wait):
+                return math.inf
+            at += wait + 1e-9
+            wait = max(quota.wait(at, amount) for quota, amount in quotas)
+        for quota, amount in quotas:
+            quota.take(at, amount)
+        heapq.heappush(free, at + service)
+        end = max(end, at + service)
+    return end - start
 
 
 def service_bound(server: QuotaServer, calls: int) -> float:
@@ -384,11 +427,13 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 
 def compare(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...] = (0.0, 40.0),
-            contenders: tuple[str, ...] | None = None) -> list[Row]:
-    """Every contender against every server, started ``phases`` seconds into its minute,
-    medians over ``repeats`` seeds; each run on a fresh looptime loop."""
+            contenders: tuple[str, ...] | None = None, servers: tuple[str, ...] | None = None,
+            slots: int | None = None) -> list[Row]:
+    """Every contender against every server (or ``servers``), started ``phases`` seconds into
+    its minute, medians over ``repeats`` seeds; each run on a fresh looptime loop (``slots``:
+    the ideal allows that many calls in flight)."""
     rows = []
-    for server_kind in SERVERS:
+    for server_kind in servers or SERVERS:
         calls = calls_for(server_kind, demand)
         for phase in phases:
             for contender in contenders or MAIN:
@@ -398,7 +443,7 @@ def compare(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...] = (
                     try:  # a clock minute starts at loop time 0, as the servers' windows do
                         with virtual_wall_clock():
                             runs.append(loop.run_until_complete(
-                                run_one(contender, server_kind, calls, seed, phase)))
+                                run_one(contender, server_kind, calls, seed, phase, slots)))
                     finally:
                         loop.close()
                 rows.append(median_row(runs))
@@ -504,6 +549,25 @@ def compare_cold(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...
         SCENARIO.update(saved)
 
 
+#: The slots table's servers: the quota binds alone on each (headers sent).
+SLOTS_SERVERS = ("fixed window", "sliding window", "token bucket")
+
+
+def compare_slots(demand: float, repeats: int, phases: tuple[float, ...], slots: int,
+                  latency: float, adaptive: bool = False) -> list[Row]:
+    """:func:`compare` for the default stack alone with ``slots`` calls in flight below its
+    RateLimit (AdaptiveConcurrency with that maximum when ``adaptive``), each answered in
+    ``latency`` s, against ``SLOTS_SERVERS``; the ideal allows ``slots`` in flight."""
+    global LATENCY
+    saved, CLIENT["slots"], CLIENT["adaptive"] = (LATENCY, dict(CLIENT)), slots, adaptive
+    LATENCY = latency
+    try:
+        return compare(demand, repeats, phases, ("llmguard (defaults)",), SLOTS_SERVERS, slots)
+    finally:
+        LATENCY, client = saved
+        CLIENT.update(client)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--demand", type=float, default=3.0,
@@ -512,8 +576,24 @@ def main() -> None:
     parser.add_argument("--phases", default="0,40",
                         help="seconds into the minute each run starts, comma-separated "
                              "(the cold table: the last)")
+    parser.add_argument("--slots", type=int, default=None,
+                        help="a last table: the default stack with this many calls in flight "
+                             "below its RateLimit (ConcurrencyLimit(N))")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="with --slots: AdaptiveConcurrency(max=N) instead")
+    parser.add_argument("--latency", type=float, default=None,
+                        help=f"with --slots: seconds per request (default {LATENCY:g})")
     args = parser.parse_args()
     phases = tuple(float(p) for p in args.phases.split(","))
+    if args.slots is not None:
+        inner = "AdaptiveConcurrency(max=" if args.adaptive else "ConcurrencyLimit("
+        latency = LATENCY if args.latency is None else args.latency
+        print(f"{args.demand:g}x the quota at once, {RPM} RPM, {inner}{args.slots}) below the "
+              f"RateLimit, {latency:g} s per request, median of {args.repeats}; the ideal "
+              f"allows {args.slots} calls in flight")
+        print(format_table(compare_slots(args.demand, args.repeats, phases, args.slots,
+                                         latency, args.adaptive)))
+        return
     rows = compare(args.demand, args.repeats, phases) + \
         compare_input_output(args.demand, args.repeats, phases)
     print(f"{args.demand:g}x the quota at once, {RPM} RPM, {LATENCY:g} s per request, started "

@@ -68,6 +68,7 @@ class Aiolimiter:
             clock = asyncio.get_running_loop().time
             start = clock()
             self._waiting += 1
+            call.queueing()  # an outer rate limit's reservation waits here, not sent
             try:
                 await limiter.acquire()
             finally:

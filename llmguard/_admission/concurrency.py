@@ -127,11 +127,12 @@ class ConcurrencyLimit:
         started = loop.time()
         limiter = self.limiter
         try:
-            await self._queued(priority, partition)
+            await self._queued(call, priority, partition)
         except AdmissionError as exc:  # queue full, or max_wait passed
             raise call.rejected(self._wait_label, exc)
         waited = loop.time() - started
-        if waited > 0:
+        # let go at once, it is counted again only when its reservation gave way meanwhile
+        if waited > 0 or call.queueing(False):
             try:  # an outer rate limit counts the call again now; it may wait or refuse
                 pending = call.after_wait(waited, self._wait_label)  # (``waited``, no coroutine)
                 if pending is not None:
@@ -140,15 +141,17 @@ class ConcurrencyLimit:
                 limiter.release()
                 raise
 
-    async def _queued(self, priority: int, partition: Hashable) -> None:
+    async def _queued(self, call: Call, priority: int, partition: Hashable) -> None:
         """Wait for a permit: in the limiter's ``acquire``, or where it can (``enqueue``, no
-        ``max_wait``), on the future it queued."""
+        ``max_wait``), on the future it queued; the call told it waits (``Call.queueing``)."""
         limiter = self.limiter
         if self._enqueue is None or limiter.max_wait is not None:
+            call.queueing()  # (the limiter's own slow path: it may still grant at once)
             await limiter.acquire(priority=priority, partition=partition)
         elif (queued := self._enqueue(priority, partition)) is not None:
             future, place = queued
             del queued
+            call.queueing()
             try:
                 await future
             except BaseException:
@@ -165,10 +168,13 @@ class ConcurrencyLimit:
             started = loop.time()
             try:
                 if self._enqueue is None or limiter.max_wait is not None:
+                    call.queueing()  # (the limiter's own slow path: it may still grant at once)
                     await limiter.acquire(priority=priority, partition=partition)
                 elif (queued := self._enqueue(priority, partition)) is not None:
                     future, place = queued
                     del queued  # not held while waiting (64 bytes a waiter)
+                    # an outer rate limit's reservation is not at the provider while it waits
+                    call.queueing()
                     try:
                         await future  # here: a queued call holds no acquire() frame
                     except BaseException:
@@ -177,7 +183,8 @@ class ConcurrencyLimit:
             except AdmissionError as exc:  # queue full, or max_wait passed
                 raise call.rejected(self._wait_label, exc)
             waited = loop.time() - started
-            if waited > 0:
+            # let go at once, it is counted again only when its reservation gave way meanwhile
+            if waited > 0 or call.queueing(False):
                 try:  # an outer rate limit counts the call again now; it may wait or refuse
                     pending = call.after_wait(waited, self._wait_label)  # (no coroutine)
                     if pending is not None:

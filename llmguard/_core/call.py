@@ -115,7 +115,8 @@ class Call:
     async def waited(self, seconds: float, by: str) -> None:
         """Record time spent waiting for admission (metrics' admission-wait histogram); a
         limiter awaits it as it lets the call go after waiting, then holds what it granted only
-        if this returns (it may raise: an outer rate limit found no room and gave up)."""
+        if this returns (it may raise: an outer rate limit found no room and gave up). A
+        limiter that makes a call wait tells it first (:meth:`queueing`)."""
         pending = self.after_wait(seconds, by)
         if pending is not None:
             await pending
@@ -139,6 +140,22 @@ class Call:
             if type(hooks) is not Hooks:
                 return hooks()  # (a hook done at once returns None)
         return current.admitted_after_wait()
+
+    def queueing(self, waits: bool = True) -> bool:
+        """An inner limiter makes the call wait from now (its slow path, before it awaits), or
+        (``waits=False``) let it go after no time at all: the ``on_wait`` hooks with a
+        ``queued`` method are told. An outer rate limit's reservation is then not at the
+        provider yet, and its readings of the server's headers must not count it there
+        (:mod:`llmguard._admission.ratelimit.queued`). True when, let go, the call must be
+        counted again all the same (its reservation gave way meanwhile): await :meth:`waited`."""
+        again = False
+        for attempt in self.current._lineage():
+            if attempt._on_wait is not None:
+                for hook in attempt.wait_hooks():
+                    queued = getattr(hook, "queued", None)
+                    if queued is not None and queued(waits):
+                        again = True
+        return again
 
     def mark_sent(self) -> None:
         """The attempt reaches the provider now. The innermost handler calls it; so does a

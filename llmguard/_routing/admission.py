@@ -76,6 +76,7 @@ class Admission:
         started = loop.time()
         check_admission(priority, call.partition, " (in Router)")
         future = line.join(tokens, excluded, priority, call.partition, first=bool(excluded))
+        call.queueing()  # an outer rate limit's reservation waits here, not sent
         try:
             grant = await future
         except AdmissionTimeout as exc:

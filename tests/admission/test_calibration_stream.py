@@ -12,6 +12,7 @@ import pytest
 import llmguard as lg
 from llmguard._admission.ratelimit.calibration import measure, unread
 from llmguard._admission.ratelimit.log import Entry
+from llmguard._admission.ratelimit.queued import Queued
 from llmguard.testing import FixedWindowServer, SlidingWindowServer, TokenBucketServer
 
 
@@ -75,8 +76,8 @@ def test_a_group_with_one_of_ours_unread_amid_it_only_bounds_the_factor_from_abo
     """Answers of one instant come in any order: with the one sent between two others not
     read yet, the drop between the readings holds three charges over two estimates (1.67x a
     1.11x charge). Such a group may bring the factor down, never up, until that one is read;
-    one still queued below us (admitted, not ``moved``, after the last that went at once)
-    holds nothing back."""
+    one still queued below us (admitted, marked queued by the limiter below) holds nothing
+    back."""
     readings = stream(0.0, 0.01, 0.02, 0.03)
     recent = deque(entry for _, entry in readings)
     burst: list[Any] = [None, [], 0.0]
@@ -92,5 +93,9 @@ def test_a_group_with_one_of_ours_unread_amid_it_only_bounds_the_factor_from_abo
                        most=1.2)
     assert measured == pytest.approx(236 / 212, rel=0.01)  # read: exact
     queued = Entry(0.015, 212, None, 4, 0)  # admitted amid them, waiting for a slot below
+    below = Queued()
+    below.mark(queued)
     assert not unread(deque([*recent, queued]), burst[1])
+    below.unmark(queued)  # sent now: in flight, unread
+    assert unread(deque([*recent, queued]), burst[1])
 

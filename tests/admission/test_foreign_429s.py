@@ -10,6 +10,7 @@ from typing import Any
 import llmguard as lg
 from llmguard._admission.ratelimit.auto import AutoTrack
 from llmguard._admission.ratelimit.log import Entry
+from llmguard._admission.ratelimit.queued import Queued
 from llmguard._admission.ratelimit.refusal import queued
 from llmguard._admission.ratelimit.shape import Shape
 from llmguard._admission.ratelimit.suspect import confirmed, read
@@ -93,23 +94,27 @@ async def test_a_storm_of_429s_leaves_the_rest_of_its_minute_to_use() -> None:
 
 
 def test_ours_still_queued_below_are_not_counted_as_seen_by_the_server() -> None:
-    """RateLimit admits the quota at once and ConcurrencyLimit(32) below holds all but 32: a
-    random 429 to one sent from that queue (``moved``) counts what the server saw before it
-    without the reservations still queued (not moved, in flight, admitted after the last one
-    surely sent). Counted, it read "the server admits 568" with 129 sent, and the calls
-    holding the inner slots waited 28 s for room those queued reservations held."""
+    """RateLimit admits the quota at once and ConcurrencyLimit(32) below holds all but 32
+    (marked queued: :mod:`.queued`): a random 429 to one sent from that queue counts what the
+    server saw before it without the reservations still queued. Counted, it read "the server
+    admits 568" with 129 sent, and the calls holding the inner slots waited 28 s for room
+    those queued reservations held."""
     track = AutoTrack(Quota(600, 60.5, False, learn=True, margin=0.5), Shape.of(
         [Quota(600, 60.5, False, learn=True, margin=0.5)]))
+    below = Queued()
     entries = [Entry(0.0, 1, None, seq) for seq in range(600)]
     for entry in entries:
         track.add(0.0, entry)
-    for entry in entries[:20]:  # the first 32 went at once; 20 of them answered
+    for entry in entries[32:]:  # the first 32 went at once; the rest wait below
+        below.mark(entry)
+    for entry in entries[:20]:  # 20 of those answered
         entry.answered = 2.0
-    ticket = Entry(2.0, 1, None, 600)
-    ticket.moved = True  # the 33rd, sent from the queue as a slot came free
+    ticket = Entry(2.0, 1, None, 600)  # the 33rd, sent from the queue as a slot came free
+    below.unmark(entries[32])
+    entries[32].live = 0  # (moved: refunded, taken anew as the ticket)
     track.add(2.0, ticket)
-    assert queued(track, ticket) == 600 - 20  # the 12 sent at once and in flight are unknown
-    direct = entries[25]  # a refusal of one that went at once: every one before it was sent
+    assert queued(track, ticket) == 600 - 33  # the 12 sent at once and in flight are sent
+    direct = entries[25]  # a refusal of one that went at once: none before it queued
     assert queued(track, direct) == 0
 
 

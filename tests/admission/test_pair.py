@@ -82,7 +82,7 @@ def replay(quotas: tuple[Quota, ...], steps: list[tuple[Any, ...]]) -> tuple[Win
                 if isinstance(track, AutoTrack) and track.quota.tokens is args[0]:
                     track.set_limit(now, min(track.limit, args[1]))
     window.wait(now, 1)  # expires every log to now (the unshared ones too)
-    return window, [admitted, [(e.time, e.tokens, e.live, e.answered, e.moved,
+    return window, [admitted, [(e.time, e.tokens, e.live, e.answered, e.queued,
                                 getattr(e, "way", None)) for e in entries]]
 
 

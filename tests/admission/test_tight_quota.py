@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from llmguard._admission.ratelimit.log import Entry
+from llmguard._admission.ratelimit.queued import Queued
 from llmguard._admission.ratelimit.reading import Readings
 from llmguard.testing import FixedWindowServer, SlidingWindowServer
 from late_start import run
@@ -23,7 +24,7 @@ def test_ours_after_a_ticket_count_as_rescaled_while_not_settled() -> None:
         Entry(0.0, 244, owner="w", seq=1, tseq=212), Entry(0.0, 244, seq=2, tseq=456)
     rescaled.tokens, settled.tokens = 212, 100
     log = SimpleNamespace(entries=[ticket, rescaled, settled])
-    assert Readings.after(log, True, ticket, 700) == 212 + 244
+    assert Readings.after(log, True, ticket, 700, Queued()) == (212 + 244, 0)  # none queued
 
 
 @pytest.mark.usefixtures("pinned_wall_clock")

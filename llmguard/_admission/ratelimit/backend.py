@@ -16,6 +16,7 @@ from ..._core.sweep import SWEEP_AT, sweep
 from .charge import Charge
 from .latency import retime
 from .move import move
+from .queued import MarksQueued
 from .window import Entry, Quota, Window
 
 __all__ = ["LearningBackend", "MemoryBackend", "RateLimitBackend", "TakesNow"]
@@ -32,9 +33,8 @@ class RateLimitBackend(Protocol):
     task it keeps a reference to) and may apply it late, which errs on the side of waiting.
     """
 
-    async def reserve(
-        self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
-    ) -> tuple[float, Any]:
+    async def reserve(self, key: Hashable, quotas: tuple[Quota, ...],
+                      tokens: int) -> tuple[float, Any]:
         """Atomically admit one request of ``tokens`` if every quota has room now.
 
         Returns ``(0.0, ticket)`` when admitted (the ticket, any value but None, identifies the
@@ -119,7 +119,7 @@ class LearningBackend(Protocol):
 
 
 @public
-class MemoryBackend:
+class MemoryBackend(MarksQueued):
     """The default backend: one sliding-window log per key in this process, loop time.
 
     Keys come and go (a ``key=`` per user or tenant), so a key whose window holds nothing any

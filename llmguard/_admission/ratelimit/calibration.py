@@ -75,21 +75,17 @@ def measure(burst: list[Any], spread: float, remaining: int, ticket: Any, rate: 
 def unread(recent: Any, readings: list[Any]) -> bool:
     """True when one of ``recent`` (ours in admission order) sent amid ``readings``' tickets
     (by the last one's send at the latest) is still in flight with no reading among them.
-    Sent, surely: ``moved`` (taken as it left an inner queue), or admitted before one of the
-    tickets that went at its admission (no inner queue held calls then, and a queue lets none
-    by, so one admitted earlier had left it). One admitted and perhaps still queued below us
-    is not sent (an opening burst's beyond ConcurrencyLimit's slots): it blocks nothing."""
+    One admitted and still queued below us (an opening burst's beyond ConcurrencyLimit's
+    slots: marked so, :mod:`.queued`) is not sent: it blocks nothing."""
     read = {id(e) for _, e in readings}
     low = min(e.seq for _, e in readings)
     latest = max(e.time for _, e in readings)  # (one sent at that instant may arrive first)
-    high = max((e.seq for _, e in readings if not e.moved), default=low)
     for entry in reversed(recent):  # from the newest: only the group's span is walked
-        seq = entry.seq
-        if seq <= low:
+        if entry.seq <= low:
             return False
         if entry.time > latest:
             continue
-        if ((entry.moved or seq < high) and entry.live and not entry.refused
+        if (not entry.queued and entry.live and not entry.refused
                 and entry.answered == math.inf and id(entry) not in read):
             return True
     return False

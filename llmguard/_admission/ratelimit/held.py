@@ -41,12 +41,22 @@ class Held:
         if ticket is None:
             return self._wait()
         self.ticket = ticket  # (an in-memory entry holds the time read for it: now)
-        if type(ticket) is Entry:
-            ticket.moved = True
-            self.at = ticket.time
-        else:
-            self.at = clock.now()
+        self.at = ticket.time if type(ticket) is Entry else clock.now()
         return None
+
+    def queued(self, waits: bool) -> bool:
+        """An inner limiter makes the call wait from now (``waits``; False: it let the call
+        go at once after all): an in-memory reservation is marked queued below until it moves
+        or is refunded, its headers' readings then not counting it at the server
+        (:mod:`.queued`; ``Call.queueing``). A remote one (Redis) is not read so: nothing.
+        True when let go with its reservation given way meanwhile: to be counted again."""
+        line, ticket = self.line, self.ticket
+        if line.queued is not None and type(ticket) is Entry:
+            line.queued(self.key, ticket, waits)
+            if waits:  # one that left the queue before may be waiting for room it holds
+                line.wake_front(self.key)
+            return not waits and not ticket.live
+        return False
 
     async def recount(self) -> None:
         """The provider sees the call only now: give the reservation back and take one at this
@@ -83,8 +93,5 @@ class Held:
         self._sent(ticket)
 
     def _sent(self, ticket: Any) -> None:
-        """The reservation taken anew as the call is sent now (an in-memory one marked so:
-        :func:`.calibration.unread`, :func:`.refusal.queued`)."""
+        """The reservation taken anew as the call is sent now."""
         self.ticket, self.at = ticket, clock.now()
-        if type(ticket) is Entry:
-            ticket.moved = True

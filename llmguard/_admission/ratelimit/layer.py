@@ -69,11 +69,9 @@ class RateLimit(ServerFeedback):
     #: response headers (:class:`~llmguard.HeaderObserver`; a coroutine frame less per call).
     observes_inline = True
 
-    __slots__ = (
-        "_margin", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
-        "_line", "_reserved", "_in_flight", "_admitted", "_rejected",
-        "_refunds", "_rate_limited", "_take", "_reconcile", "_settle", "_learning", "_split",
-    )
+    __slots__ = ("_margin", "backend", "_tokens", "_usage", "_key", "_max_tokens", "_lines",
+                 "_line", "_reserved", "_in_flight", "_admitted", "_rejected", "_refunds",
+                 "_rate_limited", "_take", "_reconcile", "_settle", "_learning", "_split")
 
     def __init__(
         self,
@@ -138,6 +136,7 @@ class RateLimit(ServerFeedback):
             line, loop = self._line, call.loop or loop_of(call)
             started = loop.time()
             future = line.join(key, tokens, call.priority or 0, call.partition)
+            call.queueing()  # an outer rate limit's reservation waits here, not sent
             try:
                 ticket = await future
             except AdmissionTimeout as exc:

@@ -99,7 +99,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     if shape.kind == "fixed" and shape.on_phase(at + reset):
         _narrowed(window, now, at + reset, way)  # (at its boundary it looks sliding)
         return
-    reading = read_reset(server, remaining, reset, shape.window, at, ticket.first,
+    reading = read_reset(limit or server, remaining, reset, shape.window, at, ticket.first,
                          short.tolerance(shape))
     if reading is None:
         return

@@ -76,7 +76,7 @@ class WaitingLine:
     ``describe()`` names the quotas for the :class:`AdmissionTimeout` message."""
 
     __slots__ = ("backend", "quotas", "max_wait", "lines", "waiting", "timed_out", "describe",
-                 "take", "move")
+                 "take", "move", "queued", "make_way")
 
     def __init__(self, backend: Any, quotas: Any, max_wait: float | None,
                  describe: Callable[[], str], take: Callable[..., Any] | None = None) -> None:
@@ -87,6 +87,12 @@ class WaitingLine:
         #: The backend's ``move`` (:class:`.move.MovesNow`), or None: a recount (``held``) then
         #: refunds and takes anew.
         self.move = backend.move if isinstance(backend, MovesNow) else None
+        #: Its ``queued`` (optional on a MovesNow backend: :mod:`.queued`), or None.
+        queued = getattr(backend, "queued", None) if self.move is not None else None
+        self.queued = queued if callable(queued) else None
+        #: Its ``make_way`` (likewise), or None: a call waiting ahead of the line that left an
+        #: inner queue takes the room of ours queued behind it (:func:`.queued.give_way`).
+        self.make_way = getattr(backend, "make_way", None) if self.queued is not None else None
         self.quotas = quotas
         #: Seconds a waiter may wait before AdmissionTimeout (None: no bound).
         self.max_wait = max_wait
@@ -102,6 +108,13 @@ class WaitingLine:
         """Room may have opened for ``key``: let the head of its line ask again now."""
         queue = self.lines.get(key)
         if queue is not None:
+            _set(queue.wake)
+
+    def wake_front(self, key: Hashable) -> None:
+        """One of ours was queued below: a call waiting ahead of ``key``'s line (it left that
+        queue before) may take its room now (``make_way``)."""
+        queue = self.lines.get(key)
+        if queue is not None and queue.front:
             _set(queue.wake)
 
     def join(self, key: Hashable, tokens: int, priority: int = 0, partition: Hashable = None,
@@ -173,6 +186,9 @@ class WaitingLine:
                 tokens = waiters[future][0]
                 try:
                     wait, ticket = await backend.reserve(key, self.quotas, tokens)
+                    if ticket is None and self.make_way is not None \
+                            and waiters[future][1] is None:  # ahead of the line: it left a queue
+                        ticket = self.make_way(key, self.quotas, tokens)
                 except Exception as exc:  # the backend failed (on_error="fail"): the head's error
                     if not future.done():
                         self.waiting -= 1

@@ -55,13 +55,14 @@ class Entry:
     reach the server in either order with it: :mod:`.reading`); ``estimate``, the tokens the
     call was estimated at (``tokens`` is what the server is believed to count: :mod:`.charge`);
     ``answered``, when its call ended (answered, failed or refunded; ``inf`` while in flight:
-    :mod:`.fixed` counts one in flight at a boundary in the next window too); ``moved``, taken
-    as its call left an inner queue (:mod:`.held`: sent then, surely); ``way``, once its
+    :mod:`.fixed` counts one in flight at a boundary in the next window too); ``queued``, while
+    its call waits in an inner queue (ConcurrencyLimit's: not at the server), the mark its
+    window numbered it with (0 otherwise: :meth:`.window.Window.queue`); ``way``, once its
     answer's headers timed it, the most seconds it took to reach the server (unset until then:
     :mod:`.latency`)."""
 
     __slots__ = ("time", "tokens", "live", "owner", "seq", "tseq", "refused", "first", "near",
-                 "estimate", "answered", "used", "moved", "way")
+                 "estimate", "answered", "used", "queued", "way")
 
     def __init__(self, time: float, tokens: int, owner: Any = None, seq: int = 0,
                  tseq: int = 0, estimate: int | None = None) -> None:
@@ -77,7 +78,7 @@ class Entry:
         self.near = (seq, tseq)
         self.answered = math.inf
         self.used: int | None = None  # the usage its answer reported (:mod:`.probing`)
-        self.moved = False
+        self.queued = 0
 
 
 class Folded(Entry):

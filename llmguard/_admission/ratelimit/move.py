@@ -7,7 +7,8 @@ in the place of an admission made then (a new entry: the log, the buckets, the f
 the header readings see it at its real send, after ours admitted meanwhile). Under ``gather``
 that is most calls. :func:`move` does exactly ``window.adjust(now, entry, 0, live=0)`` then
 ``window.take(now, tokens)`` (tested against them), in one pass over the tracks: the refund and
-the room check of each track together.
+the room check of each track together; with no room, ours still queued behind it give way
+(:func:`.queued.give_way`).
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -19,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from . import beyond
 from .log import Entry
+from .queued import give_way
 
 __all__ = ["MovesNow", "move"]
 
@@ -29,7 +31,9 @@ class MovesNow(Protocol):
     process): ``move`` does what ``refund(key, ticket)`` then ``take(key, quotas, tokens)``
     do, the new ticket or None (the refund made, nothing taken). ``held.Held`` uses it for a
     call counted again as it leaves an inner queue; a backend without it is refunded and
-    reserves anew (Redis: a remote reservation is not moved in place)."""
+    reserves anew (Redis: a remote reservation is not moved in place). One that also has
+    ``queued(key, ticket, waits)`` is told when the call of ``ticket`` starts waiting in an
+    inner queue (``waits``) or was let go at once after all (:mod:`.queued`)."""
 
     def move(self, key: Hashable, quotas: tuple[Any, ...], ticket: Any, tokens: int) -> Any: ...
 
@@ -43,7 +47,7 @@ def move(window: Any, now: float, entry: Entry, tokens: int) -> Entry | None:
             or (shape is not None and (entry is shape.probe or shape.kind == "bucket"
                                        or shape.kind == "fixed" or shape.assumed))):
         window.adjust(now, entry, 0, live=0)  # what the written-out pass below leaves out
-        return window.take(now, tokens)
+        return give_way(window, now, tokens)
     estimate = tokens
     if window.charge is not None:
         tokens = window.charge.units(tokens)
@@ -55,9 +59,11 @@ def move(window: Any, now: float, entry: Entry, tokens: int) -> Entry | None:
         if fits and not track.fits(now, tokens):
             fits = False
     entry.owner = None
+    if entry.queued:  # (as ``Window.adjust``: after the refund gave it back to the readings)
+        window.queued.unmark(entry)
     if entry.answered > now:
         entry.answered = now
     entry.tokens = entry.live = 0
     if not fits:
-        return beyond.probe(window, now, tokens, estimate)
+        return beyond.probe(window, now, tokens, estimate) or give_way(window, now, estimate)
     return window.add(now, tokens, estimate)

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from .queued import subtracted
+
 __all__ = ["Readings"]
 
 
@@ -37,7 +39,8 @@ class Readings:
         self.spread = spread
         self.recent: deque[Any] = deque()
         #: Per unit: [send time of the ticket that opened it, its best bound, when that was
-        #: read, ours admitted then, the first seq it subtracted, ours of those refunded since].
+        #: read, ours admitted then, the first seq it subtracted, ours of those refunded since,
+        #: the marks of ours queued below it subtracted too (:mod:`.queued`)].
         self.groups: dict[bool, list[Any]] = {}
 
     def admit(self, now: float, entry: Any) -> None:
@@ -56,7 +59,7 @@ class Readings:
         when the bound subtracted it as admitted before its reading (a call queued below,
         counted again as it leaves that queue: the bound's burst is all of ours at first)."""
         for tokens, group in self.groups.items():
-            if entry.seq >= group[4]:
+            if entry.seq >= group[4] or subtracted(entry.queued, group[6]):
                 units = entry.tokens if tokens else entry.live
                 group[5] += units
                 if (entry.tseq if tokens else entry.seq) >= group[3]:
@@ -67,22 +70,27 @@ class Readings:
                         bucket.give_back(units)
 
     @staticmethod
-    def after(log: Any, tokens: bool, ticket: Any, issued: int) -> int:
-        """Units of ours (not refunded) admitted from ``ticket.near`` on, the ticket excepted,
-        as admitted (a reconciliation since changes nothing the server counted then): counted
-        in ``log`` (a sliding log) when it holds them, else from ``issued`` so far (refunded
-        ones then count too)."""
+    def after(log: Any, tokens: bool, ticket: Any, issued: int,
+              queued: Any) -> tuple[int, int]:
+        """Units of ours (not refunded) the server had not counted as it counted ``ticket``
+        (None: as of now, all of ours sent), with the marks of ours queued below so far when
+        they are among them (else 0). Those admitted from ``ticket.near`` on, the ticket
+        excepted, as admitted (a reconciliation since changes nothing the server counted
+        then), and every one of ``queued`` (ours whose call waits in an inner queue: not sent
+        yet, whenever admitted), counted in ``log`` (a sliding log) when it holds them, else
+        from ``issued`` so far (refunded ones then count too; queued ones before ``near``
+        not known there)."""
         if ticket is None:
-            return 0
+            return queued.units(tokens), queued.marks
         seq, tseq = ticket.near
         entries = getattr(log, "entries", None)
         if not entries or entries[0].seq > seq:
-            return issued - (tseq + ticket.tokens if tokens else seq + 1)
+            return issued - (tseq + ticket.tokens if tokens else seq + 1), 0
         after, following = 0, issued  # tokens: an entry took its successor's tseq less its own
         for entry in reversed(entries):
             if entry.seq < seq:
                 break
-            if entry.live and entry is not ticket:
+            if entry.live and entry is not ticket and not entry.queued:  # (queued: below)
                 if not tokens:
                     after += 1
                 elif entry.owner is not None and entry.tokens < following - entry.tseq:
@@ -90,17 +98,18 @@ class Readings:
                 else:
                     after += following - entry.tseq
             following = entry.tseq
-        return after
+        return after + queued.units(tokens), queued.marks
 
     def read(self, now: float, tokens: bool, remaining: int, ticket: Any, after: int,
-             issued: int) -> tuple[int, float, int] | None:
+             issued: int, marks: int = 0) -> tuple[int, float, int, int] | None:
         """What a reading of ``remaining`` (requests or ``tokens``) in the answer to ``ticket``
         (None: as of now) leaves us, with ``after`` units of ours (not refunded) admitted from
         the ticket's ``near`` on, the ticket excepted, and ``issued`` units admitted so far:
         ``(left, since, base)``, the best certain bound of the open group of readings with
         this one, as of now but for the refill since ``since`` (a bucket adds it), which
-        subtracted ours from seq ``base`` on; or None for a reading of an older burst than the
-        open group's (superseded).
+        subtracted ours from seq ``base`` on and those queued below with ``marks`` marked
+        (``after`` counts them: :mod:`.queued`); or None for a reading of an older burst than
+        the open group's (superseded).
 
         One reading's bound is ``remaining`` less ours that may have arrived after the ticket
         (``after``: every one sent from ``spread`` before it on). A reading of a ticket sent
@@ -109,24 +118,24 @@ class Readings:
         refunded)."""
         if ticket is None:
             self.groups.pop(tokens, None)
-            return remaining, now, issued
+            return remaining - after, now, issued, marks
         seq, left = ticket.near[0], remaining - after
         at = ticket.time
         group = self.groups.get(tokens)
         if group is not None:
-            anchor, best, since, counted, base, returned = group
+            anchor, best, since, counted, base, returned, marked = group
             if abs(at - anchor) <= self.spread:
                 aged = best - (issued - counted) + returned
                 if aged >= left:
-                    return aged, since, base
+                    return aged, since, base, marked
             elif at < anchor:
                 return None
             else:
                 anchor = at
         else:
             anchor = at
-        self.groups[tokens] = [anchor, left, now, issued, seq, 0]
-        return left, now, seq
+        self.groups[tokens] = [anchor, left, now, issued, seq, 0, marks]
+        return left, now, seq, marks
 
     def forget(self) -> None:
         """Caps and levels were set otherwise (spent, a new shape): no group is open."""

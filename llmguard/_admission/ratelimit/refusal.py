@@ -64,22 +64,13 @@ def before(window: Any, track: AutoTrack, now: float, ticket: Entry | None) -> i
 
 
 def queued(track: AutoTrack, ticket: Entry) -> int:
-    """Units of ours before ``ticket`` perhaps still queued below us (ConcurrencyLimit's): not
-    at the server. Counted, a random 429 under 10x demand read the queued reservations as
-    seen ("the server admits 568" with 129 sent), and the calls holding the inner slots waited
-    for room the queued ones held: 28 s with nothing sent. Sent, surely: ``moved`` (taken as
-    it left that queue), answered, or admitted before one that went at its admission without
-    waiting (a queue lets none by): the ticket itself, or one answered."""
-    entries = track.log.entries
-    sent = ticket.seq if not ticket.moved else max(
-        (e.seq for e in entries if not e.moved and e.live and e.answered != math.inf
-         and e.seq <= ticket.seq), default=-1)
+    """Units of ours before ``ticket`` still queued below us (ConcurrencyLimit's, marked so:
+    :mod:`.queued`): not at the server. Counted, a random 429 under 10x demand read the queued
+    reservations as seen ("the server admits 568" with 129 sent), and the calls holding the
+    inner slots waited for room the queued ones held: 28 s with nothing sent."""
     units = 0
-    for entry in reversed(entries):
-        if entry.seq <= sent:
-            break
-        if (entry.seq < ticket.seq and not entry.moved and entry.live
-                and entry.answered == math.inf):
+    for entry in reversed(track.log.entries):
+        if entry.queued and entry.seq < ticket.seq:
             units += track.weight(entry)
     return units
 

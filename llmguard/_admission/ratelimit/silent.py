@@ -72,19 +72,21 @@ def _need(track: Any, tokens: int) -> int:
     return tokens if track.quota.tokens else 1
 
 
-def _ours(track: AutoTrack, keep: Any) -> int:
+def _ours(track: AutoTrack, keep: Any, sent: bool = False) -> int:
     """Units of ours in ``track``'s recent admissions the server counts (not refunded, not
-    refused) for which ``keep(entry)`` holds."""
+    refused; ``sent``: not queued below either, :mod:`.queued`) for which ``keep(entry)``
+    holds."""
     return sum(track.weight(e) for e in track.recent
-               if e.live and not e.refused and keep(e.time))
+               if e.live and not e.refused and keep(e.time) and not (sent and e.queued))
 
 
 def full(track: AutoTrack, at: float, need: int) -> bool:
     """True when a sliding window of ``track``'s quota, counting ours at arrival (up to the
-    margin after admission), must refuse ``need`` more admitted at ``at``: ours admitted after
-    ``at - window + margin`` leave no room for it, wherever in the margin each arrived."""
+    margin after admission), must refuse ``need`` more admitted at ``at``: ours sent after
+    ``at - window + margin`` leave no room for it, wherever in the margin each arrived (ours
+    queued below are not there: a probe served beyond them proves nothing)."""
     horizon = at - track.window + track.quota.margin
-    return _ours(track, lambda t: t > horizon) + need > track.limit
+    return _ours(track, lambda t: t > horizon, sent=True) + need > track.limit
 
 
 def fresh(track: AutoTrack, boundary: float, need: int) -> bool:

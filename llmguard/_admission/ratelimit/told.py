@@ -33,26 +33,28 @@ from typing import Any
 __all__ = ["ceiling", "drain", "lift", "settled", "unsettled"]
 
 
-def unsettled(bucket: Any, log: Any, first: int) -> float:
+def unsettled(bucket: Any, log: Any, first: int, queued: int = 0) -> float:
     """Units of ``bucket``'s reservations not settled that were admitted before seq ``first``
-    (a reading took off those from ``first`` on as not counted yet): all of them when ``log``
+    (a reading took off those from ``first`` on as not counted yet, and ``queued`` units of
+    ours queued below, whenever admitted: :mod:`.queued`): all of them but those when ``log``
     (the quota's sliding log, or None) no longer holds ``first``."""
     entries = getattr(log, "entries", None)
     if not entries or entries[0].seq > first:
-        return bucket.outstanding
+        return bucket.outstanding - queued
     later = 0
     for entry in reversed(entries):
         if entry.seq < first:
             break
-        if entry.owner is not None and entry.live:
+        if entry.owner is not None and entry.live and not entry.queued:
             later += bucket.weight(entry)
-    return bucket.outstanding - later
+    return bucket.outstanding - later - queued
 
 
 def drain(track: Any, now: float, left: float, since: float, ticket: Any, first: int,
-          spread: float, size: int | None = None) -> None:
+          spread: float, size: int | None = None, queued: int = 0) -> None:
     """A reading in the answer to ``ticket`` (None: as of now) leaves ``left`` as of ``since``,
-    ours from seq ``first`` on taken off (:mod:`.reading`): ``track``'s bucket (a learned
+    ours from seq ``first`` on and ``queued`` units of ours queued below taken off
+    (:mod:`.reading`): ``track``'s bucket (a learned
     quota's, or the track itself) drains to it and, as of ``ticket``'s arrival (within
     ``spread`` s of its send), takes its ceiling from it; a learned one, the server's own
     bucket of ``size`` units, is lifted to it too (:func:`lift`)."""
@@ -60,7 +62,8 @@ def drain(track: Any, now: float, left: float, since: float, ticket: Any, first:
     if bucket.exact:  # a limit lowered below what is outstanding: the reading sets the level
         return bucket.read(now, left, since)
     told = None if ticket is None else (
-        unsettled(bucket, getattr(track, "log", None), first), first, ticket.time + spread)
+        unsettled(bucket, getattr(track, "log", None), first, queued), first,
+        ticket.time + spread)
     bucket.drain_to(now, left, since, told)
     if told is not None and size and bucket is not track:
         lift(bucket, now, left, since, told[0], size)

@@ -7,16 +7,16 @@ On top: a 429's pause, the caps headers report. Takes ``now`` as an argument: te
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..._core.public import public
 from . import answers, beyond, learn, learn_refusal, short, silent, told
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
 from .log import Entry, Folded
 from .pair import pairs, tracks
+from .queued import Queued, left
+from .quota import Quota
 from .reading import Readings
 from .shape import Shape
 
@@ -26,37 +26,11 @@ __all__ = ["SLACK", "Entry", "Quota", "Window"]
 SLACK = 1e-3
 
 
-@public
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """At most ``limit`` requests (``tokens=False``) or tokens in any ``window`` seconds; or,
-    ``continuous=True``, a bucket of ``limit`` refilled at ``limit / window`` per second; or,
-    ``learn=True``, paced like the server's own limiter once its shape is learned. ``margin``
-    is the part of ``window`` added for the time a request takes to reach the server.
-    ``part`` is ``"input"`` or ``"output"`` for a quota of only those tokens (``input_tpm=``,
-    ``output_tpm=``; kept apart by ``split_backend.SplitBackend``)."""
-
-    limit: int
-    window: float
-    tokens: bool
-    continuous: bool = False
-    learn: bool = False
-    margin: float = 0.0
-    part: str = ""
-
-    def describe(self) -> str:
-        unit = f"{self.part} tokens".lstrip() if self.tokens else "requests"
-        window = round(self.window - self.margin, 9)
-        per = {60.0: "minute", 1.0: "second"}.get(window, f"{window:g} s")
-        return f"{self.limit} {unit} per {per}" + (" (refilled continuously)"
-                                                   if self.continuous else "")
-
-
 class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
     __slots__ = ("tracks", "pace", "paused_until", "caps", "buckets", "shape", "issued",
-                 "issued_tokens", "readings", "charge", "quotas", "log")
+                 "issued_tokens", "readings", "charge", "quotas", "log", "queued")
 
     def __init__(self, quotas: tuple[Quota, ...], charge: type[Charge] = Charge) -> None:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
@@ -72,7 +46,8 @@ class Window:
         #: Loop time before which nothing is admitted (a provider's Retry-After).
         self.paused_until = 0.0
         #: [remaining, until, first seq counted, the reading's ticket (the server counted it as
-        #: it charges: a reconciliation changes nothing)] per unit (False requests, True tokens).
+        #: it charges: a reconciliation changes nothing), the marks of ours queued below it
+        #: counted (:mod:`.queued`)] per unit (False requests, True tokens).
         self.caps: dict[bool, list[float]] = {}
         #: Requests and tokens admitted so far (an entry's ``seq``/``tseq`` are these before it).
         self.issued = self.issued_tokens = 0
@@ -81,6 +56,8 @@ class Window:
         #: What the server charges against our estimate, for learned token quotas (``charge``).
         charged = [q.limit for q in learned if q.tokens and not q.part]
         self.charge = charge(min(charged)) if charged else None
+        #: Ours admitted whose calls wait in an inner queue now (not at the server).
+        self.queued = Queued()
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted (0.0: now), ``SLACK`` added
@@ -174,6 +151,8 @@ class Window:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
         if self.shape is not None and entry is self.shape.probe:
             learn.settled(self, now, entry, tokens, live)
+        if entry.queued:  # it left the inner queue (moved: counted anew; or never sent)
+            left(self, entry, tokens, live)
         entry.tokens = tokens
         entry.live = live
 
@@ -196,20 +175,22 @@ class Window:
                               at)
         issued = self.issued_tokens if tokens else self.issued
         track = self.tracks[0]
-        after = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
-                                    tokens, ticket, issued)
-        read = self.readings.read(now, tokens, remaining, ticket, after, issued)
+        after, marks = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
+                                           tokens, ticket, issued, self.queued)
+        read = self.readings.read(now, tokens, remaining, ticket, after, issued, marks)
         kind = self.shape.kind if self.shape is not None else None
         if tokens and ticket is not None and self.charge is not None and tracks:
             self.charge.read(self, now, remaining, ticket, tracks)
         if read is None:
             return  # an older burst's reading: the open group's are newer
-        left, since, base = read if ticket is not None else (*read[:2], self.issued)  # by seq
+        left, since, base, marks = read if ticket is not None else (*read[:2], self.issued,
+                                                                    read[3])  # by seq
         pacers = short.buckets(self, tracks)  # each a bucket (a shorter window's: its own)
         if pacers:
             for track in pacers:  # drained, a give-back bounded too (:func:`.told.drain`)
                 told.drain(track, now, left, since, ticket, base, self.readings.spread,
-                           limit if kind == "bucket" else None)
+                           limit if kind == "bucket" else None,
+                           self.queued.units(tokens) if marks else 0)
             return
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
@@ -226,7 +207,7 @@ class Window:
         else:
             return
         if until > now:
-            self.caps[tokens] = [left, until, base, -1 if ticket is None else ticket.seq]
+            self.caps[tokens] = [left, until, base, -1 if ticket is None else ticket.seq, marks]
 
     def spent(self, now: float) -> None:
         """Every quota used up now: buckets empty, windows capped at nothing for a window."""
@@ -236,7 +217,7 @@ class Window:
             if bucket is not None:
                 bucket.drain_to(now, 0)
             if not isinstance(track, Bucket):
-                self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued, -1]
+                self.caps[track.quota.tokens] = [0, now + track.quota.window, self.issued, -1, 0]
 
     def refused(self, now: float, ticket: Entry | None, seconds: float, wall: float = 0.0,
                 named: Any = None) -> None:
