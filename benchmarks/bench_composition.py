@@ -40,7 +40,7 @@ With ``--slots N`` (and ``--latency S``, ``--adaptive``), a last table has the d
 alone with ``ConcurrencyLimit(N)`` (``AdaptiveConcurrency(max=N)``) against the fixed, sliding
 and bucket servers answering in ``S`` s: when N slots at S s send fewer calls a minute than
 the quota, most calls RateLimit admits wait below it, and the ideal is then the soonest the
-quotas *and* N calls in flight allow (:func:`slots_ideal`)::
+quotas *and* N calls in flight allow (``QuotaServer.ideal_time(in_flight=N)``)::
 
     python benchmarks/bench_composition.py --demand 10 --phases 40 --slots 8 --latency 8
 
@@ -66,8 +66,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import heapq
-import math
 import random
 import statistics
 from collections.abc import Awaitable, Callable
@@ -344,36 +342,11 @@ async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0,
                            **request)
     ideal = server.ideal_time(calls, tokens=charge, start=start)
     if slots is not None:
-        ideal = max(ideal, slots_ideal(SERVERS[server_kind](), calls, charge, start, slots))
+        ideal = max(ideal, server.ideal_time(calls, tokens=charge, start=start, in_flight=slots))
     return Row(contender, server_kind, phase, calls, calls - failed, failed, stats.rate_limited,
                stats.cancelled_after_arrival, wall, ideal,
                QuotaServer.ideal_time(server, calls, tokens=charge, start=start),
                service_bound(server, calls))
-
-
-def slots_ideal(server: QuotaServer, calls: int, tokens: int, start: float,
-                slots: int) -> float:
-    """Seconds from ``start`` until the last of ``calls`` (``tokens`` each, as the server
-    charges them) completes at the soonest the quotas of ``server`` (a fresh one: its quotas
-    are used up here) allow with at most ``slots`` in flight: each call sent, in order, once
-    a slot is free and every quota has room, and served ``service_seconds()``."""
-    service = server.service_seconds()
-    quotas = [(quota, 1 if unit == "requests" else tokens)
-              for unit, quota in server.quotas.items() if quota is not None]
-    free, at, end = [start] * slots, start, start
-    for _ in range(calls):
-        at = max(at, heapq.heappop(free))
-        wait = max((quota.wait(at, amount) for quota, amount in quotas), default=0.0)
-        while wait > 0:  # the first instant with room (a hair past it: float rounding)
-            if math.isinf(wait):
-                return math.inf
-            at += wait + 1e-9
-            wait = max(quota.wait(at, amount) for quota, amount in quotas)
-        for quota, amount in quotas:
-            quota.take(at, amount)
-        heapq.heappush(free, at + service)
-        end = max(end, at + service)
-    return end - start
 
 
 def service_bound(server: QuotaServer, calls: int) -> float:

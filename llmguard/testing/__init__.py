@@ -23,8 +23,8 @@ from ._faults import Faults, FaultStats, make_error
 from ._http import LoopbackServer
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider
 from ._quota import FixedWindow, TokenBucket
-from ._servers import Arrival, FixedWindowServer, QuotaServer, ServerStats, TokenBucketServer
-from ._shapes import ProxyWindowServer, SlidingWindowServer
+from ._servers import Arrival, QuotaServer, ServerStats
+from ._shapes import FixedWindowServer, ProxyWindowServer, SlidingWindowServer, TokenBucketServer
 
 __all__ = [
     "Arrival",

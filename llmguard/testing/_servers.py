@@ -1,4 +1,5 @@
-"""Simulated servers shaped like real providers' rate limits, recording what they saw.
+"""Simulated servers shaped like real providers' rate limits, recording what they saw: their
+base, :class:`QuotaServer` (the shapes are in :mod:`._shapes`).
 
 * :class:`FixedWindowServer`: requests and tokens counted at **arrival** in fixed clock windows
   (a per-minute counter keyed by the clock minute, as many providers and gateways do).
@@ -27,11 +28,11 @@ from typing import Any
 
 from .._core.check import number
 from .._core.tokens import estimate_tokens
+from ._ideal import fresh, in_order
 from ._provider import Overloaded, RateLimited, SimulatedProvider
-from ._quota import Arrival, FixedWindow, ServerStats, TokenBucket, check_quotas, format_reset
+from ._quota import Arrival, ServerStats, check_quotas, format_reset
 
-__all__ = ["Arrival", "FixedWindowServer", "QuotaServer", "ServerStats", "TokenBucketServer",
-           "check_quotas"]
+__all__ = ["Arrival", "QuotaServer", "ServerStats", "check_quotas"]
 
 #: The rate-limit headers of the request being admitted, for a transport to send back.
 admission_headers: ContextVar[dict[str, str] | None] = ContextVar("admission_headers",
@@ -189,15 +190,17 @@ class QuotaServer(SimulatedProvider):
             observe(headers)
 
     def ideal_time(self, n: int, *, tokens: int = 0, start: float = 0.0,
-                   service: float | None = None) -> float:
+                   service: float | None = None, in_flight: int | None = None) -> float:
         """Seconds from ``start`` until the last of ``n`` equal requests (``tokens`` each, as
-        :meth:`charge` counts them) completes at the soonest these quotas allow, each taking
-        ``service`` seconds (default ``latency`` plus the output time of an int
-        ``output_tokens``). The yardstick for a client's wall time against this server."""
+        :meth:`charge` counts them) completes at the soonest these quotas (and ``in_flight``:
+        no more at once, each sent in order once one is free) allow, each taking ``service``
+        s (default :meth:`service_seconds`). The yardstick for a client's wall time here."""
         service = self.service_seconds() if service is None else service
         amounts = self._amounts(tokens)
-        admit = max((quota.earliest(n, amounts[unit], start)
-                     for unit, quota in self.quotas.items() if quota is not None), default=start)
+        quotas = [(q, amounts[unit]) for unit, q in self.quotas.items() if q is not None]
+        if in_flight is not None:  # (on fresh ones: ``in_order`` uses them up)
+            return in_order([(fresh(q), a) for q, a in quotas], n, start, service, in_flight)
+        admit = max((quota.earliest(n, amount, start) for quota, amount in quotas), default=start)
         return admit - start + service
 
     def service_seconds(self) -> float:
@@ -221,39 +224,3 @@ class QuotaServer(SimulatedProvider):
         quotas = " ".join(f"{unit}={quota!r}" for unit, quota in self.quotas.items() if quota)
         return (f"<{type(self).__name__} {quotas} arrivals={len(self.arrivals)} "
                 f"429s={self._rate_limited} cancelled={len(self.cancelled)}>")
-
-
-class FixedWindowServer(QuotaServer):
-    """At most ``rpm`` requests and ``tpm`` tokens per fixed window of ``window`` seconds
-    (boundaries at ``epoch + i * window`` of loop time), counted when a request arrives.
-
-    A 429's Retry-After is the time to the next boundary; ``x-ratelimit-reset-*`` likewise.
-    """
-
-    kind = "fixed window"
-
-    def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
-                 epoch: float = 0.0, **options: Any) -> None:
-        super().__init__(window=window, **options)
-        check_quotas(rpm, tpm)
-        self.quotas = {"requests": rpm and FixedWindow(rpm, window, epoch),
-                       "tokens": tpm and FixedWindow(tpm, window, epoch)}
-
-
-class TokenBucketServer(QuotaServer):
-    """RPM and TPM buckets of ``rpm`` / ``tpm`` refilling continuously over ``window`` seconds,
-    full at the start; each request takes 1 request and its prompt estimate plus ``max_tokens``
-    at admission, whatever it then uses (OpenAI's accounting).
-
-    A 429's Retry-After is when the emptiest bucket holds the request again;
-    ``x-ratelimit-reset-*`` is the time until a bucket is full again (as OpenAI reports it).
-    """
-
-    kind = "token bucket"
-
-    def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
-                 **options: Any) -> None:
-        super().__init__(window=window, **options)
-        check_quotas(rpm, tpm)
-        self.quotas = {"requests": rpm and TokenBucket(rpm, window),
-                       "tokens": tpm and TokenBucket(tpm, window)}

@@ -30,20 +30,55 @@ The wall clock is :func:`llmguard._core.clock.wall` (in step with the loop clock
 from __future__ import annotations
 
 import asyncio
-import heapq
 import math
 from contextvars import ContextVar
 from typing import Any
 
 from .._core import clock
 from .._core.check import number
-from ._quota import FixedWindow, SlidingWindow, check_quotas
+from ._quota import FixedWindow, SlidingWindow, TokenBucket, check_quotas
 from ._servers import QuotaServer, admission_headers
 
-__all__ = ["ProxyWindowServer", "SlidingWindowServer"]
+__all__ = ["FixedWindowServer", "ProxyWindowServer", "SlidingWindowServer", "TokenBucketServer"]
 
 #: When a worker took the request being served (``ProxyWindowServer(duration="call")``).
 _taken: ContextVar[float | None] = ContextVar("taken", default=None)
+
+
+class FixedWindowServer(QuotaServer):
+    """At most ``rpm`` requests and ``tpm`` tokens per fixed window of ``window`` seconds
+    (boundaries at ``epoch + i * window`` of loop time), counted when a request arrives.
+
+    A 429's Retry-After is the time to the next boundary; ``x-ratelimit-reset-*`` likewise.
+    """
+
+    kind = "fixed window"
+
+    def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
+                 epoch: float = 0.0, **options: Any) -> None:
+        super().__init__(window=window, **options)
+        check_quotas(rpm, tpm)
+        self.quotas = {"requests": rpm and FixedWindow(rpm, window, epoch),
+                       "tokens": tpm and FixedWindow(tpm, window, epoch)}
+
+
+class TokenBucketServer(QuotaServer):
+    """RPM and TPM buckets of ``rpm`` / ``tpm`` refilling continuously over ``window`` seconds,
+    full at the start; each request takes 1 request and its prompt estimate plus ``max_tokens``
+    at admission, whatever it then uses (OpenAI's accounting).
+
+    A 429's Retry-After is when the emptiest bucket holds the request again;
+    ``x-ratelimit-reset-*`` is the time until a bucket is full again (as OpenAI reports it).
+    """
+
+    kind = "token bucket"
+
+    def __init__(self, *, rpm: int | None = None, tpm: int | None = None, window: float = 60.0,
+                 **options: Any) -> None:
+        super().__init__(window=window, **options)
+        check_quotas(rpm, tpm)
+        self.quotas = {"requests": rpm and TokenBucket(rpm, window),
+                       "tokens": tpm and TokenBucket(tpm, window)}
 
 
 class SlidingWindowServer(QuotaServer):
@@ -170,30 +205,11 @@ class ProxyWindowServer(QuotaServer):
         return service * (1 if self.workers is None else math.ceil(n / self.workers))
 
     def ideal_time(self, n: int, *, tokens: int = 0, start: float = 0.0,
-                   service: float | None = None) -> float:
-        """Seconds from ``start`` until the last of ``n`` equal requests completes at the
-        soonest both its quotas and (with ``workers``) its workers allow: each request taken
-        by the first worker free once its minute has room, served ``service`` s. At least
-        the quota bound (:meth:`QuotaServer.ideal_time`) and :meth:`service_time`; more when
-        a minute's quota leaves the workers idle until the next boundary."""
+                   service: float | None = None, in_flight: int | None = None) -> float:
+        """As :meth:`QuotaServer.ideal_time`, its ``workers`` taking the requests in order: at
+        least the quota bound and :meth:`service_time`; more when a minute's quota leaves the
+        workers idle until the next boundary."""
         self._align()
-        if self.workers is None:
-            return super().ideal_time(n, tokens=tokens, start=start, service=service)
-        service = self.service_seconds() if service is None else service
-        amounts = self._amounts(tokens)
-        quotas = [(FixedWindow(q.limit, q.window, q.epoch), amounts[unit])
-                  for unit, q in self.quotas.items() if q is not None]
-        free, end, at = [start] * self.workers, start, start
-        for _ in range(n):
-            at = max(at, heapq.heappop(free))  # taken in order (its queue is first come first)
-            wait = max((q.wait(at, amount) for q, amount in quotas), default=0.0)
-            while wait > 0:  # the first boundary with room (a hair past it: float rounding)
-                if math.isinf(wait):
-                    return math.inf
-                at += wait + 1e-9
-                wait = max(q.wait(at, amount) for q, amount in quotas)
-            for q, amount in quotas:
-                q.take(at, amount)
-            heapq.heappush(free, at + service)
-            end = max(end, at + service)
-        return end - start
+        bounds = [b for b in (self.workers, in_flight) if b is not None]
+        return super().ideal_time(n, tokens=tokens, start=start, service=service,
+                                  in_flight=min(bounds) if bounds else None)

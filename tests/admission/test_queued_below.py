@@ -3,10 +3,7 @@ not at the server (``ratelimit/queued.py``): the readings of its headers leave t
 it counted, and a call leaving the queue goes before those still queued behind it."""
 
 import asyncio
-import importlib.util
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,17 +13,6 @@ from llmguard._admission.ratelimit.move import move
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import (FixedWindowServer, SlidingWindowServer, TokenBucketServer,
                               virtual_wall_clock)
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_composition.py"
-
-
-def slots_ideal() -> Any:
-    """``bench_composition.slots_ideal``: the soonest the quotas and N calls in flight allow."""
-    spec = importlib.util.spec_from_file_location("benchmarks_bench_composition", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (@dataclass looks it up)
-    spec.loader.exec_module(module)
-    return module.slots_ideal
 
 
 def server_of(shape: str, latency: float) -> Any:
@@ -73,7 +59,7 @@ async def test_calls_queued_below_are_not_read_as_seen_by_the_server(
                                     **question) for i in range(calls)))
         wall = loop.time() - start
     ideal = max(server.ideal_time(calls, tokens=charge, start=start),
-                slots_ideal()(server_of(shape, latency), calls, charge, start, slots))
+                server.ideal_time(calls, tokens=charge, start=start, in_flight=slots))
     sent = Counter(int(a.at // 60) for a in server.arrivals)  # per clock minute
     assert wall <= 1.05 * ideal, (wall, ideal, sorted(sent.items()))
     assert server.statistics().rate_limited <= calls // 100

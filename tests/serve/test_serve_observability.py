@@ -4,6 +4,7 @@ upstream's quotas from the upstream's response headers."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import httpx
@@ -51,8 +52,10 @@ def test_chat_streams_and_embeddings_export_metrics_and_spans() -> None:
 async def test_the_gateway_learns_quotas_from_its_upstreams_headers() -> None:
     """A model configured with rpm=1000 in front of an upstream that allows 10 per minute: after
     one answer carrying ``x-ratelimit-remaining-requests: 9``, the model's rate limit has at
-    most 9 requests of headroom (it learned from the header), not 999."""
-    upstream = FixedWindowServer(rpm=10, window=60.0)
+    most 9 requests of headroom (it learned from the header), not 999. The upstream's window
+    starts now: one whose boundary fell just after the answer (its windows on the loop's clock,
+    whatever it read) reset the cap before it was read (999 in one run)."""
+    upstream = FixedWindowServer(rpm=10, window=60.0, epoch=asyncio.get_running_loop().time())
     async with LoopbackServer(upstream) as http:
         stack = replace(SERVE_STACK, rpm=1000, retries=0)
         config = ServeConfig(models={"m": ModelConfig("m", provider="openai",

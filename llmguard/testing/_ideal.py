@@ -1,0 +1,43 @@
+"""The soonest a server's quotas serve requests sent in order with a bound on those in flight:
+the yardstick of :meth:`~llmguard.testing.QuotaServer.ideal_time` with ``in_flight`` (a
+client's slots, a proxy's workers)."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Any
+
+from ._quota import FixedWindow, TokenBucket
+
+__all__ = ["fresh", "in_order"]
+
+
+def fresh(quota: Any) -> Any:
+    """A quota configured as ``quota`` with nothing used (a server's after a run)."""
+    if isinstance(quota, TokenBucket):
+        return TokenBucket(quota.capacity, quota.window)
+    if isinstance(quota, FixedWindow):
+        return FixedWindow(quota.limit, quota.window, quota.epoch)
+    return type(quota)(quota.limit, quota.window)
+
+
+def in_order(quotas: list[tuple[Any, int]], n: int, start: float, service: float,
+             in_flight: int) -> float:
+    """Seconds from ``start`` until the last of ``n`` requests completes, each sent in order
+    once one of ``in_flight`` is free and every quota of ``quotas`` (``(quota, amount)``
+    pairs, used up here: pass :func:`fresh` ones) has room, and served ``service`` s."""
+    free, end, at = [start] * in_flight, start, start
+    for _ in range(n):
+        at = max(at, heapq.heappop(free))  # taken in order (first come, first served)
+        wait = max((quota.wait(at, amount) for quota, amount in quotas), default=0.0)
+        while wait > 0:  # the first instant with room (a hair past it: float rounding)
+            if math.isinf(wait):
+                return math.inf
+            at += wait + 1e-9
+            wait = max(quota.wait(at, amount) for quota, amount in quotas)
+        for quota, amount in quotas:
+            quota.take(at, amount)
+        heapq.heappush(free, at + service)
+        end = max(end, at + service)
+    return end - start
