@@ -199,6 +199,7 @@ class QuotaServer(SimulatedProvider):
         amounts = self._amounts(tokens)
         quotas = [(q, amounts[unit]) for unit, q in self.quotas.items() if q is not None]
         if in_flight is not None:  # (on fresh ones: ``in_order`` uses them up)
+            number("in_flight", in_flight, integer=True, hint="; the calls in flight at once, e.g. in_flight=32")
             return in_order([(fresh(q), a) for q, a in quotas], n, start, service, in_flight)
         admit = max((quota.earliest(n, amount, start) for quota, amount in quotas), default=start)
         return admit - start + service
