@@ -52,7 +52,7 @@ end
 local function settle(log, shape, done, made, old, new, reserved_tokens, used_tokens, first)
   local at = redis.call('ZSCORE', log, old)
   local refused = false
-  if not at then  -- a 429 marked it refused (``_learned_scripts.REFUSED``): settled marked
+  if not at then  -- a 429 marked it refused (``_refused_scripts.REFUSED``): settled marked
     local marked = (string.gsub(old, ':(%d+)$', ':r:%1'))
     at = redis.call('ZSCORE', log, marked)
     if at then

@@ -25,5 +25,5 @@ class AutoTicket:
         self.giveback = giveback
         #: The stage of a silent server's probe it is (``_probe_scripts``: 3, 4 or 6; 0 none).
         self.silent = 0
-        #: The write of a 429 to it (``_learned_scripts.REFUSED``), which its settlement follows.
+        #: The write of a 429 to it (``_refused_scripts.REFUSED``), which its settlement follows.
         self.refusing: Any = None
