@@ -126,7 +126,7 @@ class RedisLearning:
                 window.shape.probe = entry
             result[0] = 1
             result[6] = AutoTicket(f"{member}:{tokens}", result[6], tokens, entry, quotas,
-                                   _giveback.parse(result[15], result[16]))
+                                   _giveback.parse(result[15], result[16]), result[18])
             result[6].silent = admitted if admitted > 2 else 0  # a silent server's probe
             return [*result[:7], result[-1]]
         if admitted == -1:  # another process sends the probe: its answer is shared
