@@ -119,9 +119,12 @@ def test_a_refund_gives_back_every_counter_its_admission_touched(redis_url, redi
             return MemoryBackend()
         return RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
 
-    # derandomized: the same examples every run (a random one found the case below once in CI)
-    @settings(max_examples=100, deadline=None, derandomize=True,
+    # random again (a fixed budget of examples a run, the cases found so far kept below):
+    # derandomized after a random run found the capping case (#30), fixed since
+    @settings(max_examples=100, deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @example(refill="auto", steps=[("take", 1), ("header", 74), ("refund", 1)], stage=3,
+             tokens=1)
     @example(refill="auto", steps=[("take", 158), ("take", 300), ("take", 300),
                                    ("reconcile", 1), ("reconcile", 1), ("reconcile", 1),
                                    ("take", 251), ("reconcile", 1)], stage=8, tokens=1)
