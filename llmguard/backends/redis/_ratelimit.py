@@ -38,8 +38,7 @@ class _BucketTicket:
     __slots__ = ("quotas", "made", "tokens")
 
     def __init__(self, quotas: tuple[Quota, ...], made: Any, tokens: int) -> None:
-        #: The layer's quotas, which hash made the reservation (an output quota's: with its
-        #: marks, ``AutoTicket``'s), and the tokens it reserved.
+        #: The layer's quotas, which hash made it (``AutoTicket.made_of``), its tokens.
         self.quotas, self.made, self.tokens = quotas, made, tokens
 
 
