@@ -38,7 +38,7 @@ from .pair import pairs
 from .shape import TOLERANCE
 
 __all__ = ["Short", "adopt", "buckets", "fits_ours", "oldest", "share", "tolerance",
-           "undecided", "vouching"]
+           "undecided"]
 
 
 def share(track: Any, limit: int | None, reset: float | None) -> float | None:
@@ -244,13 +244,3 @@ def tolerance(shape: Any) -> float:
     if state is None or state.span is None:
         return TOLERANCE
     return TOLERANCE * min(1.0, state.span / 60)
-
-
-def vouching(window: Any, tracks: list[Any]) -> list[Any]:
-    """Those of ``tracks`` whose fixed count a fixed window's reading bounds (``FixedCount.vouch``:
-    429s the server did not count no longer fill the window): none over a shorter window
-    learned. There, bounded so, the 6 s fixed window of ``test_short_window`` ran 1.22x its
-    ideal against 1.01x (no 429 either way; why it is slower is not known yet), and its 429s
-    are rare and paused as asked (``learn_refusal``)."""
-    state = window.shape.short if window.shape is not None else None
-    return tracks if state is None or state.span is None else []
