@@ -99,8 +99,8 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     if shape.kind == "fixed" and shape.on_phase(at + reset):
         _narrowed(window, now, at + reset, way)  # (at its boundary it looks sliding)
         return
-    reading = read_reset(limit or server, remaining, reset, shape.window, at, ticket.first,
-                         short.tolerance(shape))
+    reading = read_reset(limit or server, remaining, reset, shape.window, at,
+                         short.oldest(window, ticket, track.quota.window), short.tolerance(shape))
     if reading is None:
         return
     kind, boundary, why = reading
