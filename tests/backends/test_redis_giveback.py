@@ -9,9 +9,11 @@ admitted only thanks to it served or refused. What is asserted is the verdict, n
 """
 
 import asyncio
+import time
 
 import pytest
 
+from llmguard._admission.ratelimit.backend import MemoryBackend
 from llmguard._admission.ratelimit.split import Tokens
 from llmguard._admission.ratelimit.split_backend import SplitBackend
 from llmguard._admission.ratelimit.window import Quota
@@ -68,3 +70,39 @@ async def test_a_verdict_learned_by_one_process_is_adopted_by_the_other(
     finally:
         await first.inner.aclose()
         await other.inner.aclose()
+
+
+@pytest.mark.parametrize("refill", ["auto", "continuous"])
+@pytest.mark.parametrize("where", ["memory", "redis"])
+async def test_unused_output_comes_back_as_far_as_the_servers_bucket_surely_holds_it(
+        redis_url, redis_prefix, where, refill):
+    """15 calls of 200 empty an output bucket of 3,000 a minute; 1.5 s on, the first is
+    answered having used 64. The server's bucket has refilled about 74 and holds the 136 given
+    back on top; ours may rise to what a server full at the give-back would hold less what ours
+    can have charged it since (the 14 others: 200), as in memory (``output.OutputBucket``).
+    Main gave back only the refund's bound in Redis (136 less the refill: 135 after a call of
+    1, whatever the time), holding back room the server had; a bucket configured alike."""
+    auto = refill == "auto"
+    quotas = (Quota(3_000, 60.5, True, not auto, auto, 0.5, part="output"),)
+    backend = MemoryBackend() if where == "memory" else RedisBackend(
+        redis_url, prefix=redis_prefix, timeout=30.0)
+    rate = 3_000 / 60.5
+    try:
+        tickets = [(await backend.reserve(None, quotas, 200))[1] for _ in range(15)]
+        assert None not in tickets
+        emptied = time.monotonic()  # after the last reservation: the server's refill is later
+        await asyncio.sleep(1.5)
+        backend.reconcile(None, tickets[0], 64)
+        # landed (refill="continuous" writes it in the background; "auto" carries it)
+        await asyncio.gather(*getattr(getattr(backend, "connection", None), "_tasks", ()))
+        before = time.monotonic()
+        _, ticket = await backend.reserve(None, quotas, 1)  # (carries the settlement)
+        after = time.monotonic()
+        assert ticket is not None
+        _, free, _ = backend.headroom(None, quotas)
+        # at least what the server surely holds up to that bound, at most what it holds
+        assert free >= min(200, 136 + rate * (before - emptied)) - 1 - 1e-6, free
+        assert free <= 136 + rate * (after - emptied + 0.1), free
+    finally:
+        if where == "redis":
+            await backend.aclose()

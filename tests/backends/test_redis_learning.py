@@ -257,3 +257,31 @@ async def test_a_probe_held_by_a_full_log_waits_for_room_not_a_poll(redis_url, r
     await backend.aclose()
     if filler is not backend:
         await filler.aclose()
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+async def test_the_readings_that_teach_a_bucket_drain_it_in_redis_as_in_memory(
+        redis_url, redis_prefix, where):
+    """Two readings (5 left, reset 30 s; 4 left, reset 36 s: a bucket of 10 a minute refilling
+    what is missing) teach a token bucket: the server's holds 4, so after a third request ours
+    has 3, as in memory. Main had 7 in Redis: each reading landed before the shape's
+    publication, set a cap as under a window, and the publication dropped the caps (right for
+    those read under the window assumption): the bucket was never drained."""
+    from llmguard._admission.ratelimit.backend import MemoryBackend
+
+    quotas = (Quota(10, 60.5, False, learn=True, margin=0.5),)
+    backend = MemoryBackend() if where == "memory" else RedisBackend(
+        redis_url, prefix=redis_prefix, timeout=30.0)
+    connection = getattr(backend, "connection", None)
+    try:
+        for remaining, reset in ((5, 30.0), (4, 36.0)):
+            _, ticket = await backend.reserve(None, quotas, 0)
+            backend.observe(None, quotas, False, remaining, reset, ticket=ticket)
+            if connection is not None:  # the reading's write lands before the publication
+                await connection.landed()
+        assert backend.shape(None, quotas).startswith("bucket")
+        assert (await backend.reserve(None, quotas, 0))[1] is not None
+        assert backend.headroom(None, quotas)[0] == 3
+    finally:
+        if connection is not None:
+            await backend.aclose()

@@ -119,9 +119,12 @@ def test_a_refund_gives_back_every_counter_its_admission_touched(redis_url, redi
             return MemoryBackend()
         return RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
 
-    # derandomized: the same examples every run (a random one found the case below once in CI)
-    @settings(max_examples=100, deadline=None, derandomize=True,
+    # random again (a fixed budget of examples a run, the cases found so far kept below):
+    # derandomized after a random run found the capping case (#30), fixed since
+    @settings(max_examples=100, deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @example(refill="auto", steps=[("take", 1), ("header", 74), ("refund", 1)], stage=3,
+             tokens=1)
     @example(refill="auto", steps=[("take", 158), ("take", 300), ("take", 300),
                                    ("reconcile", 1), ("reconcile", 1), ("reconcile", 1),
                                    ("take", 251), ("reconcile", 1)], stage=8, tokens=1)
@@ -135,12 +138,13 @@ def test_a_refund_gives_back_every_counter_its_admission_touched(redis_url, redi
     check()
 
 
-@pytest.mark.xfail(strict=True, reason="#30: in Redis a refund after a reading that capped the "
-                   "requests (remaining 4, reset 30 s) of a refunded one gives back a request more "
-                   "than its admission took: headroom (3, 996) against (2, 994); in memory exact")
 async def test_a_refund_after_a_capping_reading_gives_back_what_it_took_in_redis(
         redis_url, redis_prefix) -> None:
-    """The case a random run of the property above found (present at 2f97f89 too)."""
+    """The case a random run of the property above found (present at 2f97f89 too): a reading
+    (remaining 4, reset 30 s) that taught a fixed window capped the requests; its publication,
+    landing after the reading, dropped that cap, so a refund of the request read gave it back
+    (headroom (3, 996) against (2, 994)); and a refund queued before a reservation that
+    published went on its own, overtaken by it. In memory exact."""
     await refunded(lambda: RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0), "auto",
                    [("take", 1), ("header", 74), ("refund", 1)], 3, 1)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..._core import clock
 from ..._core.errors import AdmissionTimeout
+from .below import give_way
 from .line import WaitingLine
 from .log import Entry
 
@@ -22,7 +23,7 @@ class Held:
     time ``at`` (its answer's headers sample the send latency from it). Calling it is the
     attempt's ``on_wait`` hook (an object, not a closure: no cells made a call)."""
 
-    __slots__ = ("line", "call", "key", "ticket", "tokens", "at")
+    __slots__ = ("line", "call", "key", "ticket", "tokens", "at", "__weakref__")
 
     def __init__(self, line: WaitingLine, call: Any, key: Hashable, ticket: Any,
                  tokens: int, at: float) -> None:
@@ -48,14 +49,18 @@ class Held:
         """An inner limiter makes the call wait from now (``waits``; False: it let the call
         go at once after all): an in-memory reservation is marked queued below until it moves
         or is refunded, its headers' readings then not counting it at the server
-        (:mod:`.queued`; ``Call.queueing``). A remote one (Redis) is not read so: nothing.
-        True when let go with its reservation given way meanwhile: to be counted again."""
+        (:mod:`.queued`; ``Call.queueing``); a remote one (Redis) is listed until it leaves
+        the queue, to give way (:mod:`.below`). True when let go with its reservation given
+        way meanwhile: to be counted again."""
         line, ticket = self.line, self.ticket
         if line.queued is not None and type(ticket) is Entry:
             line.queued(self.key, ticket, waits)
             if waits:  # one that left the queue before may be waiting for room it holds
                 line.wake_front(self.key)
             return not waits and not ticket.live
+        if line.below is not None:
+            line.below.mark(self.key, self, waits)
+            return not waits and ticket is None
         return False
 
     async def recount(self) -> None:
@@ -63,13 +68,18 @@ class Held:
         instant, waiting for room if there is none, so the provider never sees more than the
         quota. It was admitted already and holds an inner slot, so it waits ahead of the line."""
         line, key = self.line, self.key
-        line.backend.refund(key, self.ticket)
+        if line.below is not None:
+            line.below.mark(key, self, False)
+        if self.ticket is not None:  # (None: it gave way while queued, :mod:`.below`)
+            line.backend.refund(key, self.ticket)
         self.ticket = None
         take = line.take  # in memory: ``reserve`` without its coroutine (it never suspends)
         if take is not None:
             ticket = take(key, line.quotas, self.tokens)
         else:
             _, ticket = await line.backend.reserve(key, line.quotas, self.tokens)
+            if ticket is None and line.below is not None:
+                ticket = await give_way(line, key, self.tokens)
         if ticket is None:
             await self._wait()
         else:

@@ -25,6 +25,7 @@ from typing import Any
 from ..._core.check import admission as check_admission
 from ..._core.errors import AdmissionTimeout
 from ..fair import FairQueue, Fifo
+from .below import Below
 from .move import MovesNow
 from .window import SLACK
 
@@ -76,7 +77,7 @@ class WaitingLine:
     ``describe()`` names the quotas for the :class:`AdmissionTimeout` message."""
 
     __slots__ = ("backend", "quotas", "max_wait", "lines", "waiting", "timed_out", "describe",
-                 "take", "move", "queued", "make_way")
+                 "take", "move", "queued", "make_way", "below")
 
     def __init__(self, backend: Any, quotas: Any, max_wait: float | None,
                  describe: Callable[[], str], take: Callable[..., Any] | None = None) -> None:
@@ -93,6 +94,9 @@ class WaitingLine:
         #: Its ``make_way`` (likewise), or None: a call waiting ahead of the line that left an
         #: inner queue takes the room of ours queued behind it (:func:`.queued.give_way`).
         self.make_way = getattr(backend, "make_way", None) if self.queued is not None else None
+        #: Without ``move`` (Redis): this process's reservations queued below, to give way
+        #: to a call leaving that queue without room (:mod:`.below`); else None.
+        self.below = Below() if self.move is None and take is None else None
         self.quotas = quotas
         #: Seconds a waiter may wait before AdmissionTimeout (None: no bound).
         self.max_wait = max_wait

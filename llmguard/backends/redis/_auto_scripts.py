@@ -50,9 +50,10 @@ local function hush(shape)
   end
 end
 local function settle(log, shape, done, made, old, new, reserved_tokens, used_tokens, first)
+  local made, marks = marks_of(made)  -- (an output quota's: ``_bucket_scripts.PRELUDE``)
   local at = redis.call('ZSCORE', log, old)
   local refused = false
-  if not at then  -- a 429 marked it refused (``_learned_scripts.REFUSED``): settled marked
+  if not at then  -- a 429 marked it refused (``_refused_scripts.REFUSED``): settled marked
     local marked = (string.gsub(old, ':(%d+)$', ':r:%1'))
     at = redis.call('ZSCORE', log, marked)
     if at then
@@ -103,9 +104,9 @@ local function settle(log, shape, done, made, old, new, reserved_tokens, used_to
     local cap = limit_of(n, tonumber(ARGV[i]))
     local rate = cap / tonumber(ARGV[i + 1])
     local level, deficit, outstanding = load(n, cap, rate)
-    local reserved, actual = 1, (used_tokens and 1 or nil)
-    if tok then reserved, actual = reserved_tokens, used_tokens end
-    settle_bucket(n, cap, rate, math.min(level, cap), deficit, outstanding, reserved, actual)
+    local reserved, actual, since = 1, (used_tokens and 1 or nil), nil
+    if tok then reserved, actual = reserved_tokens, used_tokens; since = since_of(n, marks, outstanding, reserved, actual) end
+    settle_bucket(n, cap, rate, math.min(level, cap), deficit, outstanding, reserved, actual, since)
   end
   expire()
   return 1
@@ -124,7 +125,8 @@ end
 #: 3, 4, 6 as a silent server's, ``_probe_scripts``; 5 as its charge's, ``_charge``; -1 not: another process probes this window), wait, requests available, tokens available,
 #: pause left, cap left, the state hash's ``b`` ('' when not admitted), kind, epoch - now (''), lims,
 #: why, version, late ('1' or ''), the shared charge (''), the others' admissions
-#: (``_peek``), the give-back verdict ('1', '0', '': ``_giveback``) and why, doubt (''), marker}.
+#: (``_peek``), the give-back verdict ('1', '0', '': ``_giveback``) and why, doubt (''), what
+#: each bucket's settled reservations were charged so far ('s1,s2': ``_bucket_scripts``), marker}.
 RESERVE = PRELUDE + SETTLING + """
 local log, shape, done = KEYS[2], KEYS[4], KEYS[5]
 local Q = 14 + 5 * tonumber(ARGV[8])  -- the quotas' arguments follow the settlements'
@@ -163,7 +165,7 @@ for j = 14, Q - 1, 5 do settle(log, shape, done, ARGV[j], ARGV[j + 1], ARGV[j + 
 local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
   return {admitted, fmt(wait), fr, ft, fmt(pause_left), fmt(cap_left), made, kind,
           epoch and fmt(epoch - now) or '', lims, why, got[5] or '0', got[6] or '', got[7] or '',
-          peeked(), got[9] or '', got[10] or '', got[17] or '', mark}
+          peeked(), got[9] or '', got[10] or '', got[17] or '', spent_of((#ARGV - Q + 1) / 5), mark}
 end
 if ready > now then return reply(0, ready - now + slack, '0', '0', ready - now, 0, '') end
 redis.call('ZREMRANGEBYSCORE', log, '-inf', now - keep)

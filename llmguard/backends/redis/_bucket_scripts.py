@@ -45,9 +45,32 @@ local function expire()
   local ms = math.ceil(ttl * 1000) + 1000
   if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 end
+-- an output quota's give-back (``output.OutputBucket``): its reservation's ``made`` is ``b|``
+-- and what each bucket's settled reservations were charged (``s<n>``) as it was admitted;
+-- ``since_of``: bucket n's ``since`` for a settlement (what every process's charged it since,
+-- at most: the others outstanding and those settled since), its charge recorded
+local function marks_of(made)
+  local at = string.find(made, '|', 1, true)
+  if not at then return made, nil end
+  local marks = {}
+  for x in string.gmatch(string.sub(made, at + 1), '[^,]+') do marks[#marks + 1] = tonumber(x) end
+  return string.sub(made, 1, at - 1), marks
+end
+local function since_of(n, marks, outstanding, reserved, actual)
+  if not marks or not actual then return nil end
+  local spent = tonumber(redis.call('HGET', state, 's' .. n) or '0')
+  redis.call('HSET', state, 's' .. n, fmt(spent + actual))
+  if marks[n] and actual < reserved then return outstanding - reserved + spent - marks[n] end
+  return nil
+end
+local function spent_of(count)
+  local out = {}
+  for k = 1, count do out[k] = redis.call('HGET', state, 's' .. k) or '0' end
+  return table.concat(out, ',')
+end
 -- bucket n settles a reservation of `reserved` (1 request, or its tokens) that used `actual`
--- (nil: refunded): ``bucket.settle``'s arithmetic
-local function settle_bucket(n, cap, rate, level, deficit, outstanding, reserved, actual)
+-- (nil: refunded): ``bucket.settle``'s arithmetic (``since``: a give-back's, ``output``)
+local function settle_bucket(n, cap, rate, level, deficit, outstanding, reserved, actual, since)
   local others = outstanding - reserved
   if actual ~= nil and actual >= reserved then
     level = level - (actual - reserved)
@@ -55,8 +78,9 @@ local function settle_bucket(n, cap, rate, level, deficit, outstanding, reserved
   else
     local used = actual or 0
     local credit = math.max(0, math.min(reserved - used, deficit - others - used))
+    if since and cap - since - level > credit then credit = math.min(reserved - used, cap - since - level) end
     level = math.min(cap, level + credit)
-    deficit = deficit - credit - used
+    deficit = deficit - (since and reserved or credit + used)
   end
   store(n, cap, rate, level, math.max(0, math.min(deficit, cap - level)), others)
 end
@@ -66,7 +90,8 @@ end
 #: window), known marker, proposed marker, then limit/window/is_tokens triples. Returns
 #: {admitted, wait, requests available, tokens available, pause left, '0' (no caps: headers
 #: drain the buckets), the hash's ``b`` (identifies the reservation's buckets for SETTLE; ''
-#: when not admitted), marker}.
+#: when not admitted), what each bucket's settled ones were charged (``spent_of``; admitted
+#: only), marker}.
 RESERVE = PRELUDE + """
 local need, slack = tonumber(ARGV[1]), tonumber(ARGV[2])
 local fence, fence_for, known, proposed = KEYS[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -114,14 +139,16 @@ if not admitted then
   return {0, fmt(wait + slack), avail(free[0]), avail(free[1]), fmt(pause_left), '0', '', mark}
 end
 return {1, '0', avail(free[0]), avail(free[1]), fmt(pause_left), '0', redis.call('HGET', state, 'b'),
-        mark}
+        spent_of(n), mark}
 """
 
-#: KEYS: state. ARGV: the hash's ``b`` at reservation, tokens reserved, tokens used ('' for a
-#: refund), then limit/window/is_tokens triples. ``bucket.settle`` for each bucket; nothing when
-#: the hash was made anew since (the buckets that held the reservation are gone).
+#: KEYS: state. ARGV: the hash's ``b`` at reservation (an output quota's: and its marks,
+#: ``marks_of``), tokens reserved, tokens used ('' for a refund), then limit/window/is_tokens
+#: triples. ``bucket.settle`` for each bucket; nothing when the hash was made anew since (the
+#: buckets that held the reservation are gone).
 SETTLE = PRELUDE + """
-if redis.call('HGET', state, 'b') ~= ARGV[1] then return 0 end
+local made, marks = marks_of(ARGV[1])
+if redis.call('HGET', state, 'b') ~= made then return 0 end
 local reserved_tokens = tonumber(ARGV[2])
 local used_tokens = tonumber(ARGV[3])
 local n = 0
@@ -130,9 +157,9 @@ for i = 4, #ARGV, 3 do
   local cap, tok = tonumber(ARGV[i]), ARGV[i + 2] == '1'
   local rate = cap / tonumber(ARGV[i + 1])
   local level, deficit, outstanding = load(n, cap, rate)
-  local reserved, actual = 1, (used_tokens and 1 or nil)
-  if tok then reserved, actual = reserved_tokens, used_tokens end
-  settle_bucket(n, cap, rate, level, deficit, outstanding, reserved, actual)
+  local reserved, actual, since = 1, (used_tokens and 1 or nil), nil
+  if tok then reserved, actual = reserved_tokens, used_tokens; since = since_of(n, marks, outstanding, reserved, actual) end
+  settle_bucket(n, cap, rate, level, deficit, outstanding, reserved, actual, since)
 end
 expire()
 return 1

@@ -171,7 +171,7 @@ class SharedCharge(Charge):
 
     @property
     def partial(self) -> bool:  # type: ignore[override]
-        """This process's part of every process's requests (``_learned_scripts.ADMITS`` reads
+        """This process's part of every process's requests (``_refused_scripts.ADMITS`` reads
         them all), but for a request admitted ``alone``."""
         return not self.alone
 

@@ -188,6 +188,12 @@ class Connection:
             logger.warning("llmguard: %s: %s", type(exc).__name__, "; ".join(
                 [redact_url(str(exc)), *getattr(exc, "__notes__", ())]))
 
+    async def landed(self) -> None:
+        """Wait for the writes spawned so far (a refund that must land before a reservation:
+        ``ratelimit.below``); those queued to ride on the next reservation go with it."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def aclose(self) -> None:
         """Stop background loops, wait for pending writes, then close the connections."""
         for flush in self.flushers:

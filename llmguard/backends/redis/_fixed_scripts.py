@@ -84,7 +84,7 @@ FIXED = """
 #: boundary and are carried no more (``carried``, recounted: ``FixedCount.flipped``).
 FLIP = """
 local sh = redis.call('HMGET', KEYS[3], 'kind', 'late', 'epoch')
-if string.sub(ARGV[1], 2) == 'f' and sh[1] == 'fixed' and sh[2] == '1' and sh[3]
+if string.find(ARGV[1], 'f', 2, true) and sh[1] == 'fixed' and sh[2] == '1' and sh[3]
     and redis.call('PTTL', state) > 0 then
   local epoch = tonumber(sh[3])
   for i = 5, #ARGV, 5 do

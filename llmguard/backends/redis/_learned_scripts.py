@@ -1,17 +1,15 @@
 """Lua scripts for what the provider says under ``refill="auto"`` in Redis: a header reading
-applied to the shared state (``READING``), the effective limit a 429 shows (``REFUSED``), the
+applied to the shared state (``READING``; what a 429 teaches: ``_refused_scripts``), the
 shape a process learned published for every process (``PUBLISH``) in the key's shape HASH
 (``_auto_scripts``), and every quota used up (``SPENT``: a run resumed after a kill)."""
 
 from __future__ import annotations
 
-from ..._admission.ratelimit.charge import OPENING
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
 from ._fixed_scripts import FLIP
-from ._probe_scripts import EST
 
-__all__ = ["NOT_FIXED", "PUBLISH", "READING", "REFUSED", "SPENT"]
+__all__ = ["PUBLISH", "READING", "SPENT"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
 #: fixed window that counts a request late, ``shape.Shape.late``; '' not), when an answer showed
@@ -19,8 +17,12 @@ __all__ = ["NOT_FIXED", "PUBLISH", "READING", "REFUSED", "SPENT"]
 #: boundary the server's may lie (``shape.Shape.doubt``; '' unknown). Records what
 #: a process learned (a new version) for every process's next reservation. The caps read under
 #: the window assumption go (a bucket's readings drain it instead: a cap until its reset, the
-#: time to refill it all, would hold it empty that long); a fixed window also drops the pause
-#: (it resumes at its boundaries, as ``learn.become_fixed``). Returns the new version.
+#: time to refill it all, would hold it empty that long), but not one read under the shape
+#: published (``ck_r``/``ck_t``, ``READING``): the reading a process learned it from caps after
+#: learning in memory (``window.Window.cap``), and its write may land before this one (dropped,
+#: the requests the server said it had counted were given back by their refunds, #30); a fixed
+#: window also drops the pause (it resumes at its boundaries, as ``learn.become_fixed``).
+#: Returns the new version.
 PUBLISH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -30,7 +32,11 @@ local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'epoch', epoch, 'lims', ARGV[3], 'why', ARGV[4],
            'late', ARGV[5] or '', 'doubt', ARGV[7] or '')
 redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
-if ARGV[1] == 'bucket' or ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'until_r', 'until_t') end
+if ARGV[1] == 'bucket' or ARGV[1] == 'fixed' then
+  for _, u in ipairs({'r', 't'}) do
+    if redis.call('HGET', KEYS[2], 'ck_' .. u) ~= ARGV[1] then redis.call('HDEL', KEYS[2], 'until_' .. u) end
+  end
+end
 if ARGV[1] == 'fixed' then redis.call('HDEL', KEYS[2], 'pause') end
 if (ARGV[6] or '') ~= '' and redis.call('PTTL', KEYS[2]) > 0 then  -- ``_fixed_scripts.FLIP``
   local flip = fmt(now + tonumber(ARGV[6]))
@@ -40,7 +46,10 @@ return v
 """
 
 #: KEYS: state, log, shape. ARGV: is_tokens ('1' or '0'; 'f' after it: the reading showed this
-#: process a late clock window's start, ``_fixed_scripts.FLIP``), remaining, reset seconds ('' none),
+#: process a late clock window's start, ``_fixed_scripts.FLIP``; 'F' or 'B': it read it under a
+#: fixed window or a bucket it has learned, maybe from this reading, whose publication
+#: (``PUBLISH``) may land after this: a bucket's level set, or a cap kept by it, as in memory),
+#: remaining, reset seconds ('' none),
 #: the log member of the request the reading counted ('' unknown: as of now), then the
 #: limit/window/is_tokens/learns/margin per quota. A reading ends a silent server's probing
 #: (``_silent``) and may show a late clock window's start (``_fixed_scripts.FLIP``).
@@ -55,6 +64,8 @@ return v
 #: until the reset. A reading of an older burst than the group's changes nothing.
 READING = PRELUDE + """
 local log, unit = KEYS[2], string.sub(ARGV[1], 1, 1)
+local under = string.find(ARGV[1], 'B', 2, true) and 'bucket' or string.find(ARGV[1], 'F', 2, true) and 'fixed' or ''
+
 local tok = unit == '1'
 local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
 if redis.call('HGET', KEYS[3], 'sq') ~= '0' then  -- heard: no silent probe from now (``_silent``)
@@ -99,7 +110,7 @@ else
   end
 end
 """ + FLIP + """
-if redis.call('HGET', KEYS[3], 'kind') == 'bucket' then
+if redis.call('HGET', KEYS[3], 'kind') == 'bucket' or under == 'bucket' then
   local lims = redis.call('HGET', KEYS[3], 'lims') or ''
 """ + LIMITS + """
   local n = 0
@@ -119,118 +130,11 @@ end
 if not reset then return 0 end
 -- it counts ours admitted from its request's burst on, but for that request (``_scripts.UNCAP``)
 redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(now + reset),
-           'cf_' .. u, fmt(at and at - skew or now), 'cb_' .. u, at and string.match(ARGV[4], '^[^:]+') or '')
+           'cf_' .. u, fmt(at and at - skew or now), 'cb_' .. u, at and string.match(ARGV[4], '^[^:]+') or '',
+           'ck_' .. u, under)
 local ms = math.ceil(reset * 1000) + 1000
 if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 return 1
-"""
-
-#: Why a 429 refuted a fixed clock minute learned from a server that says nothing (``REFUSED``).
-NOT_FIXED = ("a 429 within what a fixed clock minute admits of every process's requests (no "
-             "rate-limit header): not one; paced as a sliding window")
-
-#: Lua, in ``REFUSED`` (``at``, ``kind``, ``epoch``, ``limit_of``): ``learn_refusal._admits`` on
-#: the shared log. A fixed clock minute counted late, of a server that says nothing ('q'),
-#: whose minute, every process's requests surely in it before the refused one and that one at
-#: the shared charge factor, has room for it in tokens and requests, did not refuse it: a
-#: sliding window from now on, for every process (one process's share of the requests, read
-#: in its mirror, explained none of the 429s that the minute's count did).
-ADMITS = EST + """
-local sh = redis.call('HMGET', shape, 'late', 'charge')
-local factor = tonumber(string.match(sh[2] or '', '^([^,]+)')) or """ + repr(OPENING) + """
-if kind == 'fixed' and epoch and sh[1] == '1' and string.find(ARGV[2], 'q') and not string.find(ARGV[2], 'p') then
-  local tl, tm, tw, rl, k = nil, 0, 0, nil, 0  -- the least token limit (margin, span), requests'
-  for i = 3, #ARGV, 5 do
-    k = k + 1
-    local limit = limit_of(k, tonumber(ARGV[i]))
-    if ARGV[i + 2] == '1' and ARGV[i + 3] == '1' and (not tl or limit < tl) then
-      tl, tm, tw = limit, tonumber(ARGV[i + 4]), tonumber(ARGV[i + 1]) - tonumber(ARGV[i + 4])
-    elseif ARGV[i + 2] ~= '1' and (not rl or limit < rl) then
-      rl = limit
-    end
-  end
-  local estimated, count = 0, 0
-  if tl then
-    local start = epoch + math.floor((at - epoch) / tw) * tw + tm
-    for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(start), '(' .. fmt(at))) do
-      if not string.find(m, ':r:') then estimated, count = estimated + est(m), count + 1 end
-    end
-  end
-  if estimated > 0 and factor * (estimated + est(ARGV[1])) <= tl and (not rl or count + 1 < rl) then
-    redis.call('HINCRBY', shape, 'v', 1)
-    redis.call('HSET', shape, 'kind', 'sliding', 'epoch', '', 'late', '', 'why', [[""" + NOT_FIXED + """]])
-    redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
-  end
-end
-"""
-
-#: KEYS: log, shape. ARGV: the log member of the refused request, '1' when no bucket is assumed
-#: (any more: ``shape.Shape.assumed``, dropped by a 429 asking for longer than a bucket refills
-#: the request; input/output token quotas, for every process: ``unassumed``, read by
-#: ``_auto_scripts.RESERVE``), 'p' when it was a probe and 'q' when the process heard its
-#: server say nothing (``shape.Shape.quiet``), then limit/window/is_tokens/learns/margin per quota. A fixed minute it refutes is refuted for every process (``ADMITS``). Marks the
-#: member refused (``id:r:tokens``: still paced by, not
-#: counted by a probe), then ``refusal.learn_limit`` on the shared log: the unit nearest its
-#: limit ran out, so the server admits what every process had in its window (the fixed window
-#: of the learned boundary, else the last window) before the refused request; recorded as the
-#: limit of the quotas of that unit when lower and near the quota (a 429 at the 60th request
-#: of an ``rpm=60`` window: 59). Returns the limit learned, or 0.
-REFUSED = """
-local log, shape = KEYS[1], KEYS[2]
-local function fmt(x) return string.format('%.17g', x) end
-if string.sub(ARGV[2], 1, 1) == '1' and redis.call('HSETNX', shape, 'unassumed', '1') == 1 then
-  redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
-end
-local at = tonumber(redis.call('ZSCORE', log, ARGV[1]) or '')
-if not at then return 0 end
--- the server did not count it: marked, for a probe's count (``_auto_scripts.RESERVE``)
-local pttl = redis.call('PTTL', log)
-redis.call('ZREM', log, ARGV[1])
-redis.call('ZADD', log, at, (string.gsub(ARGV[1], ':(%d+)$', ':r:%1')))
-if pttl > 0 then redis.call('PEXPIRE', log, pttl) end
-local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims')
-local kind, epoch, lims = got[1], tonumber(got[2] or ''), got[3] or ''
-local need = tonumber(string.match(ARGV[1], ':(%d+)$'))
-""" + LIMITS + ADMITS + """
-local fullest, ratio, used_of, n = nil, 0, 0, 0
-for i = 3, #ARGV, 5 do
-  n = n + 1
-  local window, tok, margin = tonumber(ARGV[i + 1]), ARGV[i + 2] == '1', tonumber(ARGV[i + 4])
-  if ARGV[i + 3] == '1' then
-    local W = window - margin
-    local lo, hi = at - W, at
-    if kind == 'fixed' and epoch then
-      lo = epoch + math.floor((at - epoch) / W) * W
-      hi = lo + W
-    end
-    local used = 0
-    for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(lo), fmt(hi))) do
-      if not string.find(m, ':r:') then  -- refused ones (this one too) the server counts not
-        used = used + (tok and tonumber(string.match(m, ':(%d+)$')) or 1)
-      end
-    end
-    local limit = limit_of(n, tonumber(ARGV[i]))
-    local r = (used + (tok and need or 1)) / limit
-    if r > ratio then fullest, ratio, used_of = n, r, used end
-  end
-end
-if not fullest then return 0 end
-local i = 3 + (fullest - 1) * 5
-local configured = tonumber(ARGV[i])
-if used_of >= limit_of(fullest, configured) or used_of < configured - math.max(2, math.floor(configured / 10)) then
-  return 0
-end
-local out, k = {}, 0
-for j = 3, #ARGV, 5 do
-  k = k + 1
-  out[k] = tostring(learned[k] or 0)
-  if ARGV[j + 2] == ARGV[i + 2] and ARGV[j + 3] == '1' then out[k] = tostring(used_of) end
-end
-redis.call('HINCRBY', shape, 'v', 1)
-redis.call('HSET', shape, 'lims', table.concat(out, ','))
-if not got[1] then redis.call('HSET', shape, 'kind', 'unknown', 'why', 'a 429 in the window') end
-redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
-return used_of
 """
 
 #: KEYS: state, shape. ARGV: limit/window/is_tokens/learns/margin per quota. Every quota used up
@@ -249,7 +153,7 @@ for i = 1, #ARGV, 5 do
   span[u] = math.max(span[u] or 0, window)
 end
 for u, window in pairs(span) do
-  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(now + window), 'cf_' .. u, fmt(now), 'cb_' .. u, '')
+  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(now + window), 'cf_' .. u, fmt(now), 'cb_' .. u, '', 'ck_' .. u, '')
   redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
 end
 expire()

@@ -23,7 +23,8 @@ from ..._admission.ratelimit.backend import MemoryBackend
 from ..._admission.ratelimit.log import Entry
 from ..._admission.ratelimit.window import SLACK, Quota
 from ..._core import clock
-from . import _auto_scripts, _charge, _giveback, _learned_scripts, _peek, _scripts, _silent
+from . import _auto_scripts, _charge, _giveback, _learned_scripts, _peek, _refused_scripts
+from . import _scripts, _silent
 from ._auto_ticket import AutoTicket
 from ._probe_scripts import POLL
 from ._client import Connection
@@ -69,6 +70,8 @@ class RedisLearning:
         with an :class:`AutoTicket` in place of ``b`` when admitted."""
         window = self.local.window(key, quotas)
         loop = asyncio.get_running_loop()
+        # taken first: during a publication they would go on their own, overtaken by it (#30)
+        carried = self.settlements.take(names, quotas)
         publication = self._pending.pop(key, None)
         if publication is not None:  # before this reservation: it is to be paced by it
             kind, epoch, limits, why, late, doubt = publication
@@ -81,6 +84,7 @@ class RedisLearning:
                     "sharing the learned shape")
             except BaseException:  # cancelled (or refused): the next reservation publishes it
                 self._pending.setdefault(key, publication)
+                self.settlements.untake(names, quotas, carried)
                 raise
         estimate, charge, told, bare = tokens, window.charge, "", ""
         if charge is not None:  # reserve what the server is believed to count (``_charge``)
@@ -90,7 +94,6 @@ class RedisLearning:
                 told = mine  # the calibration this process read, for every process
         probe = shared.probe_due(window, loop.time(), tokens)
         horizon, *per_quota = self.args(quotas)
-        carried = self.settlements.take(names, quotas)
         call = self.connection.call(
             _auto_scripts.RESERVE, [names[1], names[0], names[2], names[3], names[4]],
             [member, tokens, horizon, SLACK, *fence, probe, len(carried) // 5, told,
@@ -123,7 +126,7 @@ class RedisLearning:
                 window.shape.probe = entry
             result[0] = 1
             result[6] = AutoTicket(f"{member}:{tokens}", result[6], tokens, entry, quotas,
-                                   _giveback.parse(result[15], result[16]))
+                                   _giveback.parse(result[15], result[16]), result[18])
             result[6].silent = admitted if admitted > 2 else 0  # a silent server's probe
             return [*result[:7], result[-1]]
         if admitted == -1:  # another process sends the probe: its answer is shared
@@ -198,11 +201,15 @@ class RedisLearning:
         self.local.observe(key, quotas, tokens, remaining, reset, ticket=entry, limit=limit,
                            as_of_now=as_of_now)
         flip = "f" if shared.flip_of(window, 0.0) != was else ""  # it showed a new window
+        # the shape it was read under here (learned from it, maybe): its publication, which
+        # may land after it, drops caps read under another shape only, as in memory
+        kind = "" if window.shape is None else window.shape.kind
+        under = {"fixed": "F", "bucket": "B"}.get(kind, "")
         self._publish(key, quotas)
         member = ticket.member if isinstance(ticket, AutoTicket) and not as_of_now else ""
         self.connection.spawn(self.connection.write(
             _learned_scripts.READING, [names[1], names[0], names[3]],
-            [f"{int(tokens)}{flip}", remaining, "" if reset is None else reset, member,
+            [f"{int(tokens)}{flip}{under}", remaining, "" if reset is None else reset, member,
              *self.args(quotas)[1:]], "recording provider headers"))
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...], names: list[str]) -> None:
@@ -217,7 +224,7 @@ class RedisLearning:
                 names: list[str], named: Any = None) -> None:
         """A 429: learned from locally (a fixed window's boundary to resume at), the pause
         it leads to set in Redis, and the effective limit learned from every process's
-        requests in the window (``_learned_scripts.REFUSED``)."""
+        requests in the window (``_refused_scripts.REFUSED``)."""
         entry, window = _entry(ticket), self.local.window(key, quotas)
         flags = "p" * bool(getattr(ticket, "silent", 0)) + "q" * bool(window.shape.quiet)
         now = clock.now()
@@ -241,16 +248,9 @@ class RedisLearning:
         self.connection.spawn(self.connection.write(
             _scripts.PAUSE, names[1:2], [pause], "pausing after a 429"))
         if isinstance(ticket, AutoTicket):  # the limit every process's requests show
-            args = list(self.args(quotas)[1:])
-            if named is not None:  # only the quota its message names learns (a day's: none)
-                for i in range(0, len(args), 5):
-                    if not named.minute or args[i + 2] != int(named.tokens) \
-                            or (named.tokens and charged):
-                        args[i + 3] = 0
-            ticket.refusing = self.connection.spawn(self.connection.write(
-                _learned_scripts.REFUSED, [names[0], names[3]],
-                [ticket.member, ("" if window.shape.assumed else "1") + flags, *args],
-                "learning from a 429"))
+            ticket.refusing = _refused_scripts.learn(
+                self.connection, ticket.member, names, self.args(quotas)[1:], named, charged,
+                ("" if window.shape.assumed else "1") + flags)
 
 
 def _entry(ticket: Any) -> Entry | None:

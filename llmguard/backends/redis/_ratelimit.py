@@ -38,7 +38,7 @@ class _BucketTicket:
     __slots__ = ("quotas", "made", "tokens")
 
     def __init__(self, quotas: tuple[Quota, ...], made: Any, tokens: int) -> None:
-        #: The layer's quotas, which hash made the reservation, and the tokens it reserved.
+        #: The layer's quotas, which hash made it (``AutoTicket.made_of``), its tokens.
         self.quotas, self.made, self.tokens = quotas, made, tokens
 
 
@@ -189,7 +189,8 @@ class RedisBackend(Answers):
         if quotas[0].learn:
             return 0.0, result[6]
         if quotas[0].continuous:
-            return 0.0, _BucketTicket(quotas, result[6], tokens)
+            return 0.0, _BucketTicket(quotas, AutoTicket.made_of(quotas, result[6], result[7]),
+                                      tokens)
         return 0.0, f"{member}:{tokens}"
 
     def _remember(self, key: Hashable, quotas: tuple[Quota, ...], requests: int, tokens: int,

@@ -42,7 +42,7 @@ class Settlements:
             quiet: str = "", after: asyncio.Task[Any] | None = None) -> None:
         """Queue one settlement (5 arguments); sent within two loop turns at the latest
         (``quiet``: ``_peek.quiet`` of its key). ``after``: the 429's write
-        (``_learned_scripts.REFUSED``) it is sent after, by itself, unless it has landed: that
+        (``_refused_scripts.REFUSED``) it is sent after, by itself, unless it has landed: that
         marks its member refused, and once settled under its old name the member is found by
         neither (the 429 taught nothing, its tokens stayed counted)."""
         if after is not None and not after.done():
@@ -73,6 +73,17 @@ class Settlements:
                 kept.append(item)
         self._queued = kept
         return carried
+
+    def untake(self, names: list[str], quotas: tuple[Quota, ...], carried: list[Any]) -> None:
+        """Queue again what :meth:`take` removed (the reservation that was to carry it never
+        ran), ahead of what was queued since: the order they were settled in."""
+        if not carried:
+            return
+        self._queued[:0] = [(names, quotas, carried[i:i + 5]) for i in range(0, len(carried), 5)]
+        if not self._due:
+            self._due = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self.flush)
 
     def flush(self) -> None:
         """Send what no reservation carried: one background script per key and quotas."""
