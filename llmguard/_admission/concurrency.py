@@ -52,6 +52,10 @@ class ConcurrencyLimit:
 
     __slots__ = ("limiter", "_priority", "_key", "_try_acquire", "_enqueue")
 
+    #: A call let go without a wait runs ``Attempt.deferred`` (an outer RateLimit's reservation
+    #: left to when the call leaves this queue: ``ratelimit/held.py``); ``compose`` tells it.
+    takes_deferred = True
+
     def __init__(
         self,
         limit: int | Limiter,
@@ -121,6 +125,8 @@ class ConcurrencyLimit:
     async def _acquire(self, call: Call) -> None:
         """Take a permit for the call (its priority and partition), noting any admission wait."""
         if self._taken(call):
+            if call.current.deferred is not None:
+                await self._deferred(call)
             return
         priority, partition = self._admission(call)
         loop = call.loop or loop_of(call)
@@ -140,6 +146,16 @@ class ConcurrencyLimit:
             except BaseException:
                 limiter.release()
                 raise
+
+    async def _deferred(self, call: Call) -> None:
+        """Let go at once, the call's outer rate limit reserves now (it deferred to us)."""
+        try:
+            pending = call.current.deferred()  # type: ignore[misc]
+            if pending is not None:
+                await pending
+        except BaseException:
+            self.limiter.release()
+            raise
 
     async def _queued(self, call: Call, priority: int, partition: Hashable) -> None:
         """Wait for a permit: in the limiter's ``acquire``, or where it can (``enqueue``, no
@@ -192,6 +208,8 @@ class ConcurrencyLimit:
                 except BaseException:
                     limiter.release()
                     raise
+        elif call.current.deferred is not None:  # an outer rate limit reserves now
+            await self._deferred(call)
         try:
             if call_next is invoke:  # the provider itself (innermost): ``invoke`` written out,
                 call.mark_sent()  # a coroutine frame less per call

@@ -22,6 +22,7 @@ from .._upstream.fake import FAKE_MODELS, FakeUpstream, fake_model
 from .._upstream.http import HTTPUpstream
 from .._upstream.litellm import LitellmUpstream
 from .._upstream.protocol import Upstream
+from .ahead import Ahead
 
 __all__ = ["Provider"]
 
@@ -30,7 +31,9 @@ class Provider:
     """The innermost handler of ``llmguard run``: one chat completion with the request's model.
 
     The provider is where the run knows what was *sent*: ``timeout`` bounds each attempt from
-    when it is sent (never time queued for quota), :attr:`sending` holds the tasks whose request
+    when it is sent (never time queued for quota) or, while the upstream answers ones sent
+    before it (a proxy's queue ahead of it moving), from the last of those (:mod:`.ahead`),
+    :attr:`sending` holds the tasks whose request
     is at the provider (they get ``--grace`` on Ctrl-C, the others are cancelled at once), and
     :meth:`close` makes every later attempt raise :class:`Stopped` before it is sent.
 
@@ -44,7 +47,8 @@ class Provider:
     resolved by a Ray driver) or else its ``api_key_env`` here.
     """
 
-    __slots__ = ("closed", "fakes", "other", "routes", "sending", "sent", "sent_at", "timeout")
+    __slots__ = ("ahead", "closed", "fakes", "other", "routes", "sending", "sent", "sent_at",
+                 "timeout")
 
     def __init__(self, api_base: str | None = None, api_key: str | None = None, *,
                  timeout: float | None = None,
@@ -70,6 +74,8 @@ class Provider:
         self.sent_at: Counter[int] = Counter()
         #: True once the run is stopping: nothing more is sent.
         self.closed = False
+        #: Per upstream (by id): our attempts' send order and recent answers, for ``timeout``.
+        self.ahead: dict[int, Ahead] = {}
 
     def upstream(self, model: Any) -> Upstream:
         """The upstream serving ``model``."""
@@ -133,13 +139,28 @@ class Provider:
         self.sent += 1
         second = int(time.time())
         self.sent_at[second] += 1
+        timeout, handle, limit = self.timeout, None, None
         try:
-            async with asyncio.timeout(self.timeout) as limit:
+            if timeout is None:
                 return await upstream.chat(request, call)
+            ahead = self.ahead.get(id(upstream))
+            if ahead is None:
+                ahead = self.ahead[id(upstream)] = Ahead(timeout)
+            seq, loop = ahead.send(), asyncio.get_running_loop()
+            async with asyncio.timeout(None) as limit:
+                handle = ahead.bound(limit, seq, loop.time())
+                try:
+                    answer = await upstream.chat(request, call)
+                except Exception as exc:  # an HTTP error is an answer: the server got to it
+                    if isinstance(getattr(exc, "status_code", None), int):
+                        ahead.answered(seq, loop.time())
+                    raise
+                ahead.answered(seq, loop.time())
+                return answer
         except TimeoutError:
-            if limit.expired():  # ours, not the caller's or an inner library's own timeout
-                raise ProviderTimeout(f"{model} did not answer within --timeout "
-                                      f"{self.timeout:g} s") from None
+            if limit is not None and limit.expired():  # ours, not an inner library's own
+                raise ProviderTimeout(f"{model} did not answer within --timeout {timeout:g} s "
+                                      "(nor any sent before it)") from None
             raise
         except BaseException:
             if call is not None and not call.sent:  # the transport could not deliver it
@@ -147,6 +168,8 @@ class Provider:
                 self.sent_at[second] -= 1
             raise
         finally:
+            if handle is not None:
+                handle[0].cancel()
             self.sending.discard(task)
 
     async def aclose(self) -> None:

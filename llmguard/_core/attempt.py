@@ -89,7 +89,7 @@ class Attempt:
     alternate), from the attempt it starts inside (its ``deadline`` carries over)."""
 
     __slots__ = ("number", "deadline", "tokens", "sent", "overrides", "response_headers",
-                 "resume_at", "parent", "_on_send", "_on_wait")
+                 "resume_at", "parent", "deferred", "_on_send", "_on_wait")
 
     def __init__(self, number: int = 1, deadline: float | None = None, *,
                  parent: Attempt | None = None,
@@ -115,6 +115,10 @@ class Attempt:
         #: call's first): the layers that hooked it are still waiting on this attempt, so its
         #: hooks run too, and it counts as sent once this one is.
         self.parent = parent
+        #: An outer rate limit's reservation left to the limiter right below it (it deferred
+        #: it while its calls wait in that limiter's queue): that limiter, letting the call go
+        #: without a wait, calls it and awaits what it returns (as it would ``on_wait``'s).
+        self.deferred: Callable[[], Awaitable[None] | None] | None = None
         self._on_send: Any = None  # None, one hook, or a Hooks list (below)
         self._on_wait: Any = None
 

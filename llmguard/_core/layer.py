@@ -206,6 +206,10 @@ def compose(layers: Sequence[Layer], terminal: Handler = invoke) -> Handler:
         if isinstance(layer, HeaderObserver) and not getattr(layer, "observes_inline", False):
             handler = _observed(layer, handler)
         handler = _bind(layer, handler)
+        if getattr(layer, "takes_deferred", False):
+            # a limiter that runs ``Attempt.deferred`` when it lets a call go at once: an
+            # outer rate limit calling this handler may leave its reservation to it
+            handler.takes_deferred = True  # type: ignore[attr-defined]
     return handler
 
 

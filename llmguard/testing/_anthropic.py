@@ -24,6 +24,7 @@ from .._core import clock
 from .._core.check import number
 from .._core.tokens import estimate_tokens
 from ._provider import SimulatedProvider
+from ._ideal import fresh, in_order
 from ._quota import FixedWindow, TokenBucket
 from ._servers import QuotaServer, admission_headers
 
@@ -188,16 +189,33 @@ class InputOutputBucketServer(QuotaServer):
 
     def ideal_time(self, n: int, *, tokens: int = 0, start: float = 0.0,  # type: ignore[override]
                    service: float | None = None, input_tokens: int = 0, max_tokens: int = 0,
-                   output_tokens: int = 0) -> float:
+                   output_tokens: int = 0, in_flight: int | None = None) -> float:
         """Seconds from ``start`` until the last of ``n`` equal requests completes at the
         soonest these buckets allow: ``input_tokens`` each, ``max_tokens`` reserved of which
         ``output_tokens`` are used, each taking ``service`` seconds (default ``latency``).
         The output bucket must hold the ``n``-th request's ``max_tokens`` after the others'
         outputs: ``(n - 1) * output_tokens + max_tokens`` within its size plus its refill
-        (``shape="fixed"``: within each window's count, its answers ending in it)."""
+        (``shape="fixed"``: within each window's count, its answers ending in it).
+
+        That bound lets every answer give its unused output back at once. ``in_flight``: the
+        requests sent in order instead, at most that many at once, each holding its
+        ``max_tokens`` until its answer ends ``service`` s later (as the server charges: a
+        burst of ``max_tokens`` first, the give-back only then, in the window it ends in):
+        a batch started late in a fixed window sends in it only what its ``max_tokens``
+        leave room for (15 of 200 in 3,000, none answered before :00 from :58), and a last
+        window's calls go in waves (the 35 left at :00: 6 s, not 2)."""
         service = self.latency if service is None else service
         admit = start
         requests, inputs, outputs = self.quotas.values()
+        if in_flight is not None:
+            number("in_flight", in_flight, integer=True,
+                   hint="; the calls in flight at once, e.g. in_flight=32")
+            quotas = [(fresh(q), a) for q, a in
+                      ((requests, 1), (inputs, input_tokens), (outputs, max_tokens))
+                      if q is not None]
+            unused = max_tokens - output_tokens if self.refunds_output else 0
+            back = (quotas[-1][0], unused) if outputs is not None and unused > 0 else None
+            return in_order(quotas, n, start, service, in_flight, back)
         if self.shape == "fixed":  # per window: the output of all but the last, its max_tokens
             per = [q.limit // amount for q, amount in ((requests, 1), (inputs, input_tokens))
                    if q is not None and amount]

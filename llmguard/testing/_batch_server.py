@@ -58,7 +58,8 @@ class BatchAPIServer:
     ``expire_rate`` of the lines are never executed and end ``batch_expired`` (the batch then
     ends ``expired``); ``enqueued_token_limit`` is OpenAI's per-model limit on the tokens of
     batches in progress (a batch over it fails with ``token_limit_exceeded``); ``timings`` sets
-    how long each state lasts on the loop's clock.
+    how long each state lasts on the loop's clock (set anew, it applies to the next step of
+    every batch, running ones too).
     """
 
     def __init__(self, *, fail_rate: float = 0.0, expire_rate: float = 0.0,
@@ -162,7 +163,7 @@ class BatchAPIServer:
     def _start(self, batch: SimBatch) -> None:
         model = str((batch.requests[0][1].get("model") if batch.requests else "") or "")
         task = asyncio.ensure_future(batch.run(
-            self._now, self.timings, self._enqueued(model), self.enqueued_token_limit,
+            self._now, lambda: self.timings, self._enqueued(model), self.enqueued_token_limit,
             self._execute, self.rng, self.fail_rate, self.expire_rate, self._write_files))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -101,12 +101,14 @@ class SimBatch:
             self.errors = [{"code": problem[0], "message": problem[1], "param": None,
                             "line": None}]
 
-    async def run(self, now: Callable[[], int], timings: BatchTimings, enqueued: Callable[[], int],
-                  limit: int | None, execute: Callable[[str, dict[str, Any]], Any],
+    async def run(self, now: Callable[[], int], timings: Callable[[], BatchTimings],
+                  enqueued: Callable[[], int], limit: int | None, execute: Callable[[str, dict[str, Any]], Any],
                   rng: random.Random, fail_rate: float, expire_rate: float,
                   write_files: Callable[[SimBatch], None]) -> None:
-        """Advance the batch through its states to an end state (a task of the server)."""
-        await asyncio.sleep(timings.validating)
+        """Advance the batch through its states to an end state (a task of the server); each
+        step lasts what ``timings()`` says as it starts (a test may slow a batch, then speed
+        it up, instead of racing a fixed duration on a loaded machine)."""
+        await asyncio.sleep(timings().validating)
         self.validate(enqueued(), limit)
         if self.errors:
             self.status, self.times["failed_at"] = "failed", now()
@@ -122,7 +124,7 @@ class SimBatch:
                 self.failed[custom_id] = {"code": "batch_expired", "message": (
                     "This request could not be executed before the completion window expired.")}
                 continue
-            await asyncio.sleep(timings.per_request)
+            await asyncio.sleep(timings().per_request)
             if rng.random() < fail_rate:
                 self.done[custom_id] = (500, {"error": {
                     "message": "The server had an error processing your request.",
@@ -130,7 +132,7 @@ class SimBatch:
             else:
                 self.done[custom_id] = (200, await execute(custom_id, body))
         self.status, self.times["finalizing_at"] = "finalizing", now()
-        await asyncio.sleep(timings.finalizing)
+        await asyncio.sleep(timings().finalizing)
         write_files(self)
         end = "expired" if expired else "completed"
         self.status, self.times[f"{end}_at"] = end, now()

@@ -23,21 +23,29 @@ def fresh(quota: Any) -> Any:
 
 
 def in_order(quotas: list[tuple[Any, int]], n: int, start: float, service: float,
-             in_flight: int) -> float:
+             in_flight: int, back: tuple[Any, int] | None = None) -> float:
     """Seconds from ``start`` until the last of ``n`` requests completes, each sent in order
     once one of ``in_flight`` is free and every quota of ``quotas`` (``(quota, amount)``
-    pairs, used up here: pass :func:`fresh` ones) has room, and served ``service`` s."""
+    pairs, used up here: pass :func:`fresh` ones) has room, and served ``service`` s;
+    ``back``: ``(quota, amount)`` given back to that quota as each answer ends (Anthropic's
+    unused output), room that counts from then on, not before."""
     free, end, at = [start] * in_flight, start, start
+    ending: list[float] = []  # answers to end, whose ``back`` is not given yet
     for _ in range(n):
         at = max(at, heapq.heappop(free))  # taken in order (first come, first served)
-        wait = max((quota.wait(at, amount) for quota, amount in quotas), default=0.0)
-        while wait > 0:  # the first instant with room (a hair past it: float rounding)
-            if math.isinf(wait):
+        while True:  # the first instant with room (a hair past it: float rounding)
+            while back is not None and ending and ending[0] <= at:
+                back[0].give_back(heapq.heappop(ending), back[1])
+            wait = max((quota.wait(at, amount) for quota, amount in quotas), default=0.0)
+            if wait <= 0:
+                break
+            if math.isinf(wait) and not ending:
                 return math.inf
-            at += wait + 1e-9
-            wait = max(quota.wait(at, amount) for quota, amount in quotas)
+            at = min(at + wait + 1e-9, ending[0]) if ending else at + wait + 1e-9
         for quota, amount in quotas:
             quota.take(at, amount)
         heapq.heappush(free, at + service)
+        if back is not None:
+            heapq.heappush(ending, at + service)
         end = max(end, at + service)
     return end - start

@@ -77,3 +77,19 @@ def test_a_count_ours_explain_is_held_until_our_oldest_leaves_not_a_window() -> 
     later = [window.add(20.0, 0) for _ in range(5)]
     assert held(window, tracks, 0, 15, later[-1], 42.0, 80.0) == 60.0
     assert held(window, tracks, 0, 20, later[-1], 42.0, 80.0) == 80.0  # 20 counted, 15 ours
+
+
+def test_a_count_ours_answered_explain_is_held_until_each_is_out_counted_from_its_answer() -> None:
+    """Six of ours sent at 0 to a server with 2 workers (2 s each): answered at 2, 2, 4, 4, 6
+    and 6, their answers reading 0 of 6. Room comes back as each leaves the count, counted at
+    the latest its answer allows (its answer less the shortest round trip, 2 s: 0, 0, 2, 2, 4
+    and 4): the log lets all six go at 60, so the cap holds until the last is out (64), not
+    until the oldest sent leaves (60). The same six answered together 6 s late (every round
+    trip 6 s: counted as they arrived, written late) leave at 60."""
+    for answers, out in (((2.0, 2.0, 4.0, 4.0, 6.0, 6.0), 64.0), ((6.0,) * 6, 60.0)):
+        window = Window((Quota(6, 60.0, False, learn=True),))
+        tracks = list(window.tracks)
+        sent = [window.add(0.0, 0) for _ in range(6)]
+        for entry, answered in zip(sent, answers):
+            entry.answered = answered
+        assert held(window, tracks, 0, 6, sent[-1], 6.0, 66.0) == out

@@ -173,7 +173,7 @@ def test_the_give_back_state_of_idle_partitions_is_forgotten() -> None:
     admitted for a window and no answer held is swept once the map has doubled (as idle
     windows are), so memory stays bounded by the partitions active in the last window; an
     answer held back is settled first (past the horizon, keeping its charge)."""
-    from llmguard._admission.ratelimit.giveback import GiveBacks
+    from llmguard._admission.ratelimit.split_giveback import GiveBacks
     from llmguard._admission.ratelimit.window import Quota
 
     quotas = (Quota(LIMIT, WINDOW + SPREAD, True, learn=True, margin=SPREAD, part="output"),)
@@ -213,3 +213,63 @@ def test_a_verdict_adopted_from_another_process_settles_the_held_and_ends_the_te
         assert back.credit == 0 and back.probe is None and not back.held
         assert reconciled == [USED] + [USED if verdict else MAX_TOKENS] * 2
         assert back.adopt(verdict, "again") == 0 and back.why.endswith("remaining rose")
+
+
+class Sent:
+    """An output reservation admitted at ``time`` (loop time; the wall clock's here)."""
+
+    def __init__(self, time: float) -> None:
+        self.time = time
+
+
+def burst_before_the_minute(limit: int = 3_000) -> tuple[GiveBack, list[int], Sent]:
+    """15 of 200 at :58 (a 3,000 quota full), answered at :00 with nothing heard; the test
+    admitted at :00 thanks to one answer's unused output is served. A window counting per
+    clock minute had room for it (nothing of ours counted there yet): the give-back is
+    provisional, and once ours in the minute fill such a window, the one request beyond it
+    goes alone (the others wait for its outcome, or the next minute)."""
+    back, reconciled = GiveBack(SPREAD, WINDOW), []
+    back.quota = limit
+    burst = [Sent(58.0) for _ in range(limit // MAX_TOKENS)]
+    for sent in burst:
+        back.admitted(58.0, MAX_TOKENS, sent, lambda: limit, wall=58.0)
+    for sent in burst:
+        back.ended(60.0, USED, MAX_TOKENS, reconciled.append, sent)
+    test = Sent(60.0)
+    back.admitted(60.0, MAX_TOKENS, test, lambda: MAX_TOKENS, wall=60.0)
+    assert back.probe is test and not back.decisive
+    back.ended(62.0, USED, MAX_TOKENS, reconciled.append, test)
+    assert back.verdict is True and back.minute.open
+    assert "or a clock minute's window started afresh" in back.describe()
+    more = [Sent(62.0) for _ in range(limit // MAX_TOKENS - 1)]
+    for sent in more:
+        assert back.minute.hold(62.0, MAX_TOKENS, limit) == 0.0
+        back.admitted(62.0, MAX_TOKENS, sent, lambda: limit, wall=62.0)
+    beyond = Sent(62.5)
+    assert back.minute.hold(62.5, MAX_TOKENS, limit) == 0.0  # the one beyond: the test
+    back.admitted(62.5, MAX_TOKENS, beyond, lambda: limit, wall=62.5)
+    assert back.minute.hold(62.5, MAX_TOKENS, limit) == 57.5  # the rest wait for it
+    back.ended(64.0, USED, MAX_TOKENS, reconciled.append, more[0])
+    return back, reconciled, beyond
+
+
+def test_a_429_after_a_test_a_fresh_minute_explains_keeps_max_tokens_charged() -> None:
+    """The request beyond the minute's window refused: the server keeps ``max_tokens``
+    charged (a gateway counting per clock minute, not a give-back, served the test; taken for
+    a give-back, it refused 3-6 requests a minute, 37 in a run from :58). The unused output
+    given back of ours reserved in the minute (the test's and one answer's) is charged again;
+    what the minute before lent is not (that window is gone)."""
+    back, _, beyond = burst_before_the_minute()
+    assert back.refused(beyond) == 2 * (MAX_TOKENS - USED)
+    assert back.verdict is False and not back.minute.open
+    assert "a 429 after a test a clock minute's fresh window explains" in back.describe()
+
+
+def test_the_request_beyond_the_minute_served_confirms_the_give_back() -> None:
+    """Served, the request beyond what a minute's window holds refutes that window: the
+    give-back stands, nothing waits for it, and a later 429 teaches nothing of it."""
+    back, _, beyond = burst_before_the_minute()
+    back.ended(64.5, USED, MAX_TOKENS, [].append, beyond)
+    assert back.verdict is True and not back.minute.open
+    assert back.minute.hold(64.5, MAX_TOKENS, back.quota) == 0.0
+    assert back.refused(Sent(65.0)) == 0 and back.verdict is True

@@ -106,3 +106,119 @@ def test_a_call_leaving_the_queue_goes_before_ours_queued_behind_it() -> None:
     assert not f.live and not f.queued and d.live and e.live
     assert list(window.queued.entries.values()) == [c, d, e]
     assert window.take(61.5, 0) is None  # still 3 in the window: B (sent), D and E
+
+
+async def test_a_call_arriving_while_ours_wait_below_reserves_once_as_it_leaves() -> None:
+    """The README stack under ``gather``: 40 calls at once through ``ConcurrencyLimit(4)``,
+    each answered after 1 s. Four go at once, the fifth reserves and is queued below (its
+    reservation marked); the 35 arriving after it, ours waiting below, reserve nothing until
+    they leave that queue (``ratelimit/held.py``): 41 reservations in all (the fifth's moved
+    once), where each queued call took one, had it marked, refunded and taken again (76)."""
+    seen: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def send(prompt: str) -> str:
+        seen.append(loop.time())
+        await asyncio.sleep(1.0)
+        return prompt
+
+    pipeline = (lg.Pipeline(name="deferred").metrics().cache(ttl=300).fallback(send)
+                .retry(attempts=3).circuit_breaker().timeout(30)
+                .rate_limit(rpm=1_000, tpm=1_000_000).concurrency_limit(4))
+    rate_limit = next(layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit))
+    guarded = pipeline.wrap(send)
+    answers = await asyncio.gather(*(guarded(f"question {i}") for i in range(40)))
+    assert answers == [f"question {i}" for i in range(40)]
+    assert Counter(int(at) for at in seen) == {i: 4 for i in range(10)}
+    window = rate_limit.backend._windows[None]
+    assert window.issued == 41, window.issued
+    assert rate_limit.statistics().in_flight == 0 and not window.queued.entries
+
+
+@pytest.mark.parametrize("inner", ["concurrency_limit", "adaptive_concurrency"])
+async def test_a_deferred_call_let_go_at_once_below_still_reserves_before_it_is_sent(
+        inner: str) -> None:
+    """One ``RateLimit(rpm=4)`` shared by two call sites, each with its own limit of one. A is
+    sent through the first and B queued behind it (ours waiting below, the minute with room
+    for both and one more): C, through the second, is not reserved as it arrives, and its
+    limiter lets it go at once. It reserves before it is sent all the same: D and E, through
+    the second too, find the minute with B, A, C and D, so E waits for the window to free
+    (60.5 s with the margin). Unreserved, C let E go at 10.1 s: five in the minute."""
+    seen: dict[str, float] = {}
+    loop = asyncio.get_running_loop()
+
+    async def send(name: str) -> str:
+        seen[name] = loop.time()
+        await asyncio.sleep(5.0)
+        return name
+
+    rate_limit = lg.RateLimit(rpm=4, margin=0.5)
+    first = lg.Pipeline(rate_limit, lg.ConcurrencyLimit(1)).wrap(send)
+    below = lg.ConcurrencyLimit(1) if inner == "concurrency_limit" else lg.AdaptiveConcurrency(
+        initial=1, max=1)
+    second = lg.Pipeline(rate_limit, below).wrap(send)
+    tasks = [asyncio.create_task(first("a")), asyncio.create_task(first("b"))]
+    for name in "cde":
+        await asyncio.sleep(0.1)
+        tasks.append(asyncio.create_task(second(name)))
+    assert await asyncio.gather(*tasks) == list("abcde")
+    assert seen == pytest.approx({"a": 0.0, "c": 0.1, "b": 5.0, "d": 5.1, "e": 60.5}, abs=0.01)
+
+
+async def test_calls_deferred_below_reserve_once_the_quota_might_not_hold_them() -> None:
+    """``RateLimit(rpm=4)`` over ``ConcurrencyLimit(1)``, a call every 0.1 s, each 5 s at the
+    provider. A is sent, B reserves and waits below; C finds room for B and itself and one more
+    (``queued.roomy``), so it waits below unreserved. D finds no such room: C reserves first
+    (marked queued below, as if admitted then), then D; E finds the minute full and waits in
+    the line. The provider sees four in the minute, E at 60.5 s; left unreserved, C let E
+    into the minute (five by 25 s)."""
+    seen: dict[str, float] = {}
+    loop = asyncio.get_running_loop()
+
+    async def send(name: str) -> str:
+        seen[name] = loop.time()
+        await asyncio.sleep(5.0)
+        return name
+
+    rate_limit = lg.RateLimit(rpm=4, margin=0.5)
+    guarded = lg.Pipeline(rate_limit, lg.ConcurrencyLimit(1)).wrap(send)
+    window = rate_limit.backend._windows  # type: ignore[attr-defined]
+    tasks = []
+    for name in "abcde":
+        tasks.append(asyncio.create_task(guarded(name)))
+        await asyncio.sleep(0.1)
+        if name == "c":
+            assert window[None].issued == 2  # A and B
+        if name == "d":
+            assert window[None].issued == 4 and window[None].queued.requests == 3
+    assert await asyncio.gather(*tasks) == list("abcde")
+    assert seen == pytest.approx({"a": 0.0, "b": 5.0, "c": 10.0, "d": 15.0, "e": 60.5},
+                                 abs=0.01)
+
+
+@pytest.mark.parametrize("ending", ["queue_full", "cancelled"])
+async def test_a_call_deferred_below_that_never_leaves_the_queue_leaves_nothing(
+        ending: str) -> None:
+    """A call waiting below unreserved (``held.defer``) that is refused by the limiter below
+    (its queue full) or cancelled there took nothing: nothing to refund, and RateLimit no
+    longer counts it as waiting below (the next calls reserve as before once none do)."""
+    rate_limit = lg.RateLimit(rpm=10, tpm=1000, tokens=lambda n: n, margin=0.5)
+    inner = lg.ConcurrencyLimit(1, max_queue=1 if ending == "queue_full" else None)
+
+    async def send(n: int) -> int:
+        await asyncio.sleep(10.0)
+        return n
+
+    guarded = lg.guard(rate_limit, inner)(send)
+    tasks = [asyncio.create_task(guarded(100)) for _ in range(3)]
+    await asyncio.sleep(1.0)
+    line = rate_limit._line  # type: ignore[attr-defined]
+    if ending == "cancelled":
+        assert line.waiting_below == 2 and len(line.deferred) == 1
+        tasks[2].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[2], lg.QueueFull if ending == "queue_full"
+                      else asyncio.CancelledError)
+    s = rate_limit.statistics()
+    assert s.refunds == 0 and s.requests_available == 8 and s.in_flight == 0
+    assert line.waiting_below == 0 and not line.deferred

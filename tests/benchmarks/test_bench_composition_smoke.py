@@ -44,6 +44,15 @@ def test_bench_composition_cold_network_table() -> None:
     assert all(r.failed == 0 and r.rate_limited <= 1 for r in defaults)
 
 
+def test_bench_composition_tight_table() -> None:
+    """The tight table (10,000 TPM, each request charged exactly our estimate): the default
+    stack completes every call with at most one 429 per quota on every server."""
+    bench = load_bench()
+    rows = bench.compare_tight(demand=1.5, phases=(50.0,))
+    assert len(rows) == len(bench.SERVERS) and bench.SCENARIO["tpm"] is None
+    assert all(r.failed == 0 and r.completed == r.calls and r.rate_limited <= 2 for r in rows)
+
+
 def test_bench_composition_input_output_rows() -> None:
     """A row for each input/output server (Anthropic's buckets or a gateway's clock minute,
     giving unused output back or not, headers sent or not): the default stack completes every

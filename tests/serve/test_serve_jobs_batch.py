@@ -80,7 +80,8 @@ def test_batch_job_answers_every_line_once_in_input_order(tmp_path) -> None:
 
 
 def test_cancel_cancels_the_batches_and_keeps_what_they_finished(tmp_path) -> None:
-    slow = BatchTimings(validating=0.01, per_request=0.05, finalizing=0.01)
+    # 20 s a batch: the cancel lands before its end however loaded the machine (at 2 s it may not)
+    slow = BatchTimings(validating=0.01, per_request=0.5, finalizing=0.01)
     with provider(timings=slow) as server, \
             served(batch_config(tmp_path, server)) as gateway, \
             httpx.Client(base_url=gateway.url, headers=AUTH_A, timeout=HANG_GUARD) as http:

@@ -29,22 +29,52 @@ def held(window: Any, tracks: list[Any], remaining: int, limit: int | None, tick
     other processes' sharing the key) explain what it counted (``limit`` less ``remaining``):
     ours sent up to the ticket (a server counting arrivals) or ours answered within a window up
     to it (one counting answers, written in an order of its own: the 0 came with the 6th of
-    176 sent together), room comes back as ours leave: only until the oldest of ours leaves
-    the log (the "all answered" 0 of LiteLLM's proxy held the next minute, which had room).
+    176 sent together), room comes back as ours leave: only until the log may take over (the
+    "all answered" 0 of LiteLLM's proxy held the next minute, which had room): ours answered
+    explain it, once each the log lets go has left the count as its answer dates it
+    (:func:`_first_out`: a proxy that queues counts late); else the oldest sent leaves.
     Held as read until then: a 429 meanwhile is read against it (:func:`.refusal.before`)."""
     learners = [t for t in tracks if getattr(t, "log", None) is not None]
     if ticket is None or not learners:
         return until
     track = min(learners, key=lambda t: t.limit)
     counted = (limit or track.limit) - remaining
-    # (ours sent first: read on every answer of such a server, the scan of ours answered only
-    # when those sent do not explain it)
-    if counted > sent_by(window, track, ticket) and counted > ours(
-            track, lambda e: e is ticket or now - track.window < e.answered <= now) + theirs(
-            window, track, lambda e: now - track.window < e.answered <= now):
+    answered = ours(track, lambda e: e is ticket or now - track.window < e.answered <= now) \
+        + theirs(window, track, lambda e: now - track.window < e.answered <= now)
+    if counted <= answered:
+        return min([until] + [_first_out(t, now, until) for t in learners])
+    if counted > sent_by(window, track, ticket):
         return until
     return min([until] + [next((e.time + t.window for e in t.log.entries if e.live), until)
                           for t in learners])  # (each log in time order: its oldest first)
+
+
+def _first_out(track: Any, now: float, until: float) -> float:
+    """When ``track``'s log may take over from a count its answered within a window explain
+    (at most ``until``): once every one of ours it lets go (sent a window before) has left the
+    server's count too, each counted at the latest its answer allows: its answer less the
+    shortest round trip of ours (the time to serve one not queued; what came before it in an
+    answer was the wait, in a queue or to be written). A server may count a request as it
+    arrives and write the answer late (1,024 sent at :40 by ``llmguard run``, every round trip
+    22 s: counted at :40) or as a worker takes it from its queue (4 workers, 2 s each: a
+    burst sent at :58 taken a worker's turn at a time until :72). Read from the sends, the
+    burst queued at :58 was let go at :118 into a minute that had counted most of it from :60
+    (29 429s, the limit learned 5 low); read from the answers, the burst answered late at :62
+    held the next minute 22 s past the room its arrivals left."""
+    answered = [e for e in track.log.entries
+                if e.live and not e.refused and now - track.window < e.answered <= now]
+    if not answered:
+        return until
+    trip = min(e.answered - e.time for e in answered)
+    due, last = answered[0].time + track.window, 0
+    while due < until:  # each step lets more go: it holds until they are out too
+        while last < len(answered) and answered[last].time + track.window <= due:
+            last += 1
+        out = max(max(e.time, e.answered - trip) for e in answered[:last]) + track.window
+        if out <= due:
+            return due
+        due = out
+    return until
 
 
 def restarted(window: Any, track: Any, ticket: Any, remaining: int, server: int,

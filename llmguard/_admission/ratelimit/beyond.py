@@ -21,8 +21,11 @@ def sooner(window: Any, now: float, wait: float, tokens: int, estimate: int) -> 
     charge's (:mod:`.probing`), a silent server's (:mod:`.silent`), a supposed boundary's."""
     if wait <= 0.0:
         return wait
-    if window.charge is not None and probing.probes(window.charge, window, now, estimate):
-        return 0.0
+    at = None if window.charge is None else probing.due(window.charge, window, now, estimate)
+    if at is not None:
+        if at <= now:
+            return 0.0
+        wait = min(wait, at - now)
     shape = window.shape
     if shape is not None and shape.probe is None:
         due = silent.due(window, now, tokens) if silent.quiet(shape) else shape.probe_at()

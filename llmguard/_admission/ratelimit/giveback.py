@@ -35,9 +35,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ..._core.sweep import SWEEP_AT, sweep
+from .giveback_minute import Minute
 
-__all__ = ["GiveBack", "GiveBacks"]
+__all__ = ["GiveBack"]
 
 #: Judgements agreeing (net) before the verdict changes.
 _DECIDE = 2
@@ -49,7 +49,7 @@ class GiveBack:
 
     __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
                  "given", "largest", "recent", "anchor", "held", "credit", "probe", "told",
-                 "telling")
+                 "telling", "minute", "decisive")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
@@ -78,15 +78,19 @@ class GiveBack:
         #: The verdict last shared or adopted (a shared backend), and the write sharing it.
         self.told: bool | None = None
         self.telling: Any = None  # an asyncio task: until done, replies may predate it
+        #: Ours per clock minute: a served test a fresh minute explains (not ``decisive``)
+        #: gives back only provisionally (:mod:`.giveback_minute`).
+        self.minute, self.decisive = Minute(window), True
 
     def admitted(self, now: float, output: int, entry: Any = None,
-                 level: Callable[[], int] | None = None) -> None:
-        """Ours reserved ``output`` tokens at ``now`` (about to be sent; ``entry``), with
-        ``level()`` output tokens by our count before it: one that fits only thanks to the
-        ``credit`` tests the server (:meth:`refused`)."""
+                 level: Callable[[], int] | None = None, wall: float | None = None) -> None:
+        """Ours reserved ``output`` tokens at ``now`` (``wall`` by the wall clock; about to
+        be sent; ``entry``), with ``level()`` output tokens by our count before it: one that
+        fits only thanks to the ``credit`` tests the server (:meth:`refused`)."""
+        over = wall is None or self.minute.admitted(wall, output, self.quota, entry)
         if self.credit and self.probe is None and level is not None \
                 and level() - self.credit < output:
-            self.probe = entry
+            self.probe, self.decisive = entry, over
         self.issued += output
         self.largest = max(self.largest, output)
         recent = self.recent
@@ -112,10 +116,17 @@ class GiveBack:
             if unused <= 0:  # e.g. an error after it was sent, tests nothing: the next one)
                 self.probe = None
             else:
+                if not self.decisive:  # a window counting per clock minute had room for it
+                    self.minute.doubt()
                 self._decide(True, f"a request admitted only thanks to {self.credit} unused "
-                                   "output given back was served (no output header heard)")
+                                   "output given back was served (no output header heard"
+                                   + ("" if self.decisive else "; or a clock minute's window "
+                                      "started afresh: until a 429 says so") + ")")
+        self.minute.served(entry)  # beyond what a minute's window holds: not one
         if self.verdict is not None or unused <= 0:
             settle(self.verdict is True)
+            if self.verdict:
+                self.minute.given(now, unused, entry)
             return True
         self.held.append((now, settle, unused))
         self.expire(now)
@@ -138,9 +149,9 @@ class GiveBack:
             settle(verdict)
         self.held.clear()
 
-    def refused(self, entry: Any) -> int:
-        """A 429 answered the request of ``entry``: the output tokens to charge again (0:
-        nothing learned).
+    def refused(self, entry: Any, output: bool = True) -> int:
+        """A 429 answered the request of ``entry`` (``output``: it may be the output's): the
+        output tokens to charge again (0: nothing learned).
 
         With no output reading heard, one answer's unused output at a time is given back
         (the ``credit``) and the first request admitted only thanks to it is the test: served,
@@ -150,7 +161,11 @@ class GiveBack:
         too: then the charge is kept, slower, never over the quota. One 429 at most, per
         key, learns it."""
         if entry is None or entry is not self.probe:
-            return 0
+            lent = self.minute.refused() if self.verdict and output else None
+            if lent is not None:  # the clock minute's window, not a give-back, served the test
+                self._decide(False, f"a 429 after a test a clock minute's fresh window "
+                                    f"explains: max_tokens kept charged, {lent} lent charged")
+            return lent or 0
         again = self.credit
         self._decide(False, f"a request admitted only thanks to {again} unused output given "
                             "back was refused (429; no output header heard)")
@@ -231,30 +246,3 @@ class GiveBack:
 
 def _settle(reconcile: Any, used: int, kept: int, give: bool) -> None:
     reconcile(used if give else max(used, kept))
-
-
-class GiveBacks(dict):  # type: ignore[type-arg]
-    """The :class:`GiveBack` of each partition (key) of a layer. Keys come and go (``key=``
-    per user): a partition with no answer held back and nothing admitted for a window is
-    forgotten whenever the map has doubled since the last sweep (:mod:`..._core.sweep`), as
-    the in-memory backend forgets its idle windows; it learns again if it comes back (kept
-    charged meanwhile: the safe side)."""
-
-    __slots__ = ("sweep_at",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sweep_at = SWEEP_AT
-
-    def track(self, key: Any, quotas: tuple[Any, ...], now: float) -> GiveBack:
-        """The :class:`GiveBack` of ``key`` (made when missing), its ``spread`` the margin of
-        the output ``quotas`` (it changes as the layer measures the send latency)."""
-        output = [q for q in quotas if q.part == "output"]
-        spread = max(q.margin for q in output) or 0.5  # the time ours take to get there
-        back = self.get(key)
-        if back is None:
-            if len(self) >= self.sweep_at:
-                self.sweep_at = sweep(self, lambda back: back.idle(now))
-            back = self[key] = GiveBack(spread, max(q.window for q in output))
-        back.spread, back.quota = spread, max(q.limit for q in output)
-        return back

@@ -2,7 +2,16 @@
 attempt's ``on_wait`` hook an inner limiter (ConcurrencyLimit, AdaptiveConcurrency) runs when it
 lets the call go after a wait. The provider sees the call only then, so it is counted from then
 (README, "Time budgets"): the reservation moves to that instant (:mod:`.move`), waiting for room
-ahead of the line if there is none."""
+ahead of the line if there is none.
+
+A call that arrives while ours already wait in the inner queue (``WaitingLine.waiting_below``) will wait
+there too: while the quotas surely hold all of those and it (:func:`.queued.roomy`), RateLimit
+reserves nothing up front (``ticket`` None, the attempt's ``deferred``: :func:`defer`), and the
+reservation is taken only as the call leaves that queue, as a moved one would be, or at once
+if the inner limiter lets it go without a wait. One reservation, not one taken, marked queued,
+refunded and taken again (under ``gather``, nearly every call). Once they might not (a quota
+nearly spent, anything learned of the server), those deferred reserve at once, oldest first,
+and are marked queued, as if admitted then: every call counts them, as before."""
 
 from __future__ import annotations
 
@@ -15,7 +24,28 @@ from .below import give_way
 from .line import WaitingLine
 from .log import Entry
 
-__all__ = ["Held"]
+__all__ = ["Held", "defer"]
+
+
+def defer(line: WaitingLine, key: Hashable, tokens: int) -> bool:
+    """True when a call of ``tokens`` under ``key`` goes below unreserved (ours wait in the
+    limiter below, which takes ``Attempt.deferred``, and the quotas surely hold them all and
+    it); else those already deferred reserve now, oldest first, marked queued below."""
+    if line.roomy is not None and line.roomy(key, line.waiting_below + 1, tokens):
+        return True
+    deferred, take = line.deferred, line.take
+    while deferred and take is not None:
+        held = next(iter(deferred))
+        ticket = take(held.key, line.quotas, held.tokens)
+        if ticket is None:  # no room: it reserves as it leaves the queue, waiting if need be
+            break
+        del deferred[held]
+        held.call.current.deferred = None
+        held.ticket, held.at = ticket, ticket.time if type(ticket) is Entry else clock.now()
+        if line.queued is not None and type(ticket) is Entry and held.below:
+            line.queued(held.key, ticket, True)
+            line.wake_front(held.key)  # (as ``queued``: one waiting ahead may take its room)
+    return False
 
 
 class Held:
@@ -23,18 +53,37 @@ class Held:
     time ``at`` (its answer's headers sample the send latency from it). Calling it is the
     attempt's ``on_wait`` hook (an object, not a closure: no cells made a call)."""
 
-    __slots__ = ("line", "call", "key", "ticket", "tokens", "at", "__weakref__")
+    __slots__ = ("line", "call", "key", "ticket", "tokens", "at", "below", "__weakref__")
 
     def __init__(self, line: WaitingLine, call: Any, key: Hashable, ticket: Any,
                  tokens: int, at: float) -> None:
         self.line, self.call, self.key, self.ticket = line, call, key, ticket
         self.tokens = tokens
         self.at = at
+        #: True while the call waits in an inner queue (counted in ``line.waiting_below``).
+        self.below = False
+        if ticket is None:  # deferred (``defer``): the limiter below reserves it as it goes
+            line.deferred[self] = None
+            call.current.deferred = self
 
     def __call__(self) -> Awaitable[None] | None:
         """Count the call again now: moved at once in memory when there is room (None: nothing
         to await, no coroutine made), else what waits for it (:meth:`recount`)."""
         line = self.line
+        if self.below:
+            self.below = False
+            line.waiting_below -= 1
+        if self.ticket is None:  # deferred: reserved now, as the call leaves (or skips) the queue
+            self.call.current.deferred = None
+            line.deferred.pop(self, None)
+            take = line.take
+            if take is None:
+                return self.recount()
+            ticket = take(self.key, line.quotas, self.tokens)
+            if ticket is None:
+                return self._wait()
+            self.ticket, self.at = ticket, ticket.time if type(ticket) is Entry else clock.now()
+            return None
         move = line.move
         if move is None:
             return self.recount()
@@ -53,6 +102,11 @@ class Held:
         the queue, to give way (:mod:`.below`). True when let go with its reservation given
         way meanwhile: to be counted again."""
         line, ticket = self.line, self.ticket
+        if waits != self.below:
+            self.below = waits
+            line.waiting_below += 1 if waits else -1
+        if ticket is None:  # deferred (nothing reserved yet): to be taken as it goes
+            return not waits
         if line.queued is not None and type(ticket) is Entry:
             line.queued(self.key, ticket, waits)
             if waits:  # one that left the queue before may be waiting for room it holds
@@ -63,6 +117,14 @@ class Held:
             return not waits and ticket is None
         return False
 
+    def failed(self) -> None:
+        """The call failed (in the inner queue, or before its deferred reservation)."""
+        if self.below:
+            self.below = False
+            self.line.waiting_below -= 1
+        self.call.current.deferred = None
+        self.line.deferred.pop(self, None)
+
     async def recount(self) -> None:
         """The provider sees the call only now: give the reservation back and take one at this
         instant, waiting for room if there is none, so the provider never sees more than the
@@ -70,7 +132,7 @@ class Held:
         line, key = self.line, self.key
         if line.below is not None:
             line.below.mark(key, self, False)
-        if self.ticket is not None:  # (None: it gave way while queued, :mod:`.below`)
+        if self.ticket is not None:  # (None: deferred, or it gave way while queued: .below)
             line.backend.refund(key, self.ticket)
         self.ticket = None
         take = line.take  # in memory: ``reserve`` without its coroutine (it never suspends)

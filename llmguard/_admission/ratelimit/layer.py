@@ -24,7 +24,7 @@ from .backend import RateLimitBackend
 from .feedback import ServerFeedback
 from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration, refusal
 from .latency import Margin
-from .held import Held
+from .held import Held, defer
 from .line import WaitingLine
 from .quotas import build_quotas, check_backend, check_choice, used_tokens
 from .split_backend import check_fits, setup, split_used, too_large
@@ -128,11 +128,15 @@ class RateLimit(ServerFeedback):
                 self._rejected += 1
                 raise call.rejected("rate_limit", too_large(tokens, self._max_tokens, self.quotas))
         take = self._take
-        ticket = None
+        ticket = deferred = None
         if take is not None and key not in self._lines:  # nobody waiting: no coroutine, no line
-            margin = self._margin  # ``self.quotas``, without the property unless measured
-            ticket = take(key, self.quotas if margin.measured else margin.quotas, tokens)
-        if ticket is None:  # wait in line (a future, written out here: no frame per waiter)
+            if self._line.waiting_below and getattr(call_next, "takes_deferred", False) and defer(
+                    self._line, key, tokens):
+                deferred = True  # ours wait in the queue below: so will it (``held``)
+            else:
+                margin = self._margin  # ``self.quotas``, without the property unless measured
+                ticket = take(key, self.quotas if margin.measured else margin.quotas, tokens)
+        if ticket is None and deferred is None:  # wait in line (a future: no frame per waiter)
             line, loop = self._line, call.loop or loop_of(call)
             started = loop.time()
             future = line.join(key, tokens, call.priority or 0, call.partition)
@@ -152,15 +156,15 @@ class RateLimit(ServerFeedback):
                 raise
             at = loop.time()
         else:  # taken now: an in-memory entry holds the time read for it (one clock read a call)
-            at = ticket.time if type(ticket) is Entry else (call.loop or loop_of(call)).time()
+            at = 0.0 if deferred else ticket.time if type(ticket) is Entry else loop_of(call).time()
         current = call.current
         if self._max_tokens is not None:
             current.tokens = tokens  # (``call.tokens``, without the property)
         self._admitted += 1
         self._in_flight += 1
         self._reserved += tokens
-        # What an inner limiter that queues the call calls back (``Held.recount``). An object,
-        # not a closure: a closure's cells would be made on every call, 7 of them in this frame.
+        # What an inner limiter that queues the call calls back: an object, not a closure
+        # (whose cells, 7 in this frame, would be made on every call).
         held = Held(self._line, call, key, ticket, tokens, at)
         current.add_on_wait(held)  # awaits ``held()``: its ``recount``
         reset = HELD.set(held)  # the provider's headers are read against this reservation
@@ -172,6 +176,7 @@ class RateLimit(ServerFeedback):
                 if call.response_headers is not None:
                     self.observe_response(call)
         except BaseException as exc:
+            held.failed()
             self._failed(call, exc, key, held.ticket, tokens)
             raise
         finally:
@@ -203,8 +208,7 @@ class RateLimit(ServerFeedback):
 
     def _finish(self, call: Call, key: Hashable, ticket: Any, tokens: int, result: Any) -> None:
         """Settle a reservation: reconciled to what ``result`` (a stream's last chunk) used."""
-        self._in_flight -= 1
-        self._reserved -= tokens
+        self._in_flight, self._reserved = self._in_flight - 1, self._reserved - tokens
         if ticket is None:  # given back when an inner limiter queued it, not taken again
             return
         actual = tokens
@@ -219,8 +223,7 @@ class RateLimit(ServerFeedback):
                 tokens: int) -> None:
         """Settle a reservation after the call failed, and pause the key after a 429 (first:
         the refusal teaches about the ticket before it is settled)."""
-        self._in_flight -= 1
-        self._reserved -= tokens
+        self._in_flight, self._reserved = self._in_flight - 1, self._reserved - tokens
         pause = refusal(self.backend, self.quotas, self._learning, key, exc,
                         ticket if call.sent else None)
         if pause is not None:  # a 429: nothing more for this key until its Retry-After
@@ -246,14 +249,12 @@ class RateLimit(ServerFeedback):
         requests, tokens, paused = self.backend.headroom(key, self.quotas)
         return RateLimitStats(
             requests, tokens, self._reserved, self._in_flight, self._line.waiting, self._admitted,
-            self._rejected, self._line.timed_out, self._refunds,
-            self._rate_limited, paused, *learned(self.backend, self.quotas, key),
-            margin=self._margin.seconds)
+            self._rejected, self._line.timed_out, self._refunds, self._rate_limited, paused,
+            *learned(self.backend, self.quotas, key), margin=self._margin.seconds)
 
     def __repr__(self) -> str:
         shape = learned(self.backend, self.quotas, None)[0]
         return (f"<RateLimit {self._describe()} in_flight={self._in_flight} waiting="
                 f"{self._line.waiting} reserved_tokens={self._reserved} margin={self._margin!r} "
-                f"backend={self.backend!r}"
-                + (f" shape={shape}" if shape else "") + ">")
+                f"backend={self.backend!r}" + (f" shape={shape}" if shape else "") + ">")
 

@@ -99,11 +99,14 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
     if shape.kind == "fixed" and shape.on_phase(at + reset):
         _narrowed(window, now, at + reset, way)  # (at its boundary it looks sliding)
         return
-    reading = read_reset(limit or server, remaining, reset, shape.window, at, ticket.first,
-                         short.tolerance(shape))
+    reading = read_reset(limit or server, remaining, reset, shape.window, at,
+                         short.oldest(window, ticket, track.quota.window), short.tolerance(shape))
     if reading is None:
         return
     kind, boundary, why = reading
+    if kind == "sliding" and (restarted := _restarted(shape, track, remaining, limit, reset,
+                                                       now)) is not None:
+        kind, boundary, why = "fixed", at + reset, restarted
     if kind == "bucket":
         shape.votes += 1
         if shape.votes >= 2 and shape.kind != "bucket" and not shape.bucketless:
@@ -127,6 +130,26 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         become_fixed(window, now)
     elif shape.kind != "sliding":
         shape.learn("sliding", why)
+
+
+def _restarted(shape: Any, track: AutoTrack, remaining: int, limit: int | None,
+               reset: float, now: float) -> str | None:
+    """Why a reading read as a sliding window's is a fixed window's that started afresh since
+    ours were sent (None if it may be a sliding one): nothing of ``limit`` used, its reset
+    about a window ahead (a full bucket's is 0), while ours sent within the window, surely
+    there by now, would still count in a sliding one (each at least a request, an input and
+    an output token). A burst sent just before a boundary (:58) and answered after it reads
+    so: its reset points a window past the boundary, no earlier than our oldest leaves a
+    sliding window, and the sliding log it was taken for waited a whole window after each
+    burst of the kind, each answered after the next boundary again (3.5x the ideal)."""
+    tolerance = short.tolerance(shape)
+    if limit is None or remaining < limit or not 2 * tolerance < reset <= shape.window + tolerance:
+        return None
+    start, end = now - shape.window + tolerance, now - shape.margin
+    if not _units(track, lambda e: start < e.time <= end):
+        return None
+    return (f"{remaining} of {limit} remaining and reset {reset:g} s with ours sent within the "
+            "window: a window started afresh since, a fixed window")
 
 
 def shorter(track: AutoTrack, limit: int | None, reset: float | None) -> bool:

@@ -77,7 +77,7 @@ class WaitingLine:
     ``describe()`` names the quotas for the :class:`AdmissionTimeout` message."""
 
     __slots__ = ("backend", "quotas", "max_wait", "lines", "waiting", "timed_out", "describe",
-                 "take", "move", "queued", "make_way", "below")
+                 "take", "move", "queued", "make_way", "below", "waiting_below", "roomy", "deferred")
 
     def __init__(self, backend: Any, quotas: Any, max_wait: float | None,
                  describe: Callable[[], str], take: Callable[..., Any] | None = None) -> None:
@@ -106,6 +106,13 @@ class WaitingLine:
         self.waiting = 0
         #: Waiters that gave up after max_wait, so far.
         self.timed_out = 0
+        #: Calls of ours waiting in an inner queue now (``Held.queued``): while there are,
+        #: the next call waits there too, and reserves only as it leaves (``Held``).
+        self.waiting_below = 0
+        #: Its ``roomy`` (likewise; :func:`.queued.roomy`), or None: every call reserves.
+        self.roomy = getattr(backend, "roomy", None) if self.queued is not None else None
+        #: The ``Held`` of calls gone below unreserved, oldest first (``held.defer``).
+        self.deferred: dict[Any, None] = {}
         self.describe = describe
 
     def wake(self, key: Hashable) -> None:

@@ -30,7 +30,9 @@ from __future__ import annotations
 from asyncio import get_running_loop
 from typing import Any
 
-__all__ = ["MarksQueued", "Queued", "give_way", "left", "subtracted"]
+from .log import Log
+
+__all__ = ["MarksQueued", "Queued", "give_way", "left", "roomy", "subtracted"]
 
 
 class Queued:
@@ -83,6 +85,12 @@ class MarksQueued:
         if window is not None:
             (window.queued.mark if waits else window.queued.unmark)(ticket)
 
+    def roomy(self, key: Any, claims: int, tokens: int) -> bool:
+        """True when ``claims`` more requests of ``tokens`` surely fit in ``key``'s quotas now
+        (:func:`roomy`): the calls of ours waiting below may go there unreserved (``held``)."""
+        window = self._windows.get(key)
+        return window is not None and roomy(window, claims, tokens)
+
     def make_way(self, key: Any, quotas: Any, tokens: int) -> Any:
         """A reservation of ``tokens`` now for a call that left an inner queue and waits ahead
         of the line, room made by ours queued behind it (:func:`give_way`); None: none."""
@@ -121,3 +129,21 @@ def give_way(window: Any, now: float, tokens: int) -> Any:
         window.adjust(now, queued.newest(), 0, live=0)
         taken = window.take(now, tokens)
     return taken
+
+
+def roomy(window: Any, claims: int, tokens: int) -> bool:
+    """True when ``claims`` more requests of ``tokens`` each would fit in ``window`` now
+    whatever the time (its logs' counts only fall as entries expire): nothing learned or
+    assumed of the server, no pause or cap since, and each quota's sliding log with room for
+    them all. RateLimit then leaves the reservations of calls that will wait in an inner queue
+    to when they leave it (``held``): they find the room then, and pacing cannot tell."""
+    shape = window.shape
+    if window.caps or window.paused_until or (shape is not None and (
+            shape.kind != "unknown" or shape.assumed or shape.served)):
+        return False
+    units = tokens if window.charge is None else window.charge.units(tokens)
+    for track in window.tracks:
+        log = getattr(track, "log", track)  # an auto track's, or the track itself
+        if type(log) is not Log or log.used + claims * (units if log.tokens else 1) > log.limit:
+            return False
+    return True

@@ -28,6 +28,7 @@ Everything here takes ``now`` as an argument (no clock, no asyncio): tested dire
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import replace
 from typing import Any
 
@@ -36,8 +37,8 @@ from .bucket import Bucket
 from .pair import pairs
 from .shape import TOLERANCE
 
-__all__ = ["Short", "adopt", "buckets", "fits_ours", "share", "tolerance", "undecided",
-           "vouching"]
+__all__ = ["Short", "adopt", "buckets", "fits_ours", "oldest", "share", "tolerance",
+           "undecided"]
 
 
 def share(track: Any, limit: int | None, reset: float | None) -> float | None:
@@ -64,7 +65,8 @@ def fits_ours(limit: int, remaining: int, reset: float, window: float) -> bool |
 class Short:
     """What the readings of one window showed so far (:func:`undecided`)."""
 
-    __slots__ = ("span", "misfits", "spread", "first", "moved", "limits", "lower", "last")
+    __slots__ = ("span", "misfits", "spread", "first", "moved", "limits", "lower", "last",
+                 "before")
 
     def __init__(self) -> None:
         #: The server's window (s) once learned and paced over (None: not learned).
@@ -83,6 +85,9 @@ class Short:
         self.lower = False
         #: Per unit: ``(when, remaining)`` of its last reading.
         self.last: dict[bool, tuple[float, int]] = {}
+        #: When ours admitted within a window before the learned one was adopted were (in
+        #: order): the server still counts them, its tracks' logs do not (:func:`oldest`).
+        self.before: list[float] = []
 
     def read(self, now: float, track: Any, tokens: bool, limit: int, remaining: int,
              reset: float, at: float) -> str | None:
@@ -173,6 +178,10 @@ def adopt(window: Any, now: float, span: float) -> None:
         _fill(track, source, now)
         made.append(track)
     window.tracks = tuple(tracks + made)
+    # (refunded ones too, as a log keeps them until they leave: an older oldest never reads
+    # a sliding window as a fixed one)
+    state.before = [e.time for e in made[0].recent if e.time > now - span - margin] if made \
+        else []
     window.pace = pairs(window.tracks)  # (the per-call loops' tracks: :mod:`.pair`)
     learning = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     if learning:  # its oldest admission tells a fixed window from a sliding one (``first``)
@@ -198,6 +207,21 @@ def _fill(track: AutoTrack, source: AutoTrack, now: float) -> None:
     bucket.outstanding = sum(source.weight(e) for e in source.recent if e.owner is not None)
 
 
+def oldest(window: Any, ticket: Any, span: float) -> float:
+    """When the oldest of ours the server may still count at ``ticket``'s admission was
+    admitted (``span``: the learned track's window, margin included): ``ticket.first`` (its
+    log's oldest), or one of ours admitted before the shorter window was adopted, which its
+    new tracks' logs leave out (:func:`_fill`). Read from the logs alone, the first burst
+    after a pause within a window of adoption made the server's reset, pointing one window
+    past one of those, look like a boundary before our oldest leaves: a 6 s sliding window
+    learned as a fixed one (1.25x the sliding log) by some phases and jitter draws."""
+    state = window.shape.short
+    before = () if state is None else state.before
+    if not before or before[-1] <= ticket.time - span:
+        return ticket.first
+    return min(ticket.first, before[bisect_right(before, ticket.time - span)])
+
+
 def buckets(window: Any, tracks: list[Any]) -> list[Any]:
     """Those of ``tracks`` (one unit's) a reading sets as buckets, when each paces as one (a
     bucket quota, or a learned one the server showed to be a bucket), else none: the quotas
@@ -220,13 +244,3 @@ def tolerance(shape: Any) -> float:
     if state is None or state.span is None:
         return TOLERANCE
     return TOLERANCE * min(1.0, state.span / 60)
-
-
-def vouching(window: Any, tracks: list[Any]) -> list[Any]:
-    """Those of ``tracks`` whose fixed count a fixed window's reading bounds (``FixedCount.vouch``:
-    429s the server did not count no longer fill the window): none over a shorter window
-    learned. There, bounded so, the 6 s fixed window of ``test_short_window`` ran 1.22x its
-    ideal against 1.01x (no 429 either way; why it is slower is not known yet), and its 429s
-    are rare and paused as asked (``learn_refusal``)."""
-    state = window.shape.short if window.shape is not None else None
-    return tracks if state is None or state.span is None else []

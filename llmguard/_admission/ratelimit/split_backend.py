@@ -15,8 +15,7 @@ from typing import Any
 from ..._core.tokens import estimate_tokens
 from .backend import MemoryBackend, TakesNow
 from .headers import learned, spend
-from .giveback import GiveBacks
-from .split_giveback import GiveBackParts
+from .split_giveback import GiveBackParts, GiveBacks
 from .split import (Part, Tokens, Ticket, amount as _amount, check_fits, layout,
                     split_estimate, split_used, too_large)
 from .shape import TOLERANCE
@@ -52,6 +51,8 @@ class SplitBackend(GiveBackParts):
         return Part(part, key) if part else key
 
     def _take(self, key: Hashable, quotas: tuple[Quota, ...], tokens: Any) -> Ticket | None:
+        if self._hold(key, tokens) > 0.0:
+            return None
         now = asyncio.get_running_loop().time()
         windows = [(self._key(part, key), self.inner.window(self._key(part, key), sub), part)
                    for part, sub in self._layout(quotas)]
@@ -65,6 +66,8 @@ class SplitBackend(GiveBackParts):
     async def reserve(self, key: Hashable, quotas: tuple[Quota, ...],
                       tokens: Any) -> tuple[float, Any]:
         inner = self.inner
+        if (hold := self._hold(key, tokens)) > 0.0:
+            return hold, None
         if self.take is not None:
             ticket = self.take(key, quotas, tokens)
             if ticket is not None:
@@ -144,7 +147,7 @@ class SplitBackend(GiveBackParts):
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, *,
                 ticket: Any = None, named: Any = None) -> None:
         """A 429: every part pauses; the one its message ``named`` (all: none) learns too."""
-        tested = self._uncharged(key, ticket, quotas)  # a refused request is not charged
+        tested = self._uncharged(key, ticket, quotas, named)  # a refused request: not charged
         if not callable(getattr(self.inner, "observe", None)):
             self.pause(key, quotas, seconds)
             return

@@ -1,6 +1,6 @@
 """The output part of :class:`~.split_backend.SplitBackend`: its reservations tracked for the
 give-back verdict (:mod:`.giveback`: does the server give unused output back?), the requests
-it never charged, and its output readings."""
+it never charged, and its output readings; and :class:`GiveBacks`, the verdict of each key."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import asyncio
 from collections.abc import Hashable
 from typing import Any
 
-from .giveback import GiveBack, GiveBacks
+from ..._core import clock
+from ..._core.sweep import SWEEP_AT, sweep
+from .giveback import GiveBack
 from .headers import sent
 from .split import Part, Ticket, amount as _amount
 from .window import Quota
 
-__all__ = ["GiveBackParts"]
+__all__ = ["GiveBackParts", "GiveBacks"]
 
 
 class GiveBackParts:
@@ -43,14 +45,24 @@ class GiveBackParts:
                     and (telling is None or telling.done()):
                 self._charge(key, quotas, back.adopt(*shared))
             back.admitted(now, output, entry, lambda: (
-                self.part_headroom(key, quotas, "output") or 0) + output)
+                self.part_headroom(key, quotas, "output") or 0) + output, clock.wall())
         return ticket
 
-    def _uncharged(self, key: Hashable, ticket: Any, quotas: Any = None) -> bool:
-        """Never sent, or refused (``quotas``): True when the 429 showed output kept charged."""
+    def _hold(self, key: Hashable, tokens: Any) -> float:
+        """Seconds a reservation of ``tokens`` waits for the give-back test in doubt across
+        a clock minute (:mod:`.giveback_minute`; 0.0: none)."""
+        back = self.giveback.get(key)
+        if back is None or not back.minute.open:
+            return 0.0
+        return back.minute.hold(clock.wall(), _amount("output", tokens), back.quota)
+
+    def _uncharged(self, key: Hashable, ticket: Any, quotas: Any = None,
+                   named: Any = None) -> bool:
+        """Never sent, or refused (``quotas``; the quota its message ``named``, None: any):
+        True when the 429 showed output kept charged."""
         if (back := self.giveback.get(key)) is None or not (out := self._entry(ticket, "output")):
             return False
-        again = back.refused(out) if quotas else 0
+        again = back.refused(out, named is None or named.part == "output") if quotas else 0
         back.uncharged(_amount("output", ticket.tokens), out)
         self._charge(key, quotas, again)  # the test failed: what it gave back, charged again
         self._tell(key, back)
@@ -83,3 +95,31 @@ class GiveBackParts:
                 if taken == part:
                     return entry
         return None
+
+
+class GiveBacks(dict):  # type: ignore[type-arg]
+    """The :class:`GiveBack` of each partition (key) of a layer. Keys come and go (``key=``
+    per user): a partition with no answer held back and nothing admitted for a window is
+    forgotten whenever the map has doubled since the last sweep (:mod:`..._core.sweep`), as
+    the in-memory backend forgets its idle windows; it learns again if it comes back (kept
+    charged meanwhile: the safe side)."""
+
+    __slots__ = ("sweep_at",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sweep_at = SWEEP_AT
+
+    def track(self, key: Any, quotas: tuple[Any, ...], now: float) -> GiveBack:
+        """The :class:`GiveBack` of ``key`` (made when missing), its ``spread`` the margin of
+        the output ``quotas`` (it changes as the layer measures the send latency)."""
+        output = [q for q in quotas if q.part == "output"]
+        spread = max(q.margin for q in output) or 0.5  # the time ours take to get there
+        back = self.get(key)
+        if back is None:
+            if len(self) >= self.sweep_at:
+                self.sweep_at = sweep(self, lambda back: back.idle(now))
+            back = self[key] = GiveBack(spread, max(q.window for q in output))
+        back.spread, back.quota = spread, max(q.limit for q in output)
+        back.minute.period = max(q.window - q.margin for q in output)  # the server's
+        return back

@@ -196,7 +196,7 @@ class Window:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
             until = self.shape.next_boundary(self.shape.epoch, at)
-            for track in short.vouching(self, tracks):  # the server's count bounds ours
+            for track in tracks:  # the server's count bounds ours
                 if getattr(track, "fixed", None) is not None:
                     track.fixed.vouch(now, at, (limit or track.quota.limit) - left)
         elif reset is not None:  # from when the server counted the request

@@ -1,0 +1,86 @@
+"""A tight token quota on a server that says nothing: 10,000 TPM charging exactly our estimate
+(212 a call: 47 a minute), no rate-limit header (a 429's ``retry-after`` only, or a bare 429),
+3x its quota (141 calls) through the README stack with only the quotas given, started late in
+a clock minute: the tight table of ``benchmarks/bench_composition.py`` (``--tight``). The
+opening burst goes at the opening factor (1.15x: 40 of 47), and only probes, one at a time,
+find the other 7 (``probing.py``): a minute that ends before they do is a minute short for
+the whole run (141 calls in three minutes, none to spare). Virtual time, the wall clock
+pinned to the loop's; the pure parts directly."""
+
+import math
+
+import pytest
+
+from llmguard._admission.ratelimit import probing
+from llmguard._admission.ratelimit.window import Quota, Window
+from llmguard.testing import FixedWindowServer
+from late_start import run
+
+MARGIN = 0.05
+
+
+def silent_window() -> Window:
+    """One learned 10,000 TPM quota (and 60 RPM) whose answers came without any header."""
+    w = Window((Quota(60, 60.0 + MARGIN, False, learn=True, margin=MARGIN),
+                Quota(10_000, 60.0 + MARGIN, True, learn=True, margin=MARGIN)))
+    w.shape.quiet = True
+    w.charge.silent = True
+    return w
+
+
+def test_a_probe_answered_after_the_minute_lets_the_next_go_two_round_trips_on() -> None:
+    """40 of ours at :55 (the opening factor), answered 2 s later, and a probe of the charge
+    sent at :57: its answer comes within the minute, the next waits for it (a 429 then tells
+    a bucket charging the factor from a window charging less: its refill since). Sent at
+    :59, its answer would come after the minute: the next goes two round trips on (the
+    margin, measured from them), when a 429 would have come back. One still queued below
+    (not sent) is no probe yet."""
+    w = silent_window()
+    for entry in [w.add(55.0, 212) for _ in range(40)]:
+        entry.answered = 57.0
+    probe = probing.probe(w.charge, w, 57.0, 212)
+    assert w.charge.probing is probe and probing.flying(w.charge, 57.2)
+    assert probing.served_at(w, probe) == math.inf
+    assert not probing.probes(w.charge, w, 57.2, 212)
+    probe.answered = 59.0
+    probe = probing.probe(w.charge, w, 59.0, 212)
+    assert w.charge.probing is probe
+    assert probing.served_at(w, probe) == pytest.approx(59.0 + probing.QUIET * MARGIN)
+    assert not probing.probes(w.charge, w, 59.05, 212)
+    assert probing.due(w.charge, w, 59.05, 212) == pytest.approx(59.1)
+    assert probing.probes(w.charge, w, 59.1, 212)
+    probe.queued = 1
+    assert probing.served_at(w, probe) == math.inf
+    assert probing.due(w.charge, w, 59.1, 212) is None
+
+
+def test_the_give_back_test_waits_for_the_answers() -> None:
+    """47 of ours in the window at their bare estimates (no room for one more), the answers'
+    usage (12 tokens each) leaving room were unused tokens given back: that probe, whose 429
+    is read against a bucket's refill since ours went, goes only once the last probe was
+    answered (sent two round trips after it, a fixed window charging our estimate was kept at
+    the 1.043x a bucket allowed: 45 a minute where it admits 47, 1.49x the ideal)."""
+    w = silent_window()
+    for entry in [w.add(57.0, 212) for _ in range(46)]:
+        w.adjust(58.5, entry, 12)
+    last = w.charge.probing = w.add(59.0, 212)
+    assert probing.served_at(w, last) < 59.5
+    assert not probing.probes(w.charge, w, 59.5, 212)  # served as far as a 429 tells
+    last.answered = 61.0
+    assert probing.probes(w.charge, w, 61.0, 212)
+
+
+@pytest.mark.usefixtures("pinned_wall_clock")
+@pytest.mark.parametrize(("retry_after", "phase"), [(True, 50.0), (True, 55.0), (False, 55.0)])
+async def test_a_tight_silent_fixed_window_started_late_fills_its_first_minute(
+        retry_after: bool, phase: float) -> None:
+    """Before: 1.83x and 1.90x the ideal from :50 and :55 (the same with a bare 429): each
+    probe waited for its answer (2 s), the opening minute ended at 42 of 47 (41 and 42 a
+    minute after it, at the factor those bounded), the last 15 calls a minute late. Now the
+    probes whose answers come after the minute go two round trips apart (a server refuses
+    at arrival, its 429 comes back within one): 47 by :59.5. At most one 429."""
+    server = FixedWindowServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False,
+                               retry_after=retry_after)
+    layer, wall, ideal = await run(server, phase, 141)
+    assert server.statistics().rate_limited <= 1, layer.statistics().shape
+    assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)

@@ -1,0 +1,102 @@
+"""``llmguard run --timeout`` at a server that queues (#30): an attempt waiting in the server's
+queue behind ours it is answering is not timed out (LiteLLM's proxy, 40-60 ms a request on a
+loaded machine, kept the last of a 1,024 burst 40-60 s in its queue; expired at ``--timeout 60``
+and sent again, each was counted and answered twice). In virtual time."""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from llmguard._cli.provider import Provider
+from llmguard._upstream.errors import ProviderTimeout, RateLimited
+
+
+class Queue:
+    """A server taking requests one at a time, ``service`` s each, in arrival order; those
+    whose content is ``"hang"`` are never answered, ``"429"`` refused once taken. ``taken``:
+    every request it took (it serves one whose client has gone, as a proxy does)."""
+
+    def __init__(self, service: float) -> None:
+        self.service, self.lock, self.taken = service, asyncio.Lock(), []
+
+    async def chat(self, request: dict[str, Any], call: Any = None, /) -> Any:
+        content = request["messages"][0]["content"]
+        if content == "hang":
+            await asyncio.sleep(10**6)
+        worker = asyncio.ensure_future(self._serve(content))  # it goes on if the client leaves
+        return await asyncio.shield(worker)
+
+    async def _serve(self, content: str) -> dict[str, Any]:
+        async with self.lock:
+            self.taken.append(content)
+            if content == "429":
+                raise RateLimited("Rate limit reached", status_code=429, headers={})
+            await asyncio.sleep(self.service)
+        return {"choices": [{"message": {"content": "ok"}}]}
+
+    async def aclose(self) -> None:
+        pass
+
+
+def provider(server: Queue, timeout: float) -> Provider:
+    p = Provider("http://127.0.0.1:9/v1", "sk-test", timeout=timeout)
+    p.other = server  # type: ignore[assignment]
+    return p
+
+
+def ask(content: str) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": content}]}
+
+
+async def test_attempts_queued_behind_answered_ones_are_not_timed_out() -> None:
+    """100 sent at once to a server serving one a second, ``timeout`` 5 s: the last waits 99 s
+    in its queue, and every one is answered (timed from the send, 95 expired while queued and
+    the server took each anyway: counted twice once retried). Each ends when the server
+    serves it: the queue ahead of it moved all along."""
+    server = Queue(1.0)
+    p = provider(server, 5.0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    results = await asyncio.gather(*(p(**ask(f"q{i}")) for i in range(100)),
+                                   return_exceptions=True)
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert loop.time() - start == pytest.approx(100.0, abs=0.1)
+
+
+async def test_a_hung_server_still_times_out_every_attempt_at_the_timeout() -> None:
+    """Nothing answered: every attempt of a burst fails ``timeout`` s after its send (our own
+    timeouts are not answers: they do not restart the others' time one after another)."""
+    server = Queue(1.0)
+    p = provider(server, 5.0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    results = await asyncio.gather(*(p(**ask("hang")) for _ in range(20)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, ProviderTimeout) for r in results), results
+    assert loop.time() - start == pytest.approx(5.0, abs=0.01)
+
+
+async def test_a_request_lost_in_a_busy_server_times_out_after_those_before_it() -> None:
+    """One request of a burst is never answered while the server answers the rest: it fails
+    ``timeout`` s after the last one sent before it was answered (the 3rd of 10: the two
+    before it answered at 1 s, so at 6 s), and the ones after it are answered in turn. An
+    HTTP error (a 429) is an answer too: the queue moved."""
+    server = Queue(1.0)
+    p = provider(server, 5.0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    ended: dict[int, float] = {}
+
+    async def one(i: int, content: str) -> Any:
+        try:
+            return await p(**ask(content))
+        finally:
+            ended[i] = loop.time() - start
+
+    contents = ["q0", "429", "hang", *(f"q{i}" for i in range(3, 10))]
+    results = await asyncio.gather(*(one(i, c) for i, c in enumerate(contents)),
+                                   return_exceptions=True)
+    assert isinstance(results[1], RateLimited) and isinstance(results[2], ProviderTimeout)
+    assert ended[2] == pytest.approx(1.0 + 5.0, abs=0.01)  # q0 answered at 1, the 429 at 1
+    assert not [r for i, r in enumerate(results) if i not in (1, 2) and isinstance(r, Exception)]
