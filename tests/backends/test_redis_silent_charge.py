@@ -17,7 +17,7 @@ import pytest
 import llmguard as lg
 from llmguard._admission.ratelimit.charge import OPENING, Charge
 from llmguard._admission.ratelimit.window import Quota, Window
-from llmguard.backends.redis import RedisBackend, _charge
+from llmguard.backends.redis import RedisBackend, _charge, _learned_scripts
 from llmguard.testing import FixedWindowServer
 from llmguard.testing._shapes import SlidingWindowServer
 
@@ -131,18 +131,18 @@ def test_a_mirror_follows_the_shared_factor_unless_it_heard_its_own():
 #: estimate (``len(body)//4 + max_tokens`` 10% under it), and the processes.
 W, TPM, FACTOR, PROCESSES = 10.0, 4_500, 1 / 0.9, 3
 
+#: Their quotas, each with a margin of 0.5 s (a minute's 3 s): on a loaded machine (load
+#: 25-40) a request reached the server up to a few hundred ms after its reservation, so a
+#: sliding window of 10.05 s counted the opening burst's last ones a window later, at once
+#: with the next burst (429s, and a floor of 1.27x kept for a server charging 1.11x).
+TIMED = tuple(Quota(q.limit, W + 0.5, q.tokens, learn=True, margin=0.5) for q in QUOTAS)
 
-@pytest.mark.parametrize("kind", ["fixed", "sliding"])
-async def test_three_processes_learn_a_strict_silent_servers_charge_once(
-        redis_url, redis_prefix, kind):
-    """Three processes, 3x what a strict server that says nothing admits (it charges 1.11x our
-    estimate), started two thirds into its window: every call done; one 429 while the charge
-    is learned (a fixed window: its probe's), two on a sliding window (one for the charge, one
-    for the shape, as in memory); every process ends reserving at one factor, below the opening
-    1.15x and not under what the server charges. Real time and real Redis: one 429 more was
-    seen once, in a loaded CI run beside other Redis tests (not traced, not reproduced alone or
-    under a 6-spinner load), so the bound allows it; a storm would still fail here."""
-    await asyncio.sleep((2 * W / 3 - time.time() % W) % W)
+
+async def three_processes(redis_url, redis_prefix, kind, phase, known=False):
+    """Three processes, 3x what a strict ``kind`` server that says nothing admits, started
+    ``phase`` seconds into its window (its shape published for every process first when
+    ``known``): the server's statistics and the factors the processes end reserving at."""
+    await asyncio.sleep((phase - time.time() % W) % W)
     loop = asyncio.get_running_loop()
     options = {"rpm": 60, "tpm": TPM, "window": W, "latency": 0.02, "charge_factor": FACTOR,
                "rate_limit_headers": False, "retry_after": False}
@@ -154,8 +154,13 @@ async def test_three_processes_learn_a_strict_silent_servers_charge_once(
     for _ in range(PROCESSES):
         layer = lg.RateLimit(rpm=60, tpm=TPM, backend=RedisBackend(redis_url, prefix=redis_prefix,
                                                                     timeout=30.0))
-        layer.quotas = QUOTAS
+        layer.quotas = TIMED
         layers.append(layer)
+    if known:  # as a process that learned it would (``_learned_scripts.PUBLISH``)
+        names = layers[0].backend._key(None)
+        edge = repr(-(time.time() % W)) if kind == "fixed" else ""  # (s from now: a boundary)
+        await layers[0].backend.connection.call(
+            _learned_scripts.PUBLISH, [names[3], names[1]], [kind, edge, "", "test"], "test")
 
     def guarded(layer):
         async def ask(**kwargs):
@@ -169,10 +174,47 @@ async def test_three_processes_learn_a_strict_silent_servers_charge_once(
                                      for i in range(57)), return_exceptions=True)
     for layer in layers:  # one more reservation each: a process adopts at its next one
         await layer.backend.reserve(None, layer.quotas, 0)
-    factors = {layer.backend._local.window(None, QUOTAS).charge.factor for layer in layers}
+    factors = {layer.backend._local.window(None, TIMED).charge.factor for layer in layers}
     for layer in layers:
         await layer.backend.aclose()
     assert not any(isinstance(r, BaseException) for r in results)
-    assert server.statistics().rate_limited <= (2 if kind == "fixed" else 3)
+    return server.statistics(), factors
+
+
+@pytest.mark.parametrize("kind", ["fixed", "sliding"])
+async def test_three_processes_learn_a_strict_silent_servers_charge_once(
+        redis_url, redis_prefix, kind):
+    """Three processes against a strict server that says nothing (it charges 1.11x our
+    estimate), its shape known to them all (learned before): every call done, one 429 while
+    the charge is learned (its probe's, refused after one served), and every process ends
+    reserving at one factor, below the opening 1.15x and not under what the server charges.
+    A fixed window's run starts just after its boundary, so that the opening burst is counted
+    in one clock window however slowly a loaded machine sends it (what a served probe shows of
+    a fixed window is its count since the boundary). Real time and real Redis."""
+    phase = W / 20 if kind == "fixed" else 2 * W / 3
+    stats, factors = await three_processes(redis_url, redis_prefix, kind, phase, known=True)
+    assert stats.rate_limited <= 1
     assert len(factors) == 1, factors
     assert FACTOR <= factors.pop() < OPENING
+
+
+@pytest.mark.parametrize("kind", ["fixed", "sliding"])
+async def test_three_processes_share_one_factor_while_the_shape_is_unknown(
+        redis_url, redis_prefix, kind):
+    """As above, the shape unknown, started two thirds into the server's window: every call
+    done; one 429 while the charge is learned (a fixed window: its probe's), two on a sliding
+    window (one for the charge, one for the shape, as in memory), one more allowed (seen once
+    in a loaded CI run beside other Redis tests, not traced); every process ends reserving at
+    one factor, not over the opening 1.15x and not under what the server charges.
+
+    Not under the opening either: while the shape is unknown, a served probe lowers the
+    factor only by what a token bucket of the quota, refilling since ours went, cannot
+    explain (``_charge.CHARGED``, as ``probing._probed`` in memory). The window compressed to
+    10 s, such a bucket refills 450 tokens a second; the opening burst (18 reservations, then
+    the probe) sent within 0.03 s leaves it 1.143x (below 1.15x: lowered), but a loaded
+    machine (load 25-40) spread it over 0.4-0.6 s, and a bucket explained the probe at
+    1.17-1.19x: rightly, nothing was learned (a minute's window takes 6x the spread)."""
+    stats, factors = await three_processes(redis_url, redis_prefix, kind, 2 * W / 3)
+    assert stats.rate_limited <= (2 if kind == "fixed" else 3)
+    assert len(factors) == 1, factors
+    assert FACTOR <= factors.pop() <= OPENING
