@@ -1,7 +1,7 @@
 """429s the quota did not cause (a provider's own overload, 5 % of requests asking 2 s) from a
 server that says nothing (no rate-limit header; its 429s carry a Retry-After): the pause is
 honoured, and what such a 429 would teach (a lower limit, "not a fixed window", a charge
-factor) is only learned once a second 429 at the same count confirms it (:mod:`.doubt`).
+factor) is only learned once a second 429 at the same count confirms it (:mod:`.repeat`).
 The README stack with default settings, in virtual time."""
 
 import asyncio
@@ -10,7 +10,7 @@ from typing import Any
 import llmguard as lg
 import pytest
 
-from llmguard._admission.ratelimit import doubt
+from llmguard._admission.ratelimit import repeat
 from llmguard._admission.ratelimit.charge import OPENING
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import FixedWindowServer, ProviderError, virtual_wall_clock
@@ -53,7 +53,7 @@ def test_a_doubt_served_beyond_is_a_stray_429() -> None:
     served = w.add(47.1, 0)
     w.adjust(49.1, served, 0)  # answered: the 10th of ours in the window
     track = w.tracks[0]
-    assert doubt.served_beyond(w, track, 9, first.seq)
+    assert repeat.served_beyond(w, track, 9, first.seq)
     again = w.add(49.2, 0)
     w.refused(49.25, again, 2.0)
     assert track.limit == 10

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, doubt, holds, refuted, silent, suspect
+from . import bounds, holds, refuted, repeat, silent
 from .auto import AutoTrack
 from .learn import become_fixed
 from .log import Entry
@@ -79,7 +79,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     # Nor a fixed window asking a pause short of its boundary (not full): kept, a retry
     # refused at random held the minute full, 52 s idle with room
     if shape.quiet is not False and (shows or long or seconds > DEFAULT_PAUSE) or \
-            shape.kind == "fixed" and suspect.foreign(window, ticket, *pause):
+            shape.kind == "fixed" and repeat.foreign(window, ticket, *pause):
         window.adjust(now, ticket, 0, live=0)
     if drained:  # paced at the most such a bucket charges, from what it held
         bounds.ceiled(window, now, ticket)
@@ -134,7 +134,7 @@ def _admits(window: Any, ticket: Entry | None, now: float) -> bool:
     tracks = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     track = min(tracks, key=lambda t: t.quota.tokens)  # (the requests quota's, if any)
     near_requests = requests is not None and count + 1 > requests - near(requests)
-    return (charged > limit - near(limit) or near_requests) and doubt.confirmed(
+    return (charged > limit - near(limit) or near_requests) and repeat.heard(
         window, track, "shape", count if not track.quota.tokens else round(charged), ticket, now)
 
 
