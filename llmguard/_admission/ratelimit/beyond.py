@@ -21,8 +21,14 @@ def sooner(window: Any, now: float, wait: float, tokens: int, estimate: int) -> 
     charge's (:mod:`.probing`), a silent server's (:mod:`.silent`), a supposed boundary's."""
     if wait <= 0.0:
         return wait
-    if window.charge is not None and probing.probes(window.charge, window, now, estimate):
-        return 0.0
+    charge, resume = window.charge, window.paused_until
+    if charge is not None:
+        if probing.probes(charge, window, now, estimate):
+            return 0.0
+        if now < resume < now + wait and probing.probes(charge, window, resume, estimate):
+            # the charge's probe may go once a 429's pause ends: asked again then (waiting
+            # for the log instead, a stray 429's pause to a probe left 14 s idle)
+            wait = resume - now
     shape = window.shape
     if shape is not None and shape.probe is None:
         due = silent.due(window, now, tokens) if silent.quiet(shape) else shape.probe_at()

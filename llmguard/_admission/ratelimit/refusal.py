@@ -96,7 +96,7 @@ def explained(window: Any, now: float, ticket: Entry | None) -> bool:
 
 def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None,
                 pause: tuple[float, bool] = (math.inf, True),
-                sure: bool = False) -> AutoTrack | None:
+                sure: bool = False, stray: bool = False) -> AutoTrack | None:
     """The 429 to ``ticket`` (``named``: the quota its message names, a ``named.Named``, or
     None) teaches ``window`` the limit its server admits, if it asked a pause that says so
     (``pause``: when it ends, and True when it asked none). The track of the quota that ran
@@ -104,7 +104,8 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
     fixed window's boundary, and from a server that has said nothing a lower limit or a
     factor from ours far under the limit as counted, only once a second 429 at that count
     confirms it (:mod:`.repeat`), unless ``sure`` (it asked for longer than a bucket
-    refills)."""
+    refills); a factor near the limit too when ``stray`` (no shape's refusal:
+    :func:`.learn_refusal._stray`)."""
     learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     if named is not None:
         if not named.minute:
@@ -126,7 +127,7 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
     charge = window.charge
     if fullest.quota.tokens and charge is not None and not charge.heard and ticket is not None:
         if window.shape.quiet is not False and (charge.kept or (
-                not sure and used + needed <= fullest.limit - near(fullest.limit)
+                not sure and (stray or used + needed <= fullest.limit - near(fullest.limit))
                 and not repeat.heard(window, fullest, "factor", used, ticket, now))):
             # measured by a 429 already (a stray one, the server's own overload, ratcheted it
             # from 1.15x to 3x in 15 minutes, paced at a third), or ours far under the limit
