@@ -213,3 +213,23 @@ async def test_stray_429s_leave_a_silent_token_bucket_its_charge(stray: str) -> 
     stats = layer.statistics()
     assert stats.shape.startswith("bucket"), stats.shape
     assert wall <= 1.05 * ideal, (wall, ideal, stats.shape)
+
+
+def test_the_charges_probe_waits_only_for_a_429s_pause() -> None:
+    """A silent server's opening burst at :40 fills the token quota as counted at the opening
+    guess; answered at :42, the first probe of the charge (room at our bare estimates) meets
+    a stray 429 asking 2 s: the next probe may go when the pause ends. Waiting for the log
+    instead (a window later, or the clock minute's probe), the bucket idled 14 s with room."""
+    w = Window((Quota(60, 60.0 + MARGIN, False, learn=True, margin=MARGIN),
+                Quota(10_000, 60.0 + MARGIN, True, learn=True, margin=MARGIN)))
+    w.shape.quiet = True
+    burst = []
+    while (entry := w.take(40.0, 212)) is not None:
+        burst.append(entry)
+    for entry in burst:
+        w.adjust(42.0, entry, 212)  # answered, nothing said about tokens
+    assert w.charge.silent
+    probe = w.take(42.0, 212)
+    assert probe is not None and w.charge.probing is probe
+    w.refused(42.05, probe, 2.0)
+    assert w.charge.silent and w.wait(42.05, 212) == pytest.approx(2.0, abs=0.01)
