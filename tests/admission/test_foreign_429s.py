@@ -13,7 +13,7 @@ from llmguard._admission.ratelimit.log import Entry
 from llmguard._admission.ratelimit.queued import Queued
 from llmguard._admission.ratelimit.refusal import queued
 from llmguard._admission.ratelimit.shape import Shape
-from llmguard._admission.ratelimit.suspect import confirmed, read
+from llmguard._admission.ratelimit.repeat import limit, read
 from llmguard._admission.ratelimit.window import Quota
 from llmguard.testing import FixedWindowServer, ProviderError, TokenBucketServer
 
@@ -154,11 +154,12 @@ def test_a_lower_limit_with_a_short_pause_is_learned_once_a_second_429_confirms_
     quota = Quota(60, 60.05, False, learn=True, margin=0.05)
     shape = Shape.of([quota])
     shape.learn("fixed", "a reset pointed to the minute", 0.0)
+    shape.quiet = False  # (its answers tell their counts)
     window = SimpleNamespace(shape=shape)
 
     def confirms(track: AutoTrack, ticket: Entry, heard: float, until: float,
                  bare: bool = False) -> bool:
-        return confirmed(window, track, heard, ticket, 59, until, bare)
+        return limit(window, track, heard, ticket, 59, (until, bare), sure=False)
 
     track = AutoTrack(quota, shape)
     first, retry = Entry(60.0, 1, None, 59), Entry(62.1, 1, None, 61)
@@ -183,13 +184,15 @@ def test_a_429_a_token_buckets_last_reading_left_room_for_teaches_no_lower_limit
     quota = Quota(3000, 60.05, True, learn=True, margin=0.05)
     shape = Shape.of([quota])
     shape.learn("bucket", "a reset read as a refill")
+    shape.quiet = False
     window = SimpleNamespace(shape=shape)
     track = AutoTrack(quota, shape)
     read(window, [track], Entry(10.0, 212, None, 7), 10.0, 100)
     refused = Entry(13.0, 212, None, 8)
-    assert not confirmed(window, track, 13.05, refused, 2800, 15.05, False)
+    assert not limit(window, track, 13.05, refused, 2800, (15.05, False), sure=False)
     read(window, [track], Entry(13.0, 212, None, 8), 13.0, 0)  # it held nothing more
-    assert confirmed(window, track, 13.05, Entry(13.01, 212, None, 9), 2800, 15.05, False)
+    assert limit(window, track, 13.05, Entry(13.01, 212, None, 9), 2800, (15.05, False),
+                 sure=False)
 
 
 async def test_a_headerless_window_admitting_less_with_a_short_pause_is_still_learned() -> None:
@@ -197,7 +200,7 @@ async def test_a_headerless_window_admitting_less_with_a_short_pause_is_still_le
     rest: while the shape is unknown its 429s teach it and the limit (suspected as a learned
     fixed window's are, it was never learned: 10 429s in 300 calls, 40 s longer). From a
     server that says nothing a lower limit is doubted until a second 429 at the same count
-    confirms it (:mod:`.doubt`: a stray 429 under a saturated pace comes near the limit too),
+    confirms it (:mod:`.repeat`: a stray 429 under a saturated pace comes near the limit too),
     so learning it costs one 429 more."""
     seen: dict[int, int] = {}
 

@@ -27,7 +27,7 @@ class AutoTrack:
     """A quota whose shape is learned; same surface as a :class:`.log.Log` track."""
 
     __slots__ = ("quota", "shape", "log", "bucket", "fixed", "window", "recent", "carry", "ceiling",
-                 "peer", "suspect", "doubted")
+                 "peer", "repeats", "reading")
     #: The bucket kept alongside the log (an output quota's: :class:`.output.OutputTrack`).
     bucket_type: type[Bucket] = Bucket
 
@@ -52,11 +52,11 @@ class AutoTrack:
         self.carry: Carry | None = None
         #: The most a bucket of this quota charges over our estimates (:mod:`.refuted`).
         self.ceiling = float("inf")
-        #: A lower limit one 429 suggested, not yet confirmed (:class:`.suspect.Suspect`).
-        self.suspect: Any = None
-        #: Lessons of a 429 from a server that says nothing not yet confirmed: ``{lesson:
-        #: (count of ours before it, its seq, when)}`` (:mod:`.doubt`).
-        self.doubted: dict[str, tuple[int, int, float]] = {}
+        #: Lessons one 429 suggested, not yet confirmed by a repeat (:mod:`.repeat`).
+        self.repeats: dict[str, Any] = {}
+        #: The server's latest reading of this quota in a learned window: ``(its end, seq
+        #: of ours it counted, remaining, when that one was admitted)`` (:func:`.repeat.read`).
+        self.reading: tuple[float, int, int, float] | None = None
 
     @property
     def limit(self) -> int:

@@ -21,7 +21,12 @@ def sooner(window: Any, now: float, wait: float, tokens: int, estimate: int) -> 
     charge's (:mod:`.probing`), a silent server's (:mod:`.silent`), a supposed boundary's."""
     if wait <= 0.0:
         return wait
-    at = None if window.charge is None else probing.due(window.charge, window, now, estimate)
+    charge, resume = window.charge, window.paused_until
+    at = None if charge is None else probing.due(charge, window, now, estimate)
+    if at is None and charge is not None and now < resume < now + wait \
+            and probing.probes(charge, window, resume, estimate):
+        at = resume  # the charge's probe may go once a 429's pause ends: asked again then
+        # (waiting for the log instead, a stray 429's pause to a probe left 14 s idle)
     if at is not None:
         if at <= now:
             return 0.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import answers, bounds, short, silent, suspect
+from . import answers, bounds, repeat, short, silent
 from .auto import AutoTrack
 from .fixed import narrow
 from .log import Entry
@@ -44,7 +44,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         shape.candidate = shape.since = shape.probe = None
     server = track.limit
     # what the server had left: a 429 it leaves room for suggests no lower limit
-    suspect.read(window, learners, ticket, since, remaining)
+    repeat.read(window, learners, ticket, since, remaining)
     if shape.kind == "fixed" and shape.late:
         for t in (t for t in learners if t.fixed is not None):
             t.fixed.read(now, remaining)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, doubt, holds, refuted, silent, suspect
+from . import bounds, refuted, repeat, silent, stray
 from .auto import AutoTrack
 from .learn import become_fixed
 from .log import Entry
@@ -31,9 +31,14 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     own reckoning of when it admits again: it wins, and no probe goes before it ends."""
     until = now + seconds
     shape = window.shape
+    boundary = shape.next_boundary(now - wall % shape.window, now)  # the clock's next minute
+    windowless = stray.windowless(window, now, ticket, seconds, boundary)
     if ticket is not None:
-        if shape.quiet and shape.kind == "unknown":
-            refuted.refused(window, ticket, named)  # (what a bucket must charge to refuse it)
+        if shape.quiet and shape.kind == "unknown" and not windowless:
+            # what a bucket must charge to refuse it; not from a 429 no window gives either (a
+            # stray one at the edge of a bucket as we count it "refuted" a silent bucket
+            # charging our estimate: paced as a fixed window, then a sliding log, 1.16x)
+            refuted.refused(window, ticket, named)
         ticket.refused = True
     if shape.shorter:  # (:func:`.learn.shorter`): paused as asked, as a sliding log is
         return until
@@ -41,8 +46,12 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills
     shows = silent.refusal(window, ticket)  # a probe's: what it shows of the shape
-    if shows == "shape" and _stray_probe(window, now, ticket, seconds):
-        shows = ""  # no shape's: the hypothesis stays, probed again after the pause
+    if shows == "shape" and stray.probe(window, now, ticket, seconds) or shows == "fixed" \
+            and DEFAULT_PAUSE < seconds and now + seconds < boundary - TOLERANCE:
+        # no shape's (a fixed window refusing one beyond its minute asks to its boundary):
+        # the hypothesis stays, probed again after the pause. Read as the fixed window's, a
+        # stray 429 to the probe beyond it paced a silent bucket by the minute: 31 429s
+        shows = ""
     # no bucket charges both what this 429 shows and what the probes it served allow, and
     # the first probe showed no sliding window: a fixed window (learned once the 429 has
     # measured the charge as both still supposed: as a fixed window's alone, the count of
@@ -61,14 +70,14 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                               "token bucket run dry")
     elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
-    boundary = shape.next_boundary(now - wall % shape.window, now)  # the clock's next minute
     minute = None if long else clock_minute(window, now, ticket, seconds, boundary)
     if (long or minute) and shape.kind == "unknown":  # no bucket: what ours filled is read as
         shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
         shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
     pause = (until, seconds <= DEFAULT_PAUSE)
-    why = reset_of(now, learn_limit(window, now, ticket, named, pause, sure=long), ticket,
-                   seconds)
+    unshaped = windowless and stray.probe(window, now, ticket, seconds)  # nor a bucket's
+    why = reset_of(now, learn_limit(window, now, ticket, named, pause, sure=long,
+                                    stray=unshaped), ticket, seconds)
     if clocked and shape.served and shape.kind == "unknown":
         shape.confirm(True, "a 429 no token bucket that served the probes would give")
         become_fixed(window, now)
@@ -79,7 +88,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     # Nor a fixed window asking a pause short of its boundary (not full): kept, a retry
     # refused at random held the minute full, 52 s idle with room
     if shape.quiet is not False and (shows or long or seconds > DEFAULT_PAUSE) or \
-            shape.kind == "fixed" and suspect.foreign(window, ticket, *pause):
+            shape.kind == "fixed" and repeat.foreign(window, ticket, *pause):
         window.adjust(now, ticket, 0, live=0)
     if drained:  # paced at the most such a bucket charges, from what it held
         bounds.ceiled(window, now, ticket)
@@ -134,25 +143,5 @@ def _admits(window: Any, ticket: Entry | None, now: float) -> bool:
     tracks = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     track = min(tracks, key=lambda t: t.quota.tokens)  # (the requests quota's, if any)
     near_requests = requests is not None and count + 1 > requests - near(requests)
-    return (charged > limit - near(limit) or near_requests) and doubt.confirmed(
+    return (charged > limit - near(limit) or near_requests) and repeat.heard(
         window, track, "shape", count if not track.quota.tokens else round(charged), ticket, now)
-
-
-def _stray_probe(window: Any, now: float, ticket: Any, seconds: float) -> bool:
-    """True when the 429 at ``now`` to ``ticket``, the probe just after a clock minute
-    (:mod:`.silent`), asking ``seconds`` (a Retry-After: a bare 429's default pause says
-    nothing), is neither shape's refusal: a sliding window still full of ours would ask until
-    our oldest leaves it, and a token bucket surely held it (ours admitted before it as
-    counted). A stray 429 (the server's own overload) read as the sliding window's paced a
-    silent token bucket as a sliding log from then on: 56 s idle a minute where it asked 2 s."""
-    if seconds <= DEFAULT_PAUSE:
-        return False
-    learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
-    for track in learners:
-        need = ticket.tokens if track.quota.tokens else 1
-        oldest = min((e.time for e in track.recent if e.live and not e.refused
-                      and e.time > now - track.window), default=None)
-        if oldest is None or oldest + track.window - now <= seconds + TOLERANCE \
-                or holds.surely(track, ticket.time) < need:
-            return False
-    return bool(learners)

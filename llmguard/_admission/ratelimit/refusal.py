@@ -25,12 +25,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import doubt
+from . import repeat
 from .auto import AutoTrack
 from .log import Entry
 from .others import ours
 from .shape import TOLERANCE
-from .suspect import confirmed
 
 #: Seconds to pause admissions after a 429 that carries no Retry-After (OpenAI and Anthropic
 #: send one almost always; when absent, one second lets a per-second quota refill without
@@ -97,14 +96,16 @@ def explained(window: Any, now: float, ticket: Entry | None) -> bool:
 
 def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None,
                 pause: tuple[float, bool] = (math.inf, True),
-                sure: bool = False) -> AutoTrack | None:
+                sure: bool = False, stray: bool = False) -> AutoTrack | None:
     """The 429 to ``ticket`` (``named``: the quota its message names, a ``named.Named``, or
     None) teaches ``window`` the limit its server admits, if it asked a pause that says so
-    (``pause``: when it ends, and True when it asked none: :func:`.suspect.confirmed`). The
-    track of the quota that ran out (None: none known, or a daily one). From a server that
-    has said nothing, a lower limit, or a factor from ours far under the limit as counted,
-    only once a second 429 at that count confirms it (:mod:`.doubt`), unless ``sure`` (it
-    asked for longer than a bucket refills)."""
+    (``pause``: when it ends, and True when it asked none). The track of the quota that ran
+    out (None: none known, or a daily one). A lower limit with a pause short of a learned
+    fixed window's boundary, and from a server that has said nothing a lower limit or a
+    factor from ours far under the limit as counted, only once a second 429 at that count
+    confirms it (:mod:`.repeat`), unless ``sure`` (it asked for longer than a bucket
+    refills); a factor near the limit too when ``stray`` (no shape's refusal:
+    :func:`.learn_refusal._stray`)."""
     learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     if named is not None:
         if not named.minute:
@@ -126,8 +127,8 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
     charge = window.charge
     if fullest.quota.tokens and charge is not None and not charge.heard and ticket is not None:
         if window.shape.quiet is not False and (charge.kept or (
-                not sure and used + needed <= fullest.limit - near(fullest.limit)
-                and not doubt.confirmed(window, fullest, "factor", used, ticket, now))):
+                not sure and (stray or used + needed <= fullest.limit - near(fullest.limit))
+                and not repeat.heard(window, fullest, "factor", used, ticket, now))):
             # measured by a 429 already (a stray one, the server's own overload, ratcheted it
             # from 1.15x to 3x in 15 minutes, paced at a third), or ours far under the limit
             # as counted (a stray 429 to the 9th of a burst read as 3x)
@@ -143,13 +144,9 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
     # "the server admits 2,824" of 3,000, 42 calls a minute where it admits 44)
     if used + needed > fullest.limit or used < configured - near(configured):
         return fullest  # nothing lower, or not near the quota (or not ours alone)
-    # each hears the 429 (a second one confirms it to both): a learned fixed window's short
-    # pause is suspected, a silent server's lesson doubted (under a saturated pace every
-    # stray 429 comes near the limit)
-    suspected = not confirmed(window, fullest, now, ticket, used, *pause)
-    doubted = window.shape.quiet is not False and ticket is not None and not sure \
-        and not doubt.confirmed(window, fullest, "limit", used, ticket, now)
-    if suspected or doubted:
+    # a learned fixed window's short pause, a silent server's 429: learned once repeated
+    # (under a saturated pace every stray 429 comes near the limit)
+    if not repeat.limit(window, fullest, now, ticket, used, pause, sure):
         return fullest
     for track in learners:
         if track.quota.tokens is fullest.quota.tokens:
