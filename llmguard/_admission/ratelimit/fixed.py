@@ -190,14 +190,14 @@ class FixedCount:
 
     def flipped(self, now: float) -> None:
         """An answer read at ``now`` was made after this window's boundary: ours answered
-        before it were made, and counted, before the boundary (answers written in the order
-        they were made): no longer carried into this window."""
+        before it (in its instant too, read before it) were made, and counted, before the
+        boundary (answers written in the order they were made): carried no more."""
         self._roll(now)
         current = self.index(now)
         self.seen, self.flip = current, now
         if self.rolled != current:
             return
-        gone = [key for key, entry in self.carried.items() if entry.answered < now]
+        gone = [key for key, entry in self.carried.items() if entry.answered <= now]
         for key in gone:
             entry = self.carried.pop(key)
             if current in self.counts:
