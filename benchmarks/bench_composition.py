@@ -60,7 +60,11 @@ server's own ideal: the earliest its quotas and its capacity let the last reques
 is at least each of the two bounds printed beside it, the quota bound (the soonest its quotas
 admit the last request, plus its service) and the service bound (the queueing proxy's 4 workers
 serving every request back to back; one service time elsewhere), and on the queueing proxy
-more when a minute's quota leaves its workers idle until the next boundary. Medians over
+more when a minute's quota leaves its workers idle until the next boundary. The third, the
+slots bound, is the contender's own: the soonest with no more than its 32 calls in flight
+(``QuotaServer.ideal_time(in_flight=)``; ``-``: it holds no slots). Started at :58 or :59, 32
+answered 2 s later are all a fixed window's first minute can take from it, and three minutes'
+quota needs a fourth: its wall time is that bound's, about twice the ideal. Medians over
 ``--repeats`` seeds. Time is virtual (looptime): the run takes seconds of real time::
 
     python benchmarks/bench_composition.py
@@ -313,6 +317,8 @@ class Row:
     #: back to back; one service time on a server that serves all at once).
     quota_bound: float = 0.0
     service_bound: float = 0.0
+    #: The soonest with no more than the contender's own slots in flight (0: it holds none).
+    slots_bound: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -348,10 +354,19 @@ async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0,
     ideal = server.ideal_time(calls, tokens=charge, start=start)
     if slots is not None:
         ideal = max(ideal, server.ideal_time(calls, tokens=charge, start=start, in_flight=slots))
+    held = slots_of(contender)
     return Row(contender, server_kind, phase, calls, calls - failed, failed, stats.rate_limited,
                stats.cancelled_after_arrival, wall, ideal,
                QuotaServer.ideal_time(server, calls, tokens=charge, start=start),
-               service_bound(server, calls))
+               service_bound(server, calls),
+               held and server.ideal_time(calls, tokens=charge, start=start, in_flight=held))
+
+
+def slots_of(contender: str) -> int:
+    """Calls ``contender`` holds in flight at most (0: no bound of its own)."""
+    if contender.startswith("llmguard"):
+        return CLIENT["slots"]
+    return SLOTS if contender == "semaphore + SDK retries" else 0
 
 
 def service_bound(server: QuotaServer, calls: int) -> float:
@@ -368,21 +383,23 @@ def median_row(rows: list[Row]) -> Row:
     first = rows[0]
     return Row(first.contender, first.server, first.phase, first.calls, med("completed"),
                med("failed"), med("rate_limited"), med("cancelled_after_send"), med("wall"),
-               med("ideal"), med("quota_bound"), med("service_bound"))
+               med("ideal"), med("quota_bound"), med("service_bound"), med("slots_bound"))
 
 
 def format_table(rows: list[Row]) -> str:
     """A markdown table; a wall-time ratio is starred when not every call completed (the
     failed ones ended early, so the ratio flatters)."""
     lines = ["| server | start | contender | completed | failed | 429s | cancelled after send "
-             "| wall / ideal | quota / service bound |", "|---|---|---|---|---|---|---|---|---|"]
+             "| wall / ideal | quota / service / slots bound |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         done = f"{r.completed:g}/{r.calls} ({100 * r.completed / r.calls:.0f}%)"
         star = "" if r.failed == 0 else "*"
         lines.append(f"| {r.server} | :{r.phase:02.0f} | {r.contender} | {done} | {r.failed:g} | "
                      f"{r.rate_limited:g} | {r.cancelled_after_send:g} | "
                      f"{r.ratio:.2f}x{star} ({r.wall:.0f} s / {r.ideal:.0f} s) | "
-                     f"{r.quota_bound:.0f} s / {r.service_bound:.0f} s |")
+                     f"{r.quota_bound:.0f} s / {r.service_bound:.0f} s / "
+                     f"{f'{r.slots_bound:.0f} s' if r.slots_bound else '-'} |")
     return "\n".join(lines)
 
 

@@ -15,9 +15,10 @@ def ask(i: int) -> dict[str, Any]:
 
 
 async def run(server: Any, phase: float, calls: int, seed: int = 0,
-              jitter: float | None = 0.01, tpm: int = 10_000) -> tuple[Any, float, float]:
+              jitter: float | None = 0.01, tpm: int = 10_000,
+              rpm: int = 60) -> tuple[Any, float, float]:
     """``calls`` at once ``phase`` s into the minute through the README stack (RateLimit
-    with only ``rpm=60`` and ``tpm``), each 0 to ``jitter`` s on the way (drawn from ``seed``;
+    with only ``rpm`` and ``tpm``), each 0 to ``jitter`` s on the way (drawn from ``seed``;
     None: sent at once), every call done (a failed one raises here): the RateLimit layer, the
     wall time and the server's ideal."""
     with virtual_wall_clock():
@@ -25,7 +26,7 @@ async def run(server: Any, phase: float, calls: int, seed: int = 0,
         await asyncio.sleep((phase - loop.time() % 60) % 60)
         pipeline = (lg.Pipeline(name="late").metrics().cache(ttl=300)
                     .fallback({"model": "backup"}).retry(attempts=4, seed=seed)
-                    .circuit_breaker().timeout(30).rate_limit(rpm=60, tpm=tpm)
+                    .circuit_breaker().timeout(30).rate_limit(rpm=rpm, tpm=tpm)
                     .concurrency_limit(32))
         layer = next(x for x in pipeline.layers if isinstance(x, lg.RateLimit))
         server.on_headers.append(layer.observe_headers)

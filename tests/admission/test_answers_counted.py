@@ -1,5 +1,6 @@
 """A server whose ``remaining`` counts answers (LiteLLM's proxy) answering a whole burst after
-the clock minute (:mod:`llmguard._admission.ratelimit.answers`, :mod:`.fixed`), read directly."""
+the clock minute (:mod:`llmguard._admission.ratelimit.answers`, :mod:`.fixed`), read directly;
+the README stack against LiteLLM's clock-minute proxy in virtual time."""
 
 from types import SimpleNamespace
 
@@ -7,6 +8,8 @@ from llmguard._admission.ratelimit.answers import held, restarted
 from llmguard._admission.ratelimit.fixed import FixedCount
 from llmguard._admission.ratelimit.log import Entry
 from llmguard._admission.ratelimit.window import Quota, Window
+from llmguard.testing import ProxyWindowServer
+from late_start import run
 
 
 class _Track:
@@ -93,3 +96,38 @@ def test_a_count_ours_answered_explain_is_held_until_each_is_out_counted_from_it
         for entry, answered in zip(sent, answers):
             entry.answered = answered
         assert held(window, tracks, 0, 6, sent[-1], 6.0, 66.0) == out
+
+
+def test_ours_answered_at_the_instant_of_the_answer_showing_the_minute_are_let_go() -> None:
+    """A clock minute counted late (ours in flight at :00 carried into it): 32 sent at :58,
+    answered at :00.000, all in the same instant (2 s each); the answer that shows the new
+    minute comes after 24 of them there. Those 24 were made before it, as they were read:
+    counted before the minute, no longer carried (kept, the minute held 32 more than the
+    server counted, and the README stack from :58 waited for the next: 1.48x); the rest, not
+    answered yet, stay carried."""
+    recent = [Entry(58.0, 0, seq=i) for i in range(32)]
+    fixed = FixedCount(60, 60.0, 0.05, 0.0, tokens=False, recent=recent, on_clock=True)
+    fixed.rebuild(58.0, recent)
+    assert fixed.available(60.1) == 60 - 32  # in flight at the boundary: carried in
+    for entry in recent[:24]:
+        entry.answered = 60.0
+    fixed.flipped(60.0)
+    assert fixed.available(60.1) == 60 - 8
+
+
+async def test_a_clock_minute_proxy_answering_the_first_burst_at_the_minute() -> None:
+    """The README stack (``rpm=60``, ``ConcurrencyLimit(32)``) 3x the quota at once from :58
+    against LiteLLM's clock-minute proxy (``rpm - 1`` a minute, ``remaining`` without a reset),
+    answering in 2.01 s: the 32 sent at :58 are answered at :00.01, all in one instant of
+    virtual time, and the 28 queued below go then (within the clocks' skew after the minute:
+    no answer to them vouches for the new minute's count). The answers read before the one
+    that showed the new minute, in the same instant, were kept carried into it as in flight
+    (``FixedCount.flipped`` let go of those answered before the reading's instant only): the
+    minute held 32 requests the proxy had counted in the last, only the 28 went, and the rest
+    of its quota waited for the next (1.48x the ideal). Within 1.05x, one 429 (the proxy's
+    ``rpm - 1``, learned from it). In real time answers are never simultaneous: this is the
+    bench's virtual time, where every answer takes the same 2 s."""
+    server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.01)
+    _, wall, ideal = await run(server, 58.0, 180, jitter=None, tpm=40_000)
+    assert server.statistics().rate_limited <= 1
+    assert wall <= 1.05 * ideal, (wall, ideal)

@@ -30,6 +30,22 @@ def test_bench_composition_runs_every_contender_against_every_server() -> None:
     assert all(r.failed == 0 and r.rate_limited <= 1 for r in defaults)
     table = bench.format_table(rows)
     assert all(contender in table for contender in bench.MAIN)
+    # the slots bound: the contender's own calls in flight at most (none for aiolimiter's)
+    assert all((r.slots_bound > 0) == (r.contender != "tenacity + aiolimiter") for r in rows)
+    assert all(r.slots_bound >= r.quota_bound - 1e-6 for r in rows if r.slots_bound)
+
+
+def test_bench_composition_late_start_is_the_slots_bound() -> None:
+    """Started at :58 on the fixed window, 3x the quota: the default stack's 32 calls in flight,
+    answered 2 s later, are all the first minute takes, and three minutes' quota needs a
+    fourth: about twice the server's ideal, and within 1.05x of the soonest 32 in flight allow
+    (read as a defect of RateLimit's once: it is the README stack's ConcurrencyLimit(32))."""
+    bench = load_bench()
+    [row] = bench.compare(demand=3, repeats=1, phases=(58.0,),
+                          contenders=("llmguard (defaults)",), servers=("fixed window",))
+    assert row.rate_limited == 0 and row.failed == 0
+    assert row.ratio > 1.5
+    assert row.wall <= 1.05 * row.slots_bound, (row.wall, row.slots_bound)
 
 
 def test_bench_composition_cold_network_table() -> None:

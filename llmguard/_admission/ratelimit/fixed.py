@@ -39,7 +39,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from . import crossed
+from . import arrived, crossed
 
 __all__ = ["CLOCK_SKEW", "FixedCount", "narrow", "skew"]
 
@@ -79,7 +79,7 @@ class FixedCount:
 
     __slots__ = ("limit", "window", "margin", "epoch", "tokens", "counts", "recent", "rolled",
                  "on_clock", "carried", "seen", "flip", "reading", "doubt", "pending", "least",
-                 "settles")
+                 "settles", "timed")
 
     def __init__(self, limit: int, window: float, margin: float, epoch: float,
                  tokens: bool, recent: Iterable[Any] | None = None,
@@ -112,6 +112,9 @@ class FixedCount:
         #: the last ``remaining`` read (:meth:`read`).
         self.seen, self.flip = -math.inf, -math.inf
         self.reading: int | None = None
+        #: Ours whose answers timed their way there before a boundary their margin crosses
+        #: (by id): counted only in the windows before it (:mod:`.arrived`).
+        self.timed: dict[int, Any] = {}
 
     def index(self, t: float) -> int:
         return math.floor((t - self.epoch) / self.window)
@@ -124,9 +127,11 @@ class FixedCount:
         """Seconds past a boundary a request goes to be counted after it (:func:`skew`)."""
         return skew(self.margin, self.window, self.on_clock, self.doubt)
 
-    def _indices(self, t: float) -> tuple[int, ...]:
-        early = self.skew()
-        first, last = self.index(t - early), self.index(t + self.margin)
+    def spans(self, t: float, reach: float | None = None) -> tuple[int, ...]:
+        """The windows an admission at ``t`` counts in, counted by the server up to the skew
+        before it (:func:`skew`) or ``reach`` s after it (default: the margin)."""
+        first = self.index(t - self.skew())
+        last = self.index(t + (self.margin if reach is None else reach))
         return (first,) if first == last else (first, last)
 
     def _weight(self, entry: Any) -> int:
@@ -134,7 +139,7 @@ class FixedCount:
 
     def rebuild(self, now: float, entries: Iterable[Any]) -> None:
         """Count ``entries`` (a log's, oldest first) into their windows."""
-        self.counts, self.pending = {}, []
+        self.counts, self.pending, self.timed = {}, [], {}
         self.rolled = math.inf  # carried once all are in
         for entry in entries:
             self.add(now, entry)
@@ -150,19 +155,21 @@ class FixedCount:
     def add(self, now: float, entry: Any) -> None:
         self._roll(now)
         counts = self.counts
-        for index in self._indices(entry.time):
+        for index in arrived.counted(self, entry):
             counts[index] = counts.get(index, 0) + self._weight(entry)
         if len(counts) > 3:  # windows before the current one no longer matter
             current = self.index(now)
             for index in [i for i in counts if i < current]:
                 del counts[index]
+            if self.timed:
+                arrived.forget(self, current)
 
     def adjust(self, entry: Any, tokens: int, live: int) -> None:
         """``entry`` counts ``tokens`` (and ``live``) from now on: in its windows, and in the
         one it was carried into while in flight (a refund of a call that never left, say
         queued for a concurrency slot across the boundary, gives that back too)."""
         delta = (tokens - entry.tokens) if self.tokens else (live - entry.live)
-        indices = self._indices(entry.time)
+        indices = arrived.indices(self, entry)
         rolled = self.rolled
         if id(entry) in self.carried and rolled not in indices:
             indices = (*indices, rolled)
@@ -183,14 +190,14 @@ class FixedCount:
 
     def flipped(self, now: float) -> None:
         """An answer read at ``now`` was made after this window's boundary: ours answered
-        before it were made, and counted, before the boundary (answers written in the order
-        they were made): no longer carried into this window."""
+        before it (in its instant too, read before it) were made, and counted, before the
+        boundary (answers written in the order they were made): carried no more."""
         self._roll(now)
         current = self.index(now)
         self.seen, self.flip = current, now
         if self.rolled != current:
             return
-        gone = [key for key, entry in self.carried.items() if entry.answered < now]
+        gone = [key for key, entry in self.carried.items() if entry.answered <= now]
         for key in gone:
             entry = self.carried.pop(key)
             if current in self.counts:
@@ -224,7 +231,7 @@ class FixedCount:
     def fits(self, now: float, tokens: int) -> bool:
         self._roll(now)
         need = tokens if self.tokens else 1
-        return all(self._room(index, need) for index in self._indices(now))
+        return all(self._room(index, need) for index in self.spans(now))
 
     def wait(self, now: float, need: int) -> float:
         """Seconds until ``need`` more fits: the skew past the start of the first window with
@@ -233,7 +240,7 @@ class FixedCount:
         self._roll(now)
         at, early = now, self.skew()
         for _ in range(4):
-            blocked = [index for index in self._indices(at) if not self._room(index, need)]
+            blocked = [index for index in self.spans(at) if not self._room(index, need)]
             if not blocked:
                 return at - now
             # a microsecond past it: float rounding must not leave it a hair inside the window
@@ -247,7 +254,7 @@ class FixedCount:
 
     def available(self, now: float) -> int:
         self._roll(now)
-        return self.limit - max(self.counts.get(index, 0) for index in self._indices(now))
+        return self.limit - max(self.counts.get(index, 0) for index in self.spans(now))
 
     def __repr__(self) -> str:
         return f"<FixedCount limit={self.limit} per {self.window:g} s epoch={self.epoch:g}>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import answers, beyond, learn, learn_refusal, short, silent, told
+from . import answers, arrived, beyond, learn, learn_refusal, short, silent, told
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -163,6 +163,10 @@ class Window:
         it counted ``ticket``'s request (None, or ``as_of_now``: all of ours sent), read against
         ours in flight per burst (:mod:`.reading`): a bucket's level, else a cap until the reset
         (a fixed window's boundary; one ours explain: :func:`.answers.held`). A shape learns."""
+        if ticket is not None and getattr(ticket, "way", None) is not None:
+            for track in self.tracks:  # its way there timed: which windows counted it
+                if getattr(track, "fixed", None) is not None:
+                    arrived.timed(track.fixed, ticket)
         seen = ticket  # the last of ours it counted: as of now, the last sent
         if as_of_now and ticket is not None:
             seen, ticket = self.readings.recent[-1], None
