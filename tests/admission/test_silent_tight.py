@@ -83,6 +83,26 @@ def test_a_probe_early_in_the_minute_counts_as_served_once_a_429_would_refute_a_
                                                           w.charge.ceiling)
 
 
+def test_when_a_probe_may_go_is_not_asked_of_a_later_moment_now() -> None:
+    """The next probe of the charge may go seconds ahead (a bucket's refill,
+    ``probing.refuting``): asked now whether one may go then, the logs expired ours as of
+    then, and one of ours still in the window left it early (the property test's 4 requests
+    within 60 s at ``rpm=3``). Asked again then."""
+    w = silent_window()
+    old = w.add(-55.5, 212)  # leaves the window at 4.55
+    old.answered = -53.5
+    for entry in [w.add(0.0, 212) for _ in range(39)]:
+        entry.answered = 2.0
+    probing.probe(w.charge, w, 2.0, 212).answered = 4.0
+    second = probing.probe(w.charge, w, 4.0, 212)
+    at = probing.served_at(w, second)
+    assert 4.6 < at < math.inf
+    requests = w.tracks[0].log
+    counted = requests.used
+    assert probing.due(w.charge, w, 4.01, 212) == at
+    assert requests.used == counted and old in requests.entries
+
+
 def test_the_give_back_test_waits_for_the_answers() -> None:
     """47 of ours in the window at their bare estimates (no room for one more), the answers'
     usage (12 tokens each) leaving room were unused tokens given back: that probe, whose 429

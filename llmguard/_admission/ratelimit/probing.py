@@ -134,13 +134,16 @@ def _answering(window: Any) -> float:
 
 def due(charge: Any, window: Any, now: float, estimate: int) -> float | None:
     """When a probe of the charge may go (:func:`probes`): now, when the one in flight counts
-    as served (:func:`served_at`) if one may go then, or None."""
+    as served (:func:`served_at`), to be asked again then, or None. Not asked of that moment
+    now: the logs expire ours as of the time asked, and seconds ahead (a bucket's refill,
+    :func:`refuting`) one left them early and the quota admitted a request more (4 at
+    ``rpm=3``)."""
     if probes(charge, window, now, estimate):
         return now
     if not flying(charge, now):
         return None
     at = served_at(window, charge.probing)
-    return at if at < math.inf and probes(charge, window, at, estimate) else None
+    return at if now < at < math.inf else None
 
 
 def probe(charge: Any, window: Any, now: float, estimate: int) -> Any:
