@@ -216,7 +216,8 @@ async def test_a_mute_sliding_window_charging_more_refuses_once_per_thing_learne
 #: the sliding log at what the probe allows as well as within both may serve the two.
 AMBIGUOUS_PROBE = pytest.mark.xfail(strict=True, reason="#30: a silent sliding window's first "
                                     "probe served at the guessed factor is read as a fixed "
-                                    "window or a bucket (4 and 2 429s, 1.49x)")
+                                    "window or a bucket (1.49x; one 429 each since tight30, "
+                                    "4 and 2 before)")
 
 
 @pytest.mark.parametrize("phase", [pytest.param(50.0, marks=AMBIGUOUS_PROBE),
