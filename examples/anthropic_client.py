@@ -4,8 +4,11 @@ Offline: ``llmguard.testing`` serves Anthropic's Messages API on a loopback sock
 way Anthropic documents (input counted on arrival; output charged as ``max_tokens`` and
 adjusted to the output used when the answer ends) and answering with its
 ``anthropic-ratelimit-*`` headers. Twelve calls of ``max_tokens=400`` against 2,000 output
-tokens a minute: sent bare, the provider refuses most of them with 429s; through llmguard, each
-call's unused output comes back when it ends, so all twelve go within seconds, none refused.
+tokens a minute: sent bare, the provider refuses most of them with 429s; through llmguard, none
+is refused. They go as the output bucket refills (about 85 s here): RateLimit keeps each call's
+``max_tokens`` charged until two spans of the server's output readings show it giving unused
+output back (a gateway in front of the provider may keep it charged), and twelve calls are too
+few to show it. That is the safe side; giving back sooner on a burst this small is open (#30).
 """
 
 import asyncio
