@@ -42,7 +42,7 @@ def defer(line: WaitingLine, key: Hashable, tokens: int) -> bool:
         del deferred[held]
         held.call.current.deferred = None
         held.ticket, held.at = ticket, ticket.time if type(ticket) is Entry else clock.now()
-        if line.queued is not None and type(ticket) is Entry and held.below:
+        if line.queued is not None and type(ticket) is Entry and held.waits_below:
             line.queued(held.key, ticket, True)
             line.wake_front(held.key)  # (as ``queued``: one waiting ahead may take its room)
     return False
@@ -53,7 +53,7 @@ class Held:
     time ``at`` (its answer's headers sample the send latency from it). Calling it is the
     attempt's ``on_wait`` hook (an object, not a closure: no cells made a call)."""
 
-    __slots__ = ("line", "call", "key", "ticket", "tokens", "at", "below", "__weakref__")
+    __slots__ = ("line", "call", "key", "ticket", "tokens", "at", "waits_below", "__weakref__")
 
     def __init__(self, line: WaitingLine, call: Any, key: Hashable, ticket: Any,
                  tokens: int, at: float) -> None:
@@ -61,7 +61,7 @@ class Held:
         self.tokens = tokens
         self.at = at
         #: True while the call waits in an inner queue (counted in ``line.waiting_below``).
-        self.below = False
+        self.waits_below = False
         if ticket is None:  # deferred (``defer``): the limiter below reserves it as it goes
             line.deferred[self] = None
             call.current.deferred = self
@@ -70,8 +70,8 @@ class Held:
         """Count the call again now: moved at once in memory when there is room (None: nothing
         to await, no coroutine made), else what waits for it (:meth:`recount`)."""
         line = self.line
-        if self.below:
-            self.below = False
+        if self.waits_below:
+            self.waits_below = False
             line.waiting_below -= 1
         if self.ticket is None:  # deferred: reserved now, as the call leaves (or skips) the queue
             self.call.current.deferred = None
@@ -102,8 +102,8 @@ class Held:
         the queue, to give way (:mod:`.below`). True when let go with its reservation given
         way meanwhile: to be counted again."""
         line, ticket = self.line, self.ticket
-        if waits != self.below:
-            self.below = waits
+        if waits != self.waits_below:
+            self.waits_below = waits
             line.waiting_below += 1 if waits else -1
         if ticket is None:  # deferred (nothing reserved yet): to be taken as it goes
             return not waits
@@ -119,8 +119,8 @@ class Held:
 
     def failed(self) -> None:
         """The call failed (in the inner queue, or before its deferred reservation)."""
-        if self.below:
-            self.below = False
+        if self.waits_below:
+            self.waits_below = False
             self.line.waiting_below -= 1
         self.call.current.deferred = None
         self.line.deferred.pop(self, None)
