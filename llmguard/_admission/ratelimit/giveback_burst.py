@@ -1,0 +1,84 @@
+"""A burst answered together shows the give-back (:mod:`.giveback`) in a few readings.
+
+:meth:`.giveback.GiveBack.read` judges a span once the unused output given back in it is large
+against ours that may be on the way at either end: twice the largest request and the slack at
+least. A small burst (twelve calls of 400 against 2,000 a minute) never gives that much in a
+span, so ``max_tokens`` stayed charged and the burst went at the refill's pace (85 s).
+
+A tighter bound holds on the side that matters. On a server keeping ``max_tokens`` charged its
+``remaining`` rises between two readings by its refill only (``rate``, the faster of its own and
+our quota's; a clock slack for the answers' way back), less what was charged: the residual
+over our count can exceed the slack only by ours admitted after the earlier reading and not
+charged yet, and a request answered was charged. So ours admitted since the earlier reading
+and not answered (``pending``) bound it, whatever their send latency; other clients only lower
+it. When the answers of a burst end, nothing of ours is admitted meanwhile (ours kept
+charged, the bucket is empty): a rise of about the unused output that ended, above that bound,
+shows the give-back (``shown``). Headers are read before their answer's usage, so a span's
+rise holds its last answer's unused output and ours its first's: the rise may exceed what we
+counted by one answer (``largest``); a rise beyond that is not a give-back.
+
+A gateway counting per clock minute (no refill; its count starts afresh at each boundary)
+rises once a window, whatever it keeps: two spans shown in a row within ``horizon`` (less than a
+window) decide, never one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Burst"]
+
+
+class Burst:
+    """Ours admitted and not answered (``open``: ``id(entry)`` to ``(seq, admitted at,
+    output, entry)``; ``seq`` counts admissions), the earlier reading (``anchor``: time,
+    remaining, ours issued and unused output given back by then, ``seq``) and the start of
+    the span last shown giving back (``since``)."""
+
+    __slots__ = ("open", "seq", "anchor", "since", "window")
+
+    def __init__(self, window: float) -> None:
+        #: Seconds an admission stays open at most (by then it reached the server).
+        self.window = window
+        self.open: dict[int, tuple[int, float, int, Any]] = {}
+        self.seq = 0
+        self.anchor: tuple[float, int, int, int, int] | None = None
+        self.since: float | None = None
+
+    def admitted(self, now: float, output: int, entry: Any) -> None:
+        """Ours reserved ``output`` at ``now`` (``entry``; None: one never told answered)."""
+        self.seq += 1
+        entry = object() if entry is None else entry
+        open_ = self.open
+        open_[id(entry)] = (self.seq, now, output, entry)  # entry kept: its id not reused
+        while (first := next(iter(open_.items())))[1][1] < now - self.window:
+            del open_[first[0]]
+
+    def closed(self, entry: Any) -> None:
+        """The request of ``entry`` was answered (so charged), or never charged."""
+        if entry is not None:
+            self.open.pop(id(entry), None)
+
+    def read(self, now: float, remaining: int, issued: int, given: int, rate: float,
+             slack: float, largest: int, horizon: float) -> bool:
+        """A reading of the server's output ``remaining`` (refilling ``rate`` a second, up to
+        ``slack`` off for the answers' way back) at ``now``, with ours ``issued`` and
+        ``given`` back so far: True when it and the one before it, within ``horizon``, each
+        show the give-back over the span before them (``largest``: one answer's output)."""
+        here, anchor = (now, remaining, issued, given, self.seq), self.anchor
+        if anchor is None or anchor[0] < now - horizon:  # too old to decide with: anew
+            self.anchor = here
+            return False
+        at, before, issued_then, given_then, seq = anchor
+        given -= given_then
+        residual = remaining - (before + rate * (now - at) - (issued - issued_then))
+        if given <= 0 or residual <= slack + given / 2:
+            return False  # the span goes on
+        high = slack + sum(output for after, _, output, _ in self.open.values() if after > seq)
+        if not high + given / 2 < residual <= high + given + largest:
+            return False
+        self.anchor = here
+        if self.since is not None and self.since >= now - horizon:
+            return True
+        self.since = at
+        return False
