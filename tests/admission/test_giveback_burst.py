@@ -157,3 +157,25 @@ async def test_a_small_burst_against_a_server_keeping_max_tokens_keeps_it(shape:
     _, limit, server = await twelve_calls(False, shape, phase)
     assert server.statistics().rate_limited <= (shape == "fixed")
     assert "unused output given back (the server does)" not in repr(limit)
+
+
+def test_a_request_that_failed_without_reaching_the_server_is_no_give_back() -> None:
+    """Between a burst's answers, one of ours fails after it was sent (a connection refused:
+    settled as reserved, never charged by the server). It is not counted as charged: the
+    server keeping max_tokens then reads its output higher than our count, by it, as a
+    give-back would; the answer without usage keeps it among ours possibly on the way."""
+    back, server = GiveBack(SPREAD, WINDOW), Server(False)
+    back.quota = LIMIT
+    burst_ = [object() for _ in range(5)]
+    for entry in burst_:
+        back.admitted(0.0, MAX_TOKENS, entry)
+    for entry in burst_:
+        server.arrive(0.1)
+    for i, entry in enumerate(burst_):
+        now = 0.3 + i * 0.2
+        back.read(now, server.end(now), LIMIT)
+        back.ended(now, USED, MAX_TOKENS, lambda n: None, entry)
+        lost = object()
+        back.admitted(now + 0.05, MAX_TOKENS, lost)
+        back.ended(now + 0.1, MAX_TOKENS, MAX_TOKENS, lambda n: None, lost)
+    assert back.verdict is not True, back.describe()

@@ -117,7 +117,7 @@ class GiveBack:
         unused = kept - used
         settle = partial(_settle, reconcile, used, kept)
         self.given += max(0, unused)
-        self.burst.closed(entry)
+        self.burst.answered(entry, unused)
         if entry is not None and entry is self.probe:  # served (an answer without usage,
             if unused <= 0:  # e.g. an error after it was sent, tests nothing: the next one)
                 self.probe = None

@@ -55,9 +55,17 @@ class Burst:
             del open_[first[0]]
 
     def closed(self, entry: Any) -> None:
-        """The request of ``entry`` was answered (so charged), or never charged."""
+        """The request of ``entry`` was never charged (never sent, or refused)."""
         if entry is not None:
             self.open.pop(id(entry), None)
+
+    def answered(self, entry: Any, unused: int) -> None:
+        """The request of ``entry`` ended, ``unused`` of its output not used. An answer that
+        reports less than it reserved was served, so charged; one that does not may be an
+        error of a request that never reached the server: it stays open (the bound wider)
+        until a window has passed."""
+        if unused > 0:
+            self.closed(entry)
 
     def read(self, now: float, remaining: int, issued: int, given: int, rate: float,
              slack: float, largest: int, horizon: float) -> bool:
