@@ -49,14 +49,17 @@ class Server:
 
 def burst(server: Server, *, start: float = 0.0, calls: int = 5, later: int = 0,
           every: float = 12.0, send: tuple[float, float] = (0.1, 0.1), service: float = 0.2,
-          twice: bool = False, seed: int = 0) -> tuple[GiveBack, list[float]]:
+          twice: bool = False, seed: int = 0,
+          back_way: tuple[float, float] = (0.0, 0.0)) -> tuple[GiveBack, list[float]]:
     """``calls`` admitted at ``start`` and ``later`` more one ``every`` s after, each reaching
-    the server within ``send`` s, answered ``service`` s after. As through the ``anthropic``
-    SDK, an answer's reading is read before its usage (``twice``: and again after it). The
-    times of the verdict's readings returned."""
+    the server within ``send`` s, answered ``service`` s after, its answer back within
+    ``back_way`` s (answers may come back out of order). As through the ``anthropic`` SDK, an
+    answer's reading is read before its usage (``twice``: and again after it). The times of
+    the verdict's readings returned."""
     rng, back = random.Random(seed), GiveBack(SPREAD, WINDOW)
     back.quota = LIMIT
-    events: list[tuple[float, int, int]] = []  # (when, order, call)
+    events: list[tuple[float, int, int]] = []  # (when, what, call)
+    readings: dict[int, int] = {}
     for i in range(calls + later):
         heapq.heappush(events, (start + max(0, i - calls + 1) * every, 0, i))
     entries = [object() for _ in range(calls + later)]
@@ -69,12 +72,15 @@ def burst(server: Server, *, start: float = 0.0, calls: int = 5, later: int = 0,
         elif kind == 1:
             server.arrive(now)
             heapq.heappush(events, (now + service, 2, i))
+        elif kind == 2:
+            readings[i] = server.end(now)
+            heapq.heappush(events, (now + rng.uniform(*back_way), 3, i))
         else:
-            remaining = server.end(now)
-            back.read(now, remaining, LIMIT)
+            remaining = readings.pop(i)
+            back.read(now, remaining, LIMIT, entry=entries[i])
             back.ended(now, USED, MAX_TOKENS, lambda n: None, entries[i])
             if twice:
-                back.read(now, remaining, LIMIT)
+                back.read(now, remaining, LIMIT, entry=entries[i])
             if back.verdict is True and not judged:
                 judged.append(now)
     return back, judged
@@ -98,19 +104,20 @@ def test_a_server_keeping_max_tokens_never_shows_a_burst_giving_back(shape: str,
                                                                     start: float) -> None:
     """Against a bucket or a gateway counting per clock minute (its count afresh at each
     boundary: the readings rise once a window) that keep max_tokens charged: bursts of 3 and
-    5, later calls at the refill's pace for minutes, ours reaching the server within up to
-    twice the spread (stragglers) and answered in 0.2 or 2 s, read once or twice: never
-    judged giving back."""
-    for calls in (3, 5):
+    5, later calls at the refill's pace (or twice it) for minutes, ours reaching the server
+    within up to twice the spread (stragglers), answered in 0.2 or 2 s, coming back within up
+    to three times the spread (out of order: a reading older than the one before it), read
+    once or twice: never judged giving back."""
+    for calls, every in ((3, 12.0), (5, 6.0)):
         for send in ((0.0, 0.0), (0.1, 0.45), (0.0, 1.0)):
-            for service in (0.2, 2.0):
-                for twice in (False, True):
-                    for seed in range(3):
+            for back_way in ((0.0, 0.0), (0.0, 0.5), (0.0, 1.5)):
+                for service in (0.2, 2.0):
+                    for twice, seed in ((False, 0), (True, 1), (False, 2)):
                         back, _ = burst(Server(False, shape), start=start, calls=calls,
-                                        later=30, send=send, service=service, twice=twice,
-                                        seed=seed)
-                        assert back.verdict is not True, (calls, send, service, twice, seed,
-                                                          back.describe())
+                                        later=20, every=every, send=send, service=service,
+                                        twice=twice, seed=seed, back_way=back_way)
+                        assert back.verdict is not True, (calls, send, back_way, service,
+                                                          twice, seed, back.describe())
 
 
 QUOTAS = {"rpm": 50, "input_tpm": 20_000, "output_tpm": 2_000}
@@ -173,7 +180,7 @@ def test_a_request_that_failed_without_reaching_the_server_is_no_give_back() -> 
         server.arrive(0.1)
     for i, entry in enumerate(burst_):
         now = 0.3 + i * 0.2
-        back.read(now, server.end(now), LIMIT)
+        back.read(now, server.end(now), LIMIT, entry=entry)
         back.ended(now, USED, MAX_TOKENS, lambda n: None, entry)
         lost = object()
         back.admitted(now + 0.05, MAX_TOKENS, lost)

@@ -196,18 +196,17 @@ class GiveBack:
     def _on_the_way(self, now: float) -> int:
         return sum(output for at, output in self.recent if at >= now - self.spread)
 
-    def read(self, now: float, remaining: int, limit: int) -> None:
-        """A reading of the server's output ``remaining`` of ``limit`` per ``window`` s."""
-        window = self.window
+    def read(self, now: float, remaining: int, limit: int, wall: float | None = None,
+             entry: Any = None) -> None:
+        """A reading of the server's output ``remaining`` of ``limit`` per ``window`` s, at
+        ``now`` (``wall`` by the wall clock; None: ``now`` is), in the answer to ``entry``."""
         on_the_way = self._on_the_way(now)
         here = (now, remaining, self.issued, self.given, on_the_way)
         anchor = self.anchor
         # the faster of the server's rate and our quota's: a refill over-counted errs toward
         # "keeps it" (our quota may be the server's minute compressed, or a lower share of it)
-        rate = max(limit, self.quota) / window
-        if self.verdict is not True and self.burst.read(
-                now, remaining, self.issued, self.given, rate, rate * self.spread,
-                self.largest, self.horizon):
+        rate = max(limit, self.quota) / self.window
+        if self.verdict is not True and self.burst.read(self, now, remaining, rate, wall, entry):
             self._decide(True, f"the server's output remaining rose above its refill less ours "
                                f"by about the unused output of the answers ended, twice within "
                                f"{self.horizon:.0f} s of a burst's answers")

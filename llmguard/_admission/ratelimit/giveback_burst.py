@@ -24,6 +24,7 @@ window) decide, never one.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = ["Burst"]
@@ -32,18 +33,21 @@ __all__ = ["Burst"]
 class Burst:
     """Ours admitted and not answered (``open``: ``id(entry)`` to ``(seq, admitted at,
     output, entry)``; ``seq`` counts admissions), the earlier reading (``anchor``: time,
-    remaining, ours issued and unused output given back by then, ``seq``) and the start of
-    the span last shown giving back (``since``)."""
+    remaining, ours issued and unused output given back by then, ``seq``, the earliest the
+    server's time on it can be) and the start of the span last shown giving back
+    (``since``)."""
 
-    __slots__ = ("open", "seq", "anchor", "since", "window")
+    __slots__ = ("open", "seq", "anchor", "since", "window", "last")
 
     def __init__(self, window: float) -> None:
         #: Seconds an admission stays open at most (by then it reached the server).
         self.window = window
         self.open: dict[int, tuple[int, float, int, Any]] = {}
         self.seq = 0
-        self.anchor: tuple[float, int, int, int, int] | None = None
+        self.anchor: tuple[float, int, int, int, int, float] | None = None
         self.since: float | None = None
+        #: The request of the last reading heard in its answer, and its admission.
+        self.last: tuple[Any, float] = (None, 0.0)
 
     def admitted(self, now: float, output: int, entry: Any) -> None:
         """Ours reserved ``output`` at ``now`` (``entry``; None: one never told answered)."""
@@ -67,24 +71,37 @@ class Burst:
         if unused > 0:
             self.closed(entry)
 
-    def read(self, now: float, remaining: int, issued: int, given: int, rate: float,
-             slack: float, largest: int, horizon: float) -> bool:
-        """A reading of the server's output ``remaining`` (refilling ``rate`` a second, up to
-        ``slack`` off for the answers' way back) at ``now``, with ours ``issued`` and
-        ``given`` back so far: True when it and the one before it, within ``horizon``, each
-        show the give-back over the span before them (``largest``: one answer's output)."""
-        here, anchor = (now, remaining, issued, given, self.seq), self.anchor
-        if anchor is None or anchor[0] < now - horizon:  # too old to decide with: anew
+    def read(self, back: Any, now: float, remaining: int, rate: float, wall: float | None,
+             entry: Any = None) -> bool:
+        """A reading of the server's output ``remaining`` (refilling ``rate`` a second) at
+        ``now`` (``wall`` by the wall clock), in the answer to ``entry`` if known, for
+        ``back`` (a :class:`.giveback.GiveBack`): True when it and one before it, within
+        ``horizon``, each show the give-back over the span before them."""
+        issued, given, spread, horizon = back.issued, back.given, back.spread, back.horizon
+        # the server's time on it: up to ``spread`` before now, and after its request's
+        # admission (a burst started at :00 is answered in the minute it was sent; an
+        # answer's headers may be read again once it ended)
+        if entry is not None and (own := self.open.get(id(entry))) is not None:
+            self.last = (entry, own[1])
+        admitted = self.last[1] if entry is not None and entry is self.last[0] else -math.inf
+        stamp = max(now - spread, admitted)
+        here, anchor = (now, remaining, issued, given, self.seq, stamp), self.anchor
+        wall, period = now if wall is None else wall, back.minute.period
+        # too old to decide with, or a clock minute's boundary may lie between the two
+        # readings (a gateway's count afresh): start anew
+        if anchor is None or anchor[0] < now - horizon or \
+                (wall - (now - min(anchor[5], stamp))) // period != wall // period:
             self.anchor = here
             return False
-        at, before, issued_then, given_then, seq = anchor
+        at, before, issued_then, given_then, seq, _ = anchor
         given -= given_then
         residual = remaining - (before + rate * (now - at) - (issued - issued_then))
+        slack = rate * spread  # the answers' way back: up to ``spread`` of refill off
         if given <= 0 or residual <= slack + given / 2:
             return False  # the span goes on
         high = slack + sum(output for after, _, output, _ in self.open.values() if after > seq)
-        if not high + given / 2 < residual <= high + given + largest:
-            return False
+        if not high + given / 2 < residual <= high + given + back.largest:
+            return False  # beyond a give-back by one answer's (``largest``): not one either
         self.anchor = here
         if self.since is not None and self.since >= now - horizon:
             return True
