@@ -104,11 +104,12 @@ def test_a_server_keeping_max_tokens_never_shows_a_burst_giving_back(shape: str,
                                                                     start: float) -> None:
     """Against a bucket or a gateway counting per clock minute (its count afresh at each
     boundary: the readings rise once a window) that keep max_tokens charged: bursts of 3 and
-    5, later calls at the refill's pace (or twice it) for minutes, ours reaching the server
+    5, later calls at the refill's pace (or twice it) for minutes or while the burst is
+    answered (charged after the reading that follows them), ours reaching the server
     within up to twice the spread (stragglers), answered in 0.2 or 2 s, coming back within up
     to three times the spread (out of order: a reading older than the one before it), read
     once or twice: never judged giving back."""
-    for calls, every in ((3, 12.0), (5, 6.0)):
+    for calls, every in ((3, 12.0), (5, 6.0), (3, 0.2)):  # last: ours sent meanwhile
         for send in ((0.0, 0.0), (0.1, 0.45), (0.0, 1.0)):
             for back_way in ((0.0, 0.0), (0.0, 0.5), (0.0, 1.5)):
                 for service in (0.2, 2.0):
