@@ -8,10 +8,10 @@ tokens a minute: sent bare, the provider refuses most of them with 429s; through
 is refused, and all twelve are answered in under a second (0.7 s here, three rounds of 0.2 s).
 RateLimit keeps each call's ``max_tokens`` charged until the server's output readings show it
 giving unused output back (a gateway in front of the provider may keep it charged): the five
-that fit go at once, their answers' readings rise by the output they did not use, seen twice by
-the third answer: from then on unused output is given back (the answers held meanwhile too),
-so the other seven go as it comes back, not at the refill's pace (85 s before bursts were
-judged, each ``max_tokens`` kept charged). The repr says what was learned.
+that fit go at once, their answers' readings rise by the output they did not use (twice by the
+third answer, confirmed by the fourth's): from then on unused output is given back (the answers
+held meanwhile too), so the other seven go as it comes back, not at the refill's pace (85 s
+before bursts were judged, each ``max_tokens`` kept charged). The repr says what was learned.
 """
 
 import asyncio

@@ -91,7 +91,8 @@ def test_a_burst_answered_together_shows_the_give_back_in_its_first_answers(twic
     """Five calls of 400 against 2,000 a minute, answered together: too little given back in
     a span for the general judgement (twice the largest request and the slack), but nothing of
     ours is admitted meanwhile: the readings rise by the unused output ended, above what a
-    server keeping max_tokens allows, twice: it gives back, by the third answer."""
+    server keeping max_tokens allows, twice, and the fourth answer's reading does not drop
+    below them (as it would after a reading out of order): it gives back."""
     back, judged = burst(Server(True), twice=twice)
     assert back.verdict is True, back.describe()
     assert "twice within 10 s of a burst's answers" in back.describe()

@@ -209,7 +209,8 @@ class GiveBack:
         if self.verdict is not True and self.burst.read(self, now, remaining, rate, wall, entry):
             self._decide(True, f"the server's output remaining rose above its refill less ours "
                                f"by about the unused output of the answers ended, twice within "
-                               f"{self.horizon:.0f} s of a burst's answers")
+                               f"{self.horizon:.0f} s of a burst's answers, and did not drop "
+                               "after")
         if anchor is None or remaining >= limit - rate * self.spread - on_the_way:
             self.anchor = here  # near full: refill may be lost from here; start over
             self.expire(now)
