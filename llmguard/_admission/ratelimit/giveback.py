@@ -24,6 +24,7 @@ Other clients' use only lowers readings, toward "keeps it": the safe side. With 
 reading heard (a client that reads no header), the server is tested instead: one answer's unused
 output at a time is given back, and the request admitted only thanks to it is served (the server
 gives back) or refused with a 429 (it does not: the one 429 this costs), :meth:`GiveBack.refused`.
+A burst's answers, too few for that, are judged on a tighter bound: :mod:`.giveback_burst`.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from .giveback_burst import Burst
 from .giveback_minute import Minute
 
 __all__ = ["GiveBack"]
@@ -49,7 +51,7 @@ class GiveBack:
 
     __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
                  "given", "largest", "recent", "anchor", "held", "credit", "probe", "told",
-                 "telling", "minute", "decisive")
+                 "telling", "minute", "decisive", "burst")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
@@ -81,6 +83,7 @@ class GiveBack:
         #: Ours per clock minute: a served test a fresh minute explains (not ``decisive``)
         #: gives back only provisionally (:mod:`.giveback_minute`).
         self.minute, self.decisive = Minute(window), True
+        self.burst = Burst(window)  # ours not answered yet; a burst's readings
 
     def admitted(self, now: float, output: int, entry: Any = None,
                  level: Callable[[], int] | None = None, wall: float | None = None) -> None:
@@ -92,6 +95,7 @@ class GiveBack:
                 and level() - self.credit < output:
             self.probe, self.decisive = entry, over
         self.issued += output
+        self.burst.admitted(now, output, entry)
         self.largest = max(self.largest, output)
         recent = self.recent
         recent.append((now, output))
@@ -102,6 +106,7 @@ class GiveBack:
         """A reservation of ``output`` (``entry``) the server never charged (never sent, or
         refused): a probe never sent tests nothing."""
         self.issued -= output
+        self.burst.closed(entry)
         if entry is not None and entry is self.probe:
             self.probe = None
 
@@ -112,6 +117,7 @@ class GiveBack:
         unused = kept - used
         settle = partial(_settle, reconcile, used, kept)
         self.given += max(0, unused)
+        self.burst.answered(entry, unused)
         if entry is not None and entry is self.probe:  # served (an answer without usage,
             if unused <= 0:  # e.g. an error after it was sent, tests nothing: the next one)
                 self.probe = None
@@ -190,15 +196,21 @@ class GiveBack:
     def _on_the_way(self, now: float) -> int:
         return sum(output for at, output in self.recent if at >= now - self.spread)
 
-    def read(self, now: float, remaining: int, limit: int) -> None:
-        """A reading of the server's output ``remaining`` of ``limit`` per ``window`` s."""
-        window = self.window
+    def read(self, now: float, remaining: int, limit: int, wall: float | None = None,
+             entry: Any = None) -> None:
+        """A reading of the server's output ``remaining`` of ``limit`` per ``window`` s, at
+        ``now`` (``wall`` by the wall clock; None: ``now`` is), in the answer to ``entry``."""
         on_the_way = self._on_the_way(now)
         here = (now, remaining, self.issued, self.given, on_the_way)
         anchor = self.anchor
         # the faster of the server's rate and our quota's: a refill over-counted errs toward
         # "keeps it" (our quota may be the server's minute compressed, or a lower share of it)
-        rate = max(limit, self.quota) / window
+        rate = max(limit, self.quota) / self.window
+        if self.verdict is not True and self.burst.read(self, now, remaining, rate, wall, entry):
+            self._decide(True, f"the server's output remaining rose above its refill less ours "
+                               f"by about the unused output of the answers ended, twice within "
+                               f"{self.horizon:.0f} s of a burst's answers, and did not drop "
+                               "after")
         if anchor is None or remaining >= limit - rate * self.spread - on_the_way:
             self.anchor = here  # near full: refill may be lost from here; start over
             self.expire(now)

@@ -81,10 +81,12 @@ class GiveBackParts:
             back.told = back.verdict
             back.telling = self.inner.giveback(Part("output", key), back.verdict, back.why)
 
-    def read_output(self, key: Hashable, remaining: int, limit: int) -> None:
-        """The server's output ``remaining`` of ``limit``: does it give unused output back?"""
+    def read_output(self, key: Hashable, remaining: int, limit: int, ticket: Any = None) -> None:
+        """The server's output ``remaining`` of ``limit`` (in the answer to ``ticket``'s
+        request, if known): does it give unused output back?"""
         if back := self.giveback.get(key):
-            back.read(asyncio.get_running_loop().time(), remaining, limit)
+            back.read(asyncio.get_running_loop().time(), remaining, limit, clock.wall(),
+                      self._entry(ticket, "output"))
             self._tell(key, back)
 
     @staticmethod
