@@ -1,0 +1,30 @@
+"""The README stack with default settings against the benchmark's strict servers (no
+rate-limit header, the token quota binding, each request charged 1.11x our estimate, 0-10 ms
+on the way) started in the last seconds of a clock minute (:58, :59): 32 of the opening burst
+go at once (ConcurrencyLimit(32)), the rest after their answers, just after the minute, where
+the first probe of the shape goes (``silent.py``). Seen in ``benchmarks/bench_composition.py
+--phases 0,20,40,55,58,59`` and at no earlier phase. Virtual time, the wall clock pinned to
+the loop's."""
+
+import pytest
+
+from llmguard.testing import TokenBucketServer
+from late_start import run
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("phase", [58.0, 59.0])
+async def test_a_strict_silent_token_bucket_started_at_58_refuses_one_request_at_most(
+        phase: float, seed: int) -> None:
+    """A 60 RPM, 10,000 TPM token bucket with no rate-limit header charging 1.11x our
+    estimate, 126 calls (3x its 42 a minute). The first probe of the shape, served just after
+    the minute, leaves a fixed window from it or a bucket, paced within both; the 429 that
+    measures the charge (to a probe of it, the factor walked down to what the probes a bucket
+    served allow) was read as a fixed window's count of the minute, which the probes served
+    in the minute before had refuted: "the server charges 2.62x our estimate", a minute with
+    nothing sent, 1.53x the ideal."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                               rate_limit_headers=False)
+    layer, wall, ideal = await run(server, phase, 126, seed)
+    assert server.statistics().rate_limited <= 1, layer.statistics().shape
+    assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
