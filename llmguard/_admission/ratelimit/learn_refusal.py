@@ -59,6 +59,10 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     clocked = shows != "shape" and shape.served and shape.kind == "unknown" \
         and refuted.bucketless(window.charge)
     drained = shows == "shape" and refuted.slideless(window, ticket, named)
+    # nor a fixed clock minute charging what the probes it served allow, a bucket left: the
+    # bucket ran dry (the charge's probe, walked down as a bucket allows)
+    unclocked = not shows and not windowless and not refuted.bucketless(window.charge) \
+        and refuted.clockless(window, ticket)
     if shows == "fixed":
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
                             "refused (429)")
@@ -70,6 +74,10 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                               "token bucket run dry")
     elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
+    elif unclocked:
+        shape.learn("bucket", "a 429 no fixed clock minute that served the probes would give, "
+                              "after a request beyond a sliding window was served (no "
+                              "rate-limit header): a token bucket run dry")
     minute = None if long else clock_minute(window, now, ticket, seconds, boundary)
     if (long or minute) and shape.kind == "unknown":  # no bucket: what ours filled is read as
         shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
@@ -86,12 +94,14 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     # the same 429 at once). Counted, a stray 429 asking 2 s held its slot for a window: the
     # log full, where a sliding window of the server's had room, and no probe at the minute.
     # Nor a fixed window asking a pause short of its boundary (not full): kept, a retry
-    # refused at random held the minute full, 52 s idle with room
-    if shape.quiet is not False and (shows or long or seconds > DEFAULT_PAUSE) or \
+    # refused at random held the minute full, 52 s idle with room. Nor the bucket learned
+    # here: drained to what it held without it below (given back after, each next one was
+    # refused, the bucket as we count it 137 tokens over the server's: 32 429s)
+    if shape.quiet is not False and (shows or long or seconds > DEFAULT_PAUSE or unclocked) or \
             shape.kind == "fixed" and repeat.foreign(window, ticket, *pause):
         window.adjust(now, ticket, 0, live=0)
-    if drained:  # paced at the most such a bucket charges, from what it held
-        bounds.ceiled(window, now, ticket)
+    if drained or unclocked:  # paced at the most such a bucket charges, from what it held
+        bounds.ceiled(window, now, ticket, probed=unclocked)
     if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
         shape.speak(reading=False)
     if (why or minute) is not None and shape.kind == "unknown":

@@ -25,7 +25,7 @@ from typing import Any
 from .auto import AutoTrack
 from .bounds import bucket_of, bucketed
 
-__all__ = ["bucketless", "refused", "served", "slideless"]
+__all__ = ["bucketless", "clockless", "refused", "served", "slideless"]
 
 
 def served(window: Any, probe: Any) -> None:
@@ -69,6 +69,35 @@ def refused(window: Any, ticket: Any, named: Any = None) -> None:
 def bucketless(charge: Any) -> bool:
     """True when a 429 showed a bucket must charge more than a probe served showed it may."""
     return charge is not None and charge.floor > charge.ceiling
+
+
+def clockless(window: Any, ticket: Any) -> bool:
+    """True when the 429 to ``ticket``, while a fixed clock minute and a bucket are both
+    supposed (:mod:`.silent`), is no clock minute's: to refuse it, one must charge ours that
+    may count in its minute (from a margin before its start) more than the probes it served
+    allow (``Charge.clocked``), and its requests had room. Read as the minute's count, the
+    charge's 429 on a strict bucket started at :58 measured "2.62x our estimate" (the minute
+    was young), and nothing went for a minute: 1.53x the ideal."""
+    charge, shape = window.charge, window.shape
+    if charge is None or not math.isfinite(charge.clocked) or shape.kind != "unknown" \
+            or not shape.served or shape.candidate is None:
+        return False
+    span = shape.window
+    start = shape.candidate + math.floor((ticket.time - shape.candidate) / span) * span \
+        - shape.margin
+    for track in window.tracks:
+        if not (isinstance(track, AutoTrack) and track.learns()):
+            continue
+        mine = [e for e in track.recent if e.live and not e.refused and e is not ticket
+                and start <= e.time <= ticket.time + shape.margin]  # (maybe first)
+        if not track.quota.tokens:
+            if len(mine) + 1 > track.limit:
+                return False  # a minute of requests may have refused it
+            continue
+        estimated = sum(e.estimate for e in mine) + ticket.estimate
+        if track.limit / estimated <= charge.clocked:
+            return False
+    return True
 
 
 def slideless(window: Any, ticket: Any, named: Any = None) -> bool:
