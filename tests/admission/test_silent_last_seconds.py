@@ -8,7 +8,7 @@ the loop's."""
 
 import pytest
 
-from llmguard.testing import TokenBucketServer
+from llmguard.testing import SlidingWindowServer, TokenBucketServer
 from late_start import run
 
 
@@ -28,3 +28,24 @@ async def test_a_strict_silent_token_bucket_started_at_58_refuses_one_request_at
     layer, wall, ideal = await run(server, phase, 126, seed)
     assert server.statistics().rate_limited <= 1, layer.statistics().shape
     assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("phase", [58.0, 59.0])
+async def test_a_strict_mute_sliding_window_started_at_58_is_not_taken_for_a_fixed_one(
+        phase: float, seed: int) -> None:
+    """A sliding window of 60 requests and 10,000 tokens, no header, a bare 429, charging
+    1.11x our estimate, 126 calls. Ours are counted at the opening factor (1.15x), so the
+    first probe of the shape, just after the minute, is served by the room the window still
+    has at 1.11x: a fixed window or a bucket. The charge's probe after it is refused (one
+    429): no bucket that served the probes gives it, and no fixed clock minute either (five
+    of ours in it, a 429 only at 9x our estimate); it was read as a fixed window, and a
+    burst went into the full window: 44-59 429s, 1.50x the ideal from :59. A sliding window
+    now (its room at what it charges served the first probe)."""
+    server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                                 rate_limit_headers=False, retry_after=False)
+    layer, wall, ideal = await run(server, phase, 126, seed)
+    shape = layer.statistics().shape
+    assert server.statistics().rate_limited <= 1, shape
+    assert shape.startswith("sliding"), shape
+    assert wall <= 1.05 * ideal, (wall, ideal, shape)

@@ -59,10 +59,13 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     clocked = shows != "shape" and shape.served and shape.kind == "unknown" \
         and refuted.bucketless(window.charge)
     drained = shows == "shape" and refuted.slideless(window, ticket, named)
-    # nor a fixed clock minute charging what the probes it served allow, a bucket left: the
-    # bucket ran dry (the charge's probe, walked down as a bucket allows)
-    unclocked = not shows and not windowless and not refuted.bucketless(window.charge) \
-        and refuted.clockless(window, ticket)
+    # nor a fixed clock minute charging what the probes it served allow: with a bucket left,
+    # the bucket ran dry (the charge's probe, walked down as a bucket allows); with none, a
+    # sliding window after all, whose room at what it charges (ours counted at more, the
+    # opening factor) served the first probe (learned fixed, a strict one from :58 took a
+    # burst into its full window: 55 429s)
+    clockless = not shows and not windowless and refuted.clockless(window, ticket)
+    unclocked = clockless and not refuted.bucketless(window.charge)
     if shows == "fixed":
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
                             "refused (429)")
@@ -87,8 +90,12 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     why = reset_of(now, learn_limit(window, now, ticket, named, pause, sure=long,
                                     stray=unshaped), ticket, seconds)
     if clocked and shape.served and shape.kind == "unknown":
-        shape.confirm(True, "a 429 no token bucket that served the probes would give")
-        become_fixed(window, now)
+        if clockless:
+            shape.confirm(False, "a 429 neither a token bucket nor a fixed window that served "
+                                 "the probes would give")
+        else:
+            shape.confirm(True, "a 429 no token bucket that served the probes would give")
+            become_fixed(window, now)
     # a server that says nothing else counted none of it: nor do we (and it asked for a pause:
     # no storm); a bare 429's default pause stays counted (uncounted, its retry would meet
     # the same 429 at once). Counted, a stray 429 asking 2 s held its slot for a window: the

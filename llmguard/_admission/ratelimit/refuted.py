@@ -24,6 +24,7 @@ from typing import Any
 
 from .auto import AutoTrack
 from .bounds import bucket_of, bucketed
+from .charge import MOST
 
 __all__ = ["bucketless", "clockless", "refused", "served", "slideless"]
 
@@ -75,13 +76,13 @@ def clockless(window: Any, ticket: Any) -> bool:
     """True when the 429 to ``ticket``, while a fixed clock minute and a bucket are both
     supposed (:mod:`.silent`), is no clock minute's: to refuse it, one must charge ours that
     may count in its minute (from a margin before its start) more than the probes it served
-    allow (``Charge.clocked``), and its requests had room. Read as the minute's count, the
-    charge's 429 on a strict bucket started at :58 measured "2.62x our estimate" (the minute
-    was young), and nothing went for a minute: 1.53x the ideal."""
+    allow (``Charge.clocked``) or than ``MOST``, and its requests had room. Read as the
+    minute's count, the charge's 429 on a strict bucket started at :58 measured "2.62x our
+    estimate" (the minute was young), and nothing went for a minute: 1.53x the ideal."""
     charge, shape = window.charge, window.shape
-    if charge is None or not math.isfinite(charge.clocked) or shape.kind != "unknown" \
-            or not shape.served or shape.candidate is None:
+    if charge is None or shape.kind != "unknown" or not shape.served or shape.candidate is None:
         return False
+    most = min(charge.clocked, MOST)
     span = shape.window
     start = shape.candidate + math.floor((ticket.time - shape.candidate) / span) * span \
         - shape.margin
@@ -95,7 +96,7 @@ def clockless(window: Any, ticket: Any) -> bool:
                 return False  # a minute of requests may have refused it
             continue
         estimated = sum(e.estimate for e in mine) + ticket.estimate
-        if track.limit / estimated <= charge.clocked:
+        if track.limit / estimated <= most:
             return False
     return True
 
