@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, refuted, repeat, silent, stray
+from . import bounds, probing, refuted, repeat, silent, stray
 from .auto import AutoTrack
 from .learn import become_fixed
 from .log import Entry
@@ -81,6 +81,14 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         shape.learn("bucket", "a 429 no fixed clock minute that served the probes would give, "
                               "after a request beyond a sliding window was served (no "
                               "rate-limit header): a token bucket run dry")
+    # the first probe's 429, ours counted at a factor only guessed: a sliding window full at
+    # what it charges or a bucket charging that factor, run dry, alike. The factor stays, and
+    # its probes go on in the sliding log: the first served beyond what such a bucket holds
+    # refutes it (:mod:`.refuted`), and the factor comes down to the window's count (kept at
+    # the guess, a tight one from :50 took 41 a window where it admits 47: 1.49x the ideal)
+    unsure = shows == "shape" and not drained and _guessing(window.charge)
+    if unsure:
+        probing.kept(window.charge, window, ticket)
     minute = None if long else clock_minute(window, now, ticket, seconds, boundary)
     if (long or minute) and shape.kind == "unknown":  # no bucket: what ours filled is read as
         shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
@@ -88,7 +96,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     pause = (until, seconds <= DEFAULT_PAUSE)
     unshaped = windowless and stray.probe(window, now, ticket, seconds)  # nor a bucket's
     why = reset_of(now, learn_limit(window, now, ticket, named, pause, sure=long,
-                                    stray=unshaped), ticket, seconds)
+                                    stray=unshaped, measures=not unsure), ticket, seconds)
     if clocked and shape.served and shape.kind == "unknown":
         if clockless:
             shape.confirm(False, "a 429 neither a token bucket nor a fixed window that served "
@@ -141,6 +149,15 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                           "" if shape.assumed else
                           "; paced as a sliding window until then (no bucket's refill)"))
     return until
+
+
+def _guessing(charge: Any) -> bool:
+    """True while ``charge`` is a silent server's guess, never refused (no 429 measured it),
+    at or above what a bucket must charge to have refused a probe (``Charge.floor``), a
+    bucket still possible (:func:`.refuted.bucketless`)."""
+    return charge is not None and charge.silent and not charge.trusted and not charge.kept \
+        and not charge.heard and charge.floor <= charge.factor \
+        and not refuted.bucketless(charge)
 
 
 def _admits(window: Any, ticket: Entry | None, now: float) -> bool:
