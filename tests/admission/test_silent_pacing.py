@@ -207,9 +207,9 @@ async def test_a_mute_sliding_window_charging_more_refuses_once_per_thing_learne
     assert wall <= 1.05 * ideal, (wall, ideal)
 
 
-@pytest.mark.parametrize("phase", [50.0, 55.0])
+@pytest.mark.parametrize(("phase", "within"), [(50.0, 1.075), (55.0, 1.05)])
 async def test_a_mute_sliding_window_charging_our_estimates_is_not_taken_for_a_fixed_one(
-        phase: float) -> None:
+        phase: float, within: float) -> None:
     """A mute sliding window (no header, no retry-after) of 10,000 tokens a minute that
     charges what we estimate: ours are counted at 1.15x that (``charge.OPENING``) until the
     server measures it, so just after the minute the shape's probe, beyond a sliding window
@@ -220,7 +220,9 @@ async def test_a_mute_sliding_window_charging_our_estimates_is_not_taken_for_a_f
     where it admits 47: 1.49x). The probes of the charge go on in the sliding log instead
     (``learn_refusal._guessing``), the first served beyond what such a bucket holds refutes
     it and the factor comes down to the window's count: one 429, 1.04x from :55, 1.07x from
-    :50 (the first window's probes of the charge, an answer apart, repeat their spacing)."""
+    :50 (the first window's probes of the charge, an answer apart, repeat their spacing;
+    1.08x with the window's count read at the probe's answer, ours that left it since
+    left out)."""
     server, send, start, wall, ideal = await run(lambda: SlidingWindowServer(
         rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False, retry_after=False),
         phase, calls=141)
@@ -229,7 +231,7 @@ async def test_a_mute_sliding_window_charging_our_estimates_is_not_taken_for_a_f
     assert server.statistics().rate_limited <= 1, [a.at for a in server.arrivals
                                                    if a.status == 429]
     assert rate_limit.statistics().shape.startswith("sliding"), rate_limit.statistics().shape
-    assert wall <= 1.10 * ideal, (wall, ideal)
+    assert wall <= within * ideal, (wall, ideal)
 
 
 async def test_a_silent_token_bucket_is_learned_at_the_first_probe_after_an_overflowed_minute(
