@@ -49,3 +49,22 @@ async def test_a_strict_mute_sliding_window_started_at_58_is_not_taken_for_a_fix
     assert server.statistics().rate_limited <= 1, shape
     assert shape.startswith("sliding"), shape
     assert wall <= 1.05 * ideal, (wall, ideal, shape)
+
+
+@pytest.mark.parametrize("phase", [58.0, 59.0])
+async def test_a_tight_mute_sliding_window_started_at_58_is_not_taken_for_a_fixed_one(
+        phase: float) -> None:
+    """The sliding window above charging exactly our estimate (47 a window, 141 calls). The
+    give-back test's 429 after the first probe was served refuted every bucket, and a fixed
+    clock minute charging 2.95x our estimate, 16 of ours in it, would have given it: learned
+    fixed, at 3x (15 a minute, 3.47x the ideal from :59), or at 1x from :58 with a burst into
+    the full window (52 429s, 1.51x). The opening burst, served in the minute before, shows
+    no minute charges more than 1.47x: a sliding window. Within 1.10x (1.08-1.09x: the first
+    window's probes of the charge, an answer apart, repeat their spacing)."""
+    server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False,
+                                 retry_after=False)
+    layer, wall, ideal = await run(server, phase, 141)
+    shape = layer.statistics().shape
+    assert server.statistics().rate_limited <= 1, shape
+    assert shape.startswith("sliding"), shape
+    assert wall <= 1.10 * ideal, (wall, ideal, shape)

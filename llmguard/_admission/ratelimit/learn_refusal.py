@@ -81,6 +81,9 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         shape.learn("bucket", "a 429 no fixed clock minute that served the probes would give, "
                               "after a request beyond a sliding window was served (no "
                               "rate-limit header): a token bucket run dry")
+    elif clocked and clockless:  # (before the 429 measures the charge, as a sliding window's)
+        shape.confirm(False, "a 429 neither a token bucket nor a fixed window that served "
+                             "the probes would give")
     # the first probe's 429, ours counted at a factor only guessed: a sliding window full at
     # what it charges or a bucket charging that factor, run dry, alike. The factor stays, and
     # its probes go on in the sliding log: the first served beyond what such a bucket holds
@@ -98,12 +101,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     why = reset_of(now, learn_limit(window, now, ticket, named, pause, sure=long,
                                     stray=unshaped, measures=not unsure), ticket, seconds)
     if clocked and shape.served and shape.kind == "unknown":
-        if clockless:
-            shape.confirm(False, "a 429 neither a token bucket nor a fixed window that served "
-                                 "the probes would give")
-        else:
-            shape.confirm(True, "a 429 no token bucket that served the probes would give")
-            become_fixed(window, now)
+        shape.confirm(True, "a 429 no token bucket that served the probes would give")
+        become_fixed(window, now)
     # a server that says nothing else counted none of it: nor do we (and it asked for a pause:
     # no storm); a bare 429's default pause stays counted (uncounted, its retry would meet
     # the same 429 at once). Counted, a stray 429 asking 2 s held its slot for a window: the
