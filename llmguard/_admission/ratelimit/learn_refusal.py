@@ -13,7 +13,8 @@ from . import bounds, probing, refuted, repeat, silent, stray
 from .auto import AutoTrack
 from .learn import become_fixed
 from .log import Entry
-from .refusal import DEFAULT_PAUSE, clock_minute, explained, learn_limit, near, reset_of
+from .refusal import (DEFAULT_PAUSE, clock_minute, explained, kept_why, learn_limit, near,
+                      reset_of)
 from .shape import TOLERANCE
 
 __all__ = ["refused"]
@@ -77,6 +78,10 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                               "token bucket run dry")
     elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
+        charge = window.charge
+        if refuted.bucketless(charge) and charge.kept:  # the factor a 429 kept, as a bucket's,
+            bounds.windowed(charge, window, now)  # down to what the window served (strict, :56:
+            shape.limits = kept_why(charge)  # kept at 1.15x where it charges 1.11x, 1.49x)
     elif unclocked:
         shape.learn("bucket", "a 429 no fixed clock minute that served the probes would give, "
                               "after a request beyond a sliding window was served (no "

@@ -36,8 +36,8 @@ from .shape import TOLERANCE
 #: idling a per-minute one for long).
 DEFAULT_PAUSE = 1.0
 
-__all__ = ["DEFAULT_PAUSE", "before", "clock_minute", "explained", "learn_limit", "near",
-           "queued", "reset_of"]
+__all__ = ["DEFAULT_PAUSE", "before", "clock_minute", "explained", "kept_why", "learn_limit",
+           "near", "queued", "reset_of"]
 
 
 def before(window: Any, track: AutoTrack, now: float, ticket: Entry | None) -> int:
@@ -136,8 +136,7 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
             return fullest
         if charge.refused(window, now, ticket, min(t.limit for t in learners
                                                    if t.quota.tokens is fullest.quota.tokens)):
-            window.shape.limits = (f"; a 429 on tokens: the server charges {charge.factor:.3g}x "
-                                   "our estimate, and keeps it")
+            window.shape.limits = kept_why(charge)
         return fullest
     configured = fullest.quota.limit
     # ours and the refused one over the limit in force: the limit itself explains the 429 (a
@@ -155,6 +154,11 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
     unit = "tokens" if fullest.quota.tokens else "requests"
     window.shape.limits = f"; a 429 after {used} {unit} in the window: the server admits {used}"
     return fullest
+
+
+def kept_why(charge: Any) -> str:
+    """What ``window.shape.limits`` says of a factor a 429 on tokens measured (``kept``)."""
+    return f"; a 429 on tokens: the server charges {charge.factor:.3g}x our estimate, and keeps it"
 
 
 def reset_of(now: float, track: AutoTrack | None, ticket: Entry | None,
