@@ -1,13 +1,15 @@
-"""``--timeout`` at a server that queues: an attempt's time counted from when the server could
-start serving it, not from its send.
+"""An application's per-attempt ``timeout`` at an upstream that queues (``llmguard run
+--timeout``, a gateway model's ``timeout``): an attempt's time counted from when the server
+could start serving it, not from its send.
 
 LiteLLM's proxy takes requests from its queue one event-loop turn at a time (40-60 ms each on a
 loaded machine): of 1,024 sent at once, the last wait 40-60 s before it even looks at them.
 Timed from the send, ``--timeout 60`` expired for 150-300 of them, all still in the proxy's
 queue; the proxy counts and answers those anyway (a client closing its connection does not
 take a request out of its queue), and the retries were counted a second time (``bench_cli.py
---litellm``). A read timeout would not tell them apart: the proxy writes nothing of an answer
-before it has all of it.
+--litellm``); a gateway model's ``timeout`` (a Timeout layer, timed from the send too) did
+the same to its ``retries``. A read timeout would not tell them apart: the proxy writes
+nothing of an answer before it has all of it.
 
 What tells a queued attempt from a lost one is the server answering the ones sent before it:
 while it does, the queue ahead of it moves. So an attempt fails when ``timeout`` s have passed
@@ -17,26 +19,35 @@ not, or a server that answers nothing would expire a burst one ``timeout`` after
 hung server still fails every attempt ``timeout`` s after its send; a request lost inside a
 busy one fails ``timeout`` s after the last one before it was answered. The check runs only
 when an attempt's time is up (no timer moved on every answer).
+
+Both applications bound an attempt with :meth:`Ahead.within` in their innermost handler, one
+:class:`Ahead` per upstream (:class:`Aheads`), instead of a Timeout layer: the layer times
+from the send alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
-__all__ = ["Ahead"]
+from .errors import ProviderTimeout
+
+__all__ = ["Ahead", "Aheads"]
 
 
 class Ahead:
     """One upstream's attempts of ours in their send order (``seq``), and when recent ones
     were answered: ``(loop time, seq)``, oldest first."""
 
-    __slots__ = ("sent", "answers", "timeout")
+    __slots__ = ("sent", "answers", "timeout", "setting")
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, setting: str = "timeout") -> None:
         self.sent = 0
         self.timeout = timeout
+        #: The option that set ``timeout``, as a timeout's message names it.
+        self.setting = setting
         self.answers: deque[tuple[float, int]] = deque()
 
     def send(self) -> int:
@@ -79,3 +90,46 @@ class Ahead:
 
         box.append(loop.call_at(sent + self.timeout, check, sent))
         return box
+
+    async def within(self, send: Awaitable[Any], model: Any) -> Any:
+        """``send`` (an attempt at this upstream, sent now) awaited within its time, else
+        :class:`~.errors.ProviderTimeout` (a TimeoutError from inside ``send`` passes through:
+        an inner library's own). An HTTP error is an answer too: the server got to it."""
+        seq, loop = self.send(), asyncio.get_running_loop()
+        handle, limit = None, None
+        try:
+            async with asyncio.timeout(None) as limit:
+                handle = self.bound(limit, seq, loop.time())
+                try:
+                    answer = await send
+                except Exception as exc:
+                    if isinstance(getattr(exc, "status_code", None), int):
+                        self.answered(seq, loop.time())
+                    raise
+                self.answered(seq, loop.time())
+                return answer
+        except TimeoutError:
+            if limit is not None and limit.expired():  # ours, not an inner library's own
+                raise ProviderTimeout(f"{model} did not answer within {self.setting} "
+                                      f"{self.timeout:g} s (nor any sent before it)") from None
+            raise
+        finally:
+            if handle is not None:
+                handle[0].cancel()
+
+
+class Aheads:
+    """One :class:`Ahead` per upstream (by identity: one replaced at run time starts afresh),
+    each bounding attempts by ``timeout`` (the option ``setting``)."""
+
+    __slots__ = ("timeout", "setting", "_by")
+
+    def __init__(self, timeout: float, setting: str = "timeout") -> None:
+        self.timeout, self.setting = timeout, setting
+        self._by: dict[int, tuple[Any, Ahead]] = {}
+
+    def __call__(self, upstream: Any) -> Ahead:
+        known = self._by.get(id(upstream))
+        if known is None or known[0] is not upstream:
+            known = self._by[id(upstream)] = (upstream, Ahead(self.timeout, self.setting))
+        return known[1]
