@@ -7,36 +7,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from queue_server import Queue
 
 from llmguard._cli.provider import Provider
 from llmguard._upstream.errors import ProviderTimeout, RateLimited
-
-
-class Queue:
-    """A server taking requests one at a time, ``service`` s each, in arrival order; those
-    whose content is ``"hang"`` are never answered, ``"429"`` refused once taken. ``taken``:
-    every request it took (it serves one whose client has gone, as a proxy does)."""
-
-    def __init__(self, service: float) -> None:
-        self.service, self.lock, self.taken = service, asyncio.Lock(), []
-
-    async def chat(self, request: dict[str, Any], call: Any = None, /) -> Any:
-        content = request["messages"][0]["content"]
-        if content == "hang":
-            await asyncio.sleep(10**6)
-        worker = asyncio.ensure_future(self._serve(content))  # it goes on if the client leaves
-        return await asyncio.shield(worker)
-
-    async def _serve(self, content: str) -> dict[str, Any]:
-        async with self.lock:
-            self.taken.append(content)
-            if content == "429":
-                raise RateLimited("Rate limit reached", status_code=429, headers={})
-            await asyncio.sleep(self.service)
-        return {"choices": [{"message": {"content": "ok"}}]}
-
-    async def aclose(self) -> None:
-        pass
 
 
 def provider(server: Queue, timeout: float) -> Provider:
