@@ -74,3 +74,27 @@ async def test_a_request_lost_in_a_busy_server_times_out_after_those_before_it()
     assert isinstance(results[1], RateLimited) and isinstance(results[2], ProviderTimeout)
     assert ended[2] == pytest.approx(1.0 + 5.0, abs=0.01)  # q0 answered at 1, the 429 at 1
     assert not [r for i, r in enumerate(results) if i not in (1, 2) and isinstance(r, Exception)]
+
+
+async def test_llmguard_run_on_ray_times_attempts_as_the_local_run() -> None:
+    """``llmguard run --ray --timeout 5``: the actors' stack has no Timeout layer (one timed
+    each attempt from its send, and the actors' provider was unbounded: the defect above) and
+    their provider bounds each attempt as the local run's: 30 queued 30 s, each answered."""
+    pytest.importorskip("ray")
+    from llmguard import Timeout
+    from llmguard._cli.deployments import resolve
+    from llmguard._cli.ray_launch import ray_parts
+    from llmguard.cli import _parser
+
+    args = _parser().parse_args(["run", "in.jsonl", "-o", "out.jsonl", "--ray", "--timeout", "5",
+                                 "--api-base", "http://127.0.0.1:9/v1", "--model", "m"])
+    assert resolve(args) is None  # as main() does
+    stack, make_send = ray_parts(args)
+    assert not [layer for layer in stack(None).layers if isinstance(layer, Timeout)]
+    server = Queue(1.0)
+    p = make_send()
+    p.other = server
+    results = await asyncio.gather(*(p(**ask(f"q{i}")) for i in range(30)),
+                                   return_exceptions=True)
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert len(server.taken) == 30
