@@ -55,14 +55,15 @@ class Provider:
                  timeout: float | None = None,
                  deployments: Iterable[DeploymentConfig] = (),
                  keys: Mapping[str, str] | None = None) -> None:
-        self.timeout = timeout
+        self.timeout, deployments = timeout, tuple(deployments)
         #: Where models other than the built-in fakes go.
-        bounded = timeout is not None  # each attempt's own asyncio.timeout (_attempt)
+        bounded = timeout is not None  # each attempt's own time (_attempt)
         self.other: Upstream = (HTTPUpstream(api_base, api_key, bounded=bounded) if api_base
                                 else LitellmUpstream(api_key=api_key))
         #: Deployment name -> (its upstream, the model it is asked for; None: the request's).
         self.routes: dict[str, tuple[Upstream, str | None]] = {
-            d.name: (upstream_of(d, (keys or {}).get(d.name), bounded=bounded), d.model)
+            d.name: (upstream_of(d, (keys or {}).get(d.name),
+                                 bounded=bounded or d.timeout is not None), d.model)
             for d in deployments}
         for upstream in (self.other, *(u for u, _ in self.routes.values())):
             for secret in upstream.secrets():  # hidden in what this process writes (Ray's too)
@@ -75,8 +76,9 @@ class Provider:
         self.sent_at: Counter[int] = Counter()
         #: True once the run is stopping: nothing more is sent.
         self.closed = False
-        #: Per upstream: our attempts' send order and recent answers, for ``timeout``.
-        self.ahead = None if timeout is None else Aheads(timeout, "--timeout")
+        #: Per upstream: our attempts' send order and recent answers, for ``timeout`` (or a
+        #: deployment's own, where shorter).
+        self.ahead = Aheads(timeout, "--timeout", deployments)
 
     def upstream(self, model: Any) -> Upstream:
         """The upstream serving ``model``."""
@@ -141,9 +143,10 @@ class Provider:
         second = int(time.time())
         self.sent_at[second] += 1
         try:
-            if self.ahead is None:
+            ahead = self.ahead(upstream, choice)
+            if ahead is None:
                 return await upstream.chat(request, call)
-            return await self.ahead(upstream).within(upstream.chat(request, call), model)
+            return await ahead.within(upstream.chat(request, call), model)
         except BaseException:
             if call is not None and not call.sent:  # the transport could not deliver it
                 self.sent -= 1

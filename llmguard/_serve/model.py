@@ -36,13 +36,14 @@ class Model:
         timeout = config.stack.timeout
         bounded = timeout is not None  # the terminal bounds each attempt (``aheads``)
         self.upstreams: dict[str, tuple[Upstream, str]] = (
-            {d.name: (upstream_of(d, bounded=bounded), d.model or config.name)
+            {d.name: (upstream_of(d, bounded=bounded or d.timeout is not None),
+                      d.model or config.name)
              for d in config.deployments}
             if config.deployments else {"": (upstream_of(config, bounded=bounded), self.target)})
-        #: The model's ``timeout`` per attempt, from its send or, while an upstream answers
-        #: ours sent before it (a proxy's queue moving), from the last of those: in the
-        #: terminal, not a Timeout layer (which times from the send alone).
-        self.aheads = None if timeout is None else Aheads(timeout)
+        #: The model's ``timeout`` (or its deployment's, where shorter) per attempt, from its
+        #: send or, while an upstream answers ours sent before it (a proxy's queue moving),
+        #: from the last of those: in the terminal, not a Timeout layer (from the send alone).
+        self.aheads = Aheads(timeout, deployments=config.deployments)
         self.chat: Any = None  # handler: TenantGate + the model's layers + the upstream
         self.embed: Any = None
         self.guarded: Any = None  # the model's layers around its upstream (a fallback target)
@@ -75,9 +76,8 @@ class Model:
                 call.kwargs = kwargs  # the caller's dict is untouched
             known = sends.get(id(upstream))
             if known is None or known[0] is not upstream:
-                ahead = None if self.aheads is None else self.aheads(upstream)
-                known = sends[id(upstream)] = (upstream, terminal(upstream, embed=embed,
-                                                                  ahead=ahead))
+                known = sends[id(upstream)] = (upstream, terminal(
+                    upstream, embed=embed, ahead=self.aheads(upstream, choice)))
             return known[1](call)
 
         return as_this_model

@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .errors import ProviderTimeout
+
+if TYPE_CHECKING:
+    from .deployments import DeploymentConfig
 
 __all__ = ["Ahead", "Aheads"]
 
@@ -120,16 +123,28 @@ class Ahead:
 
 class Aheads:
     """One :class:`Ahead` per upstream (by identity: one replaced at run time starts afresh),
-    each bounding attempts by ``timeout`` (the option ``setting``)."""
+    bounding attempts by the application's ``timeout`` (the option ``setting``; None: none)
+    or, where shorter, the ``timeout`` of the deployment the upstream serves (``deployments``:
+    the Router's, which leaves them to the terminal: see
+    :func:`~llmguard._upstream.deployments.router_of`)."""
 
-    __slots__ = ("timeout", "setting", "_by")
+    __slots__ = ("timeout", "setting", "_own", "_by")
 
-    def __init__(self, timeout: float, setting: str = "timeout") -> None:
+    def __init__(self, timeout: float | None, setting: str = "timeout",
+                 deployments: Iterable[DeploymentConfig] = ()) -> None:
         self.timeout, self.setting = timeout, setting
-        self._by: dict[int, tuple[Any, Ahead]] = {}
+        self._own = {d.name: d.timeout for d in deployments if d.timeout is not None}
+        self._by: dict[int, tuple[Any, Ahead | None]] = {}
 
-    def __call__(self, upstream: Any) -> Ahead:
+    def __call__(self, upstream: Any, deployment: str | None = None) -> Ahead | None:
+        """The :class:`Ahead` of ``upstream`` (of the deployment named ``deployment``, if
+        any), or None when no timeout bounds its attempts."""
         known = self._by.get(id(upstream))
         if known is None or known[0] is not upstream:
-            known = self._by[id(upstream)] = (upstream, Ahead(self.timeout, self.setting))
+            limit, setting = self.timeout, self.setting
+            own = self._own.get(deployment) if deployment is not None else None
+            if own is not None and (limit is None or own < limit):
+                limit, setting = own, f"deployment {deployment}'s timeout"
+            known = self._by[id(upstream)] = (
+                upstream, None if limit is None else Ahead(limit, setting))
         return known[1]

@@ -98,3 +98,26 @@ async def test_llmguard_run_on_ray_times_attempts_as_the_local_run() -> None:
                                    return_exceptions=True)
     assert not [r for r in results if isinstance(r, BaseException)]
     assert len(server.taken) == 30
+
+
+async def test_a_deployments_own_timeout_is_timed_as_the_runs() -> None:
+    """A ``--config`` deployment's ``timeout`` (no ``--timeout``): the provider applies it as
+    it does ``--timeout`` (the Router, which timed it from its choice of the deployment, no
+    longer does: ``router_of``): 30 queued 30 s behind ours answered, each answered once; a
+    request the deployment never answers fails 5 s after its send, naming that timeout."""
+    from llmguard._upstream.deployments import DEPLOYMENT, DeploymentConfig, router_of
+
+    deployment = DeploymentConfig(name="a", timeout=5.0)
+    assert router_of((deployment,), "headroom", None, None).deployments[0].timeout is None
+    server = Queue(1.0)
+    p = Provider(deployments=(deployment,))
+    p.routes["a"] = (server, None)  # type: ignore[assignment]
+    results = await asyncio.gather(*(p(**ask(f"q{i}"), **{DEPLOYMENT: "a"}) for i in range(30)),
+                                   return_exceptions=True)
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert len(server.taken) == 30
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(ProviderTimeout, match="deployment a's timeout 5 s"):
+        await p(**ask("hang"), **{DEPLOYMENT: "a"})
+    assert loop.time() - start == pytest.approx(5.0, abs=0.01)
