@@ -18,7 +18,7 @@ Only answers count (a body or an HTTP error: the server did something); our own 
 not, or a server that answers nothing would expire a burst one ``timeout`` after another. A
 hung server still fails every attempt ``timeout`` s after its send; a request lost inside a
 busy one fails ``timeout`` s after the last one before it was answered. The check runs only
-when an attempt's time is up (no timer moved on every answer).
+when an attempt's time is up (no timer moved on every answer), on one timer per upstream.
 
 Both applications bound an attempt with :meth:`Ahead.within` in their innermost handler, one
 :class:`Ahead` per upstream (:class:`Aheads`), instead of a Timeout layer: the layer times
@@ -28,6 +28,7 @@ from the send alone.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -39,12 +40,32 @@ if TYPE_CHECKING:
 
 __all__ = ["Ahead", "Aheads"]
 
+#: The loop runs a timer up to its clock's resolution early (as in ``_resilience.timer``):
+#: what is due within it is due now.
+_RESOLUTION = time.get_clock_info("monotonic").resolution
+
+
+class _Attempt:
+    """One attempt of ours at the upstream: its place in the send order, when it was sent, its
+    task (cancelled when its time is up: ``fired``), ``done`` once it ended."""
+
+    __slots__ = ("seq", "sent", "task", "done", "fired")
+
+    def __init__(self, seq: int, sent: float, task: asyncio.Task[Any]) -> None:
+        self.seq, self.sent, self.task = seq, sent, task
+        self.done = self.fired = False
+
 
 class Ahead:
     """One upstream's attempts of ours in their send order (``seq``), and when recent ones
-    were answered: ``(loop time, seq)``, oldest first."""
+    were answered: ``(loop time, seq)``, oldest first.
 
-    __slots__ = ("sent", "answers", "timeout", "setting")
+    One loop timer serves every attempt (as the Timeout layer's :mod:`..._resilience.timer`:
+    a timer per attempt costs a heap push, and its cancellation a dead entry): the attempts
+    fall due in their send order (one sent later is never due sooner: every answer that
+    delays the earlier one delays it too), so the timer only looks at the oldest pending."""
+
+    __slots__ = ("sent", "answers", "timeout", "setting", "_pending", "_timer", "_loop")
 
     def __init__(self, timeout: float, setting: str = "timeout") -> None:
         self.sent = 0
@@ -52,11 +73,10 @@ class Ahead:
         #: The option that set ``timeout``, as a timeout's message names it.
         self.setting = setting
         self.answers: deque[tuple[float, int]] = deque()
-
-    def send(self) -> int:
-        """The next attempt's place in the send order."""
-        self.sent += 1
-        return self.sent
+        #: Attempts not yet ended or expired, in send order (ended ones leave at the head).
+        self._pending: deque[_Attempt] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def answered(self, seq: int, now: float) -> None:
         """The attempt ``seq`` was answered at ``now``. Answers no check can read any more are
@@ -77,48 +97,55 @@ class Ahead:
                 return at + self.timeout
         return since + self.timeout
 
-    def bound(self, limit: asyncio.Timeout, seq: int, sent: float) -> list[Any]:
-        """Arm ``limit`` (a ``asyncio.timeout(None)``) for the attempt ``seq`` sent at ``sent``:
-        a handle (in a list, replaced as the check re-arms) that the caller cancels at the end."""
-        loop = asyncio.get_running_loop()
-        box: list[Any] = []
-
-        def check(since: float) -> None:
-            now = loop.time()
-            due = self.due(seq, since)
-            if due <= now:
-                limit.reschedule(now)  # expires at once: the attempt's own TimeoutError
-            else:
-                box[0] = loop.call_at(due, check, due - self.timeout)
-
-        box.append(loop.call_at(sent + self.timeout, check, sent))
-        return box
+    def _fire(self) -> None:
+        """Expire the oldest pending attempts that are due; re-arm for the first that is not."""
+        self._timer = None
+        loop, pending = self._loop, self._pending
+        assert loop is not None
+        now = loop.time() + _RESOLUTION
+        while pending:
+            head = pending[0]
+            if not head.done:
+                due = self.due(head.seq, head.sent)
+                if due > now:
+                    self._timer = loop.call_at(due, self._fire)
+                    return
+                head.done = head.fired = True
+                head.task.cancel()
+            pending.popleft()
 
     async def within(self, send: Awaitable[Any], model: Any) -> Any:
         """``send`` (an attempt at this upstream, sent now) awaited within its time, else
         :class:`~.errors.ProviderTimeout` (a TimeoutError from inside ``send`` passes through:
         an inner library's own). An HTTP error is an answer too: the server got to it."""
-        seq, loop = self.send(), asyncio.get_running_loop()
-        handle, limit = None, None
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new loop (asyncio.run again): its own timer
+            self._loop, self._pending, self._timer = loop, deque(), None
+        task = asyncio.current_task(loop)
+        assert task is not None
+        self.sent += 1
+        attempt = _Attempt(self.sent, loop.time(), task)
+        pending = self._pending
+        pending.append(attempt)
+        if self._timer is None:
+            self._timer = loop.call_at(attempt.sent + self.timeout, self._fire)
         try:
-            async with asyncio.timeout(None) as limit:
-                handle = self.bound(limit, seq, loop.time())
-                try:
-                    answer = await send
-                except Exception as exc:
-                    if isinstance(getattr(exc, "status_code", None), int):
-                        self.answered(seq, loop.time())
-                    raise
-                self.answered(seq, loop.time())
-                return answer
-        except TimeoutError:
-            if limit is not None and limit.expired():  # ours, not an inner library's own
+            answer = await send
+        except asyncio.CancelledError:
+            if attempt.fired and task.uncancel() == 0:  # ours, not the caller's (too)
                 raise ProviderTimeout(f"{model} did not answer within {self.setting} "
                                       f"{self.timeout:g} s (nor any sent before it)") from None
             raise
+        except Exception as exc:
+            if isinstance(getattr(exc, "status_code", None), int):
+                self.answered(attempt.seq, loop.time())
+            raise
         finally:
-            if handle is not None:
-                handle[0].cancel()
+            attempt.done = True
+            while pending and pending[0].done:
+                pending.popleft()
+        self.answered(attempt.seq, loop.time())
+        return answer
 
 
 class Aheads:

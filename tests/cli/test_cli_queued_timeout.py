@@ -121,3 +121,17 @@ async def test_a_deployments_own_timeout_is_timed_as_the_runs() -> None:
     with pytest.raises(ProviderTimeout, match="deployment a's timeout 5 s"):
         await p(**ask("hang"), **{DEPLOYMENT: "a"})
     assert loop.time() - start == pytest.approx(5.0, abs=0.01)
+
+
+async def test_a_callers_cancellation_stays_a_cancellation() -> None:
+    """An attempt its caller cancels ends as a cancellation, not a timeout, and the others of
+    the burst are timed as before (the one timer of the upstream goes on for them)."""
+    server = Queue(1.0)
+    p = provider(server, 5.0)
+    tasks = [asyncio.ensure_future(p(**ask(c))) for c in ("q0", "hang", "hang", "q3")]
+    await asyncio.sleep(0.5)
+    tasks[1].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert isinstance(results[2], ProviderTimeout)  # 5 s after q0 was answered, at 1 s
+    assert not isinstance(results[0], BaseException) and not isinstance(results[3], BaseException)
