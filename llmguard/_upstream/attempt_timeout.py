@@ -1,14 +1,14 @@
 """An application's per-attempt ``timeout`` at an upstream that queues (``llmguard run
---timeout``, a gateway model's ``timeout``): an attempt's time counted from when the server
-could start serving it, not from its send.
+--timeout``, a gateway model's ``timeout``, a deployment's): an attempt's time counted from
+when the server could start serving it, not from its send.
 
 LiteLLM's proxy takes requests from its queue one event-loop turn at a time (40-60 ms each on a
 loaded machine): of 1,024 sent at once, the last wait 40-60 s before it even looks at them.
 Timed from the send, ``--timeout 60`` expired for 150-300 of them, all still in the proxy's
 queue; the proxy counts and answers those anyway (a client closing its connection does not
 take a request out of its queue), and the retries were counted a second time (``bench_cli.py
---litellm``); a gateway model's ``timeout`` (a Timeout layer, timed from the send too) did
-the same to its ``retries``. A read timeout would not tell them apart: the proxy writes
+--litellm``); a gateway model's ``timeout`` (a Timeout layer, timed from the send too) and a
+deployment's (the Router's, timed from its choice) did the same to its ``retries``. A read timeout would not tell them apart: the proxy writes
 nothing of an answer before it has all of it.
 
 What tells a queued attempt from a lost one is the server answering the ones sent before it:
@@ -20,9 +20,9 @@ hung server still fails every attempt ``timeout`` s after its send; a request lo
 busy one fails ``timeout`` s after the last one before it was answered. The check runs only
 when an attempt's time is up (no timer moved on every answer), on one timer per upstream.
 
-Both applications bound an attempt with :meth:`Ahead.within` in their innermost handler, one
-:class:`Ahead` per upstream (:class:`Aheads`), instead of a Timeout layer: the layer times
-from the send alone.
+Both applications (``llmguard run``, on Ray too, and ``llmguard serve``, its jobs too) bound
+an attempt with :meth:`Ahead.within` in their innermost handler, one :class:`Ahead` per
+upstream (:class:`Aheads`), instead of a Timeout layer or the Router's deployment timeout.
 """
 
 from __future__ import annotations
