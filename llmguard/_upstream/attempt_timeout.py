@@ -31,12 +31,9 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import ProviderTimeout
-
-if TYPE_CHECKING:
-    from .deployments import DeploymentConfig
 
 __all__ = ["Ahead", "Aheads"]
 
@@ -151,14 +148,14 @@ class Ahead:
 class Aheads:
     """One :class:`Ahead` per upstream (by identity: one replaced at run time starts afresh),
     bounding attempts by the application's ``timeout`` (the option ``setting``; None: none)
-    or, where shorter, the ``timeout`` of the deployment the upstream serves (``deployments``:
-    the Router's, which leaves them to the terminal: see
+    or, where shorter, the ``timeout`` of the deployment the upstream serves (``deployments``,
+    each a ``DeploymentConfig``: the Router's, which leaves them to the terminal: see
     :func:`~llmguard._upstream.deployments.router_of`)."""
 
     __slots__ = ("timeout", "setting", "_own", "_by")
 
     def __init__(self, timeout: float | None, setting: str = "timeout",
-                 deployments: Iterable[DeploymentConfig] = ()) -> None:
+                 deployments: Iterable[Any] = ()) -> None:
         self.timeout, self.setting = timeout, setting
         self._own = {d.name: d.timeout for d in deployments if d.timeout is not None}
         self._by: dict[int, tuple[Any, Ahead | None]] = {}
