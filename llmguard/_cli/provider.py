@@ -15,14 +15,14 @@ from typing import Any
 
 from .._core.call import Call
 from .._core.redact import add_secret
+from .._upstream.attempt_timeout import Aheads
 from .._upstream.config import upstream_of
 from .._upstream.deployments import DEPLOYMENT, DeploymentConfig
-from .._upstream.errors import ProviderTimeout, Stopped
+from .._upstream.errors import Stopped
 from .._upstream.fake import FAKE_MODELS, FakeUpstream, fake_model
 from .._upstream.http import HTTPUpstream
 from .._upstream.litellm import LitellmUpstream
 from .._upstream.protocol import Upstream
-from .ahead import Ahead
 
 __all__ = ["Provider"]
 
@@ -32,7 +32,8 @@ class Provider:
 
     The provider is where the run knows what was *sent*: ``timeout`` bounds each attempt from
     when it is sent (never time queued for quota) or, while the upstream answers ones sent
-    before it (a proxy's queue ahead of it moving), from the last of those (:mod:`.ahead`),
+    before it (a proxy's queue ahead of it moving), from the last of those
+    (:mod:`~llmguard._upstream.attempt_timeout`),
     :attr:`sending` holds the tasks whose request
     is at the provider (they get ``--grace`` on Ctrl-C, the others are cancelled at once), and
     :meth:`close` makes every later attempt raise :class:`Stopped` before it is sent.
@@ -54,14 +55,15 @@ class Provider:
                  timeout: float | None = None,
                  deployments: Iterable[DeploymentConfig] = (),
                  keys: Mapping[str, str] | None = None) -> None:
-        self.timeout = timeout
+        self.timeout, deployments = timeout, tuple(deployments)
         #: Where models other than the built-in fakes go.
-        bounded = timeout is not None  # each attempt's own asyncio.timeout (_attempt)
+        bounded = timeout is not None  # each attempt's own time (_attempt)
         self.other: Upstream = (HTTPUpstream(api_base, api_key, bounded=bounded) if api_base
                                 else LitellmUpstream(api_key=api_key))
         #: Deployment name -> (its upstream, the model it is asked for; None: the request's).
         self.routes: dict[str, tuple[Upstream, str | None]] = {
-            d.name: (upstream_of(d, (keys or {}).get(d.name), bounded=bounded), d.model)
+            d.name: (upstream_of(d, (keys or {}).get(d.name),
+                                 bounded=bounded or d.timeout is not None), d.model)
             for d in deployments}
         for upstream in (self.other, *(u for u, _ in self.routes.values())):
             for secret in upstream.secrets():  # hidden in what this process writes (Ray's too)
@@ -74,8 +76,9 @@ class Provider:
         self.sent_at: Counter[int] = Counter()
         #: True once the run is stopping: nothing more is sent.
         self.closed = False
-        #: Per upstream (by id): our attempts' send order and recent answers, for ``timeout``.
-        self.ahead: dict[int, Ahead] = {}
+        #: Per upstream: our attempts' send order and recent answers, for ``timeout`` (or a
+        #: deployment's own, where shorter).
+        self.ahead = Aheads(timeout, "--timeout", deployments)
 
     def upstream(self, model: Any) -> Upstream:
         """The upstream serving ``model``."""
@@ -139,37 +142,17 @@ class Provider:
         self.sent += 1
         second = int(time.time())
         self.sent_at[second] += 1
-        timeout, handle, limit = self.timeout, None, None
         try:
-            if timeout is None:
-                return await upstream.chat(request, call)
-            ahead = self.ahead.get(id(upstream))
+            ahead = self.ahead(upstream, choice)
             if ahead is None:
-                ahead = self.ahead[id(upstream)] = Ahead(timeout)
-            seq, loop = ahead.send(), asyncio.get_running_loop()
-            async with asyncio.timeout(None) as limit:
-                handle = ahead.bound(limit, seq, loop.time())
-                try:
-                    answer = await upstream.chat(request, call)
-                except Exception as exc:  # an HTTP error is an answer: the server got to it
-                    if isinstance(getattr(exc, "status_code", None), int):
-                        ahead.answered(seq, loop.time())
-                    raise
-                ahead.answered(seq, loop.time())
-                return answer
-        except TimeoutError:
-            if limit is not None and limit.expired():  # ours, not an inner library's own
-                raise ProviderTimeout(f"{model} did not answer within --timeout {timeout:g} s "
-                                      "(nor any sent before it)") from None
-            raise
+                return await upstream.chat(request, call)
+            return await ahead.within(upstream.chat(request, call), model)
         except BaseException:
             if call is not None and not call.sent:  # the transport could not deliver it
                 self.sent -= 1
                 self.sent_at[second] -= 1
             raise
         finally:
-            if handle is not None:
-                handle[0].cancel()
             self.sending.discard(task)
 
     async def aclose(self) -> None:

@@ -6,6 +6,7 @@ import argparse
 import functools
 import os
 import sys
+from dataclasses import replace
 from typing import Any
 
 from .._upstream.deployments import DeploymentConfig
@@ -13,7 +14,7 @@ from .checks import usage_error
 from .report import resume_args
 from .run import stack_spec
 
-__all__ = ["Secret", "ray_send", "run_on_ray"]
+__all__ = ["Secret", "ray_parts", "ray_send", "run_on_ray"]
 
 
 class Secret:
@@ -31,8 +32,9 @@ class Secret:
 
 def ray_send(api_base: str | None, key_env: str = "OPENAI_API_KEY",
              key: Secret | None = None, deployments: tuple[DeploymentConfig, ...] = (),
-             keys: dict[str, Secret] | None = None) -> Any:
-    """The provider of ``llmguard run``, built in each Ray actor.
+             keys: dict[str, Secret] | None = None, timeout: float | None = None) -> Any:
+    """The provider of ``llmguard run``, built in each Ray actor, bounding each attempt by
+    ``timeout`` (``--timeout``) as the local run's does.
 
     The key is the one the driver resolved as the local run does (``--api-key``, else the
     driver's ``$key_env``); when the driver has none, the actor's own ``$key_env`` (a cluster
@@ -46,7 +48,7 @@ def ray_send(api_base: str | None, key_env: str = "OPENAI_API_KEY",
 
     found = {name: secret.value for name, secret in (keys or {}).items()}
     return Provider(api_base, key.value if key is not None else os.environ.get(key_env) or None,
-                    deployments=deployments, keys=found)
+                    timeout=timeout, deployments=deployments, keys=found)
 
 
 def _key(args: argparse.Namespace) -> Secret | None:
@@ -60,6 +62,21 @@ def _keys(deployments: tuple[DeploymentConfig, ...]) -> dict[str, Secret]:
             if d.api_key_env and (value := os.environ.get(d.api_key_env))}
 
 
+def ray_parts(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The actors' pipeline factory and provider factory. As in the local run, no Timeout
+    layer: the provider times each attempt (``--timeout`` from the send or, while the upstream
+    answers ours sent before it, from the last of those: a Timeout layer, timing from the send
+    alone, expired attempts queued at a proxy, which counted them again when retried)."""
+    from ..integrations.ray import Stack
+
+    stack = Stack(replace(stack_spec(args), timeout=None),
+                  share=1 if args.redis else args.actors, deployments=args.deployments,
+                  strategy=args.strategy)
+    return stack, functools.partial(ray_send, args.api_base, args.api_key_env, _key(args),
+                                    args.deployments, _keys(args.deployments),
+                                    timeout=args.timeout)
+
+
 def run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
     """Run the parsed ``llmguard run --ray`` command line; returns the exit code."""
     for option, used in (("--metrics-port", args.metrics_port is not None),
@@ -69,15 +86,12 @@ def run_on_ray(args: argparse.Namespace, argv: list[str]) -> int:
         if used:
             return usage_error(f"{option} is not supported with --ray")
     try:
-        from ..integrations.ray import Stack, run_jsonl
+        from ..integrations.ray import run_jsonl
 
-        stack = Stack(stack_spec(args), share=1 if args.redis else args.actors,
-                      deployments=args.deployments, strategy=args.strategy)
+        stack, make_send = ray_parts(args)
         summary = run_jsonl(
             args.input, args.output, address=args.ray or None, actors=args.actors,
-            pipeline=stack, make_send=functools.partial(
-                ray_send, args.api_base, args.api_key_env, _key(args), args.deployments,
-                _keys(args.deployments)),
+            pipeline=stack, make_send=make_send,
             redis_url=args.redis, resume=args.resume, retry_failed=args.retry_failed,
             overwrite=args.overwrite, ordered=not args.unordered, model=args.model,
             default_model="fake", priority_field=args.priority_field,

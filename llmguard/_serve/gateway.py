@@ -3,9 +3,9 @@
 A chat request runs ``TenantGate`` (the tenant's quota, refused at once, then its concurrency
 cap) and then the model's pipeline in the README's order: Metrics, Cache, Fallback (to the other
 models' own pipelines, so a fallback model's quota protects it too), Retry, CircuitBreaker,
-Timeout, RateLimit, ConcurrencyLimit | AdaptiveConcurrency. The model's rate limit (or router)
-and concurrency limiter serve waiting calls by priority (``call.priority``), then round-robin
-across tenants (``call.partition`` is the tenant's name).
+RateLimit, ConcurrencyLimit | AdaptiveConcurrency, its terminal timing each attempt. The
+model's rate limit (or router) and concurrency limiter serve waiting calls by priority
+(``call.priority``), then round-robin across tenants (``call.partition``: the tenant).
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ class Gateway:
     def _build(self, cfg: ModelConfig, gate: TenantGate) -> None:
         """The model's handlers, through ``Pipeline.build`` like every pipeline: the stack recipe
         (Metrics, Cache per tenant, Fallback to the other models' own pipelines, Retry,
-        CircuitBreaker, Timeout, RateLimit, concurrency), the tenant gate outermost."""
+        CircuitBreaker, RateLimit, concurrency; each attempt timed by the terminal: not a
+        Timeout layer, see :attr:`.model.Model.aheads`), the tenant gate outermost."""
         model = self.models[cfg.name] = Model(cfg)
         name = f"serve:{cfg.name}"
         cache: dict[str, Any] = {"per_partition": True}  # tenants never see each other's answers
@@ -110,7 +111,8 @@ class Gateway:
             router = router_of(cfg.deployments, cfg.strategy, cfg.stack.max_wait, self.backend)
         # A tenant's budget: inside Retry (each attempt reserves), outside the limiters.
         spend = TenantBudget(self.tenants, model.target) if self._budgeted else None
-        stack = build_stack(cfg.stack, name=name, backend=self.backend, limiter=limiter,
+        recipe = replace(cfg.stack, timeout=None)
+        stack = build_stack(recipe, name=name, backend=self.backend, limiter=limiter,
                             budget=spend, rate_limit=router,
                             metrics={"meter_provider": self.meter_provider,
                                      "tracer_provider": self.tracer_provider,
@@ -120,15 +122,13 @@ class Gateway:
         model.layers = tuple(stack.layers)
         model.guarded = stack.wrap(model.send, terminal=model.terminal())
         model.chat = lg.Pipeline(gate, *stack.layers, name=name).build(model.terminal())
-        # Embeddings share the model's Metrics, quota and slots (the same layer instances), with
-        # their own retry and timeout; no cache or fallback (those are chat-shaped).
+        # Embeddings: the model's Metrics, quota, slots (same instances), own Retry, no Cache.
         shared = [layer for layer in stack.layers
                   if isinstance(layer, (lg.Metrics, lg.RateLimit, lg.Router, lg.ConcurrencyLimit,
                                         lg.AdaptiveConcurrency))]
-        own = build_stack(replace(cfg.stack, fallbacks=(), cache_ttl=None,
-                                  circuit_breaker=False, rpm=None, tpm=None, input_tpm=None,
-                                  output_tpm=None))
-        own_layers = [layer for layer in own.layers if isinstance(layer, (lg.Retry, lg.Timeout))]
+        own = build_stack(replace(recipe, fallbacks=(), cache_ttl=None, circuit_breaker=False,
+                                  rpm=None, tpm=None, input_tpm=None, output_tpm=None))
+        own_layers = [layer for layer in own.layers if isinstance(layer, lg.Retry)]
         own_layers += [] if spend is None else [spend]
         metrics, limits = shared[:1], shared[1:]
         model.embed = lg.Pipeline(gate, *metrics, *own_layers, *limits, name=name).build(

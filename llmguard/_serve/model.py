@@ -11,6 +11,7 @@ from typing import Any
 
 import llmguard as lg
 
+from .._upstream.attempt_timeout import Aheads
 from .._upstream.config import upstream_of
 from .._upstream.deployments import DEPLOYMENT
 from .._upstream.protocol import Upstream
@@ -23,7 +24,8 @@ __all__ = ["Model"]
 class Model:
     """One configured model at run time: its upstream(s) and its handlers."""
 
-    __slots__ = ("chat", "config", "embed", "guarded", "layers", "name", "target", "upstreams")
+    __slots__ = ("aheads", "chat", "config", "embed", "guarded", "layers", "name", "target",
+                 "upstreams")
 
     def __init__(self, config: ModelConfig) -> None:
         self.config, self.name = config, config.name
@@ -31,11 +33,17 @@ class Model:
         self.target = config.model or config.name
         #: Deployment name ("" for a model of one upstream) -> (upstream, the model it is asked
         #: for).
-        bounded = config.stack.timeout is not None  # the model's Timeout layer bounds each
+        timeout = config.stack.timeout
+        bounded = timeout is not None  # the terminal bounds each attempt (``aheads``)
         self.upstreams: dict[str, tuple[Upstream, str]] = (
-            {d.name: (upstream_of(d, bounded=bounded), d.model or config.name)
+            {d.name: (upstream_of(d, bounded=bounded or d.timeout is not None),
+                      d.model or config.name)
              for d in config.deployments}
             if config.deployments else {"": (upstream_of(config, bounded=bounded), self.target)})
+        #: The model's ``timeout`` (or its deployment's, where shorter) per attempt, from its
+        #: send or, while an upstream answers ours sent before it (a proxy's queue moving),
+        #: from the last of those: in the terminal, not a Timeout layer (from the send alone).
+        self.aheads = Aheads(timeout, deployments=config.deployments)
         self.chat: Any = None  # handler: TenantGate + the model's layers + the upstream
         self.embed: Any = None
         self.guarded: Any = None  # the model's layers around its upstream (a fallback target)
@@ -68,7 +76,8 @@ class Model:
                 call.kwargs = kwargs  # the caller's dict is untouched
             known = sends.get(id(upstream))
             if known is None or known[0] is not upstream:
-                known = sends[id(upstream)] = (upstream, terminal(upstream, embed=embed))
+                known = sends[id(upstream)] = (upstream, terminal(
+                    upstream, embed=embed, ahead=self.aheads(upstream, choice)))
             return known[1](call)
 
         return as_this_model

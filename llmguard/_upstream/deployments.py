@@ -106,13 +106,16 @@ def load_deployments(path: str) -> tuple[DeploymentConfig, ...]:
 def router_of(deployments: tuple[DeploymentConfig, ...], strategy: str, max_wait: float | None,
               backend: Any) -> Router:
     """The Router over ``deployments`` (quotas shared through ``backend`` if given), each a
-    dict target naming it under :data:`DEPLOYMENT`."""
+    dict target naming it under :data:`DEPLOYMENT`. A deployment's ``timeout`` is not the
+    Router's (timed from its choice, queues included): the application's terminal, which
+    sends the request, applies it per attempt (:mod:`.attempt_timeout`), and a timeout there
+    moves the attempt on as the Router's did."""
     from .._routing.deployment import Deployment
     from .._routing.layer import Router
 
     return Router(*(Deployment({DEPLOYMENT: d.name}, name=d.name, rpm=d.rpm, tpm=d.tpm,
                                input_tpm=d.input_tpm, output_tpm=d.output_tpm,
-                               concurrency=d.concurrency, weight=d.weight, timeout=d.timeout,
+                               concurrency=d.concurrency, weight=d.weight,
                                refill=d.refill, burst=d.burst, margin=d.margin)
                     for d in deployments),
                   strategy=strategy, max_wait=max_wait, backend=backend)

@@ -7,6 +7,7 @@ from typing import Any
 from .._core.call import Call
 from .._core.layer import Handler
 from .._core.stream import Stream
+from .attempt_timeout import Ahead
 from .protocol import Upstream
 
 __all__ = ["PROVIDERS", "make_upstream", "terminal"]
@@ -37,22 +38,26 @@ def make_upstream(provider: str, *, name: str = "fake", base_url: str | None = N
     raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
 
 
-def terminal(upstream: Upstream, *, embed: bool = False) -> Handler:
+def terminal(upstream: Upstream, *, embed: bool = False, ahead: Ahead | None = None) -> Handler:
     """The innermost handler sending ``call.kwargs`` to ``upstream``: chat (a stream when
     ``stream`` is true, returned as an :class:`~llmguard._core.stream.Stream` whose first chunk
     has arrived) or ``embed``. It marks the attempt sent, and the upstream writes
-    ``call.response_headers``."""
+    ``call.response_headers``. ``ahead``: the application's per-attempt timeout at this
+    upstream (:mod:`.attempt_timeout`; a stream's until its first chunk)."""
     if embed:
         async def send_embed(call: Call) -> Any:
             call.mark_sent()
-            return await upstream.embed(call.kwargs, call)
+            if ahead is None:
+                return await upstream.embed(call.kwargs, call)
+            return await ahead.within(upstream.embed(call.kwargs, call), call.kwargs.get("model"))
 
         return send_embed
 
     async def send(call: Call) -> Any:
         call.mark_sent()
-        if call.kwargs.get("stream"):
-            return await Stream.start(upstream.stream(call.kwargs, call))
-        return await upstream.chat(call.kwargs, call)
+        kwargs = call.kwargs
+        sent = (Stream.start(upstream.stream(kwargs, call)) if kwargs.get("stream")
+                else upstream.chat(kwargs, call))
+        return await (sent if ahead is None else ahead.within(sent, kwargs.get("model")))
 
     return send

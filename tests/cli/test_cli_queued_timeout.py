@@ -7,36 +7,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from queue_server import Queue
 
 from llmguard._cli.provider import Provider
 from llmguard._upstream.errors import ProviderTimeout, RateLimited
-
-
-class Queue:
-    """A server taking requests one at a time, ``service`` s each, in arrival order; those
-    whose content is ``"hang"`` are never answered, ``"429"`` refused once taken. ``taken``:
-    every request it took (it serves one whose client has gone, as a proxy does)."""
-
-    def __init__(self, service: float) -> None:
-        self.service, self.lock, self.taken = service, asyncio.Lock(), []
-
-    async def chat(self, request: dict[str, Any], call: Any = None, /) -> Any:
-        content = request["messages"][0]["content"]
-        if content == "hang":
-            await asyncio.sleep(10**6)
-        worker = asyncio.ensure_future(self._serve(content))  # it goes on if the client leaves
-        return await asyncio.shield(worker)
-
-    async def _serve(self, content: str) -> dict[str, Any]:
-        async with self.lock:
-            self.taken.append(content)
-            if content == "429":
-                raise RateLimited("Rate limit reached", status_code=429, headers={})
-            await asyncio.sleep(self.service)
-        return {"choices": [{"message": {"content": "ok"}}]}
-
-    async def aclose(self) -> None:
-        pass
 
 
 def provider(server: Queue, timeout: float) -> Provider:
@@ -100,3 +74,64 @@ async def test_a_request_lost_in_a_busy_server_times_out_after_those_before_it()
     assert isinstance(results[1], RateLimited) and isinstance(results[2], ProviderTimeout)
     assert ended[2] == pytest.approx(1.0 + 5.0, abs=0.01)  # q0 answered at 1, the 429 at 1
     assert not [r for i, r in enumerate(results) if i not in (1, 2) and isinstance(r, Exception)]
+
+
+async def test_llmguard_run_on_ray_times_attempts_as_the_local_run() -> None:
+    """``llmguard run --ray --timeout 5``: the actors' stack has no Timeout layer (one timed
+    each attempt from its send, and the actors' provider was unbounded: the defect above) and
+    their provider bounds each attempt as the local run's: 30 queued 30 s, each answered."""
+    pytest.importorskip("ray")
+    from llmguard import Timeout
+    from llmguard._cli.deployments import resolve
+    from llmguard._cli.ray_launch import ray_parts
+    from llmguard.cli import _parser
+
+    args = _parser().parse_args(["run", "in.jsonl", "-o", "out.jsonl", "--ray", "--timeout", "5",
+                                 "--api-base", "http://127.0.0.1:9/v1", "--model", "m"])
+    assert resolve(args) is None  # as main() does
+    stack, make_send = ray_parts(args)
+    assert not [layer for layer in stack(None).layers if isinstance(layer, Timeout)]
+    server = Queue(1.0)
+    p = make_send()
+    p.other = server
+    results = await asyncio.gather(*(p(**ask(f"q{i}")) for i in range(30)),
+                                   return_exceptions=True)
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert len(server.taken) == 30
+
+
+async def test_a_deployments_own_timeout_is_timed_as_the_runs() -> None:
+    """A ``--config`` deployment's ``timeout`` (no ``--timeout``): the provider applies it as
+    it does ``--timeout`` (the Router, which timed it from its choice of the deployment, no
+    longer does: ``router_of``): 30 queued 30 s behind ours answered, each answered once; a
+    request the deployment never answers fails 5 s after its send, naming that timeout."""
+    from llmguard._upstream.deployments import DEPLOYMENT, DeploymentConfig, router_of
+
+    deployment = DeploymentConfig(name="a", timeout=5.0)
+    assert router_of((deployment,), "headroom", None, None).deployments[0].timeout is None
+    server = Queue(1.0)
+    p = Provider(deployments=(deployment,))
+    p.routes["a"] = (server, None)  # type: ignore[assignment]
+    results = await asyncio.gather(*(p(**ask(f"q{i}"), **{DEPLOYMENT: "a"}) for i in range(30)),
+                                   return_exceptions=True)
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert len(server.taken) == 30
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(ProviderTimeout, match="deployment a's timeout 5 s"):
+        await p(**ask("hang"), **{DEPLOYMENT: "a"})
+    assert loop.time() - start == pytest.approx(5.0, abs=0.01)
+
+
+async def test_a_callers_cancellation_stays_a_cancellation() -> None:
+    """An attempt its caller cancels ends as a cancellation, not a timeout, and the others of
+    the burst are timed as before (the one timer of the upstream goes on for them)."""
+    server = Queue(1.0)
+    p = provider(server, 5.0)
+    tasks = [asyncio.ensure_future(p(**ask(c))) for c in ("q0", "hang", "hang", "q3")]
+    await asyncio.sleep(0.5)
+    tasks[1].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert isinstance(results[2], ProviderTimeout)  # 5 s after q0 was answered, at 1 s
+    assert not isinstance(results[0], BaseException) and not isinstance(results[3], BaseException)
