@@ -32,7 +32,7 @@ import math
 from typing import Any
 
 from . import bounds, refuted
-from .bounds import lowered, ours, recount
+from .bounds import logged, lowered, ours, recount
 
 __all__ = ["QUIET", "due", "flying", "ours", "probe", "probes", "recount", "served_at"]
 
@@ -116,20 +116,25 @@ def refuting(window: Any, track: Any, probe: Any) -> float:
     ceiling = window.charge.ceiling
     if not math.isfinite(ceiling):
         return math.inf
-    rate, margin = track.limit / track.window, track.quota.margin
+    limit = track.limit  # (hoisted, as ``max`` below: asked while a probe flies, each of
+    rate, margin = limit / track.window, track.quota.margin  # ours within two windows read)
     at, estimated = -math.inf, probe.estimate
     for entry in reversed(track.recent):
         if entry.live and not entry.refused:
             estimated += entry.estimate
-            at = max(at, entry.time + (ceiling * estimated - track.limit) / rate)
+            bound = entry.time + (ceiling * estimated - limit) / rate
+            if bound > at:
+                at = bound
     return at + margin
 
 
 def _answering(window: Any) -> float:
     """Seconds the last of ours answered took from its send to its answer (0: none yet)."""
-    last = max((e for e in ours(window) if e.answered < math.inf),
-               key=lambda e: e.answered, default=None)
-    return 0.0 if last is None else last.answered - last.time
+    last, answered = None, -math.inf  # (``max`` over ``ours(window)`` by ``answered``,
+    for entry in logged(window):  # written out: the first of the latest, as ``max`` takes)
+        if answered < entry.answered < math.inf and entry.live and not entry.refused:
+            last, answered = entry, entry.answered
+    return 0.0 if last is None else answered - last.time
 
 
 def due(charge: Any, window: Any, now: float, estimate: int) -> float | None:
