@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import bounds, refuted
+from . import bounds, changed, refuted
 from .bounds import logged, lowered, ours, recount
 
 __all__ = ["QUIET", "due", "flying", "ours", "probe", "probes", "recount", "served_at"]
@@ -116,8 +116,12 @@ def refuting(window: Any, track: Any, probe: Any) -> float:
     ceiling = window.charge.ceiling
     if not math.isfinite(ceiling):
         return math.inf
-    limit = track.limit  # (hoisted, as ``max`` below: asked while a probe flies, each of
-    rate, margin = limit / track.window, track.quota.margin  # ours within two windows read)
+    limit, recent = track.limit, track.recent  # (asked several times an admission while a
+    rate, margin = limit / track.window, track.quota.margin  # probe flies: kept, hoisted)
+    key = (track, probe, ceiling, limit, rate, margin, changed.counted)
+    at = changed.kept(window, "refuting", recent, key)
+    if at is not None:
+        return at
     at, estimated = -math.inf, probe.estimate
     for entry in reversed(track.recent):
         if entry.live and not entry.refused:
@@ -125,16 +129,22 @@ def refuting(window: Any, track: Any, probe: Any) -> float:
             bound = entry.time + (ceiling * estimated - limit) / rate
             if bound > at:
                 at = bound
-    return at + margin
+    return changed.keep(window, "refuting", recent, key, at + margin)
 
 
 def _answering(window: Any) -> float:
     """Seconds the last of ours answered took from its send to its answer (0: none yet)."""
+    entries = logged(window)
+    key = (changed.counted, changed.answered)  # (asked with :func:`refuting`: kept too)
+    took = changed.kept(window, "answering", entries, key)
+    if took is not None:
+        return took
     last, answered = None, -math.inf  # (``max`` over ``ours(window)`` by ``answered``,
-    for entry in logged(window):  # written out: the first of the latest, as ``max`` takes)
+    for entry in entries:  # written out: the first of the latest, as ``max`` takes)
         if answered < entry.answered < math.inf and entry.live and not entry.refused:
             last, answered = entry, entry.answered
-    return 0.0 if last is None else answered - last.time
+    took = 0.0 if last is None else answered - last.time
+    return changed.keep(window, "answering", entries, key, took)
 
 
 def due(charge: Any, window: Any, now: float, estimate: int) -> float | None:
