@@ -3,13 +3,15 @@ scan's result is kept while nothing it read changed: asked several times an admi
 a probe is in flight, each pass over ours within two windows (1,800 at 900 RPM, 20,000 at
 10,000 RPM) took 40% of a silent server's CPU at 900 RPM.
 
-``counted``: an entry's ``live`` or ``refused`` changed (a refund, a move, a 429), anywhere:
-:meth:`.window.Window.adjust`, :func:`.move.move`, :func:`.learn_refusal.paused`.
-``answered``: an entry's ``answered`` changed (its call ended), the same ones. An entry's
-``time``, ``estimate`` and ``seq`` never change once made; a log or ``recent`` only appends
-new entries and drops its oldest (a log folds only as it appends: :meth:`.log.Log.fold`), so
-its length, first and last entries tell whether it changed (``folded`` heads' ``live``
-changes too, but their ``answered`` stays inf and no ``recent`` holds them).
+``counted``: an entry's ``live`` or ``refused`` changed (a refund, a move, a 429), in any
+window: :meth:`.window.Window.adjust`, :func:`.move.move`, :func:`.learn_refusal.refused`.
+``answered``: an entry's ``answered`` changed (its call ended), the same ones. Code that
+changes one of them elsewhere counts it too, or a scan returns what it read before. An
+entry's ``time``, ``estimate`` and ``seq`` never change once made; a log or ``recent`` only
+appends new entries and drops its oldest (a log folds only as it appends:
+:meth:`.log.Log.fold`), so its length, first and last entries tell whether it changed (a
+folded head's ``time`` and ``live`` change, but its ``answered`` stays inf: no scan here
+counts it, and no ``recent`` holds it).
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def refuting(window: Any, track: Any, probe: Any) -> float:
     if at is not None:
         return at
     at, estimated = -math.inf, probe.estimate
-    for entry in reversed(track.recent):
+    for entry in reversed(recent):
         if entry.live and not entry.refused:
             estimated += entry.estimate
             bound = entry.time + (ceiling * estimated - limit) / rate
