@@ -228,8 +228,7 @@ def limit_of(window: Any) -> int:
 
 
 def logged(window: Any) -> Any:
-    """The entries of ``window``'s log :func:`ours` reads: of its first per-minute token
-    quota, else of its first quota."""
+    """The entries :func:`ours` reads: its first per-minute token quota's log, else its first's."""
     tracks = [t for t in window.tracks if t.quota.tokens and hasattr(t, "learns") and t.learns()]
     track = tracks[0] if tracks else window.tracks[0]
     return getattr(getattr(track, "log", track), "entries", ())
