@@ -41,7 +41,7 @@ async def test_a_silent_bucket_started_late_is_paced_to_its_own_rate(phase: floa
     The bucket paced at the most a bucket charges (``carry.charged``), each probe beyond
     it lowers that by a request's share, and the minute's count is spent by :116: 1.00x.
     Since the probes whose answers would come after the minute go two round trips apart
-    (``probing.served_at``: a fixed window charging our estimate from :55 filled 42 of 47,
+    (``served.served_at``: a fixed window charging our estimate from :55 filled 42 of 47,
     1.90x), the opening minute holds 47 and bounds a fixed window's factor to 1.0 at once:
     the probes beyond the bucket walk the factor down to what it charges by :80, and the next
     one beyond is refused (a bucket run dry: learned), one 429 where the walk from 1.15x had
@@ -97,7 +97,7 @@ async def test_a_strict_mute_sliding_window_started_at_55_is_paced_to_what_it_ad
     a window late), not what the 42 it admitted, sent seconds before, allow. Ours sent a
     margin or more before the refused one surely reached the server first and were admitted:
     they bound the factor (1.118x). One 429, 1.03x. Since the probes whose answers would come
-    after the minute go two round trips apart (``probing.served_at``), the charge's 43rd is
+    after the minute go two round trips apart (``served.served_at``), the charge's 43rd is
     refused at :59.1 (it learns the factor, 1.118x) and the shape's at :60.1: two 429s, the
     charge's and the shape's, as from :00-:50 (a fixed window that says nothing, charging
     our estimate from :55, needs the probes that fast: 1.90x -> 1.03x)."""

@@ -41,7 +41,7 @@ async def test_a_strict_silent_bucket_started_at_55_is_learned_from_its_one_429(
     ideal. But a probe served at :70 had overflowed any sliding window of the quota at our
     bare estimates: a bucket run dry refused it (``refuted.slideless``), paced at the most the
     probes allow it charges, 1.01-1.02x. Since the probes whose answers would come after the
-    minute go two round trips apart (``probing.served_at``), the charge's 46th is refused at
+    minute go two round trips apart (``served.served_at``), the charge's 46th is refused at
     :59.4 (1.12x kept: a bucket refilled since the burst) and no probe refused after it: paced within both a fixed window and a
     bucket (the shape left unknown), 1.00-1.01x; never a sliding log."""
     server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=STRICT,

@@ -23,7 +23,7 @@ async def test_a_silent_bucket_keeps_the_opening_bursts_deficit_past_two_windows
     unknown two windows in, the bucket's bound forgot the opening burst when it left the
     history, and 25 went at once at the next minute into a bucket holding 14. Now what leaves
     the history is carried (``carry.Carry``): no 429. Since the probes whose answers would
-    come after the minute go two round trips apart (``probing.served_at``), the factor is
+    come after the minute go two round trips apart (``served.served_at``), the factor is
     bounded to 1.0 in the opening minute, and the bucket is learned by the one probe beyond
     it refused (as ``test_silent_both``'s bucket started late): one 429, 1.00x."""
     server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False)

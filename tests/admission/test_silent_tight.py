@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from llmguard._admission.ratelimit import probing, refuted
+from llmguard._admission.ratelimit import probing, refuted, served
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import FixedWindowServer
 from late_start import run
@@ -40,17 +40,17 @@ def test_a_probe_answered_after_the_minute_lets_the_next_go_two_round_trips_on()
         entry.answered = 57.0
     probe = probing.probe(w.charge, w, 57.0, 212)
     assert w.charge.probing is probe and probing.flying(w.charge, 57.2)
-    assert probing.served_at(w, probe) == math.inf
+    assert served.served_at(w, probe) == math.inf
     assert not probing.probes(w.charge, w, 57.2, 212)
     probe.answered = 59.0
     probe = probing.probe(w.charge, w, 59.0, 212)
     assert w.charge.probing is probe
-    assert probing.served_at(w, probe) == pytest.approx(59.0 + probing.QUIET * MARGIN)
+    assert served.served_at(w, probe) == pytest.approx(59.0 + served.QUIET * MARGIN)
     assert not probing.probes(w.charge, w, 59.05, 212)
     assert probing.due(w.charge, w, 59.05, 212) == pytest.approx(59.1)
     assert probing.probes(w.charge, w, 59.1, 212)
     probe.queued = 1
-    assert probing.served_at(w, probe) == math.inf
+    assert served.served_at(w, probe) == math.inf
     assert probing.due(w.charge, w, 59.1, 212) is None
 
 
@@ -74,9 +74,9 @@ def test_a_probe_early_in_the_minute_counts_as_served_once_a_429_would_refute_a_
     two round trips (a 429 there, a bucket charging what the probes allow refilled too
     little to refuse it, left a sliding window's shape probed: a second 429)."""
     w, second = _burst_and_two_probes()
-    at = probing.served_at(w, second)
-    assert second.time + probing.QUIET * MARGIN < at < 6.0  # (its answer: 2 s after it)
-    for sent, refutes in [(second.time + probing.QUIET * MARGIN, False), (at, True)]:
+    at = served.served_at(w, second)
+    assert second.time + served.QUIET * MARGIN < at < 6.0  # (its answer: 2 s after it)
+    for sent, refutes in [(second.time + served.QUIET * MARGIN, False), (at, True)]:
         w, _ = _burst_and_two_probes()
         refuted.refused(w, probing.probe(w.charge, w, sent, 212))  # a 429 to the next
         assert refuted.bucketless(w.charge) is refutes, (sent, w.charge.floor,
@@ -85,7 +85,7 @@ def test_a_probe_early_in_the_minute_counts_as_served_once_a_429_would_refute_a_
 
 def test_when_a_probe_may_go_is_not_asked_of_a_later_moment_now() -> None:
     """The next probe of the charge may go seconds ahead (a bucket's refill,
-    ``probing.refuting``): asked now whether one may go then, the logs expired ours as of
+    ``served.refuting``): asked now whether one may go then, the logs expired ours as of
     then, and one of ours still in the window left it early (the property test's 4 requests
     within 60 s at ``rpm=3``). Asked again then."""
     w = silent_window()
@@ -95,7 +95,7 @@ def test_when_a_probe_may_go_is_not_asked_of_a_later_moment_now() -> None:
         entry.answered = 2.0
     probing.probe(w.charge, w, 2.0, 212).answered = 4.0
     second = probing.probe(w.charge, w, 4.0, 212)
-    at = probing.served_at(w, second)
+    at = served.served_at(w, second)
     assert 4.6 < at < math.inf
     requests = w.tracks[0].log
     counted = requests.used
@@ -113,7 +113,7 @@ def test_the_give_back_test_waits_for_the_answers() -> None:
     for entry in [w.add(57.0, 212) for _ in range(46)]:
         w.adjust(58.5, entry, 12)
     last = w.charge.probing = w.add(59.0, 212)
-    assert probing.served_at(w, last) < 59.5
+    assert served.served_at(w, last) < 59.5
     assert not probing.probes(w.charge, w, 59.5, 212)  # served as far as a 429 tells
     last.answered = 61.0
     assert probing.probes(w.charge, w, 61.0, 212)

@@ -19,7 +19,7 @@ from .carry import carried, charged
 from .holds import reached, surely
 
 __all__ = ["bucket_of", "bucketed", "ceiled", "cheaper", "clocked", "fitted", "limit_of",
-           "lowered", "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
+           "logged", "lowered", "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
 
 
 def bucket_of(window: Any) -> Any:
@@ -85,18 +85,17 @@ def bucketed(window: Any, probe: Any, rounded: bool = True, late: bool = False) 
     track = bucket_of(window)
     if track is None:
         return 0.0
-    margin = track.quota.margin
-    rate, last = track.limit / track.window, probe.time + reached(probe, margin)
+    margin, limit, seq = track.quota.margin, track.limit, probe.seq  # (hoisted: two windows)
+    rate, last = limit / track.window, probe.time + reached(probe, margin)
     bound, estimated, count = float("inf"), 0, 0
     for entry in reversed(track.recent):  # (two windows: the log keeps one)
-        if entry.seq <= probe.seq and entry.live and not entry.refused:
+        if entry.seq <= seq and entry.live and not entry.refused:
             estimated, count = estimated + entry.estimate, count + 1
             arrived = entry.time + reached(entry, margin) if late else entry.time
-            room = track.limit + rate * (last - arrived) - (count if rounded else 0)
+            room = limit + rate * (last - arrived) - (count if rounded else 0)
             bound = min(bound, room / estimated)
     if track.carry is not None and estimated:  # ours older than ``recent`` (:mod:`.carry`)
-        bound = min(bound, track.carry.most(last, track.limit, rate, estimated,
-                                                 count if rounded else 0))
+        bound = min(bound, track.carry.most(last, limit, rate, estimated, count if rounded else 0))
     return 0.0 if bound == float("inf") else bound
 
 
@@ -228,13 +227,16 @@ def limit_of(window: Any) -> int:
     return min(t.limit for t in window.tracks if t.quota.tokens)
 
 
-def ours(window: Any) -> list[Any]:
-    """Ours in ``window``'s log the server may count: admitted, not refunded nor refused (the
-    log of its first per-minute token quota, else of its first quota)."""
+def logged(window: Any) -> Any:
+    """The entries :func:`ours` reads: its first per-minute token quota's log, else its first's."""
     tracks = [t for t in window.tracks if t.quota.tokens and hasattr(t, "learns") and t.learns()]
     track = tracks[0] if tracks else window.tracks[0]
-    return [e for e in getattr(getattr(track, "log", track), "entries", ())
-            if e.live and not e.refused]
+    return getattr(getattr(track, "log", track), "entries", ())
+
+
+def ours(window: Any) -> list[Any]:
+    """Ours in ``window``'s log the server may count: admitted, not refunded nor refused."""
+    return [e for e in logged(window) if e.live and not e.refused]
 
 
 def recount(window: Any, now: float, charge: Any, entries: list[Any],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, probing, refuted, repeat, silent, stray
+from . import bounds, changed, probing, refuted, repeat, silent, stray
 from .auto import AutoTrack
 from .learn import become_fixed
 from .log import Entry
@@ -41,6 +41,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
             # charging our estimate: paced as a fixed window, then a sliding log, 1.16x)
             refuted.refused(window, ticket, named)
         ticket.refused = True
+        changed.counted += 1
     if shape.shorter:  # (:func:`.learn.shorter`): paused as asked, as a sliding log is
         return until
     long = ticket is not None and seconds > TOLERANCE + max(

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any, Protocol, runtime_checkable
 
-from . import beyond
+from . import beyond, changed
 from .log import Entry
 from .queued import give_way
 
@@ -63,7 +63,9 @@ def move(window: Any, now: float, entry: Entry, tokens: int) -> Entry | None:
         window.queued.unmark(entry)
     if entry.answered > now:
         entry.answered = now
+        changed.answered += 1
     entry.tokens = entry.live = 0
+    changed.counted += 1  # (live, as the guard above says)
     if not fits:
         return beyond.probe(window, now, tokens, estimate) or give_way(window, now, estimate)
     return window.add(now, tokens, estimate)

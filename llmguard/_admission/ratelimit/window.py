@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import answers, arrived, beyond, learn, learn_refusal, short, silent, told
+from . import answers, arrived, beyond, changed, learn, learn_refusal, short, silent, told
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -30,7 +30,7 @@ class Window:
     """Admissions of one partition against several quotas, plus a pause and provider caps."""
 
     __slots__ = ("tracks", "pace", "paused_until", "caps", "buckets", "shape", "issued",
-                 "issued_tokens", "readings", "charge", "quotas", "log", "queued")
+                 "issued_tokens", "readings", "charge", "quotas", "log", "queued", "scans")
 
     def __init__(self, quotas: tuple[Quota, ...], charge: type[Charge] = Charge) -> None:
         self.quotas = quotas  # as given (a new margin is a new tuple: ``latency.retime``)
@@ -58,6 +58,8 @@ class Window:
         self.charge = charge(min(charged)) if charged else None
         #: Ours admitted whose calls wait in an inner queue now (not at the server).
         self.queued = Queued()
+        #: The probing's scans of ours, kept while what they read stands (:mod:`.changed`).
+        self.scans: dict[str, tuple[Any, ...]] = {}
 
     def wait(self, now: float, tokens: int) -> float:
         """Seconds until one request of ``tokens`` may be admitted (0.0: now), ``SLACK`` added
@@ -149,10 +151,13 @@ class Window:
                 cap[0] -= (tokens - entry.tokens) if unit else (live - entry.live)
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
+            changed.answered += 1
         if self.shape is not None and entry is self.shape.probe:
             learn.settled(self, now, entry, tokens, live)
         if entry.queued:  # it left the inner queue (moved: counted anew; or never sent)
             left(self, entry, tokens, live)
+        if live != entry.live:
+            changed.counted += 1
         entry.tokens = tokens
         entry.live = live
 
