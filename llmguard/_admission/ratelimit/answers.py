@@ -19,11 +19,11 @@ from typing import Any
 
 from .others import ours, sent_by, theirs
 
-__all__ = ["held", "restarted"]
+__all__ = ["full", "held", "restarted", "room", "sooner"]
 
 
 def held(window: Any, tracks: list[Any], remaining: int, limit: int | None, ticket: Any,
-         now: float, until: float) -> float:
+         now: float, until: float) -> tuple[float, list[list[float]]]:
     """Until when a cap of what the server's answer to ``ticket`` left (no reset) holds, at
     most ``until`` (a window from the ticket: the safe reading). When ours alone (with the
     other processes' sharing the key) explain what it counted (``limit`` less ``remaining``):
@@ -33,20 +33,24 @@ def held(window: Any, tracks: list[Any], remaining: int, limit: int | None, tick
     "all answered" 0 of LiteLLM's proxy held the next minute, which had room): ours answered
     explain it, once each the log lets go has left the count as its answer dates it
     (:func:`_first_out`: a proxy that queues counts late); else the oldest sent leaves.
-    Held as read until then: a 429 meanwhile is read against it (:func:`.refusal.before`)."""
+    Held as read until then: a 429 meanwhile is read against it (:func:`.refusal.before`);
+    with the steps (:func:`_stairs`) at which room comes back before (``[when, units]``)."""
     learners = [t for t in tracks if getattr(t, "log", None) is not None]
     if ticket is None or not learners:
-        return until
+        return until, []
     track = min(learners, key=lambda t: t.limit)
     counted = (limit or track.limit) - remaining
     answered = ours(track, lambda e: e is ticket or now - track.window < e.answered <= now) \
         + theirs(window, track, lambda e: now - track.window < e.answered <= now)
     if counted <= answered:
-        return min([until] + [_first_out(t, now, until) for t in learners])
+        until = min([until] + [_first_out(t, now, until) for t in learners])
+        others = answered - ours(track, lambda e: e is ticket or now - track.window < e.answered
+                                 <= now)
+        return until, [] if others else _stairs(learners, track, counted, ticket, now, until)
     if counted > sent_by(window, track, ticket):
-        return until
+        return until, []
     return min([until] + [next((e.time + t.window for e in t.log.entries if e.live), until)
-                          for t in learners])  # (each log in time order: its oldest first)
+                          for t in learners]), []  # (each log in time order: its oldest first)
 
 
 def _first_out(track: Any, now: float, until: float) -> float:
@@ -75,6 +79,74 @@ def _first_out(track: Any, now: float, until: float) -> float:
             return due
         due = out
     return until
+
+
+def _stairs(learners: list[Any], track: Any, counted: int, ticket: Any, now: float,
+            until: float) -> list[list[float]]:
+    """When room comes back under a cap ours answered explain (``counted`` of ``track``'s
+    units), before the log takes over at ``until``: each of ours in the count leaves it a
+    window after the latest it was counted (its answer less the shortest round trip, as
+    :func:`_first_out` dates them; the ticket's answer is now), the oldest first, those
+    beyond the count (the server's count dropped them: a clock minute's started since) left
+    out. A proxy's 4 workers took a burst sent at :58 until :72, 4 of it before the clock
+    minute: the ``remaining`` of 0 its answers read held all of it until :132, or until the
+    boundary's probe, and the 3 the proxy's minute still had room for went unused (1.21x the
+    ideal). Released a worker's turn at a time, as a window sliding over its takes would, the
+    4 taken at :58 go at :118, as a clock minute counting takes leaves room for them too."""
+    entries = [e for e in track.log.entries if e.live and not e.refused
+               and (e is ticket or now - track.window < e.answered <= now)]
+    if not entries:
+        return []
+    answers = [min(e.answered, now) for e in entries]
+    trip = min(at - e.time for e, at in zip(entries, answers))
+    span = max(t.window for t in learners)
+    out = sorted((max(e.time, at - trip) + span, track.weight(e))
+                 for e, at in zip(entries, answers))
+    skip = sum(units for _, units in out) - counted  # the oldest: beyond the count
+    steps: list[list[float]] = []
+    for at, units in out:
+        cut = min(skip, units) if skip > 0 else 0
+        skip, units = skip - cut, units - cut
+        if not units or at >= until:
+            continue
+        if steps and steps[-1][0] == at:
+            steps[-1][1] += units
+        else:
+            steps.append([at, units])
+    return steps
+
+
+def room(cap: list[Any], now: float) -> float:
+    """What ``cap`` (``Window.caps``: ``[remaining, until, ...]``, then its steps) leaves now,
+    the steps come due by now added to its ``remaining`` (:func:`_stairs`)."""
+    steps = cap[5] if len(cap) > 5 else None
+    while steps and steps[0][0] <= now:
+        cap[0] += steps.pop(0)[1]
+    return cap[0]
+
+
+def sooner(cap: list[Any], now: float, need: int) -> float:
+    """When ``cap`` leaves ``need`` units (at most its ``until``), its steps counted."""
+    left = room(cap, now)
+    for at, units in cap[5] if len(cap) > 5 else ():
+        if at >= cap[1]:
+            break
+        left += units
+        if left >= need:
+            return at
+    return cap[1]
+
+
+def full(window: Any, cap: list[Any], track: Any, ticket: Any) -> int:
+    """Units the server counted before ``ticket`` at least, by ``cap`` (its word, room given
+    back as ours left its count: :func:`_stairs`) leaving the ticket no room, when it was
+    admitted on that room (not a probe beyond it) and refused: the server's limit less the
+    ticket (it admits one fewer than it says: LiteLLM's proxy's ``rpm - 1``). Else 0. Read
+    from our log instead, a proxy that took a burst late and was let go of it was seen 31 of
+    60 full, and its 429 taught nothing: a second one came in the next minute."""
+    if len(cap) <= 5 or ticket.seq < cap[2] or ticket is window.shape.probe:
+        return 0
+    return track.limit - track.weight(ticket)
 
 
 def restarted(window: Any, track: Any, ticket: Any, remaining: int, server: int,

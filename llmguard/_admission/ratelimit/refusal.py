@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import repeat
+from . import answers, repeat
 from .auto import AutoTrack
 from .log import Entry
 from .others import ours
@@ -52,9 +52,10 @@ def before(window: Any, track: AutoTrack, now: float, ticket: Entry | None) -> i
     not ours by place: as counted now."""
     used = track.used(now, ticket)
     cap = window.caps.get(track.quota.tokens)
-    if ticket is None or track._pacer() is track.bucket or (
-            cap is not None and cap[1] > now and cap[0] <= 0):
+    if ticket is None or track._pacer() is track.bucket:
         return used
+    if cap is not None and cap[1] > now and cap[0] <= 0:
+        return max(used, answers.full(window, cap, track, ticket))
     for entry in reversed(track.log.entries):  # the newest first: ours after it are recent
         if entry.seq <= ticket.seq:
             break

@@ -66,9 +66,10 @@ class Window:
         estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         for track in self.tracks:
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
-        for unit, (remaining, until, *_) in self.caps.items():
-            if until > now and remaining < (tokens if unit else 1):
-                wait = max(wait, until - now)
+        for unit, cap in self.caps.items():
+            need = tokens if unit else 1
+            if cap[1] > now and cap[0] < need:
+                wait = max(wait, answers.sooner(cap, now, need) - now)
         wait = beyond.sooner(self, now, wait, tokens, estimate)  # a probe may go sooner
         return wait + SLACK if wait > 0.0 else 0.0
 
@@ -83,8 +84,9 @@ class Window:
                 return beyond.probe(self, now, tokens, estimate)
         caps = self.caps
         if caps:
-            for unit, (remaining, until, *_) in caps.items():
-                if until > now and remaining < (tokens if unit else 1):
+            for unit, cap in caps.items():
+                need = tokens if unit else 1
+                if cap[1] > now and cap[0] < need and answers.room(cap, now) < need:
                     return beyond.probe(self, now, tokens, estimate)
         return self.add(now, tokens, estimate)
 
@@ -196,6 +198,7 @@ class Window:
                            limit if kind == "bucket" else None,
                            self.queued.units(tokens) if marks else 0)
             return
+        steps: list[list[float]] = []
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
@@ -207,11 +210,13 @@ class Window:
             until = (at if ticket is not None else now) + reset
         elif self.shape is not None:  # no reset: the safe reading, left for one window
             until = at + max(t.quota.window for t in tracks) if tracks else now
-            until = answers.held(self, tracks, remaining, limit, seen, now, until)
+            until, steps = answers.held(self, tracks, remaining, limit, seen, now, until)
         else:
             return
         if until > now:
             self.caps[tokens] = [left, until, base, -1 if ticket is None else ticket.seq, marks]
+            if steps:  # room comes back as ours leave the server's count (:mod:`.answers`)
+                self.caps[tokens].append(steps)
 
     def spent(self, now: float) -> None:
         """Every quota used up now: buckets empty, windows capped at nothing for a window."""
@@ -241,5 +246,5 @@ class Window:
         free = [track.available(now) for track in self.tracks if track.quota.tokens is tokens]
         cap = self.caps.get(tokens)
         if cap is not None and cap[1] > now:
-            free.append(int(cap[0]))
+            free.append(int(answers.room(cap, now)))
         return max(0, min(free)) if free else 0
