@@ -10,6 +10,14 @@ the ideal): the ``remaining`` of 0 its last answers read held as a cap for a win
 the minute confirmed only a minute late (:func:`restarted`: the first answer made after it,
 to one of ours sent before it, reads a count no server counting ours as they arrive reports).
 
+A proxy's workers taking a burst a turn at a time (4 workers, 2 s each: 32 sent at :58 taken
+until :72, 4 of them before the minute) count it late, so such a cap gives room back as each
+of ours leaves the count as its answer dates it (:func:`_stairs`, :func:`room`), not all at
+once when the log may take over: the first minute's last 3 go at :118, where held to the
+boundary's probe they went unused. A 429 to one admitted on that room is read by the
+server's word (:func:`full`): the limit less one (its ``rpm - 1``), as the log, which let the
+burst go at :118, counts only half of it.
+
 Everything here takes its inputs as arguments (no clock, no asyncio): tested directly.
 """
 
@@ -33,19 +41,18 @@ def held(window: Any, tracks: list[Any], remaining: int, limit: int | None, tick
     "all answered" 0 of LiteLLM's proxy held the next minute, which had room): ours answered
     explain it, once each the log lets go has left the count as its answer dates it
     (:func:`_first_out`: a proxy that queues counts late); else the oldest sent leaves.
-    Held as read until then: a 429 meanwhile is read against it (:func:`.refusal.before`);
-    with the steps (:func:`_stairs`) at which room comes back before (``[when, units]``)."""
+    Held as read until then: a 429 meanwhile is read against it (:func:`.refusal.before`).
+    With the steps at which room comes back before then as ours leave the count
+    (:func:`_stairs`, ``[[when, units], ...]``; none when other processes' are in it)."""
     learners = [t for t in tracks if getattr(t, "log", None) is not None]
     if ticket is None or not learners:
         return until, []
     track = min(learners, key=lambda t: t.limit)
     counted = (limit or track.limit) - remaining
-    answered = ours(track, lambda e: e is ticket or now - track.window < e.answered <= now) \
-        + theirs(window, track, lambda e: now - track.window < e.answered <= now)
-    if counted <= answered:
+    others = theirs(window, track, lambda e: now - track.window < e.answered <= now)
+    if counted <= others + ours(track, lambda e: e is ticket
+                                or now - track.window < e.answered <= now):
         until = min([until] + [_first_out(t, now, until) for t in learners])
-        others = answered - ours(track, lambda e: e is ticket or now - track.window < e.answered
-                                 <= now)
         return until, [] if others else _stairs(learners, track, counted, ticket, now, until)
     if counted > sent_by(window, track, ticket):
         return until, []
@@ -89,10 +96,11 @@ def _stairs(learners: list[Any], track: Any, counted: int, ticket: Any, now: flo
     :func:`_first_out` dates them; the ticket's answer is now), the oldest first, those
     beyond the count (the server's count dropped them: a clock minute's started since) left
     out. A proxy's 4 workers took a burst sent at :58 until :72, 4 of it before the clock
-    minute: the ``remaining`` of 0 its answers read held all of it until :132, or until the
-    boundary's probe, and the 3 the proxy's minute still had room for went unused (1.21x the
-    ideal). Released a worker's turn at a time, as a window sliding over its takes would, the
-    4 taken at :58 go at :118, as a clock minute counting takes leaves room for them too."""
+    minute, 56 of ours in the next: the ``remaining`` of 0 its answers read by :88 held all of
+    it until the boundary's probe, and the 3 the proxy's minute still had room for went
+    unused (1.21x the ideal). Released a worker's turn at a time, as a window sliding over
+    its takes would, the 4 taken at :58 go at :118, and a clock minute counting takes has
+    room for them too (or one fewer: its 429 teaches the ``rpm - 1``, :func:`full`)."""
     entries = [e for e in track.log.entries if e.live and not e.refused
                and (e is ticket or now - track.window < e.answered <= now)]
     if not entries:
