@@ -81,8 +81,8 @@ def test_a_count_ours_explain_is_held_until_our_oldest_leaves_not_a_window() -> 
     for entry in early:
         entry.answered = 20.0
     later = [window.add(20.0, 0) for _ in range(5)]
-    assert held(window, tracks, 0, 15, later[-1], 42.0, 80.0) == (60.0, [])
-    assert held(window, tracks, 0, 20, later[-1], 42.0, 80.0) == (80.0, [])  # 20 counted, 15 ours
+    assert held(window, tracks, 0, 15, later[-1], 42.0, 80.0) == (60.0, None)
+    assert held(window, tracks, 0, 20, later[-1], 42.0, 80.0) == (80.0, None)  # 20 counted, 15 ours
 
 
 def test_a_count_ours_answered_explain_is_held_until_each_is_out_counted_from_its_answer() -> None:
@@ -94,13 +94,14 @@ def test_a_count_ours_answered_explain_is_held_until_each_is_out_counted_from_it
     two at 62. The same six answered together 6 s late (every round trip 6 s: counted as they
     arrived, written late) leave at 60, all at once."""
     for answers, out, steps in (((2.0, 2.0, 4.0, 4.0, 6.0, 6.0), 64.0, [[60.0, 2], [62.0, 2]]),
-                                ((6.0,) * 6, 60.0, [])):
+                                ((6.0,) * 6, 60.0, None)):
         window = Window((Quota(6, 60.0, False, learn=True),))
         tracks = list(window.tracks)
         sent = [window.add(0.0, 0) for _ in range(6)]
         for entry, answered in zip(sent, answers):
             entry.answered = answered
-        assert held(window, tracks, 0, 6, sent[-1], 6.0, 66.0) == (out, steps)
+        until, stairs = held(window, tracks, 0, 6, sent[-1], 6.0, 66.0)
+        assert (until, stairs and stairs.steps) == (out, steps)
 
 
 def test_a_cap_gives_room_back_as_ours_leave_the_count_of_a_proxy_that_queues() -> None:
@@ -113,8 +114,8 @@ def test_a_cap_gives_room_back_as_ours_leave_the_count_of_a_proxy_that_queues() 
     sent = [window.add(0.0, 0) for _ in range(6)]
     for entry, answered in zip(sent, (2.0, 2.0, 4.0, 4.0, 6.0, 6.0)):
         entry.answered = answered
-    steps = held(window, list(window.tracks), 0, 6, sent[-1], 6.0, 66.0)[1]
-    window.caps[False] = [0, 64.0, window.issued, sent[-1].seq, 0, steps]  # as ``Window.cap``
+    stairs = held(window, list(window.tracks), 0, 6, sent[-1], 6.0, 66.0)[1]
+    window.caps[False] = [0, 64.0, window.issued, sent[-1].seq, 0, stairs]  # as ``Window.cap``
     assert window.wait(59.0, 0) + 59.0 == pytest.approx(60.0, abs=0.01)
     assert window.take(60.0, 0) is not None and window.take(60.0, 0) is not None
     assert window.take(60.0, 0) is None

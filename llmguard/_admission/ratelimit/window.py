@@ -198,7 +198,7 @@ class Window:
                            limit if kind == "bucket" else None,
                            self.queued.units(tokens) if marks else 0)
             return
-        steps: list[list[float]] = []
+        stairs = None
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
@@ -210,13 +210,13 @@ class Window:
             until = (at if ticket is not None else now) + reset
         elif self.shape is not None:  # no reset: the safe reading, left for one window
             until = at + max(t.quota.window for t in tracks) if tracks else now
-            until, steps = answers.held(self, tracks, remaining, limit, seen, now, until)
+            until, stairs = answers.held(self, tracks, remaining, limit, seen, now, until)
         else:
             return
         if until > now:
             self.caps[tokens] = [left, until, base, -1 if ticket is None else ticket.seq, marks]
-            if steps:  # room comes back as ours leave the server's count (:mod:`.answers`)
-                self.caps[tokens].append(steps)
+            if stairs is not None:  # room back as ours leave the server's count (:mod:`.answers`)
+                self.caps[tokens].append(stairs)
 
     def spent(self, now: float) -> None:
         """Every quota used up now: buckets empty, windows capped at nothing for a window."""
