@@ -79,9 +79,8 @@ def held(window: Any, tracks: list[Any], remaining: int, limit: int | None, tick
 def _first_out(track: Any, now: float, until: float) -> float:
     """When ``track``'s log may take over from a count its answered within a window explain
     (at most ``until``): once every one of ours it lets go (sent a window before) has left the
-    server's count too, each counted at the latest its answer allows: its answer less the
-    shortest round trip of ours (the time to serve one not queued; what came before it in an
-    answer was the wait, in a queue or to be written). A server may count a request as it
+    server's count too, each counted at the latest its answer allows (:func:`_latest`: its
+    answer less the least the server worked on one of ours). A server may count a request as it
     arrives and write the answer late (1,024 sent at :40 by ``llmguard run``, every round trip
     22 s: counted at :40) or as a worker takes it from its queue (4 workers, 2 s each: a
     burst sent at :58 taken a worker's turn at a time until :72). Read from the sends, the
@@ -120,8 +119,8 @@ def _stairs(learners: list[Any], track: Any, counted: int, ticket: Any, now: flo
             until: float) -> list[list[float]]:
     """When room comes back under a cap ours answered explain (``counted`` of ``track``'s
     units), before the log takes over at ``until``: each of ours in the count leaves it a
-    window after the latest it was counted (its answer less the shortest round trip, as
-    :func:`_first_out` dates them; the ticket's answer is now), the oldest first, those
+    window after the latest it was counted (:func:`_latest`, as :func:`_first_out` dates
+    them; the ticket's answer is now), the oldest first, those
     beyond the count (the server's count dropped them: a clock minute's started since) left
     out. A proxy's 4 workers took a burst sent at :58 until :72, 4 of it before the clock
     minute, 56 of ours in the next: the ``remaining`` of 0 its answers read by :88 held all of

@@ -47,8 +47,9 @@ class Window:
         self.paused_until = 0.0
         #: [remaining, until, first seq counted, the reading's ticket (the server counted it as
         #: it charges: a reconciliation changes nothing), the marks of ours queued below it
-        #: counted (:mod:`.queued`)] per unit (False requests, True tokens).
-        self.caps: dict[bool, list[float]] = {}
+        #: counted (:mod:`.queued`), the room it gives back before ``until``, if any
+        #: (:class:`.answers.Stairs`)] per unit (False requests, True tokens).
+        self.caps: dict[bool, list[Any]] = {}
         #: Requests and tokens admitted so far (an entry's ``seq``/``tseq`` are these before it).
         self.issued = self.issued_tokens = 0
         #: What header readings leave us, read against ours in flight (:mod:`.reading`).
