@@ -4,9 +4,12 @@ the README stack against LiteLLM's clock-minute proxy in virtual time."""
 
 from types import SimpleNamespace
 
+import pytest
+
 from llmguard._admission.ratelimit.answers import held, restarted
 from llmguard._admission.ratelimit.fixed import FixedCount
 from llmguard._admission.ratelimit.log import Entry
+from llmguard._admission.ratelimit.refusal import before
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import ProxyWindowServer
 from late_start import run
@@ -78,8 +81,8 @@ def test_a_count_ours_explain_is_held_until_our_oldest_leaves_not_a_window() -> 
     for entry in early:
         entry.answered = 20.0
     later = [window.add(20.0, 0) for _ in range(5)]
-    assert held(window, tracks, 0, 15, later[-1], 42.0, 80.0) == 60.0
-    assert held(window, tracks, 0, 20, later[-1], 42.0, 80.0) == 80.0  # 20 counted, 15 ours
+    assert held(window, tracks, 0, 15, later[-1], 42.0, 80.0) == (60.0, None)
+    assert held(window, tracks, 0, 20, later[-1], 42.0, 80.0) == (80.0, None)  # 20 counted, 15 ours
 
 
 def test_a_count_ours_answered_explain_is_held_until_each_is_out_counted_from_its_answer() -> None:
@@ -87,15 +90,40 @@ def test_a_count_ours_answered_explain_is_held_until_each_is_out_counted_from_it
     and 6, their answers reading 0 of 6. Room comes back as each leaves the count, counted at
     the latest its answer allows (its answer less the shortest round trip, 2 s: 0, 0, 2, 2, 4
     and 4): the log lets all six go at 60, so the cap holds until the last is out (64), not
-    until the oldest sent leaves (60). The same six answered together 6 s late (every round
-    trip 6 s: counted as they arrived, written late) leave at 60."""
-    for answers, out in (((2.0, 2.0, 4.0, 4.0, 6.0, 6.0), 64.0), ((6.0,) * 6, 60.0)):
+    until the oldest sent leaves (60), and gives back their room as they leave it: two at 60,
+    two at 62. The same six answered together 6 s late (every round trip 6 s: counted as they
+    arrived, written late) leave at 60, all at once."""
+    for answers, out, steps in (((2.0, 2.0, 4.0, 4.0, 6.0, 6.0), 64.0, [[60.0, 2], [62.0, 2]]),
+                                ((6.0,) * 6, 60.0, None)):
         window = Window((Quota(6, 60.0, False, learn=True),))
         tracks = list(window.tracks)
         sent = [window.add(0.0, 0) for _ in range(6)]
         for entry, answered in zip(sent, answers):
             entry.answered = answered
-        assert held(window, tracks, 0, 6, sent[-1], 6.0, 66.0) == out
+        until, stairs = held(window, tracks, 0, 6, sent[-1], 6.0, 66.0)
+        assert (until, stairs and stairs.steps) == (out, steps)
+
+
+def test_a_cap_gives_room_back_as_ours_leave_the_count_of_a_proxy_that_queues() -> None:
+    """The six of the test above (2 workers, 2 s each, the count's 0 read as the last was
+    answered): the cap of 0 holds until 64, and gives back the room of the two taken at 0 at
+    60, of the two taken at 2 at 62, though the log lets all six go at 60. A 429 to the last
+    admitted on that room shows the server admits one fewer than it says: by its word it had
+    counted 5 before it (read from our log, which let the six go: 3, and nothing learned)."""
+    window = Window((Quota(6, 60.0, False, learn=True),))
+    sent = [window.add(0.0, 0) for _ in range(6)]
+    for entry, answered in zip(sent, (2.0, 2.0, 4.0, 4.0, 6.0, 6.0)):
+        entry.answered = answered
+    stairs = held(window, list(window.tracks), 0, 6, sent[-1], 6.0, 66.0)[1]
+    window.caps[False] = [0, 64.0, window.issued, sent[-1].seq, 0, stairs]  # as ``Window.cap``
+    assert window.wait(59.0, 0) + 59.0 == pytest.approx(60.0, abs=0.01)
+    assert window.take(60.0, 0) is not None and window.take(60.0, 0) is not None
+    assert window.take(60.0, 0) is None
+    assert window.wait(60.5, 0) + 60.5 == pytest.approx(62.0, abs=0.01)
+    assert window.take(62.0, 0) is not None
+    ticket = window.take(62.0, 0)
+    assert ticket is not None and window.take(62.0, 0) is None
+    assert before(window, window.tracks[0], 62.1, ticket) == 5
 
 
 def test_ours_answered_at_the_instant_of_the_answer_showing_the_minute_are_let_go() -> None:

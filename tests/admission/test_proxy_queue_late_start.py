@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import llmguard as lg
+from llmguard.stats import RateLimitStats
 from llmguard.testing import ProxyWindowServer
 
 
@@ -16,20 +17,10 @@ def ask(i: int) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": f"question number {i}"}], "max_tokens": 200}
 
 
-@pytest.mark.parametrize("phase", [58, 59])
-async def test_a_burst_queued_in_the_proxy_before_the_minute_is_not_let_go_at_its_send_time(
-        phase: float) -> None:
-    """The 32 sent at :58 are taken by its workers until :72, the proxy counting 28 of them in
-    the next minute; their answers read that minute's ``remaining`` down to 0 (the clock
-    minute unconfirmed: no answer straddles it). Held only until our oldest *sent* left a
-    window, the 32 went again at :118, into the same minute: 29 refused (a 429 after 54 in
-    the minute: the limit learned 5 low for the rest of the run), 1.24x. Each counted at the
-    latest its answer allows (its answer less the shortest round trip), the cap holds until
-    they are out; the probe at the clock minute confirms it. At most one 429 (the ``rpm - 1``
-    learned), the limit learned as the proxy admits, within 1.25x the server's ideal (the
-    first minute's 3 left unused: nothing told the clock minute from a window sliding over
-    its takes before it)."""
-    server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0, reports="answered", workers=4)
+async def readme_stack(server: ProxyWindowServer,
+                       phase: float) -> tuple[float, float, RateLimitStats]:
+    """180 calls at once from ``phase`` s into the minute through the README stack: the wall
+    time, the server's ideal and the rate limit's statistics (every call done)."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep((phase - server.phase()) % 60)
     pipeline = (lg.Pipeline(name="readme").metrics().cache(ttl=300)
@@ -44,7 +35,56 @@ async def test_a_burst_queued_in_the_proxy_before_the_minute_is_not_let_go_at_it
     wall = loop.time() - start
     assert not [r for r in results if isinstance(r, BaseException)]
     best = server.ideal_time(180, tokens=server.charge(**ask(100)), start=start)
-    stats = limiter.statistics()
+    return wall, best, limiter.statistics()
+
+
+@pytest.mark.parametrize("phase", [58, 59])
+async def test_a_burst_queued_in_the_proxy_before_the_minute_is_not_let_go_at_its_send_time(
+        phase: float) -> None:
+    """The 32 sent at :58 are taken by its workers until :72, the proxy counting 28 of them in
+    the next minute; their answers read that minute's ``remaining`` down to 0 (the clock
+    minute unconfirmed: no answer straddles it). Held only until our oldest *sent* left a
+    window, the 32 went again at :118, into the same minute: 29 refused (a 429 after 54 in
+    the minute: the limit learned 5 low for the rest of the run), 1.24x. Each counted at the
+    latest its answer allows (its answer less the shortest round trip), the cap held until
+    they were all out, the probe at the clock minute confirming it, and that minute's last 3
+    went unused: a fourth minute for the last 2 (1.21x). The cap gives room back as each
+    leaves the count: the 4 taken at :58 go at :118 (as a window sliding over its takes, or
+    a clock minute counting them, admits), the 4th refused teaches the ``rpm - 1`` (the
+    server's word counts 59 before it; the log, which let the burst go, 31), and their
+    answers after the minute, counted there as answers, confirm it (``by_answer``: kept as a
+    cap, they held that minute 3 short). One 429, the limit learned as the proxy admits,
+    within the issue's 1.10x of the server's ideal."""
+    server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0, reports="answered", workers=4)
+    wall, best, stats = await readme_stack(server, phase)
     assert server.statistics().rate_limited <= 1, stats.shape
     assert stats.requests_limit == 59, stats.shape
-    assert wall <= 1.25 * best, (wall, best, stats.shape)
+    assert wall <= 1.10 * best, (wall, best, stats.shape)
+
+
+@pytest.mark.parametrize("phase", [57.5, 58])
+async def test_a_burst_queued_late_on_a_cold_network_is_dated_by_the_proxys_work(
+        phase: float) -> None:
+    """As above, the opening burst 0.8 s on the way (a cold network; later requests 10 ms):
+    each answer came 2.81 s after its send at the least. Dated by that (its answer less the
+    shortest round trip), the 4 taken at :00.3 from :57.5 were supposed taken at :59.5, and
+    their room came back at :119.5 into a minute that still counted them (3 429s, the limit
+    learned as 57). Dated by the least the proxy worked on one (the round trip less the way
+    there and back its duration header leaves: 2 s), they leave at :120.3. One 429, the
+    ``rpm - 1`` learned, within 1.10x of the ideal (1.23x from :57.5 before the room came
+    back before the boundary)."""
+    first: list[float] = []
+
+    def cold(_rng: Any) -> float:
+        now = asyncio.get_running_loop().time()
+        if not first:
+            first.append(now)
+        return 0.8 if now < first[0] + 1.0 else 0.01
+
+    server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0, reports="answered", workers=4,
+                               send_latency=cold)
+    wall, best, stats = await readme_stack(server, phase)
+    assert server.statistics().rate_limited <= 1, stats.shape
+    assert stats.requests_limit == 59, stats.shape
+    assert wall <= 1.10 * best, (wall, best, stats.shape)
+

@@ -10,6 +10,14 @@ the ideal): the ``remaining`` of 0 its last answers read held as a cap for a win
 the minute confirmed only a minute late (:func:`restarted`: the first answer made after it,
 to one of ours sent before it, reads a count no server counting ours as they arrive reports).
 
+A proxy's workers taking a burst a turn at a time (4 workers, 2 s each: 32 sent at :58 taken
+until :72, 4 of them before the minute) count it late, so such a cap gives room back as each
+of ours leaves the count as its answer dates it (:func:`_stairs`, :func:`room`), not all at
+once when the log may take over: the first minute's last 3 go at :118, where held to the
+boundary's probe they went unused. A 429 to one admitted on that room is read by the
+server's word (:func:`full`): the limit less one (its ``rpm - 1``), as the log, which let the
+burst go at :118, counts only half of it.
+
 Everything here takes its inputs as arguments (no clock, no asyncio): tested directly.
 """
 
@@ -19,11 +27,25 @@ from typing import Any
 
 from .others import ours, sent_by, theirs
 
-__all__ = ["held", "restarted"]
+__all__ = ["Stairs", "first", "full", "held", "restarted", "room", "sooner"]
+
+
+class Stairs:
+    """Room a cap (``Window.caps``, its last item) gives back before it ends, as ours leave
+    the server's count (:func:`_stairs`): ``steps``, ``[when, units]`` oldest first, and the
+    ``limit`` its reading counted to (:func:`full`)."""
+
+    __slots__ = ("limit", "steps")
+
+    def __init__(self, limit: int, steps: list[list[float]]) -> None:
+        self.limit, self.steps = limit, steps
+
+    def __repr__(self) -> str:
+        return f"<Stairs of {self.limit}: {self.steps}>"
 
 
 def held(window: Any, tracks: list[Any], remaining: int, limit: int | None, ticket: Any,
-         now: float, until: float) -> float:
+         now: float, until: float) -> tuple[float, Stairs | None]:
     """Until when a cap of what the server's answer to ``ticket`` left (no reset) holds, at
     most ``until`` (a window from the ticket: the safe reading). When ours alone (with the
     other processes' sharing the key) explain what it counted (``limit`` less ``remaining``):
@@ -33,28 +55,32 @@ def held(window: Any, tracks: list[Any], remaining: int, limit: int | None, tick
     "all answered" 0 of LiteLLM's proxy held the next minute, which had room): ours answered
     explain it, once each the log lets go has left the count as its answer dates it
     (:func:`_first_out`: a proxy that queues counts late); else the oldest sent leaves.
-    Held as read until then: a 429 meanwhile is read against it (:func:`.refusal.before`)."""
+    Held as read until then: a 429 meanwhile is read against it (:func:`.refusal.before`).
+    With the steps at which room comes back before then as ours leave the count
+    (:func:`_stairs`; None when other processes' are in it)."""
     learners = [t for t in tracks if getattr(t, "log", None) is not None]
     if ticket is None or not learners:
-        return until
+        return until, None
     track = min(learners, key=lambda t: t.limit)
-    counted = (limit or track.limit) - remaining
-    answered = ours(track, lambda e: e is ticket or now - track.window < e.answered <= now) \
-        + theirs(window, track, lambda e: now - track.window < e.answered <= now)
-    if counted <= answered:
-        return min([until] + [_first_out(t, now, until) for t in learners])
+    server = limit or track.limit
+    counted = server - remaining
+    others = theirs(window, track, lambda e: now - track.window < e.answered <= now)
+    if counted <= others + ours(track, lambda e: e is ticket
+                                or now - track.window < e.answered <= now):
+        until = min([until] + [_first_out(t, now, until) for t in learners])
+        steps = None if others else _stairs(learners, track, counted, ticket, now, until)
+        return until, Stairs(server, steps) if steps else None
     if counted > sent_by(window, track, ticket):
-        return until
+        return until, None
     return min([until] + [next((e.time + t.window for e in t.log.entries if e.live), until)
-                          for t in learners])  # (each log in time order: its oldest first)
+                          for t in learners]), None  # (each log in time order: oldest first)
 
 
 def _first_out(track: Any, now: float, until: float) -> float:
     """When ``track``'s log may take over from a count its answered within a window explain
     (at most ``until``): once every one of ours it lets go (sent a window before) has left the
-    server's count too, each counted at the latest its answer allows: its answer less the
-    shortest round trip of ours (the time to serve one not queued; what came before it in an
-    answer was the wait, in a queue or to be written). A server may count a request as it
+    server's count too, each counted at the latest its answer allows (:func:`_latest`: its
+    answer less the least the server worked on one of ours). A server may count a request as it
     arrives and write the answer late (1,024 sent at :40 by ``llmguard run``, every round trip
     22 s: counted at :40) or as a worker takes it from its queue (4 workers, 2 s each: a
     burst sent at :58 taken a worker's turn at a time until :72). Read from the sends, the
@@ -65,16 +91,115 @@ def _first_out(track: Any, now: float, until: float) -> float:
                 if e.live and not e.refused and now - track.window < e.answered <= now]
     if not answered:
         return until
-    trip = min(e.answered - e.time for e in answered)
+    latest = _latest(answered, [e.answered for e in answered])
     due, last = answered[0].time + track.window, 0
     while due < until:  # each step lets more go: it holds until they are out too
         while last < len(answered) and answered[last].time + track.window <= due:
             last += 1
-        out = max(max(e.time, e.answered - trip) for e in answered[:last]) + track.window
+        out = max(latest[:last]) + track.window
         if out <= due:
             return due
         due = out
     return until
+
+
+def _latest(entries: list[Any], answers: list[float]) -> list[float]:
+    """The latest each of ``entries`` (answered at ``answers``) can have been counted: its
+    answer less the least a server worked on one of ours (a round trip less its way there and
+    back, :attr:`.log.Entry.way`, once its answer's headers timed it: the time to serve one
+    not queued; what came before it in an answer was the wait, in a queue or to be written),
+    never before it was sent. Less the shortest round trip instead, a cold network's opening
+    burst (0.8 s on the way) was dated 0.8 s before a proxy's workers took it, and the room
+    of 4 it took at :00.3 came back at :59.5, into a minute that still counted them."""
+    trip = min(at - e.time - (getattr(e, "way", None) or 0.0) for e, at in zip(entries, answers))
+    return [max(e.time, at - trip) for e, at in zip(entries, answers)]
+
+
+def _stairs(learners: list[Any], track: Any, counted: int, ticket: Any, now: float,
+            until: float) -> list[list[float]]:
+    """When room comes back under a cap ours answered explain (``counted`` of ``track``'s
+    units), before the log takes over at ``until``: each of ours in the count leaves it a
+    window after the latest it was counted (:func:`_latest`, as :func:`_first_out` dates
+    them; the ticket's answer is now), the oldest first, those
+    beyond the count (the server's count dropped them: a clock minute's started since) left
+    out. A proxy's 4 workers took a burst sent at :58 until :72, 4 of it before the clock
+    minute, 56 of ours in the next: the ``remaining`` of 0 its answers read by :88 held all of
+    it until the boundary's probe, and the 3 the proxy's minute still had room for went
+    unused (1.21x the ideal). Released a worker's turn at a time, as a window sliding over
+    its takes would, the 4 taken at :58 go at :118, and a clock minute counting takes has
+    room for them too (or one fewer: its 429 teaches the ``rpm - 1``, :func:`full`)."""
+    entries = [e for e in track.log.entries if e.live and not e.refused
+               and (e is ticket or now - track.window < e.answered <= now)]
+    if not entries:
+        return []
+    span = max(t.window for t in learners)
+    latest = _latest(entries, [min(e.answered, now) for e in entries])
+    out = sorted((at + span, track.weight(e)) for e, at in zip(entries, latest))
+    skip = sum(units for _, units in out) - counted  # the oldest: beyond the count
+    steps: list[list[float]] = []
+    for at, units in out:
+        cut = min(skip, units) if skip > 0 else 0
+        skip, units = skip - cut, units - cut
+        if not units or at >= until:
+            continue
+        if steps and steps[-1][0] == at:
+            steps[-1][1] += units
+        else:
+            steps.append([at, units])
+    return steps
+
+
+def room(cap: list[Any], now: float) -> float:
+    """What ``cap`` (``Window.caps``: ``[remaining, until, ...]``, then its :class:`Stairs`)
+    leaves now, the steps come due by now added to its ``remaining``."""
+    steps = cap[5].steps if len(cap) > 5 else None
+    while steps and steps[0][0] <= now:
+        cap[0] += steps.pop(0)[1]
+    return cap[0]
+
+
+def sooner(cap: list[Any], now: float, need: int) -> float:
+    """When ``cap`` leaves ``need`` units (at most its ``until``), its steps counted."""
+    left = room(cap, now)
+    for at, units in cap[5].steps if len(cap) > 5 else ():
+        if at >= cap[1]:
+            break
+        left += units
+        if left >= need:
+            return at
+    return cap[1]
+
+
+def full(window: Any, cap: list[Any], track: Any, ticket: Any) -> int:
+    """Units the server counted before ``ticket`` at least, by ``cap`` (its word, room given
+    back as ours left its count: :class:`Stairs`) leaving no room after it, when it was the
+    last of ours admitted on that room (not a probe beyond it) and refused: the limit the cap
+    counted to less the ticket (the server admits one fewer than it says: LiteLLM's proxy's
+    ``rpm - 1``). Else 0. Read from our log instead, a proxy that took a burst late and was
+    let go of it was seen 31 of 60 full, and its 429 taught nothing: a second one came in the
+    next minute. Ours admitted with it may have reached it first, and a 429 of any of them
+    only says that many fewer: learned from each, 3 refused together taught 59, 58, 57."""
+    if len(cap) <= 5 or ticket.seq < cap[2] or ticket is window.shape.probe:
+        return 0
+    for entry in reversed(track.log.entries):  # the newest first
+        if entry.seq <= ticket.seq:
+            break
+        if entry.live and not entry.refused:
+            return 0
+    return cap[5].limit - track.weight(ticket)
+
+
+def first(track: Any, boundary: float, now: float) -> bool:
+    """True when a count started afresh at ``boundary`` (:func:`restarted`), read at ``now``,
+    shows ``remaining`` counts answers, not the admissions it limits, so it caps nothing
+    (``Shape.by_answer``): read with the first of ours answered after the boundary, whose
+    instant the minute's flip is (ours answered before it were counted before the boundary:
+    :meth:`.fixed.FixedCount.flipped`). Kept as a cap, ours taken in the last minute and
+    answered in this one (3 sent at :118 to a proxy's idle workers) held it 3 short. Read
+    after others answered since showed nothing, the flip is late, ours it lets go may count
+    in this minute (a burst sent at :57, taken until :73, the minute shown at :75): the count
+    of answers, close to the takes, stays the cap (dropped, 25 429s)."""
+    return not ours(track, lambda e: boundary <= e.answered < now)
 
 
 def restarted(window: Any, track: Any, ticket: Any, remaining: int, server: int,

@@ -59,6 +59,7 @@ def observe(window: Any, now: float, learners: list[AutoTrack], tokens: bool, re
         if jump is None and ticket is not None and reset is None:  # (:mod:`.answers`)
             jump = answers.restarted(window, track, ticket, remaining, server, shape.candidate,
                                      now, shape.margin)
+            shape.by_answer = jump is not None and answers.first(track, shape.candidate, now)
         if jump is not None:  # (a rise read before it showed the new minute first)
             flip = shape.rose or now
             if shape.confirm(True, jump):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import repeat
+from . import answers, repeat
 from .auto import AutoTrack
 from .log import Entry
 from .others import ours
@@ -48,13 +48,15 @@ def before(window: Any, track: AutoTrack, now: float, ticket: Entry | None) -> i
     server admits 57", and the minute was held as full (58 s idle a minute). Unless the
     server's own word (a cap read from its headers, ours since counted against it) leaves no
     room: ours admitted with it may have reached it first (LiteLLM's proxy refused the 60th to
-    arrive, admitted with 23 after it). A bucket's level (refilled since, settled since) is
-    not ours by place: as counted now."""
+    arrive, admitted with 23 after it), and that word may count more than our log (ours it
+    took late, the log let go: :func:`.answers.full`). A bucket's level (refilled since,
+    settled since) is not ours by place: as counted now."""
     used = track.used(now, ticket)
     cap = window.caps.get(track.quota.tokens)
-    if ticket is None or track._pacer() is track.bucket or (
-            cap is not None and cap[1] > now and cap[0] <= 0):
+    if ticket is None or track._pacer() is track.bucket:
         return used
+    if cap is not None and cap[1] > now and cap[0] <= 0:
+        return max(used, answers.full(window, cap, track, ticket))
     for entry in reversed(track.log.entries):  # the newest first: ours after it are recent
         if entry.seq <= ticket.seq:
             break

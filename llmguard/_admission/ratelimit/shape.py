@@ -104,9 +104,9 @@ class Shape:
         self.votes, self.bucketless, self.shorter, self.short = 0, False, False, None
         #: What was learned about the effective limits (empty: the quotas as configured).
         self.limits = ""
-        #: Confirmed fixed only with ours that crossed the boundary allowed for (sent before
-        #: it, answered after: :func:`.learn._fresh`): the server's ``remaining`` counts
-        #: answers, not the admissions it limits, so it caps nothing.
+        #: Confirmed fixed only with ours that crossed the boundary allowed for (sent before it,
+        #: answered after: :func:`.learn._fresh`, :func:`.answers.restarted`): the server's
+        #: ``remaining`` counts answers, not the admissions it limits, so it caps nothing.
         self.by_answer = False
         #: Learned as a clock minute the server never pointed to (no reset): when it counts
         #: a request is unknown, and one that queues counts it late (:mod:`.fixed`). Its

@@ -47,8 +47,9 @@ class Window:
         self.paused_until = 0.0
         #: [remaining, until, first seq counted, the reading's ticket (the server counted it as
         #: it charges: a reconciliation changes nothing), the marks of ours queued below it
-        #: counted (:mod:`.queued`)] per unit (False requests, True tokens).
-        self.caps: dict[bool, list[float]] = {}
+        #: counted (:mod:`.queued`), the room it gives back before ``until``, if any
+        #: (:class:`.answers.Stairs`)] per unit (False requests, True tokens).
+        self.caps: dict[bool, list[Any]] = {}
         #: Requests and tokens admitted so far (an entry's ``seq``/``tseq`` are these before it).
         self.issued = self.issued_tokens = 0
         #: What header readings leave us, read against ours in flight (:mod:`.reading`).
@@ -68,9 +69,10 @@ class Window:
         estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
         for track in self.tracks:
             wait = max(wait, track.wait(now, tokens if track.quota.tokens else 1))
-        for unit, (remaining, until, *_) in self.caps.items():
-            if until > now and remaining < (tokens if unit else 1):
-                wait = max(wait, until - now)
+        for unit, cap in self.caps.items():
+            need = tokens if unit else 1
+            if cap[1] > now and cap[0] < need:
+                wait = max(wait, answers.sooner(cap, now, need) - now)
         wait = beyond.sooner(self, now, wait, tokens, estimate)  # a probe may go sooner
         return wait + SLACK if wait > 0.0 else 0.0
 
@@ -85,8 +87,9 @@ class Window:
                 return beyond.probe(self, now, tokens, estimate)
         caps = self.caps
         if caps:
-            for unit, (remaining, until, *_) in caps.items():
-                if until > now and remaining < (tokens if unit else 1):
+            for unit, cap in caps.items():
+                need = tokens if unit else 1
+                if cap[1] > now and cap[0] < need and answers.room(cap, now) < need:
                     return beyond.probe(self, now, tokens, estimate)
         return self.add(now, tokens, estimate)
 
@@ -201,6 +204,7 @@ class Window:
                            limit if kind == "bucket" else None,
                            self.queued.units(tokens) if marks else 0)
             return
+        stairs = None
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
@@ -212,11 +216,13 @@ class Window:
             until = (at if ticket is not None else now) + reset
         elif self.shape is not None:  # no reset: the safe reading, left for one window
             until = at + max(t.quota.window for t in tracks) if tracks else now
-            until = answers.held(self, tracks, remaining, limit, seen, now, until)
+            until, stairs = answers.held(self, tracks, remaining, limit, seen, now, until)
         else:
             return
         if until > now:
             self.caps[tokens] = [left, until, base, -1 if ticket is None else ticket.seq, marks]
+            if stairs is not None:  # room back as ours leave the server's count (:mod:`.answers`)
+                self.caps[tokens].append(stairs)
 
     def spent(self, now: float) -> None:
         """Every quota used up now: buckets empty, windows capped at nothing for a window."""
@@ -246,5 +252,5 @@ class Window:
         free = [track.available(now) for track in self.tracks if track.quota.tokens is tokens]
         cap = self.caps.get(tokens)
         if cap is not None and cap[1] > now:
-            free.append(int(cap[0]))
+            free.append(int(answers.room(cap, now)))
         return max(0, min(free)) if free else 0
