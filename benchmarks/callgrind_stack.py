@@ -13,6 +13,7 @@ nothing: its own count), and its ratio to the library stack (tenacity + aiolimit
 + TTLCache) where #36 sets its targets.
 
     python benchmarks/callgrind_stack.py                 # stacks: seq, gather, hit (~4 min)
+    python benchmarks/callgrind_stack.py --paths miss    # a cache miss: Cache alone (#36)
     python benchmarks/callgrind_stack.py --layers        # also each layer alone, sequential
 
 Needs ``valgrind`` (Debian's package). Run with ``PYTHONHASHSEED=0`` set for you, so dict and
@@ -36,6 +37,9 @@ sys.path.insert(0, str(HERE))
 
 #: Calls per path at the two counts (gather: the calls started at once; 100 run at a time).
 COUNTS = {"seq": (300, 1300), "gather": (1000, 3000), "hit": (1000, 5000)}
+#: ``miss``: #36 bounds a cache miss over the bare await (6 us), not against the library
+#: stack: the Cache layer alone, sequential misses (what its row measures).
+MISS = "Cache (miss)"
 
 STACK_ROWS = ("bare await send_message()", "tenacity+aiolimiter+Semaphore+TTLCache",
               "llmguard 8-layer stack")
@@ -82,16 +86,17 @@ def per_call(name: str, path: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--inner", nargs=3, metavar=("NAME", "PATH", "N"), help=argparse.SUPPRESS)
-    parser.add_argument("--paths", default="seq,gather,hit", help="comma-separated: seq, gather, hit")
+    parser.add_argument("--paths", default="seq,gather,hit",
+                        help="comma-separated: seq, gather, hit, miss")
     parser.add_argument("--layers", action="store_true", help="also each layer alone (sequential)")
     args = parser.parse_args()
     if args.inner:
         inner(args.inner[0], args.inner[1], int(args.inner[2]))
         return
     paths = args.paths.split(",")
-    if unknown := [path for path in paths if path not in COUNTS]:
-        parser.error(f"--paths: unknown {', '.join(unknown)}; use seq, gather and/or hit, "
-                     "comma-separated (e.g. --paths seq,hit)")
+    if unknown := [path for path in paths if path not in COUNTS and path != "miss"]:
+        parser.error(f"--paths: unknown {', '.join(unknown)}; use seq, gather, hit and/or "
+                     "miss, comma-separated (e.g. --paths seq,hit)")
     if shutil.which("valgrind") is None:
         sys.exit("callgrind_stack.py needs valgrind: apt-get install valgrind")
     import bench_stack
@@ -100,6 +105,11 @@ def main() -> None:
     print("| path | library stack | llmguard stack | x library stack |")
     print("|---|---:|---:|---:|")
     for path in paths:
+        if path == "miss":
+            bare = per_call(bare_name, "seq")
+            print(f"| miss: Cache alone, sequential (bare await {bare:,.0f}) | | "
+                  f"{per_call(MISS, 'seq') - bare:,.0f} | |", flush=True)
+            continue
         # A hit awaits nothing: its own count, not one over the bare await's loop turn.
         bare = 0.0 if path == "hit" else per_call(bare_name, path)
         lib_cost, lg_cost = per_call(libs, path) - bare, per_call(stack, path) - bare

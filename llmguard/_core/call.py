@@ -148,8 +148,19 @@ class Call:
         provider yet, and its readings of the server's headers must not count it there
         (:mod:`llmguard._admission.ratelimit.queued`). True when, let go, the call must be
         counted again all the same (its reservation gave way meanwhile): await :meth:`waited`."""
+        current = self.current
+        parent = current.parent
+        if parent is None or (parent.parent is None and parent._on_wait is None):
+            # the common cases (as ``after_wait``): the current attempt's one hook alone, with
+            # no lineage list (every call queued below an outer RateLimit under ``gather``)
+            hooks = current._on_wait
+            if hooks is None:
+                return False
+            if type(hooks) is not Hooks:
+                queued = getattr(hooks, "queued", None)
+                return queued is not None and bool(queued(waits))
         again = False
-        for attempt in self.current._lineage():
+        for attempt in current._lineage():
             if attempt._on_wait is not None:
                 for hook in attempt.wait_hooks():
                     queued = getattr(hook, "queued", None)

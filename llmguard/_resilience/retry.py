@@ -176,13 +176,13 @@ class Retry:
                 self.budget.record_call(now)
             if self.deadline is not None:
                 end = now + self.deadline
-        if end is None or (call.deadline is not None and call.deadline < end):
-            end = call.deadline
+        outer = call.current  # (its ``deadline`` is ``call.deadline``, without the property)
+        if end is None or (outer.deadline is not None and outer.deadline < end):
+            end = outer.deadline
         # Each attempt is a new Attempt (our deadline, nothing of the previous one) and nothing
         # of an attempt outlives the call: a Fallback above us gets back its own. The attempts
         # run in this frame (one coroutine per call); the history of errors is built only once
         # an attempt fails.
-        outer = call.current
         history: list[str] | None = None
         attempt = 1
         try:

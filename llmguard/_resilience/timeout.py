@@ -103,7 +103,8 @@ class Timeout:
             limit, because = self.total, "total"
             if error is FirstChunkTimeout:
                 error = StreamTotalTimeout
-        deadline = call.deadline
+        current = call.current
+        deadline = current.deadline  # (``call.deadline``, without the property)
         if deadline is not None and deadline <= loop.time():
             self._timed_out += 1
             raise AdmissionTimeout(
@@ -124,7 +125,6 @@ class Timeout:
             if queue is None:
                 queue = self._queue(loop, limit)
         attempt = Timed(task, loop, queue, deadline)
-        current = call.current
         current.add_on_send(attempt)  # its ``send`` when the attempt is sent
         try:
             result = await call_next(call)

@@ -40,6 +40,24 @@ async def test_first_layer_is_outermost() -> None:
     assert log == ["a>", "b>", "c>", "<c", "<b", "<a"]
 
 
+async def test_layers_of_any_kind_of_call_method() -> None:
+    """compose binds a layer's plain ``__call__`` once (a bound method, not the type's call
+    slot on every call); a static ``__call__`` or a plain async function is called as given."""
+
+    class Static:
+        @staticmethod
+        async def __call__(call: lg.Call, call_next: lg.Handler):
+            return "static " + await call_next(call)
+
+    async def plain(call: lg.Call, call_next: lg.Handler):
+        return "plain " + await call_next(call)
+
+    log: list[str] = []
+    guarded = lg.guard(Static(), plain, Recorder("r", log))(echo)
+    assert await guarded(1) == "static plain 1!"
+    assert log == ["r>", "<r"]
+
+
 async def test_guard_and_pipeline_build_the_same_thing() -> None:
     """guard(...) and Pipeline(...).then(...) produce the same composition."""
     log1: list[str] = []

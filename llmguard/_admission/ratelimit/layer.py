@@ -173,7 +173,7 @@ class RateLimit(ServerFeedback):
             try:
                 result = await call_next(call)
             finally:  # first: the headers count the answer, before it is settled
-                if call.response_headers is not None:
+                if current.response_headers is not None:  # (``call.response_headers``)
                     self.observe_response(call)
         except BaseException as exc:
             held.failed()

@@ -113,8 +113,9 @@ def used_tokens(call: Any, result: Any, reserved: int,
         found = extract_usage(result)
         if found is None:
             return reserved
-        if call.record.usage is None:
-            call.record.usage = found
+        record = call.record  # (a property: read once)
+        if record.usage is None:
+            record.usage = found
         actual = found.total_tokens
     if actual is None:
         return reserved
