@@ -52,7 +52,7 @@ With ``--tight``, a table of the same servers charging exactly the client's esti
 requests a minute, 36 tokens to spare): nothing but probes finds the room the opening factor
 leaves, and a minute they do not fill is lost for the whole run::
 
-    python benchmarks/bench_composition.py --tight --phases 0,20,40,50,55
+    python benchmarks/bench_composition.py --tight --phases 0,20,40,50,55,58,59
 
 The table shows calls completed and failed, 429s the server sent, calls the server charged and
 the client then cancelled, and the wall time (to the last call's end) as a ratio of the
@@ -584,7 +584,7 @@ def main() -> None:
     parser.add_argument("--demand", type=float, default=3.0,
                         help="calls at once, as a multiple of the quota per minute")
     parser.add_argument("--repeats", type=int, default=3, help="seeds per cell (median)")
-    parser.add_argument("--phases", default="0,40",
+    parser.add_argument("--phases", default="0,20,40,55,58,59",
                         help="seconds into the minute each run starts, comma-separated "
                              "(the cold table: the last)")
     parser.add_argument("--slots", type=int, default=None,
