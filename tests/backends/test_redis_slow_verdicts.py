@@ -64,7 +64,7 @@ async def test_a_probe_verdict_lands_after_a_timeout(server):
     admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
     admin.hset(NAMES[3], "sp", "3,100,90,t:p1")
     await while_stopped(server, connection, lambda: _silent.refused(
-        connection, None, 0.0, Ticket(3, "t:p1:5"), NAMES))
+        connection, type("Window", (), {"shape": None})(), 0.0, Ticket(3, "t:p1:5"), NAMES))
     assert admin.hget(NAMES[3], "kind") == b"sliding"
     await connection.aclose()
 
@@ -102,3 +102,23 @@ async def test_closing_gives_a_kept_write_one_more_attempt_not_more(server):
         await asyncio.sleep(0.05)
     await connection.aclose()  # returns with the server still stopped
     assert connection.errors >= 2
+
+
+async def test_a_learned_shape_is_published_after_a_timeout(server):
+    """What a process learned is published before its next reservation; one that timed out
+    is published before the one after (it was dropped: the others never paced by it)."""
+    from llmguard._admission.ratelimit.window import Quota
+    from llmguard.backends.redis import RedisBackend
+
+    admin, backend = server.client(), RedisBackend(server.url, prefix="t")
+    quotas = (Quota(30, 10.05, False, learn=True, margin=0.05),)
+    await backend.reserve(None, quotas, 0)
+    backend._learning._pending[None] = ("sliding", None, (0,), "learned here", False, None)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    await backend.reserve(None, quotas, 0)  # (timed out: local)
+    os.kill(server.proc.pid, signal.SIGCONT)
+    while backend.connection.down():
+        await asyncio.sleep(0.05)
+    await backend.reserve(None, quotas, 0)
+    assert admin.hget(backend._key(None)[3], "kind") == b"sliding"
+    await backend.aclose()

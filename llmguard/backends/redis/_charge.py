@@ -225,8 +225,8 @@ def alone(window: Any, local: bool) -> Iterator[None]:
 
 def _tell(connection: Connection, names: list[str], outcome: str, member: str,
           quotas: list[Any]) -> None:
-    connection.spawn(connection.write(CHARGED, [names[3], names[0]], [outcome, member, *quotas],
-                                      "sharing what the server charges"))
+    connection.keep(CHARGED, [names[3], names[0]], [outcome, member, *quotas],
+                    "sharing what the server charges")
 
 
 def settled(connection: Connection, ticket: Any, tokens: int | None, names: list[str],

@@ -30,8 +30,8 @@ return 1
 
 def tell(connection: Connection, shape: str, verdict: bool, why: str) -> asyncio.Task[None]:
     """Share ``verdict`` (and ``why``) in the ``shape`` HASH, in the background: the write."""
-    return connection.spawn(connection.write(GIVEBACK, [shape], ["1" if verdict else "0", why],
-                                      "sharing the give-back verdict"))
+    return connection.keep(GIVEBACK, [shape], ["1" if verdict else "0", why],
+                           "sharing the give-back verdict")
 
 
 def parse(gb: Any, why: Any) -> tuple[bool, str] | None:

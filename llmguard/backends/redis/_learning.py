@@ -77,7 +77,7 @@ class RedisLearning:
             kind, epoch, limits, why, late, doubt = publication
             rel = "" if epoch is None else repr(epoch - loop.time())
             try:
-                await self.connection.call(
+                published = await self.connection.call(
                     _learned_scripts.PUBLISH, [names[3], names[1]],
                     [kind, rel, ",".join(map(str, limits)), why, "1" if late else "",
                      shared.flip_of(window, loop.time()), "" if doubt is None else repr(doubt)],
@@ -86,6 +86,10 @@ class RedisLearning:
                 self._pending.setdefault(key, publication)
                 self.settlements.untake(names, quotas, carried)
                 raise
+            if published is None:  # timed out (a slow Redis, on_error="local"): so does the
+                self._pending.setdefault(key, publication)  # next reservation in Redis; lost,
+                self.settlements.untake(names, quotas, carried)  # no other process paced by it
+                return None
         estimate, charge, told, bare = tokens, window.charge, "", ""
         if charge is not None:  # reserve what the server is believed to count (``_charge``)
             member = _charge.estimated(member, estimate)

@@ -107,10 +107,10 @@ OVERFLOWED = ("a request beyond a sliding window was served just after the clock
 
 def _verdict(connection: Connection, names: list[str], member: str, outcome: str,
              why: str = "", quotas: list[Any] | None = None) -> None:
-    connection.spawn(connection.write(
+    connection.keep(
         VERDICT, [names[3], names[1], names[0], names[4]],
         [member.rpartition(":")[0], outcome, why, member, OVERFLOWED, *(quotas or ())],
-        "sharing what a probe showed"))
+        "sharing what a probe showed")
 
 
 def settled(connection: Connection, ticket: Any, tokens: int | None, names: list[str],
