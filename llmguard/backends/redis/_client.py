@@ -230,8 +230,7 @@ class Connection:
 
     async def kept(self) -> None:
         """Wait for the writes ``keep`` retries (tests; ``aclose``)."""
-        if self._kept:
-            await asyncio.gather(*list(self._kept), return_exceptions=True)
+        await asyncio.gather(*list(self._kept), return_exceptions=True)
 
     async def landed(self) -> None:
         """Wait for the writes spawned so far (a refund that must land before a reservation:
