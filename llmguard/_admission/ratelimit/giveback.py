@@ -49,7 +49,7 @@ class GiveBack:
 
     __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
                  "given", "largest", "recent", "anchor", "held", "credit", "probe", "told",
-                 "telling", "minute", "decisive")
+                 "told_doubt", "telling", "minute", "decisive")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
@@ -75,8 +75,10 @@ class GiveBack:
         #: and the reservation (its output entry) admitted only thanks to it.
         self.credit = 0
         self.probe: Any = None
-        #: The verdict last shared or adopted (a shared backend), and the write sharing it.
+        #: The verdict last shared or adopted (a shared backend), whether in doubt then
+        #: (:attr:`doubted`), and the write sharing it.
         self.told: bool | None = None
+        self.told_doubt = False
         self.telling: Any = None  # an asyncio task: until done, replies may predate it
         #: Ours per clock minute: a served test a fresh minute explains (not ``decisive``)
         #: gives back only provisionally (:mod:`.giveback_minute`).
@@ -171,13 +173,23 @@ class GiveBack:
                             "back was refused (429; no output header heard)")
         return again
 
-    def adopt(self, verdict: bool, why: str) -> int:
-        """Another process's verdict (shared through the backend) taken as this one's: the
-        output tokens to charge again (a test's credit given back, now known kept)."""
-        again = self.credit if verdict is False else 0
-        self.told = verdict
+    @property
+    def doubted(self) -> bool:
+        """The give-back stands only provisionally (:mod:`.giveback_minute`)."""
+        return self.verdict is True and self.minute.open
+
+    def adopt(self, verdict: bool, why: str, doubt: bool = False) -> int:
+        """Another process's verdict (shared through the backend) taken as this one's, in
+        ``doubt`` as there (adopted settled, a 429 here refuted nothing): the output tokens
+        to charge again (a test's credit, and what was given back in doubt, now kept)."""
+        again = (self.credit + (self.minute.refused() or 0)) if verdict is False else 0
+        self.told, self.told_doubt = verdict, doubt
         if verdict is not self.verdict:
             self._decide(verdict, f"learned by another process: {why}")
+        if verdict and doubt and not self.minute.open:
+            self.minute.doubt()
+        elif verdict and not doubt:
+            self.minute.settle()
         return again
 
     def expire(self, now: float) -> None:

@@ -87,10 +87,15 @@ class Minute:
         """The request of ``entry`` was served: True when that ends the doubt (the minute's
         window would have refused it)."""
         if self.open and entry is not None and entry is self.beyond:
-            self.open, self.beyond = False, None
-            self.lent.clear()
+            self.settle()
             return True
         return False
+
+    def settle(self) -> None:
+        """The doubt ended: the give-back stands (one beyond the minute's window served,
+        here or in another process sharing the verdict)."""
+        self.open, self.beyond = False, None
+        self.lent.clear()
 
     def refused(self) -> int | None:
         """A 429 while in doubt: the output tokens lent to charge again (None: no doubt)."""

@@ -228,9 +228,9 @@ class RedisBackend(Answers):
             return self._local.headroom(key, quotas)
         return seen.requests, seen.tokens, max(0.0, seen.paused_until - now)
 
-    def giveback(self, key: Hashable, verdict: bool, why: str) -> asyncio.Task[None]:
+    def giveback(self, key: Hashable, verdict: bool, why: str, doubt: bool = False) -> Any:
         """Share whether the server gives unused output back (``key``: the output quotas')."""
-        return _giveback.tell(self.connection, self._key(key)[3], verdict, why)
+        return _giveback.tell(self.connection, self._key(key)[3], verdict, why, doubt)
 
     def circuit_state(self, name: str, **params: Any) -> Any:
         """The shared state behind ``CircuitBreaker(name=..., backend=self)``."""
