@@ -35,7 +35,7 @@ __all__ = ["CHARGED"]
 #: KEYS: shape, log, state. ARGV: outcome ('served', 'refused', 'gone': never sent), the
 #: request's log member, then limit/window/is_tokens/learns/margin per quota. Applies what it
 #: showed to the shared factor (module docstring) and to a bucket's floor and ceiling
-#: (``_refuted_scripts``); returns 1 when the factor changed.
+#: (``_refuted_scripts``); returns 1 when the factor (or the shape) changed.
 CHARGED = EST + """
 local shape, log, outcome, member = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local function fmt(x) return string.format('%.17g', x) end
@@ -148,10 +148,12 @@ if floor then
 elseif bound and bound < factor then
   new = math.max(1.0, least, bound)
 end
-if refute(shape, KEYS[3]) == 1 then return 1 end  -- (the factor a fixed window's count bounds)
-if probe or floor then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
-if math.abs(new - factor) < 1e-9 and got[2] then return 0 end
-redis.call('HSET', shape, 'charge', string.format('%.4f', math.ceil(new * 10000 - 1e-6) / 10000) .. ',' .. ((floor or least > 1.0) and 'kept' or 'silent'))
-redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
-return 1
+local label, changed = (floor or least > 1.0) and 'kept' or 'silent', 0
+if math.abs(new - factor) >= 1e-9 or not got[2] or label ~= how then  -- (a 429 keeps it)
+  redis.call('HSET', shape, 'charge', string.format('%.4f', math.ceil(new * 10000 - 1e-6) / 10000) .. ',' .. label)
+  changed = 1
+end
+if refute(shape, KEYS[3]) == 1 then changed = 1 end  -- (the factor a fixed window's count bounds)
+if probe or floor or changed == 1 then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
+return changed
 """
