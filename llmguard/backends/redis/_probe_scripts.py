@@ -18,8 +18,9 @@ at. Server time is the wall clock, so its minutes are the clock's.
 2. With ``ss``, every process paces within both a fixed window from that minute (counted
    late, ``_fixed_scripts``) and what a token bucket surely holds (its level less what it
    refills while a request is on the way); once the bucket is dry while the minute has room,
-   one more goes (``4``): served, a fixed window (published); refused, a bucket (paced as a
-   sliding window, as in memory). Once the minute is spent surely (at every process's bare
+   one more goes (``4``): served, a fixed window (published), unless it was beyond the bucket
+   only at a guessed factor and no 429 refuted a bucket (``_refuted_scripts.cheaper``: the
+   factor comes down); refused, a bucket (paced as a sliding window, as in memory). Once the minute is spent surely (at every process's bare
    estimates) while the bucket, as we count ours, holds one more (a batch sent on a
    minute: both spent there, the bucket refilling), that one goes (``6``, ``apart.spent``):
    served, a bucket; refused, a fixed window (published; paced within both, nothing went

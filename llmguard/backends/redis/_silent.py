@@ -32,8 +32,11 @@ __all__ = ["VERDICT", "refused", "settled"]
 #: (``apart.overflowed``: surely counted in it, sent the clocks' skew after its start and
 #: arrived that skew before its end; answered (``done``), not refused, at their bare
 #: estimates, the least a server charges; not once the server was shown to give unused
-#: tokens back, ``trusted``): it admitted them, so it counts no such window. Returns 1 when it
-#: changed something.
+#: tokens back, ``trusted``): it admitted them, so it counts no such window. A probe served
+#: lowers a bucket's ceiling, and one beyond the bucket only at a guessed factor proves no
+#: fixed window (``_refuted_scripts``: ``served``, ``cheaper``); a floor a 429 showed above
+#: the ceiling, once a first probe was served, is a fixed window (``refute``). Returns 1 when
+#: it changed something.
 VERDICT = EST + """
 local shape, outcome, why = KEYS[1], ARGV[2], ARGV[3]
 local function fmt(x) return string.format('%.17g', x) end
