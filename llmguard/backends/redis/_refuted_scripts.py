@@ -44,7 +44,7 @@ WHY = ("a 429 no token bucket that served the probes would give (no rate-limit h
 #: count ours and served, was beyond it only at a guessed factor (silent, or kept above what
 #: a 429 showed and no bucket refuted): a bucket charging less could have admitted it, so it
 #: proves no fixed window; the shared factor comes down to the most such a bucket (or a fixed
-#: window from ``epoch``'s minute) allows. ``entries``: the
+#: window from ``epoch``'s minute, or of the charge's probes' minutes, ``cc``) allows. ``entries``: the
 #: log's ZRANGE WITHSCORES (oldest first), refused members (``:r:``) left out.
 BOUNDS = """
 local function refute_ceiling(shape, entries, at, last, rate, limit)
@@ -87,10 +87,11 @@ local function served(shape, log, member, first)
   end
 end
 local function cheaper(shape, log, member, epoch, first)
-  local got = redis.call('HMGET', shape, 'charge', 'cl', 'rf', 'rc')
+  local got = redis.call('HMGET', shape, 'charge', 'cl', 'rf', 'rc', 'cc')
   local factor, how = string.match(got[1] or '', '^([^,]+),(.*)$')
   factor = tonumber(factor)
   local least, rf, rc = tonumber(got[2] or '') or 1.0, tonumber(got[3] or '') or 0, tonumber(got[4] or '') or math.huge
+  local clocked = tonumber(got[5] or '') or math.huge  -- (the charge's probes' minutes: ``Charge.clocked``)
   local at = tonumber(redis.call('ZSCORE', log, member) or '')
   if not (at and factor and factor > 1.0 and (how == 'silent' or (how == 'kept' and factor > least and rf <= rc))) then return false end
   local entries, best = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES'), nil
@@ -110,7 +111,7 @@ local function cheaper(shape, log, member, epoch, first)
         end
       end
       if loose < 1.0 then return false end  -- no bucket even at our bare estimates
-      local f = math.max(tight, minute > 0 and limit / minute or 0)
+      local f = math.max(tight, math.min(minute > 0 and limit / minute or 0, clocked))
       if not best or f < best then best = f end
     end
   end
