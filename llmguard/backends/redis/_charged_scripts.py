@@ -7,9 +7,11 @@ how it is shared, in ``_charge``):
   window: ours in the window; a token bucket: ours since any one, less its refill between
   their sends, each on the way as long as the probe, as a bucket is paced (``probing._probed``:
   with a margin's refill more, 1.143x kept a strict fixed window at 18 a window where it
-  admits 19); a fixed clock window: ours since its start), the largest of the three while the shape is
-  unknown, each count rounded up (one token less each, as in memory), never under what a 429
-  showed (``cl``).
+  admits 19); a fixed clock window: ours since its start), the largest of the three while
+  the shape is unknown, each count rounded up (one token less each, as in memory), never
+  under what a 429 showed (``cl``). The least bounds of a window (``cw``, ``Charge.windowed``)
+  and of a clock minute (``cc``, ``Charge.clocked``) are kept for what a 429 or a fixed
+  window learned later allows (``_refuted_scripts.fixed_factor``).
 * **Refused** (a 429 to any request of a token quota the requests quota does not explain):
   the server charged every process's requests that may have been counted before it more than
   the quota less it, so at least ``limit`` over their estimates (``cl``; the factor is raised
