@@ -122,14 +122,10 @@ class Connection:
 
     async def call(self, script: str, keys: list[str], args: list[Any], what: str) -> Any:
         """Run a Lua script (EVALSHA; redis-py loads it on NOSCRIPT, e.g. after a restart)."""
-        registered = self._registered(script)
-        return await self.run(lambda: registered(keys=keys, args=args), what)
-
-    def _registered(self, script: str) -> Any:
         registered = self._scripts.get(script)
         if registered is None:
             registered = self._scripts[script] = self.redis.register_script(script)
-        return registered
+        return await self.run(lambda: registered(keys=keys, args=args), what)
 
     async def run(self, command: Callable[[], Awaitable[Any]], what: str) -> Any:
         """``await command()`` under the timeout and the on_error policy (None: failed, local).
@@ -140,18 +136,9 @@ class Connection:
         to local limits would only hide the problem, and one cache write refused used to
         switch every shared quota of the connection to per-process limits."""
         try:
-            return await self._attempt(command, what)
-        except Exception as exc:  # redis errors, OSError, our TimeoutError: never CancelledError
-            if not outage(exc):
-                raise
-            return self.failed(exc, what)
-
-    async def _attempt(self, command: Callable[[], Awaitable[Any]], what: str) -> Any:
-        """``await command()`` under the timeout; an outage raised as is, a refusal noted."""
-        try:
             async with asyncio.timeout(self.timeout):
                 result = await honouring_cancel(command())
-        except Exception as exc:
+        except Exception as exc:  # redis errors, OSError, our TimeoutError: never CancelledError
             if not outage(exc):
                 self.errors += 1
                 exc.add_note(
@@ -159,7 +146,8 @@ class Connection:
                     "outage, so llmguard does not fall back to local limits: check the user's "
                     "ACL (llmguard runs Lua scripts: EVALSHA, SCRIPT LOAD), maxmemory and the "
                     "server log")
-            raise
+                raise
+            return self.failed(exc, what)
         if self._outage:
             self._outage = False
             logger.warning("llmguard: Redis at %s answers again; shared limits resume", self.shown_url)
@@ -192,24 +180,19 @@ class Connection:
         return task
 
     async def write(self, script: str, keys: list[str], args: list[Any], what: str) -> bool:
-        """Run a script in the background (spawned): False when an outage lost it."""
+        """Run a script in the background (spawned): False when an outage lost it (a script
+        ``keep`` writes returns a value: None is the on_error="local" policy's)."""
         if self._writing is None:
             self._writing = asyncio.Semaphore(MAX_WRITES)
-        registered = self._registered(script)
         try:
             async with self._writing:
-                await self._attempt(lambda: registered(keys=keys, args=args), what)
-        except Exception as exc:
-            if not outage(exc):  # refused (counted): no caller to fail, so say it
-                logger.warning("llmguard: %s: %s", type(exc).__name__, "; ".join(
-                    [redact_url(str(exc)), *getattr(exc, "__notes__", ())]))
-                return True
-            try:
-                self.failed(exc, what)
-            except BackendUnavailable:
-                pass  # a background write has no caller to fail; failed() counted it
-            return False
-        return True
+                return await self.call(script, keys, args, what) is not None
+        except BackendUnavailable:
+            return False  # a background write has no caller to fail; failed() counted it
+        except Exception as exc:  # refused (counted by run): no caller to fail, so say it
+            logger.warning("llmguard: %s: %s", type(exc).__name__, "; ".join(
+                [redact_url(str(exc)), *getattr(exc, "__notes__", ())]))
+            return True
 
     def keep(self, script: str, keys: list[str], args: list[Any], what: str) -> asyncio.Task[Any]:
         """Write in the background what every process is to learn from once (a probe's verdict,
@@ -217,8 +200,8 @@ class Connection:
         lands: a slow Redis (a command past ``timeout`` on a loaded machine) delays it, never
         loses it (dropped, every process went on probing what one had learned). No caller waits
         for it (nor ``landed``: a refund's caller must not wait out an outage); ``aclose`` gives
-        it one more attempt, not more. Each script written so is idempotent: a timed-out
-        attempt may have run, and its retry changes nothing more."""
+        it one more attempt, not more. Each script written so is idempotent (a timed-out
+        attempt may have run: its retry changes nothing more) and returns a value."""
         async def kept() -> None:
             while not await self.write(script, keys, args, what) and not self._closing:
                 await asyncio.sleep(RETRY_INTERVAL)

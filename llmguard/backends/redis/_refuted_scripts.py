@@ -41,8 +41,9 @@ WHY = ("a 429 no token bucket that served the probes would give (no rate-limit h
 #: configured, not as learned: larger, the ceiling only loosens) while the shape is unknown
 #: and the charge learned from a server that says nothing. ``cheaper(shape, log, member,
 #: epoch, first)``: ``apart.cheaper``: True when the probe ``member``, beyond a bucket as we
-#: count ours and served, was beyond it only at a guessed factor (silent, or kept above what
-#: a 429 showed and no bucket refuted): a bucket charging less could have admitted it, so it
+#: count ours and served, was beyond it only at a guessed factor (silent, kept by its probe's
+#: 429 (``ck``, ``Charge.guessed``), or kept above what a 429 showed and no bucket refuted:
+#: ``refute`` decides then): a bucket charging less could have admitted it, so it
 #: proves no fixed window; the shared factor comes down to the most such a bucket (or a fixed
 #: window from ``epoch``'s minute, or of the charge's probes' minutes, ``cc``) allows. ``entries``: the
 #: log's ZRANGE WITHSCORES (oldest first), refused members (``:r:``) left out.
@@ -87,13 +88,13 @@ local function served(shape, log, member, first)
   end
 end
 local function cheaper(shape, log, member, epoch, first)
-  local got = redis.call('HMGET', shape, 'charge', 'cl', 'rf', 'rc', 'cc')
+  local got = redis.call('HMGET', shape, 'charge', 'cl', 'rf', 'rc', 'cc', 'ck')
   local factor, how = string.match(got[1] or '', '^([^,]+),(.*)$')
   factor = tonumber(factor)
   local least, rf, rc = tonumber(got[2] or '') or 1.0, tonumber(got[3] or '') or 0, tonumber(got[4] or '') or math.huge
   local clocked = tonumber(got[5] or '') or math.huge  -- (the charge's probes' minutes: ``Charge.clocked``)
   local at = tonumber(redis.call('ZSCORE', log, member) or '')
-  if not (at and factor and factor > 1.0 and (how == 'silent' or (how == 'kept' and factor > least and rf <= rc))) then return false end
+  if not (at and factor and factor > 1.0 and (how == 'silent' or got[6] or (how == 'kept' and factor > least and rf <= rc))) then return false end
   local entries, best = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES'), nil
   for i = first, #ARGV, 5 do
     if ARGV[i + 2] == '1' and ARGV[i + 3] == '1' then
