@@ -207,31 +207,22 @@ async def test_a_mute_sliding_window_charging_more_refuses_once_per_thing_learne
     assert wall <= 1.05 * ideal, (wall, ideal)
 
 
-#: #30, open: the first probe of a silent server's shape goes where a sliding window counting
-#: ours at the guessed factor (``charge.OPENING``) is full, and one charging our bare
-#: estimates still has room and serves it: read as a fixed window or a bucket. Reading such a
-#: probe as the charge's alone (measured: 1 429 and 1.13x from :50 and :55, and the strict
-#: cold one from :55 1.50x -> 1.04x) delays a silent bucket started at :00, whose first probe
-#: is just as ambiguous (1.01x -> 1.34x at 10,000 TPM, 1.03x -> 1.08x strict): pacing within
-#: the sliding log at what the probe allows as well as within both may serve the two.
-AMBIGUOUS_PROBE = pytest.mark.xfail(strict=True, reason="#30: a silent sliding window's first "
-                                    "probe served at the guessed factor is read as a fixed "
-                                    "window or a bucket (1.49x; one 429 each since tight30, "
-                                    "4 and 2 before)")
-
-
-@pytest.mark.parametrize("phase", [pytest.param(50.0, marks=AMBIGUOUS_PROBE),
-                                   pytest.param(55.0, marks=AMBIGUOUS_PROBE)])
+@pytest.mark.parametrize(("phase", "within"), [(50.0, 1.075), (55.0, 1.05)])
 async def test_a_mute_sliding_window_charging_our_estimates_is_not_taken_for_a_fixed_one(
-        phase: float) -> None:
+        phase: float, within: float) -> None:
     """A mute sliding window (no header, no retry-after) of 10,000 tokens a minute that
     charges what we estimate: ours are counted at 1.15x that (``charge.OPENING``) until the
     server measures it, so just after the minute the shape's probe, beyond a sliding window
     as we count ours, is served by the room it still has: read as a fixed window or a
-    bucket, ours paced within both get 4 429s from :50 (2 from :55, three sent at once
-    after the probe's answer) and 1.49x the ideal. At most one 429 while the shape and the
-    charge are learned, a sliding window learned, within 1.15x the ideal (the opening factor
-    held until the charge's 429 measures it: 1.13x from :00, sliding or fixed)."""
+    bucket, ours paced within both got 4 429s from :50 (2 from :55, three sent at once
+    after the probe's answer) and 1.49x the ideal; then one, refused, and a sliding window
+    learned, but the factor kept at the guess its 429 allows a bucket run dry (41 a window
+    where it admits 47: 1.49x). The probes of the charge go on in the sliding log instead
+    (``learn_refusal._guessing``), the first served beyond what such a bucket holds refutes
+    it and the factor comes down to the window's count: one 429, 1.04x from :55, 1.07x from
+    :50 (the first window's probes of the charge, an answer apart, repeat their spacing;
+    1.08x with the window's count read at the probe's answer, ours that left it since
+    left out)."""
     server, send, start, wall, ideal = await run(lambda: SlidingWindowServer(
         rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False, retry_after=False),
         phase, calls=141)
@@ -240,7 +231,7 @@ async def test_a_mute_sliding_window_charging_our_estimates_is_not_taken_for_a_f
     assert server.statistics().rate_limited <= 1, [a.at for a in server.arrivals
                                                    if a.status == 429]
     assert rate_limit.statistics().shape.startswith("sliding"), rate_limit.statistics().shape
-    assert wall <= 1.15 * ideal, (wall, ideal)
+    assert wall <= within * ideal, (wall, ideal)
 
 
 async def test_a_silent_token_bucket_is_learned_at_the_first_probe_after_an_overflowed_minute(

@@ -127,17 +127,17 @@ async def test_a_verdict_in_doubt_is_shared_in_doubt(redis_url, redis_prefix):
         test = await admitted(first, 600)
         assert back.probe is first._entry(test, "output")
         first.reconcile(None, test, Tokens(0, 100))
-        assert back.verdict is True and back.doubted
+        assert back.verdict is True and back.minute.open
         await first.inner.connection.kept()  # the verdict written
         ticket = await admitted(other, 50)
         mine = other.giveback[None]
-        assert mine.verdict is True and mine.doubted, mine.why
+        assert mine.verdict is True and mine.minute.open, mine.why
         refused = await admitted(other, 50)
         other.refused(None, OUTPUT, 0.01, ticket=refused)  # the minute's window is full
         assert mine.verdict is False, mine.why
         await other.inner.connection.kept()
         await admitted(first, 10)  # A's next reservation reads B's refutation
-        assert back.verdict is False and not back.doubted, back.why
+        assert back.verdict is False and not back.minute.open, back.why
         other.reconcile(None, ticket, Tokens(0, 10))
     finally:
         await first.inner.aclose()

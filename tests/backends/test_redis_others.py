@@ -82,14 +82,16 @@ async def test_an_input_output_part_is_paced_as_the_bucket_assumed_until_a_429_s
 
 async def test_two_processes_behind_a_queueing_proxy_learn_its_minute(redis_url, redis_prefix):
     """LiteLLM's proxy under load, its minute compressed to 4 s: 59 requests a window, one
-    worker taking 0.05 s each and counting a request when it takes it, its headers counting
+    worker taking 0.02 s each and counting a request when it takes it (at 0.05 s, 59 of them
+    fill 3 of the window's 4 s, and a loaded machine's lag on each turn made the proxy itself
+    count dozens late, into the next window: 22-38 429s with two cores busy), its headers counting
     answers. Two processes send 3x the quota at once, 90% into a window: the first answers
     after the boundary count both processes' requests, which read against one process's own
     looked like a sliding window's (the minute refuted: paced as a sliding log, which a proxy
     counting late overruns). Read against both, the clock window is learned (a process may
     end before it adopts what the other learned last: none learns sliding), with a few 429s
     at most, and nothing but 429s failing."""
-    server = ProxyWindowServer(rpm=60, window=4.0, latency=0.05, workers=1, reports="answered",
+    server = ProxyWindowServer(rpm=60, window=4.0, latency=0.02, workers=1, reports="answered",
                                overload_at=10**9)
     layers, calls = two_processes(server, redis_url, redis_prefix, 60)
     for layer in layers:  # the proxy's 4-second window

@@ -187,17 +187,19 @@ def cheaper(charge: Any, window: Any, now: float, probe: Any, fixed: float = 0.0
     return True
 
 
-def ceiled(window: Any, now: float, ticket: Any) -> None:
+def ceiled(window: Any, now: float, ticket: Any, probed: bool = False) -> None:
     """``window``'s server, saying nothing, was learned to be a token bucket by its 429 to
     ``ticket``: the factor comes down to the most such a bucket charges, as the probes it
     served showed (``Charge.paced``; never under the least a 429 showed, ``Charge.floor``),
     and the bucket held less than ``ticket`` when it arrived: nothing, less ours sent since
     (left where pacing within both had it, the refused one given back on top, each next one
-    was refused: 44 429s)."""
+    was refused: 44 429s). ``probed``: ``ticket`` went beyond the bucket at the factor (the
+    charge's probe), so it charges more: the factor goes up to that most too (left at the
+    1.108x its walk had reached, a bucket charging 1.113x refused one in every refill: 32)."""
     charge, track = window.charge, bucket_of(window)
     if charge is None or track is None or charge.heard:
         return
-    if charge.paced < charge.factor:
+    if charge.paced < charge.factor or probed and math.isfinite(charge.paced):
         charge.factor = max(1.0, charge.floor, charge.paced)
     # what a bucket holds as ours were paced within both (its own level lagged far below: a
     # cold silent bucket at :50 refused the probe beyond it, then waited 22 s at -3,400)

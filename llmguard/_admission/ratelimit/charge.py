@@ -76,7 +76,7 @@ class Charge:
         self.probing: Any = None
         self.testing = self.trusted = False
         #: A give-back probe was admitted that a token bucket refilling since ours went would
-        #: admit too (nothing given back): the test proves nothing there, and ends.
+        #: admit too (nothing given back), or refused (:func:`.probing.kept`): the test ends.
         self.refills = False
         #: The most a server counting ours in a window (fixed or sliding, no refill) charges,
         #: shown by the probes it admitted (:mod:`.probing`); ``least``: the least, by a 429.

@@ -24,6 +24,7 @@ Other clients' use only lowers readings, toward "keeps it": the safe side. With 
 reading heard (a client that reads no header), the server is tested instead: one answer's unused
 output at a time is given back, and the request admitted only thanks to it is served (the server
 gives back) or refused with a 429 (it does not: the one 429 this costs), :meth:`GiveBack.refused`.
+A burst's answers, too few for that, are judged on a tighter bound: :mod:`.giveback_burst`.
 
 Everything here takes ``now`` as an argument (no clock, no asyncio): tested directly.
 """
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from .giveback_burst import Burst
 from .giveback_minute import Minute
 
 __all__ = ["GiveBack"]
@@ -49,7 +51,7 @@ class GiveBack:
 
     __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
                  "given", "largest", "recent", "anchor", "held", "credit", "probe", "told",
-                 "told_doubt", "telling", "minute", "decisive")
+                 "told_doubt", "telling", "minute", "decisive", "burst")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
@@ -61,8 +63,7 @@ class GiveBack:
         #: Seconds an answer's unused output is held back, awaiting the verdict, at most.
         self.horizon = window / 6
         self.verdict: bool | None = None
-        self.votes = 0
-        self.why = "no output reading judged yet: max_tokens kept charged until it is"
+        self.votes, self.why = 0, "no output reading judged yet: max_tokens kept charged until it is"
         #: Output tokens of ours admitted (less those that never reached the server) and
         #: unused output of our answers ended, since the start.
         self.issued = self.given = self.largest = 0
@@ -75,14 +76,13 @@ class GiveBack:
         #: and the reservation (its output entry) admitted only thanks to it.
         self.credit = 0
         self.probe: Any = None
-        #: The verdict last shared or adopted (a shared backend), whether in doubt then
-        #: (:attr:`doubted`), and the write sharing it.
+        #: The verdict last shared or adopted (a shared backend), in doubt or not, the write.
         self.told: bool | None = None
-        self.told_doubt = False
-        self.telling: Any = None  # an asyncio task: until done, replies may predate it
+        self.told_doubt, self.telling = False, None  # (a task: until done, replies may predate it)
         #: Ours per clock minute: a served test a fresh minute explains (not ``decisive``)
         #: gives back only provisionally (:mod:`.giveback_minute`).
         self.minute, self.decisive = Minute(window), True
+        self.burst = Burst(window)  # ours not answered yet; a burst's readings
 
     def admitted(self, now: float, output: int, entry: Any = None,
                  level: Callable[[], int] | None = None, wall: float | None = None) -> None:
@@ -94,6 +94,7 @@ class GiveBack:
                 and level() - self.credit < output:
             self.probe, self.decisive = entry, over
         self.issued += output
+        self.burst.admitted(now, output, entry)
         self.largest = max(self.largest, output)
         recent = self.recent
         recent.append((now, output))
@@ -104,6 +105,7 @@ class GiveBack:
         """A reservation of ``output`` (``entry``) the server never charged (never sent, or
         refused): a probe never sent tests nothing."""
         self.issued -= output
+        self.burst.closed(entry)
         if entry is not None and entry is self.probe:
             self.probe = None
 
@@ -114,6 +116,7 @@ class GiveBack:
         unused = kept - used
         settle = partial(_settle, reconcile, used, kept)
         self.given += max(0, unused)
+        self.burst.answered(entry, unused)
         if entry is not None and entry is self.probe:  # served (an answer without usage,
             if unused <= 0:  # e.g. an error after it was sent, tests nothing: the next one)
                 self.probe = None
@@ -173,23 +176,14 @@ class GiveBack:
                             "back was refused (429; no output header heard)")
         return again
 
-    @property
-    def doubted(self) -> bool:
-        """The give-back stands only provisionally (:mod:`.giveback_minute`)."""
-        return self.verdict is True and self.minute.open
-
     def adopt(self, verdict: bool, why: str, doubt: bool = False) -> int:
         """Another process's verdict (shared through the backend) taken as this one's, in
-        ``doubt`` as there (adopted settled, a 429 here refuted nothing): the output tokens
-        to charge again (a test's credit, and what was given back in doubt, now kept)."""
-        again = (self.credit + (self.minute.refused() or 0)) if verdict is False else 0
+        ``doubt`` as there (:meth:`.giveback_minute.Minute.shared`): the output tokens to
+        charge again (a test's credit and what was lent, now known kept)."""
+        again = (self.credit if verdict is False else 0) + self.minute.shared(verdict, doubt)
         self.told, self.told_doubt = verdict, doubt
         if verdict is not self.verdict:
             self._decide(verdict, f"learned by another process: {why}")
-        if verdict and doubt and not self.minute.open:
-            self.minute.doubt()
-        elif verdict and not doubt:
-            self.minute.settle()
         return again
 
     def expire(self, now: float) -> None:
@@ -202,15 +196,21 @@ class GiveBack:
     def _on_the_way(self, now: float) -> int:
         return sum(output for at, output in self.recent if at >= now - self.spread)
 
-    def read(self, now: float, remaining: int, limit: int) -> None:
-        """A reading of the server's output ``remaining`` of ``limit`` per ``window`` s."""
-        window = self.window
+    def read(self, now: float, remaining: int, limit: int, wall: float | None = None,
+             entry: Any = None) -> None:
+        """A reading of the server's output ``remaining`` of ``limit`` per ``window`` s, at
+        ``now`` (``wall`` by the wall clock; None: ``now`` is), in the answer to ``entry``."""
         on_the_way = self._on_the_way(now)
         here = (now, remaining, self.issued, self.given, on_the_way)
         anchor = self.anchor
         # the faster of the server's rate and our quota's: a refill over-counted errs toward
         # "keeps it" (our quota may be the server's minute compressed, or a lower share of it)
-        rate = max(limit, self.quota) / window
+        rate = max(limit, self.quota) / self.window
+        if self.verdict is not True and self.burst.read(self, now, remaining, rate, wall, entry):
+            self._decide(True, f"the server's output remaining rose above its refill less ours "
+                               f"by about the unused output of the answers ended, twice within "
+                               f"{self.horizon:.0f} s of a burst's answers, and did not drop "
+                               "after")
         if anchor is None or remaining >= limit - rate * self.spread - on_the_way:
             self.anchor = here  # near full: refill may be lost from here; start over
             self.expire(now)

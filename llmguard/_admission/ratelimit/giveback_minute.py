@@ -91,6 +91,19 @@ class Minute:
             return True
         return False
 
+    def shared(self, verdict: bool, doubt: bool) -> int:
+        """Another process's ``verdict`` adopted (a shared backend), in ``doubt`` as it was
+        there (shared as settled, a 429 here after a test a fresh minute explained refuted
+        nothing): the doubt opened or ended as there; the output lent to charge again when
+        it keeps it."""
+        if not verdict:
+            return self.refused() or 0
+        if doubt and not self.open:
+            self.doubt()
+        elif not doubt:
+            self.settle()
+        return 0
+
     def settle(self) -> None:
         """The doubt ended: the give-back stands (one beyond the minute's window served,
         here or in another process sharing the verdict)."""

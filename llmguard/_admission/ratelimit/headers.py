@@ -169,7 +169,7 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
         elif reset is not None:
             backend.cap(key, quotas, unit != "requests", left, reset, **where)
         if part == "output" and limit is not None:  # does the server give output back?
-            backend.read_output(key, left, limit)
+            backend.read_output(key, left, limit, ticket)
     if learning and not heard and not any("retry-after" in name.lower() for name in headers):
         unsaid(backend, quotas, key)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bounds, refuted, repeat, silent, stray
+from . import bounds, probing, refuted, repeat, silent, stray
 from .auto import AutoTrack
 from .learn import become_fixed
 from .log import Entry
-from .refusal import DEFAULT_PAUSE, clock_minute, explained, learn_limit, near, reset_of
+from .refusal import (DEFAULT_PAUSE, clock_minute, explained, kept_why, learn_limit, near,
+                      reset_of)
 from .shape import TOLERANCE
 
 __all__ = ["refused"]
@@ -59,6 +60,13 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     clocked = shows != "shape" and shape.served and shape.kind == "unknown" \
         and refuted.bucketless(window.charge)
     drained = shows == "shape" and refuted.slideless(window, ticket, named)
+    # nor a fixed clock minute charging what the probes it served allow: with a bucket left,
+    # the bucket ran dry (the charge's probe, walked down as a bucket allows); with none, a
+    # sliding window after all, whose room at what it charges (ours counted at more, the
+    # opening factor) served the first probe (learned fixed, a strict one from :58 took a
+    # burst into its full window: 55 429s)
+    clockless = not shows and not windowless and refuted.clockless(window, ticket)
+    unclocked = clockless and not refuted.bucketless(window.charge)
     if shows == "fixed":
         shape.confirm(True, "a request beyond a fixed window, within a token bucket, was "
                             "refused (429)")
@@ -70,6 +78,25 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                               "token bucket run dry")
     elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
+        charge = window.charge
+        if refuted.bucketless(charge) and charge.kept:  # the factor a 429 kept, as a bucket's,
+            bounds.windowed(charge, window, now)  # down to what the window served (strict, :56:
+            shape.limits = kept_why(charge)  # kept at 1.15x where it charges 1.11x, 1.49x)
+    elif unclocked:
+        shape.learn("bucket", "a 429 no fixed clock minute that served the probes would give, "
+                              "after a request beyond a sliding window was served (no "
+                              "rate-limit header): a token bucket run dry")
+    elif clocked and clockless:  # (before the 429 measures the charge, as a sliding window's)
+        shape.confirm(False, "a 429 neither a token bucket nor a fixed window that served "
+                             "the probes would give")
+    # the first probe's 429, ours counted at a factor only guessed: a sliding window full at
+    # what it charges or a bucket charging that factor, run dry, alike. The factor stays, and
+    # its probes go on in the sliding log: the first served beyond what such a bucket holds
+    # refutes it (:mod:`.refuted`), and the factor comes down to the window's count (kept at
+    # the guess, a tight one from :50 took 41 a window where it admits 47: 1.49x the ideal)
+    unsure = shows == "shape" and not drained and _guessing(window.charge)
+    if unsure:
+        probing.kept(window.charge, window, ticket)
     minute = None if long else clock_minute(window, now, ticket, seconds, boundary)
     if (long or minute) and shape.kind == "unknown":  # no bucket: what ours filled is read as
         shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
@@ -77,7 +104,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     pause = (until, seconds <= DEFAULT_PAUSE)
     unshaped = windowless and stray.probe(window, now, ticket, seconds)  # nor a bucket's
     why = reset_of(now, learn_limit(window, now, ticket, named, pause, sure=long,
-                                    stray=unshaped), ticket, seconds)
+                                    stray=unshaped, measures=not unsure), ticket, seconds)
     if clocked and shape.served and shape.kind == "unknown":
         shape.confirm(True, "a 429 no token bucket that served the probes would give")
         become_fixed(window, now)
@@ -86,12 +113,14 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     # the same 429 at once). Counted, a stray 429 asking 2 s held its slot for a window: the
     # log full, where a sliding window of the server's had room, and no probe at the minute.
     # Nor a fixed window asking a pause short of its boundary (not full): kept, a retry
-    # refused at random held the minute full, 52 s idle with room
-    if shape.quiet is not False and (shows or long or seconds > DEFAULT_PAUSE) or \
+    # refused at random held the minute full, 52 s idle with room. Nor the bucket learned
+    # here: drained to what it held without it below (given back after, each next one was
+    # refused, the bucket as we count it 137 tokens over the server's: 32 429s)
+    if shape.quiet is not False and (shows or long or seconds > DEFAULT_PAUSE or unclocked) or \
             shape.kind == "fixed" and repeat.foreign(window, ticket, *pause):
         window.adjust(now, ticket, 0, live=0)
-    if drained:  # paced at the most such a bucket charges, from what it held
-        bounds.ceiled(window, now, ticket)
+    if drained or unclocked:  # paced at the most such a bucket charges, from what it held
+        bounds.ceiled(window, now, ticket, probed=unclocked)
     if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
         shape.speak(reading=False)
     if (why or minute) is not None and shape.kind == "unknown":
@@ -124,6 +153,15 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                           "" if shape.assumed else
                           "; paced as a sliding window until then (no bucket's refill)"))
     return until
+
+
+def _guessing(charge: Any) -> bool:
+    """True while ``charge`` is a silent server's guess, never refused (no 429 measured it),
+    at or above what a bucket must charge to have refused a probe (``Charge.floor``), a
+    bucket still possible (:func:`.refuted.bucketless`)."""
+    return charge is not None and charge.silent and not charge.trusted and not charge.kept \
+        and not charge.heard and charge.floor <= charge.factor \
+        and not refuted.bucketless(charge)
 
 
 def _admits(window: Any, ticket: Entry | None, now: float) -> bool:

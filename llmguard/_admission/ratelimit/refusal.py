@@ -36,8 +36,8 @@ from .shape import TOLERANCE
 #: idling a per-minute one for long).
 DEFAULT_PAUSE = 1.0
 
-__all__ = ["DEFAULT_PAUSE", "before", "clock_minute", "explained", "learn_limit", "near",
-           "queued", "reset_of"]
+__all__ = ["DEFAULT_PAUSE", "before", "clock_minute", "explained", "kept_why", "learn_limit",
+           "near", "queued", "reset_of"]
 
 
 def before(window: Any, track: AutoTrack, now: float, ticket: Entry | None) -> int:
@@ -96,7 +96,8 @@ def explained(window: Any, now: float, ticket: Entry | None) -> bool:
 
 def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None,
                 pause: tuple[float, bool] = (math.inf, True),
-                sure: bool = False, stray: bool = False) -> AutoTrack | None:
+                sure: bool = False, stray: bool = False,
+                measures: bool = True) -> AutoTrack | None:
     """The 429 to ``ticket`` (``named``: the quota its message names, a ``named.Named``, or
     None) teaches ``window`` the limit its server admits, if it asked a pause that says so
     (``pause``: when it ends, and True when it asked none). The track of the quota that ran
@@ -105,7 +106,7 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
     factor from ours far under the limit as counted, only once a second 429 at that count
     confirms it (:mod:`.repeat`), unless ``sure`` (it asked for longer than a bucket
     refills); a factor near the limit too when ``stray`` (no shape's refusal:
-    :func:`.learn_refusal._stray`)."""
+    :func:`.learn_refusal._stray`); none at all unless it ``measures`` one."""
     learners = [t for t in window.tracks if isinstance(t, AutoTrack) and t.learns()]
     if named is not None:
         if not named.minute:
@@ -126,7 +127,7 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
         return None
     charge = window.charge
     if fullest.quota.tokens and charge is not None and not charge.heard and ticket is not None:
-        if window.shape.quiet is not False and (charge.kept or (
+        if window.shape.quiet is not False and (charge.kept or not measures or (
                 not sure and (stray or used + needed <= fullest.limit - near(fullest.limit))
                 and not repeat.heard(window, fullest, "factor", used, ticket, now))):
             # measured by a 429 already (a stray one, the server's own overload, ratcheted it
@@ -135,8 +136,7 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
             return fullest
         if charge.refused(window, now, ticket, min(t.limit for t in learners
                                                    if t.quota.tokens is fullest.quota.tokens)):
-            window.shape.limits = (f"; a 429 on tokens: the server charges {charge.factor:.3g}x "
-                                   "our estimate, and keeps it")
+            window.shape.limits = kept_why(charge)
         return fullest
     configured = fullest.quota.limit
     # ours and the refused one over the limit in force: the limit itself explains the 429 (a
@@ -154,6 +154,11 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
     unit = "tokens" if fullest.quota.tokens else "requests"
     window.shape.limits = f"; a 429 after {used} {unit} in the window: the server admits {used}"
     return fullest
+
+
+def kept_why(charge: Any) -> str:
+    """What ``window.shape.limits`` says of a factor a 429 on tokens measured (``kept``)."""
+    return f"; a 429 on tokens: the server charges {charge.factor:.3g}x our estimate, and keeps it"
 
 
 def reset_of(now: float, track: AutoTrack | None, ticket: Entry | None,

@@ -24,8 +24,9 @@ from typing import Any
 
 from .auto import AutoTrack
 from .bounds import bucket_of, bucketed
+from .charge import MOST
 
-__all__ = ["bucketless", "refused", "served", "slideless"]
+__all__ = ["bucketless", "clockless", "refused", "served", "slideless"]
 
 
 def served(window: Any, probe: Any) -> None:
@@ -69,6 +70,50 @@ def refused(window: Any, ticket: Any, named: Any = None) -> None:
 def bucketless(charge: Any) -> bool:
     """True when a 429 showed a bucket must charge more than a probe served showed it may."""
     return charge is not None and charge.floor > charge.ceiling
+
+
+def clockless(window: Any, ticket: Any) -> bool:
+    """True when the 429 to ``ticket``, while a fixed clock minute and a bucket are both
+    supposed (:mod:`.silent`), is no clock minute's: to refuse it, one must charge ours that
+    may count in its minute (from a margin before its start) more than ``MOST`` or than ours
+    served allow (the probes, ``Charge.clocked``, and every minute's answered, :func:`_minutes`),
+    and its requests had room. Read as the minute's count, the charge's 429 on a strict
+    bucket started at :58 measured "2.62x our estimate" (the minute was young), and nothing
+    went for a minute: 1.53x the ideal."""
+    charge, shape = window.charge, window.shape
+    if charge is None or shape.kind != "unknown" or not shape.served or shape.candidate is None:
+        return False
+    span, margin = shape.window, shape.margin
+    start = shape.candidate + math.floor((ticket.time - shape.candidate) / span) * span
+    for track in window.tracks:
+        if not (isinstance(track, AutoTrack) and track.learns()):
+            continue
+        mine = [e for e in track.recent if e.live and not e.refused and e is not ticket
+                and start - margin <= e.time <= ticket.time + margin]  # (maybe first)
+        if not track.quota.tokens:
+            if len(mine) + 1 > track.limit:
+                return False  # a minute of requests may have refused it
+            continue
+        estimated = sum(e.estimate for e in mine) + ticket.estimate
+        if track.limit / estimated <= min(charge.clocked, MOST, _minutes(track, shape)):
+            return False
+    return True
+
+
+def _minutes(track: Any, shape: Any) -> float:
+    """The most a fixed clock minute of ``track``'s token quota charges, by ours it served
+    surely within one minute (answered, sent from its start to a margin before its end),
+    each rounded up: the opening burst started at :59 bounds it as no probe after it does
+    (taken for a minute charging 3x, a tight sliding window was paced at 15 a minute: 3.47x)."""
+    span, margin, minutes = shape.window, shape.margin, {}
+    for e in track.recent:
+        if e.live and not e.refused and e.used is not None:
+            index = math.floor((e.time - shape.candidate) / span)
+            if e.time + margin < shape.candidate + (index + 1) * span:
+                count, estimated = minutes.get(index, (0, 0))
+                minutes[index] = (count + 1, estimated + e.estimate)
+    return min(((track.limit - count) / estimated for count, estimated in minutes.values()),
+               default=math.inf)
 
 
 def slideless(window: Any, ticket: Any, named: Any = None) -> bool:

@@ -76,16 +76,18 @@ class GiveBackParts:
     def _tell(self, key: Hashable, back: GiveBack) -> None:
         """Share a verdict this process reached on its own evidence, over a backend that
         shares one (Redis: ``backends.redis._giveback``), so no other process tests again."""
+        doubt = back.verdict is True and back.minute.open  # (:mod:`.giveback_minute`)
         if back.verdict is not None and callable(getattr(self.inner, "giveback", None)) \
-                and (back.verdict, back.doubted) != (back.told, back.told_doubt):
-            back.told, back.told_doubt = back.verdict, back.doubted  # (in doubt or settled)
-            back.telling = self.inner.giveback(Part("output", key), back.verdict, back.why,
-                                               back.doubted)
+                and (back.verdict, doubt) != (back.told, back.told_doubt):
+            back.told, back.told_doubt = back.verdict, doubt
+            back.telling = self.inner.giveback(Part("output", key), back.verdict, back.why, doubt)
 
-    def read_output(self, key: Hashable, remaining: int, limit: int) -> None:
-        """The server's output ``remaining`` of ``limit``: does it give unused output back?"""
+    def read_output(self, key: Hashable, remaining: int, limit: int, ticket: Any = None) -> None:
+        """The server's output ``remaining`` of ``limit`` (in the answer to ``ticket``'s
+        request, if known): does it give unused output back?"""
         if back := self.giveback.get(key):
-            back.read(asyncio.get_running_loop().time(), remaining, limit)
+            back.read(asyncio.get_running_loop().time(), remaining, limit, clock.wall(),
+                      self._entry(ticket, "output"))
             self._tell(key, back)
 
     @staticmethod

@@ -1,0 +1,87 @@
+"""The README stack with default settings against the benchmark's strict servers (no
+rate-limit header, the token quota binding, each request charged 1.11x our estimate, 0-10 ms
+on the way) started in the last seconds of a clock minute (:58, :59): 32 of the opening burst
+go at once (ConcurrencyLimit(32)), the rest after their answers, just after the minute, where
+the first probe of the shape goes (``silent.py``). Seen in ``benchmarks/bench_composition.py
+--phases 0,20,40,55,58,59`` and at no earlier phase. Virtual time, the wall clock pinned to
+the loop's."""
+
+import pytest
+
+from llmguard.testing import SlidingWindowServer, TokenBucketServer
+from late_start import run
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("phase", [58.0, 59.0])
+async def test_a_strict_silent_token_bucket_started_at_58_refuses_one_request_at_most(
+        phase: float, seed: int) -> None:
+    """A 60 RPM, 10,000 TPM token bucket with no rate-limit header charging 1.11x our
+    estimate, 126 calls (3x its 42 a minute). The first probe of the shape, served just after
+    the minute, leaves a fixed window from it or a bucket, paced within both; the 429 that
+    measures the charge (to a probe of it, the factor walked down to what the probes a bucket
+    served allow) was read as a fixed window's count of the minute, which the probes served
+    in the minute before had refuted: "the server charges 2.62x our estimate", a minute with
+    nothing sent, 1.53x the ideal."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                               rate_limit_headers=False)
+    layer, wall, ideal = await run(server, phase, 126, seed)
+    assert server.statistics().rate_limited <= 1, layer.statistics().shape
+    assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("phase", [58.0, 59.0])
+async def test_a_strict_mute_sliding_window_started_at_58_is_not_taken_for_a_fixed_one(
+        phase: float, seed: int) -> None:
+    """A sliding window of 60 requests and 10,000 tokens, no header, a bare 429, charging
+    1.11x our estimate, 126 calls. Ours are counted at the opening factor (1.15x), so the
+    first probe of the shape, just after the minute, is served by the room the window still
+    has at 1.11x: a fixed window or a bucket. The charge's probe after it is refused (one
+    429): no bucket that served the probes gives it, and no fixed clock minute either (five
+    of ours in it, a 429 only at 9x our estimate); it was read as a fixed window, and a
+    burst went into the full window: 44-59 429s, 1.50x the ideal from :59. A sliding window
+    now (its room at what it charges served the first probe)."""
+    server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                                 rate_limit_headers=False, retry_after=False)
+    layer, wall, ideal = await run(server, phase, 126, seed)
+    shape = layer.statistics().shape
+    assert server.statistics().rate_limited <= 1, shape
+    assert shape.startswith("sliding"), shape
+    assert wall <= 1.05 * ideal, (wall, ideal, shape)
+
+
+@pytest.mark.parametrize("phase", [58.0, 59.0])
+async def test_a_tight_mute_sliding_window_started_at_58_is_not_taken_for_a_fixed_one(
+        phase: float) -> None:
+    """The sliding window above charging exactly our estimate (47 a window, 141 calls). The
+    give-back test's 429 after the first probe was served refuted every bucket, and a fixed
+    clock minute charging 2.95x our estimate, 16 of ours in it, would have given it: learned
+    fixed, at 3x (15 a minute, 3.47x the ideal from :59), or at 1x from :58 with a burst into
+    the full window (52 429s, 1.51x). The opening burst, served in the minute before, shows
+    no minute charges more than 1.47x: a sliding window. Within 1.10x (1.08-1.09x: the first
+    window's probes of the charge, an answer apart, repeat their spacing)."""
+    server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False,
+                                 retry_after=False)
+    layer, wall, ideal = await run(server, phase, 141)
+    shape = layer.statistics().shape
+    assert server.statistics().rate_limited <= 1, shape
+    assert shape.startswith("sliding"), shape
+    assert wall <= 1.10 * ideal, (wall, ideal, shape)
+
+
+async def test_a_strict_mute_sliding_window_started_at_56_drops_the_factor_its_429_kept(
+        ) -> None:
+    """The strict sliding window above from :56: the charge's probe, before the minute, is
+    refused (a window's count or a bucket charging the opening factor, 1.15x, alike: kept
+    at it), then the shape's probe after the minute (a sliding window), whose 429 leaves no
+    bucket that served the probes. Kept at 1.15x where it charges 1.11x, 41 a window where
+    it admits 42: 1.49x the ideal. The factor comes down to what the window served, 1.12x:
+    two 429s (one per thing learned, as from :00-:55), within 1.05x."""
+    server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                                 rate_limit_headers=False, retry_after=False)
+    layer, wall, ideal = await run(server, 56.0, 126)
+    shape = layer.statistics().shape
+    assert server.statistics().rate_limited <= 2, shape
+    assert shape.startswith("sliding") and "1.12x" in shape, shape
+    assert wall <= 1.05 * ideal, (wall, ideal, shape)
