@@ -106,3 +106,39 @@ async def test_unused_output_comes_back_as_far_as_the_servers_bucket_surely_hold
     finally:
         if where == "redis":
             await backend.aclose()
+
+
+async def test_a_verdict_in_doubt_is_shared_in_doubt(redis_url, redis_prefix):
+    """A's test is served while the clock minute's count of its reservations had room for it
+    (``giveback_minute``: a window counting max_tokens per clock minute, started afresh, would
+    have served it too): the give-back is provisional. B adopts it in doubt, so a 429 to B
+    (that window filled by max_tokens) refutes it for B, and through Redis for A, each
+    charging again what it gave back meanwhile. Shared as settled, B's 429 refuted nothing:
+    every process went on giving unused output back to a server that keeps it."""
+    first = SplitBackend(RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0))
+    other = SplitBackend(RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0))
+    try:
+        ticket = await admitted(other, 50)
+        other.reconcile(None, ticket, Tokens(0, 50))
+        ticket = await admitted(first, 600)
+        first.reconcile(None, ticket, Tokens(0, 100))  # 500 unused: given back, to test
+        back = first.giveback[None]
+        back.minute.used = 0  # (the test in a clock minute of its own, whatever the clock)
+        test = await admitted(first, 600)
+        assert back.probe is first._entry(test, "output")
+        first.reconcile(None, test, Tokens(0, 100))
+        assert back.verdict is True and back.minute.open
+        await first.inner.connection.kept()  # the verdict written
+        ticket = await admitted(other, 50)
+        mine = other.giveback[None]
+        assert mine.verdict is True and mine.minute.open, mine.why
+        refused = await admitted(other, 50)
+        other.refused(None, OUTPUT, 0.01, ticket=refused)  # the minute's window is full
+        assert mine.verdict is False, mine.why
+        await other.inner.connection.kept()
+        await admitted(first, 10)  # A's next reservation reads B's refutation
+        assert back.verdict is False and not back.minute.open, back.why
+        other.reconcile(None, ticket, Tokens(0, 10))
+    finally:
+        await first.inner.aclose()
+        await other.inner.aclose()

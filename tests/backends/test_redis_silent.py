@@ -179,13 +179,15 @@ async def test_a_spent_minute_is_probed_within_the_bucket(redis_url, redis_prefi
     await backend.aclose()
 
 
-async def test_no_probe_beyond_a_bucket_dry_only_at_a_guessed_charge(redis_url, redis_prefix):
+async def test_a_probe_beyond_a_bucket_dry_only_at_a_guessed_charge_shows_no_fixed_window(
+        redis_url, redis_prefix):
     """Paced within both, the charge's probe refused (``ck``: what the server charges is
     still a guess, kept at the factor), ours sent just before the minute leave the token
-    bucket dry as we count them while the minute has room: no probe beyond the bucket goes (a
-    bucket charging less than we count serves it: main took that for a fixed window, and
-    the burst it admitted drew 4-6 429s from a strict bucket, ``bench_distributed.py
-    --silent-only``); the next request waits for the bucket, then goes within both."""
+    bucket dry as we count them while the minute has room: the probe beyond the bucket goes
+    (as in memory), and served, it shows no fixed window (a bucket charging less than we
+    count serves it: taken for a fixed window, the burst it admitted drew 4-6 429s from a
+    strict bucket, ``bench_distributed.py --silent-only``): the factor comes down instead
+    (``_refuted_scripts.cheaper``), unless a 429 refuted every bucket (``refute``)."""
     import redis
 
     quotas = (Quota(100, 12.05, False, learn=True, margin=0.05),
@@ -208,9 +210,8 @@ async def test_no_probe_beyond_a_bucket_dry_only_at_a_guessed_charge(redis_url, 
         wait, ticket = await backend.reserve(None, quotas, 200)
         if ticket is None:
             await asyncio.sleep(wait)
-    assert ticket.silent == 0, "a probe beyond the bucket went at a guessed charge"
     backend.reconcile(None, ticket, 200)
     await backend.connection.aclose()
-    assert b"kind" not in client.hgetall(shape)
+    assert client.hget(shape, "kind") in (None, b"unknown")
     client.close()
     await backend.aclose()

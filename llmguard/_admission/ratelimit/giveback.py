@@ -51,7 +51,7 @@ class GiveBack:
 
     __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
                  "given", "largest", "recent", "anchor", "held", "credit", "probe", "told",
-                 "telling", "minute", "decisive", "burst")
+                 "told_doubt", "telling", "minute", "decisive", "burst")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
@@ -63,8 +63,7 @@ class GiveBack:
         #: Seconds an answer's unused output is held back, awaiting the verdict, at most.
         self.horizon = window / 6
         self.verdict: bool | None = None
-        self.votes = 0
-        self.why = "no output reading judged yet: max_tokens kept charged until it is"
+        self.votes, self.why = 0, "no output reading judged yet: max_tokens kept charged until it is"
         #: Output tokens of ours admitted (less those that never reached the server) and
         #: unused output of our answers ended, since the start.
         self.issued = self.given = self.largest = 0
@@ -77,9 +76,9 @@ class GiveBack:
         #: and the reservation (its output entry) admitted only thanks to it.
         self.credit = 0
         self.probe: Any = None
-        #: The verdict last shared or adopted (a shared backend), and the write sharing it.
+        #: The verdict last shared or adopted (a shared backend), in doubt or not, the write.
         self.told: bool | None = None
-        self.telling: Any = None  # an asyncio task: until done, replies may predate it
+        self.told_doubt, self.telling = False, None  # (a task: until done, replies may predate it)
         #: Ours per clock minute: a served test a fresh minute explains (not ``decisive``)
         #: gives back only provisionally (:mod:`.giveback_minute`).
         self.minute, self.decisive = Minute(window), True
@@ -177,11 +176,12 @@ class GiveBack:
                             "back was refused (429; no output header heard)")
         return again
 
-    def adopt(self, verdict: bool, why: str) -> int:
-        """Another process's verdict (shared through the backend) taken as this one's: the
-        output tokens to charge again (a test's credit given back, now known kept)."""
-        again = self.credit if verdict is False else 0
-        self.told = verdict
+    def adopt(self, verdict: bool, why: str, doubt: bool = False) -> int:
+        """Another process's verdict (shared through the backend) taken as this one's, in
+        ``doubt`` as there (:meth:`.giveback_minute.Minute.shared`): the output tokens to
+        charge again (a test's credit and what was lent, now known kept)."""
+        again = (self.credit if verdict is False else 0) + self.minute.shared(verdict, doubt)
+        self.told, self.told_doubt = verdict, doubt
         if verdict is not self.verdict:
             self._decide(verdict, f"learned by another process: {why}")
         return again

@@ -87,10 +87,28 @@ class Minute:
         """The request of ``entry`` was served: True when that ends the doubt (the minute's
         window would have refused it)."""
         if self.open and entry is not None and entry is self.beyond:
-            self.open, self.beyond = False, None
-            self.lent.clear()
+            self.settle()
             return True
         return False
+
+    def shared(self, verdict: bool, doubt: bool) -> int:
+        """Another process's ``verdict`` adopted (a shared backend), in ``doubt`` as it was
+        there (shared as settled, a 429 here after a test a fresh minute explained refuted
+        nothing): the doubt opened or ended as there; the output lent to charge again when
+        it keeps it."""
+        if not verdict:
+            return self.refused() or 0
+        if doubt and not self.open:
+            self.doubt()
+        elif not doubt:
+            self.settle()
+        return 0
+
+    def settle(self) -> None:
+        """The doubt ended: the give-back stands (one beyond the minute's window served,
+        here or in another process sharing the verdict)."""
+        self.open, self.beyond = False, None
+        self.lent.clear()
 
     def refused(self) -> int | None:
         """A 429 while in doubt: the output tokens lent to charge again (None: no doubt)."""

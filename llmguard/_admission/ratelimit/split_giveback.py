@@ -41,7 +41,7 @@ class GiveBackParts:
             # not while this one's own write is on its way: a reply may still hold the verdict
             # it replaces (this process's own earlier one among them)
             shared, telling = getattr(entry, "giveback", None), back.telling
-            if shared is not None and shared[0] is not back.told \
+            if shared is not None and (shared[0], shared[2]) != (back.told, back.told_doubt) \
                     and (telling is None or telling.done()):
                 self._charge(key, quotas, back.adopt(*shared))
             back.admitted(now, output, entry, lambda: (
@@ -76,10 +76,11 @@ class GiveBackParts:
     def _tell(self, key: Hashable, back: GiveBack) -> None:
         """Share a verdict this process reached on its own evidence, over a backend that
         shares one (Redis: ``backends.redis._giveback``), so no other process tests again."""
-        if back.verdict is not None and back.verdict is not back.told \
-                and callable(getattr(self.inner, "giveback", None)):
-            back.told = back.verdict
-            back.telling = self.inner.giveback(Part("output", key), back.verdict, back.why)
+        doubt = back.verdict is True and back.minute.open  # (:mod:`.giveback_minute`)
+        if back.verdict is not None and callable(getattr(self.inner, "giveback", None)) \
+                and (back.verdict, doubt) != (back.told, back.told_doubt):
+            back.told, back.told_doubt = back.verdict, doubt
+            back.telling = self.inner.giveback(Part("output", key), back.verdict, back.why, doubt)
 
     def read_output(self, key: Hashable, remaining: int, limit: int, ticket: Any = None) -> None:
         """The server's output ``remaining`` of ``limit`` (in the answer to ``ticket``'s

@@ -139,7 +139,7 @@ local need, horizon, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 local fence, fence_for, known, proposed, probe = KEYS[3], horizon, ARGV[5], ARGV[6], ARGV[7]
 local peek = ARGV[10]
 """ + FENCE + """
-local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed', 'gb', 'gbwhy', 'sq', 'ss', 'sp', 'cp', 'ck', 'cl', 'doubt')
+local got = redis.call('HMGET', shape, 'kind', 'epoch', 'lims', 'why', 'v', 'late', 'charge', 'unassumed', 'gb', 'gbwhy', 'sq', 'ss', 'sp', 'cp', 'ck', 'cl', 'doubt', 'rf', 'rp')
 local kind, epoch, lims, why = got[1] or 'unknown', tonumber(got[2] or ''), got[3] or '', got[4] or ''
 -- input/output token quotas not learned yet: paced as the buckets Anthropic documents
 local assumed = kind == 'unknown' and ARGV[11] == 'bucket' and not got[8]

@@ -19,7 +19,7 @@ class AutoTicket:
                  "refusing")
 
     def __init__(self, member: str, made: Any, tokens: int, entry: Entry,
-                 quotas: tuple[Quota, ...], giveback: tuple[bool, str] | None = None,
+                 quotas: tuple[Quota, ...], giveback: tuple[bool, str, bool] | None = None,
                  spent: Any = None) -> None:
         made = self.made_of(quotas, made, spent)
         self.member, self.made, self.tokens, self.entry, self.quotas = (

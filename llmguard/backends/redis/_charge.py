@@ -16,17 +16,8 @@ mirror adopts at its next reservation (:class:`SharedCharge`):
   the charge's probe (admitted ``5``), one at a time for all processes (``cp``: when and
   whose, expiring after two spans), never beside a probe of the shape (``sp``); one that
   would go but for an answer not read yet or a probe in flight polls (``POLL``).
-* **Served** (``CHARGED``). The server counted every process's requests up to it at most at
-  the quota: the factor comes down to the most that the shape learned allows (a sliding
-  window: ours in the window; a token bucket: ours since any one, less its refill since; a
-  fixed clock window: ours since its start), the largest of the three while the shape is
-  unknown, each count rounded up (one token less each, as in memory), never under what a 429
-  showed (``cl``).
-* **Refused** (a 429 to any request of a token quota the requests quota does not explain):
-  the server charged every process's requests that may have been counted before it more than
-  the quota less it, so at least ``limit`` over their estimates (``cl``; the factor is raised
-  to it). The probe's ends the probing (``ck``: kept, as in memory), and leaves the shape's
-  probing as it was (a 429 of another request ends that: ``_silent``).
+* **Served**, **Refused** (``_charged_scripts.CHARGED``): what the probe's answer, or a 429
+  to any request, shows of the factor on the shared log.
 
 Until the charge's probe was refused, a probe of the shape beyond a sliding window goes only
 when the window is full at the least the server charges (``cl`` times the bare estimates,
@@ -42,12 +33,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..._admission.ratelimit.backend import MemoryBackend
-from ..._admission.ratelimit.charge import MOST, OPENING, Charge
-from ..._admission.ratelimit.fixed import CLOCK_SKEW
+from ..._admission.ratelimit.charge import MOST, Charge
 from . import _silent
-from ._auto_scripts import SHAPE_TTL
+from ._charged_scripts import CHARGED
 from ._client import Connection
-from ._probe_scripts import EST
 
 __all__ = ["CHARGED", "STAGE", "Mirror", "SharedCharge", "alone", "estimated", "refused", "settled"]
 
@@ -58,101 +47,6 @@ STAGE = 5
 def estimated(member: str, estimate: int) -> str:
     """A log member prefix carrying the request's bare estimate (read by the Lua below)."""
     return f"{member}~{estimate}"
-
-
-#: KEYS: shape, log. ARGV: outcome ('served', 'refused', 'gone': never sent), the request's log
-#: member, then limit/window/is_tokens/learns/margin per quota. Applies what it showed to the
-#: shared factor (module docstring); returns 1 when the factor changed.
-CHARGED = EST + """
-local shape, log, outcome, member = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local function fmt(x) return string.format('%.17g', x) end
-local got = redis.call('HMGET', shape, 'cp', 'charge', 'cl', 'lims', 'kind', 'epoch')
-local kind, epoch = got[5] or 'unknown', tonumber(got[6] or '')
-local prefix = string.match(member, '^(.*):%d+$')
-local probe = got[1] and string.match(got[1], '^[^,]+,(.+)$') == prefix
-if probe then redis.call('HDEL', shape, 'cp') end
-local factor = tonumber(string.match(got[2] or '', '^([^,]+)')) or """ + repr(OPENING) + """
-local how = string.match(got[2] or '', ',(.*)$') or 'silent'
-if outcome == 'gone' or (how ~= 'silent' and how ~= 'kept') then return 0 end
-local at = tonumber(redis.call('ZSCORE', log, member) or '')
-if not at then at = tonumber(redis.call('ZSCORE', log, (string.gsub(member, ':(%d+)$', ':r:%1'))) or '') end
-if not at then return 0 end
-local least, lims = tonumber(got[3] or '') or 1.0, got[4] or ''
-local learned, k = {}, 0
-for x in string.gmatch(lims, '[^,]+') do k = k + 1; learned[k] = tonumber(x) end
-local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
-local n, bound, floor, rratio, tratio = 0, nil, nil, 0, 0
-for i = 3, #ARGV, 5 do
-  n = n + 1
-  local limit, window, margin = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 4])
-  if learned[n] and learned[n] > 0 and learned[n] < limit then limit = learned[n] end
-  local W, lo = window - margin, at - window  -- what may count with it: a learned fixed
-  if kind == 'fixed' and epoch then lo = epoch + math.floor((at - epoch) / W) * W - margin end
-  if ARGV[i + 2] ~= '1' and outcome == 'refused' then  -- a window of requests may have refused it
-    local count = 1  -- window's from its start, else a sliding one's
-    for j = 1, #entries, 2 do
-      local s = tonumber(entries[j + 1])
-      if entries[j] ~= member and not string.find(entries[j], ':r:') and s > lo and s <= at then count = count + 1 end
-    end
-    if count > limit then return 0 end
-    rratio = math.max(rratio, count / limit)
-  elseif ARGV[i + 2] == '1' and outcome == 'refused' then
-    -- every process's that may have been counted before it, in a sliding window whatever the
-    -- shape (a fixed one's count from its start, the shape wrongly learned from a bucket's
-    -- served probe, took the floor to 1.8-3x)
-    local sum, charged = est(member), tonumber(string.match(member, ':(%d+)$'))
-    for j = 1, #entries, 2 do
-      local s = tonumber(entries[j + 1])
-      if entries[j] ~= member and not string.find(entries[j], ':r:') and s > at - window and s <= at + margin then
-        sum, charged = sum + est(entries[j]), charged + tonumber(string.match(entries[j], ':(%d+)$'))
-      end
-    end
-    tratio = math.max(tratio, charged / limit)
-    local f = limit / sum
-    if floor == nil or f > floor then floor = f end
-  elseif ARGV[i + 2] == '1' then  -- served: every process's up to it counted, at most the quota
-    -- ours sent past the clock minute by more than the clocks' skew (``fixed.skew``)
-    local early = math.min(margin, """ + repr(CLOCK_SKEW) + """ * W / 60)
-    local rate, last, start = limit / W, at + margin, at - at % W + early
-    if epoch then start = epoch + math.floor((at - epoch) / W) * W + early end
-    local sliding, bucket, count, sum, csum, sn, cn = 0, math.huge, 0, 0, 0, 0, 0
-    for j = #entries - 1, 1, -2 do
-      local m, s = entries[j], tonumber(entries[j + 1])
-      if s <= at and not string.find(m, ':r:') then
-        count, sum = count + 1, sum + est(m)
-        if s > at - window then sliding, sn = sum, count end
-        if s >= start then csum, cn = sum, count end
-        bucket = math.min(bucket, (limit + rate * (last - s) - count) / sum)
-      end
-    end
-    sliding = sliding > 0 and (limit - sn) / sliding or math.huge
-    local clocked = csum > 0 and (limit - cn) / csum or math.huge
-    local most = ({sliding = sliding, bucket = bucket, fixed = clocked})[kind]
-        or math.max(sliding, bucket, clocked)  -- (the shape unknown: any of the three)
-    if bound == nil or most < bound then bound = most end
-  end
-end
--- a 429 to a request whose requests quota was the fullest, as we count ours (``refusal``:
--- the 6th of 6 requests of a server admitting 5), is that quota's, not the charge's (taken
--- for the charge's, a token quota that never bound was charged 3x from then on)
-if floor and not probe and rratio >= tratio then floor = nil end
-local new = factor
-if floor then
-  least = math.max(least, math.min(""" + repr(MOST) + """, floor))
-  redis.call('HSET', shape, 'cl', fmt(least))
-  new = math.max(factor, least)
-  if probe then redis.call('HSET', shape, 'ck', '1') end
-elseif bound and bound < factor then
-  new = math.max(1.0, least, bound)
-end
-if probe or floor then redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """) end
-if math.abs(new - factor) < 1e-9 and got[2] then return 0 end
-redis.call('HSET', shape, 'charge', string.format('%.4f', math.ceil(new * 10000 - 1e-6) / 10000) .. ',' .. ((floor or least > 1.0) and 'kept' or 'silent'))
-redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
-return 1
-"""
 
 
 class SharedCharge(Charge):
@@ -225,8 +119,8 @@ def alone(window: Any, local: bool) -> Iterator[None]:
 
 def _tell(connection: Connection, names: list[str], outcome: str, member: str,
           quotas: list[Any]) -> None:
-    connection.spawn(connection.write(CHARGED, [names[3], names[0]], [outcome, member, *quotas],
-                                      "sharing what the server charges"))
+    connection.keep(CHARGED, [names[3], names[0], names[1]], [outcome, member, *quotas],
+                    "sharing what the server charges")
 
 
 def settled(connection: Connection, ticket: Any, tokens: int | None, names: list[str],

@@ -55,7 +55,7 @@ class Connection:
     """
 
     __slots__ = ("url", "shown_url", "prefix", "on_error", "timeout", "id", "marks", "_redis",
-                 "_scripts", "_tasks", "_writing",
+                 "_scripts", "_tasks", "_kept", "_closing", "_writing",
                  "_down_until", "_outage", "errors", "loops", "flushers")
 
     def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
@@ -82,6 +82,9 @@ class Connection:
         self._redis: Any = None
         self._scripts: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Writes retried until they land (``keep``); ``_closing``: aclose() began, no more.
+        self._kept: set[asyncio.Task[Any]] = set()
+        self._closing = False
         # Background writes in progress at most: redis-py's pool refuses a command beyond its
         # 100 connections (MaxConnectionsError, an outage to us), and a burst of answers
         # settles as many reservations at once (200 answers within a millisecond sent every
@@ -176,17 +179,41 @@ class Connection:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def write(self, script: str, keys: list[str], args: list[Any], what: str) -> None:
+    async def write(self, script: str, keys: list[str], args: list[Any], what: str) -> bool:
+        """Run a script in the background (spawned): False when an outage lost it (a script
+        ``keep`` writes returns a value: None is the on_error="local" policy's)."""
         if self._writing is None:
             self._writing = asyncio.Semaphore(MAX_WRITES)
         try:
             async with self._writing:
-                await self.call(script, keys, args, what)
+                return await self.call(script, keys, args, what) is not None
         except BackendUnavailable:
-            pass  # a background write has no caller to fail; failed() counted it
+            return False  # a background write has no caller to fail; failed() counted it
         except Exception as exc:  # refused (counted by run): no caller to fail, so say it
             logger.warning("llmguard: %s: %s", type(exc).__name__, "; ".join(
                 [redact_url(str(exc)), *getattr(exc, "__notes__", ())]))
+            return True
+
+    def keep(self, script: str, keys: list[str], args: list[Any], what: str) -> asyncio.Task[Any]:
+        """Write in the background what every process is to learn from once (a probe's verdict,
+        the charge a 429 showed, the give-back verdict), tried again after each outage until it
+        lands: a slow Redis (a command past ``timeout`` on a loaded machine) delays it, never
+        loses it (dropped, every process went on probing what one had learned). No caller waits
+        for it (nor ``landed``: a refund's caller must not wait out an outage); ``aclose`` gives
+        it one more attempt, not more. Each script written so is idempotent (a timed-out
+        attempt may have run: its retry changes nothing more) and returns a value."""
+        async def kept() -> None:
+            while not await self.write(script, keys, args, what) and not self._closing:
+                await asyncio.sleep(RETRY_INTERVAL)
+
+        task = asyncio.get_running_loop().create_task(kept())
+        self._kept.add(task)
+        task.add_done_callback(self._kept.discard)
+        return task
+
+    async def kept(self) -> None:
+        """Wait for the writes ``keep`` retries (tests; ``aclose``)."""
+        await asyncio.gather(*list(self._kept), return_exceptions=True)
 
     async def landed(self) -> None:
         """Wait for the writes spawned so far (a refund that must land before a reservation:
@@ -195,7 +222,9 @@ class Connection:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
-        """Stop background loops, wait for pending writes, then close the connections."""
+        """Stop background loops, wait for pending writes (a kept one tried once more at
+        most), then close the connections."""
+        self._closing = True
         for flush in self.flushers:
             flush()
         loops = list(self.loops)
@@ -206,7 +235,9 @@ class Connection:
             await asyncio.gather(*loops, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.kept()
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
             self._scripts.clear()
+        self._closing = False  # (a connection closed is opened again by its next command)

@@ -4,7 +4,9 @@ Whether the server gives unused output back (:mod:`llmguard._admission.ratelimit
 learned by each process from its own answers; without sharing, every process would learn it
 again, and with no output header heard test it again at the cost of a 429 each. So a process
 whose verdict changes writes it in the output quota's shape HASH (``gb`` '1' or '0', ``gbwhy``;
-:func:`tell`), every reservation of that key returns it (``_auto_scripts.RESERVE``), carried
+:func:`tell`; 'd': given back provisionally, a test served just after a clock minute, in doubt
+until a 429 refutes it or a request beyond the minute's count settles it, in any process:
+``giveback_minute``; shared as settled, a 429 in another process refuted nothing), every reservation of that key returns it (``_auto_scripts.RESERVE``), carried
 by its :class:`~._auto_ticket.AutoTicket`, and ``SplitBackend`` adopts it when it differs
 (``split_giveback``). The last process to change its verdict wins: each changes it only on
 its own evidence, and the others follow at their next reservation.
@@ -20,7 +22,7 @@ from ._client import Connection
 
 __all__ = ["GIVEBACK", "parse", "tell"]
 
-#: KEYS: shape. ARGV: the verdict ('1' gives back, '0' keeps), why.
+#: KEYS: shape. ARGV: the verdict ('1' gives back, 'd' gives back in doubt, '0' keeps), why.
 GIVEBACK = """
 redis.call('HSET', KEYS[1], 'gb', ARGV[1], 'gbwhy', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
@@ -28,13 +30,16 @@ return 1
 """
 
 
-def tell(connection: Connection, shape: str, verdict: bool, why: str) -> asyncio.Task[None]:
-    """Share ``verdict`` (and ``why``) in the ``shape`` HASH, in the background: the write."""
-    return connection.spawn(connection.write(GIVEBACK, [shape], ["1" if verdict else "0", why],
-                                      "sharing the give-back verdict"))
+def tell(connection: Connection, shape: str, verdict: bool, why: str,
+         doubt: bool = False) -> asyncio.Task[None]:
+    """Share ``verdict`` (in ``doubt``; and ``why``) in the ``shape`` HASH, in the
+    background: the write."""
+    code = ("d" if doubt else "1") if verdict else "0"
+    return connection.keep(GIVEBACK, [shape], [code, why], "sharing the give-back verdict")
 
 
-def parse(gb: Any, why: Any) -> tuple[bool, str] | None:
-    """A reservation's ``gb`` and ``gbwhy`` as a verdict and why (None: none shared)."""
+def parse(gb: Any, why: Any) -> tuple[bool, str, bool] | None:
+    """A reservation's ``gb`` and ``gbwhy`` as a verdict, why and whether in doubt (None:
+    none shared)."""
     gb, why = (x.decode() if isinstance(x, bytes) else str(x) for x in (gb, why))
-    return None if gb not in ("0", "1") else (gb == "1", why)
+    return None if gb not in ("0", "1", "d") else (gb != "0", why, gb == "d")

@@ -5,11 +5,14 @@ shape a process learned published for every process (``PUBLISH``) in the key's s
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
 from ._fixed_scripts import FLIP
 
-__all__ = ["PUBLISH", "READING", "SPENT"]
+__all__ = ["PUBLISH", "READING", "SPENT", "publish"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
 #: fixed window that counts a request late, ``shape.Shape.late``; '' not), when an answer showed
@@ -160,3 +163,14 @@ expire()
 return 1
 """
 
+
+
+async def publish(connection: Any, names: list[str], learned: Any, flip: str) -> Any:
+    """Publish ``learned`` (``shared.Learned``, its epoch in loop time; ``flip``:
+    ``shared.flip_of``) for every process: PUBLISH's reply (None: Redis out, on_error local)."""
+    kind, epoch, limits, why, late, doubt = learned
+    rel = "" if epoch is None else repr(epoch - asyncio.get_running_loop().time())
+    return await connection.call(
+        PUBLISH, [names[3], names[1]],
+        [kind, rel, ",".join(map(str, limits)), why, "1" if late else "", flip,
+         "" if doubt is None else repr(doubt)], "sharing the learned shape")

@@ -2,14 +2,13 @@
 once any process has learned its shape.
 
 Each process learns as in memory: its admissions are mirrored in a local
-:class:`~llmguard._admission.ratelimit.window.Window` (the ``on_error="local"`` fallback's),
-which reads the headers and 429s of its own answers (:mod:`llmguard._admission.ratelimit.learn`).
-What it learns (a token bucket, a fixed window and its boundary, the effective limits) is
-published in Redis (``_learned_scripts.PUBLISH``), and every reservation of every process for that
-key is then admitted by that shape's pacer, atomically on the server's clock
-(``_auto_scripts.RESERVE``); a process adopts a shape published by another at its next
-reservation. A supposed boundary is probed by one request for all processes, and so is a
-server that says nothing (``_silent``).
+:class:`~llmguard._admission.ratelimit.window.Window` (the ``on_error="local"`` fallback's), which
+reads the headers and 429s of its own answers (:mod:`llmguard._admission.ratelimit.learn`). What
+it learns (a token bucket, a fixed window and its boundary, the effective limits) is published in
+Redis (``_learned_scripts.PUBLISH``), and every reservation of every process for that key is then
+admitted by that shape's pacer, atomically on the server's clock (``_auto_scripts.RESERVE``); a
+process adopts a shape published by another at its next reservation. A supposed boundary is
+probed by one request for all processes, and so is a server that says nothing (``_silent``).
 """
 
 from __future__ import annotations
@@ -74,18 +73,16 @@ class RedisLearning:
         carried = self.settlements.take(names, quotas)
         publication = self._pending.pop(key, None)
         if publication is not None:  # before this reservation: it is to be paced by it
-            kind, epoch, limits, why, late, doubt = publication
-            rel = "" if epoch is None else repr(epoch - loop.time())
+            published = None
             try:
-                await self.connection.call(
-                    _learned_scripts.PUBLISH, [names[3], names[1]],
-                    [kind, rel, ",".join(map(str, limits)), why, "1" if late else "",
-                     shared.flip_of(window, loop.time()), "" if doubt is None else repr(doubt)],
-                    "sharing the learned shape")
-            except BaseException:  # cancelled (or refused): the next reservation publishes it
-                self._pending.setdefault(key, publication)
-                self.settlements.untake(names, quotas, carried)
-                raise
+                published = await _learned_scripts.publish(
+                    self.connection, names, publication, shared.flip_of(window, loop.time()))
+            finally:  # cancelled, refused or timed out (a slow Redis; lost, no other process
+                if published is None:  # was paced by it): the next reservation publishes it
+                    self._pending.setdefault(key, publication)
+                    self.settlements.untake(names, quotas, carried)
+            if published is None:  # (on_error="local")
+                return None
         estimate, charge, told, bare = tokens, window.charge, "", ""
         if charge is not None:  # reserve what the server is believed to count (``_charge``)
             member = _charge.estimated(member, estimate)

@@ -18,8 +18,9 @@ at. Server time is the wall clock, so its minutes are the clock's.
 2. With ``ss``, every process paces within both a fixed window from that minute (counted
    late, ``_fixed_scripts``) and what a token bucket surely holds (its level less what it
    refills while a request is on the way); once the bucket is dry while the minute has room,
-   one more goes (``4``): served, a fixed window (published); refused, a bucket (paced as a
-   sliding window, as in memory). Once the minute is spent surely (at every process's bare
+   one more goes (``4``): served, a fixed window (published), unless it was beyond the bucket
+   only at a guessed factor and no 429 refuted a bucket (``_refuted_scripts.cheaper``: the
+   factor comes down); refused, a bucket (paced as a sliding window, as in memory). Once the minute is spent surely (at every process's bare
    estimates) while the bucket, as we count ours, holds one more (a batch sent on a
    minute: both spent there, the bucket refilling), that one goes (``6``, ``apart.spent``):
    served, a bucket; refused, a fixed window (published; paced within both, nothing went
@@ -53,9 +54,13 @@ local served = quiet and tonumber(got[12] or '') or nil
 if served then epoch, late = served, true end
 local lq, dry, roomy, blocked, spent, held = {}, false, true, false, false, 0
 -- ours counted at a guessed charge (nothing heard of tokens, ``_charge``): a token bucket dry
--- as we count ours may hold one more at what the server charges (``apart.cheaper``)
+-- as we count ours may hold one more at what the server charges; served, that probe lowers
+-- the factor unless a 429 refuted every bucket (``_refuted_scripts.cheaper``); none goes once
+-- a 429 and the probes bracket what a bucket charges under the factor (``silent.bracketed``)
 local told = string.match(got[7] or '', ',(.*)$')
 local guessed = tonumber(ARGV[13]) ~= nil and told ~= 'heard' and told ~= 'trusted'
+local bracketed = guessed and (tonumber(got[18] or '') or 0) > 0 and (tonumber(got[19] or '')
+    or math.huge) < (tonumber(string.match(got[7] or '', '^([^,]+)')) or math.huge)
 """
 
 #: Lua, in the loop's fixed-window branch after ``FIXED`` (its ``at``: when the minute has
@@ -71,7 +76,7 @@ BOTH = """
         held = math.max(held, short / rate)
       end
       avail = math.min(avail, level - rate * margin)
-      dry = dry or (level + rate * margin < unit and not (tok and guessed))
+      dry = dry or level + rate * margin < unit
       roomy = roomy and at <= now
       local sum = tok and (tonumber(ARGV[13]) or need) or 1
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, fmt(epoch + current * W + early), '+inf')) do
@@ -92,7 +97,7 @@ if quiet and wait > 0 and pause_left <= 0 and cap_left <= 0 and not blocked and 
   local least = bare and not got[15] and how ~= 'heard' and (tonumber(got[16] or '') or 1.0) or nil
   if served then  -- (dry as we count ours: a bucket charging less served it, ``least``)
     local cp = tonumber(string.match(got[14] or '', '^([^,]+)'))
-    if dry and roomy and not least then
+    if dry and roomy and not least and not bracketed then
       silent, sb = 4, served
     elseif spent and not (cp and now - cp < 2 * horizon) then  -- (the charge's answer first)
       if held <= 0 then silent, sb = 6, served else wait = math.min(wait, held + slack) end

@@ -58,9 +58,10 @@ class RedisBackend(Answers):
     ``llmguard.redis`` logger, Redis retried every second); ``"fail"`` raises
     :class:`llmguard.BackendUnavailable`. Reconciliations, refunds and pauses are written in the
     background (they run on cleanup paths that must not block); one lost while Redis is down
-    leaves the reservation as estimated, which errs on the side of waiting. Under
-    ``refill="auto"`` the next reservation of the key carries them (one round trip per call,
-    ``_settlements``).
+    leaves the reservation as estimated, which errs on the side of waiting (under the default
+    the next reservation of the key carries them: ``_settlements``). What one process learned
+    for all (a shape, a probe's verdict, the charge a 429 showed, the give-back verdict) is
+    written again after each timeout until it lands (no caller waits; ``aclose()``: once).
 
     The same object builds the other shared pieces: :class:`RedisConcurrencyLimiter` and
     :class:`RedisStore` take it as their first argument, ``CircuitBreaker(name=...,
@@ -73,8 +74,7 @@ class RedisBackend(Answers):
     :class:`llmguard.backends.MemoryBackend`), and every key it writes in Redis expires.
     """
 
-    __slots__ = ("connection", "_local", "_seq", "_args", "_seen", "_sweep_at", "_ledger",
-                 "_learning")
+    __slots__ = ("connection", "_local", "_seq", "_args", "_seen", "_sweep_at", "_ledger", "_learning")
 
     def __init__(
         self,
@@ -228,9 +228,9 @@ class RedisBackend(Answers):
             return self._local.headroom(key, quotas)
         return seen.requests, seen.tokens, max(0.0, seen.paused_until - now)
 
-    def giveback(self, key: Hashable, verdict: bool, why: str) -> asyncio.Task[None]:
+    def giveback(self, key: Hashable, verdict: bool, why: str, doubt: bool = False) -> Any:
         """Share whether the server gives unused output back (``key``: the output quotas')."""
-        return _giveback.tell(self.connection, self._key(key)[3], verdict, why)
+        return _giveback.tell(self.connection, self._key(key)[3], verdict, why, doubt)
 
     def circuit_state(self, name: str, **params: Any) -> Any:
         """The shared state behind ``CircuitBreaker(name=..., backend=self)``."""

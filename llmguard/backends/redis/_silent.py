@@ -17,6 +17,7 @@ from ..._admission.ratelimit.fixed import CLOCK_SKEW
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._client import Connection
 from ._probe_scripts import EST
+from ._refuted_scripts import BOUNDS
 
 __all__ = ["VERDICT", "refused", "settled"]
 
@@ -31,11 +32,15 @@ __all__ = ["VERDICT", "refused", "settled"]
 #: (``apart.overflowed``: surely counted in it, sent the clocks' skew after its start and
 #: arrived that skew before its end; answered (``done``), not refused, at their bare
 #: estimates, the least a server charges; not once the server was shown to give unused
-#: tokens back, ``trusted``): it admitted them, so it counts no such window. Returns 1 when it
-#: changed something.
+#: tokens back, ``trusted``): it admitted them, so it counts no such window. A probe served
+#: lowers a bucket's ceiling, and one beyond the bucket only at a guessed factor proves no
+#: fixed window (``_refuted_scripts``: ``served``, ``cheaper``); a floor a 429 showed above
+#: the ceiling, once a first probe was served, is a fixed window (``refute``). Returns 1 when
+#: it changed something.
 VERDICT = EST + """
 local shape, outcome, why = KEYS[1], ARGV[2], ARGV[3]
 local function fmt(x) return string.format('%.17g', x) end
+""" + BOUNDS + """
 local got = redis.call('HMGET', shape, 'sp', 'kind')
 if outcome == 'heard' then
   if redis.call('HGET', shape, 'sq') ~= '1' then return 0 end
@@ -47,6 +52,7 @@ local stage, b, member = string.match(got[1] or '', '^(%d),[^,]+,([^,]+),(.+)$')
 if member ~= ARGV[1] or (got[2] and got[2] ~= 'unknown') then return 0 end
 redis.call('HDEL', shape, 'sp')
 if outcome == 'gone' then return 1 end
+if outcome == 'served' then served(shape, KEYS[3], ARGV[4], 6) end
 if outcome == 'refused' then redis.call('ZREM', KEYS[3], ARGV[4], (string.gsub(ARGV[4], ':(%d+)$', ':r:%1'))) end
 local kind = outcome == 'refused' and 'sliding' or (stage == '4' and 'fixed' or nil)
 if stage == '6' then kind = outcome == 'refused' and 'fixed' or 'bucket' end  -- beyond the minute
@@ -73,15 +79,20 @@ local function overflowed()
   return false
 end
 if stage == '3' and outcome == 'served' and overflowed() then kind, why = 'bucket', ARGV[5] end
+if stage == '4' and outcome == 'served' and cheaper(shape, KEYS[3], ARGV[4], tonumber(b), 6) then kind = nil end
 if not kind then
   redis.call('HSET', shape, 'ss', b)
+  refute(shape, KEYS[2])  -- (a 429 read before showed no bucket: a fixed window)
   return 1
 end
 redis.call('HINCRBY', shape, 'v', 1)
 redis.call('HSET', shape, 'kind', kind, 'why', why, 'epoch', kind == 'fixed' and b or '',
            'late', kind == 'fixed' and '1' or '')
 redis.call('HDEL', shape, 'ss')
-if kind == 'fixed' then redis.call('HDEL', KEYS[2], 'pause', 'until_r', 'until_t') end
+if kind == 'fixed' then
+  redis.call('HDEL', KEYS[2], 'pause', 'until_r', 'until_t')
+  fixed_factor(shape)
+end
 redis.call('PEXPIRE', shape, """ + str(SHAPE_TTL * 1000) + """)
 return 1
 """
@@ -107,10 +118,10 @@ OVERFLOWED = ("a request beyond a sliding window was served just after the clock
 
 def _verdict(connection: Connection, names: list[str], member: str, outcome: str,
              why: str = "", quotas: list[Any] | None = None) -> None:
-    connection.spawn(connection.write(
+    connection.keep(
         VERDICT, [names[3], names[1], names[0], names[4]],
         [member.rpartition(":")[0], outcome, why, member, OVERFLOWED, *(quotas or ())],
-        "sharing what a probe showed"))
+        "sharing what a probe showed")
 
 
 def settled(connection: Connection, ticket: Any, tokens: int | None, names: list[str],

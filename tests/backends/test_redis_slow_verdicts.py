@@ -1,0 +1,124 @@
+"""A slow Redis delays what a process learned for every process, never loses it (#30): a probe's
+verdict, the charge a 429 showed and the give-back verdict are each written once, in the
+background; a write that timed out (Redis's 0.5 s default, on a loaded machine) was dropped,
+and every process went on probing what one had already learned.
+
+Against a redis-server of the test's own, stopped (SIGSTOP) until a write has timed out for
+sure, then resumed: no timing assumption (the write cannot land while the server is stopped,
+and the test waits for it to land, however long that takes).
+"""
+
+import asyncio
+import os
+import shutil
+import signal
+
+import pytest
+from redis_server import Server
+
+from llmguard.backends.redis import _charge, _client, _giveback, _silent
+from llmguard.backends.redis._client import Connection
+
+pytestmark = [
+    pytest.mark.looptime(False),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed"),
+]
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setattr(_client, "RETRY_INTERVAL", 0.05)  # retry Redis soon after a failure
+    server = Server()
+    server.start()
+    yield server
+    os.kill(server.proc.pid, signal.SIGCONT)
+    server.stop()
+
+
+class Ticket:
+    """What the writers read of a probe's ticket."""
+
+    def __init__(self, stage: int, member: str) -> None:
+        self.silent, self.member = stage, member
+
+
+NAMES = [f"t:{part}" for part in ("log", "state", "fence", "shape", "done")]
+QUOTAS = [30, 10.05, 0, 1, 0.05]
+
+
+async def while_stopped(server, connection, write):
+    """Run ``write`` (it spawns a background write) while the server is stopped; resume the
+    server once a command has timed out, and wait for what was spawned to land."""
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    errors = connection.errors
+    write()
+    while connection.errors == errors:  # (timed out: the server cannot have answered)
+        await asyncio.sleep(0.05)
+    os.kill(server.proc.pid, signal.SIGCONT)
+    await connection.landed()
+    await connection.kept()
+
+
+async def test_a_probe_verdict_lands_after_a_timeout(server):
+    """A silent server's first probe refused (a sliding window): every process's verdict."""
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    admin.hset(NAMES[3], "sp", "3,100,90,t:p1")
+    await while_stopped(server, connection, lambda: _silent.refused(
+        connection, type("Window", (), {"shape": None})(), 0.0, Ticket(3, "t:p1:5"), NAMES))
+    assert admin.hget(NAMES[3], "kind") == b"sliding"
+    await connection.aclose()
+
+
+async def test_the_charge_a_429_showed_lands_after_a_timeout(server):
+    """The charge probe's 429: the charge kept for every process (``ck``, ``cl``)."""
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    admin.hset(NAMES[3], mapping={"cp": "100,t:p1~100", "charge": "1.15,silent"})
+    admin.zadd(NAMES[0], {"t:a~100:115": 1.0, "t:p1~100:115": 2.0})
+    quotas = [1000, 10.05, 1, 1, 0.05]
+
+    class Window:
+        charge = type("C", (), {"heard": False, "silent": True})()
+
+    await while_stopped(server, connection, lambda: _charge.refused(
+        connection, Window(), Ticket(_charge.STAGE, "t:p1~100:115"), NAMES, quotas))
+    assert admin.hget(NAMES[3], "ck") == b"1"
+    await connection.aclose()
+
+
+async def test_the_giveback_verdict_lands_after_a_timeout(server):
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    await while_stopped(server, connection, lambda: _giveback.tell(
+        connection, NAMES[3], True, "served beyond the bucket"))
+    assert admin.hget(NAMES[3], "gb") == b"1"
+    await connection.aclose()
+
+
+async def test_closing_gives_a_kept_write_one_more_attempt_not_more(server):
+    """aclose() never hangs on Redis being away: a verdict still retrying tries once more."""
+    connection = Connection(server.url, "t", "local", 0.5)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    _giveback.tell(connection, NAMES[3], True, "why")
+    while connection.errors == 0:
+        await asyncio.sleep(0.05)
+    await connection.aclose()  # returns with the server still stopped
+    assert connection.errors >= 2
+
+
+async def test_a_learned_shape_is_published_after_a_timeout(server):
+    """What a process learned is published before its next reservation; one that timed out
+    is published before the one after (it was dropped: the others never paced by it)."""
+    from llmguard._admission.ratelimit.window import Quota
+    from llmguard.backends.redis import RedisBackend
+
+    admin, backend = server.client(), RedisBackend(server.url, prefix="t")
+    quotas = (Quota(30, 10.05, False, learn=True, margin=0.05),)
+    await backend.reserve(None, quotas, 0)
+    backend._learning._pending[None] = ("sliding", None, (0,), "learned here", False, None)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    await backend.reserve(None, quotas, 0)  # (timed out: local)
+    os.kill(server.proc.pid, signal.SIGCONT)
+    while backend.connection.down():
+        await asyncio.sleep(0.05)
+    await backend.reserve(None, quotas, 0)
+    assert admin.hget(backend._key(None)[3], "kind") == b"sliding"
+    await backend.aclose()
