@@ -13,7 +13,7 @@ import pytest
 
 from llmguard._admission.ratelimit import probing, refuted, served
 from llmguard._admission.ratelimit.window import Quota, Window
-from llmguard.testing import FixedWindowServer
+from llmguard.testing import FixedWindowServer, SlidingWindowServer
 from late_start import run
 
 MARGIN = 0.05
@@ -133,6 +133,24 @@ async def test_a_tight_silent_fixed_window_started_late_fills_its_first_minute(
     layer, wall, ideal = await run(server, phase, 141)
     assert server.statistics().rate_limited <= 1, layer.statistics().shape
     assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
+
+
+@pytest.mark.parametrize("phase", [20.0, 40.0])
+async def test_a_tight_mute_sliding_window_started_mid_minute_refuses_one_request(
+        phase: float) -> None:
+    """A sliding window of 60 requests and 10,000 tokens charging exactly our estimate, no
+    header, a bare 429. The probes of the charge end at 47 at their bare estimates by :33
+    (:53), answered; the give-back test went then (a 429: the server keeps ``max_tokens``
+    charged), and the shape's probe just after the minute was refused too (a sliding
+    window): 2 429s of 141, one more than from :00. That probe's 429 shows both (ours at
+    what their answers used had room): the give-back test waits for it, one 429."""
+    server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False,
+                                 retry_after=False)
+    layer, wall, ideal = await run(server, phase, 141)
+    shape = layer.statistics().shape
+    assert server.statistics().rate_limited <= 1, shape
+    assert shape.startswith("sliding"), shape
+    assert wall <= 1.10 * ideal, (wall, ideal, shape)
 
 
 #: #30, open: started at :00, the clock minute supposed is never confirmed (a sliding window
