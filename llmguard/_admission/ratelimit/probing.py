@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import bounds, refuted, silent
+from . import bounds, refuted
 from .bounds import lowered, ours, recount
 from .served import served_at
 
@@ -63,20 +63,9 @@ def probes(charge: Any, window: Any, now: float, estimate: int) -> bool:
     # is read against the refill of a bucket since ours went, and the fast probes before it
     # leave a bucket charging more refilled too little to be told from a window charging
     # less (sent at :02, the factor was kept at 1.043 on a fixed window charging 1.0: 45 a
-    # minute where it admits 47, 1.49x). It waits for the shape's first probe too, when one
-    # is supposed after a clock minute still to come: that probe's 429 on a sliding window
-    # shows as well that the server keeps what it charged (:func:`kept`); sent first, a
-    # tight mute sliding window started at :20 or :40 refused both (2 429s). Its cost: a
-    # silent bucket would have served it (a request more in the first minute, which told a
-    # bucket at the boundary): strict silent bucket from :20 1.00x -> 1.02x the ideal
-    return not answering and not charge.refills and not _shape_first(window.shape) \
+    # minute where it admits 47, 1.49x)
+    return not answering and not charge.refills \
         and sum(_given(e) for e in entries) + charge.units(estimate) <= limit
-
-
-def _shape_first(shape: Any) -> bool:
-    """True while the first probe of a server that says nothing (:mod:`.silent`) is supposed
-    after a clock minute and not yet answered."""
-    return silent.quiet(shape) and shape.candidate is not None and not shape.served
 
 
 def kept(charge: Any, window: Any, ticket: Any) -> None:
