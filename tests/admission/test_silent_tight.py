@@ -13,7 +13,7 @@ import pytest
 
 from llmguard._admission.ratelimit import probing, refuted, served
 from llmguard._admission.ratelimit.window import Quota, Window
-from llmguard.testing import FixedWindowServer
+from llmguard.testing import FixedWindowServer, SlidingWindowServer
 from late_start import run
 
 MARGIN = 0.05
@@ -133,6 +133,35 @@ async def test_a_tight_silent_fixed_window_started_late_fills_its_first_minute(
     layer, wall, ideal = await run(server, phase, 141)
     assert server.statistics().rate_limited <= 1, layer.statistics().shape
     assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "#30: the give-back test before the minute and the shape's probe after it are both "
+    "refused (2 429s of 141); holding the test for the probe (whose 429 shows both) fixes "
+    "this and loses what a silent bucket's service of the test tells"))
+@pytest.mark.parametrize("phase", [20.0, 40.0])
+async def test_a_tight_mute_sliding_window_started_mid_minute_refuses_one_request(
+        phase: float) -> None:
+    """A sliding window of 60 requests and 10,000 tokens charging exactly our estimate, no
+    header, a bare 429. The probes of the charge end at 47 at their bare estimates by :33
+    (:53), answered; the give-back test goes then (a 429: the server keeps ``max_tokens``
+    charged), and the shape's probe just after the minute is refused too (a sliding
+    window): 2 429s of 141 (1.4%), one more than from :00. That probe's 429 shows both
+    (ours at what their answers used had room: ``probing.kept``), and the give-back test
+    held for it (``probes``: not while ``silent.quiet(shape)`` with a candidate not yet
+    served) takes one 429 here; but a silent bucket serves that test in the first minute,
+    which overflows a fixed window and tells a bucket at the boundary: held, strict silent
+    bucket from :20 went 1.00x -> 1.02x, and
+    ``test_a_silent_token_bucket_is_learned_at_the_first_probe_after_an_overflowed_minute``
+    and ``test_stray_429s_leave_a_silent_token_bucket_its_charge[random 5 %]`` failed.
+    Until the test is sent, the two servers have shown the same."""
+    server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False,
+                                 retry_after=False)
+    layer, wall, ideal = await run(server, phase, 141)
+    shape = layer.statistics().shape
+    assert server.statistics().rate_limited <= 1, shape
+    assert shape.startswith("sliding"), shape
+    assert wall <= 1.10 * ideal, (wall, ideal, shape)
 
 
 #: #30, open: started at :00, the clock minute supposed is never confirmed (a sliding window
