@@ -131,3 +131,43 @@ async def test_a_probe_beyond_a_refuted_bucket_served_is_a_fixed_windows(redis_u
     shape = await probe_beyond(backend, refuted=True)
     assert shape["kind"] == "fixed" and shape["late"] == "1"
     await backend.aclose()
+
+
+class _Window:
+    """What ``_charge.refused`` reads of a process's window: its mirror's charge."""
+
+    def __init__(self):
+        self.charge = _charge.SharedCharge(4_500)
+        self.charge.silent = True
+
+
+class _Probe:
+    """A refused ticket: the shape's first probe (``3``) or another request (``0``)."""
+
+    def __init__(self, member, stage):
+        self.member, self.silent = member, stage
+
+
+@pytest.mark.parametrize("kind", ["unknown", "sliding"])
+@pytest.mark.parametrize("stage", [3, 0])
+async def test_the_first_shape_probes_429_leaving_no_bucket_brings_a_kept_factor_to_the_window(
+        redis_url, redis_prefix, kind, stage):
+    """As bench_distributed's strict sliding window: a 429 kept the factor at 1.137x (a
+    bucket's, beyond the 1.134x the window served: ``cw``), then the first probe of the shape,
+    19 of ours 3.15 s before it, is refused: a bucket must charge 1.42x to refuse it where
+    the probes showed it charges at most 1.147x. No bucket: a sliding window, whose count
+    of ours bounds the factor (``learn_refusal``: ``bounds.windowed``), whether the sliding
+    window's publication landed first (``kind``) or not. Kept at 1.137x, 18 of its 19 went a
+    window (1.51x the ideal). Not another request's 429 (``0``)."""
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    _, members, _ = await logged(backend, [3.15 - i * 0.001 for i in range(19)] + [0.0],
+                                 charge="1.1370,kept", cl="1.0817", ck="1", cw="1.1339",
+                                 cc="1.1339", rf="1.0879", rc="1.1475", kind=kind)
+    _charge.refused(backend.connection, _Window(), _Probe(members[-1], stage),
+                    backend._key(None), backend._learning.args(QUOTAS)[1:])
+    await backend.connection.kept()
+    shape = await shape_of(backend)
+    if stage or kind == "unknown":  # (the probe's floor read whatever the shape published)
+        assert float(shape["rf"]) > 1.4
+    assert shape["charge"] == ("1.1339,kept" if stage else "1.1370,kept")
+    await backend.aclose()

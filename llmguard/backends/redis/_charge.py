@@ -143,5 +143,7 @@ def refused(connection: Connection, window: Any, ticket: Any, names: list[str],
     if probe:
         ticket.silent = 0
     if charge is not None and not charge.heard and (charge.silent or probe):
-        _tell(connection, names, "refused", ticket.member, quotas)
+        # the shape's first probe (``_probe_scripts``' ``3``): a sliding window's 429
+        outcome = "shape" if ticket.silent == 3 else "refused"
+        _tell(connection, names, outcome, ticket.member, quotas)
     return probe

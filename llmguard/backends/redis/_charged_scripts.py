@@ -22,6 +22,13 @@ how it is shared, in ``_charge``):
   probing (``ck``: kept, as in memory), and leaves the shape's probing as it was (a 429 of
   another request ends that: ``_silent``). Each also bounds a bucket's factor (from below,
   a probe served from above: ``_refuted_scripts``).
+* **The shape's first probe refused** (``shape``: a sliding window, ``_silent``), as any 429,
+  its floor read as the shape is learned (the publication of the sliding window may come
+  first); when no bucket that served the probes would refuse it (``rf`` above ``rc``), a
+  factor a 429 kept as a bucket's comes down to what the window served (``cw``, never under
+  ``cl``; ``learn_refusal``, ``bounds.windowed``): kept at 1.137x, where the server charges
+  1.111x (``bench_distributed --silent-only``), a strict sliding window was sent 18 of its 19
+  a window, 1.51x the ideal where memory ran 1.01x.
 """
 
 from __future__ import annotations
@@ -34,12 +41,15 @@ from ._refuted_scripts import BOUNDS
 
 __all__ = ["CHARGED"]
 
-#: KEYS: shape, log, state. ARGV: outcome ('served', 'refused', 'gone': never sent), the
+#: KEYS: shape, log, state. ARGV: outcome ('served', 'refused', 'shape': the refused one
+#: the shape's first probe, 'gone': never sent), the
 #: request's log member, then limit/window/is_tokens/learns/margin per quota. Applies what it
 #: showed to the shared factor (module docstring) and to a bucket's floor and ceiling
 #: (``_refuted_scripts``); returns 1 when the factor (or the shape) changed.
 CHARGED = EST + """
 local shape, log, outcome, member = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local shaped = outcome == 'shape'  -- the first shape probe's 429: a sliding window (``_silent``)
+if shaped then outcome = 'refused' end
 local function fmt(x) return string.format('%.17g', x) end
 """ + BOUNDS + """
 local got = redis.call('HMGET', shape, 'cp', 'charge', 'cl', 'lims', 'kind', 'epoch', 'cw', 'cc')
@@ -90,7 +100,7 @@ for i = 3, #ARGV, 5 do
     local f = limit / sum
     if floor == nil or f > floor then floor = f end
     local rate, last = limit / W, at + margin
-    if kind == 'unknown' then floors[#floors + 1] = {at, last, rate, limit} end
+    if kind == 'unknown' or shaped then floors[#floors + 1] = {at, last, rate, limit} end
     local most, count, sure, n_sure = limit, 0, 0, 0  -- ``bounds.unrefilled``, and what fits
     for j = #entries - 1, 1, -2 do  -- ours sent a margin or more before it (``Charge.refused``)
       local m, s = entries[j], tonumber(entries[j + 1])
@@ -149,6 +159,14 @@ if floor then
   if probe then redis.call('HSET', shape, 'ck', '1') end
 elseif bound and bound < factor then
   new = math.max(1.0, least, bound)
+end
+-- a factor a 429 kept as a bucket's, the shape's probe refused where no bucket that served
+-- the probes would refuse it: a sliding window, whose count of ours the probes served bound
+if shaped and how == 'kept' and windowed < new then
+  local b = redis.call('HMGET', shape, 'rf', 'rc')
+  if (tonumber(b[1] or '') or 0) > (tonumber(b[2] or '') or math.huge) then
+    new = math.max(1.0, least, windowed)
+  end
 end
 local label, changed = (floor or least > 1.0) and 'kept' or 'silent', 0
 if math.abs(new - factor) >= 1e-9 or not got[2] or label ~= how then  -- (a 429 keeps it)
