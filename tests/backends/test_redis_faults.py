@@ -11,11 +11,10 @@ import shutil
 import time
 
 import pytest
-from redis_server import Server
 
 import llmguard as lg
 from llmguard._admission.ratelimit.window import Quota
-from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter, RedisStore, _client
+from llmguard.backends.redis import RedisBackend, RedisConcurrencyLimiter, RedisStore
 
 pytestmark = [
     pytest.mark.looptime(False),
@@ -23,15 +22,6 @@ pytestmark = [
 ]
 
 RPM = (Quota(10, 60.0, False),)
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setattr(_client, "RETRY_INTERVAL", 0.05)  # retry Redis soon after a failure
-    server = Server()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize("refill", ["window", "continuous"])

@@ -24,15 +24,6 @@ pytestmark = [
 QUOTAS = (Quota(100, 1.0, False),)
 
 
-@pytest.fixture
-def server(redis_url, monkeypatch):
-    monkeypatch.setattr(_client, "RETRY_INTERVAL", 0.05)  # retry Redis soon after a failure
-    server = Server()
-    server.start()
-    yield server
-    server.stop()
-
-
 async def test_fail_closed_raises_backend_unavailable_then_recovers(server):
     """With on_error="fail" a reservation while Redis is down raises BackendUnavailable saying
     what failed and what to change; after a restart it is admitted by Redis again (the scripts

@@ -14,25 +14,14 @@ import shutil
 import signal
 
 import pytest
-from redis_server import Server
 
-from llmguard.backends.redis import _charge, _client, _giveback, _silent
+from llmguard.backends.redis import _charge, _giveback, _silent
 from llmguard.backends.redis._client import Connection
 
 pytestmark = [
     pytest.mark.looptime(False),
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed"),
 ]
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setattr(_client, "RETRY_INTERVAL", 0.05)  # retry Redis soon after a failure
-    server = Server()
-    server.start()
-    yield server
-    os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
 
 
 class Ticket:
