@@ -1,5 +1,6 @@
 """Ours admitted within the margin before a learned fixed window's boundary (:mod:`.fixed`),
-counted once their answers timed their way there only in the windows their arrival may lie in.
+counted once their answers dated them only in the windows the server may have counted them in
+(their arrival; their take from a queue).
 
 A fixed count counts an admission ``margin`` s before a boundary in both windows: the server
 may count it after the boundary, as late as the slowest of ours lately took on the way. Once
@@ -35,8 +36,8 @@ __all__ = ["counted", "dated", "forget", "indices", "timed"]
 
 def indices(fixed: Any, entry: Any) -> tuple[int, ...]:
     """The windows ``fixed`` (a :class:`.fixed.FixedCount`) counts ``entry`` in: those its
-    admission may lie in (a boundary's skew before it) and, once timed (:func:`timed`), its
-    arrival; else those its arrival within the margin may."""
+    admission may lie in (a boundary's skew before it) and, once dated (:func:`timed`), its
+    count; else those its arrival within the margin may."""
     timed = fixed.timed.get(id(entry))
     return fixed.spans(entry.time, fixed.margin if timed is None else timed[1])
 
@@ -71,10 +72,10 @@ def timed(fixed: Any, entry: Any, counted: bool = True, now: float = math.inf) -
     now on (``counted``: the windows after it no longer count it either). True when so."""
     if id(entry) in fixed.timed:
         return False
-    late = reach(fixed, entry, now)
+    wide = fixed.spans(entry.time, fixed.margin)
+    late = None if len(wide) == 1 else reach(fixed, entry, now)  # (one window: nothing to narrow)
     if late is None:
         return False
-    wide = fixed.spans(entry.time, fixed.margin)
     narrow = fixed.spans(entry.time, min(fixed.margin, late))
     if narrow == wide:
         return False
