@@ -44,8 +44,13 @@ def indices(fixed: Any, entry: Any) -> tuple[int, ...]:
 
 def counted(fixed: Any, entry: Any) -> tuple[int, ...]:
     """The windows ``fixed`` counts ``entry`` in as it is added: recounted (``rebuild``) after
-    its answer timed it, only those it was counted in."""
-    timed(fixed, entry, counted=False)
+    its answer timed its way there, only those its arrival may lie in. A take from a queue is
+    dated only as the server's answer is read (:func:`dated`): dated on a recount, a silent
+    fixed window on a cold network (no count ever said) had one of ours admitted 0.5 s before
+    the minute leave the next one's count, and the charge its probes bound rose to 1.12x our
+    estimate (41 a minute, 1.90x the ideal)."""
+    if fixed.recent is None:
+        timed(fixed, entry, counted=False)
     return indices(fixed, entry)
 
 
