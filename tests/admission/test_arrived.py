@@ -92,3 +92,25 @@ def test_a_server_that_queues_still_counts_them_in_the_next() -> None:
     fixed = count(entries, recent=deque(entries))
     assert not arrived.timed(fixed, timed(entries[0], 0.0))
     assert fixed.available(60.1) == 55
+
+
+def test_a_server_that_queues_counts_them_before_the_boundary_once_their_answers_date_it(
+        ) -> None:
+    """A server that queues, ours served unqueued in 2 s (:57 answered at :59): of 5 of ours
+    admitted at :59.97, one answered at :61.97 was taken by :59.97 (its answer less the least
+    the server worked on one of ours) and one refused at :59.98 was counted, if at all, then:
+    both count in the minute before only. One answered at :62.5 may have been taken at :60.5
+    and one in flight may be taken later yet: still counted in the next minute."""
+    served = Entry(57.0, 1)
+    served.answered = 59.0
+    entries = [Entry(59.97, 1) for _ in range(5)]
+    fixed = count([served, *entries], recent=deque([served, *entries]))
+    assert fixed.available(60.1) == 55
+    assert arrived.timed(fixed, entries[0], now=61.97)
+    entries[1].refused = True
+    assert arrived.timed(fixed, entries[1], now=59.98)
+    assert not arrived.timed(fixed, entries[2], now=62.5)
+    assert not arrived.timed(fixed, entries[3])
+    assert fixed.available(62.6) == 57
+    fixed.adjust(entries[0], 0, 0)  # refunded: nothing more to give back in the next minute
+    assert fixed.available(62.6) == 57

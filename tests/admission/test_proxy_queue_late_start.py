@@ -38,7 +38,7 @@ async def readme_stack(server: ProxyWindowServer,
     return wall, best, limiter.statistics()
 
 
-@pytest.mark.parametrize("phase", [58, 59])
+@pytest.mark.parametrize("phase", [58, 59, 59.9])
 async def test_a_burst_queued_in_the_proxy_before_the_minute_is_not_let_go_at_its_send_time(
         phase: float) -> None:
     """The 32 sent at :58 are taken by its workers until :72, the proxy counting 28 of them in

@@ -27,7 +27,7 @@ from typing import Any
 
 from .others import ours, sent_by, theirs
 
-__all__ = ["Stairs", "first", "full", "held", "restarted", "room", "sooner"]
+__all__ = ["Stairs", "first", "full", "held", "latest", "restarted", "room", "sooner"]
 
 
 class Stairs:
@@ -79,7 +79,7 @@ def held(window: Any, tracks: list[Any], remaining: int, limit: int | None, tick
 def _first_out(track: Any, now: float, until: float) -> float:
     """When ``track``'s log may take over from a count its answered within a window explain
     (at most ``until``): once every one of ours it lets go (sent a window before) has left the
-    server's count too, each counted at the latest its answer allows (:func:`_latest`: its
+    server's count too, each counted at the latest its answer allows (:func:`latest`: its
     answer less the least the server worked on one of ours). A server may count a request as it
     arrives and write the answer late (1,024 sent at :40 by ``llmguard run``, every round trip
     22 s: counted at :40) or as a worker takes it from its queue (4 workers, 2 s each: a
@@ -91,19 +91,19 @@ def _first_out(track: Any, now: float, until: float) -> float:
                 if e.live and not e.refused and now - track.window < e.answered <= now]
     if not answered:
         return until
-    latest = _latest(answered, [e.answered for e in answered])
+    dated = latest(answered, [e.answered for e in answered])
     due, last = answered[0].time + track.window, 0
     while due < until:  # each step lets more go: it holds until they are out too
         while last < len(answered) and answered[last].time + track.window <= due:
             last += 1
-        out = max(latest[:last]) + track.window
+        out = max(dated[:last]) + track.window
         if out <= due:
             return due
         due = out
     return until
 
 
-def _latest(entries: list[Any], answers: list[float]) -> list[float]:
+def latest(entries: list[Any], answers: list[float]) -> list[float]:
     """The latest each of ``entries`` (answered at ``answers``) can have been counted: its
     answer less the least a server worked on one of ours (a round trip less its way there and
     back, :attr:`.log.Entry.way`, once its answer's headers timed it: the time to serve one
@@ -119,7 +119,7 @@ def _stairs(learners: list[Any], track: Any, counted: int, ticket: Any, now: flo
             until: float) -> list[list[float]]:
     """When room comes back under a cap ours answered explain (``counted`` of ``track``'s
     units), before the log takes over at ``until``: each of ours in the count leaves it a
-    window after the latest it was counted (:func:`_latest`, as :func:`_first_out` dates
+    window after the latest it was counted (:func:`latest`, as :func:`_first_out` dates
     them; the ticket's answer is now), the oldest first, those
     beyond the count (the server's count dropped them: a clock minute's started since) left
     out. A proxy's 4 workers took a burst sent at :58 until :72, 4 of it before the clock
@@ -133,8 +133,8 @@ def _stairs(learners: list[Any], track: Any, counted: int, ticket: Any, now: flo
     if not entries:
         return []
     span = max(t.window for t in learners)
-    latest = _latest(entries, [min(e.answered, now) for e in entries])
-    out = sorted((at + span, track.weight(e)) for e, at in zip(entries, latest))
+    dated = latest(entries, [min(e.answered, now) for e in entries])
+    out = sorted((at + span, track.weight(e)) for e, at in zip(entries, dated))
     skip = sum(units for _, units in out) - counted  # the oldest: beyond the count
     steps: list[list[float]] = []
     for at, units in out:

@@ -171,10 +171,8 @@ class Window:
         it counted ``ticket``'s request (None, or ``as_of_now``: all of ours sent), read against
         ours in flight per burst (:mod:`.reading`): a bucket's level, else a cap until the reset
         (a fixed window's boundary; one ours explain: :func:`.answers.held`). A shape learns."""
-        if ticket is not None and getattr(ticket, "way", None) is not None:
-            for track in self.tracks:  # its way there timed: which windows counted it
-                if getattr(track, "fixed", None) is not None:
-                    arrived.timed(track.fixed, ticket)
+        if ticket is not None:  # its answer dates it: which windows counted it
+            arrived.dated(self.tracks, ticket, now)
         seen = ticket  # the last of ours it counted: as of now, the last sent
         if as_of_now and ticket is not None:
             seen, ticket = self.readings.recent[-1], None
@@ -240,6 +238,8 @@ class Window:
         teaches a shape to learn, of the quota it ``named``: :func:`.learn_refusal.refused`)."""
         until = now + seconds if self.shape is None else \
             learn_refusal.refused(self, now, ticket, seconds, wall, named)
+        if ticket is not None:  # refused by then: counted (if at all) in no window after
+            arrived.dated(self.tracks, ticket, now)
         self.paused_until = max(self.paused_until, until)
 
     def limit(self, tokens: bool) -> int | None:
