@@ -11,6 +11,7 @@ import pytest
 import llmguard as lg
 from llmguard.stats import RateLimitStats
 from llmguard.testing import ProxyWindowServer
+from cold_network import cold_burst
 
 
 def ask(i: int) -> dict[str, Any]:
@@ -73,16 +74,8 @@ async def test_a_burst_queued_late_on_a_cold_network_is_dated_by_the_proxys_work
     there and back its duration header leaves: 2 s), they leave at :120.3. One 429, the
     ``rpm - 1`` learned, within 1.10x of the ideal (1.23x from :57.5 before the room came
     back before the boundary)."""
-    first: list[float] = []
-
-    def cold(_rng: Any) -> float:
-        now = asyncio.get_running_loop().time()
-        if not first:
-            first.append(now)
-        return 0.8 if now < first[0] + 1.0 else 0.01
-
     server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0, reports="answered", workers=4,
-                               send_latency=cold)
+                               send_latency=cold_burst())
     wall, best, stats = await readme_stack(server, phase)
     assert server.statistics().rate_limited <= 1, stats.shape
     assert stats.requests_limit == 59, stats.shape
