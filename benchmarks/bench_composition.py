@@ -86,7 +86,7 @@ import looptime
 import llmguard as lg
 from llmguard.testing import (FixedWindowServer, InputOutputBucketServer, ProviderError,
                               ProxyWindowServer, QuotaServer, SlidingWindowServer,
-                              TokenBucketServer, virtual_wall_clock)
+                              TokenBucketServer, cold_start, virtual_wall_clock)
 
 RPM = 60
 FIXED_TPM = 40_000
@@ -117,23 +117,10 @@ COLD, WARM, COLD_FOR = 0.8, 0.01, 1.0
 SCENARIO: dict[str, Any] = {"tpm": None, "charge_factor": 1.0, "jitter": 0.0, "cold": False}
 
 
-def cold_network() -> Callable[[Any], float]:
-    """``send_latency``: ``COLD`` for the trips started within ``COLD_FOR`` s of the first."""
-    first: list[float] = []
-
-    def latency(_rng: Any) -> float:
-        now = asyncio.get_running_loop().time()
-        if not first:
-            first.append(now)
-        return COLD if now < first[0] + COLD_FOR else WARM
-
-    return latency
-
-
 def _options(tpm: int) -> dict[str, Any]:
     return {"rpm": RPM, "tpm": SCENARIO["tpm"] or tpm, "latency": LATENCY,
             "charge_factor": SCENARIO["charge_factor"],
-            "send_latency": cold_network() if SCENARIO["cold"] else 0.0}
+            "send_latency": cold_start(COLD, WARM, COLD_FOR) if SCENARIO["cold"] else 0.0}
 
 
 def fixed_window() -> QuotaServer:
@@ -551,7 +538,7 @@ def compare_cold(demand: float = 3.0, repeats: int = 1, phases: tuple[float, ...
                  contenders: tuple[str, ...] = ("llmguard (defaults)",
                                                 "llmguard, margin=0.5 (the former default)")
                  ) -> list[Row]:
-    """:func:`compare` on a cold network (``cold_network``)."""
+    """:func:`compare` on a cold network (``llmguard.testing.cold_start``)."""
     saved = dict(SCENARIO)
     SCENARIO.update(cold=True)
     try:

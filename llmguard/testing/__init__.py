@@ -11,7 +11,8 @@ minute, no reset header, ``llm_provider-retry-after: 60``) complete the shapes;
 ``LoopbackServer`` serves any of them over HTTP as an OpenAI-compatible endpoint;
 ``Faults`` is a layer that injects every kind of provider failure, seeded; ``BatchAPIServer``
 simulates OpenAI's Batch API and Anthropic's Message Batches over HTTP;
-``virtual_wall_clock`` makes the wall clock (clock minutes, reset dates) follow virtual time.
+``virtual_wall_clock`` makes the wall clock (clock minutes, reset dates) follow virtual time;
+``cold_start`` is a server's ``send_latency`` slow for the opening burst (a cold network).
 """
 
 from .._upstream.fake_llm import FakeLLM
@@ -21,6 +22,7 @@ from ._batch_state import BatchTimings
 from ._clock import DEFAULT_EPOCH, virtual_wall_clock
 from ._faults import Faults, FaultStats, make_error
 from ._http import LoopbackServer
+from ._network import cold_start
 from ._provider import Overloaded, ProviderError, ProviderStats, RateLimited, SimulatedProvider
 from ._quota import FixedWindow, TokenBucket
 from ._servers import Arrival, QuotaServer, ServerStats
@@ -49,6 +51,7 @@ __all__ = [
     "SlidingWindowServer",
     "TokenBucket",
     "TokenBucketServer",
+    "cold_start",
     "make_error",
     "virtual_wall_clock",
 ]

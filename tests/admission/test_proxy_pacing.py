@@ -11,8 +11,7 @@ import pytest
 
 import llmguard as lg
 from llmguard._admission.ratelimit.latency import CEILING
-from llmguard.testing import ProxyWindowServer
-from cold_network import cold_burst
+from llmguard.testing import ProxyWindowServer, cold_start
 from llmguard.testing._quota import FixedWindow
 
 RPM, CALLS, GAP = 1200, 2400, 0.025  #: the bench's scale; GAP: the proxy's time per request
@@ -249,6 +248,6 @@ async def test_a_queueing_proxy_on_a_cold_network_started_late_refuses_one_reque
     in the old one (as a proxy writing its answers late does): 25 429s. They are released
     only up to the first answer that showed the new minute."""
     server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0, reports="answered", workers=4,
-                               send_latency=cold_burst())
+                               send_latency=cold_start(0.8, 0.01))
     await readme_stack(server, 55, 180)
     assert server.statistics().rate_limited <= 1

@@ -10,8 +10,7 @@ import pytest
 
 import llmguard as lg
 from llmguard.stats import RateLimitStats
-from llmguard.testing import ProxyWindowServer
-from cold_network import cold_burst
+from llmguard.testing import ProxyWindowServer, cold_start
 
 
 def ask(i: int) -> dict[str, Any]:
@@ -75,7 +74,7 @@ async def test_a_burst_queued_late_on_a_cold_network_is_dated_by_the_proxys_work
     ``rpm - 1`` learned, within 1.10x of the ideal (1.23x from :57.5 before the room came
     back before the boundary)."""
     server = ProxyWindowServer(rpm=60, tpm=40_000, latency=2.0, reports="answered", workers=4,
-                               send_latency=cold_burst())
+                               send_latency=cold_start(0.8, 0.01))
     wall, best, stats = await readme_stack(server, phase)
     assert server.statistics().rate_limited <= 1, stats.shape
     assert stats.requests_limit == 59, stats.shape
