@@ -108,6 +108,18 @@ def test_a_call_leaving_the_queue_goes_before_ours_queued_behind_it() -> None:
     assert window.take(61.5, 0) is None  # still 3 in the window: B (sent), D and E
 
 
+def provider() -> tuple[dict[str, float], Any]:
+    """A provider taking 5 s a call, and when it saw each (by the call's name)."""
+    seen: dict[str, float] = {}
+
+    async def send(name: str) -> str:
+        seen[name] = asyncio.get_running_loop().time()
+        await asyncio.sleep(5.0)
+        return name
+
+    return seen, send
+
+
 async def test_a_call_arriving_while_ours_wait_below_reserves_once_as_it_leaves() -> None:
     """The README stack under ``gather``: 40 calls at once through ``ConcurrencyLimit(4)``,
     each answered after 1 s. Four go at once, the fifth reserves and is queued below (its
@@ -144,14 +156,7 @@ async def test_a_deferred_call_let_go_at_once_below_still_reserves_before_it_is_
     limiter lets it go at once. It reserves before it is sent all the same: D and E, through
     the second too, find the minute with B, A, C and D, so E waits for the window to free
     (60.5 s with the margin). Unreserved, C let E go at 10.1 s: five in the minute."""
-    seen: dict[str, float] = {}
-    loop = asyncio.get_running_loop()
-
-    async def send(name: str) -> str:
-        seen[name] = loop.time()
-        await asyncio.sleep(5.0)
-        return name
-
+    seen, send = provider()
     rate_limit = lg.RateLimit(rpm=4, margin=0.5)
     first = lg.Pipeline(rate_limit, lg.ConcurrencyLimit(1)).wrap(send)
     below = lg.ConcurrencyLimit(1) if inner == "concurrency_limit" else lg.AdaptiveConcurrency(
@@ -172,14 +177,7 @@ async def test_calls_deferred_below_reserve_once_the_quota_might_not_hold_them()
     (marked queued below, as if admitted then), then D; E finds the minute full and waits in
     the line. The provider sees four in the minute, E at 60.5 s; left unreserved, C let E
     into the minute (five by 25 s)."""
-    seen: dict[str, float] = {}
-    loop = asyncio.get_running_loop()
-
-    async def send(name: str) -> str:
-        seen[name] = loop.time()
-        await asyncio.sleep(5.0)
-        return name
-
+    seen, send = provider()
     rate_limit = lg.RateLimit(rpm=4, margin=0.5)
     guarded = lg.Pipeline(rate_limit, lg.ConcurrencyLimit(1)).wrap(send)
     window = rate_limit.backend._windows  # type: ignore[attr-defined]
