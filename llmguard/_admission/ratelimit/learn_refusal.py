@@ -79,10 +79,16 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
                               "token bucket run dry")
     elif shows == "shape":
         shape.confirm(False, "a probe was refused (429)")
+        # the factor a 429 kept, as a bucket's, down to what the window served once no bucket
+        # is left (strict, :56: kept at 1.15x where it charges 1.11x, 1.49x), or one is left
+        # only charging more than we count (a bucket charging our factor would have served
+        # this probe): the factor paces no bucket then (strict, :57, the probe 1.2 s after the
+        # minute's second burst: a bucket of 1.156-1.163x left, 41 a window where 42 fit, 1.49x)
         charge = window.charge
-        if refuted.bucketless(charge) and charge.kept:  # the factor a 429 kept, as a bucket's,
-            bounds.windowed(charge, window, now)  # down to what the window served (strict, :56:
-            shape.limits = kept_why(charge)  # kept at 1.15x where it charges 1.11x, 1.49x)
+        if charge is not None and charge.kept and (
+                refuted.bucketless(charge) or charge.floor > charge.factor):
+            bounds.windowed(charge, window, now)
+            shape.limits = kept_why(charge)
     elif unclocked:
         shape.learn("bucket", "a 429 no fixed clock minute that served the probes would give, "
                               "after a request beyond a sliding window was served (no "
