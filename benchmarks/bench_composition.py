@@ -35,10 +35,10 @@ in hand:
 A third table (the default stack, and the same with the former constant ``margin=0.5``) has a
 cold network: the opening burst's requests take ``COLD`` s to reach the server (connection
 set-up on a slow link), later ones ``WARM``; the measured margin has to cover it. Its ideal
-and bounds count from the first moment a request can reach the server, ``COLD`` s after the
-start, plus those ``COLD`` s: from :59.2 on, the minute turns before anything arrives, so that
-minute admits nothing of the run (started :40, a fixed window's ideal is the same; a sliding
-window's or a bucket's ``COLD`` s later).
+and bounds start where a request can first reach the server, ``COLD`` s after the start (those
+seconds added): from :59.2 on the minute turns before anything arrives, so it admits nothing of
+the run (nothing can); a sliding window's or a bucket's ideal is ``COLD`` s later, a fixed
+window's the same before :59.2.
 
 With ``--slots N`` (and ``--latency S``, ``--adaptive``), a last table has the default stack
 alone with ``ConcurrencyLimit(N)`` (``AdaptiveConcurrency(max=N)``) against the fixed, sliding
