@@ -34,7 +34,11 @@ in hand:
 
 A third table (the default stack, and the same with the former constant ``margin=0.5``) has a
 cold network: the opening burst's requests take ``COLD`` s to reach the server (connection
-set-up on a slow link), later ones ``WARM``; the measured margin has to cover it.
+set-up on a slow link), later ones ``WARM``; the measured margin has to cover it. Its ideal
+and bounds start where a request can first reach the server, ``COLD`` s after the start (those
+seconds added): from :59.2 on the minute turns before anything arrives, so it admits nothing of
+the run (nothing can); a sliding window's or a bucket's ideal is ``COLD`` s later, a fixed
+window's the same before :59.2.
 
 With ``--slots N`` (and ``--latency S``, ``--adaptive``), a last table has the default stack
 alone with ``ConcurrencyLimit(N)`` (``AdaptiveConcurrency(max=N)``) against the fixed, sliding
@@ -338,15 +342,19 @@ async def run_one(contender: str, server_kind: str, calls: int, seed: int = 0,
     stats = server.statistics()
     charge = server.charge(messages=[{"role": "user", "content": "question number 100"}],
                            **request)
-    ideal = server.ideal_time(calls, tokens=charge, start=start)
+    # every bound from the first moment a request can reach the server (on a cold network
+    # COLD s after the start: nothing the server's minute admits before then counts)
+    reach = COLD if SCENARIO["cold"] else 0.0
+    ask = {"tokens": charge, "start": start + reach}
+    ideal = server.ideal_time(calls, **ask)
     if slots is not None:
-        ideal = max(ideal, server.ideal_time(calls, tokens=charge, start=start, in_flight=slots))
+        ideal = max(ideal, server.ideal_time(calls, **ask, in_flight=slots))
     held = slots_of(contender)
     return Row(contender, server_kind, phase, calls, calls - failed, failed, stats.rate_limited,
-               stats.cancelled_after_arrival, wall, ideal,
-               QuotaServer.ideal_time(server, calls, tokens=charge, start=start),
-               service_bound(server, calls),
-               held and server.ideal_time(calls, tokens=charge, start=start, in_flight=held))
+               stats.cancelled_after_arrival, wall, reach + ideal,
+               reach + QuotaServer.ideal_time(server, calls, **ask),
+               reach + service_bound(server, calls),
+               held and reach + server.ideal_time(calls, **ask, in_flight=held))
 
 
 def slots_of(contender: str) -> int:
@@ -373,6 +381,13 @@ def median_row(rows: list[Row]) -> Row:
                med("ideal"), med("quota_bound"), med("service_bound"), med("slots_bound"))
 
 
+def clock(phase: float) -> str:
+    """``phase`` s into a minute as the tables print it: ``:05``, ``:59.5`` (not rounded to
+    ``:60``)."""
+    given = f"{phase:g}"
+    return f":0{given}" if phase < 10 else f":{given}"
+
+
 def format_table(rows: list[Row]) -> str:
     """A markdown table; a wall-time ratio is starred when not every call completed (the
     failed ones ended early, so the ratio flatters)."""
@@ -382,7 +397,7 @@ def format_table(rows: list[Row]) -> str:
     for r in rows:
         done = f"{r.completed:g}/{r.calls} ({100 * r.completed / r.calls:.0f}%)"
         star = "" if r.failed == 0 else "*"
-        lines.append(f"| {r.server} | :{r.phase:02.0f} | {r.contender} | {done} | {r.failed:g} | "
+        lines.append(f"| {r.server} | {clock(r.phase)} | {r.contender} | {done} | {r.failed:g} | "
                      f"{r.rate_limited:g} | {r.cancelled_after_send:g} | "
                      f"{r.ratio:.2f}x{star} ({r.wall:.0f} s / {r.ideal:.0f} s) | "
                      f"{r.quota_bound:.0f} s / {r.service_bound:.0f} s / "
@@ -604,14 +619,14 @@ def main() -> None:
     rows = compare(args.demand, args.repeats, phases) + \
         compare_input_output(args.demand, args.repeats, phases)
     print(f"{args.demand:g}x the quota at once, {RPM} RPM, {LATENCY:g} s per request, started "
-          f"{', '.join(f':{p:02.0f}' for p in phases)} into a minute, median of {args.repeats}")
+          f"{', '.join(clock(p) for p in phases)} into a minute, median of {args.repeats}")
     print(format_table(rows))
     print("* not every call completed: the wall time ends with the last failure")
     print(f"\nStrict servers: {STRICT_TPM:,} TPM binding on every shape, each request charged "
           f"{STRICT_FACTOR:.3g}x the client's estimate, 0-{STRICT_JITTER * 1000:g} ms to arrive")
     print(format_table(compare_strict(args.demand, args.repeats, phases)))
     print(f"\nCold network: the opening burst {COLD:g} s to reach the server, later requests "
-          f"{WARM * 1000:g} ms; started :{phases[-1]:02.0f} into a minute")
+          f"{WARM * 1000:g} ms; started {clock(phases[-1])} into a minute")
     print(format_table(compare_cold(args.demand, args.repeats, phases[-1:])))
 
 

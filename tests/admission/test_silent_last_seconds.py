@@ -70,18 +70,39 @@ async def test_a_tight_mute_sliding_window_started_at_58_is_not_taken_for_a_fixe
     assert wall <= 1.10 * ideal, (wall, ideal, shape)
 
 
+@pytest.mark.parametrize("phase", [56.0, 57.0])
 async def test_a_strict_mute_sliding_window_started_at_56_drops_the_factor_its_429_kept(
-        ) -> None:
+        phase: float) -> None:
     """The strict sliding window above from :56: the charge's probe, before the minute, is
     refused (a window's count or a bucket charging the opening factor, 1.15x, alike: kept
     at it), then the shape's probe after the minute (a sliding window), whose 429 leaves no
     bucket that served the probes. Kept at 1.15x where it charges 1.11x, 41 a window where
     it admits 42: 1.49x the ideal. The factor comes down to what the window served, 1.12x:
-    two 429s (one per thing learned, as from :00-:55), within 1.05x."""
+    two 429s (one per thing learned, as from :00-:55), within 1.05x. From :57 the shape's
+    probe goes 1.2 s after the minute's second burst (at :59), a bucket's refill of about
+    one request: its 429 leaves a bucket charging 1.156-1.163x, more than the 1.15x kept,
+    which so paces no bucket either (kept, 1.49x)."""
     server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
                                  rate_limit_headers=False, retry_after=False)
-    layer, wall, ideal = await run(server, 56.0, 126)
+    layer, wall, ideal = await run(server, phase, 126)
     shape = layer.statistics().shape
     assert server.statistics().rate_limited <= 2, shape
     assert shape.startswith("sliding") and "1.12x" in shape, shape
+    assert wall <= 1.05 * ideal, (wall, ideal, shape)
+
+
+async def test_a_mute_token_bucket_charging_more_than_the_kept_factor_is_learned_from_57(
+        ) -> None:
+    """A token bucket of the same quotas, no header, a bare 429, charging 1.16x our estimate,
+    from :57: until :117 everything ours meet is what the strict sliding window above gave
+    (the same 429s, the same served probes), and the factor comes down to the window's count,
+    1.118x, a bucket charging 1.156-1.163x left. Its next burst's 429 is that bucket's (ours in
+    a sliding window at 1.118x had room): learned a bucket, paced at the most it charges.
+    Before: 2-4 429s a window to the end (9), or kept at 1.15x as a sliding log, 1.42x."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1.16,
+                               rate_limit_headers=False, retry_after=False)
+    layer, wall, ideal = await run(server, 57.0, 126)
+    shape = layer.statistics().shape
+    assert server.statistics().rate_limited <= 3, shape
+    assert shape.startswith("bucket"), shape
     assert wall <= 1.05 * ideal, (wall, ideal, shape)

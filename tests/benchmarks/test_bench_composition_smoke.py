@@ -80,3 +80,16 @@ def test_bench_composition_input_output_rows() -> None:
     assert all(r.failed == 0 and r.completed == r.calls for r in rows)
     assert all(r.rate_limited == 0 for r in rows if "no headers" not in r.server)
     assert all(r.rate_limited <= 2 for r in rows)
+
+
+def test_bench_composition_cold_ideal_starts_where_a_request_can_arrive() -> None:
+    """Started at :59.5 on the cold network, the opening burst's 0.8 s way puts every first
+    arrival past the minute's turn: the ideal and its bounds count from there (the first
+    minute's quota, which nothing could reach, had the proxies at 1.49x and 1.21x "of the
+    ideal" where the client does the soonest possible), and the phase prints as given."""
+    bench = load_bench()
+    rows = bench.compare_cold(demand=3, phases=(59.5,), contenders=("llmguard (defaults)",))
+    proxies = [r for r in rows if "proxy" in r.server]
+    assert len(proxies) == 2 and all(r.ratio <= 1.02 for r in proxies), proxies
+    assert all(r.ideal >= r.quota_bound >= bench.COLD for r in rows)
+    assert "| :59.5 |" in bench.format_table(rows)
