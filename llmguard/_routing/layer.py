@@ -161,11 +161,7 @@ class Router:
         started = loop.time()
         current = _current.set((deployment, started))
         try:
-            if deployment.timeout is None:
-                result = await send(deployment, call, call_next)
-            else:
-                async with asyncio.timeout(deployment.timeout):
-                    result = await send(deployment, call, call_next)
+            result = await send(deployment, call, call_next)
         except BaseException as exc:
             self._failed(call, deployment, ticket, tokens, exc)
             publish_circuit(call, deployment, before)
