@@ -56,8 +56,9 @@ class Router:
       ``call.priority``, then round-robin across ``call.partition`` (the tenant), then first
       come), for the earliest room any of them has; ``max_wait``
       seconds of that raises :class:`llmguard.AdmissionTimeout`.
-    * A 429, 5xx, timeout (``Deployment(timeout=)``) or open circuit moves the attempt to
-      another deployment it has not tried; a 429 cools its deployment down per Retry-After.
+    * A 429, 5xx, timeout (``Deployment(timeout=)``, timed from the send: never time queued
+      below the Router) or open circuit moves the attempt to another deployment it has not
+      tried; a 429 cools its deployment down per Retry-After.
     * ``priority(*args, **kwargs) -> int`` ranks waiting calls (higher first; default
       ``call.priority`` as an outer layer set it); ``tokens`` / ``usage`` estimate and read a
       call's tokens, as :class:`llmguard.RateLimit`.
