@@ -199,7 +199,9 @@ class Router:
         deployment.release(ticket, tokens, call.sent)
         if isinstance(exc, Exception) and call.sent:  # (not its circuit's refusal)
             deployment.failed += 1
-            headers = error_headers(exc)
+            # The error's headers, unless an integration below wrote them for the observer
+            # (``observe_response`` read them already: read twice, a 429 counted twice)
+            headers = error_headers(exc) if call.response_headers is None else None
             if headers is not None:
                 observe(deployment, headers)
         loop = asyncio.get_running_loop()
