@@ -148,6 +148,10 @@ class ConcurrencyLimiter:
             future.cancel()
             self._unwait(fifo.priority)
             self._queue.discard(fifo)
+            # A caller that came while this one was leaving (its future cancelled, its count
+            # still in ``_waiting``) queued instead of taking a free permit: hand it over now.
+            if self._waiting and self._in_flight < self._limit:
+                self._grant()
 
     def release(self) -> None:
         """Give a permit back; the next waiter (if any) gets it at once."""

@@ -31,13 +31,18 @@ def moves(exc: Exception) -> bool:
 
 
 async def send(deployment: Deployment, call: Call, call_next: Handler) -> Any:
-    """The attempt at ``deployment``, through its circuit."""
-    circuit = deployment.circuit
+    """The attempt at ``deployment``, through its circuit, then its timeout (timed from the
+    send: a timeout counts as the deployment's failure, time queued below never counts)."""
+    circuit, timed = deployment.circuit, deployment.timed
 
     async def send(call: Call) -> Any:
         return await to_target(deployment.target, call, call_next)
 
-    return await (circuit(call, send) if circuit else send(call))
+    async def bounded(call: Call) -> Any:
+        return await timed(call, send)
+
+    attempt = send if timed is None else bounded
+    return await (circuit(call, attempt) if circuit else attempt(call))
 
 
 def default_circuit(name: str, backend: Any) -> Any:

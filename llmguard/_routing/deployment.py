@@ -24,6 +24,7 @@ from .._core.check import number, text
 from .._core.public import public
 from .learn import PROBE
 from .target import check_target
+from .timeout import DeploymentTimeout
 
 __all__ = ["Deployment"]
 
@@ -55,7 +56,8 @@ class Deployment:
       most 0.1 s late); with the in-memory backend it holds in this process.
     * ``weight``: its share under ``strategy="weighted"``; under ``"headroom"`` it scales the
       deployment's free fraction.
-    * ``timeout``: seconds an attempt may take here before it moves to another deployment.
+    * ``timeout``: seconds an attempt may take here from when it is sent (not while queued in
+      the layers below the Router), then it moves to another deployment (a circuit failure).
     * ``circuit``: a :class:`llmguard.CircuitBreaker` for this deployment; by default each gets
       its own (opening at half of at least 5 calls failing in 30 s, for 10 s), ``False`` for
       none.
@@ -64,7 +66,7 @@ class Deployment:
     __slots__ = ("target", "name", "rpm", "tpm", "concurrency", "weight", "refill", "burst",
                  "margin", "timeout", "circuit", "quota_margin", "key", "backend", "in_flight",
                  "latency", "cool_until", "sent", "succeeded", "failed", "rate_limited", "moved",
-                 "owner", "spent", "split", "slots", "claiming")
+                 "owner", "spent", "split", "slots", "claiming", "timed")
 
     def __init__(
         self,
@@ -97,6 +99,8 @@ class Deployment:
         self.burst, self.margin = burst, margin
         self.timeout = number("timeout", timeout, optional=True, unit=" of seconds",
                               hint="; pass None for no bound")
+        #: ``timeout`` as a Timeout layer of its own (timed from the send), or None.
+        self.timed = None if timeout is None else DeploymentTimeout(self.timeout, self.name)
         if circuit is not None and circuit is not False and not callable(circuit):
             raise TypeError(f"circuit must be a llmguard.CircuitBreaker, None (the default one) "
                             f"or False (none), got {circuit!r}")
@@ -147,8 +151,7 @@ class Deployment:
     def fits(self, tokens: int) -> bool:
         """False when ``tokens`` (or their input or output part) exceed its token quota: it
         could never take the call."""
-        quotas = self.quotas
-        if quotas is None:
+        if (quotas := self.quotas) is None:
             return True
         if isinstance(tokens, Tokens) and check_fits(tokens, quotas) is not None:
             return False
@@ -212,9 +215,8 @@ class Deployment:
         if not sent:
             self.backend.refund(self.key, ticket)
             return
-        quotas = self.quotas
         actual = tokens if used is None else used
-        if self.split or actual != tokens or quotas[0].continuous:
+        if self.split or actual != tokens or self.quotas[0].continuous:
             self.backend.reconcile(self.key, ticket, actual)
 
     def assume_spent(self) -> None:
@@ -226,9 +228,7 @@ class Deployment:
 
     def headroom(self) -> float:
         """The free fraction of its tightest quota or slot count, in [0, 1]."""
-        free = 1.0
-        if self.concurrency is not None:
-            free = max(0.0, 1 - self.in_flight / self.concurrency)
+        free = 1.0 if self.concurrency is None else max(0.0, 1 - self.in_flight / self.concurrency)
         if self.quotas is None:
             return 0.0 if self.in_flight else free
         requests, tokens, paused = self.backend.headroom(self.key, self.quotas)

@@ -56,8 +56,9 @@ class Router:
       ``call.priority``, then round-robin across ``call.partition`` (the tenant), then first
       come), for the earliest room any of them has; ``max_wait``
       seconds of that raises :class:`llmguard.AdmissionTimeout`.
-    * A 429, 5xx, timeout (``Deployment(timeout=)``) or open circuit moves the attempt to
-      another deployment it has not tried; a 429 cools its deployment down per Retry-After.
+    * A 429, 5xx, timeout (``Deployment(timeout=)``, timed from the send: never time queued
+      below the Router) or open circuit moves the attempt to another deployment it has not
+      tried; a 429 cools its deployment down per Retry-After.
     * ``priority(*args, **kwargs) -> int`` ranks waiting calls (higher first; default
       ``call.priority`` as an outer layer set it); ``tokens`` / ``usage`` estimate and read a
       call's tokens, as :class:`llmguard.RateLimit`.
@@ -161,11 +162,7 @@ class Router:
         started = loop.time()
         current = _current.set((deployment, started))
         try:
-            if deployment.timeout is None:
-                result = await send(deployment, call, call_next)
-            else:
-                async with asyncio.timeout(deployment.timeout):
-                    result = await send(deployment, call, call_next)
+            result = await send(deployment, call, call_next)
         except BaseException as exc:
             self._failed(call, deployment, ticket, tokens, exc)
             publish_circuit(call, deployment, before)
@@ -202,7 +199,9 @@ class Router:
         deployment.release(ticket, tokens, call.sent)
         if isinstance(exc, Exception) and call.sent:  # (not its circuit's refusal)
             deployment.failed += 1
-            headers = error_headers(exc)
+            # The error's headers, unless an integration below wrote them for the observer
+            # (``observe_response`` read them already: read twice, a 429 counted twice)
+            headers = error_headers(exc) if call.response_headers is None else None
             if headers is not None:
                 observe(deployment, headers)
         loop = asyncio.get_running_loop()

@@ -7,9 +7,10 @@ loaded machine): of 1,024 sent at once, the last wait 40-60 s before it even loo
 Timed from the send, ``--timeout 60`` expired for 150-300 of them, all still in the proxy's
 queue; the proxy counts and answers those anyway (a client closing its connection does not
 take a request out of its queue), and the retries were counted a second time (``bench_cli.py
---litellm``); a gateway model's ``timeout`` (a Timeout layer, timed from the send too) and a
-deployment's (the Router's, timed from its choice) did the same to its ``retries``. A read timeout would not tell them apart: the proxy writes
-nothing of an answer before it has all of it.
+--litellm``); a gateway model's ``timeout`` and a deployment's (a Timeout layer and the
+Router's ``Deployment(timeout=)``, timed from the send too) did the same to its ``retries``.
+A read timeout would not tell them apart: the proxy writes nothing of an answer before it has
+all of it.
 
 What tells a queued attempt from a lost one is the server answering the ones sent before it:
 while it does, the queue ahead of it moves. So an attempt fails when ``timeout`` s have passed
@@ -22,7 +23,7 @@ when an attempt's time is up (no timer moved on every answer), on one timer per 
 
 Both applications (``llmguard run``, on Ray too, and ``llmguard serve``, its jobs too) bound
 an attempt with :meth:`Ahead.within` in their innermost handler, one :class:`Ahead` per
-upstream (:class:`Aheads`), instead of a Timeout layer or the Router's deployment timeout.
+upstream (:class:`Aheads`), instead of a Timeout layer or ``Deployment(timeout=)``.
 """
 
 from __future__ import annotations

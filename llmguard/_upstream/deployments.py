@@ -107,9 +107,10 @@ def router_of(deployments: tuple[DeploymentConfig, ...], strategy: str, max_wait
               backend: Any) -> Router:
     """The Router over ``deployments`` (quotas shared through ``backend`` if given), each a
     dict target naming it under :data:`DEPLOYMENT`. A deployment's ``timeout`` is not the
-    Router's (timed from its choice, queues included): the application's terminal, which
-    sends the request, applies it per attempt (:mod:`.attempt_timeout`), and a timeout there
-    moves the attempt on as the Router's did."""
+    Router's (timed from the send, it would still expire attempts waiting in an upstream's own
+    queue, LiteLLM's proxy's): the application's terminal, which sends the request, applies
+    it per attempt (:mod:`.attempt_timeout`), and a timeout there moves the attempt on as the
+    Router's would."""
     from .._routing.deployment import Deployment
     from .._routing.layer import Router
 

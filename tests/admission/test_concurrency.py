@@ -200,6 +200,28 @@ async def test_cancelled_after_grant_passes_the_permit_on() -> None:
     assert baseline(limiter) == (0, 0, {})
 
 
+async def test_a_caller_queued_behind_a_leaving_waiter_gets_the_free_permit() -> None:
+    """A waiter is cancelled (its future at once, its withdraw when its task resumes) and the
+    holder releases in the same loop turn, then acquires again at once (a Router moving an
+    attempt on, a caller's next call): it queues behind the leaving waiter, which still
+    counts. When that one withdraws, the free permit goes to the queued caller; it is not
+    stranded with the permit idle (before: in_flight 0, one waiting, for ever)."""
+    limiter = ConcurrencyLimiter(1)
+    await limiter.acquire()
+    leaving = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+
+    async def release_and_acquire_again() -> None:
+        limiter.release()  # nobody to hand it to: the only waiter is leaving
+        await limiter.acquire()  # queued: the leaver still counts
+
+    again = asyncio.create_task(release_and_acquire_again())  # runs before the leaver resumes
+    leaving.cancel()
+    await asyncio.wait_for(again, timeout=1)
+    assert leaving.cancelled() and baseline(limiter) == (1, 0, {})
+    limiter.release()
+
+
 async def test_a_queued_layer_call_waits_on_the_limiters_future_and_passes_a_late_grant_on():
     """A ConcurrencyLimit call queued on the in-process limiter awaits the limiter's future in
     its own frame (no acquire() coroutine: less memory per waiter); granted, then cancelled

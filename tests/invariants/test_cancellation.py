@@ -31,6 +31,10 @@ LAYERS = {
     "Router": lambda: lg.Router(lg.Deployment({"deployment": "a"}, name="a", rpm=1),
                                 lg.Deployment({"deployment": "b"}, name="b", concurrency=1),
                                 strategy="ordered"),
+    # Every call times out at "a" (3 s from its send) and moves to "b" (its one slot).
+    "Router(timeout)": lambda: lg.Router(
+        lg.Deployment({"deployment": "a"}, name="a", rpm=1000, timeout=3),
+        lg.Deployment({"deployment": "b"}, name="b", concurrency=1), strategy="ordered"),
     # What users already hold, as they pass it: an aiolimiter limiter as a layer, a cachetools
     # cache as a Cache store.
     "aiolimiter.AsyncLimiter": lambda: aiolimiter.AsyncLimiter(1, 60),

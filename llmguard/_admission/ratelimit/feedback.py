@@ -1,6 +1,7 @@
 """What the server says about a :class:`RateLimit`'s quotas (its headers: remaining, resets,
-limits, and the send latency they time) and what a run says it sent: the layer's side facing
-the provider, apart from admission (``layer``)."""
+limits, and the send latency they time; a 429 and its pause; an attempt that failed or never
+reached it, settled) and what a run says it sent: the layer's side facing the provider, apart
+from admission (``layer``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 from ..._core import clock
 from ..._core.call import Call
-from .headers import HELD, report, says_nothing, sent, spend, unsaid
+from ..._core.events import EventKind
+from .headers import HELD, refusal, report, says_nothing, sent, spend, unsaid
 from .latency import Margin
 from .log import Entry
 from .window import Quota
@@ -19,7 +21,7 @@ __all__ = ["ServerFeedback"]
 
 class ServerFeedback:
     """The part of :class:`RateLimit` that reads the provider (a mixin over its state:
-    ``backend``, ``_margin``, ``_line``, ``_learning``, ``_key``, ``_tokens``)."""
+    ``backend``, ``_margin``, ``_line``, ``_learning``, ``_key``, ``_tokens``, its counters)."""
 
     __slots__ = ()
     backend: Any
@@ -29,6 +31,11 @@ class ServerFeedback:
     _key: Any
     _tokens: Any
     _max_tokens: int | None
+    _settle: bool
+    _in_flight: int
+    _reserved: int
+    _refunds: int
+    _rate_limited: int
 
     @property
     def quotas(self) -> tuple[Quota, ...]:
@@ -79,3 +86,25 @@ class ServerFeedback:
         """:class:`~llmguard.HeaderObserver`: learn from the attempt's response headers."""
         if call.response_headers is not None:
             self.observe_headers(call.response_headers, partition=self._key and call.partition)
+
+    def _failed(self, call: Call, exc: BaseException, key: Hashable, ticket: Any,
+                tokens: int) -> None:
+        """Settle a reservation after the call failed, and pause the key after a 429 (first:
+        the refusal teaches about the ticket before it is settled)."""
+        self._in_flight, self._reserved = self._in_flight - 1, self._reserved - tokens
+        pause = refusal(self.backend, self.quotas, self._learning, key, exc,
+                        ticket if call.sent else None)
+        if pause is not None:  # a 429: nothing more for this key until its Retry-After
+            self._rate_limited += 1
+            call.emit(EventKind.RATE_LIMIT_PAUSED, "rate_limit", delay=pause, error=exc)
+            if self._learning:  # it may learn the server admits sooner: Retry need not wait
+                call.current.resume_at = clock.now()
+        if ticket is not None:
+            # Never sent (refused or queued below us, cancelled or timed out before sending):
+            # the provider never saw it, so the reservation goes back. Sent: it counted.
+            if not call.sent:
+                self._refunds += 1
+                self.backend.refund(key, ticket)
+            elif self._settle:
+                self.backend.reconcile(key, ticket, tokens)
+            self._line.wake(key)

@@ -12,17 +12,15 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..._core import clock
 from ..._core.call import Call, loop_of
 from ..._core.check import callable_or_none, number, token_count
 from ..._core.errors import AdmissionTimeout
-from ..._core.events import EventKind
 from ..._core.layer import Handler
 from ..._core.public import public
 from ..._core.stream import Stream
 from .backend import RateLimitBackend
 from .feedback import ServerFeedback
-from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration, refusal
+from .headers import DEFAULT_PAUSE, HELD, learned, parse_duration
 from .latency import Margin
 from .held import Held, defer
 from .line import WaitingLine
@@ -170,26 +168,30 @@ class RateLimit(ServerFeedback):
         reset = HELD.set(held)  # the provider's headers are read against this reservation
         current.response_headers = None  # this attempt's only (``observes_inline``)
         try:
-            try:
-                result = await call_next(call)
-            finally:  # first: the headers count the answer, before it is settled
-                if current.response_headers is not None:  # (``call.response_headers``)
-                    self.observe_response(call)
-        except BaseException as exc:
+            result = await call_next(call)
+        except BaseException as exc:  # the headers count the refusal, before it is settled
+            if current.response_headers is not None:  # (``call.response_headers``)
+                self.observe_response(call)
             held.failed()
             self._failed(call, exc, key, held.ticket, tokens)
             raise
+        else:  # read once, against the reservation (``HELD``): before the answer is settled;
+            # input and output apart, after (the server's remaining counts its unused output)
+            late = self._split and (self._reconcile or self._settle) and not isinstance(
+                result, Stream)
+            if current.response_headers is not None and not late:
+                self.observe_response(call)
+            if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
+                self._defer(result, call, key, held.ticket, tokens)
+            elif self._reconcile or self._settle:
+                self._finish(call, key, held.ticket, tokens, result)
+                if late and current.response_headers is not None:
+                    self.observe_response(call)
+            else:  # nothing to reconcile: the reservation stands as made
+                self._in_flight, self._reserved = self._in_flight - 1, self._reserved - tokens
         finally:
             current.discard_on_wait(held)
             HELD.reset(reset)
-        if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
-            self._defer(result, call, key, held.ticket, tokens)
-        elif self._reconcile or self._settle:  # then the headers again: they count the answer
-            self._finish(call, key, held.ticket, tokens, result)  # settled (its unused output)
-            if self._split:
-                self.observe_response(call)
-        else:  # nothing to reconcile: the reservation stands as made
-            self._in_flight, self._reserved = self._in_flight - 1, self._reserved - tokens
         return result
 
     def _defer(self, stream: Stream, call: Call, key: Hashable, ticket: Any, tokens: int) -> None:
@@ -218,28 +220,6 @@ class RateLimit(ServerFeedback):
             self.backend.reconcile(key, ticket, actual)
             if self._lines:  # room may have opened: let the head of the line look again
                 self._line.wake(key)
-
-    def _failed(self, call: Call, exc: BaseException, key: Hashable, ticket: Any,
-                tokens: int) -> None:
-        """Settle a reservation after the call failed, and pause the key after a 429 (first:
-        the refusal teaches about the ticket before it is settled)."""
-        self._in_flight, self._reserved = self._in_flight - 1, self._reserved - tokens
-        pause = refusal(self.backend, self.quotas, self._learning, key, exc,
-                        ticket if call.sent else None)
-        if pause is not None:  # a 429: nothing more for this key until its Retry-After
-            self._rate_limited += 1
-            call.emit(EventKind.RATE_LIMIT_PAUSED, "rate_limit", delay=pause, error=exc)
-            if self._learning:  # it may learn the server admits sooner: Retry need not wait
-                call.current.resume_at = clock.now()
-        if ticket is not None:
-            # Never sent (refused or queued below us, cancelled or timed out before sending):
-            # the provider never saw it, so the reservation goes back. Sent: it counted.
-            if not call.sent:
-                self._refunds += 1
-                self.backend.refund(key, ticket)
-            elif self._settle:
-                self.backend.reconcile(key, ticket, tokens)
-            self._line.wake(key)
 
     def _describe(self) -> str:
         return ", ".join(q.describe() for q in self.quotas)
