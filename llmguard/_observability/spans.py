@@ -88,8 +88,8 @@ def end_span(started: tuple[Any, Any], call: Call, exc: BaseException | None) ->
 def _end_cancelled(span: Any, task: asyncio.Task[Any] | None, level: int, end: int) -> None:
     """End an attempt span whose attempt was cancelled, once the cancellation has unwound.
 
-    A timeout scope (``asyncio.timeout``, which the Timeout layer uses) turns the cancellation
-    into a TimeoutError and *uncancels* the task on the way out; a caller's cancellation keeps
+    A timeout (the Timeout layer's timer, as ``asyncio.timeout``) turns the cancellation into a
+    TimeoutError and *uncancels* the task on the way out; a caller's cancellation keeps
     the task cancelling. Both unwind synchronously, so one loop turn later the count tells them
     apart: a timed-out attempt ends in error, a cancelled one does not.
     """
