@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from llmguard.backends.redis import _charge, _giveback, _silent
+from llmguard.backends.redis import _charge, _client, _giveback, _silent
 from llmguard.backends.redis._client import Connection
 
 pytestmark = [
@@ -35,14 +35,15 @@ NAMES = [f"t:{part}" for part in ("log", "state", "fence", "shape", "done")]
 QUOTAS = [30, 10.05, 0, 1, 0.05]
 
 
-async def while_stopped(server, connection, write):
+async def while_stopped(server, connection, write, held=0.0):
     """Run ``write`` (it spawns a background write) while the server is stopped; resume the
-    server once a command has timed out, and wait for what was spawned to land."""
+    server ``held`` s after a command has timed out, and wait for what was spawned to land."""
     os.kill(server.proc.pid, signal.SIGSTOP)
     errors = connection.errors
     write()
     while connection.errors == errors:  # (timed out: the server cannot have answered)
         await asyncio.sleep(0.05)
+    await asyncio.sleep(held)
     os.kill(server.proc.pid, signal.SIGCONT)
     await connection.landed()
     await connection.kept()
@@ -110,4 +111,86 @@ async def test_a_learned_shape_is_published_after_a_timeout(server):
         await asyncio.sleep(0.05)
     await backend.reserve(None, quotas, 0)
     assert admin.hget(backend._key(None)[3], "kind") == b"sliding"
+    await backend.aclose()
+
+
+async def test_a_429s_lesson_lands_after_a_timeout(server):
+    """A 429 (``_refused_scripts.REFUSED``): its request marked refused in the shared log, the
+    limit every process's requests show learned. Dropped after a timeout, the request stayed
+    counted as served and the limit unlearned."""
+    from llmguard.backends.redis import _refused_scripts
+
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    admin.zadd(NAMES[0], {f"t:{i}:1": 1.0 + i / 100 for i in range(29)})
+    admin.zadd(NAMES[0], {"t:refused:1": 1.5})
+    await while_stopped(server, connection, lambda: _refused_scripts.learn(
+        connection, "t:refused:1", NAMES, QUOTAS, None, False, "1"))
+    assert admin.zscore(NAMES[0], "t:refused:r:1") == 1.5
+    assert admin.hget(NAMES[3], "lims") == b"29"
+    await connection.aclose()
+
+
+def observing(connection):
+    """A function reading a header (``remaining`` of 30, reset in 10 s, as of now) through a
+    ``RedisLearning`` of ``connection``, its write in the background."""
+    from llmguard._admission.ratelimit.backend import MemoryBackend
+    from llmguard._admission.ratelimit.window import Quota
+    from llmguard.backends.redis._learning import RedisLearning
+
+    learning = RedisLearning(connection, MemoryBackend())
+    quotas = (Quota(30, 10.05, False, learn=True, margin=0.05),)
+    return lambda remaining: learning.observe(None, quotas, False, remaining, 10.0, None, None,
+                                              NAMES, as_of_now=True)
+
+
+def server_time(admin):
+    seconds, micros = admin.time()
+    return seconds + micros / 1e6
+
+
+async def test_a_reading_lands_after_a_timeout_dated_as_read(server):
+    """A header reading (``_learned_scripts.READING``) written while Redis is stopped lands
+    once it answers, its cap ending ``reset`` s after it was read, not after it landed (the
+    server held a second past the timeout)."""
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    read = server_time(admin)
+    await while_stopped(server, connection, lambda: observing(connection)(3), held=1.0)
+    assert admin.hget(NAMES[1], "cap_r") == b"3"
+    assert read + 10.0 <= float(admin.hget(NAMES[1], "until_r")) < read + 10.75
+    await connection.aclose()
+
+
+async def test_a_retried_reading_does_not_override_a_newer_one(server, monkeypatch):
+    """A reading retried after a timeout lands after a newer one (another process's, read as
+    the server came back, before the retry): the newer cap stays."""
+    monkeypatch.setattr(_client, "RETRY_INTERVAL", 3.0)
+    admin = server.client()
+    first, second = (Connection(server.url, "t", "local", 0.5) for _ in range(2))
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    observing(first)(3)
+    while first.errors == 0:  # (timed out: its retry comes 3 s later)
+        await asyncio.sleep(0.05)
+    os.kill(server.proc.pid, signal.SIGCONT)
+    observing(second)(1)
+    await second.landed()
+    assert admin.hget(NAMES[1], "cap_r") == b"1"
+    await first.kept()
+    assert first.errors == 1  # (the older one landed)
+    assert admin.hget(NAMES[1], "cap_r") == b"1"
+    for connection in (first, second):
+        await connection.aclose()
+
+
+async def test_a_pause_lands_after_a_timeout_as_long_as_asked(server):
+    """A 429's pause (``_scripts.PAUSE``) lands after a timeout, ending when it was to end."""
+    from llmguard._admission.ratelimit.window import Quota
+    from llmguard.backends.redis import RedisBackend
+
+    admin, backend = server.client(), RedisBackend(server.url, prefix="t")
+    quotas = (Quota(30, 10.05, False, learn=True, margin=0.05),)
+    _, ticket = await backend.reserve(None, quotas, 0)
+    read = server_time(admin)
+    await while_stopped(server, backend.connection, lambda: backend.refused(
+        None, quotas, 5.0, ticket=ticket), held=1.0)
+    assert read + 5.0 <= float(admin.hget(backend._key(None)[1], "pause")) < read + 5.75
     await backend.aclose()

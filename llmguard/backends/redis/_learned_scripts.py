@@ -53,7 +53,9 @@ return v
 #: fixed window or a bucket it has learned, maybe from this reading, whose publication
 #: (``PUBLISH``) may land after this: a bucket's level set, or a cap kept by it, as in memory),
 #: remaining, reset seconds ('' none),
-#: the log member of the request the reading counted ('' unknown: as of now), then the
+#: the log member of the request the reading counted ('' unknown: as of now), the reading's age
+#: (seconds since it was read: a write retried after a timeout lands late, ``Connection.keep``;
+#: a cap read before the one set, ``rt_r``/``rt_t``, is older and changes nothing), then the
 #: limit/window/is_tokens/learns/margin per quota. A reading ends a silent server's probing
 #: (``_silent``) and may show a late clock window's start (``_fixed_scripts.FLIP``).
 #: ``reading.Readings`` on the shared log: the server counted ``remaining`` as it admitted that request, and what any process admitted
@@ -67,6 +69,7 @@ return v
 #: until the reset. A reading of an older burst than the group's changes nothing.
 READING = PRELUDE + """
 local log, unit = KEYS[2], string.sub(ARGV[1], 1, 1)
+local read_at = now - tonumber(ARGV[5])
 local under = string.find(ARGV[1], 'B', 2, true) and 'bucket' or string.find(ARGV[1], 'F', 2, true) and 'fixed' or ''
 
 local tok = unit == '1'
@@ -83,9 +86,9 @@ end
 local at = ARGV[4] ~= '' and tonumber(redis.call('ZSCORE', log, ARGV[4]) or '') or nil
 local u = tok and 't' or 'r'
 local skew = 0
-for i = 5, #ARGV, 5 do skew = math.max(skew, tonumber(ARGV[i + 4])) end
+for i = 6, #ARGV, 5 do skew = math.max(skew, tonumber(ARGV[i + 4])) end
 local issued = tonumber(redis.call('HGET', state, 'n_' .. u) or '0')
-local left, since = remaining, now
+local left, since = remaining, read_at
 if not at then
   redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
 else
@@ -108,7 +111,7 @@ else
     left, since = aged, read
     redis.call('HSET', state, 'ga_' .. u, fmt(anchor))
   else
-    redis.call('HSET', state, 'ga_' .. u, fmt(anchor), 'gb_' .. u, fmt(left), 'gs_' .. u, fmt(now),
+    redis.call('HSET', state, 'ga_' .. u, fmt(anchor), 'gb_' .. u, fmt(left), 'gs_' .. u, fmt(read_at),
                'gc_' .. u, fmt(issued))
   end
 end
@@ -117,7 +120,7 @@ if redis.call('HGET', KEYS[3], 'kind') == 'bucket' or under == 'bucket' then
   local lims = redis.call('HGET', KEYS[3], 'lims') or ''
 """ + LIMITS + """
   local n = 0
-  for i = 5, #ARGV, 5 do
+  for i = 6, #ARGV, 5 do
     n = n + 1
     if ARGV[i + 2] == unit and ARGV[i + 3] == '1' then
       local cap = limit_of(n, tonumber(ARGV[i]))
@@ -131,10 +134,12 @@ if redis.call('HGET', KEYS[3], 'kind') == 'bucket' or under == 'bucket' then
   return 1
 end
 if not reset then return 0 end
+-- read before the cap's reading (a retry landing late): that one is newer
+if read_at < (tonumber(redis.call('HGET', state, 'rt_' .. u) or '') or -math.huge) then return 0 end
 -- it counts ours admitted from its request's burst on, but for that request (``_scripts.UNCAP``)
-redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(now + reset),
-           'cf_' .. u, fmt(at and at - skew or now), 'cb_' .. u, at and string.match(ARGV[4], '^[^:]+') or '',
-           'ck_' .. u, under)
+redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(read_at + reset),
+           'cf_' .. u, fmt(at and at - skew or read_at), 'cb_' .. u, at and string.match(ARGV[4], '^[^:]+') or '',
+           'ck_' .. u, under, 'rt_' .. u, fmt(read_at))
 local ms = math.ceil(reset * 1000) + 1000
 if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 return 1

@@ -204,10 +204,12 @@ class RedisLearning:
         under = {"fixed": "F", "bucket": "B"}.get(kind, "")
         self._publish(key, quotas)
         member = ticket.member if isinstance(ticket, AutoTicket) and not as_of_now else ""
-        self.connection.spawn(self.connection.write(
+        head = [f"{int(tokens)}{flip}{under}", remaining, "" if reset is None else reset, member]
+        per_quota, loop = self.args(quotas)[1:], asyncio.get_running_loop()
+        read = loop.time()
+        self.connection.keep(  # (dated at each attempt: a retry lands late)
             _learned_scripts.READING, [names[1], names[0], names[3]],
-            [f"{int(tokens)}{flip}{under}", remaining, "" if reset is None else reset, member,
-             *self.args(quotas)[1:]], "recording provider headers"))
+            lambda: [*head, repr(loop.time() - read), *per_quota], "recording provider headers")
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...], names: list[str]) -> None:
         """Every quota of ``key`` used up now, in this process's mirror and in Redis for every
@@ -241,9 +243,10 @@ class RedisLearning:
                 if track.limit != limit:
                     track.set_limit(now, limit)
         self._publish(key, quotas)
-        pause = max(0.0, min(seconds, window.paused_until - now))
-        self.connection.spawn(self.connection.write(
-            _scripts.PAUSE, names[1:2], [pause], "pausing after a 429"))
+        until = now + max(0.0, min(seconds, window.paused_until - now))
+        loop = asyncio.get_running_loop()  # (what is left of it at each attempt: PAUSE keeps
+        self.connection.keep(_scripts.PAUSE, names[1:2],  # the latest end; 0 s: nothing)
+                             lambda: [max(0.0, until - loop.time())], "pausing after a 429")
         if isinstance(ticket, AutoTicket):  # the limit every process's requests show
             ticket.refusing = _refused_scripts.learn(
                 self.connection, ticket.member, names, self.args(quotas)[1:], named, charged,
