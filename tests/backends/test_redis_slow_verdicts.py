@@ -160,25 +160,37 @@ async def test_a_reading_lands_after_a_timeout_dated_as_read(server):
     await connection.aclose()
 
 
-async def test_a_retried_reading_does_not_override_a_newer_one(server, monkeypatch):
-    """A reading retried after a timeout lands after a newer one (another process's, read as
-    the server came back, before the retry): the newer cap stays."""
+async def older_after_newer(server, monkeypatch, write):
+    """``write(connection, older)`` twice: the older one while the server is stopped (it times
+    out, retried 3 s later), then the newer one from another connection (another process) as
+    it came back, landing first; returns once the older one landed too."""
     monkeypatch.setattr(_client, "RETRY_INTERVAL", 3.0)
-    admin = server.client()
     first, second = (Connection(server.url, "t", "local", 0.5) for _ in range(2))
     os.kill(server.proc.pid, signal.SIGSTOP)
-    observing(first)(3)
-    while first.errors == 0:  # (timed out: its retry comes 3 s later)
+    write(first, True)
+    while first.errors == 0:
         await asyncio.sleep(0.05)
     os.kill(server.proc.pid, signal.SIGCONT)
-    observing(second)(1)
+    write(second, False)
     await second.landed()
-    assert admin.hget(NAMES[1], "cap_r") == b"1"
     await first.kept()
-    assert first.errors == 1  # (the older one landed)
-    assert admin.hget(NAMES[1], "cap_r") == b"1"
+    assert first.errors == 1  # (the older one landed, after the newer)
     for connection in (first, second):
         await connection.aclose()
+
+
+async def test_a_retried_reading_does_not_override_a_newer_one(server, monkeypatch):
+    """A reading retried after a timeout lands after a newer one (another process's, read as
+    the server came back): the newer cap stays."""
+    await older_after_newer(server, monkeypatch,
+                            lambda connection, older: observing(connection)(3 if older else 1))
+    assert server.client().hget(NAMES[1], "cap_r") == b"1"
+
+
+async def test_a_retried_giveback_verdict_does_not_override_a_newer_one(server, monkeypatch):
+    await older_after_newer(server, monkeypatch, lambda connection, older: _giveback.tell(
+        connection, NAMES[3], older, "older" if older else "newer"))
+    assert server.client().hget(NAMES[3], "gb") == b"0"
 
 
 async def test_a_pause_lands_after_a_timeout_as_long_as_asked(server):
