@@ -1,7 +1,9 @@
 """A slow Redis delays what a process learned for every process, never loses it (#30): a probe's
-verdict, the charge a 429 showed and the give-back verdict are each written once, in the
-background; a write that timed out (Redis's 0.5 s default, on a loaded machine) was dropped,
-and every process went on probing what one had already learned.
+verdict, the charge a 429 showed, the give-back verdict, a 429's lesson and pause, a header
+reading and every quota spent are each written once, in the background; a write that timed out
+(Redis's 0.5 s default, on a loaded machine) was dropped, and every process went on probing
+what one had already learned (or counted as served a request the server refused). Retried, what
+is dated lands dated as heard, and an older one lands under a newer one.
 
 Against a redis-server of the test's own, stopped (SIGSTOP) until a write has timed out for
 sure, then resumed: no timing assumption (the write cannot land while the server is stopped,
@@ -205,4 +207,20 @@ async def test_a_pause_lands_after_a_timeout_as_long_as_asked(server):
     await while_stopped(server, backend.connection, lambda: backend.refused(
         None, quotas, 5.0, ticket=ticket), held=1.0)
     assert read + 5.0 <= float(admin.hget(backend._key(None)[1], "pause")) < read + 5.75
+    await backend.aclose()
+
+
+async def test_spent_quotas_land_after_a_timeout_as_of_when_found(server):
+    """Every quota spent (``_learned_scripts.SPENT``: a run resumed after a kill) lands after a
+    timeout, its caps ending a window after it was found, not after it landed."""
+    from llmguard._admission.ratelimit.window import Quota
+    from llmguard.backends.redis import RedisBackend
+
+    admin, backend = server.client(), RedisBackend(server.url, prefix="t")
+    quotas = (Quota(30, 10.05, False, learn=True, margin=0.05),)
+    found = server_time(admin)
+    await while_stopped(server, backend.connection, lambda: backend.spent(None, quotas), held=1.0)
+    state = backend._key(None)[1]
+    assert admin.hget(state, "cap_r") == b"0"
+    assert found + 10.05 <= float(admin.hget(state, "until_r")) < found + 10.8
     await backend.aclose()

@@ -145,29 +145,31 @@ if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 return 1
 """
 
-#: KEYS: state, shape. ARGV: limit/window/is_tokens/learns/margin per quota. Every quota used up
-#: now, as ``window.Window.spent``: each bucket empty (at the learned limits), each unit capped
-#: at nothing for its longest window, no reading group open (``READING``).
+#: KEYS: state, shape. ARGV: its age (seconds since it was found: a write retried after a
+#: timeout lands late, ``Connection.keep``), then limit/window/is_tokens/learns/margin per
+#: quota. Every quota used up as of then, as ``window.Window.spent``: each bucket empty (at the
+#: learned limits; its refill since kept), each unit capped at nothing for its longest window,
+#: no reading group open (``READING``).
 SPENT = PRELUDE + """
 local lims = redis.call('HGET', KEYS[2], 'lims') or ''
 """ + LIMITS + """
+local at = now - tonumber(ARGV[1])
 local n, span = 0, {}
-for i = 1, #ARGV, 5 do
+for i = 2, #ARGV, 5 do
   n = n + 1
   local cap, window, u = limit_of(n, tonumber(ARGV[i])), tonumber(ARGV[i + 1]), ARGV[i + 2] == '1' and 't' or 'r'
   local rate = cap / window
-  local _, deficit, outstanding = load(n, cap, rate)
-  store(n, cap, rate, 0, deficit, outstanding)
+  local level, deficit, outstanding = load(n, cap, rate)
+  store(n, cap, rate, math.min(level, (now - at) * rate), deficit, outstanding)
   span[u] = math.max(span[u] or 0, window)
 end
 for u, window in pairs(span) do
-  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(now + window), 'cf_' .. u, fmt(now), 'cb_' .. u, '', 'ck_' .. u, '')
+  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(at + window), 'cf_' .. u, fmt(at), 'cb_' .. u, '', 'ck_' .. u, '')
   redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
 end
 expire()
 return 1
 """
-
 
 
 async def publish(connection: Any, names: list[str], learned: Any, flip: str) -> Any:
