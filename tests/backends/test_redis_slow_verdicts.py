@@ -132,15 +132,15 @@ async def test_a_429s_lesson_lands_after_a_timeout(server):
     await connection.aclose()
 
 
-def observing(connection):
-    """A function reading a header (``remaining`` of 30, reset in 10 s, as of now) through a
-    ``RedisLearning`` of ``connection``, its write in the background."""
+def observing(connection, window=10.05):
+    """A function reading a header (``remaining`` of 30 a ``window``, reset in 10 s, as of now)
+    through a ``RedisLearning`` of ``connection``, its write in the background."""
     from llmguard._admission.ratelimit.backend import MemoryBackend
     from llmguard._admission.ratelimit.window import Quota
     from llmguard.backends.redis._learning import RedisLearning
 
     learning = RedisLearning(connection, MemoryBackend())
-    quotas = (Quota(30, 10.05, False, learn=True, margin=0.05),)
+    quotas = (Quota(30, window, False, learn=True, margin=0.05),)
     return lambda remaining: learning.observe(None, quotas, False, remaining, 10.0, None, None,
                                               NAMES, as_of_now=True)
 
@@ -224,3 +224,16 @@ async def test_spent_quotas_land_after_a_timeout_as_of_when_found(server):
     assert admin.hget(state, "cap_r") == b"0"
     assert found + 10.05 <= float(admin.hget(state, "until_r")) < found + 10.8
     await backend.aclose()
+
+
+async def test_a_reading_stale_before_redis_answers_is_dropped(server):
+    """A reading is retried until a window has passed (a cap it sets, a bucket it drains,
+    would be over by then): an outage's retries end, however long it lasts."""
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    observing(connection, window=1.05)(3)
+    await asyncio.wait_for(connection.kept(), 30)  # (the server still stopped)
+    assert connection.errors >= 1
+    os.kill(server.proc.pid, signal.SIGCONT)
+    assert admin.hget(NAMES[1], "cap_r") is None
+    await connection.aclose()

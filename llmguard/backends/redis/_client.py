@@ -83,7 +83,7 @@ class Connection:
         #: Writes retried until they land (``keep``); ``_closing``: aclose() began, no more.
         self._kept: set[asyncio.Task[Any]] = set()
         #: Each kept write's first attempt, until it ends (``landed`` waits for it, as for a write).
-        self._trying: set[asyncio.Future[None]] = set()
+        self._trying: set[asyncio.Task[bool]] = set()
         self._closing = False
         # Background writes in progress at most: redis-py's pool refuses a command beyond its
         # 100 connections (MaxConnectionsError, an outage to us), and a burst of answers
@@ -193,29 +193,30 @@ class Connection:
                 [redact_url(str(exc)), *getattr(exc, "__notes__", ())]))
             return True
 
-    def keep(self, script: str, keys: list[str], args: list[Any] | Callable[[], list[Any]],
+    def keep(self, script: str, keys: list[str], args: list[Any] | Callable[[], list[Any] | None],
              what: str) -> asyncio.Task[Any]:
         """Write in the background what every process is to learn from once (a verdict, a 429's
-        lesson, a header reading, a pause), tried again after each outage until it lands: a slow
-        Redis delays it, never loses it. No caller waits for it; ``landed`` waits for its first
-        attempt only (a refund's caller must not wait out an outage); ``aclose`` gives it one
-        more attempt, not more. Each script written so is idempotent (a timed-out attempt may
-        have run) and returns a value. ``args``: its arguments, or a function making them at
-        each attempt (dated by their age then: a retry neither shifts nor overrides a newer one)."""
-        loop = asyncio.get_running_loop()
-        tried: asyncio.Future[None] = loop.create_future()
+        lesson, a reading, a pause), tried again after each outage (not while Redis is found
+        down) until it lands: never lost. No caller waits for it (``landed``: its first attempt;
+        ``aclose``: one more). Each script written so is idempotent (a timed-out attempt may have
+        run) and returns a value. ``args``: its arguments, or a function making them at each
+        attempt (dated by their age: a retry neither shifts nor overrides a newer one; None:
+        stale)."""
+        async def attempt() -> bool:
+            made = args() if callable(args) else args
+            return made is None or await self.write(script, keys, made, what)
+
+        first = asyncio.get_running_loop().create_task(attempt())
+        self._trying.add(first)
+        first.add_done_callback(self._trying.discard)
 
         async def kept() -> None:
-            try:
-                landed = await self.write(script, keys, args() if callable(args) else args, what)
-            finally:
-                tried.set_result(None)
+            landed = await first
             while not landed and not self._closing:
                 await asyncio.sleep(RETRY_INTERVAL)
-                landed = await self.write(script, keys, args() if callable(args) else args, what)
+                if not self.down() or self._closing:  # (down: one failure stands for all of them)
+                    landed = await attempt()
 
-        self._trying.add(tried)
-        tried.add_done_callback(self._trying.discard)
         return self.follow(kept())
 
     def follow(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

@@ -6,13 +6,15 @@ shape a process learned published for every process (``PUBLISH``) in the key's s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+from ..._core import clock
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
 from ._fixed_scripts import FLIP
 
-__all__ = ["PUBLISH", "READING", "SPENT", "publish"]
+__all__ = ["PUBLISH", "READING", "SPENT", "dated", "publish"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
 #: fixed window that counts a request late, ``shape.Shape.late``; '' not), when an answer showed
@@ -170,6 +172,15 @@ end
 expire()
 return 1
 """
+
+
+def dated(head: list[Any], args: list[Any]) -> Callable[[], list[Any] | None]:
+    """``READING``'s or ``SPENT``'s arguments, made at each attempt of a kept write (a retry
+    lands late): ``head``, the seconds since now, then ``args`` (``RedisLearning.args``: the
+    horizon, then the quotas'); None once the horizon has passed: stale, its retries end."""
+    (horizon, *per_quota), at = args, clock.now()
+    return lambda: None if clock.now() - at > horizon else [
+        *head, repr(clock.now() - at), *per_quota]
 
 
 async def publish(connection: Any, names: list[str], learned: Any, flip: str) -> Any:

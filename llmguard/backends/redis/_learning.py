@@ -14,7 +14,7 @@ probed by one request for all processes, and so is a server that says nothing (`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
 from ..._admission.ratelimit import shared
@@ -206,19 +206,14 @@ class RedisLearning:
         member = ticket.member if isinstance(ticket, AutoTicket) and not as_of_now else ""
         head = [f"{int(tokens)}{flip}{under}", remaining, "" if reset is None else reset, member]
         self.connection.keep(_learned_scripts.READING, [names[1], names[0], names[3]],
-                             self._dated(head, quotas), "recording provider headers")
-
-    def _dated(self, head: list[Any], quotas: tuple[Quota, ...]) -> Callable[[], list[Any]]:
-        """A kept write's arguments at each attempt: ``head``, seconds since now, the quotas'."""
-        per_quota, at = self.args(quotas)[1:], clock.now()
-        return lambda: [*head, repr(clock.now() - at), *per_quota]  # (a retry lands late)
+                             _learned_scripts.dated(head, self.args(quotas)), "recording provider headers")
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...], names: list[str]) -> None:
         """Every quota of ``key`` used up now, in this process's mirror and in Redis for every
         process (``_learned_scripts.SPENT``: the shared buckets drained, the windows capped)."""
         self.local.spent(key, quotas)
         self.connection.keep(_learned_scripts.SPENT, [names[1], names[3]],
-                             self._dated([], quotas), "counting the quotas as spent")
+                             _learned_scripts.dated([], self.args(quotas)), "counting the quotas as spent")
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, ticket: Any,
                 names: list[str], named: Any = None) -> None:
@@ -245,8 +240,9 @@ class RedisLearning:
                     track.set_limit(now, limit)
         self._publish(key, quotas)
         until = now + max(0.0, min(seconds, window.paused_until - now))  # (what is left of it
-        self.connection.keep(_scripts.PAUSE, names[1:2],  # at each attempt: the latest end kept)
-                             lambda: [max(0.0, until - clock.now())], "pausing after a 429")
+        self.connection.keep(_scripts.PAUSE, names[1:2],  # at each attempt, None once over)
+                             lambda: [until - clock.now()] if until > clock.now() else None,
+                             "pausing after a 429")
         if isinstance(ticket, AutoTicket):  # the limit every process's requests show
             ticket.refusing = _refused_scripts.learn(
                 self.connection, ticket.member, names, self.args(quotas)[1:], named, charged,
