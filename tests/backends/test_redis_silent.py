@@ -215,28 +215,3 @@ async def test_a_probe_beyond_a_bucket_dry_only_at_a_guessed_charge_shows_no_fix
     assert client.hget(shape, "kind") in (None, b"unknown")
     client.close()
     await backend.aclose()
-
-
-async def test_the_first_probe_is_waited_for_through_a_pause(redis_url, redis_prefix):
-    """The sliding log full, a 429's short pause still running (the charge probe's, a bare
-    429's): a reservation waits for the clock minute, where the first probe may go for every
-    process, not for the log (main: the pause left the log's wait, and a process whose callers
-    asked 0.04 s before the pause ended slept 9 s into the minute the probe opened, 1.52x)."""
-    import redis
-
-    quotas = (Quota(30, 60.05, False, learn=True, margin=0.05),)
-    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
-    names, client = backend._key(None), redis.Redis.from_url(redis_url)
-    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
-    if not 1.0 < now % 60.0 < 57.0:  # (the log's end well after the next minute)
-        await asyncio.sleep((61.0 - now % 60.0) % 60.0)
-    for _ in range(30):  # the log full for a minute
-        assert (await backend.reserve(None, quotas, 0))[1] is not None
-    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
-    client.hset(names[3], "sq", "1")  # a server that says nothing
-    client.hset(names[1], "pause", repr(now + 0.5))
-    wait, ticket = await backend.reserve(None, quotas, 0)
-    assert ticket is None
-    assert 0.4 < wait < 60.0 - now % 60.0 + 1.0  # (main: the log's, 60 s)
-    client.close()
-    await backend.aclose()
