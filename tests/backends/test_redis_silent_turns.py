@@ -74,3 +74,35 @@ async def test_no_probe_beyond_the_bucket_while_the_charges_is_in_flight(redis_u
     backend.refund(None, ticket)
     client.close()
     await backend.aclose()
+
+
+async def test_paced_within_both_ours_count_at_most_at_what_the_probes_allow(
+        redis_url, redis_prefix):
+    """Paced within both (the first probe served at the minute ``ss``), the token bucket counts
+    every process's requests at most at the factor the probes served allow (``rp``), as memory's
+    ``holds.surely`` does (``carry.charged``): ours reserved at 1.15x (230 tokens for 200) a
+    second before the minute, 920 of 1,000, leave a bucket charging at most 1.0x room for one
+    more at the minute (main counted them as reserved: dry, the next went as the probe beyond
+    the bucket, and every minute's burst came a refill late: 1.52x where memory ran 1.46x)."""
+    import redis
+
+    quotas = (Quota(100, 12.05, False, learn=True, margin=0.05),
+              Quota(1_000, 12.05, True, learn=True, margin=0.05))
+    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
+    shape = backend._key(None)[3]
+    client = redis.Redis.from_url(redis_url)
+    client.hset(shape, mapping={"sq": "1", "noreset": "1", "ck": "1", "cl": "1.15",
+                                "charge": "1.1500,kept"})
+    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
+    await asyncio.sleep((11.0 - now % 12.0) % 12.0)  # a second before a minute
+    for _ in range(4):  # 920 of the bucket's 1,000 as we count them, answered before it
+        _, ticket = await backend.reserve(None, quotas, 200)
+        backend.reconcile(None, ticket, 230)
+    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
+    await asyncio.sleep(12.0 - now % 12.0 + 0.05)
+    client.hset(shape, mapping={"ss": repr(now - now % 12.0 + 12.0), "rp": "1.0"})
+    _, ticket = await backend.reserve(None, quotas, 200)  # (the bucket refilled ~90 since)
+    assert ticket is not None and ticket.silent == 0  # (main: 4, the probe beyond the bucket)
+    backend.refund(None, ticket)
+    client.close()
+    await backend.aclose()

@@ -64,12 +64,28 @@ local bracketed = guessed and (tonumber(got[18] or '') or 0) > 0 and (tonumber(g
 """
 
 #: Lua, in the loop's fixed-window branch after ``FIXED`` (its ``at``: when the minute has
-#: room): also within what a token bucket surely holds (``held``: seconds until it holds
-#: this one), whether it is dry, and whether the minute is ``spent`` surely (``apart.spent``:
-#: every process's served since its start and its skew, refused left out, and this one, at
-#: their bare estimates, the least a server charges, over the limit).
+#: room): also within what a token bucket surely holds (``held``: seconds until it holds this
+#: one; every process's counted at most at the factor the probes served allow, ``rp``, as
+#: ``holds.surely`` counts ours: counted as reserved, at a factor a probe since brought down,
+#: each minute's burst came a refill late, 1.52x where memory ran 1.46x), whether it is dry,
+#: and whether the minute is ``spent`` surely (``apart.spent``: every process's served since
+#: its start and its skew, refused left out, and this one, at their bare estimates, the least
+#: a server charges, over the limit).
 BOTH = """
     if served then
+      local ceiling = tok and tonumber(got[19] or '')
+      if ceiling then  -- ours counted at most at it (``carry.charged``), each arrived as sent
+        if entries == nil then entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES') end
+        local count, most = 0, limit
+        for j = #entries - 1, 1, -2 do
+          local m = entries[j]
+          if not string.find(m, ':r:') then
+            count = count + math.min(tonumber(string.match(m, ':(%d+)$')), math.ceil(est(m) * ceiling - 1e-9))
+            most = math.min(most, limit + rate * (now - tonumber(entries[j + 1])) - count)
+          end
+        end
+        level = math.max(level, most)
+      end
       local short = unit + rate * margin - level
       if short > 0 then
         wait = math.max(wait, short / rate + slack)
