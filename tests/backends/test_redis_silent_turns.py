@@ -42,30 +42,40 @@ async def test_the_first_probe_is_waited_for_through_a_pause(redis_url, redis_pr
     await backend.aclose()
 
 
+async def within_both(redis_url, prefix, before, used):
+    """A key paced within both, the charge's probe refused (``ck``: the factor, 1.15x, kept,
+    still a guess): four requests of 200 tokens (920 of the token bucket's 1,000 as we count
+    them) reserved ``before`` s before a clock minute (12 s) and answered (``used``), then
+    0.05 s into the minute, the first probe served there (``ss``): (backend, quotas, a client
+    of the server, the shape HASH's key)."""
+    import redis
+
+    quotas = (Quota(100, 12.05, False, learn=True, margin=0.05),
+              Quota(1_000, 12.05, True, learn=True, margin=0.05))
+    backend = RedisBackend(redis_url, prefix=prefix, timeout=30.0)
+    shape = backend._key(None)[3]
+    client = redis.Redis.from_url(redis_url)
+    client.hset(shape, mapping={"sq": "1", "noreset": "1", "ck": "1", "cl": "1.15",
+                                "charge": "1.1500,kept"})
+    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
+    await asyncio.sleep((12.0 - before - now % 12.0) % 12.0)
+    for _ in range(4):
+        _, ticket = await backend.reserve(None, quotas, 200)
+        backend.reconcile(None, ticket, used)
+    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
+    await asyncio.sleep(12.0 - now % 12.0 + 0.05)
+    client.hset(shape, "ss", repr(now - now % 12.0 + 12.0))
+    return backend, quotas, client, shape
+
+
 async def test_no_probe_beyond_the_bucket_while_the_charges_is_in_flight(redis_url, redis_prefix):
     """Paced within both, the bucket dry as we count ours and the minute roomy: the probe
     beyond the bucket waits for the answer of the charge's probe in flight (another process's,
     ``cp``), as ``silent.due`` does in memory (that answer may bracket the factor, and then
     none goes); main sent it beside the charge's, the bucket a unit deeper (strict fixed
     window, ``bench_distributed``: each minute's burst a refill late, 1.52x vs 1.46x)."""
-    import redis
-
-    quotas = (Quota(100, 12.05, False, learn=True, margin=0.05),
-              Quota(1_000, 12.05, True, learn=True, margin=0.05))
-    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
-    shape = backend._key(None)[3]
-    client = redis.Redis.from_url(redis_url)
-    client.hset(shape, mapping={"sq": "1", "noreset": "1", "ck": "1", "cl": "1.15",
-                                "charge": "1.1500,kept"})
-    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
-    await asyncio.sleep((11.5 - now % 12.0) % 12.0)  # half a second before a minute
-    for _ in range(4):  # 920 of the bucket's 1,000 as we count them, answered before it
-        _, ticket = await backend.reserve(None, quotas, 200)
-        backend.reconcile(None, ticket, 200)
-    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
-    await asyncio.sleep(12.0 - now % 12.0 + 0.05)
-    client.hset(shape, mapping={"ss": repr(now - now % 12.0 + 12.0),  # the first probe served
-                                "cp": f"{now + 0.5!r},other~200"})  # the charge's, in flight
+    backend, quotas, client, shape = await within_both(redis_url, redis_prefix, 0.5, 200)
+    client.hset(shape, "cp", f"{client.time()[0]},other~200")  # the charge's probe, in flight
     _, ticket = await backend.reserve(None, quotas, 200)
     assert ticket is None, ticket.silent  # (main: 4, the probe beyond the bucket)
     client.hdel(shape, "cp")  # answered (its answer left the factor as it was): it goes
@@ -84,23 +94,8 @@ async def test_paced_within_both_ours_count_at_most_at_what_the_probes_allow(
     second before the minute, 920 of 1,000, leave a bucket charging at most 1.0x room for one
     more at the minute (main counted them as reserved: dry, the next went as the probe beyond
     the bucket, and every minute's burst came a refill late: 1.52x where memory ran 1.46x)."""
-    import redis
-
-    quotas = (Quota(100, 12.05, False, learn=True, margin=0.05),
-              Quota(1_000, 12.05, True, learn=True, margin=0.05))
-    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
-    shape = backend._key(None)[3]
-    client = redis.Redis.from_url(redis_url)
-    client.hset(shape, mapping={"sq": "1", "noreset": "1", "ck": "1", "cl": "1.15",
-                                "charge": "1.1500,kept"})
-    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
-    await asyncio.sleep((11.0 - now % 12.0) % 12.0)  # a second before a minute
-    for _ in range(4):  # 920 of the bucket's 1,000 as we count them, answered before it
-        _, ticket = await backend.reserve(None, quotas, 200)
-        backend.reconcile(None, ticket, 230)
-    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
-    await asyncio.sleep(12.0 - now % 12.0 + 0.05)
-    client.hset(shape, mapping={"ss": repr(now - now % 12.0 + 12.0), "rp": "1.0"})
+    backend, quotas, client, shape = await within_both(redis_url, redis_prefix, 1.0, 230)
+    client.hset(shape, "rp", "1.0")  # a bucket charging at most our bare estimates
     _, ticket = await backend.reserve(None, quotas, 200)  # (the bucket refilled ~90 since)
     assert ticket is not None and ticket.silent == 0  # (main: 4, the probe beyond the bucket)
     backend.refund(None, ticket)
