@@ -29,9 +29,10 @@ QUOTAS = (Quota(5, 600.5, False, learn=True, margin=0.5),
 
 
 async def landed(backend) -> None:
-    tasks = backend.connection._tasks
-    while tasks:
-        await asyncio.gather(*list(tasks), return_exceptions=True)
+    """Wait for the backend's background writes (readings, caps, refunds) to reach Redis."""
+    connection = getattr(backend, "connection", None)
+    while connection is not None and (connection._tasks or connection._trying):
+        await connection.landed()
 
 
 async def admitted(backend) -> int:

@@ -34,9 +34,9 @@ def quotas_for(refill: str) -> tuple[Quota, ...]:
 
 async def landed(backend) -> None:
     """Wait for the backend's background writes (readings, caps, refunds) to reach Redis."""
-    tasks = getattr(getattr(backend, "connection", None), "_tasks", ())
-    while tasks:
-        await asyncio.gather(*list(tasks), return_exceptions=True)
+    connection = getattr(backend, "connection", None)
+    while connection is not None and (connection._tasks or connection._trying):
+        await connection.landed()
 
 
 async def reserve(backend, key, quotas, tokens):

@@ -188,23 +188,9 @@ async def test_a_probe_beyond_a_bucket_dry_only_at_a_guessed_charge_shows_no_fix
     count serves it: taken for a fixed window, the burst it admitted drew 4-6 429s from a
     strict bucket, ``bench_distributed.py --silent-only``): the factor comes down instead
     (``_refuted_scripts.cheaper``), unless a 429 refuted every bucket (``refute``)."""
-    import redis
+    from test_redis_silent_turns import within_both
 
-    quotas = (Quota(100, 12.05, False, learn=True, margin=0.05),
-              Quota(1_000, 12.05, True, learn=True, margin=0.05))
-    backend = RedisBackend(redis_url, prefix=redis_prefix, timeout=30.0)
-    shape = backend._key(None)[3]
-    client = redis.Redis.from_url(redis_url)
-    client.hset(shape, mapping={"sq": "1", "noreset": "1", "ck": "1", "cl": "1.15",
-                                "charge": "1.1500,kept"})
-    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
-    await asyncio.sleep((11.5 - now % 12.0) % 12.0)  # half a second before a minute
-    for _ in range(4):  # 920 of the bucket's 1,000 as we count them, answered before it
-        _, ticket = await backend.reserve(None, quotas, 200)
-        backend.reconcile(None, ticket, 200)
-    now = (lambda t: t[0] + t[1] / 1e6)(client.time())
-    await asyncio.sleep(12.0 - now % 12.0 + 0.05)
-    client.hset(shape, "ss", repr(now - now % 12.0 + 12.0))  # the first probe served there
+    backend, quotas, client, shape = await within_both(redis_url, redis_prefix, 0.5, 200)
     ticket = None
     while ticket is None:
         wait, ticket = await backend.reserve(None, quotas, 200)

@@ -1,7 +1,9 @@
 """A slow Redis delays what a process learned for every process, never loses it (#30): a probe's
-verdict, the charge a 429 showed and the give-back verdict are each written once, in the
-background; a write that timed out (Redis's 0.5 s default, on a loaded machine) was dropped,
-and every process went on probing what one had already learned.
+verdict, the charge a 429 showed, the give-back verdict, a 429's lesson and pause, a header
+reading and every quota spent are each written once, in the background; a write that timed out
+(Redis's 0.5 s default, on a loaded machine) was dropped, and every process went on probing
+what one had already learned (or counted as served a request the server refused). Retried, what
+is dated lands dated as heard, and an older one lands under a newer one.
 
 Against a redis-server of the test's own, stopped (SIGSTOP) until a write has timed out for
 sure, then resumed: no timing assumption (the write cannot land while the server is stopped,
@@ -15,7 +17,7 @@ import signal
 
 import pytest
 
-from llmguard.backends.redis import _charge, _giveback, _silent
+from llmguard.backends.redis import _charge, _client, _giveback, _silent
 from llmguard.backends.redis._client import Connection
 
 pytestmark = [
@@ -35,14 +37,15 @@ NAMES = [f"t:{part}" for part in ("log", "state", "fence", "shape", "done")]
 QUOTAS = [30, 10.05, 0, 1, 0.05]
 
 
-async def while_stopped(server, connection, write):
+async def while_stopped(server, connection, write, held=0.0):
     """Run ``write`` (it spawns a background write) while the server is stopped; resume the
-    server once a command has timed out, and wait for what was spawned to land."""
+    server ``held`` s after a command has timed out, and wait for what was spawned to land."""
     os.kill(server.proc.pid, signal.SIGSTOP)
     errors = connection.errors
     write()
     while connection.errors == errors:  # (timed out: the server cannot have answered)
         await asyncio.sleep(0.05)
+    await asyncio.sleep(held)
     os.kill(server.proc.pid, signal.SIGCONT)
     await connection.landed()
     await connection.kept()
@@ -111,3 +114,126 @@ async def test_a_learned_shape_is_published_after_a_timeout(server):
     await backend.reserve(None, quotas, 0)
     assert admin.hget(backend._key(None)[3], "kind") == b"sliding"
     await backend.aclose()
+
+
+async def test_a_429s_lesson_lands_after_a_timeout(server):
+    """A 429 (``_refused_scripts.REFUSED``): its request marked refused in the shared log, the
+    limit every process's requests show learned. Dropped after a timeout, the request stayed
+    counted as served and the limit unlearned."""
+    from llmguard.backends.redis import _refused_scripts
+
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    admin.zadd(NAMES[0], {f"t:{i}:1": 1.0 + i / 100 for i in range(29)})
+    admin.zadd(NAMES[0], {"t:refused:1": 1.5})
+    await while_stopped(server, connection, lambda: _refused_scripts.learn(
+        connection, "t:refused:1", NAMES, QUOTAS, None, False, "1"))
+    assert admin.zscore(NAMES[0], "t:refused:r:1") == 1.5
+    assert admin.hget(NAMES[3], "lims") == b"29"
+    await connection.aclose()
+
+
+def observing(connection, window=10.05):
+    """A function reading a header (``remaining`` of 30 a ``window``, reset in 10 s, as of now)
+    through a ``RedisLearning`` of ``connection``, its write in the background."""
+    from llmguard._admission.ratelimit.backend import MemoryBackend
+    from llmguard._admission.ratelimit.window import Quota
+    from llmguard.backends.redis._learning import RedisLearning
+
+    learning = RedisLearning(connection, MemoryBackend())
+    quotas = (Quota(30, window, False, learn=True, margin=0.05),)
+    return lambda remaining: learning.observe(None, quotas, False, remaining, 10.0, None, None,
+                                              NAMES, as_of_now=True)
+
+
+def server_time(admin):
+    seconds, micros = admin.time()
+    return seconds + micros / 1e6
+
+
+async def test_a_reading_lands_after_a_timeout_dated_as_read(server):
+    """A header reading (``_learned_scripts.READING``) written while Redis is stopped lands
+    once it answers, its cap ending ``reset`` s after it was read, not after it landed (the
+    server held a second past the timeout)."""
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    read = server_time(admin)
+    await while_stopped(server, connection, lambda: observing(connection)(3), held=1.0)
+    assert admin.hget(NAMES[1], "cap_r") == b"3"
+    assert read + 10.0 <= float(admin.hget(NAMES[1], "until_r")) < read + 10.75
+    await connection.aclose()
+
+
+async def older_after_newer(server, monkeypatch, write):
+    """``write(connection, older)`` twice: the older one while the server is stopped (it times
+    out, retried 3 s later), then the newer one from another connection (another process) as
+    it came back, landing first; returns once the older one landed too."""
+    monkeypatch.setattr(_client, "RETRY_INTERVAL", 3.0)
+    first, second = (Connection(server.url, "t", "local", 0.5) for _ in range(2))
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    write(first, True)
+    while first.errors == 0:
+        await asyncio.sleep(0.05)
+    os.kill(server.proc.pid, signal.SIGCONT)
+    write(second, False)
+    await second.landed()
+    await first.kept()
+    assert first.errors == 1  # (the older one landed, after the newer)
+    for connection in (first, second):
+        await connection.aclose()
+
+
+async def test_a_retried_reading_does_not_override_a_newer_one(server, monkeypatch):
+    """A reading retried after a timeout lands after a newer one (another process's, read as
+    the server came back): the newer cap stays."""
+    await older_after_newer(server, monkeypatch,
+                            lambda connection, older: observing(connection)(3 if older else 1))
+    assert server.client().hget(NAMES[1], "cap_r") == b"1"
+
+
+async def test_a_retried_giveback_verdict_does_not_override_a_newer_one(server, monkeypatch):
+    await older_after_newer(server, monkeypatch, lambda connection, older: _giveback.tell(
+        connection, NAMES[3], older, "older" if older else "newer"))
+    assert server.client().hget(NAMES[3], "gb") == b"0"
+
+
+async def test_a_pause_lands_after_a_timeout_as_long_as_asked(server):
+    """A 429's pause (``_scripts.PAUSE``) lands after a timeout, ending when it was to end."""
+    from llmguard._admission.ratelimit.window import Quota
+    from llmguard.backends.redis import RedisBackend
+
+    admin, backend = server.client(), RedisBackend(server.url, prefix="t")
+    quotas = (Quota(30, 10.05, False, learn=True, margin=0.05),)
+    _, ticket = await backend.reserve(None, quotas, 0)
+    read = server_time(admin)
+    await while_stopped(server, backend.connection, lambda: backend.refused(
+        None, quotas, 5.0, ticket=ticket), held=1.0)
+    assert read + 5.0 <= float(admin.hget(backend._key(None)[1], "pause")) < read + 5.75
+    await backend.aclose()
+
+
+async def test_spent_quotas_land_after_a_timeout_as_of_when_found(server):
+    """Every quota spent (``_learned_scripts.SPENT``: a run resumed after a kill) lands after a
+    timeout, its caps ending a window after it was found, not after it landed."""
+    from llmguard._admission.ratelimit.window import Quota
+    from llmguard.backends.redis import RedisBackend
+
+    admin, backend = server.client(), RedisBackend(server.url, prefix="t")
+    quotas = (Quota(30, 10.05, False, learn=True, margin=0.05),)
+    found = server_time(admin)
+    await while_stopped(server, backend.connection, lambda: backend.spent(None, quotas), held=1.0)
+    state = backend._key(None)[1]
+    assert admin.hget(state, "cap_r") == b"0"
+    assert found + 10.05 <= float(admin.hget(state, "until_r")) < found + 10.8
+    await backend.aclose()
+
+
+async def test_a_reading_stale_before_redis_answers_is_dropped(server):
+    """A reading is retried until a window has passed (a cap it sets, a bucket it drains,
+    would be over by then): an outage's retries end, however long it lasts."""
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    observing(connection, window=1.05)(3)
+    await asyncio.wait_for(connection.kept(), 30)  # (the server still stopped)
+    assert connection.errors >= 1
+    os.kill(server.proc.pid, signal.SIGCONT)
+    assert admin.hget(NAMES[1], "cap_r") is None
+    await connection.aclose()

@@ -55,7 +55,7 @@ class Connection:
     """
 
     __slots__ = ("url", "shown_url", "prefix", "on_error", "timeout", "id", "marks", "_redis",
-                 "_scripts", "_tasks", "_kept", "_closing", "_writing",
+                 "_scripts", "_tasks", "_kept", "_trying", "_closing", "_writing",
                  "_down_until", "_outage", "errors", "loops", "flushers")
 
     def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
@@ -64,10 +64,8 @@ class Connection:
             raise ValueError(f"url must be a Redis URL{example}, got {redact_url(url)!r}")
         text("prefix", prefix, hint=" (a key namespace)")
         if on_error not in ("local", "fail"):
-            raise ValueError(
-                f"on_error must be 'local' (fall back to per-process limits) or 'fail' (raise "
-                f"BackendUnavailable), got {on_error!r}"
-            )
+            raise ValueError(f"on_error must be 'local' (fall back to per-process limits) or "
+                             f"'fail' (raise BackendUnavailable), got {on_error!r}")
         # A command needs a round trip: below 10 ms every command "times out" on a busy
         # machine and the shared limits silently go local; above an hour nothing falls back.
         number("timeout", timeout, low=MIN_TIMEOUT, low_open=False, high=MAX_TIMEOUT,
@@ -84,6 +82,8 @@ class Connection:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Writes retried until they land (``keep``); ``_closing``: aclose() began, no more.
         self._kept: set[asyncio.Task[Any]] = set()
+        #: Each kept write's first attempt, until it ends (``landed`` waits for it, as for a write).
+        self._trying: set[asyncio.Task[bool]] = set()
         self._closing = False
         # Background writes in progress at most: redis-py's pool refuses a command beyond its
         # 100 connections (MaxConnectionsError, an outage to us), and a burst of answers
@@ -91,8 +91,7 @@ class Connection:
         # process to its local limits); the rest wait here, in order, leaving room for
         # reservations. Made in the first write (a Semaphore binds to the running loop).
         self._writing: asyncio.Semaphore | None = None
-        self._down_until = 0.0
-        self._outage = False
+        self._down_until, self._outage = 0.0, False
         #: Commands that failed (timeouts and errors).
         self.errors = 0
         #: Background loops (circuit followers) that run until aclose() cancels them.
@@ -194,19 +193,36 @@ class Connection:
                 [redact_url(str(exc)), *getattr(exc, "__notes__", ())]))
             return True
 
-    def keep(self, script: str, keys: list[str], args: list[Any], what: str) -> asyncio.Task[Any]:
-        """Write in the background what every process is to learn from once (a probe's verdict,
-        the charge a 429 showed, the give-back verdict), tried again after each outage until it
-        lands: a slow Redis (a command past ``timeout`` on a loaded machine) delays it, never
-        loses it (dropped, every process went on probing what one had learned). No caller waits
-        for it (nor ``landed``: a refund's caller must not wait out an outage); ``aclose`` gives
-        it one more attempt, not more. Each script written so is idempotent (a timed-out
-        attempt may have run: its retry changes nothing more) and returns a value."""
-        async def kept() -> None:
-            while not await self.write(script, keys, args, what) and not self._closing:
-                await asyncio.sleep(RETRY_INTERVAL)
+    def keep(self, script: str, keys: list[str], args: list[Any] | Callable[[], list[Any] | None],
+             what: str) -> asyncio.Task[Any]:
+        """Write in the background what every process is to learn from once (a verdict, a 429's
+        lesson, a reading, a pause), tried again after each outage (not while Redis is found
+        down) until it lands: never lost. No caller waits for it (``landed``: its first attempt;
+        ``aclose``: one more). Each script written so is idempotent (a timed-out attempt may have
+        run) and returns a value. ``args``: its arguments, or a function making them at each
+        attempt (dated by their age: a retry neither shifts nor overrides a newer one; None:
+        stale)."""
+        async def attempt() -> bool:
+            made = args() if callable(args) else args
+            return made is None or await self.write(script, keys, made, what)
 
-        task = asyncio.get_running_loop().create_task(kept())
+        first = asyncio.get_running_loop().create_task(attempt())
+        self._trying.add(first)
+        first.add_done_callback(self._trying.discard)
+
+        async def kept() -> None:
+            landed = await first
+            while not landed and not self._closing:
+                await asyncio.sleep(RETRY_INTERVAL)
+                if not self.down() or self._closing:  # (down: one failure stands for all of them)
+                    landed = await attempt()
+
+        return self.follow(kept())
+
+    def follow(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run in the background a write that waits for a kept one first (a 429's settlement
+        after its lesson): with the kept writes, so ``landed`` does not wait out an outage."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._kept.add(task)
         task.add_done_callback(self._kept.discard)
         return task
@@ -216,10 +232,11 @@ class Connection:
         await asyncio.gather(*list(self._kept), return_exceptions=True)
 
     async def landed(self) -> None:
-        """Wait for the writes spawned so far (a refund that must land before a reservation:
-        ``ratelimit.below``); those queued to ride on the next reservation go with it."""
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait for the writes spawned so far, and each kept one's first attempt (a refund that
+        must land before a reservation: ``ratelimit.below``); those queued to ride on the next
+        reservation go with it."""
+        if self._tasks or self._trying:
+            await asyncio.gather(*self._tasks, *self._trying, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Stop background loops, wait for pending writes (a kept one tried once more at

@@ -75,7 +75,7 @@ FIXED = """
     avail = limit - most
 """
 
-#: Lua, in ``_learned_scripts.READING`` (``u``, ARGV[1], the quotas from ARGV[5]): under a
+#: Lua, in ``_learned_scripts.READING`` (``u``, ``read_at``, ARGV[1], the quotas from ARGV[6]): under a
 #: learned fixed window counted late, the reading whose ``remaining`` was the first up from the
 #: one before since the current window's boundary, in the order one process read them
 #: (``fixed.FixedCount.read``: 'f' after ARGV[1]; two processes' readings interleaved are not
@@ -87,12 +87,12 @@ local sh = redis.call('HMGET', KEYS[3], 'kind', 'late', 'epoch')
 if string.find(ARGV[1], 'f', 2, true) and sh[1] == 'fixed' and sh[2] == '1' and sh[3]
     and redis.call('PTTL', state) > 0 then
   local epoch = tonumber(sh[3])
-  for i = 5, #ARGV, 5 do
+  for i = 6, #ARGV, 5 do
     if ARGV[i + 2] == unit and ARGV[i + 3] == '1' then
       local W = tonumber(ARGV[i + 1]) - tonumber(ARGV[i + 4])
-      local b = epoch + math.floor((now - epoch) / W) * W
+      local b = epoch + math.floor((read_at - epoch) / W) * W
       if (tonumber(redis.call('HGET', state, 'flip_' .. u) or '') or -math.huge) < b then
-        redis.call('HSET', state, 'flip_' .. u, fmt(now))
+        redis.call('HSET', state, 'flip_' .. u, fmt(read_at))
       end
       break
     end

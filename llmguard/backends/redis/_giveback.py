@@ -22,9 +22,14 @@ from ._client import Connection
 
 __all__ = ["GIVEBACK", "parse", "tell"]
 
-#: KEYS: shape. ARGV: the verdict ('1' gives back, 'd' gives back in doubt, '0' keeps), why.
+#: KEYS: shape. ARGV: the verdict ('1' gives back, 'd' gives back in doubt, '0' keeps), why,
+#: its age (seconds since it was reached: a write retried after a timeout lands late; one
+#: reached before the verdict shared, ``gbt``, is older and changes nothing).
 GIVEBACK = """
-redis.call('HSET', KEYS[1], 'gb', ARGV[1], 'gbwhy', ARGV[2])
+local t = redis.call('TIME')
+local at = tonumber(t[1]) + tonumber(t[2]) / 1000000 - tonumber(ARGV[3])
+if at < (tonumber(redis.call('HGET', KEYS[1], 'gbt') or '') or -math.huge) then return 0 end
+redis.call('HSET', KEYS[1], 'gb', ARGV[1], 'gbwhy', ARGV[2], 'gbt', string.format('%.17g', at))
 redis.call('PEXPIRE', KEYS[1], """ + str(SHAPE_TTL * 1000) + """)
 return 1
 """
@@ -35,7 +40,10 @@ def tell(connection: Connection, shape: str, verdict: bool, why: str,
     """Share ``verdict`` (in ``doubt``; and ``why``) in the ``shape`` HASH, in the
     background: the write."""
     code = ("d" if doubt else "1") if verdict else "0"
-    return connection.keep(GIVEBACK, [shape], [code, why], "sharing the give-back verdict")
+    loop = asyncio.get_running_loop()
+    reached = loop.time()
+    return connection.keep(GIVEBACK, [shape], lambda: [code, why, repr(loop.time() - reached)],
+                           "sharing the give-back verdict")
 
 
 def parse(gb: Any, why: Any) -> tuple[bool, str, bool] | None:

@@ -6,13 +6,15 @@ shape a process learned published for every process (``PUBLISH``) in the key's s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+from ..._core import clock
 from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._bucket_scripts import PRELUDE
 from ._fixed_scripts import FLIP
 
-__all__ = ["PUBLISH", "READING", "SPENT", "publish"]
+__all__ = ["PUBLISH", "READING", "SPENT", "dated", "publish"]
 
 #: KEYS: shape, state. ARGV: kind, epoch - now at the sender ('' none), lims, why, late ('1': a
 #: fixed window that counts a request late, ``shape.Shape.late``; '' not), when an answer showed
@@ -53,7 +55,9 @@ return v
 #: fixed window or a bucket it has learned, maybe from this reading, whose publication
 #: (``PUBLISH``) may land after this: a bucket's level set, or a cap kept by it, as in memory),
 #: remaining, reset seconds ('' none),
-#: the log member of the request the reading counted ('' unknown: as of now), then the
+#: the log member of the request the reading counted ('' unknown: as of now), the reading's age
+#: (seconds since it was read: a write retried after a timeout lands late, ``Connection.keep``;
+#: a cap read before the one set, ``rt_r``/``rt_t``, is older and changes nothing), then the
 #: limit/window/is_tokens/learns/margin per quota. A reading ends a silent server's probing
 #: (``_silent``) and may show a late clock window's start (``_fixed_scripts.FLIP``).
 #: ``reading.Readings`` on the shared log: the server counted ``remaining`` as it admitted that request, and what any process admitted
@@ -67,6 +71,7 @@ return v
 #: until the reset. A reading of an older burst than the group's changes nothing.
 READING = PRELUDE + """
 local log, unit = KEYS[2], string.sub(ARGV[1], 1, 1)
+local read_at = now - tonumber(ARGV[5])
 local under = string.find(ARGV[1], 'B', 2, true) and 'bucket' or string.find(ARGV[1], 'F', 2, true) and 'fixed' or ''
 
 local tok = unit == '1'
@@ -83,9 +88,9 @@ end
 local at = ARGV[4] ~= '' and tonumber(redis.call('ZSCORE', log, ARGV[4]) or '') or nil
 local u = tok and 't' or 'r'
 local skew = 0
-for i = 5, #ARGV, 5 do skew = math.max(skew, tonumber(ARGV[i + 4])) end
+for i = 6, #ARGV, 5 do skew = math.max(skew, tonumber(ARGV[i + 4])) end
 local issued = tonumber(redis.call('HGET', state, 'n_' .. u) or '0')
-local left, since = remaining, now
+local left, since = remaining, read_at
 if not at then
   redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
 else
@@ -108,7 +113,7 @@ else
     left, since = aged, read
     redis.call('HSET', state, 'ga_' .. u, fmt(anchor))
   else
-    redis.call('HSET', state, 'ga_' .. u, fmt(anchor), 'gb_' .. u, fmt(left), 'gs_' .. u, fmt(now),
+    redis.call('HSET', state, 'ga_' .. u, fmt(anchor), 'gb_' .. u, fmt(left), 'gs_' .. u, fmt(read_at),
                'gc_' .. u, fmt(issued))
   end
 end
@@ -117,7 +122,7 @@ if redis.call('HGET', KEYS[3], 'kind') == 'bucket' or under == 'bucket' then
   local lims = redis.call('HGET', KEYS[3], 'lims') or ''
 """ + LIMITS + """
   local n = 0
-  for i = 5, #ARGV, 5 do
+  for i = 6, #ARGV, 5 do
     n = n + 1
     if ARGV[i + 2] == unit and ARGV[i + 3] == '1' then
       local cap = limit_of(n, tonumber(ARGV[i]))
@@ -131,38 +136,51 @@ if redis.call('HGET', KEYS[3], 'kind') == 'bucket' or under == 'bucket' then
   return 1
 end
 if not reset then return 0 end
+-- read before the cap's reading (a retry landing late): that one is newer
+if read_at < (tonumber(redis.call('HGET', state, 'rt_' .. u) or '') or -math.huge) then return 0 end
 -- it counts ours admitted from its request's burst on, but for that request (``_scripts.UNCAP``)
-redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(now + reset),
-           'cf_' .. u, fmt(at and at - skew or now), 'cb_' .. u, at and string.match(ARGV[4], '^[^:]+') or '',
-           'ck_' .. u, under)
+redis.call('HSET', state, 'cap_' .. u, fmt(math.max(left, 0)), 'until_' .. u, fmt(read_at + reset),
+           'cf_' .. u, fmt(at and at - skew or read_at), 'cb_' .. u, at and string.match(ARGV[4], '^[^:]+') or '',
+           'ck_' .. u, under, 'rt_' .. u, fmt(read_at))
 local ms = math.ceil(reset * 1000) + 1000
 if redis.call('PTTL', state) < ms then redis.call('PEXPIRE', state, ms) end
 return 1
 """
 
-#: KEYS: state, shape. ARGV: limit/window/is_tokens/learns/margin per quota. Every quota used up
-#: now, as ``window.Window.spent``: each bucket empty (at the learned limits), each unit capped
-#: at nothing for its longest window, no reading group open (``READING``).
+#: KEYS: state, shape. ARGV: its age (seconds since it was found: a write retried after a
+#: timeout lands late, ``Connection.keep``), then limit/window/is_tokens/learns/margin per
+#: quota. Every quota used up as of then, as ``window.Window.spent``: each bucket empty (at the
+#: learned limits; its refill since kept), each unit capped at nothing for its longest window,
+#: no reading group open (``READING``).
 SPENT = PRELUDE + """
 local lims = redis.call('HGET', KEYS[2], 'lims') or ''
 """ + LIMITS + """
+local at = now - tonumber(ARGV[1])
 local n, span = 0, {}
-for i = 1, #ARGV, 5 do
+for i = 2, #ARGV, 5 do
   n = n + 1
   local cap, window, u = limit_of(n, tonumber(ARGV[i])), tonumber(ARGV[i + 1]), ARGV[i + 2] == '1' and 't' or 'r'
   local rate = cap / window
-  local _, deficit, outstanding = load(n, cap, rate)
-  store(n, cap, rate, 0, deficit, outstanding)
+  local level, deficit, outstanding = load(n, cap, rate)
+  store(n, cap, rate, math.min(level, (now - at) * rate), deficit, outstanding)
   span[u] = math.max(span[u] or 0, window)
 end
 for u, window in pairs(span) do
-  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(now + window), 'cf_' .. u, fmt(now), 'cb_' .. u, '', 'ck_' .. u, '')
+  redis.call('HSET', state, 'cap_' .. u, 0, 'until_' .. u, fmt(at + window), 'cf_' .. u, fmt(at), 'cb_' .. u, '', 'ck_' .. u, '')
   redis.call('HDEL', state, 'ga_' .. u, 'gb_' .. u, 'gs_' .. u, 'gc_' .. u)
 end
 expire()
 return 1
 """
 
+
+def dated(head: list[Any], args: list[Any]) -> Callable[[], list[Any] | None]:
+    """``READING``'s or ``SPENT``'s arguments, made at each attempt of a kept write (a retry
+    lands late): ``head``, the seconds since now, then ``args`` (``RedisLearning.args``: the
+    horizon, then the quotas'); None once the horizon has passed: stale, its retries end."""
+    (horizon, *per_quota), at = args, clock.now()
+    return lambda: None if clock.now() - at > horizon else [
+        *head, repr(clock.now() - at), *per_quota]
 
 
 async def publish(connection: Any, names: list[str], learned: Any, flip: str) -> Any:

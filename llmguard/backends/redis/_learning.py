@@ -204,18 +204,16 @@ class RedisLearning:
         under = {"fixed": "F", "bucket": "B"}.get(kind, "")
         self._publish(key, quotas)
         member = ticket.member if isinstance(ticket, AutoTicket) and not as_of_now else ""
-        self.connection.spawn(self.connection.write(
-            _learned_scripts.READING, [names[1], names[0], names[3]],
-            [f"{int(tokens)}{flip}{under}", remaining, "" if reset is None else reset, member,
-             *self.args(quotas)[1:]], "recording provider headers"))
+        head = [f"{int(tokens)}{flip}{under}", remaining, "" if reset is None else reset, member]
+        self.connection.keep(_learned_scripts.READING, [names[1], names[0], names[3]],
+                             _learned_scripts.dated(head, self.args(quotas)), "recording provider headers")
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...], names: list[str]) -> None:
         """Every quota of ``key`` used up now, in this process's mirror and in Redis for every
         process (``_learned_scripts.SPENT``: the shared buckets drained, the windows capped)."""
         self.local.spent(key, quotas)
-        self.connection.spawn(self.connection.write(
-            _learned_scripts.SPENT, [names[1], names[3]], self.args(quotas)[1:],
-            "counting the quotas as spent"))
+        self.connection.keep(_learned_scripts.SPENT, [names[1], names[3]],
+                             _learned_scripts.dated([], self.args(quotas)), "counting the quotas as spent")
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, ticket: Any,
                 names: list[str], named: Any = None) -> None:
@@ -241,9 +239,10 @@ class RedisLearning:
                 if track.limit != limit:
                     track.set_limit(now, limit)
         self._publish(key, quotas)
-        pause = max(0.0, min(seconds, window.paused_until - now))
-        self.connection.spawn(self.connection.write(
-            _scripts.PAUSE, names[1:2], [pause], "pausing after a 429"))
+        until = now + max(0.0, min(seconds, window.paused_until - now))  # (what is left of it
+        self.connection.keep(_scripts.PAUSE, names[1:2],  # at each attempt, None once over)
+                             lambda: [until - clock.now()] if until > clock.now() else None,
+                             "pausing after a 429")
         if isinstance(ticket, AutoTicket):  # the limit every process's requests show
             ticket.refusing = _refused_scripts.learn(
                 self.connection, ticket.member, names, self.args(quotas)[1:], named, charged,

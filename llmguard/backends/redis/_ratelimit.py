@@ -56,12 +56,12 @@ class RedisBackend(Answers):
     ``on_error``: ``"local"`` (default) falls back to this process's own in-memory limits while
     Redis is down or slower than ``timeout`` seconds (one warning per outage on the
     ``llmguard.redis`` logger, Redis retried every second); ``"fail"`` raises
-    :class:`llmguard.BackendUnavailable`. Reconciliations, refunds and pauses are written in the
+    :class:`llmguard.BackendUnavailable`. Reconciliations and refunds are written in the
     background (they run on cleanup paths that must not block); one lost while Redis is down
     leaves the reservation as estimated, which errs on the side of waiting (under the default
-    the next reservation of the key carries them: ``_settlements``). What one process learned
-    for all (a shape, a probe's verdict, the charge a 429 showed, the give-back verdict) is
-    written again after each timeout until it lands (no caller waits; ``aclose()``: once).
+    the next reservation of the key carries them: ``_settlements``). What the server said or
+    one process learned for all (a shape, a verdict, a 429's lesson and pause, a reading) is
+    written again after each timeout until it lands, dated as heard (``aclose()``: once).
 
     The same object builds the other shared pieces: :class:`RedisConcurrencyLimiter` and
     :class:`RedisStore` take it as their first argument, ``CircuitBreaker(name=...,

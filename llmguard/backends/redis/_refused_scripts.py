@@ -126,8 +126,8 @@ return used_of
 
 def learn(connection: Connection, member: str, names: list[str], per_quota: list[Any],
           named: Any, charged: bool, flags: str) -> asyncio.Task[Any]:
-    """Write a 429 to ``member`` (``REFUSED``, in the background: the task, which its
-    settlement follows); ``per_quota`` the quotas' arguments, ``flags`` its ARGV[2]. ``named``:
+    """Write a 429 to ``member`` (``REFUSED``, in the background until it lands: the task,
+    which its settlement follows; a retry finds the member marked and changes nothing more); ``per_quota`` the quotas' arguments, ``flags`` its ARGV[2]. ``named``:
     the quota its message names (only that one learns; a day's: none); ``charged``: a 429 on
     tokens before any reading (the charge, ``_charge``, not a token limit)."""
     args = list(per_quota)
@@ -135,5 +135,5 @@ def learn(connection: Connection, member: str, names: list[str], per_quota: list
         for i in range(0, len(args), 5):
             if not named.minute or args[i + 2] != int(named.tokens) or (named.tokens and charged):
                 args[i + 3] = 0
-    return connection.spawn(connection.write(REFUSED, [names[0], names[3]],
-                                             [member, flags, *args], "learning from a 429"))
+    return connection.keep(REFUSED, [names[0], names[3]], [member, flags, *args],
+                           "learning from a 429")

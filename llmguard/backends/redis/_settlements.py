@@ -45,8 +45,8 @@ class Settlements:
         (``_refused_scripts.REFUSED``) it is sent after, by itself, unless it has landed: that
         marks its member refused, and once settled under its old name the member is found by
         neither (the 429 taught nothing, its tokens stayed counted)."""
-        if after is not None and not after.done():
-            self.connection.spawn(self._after(after, names, quotas, settlement, quiet))
+        if after is not None and not after.done():  # (kept: retried until it lands)
+            self.connection.follow(self._after(after, names, quotas, settlement, quiet))
             return
         self._queued.append((names, quotas, settlement))
         if quiet:
