@@ -18,6 +18,22 @@ settings.load_profile("llmguard")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
+#: Test directories whose virtual-time tests run every call in the test's own loop: no socket,
+#: process or thread the loop waits on (a test there that has one sets its own ``noop_cycles``).
+IN_MEMORY = {"admission", "invariants", "routing"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One idle loop turn before each jump of virtual time in the in-memory directories, not
+    looptime's 42: an idle turn only polls for I/O (no callback is ready, the clock stands
+    still), which nothing outside the loop can bring there, so every test runs the same
+    callbacks at the same virtual times, for 20-40% less CPU (60 s of the suite's ~540)."""
+    for item in items:
+        if item.path.parent.name in IN_MEMORY and not any(
+                "noop_cycles" in marker.kwargs for marker in item.iter_markers("looptime")):
+            item.add_marker(pytest.mark.looptime(noop_cycles=1))
+
+
 _modules_when_frozen = [0]
 
 

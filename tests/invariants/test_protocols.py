@@ -11,6 +11,8 @@ import itertools
 from collections.abc import Hashable
 from typing import Any
 
+import pytest
+
 import llmguard as lg
 from llmguard.backends import BudgetLedger, Quota, SlotBackend
 from llmguard.testing import FakeLLM
@@ -380,6 +382,7 @@ class ListLedger:
         return [s for s in self.submissions.values() if not (s.collected or s.abandoned)]
 
 
+@pytest.mark.looptime(noop_cycles=42)  # (looptime's default: a real HTTP server on loopback)
 async def test_a_batch_ledger_written_from_its_docstring_never_pays_twice() -> None:
     """A run stopped while its batch runs, then run again with the same ledger: the batch is
     adopted and collected, none created twice, no line executed twice."""
