@@ -20,6 +20,13 @@ from llmguard._admission.ratelimit.move import MovesNow, move
 from llmguard._admission.ratelimit.window import Quota, Window
 
 
+#: Slots that hold no state of their own: the probing's scans kept while the change counts
+#: they were made at stand (``changed.py``: process-wide counts, which two replays of the same
+#: steps, and a move against a refund then a take, bump differently; each scan is redone from
+#: the state compared here once a count moved).
+UNSTATED = {"scans"}
+
+
 def snapshot(root: Any) -> Any:
     """Everything ``root`` holds, as plain values: objects by their slots, in a fixed order,
     one seen before by the order it was first seen (two windows built by the same steps give
@@ -39,7 +46,7 @@ def snapshot(root: Any) -> Any:
         if callable(obj):
             return type(obj).__name__
         slots = [name for cls in type(obj).__mro__ for name in getattr(cls, "__slots__", ())
-                 if hasattr(obj, name)]
+                 if hasattr(obj, name) and name not in UNSTATED]
         if not slots:
             return repr(obj)
         return (type(obj).__name__, *((name, walk(getattr(obj, name))) for name in slots))
