@@ -11,7 +11,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import llmguard as lg
@@ -95,6 +95,8 @@ def replay(kind: str, steps: list[tuple[Any, ...]]) -> tuple[Window, list[Any], 
 
 
 @settings(max_examples=300, deadline=None)
+@example("auto", [("take", 0), ("advance", 4.0), ("advance", 6.0), ("take", 41), ("take", 68),
+                  ("take", 0), ("take", 14), ("reconcile", 13, 84), ("take", 150)], 0, 0.0, 0)
 @given(st.sampled_from(sorted(QUOTAS)), st.lists(step, max_size=40), st.integers(0, 30),
        st.floats(0.0, 8.0), st.integers(0, 150))
 def test_a_move_is_a_refund_then_a_take(kind, steps, which, later, tokens) -> None:
