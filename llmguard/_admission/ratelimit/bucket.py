@@ -45,13 +45,16 @@ class Bucket:
     """One quota as a continuously refilling bucket: the track :class:`.window.Window` keeps for
     a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
 
-    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding", "told",
-                 "told_at", "since_told", "told_seq", "exact", "owed")
+    __slots__ = ("quota", "limit", "capacity", "rate", "level", "at", "deficit", "outstanding",
+                 "told", "told_at", "since_told", "told_seq", "exact", "owed")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
         #: The bucket's size: the quota's, or a lower limit learned from the server.
         self.limit = quota.limit
+        #: ``limit`` as a float, for the refill's arithmetic: the same numbers, but an int
+        #: operand costs each comparison and subtraction a conversion (every call, twice).
+        self.capacity = float(quota.limit)
         #: Units per second.
         self.rate = quota.limit / quota.window
         #: Units held at ``at`` (full at the start, like the provider's).
@@ -78,7 +81,7 @@ class Bucket:
 
     def _refill(self, now: float) -> float:
         if now > self.at:
-            limit = self.limit
+            limit = self.capacity
             level = self.level + (now - self.at) * self.rate
             if level > limit:
                 level = limit
@@ -105,7 +108,7 @@ class Bucket:
         takes here, its shared log's pair too: :mod:`.pair`)."""
         level = self.level
         if now > self.at:  # ``self._refill(now)``
-            limit = self.limit
+            limit = self.capacity
             level += (now - self.at) * self.rate
             if level > limit:
                 level = limit
@@ -132,7 +135,7 @@ class Bucket:
         it reserved and for a refund (every answered call of a learned quota settles here, its
         shared log's pair too: :mod:`.pair`; every call counted again as it leaves an inner
         queue is refunded)."""
-        level, deficit, limit = self.level, self.deficit, self.limit
+        level, deficit, limit = self.level, self.deficit, self.capacity
         if now > self.at:  # ``self._refill(now)``
             level += (now - self.at) * self.rate
             if level > limit:
@@ -233,7 +236,7 @@ class Bucket:
         outstanding than it holds."""
         self._refill(now)
         self.exact = self.exact or (limit < self.limit and self.outstanding > limit)
-        self.limit = limit
+        self.limit, self.capacity = limit, float(limit)
         self.rate = limit / self.quota.window
         self.level = min(self.level, float(limit))
 
