@@ -144,9 +144,14 @@ class Bucket:
             if deficit > limit - level:  # the provider's could have filled up meanwhile
                 deficit = limit - level
         if actual is not None and actual >= reserved:  # :func:`settle`'s charge
-            level -= actual - reserved
-            # charged more lowers the ceiling; one the last reading counted raises it
-            self.since_told += actual - reserved * (2 if entry.seq < self.told_seq else 1)
+            # charged more lowers the ceiling; one the last reading counted raises it (each
+            # skipped when nothing: an int added to a float costs a conversion, every call)
+            if entry.seq < self.told_seq:
+                self.since_told += actual - 2 * reserved
+            elif actual != reserved:
+                self.since_told += actual - reserved
+            if actual != reserved:
+                level -= actual - reserved
             deficit -= reserved
             if deficit > limit - level:
                 deficit = limit - level
