@@ -67,7 +67,9 @@ class Bucket:
         #: What the server's last reading leaves us at ``told_at`` less every reservation of
         #: ours not settled then (inf: no reading yet); units of ours taken since (less
         #: refunds, and those before ``told_seq`` it counted as they settle): :mod:`.told`.
-        self.told, self.told_at, self.since_told, self.told_seq = math.inf, 0.0, 0.0, 0
+        #: (``since_told`` an int: units are whole, and an int added to a float costs a
+        #: conversion on every take; the ceiling's float arithmetic reads the same number.)
+        self.told, self.told_at, self.since_told, self.told_seq = math.inf, 0.0, 0, 0
         #: The limit was lowered (learned from the server, :meth:`set_limit`) below what is
         #: outstanding: ours was reserved against the higher one, mostly for calls then queued
         #: below and counted again as they leave that queue (:mod:`.held`). Their refunds can
@@ -203,7 +205,7 @@ class Bucket:
         if told is not None:
             unsettled, self.told_seq, arrived = told
             self.told_at = min(now, arrived if since is None else min(since, arrived))
-            self.told, self.since_told = said - unsettled, 0.0
+            self.told, self.since_told = said - unsettled, 0
 
     def read(self, now: float, remaining: float, since: float | None = None) -> None:
         """The provider reports ``remaining`` (a certain bound once all of ours sent have
