@@ -20,6 +20,7 @@ from .._core.layer import Handler
 from .._core.public import public
 from .._core.stream import Stream
 from .._core.tokens import extract_usage, field
+from .._core.usage import Usage
 from .conventions import (CHUNK_BUCKETS, DURATION_BUCKETS, FIRST_CHUNK_BUCKETS, SCOPE,
                           TOKEN_BUCKETS, error_leaf, error_type)
 from .histogram import LatencyHistogram, MetricsSnapshot, MetricsStats
@@ -223,12 +224,16 @@ class Metrics:
         if usage is None and exc is None:
             usage = known.usage = extract_usage(result)
         if usage is not None:
-            self._input += usage.input_tokens
-            self._output += usage.output_tokens
+            if type(usage) is Usage:  # a tuple: its counts read without the properties
+                inputs, outputs = usage[0], usage[1]
+            else:
+                inputs, outputs = usage.input_tokens, usage.output_tokens
+            self._input += inputs
+            self._output += outputs
             if recording:
-                instruments.tokens.record(usage.input_tokens, series.input_attrs)
+                instruments.tokens.record(inputs, series.input_attrs)
                 if series.output_attrs is not None:
-                    instruments.tokens.record(usage.output_tokens, series.output_attrs)
+                    instruments.tokens.record(outputs, series.output_attrs)
 
     def snapshot(self) -> MetricsSnapshot:
         """The counts the observable instruments export (calls, in-flight, retries, cost)."""
