@@ -82,7 +82,10 @@ def estimate_tokens(*args: Any, **kwargs: Any) -> int:
     ``max_output_tokens`` for the output reservation, which providers also count against TPM.
     """
     if not kwargs and args and type(args[0]) is str:  # ``send_message(prompt)``: the shortest way
-        return count_text(args[0]) + DEFAULT_OUTPUT_RESERVE
+        text = args[0]
+        if text.isascii():  # ``count_text(text)``, written out for an ASCII prompt (no CJK)
+            return -(-len(text) // CHARS_PER_TOKEN) + DEFAULT_OUTPUT_RESERVE
+        return count_text(text) + DEFAULT_OUTPUT_RESERVE
     prompt = _prompt(args, kwargs, count_text)
     for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         limit = kwargs.get(name)
@@ -207,7 +210,8 @@ def extract_usage(result: Any) -> Usage | None:
 
     Returns None when the result carries no usage (a plain string from an agent, say).
     """
-    usage = field(result, "usage")
+    # ``field(result, "usage")``, written out for a parsed JSON answer (every answered call)
+    usage = result.get("usage") if type(result) is dict else field(result, "usage")
     if usage is None:
         return None
     if type(usage) is dict:  # OpenAI chat usage as parsed JSON: the common case, read directly

@@ -28,7 +28,7 @@ class LatencyHistogram:
     """Counts of values in buckets (by default fixed log-scale ones for durations), plus exact
     min, max and sum. ``edges``: the upper edge of each bucket but the last (unbounded)."""
 
-    __slots__ = ("edges", "first", "counts", "count", "total", "min", "max")
+    __slots__ = ("edges", "first", "counts", "count", "total", "min", "max", "pending")
 
     def __init__(self, edges: Sequence[float] = _EDGES) -> None:
         self.edges = edges
@@ -42,6 +42,8 @@ class LatencyHistogram:
         self.total = 0.0
         self.min = math.inf
         self.max = 0.0
+        #: Values added in a batch (:meth:`fold`): the fields above count them once folded.
+        self.pending: list[float] = []
 
     def add(self, seconds: float) -> None:
         self.counts[0 if seconds <= self.first else bisect_left(self.edges, seconds)] += 1
@@ -52,8 +54,40 @@ class LatencyHistogram:
         if seconds > self.max:
             self.max = seconds
 
+    def fold(self) -> None:
+        """Count the values :attr:`pending` holds, in order, as :meth:`add` would have: a layer
+        that adds one a call (:class:`~llmguard.Metrics`) appends it there and folds in batches
+        in its own thread, a loop of one frame and C calls instead of the stores of each add."""
+        values = self.pending
+        if not values:
+            return
+        counts, edges, first = self.counts, self.edges, self.first
+        for seconds in values:
+            counts[0 if seconds <= first else bisect_left(edges, seconds)] += 1
+        self.count += len(values)
+        self.total = sum(values, self.total)  # (in order, as ``add``'s sums)
+        low, high = min(values), max(values)
+        if low < self.min:
+            self.min = low
+        if high > self.max:
+            self.max = high
+        values.clear()
+
+    def folded(self) -> LatencyHistogram:
+        """This histogram with what is :attr:`pending` counted: a copy, so a reader (in any
+        thread) never changes what the writer is adding to."""
+        pending = list(self.pending)  # (one C call: whole, whatever the writer does)
+        if not pending:
+            return self
+        copy = LatencyHistogram(self.edges)
+        copy.counts, copy.count, copy.total = list(self.counts), self.count, self.total
+        copy.min, copy.max, copy.pending = self.min, self.max, pending
+        copy.fold()
+        return copy
+
     def quantile(self, q: float) -> float | None:
-        """The ``q`` quantile (0..1), the upper edge of its bucket clamped to [min, max]."""
+        """The ``q`` quantile (0..1) of the values counted (:meth:`folded` counts all), the upper
+        edge of its bucket clamped to [min, max]."""
         if not self.count:
             return None
         rank = max(1, math.ceil(q * self.count))

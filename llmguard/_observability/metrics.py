@@ -9,7 +9,6 @@ observable instrument of the provider's shared set (``registry``), read at colle
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +20,7 @@ from .._core.layer import Handler
 from .._core.public import public
 from .._core.stream import Stream
 from .._core.tokens import extract_usage, field
+from .._core.usage import Usage
 from .conventions import (CHUNK_BUCKETS, DURATION_BUCKETS, FIRST_CHUNK_BUCKETS, SCOPE,
                           TOKEN_BUCKETS, error_leaf, error_type)
 from .histogram import LatencyHistogram, MetricsSnapshot, MetricsStats
@@ -30,6 +30,9 @@ from .spans import attempt_spans, end_span, start_span
 from .streamed import follow
 
 __all__ = ["CHUNK_BUCKETS", "DURATION_BUCKETS", "FIRST_CHUNK_BUCKETS", "TOKEN_BUCKETS", "Metrics"]
+
+#: Latencies of answered calls counted in one batch (:meth:`.histogram.LatencyHistogram.fold`).
+FOLD_LATENCY = 256
 
 @public
 class Metrics:
@@ -194,14 +197,10 @@ class Metrics:
             outcome = "rejected" if isinstance(leaf, AdmissionError) else "error"
             series = self._series_for(call.kwargs, known, None, error, outcome)
         series.calls += 1
-        latency = self._latency  # ``self._latency.add(seconds)``, written out
-        latency.counts[0 if seconds <= latency.first else bisect_left(latency.edges, seconds)] += 1
-        latency.count += 1
-        latency.total += seconds
-        if seconds < latency.min:
-            latency.min = seconds
-        if seconds > latency.max:
-            latency.max = seconds
+        pending = self._latency.pending  # ``self._latency.add(seconds)``, in batches
+        pending.append(seconds)
+        if len(pending) >= FOLD_LATENCY:
+            self._latency.fold()
         counts = self._counts  # what the record counts (written out: every call runs it)
         if known.retries:
             counts["retries"] += known.retries
@@ -225,12 +224,16 @@ class Metrics:
         if usage is None and exc is None:
             usage = known.usage = extract_usage(result)
         if usage is not None:
-            self._input += usage.input_tokens
-            self._output += usage.output_tokens
+            if type(usage) is Usage:  # a tuple: its counts read without the properties
+                inputs, outputs = usage[0], usage[1]
+            else:
+                inputs, outputs = usage.input_tokens, usage.output_tokens
+            self._input += inputs
+            self._output += outputs
             if recording:
-                instruments.tokens.record(usage.input_tokens, series.input_attrs)
+                instruments.tokens.record(inputs, series.input_attrs)
                 if series.output_attrs is not None:
-                    instruments.tokens.record(usage.output_tokens, series.output_attrs)
+                    instruments.tokens.record(outputs, series.output_attrs)
 
     def snapshot(self) -> MetricsSnapshot:
         """The counts the observable instruments export (calls, in-flight, retries, cost)."""
@@ -244,4 +247,4 @@ class Metrics:
     def __repr__(self) -> str:
         done = sum(series.calls for series in self._series.values())
         return (f"<Metrics name={self.name!r} operation={self.operation!r} calls={done} "
-                f"in_flight={self._in_flight} p50={self._latency.quantile(0.5)}>")
+                f"in_flight={self._in_flight} p50={self._latency.folded().quantile(0.5)}>")

@@ -99,6 +99,7 @@ def stats_of(series: Iterable[Series], latency: LatencyHistogram, counts: Mappin
              in_flight: int, input_tokens: int, output_tokens: int,
              errors: Mapping[str, int]) -> MetricsStats:
     """The in-process :class:`MetricsStats` of one layer."""
+    latency = latency.folded()
     by_outcome = dict.fromkeys(("success", "error", "rejected", "cancelled"), 0)
     for one in list(series):
         by_outcome[one.outcome] += one.calls

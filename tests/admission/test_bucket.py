@@ -181,6 +181,20 @@ def test_an_idle_bucket_is_full_with_nothing_outstanding() -> None:
     assert window.idle(100.0) and window.available(100.0, True) == 10
 
 
+def test_a_lowered_limit_is_what_the_bucket_refills_to() -> None:
+    """``set_limit`` (a limit learned from the server) is the size every refill and
+    settlement clips to from then on (the refill's float copy of it follows), and a charge
+    of exactly the reservation leaves the level as taken."""
+    bucket = Bucket(Quota(10, 10.0, True, True))
+    bucket.set_limit(0.0, 4)
+    entry = LogEntry(0.0, 3, seq=1)
+    bucket.take(0.0, 3)
+    assert bucket.available(0.0) == 1
+    bucket.settled(2.0, entry, 3, 3)  # two seconds of refill at 0.4 a second, no charge
+    assert bucket.level == pytest.approx(1.8) and bucket.outstanding == 0
+    assert bucket.available(100.0) == 4 and bucket.level == 4.0
+
+
 # --- the layer ---------------------------------------------------------------------------
 
 

@@ -305,6 +305,46 @@ def test_a_value_in_the_first_bucket_lands_where_bisect_puts_it(samples, edges) 
     assert histogram.counts == expected
 
 
+@given(st.lists(st.floats(min_value=0, max_value=1e3), min_size=0, max_size=700))
+def test_latencies_added_in_batches_read_as_added_one_by_one(samples: list[float]) -> None:
+    """Metrics appends each answered call's latency to ``pending`` and folds it every
+    ``FOLD_LATENCY`` calls: what a reader sees (``folded``, as ``statistics()`` reads it) is
+    what ``add`` one by one would have counted, and reading never changes what the writer
+    holds (a reader in another thread folds a copy)."""
+    from llmguard._observability.histogram import LatencyHistogram
+    from llmguard._observability.metrics import FOLD_LATENCY
+
+    one_by_one, batched = LatencyHistogram(), LatencyHistogram()
+    for sample in samples:
+        one_by_one.add(sample)
+        batched.pending.append(sample)  # as ``Metrics._finish`` does
+        if len(batched.pending) >= FOLD_LATENCY:
+            batched.fold()
+    held = (list(batched.counts), batched.count, list(batched.pending))
+    seen = batched.folded()
+    assert (list(batched.counts), batched.count, list(batched.pending)) == held
+    assert seen.counts == one_by_one.counts and seen.count == one_by_one.count == len(samples)
+    assert (seen.min, seen.max) == (one_by_one.min, one_by_one.max)
+    assert seen.total == pytest.approx(one_by_one.total)
+    for q in (0.5, 0.95, 0.99):
+        assert seen.quantile(q) == one_by_one.quantile(q)
+
+
+async def test_statistics_count_latencies_not_folded_yet() -> None:
+    """Fewer answered calls than a batch: ``statistics()`` still counts every latency."""
+    async def send_message(prompt: str) -> str:
+        await asyncio.sleep(0.25)
+        return prompt
+
+    guarded = lg.guard(Metrics(name="batched"))(send_message)
+    for i in range(3):
+        await guarded(f"q{i}")
+    stats = guarded.stats()["metrics"]
+    assert stats.successes == 3
+    assert stats.latency_min == pytest.approx(0.25) and stats.latency_max == pytest.approx(0.25)
+    assert stats.latency_mean == pytest.approx(0.25) and stats.latency_p50 is not None
+
+
 async def test_a_dropped_pipeline_on_the_global_api_is_collected() -> None:
     """``Metrics()`` on the global OpenTelemetry API (no SDK: the API's proxy meter, whose
     callbacks live as long as the process) does not keep its pipeline alive: the instruments

@@ -129,7 +129,7 @@ class AutoTrack:
                 log.fold()
             recent = self.recent
             recent.append(entry)
-            horizon = now - 2 * self.window
+            horizon = now - 2.0 * self.window  # (a float: no int operand to convert)
             while recent[0].time < horizon:  # older than two windows: the carry's
                 old = recent.popleft()
                 fold(self, old)

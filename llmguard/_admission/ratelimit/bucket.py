@@ -45,13 +45,16 @@ class Bucket:
     """One quota as a continuously refilling bucket: the track :class:`.window.Window` keeps for
     a ``Quota(..., continuous=True)``. Same surface as the sliding log's track."""
 
-    __slots__ = ("quota", "limit", "rate", "level", "at", "deficit", "outstanding", "told",
-                 "told_at", "since_told", "told_seq", "exact", "owed")
+    __slots__ = ("quota", "limit", "capacity", "rate", "level", "at", "deficit", "outstanding",
+                 "told", "told_at", "since_told", "told_seq", "exact", "owed")
 
     def __init__(self, quota: Any) -> None:
         self.quota = quota
         #: The bucket's size: the quota's, or a lower limit learned from the server.
         self.limit = quota.limit
+        #: ``limit`` as a float, for the refill's arithmetic: the same numbers, but an int
+        #: operand costs each comparison and subtraction a conversion (every call, twice).
+        self.capacity = float(quota.limit)
         #: Units per second.
         self.rate = quota.limit / quota.window
         #: Units held at ``at`` (full at the start, like the provider's).
@@ -64,7 +67,9 @@ class Bucket:
         #: What the server's last reading leaves us at ``told_at`` less every reservation of
         #: ours not settled then (inf: no reading yet); units of ours taken since (less
         #: refunds, and those before ``told_seq`` it counted as they settle): :mod:`.told`.
-        self.told, self.told_at, self.since_told, self.told_seq = math.inf, 0.0, 0.0, 0
+        #: (``since_told`` an int: units are whole, and an int added to a float costs a
+        #: conversion on every take; the ceiling's float arithmetic reads the same number.)
+        self.told, self.told_at, self.since_told, self.told_seq = math.inf, 0.0, 0, 0
         #: The limit was lowered (learned from the server, :meth:`set_limit`) below what is
         #: outstanding: ours was reserved against the higher one, mostly for calls then queued
         #: below and counted again as they leave that queue (:mod:`.held`). Their refunds can
@@ -78,7 +83,7 @@ class Bucket:
 
     def _refill(self, now: float) -> float:
         if now > self.at:
-            limit = self.limit
+            limit = self.capacity
             level = self.level + (now - self.at) * self.rate
             if level > limit:
                 level = limit
@@ -105,7 +110,7 @@ class Bucket:
         takes here, its shared log's pair too: :mod:`.pair`)."""
         level = self.level
         if now > self.at:  # ``self._refill(now)``
-            limit = self.limit
+            limit = self.capacity
             level += (now - self.at) * self.rate
             if level > limit:
                 level = limit
@@ -132,7 +137,7 @@ class Bucket:
         it reserved and for a refund (every answered call of a learned quota settles here, its
         shared log's pair too: :mod:`.pair`; every call counted again as it leaves an inner
         queue is refunded)."""
-        level, deficit, limit = self.level, self.deficit, self.limit
+        level, deficit, limit = self.level, self.deficit, self.capacity
         if now > self.at:  # ``self._refill(now)``
             level += (now - self.at) * self.rate
             if level > limit:
@@ -141,9 +146,14 @@ class Bucket:
             if deficit > limit - level:  # the provider's could have filled up meanwhile
                 deficit = limit - level
         if actual is not None and actual >= reserved:  # :func:`settle`'s charge
-            level -= actual - reserved
-            # charged more lowers the ceiling; one the last reading counted raises it
-            self.since_told += actual - reserved * (2 if entry.seq < self.told_seq else 1)
+            # charged more lowers the ceiling; one the last reading counted raises it (each
+            # skipped when nothing: an int added to a float costs a conversion, every call)
+            if entry.seq < self.told_seq:
+                self.since_told += actual - 2 * reserved
+            elif actual != reserved:
+                self.since_told += actual - reserved
+            if actual != reserved:
+                level -= actual - reserved
             deficit -= reserved
             if deficit > limit - level:
                 deficit = limit - level
@@ -195,7 +205,7 @@ class Bucket:
         if told is not None:
             unsettled, self.told_seq, arrived = told
             self.told_at = min(now, arrived if since is None else min(since, arrived))
-            self.told, self.since_told = said - unsettled, 0.0
+            self.told, self.since_told = said - unsettled, 0
 
     def read(self, now: float, remaining: float, since: float | None = None) -> None:
         """The provider reports ``remaining`` (a certain bound once all of ours sent have
@@ -233,7 +243,7 @@ class Bucket:
         outstanding than it holds."""
         self._refill(now)
         self.exact = self.exact or (limit < self.limit and self.outstanding > limit)
-        self.limit = limit
+        self.limit, self.capacity = limit, float(limit)
         self.rate = limit / self.quota.window
         self.level = min(self.level, float(limit))
 

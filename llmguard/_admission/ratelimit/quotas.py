@@ -116,7 +116,7 @@ def used_tokens(call: Any, result: Any, reserved: int,
         record = call.record  # (a property: read once)
         if record.usage is None:
             record.usage = found
-        actual = found.total_tokens
+        actual = found[0] + found[1]  # ``found.total_tokens`` (a Usage: a tuple), no property
     if actual is None:
         return reserved
     if type(actual) is int and actual >= 0:  # a count already (a Usage's): nothing to check

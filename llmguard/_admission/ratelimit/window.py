@@ -79,7 +79,9 @@ class Window:
     def take(self, now: float, tokens: int) -> Entry | None:
         """Admit one request of ``tokens`` now if every quota has room (``wait(now, tokens) ==
         0.0``, in one pass): its entry, else None, nothing recorded (written out: every call)."""
-        estimate, tokens = tokens, tokens if self.charge is None else self.charge.units(tokens)
+        charge = self.charge  # (``charge.units``: nothing to scale at a factor of 1)
+        estimate, tokens = tokens, tokens if charge is None or charge.factor == 1.0 \
+            else charge.units(tokens)
         if self.paused_until > now:
             return beyond.probe(self, now, tokens, estimate)
         for track in self.pace:
