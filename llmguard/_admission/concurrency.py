@@ -117,14 +117,13 @@ class ConcurrencyLimit:
         same way, a tenant's name: the gateway's calls). Nobody is served before it, and it
         did not wait: an outer rate limit does not count it again (``Call.waited``). Else the
         (priority, partition) it waits with (:meth:`_admission`; those types need no check)."""
-        priority, partition = call.priority or 0, call.partition
-        take = self._try_acquire
-        if take is None or type(priority) is not int or (
-                partition is not None and type(partition) is not str):
-            return self._admission(call)
-        if (partition is None or self._enqueue is not None) and take():
-            return None
-        return priority, partition  # (every queued call under ``gather``)
+        partition, take = call.partition, self._try_acquire
+        if take is not None and (partition is None or type(partition) is str) and (
+                call.priority is None or type(call.priority) is int):
+            if (partition is None or self._enqueue is not None) and take():
+                return None
+            return call.priority or 0, partition  # (every queued call under ``gather``)
+        return self._admission(call)
 
     async def _acquire(self, call: Call) -> None:
         """Take a permit for the call (its priority and partition), noting any admission wait."""
