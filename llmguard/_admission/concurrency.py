@@ -110,25 +110,28 @@ class ConcurrencyLimit:
     #: How this layer names itself in ``call.record`` (``delayed_by``, ``rejected_by``).
     _wait_label = "concurrency_limit"
 
-    def _taken(self, call: Call) -> bool:
-        """Take a free permit synchronously when nobody waits, with no clock read: default
-        class and partition, or (the limiter's ``acquire`` being the one built on ``enqueue``,
-        which takes a free permit the same way) the call's own class and a partition of a type
-        always hashable (a tenant's name: the gateway's calls). Nobody is served before it, and
-        it did not wait: an outer rate limit does not count it again (``Call.waited``)."""
-        partition = call.partition
-        return (self._try_acquire is not None
-                and (partition is None or type(partition) is str and self._enqueue is not None)
-                and (call.priority is None or type(call.priority) is int)
-                and self._try_acquire())
+    def _admit(self, call: Call) -> tuple[int, Hashable] | None:
+        """None when the call took a free permit synchronously (nobody waits), with no clock
+        read: its own class and a partition of a type always hashable (the default, or, the
+        limiter's ``acquire`` being the one built on ``enqueue``, which takes a free permit the
+        same way, a tenant's name: the gateway's calls). Nobody is served before it, and it
+        did not wait: an outer rate limit does not count it again (``Call.waited``). Else the
+        (priority, partition) it waits with (:meth:`_admission`; those types need no check)."""
+        partition, take = call.partition, self._try_acquire
+        if take is not None and (partition is None or type(partition) is str) and (
+                call.priority is None or type(call.priority) is int):
+            if (partition is None or self._enqueue is not None) and take():
+                return None
+            return call.priority or 0, partition  # (every queued call under ``gather``)
+        return self._admission(call)
 
     async def _acquire(self, call: Call) -> None:
         """Take a permit for the call (its priority and partition), noting any admission wait."""
-        if self._taken(call):
+        if (admission := self._admit(call)) is None:
             if call.current.deferred is not None:
                 await self._deferred(call)
             return
-        priority, partition = self._admission(call)
+        priority, partition = admission
         loop = call.loop or loop_of(call)
         started = loop.time()
         limiter = self.limiter
@@ -178,8 +181,9 @@ class ConcurrencyLimit:
         limiter = self.limiter
         # _acquire and _queued, inlined: a queued call then holds one coroutine frame here,
         # not three (no acquire() frame either, with the in-process limiter).
-        if not self._taken(call):
-            priority, partition = self._admission(call)
+        if (admission := self._admit(call)) is not None:
+            priority, partition = admission
+            del admission
             loop = call.loop or loop_of(call)
             started = loop.time()
             try:

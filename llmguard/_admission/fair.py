@@ -42,10 +42,21 @@ class FairQueue:
     its partition's turn) or ``discard(fifo)`` (it gave up) must follow for each push.
     """
 
-    __slots__ = ("_classes",)
+    __slots__ = ("_classes", "_sole")
 
     def __init__(self) -> None:
         self._classes: dict[int, dict[Hashable, Fifo]] = {}
+        #: The one FIFO while one (priority, partition) waits, else None: a queue of calls of
+        #: one class and tenant (every call under ``gather``) pushes and pops without the
+        #: round's look-ups (:meth:`_sole_now` keeps it as FIFOs come and go).
+        self._sole: Fifo | None = None
+
+    def _sole_now(self) -> None:
+        """The FIFOs changed (one made or dropped): is there one alone now?"""
+        classes = self._classes
+        partitions = next(iter(classes.values())) if len(classes) == 1 else None
+        self._sole = (next(iter(partitions.values()))
+                      if partitions is not None and len(partitions) == 1 else None)
 
     def __bool__(self) -> bool:
         return bool(self._classes)
@@ -54,12 +65,15 @@ class FairQueue:
              *, first: bool = False) -> Fifo:
         """Queue ``future`` at the end of its partition (the front with ``first``: a call that
         was admitted once already); a new partition joins the end of its class's round."""
-        partitions = self._classes.get(priority)
-        if partitions is None:
-            partitions = self._classes[priority] = {}
-        fifo = partitions.get(partition)
-        if fifo is None:
-            fifo = partitions[partition] = Fifo(priority, partition)
+        fifo = self._sole
+        if fifo is None or fifo.partition is not partition or fifo.priority != priority:
+            partitions = self._classes.get(priority)
+            if partitions is None:
+                partitions = self._classes[priority] = {}
+            fifo = partitions.get(partition)
+            if fifo is None:
+                fifo = partitions[partition] = Fifo(priority, partition)
+                self._sole_now()
         if first:
             fifo.appendleft(future)
         else:
@@ -84,6 +98,7 @@ class FairQueue:
             del partitions[partition]
             if not partitions:
                 del classes[priority]
+            self._sole_now()
         return None
 
     def head(self) -> asyncio.Future[Any] | None:
@@ -94,6 +109,14 @@ class FairQueue:
     def pop(self) -> tuple[asyncio.Future[Any], Fifo] | None:
         """Take the future to serve next, with its FIFO (``.priority``); None when nobody
         waits. Its partition goes to the end of the round."""
+        fifo = self._sole
+        if fifo is not None and fifo and not fifo[0].done():  # one FIFO waits: no round
+            future = fifo.popleft()
+            fifo.live -= 1
+            if fifo.live <= 0:  # (``served``: it goes with its last live waiter)
+                self._classes.clear()
+                self._sole = None
+            return future, fifo
         fifo = self._front()
         if fifo is None:
             return None
@@ -115,6 +138,7 @@ class FairQueue:
         del partitions[fifo.partition]
         if not partitions:
             del self._classes[fifo.priority]
+        self._sole_now()
 
     def discard(self, fifo: Fifo) -> None:
         """A future of ``fifo`` gave up (it is done, wherever it stands): O(1) amortised."""
@@ -126,6 +150,7 @@ class FairQueue:
             del partitions[fifo.partition]
             if not partitions:
                 del self._classes[fifo.priority]
+            self._sole_now()
         elif len(fifo) > 2 * fifo.live + 16:  # one rebuild per ~live leavers
             alive = [future for future in fifo if not future.done()]
             fifo.clear()
@@ -140,3 +165,4 @@ class FairQueue:
 
     def clear(self) -> None:
         self._classes.clear()
+        self._sole = None

@@ -54,6 +54,8 @@ class ConcurrencyLimiter:
         # that gives up leaves in O(1) (8 bytes a waiter, where an indexed list took ~115).
         self._queue = FairQueue()
         self._waiting = 0
+        # Waiters of each priority class but the default's (0: the rest of ``_waiting``, so a
+        # queue of default calls keeps no count of its own; ``statistics``).
         self._waiting_by_priority: dict[int, int] = {}
         self._admitted = self._rejected = self._timed_out = 0
         # A finalizer run by the cyclic GC inside _grant (a stream freed there releases its
@@ -136,7 +138,8 @@ class ConcurrencyLimiter:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fifo = self._queue.push(future, priority, partition)
         self._waiting += 1
-        self._waiting_by_priority[priority] = self._waiting_by_priority.get(priority, 0) + 1
+        if priority:
+            self._waiting_by_priority[priority] = self._waiting_by_priority.get(priority, 0) + 1
         return future, fifo
 
     def withdraw(self, future: asyncio.Future[None], fifo: Fifo) -> None:
@@ -163,6 +166,8 @@ class ConcurrencyLimiter:
 
     def _unwait(self, priority: int) -> None:
         self._waiting -= 1
+        if not priority:  # (counted as what the other classes leave)
+            return
         left = self._waiting_by_priority[priority] - 1
         if left:
             self._waiting_by_priority[priority] = left
@@ -174,23 +179,23 @@ class ConcurrencyLimiter:
             self._regrant = True
             return
         self._granting = True
+        queue = self._queue
         try:
             self._regrant = True
             while self._regrant:
                 self._regrant = False
-                self._grant_loop()
+                while self._in_flight < self._limit and (taken := queue.pop()) is not None:
+                    future, fifo = taken
+                    # Count first, then wake: set_result may allocate, run the GC, re-enter.
+                    if fifo.priority:
+                        self._unwait(fifo.priority)
+                    else:  # (``_unwait`` of the default class)
+                        self._waiting -= 1
+                    self._in_flight += 1
+                    self._admitted += 1
+                    future.set_result(None)
         finally:
             self._granting = False
-
-    def _grant_loop(self) -> None:
-        queue = self._queue
-        while self._in_flight < self._limit and (taken := queue.pop()) is not None:
-            future, fifo = taken
-            # Count first, then wake: set_result may allocate, run the GC and re-enter.
-            self._unwait(fifo.priority)
-            self._in_flight += 1
-            self._admitted += 1
-            future.set_result(None)
 
     async def __aenter__(self) -> None:
         await self.acquire()
@@ -199,11 +204,14 @@ class ConcurrencyLimiter:
         self.release()
 
     def statistics(self) -> ConcurrencyStats:
+        by_priority = dict(self._waiting_by_priority)
+        if default := self._waiting - sum(by_priority.values()):
+            by_priority[0] = default
         return ConcurrencyStats(
             self._limit,
             self._in_flight,
             self._waiting,
-            dict(sorted(self._waiting_by_priority.items(), reverse=True)),
+            dict(sorted(by_priority.items(), reverse=True)),
             self._admitted,
             self._rejected,
             self._timed_out,
