@@ -89,20 +89,3 @@ async def test_a_strict_mute_sliding_window_started_at_56_drops_the_factor_its_4
     assert server.statistics().rate_limited <= 2, shape
     assert shape.startswith("sliding") and "1.12x" in shape, shape
     assert wall <= 1.05 * ideal, (wall, ideal, shape)
-
-
-async def test_a_mute_token_bucket_charging_more_than_the_kept_factor_is_learned_from_57(
-        ) -> None:
-    """A token bucket of the same quotas, no header, a bare 429, charging 1.16x our estimate,
-    from :57: until :117 everything ours meet is what the strict sliding window above gave
-    (the same 429s, the same served probes), and the factor comes down to the window's count,
-    1.118x, a bucket charging 1.156-1.163x left. Its next burst's 429 is that bucket's (ours in
-    a sliding window at 1.118x had room): learned a bucket, paced at the most it charges.
-    Before: 2-4 429s a window to the end (9), or kept at 1.15x as a sliding log, 1.42x."""
-    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1.16,
-                               rate_limit_headers=False, retry_after=False)
-    layer, wall, ideal = await run(server, 57.0, 126)
-    shape = layer.statistics().shape
-    assert server.statistics().rate_limited <= 3, shape
-    assert shape.startswith("bucket"), shape
-    assert wall <= 1.05 * ideal, (wall, ideal, shape)

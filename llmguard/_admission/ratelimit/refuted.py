@@ -26,7 +26,7 @@ from .auto import AutoTrack
 from .bounds import bucket_of, bucketed
 from .charge import MOST
 
-__all__ = ["bucketless", "clockless", "outpaced", "refused", "served", "slideless"]
+__all__ = ["bucketless", "clockless", "refused", "served", "slideless"]
 
 
 def served(window: Any, probe: Any) -> None:
@@ -70,13 +70,6 @@ def refused(window: Any, ticket: Any, named: Any = None) -> None:
 def bucketless(charge: Any) -> bool:
     """True when a 429 showed a bucket must charge more than a probe served showed it may."""
     return charge is not None and charge.floor > charge.ceiling
-
-
-def outpaced(charge: Any) -> bool:
-    """True when a 429 kept the factor and every bucket left charges more than it: a bucket
-    charging what we count would have served what it refused (the factor paces none)."""
-    return charge is not None and charge.kept and not bucketless(charge) \
-        and charge.floor > charge.factor
 
 
 def clockless(window: Any, ticket: Any) -> bool:
