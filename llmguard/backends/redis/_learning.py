@@ -206,14 +206,16 @@ class RedisLearning:
         member = ticket.member if isinstance(ticket, AutoTicket) and not as_of_now else ""
         head = [f"{int(tokens)}{flip}{under}", remaining, "" if reset is None else reset, member]
         self.connection.keep(_learned_scripts.READING, [names[1], names[0], names[3]],
-                             _learned_scripts.dated(head, self.args(quotas)), "recording provider headers")
+                             _learned_scripts.dated(head, self.args(quotas)),
+                             "recording provider headers")
 
     def spent(self, key: Hashable, quotas: tuple[Quota, ...], names: list[str]) -> None:
         """Every quota of ``key`` used up now, in this process's mirror and in Redis for every
         process (``_learned_scripts.SPENT``: the shared buckets drained, the windows capped)."""
         self.local.spent(key, quotas)
         self.connection.keep(_learned_scripts.SPENT, [names[1], names[3]],
-                             _learned_scripts.dated([], self.args(quotas)), "counting the quotas as spent")
+                             _learned_scripts.dated([], self.args(quotas)),
+                             "counting the quotas as spent")
 
     def refused(self, key: Hashable, quotas: tuple[Quota, ...], seconds: float, ticket: Any,
                 names: list[str], named: Any = None) -> None:

@@ -127,9 +127,10 @@ return used_of
 def learn(connection: Connection, member: str, names: list[str], per_quota: list[Any],
           named: Any, charged: bool, flags: str) -> asyncio.Task[Any]:
     """Write a 429 to ``member`` (``REFUSED``, in the background until it lands: the task,
-    which its settlement follows; a retry finds the member marked and changes nothing more); ``per_quota`` the quotas' arguments, ``flags`` its ARGV[2]. ``named``:
-    the quota its message names (only that one learns; a day's: none); ``charged``: a 429 on
-    tokens before any reading (the charge, ``_charge``, not a token limit)."""
+    which its settlement follows; a retry finds the member marked and changes nothing more);
+    ``per_quota`` the quotas' arguments, ``flags`` its ARGV[2]. ``named``: the quota its
+    message names (only that one learns; a day's: none); ``charged``: a 429 on tokens before
+    any reading (the charge, ``_charge``, not a token limit)."""
     args = list(per_quota)
     if named is not None:
         for i in range(0, len(args), 5):
