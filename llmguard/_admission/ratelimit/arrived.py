@@ -110,13 +110,14 @@ def dated(tracks: Any, entry: Any, now: float) -> None:
 
 
 def taken(tracks: Any, entry: Any, now: float) -> None:
-    """``entry``, carried into a learned fixed window of ``tracks`` (its current one) while in flight at its boundary (a
-    server that queues may take it after it: :mod:`.crossed`), no longer counts there once its
-    answer read at ``now`` dates its take before the boundary (:func:`reach`). Carried, a
-    proxy's 4 workers that took the first minute's last 2 at :58 and answered them at :60
-    held the next minute 2 short: its last 2 calls went a minute late (1.39x the ideal from
-    :38). Read after the shape learned from it (the first answer past the boundary may
-    teach the clock minute and carry ``entry`` itself)."""
+    """``entry``, carried into the current window of a learned fixed window of ``tracks``
+    while in flight at its boundary (a server that queues may take it after it:
+    :mod:`.crossed`), no longer counts there once its answer read at ``now`` dates its take
+    before the boundary (:func:`reach`): counted in the window before only. Carried, the
+    first minute's last 2, taken at :58 by a proxy's 4 workers and answered at :60, held the
+    next minute 2 short: its last 2 calls went a minute late (1.39x the ideal from :38).
+    Called once the reading has taught the shape (the first answer past a boundary may teach
+    the clock minute, and carry ``entry`` itself into it)."""
     for fixed in (getattr(track, "fixed", None) for track in tracks):
         if fixed is None or id(entry) not in fixed.carried:
             continue
