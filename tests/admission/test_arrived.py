@@ -4,6 +4,7 @@ their answers timed their way there, only in the windows their arrival may lie i
 to the loop's; the count itself directly."""
 
 from collections import Counter, deque
+from types import SimpleNamespace
 
 import pytest
 
@@ -114,3 +115,50 @@ def test_a_server_that_queues_counts_them_before_the_boundary_once_their_answers
     assert fixed.available(62.6) == 57
     fixed.adjust(entries[0], 0, 0)  # refunded: nothing more to give back in the next minute
     assert fixed.available(62.6) == 57
+
+
+def carried_over(n: int) -> tuple[list[Entry], FixedCount, list[SimpleNamespace]]:
+    """A server that queues, ours served unqueued in 2 s (:40 answered at :42): ``n`` sent at
+    :44 still in flight at the minute, carried into it (the count, its track)."""
+    served = Entry(40.0, 1)
+    served.answered = 42.0
+    entries = [Entry(44.0, 1) for _ in range(n)]
+    fixed = count([served, *entries], recent=deque([served, *entries]))
+    assert fixed.available(60.1) == 60 - n
+    return entries, fixed, [SimpleNamespace(fixed=fixed)]
+
+
+def test_ours_carried_over_a_boundary_leave_it_once_their_answers_date_their_take_before(
+        ) -> None:
+    """4 of ours carried over (:func:`carried_over`: the server may take them after it). One
+    answered at :60.001 and one read now at :61 were taken by :59 at the latest (less the
+    least it worked on one of ours): counted before it only. One answered at :62.5 may have
+    been taken at :60.5, one in flight later yet: still carried."""
+    entries, fixed, tracks = carried_over(4)
+    entries[0].answered, entries[1].answered = 60.001, 62.5
+    for entry, now in ((entries[0], 60.001), (entries[2], 61.0), (entries[1], 62.5)):
+        arrived.taken(tracks, entry, now)
+    assert fixed.available(62.5) == 58
+    arrived.taken(tracks, entries[0], 62.6)  # once
+    assert fixed.available(62.6) == 58
+    assert not arrived.timed(fixed, entries[0], now=62.6)
+
+
+@pytest.mark.parametrize("counted, left", [(12, 50), (10, 50), (11, 50), (9, 51)])
+def test_a_count_of_answers_gives_back_ours_taken_before_the_boundary(counted: int,
+                                                                     left: int) -> None:
+    """As above, the 2 carried over let go, then 10 admitted at :60.05: a server counting
+    answers counts the 2 in the new minute (12): read as admitted there, the minute would
+    hold 2 fewer. Given back as far as the count exceeds ours in the window (10): a server
+    counting admissions (10) gives nothing back; the count still bounds ours (9)."""
+    carried, fixed, tracks = carried_over(2)
+    for entry, now in zip(carried, (60.001, 60.003)):
+        arrived.taken(tracks, entry, now)
+        entry.answered = now
+    for _ in range(10):
+        entry = Entry(60.05, 1)
+        fixed.recent.append(entry)
+        fixed.add(60.05, entry)
+    assert fixed.available(60.1) == 50
+    assert arrived.vouched(tracks, 62.06, 60.05, 60 - counted, 60) == left
+    assert fixed.available(62.06) == left

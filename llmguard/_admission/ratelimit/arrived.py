@@ -31,7 +31,7 @@ from typing import Any
 
 from .answers import latest
 
-__all__ = ["counted", "dated", "forget", "indices", "timed"]
+__all__ = ["counted", "dated", "forget", "indices", "taken", "timed", "vouched"]
 
 
 def indices(fixed: Any, entry: Any) -> tuple[int, ...]:
@@ -107,3 +107,47 @@ def dated(tracks: Any, entry: Any, now: float) -> None:
     for track in tracks:
         if getattr(track, "fixed", None) is not None:
             timed(track.fixed, entry, now=now)
+
+
+def taken(tracks: Any, entry: Any, now: float) -> None:
+    """``entry``, carried into the current window of a learned fixed window of ``tracks``
+    while in flight at its boundary (a server that queues may take it after it:
+    :mod:`.crossed`), no longer counts there once its answer read at ``now`` dates its take
+    before the boundary (:func:`reach`): counted in the window before only. Carried, the
+    first minute's last 2, taken at :58 by a proxy's 4 workers and answered at :60, held the
+    next minute 2 short: its last 2 calls went a minute late (1.39x the ideal from :38).
+    Called once the reading has taught the shape (the first answer past a boundary may teach
+    the clock minute, and carry ``entry`` itself into it)."""
+    for fixed in (getattr(track, "fixed", None) for track in tracks):
+        if fixed is None or id(entry) not in fixed.carried:
+            continue
+        late = reach(fixed, entry, now)
+        if late is not None and entry.time + late < fixed.boundary(fixed.rolled):
+            del fixed.carried[id(entry)]
+            fixed.timed[id(entry)] = (entry, late)  # (its windows: :func:`indices`)
+            if fixed.rolled in fixed.counts:
+                fixed.counts[fixed.rolled] -= fixed._weight(entry)
+
+
+def vouched(tracks: Any, now: float, at: float, left: int, limit: int | None) -> int:
+    """What the server's reading of ``left`` units (of ``limit``; as of one of ours admitted
+    at ``at``) leaves of the current window of each learned fixed window of ``tracks``, whose
+    count it bounds (:meth:`.fixed.FixedCount.vouch`): the units of ours answered since its
+    boundary whose answers dated their take before it (:func:`timed`, :func:`taken`) given
+    back, as far as the server counted more than ours in the window. A proxy that counts
+    answers (LiteLLM's: ``remaining`` falls as each ends) counts them in the new minute where
+    it admitted them in the last; read as admitted there, 2 taken at :58 and answered at :60
+    held the next minute 2 short (1.39x the ideal from :38)."""
+    back = None
+    for track in tracks:
+        fixed = getattr(track, "fixed", None)
+        if fixed is None:
+            continue
+        counted, current = (limit or track.quota.limit) - left, fixed.index(now)
+        start = fixed.boundary(current)
+        before = sum(fixed._weight(entry) for entry, late in fixed.timed.values()
+                     if entry.time + late < start <= entry.answered and entry.live)
+        extra = max(0, min(before, counted - fixed.counts.get(current, 0)))
+        back = extra if back is None else min(back, extra)
+        fixed.vouch(now, at, counted - extra)
+    return left + (back or 0)

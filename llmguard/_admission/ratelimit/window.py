@@ -185,6 +185,8 @@ class Window:
             if learners:
                 learn.observe(self, now, learners, tokens, remaining, reset, seen, limit, wall,
                               at)
+        if ticket is not None:  # taken before the boundary it was carried over
+            arrived.taken(self.tracks, ticket, now)
         issued = self.issued_tokens if tokens else self.issued
         track = self.tracks[0]
         after, marks = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
@@ -209,9 +211,7 @@ class Window:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours
                 return
             until = self.shape.next_boundary(self.shape.epoch, at)
-            for track in tracks:  # the server's count bounds ours
-                if getattr(track, "fixed", None) is not None:
-                    track.fixed.vouch(now, at, (limit or track.quota.limit) - left)
+            left = arrived.vouched(tracks, now, at, left, limit)  # its count bounds ours
         elif reset is not None:  # from when the server counted the request
             until = (at if ticket is not None else now) + reset
         elif self.shape is not None:  # no reset: the safe reading, left for one window
