@@ -185,14 +185,14 @@ class Window:
             if learners:
                 learn.observe(self, now, learners, tokens, remaining, reset, seen, limit, wall,
                               at)
+        if tokens and ticket is not None and self.charge is not None and tracks:
+            self.charge.read(self, now, remaining, ticket, tracks)  # ours read at what it says
         issued = self.issued_tokens if tokens else self.issued
         track = self.tracks[0]
         after, marks = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
                                            tokens, ticket, issued, self.queued)
         read = self.readings.read(now, tokens, remaining, ticket, after, issued, marks)
         kind = self.shape.kind if self.shape is not None else None
-        if tokens and ticket is not None and self.charge is not None and tracks:
-            self.charge.read(self, now, remaining, ticket, tracks)
         if read is None:
             return  # an older burst's reading: the open group's are newer
         left, since, base, marks = read if ticket is not None else (*read[:2], self.issued,
