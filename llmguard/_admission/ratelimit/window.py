@@ -158,7 +158,7 @@ class Window:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
             changed.answered += 1
         if self.shape is not None and entry is self.shape.probe:
-            learn.settled(self, now, entry, tokens, live)
+            tokens = learn.settled(self, now, entry, tokens, live)
         if entry.queued:  # it left the inner queue (moved: counted anew; or never sent)
             left(self, entry, tokens, live)
         if live != entry.live:
