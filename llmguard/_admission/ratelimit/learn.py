@@ -217,8 +217,7 @@ def settled(window: Any, now: float, probe: Entry, tokens: int, live: int) -> in
     made = [getattr(track, "fixed", None) for track in window.tracks]
     before = probe.tokens
     _settled(window, now, live)
-    if probe.tokens != before:  # recounted (:func:`.recounted.recount`): its tracks have it so
-        tokens = probe.tokens
+    tokens += probe.tokens - before  # recounted (:func:`.recounted.recount`): as its tracks
     for track, was in zip(window.tracks, made):
         if getattr(track, "fixed", None) not in (None, was):
             track.fixed.adjust(probe, tokens, live)
