@@ -581,6 +581,13 @@ def compare_slots(demand: float, repeats: int, phases: tuple[float, ...], slots:
         CLIENT.update(client)
 
 
+def _strict_title(demand: float | None = None, repeats: int | None = None) -> str:
+    title = (f"Strict servers: {STRICT_TPM:,} TPM binding on every shape, each request charged "
+             f"{STRICT_FACTOR:.3g}x the client's estimate, 0-{STRICT_JITTER * 1000:g} ms to "
+             "arrive")
+    return title if demand is None else f"{title}, {demand:g}x the quota, median of {repeats}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--demand", type=float, default=3.0,
@@ -599,6 +606,10 @@ def main() -> None:
     parser.add_argument("--tight", action="store_true",
                         help=f"only the tight table: {STRICT_TPM:,} TPM binding on every "
                              "shape, each request charged exactly the client's estimate")
+    parser.add_argument("--strict", action="store_true",
+                        help=f"only the strict table: {STRICT_TPM:,} TPM binding on every "
+                             f"shape, each request charged {STRICT_FACTOR:.3g}x the client's "
+                             "estimate")
     args = parser.parse_args()
     phases = tuple(float(p) for p in args.phases.split(","))
     if args.tight:
@@ -606,6 +617,10 @@ def main() -> None:
               f"the client's estimate, 0-{STRICT_JITTER * 1000:g} ms to arrive, "
               f"{args.demand:g}x the quota, median of {args.repeats}")
         print(format_table(compare_tight(args.demand, args.repeats, phases)))
+        return
+    if args.strict:
+        print(_strict_title(args.demand, args.repeats))
+        print(format_table(compare_strict(args.demand, args.repeats, phases)))
         return
     if args.slots is not None:
         inner = "AdaptiveConcurrency(max=" if args.adaptive else "ConcurrencyLimit("
@@ -622,8 +637,7 @@ def main() -> None:
           f"{', '.join(clock(p) for p in phases)} into a minute, median of {args.repeats}")
     print(format_table(rows))
     print("* not every call completed: the wall time ends with the last failure")
-    print(f"\nStrict servers: {STRICT_TPM:,} TPM binding on every shape, each request charged "
-          f"{STRICT_FACTOR:.3g}x the client's estimate, 0-{STRICT_JITTER * 1000:g} ms to arrive")
+    print(f"\n{_strict_title()}")
     print(format_table(compare_strict(args.demand, args.repeats, phases)))
     print(f"\nCold network: the opening burst {COLD:g} s to reach the server, later requests "
           f"{WARM * 1000:g} ms; started {clock(phases[-1])} into a minute")

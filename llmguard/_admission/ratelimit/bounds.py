@@ -17,9 +17,10 @@ from typing import Any
 
 from .carry import carried, charged
 from .holds import reached, surely
+from .recounted import recount
 
 __all__ = ["bucket_of", "bucketed", "ceiled", "cheaper", "clocked", "fitted", "limit_of",
-           "logged", "lowered", "minute_of", "ours", "recount", "spare", "unrefilled", "windowed"]
+           "logged", "lowered", "minute_of", "ours", "spare", "unrefilled", "windowed"]
 
 
 def bucket_of(window: Any) -> Any:
@@ -237,24 +238,3 @@ def logged(window: Any) -> Any:
 def ours(window: Any) -> list[Any]:
     """Ours in ``window``'s log the server may count: admitted, not refunded nor refused."""
     return [e for e in logged(window) if e.live and not e.refused]
-
-
-def recount(window: Any, now: float, charge: Any, entries: list[Any],
-            count: Any = None) -> None:
-    """Count ``entries`` at what ``charge`` says the server charged them (or ``count(entry)``),
-    settled or not."""
-    for entry in entries:
-        charged = charge.units(entry.estimate) if count is None else count(entry)
-        if charged == entry.tokens:
-            continue
-        for each in window.tracks:
-            if not each.quota.tokens:
-                continue
-            again = getattr(each, "recount", None)  # a learned quota's pacers
-            if again is not None:
-                again(now, entry, charged)
-            elif not hasattr(each, "rescale"):  # a log
-                each.adjust(now, entry, charged, entry.live)
-            elif entry.owner is window:  # a bucket settles once: only what is outstanding
-                each.rescale(now, entry, charged)
-        entry.tokens = charged

@@ -39,7 +39,8 @@ import math
 from typing import Any
 
 from . import calibration
-from .bounds import fitted, ours, recount, unrefilled
+from .bounds import fitted, ours, unrefilled
+from .recounted import recount
 
 __all__ = ["OPENING", "Charge"]
 
@@ -218,17 +219,8 @@ class Charge:
                 e for e in entries if e.owner is None and e.live and not e.refused
                 and e.tokens == min(self.limit, max(e.estimate, math.ceil(e.estimate * was - 1e-9)))
                 and self.units(e.estimate) < e.tokens])
-        for entry in entries:
-            charged = self.units(entry.estimate)
-            if entry.owner is window and entry.live and charged < entry.tokens:
-                for each in window.tracks:
-                    if each.quota.tokens:  # a learned quota's pacers, or a share's log
-                        rescale = getattr(each, "rescale", None)
-                        if rescale is not None:
-                            rescale(now, entry, charged)
-                        else:
-                            each.adjust(now, entry, charged, entry.live)
-                entry.tokens = charged
+        recount(window, now, self, [e for e in entries if e.owner is window and e.live
+                                    and self.units(e.estimate) < e.tokens])
 
     @property
     def how(self) -> str:

@@ -32,7 +32,8 @@ import math
 from typing import Any
 
 from . import bounds, refuted
-from .bounds import lowered, ours, recount
+from .bounds import lowered, ours
+from .recounted import recount
 from .served import served_at
 
 __all__ = ["due", "flying", "kept", "ours", "probe", "probes", "recount"]

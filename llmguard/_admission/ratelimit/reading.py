@@ -39,8 +39,9 @@ class Readings:
         self.spread = spread
         self.recent: deque[Any] = deque()
         #: Per unit: [send time of the ticket that opened it, its best bound, when that was
-        #: read, ours admitted then, the first seq it subtracted, ours of those refunded since,
-        #: the marks of ours queued below it subtracted too (:mod:`.queued`)].
+        #: read, ours admitted then, the first seq it subtracted, ours of those refunded (or
+        #: counted lower: :mod:`.recounted`) since, the marks of ours queued below it
+        #: subtracted too (:mod:`.queued`), the seq of the ticket it read].
         self.groups: dict[bool, list[Any]] = {}
 
     def admit(self, now: float, entry: Any) -> None:
@@ -123,7 +124,7 @@ class Readings:
         at = ticket.time
         group = self.groups.get(tokens)
         if group is not None:
-            anchor, best, since, counted, base, returned, marked = group
+            anchor, best, since, counted, base, returned, marked, _ = group
             if abs(at - anchor) <= self.spread:
                 aged = best - (issued - counted) + returned
                 if aged >= left:
@@ -134,7 +135,7 @@ class Readings:
                 anchor = at
         else:
             anchor = at
-        self.groups[tokens] = [anchor, left, now, issued, seq, 0, marks]
+        self.groups[tokens] = [anchor, left, now, issued, seq, 0, marks, ticket.seq]
         return left, now, seq, marks
 
     def forget(self) -> None:

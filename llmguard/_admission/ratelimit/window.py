@@ -158,7 +158,7 @@ class Window:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
             changed.answered += 1
         if self.shape is not None and entry is self.shape.probe:
-            learn.settled(self, now, entry, tokens, live)
+            tokens = learn.settled(self, now, entry, tokens, live)
         if entry.queued:  # it left the inner queue (moved: counted anew; or never sent)
             left(self, entry, tokens, live)
         if live != entry.live:
@@ -187,14 +187,14 @@ class Window:
                               at)
         if ticket is not None:  # taken before the boundary it was carried over
             arrived.taken(self.tracks, ticket, now)
+        if tokens and ticket is not None and self.charge is not None and tracks:
+            self.charge.read(self, now, remaining, ticket, tracks)  # ours read at what it says
         issued = self.issued_tokens if tokens else self.issued
         track = self.tracks[0]
         after, marks = self.readings.after(track.log if isinstance(track, AutoTrack) else track,
                                            tokens, ticket, issued, self.queued)
         read = self.readings.read(now, tokens, remaining, ticket, after, issued, marks)
         kind = self.shape.kind if self.shape is not None else None
-        if tokens and ticket is not None and self.charge is not None and tracks:
-            self.charge.read(self, now, remaining, ticket, tracks)
         if read is None:
             return  # an older burst's reading: the open group's are newer
         left, since, base, marks = read if ticket is not None else (*read[:2], self.issued,
