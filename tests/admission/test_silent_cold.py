@@ -124,12 +124,13 @@ async def test_a_cold_silent_bucket_learns_its_charge_at_any_phase(phase: float)
     assert wall <= 1.05 * ideal, (wall, ideal, wall / ideal)
 
 
-@pytest.mark.xfail(strict=True, reason="#30: the cold table's silent bucket from :59.2, 1.11x")
 async def test_a_cold_silent_bucket_started_as_the_burst_straddles_the_minute() -> None:
     """The bucket above started at :59.2: the opening burst, admitted before the minute,
     arrives after it (0.8 s on the way), so a fixed window from the minute may count it and
-    the first probe of the shape waits for the next minute. The charge's probes served after
+    the first probe of the shape waited for the next minute. The charge's probes served after
     the burst (49 of ours within 20 s, 47 a window at our bare estimates) leave no sliding
     window, nor a fixed one that counted the burst after the minute: paced as a sliding log
-    until the next minute all the same, nothing sent for 41 s, 1.11x the ideal."""
+    until the next minute all the same, nothing sent for 41 s, 1.11x the ideal. The probe
+    goes once they show it (``apart.straddled``), the fixed window from the minute then
+    counting the burst before it: 1.01x."""
     await test_a_cold_silent_bucket_learns_its_charge_at_any_phase(59.2)
