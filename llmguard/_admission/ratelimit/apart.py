@@ -35,6 +35,7 @@ from typing import Any
 from . import bounds, refuted
 from .auto import AutoTrack
 from .carry import carried
+from .fixed import skew
 
 __all__ = ["bucket", "cheaper", "guessed", "over", "over_counted", "overflowed", "refused", "spent",
            "straddled"]
@@ -157,15 +158,22 @@ def _served(window: Any, track: AutoTrack, start: float, end: float) -> int:
     return used
 
 
-def straddled(window: Any, track: AutoTrack, boundary: float, now: float) -> bool:
-    """True when a fixed window of ``track``'s quota from ``boundary``, had it counted ours
-    admitted within the margin before it, would have refused some of ours it served (from
-    then to ``now``, at our bare estimates, more than its limit): a fixed window counted
-    those before it. On a cold network the opening burst, admitted at :59.2, arrives at
-    :00.0 (0.8 s on the way), a fixed window from :00 may count it, and the first probe of
-    the shape waited for the next minute, paced as a sliding log: a silent bucket served 49
-    of ours (47 a window) by :18, then nothing went for 41 s (1.11x the ideal)."""
-    return _served(window, track, boundary - track.quota.margin, now) > track.limit
+def straddled(window: Any, track: AutoTrack, boundary: float, now: float) -> float | None:
+    """When a fixed window of ``track``'s quota from ``boundary`` counted ours from, if at
+    all: from the clocks' skew before it (:func:`.fixed.skew`) when, had it counted those
+    admitted within the margin before that, it would have refused some of ours it served
+    (from then to ``now``, at our bare estimates, more than its limit), and not otherwise
+    (None: ours from then on are counted in it, or overflow it alone). On a cold network
+    the opening burst, admitted at :59.2, arrives at :00.0 (0.8 s on the way), a fixed
+    window from :00 may count it, and the first probe of the shape waited for the next
+    minute, paced as a sliding log: a silent bucket served 49 of ours (47 a window) by :18,
+    then nothing went for 41 s (1.11x the ideal)."""
+    margin = track.quota.margin
+    since = boundary - skew(margin, track.window, True)
+    if _served(window, track, since, now) <= track.limit \
+            < _served(window, track, boundary - margin, now):
+        return since
+    return None
 
 
 def over_counted(window: Any, probe: Any) -> bool:

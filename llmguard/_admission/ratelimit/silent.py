@@ -89,10 +89,11 @@ def full(track: AutoTrack, at: float, need: int) -> bool:
     return _ours(track, lambda t: t > horizon, sent=True) + need > track.limit
 
 
-def fresh(track: AutoTrack, boundary: float, need: int) -> bool:
+def fresh(track: AutoTrack, boundary: float, need: int, since: float | None = None) -> bool:
     """True when a fixed window starting at ``boundary`` has room for ``need`` more of ours:
-    those admitted from a margin before it on (counted after it, on arrival) leave room."""
-    start = boundary - track.quota.margin
+    those admitted from a margin before it on (counted after it, on arrival; given
+    ``since``, from then on: :func:`.apart.straddled`) leave room."""
+    start = boundary - track.quota.margin if since is None else since
     return _ours(track, lambda t: t >= start) + need <= track.limit
 
 
@@ -163,9 +164,8 @@ def _first(window: Any, learners: list[AutoTrack], now: float, tokens: int,
     for boundary in (epoch, epoch + shape.window):
         at = max(now, boundary + skew)
         if any(full(t, at, _need(t, tokens)) for t in learners) \
-                and all(fresh(t, boundary, _need(t, tokens)) or (
-                    apart.straddled(window, t, boundary, now)
-                    and fresh(t, boundary + t.quota.margin, _need(t, tokens)))
+                and all(fresh(t, boundary, _need(t, tokens)) or fresh(
+                    t, boundary, _need(t, tokens), apart.straddled(window, t, boundary, now))
                         for t in learners) and (
                     not bucketless
                     or any(t.wait(at, _need(t, tokens)) > t.window / 10 for t in learners)):
@@ -219,8 +219,9 @@ def served(window: Any, now: float) -> bool:
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
             track.become_fixed(now, shape.candidate)
-            if apart.straddled(window, track, shape.candidate, now):  # (:func:`_first`)
-                arrived.before(track.fixed, track.recent, shape.candidate)
+            since = apart.straddled(window, track, shape.candidate, now)  # (:func:`_first`)
+            if since is not None:
+                arrived.before(track.fixed, track.recent, since)
     return False
 
 
