@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from llmguard._admission.ratelimit import bounds, holds, refuted
+from llmguard._admission.ratelimit import apart, bounds, holds, refuted
 from llmguard._admission.ratelimit.window import Quota, Window
 from llmguard.testing import TokenBucketServer
 from late_start import run
@@ -101,6 +101,29 @@ def test_the_most_a_bucket_charges_as_paced_takes_ours_as_late_as_their_way_allo
     assert math.isclose(bounds.bucketed(w, probe, rounded=False, late=True), w.charge.paced)
 
 
+def test_a_burst_admitted_before_the_minute_is_dated_before_it_once_ours_served_show_it(
+        ) -> None:
+    """40 of ours of 212 tokens admitted at :59.2 (the margin 0.82 s: they may arrive after
+    :00), then 9 more after :00, all served: 49 at our bare estimates, 47 a window. A fixed
+    window from :00 counting the 40 would have refused some: it counted ours from the clocks'
+    skew before it (``apart.straddled``). Not so while ours served after :00 fit it, nor
+    when ours after it overflow it alone (the burst at :00: no fixed window from :00)."""
+    def served(w: Window, at: float) -> None:
+        w.add(at, 212).used = 212
+
+    w = cold_window(0.82)
+    for _ in range(40):
+        served(w, 59.2)
+    for i in range(9):
+        assert (apart.straddled(w, w.tracks[1], 60.0, 62.0 + 2 * i) is None) == (40 + i <= 47)
+        served(w, 62.0 + 2 * i)
+    assert apart.straddled(w, w.tracks[1], 60.0, 79.0) == pytest.approx(59.95)
+    late = cold_window(0.82)
+    for at in [60.0] * 40 + [62.0 + 2 * i for i in range(9)]:
+        served(late, at)
+    assert apart.straddled(late, late.tracks[1], 60.0, 79.0) is None
+
+
 @pytest.mark.parametrize("phase", [0.0, 10.0, 50.0, 55.0])
 async def test_a_cold_silent_bucket_learns_its_charge_at_any_phase(phase: float) -> None:
     """The README stack with only the quotas against a 60 RPM, 10,000 TPM token bucket that
@@ -122,3 +145,15 @@ async def test_a_cold_silent_bucket_learns_its_charge_at_any_phase(phase: float)
     layer, wall, ideal = await run(server, phase, 141, jitter=None)
     assert server.statistics().rate_limited <= 1, layer.statistics().shape
     assert wall <= 1.05 * ideal, (wall, ideal, wall / ideal)
+
+
+async def test_a_cold_silent_bucket_started_as_the_burst_straddles_the_minute() -> None:
+    """The bucket above started at :59.2: the opening burst, admitted before the minute,
+    arrives after it (0.8 s on the way), so a fixed window from the minute may count it and
+    the first probe of the shape waited for the next minute. The charge's probes served after
+    the burst (49 of ours within 20 s, 47 a window at our bare estimates) leave no sliding
+    window, nor a fixed one that counted the burst after the minute: paced as a sliding log
+    until the next minute all the same, nothing sent for 41 s, 1.11x the ideal. The probe
+    goes once they show it (``apart.straddled``), the fixed window from the minute then
+    counting the burst before it: 1.01x."""
+    await test_a_cold_silent_bucket_learns_its_charge_at_any_phase(59.2)

@@ -35,8 +35,10 @@ from typing import Any
 from . import bounds, refuted
 from .auto import AutoTrack
 from .carry import carried
+from .fixed import skew
 
-__all__ = ["bucket", "cheaper", "guessed", "over", "over_counted", "overflowed", "refused", "spent"]
+__all__ = ["bucket", "cheaper", "guessed", "over", "over_counted", "overflowed", "refused", "spent",
+           "straddled"]
 
 
 def _learners(window: Any) -> list[AutoTrack]:
@@ -136,21 +138,42 @@ def overflowed(window: Any, boundary: float) -> bool:
     Answered ones only (a 429 marks the refused; what an answer used is read under a token
     quota, :mod:`.charge`), each counted at its usage once the server was shown to give the
     unused part back (:mod:`.probing`, ``trusted``)."""
-    shape, charge = window.shape, window.charge
+    shape = window.shape
     late = shape.skew()
     start, end = boundary - shape.window + late, boundary - late - shape.margin
+    return any(_served(window, track, start, end) > track.limit for track in window.tracks
+               if isinstance(track, AutoTrack) and track.learns())
+
+
+def _served(window: Any, track: AutoTrack, start: float, end: float) -> int:
+    """Units of ours admitted from ``start`` to ``end`` and served, at our bare estimates
+    (:func:`overflowed`)."""
+    charge = window.charge
     trusted = charge is not None and charge.trusted
-    for track in window.tracks:
-        if not (isinstance(track, AutoTrack) and track.learns()):
-            continue
-        used = 0
-        for e in track.recent:
-            if e.live and not e.refused and e.used is not None and start <= e.time <= end:
-                used += (min(e.used, e.estimate) if trusted else e.estimate) \
-                    if track.quota.tokens else 1
-        if used > track.limit:
-            return True
-    return False
+    used = 0
+    for e in track.recent:
+        if e.live and not e.refused and e.used is not None and start <= e.time <= end:
+            used += (min(e.used, e.estimate) if trusted else e.estimate) \
+                if track.quota.tokens else 1
+    return used
+
+
+def straddled(window: Any, track: AutoTrack, boundary: float, now: float) -> float | None:
+    """When a fixed window of ``track``'s quota from ``boundary`` counted ours from, if at
+    all: from the clocks' skew before it (:func:`.fixed.skew`) when, had it counted those
+    admitted within the margin before that, it would have refused some of ours it served
+    (from then to ``now``, at our bare estimates, more than its limit), and not otherwise
+    (None: ours from then on are counted in it, or overflow it alone). On a cold network
+    the opening burst, admitted at :59.2, arrives at :00.0 (0.8 s on the way), a fixed
+    window from :00 may count it, and the first probe of the shape waited for the next
+    minute, paced as a sliding log: a silent bucket served 49 of ours (47 a window) by :18,
+    then nothing went for 41 s (1.11x the ideal)."""
+    margin = track.quota.margin
+    since = boundary - skew(margin, track.window, True)
+    if _served(window, track, since, now) <= track.limit \
+            < _served(window, track, boundary - margin, now):
+        return since
+    return None
 
 
 def over_counted(window: Any, probe: Any) -> bool:

@@ -31,7 +31,7 @@ from typing import Any
 
 from .answers import latest
 
-__all__ = ["counted", "dated", "forget", "indices", "taken", "timed", "vouched"]
+__all__ = ["before", "counted", "dated", "forget", "indices", "taken", "timed", "vouched"]
 
 
 def indices(fixed: Any, entry: Any) -> tuple[int, ...]:
@@ -84,14 +84,34 @@ def timed(fixed: Any, entry: Any, counted: bool = True, now: float = math.inf) -
     narrow = fixed.spans(entry.time, min(fixed.margin, late))
     if narrow == wide:
         return False
+    _date(fixed, entry, min(fixed.margin, late), wide, narrow, counted)
+    return True
+
+
+def _date(fixed: Any, entry: Any, late: float, wide: tuple[int, ...], narrow: tuple[int, ...],
+          counted: bool = True) -> None:
+    """``entry`` counts only in the windows ``narrow`` of those ``wide`` it counted in, having
+    reached the server ``late`` s after its admission at the latest."""
     # (the entry kept: its id is not reused meanwhile)
-    fixed.timed[id(entry)] = (entry, min(fixed.margin, late))
+    fixed.timed[id(entry)] = (entry, late)
     if counted:
         weight = fixed._weight(entry)
         for index in wide:
             if index not in narrow and index in fixed.counts:
                 fixed.counts[index] -= weight
-    return True
+
+
+def before(fixed: Any, entries: Any, boundary: float) -> None:
+    """Ours of ``entries`` admitted within the margin before ``boundary`` count only in the
+    windows before it, as what ``fixed``'s window from it served shows they were counted
+    (:func:`.apart.straddled`): dated a microsecond (the loop's tick) before it."""
+    for entry in entries:
+        late = boundary - entry.time - 1e-6
+        if 0 <= late < fixed.margin and id(entry) not in fixed.timed:
+            wide = fixed.spans(entry.time, fixed.margin)
+            narrow = fixed.spans(entry.time, late)
+            if narrow != wide:
+                _date(fixed, entry, late, wide, narrow)
 
 
 def forget(fixed: Any, current: int) -> None:

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import apart, holds, probing, refuted
+from . import apart, arrived, holds, probing, refuted
 from .auto import AutoTrack
 
 __all__ = ["beyond", "dry", "due", "fresh", "full", "overtaken", "quiet", "refusal", "served"]
@@ -89,10 +89,11 @@ def full(track: AutoTrack, at: float, need: int) -> bool:
     return _ours(track, lambda t: t > horizon, sent=True) + need > track.limit
 
 
-def fresh(track: AutoTrack, boundary: float, need: int) -> bool:
+def fresh(track: AutoTrack, boundary: float, need: int, since: float | None = None) -> bool:
     """True when a fixed window starting at ``boundary`` has room for ``need`` more of ours:
-    those admitted from a margin before it on (counted after it, on arrival) leave room."""
-    start = boundary - track.quota.margin
+    those admitted from a margin before it on (counted after it, on arrival; given
+    ``since``, from then on: :func:`.apart.straddled`) leave room."""
+    start = boundary - track.quota.margin if since is None else since
     return _ours(track, lambda t: t >= start) + need <= track.limit
 
 
@@ -134,7 +135,7 @@ def due(window: Any, now: float, tokens: int) -> float | None:
         if at is None:
             return None
     else:
-        at = _first(shape, learners, now, tokens, refuted.bucketless(window.charge))
+        at = _first(window, learners, now, tokens, refuted.bucketless(window.charge))
         if at is None:
             return None
     for track in window.tracks:  # shorter quotas (rps, a burst) still hold it
@@ -143,7 +144,7 @@ def due(window: Any, now: float, tokens: int) -> float | None:
     return max(at, window.paused_until)
 
 
-def _first(shape: Any, learners: list[AutoTrack], now: float, tokens: int,
+def _first(window: Any, learners: list[AutoTrack], now: float, tokens: int,
            bucketless: bool = False) -> float | None:
     """When the first probe may go: just after the clock minute now passing (or the next),
     when a sliding window must refuse it there and a fixed window from the minute has room;
@@ -154,13 +155,18 @@ def _first(shape: Any, learners: list[AutoTrack], now: float, tokens: int,
     429 at :06, refused the probe at :62 that the log admitted at :64 (two on its tokens). A
     bucket refills all along: worth probing whenever the log holds the line back (1.34x the
     ideal, a silent bucket not probed at :00; a gateway's input/output clock minute, a
-    bucket refuted by a long retry-after, 1.06x -> 1.17x)."""
-    window, skew = shape.window, shape.skew()
-    epoch = now - (now + shape.offset) % window
-    for boundary in (epoch, epoch + window):
+    bucket refuted by a long retry-after, 1.06x -> 1.17x). Ours within the margin before the
+    minute count in it unless what it served shows a fixed window counted them before it
+    (:func:`.apart.straddled`)."""
+    shape = window.shape
+    skew = shape.skew()
+    epoch = now - (now + shape.offset) % shape.window
+    for boundary in (epoch, epoch + shape.window):
         at = max(now, boundary + skew)
         if any(full(t, at, _need(t, tokens)) for t in learners) \
-                and all(fresh(t, boundary, _need(t, tokens)) for t in learners) and (
+                and all(fresh(t, boundary, _need(t, tokens)) or fresh(
+                    t, boundary, _need(t, tokens), apart.straddled(window, t, boundary, now))
+                        for t in learners) and (
                     not bucketless
                     or any(t.wait(at, _need(t, tokens)) > t.window / 10 for t in learners)):
             if shape.candidate != boundary:
@@ -213,6 +219,9 @@ def served(window: Any, now: float) -> bool:
     for track in window.tracks:
         if isinstance(track, AutoTrack) and track.learns():
             track.become_fixed(now, shape.candidate)
+            since = apart.straddled(window, track, shape.candidate, now)  # (:func:`_first`)
+            if since is not None:
+                arrived.before(track.fixed, track.recent, since)
     return False
 
 
