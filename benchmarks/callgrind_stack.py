@@ -24,6 +24,9 @@ nothing: its own count), and its ratio to the library stack (tenacity + aiolimit
     python benchmarks/callgrind_stack.py                 # stacks: seq, gather, hit (~4 min)
     python benchmarks/callgrind_stack.py --paths miss    # a cache miss: Cache alone (#36)
     python benchmarks/callgrind_stack.py --layers        # also each layer alone, sequential
+    python benchmarks/callgrind_stack.py --paths gather --keep /tmp/cg   # and keep each run's
+        # callgrind.out there (named by contender, path and count): ``callgrind_annotate
+        # --inclusive=yes`` of the two counts' files, differenced, shows where a call's go
 
 Needs ``valgrind`` (Debian's package). Run with ``PYTHONHASHSEED=0`` set for you, so dict and
 set layouts (and with them the counts) repeat from run to run.
@@ -47,6 +50,8 @@ sys.path.insert(0, str(HERE))
 
 #: Freeze the heap built before the measured calls (``--no-freeze``: leave it, module doc).
 FREEZE = True
+#: Where each run's callgrind output is kept (``--keep``), or None: a temporary directory.
+KEEP: Path | None = None
 #: Calls per path at the two counts (gather: the calls started at once; 100 run at a time).
 COUNTS = {"seq": (300, 1300), "gather": (1000, 3000), "hit": (1000, 5000)}
 #: ``miss``: #36 bounds a cache miss over the bare await (6 us), not against the library
@@ -84,6 +89,8 @@ def inner(name: str, path: str, n: int) -> None:
 def instructions(name: str, path: str, n: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
+        if KEEP is not None:
+            out = KEEP / f"{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.{path}.{n}.out"
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                         sys.executable, __file__, "--inner", name, path, str(n),
@@ -108,9 +115,14 @@ def main() -> None:
     parser.add_argument("--layers", action="store_true", help="also each layer alone (sequential)")
     parser.add_argument("--no-freeze", action="store_true",
                         help="leave the start-up heap in the collector's sight (module doc)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep each run's callgrind output in DIR (for callgrind_annotate)")
     args = parser.parse_args()
-    global FREEZE
+    global FREEZE, KEEP
     FREEZE = not args.no_freeze
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        KEEP = args.keep
     if args.inner:
         inner(args.inner[0], args.inner[1], int(args.inner[2]))
         return
