@@ -156,9 +156,10 @@ async def test_a_tight_mute_sliding_window_started_mid_minute_refuses_one_reques
     and ``test_stray_429s_leave_a_silent_token_bucket_its_charge[random 5 %]`` failed.
     Until the test is sent, the two servers have shown the same. Held again on 8d28b76:
     the same trade. The first of those tests failed only on its reason (a bucket learned
-    by the probe beyond a fixed window: 0 429s, 90 by +58 s); in the second, a stray 429
-    on the shape's probe, no minute overflowed, read as a sliding window's: 1.00x -> 1.13x
-    the ideal. Only the test (a bucket serves it, a window refuses it) tells a bucket in
+    by the probe beyond a fixed window: 0 429s, 90 by +58 s); in the second, no minute
+    overflowed, and with the stray 429s the shape's probe served was read as no fixed
+    window (``learn._settled``: "reports no remaining"), a sliding one: 1.00x -> 1.13x the
+    ideal. Only the test (a bucket serves it, a window refuses it) tells a bucket in
     the first minute, and only the shape's probe a fixed window from a sliding one: a
     sliding window refuses both."""
     server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False,
