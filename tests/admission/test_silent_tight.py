@@ -154,7 +154,14 @@ async def test_a_tight_mute_sliding_window_started_mid_minute_refuses_one_reques
     bucket from :20 went 1.00x -> 1.02x, and
     ``test_a_silent_token_bucket_is_learned_at_the_first_probe_after_an_overflowed_minute``
     and ``test_stray_429s_leave_a_silent_token_bucket_its_charge[random 5 %]`` failed.
-    Until the test is sent, the two servers have shown the same."""
+    Until the test is sent, the two servers have shown the same. Held again on 8d28b76:
+    the same trade. The first of those tests failed only on its reason (a bucket learned
+    by the probe beyond a fixed window: 0 429s, 90 by +58 s); in the second, no minute
+    overflowed, and with the stray 429s the shape's probe served was read as no fixed
+    window (``learn._settled``: "reports no remaining"), a sliding one: 1.00x -> 1.13x the
+    ideal. Only the test (a bucket serves it, a window refuses it) tells a bucket in
+    the first minute, and only the shape's probe a fixed window from a sliding one: a
+    sliding window refuses both."""
     server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False,
                                  retry_after=False)
     layer, wall, ideal = await run(server, phase, 141)
@@ -172,7 +179,16 @@ async def test_a_tight_mute_sliding_window_started_mid_minute_refuses_one_reques
 #: leaves a bucket charging a little more than the probes allow possible: a strict fixed
 #: window from :00 kept at 1.15x (1.49x) and a strict mute sliding window probed for its
 #: shape (a second 429); keeping a window's bound beside the bucket's for the fixed count
-#: while both are supposed fixed the first (1.02x), not the second.
+#: while both are supposed fixed the first (1.02x), not the second. Measured on 8d28b76 with
+#: no refuting wait (``served_at``: two round trips): this tight table's headerless fixed
+#: and mute sliding windows from :00 1.02x (one 429: the give-back test, an answer after
+#: the 47th, still refutes a bucket), :58/:59 1.04x; the strict table's bare-429 fixed and
+#: mute sliding windows from :00 1.49x (4 429s on the sliding one; the 43rd refused 0.1 s
+#: after the 42nd, kept at 1.15x as a window's count: 40 a minute of 42), the mute sliding
+#: one from :59 94 429s, headerless buckets from :20-:55 2-5 429s. No probe schedule
+#: serves both: the two tables differ only once a probe is refused, and a 429 refutes the
+#: buckets that served the probes only a request's refill (1.5 s at the ceiling the first
+#: probe leaves, 1.19x: the slots split the opening burst at 2 s) after the last served.
 FROM_ZERO = pytest.mark.xfail(strict=True, reason="#30: a tight silent fixed window from :00 "
                               "repeats its first minute's probe spacing (1.09x)")
 
@@ -205,3 +221,32 @@ async def test_a_tight_silent_fixed_window_started_at_the_minute_probes_its_char
     layer, wall, ideal = await run(server, 0.0, 141)
     assert server.statistics().rate_limited <= 1, layer.statistics().shape
     assert wall <= 1.10 * ideal, (wall, ideal, layer.statistics().shape)
+
+
+#: #30, open: the tight mute sliding window repeats its first window's probes of the charge
+#: (42nd at +4 s, then one a bucket's refill apart, 1.5 s, the 47th at +11 s) in every window
+#: after it: the last window's 47th at +131 s where the ideal ends at 122 s. A sliding window
+#: admits a request a window after one it served, so the first window's spacing is the run's.
+#: The 47th has to go by +6 s (the 141st by +126 s); at a request's refill apart it goes at
+#: +11 s: see ``FROM_ZERO`` for what sooner probes cost the strict table. From :50, probes
+#: two round trips apart whenever the room's at the refuting pace would not all go before
+#: the minute ends (``served_at``'s end-of-minute rule widened) moved no cell here: once the
+#: sooner ones lower the ceiling, the rest fit just before the minute (47 by :58, 1.07x);
+#: the strict headerless bucket from :55 took a second 429 (1.00x -> 1.03x).
+SPACED = pytest.mark.xfail(strict=True, reason="#30: a tight mute sliding window repeats its "
+                           "first window's probe spacing (1.07-1.09x)")
+
+
+@SPACED
+@pytest.mark.usefixtures("pinned_wall_clock")
+@pytest.mark.parametrize("phase", [0.0, 50.0])
+async def test_a_tight_mute_sliding_window_fills_its_first_window_within_six_seconds(
+        phase: float) -> None:
+    """The tight mute sliding window started at :00 (1.09x: the charge's probes to +11 s)
+    and at :50 (1.07x: to +8.3 s, the last three two round trips apart once their answers
+    would come after the minute). Within 1.05x the ideal, at most one 429."""
+    server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False,
+                                 retry_after=False)
+    layer, wall, ideal = await run(server, phase, 141)
+    assert server.statistics().rate_limited <= 1, layer.statistics().shape
+    assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
