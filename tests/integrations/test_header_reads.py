@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -58,12 +59,11 @@ def against(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return seen
 
 
-async def test_anthropic_answers_are_read_once_with_input_and_output_apart(reads) -> None:
-    """The README's Anthropic stack (rpm, input_tpm and output_tpm, refill="continuous"), four
-    rounds of three calls at once asking max_tokens=2,000 and using 30: each of the twelve
-    answers read once, and the output headroom keeps pace with what the server has left,
-    never above it. (Read twice, before and after each answer was settled, the headroom fell
-    to 10 tokens while the server had 19,976 left: every answer's unused output held back.)"""
+async def readme_rounds(send: Callable[[Any], Awaitable[Any]]) -> tuple[int, int, lg.RateLimit]:
+    """The README's Anthropic stack (rpm, input_tpm and output_tpm, refill="continuous")
+    through the real SDK, four rounds of three ``send(guarded)`` at once against a server of
+    those quotas using 30 output tokens an answer: what the server has left of its output
+    quota then, the layer's output headroom, and the layer."""
     provider = InputOutputBucketServer(rpm=1_000, input_tpm=100_000, output_tpm=20_000,
                                        latency=0.01, output_tokens=30)
     limit = lg.RateLimit(rpm=1_000, input_tpm=100_000, output_tpm=20_000, refill="continuous")
@@ -71,11 +71,21 @@ async def test_anthropic_answers_are_read_once_with_input_and_output_apart(reads
             base_url=http.origin, api_key="test", max_retries=0) as client:
         guarded = lg_anthropic.wrap(client, lg.Pipeline(name="claude").then(limit))
         for _ in range(4):
-            await asyncio.gather(*(guarded.messages.create(
-                model="claude", max_tokens=2_000, messages=MESSAGES) for _ in range(3)))
-    assert sorted(reads.values()) == [1] * 12
+            await asyncio.gather(*(send(guarded) for _ in range(3)))
     left = provider.quotas["output-tokens"].remaining(asyncio.get_running_loop().time())
     output = limit.backend.part_headroom(None, limit.quotas, "output")  # type: ignore[attr-defined]
+    return left, output, limit
+
+
+async def test_anthropic_answers_are_read_once_with_input_and_output_apart(reads) -> None:
+    """The README's Anthropic stack (rpm, input_tpm and output_tpm, refill="continuous"), four
+    rounds of three calls at once asking max_tokens=2,000 and using 30: each of the twelve
+    answers read once, and the output headroom keeps pace with what the server has left,
+    never above it. (Read twice, before and after each answer was settled, the headroom fell
+    to 10 tokens while the server had 19,976 left: every answer's unused output held back.)"""
+    left, output, _ = await readme_rounds(lambda guarded: guarded.messages.create(
+        model="claude", max_tokens=2_000, messages=MESSAGES))
+    assert sorted(reads.values()) == [1] * 12
     assert left - 1_000 <= output <= left + 1
 
 
@@ -141,19 +151,10 @@ async def test_anthropic_streams_are_read_once_against_their_reservation(
     (ended before the third's headers were read, as of its admission: not given back there
     yet). Before, with readings as of a stream's start, the give-back was never learned: 10
     tokens of room where the server had 19,975, every stream's unused output held back."""
-    provider = InputOutputBucketServer(rpm=1_000, input_tpm=100_000, output_tpm=20_000,
-                                       latency=0.01, output_tokens=30)
-    limit = lg.RateLimit(rpm=1_000, input_tpm=100_000, output_tpm=20_000, refill="continuous")
-    async with LoopbackServer(provider) as http, anthropic.AsyncAnthropic(
-            base_url=http.origin, api_key="test", max_retries=0) as client:
-        guarded = lg_anthropic.wrap(client, lg.Pipeline(name="claude").then(limit))
-        for _ in range(4):
-            await asyncio.gather(*(_streamed(guarded, how) for _ in range(3)))
+    left, output, limit = await readme_rounds(lambda guarded: _streamed(guarded, how))
     assert sorted(reads.values()) == [1] * 12
     assert against == [True] * 12
     assert limit.statistics().in_flight == 0
-    left = provider.quotas["output-tokens"].remaining(asyncio.get_running_loop().time())
-    output = limit.backend.part_headroom(None, limit.quotas, "output")  # type: ignore[attr-defined]
     assert "unused output given back (the server does)" in limit.statistics().shape
     assert left - 2 * 2_000 <= output <= left + 1
 
