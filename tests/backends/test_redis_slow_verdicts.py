@@ -237,3 +237,35 @@ async def test_a_reading_stale_before_redis_answers_is_dropped(server):
     os.kill(server.proc.pid, signal.SIGCONT)
     assert admin.hget(NAMES[1], "cap_r") is None
     await connection.aclose()
+
+
+async def test_a_kept_write_that_lands_at_once_is_one_task(server):
+    """A kept write is one task, retrying in place after an outage (its first attempt and its
+    retries were two tasks: an answer's requests and tokens readings made four); ``landed``
+    waits for its first attempt, and it lands."""
+    connection = Connection(server.url, "t", "local", 0.5)
+    await connection.call("return 1", [], [], "connecting")  # (the pool's first connection)
+    loop = asyncio.get_running_loop()
+    made = []
+
+    def counting(loop, coro, **kwargs):
+        made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        _giveback.tell(connection, NAMES[3], True, "why")
+        await connection.landed()
+    finally:
+        loop.set_task_factory(None)
+    assert made == ["KeptWrites._keep"]
+    assert server.client().hget(NAMES[3], "gb") == b"1"
+    await connection.aclose()
+
+
+async def test_landed_does_not_wait_for_a_kept_write_cancelled_before_it_ran():
+    """A kept write cancelled before its first attempt (a loop closing) is not waited for."""
+    connection = Connection("redis://127.0.0.1:1/0", "t", "local", 0.5)
+    connection.keep("return 1", [], [], "nothing").cancel()
+    await asyncio.wait_for(connection.landed(), 5)  # (it returns at once)
+    assert not connection._trying
