@@ -239,10 +239,11 @@ async def test_a_reading_stale_before_redis_answers_is_dropped(server):
     await connection.aclose()
 
 
-async def test_a_kept_write_that_lands_at_once_is_one_task(server):
-    """A kept write is one task, retrying in place after an outage (its first attempt and its
-    retries were two tasks: an answer's requests and tokens readings made four); ``landed``
-    waits for its first attempt, and it lands."""
+async def test_the_writes_kept_in_a_turn_are_one_task(server):
+    """The writes kept within a loop turn (an answer's requests and tokens readings, a 429's
+    pause and lesson) go in one task, in order, each retried in place after an outage (each
+    was two tasks: its first attempt, and its retries); ``landed`` waits for their first
+    attempts, and they land."""
     connection = Connection(server.url, "t", "local", 0.5)
     await connection.call("return 1", [], [], "connecting")  # (the pool's first connection)
     loop = asyncio.get_running_loop()
@@ -254,12 +255,30 @@ async def test_a_kept_write_that_lands_at_once_is_one_task(server):
 
     loop.set_task_factory(counting)
     try:
-        _giveback.tell(connection, NAMES[3], True, "why")
+        first = _giveback.tell(connection, NAMES[3], True, "why")
+        second = _giveback.tell(connection, "t:other", False, "why not")
         await connection.landed()
     finally:
         loop.set_task_factory(None)
-    assert made == ["KeptWrites._keep"]
+    assert made == ["KeptWrites._keep"] and first is second and first.done()
     assert server.client().hget(NAMES[3], "gb") == b"1"
+    assert server.client().hget("t:other", "gb") == b"0"
+    await connection.aclose()
+
+
+async def test_writes_kept_in_a_turn_during_an_outage_cost_one_timeout_and_land(server):
+    """Two writes kept in one turn while Redis is stopped: the first times out, the second is
+    not tried while Redis is found down (one timeout before ``landed``, not one each); both
+    land once it answers."""
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    _giveback.tell(connection, NAMES[3], True, "why")
+    _giveback.tell(connection, "t:other", False, "why not")
+    await connection.landed()  # (their first attempts: a retry comes after RETRY_INTERVAL)
+    assert connection.errors == 1
+    os.kill(server.proc.pid, signal.SIGCONT)
+    await connection.kept()
+    assert admin.hget(NAMES[3], "gb") == b"1" and admin.hget("t:other", "gb") == b"0"
     await connection.aclose()
 
 

@@ -56,7 +56,7 @@ class Connection(KeptWrites):
     """
 
     __slots__ = ("url", "shown_url", "prefix", "on_error", "timeout", "id", "marks", "_redis",
-                 "_scripts", "_tasks", "_kept", "_trying", "_closing", "_writing",
+                 "_scripts", "_tasks", "_kept", "_trying", "_batch", "_closing", "_writing",
                  "_down_until", "_outage", "errors", "loops", "flushers")
 
     def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
@@ -83,9 +83,11 @@ class Connection(KeptWrites):
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Writes retried until they land (``keep``); ``_closing``: aclose() began, no more.
         self._kept: set[asyncio.Task[Any]] = set()
-        #: Each kept write until its first attempt ends, and what ``landed`` waits on for it
-        #: then (a future, made when it waits; None: none made).
+        #: Each task of kept writes until their first attempts end, and what ``landed`` waits
+        #: on for it then (a future, made when it waits; None: none made).
         self._trying: dict[asyncio.Task[Any], asyncio.Future[None] | None] = {}
+        #: The kept writes of this loop turn, and their task (not started yet), if any.
+        self._batch: tuple[list[Any], asyncio.Task[Any]] | None = None
         self._closing = False
         # Background writes in progress at most: redis-py's pool refuses a command beyond its
         # 100 connections (MaxConnectionsError, an outage to us), and a burst of answers

@@ -1,8 +1,9 @@
 """The writes a :class:`~._client.Connection` keeps until they land (a verdict, a 429's lesson,
-a reading, a pause), and what waits for them. Each is one task, retrying in place after an
-outage: its first attempt and its retries were two tasks (every answer's reading made four
-with its requests' and tokens'), though nearly every one lands at once. ``landed`` waits for
-a kept write's first attempt only (not an outage): a future it makes then, not one a write."""
+a reading, a pause), and what waits for them. Those kept within a loop turn go in one task, in
+order, each retried in place after an outage until it lands: every kept write was two tasks
+(its first attempt, and its retries), though nearly every one lands at once, and every answer's
+requests and tokens readings made four; now one. ``landed`` waits for their first attempts only
+(not an outage): through a future it makes then, none otherwise."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ Args = list[Any] | Callable[[], list[Any] | None]
 
 class KeptWrites:
     """Mixin of :class:`~._client.Connection` (``write``, ``down``, ``retry_interval``,
-    ``_tasks``, ``_kept``, ``_trying`` and ``_closing`` are its)."""
+    ``_tasks``, ``_kept``, ``_trying``, ``_batch`` and ``_closing`` are its)."""
 
     __slots__ = ()
     _tasks: set[asyncio.Task[Any]]
     _kept: set[asyncio.Task[Any]]
     _trying: dict[asyncio.Task[Any], asyncio.Future[None] | None]
+    _batch: tuple[list[Any], asyncio.Task[Any]] | None
     _closing: bool
 
     async def write(self, script: str, keys: list[str], args: list[Any], what: str) -> bool:
@@ -42,24 +44,39 @@ class KeptWrites:
         ``aclose``: one more). Each script written so is idempotent (a timed-out attempt may have
         run) and returns a value. ``args``: its arguments, or a function making them at each
         attempt (dated by their age: a retry neither shifts nor overrides a newer one; None:
-        stale)."""
-        task = self.follow(self._keep(script, keys, args, what))
-        self._trying[task] = None  # (until its first attempt ended: ``_tried``)
-        return task
+        stale). The task returned ends once it landed, with the others kept in the same turn."""
+        if self._batch is None:
+            writes: list[Any] = []
+            task = self.follow(self._keep(writes))
+            self._trying[task] = None  # (until the first attempts ended: ``_tried``)
+            self._batch = (writes, task)
+        self._batch[0].append((script, keys, args, what))
+        return self._batch[1]
 
-    async def _keep(self, script: str, keys: list[str], args: Args, what: str) -> None:
+    async def _keep(self, writes: list[Any]) -> None:
+        """Write ``writes`` (those kept until this task started), in order, each until it lands."""
+        if self._batch is not None and self._batch[0] is writes:
+            self._batch = None  # (kept from now on: the next task's)
         try:
-            landed = await self._attempt(script, keys, args, what)
+            writes = await self._attempt(writes)
         finally:
             self._tried(asyncio.current_task())
-        while not landed and not self._closing:
+        while writes and not self._closing:
             await asyncio.sleep(self.retry_interval())
             if not self.down() or self._closing:  # (down: one failure stands for all of them)
-                landed = await self._attempt(script, keys, args, what)
+                writes = await self._attempt(writes)
 
-    async def _attempt(self, script: str, keys: list[str], args: Args, what: str) -> bool:
-        made = args() if callable(args) else args
-        return made is None or await self.write(script, keys, made, what)
+    async def _attempt(self, writes: list[Any]) -> list[Any]:
+        """Try ``writes`` in order: those that did not land (once one failed and Redis is
+        found down, the rest are not tried: one timeout, not one each, before ``landed``)."""
+        left = []
+        for script, keys, args, what in writes:
+            if not (left and self.down()):
+                made = args() if callable(args) else args
+                if made is None or await self.write(script, keys, made, what):
+                    continue
+            left.append((script, keys, args, what))
+        return left
 
     def _tried(self, task: Any) -> None:
         """``task``'s first attempt ended (or the task did): ``landed`` waits no more for it."""
@@ -77,8 +94,10 @@ class KeptWrites:
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
         self._kept.discard(task)
-        if self._trying:  # (a kept write cancelled before its first attempt ran)
+        if self._trying:  # (kept writes cancelled before their first attempts ran)
             self._tried(task)
+            if self._batch is not None and self._batch[1] is task:
+                self._batch = None
 
     async def kept(self) -> None:
         """Wait for the writes ``keep`` retries (tests; ``aclose``)."""
