@@ -162,12 +162,13 @@ async def test_a_reading_lands_after_a_timeout_dated_as_read(server):
     await connection.aclose()
 
 
-async def older_after_newer(server, monkeypatch, write):
+async def older_after_newer(server, monkeypatch, write, same=False):
     """``write(connection, older)`` twice: the older one while the server is stopped (it times
-    out, retried 3 s later), then the newer one from another connection (another process) as
-    it came back, landing first; returns once the older one landed too."""
+    out, retried 3 s later), then the newer one from another connection (another process; the
+    same one: ``same``) as it came back, landing first; returns once the older one landed."""
     monkeypatch.setattr(_client, "RETRY_INTERVAL", 3.0)
     first, second = (Connection(server.url, "t", "local", 0.5) for _ in range(2))
+    second = first if same else second
     os.kill(server.proc.pid, signal.SIGSTOP)
     write(first, True)
     while first.errors == 0:
@@ -189,9 +190,15 @@ async def test_a_retried_reading_does_not_override_a_newer_one(server, monkeypat
     assert server.client().hget(NAMES[1], "cap_r") == b"1"
 
 
-async def test_a_retried_giveback_verdict_does_not_override_a_newer_one(server, monkeypatch):
+@pytest.mark.parametrize("same", [False, True])
+async def test_a_retried_giveback_verdict_does_not_override_a_newer_one(server, monkeypatch,
+                                                                         same):
+    """A give-back verdict retried after a stall (Redis stopped) is dated by when it was
+    reached: landing after a newer one, another process's or this one's own (kept in a later
+    turn, its task's first attempt lands while the older one waits to be retried), it
+    changes nothing."""
     await older_after_newer(server, monkeypatch, lambda connection, older: _giveback.tell(
-        connection, NAMES[3], older, "older" if older else "newer"))
+        connection, NAMES[3], older, "older" if older else "newer"), same)
     assert server.client().hget(NAMES[3], "gb") == b"0"
 
 
