@@ -45,6 +45,7 @@ async def message(provider: SimulatedProvider, **kwargs: Any) -> dict[str, Any]:
     output = provider._output_for(kwargs)
     reserve = kwargs.get("max_tokens")
     limited = isinstance(reserve, int)
+    _STREAMED.set(bool(kwargs.get("stream")))  # (for the server's headers: ``_answered``)
     await provider._serve(input_tokens, output, input_tokens + (reserve if limited else output))
     return {
         "id": f"msg_{id(kwargs):x}", "type": "message", "role": "assistant",
@@ -93,6 +94,8 @@ def rfc3339(unix: float) -> str:
 
 #: ``(input, output reserved)`` of the request being served, for its admission.
 _CHARGING: ContextVar[tuple[int, int]] = ContextVar("llmguard_io_charging", default=(0, 0))
+#: True while the request being served is answered as a stream (``stream=True``).
+_STREAMED: ContextVar[bool] = ContextVar("llmguard_io_streamed", default=False)
 
 
 class InputOutputBucketServer(QuotaServer):
@@ -103,7 +106,8 @@ class InputOutputBucketServer(QuotaServer):
     ends (a request cancelled after it arrived keeps its charge).
 
     Answers carry ``anthropic-ratelimit-{requests,input-tokens,output-tokens,tokens}-{limit,
-    remaining,reset}`` as of when they are sent, at the end (``-tokens-`` is the tightest of
+    remaining,reset}`` as of when they are sent: at the end, or as a stream (``stream=True``)
+    starts, its ``max_tokens`` charged (``-tokens-`` is the tightest of
     input and output; resets are RFC 3339 times when the bucket is full again); a 429 carries
     them and ``retry-after``. ``shape="fixed"``: a gateway in front of Anthropic counting each
     per fixed window from ``epoch`` (loop time) instead, the same way, resets at its boundary.
@@ -160,7 +164,8 @@ class InputOutputBucketServer(QuotaServer):
         bucket = self.quotas["output-tokens"]
         if bucket is not None and self.refunds_output:  # the answer ended: charged what it used
             bucket.give_back(self._now(), charged - input_tokens - output)
-        admission_headers.set(self.headers(self._now()))  # sent with the answer, at its end
+        if not _STREAMED.get():  # a stream's go out as it starts: as of its admission
+            admission_headers.set(self.headers(self._now()))  # sent with the answer, at its end
 
     def headers(self, now: float) -> dict[str, str]:
         if not self.rate_limit_headers:

@@ -10,8 +10,9 @@
 ``POST /v1/chat/completions`` is answered with the OpenAI JSON shapes: a ``chat.completion``
 (with ``usage``) and the server's ``x-ratelimit-*`` headers at admission, or an ``error`` body
 with the status (429, 503) and headers the simulated server raised. ``POST /v1/messages`` speaks
-Anthropic's Messages API the same way (``AsyncAnthropic(base_url=http.origin)``), streamed as
-server-sent events with ``stream=True``. HTTP/1.1 keep-alive, no
+Anthropic's Messages API the same way (``AsyncAnthropic(base_url=http.origin)``); both stream
+as server-sent events with ``stream=True`` (the whole answer at once, its headers as of its end).
+HTTP/1.1 keep-alive, no
 pipelining (what httpx does). A client that disconnects while its request is being served
 cancels it on the server (aiohttp's ``handler_cancellation``), so the server records it as
 cancelled after arrival. The server runs on the caller's event loop and reads its clock.
@@ -152,10 +153,28 @@ class LoopbackServer:
                                                         _CODES.get(exc.status_code))
         result.setdefault("id", f"chatcmpl-{self.requests}")
         result.setdefault("created", int(time.time()))
+        if kwargs.get("stream"):
+            usage = (kwargs.get("stream_options") or {}).get("include_usage")
+            return 200, admission_headers.get() or {}, _chunks(result, bool(usage))
         return 200, admission_headers.get() or {}, result
 
     def __repr__(self) -> str:
         return f"<LoopbackServer {self.base_url} requests={self.requests} {self.provider!r}>"
+
+
+def _chunks(completion: dict[str, Any], usage: bool) -> bytes:
+    """``completion`` as OpenAI streams it: its message in one ``chat.completion.chunk``, the
+    finish reason in the next, the usage in a last one without choices (``include_usage``)."""
+    choice = completion["choices"][0]
+    head = {key: completion[key] for key in ("id", "created", "model")}
+    chunks = [[{"index": 0, "delta": choice["message"], "finish_reason": None}],
+              [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]]
+    events = [{**head, "object": "chat.completion.chunk", "choices": choices}
+              for choices in chunks + ([[]] if usage else [])]
+    if usage:
+        events[-1]["usage"] = completion["usage"]
+    return "".join(f"data: {json.dumps(data)}\n\n" for data in events).encode() + \
+        b"data: [DONE]\n\n"
 
 
 def _error(message: str, kind: str, code: str | None) -> dict[str, Any]:

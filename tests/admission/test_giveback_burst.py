@@ -49,13 +49,14 @@ class Server:
 
 def burst(server: Server, *, start: float = 0.0, calls: int = 5, later: int = 0,
           every: float = 12.0, send: tuple[float, float] = (0.1, 0.1), service: float = 0.2,
-          twice: bool = False, seed: int = 0,
-          back_way: tuple[float, float] = (0.0, 0.0)) -> tuple[GiveBack, list[float]]:
+          twice: bool = False, seed: int = 0, back_way: tuple[float, float] = (0.0, 0.0),
+          streamed: bool = False) -> tuple[GiveBack, list[float]]:
     """``calls`` admitted at ``start`` and ``later`` more one ``every`` s after, each reaching
     the server within ``send`` s, answered ``service`` s after, its answer back within
     ``back_way`` s (answers may come back out of order). As through the ``anthropic`` SDK, an
-    answer's reading is read before its usage (``twice``: and again after it). The times of
-    the verdict's readings returned."""
+    answer's reading is read before its usage (``twice``: and again after it); ``streamed``:
+    its headers as of its arrival, back that long after it, its usage as its answer ends. The
+    times of the verdict's readings returned."""
     rng, back = random.Random(seed), GiveBack(SPREAD, WINDOW)
     back.quota = LIMIT
     events: list[tuple[float, int, int]] = []  # (when, what, call)
@@ -64,6 +65,7 @@ def burst(server: Server, *, start: float = 0.0, calls: int = 5, later: int = 0,
         heapq.heappush(events, (start + max(0, i - calls + 1) * every, 0, i))
     entries = [object() for _ in range(calls + later)]
     judged: list[float] = []
+    way: dict[int, float] = {}
     while events:
         now, kind, i = heapq.heappop(events)
         if kind == 0:
@@ -72,9 +74,18 @@ def burst(server: Server, *, start: float = 0.0, calls: int = 5, later: int = 0,
         elif kind == 1:
             server.arrive(now)
             heapq.heappush(events, (now + service, 2, i))
+            if streamed:  # its headers now, back as its chunks will be
+                readings[i], way[i] = int(server.level), rng.uniform(*back_way)
+                heapq.heappush(events, (now + way[i], 4, i))
         elif kind == 2:
-            readings[i] = server.end(now)
-            heapq.heappush(events, (now + rng.uniform(*back_way), 3, i))
+            ended = server.end(now)
+            if not streamed:
+                readings[i] = ended
+            heapq.heappush(events, (now + way.get(i, rng.uniform(*back_way)), 3, i))
+        elif kind == 4:
+            back.read(now, readings.pop(i), LIMIT, entry=entries[i], started=True)
+        elif streamed:
+            back.ended(now, USED, MAX_TOKENS, lambda n: None, entries[i])
         else:
             remaining = readings.pop(i)
             back.read(now, remaining, LIMIT, entry=entries[i])
@@ -97,6 +108,36 @@ def test_a_burst_answered_together_shows_the_give_back_in_its_first_answers(twic
     assert back.verdict is True, back.describe()
     assert "twice within 10 s of a burst's answers" in back.describe()
     assert judged and judged[0] < 1.0
+
+
+def test_a_burst_of_streams_shows_the_give_back_in_their_starts() -> None:
+    """Five streams of 400 against 2,000 a minute, then one every 2 s: each one's headers show
+    the server as it arrived (its max_tokens charged, those ended before it given back), read
+    as of its admission, so the next ones show the give-back of those ended before them. (Read
+    as of when they came, the burst's answers ended meanwhile counted as given back where the
+    server showed none, and the others in flight with it bound the rise: never judged, every
+    stream's unused output held back.)"""
+    back, _ = burst(Server(True), later=6, every=2.0, streamed=True)
+    assert back.verdict is True, back.describe()
+    assert "twice within 10 s of a burst's answers" in back.describe()
+
+
+@pytest.mark.parametrize("shape", ["bucket", "fixed"])
+@pytest.mark.parametrize("start", [0.0, 40.0, 59.9])
+def test_a_server_keeping_max_tokens_never_shows_streams_giving_back(shape: str,
+                                                                    start: float) -> None:
+    """The streams of the test above, and bursts of 3 and 5 then later ones at the refill's
+    pace or twice it, against a bucket or a per-minute gateway that keep max_tokens charged,
+    their headers back within up to three times the spread: never judged giving back."""
+    for calls, every in ((5, 12.0), (3, 12.0), (5, 6.0), (3, 0.2)):
+        for send in ((0.0, 0.0), (0.1, 0.45), (0.0, 1.0)):
+            for back_way in ((0.0, 0.0), (0.0, 0.5), (0.0, 1.5)):
+                for service, seed in ((0.2, 0), (2.0, 1)):
+                    back, _ = burst(Server(False, shape), start=start, calls=calls, later=20,
+                                    every=every, send=send, service=service, seed=seed,
+                                    back_way=back_way, streamed=True)
+                    assert back.verdict is not True, (calls, send, back_way, service, seed,
+                                                      back.describe())
 
 
 @pytest.mark.parametrize("shape", ["bucket", "fixed"])

@@ -162,12 +162,13 @@ async def test_a_reading_lands_after_a_timeout_dated_as_read(server):
     await connection.aclose()
 
 
-async def older_after_newer(server, monkeypatch, write):
+async def older_after_newer(server, monkeypatch, write, same=False):
     """``write(connection, older)`` twice: the older one while the server is stopped (it times
-    out, retried 3 s later), then the newer one from another connection (another process) as
-    it came back, landing first; returns once the older one landed too."""
+    out, retried 3 s later), then the newer one from another connection (another process; the
+    same one: ``same``) as it came back, landing first; returns once the older one landed."""
     monkeypatch.setattr(_client, "RETRY_INTERVAL", 3.0)
     first, second = (Connection(server.url, "t", "local", 0.5) for _ in range(2))
+    second = first if same else second
     os.kill(server.proc.pid, signal.SIGSTOP)
     write(first, True)
     while first.errors == 0:
@@ -189,9 +190,15 @@ async def test_a_retried_reading_does_not_override_a_newer_one(server, monkeypat
     assert server.client().hget(NAMES[1], "cap_r") == b"1"
 
 
-async def test_a_retried_giveback_verdict_does_not_override_a_newer_one(server, monkeypatch):
+@pytest.mark.parametrize("same", [False, True])
+async def test_a_retried_giveback_verdict_does_not_override_a_newer_one(server, monkeypatch,
+                                                                         same):
+    """A give-back verdict retried after a stall (Redis stopped) is dated by when it was
+    reached: landing after a newer one, another process's or this one's own (kept in a later
+    turn, its task's first attempt lands while the older one waits to be retried), it
+    changes nothing."""
     await older_after_newer(server, monkeypatch, lambda connection, older: _giveback.tell(
-        connection, NAMES[3], older, "older" if older else "newer"))
+        connection, NAMES[3], older, "older" if older else "newer"), same)
     assert server.client().hget(NAMES[3], "gb") == b"0"
 
 
@@ -237,3 +244,54 @@ async def test_a_reading_stale_before_redis_answers_is_dropped(server):
     os.kill(server.proc.pid, signal.SIGCONT)
     assert admin.hget(NAMES[1], "cap_r") is None
     await connection.aclose()
+
+
+async def test_the_writes_kept_in_a_turn_are_one_task(server):
+    """The writes kept within a loop turn (an answer's requests and tokens readings, a 429's
+    pause and lesson) go in one task, in order, each retried in place after an outage (each
+    was two tasks: its first attempt, and its retries); ``landed`` waits for their first
+    attempts, and they land."""
+    connection = Connection(server.url, "t", "local", 0.5)
+    await connection.call("return 1", [], [], "connecting")  # (the pool's first connection)
+    loop = asyncio.get_running_loop()
+    made = []
+
+    def counting(loop, coro, **kwargs):
+        made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        first = _giveback.tell(connection, NAMES[3], True, "why")
+        second = _giveback.tell(connection, "t:other", False, "why not")
+        await connection.landed()
+    finally:
+        loop.set_task_factory(None)
+    assert made == ["KeptWrites._keep"] and first is second and first.done()
+    assert server.client().hget(NAMES[3], "gb") == b"1"
+    assert server.client().hget("t:other", "gb") == b"0"
+    await connection.aclose()
+
+
+async def test_writes_kept_in_a_turn_during_an_outage_cost_one_timeout_and_land(server):
+    """Two writes kept in one turn while Redis is stopped: the first times out, the second is
+    not tried while Redis is found down (one timeout before ``landed``, not one each); both
+    land once it answers."""
+    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    _giveback.tell(connection, NAMES[3], True, "why")
+    _giveback.tell(connection, "t:other", False, "why not")
+    await connection.landed()  # (their first attempts: a retry comes after RETRY_INTERVAL)
+    assert connection.errors == 1
+    os.kill(server.proc.pid, signal.SIGCONT)
+    await connection.kept()
+    assert admin.hget(NAMES[3], "gb") == b"1" and admin.hget("t:other", "gb") == b"0"
+    await connection.aclose()
+
+
+async def test_landed_does_not_wait_for_a_kept_write_cancelled_before_it_ran():
+    """A kept write cancelled before its first attempt (a loop closing) is not waited for."""
+    connection = Connection("redis://127.0.0.1:1/0", "t", "local", 0.5)
+    connection.keep("return 1", [], [], "nothing").cancel()
+    await asyncio.wait_for(connection.landed(), 5)  # (it returns at once)
+    assert not connection._trying

@@ -11,7 +11,7 @@ from typing import Any
 from ..._core import clock
 from ..._core.call import Call
 from ..._core.events import EventKind
-from .headers import HELD, refusal, report, says_nothing, sent, spend, unsaid
+from .headers import HELD, STARTED, refusal, report, says_nothing, sent, spend, unsaid
 from .latency import Margin
 from .log import Entry
 from .window import Quota
@@ -86,6 +86,15 @@ class ServerFeedback:
         """:class:`~llmguard.HeaderObserver`: learn from the attempt's response headers."""
         if call.response_headers is not None:
             self.observe_headers(call.response_headers, partition=self._key and call.partition)
+
+    def observe_started(self, call: Call) -> None:
+        """:meth:`observe_response` for a stream's headers: sent as it started, they show the
+        server as its request was admitted (``STARTED``: the give-back reads them so)."""
+        reset = STARTED.set(True)
+        try:
+            self.observe_response(call)
+        finally:
+            STARTED.reset(reset)
 
     def _failed(self, call: Call, exc: BaseException, key: Hashable, ticket: Any,
                 tokens: int) -> None:

@@ -94,7 +94,7 @@ class GiveBack:
                 and level() - self.credit < output:
             self.probe, self.decisive = entry, over
         self.issued += output
-        self.burst.admitted(now, output, entry)
+        self.burst.admitted(now, output, entry, self.issued, self.given)
         self.largest = max(self.largest, output)
         recent = self.recent
         recent.append((now, output))
@@ -197,16 +197,16 @@ class GiveBack:
         return sum(output for at, output in self.recent if at >= now - self.spread)
 
     def read(self, now: float, remaining: int, limit: int, wall: float | None = None,
-             entry: Any = None) -> None:
+             entry: Any = None, started: bool = False) -> None:
         """A reading of the server's output ``remaining`` of ``limit`` per ``window`` s, at
-        ``now`` (``wall`` by the wall clock; None: ``now`` is), in the answer to ``entry``."""
-        on_the_way = self._on_the_way(now)
+        ``now`` (``wall`` by the wall clock; None: ``now`` is), in the answer to ``entry``
+        (``started``: as its stream started, as of its admission: :mod:`.giveback_burst`)."""
+        on_the_way, anchor = self._on_the_way(now), self.anchor
         here = (now, remaining, self.issued, self.given, on_the_way)
-        anchor = self.anchor
         # the faster of the server's rate and our quota's: a refill over-counted errs toward
         # "keeps it" (our quota may be the server's minute compressed, or a lower share of it)
-        rate = max(limit, self.quota) / self.window
-        if self.verdict is not True and self.burst.read(self, now, remaining, rate, wall, entry):
+        rate, burst = max(limit, self.quota) / self.window, self.burst
+        if not self.verdict and burst.read(self, now, remaining, rate, wall, entry, started):
             self._decide(True, f"the server's output remaining rose above its refill less ours "
                                f"by about the unused output of the answers ended, twice within "
                                f"{self.horizon:.0f} s of a burst's answers, and did not drop "

@@ -25,6 +25,14 @@ What else raises a reading, and how it is told apart:
   between the two: it rises, and the reading after it drops as much. So two spans shown within
   ``horizon`` are confirmed by another answer's reading, within a window, not dropping below
   the one shown (a drop voids them) before they decide.
+
+A stream's headers come as it starts (``started``): they show the server as its request was
+admitted, neither ours admitted after it nor the answers ended since. Such a reading is
+compared as of then: ours issued, unused output given
+back and admissions counted at its admission (read as of the reading, the answers ended
+meanwhile counted given where the server showed none, and ours in flight with it bounding the
+rise: a burst of streams never showed its give-back, and every stream's unused output stayed
+held back, 10 tokens of room where the server had 19,975).
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ __all__ = ["Burst"]
 
 class Burst:
     """Ours admitted and not answered (``open``: ``id(entry)`` to ``(seq, admitted at,
-    output, entry)``; ``seq`` counts admissions), the earlier reading (``anchor``: time,
+    output, entry, issued, given)``, the last two ``GiveBack``'s then; ``seq`` counts
+    admissions), the earlier reading (``anchor``: time,
     remaining, ours issued and unused output given back by then, ``seq``, the earliest the
     server's time on it can be), and the spans shown giving back (``shown`` of them since
     ``since``, the last in the answer to ``by``)."""
@@ -47,19 +56,21 @@ class Burst:
     def __init__(self, window: float) -> None:
         #: Seconds an admission stays open at most (by then it reached the server).
         self.window = window
-        self.open: dict[int, tuple[int, float, int, Any]] = {}
+        self.open: dict[int, tuple[int, float, int, Any, int, int]] = {}
         self.seq = 0
         self.anchor: tuple[float, int, int, int, int, float] | None = None
         self.shown, self.since, self.by = 0, 0.0, None
         #: The request of the last reading heard in its answer, and its admission.
         self.last: tuple[Any, float] = (None, 0.0)
 
-    def admitted(self, now: float, output: int, entry: Any) -> None:
-        """Ours reserved ``output`` at ``now`` (``entry``; None: one never told answered)."""
+    def admitted(self, now: float, output: int, entry: Any, issued: int = 0,
+                 given: int = 0) -> None:
+        """Ours reserved ``output`` at ``now`` (``entry``; None: one never told answered),
+        ``issued`` and ``given`` by then (``GiveBack``'s, this one counted)."""
         self.seq += 1
         entry = object() if entry is None else entry
         open_ = self.open
-        open_[id(entry)] = (self.seq, now, output, entry)  # entry kept: its id not reused
+        open_[id(entry)] = (self.seq, now, output, entry, issued, given)  # (its id not reused)
         while (first := next(iter(open_.items())))[1][1] < now - self.window:
             del open_[first[0]]
 
@@ -77,20 +88,24 @@ class Burst:
             self.closed(entry)
 
     def read(self, back: Any, now: float, remaining: int, rate: float, wall: float | None,
-             entry: Any = None) -> bool:
+             entry: Any = None, started: bool = False) -> bool:
         """A reading of the server's output ``remaining`` (refilling ``rate`` a second) at
-        ``now`` (``wall`` by the wall clock), in the answer to ``entry`` if known, for
-        ``back`` (a :class:`.giveback.GiveBack`): True when it confirms two spans shown
-        giving back within ``horizon``."""
+        ``now`` (``wall`` by the wall clock), in the answer to ``entry`` if known (``started``:
+        as its stream started), for ``back`` (a :class:`.giveback.GiveBack`): True when it
+        confirms two spans shown giving back within ``horizon``."""
         issued, given, spread, horizon = back.issued, back.given, back.spread, back.horizon
         # the server's time on it: up to ``spread`` before now, and after its request's
         # admission (a burst started at :00 is answered in the minute it was sent; an
         # answer's headers may be read again once it ended)
+        seq, upto, moment = self.seq, math.inf, now
         if entry is not None and (own := self.open.get(id(entry))) is not None:
             self.last = (entry, own[1])
+            if started:  # a stream's: as of its admission, itself charged there
+                seq, moment, _, _, issued, given = own
+                upto = seq
         admitted = self.last[1] if entry is not None and entry is self.last[0] else -math.inf
         stamp = max(now - spread, admitted)
-        here, anchor = (now, remaining, issued, given, self.seq, stamp), self.anchor
+        here, anchor = (moment, remaining, issued, given, seq, stamp), self.anchor
         wall, period = now if wall is None else wall, back.minute.period
         # too old (but for the reading that confirms: within a window), or a clock minute's
         # boundary may lie between the two readings: start anew
@@ -98,19 +113,19 @@ class Burst:
                 or (wall - (now - min(anchor[5], stamp))) // period != wall // period:
             self.anchor, self.shown = here, 0
             return False
-        at, before, issued_then, given_then, seq, _ = anchor
+        at, before, issued_then, given_then, since, _ = anchor
         given -= given_then
-        residual = remaining - (before + rate * (now - at) - (issued - issued_then))
+        residual = remaining - (before + rate * (moment - at) - (issued - issued_then))
         slack = rate * spread  # the answers' way back: up to ``spread`` of refill off
         if residual < -slack:  # a drop: what was shown may have been a reading out of order
             self.shown = 0
             return False
         if self.shown == 2 and entry is not None and entry is not self.by \
-                and residual - self._pending(seq) >= -slack:
+                and residual - self._pending(since, upto) >= -slack:
             return True  # another answer's reading: no drop, even if ours were all charged
         if given <= 0 or residual <= slack + given / 2:
             return False  # the span goes on
-        high = slack + self._pending(seq)
+        high = slack + self._pending(since, upto)
         if not high + given / 2 < residual <= high + given + back.largest:
             return False  # beyond a give-back by one answer's: not one either
         self.anchor, self.by = here, entry
@@ -120,6 +135,6 @@ class Burst:
             self.shown, self.since = 1, at
         return False
 
-    def _pending(self, seq: int) -> int:
-        """Output of ours admitted after admission ``seq`` and not answered yet."""
-        return sum(output for after, _, output, _ in self.open.values() if after > seq)
+    def _pending(self, seq: int, upto: float) -> int:
+        """Output of ours admitted after admission ``seq``, before ``upto``, not answered yet."""
+        return sum(output for after, _, output, *_ in self.open.values() if seq < after < upto)

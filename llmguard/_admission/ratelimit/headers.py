@@ -18,12 +18,14 @@ from .latency import PROCESSING
 from .named import named
 from .refusal import DEFAULT_PAUSE
 
-__all__ = ["DEFAULT_PAUSE", "HELD", "learned", "parse_duration", "parse_reset", "part_headers",
-           "pause_after", "rate_limit_headers", "refusal", "report", "says_nothing", "sent",
-           "spend", "unsaid"]
+__all__ = ["DEFAULT_PAUSE", "HELD", "STARTED", "learned", "parse_duration", "parse_reset",
+           "part_headers", "pause_after", "rate_limit_headers", "refusal", "report",
+           "says_nothing", "sent", "spend", "unsaid"]
 
 #: The reservation (``held.Held``) of the call being sent, for its headers to be read against.
 HELD: ContextVar[Any] = ContextVar("llmguard_rate_limit_held", default=None)
+#: True while the headers read came as a stream started (as of its request's admission).
+STARTED: ContextVar[bool] = ContextVar("llmguard_rate_limit_started", default=False)
 
 
 def pause_after(exc: BaseException) -> float | None:
@@ -169,7 +171,7 @@ def report(backend: Any, quotas: Any, learning: bool, headers: Mapping[str, str]
         elif reset is not None:
             backend.cap(key, quotas, unit != "requests", left, reset, **where)
         if part == "output" and limit is not None:  # does the server give output back?
-            backend.read_output(key, left, limit, ticket)
+            backend.read_output(key, left, limit, ticket, STARTED.get())
     if learning and not heard and not any("retry-after" in name.lower() for name in headers):
         unsaid(backend, quotas, key)
 

@@ -177,11 +177,11 @@ class RateLimit(ServerFeedback):
             raise
         else:  # read once, against the reservation (``HELD``): before the answer is settled;
             # input and output apart, after (the server's remaining counts its unused output)
-            late = self._split and (self._reconcile or self._settle) and not isinstance(
-                result, Stream)
+            stream = isinstance(result, Stream)  # (its headers as of its start: ``started``)
+            late = self._split and (self._reconcile or self._settle) and not stream
             if current.response_headers is not None and not late:
-                self.observe_response(call)
-            if isinstance(result, Stream):  # usage comes (if at all) in the final chunk
+                self.observe_response(call) if not stream else self.observe_started(call)
+            if stream:  # usage comes (if at all) in the final chunk
                 self._defer(result, call, key, held.ticket, tokens)
             elif self._reconcile or self._settle:
                 self._finish(call, key, held.ticket, tokens, result)

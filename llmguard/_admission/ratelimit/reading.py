@@ -94,23 +94,26 @@ class Readings:
             if entry.live and entry is not ticket and not entry.queued:  # (queued: below)
                 if not tokens:
                     after += 1
-                elif entry.owner is not None and entry.tokens < following - entry.tseq:
-                    after += entry.tokens  # not settled, rescaled: the factor came down
+                elif entry.owner is not None and entry.tokens != following - entry.tseq:
+                    # not settled, counted anew at a factor since (down or up: as admitted,
+                    # a factor a 429 raised left 40 tokens of room the server never had)
+                    after += entry.tokens
                 else:
                     after += following - entry.tseq
             following = entry.tseq
         return after + queued.units(tokens), queued.marks
 
     def read(self, now: float, tokens: bool, remaining: int, ticket: Any, after: int,
-             issued: int, marks: int = 0) -> tuple[int, float, int, int] | None:
+             issued: int, marks: int = 0) -> tuple[int, float, int, int, int] | None:
         """What a reading of ``remaining`` (requests or ``tokens``) in the answer to ``ticket``
         (None: as of now) leaves us, with ``after`` units of ours (not refunded) admitted from
         the ticket's ``near`` on, the ticket excepted, and ``issued`` units admitted so far:
-        ``(left, since, base)``, the best certain bound of the open group of readings with
-        this one, as of now but for the refill since ``since`` (a bucket adds it), which
-        subtracted ours from seq ``base`` on and those queued below with ``marks`` marked
-        (``after`` counts them: :mod:`.queued`); or None for a reading of an older burst than
-        the open group's (superseded).
+        ``(left, since, base, marks, seq)``, the best certain bound of the open group of
+        readings with this one, as of now but for the refill since ``since`` (a bucket adds
+        it), which subtracted ours from seq ``base`` on but its own ticket's (seq ``seq``: the
+        one it read, this one's or an older one's; -1: none) and those queued below with
+        ``marks`` marked (``after`` counts them: :mod:`.queued`); or None for a reading of an
+        older burst than the open group's (superseded).
 
         One reading's bound is ``remaining`` less ours that may have arrived after the ticket
         (``after``: every one sent from ``spread`` before it on). A reading of a ticket sent
@@ -119,16 +122,16 @@ class Readings:
         refunded)."""
         if ticket is None:
             self.groups.pop(tokens, None)
-            return remaining - after, now, issued, marks
+            return remaining - after, now, issued, marks, -1
         seq, left = ticket.near[0], remaining - after
         at = ticket.time
         group = self.groups.get(tokens)
         if group is not None:
-            anchor, best, since, counted, base, returned, marked, _ = group
+            anchor, best, since, counted, base, returned, marked, read = group
             if abs(at - anchor) <= self.spread:
                 aged = best - (issued - counted) + returned
                 if aged >= left:
-                    return aged, since, base, marked
+                    return aged, since, base, marked, read
             elif at < anchor:
                 return None
             else:
@@ -136,7 +139,7 @@ class Readings:
         else:
             anchor = at
         self.groups[tokens] = [anchor, left, now, issued, seq, 0, marks, ticket.seq]
-        return left, now, seq, marks
+        return left, now, seq, marks, ticket.seq
 
     def forget(self) -> None:
         """Caps and levels were set otherwise (spent, a new shape): no group is open."""

@@ -82,12 +82,14 @@ class GiveBackParts:
             back.told, back.told_doubt = back.verdict, doubt
             back.telling = self.inner.giveback(Part("output", key), back.verdict, back.why, doubt)
 
-    def read_output(self, key: Hashable, remaining: int, limit: int, ticket: Any = None) -> None:
+    def read_output(self, key: Hashable, remaining: int, limit: int, ticket: Any = None,
+                    started: bool = False) -> None:
         """The server's output ``remaining`` of ``limit`` (in the answer to ``ticket``'s
-        request, if known): does it give unused output back?"""
+        request, if known; ``started``: as its stream started): does it give unused output
+        back?"""
         if back := self.giveback.get(key):
             back.read(asyncio.get_running_loop().time(), remaining, limit, clock.wall(),
-                      self._entry(ticket, "output"))
+                      self._entry(ticket, "output"), started)
             self._tell(key, back)
 
     @staticmethod

@@ -197,8 +197,10 @@ class Window:
         kind = self.shape.kind if self.shape is not None else None
         if read is None:
             return  # an older burst's reading: the open group's are newer
-        left, since, base, marks = read if ticket is not None else (*read[:2], self.issued,
-                                                                    read[3])  # by seq
+        # (the bound's own ticket: this reading's, or the older one of its group whose bound
+        # holds; which ours it subtracted, whose recount or settling changes the cap)
+        left, since, base, marks, seq = read if ticket is not None else (
+            *read[:2], self.issued, read[3], -1)  # by seq
         pacers = short.buckets(self, tracks)  # each a bucket (a shorter window's: its own)
         if pacers:
             for track in pacers:  # drained, a give-back bounded too (:func:`.told.drain`)
@@ -220,7 +222,7 @@ class Window:
         else:
             return
         if until > now:
-            self.caps[tokens] = [left, until, base, -1 if ticket is None else ticket.seq, marks]
+            self.caps[tokens] = [left, until, base, seq, marks]
             if stairs is not None:  # room back as ours leave the server's count (:mod:`.answers`)
                 self.caps[tokens].append(stairs)
 

@@ -14,6 +14,7 @@ from ..._core.check import number, text
 from ..._core.errors import BackendUnavailable
 from ..._core.redact import redact_url
 from ._fence import Marks
+from ._kept import KeptWrites
 
 __all__ = ["Connection", "logger", "outage"]
 
@@ -44,7 +45,7 @@ def outage(exc: BaseException) -> bool:
     return isinstance(exc, transient)
 
 
-class Connection:
+class Connection(KeptWrites):
     """A lazily created ``redis.asyncio.Redis`` client plus the failure policy.
 
     ``call(script, keys, args)`` runs a Lua script (EVALSHA, loading it on NOSCRIPT) under
@@ -55,7 +56,7 @@ class Connection:
     """
 
     __slots__ = ("url", "shown_url", "prefix", "on_error", "timeout", "id", "marks", "_redis",
-                 "_scripts", "_tasks", "_kept", "_trying", "_closing", "_writing",
+                 "_scripts", "_tasks", "_kept", "_trying", "_batch", "_closing", "_writing",
                  "_down_until", "_outage", "errors", "loops", "flushers")
 
     def __init__(self, url: str, prefix: str, on_error: str, timeout: float) -> None:
@@ -82,8 +83,11 @@ class Connection:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Writes retried until they land (``keep``); ``_closing``: aclose() began, no more.
         self._kept: set[asyncio.Task[Any]] = set()
-        #: Each kept write's first attempt, until it ends (``landed`` waits for it, as for a write).
-        self._trying: set[asyncio.Task[bool]] = set()
+        #: Each task of kept writes until their first attempts end, and what ``landed`` waits
+        #: on for it then (a future, made when it waits; None: none made).
+        self._trying: dict[asyncio.Task[Any], asyncio.Future[None] | None] = {}
+        #: The kept writes of this loop turn, and their task (not started yet), if any.
+        self._batch: tuple[list[Any], asyncio.Task[Any]] | None = None
         self._closing = False
         # Background writes in progress at most: redis-py's pool refuses a command beyond its
         # 100 connections (MaxConnectionsError, an outage to us), and a burst of answers
@@ -118,6 +122,10 @@ class Connection:
     def down(self) -> bool:
         """True while a recent failure sends ``on_error='local'`` calls to local limits."""
         return self._down_until > asyncio.get_running_loop().time()
+
+    def retry_interval(self) -> float:
+        """Seconds between a kept write's attempts (``RETRY_INTERVAL``, read at each one)."""
+        return RETRY_INTERVAL
 
     async def call(self, script: str, keys: list[str], args: list[Any], what: str) -> Any:
         """Run a Lua script (EVALSHA; redis-py loads it on NOSCRIPT, e.g. after a restart)."""
@@ -192,51 +200,6 @@ class Connection:
             logger.warning("llmguard: %s: %s", type(exc).__name__, "; ".join(
                 [redact_url(str(exc)), *getattr(exc, "__notes__", ())]))
             return True
-
-    def keep(self, script: str, keys: list[str], args: list[Any] | Callable[[], list[Any] | None],
-             what: str) -> asyncio.Task[Any]:
-        """Write in the background what every process is to learn from once (a verdict, a 429's
-        lesson, a reading, a pause), tried again after each outage (not while Redis is found
-        down) until it lands: never lost. No caller waits for it (``landed``: its first attempt;
-        ``aclose``: one more). Each script written so is idempotent (a timed-out attempt may have
-        run) and returns a value. ``args``: its arguments, or a function making them at each
-        attempt (dated by their age: a retry neither shifts nor overrides a newer one; None:
-        stale)."""
-        async def attempt() -> bool:
-            made = args() if callable(args) else args
-            return made is None or await self.write(script, keys, made, what)
-
-        first = asyncio.get_running_loop().create_task(attempt())
-        self._trying.add(first)
-        first.add_done_callback(self._trying.discard)
-
-        async def kept() -> None:
-            landed = await first
-            while not landed and not self._closing:
-                await asyncio.sleep(RETRY_INTERVAL)
-                if not self.down() or self._closing:  # (down: one failure stands for all of them)
-                    landed = await attempt()
-
-        return self.follow(kept())
-
-    def follow(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run in the background a write that waits for a kept one first (a 429's settlement
-        after its lesson): with the kept writes, so ``landed`` does not wait out an outage."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._kept.add(task)
-        task.add_done_callback(self._kept.discard)
-        return task
-
-    async def kept(self) -> None:
-        """Wait for the writes ``keep`` retries (tests; ``aclose``)."""
-        await asyncio.gather(*list(self._kept), return_exceptions=True)
-
-    async def landed(self) -> None:
-        """Wait for the writes spawned so far, and each kept one's first attempt (a refund that
-        must land before a reservation: ``ratelimit.below``); those queued to ride on the next
-        reservation go with it."""
-        if self._tasks or self._trying:
-            await asyncio.gather(*self._tasks, *self._trying, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Stop background loops, wait for pending writes (a kept one tried once more at
