@@ -126,7 +126,7 @@ class Call:
         hooks, returning what is left to await (None: nothing, the common case: an outer
         RateLimit moved its reservation at once). ConcurrencyLimit calls it for every call
         that waited for a permit (most of them under ``gather``)."""
-        record = self.record
+        record = self._record or self.record  # (made already, the common case: no frame)
         record.wait += seconds
         record.delayed_by = by
         current = self.current
@@ -171,7 +171,7 @@ class Call:
     def mark_sent(self) -> None:
         """The attempt reaches the provider now. The innermost handler calls it; so does a
         layer that stands in for the provider (a test double such as ``testing.Faults``)."""
-        record = self.record
+        record = self._record or self.record  # (as in after_wait: every call runs this)
         record.sent += 1
         model = self.kwargs.get("model")
         if isinstance(model, str) and (not record.models or record.models[-1] != model):
