@@ -26,7 +26,7 @@ class Call:
     """
 
     __slots__ = ("fn", "args", "kwargs", "name", "priority", "partition", "current", "loop",
-                 "_record")
+                 "started", "_record")
 
     def __init__(
         self,
@@ -35,6 +35,7 @@ class Call:
         kwargs: dict[str, Any] | None = None,
         name: str | None = None,
         loop: Any = None,
+        started: float | None = None,
     ) -> None:
         #: The guarded function, fixed when the pipeline wrapped it: what Cache keys on and what
         #: metrics name. Only a Fallback (for an alternate client, below it) swaps it for its
@@ -58,6 +59,11 @@ class Call:
         #: for its clock, and ``asyncio.get_running_loop()`` costs a quarter of a microsecond,
         #: ten times per call in the README's stack.
         self.loop = loop
+        #: The loop time the guarded function read as the call started (it asked a Cache below
+        #: counting layers for an answer at once, timed for them), or None: the first Metrics
+        #: takes it as its start instead of reading the clock again (and clears it, so a layer
+        #: or attempt after an await reads its own).
+        self.started = started
         self._record: CallRecord | None = None  # see the record property
 
     # The current attempt's facts, read (and written, by their owners) through the call.

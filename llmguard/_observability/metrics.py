@@ -136,7 +136,11 @@ class Metrics:
         span = None if self._tracer is None else start_span(self, call)
         loop = call.loop or loop_of(call)
         self._in_flight += 1
-        start = loop.time()
+        start = call.started  # the guarded function's reading, in this same step (Call.started)
+        if start is None:
+            start = loop.time()
+        else:
+            call.started = None
         try:
             result = await call_next(call)
         except Exception as exc:
