@@ -222,3 +222,9 @@ def loop_of(call: Call) -> Any:
 
         loop = call.loop = asyncio.get_running_loop()
     return loop
+
+
+def record_of(call: Call) -> CallRecord:
+    """``call.record``, without the property's frame once the record is made (as it is by the
+    time an answered call reaches Metrics)."""
+    return call._record or call.record
