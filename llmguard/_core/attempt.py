@@ -91,8 +91,8 @@ class Attempt:
     __slots__ = ("number", "deadline", "tokens", "sent", "overrides", "response_headers",
                  "resume_at", "parent", "deferred", "_on_send", "_on_wait")
 
-    def __init__(self, number: int = 1, deadline: float | None = None, *,
-                 parent: Attempt | None = None,
+    def __init__(self, number: int = 1, deadline: float | None = None,
+                 parent: Attempt | None = None, *,
                  overrides: Mapping[str, Any] | None = None) -> None:
         #: 1 for the first attempt; Retry counts them.
         self.number = number

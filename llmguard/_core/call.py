@@ -26,7 +26,7 @@ class Call:
     """
 
     __slots__ = ("fn", "args", "kwargs", "name", "priority", "partition", "current", "loop",
-                 "_record")
+                 "started", "_record")
 
     def __init__(
         self,
@@ -35,6 +35,7 @@ class Call:
         kwargs: dict[str, Any] | None = None,
         name: str | None = None,
         loop: Any = None,
+        started: float | None = None,
     ) -> None:
         #: The guarded function, fixed when the pipeline wrapped it: what Cache keys on and what
         #: metrics name. Only a Fallback (for an alternate client, below it) swaps it for its
@@ -58,6 +59,11 @@ class Call:
         #: for its clock, and ``asyncio.get_running_loop()`` costs a quarter of a microsecond,
         #: ten times per call in the README's stack.
         self.loop = loop
+        #: The loop time the guarded function read as the call started (it asked a Cache below
+        #: counting layers for an answer at once, timed for them), or None: the first Metrics
+        #: takes it as its start instead of reading the clock again (and clears it, so a layer
+        #: or attempt after an await reads its own).
+        self.started = started
         self._record: CallRecord | None = None  # see the record property
 
     # The current attempt's facts, read (and written, by their owners) through the call.
@@ -126,7 +132,7 @@ class Call:
         hooks, returning what is left to await (None: nothing, the common case: an outer
         RateLimit moved its reservation at once). ConcurrencyLimit calls it for every call
         that waited for a permit (most of them under ``gather``)."""
-        record = self.record
+        record = self._record or self.record  # (made already, the common case: no frame)
         record.wait += seconds
         record.delayed_by = by
         current = self.current
@@ -171,7 +177,7 @@ class Call:
     def mark_sent(self) -> None:
         """The attempt reaches the provider now. The innermost handler calls it; so does a
         layer that stands in for the provider (a test double such as ``testing.Faults``)."""
-        record = self.record
+        record = self._record or self.record  # (as in after_wait: every call runs this)
         record.sent += 1
         model = self.kwargs.get("model")
         if isinstance(model, str) and (not record.models or record.models[-1] != model):
@@ -216,3 +222,9 @@ def loop_of(call: Call) -> Any:
 
         loop = call.loop = asyncio.get_running_loop()
     return loop
+
+
+def record_of(call: Call) -> CallRecord:
+    """``call.record``, without the property's frame once the record is made (as it is by the
+    time an answered call reaches Metrics)."""
+    return call._record or call.record

@@ -132,13 +132,14 @@ class SeesAnswersNow(Protocol):
     def answered_now(self, kwargs: dict[str, Any], result: Any, seconds: float) -> None: ...
 
 
-#: ``now(fn, args, kwargs, loop)``: the answer of a call at once, or :data:`NOT_NOW`.
-AnswerNow = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any], Any]
+#: ``now(fn, args, kwargs, loop, start)``: the answer of a call at once, or :data:`NOT_NOW`
+#: (``start``: the guarded function's clock read as the call started, if they time it).
+AnswerNow = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any, Any], Any]
 
 
-def answer_now_path(layers: Sequence[Any]) -> AnswerNow | None:
+def answer_now_path(layers: Sequence[Any]) -> tuple[AnswerNow, bool] | None:
     """The synchronous path of a pipeline whose outer layers can answer a call at once (see
-    :class:`AnswersNow`), or None when it has none. Built once per guarded function."""
+    :class:`AnswersNow`) and whether layers above it time the call, or None. Built once."""
     seers = []
     for layer in layers:
         if isinstance(layer, AnswersNow) and layer.answers_now:
@@ -150,19 +151,18 @@ def answer_now_path(layers: Sequence[Any]) -> AnswerNow | None:
     else:
         return None
     if not seers:
-        return lambda fn, args, kwargs, loop: answer(fn, args, kwargs)
+        return (lambda fn, args, kwargs, loop, start: answer(fn, args, kwargs)), False
 
-    def now(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-            loop: Any) -> Any:
-        start = loop.time()  # what the layers above would time: the answer, at once
+    def now(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], loop: Any,
+            start: float) -> Any:
         result = answer(fn, args, kwargs, start)
         if result is not NOT_NOW:
-            seconds = loop.time() - start
+            seconds = loop.time() - start  # what the layers above would time: the answer
             for seen in seers:
                 seen(kwargs, result, seconds)
         return result
 
-    return now
+    return now, True
 
 
 async def invoke(call: Call) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .._core.call import Call, loop_of
+from .._core.call import Call, loop_of, record_of
 from .._core.check import text
 from .._core.errors import AdmissionError
 from .._core.events import CallRecord
@@ -136,7 +136,11 @@ class Metrics:
         span = None if self._tracer is None else start_span(self, call)
         loop = call.loop or loop_of(call)
         self._in_flight += 1
-        start = loop.time()
+        start = call.started  # the guarded function's reading, in this same step (Call.started)
+        if start is None:
+            start = loop.time()
+        else:
+            call.started = None
         try:
             result = await call_next(call)
         except Exception as exc:
@@ -178,7 +182,7 @@ class Metrics:
         self._series_for(call.kwargs, call.record, None, "cancelled", "cancelled").calls += 1
 
     def _finish(self, call: Call, seconds: float, result: Any, exc: Exception | None) -> None:
-        known = call.record
+        known = record_of(call)
         if exc is None:  # ``_series_for``, its lookup written out (every answered call)
             response = result.get("model") if type(result) is dict else field(result, "model")
             if not isinstance(response, str):

@@ -70,12 +70,15 @@ def make_guarded(pipeline: PipelineView, fn: Any, terminal: Handler = invoke) ->
     def handle(call: Call) -> Awaitable[Any]:
         """Run ``call`` (made elsewhere, e.g. by a Fallback) through this pipeline to ``fn``."""
         call.fn = fn
+        call.started = None  # read by another pipeline's guarded function: not this one's start
         return handler(call)
 
     name, layers = pipeline.name, bool(pipeline.layers)
     # Outer layers that can answer a call synchronously (a Cache hit below Metrics): asked
     # first, so a hit skips the Call, its record and a coroutine per layer (AnswersNow).
-    now = answer_now_path(pipeline.layers)
+    # ``timed``: layers above it time the call, from one clock read taken here (a miss hands
+    # it to them as ``Call.started``).
+    now, timed = answer_now_path(pipeline.layers) or (None, False)
 
     def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
         call = Call(fn, args, kwargs, name, get_running_loop())
@@ -110,10 +113,13 @@ def make_guarded(pipeline: PipelineView, fn: Any, terminal: Handler = invoke) ->
                     return await fn(*args, **kwargs)
                 loop = get_running_loop()
                 if now is not None and not events.subscribers:  # a cache hit, at once
-                    result = now(fn, args, kwargs, loop)
+                    start = loop.time() if timed else None
+                    result = now(fn, args, kwargs, loop, start)
                     if result is not NOT_NOW:
                         return result
-                call = Call(fn, args, kwargs, name, loop)
+                    call = Call(fn, args, kwargs, name, loop, start)
+                else:
+                    call = Call(fn, args, kwargs, name, loop)
             else:  # inside llmguard.recording()
                 call = Call(fn, args, kwargs, name, get_running_loop())
                 sink.append(call.record)

@@ -162,9 +162,10 @@ class CircuitState:
             buckets.append([second, 0, 0])
         bucket = buckets[-1]
         bucket[1] += 1
-        bucket[2] += failed
         self._calls += 1
-        self._failures += failed
+        if failed:  # (a success adds no failure: nothing to count)
+            bucket[2] += 1
+            self._failures += 1
         edge = now - self.window  # ``counts(now)``, written out (every call the breaker sees)
         while buckets and buckets[0][0] <= edge:
             _, calls, failures = buckets.popleft()

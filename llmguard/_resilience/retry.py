@@ -187,7 +187,8 @@ class Retry:
         attempt = 1
         try:
             while True:
-                call.current = Attempt(attempt, end, parent=outer)
+                # (``parent`` by position: a keyword makes the class call build a dict)
+                call.current = Attempt(attempt, end, outer)
                 try:
                     # without a deadline, the attempt awaited here: a coroutine less per call
                     result = await (call_next(call) if end is None

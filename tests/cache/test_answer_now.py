@@ -2,6 +2,7 @@
 makes a Call, when only counting layers (Metrics) sit above it and nobody reads the record.
 What it counts and returns must be what the layers' ``__call__`` path gives for the same hit."""
 
+import asyncio
 import copy
 
 import pytest
@@ -92,3 +93,25 @@ async def test_a_key_that_cannot_be_built_fails_through_the_layers() -> None:
     with pytest.raises(TypeError, match="no key"):
         await ask("q")
     assert metrics.statistics().failures == 1
+
+
+async def test_a_miss_is_timed_from_the_guarded_functions_read_an_inner_metrics_from_its_own(
+) -> None:
+    """A miss asked of the Cache first hands the outer Metrics the clock read taken as the call
+    started (``Call.started``), once: a Metrics below a Retry times its second attempt from its
+    own start, not from the call's (which would add the first attempt and the backoff)."""
+    outer, inner = lg.Metrics(model="m"), lg.Metrics(model="m")
+    sent = 0
+
+    async def flaky(prompt: str) -> dict:
+        nonlocal sent
+        sent += 1
+        await asyncio.sleep(1)
+        if sent == 1:
+            raise ConnectionError("reset")
+        return copy.deepcopy(RESULT)
+
+    ask = lg.guard(outer, lg.Cache(ttl=60), lg.Retry(attempts=2, backoff=4, seed=1), inner)(flaky)
+    await ask("q")
+    assert inner.statistics().latency_max == pytest.approx(1.0, abs=0.01)
+    assert outer.statistics().latency_max >= 2.0  # both attempts and the backoff between
