@@ -31,7 +31,8 @@ from typing import Any
 
 from .answers import latest
 
-__all__ = ["before", "counted", "dated", "forget", "indices", "taken", "timed", "vouched"]
+__all__ = ["answered", "before", "counted", "dated", "forget", "indices", "taken", "timed",
+           "took", "vouched"]
 
 
 def indices(fixed: Any, entry: Any) -> tuple[int, ...]:
@@ -139,14 +140,31 @@ def taken(tracks: Any, entry: Any, now: float) -> None:
     Called once the reading has taught the shape (the first answer past a boundary may teach
     the clock minute, and carry ``entry`` itself into it)."""
     for fixed in (getattr(track, "fixed", None) for track in tracks):
-        if fixed is None or id(entry) not in fixed.carried:
-            continue
-        late = reach(fixed, entry, now)
-        if late is not None and entry.time + late < fixed.boundary(fixed.rolled):
-            del fixed.carried[id(entry)]
-            fixed.timed[id(entry)] = (entry, late)  # (its windows: :func:`indices`)
-            if fixed.rolled in fixed.counts:
-                fixed.counts[fixed.rolled] -= fixed._weight(entry)
+        if fixed is not None and id(entry) in fixed.carried and took(fixed, entry, now) \
+                and fixed.rolled in fixed.counts:
+            fixed.counts[fixed.rolled] -= fixed._weight(entry)
+
+
+def took(fixed: Any, entry: Any, now: float) -> bool:
+    """``entry``, carried into ``fixed``'s window ``rolled``, is no longer once its answer
+    read by ``now`` dates its take before the window's boundary (:func:`reach`; its count
+    there is the caller's to give back): True when so. Read as the answer comes
+    (:func:`taken`), or once the count was rebuilt, answered already (:func:`answered`)."""
+    late = reach(fixed, entry, now)
+    if late is None or entry.time + late >= fixed.boundary(fixed.rolled):
+        return False
+    del fixed.carried[id(entry)]
+    fixed.timed[id(entry)] = (entry, late)  # (its windows: :func:`indices`)
+    return True
+
+
+def answered(fixed: Any, now: float) -> None:
+    """Ours carried into ``fixed``'s window whose answers came by ``now`` (read before it was
+    rolled: it was rebuilt after its boundary) count there no more once their answers date
+    their takes before it (:func:`took`), as :func:`taken` dates them as they come."""
+    for entry in [e for e in fixed.carried.values() if e.answered <= now]:
+        if took(fixed, entry, now) and fixed.rolled in fixed.counts:
+            fixed.counts[fixed.rolled] -= fixed._weight(entry)
 
 
 def vouched(tracks: Any, now: float, at: float, left: int, limit: int | None) -> int:
