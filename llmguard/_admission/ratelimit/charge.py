@@ -179,7 +179,7 @@ class Charge:
         """A token reading of ``remaining`` in the answer to ``ticket`` (``window``'s token
         ``tracks``): calibrate the factor from its burst, and when it comes down count ours
         not settled at it (:meth:`rescale`). A burst heard before a window's start (learned,
-        or the supposed clock minute once a reading rose past it: :meth:`.shape.Shape.heard`)
+        or the supposed clock minute once a reading rose past it: ``shape.rose``)
         is read anew: a proxy's answers counted afresh read one burst 0.83x for 1.11x."""
         if window.shape is not None and window.shape.shorter:
             # a shorter window's (:func:`.learn.shorter`) readings cap what it counts; its
