@@ -113,7 +113,7 @@ class Shape:
         #: boundaries are the wall clock's: exact but for the clocks' skew.
         self.late = False
         #: Per unit (False requests, True tokens): ``(loop time, remaining)`` of the last
-        #: reading before the candidate boundary (:meth:`jumped`).
+        #: reading before the candidate boundary (:meth:`jumped`; :meth:`heard`: the lowest).
         self.last: dict[bool, tuple[float, int]] = {}
         #: When a reading after the candidate boundary first rose: the new window shown.
         self.rose: float | None = None
@@ -158,8 +158,7 @@ class Shape:
         hypothesis under test (the 429 supposes its own)."""
         if self.quiet and self.kind == "unknown":  # (None: nothing silent under way)
             self.candidate = self.since = self.probe = None
-        self.served = False
-        self.quiet = False if reading else self.quiet
+        self.served, self.quiet = False, False if reading else self.quiet
 
     def next_boundary(self, epoch: float, t: float) -> float:
         """The first boundary of windows at ``epoch + i * window`` after ``t``."""
@@ -182,14 +181,16 @@ class Shape:
             self.last, self.rose = {}, None
 
     def heard(self, tokens: bool, remaining: int, now: float, limit: int) -> None:
-        """A reading that did not jump: the one before the candidate boundary for :meth:`jumped`,
-        also a quarter window after it (written late); the first one after it up is ``rose``."""
-        up = remaining - self.last.get(tokens, (now, remaining))[1] > max(1, limit // 20)
-        if up and self.rose is None and self.candidate is not None and now >= self.candidate:
+        """A reading that did not jump: the one before the candidate boundary for :meth:`jumped`
+        (the lowest within a tenth of a window before it: a proxy's answers out of order), also a
+        quarter window after it (written late); the first one after it up is ``rose``."""
+        then, before = self.last.get(tokens, (now, remaining))
+        boundary = math.inf if self.candidate is None else self.candidate
+        if remaining - before > max(1, limit // 20) and self.rose is None and now >= boundary:
             self.rose = now
-        if self.kind == "unknown" and (self.candidate is None
-                                       or now < self.candidate + self.window / 4):
-            self.last[tokens] = (now, remaining)
+        if self.kind == "unknown" and now < boundary + self.window / 4:
+            low = boundary - self.window / 10 < then and now < boundary  # (its wave's lowest)
+            self.last[tokens] = (now, min(remaining, before) if low else remaining)
 
     def jumped(self, tokens: bool, remaining: int, limit: int, counted: int,
                now: float) -> str | None:
@@ -240,8 +241,7 @@ class Shape:
         the server's reset, if it pointed to the first, did not point to that one)."""
         if self.candidate is not None:
             self.candidate += self.window
-        self.since = self.probe = None
-        self.vouched, self.last, self.rose = False, {}, None
+        self.since, self.probe, self.vouched, self.last, self.rose = None, None, False, {}, None
 
     def confirm(self, fresh: bool, detail: str) -> bool:
         """The first answer after the candidate boundary: ``fresh`` when the server counted
