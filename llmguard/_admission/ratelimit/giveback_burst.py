@@ -28,11 +28,11 @@ What else raises a reading, and how it is told apart:
 
 A stream's headers come as it starts (``started``): they show the server as its request was
 admitted, neither ours admitted after it nor the answers ended since. Such a reading is
-compared as of then: ours issued, unused output given
-back and admissions counted at its admission (read as of the reading, the answers ended
-meanwhile counted given where the server showed none, and ours in flight with it bounding the
-rise: a burst of streams never showed its give-back, and every stream's unused output stayed
-held back, 10 tokens of room where the server had 19,975).
+compared as of then: ours issued, unused output given back and admissions counted at its
+admission (read as of the reading, the answers ended meanwhile counted given where the server
+showed none, and ours in flight with it bounding the rise: a burst of streams never showed its
+give-back, and every stream's unused output stayed held back, 10 tokens of room where the
+server had 19,975).
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ __all__ = ["Burst"]
 class Burst:
     """Ours admitted and not answered (``open``: ``id(entry)`` to ``(seq, admitted at,
     output, entry, issued, given)``, the last two ``GiveBack``'s then; ``seq`` counts
-    admissions), the earlier reading (``anchor``: time,
-    remaining, ours issued and unused output given back by then, ``seq``, the earliest the
-    server's time on it can be), and the spans shown giving back (``shown`` of them since
-    ``since``, the last in the answer to ``by``)."""
+    admissions), the earlier reading (``anchor``: time, remaining, ours issued and unused
+    output given back by then, ``seq``, the earliest the server's time on it can be), and the
+    spans shown giving back (``shown`` of them since ``since``, the last in the answer to
+    ``by``)."""
 
     __slots__ = ("open", "seq", "anchor", "shown", "since", "by", "window", "last")
 
