@@ -11,11 +11,11 @@
 (with ``usage``) and the server's ``x-ratelimit-*`` headers at admission, or an ``error`` body
 with the status (429, 503) and headers the simulated server raised. ``POST /v1/messages`` speaks
 Anthropic's Messages API the same way (``AsyncAnthropic(base_url=http.origin)``); both stream
-as server-sent events with ``stream=True`` (the whole answer at once, its headers as of its end).
-HTTP/1.1 keep-alive, no
-pipelining (what httpx does). A client that disconnects while its request is being served
-cancels it on the server (aiohttp's ``handler_cancellation``), so the server records it as
-cancelled after arrival. The server runs on the caller's event loop and reads its clock.
+as server-sent events with ``stream=True`` (the whole answer at once, with the headers the
+simulated server set: as of the answer's end, or as the stream started on an
+``InputOutputBucketServer``, as Anthropic's). HTTP/1.1 keep-alive, no pipelining (what httpx
+does). A client that disconnects while its request is being served cancels it on the server
+(aiohttp's ``handler_cancellation``), so the server records it as cancelled after arrival. The server runs on the caller's event loop and reads its clock.
 """
 
 from __future__ import annotations
