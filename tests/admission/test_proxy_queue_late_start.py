@@ -48,14 +48,15 @@ async def readme_stack(server: ProxyWindowServer, phase: float, calls: int = 180
     return wall, best, limiter.statistics()
 
 
-async def strict_proxy(phase: float, jitter: float = 0.0,
-                       network: float = 0.0) -> tuple[int, float, float, str]:
+async def strict_proxy(phase: float, jitter: float = 0.0, network: float = 0.0,
+                       seed: int = 0) -> tuple[int, float, float, str]:
     """The strict table's proxy (``bench_composition.py``): 10,000 TPM binding, each request
     charged 1/0.9 of the client's estimate (42 a minute), 126 sent at once from ``phase``
     (``jitter``: :func:`readme_stack`'s; ``network``: up to that many s each way, the server's
-    ``send_latency``, seeded): its 429s, the wall time, its ideal and the shape."""
+    ``send_latency``, drawn from the server's ``seed``): its 429s, the wall time, its ideal and
+    the shape."""
     server = ProxyWindowServer(rpm=60, tpm=10_000, latency=2.0, reports="answered", workers=4,
-                               charge_factor=1 / 0.9,
+                               charge_factor=1 / 0.9, seed=seed,
                                send_latency=lambda rng: rng.uniform(0, network))
     wall, best, stats = await readme_stack(server, phase, calls=126, tpm=10_000, jitter=jitter)
     return server.statistics().rate_limited, wall, best, stats.shape
@@ -158,5 +159,24 @@ async def test_answers_out_of_order_across_the_supposed_minute_leave_it_whole(
     17 429s at :80 (the limit then learned as 9,212). Read against the lowest of the wave
     before the supposed minute (9,056), the rise shows it: the 4 after it calibrate 1.11x."""
     refused, wall, best, shape = await strict_proxy(phase, network=network)
+    assert refused <= 1, shape
+    assert wall <= 1.05 * best, (wall, best, shape)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #30, bench_composition --strict --both-ways, queueing proxy from :56/:57: 15 429s "
+    "(median of 3 seeds; one-way 0). Seed 0 passes (test above); seed 1 traced: the :60 "
+    "wave's first answer back (9,292) is only 236 above the :58 wave's lowest (9,056), under "
+    "Shape.heard's 5% rise, and the later ones (9,764) are compared with the reading just "
+    "before, not with that lowest: rose is never set, so the factor falls to 1.0 at :60 (room "
+    "counted at 212 a request where the proxy charges 236); the shape is learned only at :66 "
+    "by Shape.jumped misreading one out-of-order wave (6,224 then 6,932) as a boundary: "
+    "5-18 429s at :80"))
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("phase", [56, 57])
+async def test_answers_out_of_order_other_draws(phase: float, seed: int) -> None:
+    """As above with the server's other seeds (the bench's ``--both-ways`` repeats): the
+    rise at the supposed minute shows only against the wave's lowest before it."""
+    refused, wall, best, shape = await strict_proxy(phase, network=0.01, seed=seed)
     assert refused <= 1, shape
     assert wall <= 1.05 * best, (wall, best, shape)
