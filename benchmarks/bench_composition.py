@@ -52,6 +52,11 @@ A second table (``--strict``, the default stack alone) makes the token quota bin
 shape (``STRICT_TPM``, about 43 requests a minute) on servers that charge 10% more than the
 client's estimate (``charge_factor``: OpenAI counts a request from its characters, framing
 included), each request taking 0 to 10 ms to reach the server (a burst arrives shuffled).
+With ``--both-ways``, the same 0 to 10 ms on the way back too (the server's ``send_latency``):
+answers, and the headers they carry, come back out of the order the server served them::
+
+    python benchmarks/bench_composition.py --strict --both-ways --phases 0,20,40,55,56,57,58,59
+
 With ``--tight``, a table of the same servers charging exactly the client's estimate (47
 requests a minute, 36 tokens to spare): nothing but probes finds the room the opening factor
 leaves, and a minute they do not fill is lost for the whole run::
@@ -117,8 +122,9 @@ COLD, WARM, COLD_FOR = 0.8, 0.01, 1.0
 
 #: Server options for the run in progress: ``tpm`` (None: each shape's own) and the
 #: ``charge_factor``; ``jitter``, the most seconds a request takes to reach the server;
-#: ``cold``, a cold network (``COLD``) first.
-SCENARIO: dict[str, Any] = {"tpm": None, "charge_factor": 1.0, "jitter": 0.0, "cold": False}
+#: ``cold``, a cold network (``COLD``) first; ``both_ways``, the jitter on the way back too.
+SCENARIO: dict[str, Any] = {"tpm": None, "charge_factor": 1.0, "jitter": 0.0, "cold": False,
+                            "both_ways": False}
 
 
 def _options(tpm: int) -> dict[str, Any]:
@@ -194,11 +200,16 @@ def tpm_of(server: QuotaServer) -> int | None:
 
 def on_the_way(server: QuotaServer, seed: int) -> Send:
     """``server.acompletion`` behind a network taking 0 to ``SCENARIO["jitter"]`` s per
-    request (none: the server itself)."""
+    request (none: the server itself), and as long per answer with ``SCENARIO["both_ways"]``."""
     most = SCENARIO["jitter"]
     if not most:
         return server.acompletion
     rng = random.Random(seed)
+    if SCENARIO["both_ways"]:
+        # the server's own send_latency, not a sleep after the answer here: it tells the
+        # answer's headers when the answer arrives, so they too come back out of order
+        server.send_latency = lambda _server_rng: rng.uniform(0, most)
+        return server.acompletion
 
     async def send(**kwargs: Any) -> Any:
         await asyncio.sleep(rng.uniform(0, most))
@@ -526,11 +537,14 @@ def compare_input_output(demand: float = 3.0, repeats: int = 1,
 
 def compare_strict(demand: float = 3.0, repeats: int = 1,
                    phases: tuple[float, ...] = (0.0, 40.0),
-                   contenders: tuple[str, ...] = ("llmguard (defaults)",)) -> list[Row]:
+                   contenders: tuple[str, ...] = ("llmguard (defaults)",),
+                   both_ways: bool = False) -> list[Row]:
     """:func:`compare` on the strict servers: ``STRICT_TPM`` binding everywhere, a charge
-    ``STRICT_FACTOR`` times the client's estimate, ``STRICT_JITTER`` s on the way."""
+    ``STRICT_FACTOR`` times the client's estimate, ``STRICT_JITTER`` s on the way (each way
+    when ``both_ways``)."""
     saved = dict(SCENARIO)
-    SCENARIO.update(tpm=STRICT_TPM, charge_factor=STRICT_FACTOR, jitter=STRICT_JITTER)
+    SCENARIO.update(tpm=STRICT_TPM, charge_factor=STRICT_FACTOR, jitter=STRICT_JITTER,
+                    both_ways=both_ways)
     try:
         return compare(demand, repeats, phases, contenders)
     finally:
@@ -581,10 +595,11 @@ def compare_slots(demand: float, repeats: int, phases: tuple[float, ...], slots:
         CLIENT.update(client)
 
 
-def _strict_title(demand: float | None = None, repeats: int | None = None) -> str:
+def _strict_title(demand: float | None = None, repeats: int | None = None,
+                  both_ways: bool = False) -> str:
     title = (f"Strict servers: {STRICT_TPM:,} TPM binding on every shape, each request charged "
              f"{STRICT_FACTOR:.3g}x the client's estimate, 0-{STRICT_JITTER * 1000:g} ms to "
-             "arrive")
+             + ("arrive and as long to come back" if both_ways else "arrive"))
     return title if demand is None else f"{title}, {demand:g}x the quota, median of {repeats}"
 
 
@@ -610,7 +625,13 @@ def main() -> None:
                         help=f"only the strict table: {STRICT_TPM:,} TPM binding on every "
                              f"shape, each request charged {STRICT_FACTOR:.3g}x the client's "
                              "estimate")
+    parser.add_argument("--both-ways", action="store_true",
+                        help=f"with --strict: each answer too takes 0-{STRICT_JITTER * 1000:g} "
+                             "ms to come back (the server's send_latency), so answers and "
+                             "their headers arrive out of the order they were served")
     args = parser.parse_args()
+    if args.both_ways and not args.strict:
+        parser.error("--both-ways goes with --strict")
     phases = tuple(float(p) for p in args.phases.split(","))
     if args.tight:
         print(f"Tight servers: {STRICT_TPM:,} TPM binding on every shape, each request charged "
@@ -619,8 +640,9 @@ def main() -> None:
         print(format_table(compare_tight(args.demand, args.repeats, phases)))
         return
     if args.strict:
-        print(_strict_title(args.demand, args.repeats))
-        print(format_table(compare_strict(args.demand, args.repeats, phases)))
+        print(_strict_title(args.demand, args.repeats, args.both_ways))
+        print(format_table(compare_strict(args.demand, args.repeats, phases,
+                                          both_ways=args.both_ways)))
         return
     if args.slots is not None:
         inner = "AdaptiveConcurrency(max=" if args.adaptive else "ConcurrencyLimit("

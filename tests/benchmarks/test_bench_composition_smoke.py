@@ -93,3 +93,12 @@ def test_bench_composition_cold_ideal_starts_where_a_request_can_arrive() -> Non
     assert len(proxies) == 2 and all(r.ratio <= 1.02 for r in proxies), proxies
     assert all(r.ideal >= r.quota_bound >= bench.COLD for r in rows)
     assert "| :59.5 |" in bench.format_table(rows)
+
+
+def test_bench_composition_strict_both_ways() -> None:
+    """``--both-ways``: the strict servers' answers come back 0-10 ms late too (their
+    ``send_latency`` set, the scenario restored after), and every call still completes."""
+    bench = load_bench()
+    rows = bench.compare_strict(demand=1.5, phases=(50.0,), both_ways=True)
+    assert len(rows) == len(bench.SERVERS) and not bench.SCENARIO["both_ways"]
+    assert all(r.failed == 0 and r.completed == r.calls for r in rows)
