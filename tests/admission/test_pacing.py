@@ -289,19 +289,21 @@ def test_answers_straddling_a_clock_minute_tell_a_fixed_window_from_the_other_sh
     window started afresh (a bucket refills half a unit meanwhile, a sliding window still
     counting those 36 reports at most 24). A rise a bucket's refill explains, a reading a
     sliding window counting 2 of ours could give, or readings a tenth of a window apart
-    decide nothing. A reading that decides nothing after the boundary defers it a window,
-    the server's reset no longer vouching for it."""
+    decide nothing, nor a rise within one wave of answers after the boundary (a proxy's, out
+    of order) that stays below the lowest before it. A reading that decides nothing after
+    the boundary defers it a window, the server's reset no longer vouching for it."""
     shape = Shape(60.0, 0.5)
     shape.suppose(60.0, "supposed", vouched=True)
     shape.heard(False, 24, 59.5, 60)
-    assert shape.last[False] == (59.5, 24)
+    assert shape.last[False] == (59.5, 24, 24)
     assert shape.jumped(False, 26, 60, 36, 60.0) is None
     assert shape.jumped(False, 59, 60, 2, 60.0) is None
     assert shape.jumped(False, 59, 60, 36, 66.0) is None
     assert "up from 24" in shape.jumped(False, 59, 60, 36, 60.0)
     # written late (a loaded proxy): still falling after the boundary, the old minute's count
     shape.heard(False, 20, 64.0, 60)
-    assert shape.last[False] == (64.0, 20)
+    assert shape.last[False] == (64.0, 20, 24)
+    assert shape.jumped(False, 26, 60, 36, 64.1) is None  # 6 up in its wave, 2 from before
     assert "up from 20" in shape.jumped(False, 59, 60, 36, 67.0)
     assert shape.jumped(False, 59, 60, 36, 74.5) is None  # a tenth of a window apart
     shape.heard(False, 20, 74.0, 60)
@@ -313,6 +315,8 @@ def test_answers_straddling_a_clock_minute_tell_a_fixed_window_from_the_other_sh
     shape.defer()
     assert shape.candidate == 120.0 and not shape.vouched and not shape.last
     assert shape.rose is None
+    shape.heard(False, 30, 120.1, 60)  # none heard before the boundary: no straddle shown
+    assert shape.jumped(False, 59, 60, 36, 120.2) is None
     assert shape.confirm(True, "59 of 60 requests remaining") and shape.kind == "fixed"
     assert shape.late and shape.epoch == 120.0
 

@@ -30,7 +30,7 @@ def measure(burst: list[Any], spread: float, remaining: int, ticket: Any, rate: 
 
     Ours sent within ``spread`` s of the first of a burst are read together; ``rate``: tokens
     a second the server refills meanwhile (a bucket's). ``start``: the learned fixed window's
-    start as of this reading (or the supposed one a reading rose past); a burst whose first
+    start as of this reading (or the supposed one, once past it); a burst whose first
     reading was heard before it is read anew. A server counting answers (LiteLLM's proxy's
     headers) reports a queued burst partly in the next minute, afresh: read with the earlier
     readings, that calibrated 1.0 for a 1.11x charge (3 429s at :45-:55 in the strict table). ``horizon``: ours admitted before it may have

@@ -179,8 +179,8 @@ class Charge:
         """A token reading of ``remaining`` in the answer to ``ticket`` (``window``'s token
         ``tracks``): calibrate the factor from its burst, and when it comes down count ours
         not settled at it (:meth:`rescale`). A burst heard before a window's start (learned,
-        or the supposed clock minute once a reading rose past it: ``shape.rose``)
-        is read anew: a proxy's answers counted afresh read one burst 0.83x for 1.11x."""
+        or the supposed clock minute once past it, the shape unknown: a rise there may show
+        late) is read anew: a proxy's answers counted afresh read one burst 0.83x for 1.11x."""
         if window.shape is not None and window.shape.shorter:
             # a shorter window's (:func:`.learn.shorter`) readings cap what it counts; its
             # bursts read 1.0-3.0x for an exact estimate: charged as estimated, as by a log
@@ -196,8 +196,8 @@ class Charge:
             start = shape.next_boundary(shape.epoch, now) - shape.window
         elif not rate:
             horizon = now - max(t.quota.window - t.quota.margin for t in tracks)
-            if shape is not None and shape.rose is not None and shape.candidate is not None:
-                start = shape.candidate  # a reading rose past the supposed boundary: afresh
+            if shape is not None and shape.candidate is not None and now >= shape.candidate:
+                start = shape.candidate  # read apart from those before the supposed boundary
         self.heard = True
         if self.silent:
             self.silent, self.trusted, self.probing, self.factor = False, False, None, OPENING

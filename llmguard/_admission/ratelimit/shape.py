@@ -12,21 +12,21 @@ refill). The shape is then read from:
   is missing, ``(limit - remaining) * window / limit`` (:func:`read_reset`); a fixed window's
   points to its next boundary, earlier than our oldest request leaves a sliding window; a
   sliding window's (or one that starts at its first request) points one window after our oldest.
-* a server that gives no reset (LiteLLM's proxy sends ``remaining`` alone and a 429 with a
-  constant ``retry-after: 60``): counters keyed by the clock minute are the common case, so the
-  wall-clock minute is the candidate boundary, confirmed or refuted by the first answer sent
-  after it: a fixed window starts afresh there (``remaining`` back near the limit), a bucket
-  or a sliding window does not. Answers that straddle the boundary show it sooner
-  (:meth:`Shape.jumped`): ``remaining`` back up from the reading just before (which a loaded
-  proxy may write after the minute), faster than a bucket refills and above what a sliding
-  window still counting ours answered could report. When the head of the line would wait past
-  that boundary, one request is sent there as a probe if the quota as the server counts it
-  (429s left out) has room; a refused probe costs one 429, once per key. A server that queues
-  (LiteLLM's proxy under a burst) answers late, its ``remaining`` may count answers rather than
-  admissions (ours that crossed the boundary allowed for: :func:`.learn._fresh`; a reading that
-  fits a sliding window as well defers to the next boundary: :meth:`Shape.defer`), and it counts
-  a request when it takes it from its queue: a clock minute learned so (``late``) counts ours in
-  flight at a boundary in the new minute too, unless answered before one made in it (:mod:`.fixed`).
+* a server that gives no reset (LiteLLM's proxy sends ``remaining`` alone and a 429 with a constant
+  ``retry-after: 60``): counters keyed by the clock minute are the common case, so the wall-clock
+  minute is the candidate boundary, confirmed or refuted by the first answer sent after it: a fixed
+  window starts afresh there (``remaining`` back near the limit), a bucket or a sliding window does
+  not. Answers that straddle the boundary show it sooner (:meth:`Shape.jumped`): ``remaining`` back
+  up from the lowest read about it (a loaded proxy answers in waves out of order, some written
+  after the minute) and before it, faster than a bucket refills and above what a sliding window
+  still counting ours answered could report. When the head of the line would wait past that
+  boundary, one request is sent there as a probe if the quota as the server counts it (429s left
+  out) has room; a refused probe costs one 429, once per key. A server that queues (LiteLLM's proxy
+  under a burst) answers late, its ``remaining`` may count answers rather than admissions (ours
+  that crossed the boundary allowed for: :func:`.learn._fresh`; a reading that fits a sliding
+  window as well defers to the next boundary: :meth:`Shape.defer`), and it counts a request when it
+  takes it from its queue: a clock minute learned so (``late``) counts ours in flight at a boundary
+  in the new minute too, unless answered before one made in it (:mod:`.fixed`).
 
 The kind and the reason are in ``statistics()`` and the ``repr`` of the layer. Everything here
 takes ``now`` as an argument (no clock, no asyncio): tested directly.
@@ -112,9 +112,9 @@ class Shape:
         #: a request is unknown, and one that queues counts it late (:mod:`.fixed`). Its
         #: boundaries are the wall clock's: exact but for the clocks' skew.
         self.late = False
-        #: Per unit (False requests, True tokens): ``(loop time, remaining)`` of the last
-        #: reading before the candidate boundary (:meth:`jumped`; :meth:`heard`: the lowest).
-        self.last: dict[bool, tuple[float, int]] = {}
+        #: Per unit (False requests, True tokens): ``(loop time, remaining, lowest before)`` of
+        #: the lowest reading about the candidate boundary, and of those before it (:meth:`heard`).
+        self.last: dict[bool, tuple[float, int, int]] = {}
         #: When a reading after the candidate boundary first rose: the new window shown.
         self.rose: float | None = None
         #: Loop time before which no probe goes: the end of a 429's retry-after shorter than
@@ -181,29 +181,29 @@ class Shape:
             self.last, self.rose = {}, None
 
     def heard(self, tokens: bool, remaining: int, now: float, limit: int) -> None:
-        """A reading that did not jump: the one before the candidate boundary for :meth:`jumped`
-        (the lowest within a tenth of a window before it: a proxy's answers out of order), also a
-        quarter window after it (written late); the first one after it up is ``rose``."""
-        then, before = self.last.get(tokens, (now, remaining))
+        """A reading that did not jump: the lowest from a tenth of a window before the candidate
+        boundary to a quarter after (:meth:`jumped`), and before it; a rise from that: ``rose``."""
         boundary = math.inf if self.candidate is None else self.candidate
-        if remaining - before > max(1, limit // 20) and self.rose is None and now >= boundary:
+        then, low, ahead = self.last.get(tokens, (now, remaining, limit))  # (none before: limit)
+        if remaining - ahead > max(1, limit // 20) and self.rose is None and now >= boundary:
             self.rose = now
         if self.kind == "unknown" and now < boundary + self.window / 4:
-            low = boundary - self.window / 10 < then and now < boundary  # (its wave's lowest)
-            self.last[tokens] = (now, min(remaining, before) if low else remaining)
+            if then <= boundary - self.window / 10 or remaining < low:  # (a proxy's waves out
+                then, low = now, remaining  # of order, one maybe written late: their lowest)
+            self.last[tokens] = (then, low, low if now < boundary else ahead)
 
     def jumped(self, tokens: bool, remaining: int, limit: int, counted: int,
                now: float) -> str | None:
         """Why ``remaining`` of ``limit``, read at ``now`` just after the candidate boundary,
-        shows the count started afresh there (None if not): up from the reading just before
-        by more than a bucket refills meanwhile, and above what a sliding window still
-        counting ``counted`` of ours (answered within a window) could report. Read from
-        answers to requests sent before the boundary: a server that queues a burst shows it
-        within a moment (its first answer to one sent after it comes tens of seconds late)."""
+        shows the count started afresh there (None if not): up from the lowest read about it by
+        more than a bucket refills meanwhile and from the lowest before it (not within one wave
+        of a proxy's answers out of order), above what a sliding window still counting
+        ``counted`` of ours (answered within a window) could report. Read from answers to ours
+        sent before the boundary: a server that queues a burst shows it within a moment."""
         boundary, before = self.candidate, self.last.get(tokens)
         if boundary is None or before is None or self.kind != "unknown":
             return None
-        then, earlier = before
+        then, earlier, ahead = before
         # readings straddling the boundary closely (a tenth of a window: a server that queues
         # answers in waves), the one before maybe written late after it (LiteLLM's proxy with
         # 1,024 in flight: still falling until :04, back up at :07): the count started afresh
@@ -212,8 +212,8 @@ class Shape:
                 and now < boundary + window / 4):
             return None
         tolerance = max(1, limit // 20)
-        refill = (now - then) * limit / window
-        if remaining - earlier <= refill + tolerance or remaining <= limit - counted + tolerance:
+        up = remaining - max(earlier + (now - then) * limit / window, ahead)  # (not in one wave)
+        if up <= tolerance or remaining <= limit - counted + tolerance:
             return None
         return (f"up from {earlier} just before, {remaining} of {limit} "
                 f"{'tokens' if tokens else 'requests'} remaining")
