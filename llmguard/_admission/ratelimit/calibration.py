@@ -33,8 +33,9 @@ def measure(burst: list[Any], spread: float, remaining: int, ticket: Any, rate: 
     start as of this reading (or the supposed one, once past it); a burst whose first
     reading was heard before it is read anew. A server counting answers (LiteLLM's proxy's
     headers) reports a queued burst partly in the next minute, afresh: read with the earlier
-    readings, that calibrated 1.0 for a 1.11x charge (3 429s at :45-:55 in the strict table). ``horizon``: ours admitted before it may have
-    left the server's (sliding) window by now, giving back what the group would read.
+    readings, that calibrated 1.0 for a 1.11x charge (3 429s at :45-:55 in the strict table).
+    ``horizon``: ours admitted before it may have left the server's (sliding) window by now,
+    giving back what the group would read.
 
     The first to arrive is the highest reading once the refill is taken out (``remaining -
     rate * sent``), not the highest as read: two of ours 0.05 s apart at 5,000 tokens a second
