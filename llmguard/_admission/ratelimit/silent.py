@@ -89,12 +89,17 @@ def full(track: AutoTrack, at: float, need: int) -> bool:
     return _ours(track, lambda t: t > horizon, sent=True) + need > track.limit
 
 
-def fresh(track: AutoTrack, boundary: float, need: int, since: float | None = None) -> bool:
+def fresh(window: Any, track: AutoTrack, boundary: float, need: int, now: float) -> bool:
     """True when a fixed window starting at ``boundary`` has room for ``need`` more of ours:
-    those admitted from a margin before it on (counted after it, on arrival; given
-    ``since``, from then on: :func:`.apart.straddled`) leave room."""
-    start = boundary - track.quota.margin if since is None else since
-    return _ours(track, lambda t: t >= start) + need <= track.limit
+    those admitted from a margin before it on (counted after it, on arrival) leave room, or
+    those from when what it served shows it counted ours from (:func:`.apart.straddled`)."""
+    def room(start: float) -> bool:
+        return _ours(track, lambda t: t >= start) + need <= track.limit
+
+    if room(boundary - track.quota.margin):
+        return True
+    since = apart.straddled(window, track, boundary, now)
+    return since is not None and room(since)
 
 
 def dry(track: AutoTrack, now: float, need: int) -> bool:
@@ -164,9 +169,7 @@ def _first(window: Any, learners: list[AutoTrack], now: float, tokens: int,
     for boundary in (epoch, epoch + shape.window):
         at = max(now, boundary + skew)
         if any(full(t, at, _need(t, tokens)) for t in learners) \
-                and all(fresh(t, boundary, _need(t, tokens)) or fresh(
-                    t, boundary, _need(t, tokens), apart.straddled(window, t, boundary, now))
-                        for t in learners) and (
+                and all(fresh(window, t, boundary, _need(t, tokens), now) for t in learners) and (
                     not bucketless
                     or any(t.wait(at, _need(t, tokens)) > t.window / 10 for t in learners)):
             if shape.candidate != boundary:
