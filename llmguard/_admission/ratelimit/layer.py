@@ -180,7 +180,7 @@ class RateLimit(ServerFeedback):
             stream = isinstance(result, Stream)  # (its headers as of its start: ``started``)
             late = self._split and (self._reconcile or self._settle) and not stream
             if current.response_headers is not None and not late:
-                self.observe_response(call) if not stream else self.observe_started(call)
+                (self.observe_started if stream else self.observe_response)(call)
             if stream:  # usage comes (if at all) in the final chunk
                 self._defer(result, call, key, held.ticket, tokens)
             elif self._reconcile or self._settle:
