@@ -127,7 +127,9 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
             shape.kind == "fixed" and repeat.foreign(window, ticket, *pause):
         window.adjust(now, ticket, 0, live=0)
     if drained or unclocked:  # paced at the most such a bucket charges, from what it held
-        bounds.ceiled(window, now, ticket, probed=unclocked)
+        # (a pause shorter than a bare 429's is the server's own: when the refused one fits)
+        bounds.ceiled(window, now, ticket, probed=unclocked,
+                      told=seconds if seconds < DEFAULT_PAUSE else None)
     if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
         shape.speak(reading=False)
     if (why or minute) is not None and shape.kind == "unknown":
