@@ -1,0 +1,70 @@
+"""Anthropic's input/output buckets and a gateway's per clock minute (#30), each request and
+answer 0-10 ms on the way (the server's ``send_latency``): answers, and the output
+``remaining`` they carry, come back out of the order the server served them. The README stack
+with only ``rpm``/``input_tpm``/``output_tpm`` given, 3x the binding quota at once
+(``bench_composition.py --both-ways``'s input/output rows), in virtual time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import llmguard as lg
+from llmguard.stats import RateLimitStats
+from llmguard.testing import InputOutputBucketServer
+
+RPM, INPUT_TPM, OUTPUT_TPM, OUTPUT, PROMPT = 60, 8_000, 3_000, 64, "word " * 70
+
+
+def ask(i: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"{PROMPT}{i}"}], "max_tokens": 200}
+
+
+async def readme_stack(phase: float, seed: int, shape: str = "bucket", gives_back: bool = True,
+                       calls: int = 138,
+                       network: float = 0.01) -> tuple[int, float, float, RateLimitStats]:
+    """``calls`` at once from ``phase`` s into the minute through the README stack against
+    the server (its seed drawing each way's 0 to ``network`` s): its 429s, the wall time, its ideal (each
+    call holding its max_tokens until its answer ends, 32 at once) and the rate limit's
+    statistics (every call done)."""
+    server = InputOutputBucketServer(rpm=RPM, input_tpm=INPUT_TPM, output_tpm=OUTPUT_TPM,
+                                     latency=2.0, output_tokens=OUTPUT, shape=shape,
+                                     refunds_output=gives_back, seed=seed,
+                                     send_latency=lambda rng: rng.uniform(0, network))
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep((phase - loop.time() % 60) % 60)
+    pipeline = (lg.Pipeline(name="readme").metrics().cache(ttl=300)
+                .fallback({"model": "backup"}).retry(attempts=4, seed=0).circuit_breaker()
+                .timeout(30).rate_limit(rpm=RPM, input_tpm=INPUT_TPM, output_tpm=OUTPUT_TPM)
+                .concurrency_limit(32))
+    limiter = next(layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit))
+    server.on_headers.append(limiter.observe_headers)
+    send = pipeline.wrap(server.amessages)
+    start = loop.time()
+    results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(calls)),
+                                   return_exceptions=True)
+    wall = loop.time() - start
+    assert not [r for r in results if isinstance(r, BaseException)]
+    prompt = server.charge(messages=ask(100)["messages"], max_tokens=0)
+    task = {"start": start, "input_tokens": prompt, "max_tokens": 200,
+            "output_tokens": OUTPUT if gives_back else 200}
+    best = max(server.ideal_time(calls, **task), server.ideal_time(calls, **task, in_flight=32))
+    return server.statistics().rate_limited, wall, best, limiter.statistics()
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_a_burst_answered_out_of_order_shows_anthropics_give_back(seed: int) -> None:
+    """Anthropic's buckets (unused output given back), 138 calls of max_tokens=200 using 64
+    against 3,000 output tokens a minute. The first 15 are answered together, shuffled: their
+    readings rise by the unused output ended, twice (the burst's give-back shown), then one
+    older than the last shown drops below it (seeds 1, 2, 4: 1,188 after 2,140). Read as a
+    drop voiding what was shown, the give-back went unjudged: ``max_tokens`` kept charged,
+    the rest at the refill's pace, 15 a minute (4.01x), the server's bucket full from :30 on
+    so no span was judged after. Nothing of ours admitted since the first span shown, a
+    reading below the one shown within ``spread`` of it may be older than it: it tells
+    nothing, and the next answer's reading confirms the give-back."""
+    refused, wall, best, stats = await readme_stack(0, seed)
+    assert refused == 0, stats.shape
+    assert "unused output given back (the server does)" in stats.shape
+    assert wall <= 1.10 * best, (wall, best, stats.shape)
