@@ -6,51 +6,27 @@ with only ``rpm``/``input_tpm``/``output_tpm`` given, 3x the binding quota at on
 
 from __future__ import annotations
 
-import asyncio
+import sys
+from pathlib import Path
 
 import pytest
 
-import llmguard as lg
-from llmguard.stats import RateLimitStats
 from llmguard.testing import InputOutputBucketServer
 
-RPM, INPUT_TPM, OUTPUT_TPM, OUTPUT, PROMPT = 60, 8_000, 3_000, 64, "word " * 70
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from late_start import run_split  # noqa: E402
 
 
-def ask(i: int) -> dict:
-    return {"messages": [{"role": "user", "content": f"{PROMPT}{i}"}], "max_tokens": 200}
-
-
-async def readme_stack(phase: float, seed: int, shape: str = "bucket", gives_back: bool = True,
-                       calls: int = 138,
-                       network: float = 0.01) -> tuple[int, float, float, RateLimitStats]:
-    """``calls`` at once from ``phase`` s into the minute through the README stack against
-    the server (its seed drawing each way's 0 to ``network`` s): its 429s, the wall time, its ideal (each
-    call holding its max_tokens until its answer ends, 32 at once) and the rate limit's
-    statistics (every call done)."""
-    server = InputOutputBucketServer(rpm=RPM, input_tpm=INPUT_TPM, output_tpm=OUTPUT_TPM,
-                                     latency=2.0, output_tokens=OUTPUT, shape=shape,
-                                     refunds_output=gives_back, seed=seed,
-                                     send_latency=lambda rng: rng.uniform(0, network))
-    loop = asyncio.get_running_loop()
-    await asyncio.sleep((phase - loop.time() % 60) % 60)
-    pipeline = (lg.Pipeline(name="readme").metrics().cache(ttl=300)
-                .fallback({"model": "backup"}).retry(attempts=4, seed=0).circuit_breaker()
-                .timeout(30).rate_limit(rpm=RPM, input_tpm=INPUT_TPM, output_tpm=OUTPUT_TPM)
-                .concurrency_limit(32))
-    limiter = next(layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit))
-    server.on_headers.append(limiter.observe_headers)
-    send = pipeline.wrap(server.amessages)
-    start = loop.time()
-    results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(calls)),
-                                   return_exceptions=True)
-    wall = loop.time() - start
-    assert not [r for r in results if isinstance(r, BaseException)]
-    prompt = server.charge(messages=ask(100)["messages"], max_tokens=0)
-    task = {"start": start, "input_tokens": prompt, "max_tokens": 200,
-            "output_tokens": OUTPUT if gives_back else 200}
-    best = max(server.ideal_time(calls, **task), server.ideal_time(calls, **task, in_flight=32))
-    return server.statistics().rate_limited, wall, best, limiter.statistics()
+async def shuffled(phase: float, seed: int, shape: str = "bucket") -> tuple[int, float, float,
+                                                                             str]:
+    """138 calls at once from ``phase`` s into the minute against the server giving unused
+    output back (its ``seed`` drawing each way's 0-10 ms): its 429s, the wall time, its ideal
+    and the rate limit's shape."""
+    server = InputOutputBucketServer(rpm=60, input_tpm=8_000, output_tpm=3_000, latency=2.0,
+                                     output_tokens=64, shape=shape, seed=seed,
+                                     send_latency=lambda rng: rng.uniform(0, 0.01))
+    layer, wall, ideal = await run_split(server, phase, 138)
+    return server.statistics().rate_limited, wall, ideal, layer.statistics().shape
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -64,10 +40,10 @@ async def test_a_burst_answered_out_of_order_shows_anthropics_give_back(seed: in
     so no span was judged after. Nothing of ours admitted since the first span shown, a
     reading below the one shown within ``spread`` of it may be older than it: it tells
     nothing, and the next answer's reading confirms the give-back."""
-    refused, wall, best, stats = await readme_stack(0, seed)
-    assert refused == 0, stats.shape
-    assert "unused output given back (the server does)" in stats.shape
-    assert wall <= 1.10 * best, (wall, best, stats.shape)
+    refused, wall, best, shape = await shuffled(0, seed)
+    assert refused == 0, shape
+    assert "unused output given back (the server does)" in shape
+    assert wall <= 1.10 * best, (wall, best, shape)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -82,6 +58,6 @@ async def test_a_gateways_minute_read_as_of_each_shuffled_answer_is_not_overrun(
     the room the 4 before had taken, 31 in all where the minute had room for 10 (88 429s,
     1.74x; 57-75 from :59, 2.42x). Ours sent within ``spread`` before the reading are not
     counted in a cap it sets (:meth:`.reading.Readings.unseen`)."""
-    refused, wall, best, stats = await readme_stack(phase, seed, shape="fixed")
-    assert refused <= 1, stats.shape
-    assert wall <= 1.10 * best, (wall, best, stats.shape)
+    refused, wall, best, shape = await shuffled(phase, seed, shape="fixed")
+    assert refused <= 1, shape
+    assert wall <= 1.10 * best, (wall, best, shape)

@@ -6,39 +6,27 @@ given, 3x the quota at once, in virtual time (#30)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import sys
+from pathlib import Path
 
 import pytest
 
-import llmguard as lg
 from llmguard.testing import FixedWindowServer
 
-
-def ask(i: int) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": f"question number {i}"}], "max_tokens": 200}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from late_start import ask, run  # noqa: E402
 
 
 async def silent_fixed_window(phase: float, seed: int) -> tuple[int, float, float, str]:
-    """180 calls at once from ``phase`` s into the minute: the server's 429s, the wall time,
-    the soonest 32 calls in flight allow (the README stack's ConcurrencyLimit) and the shape
-    (every call done)."""
+    """180 calls at once from ``phase`` s into the minute, the server's ``seed`` drawing
+    each way's 0-10 ms: its 429s, the wall time, the soonest 32 calls in flight allow (the
+    README stack's ConcurrencyLimit) and the shape."""
     server = FixedWindowServer(rpm=60, tpm=40_000, latency=2.0, rate_limit_headers=False,
                                seed=seed, send_latency=lambda rng: rng.uniform(0, 0.01))
-    loop = asyncio.get_running_loop()
-    await asyncio.sleep((phase - loop.time() % 60) % 60)
-    pipeline = (lg.Pipeline(name="readme").metrics().cache(ttl=300)
-                .fallback({"model": "backup"}).retry(attempts=4, seed=0).circuit_breaker()
-                .timeout(30).rate_limit(rpm=60, tpm=40_000).concurrency_limit(32))
-    limiter = next(layer for layer in pipeline.layers if isinstance(layer, lg.RateLimit))
-    server.on_headers.append(limiter.observe_headers)
-    send = pipeline.wrap(server.acompletion)
-    start = loop.time()
-    results = await asyncio.gather(*(send(model="primary", **ask(i)) for i in range(180)),
-                                   return_exceptions=True)
-    wall = loop.time() - start
-    assert not [r for r in results if isinstance(r, BaseException)]
+    layer, wall, _ = await run(server, phase, 180, jitter=None, tpm=40_000)
+    start = asyncio.get_running_loop().time() - wall
     best = server.ideal_time(180, tokens=server.charge(**ask(100)), start=start, in_flight=32)
-    return server.statistics().rate_limited, wall, best, limiter.statistics().shape
+    return server.statistics().rate_limited, wall, best, layer.statistics().shape
 
 
 @pytest.mark.xfail(strict=True, reason="#30: a silent fixed window from :58 with answers out "
