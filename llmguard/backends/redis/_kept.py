@@ -106,11 +106,13 @@ class KeptWrites:
     async def landed(self) -> None:
         """Wait for the writes spawned so far, and each kept one's first attempt (a refund that
         must land before a reservation: ``ratelimit.below``); those queued to ride on the next
-        reservation go with it."""
+        reservation go with it. A waiter cancelled cancels none of them."""
         if self._tasks or self._trying:
             trying = self._trying
             for task, waiter in trying.items():  # a future each, made only when waited for
                 if waiter is None:
                     trying[task] = asyncio.get_running_loop().create_future()
-            await asyncio.gather(*self._tasks, *trying.values(), return_exceptions=True)
+            # (wait, not gather: a gather cancelled with its call cancels what it gathers, the
+            # refunds in flight and the futures the other waiters share)
+            await asyncio.wait([*self._tasks, *trying.values()])
 
