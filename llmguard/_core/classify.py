@@ -7,6 +7,7 @@ openai SDK, litellm and httpx are never imported here.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,23 +93,24 @@ def _header(headers: Any, name: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _seconds(value: str | None, unit: float = 1.0) -> float | None:
+    """``value`` as seconds if it is a finite number, else None: "inf" (or past a float's
+    range) asked every caller to wait forever, "nan" read as 0 s."""
+    try:
+        seconds = float(value) * unit  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 def retry_after_from_headers(headers: Any, *, now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    value = _header(headers, "retry-after-ms")
-    if value is not None:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
+    seconds = _seconds(_header(headers, "retry-after-ms"), 0.001)
     value = _header(headers, "retry-after")
     if value is None:  # litellm's proxy forwards the provider's as llm_provider-retry-after
         value = _header(headers, "llm_provider-retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if seconds is not None or value is None or (seconds := _seconds(value)) is not None:
+        return seconds
     from email.utils import parsedate_to_datetime  # rare: keeps `import llmguard` light
 
     try:
@@ -236,7 +238,7 @@ def classify(exc: BaseException) -> Failure:
     retry_after = retry_after_from_headers(headers)
     if retry_after is None:
         value = getattr(exc, "retry_after", None)
-        if isinstance(value, (int, float)) and value >= 0:
+        if isinstance(value, (int, float)) and 0 <= value < math.inf:
             retry_after = float(value)
     kind = None
     for cls in type(exc).__mro__:

@@ -92,3 +92,14 @@ def test_transport_errors_of_the_cli_provider_are_classified_and_retryable() -> 
     html = HTTPError("HTTP 502 from x: <html>Bad Gateway</html>", status_code=502, headers={})
     failure = classify(html)
     assert failure.kind is FailureKind.SERVER_ERROR and failure.status == 502 and failure.retryable
+
+
+@pytest.mark.parametrize("headers", [{"retry-after": "inf"}, {"Retry-After": "1e400"},
+                                     {"retry-after": "Infinity"}, {"retry-after-ms": "inf"},
+                                     {"retry-after": "nan"}, {"retry-after-ms": "NaN"}])
+def test_a_retry_after_that_is_no_number_of_seconds_is_unreadable(headers) -> None:
+    """Retry-After "inf" (or one past a float's range) asked every Retry and RateLimit to wait
+    forever; "nan" read as 0 s: neither is a number of seconds, so neither is read."""
+    assert retry_after_from_headers(headers) is None
+    error = type("Refused", (Exception,), {"status_code": 429, "retry_after": float("inf")})()
+    assert classify(error).retry_after is None
