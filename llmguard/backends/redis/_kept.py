@@ -67,11 +67,12 @@ class KeptWrites:
                 writes = await self._attempt(writes)
 
     async def _attempt(self, writes: list[Any]) -> list[Any]:
-        """Try ``writes`` in order: those that did not land (once one failed and Redis is
-        found down, the rest are not tried: one timeout, not one each, before ``landed``)."""
+        """Try ``writes`` in order: those that did not land (once one failed, an outage, the
+        rest are not tried: one timeout, not one each, before ``landed``; under
+        ``on_error="fail"`` too, which never finds Redis ``down``)."""
         left = []
         for script, keys, args, what in writes:
-            if not (left and self.down()):
+            if not left:
                 made = args() if callable(args) else args
                 if made is None or await self.write(script, keys, made, what):
                     continue
