@@ -3,8 +3,6 @@ final chunk) leaves every other layer's end to run: ``Stream._finish`` ran them 
 stopped at the first that raised, so an outer ConcurrencyLimit never released its permit (the
 next call waited for ever) and Metrics never counted the call."""
 
-import asyncio
-
 import pytest
 
 import llmguard as lg
@@ -22,13 +20,14 @@ def broken_usage(chunk):
 
 async def test_a_raising_end_callback_leaves_the_others_to_run() -> None:
     """The stream's end raises the callback's error to its reader, once every layer's end ran:
-    the permit is back, and a second call gets it."""
-    concurrency = lg.ConcurrencyLimit(1, max_wait=60)
+    the permit is back, and a second call gets it; Metrics saw both calls end."""
+    metrics, concurrency = lg.Metrics(), lg.ConcurrencyLimit(1, max_wait=60)
     layer = lg.RateLimit(rpm=100, tpm=10_000, tokens=lambda *args, **kwargs: 10,
                          usage=broken_usage)
-    guarded = lg.guard(concurrency, layer)(answer)
+    guarded = lg.guard(metrics, concurrency, layer)(answer)
     for prompt in ("a", "b"):
         with pytest.raises(KeyError):
             async for _ in guarded(prompt):
                 pass
     assert concurrency.statistics().in_flight == 0
+    assert (metrics.statistics().calls, metrics.statistics().in_flight) == (2, 0)
