@@ -10,6 +10,7 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timezone
 from typing import Any
 
 from .public import public
@@ -46,15 +47,8 @@ class FailureKind(enum.Enum):
         return self in _UNHEALTHY
 
 
-_RETRYABLE = frozenset(
-    {
-        FailureKind.RATE_LIMITED,
-        FailureKind.OVERLOADED,
-        FailureKind.TIMEOUT,
-        FailureKind.CONNECTION,
-        FailureKind.SERVER_ERROR,
-    }
-)
+_RETRYABLE = frozenset({FailureKind.RATE_LIMITED, FailureKind.OVERLOADED, FailureKind.TIMEOUT,
+                        FailureKind.CONNECTION, FailureKind.SERVER_ERROR})
 # Why a 429 leaves a circuit closed: Retry honours its pause and RateLimit learns the limit from
 # it; a breaker that counted it turned one server-asked pause of seconds into ``open_for``
 # (15 s) of CircuitOpenError. Under 30 % injected 429s the README stack failed 877 of 3,000
@@ -119,6 +113,8 @@ def retry_after_from_headers(headers: Any, *, now: float | None = None) -> float
         return None
     from . import clock  # imports asyncio: not at `import llmguard`
 
+    if when.tzinfo is None:  # GMT, as every HTTP date (asctime's names no zone; nor "-0000")
+        when = when.replace(tzinfo=timezone.utc)  # (not the machine's local time)
     return max(0.0, when.timestamp() - (clock.wall() if now is None else now))
 
 
