@@ -76,3 +76,26 @@ async def test_a_waiter_cancelled_leaves_the_others_waiting(server):
     assert not early
     assert admin.get("t:kept") == b"1"
     await connection.aclose()
+
+
+async def test_a_background_writes_error_is_retrieved_by_the_waiter():
+    """A background write that raised (a circuit's publish refused under on_error="fail") is
+    retrieved by ``landed`` as the gather did: no "Task exception was never retrieved" log."""
+    import gc
+
+    loop = asyncio.get_running_loop()
+    logged = []
+    loop.set_exception_handler(lambda _loop, context: logged.append(context["message"]))
+    try:
+        connection = Connection("redis://127.0.0.1:1/0", "t", "fail", 0.5)
+
+        async def refused() -> None:
+            raise RuntimeError("refused")
+
+        connection.spawn(refused())
+        await connection.landed()
+        await turns()
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert logged == []

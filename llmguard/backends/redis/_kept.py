@@ -115,5 +115,9 @@ class KeptWrites:
                     trying[task] = asyncio.get_running_loop().create_future()
             # (wait, not gather: a gather cancelled with its call cancels what it gathers, the
             # refunds in flight and the futures the other waiters share)
-            await asyncio.wait([*self._tasks, *trying.values()])
+            waited = [*self._tasks, *trying.values()]
+            await asyncio.wait(waited)
+            for ended in waited:  # their errors retrieved, as the gather did (no "never
+                if not ended.cancelled():  # retrieved" log for a publish refused)
+                    ended.exception()
 
