@@ -56,7 +56,8 @@ def secret_key(name: Any) -> bool:
 def redact_url(url: str) -> str:
     """``url`` with the password of its user-info replaced by ``***`` (unchanged without),
     its scheme forgotten too."""
-    return (_USERINFO if "://" in url else _BARE_USERINFO).sub(lambda m: f"{m['head']}{REDACTED if m['password'] else ''}@", url)
+    pattern = _USERINFO if "://" in url else _BARE_USERINFO
+    return pattern.sub(lambda m: f"{m['head']}{REDACTED if m['password'] else ''}@", url)
 
 
 def _redact_text(text: str) -> str:
