@@ -43,7 +43,7 @@ async def served_around_the_minute(redis_url, prefix, burst_at):
     times = [b + burst_at] * 8 + [b + 0.1 * (i + 1) for i in range(4)]
     for i, at in enumerate(times):
         client.zadd(log, {f"p.{i}~1:1": at})
-        client.zadd(done, {f"p.{i}": b + 1.0})
+        client.zadd(done, {f"p.{i}~1": b + 1.0})
     client.hset(shape, "sq", "1")
     return backend, client, names, b
 
