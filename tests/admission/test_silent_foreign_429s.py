@@ -233,3 +233,25 @@ def test_the_charges_probe_waits_only_for_a_429s_pause() -> None:
     assert probe is not None and w.charge.probing is probe
     w.refused(42.05, probe, 2.0)
     assert w.charge.silent and w.wait(42.05, 212) == pytest.approx(2.0, abs=0.01)
+
+
+def test_a_retry_refused_again_after_the_pause_asked_confirms_no_factor() -> None:
+    """The charge's first probe after the opening burst, refused asking 2 s, is only doubted;
+    its retry when the pause ends (nothing of ours sent between) was promised room by that
+    pause: refused again, one of the two was no quota's (both at random), and the guess is
+    still probed. Read as a repeat, it kept the guess (1.17x where the server charges our
+    estimate)."""
+    w = Window((Quota(60, 60.0 + MARGIN, False, learn=True, margin=MARGIN),
+                Quota(10_000, 60.0 + MARGIN, True, learn=True, margin=MARGIN)))
+    w.shape.quiet = True
+    burst = []
+    while (entry := w.take(40.0, 212)) is not None:
+        burst.append(entry)
+    for entry in burst:
+        w.adjust(42.0, entry, 212)  # answered, nothing said about tokens
+    probe = w.take(42.0, 212)
+    w.refused(42.05, probe, 2.0)
+    retry = w.take(44.05, 212)
+    assert retry is not None and w.charge.probing is retry
+    w.refused(44.1, retry, 2.0)
+    assert w.charge.how == "silent" and w.charge.factor == OPENING
