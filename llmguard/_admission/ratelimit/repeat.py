@@ -20,7 +20,8 @@ request's units at most: a stray 429 may land anywhere below it, the retry of on
 lands there again). Unless the server showed it admits more since: it served one of ours
 beyond that place (:func:`served_beyond`), or its latest reading in the window left room
 for the refused one (:func:`room`: the retry of a request refused at random, refused at
-random again, confirms nothing). One record per track (:class:`Heard` per lesson); each case
+random again, confirms nothing), or, on tokens, the first's own pause promised it room
+(:func:`promised`: the same retry, from a server that says nothing). One record per track (:class:`Heard` per lesson); each case
 says only when it needs no repeat (:func:`.refusal.learn_limit`): a 429 whose pause reaches
 a learned fixed window's boundary, or asks none, is the window's own; one from a server that
 says nothing asking longer than a bucket refills is no overload's.

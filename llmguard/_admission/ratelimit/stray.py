@@ -10,7 +10,9 @@ one (:func:`probe`), no bucket's either. Read at its word, such a 429 taught a s
 factor the server does not have: the probe after the minute's refusal a sliding window (56 s
 idle a minute where it asked 2 s), the first probe after the opening burst's a factor of
 1.31x on a bucket charging our estimate, one at the edge of a bucket as we count it "no
-bucket" (:mod:`.refuted`). Everything here takes ``now`` as an argument.
+bucket" (:mod:`.refuted`). Once a bucket is learned, a 429 asking for longer than it refills
+all of the refused one is no refusal of its own (:func:`unbucketed`). Everything here takes
+``now`` as an argument.
 """
 
 from __future__ import annotations
