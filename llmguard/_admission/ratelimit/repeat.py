@@ -21,10 +21,11 @@ lands there again). Unless the server showed it admits more since: it served one
 beyond that place (:func:`served_beyond`), or its latest reading in the window left room
 for the refused one (:func:`room`: the retry of a request refused at random, refused at
 random again, confirms nothing), or, on tokens, the first's own pause promised it room
-(:func:`promised`: the same retry, from a server that says nothing). One record per track (:class:`Heard` per lesson); each case
-says only when it needs no repeat (:func:`.refusal.learn_limit`): a 429 whose pause reaches
-a learned fixed window's boundary, or asks none, is the window's own; one from a server that
-says nothing asking longer than a bucket refills is no overload's.
+(:func:`promised`: the same retry, from a server that says nothing). One record per track
+(:class:`Heard` per lesson); each case says only when it needs no repeat
+(:func:`.refusal.learn_limit`): a 429 whose pause reaches a learned fixed window's boundary,
+or asks none, is the window's own; one from a server that says nothing asking longer than a
+bucket refills is no overload's.
 
 A learned token bucket with readings needs no repeat: it only gains room after a reading,
 so room its latest one left (refilled since) is there still, and a 429 without it is its
