@@ -38,6 +38,7 @@ from typing import Any
 
 from .giveback_burst import Burst
 from .giveback_minute import Minute
+from .giveback_order import Quiet
 
 __all__ = ["GiveBack"]
 
@@ -51,7 +52,7 @@ class GiveBack:
 
     __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
                  "given", "largest", "recent", "anchor", "held", "credit", "probe", "told",
-                 "told_doubt", "telling", "minute", "decisive", "burst")
+                 "told_doubt", "telling", "minute", "decisive", "burst", "order")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
@@ -83,6 +84,7 @@ class GiveBack:
         #: gives back only provisionally (:mod:`.giveback_minute`).
         self.minute, self.decisive = Minute(window), True
         self.burst = Burst(window)  # ours not answered yet; a burst's readings
+        self.order = Quiet()  # readings heard since ours last went, ordered by what they show
 
     def admitted(self, now: float, output: int, entry: Any = None,
                  level: Callable[[], int] | None = None, wall: float | None = None) -> None:
@@ -93,6 +95,7 @@ class GiveBack:
         if self.credit and self.probe is None and level is not None \
                 and level() - self.credit < output:
             self.probe, self.decisive = entry, over
+        self.anchor = self.order.admitted(self.anchor, self.issued, self.spread)
         self.issued += output
         self.burst.admitted(now, output, entry, self.issued, self.given)
         self.largest = max(self.largest, output)
@@ -117,6 +120,7 @@ class GiveBack:
         settle = partial(_settle, reconcile, used, kept)
         self.given += max(0, unused)
         self.burst.answered(entry, unused)
+        self.order.ended(now, entry, unused, self.given)
         if entry is not None and entry is self.probe:  # served (an answer without usage,
             if unused <= 0:  # e.g. an error after it was sent, tests nothing: the next one)
                 self.probe = None
@@ -215,9 +219,15 @@ class GiveBack:
             self.anchor = here  # near full: refill may be lost from here; start over
             self.expire(now)
             return
-        at, before, issued, given, then = anchor
-        slack = rate * self.spread
-        given = self.given - given
+        at, before, issued, since, then = anchor
+        slack, given = rate * self.spread, self.given - since
+        self.order.heard(entry, remaining)
+        if then == on_the_way == 0 and self.issued == issued:  # nothing of ours charged in it
+            if remaining < before - slack and now - at <= self.spread:
+                self.anchor = here  # older than the anchor (:mod:`.giveback_order`): the
+                self.expire(now)  # span starts from it
+                return
+            given = self.order.given(given, before, remaining, since, at - self.spread)
         residual = remaining - (before + rate * (now - at) - (self.issued - issued))
         # residual on a server that keeps the charge: at most ours on the way now (charged
         # later) plus the slack; on one that gives back: at least given less ours on the way

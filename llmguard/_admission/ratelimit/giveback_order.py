@@ -1,0 +1,85 @@
+"""Readings heard while nothing of ours goes to the server, ordered by what they show.
+
+:meth:`.giveback.GiveBack.read` judges a span between two readings on the unused output of the
+answers heard between them (``given``). Answers come back out of the order the server served
+them (0-10 ms each way): a reading heard after others may be older than they are, so the
+answers heard between two readings are not those served between them. A wave of 15 answered
+together at :60 (started at :58, so the burst judge of :mod:`.giveback_burst` starts anew at
+each reading) ended a span on a reading older than four heard before it: 952 unused output
+ended "in" it, a rise of 136, a vote "keeps it", ``max_tokens`` kept charged (4.1x).
+
+While nothing of ours is admitted or on the way, the server's ``remaining`` only rises (its
+refill, the unused output given back; other clients only lower it, toward "keeps it"): the
+readings are then in the order the server served them when ordered by what they show, not by
+arrival. So:
+
+- a reading below the earlier one (the span's anchor), heard within ``spread`` of it, may be
+  older than it: it tells nothing and the span goes on from the anchor;
+- the answers served between the two readings are those whose own reading lies between them
+  (a reading shows the answers served before it, not its own): their unused output is what
+  the server gave back in the span, whatever the order they were heard in.
+
+On a bucket keeping ``max_tokens`` charged nothing rises but the refill either way; without
+jitter the two orders agree and so does the count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Quiet"]
+
+#: ``GiveBack``'s anchor: (heard at, remaining, ours issued, given, ours on the way then).
+Anchor = tuple[float, int, int, int, int]
+
+
+class Quiet:
+    """Our answers heard since ours were last admitted: each one's reading (``read``, by
+    ``id(entry)``, until its usage is known), then (reading, unused output, ``GiveBack.given``
+    with it, heard at) in ``answers``."""
+
+    __slots__ = ("answers", "read")
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, int, int, float]] = []
+        self.read: dict[int, int] = {}
+
+    def admitted(self, anchor: Anchor | None, issued: int, spread: float) -> Anchor | None:
+        """Ours admitted (``issued`` before it): the readings heard before lack its charge,
+        start anew. The span's ``anchor`` (``GiveBack``'s, heard with nothing of ours charged
+        since) is returned counting as given before it the answers served before it (showing
+        less), not those served after it (showing more), whenever heard."""
+        if anchor is not None and anchor[4] == 0 and anchor[2] == issued:
+            at, before, _, since, _ = anchor
+            moved = sum(unused if stamp > since else -unused
+                        for shown, unused, stamp, heard in self.answers
+                        if (shown < before if stamp > since else
+                            heard >= at - spread and shown > before))
+            anchor = (*anchor[:3], since + moved, 0)
+        self.answers.clear()
+        self.read.clear()
+        return anchor
+
+    def heard(self, entry: Any, remaining: int) -> None:
+        """The answer to ``entry`` (None: not known as ours) showed ``remaining``."""
+        if entry is not None:
+            self.read[id(entry)] = remaining
+
+    def ended(self, now: float, entry: Any, unused: int, given: int) -> None:
+        """The answer to ``entry`` ended at ``now`` with ``unused`` output (``given`` in all
+        with it): kept where its reading is known."""
+        shown = self.read.pop(id(entry), None) if entry is not None else None
+        if shown is not None and unused > 0:
+            self.answers.append((shown, unused, given, now))
+
+    def given(self, counted: int, low: int, high: int, since: int, after: float) -> int:
+        """The unused output given back between a reading of ``low`` and a later one of
+        ``high``, ``counted`` by arrival (the answers ended after ``GiveBack.given`` was
+        ``since``): less those showing below ``low`` or above ``high`` (served before or
+        after), plus those heard before, after ``after``, showing between (served in it)."""
+        for shown, unused, stamp, at in self.answers:
+            if stamp > since and not low <= shown <= high:
+                counted -= unused
+            elif stamp <= since and at >= after and low < shown < high:
+                counted += unused
+        return counted
