@@ -210,6 +210,7 @@ class GiveBack:
         # the faster of the server's rate and our quota's: a refill over-counted errs toward
         # "keeps it" (our quota may be the server's minute compressed, or a lower share of it)
         rate, burst = max(limit, self.quota) / self.window, self.burst
+        self.order.heard(entry, remaining)
         if not self.verdict and burst.read(self, now, remaining, rate, wall, entry, started):
             self._decide(True, f"the server's output remaining rose above its refill less ours "
                                f"by about the unused output of the answers ended, twice within "
@@ -221,7 +222,6 @@ class GiveBack:
             return
         at, before, issued, since, then = anchor
         slack, given = rate * self.spread, self.given - since
-        self.order.heard(entry, remaining)
         if then == on_the_way == 0 and self.issued == issued:  # nothing of ours charged in it
             if remaining < before - slack and now - at <= self.spread:
                 self.anchor = here  # older than the anchor (:mod:`.giveback_order`): the
