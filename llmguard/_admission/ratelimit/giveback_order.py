@@ -72,14 +72,23 @@ class Quiet:
         if shown is not None and unused > 0:
             self.answers.append((shown, unused, given, now))
 
-    def given(self, counted: int, low: int, high: int, since: int, after: float) -> int:
-        """The unused output given back between a reading of ``low`` and a later one of
-        ``high``, ``counted`` by arrival (the answers ended after ``GiveBack.given`` was
-        ``since``): less those showing below ``low`` or above ``high`` (served before or
-        after), plus those heard before, after ``after``, showing between (served in it)."""
-        for shown, unused, stamp, at in self.answers:
+    def given(self, anchor: Anchor, here: Anchor, spread: float, slack: float) -> int | None:
+        """The unused output given back between the readings ``anchor`` and ``here`` (as
+        ``GiveBack`` keeps them), ``slack`` the refill's error: counted by arrival (ended
+        after the anchor was heard) but, with nothing of ours charged in between, less those
+        showing below the anchor or above ``here`` (served before or after) and plus those
+        heard before the anchor, within ``spread`` of it, showing between (served in it).
+        None: ``here`` is older than the anchor (lower, heard within ``spread`` of it)."""
+        at, low, issued, since, then = anchor
+        now, high, issued_now, counted, on_the_way = here
+        counted -= since
+        if then or on_the_way or issued != issued_now:
+            return counted  # ours charged in between lower the later readings: by arrival
+        if high < low - slack and now - at <= spread:
+            return None
+        for shown, unused, stamp, heard in self.answers:
             if stamp > since and not low <= shown <= high:
                 counted -= unused
-            elif stamp <= since and at >= after and low < shown < high:
+            elif stamp <= since and heard >= at - spread and low < shown < high:
                 counted += unused
         return counted
