@@ -13,14 +13,19 @@ refill, the unused output given back; other clients only lower it, toward "keeps
 readings are then in the order the server served them when ordered by what they show, not by
 arrival. So:
 
-- a reading below the earlier one (the span's anchor), heard within ``spread`` of it, may be
-  older than it: it tells nothing and the span goes on from the anchor;
+- a reading below the earlier one (the span's anchor), heard within ``spread`` of it, is
+  older than it: the span starts from it instead (the one served first; its time taken as
+  heard, the refill counted from it errs by the slack ``GiveBack`` allows for);
 - the answers served between the two readings are those whose own reading lies between them
   (a reading shows the answers served before it, not its own): their unused output is what
-  the server gave back in the span, whatever the order they were heard in.
+  the server gave back in the span, whatever the order they were heard in. As ours are
+  admitted again, the anchor is rebased so (:meth:`Quiet.admitted`): the span it starts
+  goes on with ours charged in it, where readings are compared as heard.
 
-On a bucket keeping ``max_tokens`` charged nothing rises but the refill either way; without
-jitter the two orders agree and so does the count.
+Skipping the readings below the highest heard instead (no vote) left the anchor on a reading
+showing more answers' unused output than counted before it: the next span voted "keeps it"
+(1.44x). On a bucket keeping ``max_tokens`` charged nothing rises but the refill either way;
+without jitter the two orders agree and so does the count (every table byte-identical).
 """
 
 from __future__ import annotations
