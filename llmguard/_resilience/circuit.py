@@ -133,8 +133,10 @@ class CircuitBreaker:
             raise
         if isinstance(result, Stream):
             result.defer(self._stream_end(call, ticket))
-        else:
+        elif events.subscribers:
             self._record(call, False, ticket)
+        else:  # ``_record``'s common case (nothing to publish), in this frame: every success
+            state.record(loop.time(), False, ticket)
         return result
 
     def _stream_end(self, call: Call, ticket: object) -> Callable[[BaseException | None], None]:
