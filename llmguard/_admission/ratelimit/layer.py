@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..._core.attempt import _with, _without
+from ..._core.attempt import with_hook, without_hook
 from ..._core.call import Call, loop_of
 from ..._core.check import callable_or_none, number, token_count
 from ..._core.errors import AdmissionTimeout
@@ -166,7 +166,7 @@ class RateLimit(ServerFeedback):
         # (whose cells, 7 in this frame, would be made on every call).
         held = Held(self._line, call, key, ticket, tokens, at)
         hooks = current._on_wait  # ``add_on_wait``: awaits ``held()``, its ``recount``
-        current._on_wait = held if hooks is None else _with(hooks, held)
+        current._on_wait = held if hooks is None else with_hook(hooks, held)
         reset = HELD.set(held)  # the provider's headers are read against this reservation
         current.response_headers = None  # this attempt's only (``observes_inline``)
         try:
@@ -193,7 +193,7 @@ class RateLimit(ServerFeedback):
                 self._in_flight, self._reserved = self._in_flight - 1, self._reserved - tokens
         finally:
             hooks = current._on_wait  # ``discard_on_wait``
-            current._on_wait = None if hooks is held else _without(hooks, held)
+            current._on_wait = None if hooks is held else without_hook(hooks, held)
             HELD.reset(reset)
         return result
 
