@@ -6,6 +6,7 @@ Why not ``asyncio.Semaphore`` or anyio's ``CapacityLimiter``: see ``limiter.py``
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from types import CoroutineType
 from typing import Any
 
 from .._core.call import Call, loop_of
@@ -218,9 +219,12 @@ class ConcurrencyLimit:
             if call_next is invoke:  # the provider itself (innermost): ``invoke`` written out,
                 call.mark_sent()  # a coroutine frame less per call
                 result = call.fn(*call.args, **call.kwargs)
-                if not is_stream_result(result):
+                # (a coroutine, answering a dict: what an async def making a JSON call gives,
+                # told apart without ``is_stream_result``'s frame)
+                if type(result) is CoroutineType or not is_stream_result(result):
                     result = await result
-                if is_stream_result(result) and not isinstance(result, Stream):
+                if type(result) is not dict and is_stream_result(result) and not isinstance(
+                        result, Stream):
                     result = await Stream.start(result)
             else:
                 result = await call_next(call)

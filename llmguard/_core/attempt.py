@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Attempt", "Hooks"]
+__all__ = ["Attempt", "Hooks", "with_hook", "without_hook"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,7 +58,7 @@ def _remove(fns: list[Any], fn: Any) -> None:
             return
 
 
-def _with(hooks: Any, fn: Any) -> Any:
+def with_hook(hooks: Any, fn: Any) -> Any:
     """``hooks`` (None, one hook or a :class:`Hooks`) with ``fn`` added last."""
     if hooks is None:
         return fn
@@ -68,7 +68,7 @@ def _with(hooks: Any, fn: Any) -> Any:
     return Hooks((hooks, fn))
 
 
-def _without(hooks: Any, fn: Any) -> Any:
+def without_hook(hooks: Any, fn: Any) -> Any:
     """``hooks`` (None, one hook or a :class:`Hooks`) with one adding of ``fn`` taken out."""
     if hooks is fn:
         return None
@@ -152,23 +152,23 @@ class Attempt:
         """``on_send.add(fn)`` without a remover or a list for the first hook: take it out
         with :meth:`discard_on_send` (a layer on the path of every call does this)."""
         hooks = self._on_send
-        self._on_send = fn if hooks is None else _with(hooks, fn)
+        self._on_send = fn if hooks is None else with_hook(hooks, fn)
 
     def discard_on_send(self, fn: Callable[[], None]) -> None:
         """Take out one adding of ``fn`` from ``on_send`` (nothing if it is not there)."""
         hooks = self._on_send
-        self._on_send = None if hooks is fn else _without(hooks, fn)
+        self._on_send = None if hooks is fn else without_hook(hooks, fn)
 
     def add_on_wait(self, fn: Callable[[], Awaitable[None] | None]) -> None:
         """``on_wait.add(fn)`` without a remover or a list for the first hook: take it out
         with :meth:`discard_on_wait`."""
         hooks = self._on_wait
-        self._on_wait = fn if hooks is None else _with(hooks, fn)
+        self._on_wait = fn if hooks is None else with_hook(hooks, fn)
 
     def discard_on_wait(self, fn: Callable[[], Awaitable[None] | None]) -> None:
         """Take out one adding of ``fn`` from ``on_wait`` (nothing if it is not there)."""
         hooks = self._on_wait
-        self._on_wait = None if hooks is fn else _without(hooks, fn)
+        self._on_wait = None if hooks is fn else without_hook(hooks, fn)
 
     def send_hooks(self) -> Iterable[Callable[[], None]]:
         """The ``on_send`` hooks, as they are now (a hook may remove itself while they run)."""

@@ -108,10 +108,13 @@ class CircuitBreaker:
     async def __call__(self, call: Call, call_next: Handler, /) -> Any:
         loop = call.loop or loop_of(call)
         state = self._state
-        before = state.state if events.subscribers else None
-        ticket = state.allow(loop.time())
-        if before is not None:
-            self._moved(call, before)
+        if type(state) is CircuitState and state.state is State.CLOSED:
+            ticket = state.phase  # ``allow``'s closed case: no clock read, nothing changes
+        else:
+            before = state.state if events.subscribers else None
+            ticket = state.allow(loop.time())
+            if before is not None:
+                self._moved(call, before)
         if ticket is None:
             wait = state.retry_after(loop.time())
             raise call.rejected("circuit_breaker", CircuitOpenError(
@@ -133,8 +136,10 @@ class CircuitBreaker:
             raise
         if isinstance(result, Stream):
             result.defer(self._stream_end(call, ticket))
-        else:
+        elif events.subscribers:
             self._record(call, False, ticket)
+        else:  # ``_record``'s common case (nothing to publish), in this frame: every success
+            state.record(loop.time(), False, ticket)
         return result
 
     def _stream_end(self, call: Call, ticket: object) -> Callable[[BaseException | None], None]:

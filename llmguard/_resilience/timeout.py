@@ -12,6 +12,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from .._core.attempt import with_hook, without_hook
 from .._core.call import Call, loop_of
 from .._core.check import number
 from .._core.errors import (AdmissionTimeout, FirstChunkTimeout, StreamIdleTimeout,
@@ -125,7 +126,8 @@ class Timeout:
             if queue is None:
                 queue = self._queue(loop, limit)
         attempt = Timed(task, loop, queue, deadline)
-        current.add_on_send(attempt)  # its ``send`` when the attempt is sent
+        hooks = current._on_send  # ``add_on_send``: its ``send`` when the attempt is sent
+        current._on_send = attempt if hooks is None else with_hook(hooks, attempt)
         try:
             result = await call_next(call)
         except asyncio.CancelledError as exc:
@@ -154,7 +156,8 @@ class Timeout:
                 seconds=limit,
             ) from None
         finally:
-            current.discard_on_send(attempt)
+            hooks = current._on_send  # ``discard_on_send``
+            current._on_send = None if hooks is attempt else without_hook(hooks, attempt)
             attempt.end()
         sent_at = attempt.sent_at
         if isinstance(result, Stream) and (self.idle is not None or self.total is not None):

@@ -62,34 +62,31 @@ class Timed:
         if self.handle is not None:
             self.handle.cancel()
         if self.queue is not None:
-            self.queue.trim()
+            # Drop ended attempts from the queue's head (the timer stays armed: re-arming per
+            # call would cost what one timer per attempt does; if it fires early it re-arms)
+            attempts = self.queue.attempts
+            while attempts and attempts[0].done:
+                attempts.popleft()
 
 
 class TimerQueue:
     """Sent attempts of one (loop, limit), oldest first, and the one timer serving them."""
 
-    __slots__ = ("loop", "limit", "_attempts", "_timer")
+    __slots__ = ("loop", "limit", "attempts", "_timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
         self.loop, self.limit = loop, limit
-        self._attempts: deque[Timed] = deque()
+        self.attempts: deque[Timed] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, attempt: Timed) -> None:
-        self._attempts.append(attempt)
+        self.attempts.append(attempt)
         if self._timer is None:
             self._timer = self.loop.call_at(attempt.expires, self._fire)
 
-    def trim(self) -> None:
-        """Drop ended attempts from the head (the timer stays armed: re-arming per call would
-        cost what one timer per attempt does; if it fires early it re-arms for the head)."""
-        attempts = self._attempts
-        while attempts and attempts[0].done:
-            attempts.popleft()
-
     def _fire(self) -> None:
         self._timer = None
-        attempts = self._attempts
+        attempts = self.attempts
         now = self.loop.time() + _RESOLUTION
         while attempts:
             head = attempts[0]
@@ -102,4 +99,4 @@ class TimerQueue:
             attempts.popleft()
 
     def __len__(self) -> int:
-        return len(self._attempts)
+        return len(self.attempts)

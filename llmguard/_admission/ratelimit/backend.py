@@ -60,9 +60,8 @@ class RateLimitBackend(Protocol):
         """Admit nothing for ``key`` for ``seconds`` (never shortens an existing pause)."""
         ...
 
-    def cap(
-        self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
-    ) -> None:
+    def cap(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
+            reset: float) -> None:
         """The provider reports ``remaining`` requests (or tokens) until ``reset`` seconds from
         now: admit no more than that until then (the quotas still apply)."""
         ...
@@ -70,7 +69,6 @@ class RateLimitBackend(Protocol):
     def headroom(self, key: Hashable, quotas: tuple[Quota, ...]) -> tuple[int, int, float]:
         """``(requests available, tokens available, seconds of pause left)`` now."""
         ...
-
 
 
 @runtime_checkable
@@ -178,9 +176,8 @@ class MemoryBackend(MarksQueued):
             return self.take(key, quotas, tokens)
         return move(window, get_running_loop().time(), ticket, tokens)
 
-    async def reserve(
-        self, key: Hashable, quotas: tuple[Quota, ...], tokens: int
-    ) -> tuple[float, Any]:
+    async def reserve(self, key: Hashable, quotas: tuple[Quota, ...],
+                      tokens: int) -> tuple[float, Any]:
         window = self._window(key, quotas)
         now = clock.now()
         ticket = window.take(now, tokens)
@@ -192,7 +189,11 @@ class MemoryBackend(MarksQueued):
     def reconcile(self, key: Hashable, ticket: Entry, tokens: int) -> None:
         window = self._windows.get(key)
         if window is not None:
-            window.adjust(clock.now(), ticket, tokens)
+            try:  # ``clock.now()``, in a loop (the layer's path, every settled call) written out
+                now = get_running_loop().time()
+            except RuntimeError:
+                now = clock.now()
+            window.adjust(now, ticket, tokens)
 
     def refund(self, key: Hashable, ticket: Entry) -> None:
         window = self._windows.get(key)
@@ -204,9 +205,8 @@ class MemoryBackend(MarksQueued):
         until = clock.now() + seconds
         window.paused_until = max(window.paused_until, until)
 
-    def cap(
-        self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int, reset: float
-    ) -> None:
+    def cap(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,
+            reset: float) -> None:
         self._window(key, quotas).cap(clock.now(), tokens, remaining, reset)
 
     def observe(self, key: Hashable, quotas: tuple[Quota, ...], tokens: bool, remaining: int,

@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ..._core.attempt import with_hook, without_hook
 from ..._core.call import Call, loop_of
 from ..._core.check import callable_or_none, number, token_count
 from ..._core.errors import AdmissionTimeout
@@ -164,7 +165,8 @@ class RateLimit(ServerFeedback):
         # What an inner limiter that queues the call calls back: an object, not a closure
         # (whose cells, 7 in this frame, would be made on every call).
         held = Held(self._line, call, key, ticket, tokens, at)
-        current.add_on_wait(held)  # awaits ``held()``: its ``recount``
+        hooks = current._on_wait  # ``add_on_wait``: awaits ``held()``, its ``recount``
+        current._on_wait = held if hooks is None else with_hook(hooks, held)
         reset = HELD.set(held)  # the provider's headers are read against this reservation
         current.response_headers = None  # this attempt's only (``observes_inline``)
         try:
@@ -190,7 +192,8 @@ class RateLimit(ServerFeedback):
             else:  # nothing to reconcile: the reservation stands as made
                 self._in_flight, self._reserved = self._in_flight - 1, self._reserved - tokens
         finally:
-            current.discard_on_wait(held)
+            hooks = current._on_wait  # ``discard_on_wait``
+            current._on_wait = None if hooks is held else without_hook(hooks, held)
             HELD.reset(reset)
         return result
 

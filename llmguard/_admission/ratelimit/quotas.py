@@ -113,7 +113,7 @@ def used_tokens(call: Any, result: Any, reserved: int,
         found = extract_usage(result)
         if found is None:
             return reserved
-        record = call.record  # (a property: read once)
+        record = call._record or call.record  # (made by now: ``record_of``, without its frame)
         if record.usage is None:
             record.usage = found
         actual = found[0] + found[1]  # ``found.total_tokens`` (a Usage: a tuple), no property
