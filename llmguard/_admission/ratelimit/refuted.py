@@ -138,4 +138,32 @@ def slideless(window: Any, ticket: Any, named: Any = None) -> bool:
             return False
     return any(e.used is not None and e.estimate + sum(
         o.estimate for o in ours if e.time - span + margin < o.time < e.time - margin)
-        > track.limit for e in ours)
+        > track.limit for e in ours) or _served_past(track, ours, window.tracks)
+
+
+def _served_past(track: Any, ours: list[Any], tracks: Any) -> bool:
+    """True when one of ``ours`` answered was served where a sliding window of ``track``'s
+    token quota must have counted at least what it counted where it refused an earlier one
+    of ours (a 429 its requests had room for; answered: its call ended, neither refused nor
+    refunded): no such window, whatever it charges, refused
+    the one and served the other. Ours that may have been in the refused one's window (sent
+    up to a margin either way) against ours surely in the served one's (sent from a margin
+    after its start to a margin before it). A strict silent bucket from :53: its charge's
+    429, then the first probe served with the same 46 of ours before it, then the probe
+    beyond the bucket refused, read as a sliding window's (2 429s, paced as a log: 1.05x)."""
+    margin, span = track.quota.margin, track.window
+    requests = [t for t in tracks if isinstance(t, AutoTrack) and not t.quota.tokens]
+    for refusal in track.recent:
+        if not refusal.refused:  # (uncounted or not: the server counted none of it)
+            continue
+        if any(1 + sum(1 for e in ours if refusal.time - t.window - margin < e.time
+                       <= refusal.time + margin) >= t.limit for t in requests):
+            continue  # its requests may have refused it
+        most = refusal.estimate + sum(
+            o.estimate for o in ours
+            if refusal.time - span - margin < o.time <= refusal.time + margin)
+        if any(e.answered < math.inf and e.time > refusal.time and most <= e.estimate + sum(
+                o.estimate for o in ours if e.time - span + margin < o.time < e.time - margin)
+               for e in ours):
+            return True
+    return False
