@@ -118,14 +118,15 @@ def _minutes(track: Any, shape: Any) -> float:
 
 def slideless(window: Any, ticket: Any, named: Any = None) -> bool:
     """True when the 429 to ``ticket`` (a probe: a sliding window's or a dry bucket's refusal)
-    comes from a server no sliding window describes, so a bucket run dry refused it: one of
-    ours answered overflowed a sliding window of its token quota at our bare estimates (the
-    least a server charges; ours surely in that window: sent a margin after its start and
-    before itself), its requests quota had room for ``ticket`` (or its message ``named`` the
-    tokens, :mod:`.named`), and the 429s leave a bucket possible (:func:`bucketless`). Read
-    as a sliding window's, a strict bucket started at :55 was paced as a sliding log at the
-    factor the 429 kept (1.12x where it charges 1.11x: 41 a minute where it admits 42, 1.07x
-    the ideal)."""
+    comes from a server no sliding window describes, so a bucket run dry refused it: its
+    requests quota had room for ``ticket`` (or its message ``named`` the tokens,
+    :mod:`.named`), the 429s leave a bucket possible (:func:`bucketless`), and one of ours
+    answered overflowed a sliding window of its token quota at our bare estimates (the least
+    a server charges; ours surely in that window: sent a margin after its start and before
+    itself) or was served where such a window counted what it refused earlier, whatever it
+    charges (:func:`_served_past`). Read as a sliding window's, a strict bucket started at
+    :55 was paced as a sliding log at the factor the 429 kept (1.12x where it charges 1.11x:
+    41 a minute where it admits 42, 1.07x the ideal)."""
     charge, track = window.charge, bucket_of(window)
     if charge is None or track is None or ticket is None or bucketless(charge):
         return False
