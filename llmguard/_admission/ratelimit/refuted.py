@@ -26,7 +26,7 @@ from .auto import AutoTrack
 from .bounds import bucket_of, bucketed
 from .charge import MOST
 
-__all__ = ["bucketless", "clockless", "refused", "served", "slideless"]
+__all__ = ["bucketless", "clockless", "outpaced", "refused", "roomy", "served", "slideless"]
 
 
 def served(window: Any, probe: Any) -> None:
@@ -70,6 +70,33 @@ def refused(window: Any, ticket: Any, named: Any = None) -> None:
 def bucketless(charge: Any) -> bool:
     """True when a 429 showed a bucket must charge more than a probe served showed it may."""
     return charge is not None and charge.floor > charge.ceiling
+
+
+def outpaced(charge: Any) -> bool:
+    """True when a 429 kept the factor and every bucket left charges more than it: a bucket
+    charging what we count would have served what it refused (the factor paces none)."""
+    return charge is not None and charge.kept and not bucketless(charge) \
+        and charge.floor > charge.factor
+
+
+def roomy(window: Any, ticket: Any) -> bool:
+    """True when a sliding window of each quota, charging at most the factor we count, had
+    room for ``ticket`` after every one of ours it may have counted (sent up to a margin
+    either way; the server saw no more: ``Charge.partial`` false)."""
+    charge = window.charge
+    if charge is None or ticket is None or charge.partial:
+        return False
+    for track in window.tracks:
+        if not isinstance(track, AutoTrack):
+            continue
+        margin, span, tokens = track.quota.margin, track.window, track.quota.tokens
+        mine = [e for e in track.recent if e.live and not e.refused and e is not ticket
+                and ticket.time - span - margin < e.time <= ticket.time + margin]
+        need = charge.factor * (sum(e.estimate for e in mine) + ticket.estimate) \
+            if tokens else len(mine) + 1
+        if need > track.limit:
+            return False
+    return True
 
 
 def clockless(window: Any, ticket: Any) -> bool:
