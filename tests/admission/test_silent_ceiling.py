@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from llmguard._admission.ratelimit import refuted, silent
+from llmguard._admission.ratelimit import bounds, refuted, silent
 from llmguard._admission.ratelimit.carry import charged
 from llmguard._admission.ratelimit.named import Named
 from llmguard._admission.ratelimit.window import Quota, Window
@@ -166,3 +166,33 @@ def test_a_429_naming_the_tokens_bounds_what_a_bucket_charges_though_our_request
     assert w.charge.floor == 0.0
     refuted.refused(w, ticket, Named(tokens=True))
     assert w.charge.floor > 0.0
+
+
+def test_a_dry_bucket_s_429_telling_when_the_refused_one_fits_says_what_it_held() -> None:
+    """40 of ours at :00 and the probe beyond the bucket at :55, refused as a bucket run dry,
+    its 429 saying it fits 0.6 s after it arrived: the bucket held then our estimate (the
+    least it charges) less 0.6 s of refill, not nothing (2.8 s to the next where 0.6 s
+    sufficed: a strict silent bucket from :58, 1.03x the ideal). The probe taken to arrive as
+    late as it may, a margin after it went: refilled no sooner. Without a pause told, nothing."""
+    rate = 10_000 / 60
+    for told, held in [(0.6, 212 - rate * (0.6 + MARGIN)), (None, 0.0)]:
+        w = tokens_window()
+        track = w.tracks[1]
+        for _ in range(40):
+            w.add(0.0, 212)
+        ticket = w.add(55.0, 212)
+        w.shape.learn("bucket", "a probe was refused where no sliding window would")
+        bounds.ceiled(w, 55.1, ticket, told=told)
+        assert math.isclose(track.bucket.available(55.1), held + rate * 0.1, abs_tol=1.0), told
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+async def test_a_strict_silent_bucket_from_58_goes_on_when_its_429_says(seed: int) -> None:
+    """The bucket charging 1.11x our estimate from :58 (126 calls): learned from the probe
+    beyond it refused, its 429 asking 0.6 s, it was taken for empty then: 1.02-1.03x the ideal
+    (two requests' refill before the next). Within 1.02x, one 429."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=STRICT,
+                               rate_limit_headers=False)
+    layer, wall, ideal = await run(server, 58.0, 126, seed)
+    assert server.statistics().rate_limited <= 1
+    assert wall <= 1.02 * ideal, (wall, ideal, layer.statistics().shape)

@@ -161,7 +161,11 @@ async def test_a_tight_mute_sliding_window_started_mid_minute_refuses_one_reques
     window (``learn._settled``: "reports no remaining"), a sliding one: 1.00x -> 1.13x the
     ideal. Only the test (a bucket serves it, a window refuses it) tells a bucket in
     the first minute, and only the shape's probe a fixed window from a sliding one: a
-    sliding window refuses both."""
+    sliding window refuses both. Held on ec23a30 only while a first probe is supposed
+    (``shape.candidate``; held from :00 too, the test's 429 a minute late read as a fixed
+    window's: 22 429s): the same trade, the strict silent bucket from :20 120 -> 122 s (paced
+    within both, one fewer by +47 s; its dry probe's 429 read less one of ours sent after it
+    that may have arrived first, 2 s to the next), both ways from :40 121 -> 122 s."""
     server = SlidingWindowServer(rpm=60, tpm=10_000, latency=2.0, rate_limit_headers=False,
                                  retry_after=False)
     layer, wall, ideal = await run(server, phase, 141)
@@ -189,6 +193,10 @@ async def test_a_tight_mute_sliding_window_started_mid_minute_refuses_one_reques
 #: serves both: the two tables differ only once a probe is refused, and a 429 refutes the
 #: buckets that served the probes only a request's refill (1.5 s at the ceiling the first
 #: probe leaves, 1.19x: the slots split the opening burst at 2 s) after the last served.
+#: So each probe waits a request's refill (212 tokens at 166.7 a second: 1.27 s or more),
+#: the 47th at +9.6 s at the soonest (1.08x; 1.05x needs it by +6.1 s). Two round trips
+#: apart again on 65b9c37, the strict silent bucket from :00 was refused 0.1 s after its
+#: 44th (+2.4 s), a sliding window of 44 as possible: 1.01x -> 1.03x, :20/:40 2 and 5 429s.
 FROM_ZERO = pytest.mark.xfail(strict=True, reason="#30: a tight silent fixed window from :00 "
                               "repeats its first minute's probe spacing (1.09x)")
 

@@ -187,7 +187,8 @@ def cheaper(charge: Any, window: Any, now: float, probe: Any, fixed: float = 0.0
     return True
 
 
-def ceiled(window: Any, now: float, ticket: Any, probed: bool = False) -> None:
+def ceiled(window: Any, now: float, ticket: Any, probed: bool = False,
+           told: float | None = None) -> None:
     """``window``'s server, saying nothing, was learned to be a token bucket by its 429 to
     ``ticket``: the factor comes down to the most such a bucket charges, as the probes it
     served showed (``Charge.paced``; never under the least a 429 showed, ``Charge.floor``),
@@ -195,7 +196,11 @@ def ceiled(window: Any, now: float, ticket: Any, probed: bool = False) -> None:
     (left where pacing within both had it, the refused one given back on top, each next one
     was refused: 44 429s). ``probed``: ``ticket`` went beyond the bucket at the factor (the
     charge's probe), so it charges more: the factor goes up to that most too (left at the
-    1.108x its walk had reached, a bucket charging 1.113x refused one in every refill: 32)."""
+    1.108x its walk had reached, a bucket charging 1.113x refused one in every refill: 32).
+    ``told``: the 429 said ``ticket`` fits that many seconds after it arrived (a bucket's own
+    reckoning), so the bucket held then what charges it less that refill, at the least it
+    charges (``Charge.floor``, our estimate at least): taken for nothing, a strict silent
+    bucket told 0.6 s waited 2.8 s for the next (two requests' refill)."""
     charge, track = window.charge, bucket_of(window)
     if charge is None or track is None or charge.heard:
         return
@@ -205,7 +210,12 @@ def ceiled(window: Any, now: float, ticket: Any, probed: bool = False) -> None:
     # cold silent bucket at :50 refused the probe beyond it, then waited 22 s at -3,400)
     lowered(window, now, charge)
     since = sum(e.tokens for e in track.recent if e.live and not e.refused and e.seq > ticket.seq)
-    track.bucket.drain_to(now, -since, ticket.time)
+    held = 0.0  # at most, when it was sent (refilled since)
+    if told is not None:  # (arrived as late as it may have: refilled less before)
+        arrived = min(now, ticket.time + track.quota.margin)
+        held = ticket.estimate * max(1.0, charge.floor) - track.limit / track.window * (
+            told + arrived - ticket.time)
+    track.bucket.drain_to(now, max(0.0, held) - since, ticket.time)
 
 
 def lowered(window: Any, now: float, charge: Any) -> None:

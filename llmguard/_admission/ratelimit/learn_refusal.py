@@ -136,7 +136,10 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
             shape.kind == "fixed" and repeat.foreign(window, ticket, *pause):
         window.adjust(now, ticket, 0, live=0)
     if drained or unclocked or leftover:  # paced at the most such a bucket charges, from
-        bounds.ceiled(window, now, ticket, probed=unclocked or leftover)  # what it held
+        # what it held (a pause shorter than a bare 429's is the server's own: when the
+        # refused one fits)
+        bounds.ceiled(window, now, ticket, probed=unclocked or leftover,
+                      told=seconds if seconds < DEFAULT_PAUSE else None)
     if shows != "factor":  # (the factor's: the hypothesis stays, its probe answered)
         shape.speak(reading=False)
     if (why or minute) is not None and shape.kind == "unknown":
