@@ -101,7 +101,7 @@ def _int(value: Any) -> int | None:
         return None
     try:
         number = int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # ("inf": no number)
         return None
     return number if number > 0 else None
 

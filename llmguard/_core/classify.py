@@ -7,8 +7,10 @@ openai SDK, litellm and httpx are never imported here.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timezone
 from typing import Any
 
 from .public import public
@@ -45,15 +47,8 @@ class FailureKind(enum.Enum):
         return self in _UNHEALTHY
 
 
-_RETRYABLE = frozenset(
-    {
-        FailureKind.RATE_LIMITED,
-        FailureKind.OVERLOADED,
-        FailureKind.TIMEOUT,
-        FailureKind.CONNECTION,
-        FailureKind.SERVER_ERROR,
-    }
-)
+_RETRYABLE = frozenset({FailureKind.RATE_LIMITED, FailureKind.OVERLOADED, FailureKind.TIMEOUT,
+                        FailureKind.CONNECTION, FailureKind.SERVER_ERROR})
 # Why a 429 leaves a circuit closed: Retry honours its pause and RateLimit learns the limit from
 # it; a breaker that counted it turned one server-asked pause of seconds into ``open_for``
 # (15 s) of CircuitOpenError. Under 30 % injected 429s the README stack failed 877 of 3,000
@@ -92,23 +87,24 @@ def _header(headers: Any, name: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _seconds(value: str | None, unit: float = 1.0) -> float | None:
+    """``value`` as seconds if it is a finite number, else None: "inf" (or past a float's
+    range) asked every caller to wait forever, "nan" read as 0 s."""
+    try:
+        seconds = float(value) * unit  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 def retry_after_from_headers(headers: Any, *, now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    value = _header(headers, "retry-after-ms")
-    if value is not None:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
+    seconds = _seconds(_header(headers, "retry-after-ms"), 0.001)
     value = _header(headers, "retry-after")
     if value is None:  # litellm's proxy forwards the provider's as llm_provider-retry-after
         value = _header(headers, "llm_provider-retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if seconds is not None or value is None or (seconds := _seconds(value)) is not None:
+        return seconds
     from email.utils import parsedate_to_datetime  # rare: keeps `import llmguard` light
 
     try:
@@ -117,6 +113,8 @@ def retry_after_from_headers(headers: Any, *, now: float | None = None) -> float
         return None
     from . import clock  # imports asyncio: not at `import llmguard`
 
+    if when.tzinfo is None:  # GMT, as every HTTP date (asctime's names no zone; nor "-0000")
+        when = when.replace(tzinfo=timezone.utc)  # (not the machine's local time)
     return max(0.0, when.timestamp() - (clock.wall() if now is None else now))
 
 
@@ -236,7 +234,7 @@ def classify(exc: BaseException) -> Failure:
     retry_after = retry_after_from_headers(headers)
     if retry_after is None:
         value = getattr(exc, "retry_after", None)
-        if isinstance(value, (int, float)) and value >= 0:
+        if isinstance(value, (int, float)) and 0 <= value < math.inf:
             retry_after = float(value)
     kind = None
     for cls in type(exc).__mro__:

@@ -25,6 +25,8 @@ _SECRET = re.compile(r"api[-_]?key|authori[sz]ation|passw(or)?d|secret|token(?!s
                      re.IGNORECASE)
 # scheme://user:password@  or  scheme://:password@  (the password is what is hidden)
 _USERINFO = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*:)(?P<password>[^@\s/]*)@")
+# user:password@ at the start of a url given without its scheme (a mistake its error names)
+_BARE_USERINFO = re.compile(r"^(?P<head>[^/@:\s]*:)(?P<password>[^@\s/]*)@")
 # A bearer token or an OpenAI-style key inside free text (an error message echoing a header).
 _INLINE = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+|\bsk-[A-Za-z0-9_-]{8,}")
 
@@ -52,8 +54,10 @@ def secret_key(name: Any) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the password of its user-info replaced by ``***`` (unchanged without)."""
-    return _USERINFO.sub(lambda m: f"{m['head']}{REDACTED if m['password'] else ''}@", url)
+    """``url`` with the password of its user-info replaced by ``***`` (unchanged without),
+    its scheme forgotten too."""
+    pattern = _USERINFO if "://" in url else _BARE_USERINFO
+    return pattern.sub(lambda m: f"{m['head']}{REDACTED if m['password'] else ''}@", url)
 
 
 def _redact_text(text: str) -> str:

@@ -119,8 +119,14 @@ class Stream:
             return
         self._done = True
         callbacks, self._callbacks = self._callbacks, []
+        raised = None
         for callback in callbacks:  # registration order: innermost layer first
-            callback(error)
+            try:
+                callback(error)
+            except Exception as exc:  # (a user's, e.g. usage=: every other layer's end runs
+                raised = raised or exc  # still, an outer permit's release; the first raised)
+        if raised is not None:
+            raise raised
 
     async def _close_iterator(self) -> None:
         aclose = getattr(self._iterator, "aclose", None)

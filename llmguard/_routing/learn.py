@@ -27,7 +27,7 @@ def _limit(headers: Any, unit: str) -> int | None:
         return None
     try:
         limit = int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # ("inf": no number)
         return None
     return limit if limit > 0 else None
 

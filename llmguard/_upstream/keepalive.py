@@ -26,6 +26,8 @@ from urllib.parse import unquote, urlsplit
 
 from multidict import CIMultiDict  # aiohttp's: the headers' type with either client
 
+from .._core.redact import redact_url
+
 __all__ = ["IDLE", "Answer", "Origin", "Undelivered"]
 
 #: Seconds an idle connection is kept: below the 5 s of uvicorn's and Node's servers, so we
@@ -134,7 +136,7 @@ class Origin:
     def __init__(self, base_url: str, headers: dict[str, str]) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+            raise ValueError(f"base_url must be an http(s) URL, got {redact_url(base_url)!r}")
         secure = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port or (443 if secure else 80)

@@ -6,6 +6,8 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from .._core.redact import redact_url
+
 if TYPE_CHECKING:
     from .._core.call import Call
 
@@ -101,4 +103,5 @@ class LitellmUpstream:
         pass
 
     def __repr__(self) -> str:
-        return f"<LitellmUpstream api_base={self._extra.get('api_base')!r}>"
+        base = self._extra.get("api_base")  # (its password hidden, as every url shown)
+        return f"<LitellmUpstream api_base={None if base is None else redact_url(base)!r}>"

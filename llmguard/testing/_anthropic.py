@@ -45,8 +45,13 @@ async def message(provider: SimulatedProvider, **kwargs: Any) -> dict[str, Any]:
     output = provider._output_for(kwargs)
     reserve = kwargs.get("max_tokens")
     limited = isinstance(reserve, int)
-    _STREAMED.set(bool(kwargs.get("stream")))  # (for the server's headers: ``_answered``)
-    await provider._serve(input_tokens, output, input_tokens + (reserve if limited else output))
+    # (for the server's headers: ``_answered``; reset: the task's answers after it are not)
+    streamed = _STREAMED.set(bool(kwargs.get("stream")))
+    try:
+        await provider._serve(input_tokens, output,
+                              input_tokens + (reserve if limited else output))
+    finally:
+        _STREAMED.reset(streamed)
     return {
         "id": f"msg_{id(kwargs):x}", "type": "message", "role": "assistant",
         "model": kwargs.get("model", "simulated"),

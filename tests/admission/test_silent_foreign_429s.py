@@ -150,17 +150,26 @@ async def run(server: Any, refuse: Any, calls: int) -> tuple[float, float, lg.Ra
     return loop.time() - start, server.ideal_time(calls, start=start), layer
 
 
-async def test_stray_429s_leave_a_silent_fixed_window_its_limit_and_its_minutes() -> None:
+@pytest.mark.parametrize("seed", [None, *range(20)])
+async def test_stray_429s_leave_a_silent_fixed_window_its_limit_and_its_minutes(
+        seed: int | None) -> None:
     """A headerless fixed clock-minute window of 60 a minute, one arrival in 20 refused
-    asking 2 s (three in the opening burst at :40, none while the probes learn the minute
-    from :55 to :130): 300 calls take their five minutes and the pauses asked (1.02x). Read
-    at their word, the opening burst's refused ones, counted, held the log full until :42 of
-    the next minute with no probe at :00 (56 s idle with room), and later ones lowered the
-    limit to 56 (1.31x)."""
+    asking 2 s (None: three in the opening burst at :40, none while the probes learn the
+    minute from :55 to :130; else at random, seeded, the probes' too): 300 calls take their
+    five minutes and the pauses asked (1.01-1.03x). Read at their word, the opening burst's
+    refused ones, counted, held the log full until :42 of the next minute with no probe at
+    :00 (56 s idle with room), and later ones lowered the limit to 56 (1.31x)."""
+    if seed is None:
+        def refuse(now: float, n: int) -> bool:
+            return n % 20 == 7 and not 55 < now < 130
+    else:
+        rng = random.Random(seed)
+
+        def refuse(now: float, n: int) -> bool:
+            return rng.random() < 0.05
     with virtual_wall_clock():
         server = FixedWindowServer(rpm=60, latency=2.0, rate_limit_headers=False)
-        wall, ideal, layer = await run(
-            server, lambda now, n: n % 20 == 7 and not 55 < now < 130, 300)
+        wall, ideal, layer = await run(server, refuse, 300)
     stats = layer.statistics()
     assert server.statistics().rate_limited == 0  # (the injected ones never reach it)
     assert stats.requests_limit == 60, stats.shape
@@ -189,22 +198,24 @@ async def bucket_run(refuse: Any, calls: int) -> tuple[float, float, lg.RateLimi
     return loop.time() - start, server.ideal_time(calls, tokens=charge, start=start), layer
 
 
-@pytest.mark.parametrize("stray", ["first probe", "random 5 %"])
+@pytest.mark.parametrize("stray", ["first probe", *(f"random 5 %, seed {s}" for s in range(20))])
 async def test_stray_429s_leave_a_silent_token_bucket_its_charge(stray: str) -> None:
     """A headerless token bucket charging our estimate, 429s it did not cause asking 2 s:
     the first request after the opening burst's answers (the first probe of the charge,
     beyond the bucket as counted at the opening guess), or one arrival in 20 at random
-    (seeded, 240 calls: the learning weighs more than in the bench's 470). Read at its word, the probe's 429 measured a factor of 1.31x and kept it: the
-    bucket, as counted at it, seemed to serve beyond itself (a fixed window), then a 429
-    within that minute made it a sliding log (1.30x the ideal); one at the edge of the bucket
-    as counted kept the guess, 1.15x, to the end. Its pause is no shape's: the bucket
-    learned, the factor probed down to what it charges, within 1.05x the ideal."""
+    (seeded, 240 calls: the learning weighs more than in the bench's 470). Read at its word,
+    the probe's 429 measured a factor of 1.31x and kept it: the bucket, as counted at it,
+    seemed to serve beyond itself (a fixed window), then a 429 within that minute made it a
+    sliding log (1.30x the ideal); one at the edge of the bucket as counted kept the guess,
+    1.15x, to the end. Its pause is no shape's: the bucket learned, the factor probed down to
+    what it charges, within 1.05x the ideal on every seed (seeds 1, 4, 5, 16 failed before:
+    1.15x, 1.09x, 1.05x, 1.06x; the retry of a probe refused at random refused again, or a
+    429 at the edge of the learned bucket as counted, kept the guess)."""
     if stray == "first probe":
         def refuse(now: float, n: int) -> bool:
             return n == 48  # (the opening burst: 47 of ours; answered at :42)
     else:
-        rng = random.Random(3)  # (failed before: 1.10x. Seeds 1, 4, 5 fail still: two stray
-        # 429s at the edge of the bucket as counted read as a repeat, :mod:`.repeat`)
+        rng = random.Random(int(stray.rsplit(" ", 1)[1]))
 
         def refuse(now: float, n: int) -> bool:
             return rng.random() < 0.05
@@ -213,23 +224,3 @@ async def test_stray_429s_leave_a_silent_token_bucket_its_charge(stray: str) -> 
     stats = layer.statistics()
     assert stats.shape.startswith("bucket"), stats.shape
     assert wall <= 1.05 * ideal, (wall, ideal, stats.shape)
-
-
-def test_the_charges_probe_waits_only_for_a_429s_pause() -> None:
-    """A silent server's opening burst at :40 fills the token quota as counted at the opening
-    guess; answered at :42, the first probe of the charge (room at our bare estimates) meets
-    a stray 429 asking 2 s: the next probe may go when the pause ends. Waiting for the log
-    instead (a window later, or the clock minute's probe), the bucket idled 14 s with room."""
-    w = Window((Quota(60, 60.0 + MARGIN, False, learn=True, margin=MARGIN),
-                Quota(10_000, 60.0 + MARGIN, True, learn=True, margin=MARGIN)))
-    w.shape.quiet = True
-    burst = []
-    while (entry := w.take(40.0, 212)) is not None:
-        burst.append(entry)
-    for entry in burst:
-        w.adjust(42.0, entry, 212)  # answered, nothing said about tokens
-    assert w.charge.silent
-    probe = w.take(42.0, 212)
-    assert probe is not None and w.charge.probing is probe
-    w.refused(42.05, probe, 2.0)
-    assert w.charge.silent and w.wait(42.05, 212) == pytest.approx(2.0, abs=0.01)

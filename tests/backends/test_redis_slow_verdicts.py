@@ -273,11 +273,13 @@ async def test_the_writes_kept_in_a_turn_are_one_task(server):
     await connection.aclose()
 
 
-async def test_writes_kept_in_a_turn_during_an_outage_cost_one_timeout_and_land(server):
+@pytest.mark.parametrize("on_error", ["local", "fail"])
+async def test_writes_kept_in_a_turn_during_an_outage_cost_one_timeout_and_land(server, on_error):
     """Two writes kept in one turn while Redis is stopped: the first times out, the second is
     not tried while Redis is found down (one timeout before ``landed``, not one each); both
-    land once it answers."""
-    admin, connection = server.client(), Connection(server.url, "t", "local", 0.5)
+    land once it answers. With ``on_error="fail"`` too (Redis was never found down so: each
+    write of the turn waited out its own timeout, one after the other)."""
+    admin, connection = server.client(), Connection(server.url, "t", on_error, 0.5)
     os.kill(server.proc.pid, signal.SIGSTOP)
     _giveback.tell(connection, NAMES[3], True, "why")
     _giveback.tell(connection, "t:other", False, "why not")

@@ -102,3 +102,22 @@ def test_bench_composition_strict_both_ways() -> None:
     rows = bench.compare_strict(demand=1.5, phases=(50.0,), both_ways=True)
     assert len(rows) == len(bench.SERVERS) and not bench.SCENARIO["both_ways"]
     assert all(r.failed == 0 and r.completed == r.calls for r in rows)
+
+
+def test_bench_composition_every_table_both_ways() -> None:
+    """``--both-ways`` under the tight, first (input/output rows with it) and cold tables: 0-10
+    ms each way (the cold network's seconds plus them), the scenario restored after, every
+    call of the default stack done; the input/output servers, whose answers' readings come
+    back shuffled, with no 429 when their headers are read."""
+    bench = load_bench()
+    tight = bench.compare_tight(demand=1.5, phases=(50.0,), both_ways=True)
+    first = bench.compare_main(demand=1.5, phases=(40.0,), both_ways=True)
+    cold = bench.compare_cold(demand=1.5, contenders=("llmguard (defaults)",), both_ways=True)
+    assert bench.SCENARIO == {"tpm": None, "charge_factor": 1.0, "jitter": 0.0, "cold": False,
+                              "both_ways": False}
+    assert len(tight) == len(cold) == len(bench.SERVERS)
+    assert len(first) == len(bench.SERVERS) * len(bench.MAIN) + len(bench.IO_SERVERS)
+    assert all(r.failed == 0 and r.completed == r.calls for r in tight + first + cold
+               if r.contender == "llmguard (defaults)")
+    assert all(r.rate_limited == 0 for r in first
+               if r.server.startswith("input/output") and "no headers" not in r.server)

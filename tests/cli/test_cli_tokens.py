@@ -85,18 +85,35 @@ async def test_each_answer_is_one_reading_for_the_runs_rate_limit(monkeypatch) -
 
     monkeypatch.setattr(MemoryBackend, "observe", counted)
     limits = Limits(rpm=None, tpm=None, learn=True, tokens=request_tokens)
+    answer = answered_with(limits, {"x-ratelimit-limit-requests": "60",
+                                    "x-ratelimit-remaining-requests": "50",
+                                    "x-ratelimit-reset-requests": "10s"})
+    for _ in range(5):
+        await answer()
+    assert limits.inner is not None and len(readings) == 5
 
+
+def answered_with(limits: Limits, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    """A call through ``limits`` to a provider whose answers (``_answer(10)``) carry
+    ``headers``: what makes one and awaits it."""
     async def provider(**kwargs: object) -> dict:
         return _answer(10)
 
-    async def headers(call: lg.Call, call_next: object) -> object:
+    async def with_headers(call: lg.Call, call_next: object) -> object:
         result = await call_next(call)  # type: ignore[operator]
-        call.response_headers = {"x-ratelimit-limit-requests": "60",
-                                 "x-ratelimit-remaining-requests": "50",
-                                 "x-ratelimit-reset-requests": "10s"}
+        call.response_headers = headers
         return result
 
-    handler = lg.Pipeline(limits).then(headers).build()
-    for _ in range(5):
-        await handler(lg.Call(provider, (), dict(REQUEST), "t"))
-    assert limits.inner is not None and len(readings) == 5
+    handler = lg.Pipeline(limits).then(with_headers).build()
+    return lambda: handler(lg.Call(provider, (), dict(REQUEST), "t"))
+
+
+async def test_limit_headers_that_are_no_number_are_not_learned() -> None:
+    """A run answered with ``x-ratelimit-limit-requests: inf`` (or a limit past a float's
+    range) learns no quota from it and goes on: it raised OverflowError out of the call."""
+    limits = Limits(rpm=None, tpm=None, learn=True, tokens=request_tokens)
+    answer = answered_with(limits, {"x-ratelimit-limit-requests": "inf",
+                                    "x-ratelimit-limit-tokens": "1e400",
+                                    "anthropic-ratelimit-output-tokens-limit": "-inf"})
+    assert await answer() == _answer(10)
+    assert limits.inner is None

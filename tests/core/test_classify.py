@@ -92,3 +92,32 @@ def test_transport_errors_of_the_cli_provider_are_classified_and_retryable() -> 
     html = HTTPError("HTTP 502 from x: <html>Bad Gateway</html>", status_code=502, headers={})
     failure = classify(html)
     assert failure.kind is FailureKind.SERVER_ERROR and failure.status == 502 and failure.retryable
+
+
+@pytest.mark.parametrize("headers", [{"retry-after": "inf"}, {"Retry-After": "1e400"},
+                                     {"retry-after": "Infinity"}, {"retry-after-ms": "inf"},
+                                     {"retry-after": "nan"}, {"retry-after-ms": "NaN"}])
+def test_a_retry_after_that_is_no_number_of_seconds_is_unreadable(headers) -> None:
+    """Retry-After "inf" (or one past a float's range) asked every Retry and RateLimit to wait
+    forever; "nan" read as 0 s: neither is a number of seconds, so neither is read."""
+    assert retry_after_from_headers(headers) is None
+    error = type("Refused", (Exception,), {"status_code": 429, "retry_after": float("inf")})()
+    assert classify(error).retry_after is None
+
+
+@pytest.mark.parametrize("date", ["Tue Dec  8 03:00:30 2026",  # asctime: an HTTP-date too
+                                  "Tue, 08 Dec 2026 03:00:30 -0000"])
+def test_a_retry_after_date_without_its_zone_is_gmt(date, monkeypatch) -> None:
+    """HTTP dates are GMT, named or not: one without its zone was read in the machine's local
+    time (in New York, a 30 s Retry-After waited 5 h 30 s)."""
+    import calendar
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        now = calendar.timegm((2026, 12, 8, 3, 0, 0))
+        assert retry_after_from_headers({"retry-after": date}, now=now) == 30.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()

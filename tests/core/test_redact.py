@@ -21,6 +21,18 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
+def test_a_url_without_its_scheme_shows_no_password() -> None:
+    """``user:password@host`` with its scheme forgotten (the mistake the errors that name a
+    url refused point out) hides its password as well: RedisBackend's error printed it."""
+    from llmguard.backends.redis import RedisBackend
+
+    assert redact_url(f"default:{SECRET}@h:6379/0") == "default:***@h:6379/0"
+    assert redact_url("h:6379/0") == "h:6379/0" and redact_url("user@h") == "user@h"
+    with pytest.raises(ValueError, match="url must be a Redis URL") as refused:
+        RedisBackend(f"default:{SECRET}@redis.internal:6379/0")
+    assert SECRET not in str(refused.value)
+
+
 def test_counts_named_tokens_are_not_secrets() -> None:
     """``max_tokens`` and friends are counts, kept as they are."""
     assert redact({"max_tokens": 5, "total_tokens": 9}) == {"max_tokens": 5, "total_tokens": 9}

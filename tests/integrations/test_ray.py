@@ -291,6 +291,9 @@ def test_bad_options_name_the_argument(tmp_path):
         GuardedRows(send=print)
     with pytest.raises(ValueError, match="redis_url must be a Redis URL"):
         GuardedRows(send=send, redis_url="localhost:6379")
+    with pytest.raises(ValueError, match="redis_url must be a Redis URL") as refused:
+        GuardedRows(send=send, redis_url="default:s3cret@localhost:6379")  # (no scheme)
+    assert "s3cret" not in str(refused.value)  # (it was shown)
     with pytest.raises(ValueError, match="remember=.*redis_url"):
         GuardedRows(send=send, remember="job")
     with pytest.raises(ValueError, match="on_error must be"):

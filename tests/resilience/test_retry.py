@@ -216,3 +216,15 @@ def test_bad_configuration() -> None:
         Retry(budget="lots")
     with pytest.raises(ValueError, match="ratio"):
         RetryBudget(-1)
+
+
+async def test_a_retry_after_of_infinity_is_retried_after_the_backoff() -> None:
+    """A 429 whose Retry-After reads "inf" is retried after the backoff, as one without it: it
+    was slept forever (the call hung, whatever ``attempts`` said)."""
+    refused = lg.testing.RateLimited("slow down", status_code=429, headers={"retry-after": "inf"})
+    llm = FakeLLM([refused])
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with asyncio.timeout(3600):  # (virtual time: it failed here, not hung)
+        await lg.guard(Retry(attempts=2, backoff=0.1))(llm.send_message)("x")
+    assert loop.time() - start <= 0.1

@@ -392,6 +392,9 @@ def test_learned_limits_read_the_limit_headers() -> None:
     assert learned_limits({"x-ratelimit-limit-requests": "60",
                            "x-ratelimit-limit-tokens": "90000"}) == (60, 90000)
     assert learned_limits({"x-ratelimit-limit-requests": "lots"}) is None
+    # no number either: "inf" (or past a float's range) raised OverflowError
+    assert learned_limits({"x-ratelimit-limit-requests": "inf",
+                           "x-ratelimit-limit-tokens": "1e400"}) is None
     assert learned_limits({}) is None and learned_limits(None) is None
 
 

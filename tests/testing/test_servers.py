@@ -181,3 +181,17 @@ async def test_loopback_server_speaks_openai_to_the_sdk() -> None:
         assert float(info.value.response.headers["retry-after"]) > 0
         await client.close()
     assert http.requests == 2 and server.statistics().arrivals == 2
+
+
+async def test_a_streamed_message_leaves_the_next_answers_headers_as_of_their_end() -> None:
+    """A stream's headers go out as it starts; an answer served after it in the same task goes
+    with headers as of its end, its unused output given back (the stream's mark stayed set in
+    the task, and ``acompletion`` answered with the headers of its admission)."""
+    from llmguard.testing._servers import admission_headers
+
+    server = InputOutputBucketServer(output_tpm=1_000, output_tokens=10, latency=1.0)
+    await server.amessages(messages=[{"role": "user", "content": "hi"}], max_tokens=500,
+                           stream=True)
+    await server.acompletion(messages=[{"role": "user", "content": "hi"}], max_tokens=500)
+    sent = admission_headers.get()
+    assert sent == server.headers(server._now())

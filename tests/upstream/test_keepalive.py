@@ -230,6 +230,14 @@ def test_origin_refuses_a_url_it_cannot_post_to() -> None:
         Origin("ftp://example.com/v1", {})
 
 
+@pytest.mark.parametrize("url", ["ftp://user:s3cret@example.com/v1", "https://user:s3cret@/v1"])
+def test_a_refused_url_shows_no_password(url) -> None:
+    """The error naming a base_url it cannot post to hides its password (it printed it)."""
+    with pytest.raises(ValueError, match="base_url must be an http") as refused:
+        Origin(url, {})
+    assert "s3cret" not in str(refused.value)
+
+
 async def test_credentials_in_the_url_are_sent_as_basic_auth_never_as_the_host() -> None:
     async with RawServer(ok) as server:
         url = server.base_url.replace("http://", "http://user:p%40ss@")

@@ -122,3 +122,12 @@ async def test_the_fake_models_answer_stream_embed_and_fail_as_named() -> None:
     with pytest.raises(RateLimited) as limited:
         await fake_model("fake-429").chat(dict(REQUEST))
     assert limited.value.headers == {"retry-after": "0.01"}
+
+
+def test_a_litellm_upstreams_repr_shows_no_password() -> None:
+    """``api_base`` with a user-info password (a proxy behind basic auth) is shown without it
+    (the repr printed it)."""
+    from llmguard._upstream.litellm import LitellmUpstream
+
+    shown = repr(LitellmUpstream("https://user:s3cret@proxy.example/v1", "sk-key"))
+    assert "s3cret" not in shown and "sk-key" not in shown and "proxy.example" in shown

@@ -1,18 +1,18 @@
 """Whether the server gives unused output back: learned from its output ``remaining`` readings.
 
-Anthropic documents that an output-token bucket charges ``max_tokens`` when a request arrives and
-gives back what the answer did not use when it ends. A server that keeps the whole reservation
-charged (another provider, a gateway) would be overrun by a client giving it back. So the output
-reservation is kept until the server's readings show it giving back, and given back from then
-on (the answers held back meanwhile too, if still recent).
+Anthropic's output-token bucket charges ``max_tokens`` as a request arrives and gives back what
+the answer did not use as it ends; a server keeping the whole reservation charged (another
+provider, a gateway) would be overrun by a client giving it back. So the output reservation is
+kept until the server's readings show it giving back (then the answers held back too, if recent).
 
 Comparing a reading with our own bucket misleads: ours refills slower than the server's (the
-margin), so under sustained load the server drifts ahead of us, and our requests not yet arrived
-make it look emptier-than-ours in the other direction. Instead two of its readings are compared
-with each other: between them the server's bucket refilled ``limit / window`` a second (its own
-rate, from its ``-limit`` header), was charged the ``max_tokens`` of ours that arrived, and, if it
-gives back, got back the unused output of the answers that ended (``given``). Ours arriving are
-known but for those on the way at either end (admitted within ``spread`` of it), so::
+margin), so under sustained load the server drifts ahead of us, and ours not yet arrived make it
+look emptier than ours. Instead two of its readings are compared with each other: between them
+the server's bucket refilled ``limit / window`` a second (its ``-limit`` header's), was charged
+the ``max_tokens`` of ours that arrived, and, if it gives back, got back the unused output of
+the answers that ended (``given``; nothing of ours on the way, those served between the two,
+by what they show: :mod:`.giveback_order`). Ours arriving are known but for those on the way at
+either end (admitted within ``spread`` of it), so::
 
     residual = reading - (earlier reading + refill - ours admitted in between)
 
@@ -34,10 +34,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from .giveback_burst import Burst
 from .giveback_minute import Minute
+from .giveback_order import Anchor, Quiet
 
 __all__ = ["GiveBack"]
 
@@ -51,15 +52,14 @@ class GiveBack:
 
     __slots__ = ("spread", "window", "quota", "horizon", "verdict", "votes", "why", "issued",
                  "given", "largest", "recent", "anchor", "held", "credit", "probe", "told",
-                 "told_doubt", "telling", "minute", "decisive", "burst")
+                 "told_doubt", "telling", "minute", "decisive", "burst", "order")
 
     def __init__(self, spread: float, window: float) -> None:
         #: Seconds a request of ours may take to reach the server.
         self.spread = spread
         #: The output quota's window: the server refills ``limit / window`` a second.
         self.window = window
-        #: Our output quota's limit per ``window``.
-        self.quota = 0
+        self.quota = 0  # our output quota's limit per ``window``
         #: Seconds an answer's unused output is held back, awaiting the verdict, at most.
         self.horizon = window / 6
         self.verdict: bool | None = None
@@ -69,20 +69,19 @@ class GiveBack:
         self.issued = self.given = self.largest = 0
         self.recent: deque[tuple[float, int]] = deque()  # (admitted at, output) within spread
         #: The earlier reading: (time, remaining, issued, given, ours on the way then).
-        self.anchor: tuple[float, int, int, int, int] | None = None
+        self.anchor: Anchor | None = None
         #: Answers whose unused output awaits the verdict: (ended at, what to settle, unused).
         self.held: deque[tuple[float, Any, int]] = deque()
         #: With nothing heard: unused output given back to test the server, not yet tested,
         #: and the reservation (its output entry) admitted only thanks to it.
-        self.credit = 0
-        self.probe: Any = None
+        self.credit, self.probe = 0, cast(Any, None)
         #: The verdict last shared or adopted (a shared backend), in doubt or not, the write.
         self.told: bool | None = None
         self.told_doubt, self.telling = False, None  # (a task: until done, replies may predate it)
         #: Ours per clock minute: a served test a fresh minute explains (not ``decisive``)
         #: gives back only provisionally (:mod:`.giveback_minute`).
         self.minute, self.decisive = Minute(window), True
-        self.burst = Burst(window)  # ours not answered yet; a burst's readings
+        self.burst, self.order = Burst(window), Quiet()  # a burst's readings; in their order
 
     def admitted(self, now: float, output: int, entry: Any = None,
                  level: Callable[[], int] | None = None, wall: float | None = None) -> None:
@@ -93,6 +92,7 @@ class GiveBack:
         if self.credit and self.probe is None and level is not None \
                 and level() - self.credit < output:
             self.probe, self.decisive = entry, over
+        self.anchor = self.order.admitted(self.anchor, self.issued, self.spread)
         self.issued += output
         self.burst.admitted(now, output, entry, self.issued, self.given)
         self.largest = max(self.largest, output)
@@ -117,6 +117,7 @@ class GiveBack:
         settle = partial(_settle, reconcile, used, kept)
         self.given += max(0, unused)
         self.burst.answered(entry, unused)
+        self.order.ended(now, entry, unused, self.given)
         if entry is not None and entry is self.probe:  # served (an answer without usage,
             if unused <= 0:  # e.g. an error after it was sent, tests nothing: the next one)
                 self.probe = None
@@ -142,9 +143,8 @@ class GiveBack:
         """With nothing heard, give back the oldest held answer's unused output, to test the
         server (:meth:`refused`) when no test is under way."""
         if self.anchor is None and self.verdict is None and not self.credit and self.held:
-            _, settle, unused = self.held.popleft()
+            _, settle, self.credit = self.held.popleft()
             settle(True)
-            self.credit = unused
 
     def _decide(self, verdict: bool, why: str) -> None:
         self.verdict, self.why = verdict, why
@@ -188,9 +188,8 @@ class GiveBack:
 
     def expire(self, now: float) -> None:
         """Settle (keeping the charge) what was held back longer than ``horizon``."""
-        held = self.held
-        while held and held[0][0] < now - self.horizon:
-            held.popleft()[1](False)
+        while self.held and self.held[0][0] < now - self.horizon:
+            self.held.popleft()[1](False)
         self._release()
 
     def _on_the_way(self, now: float) -> int:
@@ -206,18 +205,19 @@ class GiveBack:
         # the faster of the server's rate and our quota's: a refill over-counted errs toward
         # "keeps it" (our quota may be the server's minute compressed, or a lower share of it)
         rate, burst = max(limit, self.quota) / self.window, self.burst
+        self.order.heard(entry, remaining)
         if not self.verdict and burst.read(self, now, remaining, rate, wall, entry, started):
             self._decide(True, f"the server's output remaining rose above its refill less ours "
                                f"by about the unused output of the answers ended, twice within "
                                f"{self.horizon:.0f} s of a burst's answers, and did not drop "
                                "after")
-        if anchor is None or remaining >= limit - rate * self.spread - on_the_way:
-            self.anchor = here  # near full: refill may be lost from here; start over
+        slack = rate * self.spread
+        given = None if anchor is None else self.order.given(anchor, here, self.spread, slack)
+        if given is None or remaining >= limit - slack - on_the_way:
+            self.anchor = here  # first, near full (refill may be lost), or older: start here
             self.expire(now)
             return
-        at, before, issued, given, then = anchor
-        slack = rate * self.spread
-        given = self.given - given
+        at, before, issued, _, then = anchor
         residual = remaining - (before + rate * (now - at) - (self.issued - issued))
         # residual on a server that keeps the charge: at most ours on the way now (charged
         # later) plus the slack; on one that gives back: at least given less ours on the way

@@ -24,7 +24,11 @@ What else raises a reading, and how it is told apart:
 - a reading older than the one before it (answers come back out of order) misses charges
   between the two: it rises, and the reading after it drops as much. So two spans shown within
   ``horizon`` are confirmed by another answer's reading, within a window, not dropping below
-  the one shown (a drop voids them) before they decide.
+  the one shown (a drop voids them) before they decide. With nothing of ours admitted since
+  the first span shown, no reading can have missed a charge of ours: a drop heard within
+  ``spread`` of the reading shown is then an answer older than it, shuffled on the way back
+  (a wave of 15 answered within 10 ms: its 2,140 then 1,188 voided what was shown, and the
+  give-back went unjudged), and tells nothing either way.
 
 A stream's headers come as it starts (``started``): they show the server as its request was
 admitted, neither ours admitted after it nor the answers ended since. Such a reading is
@@ -51,7 +55,7 @@ class Burst:
     spans shown giving back (``shown`` of them since ``since``, the last in the answer to
     ``by``)."""
 
-    __slots__ = ("open", "seq", "anchor", "shown", "since", "by", "window", "last")
+    __slots__ = ("open", "seq", "anchor", "shown", "since", "by", "window", "last", "quiet")
 
     def __init__(self, window: float) -> None:
         #: Seconds an admission stays open at most (by then it reached the server).
@@ -60,6 +64,9 @@ class Burst:
         self.seq = 0
         self.anchor: tuple[float, int, int, int, int, float] | None = None
         self.shown, self.since, self.by = 0, 0.0, None
+        #: Admissions counted (``seq``) as the first span shown began: none since, a reading
+        #: below the one shown, heard within ``spread`` of it, may be older than it.
+        self.quiet = -1
         #: The request of the last reading heard in its answer, and its admission.
         self.last: tuple[Any, float] = (None, 0.0)
 
@@ -118,6 +125,8 @@ class Burst:
         residual = remaining - (before + rate * (moment - at) - (issued - issued_then))
         slack = rate * spread  # the answers' way back: up to ``spread`` of refill off
         if residual < -slack:  # a drop: what was shown may have been a reading out of order
+            if self.shown and self.quiet == self.seq and now - at <= spread:
+                return False  # or this one is, older than the one shown: it tells nothing
             self.shown = 0
             return False
         if self.shown == 2 and entry is not None and entry is not self.by \
@@ -132,7 +141,7 @@ class Burst:
         if self.shown and self.since >= now - horizon:
             self.shown = 2
         else:
-            self.shown, self.since = 1, at
+            self.shown, self.since, self.quiet = 1, at, since
         return False
 
     def _pending(self, seq: int, upto: float) -> int:

@@ -5,6 +5,7 @@ for; and handing both to the backend."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Hashable, Iterator, Mapping
 from contextvars import ContextVar
@@ -49,9 +50,11 @@ def parse_duration(value: Any) -> float | None:
         return None
     text = str(value).strip()
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
         pass
+    else:  # ("inf" paused the key for ever, "nan" read as 0 s: neither is a duration)
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
@@ -145,7 +148,7 @@ def _count(value: Any) -> int | None:
         return None
     try:
         return int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # ("nan"; "inf", or past a float's range)
         return None
 
 

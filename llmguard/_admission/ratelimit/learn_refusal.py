@@ -117,7 +117,8 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
         shape.assumed = ""  # a window's, not from a bucket assumed (input/output, :mod:`.shape`)
         shape.bucketless = shape.bucketless or bool(shape.quiet)  # (no reading to vote)
     pause = (until, seconds <= DEFAULT_PAUSE)
-    unshaped = windowless and stray.probe(window, now, ticket, seconds)  # nor a bucket's
+    unshaped = windowless and stray.probe(window, now, ticket, seconds) \
+        or stray.unbucketed(window, ticket, seconds)  # nor a bucket's (one learned: its alone)
     why = reset_of(now, learn_limit(window, now, ticket, named, pause, sure=long,
                                     stray=unshaped, measures=not unsure), ticket, seconds)
     if clocked and shape.served and shape.kind == "unknown":

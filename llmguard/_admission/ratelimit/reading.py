@@ -70,6 +70,20 @@ class Readings:
                     if bucket is not None and bucket.exact and track.quota.tokens is tokens:
                         bucket.give_back(units)
 
+    def unseen(self, now: float, tokens: bool, ticket: Any) -> int:
+        """Units of ours a reading as of its answer (a reset that is a moment: Anthropic's)
+        may not count: admitted within ``spread`` before ``now``, so on the way there as the
+        answer left the server for all we know (its own request, ours refunded or refused
+        and ours queued below, which :meth:`after` counts, excepted). A cap it sets leaves
+        them out: read as counting every one of ours sent, a shuffled wave's answers each set
+        the cap past ours sent on the one before (0-10 ms each way: a gateway's minute from
+        :20 went 31 where it had room for 10, 88 429s). A bucket's level, which a reading
+        only drains, keeps the reading as it was."""
+        horizon = now - self.spread
+        return sum(entry.tokens if tokens else 1 for entry in self.recent
+                   if entry.time >= horizon and entry is not ticket and entry.live
+                   and not entry.refused and not entry.queued)
+
     @staticmethod
     def after(log: Any, tokens: bool, ticket: Any, issued: int,
               queued: Any) -> tuple[int, int]:

@@ -131,7 +131,8 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
     if fullest.quota.tokens and charge is not None and not charge.heard and ticket is not None:
         if window.shape.quiet is not False and (charge.kept or not measures or (
                 not sure and (stray or used + needed <= fullest.limit - near(fullest.limit))
-                and not repeat.heard(window, fullest, "factor", used, ticket, now))):
+                and not repeat.heard(window, fullest, "factor", used, ticket, now,
+                                     until=pause[0]))):
             # measured by a 429 already (a stray one, the server's own overload, ratcheted it
             # from 1.15x to 3x in 15 minutes, paced at a third), or ours far under the limit
             # as counted (a stray 429 to the 9th of a burst read as 3x)

@@ -20,10 +20,12 @@ request's units at most: a stray 429 may land anywhere below it, the retry of on
 lands there again). Unless the server showed it admits more since: it served one of ours
 beyond that place (:func:`served_beyond`), or its latest reading in the window left room
 for the refused one (:func:`room`: the retry of a request refused at random, refused at
-random again, confirms nothing). One record per track (:class:`Heard` per lesson); each case
-says only when it needs no repeat (:func:`.refusal.learn_limit`): a 429 whose pause reaches
-a learned fixed window's boundary, or asks none, is the window's own; one from a server that
-says nothing asking longer than a bucket refills is no overload's.
+random again, confirms nothing), or, on tokens, the first's own pause promised it room
+(:func:`promised`: the same retry, from a server that says nothing). One record per track
+(:class:`Heard` per lesson); each case says only when it needs no repeat
+(:func:`.refusal.learn_limit`): a 429 whose pause reaches a learned fixed window's boundary,
+or asks none, is the window's own; one from a server that says nothing asking longer than a
+bucket refills is no overload's.
 
 A learned token bucket with readings needs no repeat: it only gains room after a reading,
 so room its latest one left (refilled since) is there still, and a 429 without it is its
@@ -38,18 +40,22 @@ from typing import Any
 
 from .shape import TOLERANCE
 
-__all__ = ["Heard", "boundary", "foreign", "heard", "limit", "read", "room", "served_beyond"]
+__all__ = ["Heard", "boundary", "foreign", "heard", "limit", "promised", "read", "room",
+           "served_beyond"]
 
 
 class Heard:
     """The first 429 of a lesson not yet confirmed: in the window ending at ``end`` (None:
     any within a window's length of it), after ``low`` to ``high`` of ours (a burst's
-    places), to the entry ``seq``, heard at ``at``."""
+    places), to the entry ``seq`` estimated at ``estimate``, heard at ``at``, asking a pause
+    until ``until`` (None: not told)."""
 
-    __slots__ = ("end", "low", "high", "seq", "at")
+    __slots__ = ("end", "low", "high", "seq", "at", "estimate", "until")
 
-    def __init__(self, end: float | None, used: int, seq: int, at: float) -> None:
-        self.end, self.low, self.high, self.seq, self.at = end, used, used, seq, at
+    def __init__(self, end: float | None, used: int, ticket: Any, at: float,
+                 until: float | None = None) -> None:
+        self.end, self.low, self.high, self.seq, self.at = end, used, used, ticket.seq, at
+        self.estimate, self.until = getattr(ticket, "estimate", 1), until
 
 
 def boundary(window: Any, at: float) -> float | None:
@@ -71,11 +77,12 @@ def foreign(window: Any, ticket: Any, until: float, bare: bool) -> float | None:
 
 
 def heard(window: Any, track: Any, lesson: str, used: int, ticket: Any, now: float,
-          end: float | None = None) -> bool:
+          end: float | None = None, until: float | None = None) -> bool:
     """True when the 429 at ``now`` to ``ticket``, after ``used`` units of ours in
     ``track``'s window (the learned fixed window ending at ``end``; None: the window up to
-    it), repeats the one that suggested ``lesson`` (the module's doc). Else it is kept as
-    the first, unless it was sent with it (a burst's 429s count as one)."""
+    it), asking a pause until ``until`` (kept for :func:`promised`), repeats the one that
+    suggested ``lesson`` (the module's doc). Else it is kept as the first, unless it was
+    sent with it (a burst's 429s count as one)."""
     first = track.repeats.get(lesson)
     if first is not None and not _same(first, end, now, track.window):
         first = None  # another window's
@@ -85,10 +92,10 @@ def heard(window: Any, track: Any, lesson: str, used: int, ticket: Any, now: flo
     need = ticket.tokens if track.quota.tokens else 1
     if first is not None and first.low - need <= used <= first.high \
             and not served_beyond(window, track, first.high, first.seq) \
-            and not room(track, ticket, end):
+            and not room(track, ticket, end) and not promised(track, first, ticket):
         del track.repeats[lesson]
         return True
-    track.repeats[lesson] = Heard(end, used, ticket.seq, now)
+    track.repeats[lesson] = Heard(end, used, ticket, now, until)
     return False
 
 
@@ -132,6 +139,21 @@ def room(track: Any, ticket: Any, end: float | None) -> bool:
     since = sum(track.weight(e) for e in track.recent
                 if seq < e.seq < ticket.seq and e.live and not e.refused)
     return remaining - since >= (ticket.tokens if track.quota.tokens else 1)
+
+
+def promised(track: Any, first: Heard, ticket: Any) -> bool:
+    """True when the pause the first 429 asked promised room for ``ticket`` on ``track``'s
+    token quota: sent once it ended, it needs no more than the first's request, less ours
+    admitted between the two (whatever the server charges over our estimates, it charges
+    them alike). Had the first been its quota's, the server would have served it; one of
+    the two was no quota's, so they confirm nothing. Read as a repeat, the retry of a probe
+    refused at random, refused at random again, kept a silent bucket's guessed factor (1.12x
+    where it charges our estimate: 1.15x the ideal)."""
+    if not track.quota.tokens or first.until is None or ticket.time < first.until - TOLERANCE:
+        return False
+    between = sum(e.estimate for e in track.recent
+                  if first.seq < e.seq < ticket.seq and e.live and not e.refused)
+    return ticket.estimate + between <= first.estimate
 
 
 def read(window: Any, learners: list[Any], ticket: Any, at: float, remaining: int) -> None:

@@ -129,9 +129,8 @@ class Window:
 
     def idle(self, now: float) -> bool:
         """True when nothing is in any window, no pause or cap applies (a fresh window's)."""
-        for track in self.tracks:
-            if not track.idle(now):
-                return False
+        if any(not track.idle(now) for track in self.tracks):
+            return False
         return self.paused_until <= now and all(cap[1] <= now for cap in self.caps.values())
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1,
@@ -163,8 +162,7 @@ class Window:
             left(self, entry, tokens, live)
         if live != entry.live:
             changed.counted += 1
-        entry.tokens = tokens
-        entry.live = live
+        entry.tokens, entry.live = tokens, live
 
     def cap(self, now: float, tokens: bool, remaining: int, reset: float | None,
             ticket: Entry | None = None, limit: int | None = None, wall: float = 0.0,
@@ -172,10 +170,11 @@ class Window:
         """The provider says only ``remaining`` are left (until ``reset`` s; of ``limit``) as
         it counted ``ticket``'s request (None, or ``as_of_now``: all of ours sent), read against
         ours in flight per burst (:mod:`.reading`): a bucket's level, else a cap until the reset
-        (a fixed window's boundary; one ours explain: :func:`.answers.held`). A shape learns."""
+        (a fixed window's boundary; one ours explain: :func:`.answers.held`; ``as_of_now``, ours
+        sent just before aside: :meth:`.reading.Readings.unseen`). A shape learns."""
         if ticket is not None:  # its answer dates it: which windows counted it
             arrived.dated(self.tracks, ticket, now)
-        seen = ticket  # the last of ours it counted: as of now, the last sent
+        seen = own = ticket  # the last of ours it counted: as of now, the last sent
         if as_of_now and ticket is not None:
             seen, ticket = self.readings.recent[-1], None
         at = now if ticket is None else ticket.time
@@ -208,6 +207,7 @@ class Window:
                            limit if kind == "bucket" else None,
                            self.queued.units(tokens) if marks else 0)
             return
+        left -= self.readings.unseen(now, tokens, own) if as_of_now else 0  # (a level drains)
         stairs = None
         if kind == "fixed" and self.shape is not None and self.shape.epoch is not None:
             if self.shape.by_answer:  # it counts answers, not admissions: what admits is ours

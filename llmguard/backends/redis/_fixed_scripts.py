@@ -18,6 +18,10 @@ hash as ``carry<n>`` = ``"boundary,units,since"``; the log keeps the window befo
 settlement of one carried (``_auto_scripts.SETTLING``) changes it too, as ``FixedCount.adjust``:
 a refund (it never left) gives its units back, a new token count replaces the reserved one.
 
+A silent server's clock minute whose first probe was served after a burst straddling it
+(``sd<n>`` in the shape hash: ``_straddle_scripts``) counts from the clocks' skew before it,
+not the margin: the server counted that burst before the minute (``arrived.before``).
+
 The fragment reads the loop's locals (``n``, ``window``, ``margin``, ``tok``, ``unit``,
 ``limit``) and the script's (``epoch``, ``late``, ``keep``, ``units``, ``done``, ``log``), and
 sets ``wait`` (the skew past the start of the first window with room) and ``avail``.
@@ -57,8 +61,14 @@ FIXED = """
       return sum
     end
     local carry = late and carried() or 0
+    -- a silent server's minute that counted every process's from the skew before it, not
+    -- the margin (``_straddle_scripts``: a burst admitted before it, counted before it)
+    local sd, since = string.match(redis.call('HGET', shape, 'sd' .. n) or '', '^([^,]+),(.+)$')
+    sd, since = tonumber(sd or ''), tonumber(since or '')
     local function count(idx)
-      return units(epoch + idx * W - margin, epoch + (idx + 1) * W + early, tok) + (idx == current and carry or 0)
+      local lo = epoch + idx * W
+      lo = (sd and math.abs(lo - sd) < 1e-6) and since or lo - margin
+      return units(lo, epoch + (idx + 1) * W + early, tok) + (idx == current and carry or 0)
     end
     local at, most = now, 0
     for _ = 1, 4 do

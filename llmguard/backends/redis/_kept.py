@@ -67,11 +67,12 @@ class KeptWrites:
                 writes = await self._attempt(writes)
 
     async def _attempt(self, writes: list[Any]) -> list[Any]:
-        """Try ``writes`` in order: those that did not land (once one failed and Redis is
-        found down, the rest are not tried: one timeout, not one each, before ``landed``)."""
+        """Try ``writes`` in order: those that did not land (once one failed, an outage, the
+        rest are not tried: one timeout, not one each, before ``landed``; under
+        ``on_error="fail"`` too, which never finds Redis ``down``)."""
         left = []
         for script, keys, args, what in writes:
-            if not (left and self.down()):
+            if not left:
                 made = args() if callable(args) else args
                 if made is None or await self.write(script, keys, made, what):
                     continue
@@ -106,11 +107,17 @@ class KeptWrites:
     async def landed(self) -> None:
         """Wait for the writes spawned so far, and each kept one's first attempt (a refund that
         must land before a reservation: ``ratelimit.below``); those queued to ride on the next
-        reservation go with it."""
+        reservation go with it. A waiter cancelled cancels none of them."""
         if self._tasks or self._trying:
             trying = self._trying
             for task, waiter in trying.items():  # a future each, made only when waited for
                 if waiter is None:
                     trying[task] = asyncio.get_running_loop().create_future()
-            await asyncio.gather(*self._tasks, *trying.values(), return_exceptions=True)
+            # (wait, not gather: a gather cancelled with its call cancels what it gathers, the
+            # refunds in flight and the futures the other waiters share)
+            waited = [*self._tasks, *trying.values()]
+            await asyncio.wait(waited)
+            for ended in waited:  # their errors retrieved, as the gather did (no "never
+                if not ended.cancelled():  # retrieved" log for a publish refused)
+                    ended.exception()
 

@@ -13,8 +13,10 @@ expiring after two spans) and ``ss`` the clock minute (server time) a first prob
 at. Server time is the wall clock, so its minutes are the clock's.
 
 1. Just after a clock minute, when a sliding window counting every process's admissions must
-   refuse one more while a fixed window from the minute has room, the head of one line goes
-   (``3``). Refused: a sliding window (the one 429), published for all. Served: ``ss``.
+   refuse one more while a fixed window from the minute has room (counting from the margin
+   before it, or from the clocks' skew before it once what the server served shows it did:
+   ``_straddle_scripts``), the head of one line goes (``3``). Refused: a sliding window (the
+   one 429), published for all. Served: ``ss`` (and ``sd<n>``, the straddle, for the count).
 2. With ``ss``, every process paces within both a fixed window from that minute (counted
    late, ``_fixed_scripts``) and what a token bucket surely holds (its level less what it
    refills while a request is on the way); once the bucket is dry while the minute has room,
@@ -30,6 +32,7 @@ at. Server time is the wall clock, so its minutes are the clock's.
 from __future__ import annotations
 
 from ..._admission.ratelimit.fixed import CLOCK_SKEW
+from ._straddle_scripts import STRADDLED
 
 __all__ = ["BOTH", "CPROBE", "EITHER", "EST", "POLL", "PROBE", "SILENT"]
 
@@ -110,7 +113,7 @@ BOTH = """
 #: both have passed, as ``silent.due``: left to the sliding log, a process whose callers asked
 #: 0.04 s before a 429's pause ended slept to the log's end, 9 s into the minute the probe
 #: opened). Strict fixed window, ``bench_distributed``: 1.52x where memory ran 1.46x.
-SILENT = """
+SILENT = STRADDLED + """
 local silent, sb = 0, nil
 local claim = got[13] and tonumber(string.match(got[13], '^%d,([^,]+)')) or nil
 if quiet and wait > 0 and cap_left <= 0 and not blocked and #lq > 0
@@ -139,6 +142,13 @@ if quiet and wait > 0 and cap_left <= 0 and not blocked and #lq > 0
       end
       return sum
     end
+    -- a fixed window from b has room: every process's from the margin before it on leave
+    -- room, or from when what it served shows it counted them from (``silent.fresh``)
+    local function fresh(q, b)
+      if counted(b - q[2], false, q[3]) + q[4] <= q[5] then return true end
+      local since = straddled(log, done, b, q[1], q[2], q[3], q[5], now, how == 'trusted')
+      return since ~= nil and counted(since, false, q[3]) + q[4] <= q[5]
+    end
     local W = lq[1][1]
     for pass = 0, 1 do
       local b = now - now % W + pass * W
@@ -147,7 +157,7 @@ if quiet and wait > 0 and cap_left <= 0 and not blocked and #lq > 0
         at = math.max(at, b + math.min(q[2], """ + repr(CLOCK_SKEW) + """ * W / 60))
         full = full or counted(at - W + q[2], true, q[3], least)
                        + ((q[3] and least) and bare * least or q[4]) > q[5]
-        fits = fits and counted(b - q[2], false, q[3]) + q[4] <= q[5]
+        fits = fits and fresh(q, b)
       end
       if full and fits then
         local go = math.max(at - now, pause_left)  -- (not before a pause ends: ``silent.due``)

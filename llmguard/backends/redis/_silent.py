@@ -18,6 +18,7 @@ from ._auto_scripts import LIMITS, SHAPE_TTL
 from ._client import Connection
 from ._probe_scripts import EST
 from ._refuted_scripts import BOUNDS
+from ._straddle_scripts import STRADDLED
 
 __all__ = ["VERDICT", "refused", "settled"]
 
@@ -34,13 +35,15 @@ __all__ = ["VERDICT", "refused", "settled"]
 #: estimates, the least a server charges; not once the server was shown to give unused
 #: tokens back, ``trusted``): it admitted them, so it counts no such window. A probe served
 #: lowers a bucket's ceiling, and one beyond the bucket only at a guessed factor proves no
-#: fixed window (``_refuted_scripts``: ``served``, ``cheaper``); a floor a 429 showed above
+#: fixed window (``_refuted_scripts``: ``served``, ``cheaper``); a first probe served after a
+#: burst straddling the minute dates it before the minute (``sd<n>``, ``_straddle_scripts``,
+#: as ``silent.served``: ``apart.straddled``, ``arrived.before``); a floor a 429 showed above
 #: the ceiling, once a first probe was served, is a fixed window (``refute``). Returns 1 when
 #: it changed something.
 VERDICT = EST + """
 local shape, outcome, why = KEYS[1], ARGV[2], ARGV[3]
 local function fmt(x) return string.format('%.17g', x) end
-""" + BOUNDS + """
+""" + BOUNDS + STRADDLED + """
 local got = redis.call('HMGET', shape, 'sp', 'kind')
 if outcome == 'heard' then
   if redis.call('HGET', shape, 'sq') ~= '1' then return 0 end
@@ -78,10 +81,29 @@ local function overflowed()
   end
   return false
 end
+-- the first probe served: per quota, ``sd<n>`` when the window from the minute counted every
+-- process's requests from (``_straddle_scripts``), none when from the margin before it
+local function dated(b)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local trusted = string.match(redis.call('HGET', shape, 'charge') or '', ',trusted$') ~= nil
+  local lims = redis.call('HGET', shape, 'lims') or ''
+""" + LIMITS + """
+  local n = 0
+  for i = 6, #ARGV, 5 do
+    n = n + 1
+    local margin = tonumber(ARGV[i + 4])
+    local since = ARGV[i + 3] == '1' and straddled(KEYS[3], KEYS[4], b, tonumber(ARGV[i + 1]) - margin,
+        margin, ARGV[i + 2] == '1', limit_of(n, tonumber(ARGV[i])), now, trusted)
+    if since then redis.call('HSET', shape, 'sd' .. n, fmt(b) .. ',' .. fmt(since))
+    else redis.call('HDEL', shape, 'sd' .. n) end
+  end
+end
 if stage == '3' and outcome == 'served' and overflowed() then kind, why = 'bucket', ARGV[5] end
 if stage == '4' and outcome == 'served' and cheaper(shape, KEYS[3], ARGV[4], tonumber(b), 6) then kind = nil end
 if not kind then
   redis.call('HSET', shape, 'ss', b)
+  if stage == '3' then dated(tonumber(b)) end
   refute(shape, KEYS[2])  -- (a 429 read before showed no bucket: a fixed window)
   return 1
 end

@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 import llmguard as lg
+from llmguard._core.redact import redact_url
 
 __all__ = ["check_options", "redact"]
 
@@ -45,8 +46,9 @@ def check_options(*, pipeline: Any, send: Any, make_send: Any, redis_url: Any, p
     if make_send is not None and not callable(make_send):
         raise TypeError(f"make_send must be a zero-argument callable, got {make_send!r}")
     if redis_url is not None and (not isinstance(redis_url, str) or "://" not in redis_url):
+        shown = redact_url(redis_url) if isinstance(redis_url, str) else redis_url
         raise ValueError(f"redis_url must be a Redis URL such as 'redis://127.0.0.1:6379/0', "
-                         f"got {redis_url!r}")
+                         f"got {shown!r}")  # (its password hidden: its scheme forgotten)
     for label, value in (("prefix", prefix), ("name", name)):
         if not isinstance(value, str) or not value:
             raise TypeError(f"{label} must be a non-empty string, got {value!r}")
