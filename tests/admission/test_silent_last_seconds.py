@@ -91,10 +91,25 @@ async def test_a_strict_mute_sliding_window_started_at_56_drops_the_factor_its_4
     assert wall <= 1.05 * ideal, (wall, ideal, shape)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+async def test_a_mute_token_bucket_charging_more_than_the_kept_factor_is_learned_by_a_429(
+        seed: int) -> None:
+    """The bucket below: learned a sliding window at :60, paced at the factor the window's
+    count allows (1.118x) with a bucket charging 1.156-1.163x left, its next bursts drew 2-4
+    429s a window to the end (9), none teaching anything. A 429 where a sliding window
+    charging that factor had room for all of ours it may have counted (sent up to a margin
+    either way; the one at the window's edge may be the window's) is that bucket's: learned a
+    bucket, paced at the most it charges (``refuted.roomy``; read from any later 429, without
+    the room asked, three Redis processes on a sliding window took one another's 429s for a
+    bucket's). 3-4 429s, within 1.05x."""
+    await _a_mute_bucket_from_57(seed, 4)
+
+
 @pytest.mark.xfail(strict=True, reason=(
-    "#30: until :117 this bucket meets ours as the strict sliding window above does; read as "
-    "a bucket from a later 429 (tried), three Redis processes sharing a real sliding window "
-    "read one another's 429s as a bucket's (42 429s of 100): 2-4 429s a window here instead"))
+    "#30: until :117 this bucket meets ours as the strict sliding window above does: the "
+    "charge's 429, the shape probe's, then the next window's first 429 at its edge, which a "
+    "sliding window counting ours sent within the margin before it may give; learned a "
+    "bucket at the next (seed 0: 4 429s; 3 at seeds 1-2)"))
 async def test_a_mute_token_bucket_charging_more_than_the_kept_factor_is_learned_from_57(
         ) -> None:
     """A token bucket of the same quotas, no header, a bare 429, charging 1.16x our estimate,
@@ -102,10 +117,17 @@ async def test_a_mute_token_bucket_charging_more_than_the_kept_factor_is_learned
     (the same 429s, the same served probes), and the factor comes down to the window's count,
     1.118x, a bucket charging 1.156-1.163x left. Its next bursts' 429s are that bucket's: at
     most 3, learned a bucket, paced at the most it charges."""
+    await _a_mute_bucket_from_57(0, 3)
+
+
+async def _a_mute_bucket_from_57(seed: int, most: int) -> None:
+    """126 calls from :57 (jitter drawn from ``seed``) against a token bucket of 60 RPM and
+    10,000 TPM, no header, a bare 429, charging 1.16x our estimate: at most ``most`` 429s,
+    learned a bucket, within 1.05x the ideal."""
     server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1.16,
                                rate_limit_headers=False, retry_after=False)
-    layer, wall, ideal = await run(server, 57.0, 126)
+    layer, wall, ideal = await run(server, 57.0, 126, seed)
     shape = layer.statistics().shape
-    assert server.statistics().rate_limited <= 3, shape
+    assert server.statistics().rate_limited <= most, shape
     assert shape.startswith("bucket"), shape
     assert wall <= 1.05 * ideal, (wall, ideal, shape)

@@ -124,3 +124,22 @@ async def test_a_strict_fixed_window_sending_bare_429s_is_learned_at_the_429_tha
     assert server.statistics().rate_limited <= 1
     assert layer.statistics().shape.startswith("fixed"), layer.statistics().shape
     assert wall <= 1.05 * ideal, (wall, ideal, layer.statistics().shape)
+
+
+@pytest.mark.parametrize("phase", [53.0, 56.0, 57.0])
+async def test_a_strict_silent_token_bucket_whose_probe_beyond_it_is_refused_is_learned_a_bucket(
+        phase: float) -> None:
+    """The strict token bucket above (1.11x our estimate, a 429 with retry-after, no other
+    header), 126 calls from :53-:57. The charge's 429 before the minute, then the first probe
+    of the shape served just after it with the same 46 of ours before it: no sliding window,
+    whatever it charges, refused the one and served the other. The probe beyond the bucket,
+    refused, was read as a sliding window's all the same (``refuted.slideless`` asked only
+    whether ours overflowed one at our bare estimates): paced as a log, 1.03-1.05x the
+    ideal. Now a bucket run dry: 1.01-1.03x (two 429s: the charge's and that probe's)."""
+    server = TokenBucketServer(rpm=60, tpm=10_000, latency=2.0, charge_factor=1 / 0.9,
+                               rate_limit_headers=False)
+    layer, wall, ideal = await run(server, phase, 126)
+    shape = layer.statistics().shape
+    assert server.statistics().rate_limited <= 2, shape
+    assert shape.startswith("bucket"), shape
+    assert wall <= 1.03 * ideal, (wall, ideal, shape)

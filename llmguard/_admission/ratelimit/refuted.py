@@ -26,7 +26,7 @@ from .auto import AutoTrack
 from .bounds import bucket_of, bucketed
 from .charge import MOST
 
-__all__ = ["bucketless", "clockless", "refused", "served", "slideless"]
+__all__ = ["bucketless", "clockless", "outpaced", "refused", "roomy", "served", "slideless"]
 
 
 def served(window: Any, probe: Any) -> None:
@@ -70,6 +70,33 @@ def refused(window: Any, ticket: Any, named: Any = None) -> None:
 def bucketless(charge: Any) -> bool:
     """True when a 429 showed a bucket must charge more than a probe served showed it may."""
     return charge is not None and charge.floor > charge.ceiling
+
+
+def outpaced(charge: Any) -> bool:
+    """True when a 429 kept the factor and every bucket left charges more than it: a bucket
+    charging what we count would have served what it refused (the factor paces none)."""
+    return charge is not None and charge.kept and not bucketless(charge) \
+        and charge.floor > charge.factor
+
+
+def roomy(window: Any, ticket: Any) -> bool:
+    """True when a sliding window of each quota, charging at most the factor we count, had
+    room for ``ticket`` after every one of ours it may have counted (sent up to a margin
+    either way; the server saw no more: ``Charge.partial`` false)."""
+    charge = window.charge
+    if charge is None or ticket is None or charge.partial:
+        return False
+    for track in window.tracks:
+        if not isinstance(track, AutoTrack):
+            continue
+        margin, span, tokens = track.quota.margin, track.window, track.quota.tokens
+        mine = [e for e in track.recent if e.live and not e.refused and e is not ticket
+                and ticket.time - span - margin < e.time <= ticket.time + margin]
+        need = charge.factor * (sum(e.estimate for e in mine) + ticket.estimate) \
+            if tokens else len(mine) + 1
+        if need > track.limit:
+            return False
+    return True
 
 
 def clockless(window: Any, ticket: Any) -> bool:
@@ -118,14 +145,15 @@ def _minutes(track: Any, shape: Any) -> float:
 
 def slideless(window: Any, ticket: Any, named: Any = None) -> bool:
     """True when the 429 to ``ticket`` (a probe: a sliding window's or a dry bucket's refusal)
-    comes from a server no sliding window describes, so a bucket run dry refused it: one of
-    ours answered overflowed a sliding window of its token quota at our bare estimates (the
-    least a server charges; ours surely in that window: sent a margin after its start and
-    before itself), its requests quota had room for ``ticket`` (or its message ``named`` the
-    tokens, :mod:`.named`), and the 429s leave a bucket possible (:func:`bucketless`). Read
-    as a sliding window's, a strict bucket started at :55 was paced as a sliding log at the
-    factor the 429 kept (1.12x where it charges 1.11x: 41 a minute where it admits 42, 1.07x
-    the ideal)."""
+    comes from a server no sliding window describes, so a bucket run dry refused it: its
+    requests quota had room for ``ticket`` (or its message ``named`` the tokens,
+    :mod:`.named`), the 429s leave a bucket possible (:func:`bucketless`), and one of ours
+    answered overflowed a sliding window of its token quota at our bare estimates (the least
+    a server charges; ours surely in that window: sent a margin after its start and before
+    itself) or was served where such a window counted what it refused earlier, whatever it
+    charges (:func:`_served_past`). Read as a sliding window's, a strict bucket started at
+    :55 was paced as a sliding log at the factor the 429 kept (1.12x where it charges 1.11x:
+    41 a minute where it admits 42, 1.07x the ideal)."""
     charge, track = window.charge, bucket_of(window)
     if charge is None or track is None or ticket is None or bucketless(charge):
         return False
@@ -138,4 +166,32 @@ def slideless(window: Any, ticket: Any, named: Any = None) -> bool:
             return False
     return any(e.used is not None and e.estimate + sum(
         o.estimate for o in ours if e.time - span + margin < o.time < e.time - margin)
-        > track.limit for e in ours)
+        > track.limit for e in ours) or _served_past(track, ours, window.tracks)
+
+
+def _served_past(track: Any, ours: list[Any], tracks: Any) -> bool:
+    """True when one of ``ours`` answered was served where a sliding window of ``track``'s
+    token quota must have counted at least what it counted where it refused an earlier one
+    of ours (a 429 its requests had room for; answered: its call ended, neither refused nor
+    refunded): no such window, whatever it charges, refused
+    the one and served the other. Ours that may have been in the refused one's window (sent
+    up to a margin either way) against ours surely in the served one's (sent from a margin
+    after its start to a margin before it). A strict silent bucket from :53: its charge's
+    429, then the first probe served with the same 46 of ours before it, then the probe
+    beyond the bucket refused, read as a sliding window's (2 429s, paced as a log: 1.05x)."""
+    margin, span = track.quota.margin, track.window
+    requests = [t for t in tracks if isinstance(t, AutoTrack) and not t.quota.tokens]
+    for refusal in track.recent:
+        if not refusal.refused:  # (uncounted or not: the server counted none of it)
+            continue
+        if any(1 + sum(1 for e in ours if refusal.time - t.window - margin < e.time
+                       <= refusal.time + margin) >= t.limit for t in requests):
+            continue  # its requests may have refused it
+        most = refusal.estimate + sum(
+            o.estimate for o in ours
+            if refusal.time - span - margin < o.time <= refusal.time + margin)
+        if any(e.answered < math.inf and e.time > refusal.time and most <= e.estimate + sum(
+                o.estimate for o in ours if e.time - span + margin < o.time < e.time - margin)
+               for e in ours):
+            return True
+    return False
