@@ -1,20 +1,20 @@
 """Lua scripts for the default ``RateLimit(refill="auto")`` in Redis: the learned shape shared.
 
-Like :class:`llmguard._admission.ratelimit.auto.AutoTrack`, every quota keeps a sliding log
-(the key's log ZSET, as ``_scripts.RESERVE``) and a bucket (the state HASH's fields, as
-``_bucket_scripts``), both fed by every admission, settlement and refund from the start; a
-fixed window's count is read from the log, which holds the current window. The shape one
-process learned is a small HASH next to them (``kind``, ``epoch`` in server time, ``lims`` the
-effective limit per quota, ``why``, ``v`` a version, ``late`` when the server counts a request
-late; ``_learned_scripts``), so switching shape mid-run needs no reconstruction and never admits
-more than the server allows: the new pacer has seen every admission. A ZSET ``done`` holds when
-each call ended (its settlement): a fixed window counted late carries ours in flight at its
-boundary into it (``fixed.FixedCount``), from every process.
+Like :class:`llmguard._admission.ratelimit.auto.AutoTrack`, every quota keeps a sliding log (the
+key's log ZSET) and a bucket (the state HASH's fields, as ``_bucket_scripts``), both fed by every
+admission, settlement and refund from the start; a fixed window's count is read from the log, which
+holds the current window. The shape one process learned is a small HASH next to them (``kind``,
+``epoch`` in server time, ``lims`` the effective limit per quota, ``why``, ``v`` a version,
+``late`` when the server counts a request late; ``_learned_scripts``), so switching shape mid-run
+needs no reconstruction and never admits more than the server allows: the new pacer has seen every
+admission. A ZSET ``done`` holds when each call ended (its settlement): a fixed window counted late
+carries ours in flight at its boundary into it (``fixed.FixedCount``), from every process.
 """
 
 from __future__ import annotations
 
 from ._bucket_scripts import PRELUDE
+from ._carry_scripts import TRIM
 from ._fence import FENCE
 from ._fixed_scripts import FIXED
 from ._peek import PEEK
@@ -168,7 +168,7 @@ local function reply(admitted, wait, fr, ft, pause_left, cap_left, made)
           peeked(), got[9] or '', got[10] or '', got[17] or '', spent_of((#ARGV - Q + 1) / 5), mark}
 end
 if ready > now then return reply(0, ready - now + slack, '0', '0', ready - now, 0, '') end
-redis.call('ZREMRANGEBYSCORE', log, '-inf', now - keep)
+""" + TRIM + """
 """ + LIMITS + """
 local wait = tonumber(redis.call('HGET', state, 'pause') or '0') - now
 local pause_left = math.max(wait, 0)

@@ -36,6 +36,7 @@ from __future__ import annotations
 from ..._admission.ratelimit.charge import MOST, OPENING
 from ..._admission.ratelimit.fixed import CLOCK_SKEW
 from ._auto_scripts import SHAPE_TTL
+from ._carry_scripts import ANCHORED
 from ._probe_scripts import EST
 from ._refuted_scripts import BOUNDS
 
@@ -53,6 +54,7 @@ if shaped then outcome = 'refused' end
 local function fmt(x) return string.format('%.17g', x) end
 """ + BOUNDS + """
 local got = redis.call('HMGET', shape, 'cp', 'charge', 'cl', 'lims', 'kind', 'epoch', 'cw', 'cc')
+local carried = redis.call('HMGET', shape, 'c0', 'cn', 'cs')
 local kind, epoch = got[5] or 'unknown', tonumber(got[6] or '')
 local prefix = string.match(member, '^(.*):%d+$')
 local probe = got[1] and string.match(got[1], '^[^,]+,(.+)$') == prefix
@@ -127,7 +129,7 @@ for i = 3, #ARGV, 5 do
         bucket = math.min(bucket, (limit + rate * (at - s) - count) / sum)  -- (as paced)
       end
     end
-    sliding = sliding > 0 and (limit - sn) / sliding or math.huge
+""" + ANCHORED + """    sliding = sliding > 0 and (limit - sn) / sliding or math.huge
     windowed = math.min(windowed, math.max(1.0, sliding))  -- (``Charge.windowed``)
     if kind == 'unknown' then refute_ceiling(shape, entries, at, last, rate, limit) end
     local clocked = csum > 0 and (limit - cn) / csum or math.huge
