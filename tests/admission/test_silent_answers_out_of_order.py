@@ -29,9 +29,6 @@ async def silent_fixed_window(phase: float, seed: int) -> tuple[int, float, floa
     return server.statistics().rate_limited, wall, best, layer.statistics().shape
 
 
-@pytest.mark.xfail(strict=True, reason="#30: a silent fixed window from :58 with answers out "
-                   "of order read as sliding (seeds 1, 2: a fourth minute, 1.49x its slots "
-                   "bound)")
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_a_silent_fixed_window_from_58_with_answers_out_of_order(seed: int) -> None:
     """From :58 the 32 sent then are answered at :60, the next 28 at :62 (sent at :60.05),
