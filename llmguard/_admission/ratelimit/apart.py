@@ -47,31 +47,33 @@ def _learners(window: Any) -> list[AutoTrack]:
 
 
 def _closed(window: Any, track: AutoTrack, at: float, need: int, before: int,
-            counted: bool = False) -> bool:
+            counted: bool = False, served: Any = None) -> bool:
     """True when a fixed window of ``track``'s quota (its count from the minute) must refuse
     ``need`` more (tokens at our bare estimates: the least a server charges; ``counted``: as
     we count them) sent at ``at``: ours admitted before the sequence number ``before`` and
-    surely after the minute (its skew past it, :func:`.fixed.skew`) fill it."""
+    surely after the minute (its skew past it, :func:`.fixed.skew`) fill it, ``served``
+    among them though refused (:func:`refused`)."""
     fixed = track.fixed  # (the skew past which its count admits a new window's burst)
     start = fixed.boundary(fixed.index(at)) + fixed.skew()
     if at < start:
         return False
-    ours = [e for e in track.recent if e.live and not e.refused and start <= e.time
-            and e.seq < before]
+    ours = [e for e in track.recent if (e.live and not e.refused or e is served)
+            and start <= e.time and e.seq < before]
     used = sum(track.weight(e) if counted else e.estimate for e in ours) \
         if track.quota.tokens else len(ours)
     return used + need > track.limit
 
 
-def _holds(track: AutoTrack, at: float, before: int, bare: bool = False) -> float:
+def _holds(track: AutoTrack, at: float, before: int, bare: bool = False,
+           served: Any = None) -> float:
     """The most a token bucket of ``track``'s quota (full at most) holds for one of ours
-    sent at ``at``, ours admitted before the sequence number ``before`` counted as we count
-    them (:meth:`.auto.AutoTrack.most`, for a moment past; ``bare``: tokens at our bare
-    estimates, the least a server charges)."""
+    sent at ``at``, ours admitted before the sequence number ``before`` (``served`` among
+    them though refused) counted as we count them (:meth:`.auto.AutoTrack.most`, for a
+    moment past; ``bare``: tokens at our bare estimates, the least a server charges)."""
     rate, last = track.limit / track.window, at + track.quota.margin
     most, count, estimated = float(track.limit), 0, 0
     for entry in reversed(track.recent):
-        if entry.seq < before and entry.live and not entry.refused:
+        if entry.seq < before and (entry.live and not entry.refused or entry is served):
             count += entry.estimate if bare and track.quota.tokens else track.weight(entry)
             estimated += entry.estimate if track.quota.tokens else 1
             most = min(most, track.limit + rate * (last - entry.time) - count)
@@ -123,11 +125,12 @@ def _minute(window: Any, probe: Any) -> float:
     return bound
 
 
-def over(window: Any, probe: Any) -> bool:
+def over(window: Any, probe: Any, served: Any = None) -> bool:
     """True when ``probe`` went beyond a fixed window surely (:func:`spent`): served, a
-    bucket; refused, a fixed window if a bucket held it as we count ours (:func:`refused`)."""
+    bucket; refused, a fixed window if a bucket held it as we count ours (:func:`refused`;
+    ``served``: one of ours counted before it though refused)."""
     return any(_closed(window, t, probe.time, probe.estimate if t.quota.tokens else 1,
-                       probe.seq) for t in _learners(window))
+                       probe.seq, served=served) for t in _learners(window))
 
 
 def overflowed(window: Any, boundary: float) -> bool:
@@ -176,20 +179,24 @@ def straddled(window: Any, track: AutoTrack, boundary: float, now: float) -> flo
     return None
 
 
-def over_counted(window: Any, probe: Any) -> bool:
+def over_counted(window: Any, probe: Any, served: Any = None) -> bool:
     """True when ``probe`` went beyond a fixed window of a token quota as we count ours (a
     probe of the factor, :func:`guessed`): refused, it shows the server charges more than
     our bare estimates, by a bucket or a fixed window alike (read as a bucket's refusal, a
-    strict fixed window started at :55 was paced as a sliding log: 1.93x the ideal)."""
-    return any(_closed(window, t, probe.time, probe.tokens, probe.seq, counted=True)
+    strict fixed window started at :55 was paced as a sliding log: 1.93x the ideal;
+    ``served``: as in :func:`refused`)."""
+    return any(_closed(window, t, probe.time, probe.tokens, probe.seq, True, served)
                for t in _learners(window) if t.quota.tokens)
 
 
-def refused(window: Any, probe: Any) -> bool:
+def refused(window: Any, probe: Any, served: Any = None) -> bool:
     """True when the refusal of ``probe`` shows a fixed window: beyond one surely, and within
-    what a bucket of every quota holds as we count ours."""
-    return over(window, probe) and all(
-        _holds(t, probe.time, probe.seq) >= (probe.tokens if t.quota.tokens else 1)
+    what a bucket of every quota holds as we count ours. ``served``: the one refused, the
+    probe itself (nothing changes) or one of ours sent just before it and refused in its
+    place (:func:`.silent.overtaken`), which the server then counted before the probe:
+    judged without it, the probe was within the minute."""
+    return over(window, probe, served) and all(
+        _holds(t, probe.time, probe.seq, served=served) >= (probe.tokens if t.quota.tokens else 1)
         for t in _learners(window))
 
 

@@ -47,6 +47,10 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     long = ticket is not None and seconds > TOLERANCE + max(
         (ticket.tokens if t.quota.tokens else 1) * t.window / t.limit
         for t in window.tracks if isinstance(t, AutoTrack))  # more than a bucket refills
+    # one of ours refused in place of a probe that arrived first (:func:`.silent.overtaken`):
+    # the server's count is read at the probe's place (at its own, one short of the probe, a
+    # silent fixed window from :58 with answers out of order read "the server admits 58", #30)
+    place = shape.probe if ticket is not None and silent.overtaken(shape, ticket) else ticket
     shows = silent.refusal(window, ticket)  # a probe's: what it shows of the shape
     if shows == "shape" and stray.probe(window, now, ticket, seconds) or shows == "fixed" \
             and DEFAULT_PAUSE < seconds and now + seconds < boundary - TOLERANCE:
@@ -119,7 +123,7 @@ def refused(window: Any, now: float, ticket: Entry | None, seconds: float, wall:
     pause = (until, seconds <= DEFAULT_PAUSE)
     unshaped = windowless and stray.probe(window, now, ticket, seconds) \
         or stray.unbucketed(window, ticket, seconds)  # nor a bucket's (one learned: its alone)
-    why = reset_of(now, learn_limit(window, now, ticket, named, pause, sure=long,
+    why = reset_of(now, learn_limit(window, now, place, named, pause, sure=long,
                                     stray=unshaped, measures=not unsure), ticket, seconds)
     if clocked and shape.served and shape.kind == "unknown":
         shape.confirm(True, "a 429 no token bucket that served the probes would give")
