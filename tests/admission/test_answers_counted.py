@@ -104,18 +104,25 @@ def test_a_count_ours_answered_explain_is_held_until_each_is_out_counted_from_it
         assert (until, stairs and stairs.steps) == (out, steps)
 
 
-def test_a_cap_gives_room_back_as_ours_leave_the_count_of_a_proxy_that_queues() -> None:
-    """The six of the test above (2 workers, 2 s each, the count's 0 read as the last was
-    answered): the cap of 0 holds until 64, and gives back the room of the two taken at 0 at
-    60, of the two taken at 2 at 62, though the log lets all six go at 60. A 429 to the last
-    admitted on that room shows the server admits one fewer than it says: by its word it had
-    counted 5 before it (read from our log, which let the six go: 3, and nothing learned)."""
+def _capped_by_a_queueing_proxy() -> Window:
+    """Six of ours sent at 0 to a proxy with 2 workers (2 s each), answered at 2, 2, 4, 4, 6
+    and 6, the last reading 0 of 6: the window with the cap that reading sets."""
     window = Window((Quota(6, 60.0, False, learn=True),))
     sent = [window.add(0.0, 0) for _ in range(6)]
     for entry, answered in zip(sent, (2.0, 2.0, 4.0, 4.0, 6.0, 6.0)):
         entry.answered = answered
     stairs = held(window, list(window.tracks), 0, 6, sent[-1], 6.0, 66.0)[1]
     window.caps[False] = [0, 64.0, window.issued, sent[-1].seq, 0, stairs]  # as ``Window.cap``
+    return window
+
+
+def test_a_cap_gives_room_back_as_ours_leave_the_count_of_a_proxy_that_queues() -> None:
+    """The six of the test above (2 workers, 2 s each, the count's 0 read as the last was
+    answered): the cap of 0 holds until 64, and gives back the room of the two taken at 0 at
+    60, of the two taken at 2 at 62, though the log lets all six go at 60. A 429 to the last
+    admitted on that room shows the server admits one fewer than it says: by its word it had
+    counted 5 before it (read from our log, which let the six go: 3, and nothing learned)."""
+    window = _capped_by_a_queueing_proxy()
     assert window.wait(59.0, 0) + 59.0 == pytest.approx(60.0, abs=0.01)
     assert window.take(60.0, 0) is not None and window.take(60.0, 0) is not None
     assert window.take(60.0, 0) is None
@@ -124,6 +131,32 @@ def test_a_cap_gives_room_back_as_ours_leave_the_count_of_a_proxy_that_queues() 
     ticket = window.take(62.0, 0)
     assert ticket is not None and window.take(62.0, 0) is None
     assert before(window, window.tracks[0], 62.1, ticket) == 5
+
+
+def test_a_shuffled_waves_oldest_read_last_skips_none_of_the_counts_oldest() -> None:
+    """Four of ours sent at 0 (answered 2, 2, 4, 4), then two sent together at 10, answered at
+    12 out of order: the older one heard last reads 1 of 6 (it counted the four and itself,
+    not the other one of its wave). The cap its bound sets (the other subtracted as sent after
+    it) gives back the room of both answered at 2 at 60, not one: the count's one beyond ours
+    before the wave is the other one of the wave, not the oldest."""
+    window = Window((Quota(6, 60.0, False, learn=True),))
+    sent = [window.add(at, 0) for at in (0.0, 0.0, 0.0, 0.0, 10.0, 10.0)]
+    for entry, answered in zip(sent, (2.0, 2.0, 4.0, 4.0, 12.0, 12.0)):
+        entry.answered = answered
+    until, stairs = held(window, list(window.tracks), 1, 6, sent[4], 12.0, 70.0)
+    assert (until, stairs and stairs.steps) == (62.0, [[60.0, 2]])
+
+
+def test_a_429_to_one_of_a_pair_sent_together_on_a_caps_room_reads_the_caps_word() -> None:
+    """The six of the queueing proxy above, the two sent together at 62 on the cap's room: the
+    first admitted refused while the other is in flight. The count that refused it had the
+    other (admitted: it came first) or refuses it too: by its word it had counted 5 before it
+    (read from our log, which let the six go: 3)."""
+    window = _capped_by_a_queueing_proxy()
+    assert window.take(60.0, 0) is not None and window.take(60.0, 0) is not None
+    refused, other = window.take(62.0, 0), window.take(62.0, 0)
+    assert refused is not None and other is not None
+    assert before(window, window.tracks[0], 62.1, refused) == 5
 
 
 def test_ours_answered_at_the_instant_of_the_answer_showing_the_minute_are_let_go() -> None:

@@ -127,7 +127,11 @@ def _stairs(learners: list[Any], track: Any, counted: int, ticket: Any, now: flo
     it until the boundary's probe, and the 3 the proxy's minute still had room for went
     unused (1.21x the ideal). Released a worker's turn at a time, as a window sliding over
     its takes would, the 4 taken at :58 go at :118, and a clock minute counting takes has
-    room for them too (or one fewer: its 429 teaches the ``rpm - 1``, :func:`full`)."""
+    room for them too (or one fewer: its 429 teaches the ``rpm - 1``, :func:`full`). Ours
+    from the ticket's ``near`` on may have been counted after it (its bound subtracted them:
+    :meth:`.reading.Readings.after`), so only those before it make the count's oldest beyond
+    it: a shuffled wave's oldest heard last (57 of 60, its 3 others counted after it) dropped
+    3 of the minute's oldest instead, and gave back 1 of the 4 taken at :58 (1.21x)."""
     entries = [e for e in track.log.entries if e.live and not e.refused
                and (e is ticket or now - track.window < e.answered <= now)]
     if not entries:
@@ -135,7 +139,8 @@ def _stairs(learners: list[Any], track: Any, counted: int, ticket: Any, now: flo
     span = max(t.window for t in learners)
     dated = latest(entries, [min(e.answered, now) for e in entries])
     out = sorted((at + span, track.weight(e)) for e, at in zip(entries, dated))
-    skip = sum(units for _, units in out) - counted  # the oldest: beyond the count
+    near = ticket.near[0]  # ours from it on may have come after the ticket: not in its count
+    skip = sum(track.weight(e) for e in entries if e is ticket or e.seq < near) - counted
     steps: list[list[float]] = []
     for at, units in out:
         cut = min(skip, units) if skip > 0 else 0
@@ -173,18 +178,23 @@ def sooner(cap: list[Any], now: float, need: int) -> float:
 def full(window: Any, cap: list[Any], track: Any, ticket: Any) -> int:
     """Units the server counted before ``ticket`` at least, by ``cap`` (its word, room given
     back as ours left its count: :class:`Stairs`) leaving no room after it, when it was the
-    last of ours admitted on that room (not a probe beyond it) and refused: the limit the cap
-    counted to less the ticket (the server admits one fewer than it says: LiteLLM's proxy's
-    ``rpm - 1``). Else 0. Read from our log instead, a proxy that took a burst late and was
+    last of ours admitted on that room, or sent with the last (not a probe beyond it), and
+    refused: the limit the cap counted to less the ticket (the server admits one fewer than
+    it says: LiteLLM's proxy's ``rpm - 1``). Else 0. Read from our log instead, a proxy that took a burst late and was
     let go of it was seen 31 of 60 full, and its 429 taught nothing: a second one came in the
     next minute. Ours admitted with it may have reached it first, and a 429 of any of them
-    only says that many fewer: learned from each, 3 refused together taught 59, 58, 57."""
+    only says that many fewer: learned from each, 3 refused together taught 59, 58, 57. Ours
+    sent with it (within ``spread``), unanswered or admitted, are no such sign: a count that
+    refused it either had them (admitted: they came first) or refuses them too (a shuffled
+    wave's refused one among 4 at :118 taught nothing, a second 429 in the next minute).
+    Two of them refused still teach one fewer each (the second's place is not known yet)."""
     if len(cap) <= 5 or ticket.seq < cap[2] or ticket is window.shape.probe:
         return 0
+    burst = ticket.time + window.readings.spread  # ours sent with it: on the same room
     for entry in reversed(track.log.entries):  # the newest first
         if entry.seq <= ticket.seq:
             break
-        if entry.live and not entry.refused:
+        if entry.live and not entry.refused and entry.time > burst:
             return 0
     return cap[5].limit - track.weight(ticket)
 
