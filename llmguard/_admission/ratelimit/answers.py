@@ -176,18 +176,18 @@ def sooner(cap: list[Any], now: float, need: int) -> float:
 
 
 def full(window: Any, cap: list[Any], track: Any, ticket: Any) -> int:
-    """Units the server counted before ``ticket`` at least, by ``cap`` (its word, room given
-    back as ours left its count: :class:`Stairs`) leaving no room after it, when it was the
-    last of ours admitted on that room, or sent with the last (not a probe beyond it), and
-    refused: the limit the cap counted to less the ticket (the server admits one fewer than
-    it says: LiteLLM's proxy's ``rpm - 1``). Else 0. Read from our log instead, a proxy that took a burst late and was
-    let go of it was seen 31 of 60 full, and its 429 taught nothing: a second one came in the
-    next minute. Ours admitted with it may have reached it first, and a 429 of any of them
-    only says that many fewer: learned from each, 3 refused together taught 59, 58, 57. Ours
-    sent with it (within ``spread``), unanswered or admitted, are no such sign: a count that
-    refused it either had them (admitted: they came first) or refuses them too (a shuffled
-    wave's refused one among 4 at :118 taught nothing, a second 429 in the next minute).
-    Two of them refused still teach one fewer each (the second's place is not known yet)."""
+    """Units the server counted before ``ticket`` at least, by ``cap`` (its word, room given back as
+    ours left its count: :class:`Stairs`) leaving no room after it, when it was the last of ours
+    admitted on that room, or sent with the last (not a probe beyond it), and refused: the limit
+    the cap counted to less the ticket (the server admits one fewer than it says: LiteLLM's proxy's
+    ``rpm - 1``). Else 0. Read from our log instead, a proxy that took a burst late and was let go
+    of it was seen 31 of 60 full, and its 429 taught nothing: a second one came in the next minute.
+    Ours admitted with it may have reached it first, and a 429 of any of them only says that many
+    fewer: learned from each, 3 refused together taught 59, 58, 57. Ours sent with it (within
+    ``spread``), unanswered or admitted, are no such sign: a count that refused it either had them
+    (admitted: they came first) or refuses them too (a shuffled wave's refused one among 4 at :118
+    taught nothing, a second 429 in the next minute). Two of them refused still teach one fewer
+    each (the second's place is not known yet)."""
     if len(cap) <= 5 or ticket.seq < cap[2] or ticket is window.shape.probe:
         return 0
     burst = ticket.time + window.readings.spread  # ours sent with it: on the same room
