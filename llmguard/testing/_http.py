@@ -15,7 +15,8 @@ as server-sent events with ``stream=True`` (the whole answer at once, with the h
 simulated server set: as of the answer's end, or as the stream started on an
 ``InputOutputBucketServer``, as Anthropic's). HTTP/1.1 keep-alive, no pipelining (what httpx
 does). A client that disconnects while its request is being served cancels it on the server
-(aiohttp's ``handler_cancellation``), so the server records it as cancelled after arrival. The server runs on the caller's event loop and reads its clock.
+(aiohttp's ``handler_cancellation``), so the server records it as cancelled after arrival.
+The server runs on the caller's event loop and reads its clock.
 """
 
 from __future__ import annotations
