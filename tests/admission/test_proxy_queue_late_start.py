@@ -203,8 +203,6 @@ async def main_proxy(phase: float, seed: int, workers: int | None) -> tuple[int,
     return server.statistics().rate_limited, wall, best, stats.shape
 
 
-@pytest.mark.xfail(strict=True, reason="#30: the clock-minute proxy from :58 with answers out "
-                   "of order: 2 429s (1 without), the rpm - 1 not learned from the first")
 @pytest.mark.parametrize("seed", [0, 1])
 async def test_the_clock_minute_proxy_from_58_with_answers_out_of_order(seed: int) -> None:
     """The clock-minute proxy (``rpm - 1``) from :58, 0-10 ms each way: the 429 that should
