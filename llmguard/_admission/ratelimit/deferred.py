@@ -29,7 +29,11 @@ def defer(window: Any, track: AutoTrack, ticket: Any, used: int, needed: int,
     """True when the 429 to ``ticket`` (``used`` of ``track``'s units seen before it by
     admission, ``needed`` its own) waits for ours sent with it and after it, still in flight,
     that would bring the count within ``near`` of the quota (and not past the limit in force)
-    if served: kept on ``track`` until they are answered (:func:`answered`)."""
+    if served: kept on ``track`` until they are answered (:func:`answered`). Only from a server
+    that tells its counts, or after a pause longer than a bucket refills (``sure``: LiteLLM's
+    60 s): a silent server's stray 429s asking 2 s, read so in bursts, taught "admits 54"."""
+    if not sure and window.shape.quiet is not False:
+        return False
     burst = ticket.time + window.readings.spread
     others = [e for e in track.log.entries if e.seq > ticket.seq and e.time <= burst
               and e.live and not e.refused and e.answered == math.inf]
