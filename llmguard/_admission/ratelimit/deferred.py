@@ -20,6 +20,8 @@ from .auto import AutoTrack
 
 #: The key of a lesson waiting for its burst in ``AutoTrack.repeats``.
 KEY = "burst"
+#: Lessons waiting in any window: none, and an answer costs one look (every call is answered).
+waiting = 0
 
 __all__ = ["KEY", "answered", "defer"]
 
@@ -42,6 +44,8 @@ def defer(window: Any, track: AutoTrack, ticket: Any, used: int, needed: int,
     if not others or used + units + needed > track.limit \
             or used + units < configured - near:
         return False
+    global waiting
+    waiting += KEY not in track.repeats
     track.repeats[KEY] = (ticket, others, used, needed, pause, sure, near)
     return True
 
@@ -50,6 +54,7 @@ def answered(window: Any, now: float, entry: Any, live: int) -> None:
     """``entry`` was answered (``live``: 0 when refunded, its count not updated yet): a lesson
     whose burst is all answered now is learned, counting those of it the server served (not
     refused, not refunded) as seen before the refused one."""
+    global waiting
     if window.shape is None:
         return
     for track in window.tracks:
@@ -60,6 +65,7 @@ def answered(window: Any, now: float, entry: Any, live: int) -> None:
         if any(e.answered == math.inf and e.live for e in others):
             continue
         del track.repeats[KEY]
+        waiting -= 1
         seen = used + sum(track.weight(e) for e in others
                           if e.live and not e.refused and (e is not entry or live))
         configured = track.quota.limit

@@ -155,7 +155,8 @@ class Window:
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
             changed.answered += 1
-            deferred.answered(self, now, entry, live)  # a 429 in its burst waits for it
+            if deferred.waiting:  # a 429 in its burst waits for it
+                deferred.answered(self, now, entry, live)
         if self.shape is not None and entry is self.shape.probe:
             tokens = learn.settled(self, now, entry, tokens, live)
         if entry.queued:  # it left the inner queue (moved: counted anew; or never sent)
@@ -248,8 +249,7 @@ class Window:
 
     def limit(self, tokens: bool) -> int | None:
         """The tightest limit in requests or tokens now (a learned one, else the quota's)."""
-        limits = [track.limit for track in self.tracks if track.quota.tokens is tokens]
-        return min(limits) if limits else None
+        return min((track.limit for track in self.tracks if track.quota.tokens is tokens), default=None)
 
     def available(self, now: float, tokens: bool) -> int:
         """Headroom now in requests or tokens (the tightest quota or cap), for gauges."""
