@@ -203,21 +203,18 @@ async def main_proxy(phase: float, seed: int, workers: int | None) -> tuple[int,
     return server.statistics().rate_limited, wall, best, stats.shape
 
 
-@pytest.mark.xfail(strict=True, reason="#30: the clock-minute proxy from :58 with answers out "
-                   "of order: 2 429s (1 without), the rpm - 1 not learned from the first")
 @pytest.mark.parametrize("seed", [0, 1])
 async def test_the_clock_minute_proxy_from_58_with_answers_out_of_order(seed: int) -> None:
-    """The clock-minute proxy (``rpm - 1``) from :58, 0-10 ms each way: the 429 that should
-    teach the ``rpm - 1`` comes at :118.06, to one of the 32 sent together at :118.05 (seed
-    1: the 26th of them, seq 116), the 60th to arrive. Read against its place among ours by
-    admission (``refusal.before``: ours admitted after it not seen), the server had seen 53:
-    not near the quota, nothing learned (seed 0: 51; its second 429, at :122.09, taught 55,
-    too low). The minute from :120 then paced to 60 (seed 1): the probe at :120.05 and 59 on
-    the reading of its answer ("59 remaining" of 60) at :122.06, the 60th refused at :124.08
-    (ticket seq 206, 59 seen: the 59 learned only then). Without jitter the refused one
-    is the last of the wave, 59 seen: the 59 learned, one 429. (Counting ours sent with it as
-    seen instead reads a stray 429 to a burst's third as "the server admits 57": the place
-    a shuffled wave gives the refused one is known only once the others are answered.)"""
+    """The clock-minute proxy (``rpm - 1``) from :58, 0-10 ms each way: the 429 that teaches
+    the ``rpm - 1`` comes at :118.06, to one of the 32 sent together at :118.05 (seed 1: the
+    26th of them, seq 116), the 60th to arrive. Read against its place among ours by admission
+    (``refusal.before``: ours admitted after it not seen), the server had seen 53: not near the
+    quota, nothing learned (seed 0: 51; its second 429, at :122.09, taught 55, too low; seed 1:
+    the 60th of the next minute refused at :124.08). Its lesson waits for the burst's answers
+    (:mod:`.deferred`): all served, they came before it, 59 seen, the 59 learned, one 429.
+    (Counting ours sent with it as seen at once reads a stray 429 to a burst's third as "the
+    server admits 57": the place a shuffled wave gives the refused one is known only once the
+    others are answered.)"""
     refused, wall, best, shape = await main_proxy(58, seed, None)
     assert refused <= 1, shape
     assert wall <= 1.10 * best, (wall, best, shape)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import answers, repeat
+from . import answers, deferred, repeat
 from .auto import AutoTrack
 from .log import Entry
 from .others import ours
@@ -146,6 +146,9 @@ def learn_limit(window: Any, now: float, ticket: Entry | None, named: Any = None
     # token one sent as a bucket's refill allowed, its server counting per window: read as
     # "the server admits 2,824" of 3,000, 42 calls a minute where it admits 44)
     if used + needed > fullest.limit or used < configured - near(configured):
+        if ticket is not None and used + needed <= fullest.limit:  # ours sent with it: their
+            deferred.defer(window, fullest, ticket, used, needed, pause, sure,  # answers
+                           near(configured))  # tell its place (:mod:`.deferred`)
         return fullest  # nothing lower, or not near the quota (or not ours alone)
     # a learned fixed window's short pause, a silent server's 429: learned once repeated
     # (under a saturated pace every stray 429 comes near the limit)

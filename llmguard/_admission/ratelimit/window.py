@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import answers, arrived, beyond, changed, learn, learn_refusal, short, silent, told
+from . import answers, arrived, beyond, changed, deferred, learn, learn_refusal, short, silent, told
 from .auto import AutoTrack
 from .bucket import Bucket
 from .charge import Charge
@@ -129,9 +129,8 @@ class Window:
 
     def idle(self, now: float) -> bool:
         """True when nothing is in any window, no pause or cap applies (a fresh window's)."""
-        if any(not track.idle(now) for track in self.tracks):
-            return False
-        return self.paused_until <= now and all(cap[1] <= now for cap in self.caps.values())
+        return all(track.idle(now) for track in self.tracks) and self.paused_until <= now \
+            and all(cap[1] <= now for cap in self.caps.values())
 
     def adjust(self, now: float, entry: Entry, tokens: int, live: int = 1,
                answered: bool = True) -> None:
@@ -156,6 +155,8 @@ class Window:
         if (answered or not live) and entry.answered > now:
             entry.answered = now  # the call ended: no longer in flight (:mod:`.fixed`)
             changed.answered += 1
+            if deferred.waiting:  # a 429 in its burst waits for it
+                deferred.answered(self, now, entry, live)
         if self.shape is not None and entry is self.shape.probe:
             tokens = learn.settled(self, now, entry, tokens, live)
         if entry.queued:  # it left the inner queue (moved: counted anew; or never sent)
@@ -248,8 +249,7 @@ class Window:
 
     def limit(self, tokens: bool) -> int | None:
         """The tightest limit in requests or tokens now (a learned one, else the quota's)."""
-        limits = [track.limit for track in self.tracks if track.quota.tokens is tokens]
-        return min(limits) if limits else None
+        return min((track.limit for track in self.tracks if track.quota.tokens is tokens), default=None)
 
     def available(self, now: float, tokens: bool) -> int:
         """Headroom now in requests or tokens (the tightest quota or cap), for gauges."""
