@@ -10,7 +10,6 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timezone
 from typing import Any
 
 from .public import public
@@ -114,6 +113,8 @@ def retry_after_from_headers(headers: Any, *, now: float | None = None) -> float
     from . import clock  # imports asyncio: not at `import llmguard`
 
     if when.tzinfo is None:  # GMT, as every HTTP date (asctime's names no zone; nor "-0000")
+        from datetime import timezone  # (rare, as above)
+
         when = when.replace(tzinfo=timezone.utc)  # (not the machine's local time)
     return max(0.0, when.timestamp() - (clock.wall() if now is None else now))
 
